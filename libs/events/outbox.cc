@@ -1,0 +1,86 @@
+#include "libs/events/outbox.h"
+
+#include "absl/strings/str_cat.h"
+#include "libs/api/validate.h"
+#include "libs/store/key.h"
+
+namespace crm::events {
+namespace {
+
+constexpr absl::string_view kEpochKey = "epoch";
+
+std::string CustomerLockKey(absl::string_view customer_id) {
+  return store::Key().Str("customer").Str(customer_id).Build();
+}
+
+}  // namespace
+
+std::string PositionKey(const Position& p) { return store::Key().U64(p.epoch).U64(p.seq).Build(); }
+
+bool ParsePositionKey(absl::string_view key, Position* p) {
+  store::KeyReader r(key);
+  auto epoch = r.U64();
+  auto seq = r.U64();
+  if (!epoch || !seq || !r.done()) return false;
+  *p = Position{*epoch, *seq};
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<Outbox>> Outbox::Open(store::Store* store, std::string producer, int shard,
+                                                      Clock* clock) {
+  auto* meta = store->cf(kMetaFamily);
+  uint64_t epoch = 1;
+  absl::Status s = store->Transact(store::Durability::kSynced, [&](store::Transaction& txn) -> absl::Status {
+    auto stored = txn.GetForUpdate(meta, kEpochKey);
+    if (!stored.ok()) return stored.status();
+    epoch = 1;
+    if (stored->has_value()) {
+      store::KeyReader r(**stored);
+      auto prev = r.U64();
+      if (!prev) return absl::DataLossError("outbox epoch record is malformed");
+      epoch = *prev + 1;
+    }
+    return txn.Put(meta, kEpochKey, store::Key().U64(epoch).bytes());
+  });
+  if (!s.ok()) return s;
+  return std::unique_ptr<Outbox>(new Outbox(store, std::move(producer), shard, clock, epoch));
+}
+
+Outbox::Outbox(store::Store* store, std::string producer, int shard, Clock* clock, uint64_t epoch)
+    : store_(store),
+      producer_(std::move(producer)),
+      shard_(shard),
+      clock_(clock),
+      epoch_(epoch),
+      events_cf_(store->cf(kEventsFamily)),
+      meta_cf_(store->cf(kMetaFamily)) {}
+
+absl::Status Outbox::Append(store::Transaction& txn, v1::Event& event) {
+  if (event.customer_id().empty()) return absl::InternalError("outbox: event without customer_id");
+  // Lock the customer's outbox row first: this customer's events then get positions in commit order.
+  auto locked = txn.GetForUpdate(meta_cf_, CustomerLockKey(event.customer_id()));
+  if (!locked.ok()) return locked.status();
+
+  uint64_t seq;
+  {
+    absl::MutexLock lock(&mu_);
+    seq = next_seq_++;
+    in_flight_.insert(seq);
+  }
+  txn.OnFinish([this, seq](bool) {
+    absl::MutexLock lock(&mu_);
+    in_flight_.erase(seq);
+  });
+  event.set_event_id(absl::StrCat(producer_, "/", shard_, "/", epoch_, ".", seq));
+  event.set_producer(producer_);
+  if (!event.has_occur_time()) api::SetTimestamp(clock_->Now(), event.mutable_occur_time());
+  return txn.PutProto(events_cf_, PositionKey(Position{epoch_, seq}), event);
+}
+
+Position Outbox::Horizon() const {
+  absl::MutexLock lock(&mu_);
+  const uint64_t below = in_flight_.empty() ? next_seq_ : *in_flight_.begin();
+  return Position{epoch_, below - 1};
+}
+
+}  // namespace crm::events

@@ -1,0 +1,35 @@
+// A fixed pool of threads for work that blocks: synced RocksDB writes (fsync) and calls to other
+// services. gRPC callback reactors must not block their thread, so handlers that would hand the work
+// here and finish the reactor from the pool. Many threads on purpose: blocked writers waiting on one
+// fsync is exactly what lets RocksDB group-commit them. Non-copyable; the destructor drains the queue.
+#pragma once
+
+#include <deque>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
+
+namespace crm::rpc {
+
+class Executor {
+ public:
+  Executor(std::string name, int threads);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  void Submit(absl::AnyInvocable<void() &&> work);
+
+ private:
+  void Loop();
+
+  absl::Mutex mu_;
+  std::deque<absl::AnyInvocable<void() &&>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace crm::rpc

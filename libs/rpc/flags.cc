@@ -1,0 +1,42 @@
+#include "libs/rpc/flags.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+ABSL_FLAG(std::string, listen, "", "gRPC listen address host:port (default: the service's own port on 127.0.0.1)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "address of the Prometheus /metrics endpoint, host:port; \"off\" disables it");
+ABSL_FLAG(std::string, data_dir, "", "directory of this service's RocksDB (default ./data/<service>)");
+ABSL_FLAG(int, block_cache_mb, 64, "RocksDB block cache size in MiB (data, index and filter blocks)");
+ABSL_FLAG(int, memtable_mb, 64, "RocksDB memtable budget in MiB across column families");
+ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long in-flight calls may finish before they are cancelled");
+ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest request or response message accepted, in bytes");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+
+namespace crm::rpc {
+
+std::string EnvNameForFlag(const std::string& flag) { return absl::StrCat("CRM_", absl::AsciiStrToUpper(flag)); }
+
+void ParseFlagsWithEnv(int argc, char** argv, const char* usage) {
+  absl::SetProgramUsageMessage(usage);
+  for (auto& [name, flag] : absl::GetAllFlags()) {
+    const std::string env = EnvNameForFlag(std::string(name));
+    const char* value = std::getenv(env.c_str());
+    if (value == nullptr) continue;
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      std::fprintf(stderr, "%s=%s: %s\n", env.c_str(), value, error.c_str());
+      std::exit(2);
+    }
+  }
+  absl::ParseCommandLine(argc, argv);
+}
+
+}  // namespace crm::rpc

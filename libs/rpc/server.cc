@@ -1,0 +1,85 @@
+#include "libs/rpc/server.h"
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "libs/log/log.h"
+#include "libs/rpc/malformed_request.h"
+#include "libs/metrics/rpc_metrics.h"
+
+namespace crm::rpc {
+
+Server::Server(ServerOptions options) : options_(std::move(options)) {}
+
+Server::~Server() { Shutdown(); }
+
+void Server::AddService(grpc::Service* service, std::string full_name) {
+  services_.emplace_back(service, std::move(full_name));
+}
+
+void Server::SetGenericService(grpc::CallbackGenericService* service) { generic_ = service; }
+
+void Server::OnShutdown(std::function<void()> hook) { shutdown_hooks_.push_back(std::move(hook)); }
+
+absl::Status Server::Start() {
+  // Both are process-wide switches that must be set before a server is built; setting them again is harmless.
+  grpc::EnableDefaultHealthCheckService(true);
+  // Without this call the linker drops the reflection plugin (--as-needed) and reflection silently vanishes.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  // Clients (the gateway, other services) keep idle channels alive with pings every 30 s; accept them.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+  for (auto& [service, name] : services_) builder.RegisterService(service);
+  if (generic_ != nullptr) builder.RegisterCallbackGenericService(generic_);
+  CaptureProtobufParseErrors();
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<MalformedRequestInterceptorFactory>());
+  if (options_.metrics != nullptr) {
+    interceptors.push_back(
+        std::make_unique<metrics::ServerMetricsInterceptorFactory>(&options_.metrics->server_rpc()));
+  }
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen_address,
+                                               " (address in use, or not an address of this host)"));
+  }
+  SetServing(false);
+  log::Info("grpc server listening", {{"address", options_.listen_address}, {"port", port_}});
+  return absl::OkStatus();
+}
+
+void Server::SetServing(bool serving) {
+  if (server_ == nullptr) return;
+  auto* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(serving);
+  for (auto& [service, name] : services_) health->SetServingStatus(name, serving);
+}
+
+void Server::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_ || server_ == nullptr) return;
+    shut_down_ = true;
+  }
+  log::Info("shutting down: NOT_SERVING, draining in-flight calls",
+            {{"grace_seconds", absl::ToDoubleSeconds(options_.drain_grace)}});
+  // The health service's own Shutdown marks everything NOT_SERVING and ignores later updates.
+  if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  for (auto& hook : shutdown_hooks_) hook();
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.drain_grace));
+  server_->Wait();
+  log::Info("grpc server stopped");
+}
+
+}  // namespace crm::rpc

@@ -1,0 +1,67 @@
+// Starts a gRPC server the same way in every process and in tests: callback API, health service
+// (grpc.health.v1, NOT_SERVING until SetServing(true)), server reflection, the per-RPC metrics
+// interceptor, message size limit, keepalive, and a graceful shutdown that drains in-flight calls within
+// a bounded grace period. Non-copyable. Start, SetServing and Shutdown may be called from any thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/generic/async_generic_service.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "libs/metrics/metrics.h"
+
+namespace crm::rpc {
+
+struct ServerOptions {
+  // host:port; port 0 picks a free port (see Server::port()).
+  std::string listen_address = "127.0.0.1:0";
+  int max_message_bytes = 4 << 20;
+  // How long Shutdown waits for in-flight calls before cancelling them.
+  absl::Duration drain_grace = absl::Seconds(10);
+  // Where per-RPC metrics go; null records none. Not owned.
+  metrics::Metrics* metrics = nullptr;
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Registers a service before Start. `full_name` (e.g. "crm.v1.CustomerProfileService") gets its own
+  // health status. Not owned: the service must outlive the server.
+  void AddService(grpc::Service* service, std::string full_name);
+  // A catch-all handler for methods no registered service has (the gateway's proxy).
+  void SetGenericService(grpc::CallbackGenericService* service);
+  // Called on Shutdown after NOT_SERVING and before draining: finish long-lived streams here.
+  void OnShutdown(std::function<void()> hook);
+
+  absl::Status Start();
+  // The bound port, after Start.
+  int port() const { return port_; }
+  // Health for the whole server ("") and every registered service.
+  void SetServing(bool serving);
+  // NOT_SERVING, shutdown hooks, stop accepting, drain in-flight calls until the grace period ends,
+  // then cancel what is left. Idempotent.
+  void Shutdown();
+
+ private:
+  ServerOptions options_;
+  std::vector<std::pair<grpc::Service*, std::string>> services_;
+  grpc::CallbackGenericService* generic_ = nullptr;
+  std::vector<std::function<void()>> shutdown_hooks_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace crm::rpc

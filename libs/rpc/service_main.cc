@@ -1,0 +1,101 @@
+#include "libs/rpc/service_main.h"
+
+#include <signal.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "libs/log/log.h"
+#include "libs/metrics/rocksdb_collector.h"
+#include "libs/rpc/flags.h"
+
+namespace crm::rpc {
+namespace {
+
+log::Level ParseLevel(const std::string& s) {
+  if (s == "debug") return log::Level::kDebug;
+  if (s == "warning") return log::Level::kWarning;
+  if (s == "error") return log::Level::kError;
+  return log::Level::kInfo;
+}
+
+}  // namespace
+
+store::StoreOptions StoreOptionsFromFlags(const std::string& service_name) {
+  store::StoreOptions o;
+  o.path = absl::GetFlag(FLAGS_data_dir);
+  if (o.path.empty()) o.path = absl::StrCat("./data/", service_name);
+  o.block_cache_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_block_cache_mb)) << 20;
+  o.memtable_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_memtable_mb)) << 20;
+  return o;
+}
+
+int RunService(int argc, char** argv, const ServiceSpec& spec) {
+  // Block the stop signals before any thread exists, so every thread inherits the mask and only the
+  // sigwait below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  ParseFlagsWithEnv(argc, argv, spec.usage.c_str());
+  log::SetService(spec.name);
+  log::SetMinLevel(ParseLevel(absl::GetFlag(FLAGS_log_level)));
+
+  metrics::Metrics metrics;
+  std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (metrics_listen.empty()) metrics_listen = spec.default_metrics_listen;
+  if (metrics_listen != "off") {
+    if (absl::Status s = metrics.Serve(metrics_listen); !s.ok()) {
+      log::Error("cannot start", {{"error", s.ToString()}});
+      return 1;
+    }
+  }
+
+  std::unique_ptr<store::Store> store;
+  if (!spec.column_families.empty()) {
+    auto opened = store::Store::Open(StoreOptionsFromFlags(spec.name), spec.column_families);
+    if (!opened.ok()) {
+      log::Error("cannot open store", {{"error", opened.status().ToString()}});
+      return 1;
+    }
+    store = std::move(*opened);
+    metrics.AddCollectable(std::make_shared<metrics::RocksDbCollector>(store.get()));
+  }
+
+  ServiceContext context{spec.name, store.get(), &metrics, SystemClock::Default()};
+  auto component = spec.build(context);
+  if (!component.ok()) {
+    log::Error("cannot start", {{"error", component.status().ToString()}});
+    return 1;
+  }
+
+  ServerOptions server_options;
+  server_options.listen_address = absl::GetFlag(FLAGS_listen);
+  if (server_options.listen_address.empty()) server_options.listen_address = spec.default_listen;
+  server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  server_options.drain_grace = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
+  server_options.metrics = &metrics;
+  Server server(server_options);
+  (*component)->Register(server);
+  if (absl::Status s = server.Start(); !s.ok()) {
+    log::Error("cannot start", {{"error", s.ToString()}});
+    return 1;
+  }
+  (*component)->Start();
+  server.SetServing(true);
+  log::Info("serving", {{"port", server.port()}, {"metrics_port", metrics.port()}});
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  log::Info("stop signal received", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  server.Shutdown();
+  (*component)->Stop();
+  component->reset();
+  store.reset();
+  log::Info("stopped cleanly");
+  return 0;
+}
+
+}  // namespace crm::rpc

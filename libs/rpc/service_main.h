@@ -1,0 +1,56 @@
+// The whole life of a service process in one call, so every main.cc is wiring only:
+// flags (+ environment), JSON logs, /metrics, the RocksDB store under --data_dir, the gRPC server, then
+// on SIGTERM or SIGINT: NOT_SERVING, drain in-flight calls, stop background work, close the store.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "libs/clock/clock.h"
+#include "libs/metrics/metrics.h"
+#include "libs/rpc/server.h"
+#include "libs/store/store.h"
+
+namespace crm::rpc {
+
+// What a service builds once its store is open. Destroyed after the server has drained and before the
+// store closes.
+class Component {
+ public:
+  virtual ~Component() = default;
+  // Adds the component's gRPC services (and shutdown hooks) to the server.
+  virtual void Register(Server& server) = 0;
+  // Called once the server is serving: start background work (event dispatch, sweeps).
+  virtual void Start() {}
+  // Called after the server has drained: stop background work.
+  virtual void Stop() {}
+};
+
+struct ServiceContext {
+  std::string service_name;
+  store::Store* store = nullptr;  // null when the service has no column families
+  metrics::Metrics* metrics = nullptr;
+  Clock* clock = nullptr;
+};
+
+struct ServiceSpec {
+  // Process name in logs and the default data folder, e.g. "customer-profile".
+  std::string name;
+  std::string usage;
+  std::string default_listen;
+  std::string default_metrics_listen;
+  // Column families of its store; empty means no store (the gateway).
+  std::vector<std::string> column_families;
+  std::function<absl::StatusOr<std::unique_ptr<Component>>(ServiceContext&)> build;
+};
+
+// Runs the service until SIGTERM/SIGINT; returns the process exit code.
+int RunService(int argc, char** argv, const ServiceSpec& spec);
+
+// Store options from --data_dir (default ./data/<name>), --block_cache_mb and --memtable_mb.
+store::StoreOptions StoreOptionsFromFlags(const std::string& service_name);
+
+}  // namespace crm::rpc

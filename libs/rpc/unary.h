@@ -1,0 +1,21 @@
+// Completing callback-API unary handlers. A handler validates, calls the domain and returns one of these:
+//   return rpc::Finish(ctx, service_.GetCustomer(*request, response));          // short, non-blocking
+//   return rpc::FinishOn(executor_, ctx, [=] { return service_.Register(...); });  // blocks (synced write)
+#pragma once
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "grpcpp/support/server_callback.h"
+#include "grpcpp/server_context.h"
+#include "libs/rpc/executor.h"
+
+namespace crm::rpc {
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& status);
+
+// Runs `work` on `executor` and finishes the call with its status. The request and response objects
+// stay valid until then, so `work` may capture their pointers.
+grpc::ServerUnaryReactor* FinishOn(Executor& executor, grpc::CallbackServerContext* ctx,
+                                   absl::AnyInvocable<absl::Status() &&> work);
+
+}  // namespace crm::rpc

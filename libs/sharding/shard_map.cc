@@ -1,0 +1,97 @@
+#include "libs/sharding/shard_map.h"
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "libs/sharding/hash.h"
+
+namespace crm::sharding {
+
+uint32_t BucketOf(absl::string_view shard_key) {
+  return static_cast<uint32_t>(StableHash64(shard_key) % kBucketCount);
+}
+
+ShardMap::ShardMap(int shards) : shard_count_(shards < 1 ? 1 : shards), bucket_to_shard_(kBucketCount) {
+  for (uint32_t b = 0; b < kBucketCount; ++b) {
+    bucket_to_shard_[b] = static_cast<int>(uint64_t{b} * shard_count_ / kBucketCount);
+  }
+}
+
+absl::StatusOr<ShardMap> ShardMap::Parse(absl::string_view spec) {
+  ShardMap map(1);
+  std::vector<int> assigned(kBucketCount, -1);
+  int max_shard = -1;
+  for (absl::string_view part : absl::StrSplit(spec, ',', absl::SkipWhitespace())) {
+    std::pair<absl::string_view, absl::string_view> range_shard = absl::StrSplit(part, ':');
+    std::pair<absl::string_view, absl::string_view> range = absl::StrSplit(range_shard.first, '-');
+    uint32_t lo, hi;
+    int shard;
+    if (!absl::SimpleAtoi(range.first, &lo) || !absl::SimpleAtoi(range.second, &hi) ||
+        !absl::SimpleAtoi(range_shard.second, &shard) || lo > hi || hi >= kBucketCount || shard < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shard map: \"", part, "\" is not <first bucket>-<last bucket>:<shard>"));
+    }
+    for (uint32_t b = lo; b <= hi; ++b) {
+      if (assigned[b] != -1) {
+        return absl::InvalidArgumentError(absl::StrCat("shard map: bucket ", b, " is assigned twice"));
+      }
+      assigned[b] = shard;
+    }
+    max_shard = std::max(max_shard, shard);
+  }
+  for (uint32_t b = 0; b < kBucketCount; ++b) {
+    if (assigned[b] == -1) {
+      return absl::InvalidArgumentError(absl::StrCat("shard map: bucket ", b, " is not assigned"));
+    }
+  }
+  std::vector<bool> used(max_shard + 1, false);
+  for (int s : assigned) used[s] = true;
+  for (int s = 0; s <= max_shard; ++s) {
+    if (!used[s]) return absl::InvalidArgumentError(absl::StrCat("shard map: shard ", s, " has no bucket"));
+  }
+  map.shard_count_ = max_shard + 1;
+  map.bucket_to_shard_ = std::move(assigned);
+  return map;
+}
+
+std::string ShardMap::ToSpec() const {
+  std::vector<std::string> parts;
+  uint32_t start = 0;
+  for (uint32_t b = 1; b <= kBucketCount; ++b) {
+    if (b == kBucketCount || bucket_to_shard_[b] != bucket_to_shard_[start]) {
+      parts.push_back(absl::StrCat(start, "-", b - 1, ":", bucket_to_shard_[start]));
+      start = b;
+    }
+  }
+  return absl::StrJoin(parts, ",");
+}
+
+namespace {
+
+std::string RandomHexId(absl::string_view prefix, absl::BitGen& gen) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t v = absl::Uniform<uint64_t>(gen);
+  std::string id(prefix);
+  for (int i = 0; i < 16; ++i) id.push_back(kHex[(v >> (60 - 4 * i)) & 0xF]);
+  return id;
+}
+
+}  // namespace
+
+std::string NewId(absl::string_view prefix) {
+  thread_local absl::BitGen gen;
+  return RandomHexId(prefix, gen);
+}
+
+std::string NewIdInBucket(absl::string_view prefix, uint32_t bucket) {
+  thread_local absl::BitGen gen;
+  // About kBucketCount tries on average, each a hash of ~20 bytes: tens of microseconds, once per entity.
+  for (;;) {
+    std::string id = RandomHexId(prefix, gen);
+    if (BucketOf(id) == bucket % kBucketCount) return id;
+  }
+}
+
+}  // namespace crm::sharding

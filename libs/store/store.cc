@@ -1,0 +1,256 @@
+#include "libs/store/store.h"
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "libs/log/log.h"
+#include "libs/store/key.h"
+#include "libs/store/status.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/table.h"
+#include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/write_buffer_manager.h"
+
+namespace crm::store {
+namespace {
+
+rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  // Bloom filters make point lookups of absent keys (idempotency checks, unknown ids) skip disk reads.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.optimize_filters_for_memory = true;
+  // Index and filter blocks live in the block cache, so memory is bounded by configuration, not data size.
+  table.cache_index_and_filter_blocks = true;
+  table.cache_index_and_filter_blocks_with_high_priority = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.format_version = 5;
+
+  rocksdb::ColumnFamilyOptions cf;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf.write_buffer_size = 16 << 20;
+  cf.max_write_buffer_number = 3;
+  cf.level_compaction_dynamic_level_bytes = true;
+  cf.compression = rocksdb::kLZ4Compression;
+  cf.bottommost_compression = rocksdb::kZSTD;
+  return cf;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<std::string>> Transaction::Get(rocksdb::ColumnFamilyHandle* cf,
+                                                            absl::string_view key) {
+  std::string value;
+  rocksdb::Status s = txn_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::nullopt;
+  if (!s.ok()) return FromRocksDb(s);
+  return value;
+}
+
+absl::StatusOr<std::optional<std::string>> Transaction::GetForUpdate(rocksdb::ColumnFamilyHandle* cf,
+                                                                     absl::string_view key) {
+  std::string value;
+  rocksdb::Status s =
+      txn_->GetForUpdate(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::nullopt;
+  if (!s.ok()) return FromRocksDb(s);
+  return value;
+}
+
+absl::StatusOr<bool> Transaction::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                                           google::protobuf::MessageLite* out, bool for_update) {
+  auto value = for_update ? GetForUpdate(cf, key) : Get(cf, key);
+  if (!value.ok()) return value.status();
+  if (!value->has_value()) return false;
+  if (!out->ParseFromString(**value)) {
+    return absl::DataLossError(absl::StrCat("stored ", out->GetTypeName(), " does not parse"));
+  }
+  return true;
+}
+
+absl::Status Transaction::Put(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                              absl::string_view value) {
+  return FromRocksDb(txn_->Put(cf, rocksdb::Slice(key.data(), key.size()),
+                               rocksdb::Slice(value.data(), value.size())));
+}
+
+absl::Status Transaction::PutProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                                   const google::protobuf::MessageLite& value) {
+  return Put(cf, key, value.SerializeAsString());
+}
+
+absl::Status Transaction::Delete(rocksdb::ColumnFamilyHandle* cf, absl::string_view key) {
+  return FromRocksDb(txn_->Delete(cf, rocksdb::Slice(key.data(), key.size())));
+}
+
+std::unique_ptr<rocksdb::Iterator> Transaction::NewIterator(rocksdb::ColumnFamilyHandle* cf,
+                                                            const rocksdb::ReadOptions& options) {
+  return std::unique_ptr<rocksdb::Iterator>(txn_->GetIterator(options, cf));
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
+                                                   const std::vector<std::string>& column_families) {
+  auto store = std::unique_ptr<Store>(new Store());
+  store->path_ = options.path;
+  rocksdb::LRUCacheOptions cache_options;
+  cache_options.capacity = options.block_cache_bytes;
+  cache_options.high_pri_pool_ratio = 0.5;
+  store->cache_ = rocksdb::NewLRUCache(cache_options);
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = options.background_jobs;
+  db_options.bytes_per_sync = 1 << 20;
+  db_options.wal_bytes_per_sync = 1 << 20;
+  // With several column families a WAL file lives until every family has flushed; this bounds it.
+  db_options.max_total_wal_size = 64 << 20;
+  db_options.write_buffer_manager =
+      std::make_shared<rocksdb::WriteBufferManager>(options.memtable_budget_bytes, store->cache_);
+  db_options.keep_log_file_num = 5;
+  db_options.max_manifest_file_size = 64 << 20;
+  db_options.enable_pipelined_write = false;
+
+  rocksdb::TransactionDBOptions txn_options;
+  txn_options.transaction_lock_timeout = absl::ToInt64Milliseconds(options.lock_timeout);
+  txn_options.default_lock_timeout = absl::ToInt64Milliseconds(options.lock_timeout);
+
+  std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName};
+  for (const auto& n : column_families) {
+    if (n != rocksdb::kDefaultColumnFamilyName) names.push_back(n);
+  }
+  const rocksdb::ColumnFamilyOptions cf_options = ColumnFamilyOptionsFor(store->cache_);
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const auto& n : names) descriptors.emplace_back(n, cf_options);
+
+  rocksdb::TransactionDB* db = nullptr;
+  rocksdb::Options open_options(db_options, cf_options);
+  rocksdb::Status s = rocksdb::TransactionDB::Open(open_options, txn_options, options.path, descriptors,
+                                                   &store->handles_, &db);
+  if (!s.ok()) {
+    absl::Status status = FromRocksDb(s);
+    return absl::Status(status.code(), absl::StrCat("opening store at ", options.path, ": ", status.message()));
+  }
+  store->db_.reset(db);
+  store->names_ = names;
+  for (size_t i = 0; i < names.size(); ++i) store->by_name_[names[i]] = store->handles_[i];
+  log::Info("store opened", {{"path", options.path},
+                             {"column_families", static_cast<int64_t>(names.size())},
+                             {"block_cache_bytes", static_cast<int64_t>(options.block_cache_bytes)}});
+  return store;
+}
+
+Store::~Store() {
+  if (!db_) return;
+  rocksdb::Status s = db_->SyncWAL();
+  if (!s.ok()) log::Error("store: final WAL sync failed", {{"error", s.ToString()}});
+  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  handles_.clear();
+  s = db_->Close();
+  if (!s.ok()) log::Error("store: close failed", {{"error", s.ToString()}});
+  db_.reset();
+  log::Info("store closed", {{"path", path_}});
+}
+
+rocksdb::ColumnFamilyHandle* Store::cf(absl::string_view name) const {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) {
+    log::Error("unknown column family", {{"name", name}});
+    std::abort();
+  }
+  return it->second;
+}
+
+absl::StatusOr<std::optional<std::string>> Store::Get(rocksdb::ColumnFamilyHandle* cf,
+                                                      absl::string_view key) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::nullopt;
+  if (!s.ok()) return FromRocksDb(s);
+  return value;
+}
+
+absl::StatusOr<bool> Store::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                                     google::protobuf::MessageLite* out) const {
+  rocksdb::PinnableSlice value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return false;
+  if (!s.ok()) return FromRocksDb(s);
+  if (!out->ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+    return absl::DataLossError(absl::StrCat("stored ", out->GetTypeName(), " does not parse"));
+  }
+  return true;
+}
+
+absl::Status Store::Write(rocksdb::WriteBatch* batch, Durability durability) {
+  rocksdb::WriteOptions wo;
+  wo.sync = durability == Durability::kSynced;
+  return FromRocksDb(db_->Write(wo, batch));
+}
+
+absl::Status Store::Transact(Durability durability, absl::FunctionRef<absl::Status(Transaction&)> body) {
+  rocksdb::WriteOptions wo;
+  wo.sync = durability == Durability::kSynced;
+  rocksdb::TransactionOptions to;
+  to.deadlock_detect = true;
+  constexpr int kAttempts = 8;
+  absl::Status last;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    std::unique_ptr<rocksdb::Transaction> txn(db_->BeginTransaction(wo, to));
+    Transaction t(txn.get());
+    absl::Status s = body(t);
+    if (s.ok()) s = FromRocksDb(txn->Commit());
+    if (s.ok()) {
+      t.RunFinishHooks(true);
+      return s;
+    }
+    txn->Rollback().PermitUncheckedError();
+    t.RunFinishHooks(false);
+    // Only lock conflicts are retried; the body's own verdicts are final.
+    if (s.code() != absl::StatusCode::kAborted || !absl::StartsWith(s.message(), "rocksdb:")) return s;
+    last = s;
+    std::this_thread::sleep_for(std::chrono::microseconds(100 << attempt));
+  }
+  return absl::AbortedError(absl::StrCat("transaction kept conflicting, retry the call: ", last.message()));
+}
+
+absl::Status Store::Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
+                         absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) const {
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper(end.data(), end.size());
+  if (!end.empty()) ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
+  for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid(); it->Next()) {
+    if (!visit(absl::string_view(it->key().data(), it->key().size()),
+               absl::string_view(it->value().data(), it->value().size()))) {
+      break;
+    }
+  }
+  return FromRocksDb(it->status());
+}
+
+absl::Status Store::ScanPrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix,
+                               absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) const {
+  return Scan(cf, prefix, PrefixUpperBound(prefix), visit);
+}
+
+absl::Status Store::CreateCheckpoint(const std::string& dir) {
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  if (!s.ok()) return FromRocksDb(s);
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  // log_size_for_flush = 0: flush memtables first so the checkpoint holds no WAL to replay.
+  return FromRocksDb(checkpoint->CreateCheckpoint(dir, /*log_size_for_flush=*/0));
+}
+
+absl::Status Store::SyncWal() { return FromRocksDb(db_->SyncWAL()); }
+
+std::optional<uint64_t> Store::IntProperty(rocksdb::ColumnFamilyHandle* cf, const std::string& name) const {
+  uint64_t v = 0;
+  if (!db_->GetIntProperty(cf, name, &v)) return std::nullopt;
+  return v;
+}
+
+}  // namespace crm::store

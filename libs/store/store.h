@@ -1,0 +1,138 @@
+// A service's embedded RocksDB: column families, tuned options, reads, atomic writes, transactions for
+// read-modify-write, and checkpoints. Each service owns exactly one Store; only its <name>_store knows
+// the keys. Thread-safe; non-copyable. Destroying it syncs the WAL and closes the database cleanly.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "google/protobuf/message_lite.h"
+#include "rocksdb/utilities/transaction.h"
+#include "rocksdb/utilities/transaction_db.h"
+#include "rocksdb/write_batch.h"
+
+namespace crm::store {
+
+struct StoreOptions {
+  // Directory of the database; created when missing.
+  std::string path;
+  // One LRU cache shared by every column family for data, index and filter blocks.
+  size_t block_cache_bytes = 64 << 20;
+  // Memtables of all column families together; charged to the block cache so memory stays within
+  // block_cache_bytes + this, whatever the data size.
+  size_t memtable_budget_bytes = 64 << 20;
+  // Flush and compaction threads.
+  int background_jobs = 2;
+  // How long a transaction waits for a row another transaction holds.
+  absl::Duration lock_timeout = absl::Seconds(2);
+};
+
+// How far a write must reach before it is acknowledged.
+enum class Durability {
+  // Written to the OS page cache: survives a process crash, not a power loss.
+  kBuffered,
+  // The WAL is fsynced before returning: survives a machine crash. Concurrent writers share one fsync
+  // (RocksDB's group commit), so throughput grows with concurrency.
+  kSynced,
+};
+
+// A read-modify-write unit of work. Reads see committed data; GetForUpdate also locks the row until
+// commit so concurrent transactions on the same row serialise.
+class Transaction {
+ public:
+  explicit Transaction(rocksdb::Transaction* txn) : txn_(txn) {}
+
+  absl::StatusOr<std::optional<std::string>> Get(rocksdb::ColumnFamilyHandle* cf, absl::string_view key);
+  absl::StatusOr<std::optional<std::string>> GetForUpdate(rocksdb::ColumnFamilyHandle* cf,
+                                                          absl::string_view key);
+  // Reads and parses a protobuf value; false when the key is absent. DATA_LOSS when it does not parse.
+  absl::StatusOr<bool> GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                                google::protobuf::MessageLite* out, bool for_update = false);
+  absl::Status Put(rocksdb::ColumnFamilyHandle* cf, absl::string_view key, absl::string_view value);
+  absl::Status PutProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                        const google::protobuf::MessageLite& value);
+  absl::Status Delete(rocksdb::ColumnFamilyHandle* cf, absl::string_view key);
+  // Iterates committed data merged with this transaction's own writes.
+  std::unique_ptr<rocksdb::Iterator> NewIterator(rocksdb::ColumnFamilyHandle* cf,
+                                                 const rocksdb::ReadOptions& options);
+  rocksdb::Transaction* raw() { return txn_; }
+
+  // Runs `hook(committed)` once this attempt has committed or rolled back (e.g. to release an outbox
+  // sequence number the dispatcher must not pass while it is in flight).
+  void OnFinish(std::function<void(bool committed)> hook) { hooks_.push_back(std::move(hook)); }
+  void RunFinishHooks(bool committed) {
+    for (auto& h : hooks_) h(committed);
+    hooks_.clear();
+  }
+
+ private:
+  rocksdb::Transaction* txn_;
+  std::vector<std::function<void(bool)>> hooks_;
+};
+
+class Store {
+ public:
+  // Opens (or creates) the database with the given column families; "default" always exists.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options,
+                                                     const std::vector<std::string>& column_families);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // The handle of a column family named at Open; aborts on a name that was not (a programming error).
+  rocksdb::ColumnFamilyHandle* cf(absl::string_view name) const;
+
+  absl::StatusOr<std::optional<std::string>> Get(rocksdb::ColumnFamilyHandle* cf, absl::string_view key) const;
+  absl::StatusOr<bool> GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                                google::protobuf::MessageLite* out) const;
+
+  // Applies every change in the batch atomically.
+  absl::Status Write(rocksdb::WriteBatch* batch, Durability durability);
+
+  // Runs `body` in a pessimistic transaction and commits it. When `body` fails nothing is written and its
+  // status is returned. Lock timeouts and deadlocks roll back and run `body` again (a few times), so
+  // `body` must not have effects outside the transaction other than filling its outputs.
+  absl::Status Transact(Durability durability, absl::FunctionRef<absl::Status(Transaction&)> body);
+
+  // Calls `visit(key, value)` for each key in [begin, end) in order, until it returns false.
+  // An empty `end` means no upper bound.
+  absl::Status Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
+                    absl::FunctionRef<bool(absl::string_view key, absl::string_view value)> visit) const;
+  absl::Status ScanPrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix,
+                          absl::FunctionRef<bool(absl::string_view key, absl::string_view value)> visit) const;
+
+  // A consistent, openable copy of the database in `dir` (which must not exist), made of hard links
+  // where possible, so it is cheap. Restoring is opening that directory as the data directory.
+  absl::Status CreateCheckpoint(const std::string& dir);
+
+  // Fsyncs the WAL, so everything written so far survives a machine crash.
+  absl::Status SyncWal();
+
+  // A RocksDB integer property ("rocksdb.estimate-num-keys", ...) of one column family.
+  std::optional<uint64_t> IntProperty(rocksdb::ColumnFamilyHandle* cf, const std::string& name) const;
+  const std::vector<std::string>& column_family_names() const { return names_; }
+  rocksdb::TransactionDB* db() { return db_.get(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  Store() = default;
+
+  std::string path_;
+  std::shared_ptr<rocksdb::Cache> cache_;
+  std::unique_ptr<rocksdb::TransactionDB> db_;
+  std::vector<std::string> names_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  absl::flat_hash_map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
+};
+
+}  // namespace crm::store

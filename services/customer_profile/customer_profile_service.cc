@@ -1,0 +1,537 @@
+#include "services/customer_profile/customer_profile_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "libs/api/paging.h"
+#include "libs/api/validate.h"
+#include "libs/log/log.h"
+#include "libs/rpc/unary.h"
+#include "libs/sharding/shard_map.h"
+#include "libs/store/idempotency.h"
+#include "services/customer_profile/affinity.h"
+#include "services/customer_profile/contact_policy.h"
+#include "services/customer_profile/profile_rules.h"
+
+namespace crm::customer_profile {
+namespace {
+
+using api::Invalid;
+using rpc::Finish;
+using rpc::FinishOn;
+
+constexpr absl::Duration kMaxEventAge = absl::Hours(24 * 30);
+constexpr absl::Duration kClockSkew = absl::Minutes(5);
+
+absl::Status ValidateChannel(absl::string_view field, v1::Channel channel) {
+  if (channel == v1::CHANNEL_UNSPECIFIED || !v1::Channel_IsValid(channel)) {
+    return Invalid(field, "must be EMAIL, SMS or PUSH");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCustomerFields(const v1::Customer& c, const google::protobuf::RepeatedPtrField<std::string>& paths,
+                                    absl::Time now) {
+  for (const std::string& p : paths) {
+    if (p == "name") {
+      if (auto s = api::OptionalText("customer.name", c.name(), kMaxNameChars); !s.ok()) return s;
+    } else if (p == "phone") {
+      if (auto s = ValidatePhone("customer.phone", c.phone()); !s.ok()) return s;
+    } else if (p == "birthday") {
+      if (auto s = ValidateBirthday("customer.birthday", c.birthday(), now); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePreferences(const v1::Preferences& p, const google::protobuf::RepeatedPtrField<std::string>& paths) {
+  for (const std::string& path : paths) {
+    if (path == "preferred_delivery_window") {
+      const auto& w = p.preferred_delivery_window();
+      if (w.start_minute() < 0 || w.end_minute() > 1440 || w.start_minute() >= w.end_minute()) {
+        return Invalid("preferences.preferred_delivery_window",
+                       "needs 0 <= start_minute < end_minute <= 1440 (minutes since midnight)");
+      }
+    } else if (path == "language") {
+      const std::string& l = p.language();
+      const bool ok = l.empty() || (l.size() >= 2 && l.size() <= 35 &&
+                                    std::all_of(l.begin(), l.end(), [](char c) {
+                                      return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-';
+                                    }));
+      if (!ok) return Invalid("preferences.language", "must be a BCP 47 language tag such as zh-CN or en");
+    } else if (path == "settings") {
+      if (p.settings_size() > 50) return Invalid("preferences.settings", "holds at most 50 settings");
+      for (const auto& [k, v] : p.settings()) {
+        if (auto s = api::RequiredId("preferences.settings key", k); !s.ok()) return s;
+        if (auto s = api::OptionalText(absl::StrCat("preferences.settings[", k, "]"), v, 500); !s.ok()) return s;
+      }
+    } else if (path == "contact_cap") {
+      const auto& cap = p.contact_cap();
+      const bool unset = cap.max_contacts() == 0 && cap.period_days() == 0;
+      if (!unset && (cap.max_contacts() < 1 || cap.max_contacts() > 100 || cap.period_days() < 1 ||
+                     cap.period_days() > 365)) {
+        return Invalid("preferences.contact_cap",
+                       "needs max_contacts 1-100 and period_days 1-365 (both 0 restores the default)");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ApplyPreferences(v1::Preferences& target, const v1::Preferences& update,
+                      const google::protobuf::RepeatedPtrField<std::string>& paths) {
+  for (const std::string& path : paths) {
+    if (path == "preferred_delivery_window") *target.mutable_preferred_delivery_window() = update.preferred_delivery_window();
+    if (path == "language") target.set_language(update.language());
+    if (path == "settings") *target.mutable_settings() = update.settings();
+    if (path == "contact_cap") *target.mutable_contact_cap() = update.contact_cap();
+  }
+}
+
+// Checks one behaviour event and resolves its time (unset means now).
+absl::Status ValidateBehaviorEvent(const std::string& f, v1::BehaviorEvent& e, absl::Time now) {
+  using T = v1::BehaviorEventType;
+  const T type = e.type();
+  if (type == v1::BEHAVIOR_EVENT_TYPE_UNSPECIFIED || !v1::BehaviorEventType_IsValid(type)) {
+    return Invalid(f + ".type", "must be CATEGORY_CLICK, ITEM_VIEW, SEARCH or ADD_TO_CART");
+  }
+  const bool needs_category = type != v1::BEHAVIOR_EVENT_TYPE_SEARCH;
+  const bool needs_sku = type == v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW || type == v1::BEHAVIOR_EVENT_TYPE_ADD_TO_CART;
+  if (auto s = needs_category ? api::RequiredText(f + ".category", e.category(), 100)
+                              : api::OptionalText(f + ".category", e.category(), 100);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = needs_sku ? api::RequiredText(f + ".sku", e.sku(), 64) : api::OptionalText(f + ".sku", e.sku(), 64);
+      !s.ok()) {
+    return s;
+  }
+  if (type == v1::BEHAVIOR_EVENT_TYPE_SEARCH) {
+    if (auto s = api::RequiredText(f + ".query", e.query(), 200); !s.ok()) return s;
+  } else if (!e.query().empty()) {
+    return Invalid(f + ".query", "applies to searches only");
+  }
+  if (e.dwell_seconds() < 0 || e.dwell_seconds() > 86400) return Invalid(f + ".dwell_seconds", "must be 0-86400");
+  if (e.has_occur_time()) {
+    auto t = api::ToTime(f + ".occur_time", e.occur_time());
+    if (!t.ok()) return t.status();
+    if (*t > now + kClockSkew) return Invalid(f + ".occur_time", "is in the future");
+    if (*t < now - kMaxEventAge) return Invalid(f + ".occur_time", "is more than 30 days ago");
+  } else {
+    api::SetTimestamp(now, e.mutable_occur_time());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+ProfileMetrics::ProfileMetrics(prometheus::Registry& registry)
+    : registered(prometheus::BuildCounter()
+                     .Name("crm_customers_registered_total")
+                     .Help("Customers registered.")
+                     .Register(registry)
+                     .Add({})),
+      erased(prometheus::BuildCounter()
+                 .Name("crm_customers_erased_total")
+                 .Help("Customers erased on request (privacy).")
+                 .Register(registry)
+                 .Add({})),
+      behavior_events(prometheus::BuildCounter()
+                          .Name("crm_behavior_events_total")
+                          .Help("Browsing events recorded, by type.")
+                          .Register(registry)),
+      contact_decisions(prometheus::BuildCounter()
+                            .Name("crm_contact_decisions_total")
+                            .Help("Marketing contact requests answered, by reason (allowed, no_consent, frequency_cap).")
+                            .Register(registry)) {}
+
+CustomerProfileService::CustomerProfileService(CustomerProfileStore* store, Clock* clock, rpc::Executor* writes,
+                                               prometheus::Registry& registry)
+    : store_(store), clock_(clock), writes_(writes), metrics_(registry) {}
+
+grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(Ctx* ctx, const v1::RegisterCustomerRequest* req,
+                                                                   v1::Customer* resp) {
+  const absl::Time now = clock_->Now();
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  auto email = NormalizeEmail("email", req->email());
+  if (!email.ok()) return Finish(ctx, email.status());
+  if (auto s = api::OptionalText("name", req->name(), kMaxNameChars); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidatePhone("phone", req->phone()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateBirthday("birthday", req->birthday(), now); !s.ok()) return Finish(ctx, s);
+  return FinishOn(*writes_, ctx, [this, req, resp, now, email = *std::move(email)]() -> absl::Status {
+    v1::Customer c;
+    // The id falls in the email's bucket, so both live on the shard that registration was routed to.
+    c.set_customer_id(sharding::NewIdInBucket("c", sharding::BucketOf(email)));
+    c.set_email(email);
+    c.set_name(req->name());
+    c.set_phone(req->phone());
+    if (req->has_birthday() && req->birthday().year() != 0) *c.mutable_birthday() = req->birthday();
+    api::SetTimestamp(now, c.mutable_create_time());
+    api::SetTimestamp(now, c.mutable_update_time());
+    absl::Status s = store_->Register(c, req->request_id(), store::RequestFingerprint(*req), now, resp);
+    if (s.ok() && resp->customer_id() == c.customer_id()) metrics_.registered.Increment();
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::GetCustomer(Ctx* ctx, const v1::GetCustomerRequest* req,
+                                                              v1::Customer* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  auto c = store_->Get(req->customer_id());
+  if (!c.ok()) return Finish(ctx, c.status());
+  *resp = std::move(*c);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerByEmail(Ctx* ctx, const v1::GetCustomerByEmailRequest* req,
+                                                                     v1::Customer* resp) {
+  auto email = NormalizeEmail("email", req->email());
+  if (!email.ok()) return Finish(ctx, email.status());
+  auto c = store_->GetByEmail(*email);
+  if (!c.ok()) return Finish(ctx, c.status());
+  *resp = std::move(*c);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::ListCustomers(Ctx* ctx, const v1::ListCustomersRequest* req,
+                                                                v1::ListCustomersResponse* resp) {
+  const std::string prefix = absl::AsciiStrToLower(absl::StripAsciiWhitespace(req->email_prefix()));
+  if (auto s = api::OptionalText("email_prefix", prefix, 254); !s.ok()) return Finish(ctx, s);
+  auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
+  if (!size.ok()) return Finish(ctx, size.status());
+  const std::string scope = absl::StrCat("customers/", prefix);
+  auto after = api::DecodePageToken(scope, req->page_token());
+  if (!after.ok()) return Finish(ctx, after.status());
+  std::vector<v1::Customer> customers;
+  bool more = false;
+  if (auto s = store_->List(prefix, *after, *size, &customers, &more); !s.ok()) return Finish(ctx, s);
+  for (auto& c : customers) *resp->add_customers() = std::move(c);
+  if (more && resp->customers_size() > 0) {
+    resp->set_next_page_token(api::EncodePageToken(scope, resp->customers(resp->customers_size() - 1).email()));
+  }
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::UpdateCustomer(Ctx* ctx, const v1::UpdateCustomerRequest* req,
+                                                                 v1::Customer* resp) {
+  const absl::Time now = clock_->Now();
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::CheckFieldMask("update_mask", req->update_mask(), {"name", "phone", "birthday"}); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  if (auto s = ValidateCustomerFields(req->customer(), req->update_mask().paths(), now); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
+      ApplyCustomerUpdate(c, req->customer(), req->update_mask().paths());
+      *resp = c;
+      api::SetTimestamp(now, resp->mutable_update_time());
+      return absl::OkStatus();
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::AddAddress(Ctx* ctx, const v1::AddAddressRequest* req,
+                                                             v1::Address* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateAddress("address", req->address()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "AddAddress", req->request_id(),
+                                  store::RequestFingerprint(*req), now, resp, [&](v1::Customer& c) {
+                                    v1::Address a = req->address();
+                                    a.set_address_id(sharding::NewId("a"));
+                                    *resp = a;
+                                    return customer_profile::AddAddress(c, std::move(a), req->set_default());
+                                  });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::UpdateAddress(Ctx* ctx, const v1::UpdateAddressRequest* req,
+                                                                v1::Address* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("address.address_id", req->address().address_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::CheckFieldMask("update_mask", req->update_mask(),
+                                   {"recipient_name", "phone", "country_code", "province", "city", "district",
+                                    "street", "postal_code", "label"});
+      !s.ok()) {
+    return Finish(ctx, s);
+  }
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
+      auto updated = customer_profile::UpdateAddress(c, req->address(), req->update_mask().paths());
+      if (!updated.ok()) return updated.status();
+      *resp = *std::move(updated);
+      return absl::OkStatus();
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::RemoveAddress(Ctx* ctx, const v1::RemoveAddressRequest* req,
+                                                                google::protobuf::Empty* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("address_id", req->address_id()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
+      return customer_profile::RemoveAddress(c, req->address_id());
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultAddress(Ctx* ctx, const v1::SetDefaultAddressRequest* req,
+                                                                    v1::Customer* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("address_id", req->address_id()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
+      if (auto s = customer_profile::SetDefaultAddress(c, req->address_id()); !s.ok()) return s;
+      *resp = c;
+      api::SetTimestamp(now, resp->mutable_update_time());
+      return absl::OkStatus();
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::AddPaymentMethod(Ctx* ctx, const v1::AddPaymentMethodRequest* req,
+                                                                   v1::PaymentMethod* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidatePaymentMethod("payment_method", req->payment_method()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "AddPaymentMethod", req->request_id(),
+                                  store::RequestFingerprint(*req), now, resp, [&](v1::Customer& c) {
+                                    v1::PaymentMethod m = req->payment_method();
+                                    m.set_payment_method_id(sharding::NewId("pm"));
+                                    *resp = m;
+                                    return customer_profile::AddPaymentMethod(c, std::move(m), req->set_default());
+                                  });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::RemovePaymentMethod(Ctx* ctx,
+                                                                      const v1::RemovePaymentMethodRequest* req,
+                                                                      google::protobuf::Empty* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
+      return customer_profile::RemovePaymentMethod(c, req->payment_method_id());
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultPaymentMethod(
+    Ctx* ctx, const v1::SetDefaultPaymentMethodRequest* req, v1::Customer* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
+      if (auto s = customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id()); !s.ok()) return s;
+      *resp = c;
+      api::SetTimestamp(now, resp->mutable_update_time());
+      return absl::OkStatus();
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::UpdatePreferences(Ctx* ctx, const v1::UpdatePreferencesRequest* req,
+                                                                    v1::Preferences* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::CheckFieldMask("update_mask", req->update_mask(),
+                                   {"preferred_delivery_window", "language", "settings", "contact_cap"});
+      !s.ok()) {
+    return Finish(ctx, s);
+  }
+  if (auto s = ValidatePreferences(req->preferences(), req->update_mask().paths()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
+      ApplyPreferences(*c.mutable_preferences(), req->preferences(), req->update_mask().paths());
+      *resp = c.preferences();
+      return absl::OkStatus();
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::SetMarketingConsent(Ctx* ctx,
+                                                                      const v1::SetMarketingConsentRequest* req,
+                                                                      v1::MarketingConsent* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("source", req->source(), 64); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
+      *resp = SetConsent(c, req->channel(), req->granted(), req->source(), now);
+      return absl::OkStatus();
+    });
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::GetContactPermission(Ctx* ctx,
+                                                                       const v1::GetContactPermissionRequest* req,
+                                                                       v1::ContactDecision* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  auto c = store_->Get(req->customer_id());
+  if (!c.ok()) return Finish(ctx, c.status());
+  const auto cap = EffectiveCap(c->preferences());
+  auto contacts = store_->Contacts(req->customer_id(), now - absl::Hours(24) * cap.period_days());
+  if (!contacts.ok()) return Finish(ctx, contacts.status());
+  std::vector<absl::Time> times;
+  for (const auto& r : *contacts) times.push_back(api::FromTimestamp(r.contact_time()));
+  *resp = DecideContact(*c, req->channel(), times, now);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::RequestContact(Ctx* ctx, const v1::RequestContactRequest* req,
+                                                                 v1::ContactDecision* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredText("purpose", req->purpose(), 100); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    v1::ContactRecord record;
+    record.set_channel(req->channel());
+    record.set_purpose(req->purpose());
+    api::SetTimestamp(now, record.mutable_contact_time());
+    // The longest cap period bounds the contacts the decision needs to see.
+    absl::Status s = store_->RequestContact(
+        req->customer_id(), req->request_id(), store::RequestFingerprint(*req), now, now - absl::Hours(24 * 365),
+        record,
+        [&](const v1::Customer& c, const std::vector<absl::Time>& times) {
+          return DecideContact(c, req->channel(), times, now);
+        },
+        resp);
+    if (s.ok()) {
+      metrics_.contact_decisions
+          .Add({{"reason", absl::AsciiStrToLower(v1::ContactDecision::Reason_Name(resp->reason()).substr(7))}})
+          .Increment();
+    }
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::RecordBehaviorEvents(Ctx* ctx,
+                                                                       const v1::RecordBehaviorEventsRequest* req,
+                                                                       v1::RecordBehaviorEventsResponse* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (req->events_size() == 0) return Finish(ctx, Invalid("events", "must hold at least one event"));
+  if (req->events_size() > kMaxBehaviorEventsPerCall) {
+    return Finish(ctx, Invalid("events", absl::StrCat("holds ", req->events_size(), " events; at most ",
+                                                      kMaxBehaviorEventsPerCall, " per call")));
+  }
+  const absl::Time now = clock_->Now();
+  std::vector<v1::BehaviorEvent> events(req->events().begin(), req->events().end());
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (auto s = ValidateBehaviorEvent(absl::StrCat("events[", i, "]"), events[i], now); !s.ok()) return Finish(ctx, s);
+  }
+  // Behaviour is written without fsync, so it finishes quickly enough for gRPC's own thread.
+  absl::Status s = store_->RecordBehavior(req->customer_id(), req->request_id(), store::RequestFingerprint(*req),
+                                          events, now, resp);
+  if (s.ok()) {
+    for (const auto& e : events) {
+      metrics_.behavior_events
+          .Add({{"type", absl::AsciiStrToLower(v1::BehaviorEventType_Name(e.type()).substr(20))}})
+          .Increment();
+    }
+  }
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::ListBehaviorEvents(Ctx* ctx, const v1::ListBehaviorEventsRequest* req,
+                                                                     v1::ListBehaviorEventsResponse* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
+  if (!size.ok()) return Finish(ctx, size.status());
+  const std::string scope = absl::StrCat("behavior/", req->customer_id());
+  auto after = api::DecodePageToken(scope, req->page_token());
+  if (!after.ok()) return Finish(ctx, after.status());
+  if (auto c = store_->Get(req->customer_id()); !c.ok()) return Finish(ctx, c.status());
+  std::vector<v1::BehaviorEvent> events;
+  std::string last_key;
+  bool more = false;
+  if (auto s = store_->ListBehavior(req->customer_id(), *after, *size, &events, &last_key, &more); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  for (auto& e : events) *resp->add_events() = std::move(e);
+  if (more) resp->set_next_page_token(api::EncodePageToken(scope, last_key));
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::GetCategoryAffinity(Ctx* ctx,
+                                                                      const v1::GetCategoryAffinityRequest* req,
+                                                                      v1::GetCategoryAffinityResponse* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  auto limit = api::PageSize("limit", req->limit(), 10, 100);
+  if (!limit.ok()) return Finish(ctx, limit.status());
+  if (auto c = store_->Get(req->customer_id()); !c.ok()) return Finish(ctx, c.status());
+  auto stored = store_->Affinities(req->customer_id());
+  if (!stored.ok()) return Finish(ctx, stored.status());
+  const absl::Time now = clock_->Now();
+  std::vector<v1::CategoryAffinity> current;
+  for (const auto& a : *stored) current.push_back(AffinityAsOf(a, now));
+  std::sort(current.begin(), current.end(), [](const auto& a, const auto& b) {
+    return a.score() != b.score() ? a.score() > b.score() : a.category() < b.category();
+  });
+  for (size_t i = 0; i < current.size() && static_cast<int>(i) < *limit; ++i) *resp->add_affinities() = current[i];
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::ExportCustomerData(Ctx* ctx, const v1::ExportCustomerDataRequest* req,
+                                                                     v1::CustomerDataExport* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  if (auto s = store_->Export(req->customer_id(), resp); !s.ok()) return Finish(ctx, s);
+  for (auto& a : *resp->mutable_category_affinities()) a = AffinityAsOf(a, now);
+  api::SetTimestamp(now, resp->mutable_export_time());
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx, const v1::EraseCustomerRequest* req,
+                                                                v1::EraseCustomerResponse* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    absl::Status s = store_->Erase(req->customer_id(), req->request_id(), store::RequestFingerprint(*req), now, resp);
+    if (s.ok()) {
+      metrics_.erased.Increment();
+      log::Info("customer erased", {{"customer_id", req->customer_id()}, {"reason", req->reason()}});
+    }
+    return s;
+  });
+}
+
+absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileComponent::Create(
+    const rpc::ServiceContext& context) {
+  auto component = std::unique_ptr<CustomerProfileComponent>(new CustomerProfileComponent());
+  auto outbox = events::Outbox::Open(context.store, context.service_name, /*shard=*/0, context.clock);
+  if (!outbox.ok()) return outbox.status();
+  component->outbox_ = std::move(*outbox);
+  component->store_ = std::make_unique<CustomerProfileStore>(context.store, component->outbox_.get());
+  component->writes_ = std::make_unique<rpc::Executor>("profile-writes", 32);
+  component->service_ = std::make_unique<CustomerProfileService>(component->store_.get(), context.clock,
+                                                                 component->writes_.get(),
+                                                                 context.metrics->registry());
+  return component;
+}
+
+void CustomerProfileComponent::Register(rpc::Server& server) {
+  server.AddService(service_.get(), v1::CustomerProfileService::service_full_name());
+}
+
+}  // namespace crm::customer_profile

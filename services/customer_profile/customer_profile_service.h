@@ -1,0 +1,87 @@
+// crm.v1.CustomerProfileService over gRPC's callback API: each handler validates the request, applies
+// the profile rules (profile_rules.h, affinity.h, contact_policy.h) through CustomerProfileStore, and maps
+// the result to a status. Reads finish on gRPC's thread; writes that wait for a synced WAL run on the
+// write executor so that concurrent writers share fsyncs.
+#pragma once
+
+#include <memory>
+
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "libs/clock/clock.h"
+#include "libs/events/outbox.h"
+#include "libs/rpc/executor.h"
+#include "libs/rpc/service_main.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/registry.h"
+#include "services/customer_profile/customer_profile_store.h"
+
+namespace crm::customer_profile {
+
+inline constexpr int kMaxBehaviorEventsPerCall = 500;
+
+// Business metrics of the service, each defined once here.
+struct ProfileMetrics {
+  explicit ProfileMetrics(prometheus::Registry& registry);
+  prometheus::Counter& registered;
+  prometheus::Counter& erased;
+  prometheus::Family<prometheus::Counter>& behavior_events;
+  prometheus::Family<prometheus::Counter>& contact_decisions;
+};
+
+class CustomerProfileService final : public v1::CustomerProfileService::CallbackService {
+ public:
+  // Not owned; all must outlive the service.
+  CustomerProfileService(CustomerProfileStore* store, Clock* clock, rpc::Executor* writes,
+                         prometheus::Registry& registry);
+
+  using Ctx = grpc::CallbackServerContext;
+  using Reactor = grpc::ServerUnaryReactor;
+  Reactor* RegisterCustomer(Ctx*, const v1::RegisterCustomerRequest*, v1::Customer*) override;
+  Reactor* GetCustomer(Ctx*, const v1::GetCustomerRequest*, v1::Customer*) override;
+  Reactor* GetCustomerByEmail(Ctx*, const v1::GetCustomerByEmailRequest*, v1::Customer*) override;
+  Reactor* ListCustomers(Ctx*, const v1::ListCustomersRequest*, v1::ListCustomersResponse*) override;
+  Reactor* UpdateCustomer(Ctx*, const v1::UpdateCustomerRequest*, v1::Customer*) override;
+  Reactor* AddAddress(Ctx*, const v1::AddAddressRequest*, v1::Address*) override;
+  Reactor* UpdateAddress(Ctx*, const v1::UpdateAddressRequest*, v1::Address*) override;
+  Reactor* RemoveAddress(Ctx*, const v1::RemoveAddressRequest*, google::protobuf::Empty*) override;
+  Reactor* SetDefaultAddress(Ctx*, const v1::SetDefaultAddressRequest*, v1::Customer*) override;
+  Reactor* AddPaymentMethod(Ctx*, const v1::AddPaymentMethodRequest*, v1::PaymentMethod*) override;
+  Reactor* RemovePaymentMethod(Ctx*, const v1::RemovePaymentMethodRequest*, google::protobuf::Empty*) override;
+  Reactor* SetDefaultPaymentMethod(Ctx*, const v1::SetDefaultPaymentMethodRequest*, v1::Customer*) override;
+  Reactor* UpdatePreferences(Ctx*, const v1::UpdatePreferencesRequest*, v1::Preferences*) override;
+  Reactor* SetMarketingConsent(Ctx*, const v1::SetMarketingConsentRequest*, v1::MarketingConsent*) override;
+  Reactor* GetContactPermission(Ctx*, const v1::GetContactPermissionRequest*, v1::ContactDecision*) override;
+  Reactor* RequestContact(Ctx*, const v1::RequestContactRequest*, v1::ContactDecision*) override;
+  Reactor* RecordBehaviorEvents(Ctx*, const v1::RecordBehaviorEventsRequest*,
+                                v1::RecordBehaviorEventsResponse*) override;
+  Reactor* ListBehaviorEvents(Ctx*, const v1::ListBehaviorEventsRequest*, v1::ListBehaviorEventsResponse*) override;
+  Reactor* GetCategoryAffinity(Ctx*, const v1::GetCategoryAffinityRequest*,
+                               v1::GetCategoryAffinityResponse*) override;
+  Reactor* ExportCustomerData(Ctx*, const v1::ExportCustomerDataRequest*, v1::CustomerDataExport*) override;
+  Reactor* EraseCustomer(Ctx*, const v1::EraseCustomerRequest*, v1::EraseCustomerResponse*) override;
+
+ private:
+  CustomerProfileStore* const store_;
+  Clock* const clock_;
+  rpc::Executor* const writes_;
+  ProfileMetrics metrics_;
+};
+
+// The whole customer-profile process on an open store: outbox, store, executor and service. main.cc
+// and the tests build it the same way.
+class CustomerProfileComponent final : public rpc::Component {
+ public:
+  static absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> Create(const rpc::ServiceContext& context);
+  void Register(rpc::Server& server) override;
+  CustomerProfileService& service() { return *service_; }
+
+ private:
+  CustomerProfileComponent() = default;
+  std::unique_ptr<events::Outbox> outbox_;
+  std::unique_ptr<CustomerProfileStore> store_;
+  std::unique_ptr<rpc::Executor> writes_;
+  std::unique_ptr<CustomerProfileService> service_;
+};
+
+}  // namespace crm::customer_profile

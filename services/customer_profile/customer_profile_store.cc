@@ -1,0 +1,335 @@
+#include "services/customer_profile/customer_profile_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/container/flat_hash_map.h"
+#include "libs/api/validate.h"
+#include "libs/sharding/hash.h"
+#include "libs/store/idempotency.h"
+#include "libs/store/key.h"
+#include "libs/store/status.h"
+#include "services/customer_profile/affinity.h"
+
+namespace crm::customer_profile {
+namespace {
+
+using store::Durability;
+using store::Key;
+using store::Transaction;
+
+constexpr char kCustomers[] = "customers";
+constexpr char kEmails[] = "emails";
+constexpr char kBehavior[] = "behavior";
+constexpr char kAffinity[] = "affinity";
+constexpr char kContacts[] = "contacts";
+constexpr char kRequests[] = "requests";
+constexpr char kErased[] = "erased";
+
+std::string CustomerPrefix(absl::string_view customer_id) { return Key().Str(customer_id).Build(); }
+
+// Retryable writes of one customer are remembered under the customer, so erasure removes them too.
+std::string RequestKey(absl::string_view customer_id, absl::string_view method, absl::string_view request_id) {
+  return Key().Str(customer_id).Str(method).Str(request_id).Build();
+}
+
+// Registration happens before there is a customer id; it is remembered under the email instead.
+std::string RegisterRequestPrefix(absl::string_view email) { return Key().Str("register").Str(email).Build(); }
+
+}  // namespace
+
+std::vector<std::string> CustomerProfileStore::ColumnFamilies() {
+  std::vector<std::string> cfs = {kCustomers, kEmails, kBehavior, kAffinity, kContacts, kRequests, kErased};
+  for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
+  return cfs;
+}
+
+CustomerProfileStore::CustomerProfileStore(store::Store* store, events::Outbox* outbox)
+    : store_(store),
+      outbox_(outbox),
+      customers_(store->cf(kCustomers)),
+      emails_(store->cf(kEmails)),
+      behavior_(store->cf(kBehavior)),
+      affinity_(store->cf(kAffinity)),
+      contacts_(store->cf(kContacts)),
+      requests_(store->cf(kRequests)),
+      erased_(store->cf(kErased)) {}
+
+absl::Status CustomerProfileStore::NotFound(absl::string_view customer_id) const {
+  return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
+}
+
+absl::Status CustomerProfileStore::Register(const v1::Customer& customer, absl::string_view request_id,
+                                            uint64_t fingerprint, absl::Time now, v1::Customer* out) {
+  const std::string request_key = RegisterRequestPrefix(customer.email()) + Key().Str(request_id).bytes();
+  return store::TransactOnce(*store_, Durability::kSynced, requests_, request_key, fingerprint, now, out,
+                             [&](Transaction& txn) -> absl::Status {
+                               auto existing = txn.GetForUpdate(emails_, customer.email());
+                               if (!existing.ok()) return existing.status();
+                               if (existing->has_value()) {
+                                 return absl::AlreadyExistsError(absl::StrCat(
+                                     "email: \"", customer.email(), "\" is already registered"));
+                               }
+                               if (auto s = txn.Put(emails_, customer.email(), customer.customer_id()); !s.ok()) {
+                                 return s;
+                               }
+                               *out = customer;
+                               return txn.PutProto(customers_, customer.customer_id(), customer);
+                             });
+}
+
+absl::StatusOr<v1::Customer> CustomerProfileStore::Get(absl::string_view customer_id) const {
+  v1::Customer c;
+  auto found = store_->GetProto(customers_, customer_id, &c);
+  if (!found.ok()) return found.status();
+  if (!*found) return NotFound(customer_id);
+  return c;
+}
+
+absl::StatusOr<v1::Customer> CustomerProfileStore::GetByEmail(absl::string_view normalized_email) const {
+  auto id = store_->Get(emails_, normalized_email);
+  if (!id.ok()) return id.status();
+  if (!id->has_value()) {
+    return absl::NotFoundError(absl::StrCat("email: no customer registered with \"", normalized_email, "\""));
+  }
+  return Get(**id);
+}
+
+absl::Status CustomerProfileStore::List(absl::string_view email_prefix, absl::string_view after_email, int limit,
+                                        std::vector<v1::Customer>* out, bool* more) const {
+  *more = false;
+  std::string begin = after_email.empty() ? std::string(email_prefix) : absl::StrCat(after_email, std::string(1, '\0'));
+  const std::string end = store::PrefixUpperBound(email_prefix);
+  std::vector<std::string> ids;
+  absl::Status s = store_->Scan(emails_, begin, end, [&](absl::string_view, absl::string_view id) {
+    if (static_cast<int>(ids.size()) == limit) {
+      *more = true;
+      return false;
+    }
+    ids.emplace_back(id);
+    return true;
+  });
+  if (!s.ok()) return s;
+  for (const auto& id : ids) {
+    auto c = Get(id);
+    if (c.ok()) out->push_back(std::move(*c));
+    else if (!absl::IsNotFound(c.status())) return c.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CustomerProfileStore::UpdateCustomer(absl::string_view customer_id, absl::string_view method,
+                                                  absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+                                                  google::protobuf::MessageLite* response,
+                                                  absl::FunctionRef<absl::Status(v1::Customer&)> change) {
+  auto body = [&](Transaction& txn) -> absl::Status {
+    v1::Customer c;
+    auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    if (!*found) return NotFound(customer_id);
+    if (absl::Status s = change(c); !s.ok()) return s;
+    api::SetTimestamp(now, c.mutable_update_time());
+    return txn.PutProto(customers_, customer_id, c);
+  };
+  if (request_id.empty()) return store_->Transact(Durability::kSynced, body);
+  return store::TransactOnce(*store_, Durability::kSynced, requests_,
+                             RequestKey(customer_id, method, request_id), fingerprint, now,
+                             response, body);
+}
+
+absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id, absl::string_view request_id,
+                                                  uint64_t fingerprint, const std::vector<v1::BehaviorEvent>& events,
+                                                  absl::Time now, v1::RecordBehaviorEventsResponse* out) {
+  const uint64_t request_hash = sharding::StableHash64(request_id);
+  return store::TransactOnce(
+      *store_, Durability::kBuffered, requests_, RequestKey(customer_id, "behavior", request_id), fingerprint, now,
+      out, [&](Transaction& txn) -> absl::Status {
+        // The customer must exist; a plain read suffices (erasure takes the customer row lock and also
+        // deletes these rows, and behaviour for a customer erased a moment later is erased with them).
+        auto exists = txn.Get(customers_, customer_id);
+        if (!exists.ok()) return exists.status();
+        if (!exists->has_value()) return NotFound(customer_id);
+        absl::flat_hash_map<std::string, v1::CategoryAffinity> touched;
+        for (size_t i = 0; i < events.size(); ++i) {
+          const v1::BehaviorEvent& e = events[i];
+          const absl::Time t = api::FromTimestamp(e.occur_time());
+          const std::string key = Key().Str(customer_id).TimeNewestFirst(t).U64(request_hash + i).Build();
+          if (auto s = txn.PutProto(behavior_, key, e); !s.ok()) return s;
+          if (e.category().empty()) continue;
+          auto it = touched.find(e.category());
+          if (it == touched.end()) {
+            v1::CategoryAffinity a;
+            auto found = txn.GetProto(affinity_, Key().Str(customer_id).Str(e.category()), &a, /*for_update=*/true);
+            if (!found.ok()) return found.status();
+            a.set_category(e.category());
+            it = touched.emplace(e.category(), std::move(a)).first;
+          }
+          Accumulate(it->second, e, t);
+        }
+        for (const auto& [category, a] : touched) {
+          if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok()) return s;
+        }
+        out->set_recorded_count(static_cast<int32_t>(events.size()));
+        return absl::OkStatus();
+      });
+}
+
+absl::Status CustomerProfileStore::ListBehavior(absl::string_view customer_id, absl::string_view after, int limit,
+                                                std::vector<v1::BehaviorEvent>* out, std::string* last_key,
+                                                bool* more) const {
+  *more = false;
+  const std::string prefix = CustomerPrefix(customer_id);
+  const std::string begin = after.empty() ? prefix : absl::StrCat(after, std::string(1, '\0'));
+  absl::Status parse_error;
+  absl::Status s = store_->Scan(behavior_, begin, store::PrefixUpperBound(prefix),
+                                [&](absl::string_view key, absl::string_view value) {
+                                  if (static_cast<int>(out->size()) == limit) {
+                                    *more = true;
+                                    return false;
+                                  }
+                                  v1::BehaviorEvent e;
+                                  if (!e.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+                                    parse_error = absl::DataLossError("stored behaviour event does not parse");
+                                    return false;
+                                  }
+                                  out->push_back(std::move(e));
+                                  *last_key = std::string(key);
+                                  return true;
+                                });
+  return s.ok() ? parse_error : s;
+}
+
+absl::StatusOr<std::vector<v1::CategoryAffinity>> CustomerProfileStore::Affinities(
+    absl::string_view customer_id) const {
+  std::vector<v1::CategoryAffinity> out;
+  absl::Status parse_error;
+  absl::Status s = store_->ScanPrefix(affinity_, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
+    v1::CategoryAffinity a;
+    if (!a.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+      parse_error = absl::DataLossError("stored category affinity does not parse");
+      return false;
+    }
+    out.push_back(std::move(a));
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (!parse_error.ok()) return parse_error;
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::ContactRecord>> CustomerProfileStore::Contacts(absl::string_view customer_id,
+                                                                             absl::Time since) const {
+  std::vector<v1::ContactRecord> out;
+  const std::string prefix = CustomerPrefix(customer_id);
+  absl::Status s = store_->Scan(contacts_, Key().Str(customer_id).Time(since).bytes(), store::PrefixUpperBound(prefix),
+                                [&](absl::string_view, absl::string_view v) {
+                                  v1::ContactRecord r;
+                                  if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) out.push_back(std::move(r));
+                                  return true;
+                                });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::Status CustomerProfileStore::RequestContact(
+    absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+    absl::Time window_start, const v1::ContactRecord& record,
+    absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)> decide,
+    v1::ContactDecision* out) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "contact", request_id), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
+        v1::Customer c;
+        // Locking the customer row serialises contact requests of this customer.
+        auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
+        if (!found.ok()) return found.status();
+        if (!*found) return NotFound(customer_id);
+        std::vector<absl::Time> times;
+        const std::string prefix = CustomerPrefix(customer_id);
+        const std::string begin = Key().Str(customer_id).Time(window_start).Build();
+        const std::string end = store::PrefixUpperBound(prefix);
+        rocksdb::ReadOptions ro;
+        rocksdb::Slice upper(end);
+        ro.iterate_upper_bound = &upper;
+        auto it = txn.NewIterator(contacts_, ro);
+        for (it->Seek(begin); it->Valid(); it->Next()) {
+          v1::ContactRecord r;
+          if (r.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+            times.push_back(api::FromTimestamp(r.contact_time()));
+          }
+        }
+        *out = decide(c, times);
+        if (!out->allowed()) return absl::OkStatus();
+        out->set_contacts_in_period(out->contacts_in_period() + 1);
+        const std::string key = Key().Str(customer_id).Time(now).U64(sharding::StableHash64(request_id)).Build();
+        return txn.PutProto(contacts_, key, record);
+      });
+}
+
+absl::Status CustomerProfileStore::Export(absl::string_view customer_id, v1::CustomerDataExport* out) const {
+  auto c = Get(customer_id);
+  if (!c.ok()) return c.status();
+  *out->mutable_customer() = std::move(*c);
+  absl::Status parse_error;
+  auto collect = [&](rocksdb::ColumnFamilyHandle* cf, auto* repeated) {
+    return store_->ScanPrefix(cf, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
+      if (!repeated->Add()->ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+        parse_error = absl::DataLossError("stored record does not parse");
+        return false;
+      }
+      return true;
+    });
+  };
+  if (auto s = collect(behavior_, out->mutable_behavior_events()); !s.ok()) return s;
+  if (auto s = collect(affinity_, out->mutable_category_affinities()); !s.ok()) return s;
+  if (auto s = collect(contacts_, out->mutable_contacts()); !s.ok()) return s;
+  return parse_error;
+}
+
+absl::Status CustomerProfileStore::DeletePrefix(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
+                                                absl::string_view prefix) {
+  const std::string end = store::PrefixUpperBound(prefix);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper(end);
+  ro.iterate_upper_bound = &upper;
+  auto it = txn.NewIterator(cf, ro);
+  std::vector<std::string> keys;
+  for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
+    keys.emplace_back(it->key().data(), it->key().size());
+  }
+  if (!it->status().ok()) return store::FromRocksDb(it->status());
+  for (const auto& k : keys) {
+    if (auto s = txn.Delete(cf, k); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::string_view request_id,
+                                         uint64_t fingerprint, absl::Time now, v1::EraseCustomerResponse* out) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "erase", request_id), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
+        v1::Customer c;
+        auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
+        if (!found.ok()) return found.status();
+        if (!*found) return NotFound(customer_id);
+        if (auto s = txn.Delete(customers_, customer_id); !s.ok()) return s;
+        if (auto s = txn.Delete(emails_, c.email()); !s.ok()) return s;
+        const std::string prefix = CustomerPrefix(customer_id);
+        for (auto* cf : {behavior_, affinity_, contacts_, requests_}) {
+          if (auto s = DeletePrefix(txn, cf, prefix); !s.ok()) return s;
+        }
+        if (auto s = DeletePrefix(txn, requests_, RegisterRequestPrefix(c.email())); !s.ok()) return s;
+        google::protobuf::Timestamp erase_time;
+        api::SetTimestamp(now, &erase_time);
+        if (auto s = txn.PutProto(erased_, customer_id, erase_time); !s.ok()) return s;
+        v1::Event event;
+        event.set_customer_id(std::string(customer_id));
+        *event.mutable_occur_time() = erase_time;
+        *event.mutable_customer_erased()->mutable_erase_time() = erase_time;
+        if (auto s = outbox_->Append(txn, event); !s.ok()) return s;
+        out->set_customer_id(std::string(customer_id));
+        *out->mutable_erase_time() = erase_time;
+        return absl::OkStatus();
+      });
+}
+
+}  // namespace crm::customer_profile

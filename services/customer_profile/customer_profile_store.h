@@ -1,0 +1,101 @@
+// Persistence of the customer-profile service: the only code that knows its column families and keys.
+//
+//   customers  customer_id                          -> Customer (profile, addresses, payment, preferences)
+//   emails     normalised email                     -> customer_id (unique index)
+//   behavior   customer_id, time (newest first), n  -> BehaviorEvent
+//   affinity   customer_id, category                -> CategoryAffinity (score as of its last activity)
+//   contacts   customer_id, time, n                 -> ContactRecord (marketing contacts, for the cap)
+//   requests   scope, request_id                    -> the answer to a completed retryable write
+//   erased     customer_id                          -> erase time (no personal data)
+//   outbox*    events for other services (libs/events)
+//
+// Every change is one RocksDB transaction; profile changes use a synced WAL, behaviour events do not
+// (losing the last second of clicks in a power cut is acceptable; losing a registration is not).
+// Thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "crm/v1/customer_profile.pb.h"
+#include "libs/events/outbox.h"
+#include "libs/store/store.h"
+
+namespace crm::customer_profile {
+
+class CustomerProfileStore {
+ public:
+  static std::vector<std::string> ColumnFamilies();
+
+  // `store` and `outbox` must outlive this object.
+  CustomerProfileStore(store::Store* store, events::Outbox* outbox);
+
+  // Creates `customer` unless its email is taken (ALREADY_EXISTS). A repeat of `request_id` returns the
+  // customer the first call created.
+  absl::Status Register(const v1::Customer& customer, absl::string_view request_id, uint64_t fingerprint,
+                        absl::Time now, v1::Customer* out);
+
+  absl::StatusOr<v1::Customer> Get(absl::string_view customer_id) const;
+  absl::StatusOr<v1::Customer> GetByEmail(absl::string_view normalized_email) const;
+  // Customers ordered by email, starting after `after_email`.
+  absl::Status List(absl::string_view email_prefix, absl::string_view after_email, int limit,
+                    std::vector<v1::Customer>* out, bool* more) const;
+
+  // Loads the customer for update, lets `change` modify it (its error aborts everything), stamps
+  // update_time and saves. When `request_id` is not empty the answer is remembered for retries of
+  // `method`.
+  absl::Status UpdateCustomer(absl::string_view customer_id, absl::string_view method,
+                              absl::string_view request_id, uint64_t fingerprint,
+                              absl::Time now, google::protobuf::MessageLite* response,
+                              absl::FunctionRef<absl::Status(v1::Customer&)> change);
+
+  // Appends behaviour events (times already resolved in occur_time) and folds them into category
+  // affinity, once per request_id.
+  absl::Status RecordBehavior(absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
+                              const std::vector<v1::BehaviorEvent>& events, absl::Time now,
+                              v1::RecordBehaviorEventsResponse* out);
+  // Newest first, starting after the key in `after` (from a page token).
+  absl::Status ListBehavior(absl::string_view customer_id, absl::string_view after, int limit,
+                            std::vector<v1::BehaviorEvent>* out, std::string* last_key, bool* more) const;
+  // Stored per-category state (not yet decayed to now).
+  absl::StatusOr<std::vector<v1::CategoryAffinity>> Affinities(absl::string_view customer_id) const;
+
+  // Marketing contacts since `since`.
+  absl::StatusOr<std::vector<v1::ContactRecord>> Contacts(absl::string_view customer_id, absl::Time since) const;
+  // Decides with `decide(customer, recent contact times)` and, when allowed, records the contact, all
+  // under the customer's lock so two senders cannot both take the last slot. Once per request_id.
+  absl::Status RequestContact(
+      absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+      absl::Time window_start, const v1::ContactRecord& record,
+      absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)> decide,
+      v1::ContactDecision* out);
+
+  // Everything held on the customer.
+  absl::Status Export(absl::string_view customer_id, v1::CustomerDataExport* out) const;
+
+  // Deletes every row of the customer, leaves a tombstone without personal data and appends a
+  // CustomerErased event for the other services, in one transaction. Once per request_id.
+  absl::Status Erase(absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
+                     absl::Time now, v1::EraseCustomerResponse* out);
+
+ private:
+  absl::Status NotFound(absl::string_view customer_id) const;
+  absl::Status DeletePrefix(store::Transaction& txn, rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix);
+
+  store::Store* const store_;
+  events::Outbox* const outbox_;
+  rocksdb::ColumnFamilyHandle* const customers_;
+  rocksdb::ColumnFamilyHandle* const emails_;
+  rocksdb::ColumnFamilyHandle* const behavior_;
+  rocksdb::ColumnFamilyHandle* const affinity_;
+  rocksdb::ColumnFamilyHandle* const contacts_;
+  rocksdb::ColumnFamilyHandle* const requests_;
+  rocksdb::ColumnFamilyHandle* const erased_;
+};
+
+}  // namespace crm::customer_profile

@@ -1,0 +1,162 @@
+#include "tests/support/grpc_probe.h"
+
+#include "absl/synchronization/notification.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/client_callback.h"
+#include "libs/rpc/status.h"
+
+namespace crm::testing {
+namespace {
+
+std::string LengthDelimited(int field, const std::string& bytes) {
+  std::string out;
+  out.push_back(static_cast<char>((field << 3) | 2));
+  size_t n = bytes.size();
+  while (n >= 0x80) {
+    out.push_back(static_cast<char>((n & 0x7F) | 0x80));
+    n >>= 7;
+  }
+  out.push_back(static_cast<char>(n));
+  return out + bytes;
+}
+
+grpc::ByteBuffer ToBuffer(const std::string& s) {
+  grpc::Slice slice(s);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string FromBuffer(const grpc::ByteBuffer& b) {
+  std::vector<grpc::Slice> slices;
+  (void)b.Dump(&slices);
+  std::string out;
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// Calls `visit(field, wire_type, coded)` for each top-level field; the visitor consumes the value.
+template <typename F>
+bool ForEachField(const std::string& bytes, F visit) {
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                             static_cast<int>(bytes.size()));
+  while (uint32_t tag = in.ReadTag()) {
+    if (!visit(static_cast<int>(tag >> 3), static_cast<int>(tag & 7), in)) return false;
+  }
+  return true;
+}
+
+bool ReadBytes(google::protobuf::io::CodedInputStream& in, std::string* out) {
+  uint32_t len;
+  return in.ReadVarint32(&len) && in.ReadString(out, static_cast<int>(len));
+}
+
+bool Skip(int wire, google::protobuf::io::CodedInputStream& in) {
+  uint64_t v;
+  uint32_t v32;
+  std::string s;
+  switch (wire) {
+    case 0: return in.ReadVarint64(&v);
+    case 1: return in.ReadLittleEndian64(&v);
+    case 2: return ReadBytes(in, &s);
+    case 5: return in.ReadLittleEndian32(&v32);
+    default: return false;
+  }
+}
+
+class ReflectionReactor : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  explicit ReflectionReactor(std::string request) : request_(ToBuffer(request)) {}
+  void Run() {
+    StartWrite(&request_);
+    StartRead(&response_);
+    StartCall();
+  }
+  void OnWriteDone(bool) override { StartWritesDone(); }
+  void OnReadDone(bool ok) override { got_ = ok; }
+  void OnDone(const grpc::Status& s) override {
+    status_ = s;
+    done_.Notify();
+  }
+  absl::StatusOr<std::string> Wait() {
+    done_.WaitForNotification();
+    if (!status_.ok()) return rpc::FromGrpc(status_);
+    if (!got_) return absl::UnavailableError("reflection returned no response");
+    return FromBuffer(response_);
+  }
+  grpc::ClientContext context;
+
+ private:
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  bool got_ = false;
+  grpc::Status status_;
+  absl::Notification done_;
+};
+
+}  // namespace
+
+absl::StatusOr<int> HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::ByteBuffer request = ToBuffer(service.empty() ? std::string() : LengthDelimited(1, service));
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  absl::Notification done;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  if (!status.ok()) return rpc::FromGrpc(status);
+  int serving = 0;  // an absent field is the enum's zero, UNKNOWN
+  const bool parsed = ForEachField(FromBuffer(response), [&](int field, int wire, auto& in) {
+    if (field == 1 && wire == 0) {
+      uint32_t v;
+      if (!in.ReadVarint32(&v)) return false;
+      serving = static_cast<int>(v);
+      return true;
+    }
+    return Skip(wire, in);
+  });
+  if (!parsed) return absl::DataLossError("health response does not parse");
+  return serving;
+}
+
+absl::StatusOr<std::vector<std::string>> ReflectionServices(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  // ServerReflectionRequest { list_services = 7: "*" }
+  ReflectionReactor reactor(LengthDelimited(7, "*"));
+  reactor.context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  stub.PrepareBidiStreamingCall(&reactor.context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                grpc::StubOptions(), &reactor);
+  reactor.Run();
+  auto bytes = reactor.Wait();
+  if (!bytes.ok()) return bytes.status();
+  // ServerReflectionResponse { list_services_response = 6 { service = 1 { name = 1 } } }
+  std::vector<std::string> names;
+  const bool parsed = ForEachField(*bytes, [&](int field, int wire, auto& in) {
+    if (field != 6 || wire != 2) return Skip(wire, in);
+    std::string list;
+    if (!ReadBytes(in, &list)) return false;
+    return ForEachField(list, [&](int f2, int w2, auto& in2) {
+      if (f2 != 1 || w2 != 2) return Skip(w2, in2);
+      std::string service;
+      if (!ReadBytes(in2, &service)) return false;
+      return ForEachField(service, [&](int f3, int w3, auto& in3) {
+        if (f3 != 1 || w3 != 2) return Skip(w3, in3);
+        std::string name;
+        if (!ReadBytes(in3, &name)) return false;
+        names.push_back(name);
+        return true;
+      });
+    });
+  });
+  if (!parsed) return absl::DataLossError("reflection response does not parse");
+  return names;
+}
+
+}  // namespace crm::testing

@@ -1,0 +1,28 @@
+// Minimal HTTP/1.1 client over loopback and a command runner, for tests that scrape /metrics and feed
+// it to promtool, or probe endpoints as an operator would.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace crm::testing {
+
+struct HttpResponse {
+  int status = 0;
+  std::string headers;
+  std::string body;
+};
+
+// GET http://127.0.0.1:<port><path>, reading until the server closes the connection.
+absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `command` with /bin/sh, feeding `input` on stdin.
+CommandResult RunCommand(const std::string& command, const std::string& input = "");
+
+}  // namespace crm::testing

@@ -1,0 +1,105 @@
+#include "catch2/catch.hpp"
+#include "libs/events/outbox.h"
+#include "libs/store/key.h"
+#include "tests/support/temp_dir.h"
+
+namespace crm::events {
+namespace {
+
+std::unique_ptr<store::Store> OpenStore(const std::string& path) {
+  store::StoreOptions o;
+  o.path = path;
+  auto s = store::Store::Open(o, Outbox::ColumnFamilies());
+  REQUIRE(s.ok());
+  return std::move(*s);
+}
+
+std::vector<v1::Event> ReadAll(store::Store& store) {
+  std::vector<v1::Event> out;
+  REQUIRE(store.Scan(store.cf(Outbox::kEventsFamily), "", "", [&](absl::string_view, absl::string_view v) {
+    v1::Event e;
+    REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
+    out.push_back(e);
+    return true;
+  }).ok());
+  return out;
+}
+
+TEST_CASE("an event is written with its transaction, or not at all", "[events][outbox]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  ManualClock clock;
+  auto outbox = Outbox::Open(store.get(), "producer", 0, &clock);
+  REQUIRE(outbox.ok());
+  auto append = [&](const std::string& customer, bool fail) {
+    return store->Transact(store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
+      v1::Event e;
+      e.set_customer_id(customer);
+      e.mutable_customer_erased();
+      if (auto s = (*outbox)->Append(txn, e); !s.ok()) return s;
+      return fail ? absl::FailedPreconditionError("rolled back") : absl::OkStatus();
+    });
+  };
+  REQUIRE(append("c1", false).ok());
+  REQUIRE_FALSE(append("c2", true).ok());
+  REQUIRE(append("c3", false).ok());
+  const auto events = ReadAll(*store);
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].customer_id() == "c1");
+  CHECK(events[1].customer_id() == "c3");
+  CHECK(events[0].producer() == "producer");
+  CHECK(events[0].event_id() != events[1].event_id());
+  CHECK(events[0].has_occur_time());
+  // Every append finished, so the horizon covers all positions handed out.
+  CHECK((*outbox)->Horizon() == Position{(*outbox)->epoch(), 3});
+}
+
+TEST_CASE("the horizon stays below an append that has not finished", "[events][outbox]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  ManualClock clock;
+  auto outbox = Outbox::Open(store.get(), "p", 0, &clock);
+  REQUIRE(outbox.ok());
+  store::Transaction* held = nullptr;
+  Position during;
+  // Nested: while the first transaction is open, a second one commits a later position.
+  REQUIRE(store->Transact(store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
+    v1::Event e;
+    e.set_customer_id("slow");
+    REQUIRE((*outbox)->Append(txn, e).ok());
+    held = &txn;
+    REQUIRE(store->Transact(store::Durability::kBuffered, [&](store::Transaction& t2) -> absl::Status {
+      v1::Event e2;
+      e2.set_customer_id("fast");
+      return (*outbox)->Append(t2, e2);
+    }).ok());
+    during = (*outbox)->Horizon();
+    return absl::OkStatus();
+  }).ok());
+  CHECK(during == Position{(*outbox)->epoch(), 0});
+  CHECK((*outbox)->Horizon() == Position{(*outbox)->epoch(), 2});
+  (void)held;
+}
+
+TEST_CASE("each start is a new epoch, so positions and ids never repeat", "[events][outbox]") {
+  testing::TempDir dir;
+  ManualClock clock;
+  uint64_t first_epoch;
+  {
+    auto store = OpenStore(dir.path());
+    auto outbox = Outbox::Open(store.get(), "p", 0, &clock);
+    REQUIRE(outbox.ok());
+    first_epoch = (*outbox)->epoch();
+  }
+  auto store = OpenStore(dir.path());
+  auto outbox = Outbox::Open(store.get(), "p", 0, &clock);
+  REQUIRE(outbox.ok());
+  CHECK((*outbox)->epoch() == first_epoch + 1);
+  CHECK(PositionKey({1, 5}) < PositionKey({2, 1}));
+  Position p;
+  REQUIRE(ParsePositionKey(PositionKey({7, 9}), &p));
+  CHECK(p == Position{7, 9});
+}
+
+}  // namespace
+}  // namespace crm::events

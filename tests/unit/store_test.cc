@@ -1,0 +1,166 @@
+#include <thread>
+
+#include "catch2/catch.hpp"
+#include "crm/v1/common.pb.h"
+#include "libs/store/idempotency.h"
+#include "libs/store/key.h"
+#include "libs/store/status.h"
+#include "libs/store/store.h"
+#include "tests/support/temp_dir.h"
+
+namespace crm::store {
+namespace {
+
+std::unique_ptr<Store> OpenStore(const std::string& path) {
+  StoreOptions o;
+  o.path = path;
+  o.block_cache_bytes = 4 << 20;
+  o.memtable_budget_bytes = 4 << 20;
+  auto s = Store::Open(o, {"things", "requests"});
+  REQUIRE(s.ok());
+  return std::move(*s);
+}
+
+TEST_CASE("key encoding round-trips every component", "[store][key]") {
+  std::string with_nul("a\0b", 3);
+  const std::string k = Key().Str(with_nul).U64(42).I64(-7).Descending(9).Str("").Build();
+  KeyReader r(k);
+  CHECK(r.Str() == with_nul);
+  CHECK(r.U64() == 42u);
+  CHECK(r.I64() == -7);
+  CHECK(r.Descending() == 9u);
+  CHECK(r.Str() == "");
+  CHECK(r.done());
+}
+
+TEST_CASE("key encoding preserves order, so scans come back sorted", "[store][key]") {
+  CHECK(Key().Str("ab").bytes() < Key().Str("abc").bytes());
+  CHECK(Key().Str("ab").U64(99).bytes() < Key().Str("abc").U64(0).bytes());
+  CHECK(Key().I64(-5).bytes() < Key().I64(3).bytes());
+  CHECK(Key().Descending(10).bytes() < Key().Descending(3).bytes());
+  const absl::Time t = absl::FromUnixSeconds(1000);
+  CHECK(Key().TimeNewestFirst(t + absl::Seconds(1)).bytes() < Key().TimeNewestFirst(t).bytes());
+}
+
+TEST_CASE("a prefix's upper bound is above every key with the prefix", "[store][key]") {
+  const std::string p = Key().Str("c1").Build();
+  CHECK(Key().Str("c1").U64(~0ull).bytes() < PrefixUpperBound(p));
+  CHECK(Key().Str("c2").bytes() >= PrefixUpperBound(p));
+  CHECK(PrefixUpperBound("\xFF\xFF").empty());
+}
+
+TEST_CASE("malformed keys are reported, not misread", "[store][key]") {
+  KeyReader r("abc");  // no terminator
+  CHECK_FALSE(r.Str().has_value());
+  KeyReader r2("\x01\x02");
+  CHECK_FALSE(r2.U64().has_value());
+}
+
+TEST_CASE("rocksdb statuses map to codes that tell the caller what to do", "[store][status]") {
+  CHECK(absl::IsNotFound(FromRocksDb(rocksdb::Status::NotFound())));
+  CHECK(absl::IsAborted(FromRocksDb(rocksdb::Status::Busy())));
+  CHECK(absl::IsAborted(FromRocksDb(rocksdb::Status::TimedOut())));
+  CHECK(absl::IsDataLoss(FromRocksDb(rocksdb::Status::Corruption("x"))));
+  CHECK(absl::IsResourceExhausted(FromRocksDb(rocksdb::Status::NoSpace("disk"))));
+  CHECK(absl::IsUnavailable(FromRocksDb(rocksdb::Status::IOError("x"))));
+  CHECK(FromRocksDb(rocksdb::Status::Corruption("bad block")).message().find("bad block") != absl::string_view::npos);
+}
+
+TEST_CASE("data written survives closing and reopening the store", "[store]") {
+  testing::TempDir dir;
+  {
+    auto store = OpenStore(dir.path());
+    rocksdb::WriteBatch batch;
+    batch.Put(store->cf("things"), "a", "1");
+    batch.Put(store->cf("things"), "b", "2");
+    REQUIRE(store->Write(&batch, Durability::kSynced).ok());
+  }
+  auto store = OpenStore(dir.path());
+  CHECK(store->Get(store->cf("things"), "a").value() == "1");
+  CHECK(store->Get(store->cf("things"), "b").value() == "2");
+  CHECK_FALSE(store->Get(store->cf("things"), "c").value().has_value());
+}
+
+TEST_CASE("a failed transaction body writes nothing", "[store][transaction]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  auto* cf = store->cf("things");
+  absl::Status s = store->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
+    REQUIRE(txn.Put(cf, "x", "1").ok());
+    return absl::FailedPreconditionError("nope");
+  });
+  CHECK(absl::IsFailedPrecondition(s));
+  CHECK_FALSE(store->Get(cf, "x").value().has_value());
+}
+
+TEST_CASE("concurrent read-modify-write transactions never lose an update", "[store][transaction]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  auto* cf = store->cf("things");
+  constexpr int kThreads = 8, kIncrements = 200;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kIncrements; ++i) {
+        absl::Status s = store->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
+          auto v = txn.GetForUpdate(cf, "counter");
+          if (!v.ok()) return v.status();
+          const int n = v->has_value() ? std::stoi(**v) : 0;
+          return txn.Put(cf, "counter", std::to_string(n + 1));
+        });
+        REQUIRE(s.ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(store->Get(cf, "counter").value() == std::to_string(kThreads * kIncrements));
+}
+
+TEST_CASE("a checkpoint is an openable copy as of its creation", "[store][checkpoint]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.Sub("db"));
+  auto* cf = store->cf("things");
+  rocksdb::WriteBatch batch;
+  batch.Put(cf, "before", "1");
+  REQUIRE(store->Write(&batch, Durability::kBuffered).ok());
+  REQUIRE(store->CreateCheckpoint(dir.Sub("backup")).ok());
+  rocksdb::WriteBatch later;
+  later.Put(cf, "after", "2");
+  REQUIRE(store->Write(&later, Durability::kBuffered).ok());
+  store.reset();
+  auto copy = OpenStore(dir.Sub("backup"));
+  CHECK(copy->Get(copy->cf("things"), "before").value() == "1");
+  CHECK_FALSE(copy->Get(copy->cf("things"), "after").value().has_value());
+}
+
+TEST_CASE("a request id answers with the first answer and refuses a different request", "[store][idempotency]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  auto* things = store->cf("things");
+  auto* requests = store->cf("requests");
+  v1::Money request;
+  request.set_amount_minor(100);
+  int runs = 0;
+  auto run = [&](const v1::Money& req, v1::Money* resp) {
+    return TransactOnce(*store, Durability::kSynced, requests, "r1", RequestFingerprint(req), absl::Now(), resp,
+                        [&](Transaction& txn) -> absl::Status {
+                          ++runs;
+                          resp->set_amount_minor(req.amount_minor() * 2);
+                          return txn.Put(things, "k", "v");
+                        });
+  };
+  v1::Money first, second;
+  REQUIRE(run(request, &first).ok());
+  REQUIRE(run(request, &second).ok());
+  CHECK(runs == 1);
+  CHECK(second.amount_minor() == 200);
+  v1::Money other = request;
+  other.set_amount_minor(5);
+  v1::Money third;
+  const absl::Status s = run(other, &third);
+  CHECK(absl::IsInvalidArgument(s));
+  CHECK(s.message().find("request_id") != absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace crm::store
