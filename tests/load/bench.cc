@@ -1,0 +1,141 @@
+#include "tests/load/bench.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "libs/log/log.h"
+#include "tests/load/proc_stats.h"
+
+ABSL_FLAG(std::string, suites, "profile", "comma-separated suites to run: profile");
+ABSL_FLAG(int, customers, 100000, "customers bulk-loaded before measuring");
+ABSL_FLAG(int, concurrency, 32, "calls in flight (closed loop)");
+ABSL_FLAG(int, channels, 4, "client connections");
+ABSL_FLAG(double, warmup_s, 1, "warm-up seconds before each measurement");
+ABSL_FLAG(double, duration_s, 5, "measured seconds per workload");
+ABSL_FLAG(std::string, markdown, "", "write the report as markdown to this file");
+ABSL_FLAG(std::string, json, "", "write the report as JSON to this file");
+
+namespace crm::load {
+
+Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const Scenario& scenario,
+                    const LoadOptions& options, pid_t server_pid) {
+  const double cpu_before = ProcessCpuSeconds(server_pid);
+  Measurement m;
+  m.result = RunLoad(channels, scenario, options);
+  const double cpu = ProcessCpuSeconds(server_pid) - cpu_before;
+  // Warm-up calls burn CPU too; count every call the server handled in the run.
+  const double calls = m.result.throughput() * absl::ToDoubleSeconds(options.warmup + options.duration);
+  m.server_cpu_ms_per_call = calls > 0 ? cpu * 1000 / calls : 0;
+  std::printf("%s  cpu %.3f ms/call\n", Summary(m.result).c_str(), m.server_cpu_ms_per_call);
+  if (!m.result.first_error.empty()) std::printf("  first error: %s\n", m.result.first_error.c_str());
+  std::fflush(stdout);
+  return m;
+}
+
+const Report::Row* Report::Find(const std::string& scenario) const {
+  for (const auto& r : rows_) {
+    if (r.m.result.scenario == scenario) return &r;
+  }
+  return nullptr;
+}
+
+void Report::Add(const Measurement& m, const std::string& baseline) { rows_.push_back({m, baseline}); }
+
+void Report::Note(const std::string& line) {
+  notes_.push_back(line);
+  std::printf("  %s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+namespace {
+double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+}  // namespace
+
+void Report::Print() const { std::printf("\n%s\n", Markdown().c_str()); }
+
+std::string Report::Markdown() const {
+  std::string out =
+      "| workload | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU ms/call | vs baseline |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+  for (const auto& row : rows_) {
+    const LoadResult& r = row.m.result;
+    std::string ratio = "-";
+    if (const Row* base = Find(row.baseline); base != nullptr && base->m.result.throughput() > 0) {
+      ratio = absl::StrFormat("%.0f%% of %s", 100 * r.throughput() / base->m.result.throughput(), row.baseline);
+    }
+    absl::StrAppendFormat(&out, "| %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %.3f | %s |\n", r.scenario,
+                          r.throughput(), Ms(r.latency.Percentile(50)), Ms(r.latency.Percentile(90)),
+                          Ms(r.latency.Percentile(99)), Ms(r.latency.Percentile(99.9)), Ms(r.latency.Max()), r.errors,
+                          row.m.server_cpu_ms_per_call, ratio);
+  }
+  if (!notes_.empty()) {
+    out += "\n";
+    for (const auto& n : notes_) absl::StrAppend(&out, "- ", n, "\n");
+  }
+  return out;
+}
+
+std::string Report::Json() const {
+  std::vector<std::string> rows;
+  for (const auto& row : rows_) {
+    const LoadResult& r = row.m.result;
+    std::string name;
+    log::AppendJsonString(name, r.scenario);
+    std::string baseline;
+    log::AppendJsonString(baseline, row.baseline);
+    rows.push_back(absl::StrFormat(
+        "{\"workload\":%s,\"calls_per_second\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
+        "\"p999_ms\":%.3f,\"max_ms\":%.3f,\"errors\":%d,\"server_cpu_ms_per_call\":%.4f,\"baseline\":%s}",
+        name, r.throughput(), Ms(r.latency.Percentile(50)), Ms(r.latency.Percentile(90)),
+        Ms(r.latency.Percentile(99)), Ms(r.latency.Percentile(99.9)), Ms(r.latency.Max()), r.errors,
+        row.m.server_cpu_ms_per_call, baseline));
+  }
+  std::vector<std::string> notes;
+  for (const auto& n : notes_) {
+    std::string s;
+    log::AppendJsonString(s, n);
+    notes.push_back(s);
+  }
+  return absl::StrCat("{\"workloads\":[", absl::StrJoin(rows, ","), "],\"notes\":[", absl::StrJoin(notes, ","), "]}\n");
+}
+
+}  // namespace crm::load
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  // As in the servers (libs/rpc): the load generator should not pay Abseil's deadlock detection either.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  crm::log::SetMinLevel(crm::log::Level::kWarning);
+  crm::load::BenchOptions options;
+  options.customers = absl::GetFlag(FLAGS_customers);
+  options.load.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.load.channels = absl::GetFlag(FLAGS_channels);
+  options.load.warmup = absl::Seconds(absl::GetFlag(FLAGS_warmup_s));
+  options.load.duration = absl::Seconds(absl::GetFlag(FLAGS_duration_s));
+  crm::load::Report report;
+  for (absl::string_view suite : absl::StrSplit(absl::GetFlag(FLAGS_suites), ',', absl::SkipEmpty())) {
+    std::printf("== %s\n", std::string(suite).c_str());
+    try {
+      if (suite == "profile") {
+        crm::load::RunProfileSuite(options, report);
+      } else {
+        std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
+        return 2;
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "suite %s failed: %s\n", std::string(suite).c_str(), e.what());
+      return 1;
+    }
+  }
+  report.Print();
+  if (!absl::GetFlag(FLAGS_markdown).empty()) std::ofstream(absl::GetFlag(FLAGS_markdown)) << report.Markdown();
+  if (!absl::GetFlag(FLAGS_json).empty()) std::ofstream(absl::GetFlag(FLAGS_json)) << report.Json();
+  return 0;
+}

@@ -1,0 +1,50 @@
+// The benchmark command's building blocks: options, a report that prints a table and writes markdown and
+// JSON, and one suite per service. Benchmarks print figures; they never pass or fail anything.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/load/loadgen.h"
+
+namespace crm::load {
+
+struct BenchOptions {
+  int customers = 100000;
+  LoadOptions load;
+};
+
+// A workload's result and what it cost the server.
+struct Measurement {
+  LoadResult result;
+  double server_cpu_ms_per_call = 0;
+};
+
+// Runs the load while reading the server process's CPU time before and after.
+Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const Scenario& scenario,
+                    const LoadOptions& options, pid_t server_pid);
+
+class Report {
+ public:
+  // Adds a workload; `baseline` names an earlier row to compute the throughput ratio against.
+  void Add(const Measurement& m, const std::string& baseline = "");
+  void Note(const std::string& line);
+  void Print() const;
+  std::string Markdown() const;
+  std::string Json() const;
+
+ private:
+  struct Row {
+    Measurement m;
+    std::string baseline;
+  };
+  const Row* Find(const std::string& scenario) const;
+  std::vector<Row> rows_;
+  std::vector<std::string> notes_;
+};
+
+void RunProfileSuite(const BenchOptions& options, Report& report);
+
+}  // namespace crm::load

@@ -1,0 +1,80 @@
+// A gRPC load generator on the callback client API. A scenario is data: a mix of operations, each a
+// method name and a request generator, so one engine drives every workload.
+//
+// Closed loop keeps `concurrency` calls in flight. Open loop sends at a fixed arrival rate and measures
+// each call from its *intended* send time, so a server stall shows up in the latency instead of silently
+// lowering the send rate (no coordinated omission).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/time/time.h"
+#include "grpcpp/channel.h"
+#include "tests/load/latency_histogram.h"
+
+namespace crm::load {
+
+// Builds the serialized request for call number `index`.
+using RequestFn = std::function<std::string(uint64_t index, absl::BitGen& gen)>;
+// Sees each successful response (e.g. to collect ids during a bulk load). Called concurrently.
+using ResponseFn = std::function<void(const std::string& response)>;
+
+struct Operation {
+  std::string name;    // shown in reports, e.g. "GetCustomer"
+  std::string method;  // "/crm.v1.CustomerProfileService/GetCustomer"
+  RequestFn make_request;
+  double weight = 1.0;
+  ResponseFn on_response;
+};
+
+struct Scenario {
+  std::string name;
+  std::vector<Operation> mix;
+};
+
+struct LoadOptions {
+  enum class Mode { kClosedLoop, kOpenLoop };
+  Mode mode = Mode::kClosedLoop;
+  int concurrency = 32;          // closed loop: calls in flight
+  double rate_per_second = 1000;  // open loop: arrivals per second
+  int channels = 4;              // separate HTTP/2 connections
+  absl::Duration warmup = absl::Seconds(1);
+  absl::Duration duration = absl::Seconds(5);
+  absl::Duration call_deadline = absl::Seconds(10);
+  // Stop after this many measured calls (0: run for `duration`). For bulk loads.
+  uint64_t max_calls = 0;
+};
+
+struct OperationResult {
+  uint64_t ok = 0;
+  uint64_t errors = 0;
+  LatencyHistogram latency;
+};
+
+struct LoadResult {
+  std::string scenario;
+  absl::Duration measured;  // the measurement window
+  uint64_t ok = 0;
+  uint64_t errors = 0;
+  std::map<std::string, uint64_t> errors_by_code;
+  std::string first_error;
+  LatencyHistogram latency;
+  std::map<std::string, OperationResult> by_operation;
+  double throughput() const { return ok / absl::ToDoubleSeconds(measured); }
+};
+
+// Channels to `target` ("127.0.0.1:port") that do not share a connection.
+std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& target, int count);
+
+LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const Scenario& scenario,
+                   const LoadOptions& options);
+
+// One line: throughput, p50/p90/p99/p99.9/max, errors.
+std::string Summary(const LoadResult& r);
+
+}  // namespace crm::load

@@ -1,0 +1,168 @@
+#include "tests/support/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <regex>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+
+extern char** environ;
+
+namespace crm::testing {
+
+Process::Process(std::string binary, std::vector<std::string> args, std::map<std::string, std::string> env)
+    : binary_(std::move(binary)), args_(std::move(args)), env_(std::move(env)) {}
+
+Process::~Process() {
+  if (pid_ > 0) Kill();
+  if (reader_.joinable()) reader_.join();
+}
+
+std::string Process::BuildPath(const std::string& relative) {
+  // Tests run from CTest's working directory inside the build tree; CRM_BUILD_DIR overrides.
+  const char* dir = std::getenv("CRM_BUILD_DIR");
+  if (dir != nullptr && *dir != '\0') return absl::StrCat(dir, "/", relative);
+  return absl::StrCat(CRM_BUILD_ROOT, "/", relative);
+}
+
+absl::Status Process::Start() {
+  int pipefd[2];
+  if (pipe(pipefd) != 0) return absl::InternalError("pipe");
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const std::string key = entry.substr(0, entry.find('='));
+    if (env_.count(key) == 0) env_strings.push_back(entry);
+  }
+  for (const auto& [k, v] : env_) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_strings = {binary_};
+  argv_strings.insert(argv_strings.end(), args_.begin(), args_.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  pid_ = fork();
+  if (pid_ < 0) return absl::InternalError("fork");
+  if (pid_ == 0) {
+    dup2(pipefd[1], STDOUT_FILENO);
+    dup2(pipefd[1], STDERR_FILENO);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    // A clean signal state for the child (the test runner may block signals).
+    for (int sig : {SIGTERM, SIGINT, SIGSEGV, SIGABRT, SIGPIPE}) signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(binary_.c_str(), argv.data(), envp.data());
+    std::fprintf(stderr, "exec %s: %s\n", binary_.c_str(), std::strerror(errno));
+    _exit(127);
+  }
+  close(pipefd[1]);
+  reader_ = std::thread([this, fd = pipefd[0]] { ReadLoop(fd); });
+  return absl::OkStatus();
+}
+
+void Process::ReadLoop(int fd) {
+  std::string pending;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) {
+    pending.append(buf, static_cast<size_t>(n));
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      absl::MutexLock lock(&mu_);
+      lines_.push_back(pending.substr(0, nl));
+      pending.erase(0, nl + 1);
+    }
+  }
+  close(fd);
+}
+
+absl::Status Process::WaitForLog(const std::string& needle, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  size_t checked = 0;
+  while (absl::Now() < deadline) {
+    {
+      absl::MutexLock lock(&mu_);
+      for (; checked < lines_.size(); ++checked) {
+        if (lines_[checked].find(needle) != std::string::npos) return absl::OkStatus();
+      }
+    }
+    int status;
+    if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::UnavailableError(absl::StrCat(binary_, " exited before logging ", needle, ":\n", output()));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(binary_, " did not log ", needle, ":\n", output()));
+}
+
+absl::Status Process::WaitServing(absl::Duration timeout) {
+  if (auto s = WaitForLog("\"message\":\"serving\"", timeout); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  static const std::regex port_re("\"port\":([0-9]+)");
+  static const std::regex metrics_re("\"metrics_port\":([0-9]+)");
+  for (const auto& line : lines_) {
+    if (line.find("\"message\":\"serving\"") == std::string::npos) continue;
+    std::smatch m;
+    if (std::regex_search(line, m, port_re)) (void)absl::SimpleAtoi(m[1].str(), &port_);
+    if (std::regex_search(line, m, metrics_re)) (void)absl::SimpleAtoi(m[1].str(), &metrics_port_);
+  }
+  return port_ > 0 ? absl::OkStatus() : absl::InternalError("serving line without a port");
+}
+
+int Process::WaitExit(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  int status = 0;
+  while (absl::Now() < deadline) {
+    const pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      if (reader_.joinable()) reader_.join();
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return -1000;
+}
+
+int Process::Wait(absl::Duration timeout) {
+  if (pid_ <= 0) return 0;
+  return WaitExit(timeout);
+}
+
+int Process::Stop(absl::Duration timeout) {
+  if (pid_ <= 0) return 0;
+  kill(pid_, SIGTERM);
+  const int code = WaitExit(timeout);
+  if (code == -1000) Kill();
+  return code;
+}
+
+void Process::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  if (reader_.joinable()) reader_.join();
+}
+
+std::string Process::output() const {
+  absl::MutexLock lock(&mu_);
+  return absl::StrJoin(lines_, "\n");
+}
+
+}  // namespace crm::testing

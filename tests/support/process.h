@@ -1,0 +1,62 @@
+// Starts a real binary as a child process, captures its JSON log lines, and waits for the
+// {"message":"serving","port":...} line that every service prints once it is ready, so tests and benchmarks
+// can use --listen=127.0.0.1:0 (no fixed ports, no races). Stop() sends SIGTERM and waits; Kill() SIGKILLs.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace crm::testing {
+
+class Process {
+ public:
+  Process(std::string binary, std::vector<std::string> args, std::map<std::string, std::string> env = {});
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  absl::Status Start();
+  // Waits for the "serving" log line; fills port() and metrics_port().
+  absl::Status WaitServing(absl::Duration timeout = absl::Seconds(60));
+  // Waits until some log line contains `needle`.
+  absl::Status WaitForLog(const std::string& needle, absl::Duration timeout);
+  // Waits for the process to exit by itself; returns the exit code (or -signal), -1000 on timeout.
+  int Wait(absl::Duration timeout = absl::Seconds(30));
+  // SIGTERM, then wait for exit; returns the exit code (or -signal).
+  int Stop(absl::Duration timeout = absl::Seconds(30));
+  // SIGKILL, then wait.
+  void Kill();
+  bool running() const { return pid_ > 0; }
+
+  pid_t pid() const { return pid_; }
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }
+  std::string output() const;
+
+  // The build folder's path of a binary built by this project, e.g. "services/customer_profile/customer-profile".
+  static std::string BuildPath(const std::string& relative);
+
+ private:
+  void ReadLoop(int fd);
+  int WaitExit(absl::Duration timeout);
+
+  std::string binary_;
+  std::vector<std::string> args_;
+  std::map<std::string, std::string> env_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  int metrics_port_ = 0;
+  std::thread reader_;
+  mutable absl::Mutex mu_;
+  std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace crm::testing
