@@ -85,6 +85,13 @@ v1::Address HomeAddress() {
   return a;
 }
 
+v1::BehaviorEvent Click(const std::string& category) {
+  v1::BehaviorEvent e;
+  e.set_type(v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK);
+  e.set_category(category);
+  return e;
+}
+
 TEST_CASE("register with an email only, then read it back", "[customer_profile]") {
   Harness h(ProfileOptions());
   Client client(h);
@@ -236,6 +243,146 @@ TEST_CASE("unknown customers answer NOT_FOUND", "[customer_profile]") {
   *add.mutable_address() = HomeAddress();
   v1::Address a;
   RequireError(client.Call(&Stub::AddAddress, add, &a), grpc::StatusCode::NOT_FOUND, "customer_id:");
+}
+
+TEST_CASE("every call that names a customer refuses a missing id and answers NOT_FOUND for an unknown one",
+          "[customer_profile][validation]") {
+  Harness h(ProfileOptions());
+  Client client(h);
+  // One well-formed request per method; only customer_id varies.
+  auto check = [&](const std::string& method, auto call) {
+    INFO(method);
+    RequireError(call(""), grpc::StatusCode::INVALID_ARGUMENT, "customer_id:");
+    RequireError(call("c-unknown"), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  };
+  check("GetCustomer", [&](const std::string& id) {
+    v1::GetCustomerRequest r;
+    r.set_customer_id(id);
+    v1::Customer out;
+    return client.Call(&Stub::GetCustomer, r, &out);
+  });
+  check("UpdateCustomer", [&](const std::string& id) {
+    v1::UpdateCustomerRequest r;
+    r.set_customer_id(id);
+    r.mutable_update_mask()->add_paths("name");
+    v1::Customer out;
+    return client.Call(&Stub::UpdateCustomer, r, &out);
+  });
+  check("AddAddress", [&](const std::string& id) {
+    v1::AddAddressRequest r;
+    r.set_customer_id(id);
+    r.set_request_id("x");
+    *r.mutable_address() = HomeAddress();
+    v1::Address out;
+    return client.Call(&Stub::AddAddress, r, &out);
+  });
+  check("UpdateAddress", [&](const std::string& id) {
+    v1::UpdateAddressRequest r;
+    r.set_customer_id(id);
+    r.mutable_address()->set_address_id("a1");
+    r.mutable_update_mask()->add_paths("label");
+    v1::Address out;
+    return client.Call(&Stub::UpdateAddress, r, &out);
+  });
+  check("RemoveAddress", [&](const std::string& id) {
+    v1::RemoveAddressRequest r;
+    r.set_customer_id(id);
+    r.set_address_id("a1");
+    google::protobuf::Empty out;
+    return client.Call(&Stub::RemoveAddress, r, &out);
+  });
+  check("SetDefaultAddress", [&](const std::string& id) {
+    v1::SetDefaultAddressRequest r;
+    r.set_customer_id(id);
+    r.set_address_id("a1");
+    v1::Customer out;
+    return client.Call(&Stub::SetDefaultAddress, r, &out);
+  });
+  check("AddPaymentMethod", [&](const std::string& id) {
+    v1::AddPaymentMethodRequest r;
+    r.set_customer_id(id);
+    r.set_request_id("x");
+    r.mutable_payment_method()->set_type(v1::PAYMENT_METHOD_TYPE_ACCOUNT_BALANCE);
+    v1::PaymentMethod out;
+    return client.Call(&Stub::AddPaymentMethod, r, &out);
+  });
+  check("RemovePaymentMethod", [&](const std::string& id) {
+    v1::RemovePaymentMethodRequest r;
+    r.set_customer_id(id);
+    r.set_payment_method_id("pm1");
+    google::protobuf::Empty out;
+    return client.Call(&Stub::RemovePaymentMethod, r, &out);
+  });
+  check("SetDefaultPaymentMethod", [&](const std::string& id) {
+    v1::SetDefaultPaymentMethodRequest r;
+    r.set_customer_id(id);
+    r.set_payment_method_id("pm1");
+    v1::Customer out;
+    return client.Call(&Stub::SetDefaultPaymentMethod, r, &out);
+  });
+  check("UpdatePreferences", [&](const std::string& id) {
+    v1::UpdatePreferencesRequest r;
+    r.set_customer_id(id);
+    r.mutable_update_mask()->add_paths("language");
+    v1::Preferences out;
+    return client.Call(&Stub::UpdatePreferences, r, &out);
+  });
+  check("SetMarketingConsent", [&](const std::string& id) {
+    v1::SetMarketingConsentRequest r;
+    r.set_customer_id(id);
+    r.set_channel(v1::CHANNEL_SMS);
+    v1::MarketingConsent out;
+    return client.Call(&Stub::SetMarketingConsent, r, &out);
+  });
+  check("GetContactPermission", [&](const std::string& id) {
+    v1::GetContactPermissionRequest r;
+    r.set_customer_id(id);
+    r.set_channel(v1::CHANNEL_SMS);
+    v1::ContactDecision out;
+    return client.Call(&Stub::GetContactPermission, r, &out);
+  });
+  check("RequestContact", [&](const std::string& id) {
+    v1::RequestContactRequest r;
+    r.set_customer_id(id);
+    r.set_request_id("x");
+    r.set_channel(v1::CHANNEL_SMS);
+    r.set_purpose("test");
+    v1::ContactDecision out;
+    return client.Call(&Stub::RequestContact, r, &out);
+  });
+  check("RecordBehaviorEvents", [&](const std::string& id) {
+    v1::RecordBehaviorEventsRequest r;
+    r.set_customer_id(id);
+    r.set_request_id("x");
+    *r.add_events() = Click("c");
+    v1::RecordBehaviorEventsResponse out;
+    return client.Call(&Stub::RecordBehaviorEvents, r, &out);
+  });
+  check("ListBehaviorEvents", [&](const std::string& id) {
+    v1::ListBehaviorEventsRequest r;
+    r.set_customer_id(id);
+    v1::ListBehaviorEventsResponse out;
+    return client.Call(&Stub::ListBehaviorEvents, r, &out);
+  });
+  check("GetCategoryAffinity", [&](const std::string& id) {
+    v1::GetCategoryAffinityRequest r;
+    r.set_customer_id(id);
+    v1::GetCategoryAffinityResponse out;
+    return client.Call(&Stub::GetCategoryAffinity, r, &out);
+  });
+  check("ExportCustomerData", [&](const std::string& id) {
+    v1::ExportCustomerDataRequest r;
+    r.set_customer_id(id);
+    v1::CustomerDataExport out;
+    return client.Call(&Stub::ExportCustomerData, r, &out);
+  });
+  check("EraseCustomer", [&](const std::string& id) {
+    v1::EraseCustomerRequest r;
+    r.set_customer_id(id);
+    r.set_request_id("x");
+    v1::EraseCustomerResponse out;
+    return client.Call(&Stub::EraseCustomer, r, &out);
+  });
 }
 
 TEST_CASE("update changes only the masked fields and refuses other paths", "[customer_profile][update]") {
@@ -439,13 +586,6 @@ TEST_CASE("marketing consent and the contact cap are enforced for senders", "[cu
 
   peek.set_channel(v1::CHANNEL_UNSPECIFIED);
   RequireError(client.Call(&Stub::GetContactPermission, peek, &d), grpc::StatusCode::INVALID_ARGUMENT, "channel:");
-}
-
-v1::BehaviorEvent Click(const std::string& category) {
-  v1::BehaviorEvent e;
-  e.set_type(v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK);
-  e.set_category(category);
-  return e;
 }
 
 TEST_CASE("behaviour events build category affinity and list newest first", "[customer_profile][behavior]") {
