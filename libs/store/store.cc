@@ -96,6 +96,34 @@ std::unique_ptr<rocksdb::Iterator> Transaction::NewIterator(rocksdb::ColumnFamil
   return std::unique_ptr<rocksdb::Iterator>(txn_->GetIterator(options, cf));
 }
 
+absl::Status Transaction::Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
+                               absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) {
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper(end.data(), end.size());
+  if (!end.empty()) ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(txn_->GetIterator(ro, cf));
+  for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid(); it->Next()) {
+    if (!visit(absl::string_view(it->key().data(), it->key().size()),
+               absl::string_view(it->value().data(), it->value().size()))) {
+      break;
+    }
+  }
+  return FromRocksDb(it->status());
+}
+
+absl::Status Transaction::DeletePrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix) {
+  std::vector<std::string> keys;
+  absl::Status s = Scan(cf, prefix, PrefixUpperBound(prefix), [&](absl::string_view key, absl::string_view) {
+    keys.emplace_back(key);
+    return true;
+  });
+  if (!s.ok()) return s;
+  for (const auto& k : keys) {
+    if (absl::Status d = Delete(cf, k); !d.ok()) return d;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
                                                    const std::vector<std::string>& column_families) {
   auto store = std::unique_ptr<Store>(new Store());

@@ -65,6 +65,12 @@ class Transaction {
   // Iterates committed data merged with this transaction's own writes.
   std::unique_ptr<rocksdb::Iterator> NewIterator(rocksdb::ColumnFamilyHandle* cf,
                                                  const rocksdb::ReadOptions& options);
+  // Calls `visit(key, value)` for the keys in [begin, end) as this transaction sees them, until it
+  // returns false. An empty `end` means no upper bound.
+  absl::Status Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
+                    absl::FunctionRef<bool(absl::string_view key, absl::string_view value)> visit);
+  // Deletes every key that starts with `prefix` (e.g. all rows of one customer, for erasure).
+  absl::Status DeletePrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix);
   rocksdb::Transaction* raw() { return txn_; }
 
   // Runs `hook(committed)` once this attempt has committed or rolled back (e.g. to release an outbox

@@ -6,7 +6,6 @@
 #include "libs/sharding/hash.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
-#include "libs/store/status.h"
 #include "services/customer_profile/affinity.h"
 
 namespace crm::customer_profile {
@@ -243,19 +242,16 @@ absl::Status CustomerProfileStore::RequestContact(
         if (!found.ok()) return found.status();
         if (!*found) return NotFound(customer_id);
         std::vector<absl::Time> times;
-        const std::string prefix = CustomerPrefix(customer_id);
-        const std::string begin = Key().Str(customer_id).Time(window_start).Build();
-        const std::string end = store::PrefixUpperBound(prefix);
-        rocksdb::ReadOptions ro;
-        rocksdb::Slice upper(end);
-        ro.iterate_upper_bound = &upper;
-        auto it = txn.NewIterator(contacts_, ro);
-        for (it->Seek(begin); it->Valid(); it->Next()) {
-          v1::ContactRecord r;
-          if (r.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-            times.push_back(api::FromTimestamp(r.contact_time()));
-          }
-        }
+        absl::Status scanned = txn.Scan(contacts_, Key().Str(customer_id).Time(window_start).bytes(),
+                                        store::PrefixUpperBound(CustomerPrefix(customer_id)),
+                                        [&](absl::string_view, absl::string_view v) {
+                                          v1::ContactRecord r;
+                                          if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                                            times.push_back(api::FromTimestamp(r.contact_time()));
+                                          }
+                                          return true;
+                                        });
+        if (!scanned.ok()) return scanned;
         *out = decide(c, times);
         if (!out->allowed()) return absl::OkStatus();
         out->set_contacts_in_period(out->contacts_in_period() + 1);
@@ -284,24 +280,6 @@ absl::Status CustomerProfileStore::Export(absl::string_view customer_id, v1::Cus
   return parse_error;
 }
 
-absl::Status CustomerProfileStore::DeletePrefix(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
-                                                absl::string_view prefix) {
-  const std::string end = store::PrefixUpperBound(prefix);
-  rocksdb::ReadOptions ro;
-  rocksdb::Slice upper(end);
-  ro.iterate_upper_bound = &upper;
-  auto it = txn.NewIterator(cf, ro);
-  std::vector<std::string> keys;
-  for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
-    keys.emplace_back(it->key().data(), it->key().size());
-  }
-  if (!it->status().ok()) return store::FromRocksDb(it->status());
-  for (const auto& k : keys) {
-    if (auto s = txn.Delete(cf, k); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::string_view request_id,
                                          uint64_t fingerprint, absl::Time now, v1::EraseCustomerResponse* out) {
   return store::TransactOnce(
@@ -315,9 +293,9 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::st
         if (auto s = txn.Delete(emails_, c.email()); !s.ok()) return s;
         const std::string prefix = CustomerPrefix(customer_id);
         for (auto* cf : {behavior_, affinity_, contacts_, requests_}) {
-          if (auto s = DeletePrefix(txn, cf, prefix); !s.ok()) return s;
+          if (auto s = txn.DeletePrefix(cf, prefix); !s.ok()) return s;
         }
-        if (auto s = DeletePrefix(txn, requests_, RegisterRequestPrefix(c.email())); !s.ok()) return s;
+        if (auto s = txn.DeletePrefix(requests_, RegisterRequestPrefix(c.email())); !s.ok()) return s;
         google::protobuf::Timestamp erase_time;
         api::SetTimestamp(now, &erase_time);
         if (auto s = txn.PutProto(erased_, customer_id, erase_time); !s.ok()) return s;

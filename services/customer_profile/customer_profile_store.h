@@ -85,7 +85,6 @@ class CustomerProfileStore {
 
  private:
   absl::Status NotFound(absl::string_view customer_id) const;
-  absl::Status DeletePrefix(store::Transaction& txn, rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix);
 
   store::Store* const store_;
   events::Outbox* const outbox_;
