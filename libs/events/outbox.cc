@@ -67,9 +67,12 @@ absl::Status Outbox::Append(store::Transaction& txn, v1::Event& event) {
     seq = next_seq_++;
     in_flight_.insert(seq);
   }
-  txn.OnFinish([this, seq](bool) {
-    absl::MutexLock lock(&mu_);
-    in_flight_.erase(seq);
+  txn.OnFinish([this, seq](bool committed) {
+    {
+      absl::MutexLock lock(&mu_);
+      in_flight_.erase(seq);
+    }
+    if (committed && listener_) listener_();
   });
   event.set_event_id(absl::StrCat(producer_, "/", shard_, "/", epoch_, ".", seq));
   event.set_producer(producer_);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -58,6 +59,8 @@ class Outbox {
 
   // Every append at or below this position has committed or rolled back.
   Position Horizon() const;
+  // Called after each commit that appended events (the dispatcher wakes up). Set before writes start.
+  void SetCommitListener(std::function<void()> listener) { listener_ = std::move(listener); }
   // Positions at or above this one belong to the current epoch.
   uint64_t epoch() const { return epoch_; }
   const std::string& producer() const { return producer_; }
@@ -74,6 +77,7 @@ class Outbox {
   rocksdb::ColumnFamilyHandle* const events_cf_;
   rocksdb::ColumnFamilyHandle* const meta_cf_;
 
+  std::function<void()> listener_;
   mutable absl::Mutex mu_;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::set<uint64_t> in_flight_ ABSL_GUARDED_BY(mu_);

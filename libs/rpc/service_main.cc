@@ -64,7 +64,9 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
     metrics.AddCollectable(std::make_shared<metrics::RocksDbCollector>(store.get()));
   }
 
-  ServiceContext context{spec.name, store.get(), &metrics, SystemClock::Default()};
+  Backends backends(&metrics);
+  ServiceContext context{spec.name, store.get(), &metrics, SystemClock::Default(), &backends,
+                         absl::GetFlag(FLAGS_shard_index)};
   auto component = spec.build(context);
   if (!component.ok()) {
     log::Error("cannot start", {{"error", component.status().ToString()}});

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "libs/clock/clock.h"
 #include "libs/metrics/metrics.h"
+#include "libs/rpc/backends.h"
 #include "libs/rpc/server.h"
 #include "libs/store/store.h"
 
@@ -34,6 +35,10 @@ struct ServiceContext {
   store::Store* store = nullptr;  // null when the service has no column families
   metrics::Metrics* metrics = nullptr;
   Clock* clock = nullptr;
+  // Channels to the other services.
+  Backends* backends = nullptr;
+  // This process's shard of its service (--shard_index), part of every event id it writes.
+  int shard_index = 0;
 };
 
 struct ServiceSpec {

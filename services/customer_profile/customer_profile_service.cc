@@ -519,10 +519,11 @@ grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx, const 
 absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileComponent::Create(
     const rpc::ServiceContext& context) {
   auto component = std::unique_ptr<CustomerProfileComponent>(new CustomerProfileComponent());
-  auto outbox = events::Outbox::Open(context.store, context.service_name, /*shard=*/0, context.clock);
-  if (!outbox.ok()) return outbox.status();
-  component->outbox_ = std::move(*outbox);
-  component->store_ = std::make_unique<CustomerProfileStore>(context.store, component->outbox_.get());
+  // Erasure must reach every service that holds customer data.
+  auto events = events::EventProducer::Create(context, {"order-tracking"});
+  if (!events.ok()) return events.status();
+  component->events_ = std::move(*events);
+  component->store_ = std::make_unique<CustomerProfileStore>(context.store, &component->events_->outbox());
   component->writes_ = std::make_unique<rpc::Executor>("profile-writes", 32);
   component->service_ = std::make_unique<CustomerProfileService>(component->store_.get(), context.clock,
                                                                  component->writes_.get(),
@@ -532,6 +533,7 @@ absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileCompone
 
 void CustomerProfileComponent::Register(rpc::Server& server) {
   server.AddService(service_.get(), v1::CustomerProfileService::service_full_name());
+  events_->Register(server);
 }
 
 }  // namespace crm::customer_profile

@@ -8,7 +8,7 @@
 
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/clock/clock.h"
-#include "libs/events/outbox.h"
+#include "libs/events/producer.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
@@ -74,11 +74,14 @@ class CustomerProfileComponent final : public rpc::Component {
  public:
   static absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> Create(const rpc::ServiceContext& context);
   void Register(rpc::Server& server) override;
+  void Start() override { events_->Start(); }
+  void Stop() override { events_->Stop(); }
   CustomerProfileService& service() { return *service_; }
+  events::EventProducer& events() { return *events_; }
 
  private:
   CustomerProfileComponent() = default;
-  std::unique_ptr<events::Outbox> outbox_;
+  std::unique_ptr<events::EventProducer> events_;
   std::unique_ptr<CustomerProfileStore> store_;
   std::unique_ptr<rpc::Executor> writes_;
   std::unique_ptr<CustomerProfileService> service_;

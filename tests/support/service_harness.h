@@ -10,7 +10,9 @@
 #include "grpcpp/channel.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "absl/flags/flag.h"
 #include "libs/clock/clock.h"
+#include "libs/events/producer.h"
 #include "libs/metrics/metrics.h"
 #include "libs/metrics/rocksdb_collector.h"
 #include "libs/rpc/server.h"
@@ -28,6 +30,11 @@ class ServiceHarness {
     std::vector<std::string> column_families;
     // Serve /metrics on a free port (costs ~2 s at shutdown: prometheus-cpp's web server polls).
     bool serve_metrics = false;
+    // --event_sinks for the service under test: hermetic by default.
+    std::string event_sinks = "none";
+    // Addresses of other services (Backends::SetAddress), e.g. {"customer-profile", "127.0.0.1:1234"}.
+    std::vector<std::pair<std::string, std::string>> backends;
+    int shard_index = 0;
   };
 
   explicit ServiceHarness(Options options) : options_(std::move(options)) { Start(); }
@@ -41,6 +48,8 @@ class ServiceHarness {
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   ManualClock& clock() { return clock_; }
   ComponentT& component() { return *component_; }
+  // Other services' channels as this service sees them.
+  rpc::Backends& backends() { return *backends_; }
   store::Store& store() { return *store_; }
   metrics::Metrics& metrics() { return *metrics_; }
   int port() const { return server_->port(); }
@@ -59,7 +68,11 @@ class ServiceHarness {
     if (!store.ok()) throw std::runtime_error(store.status().ToString());
     store_ = std::move(*store);
     metrics_->AddCollectable(std::make_shared<metrics::RocksDbCollector>(store_.get()));
-    rpc::ServiceContext context{options_.service_name, store_.get(), metrics_.get(), &clock_};
+    backends_ = std::make_unique<rpc::Backends>(metrics_.get());
+    for (const auto& [name, address] : options_.backends) backends_->SetAddress(name, address);
+    absl::SetFlag(&FLAGS_event_sinks, options_.event_sinks);
+    rpc::ServiceContext context{options_.service_name, store_.get(), metrics_.get(), &clock_, backends_.get(),
+                                options_.shard_index};
     auto component = ComponentT::Create(context);
     if (!component.ok()) throw std::runtime_error(component.status().ToString());
     component_ = std::move(*component);
@@ -84,6 +97,7 @@ class ServiceHarness {
     component_.reset();
     server_.reset();
     store_.reset();
+    backends_.reset();
     metrics_.reset();
     channel_.reset();
   }
@@ -93,6 +107,7 @@ class ServiceHarness {
   std::string data_dir_;
   ManualClock clock_;
   std::unique_ptr<metrics::Metrics> metrics_;
+  std::unique_ptr<rpc::Backends> backends_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<ComponentT> component_;
   std::unique_ptr<rpc::Server> server_;

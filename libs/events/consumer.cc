@@ -1,0 +1,91 @@
+#include "libs/events/consumer.h"
+
+#include "absl/strings/str_cat.h"
+#include "libs/api/validate.h"
+#include "libs/log/log.h"
+#include "libs/rpc/unary.h"
+#include "libs/store/key.h"
+
+namespace crm::events {
+namespace {
+
+// Keyed by the event's time first, so old records can be dropped with a range scan.
+std::string ConsumedKey(const v1::Event& e) {
+  return store::Key().Time(api::FromTimestamp(e.occur_time())).Str(e.event_id()).Build();
+}
+
+std::string PayloadName(const v1::Event& e) {
+  const auto* field = v1::Event::descriptor()->FindFieldByNumber(e.payload_case());
+  return field == nullptr ? "none" : field->name();
+}
+
+}  // namespace
+
+EventConsumer::EventConsumer(store::Store* store, Handler handler, rpc::Executor* executor,
+                             prometheus::Registry& registry)
+    : store_(store),
+      consumed_(store->cf(kConsumedFamily)),
+      handler_(std::move(handler)),
+      executor_(executor),
+      applied_(prometheus::BuildCounter()
+                   .Name("crm_events_consumed_total")
+                   .Help("Events received from other services, by type and result (applied, duplicate, refused).")
+                   .Register(registry)) {}
+
+absl::Status EventConsumer::Apply(const v1::DeliverEventsRequest& request, v1::DeliverEventsResponse* response) {
+  int processed = 0;
+  for (const v1::Event& event : request.events()) {
+    if (event.event_id().empty()) {
+      response->set_failed_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
+      response->set_failed_message("event_id: must not be empty");
+      break;
+    }
+    bool duplicate = false;
+    absl::Status s = store_->Transact(store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
+      const std::string key = ConsumedKey(event);
+      auto seen = txn.GetForUpdate(consumed_, key);
+      if (!seen.ok()) return seen.status();
+      duplicate = seen->has_value();
+      if (duplicate) return absl::OkStatus();
+      if (absl::Status h = handler_(txn, event); !h.ok()) return h;
+      return txn.Put(consumed_, key, event.producer());
+    });
+    const std::string type = PayloadName(event);
+    if (!s.ok()) {
+      applied_.Add({{"type", type}, {"result", "refused"}}).Increment();
+      response->set_failed_code(static_cast<int>(s.code()));
+      response->set_failed_message(std::string(s.message()));
+      log::Warning("event refused", {{"event_id", event.event_id()}, {"error", s.ToString()}});
+      break;
+    }
+    applied_.Add({{"type", type}, {"result", duplicate ? "duplicate" : "applied"}}).Increment();
+    ++processed;
+  }
+  // One fsync covers the whole batch before it is acknowledged.
+  if (processed > 0) {
+    if (absl::Status s = store_->SyncWal(); !s.ok()) return s;
+  }
+  response->set_processed_count(processed);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* EventConsumer::DeliverEvents(grpc::CallbackServerContext* ctx,
+                                                       const v1::DeliverEventsRequest* request,
+                                                       v1::DeliverEventsResponse* response) {
+  return rpc::FinishOn(*executor_, ctx, [this, request, response] { return Apply(*request, response); });
+}
+
+absl::StatusOr<int64_t> EventConsumer::ForgetConsumedBefore(absl::Time before) {
+  std::vector<std::string> keys;
+  absl::Status s = store_->Scan(consumed_, "", store::Key().Time(before).bytes(), [&](absl::string_view k, absl::string_view) {
+    keys.emplace_back(k);
+    return true;
+  });
+  if (!s.ok()) return s;
+  rocksdb::WriteBatch batch;
+  for (const auto& k : keys) batch.Delete(consumed_, k);
+  if (absl::Status w = store_->Write(&batch, store::Durability::kBuffered); !w.ok()) return w;
+  return static_cast<int64_t>(keys.size());
+}
+
+}  // namespace crm::events

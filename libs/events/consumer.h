@@ -1,0 +1,51 @@
+// The consuming half of the outbox: crm.v1.EventSink for a service that reacts to other services'
+// events. Each event is applied in its own transaction together with a record of its id, so a
+// redelivered event is recognised and changes nothing; the WAL is synced once per batch before the
+// acknowledgement, so an acknowledged event survives a crash.
+//
+// The handler decides what an event means for this service. Its errors: ABORTED / UNAVAILABLE are
+// transient (the producer retries); anything else is a refusal, retried a few times and then
+// dead-lettered by the producer. Events the handler does not care about should return OK.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "crm/v1/events.grpc.pb.h"
+#include "libs/clock/clock.h"
+#include "libs/rpc/executor.h"
+#include "libs/store/store.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/registry.h"
+
+namespace crm::events {
+
+class EventConsumer final : public v1::EventSink::CallbackService {
+ public:
+  static constexpr const char* kConsumedFamily = "consumed_events";
+  using Handler = std::function<absl::Status(store::Transaction& txn, const v1::Event& event)>;
+
+  // Not owned: all must outlive the consumer.
+  EventConsumer(store::Store* store, Handler handler, rpc::Executor* executor, prometheus::Registry& registry);
+
+  grpc::ServerUnaryReactor* DeliverEvents(grpc::CallbackServerContext* ctx, const v1::DeliverEventsRequest* request,
+                                          v1::DeliverEventsResponse* response) override;
+
+  // Applies events in order; stops at the first refusal (what DeliverEvents does, without gRPC).
+  absl::Status Apply(const v1::DeliverEventsRequest& request, v1::DeliverEventsResponse* response);
+
+  // Deletes the records of events that happened before `before`; their producers have long stopped
+  // redelivering them. Returns how many were deleted.
+  absl::StatusOr<int64_t> ForgetConsumedBefore(absl::Time before);
+
+ private:
+  store::Store* const store_;
+  rocksdb::ColumnFamilyHandle* const consumed_;
+  Handler handler_;
+  rpc::Executor* const executor_;
+  prometheus::Family<prometheus::Counter>& applied_;
+};
+
+}  // namespace crm::events

@@ -1,0 +1,108 @@
+// The delivering half of the transactional outbox. One lane per (consumer, shard) reads the outbox in
+// position order from its persisted cursor, never past Outbox::Horizon(), and sends batches to the
+// consumer's EventSink. A lane moves its cursor only past what the consumer acknowledged, so each
+// customer's events arrive in order and none is lost across crashes (delivery is at least once; the
+// consumer's bookkeeping makes it exactly once in effect).
+//
+// Failures: an unreachable or overloaded consumer (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
+// RESOURCE_EXHAUSTED) is retried forever with exponential backoff. An event the consumer refuses with any
+// other code is retried `max_attempts` times, then moved to the dead letters (listable and replayable by
+// an admin call) so it does not block the customers behind it.
+//
+// Thread-safe. One thread per lane plus one for garbage collection; Stop() joins them.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "crm/v1/events.grpc.pb.h"
+#include "libs/clock/clock.h"
+#include "libs/events/outbox.h"
+#include "libs/metrics/metrics.h"
+#include "libs/rpc/client.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+
+namespace crm::events {
+
+struct Sink {
+  // The consumer's name, e.g. "loyalty" (see routes.h).
+  std::string name;
+  // Channels to its shards; not owned.
+  rpc::ChannelSet* channels = nullptr;
+};
+
+struct DispatcherOptions {
+  int batch_size = 200;
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(10);
+  // Refusals (non-transient codes) of one event before it becomes a dead letter.
+  int max_attempts = 5;
+  // Idle lanes look for new events at least this often (commits also wake them).
+  absl::Duration poll_interval = absl::Milliseconds(200);
+  absl::Duration call_timeout = absl::Seconds(10);
+  // How often delivered events are deleted from the outbox.
+  absl::Duration gc_interval = absl::Seconds(5);
+};
+
+class Dispatcher {
+ public:
+  Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics* metrics, Clock* clock,
+             DispatcherOptions options = {});
+  ~Dispatcher();
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  void Start();
+  void Stop();
+
+  // Dead letters in key order, after `after` (a page token's key).
+  absl::Status ListDeadLetters(absl::string_view after, int limit, std::vector<v1::DeadLetter>* out,
+                               std::string* last_key, bool* more) const;
+  // Delivers the named dead letters (all when `ids` is empty) once more; delivered ones are removed.
+  absl::Status ReplayDeadLetters(const std::vector<std::string>& ids, v1::ReplayDeadLettersResponse* out);
+
+  // True once every lane has delivered everything up to the horizon at the time of the call (tests).
+  bool WaitCaughtUp(absl::Duration timeout);
+  const std::vector<std::string>& sink_names() const { return sink_names_; }
+
+ private:
+  struct Lane;
+  void RunLane(Lane* lane);
+  void RunGc();
+  bool Sleep(absl::Duration d);  // false when stopping
+  absl::Status DeadLetter(Lane* lane, const Position& pos, const v1::Event& event, int attempts,
+                          const std::string& error);
+  // Sends one batch; `lane` (may be null) lets Stop() cancel the call instead of waiting for it.
+  absl::StatusOr<v1::DeliverEventsResponse> Deliver(rpc::ChannelSet* channels, int shard,
+                                                    const std::vector<const v1::Event*>& events, Lane* lane);
+
+  Outbox* const outbox_;
+  store::Store* const store_;
+  Clock* const clock_;
+  const DispatcherOptions options_;
+  std::vector<std::string> sink_names_;
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  std::thread gc_thread_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t wakeups_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::CondVar cv_;
+
+  prometheus::Family<prometheus::Counter>& attempts_;
+  prometheus::Family<prometheus::Counter>& dead_lettered_;
+  prometheus::Family<prometheus::Gauge>& backlog_;
+  prometheus::Family<prometheus::Gauge>& oldest_pending_age_;
+  prometheus::Family<prometheus::Histogram>& lag_;
+  prometheus::Gauge& outbox_events_;
+  prometheus::Gauge& dead_letters_stored_;
+};
+
+}  // namespace crm::events

@@ -1,0 +1,47 @@
+// What a service that emits events owns: its outbox, a dispatcher to the consumers configured by
+// --event_sinks, and the dead-letter admin service (crm.v1.EventAdminService).
+//
+// --event_sinks (env CRM_EVENT_SINKS): consumers separated by ';'. "default" means the service's usual
+// consumers; "none" none; a name ("loyalty") takes its address from --loyalty_address; "name=address"
+// names any sink explicitly (tests, tools), e.g. "loyalty;audit=10.0.0.9:7000".
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "crm/v1/events.grpc.pb.h"
+#include "libs/events/dispatcher.h"
+#include "libs/events/outbox.h"
+#include "libs/rpc/executor.h"
+#include "libs/rpc/service_main.h"
+
+ABSL_DECLARE_FLAG(std::string, event_sinks);
+
+namespace crm::events {
+
+class EventProducer {
+ public:
+  static absl::StatusOr<std::unique_ptr<EventProducer>> Create(const rpc::ServiceContext& context,
+                                                               const std::vector<std::string>& default_sinks,
+                                                               DispatcherOptions options = {});
+  ~EventProducer();
+
+  Outbox& outbox() { return *outbox_; }
+  Dispatcher& dispatcher() { return *dispatcher_; }
+  void Register(rpc::Server& server);
+  void Start() { dispatcher_->Start(); }
+  void Stop() { dispatcher_->Stop(); }
+
+ private:
+  class AdminService;
+  EventProducer() = default;
+  std::vector<std::unique_ptr<rpc::ChannelSet>> own_channels_;
+  std::unique_ptr<rpc::Executor> admin_executor_;
+  std::unique_ptr<Outbox> outbox_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<AdminService> admin_;
+};
+
+}  // namespace crm::events

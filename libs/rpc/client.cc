@@ -1,0 +1,96 @@
+#include "libs/rpc/client.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "crm/v1/options.pb.h"
+#include "google/protobuf/descriptor.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "libs/metrics/rpc_metrics.h"
+
+namespace crm::rpc {
+
+std::string RetryServiceConfig(absl::string_view service) {
+  const auto* descriptor = google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(std::string(service));
+  std::vector<std::string> names;
+  if (descriptor != nullptr) {
+    for (int i = 0; i < descriptor->method_count(); ++i) {
+      const auto* m = descriptor->method(i);
+      if (m->options().GetExtension(v1::policy).read_only() && !m->server_streaming()) {
+        names.push_back(absl::StrCat("{\"service\":\"", service, "\",\"method\":\"", m->name(), "\"}"));
+      }
+    }
+  }
+  if (names.empty()) return "{}";
+  return absl::StrCat(
+      "{\"methodConfig\":[{\"name\":[", absl::StrJoin(names, ","),
+      "],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.02s\",\"maxBackoff\":\"0.2s\","
+      "\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}");
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::string_view service,
+                                           metrics::Metrics* metrics) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Reconnect quickly after a peer restarts (default backoff grows to 2 minutes).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetMaxReceiveMessageSize(16 << 20);
+  if (!service.empty()) args.SetServiceConfigJSON(RetryServiceConfig(service));
+  if (metrics == nullptr) {
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<metrics::ClientMetricsInterceptorFactory>(&metrics->client_rpc()));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(address, grpc::InsecureChannelCredentials(), args,
+                                                                  std::move(interceptors));
+}
+
+absl::StatusOr<std::unique_ptr<ChannelSet>> ChannelSet::Create(absl::string_view service, absl::string_view spec,
+                                                               metrics::Metrics* metrics,
+                                                               absl::string_view shard_map_spec) {
+  auto set = std::unique_ptr<ChannelSet>(new ChannelSet());
+  set->spec_ = std::string(spec);
+  for (absl::string_view shard : absl::StrSplit(spec, '|')) {
+    Shard s;
+    for (absl::string_view replica : absl::StrSplit(shard, ',', absl::SkipWhitespace())) {
+      replica = absl::StripAsciiWhitespace(replica);
+      if (replica.find(':') == absl::string_view::npos) {
+        return absl::InvalidArgumentError(absl::StrCat("address \"", replica, "\" of ", service, " needs host:port"));
+      }
+      s.replicas.push_back(MakeChannel(std::string(replica), service, metrics));
+    }
+    if (s.replicas.empty()) return absl::InvalidArgumentError(absl::StrCat("no address for ", service, " in \"", spec, "\""));
+    set->shards_.push_back(std::move(s));
+  }
+  if (shard_map_spec.empty()) {
+    set->map_ = sharding::ShardMap(static_cast<int>(set->shards_.size()));
+  } else {
+    auto map = sharding::ShardMap::Parse(shard_map_spec);
+    if (!map.ok()) return map.status();
+    if (map->shard_count() != set->shard_count()) {
+      return absl::InvalidArgumentError(absl::StrCat("shard map for ", service, " names ", map->shard_count(),
+                                                     " shards but ", set->shard_count(), " addresses are given"));
+    }
+    set->map_ = *std::move(map);
+  }
+  return set;
+}
+
+std::shared_ptr<grpc::Channel> ChannelSet::ForShard(int shard) {
+  Shard& s = shards_[static_cast<size_t>(shard) % shards_.size()];
+  return s.replicas[s.next->fetch_add(1, std::memory_order_relaxed) % s.replicas.size()];
+}
+
+void SetTimeout(grpc::ClientContext& ctx, absl::Duration timeout) {
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+}  // namespace crm::rpc

@@ -1,0 +1,61 @@
+// Channels from one process to another service, set up the same way everywhere: one channel per shard
+// (shards from the address spec, placement from a ShardMap), round-robin over a shard's replicas,
+// keepalive, client metrics, and gRPC's own retry policy (service config) for the methods the proto marks
+// read_only, so a retried call can never apply a change twice. A service that is down fails fast with
+// UNAVAILABLE instead of hanging (no wait-for-ready). Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "libs/metrics/metrics.h"
+#include "libs/sharding/shard_map.h"
+
+namespace crm::rpc {
+
+class ChannelSet {
+ public:
+  // `spec`: "host:port" or, for a sharded service, shards separated by '|' and replicas of a shard by
+  // ',': "a0:50051,a1:50051|b0:50051". `shard_map_spec` ("" = equal ranges over the shards) places keys.
+  // `service` is the full proto name, e.g. "crm.v1.CustomerProfileService" (for the retry policy).
+  static absl::StatusOr<std::unique_ptr<ChannelSet>> Create(absl::string_view service, absl::string_view spec,
+                                                            metrics::Metrics* metrics,
+                                                            absl::string_view shard_map_spec = "");
+
+  int shard_count() const { return static_cast<int>(shards_.size()); }
+  const sharding::ShardMap& shard_map() const { return map_; }
+  // A channel to the shard (next replica, round robin).
+  std::shared_ptr<grpc::Channel> ForShard(int shard);
+  // A channel to the shard that owns `shard_key` (a customer id, or an email before registration).
+  std::shared_ptr<grpc::Channel> ForKey(absl::string_view shard_key) { return ForShard(map_.ShardOf(shard_key)); }
+  const std::string& spec() const { return spec_; }
+
+ private:
+  struct Shard {
+    std::vector<std::shared_ptr<grpc::Channel>> replicas;
+    std::unique_ptr<std::atomic<uint64_t>> next = std::make_unique<std::atomic<uint64_t>>(0);
+  };
+  std::string spec_;
+  sharding::ShardMap map_;
+  std::vector<Shard> shards_;
+};
+
+// The service config that makes gRPC retry UNAVAILABLE for `service`'s read_only methods.
+std::string RetryServiceConfig(absl::string_view service);
+
+// A channel to one address with the project's channel arguments (keepalive, message size, retry policy
+// of `service` when not empty, client metrics when `metrics` is not null).
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::string_view service,
+                                           metrics::Metrics* metrics);
+
+// Sets `ctx`'s deadline to now + `timeout`.
+void SetTimeout(grpc::ClientContext& ctx, absl::Duration timeout);
+
+}  // namespace crm::rpc
