@@ -15,8 +15,10 @@ namespace {
 using testing::Process;
 
 std::unique_ptr<Process> StartProfile(const std::string& data_dir, std::map<std::string, std::string> env = {}) {
-  auto p = std::make_unique<Process>(Process::BuildPath("services/customer_profile/customer-profile"),
-                                     std::vector<std::string>{"--listen=127.0.0.1:0", "--data_dir=" + data_dir},
+  std::vector<std::string> args = {"--listen=127.0.0.1:0", "--data_dir=" + data_dir};
+  // No fixed ports in tests: metrics off unless the test configures them through the environment.
+  if (env.count("CRM_METRICS_LISTEN") == 0) args.push_back("--metrics_listen=off");
+  auto p = std::make_unique<Process>(Process::BuildPath("services/customer_profile/customer-profile"), args,
                                      std::move(env));
   REQUIRE(p->Start().ok());
   const absl::Status s = p->WaitServing();

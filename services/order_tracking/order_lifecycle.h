@@ -1,0 +1,61 @@
+// The order and package lifecycle as an explicit state machine (seed 000 §3.1), delivery timeliness
+// against the agreed window (seed 002 §1.2.4), and how an order's status follows from its packages.
+// Pure functions over crm.v1 messages; no storage, no gRPC.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "crm/v1/order_tracking.pb.h"
+
+namespace crm::order_tracking {
+
+inline constexpr int kMaxItems = 100;
+inline constexpr int kMaxQuantity = 10000;
+inline constexpr int kMaxPackages = 20;
+
+// OK when a package may move `from` -> `to`; FAILED_PRECONDITION naming both states otherwise.
+// AT_PROCESSING_CENTER -> PICKING -> PACKED -> HANDED_TO_CARRIER -> OUT_FOR_DELIVERY -> DELIVERED;
+// HANDED_TO_CARRIER may go straight to DELIVERED (carriers report sparsely); OUT_FOR_DELIVERY ->
+// DELIVERY_FAILED -> OUT_FOR_DELIVERY (retry), DELIVERED, or RETURNED_TO_SENDER.
+absl::Status CheckPackageMove(v1::PackageStatus from, v1::PackageStatus to);
+
+// How far along a package is (for "never backwards" checks): 1 at the processing center ... 6 done.
+int Stage(v1::PackageStatus status);
+bool IsFinal(v1::PackageStatus status);
+bool IsFinal(v1::OrderStatus status);
+
+// The order's status from its packages: DELIVERY_FAILED while any package is failed; otherwise the least
+// advanced unfinished package; once all are finished, DELIVERED if every package was, else
+// RETURNED_TO_SENDER. Orders without packages keep their own status.
+v1::OrderStatus DeriveOrderStatus(const v1::Order& order);
+
+// Early before the window opens, late after it closes, on time inside it.
+v1::Timeliness ClassifyDelivery(const v1::DeliveryWindow& window, absl::Time delivered);
+// LATE if any package was late, else EARLY if any was early, else ON_TIME.
+v1::Timeliness OrderTimeliness(const v1::Order& order);
+
+// Checks a split plan against the order: every item's quantity in exactly one package in all, no unknown
+// items, no empty package. An empty plan means one package with everything.
+absl::Status CheckSplitPlan(const v1::Order& order, const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan);
+// Creates the packages (AT_PROCESSING_CENTER) from a checked plan.
+void CreatePackages(v1::Order& order, const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan);
+
+// May the order still be cancelled? Not once any package is with a carrier.
+absl::Status CheckCancellable(const v1::Order& order);
+
+// Applies a package move with its details (carrier, courier, ETA, failure reason) at `when`; the caller has
+// checked the move. Sets delivered time and timeliness on delivery, counts failed attempts, and updates
+// the order's derived status, delivered time and timeliness.
+void ApplyPackageMove(v1::Order& order, v1::Package& package, const v1::AdvancePackageRequest& move, absl::Time when);
+
+v1::Package* FindPackage(v1::Order& order, absl::string_view package_id);
+const v1::OrderItem* FindItem(const v1::Order& order, absl::string_view item_id);
+// The package that holds an item (the first one when split across several).
+const v1::Package* PackageOfItem(const v1::Order& order, absl::string_view item_id);
+
+std::string PackageStatusName(v1::PackageStatus s);
+std::string OrderStatusName(v1::OrderStatus s);
+
+}  // namespace crm::order_tracking

@@ -1,0 +1,833 @@
+#include "services/order_tracking/order_tracking_service.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "libs/api/paging.h"
+#include "libs/api/validate.h"
+#include "libs/log/log.h"
+#include "libs/rpc/status.h"
+#include "libs/rpc/unary.h"
+#include "libs/sharding/shard_map.h"
+#include "libs/store/idempotency.h"
+#include "services/order_tracking/order_lifecycle.h"
+
+ABSL_FLAG(std::string, return_policy_file, "",
+          "return windows per category, lines \"<category> <days>\" and \"default <days>\"; empty: built-in policy");
+
+namespace crm::order_tracking {
+namespace {
+
+using api::Invalid;
+using rpc::Finish;
+using rpc::FinishOn;
+
+constexpr absl::Duration kClockSkew = absl::Minutes(5);
+constexpr int64_t kMaxAmountMinor = int64_t{1} << 50;  // ~10^15 minor units: far beyond any real order
+
+absl::Status ValidateMoney(const std::string& field, const v1::Money& m, bool allow_empty_currency) {
+  if (m.amount_minor() < 0) return Invalid(field + ".amount_minor", "must not be negative");
+  if (m.amount_minor() > kMaxAmountMinor) return Invalid(field + ".amount_minor", "is beyond any real amount");
+  if (allow_empty_currency && m.currency().empty() && m.amount_minor() == 0) return absl::OkStatus();
+  return api::CurrencyCode(field + ".currency", m.currency());
+}
+
+absl::Status ValidateOrderIds(absl::string_view customer_id, absl::string_view order_id) {
+  if (auto s = api::RequiredId("customer_id", customer_id); !s.ok()) return s;
+  return api::RequiredId("order_id", order_id);
+}
+
+absl::StatusOr<absl::Time> OptionalEventTime(const std::string& field, const v1::AdvancePackageRequest& r,
+                                             absl::Time now) {
+  if (!r.has_event_time()) return now;
+  auto t = api::ToTime(field, r.event_time());
+  if (!t.ok()) return t.status();
+  if (*t > now + kClockSkew) return Invalid(field, "is in the future");
+  return *t;
+}
+
+absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
+  if (r.status() == v1::PACKAGE_STATUS_UNSPECIFIED || !v1::PackageStatus_IsValid(r.status()) ||
+      r.status() == v1::PACKAGE_STATUS_AT_PROCESSING_CENTER) {
+    return Invalid("status", "must be the package's next status (PICKING ... DELIVERED, DELIVERY_FAILED, RETURNED_TO_SENDER)");
+  }
+  if (r.status() == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
+    if (auto s = api::RequiredText("carrier", r.carrier(), 100); !s.ok()) return s;
+    if (auto s = api::RequiredId("tracking_number", r.tracking_number()); !s.ok()) return s;
+  } else {
+    if (auto s = api::OptionalText("carrier", r.carrier(), 100); !s.ok()) return s;
+    if (!r.tracking_number().empty()) {
+      if (auto s = api::RequiredId("tracking_number", r.tracking_number()); !s.ok()) return s;
+    }
+  }
+  if (r.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) {
+    if (auto s = api::RequiredText("failure_reason", r.failure_reason(), 300); !s.ok()) return s;
+  }
+  if (!v1::CarrierType_IsValid(r.carrier_type())) return Invalid("carrier_type", "is not a carrier type");
+  for (const auto& [field, value] : {std::pair<const char*, const std::string*>{"station", &r.station()},
+                                     {"courier_name", &r.courier_name()},
+                                     {"courier_phone", &r.courier_phone()}}) {
+    if (auto s = api::OptionalText(field, *value, 100); !s.ok()) return s;
+  }
+  if (r.has_eta()) {
+    if (auto t = api::ToTime("eta", r.eta()); !t.ok()) return t.status();
+  }
+  return absl::OkStatus();
+}
+
+v1::EventItem ToEventItem(const v1::OrderItem& i, int32_t quantity) {
+  v1::EventItem e;
+  e.set_item_id(i.item_id());
+  e.set_sku(i.sku());
+  e.set_category(i.category());
+  e.set_quantity(quantity);
+  *e.mutable_unit_price() = i.unit_price();
+  return e;
+}
+
+v1::OrderHistoryEntry Entry(std::string description, std::string actor, absl::Time when, std::string package_id = "") {
+  v1::OrderHistoryEntry h;
+  h.set_description(std::move(description));
+  h.set_actor(std::move(actor));
+  h.set_package_id(std::move(package_id));
+  api::SetTimestamp(when, h.mutable_time());
+  return h;
+}
+
+// Applies a checked package move, with its history entry and events, to an order inside a change.
+void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageRequest& move, absl::Time when,
+                     const std::string& actor, OrderChange& c) {
+  const bool was_delivered = order.status() == v1::ORDER_STATUS_DELIVERED;
+  const bool was_processed_without_payment =
+      order.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY && !order.has_paid_time();
+  ApplyPackageMove(order, p, move, when);
+  if (move.status() == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) c.tracking_numbers.emplace_back(p.tracking_number(), p.package_id());
+  std::string what = absl::StrCat("package ", p.package_id(), " ", PackageStatusName(move.status()));
+  if (move.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) absl::StrAppend(&what, ": ", move.failure_reason());
+  if (move.status() == v1::PACKAGE_STATUS_DELIVERED) {
+    absl::StrAppend(&what, " (", absl::AsciiStrToLower(v1::Timeliness_Name(p.timeliness()).substr(11)), ")");
+  }
+  c.history.push_back(Entry(what, actor, when, p.package_id()));
+  c.summary = what;
+  if (move.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) {
+    v1::Event e;
+    auto* f = e.mutable_delivery_failed();
+    f->set_order_id(order.order_id());
+    f->set_package_id(p.package_id());
+    f->set_reason(move.failure_reason());
+    f->set_attempt(p.delivery_attempts());
+    c.events.push_back(std::move(e));
+  }
+  if (!was_delivered && order.status() == v1::ORDER_STATUS_DELIVERED) {
+    if (was_processed_without_payment) *order.mutable_paid_time() = order.delivered_time();
+    v1::Event e;
+    auto* d = e.mutable_order_delivered();
+    d->set_order_id(order.order_id());
+    int64_t items_amount = 0;
+    for (const auto& i : order.items()) {
+      items_amount += i.unit_price().amount_minor() * i.quantity();
+      *d->add_items() = ToEventItem(i, i.quantity());
+    }
+    d->mutable_items_amount()->set_amount_minor(items_amount);
+    d->mutable_items_amount()->set_currency(order.total().currency());
+    d->set_timeliness(order.timeliness());
+    *d->mutable_delivered_time() = order.delivered_time();
+    *d->mutable_window_end() = order.delivery_window().end_time();
+    if (order.timeliness() == v1::TIMELINESS_LATE) {
+      d->set_minutes_late(absl::ToInt64Minutes(api::FromTimestamp(order.delivered_time()) -
+                                               api::FromTimestamp(order.delivery_window().end_time())));
+    }
+    *e.mutable_occur_time() = order.delivered_time();
+    c.events.push_back(std::move(e));
+    c.history.push_back(Entry("order delivered", actor, when));
+  }
+}
+
+}  // namespace
+
+OrderMetrics::OrderMetrics(prometheus::Registry& r)
+    : created(prometheus::BuildCounter().Name("crm_orders_created_total").Help("Orders placed.").Register(r).Add({})),
+      delivered(prometheus::BuildCounter()
+                    .Name("crm_orders_delivered_total")
+                    .Help("Orders delivered in full, by timeliness against the agreed window (early, on_time, late).")
+                    .Register(r)),
+      delivery_failed(prometheus::BuildCounter()
+                          .Name("crm_packages_delivery_failed_total")
+                          .Help("Failed delivery attempts.")
+                          .Register(r)
+                          .Add({})),
+      cancelled(prometheus::BuildCounter().Name("crm_orders_cancelled_total").Help("Orders cancelled.").Register(r).Add({})),
+      returns(prometheus::BuildCounter()
+                  .Name("crm_returns_total")
+                  .Help("Return steps taken, by the status reached (requested, pickup_scheduled, received, refunded, rejected).")
+                  .Register(r)),
+      refunded_minor(prometheus::BuildCounter()
+                         .Name("crm_refunds_minor_units_total")
+                         .Help("Money refunded, in minor units, by currency.")
+                         .Register(r)),
+      tracking_events(prometheus::BuildCounter()
+                          .Name("crm_tracking_events_total")
+                          .Help("Carrier tracking events received, by outcome (applied, duplicate, stale, unknown_tracking_number, rejected).")
+                          .Register(r)),
+      reviews(prometheus::BuildCounter().Name("crm_reviews_total").Help("Reviews submitted.").Register(r).Add({})),
+      watchers(prometheus::BuildGauge()
+                   .Name("crm_order_watchers")
+                   .Help("Open WatchOrder streams.")
+                   .Register(r)
+                   .Add({})) {}
+
+OrderTrackingService::OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes,
+                                           rpc::ChannelSet* profiles, ReturnRules return_rules,
+                                           prometheus::Registry& registry)
+    : store_(store),
+      clock_(clock),
+      writes_(writes),
+      profiles_(profiles),
+      return_rules_(std::move(return_rules)),
+      metrics_(registry),
+      hub_(&metrics_.watchers) {}
+
+void OrderTrackingService::Committed(const v1::Order& order, const OrderChange& change, absl::Time now) {
+  if (change.unchanged) return;
+  for (const auto& e : change.events) {
+    if (e.has_order_delivered()) {
+      metrics_.delivered.Add({{"timeliness", absl::AsciiStrToLower(v1::Timeliness_Name(e.order_delivered().timeliness()).substr(11))}})
+          .Increment();
+    }
+    if (e.has_delivery_failed()) metrics_.delivery_failed.Increment();
+    if (e.has_order_cancelled()) metrics_.cancelled.Increment();
+  }
+  hub_.Publish(order, change.summary.empty() ? "updated" : change.summary, now);
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::CreateOrderRequest* req, v1::Order* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (req->items().empty()) return Finish(ctx, Invalid("items", "an order needs at least one item"));
+  if (req->items_size() > kMaxItems) {
+    return Finish(ctx, Invalid("items", absl::StrCat("at most ", kMaxItems, " lines per order")));
+  }
+  const std::string currency = req->items(0).unit_price().currency();
+  int64_t total = 0;
+  for (int i = 0; i < req->items_size(); ++i) {
+    const auto& item = req->items(i);
+    const std::string f = absl::StrCat("items[", i, "]");
+    if (auto s = api::RequiredText(f + ".sku", item.sku(), 64); !s.ok()) return Finish(ctx, s);
+    if (auto s = api::OptionalText(f + ".name", item.name(), 200); !s.ok()) return Finish(ctx, s);
+    if (auto s = api::RequiredText(f + ".category", item.category(), 100); !s.ok()) return Finish(ctx, s);
+    if (item.quantity() < 1 || item.quantity() > kMaxQuantity) {
+      return Finish(ctx, Invalid(f + ".quantity", absl::StrCat("must be 1-", kMaxQuantity)));
+    }
+    if (auto s = ValidateMoney(f + ".unit_price", item.unit_price(), false); !s.ok()) return Finish(ctx, s);
+    if (item.unit_price().currency() != currency) {
+      return Finish(ctx, Invalid(f + ".unit_price.currency", "every item of an order must be in one currency"));
+    }
+    int64_t line;
+    if (__builtin_mul_overflow(item.unit_price().amount_minor(), int64_t{item.quantity()}, &line) ||
+        __builtin_add_overflow(total, line, &total) || total > kMaxAmountMinor) {
+      return Finish(ctx, Invalid(f + ".unit_price", "the order total overflows"));
+    }
+  }
+  if (auto s = ValidateMoney("shipping_fee", req->shipping_fee(), true); !s.ok()) return Finish(ctx, s);
+  if (!req->shipping_fee().currency().empty() && req->shipping_fee().currency() != currency) {
+    return Finish(ctx, Invalid("shipping_fee.currency", "must be the items' currency"));
+  }
+  if (__builtin_add_overflow(total, req->shipping_fee().amount_minor(), &total) || total > kMaxAmountMinor) {
+    return Finish(ctx, Invalid("shipping_fee", "the order total overflows"));
+  }
+  if (req->payment_method() == v1::PAYMENT_METHOD_TYPE_UNSPECIFIED || !v1::PaymentMethodType_IsValid(req->payment_method())) {
+    return Finish(ctx, Invalid("payment_method", "must be CARD, CASH_ON_DELIVERY or ACCOUNT_BALANCE"));
+  }
+  if (!req->has_delivery_window() || !req->delivery_window().has_start_time() || !req->delivery_window().has_end_time()) {
+    return Finish(ctx, Invalid("delivery_window", "start_time and end_time are required"));
+  }
+  auto start = api::ToTime("delivery_window.start_time", req->delivery_window().start_time());
+  if (!start.ok()) return Finish(ctx, start.status());
+  auto end = api::ToTime("delivery_window.end_time", req->delivery_window().end_time());
+  if (!end.ok()) return Finish(ctx, end.status());
+  if (*end <= *start) return Finish(ctx, Invalid("delivery_window.end_time", "must be after start_time"));
+  if (!req->shipping_address_id().empty()) {
+    if (auto s = api::RequiredId("shipping_address_id", req->shipping_address_id()); !s.ok()) return Finish(ctx, s);
+  }
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now, total, currency]() -> absl::Status {
+    // The customer must exist, and the order keeps a copy of the address it ships to.
+    auto profiles = v1::CustomerProfileService::NewStub(profiles_->ForKey(req->customer_id()));
+    grpc::ClientContext pctx;
+    rpc::SetTimeout(pctx, absl::Seconds(3));
+    v1::GetCustomerRequest get;
+    get.set_customer_id(req->customer_id());
+    v1::Customer customer;
+    const grpc::Status ps = profiles->GetCustomer(&pctx, get, &customer);
+    if (ps.error_code() == grpc::StatusCode::NOT_FOUND) {
+      return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", req->customer_id(), "\""));
+    }
+    if (!ps.ok()) {
+      return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (", ps.error_message(),
+                                                 "); retry with the same request_id"));
+    }
+    const std::string address_id =
+        req->shipping_address_id().empty() ? customer.default_address_id() : req->shipping_address_id();
+    const v1::Address* address = nullptr;
+    for (const auto& a : customer.addresses()) {
+      if (a.address_id() == address_id) address = &a;
+    }
+    if (address == nullptr) {
+      if (req->shipping_address_id().empty()) {
+        return absl::FailedPreconditionError("shipping_address_id: the customer has no address yet; add one first");
+      }
+      return absl::NotFoundError(absl::StrCat("shipping_address_id: the customer has no address \"", address_id, "\""));
+    }
+    v1::Order order;
+    order.set_order_id(sharding::NewIdInBucket("o", sharding::BucketOf(req->customer_id())));
+    order.set_customer_id(req->customer_id());
+    for (int i = 0; i < req->items_size(); ++i) {
+      auto* item = order.add_items();
+      *item = req->items(i);
+      item->set_item_id(std::to_string(i + 1));
+    }
+    order.set_payment_method(req->payment_method());
+    *order.mutable_shipping_fee() = req->shipping_fee();
+    order.mutable_shipping_fee()->set_currency(currency);
+    order.mutable_total()->set_amount_minor(total);
+    order.mutable_total()->set_currency(currency);
+    *order.mutable_delivery_window() = req->delivery_window();
+    order.set_status(v1::ORDER_STATUS_PLACED);
+    *order.mutable_shipping_address() = *address;
+    api::SetTimestamp(now, order.mutable_create_time());
+    v1::Event placed;
+    auto* p = placed.mutable_order_placed();
+    p->set_order_id(order.order_id());
+    *p->mutable_total() = order.total();
+    p->set_payment_method(order.payment_method());
+    for (const auto& i : order.items()) *p->add_items() = ToEventItem(i, i.quantity());
+    absl::Status s = store_->CreateOrder(order, placed, req->request_id(), store::RequestFingerprint(*req), now, resp);
+    if (s.ok() && resp->order_id() == order.order_id()) metrics_.created.Increment();
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::GetOrder(Ctx* ctx, const v1::GetOrderRequest* req, v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  auto o = store_->GetOrder(req->customer_id(), req->order_id());
+  if (!o.ok()) return Finish(ctx, o.status());
+  *resp = std::move(*o);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx, const v1::ListOrdersRequest* req,
+                                                           v1::ListOrdersResponse* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  auto size = api::PageSize("page_size", req->page_size(), 20, 100);
+  if (!size.ok()) return Finish(ctx, size.status());
+  const std::string scope = absl::StrCat("orders/", req->customer_id());
+  auto after = api::DecodePageToken(scope, req->page_token());
+  if (!after.ok()) return Finish(ctx, after.status());
+  std::vector<v1::Order> orders;
+  std::string last;
+  bool more = false;
+  if (auto s = store_->ListOrders(req->customer_id(), *after, *size, &orders, &last, &more); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  for (auto& o : orders) *resp->add_orders() = std::move(o);
+  if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::GetOrderHistory(Ctx* ctx, const v1::GetOrderHistoryRequest* req,
+                                                                v1::GetOrderHistoryResponse* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  auto h = store_->History(req->customer_id(), req->order_id());
+  if (!h.ok()) return Finish(ctx, h.status());
+  for (auto& e : *h) *resp->add_entries() = std::move(e);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::PayOrderRequest* req, v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredText("payment_reference", req->payment_reference(), 128); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    OrderChange applied;
+    absl::Status s = store_->UpdateOrder(req->customer_id(), req->order_id(), now,
+        [&](v1::Order& o, OrderChange& c) -> absl::Status {
+          if (o.status() == v1::ORDER_STATUS_PAID && o.payment_reference() == req->payment_reference()) {
+            c.unchanged = true;  // the same payment reported again
+            return absl::OkStatus();
+          }
+          if (o.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY) {
+            return absl::FailedPreconditionError("order_id: a cash-on-delivery order is paid at the door, on delivery");
+          }
+          if (o.status() != v1::ORDER_STATUS_PLACED) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("order_id: the order is ", OrderStatusName(o.status()), "; only a PLACED order can be paid"));
+          }
+          o.set_status(v1::ORDER_STATUS_PAID);
+          o.set_payment_reference(req->payment_reference());
+          api::SetTimestamp(now, o.mutable_paid_time());
+          c.history.push_back(Entry("paid", "payment", now));
+          c.summary = "paid";
+          return absl::OkStatus();
+        },
+        resp, &applied);
+    if (s.ok()) Committed(*resp, applied, now);
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx, const v1::CancelOrderRequest* req, v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    OrderChange applied;
+    absl::Status s = store_->UpdateOrder(req->customer_id(), req->order_id(), now,
+        [&](v1::Order& o, OrderChange& c) -> absl::Status {
+          if (o.status() == v1::ORDER_STATUS_CANCELLED) {
+            c.unchanged = true;
+            return absl::OkStatus();
+          }
+          if (auto s = CheckCancellable(o); !s.ok()) return s;
+          o.set_status(v1::ORDER_STATUS_CANCELLED);
+          o.set_cancel_reason(req->reason());
+          c.history.push_back(Entry(absl::StrCat("cancelled: ", req->reason()), "customer", now));
+          c.summary = "cancelled";
+          v1::Event e;
+          e.mutable_order_cancelled()->set_order_id(o.order_id());
+          e.mutable_order_cancelled()->set_reason(req->reason());
+          c.events.push_back(std::move(e));
+          return absl::OkStatus();
+        },
+        resp, &applied);
+    if (s.ok()) Committed(*resp, applied, now);
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx, const v1::ProcessOrderRequest* req, v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    OrderChange applied;
+    absl::Status s = store_->UpdateOrder(req->customer_id(), req->order_id(), now,
+        [&](v1::Order& o, OrderChange& c) -> absl::Status {
+          if (!o.packages().empty()) {
+            c.unchanged = true;  // already processed
+            return absl::OkStatus();
+          }
+          const bool cod = o.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY;
+          if (!(o.status() == v1::ORDER_STATUS_PAID || (cod && o.status() == v1::ORDER_STATUS_PLACED))) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "order_id: the order is ", OrderStatusName(o.status()),
+                "; it must be paid (or cash on delivery) before processing"));
+          }
+          if (auto s = CheckSplitPlan(o, req->packages()); !s.ok()) return s;
+          CreatePackages(o, req->packages());
+          c.history.push_back(Entry(absl::StrCat("at processing center, ", o.packages_size(), " package(s)"), "warehouse", now));
+          c.summary = "at processing center";
+          return absl::OkStatus();
+        },
+        resp, &applied);
+    if (s.ok()) Committed(*resp, applied, now);
+    return s;
+  });
+}
+
+absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out) {
+  auto when = OptionalEventTime("event_time", move, now);
+  if (!when.ok()) return when.status();
+  OrderChange applied;
+  absl::Status s = store_->UpdateOrder(move.customer_id(), move.order_id(), now,
+      [&](v1::Order& o, OrderChange& c) -> absl::Status {
+        v1::Package* p = FindPackage(o, move.package_id());
+        if (p == nullptr) {
+          return absl::NotFoundError(absl::StrCat("package_id: the order has no package \"", move.package_id(), "\""));
+        }
+        if (p->status() == move.status()) {
+          c.unchanged = true;  // a repeated move
+          return absl::OkStatus();
+        }
+        if (auto s = CheckPackageMove(p->status(), move.status()); !s.ok()) return s;
+        MoveAndDescribe(o, *p, move, *when, "operations", c);
+        return absl::OkStatus();
+      },
+      out, &applied);
+  if (s.ok()) Committed(*out, applied, now);
+  return s;
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::AdvancePackage(Ctx* ctx, const v1::AdvancePackageRequest* req,
+                                                               v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("package_id", req->package_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateMove(*req); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  if (auto t = OptionalEventTime("event_time", *req, now); !t.ok()) return Finish(ctx, t.status());
+  return FinishOn(*writes_, ctx, [this, req, resp, now] { return MovePackage(*req, now, resp); });
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(Ctx* ctx, const v1::AddTrackingEventsRequest* req,
+                                                                  v1::AddTrackingEventsResponse* resp) {
+  if (req->events().empty()) return Finish(ctx, Invalid("events", "send at least one tracking event"));
+  if (req->events_size() > kMaxTrackingEventsPerCall) {
+    return Finish(ctx, Invalid("events", absl::StrCat("at most ", kMaxTrackingEventsPerCall, " per call")));
+  }
+  const absl::Time now = clock_->Now();
+  for (int i = 0; i < req->events_size(); ++i) {
+    const auto& e = req->events(i);
+    const std::string f = absl::StrCat("events[", i, "]");
+    if (auto s = api::RequiredId(f + ".carrier_event_id", e.carrier_event_id()); !s.ok()) return Finish(ctx, s);
+    if (auto s = api::RequiredId(f + ".tracking_number", e.tracking_number()); !s.ok()) return Finish(ctx, s);
+    if (!v1::PackageStatus_IsValid(e.status())) return Finish(ctx, Invalid(f + ".status", "is not a package status"));
+    if (!e.has_event_time()) return Finish(ctx, Invalid(f + ".event_time", "is required: when the carrier saw it"));
+    auto t = api::ToTime(f + ".event_time", e.event_time());
+    if (!t.ok()) return Finish(ctx, t.status());
+    if (*t > now + kClockSkew) return Finish(ctx, Invalid(f + ".event_time", "is in the future"));
+    if (e.has_location()) {
+      const auto& l = e.location();
+      if (l.latitude() < -90 || l.latitude() > 90 || l.longitude() < -180 || l.longitude() > 180) {
+        return Finish(ctx, Invalid(f + ".location", "latitude must be -90..90 and longitude -180..180"));
+      }
+    }
+    if (e.status() == v1::PACKAGE_STATUS_UNSPECIFIED && !e.has_location() && !e.has_eta()) {
+      return Finish(ctx, Invalid(f, "carries neither a status, a location nor an ETA"));
+    }
+    for (const auto& [name, value] : {std::pair<const char*, const std::string*>{".station", &e.station()},
+                                      {".courier_name", &e.courier_name()},
+                                      {".note", &e.note()}}) {
+      if (auto s = api::OptionalText(f + name, *value, 300); !s.ok()) return Finish(ctx, s);
+    }
+  }
+  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
+    using R = v1::TrackingEventResult;
+    for (const auto& e : req->events()) {
+      R* result = resp->add_results();
+      result->set_carrier_event_id(e.carrier_event_id());
+      auto ref = store_->FindTrackingNumber(e.tracking_number());
+      if (!ref.ok()) return ref.status();
+      if (!ref->has_value()) {
+        result->set_outcome(R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
+        metrics_.tracking_events.Add({{"outcome", "unknown_tracking_number"}}).Increment();
+        continue;
+      }
+      const absl::Time when = api::FromTimestamp(e.event_time());
+      R::Outcome outcome = R::OUTCOME_APPLIED;
+      bool duplicate = false;
+      v1::Order order;
+      OrderChange applied;
+      absl::Status s = store_->ApplyCarrierEvent(**ref, e.carrier_event_id(), e.tracking_number(), now,
+          [&](v1::Order& o, OrderChange& c) -> absl::Status {
+            v1::Package* p = FindPackage(o, (*ref)->package_id);
+            if (p == nullptr) return absl::DataLossError("tracking number points at a missing package");
+            const bool older = p->has_last_event_time() && when < api::FromTimestamp(p->last_event_time());
+            const std::string actor = absl::StrCat("carrier:", p->carrier());
+            if (e.status() != v1::PACKAGE_STATUS_UNSPECIFIED && e.status() != p->status()) {
+              if (older || Stage(e.status()) < Stage(p->status()) || IsFinal(p->status())) {
+                outcome = R::OUTCOME_STALE;  // late news: kept in the history, the package does not move back
+              } else if (!CheckPackageMove(p->status(), e.status()).ok()) {
+                outcome = R::OUTCOME_REJECTED;
+                result->set_detail(absl::StrCat("a package cannot go from ", PackageStatusName(p->status()), " to ",
+                                                PackageStatusName(e.status())));
+              } else {
+                v1::AdvancePackageRequest move;
+                move.set_status(e.status());
+                move.set_station(e.station());
+                move.set_courier_name(e.courier_name());
+                move.set_failure_reason(e.note().empty() ? "reported by carrier" : e.note());
+                if (e.has_eta()) *move.mutable_eta() = e.eta();
+                MoveAndDescribe(o, *p, move, when, actor, c);
+              }
+            } else if (older) {
+              outcome = R::OUTCOME_STALE;
+            }
+            if (outcome == R::OUTCOME_APPLIED) {
+              if (e.has_location()) {
+                *p->mutable_last_location() = e.location();
+                *p->mutable_last_location()->mutable_time() = e.event_time();
+              }
+              if (e.has_eta()) *p->mutable_eta() = e.eta();
+              if (!e.station().empty()) p->set_station(e.station());
+              if (when > api::FromTimestamp(p->last_event_time())) api::SetTimestamp(when, p->mutable_last_event_time());
+              if (c.history.empty()) {
+                v1::OrderHistoryEntry h = Entry(e.has_location() ? "courier location" : "carrier update", actor, when,
+                                                p->package_id());
+                if (e.has_location()) *h.mutable_location() = e.location();
+                c.history.push_back(std::move(h));
+                c.summary = e.has_location() ? "location" : (e.has_eta() ? "eta" : "carrier update");
+              }
+            } else {
+              c.history.push_back(Entry(absl::StrCat(outcome == R::OUTCOME_STALE ? "late carrier event ignored: "
+                                                                                : "carrier event rejected: ",
+                                                     PackageStatusName(e.status())),
+                                        actor, when, p->package_id()));
+              c.summary = "carrier event not applied";
+            }
+            return absl::OkStatus();
+          },
+          &duplicate, &order, &applied);
+      if (!s.ok()) return s;
+      if (duplicate) outcome = R::OUTCOME_DUPLICATE;
+      result->set_outcome(outcome);
+      std::string name = absl::AsciiStrToLower(R::Outcome_Name(outcome).substr(8));
+      metrics_.tracking_events.Add({{"outcome", name}}).Increment();
+      if (!duplicate) Committed(order, applied, now);
+    }
+    // One fsync for the whole batch before the carrier is told it was received.
+    return store_->SyncWal();
+  });
+}
+
+grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(Ctx* ctx, const v1::WatchOrderRequest* req) {
+  auto* watcher = new OrderWatcher(&hub_, OrderWatchHub::Key(req->customer_id(), req->order_id()));
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) {
+    watcher->End(rpc::ToGrpc(s));
+    return watcher;
+  }
+  // Register first, then read: a change committed in between reaches the watcher either way, and the
+  // version check drops whichever copy arrives second.
+  if (!hub_.Add(watcher)) {
+    watcher->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down; watch again"));
+    return watcher;
+  }
+  auto order = store_->GetOrder(req->customer_id(), req->order_id());
+  if (!order.ok()) {
+    watcher->End(rpc::ToGrpc(order.status()));
+    return watcher;
+  }
+  v1::OrderUpdate current;
+  *current.mutable_order() = std::move(*order);
+  current.set_change("current state");
+  api::SetTimestamp(clock_->Now(), current.mutable_time());
+  watcher->Push(current);
+  return watcher;
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx, const v1::RequestReturnRequest* req, v1::Return* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
+  if (req->fault() == v1::FAULT_UNSPECIFIED || !v1::Fault_IsValid(req->fault())) {
+    return Finish(ctx, Invalid("fault", "must be CUSTOMER, MERCHANT or CARRIER"));
+  }
+  if (req->items().empty()) return Finish(ctx, Invalid("items", "name at least one item to return"));
+  for (int i = 0; i < req->items_size(); ++i) {
+    if (auto s = api::RequiredId(absl::StrCat("items[", i, "].item_id"), req->items(i).item_id()); !s.ok()) return Finish(ctx, s);
+  }
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    v1::Order order;
+    absl::Status s = store_->CreateReturn(req->customer_id(), req->order_id(), req->request_id(),
+        store::RequestFingerprint(*req), now,
+        [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
+          auto window_end = CheckReturnRequest(o, req->items(), return_rules_, /*extra_days=*/0, now);
+          if (!window_end.ok()) return window_end.status();
+          r.set_return_id(sharding::NewIdInBucket("r", sharding::BucketOf(req->customer_id())));
+          r.set_order_id(o.order_id());
+          r.set_customer_id(o.customer_id());
+          *r.mutable_items() = req->items();
+          r.set_reason(req->reason());
+          r.set_fault(req->fault());
+          r.set_status(v1::RETURN_STATUS_REQUESTED);
+          api::SetTimestamp(now, r.mutable_request_time());
+          api::SetTimestamp(now, r.mutable_update_time());
+          api::SetTimestamp(*window_end, r.mutable_window_end_time());
+          for (const auto& it : req->items()) (*o.mutable_returned_quantities())[it.item_id()] += it.quantity();
+          c.history.push_back(Entry(absl::StrCat("return ", r.return_id(), " requested: ", req->reason()), "customer", now));
+          c.summary = "return requested";
+          return absl::OkStatus();
+        },
+        resp, &order);
+    if (s.ok()) metrics_.returns.Add({{"status", "requested"}}).Increment();
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1::AdvanceReturnRequest* req, v1::Return* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("return_id", req->return_id()); !s.ok()) return Finish(ctx, s);
+  if (req->status() == v1::RETURN_STATUS_UNSPECIFIED || req->status() == v1::RETURN_STATUS_REQUESTED ||
+      !v1::ReturnStatus_IsValid(req->status())) {
+    return Finish(ctx, Invalid("status", "must be PICKUP_SCHEDULED, RECEIVED, REFUNDED or REJECTED"));
+  }
+  if (req->status() == v1::RETURN_STATUS_PICKUP_SCHEDULED) {
+    auto start = api::ToTime("pickup_start_time", req->pickup_start_time());
+    auto end = api::ToTime("pickup_end_time", req->pickup_end_time());
+    if (!req->has_pickup_start_time() || !req->has_pickup_end_time()) {
+      return Finish(ctx, Invalid("pickup_start_time", "the pickup window at the door is required"));
+    }
+    if (!start.ok()) return Finish(ctx, start.status());
+    if (!end.ok()) return Finish(ctx, end.status());
+    if (*end <= *start) return Finish(ctx, Invalid("pickup_end_time", "must be after pickup_start_time"));
+  }
+  if (req->status() == v1::RETURN_STATUS_REJECTED) {
+    if (auto s = api::RequiredText("rejection_reason", req->rejection_reason(), 500); !s.ok()) return Finish(ctx, s);
+  }
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    v1::Order order;
+    absl::Status s = store_->UpdateReturn(req->customer_id(), req->return_id(), now,
+        [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
+          if (r.status() == req->status()) {
+            c.unchanged = true;
+            return absl::OkStatus();
+          }
+          if (auto s = CheckReturnMove(r.status(), req->status()); !s.ok()) return s;
+          r.set_status(req->status());
+          std::string what = absl::StrCat("return ", r.return_id(), " ", ReturnStatusName(req->status()));
+          switch (req->status()) {
+            case v1::RETURN_STATUS_PICKUP_SCHEDULED:
+              *r.mutable_pickup_start_time() = req->pickup_start_time();
+              *r.mutable_pickup_end_time() = req->pickup_end_time();
+              break;
+            case v1::RETURN_STATUS_REFUNDED: {
+              bool shipping = false;
+              *r.mutable_refund_amount() = RefundAmount(o, r, &shipping);
+              r.set_shipping_refunded(shipping);
+              if (shipping) o.set_shipping_refunded(true);
+              absl::StrAppend(&what, " ", r.refund_amount().amount_minor(), " ", r.refund_amount().currency());
+              v1::Event e;
+              auto* f = e.mutable_order_refunded();
+              f->set_order_id(o.order_id());
+              f->set_return_id(r.return_id());
+              *f->mutable_amount() = r.refund_amount();
+              f->set_fault(r.fault());
+              f->set_shipping_refunded(shipping);
+              for (const auto& ri : r.items()) {
+                if (const v1::OrderItem* item = FindItem(o, ri.item_id())) *f->add_items() = ToEventItem(*item, ri.quantity());
+              }
+              c.events.push_back(std::move(e));
+              break;
+            }
+            case v1::RETURN_STATUS_REJECTED:
+              r.set_rejection_reason(req->rejection_reason());
+              for (const auto& ri : r.items()) (*o.mutable_returned_quantities())[ri.item_id()] -= ri.quantity();
+              break;
+            default:
+              break;
+          }
+          c.history.push_back(Entry(what, "agent", now));
+          c.summary = what;
+          return absl::OkStatus();
+        },
+        resp, &order);
+    if (s.ok()) {
+      metrics_.returns.Add({{"status", absl::AsciiStrToLower(ReturnStatusName(resp->status()))}}).Increment();
+      if (resp->status() == v1::RETURN_STATUS_REFUNDED && req->status() == v1::RETURN_STATUS_REFUNDED) {
+        metrics_.refunded_minor.Add({{"currency", resp->refund_amount().currency()}})
+            .Increment(static_cast<double>(resp->refund_amount().amount_minor()));
+      }
+    }
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx, const v1::ListReturnsRequest* req,
+                                                            v1::ListReturnsResponse* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (!req->order_id().empty()) {
+    if (auto s = api::RequiredId("order_id", req->order_id()); !s.ok()) return Finish(ctx, s);
+  }
+  auto returns = store_->ListReturns(req->customer_id(), req->order_id());
+  if (!returns.ok()) return Finish(ctx, returns.status());
+  for (auto& r : *returns) *resp->add_returns() = std::move(r);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx, const v1::SubmitReviewRequest* req, v1::Review* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("item_id", req->item_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (req->rating() < 1 || req->rating() > 5) return Finish(ctx, Invalid("rating", "must be 1 (strongly dislike) to 5 (love)"));
+  if (auto s = api::OptionalText("text", req->text(), 2000); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    absl::Status s = store_->CreateReview(req->customer_id(), req->order_id(), req->item_id(), req->request_id(),
+        store::RequestFingerprint(*req), now,
+        [&](v1::Order& o, v1::Review& r, OrderChange& c) -> absl::Status {
+          const v1::OrderItem* item = FindItem(o, req->item_id());
+          if (item == nullptr) {
+            return absl::NotFoundError(absl::StrCat("item_id: the order has no item \"", req->item_id(), "\""));
+          }
+          const v1::Package* p = PackageOfItem(o, item->item_id());
+          if (p == nullptr || p->status() != v1::PACKAGE_STATUS_DELIVERED) {
+            return absl::FailedPreconditionError("item_id: an item can be reviewed once it has been delivered");
+          }
+          r.set_review_id(sharding::NewId("rv"));
+          r.set_order_id(o.order_id());
+          r.set_item_id(item->item_id());
+          r.set_sku(item->sku());
+          r.set_rating(req->rating());
+          r.set_text(req->text());
+          api::SetTimestamp(now, r.mutable_create_time());
+          o.add_reviewed_item_ids(item->item_id());
+          c.history.push_back(Entry(absl::StrCat("review of item ", item->item_id(), ": ", req->rating(), " stars"), "customer", now));
+          c.summary = "reviewed";
+          v1::Event e;
+          auto* rs = e.mutable_review_submitted();
+          rs->set_order_id(o.order_id());
+          rs->set_item_id(item->item_id());
+          rs->set_sku(item->sku());
+          rs->set_category(item->category());
+          rs->set_review_id(r.review_id());
+          rs->set_rating(req->rating());
+          rs->set_text(req->text());
+          c.events.push_back(std::move(e));
+          return absl::OkStatus();
+        },
+        resp);
+    if (s.ok()) metrics_.reviews.Increment();
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::GetReturnPolicy(Ctx* ctx, const v1::GetReturnPolicyRequest*,
+                                                                v1::ReturnPolicy* resp) {
+  *resp = return_rules_.ToProto();
+  return Finish(ctx, absl::OkStatus());
+}
+
+absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::Create(const rpc::ServiceContext& context) {
+  auto c = std::unique_ptr<OrderTrackingComponent>(new OrderTrackingComponent());
+  ReturnRules rules = DefaultReturnRules();
+  if (const std::string path = absl::GetFlag(FLAGS_return_policy_file); !path.empty()) {
+    std::ifstream f(path);
+    if (!f) return absl::NotFoundError(absl::StrCat("--return_policy_file: cannot read ", path));
+    std::stringstream text;
+    text << f.rdbuf();
+    auto parsed = ParseReturnRules(text.str());
+    if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
+    rules = *std::move(parsed);
+  }
+  auto events = events::EventProducer::Create(context, {});
+  if (!events.ok()) return events.status();
+  c->events_ = std::move(*events);
+  c->store_ = std::make_unique<OrderTrackingStore>(context.store, &c->events_->outbox());
+  c->writes_ = std::make_unique<rpc::Executor>("order-writes", 32);
+  auto profiles = context.backends->Get("customer-profile");
+  if (!profiles.ok()) return profiles.status();
+  c->service_ = std::make_unique<OrderTrackingService>(c->store_.get(), context.clock, c->writes_.get(), *profiles,
+                                                       std::move(rules), context.metrics->registry());
+  OrderTrackingStore* store = c->store_.get();
+  c->consumer_ = std::make_unique<events::EventConsumer>(
+      context.store,
+      [store](store::Transaction& txn, const v1::Event& e) -> absl::Status {
+        if (e.has_customer_erased()) return store->AnonymiseCustomer(txn, e.customer_id());
+        return absl::OkStatus();
+      },
+      c->writes_.get(), context.metrics->registry());
+  return c;
+}
+
+void OrderTrackingComponent::Register(rpc::Server& server) {
+  server.AddService(service_.get(), v1::OrderTrackingService::service_full_name());
+  server.AddService(consumer_.get(), v1::EventSink::service_full_name());
+  events_->Register(server);
+  OrderWatchHub* hub = &service_->watch_hub();
+  server.OnShutdown([hub] { hub->Shutdown(); });
+}
+
+}  // namespace crm::order_tracking

@@ -1,0 +1,100 @@
+// crm.v1.OrderTrackingService over gRPC's callback API: validates each request, applies the lifecycle
+// (order_lifecycle.h) and return rules (returns.h) through OrderTrackingStore, publishes committed changes
+// to watchers (order_watch.h) and emits events through the outbox. Writes run on the write executor
+// (synced WAL; concurrent writers share fsyncs); reads finish on gRPC's thread.
+#pragma once
+
+#include <memory>
+
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "libs/clock/clock.h"
+#include "libs/events/consumer.h"
+#include "libs/events/producer.h"
+#include "libs/rpc/backends.h"
+#include "libs/rpc/executor.h"
+#include "libs/rpc/service_main.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/order_tracking/order_tracking_store.h"
+#include "services/order_tracking/order_watch.h"
+#include "services/order_tracking/returns.h"
+
+namespace crm::order_tracking {
+
+inline constexpr int kMaxTrackingEventsPerCall = 1000;
+
+// Business metrics, each defined once here.
+struct OrderMetrics {
+  explicit OrderMetrics(prometheus::Registry& registry);
+  prometheus::Counter& created;
+  prometheus::Family<prometheus::Counter>& delivered;  // {timeliness}
+  prometheus::Counter& delivery_failed;
+  prometheus::Counter& cancelled;
+  prometheus::Family<prometheus::Counter>& returns;  // {status}
+  prometheus::Family<prometheus::Counter>& refunded_minor;  // {currency}
+  prometheus::Family<prometheus::Counter>& tracking_events;  // {outcome}
+  prometheus::Counter& reviews;
+  prometheus::Gauge& watchers;
+};
+
+class OrderTrackingService final : public v1::OrderTrackingService::CallbackService {
+ public:
+  OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes, rpc::ChannelSet* profiles,
+                       ReturnRules return_rules, prometheus::Registry& registry);
+
+  using Ctx = grpc::CallbackServerContext;
+  using Reactor = grpc::ServerUnaryReactor;
+  Reactor* CreateOrder(Ctx*, const v1::CreateOrderRequest*, v1::Order*) override;
+  Reactor* GetOrder(Ctx*, const v1::GetOrderRequest*, v1::Order*) override;
+  Reactor* ListOrders(Ctx*, const v1::ListOrdersRequest*, v1::ListOrdersResponse*) override;
+  Reactor* GetOrderHistory(Ctx*, const v1::GetOrderHistoryRequest*, v1::GetOrderHistoryResponse*) override;
+  Reactor* PayOrder(Ctx*, const v1::PayOrderRequest*, v1::Order*) override;
+  Reactor* CancelOrder(Ctx*, const v1::CancelOrderRequest*, v1::Order*) override;
+  Reactor* ProcessOrder(Ctx*, const v1::ProcessOrderRequest*, v1::Order*) override;
+  Reactor* AdvancePackage(Ctx*, const v1::AdvancePackageRequest*, v1::Order*) override;
+  Reactor* AddTrackingEvents(Ctx*, const v1::AddTrackingEventsRequest*, v1::AddTrackingEventsResponse*) override;
+  grpc::ServerWriteReactor<v1::OrderUpdate>* WatchOrder(Ctx*, const v1::WatchOrderRequest*) override;
+  Reactor* RequestReturn(Ctx*, const v1::RequestReturnRequest*, v1::Return*) override;
+  Reactor* AdvanceReturn(Ctx*, const v1::AdvanceReturnRequest*, v1::Return*) override;
+  Reactor* ListReturns(Ctx*, const v1::ListReturnsRequest*, v1::ListReturnsResponse*) override;
+  Reactor* SubmitReview(Ctx*, const v1::SubmitReviewRequest*, v1::Review*) override;
+  Reactor* GetReturnPolicy(Ctx*, const v1::GetReturnPolicyRequest*, v1::ReturnPolicy*) override;
+
+  OrderWatchHub& watch_hub() { return hub_; }
+
+ private:
+  // After a committed change: metrics for what it emitted, and the update for watchers.
+  void Committed(const v1::Order& order, const OrderChange& change, absl::Time now);
+  absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
+
+  OrderTrackingStore* const store_;
+  Clock* const clock_;
+  rpc::Executor* const writes_;
+  rpc::ChannelSet* const profiles_;
+  const ReturnRules return_rules_;
+  OrderMetrics metrics_;
+  OrderWatchHub hub_;
+};
+
+// The whole order-tracking process on an open store; main.cc and the tests build it the same way.
+class OrderTrackingComponent final : public rpc::Component {
+ public:
+  static absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> Create(const rpc::ServiceContext& context);
+  void Register(rpc::Server& server) override;
+  void Start() override { events_->Start(); }
+  void Stop() override { events_->Stop(); }
+  OrderTrackingService& service() { return *service_; }
+  events::EventProducer& events() { return *events_; }
+
+ private:
+  OrderTrackingComponent() = default;
+  std::unique_ptr<events::EventProducer> events_;
+  std::unique_ptr<OrderTrackingStore> store_;
+  std::unique_ptr<rpc::Executor> writes_;
+  std::unique_ptr<OrderTrackingService> service_;
+  std::unique_ptr<events::EventConsumer> consumer_;
+};
+
+}  // namespace crm::order_tracking

@@ -1,0 +1,389 @@
+#include "services/order_tracking/order_tracking_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "libs/api/validate.h"
+#include "libs/events/consumer.h"
+#include "libs/store/idempotency.h"
+#include "libs/store/key.h"
+
+namespace crm::order_tracking {
+namespace {
+
+using store::Durability;
+using store::Key;
+using store::Transaction;
+
+constexpr char kOrders[] = "orders";
+constexpr char kOrderIndex[] = "order_index";
+constexpr char kHistory[] = "history";
+constexpr char kTracking[] = "tracking_numbers";
+constexpr char kCarrierEvents[] = "carrier_events";
+constexpr char kReturns[] = "returns";
+constexpr char kReviews[] = "reviews";
+constexpr char kRequests[] = "requests";
+
+std::string OrderKey(absl::string_view customer_id, absl::string_view order_id) {
+  return Key().Str(customer_id).Str(order_id).Build();
+}
+
+std::string RequestKey(absl::string_view customer_id, absl::string_view method, absl::string_view request_id) {
+  return Key().Str(customer_id).Str(method).Str(request_id).Build();
+}
+
+absl::Status OrderNotFound(absl::string_view order_id) {
+  return absl::NotFoundError(absl::StrCat("order_id: no order \"", order_id, "\" for this customer"));
+}
+
+template <typename M>
+absl::Status ParseInto(absl::string_view v, M* m) {
+  if (!m->ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+    return absl::DataLossError(absl::StrCat("stored ", m->GetTypeName(), " does not parse"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::vector<std::string> OrderTrackingStore::ColumnFamilies() {
+  std::vector<std::string> cfs = {kOrders, kOrderIndex, kHistory, kTracking, kCarrierEvents,
+                                  kReturns, kReviews, kRequests, events::EventConsumer::kConsumedFamily};
+  for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
+  return cfs;
+}
+
+OrderTrackingStore::OrderTrackingStore(store::Store* store, events::Outbox* outbox)
+    : store_(store),
+      outbox_(outbox),
+      orders_(store->cf(kOrders)),
+      order_index_(store->cf(kOrderIndex)),
+      history_(store->cf(kHistory)),
+      tracking_(store->cf(kTracking)),
+      carrier_events_(store->cf(kCarrierEvents)),
+      returns_(store->cf(kReturns)),
+      reviews_(store->cf(kReviews)),
+      requests_(store->cf(kRequests)) {}
+
+absl::Status OrderTrackingStore::LockOrder(Transaction& txn, absl::string_view customer_id,
+                                           absl::string_view order_id, v1::Order* order) {
+  auto found = txn.GetProto(orders_, OrderKey(customer_id, order_id), order, /*for_update=*/true);
+  if (!found.ok()) return found.status();
+  if (!*found) return OrderNotFound(order_id);
+  return absl::OkStatus();
+}
+
+absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order, OrderChange& change, absl::Time now) {
+  order.set_version(order.version() + 1);
+  api::SetTimestamp(now, order.mutable_update_time());
+  if (auto s = txn.PutProto(orders_, OrderKey(order.customer_id(), order.order_id()), order); !s.ok()) return s;
+  for (size_t i = 0; i < change.history.size(); ++i) {
+    v1::OrderHistoryEntry& h = change.history[i];
+    if (!h.has_time()) api::SetTimestamp(now, h.mutable_time());
+    h.set_status(order.status());
+    const std::string key = Key()
+                                .Str(order.customer_id())
+                                .Str(order.order_id())
+                                .Time(api::FromTimestamp(h.time()))
+                                .U64(static_cast<uint64_t>(order.version()) * 1000 + i)
+                                .Build();
+    if (auto s = txn.PutProto(history_, key, h); !s.ok()) return s;
+  }
+  for (const auto& [number, package_id] : change.tracking_numbers) {
+    auto existing = txn.GetForUpdate(tracking_, number);
+    if (!existing.ok()) return existing.status();
+    const std::string ref = Key().Str(order.customer_id()).Str(order.order_id()).Str(package_id).Build();
+    if (existing->has_value() && **existing != ref) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("tracking_number: \"", number, "\" already belongs to another package"));
+    }
+    if (auto s = txn.Put(tracking_, number, ref); !s.ok()) return s;
+  }
+  for (v1::Event& e : change.events) {
+    e.set_customer_id(order.customer_id());
+    if (!e.has_occur_time()) api::SetTimestamp(now, e.mutable_occur_time());
+    if (auto s = outbox_->Append(txn, e); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OrderTrackingStore::CreateOrder(const v1::Order& order, const v1::Event& placed,
+                                             absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+                                             v1::Order* out) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, requests_, RequestKey(order.customer_id(), "CreateOrder", request_id),
+      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
+        *out = order;
+        OrderChange change;
+        v1::OrderHistoryEntry h;
+        h.set_description("order placed");
+        h.set_actor("customer");
+        change.history.push_back(h);
+        change.events.push_back(placed);
+        const std::string index = Key()
+                                      .Str(order.customer_id())
+                                      .TimeNewestFirst(api::FromTimestamp(order.create_time()))
+                                      .Str(order.order_id())
+                                      .Build();
+        if (auto s = txn.Put(order_index_, index, ""); !s.ok()) return s;
+        out->set_version(0);
+        return WriteChange(txn, *out, change, now);
+      });
+}
+
+absl::StatusOr<v1::Order> OrderTrackingStore::GetOrder(absl::string_view customer_id,
+                                                       absl::string_view order_id) const {
+  v1::Order o;
+  auto found = store_->GetProto(orders_, OrderKey(customer_id, order_id), &o);
+  if (!found.ok()) return found.status();
+  if (!*found) return OrderNotFound(order_id);
+  return o;
+}
+
+absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl::string_view after, int limit,
+                                            std::vector<v1::Order>* out, std::string* last_key, bool* more) const {
+  *more = false;
+  const std::string prefix = Key().Str(customer_id).Build();
+  const std::string begin = after.empty() ? prefix : absl::StrCat(after, std::string(1, '\0'));
+  std::vector<std::pair<std::string, std::string>> keys;  // index key, order id
+  absl::Status s = store_->Scan(order_index_, begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view) {
+    if (static_cast<int>(keys.size()) == limit) {
+      *more = true;
+      return false;
+    }
+    store::KeyReader r(k);
+    (void)r.Str();
+    (void)r.Descending();
+    auto order_id = r.Str();
+    if (order_id) keys.emplace_back(std::string(k), *order_id);
+    return true;
+  });
+  if (!s.ok()) return s;
+  for (const auto& [k, id] : keys) {
+    auto o = GetOrder(customer_id, id);
+    if (!o.ok()) return o.status();
+    out->push_back(std::move(*o));
+    *last_key = k;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(absl::string_view customer_id,
+                                                                               absl::string_view order_id) const {
+  if (auto o = GetOrder(customer_id, order_id); !o.ok()) return o.status();
+  std::vector<v1::OrderHistoryEntry> out;
+  absl::Status parse;
+  absl::Status s = store_->ScanPrefix(history_, OrderKey(customer_id, order_id), [&](absl::string_view, absl::string_view v) {
+    v1::OrderHistoryEntry h;
+    parse = ParseInto(v, &h);
+    if (!parse.ok()) return false;
+    out.push_back(std::move(h));
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (!parse.ok()) return parse;
+  return out;
+}
+
+absl::Status OrderTrackingStore::UpdateOrder(absl::string_view customer_id, absl::string_view order_id, absl::Time now,
+                                             absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
+                                             v1::Order* out, OrderChange* applied) {
+  return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+    v1::Order order;
+    if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
+    OrderChange c;
+    if (auto s = change(order, c); !s.ok()) return s;
+    if (!c.unchanged) {
+      if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
+    }
+    *out = order;
+    if (applied != nullptr) *applied = std::move(c);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::optional<OrderTrackingStore::PackageRef>> OrderTrackingStore::FindTrackingNumber(
+    absl::string_view tracking_number) const {
+  auto v = store_->Get(tracking_, tracking_number);
+  if (!v.ok()) return v.status();
+  if (!v->has_value()) return std::optional<PackageRef>();
+  store::KeyReader r(**v);
+  auto c = r.Str(), o = r.Str(), p = r.Str();
+  if (!c || !o || !p) return absl::DataLossError("tracking number record is malformed");
+  return std::optional<PackageRef>(PackageRef{*c, *o, *p});
+}
+
+absl::Status OrderTrackingStore::ApplyCarrierEvent(const PackageRef& ref, absl::string_view carrier_event_id,
+                                                   absl::string_view tracking_number, absl::Time now,
+                                                   absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
+                                                   bool* duplicate, v1::Order* out, OrderChange* applied) {
+  // Buffered: the batch call syncs the WAL once before answering the carrier.
+  return store_->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
+    v1::Order order;
+    if (auto s = LockOrder(txn, ref.customer_id, ref.order_id, &order); !s.ok()) return s;
+    auto seen = txn.GetForUpdate(carrier_events_, carrier_event_id);
+    if (!seen.ok()) return seen.status();
+    *duplicate = seen->has_value();
+    *out = order;
+    if (*duplicate) return absl::OkStatus();
+    OrderChange c;
+    if (auto s = change(order, c); !s.ok()) return s;
+    if (auto s = txn.Put(carrier_events_, carrier_event_id, tracking_number); !s.ok()) return s;
+    if (!c.unchanged) {
+      if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
+    }
+    *out = order;
+    *applied = std::move(c);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status OrderTrackingStore::CreateReturn(
+    absl::string_view customer_id, absl::string_view order_id, absl::string_view request_id, uint64_t fingerprint,
+    absl::Time now, absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> create, v1::Return* out,
+    v1::Order* order_out) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "RequestReturn", request_id), fingerprint, now,
+      out, [&](Transaction& txn) -> absl::Status {
+        v1::Order order;
+        if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
+        OrderChange c;
+        if (auto s = create(order, *out, c); !s.ok()) return s;
+        if (auto s = txn.PutProto(returns_, Key().Str(customer_id).Str(out->return_id()).bytes(), *out); !s.ok()) {
+          return s;
+        }
+        if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
+        *order_out = order;
+        return absl::OkStatus();
+      });
+}
+
+absl::Status OrderTrackingStore::UpdateReturn(
+    absl::string_view customer_id, absl::string_view return_id, absl::Time now,
+    absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> change, v1::Return* out,
+    v1::Order* order_out) {
+  return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+    const std::string key = Key().Str(customer_id).Str(return_id).Build();
+    v1::Return ret;
+    auto found = txn.GetProto(returns_, key, &ret, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    if (!*found) return absl::NotFoundError(absl::StrCat("return_id: no return \"", return_id, "\" for this customer"));
+    v1::Order order;
+    if (auto s = LockOrder(txn, customer_id, ret.order_id(), &order); !s.ok()) return s;
+    OrderChange c;
+    if (auto s = change(order, ret, c); !s.ok()) return s;
+    if (!c.unchanged) {
+      api::SetTimestamp(now, ret.mutable_update_time());
+      if (auto s = txn.PutProto(returns_, key, ret); !s.ok()) return s;
+      if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
+    }
+    *out = ret;
+    *order_out = order;
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<v1::Return>> OrderTrackingStore::ListReturns(absl::string_view customer_id,
+                                                                        absl::string_view order_id) const {
+  std::vector<v1::Return> out;
+  absl::Status parse;
+  absl::Status s = store_->ScanPrefix(returns_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
+    v1::Return r;
+    parse = ParseInto(v, &r);
+    if (!parse.ok()) return false;
+    if (order_id.empty() || r.order_id() == order_id) out.push_back(std::move(r));
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (!parse.ok()) return parse;
+  return out;
+}
+
+absl::Status OrderTrackingStore::CreateReview(
+    absl::string_view customer_id, absl::string_view order_id, absl::string_view item_id, absl::string_view request_id,
+    uint64_t fingerprint, absl::Time now, absl::FunctionRef<absl::Status(v1::Order&, v1::Review&, OrderChange&)> create,
+    v1::Review* out) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "SubmitReview", request_id), fingerprint, now,
+      out, [&](Transaction& txn) -> absl::Status {
+        v1::Order order;
+        if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
+        const std::string key = Key().Str(customer_id).Str(order_id).Str(item_id).Build();
+        auto existing = txn.GetForUpdate(reviews_, key);
+        if (!existing.ok()) return existing.status();
+        if (existing->has_value()) {
+          return absl::AlreadyExistsError(absl::StrCat("item_id: item \"", item_id, "\" of this order is already reviewed"));
+        }
+        OrderChange c;
+        if (auto s = create(order, *out, c); !s.ok()) return s;
+        if (auto s = txn.PutProto(reviews_, key, *out); !s.ok()) return s;
+        return WriteChange(txn, order, c, now);
+      });
+}
+
+absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn, absl::string_view customer_id) {
+  const std::string prefix = Key().Str(customer_id).Build();
+  std::vector<std::pair<std::string, v1::Order>> orders;
+  absl::Status parse;
+  absl::Status s = txn.Scan(orders_, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
+    v1::Order o;
+    parse = ParseInto(v, &o);
+    if (!parse.ok()) return false;
+    orders.emplace_back(std::string(k), std::move(o));
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (!parse.ok()) return parse;
+  for (auto& [key, o] : orders) {
+    // Keep where it went only as far as the city: enough for delivery statistics, not a person.
+    v1::Address kept;
+    kept.set_country_code(o.shipping_address().country_code());
+    kept.set_province(o.shipping_address().province());
+    kept.set_city(o.shipping_address().city());
+    *o.mutable_shipping_address() = kept;
+    for (auto& p : *o.mutable_packages()) {
+      p.clear_last_location();
+      p.clear_courier_phone();
+    }
+    if (auto w = txn.PutProto(orders_, key, o); !w.ok()) return w;
+  }
+  // History entries may carry courier positions at the door; notes may quote the customer.
+  std::vector<std::pair<std::string, v1::OrderHistoryEntry>> entries;
+  s = txn.Scan(history_, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
+    v1::OrderHistoryEntry h;
+    if (h.ParseFromArray(v.data(), static_cast<int>(v.size())) && h.has_location()) {
+      h.clear_location();
+      entries.emplace_back(std::string(k), std::move(h));
+    }
+    return true;
+  });
+  if (!s.ok()) return s;
+  for (auto& [k, h] : entries) {
+    if (auto w = txn.PutProto(history_, k, h); !w.ok()) return w;
+  }
+  for (auto* cf : {reviews_, returns_}) {
+    std::vector<std::pair<std::string, std::string>> rewritten;
+    s = txn.Scan(cf, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
+      if (cf == reviews_) {
+        v1::Review r;
+        if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          r.clear_text();
+          rewritten.emplace_back(std::string(k), r.SerializeAsString());
+        }
+      } else {
+        v1::Return r;
+        if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          r.clear_reason();
+          rewritten.emplace_back(std::string(k), r.SerializeAsString());
+        }
+      }
+      return true;
+    });
+    if (!s.ok()) return s;
+    for (auto& [k, v] : rewritten) {
+      if (auto w = txn.Put(cf, k, v); !w.ok()) return w;
+    }
+  }
+  // Answers of retryable writes may hold addresses.
+  return txn.DeletePrefix(requests_, prefix);
+}
+
+}  // namespace crm::order_tracking

@@ -1,0 +1,699 @@
+// crm.v1.OrderTrackingService end to end: the real order-tracking and customer-profile services on free
+// loopback ports over real RocksDB, called through generated stubs; events to a real consumer.
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "catch2/catch.hpp"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "libs/api/validate.h"
+#include "services/customer_profile/customer_profile_service.h"
+#include "services/order_tracking/order_lifecycle.h"
+#include "services/order_tracking/order_tracking_service.h"
+#include "tests/support/event_recorder.h"
+#include "tests/support/http.h"
+#include "tests/support/service_harness.h"
+
+namespace crm::order_tracking {
+namespace {
+
+using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
+using OrderHarness = testing::ServiceHarness<OrderTrackingComponent>;
+using Stub = v1::OrderTrackingService::Stub;
+using P = v1::PackageStatus;
+
+const absl::Time kStart = absl::FromUnixSeconds(1767225600);  // 2026-01-01T00:00:00Z, the harness clock
+
+template <typename StubT, typename Req, typename Resp>
+grpc::Status Call(StubT* stub, grpc::Status (StubT::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+                  Resp* resp) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  return (stub->*method)(&ctx, req, resp);
+}
+
+void RequireError(const grpc::Status& s, grpc::StatusCode code, const std::string& prefix) {
+  INFO("message: " << s.error_message());
+  REQUIRE(s.error_code() == code);
+  CHECK(s.error_message().rfind(prefix, 0) == 0);
+}
+
+// customer-profile and order-tracking wired together; optionally order events go to a recorder.
+struct World {
+  explicit World(const std::string& event_sinks = "none", bool serve_metrics = false)
+      : profile(ProfileOptions()), orders(OrderOptions(profile.port(), event_sinks, serve_metrics)) {
+    profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
+    stub = v1::OrderTrackingService::NewStub(orders.channel());
+  }
+
+  static ProfileHarness::Options ProfileOptions() {
+    ProfileHarness::Options o;
+    o.service_name = "customer-profile";
+    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
+    return o;
+  }
+  static OrderHarness::Options OrderOptions(int profile_port, const std::string& sinks, bool metrics) {
+    OrderHarness::Options o;
+    o.service_name = "order-tracking";
+    o.column_families = OrderTrackingStore::ColumnFamilies();
+    o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
+    o.event_sinks = sinks;
+    o.serve_metrics = metrics;
+    return o;
+  }
+
+  std::string Customer(const std::string& email) {
+    v1::RegisterCustomerRequest reg;
+    reg.set_request_id("reg-" + email);
+    reg.set_email(email);
+    v1::Customer c;
+    REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c).ok());
+    v1::AddAddressRequest add;
+    add.set_customer_id(c.customer_id());
+    add.set_request_id("addr-" + email);
+    add.mutable_address()->set_recipient_name("陈静");
+    add.mutable_address()->set_phone("+8613800000001");
+    add.mutable_address()->set_city("杭州");
+    add.mutable_address()->set_street("文一西路969号");
+    v1::Address a;
+    REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::AddAddress, add, &a).ok());
+    return c.customer_id();
+  }
+
+  v1::CreateOrderRequest OrderRequest(const std::string& customer_id, const std::string& request_id,
+                                      v1::PaymentMethodType payment = v1::PAYMENT_METHOD_TYPE_CARD) {
+    v1::CreateOrderRequest r;
+    r.set_customer_id(customer_id);
+    r.set_request_id(request_id);
+    auto* phone = r.add_items();
+    phone->set_sku("sku-phone-x");
+    phone->set_name("Phone X");
+    phone->set_category("phones");
+    phone->set_quantity(1);
+    phone->mutable_unit_price()->set_amount_minor(399900);
+    phone->mutable_unit_price()->set_currency("CNY");
+    auto* cable = r.add_items();
+    cable->set_sku("sku-cable");
+    cable->set_category("accessories");
+    cable->set_quantity(2);
+    cable->mutable_unit_price()->set_amount_minor(2900);
+    cable->mutable_unit_price()->set_currency("CNY");
+    r.set_payment_method(payment);
+    r.mutable_shipping_fee()->set_amount_minor(1000);
+    r.mutable_shipping_fee()->set_currency("CNY");
+    api::SetTimestamp(kStart + absl::Hours(48), r.mutable_delivery_window()->mutable_start_time());
+    api::SetTimestamp(kStart + absl::Hours(52), r.mutable_delivery_window()->mutable_end_time());
+    return r;
+  }
+
+  v1::Order Create(const std::string& customer_id, const std::string& request_id,
+                   v1::PaymentMethodType payment = v1::PAYMENT_METHOD_TYPE_CARD) {
+    v1::Order o;
+    const grpc::Status s = Call(stub.get(), &Stub::CreateOrder, OrderRequest(customer_id, request_id, payment), &o);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return o;
+  }
+
+  grpc::Status Pay(const v1::Order& o, v1::Order* out) {
+    v1::PayOrderRequest r;
+    r.set_customer_id(o.customer_id());
+    r.set_order_id(o.order_id());
+    r.set_payment_reference("pay-" + o.order_id());
+    return Call(stub.get(), &Stub::PayOrder, r, out);
+  }
+
+  grpc::Status Process(const v1::Order& o, v1::Order* out, bool split = false) {
+    v1::ProcessOrderRequest r;
+    r.set_customer_id(o.customer_id());
+    r.set_order_id(o.order_id());
+    if (split) {
+      for (int i = 1; i <= 2; ++i) {
+        auto* p = r.add_packages();
+        p->set_split_reason(i == 1 ? v1::SPLIT_REASON_FASTEST_SPLIT : v1::SPLIT_REASON_PRESALE);
+        auto* it = p->add_items();
+        it->set_item_id(std::to_string(i));
+        it->set_quantity(i == 1 ? 1 : 2);
+      }
+    }
+    return Call(stub.get(), &Stub::ProcessOrder, r, out);
+  }
+
+  grpc::Status Advance(const v1::Order& o, const std::string& package_id, P status, v1::Order* out,
+                       absl::Time when = absl::InfinitePast()) {
+    v1::AdvancePackageRequest r;
+    r.set_customer_id(o.customer_id());
+    r.set_order_id(o.order_id());
+    r.set_package_id(package_id);
+    r.set_status(status);
+    if (status == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
+      r.set_carrier("SF Express");
+      r.set_carrier_type(v1::CARRIER_TYPE_PARTNER_COURIER);
+      r.set_tracking_number("SF" + package_id);
+    }
+    if (status == v1::PACKAGE_STATUS_DELIVERY_FAILED) r.set_failure_reason("nobody home");
+    if (when != absl::InfinitePast()) api::SetTimestamp(when, r.mutable_event_time());
+    return Call(stub.get(), &Stub::AdvancePackage, r, out);
+  }
+
+  // Pays (unless cash on delivery), processes and delivers every package at `when`.
+  v1::Order Deliver(v1::Order o, absl::Time when) {
+    if (orders.clock().Now() < when) orders.clock().Set(when);
+    v1::Order out;
+    if (o.payment_method() != v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY) REQUIRE(Pay(o, &out).ok());
+    REQUIRE(Process(o, &out).ok());
+    for (const auto& p : out.packages()) {
+      for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                  v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
+        REQUIRE(Advance(o, p.package_id(), s, &out, when - absl::Hours(1)).ok());
+      }
+      REQUIRE(Advance(o, p.package_id(), v1::PACKAGE_STATUS_DELIVERED, &out, when).ok());
+    }
+    return out;
+  }
+
+  ProfileHarness profile;
+  OrderHarness orders;
+  std::unique_ptr<v1::CustomerProfileService::Stub> profile_stub;
+  std::unique_ptr<Stub> stub;
+};
+
+TEST_CASE("create an order for a registered customer, get it, list it; a retry returns the same order",
+          "[order_tracking]") {
+  World w;
+  const std::string cid = w.Customer("buyer@example.com");
+  const v1::Order o = w.Create(cid, "req-1");
+  CHECK(o.status() == v1::ORDER_STATUS_PLACED);
+  CHECK(o.total().amount_minor() == 399900 + 2 * 2900 + 1000);
+  CHECK(o.items(1).item_id() == "2");
+  CHECK(o.shipping_address().city() == "杭州");
+  CHECK(w.Create(cid, "req-1").order_id() == o.order_id());
+
+  w.orders.clock().Advance(absl::Minutes(5));
+  const v1::Order second = w.Create(cid, "req-2");
+  v1::ListOrdersRequest list;
+  list.set_customer_id(cid);
+  list.set_page_size(1);
+  v1::ListOrdersResponse page;
+  REQUIRE(Call(w.stub.get(), &Stub::ListOrders, list, &page).ok());
+  REQUIRE(page.orders_size() == 1);
+  CHECK(page.orders(0).order_id() == second.order_id());  // newest first
+  list.set_page_token(page.next_page_token());
+  REQUIRE(Call(w.stub.get(), &Stub::ListOrders, list, &page).ok());
+  REQUIRE(page.orders_size() == 1);
+  CHECK(page.orders(0).order_id() == o.order_id());
+  CHECK(page.next_page_token().empty());
+
+  v1::GetOrderRequest get;
+  get.set_customer_id(cid);
+  get.set_order_id(o.order_id());
+  v1::Order got;
+  REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &got).ok());
+  CHECK(got.order_id() == o.order_id());
+  get.set_customer_id(w.Customer("other@example.com"));  // someone else's order is not visible
+  RequireError(Call(w.stub.get(), &Stub::GetOrder, get, &got), grpc::StatusCode::NOT_FOUND, "order_id:");
+}
+
+TEST_CASE("bad orders are refused naming the field, and nothing is written", "[order_tracking][validation]") {
+  World w;
+  const std::string cid = w.Customer("careful@example.com");
+  auto create = [&](v1::CreateOrderRequest r) {
+    v1::Order o;
+    return Call(w.stub.get(), &Stub::CreateOrder, r, &o);
+  };
+  auto base = w.OrderRequest(cid, "bad");
+  RequireError(create(w.OrderRequest("c-nobody", "x")), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  auto r = base;
+  r.clear_items();
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "items:");
+  r = base;
+  r.mutable_items(0)->mutable_unit_price()->set_amount_minor(-1);
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "items[0].unit_price.amount_minor:");
+  r = base;
+  r.mutable_items(0)->mutable_unit_price()->set_amount_minor(int64_t{1} << 49);
+  r.mutable_items(0)->set_quantity(10000);
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "items[0].unit_price:");
+  r = base;
+  r.mutable_items(1)->set_quantity(0);
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "items[1].quantity:");
+  r = base;
+  r.mutable_items(1)->mutable_unit_price()->set_currency("USD");
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "items[1].unit_price.currency:");
+  r = base;
+  r.mutable_items(0)->set_category("");
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "items[0].category:");
+  r = base;
+  *r.mutable_delivery_window()->mutable_end_time() = r.delivery_window().start_time();
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "delivery_window.end_time:");
+  r = base;
+  r.clear_delivery_window();
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "delivery_window:");
+  r = base;
+  r.set_payment_method(v1::PAYMENT_METHOD_TYPE_UNSPECIFIED);
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "payment_method:");
+  r = base;
+  r.mutable_shipping_fee()->set_amount_minor(-5);
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "shipping_fee.amount_minor:");
+  r = base;
+  r.set_shipping_address_id("a-missing");
+  RequireError(create(r), grpc::StatusCode::NOT_FOUND, "shipping_address_id:");
+  r = base;
+  r.clear_request_id();
+  RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "request_id:");
+
+  v1::ListOrdersRequest list;
+  list.set_customer_id(cid);
+  v1::ListOrdersResponse page;
+  REQUIRE(Call(w.stub.get(), &Stub::ListOrders, list, &page).ok());
+  CHECK(page.orders_size() == 0);
+}
+
+TEST_CASE("an order goes through its lifecycle in split packages, with its full history", "[order_tracking][lifecycle]") {
+  World w;
+  const std::string cid = w.Customer("split@example.com");
+  const v1::Order o = w.Create(cid, "r");
+  v1::Order now;
+  REQUIRE(w.Pay(o, &now).ok());
+  CHECK(now.status() == v1::ORDER_STATUS_PAID);
+  REQUIRE(w.Process(o, &now, /*split=*/true).ok());
+  REQUIRE(now.packages_size() == 2);
+  CHECK(now.status() == v1::ORDER_STATUS_AT_PROCESSING_CENTER);
+  const std::string p1 = now.packages(0).package_id(), p2 = now.packages(1).package_id();
+  w.orders.clock().Set(kStart + absl::Hours(51));
+  CHECK(now.packages(1).split_reason() == v1::SPLIT_REASON_PRESALE);
+
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+              v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
+    REQUIRE(w.Advance(o, p1, s, &now).ok());
+  }
+  CHECK(now.status() == v1::ORDER_STATUS_AT_PROCESSING_CENTER);  // p2 is still at the center
+  CHECK(now.packages(0).tracking_number() == "SF" + p1);
+  CHECK(now.packages(0).has_out_of_warehouse_time());
+  REQUIRE(w.Advance(o, p1, v1::PACKAGE_STATUS_DELIVERED, &now, kStart + absl::Hours(50)).ok());
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+              v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
+    REQUIRE(w.Advance(o, p2, s, &now).ok());
+  }
+  CHECK(now.status() == v1::ORDER_STATUS_OUT_FOR_DELIVERY);
+  REQUIRE(w.Advance(o, p2, v1::PACKAGE_STATUS_DELIVERY_FAILED, &now).ok());
+  CHECK(now.status() == v1::ORDER_STATUS_DELIVERY_FAILED);
+  REQUIRE(w.Advance(o, p2, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, &now).ok());
+  REQUIRE(w.Advance(o, p2, v1::PACKAGE_STATUS_DELIVERED, &now, kStart + absl::Hours(51)).ok());
+  CHECK(now.status() == v1::ORDER_STATUS_DELIVERED);
+  CHECK(now.timeliness() == v1::TIMELINESS_ON_TIME);
+  // A repeated move is answered with the current state, not an error (safe client retries).
+  v1::Order again;
+  REQUIRE(w.Advance(o, p2, v1::PACKAGE_STATUS_DELIVERED, &again).ok());
+  CHECK(again.version() == now.version());
+
+  v1::GetOrderHistoryRequest hist;
+  hist.set_customer_id(cid);
+  hist.set_order_id(o.order_id());
+  v1::GetOrderHistoryResponse history;
+  REQUIRE(Call(w.stub.get(), &Stub::GetOrderHistory, hist, &history).ok());
+  std::vector<std::string> what;
+  for (const auto& e : history.entries()) what.push_back(e.description());
+  CHECK(what.front() == "order placed");
+  CHECK(std::find(what.begin(), what.end(), "paid") != what.end());
+  CHECK(std::count_if(what.begin(), what.end(), [](const std::string& s) { return s.find("DELIVERY_FAILED") != std::string::npos; }) == 1);
+  CHECK(what.back() == "order delivered");
+}
+
+TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing", "[order_tracking][lifecycle]") {
+  World w;
+  const std::string cid = w.Customer("strict@example.com");
+  const v1::Order o = w.Create(cid, "r");
+  v1::Order now;
+  REQUIRE(w.Pay(o, &now).ok());
+  REQUIRE(w.Process(o, &now).ok());
+  const std::string pkg = now.packages(0).package_id();
+  // Walk the package forward; at each state try every move that is not allowed from it.
+  const std::vector<P> path = {v1::PACKAGE_STATUS_AT_PROCESSING_CENTER, v1::PACKAGE_STATUS_PICKING,
+                               v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                               v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, v1::PACKAGE_STATUS_DELIVERED};
+  int tried = 0;
+  for (size_t i = 0; i < path.size(); ++i) {
+    for (int to = 2; to <= 8; ++to) {
+      if (P(to) == path[i] || CheckPackageMove(path[i], P(to)).ok()) continue;
+      v1::Order after;
+      INFO(PackageStatusName(path[i]) << " -> " << PackageStatusName(P(to)));
+      RequireError(w.Advance(o, pkg, P(to), &after), grpc::StatusCode::FAILED_PRECONDITION, "status:");
+      ++tried;
+    }
+    v1::GetOrderRequest get;
+    get.set_customer_id(cid);
+    get.set_order_id(o.order_id());
+    v1::Order unchanged;
+    REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &unchanged).ok());
+    CHECK(unchanged.version() == now.version());
+    if (i + 1 < path.size()) REQUIRE(w.Advance(o, pkg, path[i + 1], &now).ok());
+  }
+  CHECK(tried > 20);
+  v1::Order out;
+  RequireError(w.Advance(o, "no-such-package", v1::PACKAGE_STATUS_PICKING, &out), grpc::StatusCode::NOT_FOUND, "package_id:");
+  v1::AdvancePackageRequest no_carrier;
+  no_carrier.set_customer_id(cid);
+  no_carrier.set_order_id(o.order_id());
+  no_carrier.set_package_id(pkg);
+  no_carrier.set_status(v1::PACKAGE_STATUS_HANDED_TO_CARRIER);
+  RequireError(Call(w.stub.get(), &Stub::AdvancePackage, no_carrier, &out), grpc::StatusCode::INVALID_ARGUMENT, "carrier:");
+}
+
+TEST_CASE("payment, cash on delivery and cancellation follow their rules", "[order_tracking][lifecycle]") {
+  World w;
+  const std::string cid = w.Customer("pay@example.com");
+  const v1::Order card = w.Create(cid, "card");
+  v1::Order out;
+  RequireError(w.Process(card, &out), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");  // not paid
+  REQUIRE(w.Pay(card, &out).ok());
+  REQUIRE(w.Pay(card, &out).ok());  // the same payment reported twice
+  const v1::Order cod = w.Create(cid, "cod", v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
+  RequireError(w.Pay(cod, &out), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
+  const v1::Order delivered = w.Deliver(cod, kStart + absl::Hours(49));
+  CHECK(delivered.status() == v1::ORDER_STATUS_DELIVERED);
+  CHECK(delivered.has_paid_time());  // collected at the door
+
+  v1::CancelOrderRequest cancel;
+  cancel.set_customer_id(cid);
+  cancel.set_order_id(card.order_id());
+  cancel.set_reason("changed my mind");
+  REQUIRE(Call(w.stub.get(), &Stub::CancelOrder, cancel, &out).ok());
+  CHECK(out.status() == v1::ORDER_STATUS_CANCELLED);
+  RequireError(w.Process(card, &out), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
+
+  const v1::Order shipped = w.Create(cid, "shipped");
+  REQUIRE(w.Pay(shipped, &out).ok());
+  REQUIRE(w.Process(shipped, &out).ok());
+  const std::string pkg = out.packages(0).package_id();
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
+    REQUIRE(w.Advance(shipped, pkg, s, &out).ok());
+  }
+  cancel.set_order_id(shipped.order_id());
+  RequireError(Call(w.stub.get(), &Stub::CancelOrder, cancel, &out), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
+}
+
+v1::TrackingEvent Tracking(const std::string& id, const std::string& number, P status, absl::Time t) {
+  v1::TrackingEvent e;
+  e.set_carrier_event_id(id);
+  e.set_tracking_number(number);
+  e.set_status(status);
+  api::SetTimestamp(t, e.mutable_event_time());
+  return e;
+}
+
+TEST_CASE("carrier events in bulk: applied once, duplicates and late events never move a package back",
+          "[order_tracking][tracking]") {
+  World w;
+  const std::string cid = w.Customer("track@example.com");
+  const v1::Order o = w.Create(cid, "r");
+  v1::Order now;
+  REQUIRE(w.Pay(o, &now).ok());
+  REQUIRE(w.Process(o, &now).ok());
+  const std::string pkg = now.packages(0).package_id();
+  w.orders.clock().Set(kStart + absl::Hours(60));
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
+    REQUIRE(w.Advance(o, pkg, s, &now, kStart + absl::Hours(10)).ok());
+  }
+  const std::string number = "SF" + pkg;
+  const absl::Time t = kStart + absl::Hours(20);
+  v1::AddTrackingEventsRequest batch;
+  *batch.add_events() = Tracking("ev-1", number, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, t);
+  auto loc = Tracking("ev-2", number, v1::PACKAGE_STATUS_UNSPECIFIED, t + absl::Minutes(10));
+  loc.mutable_location()->set_latitude(30.27);
+  loc.mutable_location()->set_longitude(120.12);
+  api::SetTimestamp(t + absl::Hours(2), loc.mutable_eta());
+  *batch.add_events() = loc;
+  *batch.add_events() = Tracking("ev-1", number, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, t);  // duplicate
+  *batch.add_events() = Tracking("ev-3", number, v1::PACKAGE_STATUS_DELIVERED, t + absl::Hours(35));
+  *batch.add_events() = Tracking("ev-4", number, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, t + absl::Minutes(20));  // late
+  *batch.add_events() = Tracking("ev-5", "NO-SUCH-NUMBER", v1::PACKAGE_STATUS_DELIVERED, t);
+  v1::AddTrackingEventsResponse resp;
+  REQUIRE(Call(w.stub.get(), &Stub::AddTrackingEvents, batch, &resp).ok());
+  using R = v1::TrackingEventResult;
+  REQUIRE(resp.results_size() == 6);
+  CHECK(resp.results(0).outcome() == R::OUTCOME_APPLIED);
+  CHECK(resp.results(1).outcome() == R::OUTCOME_APPLIED);
+  CHECK(resp.results(2).outcome() == R::OUTCOME_DUPLICATE);
+  CHECK(resp.results(3).outcome() == R::OUTCOME_APPLIED);
+  CHECK(resp.results(4).outcome() == R::OUTCOME_STALE);
+  CHECK(resp.results(5).outcome() == R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
+
+  v1::GetOrderRequest get;
+  get.set_customer_id(cid);
+  get.set_order_id(o.order_id());
+  REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &now).ok());
+  CHECK(now.status() == v1::ORDER_STATUS_DELIVERED);
+  CHECK(now.packages(0).last_location().latitude() == Approx(30.27));
+  CHECK(now.timeliness() == v1::TIMELINESS_LATE);  // delivered at 55 h, the window closed at 52 h
+
+  // Sending the whole batch again changes nothing.
+  REQUIRE(Call(w.stub.get(), &Stub::AddTrackingEvents, batch, &resp).ok());
+  v1::Order same;
+  REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &same).ok());
+  CHECK(same.version() == now.version());
+
+  v1::AddTrackingEventsRequest bad;
+  *bad.add_events() = Tracking("ok", number, v1::PACKAGE_STATUS_DELIVERED, t);
+  auto no_time = Tracking("x", number, v1::PACKAGE_STATUS_DELIVERED, t);
+  no_time.clear_event_time();
+  *bad.add_events() = no_time;
+  RequireError(Call(w.stub.get(), &Stub::AddTrackingEvents, bad, &resp), grpc::StatusCode::INVALID_ARGUMENT,
+               "events[1].event_time:");
+}
+
+TEST_CASE("returns: within the window, refunded at the price paid, shipping when the carrier was at fault",
+          "[order_tracking][returns]") {
+  World w("test=127.0.0.1:1");  // events are kept in the outbox; delivery is not the point here
+  const std::string cid = w.Customer("return@example.com");
+  const v1::Order o = w.Deliver(w.Create(cid, "r"), kStart + absl::Hours(50));
+  w.orders.clock().Set(kStart + absl::Hours(24 * 5));
+  v1::RequestReturnRequest req;
+  req.set_customer_id(cid);
+  req.set_order_id(o.order_id());
+  req.set_request_id("ret-1");
+  req.set_reason("the screen flickers");
+  req.set_fault(v1::FAULT_CARRIER);
+  auto* item = req.add_items();
+  item->set_item_id("1");
+  item->set_quantity(1);
+  v1::Return ret;
+  REQUIRE(Call(w.stub.get(), &Stub::RequestReturn, req, &ret).ok());
+  CHECK(ret.status() == v1::RETURN_STATUS_REQUESTED);
+  v1::Return retry;
+  REQUIRE(Call(w.stub.get(), &Stub::RequestReturn, req, &retry).ok());
+  CHECK(retry.return_id() == ret.return_id());
+  req.set_request_id("ret-2");  // the phone is already being returned
+  RequireError(Call(w.stub.get(), &Stub::RequestReturn, req, &retry), grpc::StatusCode::FAILED_PRECONDITION, "items[0].quantity:");
+
+  v1::AdvanceReturnRequest adv;
+  adv.set_customer_id(cid);
+  adv.set_return_id(ret.return_id());
+  adv.set_status(v1::RETURN_STATUS_REFUNDED);
+  RequireError(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret), grpc::StatusCode::FAILED_PRECONDITION, "status:");
+  adv.set_status(v1::RETURN_STATUS_PICKUP_SCHEDULED);
+  RequireError(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret), grpc::StatusCode::INVALID_ARGUMENT, "pickup_start_time:");
+  api::SetTimestamp(kStart + absl::Hours(24 * 6), adv.mutable_pickup_start_time());
+  api::SetTimestamp(kStart + absl::Hours(24 * 6 + 3), adv.mutable_pickup_end_time());
+  REQUIRE(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret).ok());
+  adv.set_status(v1::RETURN_STATUS_RECEIVED);
+  REQUIRE(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret).ok());
+  adv.set_status(v1::RETURN_STATUS_REFUNDED);
+  REQUIRE(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret).ok());
+  CHECK(ret.refund_amount().amount_minor() == 399900 + 1000);
+  CHECK(ret.shipping_refunded());
+
+  // The cables, customer's fault, after the 15-day window: refused with the window's end.
+  w.orders.clock().Set(kStart + absl::Hours(24 * 20));
+  req.set_request_id("ret-3");
+  req.set_fault(v1::FAULT_CUSTOMER);
+  req.mutable_items(0)->set_item_id("2");
+  const grpc::Status late = Call(w.stub.get(), &Stub::RequestReturn, req, &retry);
+  RequireError(late, grpc::StatusCode::FAILED_PRECONDITION, "items[0].item_id:");
+  CHECK(late.error_message().find("ended 2026-01-18T02:00:00Z") != std::string::npos);
+
+  v1::ListReturnsRequest list;
+  list.set_customer_id(cid);
+  v1::ListReturnsResponse returns;
+  REQUIRE(Call(w.stub.get(), &Stub::ListReturns, list, &returns).ok());
+  CHECK(returns.returns_size() == 1);
+
+  // The refund is an event for the other services, with the exact amount.
+  int refunds = 0;
+  REQUIRE(w.orders.store().Scan(w.orders.store().cf("outbox"), "", "", [&](absl::string_view, absl::string_view v) {
+    v1::Event e;
+    REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
+    if (e.has_order_refunded()) {
+      ++refunds;
+      CHECK(e.order_refunded().amount().amount_minor() == 400900);
+      CHECK(e.order_refunded().fault() == v1::FAULT_CARRIER);
+    }
+    return true;
+  }).ok());
+  CHECK(refunds == 1);
+}
+
+TEST_CASE("reviews: after delivery only, once per item, retry-safe", "[order_tracking][reviews]") {
+  World w;
+  const std::string cid = w.Customer("review@example.com");
+  const v1::Order placed = w.Create(cid, "r");
+  v1::SubmitReviewRequest req;
+  req.set_customer_id(cid);
+  req.set_order_id(placed.order_id());
+  req.set_item_id("1");
+  req.set_rating(2);
+  req.set_text("电池不耐用");
+  req.set_request_id("rev-1");
+  v1::Review review;
+  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &review), grpc::StatusCode::FAILED_PRECONDITION, "item_id:");
+  w.Deliver(placed, kStart + absl::Hours(50));
+  req.set_rating(6);
+  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &review), grpc::StatusCode::INVALID_ARGUMENT, "rating:");
+  req.set_rating(2);
+  REQUIRE(Call(w.stub.get(), &Stub::SubmitReview, req, &review).ok());
+  v1::Review retried;
+  REQUIRE(Call(w.stub.get(), &Stub::SubmitReview, req, &retried).ok());
+  CHECK(retried.review_id() == review.review_id());
+  req.set_request_id("rev-2");
+  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &retried), grpc::StatusCode::ALREADY_EXISTS, "item_id:");
+  req.set_item_id("9");
+  req.set_request_id("rev-3");
+  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &retried), grpc::StatusCode::NOT_FOUND, "item_id:");
+}
+
+// Collects a WatchOrder stream on a callback reactor (no thread per watcher on the client either).
+class WatchClient : public grpc::ClientReadReactor<v1::OrderUpdate> {
+ public:
+  WatchClient(Stub* stub, const std::string& cid, const std::string& oid) {
+    req_.set_customer_id(cid);
+    req_.set_order_id(oid);
+    stub->async()->WatchOrder(&ctx_, &req_, this);
+    StartRead(&update_);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    {
+      absl::MutexLock lock(&mu_);
+      updates_.push_back(update_);
+    }
+    StartRead(&update_);
+  }
+  void OnDone(const grpc::Status& s) override {
+    status_ = s;
+    done_.Notify();
+  }
+  bool Wait(absl::Duration timeout) { return done_.WaitForNotificationWithTimeout(timeout); }
+  std::vector<v1::OrderUpdate> updates() {
+    absl::MutexLock lock(&mu_);
+    return updates_;
+  }
+  bool WaitForUpdates(size_t n, absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      if (updates().size() >= n) return true;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return false;
+  }
+  grpc::Status status_;
+
+ private:
+  grpc::ClientContext ctx_;
+  v1::WatchOrderRequest req_;
+  v1::OrderUpdate update_;
+  absl::Mutex mu_;
+  std::vector<v1::OrderUpdate> updates_;
+  absl::Notification done_;
+};
+
+TEST_CASE("a watcher sees the current state, then every transition in order, until delivery", "[order_tracking][watch]") {
+  World w;
+  const std::string cid = w.Customer("watch@example.com");
+  const v1::Order o = w.Create(cid, "r");
+  WatchClient watcher(w.stub.get(), cid, o.order_id());
+  REQUIRE(watcher.WaitForUpdates(1, absl::Seconds(10)));
+  w.Deliver(o, kStart + absl::Hours(49));
+  REQUIRE(watcher.Wait(absl::Seconds(20)));
+  CHECK(watcher.status_.ok());
+  const auto updates = watcher.updates();
+  REQUIRE(updates.size() >= 2);
+  CHECK(updates.front().change() == "current state");
+  std::vector<v1::OrderStatus> statuses;
+  int64_t last_version = -1;
+  for (const auto& u : updates) {
+    CHECK(u.order().version() > last_version);
+    last_version = u.order().version();
+    statuses.push_back(u.order().status());
+  }
+  const std::vector<v1::OrderStatus> expected = {
+      v1::ORDER_STATUS_PLACED,        v1::ORDER_STATUS_PAID,   v1::ORDER_STATUS_AT_PROCESSING_CENTER,
+      v1::ORDER_STATUS_PICKING,       v1::ORDER_STATUS_PACKED, v1::ORDER_STATUS_HANDED_TO_CARRIER,
+      v1::ORDER_STATUS_OUT_FOR_DELIVERY, v1::ORDER_STATUS_DELIVERED};
+  CHECK(statuses == expected);
+}
+
+TEST_CASE("1,000 concurrent watchers of one order all receive the delivery", "[order_tracking][watch]") {
+  World w;
+  const std::string cid = w.Customer("crowd@example.com");
+  const v1::Order o = w.Create(cid, "r");
+  std::vector<std::unique_ptr<WatchClient>> watchers;
+  for (int i = 0; i < 1000; ++i) watchers.push_back(std::make_unique<WatchClient>(w.stub.get(), cid, o.order_id()));
+  for (auto& c : watchers) REQUIRE(c->WaitForUpdates(1, absl::Seconds(60)));
+  w.Deliver(o, kStart + absl::Hours(49));
+  int delivered = 0;
+  for (auto& c : watchers) {
+    REQUIRE(c->Wait(absl::Seconds(60)));
+    const auto updates = c->updates();
+    if (!updates.empty() && updates.back().order().status() == v1::ORDER_STATUS_DELIVERED) ++delivered;
+  }
+  CHECK(delivered == 1000);
+}
+
+TEST_CASE("a CustomerErased event anonymises the customer's orders but keeps the amounts", "[order_tracking][privacy]") {
+  World w;
+  const std::string cid = w.Customer("erase@example.com");
+  const v1::Order o = w.Deliver(w.Create(cid, "r"), kStart + absl::Hours(50));
+  auto sink = v1::EventSink::NewStub(w.orders.channel());
+  v1::DeliverEventsRequest req;
+  auto* e = req.add_events();
+  e->set_event_id("customer-profile/0/1.1");
+  e->set_customer_id(cid);
+  e->set_producer("customer-profile");
+  api::SetTimestamp(kStart, e->mutable_occur_time());
+  e->mutable_customer_erased();
+  v1::DeliverEventsResponse resp;
+  REQUIRE(Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp).ok());
+  CHECK(resp.processed_count() == 1);
+  v1::GetOrderRequest get;
+  get.set_customer_id(cid);
+  get.set_order_id(o.order_id());
+  v1::Order after;
+  REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &after).ok());
+  CHECK(after.shipping_address().recipient_name().empty());
+  CHECK(after.shipping_address().street().empty());
+  CHECK(after.shipping_address().city() == "杭州");
+  CHECK(after.total().amount_minor() == o.total().amount_minor());
+  REQUIRE(Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp).ok());  // redelivered: a no-op
+  CHECK(resp.processed_count() == 1);
+}
+
+TEST_CASE("on-time delivery rate is a metric by timeliness", "[order_tracking][metrics]") {
+  World w("none", /*serve_metrics=*/true);
+  const std::string cid = w.Customer("kpi@example.com");
+  w.Deliver(w.Create(cid, "a"), kStart + absl::Hours(47));   // early
+  w.Deliver(w.Create(cid, "b"), kStart + absl::Hours(50));   // on time
+  w.Deliver(w.Create(cid, "c"), kStart + absl::Hours(51));   // on time
+  w.Deliver(w.Create(cid, "d"), kStart + absl::Hours(60));   // late
+  auto page = testing::HttpGet(w.orders.metrics().port(), "/metrics");
+  REQUIRE(page.ok());
+  CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"early\"} 1") != std::string::npos);
+  CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"on_time\"} 2") != std::string::npos);
+  CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"late\"} 1") != std::string::npos);
+  const auto check = testing::RunCommand("promtool check metrics", page->body);
+  INFO(check.output);
+  CHECK(check.exit_code == 0);
+}
+
+}  // namespace
+}  // namespace crm::order_tracking
