@@ -170,11 +170,13 @@ void Dispatcher::Stop() {
   if (gc_thread_.joinable()) gc_thread_.join();
 }
 
-bool Dispatcher::Sleep(absl::Duration d) {
+bool Dispatcher::Sleep(absl::Duration d, bool wake_on_commit) {
   absl::MutexLock lock(&mu_);
   const uint64_t seen = wakeups_;
   const absl::Time deadline = absl::Now() + d;
-  while (!stopping_ && wakeups_ == seen && absl::Now() < deadline) cv_.WaitWithDeadline(&mu_, deadline);
+  while (!stopping_ && (!wake_on_commit || wakeups_ == seen) && absl::Now() < deadline) {
+    cv_.WaitWithDeadline(&mu_, deadline);
+  }
   return !stopping_;
 }
 
@@ -204,6 +206,7 @@ void Dispatcher::RunLane(Lane* lane) {
   auto* events_cf = store_->cf(Outbox::kEventsFamily);
   auto* meta_cf = store_->cf(Outbox::kMetaFamily);
   absl::Duration backoff = options_.initial_backoff;
+  int64_t failures_in_a_row = 0;
   std::map<std::string, int> refusals;  // event id -> times refused
   absl::Time next_backlog_count;
   auto save_cursor = [&](const Position& p) {
@@ -263,13 +266,13 @@ void Dispatcher::RunLane(Lane* lane) {
     });
     if (!scan.ok()) {
       log::Error("outbox scan failed", {{"error", scan.ToString()}});
-      if (!Sleep(options_.max_backoff)) return;
+      if (!Sleep(options_.max_backoff, false)) return;
       continue;
     }
     if (batch.empty()) {
       if (!(scanned_to == cursor)) save_cursor(scanned_to);
       lane->idle = true;
-      if (!Sleep(options_.poll_interval)) return;
+      if (!Sleep(options_.poll_interval, true)) return;
       continue;
     }
     lane->idle = false;
@@ -279,14 +282,23 @@ void Dispatcher::RunLane(Lane* lane) {
     auto response = Deliver(lane->channels, lane->shard, events, lane);
     if (!response.ok()) {
       lane->failed->Increment();
-      log::Warning("event delivery failed; will retry",
-                   {{"destination", lane->sink}, {"shard", lane->shard}, {"error", response.status().ToString()},
-                    {"backoff_ms", absl::ToInt64Milliseconds(backoff)}});
-      if (!Sleep(backoff)) return;
+      ++failures_in_a_row;
+      // A consumer that is down for long fails on every try; log the 1st, 2nd, 4th, 8th ... failure.
+      if ((failures_in_a_row & (failures_in_a_row - 1)) == 0) {
+        log::Warning("event delivery failed; will retry",
+                     {{"destination", lane->sink}, {"shard", lane->shard}, {"error", response.status().ToString()},
+                      {"failures_in_a_row", failures_in_a_row}, {"backoff_ms", absl::ToInt64Milliseconds(backoff)}});
+      }
+      if (!Sleep(backoff, false)) return;
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }
     lane->ok->Increment();
+    if (failures_in_a_row > 0) {
+      log::Info("event delivery resumed", {{"destination", lane->sink}, {"shard", lane->shard},
+                                           {"failures_before", failures_in_a_row}});
+      failures_in_a_row = 0;
+    }
     const int processed = std::clamp(response->processed_count(), 0, static_cast<int>(batch.size()));
     const absl::Time now = clock_->Now();
     for (int i = 0; i < processed; ++i) {
@@ -307,14 +319,14 @@ void Dispatcher::RunLane(Lane* lane) {
       log::Warning("consumer refused an event; will retry",
                    {{"destination", lane->sink}, {"event_id", failing.event_id()},
                     {"code", metrics::CodeName(code)}, {"error", response->failed_message()}, {"attempt", refused}});
-      if (!Sleep(backoff)) return;
+      if (!Sleep(backoff, false)) return;
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }
     const std::string error = absl::StrCat(metrics::CodeName(code), ": ", response->failed_message());
     if (absl::Status s = DeadLetter(lane, pos, failing, refused, error); !s.ok()) {
       log::Error("dead letter not written; will retry", {{"error", s.ToString()}});
-      if (!Sleep(backoff)) return;
+      if (!Sleep(backoff, false)) return;
       continue;
     }
     refusals.erase(failing.event_id());
@@ -354,7 +366,7 @@ void Dispatcher::RunGc() {
     });
     dead_letters_stored_.Set(static_cast<double>(stored));
   }
-  while (Sleep(options_.gc_interval)) {
+  while (Sleep(options_.gc_interval, false)) {
     int64_t kept = 0;
     if (lanes_.empty()) {
       (void)store_->Scan(events_cf, "", "", [&](absl::string_view, absl::string_view) {

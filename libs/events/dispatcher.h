@@ -76,7 +76,8 @@ class Dispatcher {
   struct Lane;
   void RunLane(Lane* lane);
   void RunGc();
-  bool Sleep(absl::Duration d);  // false when stopping
+  // Waits `d`, or less when `wake_on_commit` and new events are committed; false when stopping.
+  bool Sleep(absl::Duration d, bool wake_on_commit);
   absl::Status DeadLetter(Lane* lane, const Position& pos, const v1::Event& event, int attempts,
                           const std::string& error);
   // Sends one batch; `lane` (may be null) lets Stop() cancel the call instead of waiting for it.

@@ -10,6 +10,8 @@
 
 ABSL_FLAG(std::string, event_sinks, "default",
           "consumers of this service's events, ';'-separated: default, none, a service name, or name=address");
+ABSL_FLAG(int, event_max_backoff_ms, 10000, "longest wait between delivery attempts to an unreachable consumer");
+ABSL_FLAG(int, event_batch_size, 200, "events per delivery call");
 
 namespace crm::events {
 
@@ -95,6 +97,8 @@ absl::StatusOr<std::unique_ptr<EventProducer>> EventProducer::Create(const rpc::
     }
     sinks.push_back(std::move(sink));
   }
+  options.max_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_event_max_backoff_ms));
+  options.batch_size = absl::GetFlag(FLAGS_event_batch_size);
   p->dispatcher_ = std::make_unique<Dispatcher>(p->outbox_.get(), std::move(sinks), context.metrics, context.clock,
                                                 options);
   return p;

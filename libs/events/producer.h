@@ -4,6 +4,8 @@
 // --event_sinks (env CRM_EVENT_SINKS): consumers separated by ';'. "default" means the service's usual
 // consumers; "none" none; a name ("loyalty") takes its address from --loyalty_address; "name=address"
 // names any sink explicitly (tests, tools), e.g. "loyalty;audit=10.0.0.9:7000".
+// --event_max_backoff_ms (default 10000) caps the wait between attempts to an unreachable consumer;
+// --event_batch_size (default 200) is the number of events per delivery call.
 #pragma once
 
 #include <memory>
@@ -18,6 +20,7 @@
 #include "libs/rpc/service_main.h"
 
 ABSL_DECLARE_FLAG(std::string, event_sinks);
+ABSL_DECLARE_FLAG(int, event_max_backoff_ms);
 
 namespace crm::events {
 

@@ -1,5 +1,6 @@
 // crm.v1.OrderTrackingService end to end: the real order-tracking and customer-profile services on free
 // loopback ports over real RocksDB, called through generated stubs; events to a real consumer.
+#include <set>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -693,6 +694,92 @@ TEST_CASE("on-time delivery rate is a metric by timeliness", "[order_tracking][m
   const auto check = testing::RunCommand("promtool check metrics", page->body);
   INFO(check.output);
   CHECK(check.exit_code == 0);
+}
+
+// The event id's position "<epoch>.<seq>" as a comparable pair.
+std::pair<uint64_t, uint64_t> PositionOf(const std::string& event_id) {
+  const std::string pos = event_id.substr(event_id.rfind('/') + 1);
+  const size_t dot = pos.find('.');
+  return {std::stoull(pos.substr(0, dot)), std::stoull(pos.substr(dot + 1))};
+}
+
+TEST_CASE("with the consumer down while 1,000 orders are delivered, it later receives every event once, in order",
+          "[order_tracking][events]") {
+  testing::EventRecorder recorder;
+  recorder.Start();
+  recorder.Stop();  // down, but its address is known
+  World w("test=" + recorder.address());
+  constexpr int kCustomers = 50, kOrdersEach = 20;
+  std::vector<std::string> customers;
+  for (int i = 0; i < kCustomers; ++i) customers.push_back(w.Customer("shopper" + std::to_string(i) + "@example.com"));
+  w.orders.clock().Set(kStart + absl::Hours(50));
+  std::vector<std::thread> threads;
+  std::atomic<int> delivered{0};
+  for (int t = 0; t < 10; ++t) {
+    threads.emplace_back([&, t] {
+      auto stub = v1::OrderTrackingService::NewStub(w.orders.channel());
+      for (int c = t; c < kCustomers; c += 10) {
+        for (int k = 0; k < kOrdersEach; ++k) {
+          v1::Order o;
+          if (!Call(stub.get(), &Stub::CreateOrder, w.OrderRequest(customers[c], "o-" + std::to_string(k)), &o).ok()) continue;
+          v1::PayOrderRequest pay;
+          pay.set_customer_id(o.customer_id());
+          pay.set_order_id(o.order_id());
+          pay.set_payment_reference("p");
+          if (!Call(stub.get(), &Stub::PayOrder, pay, &o).ok()) continue;
+          v1::ProcessOrderRequest proc;
+          proc.set_customer_id(o.customer_id());
+          proc.set_order_id(o.order_id());
+          if (!Call(stub.get(), &Stub::ProcessOrder, proc, &o).ok()) continue;
+          bool ok = true;
+          for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                      v1::PACKAGE_STATUS_DELIVERED}) {
+            v1::AdvancePackageRequest adv;
+            adv.set_customer_id(o.customer_id());
+            adv.set_order_id(o.order_id());
+            adv.set_package_id(o.packages(0).package_id());
+            adv.set_status(s);
+            adv.set_carrier("JD Logistics");
+            adv.set_tracking_number("JD" + o.order_id());
+            ok = ok && Call(stub.get(), &Stub::AdvancePackage, adv, &o).ok();
+          }
+          if (ok) ++delivered;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  REQUIRE(delivered == kCustomers * kOrdersEach);
+  CHECK(recorder.applied().empty());
+
+  // Back up, and the first answers get lost on the way: those batches are delivered again.
+  recorder.DropAnswers(3);
+  recorder.Start();
+  const size_t expected = 2 * kCustomers * kOrdersEach;  // OrderPlaced + OrderDelivered per order
+  REQUIRE(recorder.WaitForApplied(expected, absl::Seconds(120)));
+  REQUIRE(w.orders.component().events().dispatcher().WaitCaughtUp(absl::Seconds(60)));
+  const auto events = recorder.applied();
+  CHECK(events.size() == expected);
+  CHECK(recorder.duplicates() > 0);
+  std::set<std::string> ids;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> last_position;  // per customer
+  std::map<std::string, int> placed, delivered_events;
+  for (const auto& e : events) {
+    CHECK(ids.insert(e.event_id()).second);
+    const auto pos = PositionOf(e.event_id());
+    auto [it, fresh] = last_position.emplace(e.customer_id(), pos);
+    if (!fresh) {
+      CHECK(it->second < pos);  // each customer's events arrive in the order they were written
+      it->second = pos;
+    }
+    if (e.has_order_placed()) ++placed[e.order_placed().order_id()];
+    if (e.has_order_delivered()) {
+      CHECK(placed[e.order_delivered().order_id()] == 1);  // placed arrived first
+      ++delivered_events[e.order_delivered().order_id()];
+    }
+  }
+  CHECK(placed.size() == static_cast<size_t>(kCustomers * kOrdersEach));
+  CHECK(delivered_events.size() == static_cast<size_t>(kCustomers * kOrdersEach));
 }
 
 }  // namespace

@@ -71,6 +71,8 @@ class ServiceHarness {
     backends_ = std::make_unique<rpc::Backends>(metrics_.get());
     for (const auto& [name, address] : options_.backends) backends_->SetAddress(name, address);
     absl::SetFlag(&FLAGS_event_sinks, options_.event_sinks);
+    // A consumer that comes back is found within half a second, not ten.
+    absl::SetFlag(&FLAGS_event_max_backoff_ms, 500);
     rpc::ServiceContext context{options_.service_name, store_.get(), metrics_.get(), &clock_, backends_.get(),
                                 options_.shard_index};
     auto component = ComponentT::Create(context);
