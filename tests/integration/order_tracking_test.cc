@@ -782,5 +782,57 @@ TEST_CASE("with the consumer down while 1,000 orders are delivered, it later rec
   CHECK(delivered_events.size() == static_cast<size_t>(kCustomers * kOrdersEach));
 }
 
+TEST_CASE("an event the consumer keeps refusing becomes a dead letter, without blocking others, and can be replayed",
+          "[order_tracking][events]") {
+  testing::EventRecorder recorder;
+  recorder.Start();
+  World w("test=" + recorder.address(), /*serve_metrics=*/true);
+  const std::string poison = w.Customer("poison@example.com");
+  const std::string fine = w.Customer("fine@example.com");
+  recorder.RefuseCustomer(poison);
+  w.Create(poison, "p1");
+  w.Create(fine, "f1");
+  REQUIRE(recorder.WaitForApplied(1, absl::Seconds(60)));
+
+  auto admin = v1::EventAdminService::NewStub(w.orders.channel());
+  v1::ListDeadLettersRequest list;
+  list.set_producer("order-tracking");
+  v1::ListDeadLettersResponse letters;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < deadline) {
+    REQUIRE(Call(admin.get(), &v1::EventAdminService::Stub::ListDeadLetters, list, &letters).ok());
+    if (letters.dead_letters_size() > 0) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  REQUIRE(letters.dead_letters_size() == 1);
+  const v1::DeadLetter& d = letters.dead_letters(0);
+  CHECK(d.event().customer_id() == poison);
+  CHECK(d.destination() == "test");
+  CHECK(d.last_error().find("FAILED_PRECONDITION") != std::string::npos);
+  CHECK(d.attempts() >= 5);
+  CHECK(recorder.applied().size() == 1);  // the other customer's event went through
+  CHECK(recorder.applied()[0].customer_id() == fine);
+
+  auto page = testing::HttpGet(w.orders.metrics().port(), "/metrics");
+  REQUIRE(page.ok());
+  CHECK(page->body.find("crm_event_dead_letters_total{destination=\"test\",shard=\"0\"} 1") != std::string::npos);
+
+  list.set_producer("loyalty");  // this process is order-tracking
+  RequireError(Call(admin.get(), &v1::EventAdminService::Stub::ListDeadLetters, list, &letters),
+               grpc::StatusCode::INVALID_ARGUMENT, "producer:");
+
+  recorder.AcceptAll();
+  v1::ReplayDeadLettersRequest replay;
+  replay.set_producer("order-tracking");
+  v1::ReplayDeadLettersResponse replayed;
+  REQUIRE(Call(admin.get(), &v1::EventAdminService::Stub::ReplayDeadLetters, replay, &replayed).ok());
+  CHECK(replayed.replayed_count() == 1);
+  CHECK(replayed.still_failing_size() == 0);
+  CHECK(recorder.applied().size() == 2);
+  list.set_producer("order-tracking");
+  REQUIRE(Call(admin.get(), &v1::EventAdminService::Stub::ListDeadLetters, list, &letters).ok());
+  CHECK(letters.dead_letters_size() == 0);
+}
+
 }  // namespace
 }  // namespace crm::order_tracking

@@ -13,7 +13,8 @@
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
 
-ABSL_FLAG(std::string, suites, "profile", "comma-separated suites to run: profile");
+ABSL_FLAG(std::string, suites, "profile,orders", "comma-separated suites to run: profile, orders");
+ABSL_FLAG(int, order_customers, 2000, "customers placing orders in the orders suite");
 ABSL_FLAG(int, customers, 100000, "customers bulk-loaded before measuring");
 ABSL_FLAG(int, concurrency, 32, "calls in flight (closed loop)");
 ABSL_FLAG(int, channels, 4, "client connections");
@@ -115,6 +116,7 @@ int main(int argc, char** argv) {
   crm::log::SetMinLevel(crm::log::Level::kWarning);
   crm::load::BenchOptions options;
   options.customers = absl::GetFlag(FLAGS_customers);
+  options.order_customers = absl::GetFlag(FLAGS_order_customers);
   options.load.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.load.channels = absl::GetFlag(FLAGS_channels);
   options.load.warmup = absl::Seconds(absl::GetFlag(FLAGS_warmup_s));
@@ -125,6 +127,8 @@ int main(int argc, char** argv) {
     try {
       if (suite == "profile") {
         crm::load::RunProfileSuite(options, report);
+      } else if (suite == "orders") {
+        crm::load::RunOrdersSuite(options, report);
       } else {
         std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
         return 2;

@@ -13,6 +13,8 @@ namespace crm::load {
 
 struct BenchOptions {
   int customers = 100000;
+  // Customers (with an address) that place orders in the orders suite.
+  int order_customers = 2000;
   LoadOptions load;
 };
 
@@ -46,5 +48,10 @@ class Report {
 };
 
 void RunProfileSuite(const BenchOptions& options, Report& report);
+void RunOrdersSuite(const BenchOptions& options, Report& report);
+
+// Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
+std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,
+                                               absl::Duration* took);
 
 }  // namespace crm::load

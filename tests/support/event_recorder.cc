@@ -44,6 +44,12 @@ EventRecorder::EventRecorder() {
       store_.get(),
       // The effect of an event is a row in the consumer's own store, written in the consumer's transaction.
       [this](store::Transaction& txn, const v1::Event& e) -> absl::Status {
+        {
+          absl::MutexLock lock(&mu_);
+          if (refused_.count(e.customer_id()) > 0) {
+            return absl::FailedPreconditionError("this consumer refuses events of " + e.customer_id());
+          }
+        }
         return txn.PutProto(store_->cf("recorded"), store::Key().U64(next_row_.fetch_add(1)).bytes(), e);
       },
       executor_.get(), metrics_->registry());
@@ -71,6 +77,16 @@ void EventRecorder::Stop() {
 void EventRecorder::DropAnswers(int n) {
   absl::MutexLock lock(&mu_);
   drop_answers_ = n;
+}
+
+void EventRecorder::RefuseCustomer(const std::string& customer_id) {
+  absl::MutexLock lock(&mu_);
+  refused_.insert(customer_id);
+}
+
+void EventRecorder::AcceptAll() {
+  absl::MutexLock lock(&mu_);
+  refused_.clear();
 }
 
 std::vector<v1::Event> EventRecorder::applied() {

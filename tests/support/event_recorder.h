@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,10 @@ class EventRecorder {
 
   // The next `n` batches are applied but answered UNAVAILABLE, as if the answer were lost.
   void DropAnswers(int n);
+  // Refuses (FAILED_PRECONDITION) every event of this customer until Accept(); the producer retries, then
+  // dead-letters them.
+  void RefuseCustomer(const std::string& customer_id);
+  void AcceptAll();
 
   // Applied events (duplicates excluded), in the order they were applied.
   std::vector<v1::Event> applied();
@@ -56,6 +61,7 @@ class EventRecorder {
   std::atomic<uint64_t> next_row_{0};
   absl::Mutex mu_;
   int drop_answers_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<std::string> refused_ ABSL_GUARDED_BY(mu_);
   int64_t processed_ ABSL_GUARDED_BY(mu_) = 0;  // events acknowledged, duplicates included
 };
 
