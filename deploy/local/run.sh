@@ -28,6 +28,15 @@ build="${CRM_BUILD_DIR:-$root/build}"
 # name, binary (relative to the build folder), port offset
 services=(
   "customer-profile services/customer_profile/customer-profile 1"
+  "order-tracking services/order_tracking/order-tracking 2"
+)
+# Every process learns where the others are (flags; defaults would assume --port-base 50050).
+addresses=(
+  "--customer_profile_address=127.0.0.1:$((port_base + 1))"
+  "--order_tracking_address=127.0.0.1:$((port_base + 2))"
+  "--loyalty_address=127.0.0.1:$((port_base + 3))"
+  "--complaint_ticket_address=127.0.0.1:$((port_base + 4))"
+  "--recommendation_address=127.0.0.1:$((port_base + 5))"
 )
 
 mkdir -p "$data/logs"
@@ -67,7 +76,7 @@ for entry in "${services[@]}"; do
   log="$data/logs/$name.log"
   "$build/$binary" --listen="127.0.0.1:$((port_base + offset))" \
     --metrics_listen="127.0.0.1:$((metrics_base + offset))" \
-    --data_dir="$data/$name" >>"$log" 2>&1 &
+    --data_dir="$data/$name" "${addresses[@]}" >>"$log" 2>&1 &
   pids+=("$!")
 done
 
