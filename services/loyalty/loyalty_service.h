@@ -1,0 +1,119 @@
+// crm.v1.LoyaltyService over gRPC's callback API, and the loyalty side of the events (delivered orders
+// earn growth and points, refunds take back exactly what they granted, reviews earn review points, erasure
+// anonymises). Handlers validate, run the membership rules (loyalty_rules.h, membership.h) inside one
+// account transaction (loyalty_store.h) and map the result. Writes run on the write executor.
+#pragma once
+
+#include <memory>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "crm/v1/loyalty.grpc.pb.h"
+#include "libs/clock/clock.h"
+#include "libs/events/consumer.h"
+#include "libs/rpc/backends.h"
+#include "libs/rpc/executor.h"
+#include "libs/rpc/service_main.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/loyalty/loyalty_store.h"
+
+namespace crm::loyalty {
+
+// The rules in force; replaced whole on reload so a reader never sees half of two rule sets.
+class RulesHolder {
+ public:
+  explicit RulesHolder(v1::LoyaltyRules rules) : rules_(std::make_shared<const v1::LoyaltyRules>(std::move(rules))) {}
+  std::shared_ptr<const v1::LoyaltyRules> Get() const {
+    absl::MutexLock lock(&mu_);
+    return rules_;
+  }
+  void Set(v1::LoyaltyRules rules) {
+    absl::MutexLock lock(&mu_);
+    rules_ = std::make_shared<const v1::LoyaltyRules>(std::move(rules));
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const v1::LoyaltyRules> rules_ ABSL_GUARDED_BY(mu_);
+};
+
+struct LoyaltyMetrics {
+  explicit LoyaltyMetrics(prometheus::Registry& registry);
+  prometheus::Family<prometheus::Gauge>& members;         // {tier}
+  prometheus::Family<prometheus::Counter>& points_issued;  // {source}
+  prometheus::Counter& points_redeemed;
+  prometheus::Counter& points_expired;
+  prometheus::Counter& points_reversed;
+  prometheus::Family<prometheus::Counter>& tier_changes;  // {direction}
+};
+
+class LoyaltyService final : public v1::LoyaltyService::CallbackService {
+ public:
+  LoyaltyService(LoyaltyStore* store, RulesHolder* rules, std::string rules_file, Clock* clock, rpc::Executor* writes,
+                 rpc::Backends* backends, prometheus::Registry& registry);
+
+  using Ctx = grpc::CallbackServerContext;
+  using Reactor = grpc::ServerUnaryReactor;
+  Reactor* GetMembership(Ctx*, const v1::GetMembershipRequest*, v1::Membership*) override;
+  Reactor* ExplainMembership(Ctx*, const v1::ExplainMembershipRequest*, v1::MembershipExplanation*) override;
+  Reactor* GetRules(Ctx*, const v1::GetRulesRequest*, v1::LoyaltyRules*) override;
+  Reactor* ReloadRules(Ctx*, const v1::ReloadRulesRequest*, v1::LoyaltyRules*) override;
+  Reactor* ListPointsHistory(Ctx*, const v1::ListPointsHistoryRequest*, v1::ListPointsHistoryResponse*) override;
+  Reactor* GrantPoints(Ctx*, const v1::GrantPointsRequest*, v1::LedgerEntry*) override;
+  Reactor* RedeemPoints(Ctx*, const v1::RedeemPointsRequest*, v1::LedgerEntry*) override;
+  Reactor* RecordReferral(Ctx*, const v1::RecordReferralRequest*, v1::Membership*) override;
+  Reactor* RateTrade(Ctx*, const v1::RateTradeRequest*, v1::CreditStanding*) override;
+  Reactor* SetEnterpriseAccount(Ctx*, const v1::SetEnterpriseAccountRequest*, v1::Membership*) override;
+  Reactor* IssueCoupon(Ctx*, const v1::IssueCouponRequest*, v1::Coupon*) override;
+  Reactor* ListCoupons(Ctx*, const v1::ListCouponsRequest*, v1::ListCouponsResponse*) override;
+  Reactor* RunMaintenance(Ctx*, const v1::RunMaintenanceRequest*, v1::RunMaintenanceResponse*) override;
+
+  // The loyalty side of an event, inside the consumer's transaction.
+  absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
+  // Expiry sweep and tier re-evaluation as of now; safe to repeat.
+  absl::Status Maintain(v1::RunMaintenanceResponse* out);
+  // Counts members per tier from the store (at start).
+  void CountMembers();
+
+ private:
+  // OK when the customer has a loyalty account or customer-profile knows them; NOT_FOUND otherwise.
+  absl::Status CheckCustomer(const std::string& customer_id);
+  // Counts what a committed session did (points issued, redeemed, expired, tier moves).
+  void Committed(const AccountSession::Effects& effects);
+  void ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules, absl::Time now);
+
+  LoyaltyStore* const store_;
+  RulesHolder* const rules_;
+  const std::string rules_file_;
+  Clock* const clock_;
+  rpc::Executor* const writes_;
+  rpc::Backends* const backends_;
+  LoyaltyMetrics metrics_;
+};
+
+class LoyaltyComponent final : public rpc::Component {
+ public:
+  static absl::StatusOr<std::unique_ptr<LoyaltyComponent>> Create(const rpc::ServiceContext& context);
+  ~LoyaltyComponent() override;
+  void Register(rpc::Server& server) override;
+  void Start() override;
+  void Stop() override;
+  LoyaltyService& service() { return *service_; }
+
+ private:
+  LoyaltyComponent() = default;
+  std::unique_ptr<RulesHolder> rules_;
+  std::unique_ptr<LoyaltyStore> store_;
+  std::unique_ptr<rpc::Executor> writes_;
+  std::unique_ptr<LoyaltyService> service_;
+  std::unique_ptr<events::EventConsumer> consumer_;
+  absl::Duration maintenance_interval_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread maintenance_;
+};
+
+}  // namespace crm::loyalty
