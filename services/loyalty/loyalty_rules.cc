@@ -143,6 +143,16 @@ absl::StatusOr<v1::LoyaltyRules> ParseRules(absl::string_view text) {
   if (!parser.ParseFromString(std::string(text), &rules)) {
     return absl::InvalidArgumentError(absl::StrCat("rules file: ", errors.message()));
   }
+  // A section the file leaves out keeps its built-in value; an unset multiplier means "no change".
+  const v1::LoyaltyRules defaults = DefaultRules();
+  if (rules.tiers().empty()) *rules.mutable_tiers() = defaults.tiers();
+  if (!rules.has_growth()) *rules.mutable_growth() = defaults.growth();
+  if (!rules.has_points()) *rules.mutable_points() = defaults.points();
+  if (!rules.has_credit()) *rules.mutable_credit() = defaults.credit();
+  if (!rules.has_enterprise()) *rules.mutable_enterprise() = defaults.enterprise();
+  for (auto& t : *rules.mutable_tiers()) {
+    if (t.benefits().points_multiplier_percent() == 0) t.mutable_benefits()->set_points_multiplier_percent(100);
+  }
   absl::Status s = ValidateRules(rules);
   if (s.ok()) return rules;
   // Point at the line of the field the message names: "tiers[2]..." -> the third `tiers` block.

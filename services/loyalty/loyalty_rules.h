@@ -16,8 +16,9 @@ namespace crm::loyalty {
 // yuan, Taobao's 15 credit thresholds, points expiring at the end of the year after they were earned.
 v1::LoyaltyRules DefaultRules();
 
-// Parses protobuf text format and checks the rules make sense. Errors name the line: a syntax error by
-// the parser's line, a semantic one by the line of the offending field.
+// Parses protobuf text format and checks the rules make sense. A top-level section the text leaves out
+// (tiers, growth, points, credit, enterprise) keeps its built-in value. Errors name the line: a syntax
+// error by the parser's line, a semantic one by the line of the offending field.
 absl::StatusOr<v1::LoyaltyRules> ParseRules(absl::string_view text);
 // Semantic checks alone (tiers in order from 0 with growing thresholds, rates >= 0, 15 growing credit
 // thresholds, window 1-3660 days). INVALID_ARGUMENT naming the field.

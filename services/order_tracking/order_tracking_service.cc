@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/loyalty.grpc.pb.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
@@ -181,12 +182,12 @@ OrderMetrics::OrderMetrics(prometheus::Registry& r)
                    .Add({})) {}
 
 OrderTrackingService::OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes,
-                                           rpc::ChannelSet* profiles, ReturnRules return_rules,
+                                           rpc::Backends* backends, ReturnRules return_rules,
                                            prometheus::Registry& registry)
     : store_(store),
       clock_(clock),
       writes_(writes),
-      profiles_(profiles),
+      backends_(backends),
       return_rules_(std::move(return_rules)),
       metrics_(registry),
       hub_(&metrics_.watchers) {}
@@ -256,7 +257,9 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now, total, currency]() -> absl::Status {
     // The customer must exist, and the order keeps a copy of the address it ships to.
-    auto profiles = v1::CustomerProfileService::NewStub(profiles_->ForKey(req->customer_id()));
+    auto profile_channels = backends_->Get("customer-profile");
+    if (!profile_channels.ok()) return profile_channels.status();
+    auto profiles = v1::CustomerProfileService::NewStub((*profile_channels)->ForKey(req->customer_id()));
     grpc::ClientContext pctx;
     rpc::SetTimeout(pctx, absl::Seconds(3));
     v1::GetCustomerRequest get;
@@ -606,6 +609,24 @@ grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(Ctx*
   return watcher;
 }
 
+absl::StatusOr<int> OrderTrackingService::ReturnWindowExtension(const std::string& customer_id) {
+  auto loyalty = backends_->Get("loyalty");
+  if (!loyalty.ok()) return loyalty.status();
+  auto stub = v1::LoyaltyService::NewStub((*loyalty)->ForKey(customer_id));
+  grpc::ClientContext ctx;
+  rpc::SetTimeout(ctx, absl::Seconds(3));
+  v1::GetMembershipRequest req;
+  req.set_customer_id(customer_id);
+  v1::Membership m;
+  const grpc::Status s = stub->GetMembership(&ctx, req, &m);
+  if (!s.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "loyalty could not tell whether a membership benefit extends the return window (", s.error_message(),
+        "); retry with the same request_id"));
+  }
+  return m.benefits().return_window_extension_days();
+}
+
 grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx, const v1::RequestReturnRequest* req, v1::Return* resp) {
   if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
@@ -619,11 +640,21 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx, const v1
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    // A membership tier may extend return windows: ask loyalty only when the plain window has passed.
+    int extra_days = 0;
+    if (auto current = store_->GetOrder(req->customer_id(), req->order_id()); current.ok()) {
+      auto plain = CheckReturnRequest(*current, req->items(), return_rules_, 0, now);
+      if (!plain.ok() && plain.status().message().find("return window") != absl::string_view::npos) {
+        auto extension = ReturnWindowExtension(req->customer_id());
+        if (!extension.ok()) return extension.status();
+        extra_days = *extension;
+      }
+    }
     v1::Order order;
     absl::Status s = store_->CreateReturn(req->customer_id(), req->order_id(), req->request_id(),
         store::RequestFingerprint(*req), now,
         [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
-          auto window_end = CheckReturnRequest(o, req->items(), return_rules_, /*extra_days=*/0, now);
+          auto window_end = CheckReturnRequest(o, req->items(), return_rules_, extra_days, now);
           if (!window_end.ok()) return window_end.status();
           r.set_return_id(sharding::NewIdInBucket("r", sharding::BucketOf(req->customer_id())));
           r.set_order_id(o.order_id());
@@ -802,15 +833,14 @@ absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::
     if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
     rules = *std::move(parsed);
   }
-  auto events = events::EventProducer::Create(context, {});
+  // Loyalty accrues growth and points from delivered orders and takes them back on refunds.
+  auto events = events::EventProducer::Create(context, {"loyalty"});
   if (!events.ok()) return events.status();
   c->events_ = std::move(*events);
   c->store_ = std::make_unique<OrderTrackingStore>(context.store, &c->events_->outbox());
   c->writes_ = std::make_unique<rpc::Executor>("order-writes", 32);
-  auto profiles = context.backends->Get("customer-profile");
-  if (!profiles.ok()) return profiles.status();
-  c->service_ = std::make_unique<OrderTrackingService>(c->store_.get(), context.clock, c->writes_.get(), *profiles,
-                                                       std::move(rules), context.metrics->registry());
+  c->service_ = std::make_unique<OrderTrackingService>(c->store_.get(), context.clock, c->writes_.get(),
+                                                       context.backends, std::move(rules), context.metrics->registry());
   OrderTrackingStore* store = c->store_.get();
   c->consumer_ = std::make_unique<events::EventConsumer>(
       context.store,

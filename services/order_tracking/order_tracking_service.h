@@ -41,7 +41,9 @@ struct OrderMetrics {
 
 class OrderTrackingService final : public v1::OrderTrackingService::CallbackService {
  public:
-  OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes, rpc::ChannelSet* profiles,
+  // `backends` reaches customer-profile (the customer and address of a new order) and loyalty (return
+  // window extensions). Not owned.
+  OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes, rpc::Backends* backends,
                        ReturnRules return_rules, prometheus::Registry& registry);
 
   using Ctx = grpc::CallbackServerContext;
@@ -68,11 +70,13 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   // After a committed change: metrics for what it emitted, and the update for watchers.
   void Committed(const v1::Order& order, const OrderChange& change, absl::Time now);
   absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
+  // Days the customer's membership adds to return windows (asks loyalty).
+  absl::StatusOr<int> ReturnWindowExtension(const std::string& customer_id);
 
   OrderTrackingStore* const store_;
   Clock* const clock_;
   rpc::Executor* const writes_;
-  rpc::ChannelSet* const profiles_;
+  rpc::Backends* const backends_;
   const ReturnRules return_rules_;
   OrderMetrics metrics_;
   OrderWatchHub hub_;

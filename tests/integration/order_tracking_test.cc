@@ -11,6 +11,7 @@
 #include "libs/api/validate.h"
 #include "services/customer_profile/customer_profile_service.h"
 #include "services/order_tracking/order_lifecycle.h"
+#include "services/loyalty/loyalty_service.h"
 #include "services/order_tracking/order_tracking_service.h"
 #include "tests/support/event_recorder.h"
 #include "tests/support/http.h"
@@ -504,6 +505,14 @@ TEST_CASE("returns: within the window, refunded at the price paid, shipping when
   CHECK(ret.refund_amount().amount_minor() == 399900 + 1000);
   CHECK(ret.shipping_refunded());
 
+  // Return windows depend on the membership, so loyalty answers for the customer from here on.
+  testing::ServiceHarness<loyalty::LoyaltyComponent>::Options lo;
+  lo.service_name = "loyalty";
+  lo.column_families = loyalty::LoyaltyStore::ColumnFamilies();
+  lo.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(w.profile.port())}};
+  testing::ServiceHarness<loyalty::LoyaltyComponent> loyalty_service(lo);
+  w.orders.backends().SetAddress("loyalty", "127.0.0.1:" + std::to_string(loyalty_service.port()));
+
   // The cables, customer's fault, after the 15-day window: refused with the window's end.
   w.orders.clock().Set(kStart + absl::Hours(24 * 20));
   req.set_request_id("ret-3");
@@ -513,11 +522,34 @@ TEST_CASE("returns: within the window, refunded at the price paid, shipping when
   RequireError(late, grpc::StatusCode::FAILED_PRECONDITION, "items[0].item_id:");
   CHECK(late.error_message().find("ended 2026-01-18T02:00:00Z") != std::string::npos);
 
+  // A silver member (3 more days) may still return them on day 19: a delivered order of 2,599 CNY makes silver.
+  v1::Event silver;
+  silver.set_event_id("test/0/1.1");
+  silver.set_customer_id(cid);
+  api::SetTimestamp(kStart + absl::Hours(24 * 16), silver.mutable_occur_time());
+  auto* d = silver.mutable_order_delivered();
+  d->set_order_id("o-other");
+  auto* big = d->add_items();
+  big->set_item_id("1");
+  big->set_category("kitchen");
+  big->set_quantity(1);
+  big->mutable_unit_price()->set_amount_minor(259900);
+  auto sink = v1::EventSink::NewStub(loyalty_service.channel());
+  v1::DeliverEventsRequest deliver;
+  *deliver.add_events() = silver;
+  v1::DeliverEventsResponse delivered;
+  REQUIRE(Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, deliver, &delivered).ok());
+  w.orders.clock().Set(kStart + absl::Hours(24 * 19));
+  loyalty_service.clock().Set(kStart + absl::Hours(24 * 19));
+  req.set_request_id("ret-4");
+  REQUIRE(Call(w.stub.get(), &Stub::RequestReturn, req, &retry).ok());
+  CHECK(api::FromTimestamp(retry.window_end_time()) == kStart + absl::Hours(50 + 24 * 18));
+
   v1::ListReturnsRequest list;
   list.set_customer_id(cid);
   v1::ListReturnsResponse returns;
   REQUIRE(Call(w.stub.get(), &Stub::ListReturns, list, &returns).ok());
-  CHECK(returns.returns_size() == 1);
+  CHECK(returns.returns_size() == 2);
 
   // The refund is an event for the other services, with the exact amount.
   int refunds = 0;

@@ -69,6 +69,8 @@ class ServiceHarness {
     store_ = std::move(*store);
     metrics_->AddCollectable(std::make_shared<metrics::RocksDbCollector>(store_.get()));
     backends_ = std::make_unique<rpc::Backends>(metrics_.get());
+    // Hermetic: a service the test does not name is unreachable (port 1), never a local run's default port.
+    for (const auto& info : rpc::DataServices()) backends_->SetAddress(info.name, "127.0.0.1:1");
     for (const auto& [name, address] : options_.backends) backends_->SetAddress(name, address);
     absl::SetFlag(&FLAGS_event_sinks, options_.event_sinks);
     // A consumer that comes back is found within half a second, not ten.

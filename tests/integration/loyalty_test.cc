@@ -1,0 +1,606 @@
+// crm.v1.LoyaltyService end to end: the real loyalty service (with customer-profile, and order-tracking
+#include <fstream>
+// where trades and real order events are needed) on loopback ports over real RocksDB.
+#include <random>
+#include <thread>
+
+#include "catch2/catch.hpp"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/loyalty.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "libs/api/validate.h"
+#include "services/customer_profile/customer_profile_service.h"
+#include "services/loyalty/loyalty_rules.h"
+#include "services/loyalty/loyalty_service.h"
+#include "services/order_tracking/order_tracking_service.h"
+#include "tests/support/http.h"
+#include "tests/support/process.h"
+#include "tests/support/service_harness.h"
+
+namespace crm::loyalty {
+namespace {
+
+using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
+using LoyaltyHarness = testing::ServiceHarness<LoyaltyComponent>;
+using OrderHarness = testing::ServiceHarness<order_tracking::OrderTrackingComponent>;
+using Stub = v1::LoyaltyService::Stub;
+
+template <typename StubT, typename Req, typename Resp>
+grpc::Status Call(StubT* stub, grpc::Status (StubT::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+                  Resp* resp) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  return (stub->*method)(&ctx, req, resp);
+}
+
+void RequireError(const grpc::Status& s, grpc::StatusCode code, const std::string& prefix) {
+  INFO("message: " << s.error_message());
+  REQUIRE(s.error_code() == code);
+  CHECK(s.error_message().rfind(prefix, 0) == 0);
+}
+
+struct World {
+  explicit World(bool serve_metrics = false)
+      : profile(ProfileOpts()), loyalty(LoyaltyOpts(profile.port(), serve_metrics)) {
+    profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
+    stub = v1::LoyaltyService::NewStub(loyalty.channel());
+    sink = v1::EventSink::NewStub(loyalty.channel());
+  }
+  static ProfileHarness::Options ProfileOpts() {
+    ProfileHarness::Options o;
+    o.service_name = "customer-profile";
+    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
+    return o;
+  }
+  static LoyaltyHarness::Options LoyaltyOpts(int profile_port, bool metrics) {
+    LoyaltyHarness::Options o;
+    o.service_name = "loyalty";
+    o.column_families = LoyaltyStore::ColumnFamilies();
+    o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
+    o.serve_metrics = metrics;
+    return o;
+  }
+
+  std::string Customer(const std::string& email) {
+    v1::RegisterCustomerRequest reg;
+    reg.set_request_id("reg-" + email);
+    reg.set_email(email);
+    v1::Customer c;
+    REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c).ok());
+    return c.customer_id();
+  }
+
+  // Delivers events to loyalty's EventSink as a producer would.
+  void Deliver(const std::vector<v1::Event>& events) {
+    v1::DeliverEventsRequest req;
+    for (const auto& e : events) *req.add_events() = e;
+    v1::DeliverEventsResponse resp;
+    const grpc::Status s = Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp);
+    INFO(s.error_message() << " " << resp.failed_message());
+    REQUIRE(s.ok());
+    REQUIRE(resp.processed_count() == static_cast<int>(events.size()));
+  }
+
+  v1::Event Delivered(const std::string& cid, const std::string& order_id,
+                      std::vector<std::tuple<std::string, std::string, int, int64_t>> items, absl::Time when) {
+    v1::Event e;
+    e.set_event_id("order-tracking/0/1." + std::to_string(++seq));
+    e.set_customer_id(cid);
+    e.set_producer("order-tracking");
+    api::SetTimestamp(when, e.mutable_occur_time());
+    auto* d = e.mutable_order_delivered();
+    d->set_order_id(order_id);
+    int64_t total = 0;
+    for (const auto& [item_id, category, qty, unit] : items) {
+      auto* i = d->add_items();
+      i->set_item_id(item_id);
+      i->set_sku("sku-" + item_id);
+      i->set_category(category);
+      i->set_quantity(qty);
+      i->mutable_unit_price()->set_amount_minor(unit);
+      i->mutable_unit_price()->set_currency("CNY");
+      total += unit * qty;
+    }
+    d->mutable_items_amount()->set_amount_minor(total);
+    d->mutable_items_amount()->set_currency("CNY");
+    return e;
+  }
+
+  v1::Event Refunded(const std::string& cid, const std::string& order_id, const std::string& return_id,
+                     std::vector<std::pair<std::string, int>> items, absl::Time when) {
+    v1::Event e;
+    e.set_event_id("order-tracking/0/1." + std::to_string(++seq));
+    e.set_customer_id(cid);
+    e.set_producer("order-tracking");
+    api::SetTimestamp(when, e.mutable_occur_time());
+    auto* r = e.mutable_order_refunded();
+    r->set_order_id(order_id);
+    r->set_return_id(return_id);
+    for (const auto& [item_id, qty] : items) {
+      auto* i = r->add_items();
+      i->set_item_id(item_id);
+      i->set_quantity(qty);
+    }
+    return e;
+  }
+
+  v1::Membership Membership(const std::string& cid) {
+    v1::GetMembershipRequest req;
+    req.set_customer_id(cid);
+    v1::Membership m;
+    const grpc::Status s = Call(stub.get(), &Stub::GetMembership, req, &m);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return m;
+  }
+
+  std::vector<v1::LedgerEntry> Ledger(const std::string& cid, int64_t* balance = nullptr) {
+    std::vector<v1::LedgerEntry> all;
+    v1::ListPointsHistoryRequest req;
+    req.set_customer_id(cid);
+    req.set_page_size(1000);
+    for (;;) {
+      v1::ListPointsHistoryResponse resp;
+      REQUIRE(Call(stub.get(), &Stub::ListPointsHistory, req, &resp).ok());
+      all.insert(all.end(), resp.entries().begin(), resp.entries().end());
+      if (balance != nullptr) *balance = resp.balance();
+      if (resp.next_page_token().empty()) break;
+      req.set_page_token(resp.next_page_token());
+    }
+    return all;
+  }
+
+  ProfileHarness profile;
+  LoyaltyHarness loyalty;
+  std::unique_ptr<v1::CustomerProfileService::Stub> profile_stub;
+  std::unique_ptr<Stub> stub;
+  std::unique_ptr<v1::EventSink::Stub> sink;
+  int seq = 0;
+};
+
+const absl::Time kT0 = absl::FromUnixSeconds(1767225600);  // the harness clock: 2026-01-01T00:00:00Z
+
+TEST_CASE("a new customer is a registered member; an unknown one is NOT_FOUND; the rules are published", "[loyalty]") {
+  World w;
+  const std::string cid = w.Customer("new@example.com");
+  const v1::Membership m = w.Membership(cid);
+  CHECK(m.tier() == v1::TIER_REGISTERED);
+  CHECK(m.growth_value() == 0);
+  CHECK(m.next_tier() == v1::TIER_BRONZE);
+  CHECK(m.credit().level_name() == "no level yet");
+  v1::GetMembershipRequest unknown;
+  unknown.set_customer_id("c-nobody");
+  v1::Membership out;
+  RequireError(Call(w.stub.get(), &Stub::GetMembership, unknown, &out), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  v1::GetRulesRequest rr;
+  v1::LoyaltyRules rules;
+  REQUIRE(Call(w.stub.get(), &Stub::GetRules, rr, &rules).ok());
+  CHECK(rules.tiers_size() == 5);
+  CHECK(rules.tiers(4).name() == "Diamond");
+  v1::ReloadRulesRequest reload;
+  RequireError(Call(w.stub.get(), &Stub::ReloadRules, reload, &rules), grpc::StatusCode::FAILED_PRECONDITION, "no --rules_file");
+}
+
+TEST_CASE("a delivered order earns growth and points, explained entry by entry; its refund takes exactly that back",
+          "[loyalty]") {
+  World w;
+  const std::string cid = w.Customer("earn@example.com");
+  w.loyalty.clock().Set(kT0 + absl::Hours(24 * 10));
+  const auto delivered = w.Delivered(cid, "o1", {{"1", "phones", 1, 399900}, {"2", "cables", 3, 2900}}, kT0 + absl::Hours(24 * 9));
+  w.Deliver({delivered});
+  w.Deliver({delivered});  // redelivered: changes nothing
+  v1::Membership m = w.Membership(cid);
+  CHECK(m.growth_value() == 3999 + 87);
+  CHECK(m.tier() == v1::TIER_SILVER);
+  CHECK(m.points_balance() == 3999 + 87);
+
+  v1::ExplainMembershipRequest ex;
+  ex.set_customer_id(cid);
+  v1::MembershipExplanation explanation;
+  REQUIRE(Call(w.stub.get(), &Stub::ExplainMembership, ex, &explanation).ok());
+  REQUIRE(explanation.growth_entries_size() == 1);
+  int64_t sum = 0;
+  for (const auto& g : explanation.growth_entries()) sum += g.growth();
+  CHECK(sum == explanation.membership().growth_value());
+  CHECK(explanation.growth_entries(0).rule().find("phones: 1.00 growth per unit x 3999.00 = 3999") != std::string::npos);
+  CHECK(explanation.next_tier() == v1::TIER_GOLD);
+  CHECK(explanation.growth_needed() == 10000 - 4086);
+  CHECK(explanation.downgrade_tier() == v1::TIER_BRONZE);  // when that order leaves the window
+  REQUIRE(explanation.tier_history_size() >= 1);
+  CHECK(explanation.tier_history(explanation.tier_history_size() - 1).to_tier() == v1::TIER_SILVER);
+
+  // Return of one of three cables, then of the phone: growth and points go back exactly.
+  w.Deliver({w.Refunded(cid, "o1", "r1", {{"2", 1}}, kT0 + absl::Hours(24 * 12))});
+  m = w.Membership(cid);
+  CHECK(m.growth_value() == 3999 + 58);
+  w.Deliver({w.Refunded(cid, "o1", "r2", {{"1", 1}, {"2", 2}}, kT0 + absl::Hours(24 * 13))});
+  m = w.Membership(cid);
+  CHECK(m.growth_value() == 0);
+  CHECK(m.points_balance() == 0);
+  CHECK(m.tier() == v1::TIER_REGISTERED);
+  int64_t balance = -1, ledger_sum = 0;
+  for (const auto& e : w.Ledger(cid, &balance)) ledger_sum += e.points();
+  CHECK(ledger_sum == balance);
+}
+
+TEST_CASE("reviews earn review points and growth once; referrals once per referred customer", "[loyalty]") {
+  World w;
+  const std::string cid = w.Customer("review@example.com");
+  const std::string friend_id = w.Customer("friend@example.com");
+  v1::Event review;
+  review.set_event_id("order-tracking/0/1.99");
+  review.set_customer_id(cid);
+  api::SetTimestamp(kT0, review.mutable_occur_time());
+  review.mutable_review_submitted()->set_review_id("rv1");
+  review.mutable_review_submitted()->set_rating(5);
+  w.Deliver({review});
+  review.set_event_id("order-tracking/0/1.100");  // a different event about the same review
+  w.Deliver({review});
+  v1::Membership m = w.Membership(cid);
+  CHECK(m.points_balance() == 50);
+  CHECK(m.growth_value() == 20);
+  v1::RecordReferralRequest ref;
+  ref.set_customer_id(cid);
+  ref.set_referred_customer_id(friend_id);
+  REQUIRE(Call(w.stub.get(), &Stub::RecordReferral, ref, &m).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::RecordReferral, ref, &m).ok());
+  CHECK(m.points_balance() == 250);
+  CHECK(m.growth_value() == 120);
+  ref.set_referred_customer_id(cid);
+  RequireError(Call(w.stub.get(), &Stub::RecordReferral, ref, &m), grpc::StatusCode::INVALID_ARGUMENT, "referred_customer_id:");
+  ref.set_referred_customer_id("c-ghost");
+  RequireError(Call(w.stub.get(), &Stub::RecordReferral, ref, &m), grpc::StatusCode::NOT_FOUND, "referred_customer_id:");
+}
+
+TEST_CASE("points: grant once per source, redeem only what is there, retry-safe", "[loyalty][points]") {
+  World w;
+  const std::string cid = w.Customer("points@example.com");
+  v1::GrantPointsRequest grant;
+  grant.set_customer_id(cid);
+  grant.set_points(300);
+  grant.set_source_id("ticket:t1:compensation");
+  grant.set_source(v1::POINTS_SOURCE_COMPENSATION);
+  v1::LedgerEntry first, again;
+  REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &first).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &again).ok());
+  CHECK(again.entry_id() == first.entry_id());
+  grant.set_points(500);
+  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::INVALID_ARGUMENT, "source_id:");
+  grant.set_points(0);
+  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::INVALID_ARGUMENT, "points:");
+  grant.set_points(10);
+  grant.set_source(v1::POINTS_SOURCE_PURCHASE);
+  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::INVALID_ARGUMENT, "source:");
+  grant.set_customer_id("c-nobody");
+  grant.set_source(v1::POINTS_SOURCE_PROMOTION);
+  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::NOT_FOUND, "customer_id:");
+
+  v1::RedeemPointsRequest redeem;
+  redeem.set_customer_id(cid);
+  redeem.set_request_id("buy-1");
+  redeem.set_points(301);
+  v1::LedgerEntry spent;
+  RequireError(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent), grpc::StatusCode::FAILED_PRECONDITION, "points:");
+  CHECK(w.Membership(cid).points_balance() == 300);
+  redeem.set_points(-5);
+  RequireError(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent), grpc::StatusCode::INVALID_ARGUMENT, "points:");
+  redeem.set_points(120);
+  REQUIRE(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent).ok());
+  v1::LedgerEntry spent_again;
+  REQUIRE(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent_again).ok());
+  CHECK(spent_again.entry_id() == spent.entry_id());
+  CHECK(w.Membership(cid).points_balance() == 180);
+}
+
+TEST_CASE("parallel redemptions against one balance never overspend", "[loyalty][points][concurrency]") {
+  World w;
+  const std::string cid = w.Customer("race@example.com");
+  v1::GrantPointsRequest grant;
+  grant.set_customer_id(cid);
+  grant.set_points(1000);
+  grant.set_source_id("promo:1");
+  grant.set_source(v1::POINTS_SOURCE_PROMOTION);
+  v1::LedgerEntry e;
+  REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &e).ok());
+  std::atomic<int> ok{0}, short_balance{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 40; ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = v1::LoyaltyService::NewStub(w.loyalty.channel());
+      v1::RedeemPointsRequest r;
+      r.set_customer_id(cid);
+      r.set_request_id("r-" + std::to_string(i));
+      r.set_points(100);
+      v1::LedgerEntry out;
+      const grpc::Status s = Call(stub.get(), &Stub::RedeemPoints, r, &out);
+      if (s.ok()) ++ok;
+      else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) ++short_balance;
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(ok == 10);
+  CHECK(short_balance == 30);
+  int64_t balance = -1, sum = 0;
+  for (const auto& entry : w.Ledger(cid, &balance)) sum += entry.points();
+  CHECK(balance == 0);
+  CHECK(sum == 0);
+}
+
+TEST_CASE("points expire at the end of the following year, once, however often the sweep runs", "[loyalty][expiry]") {
+  World w(/*serve_metrics=*/true);
+  const std::string cid = w.Customer("expiry@example.com");
+  w.Deliver({w.Delivered(cid, "o1", {{"1", "books", 1, 10000}}, kT0)});  // earned 2026-01-01 08:00 Beijing
+  CHECK(w.Membership(cid).points_balance() == 100);
+  v1::RunMaintenanceRequest run;
+  v1::RunMaintenanceResponse result;
+  w.loyalty.clock().Set(absl::FromCivil(absl::CivilSecond(2027, 12, 31, 15, 59, 0), absl::UTCTimeZone()));
+  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
+  CHECK(result.points_expired() == 0);  // one minute before midnight in Beijing
+  w.loyalty.clock().Advance(absl::Minutes(2));
+  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
+  CHECK(result.points_expired() == 100);
+  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
+  CHECK(result.points_expired() == 0);
+  CHECK(w.Membership(cid).points_balance() == 0);
+  auto page = testing::HttpGet(w.loyalty.metrics().port(), "/metrics");
+  REQUIRE(page.ok());
+  CHECK(page->body.find("crm_points_expired_total 100") != std::string::npos);
+  CHECK(page->body.find("crm_points_issued_total{source=\"purchase\"} 100") != std::string::npos);
+  const auto check = testing::RunCommand("promtool check metrics", page->body);
+  INFO(check.output);
+  CHECK(check.exit_code == 0);
+}
+
+TEST_CASE("tiers move down when growth leaves the 12-month window, with the reason recorded", "[loyalty][tiers]") {
+  World w;
+  const std::string cid = w.Customer("window@example.com");
+  w.Deliver({w.Delivered(cid, "o1", {{"1", "phones", 1, 250000}}, kT0)});
+  CHECK(w.Membership(cid).tier() == v1::TIER_SILVER);
+  v1::RunMaintenanceRequest run;
+  v1::RunMaintenanceResponse result;
+  w.loyalty.clock().Set(kT0 + absl::Hours(24 * 366));
+  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
+  CHECK(result.tier_changes() == 1);
+  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
+  CHECK(result.tier_changes() == 0);
+  v1::ExplainMembershipRequest ex;
+  ex.set_customer_id(cid);
+  v1::MembershipExplanation e;
+  REQUIRE(Call(w.stub.get(), &Stub::ExplainMembership, ex, &e).ok());
+  CHECK(e.membership().tier() == v1::TIER_REGISTERED);
+  CHECK(e.growth_entries_size() == 0);
+  const auto& last = e.tier_history(e.tier_history_size() - 1);
+  CHECK(last.from_tier() == v1::TIER_SILVER);
+  CHECK(last.reason().find("below Silver (2000)") != std::string::npos);
+}
+
+TEST_CASE("enterprise accounts get the enterprise terms; coupons are issued once per source", "[loyalty]") {
+  World w;
+  const std::string cid = w.Customer("corp@example.com");
+  v1::SetEnterpriseAccountRequest ent;
+  ent.set_customer_id(cid);
+  ent.set_enterprise(true);
+  ent.set_company_name("深圳某某科技有限公司");
+  ent.set_named_agent_id("agent-7");
+  v1::Membership m;
+  REQUIRE(Call(w.stub.get(), &Stub::SetEnterpriseAccount, ent, &m).ok());
+  CHECK(m.enterprise());
+  CHECK(m.enterprise_terms().response_minutes() == 30);
+  CHECK(m.named_agent_id() == "agent-7");
+  ent.clear_named_agent_id();
+  RequireError(Call(w.stub.get(), &Stub::SetEnterpriseAccount, ent, &m), grpc::StatusCode::INVALID_ARGUMENT, "named_agent_id:");
+
+  v1::IssueCouponRequest coupon;
+  coupon.set_customer_id(cid);
+  coupon.set_source_id("ticket:t9:coupon");
+  coupon.mutable_value()->set_amount_minor(2000);
+  coupon.mutable_value()->set_currency("CNY");
+  v1::Coupon c1, c2;
+  REQUIRE(Call(w.stub.get(), &Stub::IssueCoupon, coupon, &c1).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::IssueCoupon, coupon, &c2).ok());
+  CHECK(c1.coupon_id() == c2.coupon_id());
+  v1::ListCouponsRequest list;
+  list.set_customer_id(cid);
+  v1::ListCouponsResponse coupons;
+  REQUIRE(Call(w.stub.get(), &Stub::ListCoupons, list, &coupons).ok());
+  CHECK(coupons.coupons_size() == 1);
+  coupon.mutable_value()->set_amount_minor(0);
+  RequireError(Call(w.stub.get(), &Stub::IssueCoupon, coupon, &c1), grpc::StatusCode::INVALID_ARGUMENT, "value.amount_minor:");
+}
+
+TEST_CASE("an erased customer's ledger is anonymised and the membership is gone", "[loyalty][privacy]") {
+  World w;
+  const std::string cid = w.Customer("gone@example.com");
+  w.Deliver({w.Delivered(cid, "o1", {{"1", "books", 1, 10000}}, kT0)});
+  v1::Event erased;
+  erased.set_event_id("customer-profile/0/1.5");
+  erased.set_customer_id(cid);
+  api::SetTimestamp(kT0, erased.mutable_occur_time());
+  erased.mutable_customer_erased();
+  w.Deliver({erased});
+  v1::GetMembershipRequest req;
+  req.set_customer_id(cid);
+  v1::Membership m;
+  RequireError(Call(w.stub.get(), &Stub::GetMembership, req, &m), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  w.Deliver({w.Delivered(cid, "o2", {{"1", "books", 1, 10000}}, kT0)});  // late events change nothing
+}
+
+// Property: a random history of deliveries, refunds, reviews, redemptions and redelivered events keeps the
+// books exact.
+TEST_CASE("a random history keeps balance = ledger sum >= 0 and refunded orders net zero", "[loyalty][property]") {
+  World w;
+  const std::string cid = w.Customer("property@example.com");
+  std::mt19937 rng(20261123);
+  std::vector<v1::Event> sent;
+  struct OrderInfo {
+    std::vector<std::pair<std::string, int>> items;
+    bool refunded = false;
+  };
+  std::map<std::string, OrderInfo> orders;
+  absl::Time now = kT0;
+  int redemptions = 0, refunds = 0, redelivered = 0;
+  for (int step = 0; step < 2500; ++step) {
+    now += absl::Minutes(37);
+    w.loyalty.clock().Set(now);
+    const int dice = static_cast<int>(rng() % 100);
+    if (dice < 40) {
+      const std::string oid = "o" + std::to_string(step);
+      std::vector<std::tuple<std::string, std::string, int, int64_t>> items;
+      OrderInfo info;
+      const int n = 1 + static_cast<int>(rng() % 3);
+      for (int k = 1; k <= n; ++k) {
+        const int qty = 1 + static_cast<int>(rng() % 3);
+        items.emplace_back(std::to_string(k), k == 1 ? "phones" : "books", qty, 100 + static_cast<int64_t>(rng() % 50000));
+        info.items.emplace_back(std::to_string(k), qty);
+      }
+      orders[oid] = info;
+      sent.push_back(w.Delivered(cid, oid, items, now));
+      w.Deliver({sent.back()});
+    } else if (dice < 55 && !orders.empty()) {
+      auto it = std::next(orders.begin(), static_cast<long>(rng() % orders.size()));
+      if (it->second.refunded) continue;
+      it->second.refunded = true;
+      sent.push_back(w.Refunded(cid, it->first, "ret-" + it->first, it->second.items, now));
+      w.Deliver({sent.back()});
+      ++refunds;
+    } else if (dice < 75) {
+      v1::RedeemPointsRequest r;
+      r.set_customer_id(cid);
+      r.set_request_id("redeem-" + std::to_string(step));
+      r.set_points(1 + static_cast<int64_t>(rng() % 800));
+      v1::LedgerEntry out;
+      const grpc::Status s = Call(w.stub.get(), &Stub::RedeemPoints, r, &out);
+      REQUIRE((s.ok() || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION));
+      redemptions += s.ok();
+    } else if (dice < 85) {
+      v1::Event review;
+      review.set_event_id("order-tracking/0/2." + std::to_string(step));
+      review.set_customer_id(cid);
+      api::SetTimestamp(now, review.mutable_occur_time());
+      review.mutable_review_submitted()->set_review_id("rv" + std::to_string(step % 50));  // repeats some reviews
+      sent.push_back(review);
+      w.Deliver({review});
+    } else if (!sent.empty()) {
+      w.Deliver({sent[rng() % sent.size()]});  // a redelivery
+      ++redelivered;
+    }
+    if (step % 100 == 0) CHECK(w.Membership(cid).points_balance() >= 0);
+  }
+  // A large final order settles whatever refunds left owed.
+  w.Deliver({w.Delivered(cid, "final", {{"1", "books", 1, 100000000}}, now)});
+  const v1::Membership m = w.Membership(cid);
+  CHECK(m.points_owed() == 0);
+  int64_t balance = -1, sum = 0;
+  std::map<std::string, int64_t> net;
+  const auto ledger = w.Ledger(cid, &balance);
+  for (const auto& e : ledger) {
+    sum += e.points();
+    if (!e.order_id().empty()) net[e.order_id()] += e.points();
+  }
+  CHECK(balance == m.points_balance());
+  CHECK(sum == balance);
+  CHECK(balance >= 0);
+  int refunded_checked = 0;
+  for (const auto& [oid, info] : orders) {
+    if (!info.refunded) continue;
+    INFO(oid);
+    CHECK(net[oid] == 0);
+    ++refunded_checked;
+  }
+  CHECK(refunded_checked == refunds);
+  CHECK(refunds > 50);
+  CHECK(redemptions > 50);
+  CHECK(redelivered > 50);
+}
+
+// Orders delivered through the real order-tracking service reach loyalty through the outbox.
+TEST_CASE("an order delivered in order-tracking earns growth in loyalty; trades are rated once", "[loyalty][events]") {
+  World w;
+  OrderHarness::Options oo;
+  oo.service_name = "order-tracking";
+  oo.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
+  oo.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(w.profile.port())}};
+  oo.event_sinks = "loyalty=127.0.0.1:" + std::to_string(w.loyalty.port());
+  OrderHarness orders(oo);
+  w.loyalty.backends().SetAddress("order-tracking", "127.0.0.1:" + std::to_string(orders.port()));
+  const std::string cid = w.Customer("chain@example.com");
+  v1::AddAddressRequest add;
+  add.set_customer_id(cid);
+  add.set_request_id("a");
+  add.mutable_address()->set_recipient_name("周敏");
+  add.mutable_address()->set_city("南京");
+  add.mutable_address()->set_street("中山路1号");
+  v1::Address address;
+  REQUIRE(Call(w.profile_stub.get(), &v1::CustomerProfileService::Stub::AddAddress, add, &address).ok());
+  auto ostub = v1::OrderTrackingService::NewStub(orders.channel());
+  v1::CreateOrderRequest create;
+  create.set_customer_id(cid);
+  create.set_request_id("o");
+  auto* item = create.add_items();
+  item->set_sku("sku-kettle");
+  item->set_category("kitchen");
+  item->set_quantity(1);
+  item->mutable_unit_price()->set_amount_minor(259900);
+  item->mutable_unit_price()->set_currency("CNY");
+  create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
+  api::SetTimestamp(kT0, create.mutable_delivery_window()->mutable_start_time());
+  api::SetTimestamp(kT0 + absl::Hours(2), create.mutable_delivery_window()->mutable_end_time());
+  v1::Order order;
+  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
+
+  v1::RateTradeRequest rate;
+  rate.set_customer_id(cid);
+  rate.set_order_id(order.order_id());
+  rate.set_rating(v1::TRADE_RATING_GOOD);
+  v1::CreditStanding credit;
+  RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
+
+  v1::ProcessOrderRequest process;
+  process.set_customer_id(cid);
+  process.set_order_id(order.order_id());
+  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::ProcessOrder, process, &order).ok());
+  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                 v1::PACKAGE_STATUS_DELIVERED}) {
+    v1::AdvancePackageRequest adv;
+    adv.set_customer_id(cid);
+    adv.set_order_id(order.order_id());
+    adv.set_package_id(order.packages(0).package_id());
+    adv.set_status(s);
+    adv.set_carrier("EMS");
+    adv.set_tracking_number("EMS1");
+    REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline && w.Membership(cid).growth_value() == 0) absl::SleepFor(absl::Milliseconds(20));
+  CHECK(w.Membership(cid).growth_value() == 2599);
+  CHECK(w.Membership(cid).tier() == v1::TIER_SILVER);
+
+  REQUIRE(Call(w.stub.get(), &Stub::RateTrade, rate, &credit).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::RateTrade, rate, &credit).ok());
+  CHECK(credit.score() == 1);
+  CHECK(credit.good_count() == 1);
+  CHECK(credit.good_rate_percent() == Approx(100));
+  rate.set_order_id("o-unknown");
+  RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit), grpc::StatusCode::NOT_FOUND, "order_id:");
+}
+
+TEST_CASE("the loyalty binary refuses to start on a malformed rules file, naming the line", "[loyalty][e2e]") {
+  testing::TempDir dir;
+  const std::string path = dir.Sub("rules.textproto");
+  {
+    std::ofstream f(path);
+    f << "tiers {\n  tier: TIER_REGISTERED\n  name: \"Registered\"\n}\ngrowth { window_days: 0 }\n";
+  }
+  testing::Process p(testing::Process::BuildPath("services/loyalty/loyalty"),
+                     {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("data"),
+                      "--rules_file=" + path});
+  REQUIRE(p.Start().ok());
+  CHECK(p.Wait() != 0);
+  INFO(p.output());
+  CHECK(p.output().find("line 5") != std::string::npos);
+  CHECK(p.output().find("growth.window_days") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace crm::loyalty
