@@ -29,6 +29,7 @@ build="${CRM_BUILD_DIR:-$root/build}"
 services=(
   "customer-profile services/customer_profile/customer-profile 1"
   "order-tracking services/order_tracking/order-tracking 2"
+  "loyalty services/loyalty/loyalty 3"
 )
 # Every process learns where the others are (flags; defaults would assume --port-base 50050).
 addresses=(
@@ -74,7 +75,12 @@ trap stop INT TERM
 for entry in "${services[@]}"; do
   read -r name binary offset <<<"$entry"
   log="$data/logs/$name.log"
-  "$build/$binary" --listen="127.0.0.1:$((port_base + offset))" \
+  config=()
+  case "$name" in
+    loyalty) config=(--rules_file="$root/deploy/config/loyalty-rules.textproto") ;;
+    order-tracking) config=(--return_policy_file="$root/deploy/config/return-policy.txt") ;;
+  esac
+  "$build/$binary" --listen="127.0.0.1:$((port_base + offset))" "${config[@]}" \
     --metrics_listen="127.0.0.1:$((metrics_base + offset))" \
     --data_dir="$data/$name" "${addresses[@]}" >>"$log" 2>&1 &
   pids+=("$!")

@@ -644,7 +644,7 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
       session.Add(Growth(session.account(), -growth, v1::GROWTH_SOURCE_REFUND, source, r.order_id(),
                          absl::StrCat("a refund takes back exactly the ", growth, " growth its items earned"), now,
                          g.growth_day(), rules->growth().window_days()));
-      for (auto& e : ReversePoints(session.account(), session.lots(), points, absl::StrCat("order:", r.order_id()),
+      for (auto& e : ReversePoints(session.account(), session.lots(), points, api::FromTimestamp(g.grant_time()),
                                    r.order_id(), source, now)) {
         session.Add(std::move(e));
       }

@@ -1,6 +1,7 @@
 #include "services/loyalty/membership.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
@@ -28,17 +29,18 @@ v1::LedgerEntry Entry(internal::LoyaltyAccount& account, v1::PointsEntryType typ
   return e;
 }
 
-// Takes up to `points` from the lots, `first` (if any) before the ones that expire first. Returns what it took.
-int64_t TakeFromLots(Lots& lots, int64_t points, const std::string& first_source_id) {
+// Takes up to `points` from the lots, the one expiring at `first` (if any) before the ones that expire
+// first. Returns what it took.
+int64_t TakeFromLots(Lots& lots, int64_t points, std::optional<absl::Time> first) {
   int64_t taken = 0;
   auto take = [&](internal::PointsLot& lot) {
     const int64_t t = std::min(lot.remaining(), points - taken);
     lot.set_remaining(lot.remaining() - t);
     taken += t;
   };
-  if (!first_source_id.empty()) {
+  if (first.has_value()) {
     for (auto& lot : lots) {
-      if (lot.source_id() == first_source_id) take(lot);
+      if (api::FromTimestamp(lot.expire_time()) == *first) take(lot);
     }
   }
   for (auto& lot : lots) {
@@ -68,27 +70,34 @@ std::vector<v1::LedgerEntry> EarnPoints(internal::LoyaltyAccount& account, Lots&
                                         const std::string& order_id, const std::string& rule,
                                         const std::string& description, absl::Time now) {
   std::vector<v1::LedgerEntry> entries;
-  internal::PointsLot lot;
-  lot.set_source_id(source_id);
-  lot.set_earned(points);
-  lot.set_remaining(points);
-  lot.set_order_id(order_id);
-  api::SetTimestamp(now, lot.mutable_earn_time());
-  api::SetTimestamp(PointsExpiry(now), lot.mutable_expire_time());
-  lot.set_sequence(account.next_sequence());
+  const absl::Time expiry = PointsExpiry(now);
+  internal::PointsLot* lot = nullptr;
+  for (auto& l : lots) {
+    if (api::FromTimestamp(l.expire_time()) == expiry) lot = &l;
+  }
+  if (lot == nullptr) {
+    lots.emplace_back();
+    lot = &lots.back();
+    api::SetTimestamp(expiry, lot->mutable_expire_time());
+    lot->set_sequence(account.next_sequence());
+  }
+  lot->set_earned(lot->earned() + points);
+  lot->set_remaining(lot->remaining() + points);
   account.set_points_balance(account.points_balance() + points);
   v1::LedgerEntry earn = Entry(account, v1::POINTS_ENTRY_TYPE_EARN, points, source, source_id, order_id, rule,
                                description, now);
-  *earn.mutable_expire_time() = lot.expire_time();
+  *earn.mutable_expire_time() = lot->expire_time();
   entries.push_back(std::move(earn));
+  int64_t unsettled = points;  // what this earning may still settle
   // Settle what refunds could not take back earlier, oldest debt first (map order is by order id; any
   // fixed order will do, the total is what matters).
   auto& owed = *account.mutable_points_owed_by_order();
   std::vector<std::string> settled;
   for (auto& [owing_order, amount] : owed) {
-    if (lot.remaining() == 0) break;
-    const int64_t s = std::min(amount, lot.remaining());
-    lot.set_remaining(lot.remaining() - s);
+    if (unsettled == 0) break;
+    const int64_t s = std::min(amount, unsettled);
+    lot->set_remaining(lot->remaining() - s);
+    unsettled -= s;
     amount -= s;
     account.set_points_balance(account.points_balance() - s);
     entries.push_back(Entry(account, v1::POINTS_ENTRY_TYPE_SETTLE, -s, v1::POINTS_SOURCE_REFUND,
@@ -97,7 +106,6 @@ std::vector<v1::LedgerEntry> EarnPoints(internal::LoyaltyAccount& account, Lots&
     if (amount == 0) settled.push_back(owing_order);
   }
   for (const auto& o : settled) owed.erase(o);
-  lots.push_back(std::move(lot));
   SortLots(lots);
   return entries;
 }
@@ -109,18 +117,18 @@ absl::StatusOr<v1::LedgerEntry> SpendPoints(internal::LoyaltyAccount& account, L
     return absl::FailedPreconditionError(absl::StrCat("points: the balance is ", account.points_balance(),
                                                       ", not enough to redeem ", points));
   }
-  TakeFromLots(lots, points, "");
+  TakeFromLots(lots, points, std::nullopt);
   account.set_points_balance(account.points_balance() - points);
   return Entry(account, v1::POINTS_ENTRY_TYPE_REDEEM, -points, v1::POINTS_SOURCE_REDEMPTION, source_id, "", "",
                description, now);
 }
 
 std::vector<v1::LedgerEntry> ReversePoints(internal::LoyaltyAccount& account, Lots& lots, int64_t points,
-                                           const std::string& order_lot_source_id, const std::string& order_id,
+                                           absl::Time earned, const std::string& order_id,
                                            const std::string& source_id, absl::Time now) {
   std::vector<v1::LedgerEntry> entries;
   if (points <= 0) return entries;
-  const int64_t taken = TakeFromLots(lots, points, order_lot_source_id);
+  const int64_t taken = TakeFromLots(lots, points, PointsExpiry(earned));
   account.set_points_balance(account.points_balance() - taken);
   const int64_t owed = points - taken;
   if (owed > 0) (*account.mutable_points_owed_by_order())[order_id] += owed;
@@ -140,7 +148,7 @@ std::vector<v1::LedgerEntry> ExpirePoints(internal::LoyaltyAccount& account, Lot
     lot.set_remaining(0);
     account.set_points_balance(account.points_balance() - expired);
     entries.push_back(Entry(account, v1::POINTS_ENTRY_TYPE_EXPIRE, -expired, v1::POINTS_SOURCE_EXPIRY,
-                            absl::StrCat("expire:", lot.source_id()), lot.order_id(),
+                            absl::StrCat("expire:", lot.expire_time().seconds()), "",
                             "points expire at the end of the year after they were earned", "", now));
   }
   return entries;

@@ -16,10 +16,10 @@
 
 namespace crm::loyalty {
 
-using Lots = std::vector<internal::PointsLot>;  // ordered by expire_time, then sequence
+using Lots = std::vector<internal::PointsLot>;  // one per expiry date, soonest first
 
-// Adds points as a new lot; when points are owed, settles them from it first. Returns the ledger entries
-// (EARN, then SETTLE entries per order owed).
+// Adds points to the lot of their expiry date; when points are owed, settles them from it first. Returns
+// the ledger entries (EARN, then SETTLE entries per order owed).
 std::vector<v1::LedgerEntry> EarnPoints(internal::LoyaltyAccount& account, Lots& lots, int64_t points,
                                         v1::PointsSource source, const std::string& source_id,
                                         const std::string& order_id, const std::string& rule,
@@ -30,10 +30,10 @@ absl::StatusOr<v1::LedgerEntry> SpendPoints(internal::LoyaltyAccount& account, L
                                             const std::string& source_id, const std::string& description,
                                             absl::Time now);
 
-// Takes back `points` an order earned: first from that order's own lot, then from the lots that expire
-// first; what the balance cannot cover is recorded as owed by that order.
+// Takes back `points` an order earned at `earned`: first from the lot they went into, then from the lots
+// that expire first; what the balance cannot cover is recorded as owed by that order.
 std::vector<v1::LedgerEntry> ReversePoints(internal::LoyaltyAccount& account, Lots& lots, int64_t points,
-                                           const std::string& order_lot_source_id, const std::string& order_id,
+                                           absl::Time earned, const std::string& order_id,
                                            const std::string& source_id, absl::Time now);
 
 // Expires what is left of every lot whose expiry has passed. Running it again expires nothing more.

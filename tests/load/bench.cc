@@ -13,7 +13,7 @@
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
 
-ABSL_FLAG(std::string, suites, "profile,orders", "comma-separated suites to run: profile, orders");
+ABSL_FLAG(std::string, suites, "profile,orders,loyalty", "comma-separated suites to run: profile, orders, loyalty");
 ABSL_FLAG(int, order_customers, 2000, "customers placing orders in the orders suite");
 ABSL_FLAG(int, customers, 100000, "customers bulk-loaded before measuring");
 ABSL_FLAG(int, concurrency, 32, "calls in flight (closed loop)");
@@ -129,6 +129,8 @@ int main(int argc, char** argv) {
         crm::load::RunProfileSuite(options, report);
       } else if (suite == "orders") {
         crm::load::RunOrdersSuite(options, report);
+      } else if (suite == "loyalty") {
+        crm::load::RunLoyaltySuite(options, report);
       } else {
         std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
         return 2;

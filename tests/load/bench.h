@@ -49,6 +49,7 @@ class Report {
 
 void RunProfileSuite(const BenchOptions& options, Report& report);
 void RunOrdersSuite(const BenchOptions& options, Report& report);
+void RunLoyaltySuite(const BenchOptions& options, Report& report);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
 std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,

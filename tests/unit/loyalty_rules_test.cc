@@ -1,3 +1,6 @@
+#include <fstream>
+#include <sstream>
+
 #include "catch2/catch.hpp"
 #include "google/protobuf/text_format.h"
 #include "libs/api/validate.h"
@@ -130,7 +133,7 @@ TEST_CASE("a refund takes back what its order earned; what was spent is owed and
   const absl::Time t = Beijing(2026, 3, 1);
   EarnPoints(a, lots, 100, v1::POINTS_SOURCE_PURCHASE, "order:o1", "o1", "", "", t);
   REQUIRE(SpendPoints(a, lots, 70, "redeem:a", "", t).ok());
-  const auto rev = ReversePoints(a, lots, 100, "order:o1", "o1", "refund:r1", t);
+  const auto rev = ReversePoints(a, lots, 100, t, "o1", "refund:r1", t);
   CHECK(rev[0].points() == -30);
   CHECK(a.points_balance() == 0);
   CHECK(PointsOwed(a) == 70);
@@ -156,6 +159,23 @@ TEST_CASE("partial refunds take back shares, and the last units the remainder, s
   CHECK(c.growth == 34);
   CHECK(a.points + b.points + c.points == 10);
   CHECK(ReverseItem(g, 1).growth == 0);  // nothing left to take back
+}
+
+}  // namespace
+}  // namespace crm::loyalty
+
+namespace crm::loyalty {
+namespace {
+
+TEST_CASE("the shipped rules file parses and says what the built-in rules say", "[loyalty][rules]") {
+  std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/deploy/config/loyalty-rules.textproto");
+  REQUIRE(f.good());
+  std::stringstream text;
+  text << f.rdbuf();
+  auto rules = ParseRules(text.str());
+  INFO(rules.status().ToString());
+  REQUIRE(rules.ok());
+  CHECK(rules->SerializeAsString() == DefaultRules().SerializeAsString());
 }
 
 }  // namespace

@@ -1,3 +1,6 @@
+#include <fstream>
+#include <sstream>
+
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
 #include "services/order_tracking/order_lifecycle.h"
@@ -206,6 +209,23 @@ TEST_CASE("returns move forward only, and can be rejected until refunded", "[ord
   CHECK(CheckReturnMove(v1::RETURN_STATUS_RECEIVED, v1::RETURN_STATUS_REJECTED).ok());
   CHECK_FALSE(CheckReturnMove(v1::RETURN_STATUS_REQUESTED, v1::RETURN_STATUS_REFUNDED).ok());
   CHECK_FALSE(CheckReturnMove(v1::RETURN_STATUS_REFUNDED, v1::RETURN_STATUS_REJECTED).ok());
+}
+
+}  // namespace
+}  // namespace crm::order_tracking
+
+namespace crm::order_tracking {
+namespace {
+
+TEST_CASE("the shipped return policy file says what the built-in policy says", "[order_tracking][returns]") {
+  std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/deploy/config/return-policy.txt");
+  REQUIRE(f.good());
+  std::stringstream text;
+  text << f.rdbuf();
+  auto rules = ParseReturnRules(text.str());
+  REQUIRE(rules.ok());
+  CHECK(rules->default_days == DefaultReturnRules().default_days);
+  CHECK(rules->days_by_category == DefaultReturnRules().days_by_category);
 }
 
 }  // namespace
