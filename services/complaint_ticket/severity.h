@@ -1,0 +1,30 @@
+// How upset is the customer? Scores a complaint's emotional intensity (Chinese or English) from a lexicon
+// kept as data: intensity words, negated satisfaction ("不满意", "not happy"), intensifiers, exclamation,
+// repetition, all-caps shouting, threats to leave or to go public; plus the category and the customer's
+// value. The score maps to a handling level 1-3 (seed 001 §4(2): severity decides who handles it) and a
+// priority, and every signal that produced it is returned so an agent can see why. Pure functions.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "crm/internal/complaint_lexicon.pb.h"
+#include "crm/v1/complaint_ticket.pb.h"
+
+namespace crm::complaint_ticket {
+
+// Parses a lexicon in protobuf text format; errors name the line. Checks weights are not negative and
+// the level thresholds are in order.
+absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text);
+// The lexicon this binary was built with (deploy/config/complaint-lexicon.textproto at build time).
+const internal::SeverityLexicon& BuiltInLexicon();
+
+struct CustomerValue {
+  int tier = 0;  // crm.v1.Tier number; 0 unknown
+  bool enterprise = false;
+};
+
+v1::Severity AssessSeverity(const internal::SeverityLexicon& lexicon, absl::string_view text,
+                            v1::TicketCategory category, CustomerValue value);
+
+}  // namespace crm::complaint_ticket
