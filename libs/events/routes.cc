@@ -9,7 +9,8 @@ bool SinkWants(absl::string_view sink, const v1::Event& e) {
     return p == P::kOrderDelivered || p == P::kOrderRefunded || p == P::kReviewSubmitted || p == P::kCustomerErased;
   }
   if (sink == "complaint-ticket") {
-    return p == P::kReviewSubmitted || p == P::kDeliveryFailed || p == P::kOrderDelivered || p == P::kCustomerErased;
+    return p == P::kReviewSubmitted || p == P::kDeliveryFailed || p == P::kOrderDelivered || p == P::kOrderRefunded ||
+           p == P::kCustomerErased;
   }
   if (sink == "recommendation") {
     return p == P::kOrderDelivered || p == P::kOrderRefunded || p == P::kCustomerErased;

@@ -520,7 +520,7 @@ absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileCompone
     const rpc::ServiceContext& context) {
   auto component = std::unique_ptr<CustomerProfileComponent>(new CustomerProfileComponent());
   // Erasure must reach every service that holds customer data.
-  auto events = events::EventProducer::Create(context, {"order-tracking", "loyalty"});
+  auto events = events::EventProducer::Create(context, {"order-tracking", "loyalty", "complaint-ticket"});
   if (!events.ok()) return events.status();
   component->events_ = std::move(*events);
   component->store_ = std::make_unique<CustomerProfileStore>(context.store, &component->events_->outbox());

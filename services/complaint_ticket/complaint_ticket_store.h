@@ -1,0 +1,126 @@
+// Persistence of complaint-ticket: the only code that knows its column families and keys.
+//
+//   tickets      customer_id, ticket_id             -> Ticket (conversation, callbacks, SLA, resolution)
+//   deadlines    due time, customer_id, ticket_id, kind -> "" (what the SLA sweep and the at-risk list visit)
+//   unassigned   open time, customer_id, ticket_id  -> "" (tickets waiting for an agent)
+//   awaiting     customer_id, ticket_id             -> "" (resolved, compensation not yet confirmed)
+//   agents       agent_id                           -> Agent (with its open-ticket count)
+//   last_agent   customer_id                        -> agent_id (who handled the customer last)
+//   requests, consumed_events, outbox*             -> idempotency and events
+//
+// A ticket change is one transaction: the ticket, its deadline and queue index rows, the open-ticket counts
+// of the agents it moves between (derived from the change of assignment and status, under the agents' row
+// locks), and its events. Synced WAL. Thread-safe.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "crm/v1/complaint_ticket.pb.h"
+#include "libs/events/outbox.h"
+#include "libs/store/store.h"
+
+namespace crm::complaint_ticket {
+
+class ComplaintTicketStore;
+
+// One ticket inside a transaction.
+class TicketSession {
+ public:
+  v1::Ticket& ticket() { return ticket_; }
+  bool is_new() const { return is_new_; }
+  store::Transaction& txn() { return txn_; }
+  // All agents as committed now (for routing).
+  absl::StatusOr<std::vector<v1::Agent>> Agents();
+  // The agent who last handled this customer, or "".
+  absl::StatusOr<std::string> LastAgent();
+  // Reads an agent under its row lock (to check capacity before assigning), NOT_FOUND if there is none.
+  absl::StatusOr<v1::Agent> LockAgent(const std::string& agent_id);
+  void RememberAgent(const std::string& agent_id) { remember_agent_ = agent_id; }
+  void Emit(v1::Event event) { events_.push_back(std::move(event)); }
+  // Nothing to write (a repeated request).
+  void MarkUnchanged() { unchanged_ = true; }
+  const std::vector<v1::Event>& events() const { return events_; }
+
+ private:
+  friend class ComplaintTicketStore;
+  TicketSession(ComplaintTicketStore* store, store::Transaction& txn) : store_(store), txn_(txn) {}
+  ComplaintTicketStore* store_;
+  store::Transaction& txn_;
+  v1::Ticket ticket_;
+  v1::Ticket before_;
+  bool is_new_ = false;
+  bool unchanged_ = false;
+  std::string remember_agent_;
+  std::vector<v1::Event> events_;
+};
+
+class ComplaintTicketStore {
+ public:
+  static std::vector<std::string> ColumnFamilies();
+  ComplaintTicketStore(store::Store* store, events::Outbox* outbox);
+
+  // Opens a ticket once per request id; `build` fills the new ticket (ids, severity, SLA, routing).
+  absl::Status OpenTicket(absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
+                          absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> build, v1::Ticket* out);
+  // The same inside a transaction that is already open (an event consumer); false when `request_key`
+  // had already opened a ticket.
+  absl::StatusOr<bool> OpenTicketIn(store::Transaction& txn, absl::string_view customer_id,
+                                    absl::string_view request_key, absl::Time now,
+                                    absl::FunctionRef<absl::Status(TicketSession&)> build);
+  // Locks the ticket and applies `change`; with a request id, once per request.
+  absl::Status UpdateTicket(absl::string_view customer_id, absl::string_view ticket_id, absl::string_view request_id,
+                            uint64_t fingerprint, absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> change,
+                            v1::Ticket* out);
+  absl::Status UpdateTicketIn(store::Transaction& txn, absl::string_view customer_id, absl::string_view ticket_id,
+                              absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> change);
+
+  absl::StatusOr<v1::Ticket> Get(absl::string_view customer_id, absl::string_view ticket_id) const;
+  // The customer's tickets (id order, which is time order: ids start with the open time).
+  absl::Status List(absl::string_view customer_id, absl::string_view after, int limit, std::vector<v1::Ticket>* out,
+                    std::string* last_key, bool* more) const;
+  absl::StatusOr<std::vector<v1::Ticket>> ListAll(absl::string_view customer_id) const;
+
+  struct DueEntry {
+    absl::Time due;
+    std::string customer_id, ticket_id;
+    v1::SlaKind kind;
+    std::string key;
+  };
+  // Deadline index rows due before `until`, in due order, after `after`.
+  absl::Status Due(absl::Time until, absl::string_view after, int limit, std::vector<DueEntry>* out, bool* more) const;
+  // Tickets waiting for an agent, and tickets waiting for their compensation: (customer_id, ticket_id).
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Unassigned() const;
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> AwaitingCompensation() const;
+  // Tickets open (counted against an agent) per priority, for the gauge at start.
+  absl::StatusOr<std::map<v1::Priority, int64_t>> OpenByPriority() const;
+
+  absl::StatusOr<std::vector<v1::Agent>> Agents() const;
+  // Creates or updates an agent, keeping its open-ticket count.
+  absl::Status PutAgent(const v1::Agent& agent, v1::Agent* out);
+  absl::Status SetAgentAvailability(absl::string_view agent_id, bool available, v1::Agent* out);
+
+  // Clears what could identify the customer (texts, messages) from their tickets, in `txn`.
+  absl::Status Anonymise(store::Transaction& txn, absl::string_view customer_id);
+
+ private:
+  friend class TicketSession;
+  absl::Status Save(TicketSession& s, absl::Time now);
+  absl::Status AdjustLoad(store::Transaction& txn, const std::string& agent_id, int delta);
+
+  store::Store* const store_;
+  events::Outbox* const outbox_;
+  rocksdb::ColumnFamilyHandle* const tickets_;
+  rocksdb::ColumnFamilyHandle* const deadlines_;
+  rocksdb::ColumnFamilyHandle* const unassigned_;
+  rocksdb::ColumnFamilyHandle* const awaiting_;
+  rocksdb::ColumnFamilyHandle* const agents_;
+  rocksdb::ColumnFamilyHandle* const last_agent_;
+  rocksdb::ColumnFamilyHandle* const requests_;
+};
+
+}  // namespace crm::complaint_ticket
