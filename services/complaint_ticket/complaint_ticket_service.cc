@@ -106,16 +106,18 @@ TicketMetrics::TicketMetrics(prometheus::Registry& r)
                       .Help("Tickets escalated to the next level because a deadline was near or passed.")
                       .Register(r)
                       .Add({})),
-      first_response_hours(prometheus::BuildHistogram()
-                               .Name("crm_ticket_first_response_hours")
-                               .Help("Hours from opening to the first agent reply.")
-                               .Register(r)
-                               .Add({}, prometheus::Histogram::BucketBoundaries{0.25, 0.5, 1, 2, 4, 8, 12, 24, 48, 96})),
-      resolution_hours(prometheus::BuildHistogram()
-                           .Name("crm_ticket_resolution_hours")
-                           .Help("Hours from opening to resolution (compensation confirmed).")
-                           .Register(r)
-                           .Add({}, prometheus::Histogram::BucketBoundaries{1, 4, 12, 24, 48, 72, 120, 168, 336, 720})),
+      first_response_seconds(prometheus::BuildHistogram()
+                                 .Name("crm_ticket_first_response_seconds")
+                                 .Help("Time from opening to the first agent reply.")
+                                 .Register(r)
+                                 .Add({}, prometheus::Histogram::BucketBoundaries{900, 1800, 3600, 7200, 14400, 28800,
+                                                                                  43200, 86400, 172800, 345600})),
+      resolution_seconds(prometheus::BuildHistogram()
+                             .Name("crm_ticket_resolution_seconds")
+                             .Help("Time from opening to resolution (compensation confirmed).")
+                             .Register(r)
+                             .Add({}, prometheus::Histogram::BucketBoundaries{3600, 14400, 43200, 86400, 172800, 259200,
+                                                                              432000, 604800, 1209600, 2592000})),
       csat(prometheus::BuildCounter()
                .Name("crm_ticket_csat_total")
                .Help("Satisfaction survey answers, by score 1-5.")
@@ -146,10 +148,10 @@ void ComplaintTicketService::Committed(const v1::Ticket& before, const v1::Ticke
   if (after.escalations() > before.escalations()) metrics_.escalations.Increment(after.escalations() - before.escalations());
   const absl::Time created = api::FromTimestamp(after.create_time());
   if (!before.sla().has_first_response_time() && after.sla().has_first_response_time()) {
-    metrics_.first_response_hours.Observe(absl::ToDoubleHours(api::FromTimestamp(after.sla().first_response_time()) - created));
+    metrics_.first_response_seconds.Observe(absl::ToDoubleSeconds(api::FromTimestamp(after.sla().first_response_time()) - created));
   }
   if (!IsFinal(before) && IsFinal(after) && after.resolution().has_resolved_time()) {
-    metrics_.resolution_hours.Observe(absl::ToDoubleHours(api::FromTimestamp(after.resolution().resolved_time()) - created));
+    metrics_.resolution_seconds.Observe(absl::ToDoubleSeconds(api::FromTimestamp(after.resolution().resolved_time()) - created));
   }
   if (!before.has_satisfaction() && after.has_satisfaction()) {
     metrics_.csat.Add({{"score", std::to_string(after.satisfaction().csat())}}).Increment();

@@ -32,8 +32,8 @@ struct TicketMetrics {
   prometheus::Family<prometheus::Counter>& opened;      // {channel}
   prometheus::Family<prometheus::Counter>& breaches;    // {kind}
   prometheus::Counter& escalations;
-  prometheus::Histogram& first_response_hours;
-  prometheus::Histogram& resolution_hours;
+  prometheus::Histogram& first_response_seconds;
+  prometheus::Histogram& resolution_seconds;
   prometheus::Family<prometheus::Counter>& csat;        // {score}
 };
 

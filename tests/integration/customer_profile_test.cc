@@ -120,7 +120,7 @@ TEST_CASE("register with an email only, then read it back", "[customer_profile]"
   CHECK(found.customer_id() == created.customer_id());
 }
 
-TEST_CASE("a retried registration returns the same customer; another request for the email is refused",
+TEST_CASE("a retried registration returns the same customer, another request for the email is refused",
           "[customer_profile][idempotency]") {
   Harness h(ProfileOptions());
   Client client(h);
@@ -466,7 +466,7 @@ TEST_CASE("addresses: add, update, set default, remove", "[customer_profile][add
   CHECK(client.Get(c.customer_id()).addresses_size() == 1);
 }
 
-TEST_CASE("payment preferences keep a token and hint; a card number is refused", "[customer_profile][payment]") {
+TEST_CASE("payment preferences keep a token and hint, a card number is refused", "[customer_profile][payment]") {
   Harness h(ProfileOptions());
   Client client(h);
   const v1::Customer c = client.Register("pay@example.com");
@@ -481,7 +481,7 @@ TEST_CASE("payment preferences keep a token and hint; a card number is refused",
   REQUIRE(client.Call(&Stub::AddPaymentMethod, add, &card).ok());
 
   add.set_request_id("pm-2");
-  add.mutable_payment_method()->set_token("6212 2602 0000 0000 004");
+  add.mutable_payment_method()->set_token("6212 2602 0000 0000 006");
   v1::PaymentMethod refused;
   RequireError(client.Call(&Stub::AddPaymentMethod, add, &refused), grpc::StatusCode::INVALID_ARGUMENT,
                "payment_method.token:");
@@ -705,7 +705,7 @@ TEST_CASE("list customers by email prefix, paged", "[customer_profile][list]") {
   RequireError(client.Call(&Stub::ListCustomers, req, &resp), grpc::StatusCode::INVALID_ARGUMENT, "page_size:");
 }
 
-TEST_CASE("export returns everything held; erase removes it and records an event for the others",
+TEST_CASE("export returns everything held, erase removes it and records an event for the others",
           "[customer_profile][privacy]") {
   Harness h(ProfileOptions());
   Client client(h);

@@ -181,7 +181,7 @@ struct World {
   std::unique_ptr<Stub> stub;
 };
 
-TEST_CASE("create an order for a registered customer, get it, list it; a retry returns the same order",
+TEST_CASE("create an order for a registered customer, get it, list it, a retry returns the same order",
           "[order_tracking]") {
   World w;
   const std::string cid = w.Customer("buyer@example.com");

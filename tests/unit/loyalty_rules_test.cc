@@ -126,7 +126,7 @@ TEST_CASE("points: spent and expired oldest first, balance never negative", "[lo
   CHECK(a.points_balance() == 50);
 }
 
-TEST_CASE("a refund takes back what its order earned; what was spent is owed and settled later", "[loyalty][ledger]") {
+TEST_CASE("a refund takes back what its order earned, what was spent is owed and settled later", "[loyalty][ledger]") {
   internal::LoyaltyAccount a;
   a.set_next_sequence(1);
   Lots lots;

@@ -132,7 +132,7 @@ TEST_CASE("SLA deadlines follow the priority, and enterprise answers in 30 minut
   CHECK(CheckNextStepTime(now + absl::Hours(2), now).ok());
 }
 
-TEST_CASE("deadlines near their end escalate once; passed ones are breaches, once", "[tickets][sla]") {
+TEST_CASE("deadlines near their end escalate once, passed ones are breaches, once", "[tickets][sla]") {
   const absl::Time now = absl::FromUnixSeconds(1767225600);
   v1::Ticket t;
   t.set_priority(v1::PRIORITY_P2);

@@ -1,0 +1,591 @@
+// crm.v1.ComplaintTicketService end to end: the real complaint-ticket service with real customer-profile and
+// loyalty (and order-tracking for refunds and review events) on loopback ports over real RocksDB.
+#include "absl/strings/match.h"
+#include "catch2/catch.hpp"
+#include "crm/v1/complaint_ticket.grpc.pb.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/loyalty.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "libs/api/validate.h"
+#include "services/complaint_ticket/complaint_ticket_service.h"
+#include "services/customer_profile/customer_profile_service.h"
+#include "services/loyalty/loyalty_service.h"
+#include "services/order_tracking/order_tracking_service.h"
+#include "tests/support/http.h"
+#include "tests/support/service_harness.h"
+
+namespace crm::complaint_ticket {
+namespace {
+
+using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
+using LoyaltyHarness = testing::ServiceHarness<loyalty::LoyaltyComponent>;
+using OrderHarness = testing::ServiceHarness<order_tracking::OrderTrackingComponent>;
+using TicketHarness = testing::ServiceHarness<ComplaintTicketComponent>;
+using Stub = v1::ComplaintTicketService::Stub;
+
+const absl::Time kT0 = absl::FromUnixSeconds(1767225600);  // 2026-01-01, every harness clock's start
+
+template <typename StubT, typename Req, typename Resp>
+grpc::Status Call(StubT* stub, grpc::Status (StubT::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+                  Resp* resp) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  return (stub->*method)(&ctx, req, resp);
+}
+
+void RequireError(const grpc::Status& s, grpc::StatusCode code, const std::string& prefix) {
+  INFO("message: " << s.error_message());
+  REQUIRE(s.error_code() == code);
+  CHECK(s.error_message().rfind(prefix, 0) == 0);
+}
+
+std::string Port(int p) { return "127.0.0.1:" + std::to_string(p); }
+
+struct World {
+  explicit World(bool with_orders = false, bool metrics = false) : profile(ProfileOpts()), loyalty(LoyaltyOpts(profile.port())) {
+    if (with_orders) {
+      OrderHarness::Options o;
+      o.service_name = "order-tracking";
+      o.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
+      o.backends = {{"customer-profile", Port(profile.port())}, {"loyalty", Port(loyalty.port())}};
+      orders = std::make_unique<OrderHarness>(o);
+    }
+    TicketHarness::Options t;
+    t.service_name = "complaint-ticket";
+    t.column_families = ComplaintTicketStore::ColumnFamilies();
+    t.backends = {{"customer-profile", Port(profile.port())}, {"loyalty", Port(loyalty.port())}};
+    if (orders) t.backends.push_back({"order-tracking", Port(orders->port())});
+    t.serve_metrics = metrics;
+    tickets = std::make_unique<TicketHarness>(t);
+    if (orders) orders->backends();  // keep
+    stub = v1::ComplaintTicketService::NewStub(tickets->channel());
+    profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
+    loyalty_stub = v1::LoyaltyService::NewStub(loyalty.channel());
+  }
+  static ProfileHarness::Options ProfileOpts() {
+    ProfileHarness::Options o;
+    o.service_name = "customer-profile";
+    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
+    return o;
+  }
+  static LoyaltyHarness::Options LoyaltyOpts(int profile_port) {
+    LoyaltyHarness::Options o;
+    o.service_name = "loyalty";
+    o.column_families = loyalty::LoyaltyStore::ColumnFamilies();
+    o.backends = {{"customer-profile", Port(profile_port)}};
+    return o;
+  }
+
+  std::string Customer(const std::string& email) {
+    v1::RegisterCustomerRequest reg;
+    reg.set_request_id("reg-" + email);
+    reg.set_email(email);
+    v1::Customer c;
+    REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c).ok());
+    return c.customer_id();
+  }
+
+  void Agent(const std::string& id, int level, int capacity = 10, std::vector<v1::TicketCategory> cats = {}) {
+    v1::RegisterAgentRequest r;
+    r.mutable_agent()->set_agent_id(id);
+    r.mutable_agent()->set_name("Agent " + id);
+    r.mutable_agent()->set_level(level);
+    r.mutable_agent()->set_capacity(capacity);
+    r.mutable_agent()->set_available(true);
+    for (auto c : cats) r.mutable_agent()->add_categories(c);
+    v1::Agent a;
+    REQUIRE(Call(stub.get(), &Stub::RegisterAgent, r, &a).ok());
+  }
+
+  v1::Ticket Open(const std::string& cid, const std::string& request_id, const std::string& text,
+                  v1::TicketChannel channel = v1::TICKET_CHANNEL_WEB,
+                  v1::TicketCategory category = v1::TICKET_CATEGORY_DELIVERY, const std::string& order_id = "") {
+    v1::OpenTicketRequest r;
+    r.set_request_id(request_id);
+    r.set_customer_id(cid);
+    r.set_channel(channel);
+    r.set_category(category);
+    r.set_text(text);
+    r.set_order_id(order_id);
+    v1::Ticket t;
+    const grpc::Status s = Call(stub.get(), &Stub::OpenTicket, r, &t);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return t;
+  }
+
+  grpc::Status Reply(const v1::Ticket& t, const std::string& agent, const std::string& request_id, absl::Time next_step,
+                     v1::Ticket* out) {
+    v1::ReplyToTicketRequest r;
+    r.set_customer_id(t.customer_id());
+    r.set_ticket_id(t.ticket_id());
+    r.set_author(v1::MESSAGE_AUTHOR_AGENT);
+    r.set_agent_id(agent);
+    r.set_text("We are on it: the courier will call you.");
+    r.set_request_id(request_id);
+    api::SetTimestamp(next_step, r.mutable_next_step_time());
+    return Call(stub.get(), &Stub::ReplyToTicket, r, out);
+  }
+
+  v1::Ticket Get(const v1::Ticket& t) {
+    v1::GetTicketRequest r;
+    r.set_customer_id(t.customer_id());
+    r.set_ticket_id(t.ticket_id());
+    v1::Ticket out;
+    REQUIRE(Call(stub.get(), &Stub::GetTicket, r, &out).ok());
+    return out;
+  }
+
+  v1::RunSlaSweepResponse Sweep() {
+    v1::RunSlaSweepRequest r;
+    v1::RunSlaSweepResponse out;
+    REQUIRE(Call(stub.get(), &Stub::RunSlaSweep, r, &out).ok());
+    return out;
+  }
+
+  void SetClock(absl::Time t) {
+    profile.clock().Set(t);
+    loyalty.clock().Set(t);
+    tickets->clock().Set(t);
+    if (orders) orders->clock().Set(t);
+  }
+
+  ProfileHarness profile;
+  LoyaltyHarness loyalty;
+  std::unique_ptr<OrderHarness> orders;
+  std::unique_ptr<TicketHarness> tickets;
+  std::unique_ptr<Stub> stub;
+  std::unique_ptr<v1::CustomerProfileService::Stub> profile_stub;
+  std::unique_ptr<v1::LoyaltyService::Stub> loyalty_stub;
+};
+
+TEST_CASE("a ticket's whole life from each channel: open, reply with a date, callback, resolve with points, CSAT",
+          "[tickets]") {
+  World w;
+  w.Agent("a1", 1);
+  w.Agent("a2", 2);
+  w.Agent("a3", 3);
+  const std::string cid = w.Customer("life@example.com");
+  int n = 0;
+  for (v1::TicketChannel channel : {v1::TICKET_CHANNEL_WEB, v1::TICKET_CHANNEL_EMAIL, v1::TICKET_CHANNEL_PHONE,
+                                    v1::TICKET_CHANNEL_CHAT, v1::TICKET_CHANNEL_REVIEW,
+                                    v1::TICKET_CHANNEL_MARKETPLACE_DISPUTE}) {
+    INFO(v1::TicketChannel_Name(channel));
+    ++n;
+    v1::Ticket t = w.Open(cid, "open-" + std::to_string(n), "My parcel is late again and nobody tells me why.", channel);
+    CHECK(t.status() == v1::TICKET_STATUS_OPEN);
+    CHECK(t.severity().handling_level() == 2);
+    CHECK_FALSE(t.assigned_agent_id().empty());
+    CHECK(t.sla().has_first_response_due());
+    const std::string agent = t.assigned_agent_id();
+
+    v1::Ticket now;
+    REQUIRE(w.Reply(t, agent, "reply-" + std::to_string(n), kT0 + absl::Hours(6), &now).ok());
+    CHECK(now.status() == v1::TICKET_STATUS_IN_PROGRESS);
+    CHECK(now.sla().has_first_response_time());
+    CHECK(api::FromTimestamp(now.sla().next_update_due()) == kT0 + absl::Hours(6));
+
+    v1::PromiseCallbackRequest cb;
+    cb.set_customer_id(cid);
+    cb.set_ticket_id(t.ticket_id());
+    cb.set_agent_id(agent);
+    cb.set_request_id("cb-" + std::to_string(n));
+    api::SetTimestamp(kT0 + absl::Hours(2), cb.mutable_callback_time());
+    REQUIRE(Call(w.stub.get(), &Stub::PromiseCallback, cb, &now).ok());
+    v1::CompleteCallbackRequest done;
+    done.set_customer_id(cid);
+    done.set_ticket_id(t.ticket_id());
+    done.set_callback_id(now.callbacks(0).callback_id());
+    REQUIRE(Call(w.stub.get(), &Stub::CompleteCallback, done, &now).ok());
+    CHECK(now.callbacks(0).status() == v1::CALLBACK_STATUS_DONE);
+
+    v1::ResolveTicketRequest resolve;
+    resolve.set_customer_id(cid);
+    resolve.set_ticket_id(t.ticket_id());
+    resolve.set_agent_id(agent);
+    resolve.set_summary("The courier lost the first attempt; redelivered today.");
+    auto* points = resolve.add_compensations();
+    points->set_kind(v1::COMPENSATION_KIND_POINTS);
+    points->set_points(100);
+    auto* letter = resolve.add_compensations();
+    letter->set_kind(v1::COMPENSATION_KIND_APOLOGY_LETTER);
+    letter->set_text("We are sorry for the wait.");
+    REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &now).ok());
+    CHECK(now.status() == v1::TICKET_STATUS_RESOLVED);  // points confirmed by loyalty right away
+    CHECK(now.resolution().compensations(0).status() == v1::COMPENSATION_STATUS_CONFIRMED);
+    CHECK_FALSE(now.resolution().compensations(0).reference().empty());
+
+    v1::SubmitSatisfactionRequest csat;
+    csat.set_customer_id(cid);
+    csat.set_ticket_id(t.ticket_id());
+    csat.set_csat(4);
+    REQUIRE(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &now).ok());
+    CHECK(now.status() == v1::TICKET_STATUS_CLOSED);
+    // The whole conversation is on the ticket.
+    CHECK(now.messages_size() >= 4);
+  }
+  v1::GetMembershipRequest m;
+  m.set_customer_id(cid);
+  v1::Membership membership;
+  REQUIRE(Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
+  CHECK(membership.points_balance() == 600);
+  w.Sweep();  // retries nothing: the compensation counted once
+  REQUIRE(Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
+  CHECK(membership.points_balance() == 600);
+  v1::ListTicketsRequest list;
+  list.set_customer_id(cid);
+  v1::ListTicketsResponse listed;
+  REQUIRE(Call(w.stub.get(), &Stub::ListTickets, list, &listed).ok());
+  CHECK(listed.tickets_size() == 6);
+}
+
+TEST_CASE("the same submission twice is one ticket", "[tickets]") {
+  World w;
+  w.Agent("a", 1);
+  const std::string cid = w.Customer("twice@example.com");
+  const v1::Ticket first = w.Open(cid, "same", "Where is my parcel?");
+  const v1::Ticket second = w.Open(cid, "same", "Where is my parcel?");
+  CHECK(first.ticket_id() == second.ticket_id());
+  v1::ListAgentsRequest la;
+  v1::ListAgentsResponse agents;
+  REQUIRE(Call(w.stub.get(), &Stub::ListAgents, la, &agents).ok());
+  CHECK(agents.agents(0).open_tickets() == 1);
+}
+
+TEST_CASE("a customer's new ticket goes to the agent who handled them last, if that agent is available", "[tickets][routing]") {
+  World w;
+  w.Agent("alice", 1);
+  w.Agent("bob", 1);
+  const std::string cid = w.Customer("sticky@example.com");
+  const v1::Ticket first = w.Open(cid, "t1", "Wrong size shirt, can I exchange it?", v1::TICKET_CHANNEL_WEB,
+                                  v1::TICKET_CATEGORY_QUALITY);
+  const std::string handler = first.assigned_agent_id();
+  const std::string other = handler == "alice" ? "bob" : "alice";
+  v1::Ticket now;
+  REQUIRE(w.Reply(first, handler, "r1", kT0 + absl::Hours(3), &now).ok());
+  // Fill the handler with other customers' tickets so least-loaded alone would pick the other agent.
+  for (int i = 0; i < 3; ++i) {
+    v1::Ticket t = w.Open(w.Customer("other" + std::to_string(i) + "@example.com"), "o", "Question about my order");
+    if (t.assigned_agent_id() == other) {
+      v1::ResolveTicketRequest r;
+      r.set_customer_id(t.customer_id());
+      r.set_ticket_id(t.ticket_id());
+      r.set_agent_id(other);
+      r.set_summary("answered");
+      REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, r, &now).ok());
+    }
+  }
+  const v1::Ticket second = w.Open(cid, "t2", "Another question about the exchange.", v1::TICKET_CHANNEL_CHAT,
+                                   v1::TICKET_CATEGORY_QUALITY);
+  CHECK(second.assigned_agent_id() == handler);
+  v1::SetAgentAvailabilityRequest away;
+  away.set_agent_id(handler);
+  away.set_available(false);
+  v1::Agent a;
+  REQUIRE(Call(w.stub.get(), &Stub::SetAgentAvailability, away, &a).ok());
+  const v1::Ticket third = w.Open(cid, "t3", "One more thing.", v1::TICKET_CHANNEL_CHAT, v1::TICKET_CATEGORY_QUALITY);
+  CHECK(third.assigned_agent_id() == other);
+}
+
+TEST_CASE("deadlines near their end escalate, passed ones are breaches, the at-risk list shows them", "[tickets][sla]") {
+  World w(false, /*metrics=*/true);
+  w.Agent("junior", 1);
+  w.Agent("senior", 2);
+  w.Agent("lead", 3);
+  const std::string cid = w.Customer("sla@example.com");
+  const v1::Ticket t = w.Open(cid, "t", "Could you tell me when the invoice will be sent?", v1::TICKET_CHANNEL_EMAIL,
+                              v1::TICKET_CATEGORY_OTHER);
+  REQUIRE(t.handling_level() == 1);
+  REQUIRE(t.priority() == v1::PRIORITY_P3);  // first response due in 24 h
+  CHECK(t.assigned_agent_id() == "junior");
+  w.SetClock(kT0 + absl::Hours(10));
+  CHECK(w.Sweep().escalations() == 0);
+  v1::ListAtRiskTicketsRequest risk;
+  v1::ListAtRiskTicketsResponse at_risk;
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskTickets, risk, &at_risk).ok());
+  CHECK(at_risk.tickets_size() == 0);
+
+  w.SetClock(kT0 + absl::Hours(19));  // inside the last quarter of the 24 hours
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskTickets, risk, &at_risk).ok());
+  REQUIRE(at_risk.tickets_size() == 1);
+  CHECK(at_risk.tickets(0).kind() == v1::SLA_KIND_FIRST_RESPONSE);
+  CHECK_FALSE(at_risk.tickets(0).breached());
+  const auto sweep = w.Sweep();
+  CHECK(sweep.escalations() == 1);
+  v1::Ticket now = w.Get(t);
+  CHECK(now.handling_level() == 2);
+  CHECK(now.assigned_agent_id() == "senior");
+  CHECK(now.escalations() == 1);
+
+  w.SetClock(kT0 + absl::Hours(25));
+  CHECK(w.Sweep().breaches() == 1);
+  CHECK(w.Sweep().breaches() == 0);  // recorded once
+  now = w.Get(t);
+  REQUIRE(now.sla().breaches_size() == 1);
+  CHECK(now.sla().breaches(0).kind() == v1::SLA_KIND_FIRST_RESPONSE);
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskTickets, risk, &at_risk).ok());
+  REQUIRE(at_risk.tickets_size() >= 1);
+  CHECK(at_risk.tickets(0).breached());
+
+  // A promised callback that is not made is a breach too.
+  v1::PromiseCallbackRequest cb;
+  cb.set_customer_id(cid);
+  cb.set_ticket_id(t.ticket_id());
+  cb.set_agent_id("senior");
+  cb.set_request_id("cb");
+  api::SetTimestamp(kT0 + absl::Hours(26), cb.mutable_callback_time());
+  REQUIRE(Call(w.stub.get(), &Stub::PromiseCallback, cb, &now).ok());
+  w.SetClock(kT0 + absl::Hours(27));
+  CHECK(w.Sweep().breaches() == 1);
+  now = w.Get(t);
+  CHECK(now.callbacks(0).status() == v1::CALLBACK_STATUS_MISSED);
+  CHECK(now.handling_level() == 3);  // a broken promise escalates once more
+  CHECK(now.assigned_agent_id() == "lead");
+
+  auto page = testing::HttpGet(w.tickets->metrics().port(), "/metrics");
+  REQUIRE(page.ok());
+  CHECK(page->body.find("crm_sla_breaches_total{kind=\"first_response\"} 1") != std::string::npos);
+  CHECK(page->body.find("crm_sla_breaches_total{kind=\"callback\"} 1") != std::string::npos);
+  CHECK(page->body.find("crm_tickets_open{priority=\"p1\"} 1") != std::string::npos);
+  CHECK(page->body.find("crm_tickets_open{priority=\"p3\"} 0") != std::string::npos);
+  CHECK(page->body.find("crm_ticket_escalations_total 2") != std::string::npos);
+  const auto check = testing::RunCommand("promtool check metrics", page->body);
+  INFO(check.output);
+  CHECK(check.exit_code == 0);
+}
+
+TEST_CASE("an agent's reply must name a date, bad inputs are refused and write nothing", "[tickets][validation]") {
+  World w;
+  w.Agent("a", 1);
+  const std::string cid = w.Customer("bad@example.com");
+  auto open = [&](v1::OpenTicketRequest r) {
+    v1::Ticket t;
+    return Call(w.stub.get(), &Stub::OpenTicket, r, &t);
+  };
+  v1::OpenTicketRequest base;
+  base.set_request_id("r");
+  base.set_customer_id(cid);
+  base.set_channel(v1::TICKET_CHANNEL_WEB);
+  base.set_category(v1::TICKET_CATEGORY_QUALITY);
+  base.set_text("It broke.");
+  auto r = base;
+  r.set_text("   ");
+  RequireError(open(r), grpc::StatusCode::INVALID_ARGUMENT, "text:");
+  r.set_text(std::string(5001, 'x'));
+  RequireError(open(r), grpc::StatusCode::INVALID_ARGUMENT, "text:");
+  r = base;
+  r.set_customer_id("c-nobody");
+  RequireError(open(r), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  r = base;
+  r.set_category(v1::TICKET_CATEGORY_UNSPECIFIED);
+  RequireError(open(r), grpc::StatusCode::INVALID_ARGUMENT, "category:");
+  r = base;
+  r.set_channel(v1::TICKET_CHANNEL_PROACTIVE);
+  RequireError(open(r), grpc::StatusCode::INVALID_ARGUMENT, "channel:");
+  v1::ListTicketsRequest list;
+  list.set_customer_id(cid);
+  v1::ListTicketsResponse listed;
+  REQUIRE(Call(w.stub.get(), &Stub::ListTickets, list, &listed).ok());
+  CHECK(listed.tickets_size() == 0);
+
+  const v1::Ticket t = w.Open(cid, "ok", "It broke after a day.");
+  v1::ReplyToTicketRequest reply;
+  reply.set_customer_id(cid);
+  reply.set_ticket_id(t.ticket_id());
+  reply.set_author(v1::MESSAGE_AUTHOR_AGENT);
+  reply.set_agent_id("a");
+  reply.set_text("We will look into it later.");
+  reply.set_request_id("x");
+  v1::Ticket out;
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
+  api::SetTimestamp(kT0 - absl::Hours(1), reply.mutable_next_step_time());
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
+  api::SetTimestamp(kT0 + absl::Hours(2), reply.mutable_next_step_time());
+  reply.set_agent_id("ghost");
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::NOT_FOUND, "agent_id:");
+  reply.set_agent_id("a");
+  reply.set_ticket_id("t-missing");
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::NOT_FOUND, "ticket_id:");
+
+  v1::ResolveTicketRequest resolve;
+  resolve.set_customer_id(cid);
+  resolve.set_ticket_id(t.ticket_id());
+  resolve.set_agent_id("a");
+  RequireError(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out), grpc::StatusCode::INVALID_ARGUMENT, "summary:");
+  resolve.set_summary("Replaced.");
+  auto* refund = resolve.add_compensations();
+  refund->set_kind(v1::COMPENSATION_KIND_REFUND);
+  refund->add_refund_items()->set_item_id("1");
+  refund->mutable_refund_items(0)->set_quantity(1);
+  RequireError(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out), grpc::StatusCode::INVALID_ARGUMENT,
+               "compensations[0]:");  // the ticket has no order
+  CHECK(w.Get(t).status() == v1::TICKET_STATUS_OPEN);
+
+  v1::SubmitSatisfactionRequest csat;
+  csat.set_customer_id(cid);
+  csat.set_ticket_id(t.ticket_id());
+  csat.set_csat(6);
+  RequireError(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out), grpc::StatusCode::INVALID_ARGUMENT, "csat:");
+  csat.set_csat(5);
+  RequireError(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out), grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
+  resolve.clear_compensations();
+  REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out).ok());
+  reply.set_ticket_id(t.ticket_id());
+  reply.set_request_id("after-close");
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
+}
+
+TEST_CASE("an enterprise account's ticket goes to its named agent with a 30-minute first response", "[tickets][enterprise]") {
+  World w;
+  w.Agent("pool", 1);
+  w.Agent("named", 2);
+  const std::string cid = w.Customer("corp@example.com");
+  v1::SetEnterpriseAccountRequest ent;
+  ent.set_customer_id(cid);
+  ent.set_enterprise(true);
+  ent.set_company_name("Example Corp");
+  ent.set_named_agent_id("named");
+  v1::Membership m;
+  REQUIRE(Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::SetEnterpriseAccount, ent, &m).ok());
+  const v1::Ticket t = w.Open(cid, "t", "Please confirm delivery of our office chairs.");
+  CHECK(t.enterprise());
+  CHECK(t.assigned_agent_id() == "named");
+  CHECK(api::FromTimestamp(t.sla().first_response_due()) - api::FromTimestamp(t.create_time()) == absl::Minutes(30));
+}
+
+TEST_CASE("a 2-star review opens a ticket by itself, a refund compensation goes through order-tracking",
+          "[tickets][events]") {
+  World w(/*with_orders=*/true);
+  w.Agent("a", 1);
+  w.Agent("b", 2);
+  w.Agent("c", 3);
+  // order-tracking sends its events to this complaint-ticket service.
+  OrderHarness& orders = *w.orders;
+  orders.backends().SetAddress("complaint-ticket", Port(w.tickets->port()));
+  // The harness made order-tracking with event_sinks "none"; restart it delivering to the ticket service.
+  OrderHarness::Options oo;
+  oo.service_name = "order-tracking";
+  oo.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
+  oo.backends = {{"customer-profile", Port(w.profile.port())}, {"loyalty", Port(w.loyalty.port())}};
+  oo.event_sinks = "complaint-ticket=" + Port(w.tickets->port());
+  OrderHarness chain(oo);
+  w.tickets->backends().SetAddress("order-tracking", Port(chain.port()));
+
+  const std::string cid = w.Customer("review@example.com");
+  v1::AddAddressRequest add;
+  add.set_customer_id(cid);
+  add.set_request_id("a");
+  add.mutable_address()->set_recipient_name("孙悦");
+  add.mutable_address()->set_city("武汉");
+  add.mutable_address()->set_street("珞喻路1号");
+  v1::Address address;
+  REQUIRE(Call(w.profile_stub.get(), &v1::CustomerProfileService::Stub::AddAddress, add, &address).ok());
+  auto ostub = v1::OrderTrackingService::NewStub(chain.channel());
+  v1::CreateOrderRequest create;
+  create.set_customer_id(cid);
+  create.set_request_id("o");
+  auto* item = create.add_items();
+  item->set_sku("sku-mixer");
+  item->set_category("kitchen");
+  item->set_quantity(1);
+  item->mutable_unit_price()->set_amount_minor(49900);
+  item->mutable_unit_price()->set_currency("CNY");
+  create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
+  api::SetTimestamp(kT0, create.mutable_delivery_window()->mutable_start_time());
+  api::SetTimestamp(kT0 + absl::Hours(4), create.mutable_delivery_window()->mutable_end_time());
+  v1::Order order;
+  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
+  v1::ProcessOrderRequest process;
+  process.set_customer_id(cid);
+  process.set_order_id(order.order_id());
+  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::ProcessOrder, process, &order).ok());
+  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                 v1::PACKAGE_STATUS_DELIVERED}) {
+    v1::AdvancePackageRequest adv;
+    adv.set_customer_id(cid);
+    adv.set_order_id(order.order_id());
+    adv.set_package_id(order.packages(0).package_id());
+    adv.set_status(s);
+    adv.set_carrier("YTO");
+    adv.set_tracking_number("YTO1");
+    REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
+  }
+  v1::SubmitReviewRequest review;
+  review.set_customer_id(cid);
+  review.set_order_id(order.order_id());
+  review.set_item_id("1");
+  review.set_rating(2);
+  review.set_text("用了三天就坏了，很失望");
+  review.set_request_id("rv");
+  v1::Review rv;
+  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::SubmitReview, review, &rv).ok());
+
+  v1::ListTicketsRequest list;
+  list.set_customer_id(cid);
+  v1::ListTicketsResponse listed;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline) {
+    REQUIRE(Call(w.stub.get(), &Stub::ListTickets, list, &listed).ok());
+    if (listed.tickets_size() > 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  REQUIRE(listed.tickets_size() == 1);
+  const v1::Ticket t = listed.tickets(0);
+  CHECK(t.automatic());
+  CHECK(t.channel() == v1::TICKET_CHANNEL_REVIEW);
+  CHECK(t.order_id() == order.order_id());
+  CHECK(absl::StrContains(t.text(), "很失望"));
+
+  v1::ResolveTicketRequest resolve;
+  resolve.set_customer_id(cid);
+  resolve.set_ticket_id(t.ticket_id());
+  resolve.set_agent_id(t.assigned_agent_id());
+  resolve.set_summary("Defective unit: full refund.");
+  auto* refund = resolve.add_compensations();
+  refund->set_kind(v1::COMPENSATION_KIND_REFUND);
+  auto* ri = refund->add_refund_items();
+  ri->set_item_id("1");
+  ri->set_quantity(1);
+  auto* coupon = resolve.add_compensations();
+  coupon->set_kind(v1::COMPENSATION_KIND_COUPON);
+  coupon->mutable_coupon_value()->set_amount_minor(2000);
+  coupon->mutable_coupon_value()->set_currency("CNY");
+  v1::Ticket now;
+  REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &now).ok());
+  CHECK(now.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION);  // the refund is not paid yet
+  const std::string return_id = now.resolution().compensations(0).reference();
+  REQUIRE_FALSE(return_id.empty());
+  CHECK(now.resolution().compensations(1).status() == v1::COMPENSATION_STATUS_CONFIRMED);
+
+  for (auto s : {v1::RETURN_STATUS_PICKUP_SCHEDULED, v1::RETURN_STATUS_RECEIVED, v1::RETURN_STATUS_REFUNDED}) {
+    v1::AdvanceReturnRequest adv;
+    adv.set_customer_id(cid);
+    adv.set_return_id(return_id);
+    adv.set_status(s);
+    api::SetTimestamp(kT0 + absl::Hours(24), adv.mutable_pickup_start_time());
+    api::SetTimestamp(kT0 + absl::Hours(26), adv.mutable_pickup_end_time());
+    v1::Return ret;
+    REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvanceReturn, adv, &ret).ok());
+  }
+  const absl::Time resolved_by = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < resolved_by && w.Get(t).status() != v1::TICKET_STATUS_RESOLVED) absl::SleepFor(absl::Milliseconds(20));
+  CHECK(w.Get(t).status() == v1::TICKET_STATUS_RESOLVED);
+}
+
+TEST_CASE("AssessSeverity explains a score without opening anything", "[tickets][severity]") {
+  World w;
+  v1::AssessSeverityRequest r;
+  r.set_text("垃圾服务，再也不买了！！！");
+  r.set_category(v1::TICKET_CATEGORY_SERVICE_ATTITUDE);
+  v1::Severity s;
+  REQUIRE(Call(w.stub.get(), &Stub::AssessSeverity, r, &s).ok());
+  CHECK(s.handling_level() == 3);
+  CHECK(s.signals_size() >= 3);
+  r.set_text("");
+  RequireError(Call(w.stub.get(), &Stub::AssessSeverity, r, &s), grpc::StatusCode::INVALID_ARGUMENT, "text:");
+}
+
+}  // namespace
+}  // namespace crm::complaint_ticket
