@@ -30,6 +30,7 @@ services=(
   "customer-profile services/customer_profile/customer-profile 1"
   "order-tracking services/order_tracking/order-tracking 2"
   "loyalty services/loyalty/loyalty 3"
+  "complaint-ticket services/complaint_ticket/complaint-ticket 4"
 )
 # Every process learns where the others are (flags; defaults would assume --port-base 50050).
 addresses=(
@@ -79,6 +80,7 @@ for entry in "${services[@]}"; do
   case "$name" in
     loyalty) config=(--rules_file="$root/deploy/config/loyalty-rules.textproto") ;;
     order-tracking) config=(--return_policy_file="$root/deploy/config/return-policy.txt") ;;
+    complaint-ticket) config=(--lexicon_file="$root/deploy/config/complaint-lexicon.textproto") ;;
   esac
   "$build/$binary" --listen="127.0.0.1:$((port_base + offset))" "${config[@]}" \
     --metrics_listen="127.0.0.1:$((metrics_base + offset))" \

@@ -17,6 +17,7 @@ ABSL_DECLARE_FLAG(int, drain_seconds);
 ABSL_DECLARE_FLAG(int, max_message_bytes);
 ABSL_DECLARE_FLAG(std::string, log_level);
 ABSL_DECLARE_FLAG(int, shard_index);
+ABSL_DECLARE_FLAG(int, clock_offset_s);
 
 namespace crm::rpc {
 

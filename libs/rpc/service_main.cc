@@ -65,7 +65,8 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   }
 
   Backends backends(&metrics);
-  ServiceContext context{spec.name, store.get(), &metrics, SystemClock::Default(), &backends,
+  SystemClock clock(absl::Seconds(absl::GetFlag(FLAGS_clock_offset_s)));
+  ServiceContext context{spec.name, store.get(), &metrics, &clock, &backends,
                          absl::GetFlag(FLAGS_shard_index)};
   auto component = spec.build(context);
   if (!component.ok()) {

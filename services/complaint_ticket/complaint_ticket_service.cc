@@ -31,8 +31,6 @@ using rpc::Finish;
 using rpc::FinishOn;
 
 constexpr int kMaxTextChars = 5000;
-// The at-risk list looks this far ahead (a quarter of the longest period, 7 days, is 42 hours).
-constexpr absl::Duration kAtRiskHorizon = absl::Hours(48);
 
 bool IsFinal(const v1::Ticket& t) {
   return t.status() == v1::TICKET_STATUS_RESOLVED || t.status() == v1::TICKET_STATUS_CLOSED;
@@ -340,14 +338,12 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(Ctx* ctx, co
   bool more = true;
   while (more && resp->tickets_size() < *size) {
     std::vector<ComplaintTicketStore::DueEntry> due;
-    if (auto s = store_->Due(now + kAtRiskHorizon, cursor, *size, &due, &more); !s.ok()) return Finish(ctx, s);
+    if (auto s = store_->Due(now, cursor, *size, &due, &more); !s.ok()) return Finish(ctx, s);
     for (const auto& d : due) {
       cursor = d.key;
       auto t = store_->Get(d.customer_id, d.ticket_id);
       if (!t.ok()) continue;
-      const Deadline deadline{d.kind, d.due, ""};
       const bool breached = now > d.due;
-      if (!breached && !AtRisk(*t, deadline, now)) continue;
       auto* item = resp->add_tickets();
       *item->mutable_ticket() = std::move(*t);
       item->set_kind(d.kind);
@@ -781,7 +777,7 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
   bool more = true;
   while (more) {
     std::vector<ComplaintTicketStore::DueEntry> due;
-    if (auto s = store_->Due(now + kAtRiskHorizon, cursor, 1000, &due, &more); !s.ok()) return s;
+    if (auto s = store_->Due(now, cursor, 1000, &due, &more); !s.ok()) return s;
     for (const auto& d : due) {
       visit.emplace(d.customer_id, d.ticket_id);
       cursor = d.key;

@@ -30,19 +30,21 @@ bool CountsAgainstAgent(const v1::Ticket& t) {
   return t.status() == v1::TICKET_STATUS_OPEN || t.status() == v1::TICKET_STATUS_IN_PROGRESS;
 }
 
-std::vector<std::string> DeadlineKeys(const v1::Ticket& t) {
-  std::vector<std::string> keys;
-  if (t.ticket_id().empty()) return keys;
+// Index rows keyed by when each deadline becomes at risk; the value is the due time.
+std::vector<std::pair<std::string, std::string>> DeadlineRows(const v1::Ticket& t) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  if (t.ticket_id().empty()) return rows;
   for (const Deadline& d : OpenDeadlines(t)) {
-    keys.push_back(Key()
-                       .Time(d.due)
-                       .Str(t.customer_id())
-                       .Str(t.ticket_id())
-                       .U64(static_cast<uint64_t>(d.kind))
-                       .Str(d.callback_id)
-                       .Build());
+    rows.emplace_back(Key()
+                          .Time(RiskFrom(t, d))
+                          .Str(t.customer_id())
+                          .Str(t.ticket_id())
+                          .U64(static_cast<uint64_t>(d.kind))
+                          .Str(d.callback_id)
+                          .Build(),
+                      Key().Time(d.due).Build());
   }
-  return keys;
+  return rows;
 }
 
 std::optional<std::string> UnassignedKey(const v1::Ticket& t) {
@@ -110,11 +112,11 @@ absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
     if (auto a = AdjustLoad(txn, counted_before, -1); !a.ok() && !absl::IsNotFound(a)) return a;
     if (auto a = AdjustLoad(txn, counted_after, +1); !a.ok()) return a;
   }
-  for (const auto& k : DeadlineKeys(s.before_)) {
+  for (const auto& [k, v] : DeadlineRows(s.before_)) {
     if (auto d = txn.Delete(deadlines_, k); !d.ok()) return d;
   }
-  for (const auto& k : DeadlineKeys(t)) {
-    if (auto p = txn.Put(deadlines_, k, ""); !p.ok()) return p;
+  for (const auto& [k, v] : DeadlineRows(t)) {
+    if (auto p = txn.Put(deadlines_, k, v); !p.ok()) return p;
   }
   if (auto k = UnassignedKey(s.before_)) {
     if (auto d = txn.Delete(unassigned_, *k); !d.ok()) return d;
@@ -243,19 +245,23 @@ absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after
                                        bool* more) const {
   *more = false;
   const std::string begin = after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
-  return store_->Scan(deadlines_, begin, Key().Time(until).bytes(), [&](absl::string_view k, absl::string_view) {
-    if (static_cast<int>(out->size()) == limit) {
-      *more = true;
-      return false;
-    }
-    store::KeyReader r(k);
-    auto due = r.Time();
-    auto cid = r.Str();
-    auto tid = r.Str();
-    auto kind = r.U64();
-    if (due && cid && tid && kind) out->push_back({*due, *cid, *tid, static_cast<v1::SlaKind>(*kind), std::string(k)});
-    return true;
-  });
+  return store_->Scan(deadlines_, begin, Key().Time(until + absl::Microseconds(1)).bytes(),
+                      [&](absl::string_view k, absl::string_view v) {
+                        if (static_cast<int>(out->size()) == limit) {
+                          *more = true;
+                          return false;
+                        }
+                        store::KeyReader r(k);
+                        auto risk_from = r.Time();
+                        auto cid = r.Str();
+                        auto tid = r.Str();
+                        auto kind = r.U64();
+                        auto due = store::KeyReader(v).Time();
+                        if (risk_from && cid && tid && kind && due) {
+                          out->push_back({*risk_from, *due, *cid, *tid, static_cast<v1::SlaKind>(*kind), std::string(k)});
+                        }
+                        return true;
+                      });
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ComplaintTicketStore::Unassigned() const {

@@ -1,7 +1,8 @@
 // Persistence of complaint-ticket: the only code that knows its column families and keys.
 //
 //   tickets      customer_id, ticket_id             -> Ticket (conversation, callbacks, SLA, resolution)
-//   deadlines    due time, customer_id, ticket_id, kind -> "" (what the SLA sweep and the at-risk list visit)
+//   deadlines    at-risk-from time, customer_id, ticket_id, kind -> due time (what the SLA sweep and the
+//                at-risk list visit: exactly the rows whose time has come)
 //   unassigned   open time, customer_id, ticket_id  -> "" (tickets waiting for an agent)
 //   awaiting     customer_id, ticket_id             -> "" (resolved, compensation not yet confirmed)
 //   agents       agent_id                           -> Agent (with its open-ticket count)
@@ -86,12 +87,13 @@ class ComplaintTicketStore {
   absl::StatusOr<std::vector<v1::Ticket>> ListAll(absl::string_view customer_id) const;
 
   struct DueEntry {
+    absl::Time risk_from;
     absl::Time due;
     std::string customer_id, ticket_id;
     v1::SlaKind kind;
     std::string key;
   };
-  // Deadline index rows due before `until`, in due order, after `after`.
+  // Deadlines at risk (or passed) at `until`, in the order they became at risk, after `after`.
   absl::Status Due(absl::Time until, absl::string_view after, int limit, std::vector<DueEntry>* out, bool* more) const;
   // Tickets waiting for an agent, and tickets waiting for their compensation: (customer_id, ticket_id).
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Unassigned() const;

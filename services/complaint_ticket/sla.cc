@@ -81,10 +81,11 @@ std::vector<Deadline> OpenDeadlines(const v1::Ticket& t) {
   return out;
 }
 
-bool AtRisk(const v1::Ticket& t, const Deadline& d, absl::Time now) {
-  const absl::Duration window = std::max(absl::Minutes(15), PeriodOf(t, d.kind) / 4);
-  return d.due - now <= window;
+absl::Time RiskFrom(const v1::Ticket& t, const Deadline& d) {
+  return d.due - std::max(absl::Minutes(15), PeriodOf(t, d.kind) / 4);
 }
+
+bool AtRisk(const v1::Ticket& t, const Deadline& d, absl::Time now) { return now >= RiskFrom(t, d); }
 
 absl::Status CheckNextStepTime(absl::Time next_step, absl::Time now) {
   if (next_step <= now) return api::Invalid("next_step_time", "must be in the future: the date the customer hears next");

@@ -43,6 +43,8 @@ std::vector<Deadline> OpenDeadlines(const v1::Ticket& ticket);
 
 // Near its end: within a quarter of its policy period, and at least within 15 minutes.
 bool AtRisk(const v1::Ticket& ticket, const Deadline& deadline, absl::Time now);
+// When the deadline becomes at risk (what the at-risk list and the sweep are ordered and bounded by).
+absl::Time RiskFrom(const v1::Ticket& ticket, const Deadline& deadline);
 
 // An agent reply's committed date must be a real future date, within two weeks.
 absl::Status CheckNextStepTime(absl::Time next_step, absl::Time now);

@@ -13,8 +13,10 @@
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
 
-ABSL_FLAG(std::string, suites, "profile,orders,loyalty", "comma-separated suites to run: profile, orders, loyalty");
+ABSL_FLAG(std::string, suites, "profile,orders,loyalty,tickets",
+          "comma-separated suites to run: profile, orders, loyalty, tickets");
 ABSL_FLAG(int, order_customers, 2000, "customers placing orders in the orders suite");
+ABSL_FLAG(int, open_tickets, 100000, "open tickets before the at-risk list is measured");
 ABSL_FLAG(int, customers, 100000, "customers bulk-loaded before measuring");
 ABSL_FLAG(int, concurrency, 32, "calls in flight (closed loop)");
 ABSL_FLAG(int, channels, 4, "client connections");
@@ -117,6 +119,7 @@ int main(int argc, char** argv) {
   crm::load::BenchOptions options;
   options.customers = absl::GetFlag(FLAGS_customers);
   options.order_customers = absl::GetFlag(FLAGS_order_customers);
+  options.open_tickets = absl::GetFlag(FLAGS_open_tickets);
   options.load.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.load.channels = absl::GetFlag(FLAGS_channels);
   options.load.warmup = absl::Seconds(absl::GetFlag(FLAGS_warmup_s));
@@ -131,6 +134,8 @@ int main(int argc, char** argv) {
         crm::load::RunOrdersSuite(options, report);
       } else if (suite == "loyalty") {
         crm::load::RunLoyaltySuite(options, report);
+      } else if (suite == "tickets") {
+        crm::load::RunTicketsSuite(options, report);
       } else {
         std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
         return 2;

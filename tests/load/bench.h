@@ -15,6 +15,8 @@ struct BenchOptions {
   int customers = 100000;
   // Customers (with an address) that place orders in the orders suite.
   int order_customers = 2000;
+  // Open tickets before ListAtRiskTickets is measured.
+  int open_tickets = 100000;
   LoadOptions load;
 };
 
@@ -50,6 +52,7 @@ class Report {
 void RunProfileSuite(const BenchOptions& options, Report& report);
 void RunOrdersSuite(const BenchOptions& options, Report& report);
 void RunLoyaltySuite(const BenchOptions& options, Report& report);
+void RunTicketsSuite(const BenchOptions& options, Report& report);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
 std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,
