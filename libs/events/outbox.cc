@@ -80,6 +80,20 @@ absl::Status Outbox::Append(store::Transaction& txn, v1::Event& event) {
   return txn.PutProto(events_cf_, PositionKey(Position{epoch_, seq}), event);
 }
 
+absl::Status Outbox::DropPendingEventsOf(store::Transaction& txn, absl::string_view customer_id) {
+  std::vector<std::string> keys;
+  absl::Status s = txn.Scan(events_cf_, "", "", [&](absl::string_view k, absl::string_view v) {
+    v1::Event e;
+    if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && e.customer_id() == customer_id) keys.emplace_back(k);
+    return true;
+  });
+  if (!s.ok()) return s;
+  for (const auto& k : keys) {
+    if (auto d = txn.Delete(events_cf_, k); !d.ok()) return d;
+  }
+  return absl::OkStatus();
+}
+
 Position Outbox::Horizon() const {
   absl::MutexLock lock(&mu_);
   const uint64_t below = in_flight_.empty() ? next_seq_ : *in_flight_.begin();

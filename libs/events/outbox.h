@@ -57,6 +57,10 @@ class Outbox {
   // customer_id. Must be the transaction that makes the change the event reports.
   absl::Status Append(store::Transaction& txn, v1::Event& event);
 
+  // Removes the customer's events that no consumer has taken yet (erasure: what is about to be erased
+  // everywhere need not travel first). Scans the outbox, which holds only undelivered events.
+  absl::Status DropPendingEventsOf(store::Transaction& txn, absl::string_view customer_id);
+
   // Every append at or below this position has committed or rolled back.
   Position Horizon() const;
   // Called after each commit that appended events (the dispatcher wakes up). Set before writes start.

@@ -13,7 +13,7 @@ bool SinkWants(absl::string_view sink, const v1::Event& e) {
            p == P::kCustomerErased;
   }
   if (sink == "recommendation") {
-    return p == P::kOrderDelivered || p == P::kOrderRefunded || p == P::kCustomerErased;
+    return p == P::kOrderDelivered || p == P::kOrderRefunded || p == P::kBehaviorRecorded || p == P::kCustomerErased;
   }
   if (sink == "order-tracking") return p == P::kCustomerErased;
   if (sink == "customer-profile") {

@@ -1,8 +1,10 @@
 #include "libs/rpc/service_main.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "libs/log/log.h"
 #include "libs/metrics/rocksdb_collector.h"
@@ -16,6 +18,21 @@ log::Level ParseLevel(const std::string& s) {
   if (s == "warning") return log::Level::kWarning;
   if (s == "error") return log::Level::kError;
   return log::Level::kInfo;
+}
+
+// --shard_index, where -1 means the ordinal at the end of the host name (StatefulSet pods are "<name>-<n>").
+absl::StatusOr<int> ShardIndexFromFlags() {
+  const int flag = absl::GetFlag(FLAGS_shard_index);
+  if (flag >= 0) return flag;
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0) return absl::InternalError("--shard_index=-1: no host name");
+  const std::string name(host);
+  const size_t dash = name.rfind('-');
+  int ordinal = -1;
+  if (dash == std::string::npos || !absl::SimpleAtoi(name.substr(dash + 1), &ordinal) || ordinal < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--shard_index=-1: host name \"", name, "\" does not end in -<number>"));
+  }
+  return ordinal;
 }
 
 }  // namespace
@@ -66,8 +83,12 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
 
   Backends backends(&metrics);
   SystemClock clock(absl::Seconds(absl::GetFlag(FLAGS_clock_offset_s)));
-  ServiceContext context{spec.name, store.get(), &metrics, &clock, &backends,
-                         absl::GetFlag(FLAGS_shard_index)};
+  auto shard_index = ShardIndexFromFlags();
+  if (!shard_index.ok()) {
+    log::Error("cannot start", {{"error", shard_index.status().ToString()}});
+    return 1;
+  }
+  ServiceContext context{spec.name, store.get(), &metrics, &clock, &backends, *shard_index};
   auto component = spec.build(context);
   if (!component.ok()) {
     log::Error("cannot start", {{"error", component.status().ToString()}});

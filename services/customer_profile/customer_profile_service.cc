@@ -10,7 +10,7 @@
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
-#include "services/customer_profile/affinity.h"
+#include "libs/behavior/interest.h"
 #include "services/customer_profile/contact_policy.h"
 #include "services/customer_profile/profile_rules.h"
 
@@ -482,7 +482,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetCategoryAffinity(Ctx* ctx,
   if (!stored.ok()) return Finish(ctx, stored.status());
   const absl::Time now = clock_->Now();
   std::vector<v1::CategoryAffinity> current;
-  for (const auto& a : *stored) current.push_back(AffinityAsOf(a, now));
+  for (const auto& a : *stored) current.push_back(behavior::AffinityAsOf(a, now));
   std::sort(current.begin(), current.end(), [](const auto& a, const auto& b) {
     return a.score() != b.score() ? a.score() > b.score() : a.category() < b.category();
   });
@@ -495,7 +495,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::ExportCustomerData(Ctx* ctx, c
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   if (auto s = store_->Export(req->customer_id(), resp); !s.ok()) return Finish(ctx, s);
-  for (auto& a : *resp->mutable_category_affinities()) a = AffinityAsOf(a, now);
+  for (auto& a : *resp->mutable_category_affinities()) a = behavior::AffinityAsOf(a, now);
   api::SetTimestamp(now, resp->mutable_export_time());
   return Finish(ctx, absl::OkStatus());
 }
@@ -519,8 +519,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx, const 
 absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileComponent::Create(
     const rpc::ServiceContext& context) {
   auto component = std::unique_ptr<CustomerProfileComponent>(new CustomerProfileComponent());
-  // Erasure must reach every service that holds customer data.
-  auto events = events::EventProducer::Create(context, {"order-tracking", "loyalty", "complaint-ticket"});
+  // Erasure must reach every service that holds customer data; browsing feeds recommendation.
+  auto events = events::EventProducer::Create(context, {"order-tracking", "loyalty", "complaint-ticket", "recommendation"});
   if (!events.ok()) return events.status();
   component->events_ = std::move(*events);
   component->store_ = std::make_unique<CustomerProfileStore>(context.store, &component->events_->outbox());

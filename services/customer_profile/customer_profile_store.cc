@@ -6,7 +6,7 @@
 #include "libs/sharding/hash.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
-#include "services/customer_profile/affinity.h"
+#include "libs/behavior/interest.h"
 
 namespace crm::customer_profile {
 namespace {
@@ -161,11 +161,24 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
             a.set_category(e.category());
             it = touched.emplace(e.category(), std::move(a)).first;
           }
-          Accumulate(it->second, e, t);
+          behavior::Accumulate(it->second, behavior::ActionOf(e.type()), e.dwell_seconds(), t);
         }
         for (const auto& [category, a] : touched) {
           if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok()) return s;
         }
+        // Recommendation learns from browsing too.
+        v1::Event event;
+        event.set_customer_id(std::string(customer_id));
+        api::SetTimestamp(now, event.mutable_occur_time());
+        for (const auto& e : events) {
+          auto* signal = event.mutable_behavior_recorded()->add_signals();
+          signal->set_type(std::string(behavior::ActionName(behavior::ActionOf(e.type()))));
+          signal->set_category(e.category());
+          signal->set_sku(e.sku());
+          signal->set_dwell_seconds(e.dwell_seconds());
+          *signal->mutable_occur_time() = e.occur_time();
+        }
+        if (auto s = outbox_->Append(txn, event); !s.ok()) return s;
         out->set_recorded_count(static_cast<int32_t>(events.size()));
         return absl::OkStatus();
       });
@@ -296,6 +309,7 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::st
           if (auto s = txn.DeletePrefix(cf, prefix); !s.ok()) return s;
         }
         if (auto s = txn.DeletePrefix(requests_, RegisterRequestPrefix(c.email())); !s.ok()) return s;
+        if (auto s = outbox_->DropPendingEventsOf(txn, customer_id); !s.ok()) return s;
         google::protobuf::Timestamp erase_time;
         api::SetTimestamp(now, &erase_time);
         if (auto s = txn.PutProto(erased_, customer_id, erase_time); !s.ok()) return s;

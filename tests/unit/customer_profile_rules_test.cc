@@ -1,6 +1,6 @@
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
-#include "services/customer_profile/affinity.h"
+#include "libs/behavior/interest.h"
 #include "services/customer_profile/contact_policy.h"
 #include "services/customer_profile/profile_rules.h"
 
@@ -168,10 +168,18 @@ v1::BehaviorEvent View(int dwell) {
   return e;
 }
 
+double Weight(const v1::BehaviorEvent& e) { return behavior::InterestWeight(behavior::ActionOf(e.type()), e.dwell_seconds()); }
+void Accumulate(v1::CategoryAffinity& a, const v1::BehaviorEvent& e, absl::Time t) {
+  behavior::Accumulate(a, behavior::ActionOf(e.type()), e.dwell_seconds(), t);
+}
+using behavior::AffinityAsOf;
+constexpr absl::Duration kAffinityHalfLife = behavior::kInterestHalfLife;
+
 TEST_CASE("a long look weighs more than flipping past", "[customer_profile][affinity]") {
-  CHECK(InterestWeight(View(2)) < InterestWeight(View(10)));
-  CHECK(InterestWeight(View(10)) < InterestWeight(View(60)));
-  CHECK(InterestWeight(View(100000)) == Approx(5.0));
+  CHECK(Weight(View(2)) < Weight(View(10)));
+  CHECK(Weight(View(10)) < Weight(View(60)));
+  CHECK(Weight(View(100000)) == Approx(5.0));
+  CHECK(behavior::ActionOf("item_view") == behavior::Action::kItemView);
 }
 
 TEST_CASE("affinity halves every half-life and classifies engagement", "[customer_profile][affinity]") {
