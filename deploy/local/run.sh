@@ -31,6 +31,7 @@ services=(
   "order-tracking services/order_tracking/order-tracking 2"
   "loyalty services/loyalty/loyalty 3"
   "complaint-ticket services/complaint_ticket/complaint-ticket 4"
+  "recommendation services/recommendation/recommendation 5"
 )
 # Every process learns where the others are (flags; defaults would assume --port-base 50050).
 addresses=(

@@ -30,6 +30,7 @@ Action ActionOf(absl::string_view name) {
   if (name == "item_view") return Action::kItemView;
   if (name == "search") return Action::kSearch;
   if (name == "add_to_cart") return Action::kAddToCart;
+  if (name == "purchase") return Action::kPurchase;
   return Action::kOther;
 }
 
@@ -39,6 +40,7 @@ absl::string_view ActionName(Action action) {
     case Action::kItemView: return "item_view";
     case Action::kSearch: return "search";
     case Action::kAddToCart: return "add_to_cart";
+    case Action::kPurchase: return "purchase";
     default: return "other";
   }
 }
@@ -53,6 +55,8 @@ double InterestWeight(Action action, int dwell_seconds) {
       return 2.0 + std::min(3.0, (dwell_seconds - 30) / 60.0);
     case Action::kAddToCart:
       return 3.0;
+    case Action::kPurchase:
+      return 5.0;
     case Action::kSearch:
       return 0.5;
     default:

@@ -10,7 +10,8 @@
 
 namespace crm::behavior {
 
-enum class Action { kCategoryClick, kItemView, kSearch, kAddToCart, kOther };
+// kPurchase never comes from browsing: recommendation folds delivered orders in as the strongest interest.
+enum class Action { kCategoryClick, kItemView, kSearch, kAddToCart, kPurchase, kOther };
 
 // Interest halves after this long without new activity.
 inline constexpr absl::Duration kInterestHalfLife = absl::Hours(24 * 14);
@@ -23,7 +24,7 @@ Action ActionOf(absl::string_view name);
 absl::string_view ActionName(Action action);
 
 // A click 1; an item view 0.2 when flipped past (< 5 s), 1 for a normal look, 2 to 5 for a long look (30 s
-// and more, growing with time); add-to-cart 3; a search naming the category 0.5.
+// and more, growing with time); add-to-cart 3; a purchase 5; a search naming the category 0.5.
 double InterestWeight(Action action, int dwell_seconds);
 
 // Folds one action at `when` into the category's state. Actions may arrive out of order: an older one adds

@@ -835,7 +835,7 @@ absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::
   }
   // Loyalty accrues growth and points from delivered orders and takes them back on refunds; complaint-ticket
   // opens tickets for low reviews and failed or late deliveries, and confirms refund compensations.
-  auto events = events::EventProducer::Create(context, {"loyalty", "complaint-ticket"});
+  auto events = events::EventProducer::Create(context, {"loyalty", "complaint-ticket", "recommendation"});
   if (!events.ok()) return events.status();
   c->events_ = std::move(*events);
   c->store_ = std::make_unique<OrderTrackingStore>(context.store, &c->events_->outbox());

@@ -13,6 +13,7 @@
 #include "services/loyalty/loyalty_service.h"
 #include "services/order_tracking/order_tracking_service.h"
 #include "tests/support/http.h"
+#include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::complaint_ticket {
@@ -26,19 +27,8 @@ using Stub = v1::ComplaintTicketService::Stub;
 
 const absl::Time kT0 = absl::FromUnixSeconds(1767225600);  // 2026-01-01, every harness clock's start
 
-template <typename StubT, typename Req, typename Resp>
-grpc::Status Call(StubT* stub, grpc::Status (StubT::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                  Resp* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  return (stub->*method)(&ctx, req, resp);
-}
-
-void RequireError(const grpc::Status& s, grpc::StatusCode code, const std::string& prefix) {
-  INFO("message: " << s.error_message());
-  REQUIRE(s.error_code() == code);
-  CHECK(s.error_message().rfind(prefix, 0) == 0);
-}
+using testing::Call;
+using testing::RequireError;
 
 std::string Port(int p) { return "127.0.0.1:" + std::to_string(p); }
 

@@ -11,6 +11,7 @@
 #include "services/customer_profile/customer_profile_service.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
+#include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::customer_profile {
@@ -65,11 +66,7 @@ struct Client {
 };
 
 // Asserts the call failed with `code` and a message that starts with the field name.
-void RequireError(const grpc::Status& s, grpc::StatusCode code, const std::string& field_prefix) {
-  INFO("message: " << s.error_message());
-  REQUIRE(s.error_code() == code);
-  CHECK(s.error_message().rfind(field_prefix, 0) == 0);
-}
+using testing::RequireError;
 
 v1::Address HomeAddress() {
   v1::Address a;

@@ -16,6 +16,7 @@
 #include "services/order_tracking/order_tracking_service.h"
 #include "tests/support/http.h"
 #include "tests/support/process.h"
+#include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::loyalty {
@@ -26,19 +27,8 @@ using LoyaltyHarness = testing::ServiceHarness<LoyaltyComponent>;
 using OrderHarness = testing::ServiceHarness<order_tracking::OrderTrackingComponent>;
 using Stub = v1::LoyaltyService::Stub;
 
-template <typename StubT, typename Req, typename Resp>
-grpc::Status Call(StubT* stub, grpc::Status (StubT::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                  Resp* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  return (stub->*method)(&ctx, req, resp);
-}
-
-void RequireError(const grpc::Status& s, grpc::StatusCode code, const std::string& prefix) {
-  INFO("message: " << s.error_message());
-  REQUIRE(s.error_code() == code);
-  CHECK(s.error_message().rfind(prefix, 0) == 0);
-}
+using testing::Call;
+using testing::RequireError;
 
 struct World {
   explicit World(bool serve_metrics = false)

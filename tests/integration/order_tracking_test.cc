@@ -15,6 +15,7 @@
 #include "services/order_tracking/order_tracking_service.h"
 #include "tests/support/event_recorder.h"
 #include "tests/support/http.h"
+#include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::order_tracking {
@@ -27,19 +28,8 @@ using P = v1::PackageStatus;
 
 const absl::Time kStart = absl::FromUnixSeconds(1767225600);  // 2026-01-01T00:00:00Z, the harness clock
 
-template <typename StubT, typename Req, typename Resp>
-grpc::Status Call(StubT* stub, grpc::Status (StubT::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                  Resp* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  return (stub->*method)(&ctx, req, resp);
-}
-
-void RequireError(const grpc::Status& s, grpc::StatusCode code, const std::string& prefix) {
-  INFO("message: " << s.error_message());
-  REQUIRE(s.error_code() == code);
-  CHECK(s.error_message().rfind(prefix, 0) == 0);
-}
+using testing::Call;
+using testing::RequireError;
 
 // customer-profile and order-tracking wired together; optionally order events go to a recorder.
 struct World {

@@ -1,0 +1,211 @@
+#include "services/recommendation/models.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/time/civil_time.h"
+#include "absl/strings/str_cat.h"
+#include "libs/api/validate.h"
+#include "libs/sharding/hash.h"
+
+namespace crm::recommendation {
+
+double Similarity(const internal::CoCounts& co, const internal::ItemStats& a, const internal::ItemStats& b) {
+  double s = 0;
+  if (co.purchases() > 0 && a.baskets() > 0 && b.baskets() > 0) {
+    s += co.purchases() / std::sqrt(static_cast<double>(a.baskets()) * static_cast<double>(b.baskets()));
+  }
+  if (co.views() > 0 && a.viewers() > 0 && b.viewers() > 0) {
+    s += 0.3 * co.views() / std::sqrt(static_cast<double>(a.viewers()) * static_cast<double>(b.viewers()));
+  }
+  // Two items seen together once are "identical" by cosine; shrink what few customers support.
+  const double support = static_cast<double>(co.purchases() + co.views());
+  return s * support / (support + kSimilarityShrinkage);
+}
+
+Bundle BundleRule(int64_t together, int64_t with_a, int64_t with_b, int64_t baskets) {
+  Bundle r;
+  if (baskets <= 0 || with_a <= 0 || with_b <= 0) return r;
+  r.support = static_cast<double>(together) / static_cast<double>(baskets);
+  r.confidence = static_cast<double>(together) / static_cast<double>(with_a);
+  r.lift = r.confidence / (static_cast<double>(with_b) / static_cast<double>(baskets));
+  return r;
+}
+
+double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& n) {
+  internal::CoCounts co;
+  co.set_purchases(n.co_purchases());
+  co.set_views(n.co_views());
+  internal::ItemStats other;
+  other.set_baskets(n.baskets());
+  other.set_viewers(n.viewers());
+  return Similarity(co, self, other);
+}
+
+void OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self, const internal::Neighbour& other) {
+  auto* items = list.mutable_items();
+  const bool gone = other.co_purchases() <= 0 && other.co_views() <= 0;
+  for (int i = 0; i < items->size(); ++i) {
+    if (items->Get(i).sku() != other.sku()) continue;
+    if (gone) {
+      items->DeleteSubrange(i, 1);
+    } else {
+      *items->Mutable(i) = other;
+    }
+    return;
+  }
+  if (gone) return;
+  if (items->size() < kMaxNeighbours) {
+    *items->Add() = other;
+    return;
+  }
+  // Replace the weakest candidate when the newcomer is stronger.
+  int weakest = -1;
+  double weakest_score = SimilarityTo(self, other);
+  for (int i = 0; i < items->size(); ++i) {
+    const double s = SimilarityTo(self, items->Get(i));
+    if (s < weakest_score) {
+      weakest_score = s;
+      weakest = i;
+    }
+  }
+  if (weakest >= 0) *items->Mutable(weakest) = other;
+}
+
+std::vector<std::string> ItemsToPair(absl::string_view basket_id, std::vector<std::string> skus) {
+  std::sort(skus.begin(), skus.end());
+  skus.erase(std::unique(skus.begin(), skus.end()), skus.end());
+  if (skus.size() <= static_cast<size_t>(kMaxItemsPaired)) return skus;
+  std::vector<std::pair<uint64_t, std::string>> ranked;
+  ranked.reserve(skus.size());
+  for (auto& sku : skus) ranked.emplace_back(sharding::StableHash64(absl::StrCat(basket_id, "/", sku)), std::move(sku));
+  std::sort(ranked.begin(), ranked.end());
+  ranked.resize(kMaxItemsPaired);
+  std::vector<std::string> out;
+  for (auto& [hash, sku] : ranked) out.push_back(std::move(sku));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<Occasion> OccasionCategories(const std::vector<Purchase>& purchases, absl::Time now) {
+  const absl::TimeZone utc = absl::UTCTimeZone();
+  const absl::CivilDay today = absl::ToCivilDay(now, utc);
+  std::map<std::string, bool> recent;
+  std::map<std::string, absl::Time> occasion;
+  for (const auto& p : purchases) {
+    if (p.category.empty()) continue;
+    if (now - p.time < absl::Hours(24 * 60)) recent[p.category] = true;
+    const absl::CivilDay day = absl::ToCivilDay(p.time, utc);
+    if (day.year() >= today.year()) continue;
+    // The same date this year (29 February becomes 1 March).
+    const absl::CivilDay this_year(today.year(), day.month(), day.day());
+    const int64_t ahead = this_year - today;
+    if (ahead < -15 || ahead > 30) continue;
+    auto [it, inserted] = occasion.try_emplace(p.category, p.time);
+    if (!inserted && p.time > it->second) it->second = p.time;
+  }
+  std::vector<Occasion> out;
+  for (const auto& [category, when] : occasion) {
+    if (!recent.count(category)) out.push_back({category, when});
+  }
+  return out;
+}
+
+bool Eligible(const v1::CatalogItem& item, const internal::CustomerItem* mine, const internal::Shown* shown,
+              absl::Time now) {
+  if (!item.in_stock()) return false;
+  if (item.has_launch_time() && api::FromTimestamp(item.launch_time()) > now) return false;
+  if (mine != nullptr) {
+    if (mine->returned()) return false;
+    if (mine->bought() > 0 && now - api::FromTimestamp(mine->last_bought()) < kRecentlyBought) return false;
+  }
+  if (shown != nullptr && shown->clicks() == 0 && shown->impressions() >= kImpressionCap &&
+      now - api::FromTimestamp(shown->window_start()) < kImpressionWindow) {
+    return false;
+  }
+  return true;
+}
+
+double PlacementWeight(v1::Placement placement, v1::Model model) {
+  switch (placement) {
+    case v1::PLACEMENT_PRODUCT_PAGE:
+      switch (model) {
+        case v1::MODEL_ITEM_CF: return 2.0;
+        case v1::MODEL_BUNDLE: return 1.5;
+        case v1::MODEL_CATEGORY_AFFINITY: return 0.4;
+        case v1::MODEL_BESTSELLERS: return 0.2;
+        case v1::MODEL_COLD_START: return 0.2;
+        default: return 0.5;
+      }
+    case v1::PLACEMENT_CART:
+      switch (model) {
+        case v1::MODEL_BUNDLE: return 3.0;
+        case v1::MODEL_ITEM_CF: return 1.0;
+        case v1::MODEL_BESTSELLERS: return 0.2;
+        case v1::MODEL_COLD_START: return 0.2;
+        default: return 0.4;
+      }
+    case v1::PLACEMENT_EMAIL:
+      switch (model) {
+        case v1::MODEL_UPGRADE: return 3.0;
+        case v1::MODEL_OCCASION: return 3.0;
+        case v1::MODEL_ITEM_CF: return 1.5;
+        case v1::MODEL_CATEGORY_AFFINITY: return 0.8;
+        default: return 0.3;
+      }
+    default:  // home
+      switch (model) {
+        case v1::MODEL_UPGRADE: return 3.0;
+        case v1::MODEL_OCCASION: return 2.5;
+        case v1::MODEL_ITEM_CF: return 2.0;
+        case v1::MODEL_BUNDLE: return 1.0;
+        case v1::MODEL_CATEGORY_AFFINITY: return 1.0;
+        case v1::MODEL_COLD_START: return 0.5;
+        default: return 0.3;
+      }
+  }
+}
+
+std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model, v1::Placement placement,
+                             size_t count) {
+  struct Mix {
+    double total = 0;
+    double best = -1;
+    Candidate top;
+  };
+  std::map<std::string, Mix> mixed;
+  for (const auto& [model, candidates] : by_model) {
+    double max = 0;
+    for (const auto& c : candidates) max = std::max(max, c.score);
+    if (max <= 0) continue;
+    const double weight = PlacementWeight(placement, model);
+    for (size_t rank = 0; rank < candidates.size(); ++rank) {
+      const Candidate& c = candidates[rank];
+      const double contribution = weight * c.score / max;
+      Mix& m = mixed[c.sku];
+      m.total += contribution;
+      if (contribution > m.best) {
+        m.best = contribution;
+        m.top = c;
+      }
+    }
+  }
+  std::vector<Candidate> out;
+  for (auto& [sku, m] : mixed) {
+    m.top.score = m.total;
+    out.push_back(std::move(m.top));
+  }
+  std::sort(out.begin(), out.end(), [](const Candidate& a, const Candidate& b) {
+    return a.score != b.score ? a.score > b.score : a.sku < b.sku;
+  });
+  if (out.size() > count) out.resize(count);
+  return out;
+}
+
+std::string ModelName(v1::Model model) {
+  const std::string n = v1::Model_Name(model);
+  return absl::AsciiStrToLower(n.rfind("MODEL_", 0) == 0 ? n.substr(6) : n);
+}
+
+}  // namespace crm::recommendation

@@ -1,0 +1,94 @@
+// The recommendation models as pure functions: item-to-item similarity (cosine over buyers and viewers, so
+// best sellers do not win just by being everywhere), association rules for bundles (support, confidence,
+// lift), occasions (a category bought around this date in past years), upgrades, and the blend per
+// placement with the filters that keep recommendations fit to show. No storage, no gRPC.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "crm/internal/recommendation_storage.pb.h"
+#include "crm/v1/recommendation.pb.h"
+
+namespace crm::recommendation {
+
+inline constexpr int kMaxNeighbours = 40;
+// Baskets larger than this pair each item with this many others only (wholesale orders of hundreds of lines
+// would otherwise cost quadratic time and say little about what goes together).
+inline constexpr int kMaxItemsPaired = 40;
+// A first view is paired with at most this many items the customer first viewed in the day before it.
+inline constexpr int kMaxViewsPaired = 10;
+inline constexpr absl::Duration kCoViewWindow = absl::Hours(24);
+inline constexpr absl::Duration kBestsellerWindow = absl::Hours(24 * 30);
+inline constexpr absl::Duration kRecentlyBought = absl::Hours(24 * 90);
+// An item shown this often in a week without a click is not shown again that week.
+inline constexpr int kImpressionCap = 5;
+// Past buyers hear about a successor for this long after it launches.
+inline constexpr absl::Duration kUpgradeNoticeWindow = absl::Hours(24 * 180);
+inline constexpr absl::Duration kImpressionWindow = absl::Hours(24 * 7);
+
+// Similarity from n shared baskets or viewers is scaled by n / (n + this).
+inline constexpr double kSimilarityShrinkage = 2.0;
+
+// Blended similarity of two items: cosine of their baskets plus 0.3 × cosine of their viewers, shrunk
+// when few customers support it.
+double Similarity(const internal::CoCounts& co, const internal::ItemStats& a, const internal::ItemStats& b);
+
+struct Bundle {
+  double support = 0;
+  double confidence = 0;
+  double lift = 0;
+};
+// Rule "a -> b" over `baskets` baskets.
+Bundle BundleRule(int64_t together, int64_t baskets_with_a, int64_t baskets_with_b, int64_t baskets);
+
+// Similarity of `self` to a neighbour from the counts stored with it (for ranking candidates).
+double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& n);
+// Keeps `other` in `self`'s candidate list when it is among the best `kMaxNeighbours` (an existing entry for
+// the same item is replaced by the newer counts, or removed when they fell to zero).
+void OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self, const internal::Neighbour& other);
+
+// The distinct items of a basket that are paired with each other: all of them, or for a basket of more than
+// kMaxItemsPaired items a fixed pseudo-random choice of that many (the same every time for the same basket,
+// so erasure takes back exactly the pairs that were added).
+std::vector<std::string> ItemsToPair(absl::string_view basket_id, std::vector<std::string> skus);
+
+struct Purchase {
+  absl::Time time;
+  std::string category;
+};
+struct Occasion {
+  std::string category;
+  // The past purchase that makes it an occasion (the latest one).
+  absl::Time last_time;
+};
+// Categories the customer bought in around this date in an earlier year: that date falls between 15 days
+// ago and 30 days ahead this year, and nothing in the category was bought in the last 60 days.
+std::vector<Occasion> OccasionCategories(const std::vector<Purchase>& purchases, absl::Time now);
+
+// Whether an item may be recommended to the customer now: in stock, not bought in the last 90 days, never
+// returned, and not shown kImpressionCap times this week without a click.
+bool Eligible(const v1::CatalogItem& item, const internal::CustomerItem* mine, const internal::Shown* shown,
+              absl::Time now);
+
+struct Candidate {
+  std::string sku;
+  v1::Model model = v1::MODEL_UNSPECIFIED;
+  double score = 0;
+  std::string reason;
+};
+
+// Model weights per placement (what each placement is for).
+double PlacementWeight(v1::Placement placement, v1::Model model);
+
+// Blends each model's candidates: scores are scaled to the model's best, weighted for the placement and
+// summed per item; the item keeps the reason of the model that contributed most. Best first, `count` items.
+std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model, v1::Placement placement,
+                             size_t count);
+
+std::string ModelName(v1::Model model);
+
+}  // namespace crm::recommendation

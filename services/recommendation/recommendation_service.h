@@ -1,0 +1,86 @@
+// crm.v1.RecommendationService over gRPC's callback API, and what recommendation learns from events
+// (delivered orders, refunds, browsing; erasure takes a customer's contribution back out). Handlers
+// validate, ask the Recommender (recommender.h) and, for e-mail and push, ask customer-profile whether the
+// customer may be contacted before anything is sent, once per request id. Writes run on the write executor.
+#pragma once
+
+#include <memory>
+
+#include "absl/flags/declare.h"
+#include "crm/v1/recommendation.grpc.pb.h"
+#include "libs/clock/clock.h"
+#include "libs/events/consumer.h"
+#include "libs/rpc/backends.h"
+#include "libs/rpc/executor.h"
+#include "libs/rpc/service_main.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/registry.h"
+#include "services/recommendation/recommendation_store.h"
+#include "services/recommendation/recommender.h"
+
+ABSL_DECLARE_FLAG(int, bestseller_cache_s);
+
+namespace crm::recommendation {
+
+struct RecommendationMetrics {
+  explicit RecommendationMetrics(prometheus::Registry& registry);
+  prometheus::Family<prometheus::Counter>& served;       // {placement}
+  prometheus::Family<prometheus::Counter>& items;        // {model}
+  prometheus::Family<prometheus::Counter>& withheld;     // {reason}
+  prometheus::Family<prometheus::Counter>& impressions;  // {model}
+  prometheus::Family<prometheus::Counter>& clicks;       // {model}
+  prometheus::Family<prometheus::Counter>& learned;      // {kind}
+};
+
+class RecommendationService final : public v1::RecommendationService::CallbackService {
+ public:
+  RecommendationService(RecommendationStore* store, Recommender* recommender, Clock* clock, rpc::Executor* writes,
+                        rpc::Backends* backends, prometheus::Registry& registry);
+
+  using Ctx = grpc::CallbackServerContext;
+  using Reactor = grpc::ServerUnaryReactor;
+  Reactor* UpsertCatalogItems(Ctx*, const v1::UpsertCatalogItemsRequest*, v1::UpsertCatalogItemsResponse*) override;
+  Reactor* GetCatalogItem(Ctx*, const v1::GetCatalogItemRequest*, v1::CatalogItem*) override;
+  Reactor* SetStock(Ctx*, const v1::SetStockRequest*, v1::SetStockResponse*) override;
+  Reactor* Recommend(Ctx*, const v1::RecommendRequest*, v1::RecommendResponse*) override;
+  Reactor* RelatedItems(Ctx*, const v1::RelatedItemsRequest*, v1::RelatedItemsResponse*) override;
+  Reactor* BoughtTogether(Ctx*, const v1::BoughtTogetherRequest*, v1::BoughtTogetherResponse*) override;
+  Reactor* BestSellers(Ctx*, const v1::BestSellersRequest*, v1::BestSellersResponse*) override;
+  Reactor* RecordFeedback(Ctx*, const v1::RecordFeedbackRequest*, v1::RecordFeedbackResponse*) override;
+
+  absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
+
+ private:
+  // NOT_FOUND naming `field` when the catalog has no such item.
+  absl::Status CheckSku(const std::string& field, const std::string& sku);
+  absl::Status DoRecommend(const v1::RecommendRequest& request, v1::RecommendResponse* response);
+  // For e-mail and push: asks customer-profile to count one contact; fills withheld_reason when refused.
+  absl::Status AskToContact(const v1::RecommendRequest& request, v1::RecommendResponse* response);
+  void Served(const v1::RecommendRequest& request, const v1::RecommendResponse& response);
+
+  RecommendationStore* const store_;
+  Recommender* const recommender_;
+  Clock* const clock_;
+  rpc::Executor* const writes_;
+  rpc::Backends* const backends_;
+  RecommendationMetrics metrics_;
+};
+
+class RecommendationComponent final : public rpc::Component {
+ public:
+  static absl::StatusOr<std::unique_ptr<RecommendationComponent>> Create(const rpc::ServiceContext& context);
+  void Register(rpc::Server& server) override;
+  RecommendationService& service() { return *service_; }
+
+ private:
+  RecommendationComponent() = default;
+  std::unique_ptr<RecommendationStore> store_;
+  std::unique_ptr<BestsellerCache> bestsellers_;
+  std::unique_ptr<Recommender> recommender_;
+  std::unique_ptr<rpc::Executor> writes_;
+  std::unique_ptr<RecommendationService> service_;
+  std::unique_ptr<events::EventConsumer> consumer_;
+};
+
+}  // namespace crm::recommendation

@@ -1,0 +1,625 @@
+#include "services/recommendation/recommendation_store.h"
+
+#include <algorithm>
+#include <set>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "libs/api/validate.h"
+#include "libs/behavior/interest.h"
+#include "libs/events/consumer.h"
+#include "libs/sharding/hash.h"
+#include "libs/store/key.h"
+#include "services/recommendation/models.h"
+
+namespace crm::recommendation {
+namespace {
+
+using store::Key;
+using store::Transaction;
+
+constexpr char kItems[] = "items";
+constexpr char kSuccessors[] = "successors";
+constexpr char kItemStats[] = "item_stats";
+constexpr char kCoCounts[] = "co_counts";
+constexpr char kNeighbours[] = "neighbours";
+constexpr char kSales[] = "sales";
+constexpr char kGlobalStats[] = "global_stats";
+constexpr char kCustomers[] = "customers";
+constexpr char kCustomerItems[] = "customer_items";
+constexpr char kBaskets[] = "baskets";
+constexpr char kFirstViews[] = "first_views";
+constexpr char kAffinity[] = "affinity";
+constexpr char kShown[] = "shown";
+constexpr char kRequests[] = "requests";
+
+// Deliveries add to one of these, chosen by customer, so parallel deliveries rarely wait on each other.
+constexpr int kBasketStripes = 16;
+
+int64_t DayOf(absl::Time t) { return absl::ToUnixSeconds(t) / 86400; }
+
+std::string PairKey(absl::string_view a, absl::string_view b) {
+  return a < b ? Key().Str(a).Str(b).Build() : Key().Str(b).Str(a).Build();
+}
+
+int StripeOf(absl::string_view customer_id) {
+  return static_cast<int>(sharding::StableHash64(customer_id) % kBasketStripes);
+}
+
+template <typename M>
+absl::Status ScanProtos(const store::Store& store, rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix,
+                        absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
+  absl::Status parse;
+  absl::Status s = store.ScanPrefix(cf, prefix, [&](absl::string_view k, absl::string_view v) {
+    M m;
+    if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+      parse = absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
+      return false;
+    }
+    visit(k, std::move(m));
+    return true;
+  });
+  return s.ok() ? parse : s;
+}
+
+template <typename M>
+absl::Status ScanProtosIn(Transaction& txn, rocksdb::ColumnFamilyHandle* cf, absl::string_view begin,
+                          absl::string_view end, absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
+  absl::Status parse;
+  absl::Status s = txn.Scan(cf, begin, end, [&](absl::string_view k, absl::string_view v) {
+    M m;
+    if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+      parse = absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
+      return false;
+    }
+    visit(k, std::move(m));
+    return true;
+  });
+  return s.ok() ? parse : s;
+}
+
+int64_t Clamp(int64_t v) { return std::max<int64_t>(0, v); }
+
+}  // namespace
+
+// Signed changes to the rows every customer shares, gathered first and applied in key order.
+struct RecommendationStore::GraphDelta {
+  std::map<std::string, internal::ItemStats> stats;
+  // Keyed by PairKey; the pair itself kept for the neighbour lists.
+  std::map<std::string, std::pair<std::pair<std::string, std::string>, internal::CoCounts>> pairs;
+  std::map<std::tuple<std::string, int64_t, std::string>, int64_t> sales;
+  std::map<int, int64_t> baskets;
+
+  void AddPair(const std::string& a, const std::string& b, int64_t purchases, int64_t views) {
+    if (a == b) return;
+    auto& [pair, co] = pairs[PairKey(a, b)];
+    pair = a < b ? std::make_pair(a, b) : std::make_pair(b, a);
+    co.set_purchases(co.purchases() + purchases);
+    co.set_views(co.views() + views);
+  }
+};
+
+std::vector<std::string> RecommendationStore::ColumnFamilies() {
+  return {kItems,     kSuccessors, kItemStats,     kCoCounts, kNeighbours,  kSales,
+          kGlobalStats, kCustomers, kCustomerItems, kBaskets,  kFirstViews, kAffinity,
+          kShown,     kRequests,   events::EventConsumer::kConsumedFamily};
+}
+
+RecommendationStore::RecommendationStore(store::Store* store)
+    : store_(store),
+      items_(store->cf(kItems)),
+      successors_(store->cf(kSuccessors)),
+      item_stats_(store->cf(kItemStats)),
+      co_counts_(store->cf(kCoCounts)),
+      neighbours_(store->cf(kNeighbours)),
+      sales_(store->cf(kSales)),
+      global_stats_(store->cf(kGlobalStats)),
+      customers_(store->cf(kCustomers)),
+      customer_items_(store->cf(kCustomerItems)),
+      baskets_(store->cf(kBaskets)),
+      first_views_(store->cf(kFirstViews)),
+      affinity_(store->cf(kAffinity)),
+      shown_(store->cf(kShown)),
+      requests_(store->cf(kRequests)) {}
+
+std::string RecommendationStore::RequestKey(absl::string_view customer_id, absl::string_view method,
+                                            absl::string_view request_id) {
+  return Key().Str(customer_id).Str(method).Str(request_id).Build();
+}
+
+// ---- catalog ----
+
+absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>& items, absl::Time now) {
+  return store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+    for (v1::CatalogItem item : items) {
+      const std::string key = Key().Str(item.sku()).Build();
+      v1::CatalogItem existing;
+      auto found = txn.GetProto(items_, key, &existing, /*for_update=*/true);
+      if (!found.ok()) return found.status();
+      if (!item.has_in_stock()) item.set_in_stock(*found ? existing.in_stock() : true);
+      api::SetTimestamp(now, item.mutable_update_time());
+      if (*found && !existing.successor_of().empty() && existing.successor_of() != item.successor_of()) {
+        if (auto s = txn.Delete(successors_, Key().Str(existing.successor_of()).Str(item.sku())); !s.ok()) return s;
+      }
+      if (!item.successor_of().empty()) {
+        if (auto s = txn.Put(successors_, Key().Str(item.successor_of()).Str(item.sku()), ""); !s.ok()) return s;
+      }
+      if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::optional<v1::CatalogItem>> RecommendationStore::Item(absl::string_view sku) const {
+  v1::CatalogItem item;
+  auto found = store_->GetProto(items_, Key().Str(sku), &item);
+  if (!found.ok()) return found.status();
+  if (!*found) return std::nullopt;
+  return item;
+}
+
+absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(const std::vector<v1::StockChange>& changes,
+                                                                      absl::Time now) {
+  std::vector<std::string> unknown;
+  absl::Status s = store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+    unknown.clear();
+    for (const auto& change : changes) {
+      const std::string key = Key().Str(change.sku()).Build();
+      v1::CatalogItem item;
+      auto found = txn.GetProto(items_, key, &item, /*for_update=*/true);
+      if (!found.ok()) return found.status();
+      if (!*found) {
+        unknown.push_back(change.sku());
+        continue;
+      }
+      item.set_in_stock(change.in_stock());
+      api::SetTimestamp(now, item.mutable_update_time());
+      if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return unknown;
+}
+
+absl::StatusOr<std::vector<std::string>> RecommendationStore::Successors(absl::string_view sku) const {
+  std::vector<std::string> out;
+  absl::Status s = store_->ScanPrefix(successors_, Key().Str(sku), [&](absl::string_view k, absl::string_view) {
+    store::KeyReader r(k);
+    r.Str();
+    if (auto successor = r.Str()) out.push_back(*successor);
+    return true;
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> RecommendationStore::ItemsWithSuccessors() const {
+  std::vector<std::string> out;
+  absl::Status s = store_->Scan(successors_, "", "", [&](absl::string_view k, absl::string_view) {
+    store::KeyReader r(k);
+    if (auto predecessor = r.Str(); predecessor && (out.empty() || out.back() != *predecessor)) {
+      out.push_back(*predecessor);
+    }
+    return true;
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+// ---- learning ----
+
+void RecommendationStore::BasketDelta(const internal::Basket& basket, int sign, GraphDelta& delta) const {
+  std::map<std::string, int64_t> returned;
+  for (const auto& r : basket.returned()) returned[r.sku()] += r.quantity();
+  const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
+  std::vector<std::string> skus;
+  for (const auto& line : basket.lines()) {
+    internal::ItemStats& s = delta.stats[line.sku()];
+    s.set_baskets(s.baskets() + sign);
+    s.set_units(s.units() + sign * line.quantity());
+    s.set_returned_units(s.returned_units() + sign * returned[line.sku()]);
+    const int64_t kept = std::max<int64_t>(0, line.quantity() - returned[line.sku()]);
+    if (!line.category().empty()) delta.sales[{line.category(), day, line.sku()}] += sign * kept;
+    delta.sales[{"", day, line.sku()}] += sign * kept;
+    skus.push_back(line.sku());
+  }
+  const std::vector<std::string> paired = ItemsToPair(basket.order_id(), std::move(skus));
+  for (size_t i = 0; i < paired.size(); ++i) {
+    for (size_t j = i + 1; j < paired.size(); ++j) delta.AddPair(paired[i], paired[j], sign, 0);
+  }
+}
+
+absl::Status RecommendationStore::ViewPairs(Transaction& txn, absl::string_view customer_id, int64_t sequence,
+                                            const internal::FirstView& view, int sign, GraphDelta& delta) const {
+  const absl::Time t = api::FromTimestamp(view.time());
+  const int64_t from = std::max<int64_t>(0, sequence - kMaxViewsPaired);
+  return ScanProtosIn<internal::FirstView>(
+      txn, first_views_, Key().Str(customer_id).I64(from), Key().Str(customer_id).I64(sequence),
+      [&](absl::string_view, internal::FirstView&& earlier) {
+        if (absl::AbsDuration(t - api::FromTimestamp(earlier.time())) <= kCoViewWindow) {
+          delta.AddPair(view.sku(), earlier.sku(), 0, sign);
+        }
+      });
+}
+
+absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delta) {
+  // Item stats, in key order.
+  std::map<std::string, internal::ItemStats> stats;
+  for (const auto& [sku, d] : delta.stats) {
+    const std::string key = Key().Str(sku).Build();
+    internal::ItemStats s;
+    auto found = txn.GetProto(item_stats_, key, &s, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    s.set_baskets(Clamp(s.baskets() + d.baskets()));
+    s.set_units(Clamp(s.units() + d.units()));
+    s.set_viewers(Clamp(s.viewers() + d.viewers()));
+    s.set_returned_units(Clamp(s.returned_units() + d.returned_units()));
+    if (auto st = txn.PutProto(item_stats_, key, s); !st.ok()) return st;
+    stats[sku] = s;
+  }
+  auto stats_of = [&](const std::string& sku) -> absl::StatusOr<internal::ItemStats> {
+    if (auto it = stats.find(sku); it != stats.end()) return it->second;
+    internal::ItemStats s;
+    auto found = txn.GetProto(item_stats_, Key().Str(sku), &s);
+    if (!found.ok()) return found.status();
+    stats[sku] = s;
+    return s;
+  };
+  // Pair counts, in key order; then each affected item's neighbour list.
+  std::map<std::string, std::vector<std::pair<std::string, internal::CoCounts>>> offers;
+  for (const auto& [key, entry] : delta.pairs) {
+    const auto& [pair, d] = entry;
+    internal::CoCounts co;
+    auto found = txn.GetProto(co_counts_, key, &co, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    co.set_purchases(Clamp(co.purchases() + d.purchases()));
+    co.set_views(Clamp(co.views() + d.views()));
+    const absl::Status st = co.purchases() == 0 && co.views() == 0 ? txn.Delete(co_counts_, key)
+                                                                    : txn.PutProto(co_counts_, key, co);
+    if (!st.ok()) return st;
+    offers[pair.first].emplace_back(pair.second, co);
+    offers[pair.second].emplace_back(pair.first, co);
+  }
+  for (const auto& [sku, others] : offers) {
+    const std::string key = Key().Str(sku).Build();
+    internal::Neighbours list;
+    auto found = txn.GetProto(neighbours_, key, &list, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    auto self = stats_of(sku);
+    if (!self.ok()) return self.status();
+    for (const auto& [other, co] : others) {
+      auto theirs = stats_of(other);
+      if (!theirs.ok()) return theirs.status();
+      internal::Neighbour n;
+      n.set_sku(other);
+      n.set_co_purchases(co.purchases());
+      n.set_co_views(co.views());
+      n.set_baskets(theirs->baskets());
+      n.set_viewers(theirs->viewers());
+      OfferNeighbour(list, *self, n);
+    }
+    if (auto st = txn.PutProto(neighbours_, key, list); !st.ok()) return st;
+  }
+  for (const auto& [k, units] : delta.sales) {
+    if (units == 0) continue;
+    const auto& [category, day, sku] = k;
+    const std::string key = Key().Str(category).I64(day).Str(sku).Build();
+    internal::Sold sold;
+    auto found = txn.GetProto(sales_, key, &sold, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    sold.set_units(sold.units() + units);
+    const absl::Status st = sold.units() <= 0 ? txn.Delete(sales_, key) : txn.PutProto(sales_, key, sold);
+    if (!st.ok()) return st;
+  }
+  for (const auto& [stripe, d] : delta.baskets) {
+    if (d == 0) continue;
+    const std::string key = Key().U64(static_cast<uint64_t>(stripe)).Build();
+    internal::GlobalStats g;
+    auto found = txn.GetProto(global_stats_, key, &g, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    g.set_baskets(Clamp(g.baskets() + d));
+    if (auto st = txn.PutProto(global_stats_, key, g); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_view customer_id,
+                                                const v1::OrderDelivered& order, absl::Time when) {
+  const std::string basket_key = Key().Str(customer_id).Str(order.order_id()).Build();
+  if (auto existing = txn.GetForUpdate(baskets_, basket_key); !existing.ok() || existing->has_value()) {
+    return existing.status();  // already learned (or a read error)
+  }
+  // One line per sku; the catalog's category wins over the one the order carried.
+  internal::Basket basket;
+  basket.set_order_id(order.order_id());
+  api::SetTimestamp(when, basket.mutable_delivered_time());
+  std::map<std::string, internal::BasketLine> lines;
+  for (const auto& item : order.items()) {
+    if (item.sku().empty() || item.quantity() <= 0) continue;
+    internal::BasketLine& line = lines[item.sku()];
+    if (line.sku().empty()) {
+      line.set_sku(item.sku());
+      v1::CatalogItem catalog;
+      auto found = txn.GetProto(items_, Key().Str(item.sku()), &catalog);
+      if (!found.ok()) return found.status();
+      line.set_category(*found ? catalog.category() : item.category());
+    }
+    line.set_quantity(line.quantity() + item.quantity());
+  }
+  if (lines.empty()) return absl::OkStatus();
+  for (auto& [sku, line] : lines) *basket.add_lines() = line;
+
+  const std::string summary_key = Key().Str(customer_id).Build();
+  internal::CustomerSummary summary;
+  if (auto s = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true); !s.ok()) return s.status();
+  summary.set_baskets(summary.baskets() + 1);
+  if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
+    api::SetTimestamp(when, summary.mutable_last_activity());
+  }
+  if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
+
+  std::map<std::string, bool> categories;
+  for (const auto& line : basket.lines()) {
+    const std::string key = Key().Str(customer_id).Str(line.sku()).Build();
+    internal::CustomerItem mine;
+    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
+    mine.set_sku(line.sku());
+    mine.set_category(line.category());
+    mine.set_bought(mine.bought() + 1);
+    if (!mine.has_last_bought() || api::FromTimestamp(mine.last_bought()) < when) {
+      api::SetTimestamp(when, mine.mutable_last_bought());
+    }
+    if (auto s = txn.PutProto(customer_items_, key, mine); !s.ok()) return s;
+    if (!line.category().empty()) categories[line.category()] = true;
+  }
+  for (const auto& [category, unused] : categories) {
+    const std::string key = Key().Str(customer_id).Str(category).Build();
+    v1::CategoryAffinity a;
+    if (auto s = txn.GetProto(affinity_, key, &a, /*for_update=*/true); !s.ok()) return s.status();
+    a.set_category(category);
+    behavior::Accumulate(a, behavior::Action::kPurchase, 0, when);
+    if (auto s = txn.PutProto(affinity_, key, a); !s.ok()) return s;
+  }
+  if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
+
+  GraphDelta delta;
+  BasketDelta(basket, +1, delta);
+  delta.baskets[StripeOf(customer_id)] += 1;
+  return Apply(txn, delta);
+}
+
+absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_view customer_id,
+                                              const v1::OrderRefunded& refund) {
+  const std::string basket_key = Key().Str(customer_id).Str(refund.order_id()).Build();
+  internal::Basket basket;
+  auto has_basket = txn.GetProto(baskets_, basket_key, &basket, /*for_update=*/true);
+  if (!has_basket.ok()) return has_basket.status();
+  GraphDelta delta;
+  for (const auto& item : refund.items()) {
+    if (item.sku().empty() || item.quantity() <= 0) continue;
+    const std::string key = Key().Str(customer_id).Str(item.sku()).Build();
+    internal::CustomerItem mine;
+    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
+    mine.set_sku(item.sku());
+    if (mine.category().empty()) mine.set_category(item.category());
+    mine.set_returned(true);
+    if (auto s = txn.PutProto(customer_items_, key, mine); !s.ok()) return s;
+    if (!*has_basket) continue;
+    // Units returned count against the item (return rate) and come off the day's sales, never more than
+    // the basket held.
+    const internal::BasketLine* line = nullptr;
+    for (const auto& l : basket.lines()) {
+      if (l.sku() == item.sku()) line = &l;
+    }
+    if (line == nullptr) continue;
+    internal::BasketLine* returned = nullptr;
+    for (auto& r : *basket.mutable_returned()) {
+      if (r.sku() == item.sku()) returned = &r;
+    }
+    if (returned == nullptr) {
+      returned = basket.add_returned();
+      returned->set_sku(item.sku());
+      returned->set_category(line->category());
+    }
+    const int32_t units = std::min<int32_t>(item.quantity(), line->quantity() - returned->quantity());
+    if (units <= 0) continue;
+    returned->set_quantity(returned->quantity() + units);
+    internal::ItemStats& d = delta.stats[item.sku()];
+    d.set_returned_units(d.returned_units() + units);
+    const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
+    if (!line->category().empty()) delta.sales[{line->category(), day, item.sku()}] -= units;
+    delta.sales[{"", day, item.sku()}] -= units;
+  }
+  if (*has_basket) {
+    if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
+  }
+  return Apply(txn, delta);
+}
+
+absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_view customer_id,
+                                                const v1::BehaviorRecorded& b, absl::Time when) {
+  const std::string summary_key = Key().Str(customer_id).Build();
+  internal::CustomerSummary summary;
+  if (auto s = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true); !s.ok()) return s.status();
+  std::map<std::string, v1::CategoryAffinity> affinity;
+  GraphDelta delta;
+  for (const auto& signal : b.signals()) {
+    const behavior::Action action = behavior::ActionOf(signal.type());
+    if (action == behavior::Action::kOther) continue;
+    const absl::Time t = signal.has_occur_time() ? api::FromTimestamp(signal.occur_time()) : when;
+    if (!signal.category().empty()) {
+      auto [it, inserted] = affinity.try_emplace(signal.category());
+      if (inserted) {
+        auto s = txn.GetProto(affinity_, Key().Str(customer_id).Str(signal.category()), &it->second, true);
+        if (!s.ok()) return s.status();
+        it->second.set_category(signal.category());
+      }
+      behavior::Accumulate(it->second, action, signal.dwell_seconds(), t);
+    }
+    if (signal.sku().empty() || (action != behavior::Action::kItemView && action != behavior::Action::kAddToCart)) {
+      continue;
+    }
+    const std::string key = Key().Str(customer_id).Str(signal.sku()).Build();
+    internal::CustomerItem mine;
+    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
+    const bool first_view = mine.views() == 0;
+    mine.set_sku(signal.sku());
+    if (mine.category().empty()) mine.set_category(signal.category());
+    mine.set_views(mine.views() + 1);
+    mine.set_max_dwell_seconds(std::max(mine.max_dwell_seconds(), signal.dwell_seconds()));
+    if (!mine.has_last_viewed() || api::FromTimestamp(mine.last_viewed()) < t) {
+      api::SetTimestamp(t, mine.mutable_last_viewed());
+    }
+    if (auto s = txn.PutProto(customer_items_, key, mine); !s.ok()) return s;
+    if (!first_view) continue;
+    const int64_t sequence = summary.items_viewed();
+    summary.set_items_viewed(sequence + 1);
+    internal::FirstView view;
+    view.set_sku(signal.sku());
+    api::SetTimestamp(t, view.mutable_time());
+    internal::ItemStats& d = delta.stats[signal.sku()];
+    d.set_viewers(d.viewers() + 1);
+    if (auto s = ViewPairs(txn, customer_id, sequence, view, +1, delta); !s.ok()) return s;
+    if (auto s = txn.PutProto(first_views_, Key().Str(customer_id).I64(sequence), view); !s.ok()) return s;
+  }
+  for (const auto& [category, a] : affinity) {
+    if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok()) return s;
+  }
+  if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
+    api::SetTimestamp(when, summary.mutable_last_activity());
+  }
+  if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
+  return Apply(txn, delta);
+}
+
+absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view customer_id) {
+  const std::string prefix = Key().Str(customer_id).Build();
+  GraphDelta delta;
+  int64_t baskets = 0;
+  absl::Status s = ScanProtosIn<internal::Basket>(txn, baskets_, prefix, store::PrefixUpperBound(prefix),
+                                                  [&](absl::string_view, internal::Basket&& basket) {
+                                                    BasketDelta(basket, -1, delta);
+                                                    ++baskets;
+                                                  });
+  if (!s.ok()) return s;
+  delta.baskets[StripeOf(customer_id)] -= baskets;
+  std::vector<std::pair<int64_t, internal::FirstView>> views;
+  s = ScanProtosIn<internal::FirstView>(txn, first_views_, prefix, store::PrefixUpperBound(prefix),
+                                        [&](absl::string_view key, internal::FirstView&& view) {
+                                          store::KeyReader r(key);
+                                          r.Str();
+                                          views.emplace_back(r.I64().value_or(0), std::move(view));
+                                        });
+  if (!s.ok()) return s;
+  for (const auto& [sequence, view] : views) {
+    internal::ItemStats& d = delta.stats[view.sku()];
+    d.set_viewers(d.viewers() - 1);
+    if (auto st = ViewPairs(txn, customer_id, sequence, view, -1, delta); !st.ok()) return st;
+  }
+  if (auto st = Apply(txn, delta); !st.ok()) return st;
+  if (auto st = txn.Delete(customers_, prefix); !st.ok()) return st;
+  for (auto* cf : {customer_items_, baskets_, first_views_, affinity_, shown_, requests_}) {
+    if (auto st = txn.DeletePrefix(cf, prefix); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_view customer_id, absl::string_view sku,
+                                              int impressions, int clicks, absl::Time now) {
+  const std::string key = Key().Str(customer_id).Str(sku).Build();
+  internal::Shown shown;
+  if (auto s = txn.GetProto(shown_, key, &shown, /*for_update=*/true); !s.ok()) return s.status();
+  if (!shown.has_window_start() || now - api::FromTimestamp(shown.window_start()) >= kImpressionWindow) {
+    shown.Clear();
+    api::SetTimestamp(now, shown.mutable_window_start());
+  }
+  shown.set_impressions(shown.impressions() + impressions);
+  shown.set_clicks(shown.clicks() + clicks);
+  if (impressions > 0) api::SetTimestamp(now, shown.mutable_last_shown());
+  return txn.PutProto(shown_, key, shown);
+}
+
+// ---- reads ----
+
+absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view customer_id, bool with_baskets) const {
+  CustomerView v;
+  const std::string prefix = Key().Str(customer_id).Build();
+  auto found = store_->GetProto(customers_, prefix, &v.summary);
+  if (!found.ok()) return found.status();
+  v.known = *found;
+  // Even a customer nothing was learned about may have been shown recommendations (cold start).
+  absl::Status s = ScanProtos<internal::CustomerItem>(
+      *store_, customer_items_, prefix,
+      [&](absl::string_view, internal::CustomerItem&& item) { v.items[item.sku()] = std::move(item); });
+  if (!s.ok()) return s;
+  s = ScanProtos<v1::CategoryAffinity>(*store_, affinity_, prefix, [&](absl::string_view, v1::CategoryAffinity&& a) {
+    v.affinity.push_back(std::move(a));
+  });
+  if (!s.ok()) return s;
+  s = ScanProtos<internal::Shown>(*store_, shown_, prefix, [&](absl::string_view key, internal::Shown&& shown) {
+    store::KeyReader r(key);
+    r.Str();
+    if (auto sku = r.Str()) v.shown[*sku] = std::move(shown);
+  });
+  if (!s.ok()) return s;
+  if (with_baskets) {
+    s = ScanProtos<internal::Basket>(*store_, baskets_, prefix,
+                                     [&](absl::string_view, internal::Basket&& b) { v.baskets.push_back(std::move(b)); });
+    if (!s.ok()) return s;
+  }
+  return v;
+}
+
+absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view sku) const {
+  internal::ItemStats s;
+  auto found = store_->GetProto(item_stats_, Key().Str(sku), &s);
+  if (!found.ok()) return found.status();
+  return s;
+}
+
+absl::StatusOr<internal::CoCounts> RecommendationStore::Co(absl::string_view a, absl::string_view b) const {
+  internal::CoCounts co;
+  auto found = store_->GetProto(co_counts_, PairKey(a, b), &co);
+  if (!found.ok()) return found.status();
+  return co;
+}
+
+absl::StatusOr<internal::Neighbours> RecommendationStore::NeighboursOf(absl::string_view sku) const {
+  internal::Neighbours n;
+  auto found = store_->GetProto(neighbours_, Key().Str(sku), &n);
+  if (!found.ok()) return found.status();
+  return n;
+}
+
+absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
+  int64_t total = 0;
+  absl::Status s = store_->Scan(global_stats_, "", "", [&](absl::string_view, absl::string_view v) {
+    internal::GlobalStats g;
+    if (g.ParseFromArray(v.data(), static_cast<int>(v.size()))) total += g.baskets();
+    return true;
+  });
+  if (!s.ok()) return s;
+  return total;
+}
+
+absl::StatusOr<std::map<std::string, int64_t>> RecommendationStore::UnitsSold(absl::string_view category,
+                                                                             absl::Time since, absl::Time until) const {
+  std::map<std::string, int64_t> units;
+  absl::Status s = store_->Scan(
+      sales_, Key().Str(category).I64(DayOf(since)), Key().Str(category).I64(DayOf(until) + 1),
+      [&](absl::string_view key, absl::string_view v) {
+        store::KeyReader r(key);
+        r.Str();
+        r.I64();
+        internal::Sold sold;
+        if (auto sku = r.Str(); sku && sold.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          units[*sku] += sold.units();
+        }
+        return true;
+      });
+  if (!s.ok()) return s;
+  return units;
+}
+
+}  // namespace crm::recommendation

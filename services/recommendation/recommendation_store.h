@@ -1,0 +1,117 @@
+// Persistence of the recommendation service: the only code that knows its column families and keys.
+//
+//   items           sku                                   -> crm.v1.CatalogItem
+//   successors      predecessor sku, successor sku        -> "" (who gets an upgrade notice)
+//   item_stats      sku                                   -> ItemStats (baskets, units, viewers, returns)
+//   co_counts       sku a, sku b (a < b)                  -> CoCounts (baskets with both, customers viewing both)
+//   neighbours      sku                                   -> Neighbours (best kMaxNeighbours candidates)
+//   sales           category ("" = all), day, sku         -> Sold (units; bestsellers sum a 30-day window)
+//   global_stats    stripe                                -> GlobalStats (all baskets, in 16 stripes)
+//   customers       customer_id                           -> CustomerSummary
+//   customer_items  customer_id, sku                      -> CustomerItem (bought, returned, viewed)
+//   baskets         customer_id, order_id                 -> Basket (delivered orders, for occasions and undo)
+//   first_views     customer_id, sequence                 -> FirstView (order of distinct items viewed)
+//   affinity        customer_id, category                 -> crm.v1.CategoryAffinity (decayed interest)
+//   shown           customer_id, sku                      -> Shown (impressions and clicks this week)
+//   requests        customer_id, method, request_id       -> idempotency records (e-mail, feedback)
+//   consumed_events                                       -> events already applied
+//
+// Learning happens in the event consumer's transaction: per-customer rows first, then the shared item rows
+// each locked in key order (stats, pairs, neighbour lists, sales), so concurrent deliveries cannot deadlock
+// and every count is exact. Erasing a customer replays their baskets and views with the sign reversed.
+// Thread-safe.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "crm/internal/recommendation_storage.pb.h"
+#include "crm/v1/customer_profile.pb.h"
+#include "crm/v1/events.pb.h"
+#include "crm/v1/recommendation.pb.h"
+#include "libs/store/store.h"
+
+namespace crm::recommendation {
+
+// Everything the store keeps about one customer, read at once for a recommendation.
+struct CustomerView {
+  bool known = false;
+  internal::CustomerSummary summary;
+  std::map<std::string, internal::CustomerItem> items;  // by sku
+  std::vector<v1::CategoryAffinity> affinity;            // as stored (not yet decayed to now)
+  std::map<std::string, internal::Shown> shown;          // by sku
+  std::vector<internal::Basket> baskets;
+};
+
+class RecommendationStore {
+ public:
+  static std::vector<std::string> ColumnFamilies();
+  explicit RecommendationStore(store::Store* store);
+
+  // Catalog. Upsert keeps an existing item's stock state when `in_stock` is unset; new items are in stock.
+  absl::Status UpsertItems(const std::vector<v1::CatalogItem>& items, absl::Time now);
+  absl::StatusOr<std::optional<v1::CatalogItem>> Item(absl::string_view sku) const;
+  // Applies stock changes; returns the SKUs the catalog does not have (nothing else is written for them).
+  absl::StatusOr<std::vector<std::string>> SetStock(const std::vector<v1::StockChange>& changes, absl::Time now);
+  absl::StatusOr<std::vector<std::string>> Successors(absl::string_view sku) const;
+  // Every item some other item upgrades.
+  absl::StatusOr<std::vector<std::string>> ItemsWithSuccessors() const;
+
+  // Learning, inside the event consumer's transaction.
+  absl::Status LearnDelivery(store::Transaction& txn, absl::string_view customer_id, const v1::OrderDelivered& order,
+                             absl::Time when);
+  absl::Status LearnRefund(store::Transaction& txn, absl::string_view customer_id, const v1::OrderRefunded& refund);
+  absl::Status LearnBrowsing(store::Transaction& txn, absl::string_view customer_id, const v1::BehaviorRecorded& b,
+                             absl::Time when);
+  // Takes back everything the customer contributed and deletes every row about them.
+  absl::Status Forget(store::Transaction& txn, absl::string_view customer_id);
+
+  // Impressions and clicks of recommendations, inside a request's transaction.
+  absl::Status RecordShown(store::Transaction& txn, absl::string_view customer_id, absl::string_view sku,
+                           int impressions, int clicks, absl::Time now);
+
+  // Reads (no locks).
+  absl::StatusOr<CustomerView> Customer(absl::string_view customer_id, bool with_baskets) const;
+  absl::StatusOr<internal::ItemStats> Stats(absl::string_view sku) const;
+  absl::StatusOr<internal::CoCounts> Co(absl::string_view a, absl::string_view b) const;
+  absl::StatusOr<internal::Neighbours> NeighboursOf(absl::string_view sku) const;
+  absl::StatusOr<int64_t> TotalBaskets() const;
+  // Units sold per sku in `category` ("" = everything) on days [since, until].
+  absl::StatusOr<std::map<std::string, int64_t>> UnitsSold(absl::string_view category, absl::Time since,
+                                                          absl::Time until) const;
+
+  store::Store& raw() { return *store_; }
+  rocksdb::ColumnFamilyHandle* requests() const { return requests_; }
+  static std::string RequestKey(absl::string_view customer_id, absl::string_view method, absl::string_view request_id);
+
+ private:
+  struct GraphDelta;
+  absl::Status Apply(store::Transaction& txn, const GraphDelta& delta);
+  // Adds (sign +1) or takes back (-1) what a basket contributes to the shared rows.
+  void BasketDelta(const internal::Basket& basket, int sign, GraphDelta& delta) const;
+  // The co-view pairs of the customer's first view number `sequence` of `view`.
+  absl::Status ViewPairs(store::Transaction& txn, absl::string_view customer_id, int64_t sequence,
+                         const internal::FirstView& view, int sign, GraphDelta& delta) const;
+
+  store::Store* const store_;
+  rocksdb::ColumnFamilyHandle* const items_;
+  rocksdb::ColumnFamilyHandle* const successors_;
+  rocksdb::ColumnFamilyHandle* const item_stats_;
+  rocksdb::ColumnFamilyHandle* const co_counts_;
+  rocksdb::ColumnFamilyHandle* const neighbours_;
+  rocksdb::ColumnFamilyHandle* const sales_;
+  rocksdb::ColumnFamilyHandle* const global_stats_;
+  rocksdb::ColumnFamilyHandle* const customers_;
+  rocksdb::ColumnFamilyHandle* const customer_items_;
+  rocksdb::ColumnFamilyHandle* const baskets_;
+  rocksdb::ColumnFamilyHandle* const first_views_;
+  rocksdb::ColumnFamilyHandle* const affinity_;
+  rocksdb::ColumnFamilyHandle* const shown_;
+  rocksdb::ColumnFamilyHandle* const requests_;
+};
+
+}  // namespace crm::recommendation

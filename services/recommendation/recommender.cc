@@ -1,0 +1,489 @@
+#include "services/recommendation/recommender.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "libs/api/validate.h"
+#include "libs/behavior/interest.h"
+
+namespace crm::recommendation {
+namespace {
+
+constexpr int kRankingSize = 100;
+constexpr int kMaxSeeds = 20;
+constexpr int kAffinityCategories = 3;
+// Bundle rules need at least this many baskets with both items to be believed.
+constexpr int64_t kMinBundleBaskets = 2;
+constexpr absl::Duration kPurchaseHalfLife = absl::Hours(24 * 180);
+constexpr absl::Duration kViewHalfLife = absl::Hours(24 * 14);
+// The last basket counts as "what the customer is buying now" for bundles on the home page for this long.
+constexpr absl::Duration kLastBasketWindow = absl::Hours(24 * 30);
+
+int64_t DayOf(absl::Time t) { return absl::ToUnixSeconds(t) / 86400; }
+
+double Decay(absl::Duration age, absl::Duration half_life) {
+  if (age <= absl::ZeroDuration()) return 1.0;
+  return std::exp2(-absl::FDivDuration(age, half_life));
+}
+
+// How much a view says about wanting an item: a glance little, a long look more.
+double DwellFactor(int max_dwell_seconds) {
+  if (max_dwell_seconds < 5) return 0.3;
+  if (max_dwell_seconds < 30) return 1.0;
+  return 1.5;
+}
+
+std::string DayMonth(absl::Time t) { return absl::FormatTime("%d %B %Y", t, absl::UTCTimeZone()); }
+
+std::string Percent(double share) { return absl::StrFormat("%.0f%%", 100 * share); }
+
+std::vector<v1::CategoryAffinity> TopAffinities(const CustomerView& view, absl::Time now, double min_score) {
+  std::vector<v1::CategoryAffinity> out;
+  for (const auto& stored : view.affinity) {
+    v1::CategoryAffinity a = behavior::AffinityAsOf(stored, now);
+    if (a.score() >= min_score) out.push_back(std::move(a));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.score() != b.score() ? a.score() > b.score() : a.category() < b.category();
+  });
+  if (out.size() > static_cast<size_t>(kAffinityCategories)) out.resize(kAffinityCategories);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache::Top(const std::string& category,
+                                                                                    absl::Time now) {
+  const int64_t day = DayOf(now);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(category);
+    if (it != entries_.end() && it->second.day == day && absl::Now() - it->second.computed < ttl_) {
+      return it->second.ranking;
+    }
+  }
+  auto units = store_->UnitsSold(category, now - kBestsellerWindow, now);
+  if (!units.ok()) return units.status();
+  auto ranking = std::make_shared<Ranking>(units->begin(), units->end());
+  std::sort(ranking->begin(), ranking->end(), [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
+  if (ranking->size() > static_cast<size_t>(kRankingSize)) ranking->resize(kRankingSize);
+  absl::MutexLock lock(&mu_);
+  entries_[category] = Entry{ranking, absl::Now(), day};
+  return std::shared_ptr<const Ranking>(ranking);
+}
+
+Recommender::Recommender(RecommendationStore* store, BestsellerCache* bestsellers, Clock* clock)
+    : store_(store), bestsellers_(bestsellers), clock_(clock) {}
+
+absl::Status Recommender::LoadSuccessors() {
+  auto found = store_->ItemsWithSuccessors();
+  if (!found.ok()) return found.status();
+  absl::MutexLock lock(&mu_);
+  has_successor_ = absl::flat_hash_set<std::string>(found->begin(), found->end());
+  return absl::OkStatus();
+}
+
+void Recommender::Catalogued(const std::vector<v1::CatalogItem>& items) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& item : items) {
+    if (!item.successor_of().empty()) has_successor_.insert(item.successor_of());
+  }
+}
+
+std::string Recommender::NameOf(const std::string& sku) {
+  auto item = store_->Item(sku);
+  if (item.ok() && item->has_value() && !(*item)->name().empty()) return (*item)->name();
+  return absl::StrCat("item ", sku);
+}
+
+absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
+  struct Seed {
+    std::string sku;
+    double weight;
+    bool bought;
+  };
+  std::vector<Seed> seeds;
+  for (const auto& [sku, mine] : view.items) {
+    if (mine.returned()) continue;
+    double weight = 0;
+    bool bought = false;
+    if (mine.bought() > 0) {
+      weight = Decay(now - api::FromTimestamp(mine.last_bought()), kPurchaseHalfLife);
+      bought = true;
+    }
+    if (mine.views() > 0) {
+      const double w = 0.3 * DwellFactor(mine.max_dwell_seconds()) *
+                       Decay(now - api::FromTimestamp(mine.last_viewed()), kViewHalfLife);
+      if (w > weight) {
+        weight = w;
+        bought = false;
+      }
+    }
+    if (weight > 0.01) seeds.push_back({sku, weight, bought});
+  }
+  std::sort(seeds.begin(), seeds.end(), [](const Seed& a, const Seed& b) {
+    return a.weight != b.weight ? a.weight > b.weight : a.sku < b.sku;
+  });
+  if (seeds.size() > static_cast<size_t>(kMaxSeeds)) seeds.resize(kMaxSeeds);
+
+  struct Score {
+    double total = 0;
+    double best = 0;
+    const Seed* because = nullptr;
+  };
+  std::map<std::string, Score> scores;
+  for (const Seed& seed : seeds) {
+    auto stats = store_->Stats(seed.sku);
+    if (!stats.ok()) return stats.status();
+    auto list = store_->NeighboursOf(seed.sku);
+    if (!list.ok()) return list.status();
+    for (const auto& n : list->items()) {
+      const double contribution = seed.weight * SimilarityTo(*stats, n);
+      if (contribution <= 0) continue;
+      Score& s = scores[n.sku()];
+      s.total += contribution;
+      if (contribution > s.best) {
+        s.best = contribution;
+        s.because = &seed;
+      }
+    }
+  }
+  std::map<std::string, std::string> names;
+  for (const auto& [sku, s] : scores) {
+    auto [it, inserted] = names.try_emplace(s.because->sku);
+    if (inserted) it->second = NameOf(s.because->sku);
+    out->push_back({sku, v1::MODEL_ITEM_CF, s.total,
+                    absl::StrCat(s.because->bought ? "customers who bought " : "customers who viewed ", it->second,
+                                 " also bought or viewed this")});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out) {
+  if (context.empty()) return absl::OkStatus();
+  auto baskets = store_->TotalBaskets();
+  if (!baskets.ok()) return baskets.status();
+  std::map<std::string, Candidate> best;
+  for (const auto& sku : context) {
+    auto stats = store_->Stats(sku);
+    if (!stats.ok()) return stats.status();
+    auto list = store_->NeighboursOf(sku);
+    if (!list.ok()) return list.status();
+    std::string name;
+    for (const auto& n : list->items()) {
+      if (n.co_purchases() < kMinBundleBaskets) continue;
+      const Bundle rule = BundleRule(n.co_purchases(), stats->baskets(), n.baskets(), *baskets);
+      if (rule.lift <= 1.0) continue;
+      Candidate& c = best[n.sku()];
+      if (rule.confidence <= c.score) continue;
+      if (name.empty()) name = NameOf(sku);
+      c = {n.sku(), v1::MODEL_BUNDLE, rule.confidence,
+           absl::StrCat("bought together with ", name, " in ", Percent(rule.confidence), " of its orders")};
+    }
+  }
+  for (auto& [sku, c] : best) out->push_back(std::move(c));
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
+  const std::vector<v1::CategoryAffinity> top = TopAffinities(view, now, 0.3);
+  if (top.empty()) return absl::OkStatus();
+  const double strongest = top.front().score();
+  for (const auto& a : top) {
+    auto ranking = bestsellers_->Top(a.category(), now);
+    if (!ranking.ok()) return ranking.status();
+    if ((*ranking)->empty()) continue;
+    const double most = static_cast<double>((*ranking)->front().second);
+    const std::string why =
+        a.engagement() == v1::ENGAGEMENT_LOOKED_CLOSELY ? ", which you looked at closely"
+        : (a.views() > 0 || a.clicks() > 0)             ? ", which you browse"
+                                                        : ", where you shop";
+    int n = 0;
+    for (const auto& [sku, units] : **ranking) {
+      if (++n > 20) break;
+      out->push_back({sku, v1::MODEL_CATEGORY_AFFINITY, (a.score() / strongest) * (units / most),
+                      absl::StrCat("popular in ", a.category(), why)});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::Popular(absl::Time now, std::vector<Candidate>* out) {
+  auto ranking = bestsellers_->Top("", now);
+  if (!ranking.ok()) return ranking.status();
+  if ((*ranking)->empty()) return absl::OkStatus();
+  const double most = static_cast<double>((*ranking)->front().second);
+  int n = 0;
+  for (const auto& [sku, units] : **ranking) {
+    if (++n > 50) break;
+    out->push_back({sku, v1::MODEL_BESTSELLERS, units / most, "a best seller this month"});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
+  std::vector<Purchase> purchases;
+  for (const auto& b : view.baskets) {
+    for (const auto& line : b.lines()) purchases.push_back({api::FromTimestamp(b.delivered_time()), line.category()});
+  }
+  for (const Occasion& o : OccasionCategories(purchases, now)) {
+    auto ranking = bestsellers_->Top(o.category, now);
+    if (!ranking.ok()) return ranking.status();
+    if ((*ranking)->empty()) continue;
+    const double most = static_cast<double>((*ranking)->front().second);
+    int n = 0;
+    for (const auto& [sku, units] : **ranking) {
+      if (++n > 10) break;
+      out->push_back({sku, v1::MODEL_OCCASION, 0.5 + 0.5 * units / most,
+                      absl::StrCat("you bought in ", o.category, " around this time last year (", DayMonth(o.last_time),
+                                   ")")});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::Upgrades(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
+  std::vector<std::string> owned;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [sku, mine] : view.items) {
+      if (mine.bought() > 0 && !mine.returned() && has_successor_.contains(sku)) owned.push_back(sku);
+    }
+  }
+  for (const auto& sku : owned) {
+    auto successors = store_->Successors(sku);
+    if (!successors.ok()) return successors.status();
+    for (const auto& next : *successors) {
+      auto item = store_->Item(next);
+      if (!item.ok()) return item.status();
+      if (!item->has_value()) continue;
+      const v1::CatalogItem& successor = **item;
+      const absl::Time launch = successor.has_launch_time() ? api::FromTimestamp(successor.launch_time())
+                                                            : api::FromTimestamp(successor.update_time());
+      if (launch > now || now - launch > kUpgradeNoticeWindow) continue;
+      // The newer the launch, the stronger the notice.
+      const double freshness = 1.0 - 0.5 * absl::FDivDuration(now - launch, kUpgradeNoticeWindow);
+      out->push_back({next, v1::MODEL_UPGRADE, freshness,
+                      absl::StrCat("a newer model of ", NameOf(sku), ", which you bought")});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
+  for (const auto& a : TopAffinities(view, now, 0.1)) {
+    auto ranking = bestsellers_->Top(a.category(), now);
+    if (!ranking.ok()) return ranking.status();
+    if ((*ranking)->empty()) continue;
+    const double most = static_cast<double>((*ranking)->front().second);
+    int n = 0;
+    for (const auto& [sku, units] : **ranking) {
+      if (++n > 10) break;
+      out->push_back({sku, v1::MODEL_COLD_START, 0.5 + 0.5 * units / most,
+                      absl::StrCat("popular in ", a.category(), ", which you looked at")});
+    }
+  }
+  auto ranking = bestsellers_->Top("", now);
+  if (!ranking.ok()) return ranking.status();
+  if ((*ranking)->empty()) return absl::OkStatus();
+  const double most = static_cast<double>((*ranking)->front().second);
+  int n = 0;
+  for (const auto& [sku, units] : **ranking) {
+    if (++n > 30) break;
+    out->push_back({sku, v1::MODEL_COLD_START, 0.5 * units / most, "popular right now"});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Recommendation>* out) {
+  const absl::Time now = clock_->Now();
+  auto view = store_->Customer(q.customer_id, /*with_baskets=*/true);
+  if (!view.ok()) return view.status();
+  const bool blend = q.model == v1::MODEL_BLEND || q.model == v1::MODEL_UNSPECIFIED;
+  auto want = [&](v1::Model m) { return blend || q.model == m; };
+  const bool cold = !view->known || (view->summary.baskets() == 0 && view->items.empty());
+
+  std::map<v1::Model, std::vector<Candidate>> by_model;
+  if (want(v1::MODEL_ITEM_CF) && !cold) {
+    if (auto s = ItemCf(*view, now, &by_model[v1::MODEL_ITEM_CF]); !s.ok()) return s;
+  }
+  if (want(v1::MODEL_BUNDLE)) {
+    std::vector<std::string> context = q.context_skus;
+    if (context.empty()) {
+      // Home, e-mail and push: what goes with the customer's latest order, while it is recent.
+      const internal::Basket* last = nullptr;
+      for (const auto& b : view->baskets) {
+        if (last == nullptr || api::FromTimestamp(b.delivered_time()) > api::FromTimestamp(last->delivered_time())) {
+          last = &b;
+        }
+      }
+      if (last != nullptr && now - api::FromTimestamp(last->delivered_time()) < kLastBasketWindow) {
+        for (const auto& line : last->lines()) context.push_back(line.sku());
+      }
+    }
+    if (auto s = Bundles(context, &by_model[v1::MODEL_BUNDLE]); !s.ok()) return s;
+  }
+  if (want(v1::MODEL_CATEGORY_AFFINITY) && view->known) {
+    if (auto s = CategoryAffinity(*view, now, &by_model[v1::MODEL_CATEGORY_AFFINITY]); !s.ok()) return s;
+  }
+  if (want(v1::MODEL_BESTSELLERS)) {
+    if (auto s = Popular(now, &by_model[v1::MODEL_BESTSELLERS]); !s.ok()) return s;
+  }
+  if (want(v1::MODEL_OCCASION) && view->known) {
+    if (auto s = Occasions(*view, now, &by_model[v1::MODEL_OCCASION]); !s.ok()) return s;
+  }
+  if (want(v1::MODEL_UPGRADE) && view->known) {
+    if (auto s = Upgrades(*view, now, &by_model[v1::MODEL_UPGRADE]); !s.ok()) return s;
+  }
+  if (want(v1::MODEL_COLD_START) && (cold || !blend)) {
+    if (auto s = ColdStart(*view, now, &by_model[v1::MODEL_COLD_START]); !s.ok()) return s;
+  }
+
+  // Best first, then keep what may be shown: in the catalog, in stock, not just bought or returned, not
+  // shown too often, not what is already on the page or in the cart.
+  const std::vector<Candidate> ranked = Blend(by_model, q.placement, SIZE_MAX);
+  const std::set<std::string> context(q.context_skus.begin(), q.context_skus.end());
+  struct Kept {
+    Candidate candidate;
+    v1::CatalogItem item;
+  };
+  std::vector<Kept> kept;
+  const size_t wanted = static_cast<size_t>(q.count);
+  for (const Candidate& c : ranked) {
+    if (kept.size() >= 3 * wanted) break;
+    if (context.count(c.sku)) continue;
+    auto item = store_->Item(c.sku);
+    if (!item.ok()) return item.status();
+    if (!item->has_value()) continue;
+    auto mine = view->items.find(c.sku);
+    auto shown = view->shown.find(c.sku);
+    if (!Eligible(**item, mine == view->items.end() ? nullptr : &mine->second,
+                  shown == view->shown.end() ? nullptr : &shown->second, now)) {
+      continue;
+    }
+    kept.push_back({c, std::move(**item)});
+  }
+  // Items often sent back sink (at most halved), once enough were sold to tell.
+  for (Kept& k : kept) {
+    auto stats = store_->Stats(k.candidate.sku);
+    if (!stats.ok()) return stats.status();
+    if (stats->units() >= 5) {
+      const double return_rate = static_cast<double>(stats->returned_units()) / static_cast<double>(stats->units());
+      k.candidate.score *= 1.0 - std::min(0.5, return_rate);
+    }
+  }
+  std::stable_sort(kept.begin(), kept.end(),
+                   [](const Kept& a, const Kept& b) { return a.candidate.score > b.candidate.score; });
+  if (kept.size() > wanted) kept.resize(wanted);
+  for (Kept& k : kept) {
+    v1::Recommendation r;
+    *r.mutable_item() = std::move(k.item);
+    r.set_model(k.candidate.model);
+    r.set_score(k.candidate.score);
+    r.set_reason(std::move(k.candidate.reason));
+    out->push_back(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::RelatedItems(const std::string& sku, int count, v1::RelatedItemsResponse* out) {
+  auto self = store_->Stats(sku);
+  if (!self.ok()) return self.status();
+  auto list = store_->NeighboursOf(sku);
+  if (!list.ok()) return list.status();
+  struct Scored {
+    std::string sku;
+    internal::CoCounts co;
+    double similarity;
+  };
+  std::vector<Scored> scored;
+  for (const auto& n : list->items()) {
+    // The stored list only nominates; the score is computed from the current counts.
+    auto co = store_->Co(sku, n.sku());
+    if (!co.ok()) return co.status();
+    auto other = store_->Stats(n.sku());
+    if (!other.ok()) return other.status();
+    const double s = Similarity(*co, *self, *other);
+    if (s > 0) scored.push_back({n.sku(), *co, s});
+  }
+  std::sort(scored.begin(), scored.end(), [](const Scored& a, const Scored& b) {
+    return a.similarity != b.similarity ? a.similarity > b.similarity : a.sku < b.sku;
+  });
+  for (const Scored& s : scored) {
+    if (out->items_size() >= count) break;
+    auto item = store_->Item(s.sku);
+    if (!item.ok()) return item.status();
+    if (!item->has_value() || !(*item)->in_stock()) continue;
+    v1::RelatedItem* r = out->add_items();
+    *r->mutable_item() = std::move(**item);
+    r->set_similarity(s.similarity);
+    r->set_co_purchases(s.co.purchases());
+    r->set_co_views(s.co.views());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int64_t min_baskets,
+                                         v1::BoughtTogetherResponse* out) {
+  auto self = store_->Stats(sku);
+  if (!self.ok()) return self.status();
+  auto baskets = store_->TotalBaskets();
+  if (!baskets.ok()) return baskets.status();
+  auto list = store_->NeighboursOf(sku);
+  if (!list.ok()) return list.status();
+  struct Rule {
+    std::string sku;
+    int64_t together;
+    Bundle bundle;
+  };
+  std::vector<Rule> rules;
+  for (const auto& n : list->items()) {
+    auto co = store_->Co(sku, n.sku());
+    if (!co.ok()) return co.status();
+    if (co->purchases() < min_baskets) continue;
+    auto other = store_->Stats(n.sku());
+    if (!other.ok()) return other.status();
+    const Bundle b = BundleRule(co->purchases(), self->baskets(), other->baskets(), *baskets);
+    if (b.lift > 1.0) rules.push_back({n.sku(), co->purchases(), b});
+  }
+  std::sort(rules.begin(), rules.end(), [](const Rule& a, const Rule& b) {
+    if (a.bundle.lift != b.bundle.lift) return a.bundle.lift > b.bundle.lift;
+    if (a.bundle.confidence != b.bundle.confidence) return a.bundle.confidence > b.bundle.confidence;
+    return a.sku < b.sku;
+  });
+  for (const Rule& r : rules) {
+    if (out->rules_size() >= count) break;
+    auto item = store_->Item(r.sku);
+    if (!item.ok()) return item.status();
+    if (!item->has_value() || !(*item)->in_stock()) continue;
+    v1::BundleRule* rule = out->add_rules();
+    *rule->mutable_item() = std::move(**item);
+    rule->set_support(r.bundle.support);
+    rule->set_confidence(r.bundle.confidence);
+    rule->set_lift(r.bundle.lift);
+    rule->set_baskets_together(r.together);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::BestSellers(const std::string& category, int count, v1::BestSellersResponse* out) {
+  auto ranking = bestsellers_->Top(category, clock_->Now());
+  if (!ranking.ok()) return ranking.status();
+  for (const auto& [sku, units] : **ranking) {
+    if (out->items_size() >= count) break;
+    auto item = store_->Item(sku);
+    if (!item.ok()) return item.status();
+    if (!item->has_value() || !(*item)->in_stock()) continue;
+    v1::BestSeller* b = out->add_items();
+    *b->mutable_item() = std::move(**item);
+    b->set_units(units);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace crm::recommendation

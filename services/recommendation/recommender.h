@@ -1,0 +1,83 @@
+// Answers the read questions of the recommendation service from what the store has learned: a customer's
+// recommendations for a placement (every model's candidates, blended, then filtered until `count` fit to
+// show remain), related items, bundle rules and best sellers. No gRPC; inputs are already validated.
+// Thread-safe.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "libs/clock/clock.h"
+#include "services/recommendation/models.h"
+#include "services/recommendation/recommendation_store.h"
+
+namespace crm::recommendation {
+
+// Best sellers per category over the sliding window, recomputed at most every `ttl` (the window moves by
+// days; sales of the last seconds change little) so a busy home page does not rescan sales on every call.
+class BestsellerCache {
+ public:
+  using Ranking = std::vector<std::pair<std::string, int64_t>>;  // sku, units; best first
+  BestsellerCache(const RecommendationStore* store, absl::Duration ttl) : store_(store), ttl_(ttl) {}
+  // The top 100 of `category` ("" = everything) in the window ending at `now`.
+  absl::StatusOr<std::shared_ptr<const Ranking>> Top(const std::string& category, absl::Time now);
+
+ private:
+  struct Entry {
+    std::shared_ptr<const Ranking> ranking;
+    absl::Time computed;  // wall time
+    int64_t day = 0;      // the window's last day
+  };
+  const RecommendationStore* const store_;
+  const absl::Duration ttl_;
+  absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+};
+
+struct RecommendQuery {
+  std::string customer_id;
+  v1::Placement placement = v1::PLACEMENT_HOME;
+  int count = 10;
+  std::vector<std::string> context_skus;
+  v1::Model model = v1::MODEL_BLEND;
+};
+
+class Recommender {
+ public:
+  Recommender(RecommendationStore* store, BestsellerCache* bestsellers, Clock* clock);
+
+  // Loads which items have a successor (at start; UpsertCatalogItems keeps it current through Catalogued).
+  absl::Status LoadSuccessors();
+  void Catalogued(const std::vector<v1::CatalogItem>& items);
+
+  absl::Status Recommend(const RecommendQuery& query, std::vector<v1::Recommendation>* out);
+  absl::Status RelatedItems(const std::string& sku, int count, v1::RelatedItemsResponse* out);
+  absl::Status BoughtTogether(const std::string& sku, int count, int64_t min_baskets, v1::BoughtTogetherResponse* out);
+  absl::Status BestSellers(const std::string& category, int count, v1::BestSellersResponse* out);
+
+ private:
+  using Candidates = std::map<v1::Model, std::vector<Candidate>>;
+  // Each model's candidates for the customer (only `only` when it is not the blend).
+  absl::Status ItemCf(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
+  absl::Status Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out);
+  absl::Status CategoryAffinity(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
+  absl::Status Occasions(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
+  absl::Status Upgrades(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
+  absl::Status ColdStart(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
+  absl::Status Popular(absl::Time now, std::vector<Candidate>* out);
+  // Name of a catalog item for reasons ("item ABC" when it has none).
+  std::string NameOf(const std::string& sku);
+
+  RecommendationStore* const store_;
+  BestsellerCache* const bestsellers_;
+  Clock* const clock_;
+  absl::Mutex mu_;
+  absl::flat_hash_set<std::string> has_successor_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace crm::recommendation

@@ -1,0 +1,719 @@
+// crm.v1.RecommendationService end to end: the real service on a loopback port over real RocksDB, learning
+// through its EventSink exactly as order-tracking and customer-profile deliver to it, with the real
+// customer-profile deciding marketing consent and contact caps.
+#include <set>
+
+#include "catch2/catch.hpp"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/recommendation.grpc.pb.h"
+#include "absl/strings/str_cat.h"
+#include "libs/api/validate.h"
+#include "libs/store/key.h"
+#include "services/customer_profile/customer_profile_service.h"
+#include "services/recommendation/recommendation_service.h"
+#include "tests/support/http.h"
+#include "tests/support/rpc_call.h"
+#include "tests/support/service_harness.h"
+
+namespace crm::recommendation {
+namespace {
+
+using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
+using RecoHarness = testing::ServiceHarness<RecommendationComponent>;
+using Stub = v1::RecommendationService::Stub;
+using testing::Call;
+using testing::RequireError;
+
+constexpr absl::Duration kDay = absl::Hours(24);
+
+struct World {
+  explicit World(bool serve_metrics = false) : profile(ProfileOpts()), reco(RecoOpts(profile.port(), serve_metrics)) {
+    stub = v1::RecommendationService::NewStub(reco.channel());
+    sink = v1::EventSink::NewStub(reco.channel());
+    profiles = v1::CustomerProfileService::NewStub(profile.channel());
+  }
+  static ProfileHarness::Options ProfileOpts() {
+    ProfileHarness::Options o;
+    o.service_name = "customer-profile";
+    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
+    return o;
+  }
+  static RecoHarness::Options RecoOpts(int profile_port, bool metrics) {
+    // Best sellers recomputed on every call, so a test sees a sale at once.
+    absl::SetFlag(&FLAGS_bestseller_cache_s, 0);
+    RecoHarness::Options o;
+    o.service_name = "recommendation";
+    o.column_families = RecommendationStore::ColumnFamilies();
+    o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
+    o.serve_metrics = metrics;
+    return o;
+  }
+
+  absl::Time Now() { return reco.clock().Now(); }
+
+  void Catalog(const std::vector<std::tuple<std::string, std::string>>& items) {
+    v1::UpsertCatalogItemsRequest req;
+    for (const auto& [sku, category] : items) {
+      auto* i = req.add_items();
+      i->set_sku(sku);
+      i->set_name("Item " + sku);
+      i->set_category(category);
+    }
+    v1::UpsertCatalogItemsResponse resp;
+    REQUIRE(Call(stub.get(), &Stub::UpsertCatalogItems, req, &resp).ok());
+  }
+
+  v1::Event NewEvent(const std::string& customer_id, absl::Time when) {
+    v1::Event e;
+    e.set_event_id("order-tracking/0/1." + std::to_string(++seq));
+    e.set_producer("order-tracking");
+    e.set_customer_id(customer_id);
+    api::SetTimestamp(when, e.mutable_occur_time());
+    return e;
+  }
+
+  v1::Event Delivered(const std::string& customer_id, const std::vector<std::string>& skus, absl::Time when,
+                      const std::string& order_id = "") {
+    v1::Event e = NewEvent(customer_id, when);
+    auto* d = e.mutable_order_delivered();
+    d->set_order_id(order_id.empty() ? "o" + std::to_string(seq) : order_id);
+    for (const auto& sku : skus) {
+      auto* i = d->add_items();
+      i->set_item_id(sku);
+      i->set_sku(sku);
+      i->set_quantity(1);
+    }
+    api::SetTimestamp(when, d->mutable_delivered_time());
+    return e;
+  }
+
+  void Deliver(const std::vector<v1::Event>& events) {
+    v1::DeliverEventsRequest req;
+    for (const auto& e : events) *req.add_events() = e;
+    v1::DeliverEventsResponse resp;
+    const grpc::Status s = Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp);
+    INFO(s.error_message() << " " << resp.failed_message());
+    REQUIRE(s.ok());
+    REQUIRE(resp.processed_count() == req.events_size());
+  }
+
+  void Buy(const std::string& customer_id, const std::vector<std::string>& skus, absl::Time when) {
+    Deliver({Delivered(customer_id, skus, when)});
+  }
+
+  v1::RecommendResponse Recommend(const std::string& customer_id, v1::Placement placement = v1::PLACEMENT_HOME,
+                                  int count = 10, v1::Model model = v1::MODEL_BLEND,
+                                  std::vector<std::string> context = {}) {
+    v1::RecommendRequest req;
+    req.set_customer_id(customer_id);
+    req.set_placement(placement);
+    req.set_count(count);
+    req.set_model(model);
+    for (const auto& c : context) req.add_context_skus(c);
+    v1::RecommendResponse resp;
+    const grpc::Status s = Call(stub.get(), &Stub::Recommend, req, &resp);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return resp;
+  }
+
+  ProfileHarness profile;
+  RecoHarness reco;
+  std::unique_ptr<Stub> stub;
+  std::unique_ptr<v1::EventSink::Stub> sink;
+  std::unique_ptr<v1::CustomerProfileService::Stub> profiles;
+  int seq = 0;
+};
+
+std::vector<std::string> Skus(const v1::RecommendResponse& r) {
+  std::vector<std::string> out;
+  for (const auto& rec : r.recommendations()) out.push_back(rec.item().sku());
+  return out;
+}
+
+bool Has(const v1::RecommendResponse& r, const std::string& sku) {
+  for (const auto& rec : r.recommendations()) {
+    if (rec.item().sku() == sku) return true;
+  }
+  return false;
+}
+
+// A small shop: phones with their cases (a complementary pair), a best-selling charger everybody buys, and
+// filler items in a few categories.
+void SmallShop(World& w) {
+  w.Catalog({{"phone", "phones"}, {"case", "accessories"}, {"charger", "accessories"}, {"pen", "office"},
+             {"paper", "office"}, {"mug", "kitchen"}, {"kettle", "kitchen"}, {"teapot", "kitchen"}});
+  const absl::Time t = w.Now() - 10 * kDay;
+  for (int i = 0; i < 8; ++i) w.Buy("buyer" + std::to_string(i), {"phone", "case"}, t);
+  for (int i = 0; i < 30; ++i) w.Buy("crowd" + std::to_string(i), {"charger", i % 2 ? "pen" : "mug"}, t);
+  for (int i = 0; i < 3; ++i) w.Buy("office" + std::to_string(i), {"pen", "paper"}, t);
+}
+
+TEST_CASE("catalog: upsert, get, stock changes, and bad batches are refused whole") {
+  World w;
+  v1::UpsertCatalogItemsRequest req;
+  auto* a = req.add_items();
+  a->set_sku("tv-2025");
+  a->set_name("Television 2025");
+  a->set_category("tv");
+  a->mutable_price()->set_amount_minor(399900);
+  a->mutable_price()->set_currency("CNY");
+  auto* b = req.add_items();
+  b->set_sku("tv-2026");
+  b->set_name("Television 2026");
+  b->set_category("tv");
+  b->set_successor_of("tv-2025");  // in the same batch: fine
+  b->set_seasonal(true);
+  v1::UpsertCatalogItemsResponse resp;
+  REQUIRE(Call(w.stub.get(), &Stub::UpsertCatalogItems, req, &resp).ok());
+  CHECK(resp.upserted_count() == 2);
+
+  v1::GetCatalogItemRequest get;
+  get.set_sku("tv-2026");
+  v1::CatalogItem item;
+  REQUIRE(Call(w.stub.get(), &Stub::GetCatalogItem, get, &item).ok());
+  CHECK(item.successor_of() == "tv-2025");
+  CHECK(item.in_stock());  // new items are in stock unless told otherwise
+  CHECK(item.has_update_time());
+
+  v1::SetStockRequest stock;
+  auto* change = stock.add_changes();
+  change->set_sku("tv-2026");
+  change->set_in_stock(false);
+  stock.add_changes()->set_sku("no-such-tv");
+  v1::SetStockResponse stocked;
+  REQUIRE(Call(w.stub.get(), &Stub::SetStock, stock, &stocked).ok());
+  CHECK(stocked.changed_count() == 1);
+  REQUIRE(stocked.unknown_skus_size() == 1);
+  CHECK(stocked.unknown_skus(0) == "no-such-tv");
+  // Re-upserting without a stock state keeps it.
+  v1::UpsertCatalogItemsRequest again;
+  *again.add_items() = req.items(1);
+  REQUIRE(Call(w.stub.get(), &Stub::UpsertCatalogItems, again, &resp).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::GetCatalogItem, get, &item).ok());
+  CHECK_FALSE(item.in_stock());
+
+  // Each bad batch names the field; none of its items is written.
+  auto bad = [&](auto edit, const std::string& field) {
+    v1::UpsertCatalogItemsRequest r;
+    auto* ok = r.add_items();
+    ok->set_sku("fine");
+    ok->set_name("Fine");
+    ok->set_category("misc");
+    auto* i = r.add_items();
+    i->set_sku("x1");
+    i->set_name("X");
+    i->set_category("misc");
+    edit(*i);
+    v1::UpsertCatalogItemsResponse out;
+    RequireError(Call(w.stub.get(), &Stub::UpsertCatalogItems, r, &out), grpc::StatusCode::INVALID_ARGUMENT, field);
+  };
+  bad([](v1::CatalogItem& i) { i.set_sku(""); }, "items[1].sku");
+  bad([](v1::CatalogItem& i) { i.set_sku("fine"); }, "items[1].sku");
+  bad([](v1::CatalogItem& i) { i.set_name(""); }, "items[1].name");
+  bad([](v1::CatalogItem& i) { i.set_category(""); }, "items[1].category");
+  bad([](v1::CatalogItem& i) { i.mutable_price()->set_currency("yuan"); }, "items[1].price.currency");
+  bad([](v1::CatalogItem& i) { i.set_successor_of("x1"); }, "items[1].successor_of");
+  bad([](v1::CatalogItem& i) { i.set_successor_of("unknown-model"); }, "items[1].successor_of");
+  get.set_sku("fine");
+  RequireError(Call(w.stub.get(), &Stub::GetCatalogItem, get, &item), grpc::StatusCode::NOT_FOUND, "sku");
+  v1::UpsertCatalogItemsRequest empty;
+  RequireError(Call(w.stub.get(), &Stub::UpsertCatalogItems, empty, &resp), grpc::StatusCode::INVALID_ARGUMENT, "items");
+}
+
+TEST_CASE("an order delivered event changes the next recommendations") {
+  World w;
+  SmallShop(w);
+  // Nothing known about the newcomer: popular items, as cold start.
+  auto before = w.Recommend("newcomer");
+  REQUIRE_FALSE(before.recommendations().empty());
+  CHECK(before.recommendations(0).item().sku() == "charger");
+  CHECK(before.recommendations(0).model() == v1::MODEL_COLD_START);
+
+  w.Buy("newcomer", {"phone"}, w.Now() - kDay);
+  auto after = w.Recommend("newcomer");
+  REQUIRE_FALSE(after.recommendations().empty());
+  CHECK(after.recommendations(0).item().sku() == "case");
+  CHECK((after.recommendations(0).model() == v1::MODEL_ITEM_CF || after.recommendations(0).model() == v1::MODEL_BUNDLE));
+  CHECK(after.recommendations(0).reason().find("Item phone") != std::string::npos);
+  CHECK_FALSE(Has(after, "phone"));  // just bought
+  // Every recommendation explains itself.
+  for (const auto& r : after.recommendations()) {
+    CHECK_FALSE(r.reason().empty());
+    CHECK(r.model() != v1::MODEL_UNSPECIFIED);
+  }
+  // The item-CF model alone ranks the case first too, and never the best-selling charger above it.
+  auto cf = w.Recommend("newcomer", v1::PLACEMENT_HOME, 10, v1::MODEL_ITEM_CF);
+  REQUIRE_FALSE(cf.recommendations().empty());
+  CHECK(cf.recommendations(0).item().sku() == "case");
+  for (const auto& r : cf.recommendations()) CHECK(r.model() == v1::MODEL_ITEM_CF);
+
+  // On the case's product page: bought together with it.
+  auto page = w.Recommend("someone", v1::PLACEMENT_PRODUCT_PAGE, 5, v1::MODEL_BLEND, {"phone"});
+  REQUIRE_FALSE(page.recommendations().empty());
+  CHECK(page.recommendations(0).item().sku() == "case");
+  CHECK_FALSE(Has(page, "phone"));  // the page's own item
+}
+
+TEST_CASE("bought together and related items: exact support, confidence and lift, not just best sellers") {
+  World w;
+  SmallShop(w);
+  v1::BoughtTogetherRequest req;
+  req.set_sku("phone");
+  req.set_count(5);
+  v1::BoughtTogetherResponse resp;
+  REQUIRE(Call(w.stub.get(), &Stub::BoughtTogether, req, &resp).ok());
+  REQUIRE(resp.rules_size() == 1);
+  const auto& rule = resp.rules(0);
+  CHECK(rule.item().sku() == "case");
+  // 41 baskets: 8 with phone and case.
+  CHECK(rule.baskets_together() == 8);
+  CHECK(rule.support() == Approx(8.0 / 41));
+  CHECK(rule.confidence() == Approx(1.0));
+  CHECK(rule.lift() == Approx(41.0 / 8));
+
+  // The pen goes with paper (3 of 3 paper baskets) far more than with the charger it shares 15 baskets with.
+  v1::RelatedItemsRequest related;
+  related.set_sku("paper");
+  related.set_count(5);
+  v1::RelatedItemsResponse rel;
+  REQUIRE(Call(w.stub.get(), &Stub::RelatedItems, related, &rel).ok());
+  REQUIRE(rel.items_size() >= 1);
+  CHECK(rel.items(0).item().sku() == "pen");
+  CHECK(rel.items(0).co_purchases() == 3);
+  // A best seller bought with everything is not "related" to a niche item just by volume: the case's
+  // neighbour is the phone, not the charger it never met.
+  related.set_sku("case");
+  rel.Clear();
+  REQUIRE(Call(w.stub.get(), &Stub::RelatedItems, related, &rel).ok());
+  REQUIRE(rel.items_size() == 1);
+  CHECK(rel.items(0).item().sku() == "phone");
+  CHECK(rel.items(0).similarity() == Approx(8.0 / 8 * 8 / 10));  // cosine 1, shrunk by 8 / (8 + 2)
+
+  // Best sellers over the last 30 days, per category and overall.
+  v1::BestSellersRequest best;
+  best.set_category("accessories");
+  best.set_count(2);
+  v1::BestSellersResponse top;
+  REQUIRE(Call(w.stub.get(), &Stub::BestSellers, best, &top).ok());
+  REQUIRE(top.items_size() == 2);
+  CHECK(top.items(0).item().sku() == "charger");
+  CHECK(top.items(0).units() == 30);
+  CHECK(top.items(1).item().sku() == "case");
+  // Sales older than the window no longer count.
+  w.reco.clock().Advance(25 * kDay);
+  top.Clear();
+  REQUIRE(Call(w.stub.get(), &Stub::BestSellers, best, &top).ok());
+  CHECK(top.items().empty());
+}
+
+TEST_CASE("filters: never a returned, out-of-stock or recently bought item, nor one shown too often") {
+  World w;
+  SmallShop(w);
+  // The customer bought a kettle and sent it back, and bought a phone.
+  w.Deliver({w.Delivered("li", {"kettle", "phone"}, w.Now() - 2 * kDay, "order-li-1")});
+  v1::Event refund = w.NewEvent("li", w.Now() - kDay);
+  refund.mutable_order_refunded()->set_order_id("order-li-1");
+  auto* returned = refund.mutable_order_refunded()->add_items();
+  returned->set_sku("kettle");
+  returned->set_quantity(1);
+  w.Deliver({refund});
+  // Shown a lot (from other customers' kitchen baskets) it would otherwise be a candidate.
+  w.Buy("k1", {"kettle", "teapot"}, w.Now() - 3 * kDay);
+  w.Buy("k2", {"kettle", "teapot"}, w.Now() - 3 * kDay);
+
+  auto recs = w.Recommend("li", v1::PLACEMENT_HOME, 50);
+  CHECK_FALSE(Has(recs, "kettle"));  // returned
+  CHECK_FALSE(Has(recs, "phone"));   // bought two days ago
+  CHECK(Has(recs, "case"));
+  // 200 days later the phone could be bought again; the returned kettle never comes back.
+  w.reco.clock().Advance(200 * kDay);
+  w.Buy("late", {"phone", "case"}, w.Now() - kDay);  // keeps the phone selling in the window
+  recs = w.Recommend("li", v1::PLACEMENT_HOME, 50);
+  CHECK_FALSE(Has(recs, "kettle"));
+
+  // Out of stock: never recommended, anywhere.
+  v1::SetStockRequest stock;
+  auto* change = stock.add_changes();
+  change->set_sku("case");
+  change->set_in_stock(false);
+  v1::SetStockResponse stocked;
+  REQUIRE(Call(w.stub.get(), &Stub::SetStock, stock, &stocked).ok());
+  for (v1::Placement p : {v1::PLACEMENT_HOME, v1::PLACEMENT_PRODUCT_PAGE, v1::PLACEMENT_CART}) {
+    CHECK_FALSE(Has(w.Recommend("li", p, 50, v1::MODEL_BLEND, p == v1::PLACEMENT_HOME ? std::vector<std::string>{}
+                                                                                     : std::vector<std::string>{"phone"}),
+                    "case"));
+  }
+
+  // Shown five times this week without a click: rested until next week.
+  auto first = w.Recommend("fresh", v1::PLACEMENT_HOME, 3);
+  REQUIRE_FALSE(first.recommendations().empty());
+  const std::string top = first.recommendations(0).item().sku();
+  for (int i = 0; i < kImpressionCap; ++i) {
+    v1::RecordFeedbackRequest fb;
+    fb.set_customer_id("fresh");
+    fb.set_placement(v1::PLACEMENT_HOME);
+    fb.set_request_id("impression-" + std::to_string(i));
+    auto* shown = fb.add_impressions();
+    shown->set_sku(top);
+    shown->set_model(first.recommendations(0).model());
+    v1::RecordFeedbackResponse ok;
+    REQUIRE(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok).ok());
+  }
+  CHECK_FALSE(Has(w.Recommend("fresh", v1::PLACEMENT_HOME, 10), top));
+  w.reco.clock().Advance(8 * kDay);
+  w.Buy("again", {top}, w.Now() - kDay);  // keep it a best seller in the window
+  CHECK(Has(w.Recommend("fresh", v1::PLACEMENT_HOME, 10), top));
+}
+
+TEST_CASE("occasion reminders before the date a customer bought in past years, upgrade notices at launch") {
+  World w;  // the clock starts at 2026-01-01
+  w.Catalog({{"doll", "toys"}, {"kite", "toys"}, {"robot", "toys"}, {"tv-1", "tv"}, {"socks", "clothes"},
+             {"hat", "clothes"}});
+  const absl::TimeZone utc = absl::UTCTimeZone();
+  // A gift buyer: toys every October.
+  w.Buy("aunt", {"doll"}, absl::FromCivil(absl::CivilDay(2024, 10, 14), utc));
+  w.Buy("aunt", {"kite"}, absl::FromCivil(absl::CivilDay(2025, 10, 12), utc));
+  w.Buy("aunt", {"socks"}, absl::FromCivil(absl::CivilDay(2026, 2, 1), utc));
+  // An owner of the old TV.
+  w.Buy("viewer", {"tv-1"}, absl::FromCivil(absl::CivilDay(2025, 11, 1), utc));
+
+  // Late September: toys are selling, the aunt is reminded.
+  w.reco.clock().Set(absl::FromCivil(absl::CivilDay(2026, 9, 28), utc));
+  for (int i = 0; i < 5; ++i) w.Buy("parent" + std::to_string(i), {"robot", "hat"}, w.Now() - 3 * kDay);
+  auto recs = w.Recommend("aunt", v1::PLACEMENT_HOME, 5, v1::MODEL_OCCASION);
+  REQUIRE_FALSE(recs.recommendations().empty());
+  CHECK(recs.recommendations(0).item().sku() == "robot");
+  CHECK(recs.recommendations(0).model() == v1::MODEL_OCCASION);
+  CHECK(recs.recommendations(0).reason().find("toys") != std::string::npos);
+  CHECK(recs.recommendations(0).reason().find("12 October 2025") != std::string::npos);
+  // And in the blend, ahead of plain best sellers.
+  auto blend = w.Recommend("aunt", v1::PLACEMENT_HOME, 3);
+  REQUIRE_FALSE(blend.recommendations().empty());
+  CHECK(blend.recommendations(0).model() == v1::MODEL_OCCASION);
+  // Nobody else is reminded: the TV was bought in November, more than 30 days ahead.
+  CHECK(Skus(w.Recommend("viewer", v1::PLACEMENT_HOME, 5, v1::MODEL_OCCASION)).empty());
+
+  // The successor launches: its predecessor's buyers hear about it; others do not.
+  CHECK(Skus(w.Recommend("viewer", v1::PLACEMENT_HOME, 5, v1::MODEL_UPGRADE)).empty());
+  v1::UpsertCatalogItemsRequest launch;
+  auto* tv2 = launch.add_items();
+  tv2->set_sku("tv-2");
+  tv2->set_name("TV mark II");
+  tv2->set_category("tv");
+  tv2->set_successor_of("tv-1");
+  api::SetTimestamp(w.Now() - kDay, tv2->mutable_launch_time());
+  v1::UpsertCatalogItemsResponse upserted;
+  REQUIRE(Call(w.stub.get(), &Stub::UpsertCatalogItems, launch, &upserted).ok());
+  auto upgrade = w.Recommend("viewer", v1::PLACEMENT_HOME, 5);
+  REQUIRE_FALSE(upgrade.recommendations().empty());
+  CHECK(upgrade.recommendations(0).item().sku() == "tv-2");
+  CHECK(upgrade.recommendations(0).model() == v1::MODEL_UPGRADE);
+  CHECK(upgrade.recommendations(0).reason() == "a newer model of Item tv-1, which you bought");
+  CHECK_FALSE(Has(w.Recommend("aunt", v1::PLACEMENT_HOME, 10, v1::MODEL_UPGRADE), "tv-2"));
+  // It survives a restart (which item has a successor is reloaded from the store).
+  w.reco.Restart();
+  w.stub = v1::RecommendationService::NewStub(w.reco.channel());
+  w.reco.clock().Set(absl::FromCivil(absl::CivilDay(2026, 9, 28), utc));
+  CHECK(Has(w.Recommend("viewer", v1::PLACEMENT_HOME, 5, v1::MODEL_UPGRADE), "tv-2"));
+}
+
+TEST_CASE("category affinity from browsing: what the customer looked at closely") {
+  World w;
+  SmallShop(w);
+  v1::Event browse = w.NewEvent("browser", w.Now() - kDay);
+  browse.set_producer("customer-profile");
+  for (const char* sku : {"kettle", "teapot"}) {
+    auto* s = browse.mutable_behavior_recorded()->add_signals();
+    s->set_type("item_view");
+    s->set_category("kitchen");
+    s->set_sku(sku);
+    s->set_dwell_seconds(90);
+    api::SetTimestamp(w.Now() - kDay, s->mutable_occur_time());
+  }
+  auto* click = browse.mutable_behavior_recorded()->add_signals();
+  click->set_type("category_click");
+  click->set_category("kitchen");
+  w.Deliver({browse});
+  auto recs = w.Recommend("browser", v1::PLACEMENT_HOME, 5, v1::MODEL_CATEGORY_AFFINITY);
+  REQUIRE_FALSE(recs.recommendations().empty());
+  CHECK(recs.recommendations(0).item().sku() == "mug");  // the kitchen's best seller
+  CHECK(recs.recommendations(0).reason() == "popular in kitchen, which you looked at closely");
+  // Only browsing so far, so the blend is still cold start, led by the category looked at.
+  auto blend = w.Recommend("browser", v1::PLACEMENT_HOME, 3);
+  REQUIRE_FALSE(blend.recommendations().empty());
+  CHECK(blend.recommendations(0).item().category() == "kitchen");
+}
+
+TEST_CASE("e-mail and push respect consent and the contact cap from customer-profile, once per request id") {
+  World w;
+  SmallShop(w);
+  v1::RegisterCustomerRequest reg;
+  reg.set_request_id("reg-1");
+  reg.set_email("wang.fang@example.com");
+  v1::Customer customer;
+  REQUIRE(Call(w.profiles.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &customer).ok());
+  const std::string id = customer.customer_id();
+  w.Buy(id, {"phone"}, w.Now() - kDay);
+
+  auto email = [&](const std::string& request_id) {
+    v1::RecommendRequest req;
+    req.set_customer_id(id);
+    req.set_placement(v1::PLACEMENT_EMAIL);
+    req.set_count(3);
+    req.set_request_id(request_id);
+    v1::RecommendResponse resp;
+    const grpc::Status s = Call(w.stub.get(), &Stub::Recommend, req, &resp);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return resp;
+  };
+  // No consent yet: nothing to send, and it says why.
+  auto none = email("mail-1");
+  CHECK(none.recommendations().empty());
+  CHECK(none.withheld_reason() == "no consent to e-mail marketing");
+
+  v1::SetMarketingConsentRequest consent;
+  consent.set_customer_id(id);
+  consent.set_channel(v1::CHANNEL_EMAIL);
+  consent.set_granted(true);
+  consent.set_source("settings page");
+  v1::MarketingConsent given;
+  REQUIRE(Call(w.profiles.get(), &v1::CustomerProfileService::Stub::SetMarketingConsent, consent, &given).ok());
+  // A retry of the refused request keeps its first answer.
+  CHECK(email("mail-1").withheld_reason() == "no consent to e-mail marketing");
+
+  // The default cap is 3 contacts a week; a retried request counts once.
+  auto sent = email("mail-2");
+  REQUIRE_FALSE(sent.recommendations().empty());
+  CHECK(sent.withheld_reason().empty());
+  CHECK(sent.recommendations(0).item().sku() == "case");
+  auto retried = email("mail-2");
+  CHECK(Skus(retried) == Skus(sent));
+  REQUIRE_FALSE(email("mail-3").recommendations().empty());
+  REQUIRE_FALSE(email("mail-4").recommendations().empty());
+  auto capped = email("mail-5");
+  CHECK(capped.recommendations().empty());
+  CHECK(capped.withheld_reason().rfind("contact cap reached until ", 0) == 0);
+
+  // Push needs its own consent; the home page needs none.
+  v1::RecommendRequest push;
+  push.set_customer_id(id);
+  push.set_placement(v1::PLACEMENT_PUSH);
+  push.set_count(3);
+  push.set_request_id("push-1");
+  v1::RecommendResponse pushed;
+  REQUIRE(Call(w.stub.get(), &Stub::Recommend, push, &pushed).ok());
+  CHECK(pushed.withheld_reason() == "no consent to push marketing");
+  CHECK_FALSE(w.Recommend(id).recommendations().empty());
+  // E-mail without a request id, or to a customer profile does not know, is refused.
+  push.set_placement(v1::PLACEMENT_EMAIL);
+  push.clear_request_id();
+  RequireError(Call(w.stub.get(), &Stub::Recommend, push, &pushed), grpc::StatusCode::INVALID_ARGUMENT, "request_id");
+  push.set_request_id("x");
+  push.set_customer_id("crowd1");
+  RequireError(Call(w.stub.get(), &Stub::Recommend, push, &pushed), grpc::StatusCode::NOT_FOUND, "customer_id");
+}
+
+TEST_CASE("erasure takes the customer's contribution back out exactly") {
+  World w;
+  SmallShop(w);
+  auto snapshot = [&] {
+    std::vector<std::string> facts;
+    for (const char* sku : {"phone", "case", "charger", "pen", "mug", "kettle"}) {
+      v1::RelatedItemsRequest r;
+      r.set_sku(sku);
+      r.set_count(10);
+      v1::RelatedItemsResponse rel;
+      REQUIRE(Call(w.stub.get(), &Stub::RelatedItems, r, &rel).ok());
+      for (const auto& i : rel.items()) {
+        facts.push_back(absl::StrCat(sku, ">", i.item().sku(), ":", i.co_purchases(), "/", i.co_views(), "/",
+                                     i.similarity()));
+      }
+      v1::BoughtTogetherRequest b;
+      b.set_sku(sku);
+      b.set_count(10);
+      b.set_min_baskets(1);
+      v1::BoughtTogetherResponse bt;
+      REQUIRE(Call(w.stub.get(), &Stub::BoughtTogether, b, &bt).ok());
+      for (const auto& rule : bt.rules()) facts.push_back(absl::StrCat(sku, "+", rule.item().sku(), ":", rule.support()));
+    }
+    v1::BestSellersRequest best;
+    best.set_count(10);
+    v1::BestSellersResponse top;
+    REQUIRE(Call(w.stub.get(), &Stub::BestSellers, best, &top).ok());
+    for (const auto& i : top.items()) facts.push_back(absl::StrCat("best:", i.item().sku(), ":", i.units()));
+    return facts;
+  };
+  const auto before = snapshot();
+
+  // A customer buys, returns, browses...
+  w.Deliver({w.Delivered("zhao", {"phone", "mug", "kettle"}, w.Now() - 3 * kDay, "z1"),
+             w.Delivered("zhao", {"pen", "case"}, w.Now() - 2 * kDay, "z2")});
+  v1::Event refund = w.NewEvent("zhao", w.Now() - kDay);
+  refund.mutable_order_refunded()->set_order_id("z1");
+  auto* returned = refund.mutable_order_refunded()->add_items();
+  returned->set_sku("mug");
+  returned->set_quantity(1);
+  v1::Event browse = w.NewEvent("zhao", w.Now() - kDay);
+  for (const char* sku : {"kettle", "charger", "teapot", "kettle"}) {
+    auto* s = browse.mutable_behavior_recorded()->add_signals();
+    s->set_type("item_view");
+    s->set_category("kitchen");
+    s->set_sku(sku);
+    s->set_dwell_seconds(40);
+  }
+  w.Deliver({refund, browse});
+  REQUIRE(snapshot() != before);
+  REQUIRE_FALSE(w.Recommend("zhao").recommendations().empty());
+
+  // ...and asks to be forgotten.
+  v1::Event erased = w.NewEvent("zhao", w.Now());
+  erased.set_producer("customer-profile");
+  api::SetTimestamp(w.Now(), erased.mutable_customer_erased()->mutable_erase_time());
+  w.Deliver({erased});
+  CHECK(snapshot() == before);
+  // Nothing about them is left: they are a stranger again (cold start).
+  auto recs = w.Recommend("zhao");
+  REQUIRE_FALSE(recs.recommendations().empty());
+  CHECK(recs.recommendations(0).model() == v1::MODEL_COLD_START);
+  bool any = false;
+  for (const auto& cf : w.reco.store().column_family_names()) {
+    if (cf == "consumed_events" || cf == "default") continue;
+    (void)w.reco.store().ScanPrefix(w.reco.store().cf(cf), store::Key().Str("zhao").Build(),
+                                    [&](absl::string_view, absl::string_view) {
+                                      any = true;
+                                      return false;
+                                    });
+  }
+  CHECK_FALSE(any);
+  // A redelivered erasure changes nothing.
+  w.Deliver({erased});
+  CHECK(snapshot() == before);
+}
+
+TEST_CASE("feedback: impressions and clicks per model as metrics, a retry counted once") {
+  World w(/*serve_metrics=*/true);
+  SmallShop(w);
+  v1::RecordFeedbackRequest fb;
+  fb.set_customer_id("c1");
+  fb.set_placement(v1::PLACEMENT_HOME);
+  fb.set_request_id("fb-1");
+  for (const char* sku : {"case", "pen"}) {
+    auto* i = fb.add_impressions();
+    i->set_sku(sku);
+    i->set_model(v1::MODEL_ITEM_CF);
+  }
+  auto* c = fb.add_clicks();
+  c->set_sku("case");
+  c->set_model(v1::MODEL_ITEM_CF);
+  v1::RecordFeedbackResponse ok;
+  REQUIRE(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok).ok());  // retried
+  w.Recommend("c1");
+  auto page = testing::HttpGet(w.reco.metrics().port(), "/metrics");
+  REQUIRE(page.ok());
+  CHECK(page->body.find(R"(crm_recommendation_impressions_total{model="item_cf"} 2)") != std::string::npos);
+  CHECK(page->body.find(R"(crm_recommendation_clicks_total{model="item_cf"} 1)") != std::string::npos);
+  CHECK(page->body.find(R"(crm_recommendations_served_total{placement="home"} 1)") != std::string::npos);
+  CHECK(page->body.find(R"(crm_recommendation_learned_total{kind="purchase"} 41)") != std::string::npos);
+  // The same request id for different feedback is refused.
+  fb.mutable_clicks(0)->set_sku("pen");
+  RequireError(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok), grpc::StatusCode::INVALID_ARGUMENT, "request_id");
+}
+
+TEST_CASE("bad input: clear errors naming the field, nothing written, unknown customers get cold start") {
+  World w;
+  SmallShop(w);
+  v1::RecommendRequest req;
+  req.set_customer_id("c1");
+  req.set_placement(v1::PLACEMENT_HOME);
+  req.set_count(10);
+  v1::RecommendResponse resp;
+  auto expect = [&](v1::RecommendRequest r, grpc::StatusCode code, const std::string& field) {
+    RequireError(Call(w.stub.get(), &Stub::Recommend, r, &resp), code, field);
+  };
+  auto r = req;
+  r.set_count(0);
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "count");
+  r.set_count(51);
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "count");
+  r = req;
+  r.set_placement(v1::PLACEMENT_UNSPECIFIED);
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "placement");
+  r.set_placement(static_cast<v1::Placement>(99));
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "placement");
+  r = req;
+  r.set_customer_id("");
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "customer_id");
+  r = req;
+  r.set_model(static_cast<v1::Model>(42));
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "model");
+  r = req;
+  r.set_placement(v1::PLACEMENT_CART);
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "context_skus");
+  r.add_context_skus("phone");
+  r.add_context_skus("no-such-sku");
+  expect(r, grpc::StatusCode::NOT_FOUND, "context_skus[1]");
+  // Unknown customer: not an error, just cold start.
+  r = req;
+  r.set_customer_id("never-seen");
+  REQUIRE(Call(w.stub.get(), &Stub::Recommend, r, &resp).ok());
+  REQUIRE_FALSE(resp.recommendations().empty());
+  CHECK(resp.recommendations(0).model() == v1::MODEL_COLD_START);
+
+  v1::RelatedItemsRequest related;
+  related.set_sku("no-such-sku");
+  related.set_count(5);
+  v1::RelatedItemsResponse rel;
+  RequireError(Call(w.stub.get(), &Stub::RelatedItems, related, &rel), grpc::StatusCode::NOT_FOUND, "sku");
+  related.set_sku("phone");
+  related.set_count(0);
+  RequireError(Call(w.stub.get(), &Stub::RelatedItems, related, &rel), grpc::StatusCode::INVALID_ARGUMENT, "count");
+  v1::BoughtTogetherRequest bt;
+  bt.set_sku("ghost");
+  bt.set_count(3);
+  v1::BoughtTogetherResponse bundles;
+  RequireError(Call(w.stub.get(), &Stub::BoughtTogether, bt, &bundles), grpc::StatusCode::NOT_FOUND, "sku");
+  v1::BestSellersRequest best;
+  best.set_count(500);
+  v1::BestSellersResponse top;
+  RequireError(Call(w.stub.get(), &Stub::BestSellers, best, &top), grpc::StatusCode::INVALID_ARGUMENT, "count");
+
+  // Feedback: a bad item anywhere refuses the whole call, and nothing of it is counted.
+  v1::RecordFeedbackRequest fb;
+  fb.set_customer_id("c1");
+  fb.set_placement(v1::PLACEMENT_HOME);
+  fb.set_request_id("fb-bad");
+  auto* good = fb.add_impressions();
+  good->set_sku("pen");
+  good->set_model(v1::MODEL_BESTSELLERS);
+  auto* bad = fb.add_impressions();
+  bad->set_sku("pen");
+  v1::RecordFeedbackResponse ok;
+  RequireError(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok), grpc::StatusCode::INVALID_ARGUMENT,
+               "impressions[1].model");
+  bad->set_model(v1::MODEL_BESTSELLERS);
+  bad->set_sku("ghost");
+  RequireError(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok), grpc::StatusCode::NOT_FOUND, "impressions[1].sku");
+  fb.clear_request_id();
+  RequireError(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok), grpc::StatusCode::INVALID_ARGUMENT, "request_id");
+  bool shown = false;
+  (void)w.reco.store().ScanPrefix(w.reco.store().cf("shown"), "", [&](absl::string_view, absl::string_view) {
+    shown = true;
+    return false;
+  });
+  CHECK_FALSE(shown);
+
+  // An event without a customer is refused (and would be dead-lettered by its producer), not half applied.
+  v1::Event orphan = w.Delivered("", {"pen"}, w.Now());
+  v1::DeliverEventsRequest deliver;
+  *deliver.add_events() = orphan;
+  v1::DeliverEventsResponse delivered;
+  REQUIRE(Call(w.sink.get(), &v1::EventSink::Stub::DeliverEvents, deliver, &delivered).ok());
+  CHECK(delivered.processed_count() == 0);
+  CHECK(delivered.failed_message() == "event has no customer_id");
+}
+
+}  // namespace
+}  // namespace crm::recommendation

@@ -1,0 +1,177 @@
+// The recommendation models as pure functions: similarity that does not just echo best sellers, bundle
+// rules, neighbour lists, basket pairing, occasions, the filters and the blend.
+#include <set>
+
+#include "catch2/catch.hpp"
+#include "libs/api/validate.h"
+#include "services/recommendation/models.h"
+
+namespace crm::recommendation {
+namespace {
+
+const absl::Time kNow = absl::FromCivil(absl::CivilSecond(2026, 10, 1, 12, 0, 0), absl::UTCTimeZone());
+
+internal::ItemStats Stats(int64_t baskets, int64_t viewers = 0) {
+  internal::ItemStats s;
+  s.set_baskets(baskets);
+  s.set_viewers(viewers);
+  return s;
+}
+
+internal::CoCounts Co(int64_t purchases, int64_t views = 0) {
+  internal::CoCounts c;
+  c.set_purchases(purchases);
+  c.set_views(views);
+  return c;
+}
+
+internal::Neighbour N(const std::string& sku, int64_t co, int64_t baskets) {
+  internal::Neighbour n;
+  n.set_sku(sku);
+  n.set_co_purchases(co);
+  n.set_baskets(baskets);
+  return n;
+}
+
+v1::CatalogItem Item(const std::string& sku, bool in_stock = true) {
+  v1::CatalogItem i;
+  i.set_sku(sku);
+  i.set_in_stock(in_stock);
+  return i;
+}
+
+TEST_CASE("similarity favours a niche companion over a best seller bought with everything") {
+  // Phone: 100 baskets. Its case: 40 baskets, 30 with the phone. Best-selling charger: 1000 baskets, 40 with
+  // the phone. Raw co-counts would pick the charger; cosine picks the case.
+  const double with_case = Similarity(Co(30), Stats(100), Stats(40));
+  const double with_charger = Similarity(Co(40), Stats(100), Stats(1000));
+  CHECK(with_case > 2 * with_charger);
+}
+
+TEST_CASE("similarity: symmetric, zero without overlap, co-views add a little, few customers are shrunk") {
+  CHECK(Similarity(Co(5), Stats(10), Stats(20)) == Approx(Similarity(Co(5), Stats(20), Stats(10))));
+  CHECK(Similarity(Co(0), Stats(10), Stats(20)) == 0);
+  CHECK(Similarity(Co(5, 5), Stats(10, 10), Stats(10, 10)) > Similarity(Co(5), Stats(10, 10), Stats(10, 10)));
+  // One shared basket between two one-off items is cosine 1 but worth only a third after shrinkage.
+  CHECK(Similarity(Co(1), Stats(1), Stats(1)) == Approx(1.0 / 3));
+  CHECK(Similarity(Co(50), Stats(50), Stats(50)) == Approx(50.0 / 52));
+}
+
+TEST_CASE("bundle rule: support, confidence and lift") {
+  // 1000 baskets; A in 100, B in 50, both in 20.
+  const Bundle r = BundleRule(20, 100, 50, 1000);
+  CHECK(r.support == Approx(0.02));
+  CHECK(r.confidence == Approx(0.2));
+  CHECK(r.lift == Approx(4.0));
+  // Independent items have lift 1.
+  CHECK(BundleRule(5, 100, 50, 1000).lift == Approx(1.0));
+  CHECK(BundleRule(5, 0, 50, 1000).lift == 0);
+}
+
+TEST_CASE("neighbour list keeps the strongest candidates, refreshes counts and drops emptied pairs") {
+  internal::Neighbours list;
+  const internal::ItemStats self = Stats(100);
+  for (int i = 0; i < kMaxNeighbours; ++i) OfferNeighbour(list, self, N("n" + std::to_string(i), 1 + i % 3, 50));
+  REQUIRE(list.items_size() == kMaxNeighbours);
+  // A weaker newcomer is not kept; a stronger one replaces the weakest.
+  OfferNeighbour(list, self, N("weak", 1, 5000));
+  CHECK(list.items_size() == kMaxNeighbours);
+  bool has_weak = false;
+  for (const auto& n : list.items()) has_weak |= n.sku() == "weak";
+  CHECK_FALSE(has_weak);
+  OfferNeighbour(list, self, N("strong", 30, 40));
+  bool has_strong = false;
+  for (const auto& n : list.items()) has_strong |= n.sku() == "strong";
+  CHECK(has_strong);
+  CHECK(list.items_size() == kMaxNeighbours);
+  // New counts for an existing entry replace the old; zero counts remove it.
+  OfferNeighbour(list, self, N("strong", 31, 40));
+  int strong = 0;
+  for (const auto& n : list.items()) {
+    if (n.sku() == "strong") {
+      ++strong;
+      CHECK(n.co_purchases() == 31);
+    }
+  }
+  CHECK(strong == 1);
+  OfferNeighbour(list, self, N("strong", 0, 40));
+  for (const auto& n : list.items()) CHECK(n.sku() != "strong");
+  CHECK(list.items_size() == kMaxNeighbours - 1);
+}
+
+TEST_CASE("basket pairing: distinct items, all of a normal basket, a fixed subset of a huge one") {
+  CHECK(ItemsToPair("o1", {"b", "a", "b", "c"}) == std::vector<std::string>{"a", "b", "c"});
+  std::vector<std::string> wholesale;
+  for (int i = 0; i < 300; ++i) wholesale.push_back("sku" + std::to_string(i));
+  const auto picked = ItemsToPair("o2", wholesale);
+  CHECK(picked.size() == static_cast<size_t>(kMaxItemsPaired));
+  CHECK(picked == ItemsToPair("o2", wholesale));  // the same every time: erasure takes back exactly these
+  CHECK(picked != ItemsToPair("o3", wholesale));  // but not the same items for every big basket
+}
+
+TEST_CASE("occasions: a category bought around this date in an earlier year, not bought lately") {
+  auto at = [](int y, int m, int d) { return absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone()); };
+  const std::vector<Purchase> purchases = {
+      {at(2025, 10, 12), "toys"},     // 11 days ahead this year: an occasion
+      {at(2024, 10, 20), "toys"},     // also October
+      {at(2025, 3, 2), "garden"},     // months away
+      {at(2025, 9, 20), "wine"},      // 11 days ago: still within the band...
+      {at(2026, 9, 1), "wine"},       // ...but bought a month ago, so no reminder
+      {at(2026, 10, 5), "books"},     // this year only
+  };
+  const auto occasions = OccasionCategories(purchases, kNow);
+  REQUIRE(occasions.size() == 1);
+  CHECK(occasions[0].category == "toys");
+  CHECK(occasions[0].last_time == at(2025, 10, 12));
+}
+
+TEST_CASE("filters: out of stock, recently bought, returned, not yet launched, shown too often") {
+  CHECK(Eligible(Item("a"), nullptr, nullptr, kNow));
+  CHECK_FALSE(Eligible(Item("a", false), nullptr, nullptr, kNow));
+
+  internal::CustomerItem bought;
+  bought.set_bought(1);
+  api::SetTimestamp(kNow - absl::Hours(24 * 30), bought.mutable_last_bought());
+  CHECK_FALSE(Eligible(Item("a"), &bought, nullptr, kNow));
+  api::SetTimestamp(kNow - absl::Hours(24 * 200), bought.mutable_last_bought());
+  CHECK(Eligible(Item("a"), &bought, nullptr, kNow));  // consumables come back around
+  bought.set_returned(true);
+  CHECK_FALSE(Eligible(Item("a"), &bought, nullptr, kNow));  // never again after a return
+
+  v1::CatalogItem future = Item("b");
+  api::SetTimestamp(kNow + absl::Hours(1), future.mutable_launch_time());
+  CHECK_FALSE(Eligible(future, nullptr, nullptr, kNow));
+
+  internal::Shown shown;
+  shown.set_impressions(kImpressionCap);
+  api::SetTimestamp(kNow - absl::Hours(24), shown.mutable_window_start());
+  CHECK_FALSE(Eligible(Item("a"), nullptr, &shown, kNow));
+  shown.set_clicks(1);  // clicked: the customer is interested, keep showing it
+  CHECK(Eligible(Item("a"), nullptr, &shown, kNow));
+  shown.set_clicks(0);
+  api::SetTimestamp(kNow - kImpressionWindow - absl::Hours(1), shown.mutable_window_start());
+  CHECK(Eligible(Item("a"), nullptr, &shown, kNow));  // a new week
+}
+
+TEST_CASE("blend: scores scaled per model, weighted per placement, summed per item, reason of the top model") {
+  std::map<v1::Model, std::vector<Candidate>> by_model;
+  by_model[v1::MODEL_ITEM_CF] = {{"x", v1::MODEL_ITEM_CF, 10, "cf"}, {"y", v1::MODEL_ITEM_CF, 5, "cf"}};
+  by_model[v1::MODEL_BESTSELLERS] = {{"z", v1::MODEL_BESTSELLERS, 1000, "top"}, {"y", v1::MODEL_BESTSELLERS, 900, "top"}};
+  by_model[v1::MODEL_BUNDLE] = {{"w", v1::MODEL_BUNDLE, 0.5, "bundle"}};
+
+  const auto home = Blend(by_model, v1::PLACEMENT_HOME, 10);
+  REQUIRE(home.size() == 4);
+  CHECK(home[0].sku == "x");  // item-CF outweighs raw best-seller volume on the home page
+  CHECK(home[0].reason == "cf");
+  const auto y = std::find_if(home.begin(), home.end(), [](const Candidate& c) { return c.sku == "y"; });
+  CHECK(y->score == Approx(PlacementWeight(v1::PLACEMENT_HOME, v1::MODEL_ITEM_CF) * 0.5 +
+                           PlacementWeight(v1::PLACEMENT_HOME, v1::MODEL_BESTSELLERS) * 0.9));
+
+  const auto cart = Blend(by_model, v1::PLACEMENT_CART, 2);
+  REQUIRE(cart.size() == 2);
+  CHECK(cart[0].sku == "w");  // the cart is for bundles
+  CHECK(ModelName(v1::MODEL_CATEGORY_AFFINITY) == "category_affinity");
+}
+
+}  // namespace
+}  // namespace crm::recommendation
