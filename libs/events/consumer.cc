@@ -64,6 +64,7 @@ absl::Status EventConsumer::Apply(const v1::DeliverEventsRequest& request, v1::D
   // One fsync covers the whole batch before it is acknowledged.
   if (processed > 0) {
     if (absl::Status s = store_->SyncWal(); !s.ok()) return s;
+    if (after_batch_) after_batch_();
   }
   response->set_processed_count(processed);
   return absl::OkStatus();

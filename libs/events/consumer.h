@@ -36,6 +36,10 @@ class EventConsumer final : public v1::EventSink::CallbackService {
   // Applies events in order; stops at the first refusal (what DeliverEvents does, without gRPC).
   absl::Status Apply(const v1::DeliverEventsRequest& request, v1::DeliverEventsResponse* response);
 
+  // Runs `hook` after each delivered batch that applied something, once it is durable and before it is
+  // acknowledged (a service that folds work per batch, e.g. refreshing derived rows, does it here).
+  void OnBatchApplied(std::function<void()> hook) { after_batch_ = std::move(hook); }
+
   // Deletes the records of events that happened before `before`; their producers have long stopped
   // redelivering them. Returns how many were deleted.
   absl::StatusOr<int64_t> ForgetConsumedBefore(absl::Time before);
@@ -46,6 +50,7 @@ class EventConsumer final : public v1::EventSink::CallbackService {
   Handler handler_;
   rpc::Executor* const executor_;
   prometheus::Family<prometheus::Counter>& applied_;
+  std::function<void()> after_batch_;
 };
 
 }  // namespace crm::events

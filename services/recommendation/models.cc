@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/time/civil_time.h"
@@ -13,14 +14,14 @@ namespace crm::recommendation {
 
 double Similarity(const internal::CoCounts& co, const internal::ItemStats& a, const internal::ItemStats& b) {
   double s = 0;
-  if (co.purchases() > 0 && a.baskets() > 0 && b.baskets() > 0) {
-    s += co.purchases() / std::sqrt(static_cast<double>(a.baskets()) * static_cast<double>(b.baskets()));
+  if (co.buyers() > 0 && a.buyers() > 0 && b.buyers() > 0) {
+    s += co.buyers() / std::sqrt(static_cast<double>(a.buyers()) * static_cast<double>(b.buyers()));
   }
   if (co.views() > 0 && a.viewers() > 0 && b.viewers() > 0) {
     s += 0.3 * co.views() / std::sqrt(static_cast<double>(a.viewers()) * static_cast<double>(b.viewers()));
   }
   // Two items seen together once are "identical" by cosine; shrink what few customers support.
-  const double support = static_cast<double>(co.purchases() + co.views());
+  const double support = static_cast<double>(co.buyers() + co.views());
   return s * support / (support + kSimilarityShrinkage);
 }
 
@@ -35,30 +36,49 @@ Bundle BundleRule(int64_t together, int64_t with_a, int64_t with_b, int64_t bask
 
 double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& n) {
   internal::CoCounts co;
-  co.set_purchases(n.co_purchases());
+  co.set_buyers(n.co_buyers());
   co.set_views(n.co_views());
   internal::ItemStats other;
-  other.set_baskets(n.baskets());
+  other.set_buyers(n.buyers());
   other.set_viewers(n.viewers());
   return Similarity(co, self, other);
 }
 
-void OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self, const internal::Neighbour& other) {
+namespace {
+
+// Whether a stored count is still good enough to rank by: equal, or within an eighth once it is large.
+bool Close(int64_t stored, int64_t now) {
+  if (stored == now) return true;
+  const int64_t larger = std::max(stored, now);
+  return larger >= 16 && std::abs(stored - now) * 8 < larger;
+}
+
+}  // namespace
+
+bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self, const internal::Neighbour& other) {
   auto* items = list.mutable_items();
-  const bool gone = other.co_purchases() <= 0 && other.co_views() <= 0;
+  const bool gone = other.co_purchases() <= 0 && other.co_views() <= 0 && other.co_buyers() <= 0;
   for (int i = 0; i < items->size(); ++i) {
-    if (items->Get(i).sku() != other.sku()) continue;
+    const internal::Neighbour& n = items->Get(i);
+    if (n.sku() != other.sku()) continue;
     if (gone) {
       items->DeleteSubrange(i, 1);
-    } else {
-      *items->Mutable(i) = other;
+      return true;
     }
-    return;
+    // Counts of popular pairs move on every sale; the list only ranks candidates (answers use exact
+    // counts), so it is rewritten when they moved materially, not on every sale.
+    if (Close(n.co_purchases(), other.co_purchases()) && Close(n.co_buyers(), other.co_buyers()) &&
+        Close(n.co_views(), other.co_views()) && Close(n.baskets(), other.baskets()) &&
+        Close(n.buyers(), other.buyers()) && Close(n.viewers(), other.viewers())) {
+      return false;
+    }
+    *items->Mutable(i) = other;
+    return true;
   }
-  if (gone) return;
+  if (gone) return false;
   if (items->size() < kMaxNeighbours) {
     *items->Add() = other;
-    return;
+    return true;
   }
   // Replace the weakest candidate when the newcomer is stronger.
   int weakest = -1;
@@ -70,7 +90,9 @@ void OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
       weakest = i;
     }
   }
-  if (weakest >= 0) *items->Mutable(weakest) = other;
+  if (weakest < 0) return false;
+  *items->Mutable(weakest) = other;
+  return true;
 }
 
 std::vector<std::string> ItemsToPair(absl::string_view basket_id, std::vector<std::string> skus) {
@@ -92,7 +114,8 @@ std::vector<Occasion> OccasionCategories(const std::vector<Purchase>& purchases,
   const absl::TimeZone utc = absl::UTCTimeZone();
   const absl::CivilDay today = absl::ToCivilDay(now, utc);
   std::map<std::string, bool> recent;
-  std::map<std::string, absl::Time> occasion;
+  std::map<std::string, Occasion> occasion;
+  std::map<std::string, std::set<int64_t>> years;
   for (const auto& p : purchases) {
     if (p.category.empty()) continue;
     if (now - p.time < absl::Hours(24 * 60)) recent[p.category] = true;
@@ -102,12 +125,15 @@ std::vector<Occasion> OccasionCategories(const std::vector<Purchase>& purchases,
     const absl::CivilDay this_year(today.year(), day.month(), day.day());
     const int64_t ahead = this_year - today;
     if (ahead < -15 || ahead > 30) continue;
-    auto [it, inserted] = occasion.try_emplace(p.category, p.time);
-    if (!inserted && p.time > it->second) it->second = p.time;
+    auto [it, inserted] = occasion.try_emplace(p.category, Occasion{p.category, p.time, 0});
+    if (!inserted && p.time > it->second.last_time) it->second.last_time = p.time;
+    years[p.category].insert(day.year());
   }
   std::vector<Occasion> out;
-  for (const auto& [category, when] : occasion) {
-    if (!recent.count(category)) out.push_back({category, when});
+  for (auto& [category, o] : occasion) {
+    if (recent.count(category)) continue;
+    o.years = static_cast<int>(years[category].size());
+    out.push_back(o);
   }
   return out;
 }

@@ -21,6 +21,9 @@ inline constexpr int kMaxNeighbours = 40;
 inline constexpr int kMaxItemsPaired = 40;
 // A first view is paired with at most this many items the customer first viewed in the day before it.
 inline constexpr int kMaxViewsPaired = 10;
+// A first purchase of an item is paired with at most this many items the customer bought for the first time
+// before it (at any time: "customers who bought A also bought B").
+inline constexpr int kMaxPurchasesPaired = 20;
 inline constexpr absl::Duration kCoViewWindow = absl::Hours(24);
 inline constexpr absl::Duration kBestsellerWindow = absl::Hours(24 * 30);
 inline constexpr absl::Duration kRecentlyBought = absl::Hours(24 * 90);
@@ -33,8 +36,8 @@ inline constexpr absl::Duration kImpressionWindow = absl::Hours(24 * 7);
 // Similarity from n shared baskets or viewers is scaled by n / (n + this).
 inline constexpr double kSimilarityShrinkage = 2.0;
 
-// Blended similarity of two items: cosine of their baskets plus 0.3 × cosine of their viewers, shrunk
-// when few customers support it.
+// Blended similarity of two items: cosine of their buyers plus 0.3 × cosine of their viewers, shrunk when
+// few customers support it. (Baskets shared are what bundles measure, with lift.)
 double Similarity(const internal::CoCounts& co, const internal::ItemStats& a, const internal::ItemStats& b);
 
 struct Bundle {
@@ -48,8 +51,9 @@ Bundle BundleRule(int64_t together, int64_t baskets_with_a, int64_t baskets_with
 // Similarity of `self` to a neighbour from the counts stored with it (for ranking candidates).
 double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& n);
 // Keeps `other` in `self`'s candidate list when it is among the best `kMaxNeighbours` (an existing entry for
-// the same item is replaced by the newer counts, or removed when they fell to zero).
-void OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self, const internal::Neighbour& other);
+// the same item is replaced by the newer counts once they moved materially, or removed when they fell to
+// zero). Returns whether the list changed.
+bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self, const internal::Neighbour& other);
 
 // The distinct items of a basket that are paired with each other: all of them, or for a basket of more than
 // kMaxItemsPaired items a fixed pseudo-random choice of that many (the same every time for the same basket,
@@ -64,6 +68,8 @@ struct Occasion {
   std::string category;
   // The past purchase that makes it an occasion (the latest one).
   absl::Time last_time;
+  // In how many earlier years (a habit of several years is a stronger reminder than one purchase).
+  int years = 0;
 };
 // Categories the customer bought in around this date in an earlier year: that date falls between 15 days
 // ago and 30 days ahead this year, and nothing in the category was bought in the last 60 days.

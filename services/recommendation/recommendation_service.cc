@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/api/validate.h"
+#include "libs/log/log.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/status.h"
 #include "libs/rpc/unary.h"
@@ -392,6 +393,12 @@ absl::Status RecommendationService::HandleEvent(store::Transaction& txn, const v
   return s;
 }
 
+void RecommendationService::RefreshNeighbours() {
+  absl::MutexLock lock(&refresh_mu_);
+  auto refreshed = store_->RefreshNeighbours();
+  if (!refreshed.ok()) log::Warning("neighbour refresh failed", {{"error", refreshed.status().ToString()}});
+}
+
 absl::StatusOr<std::unique_ptr<RecommendationComponent>> RecommendationComponent::Create(
     const rpc::ServiceContext& context) {
   auto c = std::unique_ptr<RecommendationComponent>(new RecommendationComponent());
@@ -408,12 +415,37 @@ absl::StatusOr<std::unique_ptr<RecommendationComponent>> RecommendationComponent
   c->consumer_ = std::make_unique<events::EventConsumer>(
       context.store, [service](store::Transaction& txn, const v1::Event& e) { return service->HandleEvent(txn, e); },
       c->writes_.get(), context.metrics->registry());
+  // What a batch of events taught is in the neighbour lists before the batch is acknowledged.
+  c->consumer_->OnBatchApplied([service] { service->RefreshNeighbours(); });
   return c;
 }
+
+RecommendationComponent::~RecommendationComponent() { Stop(); }
 
 void RecommendationComponent::Register(rpc::Server& server) {
   server.AddService(service_.get(), v1::RecommendationService::service_full_name());
   server.AddService(consumer_.get(), v1::EventSink::service_full_name());
+}
+
+void RecommendationComponent::Start() {
+  // Also every second, for notes left by a crash between a batch and its refresh.
+  refresher_ = std::thread([this] {
+    for (;;) {
+      service_->RefreshNeighbours();
+      absl::MutexLock lock(&mu_);
+      const absl::Time until = absl::Now() + absl::Seconds(1);
+      while (!stopping_ && absl::Now() < until) mu_.AwaitWithDeadline(absl::Condition(&stopping_), until);
+      if (stopping_) return;
+    }
+  });
+}
+
+void RecommendationComponent::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (refresher_.joinable()) refresher_.join();
 }
 
 }  // namespace crm::recommendation

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <memory>
+#include <thread>
 
 #include "absl/flags/declare.h"
+#include "absl/synchronization/mutex.h"
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
@@ -50,6 +52,8 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   Reactor* RecordFeedback(Ctx*, const v1::RecordFeedbackRequest*, v1::RecordFeedbackResponse*) override;
 
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
+  // Folds changed pairs into the neighbour lists (after each event batch, and every second). One at a time.
+  void RefreshNeighbours();
 
  private:
   // NOT_FOUND naming `field` when the catalog has no such item.
@@ -65,16 +69,23 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   rpc::Executor* const writes_;
   rpc::Backends* const backends_;
   RecommendationMetrics metrics_;
+  absl::Mutex refresh_mu_;
 };
 
 class RecommendationComponent final : public rpc::Component {
  public:
   static absl::StatusOr<std::unique_ptr<RecommendationComponent>> Create(const rpc::ServiceContext& context);
+  ~RecommendationComponent() override;
   void Register(rpc::Server& server) override;
+  void Start() override;
+  void Stop() override;
   RecommendationService& service() { return *service_; }
 
  private:
   RecommendationComponent() = default;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread refresher_;
   std::unique_ptr<RecommendationStore> store_;
   std::unique_ptr<BestsellerCache> bestsellers_;
   std::unique_ptr<Recommender> recommender_;

@@ -29,6 +29,7 @@ constexpr char kCustomers[] = "customers";
 constexpr char kCustomerItems[] = "customer_items";
 constexpr char kBaskets[] = "baskets";
 constexpr char kFirstViews[] = "first_views";
+constexpr char kFirstPurchases[] = "first_purchases";
 constexpr char kAffinity[] = "affinity";
 constexpr char kShown[] = "shown";
 constexpr char kRequests[] = "requests";
@@ -84,25 +85,40 @@ int64_t Clamp(int64_t v) { return std::max<int64_t>(0, v); }
 
 // Signed changes to the rows every customer shares, gathered first and applied in key order.
 struct RecommendationStore::GraphDelta {
+  struct Sales {
+    int64_t units = 0;
+    int64_t orders = 0;
+  };
+  // Counts a sale in its category's ranking and in the overall one ("").
+  void AddSale(const std::string& category, int64_t day, const std::string& sku, int64_t units, int64_t orders) {
+    auto add = [&](const std::string& ranking) {
+      Sales& s = sales[{ranking, day, sku}];
+      s.units += units;
+      s.orders += orders;
+    };
+    if (!category.empty()) add(category);
+    add("");
+  }
   std::map<std::string, internal::ItemStats> stats;
   // Keyed by PairKey; the pair itself kept for the neighbour lists.
   std::map<std::string, std::pair<std::pair<std::string, std::string>, internal::CoCounts>> pairs;
-  std::map<std::tuple<std::string, int64_t, std::string>, int64_t> sales;
+  std::map<std::tuple<std::string, int64_t, std::string>, Sales> sales;
   std::map<int, int64_t> baskets;
 
-  void AddPair(const std::string& a, const std::string& b, int64_t purchases, int64_t views) {
+  void AddPair(const std::string& a, const std::string& b, const internal::CoCounts& d) {
     if (a == b) return;
     auto& [pair, co] = pairs[PairKey(a, b)];
     pair = a < b ? std::make_pair(a, b) : std::make_pair(b, a);
-    co.set_purchases(co.purchases() + purchases);
-    co.set_views(co.views() + views);
+    co.set_purchases(co.purchases() + d.purchases());
+    co.set_views(co.views() + d.views());
+    co.set_buyers(co.buyers() + d.buyers());
   }
 };
 
 std::vector<std::string> RecommendationStore::ColumnFamilies() {
   return {kItems,     kSuccessors, kItemStats,     kCoCounts, kNeighbours,  kSales,
-          kGlobalStats, kCustomers, kCustomerItems, kBaskets,  kFirstViews, kAffinity,
-          kShown,     kRequests,   events::EventConsumer::kConsumedFamily};
+          kGlobalStats, kCustomers, kCustomerItems, kBaskets,  kFirstViews, kFirstPurchases,
+          kAffinity,  kShown,      kRequests,      events::EventConsumer::kConsumedFamily};
 }
 
 RecommendationStore::RecommendationStore(store::Store* store)
@@ -118,6 +134,7 @@ RecommendationStore::RecommendationStore(store::Store* store)
       customer_items_(store->cf(kCustomerItems)),
       baskets_(store->cf(kBaskets)),
       first_views_(store->cf(kFirstViews)),
+      first_purchases_(store->cf(kFirstPurchases)),
       affinity_(store->cf(kAffinity)),
       shown_(store->cf(kShown)),
       requests_(store->cf(kRequests)) {}
@@ -220,32 +237,70 @@ void RecommendationStore::BasketDelta(const internal::Basket& basket, int sign, 
     s.set_units(s.units() + sign * line.quantity());
     s.set_returned_units(s.returned_units() + sign * returned[line.sku()]);
     const int64_t kept = std::max<int64_t>(0, line.quantity() - returned[line.sku()]);
-    if (!line.category().empty()) delta.sales[{line.category(), day, line.sku()}] += sign * kept;
-    delta.sales[{"", day, line.sku()}] += sign * kept;
+    delta.AddSale(line.category(), day, line.sku(), sign * kept, kept > 0 ? sign : 0);
     skus.push_back(line.sku());
   }
   const std::vector<std::string> paired = ItemsToPair(basket.order_id(), std::move(skus));
+  internal::CoCounts together;
+  together.set_purchases(sign);
   for (size_t i = 0; i < paired.size(); ++i) {
-    for (size_t j = i + 1; j < paired.size(); ++j) delta.AddPair(paired[i], paired[j], sign, 0);
+    for (size_t j = i + 1; j < paired.size(); ++j) delta.AddPair(paired[i], paired[j], together);
   }
 }
 
-absl::Status RecommendationStore::ViewPairs(Transaction& txn, absl::string_view customer_id, int64_t sequence,
-                                            const internal::FirstView& view, int sign, GraphDelta& delta) const {
-  const absl::Time t = api::FromTimestamp(view.time());
-  const int64_t from = std::max<int64_t>(0, sequence - kMaxViewsPaired);
-  return ScanProtosIn<internal::FirstView>(
-      txn, first_views_, Key().Str(customer_id).I64(from), Key().Str(customer_id).I64(sequence),
-      [&](absl::string_view, internal::FirstView&& earlier) {
-        if (absl::AbsDuration(t - api::FromTimestamp(earlier.time())) <= kCoViewWindow) {
-          delta.AddPair(view.sku(), earlier.sku(), 0, sign);
+absl::Status RecommendationStore::TouchPairs(Transaction& txn, Touch kind, absl::string_view customer_id,
+                                             int64_t sequence, const internal::FirstTouch& touch, int sign,
+                                             GraphDelta& delta) const {
+  const absl::Time t = api::FromTimestamp(touch.time());
+  const bool view = kind == Touch::kView;
+  const int64_t from = std::max<int64_t>(0, sequence - (view ? kMaxViewsPaired : kMaxPurchasesPaired));
+  internal::CoCounts d;
+  (view ? d.set_views(sign) : d.set_buyers(sign));
+  return ScanProtosIn<internal::FirstTouch>(
+      txn, view ? first_views_ : first_purchases_, Key().Str(customer_id).I64(from),
+      Key().Str(customer_id).I64(sequence), [&](absl::string_view, internal::FirstTouch&& earlier) {
+        // Views pair only when close in time; purchases at any distance.
+        if (!view || absl::AbsDuration(t - api::FromTimestamp(earlier.time())) <= kCoViewWindow) {
+          delta.AddPair(touch.sku(), earlier.sku(), d);
         }
       });
 }
 
+absl::Status RecommendationStore::FirstTouch(Transaction& txn, Touch kind, absl::string_view customer_id,
+                                             int64_t sequence, absl::string_view sku, absl::Time when,
+                                             GraphDelta& delta) {
+  internal::FirstTouch touch;
+  touch.set_sku(std::string(sku));
+  api::SetTimestamp(when, touch.mutable_time());
+  internal::ItemStats& d = delta.stats[touch.sku()];
+  (kind == Touch::kView ? d.set_viewers(d.viewers() + 1) : d.set_buyers(d.buyers() + 1));
+  if (auto s = TouchPairs(txn, kind, customer_id, sequence, touch, +1, delta); !s.ok()) return s;
+  return txn.PutProto(kind == Touch::kView ? first_views_ : first_purchases_, Key().Str(customer_id).I64(sequence),
+                      touch);
+}
+
+absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind, absl::string_view customer_id,
+                                              GraphDelta& delta) const {
+  const std::string prefix = Key().Str(customer_id).Build();
+  std::vector<std::pair<int64_t, internal::FirstTouch>> touches;
+  absl::Status s = ScanProtosIn<internal::FirstTouch>(
+      txn, kind == Touch::kView ? first_views_ : first_purchases_, prefix, store::PrefixUpperBound(prefix),
+      [&](absl::string_view key, internal::FirstTouch&& touch) {
+        store::KeyReader r(key);
+        r.Str();
+        touches.emplace_back(r.I64().value_or(0), std::move(touch));
+      });
+  if (!s.ok()) return s;
+  for (const auto& [sequence, touch] : touches) {
+    internal::ItemStats& d = delta.stats[touch.sku()];
+    (kind == Touch::kView ? d.set_viewers(d.viewers() - 1) : d.set_buyers(d.buyers() - 1));
+    if (auto st = TouchPairs(txn, kind, customer_id, sequence, touch, -1, delta); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delta) {
   // Item stats, in key order.
-  std::map<std::string, internal::ItemStats> stats;
   for (const auto& [sku, d] : delta.stats) {
     const std::string key = Key().Str(sku).Build();
     internal::ItemStats s;
@@ -254,20 +309,13 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     s.set_baskets(Clamp(s.baskets() + d.baskets()));
     s.set_units(Clamp(s.units() + d.units()));
     s.set_viewers(Clamp(s.viewers() + d.viewers()));
+    s.set_buyers(Clamp(s.buyers() + d.buyers()));
     s.set_returned_units(Clamp(s.returned_units() + d.returned_units()));
     if (auto st = txn.PutProto(item_stats_, key, s); !st.ok()) return st;
-    stats[sku] = s;
   }
-  auto stats_of = [&](const std::string& sku) -> absl::StatusOr<internal::ItemStats> {
-    if (auto it = stats.find(sku); it != stats.end()) return it->second;
-    internal::ItemStats s;
-    auto found = txn.GetProto(item_stats_, Key().Str(sku), &s);
-    if (!found.ok()) return found.status();
-    stats[sku] = s;
-    return s;
-  };
-  // Pair counts, in key order; then each affected item's neighbour list.
-  std::map<std::string, std::vector<std::pair<std::string, internal::CoCounts>>> offers;
+  // Pair counts, in key order; once committed, each changed pair is noted for both items' neighbour lists.
+  auto changed = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+  changed->reserve(delta.pairs.size());
   for (const auto& [key, entry] : delta.pairs) {
     const auto& [pair, d] = entry;
     internal::CoCounts co;
@@ -275,41 +323,33 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     if (!found.ok()) return found.status();
     co.set_purchases(Clamp(co.purchases() + d.purchases()));
     co.set_views(Clamp(co.views() + d.views()));
-    const absl::Status st = co.purchases() == 0 && co.views() == 0 ? txn.Delete(co_counts_, key)
-                                                                    : txn.PutProto(co_counts_, key, co);
+    co.set_buyers(Clamp(co.buyers() + d.buyers()));
+    const absl::Status st = co.purchases() == 0 && co.views() == 0 && co.buyers() == 0 ? txn.Delete(co_counts_, key)
+                                                                                       : txn.PutProto(co_counts_, key, co);
     if (!st.ok()) return st;
-    offers[pair.first].emplace_back(pair.second, co);
-    offers[pair.second].emplace_back(pair.first, co);
+    changed->push_back(pair);
   }
-  for (const auto& [sku, others] : offers) {
-    const std::string key = Key().Str(sku).Build();
-    internal::Neighbours list;
-    auto found = txn.GetProto(neighbours_, key, &list, /*for_update=*/true);
-    if (!found.ok()) return found.status();
-    auto self = stats_of(sku);
-    if (!self.ok()) return self.status();
-    for (const auto& [other, co] : others) {
-      auto theirs = stats_of(other);
-      if (!theirs.ok()) return theirs.status();
-      internal::Neighbour n;
-      n.set_sku(other);
-      n.set_co_purchases(co.purchases());
-      n.set_co_views(co.views());
-      n.set_baskets(theirs->baskets());
-      n.set_viewers(theirs->viewers());
-      OfferNeighbour(list, *self, n);
-    }
-    if (auto st = txn.PutProto(neighbours_, key, list); !st.ok()) return st;
+  if (!changed->empty()) {
+    txn.OnFinish([this, changed](bool committed) {
+      if (!committed) return;
+      absl::MutexLock lock(&changed_mu_);
+      for (const auto& [a, b] : *changed) {
+        changed_pairs_[a].insert(b);
+        changed_pairs_[b].insert(a);
+      }
+    });
   }
-  for (const auto& [k, units] : delta.sales) {
-    if (units == 0) continue;
+  for (const auto& [k, d] : delta.sales) {
+    if (d.units == 0 && d.orders == 0) continue;
     const auto& [category, day, sku] = k;
     const std::string key = Key().Str(category).I64(day).Str(sku).Build();
     internal::Sold sold;
     auto found = txn.GetProto(sales_, key, &sold, /*for_update=*/true);
     if (!found.ok()) return found.status();
-    sold.set_units(sold.units() + units);
-    const absl::Status st = sold.units() <= 0 ? txn.Delete(sales_, key) : txn.PutProto(sales_, key, sold);
+    sold.set_units(sold.units() + d.units);
+    sold.set_orders(sold.orders() + d.orders);
+    const absl::Status st = sold.units() <= 0 && sold.orders() <= 0 ? txn.Delete(sales_, key)
+                                                                    : txn.PutProto(sales_, key, sold);
     if (!st.ok()) return st;
   }
   for (const auto& [stripe, d] : delta.baskets) {
@@ -322,6 +362,57 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     if (auto st = txn.PutProto(global_stats_, key, g); !st.ok()) return st;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed;
+  {
+    absl::MutexLock lock(&changed_mu_);
+    changed.swap(changed_pairs_);
+  }
+  // In key order, so the list rows are written sequentially.
+  std::vector<std::string> items;
+  items.reserve(changed.size());
+  for (const auto& [item, partners] : changed) items.push_back(item);
+  std::sort(items.begin(), items.end());
+  std::map<std::string, internal::ItemStats> stats;  // read once per refresh
+  auto stats_of = [&](const std::string& sku) -> absl::StatusOr<internal::ItemStats> {
+    if (auto it = stats.find(sku); it != stats.end()) return it->second;
+    auto st = Stats(sku);
+    if (st.ok()) stats[sku] = *st;
+    return st;
+  };
+  rocksdb::WriteBatch batch;
+  for (const auto& item : items) {
+    // Counts are read after the changes that noted them committed; a change committed meanwhile notes the
+    // pair again for the next refresh.
+    internal::Neighbours list;
+    auto found = store_->GetProto(neighbours_, Key().Str(item), &list);
+    if (!found.ok()) return found.status();
+    auto self = stats_of(item);
+    if (!self.ok()) return self.status();
+    bool list_changed = false;
+    for (const auto& partner : changed[item]) {
+      auto co = Co(item, partner);
+      if (!co.ok()) return co.status();
+      auto theirs = stats_of(partner);
+      if (!theirs.ok()) return theirs.status();
+      internal::Neighbour n;
+      n.set_sku(partner);
+      n.set_co_purchases(co->purchases());
+      n.set_co_views(co->views());
+      n.set_co_buyers(co->buyers());
+      n.set_baskets(theirs->baskets());
+      n.set_viewers(theirs->viewers());
+      n.set_buyers(theirs->buyers());
+      list_changed |= OfferNeighbour(list, *self, n);
+    }
+    if (list_changed) batch.Put(neighbours_, Key().Str(item).bytes(), list.SerializeAsString());
+  }
+  if (batch.Count() > 0) {
+    if (auto s = store_->Write(&batch, store::Durability::kBuffered); !s.ok()) return s;
+  }
+  return static_cast<int>(items.size());
 }
 
 absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_view customer_id,
@@ -357,13 +448,18 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
   if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
     api::SetTimestamp(when, summary.mutable_last_activity());
   }
-  if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
 
+  GraphDelta delta;
   std::map<std::string, bool> categories;
   for (const auto& line : basket.lines()) {
     const std::string key = Key().Str(customer_id).Str(line.sku()).Build();
     internal::CustomerItem mine;
     if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
+    if (mine.bought() == 0) {
+      const int64_t sequence = summary.items_bought();
+      summary.set_items_bought(sequence + 1);
+      if (auto s = FirstTouch(txn, Touch::kPurchase, customer_id, sequence, line.sku(), when, delta); !s.ok()) return s;
+    }
     mine.set_sku(line.sku());
     mine.set_category(line.category());
     mine.set_bought(mine.bought() + 1);
@@ -381,9 +477,8 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
     behavior::Accumulate(a, behavior::Action::kPurchase, 0, when);
     if (auto s = txn.PutProto(affinity_, key, a); !s.ok()) return s;
   }
+  if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
   if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
-
-  GraphDelta delta;
   BasketDelta(basket, +1, delta);
   delta.baskets[StripeOf(customer_id)] += 1;
   return Apply(txn, delta);
@@ -428,8 +523,8 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
     internal::ItemStats& d = delta.stats[item.sku()];
     d.set_returned_units(d.returned_units() + units);
     const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
-    if (!line->category().empty()) delta.sales[{line->category(), day, item.sku()}] -= units;
-    delta.sales[{"", day, item.sku()}] -= units;
+    // A line sent back whole no longer counts as an order of the item.
+    delta.AddSale(line->category(), day, item.sku(), -units, returned->quantity() == line->quantity() ? -1 : 0);
   }
   if (*has_basket) {
     if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
@@ -475,13 +570,7 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     if (!first_view) continue;
     const int64_t sequence = summary.items_viewed();
     summary.set_items_viewed(sequence + 1);
-    internal::FirstView view;
-    view.set_sku(signal.sku());
-    api::SetTimestamp(t, view.mutable_time());
-    internal::ItemStats& d = delta.stats[signal.sku()];
-    d.set_viewers(d.viewers() + 1);
-    if (auto s = ViewPairs(txn, customer_id, sequence, view, +1, delta); !s.ok()) return s;
-    if (auto s = txn.PutProto(first_views_, Key().Str(customer_id).I64(sequence), view); !s.ok()) return s;
+    if (auto s = FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, delta); !s.ok()) return s;
   }
   for (const auto& [category, a] : affinity) {
     if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok()) return s;
@@ -504,22 +593,12 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
                                                   });
   if (!s.ok()) return s;
   delta.baskets[StripeOf(customer_id)] -= baskets;
-  std::vector<std::pair<int64_t, internal::FirstView>> views;
-  s = ScanProtosIn<internal::FirstView>(txn, first_views_, prefix, store::PrefixUpperBound(prefix),
-                                        [&](absl::string_view key, internal::FirstView&& view) {
-                                          store::KeyReader r(key);
-                                          r.Str();
-                                          views.emplace_back(r.I64().value_or(0), std::move(view));
-                                        });
-  if (!s.ok()) return s;
-  for (const auto& [sequence, view] : views) {
-    internal::ItemStats& d = delta.stats[view.sku()];
-    d.set_viewers(d.viewers() - 1);
-    if (auto st = ViewPairs(txn, customer_id, sequence, view, -1, delta); !st.ok()) return st;
+  for (Touch kind : {Touch::kView, Touch::kPurchase}) {
+    if (auto st = UndoTouches(txn, kind, customer_id, delta); !st.ok()) return st;
   }
   if (auto st = Apply(txn, delta); !st.ok()) return st;
   if (auto st = txn.Delete(customers_, prefix); !st.ok()) return st;
-  for (auto* cf : {customer_items_, baskets_, first_views_, affinity_, shown_, requests_}) {
+  for (auto* cf : {customer_items_, baskets_, first_views_, first_purchases_, affinity_, shown_, requests_}) {
     if (auto st = txn.DeletePrefix(cf, prefix); !st.ok()) return st;
   }
   return absl::OkStatus();
@@ -603,9 +682,10 @@ absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
   return total;
 }
 
-absl::StatusOr<std::map<std::string, int64_t>> RecommendationStore::UnitsSold(absl::string_view category,
-                                                                             absl::Time since, absl::Time until) const {
-  std::map<std::string, int64_t> units;
+absl::StatusOr<std::map<std::string, internal::Sold>> RecommendationStore::Sales(absl::string_view category,
+                                                                                  absl::Time since,
+                                                                                  absl::Time until) const {
+  std::map<std::string, internal::Sold> sales;
   absl::Status s = store_->Scan(
       sales_, Key().Str(category).I64(DayOf(since)), Key().Str(category).I64(DayOf(until) + 1),
       [&](absl::string_view key, absl::string_view v) {
@@ -614,12 +694,14 @@ absl::StatusOr<std::map<std::string, int64_t>> RecommendationStore::UnitsSold(ab
         r.I64();
         internal::Sold sold;
         if (auto sku = r.Str(); sku && sold.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          units[*sku] += sold.units();
+          internal::Sold& total = sales[*sku];
+          total.set_units(total.units() + sold.units());
+          total.set_orders(total.orders() + sold.orders());
         }
         return true;
       });
   if (!s.ok()) return s;
-  return units;
+  return sales;
 }
 
 }  // namespace crm::recommendation

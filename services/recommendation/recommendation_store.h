@@ -2,23 +2,29 @@
 //
 //   items           sku                                   -> crm.v1.CatalogItem
 //   successors      predecessor sku, successor sku        -> "" (who gets an upgrade notice)
-//   item_stats      sku                                   -> ItemStats (baskets, units, viewers, returns)
-//   co_counts       sku a, sku b (a < b)                  -> CoCounts (baskets with both, customers viewing both)
+//   item_stats      sku                                   -> ItemStats (baskets, units, buyers, viewers, returns)
+//   co_counts       sku a, sku b (a < b)                  -> CoCounts (baskets with both, customers buying both,
+//                                                            customers viewing both)
 //   neighbours      sku                                   -> Neighbours (best kMaxNeighbours candidates)
-//   sales           category ("" = all), day, sku         -> Sold (units; bestsellers sum a 30-day window)
+//   sales           category ("" = all), day, sku         -> Sold (units, orders; best sellers sum 30 days)
 //   global_stats    stripe                                -> GlobalStats (all baskets, in 16 stripes)
 //   customers       customer_id                           -> CustomerSummary
 //   customer_items  customer_id, sku                      -> CustomerItem (bought, returned, viewed)
 //   baskets         customer_id, order_id                 -> Basket (delivered orders, for occasions and undo)
-//   first_views     customer_id, sequence                 -> FirstView (order of distinct items viewed)
+//   first_views     customer_id, sequence                 -> FirstTouch (order of distinct items viewed)
+//   first_purchases customer_id, sequence                 -> FirstTouch (order of distinct items bought)
 //   affinity        customer_id, category                 -> crm.v1.CategoryAffinity (decayed interest)
 //   shown           customer_id, sku                      -> Shown (impressions and clicks this week)
 //   requests        customer_id, method, request_id       -> idempotency records (e-mail, feedback)
 //   consumed_events                                       -> events already applied
 //
 // Learning happens in the event consumer's transaction: per-customer rows first, then the shared item rows
-// each locked in key order (stats, pairs, neighbour lists, sales), so concurrent deliveries cannot deadlock
-// and every count is exact. Erasing a customer replays their baskets and views with the sign reversed.
+// each locked in key order (stats, pairs, sales), so concurrent deliveries cannot deadlock and every count
+// is exact. Each committed pair change is noted in memory; RefreshNeighbours folds the notes into the
+// neighbour lists once per item per batch (rewriting a list on every sale of a popular item would cost
+// more than all the rest). The lists only nominate candidates, so a note lost in a crash costs a little
+// freshness until the pair is seen again, never a wrong count. Erasing a customer replays their baskets
+// and views with the sign reversed.
 // Thread-safe.
 #pragma once
 
@@ -28,7 +34,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "crm/internal/recommendation_storage.pb.h"
 #include "crm/v1/customer_profile.pb.h"
 #include "crm/v1/events.pb.h"
@@ -70,6 +79,10 @@ class RecommendationStore {
   // Takes back everything the customer contributed and deletes every row about them.
   absl::Status Forget(store::Transaction& txn, absl::string_view customer_id);
 
+  // Updates the neighbour lists of items whose pairs changed; returns how many lists it visited. Run after
+  // each batch of events and periodically; safe to run concurrently with learning, one at a time.
+  absl::StatusOr<int> RefreshNeighbours();
+
   // Impressions and clicks of recommendations, inside a request's transaction.
   absl::Status RecordShown(store::Transaction& txn, absl::string_view customer_id, absl::string_view sku,
                            int impressions, int clicks, absl::Time now);
@@ -80,9 +93,9 @@ class RecommendationStore {
   absl::StatusOr<internal::CoCounts> Co(absl::string_view a, absl::string_view b) const;
   absl::StatusOr<internal::Neighbours> NeighboursOf(absl::string_view sku) const;
   absl::StatusOr<int64_t> TotalBaskets() const;
-  // Units sold per sku in `category` ("" = everything) on days [since, until].
-  absl::StatusOr<std::map<std::string, int64_t>> UnitsSold(absl::string_view category, absl::Time since,
-                                                          absl::Time until) const;
+  // Units and orders per sku in `category` ("" = everything) on days [since, until].
+  absl::StatusOr<std::map<std::string, internal::Sold>> Sales(absl::string_view category, absl::Time since,
+                                                              absl::Time until) const;
 
   store::Store& raw() { return *store_; }
   rocksdb::ColumnFamilyHandle* requests() const { return requests_; }
@@ -93,9 +106,15 @@ class RecommendationStore {
   absl::Status Apply(store::Transaction& txn, const GraphDelta& delta);
   // Adds (sign +1) or takes back (-1) what a basket contributes to the shared rows.
   void BasketDelta(const internal::Basket& basket, int sign, GraphDelta& delta) const;
-  // The co-view pairs of the customer's first view number `sequence` of `view`.
-  absl::Status ViewPairs(store::Transaction& txn, absl::string_view customer_id, int64_t sequence,
-                         const internal::FirstView& view, int sign, GraphDelta& delta) const;
+  // The pairs of the customer's `sequence`-th first view (or purchase) `touch` with the ones before it.
+  enum class Touch { kView, kPurchase };
+  absl::Status TouchPairs(store::Transaction& txn, Touch kind, absl::string_view customer_id, int64_t sequence,
+                          const internal::FirstTouch& touch, int sign, GraphDelta& delta) const;
+  // Records a first view or purchase and adds its pairs.
+  absl::Status FirstTouch(store::Transaction& txn, Touch kind, absl::string_view customer_id, int64_t sequence,
+                          absl::string_view sku, absl::Time when, GraphDelta& delta);
+  // Takes back every pair and count the customer's first views or purchases added.
+  absl::Status UndoTouches(store::Transaction& txn, Touch kind, absl::string_view customer_id, GraphDelta& delta) const;
 
   store::Store* const store_;
   rocksdb::ColumnFamilyHandle* const items_;
@@ -109,9 +128,13 @@ class RecommendationStore {
   rocksdb::ColumnFamilyHandle* const customer_items_;
   rocksdb::ColumnFamilyHandle* const baskets_;
   rocksdb::ColumnFamilyHandle* const first_views_;
+  rocksdb::ColumnFamilyHandle* const first_purchases_;
   rocksdb::ColumnFamilyHandle* const affinity_;
   rocksdb::ColumnFamilyHandle* const shown_;
   rocksdb::ColumnFamilyHandle* const requests_;
+  // Item -> partners whose pair counts changed since its list was last refreshed.
+  absl::Mutex changed_mu_;
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_ ABSL_GUARDED_BY(changed_mu_);
 };
 
 }  // namespace crm::recommendation

@@ -13,7 +13,7 @@ namespace crm::recommendation {
 namespace {
 
 constexpr int kRankingSize = 100;
-constexpr int kMaxSeeds = 20;
+constexpr int kMaxSeeds = 50;
 constexpr int kAffinityCategories = 3;
 // Bundle rules need at least this many baskets with both items to be believed.
 constexpr int64_t kMinBundleBaskets = 2;
@@ -65,11 +65,13 @@ absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache:
       return it->second.ranking;
     }
   }
-  auto units = store_->UnitsSold(category, now - kBestsellerWindow, now);
-  if (!units.ok()) return units.status();
-  auto ranking = std::make_shared<Ranking>(units->begin(), units->end());
+  auto sales = store_->Sales(category, now - kBestsellerWindow, now);
+  if (!sales.ok()) return sales.status();
+  auto ranking = std::make_shared<Ranking>(sales->begin(), sales->end());
   std::sort(ranking->begin(), ranking->end(), [](const auto& a, const auto& b) {
-    return a.second != b.second ? a.second > b.second : a.first < b.first;
+    if (a.second.orders() != b.second.orders()) return a.second.orders() > b.second.orders();
+    if (a.second.units() != b.second.units()) return a.second.units() > b.second.units();
+    return a.first < b.first;
   });
   if (ranking->size() > static_cast<size_t>(kRankingSize)) ranking->resize(kRankingSize);
   absl::MutexLock lock(&mu_);
@@ -191,23 +193,45 @@ absl::Status Recommender::Bundles(const std::vector<std::string>& context, std::
 }
 
 absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
-  const std::vector<v1::CategoryAffinity> top = TopAffinities(view, now, 0.3);
-  if (top.empty()) return absl::OkStatus();
-  const double strongest = top.front().score();
-  for (const auto& a : top) {
-    auto ranking = bestsellers_->Top(a.category(), now);
+  // Interest in a category: recent browsing (decayed over two weeks, looked-at-closely weighing most) plus
+  // the habit of buying there (each item bought, decayed over half a year).
+  struct Interest {
+    double browsing = 0;
+    double buying = 0;
+    bool closely = false;
+  };
+  std::map<std::string, Interest> interest;
+  for (const auto& stored : view.affinity) {
+    const v1::CategoryAffinity a = behavior::AffinityAsOf(stored, now);
+    Interest& i = interest[a.category()];
+    i.browsing = a.score();
+    i.closely = a.engagement() == v1::ENGAGEMENT_LOOKED_CLOSELY;
+  }
+  for (const auto& [sku, mine] : view.items) {
+    if (mine.bought() == 0 || mine.returned() || mine.category().empty()) continue;
+    interest[mine.category()].buying += Decay(now - api::FromTimestamp(mine.last_bought()), kPurchaseHalfLife);
+  }
+  std::vector<std::pair<double, std::string>> ranked;
+  for (const auto& [category, i] : interest) {
+    if (i.browsing + i.buying >= 0.3) ranked.emplace_back(-(i.browsing + i.buying), category);
+  }
+  std::sort(ranked.begin(), ranked.end());
+  if (ranked.size() > static_cast<size_t>(kAffinityCategories)) ranked.resize(kAffinityCategories);
+  if (ranked.empty()) return absl::OkStatus();
+  const double strongest = -ranked.front().first;
+  for (const auto& [negative, category] : ranked) {
+    const Interest& i = interest[category];
+    auto ranking = bestsellers_->Top(category, now);
     if (!ranking.ok()) return ranking.status();
     if ((*ranking)->empty()) continue;
-    const double most = static_cast<double>((*ranking)->front().second);
-    const std::string why =
-        a.engagement() == v1::ENGAGEMENT_LOOKED_CLOSELY ? ", which you looked at closely"
-        : (a.views() > 0 || a.clicks() > 0)             ? ", which you browse"
-                                                        : ", where you shop";
+    const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+    const std::string why = i.browsing >= i.buying ? (i.closely ? ", which you looked at closely" : ", which you browse")
+                                                   : ", where you often shop";
     int n = 0;
-    for (const auto& [sku, units] : **ranking) {
+    for (const auto& [sku, sold] : **ranking) {
       if (++n > 20) break;
-      out->push_back({sku, v1::MODEL_CATEGORY_AFFINITY, (a.score() / strongest) * (units / most),
-                      absl::StrCat("popular in ", a.category(), why)});
+      out->push_back({sku, v1::MODEL_CATEGORY_AFFINITY, (-negative / strongest) * (sold.orders() / most),
+                      absl::StrCat("popular in ", category, why)});
     }
   }
   return absl::OkStatus();
@@ -217,11 +241,11 @@ absl::Status Recommender::Popular(absl::Time now, std::vector<Candidate>* out) {
   auto ranking = bestsellers_->Top("", now);
   if (!ranking.ok()) return ranking.status();
   if ((*ranking)->empty()) return absl::OkStatus();
-  const double most = static_cast<double>((*ranking)->front().second);
+  const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
   int n = 0;
-  for (const auto& [sku, units] : **ranking) {
+  for (const auto& [sku, sold] : **ranking) {
     if (++n > 50) break;
-    out->push_back({sku, v1::MODEL_BESTSELLERS, units / most, "a best seller this month"});
+    out->push_back({sku, v1::MODEL_BESTSELLERS, sold.orders() / most, "a best seller this month"});
   }
   return absl::OkStatus();
 }
@@ -235,11 +259,12 @@ absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now, st
     auto ranking = bestsellers_->Top(o.category, now);
     if (!ranking.ok()) return ranking.status();
     if ((*ranking)->empty()) continue;
-    const double most = static_cast<double>((*ranking)->front().second);
+    const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
     int n = 0;
-    for (const auto& [sku, units] : **ranking) {
+    for (const auto& [sku, sold] : **ranking) {
       if (++n > 10) break;
-      out->push_back({sku, v1::MODEL_OCCASION, 0.5 + 0.5 * units / most,
+      // A habit of several years ranks above a single purchase around the date.
+      out->push_back({sku, v1::MODEL_OCCASION, o.years + 0.5 * sold.orders() / most,
                       absl::StrCat("you bought in ", o.category, " around this time last year (", DayMonth(o.last_time),
                                    ")")});
     }
@@ -280,22 +305,22 @@ absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now, st
     auto ranking = bestsellers_->Top(a.category(), now);
     if (!ranking.ok()) return ranking.status();
     if ((*ranking)->empty()) continue;
-    const double most = static_cast<double>((*ranking)->front().second);
+    const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
     int n = 0;
-    for (const auto& [sku, units] : **ranking) {
+    for (const auto& [sku, sold] : **ranking) {
       if (++n > 10) break;
-      out->push_back({sku, v1::MODEL_COLD_START, 0.5 + 0.5 * units / most,
+      out->push_back({sku, v1::MODEL_COLD_START, 0.5 + 0.5 * sold.orders() / most,
                       absl::StrCat("popular in ", a.category(), ", which you looked at")});
     }
   }
   auto ranking = bestsellers_->Top("", now);
   if (!ranking.ok()) return ranking.status();
   if ((*ranking)->empty()) return absl::OkStatus();
-  const double most = static_cast<double>((*ranking)->front().second);
+  const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
   int n = 0;
-  for (const auto& [sku, units] : **ranking) {
+  for (const auto& [sku, sold] : **ranking) {
     if (++n > 30) break;
-    out->push_back({sku, v1::MODEL_COLD_START, 0.5 * units / most, "popular right now"});
+    out->push_back({sku, v1::MODEL_COLD_START, 0.5 * sold.orders() / most, "popular right now"});
   }
   return absl::OkStatus();
 }
@@ -422,7 +447,7 @@ absl::Status Recommender::RelatedItems(const std::string& sku, int count, v1::Re
     v1::RelatedItem* r = out->add_items();
     *r->mutable_item() = std::move(**item);
     r->set_similarity(s.similarity);
-    r->set_co_purchases(s.co.purchases());
+    r->set_co_purchases(s.co.buyers());
     r->set_co_views(s.co.views());
   }
   return absl::OkStatus();
@@ -474,14 +499,15 @@ absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int6
 absl::Status Recommender::BestSellers(const std::string& category, int count, v1::BestSellersResponse* out) {
   auto ranking = bestsellers_->Top(category, clock_->Now());
   if (!ranking.ok()) return ranking.status();
-  for (const auto& [sku, units] : **ranking) {
+  for (const auto& [sku, sold] : **ranking) {
     if (out->items_size() >= count) break;
     auto item = store_->Item(sku);
     if (!item.ok()) return item.status();
     if (!item->has_value() || !(*item)->in_stock()) continue;
     v1::BestSeller* b = out->add_items();
     *b->mutable_item() = std::move(**item);
-    b->set_units(units);
+    b->set_units(sold.units());
+    b->set_orders(sold.orders());
   }
   return absl::OkStatus();
 }

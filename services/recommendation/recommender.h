@@ -22,7 +22,7 @@ namespace crm::recommendation {
 // days; sales of the last seconds change little) so a busy home page does not rescan sales on every call.
 class BestsellerCache {
  public:
-  using Ranking = std::vector<std::pair<std::string, int64_t>>;  // sku, units; best first
+  using Ranking = std::vector<std::pair<std::string, internal::Sold>>;  // sku, sales; most orders first
   BestsellerCache(const RecommendationStore* store, absl::Duration ttl) : store_(store), ttl_(ttl) {}
   // The top 100 of `category` ("" = everything) in the window ending at `now`.
   absl::StatusOr<std::shared_ptr<const Ranking>> Top(const std::string& category, absl::Time now);

@@ -35,6 +35,9 @@ class ServiceHarness {
     // Addresses of other services (Backends::SetAddress), e.g. {"customer-profile", "127.0.0.1:1234"}.
     std::vector<std::pair<std::string, std::string>> backends;
     int shard_index = 0;
+    // RocksDB memory: small by default so many harnesses fit in one test process; bulk loads want more.
+    size_t block_cache_bytes = 8 << 20;
+    size_t memtable_budget_bytes = 8 << 20;
   };
 
   explicit ServiceHarness(Options options) : options_(std::move(options)) { Start(); }
@@ -62,8 +65,8 @@ class ServiceHarness {
     if (options_.serve_metrics && !metrics_->Serve("127.0.0.1:0").ok()) throw std::runtime_error("metrics");
     store::StoreOptions so;
     so.path = data_dir_;
-    so.block_cache_bytes = 8 << 20;
-    so.memtable_budget_bytes = 8 << 20;
+    so.block_cache_bytes = options_.block_cache_bytes;
+    so.memtable_budget_bytes = options_.memtable_budget_bytes;
     auto store = store::Store::Open(so, options_.column_families);
     if (!store.ok()) throw std::runtime_error(store.status().ToString());
     store_ = std::move(*store);

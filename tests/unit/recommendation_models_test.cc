@@ -11,25 +11,25 @@ namespace {
 
 const absl::Time kNow = absl::FromCivil(absl::CivilSecond(2026, 10, 1, 12, 0, 0), absl::UTCTimeZone());
 
-internal::ItemStats Stats(int64_t baskets, int64_t viewers = 0) {
+internal::ItemStats Stats(int64_t buyers, int64_t viewers = 0) {
   internal::ItemStats s;
-  s.set_baskets(baskets);
+  s.set_buyers(buyers);
   s.set_viewers(viewers);
   return s;
 }
 
-internal::CoCounts Co(int64_t purchases, int64_t views = 0) {
+internal::CoCounts Co(int64_t buyers, int64_t views = 0) {
   internal::CoCounts c;
-  c.set_purchases(purchases);
+  c.set_buyers(buyers);
   c.set_views(views);
   return c;
 }
 
-internal::Neighbour N(const std::string& sku, int64_t co, int64_t baskets) {
+internal::Neighbour N(const std::string& sku, int64_t co, int64_t buyers) {
   internal::Neighbour n;
   n.set_sku(sku);
-  n.set_co_purchases(co);
-  n.set_baskets(baskets);
+  n.set_co_buyers(co);
+  n.set_buyers(buyers);
   return n;
 }
 
@@ -41,8 +41,8 @@ v1::CatalogItem Item(const std::string& sku, bool in_stock = true) {
 }
 
 TEST_CASE("similarity favours a niche companion over a best seller bought with everything") {
-  // Phone: 100 baskets. Its case: 40 baskets, 30 with the phone. Best-selling charger: 1000 baskets, 40 with
-  // the phone. Raw co-counts would pick the charger; cosine picks the case.
+  // Phone: 100 buyers. Its case: 40 buyers, 30 of them bought the phone. Best-selling charger: 1000 buyers,
+  // 40 of them bought the phone. Raw co-counts would pick the charger; cosine picks the case.
   const double with_case = Similarity(Co(30), Stats(100), Stats(40));
   const double with_charger = Similarity(Co(40), Stats(100), Stats(1000));
   CHECK(with_case > 2 * with_charger);
@@ -52,7 +52,7 @@ TEST_CASE("similarity: symmetric, zero without overlap, co-views add a little, f
   CHECK(Similarity(Co(5), Stats(10), Stats(20)) == Approx(Similarity(Co(5), Stats(20), Stats(10))));
   CHECK(Similarity(Co(0), Stats(10), Stats(20)) == 0);
   CHECK(Similarity(Co(5, 5), Stats(10, 10), Stats(10, 10)) > Similarity(Co(5), Stats(10, 10), Stats(10, 10)));
-  // One shared basket between two one-off items is cosine 1 but worth only a third after shrinkage.
+  // One shared buyer of two one-off items is cosine 1 but worth only a third after shrinkage.
   CHECK(Similarity(Co(1), Stats(1), Stats(1)) == Approx(1.0 / 3));
   CHECK(Similarity(Co(50), Stats(50), Stats(50)) == Approx(50.0 / 52));
 }
@@ -84,16 +84,19 @@ TEST_CASE("neighbour list keeps the strongest candidates, refreshes counts and d
   for (const auto& n : list.items()) has_strong |= n.sku() == "strong";
   CHECK(has_strong);
   CHECK(list.items_size() == kMaxNeighbours);
-  // New counts for an existing entry replace the old; zero counts remove it.
-  OfferNeighbour(list, self, N("strong", 31, 40));
+  // New counts for an existing entry replace the old once they moved materially (the list only nominates
+  // candidates; answers use exact counts); zero counts remove it.
+  CHECK_FALSE(OfferNeighbour(list, self, N("strong", 31, 40)));
+  CHECK(OfferNeighbour(list, self, N("strong", 40, 40)));
   int strong = 0;
   for (const auto& n : list.items()) {
     if (n.sku() == "strong") {
       ++strong;
-      CHECK(n.co_purchases() == 31);
+      CHECK(n.co_buyers() == 40);
     }
   }
   CHECK(strong == 1);
+  CHECK(OfferNeighbour(list, self, N("n1", 3, 50)));  // small counts are always kept exact
   OfferNeighbour(list, self, N("strong", 0, 40));
   for (const auto& n : list.items()) CHECK(n.sku() != "strong");
   CHECK(list.items_size() == kMaxNeighbours - 1);
@@ -123,6 +126,7 @@ TEST_CASE("occasions: a category bought around this date in an earlier year, not
   REQUIRE(occasions.size() == 1);
   CHECK(occasions[0].category == "toys");
   CHECK(occasions[0].last_time == at(2025, 10, 12));
+  CHECK(occasions[0].years == 2);
 }
 
 TEST_CASE("filters: out of stock, recently bought, returned, not yet launched, shown too often") {
