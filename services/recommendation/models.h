@@ -84,7 +84,9 @@ struct Candidate {
   std::string sku;
   v1::Model model = v1::MODEL_UNSPECIFIED;
   double score = 0;
+  // Shown to the customer; "{item}" stands for the name of `because` (filled in only for what is shown).
   std::string reason;
+  std::string because;
 };
 
 // Model weights per placement (what each placement is for).

@@ -10,6 +10,7 @@
 #include "libs/events/consumer.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/key.h"
+#include "services/recommendation/customer_summary.h"
 #include "services/recommendation/models.h"
 
 namespace crm::recommendation {
@@ -146,8 +147,27 @@ std::string RecommendationStore::RequestKey(absl::string_view customer_id, absl:
 
 // ---- catalog ----
 
+void RecommendationStore::Cache(const v1::CatalogItem& item, bool written) const {
+  absl::MutexLock lock(&items_mu_);
+  if (item_cache_.size() >= kCachedItems) item_cache_.clear();
+  auto cached = std::make_shared<const v1::CatalogItem>(item);
+  // A reader caches what it read only if no writer got there first: a write committed after that read
+  // must win.
+  if (written) {
+    // Two writers of one item cache in the order they stamped it.
+    auto& slot = item_cache_[item.sku()];
+    if (slot == nullptr || api::FromTimestamp(slot->update_time()) <= api::FromTimestamp(item.update_time())) {
+      slot = std::move(cached);
+    }
+  } else {
+    item_cache_.try_emplace(item.sku(), std::move(cached));
+  }
+}
+
 absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>& items, absl::Time now) {
-  return store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+  std::vector<v1::CatalogItem> written;
+  absl::Status s = store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+    written.clear();
     for (v1::CatalogItem item : items) {
       const std::string key = Key().Str(item.sku()).Build();
       v1::CatalogItem existing;
@@ -162,24 +182,36 @@ absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>
         if (auto s = txn.Put(successors_, Key().Str(item.successor_of()).Str(item.sku()), ""); !s.ok()) return s;
       }
       if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
+      written.push_back(std::move(item));
     }
     return absl::OkStatus();
   });
+  if (s.ok()) {
+    for (const auto& item : written) Cache(item, /*written=*/true);
+  }
+  return s;
 }
 
 absl::StatusOr<std::optional<v1::CatalogItem>> RecommendationStore::Item(absl::string_view sku) const {
+  {
+    absl::ReaderMutexLock lock(&items_mu_);
+    if (auto it = item_cache_.find(sku); it != item_cache_.end()) return *it->second;
+  }
   v1::CatalogItem item;
   auto found = store_->GetProto(items_, Key().Str(sku), &item);
   if (!found.ok()) return found.status();
   if (!*found) return std::nullopt;
+  Cache(item, /*written=*/false);
   return item;
 }
 
 absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(const std::vector<v1::StockChange>& changes,
                                                                       absl::Time now) {
   std::vector<std::string> unknown;
+  std::vector<v1::CatalogItem> written;
   absl::Status s = store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     unknown.clear();
+    written.clear();
     for (const auto& change : changes) {
       const std::string key = Key().Str(change.sku()).Build();
       v1::CatalogItem item;
@@ -192,10 +224,12 @@ absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(const std
       item.set_in_stock(change.in_stock());
       api::SetTimestamp(now, item.mutable_update_time());
       if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
+      written.push_back(std::move(item));
     }
     return absl::OkStatus();
   });
   if (!s.ok()) return s;
+  for (const auto& item : written) Cache(item, /*written=*/true);
   return unknown;
 }
 
@@ -460,6 +494,8 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
       summary.set_items_bought(sequence + 1);
       if (auto s = FirstTouch(txn, Touch::kPurchase, customer_id, sequence, line.sku(), when, delta); !s.ok()) return s;
     }
+    NoteBought(summary, line.sku(), line.category(), when);
+    NotePurchaseIn(summary, line.category(), when);
     mine.set_sku(line.sku());
     mine.set_category(line.category());
     mine.set_bought(mine.bought() + 1);
@@ -477,6 +513,11 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
     behavior::Accumulate(a, behavior::Action::kPurchase, 0, when);
     if (auto s = txn.PutProto(affinity_, key, a); !s.ok()) return s;
   }
+  if (!summary.has_last_basket_time() || api::FromTimestamp(summary.last_basket_time()) <= when) {
+    summary.clear_last_basket_skus();
+    for (const auto& line : basket.lines()) summary.add_last_basket_skus(line.sku());
+    api::SetTimestamp(when, summary.mutable_last_basket_time());
+  }
   if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
   if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
   BasketDelta(basket, +1, delta);
@@ -490,9 +531,14 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
   internal::Basket basket;
   auto has_basket = txn.GetProto(baskets_, basket_key, &basket, /*for_update=*/true);
   if (!has_basket.ok()) return has_basket.status();
+  const std::string summary_key = Key().Str(customer_id).Build();
+  internal::CustomerSummary summary;
+  auto has_summary = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true);
+  if (!has_summary.ok()) return has_summary.status();
   GraphDelta delta;
   for (const auto& item : refund.items()) {
     if (item.sku().empty() || item.quantity() <= 0) continue;
+    ForgetRecent(summary, item.sku());
     const std::string key = Key().Str(customer_id).Str(item.sku()).Build();
     internal::CustomerItem mine;
     if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
@@ -529,6 +575,9 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
   if (*has_basket) {
     if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
   }
+  if (*has_summary) {
+    if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
+  }
   return Apply(txn, delta);
 }
 
@@ -559,6 +608,8 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     internal::CustomerItem mine;
     if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
     const bool first_view = mine.views() == 0;
+    NoteViewed(summary, signal.sku(), signal.category().empty() ? mine.category() : signal.category(), t,
+               signal.dwell_seconds());
     mine.set_sku(signal.sku());
     if (mine.category().empty()) mine.set_category(signal.category());
     mine.set_views(mine.views() + 1);
@@ -621,33 +672,36 @@ absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_vie
 
 // ---- reads ----
 
-absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view customer_id, bool with_baskets) const {
+absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view customer_id) const {
   CustomerView v;
   const std::string prefix = Key().Str(customer_id).Build();
   auto found = store_->GetProto(customers_, prefix, &v.summary);
   if (!found.ok()) return found.status();
   v.known = *found;
-  // Even a customer nothing was learned about may have been shown recommendations (cold start).
-  absl::Status s = ScanProtos<internal::CustomerItem>(
-      *store_, customer_items_, prefix,
-      [&](absl::string_view, internal::CustomerItem&& item) { v.items[item.sku()] = std::move(item); });
+  absl::Status s = ScanProtos<v1::CategoryAffinity>(*store_, affinity_, prefix,
+                                                    [&](absl::string_view, v1::CategoryAffinity&& a) {
+                                                      v.affinity.push_back(std::move(a));
+                                                    });
   if (!s.ok()) return s;
-  s = ScanProtos<v1::CategoryAffinity>(*store_, affinity_, prefix, [&](absl::string_view, v1::CategoryAffinity&& a) {
-    v.affinity.push_back(std::move(a));
-  });
-  if (!s.ok()) return s;
-  s = ScanProtos<internal::Shown>(*store_, shown_, prefix, [&](absl::string_view key, internal::Shown&& shown) {
-    store::KeyReader r(key);
-    r.Str();
-    if (auto sku = r.Str()) v.shown[*sku] = std::move(shown);
-  });
-  if (!s.ok()) return s;
-  if (with_baskets) {
-    s = ScanProtos<internal::Basket>(*store_, baskets_, prefix,
-                                     [&](absl::string_view, internal::Basket&& b) { v.baskets.push_back(std::move(b)); });
-    if (!s.ok()) return s;
-  }
   return v;
+}
+
+absl::StatusOr<std::optional<internal::CustomerItem>> RecommendationStore::Mine(absl::string_view customer_id,
+                                                                               absl::string_view sku) const {
+  internal::CustomerItem mine;
+  auto found = store_->GetProto(customer_items_, Key().Str(customer_id).Str(sku), &mine);
+  if (!found.ok()) return found.status();
+  if (!*found) return std::nullopt;
+  return mine;
+}
+
+absl::StatusOr<std::optional<internal::Shown>> RecommendationStore::ShownTo(absl::string_view customer_id,
+                                                                           absl::string_view sku) const {
+  internal::Shown shown;
+  auto found = store_->GetProto(shown_, Key().Str(customer_id).Str(sku), &shown);
+  if (!found.ok()) return found.status();
+  if (!*found) return std::nullopt;
+  return shown;
 }
 
 absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view sku) const {

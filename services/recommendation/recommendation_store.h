@@ -29,6 +29,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -46,14 +47,11 @@
 
 namespace crm::recommendation {
 
-// Everything the store keeps about one customer, read at once for a recommendation.
+// What a recommendation reads about a customer up front (bounded); item-level facts are read per candidate.
 struct CustomerView {
   bool known = false;
   internal::CustomerSummary summary;
-  std::map<std::string, internal::CustomerItem> items;  // by sku
-  std::vector<v1::CategoryAffinity> affinity;            // as stored (not yet decayed to now)
-  std::map<std::string, internal::Shown> shown;          // by sku
-  std::vector<internal::Basket> baskets;
+  std::vector<v1::CategoryAffinity> affinity;  // as stored (not yet decayed to now)
 };
 
 class RecommendationStore {
@@ -88,7 +86,10 @@ class RecommendationStore {
                            int impressions, int clicks, absl::Time now);
 
   // Reads (no locks).
-  absl::StatusOr<CustomerView> Customer(absl::string_view customer_id, bool with_baskets) const;
+  absl::StatusOr<CustomerView> Customer(absl::string_view customer_id) const;
+  // What the customer did with one item, and how often it was shown to them; nullopt when nothing.
+  absl::StatusOr<std::optional<internal::CustomerItem>> Mine(absl::string_view customer_id, absl::string_view sku) const;
+  absl::StatusOr<std::optional<internal::Shown>> ShownTo(absl::string_view customer_id, absl::string_view sku) const;
   absl::StatusOr<internal::ItemStats> Stats(absl::string_view sku) const;
   absl::StatusOr<internal::CoCounts> Co(absl::string_view a, absl::string_view b) const;
   absl::StatusOr<internal::Neighbours> NeighboursOf(absl::string_view sku) const;
@@ -132,6 +133,12 @@ class RecommendationStore {
   rocksdb::ColumnFamilyHandle* const affinity_;
   rocksdb::ColumnFamilyHandle* const shown_;
   rocksdb::ColumnFamilyHandle* const requests_;
+  // Catalog items read recently. This process is the catalog's only writer, so writes update it after
+  // commit; it is dropped whole when it reaches kCachedItems.
+  static constexpr size_t kCachedItems = 200000;
+  void Cache(const v1::CatalogItem& item, bool written) const;
+  mutable absl::Mutex items_mu_;
+  mutable absl::flat_hash_map<std::string, std::shared_ptr<const v1::CatalogItem>> item_cache_ ABSL_GUARDED_BY(items_mu_);
   // Item -> partners whose pair counts changed since its list was last refreshed.
   absl::Mutex changed_mu_;
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_ ABSL_GUARDED_BY(changed_mu_);

@@ -6,19 +6,23 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "libs/api/validate.h"
 #include "libs/behavior/interest.h"
+#include "services/recommendation/customer_summary.h"
 
 namespace crm::recommendation {
 namespace {
 
 constexpr int kRankingSize = 100;
-constexpr int kMaxSeeds = 50;
+constexpr int kMaxSeeds = 30;
 constexpr int kAffinityCategories = 3;
 // Bundle rules need at least this many baskets with both items to be believed.
 constexpr int64_t kMinBundleBaskets = 2;
 constexpr absl::Duration kPurchaseHalfLife = absl::Hours(24 * 180);
 constexpr absl::Duration kViewHalfLife = absl::Hours(24 * 14);
+// Upgrades look up at most this many items with a successor per request.
+constexpr size_t kUpgradeLookups = 256;
 // The last basket counts as "what the customer is buying now" for bundles on the home page for this long.
 constexpr absl::Duration kLastBasketWindow = absl::Hours(24 * 30);
 
@@ -110,23 +114,22 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::
     bool bought;
   };
   std::vector<Seed> seeds;
-  for (const auto& [sku, mine] : view.items) {
-    if (mine.returned()) continue;
+  for (const auto& recent : view.summary.recent()) {
     double weight = 0;
     bool bought = false;
-    if (mine.bought() > 0) {
-      weight = Decay(now - api::FromTimestamp(mine.last_bought()), kPurchaseHalfLife);
+    if (recent.has_last_bought()) {
+      weight = Decay(now - api::FromTimestamp(recent.last_bought()), kPurchaseHalfLife);
       bought = true;
     }
-    if (mine.views() > 0) {
-      const double w = 0.3 * DwellFactor(mine.max_dwell_seconds()) *
-                       Decay(now - api::FromTimestamp(mine.last_viewed()), kViewHalfLife);
+    if (recent.has_last_viewed()) {
+      const double w = 0.3 * DwellFactor(recent.max_dwell_seconds()) *
+                       Decay(now - api::FromTimestamp(recent.last_viewed()), kViewHalfLife);
       if (w > weight) {
         weight = w;
         bought = false;
       }
     }
-    if (weight > 0.01) seeds.push_back({sku, weight, bought});
+    if (weight > 0.01) seeds.push_back({recent.sku(), weight, bought});
   }
   std::sort(seeds.begin(), seeds.end(), [](const Seed& a, const Seed& b) {
     return a.weight != b.weight ? a.weight > b.weight : a.sku < b.sku;
@@ -155,13 +158,11 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::
       }
     }
   }
-  std::map<std::string, std::string> names;
   for (const auto& [sku, s] : scores) {
-    auto [it, inserted] = names.try_emplace(s.because->sku);
-    if (inserted) it->second = NameOf(s.because->sku);
     out->push_back({sku, v1::MODEL_ITEM_CF, s.total,
-                    absl::StrCat(s.because->bought ? "customers who bought " : "customers who viewed ", it->second,
-                                 " also bought or viewed this")});
+                    s.because->bought ? "customers who bought {item} also bought or viewed this"
+                                      : "customers who viewed {item} also bought or viewed this",
+                    s.because->sku});
   }
   return absl::OkStatus();
 }
@@ -176,16 +177,14 @@ absl::Status Recommender::Bundles(const std::vector<std::string>& context, std::
     if (!stats.ok()) return stats.status();
     auto list = store_->NeighboursOf(sku);
     if (!list.ok()) return list.status();
-    std::string name;
     for (const auto& n : list->items()) {
       if (n.co_purchases() < kMinBundleBaskets) continue;
       const Bundle rule = BundleRule(n.co_purchases(), stats->baskets(), n.baskets(), *baskets);
       if (rule.lift <= 1.0) continue;
       Candidate& c = best[n.sku()];
       if (rule.confidence <= c.score) continue;
-      if (name.empty()) name = NameOf(sku);
       c = {n.sku(), v1::MODEL_BUNDLE, rule.confidence,
-           absl::StrCat("bought together with ", name, " in ", Percent(rule.confidence), " of its orders")};
+           absl::StrCat("bought together with {item} in ", Percent(rule.confidence), " of its orders"), sku};
     }
   }
   for (auto& [sku, c] : best) out->push_back(std::move(c));
@@ -207,10 +206,7 @@ absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time 
     i.browsing = a.score();
     i.closely = a.engagement() == v1::ENGAGEMENT_LOOKED_CLOSELY;
   }
-  for (const auto& [sku, mine] : view.items) {
-    if (mine.bought() == 0 || mine.returned() || mine.category().empty()) continue;
-    interest[mine.category()].buying += Decay(now - api::FromTimestamp(mine.last_bought()), kPurchaseHalfLife);
-  }
+  for (const auto& c : view.summary.categories()) interest[c.category()].buying = HabitAsOf(c, now);
   std::vector<std::pair<double, std::string>> ranked;
   for (const auto& [category, i] : interest) {
     if (i.browsing + i.buying >= 0.3) ranked.emplace_back(-(i.browsing + i.buying), category);
@@ -252,8 +248,8 @@ absl::Status Recommender::Popular(absl::Time now, std::vector<Candidate>* out) {
 
 absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
   std::vector<Purchase> purchases;
-  for (const auto& b : view.baskets) {
-    for (const auto& line : b.lines()) purchases.push_back({api::FromTimestamp(b.delivered_time()), line.category()});
+  for (const auto& c : view.summary.categories()) {
+    for (const auto& t : c.times()) purchases.push_back({api::FromTimestamp(t), c.category()});
   }
   for (const Occasion& o : OccasionCategories(purchases, now)) {
     auto ranking = bestsellers_->Top(o.category, now);
@@ -272,13 +268,23 @@ absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now, st
   return absl::OkStatus();
 }
 
-absl::Status Recommender::Upgrades(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
-  std::vector<std::string> owned;
+absl::Status Recommender::Upgrades(const std::string& customer_id, const CustomerView& view, absl::Time now,
+                                   std::vector<Candidate>* out) {
+  // Items with a successor the customer may own: their recent purchases and, while few items have
+  // successors at all, each of those (an old purchase is exactly who an upgrade is for).
+  std::set<std::string> maybe_owned;
   {
     absl::MutexLock lock(&mu_);
-    for (const auto& [sku, mine] : view.items) {
-      if (mine.bought() > 0 && !mine.returned() && has_successor_.contains(sku)) owned.push_back(sku);
+    for (const auto& recent : view.summary.recent()) {
+      if (recent.has_last_bought() && has_successor_.contains(recent.sku())) maybe_owned.insert(recent.sku());
     }
+    if (has_successor_.size() <= kUpgradeLookups) maybe_owned.insert(has_successor_.begin(), has_successor_.end());
+  }
+  std::vector<std::string> owned;
+  for (const auto& sku : maybe_owned) {
+    auto mine = store_->Mine(customer_id, sku);
+    if (!mine.ok()) return mine.status();
+    if (mine->has_value() && (*mine)->bought() > 0 && !(*mine)->returned()) owned.push_back(sku);
   }
   for (const auto& sku : owned) {
     auto successors = store_->Successors(sku);
@@ -293,8 +299,7 @@ absl::Status Recommender::Upgrades(const CustomerView& view, absl::Time now, std
       if (launch > now || now - launch > kUpgradeNoticeWindow) continue;
       // The newer the launch, the stronger the notice.
       const double freshness = 1.0 - 0.5 * absl::FDivDuration(now - launch, kUpgradeNoticeWindow);
-      out->push_back({next, v1::MODEL_UPGRADE, freshness,
-                      absl::StrCat("a newer model of ", NameOf(sku), ", which you bought")});
+      out->push_back({next, v1::MODEL_UPGRADE, freshness, "a newer model of {item}, which you bought", sku});
     }
   }
   return absl::OkStatus();
@@ -327,11 +332,11 @@ absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now, st
 
 absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Recommendation>* out) {
   const absl::Time now = clock_->Now();
-  auto view = store_->Customer(q.customer_id, /*with_baskets=*/true);
+  auto view = store_->Customer(q.customer_id);
   if (!view.ok()) return view.status();
   const bool blend = q.model == v1::MODEL_BLEND || q.model == v1::MODEL_UNSPECIFIED;
   auto want = [&](v1::Model m) { return blend || q.model == m; };
-  const bool cold = !view->known || (view->summary.baskets() == 0 && view->items.empty());
+  const bool cold = !view->known || (view->summary.baskets() == 0 && view->summary.recent().empty());
 
   std::map<v1::Model, std::vector<Candidate>> by_model;
   if (want(v1::MODEL_ITEM_CF) && !cold) {
@@ -339,17 +344,10 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
   }
   if (want(v1::MODEL_BUNDLE)) {
     std::vector<std::string> context = q.context_skus;
-    if (context.empty()) {
+    if (context.empty() && view->summary.has_last_basket_time() &&
+        now - api::FromTimestamp(view->summary.last_basket_time()) < kLastBasketWindow) {
       // Home, e-mail and push: what goes with the customer's latest order, while it is recent.
-      const internal::Basket* last = nullptr;
-      for (const auto& b : view->baskets) {
-        if (last == nullptr || api::FromTimestamp(b.delivered_time()) > api::FromTimestamp(last->delivered_time())) {
-          last = &b;
-        }
-      }
-      if (last != nullptr && now - api::FromTimestamp(last->delivered_time()) < kLastBasketWindow) {
-        for (const auto& line : last->lines()) context.push_back(line.sku());
-      }
+      context.assign(view->summary.last_basket_skus().begin(), view->summary.last_basket_skus().end());
     }
     if (auto s = Bundles(context, &by_model[v1::MODEL_BUNDLE]); !s.ok()) return s;
   }
@@ -363,7 +361,7 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
     if (auto s = Occasions(*view, now, &by_model[v1::MODEL_OCCASION]); !s.ok()) return s;
   }
   if (want(v1::MODEL_UPGRADE) && view->known) {
-    if (auto s = Upgrades(*view, now, &by_model[v1::MODEL_UPGRADE]); !s.ok()) return s;
+    if (auto s = Upgrades(q.customer_id, *view, now, &by_model[v1::MODEL_UPGRADE]); !s.ok()) return s;
   }
   if (want(v1::MODEL_COLD_START) && (cold || !blend)) {
     if (auto s = ColdStart(*view, now, &by_model[v1::MODEL_COLD_START]); !s.ok()) return s;
@@ -385,10 +383,12 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
     auto item = store_->Item(c.sku);
     if (!item.ok()) return item.status();
     if (!item->has_value()) continue;
-    auto mine = view->items.find(c.sku);
-    auto shown = view->shown.find(c.sku);
-    if (!Eligible(**item, mine == view->items.end() ? nullptr : &mine->second,
-                  shown == view->shown.end() ? nullptr : &shown->second, now)) {
+    if (!(*item)->in_stock()) continue;  // the cheapest check first
+    auto mine = store_->Mine(q.customer_id, c.sku);
+    if (!mine.ok()) return mine.status();
+    auto shown = store_->ShownTo(q.customer_id, c.sku);
+    if (!shown.ok()) return shown.status();
+    if (!Eligible(**item, mine->has_value() ? &**mine : nullptr, shown->has_value() ? &**shown : nullptr, now)) {
       continue;
     }
     kept.push_back({c, std::move(**item)});
@@ -410,7 +410,9 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
     *r.mutable_item() = std::move(k.item);
     r.set_model(k.candidate.model);
     r.set_score(k.candidate.score);
-    r.set_reason(std::move(k.candidate.reason));
+    r.set_reason(k.candidate.because.empty()
+                     ? std::move(k.candidate.reason)
+                     : absl::StrReplaceAll(k.candidate.reason, {{"{item}", NameOf(k.candidate.because)}}));
     out->push_back(std::move(r));
   }
   return absl::OkStatus();

@@ -67,7 +67,8 @@ class Recommender {
   absl::Status Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out);
   absl::Status CategoryAffinity(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
   absl::Status Occasions(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
-  absl::Status Upgrades(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
+  absl::Status Upgrades(const std::string& customer_id, const CustomerView& view, absl::Time now,
+                        std::vector<Candidate>* out);
   absl::Status ColdStart(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
   absl::Status Popular(absl::Time now, std::vector<Candidate>* out);
   // Name of a catalog item for reasons ("item ABC" when it has none).

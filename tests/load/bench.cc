@@ -13,8 +13,11 @@
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
 
-ABSL_FLAG(std::string, suites, "profile,orders,loyalty,tickets",
-          "comma-separated suites to run: profile, orders, loyalty, tickets");
+ABSL_FLAG(std::string, suites, "profile,orders,loyalty,tickets,recommendation",
+          "comma-separated suites to run: profile, orders, loyalty, tickets, recommendation");
+ABSL_FLAG(int, reco_items, 50000, "catalog items in the recommendation suite");
+ABSL_FLAG(int, reco_customers, 100000, "customers interacting in the recommendation suite");
+ABSL_FLAG(int, reco_interactions, 1000000, "purchases and item views learned before recommendations are measured");
 ABSL_FLAG(int, order_customers, 2000, "customers placing orders in the orders suite");
 ABSL_FLAG(int, open_tickets, 100000, "open tickets before the at-risk list is measured");
 ABSL_FLAG(int, customers, 100000, "customers bulk-loaded before measuring");
@@ -120,6 +123,9 @@ int main(int argc, char** argv) {
   options.customers = absl::GetFlag(FLAGS_customers);
   options.order_customers = absl::GetFlag(FLAGS_order_customers);
   options.open_tickets = absl::GetFlag(FLAGS_open_tickets);
+  options.reco_items = absl::GetFlag(FLAGS_reco_items);
+  options.reco_customers = absl::GetFlag(FLAGS_reco_customers);
+  options.reco_interactions = absl::GetFlag(FLAGS_reco_interactions);
   options.load.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.load.channels = absl::GetFlag(FLAGS_channels);
   options.load.warmup = absl::Seconds(absl::GetFlag(FLAGS_warmup_s));
@@ -136,6 +142,8 @@ int main(int argc, char** argv) {
         crm::load::RunLoyaltySuite(options, report);
       } else if (suite == "tickets") {
         crm::load::RunTicketsSuite(options, report);
+      } else if (suite == "recommendation") {
+        crm::load::RunRecommendationSuite(options, report);
       } else {
         std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
         return 2;

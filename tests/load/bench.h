@@ -17,6 +17,10 @@ struct BenchOptions {
   int order_customers = 2000;
   // Open tickets before ListAtRiskTickets is measured.
   int open_tickets = 100000;
+  // The recommendation suite's catalog, customers and interactions learned before measuring.
+  int reco_items = 50000;
+  int reco_customers = 100000;
+  int reco_interactions = 1000000;
   LoadOptions load;
 };
 
@@ -53,6 +57,7 @@ void RunProfileSuite(const BenchOptions& options, Report& report);
 void RunOrdersSuite(const BenchOptions& options, Report& report);
 void RunLoyaltySuite(const BenchOptions& options, Report& report);
 void RunTicketsSuite(const BenchOptions& options, Report& report);
+void RunRecommendationSuite(const BenchOptions& options, Report& report);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
 std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,
