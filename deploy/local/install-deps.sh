@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(cmake make g++ pkg-config
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-          libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev)
+          libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev libssl-dev libcivetweb-dev)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(catch2 prometheus)
 fi

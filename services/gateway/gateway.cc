@@ -1,0 +1,445 @@
+#include "services/gateway/gateway.h"
+
+#include <atomic>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "libs/log/log.h"
+#include "libs/rpc/status.h"
+#include "libs/sharding/shard_map.h"
+#include "absl/strings/str_join.h"
+#include "services/gateway/web_protocol.h"
+
+namespace crm::gateway {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+// Fan-out paging: the next page token of a merged answer carries every shard's own token, so the next
+// page continues each shard where it stopped. "fan." + one base64url token per shard, '.'-separated;
+// an exhausted shard has an empty token and is not called again.
+constexpr absl::string_view kFanOutTokenPrefix = "fan.";
+
+std::string EncodeFanOutToken(const std::vector<std::string>& tokens) {
+  std::vector<std::string> parts;
+  bool any = false;
+  for (const std::string& t : tokens) {
+    parts.push_back(absl::WebSafeBase64Escape(t));
+    any = any || !t.empty();
+  }
+  return any ? absl::StrCat(kFanOutTokenPrefix, absl::StrJoin(parts, ".")) : "";
+}
+
+absl::StatusOr<std::vector<std::string>> DecodeFanOutToken(absl::string_view token, size_t shards) {
+  std::vector<std::string> tokens(shards);
+  if (token.empty()) return tokens;
+  if (!absl::ConsumePrefix(&token, kFanOutTokenPrefix)) {
+    return absl::InvalidArgumentError("page_token: not a token this listing returned");
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
+  if (parts.size() != shards) return absl::InvalidArgumentError("page_token: was issued for a different number of shards");
+  for (size_t i = 0; i < shards; ++i) {
+    if (!absl::WebSafeBase64Unescape(parts[i], &tokens[i])) return absl::InvalidArgumentError("page_token: is malformed");
+  }
+  return tokens;
+}
+
+bool IsNumeric(const FieldDescriptor* f) {
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32: case FieldDescriptor::CPPTYPE_INT64:
+    case FieldDescriptor::CPPTYPE_UINT32: case FieldDescriptor::CPPTYPE_UINT64:
+    case FieldDescriptor::CPPTYPE_DOUBLE: case FieldDescriptor::CPPTYPE_FLOAT:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Merges one shard's answer into the total: lists concatenate and top-level counts add up (a sweep that
+// expired 3 tickets on one shard and 2 on another expired 5).
+void MergeShardAnswer(const Message& from, Message* to) {
+  const auto* refl = to->GetReflection();
+  std::vector<std::pair<const FieldDescriptor*, double>> sums;
+  for (int i = 0; i < to->GetDescriptor()->field_count(); ++i) {
+    const FieldDescriptor* f = to->GetDescriptor()->field(i);
+    if (f->is_repeated() || !IsNumeric(f)) continue;
+    auto value = [&](const Message& m) -> double {
+      switch (f->cpp_type()) {
+        case FieldDescriptor::CPPTYPE_INT32: return refl->GetInt32(m, f);
+        case FieldDescriptor::CPPTYPE_INT64: return static_cast<double>(refl->GetInt64(m, f));
+        case FieldDescriptor::CPPTYPE_UINT32: return refl->GetUInt32(m, f);
+        case FieldDescriptor::CPPTYPE_UINT64: return static_cast<double>(refl->GetUInt64(m, f));
+        case FieldDescriptor::CPPTYPE_DOUBLE: return refl->GetDouble(m, f);
+        default: return refl->GetFloat(m, f);
+      }
+    };
+    sums.emplace_back(f, value(*to) + value(from));
+  }
+  to->MergeFrom(from);
+  for (const auto& [f, v] : sums) {
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_INT32: refl->SetInt32(to, f, static_cast<int32_t>(v)); break;
+      case FieldDescriptor::CPPTYPE_INT64: refl->SetInt64(to, f, static_cast<int64_t>(v)); break;
+      case FieldDescriptor::CPPTYPE_UINT32: refl->SetUInt32(to, f, static_cast<uint32_t>(v)); break;
+      case FieldDescriptor::CPPTYPE_UINT64: refl->SetUInt64(to, f, static_cast<uint64_t>(v)); break;
+      case FieldDescriptor::CPPTYPE_DOUBLE: refl->SetDouble(to, f, v); break;
+      default: refl->SetFloat(to, f, static_cast<float>(v)); break;
+    }
+  }
+}
+
+const FieldDescriptor* StringFieldNamed(const google::protobuf::Descriptor* type, const char* name) {
+  const FieldDescriptor* f = type->FindFieldByName(name);
+  return f != nullptr && f->type() == FieldDescriptor::TYPE_STRING && !f->is_repeated() ? f : nullptr;
+}
+
+grpc::Status ToGrpc(const absl::Status& s) { return rpc::ToGrpc(s); }
+
+}  // namespace
+
+absl::string_view ProtocolName(Protocol protocol) {
+  switch (protocol) {
+    case Protocol::kGrpc: return "grpc";
+    case Protocol::kGrpcWeb: return "grpc-web";
+    case Protocol::kGrpcWebText: return "grpc-web-text";
+    case Protocol::kConnect: return "connect";
+  }
+  return "unknown";
+}
+
+std::string ToBytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string out;
+  if (!buffer.Dump(&slices).ok()) return out;
+  out.reserve(buffer.Length());
+  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+grpc::ByteBuffer FromBytes(absl::string_view bytes) {
+  grpc::Slice slice(bytes.data(), bytes.size());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metrics* metrics)
+    : options_(std::move(options)), backends_(backends), metrics_(metrics) {
+  auto& registry = metrics_->registry();
+  requests_ = &prometheus::BuildCounter()
+                   .Name("crm_gateway_requests_total")
+                   .Help("Calls through the gateway by route (full method), front-end protocol and gRPC code.")
+                   .Register(registry);
+  latency_ = &prometheus::BuildHistogram()
+                  .Name("crm_gateway_request_seconds")
+                  .Help("Time from a call's arrival at the gateway to its answer, by front-end protocol.")
+                  .Register(registry);
+  in_flight_ = &prometheus::BuildGauge()
+                    .Name("crm_gateway_in_flight")
+                    .Help("Calls the gateway is serving now, by front-end protocol.")
+                    .Register(registry);
+  rate_limited_ = &prometheus::BuildCounter()
+                       .Name("crm_gateway_rate_limited_total")
+                       .Help("Calls refused by a rate limit, by the caller's role (\"ip\" for the per-address limit).")
+                       .Register(registry);
+  denied_ = &prometheus::BuildCounter()
+                 .Name("crm_gateway_denied_total")
+                 .Help("Calls refused before reaching a service, by reason.")
+                 .Register(registry);
+}
+
+Gateway::~Gateway() = default;
+
+absl::Status Gateway::Deny(absl::string_view reason, absl::Status status) {
+  denied_->Add({{"reason", std::string(reason)}}).Increment();
+  return status;
+}
+
+absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
+  a.started = absl::Now();
+  if (info.request_id_header.empty()) {
+    a.request_id = sharding::NewId("gw-");
+  } else if (IsValidRequestId(info.request_id_header)) {
+    a.request_id = info.request_id_header;
+  } else {
+    a.request_id = sharding::NewId("gw-");
+    return Deny("bad_header", absl::InvalidArgumentError("x-request-id: must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
+  }
+  a.route = RouteTable::Default().Find(info.path);
+  if (a.route == nullptr) {
+    return Deny("unknown_method", absl::UnimplementedError(absl::StrCat("method ", info.path, " does not exist")));
+  }
+  const absl::Time now = absl::Now();
+  if (options_.ip_rps > 0 && !info.peer_ip.empty()) {
+    const absl::Duration wait = limiter_.Take(absl::StrCat("ip:", info.peer_ip), {options_.ip_rps, 2 * options_.ip_rps}, now);
+    if (wait > absl::ZeroDuration()) {
+      a.retry_after = wait;
+      rate_limited_->Add({{"role", "ip"}}).Increment();
+      return absl::ResourceExhaustedError(absl::StrFormat("rate limit of %g requests/s for this address exceeded; retry after %d ms",
+                                                          options_.ip_rps, absl::ToInt64Milliseconds(wait) + 1));
+    }
+  }
+  absl::string_view token = info.authorization;
+  if (token.empty()) return Deny("unauthenticated", absl::UnauthenticatedError("authorization: a bearer token is required"));
+  if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
+    return Deny("unauthenticated", absl::UnauthenticatedError("authorization: expected \"Bearer <token>\""));
+  }
+  auto principal = options_.verifier->Verify(token, now);
+  if (!principal.ok()) return Deny("unauthenticated", principal.status());
+  a.principal = std::move(*principal);
+
+  double rps = 0;
+  switch (a.principal.role) {
+    case v1::ROLE_CUSTOMER: rps = options_.customer_rps; break;
+    case v1::ROLE_AGENT: rps = options_.agent_rps; break;
+    case v1::ROLE_ADMIN: rps = options_.admin_rps; break;
+    default: rps = options_.service_rps; break;
+  }
+  const absl::string_view role = auth::RoleName(a.principal.role);
+  if (rps > 0) {
+    const absl::Duration wait = limiter_.Take(absl::StrCat(role, ":", a.principal.subject), {rps, 2 * rps}, now);
+    if (wait > absl::ZeroDuration()) {
+      a.retry_after = wait;
+      rate_limited_->Add({{"role", std::string(role)}}).Increment();
+      return absl::ResourceExhaustedError(absl::StrFormat("rate limit of %g requests/s for role %s exceeded; retry after %d ms",
+                                                          rps, role, absl::ToInt64Milliseconds(wait) + 1));
+    }
+  }
+  if (!a.route->has_policy) {
+    return Deny("no_policy", absl::PermissionDeniedError(absl::StrCat(a.route->path, " declares no access policy")));
+  }
+  if (a.route->policy.roles_size() == 0) {
+    return Deny("internal_only", absl::PermissionDeniedError(absl::StrCat(a.route->path, " is only for calls between services")));
+  }
+  bool role_allowed = false;
+  for (int r : a.route->policy.roles()) role_allowed = role_allowed || r == a.principal.role;
+  if (!role_allowed) {
+    return Deny("role", absl::PermissionDeniedError(absl::StrCat("role ", role, " may not call ", a.route->path)));
+  }
+  const absl::Duration cap = a.route->server_streaming ? options_.stream_max_timeout : options_.max_timeout;
+  const absl::Duration fallback = a.route->server_streaming ? options_.stream_max_timeout : options_.default_timeout;
+  a.timeout = info.client_timeout ? std::min(*info.client_timeout, cap) : fallback;
+  return absl::OkStatus();
+}
+
+absl::Status Gateway::Authorize(const Message& request, Admission& a) {
+  const Route& r = *a.route;
+  const std::string customer_id = StringField(request, r.customer_id_field);
+  if (a.principal.role == v1::ROLE_CUSTOMER && r.customer_id_field != nullptr && customer_id != a.principal.customer_id) {
+    return Deny("other_customer", absl::PermissionDeniedError(absl::StrCat(
+                                      r.customer_id_field->name(), ": a customer may only act on their own customer id")));
+  }
+  std::string backend = r.backend;
+  if (r.service_field != nullptr) {
+    backend = StringField(request, r.service_field);
+    if (rpc::FindService(backend) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(r.service_field->name(), ": \"", backend, "\" is not a service"));
+    }
+  }
+  auto set = backends_->Get(backend);
+  if (!set.ok()) return absl::UnavailableError(absl::StrCat(backend, ": ", set.status().message()));
+  a.targets.clear();
+  if (r.policy.fan_out() && (*set)->shard_count() > 1) {
+    for (int s = 0; s < (*set)->shard_count(); ++s) a.targets.push_back((*set)->ForShard(s));
+  } else {
+    const std::string key = r.shard_key_field != nullptr ? StringField(request, r.shard_key_field) : customer_id;
+    a.targets.push_back(key.empty() ? (*set)->ForShard(0) : (*set)->ForKey(key));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Gateway::AuthorizeBytes(absl::string_view request, Admission& a) {
+  std::unique_ptr<Message> message(a.route->request_prototype->New());
+  if (!message->ParseFromArray(request.data(), static_cast<int>(request.size()))) {
+    return absl::InvalidArgumentError(absl::StrCat("request: does not parse as ", message->GetDescriptor()->full_name()));
+  }
+  return Authorize(*message, a);
+}
+
+void Gateway::PrepareContext(const Admission& a, grpc::ClientContext& ctx) const {
+  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMicroseconds(a.timeout));
+  ctx.AddMetadata("x-request-id", a.request_id);
+  // Who asked, for the services' own logs; clients cannot set it (no client metadata is forwarded).
+  ctx.AddMetadata("x-crm-caller", absl::StrCat(auth::RoleName(a.principal.role), ":", a.principal.subject));
+}
+
+void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, ContextFactory make_context,
+                        std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
+  if (a.targets.size() == 1) {
+    struct Call {
+      std::unique_ptr<grpc::ClientContext> ctx;
+      grpc::ByteBuffer request, response;
+    };
+    auto call = std::make_shared<Call>();
+    call->ctx = make_context();
+    PrepareContext(a, *call->ctx);
+    call->request = request;
+    grpc::GenericStub stub(a.targets[0]);
+    stub.UnaryCall(call->ctx.get(), a.route->path, grpc::StubOptions(), &call->request, &call->response,
+                   [call, done = std::move(done)](grpc::Status s) { done(std::move(s), std::move(call->response)); });
+    return;
+  }
+
+  // Fan-out: every shard, then one merged answer (or the first error).
+  const Route& route = *a.route;
+  std::unique_ptr<Message> parsed(route.request_prototype->New());
+  const std::string bytes = ToBytes(request);
+  parsed->ParseFromString(bytes);
+  const FieldDescriptor* page_token = StringFieldNamed(parsed->GetDescriptor(), "page_token");
+  const FieldDescriptor* next_token = StringFieldNamed(route.response_prototype->GetDescriptor(), "next_page_token");
+  std::vector<std::string> tokens(a.targets.size());
+  if (page_token != nullptr && next_token != nullptr) {
+    auto decoded = DecodeFanOutToken(StringField(*parsed, page_token), a.targets.size());
+    if (!decoded.ok()) return done(ToGrpc(decoded.status()), {});
+    tokens = *decoded;
+  }
+  const bool continuing = page_token != nullptr && !StringField(*parsed, page_token).empty();
+
+  struct FanOut {
+    absl::Mutex mu;
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    std::vector<grpc::ByteBuffer> requests, responses;
+    std::vector<int> shards;
+    std::vector<std::string> next_tokens;
+    grpc::Status error;
+    std::atomic<int> remaining{0};
+    std::function<void(grpc::Status, grpc::ByteBuffer)> done;
+  };
+  auto fan = std::make_shared<FanOut>();
+  fan->done = std::move(done);
+  fan->next_tokens.resize(a.targets.size());
+  for (size_t s = 0; s < a.targets.size(); ++s) {
+    if (continuing && tokens[s].empty()) continue;  // this shard has no more pages
+    if (page_token != nullptr && next_token != nullptr) {
+      parsed->GetReflection()->SetString(parsed.get(), page_token, tokens[s]);
+      fan->requests.push_back(FromBytes(parsed->SerializeAsString()));
+    } else {
+      fan->requests.push_back(request);
+    }
+    fan->shards.push_back(static_cast<int>(s));
+  }
+  const size_t n = fan->shards.size();
+  fan->responses.resize(n);
+  fan->remaining = static_cast<int>(n);
+  for (size_t i = 0; i < n; ++i) {
+    fan->contexts.push_back(make_context());
+    PrepareContext(a, *fan->contexts.back());
+  }
+  for (size_t i = 0; i < n; ++i) {
+    grpc::GenericStub stub(a.targets[fan->shards[i]]);
+    stub.UnaryCall(fan->contexts[i].get(), route.path, grpc::StubOptions(), &fan->requests[i], &fan->responses[i],
+                   [fan, i, &route, next_token](grpc::Status s) {
+                     if (!s.ok()) {
+                       absl::MutexLock lock(&fan->mu);
+                       if (fan->error.ok()) fan->error = s;
+                     }
+                     if (--fan->remaining > 0) return;
+                     if (!fan->error.ok()) return fan->done(fan->error, {});
+                     std::unique_ptr<Message> total(route.response_prototype->New());
+                     for (size_t k = 0; k < fan->responses.size(); ++k) {
+                       std::unique_ptr<Message> part(route.response_prototype->New());
+                       if (!part->ParseFromString(ToBytes(fan->responses[k]))) {
+                         return fan->done(grpc::Status(grpc::StatusCode::INTERNAL, "a shard's answer does not parse"), {});
+                       }
+                       if (next_token != nullptr) fan->next_tokens[fan->shards[k]] = StringField(*part, next_token);
+                       MergeShardAnswer(*part, total.get());
+                     }
+                     if (next_token != nullptr) {
+                       total->GetReflection()->SetString(total.get(), next_token, EncodeFanOutToken(fan->next_tokens));
+                     }
+                     fan->done(grpc::Status::OK, FromBytes(total->SerializeAsString()));
+                   });
+  }
+  if (n == 0) fan->done(grpc::Status::OK, FromBytes(""));
+}
+
+bool Gateway::TrackStream(BackendStream* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  if (shutting_down_) return false;
+  streams_.emplace(stream, stream->context());
+  return true;
+}
+
+bool Gateway::UntrackStream(BackendStream* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(stream);
+  return shutting_down_;
+}
+
+void Gateway::EndStreams() {
+  std::vector<std::shared_ptr<grpc::ClientContext>> open;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    shutting_down_ = true;
+    for (const auto& [stream, context] : streams_) open.push_back(context);
+  }
+  // Outside the lock: a cancelled stream's last callback may run on this thread, and it takes the lock.
+  for (const auto& context : open) context->TryCancel();
+}
+
+void Gateway::CallStarted(Protocol protocol) {
+  in_flight_->Add({{"protocol", std::string(ProtocolName(protocol))}}).Increment();
+}
+
+void Gateway::CallEnded(const CallInfo& info, const Admission& a, const grpc::Status& status) {
+  const std::string protocol(ProtocolName(info.protocol));
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - a.started);
+  in_flight_->Add({{"protocol", protocol}}).Decrement();
+  const std::string code(metrics::CodeName(status.error_code()));
+  // Unknown paths share one label value so a scanner cannot blow up the series count.
+  const std::string route = a.route != nullptr ? a.route->path : "unknown";
+  requests_->Add({{"route", route}, {"protocol", protocol}, {"code", code}}).Increment();
+  latency_->Add({{"protocol", protocol}}, metrics::LatencyBuckets()).Observe(seconds);
+  if (!options_.access_log) return;
+  const std::string principal =
+      a.principal.subject.empty() ? "" : absl::StrCat(auth::RoleName(a.principal.role), ":", a.principal.subject);
+  log::Info("call", {{"method", route},
+                     {"protocol", protocol},
+                     {"principal", principal},
+                     {"code", code},
+                     {"latency_ms", seconds * 1000},
+                     {"request_id", a.request_id},
+                     {"peer", info.peer_ip},
+                     {"error", status.error_message()}});
+}
+
+BackendStream::BackendStream(std::unique_ptr<grpc::ClientContext> context,
+                             std::function<void(const grpc::ByteBuffer&)> on_message,
+                             std::function<void(grpc::Status)> on_done)
+    : context_(std::move(context)), on_message_(std::move(on_message)), on_done_(std::move(on_done)) {}
+
+void BackendStream::Start(const std::shared_ptr<grpc::Channel>& channel, const std::string& path,
+                          const grpc::ByteBuffer& request) {
+  request_ = request;
+  grpc::GenericStub stub(channel);
+  stub.PrepareBidiStreamingCall(context_.get(), path, grpc::StubOptions(), this);
+  StartWriteLast(&request_, grpc::WriteOptions());
+  StartRead(&response_);
+  StartCall();
+}
+
+void BackendStream::Next() {
+  absl::MutexLock lock(&mu_);
+  if (!done_) StartRead(&response_);
+}
+
+void BackendStream::OnReadDone(bool ok) {
+  if (ok) on_message_(response_);
+  // !ok: the stream ended; OnDone follows with its status.
+}
+
+void BackendStream::OnDone(const grpc::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }
+  // A copy: the owner may delete this object as soon as it learns the stream is done.
+  auto on_done = on_done_;
+  on_done(status);
+}
+
+}  // namespace crm::gateway

@@ -1,0 +1,160 @@
+// The gateway's core, shared by its two front ends (native gRPC over HTTP/2, and gRPC-Web/Connect over
+// HTTP/1.1): admits a call (route, request id, rate limits, token, authorization from the proto's policy
+// option), forwards it to the owning service over gRPC, and records metrics and one access-log line.
+// Front ends only translate wire formats. Thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/client_callback.h"
+#include "libs/auth/jwt.h"
+#include "libs/metrics/metrics.h"
+#include "libs/rpc/backends.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "services/gateway/rate_limiter.h"
+#include "services/gateway/routes.h"
+
+namespace crm::gateway {
+
+class BackendStream;
+
+enum class Protocol { kGrpc, kGrpcWeb, kGrpcWebText, kConnect };
+absl::string_view ProtocolName(Protocol protocol);
+
+struct GatewayOptions {
+  std::unique_ptr<auth::Verifier> verifier;
+  // Requests per second (burst: twice that) per principal, by role, and per client IP before the token
+  // is even looked at. 0 = unlimited.
+  double customer_rps = 20;
+  double agent_rps = 100;
+  double admin_rps = 50;
+  double service_rps = 5000;
+  double ip_rps = 500;
+  // Deadlines: a call without one gets the default; a client's own is capped at the maximum.
+  absl::Duration default_timeout = absl::Seconds(5);
+  absl::Duration max_timeout = absl::Seconds(30);
+  // Server streams (WatchOrder) live long: their default and cap.
+  absl::Duration stream_max_timeout = absl::Hours(1);
+  size_t max_request_bytes = 1 << 20;
+  bool access_log = true;
+};
+
+// What a front end knows about a call before forwarding it.
+struct CallInfo {
+  Protocol protocol = Protocol::kGrpc;
+  std::string path;                // "/crm.v1.CustomerProfileService/GetCustomer"
+  std::string authorization;       // the Authorization header / metadata value
+  std::string peer_ip;
+  std::string request_id_header;   // x-request-id as sent, may be empty
+  std::optional<absl::Duration> client_timeout;
+};
+
+// A call on its way through.
+struct Admission {
+  const Route* route = nullptr;
+  auth::Principal principal;
+  std::string request_id;
+  absl::Duration timeout;
+  // Where the call goes: one channel, or one per shard for a fan-out call.
+  std::vector<std::shared_ptr<grpc::Channel>> targets;
+  // With RESOURCE_EXHAUSTED from a rate limit: when to try again.
+  absl::Duration retry_after;
+  absl::Time started;
+};
+
+class Gateway {
+ public:
+  Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metrics* metrics);
+  ~Gateway();
+
+  const GatewayOptions& options() const { return options_; }
+
+  // Before the body: the route, the request id, rate limits and the token. Fills `a`.
+  absl::Status Admit(const CallInfo& info, Admission& a);
+  // With the parsed request: the route's policy for this principal, then the backend channel(s).
+  absl::Status Authorize(const google::protobuf::Message& request, Admission& a);
+  // Parses `request` as the route's request type (INVALID_ARGUMENT when it does not parse), then Authorize.
+  absl::Status AuthorizeBytes(absl::string_view request, Admission& a);
+
+  // Request id, caller and deadline for a backend call.
+  void PrepareContext(const Admission& a, grpc::ClientContext& ctx) const;
+
+  // Calls the admitted unary method on every target and hands the (merged) response to `done`, on a gRPC
+  // thread. `make_context` builds each backend call's context (e.g. one that propagates the caller's
+  // cancellation); PrepareContext is applied to it.
+  using ContextFactory = std::function<std::unique_ptr<grpc::ClientContext>()>;
+  void CallUnary(const Admission& a, const grpc::ByteBuffer& request, ContextFactory make_context,
+                 std::function<void(grpc::Status, grpc::ByteBuffer)> done);
+
+  // Open server streams, so shutdown can end them: Track returns false once shutting down; Untrack
+  // returns whether the gateway is shutting down (the stream's end is then reported as UNAVAILABLE).
+  bool TrackStream(BackendStream* stream);
+  bool UntrackStream(BackendStream* stream);
+  // Ends every open stream so clients reconnect elsewhere instead of holding the drain for its whole
+  // grace period.
+  void EndStreams();
+
+  // In-flight gauge, then metrics and the access-log line when the call ends. `a.route` may be null.
+  void CallStarted(Protocol protocol);
+  void CallEnded(const CallInfo& info, const Admission& a, const grpc::Status& status);
+
+ private:
+  absl::Status Deny(absl::string_view reason, absl::Status status);
+
+  GatewayOptions options_;
+  rpc::Backends* backends_;
+  metrics::Metrics* metrics_;
+  RateLimiter limiter_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Histogram>* latency_;
+  prometheus::Family<prometheus::Gauge>* in_flight_;
+  prometheus::Family<prometheus::Counter>* rate_limited_;
+  prometheus::Family<prometheus::Counter>* denied_;
+  absl::Mutex streams_mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(streams_mu_) = false;
+  absl::flat_hash_map<BackendStream*, std::shared_ptr<grpc::ClientContext>> streams_ ABSL_GUARDED_BY(streams_mu_);
+};
+
+// A server-streaming backend call with flow control: each message goes to `on_message`, and the next is
+// read only after Next(). `on_done` runs once, last; the owner deletes the object after it.
+class BackendStream : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  BackendStream(std::unique_ptr<grpc::ClientContext> context, std::function<void(const grpc::ByteBuffer&)> on_message,
+                std::function<void(grpc::Status)> on_done);
+  void Start(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const grpc::ByteBuffer& request);
+  void Next();
+  void Cancel() { context_->TryCancel(); }
+  // Outlives the stream when held: cancelling a finished call is harmless.
+  std::shared_ptr<grpc::ClientContext> context() const { return context_; }
+
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  std::shared_ptr<grpc::ClientContext> context_;
+  std::function<void(const grpc::ByteBuffer&)> on_message_;
+  std::function<void(grpc::Status)> on_done_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The bytes of a ByteBuffer, contiguous.
+std::string ToBytes(const grpc::ByteBuffer& buffer);
+grpc::ByteBuffer FromBytes(absl::string_view bytes);
+
+}  // namespace crm::gateway

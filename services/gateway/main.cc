@@ -1,0 +1,120 @@
+// gateway: the one front door for web and mobile frontends. Native gRPC on --listen, gRPC-Web and Connect
+// on --http_listen, /metrics on --metrics_listen; every call is authenticated (JWT), authorized from the
+// proto's policy option, rate limited and forwarded to the owning service. Wiring only; see gateway.h.
+#include <fstream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_cat.h"
+#include "libs/log/log.h"
+#include "libs/rpc/service_main.h"
+#include "services/gateway/gateway.h"
+#include "services/gateway/grpc_proxy.h"
+#include "services/gateway/http_server.h"
+
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:8080", "gRPC-Web and Connect (HTTP/1.1) listen address");
+ABSL_FLAG(int, http_threads, 32, "HTTP/1.1 worker threads (one per open browser connection)");
+ABSL_FLAG(std::string, jwt_secret_file, "", "file holding the HS256 secret (at least 32 bytes)");
+ABSL_FLAG(std::string, jwt_public_key_file, "", "PEM public key for RS256 or ES256 tokens");
+ABSL_FLAG(std::string, jwt_issuer, "", "required token issuer (iss), if set");
+ABSL_FLAG(std::string, jwt_audience, "", "required token audience (aud), if set");
+ABSL_FLAG(std::string, cors_allowed_origins, "", "comma-separated origins browsers may call from (\"*\" for any)");
+ABSL_FLAG(double, rate_limit_customer, 20, "requests/s per customer (burst twice that); 0 = unlimited");
+ABSL_FLAG(double, rate_limit_agent, 100, "requests/s per agent");
+ABSL_FLAG(double, rate_limit_admin, 50, "requests/s per admin");
+ABSL_FLAG(double, rate_limit_service, 5000, "requests/s per service principal");
+ABSL_FLAG(double, rate_limit_ip, 500, "requests/s per client address, before authentication");
+ABSL_FLAG(int, default_deadline_ms, 5000, "deadline of a unary call whose client sent none");
+ABSL_FLAG(int, max_deadline_ms, 30000, "cap on a unary call's deadline");
+ABSL_FLAG(int, stream_max_deadline_s, 3600, "cap (and default) for server streams such as WatchOrder");
+ABSL_FLAG(int, max_request_bytes, 1 << 20, "largest request message accepted");
+ABSL_FLAG(bool, access_log, true, "one JSON line per call on stdout");
+
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class GatewayComponent : public crm::rpc::Component {
+ public:
+  static absl::StatusOr<std::unique_ptr<crm::rpc::Component>> Create(crm::rpc::ServiceContext& context) {
+    using namespace crm::gateway;
+    if (!RouteTable::Default().problems().empty()) {
+      return absl::FailedPreconditionError(absl::StrJoin(RouteTable::Default().problems(), "; "));
+    }
+    crm::auth::VerifierOptions v;
+    if (!absl::GetFlag(FLAGS_jwt_secret_file).empty()) {
+      auto secret = ReadFile(absl::GetFlag(FLAGS_jwt_secret_file));
+      if (!secret.ok()) return secret.status();
+      v.hmac_secret = std::string(absl::StripTrailingAsciiWhitespace(*secret));
+    }
+    if (!absl::GetFlag(FLAGS_jwt_public_key_file).empty()) {
+      auto pem = ReadFile(absl::GetFlag(FLAGS_jwt_public_key_file));
+      if (!pem.ok()) return pem.status();
+      v.public_key_pem = *pem;
+    }
+    v.issuer = absl::GetFlag(FLAGS_jwt_issuer);
+    v.audience = absl::GetFlag(FLAGS_jwt_audience);
+    auto verifier = crm::auth::Verifier::Create(std::move(v));
+    if (!verifier.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(verifier.status().message(),
+                                                     " (set --jwt_secret_file or --jwt_public_key_file)"));
+    }
+    GatewayOptions o;
+    o.verifier = std::move(*verifier);
+    o.customer_rps = absl::GetFlag(FLAGS_rate_limit_customer);
+    o.agent_rps = absl::GetFlag(FLAGS_rate_limit_agent);
+    o.admin_rps = absl::GetFlag(FLAGS_rate_limit_admin);
+    o.service_rps = absl::GetFlag(FLAGS_rate_limit_service);
+    o.ip_rps = absl::GetFlag(FLAGS_rate_limit_ip);
+    o.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
+    o.max_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_max_deadline_ms));
+    o.stream_max_timeout = absl::Seconds(absl::GetFlag(FLAGS_stream_max_deadline_s));
+    o.max_request_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
+    o.access_log = absl::GetFlag(FLAGS_access_log);
+    auto component = std::make_unique<GatewayComponent>();
+    component->gateway_ = std::make_unique<Gateway>(std::move(o), context.backends, context.metrics);
+    component->proxy_ = std::make_unique<GrpcProxy>(component->gateway_.get());
+    HttpOptions h;
+    h.listen = absl::GetFlag(FLAGS_http_listen);
+    h.threads = absl::GetFlag(FLAGS_http_threads);
+    for (absl::string_view origin : absl::StrSplit(absl::GetFlag(FLAGS_cors_allowed_origins), ',', absl::SkipWhitespace())) {
+      h.allowed_origins.emplace_back(absl::StripAsciiWhitespace(origin));
+    }
+    component->http_ = std::make_unique<HttpServer>(component->gateway_.get(), std::move(h));
+    if (absl::Status s = component->http_->Start(); !s.ok()) return s;
+    crm::log::Info("http listening", {{"port", component->http_->port()}});
+    return std::unique_ptr<crm::rpc::Component>(std::move(component));
+  }
+
+  void Register(crm::rpc::Server& server) override {
+    server.SetGenericService(proxy_.get());
+    server.OnShutdown([this] { gateway_->EndStreams(); });
+  }
+  void Stop() override { http_->Stop(); }
+
+ private:
+  std::unique_ptr<crm::gateway::Gateway> gateway_;
+  std::unique_ptr<crm::gateway::GrpcProxy> proxy_;
+  std::unique_ptr<crm::gateway::HttpServer> http_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  crm::rpc::ServiceSpec spec;
+  spec.name = "gateway";
+  spec.usage = "gateway: gRPC, gRPC-Web and Connect front door with JWT auth, per-method policy and rate limits";
+  spec.default_listen = "127.0.0.1:50050";
+  spec.default_metrics_listen = "127.0.0.1:9150";
+  spec.build = &GatewayComponent::Create;
+  return crm::rpc::RunService(argc, argv, spec);
+}

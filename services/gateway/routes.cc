@@ -1,0 +1,102 @@
+#include "services/gateway/routes.h"
+
+#include "absl/strings/str_cat.h"
+#include "crm/v1/complaint_ticket.pb.h"
+#include "crm/v1/customer_profile.pb.h"
+#include "crm/v1/events.pb.h"
+#include "crm/v1/loyalty.pb.h"
+#include "crm/v1/order_tracking.pb.h"
+#include "crm/v1/recommendation.pb.h"
+#include "libs/rpc/backends.h"
+
+namespace crm::gateway {
+namespace {
+
+using google::protobuf::DescriptorPool;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::FileDescriptor;
+using google::protobuf::MessageFactory;
+
+const FieldDescriptor* ResolveField(const google::protobuf::Descriptor* type, const std::string& name,
+                                    const std::string& path, std::vector<std::string>& problems) {
+  if (name.empty()) return nullptr;
+  const FieldDescriptor* field = type->FindFieldByName(name);
+  if (field == nullptr || field->type() != FieldDescriptor::TYPE_STRING || field->is_repeated()) {
+    problems.push_back(absl::StrCat(path, ": policy names \"", name, "\", which is not a string field of ",
+                                    type->full_name()));
+    return nullptr;
+  }
+  return field;
+}
+
+}  // namespace
+
+const RouteTable& RouteTable::Default() {
+  static const RouteTable* table = new RouteTable();
+  return *table;
+}
+
+RouteTable::RouteTable() {
+  // One type of each API file, so the linker keeps every file's descriptors in the binary.
+  const FileDescriptor* linked[] = {
+      v1::GetCustomerRequest::descriptor()->file(), v1::GetOrderRequest::descriptor()->file(),
+      v1::GetMembershipRequest::descriptor()->file(), v1::GetTicketRequest::descriptor()->file(),
+      v1::RecommendRequest::descriptor()->file(), v1::DeliverEventsRequest::descriptor()->file()};
+  const DescriptorPool* pool = DescriptorPool::generated_pool();
+  std::vector<const FileDescriptor*> files;
+  auto add_file = [&](const FileDescriptor* f) {
+    if (f != nullptr && std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
+  };
+  for (const rpc::ServiceInfo& info : rpc::DataServices()) {
+    const auto* service = pool->FindServiceByName(info.proto);
+    if (service != nullptr) add_file(service->file());
+  }
+  for (const FileDescriptor* f : linked) add_file(f);
+
+  for (const FileDescriptor* file : files) {
+    for (int s = 0; s < file->service_count(); ++s) {
+      const auto* service = file->service(s);
+      std::string backend;
+      for (const rpc::ServiceInfo& info : rpc::DataServices()) {
+        if (info.proto == service->full_name()) backend = info.name;
+      }
+      for (int m = 0; m < service->method_count(); ++m) {
+        const auto* method = service->method(m);
+        Route r;
+        r.path = absl::StrCat("/", service->full_name(), "/", method->name());
+        r.service = service->full_name();
+        r.method_name = method->name();
+        r.method = method;
+        r.request_prototype = MessageFactory::generated_factory()->GetPrototype(method->input_type());
+        r.response_prototype = MessageFactory::generated_factory()->GetPrototype(method->output_type());
+        r.has_policy = method->options().HasExtension(v1::policy);
+        if (r.has_policy) r.policy = method->options().GetExtension(v1::policy);
+        r.backend = backend;
+        r.server_streaming = method->server_streaming();
+        if (method->client_streaming()) {
+          problems_.push_back(absl::StrCat(r.path, ": client streaming is not supported by the gateway"));
+        }
+        r.customer_id_field = ResolveField(method->input_type(), r.policy.customer_id_field(), r.path, problems_);
+        r.shard_key_field = ResolveField(method->input_type(), r.policy.shard_key_field(), r.path, problems_);
+        r.service_field = ResolveField(method->input_type(), r.policy.service_field(), r.path, problems_);
+        if (r.backend.empty() && r.service_field == nullptr && r.policy.roles_size() > 0) {
+          problems_.push_back(absl::StrCat(r.path, ": no backend serves ", r.service, " and the policy names no service_field"));
+        }
+        by_path_[r.path] = routes_.size();
+        routes_.push_back(std::move(r));
+      }
+    }
+  }
+}
+
+const Route* RouteTable::Find(absl::string_view path) const {
+  auto it = by_path_.find(path);
+  return it == by_path_.end() ? nullptr : &routes_[it->second];
+}
+
+std::string StringField(const google::protobuf::Message& message, const FieldDescriptor* field) {
+  if (field == nullptr) return "";
+  return message.GetReflection()->GetString(message, field);
+}
+
+}  // namespace crm::gateway

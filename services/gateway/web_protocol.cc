@@ -1,0 +1,164 @@
+#include "services/gateway/web_protocol.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "libs/log/log.h"
+
+namespace crm::gateway {
+
+absl::StatusOr<std::vector<Frame>> ParseFrames(absl::string_view body, size_t max_payload_bytes) {
+  std::vector<Frame> frames;
+  while (!body.empty()) {
+    if (body.size() < 5) return absl::InvalidArgumentError("body: truncated frame header");
+    const auto* p = reinterpret_cast<const unsigned char*>(body.data());
+    const uint32_t length = (uint32_t{p[1]} << 24) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 8) | uint32_t{p[4]};
+    if (length > max_payload_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("body: message of ", length, " bytes exceeds the limit of ",
+                                                       max_payload_bytes));
+    }
+    if (body.size() - 5 < length) return absl::InvalidArgumentError("body: truncated frame");
+    if (p[0] & kFrameCompressed) return absl::InvalidArgumentError("body: compressed frames are not accepted");
+    frames.push_back(Frame{p[0], std::string(body.substr(5, length))});
+    body.remove_prefix(5 + length);
+  }
+  return frames;
+}
+
+std::string EncodeFrame(uint8_t flags, absl::string_view payload) {
+  std::string out;
+  out.reserve(5 + payload.size());
+  const uint32_t n = static_cast<uint32_t>(payload.size());
+  out.push_back(static_cast<char>(flags));
+  out.push_back(static_cast<char>(n >> 24));
+  out.push_back(static_cast<char>(n >> 16));
+  out.push_back(static_cast<char>(n >> 8));
+  out.push_back(static_cast<char>(n));
+  out.append(payload.data(), payload.size());
+  return out;
+}
+
+absl::StatusOr<std::string> DecodeBase64Chunks(absl::string_view body) {
+  std::string out;
+  while (!body.empty()) {
+    // A chunk ends after its padding; unpadded input is one last chunk.
+    size_t end = body.find('=');
+    if (end == absl::string_view::npos) {
+      end = body.size();
+    } else {
+      while (end < body.size() && body[end] == '=') ++end;
+    }
+    std::string decoded;
+    if (!absl::Base64Unescape(body.substr(0, end), &decoded)) {
+      return absl::InvalidArgumentError("body: not valid base64 (grpc-web-text)");
+    }
+    out += decoded;
+    body.remove_prefix(end);
+  }
+  return out;
+}
+
+std::optional<absl::Duration> ParseGrpcTimeout(absl::string_view value) {
+  if (value.size() < 2 || value.size() > 9) return std::nullopt;
+  int64_t n = 0;
+  for (char c : value.substr(0, value.size() - 1)) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  switch (value.back()) {
+    case 'H': return absl::Hours(n);
+    case 'M': return absl::Minutes(n);
+    case 'S': return absl::Seconds(n);
+    case 'm': return absl::Milliseconds(n);
+    case 'u': return absl::Microseconds(n);
+    case 'n': return absl::Nanoseconds(n);
+    default: return std::nullopt;
+  }
+}
+
+std::optional<absl::Duration> ParseConnectTimeoutMs(absl::string_view value) {
+  if (value.empty() || value.size() > 10) return std::nullopt;
+  int64_t ms = 0;
+  for (char c : value) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    ms = ms * 10 + (c - '0');
+  }
+  return absl::Milliseconds(ms);
+}
+
+absl::string_view ConnectCodeName(int code) {
+  static constexpr absl::string_view kNames[] = {
+      "ok", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists",
+      "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range",
+      "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated"};
+  return code >= 0 && code <= 16 ? kNames[code] : "unknown";
+}
+
+int ConnectHttpStatus(int code) {
+  switch (code) {
+    case 0: return 200;
+    case 1: return 499;
+    case 3: case 9: case 11: return 400;
+    case 4: return 504;
+    case 5: return 404;
+    case 6: case 10: return 409;
+    case 7: return 403;
+    case 8: return 429;
+    case 12: return 501;
+    case 14: return 503;
+    case 16: return 401;
+    default: return 500;
+  }
+}
+
+std::string ConnectErrorJson(int code, absl::string_view message) {
+  std::string out = absl::StrCat("{\"code\":\"", ConnectCodeName(code), "\"");
+  if (!message.empty()) {
+    out += ",\"message\":";
+    log::AppendJsonString(out, message);
+  }
+  out += "}";
+  return out;
+}
+
+std::string ConnectEndStreamJson(int code, absl::string_view message) {
+  if (code == 0) return "{}";
+  return absl::StrCat("{\"error\":", ConnectErrorJson(code, message), "}");
+}
+
+std::string PercentEncode(absl::string_view message) {
+  std::string out;
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (unsigned char c : message) {
+    if (c >= 0x20 && c <= 0x7E && c != '%') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+std::string GrpcWebTrailers(int code, absl::string_view message) {
+  std::string out = absl::StrCat("grpc-status: ", code, "\r\n");
+  if (!message.empty()) absl::StrAppend(&out, "grpc-message: ", PercentEncode(message), "\r\n");
+  return out;
+}
+
+bool IsValidRequestId(absl::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (unsigned char c : id) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != ':' && c != '-') return false;
+  }
+  return true;
+}
+
+std::string MediaType(absl::string_view content_type) {
+  const size_t semi = content_type.find(';');
+  return absl::AsciiStrToLower(absl::StripAsciiWhitespace(content_type.substr(0, semi)));
+}
+
+}  // namespace crm::gateway

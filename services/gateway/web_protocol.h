@@ -1,0 +1,61 @@
+// The wire formats browsers speak to the gateway over HTTP/1.1, as pure functions (no I/O) so they can be
+// tested and fuzzed on their own:
+//  - gRPC-Web (binary and base64 "text"): length-prefixed frames, trailers in a final frame with flag 0x80.
+//  - Connect: unary calls are a plain body (JSON or binary protobuf) with errors as a JSON object and an HTTP
+//    status; streams use the same 5-byte envelopes, ending with an end-stream envelope (flag 0x02).
+// Specs: github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md and connectrpc.com/docs/protocol.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace crm::gateway {
+
+// A message frame: flag byte, 4-byte big-endian length, payload.
+struct Frame {
+  uint8_t flags = 0;
+  std::string payload;
+};
+inline constexpr uint8_t kFrameCompressed = 0x01;
+inline constexpr uint8_t kConnectEndStream = 0x02;
+inline constexpr uint8_t kGrpcWebTrailers = 0x80;
+
+// Every frame of `body`. INVALID_ARGUMENT on a truncated frame, a compressed frame (the gateway
+// advertises no compression) or a payload over `max_payload_bytes`.
+absl::StatusOr<std::vector<Frame>> ParseFrames(absl::string_view body, size_t max_payload_bytes);
+std::string EncodeFrame(uint8_t flags, absl::string_view payload);
+
+// gRPC-Web text bodies are base64, possibly several padded chunks one after another.
+absl::StatusOr<std::string> DecodeBase64Chunks(absl::string_view body);
+
+// "grpc-timeout: 250m" (value and unit H M S m u n). Nothing for a malformed value.
+std::optional<absl::Duration> ParseGrpcTimeout(absl::string_view value);
+// "Connect-Timeout-Ms: 250" (at most 10 digits).
+std::optional<absl::Duration> ParseConnectTimeoutMs(absl::string_view value);
+
+// gRPC status codes (numbers as on the wire) in Connect's vocabulary and HTTP statuses.
+absl::string_view ConnectCodeName(int grpc_code);
+int ConnectHttpStatus(int grpc_code);
+// The Connect error object: {"code":"not_found","message":"..."}.
+std::string ConnectErrorJson(int grpc_code, absl::string_view message);
+// The body of a Connect stream's end-stream envelope: {} or {"error":{...}}.
+std::string ConnectEndStreamJson(int grpc_code, absl::string_view message);
+
+// grpc-message is percent-encoded (PROTOCOL-HTTP2.md): bytes outside 0x20-0x7E and '%'.
+std::string PercentEncode(absl::string_view message);
+// The payload of a gRPC-Web trailers frame.
+std::string GrpcWebTrailers(int grpc_code, absl::string_view message);
+
+// A request id a client may choose: 1-128 characters of [A-Za-z0-9._:-].
+bool IsValidRequestId(absl::string_view id);
+
+// The media type without parameters, lower case: "Application/JSON; charset=utf-8" -> "application/json".
+std::string MediaType(absl::string_view content_type);
+
+}  // namespace crm::gateway
