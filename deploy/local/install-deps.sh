@@ -9,7 +9,10 @@ packages=(cmake make g++ pkg-config
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
           libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev libssl-dev libcivetweb-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(catch2 prometheus)
+  # prometheus: promtool checks; chromium: the gateway's browser test (driven by puppeteer-core from npm).
+  packages+=(catch2 prometheus chromium)
+  # Node.js runs the end-to-end clients; a machine may already have it (with npm) from elsewhere.
+  if ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
 fi
 
 missing=()

@@ -1,6 +1,11 @@
 #include "services/gateway/http_server.h"
 
+#include <arpa/inet.h>
 #include <civetweb.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <deque>
 
@@ -97,14 +102,17 @@ class StreamPump {
     status_ = std::move(status);
     done_ = true;
   }
-  // The next message, or nothing once the stream has ended (then status()).
-  std::optional<std::string> Take() {
+  enum class Next { kMessage, kEnded, kWaiting };
+  // A message (into `out`), the end of the stream (then status()), or nothing yet within `wait`.
+  Next Take(std::string* out, absl::Duration wait) {
     absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(this, &StreamPump::Ready));
-    if (queue_.empty()) return std::nullopt;
-    std::string m = std::move(queue_.front());
-    queue_.pop_front();
-    return m;
+    mu_.AwaitWithTimeout(absl::Condition(this, &StreamPump::Ready), wait);
+    if (!queue_.empty()) {
+      *out = std::move(queue_.front());
+      queue_.pop_front();
+      return Next::kMessage;
+    }
+    return done_ ? Next::kEnded : Next::kWaiting;
   }
   grpc::Status status() {
     absl::MutexLock lock(&mu_);
@@ -119,6 +127,51 @@ class StreamPump {
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
+// civetweb does not expose a connection's socket, and a stream that is only waiting for the next update
+// never writes, so a browser that went away would hold its worker thread until the stream's deadline.
+// The socket is the one connected to the client's address and port; found once per stream, it is then
+// polled for the client's hang-up.
+int ClientSocket(const mg_request_info* ri, int local_port) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    int fd = 0;
+    if (!absl::SimpleAtoi(e->d_name, &fd)) continue;
+    sockaddr_storage peer{}, local{};
+    socklen_t peer_len = sizeof(peer), local_len = sizeof(local);
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    char host[INET6_ADDRSTRLEN] = {0};
+    int peer_port = 0, own_port = 0;
+    if (peer.ss_family == AF_INET) {
+      const auto* p = reinterpret_cast<const sockaddr_in*>(&peer);
+      inet_ntop(AF_INET, &p->sin_addr, host, sizeof(host));
+      peer_port = ntohs(p->sin_port);
+      own_port = ntohs(reinterpret_cast<const sockaddr_in*>(&local)->sin_port);
+    } else if (peer.ss_family == AF_INET6) {
+      const auto* p = reinterpret_cast<const sockaddr_in6*>(&peer);
+      inet_ntop(AF_INET6, &p->sin6_addr, host, sizeof(host));
+      peer_port = ntohs(p->sin6_port);
+      own_port = ntohs(reinterpret_cast<const sockaddr_in6*>(&local)->sin6_port);
+    } else {
+      continue;
+    }
+    if (peer_port == ri->remote_port && own_port == local_port && absl::string_view(host) == ri->remote_addr) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+bool ClientHungUp(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 int CivetHandler(mg_connection* conn, void* self) { return static_cast<HttpServer*>(self)->Handle(conn); }
 
 }  // namespace
@@ -130,7 +183,10 @@ HttpServer::~HttpServer() { Stop(); }
 absl::Status HttpServer::Start() {
   const std::string threads = absl::StrCat(options_.threads);
   const char* opts[] = {"listening_ports", options_.listen.c_str(), "num_threads", threads.c_str(),
-                        "enable_keep_alive", "yes", "request_timeout_ms", "3600000", nullptr};
+                        "enable_keep_alive", "yes", "request_timeout_ms", "3600000",
+                        // CORS is ours (allowed origins from config): civetweb must not answer preflights itself.
+                        "access_control_allow_origin", "", "access_control_allow_methods", "",
+                        "access_control_allow_headers", "", nullptr};
   mg_callbacks callbacks{};
   ctx_ = mg_start(&callbacks, this, opts);
   if (ctx_ == nullptr) return absl::UnavailableError(absl::StrCat("http: cannot listen on ", options_.listen));
@@ -207,7 +263,7 @@ int HttpServer::Handle(mg_connection* conn) {
 
   // Answers with an error in the protocol's own shape, before any message was sent.
   auto fail = [&](grpc::Status status) {
-    extra.emplace_back("X-Request-Id", admission.request_id);
+    if (extra.empty()) extra.emplace_back("X-Request-Id", admission.request_id);
     if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && admission.retry_after > absl::ZeroDuration()) {
       extra.emplace_back("Retry-After", absl::StrCat(absl::ToInt64Seconds(absl::Ceil(admission.retry_after, absl::Seconds(1)))));
     }
@@ -219,7 +275,9 @@ int HttpServer::Handle(mg_connection* conn) {
     } else if (IsEnveloped(*wire)) {
       http.Whole(200, response_type, EncodeFrame(kConnectEndStream, ConnectEndStreamJson(code, status.error_message())), extra);
     } else {
-      http.Whole(ConnectHttpStatus(code), "application/json", ConnectErrorJson(code, status.error_message()), extra);
+      // An unknown procedure is a 404 in Connect; other codes map as the protocol says.
+      const int http_status = admission.route == nullptr && code == 12 ? 404 : ConnectHttpStatus(code);
+      http.Whole(http_status, "application/json", ConnectErrorJson(code, status.error_message()), extra);
     }
     gateway_->CallEnded(info, admission, status);
     return http.status();
@@ -349,10 +407,21 @@ int HttpServer::Handle(mg_connection* conn) {
   }
   stream->Start(admission.targets[0], route.path, request_bytes);
   http.Start(200, response_type, /*chunked=*/true, 0, extra);
+  const int socket = ClientSocket(ri, port_);
   bool client_gone = false;
-  while (auto message = pump->Take()) {
+  for (;;) {
+    std::string message;
+    const StreamPump::Next next = pump->Take(&message, absl::Milliseconds(250));
+    if (next == StreamPump::Next::kEnded) break;
+    if (next == StreamPump::Next::kWaiting) {
+      if (!client_gone && ClientHungUp(socket)) {
+        client_gone = true;
+        stream->Cancel();
+      }
+      continue;
+    }
     std::string out;
-    if (client_gone || !encode(FromBytes(*message), &out) || !http.Chunk(out)) {
+    if (client_gone || !encode(FromBytes(message), &out) || !http.Chunk(out)) {
       client_gone = true;
       stream->Cancel();
     }

@@ -1,0 +1,154 @@
+// Browser protocols through the gateway's HTTP/1.1 port with @connectrpc/connect-node: Connect (JSON and
+// binary) and gRPC-Web, unary and the WatchOrder stream; then malformed input, CORS and limits with raw
+// HTTP requests, after which the gateway must still serve.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { descriptorSet, startStack } from "./harness.js";
+
+let stack, registry;
+const origin = "https://shop.example";
+
+before(async () => {
+  stack = await startStack({ corsOrigins: origin });
+  registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet()));
+});
+after(async () => { await stack?.stop(); });
+
+function clients(transport) {
+  return {
+    profile: createClient(registry.getService("crm.v1.CustomerProfileService"), transport),
+    orders: createClient(registry.getService("crm.v1.OrderTrackingService"), transport),
+  };
+}
+const bearer = (token) => ({ headers: { authorization: `Bearer ${token}` } });
+
+const transports = () => ({
+  "Connect JSON": createConnectTransport({ baseUrl: stack.httpBase, httpVersion: "1.1" }),
+  "Connect binary": createConnectTransport({ baseUrl: stack.httpBase, httpVersion: "1.1", useBinaryFormat: true }),
+  "gRPC-Web": createGrpcWebTransport({ baseUrl: stack.httpBase, httpVersion: "1.1" }),
+});
+
+test("unary calls and errors over Connect JSON, Connect binary and gRPC-Web", async () => {
+  let n = 0;
+  for (const [name, transport] of Object.entries(transports())) {
+    const { profile } = clients(transport);
+    const admin = bearer(stack.token("admin", "ops"));
+    const email = `web${n++}@example.com`;
+    const created = await profile.registerCustomer({ email, name: "Li Na", requestId: `reg-${email}` }, admin);
+    assert.equal(created.email, email, name);
+    const self = bearer(stack.token("customer", created.customerId));
+    const got = await profile.getCustomer({ customerId: created.customerId }, self);
+    assert.equal(got.name, "Li Na", name);
+    // Errors keep the gRPC code and the service's message.
+    await assert.rejects(profile.getCustomer({ customerId: "c_nobody" }, admin),
+      (e) => e instanceof ConnectError && e.code === Code.NotFound, name);
+    await assert.rejects(profile.getCustomer({ customerId: "c_nobody" }, self),
+      (e) => e.code === Code.PermissionDenied && /customer_id/.test(e.rawMessage), name);
+    await assert.rejects(profile.getCustomer({ customerId: created.customerId }),
+      (e) => e.code === Code.Unauthenticated, name);
+    await assert.rejects(profile.registerCustomer({ email: "nope", requestId: "r" }, admin),
+      (e) => e.code === Code.InvalidArgument && /^email/.test(e.rawMessage), name);
+  }
+});
+
+test("WatchOrder as a server stream over Connect and gRPC-Web", async () => {
+  for (const [name, transport] of Object.entries(transports())) {
+    const { profile, orders } = clients(transport);
+    const email = `watch-${name.replace(/\W/g, "")}@example.com`;
+    const c = await profile.registerCustomer({ email, requestId: `reg-${email}` }, bearer(stack.token("admin", "ops")));
+    const self = bearer(stack.token("customer", c.customerId));
+    await profile.addAddress({ customerId: c.customerId, requestId: `a-${email}`, address: { recipientName: "Li", city: "Beijing", street: "Chang'an 1", countryCode: "CN" } }, self);
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    const order = await orders.createOrder({
+      customerId: c.customerId, requestId: `o-${email}`, paymentMethod: 1,
+      items: [{ sku: "sku-1", name: "Tea", category: "grocery", quantity: 1, unitPrice: { amountMinor: 100n, currency: "CNY" } }],
+      deliveryWindow: { startTime: { seconds: now + 86400n }, endTime: { seconds: now + 93600n } },
+    }, self);
+    const abort = new AbortController();
+    const seen = [];
+    try {
+      for await (const update of orders.watchOrder({ customerId: c.customerId, orderId: order.orderId }, { ...self, signal: abort.signal })) {
+        seen.push(update);
+        if (seen.length === 1) {
+          await orders.payOrder({ customerId: c.customerId, orderId: order.orderId, paymentReference: "p" }, bearer(stack.token("service", "payments")));
+        }
+        if (seen.length === 2) abort.abort();
+      }
+    } catch (e) {
+      if (ConnectError.from(e).code !== Code.Canceled) throw e;
+    }
+    assert.equal(seen.length, 2, name);
+    assert.equal(seen[0].order.orderId, order.orderId, name);
+    assert.notEqual(seen[1].order.status, seen[0].order.status, name);
+  }
+});
+
+async function post(path, body, headers = {}) {
+  const res = await fetch(stack.httpBase + path, { method: "POST", body, headers });
+  return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) };
+}
+const admin = () => ({ authorization: `Bearer ${stack.token("admin", "ops")}` });
+const frame = (flags, payload) => { const h = Buffer.alloc(5); h[0] = flags; h.writeUInt32BE(payload.length, 1); return Buffer.concat([h, payload]); };
+
+test("malformed requests get the protocol's error and the gateway keeps serving", async () => {
+  const get = "/crm.v1.CustomerProfileService/GetCustomer";
+  let r = await post(get, "{not json", { "content-type": "application/json", ...admin() });
+  assert.equal(r.status, 400);
+  assert.equal(JSON.parse(r.body).code, "invalid_argument");
+  r = await post(get, JSON.stringify({ customerId: 5 }), { "content-type": "application/json", ...admin() });
+  assert.equal(JSON.parse(r.body).code, "invalid_argument");
+  r = await post("/crm.v1.Nothing/Here", "{}", { "content-type": "application/json", ...admin() });
+  assert.equal(JSON.parse(r.body).code, "unimplemented");
+  r = await post(get, "hello", { "content-type": "text/plain", ...admin() });
+  assert.equal(r.status, 415);
+  r = await post(get, JSON.stringify({ customerId: "x".repeat(70000) }), { "content-type": "application/json", ...admin() });
+  assert.equal(JSON.parse(r.body).code, "resource_exhausted");
+  // gRPC-Web: a truncated frame, then garbage inside a well-formed frame.
+  r = await post(get, Buffer.from([0, 0, 0, 0, 9, 1]), { "content-type": "application/grpc-web+proto", ...admin() });
+  assert.equal(r.status, 200);
+  assert.match(r.body.toString("latin1"), /grpc-status: 3/);
+  r = await post(get, frame(0, Buffer.from([0xff, 0xff, 0xff])), { "content-type": "application/grpc-web+proto", ...admin() });
+  assert.match(r.body.toString("latin1"), /grpc-status: 3/);
+  r = await post(get, "!!!not base64!!!", { "content-type": "application/grpc-web-text", ...admin() });
+  assert.match(Buffer.from(r.body.toString(), "base64").toString("latin1"), /grpc-status: 3/);
+  // Still serving.
+  const { profile } = clients(createConnectTransport({ baseUrl: stack.httpBase, httpVersion: "1.1" }));
+  const ok = await profile.registerCustomer({ email: "after-garbage@example.com", requestId: "after" }, bearer(stack.token("admin", "ops")));
+  assert.ok(ok.customerId);
+});
+
+test("CORS: preflight from an allowed origin, refusal for others, headers exposed on answers", async () => {
+  const preflight = (o) => fetch(stack.httpBase + "/crm.v1.CustomerProfileService/GetCustomer", {
+    method: "OPTIONS",
+    headers: { origin: o, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type" },
+  });
+  let res = await preflight(origin);
+  assert.equal(res.status, 204);
+  assert.equal(res.headers.get("access-control-allow-origin"), origin);
+  assert.match(res.headers.get("access-control-allow-headers"), /authorization/);
+  res = await preflight("https://evil.example");
+  assert.equal(res.status, 403);
+  assert.equal(res.headers.get("access-control-allow-origin"), null);
+  const r = await post("/crm.v1.CustomerProfileService/GetCustomer", JSON.stringify({ customerId: "c_x" }),
+    { "content-type": "application/json", origin, "x-request-id": "cors-1", ...admin() });
+  assert.equal(r.headers.get("access-control-allow-origin"), origin);
+  assert.equal(r.headers.get("x-request-id"), "cors-1");
+});
+
+test("metrics count calls by route, protocol and code", async () => {
+  const text = await (await fetch(stack.metricsUrl)).text();
+  assert.match(text, /crm_gateway_requests_total\{code="OK",protocol="connect",route="\/crm.v1.CustomerProfileService\/RegisterCustomer"\}/);
+  assert.match(text, /crm_gateway_requests_total\{code="OK",protocol="grpc-web",route=/);
+  assert.match(text, /crm_gateway_denied_total\{reason="other_customer"\}/);
+  // The streams the clients abandoned above were noticed and ended: nothing is left in flight.
+  for (let i = 0; i < 100; i++) {
+    const now = await (await fetch(stack.metricsUrl)).text();
+    if (/crm_gateway_in_flight\{protocol="connect"\} 0/.test(now) && /crm_gateway_in_flight\{protocol="grpc-web"\} 0/.test(now)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail("calls still in flight after their clients went away");
+});
