@@ -9,8 +9,9 @@ packages=(cmake make g++ pkg-config
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
           libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev libssl-dev libcivetweb-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  # prometheus: promtool checks; chromium: the gateway's browser test (driven by puppeteer-core from npm).
-  packages+=(catch2 prometheus chromium)
+  # prometheus: promtool checks; chromium: the gateway's browser test (driven by puppeteer-core from npm);
+  # clang-14 with libclang-rt-14-dev: libFuzzer for the gateway's request-parsing fuzzer.
+  packages+=(catch2 prometheus chromium clang-14 libclang-rt-14-dev)
   # Node.js runs the end-to-end clients; a machine may already have it (with npm) from elsewhere.
   if ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
 fi

@@ -22,22 +22,6 @@
 namespace crm::gateway {
 namespace {
 
-enum class Wire { kGrpcWeb, kGrpcWebText, kConnectJson, kConnectProto, kConnectStreamJson, kConnectStreamProto };
-
-std::optional<Wire> WireOf(absl::string_view media_type) {
-  if (media_type == "application/grpc-web" || media_type == "application/grpc-web+proto") return Wire::kGrpcWeb;
-  if (media_type == "application/grpc-web-text" || media_type == "application/grpc-web-text+proto") return Wire::kGrpcWebText;
-  if (media_type == "application/json") return Wire::kConnectJson;
-  if (media_type == "application/proto") return Wire::kConnectProto;
-  if (media_type == "application/connect+json") return Wire::kConnectStreamJson;
-  if (media_type == "application/connect+proto") return Wire::kConnectStreamProto;
-  return std::nullopt;
-}
-
-bool IsGrpcWeb(Wire w) { return w == Wire::kGrpcWeb || w == Wire::kGrpcWebText; }
-bool IsJson(Wire w) { return w == Wire::kConnectJson || w == Wire::kConnectStreamJson; }
-bool IsEnveloped(Wire w) { return w != Wire::kConnectJson && w != Wire::kConnectProto; }
-
 std::string Header(mg_connection* conn, const char* name) {
   const char* v = mg_get_header(conn, name);
   return v == nullptr ? "" : v;
@@ -305,22 +289,9 @@ int HttpServer::Handle(mg_connection* conn) {
                                absl::StrCat("request: body exceeds the limit of ", limit, " bytes")));
     }
   }
-  if (*wire == Wire::kGrpcWebText) {
-    auto decoded = DecodeBase64Chunks(body);
-    if (!decoded.ok()) return fail(rpc::ToGrpc(decoded.status()));
-    body = std::move(*decoded);
-  }
-  std::string payload;
-  if (IsEnveloped(*wire)) {
-    auto frames = ParseFrames(body, limit);
-    if (!frames.ok()) return fail(rpc::ToGrpc(frames.status()));
-    if (frames->size() != 1 || (*frames)[0].flags != 0) {
-      return fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "body: expected exactly one request message"));
-    }
-    payload = std::move((*frames)[0].payload);
-  } else {
-    payload = std::move(body);
-  }
+  auto unwrapped = RequestPayload(*wire, std::move(body), limit);
+  if (!unwrapped.ok()) return fail(rpc::ToGrpc(unwrapped.status()));
+  std::string payload = std::move(*unwrapped);
 
   std::unique_ptr<google::protobuf::Message> request(route.request_prototype->New());
   if (IsJson(*wire)) {

@@ -148,6 +148,36 @@ std::string GrpcWebTrailers(int code, absl::string_view message) {
   return out;
 }
 
+std::optional<Wire> WireOf(absl::string_view media_type) {
+  if (media_type == "application/grpc-web" || media_type == "application/grpc-web+proto") return Wire::kGrpcWeb;
+  if (media_type == "application/grpc-web-text" || media_type == "application/grpc-web-text+proto") return Wire::kGrpcWebText;
+  if (media_type == "application/json") return Wire::kConnectJson;
+  if (media_type == "application/proto") return Wire::kConnectProto;
+  if (media_type == "application/connect+json") return Wire::kConnectStreamJson;
+  if (media_type == "application/connect+proto") return Wire::kConnectStreamProto;
+  return std::nullopt;
+}
+
+absl::StatusOr<std::string> RequestPayload(Wire wire, std::string body, size_t max_payload_bytes) {
+  if (wire == Wire::kGrpcWebText) {
+    auto decoded = DecodeBase64Chunks(body);
+    if (!decoded.ok()) return decoded.status();
+    body = std::move(*decoded);
+  }
+  if (!IsEnveloped(wire)) {
+    if (body.size() > max_payload_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("body: exceeds the limit of ", max_payload_bytes, " bytes"));
+    }
+    return body;
+  }
+  auto frames = ParseFrames(body, max_payload_bytes);
+  if (!frames.ok()) return frames.status();
+  if (frames->size() != 1 || (*frames)[0].flags != 0) {
+    return absl::InvalidArgumentError("body: expected exactly one request message");
+  }
+  return std::move((*frames)[0].payload);
+}
+
 bool IsValidRequestId(absl::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   for (unsigned char c : id) {

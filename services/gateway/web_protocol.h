@@ -52,6 +52,19 @@ std::string PercentEncode(absl::string_view message);
 // The payload of a gRPC-Web trailers frame.
 std::string GrpcWebTrailers(int grpc_code, absl::string_view message);
 
+// The body formats a browser may POST, by Content-Type.
+enum class Wire { kGrpcWeb, kGrpcWebText, kConnectJson, kConnectProto, kConnectStreamJson, kConnectStreamProto };
+std::optional<Wire> WireOf(absl::string_view media_type);
+inline bool IsGrpcWeb(Wire w) { return w == Wire::kGrpcWeb || w == Wire::kGrpcWebText; }
+inline bool IsJson(Wire w) { return w == Wire::kConnectJson || w == Wire::kConnectStreamJson; }
+// Messages travel in 5-byte envelopes (everything but Connect unary).
+inline bool IsEnveloped(Wire w) { return w != Wire::kConnectJson && w != Wire::kConnectProto; }
+
+// The request message inside a body: base64-decoded for gRPC-Web text, exactly one data frame for
+// enveloped formats, the body itself for Connect unary. INVALID_ARGUMENT / RESOURCE_EXHAUSTED naming the
+// problem otherwise.
+absl::StatusOr<std::string> RequestPayload(Wire wire, std::string body, size_t max_payload_bytes);
+
 // A request id a client may choose: 1-128 characters of [A-Za-z0-9._:-].
 bool IsValidRequestId(absl::string_view id);
 
