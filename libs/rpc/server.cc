@@ -51,7 +51,7 @@ absl::Status Server::Start() {
     interceptors.push_back(
         std::make_unique<metrics::ServerMetricsInterceptorFactory>(&options_.metrics->server_rpc()));
   }
-  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  if (options_.interceptors) builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();

@@ -27,6 +27,9 @@ struct ServerOptions {
   absl::Duration drain_grace = absl::Seconds(10);
   // Where per-RPC metrics go; null records none. Not owned.
   metrics::Metrics* metrics = nullptr;
+  // The per-call interceptors (field-naming parse errors, per-RPC metrics). A proxy that forwards raw
+  // bytes and records its own per-route metrics turns them off: they cost more than the forwarding.
+  bool interceptors = true;
 };
 
 class Server {

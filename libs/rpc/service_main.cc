@@ -81,7 +81,7 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
     metrics.AddCollectable(std::make_shared<metrics::RocksDbCollector>(store.get()));
   }
 
-  Backends backends(&metrics);
+  Backends backends(spec.forwards_calls ? nullptr : &metrics);
   SystemClock clock(absl::Seconds(absl::GetFlag(FLAGS_clock_offset_s)));
   auto shard_index = ShardIndexFromFlags();
   if (!shard_index.ok()) {
@@ -101,6 +101,7 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   server_options.drain_grace = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   server_options.metrics = &metrics;
+  server_options.interceptors = !spec.forwards_calls;
   Server server(server_options);
   (*component)->Register(server);
   if (absl::Status s = server.Start(); !s.ok()) {

@@ -50,6 +50,9 @@ struct ServiceSpec {
   // Column families of its store; empty means no store (the gateway).
   std::vector<std::string> column_families;
   std::function<absl::StatusOr<std::unique_ptr<Component>>(ServiceContext&)> build;
+  // The process forwards other services' calls and records their metrics itself (the gateway): no
+  // per-call interceptors on its server or on its channels to the services.
+  bool forwards_calls = false;
 };
 
 // Runs the service until SIGTERM/SIGINT; returns the process exit code.

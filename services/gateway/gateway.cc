@@ -2,6 +2,8 @@
 
 #include <atomic>
 
+#include "absl/hash/hash.h"
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
@@ -150,6 +152,51 @@ Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metri
                  .Name("crm_gateway_denied_total")
                  .Help("Calls refused before reaching a service, by reason.")
                  .Register(registry);
+  for (int p = 0; p < kProtocols; ++p) {
+    const std::string name(ProtocolName(static_cast<Protocol>(p)));
+    in_flight_by_protocol_[p] = &in_flight_->Add({{"protocol", name}});
+    latency_by_protocol_[p] = &latency_->Add({{"protocol", name}}, metrics::LatencyBuckets());
+  }
+  request_counters_ = std::make_unique<RouteCounters[]>(RouteTable::Default().routes().size() + 1);
+  for (const Route& r : RouteTable::Default().routes()) {
+    backend_metrics_.push_back(metrics_->client_rpc().ForMethod(r.path, r.server_streaming ? "server_stream" : "unary"));
+  }
+}
+
+prometheus::Counter& Gateway::RequestCounter(const Route* route, Protocol protocol, int code) {
+  const auto& routes = RouteTable::Default().routes();
+  const size_t index = route != nullptr ? static_cast<size_t>(route - routes.data()) : routes.size();
+  const int p = static_cast<int>(protocol);
+  code = code >= 0 && code < kCodes ? code : 2;
+  std::atomic<prometheus::Counter*>& slot = request_counters_[index].by_code[p][code];
+  prometheus::Counter* counter = slot.load(std::memory_order_acquire);
+  if (counter == nullptr) {
+    // Unknown paths share one label value so a scanner cannot blow up the series count.
+    counter = &requests_->Add({{"route", route != nullptr ? route->path : "unknown"},
+                               {"protocol", std::string(ProtocolName(protocol))},
+                               {"code", std::string(metrics::CodeName(code))}});
+    slot.store(counter, std::memory_order_release);
+  }
+  return *counter;
+}
+
+absl::StatusOr<auth::Principal> Gateway::Authenticate(absl::string_view token, absl::Time now) {
+  TokenStripe& stripe = tokens_[absl::Hash<absl::string_view>{}(token) % kTokenStripes];
+  {
+    absl::MutexLock lock(&stripe.mu);
+    auto it = stripe.verified.find(token);
+    if (it != stripe.verified.end()) {
+      if (now < it->second.expires + absl::Seconds(30)) return it->second;
+      stripe.verified.erase(it);
+    }
+  }
+  auto principal = options_.verifier->Verify(token, now);
+  if (principal.ok()) {
+    absl::MutexLock lock(&stripe.mu);
+    if (stripe.verified.size() >= kTokensPerStripe) stripe.verified.clear();
+    stripe.verified.emplace(std::string(token), *principal);
+  }
+  return principal;
 }
 
 Gateway::~Gateway() = default;
@@ -188,7 +235,7 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
   if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
     return Deny("unauthenticated", absl::UnauthenticatedError("authorization: expected \"Bearer <token>\""));
   }
-  auto principal = options_.verifier->Verify(token, now);
+  auto principal = Authenticate(token, now);
   if (!principal.ok()) return Deny("unauthenticated", principal.status());
   a.principal = std::move(*principal);
 
@@ -279,8 +326,14 @@ void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, Con
     PrepareContext(a, *call->ctx);
     call->request = request;
     grpc::GenericStub stub(a.targets[0]);
+    metrics::RpcMetrics::Method* m = &BackendMetrics(*a.route);
+    m->Started();
+    const absl::Time start = absl::Now();
     stub.UnaryCall(call->ctx.get(), a.route->path, grpc::StubOptions(), &call->request, &call->response,
-                   [call, done = std::move(done)](grpc::Status s) { done(std::move(s), std::move(call->response)); });
+                   [call, m, start, done = std::move(done)](grpc::Status s) {
+                     m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
+                     done(std::move(s), std::move(call->response));
+                   });
     return;
   }
 
@@ -329,10 +382,14 @@ void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, Con
     fan->contexts.push_back(make_context());
     PrepareContext(a, *fan->contexts.back());
   }
+  metrics::RpcMetrics::Method* m = &BackendMetrics(route);
+  const absl::Time start = absl::Now();
   for (size_t i = 0; i < n; ++i) {
     grpc::GenericStub stub(a.targets[fan->shards[i]]);
+    m->Started();
     stub.UnaryCall(fan->contexts[i].get(), route.path, grpc::StubOptions(), &fan->requests[i], &fan->responses[i],
-                   [fan, i, &route, next_token](grpc::Status s) {
+                   [fan, i, &route, next_token, m, start](grpc::Status s) {
+                     m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
                      if (!s.ok()) {
                        absl::MutexLock lock(&fan->mu);
                        if (fan->error.ok()) fan->error = s;
@@ -382,23 +439,21 @@ void Gateway::EndStreams() {
 }
 
 void Gateway::CallStarted(Protocol protocol) {
-  in_flight_->Add({{"protocol", std::string(ProtocolName(protocol))}}).Increment();
+  in_flight_by_protocol_[static_cast<int>(protocol)]->Increment();
 }
 
 void Gateway::CallEnded(const CallInfo& info, const Admission& a, const grpc::Status& status) {
-  const std::string protocol(ProtocolName(info.protocol));
   const double seconds = absl::ToDoubleSeconds(absl::Now() - a.started);
-  in_flight_->Add({{"protocol", protocol}}).Decrement();
-  const std::string code(metrics::CodeName(status.error_code()));
-  // Unknown paths share one label value so a scanner cannot blow up the series count.
-  const std::string route = a.route != nullptr ? a.route->path : "unknown";
-  requests_->Add({{"route", route}, {"protocol", protocol}, {"code", code}}).Increment();
-  latency_->Add({{"protocol", protocol}}, metrics::LatencyBuckets()).Observe(seconds);
+  in_flight_by_protocol_[static_cast<int>(info.protocol)]->Decrement();
+  RequestCounter(a.route, info.protocol, status.error_code()).Increment();
+  latency_by_protocol_[static_cast<int>(info.protocol)]->Observe(seconds);
   if (!options_.access_log) return;
+  const std::string code(metrics::CodeName(status.error_code()));
+  const std::string route = a.route != nullptr ? a.route->path : "unknown";
   const std::string principal =
       a.principal.subject.empty() ? "" : absl::StrCat(auth::RoleName(a.principal.role), ":", a.principal.subject);
   log::Info("call", {{"method", route},
-                     {"protocol", protocol},
+                     {"protocol", ProtocolName(info.protocol)},
                      {"principal", principal},
                      {"code", code},
                      {"latency_ms", seconds * 1000},
@@ -413,8 +468,11 @@ BackendStream::BackendStream(std::unique_ptr<grpc::ClientContext> context,
     : context_(std::move(context)), on_message_(std::move(on_message)), on_done_(std::move(on_done)) {}
 
 void BackendStream::Start(const std::shared_ptr<grpc::Channel>& channel, const std::string& path,
-                          const grpc::ByteBuffer& request) {
+                          const grpc::ByteBuffer& request, metrics::RpcMetrics::Method* metrics) {
   request_ = request;
+  metrics_ = metrics;
+  started_ = absl::Now();
+  metrics_->Started();
   grpc::GenericStub stub(channel);
   stub.PrepareBidiStreamingCall(context_.get(), path, grpc::StubOptions(), this);
   StartWriteLast(&request_, grpc::WriteOptions());
@@ -437,6 +495,7 @@ void BackendStream::OnDone(const grpc::Status& status) {
     absl::MutexLock lock(&mu_);
     done_ = true;
   }
+  metrics_->Handled(status.error_code(), absl::ToDoubleSeconds(absl::Now() - started_));
   // A copy: the owner may delete this object as soon as it learns the stream is done.
   auto on_done = on_done_;
   on_done(status);

@@ -4,6 +4,8 @@
 // Front ends only translate wire formats. Thread-safe.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -98,6 +100,10 @@ class Gateway {
   using ContextFactory = std::function<std::unique_ptr<grpc::ClientContext>()>;
   void CallUnary(const Admission& a, const grpc::ByteBuffer& request, ContextFactory make_context,
                  std::function<void(grpc::Status, grpc::ByteBuffer)> done);
+  // The client metrics of the route's backend calls (streams record through this too).
+  metrics::RpcMetrics::Method& BackendMetrics(const Route& route) {
+    return *backend_metrics_[&route - RouteTable::Default().routes().data()];
+  }
 
   // Open server streams, so shutdown can end them: Track returns false once shutting down; Untrack
   // returns whether the gateway is shutting down (the stream's end is then reported as UNAVAILABLE).
@@ -113,6 +119,10 @@ class Gateway {
 
  private:
   absl::Status Deny(absl::string_view reason, absl::Status status);
+  // The principal of a token, verified once and then remembered until it expires: signature checks and
+  // JSON parsing cost more than the rest of forwarding a call.
+  absl::StatusOr<auth::Principal> Authenticate(absl::string_view token, absl::Time now);
+  prometheus::Counter& RequestCounter(const Route* route, Protocol protocol, int code);
 
   GatewayOptions options_;
   rpc::Backends* backends_;
@@ -123,6 +133,26 @@ class Gateway {
   prometheus::Family<prometheus::Gauge>* in_flight_;
   prometheus::Family<prometheus::Counter>* rate_limited_;
   prometheus::Family<prometheus::Counter>* denied_;
+  // Per-call metrics resolved once: label lookups in prometheus-cpp take a lock and build maps.
+  static constexpr int kProtocols = 4;
+  static constexpr int kCodes = 17;
+  std::array<prometheus::Gauge*, kProtocols> in_flight_by_protocol_{};
+  std::array<prometheus::Histogram*, kProtocols> latency_by_protocol_{};
+  struct RouteCounters {
+    std::array<std::array<std::atomic<prometheus::Counter*>, kCodes>, kProtocols> by_code{};
+  };
+  std::unique_ptr<RouteCounters[]> request_counters_;  // one per route, then one for unknown paths
+  // grpc_client_* metrics of the backend calls, per route (the same families the services' channels use).
+  std::vector<metrics::RpcMetrics::Method*> backend_metrics_;
+
+  struct TokenStripe {
+    absl::Mutex mu;
+    absl::flat_hash_map<std::string, auth::Principal> verified ABSL_GUARDED_BY(mu);
+  };
+  static constexpr size_t kTokenStripes = 16;
+  static constexpr size_t kTokensPerStripe = 4096;
+  std::array<TokenStripe, kTokenStripes> tokens_;
+
   absl::Mutex streams_mu_;
   bool shutting_down_ ABSL_GUARDED_BY(streams_mu_) = false;
   absl::flat_hash_map<BackendStream*, std::shared_ptr<grpc::ClientContext>> streams_ ABSL_GUARDED_BY(streams_mu_);
@@ -134,7 +164,9 @@ class BackendStream : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::Byt
  public:
   BackendStream(std::unique_ptr<grpc::ClientContext> context, std::function<void(const grpc::ByteBuffer&)> on_message,
                 std::function<void(grpc::Status)> on_done);
-  void Start(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const grpc::ByteBuffer& request);
+  // `metrics`: where the backend call is counted (Gateway::BackendMetrics).
+  void Start(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const grpc::ByteBuffer& request,
+             metrics::RpcMetrics::Method* metrics);
   void Next();
   void Cancel() { context_->TryCancel(); }
   // Outlives the stream when held: cancelling a finished call is harmless.
@@ -149,6 +181,8 @@ class BackendStream : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::Byt
   std::function<void(grpc::Status)> on_done_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
+  metrics::RpcMetrics::Method* metrics_ = nullptr;
+  absl::Time started_;
   absl::Mutex mu_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };

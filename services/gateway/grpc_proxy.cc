@@ -1,6 +1,7 @@
 #include "services/gateway/grpc_proxy.h"
 
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "libs/rpc/status.h"
 
@@ -44,7 +45,15 @@ class ProxyReactor : public grpc::ServerGenericBidiReactor {
       }
       return End(rpc::ToGrpc(admitted));
     }
-    auto context = [this] { return grpc::ClientContext::FromCallbackServerContext(*ctx_); };
+    // The caller's deadline is already in the admission (capped); its cancellation reaches the backend
+    // through OnCancel. (ClientContext::FromCallbackServerContext would do both, at a higher cost per call.)
+    auto context = [this] {
+      auto ctx = std::make_unique<grpc::ClientContext>();
+      absl::MutexLock lock(&mu_);
+      if (cancelled_) ctx->TryCancel();
+      backend_contexts_.push_back(ctx.get());
+      return ctx;
+    };
     if (!admission_.route->server_streaming) {
       gateway().CallUnary(admission_, request_, context, [this](grpc::Status status, grpc::ByteBuffer response) {
         if (!status.ok()) return End(status);
@@ -73,7 +82,7 @@ class ProxyReactor : public grpc::ServerGenericBidiReactor {
       stream_.reset();
       return End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is shutting down; reconnect"));
     }
-    stream_->Start(admission_.targets[0], admission_.route->path, request_);
+    stream_->Start(admission_.targets[0], admission_.route->path, request_, &gateway().BackendMetrics(*admission_.route));
   }
 
   void OnWriteDone(bool ok) override {
@@ -84,6 +93,12 @@ class ProxyReactor : public grpc::ServerGenericBidiReactor {
       stream_->Cancel();  // the caller went away; the backend stream ends and OnDone follows
       stream_->Next();    // collect the end of the stream
     }
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    for (grpc::ClientContext* ctx : backend_contexts_) ctx->TryCancel();
   }
 
   void OnDone() override {
@@ -106,6 +121,11 @@ class ProxyReactor : public grpc::ServerGenericBidiReactor {
   grpc::ByteBuffer response_;
   grpc::Status status_;
   std::unique_ptr<BackendStream> stream_;
+  // Backend calls to cancel when the caller cancels. They outlive this reactor's OnCancel: OnDone (which
+  // destroys them) comes only after every backend call has finished.
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<grpc::ClientContext*> backend_contexts_ ABSL_GUARDED_BY(mu_);
 };
 
 grpc::ServerGenericBidiReactor* GrpcProxy::CreateReactor(grpc::GenericCallbackServerContext* ctx) {

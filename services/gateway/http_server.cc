@@ -376,7 +376,7 @@ int HttpServer::Handle(mg_connection* conn) {
   if (!gateway_->TrackStream(raw)) {
     return fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is shutting down; reconnect"));
   }
-  stream->Start(admission.targets[0], route.path, request_bytes);
+  stream->Start(admission.targets[0], route.path, request_bytes, &gateway_->BackendMetrics(route));
   http.Start(200, response_type, /*chunked=*/true, 0, extra);
   const int socket = ClientSocket(ri, port_);
   bool client_gone = false;

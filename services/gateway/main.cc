@@ -116,5 +116,6 @@ int main(int argc, char** argv) {
   spec.default_listen = "127.0.0.1:50050";
   spec.default_metrics_listen = "127.0.0.1:9150";
   spec.build = &GatewayComponent::Create;
+  spec.forwards_calls = true;
   return crm::rpc::RunService(argc, argv, spec);
 }

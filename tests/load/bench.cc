@@ -14,7 +14,7 @@
 #include "tests/load/proc_stats.h"
 
 ABSL_FLAG(std::string, suites, "profile,orders,loyalty,tickets,recommendation",
-          "comma-separated suites to run: profile, orders, loyalty, tickets, recommendation");
+          "comma-separated suites to run: profile, orders, loyalty, tickets, recommendation, gateway");
 ABSL_FLAG(int, reco_items, 50000, "catalog items in the recommendation suite");
 ABSL_FLAG(int, reco_customers, 100000, "customers interacting in the recommendation suite");
 ABSL_FLAG(int, reco_interactions, 1000000, "purchases and item views learned before recommendations are measured");
@@ -144,6 +144,8 @@ int main(int argc, char** argv) {
         crm::load::RunTicketsSuite(options, report);
       } else if (suite == "recommendation") {
         crm::load::RunRecommendationSuite(options, report);
+      } else if (suite == "gateway") {
+        crm::load::RunGatewaySuite(options, report);
       } else {
         std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
         return 2;

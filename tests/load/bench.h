@@ -58,6 +58,7 @@ void RunOrdersSuite(const BenchOptions& options, Report& report);
 void RunLoyaltySuite(const BenchOptions& options, Report& report);
 void RunTicketsSuite(const BenchOptions& options, Report& report);
 void RunRecommendationSuite(const BenchOptions& options, Report& report);
+void RunGatewaySuite(const BenchOptions& options, Report& report);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
 std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,

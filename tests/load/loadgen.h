@@ -48,6 +48,8 @@ struct LoadOptions {
   absl::Duration call_deadline = absl::Seconds(10);
   // Stop after this many measured calls (0: run for `duration`). For bulk loads.
   uint64_t max_calls = 0;
+  // Sent with every call, e.g. {"authorization", "Bearer ..."} through the gateway.
+  std::vector<std::pair<std::string, std::string>> metadata;
 };
 
 struct OperationResult {
