@@ -2,21 +2,24 @@
 # The run command: installs what is missing, builds, and starts every process locally, each with its
 # RocksDB under one data folder. Ctrl-C stops them all cleanly (SIGTERM, then wait). Data is kept.
 #
-#   deploy/local/run.sh [--data DIR] [--port-base N] [--metrics-base N]
+#   deploy/local/run.sh [--data DIR] [--port-base N] [--metrics-base N] [--http-port N]
 #     --data DIR          data folder (default ./data; env CRM_DATA)
-#     --port-base N       gRPC ports N+1.. for the services (default 50050; env CRM_PORT_BASE)
-#     --metrics-base N    /metrics ports N+1.. (default 9150; env CRM_METRICS_BASE)
+#     --port-base N       gateway gRPC on N, the services on N+1.. (default 50050; env CRM_PORT_BASE)
+#     --metrics-base N    /metrics ports N (gateway), N+1.. (default 9150; env CRM_METRICS_BASE)
+#     --http-port N       the gateway's gRPC-Web/Connect port for browsers (default 8080; env CRM_HTTP_PORT)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 data="${CRM_DATA:-$root/data}"
 port_base="${CRM_PORT_BASE:-50050}"
 metrics_base="${CRM_METRICS_BASE:-9150}"
+http_port="${CRM_HTTP_PORT:-8080}"
 while (($#)); do
   case "$1" in
     --data) data="$2"; shift 2 ;;
     --port-base) port_base="$2"; shift 2 ;;
     --metrics-base) metrics_base="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --http-port) http_port="$2"; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +35,7 @@ services=(
   "loyalty services/loyalty/loyalty 3"
   "complaint-ticket services/complaint_ticket/complaint-ticket 4"
   "recommendation services/recommendation/recommendation 5"
+  "gateway services/gateway/gateway 0"
 )
 # Every process learns where the others are (flags; defaults would assume --port-base 50050).
 addresses=(
@@ -52,6 +56,15 @@ if ! flock -n 9; then
 fi
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if port_in_use "$http_port"; then
+  echo "error: port $http_port (the gateway's HTTP port) is already in use. Free it or pass --http-port." >&2
+  exit 1
+fi
+# The gateway checks bearer tokens against this secret (HS256); crm-token mints tokens with it.
+mkdir -p "$data/gateway"
+if [[ ! -s "$data/gateway/jwt-secret" ]]; then
+  (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$data/gateway/jwt-secret")
+fi
 for entry in "${services[@]}"; do
   read -r name _ offset <<<"$entry"
   for port in $((port_base + offset)) $((metrics_base + offset)); do
@@ -82,6 +95,8 @@ for entry in "${services[@]}"; do
     loyalty) config=(--rules_file="$root/deploy/config/loyalty-rules.textproto") ;;
     order-tracking) config=(--return_policy_file="$root/deploy/config/return-policy.txt") ;;
     complaint-ticket) config=(--lexicon_file="$root/deploy/config/complaint-lexicon.textproto") ;;
+    gateway) config=(--http_listen="127.0.0.1:$http_port" --jwt_secret_file="$data/gateway/jwt-secret"
+                     --cors_allowed_origins="http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173") ;;
   esac
   "$build/$binary" --listen="127.0.0.1:$((port_base + offset))" "${config[@]}" \
     --metrics_listen="127.0.0.1:$((metrics_base + offset))" \
@@ -112,9 +127,13 @@ for entry in "${services[@]}"; do
     "$((port_base + offset))" "$((metrics_base + offset))"
 done
 echo
-echo "Try it (python3-grpcio, or any gRPC client with server reflection, e.g. grpcurl):"
-echo "  grpcurl -plaintext -d '{\"request_id\":\"r1\",\"email\":\"li.na@example.com\"}' \\"
-echo "    127.0.0.1:$((port_base + 1)) crm.v1.CustomerProfileService/RegisterCustomer"
+printf '  %-18s gRPC-Web and Connect for browsers: http://127.0.0.1:%s\n' "gateway" "$http_port"
+echo
+echo "Try it through the gateway (Connect JSON over HTTP; mint a token first):"
+echo "  TOKEN=\$($build/services/gateway/crm-token --secret_file=$data/gateway/jwt-secret --role=admin --subject=me)"
+echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" -H 'Content-Type: application/json' \\"
+echo "    -d '{\"requestId\":\"r1\",\"email\":\"li.na@example.com\"}' \\"
+echo "    http://127.0.0.1:$http_port/crm.v1.CustomerProfileService/RegisterCustomer"
 echo
 echo "Ctrl-C stops everything."
 wait

@@ -613,3 +613,39 @@ TEST_CASE("gateway: a real customer-profile behind the gateway, customers see on
 
 }  // namespace
 }  // namespace crm
+
+namespace crm {
+namespace {
+
+TEST_CASE("gateway: shutdown ends open streams with UNAVAILABLE instead of holding the drain") {
+  World w;
+  grpc::GenericStub stub(w.channel);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + Token("customer", "c1"));
+  const Route& route = *RouteTable::Default().Find("/crm.v1.OrderTrackingService/WatchOrder");
+  struct Reader : grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+    grpc::ByteBuffer request, response;
+    absl::Notification first, done;
+    grpc::Status status;
+    void OnReadDone(bool ok) override {
+      if (ok && !first.HasBeenNotified()) first.Notify();
+    }
+    void OnDone(const grpc::Status& s) override {
+      status = s;
+      done.Notify();
+    }
+  } reader;
+  reader.request = FromBytes(RequestFor(route, "c1"));
+  stub.PrepareBidiStreamingCall(&ctx, route.path, grpc::StubOptions(), &reader);
+  reader.StartWriteLast(&reader.request, grpc::WriteOptions());
+  reader.StartRead(&reader.response);
+  reader.StartCall();
+  REQUIRE(reader.first.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  w.gw_server->Shutdown();
+  REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  CHECK(reader.status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(w.fake.cancelled() == 1);
+}
+
+}  // namespace
+}  // namespace crm
