@@ -1,0 +1,532 @@
+#!/usr/bin/env node
+// Validates manifests rendered by `kubectl kustomize deploy/k8s/overlays/<overlay>`, offline:
+//   1. schema: every object against the Kubernetes OpenAPI schema of its kind (kubernetes-models' validators:
+//      types, required fields, formats, enums);
+//   2. unknown fields: every object type-checked by TypeScript against the same models' interfaces, so a
+//      misspelt or misplaced field (which the API server would drop or refuse) is an error;
+//   3. policy: what this project requires of its manifests (ports, probes, security, addresses of every shard,
+//      network policies, PDBs, graceful shutdown, scrape annotations, ...).
+// Usage: node validate-k8s.js <overlay name> <rendered.yaml>
+// Prints every problem found and exits 1 if there is any.
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+const YAML = require("yaml");
+const ts = require("typescript");
+
+const [overlay, file] = process.argv.slice(2);
+if (!overlay || !file) {
+  console.error("usage: node validate-k8s.js <overlay name> <rendered.yaml>");
+  process.exit(2);
+}
+
+const problems = [];
+function problem(where, message) {
+  problems.push(`${overlay}: ${where}: ${message}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// What the project expects.
+
+// gRPC and metrics port of every process.
+const PORTS = {
+  gateway: { grpc: 50050, metrics: 9150 },
+  "customer-profile": { grpc: 50051, metrics: 9151 },
+  "order-tracking": { grpc: 50052, metrics: 9152 },
+  loyalty: { grpc: 50053, metrics: 9153 },
+  "complaint-ticket": { grpc: 50054, metrics: 9154 },
+  recommendation: { grpc: 50055, metrics: 9155 },
+};
+const DATA_SERVICES = ["customer-profile", "order-tracking", "loyalty", "complaint-ticket", "recommendation"];
+// Who may reach each data service's gRPC port: the gateway, the services that call it, and the producers that
+// deliver events to it.
+const CALLERS = {
+  "customer-profile": ["gateway", "order-tracking", "loyalty", "complaint-ticket", "recommendation"],
+  "order-tracking": ["gateway", "customer-profile", "loyalty", "complaint-ticket"],
+  loyalty: ["gateway", "customer-profile", "order-tracking", "complaint-ticket"],
+  "complaint-ticket": ["gateway", "customer-profile", "order-tracking"],
+  recommendation: ["gateway", "customer-profile", "order-tracking"],
+};
+// Data files each service reads: flag env var -> ConfigMap (generated from deploy/config) and its key.
+const CONFIG_FILES = {
+  loyalty: { env: "CRM_RULES_FILE", configMap: "loyalty-rules", key: "loyalty-rules.textproto" },
+  "order-tracking": { env: "CRM_RETURN_POLICY_FILE", configMap: "return-policy", key: "return-policy.txt" },
+  "complaint-ticket": { env: "CRM_LEXICON_FILE", configMap: "complaint-lexicon", key: "complaint-lexicon.textproto" },
+};
+const JWT_SECRET = "crm-gateway-jwt";
+const RUN_AS_USER = 10001; // the image's user (deploy/container/Dockerfile)
+// Per overlay: shards per data service, and the least number of gateway replicas.
+const OVERLAYS = {
+  dev: { shards: 1, gatewayMin: 1 },
+  prod: { shards: 3, gatewayMin: 3 },
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Load.
+
+const text = fs.readFileSync(file, "utf8");
+const docs = [];
+for (const d of YAML.parseAllDocuments(text)) {
+  if (d.errors.length) {
+    for (const e of d.errors) problem("YAML", e.message);
+    continue;
+  }
+  const obj = d.toJS();
+  if (obj === null || obj === undefined) continue;
+  docs.push(obj);
+}
+if (problems.length) finish();
+if (docs.length === 0) {
+  problem("render", "no objects rendered");
+  finish();
+}
+
+function id(o) {
+  return `${o.kind || "?"}/${(o.metadata && o.metadata.name) || "?"}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 1. Schema, with kubernetes-models' compiled OpenAPI validators.
+
+function modelModule(o) {
+  if (typeof o.apiVersion !== "string" || typeof o.kind !== "string") return null;
+  return `kubernetes-models/${o.apiVersion}/${o.kind}`;
+}
+
+for (const o of docs) {
+  const mod = modelModule(o);
+  if (!mod) {
+    problem(id(o), "no apiVersion or kind");
+    continue;
+  }
+  let Model;
+  try {
+    Model = require(mod)[o.kind];
+  } catch (e) {
+    Model = undefined;
+  }
+  if (typeof Model !== "function") {
+    problem(id(o), `unknown apiVersion/kind ${o.apiVersion} ${o.kind} (no schema in kubernetes-models)`);
+    continue;
+  }
+  try {
+    new Model(o).validate();
+  } catch (e) {
+    const details = Array.isArray(e.errors)
+      ? e.errors.map((x) => `${x.instancePath || "/"} ${x.message}${x.params ? " " + JSON.stringify(x.params) : ""}`)
+      : [e.message];
+    for (const d of details) problem(id(o), `schema: ${d}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 2. Unknown fields: TypeScript's excess-property check of each object literal against its interface.
+
+(function typeCheck() {
+  const virtualName = path.join(__dirname, `__rendered_${overlay.replace(/[^A-Za-z0-9_]/g, "_")}.ts`);
+  const lines = [];
+  const ranges = []; // [first line, last line, object]
+  docs.forEach((o, i) => {
+    const mod = modelModule(o);
+    if (!mod) return;
+    try {
+      require.resolve(mod);
+    } catch (e) {
+      return; // reported above
+    }
+    lines.push(`import type { I${o.kind} as T${i} } from ${JSON.stringify(mod)};`);
+  });
+  docs.forEach((o, i) => {
+    const mod = modelModule(o);
+    if (!mod) return;
+    try {
+      require.resolve(mod);
+    } catch (e) {
+      return;
+    }
+    const body = JSON.stringify(o, null, 2).split("\n");
+    const first = lines.length;
+    lines.push(`export const doc${i}: T${i} = ${body[0]}`);
+    for (const l of body.slice(1)) lines.push(l);
+    lines[lines.length - 1] += ";";
+    ranges.push([first, lines.length - 1, o]);
+  });
+  const source = lines.join("\n") + "\n";
+  const options = {
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    target: ts.ScriptTarget.ES2020,
+    module: ts.ModuleKind.CommonJS,
+    moduleResolution: ts.ModuleResolutionKind.Node10,
+    types: [],
+  };
+  const host = ts.createCompilerHost(options);
+  const getSourceFile = host.getSourceFile.bind(host);
+  host.getSourceFile = (name, lang, onError, create) =>
+    path.resolve(name) === virtualName
+      ? ts.createSourceFile(name, source, lang, true)
+      : getSourceFile(name, lang, onError, create);
+  const fileExists = host.fileExists.bind(host);
+  host.fileExists = (name) => path.resolve(name) === virtualName || fileExists(name);
+  const readFile = host.readFile.bind(host);
+  host.readFile = (name) => (path.resolve(name) === virtualName ? source : readFile(name));
+  const program = ts.createProgram([virtualName], options, host);
+  const diagnostics = ts.getPreEmitDiagnostics(program);
+  for (const d of diagnostics) {
+    const message = ts.flattenDiagnosticMessageText(d.messageText, " ");
+    if (!d.file || path.resolve(d.file.fileName) !== virtualName) {
+      problem("typescript", message);
+      continue;
+    }
+    const { line } = d.file.getLineAndCharacterOfPosition(d.start);
+    const range = ranges.find(([a, b]) => line >= a && line <= b);
+    const where = range ? id(range[2]) : "typescript";
+    problem(where, `fields: ${message} (at: ${lines[line].trim()})`);
+  }
+})();
+
+// ---------------------------------------------------------------------------------------------------------
+// 3. Policy.
+
+const byKind = {};
+for (const o of docs) (byKind[o.kind] = byKind[o.kind] || []).push(o);
+const all = (kind) => byKind[kind] || [];
+const named = (kind, name) => all(kind).find((o) => o.metadata && o.metadata.name === name);
+const configMaps = new Map(all("ConfigMap").map((c) => [c.metadata.name, c]));
+// Generated ConfigMaps carry a hash suffix: "crm-addresses-5k84dk468f".
+const configMapBase = (name) => name.replace(/-[a-z0-9]{10}$/, "");
+const findConfigMap = (base) => all("ConfigMap").find((c) => configMapBase(c.metadata.name) === base);
+
+function quantityBytes(q) {
+  if (q === undefined || q === null) return NaN;
+  const m = /^([0-9.]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(String(q));
+  if (!m) return NaN;
+  const mult = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, M: 1e6, G: 1e9, T: 1e12 }[m[2]] || 1;
+  return Number(m[1]) * mult;
+}
+
+function selects(selector, labels) {
+  if (!selector || !labels) return false;
+  for (const [k, v] of Object.entries(selector.matchLabels || {})) if (labels[k] !== v) return false;
+  for (const e of selector.matchExpressions || []) {
+    const has = Object.prototype.hasOwnProperty.call(labels, e.key);
+    if (e.operator === "In" && !(has && e.values.includes(labels[e.key]))) return false;
+    if (e.operator === "NotIn" && has && e.values.includes(labels[e.key])) return false;
+    if (e.operator === "Exists" && !has) return false;
+    if (e.operator === "DoesNotExist" && has) return false;
+  }
+  return true;
+}
+
+// The environment a container sees: envFrom ConfigMaps first, then env (which wins).
+function effectiveEnv(where, container) {
+  const env = {};
+  for (const src of container.envFrom || []) {
+    if (src.configMapRef) {
+      const cm = configMaps.get(src.configMapRef.name);
+      if (!cm) {
+        problem(where, `envFrom ConfigMap ${src.configMapRef.name} is not in the rendered manifests`);
+        continue;
+      }
+      Object.assign(env, cm.data || {});
+    } else {
+      problem(where, "envFrom other than a ConfigMap");
+    }
+  }
+  for (const e of container.env || []) {
+    if (e.value !== undefined) env[e.name] = String(e.value);
+    else if (e.valueFrom && e.valueFrom.configMapKeyRef) {
+      const cm = configMaps.get(e.valueFrom.configMapKeyRef.name);
+      if (!cm) problem(where, `env ${e.name}: ConfigMap ${e.valueFrom.configMapKeyRef.name} is not rendered`);
+      else env[e.name] = (cm.data || {})[e.valueFrom.configMapKeyRef.key];
+    } else env[e.name] = undefined;
+  }
+  return env;
+}
+
+const expectation = OVERLAYS[overlay];
+const workloads = [...all("Deployment"), ...all("StatefulSet")];
+
+// Every process is there, as the right kind.
+if (!named("Deployment", "gateway")) problem("gateway", "no Deployment gateway");
+for (const s of DATA_SERVICES) if (!named("StatefulSet", s)) problem(s, `no StatefulSet ${s}`);
+
+// Everything namespaced is in the overlay's namespace.
+const namespaces = all("Namespace").map((n) => n.metadata.name);
+if (namespaces.length !== 1) problem("Namespace", `expected one Namespace object, found ${namespaces.length}`);
+for (const o of docs) {
+  if (o.kind === "Namespace") continue;
+  if (!o.metadata || o.metadata.namespace !== namespaces[0]) {
+    problem(id(o), `namespace is ${o.metadata && o.metadata.namespace}, expected ${namespaces[0]}`);
+  }
+}
+
+// Shards actually deployed per data service, for the address checks.
+const shards = {};
+for (const s of DATA_SERVICES) {
+  const sts = named("StatefulSet", s);
+  shards[s] = sts ? sts.spec.replicas : undefined;
+  if (expectation && sts && sts.spec.replicas !== expectation.shards) {
+    problem(id(sts), `replicas (shards) ${sts.spec.replicas}, expected ${expectation.shards} in ${overlay}`);
+  }
+}
+const expectedAddress = (s) =>
+  Array.from({ length: shards[s] || 0 }, (_, i) => `${s}-${i}.${s}:${PORTS[s].grpc}`).join("|");
+
+for (const w of workloads) {
+  const name = w.metadata.name;
+  const where = id(w);
+  const ports = PORTS[name];
+  if (!ports) {
+    problem(where, "not one of the CRM processes");
+    continue;
+  }
+  const pod = w.spec.template;
+  const spec = pod.spec;
+  const podLabels = (pod.metadata && pod.metadata.labels) || {};
+  if (!selects(w.spec.selector, podLabels)) problem(where, "selector does not select its own pod template");
+  if (podLabels["app.kubernetes.io/name"] !== name) problem(where, `pod label app.kubernetes.io/name is not ${name}`);
+
+  // Prometheus scrape annotations.
+  const ann = (pod.metadata && pod.metadata.annotations) || {};
+  if (ann["prometheus.io/scrape"] !== "true") problem(where, 'pod annotation prometheus.io/scrape is not "true"');
+  if (ann["prometheus.io/port"] !== String(ports.metrics)) {
+    problem(where, `pod annotation prometheus.io/port is ${ann["prometheus.io/port"]}, expected "${ports.metrics}"`);
+  }
+  if (ann["prometheus.io/path"] !== "/metrics") problem(where, "pod annotation prometheus.io/path is not /metrics");
+
+  // Security.
+  const psc = spec.securityContext || {};
+  if (psc.runAsNonRoot !== true) problem(where, "pod securityContext.runAsNonRoot is not true");
+  if (psc.runAsUser !== RUN_AS_USER) problem(where, `pod securityContext.runAsUser is not ${RUN_AS_USER} (the image's user)`);
+  if (!psc.seccompProfile || psc.seccompProfile.type !== "RuntimeDefault") {
+    problem(where, "pod securityContext.seccompProfile is not RuntimeDefault");
+  }
+  if (spec.automountServiceAccountToken !== false) problem(where, "automountServiceAccountToken is not false");
+
+  if (!spec.containers || spec.containers.length !== 1) {
+    problem(where, "expected exactly one container");
+    continue;
+  }
+  const c = spec.containers[0];
+  const cw = `${where} container ${c.name}`;
+  const sc = c.securityContext || {};
+  if (sc.allowPrivilegeEscalation !== false) problem(cw, "allowPrivilegeEscalation is not false");
+  if (sc.readOnlyRootFilesystem !== true) problem(cw, "readOnlyRootFilesystem is not true");
+  if (!sc.capabilities || !(sc.capabilities.drop || []).includes("ALL")) problem(cw, "capabilities do not drop ALL");
+  if (sc.privileged) problem(cw, "privileged");
+  if (!c.command || c.command[0] !== `/usr/local/bin/${name}`) {
+    problem(cw, `command is ${JSON.stringify(c.command)}, expected ["/usr/local/bin/${name}"]`);
+  }
+
+  // Resources.
+  const res = c.resources || {};
+  const req = res.requests || {};
+  const lim = res.limits || {};
+  if (!req.cpu || !req.memory) problem(cw, "resources.requests needs cpu and memory");
+  if (!lim.memory) problem(cw, "resources.limits needs memory");
+  if (quantityBytes(req.memory) > quantityBytes(lim.memory)) problem(cw, "memory request above its limit");
+
+  // Ports.
+  const portOf = {};
+  for (const p of c.ports || []) portOf[p.name] = p.containerPort;
+  if (portOf.grpc !== ports.grpc) problem(cw, `container port "grpc" is ${portOf.grpc}, expected ${ports.grpc}`);
+  if (portOf.metrics !== ports.metrics) {
+    problem(cw, `container port "metrics" is ${portOf.metrics}, expected ${ports.metrics}`);
+  }
+
+  // Flags through the environment.
+  const env = effectiveEnv(cw, c);
+  if (env.CRM_LISTEN !== `0.0.0.0:${ports.grpc}`) problem(cw, `CRM_LISTEN is ${env.CRM_LISTEN}, expected 0.0.0.0:${ports.grpc}`);
+  if (env.CRM_METRICS_LISTEN !== `0.0.0.0:${ports.metrics}`) {
+    problem(cw, `CRM_METRICS_LISTEN is ${env.CRM_METRICS_LISTEN}, expected 0.0.0.0:${ports.metrics}`);
+  }
+  for (const s of DATA_SERVICES) {
+    const key = `CRM_${s.toUpperCase().replace(/-/g, "_")}_ADDRESS`;
+    if (env[key] !== expectedAddress(s)) {
+      problem(cw, `${key} is "${env[key]}", expected every shard: "${expectedAddress(s)}"`);
+    }
+  }
+  const drain = Number(env.CRM_DRAIN_SECONDS || 10);
+  let preStopSleep = 0;
+  const preStop = c.lifecycle && c.lifecycle.preStop;
+  if (preStop && preStop.sleep) preStopSleep = Number(preStop.sleep.seconds);
+  else if (preStop) problem(cw, "preStop other than sleep (the image has no shell)");
+  const grace = spec.terminationGracePeriodSeconds === undefined ? 30 : spec.terminationGracePeriodSeconds;
+  if (!(grace > drain + preStopSleep)) {
+    problem(where, `terminationGracePeriodSeconds ${grace} is not longer than preStop ${preStopSleep} s + --drain_seconds ${drain}`);
+  }
+
+  // Probes: native gRPC health checks on the gRPC port.
+  const probes = ["readinessProbe", "livenessProbe"];
+  if (w.kind === "StatefulSet") probes.push("startupProbe");
+  for (const p of probes) {
+    const probe = c[p];
+    if (!probe || !probe.grpc) problem(cw, `${p} is not a gRPC probe`);
+    else if (probe.grpc.port !== ports.grpc) problem(cw, `${p} checks port ${probe.grpc.port}, not ${ports.grpc}`);
+  }
+
+  // Volumes and what they mount.
+  const volumes = new Map((spec.volumes || []).map((v) => [v.name, v]));
+  for (const v of spec.volumes || []) {
+    if (v.configMap && !configMaps.has(v.configMap.name)) {
+      problem(where, `volume ${v.name}: ConfigMap ${v.configMap.name} is not in the rendered manifests`);
+    }
+  }
+  const mountOf = (predicate) => (c.volumeMounts || []).find((m) => predicate(m, volumes.get(m.name)));
+
+  // Every pod has a PodDisruptionBudget and a NetworkPolicy.
+  if (!all("PodDisruptionBudget").some((p) => selects(p.spec.selector, podLabels))) problem(where, "no PodDisruptionBudget");
+  const policies = all("NetworkPolicy").filter((p) => selects(p.spec.podSelector, podLabels) && p.metadata.name === name);
+  if (policies.length !== 1) {
+    problem(where, `expected one NetworkPolicy named ${name} selecting its pods, found ${policies.length}`);
+  }
+  const resolvePort = (p) => (typeof p === "number" ? p : portOf[p]);
+  const allowed = { grpc: [], metrics: [], http: [] };
+  for (const pol of policies) {
+    if (!(pol.spec.policyTypes || []).includes("Ingress")) problem(id(pol), "policyTypes does not include Ingress");
+    for (const rule of pol.spec.ingress || []) {
+      const rulePorts = (rule.ports || []).map((p) => resolvePort(p.port));
+      if (rulePorts.length === 0) problem(id(pol), "an ingress rule opens every port");
+      for (const port of rulePorts) {
+        const portName = Object.keys(portOf).find((k) => portOf[k] === port) || String(port);
+        (allowed[portName] = allowed[portName] || []).push(rule.from || null);
+      }
+    }
+  }
+  const fromMonitoringOnly = (froms) =>
+    froms.length > 0 &&
+    froms.every(
+      (f) =>
+        f !== null &&
+        f.length > 0 &&
+        f.every(
+          (peer) =>
+            peer.namespaceSelector &&
+            (peer.namespaceSelector.matchLabels || {})["kubernetes.io/metadata.name"] === "monitoring" &&
+            !peer.ipBlock
+        )
+    );
+  if (!fromMonitoringOnly(allowed.metrics)) problem(where, 'metrics port not open to exactly the "monitoring" namespace');
+
+  if (w.kind === "StatefulSet") {
+    // Sharding, storage, headless service.
+    if (env.CRM_SHARD_INDEX !== "-1") problem(cw, `CRM_SHARD_INDEX is ${env.CRM_SHARD_INDEX}, expected -1 (ordinal from the pod name)`);
+    if (w.spec.serviceName !== name) problem(where, `serviceName is ${w.spec.serviceName}, expected ${name}`);
+    const headless = named("Service", name);
+    if (!headless) problem(where, `no Service ${name}`);
+    else {
+      if (headless.spec.clusterIP !== "None") problem(id(headless), "is not headless (clusterIP: None)");
+      if (!selects({ matchLabels: headless.spec.selector }, podLabels)) problem(id(headless), "does not select the pods");
+      if (!(headless.spec.ports || []).some((p) => p.port === ports.grpc)) problem(id(headless), `no port ${ports.grpc}`);
+    }
+    const claims = (w.spec.volumeClaimTemplates || []).map((t) => t.metadata.name);
+    const dataMount = (c.volumeMounts || []).find((m) => m.mountPath === "/var/lib/crm");
+    if (!dataMount || !claims.includes(dataMount.name)) problem(cw, "/var/lib/crm is not a volumeClaimTemplate volume");
+    if (!env.CRM_DATA_DIR || !(env.CRM_DATA_DIR + "/").startsWith("/var/lib/crm/")) {
+      problem(cw, `CRM_DATA_DIR ${env.CRM_DATA_DIR} is not on the /var/lib/crm volume`);
+    }
+    const retention = w.spec.persistentVolumeClaimRetentionPolicy || {};
+    if (retention.whenScaled === "Delete" || retention.whenDeleted === "Delete") {
+      problem(where, "persistentVolumeClaimRetentionPolicy deletes shard data");
+    }
+    const startup = c.startupProbe;
+    if (startup && (startup.failureThreshold || 3) * (startup.periodSeconds || 10) < 300) {
+      problem(cw, "startupProbe allows less than 5 minutes for RocksDB recovery");
+    }
+    const cacheMb = Number(env.CRM_BLOCK_CACHE_MB || 64);
+    if (quantityBytes(lim.memory) < (cacheMb + 128) * 2 ** 20) {
+      problem(cw, `memory limit ${lim.memory} leaves less than 128 MiB beyond the ${cacheMb} MiB block cache`);
+    }
+    // Who may call it.
+    const grpcFroms = allowed.grpc;
+    const callers = [];
+    let open = false;
+    for (const f of grpcFroms) {
+      if (f === null || f.length === 0) open = true;
+      else
+        for (const peer of f) {
+          if (peer.namespaceSelector || peer.ipBlock) open = true;
+          const sel = peer.podSelector || {};
+          const ml = sel.matchLabels || {};
+          if (ml["app.kubernetes.io/name"]) callers.push(ml["app.kubernetes.io/name"]);
+          for (const e of sel.matchExpressions || []) {
+            if (e.key === "app.kubernetes.io/name" && e.operator === "In") callers.push(...e.values);
+            else open = true;
+          }
+          if (!ml["app.kubernetes.io/name"] && !(sel.matchExpressions || []).length) open = true;
+        }
+    }
+    if (open) problem(where, "gRPC port open beyond the pods of the calling services");
+    const want = [...CALLERS[name]].sort();
+    const got = [...new Set(callers)].sort();
+    if (JSON.stringify(want) !== JSON.stringify(got)) {
+      problem(where, `gRPC port callers are [${got}], expected [${want}]`);
+    }
+    // Data files.
+    const cfg = CONFIG_FILES[name];
+    if (cfg) {
+      const m = mountOf((mount, vol) => vol && vol.configMap && configMapBase(vol.configMap.name) === cfg.configMap);
+      const cm = findConfigMap(cfg.configMap);
+      if (!cm || !(cm.data || {})[cfg.key]) problem(where, `ConfigMap ${cfg.configMap} with key ${cfg.key} not rendered`);
+      if (!m) problem(cw, `ConfigMap ${cfg.configMap} is not mounted`);
+      else if (env[cfg.env] !== `${m.mountPath}/${cfg.key}`) {
+        problem(cw, `${cfg.env} is ${env[cfg.env]}, expected ${m.mountPath}/${cfg.key}`);
+      }
+    }
+  } else {
+    // The gateway.
+    if (env.CRM_SHARD_INDEX !== undefined) problem(cw, "CRM_SHARD_INDEX set on a Deployment (its pod names have no ordinal)");
+    const hpa = all("HorizontalPodAutoscaler").find(
+      (h) => h.spec.scaleTargetRef.kind === "Deployment" && h.spec.scaleTargetRef.name === name
+    );
+    if (!hpa) problem(where, "no HorizontalPodAutoscaler");
+    else {
+      if (!(hpa.spec.metrics || []).some((m) => m.type === "Resource" && m.resource.name === "cpu")) {
+        problem(id(hpa), "does not scale on CPU");
+      }
+      if (expectation && (hpa.spec.minReplicas || 1) < expectation.gatewayMin) {
+        problem(id(hpa), `minReplicas ${hpa.spec.minReplicas} below ${expectation.gatewayMin} in ${overlay}`);
+      }
+      if (hpa.spec.maxReplicas < (hpa.spec.minReplicas || 1)) problem(id(hpa), "maxReplicas below minReplicas");
+    }
+    if (expectation && (w.spec.replicas || 1) < expectation.gatewayMin) {
+      problem(where, `replicas ${w.spec.replicas} below ${expectation.gatewayMin} in ${overlay}`);
+    }
+    if (portOf.http !== 8080) problem(cw, 'container port "http" is not 8080');
+    if (env.CRM_HTTP_LISTEN !== "0.0.0.0:8080") problem(cw, `CRM_HTTP_LISTEN is ${env.CRM_HTTP_LISTEN}, expected 0.0.0.0:8080`);
+    const svc = named("Service", name);
+    if (!svc) problem(where, `no Service ${name}`);
+    else {
+      const sp = (svc.spec.ports || []).map((p) => p.port).sort();
+      if (JSON.stringify(sp) !== JSON.stringify([50050, 8080].sort())) problem(id(svc), `ports ${sp}, expected 50050 and 8080`);
+      if (!selects({ matchLabels: svc.spec.selector }, podLabels)) problem(id(svc), "does not select the gateway pods");
+    }
+    // The JWT key: a reference to a Secret the operator creates, mounted read-only; never the secret itself.
+    if (named("Secret", JWT_SECRET)) problem(where, `the Secret ${JWT_SECRET} must not be in the manifests`);
+    const jwt = mountOf((mount, vol) => vol && vol.secret && vol.secret.secretName === JWT_SECRET);
+    if (!jwt) problem(cw, `Secret ${JWT_SECRET} is not mounted`);
+    const keyFiles = ["CRM_JWT_SECRET_FILE", "CRM_JWT_PUBLIC_KEY_FILE"].filter((k) => env[k]);
+    if (keyFiles.length !== 1) problem(cw, "expected exactly one of CRM_JWT_SECRET_FILE, CRM_JWT_PUBLIC_KEY_FILE");
+    for (const k of keyFiles) {
+      if (jwt && !env[k].startsWith(jwt.mountPath + "/")) problem(cw, `${k} ${env[k]} is not in the Secret mount ${jwt.mountPath}`);
+    }
+    if (!env.CRM_JWT_ISSUER || !env.CRM_JWT_AUDIENCE) problem(cw, "CRM_JWT_ISSUER and CRM_JWT_AUDIENCE must be set");
+    const publicPorts = [...(allowed.grpc || []), ...(allowed.http || [])];
+    if (publicPorts.length === 0) problem(where, "NetworkPolicy does not let clients reach the gateway");
+  }
+}
+
+finish();
+
+function finish() {
+  if (problems.length) {
+    for (const p of problems) console.error(`FAIL ${p}`);
+    console.error(`${overlay}: ${problems.length} problem(s) in ${docs.length} objects`);
+    process.exit(1);
+  }
+  console.log(`${overlay}: ${docs.length} objects valid (schema, fields, policy)`);
+  process.exit(0);
+}
