@@ -19,6 +19,7 @@ ABSL_FLAG(int, memtable_mb, 64, "RocksDB memtable budget in MiB across column fa
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long in-flight calls may finish before they are cancelled");
 ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest request or response message accepted, in bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, backup_dir, "", "where checkpoints (StoreAdminService) go (default: <data_dir>-backups)");
 ABSL_FLAG(int, clock_offset_s, 0, "run the service's clock this many seconds ahead of the wall clock (demos, benchmarks of deadlines)");
 ABSL_FLAG(int, shard_index, 0,
           "which shard of its service this process is (0-based); -1 takes it from the host name's ordinal suffix "

@@ -18,6 +18,7 @@ ABSL_DECLARE_FLAG(int, max_message_bytes);
 ABSL_DECLARE_FLAG(std::string, log_level);
 ABSL_DECLARE_FLAG(int, shard_index);
 ABSL_DECLARE_FLAG(int, clock_offset_s);
+ABSL_DECLARE_FLAG(std::string, backup_dir);
 
 namespace crm::rpc {
 

@@ -1,5 +1,7 @@
 #include "libs/rpc/service_main.h"
 
+#include "libs/rpc/store_admin.h"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -104,6 +106,13 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   server_options.interceptors = !spec.forwards_calls;
   Server server(server_options);
   (*component)->Register(server);
+  std::unique_ptr<StoreAdminService> store_admin;
+  if (store != nullptr) {
+    std::string backup_dir = absl::GetFlag(FLAGS_backup_dir);
+    if (backup_dir.empty()) backup_dir = DefaultBackupDir(store->path());
+    store_admin = std::make_unique<StoreAdminService>(spec.name, *shard_index, store.get(), backup_dir);
+    server.AddService(store_admin.get(), "crm.v1.StoreAdminService");
+  }
   if (absl::Status s = server.Start(); !s.ok()) {
     log::Error("cannot start", {{"error", s.ToString()}});
     return 1;

@@ -1,6 +1,7 @@
 #include "services/gateway/routes.h"
 
 #include "absl/strings/str_cat.h"
+#include "crm/v1/admin.pb.h"
 #include "crm/v1/complaint_ticket.pb.h"
 #include "crm/v1/customer_profile.pb.h"
 #include "crm/v1/events.pb.h"
@@ -41,7 +42,8 @@ RouteTable::RouteTable() {
   const FileDescriptor* linked[] = {
       v1::GetCustomerRequest::descriptor()->file(), v1::GetOrderRequest::descriptor()->file(),
       v1::GetMembershipRequest::descriptor()->file(), v1::GetTicketRequest::descriptor()->file(),
-      v1::RecommendRequest::descriptor()->file(), v1::DeliverEventsRequest::descriptor()->file()};
+      v1::RecommendRequest::descriptor()->file(), v1::DeliverEventsRequest::descriptor()->file(),
+      v1::CreateCheckpointRequest::descriptor()->file()};
   const DescriptorPool* pool = DescriptorPool::generated_pool();
   std::vector<const FileDescriptor*> files;
   auto add_file = [&](const FileDescriptor* f) {

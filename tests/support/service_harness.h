@@ -17,6 +17,7 @@
 #include "libs/metrics/rocksdb_collector.h"
 #include "libs/rpc/server.h"
 #include "libs/rpc/service_main.h"
+#include "libs/rpc/store_admin.h"
 #include "libs/store/store.h"
 #include "tests/support/temp_dir.h"
 
@@ -45,6 +46,12 @@ class ServiceHarness {
 
   void Restart() {
     Stop();
+    Start();
+  }
+  // Restores a backup as an operator would: stop, make the checkpoint folder the data folder, start.
+  void RestoreFrom(const std::string& checkpoint_dir) {
+    Stop();
+    data_dir_ = checkpoint_dir;
     Start();
   }
 
@@ -89,6 +96,9 @@ class ServiceHarness {
     server_options.metrics = metrics_.get();
     server_ = std::make_unique<rpc::Server>(server_options);
     component_->Register(*server_);
+    store_admin_ = std::make_unique<rpc::StoreAdminService>(options_.service_name, options_.shard_index, store_.get(),
+                                                            dir_.Sub("backups"));
+    server_->AddService(store_admin_.get(), "crm.v1.StoreAdminService");
     auto s = server_->Start();
     if (!s.ok()) throw std::runtime_error(s.ToString());
     component_->Start();
@@ -103,6 +113,7 @@ class ServiceHarness {
     component_->Stop();
     component_.reset();
     server_.reset();
+    store_admin_.reset();
     store_.reset();
     backends_.reset();
     metrics_.reset();
@@ -117,6 +128,7 @@ class ServiceHarness {
   std::unique_ptr<rpc::Backends> backends_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<ComponentT> component_;
+  std::unique_ptr<rpc::StoreAdminService> store_admin_;
   std::unique_ptr<rpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
 };
