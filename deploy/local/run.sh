@@ -7,19 +7,23 @@
 #     --port-base N       gateway gRPC on N, the services on N+1.. (default 50050; env CRM_PORT_BASE)
 #     --metrics-base N    /metrics ports N (gateway), N+1.. (default 9150; env CRM_METRICS_BASE)
 #     --http-port N       the gateway's gRPC-Web/Connect port for browsers (default 8080; env CRM_HTTP_PORT)
+#     --demo              load a small demo data set through the gateway once everything is up (catalog,
+#                         customers, orders in every state, tickets, points); a second time does nothing
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 data="${CRM_DATA:-$root/data}"
 port_base="${CRM_PORT_BASE:-50050}"
 metrics_base="${CRM_METRICS_BASE:-9150}"
 http_port="${CRM_HTTP_PORT:-8080}"
+demo=""
 while (($#)); do
   case "$1" in
     --data) data="$2"; shift 2 ;;
     --port-base) port_base="$2"; shift 2 ;;
     --metrics-base) metrics_base="$2"; shift 2 ;;
     --http-port) http_port="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --demo) demo=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -118,6 +122,10 @@ for i in "${!services[@]}"; do
     sleep 0.1
   done
 done
+
+if [[ -n "$demo" ]]; then
+  "$build/tools/crm-demo" --gateway="127.0.0.1:$port_base" --jwt_secret_file="$data/gateway/jwt-secret" || stop
+fi
 
 echo
 echo "CRM backend running, data in $data (logs in $data/logs)"

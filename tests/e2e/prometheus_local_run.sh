@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The operator's first try, end to end: the README's run command (deploy/local/run.sh) starts all six
-# processes on their own ports, a real Prometheus (Debian package) scrapes them with
+# The operator's first try, end to end: the README's run command (deploy/local/run.sh --demo) starts all six
+# processes on their own ports and loads the demo data through the gateway, a real Prometheus (Debian package) scrapes them with
 # deploy/prometheus/prometheus-local.yml (ports shifted for the test) and loads the alert rules, a few calls
 # go through the gateway, and the test queries Prometheus's HTTP API until every target is up and the RPC
 # metrics of those calls are there. Uses ports 21050-21190 (below the ephemeral range other tests use).
@@ -24,7 +24,7 @@ fail() { echo "FAIL: $*" >&2; echo "--- run.sh output:" >&2; tail -n 30 "$tmp/ru
 command -v prometheus >/dev/null || fail "prometheus is not installed (deploy/local/install-deps.sh --test)"
 
 CRM_BUILD_DIR="$build" "$root/deploy/local/run.sh" --data "$tmp/data" --port-base 21050 --metrics-base 21150 \
-  --http-port 21080 >"$tmp/run.out" 2>&1 &
+  --http-port 21080 --demo >"$tmp/run.out" 2>&1 &
 run_pid=$!
 for _ in $(seq 1 600); do
   grep -q "Ctrl-C stops everything" "$tmp/run.out" && break
@@ -57,9 +57,11 @@ for _ in $(seq 1 60); do
             grep -o '"[0-9.]*"]' | tr -d '"]' || true)
   routed=$(query 'sum(crm_gateway_requests_total{route="/crm.v1.CustomerProfileService/RegisterCustomer",code="OK"})' \
            2>/dev/null | grep -o '"[0-9.]*"]' | tr -d '"]' || true)
-  if [[ "$up" == "6" && "$handled" == "3" && "$routed" == "3" ]]; then ok=1; break; fi
+  orders=$(query 'sum(crm_orders_created_total)' 2>/dev/null | grep -o '"[0-9.]*"]' | tr -d '"]' || true)
+  # The demo data (8 customers, 20 orders) and our 3 registrations, all through the gateway.
+  if [[ "$up" == "6" && "$handled" == "11" && "$routed" == "11" && "$orders" == "20" ]]; then ok=1; break; fi
 done
-[[ -n "$ok" ]] || fail "Prometheus: up=$up (want 6), RegisterCustomer handled=$handled and routed=$routed (want 3)"
+[[ -n "$ok" ]] || fail "Prometheus: up=$up (want 6), RegisterCustomer handled=$handled and routed=$routed (want 11), orders=$orders (want 20)"
 rules=$(curl -sf http://127.0.0.1:21190/api/v1/rules | grep -o '"type":"alerting"' | wc -l)
 [[ "$rules" -gt 0 ]] || fail "Prometheus loaded no alerting rules"
-echo "ok: 6 targets up, 3 RegisterCustomer calls seen by customer-profile and by the gateway, $rules alerting rules loaded"
+echo "ok: 6 targets up, the demo data and 3 more registrations seen by the services and the gateway, $rules alerting rules loaded"
