@@ -160,6 +160,7 @@ Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metri
   request_counters_ = std::make_unique<RouteCounters[]>(RouteTable::Default().routes().size() + 1);
   for (const Route& r : RouteTable::Default().routes()) {
     backend_metrics_.push_back(metrics_->client_rpc().ForMethod(r.path, r.server_streaming ? "server_stream" : "unary"));
+    server_metrics_.push_back(metrics_->server_rpc().ForMethod(r.path, r.server_streaming ? "server_stream" : "unary"));
   }
 }
 
@@ -220,6 +221,7 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
   if (a.route == nullptr) {
     return Deny("unknown_method", absl::UnimplementedError(absl::StrCat("method ", info.path, " does not exist")));
   }
+  server_metrics_[a.route - RouteTable::Default().routes().data()]->Started();
   const absl::Time now = absl::Now();
   if (options_.ip_rps > 0 && !info.peer_ip.empty()) {
     const absl::Duration wait = limiter_.Take(absl::StrCat("ip:", info.peer_ip), {options_.ip_rps, 2 * options_.ip_rps}, now);
@@ -446,6 +448,9 @@ void Gateway::CallEnded(const CallInfo& info, const Admission& a, const grpc::St
   const double seconds = absl::ToDoubleSeconds(absl::Now() - a.started);
   in_flight_by_protocol_[static_cast<int>(info.protocol)]->Decrement();
   RequestCounter(a.route, info.protocol, status.error_code()).Increment();
+  if (a.route != nullptr) {
+    server_metrics_[a.route - RouteTable::Default().routes().data()]->Handled(status.error_code(), seconds);
+  }
   latency_by_protocol_[static_cast<int>(info.protocol)]->Observe(seconds);
   if (!options_.access_log) return;
   const std::string code(metrics::CodeName(status.error_code()));

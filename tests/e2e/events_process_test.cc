@@ -9,6 +9,7 @@
 #include "grpcpp/security/credentials.h"
 #include "libs/api/validate.h"
 #include "tests/support/event_recorder.h"
+#include "tests/e2e/start_process.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -17,16 +18,7 @@ namespace {
 
 using testing::Process;
 
-std::unique_ptr<Process> Start(const std::string& binary, std::vector<std::string> args) {
-  args.push_back("--listen=127.0.0.1:0");
-  args.push_back("--metrics_listen=off");
-  auto p = std::make_unique<Process>(Process::BuildPath(binary), args);
-  REQUIRE(p->Start().ok());
-  const absl::Status s = p->WaitServing();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  return p;
-}
+using testing::StartServing;
 
 std::shared_ptr<grpc::Channel> ChannelTo(const Process& p) {
   return grpc::CreateChannel("127.0.0.1:" + std::to_string(p.port()), grpc::InsecureChannelCredentials());
@@ -38,11 +30,11 @@ TEST_CASE("SIGKILL between write and dispatch loses no event", "[e2e][events]") 
   recorder.Start();
   recorder.Stop();  // the consumer is down while orders are placed
 
-  auto profile = Start("services/customer_profile/customer-profile", {"--data_dir=" + dir.Sub("profile")});
+  auto profile = StartServing("services/customer_profile/customer-profile", {"--data_dir=" + dir.Sub("profile")});
   const std::vector<std::string> order_args = {
       "--data_dir=" + dir.Sub("orders"), "--customer_profile_address=127.0.0.1:" + std::to_string(profile->port()),
       "--event_sinks=test=" + recorder.address(), "--event_max_backoff_ms=300"};
-  auto orders = Start("services/order_tracking/order-tracking", order_args);
+  auto orders = StartServing("services/order_tracking/order-tracking", order_args);
 
   auto profiles = v1::CustomerProfileService::NewStub(ChannelTo(*profile));
   grpc::ClientContext rctx;
@@ -84,7 +76,7 @@ TEST_CASE("SIGKILL between write and dispatch loses no event", "[e2e][events]") 
   orders->Kill();  // no chance to deliver or to shut down cleanly
   CHECK(recorder.applied().empty());
 
-  orders = Start("services/order_tracking/order-tracking", order_args);
+  orders = StartServing("services/order_tracking/order-tracking", order_args);
   recorder.Start();
   REQUIRE(recorder.WaitForApplied(50, absl::Seconds(60)));
   std::set<std::string> received;

@@ -11,6 +11,7 @@
 #include "grpcpp/create_channel.h"
 #include "libs/auth/jwt.h"
 #include "libs/sharding/shard_map.h"
+#include "tests/e2e/start_process.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -19,16 +20,7 @@ namespace {
 
 using testing::Process;
 
-std::unique_ptr<Process> Start(const std::string& binary, std::vector<std::string> args) {
-  args.push_back("--listen=127.0.0.1:0");
-  args.push_back("--metrics_listen=off");
-  auto p = std::make_unique<Process>(Process::BuildPath(binary), args);
-  REQUIRE(p->Start().ok());
-  const absl::Status s = p->WaitServing();
-  INFO(s.ToString() << "\n" << p->output());
-  REQUIRE(s.ok());
-  return p;
-}
+using testing::StartServing;
 
 std::shared_ptr<grpc::Channel> ChannelTo(const Process& p) {
   return grpc::CreateChannel(absl::StrCat("127.0.0.1:", p.port()), grpc::InsecureChannelCredentials());
@@ -53,12 +45,12 @@ TEST_CASE("two customer-profile shards behind the gateway") {
   };
   std::vector<std::unique_ptr<Process>> shards;
   for (int i = 0; i < 2; ++i) {
-    shards.push_back(Start("services/customer_profile/customer-profile",
+    shards.push_back(StartServing("services/customer_profile/customer-profile",
                            {"--data_dir=" + dir.Sub(absl::StrCat("profile-", i)), absl::StrCat("--shard_index=", i),
                             "--event_sinks=none"}));
   }
   const std::string address = absl::StrCat("127.0.0.1:", shards[0]->port(), "|127.0.0.1:", shards[1]->port());
-  auto gateway = Start("services/gateway/gateway",
+  auto gateway = StartServing("services/gateway/gateway",
                        {"--jwt_secret_file=" + dir.Sub("jwt-secret"), "--http_listen=127.0.0.1:0",
                         "--customer_profile_address=" + address, "--rate_limit_admin=0", "--rate_limit_agent=0",
                         "--rate_limit_ip=0"});

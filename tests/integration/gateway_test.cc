@@ -278,6 +278,27 @@ std::pair<std::string, std::string> NewKeyPair(const std::string& alg) {
   return pair;
 }
 
+// A server stream read through the gateway: notes the first message and the end.
+struct StreamReader : grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+  void Start(grpc::GenericStub& stub, grpc::ClientContext& ctx, const std::string& path, const std::string& bytes) {
+    request = FromBytes(bytes);
+    stub.PrepareBidiStreamingCall(&ctx, path, grpc::StubOptions(), this);
+    StartWriteLast(&request, grpc::WriteOptions());
+    StartRead(&response);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (ok && !first.HasBeenNotified()) first.Notify();
+  }
+  void OnDone(const grpc::Status& s) override {
+    status = s;
+    done.Notify();
+  }
+  grpc::ByteBuffer request, response;
+  absl::Notification first, done;
+  grpc::Status status;
+};
+
 bool Allows(const Route& route, v1::Role role) {
   for (int r : route.policy.roles()) {
     if (r == role) return true;
@@ -533,23 +554,8 @@ TEST_CASE("gateway: WatchOrder streams through, and cancelling the caller cancel
   ctx.AddMetadata("authorization", "Bearer " + Token("customer", "c1"));
   const Route& route = *RouteTable::Default().Find("/crm.v1.OrderTrackingService/WatchOrder");
   REQUIRE(route.server_streaming);
-  struct Reader : grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
-    grpc::ByteBuffer request, response;
-    absl::Notification first, done;
-    grpc::Status status;
-    void OnReadDone(bool ok) override {
-      if (ok && !first.HasBeenNotified()) first.Notify();
-    }
-    void OnDone(const grpc::Status& s) override {
-      status = s;
-      done.Notify();
-    }
-  } reader;
-  reader.request = FromBytes(RequestFor(route, "c1"));
-  stub.PrepareBidiStreamingCall(&ctx, route.path, grpc::StubOptions(), &reader);
-  reader.StartWriteLast(&reader.request, grpc::WriteOptions());
-  reader.StartRead(&reader.response);
-  reader.StartCall();
+  StreamReader reader;
+  reader.Start(stub, ctx, route.path, RequestFor(route, "c1"));
   REQUIRE(reader.first.WaitForNotificationWithTimeout(absl::Seconds(20)));
   ctx.TryCancel();
   REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
@@ -560,12 +566,8 @@ TEST_CASE("gateway: WatchOrder streams through, and cancelling the caller cancel
   // Another customer's order stream is refused before any backend call.
   grpc::ClientContext other;
   other.AddMetadata("authorization", "Bearer " + Token("customer", "c2"));
-  Reader denied;
-  denied.request = FromBytes(RequestFor(route, "c1"));
-  stub.PrepareBidiStreamingCall(&other, route.path, grpc::StubOptions(), &denied);
-  denied.StartWriteLast(&denied.request, grpc::WriteOptions());
-  denied.StartRead(&denied.response);
-  denied.StartCall();
+  StreamReader denied;
+  denied.Start(stub, other, route.path, RequestFor(route, "c1"));
   REQUIRE(denied.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
   CHECK(denied.status.error_code() == grpc::StatusCode::PERMISSION_DENIED);
   CHECK(w.fake.calls(route.path) == 1);
@@ -623,23 +625,8 @@ TEST_CASE("gateway: shutdown ends open streams with UNAVAILABLE instead of holdi
   grpc::ClientContext ctx;
   ctx.AddMetadata("authorization", "Bearer " + Token("customer", "c1"));
   const Route& route = *RouteTable::Default().Find("/crm.v1.OrderTrackingService/WatchOrder");
-  struct Reader : grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
-    grpc::ByteBuffer request, response;
-    absl::Notification first, done;
-    grpc::Status status;
-    void OnReadDone(bool ok) override {
-      if (ok && !first.HasBeenNotified()) first.Notify();
-    }
-    void OnDone(const grpc::Status& s) override {
-      status = s;
-      done.Notify();
-    }
-  } reader;
-  reader.request = FromBytes(RequestFor(route, "c1"));
-  stub.PrepareBidiStreamingCall(&ctx, route.path, grpc::StubOptions(), &reader);
-  reader.StartWriteLast(&reader.request, grpc::WriteOptions());
-  reader.StartRead(&reader.response);
-  reader.StartCall();
+  StreamReader reader;
+  reader.Start(stub, ctx, route.path, RequestFor(route, "c1"));
   REQUIRE(reader.first.WaitForNotificationWithTimeout(absl::Seconds(20)));
   w.gw_server->Shutdown();
   REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
