@@ -53,15 +53,20 @@ ok=""
 for _ in $(seq 1 60); do
   sleep 1
   up=$(query 'sum(up{job="crm"})' 2>/dev/null | grep -o '"value":\[[^]]*\]' | grep -o '"[0-9.]*"]' | tr -d '"]' || true)
-  handled=$(query 'sum(grpc_server_handled_total{grpc_method="RegisterCustomer",grpc_code="OK"})' 2>/dev/null |
+  handled=$(query 'sum(grpc_server_handled_total{service="customer-profile",grpc_method="RegisterCustomer",grpc_code="OK"})' 2>/dev/null |
             grep -o '"[0-9.]*"]' | tr -d '"]' || true)
   routed=$(query 'sum(crm_gateway_requests_total{route="/crm.v1.CustomerProfileService/RegisterCustomer",code="OK"})' \
            2>/dev/null | grep -o '"[0-9.]*"]' | tr -d '"]' || true)
+  gateway_handled=$(query 'sum(grpc_server_handled_total{service="gateway",grpc_method="RegisterCustomer",grpc_code="OK"})' \
+                    2>/dev/null | grep -o '"[0-9.]*"]' | tr -d '"]' || true)
   orders=$(query 'sum(crm_orders_created_total)' 2>/dev/null | grep -o '"[0-9.]*"]' | tr -d '"]' || true)
   # The demo data (8 customers, 20 orders) and our 3 registrations, all through the gateway.
-  if [[ "$up" == "6" && "$handled" == "11" && "$routed" == "11" && "$orders" == "20" ]]; then ok=1; break; fi
+  if [[ "$up" == "6" && "$handled" == "11" && "$routed" == "11" && "$gateway_handled" == "11" && "$orders" == "20" ]]; then
+    ok=1
+    break
+  fi
 done
-[[ -n "$ok" ]] || fail "Prometheus: up=$up (want 6), RegisterCustomer handled=$handled and routed=$routed (want 11), orders=$orders (want 20)"
+[[ -n "$ok" ]] || fail "Prometheus: up=$up (want 6), RegisterCustomer handled=$handled, routed=$routed, gateway grpc_server=$gateway_handled (want 11), orders=$orders (want 20)"
 rules=$(curl -sf http://127.0.0.1:21190/api/v1/rules | grep -o '"type":"alerting"' | wc -l)
 [[ "$rules" -gt 0 ]] || fail "Prometheus loaded no alerting rules"
 echo "ok: 6 targets up, the demo data and 3 more registrations seen by the services and the gateway, $rules alerting rules loaded"
