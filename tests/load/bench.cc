@@ -8,19 +8,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
 
-ABSL_FLAG(std::string, suites, "profile,orders,loyalty,tickets,recommendation",
-          "comma-separated suites to run: profile, orders, loyalty, tickets, recommendation, gateway");
+ABSL_FLAG(std::string, suites, "storage,profile,orders,loyalty,tickets,recommendation,gateway,scaling",
+          "comma-separated suites to run: storage, profile, orders, loyalty, tickets, recommendation, gateway, scaling");
 ABSL_FLAG(int, reco_items, 50000, "catalog items in the recommendation suite");
 ABSL_FLAG(int, reco_customers, 100000, "customers interacting in the recommendation suite");
 ABSL_FLAG(int, reco_interactions, 1000000, "purchases and item views learned before recommendations are measured");
 ABSL_FLAG(int, order_customers, 2000, "customers placing orders in the orders suite");
 ABSL_FLAG(int, open_tickets, 100000, "open tickets before the at-risk list is measured");
 ABSL_FLAG(int, customers, 100000, "customers bulk-loaded before measuring");
+ABSL_FLAG(std::string, scaling_customers, "10000,100000", "customer bases of the scaling suite, smallest first");
 ABSL_FLAG(int, concurrency, 32, "calls in flight (closed loop)");
 ABSL_FLAG(int, channels, 4, "client connections");
 ABSL_FLAG(double, warmup_s, 1, "warm-up seconds before each measurement");
@@ -121,6 +123,15 @@ int main(int argc, char** argv) {
   crm::log::SetMinLevel(crm::log::Level::kWarning);
   crm::load::BenchOptions options;
   options.customers = absl::GetFlag(FLAGS_customers);
+  options.scaling_customers.clear();
+  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_scaling_customers), ',', absl::SkipEmpty())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(n, &v) || v <= 0) {
+      std::fprintf(stderr, "--scaling_customers: \"%s\" is not a positive number\n", std::string(n).c_str());
+      return 2;
+    }
+    options.scaling_customers.push_back(v);
+  }
   options.order_customers = absl::GetFlag(FLAGS_order_customers);
   options.open_tickets = absl::GetFlag(FLAGS_open_tickets);
   options.reco_items = absl::GetFlag(FLAGS_reco_items);
@@ -146,6 +157,10 @@ int main(int argc, char** argv) {
         crm::load::RunRecommendationSuite(options, report);
       } else if (suite == "gateway") {
         crm::load::RunGatewaySuite(options, report);
+      } else if (suite == "storage") {
+        crm::load::RunStorageSuite(options, report);
+      } else if (suite == "scaling") {
+        crm::load::RunScalingSuite(options, report);
       } else {
         std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
         return 2;

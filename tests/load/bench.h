@@ -21,6 +21,8 @@ struct BenchOptions {
   int reco_items = 50000;
   int reco_customers = 100000;
   int reco_interactions = 1000000;
+  // Customer bases of the scaling suite, smallest first.
+  std::vector<int> scaling_customers = {10000, 100000};
   LoadOptions load;
 };
 
@@ -59,6 +61,8 @@ void RunLoyaltySuite(const BenchOptions& options, Report& report);
 void RunTicketsSuite(const BenchOptions& options, Report& report);
 void RunRecommendationSuite(const BenchOptions& options, Report& report);
 void RunGatewaySuite(const BenchOptions& options, Report& report);
+void RunStorageSuite(const BenchOptions& options, Report& report);
+void RunScalingSuite(const BenchOptions& options, Report& report);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
 std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,
