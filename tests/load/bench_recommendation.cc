@@ -168,8 +168,17 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   };
   LoadOptions o = options.load;
   o.concurrency = 16;
-  report.Add(Measure(MakeChannels(target, o.channels), recommend("Recommend home, 10 items", v1::PLACEMENT_HOME), o,
-                     reco.pid()));
+  const Measurement home =
+      Measure(MakeChannels(target, o.channels), recommend("Recommend home, 10 items", v1::PLACEMENT_HOME), o, reco.pid());
+  report.Add(home);
+  // The latency a shopper sees when the service is not saturated: arrivals at half the rate it can take,
+  // latency from each call's intended send time (open loop).
+  LoadOptions half = o;
+  half.mode = LoadOptions::Mode::kOpenLoop;
+  half.rate_per_second = std::max(1.0, home.result.throughput() / 2);
+  report.Add(Measure(MakeChannels(target, o.channels),
+                     recommend("Recommend home, open loop at half the max rate", v1::PLACEMENT_HOME), half, reco.pid()),
+             "Recommend home, 10 items");
   report.Add(Measure(MakeChannels(target, o.channels),
                      recommend("Recommend product page, 10 items", v1::PLACEMENT_PRODUCT_PAGE), o, reco.pid()));
   Scenario related{"RelatedItems, 10 items",
