@@ -14,6 +14,7 @@
 #include "services/order_tracking/order_tracking_service.h"
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::complaint_ticket {
@@ -68,12 +69,7 @@ struct World {
   }
 
   std::string Customer(const std::string& email) {
-    v1::RegisterCustomerRequest reg;
-    reg.set_request_id("reg-" + email);
-    reg.set_email(email);
-    v1::Customer c;
-    REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c).ok());
-    return c.customer_id();
+    return testing::RegisterCustomer(profile_stub.get(), email);
   }
 
   void Agent(const std::string& id, int level, int capacity = 10, std::vector<v1::TicketCategory> cats = {}) {
@@ -464,29 +460,9 @@ TEST_CASE("a 2-star review opens a ticket by itself, a refund compensation goes 
   w.tickets->backends().SetAddress("order-tracking", Port(chain.port()));
 
   const std::string cid = w.Customer("review@example.com");
-  v1::AddAddressRequest add;
-  add.set_customer_id(cid);
-  add.set_request_id("a");
-  add.mutable_address()->set_recipient_name("孙悦");
-  add.mutable_address()->set_city("武汉");
-  add.mutable_address()->set_street("珞喻路1号");
-  v1::Address address;
-  REQUIRE(Call(w.profile_stub.get(), &v1::CustomerProfileService::Stub::AddAddress, add, &address).ok());
+  testing::AddAddress(w.profile_stub.get(), cid, "a", "孙悦", "武汉", "珞喻路1号");
   auto ostub = v1::OrderTrackingService::NewStub(chain.channel());
-  v1::CreateOrderRequest create;
-  create.set_customer_id(cid);
-  create.set_request_id("o");
-  auto* item = create.add_items();
-  item->set_sku("sku-mixer");
-  item->set_category("kitchen");
-  item->set_quantity(1);
-  item->mutable_unit_price()->set_amount_minor(49900);
-  item->mutable_unit_price()->set_currency("CNY");
-  create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
-  api::SetTimestamp(kT0, create.mutable_delivery_window()->mutable_start_time());
-  api::SetTimestamp(kT0 + absl::Hours(4), create.mutable_delivery_window()->mutable_end_time());
-  v1::Order order;
-  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
+  v1::Order order = testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-mixer", "kitchen", 49900, kT0, absl::Hours(4));
   v1::ProcessOrderRequest process;
   process.set_customer_id(cid);
   process.set_order_id(order.order_id());

@@ -17,6 +17,7 @@
 #include "tests/support/http.h"
 #include "tests/support/process.h"
 #include "tests/support/rpc_call.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::loyalty {
@@ -53,12 +54,7 @@ struct World {
   }
 
   std::string Customer(const std::string& email) {
-    v1::RegisterCustomerRequest reg;
-    reg.set_request_id("reg-" + email);
-    reg.set_email(email);
-    v1::Customer c;
-    REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c).ok());
-    return c.customer_id();
+    return testing::RegisterCustomer(profile_stub.get(), email);
   }
 
   // Delivers events to loyalty's EventSink as a producer would.
@@ -515,29 +511,10 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
   OrderHarness orders(oo);
   w.loyalty.backends().SetAddress("order-tracking", "127.0.0.1:" + std::to_string(orders.port()));
   const std::string cid = w.Customer("chain@example.com");
-  v1::AddAddressRequest add;
-  add.set_customer_id(cid);
-  add.set_request_id("a");
-  add.mutable_address()->set_recipient_name("周敏");
-  add.mutable_address()->set_city("南京");
-  add.mutable_address()->set_street("中山路1号");
-  v1::Address address;
-  REQUIRE(Call(w.profile_stub.get(), &v1::CustomerProfileService::Stub::AddAddress, add, &address).ok());
+  testing::AddAddress(w.profile_stub.get(), cid, "a", "周敏", "南京", "中山路1号");
   auto ostub = v1::OrderTrackingService::NewStub(orders.channel());
-  v1::CreateOrderRequest create;
-  create.set_customer_id(cid);
-  create.set_request_id("o");
-  auto* item = create.add_items();
-  item->set_sku("sku-kettle");
-  item->set_category("kitchen");
-  item->set_quantity(1);
-  item->mutable_unit_price()->set_amount_minor(259900);
-  item->mutable_unit_price()->set_currency("CNY");
-  create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
-  api::SetTimestamp(kT0, create.mutable_delivery_window()->mutable_start_time());
-  api::SetTimestamp(kT0 + absl::Hours(2), create.mutable_delivery_window()->mutable_end_time());
-  v1::Order order;
-  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
+  v1::Order order =
+      testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-kettle", "kitchen", 259900, kT0, absl::Hours(2));
 
   v1::RateTradeRequest rate;
   rate.set_customer_id(cid);

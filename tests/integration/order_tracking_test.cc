@@ -16,6 +16,7 @@
 #include "tests/support/event_recorder.h"
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::order_tracking {
@@ -56,13 +57,9 @@ struct World {
   }
 
   std::string Customer(const std::string& email) {
-    v1::RegisterCustomerRequest reg;
-    reg.set_request_id("reg-" + email);
-    reg.set_email(email);
-    v1::Customer c;
-    REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c).ok());
+    const std::string customer_id = testing::RegisterCustomer(profile_stub.get(), email);
     v1::AddAddressRequest add;
-    add.set_customer_id(c.customer_id());
+    add.set_customer_id(customer_id);
     add.set_request_id("addr-" + email);
     add.mutable_address()->set_recipient_name("陈静");
     add.mutable_address()->set_phone("+8613800000001");
@@ -70,7 +67,7 @@ struct World {
     add.mutable_address()->set_street("文一西路969号");
     v1::Address a;
     REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::AddAddress, add, &a).ok());
-    return c.customer_id();
+    return customer_id;
   }
 
   v1::CreateOrderRequest OrderRequest(const std::string& customer_id, const std::string& request_id,

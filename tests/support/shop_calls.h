@@ -1,0 +1,61 @@
+// The few calls many integration tests make to set a scene: a registered customer, an address, a one-item
+// cash-on-delivery order. Header-only, Catch2 tests only (a failed call fails the test there).
+#pragma once
+
+#include <string>
+
+#include "absl/time/time.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "libs/api/validate.h"
+#include "tests/support/rpc_call.h"
+
+namespace crm::testing {
+
+// Registers `email` (request id "reg-<email>") and returns the customer id.
+inline std::string RegisterCustomer(v1::CustomerProfileService::Stub* profiles, const std::string& email) {
+  v1::RegisterCustomerRequest reg;
+  reg.set_request_id("reg-" + email);
+  reg.set_email(email);
+  v1::Customer c;
+  REQUIRE(Call(profiles, &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c).ok());
+  return c.customer_id();
+}
+
+// Adds an address (the customer's first becomes the default) with request id `request_id`.
+inline v1::Address AddAddress(v1::CustomerProfileService::Stub* profiles, const std::string& customer_id,
+                              const std::string& request_id, const std::string& recipient, const std::string& city,
+                              const std::string& street) {
+  v1::AddAddressRequest add;
+  add.set_customer_id(customer_id);
+  add.set_request_id(request_id);
+  add.mutable_address()->set_recipient_name(recipient);
+  add.mutable_address()->set_city(city);
+  add.mutable_address()->set_street(street);
+  v1::Address address;
+  REQUIRE(Call(profiles, &v1::CustomerProfileService::Stub::AddAddress, add, &address).ok());
+  return address;
+}
+
+// One item, cash on delivery, to be delivered in [window_start, window_start + window): request id "o".
+inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders, const std::string& customer_id,
+                                          const std::string& sku, const std::string& category, int64_t price_minor,
+                                          absl::Time window_start, absl::Duration window) {
+  v1::CreateOrderRequest create;
+  create.set_customer_id(customer_id);
+  create.set_request_id("o");
+  auto* item = create.add_items();
+  item->set_sku(sku);
+  item->set_category(category);
+  item->set_quantity(1);
+  item->mutable_unit_price()->set_amount_minor(price_minor);
+  item->mutable_unit_price()->set_currency("CNY");
+  create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
+  api::SetTimestamp(window_start, create.mutable_delivery_window()->mutable_start_time());
+  api::SetTimestamp(window_start + window, create.mutable_delivery_window()->mutable_end_time());
+  v1::Order order;
+  REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
+  return order;
+}
+
+}  // namespace crm::testing
