@@ -19,6 +19,16 @@ namespace {
 using store::Key;
 using store::Transaction;
 
+// A record that may be absent: nothing when the key is not there.
+template <typename T>
+absl::StatusOr<std::optional<T>> FindProto(store::Store& s, rocksdb::ColumnFamilyHandle* cf, absl::string_view key) {
+  T value;
+  auto found = s.GetProto(cf, key, &value);
+  if (!found.ok()) return found.status();
+  if (!*found) return std::nullopt;
+  return value;
+}
+
 constexpr char kItems[] = "items";
 constexpr char kSuccessors[] = "successors";
 constexpr char kItemStats[] = "item_stats";
@@ -197,11 +207,8 @@ absl::StatusOr<std::optional<v1::CatalogItem>> RecommendationStore::Item(absl::s
     absl::ReaderMutexLock lock(&items_mu_);
     if (auto it = item_cache_.find(sku); it != item_cache_.end()) return *it->second;
   }
-  v1::CatalogItem item;
-  auto found = store_->GetProto(items_, Key().Str(sku), &item);
-  if (!found.ok()) return found.status();
-  if (!*found) return std::nullopt;
-  Cache(item, /*written=*/false);
+  auto item = FindProto<v1::CatalogItem>(*store_, items_, Key().Str(sku));
+  if (item.ok() && item->has_value()) Cache(**item, /*written=*/false);
   return item;
 }
 
@@ -688,20 +695,12 @@ absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view cus
 
 absl::StatusOr<std::optional<internal::CustomerItem>> RecommendationStore::Mine(absl::string_view customer_id,
                                                                                absl::string_view sku) const {
-  internal::CustomerItem mine;
-  auto found = store_->GetProto(customer_items_, Key().Str(customer_id).Str(sku), &mine);
-  if (!found.ok()) return found.status();
-  if (!*found) return std::nullopt;
-  return mine;
+  return FindProto<internal::CustomerItem>(*store_, customer_items_, Key().Str(customer_id).Str(sku));
 }
 
 absl::StatusOr<std::optional<internal::Shown>> RecommendationStore::ShownTo(absl::string_view customer_id,
                                                                            absl::string_view sku) const {
-  internal::Shown shown;
-  auto found = store_->GetProto(shown_, Key().Str(customer_id).Str(sku), &shown);
-  if (!found.ok()) return found.status();
-  if (!*found) return std::nullopt;
-  return shown;
+  return FindProto<internal::Shown>(*store_, shown_, Key().Str(customer_id).Str(sku));
 }
 
 absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view sku) const {
