@@ -165,8 +165,7 @@ Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metri
 }
 
 prometheus::Counter& Gateway::RequestCounter(const Route* route, Protocol protocol, int code) {
-  const auto& routes = RouteTable::Default().routes();
-  const size_t index = route != nullptr ? static_cast<size_t>(route - routes.data()) : routes.size();
+  const size_t index = route != nullptr ? route->index : RouteTable::Default().routes().size();
   const int p = static_cast<int>(protocol);
   code = code >= 0 && code < kCodes ? code : 2;
   std::atomic<prometheus::Counter*>& slot = request_counters_[index].by_code[p][code];
@@ -221,7 +220,7 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
   if (a.route == nullptr) {
     return Deny("unknown_method", absl::UnimplementedError(absl::StrCat("method ", info.path, " does not exist")));
   }
-  server_metrics_[a.route - RouteTable::Default().routes().data()]->Started();
+  server_metrics_[a.route->index]->Started();
   const absl::Time now = absl::Now();
   if (options_.ip_rps > 0 && !info.peer_ip.empty()) {
     const absl::Duration wait = limiter_.Take(absl::StrCat("ip:", info.peer_ip), {options_.ip_rps, 2 * options_.ip_rps}, now);
@@ -449,7 +448,7 @@ void Gateway::CallEnded(const CallInfo& info, const Admission& a, const grpc::St
   in_flight_by_protocol_[static_cast<int>(info.protocol)]->Decrement();
   RequestCounter(a.route, info.protocol, status.error_code()).Increment();
   if (a.route != nullptr) {
-    server_metrics_[a.route - RouteTable::Default().routes().data()]->Handled(status.error_code(), seconds);
+    server_metrics_[a.route->index]->Handled(status.error_code(), seconds);
   }
   latency_by_protocol_[static_cast<int>(info.protocol)]->Observe(seconds);
   if (!options_.access_log) return;

@@ -102,7 +102,7 @@ class Gateway {
                  std::function<void(grpc::Status, grpc::ByteBuffer)> done);
   // The client metrics of the route's backend calls (streams record through this too).
   metrics::RpcMetrics::Method& BackendMetrics(const Route& route) {
-    return *backend_metrics_[&route - RouteTable::Default().routes().data()];
+    return *backend_metrics_[route.index];
   }
 
   // Open server streams, so shutdown can end them: Track returns false once shutting down; Untrack

@@ -65,6 +65,7 @@ RouteTable::RouteTable() {
       for (int m = 0; m < service->method_count(); ++m) {
         const auto* method = service->method(m);
         Route r;
+        r.index = routes_.size();
         r.path = absl::StrCat("/", service->full_name(), "/", method->name());
         r.service = service->full_name();
         r.method_name = method->name();

@@ -16,6 +16,7 @@
 namespace crm::gateway {
 
 struct Route {
+  size_t index = 0;       // position in RouteTable::routes(), for per-route arrays
   std::string path;       // "/crm.v1.CustomerProfileService/GetCustomer"
   std::string service;    // "crm.v1.CustomerProfileService"
   std::string method_name;  // "GetCustomer"
