@@ -18,7 +18,8 @@ bool SinkWants(absl::string_view sink, const v1::Event& e) {
   if (sink == "order-tracking") return p == P::kCustomerErased;
   if (sink == "customer-profile") {
     return p == P::kOrderPlaced || p == P::kOrderDelivered || p == P::kOrderRefunded || p == P::kDeliveryFailed ||
-           p == P::kReviewSubmitted || p == P::kOrderCancelled;
+           p == P::kReviewSubmitted || p == P::kOrderCancelled || p == P::kTicketOpened || p == P::kTicketResolved ||
+           p == P::kSatisfactionRated || p == P::kSlaBreached;
   }
   return true;
 }

@@ -941,7 +941,8 @@ absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> ComplaintTicketCompone
     lexicon = *std::move(parsed);
   }
   if (lexicon.intensity().empty()) return absl::InternalError("the built-in severity lexicon did not parse");
-  auto events = events::EventProducer::Create(context, {});
+  // customer-profile weighs complaints, missed promises and satisfaction into churn risk and KPIs.
+  auto events = events::EventProducer::Create(context, {"customer-profile"});
   if (!events.ok()) return events.status();
   c->events_ = std::move(*events);
   c->store_ = std::make_unique<ComplaintTicketStore>(context.store, &c->events_->outbox());

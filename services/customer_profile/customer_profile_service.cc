@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "libs/api/paging.h"
@@ -13,6 +14,11 @@
 #include "libs/behavior/interest.h"
 #include "services/customer_profile/contact_policy.h"
 #include "services/customer_profile/profile_rules.h"
+
+ABSL_FLAG(std::string, segment_rules_file, "",
+          "Segment rules (text-format crm.internal.SegmentRules): buyer levels, at-risk threshold, retention window. "
+          "Empty: built-in defaults.");
+ABSL_FLAG(int, insights_refresh_s, 300, "Seconds between recomputations of segment cut points, at-risk list and KPIs.");
 
 namespace crm::customer_profile {
 namespace {
@@ -146,9 +152,9 @@ ProfileMetrics::ProfileMetrics(prometheus::Registry& registry)
                             .Help("Marketing contact requests answered, by reason (allowed, no_consent, frequency_cap).")
                             .Register(registry)) {}
 
-CustomerProfileService::CustomerProfileService(CustomerProfileStore* store, Clock* clock, rpc::Executor* writes,
-                                               prometheus::Registry& registry)
-    : store_(store), clock_(clock), writes_(writes), metrics_(registry) {}
+CustomerProfileService::CustomerProfileService(CustomerProfileStore* store, InsightsRefresher* insights, Clock* clock,
+                                               rpc::Executor* writes, prometheus::Registry& registry)
+    : store_(store), insights_(insights), clock_(clock), writes_(writes), metrics_(registry) {}
 
 grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(Ctx* ctx, const v1::RegisterCustomerRequest* req,
                                                                    v1::Customer* resp) {
@@ -525,14 +531,38 @@ absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileCompone
   component->events_ = std::move(*events);
   component->store_ = std::make_unique<CustomerProfileStore>(context.store, &component->events_->outbox());
   component->writes_ = std::make_unique<rpc::Executor>("profile-writes", 32);
-  component->service_ = std::make_unique<CustomerProfileService>(component->store_.get(), context.clock,
-                                                                 component->writes_.get(),
+  internal::SegmentRules rules = DefaultSegmentRules();
+  if (const std::string file = absl::GetFlag(FLAGS_segment_rules_file); !file.empty()) {
+    auto read = ReadSegmentRulesFile(file);
+    if (!read.ok()) return read.status();
+    rules = *std::move(read);
+  }
+  component->insights_ = std::make_unique<InsightsRefresher>(component->store_.get(), context.clock, std::move(rules),
+                                                             context.metrics->registry());
+  component->refresh_interval_ = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_insights_refresh_s)));
+  component->service_ = std::make_unique<CustomerProfileService>(component->store_.get(), component->insights_.get(),
+                                                                 context.clock, component->writes_.get(),
                                                                  context.metrics->registry());
+  CustomerProfileService* service = component->service_.get();
+  component->consumer_ = std::make_unique<events::EventConsumer>(
+      context.store, [service](store::Transaction& txn, const v1::Event& e) { return service->HandleEvent(txn, e); },
+      component->writes_.get(), context.metrics->registry());
   return component;
+}
+
+void CustomerProfileComponent::Start() {
+  events_->Start();
+  insights_->Start(refresh_interval_);
+}
+
+void CustomerProfileComponent::Stop() {
+  insights_->Stop();
+  events_->Stop();
 }
 
 void CustomerProfileComponent::Register(rpc::Server& server) {
   server.AddService(service_.get(), v1::CustomerProfileService::service_full_name());
+  server.AddService(consumer_.get(), v1::EventSink::service_full_name());
   events_->Register(server);
 }
 

@@ -14,7 +14,9 @@
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/registry.h"
+#include "libs/events/consumer.h"
 #include "services/customer_profile/customer_profile_store.h"
+#include "services/customer_profile/insights_refresher.h"
 
 namespace crm::customer_profile {
 
@@ -32,8 +34,12 @@ struct ProfileMetrics {
 class CustomerProfileService final : public v1::CustomerProfileService::CallbackService {
  public:
   // Not owned; all must outlive the service.
-  CustomerProfileService(CustomerProfileStore* store, Clock* clock, rpc::Executor* writes,
-                         prometheus::Registry& registry);
+  CustomerProfileService(CustomerProfileStore* store, InsightsRefresher* insights, Clock* clock,
+                         rpc::Executor* writes, prometheus::Registry& registry);
+
+  // Another service's event (orders, deliveries, refunds, reviews, tickets): folded into the customer's
+  // history, inside the consumer's transaction.
+  absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
 
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
@@ -60,22 +66,35 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
                                v1::GetCategoryAffinityResponse*) override;
   Reactor* ExportCustomerData(Ctx*, const v1::ExportCustomerDataRequest*, v1::CustomerDataExport*) override;
   Reactor* EraseCustomer(Ctx*, const v1::EraseCustomerRequest*, v1::EraseCustomerResponse*) override;
+  // Segments, churn and retention (insights_handlers.cc).
+  Reactor* GetCustomerInsights(Ctx*, const v1::GetCustomerInsightsRequest*, v1::CustomerInsights*) override;
+  Reactor* ListAtRiskCustomers(Ctx*, const v1::ListAtRiskCustomersRequest*, v1::ListAtRiskCustomersResponse*) override;
+  Reactor* RecordRetentionAction(Ctx*, const v1::RecordRetentionActionRequest*, v1::RetentionAction*) override;
+  Reactor* ListRetentionActions(Ctx*, const v1::ListRetentionActionsRequest*,
+                                v1::ListRetentionActionsResponse*) override;
+  Reactor* RefreshInsights(Ctx*, const v1::RefreshInsightsRequest*, v1::RefreshInsightsResponse*) override;
 
  private:
+  // The customer's insights as of now, against the last population figures.
+  absl::StatusOr<v1::CustomerInsights> AssessNow(absl::string_view customer_id, absl::Time now, Summary* summary = nullptr);
+
   CustomerProfileStore* const store_;
+  InsightsRefresher* const insights_;
   Clock* const clock_;
   rpc::Executor* const writes_;
   ProfileMetrics metrics_;
 };
 
-// The whole customer-profile process on an open store: outbox, store, executor and service. main.cc
-// and the tests build it the same way.
+// The whole customer-profile process on an open store: outbox, store, executor, service, the event
+// consumer and the insights refresher. main.cc and the tests build it the same way.
+//   --segment_rules_file (env CRM_SEGMENT_RULES_FILE): buyer levels, at-risk threshold, retention window
+//   --insights_refresh_s (default 300): how often population figures and KPI gauges are recomputed
 class CustomerProfileComponent final : public rpc::Component {
  public:
   static absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> Create(const rpc::ServiceContext& context);
   void Register(rpc::Server& server) override;
-  void Start() override { events_->Start(); }
-  void Stop() override { events_->Stop(); }
+  void Start() override;
+  void Stop() override;
   CustomerProfileService& service() { return *service_; }
   events::EventProducer& events() { return *events_; }
 
@@ -84,7 +103,10 @@ class CustomerProfileComponent final : public rpc::Component {
   std::unique_ptr<events::EventProducer> events_;
   std::unique_ptr<CustomerProfileStore> store_;
   std::unique_ptr<rpc::Executor> writes_;
+  std::unique_ptr<InsightsRefresher> insights_;
   std::unique_ptr<CustomerProfileService> service_;
+  std::unique_ptr<events::EventConsumer> consumer_;
+  absl::Duration refresh_interval_;
 };
 
 }  // namespace crm::customer_profile

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/container/flat_hash_map.h"
 #include "libs/api/validate.h"
+#include "libs/events/consumer.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
@@ -22,6 +23,8 @@ constexpr char kAffinity[] = "affinity";
 constexpr char kContacts[] = "contacts";
 constexpr char kRequests[] = "requests";
 constexpr char kErased[] = "erased";
+constexpr char kHistories[] = "histories";
+constexpr char kRetention[] = "retention";
 
 std::string CustomerPrefix(absl::string_view customer_id) { return Key().Str(customer_id).Build(); }
 
@@ -36,7 +39,8 @@ std::string RegisterRequestPrefix(absl::string_view email) { return Key().Str("r
 }  // namespace
 
 std::vector<std::string> CustomerProfileStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {kCustomers, kEmails, kBehavior, kAffinity, kContacts, kRequests, kErased};
+  std::vector<std::string> cfs = {kCustomers, kEmails,  kBehavior,  kAffinity, kContacts,
+                                     kRequests,  kErased,  kHistories, kRetention, events::EventConsumer::kConsumedFamily};
   for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
   return cfs;
 }
@@ -50,7 +54,9 @@ CustomerProfileStore::CustomerProfileStore(store::Store* store, events::Outbox* 
       affinity_(store->cf(kAffinity)),
       contacts_(store->cf(kContacts)),
       requests_(store->cf(kRequests)),
-      erased_(store->cf(kErased)) {}
+      erased_(store->cf(kErased)),
+      histories_(store->cf(kHistories)),
+      retention_(store->cf(kRetention)) {}
 
 absl::Status CustomerProfileStore::NotFound(absl::string_view customer_id) const {
   return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
@@ -293,6 +299,90 @@ absl::Status CustomerProfileStore::Export(absl::string_view customer_id, v1::Cus
   return parse_error;
 }
 
+absl::Status CustomerProfileStore::ApplyToHistory(Transaction& txn, const v1::Event& event,
+                                                  absl::FunctionRef<bool(internal::CustomerHistory&)> fold) {
+  // Locking the customer row orders this against a concurrent erasure: either the erasure sees nothing
+  // new, or this sees the customer gone.
+  auto customer = txn.GetForUpdate(customers_, event.customer_id());
+  if (!customer.ok()) return customer.status();
+  if (!customer->has_value()) return absl::OkStatus();
+  internal::CustomerHistory history;
+  auto found = txn.GetProto(histories_, event.customer_id(), &history, /*for_update=*/true);
+  if (!found.ok()) return found.status();
+  if (!fold(history)) return absl::OkStatus();
+  return txn.PutProto(histories_, event.customer_id(), history);
+}
+
+absl::StatusOr<internal::CustomerHistory> CustomerProfileStore::History(absl::string_view customer_id) const {
+  auto exists = store_->Get(customers_, customer_id);
+  if (!exists.ok()) return exists.status();
+  if (!exists->has_value()) return NotFound(customer_id);
+  internal::CustomerHistory history;
+  auto found = store_->GetProto(histories_, customer_id, &history);
+  if (!found.ok()) return found.status();
+  return history;
+}
+
+absl::Status CustomerProfileStore::ScanHistories(
+    absl::FunctionRef<bool(absl::string_view, const internal::CustomerHistory&)> visit) const {
+  absl::Status parse_error;
+  internal::CustomerHistory history;
+  auto s = store_->ScanPrefix(histories_, "", [&](absl::string_view key, absl::string_view value) {
+    if (!history.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+      parse_error = absl::DataLossError(absl::StrCat("history of \"", key, "\" does not parse"));
+      return false;
+    }
+    return visit(key, history);
+  });
+  return s.ok() ? parse_error : s;
+}
+
+absl::Status CustomerProfileStore::RecordRetentionAction(absl::string_view customer_id, absl::string_view request_id,
+                                                         uint64_t fingerprint, absl::Time now,
+                                                         v1::RetentionAction action, v1::RetentionAction* out) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "retention", request_id), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
+        auto customer = txn.GetForUpdate(customers_, customer_id);
+        if (!customer.ok()) return customer.status();
+        if (!customer->has_value()) return NotFound(customer_id);
+        const uint64_t id = sharding::StableHash64(absl::StrCat(customer_id, "/", request_id));
+        action.set_action_id(absl::StrCat("ra-", absl::Hex(id, absl::kZeroPad16)));
+        const std::string key = Key().Str(customer_id).TimeNewestFirst(now).Str(action.action_id()).Build();
+        *out = action;
+        return txn.PutProto(retention_, key, action);
+      });
+}
+
+absl::StatusOr<std::vector<v1::RetentionAction>> CustomerProfileStore::RetentionActions(
+    absl::string_view customer_id) const {
+  std::vector<v1::RetentionAction> out;
+  absl::Status parse_error;
+  auto s = store_->ScanPrefix(retention_, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
+    if (!out.emplace_back().ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+      parse_error = absl::DataLossError("stored retention action does not parse");
+      return false;
+    }
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (!parse_error.ok()) return parse_error;
+  return out;
+}
+
+absl::Status CustomerProfileStore::ScanRetentionActions(absl::FunctionRef<bool(const v1::RetentionAction&)> visit) const {
+  absl::Status parse_error;
+  v1::RetentionAction action;
+  auto s = store_->ScanPrefix(retention_, "", [&](absl::string_view, absl::string_view v) {
+    if (!action.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+      parse_error = absl::DataLossError("stored retention action does not parse");
+      return false;
+    }
+    return visit(action);
+  });
+  return s.ok() ? parse_error : s;
+}
+
 absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::string_view request_id,
                                          uint64_t fingerprint, absl::Time now, v1::EraseCustomerResponse* out) {
   return store::TransactOnce(
@@ -305,7 +395,8 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::st
         if (auto s = txn.Delete(customers_, customer_id); !s.ok()) return s;
         if (auto s = txn.Delete(emails_, c.email()); !s.ok()) return s;
         const std::string prefix = CustomerPrefix(customer_id);
-        for (auto* cf : {behavior_, affinity_, contacts_, requests_}) {
+        if (auto s = txn.Delete(histories_, customer_id); !s.ok()) return s;
+        for (auto* cf : {behavior_, affinity_, contacts_, requests_, retention_}) {
           if (auto s = txn.DeletePrefix(cf, prefix); !s.ok()) return s;
         }
         if (auto s = txn.DeletePrefix(requests_, RegisterRequestPrefix(c.email())); !s.ok()) return s;

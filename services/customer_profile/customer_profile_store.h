@@ -7,6 +7,9 @@
 //   contacts   customer_id, time, n                 -> ContactRecord (marketing contacts, for the cap)
 //   requests   scope, request_id                    -> the answer to a completed retryable write
 //   erased     customer_id                          -> erase time (no personal data)
+//   histories  customer_id                          -> CustomerHistory (orders, tickets, from events)
+//   retention  customer_id, time (newest first), id -> RetentionAction
+//   consumed_events                                 -> libs/events (event ids already applied)
 //   outbox*    events for other services (libs/events)
 //
 // Every change is one RocksDB transaction; profile changes use a synced WAL, behaviour events do not
@@ -22,7 +25,9 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "crm/internal/customer_profile_storage.pb.h"
 #include "crm/v1/customer_profile.pb.h"
+#include "crm/v1/events.pb.h"
 #include "libs/events/outbox.h"
 #include "libs/store/store.h"
 
@@ -78,6 +83,24 @@ class CustomerProfileStore {
   // Everything held on the customer.
   absl::Status Export(absl::string_view customer_id, v1::CustomerDataExport* out) const;
 
+  // For another service's event, inside the consumer's transaction: folds it into the customer's history
+  // with `fold`. Events of customers this shard does not know (erased, or never registered) change nothing.
+  absl::Status ApplyToHistory(store::Transaction& txn, const v1::Event& event,
+                              absl::FunctionRef<bool(internal::CustomerHistory&)> fold);
+  // NOT_FOUND for an unknown customer; an empty history for one without orders or tickets yet.
+  absl::StatusOr<internal::CustomerHistory> History(absl::string_view customer_id) const;
+  // Every stored history (customers who ever ordered or complained), in key order.
+  absl::Status ScanHistories(
+      absl::FunctionRef<bool(absl::string_view customer_id, const internal::CustomerHistory&)> visit) const;
+
+  // Records a retention action (`action` complete but for its id), once per request_id.
+  absl::Status RecordRetentionAction(absl::string_view customer_id, absl::string_view request_id,
+                                     uint64_t fingerprint, absl::Time now, v1::RetentionAction action,
+                                     v1::RetentionAction* out);
+  // The customer's retention actions, newest first (outcomes not judged).
+  absl::StatusOr<std::vector<v1::RetentionAction>> RetentionActions(absl::string_view customer_id) const;
+  absl::Status ScanRetentionActions(absl::FunctionRef<bool(const v1::RetentionAction&)> visit) const;
+
   // Deletes every row of the customer, leaves a tombstone without personal data and appends a
   // CustomerErased event for the other services, in one transaction. Once per request_id.
   absl::Status Erase(absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
@@ -95,6 +118,8 @@ class CustomerProfileStore {
   rocksdb::ColumnFamilyHandle* const contacts_;
   rocksdb::ColumnFamilyHandle* const requests_;
   rocksdb::ColumnFamilyHandle* const erased_;
+  rocksdb::ColumnFamilyHandle* const histories_;
+  rocksdb::ColumnFamilyHandle* const retention_;
 };
 
 }  // namespace crm::customer_profile

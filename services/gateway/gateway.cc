@@ -15,6 +15,7 @@
 #include "libs/rpc/status.h"
 #include "libs/sharding/shard_map.h"
 #include "absl/strings/str_join.h"
+#include "services/gateway/customer_view.h"
 #include "services/gateway/web_protocol.h"
 
 namespace crm::gateway {
@@ -130,7 +131,10 @@ grpc::ByteBuffer FromBytes(absl::string_view bytes) {
 }
 
 Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metrics* metrics)
-    : options_(std::move(options)), backends_(backends), metrics_(metrics) {
+    : options_(std::move(options)),
+      view_(std::make_unique<CustomerViewComposer>(this, options_.view_section_timeout)),
+      backends_(backends),
+      metrics_(metrics) {
   auto& registry = metrics_->registry();
   requests_ = &prometheus::BuildCounter()
                    .Name("crm_gateway_requests_total")
@@ -281,6 +285,10 @@ absl::Status Gateway::Authorize(const Message& request, Admission& a) {
     return Deny("other_customer", absl::PermissionDeniedError(absl::StrCat(
                                       r.customer_id_field->name(), ": a customer may only act on their own customer id")));
   }
+  if (r.local) {
+    a.targets.clear();
+    return absl::OkStatus();
+  }
   std::string backend = r.backend;
   if (r.service_field != nullptr) {
     backend = StringField(request, r.service_field);
@@ -317,6 +325,7 @@ void Gateway::PrepareContext(const Admission& a, grpc::ClientContext& ctx) const
 
 void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, ContextFactory make_context,
                         std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
+  if (a.route->local) return view_->Compose(a, request, std::move(make_context), std::move(done));
   if (a.targets.size() == 1) {
     struct Call {
       std::unique_ptr<grpc::ClientContext> ctx;

@@ -32,6 +32,7 @@
 namespace crm::gateway {
 
 class BackendStream;
+class CustomerViewComposer;
 
 enum class Protocol { kGrpc, kGrpcWeb, kGrpcWebText, kConnect };
 absl::string_view ProtocolName(Protocol protocol);
@@ -51,6 +52,8 @@ struct GatewayOptions {
   // Server streams (WatchOrder) live long: their default and cap.
   absl::Duration stream_max_timeout = absl::Hours(1);
   size_t max_request_bytes = 1 << 20;
+  // The 360° view: how long each section's service may take before the view answers without it.
+  absl::Duration view_section_timeout = absl::Milliseconds(800);
   bool access_log = true;
 };
 
@@ -94,7 +97,7 @@ class Gateway {
   // Request id, caller and deadline for a backend call.
   void PrepareContext(const Admission& a, grpc::ClientContext& ctx) const;
 
-  // Calls the admitted unary method on every target and hands the (merged) response to `done`, on a gRPC
+  // Calls the admitted unary method on every target (or, for a local route, composes the answer) and hands the (merged) response to `done`, on a gRPC
   // thread. `make_context` builds each backend call's context (e.g. one that propagates the caller's
   // cancellation); PrepareContext is applied to it.
   using ContextFactory = std::function<std::unique_ptr<grpc::ClientContext>()>;
@@ -125,6 +128,7 @@ class Gateway {
   prometheus::Counter& RequestCounter(const Route* route, Protocol protocol, int code);
 
   GatewayOptions options_;
+  std::unique_ptr<CustomerViewComposer> view_;
   rpc::Backends* backends_;
   metrics::Metrics* metrics_;
   RateLimiter limiter_;

@@ -32,6 +32,8 @@ ABSL_FLAG(int, max_deadline_ms, 30000, "cap on a unary call's deadline");
 ABSL_FLAG(int, stream_max_deadline_s, 3600, "cap (and default) for server streams such as WatchOrder");
 ABSL_FLAG(int, max_request_bytes, 1 << 20, "largest request message accepted");
 ABSL_FLAG(bool, access_log, true, "one JSON line per call on stdout");
+ABSL_FLAG(int, view_section_timeout_ms, 800,
+          "360-degree view: how long one service may take before the view answers with its section marked unavailable");
 
 namespace {
 
@@ -80,6 +82,7 @@ class GatewayComponent : public crm::rpc::Component {
     o.stream_max_timeout = absl::Seconds(absl::GetFlag(FLAGS_stream_max_deadline_s));
     o.max_request_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
     o.access_log = absl::GetFlag(FLAGS_access_log);
+    o.view_section_timeout = absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_view_section_timeout_ms)));
     auto component = std::make_unique<GatewayComponent>();
     component->gateway_ = std::make_unique<Gateway>(std::move(o), context.backends, context.metrics);
     component->proxy_ = std::make_unique<GrpcProxy>(component->gateway_.get());

@@ -4,6 +4,7 @@
 #include "crm/v1/admin.pb.h"
 #include "crm/v1/complaint_ticket.pb.h"
 #include "crm/v1/customer_profile.pb.h"
+#include "crm/v1/customer_view.grpc.pb.h"
 #include "crm/v1/events.pb.h"
 #include "crm/v1/loyalty.pb.h"
 #include "crm/v1/order_tracking.pb.h"
@@ -43,7 +44,7 @@ RouteTable::RouteTable() {
       v1::GetCustomerRequest::descriptor()->file(), v1::GetOrderRequest::descriptor()->file(),
       v1::GetMembershipRequest::descriptor()->file(), v1::GetTicketRequest::descriptor()->file(),
       v1::RecommendRequest::descriptor()->file(), v1::DeliverEventsRequest::descriptor()->file(),
-      v1::CreateCheckpointRequest::descriptor()->file()};
+      v1::CreateCheckpointRequest::descriptor()->file(), v1::GetCustomerViewRequest::descriptor()->file()};
   const DescriptorPool* pool = DescriptorPool::generated_pool();
   std::vector<const FileDescriptor*> files;
   auto add_file = [&](const FileDescriptor* f) {
@@ -75,6 +76,7 @@ RouteTable::RouteTable() {
         r.has_policy = method->options().HasExtension(v1::policy);
         if (r.has_policy) r.policy = method->options().GetExtension(v1::policy);
         r.backend = backend;
+        r.local = service->full_name() == v1::CustomerViewService::service_full_name();
         r.server_streaming = method->server_streaming();
         if (method->client_streaming()) {
           problems_.push_back(absl::StrCat(r.path, ": client streaming is not supported by the gateway"));
@@ -82,7 +84,7 @@ RouteTable::RouteTable() {
         r.customer_id_field = ResolveField(method->input_type(), r.policy.customer_id_field(), r.path, problems_);
         r.shard_key_field = ResolveField(method->input_type(), r.policy.shard_key_field(), r.path, problems_);
         r.service_field = ResolveField(method->input_type(), r.policy.service_field(), r.path, problems_);
-        if (r.backend.empty() && r.service_field == nullptr && r.policy.roles_size() > 0) {
+        if (r.backend.empty() && !r.local && r.service_field == nullptr && r.policy.roles_size() > 0) {
           problems_.push_back(absl::StrCat(r.path, ": no backend serves ", r.service, " and the policy names no service_field"));
         }
         by_path_[r.path] = routes_.size();

@@ -27,6 +27,8 @@ struct Route {
   v1::MethodPolicy policy;
   // The backend ("customer-profile"); empty when the request names it (policy.service_field).
   std::string backend;
+  // Answered by the gateway itself (the customer 360° view), composed from other routes.
+  bool local = false;
   bool server_streaming = false;
   // Resolved policy fields of the request type (null when the policy names none).
   const google::protobuf::FieldDescriptor* customer_id_field = nullptr;

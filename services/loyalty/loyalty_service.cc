@@ -77,7 +77,12 @@ LoyaltyMetrics::LoyaltyMetrics(prometheus::Registry& r)
       tier_changes(prometheus::BuildCounter()
                        .Name("crm_tier_changes_total")
                        .Help("Tier changes, by direction (up, down).")
-                       .Register(r)) {}
+                       .Register(r)),
+      top_tier_share(prometheus::BuildGauge()
+                         .Name("crm_kpi_top_tier_share")
+                         .Help("Share of members in the two highest tiers.")
+                         .Register(r)
+                         .Add({})) {}
 
 LoyaltyService::LoyaltyService(LoyaltyStore* store, RulesHolder* rules, std::string rules_file, Clock* clock,
                                rpc::Executor* writes, rpc::Backends* backends, prometheus::Registry& registry)
@@ -98,6 +103,20 @@ void LoyaltyService::CountMembers() {
   for (const auto& t : rules_->Get()->tiers()) {
     metrics_.members.Add({{"tier", TierLabel(t.tier())}}).Set(static_cast<double>(counts[t.tier()]));
   }
+  UpdateTopTierShare();
+}
+
+void LoyaltyService::UpdateTopTierShare() {
+  std::vector<v1::Tier> tiers;
+  for (const auto& t : rules_->Get()->tiers()) tiers.push_back(t.tier());
+  std::sort(tiers.begin(), tiers.end(), std::greater<>());
+  double all = 0, top = 0;
+  for (size_t i = 0; i < tiers.size(); ++i) {
+    const double n = metrics_.members.Add({{"tier", TierLabel(tiers[i])}}).Value();
+    all += n;
+    if (i < 2) top += n;
+  }
+  metrics_.top_tier_share.Set(all > 0 ? top / all : 0);
 }
 
 void LoyaltyService::Committed(const AccountSession::Effects& s) {
@@ -128,6 +147,7 @@ void LoyaltyService::Committed(const AccountSession::Effects& s) {
       metrics_.tier_changes.Add({{"direction", c.to_tier() > c.from_tier() ? "up" : "down"}}).Increment();
     }
   }
+  if (!s.tier_changes.empty()) UpdateTopTierShare();
 }
 
 void LoyaltyService::ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules, absl::Time now) {
@@ -572,7 +592,18 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
   const auto rules = rules_->Get();
   const absl::Time now = clock_->Now();
   const std::string& cid = event.customer_id();
-  if (event.has_customer_erased()) return store_->Anonymise(txn, cid);
+  if (event.has_customer_erased()) {
+    v1::Tier left = v1::TIER_UNSPECIFIED;
+    absl::Status s = store_->Anonymise(txn, cid, &left);
+    if (s.ok() && left != v1::TIER_UNSPECIFIED) {
+      txn.OnFinish([this, left](bool committed) {
+        if (!committed) return;
+        metrics_.members.Add({{"tier", TierLabel(left)}}).Decrement();
+        UpdateTopTierShare();
+      });
+    }
+    return s;
+  }
   absl::Status s = absl::OkStatus();
   if (event.has_order_delivered()) {
     const auto& d = event.order_delivered();

@@ -48,6 +48,8 @@ struct LoyaltyMetrics {
   prometheus::Counter& points_expired;
   prometheus::Counter& points_reversed;
   prometheus::Family<prometheus::Counter>& tier_changes;  // {direction}
+  // Members in the two highest tiers over all members (a KPI for ops).
+  prometheus::Gauge& top_tier_share;
 };
 
 class LoyaltyService final : public v1::LoyaltyService::CallbackService {
@@ -75,6 +77,8 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
   // Expiry sweep and tier re-evaluation as of now; safe to repeat.
   absl::Status Maintain(v1::RunMaintenanceResponse* out);
+  // Recomputes crm_kpi_top_tier_share from the per-tier member gauges.
+  void UpdateTopTierShare();
   // Counts members per tier from the store (at start).
   void CountMembers();
 

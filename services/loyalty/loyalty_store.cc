@@ -287,11 +287,12 @@ absl::Status LoyaltyStore::ForEachAccount(absl::FunctionRef<bool(const internal:
   });
 }
 
-absl::Status LoyaltyStore::Anonymise(Transaction& txn, absl::string_view customer_id) {
+absl::Status LoyaltyStore::Anonymise(Transaction& txn, absl::string_view customer_id, v1::Tier* left_tier) {
   internal::LoyaltyAccount account;
   auto found = txn.GetProto(accounts_, customer_id, &account, /*for_update=*/true);
   if (!found.ok()) return found.status();
   if (!*found) return absl::OkStatus();
+  if (!account.erased() && left_tier != nullptr) *left_tier = account.tier();
   account.set_erased(true);
   account.clear_enterprise_company();
   account.clear_named_agent_id();

@@ -108,7 +108,8 @@ class LoyaltyStore {
   absl::Status ForEachAccount(absl::FunctionRef<bool(const internal::LoyaltyAccount&)> visit) const;
 
   // Removes what could identify the customer (descriptions, referral links); amounts stay for accounting.
-  absl::Status Anonymise(store::Transaction& txn, absl::string_view customer_id);
+  // `left_tier` (optional) receives the tier of a member erased now (unchanged when already erased).
+  absl::Status Anonymise(store::Transaction& txn, absl::string_view customer_id, v1::Tier* left_tier = nullptr);
 
  private:
   friend class AccountSession;

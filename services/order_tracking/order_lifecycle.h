@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -54,6 +55,11 @@ v1::Package* FindPackage(v1::Order& order, absl::string_view package_id);
 const v1::OrderItem* FindItem(const v1::Order& order, absl::string_view item_id);
 // The package that holds an item (the first one when split across several).
 const v1::Package* PackageOfItem(const v1::Order& order, absl::string_view item_id);
+
+// What the customer has bought, from all their orders (any order) and returns: counts, spend net of
+// refunds, the last order and the open deliveries (newest `open_limit` of them listed).
+v1::PurchaseSummary SummarisePurchases(absl::string_view customer_id, std::vector<v1::Order> orders,
+                                       const std::vector<v1::Return>& returns, int open_limit);
 
 std::string PackageStatusName(v1::PackageStatus s);
 std::string OrderStatusName(v1::OrderStatus s);

@@ -341,6 +341,21 @@ grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx, const v1::L
   return Finish(ctx, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(Ctx* ctx, const v1::GetPurchaseSummaryRequest* req,
+                                                                   v1::PurchaseSummary* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (req->open_order_limit() < 0 || req->open_order_limit() > 50) {
+    return Finish(ctx, api::Invalid("open_order_limit", "must be 0-50"));
+  }
+  auto orders = store_->AllOrders(req->customer_id());
+  if (!orders.ok()) return Finish(ctx, orders.status());
+  auto returns = store_->ListReturns(req->customer_id(), "");
+  if (!returns.ok()) return Finish(ctx, returns.status());
+  *resp = SummarisePurchases(req->customer_id(), *std::move(orders), *returns,
+                             req->open_order_limit() == 0 ? 10 : req->open_order_limit());
+  return Finish(ctx, absl::OkStatus());
+}
+
 grpc::ServerUnaryReactor* OrderTrackingService::GetOrderHistory(Ctx* ctx, const v1::GetOrderHistoryRequest* req,
                                                                 v1::GetOrderHistoryResponse* resp) {
   if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
@@ -834,8 +849,9 @@ absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::
     rules = *std::move(parsed);
   }
   // Loyalty accrues growth and points from delivered orders and takes them back on refunds; complaint-ticket
-  // opens tickets for low reviews and failed or late deliveries, and confirms refund compensations.
-  auto events = events::EventProducer::Create(context, {"loyalty", "complaint-ticket", "recommendation"});
+  // opens tickets for low reviews and failed or late deliveries, and confirms refund compensations;
+  // customer-profile keeps segments and churn risk from the orders' lives.
+  auto events = events::EventProducer::Create(context, {"loyalty", "complaint-ticket", "recommendation", "customer-profile"});
   if (!events.ok()) return events.status();
   c->events_ = std::move(*events);
   c->store_ = std::make_unique<OrderTrackingStore>(context.store, &c->events_->outbox());

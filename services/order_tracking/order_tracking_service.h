@@ -51,6 +51,7 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   Reactor* CreateOrder(Ctx*, const v1::CreateOrderRequest*, v1::Order*) override;
   Reactor* GetOrder(Ctx*, const v1::GetOrderRequest*, v1::Order*) override;
   Reactor* ListOrders(Ctx*, const v1::ListOrdersRequest*, v1::ListOrdersResponse*) override;
+  Reactor* GetPurchaseSummary(Ctx*, const v1::GetPurchaseSummaryRequest*, v1::PurchaseSummary*) override;
   Reactor* GetOrderHistory(Ctx*, const v1::GetOrderHistoryRequest*, v1::GetOrderHistoryResponse*) override;
   Reactor* PayOrder(Ctx*, const v1::PayOrderRequest*, v1::Order*) override;
   Reactor* CancelOrder(Ctx*, const v1::CancelOrderRequest*, v1::Order*) override;

@@ -166,6 +166,18 @@ absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl:
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<v1::Order>> OrderTrackingStore::AllOrders(absl::string_view customer_id) const {
+  std::vector<v1::Order> out;
+  absl::Status parse;
+  absl::Status s = store_->ScanPrefix(orders_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
+    parse = ParseInto(v, &out.emplace_back());
+    return parse.ok();
+  });
+  if (!s.ok()) return s;
+  if (!parse.ok()) return parse;
+  return out;
+}
+
 absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(absl::string_view customer_id,
                                                                                absl::string_view order_id) const {
   if (auto o = GetOrder(customer_id, order_id); !o.ok()) return o.status();

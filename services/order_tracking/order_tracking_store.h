@@ -50,6 +50,8 @@ class OrderTrackingStore {
   absl::StatusOr<v1::Order> GetOrder(absl::string_view customer_id, absl::string_view order_id) const;
   absl::Status ListOrders(absl::string_view customer_id, absl::string_view after, int limit, std::vector<v1::Order>* out,
                           std::string* last_key, bool* more) const;
+  // Every order of the customer, in no particular order.
+  absl::StatusOr<std::vector<v1::Order>> AllOrders(absl::string_view customer_id) const;
   absl::StatusOr<std::vector<v1::OrderHistoryEntry>> History(absl::string_view customer_id,
                                                              absl::string_view order_id) const;
 

@@ -19,7 +19,9 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "catch2/catch.hpp"
+#include "tests/support/metric_value.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/customer_view.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "grpcpp/create_channel.h"
@@ -80,6 +82,8 @@ class FakeBackend : public grpc::CallbackGenericService {
     return last_caller_;
   }
   int cancelled() const { return cancelled_.load(); }
+  // Never answers a unary call (until the caller gives up): a backend that hangs.
+  void HoldEverything() { hold_all_ = true; }
 
  private:
   class Reactor : public grpc::ServerGenericBidiReactor {
@@ -103,7 +107,7 @@ class FakeBackend : public grpc::CallbackGenericService {
         response_ = FromBytes("");
         return StartWrite(&response_);
       }
-      if (absl::StrContains(body, "slow")) {
+      if (fake_->hold_all_ || absl::StrContains(body, "slow")) {
         holding_ = true;
         return;
       }
@@ -130,6 +134,7 @@ class FakeBackend : public grpc::CallbackGenericService {
   std::string last_request_id_ ABSL_GUARDED_BY(mu_);
   std::string last_caller_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> cancelled_{0};
+  std::atomic<bool> hold_all_{false};
 };
 
 // A gateway (the same Gateway and GrpcProxy the binary wires) in front of the fake, or of given addresses.
@@ -142,6 +147,9 @@ struct World {
     std::vector<std::pair<std::string, std::string>> backends;
     // A service whose calls go to two shards: the fake and `second`.
     std::string two_shards_of;
+    // A service whose calls go to a backend that never answers.
+    std::string hanging;
+    absl::Duration view_section_timeout = absl::Milliseconds(800);
   };
 
   World() : World(Options()) {}
@@ -161,6 +169,13 @@ struct World {
       REQUIRE(second_server->Start().ok());
       backends->SetAddress(o.two_shards_of, absl::StrCat(fake_address, "|127.0.0.1:", second_server->port()));
     }
+    if (!o.hanging.empty()) {
+      hanging.HoldEverything();
+      hanging_server = std::make_unique<rpc::Server>(rpc::ServerOptions{});
+      hanging_server->SetGenericService(&hanging);
+      REQUIRE(hanging_server->Start().ok());
+      backends->SetAddress(o.hanging, absl::StrCat("127.0.0.1:", hanging_server->port()));
+    }
 
     gateway::GatewayOptions g;
     auth::VerifierOptions v;
@@ -171,6 +186,7 @@ struct World {
     g.max_timeout = o.max_timeout;
     g.default_timeout = o.default_timeout;
     g.access_log = false;
+    g.view_section_timeout = o.view_section_timeout;
     gw = std::make_unique<gateway::Gateway>(std::move(g), backends.get(), &metrics);
     proxy = std::make_unique<gateway::GrpcProxy>(gw.get());
     rpc::ServerOptions gw_options;
@@ -187,6 +203,7 @@ struct World {
     gw_server->Shutdown();
     fake_server->Shutdown();
     if (second_server) second_server->Shutdown();
+    if (hanging_server) hanging_server->Shutdown();
   }
 
   // A unary call through the gateway with raw request bytes.
@@ -217,26 +234,15 @@ struct World {
   }
 
   double Metric(const std::string& name, const std::map<std::string, std::string>& labels) {
-    double total = 0;
-    for (const auto& family : metrics.registry().Collect()) {
-      if (family.name != name) continue;
-      for (const auto& m : family.metric) {
-        bool match = true;
-        for (const auto& [k, v] : labels) {
-          bool found = false;
-          for (const auto& l : m.label) found = found || (l.name == k && l.value == v);
-          match = match && found;
-        }
-        if (match) total += m.counter.value;
-      }
-    }
-    return total;
+    return testing::MetricValue(metrics.registry(), name, labels);
   }
 
   FakeBackend fake;
   std::unique_ptr<rpc::Server> fake_server;
   FakeBackend second;
   std::unique_ptr<rpc::Server> second_server;
+  FakeBackend hanging;
+  std::unique_ptr<rpc::Server> hanging_server;
   metrics::Metrics metrics;
   std::unique_ptr<rpc::Backends> backends;
   std::unique_ptr<gateway::Gateway> gw;
@@ -356,7 +362,9 @@ TEST_CASE("gateway: authorization matrix over every crm.v1 method and seven call
     if (route.server_streaming) continue;  // WatchOrder: the stream case below
     for (const Caller& caller : callers) {
       INFO(route.path << " as " << caller.name);
-      const int before = w.fake.calls(route.path);
+      // The 360° view is the gateway's own: it reaches the services through its sections, profile first.
+      const std::string reached = route.local ? "/crm.v1.CustomerProfileService/GetCustomer" : route.path;
+      const int before = w.fake.calls(reached);
       const grpc::Status s = w.Call(route.path, RequestFor(route, caller.customer), caller.token);
       grpc::StatusCode expected = grpc::StatusCode::OK;
       if (caller.name == "no token" || caller.name == "expired" || caller.name == "bad signature") {
@@ -375,7 +383,7 @@ TEST_CASE("gateway: authorization matrix over every crm.v1 method and seven call
       INFO("got " << s.error_code() << " " << s.error_message());
       CHECK(s.error_code() == expected);
       // A refused call never reaches a service.
-      CHECK(w.fake.calls(route.path) == before + (expected == grpc::StatusCode::OK ? 1 : 0));
+      CHECK(w.fake.calls(reached) == before + (expected == grpc::StatusCode::OK ? 1 : 0));
       ++checked;
     }
   }
@@ -632,6 +640,61 @@ TEST_CASE("gateway: shutdown ends open streams with UNAVAILABLE instead of holdi
   REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
   CHECK(reader.status.error_code() == grpc::StatusCode::UNAVAILABLE);
   CHECK(w.fake.cancelled() == 1);
+}
+
+TEST_CASE("gateway: the 360-degree view answers with a down and a hanging service marked unavailable") {
+  World::Options o;
+  o.backends = {{"loyalty", "127.0.0.1:1"}};  // down: nothing listens
+  o.hanging = "recommendation";
+  o.view_section_timeout = absl::Milliseconds(300);
+  World w(o);
+  v1::GetCustomerViewRequest req;
+  req.set_customer_id("c1");
+  // The view's own deadline (2 s here) is far above the section timeout: it must come back OK, not
+  // DEADLINE_EXCEEDED, although one of its services never answers.
+  grpc::GenericStub stub(w.channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  ctx.AddMetadata("authorization", "Bearer " + Token("agent", "agent-7"));
+  grpc::ByteBuffer request = gateway::FromBytes(req.SerializeAsString()), response;
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, "/crm.v1.CustomerViewService/GetCustomerView", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  INFO(status.error_message());
+  REQUIRE(status.ok());
+  v1::CustomerView view;
+  REQUIRE(view.ParseFromString(gateway::ToBytes(response)));
+  std::map<std::string, std::string> unavailable;
+  for (const auto& u : view.unavailable()) unavailable[u.section()] = u.code();
+  CHECK(unavailable.size() == 2);
+  CHECK(unavailable["membership"] == "UNAVAILABLE");
+  CHECK(unavailable["recommendations"] == "DEADLINE_EXCEEDED");
+  CHECK(view.customer_id() == "c1");
+  CHECK(view.has_profile());
+  CHECK(view.has_purchases());
+  CHECK(view.has_insights());  // staff see segments and churn
+  // Every section was asked, each once, with the caller's identity.
+  for (const char* path : {"/crm.v1.CustomerProfileService/GetCustomer", "/crm.v1.OrderTrackingService/GetPurchaseSummary",
+                           "/crm.v1.ComplaintTicketService/ListTickets",
+                           "/crm.v1.CustomerProfileService/GetCustomerInsights"}) {
+    CHECK(w.fake.calls(path) == 1);
+  }
+  CHECK(w.hanging.calls("/crm.v1.RecommendationService/Recommend") == 1);
+  CHECK(w.fake.last_caller() == "agent:agent-7");
+
+  // A customer reading their own view does not get the staff-only insights section.
+  const std::string self = Token("customer", "c1");
+  CHECK(w.Call("/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(), self).ok());
+  CHECK(w.fake.calls("/crm.v1.CustomerProfileService/GetCustomerInsights") == 1);
+  req.set_recommendation_count(51);
+  const grpc::Status bad = w.Call("/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(), self);
+  CHECK(bad.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(absl::StrContains(bad.error_message(), "recommendation_count"));
 }
 
 }  // namespace

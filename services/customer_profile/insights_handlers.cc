@@ -1,0 +1,188 @@
+// CustomerProfileService's segment, churn and retention calls, and its event handler: the half of the
+// service that learns from other services (see insights.h for the model).
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "libs/api/paging.h"
+#include "libs/api/validate.h"
+#include "libs/rpc/unary.h"
+#include "libs/store/idempotency.h"
+#include "services/customer_profile/customer_profile_service.h"
+
+namespace crm::customer_profile {
+namespace {
+
+using rpc::Finish;
+using rpc::FinishOn;
+
+// Resume point of an at-risk page: the last entry's place in the order (priority, score, id).
+std::string AtRiskPosition(const InsightsRefresher::AtRisk& a) {
+  return absl::StrFormat("%a|%a|%s", a.priority, static_cast<double>(a.score), a.customer_id);
+}
+
+bool ParsePosition(absl::string_view text, InsightsRefresher::AtRisk* out) {
+  std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits('|', 2));
+  if (parts.size() != 3) return false;
+  char* end = nullptr;
+  out->priority = std::strtod(parts[0].c_str(), &end);
+  if (end == parts[0].c_str()) return false;
+  out->score = static_cast<float>(std::strtod(parts[1].c_str(), &end));
+  if (end == parts[1].c_str()) return false;
+  out->customer_id = parts[2];
+  return true;
+}
+
+// The snapshot's order: true when `a` comes before `b`.
+bool Before(const InsightsRefresher::AtRisk& a, const InsightsRefresher::AtRisk& b) {
+  if (a.priority != b.priority) return a.priority > b.priority;
+  if (a.score != b.score) return a.score > b.score;
+  return a.customer_id < b.customer_id;
+}
+
+}  // namespace
+
+absl::Status CustomerProfileService::HandleEvent(store::Transaction& txn, const v1::Event& event) {
+  if (event.customer_id().empty()) return absl::OkStatus();
+  return store_->ApplyToHistory(txn, event, [&](internal::CustomerHistory& h) { return FoldEvent(event, h); });
+}
+
+absl::StatusOr<v1::CustomerInsights> CustomerProfileService::AssessNow(absl::string_view customer_id, absl::Time now,
+                                                                       Summary* summary) {
+  auto history = store_->History(customer_id);
+  if (!history.ok()) return history.status();
+  Summary s = Summarise(*history, now);
+  v1::CustomerInsights out = Assess(customer_id, s, insights_->snapshot()->population, insights_->rules(), now);
+  if (summary != nullptr) *summary = std::move(s);
+  return out;
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerInsights(Ctx* ctx,
+                                                                      const v1::GetCustomerInsightsRequest* req,
+                                                                      v1::CustomerInsights* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  auto insights = AssessNow(req->customer_id(), clock_->Now());
+  if (insights.ok()) *resp = *std::move(insights);
+  return Finish(ctx, insights.status());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(Ctx* ctx,
+                                                                      const v1::ListAtRiskCustomersRequest* req,
+                                                                      v1::ListAtRiskCustomersResponse* resp) {
+  if (!v1::RfmSegment_IsValid(req->segment())) return Finish(ctx, api::Invalid("segment", "unknown segment"));
+  if (!v1::BuyerLevel_IsValid(req->buyer_level())) {
+    return Finish(ctx, api::Invalid("buyer_level", "unknown buyer level"));
+  }
+  auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
+  if (!size.ok()) return Finish(ctx, size.status());
+  const std::string scope =
+      absl::StrCat("at-risk/", req->segment(), "/", req->buyer_level(), "/", req->key_customers_only());
+  auto after = api::DecodePageToken(scope, req->page_token());
+  if (!after.ok()) return Finish(ctx, after.status());
+  InsightsRefresher::AtRisk resume;
+  const bool resuming = !after->empty();
+  if (resuming && !ParsePosition(*after, &resume)) {
+    return Finish(ctx, api::Invalid("page_token", "does not belong to this listing"));
+  }
+
+  const absl::Time now = clock_->Now();
+  auto snapshot = insights_->snapshot();
+  auto matches = [&](const InsightsRefresher::AtRisk& a) {
+    return (req->segment() == v1::RFM_SEGMENT_UNSPECIFIED || a.segment == req->segment()) &&
+           (req->buyer_level() == v1::BUYER_LEVEL_UNSPECIFIED || a.level == req->buyer_level()) &&
+           (!req->key_customers_only() || a.key_customer);
+  };
+  int total = 0;
+  const InsightsRefresher::AtRisk* last = nullptr;
+  bool more = false;
+  for (const auto& a : snapshot->at_risk) {
+    if (!matches(a)) continue;
+    ++total;
+    if (resuming && !Before(resume, a)) continue;
+    if (resp->customers_size() >= *size) {
+      more = true;
+      continue;
+    }
+    Summary summary;
+    auto insights = AssessNow(a.customer_id, now, &summary);
+    if (absl::IsNotFound(insights.status())) continue;  // erased since the refresh
+    if (!insights.ok()) return Finish(ctx, insights.status());
+    v1::AtRiskCustomer* out = resp->add_customers();
+    out->set_customer_id(a.customer_id);
+    out->set_churn_score(insights->churn().score());
+    *out->mutable_reasons() = insights->churn().reasons();
+    *out->mutable_value_last_12_months() = insights->facts().net_spend_last_12_months();
+    out->set_priority(a.priority);
+    *out->mutable_rfm() = insights->rfm();
+    out->set_buyer_level(insights->buyer_level());
+    out->set_key_customer(insights->key_customer());
+    *out->mutable_last_order_time() = insights->facts().last_order_time();
+    last = &a;
+  }
+  resp->set_total_count(total);
+  if (more && last != nullptr) resp->set_next_page_token(api::EncodePageToken(scope, AtRiskPosition(*last)));
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(Ctx* ctx,
+                                                                        const v1::RecordRetentionActionRequest* req,
+                                                                        v1::RetentionAction* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (req->type() == v1::RETENTION_ACTION_TYPE_UNSPECIFIED || !v1::RetentionActionType_IsValid(req->type())) {
+    return Finish(ctx, api::Invalid("type", "must be COUPON, DEDICATED_AGENT or POINTS"));
+  }
+  if (auto s = api::RequiredText("reference", req->reference(), 128); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("agent_id", req->agent_id(), 128); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("note", req->note(), 1000); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+    auto insights = AssessNow(req->customer_id(), now);
+    if (!insights.ok()) return insights.status();
+    v1::RetentionAction action;
+    action.set_customer_id(req->customer_id());
+    action.set_type(req->type());
+    action.set_reference(req->reference());
+    action.set_agent_id(req->agent_id());
+    action.set_note(req->note());
+    api::SetTimestamp(now, action.mutable_action_time());
+    api::SetTimestamp(now + absl::Hours(24) * insights_->rules().retention_window_days(),
+                      action.mutable_window_end_time());
+    action.set_churn_score(insights->churn().score());
+    action.set_outcome(v1::RETENTION_OUTCOME_PENDING);
+    return store_->RecordRetentionAction(req->customer_id(), req->request_id(), store::RequestFingerprint(*req), now,
+                                         std::move(action), resp);
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::ListRetentionActions(Ctx* ctx,
+                                                                       const v1::ListRetentionActionsRequest* req,
+                                                                       v1::ListRetentionActionsResponse* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  auto history = store_->History(req->customer_id());
+  if (!history.ok()) return Finish(ctx, history.status());
+  auto actions = store_->RetentionActions(req->customer_id());
+  if (!actions.ok()) return Finish(ctx, actions.status());
+  const Summary summary = Summarise(*history, now);
+  for (v1::RetentionAction& a : *actions) {
+    JudgeRetention(summary, now, a);
+    *resp->add_actions() = std::move(a);
+  }
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::RefreshInsights(Ctx* ctx, const v1::RefreshInsightsRequest*,
+                                                                  v1::RefreshInsightsResponse* resp) {
+  return FinishOn(*writes_, ctx, [this, resp] {
+    if (absl::Status s = insights_->Refresh(); !s.ok()) return s;
+    auto snapshot = insights_->snapshot();
+    resp->set_customers(static_cast<int32_t>(snapshot->kpis.customers));
+    resp->set_at_risk_customers(static_cast<int32_t>(snapshot->kpis.at_risk_customers));
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace crm::customer_profile

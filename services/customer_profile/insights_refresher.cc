@@ -1,0 +1,172 @@
+#include "services/customer_profile/insights_refresher.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "libs/log/log.h"
+
+namespace crm::customer_profile {
+namespace {
+
+prometheus::Gauge& Kpi(prometheus::Registry& r, const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+}
+
+const char* ActionName(v1::RetentionActionType t) {
+  switch (t) {
+    case v1::RETENTION_ACTION_TYPE_COUPON: return "coupon";
+    case v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT: return "dedicated_agent";
+    case v1::RETENTION_ACTION_TYPE_POINTS: return "points";
+    default: return "unspecified";
+  }
+}
+
+const char* OutcomeName(v1::RetentionOutcome o) {
+  switch (o) {
+    case v1::RETENTION_OUTCOME_RETAINED: return "retained";
+    case v1::RETENTION_OUTCOME_LOST: return "lost";
+    default: return "pending";
+  }
+}
+
+}  // namespace
+
+InsightsRefresher::InsightsRefresher(CustomerProfileStore* store, Clock* clock, internal::SegmentRules rules,
+                                     prometheus::Registry& r)
+    : store_(store),
+      clock_(clock),
+      rules_(std::move(rules)),
+      repeat_purchase_(Kpi(r, "crm_kpi_repeat_purchase_rate",
+                           "Of customers who bought, the share who bought at least twice.")),
+      retention_90d_(Kpi(r, "crm_kpi_retention_90d_rate",
+                         "Of customers who bought 90-180 days ago, the share who bought again in the last 90 days.")),
+      csat_(Kpi(r, "crm_kpi_csat_average", "Average satisfaction (1-5) of complaints opened in the last 90 days.")),
+      on_time_(Kpi(r, "crm_kpi_on_time_delivery_rate",
+                   "Of orders delivered in the last 90 days, the share delivered on time or early.")),
+      sla_compliance_(Kpi(r, "crm_kpi_sla_compliance_rate",
+                          "Of complaints resolved in the last 90 days, the share without a missed SLA promise.")),
+      at_risk_(Kpi(r, "crm_kpi_at_risk_customers", "Customers whose churn score is at or above the at-risk threshold.")),
+      retention_actions_(prometheus::BuildGauge()
+                             .Name("crm_retention_actions")
+                             .Help("Retention actions by action and outcome (pending, retained, lost).")
+                             .Register(r)),
+      retention_rate_(prometheus::BuildGauge()
+                          .Name("crm_kpi_retention_action_rate")
+                          .Help("Per action, the share of decided retention actions after which the customer ordered "
+                                "again within the window.")
+                          .Register(r)),
+      refreshed_(Kpi(r, "crm_insights_refresh_timestamp_seconds", "When segments and KPIs were last recomputed.")),
+      snapshot_(std::make_shared<Snapshot>()) {}
+
+InsightsRefresher::~InsightsRefresher() { Stop(); }
+
+std::shared_ptr<const InsightsRefresher::Snapshot> InsightsRefresher::snapshot() const {
+  absl::MutexLock lock(&mu_);
+  return snapshot_;
+}
+
+absl::Status InsightsRefresher::Refresh() {
+  absl::MutexLock one_at_a_time(&refresh_mu_);
+  const absl::Time now = clock_->Now();
+  auto next = std::make_shared<Snapshot>();
+
+  PopulationBuilder builder;
+  absl::Status s = store_->ScanHistories([&](absl::string_view, const internal::CustomerHistory& h) {
+    builder.Add(Summarise(h, now));
+    return true;
+  });
+  if (!s.ok()) return s;
+  next->population = builder.Build(rules_, now);
+
+  KpiAccumulator kpis(now);
+  s = store_->ScanHistories([&](absl::string_view customer_id, const internal::CustomerHistory& h) {
+    const Summary summary = Summarise(h, now);
+    const v1::CustomerInsights insights = Assess(customer_id, summary, next->population, rules_, now);
+    kpis.Add(h, summary, insights.churn().at_risk());
+    if (insights.churn().at_risk()) {
+      AtRisk& a = next->at_risk.emplace_back();
+      a.customer_id = std::string(customer_id);
+      a.score = static_cast<float>(insights.churn().score());
+      a.priority = insights.churn().score() * static_cast<double>(summary.value_12m_minor) / 100.0;
+      a.segment = insights.rfm().segment();
+      a.level = insights.buyer_level();
+      a.key_customer = insights.key_customer();
+    }
+    return true;
+  });
+  if (!s.ok()) return s;
+  std::sort(next->at_risk.begin(), next->at_risk.end(), [](const AtRisk& a, const AtRisk& b) {
+    if (a.priority != b.priority) return a.priority > b.priority;
+    if (a.score != b.score) return a.score > b.score;
+    return a.customer_id < b.customer_id;
+  });
+  next->kpis = kpis.Finish();
+
+  // Retention outcomes: judged against each customer's orders as of now.
+  std::map<std::pair<v1::RetentionActionType, v1::RetentionOutcome>, int64_t> outcomes;
+  std::string last_customer;
+  Summary summary;
+  s = store_->ScanRetentionActions([&](const v1::RetentionAction& stored) {
+    if (stored.customer_id() != last_customer) {
+      auto history = store_->History(stored.customer_id());
+      summary = history.ok() ? Summarise(*history, now) : Summary{};
+      last_customer = stored.customer_id();
+    }
+    v1::RetentionAction action = stored;
+    JudgeRetention(summary, now, action);
+    ++outcomes[{action.type(), action.outcome()}];
+    return true;
+  });
+  if (!s.ok()) return s;
+
+  const Kpis& k = next->kpis;
+  repeat_purchase_.Set(k.repeat_purchase_rate);
+  retention_90d_.Set(k.retention_90d_rate);
+  csat_.Set(k.csat_average);
+  on_time_.Set(k.on_time_delivery_rate);
+  sla_compliance_.Set(k.sla_compliance_rate);
+  at_risk_.Set(static_cast<double>(k.at_risk_customers));
+  for (auto type : {v1::RETENTION_ACTION_TYPE_COUPON, v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT,
+                    v1::RETENTION_ACTION_TYPE_POINTS}) {
+    int64_t decided = 0, retained = 0;
+    for (auto outcome : {v1::RETENTION_OUTCOME_PENDING, v1::RETENTION_OUTCOME_RETAINED, v1::RETENTION_OUTCOME_LOST}) {
+      const int64_t n = outcomes[{type, outcome}];
+      retention_actions_.Add({{"action", ActionName(type)}, {"outcome", OutcomeName(outcome)}})
+          .Set(static_cast<double>(n));
+      if (outcome != v1::RETENTION_OUTCOME_PENDING) decided += n;
+      if (outcome == v1::RETENTION_OUTCOME_RETAINED) retained += n;
+    }
+    retention_rate_.Add({{"action", ActionName(type)}})
+        .Set(decided == 0 ? 0.0 : static_cast<double>(retained) / static_cast<double>(decided));
+  }
+  refreshed_.Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+  {
+    absl::MutexLock lock(&mu_);
+    snapshot_ = std::move(next);
+  }
+  return absl::OkStatus();
+}
+
+void InsightsRefresher::Start(absl::Duration interval) {
+  thread_ = std::thread([this, interval] {
+    for (;;) {
+      if (absl::Status s = Refresh(); !s.ok()) {
+        log::Warning("insights refresh failed", {{"error", s.ToString()}});
+      }
+      absl::MutexLock lock(&mu_);
+      const absl::Time until = absl::Now() + interval;
+      while (!stopping_ && absl::Now() < until) mu_.AwaitWithDeadline(absl::Condition(&stopping_), until);
+      if (stopping_) return;
+    }
+  });
+}
+
+void InsightsRefresher::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace crm::customer_profile

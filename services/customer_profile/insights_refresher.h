@@ -1,0 +1,76 @@
+// Keeps what needs the whole customer base: the population figures behind RFM quintiles and key customers,
+// the at-risk list in retention order, the KPI gauges and the retention rate per action. A refresh scans
+// every stored history twice (population first, then each customer against it); it runs every
+// --insights_refresh_s and on RefreshInsights. Between refreshes readers use the last snapshot: one
+// customer's own figures (facts, churn, level) are always current, only the cut points age. Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "libs/clock/clock.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/customer_profile/customer_profile_store.h"
+#include "services/customer_profile/insights.h"
+
+namespace crm::customer_profile {
+
+class InsightsRefresher {
+ public:
+  // One at-risk customer as of the refresh: compact, since a large base has many.
+  struct AtRisk {
+    std::string customer_id;
+    double priority = 0;  // churn score x 12-month value in major units
+    float score = 0;
+    v1::RfmSegment segment = v1::RFM_SEGMENT_UNSPECIFIED;
+    v1::BuyerLevel level = v1::BUYER_LEVEL_UNSPECIFIED;
+    bool key_customer = false;
+  };
+  struct Snapshot {
+    Population population;
+    // Highest priority first; ties by customer id.
+    std::vector<AtRisk> at_risk;
+    Kpis kpis;
+  };
+
+  // Not owned; must outlive the refresher.
+  InsightsRefresher(CustomerProfileStore* store, Clock* clock, internal::SegmentRules rules,
+                    prometheus::Registry& registry);
+  ~InsightsRefresher();
+
+  absl::Status Refresh();
+  std::shared_ptr<const Snapshot> snapshot() const;
+  const internal::SegmentRules& rules() const { return rules_; }
+
+  // Refreshes every `interval` on a thread of its own until Stop.
+  void Start(absl::Duration interval);
+  void Stop();
+
+ private:
+  CustomerProfileStore* const store_;
+  Clock* const clock_;
+  const internal::SegmentRules rules_;
+  prometheus::Gauge& repeat_purchase_;
+  prometheus::Gauge& retention_90d_;
+  prometheus::Gauge& csat_;
+  prometheus::Gauge& on_time_;
+  prometheus::Gauge& sla_compliance_;
+  prometheus::Gauge& at_risk_;
+  prometheus::Family<prometheus::Gauge>& retention_actions_;
+  prometheus::Family<prometheus::Gauge>& retention_rate_;
+  prometheus::Gauge& refreshed_;
+
+  absl::Mutex refresh_mu_;  // one refresh at a time
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Snapshot> snapshot_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace crm::customer_profile

@@ -1,0 +1,354 @@
+// customer-profile's segments, churn warning, retention actions and KPIs, end to end: events delivered to
+// its EventSink as order-tracking and complaint-ticket would, read back through the gRPC API, over real
+// RocksDB.
+#include "catch2/catch.hpp"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "libs/api/validate.h"
+#include "services/customer_profile/customer_profile_service.h"
+#include "tests/support/metric_value.h"
+#include "tests/support/rpc_call.h"
+#include "tests/support/service_harness.h"
+#include "tests/support/shop_calls.h"
+
+namespace crm::customer_profile {
+namespace {
+
+using Harness = testing::ServiceHarness<CustomerProfileComponent>;
+using Stub = v1::CustomerProfileService::Stub;
+using testing::Call;
+using testing::RequireError;
+constexpr absl::Duration kDay = absl::Hours(24);
+
+struct World {
+  World() : profile(Options()) {
+    stub = v1::CustomerProfileService::NewStub(profile.channel());
+    sink = v1::EventSink::NewStub(profile.channel());
+  }
+  static Harness::Options Options() {
+    Harness::Options o;
+    o.service_name = "customer-profile";
+    o.column_families = CustomerProfileStore::ColumnFamilies();
+    return o;
+  }
+  absl::Time now() { return profile.clock().Now(); }
+
+  v1::Event Base(const std::string& cid, const std::string& producer, absl::Time when) {
+    v1::Event e;
+    e.set_event_id(producer + "/0/1." + std::to_string(++seq));
+    e.set_customer_id(cid);
+    e.set_producer(producer);
+    api::SetTimestamp(when, e.mutable_occur_time());
+    return e;
+  }
+  v1::Event Placed(const std::string& cid, const std::string& order_id, int64_t total, absl::Time when) {
+    v1::Event e = Base(cid, "order-tracking", when);
+    e.mutable_order_placed()->set_order_id(order_id);
+    e.mutable_order_placed()->mutable_total()->set_amount_minor(total);
+    e.mutable_order_placed()->mutable_total()->set_currency("CNY");
+    return e;
+  }
+  v1::Event Delivered(const std::string& cid, const std::string& order_id, v1::Timeliness t, absl::Time when) {
+    v1::Event e = Base(cid, "order-tracking", when);
+    e.mutable_order_delivered()->set_order_id(order_id);
+    e.mutable_order_delivered()->set_timeliness(t);
+    api::SetTimestamp(when, e.mutable_order_delivered()->mutable_delivered_time());
+    return e;
+  }
+  void Deliver(const std::vector<v1::Event>& events) {
+    v1::DeliverEventsRequest req;
+    for (const auto& e : events) *req.add_events() = e;
+    v1::DeliverEventsResponse resp;
+    const grpc::Status s = Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp);
+    INFO(s.error_message() << " " << resp.failed_message());
+    REQUIRE(s.ok());
+    REQUIRE(resp.processed_count() == static_cast<int>(events.size()));
+  }
+  // `orders` orders of `each` minor units, every `gap`, the last one `ago` before now.
+  void Buyer(const std::string& cid, int orders, int64_t each, absl::Duration gap, absl::Duration ago) {
+    std::vector<v1::Event> events;
+    for (int i = 0; i < orders; ++i) {
+      const absl::Time when = now() - ago - gap * (orders - 1 - i);
+      const std::string order_id = cid + "-o" + std::to_string(i);
+      events.push_back(Placed(cid, order_id, each, when));
+      events.push_back(Delivered(cid, order_id, v1::TIMELINESS_ON_TIME, when + 2 * kDay));
+    }
+    Deliver(events);
+  }
+  v1::CustomerInsights Insights(const std::string& cid) {
+    v1::GetCustomerInsightsRequest req;
+    req.set_customer_id(cid);
+    v1::CustomerInsights out;
+    const grpc::Status s = Call(stub.get(), &Stub::GetCustomerInsights, req, &out);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    return out;
+  }
+  v1::RefreshInsightsResponse Refresh() {
+    v1::RefreshInsightsResponse out;
+    REQUIRE(Call(stub.get(), &Stub::RefreshInsights, v1::RefreshInsightsRequest(), &out).ok());
+    return out;
+  }
+  double Metric(const std::string& name, const std::map<std::string, std::string>& labels = {}) {
+    return testing::MetricValue(profile.metrics().registry(), name, labels);
+  }
+
+  Harness profile;
+  std::unique_ptr<Stub> stub;
+  std::unique_ptr<v1::EventSink::Stub> sink;
+  int seq = 0;
+};
+
+TEST_CASE("insights: order, delivery, refund, review and ticket events become the customer's facts, once") {
+  World w;
+  const std::string c = testing::RegisterCustomer(w.stub.get(), "facts@example.com");
+  const absl::Time t0 = w.now() - 40 * kDay;
+  std::vector<v1::Event> events = {
+      w.Placed(c, "o1", 100'00, t0),
+      w.Delivered(c, "o1", v1::TIMELINESS_LATE, t0 + 3 * kDay),
+      w.Placed(c, "o2", 50'00, t0 + 10 * kDay),
+      w.Placed(c, "o3", 30'00, t0 + 20 * kDay),
+  };
+  v1::Event failed = w.Base(c, "order-tracking", t0 + 12 * kDay);
+  failed.mutable_delivery_failed()->set_order_id("o2");
+  events.push_back(failed);
+  v1::Event refunded = w.Base(c, "order-tracking", t0 + 15 * kDay);
+  refunded.mutable_order_refunded()->set_order_id("o1");
+  refunded.mutable_order_refunded()->mutable_amount()->set_amount_minor(40'00);
+  events.push_back(refunded);
+  v1::Event cancelled = w.Base(c, "order-tracking", t0 + 21 * kDay);
+  cancelled.mutable_order_cancelled()->set_order_id("o3");
+  events.push_back(cancelled);
+  v1::Event review = w.Base(c, "order-tracking", t0 + 16 * kDay);
+  review.mutable_review_submitted()->set_order_id("o1");
+  review.mutable_review_submitted()->set_rating(2);
+  events.push_back(review);
+  v1::Event opened = w.Base(c, "complaint-ticket", t0 + 16 * kDay);
+  opened.mutable_ticket_opened()->set_ticket_id("t1");
+  events.push_back(opened);
+  v1::Event breached = w.Base(c, "complaint-ticket", t0 + 17 * kDay);
+  breached.mutable_sla_breached()->set_ticket_id("t1");
+  events.push_back(breached);
+  v1::Event opened2 = w.Base(c, "complaint-ticket", t0 + 18 * kDay);
+  opened2.mutable_ticket_opened()->set_ticket_id("t2");
+  events.push_back(opened2);
+  v1::Event resolved = w.Base(c, "complaint-ticket", t0 + 19 * kDay);
+  resolved.mutable_ticket_resolved()->set_ticket_id("t2");
+  events.push_back(resolved);
+  v1::Event rated = w.Base(c, "complaint-ticket", t0 + 19 * kDay);
+  rated.mutable_satisfaction_rated()->set_ticket_id("t2");
+  rated.mutable_satisfaction_rated()->set_csat(4);
+  events.push_back(rated);
+  w.Deliver(events);
+  // A redelivered batch, and the same order placed again under another event id, change nothing.
+  w.Deliver(events);
+  v1::Event again = w.Placed(c, "o1", 100'00, t0);
+  w.Deliver({again});
+
+  const v1::CustomerInsights in = w.Insights(c);
+  const v1::PurchaseFacts& f = in.facts();
+  CHECK(f.orders() == 2);  // o3 was cancelled
+  CHECK(f.net_spend().amount_minor() == 100'00 + 50'00 - 40'00);
+  CHECK(f.net_spend().currency() == "CNY");
+  CHECK(f.deliveries_late() == 1);
+  CHECK(f.delivery_failures() == 1);
+  CHECK(f.returns() == 1);
+  CHECK(f.reviews() == 1);
+  CHECK(f.low_reviews() == 1);
+  CHECK(f.complaints() == 2);
+  CHECK(f.open_complaints() == 1);
+  CHECK(f.sla_breaches() == 1);
+  CHECK(f.csat_average() == Approx(4));
+  CHECK(f.typical_days_between_orders() == Approx(10));
+  CHECK(in.churn().score() > 0);
+  CHECK(in.churn().reasons_size() > 0);
+  CHECK(in.buyer_level() == v1::BUYER_LEVEL_NEWBIE);  // 2 orders but 110 CNY: junior needs 200
+
+  // Unknown customers: NOT_FOUND naming the field; their events change nothing and are acknowledged.
+  v1::GetCustomerInsightsRequest unknown;
+  unknown.set_customer_id("nobody");
+  v1::CustomerInsights ignored;
+  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, unknown, &ignored), grpc::StatusCode::NOT_FOUND,
+               "customer_id");
+  w.Deliver({w.Placed("nobody", "x1", 1'00, t0)});
+  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, unknown, &ignored), grpc::StatusCode::NOT_FOUND,
+               "customer_id");
+}
+
+TEST_CASE("insights: RFM quintiles, key customers and buyer levels over the customer base") {
+  World w;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) {
+    ids.push_back(testing::RegisterCustomer(w.stub.get(), "rfm" + std::to_string(i) + "@example.com"));
+    // Customer i: i+1 orders of 100 CNY x (i+1), a week apart, the last one 5*(10-i) days ago.
+    w.Buyer(ids[i], i + 1, 100'00 * (i + 1), 7 * kDay, 5 * (10 - i) * kDay);
+  }
+  const v1::RefreshInsightsResponse r = w.Refresh();
+  CHECK(r.customers() == 10);
+  const v1::CustomerInsights top = w.Insights(ids[9]), bottom = w.Insights(ids[0]);
+  CHECK(top.rfm().recency() == 5);
+  CHECK(top.rfm().frequency() == 5);
+  CHECK(top.rfm().monetary() == 5);
+  CHECK(top.rfm().segment() == v1::RFM_SEGMENT_CHAMPIONS);
+  CHECK(bottom.rfm().recency() == 1);
+  CHECK(bottom.rfm().frequency() == 1);
+  CHECK(bottom.rfm().monetary() == 1);
+  CHECK(bottom.rfm().segment() == v1::RFM_SEGMENT_HIBERNATING);
+  CHECK(top.has_population_time());
+  // Key customers: the top 20% by 12-month value, i.e. the two biggest spenders.
+  int keys = 0;
+  for (int i = 0; i < 10; ++i) {
+    const bool key = w.Insights(ids[i]).key_customer();
+    keys += key;
+    CHECK(key == (i >= 8));
+  }
+  CHECK(keys == 2);
+  // Buyer levels by the default rules: 10 orders of 1000 CNY -> intermediate (senior needs 12 orders).
+  CHECK(top.buyer_level() == v1::BUYER_LEVEL_INTERMEDIATE);
+  CHECK(w.Insights(ids[1]).buyer_level() == v1::BUYER_LEVEL_JUNIOR);  // 2 x 200 CNY
+  CHECK(bottom.buyer_level() == v1::BUYER_LEVEL_NEWBIE);
+  CHECK(w.Metric("crm_kpi_repeat_purchase_rate") == Approx(0.9));
+  CHECK(w.Metric("crm_kpi_on_time_delivery_rate") == Approx(1.0));
+}
+
+TEST_CASE("insights: a buyer whose rhythm stops is at risk, listed by score x value, filtered and paged") {
+  World w;
+  const std::string stopped = testing::RegisterCustomer(w.stub.get(), "stopped@example.com");
+  const std::string steady = testing::RegisterCustomer(w.stub.get(), "steady@example.com");
+  const std::string small = testing::RegisterCustomer(w.stub.get(), "small@example.com");
+  w.Buyer(stopped, 12, 300'00, 7 * kDay, 70 * kDay);  // weekly, silent for 10 weeks
+  w.Buyer(steady, 12, 300'00, 7 * kDay, 2 * kDay);
+  w.Buyer(small, 3, 10'00, 7 * kDay, 90 * kDay);
+  w.Refresh();
+  const v1::CustomerInsights s = w.Insights(stopped), ok = w.Insights(steady);
+  CHECK(s.churn().at_risk());
+  CHECK(s.churn().score() > ok.churn().score());
+  CHECK_FALSE(ok.churn().at_risk());
+  REQUIRE(s.churn().reasons_size() > 0);
+  CHECK(s.churn().reasons(0).find("days since the last order") != std::string::npos);
+  CHECK(w.Metric("crm_kpi_at_risk_customers") == 2);
+
+  v1::ListAtRiskCustomersRequest list;
+  v1::ListAtRiskCustomersResponse page;
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, list, &page).ok());
+  REQUIRE(page.customers_size() == 2);
+  CHECK(page.total_count() == 2);
+  CHECK(page.customers(0).customer_id() == stopped);  // the valuable one first
+  CHECK(page.customers(1).customer_id() == small);
+  CHECK(page.customers(0).priority() > page.customers(1).priority());
+  CHECK(page.customers(0).reasons_size() > 0);
+
+  list.set_page_size(1);
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, list, &page).ok());
+  REQUIRE(page.customers_size() == 1);
+  CHECK(page.customers(0).customer_id() == stopped);
+  REQUIRE_FALSE(page.next_page_token().empty());
+  list.set_page_token(page.next_page_token());
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, list, &page).ok());
+  REQUIRE(page.customers_size() == 1);
+  CHECK(page.customers(0).customer_id() == small);
+  CHECK(page.next_page_token().empty());
+
+  v1::ListAtRiskCustomersRequest keys;
+  keys.set_key_customers_only(true);
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, keys, &page).ok());
+  REQUIRE(page.customers_size() == 1);
+  CHECK(page.customers(0).customer_id() == stopped);
+
+  v1::ListAtRiskCustomersRequest bad;
+  bad.set_segment(static_cast<v1::RfmSegment>(99));
+  RequireError(Call(w.stub.get(), &Stub::ListAtRiskCustomers, bad, &page), grpc::StatusCode::INVALID_ARGUMENT,
+               "segment");
+  bad = {};
+  bad.set_page_token("not-a-token");
+  RequireError(Call(w.stub.get(), &Stub::ListAtRiskCustomers, bad, &page), grpc::StatusCode::INVALID_ARGUMENT,
+               "page_token");
+}
+
+TEST_CASE("insights: retention actions are idempotent and judged by the customer's next order") {
+  World w;
+  const std::string won = testing::RegisterCustomer(w.stub.get(), "won@example.com");
+  const std::string lost = testing::RegisterCustomer(w.stub.get(), "lost@example.com");
+  w.Buyer(won, 6, 200'00, 7 * kDay, 60 * kDay);
+  w.Buyer(lost, 6, 200'00, 7 * kDay, 60 * kDay);
+
+  v1::RecordRetentionActionRequest req;
+  req.set_customer_id(won);
+  req.set_request_id("keep-won-1");
+  req.set_type(v1::RETENTION_ACTION_TYPE_COUPON);
+  req.set_reference("coupon-123");
+  req.set_agent_id("agent-7");
+  v1::RetentionAction first, retry;
+  REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, req, &first).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, req, &retry).ok());
+  CHECK(first.action_id() == retry.action_id());
+  CHECK(first.outcome() == v1::RETENTION_OUTCOME_PENDING);
+  CHECK(first.churn_score() > 0);
+  req.set_customer_id(lost);
+  req.set_request_id("keep-lost-1");
+  req.set_type(v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT);
+  req.set_reference("ticket-9");
+  REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, req, &first).ok());
+
+  v1::RecordRetentionActionRequest bad = req;
+  bad.clear_reference();
+  RequireError(Call(w.stub.get(), &Stub::RecordRetentionAction, bad, &first), grpc::StatusCode::INVALID_ARGUMENT,
+               "reference");
+  bad = req;
+  bad.set_type(v1::RETENTION_ACTION_TYPE_UNSPECIFIED);
+  RequireError(Call(w.stub.get(), &Stub::RecordRetentionAction, bad, &first), grpc::StatusCode::INVALID_ARGUMENT,
+               "type");
+
+  // The first customer orders again ten days later; the second does not, and the window passes.
+  w.profile.clock().Advance(10 * kDay);
+  w.Deliver({w.Placed(won, "won-back", 150'00, w.now())});
+  w.profile.clock().Advance(25 * kDay);
+  v1::ListRetentionActionsRequest list;
+  v1::ListRetentionActionsResponse actions;
+  list.set_customer_id(won);
+  REQUIRE(Call(w.stub.get(), &Stub::ListRetentionActions, list, &actions).ok());
+  REQUIRE(actions.actions_size() == 1);
+  CHECK(actions.actions(0).outcome() == v1::RETENTION_OUTCOME_RETAINED);
+  CHECK(actions.actions(0).has_outcome_time());
+  list.set_customer_id(lost);
+  REQUIRE(Call(w.stub.get(), &Stub::ListRetentionActions, list, &actions).ok());
+  REQUIRE(actions.actions_size() == 1);
+  CHECK(actions.actions(0).outcome() == v1::RETENTION_OUTCOME_LOST);
+
+  w.Refresh();
+  CHECK(w.Metric("crm_kpi_retention_action_rate", {{"action", "coupon"}}) == Approx(1.0));
+  CHECK(w.Metric("crm_kpi_retention_action_rate", {{"action", "dedicated_agent"}}) == Approx(0.0));
+  CHECK(w.Metric("crm_retention_actions", {{"action", "dedicated_agent"}, {"outcome", "lost"}}) == 1);
+}
+
+TEST_CASE("insights: erasure removes history and retention actions, and later events do not bring them back") {
+  World w;
+  const std::string c = testing::RegisterCustomer(w.stub.get(), "gone@example.com");
+  w.Buyer(c, 3, 100'00, 7 * kDay, 3 * kDay);
+  v1::RecordRetentionActionRequest act;
+  act.set_customer_id(c);
+  act.set_request_id("act-1");
+  act.set_type(v1::RETENTION_ACTION_TYPE_POINTS);
+  act.set_reference("ledger-1");
+  v1::RetentionAction action;
+  REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, act, &action).ok());
+
+  v1::EraseCustomerRequest erase;
+  erase.set_customer_id(c);
+  erase.set_request_id("erase-1");
+  v1::EraseCustomerResponse erased;
+  REQUIRE(Call(w.stub.get(), &Stub::EraseCustomer, erase, &erased).ok());
+  w.Deliver({w.Placed(c, "late-event", 100'00, w.now())});
+
+  v1::GetCustomerInsightsRequest get;
+  get.set_customer_id(c);
+  v1::CustomerInsights in;
+  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, get, &in), grpc::StatusCode::NOT_FOUND, "customer_id");
+  CHECK(w.Refresh().customers() == 0);
+  v1::ListAtRiskCustomersResponse page;
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, v1::ListAtRiskCustomersRequest(), &page).ok());
+  CHECK(page.total_count() == 0);
+  CHECK(w.Metric("crm_retention_actions", {{"action", "points"}}) == 0);
+}
+
+}  // namespace
+}  // namespace crm::customer_profile
