@@ -50,6 +50,7 @@ const CALLERS = {
 };
 // Data files each service reads: flag env var -> ConfigMap (generated from deploy/config) and its key.
 const CONFIG_FILES = {
+  "customer-profile": { env: "CRM_SEGMENT_RULES_FILE", configMap: "segment-rules", key: "segment-rules.textproto" },
   loyalty: { env: "CRM_RULES_FILE", configMap: "loyalty-rules", key: "loyalty-rules.textproto" },
   "order-tracking": { env: "CRM_RETURN_POLICY_FILE", configMap: "return-policy", key: "return-policy.txt" },
   "complaint-ticket": { env: "CRM_LEXICON_FILE", configMap: "complaint-lexicon", key: "complaint-lexicon.textproto" },

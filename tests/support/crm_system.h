@@ -1,0 +1,59 @@
+// The whole system as real processes: the five services and the gateway, each on loopback ports picked
+// before any starts (every process must know every other's address, and a restarted one comes back on
+// the same ports), over RocksDB in the caller's folder. Kill() SIGKILLs one, Restart() starts it again on
+// the same data. For e2e scenarios and benchmarks.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+#include "tests/support/process.h"
+
+namespace crm::testing {
+
+class CrmSystem {
+ public:
+  struct Options {
+    std::string data_root;          // one folder per process under it
+    // Extra flags by process name, e.g. {"complaint-ticket", {"--sla_sweep_interval_s=1"}}.
+    std::map<std::string, std::vector<std::string>> extra;
+    int view_section_timeout_ms = 800;
+  };
+  // The six process names: the five services, then "gateway".
+  static const std::vector<std::string>& Names();
+
+  explicit CrmSystem(Options options);
+  ~CrmSystem();
+
+  absl::Status Start();             // all six, services first
+  absl::Status Start(const std::string& name);
+  void Kill(const std::string& name);  // SIGKILL: no drain, no flush
+  int Stop(const std::string& name);   // SIGTERM: drains
+  bool running(const std::string& name) const;
+
+  int port(const std::string& name) const { return ports_.at(name); }
+  int metrics_port(const std::string& name) const { return metrics_ports_.at(name); }
+  std::shared_ptr<grpc::Channel> gateway() const { return gateway_channel_; }
+  // A signed token for the gateway (HS256 with the system's secret).
+  std::string Token(const std::string& role, const std::string& subject) const;
+  // The value of one sample in the process's /metrics, e.g. Metric("customer-profile",
+  // "crm_kpi_csat_average"); labels as written in the exposition, e.g. {action="coupon"}.
+  absl::StatusOr<double> Metric(const std::string& name, const std::string& metric, const std::string& labels = "") const;
+  std::string Output(const std::string& name) const;
+
+ private:
+  std::vector<std::string> ArgsOf(const std::string& name) const;
+
+  Options options_;
+  std::string secret_;
+  std::map<std::string, int> ports_, metrics_ports_;
+  std::map<std::string, std::unique_ptr<Process>> processes_;
+  std::map<std::string, std::string> last_output_;
+  std::shared_ptr<grpc::Channel> gateway_channel_;
+};
+
+}  // namespace crm::testing

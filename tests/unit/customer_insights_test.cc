@@ -1,0 +1,93 @@
+// The pure half of customer-profile's segments: the rules file, quintile scoring with ties, folding of
+// repeated events, retention judgement.
+#include "catch2/catch.hpp"
+#include "absl/strings/match.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "libs/api/validate.h"
+#include "services/customer_profile/insights.h"
+
+namespace crm::customer_profile {
+namespace {
+
+constexpr absl::Duration kDay = absl::Hours(24);
+const absl::Time kNow = absl::FromUnixSeconds(1795000000);
+
+v1::Event Placed(const std::string& order_id, int64_t total, absl::Time when) {
+  v1::Event e;
+  api::SetTimestamp(when, e.mutable_occur_time());
+  e.mutable_order_placed()->set_order_id(order_id);
+  e.mutable_order_placed()->mutable_total()->set_amount_minor(total);
+  e.mutable_order_placed()->mutable_total()->set_currency("CNY");
+  return e;
+}
+
+TEST_CASE("segment rules: the shipped file is the built-in default, and nonsense is refused by field") {
+  auto file = ReadSegmentRulesFile(std::string(CRM_SOURCE_ROOT) + "/deploy/config/segment-rules.textproto");
+  INFO(file.status().ToString());
+  REQUIRE(file.ok());
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(*file, DefaultSegmentRules()));
+
+  internal::SegmentRules bad = DefaultSegmentRules();
+  bad.set_at_risk_threshold(1.5);
+  CHECK(absl::StrContains(ValidateSegmentRules(bad).status().message(), "at_risk_threshold"));
+  bad = DefaultSegmentRules();
+  bad.mutable_buyer_levels(2)->set_min_orders(1);  // senior needing fewer orders than intermediate
+  CHECK(absl::StrContains(ValidateSegmentRules(bad).status().message(), "buyer_levels[2]"));
+  bad = DefaultSegmentRules();
+  bad.mutable_buyer_levels(0)->set_level(v1::BUYER_LEVEL_NEWBIE);
+  CHECK(absl::StrContains(ValidateSegmentRules(bad).status().message(), "buyer_levels[0].level"));
+}
+
+TEST_CASE("segments: equal values share a quintile score instead of being split arbitrarily") {
+  internal::CustomerHistory one;
+  FoldEvent(Placed("o1", 100'00, kNow - 10 * kDay), one);
+  const Summary s = Summarise(one, kNow);
+  PopulationBuilder builder;
+  for (int i = 0; i < 10; ++i) builder.Add(s);  // ten identical customers
+  const Population p = builder.Build(DefaultSegmentRules(), kNow);
+  const v1::RfmScores rfm = RfmOf(s, p);
+  CHECK(rfm.recency() == 1);
+  CHECK(rfm.frequency() == 1);
+  CHECK(rfm.monetary() == 1);
+  // Everyone has the same value, so everyone is in the top 20% by value.
+  CHECK(p.key_customer_min_value == 100'00);
+}
+
+TEST_CASE("segments: a repeated placement folds once, a cancelled order leaves the spend, the bound keeps totals") {
+  internal::CustomerHistory h;
+  CHECK(FoldEvent(Placed("o1", 100'00, kNow - 5 * kDay), h));
+  CHECK_FALSE(FoldEvent(Placed("o1", 100'00, kNow - 5 * kDay), h));
+  v1::Event cancel;
+  cancel.mutable_order_cancelled()->set_order_id("o1");
+  CHECK(FoldEvent(cancel, h));
+  CHECK_FALSE(FoldEvent(cancel, h));
+  CHECK(Summarise(h, kNow).facts.orders() == 0);
+
+  internal::CustomerHistory many;
+  for (int i = 0; i < kMaxOrdersKept + 10; ++i) {
+    FoldEvent(Placed("o" + std::to_string(i), 1'00, kNow - (kMaxOrdersKept + 10 - i) * absl::Hours(1)), many);
+  }
+  CHECK(many.orders_size() == kMaxOrdersKept);
+  const Summary s = Summarise(many, kNow);
+  CHECK(s.facts.orders() == kMaxOrdersKept + 10);
+  CHECK(s.facts.net_spend().amount_minor() == (kMaxOrdersKept + 10) * 1'00);
+}
+
+TEST_CASE("retention: pending inside the window, retained by an order in it, lost after it") {
+  internal::CustomerHistory h;
+  FoldEvent(Placed("o1", 100'00, kNow - 60 * kDay), h);
+  v1::RetentionAction a;
+  api::SetTimestamp(kNow - 10 * kDay, a.mutable_action_time());
+  api::SetTimestamp(kNow + 20 * kDay, a.mutable_window_end_time());
+  JudgeRetention(Summarise(h, kNow), kNow, a);
+  CHECK(a.outcome() == v1::RETENTION_OUTCOME_PENDING);
+  JudgeRetention(Summarise(h, kNow + 21 * kDay), kNow + 21 * kDay, a);
+  CHECK(a.outcome() == v1::RETENTION_OUTCOME_LOST);
+  FoldEvent(Placed("o2", 50'00, kNow - 2 * kDay), h);
+  JudgeRetention(Summarise(h, kNow + 21 * kDay), kNow + 21 * kDay, a);
+  CHECK(a.outcome() == v1::RETENTION_OUTCOME_RETAINED);
+  CHECK(a.has_outcome_time());
+}
+
+}  // namespace
+}  // namespace crm::customer_profile
