@@ -14,8 +14,11 @@
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
 
-ABSL_FLAG(std::string, suites, "storage,profile,orders,loyalty,tickets,recommendation,gateway,scaling",
-          "comma-separated suites to run: storage, profile, orders, loyalty, tickets, recommendation, gateway, scaling");
+ABSL_FLAG(std::string, suites, "storage,profile,orders,loyalty,tickets,recommendation,gateway,scaling,system",
+          "comma-separated suites to run: storage, profile, orders, loyalty, tickets, recommendation, gateway, scaling, "
+          "system");
+ABSL_FLAG(std::string, system_customers, "1000,100000",
+          "customer bases of the whole-system suite (360-degree view; the storefront mix runs on the last)");
 ABSL_FLAG(int, reco_items, 50000, "catalog items in the recommendation suite");
 ABSL_FLAG(int, reco_customers, 100000, "customers interacting in the recommendation suite");
 ABSL_FLAG(int, reco_interactions, 1000000, "purchases and item views learned before recommendations are measured");
@@ -132,6 +135,15 @@ int main(int argc, char** argv) {
     }
     options.scaling_customers.push_back(v);
   }
+  options.system_customers.clear();
+  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_system_customers), ',', absl::SkipEmpty())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(n, &v) || v <= 0) {
+      std::fprintf(stderr, "--system_customers: \"%s\" is not a positive number\n", std::string(n).c_str());
+      return 2;
+    }
+    options.system_customers.push_back(v);
+  }
   options.order_customers = absl::GetFlag(FLAGS_order_customers);
   options.open_tickets = absl::GetFlag(FLAGS_open_tickets);
   options.reco_items = absl::GetFlag(FLAGS_reco_items);
@@ -161,6 +173,8 @@ int main(int argc, char** argv) {
         crm::load::RunStorageSuite(options, report);
       } else if (suite == "scaling") {
         crm::load::RunScalingSuite(options, report);
+      } else if (suite == "system") {
+        crm::load::RunSystemSuite(options, report);
       } else {
         std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
         return 2;

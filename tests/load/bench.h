@@ -23,6 +23,8 @@ struct BenchOptions {
   int reco_interactions = 1000000;
   // Customer bases of the scaling suite, smallest first.
   std::vector<int> scaling_customers = {10000, 100000};
+  // Customer bases of the whole-system suite (360° view), smallest first; the storefront mix runs on the last.
+  std::vector<int> system_customers = {1000, 100000};
   LoadOptions load;
 };
 
@@ -63,6 +65,7 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report);
 void RunGatewaySuite(const BenchOptions& options, Report& report);
 void RunStorageSuite(const BenchOptions& options, Report& report);
 void RunScalingSuite(const BenchOptions& options, Report& report);
+void RunSystemSuite(const BenchOptions& options, Report& report);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
 std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,

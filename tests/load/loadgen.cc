@@ -100,6 +100,7 @@ void Issue(Run* run, absl::Time intended) {
   call->request = grpc::ByteBuffer(&slice, 1);
   call->context.set_deadline(absl::ToChronoTime(absl::Now() + run->options->call_deadline));
   for (const auto& [key, value] : run->options->metadata) call->context.AddMetadata(key, value);
+  for (const auto& [key, value] : op.metadata) call->context.AddMetadata(key, value);
   {
     absl::MutexLock lock(&run->mu);
     ++run->in_flight;

@@ -30,6 +30,8 @@ struct Operation {
   RequestFn make_request;
   double weight = 1.0;
   ResponseFn on_response;
+  // Sent with this operation's calls besides LoadOptions::metadata (e.g. its own token through the gateway).
+  std::vector<std::pair<std::string, std::string>> metadata;
 };
 
 struct Scenario {

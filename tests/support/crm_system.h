@@ -36,6 +36,7 @@ class CrmSystem {
   bool running(const std::string& name) const;
 
   int port(const std::string& name) const { return ports_.at(name); }
+  pid_t pid(const std::string& name) const { return processes_.at(name)->pid(); }
   int metrics_port(const std::string& name) const { return metrics_ports_.at(name); }
   std::shared_ptr<grpc::Channel> gateway() const { return gateway_channel_; }
   // A signed token for the gateway (HS256 with the system's secret).
