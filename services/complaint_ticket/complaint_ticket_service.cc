@@ -968,26 +968,17 @@ void ComplaintTicketComponent::Register(rpc::Server& server) {
 void ComplaintTicketComponent::Start() {
   events_->Start();
   service_->CountOpen();
-  sweeper_ = std::thread([this] {
-    for (;;) {
-      {
-        absl::MutexLock lock(&mu_);
-        const absl::Time until = absl::Now() + sweep_interval_;
-        while (!stopping_ && absl::Now() < until) mu_.AwaitWithDeadline(absl::Condition(&stopping_), until);
-        if (stopping_) return;
-      }
-      v1::RunSlaSweepResponse result;
-      if (absl::Status s = service_->Sweep(&result); !s.ok()) log::Warning("sla sweep failed", {{"error", s.ToString()}});
-    }
-  });
+  sweeper_.Start(
+      sweep_interval_,
+      [this] {
+        v1::RunSlaSweepResponse result;
+        if (absl::Status s = service_->Sweep(&result); !s.ok()) log::Warning("sla sweep failed", {{"error", s.ToString()}});
+      },
+      rpc::PeriodicTask::FirstRun::kAfterInterval);
 }
 
 void ComplaintTicketComponent::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (sweeper_.joinable()) sweeper_.join();
+  sweeper_.Stop();
   if (events_) events_->Stop();
 }
 

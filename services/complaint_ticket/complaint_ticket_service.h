@@ -13,6 +13,7 @@
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
 #include "libs/events/producer.h"
+#include "libs/rpc/periodic.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/service_main.h"
@@ -109,9 +110,7 @@ class ComplaintTicketComponent final : public rpc::Component {
   std::unique_ptr<ComplaintTicketService> service_;
   std::unique_ptr<events::EventConsumer> consumer_;
   absl::Duration sweep_interval_;
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread sweeper_;
+  rpc::PeriodicTask sweeper_;
 };
 
 }  // namespace crm::complaint_ticket

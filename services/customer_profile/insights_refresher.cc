@@ -148,25 +148,11 @@ absl::Status InsightsRefresher::Refresh() {
 }
 
 void InsightsRefresher::Start(absl::Duration interval) {
-  thread_ = std::thread([this, interval] {
-    for (;;) {
-      if (absl::Status s = Refresh(); !s.ok()) {
-        log::Warning("insights refresh failed", {{"error", s.ToString()}});
-      }
-      absl::MutexLock lock(&mu_);
-      const absl::Time until = absl::Now() + interval;
-      while (!stopping_ && absl::Now() < until) mu_.AwaitWithDeadline(absl::Condition(&stopping_), until);
-      if (stopping_) return;
-    }
+  periodic_.Start(interval, [this] {
+    if (absl::Status s = Refresh(); !s.ok()) log::Warning("insights refresh failed", {{"error", s.ToString()}});
   });
 }
 
-void InsightsRefresher::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void InsightsRefresher::Stop() { periodic_.Stop(); }
 
 }  // namespace crm::customer_profile

@@ -7,12 +7,12 @@
 
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "libs/clock/clock.h"
+#include "libs/rpc/periodic.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
@@ -69,8 +69,7 @@ class InsightsRefresher {
   absl::Mutex refresh_mu_;  // one refresh at a time
   mutable absl::Mutex mu_;
   std::shared_ptr<const Snapshot> snapshot_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  rpc::PeriodicTask periodic_;
 };
 
 }  // namespace crm::customer_profile

@@ -741,31 +741,20 @@ void LoyaltyComponent::Register(rpc::Server& server) {
 
 void LoyaltyComponent::Start() {
   service_->CountMembers();
-  maintenance_ = std::thread([this] {
-    for (;;) {
-      {
-        absl::MutexLock lock(&mu_);
-        const absl::Time until = absl::Now() + maintenance_interval_;
-        while (!stopping_ && absl::Now() < until) mu_.AwaitWithDeadline(absl::Condition(&stopping_), until);
-        if (stopping_) return;
-      }
-      v1::RunMaintenanceResponse result;
-      if (absl::Status s = service_->Maintain(&result); !s.ok()) {
-        log::Warning("loyalty maintenance failed", {{"error", s.ToString()}});
-      } else {
-        log::Info("loyalty maintenance", {{"points_expired", result.points_expired()},
-                                          {"tier_changes", static_cast<int64_t>(result.tier_changes())}});
-      }
-    }
-  });
+  maintenance_.Start(
+      maintenance_interval_,
+      [this] {
+        v1::RunMaintenanceResponse result;
+        if (absl::Status s = service_->Maintain(&result); !s.ok()) {
+          log::Warning("loyalty maintenance failed", {{"error", s.ToString()}});
+        } else {
+          log::Info("loyalty maintenance", {{"points_expired", result.points_expired()},
+                                            {"tier_changes", static_cast<int64_t>(result.tier_changes())}});
+        }
+      },
+      rpc::PeriodicTask::FirstRun::kAfterInterval);
 }
 
-void LoyaltyComponent::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (maintenance_.joinable()) maintenance_.join();
-}
+void LoyaltyComponent::Stop() { maintenance_.Stop(); }
 
 }  // namespace crm::loyalty

@@ -11,6 +11,7 @@
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
+#include "libs/rpc/periodic.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/service_main.h"
@@ -115,9 +116,7 @@ class LoyaltyComponent final : public rpc::Component {
   std::unique_ptr<LoyaltyService> service_;
   std::unique_ptr<events::EventConsumer> consumer_;
   absl::Duration maintenance_interval_;
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread maintenance_;
+  rpc::PeriodicTask maintenance_;
 };
 
 }  // namespace crm::loyalty

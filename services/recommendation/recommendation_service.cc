@@ -429,23 +429,9 @@ void RecommendationComponent::Register(rpc::Server& server) {
 
 void RecommendationComponent::Start() {
   // Also every second, for notes left by a crash between a batch and its refresh.
-  refresher_ = std::thread([this] {
-    for (;;) {
-      service_->RefreshNeighbours();
-      absl::MutexLock lock(&mu_);
-      const absl::Time until = absl::Now() + absl::Seconds(1);
-      while (!stopping_ && absl::Now() < until) mu_.AwaitWithDeadline(absl::Condition(&stopping_), until);
-      if (stopping_) return;
-    }
-  });
+  refresher_.Start(absl::Seconds(1), [this] { service_->RefreshNeighbours(); });
 }
 
-void RecommendationComponent::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (refresher_.joinable()) refresher_.join();
-}
+void RecommendationComponent::Stop() { refresher_.Stop(); }
 
 }  // namespace crm::recommendation

@@ -12,6 +12,7 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
+#include "libs/rpc/periodic.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/service_main.h"
@@ -83,9 +84,7 @@ class RecommendationComponent final : public rpc::Component {
 
  private:
   RecommendationComponent() = default;
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread refresher_;
+  rpc::PeriodicTask refresher_;
   std::unique_ptr<RecommendationStore> store_;
   std::unique_ptr<BestsellerCache> bestsellers_;
   std::unique_ptr<Recommender> recommender_;
