@@ -423,7 +423,7 @@ void KpiAccumulator::Add(const internal::CustomerHistory& h, const Summary& s, b
   for (const auto& o : h.orders()) {
     if (IsSet(o.delivered_time()) && ToTime(o.delivered_time()) >= d90) {
       ++delivered_;
-      if (o.timeliness() != v1::TIMELINESS_LATE) ++on_time_;
+      if (o.timeliness() == v1::TIMELINESS_ON_TIME) ++on_time_;
     }
   }
   for (const auto& t : h.tickets()) {

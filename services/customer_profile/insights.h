@@ -84,7 +84,7 @@ struct Kpis {
   double repeat_purchase_rate = 0;   // of customers who bought, the share who bought at least twice
   double retention_90d_rate = 0;     // of customers who bought 90-180 days ago, the share who bought in the last 90
   double csat_average = 0;           // over rated complaints opened in the last 90 days
-  double on_time_delivery_rate = 0;  // of orders delivered in the last 90 days, on time or early
+  double on_time_delivery_rate = 0;  // of orders delivered in the last 90 days, inside the agreed window
   double sla_compliance_rate = 0;    // of complaints resolved in the last 90 days, without a missed promise
   int64_t at_risk_customers = 0;
   int64_t customers = 0;
