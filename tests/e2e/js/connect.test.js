@@ -55,6 +55,25 @@ test("unary calls and errors over Connect JSON, Connect binary and gRPC-Web", as
   }
 });
 
+test("the 360-degree view over Connect JSON: what runs is filled, what does not is named unavailable", async () => {
+  const transport = createConnectTransport({ baseUrl: stack.httpBase, httpVersion: "1.1" });
+  const { profile } = clients(transport);
+  const views = createClient(registry.getService("crm.v1.CustomerViewService"), transport);
+  const admin = bearer(stack.token("admin", "ops"));
+  const created = await profile.registerCustomer({ email: "view@example.com", requestId: "reg-view" }, admin);
+  const agent = bearer(stack.token("agent", "agent-1"));
+  const view = await views.getCustomerView({ customerId: created.customerId, recommendationCount: 3 }, agent);
+  assert.equal(view.profile.email, "view@example.com");
+  assert.equal(view.purchases.orders, 0);
+  assert.equal(view.insights.customerId, created.customerId);
+  assert.deepEqual(view.unavailable.map((u) => u.section).sort(), ["complaints", "membership", "recommendations"]);
+  assert.ok(view.unavailable.every((u) => u.code === "UNAVAILABLE"));
+  // A customer sees their own view without the staff-only insights; an unknown customer is NOT_FOUND.
+  const own = await views.getCustomerView({ customerId: created.customerId }, bearer(stack.token("customer", created.customerId)));
+  assert.equal(own.insights, undefined);
+  await assert.rejects(views.getCustomerView({ customerId: "c_nobody" }, agent), (e) => e.code === Code.NotFound);
+});
+
 test("WatchOrder as a server stream over Connect and gRPC-Web", async () => {
   for (const [name, transport] of Object.entries(transports())) {
     const { profile, orders } = clients(transport);
