@@ -1,6 +1,7 @@
 // The whole system behind the gateway (six real processes, tests/support/crm_system.h): the customer 360°
 // view at two customer bases, and the mixed storefront workload. The base is bulk-loaded through the
-// services' own APIs: customers with an address, one open order each, and (for one in ten) a complaint.
+// services' own APIs: customers with an address, one open order, a points ledger entry each, and (for one
+// in ten) a complaint.
 #include <algorithm>
 #include <cstdio>
 #include <iterator>
@@ -94,6 +95,16 @@ void Load(testing::CrmSystem& system, int count, std::vector<std::string>& ids,
          if (!o.ParseFromString(bytes)) return;
          absl::MutexLock lock(&mu);
          orders.emplace_back(o.customer_id(), o.order_id());
+       });
+  Bulk(absl::StrCat("127.0.0.1:", system.port("loyalty")), "/crm.v1.LoyaltyService/GrantPoints", from, ids.size(),
+       [shared](uint64_t i) {
+         v1::GrantPointsRequest r;
+         r.set_customer_id((*shared)[i]);
+         r.set_points(100);
+         r.set_source(v1::POINTS_SOURCE_PROMOTION);
+         r.set_source_id("welcome");
+         r.set_description("welcome bonus");
+         return r.SerializeAsString();
        });
   Bulk(absl::StrCat("127.0.0.1:", system.port("complaint-ticket")), "/crm.v1.ComplaintTicketService/OpenTicket",
        (from + 9) / 10, (ids.size() + 9) / 10, [shared](uint64_t i) {
