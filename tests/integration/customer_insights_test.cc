@@ -54,15 +54,8 @@ struct World {
     api::SetTimestamp(when, e.mutable_order_delivered()->mutable_delivered_time());
     return e;
   }
-  void Deliver(const std::vector<v1::Event>& events) {
-    v1::DeliverEventsRequest req;
-    for (const auto& e : events) *req.add_events() = e;
-    v1::DeliverEventsResponse resp;
-    const grpc::Status s = Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp);
-    INFO(s.error_message() << " " << resp.failed_message());
-    REQUIRE(s.ok());
-    REQUIRE(resp.processed_count() == static_cast<int>(events.size()));
-  }
+  void Deliver(const std::vector<v1::Event>& events) { testing::DeliverEvents(sink.get(), events); }
+
   // `orders` orders of `each` minor units, every `gap`, the last one `ago` before now.
   void Buyer(const std::string& cid, int orders, int64_t each, absl::Duration gap, absl::Duration ago) {
     std::vector<v1::Event> events;

@@ -58,15 +58,8 @@ struct World {
   }
 
   // Delivers events to loyalty's EventSink as a producer would.
-  void Deliver(const std::vector<v1::Event>& events) {
-    v1::DeliverEventsRequest req;
-    for (const auto& e : events) *req.add_events() = e;
-    v1::DeliverEventsResponse resp;
-    const grpc::Status s = Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp);
-    INFO(s.error_message() << " " << resp.failed_message());
-    REQUIRE(s.ok());
-    REQUIRE(resp.processed_count() == static_cast<int>(events.size()));
-  }
+  void Deliver(const std::vector<v1::Event>& events) { testing::DeliverEvents(sink.get(), events); }
+
 
   v1::Event Delivered(const std::string& cid, const std::string& order_id,
                       std::vector<std::tuple<std::string, std::string, int, int64_t>> items, absl::Time when) {

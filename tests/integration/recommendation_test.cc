@@ -14,6 +14,7 @@
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
+#include "tests/support/shop_calls.h"
 
 namespace crm::recommendation {
 namespace {
@@ -87,15 +88,8 @@ struct World {
     return e;
   }
 
-  void Deliver(const std::vector<v1::Event>& events) {
-    v1::DeliverEventsRequest req;
-    for (const auto& e : events) *req.add_events() = e;
-    v1::DeliverEventsResponse resp;
-    const grpc::Status s = Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp);
-    INFO(s.error_message() << " " << resp.failed_message());
-    REQUIRE(s.ok());
-    REQUIRE(resp.processed_count() == req.events_size());
-  }
+  void Deliver(const std::vector<v1::Event>& events) { testing::DeliverEvents(sink.get(), events); }
+
 
   void Buy(const std::string& customer_id, const std::vector<std::string>& skus, absl::Time when) {
     Deliver({Delivered(customer_id, skus, when)});

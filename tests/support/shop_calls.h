@@ -1,11 +1,13 @@
 // The few calls many integration tests make to set a scene: a registered customer, an address, a one-item
-// cash-on-delivery order. Header-only, Catch2 tests only (a failed call fails the test there).
+// cash-on-delivery order, events delivered to a consumer. Header-only, Catch2 tests only (a failed call fails the test there).
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/events.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "tests/support/rpc_call.h"
@@ -56,6 +58,17 @@ inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders
   v1::Order order;
   REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
   return order;
+}
+
+// Delivers `events` to a service's EventSink as a producer's dispatcher would; all must be applied.
+inline void DeliverEvents(v1::EventSink::Stub* sink, const std::vector<v1::Event>& events) {
+  v1::DeliverEventsRequest req;
+  for (const auto& e : events) *req.add_events() = e;
+  v1::DeliverEventsResponse resp;
+  const grpc::Status s = Call(sink, &v1::EventSink::Stub::DeliverEvents, req, &resp);
+  INFO(s.error_message() << " " << resp.failed_message());
+  REQUIRE(s.ok());
+  REQUIRE(resp.processed_count() == req.events_size());
 }
 
 }  // namespace crm::testing
