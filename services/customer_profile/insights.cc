@@ -277,7 +277,8 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
   }
   if (!s.order_times.empty()) {
     *f.mutable_last_order_time() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(s.order_times.back()));
-    s.days_since_last_order = std::max(0.0, absl::ToDoubleHours(now - s.order_times.back()) / 24);
+    // Whole days: customers who bought the same day share a recency score however many seconds apart.
+    s.days_since_last_order = std::max(0.0, std::floor(absl::ToDoubleHours(now - s.order_times.back()) / 24));
   }
   if (s.order_times.size() >= 2) {
     std::vector<double> gaps;

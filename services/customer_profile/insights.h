@@ -39,7 +39,7 @@ struct Summary {
   v1::PurchaseFacts facts;
   std::vector<absl::Time> order_times;  // placed, not cancelled, oldest first
   int64_t value_12m_minor = 0;          // net spend over the last 12 months
-  double days_since_last_order = -1;    // -1 without orders
+  double days_since_last_order = -1;    // whole days; -1 without orders
   ChurnFacts churn;
 };
 Summary Summarise(const internal::CustomerHistory& history, absl::Time now);
