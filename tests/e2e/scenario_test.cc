@@ -389,6 +389,19 @@ std::string Compare(Client& c, const std::string& cid, const Plan& p, const Expe
   check("membership.tier", view.membership().tier(), e.tier);
   check("complaints.open", view.complaints().open_tickets_size(), e.open_tickets);
   check("complaints.closed", view.complaints().recent_closed_tickets_size(), e.closed_tickets);
+  for (const auto& t : view.complaints().recent_closed_tickets()) {
+    // The customer's own complaint: resolved with its points confirmed, rated, closed.
+    check("closed_ticket.status", t.status(), v1::TICKET_STATUS_CLOSED);
+    check("closed_ticket.csat", t.satisfaction().csat(), 4);
+    check("closed_ticket.points_confirmed",
+          t.resolution().compensations_size() == 1 &&
+              t.resolution().compensations(0).status() == v1::COMPENSATION_STATUS_CONFIRMED,
+          1);
+  }
+  for (const auto& t : view.complaints().open_tickets()) {
+    // Opened by the system from a late or failed delivery or a low review, and still being worked.
+    check("open_ticket.automatic", t.automatic(), 1);
+  }
   const v1::PurchaseFacts& f = view.insights().facts();
   check("insights.orders", f.orders(), e.orders);
   check("insights.net_spend", f.net_spend().amount_minor(), e.spend_minor);
