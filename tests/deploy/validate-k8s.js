@@ -128,16 +128,8 @@ for (const o of docs) {
   const virtualName = path.join(__dirname, `__rendered_${overlay.replace(/[^A-Za-z0-9_]/g, "_")}.ts`);
   const lines = [];
   const ranges = []; // [first line, last line, object]
-  docs.forEach((o, i) => {
-    const mod = modelModule(o);
-    if (!mod) return;
-    try {
-      require.resolve(mod);
-    } catch (e) {
-      return; // reported above
-    }
-    lines.push(`import type { I${o.kind} as T${i} } from ${JSON.stringify(mod)};`);
-  });
+  // Documents whose schema module resolves (the others are reported above), with their index.
+  const typed = [];
   docs.forEach((o, i) => {
     const mod = modelModule(o);
     if (!mod) return;
@@ -146,13 +138,19 @@ for (const o of docs) {
     } catch (e) {
       return;
     }
+    typed.push([o, i, mod]);
+  });
+  for (const [o, i, mod] of typed) {
+    lines.push(`import type { I${o.kind} as T${i} } from ${JSON.stringify(mod)};`);
+  }
+  for (const [o, i] of typed) {
     const body = JSON.stringify(o, null, 2).split("\n");
     const first = lines.length;
     lines.push(`export const doc${i}: T${i} = ${body[0]}`);
     for (const l of body.slice(1)) lines.push(l);
     lines[lines.length - 1] += ";";
     ranges.push([first, lines.length - 1, o]);
-  });
+  }
   const source = lines.join("\n") + "\n";
   const options = {
     strict: true,
