@@ -7,18 +7,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
-#include "google/protobuf/util/time_util.h"
 #include "libs/api/validate.h"
 
 namespace crm::customer_profile {
 namespace {
 
-using google::protobuf::util::TimeUtil;
 constexpr absl::Duration kDay = absl::Hours(24);
 
-absl::Time ToTime(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
 bool IsSet(const google::protobuf::Timestamp& t) { return t.seconds() != 0 || t.nanos() != 0; }
 
 internal::OrderRecord* FindOrder(internal::CustomerHistory& h, absl::string_view order_id) {
@@ -44,7 +39,7 @@ internal::OrderRecord* AddOrder(internal::CustomerHistory& h, absl::string_view 
   // Events of one customer arrive in commit order, so this is nearly always already last.
   auto* orders = h.mutable_orders();
   std::stable_sort(orders->begin(), orders->end(), [](const auto& a, const auto& b) {
-    return ToTime(a.placed_time()) < ToTime(b.placed_time());
+    return api::FromTimestamp(a.placed_time()) < api::FromTimestamp(b.placed_time());
   });
   while (h.orders_size() > kMaxOrdersKept) {
     const internal::OrderRecord& oldest = h.orders(0);
@@ -240,7 +235,7 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
   int orders = h.dropped_orders();
   int on_time = 0, late = 0, failures = 0, returns = 0;
   for (const auto& o : h.orders()) {
-    const absl::Time placed = ToTime(o.placed_time());
+    const absl::Time placed = api::FromTimestamp(o.placed_time());
     if (currency.empty()) currency = o.total().currency();
     failures += o.delivery_failures();
     returns += o.returns();
@@ -273,10 +268,10 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
   if (IsSet(h.dropped_first_order_time())) {
     *f.mutable_first_order_time() = h.dropped_first_order_time();
   } else if (!s.order_times.empty()) {
-    *f.mutable_first_order_time() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(s.order_times.front()));
+    api::SetTimestamp(s.order_times.front(), f.mutable_first_order_time());
   }
   if (!s.order_times.empty()) {
-    *f.mutable_last_order_time() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(s.order_times.back()));
+    api::SetTimestamp(s.order_times.back(), f.mutable_last_order_time());
     // Whole days: customers who bought the same day share a recency score however many seconds apart.
     s.days_since_last_order = std::max(0.0, std::floor(absl::ToDoubleHours(now - s.order_times.back()) / 24));
   }
@@ -303,7 +298,7 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
       csat_sum += t.csat();
       ++csat_count;
     }
-    if (ToTime(t.opened_time()) >= half_year_ago) s.churn.sla_breaches += t.sla_breaches();
+    if (api::FromTimestamp(t.opened_time()) >= half_year_ago) s.churn.sla_breaches += t.sla_breaches();
   }
   if (csat_count > 0) f.set_csat_average(static_cast<double>(csat_sum) / csat_count);
   s.churn.order_times = s.order_times;
@@ -389,17 +384,18 @@ v1::CustomerInsights Assess(absl::string_view customer_id, const Summary& s, con
   out.mutable_churn()->set_at_risk(!s.order_times.empty() && churn.score >= rules.at_risk_threshold());
   *out.mutable_facts() = s.facts;
   if (p.computed != absl::InfinitePast()) {
-    *out.mutable_population_time() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(p.computed));
+    api::SetTimestamp(p.computed, out.mutable_population_time());
   }
   return out;
 }
 
 void JudgeRetention(const Summary& s, absl::Time now, v1::RetentionAction& action) {
-  const absl::Time taken = ToTime(action.action_time()), window_end = ToTime(action.window_end_time());
+  const absl::Time taken = api::FromTimestamp(action.action_time());
+  const absl::Time window_end = api::FromTimestamp(action.window_end_time());
   for (absl::Time t : s.order_times) {
     if (t > taken && t <= window_end) {
       action.set_outcome(v1::RETENTION_OUTCOME_RETAINED);
-      *action.mutable_outcome_time() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+      api::SetTimestamp(t, action.mutable_outcome_time());
       return;
     }
   }
@@ -422,17 +418,17 @@ void KpiAccumulator::Add(const internal::CustomerHistory& h, const Summary& s, b
     if (came_back) ++retained_;
   }
   for (const auto& o : h.orders()) {
-    if (IsSet(o.delivered_time()) && ToTime(o.delivered_time()) >= d90) {
+    if (IsSet(o.delivered_time()) && api::FromTimestamp(o.delivered_time()) >= d90) {
       ++delivered_;
       if (o.timeliness() == v1::TIMELINESS_ON_TIME) ++on_time_;
     }
   }
   for (const auto& t : h.tickets()) {
-    if (t.csat() > 0 && ToTime(t.opened_time()) >= d90) {
+    if (t.csat() > 0 && api::FromTimestamp(t.opened_time()) >= d90) {
       csat_sum_ += t.csat();
       ++csat_count_;
     }
-    if (IsSet(t.resolved_time()) && ToTime(t.resolved_time()) >= d90) {
+    if (IsSet(t.resolved_time()) && api::FromTimestamp(t.resolved_time()) >= d90) {
       ++resolved_;
       if (t.sla_breaches() == 0) ++compliant_;
     }

@@ -8,33 +8,31 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "google/protobuf/util/time_util.h"
+#include "libs/api/validate.h"
 #include "libs/metrics/rpc_metrics.h"
 #include "libs/rpc/backends.h"
 
 namespace crm::gateway {
 namespace {
 
-using google::protobuf::util::TimeUtil;
 
 constexpr absl::Duration kRecentlyClosed = absl::Hours(24 * 90);
 constexpr int kMaxRecentClosed = 10;
 
 bool IsOpen(v1::TicketStatus s) { return s != v1::TICKET_STATUS_RESOLVED && s != v1::TICKET_STATUS_CLOSED; }
 
-absl::Time ToTime(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
-
 void Summarise(v1::ListTicketsResponse tickets, absl::Time now, v1::ComplaintSummary* out) {
   auto* list = tickets.mutable_tickets();
   std::sort(list->begin(), list->end(),
-            [](const v1::Ticket& a, const v1::Ticket& b) { return ToTime(a.create_time()) > ToTime(b.create_time()); });
+            [](const v1::Ticket& a, const v1::Ticket& b) {
+              return api::FromTimestamp(a.create_time()) > api::FromTimestamp(b.create_time());
+            });
   for (v1::Ticket& t : *list) {
     if (IsOpen(t.status())) {
       if (t.sla().breaches_size() > 0) out->set_open_breached(out->open_breached() + 1);
       *out->add_open_tickets() = std::move(t);
-    } else if (ToTime(t.update_time()) >= now - kRecentlyClosed && out->recent_closed_tickets_size() < kMaxRecentClosed) {
+    } else if (api::FromTimestamp(t.update_time()) >= now - kRecentlyClosed &&
+               out->recent_closed_tickets_size() < kMaxRecentClosed) {
       *out->add_recent_closed_tickets() = std::move(t);
     }
   }
@@ -64,7 +62,7 @@ void Assemble(Gathering& g) {
   v1::CustomerView view;
   view.set_customer_id(g.request.customer_id());
   const absl::Time now = absl::Now();
-  *view.mutable_view_time() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(now));
+  api::SetTimestamp(now, view.mutable_view_time());
   for (Section& s : g.sections) {
     const std::string name = s.name;
     if (name == "profile" && s.status.error_code() == grpc::StatusCode::NOT_FOUND) {

@@ -2,9 +2,6 @@
 // directly on customer-profile, through the gateway (token verified, policy checked, request parsed for the
 // customer id, forwarded), and through nginx (Debian's package) with grpc_pass to the same service. Both
 // proxies log no access lines here, so the figures compare forwarding alone.
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <optional>
@@ -21,18 +18,6 @@
 
 namespace crm::load {
 namespace {
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 Scenario GetCustomer(const std::string& name, std::shared_ptr<const std::vector<std::string>> ids) {
   return {name,
@@ -100,7 +85,7 @@ void RunGatewaySuite(const BenchOptions& options, Report& report) {
   if (access(nginx.c_str(), X_OK) != 0) {
     report.Note("gateway: nginx is not installed (apt-get install nginx), so the nginx row is missing");
   } else {
-    const int port = FreePort();
+    const int port = testing::PickFreePort();
     const std::string conf = dir.Sub("nginx.conf");
     // Two workers like the gateway's two cores; upstream keepalive so nginx reuses HTTP/2 connections.
     std::ofstream(conf) << absl::StrFormat(R"(worker_processes 2;

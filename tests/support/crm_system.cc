@@ -1,9 +1,5 @@
 #include "tests/support/crm_system.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -21,21 +17,10 @@
 namespace crm::testing {
 namespace {
 
-// A loopback port nothing listens on now (the kernel's choice for port 0), kept distinct within the run.
+// A free port not already given to another process of this system.
 int FreePort(std::set<int>& taken) {
   for (;;) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof(addr);
-    int port = 0;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
-    }
-    close(fd);
+    const int port = PickFreePort();
     if (port != 0 && taken.insert(port).second) return port;
   }
 }

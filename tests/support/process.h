@@ -16,6 +16,10 @@
 
 namespace crm::testing {
 
+// A loopback port nothing listens on right now (the kernel's pick for port 0), for a process that must be
+// told its port before it starts.
+int PickFreePort();
+
 class Process {
  public:
   Process(std::string binary, std::vector<std::string> args, std::map<std::string, std::string> env = {});
