@@ -8,6 +8,8 @@ set -euo pipefail
 packages=(cmake make g++ pkg-config
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
           libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev libssl-dev libcivetweb-dev)
+# openssl: the local run's development CA for mutual TLS between the processes (deploy/local/dev-pki.sh).
+packages+=(openssl)
 if [[ "${1:-}" == "--test" ]]; then
   # prometheus: promtool checks; chromium: the gateway's browser test (driven by puppeteer-core from npm);
   # clang-14 with libclang-rt-14-dev: libFuzzer for the gateway's request-parsing fuzzer; nginx: the

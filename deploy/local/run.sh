@@ -65,10 +65,17 @@ if port_in_use "$http_port"; then
   exit 1
 fi
 # The gateway checks bearer tokens against this secret (HS256); crm-token mints tokens with it.
-mkdir -p "$data/gateway"
+mkdir -p "$data/gateway" "$data/secrets"
 if [[ ! -s "$data/gateway/jwt-secret" ]]; then
   (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$data/gateway/jwt-secret")
 fi
+# The deployment's internal key: the processes sign their calls to each other (and page tokens) with it.
+if [[ ! -s "$data/secrets/internal-key" ]]; then
+  (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$data/secrets/internal-key")
+fi
+# Mutual TLS between the processes: a development CA and a certificate per process (deploy/local/dev-pki.sh).
+"$root/deploy/local/dev-pki.sh" "$data/tls" customer-profile order-tracking loyalty complaint-ticket \
+  recommendation gateway
 for entry in "${services[@]}"; do
   read -r name _ offset <<<"$entry"
   for port in $((port_base + offset)) $((metrics_base + offset)); do
@@ -105,6 +112,7 @@ for entry in "${services[@]}"; do
   esac
   "$build/$binary" --listen="127.0.0.1:$((port_base + offset))" "${config[@]}" \
     --metrics_listen="127.0.0.1:$((metrics_base + offset))" \
+    --internal_key_file="$data/secrets/internal-key" --tls_dir="$data/tls/$name" \
     --data_dir="$data/$name" "${addresses[@]}" >>"$log" 2>&1 &
   pids+=("$!")
 done

@@ -9,9 +9,37 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "grpcpp/support/client_interceptor.h"
+#include "libs/auth/caller.h"
 #include "libs/metrics/rpc_metrics.h"
+#include "libs/rpc/transport.h"
 
 namespace crm::rpc {
+namespace {
+
+// Signs every call this process makes on its own: adds its internal caller assertion unless the call
+// already carries one (a call on behalf of someone else).
+class SelfIdentityInterceptor : public grpc::experimental::Interceptor {
+ public:
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      auto* metadata = methods->GetSendInitialMetadata();
+      if (metadata->find(auth::kCallerMetadata) == metadata->end()) {
+        metadata->emplace(auth::kCallerMetadata, auth::SelfAssertion());
+      }
+    }
+    methods->Proceed();
+  }
+};
+
+class SelfIdentityInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+    return new SelfIdentityInterceptor();
+  }
+};
+
+}  // namespace
 
 std::string RetryServiceConfig(absl::string_view service) {
   const auto* descriptor = google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(std::string(service));
@@ -44,12 +72,11 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::str
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetMaxReceiveMessageSize(16 << 20);
   if (!service.empty()) args.SetServiceConfigJSON(RetryServiceConfig(service));
-  if (metrics == nullptr) {
-    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  }
+  if (metrics == nullptr) return grpc::CreateCustomChannel(address, ChannelTransportCredentials(), args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<metrics::ClientMetricsInterceptorFactory>(&metrics->client_rpc()));
-  return grpc::experimental::CreateCustomChannelWithInterceptors(address, grpc::InsecureChannelCredentials(), args,
+  interceptors.push_back(std::make_unique<SelfIdentityInterceptorFactory>());
+  return grpc::experimental::CreateCustomChannelWithInterceptors(address, ChannelTransportCredentials(), args,
                                                                   std::move(interceptors));
 }
 

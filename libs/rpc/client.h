@@ -51,7 +51,9 @@ class ChannelSet {
 std::string RetryServiceConfig(absl::string_view service);
 
 // A channel to one address with the project's channel arguments (keepalive, message size, retry policy
-// of `service` when not empty, client metrics when `metrics` is not null).
+// of `service` when not empty) and transport (mTLS or loopback, libs/rpc/transport.h). With `metrics`, a
+// service's channel: client metrics, and every call not already made for someone else carries this process's
+// own caller assertion. Without, the gateway's (which signs each call for its caller) or a test's.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::string_view service,
                                            metrics::Metrics* metrics);
 

@@ -20,6 +20,14 @@ ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long in-flight calls may fini
 ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest request or response message accepted, in bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, backup_dir, "", "where checkpoints (StoreAdminService) go (default: <data_dir>-backups)");
+ABSL_FLAG(std::string, tls_dir, "",
+          "folder with tls.crt, tls.key and ca.crt (cert-manager's layout): mutual TLS between the processes; "
+          "without it a service accepts calls from loopback only");
+ABSL_FLAG(std::string, internal_key_file, "",
+          "the deployment's internal secret (one or more lines of 32+ bytes, the first signs): signs caller "
+          "assertions between the processes and page tokens; required");
+ABSL_FLAG(std::string, health_listen, "",
+          "plaintext address serving only grpc.health.v1 (for Kubernetes gRPC probes when --tls_dir is set)");
 ABSL_FLAG(int, clock_offset_s, 0, "run the service's clock this many seconds ahead of the wall clock (demos, benchmarks of deadlines)");
 ABSL_FLAG(int, shard_index, 0,
           "which shard of its service this process is (0-based); -1 takes it from the host name's ordinal suffix "

@@ -19,6 +19,9 @@ ABSL_DECLARE_FLAG(std::string, log_level);
 ABSL_DECLARE_FLAG(int, shard_index);
 ABSL_DECLARE_FLAG(int, clock_offset_s);
 ABSL_DECLARE_FLAG(std::string, backup_dir);
+ABSL_DECLARE_FLAG(std::string, tls_dir);
+ABSL_DECLARE_FLAG(std::string, internal_key_file);
+ABSL_DECLARE_FLAG(std::string, health_listen);
 
 namespace crm::rpc {
 

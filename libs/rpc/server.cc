@@ -6,10 +6,28 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "libs/log/log.h"
-#include "libs/rpc/malformed_request.h"
 #include "libs/metrics/rpc_metrics.h"
+#include "libs/rpc/caller_auth.h"
+#include "libs/rpc/malformed_request.h"
+#include "libs/rpc/transport.h"
 
 namespace crm::rpc {
+namespace {
+
+// The health port's catch-all: anything but health is not served there.
+class NothingButHealth : public grpc::CallbackGenericService {
+ public:
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
+    class Refuse : public grpc::ServerGenericBidiReactor {
+     public:
+      Refuse() { Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this port serves only grpc.health.v1")); }
+      void OnDone() override { delete this; }
+    };
+    return new Refuse();
+  }
+};
+
+}  // namespace
 
 Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
@@ -34,7 +52,12 @@ absl::Status Server::Start() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port_);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (options_.authenticate_callers) {
+    credentials = ServerTransportCredentials();
+    credentials->SetAuthMetadataProcessor(std::make_shared<CallerAuthProcessor>(!TlsDir().empty()));
+  }
+  builder.AddListeningPort(options_.listen_address, credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   // Clients (the gateway, other services) keep idle channels alive with pings every 30 s; accept them.
@@ -58,17 +81,34 @@ absl::Status Server::Start() {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen_address,
                                                " (address in use, or not an address of this host)"));
   }
+  if (!options_.health_listen.empty()) {
+    grpc::ServerBuilder health;
+    health.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(), &health_port_);
+    health_only_ = std::make_unique<NothingButHealth>();
+    health.RegisterCallbackGenericService(health_only_.get());
+    health_server_ = health.BuildAndStart();
+    if (health_server_ == nullptr || health_port_ == 0) {
+      server_->Shutdown();
+      server_.reset();
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.health_listen, " (health port)"));
+    }
+  }
   SetServing(false);
-  log::Info("grpc server listening", {{"address", options_.listen_address}, {"port", port_}});
+  log::Info("grpc server listening", {{"address", options_.listen_address},
+                                      {"port", port_},
+                                      {"tls", !TlsDir().empty() && options_.authenticate_callers},
+                                      {"health_port", health_port_}});
   return absl::OkStatus();
 }
 
 void Server::SetServing(bool serving) {
-  if (server_ == nullptr) return;
-  auto* health = server_->GetHealthCheckService();
-  if (health == nullptr) return;
-  health->SetServingStatus(serving);
-  for (auto& [service, name] : services_) health->SetServingStatus(name, serving);
+  for (grpc::Server* server : {server_.get(), health_server_.get()}) {
+    if (server == nullptr) continue;
+    auto* health = server->GetHealthCheckService();
+    if (health == nullptr) continue;
+    health->SetServingStatus(serving);
+    for (auto& [service, name] : services_) health->SetServingStatus(name, serving);
+  }
 }
 
 void Server::Shutdown() {
@@ -81,9 +121,16 @@ void Server::Shutdown() {
             {{"grace_seconds", absl::ToDoubleSeconds(options_.drain_grace)}});
   // The health service's own Shutdown marks everything NOT_SERVING and ignores later updates.
   if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  if (health_server_ != nullptr) {
+    if (auto* health = health_server_->GetHealthCheckService()) health->Shutdown();
+  }
   for (auto& hook : shutdown_hooks_) hook();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.drain_grace));
   server_->Wait();
+  if (health_server_ != nullptr) {
+    health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
+    health_server_->Wait();
+  }
   log::Info("grpc server stopped");
 }
 

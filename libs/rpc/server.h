@@ -30,6 +30,13 @@ struct ServerOptions {
   // The per-call interceptors (field-naming parse errors, per-RPC metrics). A proxy that forwards raw
   // bytes and records its own per-route metrics turns them off: they cost more than the forwarding.
   bool interceptors = true;
+  // A service port: only the system's own processes may call (libs/rpc/caller_auth.h), over mTLS when the
+  // process has certificates (libs/rpc/transport.h), else from loopback only. Off for the gateway's public
+  // front door and for test doubles.
+  bool authenticate_callers = false;
+  // A second, plaintext port that serves only grpc.health.v1 (host:port; empty: none), for Kubernetes' gRPC
+  // probes, which cannot present a client certificate.
+  std::string health_listen;
 };
 
 class Server {
@@ -50,6 +57,8 @@ class Server {
   absl::Status Start();
   // The bound port, after Start.
   int port() const { return port_; }
+  // The health port, after Start (0 without one).
+  int health_port() const { return health_port_; }
   // Health for the whole server ("") and every registered service.
   void SetServing(bool serving);
   // NOT_SERVING, shutdown hooks, stop accepting, drain in-flight calls until the grace period ends,
@@ -63,6 +72,10 @@ class Server {
   std::vector<std::function<void()>> shutdown_hooks_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  // Serves only health (ServerOptions::health_listen).
+  std::unique_ptr<grpc::Server> health_server_;
+  std::unique_ptr<grpc::CallbackGenericService> health_only_;
+  int health_port_ = 0;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };

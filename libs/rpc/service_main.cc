@@ -8,9 +8,12 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "libs/auth/caller.h"
+#include "libs/auth/internal_keys.h"
 #include "libs/log/log.h"
 #include "libs/metrics/rocksdb_collector.h"
 #include "libs/rpc/flags.h"
+#include "libs/rpc/transport.h"
 
 namespace crm::rpc {
 namespace {
@@ -39,6 +42,20 @@ absl::StatusOr<int> ShardIndexFromFlags() {
 
 }  // namespace
 
+absl::Status SetUpTrust(const std::string& process_name) {
+  const std::string key_file = absl::GetFlag(FLAGS_internal_key_file);
+  if (key_file.empty()) {
+    return absl::FailedPreconditionError(
+        "--internal_key_file is required: the deployment's shared secret that signs calls between the processes "
+        "(deploy/local/run.sh creates one under the data folder; Kubernetes mounts it from a Secret)");
+  }
+  auto keys = auth::InternalKeys::FromFile(key_file);
+  if (!keys.ok()) return keys.status();
+  auth::InternalKeys::Install(*keys);
+  auth::SetProcessName(process_name);
+  return SetTlsDir(absl::GetFlag(FLAGS_tls_dir));
+}
+
 store::StoreOptions StoreOptionsFromFlags(const std::string& service_name) {
   store::StoreOptions o;
   o.path = absl::GetFlag(FLAGS_data_dir);
@@ -61,6 +78,10 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   ParseFlagsWithEnv(argc, argv, spec.usage.c_str());
   log::SetService(spec.name);
   log::SetMinLevel(ParseLevel(absl::GetFlag(FLAGS_log_level)));
+  if (absl::Status s = SetUpTrust(spec.name); !s.ok()) {
+    log::Error("cannot start", {{"error", s.ToString()}});
+    return 1;
+  }
 
   metrics::Metrics metrics;
   std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
@@ -104,6 +125,9 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   server_options.drain_grace = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   server_options.metrics = &metrics;
   server_options.interceptors = !spec.forwards_calls;
+  // The gateway's own port is the public front door; every other process's port admits only the system.
+  server_options.authenticate_callers = !spec.forwards_calls;
+  server_options.health_listen = absl::GetFlag(FLAGS_health_listen);
   Server server(server_options);
   (*component)->Register(server);
   std::unique_ptr<StoreAdminService> store_admin;

@@ -58,6 +58,10 @@ struct ServiceSpec {
 // Runs the service until SIGTERM/SIGINT; returns the process exit code.
 int RunService(int argc, char** argv, const ServiceSpec& spec);
 
+// The process's trust settings from flags: the internal key (--internal_key_file, required), its name as a
+// caller, and TLS (--tls_dir). FAILED_PRECONDITION / INVALID_ARGUMENT naming the flag otherwise.
+absl::Status SetUpTrust(const std::string& process_name);
+
 // Store options from --data_dir (default ./data/<name>), --block_cache_mb and --memtable_mb.
 store::StoreOptions StoreOptionsFromFlags(const std::string& service_name);
 

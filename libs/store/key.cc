@@ -1,5 +1,7 @@
 #include "libs/store/key.h"
 
+#include "absl/strings/match.h"
+
 namespace crm::store {
 namespace {
 
@@ -100,6 +102,16 @@ std::string PrefixUpperBound(absl::string_view prefix) {
     bound.pop_back();
   }
   return bound;
+}
+
+absl::StatusOr<std::string> ResumeAfter(absl::string_view prefix, absl::string_view after) {
+  if (after.empty()) return std::string(prefix);
+  if (!absl::StartsWith(after, prefix)) {
+    return absl::InvalidArgumentError("page_token: does not belong to this listing");
+  }
+  std::string begin(after);
+  begin.push_back('\0');
+  return begin;
 }
 
 }  // namespace crm::store

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
@@ -53,5 +54,11 @@ class KeyReader {
 
 // The smallest key greater than every key starting with `prefix`; empty when there is none.
 std::string PrefixUpperBound(absl::string_view prefix);
+
+// Where the next page of a listing over the keys starting with `prefix` begins: just after `after` (the last
+// key of the previous page, from a page token), or at the prefix when `after` is empty. A resume key outside
+// the prefix is another listing's (another customer's) position: INVALID_ARGUMENT on page_token, naming
+// nothing of it, whatever the page token's own checks said.
+absl::StatusOr<std::string> ResumeAfter(absl::string_view prefix, absl::string_view after);
 
 }  // namespace crm::store

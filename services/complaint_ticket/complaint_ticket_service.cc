@@ -13,6 +13,7 @@
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
@@ -278,14 +279,17 @@ grpc::ServerUnaryReactor* ComplaintTicketService::OpenTicket(Ctx* ctx, const v1:
   }
   if (auto s = api::OptionalText("subject", req->subject(), 200); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())]()
+                                     -> absl::Status {
     if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
     CustomerValue value;
     std::string named_agent;
     CustomerStanding(req->customer_id(), &value, &named_agent);
     bool created = false;  // false when this is a retry answered from the first call's record
-    absl::Status s = store_->OpenTicket(req->customer_id(), req->request_id(), store::RequestFingerprint(*req), now,
+    absl::Status s = store_->OpenTicket(req->customer_id(), request_id, store::RequestFingerprint(*req), now,
         [&](TicketSession& session) -> absl::Status {
           created = true;
           auto last = session.LastAgent();
@@ -361,14 +365,30 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx, const 
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->author() != v1::MESSAGE_AUTHOR_CUSTOMER && req->author() != v1::MESSAGE_AUTHOR_AGENT) {
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  // Who writes comes from the token: a customer replies as the customer, an agent as themself.
+  v1::MessageAuthor author = req->author();
+  if (rpc::IsCustomer(*caller) || rpc::IsAgent(*caller)) {
+    const v1::MessageAuthor own = rpc::IsCustomer(*caller) ? v1::MESSAGE_AUTHOR_CUSTOMER : v1::MESSAGE_AUTHOR_AGENT;
+    if (author != v1::MESSAGE_AUTHOR_UNSPECIFIED && author != own) {
+      return Finish(ctx, absl::PermissionDeniedError(absl::StrCat(
+                             "author: a ", rpc::IsCustomer(*caller) ? "customer" : "agent", " replies only as ",
+                             rpc::IsCustomer(*caller) ? "the customer" : "themself")));
+    }
+    author = own;
+  }
+  if (author != v1::MESSAGE_AUTHOR_CUSTOMER && author != v1::MESSAGE_AUTHOR_AGENT) {
     return Finish(ctx, Invalid("author", "must be CUSTOMER or AGENT"));
   }
   if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  const bool agent = req->author() == v1::MESSAGE_AUTHOR_AGENT;
+  const bool agent = author == v1::MESSAGE_AUTHOR_AGENT;
+  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
+  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
+  if (!agent && !agent_id->empty()) return Finish(ctx, Invalid("agent_id", "only an agent's reply names an agent"));
   if (agent) {
-    if (auto s = api::RequiredId("agent_id", req->agent_id()); !s.ok()) return Finish(ctx, s);
+    if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
     if (!req->has_next_step_time()) {
       return Finish(ctx, Invalid("next_step_time", "an agent's reply must name the date of the next step, not \"later\""));
     }
@@ -376,26 +396,27 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx, const 
     if (!next.ok()) return Finish(ctx, next.status());
     if (auto s = CheckNextStepTime(*next, now); !s.ok()) return Finish(ctx, s);
   }
-  return FinishOn(*writes_, ctx, [this, req, resp, now, agent]() -> absl::Status {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, agent, author, agent_id = *agent_id,
+                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
     if (agent) {
-      if (auto s = CheckAgent(req->agent_id()); !s.ok()) return s;
+      if (auto s = CheckAgent(agent_id); !s.ok()) return s;
     }
     v1::Ticket before;
-    absl::Status s = store_->UpdateTicket(req->customer_id(), req->ticket_id(), req->request_id(),
+    absl::Status s = store_->UpdateTicket(req->customer_id(), req->ticket_id(), request_id,
         store::RequestFingerprint(*req), now, [&](TicketSession& session) -> absl::Status {
           v1::Ticket& t = session.ticket();
           before = t;
           if (t.status() == v1::TICKET_STATUS_CLOSED) {
             return absl::FailedPreconditionError("ticket_id: the ticket is closed; open a new one");
           }
-          v1::TicketMessage m = Message(t, req->author(), req->agent_id(), req->text(), false, now);
+          v1::TicketMessage m = Message(t, author, agent_id, req->text(), false, now);
           if (agent) {
             *m.mutable_next_step_time() = req->next_step_time();
             if (!t.sla().has_first_response_time()) api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
             *t.mutable_sla()->mutable_next_update_due() = req->next_step_time();
             if (t.status() == v1::TICKET_STATUS_OPEN) t.set_status(v1::TICKET_STATUS_IN_PROGRESS);
-            if (t.assigned_agent_id().empty()) t.set_assigned_agent_id(req->agent_id());
-            session.RememberAgent(req->agent_id());
+            if (t.assigned_agent_id().empty()) t.set_assigned_agent_id(agent_id);
+            session.RememberAgent(agent_id);
           }
           *t.add_messages() = std::move(m);
           return absl::OkStatus();
@@ -410,16 +431,21 @@ grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(Ctx* ctx, cons
                                                                   v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("agent_id", req->agent_id()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
+  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
+  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto s = CheckAgent(req->agent_id()); !s.ok()) return s;
-    return store_->UpdateTicket(req->customer_id(), req->ticket_id(), req->request_id(), store::RequestFingerprint(*req),
+  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id,
+                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+    if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+    return store_->UpdateTicket(req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req),
                                 now, [&](TicketSession& session) -> absl::Status {
                                   v1::Ticket& t = session.ticket();
-                                  *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_AGENT, req->agent_id(), req->text(),
+                                  *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->text(),
                                                               true, now);
                                   return absl::OkStatus();
                                 },
@@ -431,7 +457,11 @@ grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(Ctx* ctx, cons
                                                                   v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("agent_id", req->agent_id()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
+  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
+  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("note", req->note(), 500); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
@@ -441,9 +471,10 @@ grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(Ctx* ctx, cons
   if (auto s = CheckNextStepTime(*when, now); !s.ok()) {
     return Finish(ctx, Invalid("callback_time", "must be in the future and within 14 days"));
   }
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto s = CheckAgent(req->agent_id()); !s.ok()) return s;
-    return store_->UpdateTicket(req->customer_id(), req->ticket_id(), req->request_id(), store::RequestFingerprint(*req),
+  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id,
+                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+    if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+    return store_->UpdateTicket(req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req),
                                 now, [&](TicketSession& session) -> absl::Status {
                                   v1::Ticket& t = session.ticket();
                                   if (t.status() == v1::TICKET_STATUS_CLOSED) {
@@ -451,11 +482,11 @@ grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(Ctx* ctx, cons
                                   }
                                   auto* c = t.add_callbacks();
                                   c->set_callback_id(absl::StrCat("cb", t.callbacks_size()));
-                                  c->set_agent_id(req->agent_id());
+                                  c->set_agent_id(agent_id);
                                   *c->mutable_promised_time() = req->callback_time();
                                   c->set_note(req->note());
                                   c->set_status(v1::CALLBACK_STATUS_PROMISED);
-                                  *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_SYSTEM, req->agent_id(),
+                                  *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_SYSTEM, agent_id,
                                       absl::StrCat("we will call you back at ",
                                                    absl::FormatTime("%Y-%m-%d %H:%M UTC", api::FromTimestamp(req->callback_time()),
                                                                     absl::UTCTimeZone())),
@@ -512,7 +543,11 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const 
                                                                 v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("agent_id", req->agent_id()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
+  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
+  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredText("summary", req->summary(), 2000); !s.ok()) {
     return Finish(ctx, Invalid("summary", "a ticket is resolved with what was found and done"));
   }
@@ -523,8 +558,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const 
     }
   }
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto s = CheckAgent(req->agent_id()); !s.ok()) return s;
+  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id]() -> absl::Status {
+    if (auto s = CheckAgent(agent_id); !s.ok()) return s;
     v1::Ticket before;
     absl::Status s = store_->UpdateTicket(req->customer_id(), req->ticket_id(), "", 0, now,
         [&](TicketSession& session) -> absl::Status {
@@ -541,7 +576,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const 
           }
           auto* r = t.mutable_resolution();
           r->set_summary(req->summary());
-          r->set_agent_id(req->agent_id());
+          r->set_agent_id(agent_id);
           for (int i = 0; i < req->compensations_size(); ++i) {
             v1::Compensation c = req->compensations(i);
             c.set_compensation_id(absl::StrCat("c", i + 1));
@@ -553,8 +588,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const 
           }
           if (!t.sla().has_first_response_time()) api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
           t.set_status(v1::TICKET_STATUS_AWAITING_COMPENSATION);
-          *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_AGENT, req->agent_id(), req->summary(), false, now);
-          session.RememberAgent(req->agent_id());
+          *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->summary(), false, now);
+          session.RememberAgent(agent_id);
           ConfirmAndMaybeResolve(session, now);
           return absl::OkStatus();
         },
@@ -663,10 +698,14 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(Ctx* ctx, 
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("compensation_id", req->compensation_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("agent_id", req->agent_id()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
+  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
+  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto s = CheckAgent(req->agent_id()); !s.ok()) return s;
+  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id]() -> absl::Status {
+    if (auto s = CheckAgent(agent_id); !s.ok()) return s;
     v1::Ticket before;
     absl::Status s = store_->UpdateTicket(req->customer_id(), req->ticket_id(), "", 0, now,
         [&](TicketSession& session) -> absl::Status {
@@ -682,7 +721,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(Ctx* ctx, 
               return absl::OkStatus();
             }
             c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
-            c.set_reference(absl::StrCat("agent:", req->agent_id()));
+            c.set_reference(absl::StrCat("agent:", agent_id));
             api::SetTimestamp(now, c.mutable_confirmed_time());
             ConfirmAndMaybeResolve(session, now);
             return absl::OkStatus();
@@ -701,6 +740,12 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(Ctx* ctx, c
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
   if (req->csat() < 1 || req->csat() > 5) return Finish(ctx, Invalid("csat", "must be 1 (very dissatisfied) to 5 (very satisfied)"));
   if (auto s = api::OptionalText("comment", req->comment(), 1000); !s.ok()) return Finish(ctx, s);
+  // The survey is the customer's own voice: only the ticket's customer answers it.
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  if (!caller->internal && (caller->role != v1::ROLE_CUSTOMER || caller->customer_id != req->customer_id())) {
+    return Finish(ctx, absl::PermissionDeniedError("csat: only the ticket's own customer rates how it was handled"));
+  }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     v1::Ticket before;
@@ -757,9 +802,13 @@ grpc::ServerUnaryReactor* ComplaintTicketService::RegisterAgent(Ctx* ctx, const 
 
 grpc::ServerUnaryReactor* ComplaintTicketService::SetAgentAvailability(Ctx* ctx, const v1::SetAgentAvailabilityRequest* req,
                                                                        v1::Agent* resp) {
-  if (auto s = api::RequiredId("agent_id", req->agent_id()); !s.ok()) return Finish(ctx, s);
-  return FinishOn(*writes_, ctx, [this, req, resp] {
-    return store_->SetAgentAvailability(req->agent_id(), req->available(), resp);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
+  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
+  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
+  return FinishOn(*writes_, ctx, [this, req, resp, agent_id = *agent_id] {
+    return store_->SetAgentAvailability(agent_id, req->available(), resp);
   });
 }
 

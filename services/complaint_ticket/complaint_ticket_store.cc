@@ -214,9 +214,10 @@ absl::Status ComplaintTicketStore::List(absl::string_view customer_id, absl::str
                                         std::vector<v1::Ticket>* out, std::string* last_key, bool* more) const {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
-  const std::string begin = after.empty() ? prefix : absl::StrCat(after, std::string(1, '\0'));
+  auto begin = store::ResumeAfter(prefix, after);
+  if (!begin.ok()) return begin.status();
   absl::Status parse;
-  absl::Status s = store_->Scan(tickets_, begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
+  absl::Status s = store_->Scan(tickets_, *begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
     if (static_cast<int>(out->size()) == limit) {
       *more = true;
       return false;

@@ -8,6 +8,7 @@
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
@@ -165,7 +166,9 @@ grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(Ctx* ctx, con
   if (auto s = api::OptionalText("name", req->name(), kMaxNameChars); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidatePhone("phone", req->phone()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateBirthday("birthday", req->birthday(), now); !s.ok()) return Finish(ctx, s);
-  return FinishOn(*writes_, ctx, [this, req, resp, now, email = *std::move(email)]() -> absl::Status {
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  return FinishOn(*writes_, ctx, [this, req, resp, now, email = *std::move(email), request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
     v1::Customer c;
     // The id falls in the email's bucket, so both live on the shard that registration was routed to.
     c.set_customer_id(sharding::NewIdInBucket("c", sharding::BucketOf(email)));
@@ -175,7 +178,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(Ctx* ctx, con
     if (req->has_birthday() && req->birthday().year() != 0) *c.mutable_birthday() = req->birthday();
     api::SetTimestamp(now, c.mutable_create_time());
     api::SetTimestamp(now, c.mutable_update_time());
-    absl::Status s = store_->Register(c, req->request_id(), store::RequestFingerprint(*req), now, resp);
+    absl::Status s = store_->Register(c, request_id, store::RequestFingerprint(*req), now, resp);
     if (s.ok() && resp->customer_id() == c.customer_id()) metrics_.registered.Increment();
     return s;
   });
@@ -244,9 +247,11 @@ grpc::ServerUnaryReactor* CustomerProfileService::AddAddress(Ctx* ctx, const v1:
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateAddress("address", req->address()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "AddAddress", req->request_id(),
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+    return store_->UpdateCustomer(req->customer_id(), "AddAddress", request_id,
                                   store::RequestFingerprint(*req), now, resp, [&](v1::Customer& c) {
                                     v1::Address a = req->address();
                                     a.set_address_id(sharding::NewId("a"));
@@ -309,9 +314,11 @@ grpc::ServerUnaryReactor* CustomerProfileService::AddPaymentMethod(Ctx* ctx, con
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidatePaymentMethod("payment_method", req->payment_method()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "AddPaymentMethod", req->request_id(),
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+    return store_->UpdateCustomer(req->customer_id(), "AddPaymentMethod", request_id,
                                   store::RequestFingerprint(*req), now, resp, [&](v1::Customer& c) {
                                     v1::PaymentMethod m = req->payment_method();
                                     m.set_payment_method_id(sharding::NewId("pm"));
@@ -406,15 +413,17 @@ grpc::ServerUnaryReactor* CustomerProfileService::RequestContact(Ctx* ctx, const
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredText("purpose", req->purpose(), 100); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
     v1::ContactRecord record;
     record.set_channel(req->channel());
     record.set_purpose(req->purpose());
     api::SetTimestamp(now, record.mutable_contact_time());
     // The longest cap period bounds the contacts the decision needs to see.
     absl::Status s = store_->RequestContact(
-        req->customer_id(), req->request_id(), store::RequestFingerprint(*req), now, now - absl::Hours(24 * 365),
+        req->customer_id(), request_id, store::RequestFingerprint(*req), now, now - absl::Hours(24 * 365),
         record,
         [&](const v1::Customer& c, const std::vector<absl::Time>& times) {
           return DecideContact(c, req->channel(), times, now);
@@ -444,8 +453,11 @@ grpc::ServerUnaryReactor* CustomerProfileService::RecordBehaviorEvents(Ctx* ctx,
   for (size_t i = 0; i < events.size(); ++i) {
     if (auto s = ValidateBehaviorEvent(absl::StrCat("events[", i, "]"), events[i], now); !s.ok()) return Finish(ctx, s);
   }
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   // Behaviour is written without fsync, so it finishes quickly enough for gRPC's own thread.
-  absl::Status s = store_->RecordBehavior(req->customer_id(), req->request_id(), store::RequestFingerprint(*req),
+  absl::Status s = store_->RecordBehavior(req->customer_id(), rpc::ScopedRequestId(*caller, req->request_id()),
+                                          store::RequestFingerprint(*req),
                                           events, now, resp);
   if (s.ok()) {
     for (const auto& e : events) {
@@ -511,12 +523,15 @@ grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx, const 
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    absl::Status s = store_->Erase(req->customer_id(), req->request_id(), store::RequestFingerprint(*req), now, resp);
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id()), actor = caller->Name()] {
+    absl::Status s = store_->Erase(req->customer_id(), request_id, store::RequestFingerprint(*req), now, resp);
     if (s.ok()) {
       metrics_.erased.Increment();
-      log::Info("customer erased", {{"customer_id", req->customer_id()}, {"reason", req->reason()}});
+      // Who erased whom, and why: the record an erasure leaves (the customer's data is gone).
+      log::Info("customer erased", {{"customer_id", req->customer_id()}, {"by", actor}, {"reason", req->reason()}});
     }
     return s;
   });

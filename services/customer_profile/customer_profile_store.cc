@@ -101,10 +101,11 @@ absl::StatusOr<v1::Customer> CustomerProfileStore::GetByEmail(absl::string_view 
 absl::Status CustomerProfileStore::List(absl::string_view email_prefix, absl::string_view after_email, int limit,
                                         std::vector<v1::Customer>* out, bool* more) const {
   *more = false;
-  std::string begin = after_email.empty() ? std::string(email_prefix) : absl::StrCat(after_email, std::string(1, '\0'));
+  auto begin = store::ResumeAfter(email_prefix, after_email);
+  if (!begin.ok()) return begin.status();
   const std::string end = store::PrefixUpperBound(email_prefix);
   std::vector<std::string> ids;
-  absl::Status s = store_->Scan(emails_, begin, end, [&](absl::string_view, absl::string_view id) {
+  absl::Status s = store_->Scan(emails_, *begin, end, [&](absl::string_view, absl::string_view id) {
     if (static_cast<int>(ids.size()) == limit) {
       *more = true;
       return false;
@@ -195,9 +196,10 @@ absl::Status CustomerProfileStore::ListBehavior(absl::string_view customer_id, a
                                                 bool* more) const {
   *more = false;
   const std::string prefix = CustomerPrefix(customer_id);
-  const std::string begin = after.empty() ? prefix : absl::StrCat(after, std::string(1, '\0'));
+  auto begin = store::ResumeAfter(prefix, after);
+  if (!begin.ok()) return begin.status();
   absl::Status parse_error;
-  absl::Status s = store_->Scan(behavior_, begin, store::PrefixUpperBound(prefix),
+  absl::Status s = store_->Scan(behavior_, *begin, store::PrefixUpperBound(prefix),
                                 [&](absl::string_view key, absl::string_view value) {
                                   if (static_cast<int>(out->size()) == limit) {
                                     *more = true;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/store/idempotency.h"
 #include "services/customer_profile/customer_profile_service.h"
@@ -135,24 +136,29 @@ grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(Ctx* ctx
     return Finish(ctx, api::Invalid("type", "must be COUPON, DEDICATED_AGENT or POINTS"));
   }
   if (auto s = api::RequiredText("reference", req->reference(), 128); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::OptionalText("agent_id", req->agent_id(), 128); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  // The agent who acted is the caller: an agent records only their own actions.
+  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
+  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
+  if (auto s = api::OptionalText("agent_id", *agent_id, 128); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("note", req->note(), 1000); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
     auto insights = AssessNow(req->customer_id(), now);
     if (!insights.ok()) return insights.status();
     v1::RetentionAction action;
     action.set_customer_id(req->customer_id());
     action.set_type(req->type());
     action.set_reference(req->reference());
-    action.set_agent_id(req->agent_id());
+    action.set_agent_id(agent_id);
     action.set_note(req->note());
     api::SetTimestamp(now, action.mutable_action_time());
     api::SetTimestamp(now + absl::Hours(24) * insights_->rules().retention_window_days(),
                       action.mutable_window_end_time());
     action.set_churn_score(insights->churn().score());
     action.set_outcome(v1::RETENTION_OUTCOME_PENDING);
-    return store_->RecordRetentionAction(req->customer_id(), req->request_id(), store::RequestFingerprint(*req), now,
+    return store_->RecordRetentionAction(req->customer_id(), request_id, store::RequestFingerprint(*req), now,
                                          std::move(action), resp);
   });
 }

@@ -161,6 +161,7 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
     Admission& sa = g->admissions[i];
     sa.route = RouteTable::Default().Find(g->sections[i].path);
     sa.principal = a.principal;
+    sa.caller_assertion = a.caller_assertion;
     sa.request_id = a.request_id;
     sa.started = a.started;
     sa.timeout = std::min(a.timeout, section_timeout_);

@@ -184,23 +184,31 @@ prometheus::Counter& Gateway::RequestCounter(const Route* route, Protocol protoc
   return *counter;
 }
 
-absl::StatusOr<auth::Principal> Gateway::Authenticate(absl::string_view token, absl::Time now) {
+absl::StatusOr<Gateway::Verified> Gateway::Authenticate(absl::string_view token, absl::Time now) {
   TokenStripe& stripe = tokens_[absl::Hash<absl::string_view>{}(token) % kTokenStripes];
   {
     absl::MutexLock lock(&stripe.mu);
     auto it = stripe.verified.find(token);
     if (it != stripe.verified.end()) {
-      if (now < it->second.expires + absl::Seconds(30)) return it->second;
+      if (now < it->second.principal.expires + absl::Seconds(30) && now < it->second.renew_after) return it->second;
       stripe.verified.erase(it);
     }
   }
   auto principal = options_.verifier->Verify(token, now);
-  if (principal.ok()) {
-    absl::MutexLock lock(&stripe.mu);
-    if (stripe.verified.size() >= kTokensPerStripe) stripe.verified.clear();
-    stripe.verified.emplace(std::string(token), *principal);
-  }
-  return principal;
+  if (!principal.ok()) return principal.status();
+  Verified v;
+  v.principal = *std::move(principal);
+  auth::Caller caller;
+  caller.role = v.principal.role;
+  caller.subject = v.principal.subject;
+  caller.customer_id = v.principal.customer_id;
+  caller.via = auth::kGatewayName;
+  v.assertion = auth::SignCaller(caller, now, kAssertionLifetime);
+  v.renew_after = now + kAssertionLifetime / 2;
+  absl::MutexLock lock(&stripe.mu);
+  if (stripe.verified.size() >= kTokensPerStripe) stripe.verified.clear();
+  stripe.verified.emplace(std::string(token), v);
+  return v;
 }
 
 Gateway::~Gateway() = default;
@@ -222,7 +230,7 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
   }
   a.route = RouteTable::Default().Find(info.path);
   if (a.route == nullptr) {
-    return Deny("unknown_method", absl::UnimplementedError(absl::StrCat("method ", info.path, " does not exist")));
+    return Deny("unknown_method", absl::UnimplementedError("no such method: the path names no crm.v1 method"));
   }
   server_metrics_[a.route->index]->Started();
   const absl::Time now = absl::Now();
@@ -240,9 +248,10 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
   if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
     return Deny("unauthenticated", absl::UnauthenticatedError("authorization: expected \"Bearer <token>\""));
   }
-  auto principal = Authenticate(token, now);
-  if (!principal.ok()) return Deny("unauthenticated", principal.status());
-  a.principal = std::move(*principal);
+  auto verified = Authenticate(token, now);
+  if (!verified.ok()) return Deny("unauthenticated", verified.status());
+  a.principal = std::move(verified->principal);
+  a.caller_assertion = std::move(verified->assertion);
 
   double rps = 0;
   switch (a.principal.role) {
@@ -319,8 +328,9 @@ absl::Status Gateway::AuthorizeBytes(absl::string_view request, Admission& a) {
 void Gateway::PrepareContext(const Admission& a, grpc::ClientContext& ctx) const {
   ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMicroseconds(a.timeout));
   ctx.AddMetadata("x-request-id", a.request_id);
-  // Who asked, for the services' own logs; clients cannot set it (no client metadata is forwarded).
-  ctx.AddMetadata("x-crm-caller", absl::StrCat(auth::RoleName(a.principal.role), ":", a.principal.subject));
+  // Who asked, signed for the services (libs/auth/caller.h); clients cannot set it (no client metadata is
+  // forwarded).
+  ctx.AddMetadata(auth::kCallerMetadata, a.caller_assertion);
 }
 
 void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, ContextFactory make_context,

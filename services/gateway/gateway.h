@@ -20,6 +20,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/client_callback.h"
+#include "libs/auth/caller.h"
 #include "libs/auth/jwt.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/backends.h"
@@ -71,6 +72,8 @@ struct CallInfo {
 struct Admission {
   const Route* route = nullptr;
   auth::Principal principal;
+  // The signed caller assertion the services believe (libs/auth/caller.h): who this call is for.
+  std::string caller_assertion;
   std::string request_id;
   absl::Duration timeout;
   // Where the call goes: one channel, or one per shard for a fan-out call.
@@ -121,10 +124,16 @@ class Gateway {
   void CallEnded(const CallInfo& info, const Admission& a, const grpc::Status& status);
 
  private:
+  // A verified token's principal and the caller assertion made for it, re-signed before it expires.
+  struct Verified {
+    auth::Principal principal;
+    std::string assertion;
+    absl::Time renew_after;
+  };
   absl::Status Deny(absl::string_view reason, absl::Status status);
   // The principal of a token, verified once and then remembered until it expires: signature checks and
   // JSON parsing cost more than the rest of forwarding a call.
-  absl::StatusOr<auth::Principal> Authenticate(absl::string_view token, absl::Time now);
+  absl::StatusOr<Verified> Authenticate(absl::string_view token, absl::Time now);
   prometheus::Counter& RequestCounter(const Route* route, Protocol protocol, int code);
 
   GatewayOptions options_;
@@ -154,8 +163,10 @@ class Gateway {
 
   struct TokenStripe {
     absl::Mutex mu;
-    absl::flat_hash_map<std::string, auth::Principal> verified ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<std::string, Verified> verified ABSL_GUARDED_BY(mu);
   };
+  // How long a caller assertion made for a token is good for (re-signed at half of it).
+  static constexpr absl::Duration kAssertionLifetime = absl::Minutes(5);
   static constexpr size_t kTokenStripes = 16;
   static constexpr size_t kTokensPerStripe = 4096;
   std::array<TokenStripe, kTokenStripes> tokens_;

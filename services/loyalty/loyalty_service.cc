@@ -12,6 +12,7 @@
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
@@ -338,8 +339,10 @@ grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::Redee
     return Finish(ctx, Invalid("points", absl::StrCat("must be 1-", kMaxPoints)));
   }
   if (auto s = api::OptionalText("description", req->description(), 200); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
     auto account = store_->Account(req->customer_id());
     if (!account.ok()) return account.status();
     if (!account->has_value()) {
@@ -348,7 +351,7 @@ grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::Redee
     }
     bool spent = false;
     absl::Status s = store_->WithAccountOnce(
-        req->customer_id(), "RedeemPoints", req->request_id(), store::RequestFingerprint(*req), now, resp,
+        req->customer_id(), "RedeemPoints", request_id, store::RequestFingerprint(*req), now, resp,
         [&](AccountSession& session) -> absl::Status {
           auto entry = SpendPoints(session.account(), session.lots(), req->points(),
                                    absl::StrCat("redeem:", req->request_id()), req->description(), now);

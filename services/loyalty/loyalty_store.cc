@@ -45,9 +45,10 @@ absl::Status ScanPage(const store::Store& store, rocksdb::ColumnFamilyHandle* cf
                       absl::string_view after, int limit, std::vector<M>* out, std::string* last_key, bool* more) {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
-  const std::string begin = after.empty() ? prefix : absl::StrCat(after, std::string(1, '\0'));
+  auto begin = store::ResumeAfter(prefix, after);
+  if (!begin.ok()) return begin.status();
   absl::Status parse;
-  absl::Status s = store.Scan(cf, begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
+  absl::Status s = store.Scan(cf, *begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
     if (static_cast<int>(out->size()) == limit) {
       *more = true;
       return false;

@@ -12,6 +12,7 @@
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
 #include "libs/rpc/status.h"
+#include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
@@ -208,6 +209,8 @@ void OrderTrackingService::Committed(const v1::Order& order, const OrderChange& 
 grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::CreateOrderRequest* req, v1::Order* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   if (req->items().empty()) return Finish(ctx, Invalid("items", "an order needs at least one item"));
   if (req->items_size() > kMaxItems) {
     return Finish(ctx, Invalid("items", absl::StrCat("at most ", kMaxItems, " lines per order")));
@@ -255,7 +258,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::
     if (auto s = api::RequiredId("shipping_address_id", req->shipping_address_id()); !s.ok()) return Finish(ctx, s);
   }
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, total, currency]() -> absl::Status {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, total, currency,
+                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
     // The customer must exist, and the order keeps a copy of the address it ships to.
     auto profile_channels = backends_->Get("customer-profile");
     if (!profile_channels.ok()) return profile_channels.status();
@@ -308,7 +312,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::
     *p->mutable_total() = order.total();
     p->set_payment_method(order.payment_method());
     for (const auto& i : order.items()) *p->add_items() = ToEventItem(i, i.quantity());
-    absl::Status s = store_->CreateOrder(order, placed, req->request_id(), store::RequestFingerprint(*req), now, resp);
+    absl::Status s = store_->CreateOrder(order, placed, request_id, store::RequestFingerprint(*req), now, resp);
     if (s.ok() && resp->order_id() == order.order_id()) metrics_.created.Increment();
     return s;
   });
@@ -400,8 +404,10 @@ grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::Pay
 grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx, const v1::CancelOrderRequest* req, v1::Order* resp) {
   if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller)] {
     OrderChange applied;
     absl::Status s = store_->UpdateOrder(req->customer_id(), req->order_id(), now,
         [&](v1::Order& o, OrderChange& c) -> absl::Status {
@@ -412,7 +418,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx, const v1::
           if (auto s = CheckCancellable(o); !s.ok()) return s;
           o.set_status(v1::ORDER_STATUS_CANCELLED);
           o.set_cancel_reason(req->reason());
-          c.history.push_back(Entry(absl::StrCat("cancelled: ", req->reason()), "customer", now));
+          c.history.push_back(Entry(absl::StrCat("cancelled: ", req->reason()), actor, now));
           c.summary = "cancelled";
           v1::Event e;
           e.mutable_order_cancelled()->set_order_id(o.order_id());
@@ -653,8 +659,11 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx, const v1
   for (int i = 0; i < req->items_size(); ++i) {
     if (auto s = api::RequiredId(absl::StrCat("items[", i, "].item_id"), req->items(i).item_id()); !s.ok()) return Finish(ctx, s);
   }
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller),
+                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
     // A membership tier may extend return windows: ask loyalty only when the plain window has passed.
     int extra_days = 0;
     if (auto current = store_->GetOrder(req->customer_id(), req->order_id()); current.ok()) {
@@ -666,7 +675,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx, const v1
       }
     }
     v1::Order order;
-    absl::Status s = store_->CreateReturn(req->customer_id(), req->order_id(), req->request_id(),
+    absl::Status s = store_->CreateReturn(req->customer_id(), req->order_id(), request_id,
         store::RequestFingerprint(*req), now,
         [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
           auto window_end = CheckReturnRequest(o, req->items(), return_rules_, extra_days, now);
@@ -682,7 +691,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx, const v1
           api::SetTimestamp(now, r.mutable_update_time());
           api::SetTimestamp(*window_end, r.mutable_window_end_time());
           for (const auto& it : req->items()) (*o.mutable_returned_quantities())[it.item_id()] += it.quantity();
-          c.history.push_back(Entry(absl::StrCat("return ", r.return_id(), " requested: ", req->reason()), "customer", now));
+          c.history.push_back(Entry(absl::StrCat("return ", r.return_id(), " requested: ", req->reason()), actor, now));
           c.summary = "return requested";
           return absl::OkStatus();
         },
@@ -712,8 +721,10 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1
   if (req->status() == v1::RETURN_STATUS_REJECTED) {
     if (auto s = api::RequiredText("rejection_reason", req->rejection_reason(), 500); !s.ok()) return Finish(ctx, s);
   }
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller)] {
     v1::Order order;
     absl::Status s = store_->UpdateReturn(req->customer_id(), req->return_id(), now,
         [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
@@ -755,7 +766,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1
             default:
               break;
           }
-          c.history.push_back(Entry(what, "agent", now));
+          c.history.push_back(Entry(what, actor, now));
           c.summary = what;
           return absl::OkStatus();
         },
@@ -789,9 +800,11 @@ grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx, const v1:
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (req->rating() < 1 || req->rating() > 5) return Finish(ctx, Invalid("rating", "must be 1 (strongly dislike) to 5 (love)"));
   if (auto s = api::OptionalText("text", req->text(), 2000); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    absl::Status s = store_->CreateReview(req->customer_id(), req->order_id(), req->item_id(), req->request_id(),
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+    absl::Status s = store_->CreateReview(req->customer_id(), req->order_id(), req->item_id(), request_id,
         store::RequestFingerprint(*req), now,
         [&](v1::Order& o, v1::Review& r, OrderChange& c) -> absl::Status {
           const v1::OrderItem* item = FindItem(o, req->item_id());

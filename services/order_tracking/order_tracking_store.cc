@@ -142,9 +142,10 @@ absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl:
                                             std::vector<v1::Order>* out, std::string* last_key, bool* more) const {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
-  const std::string begin = after.empty() ? prefix : absl::StrCat(after, std::string(1, '\0'));
+  auto begin = store::ResumeAfter(prefix, after);
+  if (!begin.ok()) return begin.status();
   std::vector<std::pair<std::string, std::string>> keys;  // index key, order id
-  absl::Status s = store_->Scan(order_index_, begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view) {
+  absl::Status s = store_->Scan(order_index_, *begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view) {
     if (static_cast<int>(keys.size()) == limit) {
       *more = true;
       return false;

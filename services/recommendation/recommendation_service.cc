@@ -11,7 +11,9 @@
 #include "libs/log/log.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/status.h"
+#include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
+#include "libs/sharding/hash.h"
 #include "libs/store/idempotency.h"
 
 ABSL_FLAG(int, bestseller_cache_s, 5,
@@ -201,16 +203,18 @@ grpc::ServerUnaryReactor* RecommendationService::Recommend(Ctx* ctx, const v1::R
     return Finish(ctx, s);
   }
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
     // The first answer to a request id is kept, so a retried send gets the same items and counts one contact.
     absl::Status s = store::TransactOnce(
         store_->raw(), store::Durability::kSynced, store_->requests(),
-        RecommendationStore::RequestKey(req->customer_id(), "Recommend", req->request_id()),
+        RecommendationStore::RequestKey(req->customer_id(), "Recommend", request_id),
         store::RequestFingerprint(*req), now, resp, [&](store::Transaction&) -> absl::Status {
           resp->Clear();
           if (auto st = DoRecommend(*req, resp); !st.ok()) return st;
-          return AskToContact(*req, resp);
+          return AskToContact(*req, request_id, resp);
         });
     if (s.ok()) Served(*req, *resp);
     return s;
@@ -230,7 +234,8 @@ absl::Status RecommendationService::DoRecommend(const v1::RecommendRequest& req,
   return absl::OkStatus();
 }
 
-absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req, v1::RecommendResponse* resp) {
+absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req, const std::string& request_id,
+                                                v1::RecommendResponse* resp) {
   if (resp->recommendations().empty()) {
     // Nothing worth sending: no contact is used up.
     resp->set_withheld_reason("nothing to recommend yet");
@@ -243,7 +248,8 @@ absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req
   rpc::SetTimeout(ctx, absl::Seconds(3));
   v1::RequestContactRequest ask;
   ask.set_customer_id(req.customer_id());
-  ask.set_request_id(absl::StrCat("recommendation-", req.request_id()));
+  // One contact per (caller, request id): a stable digest of the scoped id fits the request id's 128 characters.
+  ask.set_request_id(absl::StrCat("recommendation-", absl::Hex(sharding::StableHash64(request_id), absl::kZeroPad16)));
   ask.set_channel(req.placement() == v1::PLACEMENT_EMAIL ? v1::CHANNEL_EMAIL : v1::CHANNEL_PUSH);
   ask.set_purpose(absl::StrCat("recommendation-", PlacementLabel(req.placement())));
   v1::ContactDecision decision;
@@ -329,11 +335,13 @@ grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(Ctx* ctx, const 
     if (auto s = ValidateFeedback(f, req->clicks(i)); !s.ok()) return Finish(ctx, s);
     if (auto s = CheckSku(f + ".sku", req->clicks(i).sku()); !s.ok()) return Finish(ctx, s);
   }
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
+  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
     return store::TransactOnce(
         store_->raw(), store::Durability::kSynced, store_->requests(),
-        RecommendationStore::RequestKey(req->customer_id(), "RecordFeedback", req->request_id()),
+        RecommendationStore::RequestKey(req->customer_id(), "RecordFeedback", request_id),
         store::RequestFingerprint(*req), now, resp, [&](store::Transaction& txn) -> absl::Status {
           std::map<std::string, std::pair<int, int>> per_sku;  // impressions, clicks
           for (const auto& i : req->impressions()) per_sku[i.sku()].first++;

@@ -61,7 +61,9 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   absl::Status CheckSku(const std::string& field, const std::string& sku);
   absl::Status DoRecommend(const v1::RecommendRequest& request, v1::RecommendResponse* response);
   // For e-mail and push: asks customer-profile to count one contact; fills withheld_reason when refused.
-  absl::Status AskToContact(const v1::RecommendRequest& request, v1::RecommendResponse* response);
+  // `request_id`: the caller's request id in its own namespace (rpc::ScopedRequestId).
+  absl::Status AskToContact(const v1::RecommendRequest& request, const std::string& request_id,
+                            v1::RecommendResponse* response);
   void Served(const v1::RecommendRequest& request, const v1::RecommendResponse& response);
 
   RecommendationStore* const store_;

@@ -25,6 +25,8 @@ const workloads = docs.filter((d) => d.kind === "Deployment" || d.kind === "Stat
 const root = mkdtempSync(path.join(tmpdir(), "crm-manifests-"));
 const failures = [];
 const children = [];
+// The deployment's internal key (Secret crm-internal-key): one for every pod.
+const internalKey = randomBytes(32).toString("hex");
 
 const local = (value) =>
   String(value)
@@ -43,7 +45,9 @@ function containerPlan(workload, container) {
     if (v?.configMap) {
       for (const [file, content] of Object.entries(configMaps.get(v.configMap.name) ?? {})) writeFileSync(path.join(folder, file), content);
     }
-    if (v?.secret) {
+    if (v?.secret?.secretName === "crm-internal-key") {
+      writeFileSync(path.join(folder, "internal-key"), internalKey);
+    } else if (v?.secret) {
       // The JWT Secret an operator creates (deploy/README.md): an HS256 secret or a P-256 public key.
       writeFileSync(path.join(folder, "jwt-secret"), randomBytes(32).toString("hex"));
       const { publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });

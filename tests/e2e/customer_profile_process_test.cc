@@ -4,6 +4,7 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "tests/support/caller.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
 #include "tests/support/process.h"
@@ -29,7 +30,7 @@ std::unique_ptr<Process> StartProfile(const std::string& data_dir, std::map<std:
 
 std::unique_ptr<v1::CustomerProfileService::Stub> StubFor(const Process& p) {
   return v1::CustomerProfileService::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(p.port()), grpc::InsecureChannelCredentials()));
+      testing::ChannelAs("127.0.0.1:" + std::to_string(p.port()), testing::InternalCaller()));
 }
 
 std::string Register(v1::CustomerProfileService::Stub& stub, const std::string& email) {

@@ -8,6 +8,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "libs/api/validate.h"
+#include "tests/support/caller.h"
 #include "tests/support/event_recorder.h"
 #include "tests/e2e/start_process.h"
 #include "tests/support/process.h"
@@ -21,7 +22,7 @@ using testing::Process;
 using testing::StartServing;
 
 std::shared_ptr<grpc::Channel> ChannelTo(const Process& p) {
-  return grpc::CreateChannel("127.0.0.1:" + std::to_string(p.port()), grpc::InsecureChannelCredentials());
+  return testing::ChannelAs("127.0.0.1:" + std::to_string(p.port()), testing::InternalCaller());
 }
 
 TEST_CASE("SIGKILL between write and dispatch loses no event", "[e2e][events]") {

@@ -5,6 +5,7 @@
 // The chaos variant SIGKILLs every process (the gateway too) at least once while the script runs and
 // restarts it; the end state must be the same: nothing lost, nothing counted twice.
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -121,8 +122,11 @@ bool Ambiguous(grpc::StatusCode c) {
 // ALREADY_EXISTS after an unknown outcome) counts as done.
 class Client {
  public:
-  Client(std::shared_ptr<grpc::Channel> channel, std::string token)
+  // `customer_token` mints a customer's own token, for the steps only the customer may take (the survey).
+  Client(std::shared_ptr<grpc::Channel> channel, std::string token,
+         std::function<std::string(const std::string&)> customer_token = nullptr)
       : token_(std::move(token)),
+        customer_token_(std::move(customer_token)),
         profiles_(v1::CustomerProfileService::NewStub(channel)),
         orders_(v1::OrderTrackingService::NewStub(channel)),
         loyalty_(v1::LoyaltyService::NewStub(channel)),
@@ -132,11 +136,26 @@ class Client {
   template <typename Stub, typename Req, typename Resp>
   grpc::Status Do(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
                   Resp* resp) {
+    return DoWith(token_, stub, method, req, resp);
+  }
+  // As the customer `customer_id` (a token of their own).
+  template <typename Stub, typename Req, typename Resp>
+  grpc::Status DoAsCustomer(const std::string& customer_id, Stub* stub,
+                            grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+                            Resp* resp) {
+    if (customer_token_ == nullptr) return grpc::Status(grpc::StatusCode::INTERNAL, "no customer tokens");
+    return DoWith(customer_token_(customer_id), stub, method, req, resp);
+  }
+
+  template <typename Stub, typename Req, typename Resp>
+  grpc::Status DoWith(const std::string& token, Stub* stub,
+                      grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+                      Resp* resp) {
     bool unknown = false;
     const absl::Time give_up = absl::Now() + absl::Seconds(90);
     for (absl::Duration backoff = absl::Milliseconds(20);; backoff = std::min(backoff * 2, absl::Milliseconds(500))) {
       grpc::ClientContext ctx;
-      ctx.AddMetadata("authorization", "Bearer " + token_);
+      ctx.AddMetadata("authorization", "Bearer " + token);
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
       grpc::Status s = (stub->*method)(&ctx, req, resp);
       if (s.ok()) return s;
@@ -160,6 +179,7 @@ class Client {
 
  private:
   std::string token_;
+  std::function<std::string(const std::string&)> customer_token_;
   std::unique_ptr<v1::CustomerProfileService::Stub> profiles_;
   std::unique_ptr<v1::OrderTrackingService::Stub> orders_;
   std::unique_ptr<v1::LoyaltyService::Stub> loyalty_;
@@ -332,7 +352,8 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     csat.set_ticket_id(ticket.ticket_id());
     csat.set_csat(4);
     v1::Ticket closed;
-    STEP(c.Do(c.tickets(), &TS::SubmitSatisfaction, csat, &closed));
+    // Only the ticket's own customer rates it.
+    STEP(c.DoAsCustomer(cid, c.tickets(), &TS::SubmitSatisfaction, csat, &closed));
   }
   if (p.redeem) {
     // Points arrive with the delivery event: wait for them before spending.
@@ -465,7 +486,10 @@ void RunScenario(CrmSystem& system, const std::function<void(const std::atomic<b
   std::thread side([&] { between(done); });
   std::vector<std::thread> drivers;
   std::vector<std::unique_ptr<Client>> clients;
-  for (int d = 0; d < kDrivers; ++d) clients.push_back(std::make_unique<Client>(system.gateway(), system.Token("admin", "ops-1")));
+  for (int d = 0; d < kDrivers; ++d) clients.push_back(std::make_unique<Client>(system.gateway(), system.Token("admin", "ops-1"),
+                                                                     [&system](const std::string& cid) {
+                                                                       return system.Token("customer", cid);
+                                                                     }));
   for (int d = 0; d < kDrivers; ++d) {
     drivers.emplace_back([&, d] {
       for (size_t i = d; i < plans.size(); i += kDrivers) failures[i] = RunPlan(*clients[d], plans[i], &ids[i]);

@@ -12,6 +12,7 @@
 #include "libs/auth/jwt.h"
 #include "libs/sharding/shard_map.h"
 #include "tests/e2e/start_process.h"
+#include "tests/support/caller.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -23,7 +24,7 @@ using testing::Process;
 using testing::StartServing;
 
 std::shared_ptr<grpc::Channel> ChannelTo(const Process& p) {
-  return grpc::CreateChannel(absl::StrCat("127.0.0.1:", p.port()), grpc::InsecureChannelCredentials());
+  return testing::ChannelAs(absl::StrCat("127.0.0.1:", p.port()), testing::InternalCaller());
 }
 
 class As {

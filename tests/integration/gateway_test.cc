@@ -26,6 +26,7 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "libs/auth/caller.h"
 #include "libs/auth/jwt.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/backends.h"
@@ -98,7 +99,11 @@ class FakeBackend : public grpc::CallbackGenericService {
         ++fake_->calls_[ctx_->method()];
         for (const auto& [k, v] : ctx_->client_metadata()) {
           if (k == "x-request-id") fake_->last_request_id_.assign(v.data(), v.size());
-          if (k == "x-crm-caller") fake_->last_caller_.assign(v.data(), v.size());
+          if (k == "x-crm-caller") {
+            // What a service believes: the verified assertion, not the raw header.
+            auto caller = auth::VerifyCaller(absl::string_view(v.data(), v.size()), absl::Now());
+            fake_->last_caller_ = caller.ok() && caller->via == "gateway" ? caller->Name() : "unverified";
+          }
         }
       }
       const std::string body = ToBytes(request_);

@@ -69,6 +69,7 @@ void RunSystemSuite(const BenchOptions& options, Report& report);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
 std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,
-                                               absl::Duration* took);
+                                               absl::Duration* took,
+                                               std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 }  // namespace crm::load

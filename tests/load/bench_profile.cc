@@ -14,7 +14,8 @@
 namespace crm::load {
 
 std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,
-                                               absl::Duration* took) {
+                                               absl::Duration* took,
+                                               std::shared_ptr<grpc::ChannelCredentials> credentials) {
   std::vector<std::string> ids;
   absl::Mutex mu;
   Scenario bulk{"RegisterCustomer (bulk load)",
@@ -39,7 +40,7 @@ std::vector<std::string> BulkRegisterCustomers(const std::string& target, int co
   o.duration = absl::Hours(1);
   o.max_calls = static_cast<uint64_t>(count);
   const absl::Time start = absl::Now();
-  LoadResult r = RunLoad(MakeChannels(target, 4), bulk, o);
+  LoadResult r = RunLoad(MakeChannels(target, 4, std::move(credentials)), bulk, o);
   *took = absl::Now() - start;
   if (r.errors > 0) std::fprintf(stderr, "bulk load errors: %llu (%s)\n", (unsigned long long)r.errors, r.first_error.c_str());
   return ids;

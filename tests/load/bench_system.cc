@@ -25,6 +25,9 @@ namespace {
 using Ids = std::shared_ptr<const std::vector<std::string>>;
 
 // Runs `make(i)` for i in [from, to) against `target` with 64 calls in flight; returns the errors.
+// The services' own ports are mutual TLS: the loader presents the system's load-generator certificate.
+std::shared_ptr<grpc::ChannelCredentials> g_service_credentials;
+
 uint64_t Bulk(const std::string& target, const std::string& method, uint64_t from, uint64_t to,
               std::function<std::string(uint64_t)> make, ResponseFn on_response = nullptr) {
   if (to <= from) return 0;
@@ -35,7 +38,7 @@ uint64_t Bulk(const std::string& target, const std::string& method, uint64_t fro
   o.warmup = absl::ZeroDuration();
   o.duration = absl::Hours(1);
   o.max_calls = to - from;
-  const LoadResult r = RunLoad(MakeChannels(target, 4), s, o);
+  const LoadResult r = RunLoad(MakeChannels(target, 4, g_service_credentials), s, o);
   if (r.errors > 0) std::fprintf(stderr, "bulk %s: %llu errors (%s)\n", method.c_str(), (unsigned long long)r.errors, r.first_error.c_str());
   return r.errors;
 }
@@ -66,7 +69,8 @@ void Load(testing::CrmSystem& system, int count, std::vector<std::string>& ids,
   absl::Duration took;
   const absl::Time start = absl::Now();
   std::vector<std::string> all =
-      BulkRegisterCustomers(absl::StrCat("127.0.0.1:", system.port("customer-profile")), count, 64, &took);
+      BulkRegisterCustomers(absl::StrCat("127.0.0.1:", system.port("customer-profile")), count, 64, &took,
+                            g_service_credentials);
   // Customers already in the base come back from the retried registrations; keep the new ones.
   std::vector<std::string> known = ids;
   std::sort(known.begin(), known.end());
@@ -129,6 +133,7 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
   testing::CrmSystem::Options so;
   so.data_root = dir.path();
   testing::CrmSystem system(so);
+  g_service_credentials = system.ServiceCredentials("load-generator");
   if (absl::Status s = system.Start(); !s.ok()) {
     report.Note(absl::StrCat("system: did not start: ", s.message()));
     return;

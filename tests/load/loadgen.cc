@@ -12,6 +12,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "libs/auth/caller.h"
 #include "libs/metrics/rpc_metrics.h"
 
 namespace crm::load {
@@ -27,6 +28,9 @@ struct Run {
   std::atomic<uint64_t> next_index{0};
   std::atomic<uint64_t> measured_calls{0};
   std::atomic<bool> stopping{false};
+
+  // This process's own caller assertion (libs/auth/caller.h), signed once per run.
+  std::string caller_assertion;
 
   absl::Mutex mu;
   int in_flight ABSL_GUARDED_BY(mu) = 0;
@@ -100,6 +104,9 @@ void Issue(Run* run, absl::Time intended) {
   call->request = grpc::ByteBuffer(&slice, 1);
   call->context.set_deadline(absl::ToChronoTime(absl::Now() + run->options->call_deadline));
   for (const auto& [key, value] : run->options->metadata) call->context.AddMetadata(key, value);
+  // A service's own port admits only the system's processes: the load generator signs as one (the gateway
+  // ignores it, and forwards its own assertion for the token's caller instead).
+  call->context.AddMetadata(auth::kCallerMetadata, run->caller_assertion);
   for (const auto& [key, value] : op.metadata) call->context.AddMetadata(key, value);
   {
     absl::MutexLock lock(&run->mu);
@@ -112,14 +119,16 @@ void Issue(Run* run, absl::Time intended) {
 
 }  // namespace
 
-std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& target, int count) {
+std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& target, int count,
+                                                         std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < count; ++i) {
     grpc::ChannelArguments args;
     // A distinct argument per channel stops gRPC from sharing one subchannel (connection) between them.
     args.SetInt("crm.load.channel_index", i);
     args.SetMaxReceiveMessageSize(64 << 20);
-    channels.push_back(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+    channels.push_back(grpc::CreateCustomChannel(target, credentials, args));
   }
   return channels;
 }
@@ -128,6 +137,13 @@ LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels, 
                    const LoadOptions& options) {
   Run run;
   run.scenario = &scenario;
+  {
+    auth::Caller self;
+    self.role = v1::ROLE_SERVICE;
+    self.subject = self.via = "load-generator";
+    self.internal = true;
+    run.caller_assertion = auth::SignCaller(self, absl::Now(), absl::Hours(6));
+  }
   run.options = &options;
   for (const auto& c : channels) run.stubs.push_back(std::make_unique<grpc::GenericStub>(c));
   double total = 0;

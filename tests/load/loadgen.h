@@ -15,6 +15,7 @@
 #include "absl/random/random.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 #include "tests/load/latency_histogram.h"
 
 namespace crm::load {
@@ -73,7 +74,10 @@ struct LoadResult {
 };
 
 // Channels to `target` ("127.0.0.1:port") that do not share a connection.
-std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& target, int count);
+// `credentials`: how to reach the target (default plaintext, e.g. the gateway's front door; a service's own port
+// under mutual TLS needs a client certificate, testing::CrmSystem::ServiceCredentials()).
+std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& target, int count,
+                                                         std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const Scenario& scenario,
                    const LoadOptions& options);

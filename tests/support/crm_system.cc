@@ -58,6 +58,11 @@ CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
   }
   secret_ = "crm-system-test-secret-crm-system-test-secret";
   std::ofstream(options_.data_root + "/jwt-secret") << secret_;
+  // Mutual TLS between the processes, as the local run has it: the same development CA script.
+  std::string command = absl::StrCat("bash ", CRM_SOURCE_ROOT, "/deploy/local/dev-pki.sh ", options_.data_root, "/tls");
+  for (const std::string& name : Names()) absl::StrAppend(&command, " ", name);
+  absl::StrAppend(&command, " test-client load-generator");
+  tls_ready_ = std::system(command.c_str()) == 0;
 }
 
 CrmSystem::~CrmSystem() {
@@ -69,7 +74,8 @@ CrmSystem::~CrmSystem() {
 
 std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
   std::vector<std::string> args = {absl::StrCat("--listen=127.0.0.1:", ports_.at(name)),
-                                   absl::StrCat("--metrics_listen=127.0.0.1:", metrics_ports_.at(name))};
+                                   absl::StrCat("--metrics_listen=127.0.0.1:", metrics_ports_.at(name)),
+                                   absl::StrCat("--tls_dir=", options_.data_root, "/tls/", name)};
   for (const std::string& other : Names()) {
     if (other == "gateway") continue;
     args.push_back(absl::StrCat("--", FlagName(other), "_address=127.0.0.1:", ports_.at(other)));
@@ -100,6 +106,7 @@ std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
 }
 
 absl::Status CrmSystem::Start() {
+  if (!tls_ready_) return absl::InternalError("deploy/local/dev-pki.sh failed: no certificates for the processes");
   for (const std::string& name : Names()) {
     if (absl::Status s = Start(name); !s.ok()) return s;
   }
@@ -131,6 +138,19 @@ int CrmSystem::Stop(const std::string& name) {
 bool CrmSystem::running(const std::string& name) const {
   auto it = processes_.find(name);
   return it != processes_.end() && it->second->running();
+}
+
+std::shared_ptr<grpc::ChannelCredentials> CrmSystem::ServiceCredentials(const std::string& process) const {
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const std::string dir = absl::StrCat(options_.data_root, "/tls/", process);
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = read(dir + "/ca.crt");
+  o.pem_private_key = read(dir + "/tls.key");
+  o.pem_cert_chain = read(dir + "/tls.crt");
+  return grpc::SslCredentials(o);
 }
 
 std::string CrmSystem::Token(const std::string& role, const std::string& subject) const {

@@ -1,6 +1,7 @@
 // The whole system as real processes: the five services and the gateway, each on loopback ports picked
 // before any starts (every process must know every other's address, and a restarted one comes back on
-// the same ports), over RocksDB in the caller's folder. Kill() SIGKILLs one, Restart() starts it again on
+// the same ports), over RocksDB in the caller's folder, with mutual TLS between them as in the local run
+// (deploy/local/dev-pki.sh). Kill() SIGKILLs one, Restart() starts it again on
 // the same data. For e2e scenarios and benchmarks.
 #pragma once
 
@@ -11,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 #include "tests/support/process.h"
 
 namespace crm::testing {
@@ -39,6 +41,10 @@ class CrmSystem {
   pid_t pid(const std::string& name) const { return processes_.at(name)->pid(); }
   int metrics_port(const std::string& name) const { return metrics_ports_.at(name); }
   std::shared_ptr<grpc::Channel> gateway() const { return gateway_channel_; }
+  // Credentials to call a service's own port: mutual TLS with a client certificate of the system's CA, for
+  // `process` ("test-client" or "load-generator": certificates are made for both). Callers still need a signed
+  // assertion (tests/support/caller.h) whose signer is that process.
+  std::shared_ptr<grpc::ChannelCredentials> ServiceCredentials(const std::string& process = "test-client") const;
   // A signed token for the gateway (HS256 with the system's secret).
   std::string Token(const std::string& role, const std::string& subject) const;
   // The value of one sample in the process's /metrics, e.g. Metric("customer-profile",
@@ -51,6 +57,7 @@ class CrmSystem {
 
   Options options_;
   std::string secret_;
+  bool tls_ready_ = false;
   std::map<std::string, int> ports_, metrics_ports_;
   std::map<std::string, std::unique_ptr<Process>> processes_;
   std::map<std::string, std::string> last_output_;

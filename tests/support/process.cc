@@ -11,14 +11,32 @@
 #include <cstring>
 #include <regex>
 
+#include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "libs/auth/internal_keys.h"
+#include "tests/support/temp_dir.h"
 
 extern char** environ;
 
 namespace crm::testing {
+
+const std::string& TestInternalKeyFile() {
+  static const std::string* path = [] {
+    static TempDir dir;
+    auto* p = new std::string(dir.Sub("internal-key"));
+    std::string secret;
+    for (int i = 0; i < 48; ++i) secret.push_back("abcdefghijklmnopqrstuvwxyz0123456789"[absl::Uniform(absl::BitGen(), 0, 36)]);
+    FILE* f = std::fopen(p->c_str(), "w");
+    std::fputs(secret.c_str(), f);
+    std::fclose(f);
+    auth::InternalKeys::Install(*auth::InternalKeys::FromText(secret));
+    return p;
+  }();
+  return *path;
+}
 
 int PickFreePort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -60,6 +78,9 @@ absl::Status Process::Start() {
     if (env_.count(key) == 0) env_strings.push_back(entry);
   }
   for (const auto& [k, v] : env_) env_strings.push_back(k + "=" + v);
+  if (env_.count("CRM_INTERNAL_KEY_FILE") == 0 && std::getenv("CRM_INTERNAL_KEY_FILE") == nullptr) {
+    env_strings.push_back("CRM_INTERNAL_KEY_FILE=" + TestInternalKeyFile());
+  }
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);

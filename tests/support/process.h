@@ -16,6 +16,11 @@
 
 namespace crm::testing {
 
+// The deployment key every process a test starts is given (as CRM_INTERNAL_KEY_FILE, unless the test sets that
+// itself): a file with a fresh secret, made once per test process and installed in this process too, so
+// assertions the test signs (tests/support/caller.h) verify in the processes it starts.
+const std::string& TestInternalKeyFile();
+
 // A loopback port nothing listens on right now (the kernel's pick for port 0), for a process that must be
 // told its port before it starts.
 int PickFreePort();

@@ -1,6 +1,8 @@
 // Runs one service in-process exactly as its main() would (same Component, same libs/rpc Server) on a
 // free loopback port, over a real RocksDB in a temporary directory, with a ManualClock the test moves.
 // Restart() closes everything and reopens the same data directory, as a process restart would.
+// Its port admits only signed callers, as in production (loopback, no TLS): channel() calls as a process of
+// the system (any method); ChannelAs() as a given caller, e.g. a customer through the gateway.
 #pragma once
 
 #include <memory>
@@ -19,6 +21,7 @@
 #include "libs/rpc/service_main.h"
 #include "libs/rpc/store_admin.h"
 #include "libs/store/store.h"
+#include "tests/support/caller.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm::testing {
@@ -56,6 +59,12 @@ class ServiceHarness {
   }
 
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+  std::shared_ptr<grpc::Channel> ChannelAs(const auth::Caller& caller) const {
+    return ChannelAs(caller, port());
+  }
+  static std::shared_ptr<grpc::Channel> ChannelAs(const auth::Caller& caller, int port) {
+    return testing::ChannelAs("127.0.0.1:" + std::to_string(port), caller);
+  }
   ManualClock& clock() { return clock_; }
   ComponentT& component() { return *component_; }
   // Other services' channels as this service sees them.
@@ -94,6 +103,7 @@ class ServiceHarness {
     server_options.listen_address = "127.0.0.1:0";
     server_options.drain_grace = absl::Seconds(2);
     server_options.metrics = metrics_.get();
+    server_options.authenticate_callers = true;
     server_ = std::make_unique<rpc::Server>(server_options);
     component_->Register(*server_);
     store_admin_ = std::make_unique<rpc::StoreAdminService>(options_.service_name, options_.shard_index, store_.get(),
@@ -103,8 +113,7 @@ class ServiceHarness {
     if (!s.ok()) throw std::runtime_error(s.ToString());
     component_->Start();
     server_->SetServing(true);
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
-                                   grpc::InsecureChannelCredentials());
+    channel_ = ChannelAs(InternalCaller(), server_->port());
   }
 
   void Stop() {

@@ -86,7 +86,7 @@ test("WatchOrder as a server stream over Connect and gRPC-Web", async () => {
       customerId: c.customerId, requestId: `o-${email}`, paymentMethod: 1,
       items: [{ sku: "sku-1", name: "Tea", category: "grocery", quantity: 1, unitPrice: { amountMinor: 100n, currency: "CNY" } }],
       deliveryWindow: { startTime: { seconds: now + 86400n }, endTime: { seconds: now + 93600n } },
-    }, self);
+    }, bearer(stack.token("service", "storefront")));  // checkout places orders, not the shopper's own token
     const abort = new AbortController();
     const seen = [];
     try {

@@ -75,7 +75,7 @@ test("WatchOrder streams order updates through the gateway", async () => {
     customer_id: customer.customer_id, request_id: "order-1", payment_method: "PAYMENT_METHOD_TYPE_ACCOUNT_BALANCE",
     items: [{ sku: "sku-tea", name: "Longjing tea", category: "grocery", quantity: 1, unit_price: { amount_minor: 5800, currency: "CNY" } }],
     delivery_window: { start_time: { seconds: String(Math.floor(now / 1000) + 86400) }, end_time: { seconds: String(Math.floor(now / 1000) + 93600) } },
-  }, as(self));
+  }, as(stack.token("service", "storefront")));  // checkout places orders, not the shopper's own token
   const updates = [];
   const call = orders.WatchOrder({ customer_id: customer.customer_id, order_id: order.order_id }, as(self));
   const firstTwo = new Promise((resolve, reject) => {

@@ -43,7 +43,10 @@ export async function startStack({ corsOrigins = "", customerRps = 1000 } = {}) 
   const dir = mkdtempSync(path.join(tmpdir(), "crm-e2e-js-"));
   const secret = randomBytes(32).toString("hex");
   writeFileSync(path.join(dir, "jwt-secret"), secret);
-  const common = ["--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--drain_seconds=2"];
+  // The deployment's internal key: the processes sign their calls to each other with it.
+  writeFileSync(path.join(dir, "internal-key"), randomBytes(32).toString("hex"));
+  const common = ["--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--drain_seconds=2",
+                  `--internal_key_file=${dir}/internal-key`];
   const profile = startProcess("customer-profile", "services/customer_profile/customer-profile",
     [...common, `--data_dir=${dir}/profile`, "--event_sinks=none"], ["grpc"]);
   await profile.ready;
