@@ -5,8 +5,10 @@
 //   - page tokens: the resume position of a listing, so a client cannot forge one (libs/api/paging.h).
 //
 // The file holds one secret per line (at least 32 bytes each, base64 or raw). The first line signs; every
-// line verifies, so a key rotates without downtime: add the new key as the first line everywhere, then drop
-// the old one. deploy/local/run.sh creates the file; Kubernetes mounts it from a Secret.
+// line verifies. It is read at start-up, so a key rotates without downtime in three rolling restarts: add the
+// new key as the second line (everyone verifies it), then make it the first (everyone signs with it), then,
+// an hour later (page tokens live that long), drop the old one. deploy/local/run.sh creates the file;
+// Kubernetes mounts it from a Secret (deploy/README.md).
 //
 // One set per process, installed at start-up (RunService, tests) and read by everything after: immutable once
 // installed, so thread-safe without locks on the hot path.

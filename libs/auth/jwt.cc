@@ -5,14 +5,20 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <sys/stat.h>
 
 #include <cmath>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -114,18 +120,6 @@ const Value* Field(const Struct& s, const std::string& name) {
   return it == s.fields().end() ? nullptr : &it->second;
 }
 
-absl::StatusOr<absl::Time> TimeClaim(const Struct& claims, const std::string& name, bool required) {
-  const Value* v = Field(claims, name);
-  if (v == nullptr) {
-    if (required) return Unauthenticated(absl::StrCat("token has no \"", name, "\" claim"));
-    return absl::InfinitePast();
-  }
-  if (v->kind_case() != Value::kNumberValue || !std::isfinite(v->number_value())) {
-    return Unauthenticated(absl::StrCat("token claim \"", name, "\" is not a number of seconds"));
-  }
-  return absl::FromUnixSeconds(static_cast<int64_t>(v->number_value()));
-}
-
 }  // namespace
 
 v1::Role ParseRole(absl::string_view name) {
@@ -147,38 +141,254 @@ absl::string_view RoleName(v1::Role role) {
 }
 
 struct Verifier::Key {
+  std::string kid;  // empty: the only key, for tokens without "kid"
   std::string alg;  // the one algorithm this key verifies
   std::string secret;
   PkeyPtr public_key;
 };
 
-Verifier::Verifier(VerifierOptions options, std::unique_ptr<Key> key)
-    : options_(std::move(options)), key_(std::move(key)) {}
+struct Verifier::KeySet {
+  std::vector<Key> keys;
+  // Entries of a JWK Set that cannot verify a token here (PS256, P-384, a short RSA key, ...): skipped, with why.
+  std::vector<std::string> skipped;
+};
+
+namespace {
+
+std::string Base64UrlField(const Struct& jwk, const std::string& name) {
+  const Value* v = Field(jwk, name);
+  std::string out;
+  if (v == nullptr || !absl::WebSafeBase64Unescape(v->string_value(), &out)) return "";
+  return out;
+}
+
+// An RSA or P-256 public key from a JWK's components (OpenSSL 3's parameter builder).
+PkeyPtr PublicKeyFromJwk(const Struct& jwk, const std::string& kty) {
+  std::unique_ptr<OSSL_PARAM_BLD, void (*)(OSSL_PARAM_BLD*)> bld(OSSL_PARAM_BLD_new(), OSSL_PARAM_BLD_free);
+  if (!bld) return nullptr;
+  std::unique_ptr<BIGNUM, void (*)(BIGNUM*)> n(nullptr, BN_free), e(nullptr, BN_free);
+  std::string point;
+  const char* type = nullptr;
+  if (kty == "RSA") {
+    const std::string nb = Base64UrlField(jwk, "n"), eb = Base64UrlField(jwk, "e");
+    if (nb.empty() || eb.empty()) return nullptr;
+    n.reset(BN_bin2bn(reinterpret_cast<const unsigned char*>(nb.data()), static_cast<int>(nb.size()), nullptr));
+    e.reset(BN_bin2bn(reinterpret_cast<const unsigned char*>(eb.data()), static_cast<int>(eb.size()), nullptr));
+    if (!n || !e || OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, n.get()) != 1 ||
+        OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, e.get()) != 1) {
+      return nullptr;
+    }
+    type = "RSA";
+  } else {
+    const Value* crv = Field(jwk, "crv");
+    const std::string x = Base64UrlField(jwk, "x"), y = Base64UrlField(jwk, "y");
+    if (crv == nullptr || crv->string_value() != "P-256" || x.size() != 32 || y.size() != 32) return nullptr;
+    point = absl::StrCat(std::string(1, '\x04'), x, y);  // uncompressed point
+    if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) != 1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()) != 1) {
+      return nullptr;
+    }
+    type = "EC";
+  }
+  std::unique_ptr<OSSL_PARAM, void (*)(OSSL_PARAM*)> params(OSSL_PARAM_BLD_to_param(bld.get()), OSSL_PARAM_free);
+  std::unique_ptr<EVP_PKEY_CTX, void (*)(EVP_PKEY_CTX*)> ctx(EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr),
+                                                             EVP_PKEY_CTX_free);
+  EVP_PKEY* key = nullptr;
+  if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+      EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) != 1) {
+    return nullptr;
+  }
+  return PkeyPtr(key);
+}
+
+// The algorithm a public key verifies, or an error naming why the key is refused.
+absl::StatusOr<std::string> AlgorithmOf(EVP_PKEY* key) {
+  if (EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA) {
+    if (EVP_PKEY_get_bits(key) < 2048) return absl::InvalidArgumentError("RSA keys need 2048 bits or more");
+    return std::string("RS256");
+  }
+  if (IsP256(key)) return std::string("ES256");
+  return absl::InvalidArgumentError("the public key is neither RSA nor EC P-256");
+}
+
+absl::StatusOr<Verifier::Key> SecretKey(std::string secret, std::string kid) {
+  // RFC 7518 3.2: the HS256 key must be at least as long as the hash.
+  if (secret.size() < 32) return absl::InvalidArgumentError("the HS256 secret must have at least 32 bytes");
+  Verifier::Key k;
+  k.kid = std::move(kid);
+  k.alg = "HS256";
+  k.secret = std::move(secret);
+  return k;
+}
+
+// A JWK Set (RFC 7517 section 5): every signing key in it, each with its kid.
+absl::StatusOr<std::shared_ptr<const Verifier::KeySet>> ParseJwks(absl::string_view json) {
+  Struct set;
+  if (!google::protobuf::util::JsonStringToMessage(std::string(json), &set).ok()) {
+    return absl::InvalidArgumentError("jwks: not a JSON object");
+  }
+  const Value* keys = Field(set, "keys");
+  if (keys == nullptr || !keys->has_list_value()) return absl::InvalidArgumentError("jwks: no \"keys\" array");
+  auto out = std::make_shared<Verifier::KeySet>();
+  int index = 0;
+  for (const Value& v : keys->list_value().values()) {
+    const std::string where = absl::StrCat("jwks: keys[", index++, "]");
+    if (!v.has_struct_value()) return absl::InvalidArgumentError(absl::StrCat(where, " is not an object"));
+    const Struct& jwk = v.struct_value();
+    const Value* use = Field(jwk, "use");
+    if (use != nullptr && use->string_value() != "sig") continue;  // an encryption key: not ours to verify with
+    const Value* kid = Field(jwk, "kid");
+    const Value* kty = Field(jwk, "kty");
+    const Value* alg = Field(jwk, "alg");
+    if (kid == nullptr || kid->string_value().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, " has no \"kid\""));
+    }
+    const std::string type = kty == nullptr ? "" : kty->string_value();
+    Verifier::Key key;
+    // A key this verifier cannot use is skipped, not fatal: an identity provider publishes keys for other
+    // algorithms too (PS256, P-384), and one of them must not stop rotation of the others.
+    auto skip = [&](absl::string_view why) { out->skipped.push_back(absl::StrCat(where, " (kid ", kid->string_value(), "): ", why)); };
+    if (type == "oct") {
+      auto k = SecretKey(Base64UrlField(jwk, "k"), kid->string_value());
+      if (!k.ok()) {
+        skip(k.status().message());
+        continue;
+      }
+      key = *std::move(k);
+    } else if (type == "RSA" || type == "EC") {
+      key.kid = kid->string_value();
+      key.public_key = PublicKeyFromJwk(jwk, type);
+      if (!key.public_key) {
+        skip(absl::StrCat("not an RSA or EC P-256 public key this verifier can use"));
+        continue;
+      }
+      auto a = AlgorithmOf(key.public_key.get());
+      if (!a.ok()) {
+        skip(a.status().message());
+        continue;
+      }
+      key.alg = *a;
+    } else {
+      skip(absl::StrCat("key type \"", type, "\" is not verified here"));
+      continue;
+    }
+    if (alg != nullptr && !alg->string_value().empty() && alg->string_value() != key.alg) {
+      skip(absl::StrCat("\"alg\" ", alg->string_value(), " is not ", key.alg, ", the only algorithm verified with a ",
+                        type, " key here"));
+      continue;
+    }
+    out->keys.push_back(std::move(key));
+  }
+  if (out->keys.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("jwks: no signing key this verifier can use (RS256 with 2048+ bits, ",
+                                                   "ES256 on P-256, HS256)",
+                                                   out->skipped.empty() ? "" : absl::StrCat("; ", out->skipped.front())));
+  }
+  return std::shared_ptr<const Verifier::KeySet>(std::move(out));
+}
+
+absl::StatusOr<std::string> ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Seconds since the epoch as a JWT NumericDate: a number between 1970 and the year 9999 (RFC 7519 allows
+// fractions; they are dropped). Anything else (a string, 1e300, a negative) is refused, not wrapped.
+absl::StatusOr<absl::Time> NumericDate(const Value& v, const std::string& name) {
+  constexpr double kYear9999 = 253402300799.0;
+  if (v.kind_case() != Value::kNumberValue || !std::isfinite(v.number_value()) || v.number_value() < 0 ||
+      v.number_value() > kYear9999) {
+    return Unauthenticated(absl::StrCat("token claim \"", name, "\" is not a time in seconds since 1970"));
+  }
+  return absl::FromUnixSeconds(static_cast<int64_t>(v.number_value()));
+}
+
+}  // namespace
+
+Verifier::Verifier(VerifierOptions options, std::shared_ptr<const KeySet> keys)
+    : options_(std::move(options)), keys_(std::move(keys)) {}
 Verifier::~Verifier() = default;
 
 absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions options) {
-  auto key = std::make_unique<Key>();
-  if (!options.hmac_secret.empty() == !options.public_key_pem.empty()) {
-    return absl::InvalidArgumentError("jwt: configure exactly one of an HMAC secret or a public key");
+  const int sources = !options.hmac_secret.empty() + !options.public_key_pem.empty() + !options.jwks_json.empty() +
+                      !options.jwks_file.empty();
+  if (sources != 1) {
+    return absl::InvalidArgumentError("jwt: configure exactly one of an HMAC secret, a public key or a JWK Set");
   }
+  std::shared_ptr<const KeySet> keys;
   if (!options.hmac_secret.empty()) {
-    // RFC 7518 3.2: the HS256 key must be at least as long as the hash.
-    if (options.hmac_secret.size() < 32) return absl::InvalidArgumentError("jwt: the HS256 secret must have at least 32 bytes");
-    key->alg = "HS256";
-    key->secret = options.hmac_secret;
+    auto k = SecretKey(options.hmac_secret, "");
+    if (!k.ok()) return absl::InvalidArgumentError(absl::StrCat("jwt: ", k.status().message()));
+    auto set = std::make_shared<KeySet>();
+    set->keys.push_back(*std::move(k));
+    keys = std::move(set);
+  } else if (!options.public_key_pem.empty()) {
+    Key k;
+    k.public_key = ReadPem(options.public_key_pem, /*private_key=*/false);
+    if (!k.public_key) return absl::InvalidArgumentError("jwt: the public key is not a PEM public key");
+    auto alg = AlgorithmOf(k.public_key.get());
+    if (!alg.ok()) return absl::InvalidArgumentError(absl::StrCat("jwt: ", alg.status().message()));
+    k.alg = *alg;
+    auto set = std::make_shared<KeySet>();
+    set->keys.push_back(std::move(k));
+    keys = std::move(set);
   } else {
-    key->public_key = ReadPem(options.public_key_pem, /*private_key=*/false);
-    if (!key->public_key) return absl::InvalidArgumentError("jwt: the public key is not a PEM public key");
-    if (EVP_PKEY_get_base_id(key->public_key.get()) == EVP_PKEY_RSA) {
-      if (EVP_PKEY_get_bits(key->public_key.get()) < 2048) return absl::InvalidArgumentError("jwt: RSA keys need 2048 bits or more");
-      key->alg = "RS256";
-    } else if (IsP256(key->public_key.get())) {
-      key->alg = "ES256";
-    } else {
-      return absl::InvalidArgumentError("jwt: the public key is neither RSA nor EC P-256");
+    std::string json = options.jwks_json;
+    if (!options.jwks_file.empty()) {
+      auto text = ReadWhole(options.jwks_file);
+      if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("jwt: ", text.status().message()));
+      json = *std::move(text);
     }
+    auto set = ParseJwks(json);
+    if (!set.ok()) return set.status();
+    keys = *std::move(set);
   }
-  return std::unique_ptr<Verifier>(new Verifier(std::move(options), std::move(key)));
+  auto verifier = std::unique_ptr<Verifier>(new Verifier(std::move(options), std::move(keys)));
+  if (!verifier->options_.jwks_file.empty()) (void)verifier->ReloadIfChanged();  // notes the file's stamp
+  return verifier;
+}
+
+std::shared_ptr<const Verifier::KeySet> Verifier::keys() const {
+  absl::MutexLock lock(&mu_);
+  return keys_;
+}
+
+std::vector<std::string> Verifier::skipped_keys() const { return keys()->skipped; }
+
+uint64_t Verifier::generation() const {
+  absl::MutexLock lock(&mu_);
+  return generation_;
+}
+
+absl::StatusOr<bool> Verifier::ReloadIfChanged() {
+  if (options_.jwks_file.empty()) return false;
+  struct stat st;
+  if (stat(options_.jwks_file.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("jwks: cannot stat ", options_.jwks_file, "; keeping the keys in use"));
+  }
+  const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+  {
+    absl::MutexLock lock(&mu_);
+    if (mtime == file_mtime_ns_ && st.st_size == file_size_) return false;
+    const bool first = file_size_ < 0;
+    file_mtime_ns_ = mtime;
+    file_size_ = st.st_size;
+    if (first) return false;  // Create just read it
+  }
+  auto text = ReadWhole(options_.jwks_file);
+  if (!text.ok()) return text.status();
+  auto set = ParseJwks(*text);
+  if (!set.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(options_.jwks_file, ": ", set.status().message(),
+                                                   "; keeping the keys in use"));
+  }
+  absl::MutexLock lock(&mu_);
+  keys_ = *std::move(set);
+  ++generation_;
+  return true;
 }
 
 absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time now) const {
@@ -186,33 +396,70 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
   if (parts.size() != 3) return Unauthenticated("token is not a JWT (header.payload.signature)");
   auto header = ParseJsonObject(parts[0], "header");
   if (!header.ok()) return header.status();
+  if (Field(*header, "crit") != nullptr) return Unauthenticated("token header has \"crit\" extensions, which are not supported");
   const Value* alg = Field(*header, "alg");
-  if (alg == nullptr || alg->string_value() != key_->alg) {
-    return Unauthenticated(absl::StrCat("token must be signed with ", key_->alg));
+  const Value* kid = Field(*header, "kid");
+  const std::shared_ptr<const KeySet> set = keys();
+  // The candidate keys: those under the token's kid (an identity provider may reuse one for a rotated key), or
+  // the only key there is.
+  std::vector<const Key*> candidates;
+  if (kid != nullptr && !kid->string_value().empty() && !(set->keys.size() == 1 && set->keys[0].kid.empty())) {
+    for (const Key& k : set->keys) {
+      if (k.kid == kid->string_value()) candidates.push_back(&k);
+    }
+    if (candidates.empty()) return Unauthenticated("token key id (kid) is not in the key set");
+  } else if (set->keys.size() == 1) {
+    candidates.push_back(&set->keys[0]);
+  } else {
+    return Unauthenticated("token names no key id (kid), and several keys are configured");
   }
   std::string signature;
   if (!absl::WebSafeBase64Unescape(parts[2], &signature)) return Unauthenticated("token signature is not base64url");
   const absl::string_view signed_part(parts[0].data(), parts[0].size() + 1 + parts[1].size());
   bool valid = false;
-  if (key_->alg == "HS256") {
-    const std::string expected = Hs256(key_->secret, signed_part);
-    valid = signature.size() == expected.size() && CRYPTO_memcmp(signature.data(), expected.data(), expected.size()) == 0;
-  } else if (key_->alg == "RS256") {
-    valid = DigestVerify(key_->public_key.get(), signature, signed_part);
-  } else if (signature.size() == 64) {
-    const std::string der = RawToDer(signature);
-    valid = !der.empty() && DigestVerify(key_->public_key.get(), der, signed_part);
+  const Key* fitting = nullptr;
+  for (const Key* key : candidates) {
+    // The key decides the algorithm, never the token: "alg" must be the one this key is for.
+    if (alg == nullptr || alg->string_value() != key->alg) continue;
+    fitting = key;
+    if (key->alg == "HS256") {
+      const std::string expected = Hs256(key->secret, signed_part);
+      valid = signature.size() == expected.size() &&
+              CRYPTO_memcmp(signature.data(), expected.data(), expected.size()) == 0;
+    } else if (key->alg == "RS256") {
+      valid = DigestVerify(key->public_key.get(), signature, signed_part);
+    } else if (signature.size() == 64) {
+      const std::string der = RawToDer(signature);
+      valid = !der.empty() && DigestVerify(key->public_key.get(), der, signed_part);
+    }
+    if (valid) break;
   }
+  if (fitting == nullptr) return Unauthenticated(absl::StrCat("token must be signed with ", candidates.front()->alg));
   if (!valid) return Unauthenticated("token signature does not verify");
 
   auto claims = ParseJsonObject(parts[1], "payload");
   if (!claims.ok()) return claims.status();
-  auto exp = TimeClaim(*claims, "exp", /*required=*/true);
+  const Value* exp_claim = Field(*claims, "exp");
+  if (exp_claim == nullptr) return Unauthenticated("token has no \"exp\" claim");
+  auto exp = NumericDate(*exp_claim, "exp");
   if (!exp.ok()) return exp.status();
   if (now >= *exp + options_.clock_skew) return Unauthenticated("token has expired");
-  auto nbf = TimeClaim(*claims, "nbf", /*required=*/false);
-  if (!nbf.ok()) return nbf.status();
-  if (now + options_.clock_skew < *nbf) return Unauthenticated("token is not valid yet (nbf)");
+  absl::Time issued = now;
+  if (const Value* nbf = Field(*claims, "nbf")) {
+    auto t = NumericDate(*nbf, "nbf");
+    if (!t.ok()) return t.status();
+    if (now + options_.clock_skew < *t) return Unauthenticated("token is not valid yet (nbf)");
+  }
+  if (const Value* iat = Field(*claims, "iat")) {
+    auto t = NumericDate(*iat, "iat");
+    if (!t.ok()) return t.status();
+    if (now + options_.clock_skew < *t) return Unauthenticated("token was issued in the future (iat)");
+    issued = *t;
+  }
+  if (*exp - issued > options_.max_lifetime + options_.clock_skew) {
+    return Unauthenticated(absl::StrCat("token lives longer than the ", absl::FormatDuration(options_.max_lifetime),
+                                        " this gateway accepts (exp - iat)"));
+  }
   if (!options_.issuer.empty()) {
     const Value* iss = Field(*claims, "iss");
     if (iss == nullptr || iss->string_value() != options_.issuer) return Unauthenticated("token issuer is not accepted");
@@ -242,9 +489,13 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
   return p;
 }
 
-absl::StatusOr<std::string> Sign(absl::string_view alg, absl::string_view key, absl::string_view claims_json) {
-  const std::string signed_part = absl::StrCat(absl::WebSafeBase64Escape(absl::StrCat("{\"alg\":\"", alg, "\",\"typ\":\"JWT\"}")),
-                                               ".", absl::WebSafeBase64Escape(claims_json));
+absl::StatusOr<std::string> Sign(absl::string_view alg, absl::string_view key, absl::string_view claims_json,
+                                 absl::string_view kid) {
+  std::string header = absl::StrCat("{\"alg\":\"", alg, "\",\"typ\":\"JWT\"");
+  if (!kid.empty()) absl::StrAppend(&header, ",\"kid\":\"", kid, "\"");
+  header += "}";
+  const std::string signed_part =
+      absl::StrCat(absl::WebSafeBase64Escape(header), ".", absl::WebSafeBase64Escape(claims_json));
   std::string signature;
   if (alg == "HS256") {
     signature = Hs256(key, signed_part);

@@ -186,17 +186,22 @@ prometheus::Counter& Gateway::RequestCounter(const Route* route, Protocol protoc
 
 absl::StatusOr<Gateway::Verified> Gateway::Authenticate(absl::string_view token, absl::Time now) {
   TokenStripe& stripe = tokens_[absl::Hash<absl::string_view>{}(token) % kTokenStripes];
+  const uint64_t generation = options_.verifier->generation();
   {
     absl::MutexLock lock(&stripe.mu);
     auto it = stripe.verified.find(token);
     if (it != stripe.verified.end()) {
-      if (now < it->second.principal.expires + absl::Seconds(30) && now < it->second.renew_after) return it->second;
+      if (now < it->second.principal.expires + absl::Seconds(30) && now < it->second.renew_after &&
+          it->second.key_generation == generation) {
+        return it->second;
+      }
       stripe.verified.erase(it);
     }
   }
   auto principal = options_.verifier->Verify(token, now);
   if (!principal.ok()) return principal.status();
   Verified v;
+  v.key_generation = generation;
   v.principal = *std::move(principal);
   auth::Caller caller;
   caller.role = v.principal.role;

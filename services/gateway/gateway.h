@@ -39,7 +39,8 @@ enum class Protocol { kGrpc, kGrpcWeb, kGrpcWebText, kConnect };
 absl::string_view ProtocolName(Protocol protocol);
 
 struct GatewayOptions {
-  std::unique_ptr<auth::Verifier> verifier;
+  // Shared with whoever reloads its keys (a JWK Set file that changed).
+  std::shared_ptr<auth::Verifier> verifier;
   // Requests per second (burst: twice that) per principal, by role, and per client IP before the token
   // is even looked at. 0 = unlimited.
   double customer_rps = 20;
@@ -129,6 +130,8 @@ class Gateway {
     auth::Principal principal;
     std::string assertion;
     absl::Time renew_after;
+    // The verifier's key generation it was verified under: a rotated key set verifies every token again.
+    uint64_t key_generation = 0;
   };
   absl::Status Deny(absl::string_view reason, absl::Status status);
   // The principal of a token, verified once and then remembered until it expires: signature checks and

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
 #include "libs/log/log.h"
+#include "libs/rpc/periodic.h"
 #include "libs/rpc/service_main.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/grpc_proxy.h"
@@ -19,6 +20,10 @@ ABSL_FLAG(std::string, http_listen, "127.0.0.1:8080", "gRPC-Web and Connect (HTT
 ABSL_FLAG(int, http_threads, 32, "HTTP/1.1 worker threads (one per open browser connection)");
 ABSL_FLAG(std::string, jwt_secret_file, "", "file holding the HS256 secret (at least 32 bytes)");
 ABSL_FLAG(std::string, jwt_public_key_file, "", "PEM public key for RS256 or ES256 tokens");
+ABSL_FLAG(std::string, jwks_file, "",
+          "JWK Set (RFC 7517) of the identity provider's signing keys; a token's kid picks the key; re-read when the "
+          "file changes, so keys rotate without a restart");
+ABSL_FLAG(int, jwt_max_lifetime_s, 86400, "longest token lifetime accepted (exp - iat)");
 ABSL_FLAG(std::string, jwt_issuer, "", "required token issuer (iss), if set");
 ABSL_FLAG(std::string, jwt_audience, "", "required token audience (aud), if set");
 ABSL_FLAG(std::string, cors_allowed_origins, "", "comma-separated origins browsers may call from (\"*\" for any)");
@@ -63,15 +68,33 @@ class GatewayComponent : public crm::rpc::Component {
       if (!pem.ok()) return pem.status();
       v.public_key_pem = *pem;
     }
+    v.jwks_file = absl::GetFlag(FLAGS_jwks_file);
+    v.max_lifetime = absl::Seconds(std::max(60, absl::GetFlag(FLAGS_jwt_max_lifetime_s)));
     v.issuer = absl::GetFlag(FLAGS_jwt_issuer);
     v.audience = absl::GetFlag(FLAGS_jwt_audience);
     auto verifier = crm::auth::Verifier::Create(std::move(v));
     if (!verifier.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(verifier.status().message(),
-                                                     " (set --jwt_secret_file or --jwt_public_key_file)"));
+                                                     " (set --jwt_secret_file, --jwt_public_key_file or --jwks_file)"));
     }
+    for (const std::string& skipped : (*verifier)->skipped_keys()) crm::log::Warning("jwt key skipped", {{"key", skipped}});
     GatewayOptions o;
     o.verifier = std::move(*verifier);
+    auto component = std::make_unique<GatewayComponent>();
+    if (!absl::GetFlag(FLAGS_jwks_file).empty()) {
+      // The identity provider rotates its keys by rewriting the file; pick changes up within seconds.
+      component->key_reload_.Start(absl::Seconds(5), [verifier = o.verifier] {
+        auto changed = verifier->ReloadIfChanged();
+        if (!changed.ok()) {
+          crm::log::Warning("jwt keys not reloaded", {{"error", changed.status().ToString()}});
+        } else if (*changed) {
+          crm::log::Info("jwt keys reloaded", {{"file", absl::GetFlag(FLAGS_jwks_file)}});
+          for (const std::string& skipped : verifier->skipped_keys()) {
+            crm::log::Warning("jwt key skipped", {{"key", skipped}});
+          }
+        }
+      }, crm::rpc::PeriodicTask::FirstRun::kAfterInterval);
+    }
     o.customer_rps = absl::GetFlag(FLAGS_rate_limit_customer);
     o.agent_rps = absl::GetFlag(FLAGS_rate_limit_agent);
     o.admin_rps = absl::GetFlag(FLAGS_rate_limit_admin);
@@ -83,7 +106,6 @@ class GatewayComponent : public crm::rpc::Component {
     o.max_request_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
     o.access_log = absl::GetFlag(FLAGS_access_log);
     o.view_section_timeout = absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_view_section_timeout_ms)));
-    auto component = std::make_unique<GatewayComponent>();
     component->gateway_ = std::make_unique<Gateway>(std::move(o), context.backends, context.metrics);
     component->proxy_ = std::make_unique<GrpcProxy>(component->gateway_.get());
     HttpOptions h;
@@ -102,9 +124,13 @@ class GatewayComponent : public crm::rpc::Component {
     server.SetGenericService(proxy_.get());
     server.OnShutdown([this] { gateway_->EndStreams(); });
   }
-  void Stop() override { http_->Stop(); }
+  void Stop() override {
+    key_reload_.Stop();
+    http_->Stop();
+  }
 
  private:
+  crm::rpc::PeriodicTask key_reload_;
   std::unique_ptr<crm::gateway::Gateway> gateway_;
   std::unique_ptr<crm::gateway::GrpcProxy> proxy_;
   std::unique_ptr<crm::gateway::HttpServer> http_;
