@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "libs/text/sensitive.h"
 #include "libs/text/utf8.h"
 
 namespace crm::log {
@@ -83,13 +84,14 @@ void Write(Level level, absl::string_view message, std::initializer_list<Field> 
     AppendJsonString(line, *g_service);
   }
   line.append(",\"message\":");
-  AppendJsonString(line, message);
+  // No e-mail, token or card number reaches a log line, whatever an error message quoted.
+  AppendJsonString(line, text::Redact(message));
   for (const Field& f : fields) {
     line.push_back(',');
     AppendJsonString(line, f.key);
     line.push_back(':');
     if (const auto* s = std::get_if<absl::string_view>(&f.value)) {
-      AppendJsonString(line, *s);
+      AppendJsonString(line, text::Redact(*s));
     } else if (const auto* i = std::get_if<int64_t>(&f.value)) {
       absl::StrAppend(&line, *i);
     } else if (const auto* d = std::get_if<double>(&f.value)) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "libs/api/validate.h"
+#include "libs/text/sensitive.h"
 
 namespace crm::customer_profile {
 namespace {
@@ -107,44 +108,7 @@ absl::Status ValidateAddress(absl::string_view field, const v1::Address& a) {
   return absl::OkStatus();
 }
 
-namespace {
-
-bool PassesLuhn(absl::string_view digits) {
-  int sum = 0;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    int d = digits[digits.size() - 1 - i] - '0';
-    if (i % 2 == 1) {
-      d *= 2;
-      if (d > 9) d -= 9;
-    }
-    sum += d;
-  }
-  return sum % 10 == 0;
-}
-
-}  // namespace
-
-bool ContainsCardNumber(absl::string_view s) {
-  // Runs of digits, where a single space or dash between two digits continues the run ("4111 1111-1111 1111").
-  std::string run;
-  auto is_card = [&run] {
-    if (run.size() > 19) return true;  // too long to be anything but a number with a card inside
-    return run.size() >= 13 && PassesLuhn(run);
-  };
-  for (size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (absl::ascii_isdigit(c)) {
-      run.push_back(static_cast<char>(c));
-      continue;
-    }
-    const bool separator = (c == ' ' || c == '-') && !run.empty() && i + 1 < s.size() &&
-                           absl::ascii_isdigit(static_cast<unsigned char>(s[i + 1]));
-    if (separator) continue;
-    if (is_card()) return true;
-    run.clear();
-  }
-  return is_card();
-}
+bool ContainsCardNumber(absl::string_view s) { return text::ContainsCardNumber(s); }
 
 absl::Status ValidatePaymentMethod(absl::string_view field, const v1::PaymentMethod& m) {
   const std::string f(field);

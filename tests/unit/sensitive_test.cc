@@ -1,0 +1,35 @@
+// What the logs must never carry: e-mail addresses, bearer tokens and card numbers, whatever an error message
+// or a URL path quoted.
+#include "catch2/catch.hpp"
+#include "libs/text/sensitive.h"
+
+namespace crm::text {
+namespace {
+
+TEST_CASE("redact: e-mails, JWTs, bearer credentials and card numbers are hidden, the rest kept") {
+  CHECK(Redact("email: \"li.na+shop@example.com.cn\" is already registered") ==
+        "email: \"<email>\" is already registered");
+  CHECK(Redact("unknown path /eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjMSJ9.c2lnbmF0dXJl/x") == "unknown path /<token>/x");
+  CHECK(Redact("authorization: Bearer abc.def-ghi_jkl rejected") == "authorization: Bearer <token> rejected");
+  CHECK(Redact("card 4111 1111 1111 1111 refused") == "card <card number> refused");
+  CHECK(Redact("tok-4111-1111-1111-1111") == "tok-<card number>");
+  CHECK(Redact("6212260200000000006") == "<card number>");
+  // Not secrets: ids, times, counts, numbers failing Luhn, an @ without a domain.
+  for (const char* kept : {"order o5d1e0f4b2a9c3e71 delivered", "2026-11-30T02:05:20.123456Z", "latency 12345 ms",
+                           "4111111111111112", "@here", "a@b", "the ticket is 3 days late", "customer c_42"}) {
+    INFO(kept);
+    CHECK(Redact(kept) == kept);
+  }
+}
+
+TEST_CASE("card numbers: Luhn-valid runs of 13-19 digits, separators inside, longer runs always") {
+  CHECK(ContainsCardNumber("4111111111111111"));
+  CHECK(ContainsCardNumber("4111 1111 1111 1111"));
+  CHECK(ContainsCardNumber(std::string(25, '1')));
+  CHECK_FALSE(ContainsCardNumber("4111111111111112"));
+  CHECK_FALSE(ContainsCardNumber("tok_1N3xYz2eZvKYlo2C"));
+  CHECK_FALSE(ContainsCardNumber("+8613800138000"));
+}
+
+}  // namespace
+}  // namespace crm::text
