@@ -4,17 +4,24 @@
 // TCP), and each declared containerPort accepts connections. A flag the binary does not accept, a port it
 // does not listen on or a probe that never passes fails the test.
 //
+// A data service's gRPC port is also checked to speak mutual TLS: it answers a health check from a client
+// with a certificate of the deployment's CA and refuses one in plaintext.
+//
 // What only a cluster provides is replaced, and nothing else: the image's /usr/local/bin is the build
 // folder, 0.0.0.0 listens on 127.0.0.1, other pods' DNS names are 127.0.0.1, volumes are temporary folders
-// (ConfigMap volumes hold the ConfigMap's files), the JWT Secret is a generated secret, and the shard index
-// the pod would take from its host name's ordinal is 0.
+// (ConfigMap volumes hold the ConfigMap's files), the JWT Secret is a generated secret, the internal key
+// Secret one random key for every pod, each TLS Secret crm-tls-<process> a certificate from one development CA
+// (deploy/local/dev-pki.sh: CN <process>, SANs <process> and IP 127.0.0.1, so TLS verifies for the 127.0.0.1
+// the processes dial here as it does for the pod names in the cluster), and the shard index the pod would take
+// from its host name's ordinal is 0.
 //   node start-from-manifests.mjs <rendered.yaml> <build dir>
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import YAML from "yaml";
 
@@ -27,6 +34,14 @@ const failures = [];
 const children = [];
 // The deployment's internal key (Secret crm-internal-key): one for every pod.
 const internalKey = randomBytes(32).toString("hex");
+// The TLS Secrets (crm-tls-<process>): one development CA signs a certificate for every process whose pod
+// mounts one, in the Secret's layout (tls.crt, tls.key, ca.crt).
+const TLS_PREFIX = "crm-tls-";
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const pki = path.join(root, "pki");
+const tlsNames = [...new Set(workloads.flatMap((w) => (w.spec.template.spec.volumes ?? [])
+  .map((v) => v.secret?.secretName).filter((n) => n?.startsWith(TLS_PREFIX)).map((n) => n.slice(TLS_PREFIX.length))))];
+const tlsFiles = ["tls.crt", "tls.key", "ca.crt"];
 
 const local = (value) =>
   String(value)
@@ -47,6 +62,9 @@ function containerPlan(workload, container) {
     }
     if (v?.secret?.secretName === "crm-internal-key") {
       writeFileSync(path.join(folder, "internal-key"), internalKey);
+    } else if (v?.secret?.secretName?.startsWith(TLS_PREFIX)) {
+      const from = path.join(pki, v.secret.secretName.slice(TLS_PREFIX.length));
+      for (const file of tlsFiles) copyFileSync(path.join(from, file), path.join(folder, file));
     } else if (v?.secret) {
       // The JWT Secret an operator creates (deploy/README.md): an HS256 secret or a P-256 public key.
       writeFileSync(path.join(folder, "jwt-secret"), randomBytes(32).toString("hex"));
@@ -76,7 +94,7 @@ function containerPlan(workload, container) {
   if (env.CRM_SHARD_INDEX === "-1") env.CRM_SHARD_INDEX = "0";
   const command = (container.command ?? []).map((c) => c.replace("/usr/local/bin/", `${build}/${binaryFolder(c)}`));
   const args = (container.args ?? []).map(inPod);
-  return { name, command, args, env, container };
+  return { name, command, args, env, container, tls: env.CRM_TLS_DIR };
 }
 
 // /usr/local/bin/order-tracking -> services/order_tracking/
@@ -92,8 +110,8 @@ function tcpOpen(port) {
   });
 }
 
-function grpcHealth(port, service = "") {
-  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+function grpcHealth(port, service = "", credentials = grpc.credentials.createInsecure(), options = {}) {
+  const client = new grpc.Client(`127.0.0.1:${port}`, credentials, options);
   const name = Buffer.from(service);
   const request = service ? Buffer.concat([Buffer.from([0x0a, name.length]), name]) : Buffer.alloc(0);
   return new Promise((resolve) => {
@@ -124,6 +142,7 @@ async function until(check, seconds) {
 }
 
 try {
+  if (tlsNames.length) execFileSync("bash", [path.join(repo, "deploy/local/dev-pki.sh"), pki, ...tlsNames], { stdio: "inherit" });
   const plans = [];
   for (const w of workloads) for (const c of w.spec.template.spec.containers) plans.push(containerPlan(w, c));
   // Data services first, the gateway (a Deployment) last, as Kubernetes would settle them.
@@ -150,6 +169,20 @@ try {
       if (port.name === "metrics" && (await httpGet(port.containerPort, "/metrics")) !== 200) {
         failures.push(`${plan.name}: GET /metrics on port ${port.containerPort} does not answer 200`);
       }
+    }
+    // A data service's gRPC port (it has a separate health port): mutual TLS only, with the deployment's CA.
+    const grpcPort = c.ports?.find((p) => p.name === "grpc")?.containerPort;
+    if (plan.tls && grpcPort && c.ports.some((p) => p.name === "health")) {
+      const client = tlsNames.includes("gateway") ? "gateway" : tlsNames[0];
+      const read = (file) => readFileSync(path.join(pki, client, file));
+      const mtls = grpc.credentials.createSsl(read("ca.crt"), read("tls.key"), read("tls.crt"));
+      // The server's certificate is checked for its process name (a SAN of the development certificates).
+      const asServer = { "grpc.ssl_target_name_override": plan.name, "grpc.default_authority": plan.name };
+      if (!(await until(() => grpcHealth(grpcPort, "", mtls, asServer), 10))) {
+        failures.push(`${plan.name}: gRPC port ${grpcPort} does not answer a health check over mutual TLS (client certificate CN ${client})`);
+      }
+      if (await grpcHealth(grpcPort)) failures.push(`${plan.name}: gRPC port ${grpcPort} answers in plaintext despite CRM_TLS_DIR`);
+      probes.push("mutual TLS on its gRPC port");
     }
     if (child.exitCode !== null) failures.push(`${plan.name}: exited with ${child.exitCode}:\n${out.join("").slice(-1500)}`);
     else console.log(`ok: ${plan.name} started from the manifest and passed ${probes.join(", ")}`);

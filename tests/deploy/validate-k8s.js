@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // Validates manifests rendered by `kubectl kustomize deploy/k8s/overlays/<overlay>`, offline:
 //   1. schema: every object against the Kubernetes OpenAPI schema of its kind (kubernetes-models' validators:
-//      types, required fields, formats, enums);
+//      types, required fields, formats, enums); cert-manager's kinds against its CRD schemas
+//      (@kubernetes-models/cert-manager);
 //   2. unknown fields: every object type-checked by TypeScript against the same models' interfaces, so a
 //      misspelt or misplaced field (which the API server would drop or refuse) is an error;
 //   3. policy: what this project requires of its manifests (ports, probes, security, addresses of every shard,
-//      network policies, PDBs, graceful shutdown, scrape annotations, ...).
+//      network policies, PDBs, graceful shutdown, scrape annotations, the internal key and TLS Secrets every
+//      process mounts, the cert-manager chain that issues the TLS Secrets, ...).
 // Usage: node validate-k8s.js <overlay name> <rendered.yaml>
 // Prints every problem found and exits 1 if there is any.
 "use strict";
@@ -29,14 +31,15 @@ function problem(where, message) {
 // ---------------------------------------------------------------------------------------------------------
 // What the project expects.
 
-// gRPC and metrics port of every process.
+// gRPC, metrics and (data services: plaintext, grpc.health.v1 only, for the kubelet's probes) health port of
+// every process. The gateway's own gRPC port is plaintext, so it is probed there.
 const PORTS = {
   gateway: { grpc: 50050, metrics: 9150 },
-  "customer-profile": { grpc: 50051, metrics: 9151 },
-  "order-tracking": { grpc: 50052, metrics: 9152 },
-  loyalty: { grpc: 50053, metrics: 9153 },
-  "complaint-ticket": { grpc: 50054, metrics: 9154 },
-  recommendation: { grpc: 50055, metrics: 9155 },
+  "customer-profile": { grpc: 50051, metrics: 9151, health: 50151 },
+  "order-tracking": { grpc: 50052, metrics: 9152, health: 50152 },
+  loyalty: { grpc: 50053, metrics: 9153, health: 50153 },
+  "complaint-ticket": { grpc: 50054, metrics: 9154, health: 50154 },
+  recommendation: { grpc: 50055, metrics: 9155, health: 50155 },
 };
 const DATA_SERVICES = ["customer-profile", "order-tracking", "loyalty", "complaint-ticket", "recommendation"];
 // Who may reach each data service's gRPC port: the gateway, the services that call it, and the producers that
@@ -56,11 +59,19 @@ const CONFIG_FILES = {
   "complaint-ticket": { env: "CRM_LEXICON_FILE", configMap: "complaint-lexicon", key: "complaint-lexicon.textproto" },
 };
 const JWT_SECRET = "crm-gateway-jwt";
+// The deployment's shared internal key (every process), and each process's TLS Secret (tls.crt, tls.key,
+// ca.crt), mounted where CRM_TLS_DIR points. Neither is part of the manifests: the operator creates the key,
+// cert-manager (or the operator) the TLS Secrets.
+const INTERNAL_KEY_SECRET = "crm-internal-key";
+const INTERNAL_KEY_FILE = "internal-key";
+const tlsSecret = (name) => `crm-tls-${name}`;
+const TLS_USAGES = ["server auth", "client auth"];
 const RUN_AS_USER = 10001; // the image's user (deploy/container/Dockerfile)
 // Per overlay: shards per data service, and the least number of gateway replicas.
+// certManager: the overlay includes deploy/k8s/components/cert-manager (its Certificates must be rendered).
 const OVERLAYS = {
-  dev: { shards: 1, gatewayMin: 1 },
-  prod: { shards: 3, gatewayMin: 3 },
+  dev: { shards: 1, gatewayMin: 1, certManager: true },
+  prod: { shards: 3, gatewayMin: 3, certManager: true },
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -88,12 +99,19 @@ function id(o) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// 1. Schema, with kubernetes-models' compiled OpenAPI validators.
+// 1. Schema, with kubernetes-models' compiled OpenAPI validators (cert-manager.io: @kubernetes-models/cert-manager's).
+
+// Custom resources: API group -> the package with its CRDs' schemas (same layout as kubernetes-models).
+const CRD_MODELS = { "cert-manager.io": "@kubernetes-models/cert-manager" };
 
 function modelModule(o) {
   if (typeof o.apiVersion !== "string" || typeof o.kind !== "string") return null;
+  const group = o.apiVersion.includes("/") ? o.apiVersion.split("/")[0] : "";
+  if (CRD_MODELS[group]) return `${CRD_MODELS[group]}/${o.apiVersion}/${o.kind}`;
   return `kubernetes-models/${o.apiVersion}/${o.kind}`;
 }
+// "kubernetes-models/apps/v1/Deployment" -> "kubernetes-models"; "@kubernetes-models/cert-manager/..." -> its package.
+const modelPackage = (mod) => mod.split("/").slice(0, mod.startsWith("@") ? 2 : 1).join("/");
 
 for (const o of docs) {
   const mod = modelModule(o);
@@ -108,7 +126,7 @@ for (const o of docs) {
     Model = undefined;
   }
   if (typeof Model !== "function") {
-    problem(id(o), `unknown apiVersion/kind ${o.apiVersion} ${o.kind} (no schema in kubernetes-models)`);
+    problem(id(o), `unknown apiVersion/kind ${o.apiVersion} ${o.kind} (no schema in ${modelPackage(mod)})`);
     continue;
   }
   try {
@@ -358,13 +376,25 @@ for (const w of workloads) {
     problem(where, `terminationGracePeriodSeconds ${grace} is not longer than preStop ${preStopSleep} s + --drain_seconds ${drain}`);
   }
 
-  // Probes: native gRPC health checks on the gRPC port.
+  // Probes: native gRPC health checks. A data service's gRPC port requires a client certificate, which the
+  // kubelet does not have: its probes go to the plaintext health port (CRM_HEALTH_LISTEN). The gateway's own
+  // port is plaintext and is probed there.
+  const probePort = ports.health || ports.grpc;
   const probes = ["readinessProbe", "livenessProbe"];
   if (w.kind === "StatefulSet") probes.push("startupProbe");
   for (const p of probes) {
     const probe = c[p];
     if (!probe || !probe.grpc) problem(cw, `${p} is not a gRPC probe`);
-    else if (probe.grpc.port !== ports.grpc) problem(cw, `${p} checks port ${probe.grpc.port}, not ${ports.grpc}`);
+    else if (probe.grpc.port !== probePort) problem(cw, `${p} checks port ${probe.grpc.port}, not ${probePort}`);
+  }
+  if (ports.health) {
+    if (portOf.health !== ports.health) problem(cw, `container port "health" is ${portOf.health}, expected ${ports.health}`);
+    if (env.CRM_HEALTH_LISTEN !== `0.0.0.0:${ports.health}`) {
+      problem(cw, `CRM_HEALTH_LISTEN is ${env.CRM_HEALTH_LISTEN}, expected 0.0.0.0:${ports.health} (its probes' port)`);
+    }
+  } else {
+    if (portOf.health !== undefined) problem(cw, 'container port "health" on a process without a health port');
+    if (env.CRM_HEALTH_LISTEN !== undefined) problem(cw, "CRM_HEALTH_LISTEN set on a process without a health port");
   }
 
   // Volumes and what they mount.
@@ -375,6 +405,34 @@ for (const w of workloads) {
     }
   }
   const mountOf = (predicate) => (c.volumeMounts || []).find((m) => predicate(m, volumes.get(m.name)));
+  const secretMount = (secretName) => mountOf((mount, vol) => vol && vol.secret && vol.secret.secretName === secretName);
+
+  // The deployment's internal key (every process signs and checks caller assertions and page tokens with it):
+  // Secret crm-internal-key mounted read-only, CRM_INTERNAL_KEY_FILE in it.
+  const keyMount = secretMount(INTERNAL_KEY_SECRET);
+  if (!keyMount) problem(cw, `Secret ${INTERNAL_KEY_SECRET} is not mounted`);
+  else {
+    if (keyMount.readOnly !== true) problem(cw, `Secret ${INTERNAL_KEY_SECRET} is not mounted readOnly`);
+    if (env.CRM_INTERNAL_KEY_FILE !== `${keyMount.mountPath}/${INTERNAL_KEY_FILE}`) {
+      problem(cw, `CRM_INTERNAL_KEY_FILE is ${env.CRM_INTERNAL_KEY_FILE}, expected ${keyMount.mountPath}/${INTERNAL_KEY_FILE}`);
+    }
+  }
+  // Mutual TLS between the processes: the process's own Secret crm-tls-<name> (and no other process's),
+  // mounted read-only where CRM_TLS_DIR points.
+  const tlsMount = secretMount(tlsSecret(name));
+  if (!tlsMount) problem(cw, `Secret ${tlsSecret(name)} (its TLS certificate) is not mounted`);
+  else {
+    if (tlsMount.readOnly !== true) problem(cw, `Secret ${tlsSecret(name)} is not mounted readOnly`);
+    if (env.CRM_TLS_DIR !== tlsMount.mountPath) {
+      problem(cw, `CRM_TLS_DIR is ${env.CRM_TLS_DIR}, expected ${tlsMount.mountPath} (where ${tlsSecret(name)} is mounted)`);
+    }
+  }
+  for (const v of spec.volumes || []) {
+    const other = v.secret && v.secret.secretName;
+    if (other && other.startsWith("crm-tls-") && other !== tlsSecret(name)) {
+      problem(where, `volume ${v.name} holds another process's TLS Secret ${other}`);
+    }
+  }
 
   // Every pod has a PodDisruptionBudget and a NetworkPolicy.
   if (!all("PodDisruptionBudget").some((p) => selects(p.spec.selector, podLabels))) problem(where, "no PodDisruptionBudget");
@@ -383,7 +441,7 @@ for (const w of workloads) {
     problem(where, `expected one NetworkPolicy named ${name} selecting its pods, found ${policies.length}`);
   }
   const resolvePort = (p) => (typeof p === "number" ? p : portOf[p]);
-  const allowed = { grpc: [], metrics: [], http: [] };
+  const allowed = { grpc: [], metrics: [], http: [], health: [] };
   for (const pol of policies) {
     if (!(pol.spec.policyTypes || []).includes("Ingress")) problem(id(pol), "policyTypes does not include Ingress");
     for (const rule of pol.spec.ingress || []) {
@@ -409,6 +467,11 @@ for (const w of workloads) {
         )
     );
   if (!fromMonitoringOnly(allowed.metrics)) problem(where, 'metrics port not open to exactly the "monitoring" namespace');
+  // The health port serves nothing but grpc.health.v1: it stays open to every source, so that no policy stands
+  // between it and the kubelet's probes (whatever source address the CNI gives them).
+  if (ports.health && !allowed.health.some((f) => f === null || f.length === 0)) {
+    problem(where, "health port not open to every source (the kubelet's probes must reach it)");
+  }
 
   if (w.kind === "StatefulSet") {
     // Sharding, storage, headless service.
@@ -515,6 +578,125 @@ for (const w of workloads) {
     if (!env.CRM_JWT_ISSUER || !env.CRM_JWT_AUDIENCE) problem(cw, "CRM_JWT_ISSUER and CRM_JWT_AUDIENCE must be set");
     const publicPorts = [...(allowed.grpc || []), ...(allowed.http || [])];
     if (publicPorts.length === 0) problem(where, "NetworkPolicy does not let clients reach the gateway");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Secrets: the internal key and the TLS keys are referenced, never part of the manifests.
+
+for (const secret of [INTERNAL_KEY_SECRET, ...Object.keys(PORTS).map(tlsSecret)]) {
+  if (named("Secret", secret)) problem(`Secret/${secret}`, "must not be in the manifests (a private key in the repository)");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// cert-manager: Issuer crm-selfsigned -> CA Certificate -> CA Issuer -> one Certificate per process.
+
+// Whether gRPC (C core: tsi_ssl_peer_matches_name, checked on every call) accepts the certificate name `entry`
+// for the host it dials: an exact match, or "*.<rest>" where the host minus its first label equals <rest> and
+// itself contains a dot. So "*.loyalty" does NOT cover "loyalty-0.loyalty" for gRPC.
+function grpcNameMatches(entry, host) {
+  entry = entry.toLowerCase().replace(/\.$/, "");
+  host = host.toLowerCase().replace(/\.$/, "");
+  if (entry === host) return true;
+  if (!entry.startsWith("*.") || entry.length < 3) return false;
+  const dot = host.indexOf(".");
+  if (dot < 0 || dot >= host.length - 2) return false;
+  const rest = host.slice(dot + 1);
+  const inner = rest.indexOf(".");
+  if (inner < 0 || inner === rest.length - 1) return false;
+  return entry.slice(2) === rest;
+}
+
+// A Go duration ("2160h", "720h0m0s", "90m") in seconds; NaN if it is not one.
+function durationSeconds(d) {
+  if (typeof d !== "string" || !/^([0-9.]+(h|m|s|ms))+$/.test(d)) return NaN;
+  let total = 0;
+  for (const [, n, unit] of d.matchAll(/([0-9.]+)(h|ms|m|s)/g)) total += Number(n) * { h: 3600, m: 60, s: 1, ms: 0.001 }[unit];
+  return total;
+}
+
+const isCertManager = (o) => typeof o.apiVersion === "string" && o.apiVersion.startsWith("cert-manager.io/");
+const certificates = docs.filter((o) => isCertManager(o) && o.kind === "Certificate");
+const issuers = docs.filter((o) => isCertManager(o) && (o.kind === "Issuer" || o.kind === "ClusterIssuer"));
+const namespace = namespaces[0];
+// Every address clients dial for each data service (crm-addresses: shards split by "|", replicas by ",").
+const addresses = findConfigMap("crm-addresses");
+const dialedHosts = (s) => {
+  const key = `CRM_${s.toUpperCase().replace(/-/g, "_")}_ADDRESS`;
+  const value = ((addresses && addresses.data) || {})[key] || "";
+  return value.split(/[|,]/).filter(Boolean).map((a) => a.replace(/:[0-9]+$/, ""));
+};
+const issuerOf = (cert) => {
+  const ref = (cert.spec && cert.spec.issuerRef) || {};
+  return issuers.find((i) => i.kind === (ref.kind || "Issuer") && i.metadata.name === ref.name);
+};
+
+if ((expectation && expectation.certManager) || certificates.length || issuers.length) {
+  const processIssuers = new Set();
+  for (const name of Object.keys(PORTS)) {
+    const secret = tlsSecret(name);
+    const found = certificates.filter((c) => c.spec && c.spec.secretName === secret);
+    if (found.length !== 1) {
+      problem(name, `expected one cert-manager Certificate with secretName ${secret}, found ${found.length}`);
+      continue;
+    }
+    const cert = found[0];
+    const cs = cert.spec;
+    const where = id(cert);
+    if (cs.commonName !== name) problem(where, `commonName is ${cs.commonName}, expected ${name} (the services check it against the caller's signer)`);
+    for (const u of TLS_USAGES) if (!(cs.usages || []).includes(u)) problem(where, `usages lack "${u}" (every process is TLS server and client)`);
+    if (cs.isCA) problem(where, "isCA on a process's certificate");
+    const key = cs.privateKey || {};
+    const strongKey =
+      (key.algorithm === "ECDSA" && [256, 384, 521].includes(key.size)) || (key.algorithm === "RSA" && key.size >= 2048);
+    if (!strongKey) problem(where, `privateKey ${JSON.stringify(key)}: expected ECDSA 256/384/521 or RSA of 2048 bits or more`);
+    const duration = durationSeconds(cs.duration);
+    const renewBefore = durationSeconds(cs.renewBefore);
+    if (!(duration > 0) || !(renewBefore > 0)) problem(where, "duration and renewBefore must both be set (Go durations)");
+    else if (!(renewBefore < duration)) problem(where, `renewBefore ${cs.renewBefore} is not shorter than duration ${cs.duration}`);
+    else if (renewBefore < 24 * 3600) problem(where, `renewBefore ${cs.renewBefore} leaves less than a day to notice a failed renewal`);
+    // The names clients dial.
+    const dnsNames = cs.dnsNames || [];
+    const want = [name, `*.${name}`, `${name}.${namespace}.svc`, `*.${name}.${namespace}.svc`, `*.${name}.${namespace}.svc.cluster.local`];
+    for (const n of want) if (!dnsNames.includes(n)) problem(where, `dnsNames lack ${n}`);
+    for (const n of dnsNames) {
+      const m = /^(?:\*\.)?[a-z0-9-]+\.([a-z0-9-]+)\.svc(?:\.|$)/i.exec(n);
+      if (m && m[1] !== namespace) problem(where, `dnsName ${n} names namespace ${m[1]}, not ${namespace}`);
+    }
+    if (DATA_SERVICES.includes(name)) {
+      for (const host of dialedHosts(name)) {
+        if (!dnsNames.some((n) => grpcNameMatches(n, host))) {
+          problem(where, `no dnsName that gRPC accepts for ${host}, which crm-addresses dials (a wildcard does not cover a one-label suffix: list ${host})`);
+        }
+      }
+    }
+    // Issued by a CA Issuer whose CA is itself a Certificate of these manifests.
+    const issuer = issuerOf(cert);
+    if (!issuer) {
+      problem(where, `issuerRef ${JSON.stringify(cs.issuerRef)} is not a rendered Issuer`);
+      continue;
+    }
+    processIssuers.add(`${issuer.kind}/${issuer.metadata.name}`);
+    if (issuer.kind !== "Issuer") problem(where, `issued by a ${issuer.kind}: use a namespaced Issuer (the CA is the deployment's)`);
+    const caSecret = issuer.spec && issuer.spec.ca && issuer.spec.ca.secretName;
+    if (!caSecret) {
+      problem(id(issuer), "is not a CA Issuer (spec.ca.secretName), yet issues the processes' certificates");
+      continue;
+    }
+    const ca = certificates.find((c) => c.spec && c.spec.secretName === caSecret);
+    if (!ca) problem(id(issuer), `its CA Secret ${caSecret} is not issued by a Certificate of these manifests`);
+    else {
+      if (ca.spec.isCA !== true) problem(id(ca), "is the processes' CA but not isCA: true");
+      const root = issuerOf(ca);
+      if (!root) problem(id(ca), `issuerRef ${JSON.stringify(ca.spec.issuerRef)} is not a rendered Issuer`);
+      else if (!(root.spec && root.spec.selfSigned) && !(root.spec && root.spec.ca)) {
+        problem(id(root), "issues the CA certificate but is neither selfSigned nor a CA Issuer");
+      }
+      if (durationSeconds(ca.spec.duration) < 2 * duration) problem(id(ca), "the CA does not outlive two of its certificates' lifetimes");
+    }
+  }
+  if (processIssuers.size > 1) {
+    problem("Certificate", `the processes' certificates come from ${processIssuers.size} issuers [${[...processIssuers]}]: each process trusts only its own ca.crt, so one CA must sign them all`);
   }
 }
 
