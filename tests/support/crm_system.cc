@@ -83,7 +83,7 @@ std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
   if (name == "gateway") {
     args.push_back("--jwt_secret_file=" + options_.data_root + "/jwt-secret");
     args.push_back("--http_listen=127.0.0.1:0");
-    args.push_back("--access_log=false");
+    args.push_back(absl::StrCat("--access_log=", options_.access_log ? "true" : "false"));
     args.push_back(absl::StrCat("--view_section_timeout_ms=", options_.view_section_timeout_ms));
     for (const char* role : {"customer", "agent", "admin", "service", "ip"}) {
       args.push_back(absl::StrCat("--rate_limit_", role, "=0"));

@@ -24,6 +24,8 @@ class CrmSystem {
     // Extra flags by process name, e.g. {"complaint-ticket", {"--sla_sweep_interval_s=1"}}.
     std::map<std::string, std::vector<std::string>> extra;
     int view_section_timeout_ms = 800;
+    // The gateway's JSON access log (off by default: it is one line per call).
+    bool access_log = false;
   };
   // The six process names: the five services, then "gateway".
   static const std::vector<std::string>& Names();

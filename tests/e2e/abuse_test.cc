@@ -1,0 +1,687 @@
+// The abuse suite: what an attacker holding a customer token (or reaching a service's own port) tries, generated
+// from the descriptors like the authorization matrix, against the six real processes (mutual TLS between them,
+// as in the local run). A victim and an attacker each get a full history (profile, address, card token,
+// searches, orders delivered and not, tickets, points, a coupon, a return, a review); then the attacker tries:
+//   - every customer-callable method with the victim's ids in every id-like field (and the victim's customer id);
+//   - every customer listing with forged, tampered, expired, out-of-range and other-scope page tokens;
+//   - every retryable method with the victim's request ids replayed;
+//   - body fields that claim another identity (author, agent id), as a customer and as an agent;
+//   - every method of every service port: without a client certificate, with a certificate but no or a forged
+//     caller assertion, with an end user's assertion from a peer that is not the gateway, and as a customer
+//     through the gateway's own certificate for methods customers may not call.
+// Nothing of the victim's may come back (ids, e-mail, name, texts, card token), and the victim's data must be
+// byte-for-byte the same afterwards. The counts are printed.
+#include <cstdio>
+#include <set>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "catch2/catch.hpp"
+#include "crm/v1/complaint_ticket.grpc.pb.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/loyalty.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "libs/api/paging.h"
+#include "libs/api/validate.h"
+#include "libs/auth/caller.h"
+#include "libs/rpc/backends.h"
+#include "libs/sharding/hash.h"
+#include "libs/store/key.h"
+#include "services/gateway/routes.h"
+#include "tests/support/caller.h"
+#include "tests/support/crm_system.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+namespace crm {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using gateway::Route;
+using gateway::RouteTable;
+
+// One unary call with raw bytes on `channel`, with optional metadata; fills `response` with the answer's bytes.
+grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const std::string& request,
+                     const std::vector<std::pair<std::string, std::string>>& metadata, std::string* response) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
+  grpc::Slice slice(request.data(), request.size());
+  grpc::ByteBuffer req(&slice, 1), resp;
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, path, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+    status = std::move(s);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  if (response != nullptr) {
+    response->clear();
+    std::vector<grpc::Slice> slices;
+    if (resp.Dump(&slices).ok()) {
+      for (const auto& s : slices) response->append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  return status;
+}
+
+// Everything a customer leaves behind, and the strings that must never reach anyone else.
+struct Shopper {
+  std::string customer_id, email, name, marker, token;
+  std::vector<std::string> order_ids;  // [0], [1] delivered
+  std::string item_id, address_id, payment_method_id, return_id, review_id, coupon_id;
+  std::vector<std::string> ticket_ids, request_ids;
+  std::string registration;  // the RegisterCustomer request as sent (bytes)
+
+  // What may not appear in an answer to anyone else.
+  std::vector<std::string> Secrets(bool include_email = true) const {
+    // Item ids ("1", "2") number the lines of an order: not secret on their own.
+    std::vector<std::string> s = {customer_id, name, marker, absl::StrCat("tok_", marker), address_id, payment_method_id,
+                                  return_id, review_id, coupon_id};
+    if (include_email) s.push_back(email);
+    for (const auto& id : order_ids) s.push_back(id);
+    for (const auto& id : ticket_ids) s.push_back(id);
+    s.erase(std::remove(s.begin(), s.end(), std::string()), s.end());
+    return s;
+  }
+  // Every id of the customer's, for the id-substitution attack.
+  std::vector<std::string> Ids() const {
+    std::vector<std::string> ids = {customer_id, item_id, address_id, payment_method_id, return_id, review_id, coupon_id};
+    for (const auto& id : order_ids) ids.push_back(id);
+    for (const auto& id : ticket_ids) ids.push_back(id);
+    ids.erase(std::remove(ids.begin(), ids.end(), std::string()), ids.end());
+    return ids;
+  }
+};
+
+class Shop {
+ public:
+  explicit Shop(testing::CrmSystem& system) : system_(system), gw_(system.gateway()) {}
+
+  std::string Token(const std::string& role, const std::string& subject) const { return system_.Token(role, subject); }
+
+  // A typed call through the gateway as the bearer of `token`.
+  template <typename Req, typename Resp>
+  grpc::Status As(const std::string& token, const std::string& path, const Req& req, Resp* resp) {
+    std::string bytes;
+    grpc::Status s = RawCall(gw_, path, req.SerializeAsString(), {{"authorization", "Bearer " + token}}, &bytes);
+    if (s.ok() && resp != nullptr) resp->ParseFromString(bytes);
+    return s;
+  }
+  template <typename Req, typename Resp>
+  void Must(const std::string& token, const std::string& path, const Req& req, Resp* resp) {
+    const grpc::Status s = As(token, path, req, resp);
+    INFO(path << ": " << s.error_message());
+    REQUIRE(s.ok());
+  }
+
+  Shopper Create(const std::string& who) {
+    Shopper p;
+    p.marker = absl::StrCat(who, "SECRET", absl::ToUnixMicros(absl::Now()) % 100000);
+    p.email = absl::StrCat(who, "@example.com");
+    p.name = absl::StrCat("Name", p.marker);
+    const std::string admin = Token("admin", "ops-1"), storefront = Token("service", "storefront");
+    v1::RegisterCustomerRequest reg;
+    reg.set_request_id(absl::StrCat("reg-", who));
+    reg.set_email(p.email);
+    reg.set_name(p.name);
+    p.registration = reg.SerializeAsString();
+    v1::Customer customer;
+    Must(admin, "/crm.v1.CustomerProfileService/RegisterCustomer", reg, &customer);
+    p.customer_id = customer.customer_id();
+    p.token = Token("customer", p.customer_id);
+    p.request_ids.push_back(reg.request_id());
+
+    v1::AddAddressRequest addr;
+    addr.set_customer_id(p.customer_id);
+    addr.set_request_id(absl::StrCat("addr-", who));
+    addr.mutable_address()->set_recipient_name(p.name);
+    addr.mutable_address()->set_city("Hangzhou");
+    addr.mutable_address()->set_street(absl::StrCat(p.marker, " Road 1"));
+    addr.mutable_address()->set_country_code("CN");
+    v1::Address address;
+    Must(p.token, "/crm.v1.CustomerProfileService/AddAddress", addr, &address);
+    p.address_id = address.address_id();
+    p.request_ids.push_back(addr.request_id());
+
+    v1::AddPaymentMethodRequest pay;
+    pay.set_customer_id(p.customer_id);
+    pay.set_request_id(absl::StrCat("pay-", who));
+    pay.mutable_payment_method()->set_type(v1::PAYMENT_METHOD_TYPE_CARD);
+    pay.mutable_payment_method()->set_token(absl::StrCat("tok_", p.marker));
+    pay.mutable_payment_method()->set_last4("4242");
+    v1::PaymentMethod method;
+    Must(p.token, "/crm.v1.CustomerProfileService/AddPaymentMethod", pay, &method);
+    p.payment_method_id = method.payment_method_id();
+    p.request_ids.push_back(pay.request_id());
+
+    v1::RecordBehaviorEventsRequest browse;
+    browse.set_customer_id(p.customer_id);
+    browse.set_request_id(absl::StrCat("browse-", who));
+    for (int i = 0; i < 3; ++i) {
+      auto* e = browse.add_events();
+      e->set_type(v1::BEHAVIOR_EVENT_TYPE_SEARCH);
+      e->set_query(absl::StrCat(p.marker, " private search ", i));
+    }
+    v1::RecordBehaviorEventsResponse recorded;
+    Must(p.token, "/crm.v1.CustomerProfileService/RecordBehaviorEvents", browse, &recorded);
+    p.request_ids.push_back(browse.request_id());
+
+    for (int k = 0; k < 3; ++k) {
+      v1::CreateOrderRequest create;
+      create.set_customer_id(p.customer_id);
+      create.set_request_id(absl::StrCat("order-", who, "-", k));
+      create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
+      auto* item = create.add_items();
+      item->set_sku("sku-tea");
+      item->set_name("Longjing tea");
+      item->set_category("grocery");
+      item->set_quantity(1);
+      item->mutable_unit_price()->set_amount_minor(5800);
+      item->mutable_unit_price()->set_currency("CNY");
+      api::SetTimestamp(absl::Now() - absl::Hours(1), create.mutable_delivery_window()->mutable_start_time());
+      api::SetTimestamp(absl::Now() + absl::Hours(48), create.mutable_delivery_window()->mutable_end_time());
+      v1::Order order;
+      Must(storefront, "/crm.v1.OrderTrackingService/CreateOrder", create, &order);
+      p.order_ids.push_back(order.order_id());
+      p.request_ids.push_back(create.request_id());
+      if (k < 2) Deliver(order);
+      if (k == 0) p.item_id = order.items(0).item_id();
+    }
+
+    for (int k = 0; k < 3; ++k) {
+      v1::OpenTicketRequest open;
+      open.set_customer_id(p.customer_id);
+      open.set_request_id(absl::StrCat("ticket-", who, "-", k));
+      open.set_channel(v1::TICKET_CHANNEL_WEB);
+      open.set_category(v1::TICKET_CATEGORY_QUALITY);
+      open.set_order_id(p.order_ids[0]);
+      open.set_subject(absl::StrCat(p.marker, " subject"));
+      open.set_text(absl::StrCat(p.marker, " the tea tasted of soap"));
+      v1::Ticket ticket;
+      Must(p.token, "/crm.v1.ComplaintTicketService/OpenTicket", open, &ticket);
+      p.ticket_ids.push_back(ticket.ticket_id());
+      p.request_ids.push_back(open.request_id());
+    }
+    for (int k = 0; k < 3; ++k) {
+      v1::GrantPointsRequest grant;
+      grant.set_customer_id(p.customer_id);
+      grant.set_points(10 + k);
+      grant.set_source(v1::POINTS_SOURCE_PROMOTION);
+      grant.set_source_id(absl::StrCat("promo-", k));
+      grant.set_description("welcome");
+      v1::LedgerEntry entry;
+      Must(admin, "/crm.v1.LoyaltyService/GrantPoints", grant, &entry);
+    }
+    v1::IssueCouponRequest coupon;
+    coupon.set_customer_id(p.customer_id);
+    coupon.set_source_id("welcome");
+    coupon.mutable_value()->set_amount_minor(500);
+    coupon.mutable_value()->set_currency("CNY");
+    v1::Coupon issued;
+    Must(admin, "/crm.v1.LoyaltyService/IssueCoupon", coupon, &issued);
+    p.coupon_id = issued.coupon_id();
+
+    v1::RequestReturnRequest ret;
+    ret.set_customer_id(p.customer_id);
+    ret.set_order_id(p.order_ids[0]);
+    ret.set_request_id(absl::StrCat("return-", who));
+    ret.set_reason(absl::StrCat(p.marker, " not as described"));
+    ret.set_fault(v1::FAULT_MERCHANT);
+    auto* ri = ret.add_items();
+    ri->set_item_id(p.item_id);
+    ri->set_quantity(1);
+    v1::Return returned;
+    Must(p.token, "/crm.v1.OrderTrackingService/RequestReturn", ret, &returned);
+    p.return_id = returned.return_id();
+    p.request_ids.push_back(ret.request_id());
+
+    v1::SubmitReviewRequest review;
+    review.set_customer_id(p.customer_id);
+    review.set_order_id(p.order_ids[1]);
+    review.set_item_id(Item(p, 1));
+    review.set_rating(5);
+    review.set_text(absl::StrCat(p.marker, " lovely"));
+    review.set_request_id(absl::StrCat("review-", who));
+    v1::Review written;
+    Must(p.token, "/crm.v1.OrderTrackingService/SubmitReview", review, &written);
+    p.review_id = written.review_id();
+    p.request_ids.push_back(review.request_id());
+    return p;
+  }
+
+  // The customer's data as an operator reads it, every part that an attack could change.
+  std::string Snapshot(const Shopper& p) {
+    const std::string admin = Token("admin", "ops-1");
+    std::string out;
+    auto add = [&](const std::string& path, const Message& req, Message* resp) {
+      const grpc::Status s = As(admin, path, req, resp);
+      INFO(path << ": " << s.error_message());
+      REQUIRE(s.ok());
+      absl::StrAppend(&out, path, "\n", resp->SerializeAsString(), "\n");
+    };
+    v1::ExportCustomerDataRequest exp;
+    exp.set_customer_id(p.customer_id);
+    v1::CustomerDataExport data;
+    Must(admin, "/crm.v1.CustomerProfileService/ExportCustomerData", exp, &data);
+    data.clear_export_time();  // the only part that changes by itself
+    absl::StrAppend(&out, data.SerializeAsString(), "\n");
+    v1::ListOrdersRequest orders;
+    orders.set_customer_id(p.customer_id);
+    orders.set_page_size(100);
+    v1::ListOrdersResponse listed;
+    add("/crm.v1.OrderTrackingService/ListOrders", orders, &listed);
+    v1::ListTicketsRequest tickets;
+    tickets.set_customer_id(p.customer_id);
+    tickets.set_page_size(100);
+    v1::ListTicketsResponse ts;
+    add("/crm.v1.ComplaintTicketService/ListTickets", tickets, &ts);
+    v1::ListPointsHistoryRequest ledger;
+    ledger.set_customer_id(p.customer_id);
+    ledger.set_page_size(100);
+    v1::ListPointsHistoryResponse entries;
+    add("/crm.v1.LoyaltyService/ListPointsHistory", ledger, &entries);
+    v1::ListCouponsRequest coupons;
+    coupons.set_customer_id(p.customer_id);
+    v1::ListCouponsResponse cs;
+    add("/crm.v1.LoyaltyService/ListCoupons", coupons, &cs);
+    v1::ListReturnsRequest returns;
+    returns.set_customer_id(p.customer_id);
+    v1::ListReturnsResponse rs;
+    add("/crm.v1.OrderTrackingService/ListReturns", returns, &rs);
+    return out;
+  }
+
+  std::shared_ptr<grpc::Channel> gateway() const { return gw_; }
+
+ private:
+  std::string Item(const Shopper& p, int order) {
+    v1::GetOrderRequest get;
+    get.set_customer_id(p.customer_id);
+    get.set_order_id(p.order_ids[order]);
+    v1::Order o;
+    Must(Token("admin", "ops-1"), "/crm.v1.OrderTrackingService/GetOrder", get, &o);
+    return o.items(0).item_id();
+  }
+
+  // Ships and delivers a one-package order, as the warehouse and the carrier feed would (service tokens).
+  void Deliver(const v1::Order& order) {
+    const std::string warehouse = Token("service", "warehouse");
+    v1::ProcessOrderRequest process;
+    process.set_customer_id(order.customer_id());
+    process.set_order_id(order.order_id());
+    v1::Order out;
+    Must(warehouse, "/crm.v1.OrderTrackingService/ProcessOrder", process, &out);
+    for (v1::PackageStatus s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                                v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY,
+                                v1::PACKAGE_STATUS_DELIVERED}) {
+      v1::AdvancePackageRequest a;
+      a.set_customer_id(order.customer_id());
+      a.set_order_id(order.order_id());
+      a.set_package_id(out.packages(0).package_id());
+      a.set_status(s);
+      if (s == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
+        a.set_carrier("SF Express");
+        a.set_carrier_type(v1::CARRIER_TYPE_PARTNER_COURIER);
+        a.set_tracking_number("SF" + order.order_id());
+      }
+      Must(warehouse, "/crm.v1.OrderTrackingService/AdvancePackage", a, &out);
+    }
+  }
+
+  testing::CrmSystem& system_;
+  std::shared_ptr<grpc::Channel> gw_;
+};
+
+bool IsIdField(const FieldDescriptor* f) {
+  return f->type() == FieldDescriptor::TYPE_STRING && absl::EndsWith(f->name(), "_id") && f->name() != "request_id";
+}
+
+// A plausible request: every field set to something valid-looking, so that calls get past validation to the
+// lookups the attack is about. Ids are placeholders the attack replaces.
+void Fill(Message* m, const std::string& customer_id, int depth = 0) {
+  const auto* d = m->GetDescriptor();
+  const auto* r = m->GetReflection();
+  if (d->full_name() == "google.protobuf.Timestamp") {
+    static_cast<google::protobuf::Timestamp*>(m)->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(30)));
+    return;
+  }
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    if (f->is_map()) continue;
+    if (f->is_repeated()) {
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && depth < 2) Fill(r->AddMessage(m, f), customer_id, depth + 1);
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING) r->AddString(m, f, "abuse");
+      continue;
+    }
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING:
+        if (f->name() == "customer_id") r->SetString(m, f, customer_id);
+        else if (f->name() == "request_id") r->SetString(m, f, absl::StrCat("abuse-", absl::ToUnixNanos(absl::Now())));
+        else if (f->name() == "currency") r->SetString(m, f, "CNY");
+        else if (IsIdField(f)) r->SetString(m, f, "placeholder");
+        else if (f->name() != "page_token") r->SetString(m, f, "abuse");
+        break;
+      case FieldDescriptor::CPPTYPE_INT32: case FieldDescriptor::CPPTYPE_INT64:
+      case FieldDescriptor::CPPTYPE_UINT32: case FieldDescriptor::CPPTYPE_UINT64:
+        if (f->name() == "page_size") break;
+        if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT32) r->SetInt32(m, f, 1);
+        if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT64) r->SetInt64(m, f, 1);
+        if (f->cpp_type() == FieldDescriptor::CPPTYPE_UINT32) r->SetUInt32(m, f, 1);
+        if (f->cpp_type() == FieldDescriptor::CPPTYPE_UINT64) r->SetUInt64(m, f, 1);
+        break;
+      case FieldDescriptor::CPPTYPE_ENUM:
+        if (f->enum_type()->value_count() > 1) r->SetEnum(m, f, f->enum_type()->value(1));
+        break;
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        if (depth < 2) Fill(r->MutableMessage(m, f), customer_id, depth + 1);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+// Every (message, field) holding an id, at any depth reached by Fill.
+void IdFields(Message* m, std::vector<std::pair<Message*, const FieldDescriptor*>>* out) {
+  const auto* d = m->GetDescriptor();
+  const auto* r = m->GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (f->is_map()) continue;
+      if (f->is_repeated()) {
+        for (int k = 0; k < r->FieldSize(*m, f); ++k) IdFields(r->MutableRepeatedMessage(m, f, k), out);
+      } else if (r->HasField(*m, f)) {
+        IdFields(r->MutableMessage(m, f), out);
+      }
+    } else if (!f->is_repeated() && IsIdField(f) && f->name() != "customer_id") {
+      out->emplace_back(m, f);
+    }
+  }
+}
+
+bool Allows(const Route& route, v1::Role role) {
+  for (int r : route.policy.roles()) {
+    if (r == role) return true;
+  }
+  return false;
+}
+
+// The listings a customer pages through, and the scope their page tokens are bound to (libs/api/paging.h).
+struct Listing {
+  const char* path;
+  const char* scope_prefix;
+  const char* next_field;
+};
+const Listing kListings[] = {
+    {"/crm.v1.OrderTrackingService/ListOrders", "orders/", "next_page_token"},
+    {"/crm.v1.ComplaintTicketService/ListTickets", "tickets/", "next_page_token"},
+    {"/crm.v1.CustomerProfileService/ListBehaviorEvents", "behavior/", "next_page_token"},
+    {"/crm.v1.LoyaltyService/ListPointsHistory", "ledger/", "next_page_token"},
+    {"/crm.v1.LoyaltyService/ExplainMembership", "growth/", "next_page_token"},
+};
+
+struct Tally {
+  std::map<std::string, int> calls;
+  std::vector<std::string> leaks;
+
+  // `request`: what the attacker sent; an error quoting the attacker's own input back leaks nothing.
+  void Check(const std::string& attack, const std::string& what, const grpc::Status& s, const std::string& response,
+             const std::vector<std::string>& secrets, const std::string& request) {
+    ++calls[attack];
+    for (const std::string& secret : secrets) {
+      if (absl::StrContains(request, secret)) continue;
+      if (absl::StrContains(response, secret) || absl::StrContains(s.error_message(), secret)) {
+        leaks.push_back(absl::StrCat(attack, ": ", what, " returned the victim's \"", secret, "\" (", s.error_code(), " ",
+                                     s.error_message(), ")"));
+      }
+    }
+  }
+};
+
+std::string Field(const Message& m, const char* name) {
+  const FieldDescriptor* f = m.GetDescriptor()->FindFieldByName(name);
+  return f == nullptr ? "" : m.GetReflection()->GetString(m, f);
+}
+
+TEST_CASE("abuse: a customer never reads or changes another's data, and no one reaches a service port unsigned") {
+  testing::TempDir dir;
+  testing::CrmSystem::Options options;
+  options.data_root = dir.path();
+  testing::CrmSystem system(options);
+  REQUIRE(system.Start().ok());
+  Shop shop(system);
+  const Shopper victim = shop.Create("victim");
+  const Shopper attacker = shop.Create("attacker");
+  // Loyalty learns of the deliveries through events: wait until both growth entries are there, so the growth
+  // listing has two pages.
+  for (const Shopper* p : {&victim, &attacker}) {
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    for (;;) {
+      v1::ExplainMembershipRequest req;
+      req.set_customer_id(p->customer_id);
+      v1::MembershipExplanation e;
+      REQUIRE(shop.As(p->token, "/crm.v1.LoyaltyService/ExplainMembership", req, &e).ok());
+      if (e.growth_entries_size() >= 2) break;
+      REQUIRE(absl::Now() < until);
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+  const std::string before = shop.Snapshot(victim);
+  const std::vector<std::string> secrets = victim.Secrets();
+  Tally tally;
+  const auto& gw = shop.gateway();
+  auto call = [&](const std::string& path, const Message& m, const std::string& token, std::string* response) {
+    return RawCall(gw, path, m.SerializeAsString(), {{"authorization", "Bearer " + token}}, response);
+  };
+
+  // 1. Ids: every customer-callable method, the victim's ids in every id-like field, one at a time.
+  for (const Route& route : RouteTable::Default().routes()) {
+    if (!Allows(route, v1::ROLE_CUSTOMER) || route.server_streaming) continue;
+    std::unique_ptr<Message> base(route.request_prototype->New());
+    Fill(base.get(), attacker.customer_id);
+    if (route.customer_id_field != nullptr) {
+      std::unique_ptr<Message> m(base->New());
+      m->CopyFrom(*base);
+      m->GetReflection()->SetString(m.get(), route.customer_id_field, victim.customer_id);
+      std::string response;
+      const grpc::Status s = call(route.path, *m, attacker.token, &response);
+      CHECK(s.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+      tally.Check("other customer's id", route.path, s, response, secrets, m->SerializeAsString());
+    }
+    std::vector<std::pair<Message*, const FieldDescriptor*>> fields;
+    IdFields(base.get(), &fields);
+    for (size_t k = 0; k < fields.size(); ++k) {
+      for (const std::string& id : victim.Ids()) {
+        std::unique_ptr<Message> m(base->New());
+        m->CopyFrom(*base);
+        std::vector<std::pair<Message*, const FieldDescriptor*>> copy;
+        IdFields(m.get(), &copy);
+        copy[k].first->GetReflection()->SetString(copy[k].first, copy[k].second, id);
+        std::string response;
+        const grpc::Status s = call(route.path, *m, attacker.token, &response);
+        tally.Check("victim's ids in id fields", absl::StrCat(route.path, " ", copy[k].second->full_name()), s, response,
+                    secrets, m->SerializeAsString());
+      }
+    }
+  }
+
+  // 2. Page tokens on every customer listing: forged (the old unsigned format), tampered, expired, resuming in
+  //    the victim's key range under a valid signature, and the victim's own genuine token.
+  const std::string agent = shop.Token("agent", "agent-7");
+  for (const Listing& l : kListings) {
+    INFO(l.path);
+    const Route& route = *RouteTable::Default().Find(l.path);
+    auto request = [&](const Shopper& who, const std::string& token) {
+      std::unique_ptr<Message> m(route.request_prototype->New());
+      m->GetReflection()->SetString(m.get(), route.customer_id_field, who.customer_id);
+      m->GetReflection()->SetInt32(m.get(), m->GetDescriptor()->FindFieldByName("page_size"), 1);
+      m->GetReflection()->SetString(m.get(), m->GetDescriptor()->FindFieldByName("page_token"), token);
+      return m;
+    };
+    auto next_token = [&](const Shopper& who, const std::string& bearer) {
+      std::string bytes;
+      REQUIRE(call(l.path, *request(who, ""), bearer, &bytes).ok());
+      std::unique_ptr<Message> resp(route.response_prototype->New());
+      REQUIRE(resp->ParseFromString(bytes));
+      const std::string t = Field(*resp, l.next_field);
+      REQUIRE_FALSE(t.empty());
+      return t;
+    };
+    const std::string own = next_token(attacker, attacker.token);
+    const std::string victims = next_token(victim, agent);
+    const std::string scope = absl::StrCat(l.scope_prefix, attacker.customer_id);
+    const std::string victim_range = store::Key().Str(victim.customer_id).Build();
+    // The old format: a 4-byte tag anyone could compute, then the store key to resume after.
+    const auto tag = static_cast<uint32_t>(sharding::StableHash64(scope));
+    std::string old(4, '\0');
+    for (int i = 0; i < 4; ++i) old[i] = static_cast<char>((tag >> (8 * i)) & 0xFF);
+    std::string tampered = own;
+    tampered[tampered.size() / 2] = tampered[tampered.size() / 2] == 'A' ? 'B' : 'A';
+    auto resume = api::DecodePageToken(scope, own);
+    REQUIRE(resume.ok());
+    const std::vector<std::pair<std::string, std::string>> attempts = {
+        {"forged unsigned", absl::WebSafeBase64Escape(old + victim_range)},
+        {"tampered", tampered},
+        {"expired", api::EncodePageToken(scope, *resume, absl::Now() - absl::Hours(2))},
+        {"signed, resuming in the victim's range", api::EncodePageToken(scope, victim_range)},
+        {"the victim's own token", victims},
+    };
+    for (const auto& [kind, token] : attempts) {
+      INFO(kind);
+      std::string response;
+      const grpc::Status s = call(l.path, *request(attacker, token), attacker.token, &response);
+      CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+      CHECK(absl::StartsWith(s.error_message(), "page_token"));
+      tally.Check(absl::StrCat("page token: ", kind), l.path, s, response, secrets, token);
+    }
+    // The attacker's own token still pages on.
+    CHECK(call(l.path, *request(attacker, own), attacker.token, nullptr).ok());
+  }
+
+  // 3. Request ids: the victim's replayed on every retryable customer method, and the victim's registration
+  //    replayed byte for byte (the e-mail is the attacker's own input there, so only ids and texts count).
+  for (const Route& route : RouteTable::Default().routes()) {
+    if (!Allows(route, v1::ROLE_CUSTOMER) || route.server_streaming) continue;
+    const FieldDescriptor* request_id = route.request_prototype->GetDescriptor()->FindFieldByName("request_id");
+    if (request_id == nullptr) continue;
+    for (const std::string& id : victim.request_ids) {
+      std::unique_ptr<Message> m(route.request_prototype->New());
+      Fill(m.get(), attacker.customer_id);
+      m->GetReflection()->SetString(m.get(), request_id, id);
+      std::string response;
+      const grpc::Status s = call(route.path, *m, attacker.token, &response);
+      tally.Check("replayed request ids", route.path, s, response, secrets, m->SerializeAsString());
+    }
+  }
+  {
+    std::string response;
+    const grpc::Status s = RawCall(gw, "/crm.v1.CustomerProfileService/RegisterCustomer", victim.registration,
+                                   {{"authorization", "Bearer " + attacker.token}}, &response);
+    CHECK(s.error_code() == grpc::StatusCode::ALREADY_EXISTS);
+    tally.Check("replayed request ids", "RegisterCustomer, the victim's request as sent", s, response,
+                victim.Secrets(/*include_email=*/false), "");
+  }
+
+  // 4. Identity claimed in the body: as a customer (author AGENT, an agent id) and as an agent (another agent's id)
+  //    on every method whose request names an agent.
+  for (const Route& route : RouteTable::Default().routes()) {
+    const auto* d = route.request_prototype->GetDescriptor();
+    const FieldDescriptor* agent_id = d->FindFieldByName("agent_id");
+    const FieldDescriptor* author = d->FindFieldByName("author");
+    if (agent_id == nullptr && author == nullptr) continue;
+    for (const auto& [role, bearer] : {std::pair<v1::Role, std::string>{v1::ROLE_CUSTOMER, attacker.token},
+                                       {v1::ROLE_AGENT, agent}}) {
+      if (!Allows(route, role)) continue;
+      std::unique_ptr<Message> m(route.request_prototype->New());
+      Fill(m.get(), attacker.customer_id);
+      if (route.customer_id_field != nullptr) m->GetReflection()->SetString(m.get(), route.customer_id_field, attacker.customer_id);
+      for (const FieldDescriptor* f : {d->FindFieldByName("ticket_id")}) {
+        if (f != nullptr) m->GetReflection()->SetString(m.get(), f, attacker.ticket_ids[0]);
+      }
+      if (agent_id != nullptr) m->GetReflection()->SetString(m.get(), agent_id, "agent-8");
+      if (author != nullptr && role == v1::ROLE_CUSTOMER) {
+        m->GetReflection()->SetEnumValue(m.get(), author, v1::MESSAGE_AUTHOR_AGENT);
+      }
+      std::string response;
+      const grpc::Status s = call(route.path, *m, bearer, &response);
+      INFO(route.path << " as " << v1::Role_Name(role) << ": " << s.error_message());
+      CHECK(s.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+      tally.Check("identity claimed in the body", route.path, s, response, secrets, m->SerializeAsString());
+    }
+  }
+
+  // 5. Service ports: every method of every service, by every caller that is not the system.
+  const std::vector<std::string> services = {"customer-profile", "order-tracking", "loyalty", "complaint-ticket",
+                                             "recommendation"};
+  std::vector<const Route*> all;
+  for (const Route& r : RouteTable::Default().routes()) {
+    if (!r.local && !r.server_streaming) all.push_back(&r);
+  }
+  auth::Caller gateway_admin = testing::ViaGateway(v1::ROLE_ADMIN, "ops-1");
+  auth::Caller forged_internal = testing::InternalCaller("test-client");
+  const std::string forged = [&] {
+    // An assertion signed with a key that is not the deployment's.
+    std::string a = testing::AssertionOf(forged_internal);
+    char& c = a[a.size() - 10];  // inside the MAC (the last character may only carry padding bits)
+    c = c == 'A' ? 'B' : 'A';
+    return a;
+  }();
+  for (const std::string& service : services) {
+    const std::string address = absl::StrCat("127.0.0.1:", system.port(service));
+    const auto plaintext = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    const auto with_cert = grpc::CreateChannel(address, system.ServiceCredentials("test-client"));
+    const auto as_gateway = grpc::CreateChannel(address, system.ServiceCredentials("gateway"));
+    for (const Route* r : all) {
+      std::unique_ptr<Message> m(r->request_prototype->New());
+      Fill(m.get(), victim.customer_id);
+      const std::string bytes = m->SerializeAsString();
+      std::string response;
+      grpc::Status s = RawCall(plaintext, r->path, bytes, {}, &response);
+      CHECK(s.error_code() == grpc::StatusCode::UNAVAILABLE);  // no TLS handshake, no call
+      tally.Check("service port: no client certificate", r->path, s, response, secrets, bytes);
+      s = RawCall(with_cert, r->path, bytes, {}, &response);
+      CHECK(s.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+      tally.Check("service port: no caller assertion", r->path, s, response, secrets, bytes);
+      s = RawCall(with_cert, r->path, bytes, {{auth::kCallerMetadata, forged}}, &response);
+      CHECK(s.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+      tally.Check("service port: forged assertion", r->path, s, response, secrets, bytes);
+      s = RawCall(with_cert, r->path, bytes, {{auth::kCallerMetadata, testing::AssertionOf(gateway_admin)}}, &response);
+      CHECK(s.error_code() == grpc::StatusCode::UNAUTHENTICATED);  // speaks for an end user, but is not the gateway
+      tally.Check("service port: end-user assertion from a non-gateway peer", r->path, s, response, secrets, bytes);
+      if (!Allows(*r, v1::ROLE_CUSTOMER)) {
+        s = RawCall(as_gateway, r->path, bytes,
+                    {{auth::kCallerMetadata, testing::AssertionOf(testing::CustomerCaller(attacker.customer_id))}},
+                    &response);
+        INFO(r->path << " at " << service << ": " << s.error_message());
+        CHECK(s.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+        tally.Check("service port: customer calling a method customers may not", r->path, s, response, secrets, bytes);
+      }
+    }
+  }
+
+  for (const std::string& leak : tally.leaks) FAIL_CHECK(leak);
+  CHECK(tally.leaks.empty());
+  CHECK(shop.Snapshot(victim) == before);
+  int total = 0;
+  std::printf("abuse suite: attack -> calls (nothing of the victim's came back, the victim's data unchanged)\n");
+  for (const auto& [attack, n] : tally.calls) {
+    std::printf("  %-62s %6d\n", attack.c_str(), n);
+    total += n;
+  }
+  std::printf("  %-62s %6d\n", "total", total);
+  CHECK(total > 1000);
+}
+
+}  // namespace
+}  // namespace crm
