@@ -458,6 +458,7 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
   testing::TempDir dir;
   testing::CrmSystem::Options options;
   options.data_root = dir.path();
+  options.access_log = true;
   testing::CrmSystem system(options);
   REQUIRE(system.Start().ok());
   Shop shop(system);
@@ -670,9 +671,21 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
     }
   }
 
+  CHECK(shop.Snapshot(victim) == before);
+
+  // 6. A token pasted into a URL path: refused, and not written to the access log.
+  const std::string pasted = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJvcHMtMSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+  CHECK(RawCall(gw, absl::StrCat("/crm.v1.Nope/", pasted), "", {{"authorization", "Bearer " + attacker.token}}, nullptr)
+            .error_code() == grpc::StatusCode::UNIMPLEMENTED);
+  system.Stop("gateway");  // flushes its output
+  CHECK_FALSE(absl::StrContains(system.Output("gateway"), "eyJhbGciOiJIUzI1NiJ9"));
+  CHECK(absl::StrContains(system.Output("gateway"), "\"method\":\"unknown\""));
+  // Admin actions leave an audit line naming who did them, at the service that carried them out.
+  CHECK(absl::StrContains(system.Output("loyalty"), "\"message\":\"admin call\""));
+  CHECK(absl::StrContains(system.Output("loyalty"), "\"actor\":\"admin:ops-1\""));
+
   for (const std::string& leak : tally.leaks) FAIL_CHECK(leak);
   CHECK(tally.leaks.empty());
-  CHECK(shop.Snapshot(victim) == before);
   int total = 0;
   std::printf("abuse suite: attack -> calls (nothing of the victim's came back, the victim's data unchanged)\n");
   for (const auto& [attack, n] : tally.calls) {
