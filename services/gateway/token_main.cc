@@ -21,6 +21,7 @@ ABSL_FLAG(std::string, subject, "", "the principal (sub); a customer's id for th
 ABSL_FLAG(std::string, issuer, "", "iss claim");
 ABSL_FLAG(std::string, audience, "", "aud claim");
 ABSL_FLAG(int, ttl_s, 3600, "seconds until the token expires");
+ABSL_FLAG(std::string, kid, "", "key id (kid) in the header, for a gateway that verifies with a JWK Set (--jwks_file)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -40,8 +41,8 @@ int main(int argc, char** argv) {
   }
   std::string claims = "{\"sub\":";
   crm::log::AppendJsonString(claims, absl::GetFlag(FLAGS_subject));
-  absl::StrAppend(&claims, ",\"role\":\"", absl::GetFlag(FLAGS_role), "\",\"exp\":",
-                  absl::ToUnixSeconds(absl::Now()) + absl::GetFlag(FLAGS_ttl_s));
+  absl::StrAppend(&claims, ",\"role\":\"", absl::GetFlag(FLAGS_role), "\",\"iat\":", absl::ToUnixSeconds(absl::Now()),
+                  ",\"exp\":", absl::ToUnixSeconds(absl::Now()) + absl::GetFlag(FLAGS_ttl_s));
   if (!absl::GetFlag(FLAGS_issuer).empty()) {
     claims += ",\"iss\":";
     crm::log::AppendJsonString(claims, absl::GetFlag(FLAGS_issuer));
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
   std::string alg = absl::GetFlag(FLAGS_alg);
   if (alg.empty()) alg = hmac ? "HS256" : "RS256";
   const std::string k = hmac ? std::string(absl::StripTrailingAsciiWhitespace(key.str())) : key.str();
-  auto token = crm::auth::Sign(alg, k, claims);
+  auto token = crm::auth::Sign(alg, k, claims, absl::GetFlag(FLAGS_kid));
   if (!token.ok()) {
     std::cerr << token.status().message() << "\n";
     return 1;
