@@ -112,8 +112,8 @@ std::string Actor(const auth::Caller& caller) {
   return IsCustomer(caller) ? std::string("customer") : caller.Name();
 }
 
-std::string ScopedRequestId(const auth::Caller& caller, absl::string_view request_id) {
-  return absl::StrCat(caller.RequestScope(), "/", request_id);
+std::string ScopedRequestId(const auth::Caller& caller, absl::string_view request_id, absl::string_view method) {
+  return absl::StrCat(caller.RequestScope(), "/", method, method.empty() ? "" : "/", request_id);
 }
 
 }  // namespace crm::rpc

@@ -50,8 +50,8 @@ std::string Actor(const auth::Caller& caller);
 inline bool IsCustomer(const auth::Caller& caller) { return !caller.internal && caller.role == v1::ROLE_CUSTOMER; }
 inline bool IsAgent(const auth::Caller& caller) { return !caller.internal && caller.role == v1::ROLE_AGENT; }
 
-// A client's request id in the caller's own namespace: the same id from another caller (or for another
-// method, when the store's key does not already name it) is a different request.
-std::string ScopedRequestId(const auth::Caller& caller, absl::string_view request_id);
+// A client's request id in the caller's own namespace: the same id from another caller is a different request.
+// `method` names the call when the store's request key does not already (several methods sharing one record).
+std::string ScopedRequestId(const auth::Caller& caller, absl::string_view request_id, absl::string_view method = "");
 
 }  // namespace crm::rpc

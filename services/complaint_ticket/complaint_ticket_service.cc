@@ -397,7 +397,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx, const 
     if (auto s = CheckNextStepTime(*next, now); !s.ok()) return Finish(ctx, s);
   }
   return FinishOn(*writes_, ctx, [this, req, resp, now, agent, author, agent_id = *agent_id,
-                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+                                  request_id = rpc::ScopedRequestId(*caller, req->request_id(), "ReplyToTicket")]() -> absl::Status {
     if (agent) {
       if (auto s = CheckAgent(agent_id); !s.ok()) return s;
     }
@@ -440,7 +440,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(Ctx* ctx, cons
   if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id,
-                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+                                  request_id = rpc::ScopedRequestId(*caller, req->request_id(), "AddInternalNote")]() -> absl::Status {
     if (auto s = CheckAgent(agent_id); !s.ok()) return s;
     return store_->UpdateTicket(req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req),
                                 now, [&](TicketSession& session) -> absl::Status {
@@ -472,7 +472,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(Ctx* ctx, cons
     return Finish(ctx, Invalid("callback_time", "must be in the future and within 14 days"));
   }
   return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id,
-                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+                                  request_id = rpc::ScopedRequestId(*caller, req->request_id(), "PromiseCallback")]() -> absl::Status {
     if (auto s = CheckAgent(agent_id); !s.ok()) return s;
     return store_->UpdateTicket(req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req),
                                 now, [&](TicketSession& session) -> absl::Status {
