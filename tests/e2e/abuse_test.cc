@@ -37,6 +37,7 @@
 #include "services/gateway/routes.h"
 #include "tests/support/caller.h"
 #include "tests/support/crm_system.h"
+#include "tests/support/grpc_probe.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -48,30 +49,12 @@ using google::protobuf::Message;
 using gateway::Route;
 using gateway::RouteTable;
 
-// One unary call with raw bytes on `channel`, with optional metadata; fills `response` with the answer's bytes.
+// One unary call with raw bytes; fills `response` with the answer's bytes.
 grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const std::string& request,
                      const std::vector<std::pair<std::string, std::string>>& metadata, std::string* response) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
-  grpc::Slice slice(request.data(), request.size());
-  grpc::ByteBuffer req(&slice, 1), resp;
-  absl::Notification done;
-  grpc::Status status;
-  stub.UnaryCall(&ctx, path, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
-    status = std::move(s);
-    done.Notify();
-  });
-  done.WaitForNotification();
-  if (response != nullptr) {
-    response->clear();
-    std::vector<grpc::Slice> slices;
-    if (resp.Dump(&slices).ok()) {
-      for (const auto& s : slices) response->append(reinterpret_cast<const char*>(s.begin()), s.size());
-    }
-  }
-  return status;
+  testing::RawReply reply = testing::RawUnaryCall(channel, path, request, metadata, absl::Seconds(10));
+  if (response != nullptr) *response = std::move(reply.body);
+  return reply.status;
 }
 
 // Everything a customer leaves behind, and the strings that must never reach anyone else.

@@ -21,6 +21,7 @@ done
 
 binary="$out/gateway_request_fuzz"
 sources=("$root/tests/fuzz/gateway_request_fuzz.cc" "$root/services/gateway/web_protocol.cc" "$root/libs/log/log.cc"
+         "$root/libs/text/sensitive.cc"
          "$gen/crm/v1/customer_profile.pb.cc" "$gen/crm/v1/common.pb.cc" "$gen/crm/v1/options.pb.cc")
 if [[ ! -x "$binary" || -n "$(find "${sources[@]}" -newer "$binary" 2>/dev/null)" ]]; then
   echo "Building $binary..."

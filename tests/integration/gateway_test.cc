@@ -34,6 +34,7 @@
 #include "services/customer_profile/customer_profile_service.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/grpc_proxy.h"
+#include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
@@ -216,26 +217,11 @@ struct World {
                     std::multimap<std::string, std::string>* trailers = nullptr,
                     std::vector<std::pair<std::string, std::string>> metadata = {},
                     std::multimap<std::string, std::string>* headers = nullptr) {
-    grpc::GenericStub stub(channel);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
-    for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
-    grpc::ByteBuffer req = FromBytes(request), resp;
-    absl::Notification done;
-    grpc::Status status;
-    stub.UnaryCall(&ctx, path, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
-      status = std::move(s);
-      done.Notify();
-    });
-    done.WaitForNotification();
-    if (trailers != nullptr) {
-      for (const auto& [k, v] : ctx.GetServerTrailingMetadata()) trailers->emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
-    }
-    if (headers != nullptr) {
-      for (const auto& [k, v] : ctx.GetServerInitialMetadata()) headers->emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
-    }
-    return status;
+    if (!token.empty()) metadata.emplace(metadata.begin(), "authorization", "Bearer " + token);
+    testing::RawReply reply = testing::RawUnaryCall(channel, path, request, metadata);
+    if (trailers != nullptr) trailers->insert(reply.trailers.begin(), reply.trailers.end());
+    if (headers != nullptr) headers->insert(reply.headers.begin(), reply.headers.end());
+    return reply.status;
   }
 
   double Metric(const std::string& name, const std::map<std::string, std::string>& labels) {

@@ -97,23 +97,32 @@ class ReflectionReactor : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
 
 }  // namespace
 
-absl::StatusOr<int> HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+RawReply RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const std::string& request,
+                      const std::vector<std::pair<std::string, std::string>>& metadata, absl::Duration deadline) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::ByteBuffer request = ToBuffer(service.empty() ? std::string() : LengthDelimited(1, service));
-  grpc::ByteBuffer response;
-  grpc::Status status;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
+  grpc::ByteBuffer req = ToBuffer(request), resp;
+  RawReply reply;
   absl::Notification done;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
-                   status = std::move(s);
-                   done.Notify();
-                 });
+  stub.UnaryCall(&ctx, path, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+    reply.status = std::move(s);
+    done.Notify();
+  });
   done.WaitForNotification();
-  if (!status.ok()) return rpc::FromGrpc(status);
+  reply.body = FromBuffer(resp);
+  for (const auto& [k, v] : ctx.GetServerInitialMetadata()) reply.headers.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
+  for (const auto& [k, v] : ctx.GetServerTrailingMetadata()) reply.trailers.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
+  return reply;
+}
+
+absl::StatusOr<int> HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  const RawReply reply = RawUnaryCall(channel, "/grpc.health.v1.Health/Check",
+                                      service.empty() ? std::string() : LengthDelimited(1, service), {}, absl::Seconds(5));
+  if (!reply.status.ok()) return rpc::FromGrpc(reply.status);
   int serving = 0;  // an absent field is the enum's zero, UNKNOWN
-  const bool parsed = ForEachField(FromBuffer(response), [&](int field, int wire, auto& in) {
+  const bool parsed = ForEachField(reply.body, [&](int field, int wire, auto& in) {
     if (field == 1 && wire == 0) {
       uint32_t v;
       if (!in.ReadVarint32(&v)) return false;
