@@ -115,7 +115,11 @@ std::string Redact(absl::string_view s) {
     }
     if (IsDigit(s[i]) && (i == 0 || !IsDigit(s[i - 1]))) {
       const size_t end = DigitRun(s, i, &digits);
-      if (IsCardRun(digits)) {
+      // Digits inside an identifier ("c07531839669485c3", a hex id) are the id's, not a card number: a tenth
+      // of long digit runs pass Luhn by chance, and redacting ids would hide whose call a log line is about.
+      const bool inside_identifier = (i > 0 && absl::ascii_isalpha(static_cast<unsigned char>(s[i - 1]))) ||
+                                     (end < s.size() && absl::ascii_isalpha(static_cast<unsigned char>(s[end])));
+      if (!inside_identifier && IsCardRun(digits)) {
         out.append("<card number>");
         i = end;
         continue;
