@@ -97,6 +97,7 @@ absl::StatusOr<std::unique_ptr<ChannelSet>> ChannelSet::Create(absl::string_view
         return absl::InvalidArgumentError(absl::StrCat("address \"", replica, "\" of ", service, " needs host:port"));
       }
       s.replicas.push_back(MakeChannel(std::string(replica), service, metrics));
+      s.addresses.emplace_back(replica);
     }
     if (s.replicas.empty()) return absl::InvalidArgumentError(absl::StrCat("no address for ", service, " in \"", spec, "\""));
     set->shards_.push_back(std::move(s));
@@ -115,9 +116,12 @@ absl::StatusOr<std::unique_ptr<ChannelSet>> ChannelSet::Create(absl::string_view
   return set;
 }
 
-std::shared_ptr<grpc::Channel> ChannelSet::ForShard(int shard) {
+std::shared_ptr<grpc::Channel> ChannelSet::ForShard(int shard) { return PickReplica(shard).channel; }
+
+ChannelSet::Replica ChannelSet::PickReplica(int shard) {
   Shard& s = shards_[static_cast<size_t>(shard) % shards_.size()];
-  return s.replicas[s.next->fetch_add(1, std::memory_order_relaxed) % s.replicas.size()];
+  const size_t i = s.next->fetch_add(1, std::memory_order_relaxed) % s.replicas.size();
+  return {s.replicas[i], s.addresses[i]};
 }
 
 void SetTimeout(grpc::ClientContext& ctx, absl::Duration timeout) {

@@ -33,6 +33,13 @@ class ChannelSet {
   const sharding::ShardMap& shard_map() const { return map_; }
   // A channel to the shard (next replica, round robin).
   std::shared_ptr<grpc::Channel> ForShard(int shard);
+  // The next replica of the shard: its channel and its address ("host:port"), for a caller that speaks HTTP/2
+  // to it directly (the gateway's front door).
+  struct Replica {
+    std::shared_ptr<grpc::Channel> channel;
+    std::string address;
+  };
+  Replica PickReplica(int shard);
   // A channel to the shard that owns `shard_key` (a customer id, or an email before registration).
   std::shared_ptr<grpc::Channel> ForKey(absl::string_view shard_key) { return ForShard(map_.ShardOf(shard_key)); }
   const std::string& spec() const { return spec_; }
@@ -40,6 +47,7 @@ class ChannelSet {
  private:
   struct Shard {
     std::vector<std::shared_ptr<grpc::Channel>> replicas;
+    std::vector<std::string> addresses;  // of the replicas, in the same order
     std::unique_ptr<std::atomic<uint64_t>> next = std::make_unique<std::atomic<uint64_t>>(0);
   };
   std::string spec_;

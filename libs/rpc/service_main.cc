@@ -121,6 +121,7 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   ServerOptions server_options;
   server_options.listen_address = absl::GetFlag(FLAGS_listen);
   if (server_options.listen_address.empty()) server_options.listen_address = spec.default_listen;
+  if (!spec.internal_listen.empty()) server_options.listen_address = spec.internal_listen;
   server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   server_options.drain_grace = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   server_options.metrics = &metrics;
@@ -143,7 +144,8 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   }
   (*component)->Start();
   server.SetServing(true);
-  log::Info("serving", {{"port", server.port()}, {"metrics_port", metrics.port()}});
+  const int port = (*component)->PublicPort() != 0 ? (*component)->PublicPort() : server.port();
+  log::Info("serving", {{"port", port}, {"metrics_port", metrics.port()}});
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

@@ -28,6 +28,8 @@ class Component {
   virtual void Start() {}
   // Called after the server has drained: stop background work.
   virtual void Stop() {}
+  // For a component that serves --listen itself (ServiceSpec::internal_listen): the port it serves on.
+  virtual int PublicPort() const { return 0; }
 };
 
 struct ServiceContext {
@@ -53,6 +55,9 @@ struct ServiceSpec {
   // The process forwards other services' calls and records their metrics itself (the gateway): no
   // per-call interceptors on its server or on its channels to the services.
   bool forwards_calls = false;
+  // When set, the process's gRPC server listens here (loopback: health, reflection, reached through the
+  // component) and the component serves --listen itself (the gateway's front door).
+  std::string internal_listen;
 };
 
 // Runs the service until SIGTERM/SIGINT; returns the process exit code.

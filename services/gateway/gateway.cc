@@ -313,11 +313,17 @@ absl::Status Gateway::Authorize(const Message& request, Admission& a) {
   auto set = backends_->Get(backend);
   if (!set.ok()) return absl::UnavailableError(absl::StrCat(backend, ": ", set.status().message()));
   a.targets.clear();
+  a.target_addresses.clear();
+  auto add = [&](int shard) {
+    rpc::ChannelSet::Replica replica = (*set)->PickReplica(shard);
+    a.targets.push_back(std::move(replica.channel));
+    a.target_addresses.push_back(std::move(replica.address));
+  };
   if (r.policy.fan_out() && (*set)->shard_count() > 1) {
-    for (int s = 0; s < (*set)->shard_count(); ++s) a.targets.push_back((*set)->ForShard(s));
+    for (int s = 0; s < (*set)->shard_count(); ++s) add(s);
   } else {
     const std::string key = r.shard_key_field != nullptr ? StringField(request, r.shard_key_field) : customer_id;
-    a.targets.push_back(key.empty() ? (*set)->ForShard(0) : (*set)->ForKey(key));
+    add(key.empty() ? 0 : (*set)->shard_map().ShardOf(key));
   }
   return absl::OkStatus();
 }
@@ -439,30 +445,6 @@ void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, Con
   if (n == 0) fan->done(grpc::Status::OK, FromBytes(""));
 }
 
-bool Gateway::TrackStream(BackendStream* stream) {
-  absl::MutexLock lock(&streams_mu_);
-  if (shutting_down_) return false;
-  streams_.emplace(stream, stream->context());
-  return true;
-}
-
-bool Gateway::UntrackStream(BackendStream* stream) {
-  absl::MutexLock lock(&streams_mu_);
-  streams_.erase(stream);
-  return shutting_down_;
-}
-
-void Gateway::EndStreams() {
-  std::vector<std::shared_ptr<grpc::ClientContext>> open;
-  {
-    absl::MutexLock lock(&streams_mu_);
-    shutting_down_ = true;
-    for (const auto& [stream, context] : streams_) open.push_back(context);
-  }
-  // Outside the lock: a cancelled stream's last callback may run on this thread, and it takes the lock.
-  for (const auto& context : open) context->TryCancel();
-}
-
 void Gateway::CallStarted(Protocol protocol) {
   in_flight_by_protocol_[static_cast<int>(protocol)]->Increment();
 }
@@ -488,45 +470,6 @@ void Gateway::CallEnded(const CallInfo& info, const Admission& a, const grpc::St
                      {"request_id", a.request_id},
                      {"peer", info.peer_ip},
                      {"error", status.error_message()}});
-}
-
-BackendStream::BackendStream(std::unique_ptr<grpc::ClientContext> context,
-                             std::function<void(const grpc::ByteBuffer&)> on_message,
-                             std::function<void(grpc::Status)> on_done)
-    : context_(std::move(context)), on_message_(std::move(on_message)), on_done_(std::move(on_done)) {}
-
-void BackendStream::Start(const std::shared_ptr<grpc::Channel>& channel, const std::string& path,
-                          const grpc::ByteBuffer& request, metrics::RpcMetrics::Method* metrics) {
-  request_ = request;
-  metrics_ = metrics;
-  started_ = absl::Now();
-  metrics_->Started();
-  grpc::GenericStub stub(channel);
-  stub.PrepareBidiStreamingCall(context_.get(), path, grpc::StubOptions(), this);
-  StartWriteLast(&request_, grpc::WriteOptions());
-  StartRead(&response_);
-  StartCall();
-}
-
-void BackendStream::Next() {
-  absl::MutexLock lock(&mu_);
-  if (!done_) StartRead(&response_);
-}
-
-void BackendStream::OnReadDone(bool ok) {
-  if (ok) on_message_(response_);
-  // !ok: the stream ended; OnDone follows with its status.
-}
-
-void BackendStream::OnDone(const grpc::Status& status) {
-  {
-    absl::MutexLock lock(&mu_);
-    done_ = true;
-  }
-  metrics_->Handled(status.error_code(), absl::ToDoubleSeconds(absl::Now() - started_));
-  // A copy: the owner may delete this object as soon as it learns the stream is done.
-  auto on_done = on_done_;
-  on_done(status);
 }
 
 }  // namespace crm::gateway

@@ -32,7 +32,6 @@
 
 namespace crm::gateway {
 
-class BackendStream;
 class CustomerViewComposer;
 
 enum class Protocol { kGrpc, kGrpcWeb, kGrpcWebText, kConnect };
@@ -77,8 +76,10 @@ struct Admission {
   std::string caller_assertion;
   std::string request_id;
   absl::Duration timeout;
-  // Where the call goes: one channel, or one per shard for a fan-out call.
+  // Where the call goes: one channel, or one per shard for a fan-out call, and the addresses of those
+  // channels (the front door speaks HTTP/2 to a single target directly).
   std::vector<std::shared_ptr<grpc::Channel>> targets;
+  std::vector<std::string> target_addresses;
   // With RESOURCE_EXHAUSTED from a rate limit: when to try again.
   absl::Duration retry_after;
   absl::Time started;
@@ -111,14 +112,6 @@ class Gateway {
   metrics::RpcMetrics::Method& BackendMetrics(const Route& route) {
     return *backend_metrics_[route.index];
   }
-
-  // Open server streams, so shutdown can end them: Track returns false once shutting down; Untrack
-  // returns whether the gateway is shutting down (the stream's end is then reported as UNAVAILABLE).
-  bool TrackStream(BackendStream* stream);
-  bool UntrackStream(BackendStream* stream);
-  // Ends every open stream so clients reconnect elsewhere instead of holding the drain for its whole
-  // grace period.
-  void EndStreams();
 
   // In-flight gauge, then metrics and the access-log line when the call ends. `a.route` may be null.
   void CallStarted(Protocol protocol);
@@ -174,38 +167,6 @@ class Gateway {
   static constexpr size_t kTokensPerStripe = 4096;
   std::array<TokenStripe, kTokenStripes> tokens_;
 
-  absl::Mutex streams_mu_;
-  bool shutting_down_ ABSL_GUARDED_BY(streams_mu_) = false;
-  absl::flat_hash_map<BackendStream*, std::shared_ptr<grpc::ClientContext>> streams_ ABSL_GUARDED_BY(streams_mu_);
-};
-
-// A server-streaming backend call with flow control: each message goes to `on_message`, and the next is
-// read only after Next(). `on_done` runs once, last; the owner deletes the object after it.
-class BackendStream : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
- public:
-  BackendStream(std::unique_ptr<grpc::ClientContext> context, std::function<void(const grpc::ByteBuffer&)> on_message,
-                std::function<void(grpc::Status)> on_done);
-  // `metrics`: where the backend call is counted (Gateway::BackendMetrics).
-  void Start(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const grpc::ByteBuffer& request,
-             metrics::RpcMetrics::Method* metrics);
-  void Next();
-  void Cancel() { context_->TryCancel(); }
-  // Outlives the stream when held: cancelling a finished call is harmless.
-  std::shared_ptr<grpc::ClientContext> context() const { return context_; }
-
-  void OnReadDone(bool ok) override;
-  void OnDone(const grpc::Status& status) override;
-
- private:
-  std::shared_ptr<grpc::ClientContext> context_;
-  std::function<void(const grpc::ByteBuffer&)> on_message_;
-  std::function<void(grpc::Status)> on_done_;
-  grpc::ByteBuffer request_;
-  grpc::ByteBuffer response_;
-  metrics::RpcMetrics::Method* metrics_ = nullptr;
-  absl::Time started_;
-  absl::Mutex mu_;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The bytes of a ByteBuffer, contiguous.

@@ -12,12 +12,29 @@
 #include "libs/log/log.h"
 #include "libs/rpc/periodic.h"
 #include "libs/rpc/service_main.h"
+#include "crm/v1/admin.grpc.pb.h"
+#include "crm/v1/complaint_ticket.grpc.pb.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/customer_view.grpc.pb.h"
+#include "crm/v1/events.grpc.pb.h"
+#include "crm/v1/loyalty.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "crm/v1/recommendation.grpc.pb.h"
+#include "libs/rpc/flags.h"
+#include "services/gateway/front_door.h"
 #include "services/gateway/gateway.h"
-#include "services/gateway/grpc_proxy.h"
-#include "services/gateway/http_server.h"
 
-ABSL_FLAG(std::string, http_listen, "127.0.0.1:8080", "gRPC-Web and Connect (HTTP/1.1) listen address");
-ABSL_FLAG(int, http_threads, 32, "HTTP/1.1 worker threads (one per open browser connection)");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:8080",
+          "gRPC-Web and Connect listen address (HTTP/1.1, and HTTP/2 for clients that open with its preface)");
+ABSL_FLAG(std::string, https_listen, "", "HTTPS listen address for browsers (HTTP/2 or HTTP/1.1 by ALPN); needs --front_tls_dir");
+ABSL_FLAG(std::string, front_tls_dir, "", "folder with tls.crt and tls.key for --https_listen");
+ABSL_FLAG(int, front_threads, 2, "event loops of the front door (one per core is plenty: an idle connection costs no thread)");
+ABSL_FLAG(int, http_header_timeout_s, 10, "a request's headers must arrive within this (slowloris)");
+ABSL_FLAG(int, http_body_timeout_s, 10, "a request's body may pause at most this long");
+ABSL_FLAG(int, http_idle_timeout_s, 120, "a connection with no call in flight is closed after this");
+ABSL_FLAG(int, max_connections_per_ip, 1000, "open connections one client address may hold");
+ABSL_FLAG(int, max_streams_per_customer, 8, "server streams (WatchOrder) one customer may hold open");
+ABSL_FLAG(int, max_streams_per_principal, 256, "server streams any other caller may hold open");
 ABSL_FLAG(std::string, jwt_secret_file, "", "file holding the HS256 secret (at least 32 bytes)");
 ABSL_FLAG(std::string, jwt_public_key_file, "", "PEM public key for RS256 or ES256 tokens");
 ABSL_FLAG(std::string, jwks_file, "",
@@ -107,33 +124,64 @@ class GatewayComponent : public crm::rpc::Component {
     o.access_log = absl::GetFlag(FLAGS_access_log);
     o.view_section_timeout = absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_view_section_timeout_ms)));
     component->gateway_ = std::make_unique<Gateway>(std::move(o), context.backends, context.metrics);
-    component->proxy_ = std::make_unique<GrpcProxy>(component->gateway_.get());
-    HttpOptions h;
-    h.listen = absl::GetFlag(FLAGS_http_listen);
-    h.threads = absl::GetFlag(FLAGS_http_threads);
+    FrontDoorOptions f;
+    f.grpc_listen = absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50050" : absl::GetFlag(FLAGS_listen);
+    f.http_listen = absl::GetFlag(FLAGS_http_listen);
+    f.https_listen = absl::GetFlag(FLAGS_https_listen);
+    f.tls_dir = absl::GetFlag(FLAGS_front_tls_dir);
+    f.threads = absl::GetFlag(FLAGS_front_threads);
     for (absl::string_view origin : absl::StrSplit(absl::GetFlag(FLAGS_cors_allowed_origins), ',', absl::SkipWhitespace())) {
-      h.allowed_origins.emplace_back(absl::StripAsciiWhitespace(origin));
+      f.allowed_origins.emplace_back(absl::StripAsciiWhitespace(origin));
     }
-    component->http_ = std::make_unique<HttpServer>(component->gateway_.get(), std::move(h));
-    if (absl::Status s = component->http_->Start(); !s.ok()) return s;
-    crm::log::Info("http listening", {{"port", component->http_->port()}});
+    f.header_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_header_timeout_s)));
+    f.body_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_body_timeout_s)));
+    f.idle_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_idle_timeout_s)));
+    f.max_connections_per_ip = std::max(1, absl::GetFlag(FLAGS_max_connections_per_ip));
+    f.max_streams_per_customer = std::max(1, absl::GetFlag(FLAGS_max_streams_per_customer));
+    f.max_streams_per_principal = std::max(1, absl::GetFlag(FLAGS_max_streams_per_principal));
+    f.upstream_tls_dir = absl::GetFlag(FLAGS_tls_dir);
+    component->front_ = std::make_unique<FrontDoor>(component->gateway_.get(), std::move(f));
+    if (absl::Status s = component->front_->Start(); !s.ok()) return s;
+    crm::log::Info("http listening", {{"port", component->front_->http_port()}});
+    if (component->front_->https_port() != 0) crm::log::Info("https listening", {{"port", component->front_->https_port()}});
     return std::unique_ptr<crm::rpc::Component>(std::move(component));
   }
 
   void Register(crm::rpc::Server& server) override {
-    server.SetGenericService(proxy_.get());
-    server.OnShutdown([this] { gateway_->EndStreams(); });
+    server_ = &server;
+    // The gateway's own server (loopback) answers health and reflection for the front door. Reflection there
+    // describes every crm.v1 service the front door routes, so grpcurl-style tools discover the API at the
+    // front door; nothing else reaches these placeholders (the front door relays crm.v1 calls to the services).
+    server.AddService(&profiles_, crm::v1::CustomerProfileService::service_full_name());
+    server.AddService(&orders_, crm::v1::OrderTrackingService::service_full_name());
+    server.AddService(&loyalty_, crm::v1::LoyaltyService::service_full_name());
+    server.AddService(&tickets_, crm::v1::ComplaintTicketService::service_full_name());
+    server.AddService(&recommendations_, crm::v1::RecommendationService::service_full_name());
+    server.AddService(&views_, crm::v1::CustomerViewService::service_full_name());
+    server.AddService(&event_admin_, crm::v1::EventAdminService::service_full_name());
+    server.AddService(&store_admin_, crm::v1::StoreAdminService::service_full_name());
+    server.OnShutdown([this] { front_->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_drain_seconds))); });
   }
+  void Start() override { front_->SetInternalAddress(absl::StrCat("127.0.0.1:", server_->port())); }
   void Stop() override {
     key_reload_.Stop();
-    http_->Stop();
+    front_->Stop();
   }
+  int PublicPort() const override { return front_->grpc_port(); }
 
  private:
   crm::rpc::PeriodicTask key_reload_;
+  crm::rpc::Server* server_ = nullptr;
   std::unique_ptr<crm::gateway::Gateway> gateway_;
-  std::unique_ptr<crm::gateway::GrpcProxy> proxy_;
-  std::unique_ptr<crm::gateway::HttpServer> http_;
+  std::unique_ptr<crm::gateway::FrontDoor> front_;
+  crm::v1::CustomerProfileService::CallbackService profiles_;
+  crm::v1::OrderTrackingService::CallbackService orders_;
+  crm::v1::LoyaltyService::CallbackService loyalty_;
+  crm::v1::ComplaintTicketService::CallbackService tickets_;
+  crm::v1::RecommendationService::CallbackService recommendations_;
+  crm::v1::CustomerViewService::CallbackService views_;
+  crm::v1::EventAdminService::CallbackService event_admin_;
+  crm::v1::StoreAdminService::CallbackService store_admin_;
 };
 
 }  // namespace
@@ -146,5 +194,7 @@ int main(int argc, char** argv) {
   spec.default_metrics_listen = "127.0.0.1:9150";
   spec.build = &GatewayComponent::Create;
   spec.forwards_calls = true;
+  // --listen is the front door's; the process's own gRPC server (health, reflection) stays on loopback.
+  spec.internal_listen = "127.0.0.1:0";
   return crm::rpc::RunService(argc, argv, spec);
 }

@@ -78,6 +78,8 @@ RouteTable::RouteTable() {
         r.backend = backend;
         r.local = service->full_name() == v1::CustomerViewService::service_full_name();
         r.server_streaming = method->server_streaming();
+        r.no_side_effects =
+            method->options().idempotency_level() == google::protobuf::MethodOptions::NO_SIDE_EFFECTS;
         if (method->client_streaming()) {
           problems_.push_back(absl::StrCat(r.path, ": client streaming is not supported by the gateway"));
         }

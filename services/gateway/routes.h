@@ -30,6 +30,8 @@ struct Route {
   // Answered by the gateway itself (the customer 360° view), composed from other routes.
   bool local = false;
   bool server_streaming = false;
+  // The method changes nothing (idempotency_level NO_SIDE_EFFECTS): Connect clients may call it with GET.
+  bool no_side_effects = false;
   // Resolved policy fields of the request type (null when the policy names none).
   const google::protobuf::FieldDescriptor* customer_id_field = nullptr;
   const google::protobuf::FieldDescriptor* shard_key_field = nullptr;

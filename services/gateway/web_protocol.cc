@@ -1,9 +1,13 @@
 #include "services/gateway/web_protocol.h"
 
+#include <zlib.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "libs/log/log.h"
 
 namespace crm::gateway {
@@ -176,6 +180,85 @@ absl::StatusOr<std::string> RequestPayload(Wire wire, std::string body, size_t m
     return absl::InvalidArgumentError("body: expected exactly one request message");
   }
   return std::move((*frames)[0].payload);
+}
+
+absl::StatusOr<std::string> Gunzip(absl::string_view data, size_t max_bytes) {
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) return absl::InternalError("gzip: cannot start inflating");
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  std::string out;
+  char buf[16384];
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof(buf);
+    rc = inflate(&z, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      inflateEnd(&z);
+      return absl::InvalidArgumentError("body: not valid gzip");
+    }
+    out.append(buf, sizeof(buf) - z.avail_out);
+    if (out.size() > max_bytes) {
+      inflateEnd(&z);
+      return absl::ResourceExhaustedError(absl::StrCat("body: unpacks to more than the limit of ", max_bytes, " bytes"));
+    }
+    if (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0) {
+      inflateEnd(&z);
+      return absl::InvalidArgumentError("body: truncated gzip");
+    }
+  }
+  inflateEnd(&z);
+  return out;
+}
+
+std::string Gzip(absl::string_view data) {
+  z_stream z{};
+  deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&z, static_cast<uLong>(data.size())), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(out.size() - z.avail_out);
+  deflateEnd(&z);
+  return out;
+}
+
+bool AcceptsGzip(absl::string_view accept_encoding) {
+  for (absl::string_view token : absl::StrSplit(accept_encoding, ',')) {
+    token = absl::StripAsciiWhitespace(token.substr(0, token.find(';')));
+    if (absl::EqualsIgnoreCase(token, "gzip")) return true;
+  }
+  return false;
+}
+
+std::string UrlDecode(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out.push_back(' ');
+    } else if (s[i] == '%' && i + 2 < s.size() && absl::ascii_isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+               absl::ascii_isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      int v = 0;
+      (void)absl::SimpleHexAtoi(s.substr(i + 1, 2), &v);
+      out.push_back(static_cast<char>(v));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> QueryParam(absl::string_view query, absl::string_view key) {
+  for (absl::string_view pair : absl::StrSplit(query, '&')) {
+    const size_t eq = pair.find('=');
+    if (UrlDecode(pair.substr(0, eq)) == key) return eq == absl::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
+  }
+  return std::nullopt;
 }
 
 bool IsValidRequestId(absl::string_view id) {

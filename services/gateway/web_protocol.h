@@ -65,6 +65,17 @@ inline bool IsEnveloped(Wire w) { return w != Wire::kConnectJson && w != Wire::k
 // problem otherwise.
 absl::StatusOr<std::string> RequestPayload(Wire wire, std::string body, size_t max_payload_bytes);
 
+// gzip (RFC 1952), the compression Connect and gRPC clients offer. Inflating stops with RESOURCE_EXHAUSTED past
+// `max_bytes` (a small body must not unpack into gigabytes), INVALID_ARGUMENT on anything that is not gzip.
+absl::StatusOr<std::string> Gunzip(absl::string_view data, size_t max_bytes);
+std::string Gzip(absl::string_view data);
+// Whether an Accept-Encoding-style list ("gzip, br", "identity") offers gzip.
+bool AcceptsGzip(absl::string_view accept_encoding);
+
+// Percent-decoding of a URL query component ('+' is a space), and the value of `key` in a query string.
+std::string UrlDecode(absl::string_view s);
+std::optional<std::string> QueryParam(absl::string_view query, absl::string_view key);
+
 // A request id a client may choose: 1-128 characters of [A-Za-z0-9._:-].
 bool IsValidRequestId(absl::string_view id);
 

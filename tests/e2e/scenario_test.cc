@@ -163,6 +163,10 @@ class Client {
       grpc::ClientContext ctx;
       ctx.AddMetadata("authorization", "Bearer " + token);
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      // A restarted gateway is waited for, not failed at: with gRPC's synchronous API only a call in progress
+      // drives a reconnection, so a call that failed fast (channel in backoff) while the retry loop sleeps
+      // leaves the new connection's handshake unread until the next call.
+      ctx.set_wait_for_ready(true);
       grpc::Status s = (stub->*method)(&ctx, req, resp);
       if (s.ok()) return s;
       if (unknown && (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||

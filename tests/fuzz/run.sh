@@ -28,7 +28,7 @@ if [[ ! -x "$binary" || -n "$(find "${sources[@]}" -newer "$binary" 2>/dev/null)
   # shellcheck disable=SC2046
   "$cxx" -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I"$root" -I"$gen" "${sources[@]}" -o "$binary" \
-    $(pkg-config --libs absl_strings absl_status absl_statusor absl_time absl_synchronization protobuf)
+    $(pkg-config --libs absl_strings absl_status absl_statusor absl_time absl_synchronization protobuf zlib)
 fi
 
 # Seeds: one valid body per wire format, so mutations start from the shapes a client really sends.
@@ -43,6 +43,8 @@ printf '\x02%s' "$json" >"$out/corpus/connect-json"
 { printf '\x04'; frame "$json"; } >"$out/corpus/connect-stream-json"
 { printf '\x00'; frame "abc"; } >"$out/corpus/grpc-web"
 { printf '\x01'; frame "abc" | base64 -w0; } >"$out/corpus/grpc-web-text"
+{ printf '\x02'; printf '%s' "$json" | gzip -c; } >"$out/corpus/connect-json-gzip"
+printf '\x02connect=v1&encoding=json&message=%%7B%%22customerId%%22%%3A%%22c1%%22%%7D' >"$out/corpus/connect-get-query"
 
 cd "$out"
 ASAN_OPTIONS=detect_leaks=1 "$binary" -runs="$runs" -max_len=4096 -timeout=10 -print_final_stats=1 corpus 2>&1 | tail -15

@@ -33,7 +33,7 @@
 #include "libs/rpc/server.h"
 #include "services/customer_profile/customer_profile_service.h"
 #include "services/gateway/gateway.h"
-#include "services/gateway/grpc_proxy.h"
+#include "services/gateway/front_door.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
@@ -143,7 +143,7 @@ class FakeBackend : public grpc::CallbackGenericService {
   std::atomic<bool> hold_all_{false};
 };
 
-// A gateway (the same Gateway and GrpcProxy the binary wires) in front of the fake, or of given addresses.
+// A gateway (the same Gateway and FrontDoor the binary wires) in front of the fake, or of given addresses.
 struct World {
   struct Options {
     double customer_rps = 0;
@@ -194,19 +194,17 @@ struct World {
     g.access_log = false;
     g.view_section_timeout = o.view_section_timeout;
     gw = std::make_unique<gateway::Gateway>(std::move(g), backends.get(), &metrics);
-    proxy = std::make_unique<gateway::GrpcProxy>(gw.get());
-    rpc::ServerOptions gw_options;
-    gw_options.metrics = &metrics;
-    gw_options.drain_grace = absl::Seconds(2);
-    gw_server = std::make_unique<rpc::Server>(gw_options);
-    gw_server->SetGenericService(proxy.get());
-    gw_server->OnShutdown([this] { gw->EndStreams(); });
-    REQUIRE(gw_server->Start().ok());
-    gw_server->SetServing(true);
-    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", gw_server->port()), grpc::InsecureChannelCredentials());
+    gateway::FrontDoorOptions f;
+    f.grpc_listen = "127.0.0.1:0";
+    f.http_listen = "127.0.0.1:0";
+    f.threads = 1;
+    front = std::make_unique<gateway::FrontDoor>(gw.get(), std::move(f));
+    REQUIRE(front->Start().ok());
+    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", front->grpc_port()), grpc::InsecureChannelCredentials());
   }
   ~World() {
-    gw_server->Shutdown();
+    front->Shutdown(absl::Seconds(2));
+    front->Stop();
     fake_server->Shutdown();
     if (second_server) second_server->Shutdown();
     if (hanging_server) hanging_server->Shutdown();
@@ -237,8 +235,7 @@ struct World {
   metrics::Metrics metrics;
   std::unique_ptr<rpc::Backends> backends;
   std::unique_ptr<gateway::Gateway> gw;
-  std::unique_ptr<gateway::GrpcProxy> proxy;
-  std::unique_ptr<rpc::Server> gw_server;
+  std::unique_ptr<gateway::FrontDoor> front;
   std::shared_ptr<grpc::Channel> channel;
 };
 
@@ -627,7 +624,7 @@ TEST_CASE("gateway: shutdown ends open streams with UNAVAILABLE instead of holdi
   StreamReader reader;
   reader.Start(stub, ctx, route.path, RequestFor(route, "c1"));
   REQUIRE(reader.first.WaitForNotificationWithTimeout(absl::Seconds(20)));
-  w.gw_server->Shutdown();
+  w.front->Shutdown(absl::Seconds(2));
   REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
   CHECK(reader.status.error_code() == grpc::StatusCode::UNAVAILABLE);
   // The backend learns of the cancellation over its own connection, a moment after the client's answer.

@@ -56,6 +56,7 @@ CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
     ports_[name] = FreePort(taken);
     metrics_ports_[name] = FreePort(taken);
   }
+  http_port_ = FreePort(taken);
   secret_ = "crm-system-test-secret-crm-system-test-secret";
   std::ofstream(options_.data_root + "/jwt-secret") << secret_;
   // Mutual TLS between the processes, as the local run has it: the same development CA script.
@@ -70,6 +71,10 @@ CrmSystem::~CrmSystem() {
   for (auto it = Names().rbegin(); it != Names().rend(); ++it) {
     if (running(*it)) Stop(*it);
   }
+  // For a failed run: every process's output, kept where the developer asked (CRM_SYSTEM_LOG_DIR).
+  if (const char* dir = std::getenv("CRM_SYSTEM_LOG_DIR"); dir != nullptr && *dir != '\0') {
+    for (const std::string& name : Names()) std::ofstream(absl::StrCat(dir, "/", name, ".log")) << Output(name);
+  }
 }
 
 std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
@@ -82,7 +87,7 @@ std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
   }
   if (name == "gateway") {
     args.push_back("--jwt_secret_file=" + options_.data_root + "/jwt-secret");
-    args.push_back("--http_listen=127.0.0.1:0");
+    args.push_back(absl::StrCat("--http_listen=127.0.0.1:", http_port_));
     args.push_back(absl::StrCat("--access_log=", options_.access_log ? "true" : "false"));
     args.push_back(absl::StrCat("--view_section_timeout_ms=", options_.view_section_timeout_ms));
     for (const char* role : {"customer", "agent", "admin", "service", "ip"}) {

@@ -42,6 +42,8 @@ class CrmSystem {
   int port(const std::string& name) const { return ports_.at(name); }
   pid_t pid(const std::string& name) const { return processes_.at(name)->pid(); }
   int metrics_port(const std::string& name) const { return metrics_ports_.at(name); }
+  // The gateway's HTTP port (gRPC-Web and Connect; HTTP/1.1 and h2c).
+  int http_port() const { return http_port_; }
   std::shared_ptr<grpc::Channel> gateway() const { return gateway_channel_; }
   // Credentials to call a service's own port: mutual TLS with a client certificate of the system's CA, for
   // `process` ("test-client" or "load-generator": certificates are made for both). Callers still need a signed
@@ -61,6 +63,7 @@ class CrmSystem {
   std::string secret_;
   bool tls_ready_ = false;
   std::map<std::string, int> ports_, metrics_ports_;
+  int http_port_ = 0;
   std::map<std::string, std::unique_ptr<Process>> processes_;
   std::map<std::string, std::string> last_output_;
   std::shared_ptr<grpc::Channel> gateway_channel_;

@@ -1,5 +1,6 @@
 #include "tests/support/grpc_probe.h"
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "grpcpp/client_context.h"
@@ -135,15 +136,54 @@ absl::StatusOr<int> HealthCheck(const std::shared_ptr<grpc::Channel>& channel, c
   return serving;
 }
 
-absl::StatusOr<std::vector<std::string>> ReflectionServices(const std::shared_ptr<grpc::Channel>& channel) {
+namespace {
+
+// One ServerReflectionInfo exchange: one request, its one response.
+absl::StatusOr<std::string> AskReflection(const std::shared_ptr<grpc::Channel>& channel, const std::string& request) {
   grpc::GenericStub stub(channel);
-  // ServerReflectionRequest { list_services = 7: "*" }
-  ReflectionReactor reactor(LengthDelimited(7, "*"));
+  ReflectionReactor reactor(request);
   reactor.context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   stub.PrepareBidiStreamingCall(&reactor.context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
                                 grpc::StubOptions(), &reactor);
   reactor.Run();
-  auto bytes = reactor.Wait();
+  return reactor.Wait();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ReflectionFilesContaining(const std::shared_ptr<grpc::Channel>& channel,
+                                                                    const std::string& symbol) {
+  // ServerReflectionRequest { file_containing_symbol = 4 }
+  auto bytes = AskReflection(channel, LengthDelimited(4, symbol));
+  if (!bytes.ok()) return bytes.status();
+  // ServerReflectionResponse { file_descriptor_response = 4 { file_descriptor_proto = 1 (repeated bytes) },
+  //                            error_response = 7 { error_code = 1, error_message = 2 } }
+  std::vector<std::string> files;
+  std::string error;
+  const bool parsed = ForEachField(*bytes, [&](int field, int wire, auto& in) {
+    if ((field != 4 && field != 7) || wire != 2) return Skip(wire, in);
+    std::string inner;
+    if (!ReadBytes(in, &inner)) return false;
+    if (field == 7) {
+      error = inner;
+      return true;
+    }
+    return ForEachField(inner, [&](int f2, int w2, auto& in2) {
+      if (f2 != 1 || w2 != 2) return Skip(w2, in2);
+      std::string file;
+      if (!ReadBytes(in2, &file)) return false;
+      files.push_back(std::move(file));
+      return true;
+    });
+  });
+  if (!parsed) return absl::DataLossError("reflection response does not parse");
+  if (!error.empty()) return absl::NotFoundError(absl::StrCat("reflection does not know ", symbol));
+  return files;
+}
+
+absl::StatusOr<std::vector<std::string>> ReflectionServices(const std::shared_ptr<grpc::Channel>& channel) {
+  // ServerReflectionRequest { list_services = 7: "*" }
+  auto bytes = AskReflection(channel, LengthDelimited(7, "*"));
   if (!bytes.ok()) return bytes.status();
   // ServerReflectionResponse { list_services_response = 6 { service = 1 { name = 1 } } }
   std::vector<std::string> names;

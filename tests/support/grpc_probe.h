@@ -34,5 +34,9 @@ inline constexpr int kNotServing = 2;
 
 // Service names the server lists through reflection (v1alpha, which grpcurl uses).
 absl::StatusOr<std::vector<std::string>> ReflectionServices(const std::shared_ptr<grpc::Channel>& channel);
+// grpcurl's describe: the serialized FileDescriptorProtos of the file defining `symbol` and (as servers send
+// them) its dependencies.
+absl::StatusOr<std::vector<std::string>> ReflectionFilesContaining(const std::shared_ptr<grpc::Channel>& channel,
+                                                                    const std::string& symbol);
 
 }  // namespace crm::testing

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { compressionGzip, createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { descriptorSet, startStack } from "./harness.js";
@@ -112,6 +112,66 @@ async function post(path, body, headers = {}) {
 }
 const admin = () => ({ authorization: `Bearer ${stack.token("admin", "ops")}` });
 const frame = (flags, payload) => { const h = Buffer.alloc(5); h[0] = flags; h.writeUInt32BE(payload.length, 1); return Buffer.concat([h, payload]); };
+
+test("Connect over HTTP/2: GET for read-only methods (cacheable), gzip both ways", async () => {
+  // What a connect-node client with useHttpGet and sendCompression sends; the interceptor records, per call,
+  // the HTTP method the client used and the encoding the answer came in.
+  const seen = [];
+  const options = (useHttpGet) => ({
+    baseUrl: stack.httpBase, httpVersion: "2", useHttpGet,
+    sendCompression: compressionGzip, acceptCompression: [compressionGzip], compressMinBytes: 1,
+    interceptors: [(next) => async (req) => {
+      const res = await next(req);
+      seen.push({ rpc: req.method.name, get: useHttpGet, encoding: res.header.get("content-encoding"),
+                  cache: res.header.get("cache-control"), etag: res.header.get("etag") });
+      return res;
+    }],
+  });
+  const transport = createConnectTransport(options(true));
+  const { profile } = clients(transport);
+  const created = await profile.registerCustomer({ email: "gzip@example.com", name: "Zhou Min", requestId: "reg-gzip" },
+    bearer(stack.token("admin", "ops")));
+  const self = bearer(stack.token("customer", created.customerId));
+  // Enough addresses that the profile is worth compressing (over 1 KiB).
+  for (let i = 0; i < 12; i++) {
+    await profile.addAddress({ customerId: created.customerId, requestId: `addr-gzip-${i}`, address: {
+      recipientName: "Zhou Min", city: "Shenzhen", street: `Keyuan Road ${i}, Nanshan District, building ${i}`, countryCode: "CN" } }, self);
+  }
+  const got = await profile.getCustomer({ customerId: created.customerId }, self);
+  assert.equal(got.addresses.length, 12);
+  // The same read as a POST, whose client advertises gzip (connect-node leaves Accept-Encoding off its GETs).
+  const posted = await clients(createConnectTransport(options(false))).profile.getCustomer({ customerId: created.customerId }, self);
+  assert.deepEqual(posted.addresses, got.addresses);
+  // The interceptor sees the request before the transport turns it into a GET, so the answer tells: only a
+  // Connect GET is answered with an ETag and cache headers.
+  const reg = seen.find((s) => s.rpc === "RegisterCustomer");
+  const get = seen.find((s) => s.rpc === "GetCustomer" && s.get);
+  const postedRead = seen.find((s) => s.rpc === "GetCustomer" && !s.get);
+  assert.equal(reg.etag, null);            // a write is never a GET
+  assert.ok(get.etag);                     // idempotency_level = NO_SIDE_EFFECTS in the proto: sent as GET
+  assert.match(get.cache, /private/);      // a customer's data: cacheable by the browser only
+  assert.equal(postedRead.etag, null);
+  assert.equal(postedRead.encoding, "gzip");    // the answer came compressed, and the client read it
+  // The browser revalidates with the ETag: 304 while the profile is unchanged.
+  const url = `${stack.httpBase}/crm.v1.CustomerProfileService/GetCustomer?connect=v1&encoding=json&message=` +
+    encodeURIComponent(JSON.stringify({ customerId: created.customerId }));
+  const first = await fetch(url, self);
+  assert.equal(first.status, 200);
+  const again = await fetch(url, { headers: { ...self.headers, "if-none-match": first.headers.get("etag") } });
+  assert.equal(again.status, 304);
+  // A gzip request body the server could not read would have failed the write above; one it cannot inflate
+  // is refused with the protocol's error, and an unknown encoding is named.
+  let r = await post("/crm.v1.CustomerProfileService/RegisterCustomer", Buffer.from("not gzip"),
+    { "content-type": "application/json", "content-encoding": "gzip", ...admin() });
+  assert.equal(JSON.parse(r.body).code, "invalid_argument");
+  r = await post("/crm.v1.CustomerProfileService/RegisterCustomer", Buffer.from("{}"),
+    { "content-type": "application/json", "content-encoding": "br", ...admin() });
+  assert.equal(JSON.parse(r.body).code, "unimplemented");
+  // GET of a method with side effects is refused.
+  const res = await fetch(`${stack.httpBase}/crm.v1.CustomerProfileService/RegisterCustomer?encoding=json&message=%7B%7D`,
+    { headers: admin() });
+  assert.equal(res.status, 405);
+});
 
 test("malformed requests get the protocol's error and the gateway keeps serving", async () => {
   const get = "/crm.v1.CustomerProfileService/GetCustomer";
