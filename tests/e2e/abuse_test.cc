@@ -38,6 +38,7 @@
 #include "tests/support/caller.h"
 #include "tests/support/crm_system.h"
 #include "tests/support/grpc_probe.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -160,19 +161,9 @@ class Shop {
     p.request_ids.push_back(browse.request_id());
 
     for (int k = 0; k < 3; ++k) {
-      v1::CreateOrderRequest create;
-      create.set_customer_id(p.customer_id);
-      create.set_request_id(absl::StrCat("order-", who, "-", k));
-      create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
-      auto* item = create.add_items();
-      item->set_sku("sku-tea");
-      item->set_name("Longjing tea");
-      item->set_category("grocery");
-      item->set_quantity(1);
-      item->mutable_unit_price()->set_amount_minor(5800);
-      item->mutable_unit_price()->set_currency("CNY");
-      api::SetTimestamp(absl::Now() - absl::Hours(1), create.mutable_delivery_window()->mutable_start_time());
-      api::SetTimestamp(absl::Now() + absl::Hours(48), create.mutable_delivery_window()->mutable_end_time());
+      const v1::CreateOrderRequest create =
+          testing::CashOnDeliveryOrderRequest(p.customer_id, absl::StrCat("order-", who, "-", k), "sku-tea", "grocery",
+                                              5800, absl::Now() - absl::Hours(1), absl::Hours(49));
       v1::Order order;
       Must(storefront, "/crm.v1.OrderTrackingService/CreateOrder", create, &order);
       p.order_ids.push_back(order.order_id());

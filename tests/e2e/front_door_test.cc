@@ -30,9 +30,9 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/descriptor_database.h"
 #include "google/protobuf/dynamic_message.h"
-#include "libs/api/validate.h"
 #include "tests/support/crm_system.h"
 #include "tests/support/grpc_probe.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm {
@@ -165,19 +165,8 @@ Customer MakeCustomerWithOrder(CrmSystem& system) {
                             {{"authorization", "Bearer " + system.Token("customer", c.customer_id())}});
   INFO(r.status.error_message());
   REQUIRE(r.status.ok());
-  v1::CreateOrderRequest create;
-  create.set_customer_id(c.customer_id());
-  create.set_request_id("order-soak");
-  create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
-  auto* item = create.add_items();
-  item->set_sku("sku-tea");
-  item->set_name("Longjing tea");
-  item->set_category("grocery");
-  item->set_quantity(1);
-  item->mutable_unit_price()->set_amount_minor(5800);
-  item->mutable_unit_price()->set_currency("CNY");
-  api::SetTimestamp(absl::Now() + absl::Hours(1), create.mutable_delivery_window()->mutable_start_time());
-  api::SetTimestamp(absl::Now() + absl::Hours(48), create.mutable_delivery_window()->mutable_end_time());
+  const v1::CreateOrderRequest create = testing::CashOnDeliveryOrderRequest(
+      c.customer_id(), "order-soak", "sku-tea", "grocery", 5800, absl::Now() + absl::Hours(1), absl::Hours(47));
   r = testing::RawUnaryCall(system.gateway(), "/crm.v1.OrderTrackingService/CreateOrder", create.SerializeAsString(),
                             {{"authorization", "Bearer " + system.Token("service", "storefront")}});
   INFO(r.status.error_message());

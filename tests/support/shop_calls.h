@@ -1,5 +1,5 @@
 // The few calls many integration tests make to set a scene: a registered customer, an address, a one-item
-// cash-on-delivery order, events delivered to a consumer. Header-only, Catch2 tests only (a failed call fails the test there).
+// cash-on-delivery order (or its request, for calls through the gateway), events delivered to a consumer. Header-only, Catch2 tests only (a failed call fails the test there).
 #pragma once
 
 #include <string>
@@ -39,13 +39,14 @@ inline v1::Address AddAddress(v1::CustomerProfileService::Stub* profiles, const 
   return address;
 }
 
-// One item, cash on delivery, to be delivered in [window_start, window_start + window): request id "o".
-inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders, const std::string& customer_id,
-                                          const std::string& sku, const std::string& category, int64_t price_minor,
-                                          absl::Time window_start, absl::Duration window) {
+// The request for one item, cash on delivery, delivered in [window_start, window_start + window).
+inline v1::CreateOrderRequest CashOnDeliveryOrderRequest(const std::string& customer_id, const std::string& request_id,
+                                                         const std::string& sku, const std::string& category,
+                                                         int64_t price_minor, absl::Time window_start,
+                                                         absl::Duration window) {
   v1::CreateOrderRequest create;
   create.set_customer_id(customer_id);
-  create.set_request_id("o");
+  create.set_request_id(request_id);
   auto* item = create.add_items();
   item->set_sku(sku);
   item->set_category(category);
@@ -55,6 +56,15 @@ inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders
   create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
   api::SetTimestamp(window_start, create.mutable_delivery_window()->mutable_start_time());
   api::SetTimestamp(window_start + window, create.mutable_delivery_window()->mutable_end_time());
+  return create;
+}
+
+// That order placed (request id "o").
+inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders, const std::string& customer_id,
+                                          const std::string& sku, const std::string& category, int64_t price_minor,
+                                          absl::Time window_start, absl::Duration window) {
+  const v1::CreateOrderRequest create =
+      CashOnDeliveryOrderRequest(customer_id, "o", sku, category, price_minor, window_start, window);
   v1::Order order;
   REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
   return order;
