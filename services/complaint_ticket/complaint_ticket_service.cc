@@ -135,6 +135,14 @@ void ComplaintTicketService::CountOpen() {
   }
 }
 
+void ComplaintTicketService::CountOnCommit(store::Transaction& txn, v1::Ticket before, v1::Ticket after) {
+  // The consumer's transaction may run its body again after a conflict: count a change once it has committed,
+  // never per attempt.
+  txn.OnFinish([this, before = std::move(before), after = std::move(after)](bool committed) {
+    if (committed) Committed(before, after);
+  });
+}
+
 void ComplaintTicketService::Committed(const v1::Ticket& before, const v1::Ticket& after) {
   if (CountsOpen(before) && !before.ticket_id().empty()) {
     metrics_.open.Add({{"priority", Lower(v1::Priority_Name(before.priority()), 9)}}).Decrement();
@@ -922,8 +930,7 @@ absl::Status ComplaintTicketService::HandleEvent(store::Transaction& txn, const 
       return absl::OkStatus();
     });
     if (!created.ok()) return created.status();
-    // Inside the consumer's transaction: counted here, once per delivery that applies.
-    if (*created) Committed(v1::Ticket(), opened);
+    if (*created) CountOnCommit(txn, v1::Ticket(), opened);
     return absl::OkStatus();
   };
   if (event.has_review_submitted() && event.review_submitted().rating() <= 3) {
@@ -968,7 +975,7 @@ absl::Status ComplaintTicketService::HandleEvent(store::Transaction& txn, const 
           }
         }
         ConfirmAndMaybeResolve(session, now);
-        Committed(before, session.ticket());
+        CountOnCommit(txn, before, session.ticket());
         return absl::OkStatus();
       });
       if (!s.ok()) return s;

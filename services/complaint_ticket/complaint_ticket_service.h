@@ -84,6 +84,8 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   // Marks compensations confirmed and, when all are, resolves the ticket. Inside a session.
   void ConfirmAndMaybeResolve(TicketSession& s, absl::Time now);
   void Committed(const v1::Ticket& before, const v1::Ticket& after);
+  // Committed(before, after) once `txn` commits: for bodies that Store::Transact may run again after a conflict.
+  void CountOnCommit(store::Transaction& txn, v1::Ticket before, v1::Ticket after);
 
   ComplaintTicketStore* const store_;
   const internal::SeverityLexicon lexicon_;

@@ -151,6 +151,14 @@ void LoyaltyService::Committed(const AccountSession::Effects& s) {
   if (!s.tier_changes.empty()) UpdateTopTierShare();
 }
 
+void LoyaltyService::CountOnCommit(AccountSession& session) {
+  // The consumer's transaction may run its body again after a conflict: count what it did once it has
+  // committed, never per attempt.
+  session.txn().OnFinish([this, effects = session.effects()](bool committed) {
+    if (committed) Committed(effects);
+  });
+}
+
 void LoyaltyService::ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules, absl::Time now) {
   DropGrowthOutsideWindow(s.account(), now, rules.growth().window_days());
   if (auto change = ReevaluateTier(s.account(), rules, now)) s.Add(*change);
@@ -650,8 +658,7 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
         }
       }
       ApplyTierChange(session, *rules, now);
-      // Inside the consumer's transaction: counted here, once per delivery that applies.
-      Committed(session.effects());
+      CountOnCommit(session);
       return absl::OkStatus();
     });
   } else if (event.has_order_refunded()) {
@@ -683,8 +690,7 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
         session.Add(std::move(e));
       }
       ApplyTierChange(session, *rules, now);
-      // Inside the consumer's transaction: counted here, once per delivery that applies.
-      Committed(session.effects());
+      CountOnCommit(session);
       return absl::OkStatus();
     });
   } else if (event.has_review_submitted()) {
@@ -703,8 +709,7 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
                          absl::StrCat("review: ", rules->growth().per_review()), now, GrowthDay(now),
                          rules->growth().window_days()));
       ApplyTierChange(session, *rules, now);
-      // Inside the consumer's transaction: counted here, once per delivery that applies.
-      Committed(session.effects());
+      CountOnCommit(session);
       return absl::OkStatus();
     });
   }

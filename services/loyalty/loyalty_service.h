@@ -88,6 +88,9 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   absl::Status CheckCustomer(const std::string& customer_id);
   // Counts what a committed session did (points issued, redeemed, expired, tier moves).
   void Committed(const AccountSession::Effects& effects);
+  // Committed(the session's effects) once the transaction the session belongs to commits: for bodies that
+  // Store::Transact may run again after a conflict.
+  void CountOnCommit(AccountSession& session);
   void ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules, absl::Time now);
 
   LoyaltyStore* const store_;

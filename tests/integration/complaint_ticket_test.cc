@@ -13,6 +13,7 @@
 #include "services/loyalty/loyalty_service.h"
 #include "services/order_tracking/order_tracking_service.h"
 #include "tests/support/http.h"
+#include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/service_harness.h"
@@ -551,6 +552,31 @@ TEST_CASE("AssessSeverity explains a score without opening anything", "[tickets]
   CHECK(s.signals_size() >= 3);
   r.set_text("");
   RequireError(Call(w.stub.get(), &Stub::AssessSeverity, r, &s), grpc::StatusCode::INVALID_ARGUMENT, "text:");
+}
+
+TEST_CASE("counted once: a ticket opened by a transaction that runs again after a conflict is counted once",
+          "[tickets][metrics]") {
+  World w;
+  const std::string cid = w.Customer("late-conflict@example.com");
+  v1::Event late;
+  late.set_customer_id(cid);
+  api::SetTimestamp(absl::Now(), late.mutable_occur_time());
+  late.mutable_order_delivered()->set_order_id("o-late");
+  late.mutable_order_delivered()->set_timeliness(v1::TIMELINESS_LATE);
+  late.mutable_order_delivered()->set_minutes_late(95);
+  int attempts = 0;
+  const absl::Status s = w.tickets->store().Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
+    if (absl::Status h = w.tickets->component().service().HandleEvent(txn, late); !h.ok()) return h;
+    // The first attempt loses a lock conflict after the handler ran; Transact rolls back and runs it again.
+    if (++attempts == 1) return absl::AbortedError("rocksdb: Operation timed out: forced conflict");
+    return absl::OkStatus();
+  });
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  CHECK(attempts == 2);
+  auto& registry = w.tickets->metrics().registry();
+  CHECK(testing::MetricValue(registry, "crm_tickets_opened_total", {{"channel", "proactive"}}) == 1);
+  CHECK(testing::MetricValue(registry, "crm_tickets_open") == 1);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "services/loyalty/loyalty_service.h"
 #include "services/order_tracking/order_tracking_service.h"
 #include "tests/support/http.h"
+#include "tests/support/metric_value.h"
 #include "tests/support/process.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/shop_calls.h"
@@ -560,6 +561,32 @@ TEST_CASE("the loyalty binary refuses to start on a malformed rules file, naming
   INFO(p.output());
   CHECK(p.output().find("line 5") != std::string::npos);
   CHECK(p.output().find("growth.window_days") != std::string::npos);
+}
+
+
+TEST_CASE("counted once: a delivery applied by a transaction that runs again after a conflict moves the metrics once",
+          "[loyalty][metrics]") {
+  World w;
+  const std::string cid = w.Customer("conflict@example.com");
+  const v1::Event delivered = w.Delivered(cid, "o1", {{"1", "phones", 1, 250000}}, kT0);
+  int attempts = 0;
+  const absl::Status s = w.loyalty.store().Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
+    if (absl::Status h = w.loyalty.component().service().HandleEvent(txn, delivered); !h.ok()) return h;
+    // The first attempt loses a lock conflict after the handler ran, as the consumer's transaction does when a
+    // concurrent writer holds a key it touches next; Transact rolls back and runs the body again.
+    if (++attempts == 1) return absl::AbortedError("rocksdb: Operation timed out: forced conflict");
+    return absl::OkStatus();
+  });
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  CHECK(attempts == 2);
+  // The counters agree with the store: the points the ledger holds, one member in one tier.
+  int64_t balance = -1;
+  (void)w.Ledger(cid, &balance);
+  REQUIRE(balance > 0);
+  auto& registry = w.loyalty.metrics().registry();
+  CHECK(testing::MetricValue(registry, "crm_points_issued_total") == static_cast<double>(balance));
+  CHECK(testing::MetricValue(registry, "crm_loyalty_members") == 1);
 }
 
 }  // namespace
