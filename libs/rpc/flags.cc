@@ -16,6 +16,8 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(std::string, data_dir, "", "directory of this service's RocksDB (default ./data/<service>)");
 ABSL_FLAG(int, block_cache_mb, 64, "RocksDB block cache size in MiB (data, index and filter blocks)");
 ABSL_FLAG(int, memtable_mb, 64, "RocksDB memtable budget in MiB across column families");
+ABSL_FLAG(bool, verify_store_on_start, true,
+          "read every table file's checksums at start and refuse to serve a damaged store (one sequential read)");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long in-flight calls may finish before they are cancelled");
 ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest request or response message accepted, in bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");

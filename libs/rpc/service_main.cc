@@ -62,6 +62,7 @@ store::StoreOptions StoreOptionsFromFlags(const std::string& service_name) {
   if (o.path.empty()) o.path = absl::StrCat("./data/", service_name);
   o.block_cache_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_block_cache_mb)) << 20;
   o.memtable_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_memtable_mb)) << 20;
+  o.verify_on_open = absl::GetFlag(FLAGS_verify_store_on_start);
   return o;
 }
 

@@ -67,7 +67,7 @@ int RunService(int argc, char** argv, const ServiceSpec& spec);
 // caller, and TLS (--tls_dir). FAILED_PRECONDITION / INVALID_ARGUMENT naming the flag otherwise.
 absl::Status SetUpTrust(const std::string& process_name);
 
-// Store options from --data_dir (default ./data/<name>), --block_cache_mb and --memtable_mb.
+// Store options from --data_dir (default ./data/<name>), --block_cache_mb, --memtable_mb and --verify_store_on_start.
 store::StoreOptions StoreOptionsFromFlags(const std::string& service_name);
 
 }  // namespace crm::rpc

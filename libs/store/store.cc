@@ -1,9 +1,13 @@
 #include "libs/store/store.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "libs/log/log.h"
 #include "libs/store/key.h"
 #include "libs/store/status.h"
@@ -131,6 +135,29 @@ absl::Status Transaction::DeletePrefix(rocksdb::ColumnFamilyHandle* cf, absl::st
   return absl::OkStatus();
 }
 
+namespace {
+// What an operator reads when a store is damaged: the service stays down rather than serve from it.
+constexpr char kDamaged[] =
+    " -- the store is damaged and is not served; restore the newest checkpoint into the data directory (deploy/README, "
+    "runbook \"Store corruption\"), or move the directory aside to start empty and rebuild from the other services";
+
+// RocksDB names a damaged table file or MANIFEST in its message, not a damaged write-ahead log: name the logs
+// the open was replaying, so the operator knows which file it is.
+std::string DamagedWhere(const std::string& path, const rocksdb::Status& s) {
+  const std::string message = s.ToString();
+  if (absl::StrContains(message, ".sst") || absl::StrContains(message, "MANIFEST")) return "";
+  std::vector<std::string> logs;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(path, ec)) {
+    if (e.path().extension() == ".log") logs.push_back(e.path().filename().string());
+  }
+  if (logs.empty()) return "";
+  std::sort(logs.begin(), logs.end());
+  return absl::StrCat(" (in the write-ahead log: ", absl::StrJoin(logs, ", "), ")");
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
                                                    const std::vector<std::string>& column_families) {
   auto store = std::unique_ptr<Store>(new Store());
@@ -153,6 +180,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
   db_options.keep_log_file_num = 5;
   db_options.max_manifest_file_size = 64 << 20;
   db_options.enable_pipelined_write = false;
+  // A crash can leave the last WAL record half written (never acknowledged: writes are acknowledged after
+  // they are in the log), and that is dropped; damage anywhere before it refuses the open. The default,
+  // point-in-time recovery, would open and silently drop every acknowledged write after the damage.
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  db_options.paranoid_checks = true;
 
   rocksdb::TransactionDBOptions txn_options;
   txn_options.transaction_lock_timeout = absl::ToInt64Milliseconds(options.lock_timeout);
@@ -172,9 +204,22 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
                                                    &store->handles_, &db);
   if (!s.ok()) {
     absl::Status status = FromRocksDb(s);
-    return absl::Status(status.code(), absl::StrCat("opening store at ", options.path, ": ", status.message()));
+    return absl::Status(status.code(), absl::StrCat("opening store at ", options.path, ": ", status.message(),
+                                                    s.IsCorruption() ? DamagedWhere(options.path, s) : "",
+                                                    s.IsCorruption() ? kDamaged : ""));
   }
   store->db_.reset(db);
+  if (options.verify_on_open) {
+    const absl::Time started = absl::Now();
+    if (rocksdb::Status v = db->VerifyChecksum(); !v.ok()) {
+      const absl::Status status = FromRocksDb(v);
+      store.reset();  // closes the database again
+      return absl::Status(status.code(), absl::StrCat("verifying store at ", options.path, ": ", status.message(),
+                                                      v.IsCorruption() ? kDamaged : ""));
+    }
+    log::Info("store verified", {{"path", options.path},
+                                 {"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
+  }
   store->names_ = names;
   for (size_t i = 0; i < names.size(); ++i) store->by_name_[names[i]] = store->handles_[i];
   log::Info("store opened", {{"path", options.path},

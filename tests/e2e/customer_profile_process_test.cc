@@ -1,5 +1,9 @@
 // The real customer-profile binary as an operator runs it: flags and environment, health, a clean
 // SIGTERM, and durability across a restart and across SIGKILL.
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/match.h"
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "grpcpp/create_channel.h"
@@ -104,6 +108,40 @@ TEST_CASE("a bad flag value or an unusable data folder stops start-up with a cle
   REQUIRE(bad_dir.Start().ok());
   CHECK_FALSE(bad_dir.WaitServing(absl::Seconds(20)).ok());
   CHECK(bad_dir.output().find("cannot open store") != std::string::npos);
+}
+
+TEST_CASE("a damaged store keeps the binary down, with an error naming the file", "[e2e][profile][corruption]") {
+  testing::TempDir dir;
+  {
+    auto p = StartProfile(dir.Sub("data"));
+    auto stub = StubFor(*p);
+    for (int i = 0; i < 50; ++i) Register(*stub, "damaged" + std::to_string(i) + "@example.com");
+    REQUIRE(p->Stop() == 0);
+  }
+  // Damage the newest table file, or the write-ahead log when nothing was flushed yet, in its middle.
+  std::string victim;
+  for (const auto& e : std::filesystem::directory_iterator(dir.Sub("data"))) {
+    const std::string name = e.path().filename().string();
+    if (absl::EndsWith(name, ".sst") || (victim.empty() && absl::EndsWith(name, ".log") && e.file_size() > 1024)) {
+      victim = e.path().string();
+    }
+  }
+  REQUIRE(!victim.empty());
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(victim) / 2));
+    f.write("\xde\xad\xbe\xef\xde\xad\xbe\xef", 8);
+  }
+  Process p(Process::BuildPath("services/customer_profile/customer-profile"),
+            {"--listen=127.0.0.1:0", "--data_dir=" + dir.Sub("data"), "--metrics_listen=off"});
+  REQUIRE(p.Start().ok());
+  const int code = p.WaitExit(absl::Seconds(30));
+  INFO(p.output());
+  CHECK(code != 0);
+  CHECK(code != -1000);  // it exited by itself
+  CHECK(absl::StrContains(p.output(), "cannot open store"));
+  CHECK(absl::StrContains(p.output(), std::filesystem::path(victim).filename().string()));
+  CHECK(absl::StrContains(p.output(), "is not served"));
 }
 
 }  // namespace

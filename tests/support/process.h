@@ -49,13 +49,14 @@ class Process {
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }
   std::string output() const;
+  // Waits for the process to end on its own: its exit code, or -1000 when `timeout` passes first.
+  int WaitExit(absl::Duration timeout);
 
   // The build folder's path of a binary built by this project, e.g. "services/customer_profile/customer-profile".
   static std::string BuildPath(const std::string& relative);
 
  private:
   void ReadLoop(int fd);
-  int WaitExit(absl::Duration timeout);
 
   std::string binary_;
   std::vector<std::string> args_;
