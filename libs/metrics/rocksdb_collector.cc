@@ -51,7 +51,12 @@ std::vector<prometheus::MetricFamily> RocksDbCollector::Collect() const {
   Add(stalled, store_->IntProperty(def, rocksdb::DB::Properties::kIsWriteStopped).value_or(0));
   Add(delayed, store_->IntProperty(def, rocksdb::DB::Properties::kActualDelayedWriteRate).value_or(0));
   Add(cache, store_->IntProperty(def, rocksdb::DB::Properties::kBlockCacheUsage).value_or(0));
-  return {keys, live, sst, pending, memtables, stalled, delayed, cache};
+  auto free = Gauge("crm_store_disk_free_bytes", "Bytes free on the data volume for this process.");
+  auto reserve = Gauge("crm_store_disk_reserve_bytes",
+                       "Free space kept for flushes, compaction and restarts (--disk_reserve_mb); writes are refused below it.");
+  Add(free, static_cast<double>(store_->disk_free_bytes()));
+  Add(reserve, static_cast<double>(store_->disk_reserve_bytes()));
+  return {keys, live, sst, pending, memtables, stalled, delayed, cache, free, reserve};
 }
 
 }  // namespace crm::metrics

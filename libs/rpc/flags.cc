@@ -16,6 +16,9 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(std::string, data_dir, "", "directory of this service's RocksDB (default ./data/<service>)");
 ABSL_FLAG(int, block_cache_mb, 64, "RocksDB block cache size in MiB (data, index and filter blocks)");
 ABSL_FLAG(int, memtable_mb, 64, "RocksDB memtable budget in MiB across column families");
+ABSL_FLAG(int, disk_reserve_mb, -1,
+          "free space (MiB) kept on the data volume for flushes, compaction and restarts; writes are refused below it "
+          "and resume by themselves when space returns; -1: the memtable budget plus 16 MiB, 0: none");
 ABSL_FLAG(bool, verify_store_on_start, true,
           "read every table file's checksums at start and refuse to serve a damaged store (one sequential read)");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long in-flight calls may finish before they are cancelled");

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <sys/statvfs.h>
+
 #include <thread>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "libs/store/status.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/filter_policy.h"
+#include "rocksdb/sst_file_manager.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_buffer_manager.h"
@@ -185,6 +188,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
   // point-in-time recovery, would open and silently drop every acknowledged write after the damage.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   db_options.paranoid_checks = true;
+  // With an SstFileManager, RocksDB recovers by itself from a flush or compaction that hit a full disk once
+  // space returns (its error handler polls free space); without one such an error needs a restart.
+  db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(rocksdb::Env::Default()));
 
   rocksdb::TransactionDBOptions txn_options;
   txn_options.transaction_lock_timeout = absl::ToInt64Milliseconds(options.lock_timeout);
@@ -209,6 +215,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
                                                     s.IsCorruption() ? kDamaged : ""));
   }
   store->db_.reset(db);
+  store->reserve_ = options.disk_reserve_bytes;
   if (options.verify_on_open) {
     const absl::Time started = absl::Now();
     if (rocksdb::Status v = db->VerifyChecksum(); !v.ok()) {
@@ -270,13 +277,53 @@ absl::StatusOr<bool> Store::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::stri
   return true;
 }
 
+int64_t Store::disk_free_bytes() {
+  const int64_t now = absl::ToUnixMicros(absl::Now());
+  if (now - free_checked_us_.load(std::memory_order_relaxed) > 100000) {
+    struct statvfs fs {};
+    if (statvfs(path_.c_str(), &fs) == 0) {
+      free_bytes_.store(static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize), std::memory_order_relaxed);
+    }
+    free_checked_us_.store(now, std::memory_order_relaxed);
+  }
+  return free_bytes_.load(std::memory_order_relaxed);
+}
+
+absl::Status Store::CheckDiskReserve() {
+  if (reserve_ == 0) return absl::OkStatus();
+  const int64_t free = disk_free_bytes();
+  if (free >= static_cast<int64_t>(reserve_)) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "disk: ", free >> 20, " MiB free on the data volume, under the ", reserve_ >> 20,
+      " MiB reserve kept for flushes, compaction and restarts; nothing was written. Reads still work; writes go through "
+      "again by themselves once space is freed or the volume grown (runbook \"CrmDiskReserveReached\")"));
+}
+
+bool Store::ResumeAfterBackgroundError(const absl::Status& failed) {
+  // RocksDB answers every write with its background error until it has recovered.
+  if (!absl::IsResourceExhausted(failed) && !absl::IsUnavailable(failed)) return false;
+  free_checked_us_.store(0, std::memory_order_relaxed);  // look again now
+  if (!CheckDiskReserve().ok()) return false;
+  const int64_t now = absl::ToUnixMicros(absl::Now());
+  int64_t last = last_resume_us_.load();
+  if (now - last < 1000000 || !last_resume_us_.compare_exchange_strong(last, now)) return false;
+  const rocksdb::Status s = db_->Resume();
+  log::Warning("store: resumed after a background error", {{"path", path_}, {"error", std::string(failed.message())},
+                                                         {"resume", s.ToString()}});
+  return s.ok();
+}
+
 absl::Status Store::Write(rocksdb::WriteBatch* batch, Durability durability) {
+  if (absl::Status reserve = CheckDiskReserve(); !reserve.ok()) return reserve;
   rocksdb::WriteOptions wo;
   wo.sync = durability == Durability::kSynced;
-  return FromRocksDb(db_->Write(wo, batch));
+  absl::Status s = FromRocksDb(db_->Write(wo, batch));
+  if (!s.ok() && ResumeAfterBackgroundError(s)) s = FromRocksDb(db_->Write(wo, batch));
+  return s;
 }
 
 absl::Status Store::Transact(Durability durability, absl::FunctionRef<absl::Status(Transaction&)> body) {
+  if (absl::Status reserve = CheckDiskReserve(); !reserve.ok()) return reserve;
   rocksdb::WriteOptions wo;
   wo.sync = durability == Durability::kSynced;
   rocksdb::TransactionOptions to;
@@ -294,6 +341,9 @@ absl::Status Store::Transact(Durability durability, absl::FunctionRef<absl::Stat
     }
     txn->Rollback().PermitUncheckedError();
     t.RunFinishHooks(false);
+    // A commit refused on RocksDB's background error (a full disk met by a flush) is tried once more after the
+    // database resumed.
+    if (absl::StartsWith(s.message(), "rocksdb:") && ResumeAfterBackgroundError(s)) continue;
     // Only lock conflicts are retried; the body's own verdicts are final.
     if (s.code() != absl::StatusCode::kAborted || !absl::StartsWith(s.message(), "rocksdb:")) return s;
     last = s;

@@ -3,6 +3,8 @@
 // the keys. Thread-safe; non-copyable. Destroying it syncs the WAL and closes the database cleanly.
 #pragma once
 
+#include <atomic>
+
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -39,6 +41,10 @@ struct StoreOptions {
   // service does not start, instead of answering from damaged data later). Costs one sequential read of the
   // data; off only where start-up time matters more than finding damage early.
   bool verify_on_open = true;
+  // Free space kept on the data volume for what must still work when it is nearly full: flushing memtables,
+  // compaction, replaying the WAL at a restart. Writes are refused (RESOURCE_EXHAUSTED) while less is free, and
+  // go through again by themselves once space returns. 0: no reserve.
+  uint64_t disk_reserve_bytes = 0;
 };
 
 // How far a write must reach before it is acknowledged.
@@ -135,9 +141,17 @@ class Store {
   const std::vector<std::string>& column_family_names() const { return names_; }
   rocksdb::TransactionDB* db() { return db_.get(); }
   const std::string& path() const { return path_; }
+  // Bytes free on the data volume for this process (statvfs, re-read at most every 100 ms), and the reserve.
+  int64_t disk_free_bytes();
+  uint64_t disk_reserve_bytes() const { return reserve_; }
 
  private:
   Store() = default;
+  // RESOURCE_EXHAUSTED while the volume has less than the reserve free.
+  absl::Status CheckDiskReserve();
+  // After a write failed on RocksDB's background error (a flush or compaction that hit a full disk): once the
+  // reserve is free again, resumes the database (at most once a second) and says whether to try again.
+  bool ResumeAfterBackgroundError(const absl::Status& failed);
 
   std::string path_;
   std::shared_ptr<rocksdb::Cache> cache_;
@@ -145,6 +159,10 @@ class Store {
   std::vector<std::string> names_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   absl::flat_hash_map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
+  uint64_t reserve_ = 0;
+  std::atomic<int64_t> free_bytes_{0};
+  std::atomic<int64_t> free_checked_us_{0};
+  std::atomic<int64_t> last_resume_us_{0};
 };
 
 }  // namespace crm::store
