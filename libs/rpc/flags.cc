@@ -19,6 +19,9 @@ ABSL_FLAG(int, memtable_mb, 64, "RocksDB memtable budget in MiB across column fa
 ABSL_FLAG(int, disk_reserve_mb, -1,
           "free space (MiB) kept on the data volume for flushes, compaction and restarts; writes are refused below it "
           "and resume by themselves when space returns; -1: the memtable budget plus 16 MiB, 0: none");
+ABSL_FLAG(int, write_stop_wait_ms, 1000,
+          "how long a write waits while RocksDB has stopped writes before answering UNAVAILABLE (keep it under the "
+          "callers' deadlines)");
 ABSL_FLAG(bool, verify_store_on_start, true,
           "read every table file's checksums at start and refuse to serve a damaged store (one sequential read)");
 ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long in-flight calls may finish before they are cancelled");

@@ -63,6 +63,7 @@ store::StoreOptions StoreOptionsFromFlags(const std::string& service_name) {
   o.block_cache_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_block_cache_mb)) << 20;
   o.memtable_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_memtable_mb)) << 20;
   o.verify_on_open = absl::GetFlag(FLAGS_verify_store_on_start);
+  o.write_stop_wait = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_write_stop_wait_ms)));
   // A flush writes at most the memtable budget, a restart replays at most the WAL limit into new files.
   const int reserve_mb = absl::GetFlag(FLAGS_disk_reserve_mb);
   o.disk_reserve_bytes = reserve_mb < 0 ? o.memtable_budget_bytes + (16 << 20) : static_cast<uint64_t>(reserve_mb) << 20;

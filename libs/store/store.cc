@@ -216,6 +216,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
   }
   store->db_.reset(db);
   store->reserve_ = options.disk_reserve_bytes;
+  store->write_stop_wait_ = options.write_stop_wait;
   if (options.verify_on_open) {
     const absl::Time started = absl::Now();
     if (rocksdb::Status v = db->VerifyChecksum(); !v.ok()) {
@@ -299,6 +300,37 @@ absl::Status Store::CheckDiskReserve() {
       "again by themselves once space is freed or the volume grown (runbook \"CrmDiskReserveReached\")"));
 }
 
+absl::Status Store::WaitOutWriteStop() {
+  auto stopped = [this] {
+    uint64_t v = 0;
+    const bool now_stopped = db_->GetIntProperty(rocksdb::DB::Properties::kIsWriteStopped, &v) && v == 1;
+    write_stopped_.store(now_stopped, std::memory_order_relaxed);
+    return now_stopped;
+  };
+  // The property takes the database mutex: read it at most every 5 ms on the write path (a stop begins after
+  // a run of delayed writes, so a few milliseconds' staleness costs nothing).
+  const int64_t now = absl::ToUnixMicros(absl::Now());
+  if (now - stop_checked_us_.load(std::memory_order_relaxed) > 5000) {
+    stop_checked_us_.store(now, std::memory_order_relaxed);
+    if (!stopped()) return absl::OkStatus();
+  } else if (!write_stopped_.load(std::memory_order_relaxed)) {
+    return absl::OkStatus();
+  }
+  const absl::Time until = absl::Now() + write_stop_wait_;
+  while (absl::Now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!stopped()) return absl::OkStatus();
+  }
+  return absl::UnavailableError(
+      "store: writes are stopped while the database catches up on flushes and compaction; nothing was written, "
+      "retry in a second or two (runbook \"CrmRocksDbWritesStopped\")");
+}
+
+absl::Status Store::ReadyToWrite() {
+  if (absl::Status s = CheckDiskReserve(); !s.ok()) return s;
+  return WaitOutWriteStop();
+}
+
 bool Store::ResumeAfterBackgroundError(const absl::Status& failed) {
   // RocksDB answers every write with its background error until it has recovered.
   if (!absl::IsResourceExhausted(failed) && !absl::IsUnavailable(failed)) return false;
@@ -314,7 +346,7 @@ bool Store::ResumeAfterBackgroundError(const absl::Status& failed) {
 }
 
 absl::Status Store::Write(rocksdb::WriteBatch* batch, Durability durability) {
-  if (absl::Status reserve = CheckDiskReserve(); !reserve.ok()) return reserve;
+  if (absl::Status ready = ReadyToWrite(); !ready.ok()) return ready;
   rocksdb::WriteOptions wo;
   wo.sync = durability == Durability::kSynced;
   absl::Status s = FromRocksDb(db_->Write(wo, batch));
@@ -323,7 +355,7 @@ absl::Status Store::Write(rocksdb::WriteBatch* batch, Durability durability) {
 }
 
 absl::Status Store::Transact(Durability durability, absl::FunctionRef<absl::Status(Transaction&)> body) {
-  if (absl::Status reserve = CheckDiskReserve(); !reserve.ok()) return reserve;
+  if (absl::Status ready = ReadyToWrite(); !ready.ok()) return ready;
   rocksdb::WriteOptions wo;
   wo.sync = durability == Durability::kSynced;
   rocksdb::TransactionOptions to;

@@ -45,6 +45,10 @@ struct StoreOptions {
   // compaction, replaying the WAL at a restart. Writes are refused (RESOURCE_EXHAUSTED) while less is free, and
   // go through again by themselves once space returns. 0: no reserve.
   uint64_t disk_reserve_bytes = 0;
+  // How long a write waits while RocksDB has stopped writes (too many memtables or L0 files, or compaction too
+  // far behind) before it gives up with UNAVAILABLE: below the callers' deadlines, so they get an answer they
+  // can retry instead of their own timeout.
+  absl::Duration write_stop_wait = absl::Seconds(1);
 };
 
 // How far a write must reach before it is acknowledged.
@@ -149,6 +153,10 @@ class Store {
   Store() = default;
   // RESOURCE_EXHAUSTED while the volume has less than the reserve free.
   absl::Status CheckDiskReserve();
+  // Waits up to write_stop_wait while RocksDB has stopped writes; UNAVAILABLE if it still has.
+  absl::Status WaitOutWriteStop();
+  // Both checks, before a write.
+  absl::Status ReadyToWrite();
   // After a write failed on RocksDB's background error (a flush or compaction that hit a full disk): once the
   // reserve is free again, resumes the database (at most once a second) and says whether to try again.
   bool ResumeAfterBackgroundError(const absl::Status& failed);
@@ -160,6 +168,9 @@ class Store {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   absl::flat_hash_map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
   uint64_t reserve_ = 0;
+  absl::Duration write_stop_wait_ = absl::Seconds(1);
+  std::atomic<bool> write_stopped_{false};
+  std::atomic<int64_t> stop_checked_us_{0};
   std::atomic<int64_t> free_bytes_{0};
   std::atomic<int64_t> free_checked_us_{0};
   std::atomic<int64_t> last_resume_us_{0};

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <functional>
 #include <optional>
@@ -401,6 +402,68 @@ TEST_CASE("a full disk: writes refused before the volume is full, reads kept, wr
   }
   INFO(*verdict);
   CHECK(verdict->empty());
+}
+
+TEST_CASE("stopped writes fail fast with UNAVAILABLE instead of hanging, and go through once the database "
+          "catches up", "[store][stall]") {
+  testing::TempDir dir;
+  StoreOptions o;
+  o.path = dir.path();
+  o.block_cache_bytes = 4 << 20;
+  o.memtable_budget_bytes = 4 << 20;
+  o.write_stop_wait = absl::Milliseconds(200);
+  auto opened = Store::Open(o, {"things", "requests"});
+  REQUIRE(opened.ok());
+  Store& store = **opened;
+  auto stopped = [&] {
+    uint64_t v = 0;
+    return store.db()->GetIntProperty(rocksdb::DB::Properties::kIsWriteStopped, &v) && v == 1;
+  };
+  // Flushes paused: memtables fill up until RocksDB stops writes. The filler writes past the store (its last
+  // write blocks inside RocksDB until background work continues).
+  REQUIRE(store.db()->PauseBackgroundWork().ok());
+  std::atomic<bool> stop_filling{false};
+  std::thread filler([&] {
+    std::mt19937_64 rng(7);
+    std::string value(64 << 10, '\0');
+    for (int i = 0; i < 2000 && !stop_filling; ++i) {
+      for (auto& c : value) c = static_cast<char>(rng());
+      (void)store.db()->Put(rocksdb::WriteOptions(), store.cf("things"), absl::StrCat("fill", i), value);
+    }
+  });
+  for (int i = 0; i < 3000 && !stopped(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(stopped());
+
+  // A write and a transaction now: a clear UNAVAILABLE the caller can retry, nothing written, the body not run.
+  rocksdb::WriteBatch batch;
+  batch.Put(store.cf("things"), "during-stop", "x");
+  const absl::Status write = store.Write(&batch, Durability::kSynced);
+  INFO(write.ToString());
+  CHECK(absl::IsUnavailable(write));
+  CHECK(absl::StrContains(write.message(), "retry"));
+  bool ran = false;
+  const absl::Status txn = store.Transact(Durability::kSynced, [&](Transaction& t) {
+    ran = true;
+    return t.Put(store.cf("things"), "during-stop", "y");
+  });
+  CHECK(absl::IsUnavailable(txn));
+  CHECK_FALSE(ran);
+  CHECK_FALSE(store.Get(store.cf("things"), "during-stop").value().has_value());
+
+  // The database catches up: the same write goes through.
+  stop_filling = true;
+  REQUIRE(store.db()->ContinueBackgroundWork().ok());
+  filler.join();
+  absl::Status after = absl::UnavailableError("not tried");
+  for (int i = 0; i < 300 && !after.ok(); ++i) {
+    rocksdb::WriteBatch again;
+    again.Put(store.cf("things"), "after-stop", "z");
+    after = store.Write(&again, Durability::kSynced);
+    if (!after.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  INFO(after.ToString());
+  CHECK(after.ok());
+  CHECK(store.Get(store.cf("things"), "after-stop").value() == "z");
 }
 
 }  // namespace
