@@ -1,12 +1,13 @@
-// The gateway's front door held against the open internet, over the six real processes: thousands of idle
-// connections from many client addresses, slowloris connections (headers that never finish, bodies that
-// stall), a thousand open Connect streams, all at once, while a customer's gRPC and Connect calls keep being
-// answered; then every abuser is cut off by the front door's own timeouts and caps. Also grpcurl's workflow
-// on the gateway's port: list the services by reflection, describe one, and call a method built from the
-// description alone.
+// The gateway's front door held against the open internet, over the six real processes: thousands
+// of idle connections from many client addresses, slowloris connections (headers that never finish,
+// bodies that stall), a thousand open Connect streams, all at once, while a customer's gRPC and
+// Connect calls keep being answered; then every abuser is cut off by the front door's own timeouts
+// and caps. Also grpcurl's workflow on the gateway's port: list the services by reflection,
+// describe one, and call a method built from the description alone.
 //
-// Figures (latency percentiles, memory per idle connection and per stream) are printed, never asserted: the
-// machines are shared and noisy. The counts adapt to the descriptors this process may open.
+// Figures (latency percentiles, memory per idle connection and per stream) are printed, never
+// asserted: the machines are shared and noisy. The counts adapt to the descriptors this process may
+// open.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -34,13 +36,15 @@
 #include "tests/support/grpc_probe.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 namespace crm {
 namespace {
 
 using testing::CrmSystem;
 
-// A blocking TCP connection to 127.0.0.1:port from `source` (any 127.x address is this machine), or -1.
+// A blocking TCP connection to 127.0.0.1:port from `source` (any 127.x address is this machine), or
+// -1.
 int ConnectFrom(const std::string& source, int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
@@ -69,7 +73,8 @@ bool SendAll(int fd, const std::string& data) {
   return true;
 }
 
-// Waits until the server has closed every one of `fds` (EOF or reset) or `limit` passes; how many it closed.
+// Waits until the server has closed every one of `fds` (EOF or reset) or `limit` passes; how many
+// it closed.
 size_t WaitClosedByServer(const std::vector<int>& fds, absl::Duration limit) {
   std::set<int> open(fds.begin(), fds.end());
   const absl::Time until = absl::Now() + limit;
@@ -92,6 +97,17 @@ void CloseAll(std::vector<int>& fds) {
   fds.clear();
 }
 
+// Descriptors a process has open (its accepted connections among them).
+size_t OpenDescriptors(pid_t pid) {
+  std::error_code ec;
+  size_t n = 0;
+  for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
 // Resident memory of a process, in bytes.
 double ResidentBytes(pid_t pid) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/statm"));
@@ -101,36 +117,42 @@ double ResidentBytes(pid_t pid) {
 }
 
 // A Connect unary call over HTTP/1.1 on a fresh connection from 127.0.0.1: the HTTP status, or -1.
-int ConnectUnary(int port, const std::string& path, const std::string& json, const std::string& token) {
+int ConnectUnary(int port, const std::string& path, const std::string& json,
+                 const std::string& token) {
   const int fd = ConnectFrom("127.0.0.1", port);
   if (fd < 0) return -1;
   timeval tv{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  const std::string request = absl::StrCat("POST ", path, " HTTP/1.1\r\nHost: crm\r\nContent-Type: application/json\r\n",
-                                           "Authorization: Bearer ", token, "\r\nConnection: close\r\nContent-Length: ",
-                                           json.size(), "\r\n\r\n", json);
+  const std::string request =
+      absl::StrCat("POST ", path, " HTTP/1.1\r\nHost: crm\r\nContent-Type: application/json\r\n",
+                   "Authorization: Bearer ", token,
+                   "\r\nConnection: close\r\nContent-Length: ", json.size(), "\r\n\r\n", json);
   int status = -1;
   if (SendAll(fd, request)) {
     std::string got;
     char buf[4096];
     ssize_t n;
     while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) got.append(buf, static_cast<size_t>(n));
-    if (absl::StartsWith(got, "HTTP/1.1 ") && got.size() > 12) (void)absl::SimpleAtoi(got.substr(9, 3), &status);
+    if (absl::StartsWith(got, "HTTP/1.1 ") && got.size() > 12)
+      (void)absl::SimpleAtoi(got.substr(9, 3), &status);
   }
   close(fd);
   return status;
 }
 
 // A Connect server-stream request: one enveloped JSON message.
-std::string ConnectStreamRequest(const std::string& path, const std::string& json, const std::string& token) {
+std::string ConnectStreamRequest(const std::string& path, const std::string& json,
+                                 const std::string& token) {
   std::string envelope(5, '\0');
   envelope[1] = static_cast<char>((json.size() >> 24) & 0xff);
   envelope[2] = static_cast<char>((json.size() >> 16) & 0xff);
   envelope[3] = static_cast<char>((json.size() >> 8) & 0xff);
   envelope[4] = static_cast<char>(json.size() & 0xff);
   envelope += json;
-  return absl::StrCat("POST ", path, " HTTP/1.1\r\nHost: crm\r\nContent-Type: application/connect+json\r\n",
-                      "Authorization: Bearer ", token, "\r\nContent-Length: ", envelope.size(), "\r\n\r\n", envelope);
+  return absl::StrCat("POST ", path,
+                      " HTTP/1.1\r\nHost: crm\r\nContent-Type: application/connect+json\r\n",
+                      "Authorization: Bearer ", token, "\r\nContent-Length: ", envelope.size(),
+                      "\r\n\r\n", envelope);
 }
 
 double Percentile(std::vector<double> v, double q) {
@@ -148,8 +170,9 @@ Customer MakeCustomerWithOrder(CrmSystem& system) {
   reg.set_request_id("reg-soak");
   reg.set_email("soak@example.com");
   reg.set_name("Soak Tester");
-  auto r = testing::RawUnaryCall(system.gateway(), "/crm.v1.CustomerProfileService/RegisterCustomer",
-                                 reg.SerializeAsString(), {{"authorization", "Bearer " + system.Token("admin", "ops")}});
+  auto r = testing::RawUnaryCall(
+      system.gateway(), "/crm.v1.CustomerProfileService/RegisterCustomer", reg.SerializeAsString(),
+      {{"authorization", "Bearer " + system.Token("admin", "ops")}});
   INFO(r.status.error_message());
   REQUIRE(r.status.ok());
   v1::Customer c;
@@ -161,13 +184,16 @@ Customer MakeCustomerWithOrder(CrmSystem& system) {
   addr.mutable_address()->set_city("Hangzhou");
   addr.mutable_address()->set_street("Wensan Road 1");
   addr.mutable_address()->set_country_code("CN");
-  r = testing::RawUnaryCall(system.gateway(), "/crm.v1.CustomerProfileService/AddAddress", addr.SerializeAsString(),
-                            {{"authorization", "Bearer " + system.Token("customer", c.customer_id())}});
+  r = testing::RawUnaryCall(
+      system.gateway(), "/crm.v1.CustomerProfileService/AddAddress", addr.SerializeAsString(),
+      {{"authorization", "Bearer " + system.Token("customer", c.customer_id())}});
   INFO(r.status.error_message());
   REQUIRE(r.status.ok());
-  const v1::CreateOrderRequest create = testing::CashOnDeliveryOrderRequest(
-      c.customer_id(), "order-soak", "sku-tea", "grocery", 5800, absl::Now() + absl::Hours(1), absl::Hours(47));
-  r = testing::RawUnaryCall(system.gateway(), "/crm.v1.OrderTrackingService/CreateOrder", create.SerializeAsString(),
+  const v1::CreateOrderRequest create =
+      testing::CashOnDeliveryOrderRequest(c.customer_id(), "order-soak", "sku-tea", "grocery", 5800,
+                                          absl::Now() + absl::Hours(1), absl::Hours(47));
+  r = testing::RawUnaryCall(system.gateway(), "/crm.v1.OrderTrackingService/CreateOrder",
+                            create.SerializeAsString(),
                             {{"authorization", "Bearer " + system.Token("service", "storefront")}});
   INFO(r.status.error_message());
   REQUIRE(r.status.ok());
@@ -176,8 +202,11 @@ Customer MakeCustomerWithOrder(CrmSystem& system) {
   return {c.customer_id(), system.Token("customer", c.customer_id()), order.order_id()};
 }
 
-TEST_CASE("front door soak: idle connections, slowloris and open streams held at once do not stop a customer's calls") {
-  // Descriptors: this process holds every abusive connection itself (the gateway raises its own limit).
+TEST_CASE(
+    "front door soak: idle connections, slowloris and open streams held at once do not stop a "
+    "customer's calls") {
+  // Descriptors: this process holds every abusive connection itself (the gateway raises its own
+  // limit).
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
@@ -186,14 +215,18 @@ TEST_CASE("front door soak: idle connections, slowloris and open streams held at
   constexpr int kPerAddress = 1000;  // the gateway's --max_connections_per_ip below
   const int streams = std::min(1000, std::max(0, budget / 12));
   const int slowloris = std::min(500, std::max(0, budget / 24));
-  const int idle = std::min(10000, std::max(0, budget - streams - slowloris - 100)) / kPerAddress * kPerAddress;
-  if (idle < 10000) WARN("descriptor limit " << files.rlim_cur << ": " << idle << " idle connections instead of 10000");
+  const int idle =
+      std::min(10000, std::max(0, budget - streams - slowloris - 100)) / kPerAddress * kPerAddress;
+  if (idle < 10000)
+    WARN("descriptor limit " << files.rlim_cur << ": " << idle
+                             << " idle connections instead of 10000");
 
   testing::TempDir dir;
   CrmSystem::Options o;
   o.data_root = dir.path();
-  o.extra["gateway"] = {absl::StrCat("--max_connections_per_ip=", kPerAddress), "--http_header_timeout_s=20",
-                        "--http_body_timeout_s=20", "--max_streams_per_customer=1000"};
+  o.extra["gateway"] = {absl::StrCat("--max_connections_per_ip=", kPerAddress),
+                        "--http_header_timeout_s=20", "--http_body_timeout_s=20",
+                        "--max_streams_per_customer=1000"};
   CrmSystem system(o);
   REQUIRE(system.Start().ok());
   const Customer shopper = MakeCustomerWithOrder(system);
@@ -211,10 +244,12 @@ TEST_CASE("front door soak: idle connections, slowloris and open streams held at
       bool ok;
       if (i % 2 == 0) {
         ok = testing::RawUnaryCall(system.gateway(), "/crm.v1.CustomerProfileService/GetCustomer",
-                                   get.SerializeAsString(), {{"authorization", "Bearer " + shopper.token}})
+                                   get.SerializeAsString(),
+                                   {{"authorization", "Bearer " + shopper.token}})
                  .status.ok();
       } else {
-        ok = ConnectUnary(http, "/crm.v1.CustomerProfileService/GetCustomer", get_json, shopper.token) == 200;
+        ok = ConnectUnary(http, "/crm.v1.CustomerProfileService/GetCustomer", get_json,
+                          shopper.token) == 200;
       }
       latencies_ms->push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
       failures += ok ? 0 : 1;
@@ -240,7 +275,10 @@ TEST_CASE("front door soak: idle connections, slowloris and open streams held at
   REQUIRE(over_cap >= 0);
   CHECK(WaitClosedByServer({over_cap}, absl::Seconds(10)) == 1);
   close(over_cap);
-  absl::SleepFor(absl::Milliseconds(500));  // let the loops accept the backlog
+  // Memory is read once the gateway holds them all (its open descriptors), not while they wait in
+  // the backlog.
+  CHECK(testing::WaitUntil([&] { return OpenDescriptors(gateway) >= idle_fds.size(); },
+                           absl::Seconds(30)));
   const double rss_idle = ResidentBytes(gateway);
 
   // Slowloris: half send headers that never end, half promise a body and stall.
@@ -249,19 +287,22 @@ TEST_CASE("front door soak: idle connections, slowloris and open streams held at
     const int fd = ConnectFrom("127.0.2.1", http);
     REQUIRE(fd >= 0);
     const std::string partial =
-        i % 2 == 0 ? "POST /crm.v1.CustomerProfileService/GetCustomer HTTP/1.1\r\nHost: crm\r\nX-Slow: "
-                   : absl::StrCat("POST /crm.v1.CustomerProfileService/GetCustomer HTTP/1.1\r\nHost: crm\r\n",
-                                  "Content-Type: application/json\r\nAuthorization: Bearer ", shopper.token,
-                                  "\r\nContent-Length: 100000\r\n\r\n{\"customerId\":");
+        i % 2 == 0
+            ? "POST /crm.v1.CustomerProfileService/GetCustomer HTTP/1.1\r\nHost: crm\r\nX-Slow: "
+            : absl::StrCat(
+                  "POST /crm.v1.CustomerProfileService/GetCustomer HTTP/1.1\r\nHost: crm\r\n",
+                  "Content-Type: application/json\r\nAuthorization: Bearer ", shopper.token,
+                  "\r\nContent-Length: 100000\r\n\r\n{\"customerId\":");
     REQUIRE(SendAll(fd, partial));
     slow_fds.push_back(fd);
   }
 
-  // Open Connect streams (WatchOrder), each on its own HTTP/1.1 connection; each gets the order's state first.
-  const std::string watch = ConnectStreamRequest("/crm.v1.OrderTrackingService/WatchOrder",
-                                                 absl::StrCat("{\"customerId\":\"", shopper.id, "\",\"orderId\":\"",
-                                                              shopper.order_id, "\"}"),
-                                                 shopper.token);
+  // Open Connect streams (WatchOrder), each on its own HTTP/1.1 connection; each gets the order's
+  // state first.
+  const std::string watch = ConnectStreamRequest(
+      "/crm.v1.OrderTrackingService/WatchOrder",
+      absl::StrCat("{\"customerId\":\"", shopper.id, "\",\"orderId\":\"", shopper.order_id, "\"}"),
+      shopper.token);
   std::vector<int> stream_fds;
   for (int i = 0; i < streams; ++i) {
     const int fd = ConnectFrom(absl::StrCat("127.0.3.", 1 + i / 500), http);
@@ -281,7 +322,9 @@ TEST_CASE("front door soak: idle connections, slowloris and open streams held at
       for (const pollfd& q : p) {
         if ((q.revents & POLLIN) == 0) continue;
         const ssize_t n = recv(q.fd, buf, sizeof(buf), MSG_DONTWAIT);
-        if (n > 0 && absl::StartsWith(absl::string_view(buf, static_cast<size_t>(n)), "HTTP/1.1 200")) ++answered;
+        if (n > 0 &&
+            absl::StartsWith(absl::string_view(buf, static_cast<size_t>(n)), "HTTP/1.1 200"))
+          ++answered;
         waiting.erase(q.fd);
       }
     }
@@ -302,7 +345,8 @@ TEST_CASE("front door soak: idle connections, slowloris and open streams held at
     std::string got;
     char buf[4096];
     ssize_t n;
-    while (!absl::StrContains(got, "resource_exhausted") && (n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+    while (!absl::StrContains(got, "resource_exhausted") &&
+           (n = recv(fd, buf, sizeof(buf), 0)) > 0) {
       got.append(buf, static_cast<size_t>(n));
     }
     INFO(got);
@@ -310,12 +354,15 @@ TEST_CASE("front door soak: idle connections, slowloris and open streams held at
     close(fd);
   }
 
-  WARN("held " << idle_fds.size() << " idle, " << slow_fds.size() << " slowloris and " << streams
-               << " open Connect streams; a customer's calls (gRPC and Connect, one at a time): p50 "
-               << Percentile(loaded, 0.5) << " ms, p99 " << Percentile(loaded, 0.99) << " ms (unloaded p50 "
-               << Percentile(calm, 0.5) << " ms, p99 " << Percentile(calm, 0.99) << " ms)");
+  WARN(
+      "held " << idle_fds.size() << " idle, " << slow_fds.size() << " slowloris and " << streams
+              << " open Connect streams; a customer's calls (gRPC and Connect, one at a time): p50 "
+              << Percentile(loaded, 0.5) << " ms, p99 " << Percentile(loaded, 0.99)
+              << " ms (unloaded p50 " << Percentile(calm, 0.5) << " ms, p99 "
+              << Percentile(calm, 0.99) << " ms)");
   WARN("gateway memory: " << (rss_idle - rss_before) / std::max<size_t>(1, idle_fds.size())
-                          << " bytes per idle connection, " << (rss_streams - rss_idle) / std::max(1, streams)
+                          << " bytes per idle connection, "
+                          << (rss_streams - rss_idle) / std::max(1, streams)
                           << " bytes per open stream (resident set, before/after)");
 
   // The front door's timeouts cut the slowloris connections off on their own.
@@ -327,7 +374,9 @@ TEST_CASE("front door soak: idle connections, slowloris and open streams held at
   CHECK(legit_calls(20, &after) == 0);
 }
 
-TEST_CASE("front door: grpcurl's workflow on the gateway port: list, describe, call from the description alone") {
+TEST_CASE(
+    "front door: grpcurl's workflow on the gateway port: list, describe, call from the description "
+    "alone") {
   testing::TempDir dir;
   CrmSystem::Options o;
   o.data_root = dir.path();
@@ -339,15 +388,17 @@ TEST_CASE("front door: grpcurl's workflow on the gateway port: list, describe, c
   INFO(services.status().ToString());
   REQUIRE(services.ok());
   const std::set<std::string> listed(services->begin(), services->end());
-  for (const char* name : {"crm.v1.CustomerProfileService", "crm.v1.OrderTrackingService", "crm.v1.LoyaltyService",
-                           "crm.v1.ComplaintTicketService", "crm.v1.RecommendationService",
-                           "crm.v1.CustomerViewService", "grpc.health.v1.Health"}) {
+  for (const char* name :
+       {"crm.v1.CustomerProfileService", "crm.v1.OrderTrackingService", "crm.v1.LoyaltyService",
+        "crm.v1.ComplaintTicketService", "crm.v1.RecommendationService",
+        "crm.v1.CustomerViewService", "grpc.health.v1.Health"}) {
     INFO(name);
     CHECK(listed.count(name) == 1);
   }
 
   // Describe: the service's file and its dependencies, enough to build the messages.
-  auto files = testing::ReflectionFilesContaining(system.gateway(), "crm.v1.CustomerProfileService");
+  auto files =
+      testing::ReflectionFilesContaining(system.gateway(), "crm.v1.CustomerProfileService");
   INFO(files.status().ToString());
   REQUIRE(files.ok());
   google::protobuf::SimpleDescriptorDatabase db;
@@ -357,7 +408,8 @@ TEST_CASE("front door: grpcurl's workflow on the gateway port: list, describe, c
     db.Add(file);
   }
   google::protobuf::DescriptorPool pool(&db);
-  const google::protobuf::ServiceDescriptor* service = pool.FindServiceByName("crm.v1.CustomerProfileService");
+  const google::protobuf::ServiceDescriptor* service =
+      pool.FindServiceByName("crm.v1.CustomerProfileService");
   REQUIRE(service != nullptr);
   const google::protobuf::MethodDescriptor* reg = service->FindMethodByName("RegisterCustomer");
   const google::protobuf::MethodDescriptor* get = service->FindMethodByName("GetCustomer");
@@ -367,16 +419,17 @@ TEST_CASE("front door: grpcurl's workflow on the gateway port: list, describe, c
 
   // Call: messages built from the described types only, as grpcurl -d '{...}' does.
   google::protobuf::DynamicMessageFactory factory(&pool);
-  auto call = [&](const google::protobuf::MethodDescriptor* m, const std::map<std::string, std::string>& fields,
-                  const std::string& token) {
+  auto call = [&](const google::protobuf::MethodDescriptor* m,
+                  const std::map<std::string, std::string>& fields, const std::string& token) {
     std::unique_ptr<google::protobuf::Message> req(factory.GetPrototype(m->input_type())->New());
     for (const auto& [name, value] : fields) {
       const auto* f = m->input_type()->FindFieldByName(name);
       REQUIRE(f != nullptr);
       req->GetReflection()->SetString(req.get(), f, value);
     }
-    auto reply = testing::RawUnaryCall(system.gateway(), absl::StrCat("/", service->full_name(), "/", m->name()),
-                                       req->SerializeAsString(), {{"authorization", "Bearer " + token}});
+    auto reply = testing::RawUnaryCall(
+        system.gateway(), absl::StrCat("/", service->full_name(), "/", m->name()),
+        req->SerializeAsString(), {{"authorization", "Bearer " + token}});
     INFO(reply.status.error_message());
     REQUIRE(reply.status.ok());
     std::unique_ptr<google::protobuf::Message> resp(factory.GetPrototype(m->output_type())->New());
@@ -386,7 +439,8 @@ TEST_CASE("front door: grpcurl's workflow on the gateway port: list, describe, c
   auto field = [](const google::protobuf::Message& m, const std::string& name) {
     return m.GetReflection()->GetString(m, m.GetDescriptor()->FindFieldByName(name));
   };
-  auto created = call(reg, {{"email", "curious@example.com"}, {"request_id", "reg-curious"}}, system.Token("admin", "ops"));
+  auto created = call(reg, {{"email", "curious@example.com"}, {"request_id", "reg-curious"}},
+                      system.Token("admin", "ops"));
   const std::string id = field(*created, "customer_id");
   REQUIRE(!id.empty());
   auto got = call(get, {{"customer_id", id}}, system.Token("customer", id));

@@ -1,3 +1,5 @@
+#include "libs/store/store.h"
+
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -6,11 +8,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <random>
-#include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -20,8 +22,8 @@
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
 #include "libs/store/status.h"
-#include "libs/store/store.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 namespace crm::store {
 namespace {
@@ -78,7 +80,8 @@ TEST_CASE("rocksdb statuses map to codes that tell the caller what to do", "[sto
   CHECK(absl::IsDataLoss(FromRocksDb(rocksdb::Status::Corruption("x"))));
   CHECK(absl::IsResourceExhausted(FromRocksDb(rocksdb::Status::NoSpace("disk"))));
   CHECK(absl::IsUnavailable(FromRocksDb(rocksdb::Status::IOError("x"))));
-  CHECK(FromRocksDb(rocksdb::Status::Corruption("bad block")).message().find("bad block") != absl::string_view::npos);
+  CHECK(FromRocksDb(rocksdb::Status::Corruption("bad block")).message().find("bad block") !=
+        absl::string_view::npos);
 }
 
 TEST_CASE("data written survives closing and reopening the store", "[store]") {
@@ -108,7 +111,8 @@ TEST_CASE("a failed transaction body writes nothing", "[store][transaction]") {
   CHECK_FALSE(store->Get(cf, "x").value().has_value());
 }
 
-TEST_CASE("concurrent read-modify-write transactions never lose an update", "[store][transaction]") {
+TEST_CASE("concurrent read-modify-write transactions never lose an update",
+          "[store][transaction]") {
   testing::TempDir dir;
   auto store = OpenStore(dir.path());
   auto* cf = store->cf("things");
@@ -117,12 +121,13 @@ TEST_CASE("concurrent read-modify-write transactions never lose an update", "[st
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < kIncrements; ++i) {
-        absl::Status s = store->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
-          auto v = txn.GetForUpdate(cf, "counter");
-          if (!v.ok()) return v.status();
-          const int n = v->has_value() ? std::stoi(**v) : 0;
-          return txn.Put(cf, "counter", std::to_string(n + 1));
-        });
+        absl::Status s =
+            store->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
+              auto v = txn.GetForUpdate(cf, "counter");
+              if (!v.ok()) return v.status();
+              const int n = v->has_value() ? std::stoi(**v) : 0;
+              return txn.Put(cf, "counter", std::to_string(n + 1));
+            });
         REQUIRE(s.ok());
       }
     });
@@ -148,7 +153,8 @@ TEST_CASE("a checkpoint is an openable copy as of its creation", "[store][checkp
   CHECK_FALSE(copy->Get(copy->cf("things"), "after").value().has_value());
 }
 
-TEST_CASE("a request id answers with the first answer and refuses a different request", "[store][idempotency]") {
+TEST_CASE("a request id answers with the first answer and refuses a different request",
+          "[store][idempotency]") {
   testing::TempDir dir;
   auto store = OpenStore(dir.path());
   auto* things = store->cf("things");
@@ -157,8 +163,8 @@ TEST_CASE("a request id answers with the first answer and refuses a different re
   request.set_amount_minor(100);
   int runs = 0;
   auto run = [&](const v1::Money& req, v1::Money* resp) {
-    return TransactOnce(*store, Durability::kSynced, requests, "r1", RequestFingerprint(req), absl::Now(), resp,
-                        [&](Transaction& txn) -> absl::Status {
+    return TransactOnce(*store, Durability::kSynced, requests, "r1", RequestFingerprint(req),
+                        absl::Now(), resp, [&](Transaction& txn) -> absl::Status {
                           ++runs;
                           resp->set_amount_minor(req.amount_minor() * 2);
                           return txn.Put(things, "k", "v");
@@ -182,7 +188,8 @@ std::vector<std::string> FilesEndingWith(const std::string& dir, const std::stri
   std::vector<std::string> out;
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
       out.push_back(e.path().string());
     }
   }
@@ -209,9 +216,12 @@ absl::StatusOr<std::unique_ptr<Store>> Reopen(const std::string& path) {
   return Store::Open(o, {"things", "requests"});
 }
 
-std::string Value(int i) { return std::string(200, static_cast<char>('a' + i % 26)) + std::to_string(i); }
+std::string Value(int i) {
+  return std::string(200, static_cast<char>('a' + i % 26)) + std::to_string(i);
+}
 
-TEST_CASE("a damaged table file keeps the store closed, naming the file and the way back", "[store][corruption]") {
+TEST_CASE("a damaged table file keeps the store closed, naming the file and the way back",
+          "[store][corruption]") {
   testing::TempDir dir;
   {
     auto store = OpenStore(dir.path());
@@ -224,14 +234,15 @@ TEST_CASE("a damaged table file keeps the store closed, naming the file and the 
   }
   const auto tables = FilesEndingWith(dir.path(), ".sst");
   REQUIRE(tables.size() == 1);
-  // A few bytes in the middle of the data blocks: the kind of damage a failing disk does, found by no open
-  // that only reads the file's footer and index.
+  // A few bytes in the middle of the data blocks: the kind of damage a failing disk does, found by
+  // no open that only reads the file's footer and index.
   FlipBytes(tables[0], std::filesystem::file_size(tables[0]) / 3, 8);
   auto reopened = Reopen(dir.path());
   REQUIRE_FALSE(reopened.ok());
   INFO(reopened.status().ToString());
   CHECK(reopened.status().code() == absl::StatusCode::kDataLoss);
-  CHECK(absl::StrContains(reopened.status().message(), std::filesystem::path(tables[0]).filename().string()));
+  CHECK(absl::StrContains(reopened.status().message(),
+                          std::filesystem::path(tables[0]).filename().string()));
   CHECK(absl::StrContains(reopened.status().message(), "checkpoint"));
 }
 
@@ -256,7 +267,8 @@ TEST_CASE("a damaged write-ahead log refuses the open, a torn last record from a
     REQUIRE_FALSE(reopened.ok());
     INFO(reopened.status().ToString());
     CHECK(reopened.status().code() == absl::StatusCode::kDataLoss);
-    CHECK(absl::StrContains(reopened.status().message(), std::filesystem::path(log).filename().string()));
+    CHECK(absl::StrContains(reopened.status().message(),
+                            std::filesystem::path(log).filename().string()));
     CHECK(absl::StrContains(reopened.status().message(), "checkpoint"));
   }
   SECTION("a torn last record") {
@@ -278,10 +290,10 @@ TEST_CASE("a damaged write-ahead log refuses the open, a torn last record from a
   }
 }
 
-// Runs `scenario` in a child process with its own mount namespace and `dir` as a fresh tmpfs of `size`: a real
-// small filesystem that fills up, without touching the machine's disks. Root may do this directly; anyone else
-// through a user namespace (Debian allows unprivileged ones). Returns the scenario's verdict ("" when it held),
-// or std::nullopt when this machine allows neither.
+// Runs `scenario` in a child process with its own mount namespace and `dir` as a fresh tmpfs of
+// `size`: a real small filesystem that fills up, without touching the machine's disks. Root may do
+// this directly; anyone else through a user namespace (Debian allows unprivileged ones). Returns
+// the scenario's verdict ("" when it held), or std::nullopt when this machine allows neither.
 std::optional<std::string> OnSmallFilesystem(const std::string& dir, const std::string& size,
                                              const std::function<std::string()>& scenario) {
   int out[2];
@@ -319,12 +331,15 @@ std::optional<std::string> OnSmallFilesystem(const std::string& dir, const std::
   int status = 0;
   waitpid(child, &status, 0);
   if (WIFEXITED(status) && WEXITSTATUS(status) == 77) return std::nullopt;
-  if (!WIFEXITED(status)) return "the scenario's process died (signal " + std::to_string(WTERMSIG(status)) + ")";
+  if (!WIFEXITED(status))
+    return "the scenario's process died (signal " + std::to_string(WTERMSIG(status)) + ")";
   return verdict;
 }
 
-TEST_CASE("a full disk: writes refused before the volume is full, reads kept, writes back by themselves, "
-          "every acknowledged write kept across a restart on the full volume", "[store][disk]") {
+TEST_CASE(
+    "a full disk: writes refused before the volume is full, reads kept, writes back by themselves, "
+    "every acknowledged write kept across a restart on the full volume",
+    "[store][disk]") {
   testing::TempDir dir;
   const std::string mount_point = dir.Sub("volume");
   std::filesystem::create_directories(mount_point);
@@ -361,7 +376,8 @@ TEST_CASE("a full disk: writes refused before the volume is full, reads kept, wr
           continue;
         }
         // Refused by the reserve, before RocksDB itself ran out of space.
-        if (!absl::IsResourceExhausted(s) || !absl::StrContains(s.message(), "reserve")) return "write: " + s.ToString();
+        if (!absl::IsResourceExhausted(s) || !absl::StrContains(s.message(), "reserve"))
+          return "write: " + s.ToString();
         return "";
       }
       return "the volume never filled";
@@ -373,39 +389,44 @@ TEST_CASE("a full disk: writes refused before the volume is full, reads kept, wr
     if (!read.ok() || !read->has_value()) return "read while full: " + read.status().ToString();
     // Space returns: writes go through again by themselves, no restart.
     std::filesystem::remove(filler);
-    bool resumed = false;
-    for (int i = 0; i < 200 && !resumed; ++i) {
-      rocksdb::WriteBatch batch;
-      batch.Put(store->cf("things"), absl::StrCat("k", 100000 + acknowledged), big(acknowledged));
-      if (store->Write(&batch, Durability::kSynced).ok()) {
-        ++acknowledged;
-        resumed = true;
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-    }
+    const bool resumed = testing::WaitUntil(
+        [&] {
+          rocksdb::WriteBatch batch;
+          batch.Put(store->cf("things"), absl::StrCat("k", 100000 + acknowledged),
+                    big(acknowledged));
+          if (!store->Write(&batch, Durability::kSynced).ok()) return false;
+          ++acknowledged;
+          return true;
+        },
+        absl::Seconds(10));
     if (!resumed) return "writes did not resume after space was freed";
     if (std::string e = fill(); !e.empty()) return "second fill: " + e;
     if (acknowledged <= first_fill) return "nothing written after space returned";
-    store.reset();  // a clean stop on the full volume
+    store.reset();                                        // a clean stop on the full volume
     auto again = Store::Open(o, {"things", "requests"});  // and a restart on it
     if (!again.ok()) return "restart on the full volume: " + again.status().ToString();
     for (int i = 0; i < acknowledged; ++i) {
       auto v = (*again)->Get((*again)->cf("things"), absl::StrCat("k", 100000 + i));
-      if (!v.ok() || !v->has_value() || **v != big(i)) return "acknowledged write lost: " + std::to_string(i);
+      if (!v.ok() || !v->has_value() || **v != big(i))
+        return "acknowledged write lost: " + std::to_string(i);
     }
     return "";
   });
   if (!verdict.has_value()) {
-    WARN("this machine allows neither root mounts nor user namespaces: the small-filesystem test did not run");
+    WARN(
+        "this machine allows neither root mounts nor user namespaces: the small-filesystem test "
+        "did not run");
     return;
   }
   INFO(*verdict);
   CHECK(verdict->empty());
 }
 
-TEST_CASE("stopped writes fail fast with UNAVAILABLE instead of hanging, and go through once the database "
-          "catches up", "[store][stall]") {
+TEST_CASE(
+    "stopped writes fail fast with UNAVAILABLE instead of hanging, and go through once the "
+    "database "
+    "catches up",
+    "[store][stall]") {
   testing::TempDir dir;
   StoreOptions o;
   o.path = dir.path();
@@ -419,8 +440,8 @@ TEST_CASE("stopped writes fail fast with UNAVAILABLE instead of hanging, and go 
     uint64_t v = 0;
     return store.db()->GetIntProperty(rocksdb::DB::Properties::kIsWriteStopped, &v) && v == 1;
   };
-  // Flushes paused: memtables fill up until RocksDB stops writes. The filler writes past the store (its last
-  // write blocks inside RocksDB until background work continues).
+  // Flushes paused: memtables fill up until RocksDB stops writes. The filler writes past the store
+  // (its last write blocks inside RocksDB until background work continues).
   REQUIRE(store.db()->PauseBackgroundWork().ok());
   std::atomic<bool> stop_filling{false};
   std::thread filler([&] {
@@ -428,13 +449,14 @@ TEST_CASE("stopped writes fail fast with UNAVAILABLE instead of hanging, and go 
     std::string value(64 << 10, '\0');
     for (int i = 0; i < 2000 && !stop_filling; ++i) {
       for (auto& c : value) c = static_cast<char>(rng());
-      (void)store.db()->Put(rocksdb::WriteOptions(), store.cf("things"), absl::StrCat("fill", i), value);
+      (void)store.db()->Put(rocksdb::WriteOptions(), store.cf("things"), absl::StrCat("fill", i),
+                            value);
     }
   });
-  for (int i = 0; i < 3000 && !stopped(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  REQUIRE(stopped());
+  REQUIRE(testing::WaitUntil(stopped, absl::Seconds(30)));
 
-  // A write and a transaction now: a clear UNAVAILABLE the caller can retry, nothing written, the body not run.
+  // A write and a transaction now: a clear UNAVAILABLE the caller can retry, nothing written, the
+  // body not run.
   rocksdb::WriteBatch batch;
   batch.Put(store.cf("things"), "during-stop", "x");
   const absl::Status write = store.Write(&batch, Durability::kSynced);
@@ -455,12 +477,14 @@ TEST_CASE("stopped writes fail fast with UNAVAILABLE instead of hanging, and go 
   REQUIRE(store.db()->ContinueBackgroundWork().ok());
   filler.join();
   absl::Status after = absl::UnavailableError("not tried");
-  for (int i = 0; i < 300 && !after.ok(); ++i) {
-    rocksdb::WriteBatch again;
-    again.Put(store.cf("things"), "after-stop", "z");
-    after = store.Write(&again, Durability::kSynced);
-    if (!after.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  (void)testing::WaitUntil(
+      [&] {
+        rocksdb::WriteBatch again;
+        again.Put(store.cf("things"), "after-stop", "z");
+        after = store.Write(&again, Durability::kSynced);
+        return after.ok();
+      },
+      absl::Seconds(30));
   INFO(after.ToString());
   CHECK(after.ok());
   CHECK(store.Get(store.cf("things"), "after-stop").value() == "z");
