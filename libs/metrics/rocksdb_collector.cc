@@ -16,7 +16,8 @@ prometheus::MetricFamily Gauge(const char* name, const char* help) {
   return f;
 }
 
-void Add(prometheus::MetricFamily& f, double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+void Add(prometheus::MetricFamily& f, double value,
+         std::vector<prometheus::ClientMetric::Label> labels = {}) {
   prometheus::ClientMetric m;
   m.label = std::move(labels);
   m.gauge.value = value;
@@ -29,31 +30,43 @@ std::vector<prometheus::MetricFamily> RocksDbCollector::Collect() const {
   auto keys = Gauge("crm_rocksdb_estimated_keys", "Estimated number of keys per column family.");
   auto live = Gauge("crm_rocksdb_live_data_bytes", "Estimated live data size per column family.");
   auto sst = Gauge("crm_rocksdb_sst_files_bytes", "Total size of SST files per column family.");
-  auto pending = Gauge("crm_rocksdb_pending_compaction_bytes",
-                       "Bytes compaction must rewrite to reach the target shape; high values precede stalls.");
-  auto memtables = Gauge("crm_rocksdb_memtable_bytes", "Memory used by memtables per column family.");
-  auto stalled = Gauge("crm_rocksdb_write_stopped", "1 when RocksDB has stopped writes, 0 otherwise.");
-  auto delayed = Gauge("crm_rocksdb_delayed_write_rate_bytes",
-                       "Write rate RocksDB is throttling to (bytes/s); 0 when writes are not delayed.");
-  auto cache = Gauge("crm_rocksdb_block_cache_bytes", "Memory used by the block cache (includes memtables charged to it).");
+  auto pending =
+      Gauge("crm_rocksdb_pending_compaction_bytes",
+            "Bytes compaction must rewrite to reach the target shape; high values precede stalls.");
+  auto memtables =
+      Gauge("crm_rocksdb_memtable_bytes", "Memory used by memtables per column family.");
+  auto stalled =
+      Gauge("crm_rocksdb_write_stopped", "1 when RocksDB has stopped writes, 0 otherwise.");
+  auto delayed =
+      Gauge("crm_rocksdb_delayed_write_rate_bytes",
+            "Write rate RocksDB is throttling to (bytes/s); 0 when writes are not delayed.");
+  auto cache = Gauge("crm_rocksdb_block_cache_bytes",
+                     "Memory used by the block cache (includes memtables charged to it).");
   uint64_t pending_total = 0;
   for (const auto& name : store_->column_family_names()) {
     auto* cf = store_->cf(name);
     std::vector<prometheus::ClientMetric::Label> labels = {{"column_family", name}};
-    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kEstimateNumKeys)) Add(keys, *v, labels);
-    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kEstimateLiveDataSize)) Add(live, *v, labels);
-    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kTotalSstFilesSize)) Add(sst, *v, labels);
-    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kCurSizeAllMemTables)) Add(memtables, *v, labels);
-    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kEstimatePendingCompactionBytes)) pending_total += *v;
+    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kEstimateNumKeys))
+      Add(keys, *v, labels);
+    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kEstimateLiveDataSize))
+      Add(live, *v, labels);
+    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kTotalSstFilesSize))
+      Add(sst, *v, labels);
+    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kCurSizeAllMemTables))
+      Add(memtables, *v, labels);
+    if (auto v = store_->IntProperty(cf, rocksdb::DB::Properties::kEstimatePendingCompactionBytes))
+      pending_total += *v;
   }
   Add(pending, static_cast<double>(pending_total));
   auto* def = store_->cf("default");
   Add(stalled, store_->IntProperty(def, rocksdb::DB::Properties::kIsWriteStopped).value_or(0));
-  Add(delayed, store_->IntProperty(def, rocksdb::DB::Properties::kActualDelayedWriteRate).value_or(0));
+  Add(delayed,
+      store_->IntProperty(def, rocksdb::DB::Properties::kActualDelayedWriteRate).value_or(0));
   Add(cache, store_->IntProperty(def, rocksdb::DB::Properties::kBlockCacheUsage).value_or(0));
   auto free = Gauge("crm_store_disk_free_bytes", "Bytes free on the data volume for this process.");
   auto reserve = Gauge("crm_store_disk_reserve_bytes",
-                       "Free space kept for flushes, compaction and restarts (--disk_reserve_mb); writes are refused below it.");
+                       "Free space kept for flushes, compaction and restarts (--disk_reserve_mb); "
+                       "writes are refused below it.");
   Add(free, static_cast<double>(store_->disk_free_bytes()));
   Add(reserve, static_cast<double>(store_->disk_reserve_bytes()));
   return {keys, live, sst, pending, memtables, stalled, delayed, cache, free, reserve};

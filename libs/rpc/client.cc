@@ -17,12 +17,13 @@
 namespace crm::rpc {
 namespace {
 
-// Signs every call this process makes on its own: adds its internal caller assertion unless the call
-// already carries one (a call on behalf of someone else).
+// Signs every call this process makes on its own: adds its internal caller assertion unless the
+// call already carries one (a call on behalf of someone else).
 class SelfIdentityInterceptor : public grpc::experimental::Interceptor {
  public:
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
       auto* metadata = methods->GetSendInitialMetadata();
       if (metadata->find(auth::kCallerMetadata) == metadata->end()) {
         metadata->emplace(auth::kCallerMetadata, auth::SelfAssertion());
@@ -32,9 +33,11 @@ class SelfIdentityInterceptor : public grpc::experimental::Interceptor {
   }
 };
 
-class SelfIdentityInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+class SelfIdentityInterceptorFactory
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
-  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
     return new SelfIdentityInterceptor();
   }
 };
@@ -42,13 +45,15 @@ class SelfIdentityInterceptorFactory : public grpc::experimental::ClientIntercep
 }  // namespace
 
 std::string RetryServiceConfig(absl::string_view service) {
-  const auto* descriptor = google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(std::string(service));
+  const auto* descriptor =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(std::string(service));
   std::vector<std::string> names;
   if (descriptor != nullptr) {
     for (int i = 0; i < descriptor->method_count(); ++i) {
       const auto* m = descriptor->method(i);
       if (m->options().GetExtension(v1::policy).read_only() && !m->server_streaming()) {
-        names.push_back(absl::StrCat("{\"service\":\"", service, "\",\"method\":\"", m->name(), "\"}"));
+        names.push_back(
+            absl::StrCat("{\"service\":\"", service, "\",\"method\":\"", m->name(), "\"}"));
       }
     }
   }
@@ -66,25 +71,29 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::str
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // Reconnect quickly after a peer restarts (default backoff grows to 2 minutes): a refused connection is retried
-  // after 100 ms, growing to 2 s.
+  // Reconnect quickly after a peer restarts (default backoff grows to 2 minutes): a refused
+  // connection is retried after 100 ms, growing to 2 s.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  // gRPC also takes this as the connect timeout: room for a TLS handshake on a busy machine (at 100 ms, handshakes
-  // under load timed out "before receiving SETTINGS frame"), yet short, since a peer killed mid-handshake holds
-  // the attempt this long (the chaos scenario: 50 s at 1 s, 65-80 s at 5 s).
+  // gRPC also takes this as the connect timeout: room for a TLS handshake on a busy machine (at 100
+  // ms, handshakes under load timed out "before receiving SETTINGS frame"), yet short, since a peer
+  // killed mid-handshake holds the attempt this long (the chaos scenario: 50 s at 1 s, 65-80 s at 5
+  // s).
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(16 << 20);
   if (!service.empty()) args.SetServiceConfigJSON(RetryServiceConfig(service));
-  if (metrics == nullptr) return grpc::CreateCustomChannel(address, ChannelTransportCredentials(), args);
+  if (metrics == nullptr)
+    return grpc::CreateCustomChannel(address, ChannelTransportCredentials(), args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<metrics::ClientMetricsInterceptorFactory>(&metrics->client_rpc()));
+  interceptors.push_back(
+      std::make_unique<metrics::ClientMetricsInterceptorFactory>(&metrics->client_rpc()));
   interceptors.push_back(std::make_unique<SelfIdentityInterceptorFactory>());
-  return grpc::experimental::CreateCustomChannelWithInterceptors(address, ChannelTransportCredentials(), args,
-                                                                  std::move(interceptors));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      address, ChannelTransportCredentials(), args, std::move(interceptors));
 }
 
-absl::StatusOr<std::unique_ptr<ChannelSet>> ChannelSet::Create(absl::string_view service, absl::string_view spec,
+absl::StatusOr<std::unique_ptr<ChannelSet>> ChannelSet::Create(absl::string_view service,
+                                                               absl::string_view spec,
                                                                metrics::Metrics* metrics,
                                                                absl::string_view shard_map_spec) {
   auto set = std::unique_ptr<ChannelSet>(new ChannelSet());
@@ -94,12 +103,15 @@ absl::StatusOr<std::unique_ptr<ChannelSet>> ChannelSet::Create(absl::string_view
     for (absl::string_view replica : absl::StrSplit(shard, ',', absl::SkipWhitespace())) {
       replica = absl::StripAsciiWhitespace(replica);
       if (replica.find(':') == absl::string_view::npos) {
-        return absl::InvalidArgumentError(absl::StrCat("address \"", replica, "\" of ", service, " needs host:port"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("address \"", replica, "\" of ", service, " needs host:port"));
       }
       s.replicas.push_back(MakeChannel(std::string(replica), service, metrics));
       s.addresses.emplace_back(replica);
     }
-    if (s.replicas.empty()) return absl::InvalidArgumentError(absl::StrCat("no address for ", service, " in \"", spec, "\""));
+    if (s.replicas.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("no address for ", service, " in \"", spec, "\""));
     set->shards_.push_back(std::move(s));
   }
   if (shard_map_spec.empty()) {
@@ -108,15 +120,18 @@ absl::StatusOr<std::unique_ptr<ChannelSet>> ChannelSet::Create(absl::string_view
     auto map = sharding::ShardMap::Parse(shard_map_spec);
     if (!map.ok()) return map.status();
     if (map->shard_count() != set->shard_count()) {
-      return absl::InvalidArgumentError(absl::StrCat("shard map for ", service, " names ", map->shard_count(),
-                                                     " shards but ", set->shard_count(), " addresses are given"));
+      return absl::InvalidArgumentError(absl::StrCat("shard map for ", service, " names ",
+                                                     map->shard_count(), " shards but ",
+                                                     set->shard_count(), " addresses are given"));
     }
     set->map_ = *std::move(map);
   }
   return set;
 }
 
-std::shared_ptr<grpc::Channel> ChannelSet::ForShard(int shard) { return PickReplica(shard).channel; }
+std::shared_ptr<grpc::Channel> ChannelSet::ForShard(int shard) {
+  return PickReplica(shard).channel;
+}
 
 ChannelSet::Replica ChannelSet::PickReplica(int shard) {
   Shard& s = shards_[static_cast<size_t>(shard) % shards_.size()];

@@ -1,8 +1,8 @@
-// Channels from one process to another service, set up the same way everywhere: one channel per shard
-// (shards from the address spec, placement from a ShardMap), round-robin over a shard's replicas,
-// keepalive, client metrics, and gRPC's own retry policy (service config) for the methods the proto marks
-// read_only, so a retried call can never apply a change twice. A service that is down fails fast with
-// UNAVAILABLE instead of hanging (no wait-for-ready). Thread-safe.
+// Channels from one process to another service, set up the same way everywhere: one channel per
+// shard (shards from the address spec, placement from a ShardMap), round-robin over a shard's
+// replicas, keepalive, client metrics, and gRPC's own retry policy (service config) for the methods
+// the proto marks read_only, so a retried call can never apply a change twice. A service that is
+// down fails fast with UNAVAILABLE instead of hanging (no wait-for-ready). Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -22,10 +22,13 @@ namespace crm::rpc {
 
 class ChannelSet {
  public:
-  // `spec`: "host:port" or, for a sharded service, shards separated by '|' and replicas of a shard by
-  // ',': "a0:50051,a1:50051|b0:50051". `shard_map_spec` ("" = equal ranges over the shards) places keys.
-  // `service` is the full proto name, e.g. "crm.v1.CustomerProfileService" (for the retry policy).
-  static absl::StatusOr<std::unique_ptr<ChannelSet>> Create(absl::string_view service, absl::string_view spec,
+  // `spec`: "host:port" or, for a sharded service, shards separated by '|' and replicas of a shard
+  // by
+  // ',': "a0:50051,a1:50051|b0:50051". `shard_map_spec` ("" = equal ranges over the shards) places
+  // keys. `service` is the full proto name, e.g. "crm.v1.CustomerProfileService" (for the retry
+  // policy).
+  static absl::StatusOr<std::unique_ptr<ChannelSet>> Create(absl::string_view service,
+                                                            absl::string_view spec,
                                                             metrics::Metrics* metrics,
                                                             absl::string_view shard_map_spec = "");
 
@@ -33,15 +36,17 @@ class ChannelSet {
   const sharding::ShardMap& shard_map() const { return map_; }
   // A channel to the shard (next replica, round robin).
   std::shared_ptr<grpc::Channel> ForShard(int shard);
-  // The next replica of the shard: its channel and its address ("host:port"), for a caller that speaks HTTP/2
-  // to it directly (the gateway's front door).
+  // The next replica of the shard: its channel and its address ("host:port"), for a caller that
+  // speaks HTTP/2 to it directly (the gateway's front door).
   struct Replica {
     std::shared_ptr<grpc::Channel> channel;
     std::string address;
   };
   Replica PickReplica(int shard);
   // A channel to the shard that owns `shard_key` (a customer id, or an email before registration).
-  std::shared_ptr<grpc::Channel> ForKey(absl::string_view shard_key) { return ForShard(map_.ShardOf(shard_key)); }
+  std::shared_ptr<grpc::Channel> ForKey(absl::string_view shard_key) {
+    return ForShard(map_.ShardOf(shard_key));
+  }
   const std::string& spec() const { return spec_; }
 
  private:
@@ -58,10 +63,11 @@ class ChannelSet {
 // The service config that makes gRPC retry UNAVAILABLE for `service`'s read_only methods.
 std::string RetryServiceConfig(absl::string_view service);
 
-// A channel to one address with the project's channel arguments (keepalive, message size, retry policy
-// of `service` when not empty) and transport (mTLS or loopback, libs/rpc/transport.h). With `metrics`, a
-// service's channel: client metrics, and every call not already made for someone else carries this process's
-// own caller assertion. Without, the gateway's (which signs each call for its caller) or a test's.
+// A channel to one address with the project's channel arguments (keepalive, message size, retry
+// policy of `service` when not empty) and transport (mTLS or loopback, libs/rpc/transport.h). With
+// `metrics`, a service's channel: client metrics, and every call not already made for someone else
+// carries this process's own caller assertion. Without, the gateway's (which signs each call for
+// its caller) or a test's.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::string_view service,
                                            metrics::Metrics* metrics);
 

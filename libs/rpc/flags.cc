@@ -10,40 +10,58 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
-ABSL_FLAG(std::string, listen, "", "gRPC listen address host:port (default: the service's own port on 127.0.0.1)");
+ABSL_FLAG(std::string, listen, "",
+          "gRPC listen address host:port (default: the service's own port on 127.0.0.1)");
 ABSL_FLAG(std::string, metrics_listen, "",
           "address of the Prometheus /metrics endpoint, host:port; \"off\" disables it");
-ABSL_FLAG(std::string, data_dir, "", "directory of this service's RocksDB (default ./data/<service>)");
-ABSL_FLAG(int, block_cache_mb, 64, "RocksDB block cache size in MiB (data, index and filter blocks)");
+ABSL_FLAG(std::string, data_dir, "",
+          "directory of this service's RocksDB (default ./data/<service>)");
+ABSL_FLAG(int, block_cache_mb, 64,
+          "RocksDB block cache size in MiB (data, index and filter blocks)");
 ABSL_FLAG(int, memtable_mb, 64, "RocksDB memtable budget in MiB across column families");
-ABSL_FLAG(int, disk_reserve_mb, -1,
-          "free space (MiB) kept on the data volume for flushes, compaction and restarts; writes are refused below it "
-          "and resume by themselves when space returns; -1: the memtable budget plus 16 MiB, 0: none");
+ABSL_FLAG(
+    int, disk_reserve_mb, -1,
+    "free space (MiB) kept on the data volume for flushes, compaction and restarts; writes are "
+    "refused below it "
+    "and resume by themselves when space returns; -1: the memtable budget plus 16 MiB, 0: none");
 ABSL_FLAG(int, write_stop_wait_ms, 1000,
-          "how long a write waits while RocksDB has stopped writes before answering UNAVAILABLE (keep it under the "
+          "how long a write waits while RocksDB has stopped writes before answering UNAVAILABLE "
+          "(keep it under the "
           "callers' deadlines)");
 ABSL_FLAG(bool, verify_store_on_start, true,
-          "read every table file's checksums at start and refuse to serve a damaged store (one sequential read)");
-ABSL_FLAG(int, drain_seconds, 10, "on SIGTERM, how long in-flight calls may finish before they are cancelled");
-ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest request or response message accepted, in bytes");
+          "read every table file's checksums at start and refuse to serve a damaged store (one "
+          "sequential read)");
+ABSL_FLAG(int, drain_seconds, 10,
+          "on SIGTERM, how long in-flight calls may finish before they are cancelled");
+ABSL_FLAG(int, max_message_bytes, 4 << 20,
+          "largest request or response message accepted, in bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
-ABSL_FLAG(std::string, backup_dir, "", "where checkpoints (StoreAdminService) go (default: <data_dir>-backups)");
+ABSL_FLAG(std::string, backup_dir, "",
+          "where checkpoints (StoreAdminService) go (default: <data_dir>-backups)");
 ABSL_FLAG(std::string, tls_dir, "",
-          "folder with tls.crt, tls.key and ca.crt (cert-manager's layout): mutual TLS between the processes; "
+          "folder with tls.crt, tls.key and ca.crt (cert-manager's layout): mutual TLS between the "
+          "processes; "
           "without it a service accepts calls from loopback only");
 ABSL_FLAG(std::string, internal_key_file, "",
-          "the deployment's internal secret (one or more lines of 32+ bytes, the first signs): signs caller "
+          "the deployment's internal secret (one or more lines of 32+ bytes, the first signs): "
+          "signs caller "
           "assertions between the processes and page tokens; required");
 ABSL_FLAG(std::string, health_listen, "",
-          "plaintext address serving only grpc.health.v1 (for Kubernetes gRPC probes when --tls_dir is set)");
-ABSL_FLAG(int, clock_offset_s, 0, "run the service's clock this many seconds ahead of the wall clock (demos, benchmarks of deadlines)");
+          "plaintext address serving only grpc.health.v1 (for Kubernetes gRPC probes when "
+          "--tls_dir is set)");
+ABSL_FLAG(int, clock_offset_s, 0,
+          "run the service's clock this many seconds ahead of the wall clock (demos, benchmarks of "
+          "deadlines)");
 ABSL_FLAG(int, shard_index, 0,
-          "which shard of its service this process is (0-based); -1 takes it from the host name's ordinal suffix "
+          "which shard of its service this process is (0-based); -1 takes it from the host name's "
+          "ordinal suffix "
           "(a Kubernetes StatefulSet pod \"loyalty-2\" is shard 2)");
 
 namespace crm::rpc {
 
-std::string EnvNameForFlag(const std::string& flag) { return absl::StrCat("CRM_", absl::AsciiStrToUpper(flag)); }
+std::string EnvNameForFlag(const std::string& flag) {
+  return absl::StrCat("CRM_", absl::AsciiStrToUpper(flag));
+}
 
 void ParseFlagsWithEnv(int argc, char** argv, const char* usage) {
   absl::SetProgramUsageMessage(usage);

@@ -28,8 +28,9 @@ ABSL_DECLARE_FLAG(std::string, health_listen);
 
 namespace crm::rpc {
 
-// Sets every defined flag from CRM_<FLAG NAME IN UPPER CASE> when that variable exists, then parses the
-// command line over it. A bad value (in either place) ends the process with a message naming it.
+// Sets every defined flag from CRM_<FLAG NAME IN UPPER CASE> when that variable exists, then parses
+// the command line over it. A bad value (in either place) ends the process with a message naming
+// it.
 void ParseFlagsWithEnv(int argc, char** argv, const char* usage);
 
 // The environment variable that feeds a flag: "data_dir" -> "CRM_DATA_DIR".

@@ -1,7 +1,5 @@
 #include "libs/rpc/service_main.h"
 
-#include "libs/rpc/store_admin.h"
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 #include "libs/log/log.h"
 #include "libs/metrics/rocksdb_collector.h"
 #include "libs/rpc/flags.h"
+#include "libs/rpc/store_admin.h"
 #include "libs/rpc/transport.h"
 
 namespace crm::rpc {
@@ -25,17 +24,21 @@ log::Level ParseLevel(const std::string& s) {
   return log::Level::kInfo;
 }
 
-// --shard_index, where -1 means the ordinal at the end of the host name (StatefulSet pods are "<name>-<n>").
+// --shard_index, where -1 means the ordinal at the end of the host name (StatefulSet pods are
+// "<name>-<n>").
 absl::StatusOr<int> ShardIndexFromFlags() {
   const int flag = absl::GetFlag(FLAGS_shard_index);
   if (flag >= 0) return flag;
   char host[256] = {0};
-  if (gethostname(host, sizeof(host) - 1) != 0) return absl::InternalError("--shard_index=-1: no host name");
+  if (gethostname(host, sizeof(host) - 1) != 0)
+    return absl::InternalError("--shard_index=-1: no host name");
   const std::string name(host);
   const size_t dash = name.rfind('-');
   int ordinal = -1;
-  if (dash == std::string::npos || !absl::SimpleAtoi(name.substr(dash + 1), &ordinal) || ordinal < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--shard_index=-1: host name \"", name, "\" does not end in -<number>"));
+  if (dash == std::string::npos || !absl::SimpleAtoi(name.substr(dash + 1), &ordinal) ||
+      ordinal < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shard_index=-1: host name \"", name, "\" does not end in -<number>"));
   }
   return ordinal;
 }
@@ -46,8 +49,10 @@ absl::Status SetUpTrust(const std::string& process_name) {
   const std::string key_file = absl::GetFlag(FLAGS_internal_key_file);
   if (key_file.empty()) {
     return absl::FailedPreconditionError(
-        "--internal_key_file is required: the deployment's shared secret that signs calls between the processes "
-        "(deploy/local/run.sh creates one under the data folder; Kubernetes mounts it from a Secret)");
+        "--internal_key_file is required: the deployment's shared secret that signs calls between "
+        "the processes "
+        "(deploy/local/run.sh creates one under the data folder; Kubernetes mounts it from a "
+        "Secret)");
   }
   auto keys = auth::InternalKeys::FromFile(key_file);
   if (!keys.ok()) return keys.status();
@@ -64,9 +69,11 @@ store::StoreOptions StoreOptionsFromFlags(const std::string& service_name) {
   o.memtable_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_memtable_mb)) << 20;
   o.verify_on_open = absl::GetFlag(FLAGS_verify_store_on_start);
   o.write_stop_wait = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_write_stop_wait_ms)));
-  // A flush writes at most the memtable budget, a restart replays at most the WAL limit into new files.
+  // A flush writes at most the memtable budget, a restart replays at most the WAL limit into new
+  // files.
   const int reserve_mb = absl::GetFlag(FLAGS_disk_reserve_mb);
-  o.disk_reserve_bytes = reserve_mb < 0 ? o.memtable_budget_bytes + (16 << 20) : static_cast<uint64_t>(reserve_mb) << 20;
+  o.disk_reserve_bytes = reserve_mb < 0 ? o.memtable_budget_bytes + (16 << 20)
+                                        : static_cast<uint64_t>(reserve_mb) << 20;
   return o;
 }
 
@@ -131,7 +138,8 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   server_options.drain_grace = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   server_options.metrics = &metrics;
   server_options.interceptors = !spec.forwards_calls;
-  // The gateway's own port is the public front door; every other process's port admits only the system.
+  // The gateway's own port is the public front door; every other process's port admits only the
+  // system.
   server_options.authenticate_callers = !spec.forwards_calls;
   server_options.health_listen = absl::GetFlag(FLAGS_health_listen);
   Server server(server_options);
@@ -140,7 +148,8 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
   if (store != nullptr) {
     std::string backup_dir = absl::GetFlag(FLAGS_backup_dir);
     if (backup_dir.empty()) backup_dir = DefaultBackupDir(store->path());
-    store_admin = std::make_unique<StoreAdminService>(spec.name, *shard_index, store.get(), backup_dir);
+    store_admin =
+        std::make_unique<StoreAdminService>(spec.name, *shard_index, store.get(), backup_dir);
     server.AddService(store_admin.get(), "crm.v1.StoreAdminService");
   }
   if (absl::Status s = server.Start(); !s.ok()) {

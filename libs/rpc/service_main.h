@@ -1,6 +1,7 @@
 // The whole life of a service process in one call, so every main.cc is wiring only:
-// flags (+ environment), JSON logs, /metrics, the RocksDB store under --data_dir, the gRPC server, then
-// on SIGTERM or SIGINT: NOT_SERVING, drain in-flight calls, stop background work, close the store.
+// flags (+ environment), JSON logs, /metrics, the RocksDB store under --data_dir, the gRPC server,
+// then on SIGTERM or SIGINT: NOT_SERVING, drain in-flight calls, stop background work, close the
+// store.
 #pragma once
 
 #include <functional>
@@ -17,8 +18,8 @@
 
 namespace crm::rpc {
 
-// What a service builds once its store is open. Destroyed after the server has drained and before the
-// store closes.
+// What a service builds once its store is open. Destroyed after the server has drained and before
+// the store closes.
 class Component {
  public:
   virtual ~Component() = default;
@@ -28,7 +29,8 @@ class Component {
   virtual void Start() {}
   // Called after the server has drained: stop background work.
   virtual void Stop() {}
-  // For a component that serves --listen itself (ServiceSpec::internal_listen): the port it serves on.
+  // For a component that serves --listen itself (ServiceSpec::internal_listen): the port it serves
+  // on.
   virtual int PublicPort() const { return 0; }
 };
 
@@ -55,19 +57,21 @@ struct ServiceSpec {
   // The process forwards other services' calls and records their metrics itself (the gateway): no
   // per-call interceptors on its server or on its channels to the services.
   bool forwards_calls = false;
-  // When set, the process's gRPC server listens here (loopback: health, reflection, reached through the
-  // component) and the component serves --listen itself (the gateway's front door).
+  // When set, the process's gRPC server listens here (loopback: health, reflection, reached through
+  // the component) and the component serves --listen itself (the gateway's front door).
   std::string internal_listen;
 };
 
 // Runs the service until SIGTERM/SIGINT; returns the process exit code.
 int RunService(int argc, char** argv, const ServiceSpec& spec);
 
-// The process's trust settings from flags: the internal key (--internal_key_file, required), its name as a
-// caller, and TLS (--tls_dir). FAILED_PRECONDITION / INVALID_ARGUMENT naming the flag otherwise.
+// The process's trust settings from flags: the internal key (--internal_key_file, required), its
+// name as a caller, and TLS (--tls_dir). FAILED_PRECONDITION / INVALID_ARGUMENT naming the flag
+// otherwise.
 absl::Status SetUpTrust(const std::string& process_name);
 
-// Store options from --data_dir (default ./data/<name>), --block_cache_mb, --memtable_mb and --verify_store_on_start.
+// Store options from --data_dir (default ./data/<name>), --block_cache_mb, --memtable_mb and
+// --verify_store_on_start.
 store::StoreOptions StoreOptionsFromFlags(const std::string& service_name);
 
 }  // namespace crm::rpc

@@ -1,9 +1,9 @@
 #include "libs/store/store.h"
 
-#include <algorithm>
-#include <filesystem>
 #include <sys/statvfs.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -26,16 +26,19 @@ namespace {
 rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(const std::shared_ptr<rocksdb::Cache>& cache) {
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
-  // Bloom filters make point lookups of absent keys (idempotency checks, unknown ids) skip disk reads.
+  // Bloom filters make point lookups of absent keys (idempotency checks, unknown ids) skip disk
+  // reads.
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.optimize_filters_for_memory = true;
-  // Index and filter blocks live in the block cache, so memory is bounded by configuration, not data size.
+  // Index and filter blocks live in the block cache, so memory is bounded by configuration, not
+  // data size.
   table.cache_index_and_filter_blocks = true;
   table.cache_index_and_filter_blocks_with_high_priority = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
-  // Partitioned index and filters: a lookup loads one 4 KiB partition, not a whole file's filter. With
-  // whole-file filters, a large file's multi-MB filter evicted from a busy cache was read and checksummed
-  // again on every lookup (loading all of Online Retail into recommendation spent 60% of its time there).
+  // Partitioned index and filters: a lookup loads one 4 KiB partition, not a whole file's filter.
+  // With whole-file filters, a large file's multi-MB filter evicted from a busy cache was read and
+  // checksummed again on every lookup (loading all of Online Retail into recommendation spent 60%
+  // of its time there).
   table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
   table.partition_filters = true;
   table.metadata_block_size = 4096;
@@ -46,13 +49,13 @@ rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(const std::shared_ptr<rocksd
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf.write_buffer_size = 16 << 20;
   cf.max_write_buffer_number = 3;
-  // A whole-key bloom filter on the memtable: a point read of a key that is not in the memtable (most of
-  // them, once data has been flushed) skips the skip-list search.
+  // A whole-key bloom filter on the memtable: a point read of a key that is not in the memtable
+  // (most of them, once data has been flushed) skips the skip-list search.
   cf.memtable_prefix_bloom_size_ratio = 0.05;
   cf.memtable_whole_key_filtering = true;
   cf.level_compaction_dynamic_level_bytes = true;
-  // LZ4 on every level, including the bottom: ZSTD there saved disk but cost ~15% of GetCustomer's CPU
-  // decompressing blocks that missed the cache (measured with tests/load/crm-bench).
+  // LZ4 on every level, including the bottom: ZSTD there saved disk but cost ~15% of GetCustomer's
+  // CPU decompressing blocks that missed the cache (measured with tests/load/crm-bench).
   cf.compression = rocksdb::kLZ4Compression;
   cf.bottommost_compression = rocksdb::kLZ4Compression;
   return cf;
@@ -63,17 +66,18 @@ rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(const std::shared_ptr<rocksd
 absl::StatusOr<std::optional<std::string>> Transaction::Get(rocksdb::ColumnFamilyHandle* cf,
                                                             absl::string_view key) {
   std::string value;
-  rocksdb::Status s = txn_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  rocksdb::Status s =
+      txn_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::nullopt;
   if (!s.ok()) return FromRocksDb(s);
   return value;
 }
 
-absl::StatusOr<std::optional<std::string>> Transaction::GetForUpdate(rocksdb::ColumnFamilyHandle* cf,
-                                                                     absl::string_view key) {
+absl::StatusOr<std::optional<std::string>> Transaction::GetForUpdate(
+    rocksdb::ColumnFamilyHandle* cf, absl::string_view key) {
   std::string value;
-  rocksdb::Status s =
-      txn_->GetForUpdate(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  rocksdb::Status s = txn_->GetForUpdate(rocksdb::ReadOptions(), cf,
+                                         rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::nullopt;
   if (!s.ok()) return FromRocksDb(s);
   return value;
@@ -110,8 +114,9 @@ std::unique_ptr<rocksdb::Iterator> Transaction::NewIterator(rocksdb::ColumnFamil
   return std::unique_ptr<rocksdb::Iterator>(txn_->GetIterator(options, cf));
 }
 
-absl::Status Transaction::Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
-                               absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) {
+absl::Status Transaction::Scan(
+    rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
+    absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) {
   rocksdb::ReadOptions ro;
   rocksdb::Slice upper(end.data(), end.size());
   if (!end.empty()) ro.iterate_upper_bound = &upper;
@@ -127,10 +132,11 @@ absl::Status Transaction::Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_vie
 
 absl::Status Transaction::DeletePrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix) {
   std::vector<std::string> keys;
-  absl::Status s = Scan(cf, prefix, PrefixUpperBound(prefix), [&](absl::string_view key, absl::string_view) {
-    keys.emplace_back(key);
-    return true;
-  });
+  absl::Status s =
+      Scan(cf, prefix, PrefixUpperBound(prefix), [&](absl::string_view key, absl::string_view) {
+        keys.emplace_back(key);
+        return true;
+      });
   if (!s.ok()) return s;
   for (const auto& k : keys) {
     if (absl::Status d = Delete(cf, k); !d.ok()) return d;
@@ -141,11 +147,13 @@ absl::Status Transaction::DeletePrefix(rocksdb::ColumnFamilyHandle* cf, absl::st
 namespace {
 // What an operator reads when a store is damaged: the service stays down rather than serve from it.
 constexpr char kDamaged[] =
-    " -- the store is damaged and is not served; restore the newest checkpoint into the data directory (deploy/README, "
-    "runbook \"Store corruption\"), or move the directory aside to start empty and rebuild from the other services";
+    " -- the store is damaged and is not served; restore the newest checkpoint into the data "
+    "directory (deploy/README, "
+    "runbook \"Store corruption\"), or move the directory aside to start empty and rebuild from "
+    "the other services";
 
-// RocksDB names a damaged table file or MANIFEST in its message, not a damaged write-ahead log: name the logs
-// the open was replaying, so the operator knows which file it is.
+// RocksDB names a damaged table file or MANIFEST in its message, not a damaged write-ahead log:
+// name the logs the open was replaying, so the operator knows which file it is.
 std::string DamagedWhere(const std::string& path, const rocksdb::Status& s) {
   const std::string message = s.ToString();
   if (absl::StrContains(message, ".sst") || absl::StrContains(message, "MANIFEST")) return "";
@@ -161,8 +169,8 @@ std::string DamagedWhere(const std::string& path, const rocksdb::Status& s) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
-                                                   const std::vector<std::string>& column_families) {
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(
+    const StoreOptions& options, const std::vector<std::string>& column_families) {
   auto store = std::unique_ptr<Store>(new Store());
   store->path_ = options.path;
   rocksdb::LRUCacheOptions cache_options;
@@ -183,13 +191,15 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
   db_options.keep_log_file_num = 5;
   db_options.max_manifest_file_size = 64 << 20;
   db_options.enable_pipelined_write = false;
-  // A crash can leave the last WAL record half written (never acknowledged: writes are acknowledged after
-  // they are in the log), and that is dropped; damage anywhere before it refuses the open. The default,
-  // point-in-time recovery, would open and silently drop every acknowledged write after the damage.
+  // A crash can leave the last WAL record half written (never acknowledged: writes are acknowledged
+  // after they are in the log), and that is dropped; damage anywhere before it refuses the open.
+  // The default, point-in-time recovery, would open and silently drop every acknowledged write
+  // after the damage.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   db_options.paranoid_checks = true;
-  // With an SstFileManager, RocksDB recovers by itself from a flush or compaction that hit a full disk once
-  // space returns (its error handler polls free space); without one such an error needs a restart.
+  // With an SstFileManager, RocksDB recovers by itself from a flush or compaction that hit a full
+  // disk once space returns (its error handler polls free space); without one such an error needs a
+  // restart.
   db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(rocksdb::Env::Default()));
 
   rocksdb::TransactionDBOptions txn_options;
@@ -206,13 +216,14 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
 
   rocksdb::TransactionDB* db = nullptr;
   rocksdb::Options open_options(db_options, cf_options);
-  rocksdb::Status s = rocksdb::TransactionDB::Open(open_options, txn_options, options.path, descriptors,
-                                                   &store->handles_, &db);
+  rocksdb::Status s = rocksdb::TransactionDB::Open(open_options, txn_options, options.path,
+                                                   descriptors, &store->handles_, &db);
   if (!s.ok()) {
     absl::Status status = FromRocksDb(s);
-    return absl::Status(status.code(), absl::StrCat("opening store at ", options.path, ": ", status.message(),
-                                                    s.IsCorruption() ? DamagedWhere(options.path, s) : "",
-                                                    s.IsCorruption() ? kDamaged : ""));
+    return absl::Status(status.code(),
+                        absl::StrCat("opening store at ", options.path, ": ", status.message(),
+                                     s.IsCorruption() ? DamagedWhere(options.path, s) : "",
+                                     s.IsCorruption() ? kDamaged : ""));
   }
   store->db_.reset(db);
   store->reserve_ = options.disk_reserve_bytes;
@@ -222,17 +233,19 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options,
     if (rocksdb::Status v = db->VerifyChecksum(); !v.ok()) {
       const absl::Status status = FromRocksDb(v);
       store.reset();  // closes the database again
-      return absl::Status(status.code(), absl::StrCat("verifying store at ", options.path, ": ", status.message(),
-                                                      v.IsCorruption() ? kDamaged : ""));
+      return absl::Status(status.code(),
+                          absl::StrCat("verifying store at ", options.path, ": ", status.message(),
+                                       v.IsCorruption() ? kDamaged : ""));
     }
-    log::Info("store verified", {{"path", options.path},
-                                 {"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
+    log::Info("store verified",
+              {{"path", options.path}, {"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
   }
   store->names_ = names;
   for (size_t i = 0; i < names.size(); ++i) store->by_name_[names[i]] = store->handles_[i];
-  log::Info("store opened", {{"path", options.path},
-                             {"column_families", static_cast<int64_t>(names.size())},
-                             {"block_cache_bytes", static_cast<int64_t>(options.block_cache_bytes)}});
+  log::Info("store opened",
+            {{"path", options.path},
+             {"column_families", static_cast<int64_t>(names.size())},
+             {"block_cache_bytes", static_cast<int64_t>(options.block_cache_bytes)}});
   return store;
 }
 
@@ -260,7 +273,8 @@ rocksdb::ColumnFamilyHandle* Store::cf(absl::string_view name) const {
 absl::StatusOr<std::optional<std::string>> Store::Get(rocksdb::ColumnFamilyHandle* cf,
                                                       absl::string_view key) const {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::nullopt;
   if (!s.ok()) return FromRocksDb(s);
   return value;
@@ -269,7 +283,8 @@ absl::StatusOr<std::optional<std::string>> Store::Get(rocksdb::ColumnFamilyHandl
 absl::StatusOr<bool> Store::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                                      google::protobuf::MessageLite* out) const {
   rocksdb::PinnableSlice value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return false;
   if (!s.ok()) return FromRocksDb(s);
   if (!out->ParseFromArray(value.data(), static_cast<int>(value.size()))) {
@@ -283,7 +298,8 @@ int64_t Store::disk_free_bytes() {
   if (now - free_checked_us_.load(std::memory_order_relaxed) > 100000) {
     struct statvfs fs {};
     if (statvfs(path_.c_str(), &fs) == 0) {
-      free_bytes_.store(static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize), std::memory_order_relaxed);
+      free_bytes_.store(static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize),
+                        std::memory_order_relaxed);
     }
     free_checked_us_.store(now, std::memory_order_relaxed);
   }
@@ -294,21 +310,24 @@ absl::Status Store::CheckDiskReserve() {
   if (reserve_ == 0) return absl::OkStatus();
   const int64_t free = disk_free_bytes();
   if (free >= static_cast<int64_t>(reserve_)) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "disk: ", free >> 20, " MiB free on the data volume, under the ", reserve_ >> 20,
-      " MiB reserve kept for flushes, compaction and restarts; nothing was written. Reads still work; writes go through "
-      "again by themselves once space is freed or the volume grown (runbook \"CrmDiskReserveReached\")"));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("disk: ", free >> 20, " MiB free on the data volume, under the ", reserve_ >> 20,
+                   " MiB reserve kept for flushes, compaction and restarts; nothing was written. "
+                   "Reads still work; writes go through "
+                   "again by themselves once space is freed or the volume grown (runbook "
+                   "\"CrmDiskReserveReached\")"));
 }
 
 absl::Status Store::WaitOutWriteStop() {
   auto stopped = [this] {
     uint64_t v = 0;
-    const bool now_stopped = db_->GetIntProperty(rocksdb::DB::Properties::kIsWriteStopped, &v) && v == 1;
+    const bool now_stopped =
+        db_->GetIntProperty(rocksdb::DB::Properties::kIsWriteStopped, &v) && v == 1;
     write_stopped_.store(now_stopped, std::memory_order_relaxed);
     return now_stopped;
   };
-  // The property takes the database mutex: read it at most every 5 ms on the write path (a stop begins after
-  // a run of delayed writes, so a few milliseconds' staleness costs nothing).
+  // The property takes the database mutex: read it at most every 5 ms on the write path (a stop
+  // begins after a run of delayed writes, so a few milliseconds' staleness costs nothing).
   const int64_t now = absl::ToUnixMicros(absl::Now());
   if (now - stop_checked_us_.load(std::memory_order_relaxed) > 5000) {
     stop_checked_us_.store(now, std::memory_order_relaxed);
@@ -322,7 +341,8 @@ absl::Status Store::WaitOutWriteStop() {
     if (!stopped()) return absl::OkStatus();
   }
   return absl::UnavailableError(
-      "store: writes are stopped while the database catches up on flushes and compaction; nothing was written, "
+      "store: writes are stopped while the database catches up on flushes and compaction; nothing "
+      "was written, "
       "retry in a second or two (runbook \"CrmRocksDbWritesStopped\")");
 }
 
@@ -340,8 +360,9 @@ bool Store::ResumeAfterBackgroundError(const absl::Status& failed) {
   int64_t last = last_resume_us_.load();
   if (now - last < 1000000 || !last_resume_us_.compare_exchange_strong(last, now)) return false;
   const rocksdb::Status s = db_->Resume();
-  log::Warning("store: resumed after a background error", {{"path", path_}, {"error", std::string(failed.message())},
-                                                         {"resume", s.ToString()}});
+  log::Warning(
+      "store: resumed after a background error",
+      {{"path", path_}, {"error", std::string(failed.message())}, {"resume", s.ToString()}});
   return s.ok();
 }
 
@@ -354,7 +375,8 @@ absl::Status Store::Write(rocksdb::WriteBatch* batch, Durability durability) {
   return s;
 }
 
-absl::Status Store::Transact(Durability durability, absl::FunctionRef<absl::Status(Transaction&)> body) {
+absl::Status Store::Transact(Durability durability,
+                             absl::FunctionRef<absl::Status(Transaction&)> body) {
   if (absl::Status ready = ReadyToWrite(); !ready.ok()) return ready;
   rocksdb::WriteOptions wo;
   wo.sync = durability == Durability::kSynced;
@@ -373,19 +395,22 @@ absl::Status Store::Transact(Durability durability, absl::FunctionRef<absl::Stat
     }
     txn->Rollback().PermitUncheckedError();
     t.RunFinishHooks(false);
-    // A commit refused on RocksDB's background error (a full disk met by a flush) is tried once more after the
-    // database resumed.
+    // A commit refused on RocksDB's background error (a full disk met by a flush) is tried once
+    // more after the database resumed.
     if (absl::StartsWith(s.message(), "rocksdb:") && ResumeAfterBackgroundError(s)) continue;
     // Only lock conflicts are retried; the body's own verdicts are final.
-    if (s.code() != absl::StatusCode::kAborted || !absl::StartsWith(s.message(), "rocksdb:")) return s;
+    if (s.code() != absl::StatusCode::kAborted || !absl::StartsWith(s.message(), "rocksdb:"))
+      return s;
     last = s;
     std::this_thread::sleep_for(std::chrono::microseconds(100 << attempt));
   }
-  return absl::AbortedError(absl::StrCat("transaction kept conflicting, retry the call: ", last.message()));
+  return absl::AbortedError(
+      absl::StrCat("transaction kept conflicting, retry the call: ", last.message()));
 }
 
-absl::Status Store::Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
-                         absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) const {
+absl::Status Store::Scan(
+    rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
+    absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) const {
   rocksdb::ReadOptions ro;
   rocksdb::Slice upper(end.data(), end.size());
   if (!end.empty()) ro.iterate_upper_bound = &upper;
@@ -399,8 +424,9 @@ absl::Status Store::Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_view begi
   return FromRocksDb(it->status());
 }
 
-absl::Status Store::ScanPrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix,
-                               absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) const {
+absl::Status Store::ScanPrefix(
+    rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix,
+    absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) const {
   return Scan(cf, prefix, PrefixUpperBound(prefix), visit);
 }
 
@@ -415,7 +441,8 @@ absl::Status Store::CreateCheckpoint(const std::string& dir) {
 
 absl::Status Store::SyncWal() { return FromRocksDb(db_->SyncWAL()); }
 
-std::optional<uint64_t> Store::IntProperty(rocksdb::ColumnFamilyHandle* cf, const std::string& name) const {
+std::optional<uint64_t> Store::IntProperty(rocksdb::ColumnFamilyHandle* cf,
+                                           const std::string& name) const {
   uint64_t v = 0;
   if (!db_->GetIntProperty(cf, name, &v)) return std::nullopt;
   return v;

@@ -1,10 +1,10 @@
-// A service's embedded RocksDB: column families, tuned options, reads, atomic writes, transactions for
-// read-modify-write, and checkpoints. Each service owns exactly one Store; only its <name>_store knows
-// the keys. Thread-safe; non-copyable. Destroying it syncs the WAL and closes the database cleanly.
+// A service's embedded RocksDB: column families, tuned options, reads, atomic writes, transactions
+// for read-modify-write, and checkpoints. Each service owns exactly one Store; only its
+// <name>_store knows the keys. Thread-safe; non-copyable. Destroying it syncs the WAL and closes
+// the database cleanly.
 #pragma once
 
 #include <atomic>
-
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -37,17 +37,18 @@ struct StoreOptions {
   int background_jobs = 2;
   // How long a transaction waits for a row another transaction holds.
   absl::Duration lock_timeout = absl::Seconds(2);
-  // Read every block of every table file once at open and refuse a store whose checksums do not match (the
-  // service does not start, instead of answering from damaged data later). Costs one sequential read of the
-  // data; off only where start-up time matters more than finding damage early.
+  // Read every block of every table file once at open and refuse a store whose checksums do not
+  // match (the service does not start, instead of answering from damaged data later). Costs one
+  // sequential read of the data; off only where start-up time matters more than finding damage
+  // early.
   bool verify_on_open = true;
-  // Free space kept on the data volume for what must still work when it is nearly full: flushing memtables,
-  // compaction, replaying the WAL at a restart. Writes are refused (RESOURCE_EXHAUSTED) while less is free, and
-  // go through again by themselves once space returns. 0: no reserve.
+  // Free space kept on the data volume for what must still work when it is nearly full: flushing
+  // memtables, compaction, replaying the WAL at a restart. Writes are refused (RESOURCE_EXHAUSTED)
+  // while less is free, and go through again by themselves once space returns. 0: no reserve.
   uint64_t disk_reserve_bytes = 0;
-  // How long a write waits while RocksDB has stopped writes (too many memtables or L0 files, or compaction too
-  // far behind) before it gives up with UNAVAILABLE: below the callers' deadlines, so they get an answer they
-  // can retry instead of their own timeout.
+  // How long a write waits while RocksDB has stopped writes (too many memtables or L0 files, or
+  // compaction too far behind) before it gives up with UNAVAILABLE: below the callers' deadlines,
+  // so they get an answer they can retry instead of their own timeout.
   absl::Duration write_stop_wait = absl::Seconds(1);
 };
 
@@ -55,7 +56,8 @@ struct StoreOptions {
 enum class Durability {
   // Written to the OS page cache: survives a process crash, not a power loss.
   kBuffered,
-  // The WAL is fsynced before returning: survives a machine crash. Concurrent writers share one fsync
+  // The WAL is fsynced before returning: survives a machine crash. Concurrent writers share one
+  // fsync
   // (RocksDB's group commit), so throughput grows with concurrency.
   kSynced,
 };
@@ -66,10 +68,12 @@ class Transaction {
  public:
   explicit Transaction(rocksdb::Transaction* txn) : txn_(txn) {}
 
-  absl::StatusOr<std::optional<std::string>> Get(rocksdb::ColumnFamilyHandle* cf, absl::string_view key);
+  absl::StatusOr<std::optional<std::string>> Get(rocksdb::ColumnFamilyHandle* cf,
+                                                 absl::string_view key);
   absl::StatusOr<std::optional<std::string>> GetForUpdate(rocksdb::ColumnFamilyHandle* cf,
                                                           absl::string_view key);
-  // Reads and parses a protobuf value; false when the key is absent. DATA_LOSS when it does not parse.
+  // Reads and parses a protobuf value; false when the key is absent. DATA_LOSS when it does not
+  // parse.
   absl::StatusOr<bool> GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                                 google::protobuf::MessageLite* out, bool for_update = false);
   absl::Status Put(rocksdb::ColumnFamilyHandle* cf, absl::string_view key, absl::string_view value);
@@ -87,8 +91,8 @@ class Transaction {
   absl::Status DeletePrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix);
   rocksdb::Transaction* raw() { return txn_; }
 
-  // Runs `hook(committed)` once this attempt has committed or rolled back (e.g. to release an outbox
-  // sequence number the dispatcher must not pass while it is in flight).
+  // Runs `hook(committed)` once this attempt has committed or rolled back (e.g. to release an
+  // outbox sequence number the dispatcher must not pass while it is in flight).
   void OnFinish(std::function<void(bool committed)> hook) { hooks_.push_back(std::move(hook)); }
   void RunFinishHooks(bool committed) {
     for (auto& h : hooks_) h(committed);
@@ -102,36 +106,41 @@ class Transaction {
 
 class Store {
  public:
-  // Opens (or creates) the database with the given column families; "default" always exists. A damaged table
-  // file, MANIFEST or write-ahead log (anything but a torn last record, which a crash leaves) is DATA_LOSS naming
-  // the file and the way back (restore a checkpoint), never a store that opens with data missing.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options,
-                                                     const std::vector<std::string>& column_families);
+  // Opens (or creates) the database with the given column families; "default" always exists. A
+  // damaged table file, MANIFEST or write-ahead log (anything but a torn last record, which a crash
+  // leaves) is DATA_LOSS naming the file and the way back (restore a checkpoint), never a store
+  // that opens with data missing.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(
+      const StoreOptions& options, const std::vector<std::string>& column_families);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  // The handle of a column family named at Open; aborts on a name that was not (a programming error).
+  // The handle of a column family named at Open; aborts on a name that was not (a programming
+  // error).
   rocksdb::ColumnFamilyHandle* cf(absl::string_view name) const;
 
-  absl::StatusOr<std::optional<std::string>> Get(rocksdb::ColumnFamilyHandle* cf, absl::string_view key) const;
+  absl::StatusOr<std::optional<std::string>> Get(rocksdb::ColumnFamilyHandle* cf,
+                                                 absl::string_view key) const;
   absl::StatusOr<bool> GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                                 google::protobuf::MessageLite* out) const;
 
   // Applies every change in the batch atomically.
   absl::Status Write(rocksdb::WriteBatch* batch, Durability durability);
 
-  // Runs `body` in a pessimistic transaction and commits it. When `body` fails nothing is written and its
-  // status is returned. Lock timeouts and deadlocks roll back and run `body` again (a few times), so
-  // `body` must not have effects outside the transaction other than filling its outputs.
+  // Runs `body` in a pessimistic transaction and commits it. When `body` fails nothing is written
+  // and its status is returned. Lock timeouts and deadlocks roll back and run `body` again (a few
+  // times), so `body` must not have effects outside the transaction other than filling its outputs.
   absl::Status Transact(Durability durability, absl::FunctionRef<absl::Status(Transaction&)> body);
 
   // Calls `visit(key, value)` for each key in [begin, end) in order, until it returns false.
   // An empty `end` means no upper bound.
-  absl::Status Scan(rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
-                    absl::FunctionRef<bool(absl::string_view key, absl::string_view value)> visit) const;
-  absl::Status ScanPrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix,
-                          absl::FunctionRef<bool(absl::string_view key, absl::string_view value)> visit) const;
+  absl::Status Scan(
+      rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
+      absl::FunctionRef<bool(absl::string_view key, absl::string_view value)> visit) const;
+  absl::Status ScanPrefix(
+      rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix,
+      absl::FunctionRef<bool(absl::string_view key, absl::string_view value)> visit) const;
 
   // A consistent, openable copy of the database in `dir` (which must not exist), made of hard links
   // where possible, so it is cheap. Restoring is opening that directory as the data directory.
@@ -141,11 +150,13 @@ class Store {
   absl::Status SyncWal();
 
   // A RocksDB integer property ("rocksdb.estimate-num-keys", ...) of one column family.
-  std::optional<uint64_t> IntProperty(rocksdb::ColumnFamilyHandle* cf, const std::string& name) const;
+  std::optional<uint64_t> IntProperty(rocksdb::ColumnFamilyHandle* cf,
+                                      const std::string& name) const;
   const std::vector<std::string>& column_family_names() const { return names_; }
   rocksdb::TransactionDB* db() { return db_.get(); }
   const std::string& path() const { return path_; }
-  // Bytes free on the data volume for this process (statvfs, re-read at most every 100 ms), and the reserve.
+  // Bytes free on the data volume for this process (statvfs, re-read at most every 100 ms), and the
+  // reserve.
   int64_t disk_free_bytes();
   uint64_t disk_reserve_bytes() const { return reserve_; }
 
@@ -157,8 +168,9 @@ class Store {
   absl::Status WaitOutWriteStop();
   // Both checks, before a write.
   absl::Status ReadyToWrite();
-  // After a write failed on RocksDB's background error (a flush or compaction that hit a full disk): once the
-  // reserve is free again, resumes the database (at most once a second) and says whether to try again.
+  // After a write failed on RocksDB's background error (a flush or compaction that hit a full
+  // disk): once the reserve is free again, resumes the database (at most once a second) and says
+  // whether to try again.
   bool ResumeAfterBackgroundError(const absl::Status& failed);
 
   std::string path_;

@@ -26,15 +26,19 @@ bool IsCardRun(absl::string_view digits) {
 
 bool IsDigit(char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); }
 bool IsEmailLocal(char c) {
-  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '%' ||
+         c == '+' || c == '-';
 }
-bool IsDomain(char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-'; }
+bool IsDomain(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+}
 bool IsBase64Url(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '=';
 }
 bool IsTokenChar(char c) { return IsBase64Url(c) || c == '.' || c == '/' || c == '+' || c == '~'; }
 
-// The end of a card-number-like run of digits starting at `i` (with single separators), and its digits.
+// The end of a card-number-like run of digits starting at `i` (with single separators), and its
+// digits.
 size_t DigitRun(absl::string_view s, size_t i, std::string* digits) {
   digits->clear();
   size_t end = i;
@@ -42,7 +46,8 @@ size_t DigitRun(absl::string_view s, size_t i, std::string* digits) {
     if (IsDigit(s[end])) {
       digits->push_back(s[end]);
       ++end;
-    } else if ((s[end] == ' ' || s[end] == '-') && !digits->empty() && end + 1 < s.size() && IsDigit(s[end + 1])) {
+    } else if ((s[end] == ' ' || s[end] == '-') && !digits->empty() && end + 1 < s.size() &&
+               IsDigit(s[end + 1])) {
       ++end;
     } else {
       break;
@@ -70,7 +75,8 @@ bool ContainsCardNumber(absl::string_view s) {
 std::string Redact(absl::string_view s) {
   // Fast path: nothing that could start a secret.
   bool suspicious = false;
-  for (char c : s) suspicious = suspicious || c == '@' || IsDigit(c) || c == 'e' || c == 'B' || c == 'b';
+  for (char c : s)
+    suspicious = suspicious || c == '@' || IsDigit(c) || c == 'e' || c == 'B' || c == 'b';
   if (!suspicious) return std::string(s);
 
   std::string out;
@@ -115,10 +121,12 @@ std::string Redact(absl::string_view s) {
     }
     if (IsDigit(s[i]) && (i == 0 || !IsDigit(s[i - 1]))) {
       const size_t end = DigitRun(s, i, &digits);
-      // Digits inside an identifier ("c07531839669485c3", a hex id) are the id's, not a card number: a tenth
-      // of long digit runs pass Luhn by chance, and redacting ids would hide whose call a log line is about.
-      const bool inside_identifier = (i > 0 && absl::ascii_isalpha(static_cast<unsigned char>(s[i - 1]))) ||
-                                     (end < s.size() && absl::ascii_isalpha(static_cast<unsigned char>(s[end])));
+      // Digits inside an identifier ("c07531839669485c3", a hex id) are the id's, not a card
+      // number: a tenth of long digit runs pass Luhn by chance, and redacting ids would hide whose
+      // call a log line is about.
+      const bool inside_identifier =
+          (i > 0 && absl::ascii_isalpha(static_cast<unsigned char>(s[i - 1]))) ||
+          (end < s.size() && absl::ascii_isalpha(static_cast<unsigned char>(s[end])));
       if (!inside_identifier && IsCardRun(digits)) {
         out.append("<card number>");
         i = end;

@@ -21,7 +21,8 @@
 #include "services/complaint_ticket/sla.h"
 
 ABSL_FLAG(std::string, lexicon_file, "",
-          "severity lexicon (crm.internal.SeverityLexicon, text format); empty: the one built into the binary");
+          "severity lexicon (crm.internal.SeverityLexicon, text format); empty: the one built into "
+          "the binary");
 ABSL_FLAG(int, sla_sweep_interval_s, 60, "how often deadlines and promised callbacks are checked");
 
 namespace crm::complaint_ticket {
@@ -41,10 +42,12 @@ bool CountsOpen(const v1::Ticket& t) {
   return t.status() == v1::TICKET_STATUS_OPEN || t.status() == v1::TICKET_STATUS_IN_PROGRESS;
 }
 
-std::string Lower(const std::string& enum_name, size_t prefix) { return absl::AsciiStrToLower(enum_name.substr(prefix)); }
+std::string Lower(const std::string& enum_name, size_t prefix) {
+  return absl::AsciiStrToLower(enum_name.substr(prefix));
+}
 
-v1::TicketMessage Message(v1::Ticket& t, v1::MessageAuthor author, const std::string& agent_id, const std::string& text,
-                          bool internal, absl::Time now) {
+v1::TicketMessage Message(v1::Ticket& t, v1::MessageAuthor author, const std::string& agent_id,
+                          const std::string& text, bool internal, absl::Time now) {
   v1::TicketMessage m;
   m.set_message_id(absl::StrCat("m", t.messages_size() + 1));
   api::SetTimestamp(now, m.mutable_time());
@@ -55,31 +58,41 @@ v1::TicketMessage Message(v1::Ticket& t, v1::MessageAuthor author, const std::st
   return m;
 }
 
-absl::Status ValidateCompensation(const std::string& f, const v1::Compensation& c, const v1::Ticket* ticket) {
+absl::Status ValidateCompensation(const std::string& f, const v1::Compensation& c,
+                                  const v1::Ticket* ticket) {
   switch (c.kind()) {
     case v1::COMPENSATION_KIND_POINTS:
-      if (c.points() <= 0 || c.points() > 1000000) return Invalid(f + ".points", "must be 1-1000000");
+      if (c.points() <= 0 || c.points() > 1000000)
+        return Invalid(f + ".points", "must be 1-1000000");
       break;
     case v1::COMPENSATION_KIND_COUPON:
-      if (c.coupon_value().amount_minor() <= 0) return Invalid(f + ".coupon_value.amount_minor", "must be positive");
-      if (auto s = api::CurrencyCode(f + ".coupon_value.currency", c.coupon_value().currency()); !s.ok()) return s;
+      if (c.coupon_value().amount_minor() <= 0)
+        return Invalid(f + ".coupon_value.amount_minor", "must be positive");
+      if (auto s = api::CurrencyCode(f + ".coupon_value.currency", c.coupon_value().currency());
+          !s.ok())
+        return s;
       break;
     case v1::COMPENSATION_KIND_APOLOGY_LETTER:
       if (auto s = api::RequiredText(f + ".text", c.text(), 5000); !s.ok()) return s;
       break;
     case v1::COMPENSATION_KIND_EXCHANGE:
       if (auto s = api::RequiredText(f + ".text", c.text(), 1000); !s.ok()) return s;
-      if (ticket != nullptr && ticket->order_id().empty()) return Invalid(f, "an exchange needs the ticket's order");
+      if (ticket != nullptr && ticket->order_id().empty())
+        return Invalid(f, "an exchange needs the ticket's order");
       break;
     case v1::COMPENSATION_KIND_REFUND:
       if (c.refund_items().empty()) return Invalid(f + ".refund_items", "name the items to refund");
       for (int i = 0; i < c.refund_items_size(); ++i) {
-        if (auto s = api::RequiredId(absl::StrCat(f, ".refund_items[", i, "].item_id"), c.refund_items(i).item_id()); !s.ok()) {
+        if (auto s = api::RequiredId(absl::StrCat(f, ".refund_items[", i, "].item_id"),
+                                     c.refund_items(i).item_id());
+            !s.ok()) {
           return s;
         }
-        if (c.refund_items(i).quantity() <= 0) return Invalid(absl::StrCat(f, ".refund_items[", i, "].quantity"), "must be at least 1");
+        if (c.refund_items(i).quantity() <= 0)
+          return Invalid(absl::StrCat(f, ".refund_items[", i, "].quantity"), "must be at least 1");
       }
-      if (ticket != nullptr && ticket->order_id().empty()) return Invalid(f, "a refund needs the ticket's order");
+      if (ticket != nullptr && ticket->order_id().empty())
+        return Invalid(f, "a refund needs the ticket's order");
       break;
     default:
       return Invalid(f + ".kind", "must be POINTS, COUPON, APOLOGY_LETTER, EXCHANGE or REFUND");
@@ -88,56 +101,76 @@ absl::Status ValidateCompensation(const std::string& f, const v1::Compensation& 
 }
 
 bool Automatic(v1::CompensationKind k) {
-  return k == v1::COMPENSATION_KIND_POINTS || k == v1::COMPENSATION_KIND_COUPON || k == v1::COMPENSATION_KIND_REFUND;
+  return k == v1::COMPENSATION_KIND_POINTS || k == v1::COMPENSATION_KIND_COUPON ||
+         k == v1::COMPENSATION_KIND_REFUND;
 }
 
 }  // namespace
 
 TicketMetrics::TicketMetrics(prometheus::Registry& r)
-    : open(prometheus::BuildGauge().Name("crm_tickets_open").Help("Open tickets, by priority (p1, p2, p3).").Register(r)),
-      opened(prometheus::BuildCounter().Name("crm_tickets_opened_total").Help("Tickets opened, by channel.").Register(r)),
-      breaches(prometheus::BuildCounter()
-                   .Name("crm_sla_breaches_total")
-                   .Help("Promises broken, by kind (first_response, next_update, resolution, callback).")
-                   .Register(r)),
-      escalations(prometheus::BuildCounter()
-                      .Name("crm_ticket_escalations_total")
-                      .Help("Tickets escalated to the next level because a deadline was near or passed.")
-                      .Register(r)
-                      .Add({})),
-      first_response_seconds(prometheus::BuildHistogram()
-                                 .Name("crm_ticket_first_response_seconds")
-                                 .Help("Time from opening to the first agent reply.")
-                                 .Register(r)
-                                 .Add({}, prometheus::Histogram::BucketBoundaries{900, 1800, 3600, 7200, 14400, 28800,
-                                                                                  43200, 86400, 172800, 345600})),
-      resolution_seconds(prometheus::BuildHistogram()
-                             .Name("crm_ticket_resolution_seconds")
-                             .Help("Time from opening to resolution (compensation confirmed).")
-                             .Register(r)
-                             .Add({}, prometheus::Histogram::BucketBoundaries{3600, 14400, 43200, 86400, 172800, 259200,
-                                                                              432000, 604800, 1209600, 2592000})),
+    : open(prometheus::BuildGauge()
+               .Name("crm_tickets_open")
+               .Help("Open tickets, by priority (p1, p2, p3).")
+               .Register(r)),
+      opened(prometheus::BuildCounter()
+                 .Name("crm_tickets_opened_total")
+                 .Help("Tickets opened, by channel.")
+                 .Register(r)),
+      breaches(
+          prometheus::BuildCounter()
+              .Name("crm_sla_breaches_total")
+              .Help("Promises broken, by kind (first_response, next_update, resolution, callback).")
+              .Register(r)),
+      escalations(
+          prometheus::BuildCounter()
+              .Name("crm_ticket_escalations_total")
+              .Help("Tickets escalated to the next level because a deadline was near or passed.")
+              .Register(r)
+              .Add({})),
+      first_response_seconds(
+          prometheus::BuildHistogram()
+              .Name("crm_ticket_first_response_seconds")
+              .Help("Time from opening to the first agent reply.")
+              .Register(r)
+              .Add({}, prometheus::Histogram::BucketBoundaries{900, 1800, 3600, 7200, 14400, 28800,
+                                                               43200, 86400, 172800, 345600})),
+      resolution_seconds(
+          prometheus::BuildHistogram()
+              .Name("crm_ticket_resolution_seconds")
+              .Help("Time from opening to resolution (compensation confirmed).")
+              .Register(r)
+              .Add({}, prometheus::Histogram::BucketBoundaries{3600, 14400, 43200, 86400, 172800,
+                                                               259200, 432000, 604800, 1209600,
+                                                               2592000})),
       csat(prometheus::BuildCounter()
                .Name("crm_ticket_csat_total")
                .Help("Satisfaction survey answers, by score 1-5.")
                .Register(r)) {}
 
-ComplaintTicketService::ComplaintTicketService(ComplaintTicketStore* store, internal::SeverityLexicon lexicon,
-                                               Clock* clock, rpc::Executor* writes, rpc::Backends* backends,
+ComplaintTicketService::ComplaintTicketService(ComplaintTicketStore* store,
+                                               internal::SeverityLexicon lexicon, Clock* clock,
+                                               rpc::Executor* writes, rpc::Backends* backends,
                                                prometheus::Registry& registry)
-    : store_(store), lexicon_(std::move(lexicon)), clock_(clock), writes_(writes), backends_(backends), metrics_(registry) {}
+    : store_(store),
+      lexicon_(std::move(lexicon)),
+      clock_(clock),
+      writes_(writes),
+      backends_(backends),
+      metrics_(registry) {}
 
 void ComplaintTicketService::CountOpen() {
   auto counts = store_->OpenByPriority();
   if (!counts.ok()) return;
   for (v1::Priority p : {v1::PRIORITY_P1, v1::PRIORITY_P2, v1::PRIORITY_P3}) {
-    metrics_.open.Add({{"priority", Lower(v1::Priority_Name(p), 9)}}).Set(static_cast<double>((*counts)[p]));
+    metrics_.open.Add({{"priority", Lower(v1::Priority_Name(p), 9)}})
+        .Set(static_cast<double>((*counts)[p]));
   }
 }
 
-void ComplaintTicketService::CountOnCommit(store::Transaction& txn, v1::Ticket before, v1::Ticket after) {
-  // The consumer's transaction may run its body again after a conflict: count a change once it has committed,
-  // never per attempt.
+void ComplaintTicketService::CountOnCommit(store::Transaction& txn, v1::Ticket before,
+                                           v1::Ticket after) {
+  // The consumer's transaction may run its body again after a conflict: count a change once it has
+  // committed, never per attempt.
   txn.OnFinish([this, before = std::move(before), after = std::move(after)](bool committed) {
     if (committed) Committed(before, after);
   });
@@ -147,18 +180,24 @@ void ComplaintTicketService::Committed(const v1::Ticket& before, const v1::Ticke
   if (CountsOpen(before) && !before.ticket_id().empty()) {
     metrics_.open.Add({{"priority", Lower(v1::Priority_Name(before.priority()), 9)}}).Decrement();
   }
-  if (CountsOpen(after)) metrics_.open.Add({{"priority", Lower(v1::Priority_Name(after.priority()), 9)}}).Increment();
-  if (before.ticket_id().empty()) metrics_.opened.Add({{"channel", Lower(v1::TicketChannel_Name(after.channel()), 15)}}).Increment();
+  if (CountsOpen(after))
+    metrics_.open.Add({{"priority", Lower(v1::Priority_Name(after.priority()), 9)}}).Increment();
+  if (before.ticket_id().empty())
+    metrics_.opened.Add({{"channel", Lower(v1::TicketChannel_Name(after.channel()), 15)}})
+        .Increment();
   for (int i = before.sla().breaches_size(); i < after.sla().breaches_size(); ++i) {
     metrics_.breaches.Add({{"kind", SlaKindName(after.sla().breaches(i).kind())}}).Increment();
   }
-  if (after.escalations() > before.escalations()) metrics_.escalations.Increment(after.escalations() - before.escalations());
+  if (after.escalations() > before.escalations())
+    metrics_.escalations.Increment(after.escalations() - before.escalations());
   const absl::Time created = api::FromTimestamp(after.create_time());
   if (!before.sla().has_first_response_time() && after.sla().has_first_response_time()) {
-    metrics_.first_response_seconds.Observe(absl::ToDoubleSeconds(api::FromTimestamp(after.sla().first_response_time()) - created));
+    metrics_.first_response_seconds.Observe(
+        absl::ToDoubleSeconds(api::FromTimestamp(after.sla().first_response_time()) - created));
   }
   if (!IsFinal(before) && IsFinal(after) && after.resolution().has_resolved_time()) {
-    metrics_.resolution_seconds.Observe(absl::ToDoubleSeconds(api::FromTimestamp(after.resolution().resolved_time()) - created));
+    metrics_.resolution_seconds.Observe(
+        absl::ToDoubleSeconds(api::FromTimestamp(after.resolution().resolved_time()) - created));
   }
   if (!before.has_satisfaction() && after.has_satisfaction()) {
     metrics_.csat.Add({{"score", std::to_string(after.satisfaction().csat())}}).Increment();
@@ -179,7 +218,8 @@ absl::Status ComplaintTicketService::CheckCustomer(const std::string& customer_i
     return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
   }
   if (!s.ok()) {
-    return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (", s.error_message(),
+    return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (",
+                                               s.error_message(),
                                                "); retry with the same request_id"));
   }
   return absl::OkStatus();
@@ -219,7 +259,8 @@ absl::Status ComplaintTicketService::Route(TicketSession& s, const std::string& 
   for (;;) {
     auto choice = ChooseAgent(candidates, t.handling_level(), t.category(), preferred);
     if (!choice.has_value()) {
-      t.clear_assigned_agent_id();  // waits in the queue; the sweep assigns it when someone frees up
+      t.clear_assigned_agent_id();  // waits in the queue; the sweep assigns it when someone frees
+                                    // up
       return absl::OkStatus();
     }
     if (*choice == t.assigned_agent_id()) return absl::OkStatus();
@@ -236,11 +277,10 @@ absl::Status ComplaintTicketService::Route(TicketSession& s, const std::string& 
   }
 }
 
-absl::Status ComplaintTicketService::BuildTicket(TicketSession& s, v1::TicketChannel channel,
-                                                 v1::TicketCategory category, const std::string& order_id,
-                                                 const std::string& subject, const std::string& text,
-                                                 CustomerValue value, bool automatic, const std::string& preferred,
-                                                 absl::Time now) {
+absl::Status ComplaintTicketService::BuildTicket(
+    TicketSession& s, v1::TicketChannel channel, v1::TicketCategory category,
+    const std::string& order_id, const std::string& subject, const std::string& text,
+    CustomerValue value, bool automatic, const std::string& preferred, absl::Time now) {
   v1::Ticket& t = s.ticket();
   // Ids sort by opening time, so a customer's tickets list in order.
   t.set_ticket_id(absl::StrCat("t", absl::FormatTime("%Y%m%d%H%M%S", now, absl::UTCTimeZone()), "-",
@@ -258,7 +298,8 @@ absl::Status ComplaintTicketService::BuildTicket(TicketSession& s, v1::TicketCha
   t.set_automatic(automatic);
   api::SetTimestamp(now, t.mutable_create_time());
   StartSla(t, now);
-  *t.add_messages() = Message(t, automatic ? v1::MESSAGE_AUTHOR_SYSTEM : v1::MESSAGE_AUTHOR_CUSTOMER, "", text, false, now);
+  *t.add_messages() = Message(
+      t, automatic ? v1::MESSAGE_AUTHOR_SYSTEM : v1::MESSAGE_AUTHOR_CUSTOMER, "", text, false, now);
   if (auto r = Route(s, preferred); !r.ok()) return r;
   v1::Event e;
   auto* o = e.mutable_ticket_opened();
@@ -272,48 +313,61 @@ absl::Status ComplaintTicketService::BuildTicket(TicketSession& s, v1::TicketCha
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::OpenTicket(Ctx* ctx, const v1::OpenTicketRequest* req, v1::Ticket* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::OpenTicket(Ctx* ctx,
+                                                             const v1::OpenTicketRequest* req,
+                                                             v1::Ticket* resp) {
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (req->channel() == v1::TICKET_CHANNEL_UNSPECIFIED || req->channel() == v1::TICKET_CHANNEL_PROACTIVE ||
+  if (req->channel() == v1::TICKET_CHANNEL_UNSPECIFIED ||
+      req->channel() == v1::TICKET_CHANNEL_PROACTIVE ||
       !v1::TicketChannel_IsValid(req->channel())) {
-    return Finish(ctx, Invalid("channel", "must be WEB, EMAIL, PHONE, CHAT, REVIEW or MARKETPLACE_DISPUTE"));
+    return Finish(
+        ctx, Invalid("channel", "must be WEB, EMAIL, PHONE, CHAT, REVIEW or MARKETPLACE_DISPUTE"));
   }
-  if (req->category() == v1::TICKET_CATEGORY_UNSPECIFIED || !v1::TicketCategory_IsValid(req->category())) {
-    return Finish(ctx, Invalid("category", "must be DELIVERY, QUALITY, REFUND, SERVICE_ATTITUDE or OTHER"));
+  if (req->category() == v1::TICKET_CATEGORY_UNSPECIFIED ||
+      !v1::TicketCategory_IsValid(req->category())) {
+    return Finish(
+        ctx, Invalid("category", "must be DELIVERY, QUALITY, REFUND, SERVICE_ATTITUDE or OTHER"));
   }
   if (!req->order_id().empty()) {
     if (auto s = api::RequiredId("order_id", req->order_id()); !s.ok()) return Finish(ctx, s);
   }
   if (auto s = api::OptionalText("subject", req->subject(), 200); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok())
+    return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())]()
-                                     -> absl::Status {
-    if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
-    CustomerValue value;
-    std::string named_agent;
-    CustomerStanding(req->customer_id(), &value, &named_agent);
-    bool created = false;  // false when this is a retry answered from the first call's record
-    absl::Status s = store_->OpenTicket(req->customer_id(), request_id, store::RequestFingerprint(*req), now,
-        [&](TicketSession& session) -> absl::Status {
-          created = true;
-          auto last = session.LastAgent();
-          if (!last.ok()) return last.status();
-          // An enterprise account's named agent first, else the agent who handled the customer last.
-          const std::string preferred = !named_agent.empty() ? named_agent : *last;
-          return BuildTicket(session, req->channel(), req->category(), req->order_id(), req->subject(), req->text(),
-                             value, false, preferred, now);
-        },
-        resp);
-    if (s.ok() && created) Committed(v1::Ticket(), *resp);
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now,
+       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+        if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+        CustomerValue value;
+        std::string named_agent;
+        CustomerStanding(req->customer_id(), &value, &named_agent);
+        bool created = false;  // false when this is a retry answered from the first call's record
+        absl::Status s = store_->OpenTicket(
+            req->customer_id(), request_id, store::RequestFingerprint(*req), now,
+            [&](TicketSession& session) -> absl::Status {
+              created = true;
+              auto last = session.LastAgent();
+              if (!last.ok()) return last.status();
+              // An enterprise account's named agent first, else the agent who handled the customer
+              // last.
+              const std::string preferred = !named_agent.empty() ? named_agent : *last;
+              return BuildTicket(session, req->channel(), req->category(), req->order_id(),
+                                 req->subject(), req->text(), value, false, preferred, now);
+            },
+            resp);
+        if (s.ok() && created) Committed(v1::Ticket(), *resp);
+        return s;
+      });
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::GetTicket(Ctx* ctx, const v1::GetTicketRequest* req, v1::Ticket* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::GetTicket(Ctx* ctx,
+                                                            const v1::GetTicketRequest* req,
+                                                            v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
   auto t = store_->Get(req->customer_id(), req->ticket_id());
@@ -322,7 +376,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::GetTicket(Ctx* ctx, const v1::
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::ListTickets(Ctx* ctx, const v1::ListTicketsRequest* req,
+grpc::ServerUnaryReactor* ComplaintTicketService::ListTickets(Ctx* ctx,
+                                                              const v1::ListTicketsRequest* req,
                                                               v1::ListTicketsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto size = api::PageSize("page_size", req->page_size(), 20, 100);
@@ -333,14 +388,15 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ListTickets(Ctx* ctx, const v1
   std::vector<v1::Ticket> tickets;
   std::string last;
   bool more = false;
-  if (auto s = store_->List(req->customer_id(), *after, *size, &tickets, &last, &more); !s.ok()) return Finish(ctx, s);
+  if (auto s = store_->List(req->customer_id(), *after, *size, &tickets, &last, &more); !s.ok())
+    return Finish(ctx, s);
   for (auto& t : tickets) *resp->add_tickets() = std::move(t);
   if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(Ctx* ctx, const v1::ListAtRiskTicketsRequest* req,
-                                                                    v1::ListAtRiskTicketsResponse* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(
+    Ctx* ctx, const v1::ListAtRiskTicketsRequest* req, v1::ListAtRiskTicketsResponse* resp) {
   auto size = api::PageSize("page_size", req->page_size(), 50, 500);
   if (!size.ok()) return Finish(ctx, size.status());
   auto after = api::DecodePageToken("at-risk", req->page_token());
@@ -368,7 +424,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(Ctx* ctx, co
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx, const v1::ReplyToTicketRequest* req,
+grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx,
+                                                                const v1::ReplyToTicketRequest* req,
                                                                 v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
@@ -378,65 +435,78 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx, const 
   // Who writes comes from the token: a customer replies as the customer, an agent as themself.
   v1::MessageAuthor author = req->author();
   if (rpc::IsCustomer(*caller) || rpc::IsAgent(*caller)) {
-    const v1::MessageAuthor own = rpc::IsCustomer(*caller) ? v1::MESSAGE_AUTHOR_CUSTOMER : v1::MESSAGE_AUTHOR_AGENT;
+    const v1::MessageAuthor own =
+        rpc::IsCustomer(*caller) ? v1::MESSAGE_AUTHOR_CUSTOMER : v1::MESSAGE_AUTHOR_AGENT;
     if (author != v1::MESSAGE_AUTHOR_UNSPECIFIED && author != own) {
-      return Finish(ctx, absl::PermissionDeniedError(absl::StrCat(
-                             "author: a ", rpc::IsCustomer(*caller) ? "customer" : "agent", " replies only as ",
-                             rpc::IsCustomer(*caller) ? "the customer" : "themself")));
+      return Finish(
+          ctx, absl::PermissionDeniedError(absl::StrCat(
+                   "author: a ", rpc::IsCustomer(*caller) ? "customer" : "agent",
+                   " replies only as ", rpc::IsCustomer(*caller) ? "the customer" : "themself")));
     }
     author = own;
   }
   if (author != v1::MESSAGE_AUTHOR_CUSTOMER && author != v1::MESSAGE_AUTHOR_AGENT) {
     return Finish(ctx, Invalid("author", "must be CUSTOMER or AGENT"));
   }
-  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok())
+    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   const bool agent = author == v1::MESSAGE_AUTHOR_AGENT;
   auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
   if (!agent_id.ok()) return Finish(ctx, agent_id.status());
-  if (!agent && !agent_id->empty()) return Finish(ctx, Invalid("agent_id", "only an agent's reply names an agent"));
+  if (!agent && !agent_id->empty())
+    return Finish(ctx, Invalid("agent_id", "only an agent's reply names an agent"));
   if (agent) {
     if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
     if (!req->has_next_step_time()) {
-      return Finish(ctx, Invalid("next_step_time", "an agent's reply must name the date of the next step, not \"later\""));
+      return Finish(ctx,
+                    Invalid("next_step_time",
+                            "an agent's reply must name the date of the next step, not \"later\""));
     }
     auto next = api::ToTime("next_step_time", req->next_step_time());
     if (!next.ok()) return Finish(ctx, next.status());
     if (auto s = CheckNextStepTime(*next, now); !s.ok()) return Finish(ctx, s);
   }
-  return FinishOn(*writes_, ctx, [this, req, resp, now, agent, author, agent_id = *agent_id,
-                                  request_id = rpc::ScopedRequestId(*caller, req->request_id(), "ReplyToTicket")]() -> absl::Status {
-    if (agent) {
-      if (auto s = CheckAgent(agent_id); !s.ok()) return s;
-    }
-    v1::Ticket before;
-    absl::Status s = store_->UpdateTicket(req->customer_id(), req->ticket_id(), request_id,
-        store::RequestFingerprint(*req), now, [&](TicketSession& session) -> absl::Status {
-          v1::Ticket& t = session.ticket();
-          before = t;
-          if (t.status() == v1::TICKET_STATUS_CLOSED) {
-            return absl::FailedPreconditionError("ticket_id: the ticket is closed; open a new one");
-          }
-          v1::TicketMessage m = Message(t, author, agent_id, req->text(), false, now);
-          if (agent) {
-            *m.mutable_next_step_time() = req->next_step_time();
-            if (!t.sla().has_first_response_time()) api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
-            *t.mutable_sla()->mutable_next_update_due() = req->next_step_time();
-            if (t.status() == v1::TICKET_STATUS_OPEN) t.set_status(v1::TICKET_STATUS_IN_PROGRESS);
-            if (t.assigned_agent_id().empty()) t.set_assigned_agent_id(agent_id);
-            session.RememberAgent(agent_id);
-          }
-          *t.add_messages() = std::move(m);
-          return absl::OkStatus();
-        },
-        resp);
-    if (s.ok() && !before.ticket_id().empty()) Committed(before, *resp);
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, agent, author, agent_id = *agent_id,
+       request_id =
+           rpc::ScopedRequestId(*caller, req->request_id(), "ReplyToTicket")]() -> absl::Status {
+        if (agent) {
+          if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+        }
+        v1::Ticket before;
+        absl::Status s = store_->UpdateTicket(
+            req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
+            [&](TicketSession& session) -> absl::Status {
+              v1::Ticket& t = session.ticket();
+              before = t;
+              if (t.status() == v1::TICKET_STATUS_CLOSED) {
+                return absl::FailedPreconditionError(
+                    "ticket_id: the ticket is closed; open a new one");
+              }
+              v1::TicketMessage m = Message(t, author, agent_id, req->text(), false, now);
+              if (agent) {
+                *m.mutable_next_step_time() = req->next_step_time();
+                if (!t.sla().has_first_response_time())
+                  api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
+                *t.mutable_sla()->mutable_next_update_due() = req->next_step_time();
+                if (t.status() == v1::TICKET_STATUS_OPEN)
+                  t.set_status(v1::TICKET_STATUS_IN_PROGRESS);
+                if (t.assigned_agent_id().empty()) t.set_assigned_agent_id(agent_id);
+                session.RememberAgent(agent_id);
+              }
+              *t.add_messages() = std::move(m);
+              return absl::OkStatus();
+            },
+            resp);
+        if (s.ok() && !before.ticket_id().empty()) Committed(before, *resp);
+        return s;
+      });
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(Ctx* ctx, const v1::AddInternalNoteRequest* req,
-                                                                  v1::Ticket* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(
+    Ctx* ctx, const v1::AddInternalNoteRequest* req, v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
@@ -445,24 +515,29 @@ grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(Ctx* ctx, cons
   if (!agent_id.ok()) return Finish(ctx, agent_id.status());
   if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok())
+    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id,
-                                  request_id = rpc::ScopedRequestId(*caller, req->request_id(), "AddInternalNote")]() -> absl::Status {
-    if (auto s = CheckAgent(agent_id); !s.ok()) return s;
-    return store_->UpdateTicket(req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req),
-                                now, [&](TicketSession& session) -> absl::Status {
-                                  v1::Ticket& t = session.ticket();
-                                  *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->text(),
-                                                              true, now);
-                                  return absl::OkStatus();
-                                },
-                                resp);
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, agent_id = *agent_id,
+       request_id =
+           rpc::ScopedRequestId(*caller, req->request_id(), "AddInternalNote")]() -> absl::Status {
+        if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+        return store_->UpdateTicket(
+            req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
+            [&](TicketSession& session) -> absl::Status {
+              v1::Ticket& t = session.ticket();
+              *t.add_messages() =
+                  Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->text(), true, now);
+              return absl::OkStatus();
+            },
+            resp);
+      });
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(Ctx* ctx, const v1::PromiseCallbackRequest* req,
-                                                                  v1::Ticket* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(
+    Ctx* ctx, const v1::PromiseCallbackRequest* req, v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
@@ -473,59 +548,70 @@ grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(Ctx* ctx, cons
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("note", req->note(), 500); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  if (!req->has_callback_time()) return Finish(ctx, Invalid("callback_time", "the promised time is required"));
+  if (!req->has_callback_time())
+    return Finish(ctx, Invalid("callback_time", "the promised time is required"));
   auto when = api::ToTime("callback_time", req->callback_time());
   if (!when.ok()) return Finish(ctx, when.status());
   if (auto s = CheckNextStepTime(*when, now); !s.ok()) {
     return Finish(ctx, Invalid("callback_time", "must be in the future and within 14 days"));
   }
-  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id,
-                                  request_id = rpc::ScopedRequestId(*caller, req->request_id(), "PromiseCallback")]() -> absl::Status {
-    if (auto s = CheckAgent(agent_id); !s.ok()) return s;
-    return store_->UpdateTicket(req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req),
-                                now, [&](TicketSession& session) -> absl::Status {
-                                  v1::Ticket& t = session.ticket();
-                                  if (t.status() == v1::TICKET_STATUS_CLOSED) {
-                                    return absl::FailedPreconditionError("ticket_id: the ticket is closed");
-                                  }
-                                  auto* c = t.add_callbacks();
-                                  c->set_callback_id(absl::StrCat("cb", t.callbacks_size()));
-                                  c->set_agent_id(agent_id);
-                                  *c->mutable_promised_time() = req->callback_time();
-                                  c->set_note(req->note());
-                                  c->set_status(v1::CALLBACK_STATUS_PROMISED);
-                                  *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_SYSTEM, agent_id,
-                                      absl::StrCat("we will call you back at ",
-                                                   absl::FormatTime("%Y-%m-%d %H:%M UTC", api::FromTimestamp(req->callback_time()),
-                                                                    absl::UTCTimeZone())),
-                                      false, now);
-                                  return absl::OkStatus();
-                                },
-                                resp);
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, agent_id = *agent_id,
+       request_id =
+           rpc::ScopedRequestId(*caller, req->request_id(), "PromiseCallback")]() -> absl::Status {
+        if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+        return store_->UpdateTicket(
+            req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
+            [&](TicketSession& session) -> absl::Status {
+              v1::Ticket& t = session.ticket();
+              if (t.status() == v1::TICKET_STATUS_CLOSED) {
+                return absl::FailedPreconditionError("ticket_id: the ticket is closed");
+              }
+              auto* c = t.add_callbacks();
+              c->set_callback_id(absl::StrCat("cb", t.callbacks_size()));
+              c->set_agent_id(agent_id);
+              *c->mutable_promised_time() = req->callback_time();
+              c->set_note(req->note());
+              c->set_status(v1::CALLBACK_STATUS_PROMISED);
+              *t.add_messages() =
+                  Message(t, v1::MESSAGE_AUTHOR_SYSTEM, agent_id,
+                          absl::StrCat("we will call you back at ",
+                                       absl::FormatTime("%Y-%m-%d %H:%M UTC",
+                                                        api::FromTimestamp(req->callback_time()),
+                                                        absl::UTCTimeZone())),
+                          false, now);
+              return absl::OkStatus();
+            },
+            resp);
+      });
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::CompleteCallback(Ctx* ctx, const v1::CompleteCallbackRequest* req,
-                                                                   v1::Ticket* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::CompleteCallback(
+    Ctx* ctx, const v1::CompleteCallbackRequest* req, v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("callback_id", req->callback_id()); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    return store_->UpdateTicket(req->customer_id(), req->ticket_id(), "", 0, now, [&](TicketSession& session) -> absl::Status {
-      for (auto& c : *session.ticket().mutable_callbacks()) {
-        if (c.callback_id() != req->callback_id()) continue;
-        if (c.status() == v1::CALLBACK_STATUS_DONE) {
-          session.MarkUnchanged();
-          return absl::OkStatus();
-        }
-        // A late call is still made, but the breach stays on record.
-        c.set_status(v1::CALLBACK_STATUS_DONE);
-        api::SetTimestamp(now, c.mutable_done_time());
-        return absl::OkStatus();
-      }
-      return absl::NotFoundError(absl::StrCat("callback_id: no callback \"", req->callback_id(), "\""));
-    }, resp);
+    return store_->UpdateTicket(
+        req->customer_id(), req->ticket_id(), "", 0, now,
+        [&](TicketSession& session) -> absl::Status {
+          for (auto& c : *session.ticket().mutable_callbacks()) {
+            if (c.callback_id() != req->callback_id()) continue;
+            if (c.status() == v1::CALLBACK_STATUS_DONE) {
+              session.MarkUnchanged();
+              return absl::OkStatus();
+            }
+            // A late call is still made, but the breach stays on record.
+            c.set_status(v1::CALLBACK_STATUS_DONE);
+            api::SetTimestamp(now, c.mutable_done_time());
+            return absl::OkStatus();
+          }
+          return absl::NotFoundError(
+              absl::StrCat("callback_id: no callback \"", req->callback_id(), "\""));
+        },
+        resp);
   });
 }
 
@@ -537,17 +623,20 @@ void ComplaintTicketService::ConfirmAndMaybeResolve(TicketSession& s, absl::Time
   }
   t.set_status(v1::TICKET_STATUS_RESOLVED);
   api::SetTimestamp(now, t.mutable_resolution()->mutable_resolved_time());
-  *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_SYSTEM, "",
-                              "Your case is resolved. How satisfied are you with how we handled it (1-5)?", false, now);
+  *t.add_messages() = Message(
+      t, v1::MESSAGE_AUTHOR_SYSTEM, "",
+      "Your case is resolved. How satisfied are you with how we handled it (1-5)?", false, now);
   v1::Event e;
   auto* r = e.mutable_ticket_resolved();
   r->set_ticket_id(t.ticket_id());
   r->set_hours_to_resolve(absl::ToDoubleHours(now - api::FromTimestamp(t.create_time())));
-  for (const auto& c : t.resolution().compensations()) r->add_compensations(Lower(v1::CompensationKind_Name(c.kind()), 18));
+  for (const auto& c : t.resolution().compensations())
+    r->add_compensations(Lower(v1::CompensationKind_Name(c.kind()), 18));
   s.Emit(std::move(e));
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const v1::ResolveTicketRequest* req,
+grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx,
+                                                                const v1::ResolveTicketRequest* req,
                                                                 v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
@@ -561,7 +650,9 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const 
   }
   if (req->compensations_size() > 10) return Finish(ctx, Invalid("compensations", "at most 10"));
   for (int i = 0; i < req->compensations_size(); ++i) {
-    if (auto s = ValidateCompensation(absl::StrCat("compensations[", i, "]"), req->compensations(i), nullptr); !s.ok()) {
+    if (auto s = ValidateCompensation(absl::StrCat("compensations[", i, "]"), req->compensations(i),
+                                      nullptr);
+        !s.ok()) {
       return Finish(ctx, s);
     }
   }
@@ -569,16 +660,19 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const 
   return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id]() -> absl::Status {
     if (auto s = CheckAgent(agent_id); !s.ok()) return s;
     v1::Ticket before;
-    absl::Status s = store_->UpdateTicket(req->customer_id(), req->ticket_id(), "", 0, now,
+    absl::Status s = store_->UpdateTicket(
+        req->customer_id(), req->ticket_id(), "", 0, now,
         [&](TicketSession& session) -> absl::Status {
           v1::Ticket& t = session.ticket();
           before = t;
           if (t.status() != v1::TICKET_STATUS_OPEN && t.status() != v1::TICKET_STATUS_IN_PROGRESS) {
-            return absl::FailedPreconditionError(absl::StrCat("ticket_id: the ticket is already ",
-                                                              Lower(v1::TicketStatus_Name(t.status()), 14)));
+            return absl::FailedPreconditionError(absl::StrCat(
+                "ticket_id: the ticket is already ", Lower(v1::TicketStatus_Name(t.status()), 14)));
           }
           for (int i = 0; i < req->compensations_size(); ++i) {
-            if (auto v = ValidateCompensation(absl::StrCat("compensations[", i, "]"), req->compensations(i), &t); !v.ok()) {
+            if (auto v = ValidateCompensation(absl::StrCat("compensations[", i, "]"),
+                                              req->compensations(i), &t);
+                !v.ok()) {
               return v;
             }
           }
@@ -590,13 +684,16 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const 
             c.set_compensation_id(absl::StrCat("c", i + 1));
             // An apology letter is written with the resolution: it is done when it is recorded.
             const bool done_now = c.kind() == v1::COMPENSATION_KIND_APOLOGY_LETTER;
-            c.set_status(done_now ? v1::COMPENSATION_STATUS_CONFIRMED : v1::COMPENSATION_STATUS_PENDING);
+            c.set_status(done_now ? v1::COMPENSATION_STATUS_CONFIRMED
+                                  : v1::COMPENSATION_STATUS_PENDING);
             if (done_now) api::SetTimestamp(now, c.mutable_confirmed_time());
             *r->add_compensations() = std::move(c);
           }
-          if (!t.sla().has_first_response_time()) api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
+          if (!t.sla().has_first_response_time())
+            api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
           t.set_status(v1::TICKET_STATUS_AWAITING_COMPENSATION);
-          *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->summary(), false, now);
+          *t.add_messages() =
+              Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->summary(), false, now);
           session.RememberAgent(agent_id);
           ConfirmAndMaybeResolve(session, now);
           return absl::OkStatus();
@@ -605,7 +702,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx, const 
     if (!s.ok()) return s;
     Committed(before, *resp);
     // Points, coupons and refunds go out now; what fails is retried by the sweep.
-    if (auto done = ExecuteCompensations(req->customer_id(), req->ticket_id()); !done.ok()) return done.status();
+    if (auto done = ExecuteCompensations(req->customer_id(), req->ticket_id()); !done.ok())
+      return done.status();
     auto after = store_->Get(req->customer_id(), req->ticket_id());
     if (!after.ok()) return after.status();
     *resp = *after;
@@ -621,7 +719,9 @@ absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::stri
   std::map<std::string, std::pair<std::string, std::string>> outcome;  // id -> (reference, error)
   int attempted = 0;
   for (const auto& c : ticket->resolution().compensations()) {
-    if (c.status() != v1::COMPENSATION_STATUS_PENDING || !Automatic(c.kind()) || !c.reference().empty()) continue;
+    if (c.status() != v1::COMPENSATION_STATUS_PENDING || !Automatic(c.kind()) ||
+        !c.reference().empty())
+      continue;
     ++attempted;
     // Each carries an id derived from the ticket, so a retry never grants twice.
     const std::string source = absl::StrCat("ticket:", ticket_id, ":", c.compensation_id());
@@ -667,45 +767,52 @@ absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::stri
         ri->set_quantity(item.quantity());
       }
       r.set_reason(absl::StrCat("refund granted by complaint ", ticket_id));
-      // The platform owns the problem (seed 002 §3.4): the customer is never at fault for a complaint refund.
+      // The platform owns the problem (seed 002 §3.4): the customer is never at fault for a
+      // complaint refund.
       r.set_fault(v1::FAULT_MERCHANT);
       v1::Return ret;
       status = stub->RequestReturn(&ctx, r, &ret);
       reference = ret.return_id();
     }
-    outcome[c.compensation_id()] = status.ok() ? std::make_pair(reference, std::string())
-                                               : std::make_pair(std::string(), status.error_message());
+    outcome[c.compensation_id()] = status.ok()
+                                       ? std::make_pair(reference, std::string())
+                                       : std::make_pair(std::string(), status.error_message());
   }
   if (outcome.empty()) return attempted;
   const absl::Time now = clock_->Now();
   v1::Ticket before, after;
-  absl::Status s = store_->UpdateTicket(customer_id, ticket_id, "", 0, now, [&](TicketSession& session) -> absl::Status {
-    before = session.ticket();
-    for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
-      auto it = outcome.find(c.compensation_id());
-      if (it == outcome.end() || c.status() == v1::COMPENSATION_STATUS_CONFIRMED) continue;
-      c.set_last_error(it->second.second);
-      if (it->second.first.empty()) continue;
-      c.set_reference(it->second.first);
-      // Points and coupons are done once loyalty has them; a refund when order-tracking pays it out.
-      if (c.kind() != v1::COMPENSATION_KIND_REFUND) {
-        c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
-        api::SetTimestamp(now, c.mutable_confirmed_time());
-      }
-    }
-    ConfirmAndMaybeResolve(session, now);
-    return absl::OkStatus();
-  }, &after);
+  absl::Status s = store_->UpdateTicket(
+      customer_id, ticket_id, "", 0, now,
+      [&](TicketSession& session) -> absl::Status {
+        before = session.ticket();
+        for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
+          auto it = outcome.find(c.compensation_id());
+          if (it == outcome.end() || c.status() == v1::COMPENSATION_STATUS_CONFIRMED) continue;
+          c.set_last_error(it->second.second);
+          if (it->second.first.empty()) continue;
+          c.set_reference(it->second.first);
+          // Points and coupons are done once loyalty has them; a refund when order-tracking pays it
+          // out.
+          if (c.kind() != v1::COMPENSATION_KIND_REFUND) {
+            c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
+            api::SetTimestamp(now, c.mutable_confirmed_time());
+          }
+        }
+        ConfirmAndMaybeResolve(session, now);
+        return absl::OkStatus();
+      },
+      &after);
   if (!s.ok()) return s;
   Committed(before, after);
   return attempted;
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(Ctx* ctx, const v1::ConfirmCompensationRequest* req,
-                                                                      v1::Ticket* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(
+    Ctx* ctx, const v1::ConfirmCompensationRequest* req, v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("compensation_id", req->compensation_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("compensation_id", req->compensation_id()); !s.ok())
+    return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
@@ -715,14 +822,16 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(Ctx* ctx, 
   return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id]() -> absl::Status {
     if (auto s = CheckAgent(agent_id); !s.ok()) return s;
     v1::Ticket before;
-    absl::Status s = store_->UpdateTicket(req->customer_id(), req->ticket_id(), "", 0, now,
+    absl::Status s = store_->UpdateTicket(
+        req->customer_id(), req->ticket_id(), "", 0, now,
         [&](TicketSession& session) -> absl::Status {
           before = session.ticket();
           for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
             if (c.compensation_id() != req->compensation_id()) continue;
             if (Automatic(c.kind())) {
               return absl::FailedPreconditionError(
-                  "compensation_id: points, coupons and refunds are confirmed by the service that carries them out");
+                  "compensation_id: points, coupons and refunds are confirmed by the service that "
+                  "carries them out");
             }
             if (c.status() == v1::COMPENSATION_STATUS_CONFIRMED) {
               session.MarkUnchanged();
@@ -734,7 +843,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(Ctx* ctx, 
             ConfirmAndMaybeResolve(session, now);
             return absl::OkStatus();
           }
-          return absl::NotFoundError(absl::StrCat("compensation_id: no compensation \"", req->compensation_id(), "\""));
+          return absl::NotFoundError(
+              absl::StrCat("compensation_id: no compensation \"", req->compensation_id(), "\""));
         },
         resp);
     if (s.ok()) Committed(before, *resp);
@@ -742,22 +852,26 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(Ctx* ctx, 
   });
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(Ctx* ctx, const v1::SubmitSatisfactionRequest* req,
-                                                                     v1::Ticket* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(
+    Ctx* ctx, const v1::SubmitSatisfactionRequest* req, v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  if (req->csat() < 1 || req->csat() > 5) return Finish(ctx, Invalid("csat", "must be 1 (very dissatisfied) to 5 (very satisfied)"));
+  if (req->csat() < 1 || req->csat() > 5)
+    return Finish(ctx, Invalid("csat", "must be 1 (very dissatisfied) to 5 (very satisfied)"));
   if (auto s = api::OptionalText("comment", req->comment(), 1000); !s.ok()) return Finish(ctx, s);
   // The survey is the customer's own voice: only the ticket's customer answers it.
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
-  if (!caller->internal && (caller->role != v1::ROLE_CUSTOMER || caller->customer_id != req->customer_id())) {
-    return Finish(ctx, absl::PermissionDeniedError("csat: only the ticket's own customer rates how it was handled"));
+  if (!caller->internal &&
+      (caller->role != v1::ROLE_CUSTOMER || caller->customer_id != req->customer_id())) {
+    return Finish(ctx, absl::PermissionDeniedError(
+                           "csat: only the ticket's own customer rates how it was handled"));
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     v1::Ticket before;
-    absl::Status s = store_->UpdateTicket(req->customer_id(), req->ticket_id(), "", 0, now,
+    absl::Status s = store_->UpdateTicket(
+        req->customer_id(), req->ticket_id(), "", 0, now,
         [&](TicketSession& session) -> absl::Status {
           v1::Ticket& t = session.ticket();
           before = t;
@@ -766,8 +880,9 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(Ctx* ctx, c
             return absl::OkStatus();
           }
           if (t.status() != v1::TICKET_STATUS_RESOLVED) {
-            return absl::FailedPreconditionError(absl::StrCat("ticket_id: the survey comes after resolution; the ticket is ",
-                                                              Lower(v1::TicketStatus_Name(t.status()), 14)));
+            return absl::FailedPreconditionError(
+                absl::StrCat("ticket_id: the survey comes after resolution; the ticket is ",
+                             Lower(v1::TicketStatus_Name(t.status()), 14)));
           }
           t.mutable_satisfaction()->set_csat(req->csat());
           t.mutable_satisfaction()->set_comment(req->comment());
@@ -785,31 +900,39 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(Ctx* ctx, c
   });
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::AssessSeverity(Ctx* ctx, const v1::AssessSeverityRequest* req,
-                                                                 v1::Severity* resp) {
-  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok()) return Finish(ctx, s);
-  if (!v1::TicketCategory_IsValid(req->category())) return Finish(ctx, Invalid("category", "is not a category"));
-  if (req->customer_tier() < 0 || req->customer_tier() > 5) return Finish(ctx, Invalid("customer_tier", "must be 0-5"));
-  *resp = complaint_ticket::AssessSeverity(lexicon_, req->text(), req->category(), {req->customer_tier(), req->enterprise()});
+grpc::ServerUnaryReactor* ComplaintTicketService::AssessSeverity(
+    Ctx* ctx, const v1::AssessSeverityRequest* req, v1::Severity* resp) {
+  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok())
+    return Finish(ctx, s);
+  if (!v1::TicketCategory_IsValid(req->category()))
+    return Finish(ctx, Invalid("category", "is not a category"));
+  if (req->customer_tier() < 0 || req->customer_tier() > 5)
+    return Finish(ctx, Invalid("customer_tier", "must be 0-5"));
+  *resp = complaint_ticket::AssessSeverity(lexicon_, req->text(), req->category(),
+                                           {req->customer_tier(), req->enterprise()});
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::RegisterAgent(Ctx* ctx, const v1::RegisterAgentRequest* req, v1::Agent* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::RegisterAgent(Ctx* ctx,
+                                                                const v1::RegisterAgentRequest* req,
+                                                                v1::Agent* resp) {
   const v1::Agent& a = req->agent();
   if (auto s = api::RequiredId("agent.agent_id", a.agent_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredText("agent.name", a.name(), 100); !s.ok()) return Finish(ctx, s);
   if (a.level() < 1 || a.level() > 3) return Finish(ctx, Invalid("agent.level", "must be 1-3"));
-  if (a.capacity() < 1 || a.capacity() > 1000) return Finish(ctx, Invalid("agent.capacity", "must be 1-1000"));
+  if (a.capacity() < 1 || a.capacity() > 1000)
+    return Finish(ctx, Invalid("agent.capacity", "must be 1-1000"));
   for (int c : a.categories()) {
     if (c == v1::TICKET_CATEGORY_UNSPECIFIED || !v1::TicketCategory_IsValid(c)) {
       return Finish(ctx, Invalid("agent.categories", "must be ticket categories"));
     }
   }
-  return FinishOn(*writes_, ctx, [this, req, resp] { return store_->PutAgent(req->agent(), resp); });
+  return FinishOn(*writes_, ctx,
+                  [this, req, resp] { return store_->PutAgent(req->agent(), resp); });
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::SetAgentAvailability(Ctx* ctx, const v1::SetAgentAvailabilityRequest* req,
-                                                                       v1::Agent* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::SetAgentAvailability(
+    Ctx* ctx, const v1::SetAgentAvailabilityRequest* req, v1::Agent* resp) {
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
@@ -820,7 +943,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SetAgentAvailability(Ctx* ctx,
   });
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest*, v1::ListAgentsResponse* resp) {
+grpc::ServerUnaryReactor* ComplaintTicketService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest*,
+                                                             v1::ListAgentsResponse* resp) {
   auto agents = store_->Agents();
   if (!agents.ok()) return Finish(ctx, agents.status());
   for (auto& a : *agents) *resp->add_agents() = std::move(a);
@@ -842,43 +966,49 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
   }
   for (const auto& [cid, tid] : visit) {
     v1::Ticket before, after;
-    absl::Status s = store_->UpdateTicket(cid, tid, "", 0, now, [&](TicketSession& session) -> absl::Status {
-      v1::Ticket& t = session.ticket();
-      before = t;
-      const SlaFindings f = EvaluateSla(t, now);
-      if (f.breaches.empty() && !f.escalate) {
-        session.MarkUnchanged();
-        return absl::OkStatus();
-      }
-      for (const auto& b : f.breaches) {
-        v1::Event e;
-        auto* sb = e.mutable_sla_breached();
-        sb->set_ticket_id(t.ticket_id());
-        sb->set_kind(SlaKindName(b.kind()));
-        *sb->mutable_due_time() = b.due_time();
-        session.Emit(std::move(e));
-      }
-      if (f.escalate) {
-        t.set_escalations(t.escalations() + 1);
-        if (t.handling_level() < 3) {
-          t.set_handling_level(t.handling_level() + 1);
-          t.set_priority(t.handling_level() == 3 ? v1::PRIORITY_P1 : v1::PRIORITY_P2);
-        }
-        *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_SYSTEM, "",
-                                    absl::StrCat("escalated to level ", t.handling_level(), ": ", f.escalation_reason), true, now);
-        // A more senior agent takes over when the current one is not senior enough.
-        auto agents = session.Agents();
-        if (!agents.ok()) return agents.status();
-        bool senior_enough = false;
-        for (const auto& a : *agents) {
-          if (a.agent_id() == t.assigned_agent_id() && a.level() >= t.handling_level()) senior_enough = true;
-        }
-        if (!senior_enough && CountsOpen(t)) {
-          if (auto r = Route(session, ""); !r.ok()) return r;
-        }
-      }
-      return absl::OkStatus();
-    }, &after);
+    absl::Status s = store_->UpdateTicket(
+        cid, tid, "", 0, now,
+        [&](TicketSession& session) -> absl::Status {
+          v1::Ticket& t = session.ticket();
+          before = t;
+          const SlaFindings f = EvaluateSla(t, now);
+          if (f.breaches.empty() && !f.escalate) {
+            session.MarkUnchanged();
+            return absl::OkStatus();
+          }
+          for (const auto& b : f.breaches) {
+            v1::Event e;
+            auto* sb = e.mutable_sla_breached();
+            sb->set_ticket_id(t.ticket_id());
+            sb->set_kind(SlaKindName(b.kind()));
+            *sb->mutable_due_time() = b.due_time();
+            session.Emit(std::move(e));
+          }
+          if (f.escalate) {
+            t.set_escalations(t.escalations() + 1);
+            if (t.handling_level() < 3) {
+              t.set_handling_level(t.handling_level() + 1);
+              t.set_priority(t.handling_level() == 3 ? v1::PRIORITY_P1 : v1::PRIORITY_P2);
+            }
+            *t.add_messages() = Message(
+                t, v1::MESSAGE_AUTHOR_SYSTEM, "",
+                absl::StrCat("escalated to level ", t.handling_level(), ": ", f.escalation_reason),
+                true, now);
+            // A more senior agent takes over when the current one is not senior enough.
+            auto agents = session.Agents();
+            if (!agents.ok()) return agents.status();
+            bool senior_enough = false;
+            for (const auto& a : *agents) {
+              if (a.agent_id() == t.assigned_agent_id() && a.level() >= t.handling_level())
+                senior_enough = true;
+            }
+            if (!senior_enough && CountsOpen(t)) {
+              if (auto r = Route(session, ""); !r.ok()) return r;
+            }
+          }
+          return absl::OkStatus();
+        },
+        &after);
     if (!s.ok()) {
       log::Warning("sla sweep: ticket not updated", {{"ticket_id", tid}, {"error", s.ToString()}});
       continue;
@@ -893,13 +1023,16 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
   if (!waiting.ok()) return waiting.status();
   for (const auto& [cid, tid] : *waiting) {
     v1::Ticket ignored;
-    (void)store_->UpdateTicket(cid, tid, "", 0, now, [&](TicketSession& session) -> absl::Status {
-      auto last = session.LastAgent();
-      if (!last.ok()) return last.status();
-      if (auto r = Route(session, *last); !r.ok()) return r;
-      if (session.ticket().assigned_agent_id().empty()) session.MarkUnchanged();
-      return absl::OkStatus();
-    }, &ignored);
+    (void)store_->UpdateTicket(
+        cid, tid, "", 0, now,
+        [&](TicketSession& session) -> absl::Status {
+          auto last = session.LastAgent();
+          if (!last.ok()) return last.status();
+          if (auto r = Route(session, *last); !r.ok()) return r;
+          if (session.ticket().assigned_agent_id().empty()) session.MarkUnchanged();
+          return absl::OkStatus();
+        },
+        &ignored);
   }
   auto awaiting = store_->AwaitingCompensation();
   if (!awaiting.ok()) return awaiting.status();
@@ -910,7 +1043,8 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* ComplaintTicketService::RunSlaSweep(Ctx* ctx, const v1::RunSlaSweepRequest*,
+grpc::ServerUnaryReactor* ComplaintTicketService::RunSlaSweep(Ctx* ctx,
+                                                              const v1::RunSlaSweepRequest*,
                                                               v1::RunSlaSweepResponse* resp) {
   return FinishOn(*writes_, ctx, [this, resp] { return Sweep(resp); });
 }
@@ -920,12 +1054,15 @@ absl::Status ComplaintTicketService::HandleEvent(store::Transaction& txn, const 
   const std::string& cid = event.customer_id();
   if (event.has_customer_erased()) return store_->Anonymise(txn, cid);
   auto open = [&](const std::string& key, v1::TicketChannel channel, v1::TicketCategory category,
-                  const std::string& order_id, const std::string& subject, const std::string& text) -> absl::Status {
+                  const std::string& order_id, const std::string& subject,
+                  const std::string& text) -> absl::Status {
     v1::Ticket opened;
     auto created = store_->OpenTicketIn(txn, cid, key, now, [&](TicketSession& s) -> absl::Status {
       auto last = s.LastAgent();
       if (!last.ok()) return last.status();
-      if (auto b = BuildTicket(s, channel, category, order_id, subject, text, {}, true, *last, now); !b.ok()) return b;
+      if (auto b = BuildTicket(s, channel, category, order_id, subject, text, {}, true, *last, now);
+          !b.ok())
+        return b;
       opened = s.ticket();
       return absl::OkStatus();
     });
@@ -935,24 +1072,28 @@ absl::Status ComplaintTicketService::HandleEvent(store::Transaction& txn, const 
   };
   if (event.has_review_submitted() && event.review_submitted().rating() <= 3) {
     const auto& r = event.review_submitted();
-    const std::string text = r.text().empty() ? absl::StrCat("Rated ", r.sku(), " ", r.rating(), " stars out of 5")
-                                              : absl::StrCat(r.text(), " (", r.rating(), " stars)");
-    return open(absl::StrCat("review:", r.review_id()), v1::TICKET_CHANNEL_REVIEW, v1::TICKET_CATEGORY_QUALITY,
-                r.order_id(), absl::StrCat(r.rating(), "-star review of ", r.sku()), text);
+    const std::string text =
+        r.text().empty() ? absl::StrCat("Rated ", r.sku(), " ", r.rating(), " stars out of 5")
+                         : absl::StrCat(r.text(), " (", r.rating(), " stars)");
+    return open(absl::StrCat("review:", r.review_id()), v1::TICKET_CHANNEL_REVIEW,
+                v1::TICKET_CATEGORY_QUALITY, r.order_id(),
+                absl::StrCat(r.rating(), "-star review of ", r.sku()), text);
   }
   if (event.has_delivery_failed()) {
     const auto& d = event.delivery_failed();
-    return open(absl::StrCat("delivery-failed:", d.order_id(), ":", d.package_id(), ":", d.attempt()),
-                v1::TICKET_CHANNEL_PROACTIVE, v1::TICKET_CATEGORY_DELIVERY, d.order_id(), "Delivery failed",
-                absl::StrCat("Delivery attempt ", d.attempt(), " of package ", d.package_id(), " failed: ", d.reason(),
-                             ". We contact the customer before they have to contact us."));
+    return open(
+        absl::StrCat("delivery-failed:", d.order_id(), ":", d.package_id(), ":", d.attempt()),
+        v1::TICKET_CHANNEL_PROACTIVE, v1::TICKET_CATEGORY_DELIVERY, d.order_id(), "Delivery failed",
+        absl::StrCat("Delivery attempt ", d.attempt(), " of package ", d.package_id(), " failed: ",
+                     d.reason(), ". We contact the customer before they have to contact us."));
   }
   if (event.has_order_delivered() && event.order_delivered().timeliness() == v1::TIMELINESS_LATE) {
     const auto& d = event.order_delivered();
-    return open(absl::StrCat("late:", d.order_id()), v1::TICKET_CHANNEL_PROACTIVE, v1::TICKET_CATEGORY_DELIVERY,
-                d.order_id(), "Late delivery",
-                absl::StrCat("Order ", d.order_id(), " arrived ", d.minutes_late(),
-                             " minutes after the agreed delivery window. Apologise and offer a gesture."));
+    return open(
+        absl::StrCat("late:", d.order_id()), v1::TICKET_CHANNEL_PROACTIVE,
+        v1::TICKET_CATEGORY_DELIVERY, d.order_id(), "Late delivery",
+        absl::StrCat("Order ", d.order_id(), " arrived ", d.minutes_late(),
+                     " minutes after the agreed delivery window. Apologise and offer a gesture."));
   }
   if (event.has_order_refunded()) {
     const std::string& return_id = event.order_refunded().return_id();
@@ -961,30 +1102,33 @@ absl::Status ComplaintTicketService::HandleEvent(store::Transaction& txn, const 
     for (const auto& t : *tickets) {
       bool matches = false;
       for (const auto& c : t.resolution().compensations()) {
-        matches = matches || (c.kind() == v1::COMPENSATION_KIND_REFUND && c.reference() == return_id &&
-                              c.status() == v1::COMPENSATION_STATUS_PENDING);
+        matches =
+            matches || (c.kind() == v1::COMPENSATION_KIND_REFUND && c.reference() == return_id &&
+                        c.status() == v1::COMPENSATION_STATUS_PENDING);
       }
       if (!matches) continue;
       v1::Ticket before;
-      absl::Status s = store_->UpdateTicketIn(txn, cid, t.ticket_id(), now, [&](TicketSession& session) -> absl::Status {
-        before = session.ticket();
-        for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
-          if (c.kind() == v1::COMPENSATION_KIND_REFUND && c.reference() == return_id) {
-            c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
-            api::SetTimestamp(now, c.mutable_confirmed_time());
-          }
-        }
-        ConfirmAndMaybeResolve(session, now);
-        CountOnCommit(txn, before, session.ticket());
-        return absl::OkStatus();
-      });
+      absl::Status s = store_->UpdateTicketIn(
+          txn, cid, t.ticket_id(), now, [&](TicketSession& session) -> absl::Status {
+            before = session.ticket();
+            for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
+              if (c.kind() == v1::COMPENSATION_KIND_REFUND && c.reference() == return_id) {
+                c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
+                api::SetTimestamp(now, c.mutable_confirmed_time());
+              }
+            }
+            ConfirmAndMaybeResolve(session, now);
+            CountOnCommit(txn, before, session.ticket());
+            return absl::OkStatus();
+          });
       if (!s.ok()) return s;
     }
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> ComplaintTicketComponent::Create(const rpc::ServiceContext& context) {
+absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> ComplaintTicketComponent::Create(
+    const rpc::ServiceContext& context) {
   auto c = std::unique_ptr<ComplaintTicketComponent>(new ComplaintTicketComponent());
   internal::SeverityLexicon lexicon = BuiltInLexicon();
   if (const std::string path = absl::GetFlag(FLAGS_lexicon_file); !path.empty()) {
@@ -993,21 +1137,27 @@ absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> ComplaintTicketCompone
     std::stringstream text;
     text << f.rdbuf();
     auto parsed = ParseLexicon(text.str());
-    if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
+    if (!parsed.ok())
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
     lexicon = *std::move(parsed);
   }
-  if (lexicon.intensity().empty()) return absl::InternalError("the built-in severity lexicon did not parse");
+  if (lexicon.intensity().empty())
+    return absl::InternalError("the built-in severity lexicon did not parse");
   // customer-profile weighs complaints, missed promises and satisfaction into churn risk and KPIs.
   auto events = events::EventProducer::Create(context, {"customer-profile"});
   if (!events.ok()) return events.status();
   c->events_ = std::move(*events);
   c->store_ = std::make_unique<ComplaintTicketStore>(context.store, &c->events_->outbox());
   c->writes_ = std::make_unique<rpc::Executor>("ticket-writes", 32);
-  c->service_ = std::make_unique<ComplaintTicketService>(c->store_.get(), std::move(lexicon), context.clock,
-                                                         c->writes_.get(), context.backends, context.metrics->registry());
+  c->service_ = std::make_unique<ComplaintTicketService>(
+      c->store_.get(), std::move(lexicon), context.clock, c->writes_.get(), context.backends,
+      context.metrics->registry());
   ComplaintTicketService* service = c->service_.get();
   c->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store, [service](store::Transaction& txn, const v1::Event& e) { return service->HandleEvent(txn, e); },
+      context.store,
+      [service](store::Transaction& txn, const v1::Event& e) {
+        return service->HandleEvent(txn, e);
+      },
       c->writes_.get(), context.metrics->registry());
   c->sweep_interval_ = absl::Seconds(absl::GetFlag(FLAGS_sla_sweep_interval_s));
   return c;
@@ -1028,7 +1178,8 @@ void ComplaintTicketComponent::Start() {
       sweep_interval_,
       [this] {
         v1::RunSlaSweepResponse result;
-        if (absl::Status s = service_->Sweep(&result); !s.ok()) log::Warning("sla sweep failed", {{"error", s.ToString()}});
+        if (absl::Status s = service_->Sweep(&result); !s.ok())
+          log::Warning("sla sweep failed", {{"error", s.ToString()}});
       },
       rpc::PeriodicTask::FirstRun::kAfterInterval);
 }

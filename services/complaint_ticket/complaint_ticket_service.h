@@ -1,8 +1,8 @@
-// crm.v1.ComplaintTicketService over gRPC's callback API, and the ticket side of events (low reviews and
-// failed or late deliveries open tickets before the customer complains; refunds confirm refund
-// compensations; erasure anonymises). Handlers validate, apply the severity, SLA and routing rules inside
-// one ticket transaction, and call loyalty (points, coupons, customer value) and order-tracking (refunds)
-// for compensation, idempotently. An SLA sweep runs every minute.
+// crm.v1.ComplaintTicketService over gRPC's callback API, and the ticket side of events (low
+// reviews and failed or late deliveries open tickets before the customer complains; refunds confirm
+// refund compensations; erasure anonymises). Handlers validate, apply the severity, SLA and routing
+// rules inside one ticket transaction, and call loyalty (points, coupons, customer value) and
+// order-tracking (refunds) for compensation, idempotently. An SLA sweep runs every minute.
 #pragma once
 
 #include <memory>
@@ -13,9 +13,9 @@
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
 #include "libs/events/producer.h"
-#include "libs/rpc/periodic.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
+#include "libs/rpc/periodic.h"
 #include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -29,26 +29,28 @@ namespace crm::complaint_ticket {
 
 struct TicketMetrics {
   explicit TicketMetrics(prometheus::Registry& registry);
-  prometheus::Family<prometheus::Gauge>& open;          // {priority}
-  prometheus::Family<prometheus::Counter>& opened;      // {channel}
-  prometheus::Family<prometheus::Counter>& breaches;    // {kind}
+  prometheus::Family<prometheus::Gauge>& open;        // {priority}
+  prometheus::Family<prometheus::Counter>& opened;    // {channel}
+  prometheus::Family<prometheus::Counter>& breaches;  // {kind}
   prometheus::Counter& escalations;
   prometheus::Histogram& first_response_seconds;
   prometheus::Histogram& resolution_seconds;
-  prometheus::Family<prometheus::Counter>& csat;        // {score}
+  prometheus::Family<prometheus::Counter>& csat;  // {score}
 };
 
 class ComplaintTicketService final : public v1::ComplaintTicketService::CallbackService {
  public:
-  ComplaintTicketService(ComplaintTicketStore* store, internal::SeverityLexicon lexicon, Clock* clock,
-                         rpc::Executor* writes, rpc::Backends* backends, prometheus::Registry& registry);
+  ComplaintTicketService(ComplaintTicketStore* store, internal::SeverityLexicon lexicon,
+                         Clock* clock, rpc::Executor* writes, rpc::Backends* backends,
+                         prometheus::Registry& registry);
 
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
   Reactor* OpenTicket(Ctx*, const v1::OpenTicketRequest*, v1::Ticket*) override;
   Reactor* GetTicket(Ctx*, const v1::GetTicketRequest*, v1::Ticket*) override;
   Reactor* ListTickets(Ctx*, const v1::ListTicketsRequest*, v1::ListTicketsResponse*) override;
-  Reactor* ListAtRiskTickets(Ctx*, const v1::ListAtRiskTicketsRequest*, v1::ListAtRiskTicketsResponse*) override;
+  Reactor* ListAtRiskTickets(Ctx*, const v1::ListAtRiskTicketsRequest*,
+                             v1::ListAtRiskTicketsResponse*) override;
   Reactor* ReplyToTicket(Ctx*, const v1::ReplyToTicketRequest*, v1::Ticket*) override;
   Reactor* AddInternalNote(Ctx*, const v1::AddInternalNoteRequest*, v1::Ticket*) override;
   Reactor* PromiseCallback(Ctx*, const v1::PromiseCallbackRequest*, v1::Ticket*) override;
@@ -67,24 +69,29 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   void CountOpen();
 
  private:
-  // Gives the ticket an agent: `preferred` (last or named agent) when it can take it, else the least loaded
-  // at the ticket's level; unassigned when nobody can.
+  // Gives the ticket an agent: `preferred` (last or named agent) when it can take it, else the
+  // least loaded at the ticket's level; unassigned when nobody can.
   absl::Status Route(TicketSession& s, const std::string& preferred);
   // Fills a new ticket: ids, severity, SLA, routing, first message, TicketOpened event.
   absl::Status BuildTicket(TicketSession& s, v1::TicketChannel channel, v1::TicketCategory category,
-                           const std::string& order_id, const std::string& subject, const std::string& text,
-                           CustomerValue value, bool automatic, const std::string& preferred, absl::Time now);
-  // Loyalty's view of the customer (tier, enterprise, named agent); unknown when loyalty cannot answer.
-  void CustomerStanding(const std::string& customer_id, CustomerValue* value, std::string* named_agent);
+                           const std::string& order_id, const std::string& subject,
+                           const std::string& text, CustomerValue value, bool automatic,
+                           const std::string& preferred, absl::Time now);
+  // Loyalty's view of the customer (tier, enterprise, named agent); unknown when loyalty cannot
+  // answer.
+  void CustomerStanding(const std::string& customer_id, CustomerValue* value,
+                        std::string* named_agent);
   absl::Status CheckCustomer(const std::string& customer_id);
   absl::Status CheckAgent(const std::string& agent_id);
-  // Carries out the ticket's pending automatic compensations (points, coupons, refunds); returns how many
-  // were attempted.
-  absl::StatusOr<int> ExecuteCompensations(const std::string& customer_id, const std::string& ticket_id);
+  // Carries out the ticket's pending automatic compensations (points, coupons, refunds); returns
+  // how many were attempted.
+  absl::StatusOr<int> ExecuteCompensations(const std::string& customer_id,
+                                           const std::string& ticket_id);
   // Marks compensations confirmed and, when all are, resolves the ticket. Inside a session.
   void ConfirmAndMaybeResolve(TicketSession& s, absl::Time now);
   void Committed(const v1::Ticket& before, const v1::Ticket& after);
-  // Committed(before, after) once `txn` commits: for bodies that Store::Transact may run again after a conflict.
+  // Committed(before, after) once `txn` commits: for bodies that Store::Transact may run again
+  // after a conflict.
   void CountOnCommit(store::Transaction& txn, v1::Ticket before, v1::Ticket after);
 
   ComplaintTicketStore* const store_;
@@ -97,7 +104,8 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
 
 class ComplaintTicketComponent final : public rpc::Component {
  public:
-  static absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> Create(const rpc::ServiceContext& context);
+  static absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> Create(
+      const rpc::ServiceContext& context);
   ~ComplaintTicketComponent() override;
   void Register(rpc::Server& server) override;
   void Start() override;

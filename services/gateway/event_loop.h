@@ -1,7 +1,8 @@
-// One libevent loop on a thread of its own: everything a front-door connection does (reading, parsing, writing,
-// talking to the services) runs on the loop that accepted it, so connection state needs no locks. Other threads
-// hand work to a loop with Post (gRPC callbacks of the slow path, shutdown). An idle connection costs a few
-// buffers on its loop, never a thread. Thread-safe: Post and Stop from anywhere; everything else on the loop.
+// One libevent loop on a thread of its own: everything a front-door connection does (reading,
+// parsing, writing, talking to the services) runs on the loop that accepted it, so connection state
+// needs no locks. Other threads hand work to a loop with Post (gRPC callbacks of the slow path,
+// shutdown). An idle connection costs a few buffers on its loop, never a thread. Thread-safe: Post
+// and Stop from anywhere; everything else on the loop.
 #pragma once
 
 #include <functional>

@@ -55,7 +55,8 @@ namespace {
 enum ListenerKind { kGrpcPort = 0, kHttpPort = 1, kHttpsPort = 2 };
 constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr size_t kPrefaceLength = 24;
-// A client that stops reading while we keep writing: past this much queued output the connection is dropped.
+// A client that stops reading while we keep writing: past this much queued output the connection is
+// dropped.
 constexpr size_t kMaxQueuedOutput = 8 << 20;
 
 std::string PeerIp(const sockaddr* sa) {
@@ -72,10 +73,12 @@ std::string PeerIp(const sockaddr* sa) {
 
 class Connection;
 
-// One event loop of the front door: its connections, its upstream pool, and the deferred work of its
-// callbacks (writes are flushed, finished exchanges and closed connections freed, once per loop iteration).
+// One event loop of the front door: its connections, its upstream pool, and the deferred work of
+// its callbacks (writes are flushed, finished exchanges and closed connections freed, once per loop
+// iteration).
 struct LoopContext {
-  LoopContext(FrontDoor* door, UpstreamOptions upstream) : door(door), pool(&loop, std::move(upstream)), own_server(&loop, {}) {}
+  LoopContext(FrontDoor* door, UpstreamOptions upstream)
+      : door(door), pool(&loop, std::move(upstream)), own_server(&loop, {}) {}
   ~LoopContext();
 
   void ScheduleFlush(Connection* c);
@@ -84,7 +87,8 @@ struct LoopContext {
   FrontDoor* door;
   EventLoop loop;
   UpstreamPool pool;
-  // To the gateway's own gRPC server (health, reflection): plaintext on loopback, whatever the services speak.
+  // To the gateway's own gRPC server (health, reflection): plaintext on loopback, whatever the
+  // services speak.
   UpstreamPool own_server;
   event* flush_event = nullptr;
   std::vector<Connection*> dirty;
@@ -106,7 +110,8 @@ class Connection {
 
   // Takes over `bev`'s callbacks.
   void Attach() {
-    bufferevent_setcb(bev_, &Connection::OnReadCb, &Connection::OnWriteCb, &Connection::OnEventCb, this);
+    bufferevent_setcb(bev_, &Connection::OnReadCb, &Connection::OnWriteCb, &Connection::OnEventCb,
+                      this);
     bufferevent_enable(bev_, EV_READ | EV_WRITE);
   }
   void ScheduleFlush() { ctx_->ScheduleFlush(this); }
@@ -116,7 +121,9 @@ class Connection {
     ScheduleFlush();
   }
   bool closing() const { return closing_; }
-  size_t QueuedOutput() const { return bev_ == nullptr ? 0 : evbuffer_get_length(bufferevent_get_output(bev_)); }
+  size_t QueuedOutput() const {
+    return bev_ == nullptr ? 0 : evbuffer_get_length(bufferevent_get_output(bev_));
+  }
 
   // Runs deferred work; returns false when the connection is to be freed.
   virtual bool Flush() = 0;
@@ -136,8 +143,8 @@ class Connection {
   }
   void Disarm() { evtimer_del(timer_); }
 
-  // Gives the socket to `next` (which speaks the protocol this connection found out), and closes itself
-  // without closing the socket; `next` reads what has arrived so far.
+  // Gives the socket to `next` (which speaks the protocol this connection found out), and closes
+  // itself without closing the socket; `next` reads what has arrived so far.
   void HandOver(Connection* next) {
     Disarm();
     holds_ip_slot_ = false;  // `next` holds this address's slot now
@@ -160,7 +167,9 @@ class Connection {
     auto* c = static_cast<Connection*>(self);
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) c->CloseSoon();
   }
-  static void OnTimer(evutil_socket_t, short, void* self) { static_cast<Connection*>(self)->OnTimeout(); }
+  static void OnTimer(evutil_socket_t, short, void* self) {
+    static_cast<Connection*>(self)->OnTimeout();
+  }
 
   event* timer_;
 };
@@ -196,7 +205,8 @@ void LoopContext::OnFlush(evutil_socket_t, short, void* self) {
   if (!ctx->dirty.empty()) event_active(ctx->flush_event, 0, 0);
 }
 
-// ---------------------------------------------------------------------------------------------- HTTP/2
+// ----------------------------------------------------------------------------------------------
+// HTTP/2
 
 class H2Connection;
 
@@ -211,8 +221,8 @@ class H2Exchange : public Exchange {
 
  private:
   friend class H2Connection;
-  static ssize_t Read(nghttp2_session* session, int32_t id, uint8_t* buf, size_t length, uint32_t* flags,
-                      nghttp2_data_source* source, void*);
+  static ssize_t Read(nghttp2_session* session, int32_t id, uint8_t* buf, size_t length,
+                      uint32_t* flags, nghttp2_data_source* source, void*);
 
   H2Connection* conn_;
   int32_t id_;
@@ -229,7 +239,8 @@ class H2Exchange : public Exchange {
 
 class H2Connection : public Connection {
  public:
-  H2Connection(LoopContext* ctx, bufferevent* bev, std::string peer_ip) : Connection(ctx, bev, std::move(peer_ip)) {
+  H2Connection(LoopContext* ctx, bufferevent* bev, std::string peer_ip)
+      : Connection(ctx, bev, std::move(peer_ip)) {
     nghttp2_session_callbacks* cb;
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, &H2Connection::OnBeginHeaders);
@@ -239,11 +250,13 @@ class H2Connection : public Connection {
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, &H2Connection::OnStreamClose);
     nghttp2_option* opt;
     nghttp2_option_new(&opt);
-    // gRPC and Connect clients send no more than a few headers; a peer that floods them is refused early.
+    // gRPC and Connect clients send no more than a few headers; a peer that floods them is refused
+    // early.
     nghttp2_option_set_max_send_header_block_length(opt, 64 << 10);
-    // The known HTTP/2 floods, bounded explicitly rather than by whatever the library defaults to: rapid reset
-    // (CVE-2023-44487: a burst of 1000 RST_STREAMs, then 33/s, else GOAWAY), CONTINUATION floods
-    // (CVE-2024-27316), SETTINGS and PING floods that make the server queue acknowledgements.
+    // The known HTTP/2 floods, bounded explicitly rather than by whatever the library defaults to:
+    // rapid reset (CVE-2023-44487: a burst of 1000 RST_STREAMs, then 33/s, else GOAWAY),
+    // CONTINUATION floods (CVE-2024-27316), SETTINGS and PING floods that make the server queue
+    // acknowledgements.
     nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_settings(opt, 32);
@@ -252,7 +265,8 @@ class H2Connection : public Connection {
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     const nghttp2_settings_entry settings[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, static_cast<uint32_t>(ctx->door->options().max_concurrent_streams)},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+         static_cast<uint32_t>(ctx->door->options().max_concurrent_streams)},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64 << 10}};
     nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 3);
@@ -270,8 +284,9 @@ class H2Connection : public Connection {
   void GoAway() override {
     if (goaway_sent_) return;
     goaway_sent_ = true;
-    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
-                          NGHTTP2_NO_ERROR, nullptr, 0);
+    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                          nullptr, 0);
     for (auto& [id, e] : exchanges_) {
       if (e->handler() != nullptr) static_cast<ProxyCallBase*>(e->handler())->OnShutdown();
     }
@@ -298,7 +313,8 @@ class H2Connection : public Connection {
       bufferevent_write(bev_, data, static_cast<size_t>(n));
     }
     if (QueuedOutput() > kMaxQueuedOutput) return false;
-    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_) && QueuedOutput() == 0) {
+    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_) &&
+        QueuedOutput() == 0) {
       return false;
     }
     graveyard_.clear();
@@ -311,7 +327,8 @@ class H2Connection : public Connection {
     while (evbuffer_get_length(in) > 0) {
       evbuffer_iovec vec;
       if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) break;
-      const ssize_t used = nghttp2_session_mem_recv(session_, static_cast<const uint8_t*>(vec.iov_base), vec.iov_len);
+      const ssize_t used = nghttp2_session_mem_recv(
+          session_, static_cast<const uint8_t*>(vec.iov_base), vec.iov_len);
       if (used < 0) {
         CloseSoon();
         return;
@@ -328,7 +345,8 @@ class H2Connection : public Connection {
     for (auto& [id, e] : exchanges_) {
       if (e->body_ended_ || e->closed_) continue;
       const absl::Duration limit = e->dispatched_ ? o.body_timeout : o.header_timeout;
-      if (now - e->last_input_ > limit) nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+      if (now - e->last_input_ > limit)
+        nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
     }
     if (exchanges_.empty() && now - last_activity_ >= o.idle_timeout) {
       GoAway();
@@ -356,14 +374,17 @@ class H2Connection : public Connection {
     e->last_input_ = absl::Now();
     c->exchanges_[frame->hd.stream_id] = std::move(e);
     c->last_activity_ = absl::Now();
-    c->Arm(std::min(c->ctx_->door->options().header_timeout, c->ctx_->door->options().body_timeout) / 2);
+    c->Arm(
+        std::min(c->ctx_->door->options().header_timeout, c->ctx_->door->options().body_timeout) /
+        2);
     return 0;
   }
 
-  static int OnHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
-                      const uint8_t* value, size_t valuelen, uint8_t, void* self) {
+  static int OnHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
+                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void* self) {
     H2Exchange* e = static_cast<H2Connection*>(self)->Find(frame->hd.stream_id);
-    if (e == nullptr || e->dispatched_) return 0;  // trailers from a client: not used by any protocol here
+    if (e == nullptr || e->dispatched_)
+      return 0;  // trailers from a client: not used by any protocol here
     const absl::string_view n(reinterpret_cast<const char*>(name), namelen);
     const absl::string_view v(reinterpret_cast<const char*>(value), valuelen);
     if (n == ":method") {
@@ -394,7 +415,8 @@ class H2Connection : public Connection {
     return 0;
   }
 
-  static int OnData(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len, void* self) {
+  static int OnData(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len,
+                    void* self) {
     H2Exchange* e = static_cast<H2Connection*>(self)->Find(id);
     if (e == nullptr || e->handler() == nullptr) return 0;
     e->last_input_ = absl::Now();
@@ -433,12 +455,13 @@ std::vector<nghttp2_nv> ToNv(const std::string& status, const Headers& headers) 
   static const std::string kStatus = ":status";
   if (!status.empty()) {
     nv.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(kStatus.data())),
-                  reinterpret_cast<uint8_t*>(const_cast<char*>(status.data())), kStatus.size(), status.size(),
-                  NGHTTP2_NV_FLAG_NONE});
+                  reinterpret_cast<uint8_t*>(const_cast<char*>(status.data())), kStatus.size(),
+                  status.size(), NGHTTP2_NV_FLAG_NONE});
   }
   for (const auto& [k, v] : headers) {
     nv.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(k.data())),
-                  reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), k.size(), v.size(), NGHTTP2_NV_FLAG_NONE});
+                  reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), k.size(), v.size(),
+                  NGHTTP2_NV_FLAG_NONE});
   }
   return nv;
 }
@@ -491,8 +514,8 @@ void H2Exchange::Abort() {
 
 size_t H2Exchange::Buffered() const { return out_.size() - out_offset_ + conn_->QueuedOutput(); }
 
-ssize_t H2Exchange::Read(nghttp2_session* session, int32_t id, uint8_t* buf, size_t length, uint32_t* flags,
-                         nghttp2_data_source* source, void*) {
+ssize_t H2Exchange::Read(nghttp2_session* session, int32_t id, uint8_t* buf, size_t length,
+                         uint32_t* flags, nghttp2_data_source* source, void*) {
   auto* e = static_cast<H2Exchange*>(source->ptr);
   const size_t n = std::min(length, e->out_.size() - e->out_offset_);
   std::memcpy(buf, e->out_.data() + e->out_offset_, n);
@@ -514,7 +537,8 @@ ssize_t H2Exchange::Read(nghttp2_session* session, int32_t id, uint8_t* buf, siz
   return static_cast<ssize_t>(n);
 }
 
-// ---------------------------------------------------------------------------------------------- HTTP/1.1
+// ----------------------------------------------------------------------------------------------
+// HTTP/1.1
 
 class H1Connection;
 
@@ -539,32 +563,53 @@ class H1Exchange : public Exchange {
 
 const char* Reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return status >= 500 ? "Internal Server Error" : "Error";
+    case 200:
+      return "OK";
+    case 204:
+      return "No Content";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 499:
+      return "Client Closed Request";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return status >= 500 ? "Internal Server Error" : "Error";
   }
 }
 
 class H1Connection : public Connection {
  public:
-  H1Connection(LoopContext* ctx, bufferevent* bev, std::string peer_ip) : Connection(ctx, bev, std::move(peer_ip)) {
+  H1Connection(LoopContext* ctx, bufferevent* bev, std::string peer_ip)
+      : Connection(ctx, bev, std::move(peer_ip)) {
     http_parser_init(&parser_, HTTP_REQUEST);
     parser_.data = this;
     http_parser_settings_init(&settings_);
@@ -589,7 +634,8 @@ class H1Connection : public Connection {
   }
 
   void AbortAll() override {
-    if (current_ != nullptr && !current_->aborted_ && !current_->ended_ && current_->handler() != nullptr) {
+    if (current_ != nullptr && !current_->aborted_ && !current_->ended_ &&
+        current_->handler() != nullptr) {
       current_->aborted_ = true;
       current_->handler()->OnAbort();
     }
@@ -631,8 +677,10 @@ class H1Connection : public Connection {
 
   void OnTimeout() override {
     // Idle between requests, headers too slow, or a body that stopped coming: the client is done.
-    if (current_ != nullptr && current_->responded_ && !current_->ended_) return;  // a response is streaming
-    if (current_ != nullptr && !current_->responded_ && current_->handler() != nullptr && !current_->body_ended_) {
+    if (current_ != nullptr && current_->responded_ && !current_->ended_)
+      return;  // a response is streaming
+    if (current_ != nullptr && !current_->responded_ && current_->handler() != nullptr &&
+        !current_->body_ended_) {
       current_->aborted_ = true;
       current_->handler()->OnAbort();
     }
@@ -648,13 +696,15 @@ class H1Connection : public Connection {
       if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) return;
       evbuffer_iovec vec;
       if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) return;
-      const size_t used = http_parser_execute(&parser_, &settings_, static_cast<const char*>(vec.iov_base), vec.iov_len);
+      const size_t used = http_parser_execute(&parser_, &settings_,
+                                              static_cast<const char*>(vec.iov_base), vec.iov_len);
       evbuffer_drain(in, used);
       const http_errno err = HTTP_PARSER_ERRNO(&parser_);
       if (err == HPE_PAUSED) return;
       if (err != HPE_OK) {
         if (current_ == nullptr || !current_->responded_) {
-          const std::string body = absl::StrCat("malformed HTTP/1.1 request: ", http_errno_description(err), "\n");
+          const std::string body =
+              absl::StrCat("malformed HTTP/1.1 request: ", http_errno_description(err), "\n");
           Reply(400, body);
         }
         close_after_write_ = true;
@@ -666,9 +716,10 @@ class H1Connection : public Connection {
 
   // A bare reply from the connection itself (no exchange): malformed input, headers too large.
   void Reply(int status, const std::string& body) {
-    const std::string head = absl::StrCat("HTTP/1.1 ", status, " ", Reason(status),
-                                          "\r\nContent-Type: text/plain\r\nContent-Length: ", body.size(),
-                                          "\r\nConnection: close\r\n\r\n");
+    const std::string head =
+        absl::StrCat("HTTP/1.1 ", status, " ", Reason(status),
+                     "\r\nContent-Type: text/plain\r\nContent-Length: ", body.size(),
+                     "\r\nConnection: close\r\n\r\n");
     Send(head.data(), head.size());
     Send(body.data(), body.size());
   }
@@ -693,7 +744,8 @@ class H1Connection : public Connection {
   static int OnHeaderField(http_parser* p, const char* at, size_t n) {
     H1Connection* c = Of(p);
     if (c->in_value_) {
-      c->current_->head_.headers.emplace_back(absl::AsciiStrToLower(c->field_), std::move(c->value_));
+      c->current_->head_.headers.emplace_back(absl::AsciiStrToLower(c->field_),
+                                              std::move(c->value_));
       c->field_.clear();
       c->value_.clear();
       c->in_value_ = false;
@@ -714,7 +766,8 @@ class H1Connection : public Connection {
   static int OnHeadersComplete(http_parser* p) {
     H1Connection* c = Of(p);
     if (c->in_value_) {
-      c->current_->head_.headers.emplace_back(absl::AsciiStrToLower(c->field_), std::move(c->value_));
+      c->current_->head_.headers.emplace_back(absl::AsciiStrToLower(c->field_),
+                                              std::move(c->value_));
       c->field_.clear();
       c->value_.clear();
       c->in_value_ = false;
@@ -732,14 +785,16 @@ class H1Connection : public Connection {
   static int OnBody(http_parser* p, const char* at, size_t n) {
     H1Connection* c = Of(p);
     c->Arm(c->ctx_->door->options().body_timeout);
-    if (c->current_->handler() != nullptr && !c->current_->aborted_) c->current_->handler()->OnBody(at, n);
+    if (c->current_->handler() != nullptr && !c->current_->aborted_)
+      c->current_->handler()->OnBody(at, n);
     return 0;
   }
   static int OnMessageComplete(http_parser* p) {
     H1Connection* c = Of(p);
     c->Disarm();
     c->current_->body_ended_ = true;
-    if (c->current_->handler() != nullptr && !c->current_->aborted_) c->current_->handler()->OnBodyEnd();
+    if (c->current_->handler() != nullptr && !c->current_->aborted_)
+      c->current_->handler()->OnBodyEnd();
     // One request at a time: the next one (pipelined) waits until this response is out.
     http_parser_pause(p, 1);
     c->ScheduleFlush();
@@ -808,12 +863,15 @@ void H1Exchange::Abort() {
 
 size_t H1Exchange::Buffered() const { return conn_->QueuedOutput(); }
 
-// ---------------------------------------------------------------------------------------------- accepting
+// ----------------------------------------------------------------------------------------------
+// accepting
 
-// Decides what a connection on the HTTP port speaks from its first bytes: the HTTP/2 preface, or HTTP/1.1.
+// Decides what a connection on the HTTP port speaks from its first bytes: the HTTP/2 preface, or
+// HTTP/1.1.
 class Sniffer : public Connection {
  public:
-  Sniffer(LoopContext* ctx, bufferevent* bev, std::string peer_ip) : Connection(ctx, bev, std::move(peer_ip)) {
+  Sniffer(LoopContext* ctx, bufferevent* bev, std::string peer_ip)
+      : Connection(ctx, bev, std::move(peer_ip)) {
     Arm(ctx->door->options().idle_timeout);
   }
   void GoAway() override { CloseSoon(); }
@@ -826,7 +884,8 @@ class Sniffer : public Connection {
     char peek[kPrefaceLength];
     const size_t n = std::min(evbuffer_get_length(in), kPrefaceLength);
     evbuffer_copyout(in, peek, n);
-    if (n < kPrefaceLength && std::memcmp(peek, kPreface, n) == 0) return;  // maybe the preface: wait for more
+    if (n < kPrefaceLength && std::memcmp(peek, kPreface, n) == 0)
+      return;  // maybe the preface: wait for more
     const bool h2 = n == kPrefaceLength && std::memcmp(peek, kPreface, kPrefaceLength) == 0;
     if (h2) {
       HandOver(new H2Connection(ctx_, bev_, peer_ip_));
@@ -840,7 +899,8 @@ class Sniffer : public Connection {
 // TLS: the handshake decides by ALPN.
 class TlsAcceptor : public Connection {
  public:
-  TlsAcceptor(LoopContext* ctx, bufferevent* bev, std::string peer_ip) : Connection(ctx, bev, std::move(peer_ip)) {
+  TlsAcceptor(LoopContext* ctx, bufferevent* bev, std::string peer_ip)
+      : Connection(ctx, bev, std::move(peer_ip)) {
     bufferevent_setcb(bev_, nullptr, nullptr, &TlsAcceptor::OnEvent, this);
     bufferevent_enable(bev_, EV_READ | EV_WRITE);
     Arm(ctx->door->options().header_timeout);
@@ -875,11 +935,13 @@ struct ListenerArg {
   ListenerKind kind;
 };
 
-int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
-               void*) {
-  static const unsigned char kProtocols[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+               unsigned int inlen, void*) {
+  static const unsigned char kProtocols[] = {2,   'h', '2', 8,   'h', 't',
+                                             't', 'p', '/', '1', '.', '1'};
   unsigned char* selected = nullptr;
-  if (SSL_select_next_proto(&selected, outlen, kProtocols, sizeof(kProtocols), in, inlen) != OPENSSL_NPN_NEGOTIATED) {
+  if (SSL_select_next_proto(&selected, outlen, kProtocols, sizeof(kProtocols), in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED) {
     return SSL_TLSEXT_ERR_NOACK;
   }
   *out = selected;
@@ -900,8 +962,8 @@ void OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* sa, int, void* arg)
   Connection* c = nullptr;
   if (a->kind == kHttpsPort) {
     SSL* ssl = SSL_new(door->tls());
-    bufferevent* bev = bufferevent_openssl_socket_new(ctx->loop.base(), fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                      BEV_OPT_CLOSE_ON_FREE);
+    bufferevent* bev = bufferevent_openssl_socket_new(
+        ctx->loop.base(), fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
     new TlsAcceptor(ctx, bev, ip);  // it sets its own callbacks; the loop's connection set owns it
     return;
   }
@@ -916,7 +978,8 @@ void OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* sa, int, void* arg)
 
 }  // namespace
 
-FrontDoor::FrontDoor(Gateway* gateway, FrontDoorOptions options) : gateway_(gateway), options_(std::move(options)) {}
+FrontDoor::FrontDoor(Gateway* gateway, FrontDoorOptions options)
+    : gateway_(gateway), options_(std::move(options)) {}
 
 FrontDoor::~FrontDoor() { Stop(); }
 
@@ -949,12 +1012,15 @@ void FrontDoor::ReleaseConnection(const std::string& ip) {
 
 absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) {
   const size_t colon = address.rfind(':');
-  if (colon == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("listen address \"", address, "\" needs host:port"));
+  if (colon == std::string::npos)
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", address, "\" needs host:port"));
   std::string host = address.substr(0, colon);
   if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
   int wanted = 0;
   if (!absl::SimpleAtoi(address.substr(colon + 1), &wanted)) {
-    return absl::InvalidArgumentError(absl::StrCat("listen address \"", address, "\": the port is not a number"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", address, "\": the port is not a number"));
   }
   if (host == "localhost") host = "127.0.0.1";
   sockaddr_storage ss{};
@@ -970,21 +1036,25 @@ absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) 
     v6->sin6_port = htons(static_cast<uint16_t>(wanted));
     len = sizeof(sockaddr_in6);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("listen address \"", address, "\" is not an IP address and port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", address, "\" is not an IP address and port"));
   }
-  // One listener per loop on the same port (SO_REUSEPORT): the kernel spreads new connections over the loops.
+  // One listener per loop on the same port (SO_REUSEPORT): the kernel spreads new connections over
+  // the loops.
   for (auto& ctx : loops_) {
     auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    if (*port != 0) sin->sin_port = htons(static_cast<uint16_t>(*port));  // the port the first loop got
+    if (*port != 0)
+      sin->sin_port = htons(static_cast<uint16_t>(*port));  // the port the first loop got
     auto* arg = new ListenerArg{ctx.get(), static_cast<ListenerKind>(kind)};
-    evconnlistener* l = evconnlistener_new_bind(
-        ctx->loop.base(), &OnAccept, arg,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_THREADSAFE,
-        4096,
-        reinterpret_cast<sockaddr*>(&ss), len);
+    evconnlistener* l =
+        evconnlistener_new_bind(ctx->loop.base(), &OnAccept, arg,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
+                                    LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_THREADSAFE,
+                                4096, reinterpret_cast<sockaddr*>(&ss), len);
     if (l == nullptr) {
       delete arg;
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (address in use?)"));
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", address, " (address in use?)"));
     }
     listeners_.push_back(l);
     if (*port == 0) {
@@ -1008,8 +1078,10 @@ absl::Status FrontDoor::Start() {
     tls_ = SSL_CTX_new(TLS_server_method());
     SSL_CTX_set_min_proto_version(tls_, TLS1_2_VERSION);
     if (SSL_CTX_use_certificate_chain_file(tls_, (options_.tls_dir + "/tls.crt").c_str()) != 1 ||
-        SSL_CTX_use_PrivateKey_file(tls_, (options_.tls_dir + "/tls.key").c_str(), SSL_FILETYPE_PEM) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--front_tls_dir: cannot load tls.crt and tls.key from ", options_.tls_dir));
+        SSL_CTX_use_PrivateKey_file(tls_, (options_.tls_dir + "/tls.key").c_str(),
+                                    SSL_FILETYPE_PEM) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--front_tls_dir: cannot load tls.crt and tls.key from ", options_.tls_dir));
     }
     SSL_CTX_set_alpn_select_cb(tls_, &SelectAlpn, nullptr);
   }

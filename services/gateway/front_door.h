@@ -1,14 +1,17 @@
-// The gateway's front door: one event-driven HTTP/1.1 + HTTP/2 server for all three protocols (native gRPC,
-// gRPC-Web, Connect), on a few event loops (--front_threads). An idle connection costs its buffers, never a
-// thread; a request must bring its headers within --http_header_timeout_s and keep its body coming within
-// --http_body_timeout_s (slowloris); a connection with nothing to do closes after --http_idle_timeout_s; one
-// client address holds at most --max_connections_per_ip connections; one principal holds at most a few
-// server streams (--max_streams_per_customer / --max_streams_per_principal). Streams live on the loops like
-// everything else, so they cannot starve unary calls of threads.
+// The gateway's front door: one event-driven HTTP/1.1 + HTTP/2 server for all three protocols
+// (native gRPC, gRPC-Web, Connect), on a few event loops (--front_threads). An idle connection
+// costs its buffers, never a thread; a request must bring its headers within
+// --http_header_timeout_s and keep its body coming within
+// --http_body_timeout_s (slowloris); a connection with nothing to do closes after
+// --http_idle_timeout_s; one client address holds at most --max_connections_per_ip connections; one
+// principal holds at most a few server streams (--max_streams_per_customer /
+// --max_streams_per_principal). Streams live on the loops like everything else, so they cannot
+// starve unary calls of threads.
 //
-// Ports: the gRPC port (h2c, prior knowledge, as gRPC clients speak it), the HTTP port (HTTP/1.1, and h2c when
-// a client opens with the HTTP/2 preface) and, with --front_tls_dir, an HTTPS port where browsers get HTTP/2 or
-// HTTP/1.1 by ALPN. Each request becomes a ProxyCall (proxy_call.h), which relays it to the service.
+// Ports: the gRPC port (h2c, prior knowledge, as gRPC clients speak it), the HTTP port (HTTP/1.1,
+// and h2c when a client opens with the HTTP/2 preface) and, with --front_tls_dir, an HTTPS port
+// where browsers get HTTP/2 or HTTP/1.1 by ALPN. Each request becomes a ProxyCall (proxy_call.h),
+// which relays it to the service.
 //
 // Thread-safe: Start, Shutdown and Stop from one thread; the rest runs on the loops.
 #pragma once
@@ -55,8 +58,8 @@ struct FrontDoorOptions {
   std::string upstream_tls_dir;
 };
 
-// One request and its response, on an HTTP/1.1 connection or an HTTP/2 stream. Owned by its connection;
-// everything on the connection's loop.
+// One request and its response, on an HTTP/1.1 connection or an HTTP/2 stream. Owned by its
+// connection; everything on the connection's loop.
 class Exchange {
  public:
   struct Head {
@@ -80,8 +83,8 @@ class Exchange {
 
   virtual ~Exchange() = default;
   const Head& head() const { return head_; }
-  // The response: headers (a status, and `end` for a response without body), then body bytes, then the end
-  // with trailers (HTTP/2; an HTTP/1.1 response drops them).
+  // The response: headers (a status, and `end` for a response without body), then body bytes, then
+  // the end with trailers (HTTP/2; an HTTP/1.1 response drops them).
   virtual void Respond(int status, const Headers& headers, bool end) = 0;
   virtual void Write(std::string data) = 0;
   virtual void End(const Headers& trailers) = 0;
@@ -124,13 +127,14 @@ class FrontDoor {
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
   int https_port() const { return https_port_; }
-  // Stops accepting, tells HTTP/2 clients to go away (GOAWAY), ends server streams with UNAVAILABLE so clients
-  // reconnect elsewhere, and waits up to `grace` for the calls in flight.
+  // Stops accepting, tells HTTP/2 clients to go away (GOAWAY), ends server streams with UNAVAILABLE
+  // so clients reconnect elsewhere, and waits up to `grace` for the calls in flight.
   void Shutdown(absl::Duration grace);
   // Closes everything now. Idempotent; runs on destruction.
   void Stop();
 
-  // Where the gateway's own gRPC server is (health and reflection are relayed there), once it listens.
+  // Where the gateway's own gRPC server is (health and reflection are relayed there), once it
+  // listens.
   void SetInternalAddress(std::string address);
   std::string internal_address();
 

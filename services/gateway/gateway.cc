@@ -3,18 +3,17 @@
 #include <atomic>
 
 #include "absl/hash/hash.h"
-
 #include "absl/strings/escaping.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/log/log.h"
 #include "libs/rpc/status.h"
 #include "libs/sharding/shard_map.h"
-#include "absl/strings/str_join.h"
 #include "services/gateway/customer_view.h"
 #include "services/gateway/web_protocol.h"
 
@@ -24,9 +23,9 @@ namespace {
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
-// Fan-out paging: the next page token of a merged answer carries every shard's own token, so the next
-// page continues each shard where it stopped. "fan." + one base64url token per shard, '.'-separated;
-// an exhausted shard has an empty token and is not called again.
+// Fan-out paging: the next page token of a merged answer carries every shard's own token, so the
+// next page continues each shard where it stopped. "fan." + one base64url token per shard,
+// '.'-separated; an exhausted shard has an empty token and is not called again.
 constexpr absl::string_view kFanOutTokenPrefix = "fan.";
 
 std::string EncodeFanOutToken(const std::vector<std::string>& tokens) {
@@ -46,26 +45,31 @@ absl::StatusOr<std::vector<std::string>> DecodeFanOutToken(absl::string_view tok
     return absl::InvalidArgumentError("page_token: not a token this listing returned");
   }
   std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
-  if (parts.size() != shards) return absl::InvalidArgumentError("page_token: was issued for a different number of shards");
+  if (parts.size() != shards)
+    return absl::InvalidArgumentError("page_token: was issued for a different number of shards");
   for (size_t i = 0; i < shards; ++i) {
-    if (!absl::WebSafeBase64Unescape(parts[i], &tokens[i])) return absl::InvalidArgumentError("page_token: is malformed");
+    if (!absl::WebSafeBase64Unescape(parts[i], &tokens[i]))
+      return absl::InvalidArgumentError("page_token: is malformed");
   }
   return tokens;
 }
 
 bool IsNumeric(const FieldDescriptor* f) {
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32: case FieldDescriptor::CPPTYPE_INT64:
-    case FieldDescriptor::CPPTYPE_UINT32: case FieldDescriptor::CPPTYPE_UINT64:
-    case FieldDescriptor::CPPTYPE_DOUBLE: case FieldDescriptor::CPPTYPE_FLOAT:
+    case FieldDescriptor::CPPTYPE_INT32:
+    case FieldDescriptor::CPPTYPE_INT64:
+    case FieldDescriptor::CPPTYPE_UINT32:
+    case FieldDescriptor::CPPTYPE_UINT64:
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT:
       return true;
     default:
       return false;
   }
 }
 
-// Merges one shard's answer into the total: lists concatenate and top-level counts add up (a sweep that
-// expired 3 tickets on one shard and 2 on another expired 5).
+// Merges one shard's answer into the total: lists concatenate and top-level counts add up (a sweep
+// that expired 3 tickets on one shard and 2 on another expired 5).
 void MergeShardAnswer(const Message& from, Message* to) {
   const auto* refl = to->GetReflection();
   std::vector<std::pair<const FieldDescriptor*, double>> sums;
@@ -74,12 +78,18 @@ void MergeShardAnswer(const Message& from, Message* to) {
     if (f->is_repeated() || !IsNumeric(f)) continue;
     auto value = [&](const Message& m) -> double {
       switch (f->cpp_type()) {
-        case FieldDescriptor::CPPTYPE_INT32: return refl->GetInt32(m, f);
-        case FieldDescriptor::CPPTYPE_INT64: return static_cast<double>(refl->GetInt64(m, f));
-        case FieldDescriptor::CPPTYPE_UINT32: return refl->GetUInt32(m, f);
-        case FieldDescriptor::CPPTYPE_UINT64: return static_cast<double>(refl->GetUInt64(m, f));
-        case FieldDescriptor::CPPTYPE_DOUBLE: return refl->GetDouble(m, f);
-        default: return refl->GetFloat(m, f);
+        case FieldDescriptor::CPPTYPE_INT32:
+          return refl->GetInt32(m, f);
+        case FieldDescriptor::CPPTYPE_INT64:
+          return static_cast<double>(refl->GetInt64(m, f));
+        case FieldDescriptor::CPPTYPE_UINT32:
+          return refl->GetUInt32(m, f);
+        case FieldDescriptor::CPPTYPE_UINT64:
+          return static_cast<double>(refl->GetUInt64(m, f));
+        case FieldDescriptor::CPPTYPE_DOUBLE:
+          return refl->GetDouble(m, f);
+        default:
+          return refl->GetFloat(m, f);
       }
     };
     sums.emplace_back(f, value(*to) + value(from));
@@ -87,19 +97,33 @@ void MergeShardAnswer(const Message& from, Message* to) {
   to->MergeFrom(from);
   for (const auto& [f, v] : sums) {
     switch (f->cpp_type()) {
-      case FieldDescriptor::CPPTYPE_INT32: refl->SetInt32(to, f, static_cast<int32_t>(v)); break;
-      case FieldDescriptor::CPPTYPE_INT64: refl->SetInt64(to, f, static_cast<int64_t>(v)); break;
-      case FieldDescriptor::CPPTYPE_UINT32: refl->SetUInt32(to, f, static_cast<uint32_t>(v)); break;
-      case FieldDescriptor::CPPTYPE_UINT64: refl->SetUInt64(to, f, static_cast<uint64_t>(v)); break;
-      case FieldDescriptor::CPPTYPE_DOUBLE: refl->SetDouble(to, f, v); break;
-      default: refl->SetFloat(to, f, static_cast<float>(v)); break;
+      case FieldDescriptor::CPPTYPE_INT32:
+        refl->SetInt32(to, f, static_cast<int32_t>(v));
+        break;
+      case FieldDescriptor::CPPTYPE_INT64:
+        refl->SetInt64(to, f, static_cast<int64_t>(v));
+        break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        refl->SetUInt32(to, f, static_cast<uint32_t>(v));
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        refl->SetUInt64(to, f, static_cast<uint64_t>(v));
+        break;
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+        refl->SetDouble(to, f, v);
+        break;
+      default:
+        refl->SetFloat(to, f, static_cast<float>(v));
+        break;
     }
   }
 }
 
-const FieldDescriptor* StringFieldNamed(const google::protobuf::Descriptor* type, const char* name) {
+const FieldDescriptor* StringFieldNamed(const google::protobuf::Descriptor* type,
+                                        const char* name) {
   const FieldDescriptor* f = type->FindFieldByName(name);
-  return f != nullptr && f->type() == FieldDescriptor::TYPE_STRING && !f->is_repeated() ? f : nullptr;
+  return f != nullptr && f->type() == FieldDescriptor::TYPE_STRING && !f->is_repeated() ? f
+                                                                                        : nullptr;
 }
 
 grpc::Status ToGrpc(const absl::Status& s) { return rpc::ToGrpc(s); }
@@ -108,10 +132,14 @@ grpc::Status ToGrpc(const absl::Status& s) { return rpc::ToGrpc(s); }
 
 absl::string_view ProtocolName(Protocol protocol) {
   switch (protocol) {
-    case Protocol::kGrpc: return "grpc";
-    case Protocol::kGrpcWeb: return "grpc-web";
-    case Protocol::kGrpcWebText: return "grpc-web-text";
-    case Protocol::kConnect: return "connect";
+    case Protocol::kGrpc:
+      return "grpc";
+    case Protocol::kGrpcWeb:
+      return "grpc-web";
+    case Protocol::kGrpcWebText:
+      return "grpc-web-text";
+    case Protocol::kConnect:
+      return "connect";
   }
   return "unknown";
 }
@@ -121,7 +149,8 @@ std::string ToBytes(const grpc::ByteBuffer& buffer) {
   std::string out;
   if (!buffer.Dump(&slices).ok()) return out;
   out.reserve(buffer.Length());
-  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (const grpc::Slice& s : slices)
+    out.append(reinterpret_cast<const char*>(s.begin()), s.size());
   return out;
 }
 
@@ -138,19 +167,24 @@ Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metri
   auto& registry = metrics_->registry();
   requests_ = &prometheus::BuildCounter()
                    .Name("crm_gateway_requests_total")
-                   .Help("Calls through the gateway by route (full method), front-end protocol and gRPC code.")
+                   .Help(
+                       "Calls through the gateway by route (full method), front-end protocol and "
+                       "gRPC code.")
                    .Register(registry);
-  latency_ = &prometheus::BuildHistogram()
-                  .Name("crm_gateway_request_seconds")
-                  .Help("Time from a call's arrival at the gateway to its answer, by front-end protocol.")
-                  .Register(registry);
+  latency_ =
+      &prometheus::BuildHistogram()
+           .Name("crm_gateway_request_seconds")
+           .Help("Time from a call's arrival at the gateway to its answer, by front-end protocol.")
+           .Register(registry);
   in_flight_ = &prometheus::BuildGauge()
                     .Name("crm_gateway_in_flight")
                     .Help("Calls the gateway is serving now, by front-end protocol.")
                     .Register(registry);
   rate_limited_ = &prometheus::BuildCounter()
                        .Name("crm_gateway_rate_limited_total")
-                       .Help("Calls refused by a rate limit, by the caller's role (\"ip\" for the per-address limit).")
+                       .Help(
+                           "Calls refused by a rate limit, by the caller's role (\"ip\" for the "
+                           "per-address limit).")
                        .Register(registry);
   denied_ = &prometheus::BuildCounter()
                  .Name("crm_gateway_denied_total")
@@ -163,8 +197,10 @@ Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metri
   }
   request_counters_ = std::make_unique<RouteCounters[]>(RouteTable::Default().routes().size() + 1);
   for (const Route& r : RouteTable::Default().routes()) {
-    backend_metrics_.push_back(metrics_->client_rpc().ForMethod(r.path, r.server_streaming ? "server_stream" : "unary"));
-    server_metrics_.push_back(metrics_->server_rpc().ForMethod(r.path, r.server_streaming ? "server_stream" : "unary"));
+    backend_metrics_.push_back(
+        metrics_->client_rpc().ForMethod(r.path, r.server_streaming ? "server_stream" : "unary"));
+    server_metrics_.push_back(
+        metrics_->server_rpc().ForMethod(r.path, r.server_streaming ? "server_stream" : "unary"));
   }
 }
 
@@ -231,27 +267,34 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
     a.request_id = info.request_id_header;
   } else {
     a.request_id = sharding::NewId("gw-");
-    return Deny("bad_header", absl::InvalidArgumentError("x-request-id: must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
+    return Deny("bad_header", absl::InvalidArgumentError(
+                                  "x-request-id: must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
   }
   a.route = RouteTable::Default().Find(info.path);
   if (a.route == nullptr) {
-    return Deny("unknown_method", absl::UnimplementedError("no such method: the path names no crm.v1 method"));
+    return Deny("unknown_method",
+                absl::UnimplementedError("no such method: the path names no crm.v1 method"));
   }
   server_metrics_[a.route->index]->Started();
   const absl::Time now = absl::Now();
   if (options_.ip_rps > 0 && !info.peer_ip.empty()) {
-    const absl::Duration wait = limiter_.Take(absl::StrCat("ip:", info.peer_ip), {options_.ip_rps, 2 * options_.ip_rps}, now);
+    const absl::Duration wait = limiter_.Take(absl::StrCat("ip:", info.peer_ip),
+                                              {options_.ip_rps, 2 * options_.ip_rps}, now);
     if (wait > absl::ZeroDuration()) {
       a.retry_after = wait;
       rate_limited_->Add({{"role", "ip"}}).Increment();
-      return absl::ResourceExhaustedError(absl::StrFormat("rate limit of %g requests/s for this address exceeded; retry after %d ms",
-                                                          options_.ip_rps, absl::ToInt64Milliseconds(wait) + 1));
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "rate limit of %g requests/s for this address exceeded; retry after %d ms",
+          options_.ip_rps, absl::ToInt64Milliseconds(wait) + 1));
     }
   }
   absl::string_view token = info.authorization;
-  if (token.empty()) return Deny("unauthenticated", absl::UnauthenticatedError("authorization: a bearer token is required"));
+  if (token.empty())
+    return Deny("unauthenticated",
+                absl::UnauthenticatedError("authorization: a bearer token is required"));
   if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
-    return Deny("unauthenticated", absl::UnauthenticatedError("authorization: expected \"Bearer <token>\""));
+    return Deny("unauthenticated",
+                absl::UnauthenticatedError("authorization: expected \"Bearer <token>\""));
   }
   auto verified = Authenticate(token, now);
   if (!verified.ok()) return Deny("unauthenticated", verified.status());
@@ -260,34 +303,49 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
 
   double rps = 0;
   switch (a.principal.role) {
-    case v1::ROLE_CUSTOMER: rps = options_.customer_rps; break;
-    case v1::ROLE_AGENT: rps = options_.agent_rps; break;
-    case v1::ROLE_ADMIN: rps = options_.admin_rps; break;
-    default: rps = options_.service_rps; break;
+    case v1::ROLE_CUSTOMER:
+      rps = options_.customer_rps;
+      break;
+    case v1::ROLE_AGENT:
+      rps = options_.agent_rps;
+      break;
+    case v1::ROLE_ADMIN:
+      rps = options_.admin_rps;
+      break;
+    default:
+      rps = options_.service_rps;
+      break;
   }
   const absl::string_view role = auth::RoleName(a.principal.role);
   if (rps > 0) {
-    const absl::Duration wait = limiter_.Take(absl::StrCat(role, ":", a.principal.subject), {rps, 2 * rps}, now);
+    const absl::Duration wait =
+        limiter_.Take(absl::StrCat(role, ":", a.principal.subject), {rps, 2 * rps}, now);
     if (wait > absl::ZeroDuration()) {
       a.retry_after = wait;
       rate_limited_->Add({{"role", std::string(role)}}).Increment();
-      return absl::ResourceExhaustedError(absl::StrFormat("rate limit of %g requests/s for role %s exceeded; retry after %d ms",
-                                                          rps, role, absl::ToInt64Milliseconds(wait) + 1));
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("rate limit of %g requests/s for role %s exceeded; retry after %d ms",
+                          rps, role, absl::ToInt64Milliseconds(wait) + 1));
     }
   }
   if (!a.route->has_policy) {
-    return Deny("no_policy", absl::PermissionDeniedError(absl::StrCat(a.route->path, " declares no access policy")));
+    return Deny("no_policy", absl::PermissionDeniedError(
+                                 absl::StrCat(a.route->path, " declares no access policy")));
   }
   if (a.route->policy.roles_size() == 0) {
-    return Deny("internal_only", absl::PermissionDeniedError(absl::StrCat(a.route->path, " is only for calls between services")));
+    return Deny("internal_only", absl::PermissionDeniedError(absl::StrCat(
+                                     a.route->path, " is only for calls between services")));
   }
   bool role_allowed = false;
   for (int r : a.route->policy.roles()) role_allowed = role_allowed || r == a.principal.role;
   if (!role_allowed) {
-    return Deny("role", absl::PermissionDeniedError(absl::StrCat("role ", role, " may not call ", a.route->path)));
+    return Deny("role", absl::PermissionDeniedError(
+                            absl::StrCat("role ", role, " may not call ", a.route->path)));
   }
-  const absl::Duration cap = a.route->server_streaming ? options_.stream_max_timeout : options_.max_timeout;
-  const absl::Duration fallback = a.route->server_streaming ? options_.stream_max_timeout : options_.default_timeout;
+  const absl::Duration cap =
+      a.route->server_streaming ? options_.stream_max_timeout : options_.max_timeout;
+  const absl::Duration fallback =
+      a.route->server_streaming ? options_.stream_max_timeout : options_.default_timeout;
   a.timeout = info.client_timeout ? std::min(*info.client_timeout, cap) : fallback;
   return absl::OkStatus();
 }
@@ -295,9 +353,11 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
 absl::Status Gateway::Authorize(const Message& request, Admission& a) {
   const Route& r = *a.route;
   const std::string customer_id = StringField(request, r.customer_id_field);
-  if (a.principal.role == v1::ROLE_CUSTOMER && r.customer_id_field != nullptr && customer_id != a.principal.customer_id) {
+  if (a.principal.role == v1::ROLE_CUSTOMER && r.customer_id_field != nullptr &&
+      customer_id != a.principal.customer_id) {
     return Deny("other_customer", absl::PermissionDeniedError(absl::StrCat(
-                                      r.customer_id_field->name(), ": a customer may only act on their own customer id")));
+                                      r.customer_id_field->name(),
+                                      ": a customer may only act on their own customer id")));
   }
   if (r.local) {
     a.targets.clear();
@@ -307,7 +367,8 @@ absl::Status Gateway::Authorize(const Message& request, Admission& a) {
   if (r.service_field != nullptr) {
     backend = StringField(request, r.service_field);
     if (rpc::FindService(backend) == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(r.service_field->name(), ": \"", backend, "\" is not a service"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(r.service_field->name(), ": \"", backend, "\" is not a service"));
     }
   }
   auto set = backends_->Get(backend);
@@ -322,7 +383,8 @@ absl::Status Gateway::Authorize(const Message& request, Admission& a) {
   if (r.policy.fan_out() && (*set)->shard_count() > 1) {
     for (int s = 0; s < (*set)->shard_count(); ++s) add(s);
   } else {
-    const std::string key = r.shard_key_field != nullptr ? StringField(request, r.shard_key_field) : customer_id;
+    const std::string key =
+        r.shard_key_field != nullptr ? StringField(request, r.shard_key_field) : customer_id;
     add(key.empty() ? 0 : (*set)->shard_map().ShardOf(key));
   }
   return absl::OkStatus();
@@ -331,7 +393,8 @@ absl::Status Gateway::Authorize(const Message& request, Admission& a) {
 absl::Status Gateway::AuthorizeBytes(absl::string_view request, Admission& a) {
   std::unique_ptr<Message> message(a.route->request_prototype->New());
   if (!message->ParseFromArray(request.data(), static_cast<int>(request.size()))) {
-    return absl::InvalidArgumentError(absl::StrCat("request: does not parse as ", message->GetDescriptor()->full_name()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("request: does not parse as ", message->GetDescriptor()->full_name()));
   }
   return Authorize(*message, a);
 }
@@ -339,12 +402,13 @@ absl::Status Gateway::AuthorizeBytes(absl::string_view request, Admission& a) {
 void Gateway::PrepareContext(const Admission& a, grpc::ClientContext& ctx) const {
   ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMicroseconds(a.timeout));
   ctx.AddMetadata("x-request-id", a.request_id);
-  // Who asked, signed for the services (libs/auth/caller.h); clients cannot set it (no client metadata is
-  // forwarded).
+  // Who asked, signed for the services (libs/auth/caller.h); clients cannot set it (no client
+  // metadata is forwarded).
   ctx.AddMetadata(auth::kCallerMetadata, a.caller_assertion);
 }
 
-void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, ContextFactory make_context,
+void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request,
+                        ContextFactory make_context,
                         std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
   if (a.route->local) return view_->Compose(a, request, std::move(make_context), std::move(done));
   if (a.targets.size() == 1) {
@@ -360,8 +424,8 @@ void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, Con
     metrics::RpcMetrics::Method* m = &BackendMetrics(*a.route);
     m->Started();
     const absl::Time start = absl::Now();
-    stub.UnaryCall(call->ctx.get(), a.route->path, grpc::StubOptions(), &call->request, &call->response,
-                   [call, m, start, done = std::move(done)](grpc::Status s) {
+    stub.UnaryCall(call->ctx.get(), a.route->path, grpc::StubOptions(), &call->request,
+                   &call->response, [call, m, start, done = std::move(done)](grpc::Status s) {
                      m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
                      done(std::move(s), std::move(call->response));
                    });
@@ -374,7 +438,8 @@ void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, Con
   const std::string bytes = ToBytes(request);
   parsed->ParseFromString(bytes);
   const FieldDescriptor* page_token = StringFieldNamed(parsed->GetDescriptor(), "page_token");
-  const FieldDescriptor* next_token = StringFieldNamed(route.response_prototype->GetDescriptor(), "next_page_token");
+  const FieldDescriptor* next_token =
+      StringFieldNamed(route.response_prototype->GetDescriptor(), "next_page_token");
   std::vector<std::string> tokens(a.targets.size());
   if (page_token != nullptr && next_token != nullptr) {
     auto decoded = DecodeFanOutToken(StringField(*parsed, page_token), a.targets.size());
@@ -418,29 +483,33 @@ void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request, Con
   for (size_t i = 0; i < n; ++i) {
     grpc::GenericStub stub(a.targets[fan->shards[i]]);
     m->Started();
-    stub.UnaryCall(fan->contexts[i].get(), route.path, grpc::StubOptions(), &fan->requests[i], &fan->responses[i],
-                   [fan, i, &route, next_token, m, start](grpc::Status s) {
-                     m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
-                     if (!s.ok()) {
-                       absl::MutexLock lock(&fan->mu);
-                       if (fan->error.ok()) fan->error = s;
-                     }
-                     if (--fan->remaining > 0) return;
-                     if (!fan->error.ok()) return fan->done(fan->error, {});
-                     std::unique_ptr<Message> total(route.response_prototype->New());
-                     for (size_t k = 0; k < fan->responses.size(); ++k) {
-                       std::unique_ptr<Message> part(route.response_prototype->New());
-                       if (!part->ParseFromString(ToBytes(fan->responses[k]))) {
-                         return fan->done(grpc::Status(grpc::StatusCode::INTERNAL, "a shard's answer does not parse"), {});
-                       }
-                       if (next_token != nullptr) fan->next_tokens[fan->shards[k]] = StringField(*part, next_token);
-                       MergeShardAnswer(*part, total.get());
-                     }
-                     if (next_token != nullptr) {
-                       total->GetReflection()->SetString(total.get(), next_token, EncodeFanOutToken(fan->next_tokens));
-                     }
-                     fan->done(grpc::Status::OK, FromBytes(total->SerializeAsString()));
-                   });
+    stub.UnaryCall(
+        fan->contexts[i].get(), route.path, grpc::StubOptions(), &fan->requests[i],
+        &fan->responses[i], [fan, i, &route, next_token, m, start](grpc::Status s) {
+          m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
+          if (!s.ok()) {
+            absl::MutexLock lock(&fan->mu);
+            if (fan->error.ok()) fan->error = s;
+          }
+          if (--fan->remaining > 0) return;
+          if (!fan->error.ok()) return fan->done(fan->error, {});
+          std::unique_ptr<Message> total(route.response_prototype->New());
+          for (size_t k = 0; k < fan->responses.size(); ++k) {
+            std::unique_ptr<Message> part(route.response_prototype->New());
+            if (!part->ParseFromString(ToBytes(fan->responses[k]))) {
+              return fan->done(
+                  grpc::Status(grpc::StatusCode::INTERNAL, "a shard's answer does not parse"), {});
+            }
+            if (next_token != nullptr)
+              fan->next_tokens[fan->shards[k]] = StringField(*part, next_token);
+            MergeShardAnswer(*part, total.get());
+          }
+          if (next_token != nullptr) {
+            total->GetReflection()->SetString(total.get(), next_token,
+                                              EncodeFanOutToken(fan->next_tokens));
+          }
+          fan->done(grpc::Status::OK, FromBytes(total->SerializeAsString()));
+        });
   }
   if (n == 0) fan->done(grpc::Status::OK, FromBytes(""));
 }
@@ -461,7 +530,9 @@ void Gateway::CallEnded(const CallInfo& info, const Admission& a, const grpc::St
   const std::string code(metrics::CodeName(status.error_code()));
   const std::string route = a.route != nullptr ? a.route->path : "unknown";
   const std::string principal =
-      a.principal.subject.empty() ? "" : absl::StrCat(auth::RoleName(a.principal.role), ":", a.principal.subject);
+      a.principal.subject.empty()
+          ? ""
+          : absl::StrCat(auth::RoleName(a.principal.role), ":", a.principal.subject);
   log::Info("call", {{"method", route},
                      {"protocol", ProtocolName(info.protocol)},
                      {"principal", principal},

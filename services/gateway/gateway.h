@@ -1,7 +1,7 @@
-// The gateway's core, shared by its two front ends (native gRPC over HTTP/2, and gRPC-Web/Connect over
-// HTTP/1.1): admits a call (route, request id, rate limits, token, authorization from the proto's policy
-// option), forwards it to the owning service over gRPC, and records metrics and one access-log line.
-// Front ends only translate wire formats. Thread-safe.
+// The gateway's core, shared by its two front ends (native gRPC over HTTP/2, and gRPC-Web/Connect
+// over HTTP/1.1): admits a call (route, request id, rate limits, token, authorization from the
+// proto's policy option), forwards it to the owning service over gRPC, and records metrics and one
+// access-log line. Front ends only translate wire formats. Thread-safe.
 #pragma once
 
 #include <array>
@@ -40,8 +40,8 @@ absl::string_view ProtocolName(Protocol protocol);
 struct GatewayOptions {
   // Shared with whoever reloads its keys (a JWK Set file that changed).
   std::shared_ptr<auth::Verifier> verifier;
-  // Requests per second (burst: twice that) per principal, by role, and per client IP before the token
-  // is even looked at. 0 = unlimited.
+  // Requests per second (burst: twice that) per principal, by role, and per client IP before the
+  // token is even looked at. 0 = unlimited.
   double customer_rps = 20;
   double agent_rps = 100;
   double admin_rps = 50;
@@ -61,10 +61,10 @@ struct GatewayOptions {
 // What a front end knows about a call before forwarding it.
 struct CallInfo {
   Protocol protocol = Protocol::kGrpc;
-  std::string path;                // "/crm.v1.CustomerProfileService/GetCustomer"
-  std::string authorization;       // the Authorization header / metadata value
+  std::string path;           // "/crm.v1.CustomerProfileService/GetCustomer"
+  std::string authorization;  // the Authorization header / metadata value
   std::string peer_ip;
-  std::string request_id_header;   // x-request-id as sent, may be empty
+  std::string request_id_header;  // x-request-id as sent, may be empty
   std::optional<absl::Duration> client_timeout;
 };
 
@@ -76,8 +76,8 @@ struct Admission {
   std::string caller_assertion;
   std::string request_id;
   absl::Duration timeout;
-  // Where the call goes: one channel, or one per shard for a fan-out call, and the addresses of those
-  // channels (the front door speaks HTTP/2 to a single target directly).
+  // Where the call goes: one channel, or one per shard for a fan-out call, and the addresses of
+  // those channels (the front door speaks HTTP/2 to a single target directly).
   std::vector<std::shared_ptr<grpc::Channel>> targets;
   std::vector<std::string> target_addresses;
   // With RESOURCE_EXHAUSTED from a rate limit: when to try again.
@@ -96,15 +96,17 @@ class Gateway {
   absl::Status Admit(const CallInfo& info, Admission& a);
   // With the parsed request: the route's policy for this principal, then the backend channel(s).
   absl::Status Authorize(const google::protobuf::Message& request, Admission& a);
-  // Parses `request` as the route's request type (INVALID_ARGUMENT when it does not parse), then Authorize.
+  // Parses `request` as the route's request type (INVALID_ARGUMENT when it does not parse), then
+  // Authorize.
   absl::Status AuthorizeBytes(absl::string_view request, Admission& a);
 
   // Request id, caller and deadline for a backend call.
   void PrepareContext(const Admission& a, grpc::ClientContext& ctx) const;
 
-  // Calls the admitted unary method on every target (or, for a local route, composes the answer) and hands the (merged) response to `done`, on a gRPC
-  // thread. `make_context` builds each backend call's context (e.g. one that propagates the caller's
-  // cancellation); PrepareContext is applied to it.
+  // Calls the admitted unary method on every target (or, for a local route, composes the answer)
+  // and hands the (merged) response to `done`, on a gRPC thread. `make_context` builds each backend
+  // call's context (e.g. one that propagates the caller's cancellation); PrepareContext is applied
+  // to it.
   using ContextFactory = std::function<std::unique_ptr<grpc::ClientContext>()>;
   void CallUnary(const Admission& a, const grpc::ByteBuffer& request, ContextFactory make_context,
                  std::function<void(grpc::Status, grpc::ByteBuffer)> done);
@@ -113,7 +115,8 @@ class Gateway {
     return *backend_metrics_[route.index];
   }
 
-  // In-flight gauge, then metrics and the access-log line when the call ends. `a.route` may be null.
+  // In-flight gauge, then metrics and the access-log line when the call ends. `a.route` may be
+  // null.
   void CallStarted(Protocol protocol);
   void CallEnded(const CallInfo& info, const Admission& a, const grpc::Status& status);
 
@@ -123,12 +126,13 @@ class Gateway {
     auth::Principal principal;
     std::string assertion;
     absl::Time renew_after;
-    // The verifier's key generation it was verified under: a rotated key set verifies every token again.
+    // The verifier's key generation it was verified under: a rotated key set verifies every token
+    // again.
     uint64_t key_generation = 0;
   };
   absl::Status Deny(absl::string_view reason, absl::Status status);
-  // The principal of a token, verified once and then remembered until it expires: signature checks and
-  // JSON parsing cost more than the rest of forwarding a call.
+  // The principal of a token, verified once and then remembered until it expires: signature checks
+  // and JSON parsing cost more than the rest of forwarding a call.
   absl::StatusOr<Verified> Authenticate(absl::string_view token, absl::Time now);
   prometheus::Counter& RequestCounter(const Route* route, Protocol protocol, int code);
 
@@ -151,10 +155,11 @@ class Gateway {
     std::array<std::array<std::atomic<prometheus::Counter*>, kCodes>, kProtocols> by_code{};
   };
   std::unique_ptr<RouteCounters[]> request_counters_;  // one per route, then one for unknown paths
-  // grpc_client_* metrics of the backend calls, per route (the same families the services' channels use).
+  // grpc_client_* metrics of the backend calls, per route (the same families the services' channels
+  // use).
   std::vector<metrics::RpcMetrics::Method*> backend_metrics_;
-  // grpc_server_* metrics of the calls the gateway serves, per route, recorded here rather than by an
-  // interceptor (cheaper), so the SLO rules and dashboards treat the gateway like every service.
+  // grpc_server_* metrics of the calls the gateway serves, per route, recorded here rather than by
+  // an interceptor (cheaper), so the SLO rules and dashboards treat the gateway like every service.
   std::vector<metrics::RpcMetrics::Method*> server_metrics_;
 
   struct TokenStripe {
@@ -166,7 +171,6 @@ class Gateway {
   static constexpr size_t kTokenStripes = 16;
   static constexpr size_t kTokensPerStripe = 4096;
   std::array<TokenStripe, kTokenStripes> tokens_;
-
 };
 
 // The bytes of a ByteBuffer, contiguous.

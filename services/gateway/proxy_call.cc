@@ -27,10 +27,13 @@ EventLoop& LoopOf(LoopContext* ctx);
 namespace {
 
 constexpr char kAllowedHeaders[] =
-    "authorization, content-type, connect-protocol-version, connect-timeout-ms, connect-content-encoding, "
-    "connect-accept-encoding, grpc-timeout, x-grpc-web, x-user-agent, x-request-id, content-encoding, accept-encoding";
+    "authorization, content-type, connect-protocol-version, connect-timeout-ms, "
+    "connect-content-encoding, "
+    "connect-accept-encoding, grpc-timeout, x-grpc-web, x-user-agent, x-request-id, "
+    "content-encoding, accept-encoding";
 constexpr char kExposedHeaders[] =
-    "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, retry-after, content-encoding, "
+    "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, retry-after, "
+    "content-encoding, "
     "connect-content-encoding, etag";
 // Answers smaller than this are not worth compressing.
 constexpr size_t kCompressAbove = 1024;
@@ -38,21 +41,31 @@ constexpr size_t kCompressAbove = 1024;
 enum class Kind { kGrpc, kGrpcWeb, kGrpcWebText, kConnectUnary, kConnectStream, kConnectGet };
 
 bool IsWeb(Kind k) { return k != Kind::kGrpc; }
-bool IsConnect(Kind k) { return k == Kind::kConnectUnary || k == Kind::kConnectStream || k == Kind::kConnectGet; }
-bool IsEnveloped(Kind k) { return k == Kind::kGrpc || k == Kind::kGrpcWeb || k == Kind::kGrpcWebText || k == Kind::kConnectStream; }
+bool IsConnect(Kind k) {
+  return k == Kind::kConnectUnary || k == Kind::kConnectStream || k == Kind::kConnectGet;
+}
+bool IsEnveloped(Kind k) {
+  return k == Kind::kGrpc || k == Kind::kGrpcWeb || k == Kind::kGrpcWebText ||
+         k == Kind::kConnectStream;
+}
 
 Protocol ProtocolOf(Kind k) {
   switch (k) {
-    case Kind::kGrpc: return Protocol::kGrpc;
-    case Kind::kGrpcWeb: return Protocol::kGrpcWeb;
-    case Kind::kGrpcWebText: return Protocol::kGrpcWebText;
-    default: return Protocol::kConnect;
+    case Kind::kGrpc:
+      return Protocol::kGrpc;
+    case Kind::kGrpcWeb:
+      return Protocol::kGrpcWeb;
+    case Kind::kGrpcWebText:
+      return Protocol::kGrpcWebText;
+    default:
+      return Protocol::kConnect;
   }
 }
 
 std::string Frame(uint8_t flags, absl::string_view payload) { return EncodeFrame(flags, payload); }
 
-// Reads length-prefixed messages (gRPC, gRPC-Web and Connect envelopes) from bytes arriving in pieces.
+// Reads length-prefixed messages (gRPC, gRPC-Web and Connect envelopes) from bytes arriving in
+// pieces.
 class FrameReader {
  public:
   void Add(const char* data, size_t n) { buffer_.append(data, n); }
@@ -60,7 +73,8 @@ class FrameReader {
   bool Next(uint8_t* flags, std::string* payload) {
     if (buffer_.size() - offset_ < 5) return false;
     const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + offset_);
-    const uint32_t length = (uint32_t{p[1]} << 24) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 8) | uint32_t{p[4]};
+    const uint32_t length =
+        (uint32_t{p[1]} << 24) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 8) | uint32_t{p[4]};
     if (buffer_.size() - offset_ - 5 < length) return false;
     *flags = p[0];
     payload->assign(buffer_.data() + offset_ + 5, length);
@@ -112,7 +126,8 @@ std::string GrpcTimeout(absl::Duration d) {
   return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)), "m");
 }
 
-// A response that is not a gRPC call at all: CORS preflight, /healthz, or a request no protocol here fits.
+// A response that is not a gRPC call at all: CORS preflight, /healthz, or a request no protocol
+// here fits.
 class PlainReply : public ProxyCallBase {
  public:
   PlainReply(Exchange* ex, int status, Headers headers, std::string body) {
@@ -130,8 +145,8 @@ class PlainReply : public ProxyCallBase {
   void OnAbort() override {}
 };
 
-// The gateway's own health and reflection: a byte-for-byte relay to its internal gRPC server (reflection is a
-// bidirectional stream: grpcurl asks, reads, asks again on one stream).
+// The gateway's own health and reflection: a byte-for-byte relay to its internal gRPC server
+// (reflection is a bidirectional stream: grpcurl asks, reads, asks again on one stream).
 class InternalCall : public ProxyCallBase, public UpstreamSink {
  public:
   InternalCall(FrontDoor* door, LoopContext* ctx, Exchange* ex) : ex_(ex) {
@@ -171,7 +186,8 @@ class InternalCall : public ProxyCallBase, public UpstreamSink {
   void OnUpstreamClose(const std::string& error) override {
     if (done_) return;
     done_ = true;
-    const Headers failed = {{"content-type", "application/grpc"}, {"grpc-status", "14"},
+    const Headers failed = {{"content-type", "application/grpc"},
+                            {"grpc-status", "14"},
                             {"grpc-message", PercentEncode(error)}};
     if (!responded_) return ex_->Respond(200, failed, true);
     ex_->End({{"grpc-status", "14"}, {"grpc-message", PercentEncode(error)}});
@@ -194,9 +210,14 @@ class InternalCall : public ProxyCallBase, public UpstreamSink {
 // A crm.v1 call in any of the client protocols.
 class GatewayCall : public ProxyCallBase, public UpstreamSink {
  public:
-  GatewayCall(FrontDoor* door, LoopContext* ctx, Exchange* ex, Kind kind, bool json, bool gzip_response,
-              std::string origin)
-      : json_(json), gzip_response_(gzip_response), door_(door), ctx_(ctx), ex_(ex), kind_(kind),
+  GatewayCall(FrontDoor* door, LoopContext* ctx, Exchange* ex, Kind kind, bool json,
+              bool gzip_response, std::string origin)
+      : json_(json),
+        gzip_response_(gzip_response),
+        door_(door),
+        ctx_(ctx),
+        ex_(ex),
+        kind_(kind),
         origin_(std::move(origin)) {
     const Exchange::Head& head = ex->head();
     info_.protocol = ProtocolOf(kind);
@@ -205,7 +226,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     if (const std::string* v = head.Find("authorization")) info_.authorization = *v;
     if (const std::string* v = head.Find("x-request-id")) info_.request_id_header = *v;
     if (kind == Kind::kGrpc || kind == Kind::kGrpcWeb || kind == Kind::kGrpcWebText) {
-      if (const std::string* v = head.Find("grpc-timeout")) info_.client_timeout = ParseGrpcTimeout(*v);
+      if (const std::string* v = head.Find("grpc-timeout"))
+        info_.client_timeout = ParseGrpcTimeout(*v);
     } else if (const std::string* v = head.Find("connect-timeout-ms")) {
       info_.client_timeout = ParseConnectTimeoutMs(*v);
     }
@@ -220,8 +242,9 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     const Route& route = *admission_.route;
     if (route.server_streaming && !IsEnveloped(kind_)) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat(route.path, " is a server stream: use application/connect+json, "
-                                                   "application/connect+proto, gRPC-Web or gRPC")));
+                          absl::StrCat(route.path,
+                                       " is a server stream: use application/connect+json, "
+                                       "application/connect+proto, gRPC-Web or gRPC")));
       return;
     }
     deadline_ = evtimer_new(LoopOf(ctx).base(), &GatewayCall::OnDeadline, this);
@@ -241,7 +264,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     if (deadline_ != nullptr) event_free(deadline_);
     upstream_.reset();
     CancelSlowPath();
-    if (!finished_ && started_) Account(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+    if (!finished_ && started_)
+      Account(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
     if (holds_stream_slot_) door_->streams().Release(StreamKey());
     *alive_ = false;
   }
@@ -252,7 +276,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     const size_t limit = gateway().options().max_request_bytes;
     const size_t wire_limit = kind_ == Kind::kGrpcWebText ? limit / 3 * 4 + 16 : limit + 5;
     if (body_.size() > wire_limit) {
-      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, absl::StrCat("request: body exceeds the limit of ", limit, " bytes")));
+      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("request: body exceeds the limit of ", limit, " bytes")));
     }
   }
 
@@ -263,33 +288,41 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     if (!message.ok()) return Finish(rpc::ToGrpc(message.status()));
     const Route& route = *admission_.route;
     std::unique_ptr<google::protobuf::Message> request(route.request_prototype->New());
-    if (kind_ == Kind::kConnectUnary || kind_ == Kind::kConnectStream || kind_ == Kind::kConnectGet) {
+    if (kind_ == Kind::kConnectUnary || kind_ == Kind::kConnectStream ||
+        kind_ == Kind::kConnectGet) {
       if (json_) {
         auto parsed = google::protobuf::util::JsonStringToMessage(*message, request.get());
         if (!parsed.ok()) {
-          return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("request: ", parsed.message().as_string())));
+          return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                     absl::StrCat("request: ", parsed.message().as_string())));
         }
         *message = request->SerializeAsString();
         upstream_body_ = Frame(0, *message);
       } else if (!request->ParseFromString(*message)) {
-        return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                   absl::StrCat("request: does not parse as ", route.request_prototype->GetDescriptor()->full_name())));
+        return Finish(
+            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                         absl::StrCat("request: does not parse as ",
+                                      route.request_prototype->GetDescriptor()->full_name())));
       } else {
         upstream_body_ = Frame(0, *message);
       }
     } else if (!request->ParseFromString(*message)) {
-      return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 absl::StrCat("request: does not parse as ", route.request_prototype->GetDescriptor()->full_name())));
+      return Finish(
+          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                       absl::StrCat("request: does not parse as ",
+                                    route.request_prototype->GetDescriptor()->full_name())));
     }
     const absl::Status authorized = gateway().Authorize(*request, admission_);
     if (!authorized.ok()) return Finish(rpc::ToGrpc(authorized));
     if (route.server_streaming) {
       const bool customer = admission_.principal.role == v1::ROLE_CUSTOMER;
-      const int limit = customer ? door_->options().max_streams_per_customer : door_->options().max_streams_per_principal;
+      const int limit = customer ? door_->options().max_streams_per_customer
+                                 : door_->options().max_streams_per_principal;
       if (!door_->streams().Acquire(StreamKey(), limit)) {
-        return Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   absl::StrCat("too many open streams: at most ", limit, " at once for one ",
-                                                customer ? "customer" : "caller", "; close one first")));
+        return Finish(
+            grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                         absl::StrCat("too many open streams: at most ", limit, " at once for one ",
+                                      customer ? "customer" : "caller", "; close one first")));
       }
       holds_stream_slot_ = true;
     }
@@ -313,7 +346,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     backend_ = &gateway().BackendMetrics(route);
     backend_->Started();
     backend_started_ = absl::Now();
-    upstream_ = PoolOf(ctx_).Start(admission_.target_addresses[0], std::move(h), std::move(upstream_body_), this);
+    upstream_ = PoolOf(ctx_).Start(admission_.target_addresses[0], std::move(h),
+                                   std::move(upstream_body_), this);
   }
 
   void OnAbort() override {
@@ -325,7 +359,9 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
   }
 
   void OnShutdown() override {
-    if (finished_ || admission_.route == nullptr || !admission_.route->server_streaming || !dispatched_) return;
+    if (finished_ || admission_.route == nullptr || !admission_.route->server_streaming ||
+        !dispatched_)
+      return;
     upstream_.reset();
     Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is shutting down; reconnect"));
   }
@@ -336,7 +372,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     if (kind_ == Kind::kGrpc) {
       Headers out;
       for (const auto& [k, v] : headers) {
-        if (k == "content-type" || k == "grpc-encoding" || k == "grpc-accept-encoding") out.emplace_back(k, v);
+        if (k == "content-type" || k == "grpc-encoding" || k == "grpc-accept-encoding")
+          out.emplace_back(k, v);
       }
       out.emplace_back("x-request-id", admission_.request_id);
       RespondOnce(200, std::move(out));
@@ -348,7 +385,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
   void OnUpstreamData(const char* data, size_t n) override {
     if (finished_) return;
     if (kind_ == Kind::kGrpc || kind_ == Kind::kGrpcWeb) {
-      ex_->Write(std::string(data, n));  // the same length-prefixed frames: passed through untouched
+      ex_->Write(
+          std::string(data, n));  // the same length-prefixed frames: passed through untouched
       return;
     }
     frames_.Add(data, n);
@@ -391,7 +429,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
           ex_->Respond(200, out, true);
         });
       }
-      return Complete(grpc::Status(static_cast<grpc::StatusCode>(code), message), [&] { ex_->End(out); });
+      return Complete(grpc::Status(static_cast<grpc::StatusCode>(code), message),
+                      [&] { ex_->End(out); });
     }
     if ((kind_ == Kind::kConnectUnary || kind_ == Kind::kConnectGet) && code == 0) {
       return Complete(grpc::Status::OK, [&] { RespondConnectUnary(); });
@@ -401,33 +440,40 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
 
   void OnUpstreamClose(const std::string& error) override {
     if (finished_) return;
-    if (error.empty()) return Finish(grpc::Status(grpc::StatusCode::INTERNAL, "the service ended the call without a status"));
-    Finish(grpc::Status(client_gone_ ? grpc::StatusCode::CANCELLED : grpc::StatusCode::UNAVAILABLE, error));
+    if (error.empty())
+      return Finish(
+          grpc::Status(grpc::StatusCode::INTERNAL, "the service ended the call without a status"));
+    Finish(grpc::Status(client_gone_ ? grpc::StatusCode::CANCELLED : grpc::StatusCode::UNAVAILABLE,
+                        error));
   }
 
  private:
   Gateway& gateway() { return *door_->gateway(); }
 
   std::string StreamKey() const {
-    return absl::StrCat(auth::RoleName(admission_.principal.role), ":", admission_.principal.subject);
+    return absl::StrCat(auth::RoleName(admission_.principal.role), ":",
+                        admission_.principal.subject);
   }
 
   std::string StreamContentType() const {
     const std::string* ct = ex_->head().Find("content-type");
     if (kind_ == Kind::kGrpcWeb) return "application/grpc-web+proto";
     if (kind_ == Kind::kGrpcWebText) return "application/grpc-web-text+proto";
-    if (kind_ == Kind::kConnectStream) return json_ ? "application/connect+json" : "application/connect+proto";
+    if (kind_ == Kind::kConnectStream)
+      return json_ ? "application/connect+json" : "application/connect+proto";
     return ct != nullptr ? *ct : "application/grpc";
   }
 
   Headers WebHeaders(std::string content_type) const {
-    Headers h = {{"content-type", std::move(content_type)}, {"x-request-id", admission_.request_id}};
+    Headers h = {{"content-type", std::move(content_type)},
+                 {"x-request-id", admission_.request_id}};
     if (!origin_.empty()) {
       h.emplace_back("access-control-allow-origin", origin_);
       h.emplace_back("access-control-expose-headers", kExposedHeaders);
       h.emplace_back("vary", "Origin");
     }
-    if (kind_ == Kind::kConnectStream && gzip_response_) h.emplace_back("connect-content-encoding", "gzip");
+    if (kind_ == Kind::kConnectStream && gzip_response_)
+      h.emplace_back("connect-content-encoding", "gzip");
     return h;
   }
 
@@ -437,32 +483,40 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     ex_->Respond(status, headers, false);
   }
 
-  // The request message (binary protobuf, or JSON for Connect JSON), out of whatever the protocol wraps it in.
+  // The request message (binary protobuf, or JSON for Connect JSON), out of whatever the protocol
+  // wraps it in.
   absl::StatusOr<std::string> DecodeRequest() {
     const size_t limit = gateway().options().max_request_bytes;
     const Exchange::Head& head = ex_->head();
     if (kind_ == Kind::kConnectGet) {
       const std::string encoding = QueryParam(head.query, "encoding").value_or("");
       if (encoding != "json" && encoding != "proto") {
-        return absl::InvalidArgumentError("encoding: a Connect GET names encoding=json or encoding=proto");
+        return absl::InvalidArgumentError(
+            "encoding: a Connect GET names encoding=json or encoding=proto");
       }
       json_ = encoding == "json";
       std::string message = QueryParam(head.query, "message").value_or("");
       if (QueryParam(head.query, "base64").value_or("") == "1") {
         std::string decoded;
-        if (!absl::WebSafeBase64Unescape(message, &decoded)) return absl::InvalidArgumentError("message: not base64url");
+        if (!absl::WebSafeBase64Unescape(message, &decoded))
+          return absl::InvalidArgumentError("message: not base64url");
         message = std::move(decoded);
       }
-      if (QueryParam(head.query, "compression").value_or("identity") == "gzip") return Gunzip(message, limit);
+      if (QueryParam(head.query, "compression").value_or("identity") == "gzip")
+        return Gunzip(message, limit);
       return message;
     }
     if (kind_ == Kind::kConnectUnary) {
       const std::string* encoding = head.Find("content-encoding");
-      if (encoding != nullptr && absl::EqualsIgnoreCase(*encoding, "gzip")) return Gunzip(body_, limit);
+      if (encoding != nullptr && absl::EqualsIgnoreCase(*encoding, "gzip"))
+        return Gunzip(body_, limit);
       if (encoding != nullptr && !absl::EqualsIgnoreCase(*encoding, "identity")) {
-        return absl::UnimplementedError(absl::StrCat("content-encoding: ", *encoding, " is not supported (gzip is)"));
+        return absl::UnimplementedError(
+            absl::StrCat("content-encoding: ", *encoding, " is not supported (gzip is)"));
       }
-      if (body_.size() > limit) return absl::ResourceExhaustedError(absl::StrCat("body: exceeds the limit of ", limit, " bytes"));
+      if (body_.size() > limit)
+        return absl::ResourceExhaustedError(
+            absl::StrCat("body: exceeds the limit of ", limit, " bytes"));
       return std::move(body_);
     }
     std::string bytes = std::move(body_);
@@ -481,14 +535,18 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     }
     if (kind_ != Kind::kConnectStream) upstream_body_ = std::move(bytes);  // forwarded as it came
     if (flags & kFrameCompressed) {
-      const std::string* encoding = head.Find(kind_ == Kind::kConnectStream ? "connect-content-encoding" : "grpc-encoding");
+      const std::string* encoding =
+          head.Find(kind_ == Kind::kConnectStream ? "connect-content-encoding" : "grpc-encoding");
       if (encoding == nullptr || !absl::EqualsIgnoreCase(*encoding, "gzip")) {
-        return absl::InvalidArgumentError("body: a compressed message needs gzip named as its encoding");
+        return absl::InvalidArgumentError(
+            "body: a compressed message needs gzip named as its encoding");
       }
       request_compressed_ = true;
       return Gunzip(payload, limit);
     }
-    if (payload.size() > limit) return absl::ResourceExhaustedError(absl::StrCat("body: message exceeds the limit of ", limit, " bytes"));
+    if (payload.size() > limit)
+      return absl::ResourceExhaustedError(
+          absl::StrCat("body: message exceeds the limit of ", limit, " bytes"));
     return payload;
   }
 
@@ -496,7 +554,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
   absl::StatusOr<std::string> EncodeResponseMessage(const std::string& proto) {
     if (!json_) return proto;
     std::unique_ptr<google::protobuf::Message> m(admission_.route->response_prototype->New());
-    if (!m->ParseFromString(proto)) return absl::InternalError("the service's answer could not be encoded");
+    if (!m->ParseFromString(proto))
+      return absl::InternalError("the service's answer could not be encoded");
     std::string out;
     if (!google::protobuf::util::MessageToJsonString(*m, &out).ok()) {
       return absl::InternalError("the service's answer could not be encoded");
@@ -509,7 +568,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     Headers h = WebHeaders(json_ ? "application/json" : "application/proto");
     if (kind_ == Kind::kConnectGet) {
       // Personal data: cached by the browser only, and revalidated each time (304 while unchanged).
-      const std::string etag = absl::StrCat("\"", absl::Hex(sharding::StableHash64(body), absl::kZeroPad16), "\"");
+      const std::string etag =
+          absl::StrCat("\"", absl::Hex(sharding::StableHash64(body), absl::kZeroPad16), "\"");
       h.emplace_back("cache-control", "private, no-cache");
       h.emplace_back("etag", etag);
       const std::string* match = ex_->head().Find("if-none-match");
@@ -529,7 +589,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     ex_->End({});
   }
 
-  // The 360° view and fan-out calls: through the gateway's gRPC channels; the answer comes back to this loop.
+  // The 360° view and fan-out calls: through the gateway's gRPC channels; the answer comes back to
+  // this loop.
   void CallSlowPath(const std::string& message) {
     auto token = std::weak_ptr<bool>(alive_);
     slow_ = std::make_shared<SlowCall>();
@@ -548,7 +609,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
                             absl::MutexLock lock(&slow->mu);
                             slow->done = true;  // the contexts die after this returns
                           }
-                          loop->Post([this, token, status = std::move(status), bytes = ToBytes(response)]() mutable {
+                          loop->Post([this, token, status = std::move(status),
+                                      bytes = ToBytes(response)]() mutable {
                             if (token.expired()) return;
                             OnSlowDone(std::move(status), std::move(bytes));
                           });
@@ -574,7 +636,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
       return Complete(grpc::Status::OK, [&] { RespondConnectUnary(); });
     }
     if (kind_ == Kind::kGrpc) {
-      RespondOnce(200, {{"content-type", "application/grpc"}, {"x-request-id", admission_.request_id}});
+      RespondOnce(200,
+                  {{"content-type", "application/grpc"}, {"x-request-id", admission_.request_id}});
       ex_->Write(Frame(0, bytes));
       return Complete(grpc::Status::OK, [&] { ex_->End({{"grpc-status", "0"}}); });
     }
@@ -587,7 +650,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     auto* c = static_cast<GatewayCall*>(self);
     c->upstream_.reset();
     c->CancelSlowPath();
-    c->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded before the service answered"));
+    c->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                           "deadline exceeded before the service answered"));
   }
 
   // Ends the call with `status` in the client's protocol (an error, or OK after a streamed answer).
@@ -623,8 +687,10 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     const int code = static_cast<int>(status.error_code());
     const std::string& message = status.error_message();
     std::vector<std::pair<std::string, std::string>> retry;
-    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && admission_.retry_after > absl::ZeroDuration()) {
-      retry.emplace_back("retry-after-ms", absl::StrCat(absl::ToInt64Milliseconds(admission_.retry_after) + 1));
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+        admission_.retry_after > absl::ZeroDuration()) {
+      retry.emplace_back("retry-after-ms",
+                         absl::StrCat(absl::ToInt64Milliseconds(admission_.retry_after) + 1));
     }
     switch (kind_) {
       case Kind::kGrpc: {
@@ -659,7 +725,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
       default: {
         if (responded_) return ex_->End({});
         // An unknown procedure is a 404 in Connect; other codes map as the protocol says.
-        const int http_status = admission_.route == nullptr && code == 12 ? 404 : ConnectHttpStatus(code);
+        const int http_status =
+            admission_.route == nullptr && code == 12 ? 404 : ConnectHttpStatus(code);
         Headers h = WebHeaders("application/json");
         if (!retry.empty()) h.emplace_back("retry-after", RetryAfterSeconds());
         std::string body = ConnectErrorJson(code, message);
@@ -723,8 +790,11 @@ bool OriginAllowed(const FrontDoorOptions& o, absl::string_view origin) {
 std::unique_ptr<Exchange::Handler> MakeHandler(FrontDoor* door, LoopContext* ctx, Exchange* ex) {
   const Exchange::Head& head = ex->head();
   const std::string* origin_header = head.Find("origin");
-  const std::string origin = origin_header != nullptr && OriginAllowed(door->options(), *origin_header) ? *origin_header : "";
-  auto text = [&](int status, std::string body, Headers extra = {}) -> std::unique_ptr<Exchange::Handler> {
+  const std::string origin =
+      origin_header != nullptr && OriginAllowed(door->options(), *origin_header) ? *origin_header
+                                                                                 : "";
+  auto text = [&](int status, std::string body,
+                  Headers extra = {}) -> std::unique_ptr<Exchange::Handler> {
     extra.emplace_back("content-type", "text/plain");
     if (!origin.empty()) {
       extra.emplace_back("access-control-allow-origin", origin);
@@ -734,13 +804,14 @@ std::unique_ptr<Exchange::Handler> MakeHandler(FrontDoor* door, LoopContext* ctx
   };
   if (head.method == "OPTIONS") {  // CORS preflight
     if (origin_header == nullptr || origin.empty()) return text(403, "origin not allowed\n");
-    return std::make_unique<PlainReply>(ex, 204,
-                                        Headers{{"access-control-allow-origin", origin},
-                                                {"access-control-allow-methods", "POST, GET, OPTIONS"},
-                                                {"access-control-allow-headers", kAllowedHeaders},
-                                                {"access-control-max-age", "7200"},
-                                                {"vary", "Origin"}},
-                                        "");
+    return std::make_unique<PlainReply>(
+        ex, 204,
+        Headers{{"access-control-allow-origin", origin},
+                {"access-control-allow-methods", "POST, GET, OPTIONS"},
+                {"access-control-allow-headers", kAllowedHeaders},
+                {"access-control-max-age", "7200"},
+                {"vary", "Origin"}},
+        "");
   }
   if (head.method == "GET" && head.path == "/healthz") return text(200, "ok\n");
   const std::string* ct = head.Find("content-type");
@@ -756,32 +827,50 @@ std::unique_ptr<Exchange::Handler> MakeHandler(FrontDoor* door, LoopContext* ctx
       kind = Kind::kGrpc;
     } else if (auto wire = WireOf(media)) {
       switch (*wire) {
-        case Wire::kGrpcWeb: kind = Kind::kGrpcWeb; break;
-        case Wire::kGrpcWebText: kind = Kind::kGrpcWebText; break;
-        case Wire::kConnectJson: kind = Kind::kConnectUnary, json = true; break;
-        case Wire::kConnectProto: kind = Kind::kConnectUnary; break;
-        case Wire::kConnectStreamJson: kind = Kind::kConnectStream, json = true; break;
-        case Wire::kConnectStreamProto: kind = Kind::kConnectStream; break;
+        case Wire::kGrpcWeb:
+          kind = Kind::kGrpcWeb;
+          break;
+        case Wire::kGrpcWebText:
+          kind = Kind::kGrpcWebText;
+          break;
+        case Wire::kConnectJson:
+          kind = Kind::kConnectUnary, json = true;
+          break;
+        case Wire::kConnectProto:
+          kind = Kind::kConnectUnary;
+          break;
+        case Wire::kConnectStreamJson:
+          kind = Kind::kConnectStream, json = true;
+          break;
+        case Wire::kConnectStreamProto:
+          kind = Kind::kConnectStream;
+          break;
       }
     }
   } else {
-    return text(405, "use POST (gRPC, gRPC-Web or Connect), or GET for Connect calls without side effects\n",
-                {{"allow", "POST, GET, OPTIONS"}});
+    return text(
+        405,
+        "use POST (gRPC, gRPC-Web or Connect), or GET for Connect calls without side effects\n",
+        {{"allow", "POST, GET, OPTIONS"}});
   }
   if (!kind) {
     return std::make_unique<PlainReply>(
         ex, 415, Headers{{"content-type", "application/json"}},
-        ConnectErrorJson(3, "content-type: expected application/grpc, application/json, application/proto, "
-                            "application/connect+json, application/connect+proto or application/grpc-web[-text]"));
+        ConnectErrorJson(
+            3,
+            "content-type: expected application/grpc, application/json, application/proto, "
+            "application/connect+json, application/connect+proto or application/grpc-web[-text]"));
   }
   if (*kind == Kind::kGrpc && !head.http2) return text(505, "gRPC needs HTTP/2\n");
   if (*kind == Kind::kGrpc && internal) return std::make_unique<InternalCall>(door, ctx, ex);
   bool gzip = false;
   if (IsConnect(*kind)) {
-    const std::string* accept = head.Find(*kind == Kind::kConnectStream ? "connect-accept-encoding" : "accept-encoding");
+    const std::string* accept =
+        head.Find(*kind == Kind::kConnectStream ? "connect-accept-encoding" : "accept-encoding");
     gzip = accept != nullptr && AcceptsGzip(*accept);
   }
-  return std::make_unique<GatewayCall>(door, ctx, ex, *kind, json, gzip, IsWeb(*kind) ? origin : "");
+  return std::make_unique<GatewayCall>(door, ctx, ex, *kind, json, gzip,
+                                       IsWeb(*kind) ? origin : "");
 }
 
 }  // namespace crm::gateway

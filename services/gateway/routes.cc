@@ -19,13 +19,14 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::FileDescriptor;
 using google::protobuf::MessageFactory;
 
-const FieldDescriptor* ResolveField(const google::protobuf::Descriptor* type, const std::string& name,
-                                    const std::string& path, std::vector<std::string>& problems) {
+const FieldDescriptor* ResolveField(const google::protobuf::Descriptor* type,
+                                    const std::string& name, const std::string& path,
+                                    std::vector<std::string>& problems) {
   if (name.empty()) return nullptr;
   const FieldDescriptor* field = type->FindFieldByName(name);
   if (field == nullptr || field->type() != FieldDescriptor::TYPE_STRING || field->is_repeated()) {
-    problems.push_back(absl::StrCat(path, ": policy names \"", name, "\", which is not a string field of ",
-                                    type->full_name()));
+    problems.push_back(absl::StrCat(path, ": policy names \"", name,
+                                    "\", which is not a string field of ", type->full_name()));
     return nullptr;
   }
   return field;
@@ -40,11 +41,14 @@ const RouteTable& RouteTable::Default() {
 
 RouteTable::RouteTable() {
   // One type of each API file, so the linker keeps every file's descriptors in the binary.
-  const FileDescriptor* linked[] = {
-      v1::GetCustomerRequest::descriptor()->file(), v1::GetOrderRequest::descriptor()->file(),
-      v1::GetMembershipRequest::descriptor()->file(), v1::GetTicketRequest::descriptor()->file(),
-      v1::RecommendRequest::descriptor()->file(), v1::DeliverEventsRequest::descriptor()->file(),
-      v1::CreateCheckpointRequest::descriptor()->file(), v1::GetCustomerViewRequest::descriptor()->file()};
+  const FileDescriptor* linked[] = {v1::GetCustomerRequest::descriptor()->file(),
+                                    v1::GetOrderRequest::descriptor()->file(),
+                                    v1::GetMembershipRequest::descriptor()->file(),
+                                    v1::GetTicketRequest::descriptor()->file(),
+                                    v1::RecommendRequest::descriptor()->file(),
+                                    v1::DeliverEventsRequest::descriptor()->file(),
+                                    v1::CreateCheckpointRequest::descriptor()->file(),
+                                    v1::GetCustomerViewRequest::descriptor()->file()};
   const DescriptorPool* pool = DescriptorPool::generated_pool();
   std::vector<const FileDescriptor*> files;
   auto add_file = [&](const FileDescriptor* f) {
@@ -71,23 +75,31 @@ RouteTable::RouteTable() {
         r.service = service->full_name();
         r.method_name = method->name();
         r.method = method;
-        r.request_prototype = MessageFactory::generated_factory()->GetPrototype(method->input_type());
-        r.response_prototype = MessageFactory::generated_factory()->GetPrototype(method->output_type());
+        r.request_prototype =
+            MessageFactory::generated_factory()->GetPrototype(method->input_type());
+        r.response_prototype =
+            MessageFactory::generated_factory()->GetPrototype(method->output_type());
         r.has_policy = method->options().HasExtension(v1::policy);
         if (r.has_policy) r.policy = method->options().GetExtension(v1::policy);
         r.backend = backend;
         r.local = service->full_name() == v1::CustomerViewService::service_full_name();
         r.server_streaming = method->server_streaming();
-        r.no_side_effects =
-            method->options().idempotency_level() == google::protobuf::MethodOptions::NO_SIDE_EFFECTS;
+        r.no_side_effects = method->options().idempotency_level() ==
+                            google::protobuf::MethodOptions::NO_SIDE_EFFECTS;
         if (method->client_streaming()) {
-          problems_.push_back(absl::StrCat(r.path, ": client streaming is not supported by the gateway"));
+          problems_.push_back(
+              absl::StrCat(r.path, ": client streaming is not supported by the gateway"));
         }
-        r.customer_id_field = ResolveField(method->input_type(), r.policy.customer_id_field(), r.path, problems_);
-        r.shard_key_field = ResolveField(method->input_type(), r.policy.shard_key_field(), r.path, problems_);
-        r.service_field = ResolveField(method->input_type(), r.policy.service_field(), r.path, problems_);
-        if (r.backend.empty() && !r.local && r.service_field == nullptr && r.policy.roles_size() > 0) {
-          problems_.push_back(absl::StrCat(r.path, ": no backend serves ", r.service, " and the policy names no service_field"));
+        r.customer_id_field =
+            ResolveField(method->input_type(), r.policy.customer_id_field(), r.path, problems_);
+        r.shard_key_field =
+            ResolveField(method->input_type(), r.policy.shard_key_field(), r.path, problems_);
+        r.service_field =
+            ResolveField(method->input_type(), r.policy.service_field(), r.path, problems_);
+        if (r.backend.empty() && !r.local && r.service_field == nullptr &&
+            r.policy.roles_size() > 0) {
+          problems_.push_back(absl::StrCat(r.path, ": no backend serves ", r.service,
+                                           " and the policy names no service_field"));
         }
         by_path_[r.path] = routes_.size();
         routes_.push_back(std::move(r));

@@ -1,6 +1,6 @@
-// Every crm.v1 method the gateway can forward, built once from the compiled-in descriptors: adding a
-// method to a .proto adds its route without touching gateway code. Each route carries the method's access
-// policy (crm.v1.policy option) and where its calls go.
+// Every crm.v1 method the gateway can forward, built once from the compiled-in descriptors: adding
+// a method to a .proto adds its route without touching gateway code. Each route carries the
+// method's access policy (crm.v1.policy option) and where its calls go.
 #pragma once
 
 #include <string>
@@ -16,9 +16,9 @@
 namespace crm::gateway {
 
 struct Route {
-  size_t index = 0;       // position in RouteTable::routes(), for per-route arrays
-  std::string path;       // "/crm.v1.CustomerProfileService/GetCustomer"
-  std::string service;    // "crm.v1.CustomerProfileService"
+  size_t index = 0;         // position in RouteTable::routes(), for per-route arrays
+  std::string path;         // "/crm.v1.CustomerProfileService/GetCustomer"
+  std::string service;      // "crm.v1.CustomerProfileService"
   std::string method_name;  // "GetCustomer"
   const google::protobuf::MethodDescriptor* method = nullptr;
   const google::protobuf::Message* request_prototype = nullptr;
@@ -30,7 +30,8 @@ struct Route {
   // Answered by the gateway itself (the customer 360° view), composed from other routes.
   bool local = false;
   bool server_streaming = false;
-  // The method changes nothing (idempotency_level NO_SIDE_EFFECTS): Connect clients may call it with GET.
+  // The method changes nothing (idempotency_level NO_SIDE_EFFECTS): Connect clients may call it
+  // with GET.
   bool no_side_effects = false;
   // Resolved policy fields of the request type (null when the policy names none).
   const google::protobuf::FieldDescriptor* customer_id_field = nullptr;
@@ -57,6 +58,7 @@ class RouteTable {
 };
 
 // The string value of `field` in `message` ("" when unset or not a string).
-std::string StringField(const google::protobuf::Message& message, const google::protobuf::FieldDescriptor* field);
+std::string StringField(const google::protobuf::Message& message,
+                        const google::protobuf::FieldDescriptor* field);
 
 }  // namespace crm::gateway

@@ -30,7 +30,8 @@ struct UpstreamStream::State {
   std::string outbound;  // request bytes not yet handed to nghttp2
   bool request_ended = false;
   bool streaming = false;
-  bool responded = false;  // response headers or trailers seen: a retry would repeat a processed call
+  bool responded =
+      false;  // response headers or trailers seen: a retry would repeat a processed call
   bool trailers_seen = false;
   bool closed = false;
   int attempts = 0;
@@ -59,7 +60,8 @@ void Close(const std::shared_ptr<State>& s, const std::string& error) {
 
 class UpstreamConnection {
  public:
-  UpstreamConnection(UpstreamPool* pool, std::string address) : pool_(pool), address_(std::move(address)) {
+  UpstreamConnection(UpstreamPool* pool, std::string address)
+      : pool_(pool), address_(std::move(address)) {
     const size_t colon = address_.rfind(':');
     host_ = address_.substr(0, colon);
     if (!host_.empty() && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
@@ -68,7 +70,9 @@ class UpstreamConnection {
   ~UpstreamConnection() { Teardown("the gateway is closing its connection to the service"); }
 
   // Usable for a new stream now or soon (not draining, not recently failed).
-  bool Usable(absl::Time now) const { return !draining_ && (state_ != kBroken || now >= retry_after_); }
+  bool Usable(absl::Time now) const {
+    return !draining_ && (state_ != kBroken || now >= retry_after_);
+  }
   bool Idle() const { return streams_.empty() && waiting_.empty(); }
   bool draining() const { return draining_; }
 
@@ -146,17 +150,21 @@ class UpstreamConnection {
         X509_VERIFY_PARAM_set1_host(param, host_.c_str(), 0);
         SSL_set_tlsext_host_name(ssl, host_.c_str());
       }
-      bev_ = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+      bev_ = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
     } else {
       bev_ = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
-    bufferevent_setcb(bev_, &UpstreamConnection::OnRead, nullptr, &UpstreamConnection::OnEvent, this);
+    bufferevent_setcb(bev_, &UpstreamConnection::OnRead, nullptr, &UpstreamConnection::OnEvent,
+                      this);
     bufferevent_enable(bev_, EV_READ | EV_WRITE);
     connect_timer_ = evtimer_new(base, &UpstreamConnection::OnConnectTimeout, this);
     const timeval tv = absl::ToTimeval(pool_->options_.connect_timeout);
     evtimer_add(connect_timer_, &tv);
-    if (bufferevent_socket_connect_hostname(bev_, pool_->dns_, AF_UNSPEC, host_.c_str(), port_) != 0) {
-      // Reported from the timer, not from here: a caller never hears of its stream before Start returns.
+    if (bufferevent_socket_connect_hostname(bev_, pool_->dns_, AF_UNSPEC, host_.c_str(), port_) !=
+        0) {
+      // Reported from the timer, not from here: a caller never hears of its stream before Start
+      // returns.
       connect_error_ = "cannot start connecting";
       const timeval now{0, 0};
       evtimer_add(connect_timer_, &now);
@@ -170,7 +178,8 @@ class UpstreamConnection {
   }
 
   void Fail(const std::string& why) {
-    backoff_ = backoff_ == absl::ZeroDuration() ? absl::Milliseconds(100) : std::min(backoff_ * 2, absl::Seconds(2));
+    backoff_ = backoff_ == absl::ZeroDuration() ? absl::Milliseconds(100)
+                                                : std::min(backoff_ * 2, absl::Seconds(2));
     retry_after_ = absl::Now() + backoff_;
     Teardown(absl::StrCat("service ", address_, " unreachable: ", why));
     state_ = kBroken;
@@ -180,7 +189,8 @@ class UpstreamConnection {
     auto* c = static_cast<UpstreamConnection*>(self);
     if (what & BEV_EVENT_CONNECTED) return c->OnConnected();
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-      std::string why = what & BEV_EVENT_EOF ? "connection closed by the service" : "connection error";
+      std::string why =
+          what & BEV_EVENT_EOF ? "connection closed by the service" : "connection error";
       if (const unsigned long ssl_error = bufferevent_get_openssl_error(c->bev_)) {
         char buf[256];
         ERR_error_string_n(ssl_error, buf, sizeof(buf));
@@ -244,7 +254,8 @@ class UpstreamConnection {
     if (c->ping_outstanding_) {
       c->state_ = kBroken;
       c->retry_after_ = absl::InfinitePast();
-      return c->Teardown(absl::StrCat("service ", c->address_, " stopped answering (keepalive ping unanswered)"));
+      return c->Teardown(
+          absl::StrCat("service ", c->address_, " stopped answering (keepalive ping unanswered)"));
     }
     c->ping_outstanding_ = true;
     nghttp2_submit_ping(c->session_, NGHTTP2_FLAG_NONE, nullptr);
@@ -254,7 +265,8 @@ class UpstreamConnection {
 
   void SubmitNow(std::shared_ptr<State> s) {
     std::vector<nghttp2_nv> nv;
-    // nghttp2 keeps pointers to names and values until the frame is written: only long-lived strings here.
+    // nghttp2 keeps pointers to names and values until the frame is written: only long-lived
+    // strings here.
     static const std::string kScheme = ":scheme";
     static const std::string kAuthority = ":authority";
     static const std::string kHttps = "https", kHttp = "http";
@@ -271,10 +283,13 @@ class UpstreamConnection {
     nghttp2_data_provider provider;
     provider.source.ptr = s.get();
     provider.read_callback = &UpstreamConnection::ReadBody;
-    const int32_t id = nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), &provider, s.get());
+    const int32_t id =
+        nghttp2_submit_request(session_, nullptr, nv.data(), nv.size(), &provider, s.get());
     if (id < 0) {
       // Told from the loop, not from here: Start has not returned yet.
-      pool_->loop()->Post([s, why = absl::StrCat("cannot start a stream: ", nghttp2_strerror(id))] { Close(s, why); });
+      pool_->loop()->Post([s, why = absl::StrCat("cannot start a stream: ", nghttp2_strerror(id))] {
+        Close(s, why);
+      });
       return;
     }
     s->id = id;
@@ -303,8 +318,8 @@ class UpstreamConnection {
     return it == streams_.end() ? nullptr : it->second.get();
   }
 
-  static int OnHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
-                      const uint8_t* value, size_t valuelen, uint8_t, void* self) {
+  static int OnHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
+                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void* self) {
     auto* c = static_cast<UpstreamConnection*>(self);
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     if (c->Find(frame->hd.stream_id) == nullptr) return 0;
@@ -346,9 +361,11 @@ class UpstreamConnection {
     }
   }
 
-  static int OnData(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len, void* self) {
+  static int OnData(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len,
+                    void* self) {
     State* s = static_cast<UpstreamConnection*>(self)->Find(id);
-    if (s != nullptr && s->sink != nullptr) s->sink->OnUpstreamData(reinterpret_cast<const char*>(data), len);
+    if (s != nullptr && s->sink != nullptr)
+      s->sink->OnUpstreamData(reinterpret_cast<const char*>(data), len);
     return 0;
   }
 
@@ -359,7 +376,8 @@ class UpstreamConnection {
     std::shared_ptr<State> s = std::move(it->second);
     c->streams_.erase(it);
     // Refused (the service was going away before it saw the call): safe to send again, once.
-    if (error_code == NGHTTP2_REFUSED_STREAM && !s->responded && s->attempts < 2 && s->sink != nullptr) {
+    if (error_code == NGHTTP2_REFUSED_STREAM && !s->responded && s->attempts < 2 &&
+        s->sink != nullptr) {
       s->id = -1;
       c->pool_->loop()->Post([pool = c->pool_, alive = std::weak_ptr<bool>(c->pool_->alive_), s] {
         if (alive.expired() || s->sink == nullptr || s->closed) return;
@@ -381,12 +399,13 @@ class UpstreamConnection {
     while (evbuffer_get_length(in) > 0 && c->session_ != nullptr) {
       evbuffer_iovec vec;
       if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1) break;
-      const ssize_t used =
-          nghttp2_session_mem_recv(c->session_, static_cast<const uint8_t*>(vec.iov_base), vec.iov_len);
+      const ssize_t used = nghttp2_session_mem_recv(
+          c->session_, static_cast<const uint8_t*>(vec.iov_base), vec.iov_len);
       if (used < 0) {
         c->state_ = kBroken;
         c->retry_after_ = absl::InfinitePast();
-        return c->Teardown(absl::StrCat("service ", c->address_, " broke HTTP/2: ", nghttp2_strerror(static_cast<int>(used))));
+        return c->Teardown(absl::StrCat(
+            "service ", c->address_, " broke HTTP/2: ", nghttp2_strerror(static_cast<int>(used))));
       }
       evbuffer_drain(in, static_cast<size_t>(used));
     }
@@ -430,11 +449,14 @@ UpstreamStream::~UpstreamStream() {
 }
 
 void UpstreamStream::Cancel() {
-  if (state_ != nullptr && !state_->closed && state_->connection != nullptr) state_->connection->Cancel(state_.get());
+  if (state_ != nullptr && !state_->closed && state_->connection != nullptr)
+    state_->connection->Cancel(state_.get());
 }
 
-UpstreamPool::UpstreamPool(EventLoop* loop, UpstreamOptions options) : loop_(loop), options_(std::move(options)) {
-  dns_ = evdns_base_new(loop_->base(), EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+UpstreamPool::UpstreamPool(EventLoop* loop, UpstreamOptions options)
+    : loop_(loop), options_(std::move(options)) {
+  dns_ = evdns_base_new(loop_->base(),
+                        EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 }
 
 UpstreamPool::~UpstreamPool() {
@@ -450,7 +472,8 @@ void UpstreamPool::CloseAll() {
 }
 
 UpstreamConnection* UpstreamPool::ConnectionFor(const std::string& address) {
-  // Connections whose service is going away finish their streams in the retired list; drop the idle ones.
+  // Connections whose service is going away finish their streams in the retired list; drop the idle
+  // ones.
   for (auto it = retired_.begin(); it != retired_.end();) {
     it = (*it)->Idle() ? retired_.erase(it) : std::next(it);
   }
@@ -463,18 +486,19 @@ UpstreamConnection* UpstreamPool::ConnectionFor(const std::string& address) {
   return c.get();
 }
 
-std::unique_ptr<UpstreamStream> UpstreamPool::Start(const std::string& address, Headers headers, std::string body,
-                                                    UpstreamSink* sink) {
+std::unique_ptr<UpstreamStream> UpstreamPool::Start(const std::string& address, Headers headers,
+                                                    std::string body, UpstreamSink* sink) {
   return Begin(address, std::move(headers), std::move(body), /*ended=*/true, sink);
 }
 
-std::unique_ptr<UpstreamStream> UpstreamPool::StartStreaming(const std::string& address, Headers headers,
-                                                             UpstreamSink* sink) {
+std::unique_ptr<UpstreamStream> UpstreamPool::StartStreaming(const std::string& address,
+                                                             Headers headers, UpstreamSink* sink) {
   return Begin(address, std::move(headers), "", /*ended=*/false, sink);
 }
 
-std::unique_ptr<UpstreamStream> UpstreamPool::Begin(const std::string& address, Headers headers, std::string body,
-                                                    bool ended, UpstreamSink* sink) {
+std::unique_ptr<UpstreamStream> UpstreamPool::Begin(const std::string& address, Headers headers,
+                                                    std::string body, bool ended,
+                                                    UpstreamSink* sink) {
   auto stream = std::unique_ptr<UpstreamStream>(new UpstreamStream());
   stream->state_ = std::make_shared<State>();
   State& s = *stream->state_;
@@ -488,7 +512,8 @@ std::unique_ptr<UpstreamStream> UpstreamPool::Begin(const std::string& address, 
     // Failed a moment ago: answer at once rather than queue behind a backoff.
     s.closed = true;
     loop_->Post([state = stream->state_, address] {
-      if (state->sink != nullptr) state->sink->OnUpstreamClose(absl::StrCat("service ", address, " is unreachable"));
+      if (state->sink != nullptr)
+        state->sink->OnUpstreamClose(absl::StrCat("service ", address, " is unreachable"));
     });
     return stream;
   }
@@ -514,14 +539,17 @@ ssl_ctx_st* UpstreamPool::TlsContext() {
   int64_t stamp = 0;
   for (const char* f : {"/tls.crt", "/tls.key", "/ca.crt"}) {
     struct stat st;
-    if (stat((options_.tls_dir + f).c_str(), &st) == 0) stamp ^= int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+    if (stat((options_.tls_dir + f).c_str(), &st) == 0)
+      stamp ^= int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
   }
   if (tls_ != nullptr && stamp == tls_stamp_) return tls_;
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  const bool loaded = SSL_CTX_use_certificate_chain_file(ctx, (options_.tls_dir + "/tls.crt").c_str()) == 1 &&
-                      SSL_CTX_use_PrivateKey_file(ctx, (options_.tls_dir + "/tls.key").c_str(), SSL_FILETYPE_PEM) == 1 &&
-                      SSL_CTX_load_verify_locations(ctx, (options_.tls_dir + "/ca.crt").c_str(), nullptr) == 1;
+  const bool loaded =
+      SSL_CTX_use_certificate_chain_file(ctx, (options_.tls_dir + "/tls.crt").c_str()) == 1 &&
+      SSL_CTX_use_PrivateKey_file(ctx, (options_.tls_dir + "/tls.key").c_str(), SSL_FILETYPE_PEM) ==
+          1 &&
+      SSL_CTX_load_verify_locations(ctx, (options_.tls_dir + "/ca.crt").c_str(), nullptr) == 1;
   if (!loaded) {
     SSL_CTX_free(ctx);
     log::Error("cannot load the TLS certificate for calls to the services; keeping the one in use",

@@ -4,8 +4,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "libs/log/log.h"
@@ -17,13 +17,15 @@ absl::StatusOr<std::vector<Frame>> ParseFrames(absl::string_view body, size_t ma
   while (!body.empty()) {
     if (body.size() < 5) return absl::InvalidArgumentError("body: truncated frame header");
     const auto* p = reinterpret_cast<const unsigned char*>(body.data());
-    const uint32_t length = (uint32_t{p[1]} << 24) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 8) | uint32_t{p[4]};
+    const uint32_t length =
+        (uint32_t{p[1]} << 24) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 8) | uint32_t{p[4]};
     if (length > max_payload_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat("body: message of ", length, " bytes exceeds the limit of ",
-                                                       max_payload_bytes));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "body: message of ", length, " bytes exceeds the limit of ", max_payload_bytes));
     }
     if (body.size() - 5 < length) return absl::InvalidArgumentError("body: truncated frame");
-    if (p[0] & kFrameCompressed) return absl::InvalidArgumentError("body: compressed frames are not accepted");
+    if (p[0] & kFrameCompressed)
+      return absl::InvalidArgumentError("body: compressed frames are not accepted");
     frames.push_back(Frame{p[0], std::string(body.substr(5, length))});
     body.remove_prefix(5 + length);
   }
@@ -71,13 +73,20 @@ std::optional<absl::Duration> ParseGrpcTimeout(absl::string_view value) {
     n = n * 10 + (c - '0');
   }
   switch (value.back()) {
-    case 'H': return absl::Hours(n);
-    case 'M': return absl::Minutes(n);
-    case 'S': return absl::Seconds(n);
-    case 'm': return absl::Milliseconds(n);
-    case 'u': return absl::Microseconds(n);
-    case 'n': return absl::Nanoseconds(n);
-    default: return std::nullopt;
+    case 'H':
+      return absl::Hours(n);
+    case 'M':
+      return absl::Minutes(n);
+    case 'S':
+      return absl::Seconds(n);
+    case 'm':
+      return absl::Milliseconds(n);
+    case 'u':
+      return absl::Microseconds(n);
+    case 'n':
+      return absl::Nanoseconds(n);
+    default:
+      return std::nullopt;
   }
 }
 
@@ -92,27 +101,55 @@ std::optional<absl::Duration> ParseConnectTimeoutMs(absl::string_view value) {
 }
 
 absl::string_view ConnectCodeName(int code) {
-  static constexpr absl::string_view kNames[] = {
-      "ok", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists",
-      "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range",
-      "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated"};
+  static constexpr absl::string_view kNames[] = {"ok",
+                                                 "canceled",
+                                                 "unknown",
+                                                 "invalid_argument",
+                                                 "deadline_exceeded",
+                                                 "not_found",
+                                                 "already_exists",
+                                                 "permission_denied",
+                                                 "resource_exhausted",
+                                                 "failed_precondition",
+                                                 "aborted",
+                                                 "out_of_range",
+                                                 "unimplemented",
+                                                 "internal",
+                                                 "unavailable",
+                                                 "data_loss",
+                                                 "unauthenticated"};
   return code >= 0 && code <= 16 ? kNames[code] : "unknown";
 }
 
 int ConnectHttpStatus(int code) {
   switch (code) {
-    case 0: return 200;
-    case 1: return 499;
-    case 3: case 9: case 11: return 400;
-    case 4: return 504;
-    case 5: return 404;
-    case 6: case 10: return 409;
-    case 7: return 403;
-    case 8: return 429;
-    case 12: return 501;
-    case 14: return 503;
-    case 16: return 401;
-    default: return 500;
+    case 0:
+      return 200;
+    case 1:
+      return 499;
+    case 3:
+    case 9:
+    case 11:
+      return 400;
+    case 4:
+      return 504;
+    case 5:
+      return 404;
+    case 6:
+    case 10:
+      return 409;
+    case 7:
+      return 403;
+    case 8:
+      return 429;
+    case 12:
+      return 501;
+    case 14:
+      return 503;
+    case 16:
+      return 401;
+    default:
+      return 500;
   }
 }
 
@@ -153,8 +190,10 @@ std::string GrpcWebTrailers(int code, absl::string_view message) {
 }
 
 std::optional<Wire> WireOf(absl::string_view media_type) {
-  if (media_type == "application/grpc-web" || media_type == "application/grpc-web+proto") return Wire::kGrpcWeb;
-  if (media_type == "application/grpc-web-text" || media_type == "application/grpc-web-text+proto") return Wire::kGrpcWebText;
+  if (media_type == "application/grpc-web" || media_type == "application/grpc-web+proto")
+    return Wire::kGrpcWeb;
+  if (media_type == "application/grpc-web-text" || media_type == "application/grpc-web-text+proto")
+    return Wire::kGrpcWebText;
   if (media_type == "application/json") return Wire::kConnectJson;
   if (media_type == "application/proto") return Wire::kConnectProto;
   if (media_type == "application/connect+json") return Wire::kConnectStreamJson;
@@ -170,7 +209,8 @@ absl::StatusOr<std::string> RequestPayload(Wire wire, std::string body, size_t m
   }
   if (!IsEnveloped(wire)) {
     if (body.size() > max_payload_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat("body: exceeds the limit of ", max_payload_bytes, " bytes"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("body: exceeds the limit of ", max_payload_bytes, " bytes"));
     }
     return body;
   }
@@ -184,7 +224,8 @@ absl::StatusOr<std::string> RequestPayload(Wire wire, std::string body, size_t m
 
 absl::StatusOr<std::string> Gunzip(absl::string_view data, size_t max_bytes) {
   z_stream z{};
-  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) return absl::InternalError("gzip: cannot start inflating");
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+    return absl::InternalError("gzip: cannot start inflating");
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   z.avail_in = static_cast<uInt>(data.size());
   std::string out;
@@ -201,7 +242,8 @@ absl::StatusOr<std::string> Gunzip(absl::string_view data, size_t max_bytes) {
     out.append(buf, sizeof(buf) - z.avail_out);
     if (out.size() > max_bytes) {
       inflateEnd(&z);
-      return absl::ResourceExhaustedError(absl::StrCat("body: unpacks to more than the limit of ", max_bytes, " bytes"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("body: unpacks to more than the limit of ", max_bytes, " bytes"));
     }
     if (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0) {
       inflateEnd(&z);
@@ -240,7 +282,8 @@ std::string UrlDecode(absl::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '+') {
       out.push_back(' ');
-    } else if (s[i] == '%' && i + 2 < s.size() && absl::ascii_isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+    } else if (s[i] == '%' && i + 2 < s.size() &&
+               absl::ascii_isxdigit(static_cast<unsigned char>(s[i + 1])) &&
                absl::ascii_isxdigit(static_cast<unsigned char>(s[i + 2]))) {
       int v = 0;
       (void)absl::SimpleHexAtoi(s.substr(i + 1, 2), &v);
@@ -256,7 +299,8 @@ std::string UrlDecode(absl::string_view s) {
 std::optional<std::string> QueryParam(absl::string_view query, absl::string_view key) {
   for (absl::string_view pair : absl::StrSplit(query, '&')) {
     const size_t eq = pair.find('=');
-    if (UrlDecode(pair.substr(0, eq)) == key) return eq == absl::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
+    if (UrlDecode(pair.substr(0, eq)) == key)
+      return eq == absl::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
   }
   return std::nullopt;
 }

@@ -1,7 +1,9 @@
-// The wire formats browsers speak to the gateway over HTTP/1.1, as pure functions (no I/O) so they can be
-// tested and fuzzed on their own:
-//  - gRPC-Web (binary and base64 "text"): length-prefixed frames, trailers in a final frame with flag 0x80.
-//  - Connect: unary calls are a plain body (JSON or binary protobuf) with errors as a JSON object and an HTTP
+// The wire formats browsers speak to the gateway over HTTP/1.1, as pure functions (no I/O) so they
+// can be tested and fuzzed on their own:
+//  - gRPC-Web (binary and base64 "text"): length-prefixed frames, trailers in a final frame with
+//  flag 0x80.
+//  - Connect: unary calls are a plain body (JSON or binary protobuf) with errors as a JSON object
+//  and an HTTP
 //    status; streams use the same 5-byte envelopes, ending with an end-stream envelope (flag 0x02).
 // Specs: github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md and connectrpc.com/docs/protocol.
 #pragma once
@@ -53,7 +55,14 @@ std::string PercentEncode(absl::string_view message);
 std::string GrpcWebTrailers(int grpc_code, absl::string_view message);
 
 // The body formats a browser may POST, by Content-Type.
-enum class Wire { kGrpcWeb, kGrpcWebText, kConnectJson, kConnectProto, kConnectStreamJson, kConnectStreamProto };
+enum class Wire {
+  kGrpcWeb,
+  kGrpcWebText,
+  kConnectJson,
+  kConnectProto,
+  kConnectStreamJson,
+  kConnectStreamProto
+};
 std::optional<Wire> WireOf(absl::string_view media_type);
 inline bool IsGrpcWeb(Wire w) { return w == Wire::kGrpcWeb || w == Wire::kGrpcWebText; }
 inline bool IsJson(Wire w) { return w == Wire::kConnectJson || w == Wire::kConnectStreamJson; }
@@ -61,25 +70,28 @@ inline bool IsJson(Wire w) { return w == Wire::kConnectJson || w == Wire::kConne
 inline bool IsEnveloped(Wire w) { return w != Wire::kConnectJson && w != Wire::kConnectProto; }
 
 // The request message inside a body: base64-decoded for gRPC-Web text, exactly one data frame for
-// enveloped formats, the body itself for Connect unary. INVALID_ARGUMENT / RESOURCE_EXHAUSTED naming the
-// problem otherwise.
+// enveloped formats, the body itself for Connect unary. INVALID_ARGUMENT / RESOURCE_EXHAUSTED
+// naming the problem otherwise.
 absl::StatusOr<std::string> RequestPayload(Wire wire, std::string body, size_t max_payload_bytes);
 
-// gzip (RFC 1952), the compression Connect and gRPC clients offer. Inflating stops with RESOURCE_EXHAUSTED past
-// `max_bytes` (a small body must not unpack into gigabytes), INVALID_ARGUMENT on anything that is not gzip.
+// gzip (RFC 1952), the compression Connect and gRPC clients offer. Inflating stops with
+// RESOURCE_EXHAUSTED past `max_bytes` (a small body must not unpack into gigabytes),
+// INVALID_ARGUMENT on anything that is not gzip.
 absl::StatusOr<std::string> Gunzip(absl::string_view data, size_t max_bytes);
 std::string Gzip(absl::string_view data);
 // Whether an Accept-Encoding-style list ("gzip, br", "identity") offers gzip.
 bool AcceptsGzip(absl::string_view accept_encoding);
 
-// Percent-decoding of a URL query component ('+' is a space), and the value of `key` in a query string.
+// Percent-decoding of a URL query component ('+' is a space), and the value of `key` in a query
+// string.
 std::string UrlDecode(absl::string_view s);
 std::optional<std::string> QueryParam(absl::string_view query, absl::string_view key);
 
 // A request id a client may choose: 1-128 characters of [A-Za-z0-9._:-].
 bool IsValidRequestId(absl::string_view id);
 
-// The media type without parameters, lower case: "Application/JSON; charset=utf-8" -> "application/json".
+// The media type without parameters, lower case: "Application/JSON; charset=utf-8" ->
+// "application/json".
 std::string MediaType(absl::string_view content_type);
 
 }  // namespace crm::gateway

@@ -18,8 +18,10 @@
 #include "libs/store/idempotency.h"
 #include "services/loyalty/loyalty_rules.h"
 
-ABSL_FLAG(std::string, rules_file, "", "loyalty rules in protobuf text format (crm.v1.LoyaltyRules); empty: built-in rules");
-ABSL_FLAG(int, maintenance_interval_s, 3600, "how often points expiry and tier re-evaluation run by themselves");
+ABSL_FLAG(std::string, rules_file, "",
+          "loyalty rules in protobuf text format (crm.v1.LoyaltyRules); empty: built-in rules");
+ABSL_FLAG(int, maintenance_interval_s, 3600,
+          "how often points expiry and tier re-evaluation run by themselves");
 
 namespace crm::loyalty {
 namespace {
@@ -38,13 +40,15 @@ absl::StatusOr<v1::LoyaltyRules> ReadRulesFile(const std::string& path) {
   std::stringstream text;
   text << f.rdbuf();
   auto rules = ParseRules(text.str());
-  if (!rules.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", rules.status().message()));
+  if (!rules.ok())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", rules.status().message()));
   return rules;
 }
 
 v1::GrowthEntry Growth(internal::LoyaltyAccount& account, int64_t growth, v1::GrowthSource source,
-                       const std::string& source_id, const std::string& order_id, const std::string& rule,
-                       absl::Time now, int64_t counts_on_day, int window_days) {
+                       const std::string& source_id, const std::string& order_id,
+                       const std::string& rule, absl::Time now, int64_t counts_on_day,
+                       int window_days) {
   v1::GrowthEntry g;
   const int64_t seq = account.next_sequence();
   account.set_next_sequence(seq + 1);
@@ -63,13 +67,26 @@ v1::GrowthEntry Growth(internal::LoyaltyAccount& account, int64_t growth, v1::Gr
 }  // namespace
 
 LoyaltyMetrics::LoyaltyMetrics(prometheus::Registry& r)
-    : members(prometheus::BuildGauge().Name("crm_loyalty_members").Help("Members per tier.").Register(r)),
-      points_issued(prometheus::BuildCounter()
-                        .Name("crm_points_issued_total")
-                        .Help("Points earned, by source (purchase, review, referral, compensation, promotion).")
-                        .Register(r)),
-      points_redeemed(prometheus::BuildCounter().Name("crm_points_redeemed_total").Help("Points redeemed.").Register(r).Add({})),
-      points_expired(prometheus::BuildCounter().Name("crm_points_expired_total").Help("Points expired.").Register(r).Add({})),
+    : members(prometheus::BuildGauge()
+                  .Name("crm_loyalty_members")
+                  .Help("Members per tier.")
+                  .Register(r)),
+      points_issued(
+          prometheus::BuildCounter()
+              .Name("crm_points_issued_total")
+              .Help(
+                  "Points earned, by source (purchase, review, referral, compensation, promotion).")
+              .Register(r)),
+      points_redeemed(prometheus::BuildCounter()
+                          .Name("crm_points_redeemed_total")
+                          .Help("Points redeemed.")
+                          .Register(r)
+                          .Add({})),
+      points_expired(prometheus::BuildCounter()
+                         .Name("crm_points_expired_total")
+                         .Help("Points expired.")
+                         .Register(r)
+                         .Add({})),
       points_reversed(prometheus::BuildCounter()
                           .Name("crm_points_reversed_total")
                           .Help("Points taken back by refunds (including settled debts).")
@@ -85,8 +102,9 @@ LoyaltyMetrics::LoyaltyMetrics(prometheus::Registry& r)
                          .Register(r)
                          .Add({})) {}
 
-LoyaltyService::LoyaltyService(LoyaltyStore* store, RulesHolder* rules, std::string rules_file, Clock* clock,
-                               rpc::Executor* writes, rpc::Backends* backends, prometheus::Registry& registry)
+LoyaltyService::LoyaltyService(LoyaltyStore* store, RulesHolder* rules, std::string rules_file,
+                               Clock* clock, rpc::Executor* writes, rpc::Backends* backends,
+                               prometheus::Registry& registry)
     : store_(store),
       rules_(rules),
       rules_file_(std::move(rules_file)),
@@ -102,7 +120,8 @@ void LoyaltyService::CountMembers() {
     return true;
   });
   for (const auto& t : rules_->Get()->tiers()) {
-    metrics_.members.Add({{"tier", TierLabel(t.tier())}}).Set(static_cast<double>(counts[t.tier()]));
+    metrics_.members.Add({{"tier", TierLabel(t.tier())}})
+        .Set(static_cast<double>(counts[t.tier()]));
   }
   UpdateTopTierShare();
 }
@@ -124,7 +143,8 @@ void LoyaltyService::Committed(const AccountSession::Effects& s) {
   for (const auto& e : s.ledger) {
     switch (e.type()) {
       case v1::POINTS_ENTRY_TYPE_EARN:
-        metrics_.points_issued.Add({{"source", absl::AsciiStrToLower(v1::PointsSource_Name(e.source()).substr(14))}})
+        metrics_.points_issued
+            .Add({{"source", absl::AsciiStrToLower(v1::PointsSource_Name(e.source()).substr(14))}})
             .Increment(static_cast<double>(e.points()));
         break;
       case v1::POINTS_ENTRY_TYPE_REDEEM:
@@ -142,24 +162,27 @@ void LoyaltyService::Committed(const AccountSession::Effects& s) {
     }
   }
   for (const auto& c : s.tier_changes) {
-    if (c.from_tier() != v1::TIER_UNSPECIFIED) metrics_.members.Add({{"tier", TierLabel(c.from_tier())}}).Decrement();
+    if (c.from_tier() != v1::TIER_UNSPECIFIED)
+      metrics_.members.Add({{"tier", TierLabel(c.from_tier())}}).Decrement();
     metrics_.members.Add({{"tier", TierLabel(c.to_tier())}}).Increment();
     if (c.from_tier() != v1::TIER_UNSPECIFIED) {
-      metrics_.tier_changes.Add({{"direction", c.to_tier() > c.from_tier() ? "up" : "down"}}).Increment();
+      metrics_.tier_changes.Add({{"direction", c.to_tier() > c.from_tier() ? "up" : "down"}})
+          .Increment();
     }
   }
   if (!s.tier_changes.empty()) UpdateTopTierShare();
 }
 
 void LoyaltyService::CountOnCommit(AccountSession& session) {
-  // The consumer's transaction may run its body again after a conflict: count what it did once it has
-  // committed, never per attempt.
+  // The consumer's transaction may run its body again after a conflict: count what it did once it
+  // has committed, never per attempt.
   session.txn().OnFinish([this, effects = session.effects()](bool committed) {
     if (committed) Committed(effects);
   });
 }
 
-void LoyaltyService::ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules, absl::Time now) {
+void LoyaltyService::ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules,
+                                     absl::Time now) {
   DropGrowthOutsideWindow(s.account(), now, rules.growth().window_days());
   if (auto change = ReevaluateTier(s.account(), rules, now)) s.Add(*change);
 }
@@ -180,11 +203,15 @@ absl::Status LoyaltyService::CheckCustomer(const std::string& customer_id) {
   if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
     return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
   }
-  if (!s.ok()) return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer: ", s.error_message()));
+  if (!s.ok())
+    return absl::UnavailableError(
+        absl::StrCat("customer-profile could not confirm the customer: ", s.error_message()));
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::GetMembership(Ctx* ctx, const v1::GetMembershipRequest* req, v1::Membership* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::GetMembership(Ctx* ctx,
+                                                        const v1::GetMembershipRequest* req,
+                                                        v1::Membership* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   const auto rules = rules_->Get();
   const absl::Time now = clock_->Now();
@@ -204,7 +231,8 @@ grpc::ServerUnaryReactor* LoyaltyService::GetMembership(Ctx* ctx, const v1::GetM
   });
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::ExplainMembership(Ctx* ctx, const v1::ExplainMembershipRequest* req,
+grpc::ServerUnaryReactor* LoyaltyService::ExplainMembership(Ctx* ctx,
+                                                            const v1::ExplainMembershipRequest* req,
                                                             v1::MembershipExplanation* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto size = api::PageSize("page_size", req->page_size(), 100, 1000);
@@ -214,58 +242,67 @@ grpc::ServerUnaryReactor* LoyaltyService::ExplainMembership(Ctx* ctx, const v1::
   if (!after.ok()) return Finish(ctx, after.status());
   const auto rules = rules_->Get();
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, rules, now, size = *size, after = *after, scope]() -> absl::Status {
-    auto account = store_->Account(req->customer_id());
-    if (!account.ok()) return account.status();
-    internal::LoyaltyAccount a;
-    Lots lots;
-    if (account->has_value()) {
-      a = (*account)->first;
-      lots = (*account)->second;
-    } else {
-      if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
-      a.set_customer_id(req->customer_id());
-    }
-    *resp->mutable_membership() = MembershipOf(a, lots, *rules, now);
-    // The entries still inside the window, newest first; together they make growth_value.
-    std::string cursor = after, last;
-    bool more = true;
-    while (more && resp->growth_entries_size() < size) {
-      std::vector<v1::GrowthEntry> page;
-      if (auto s = store_->ListGrowth(req->customer_id(), cursor, size, &page, &last, &more); !s.ok()) return s;
-      for (auto& g : page) {
-        if (api::FromTimestamp(g.leaves_window_time()) > now) *resp->add_growth_entries() = std::move(g);
-      }
-      cursor = last;
-    }
-    if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
-    const v1::Tier tier = resp->membership().tier();
-    if (const v1::TierRule* next = NextTierRule(*rules, tier)) {
-      resp->set_next_tier(next->tier());
-      resp->set_growth_needed(next->min_growth() - resp->membership().growth_value());
-      *resp->mutable_next_tier_benefits() = next->benefits();
-    }
-    if (auto down = ProjectDowngrade(a, *rules, now)) {
-      api::SetTimestamp(down->when, resp->mutable_downgrade_time());
-      resp->set_downgrade_tier(down->tier);
-      if (const v1::TierRule* r = RuleOfTier(*rules, down->tier)) *resp->mutable_downgrade_benefits() = r->benefits();
-    }
-    auto history = store_->TierHistory(req->customer_id());
-    if (!history.ok()) return history.status();
-    for (auto& h : *history) *resp->add_tier_history() = std::move(h);
-    *resp->mutable_rules() = *rules;
-    return absl::OkStatus();
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, rules, now, size = *size, after = *after, scope]() -> absl::Status {
+        auto account = store_->Account(req->customer_id());
+        if (!account.ok()) return account.status();
+        internal::LoyaltyAccount a;
+        Lots lots;
+        if (account->has_value()) {
+          a = (*account)->first;
+          lots = (*account)->second;
+        } else {
+          if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+          a.set_customer_id(req->customer_id());
+        }
+        *resp->mutable_membership() = MembershipOf(a, lots, *rules, now);
+        // The entries still inside the window, newest first; together they make growth_value.
+        std::string cursor = after, last;
+        bool more = true;
+        while (more && resp->growth_entries_size() < size) {
+          std::vector<v1::GrowthEntry> page;
+          if (auto s = store_->ListGrowth(req->customer_id(), cursor, size, &page, &last, &more);
+              !s.ok())
+            return s;
+          for (auto& g : page) {
+            if (api::FromTimestamp(g.leaves_window_time()) > now)
+              *resp->add_growth_entries() = std::move(g);
+          }
+          cursor = last;
+        }
+        if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
+        const v1::Tier tier = resp->membership().tier();
+        if (const v1::TierRule* next = NextTierRule(*rules, tier)) {
+          resp->set_next_tier(next->tier());
+          resp->set_growth_needed(next->min_growth() - resp->membership().growth_value());
+          *resp->mutable_next_tier_benefits() = next->benefits();
+        }
+        if (auto down = ProjectDowngrade(a, *rules, now)) {
+          api::SetTimestamp(down->when, resp->mutable_downgrade_time());
+          resp->set_downgrade_tier(down->tier);
+          if (const v1::TierRule* r = RuleOfTier(*rules, down->tier))
+            *resp->mutable_downgrade_benefits() = r->benefits();
+        }
+        auto history = store_->TierHistory(req->customer_id());
+        if (!history.ok()) return history.status();
+        for (auto& h : *history) *resp->add_tier_history() = std::move(h);
+        *resp->mutable_rules() = *rules;
+        return absl::OkStatus();
+      });
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::GetRules(Ctx* ctx, const v1::GetRulesRequest*, v1::LoyaltyRules* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::GetRules(Ctx* ctx, const v1::GetRulesRequest*,
+                                                   v1::LoyaltyRules* resp) {
   *resp = *rules_->Get();
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::ReloadRules(Ctx* ctx, const v1::ReloadRulesRequest*, v1::LoyaltyRules* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::ReloadRules(Ctx* ctx, const v1::ReloadRulesRequest*,
+                                                      v1::LoyaltyRules* resp) {
   if (rules_file_.empty()) {
-    return Finish(ctx, absl::FailedPreconditionError("no --rules_file is configured; the built-in rules are in use"));
+    return Finish(ctx, absl::FailedPreconditionError(
+                           "no --rules_file is configured; the built-in rules are in use"));
   }
   auto rules = ReadRulesFile(rules_file_);
   if (!rules.ok()) return Finish(ctx, rules.status());
@@ -275,7 +312,8 @@ grpc::ServerUnaryReactor* LoyaltyService::ReloadRules(Ctx* ctx, const v1::Reload
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::ListPointsHistory(Ctx* ctx, const v1::ListPointsHistoryRequest* req,
+grpc::ServerUnaryReactor* LoyaltyService::ListPointsHistory(Ctx* ctx,
+                                                            const v1::ListPointsHistoryRequest* req,
                                                             v1::ListPointsHistoryResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
@@ -292,91 +330,108 @@ grpc::ServerUnaryReactor* LoyaltyService::ListPointsHistory(Ctx* ctx, const v1::
   std::vector<v1::LedgerEntry> entries;
   std::string last;
   bool more = false;
-  if (auto s = store_->ListLedger(req->customer_id(), *after, *size, &entries, &last, &more); !s.ok()) return Finish(ctx, s);
+  if (auto s = store_->ListLedger(req->customer_id(), *after, *size, &entries, &last, &more);
+      !s.ok())
+    return Finish(ctx, s);
   for (auto& e : entries) *resp->add_entries() = std::move(e);
   if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantPointsRequest* req, v1::LedgerEntry* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantPointsRequest* req,
+                                                      v1::LedgerEntry* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (req->points() <= 0 || req->points() > kMaxPoints) {
     return Finish(ctx, Invalid("points", absl::StrCat("must be 1-", kMaxPoints)));
   }
   if (auto s = api::RequiredId("source_id", req->source_id()); !s.ok()) return Finish(ctx, s);
   const auto src = req->source();
-  if (src != v1::POINTS_SOURCE_REVIEW && src != v1::POINTS_SOURCE_REFERRAL && src != v1::POINTS_SOURCE_COMPENSATION &&
-      src != v1::POINTS_SOURCE_PROMOTION) {
+  if (src != v1::POINTS_SOURCE_REVIEW && src != v1::POINTS_SOURCE_REFERRAL &&
+      src != v1::POINTS_SOURCE_COMPENSATION && src != v1::POINTS_SOURCE_PROMOTION) {
     return Finish(ctx, Invalid("source", "must be REVIEW, REFERRAL, COMPENSATION or PROMOTION"));
   }
-  if (auto s = api::OptionalText("description", req->description(), 200); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("description", req->description(), 200); !s.ok())
+    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
     AccountSession::Effects effects;
-    absl::Status s = store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      auto seen = session.Source("points", req->source_id());
-      if (!seen.ok()) return seen.status();
-      if (seen->has_value()) {
-        auto first = session.LedgerEntryById(**seen);
-        if (!first.ok()) return first.status();
-        if (!first->has_value()) return absl::DataLossError("source index points at a missing ledger entry");
-        if ((*first)->points() != req->points()) {
-          return Invalid("source_id", absl::StrCat("\"", req->source_id(), "\" already granted ", (*first)->points(),
-                                                   " points; a source counts once"));
-        }
-        *resp = **first;
-        return absl::OkStatus();
-      }
-      auto entries = EarnPoints(session.account(), session.lots(), req->points(), req->source(), req->source_id(), "",
-                                "", req->description(), now);
-      *resp = entries.front();
-      for (auto& e : entries) session.Add(std::move(e));
-      effects = session.effects();
-      return absl::OkStatus();
-    });
+    absl::Status s =
+        store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
+          auto seen = session.Source("points", req->source_id());
+          if (!seen.ok()) return seen.status();
+          if (seen->has_value()) {
+            auto first = session.LedgerEntryById(**seen);
+            if (!first.ok()) return first.status();
+            if (!first->has_value())
+              return absl::DataLossError("source index points at a missing ledger entry");
+            if ((*first)->points() != req->points()) {
+              return Invalid("source_id",
+                             absl::StrCat("\"", req->source_id(), "\" already granted ",
+                                          (*first)->points(), " points; a source counts once"));
+            }
+            *resp = **first;
+            return absl::OkStatus();
+          }
+          auto entries = EarnPoints(session.account(), session.lots(), req->points(), req->source(),
+                                    req->source_id(), "", "", req->description(), now);
+          *resp = entries.front();
+          for (auto& e : entries) session.Add(std::move(e));
+          effects = session.effects();
+          return absl::OkStatus();
+        });
     if (s.ok()) Committed(effects);
     return s;
   });
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::RedeemPointsRequest* req, v1::LedgerEntry* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::RedeemPointsRequest* req,
+                                                       v1::LedgerEntry* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (req->points() <= 0 || req->points() > kMaxPoints) {
     return Finish(ctx, Invalid("points", absl::StrCat("must be 1-", kMaxPoints)));
   }
-  if (auto s = api::OptionalText("description", req->description(), 200); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("description", req->description(), 200); !s.ok())
+    return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
-    auto account = store_->Account(req->customer_id());
-    if (!account.ok()) return account.status();
-    if (!account->has_value()) {
-      if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
-      return absl::FailedPreconditionError(absl::StrCat("points: the balance is 0, not enough to redeem ", req->points()));
-    }
-    bool spent = false;
-    absl::Status s = store_->WithAccountOnce(
-        req->customer_id(), "RedeemPoints", request_id, store::RequestFingerprint(*req), now, resp,
-        [&](AccountSession& session) -> absl::Status {
-          auto entry = SpendPoints(session.account(), session.lots(), req->points(),
-                                   absl::StrCat("redeem:", req->request_id()), req->description(), now);
-          if (!entry.ok()) return entry.status();
-          *resp = *entry;
-          session.Add(*std::move(entry));
-          spent = true;
-          return absl::OkStatus();
-        });
-    if (s.ok() && spent) metrics_.points_redeemed.Increment(static_cast<double>(req->points()));
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now,
+       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+        auto account = store_->Account(req->customer_id());
+        if (!account.ok()) return account.status();
+        if (!account->has_value()) {
+          if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+          return absl::FailedPreconditionError(
+              absl::StrCat("points: the balance is 0, not enough to redeem ", req->points()));
+        }
+        bool spent = false;
+        absl::Status s = store_->WithAccountOnce(
+            req->customer_id(), "RedeemPoints", request_id, store::RequestFingerprint(*req), now,
+            resp, [&](AccountSession& session) -> absl::Status {
+              auto entry =
+                  SpendPoints(session.account(), session.lots(), req->points(),
+                              absl::StrCat("redeem:", req->request_id()), req->description(), now);
+              if (!entry.ok()) return entry.status();
+              *resp = *entry;
+              session.Add(*std::move(entry));
+              spent = true;
+              return absl::OkStatus();
+            });
+        if (s.ok() && spent) metrics_.points_redeemed.Increment(static_cast<double>(req->points()));
+        return s;
+      });
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::RecordReferral(Ctx* ctx, const v1::RecordReferralRequest* req, v1::Membership* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::RecordReferral(Ctx* ctx,
+                                                         const v1::RecordReferralRequest* req,
+                                                         v1::Membership* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("referred_customer_id", req->referred_customer_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("referred_customer_id", req->referred_customer_id()); !s.ok())
+    return Finish(ctx, s);
   if (req->referred_customer_id() == req->customer_id()) {
     return Finish(ctx, Invalid("referred_customer_id", "a customer cannot refer themselves"));
   }
@@ -389,30 +444,34 @@ grpc::ServerUnaryReactor* LoyaltyService::RecordReferral(Ctx* ctx, const v1::Rec
     const auto rules = rules_->Get();
     const std::string source = absl::StrCat("referral:", req->referred_customer_id());
     AccountSession::Effects effects;
-    absl::Status s = store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      auto seen = session.Source("points", source);
-      if (!seen.ok()) return seen.status();
-      if (!seen->has_value()) {
-        for (auto& e : EarnPoints(session.account(), session.lots(), rules->points().per_referral(),
-                                  v1::POINTS_SOURCE_REFERRAL, source, "", "referral points", "a customer you referred joined",
-                                  now)) {
-          session.Add(std::move(e));
-        }
-        session.Add(Growth(session.account(), rules->growth().per_referral(), v1::GROWTH_SOURCE_REFERRAL, source, "",
-                           absl::StrCat("referral: ", rules->growth().per_referral()), now, GrowthDay(now),
-                           rules->growth().window_days()));
-        ApplyTierChange(session, *rules, now);
-      }
-      effects = session.effects();
-      *resp = MembershipOf(session.account(), session.lots(), *rules, now);
-      return absl::OkStatus();
-    });
+    absl::Status s =
+        store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
+          auto seen = session.Source("points", source);
+          if (!seen.ok()) return seen.status();
+          if (!seen->has_value()) {
+            for (auto& e :
+                 EarnPoints(session.account(), session.lots(), rules->points().per_referral(),
+                            v1::POINTS_SOURCE_REFERRAL, source, "", "referral points",
+                            "a customer you referred joined", now)) {
+              session.Add(std::move(e));
+            }
+            session.Add(Growth(session.account(), rules->growth().per_referral(),
+                               v1::GROWTH_SOURCE_REFERRAL, source, "",
+                               absl::StrCat("referral: ", rules->growth().per_referral()), now,
+                               GrowthDay(now), rules->growth().window_days()));
+            ApplyTierChange(session, *rules, now);
+          }
+          effects = session.effects();
+          *resp = MembershipOf(session.account(), session.lots(), *rules, now);
+          return absl::OkStatus();
+        });
     if (s.ok()) Committed(effects);
     return s;
   });
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::RateTrade(Ctx* ctx, const v1::RateTradeRequest* req, v1::CreditStanding* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::RateTrade(Ctx* ctx, const v1::RateTradeRequest* req,
+                                                    v1::CreditStanding* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("order_id", req->order_id()); !s.ok()) return Finish(ctx, s);
   if (req->rating() == v1::TRADE_RATING_UNSPECIFIED || !v1::TradeRating_IsValid(req->rating())) {
@@ -430,12 +489,17 @@ grpc::ServerUnaryReactor* LoyaltyService::RateTrade(Ctx* ctx, const v1::RateTrad
     get.set_order_id(req->order_id());
     v1::Order order;
     const grpc::Status os = stub->GetOrder(&octx, get, &order);
-    if (os.error_code() == grpc::StatusCode::NOT_FOUND || os.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-      return absl::NotFoundError(absl::StrCat("order_id: no order \"", req->order_id(), "\" for this customer"));
+    if (os.error_code() == grpc::StatusCode::NOT_FOUND ||
+        os.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      return absl::NotFoundError(
+          absl::StrCat("order_id: no order \"", req->order_id(), "\" for this customer"));
     }
-    if (!os.ok()) return absl::UnavailableError(absl::StrCat("order-tracking could not confirm the order: ", os.error_message()));
+    if (!os.ok())
+      return absl::UnavailableError(
+          absl::StrCat("order-tracking could not confirm the order: ", os.error_message()));
     if (order.status() != v1::ORDER_STATUS_DELIVERED) {
-      return absl::FailedPreconditionError("order_id: only a completed (delivered) trade can be rated");
+      return absl::FailedPreconditionError(
+          "order_id: only a completed (delivered) trade can be rated");
     }
     const auto rules = rules_->Get();
     return store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
@@ -463,81 +527,96 @@ grpc::ServerUnaryReactor* LoyaltyService::RateTrade(Ctx* ctx, const v1::RateTrad
   });
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::SetEnterpriseAccount(Ctx* ctx, const v1::SetEnterpriseAccountRequest* req,
-                                                               v1::Membership* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::SetEnterpriseAccount(
+    Ctx* ctx, const v1::SetEnterpriseAccountRequest* req, v1::Membership* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (req->enterprise()) {
-    if (auto s = api::RequiredText("company_name", req->company_name(), 200); !s.ok()) return Finish(ctx, s);
-    if (auto s = api::RequiredId("named_agent_id", req->named_agent_id()); !s.ok()) return Finish(ctx, s);
+    if (auto s = api::RequiredText("company_name", req->company_name(), 200); !s.ok())
+      return Finish(ctx, s);
+    if (auto s = api::RequiredId("named_agent_id", req->named_agent_id()); !s.ok())
+      return Finish(ctx, s);
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
     const auto rules = rules_->Get();
     AccountSession::Effects effects;
-    absl::Status s = store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      auto& a = session.account();
-      a.set_enterprise(req->enterprise());
-      a.set_enterprise_company(req->enterprise() ? req->company_name() : "");
-      a.set_named_agent_id(req->enterprise() ? req->named_agent_id() : "");
-      if (!session.existed()) ApplyTierChange(session, *rules, now);
-      effects = session.effects();
-      *resp = MembershipOf(a, session.lots(), *rules, now);
-      return absl::OkStatus();
-    });
+    absl::Status s =
+        store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
+          auto& a = session.account();
+          a.set_enterprise(req->enterprise());
+          a.set_enterprise_company(req->enterprise() ? req->company_name() : "");
+          a.set_named_agent_id(req->enterprise() ? req->named_agent_id() : "");
+          if (!session.existed()) ApplyTierChange(session, *rules, now);
+          effects = session.effects();
+          *resp = MembershipOf(a, session.lots(), *rules, now);
+          return absl::OkStatus();
+        });
     if (s.ok()) Committed(effects);
     return s;
   });
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueCouponRequest* req, v1::Coupon* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueCouponRequest* req,
+                                                      v1::Coupon* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("source_id", req->source_id()); !s.ok()) return Finish(ctx, s);
-  if (req->value().amount_minor() <= 0) return Finish(ctx, Invalid("value.amount_minor", "must be positive"));
-  if (auto s = api::CurrencyCode("value.currency", req->value().currency()); !s.ok()) return Finish(ctx, s);
-  if (req->min_spend().amount_minor() < 0) return Finish(ctx, Invalid("min_spend.amount_minor", "must not be negative"));
-  if (req->min_spend().amount_minor() > 0 && req->min_spend().currency() != req->value().currency()) {
+  if (req->value().amount_minor() <= 0)
+    return Finish(ctx, Invalid("value.amount_minor", "must be positive"));
+  if (auto s = api::CurrencyCode("value.currency", req->value().currency()); !s.ok())
+    return Finish(ctx, s);
+  if (req->min_spend().amount_minor() < 0)
+    return Finish(ctx, Invalid("min_spend.amount_minor", "must not be negative"));
+  if (req->min_spend().amount_minor() > 0 &&
+      req->min_spend().currency() != req->value().currency()) {
     return Finish(ctx, Invalid("min_spend.currency", "must be the coupon's currency"));
   }
-  if (req->valid_days() < 0 || req->valid_days() > 365) return Finish(ctx, Invalid("valid_days", "must be 0-365 (0 means 30)"));
+  if (req->valid_days() < 0 || req->valid_days() > 365)
+    return Finish(ctx, Invalid("valid_days", "must be 0-365 (0 means 30)"));
   if (auto s = api::OptionalText("reason", req->reason(), 200); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
     const auto rules = rules_->Get();
     AccountSession::Effects effects;
-    absl::Status s = store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      auto seen = session.Source("coupon", req->source_id());
-      if (!seen.ok()) return seen.status();
-      if (seen->has_value()) {
-        auto c = session.Coupon(**seen);
-        if (!c.ok()) return c.status();
-        if (!c->has_value()) return absl::DataLossError("source index points at a missing coupon");
-        *resp = **c;
-        return absl::OkStatus();
-      }
-      v1::Coupon c;
-      c.set_coupon_id(sharding::NewId("cp"));
-      c.set_customer_id(req->customer_id());
-      *c.mutable_value() = req->value();
-      *c.mutable_min_spend() = req->min_spend();
-      if (c.min_spend().currency().empty()) c.mutable_min_spend()->set_currency(req->value().currency());
-      api::SetTimestamp(now + absl::Hours(24) * (req->valid_days() == 0 ? 30 : req->valid_days()), c.mutable_expire_time());
-      c.set_source_id(req->source_id());
-      c.set_reason(req->reason());
-      api::SetTimestamp(now, c.mutable_issue_time());
-      *resp = c;
-      session.Add(std::move(c));
-      if (!session.existed()) ApplyTierChange(session, *rules, now);
-      effects = session.effects();
-      return absl::OkStatus();
-    });
+    absl::Status s =
+        store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
+          auto seen = session.Source("coupon", req->source_id());
+          if (!seen.ok()) return seen.status();
+          if (seen->has_value()) {
+            auto c = session.Coupon(**seen);
+            if (!c.ok()) return c.status();
+            if (!c->has_value())
+              return absl::DataLossError("source index points at a missing coupon");
+            *resp = **c;
+            return absl::OkStatus();
+          }
+          v1::Coupon c;
+          c.set_coupon_id(sharding::NewId("cp"));
+          c.set_customer_id(req->customer_id());
+          *c.mutable_value() = req->value();
+          *c.mutable_min_spend() = req->min_spend();
+          if (c.min_spend().currency().empty())
+            c.mutable_min_spend()->set_currency(req->value().currency());
+          api::SetTimestamp(
+              now + absl::Hours(24) * (req->valid_days() == 0 ? 30 : req->valid_days()),
+              c.mutable_expire_time());
+          c.set_source_id(req->source_id());
+          c.set_reason(req->reason());
+          api::SetTimestamp(now, c.mutable_issue_time());
+          *resp = c;
+          session.Add(std::move(c));
+          if (!session.existed()) ApplyTierChange(session, *rules, now);
+          effects = session.effects();
+          return absl::OkStatus();
+        });
     if (s.ok()) Committed(effects);
     return s;
   });
 }
 
-grpc::ServerUnaryReactor* LoyaltyService::ListCoupons(Ctx* ctx, const v1::ListCouponsRequest* req, v1::ListCouponsResponse* resp) {
+grpc::ServerUnaryReactor* LoyaltyService::ListCoupons(Ctx* ctx, const v1::ListCouponsRequest* req,
+                                                      v1::ListCouponsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto coupons = store_->Coupons(req->customer_id());
   if (!coupons.ok()) return Finish(ctx, coupons.status());
@@ -573,7 +652,9 @@ absl::Status LoyaltyService::Maintain(v1::RunMaintenanceResponse* out) {
   // Tiers move as growth leaves the 12-month window.
   std::vector<std::string> stale;
   absl::Status scan = store_->ForEachAccount([&](const internal::LoyaltyAccount& a) {
-    if (!a.erased() && TierRuleFor(*rules, RollingGrowth(a, now, rules->growth().window_days())).tier() != a.tier()) {
+    if (!a.erased() &&
+        TierRuleFor(*rules, RollingGrowth(a, now, rules->growth().window_days())).tier() !=
+            a.tier()) {
       stale.push_back(a.customer_id());
     }
     return true;
@@ -624,7 +705,8 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
       if (!grant.ok()) return grant.status();
       if (grant->has_value()) return absl::OkStatus();  // granted before
       ApplyTierChange(session, *rules, now);
-      const v1::TierRule& tier = TierRuleFor(*rules, RollingGrowth(session.account(), now, rules->growth().window_days()));
+      const v1::TierRule& tier =
+          TierRuleFor(*rules, RollingGrowth(session.account(), now, rules->growth().window_days()));
       internal::OrderGrant g;
       g.set_order_id(d.order_id());
       g.set_growth_day(GrowthDay(when));
@@ -637,7 +719,8 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
         internal::ItemGrant ig;
         ig.set_quantity(item.quantity());
         ig.set_growth(GrowthForPurchase(*rules, item.category(), amount, &gr));
-        ig.set_points(PointsForPurchase(*rules, item.category(), amount, tier.benefits().points_multiplier_percent(), &pr));
+        ig.set_points(PointsForPurchase(*rules, item.category(), amount,
+                                        tier.benefits().points_multiplier_percent(), &pr));
         growth += ig.growth();
         points += ig.points();
         growth_rules.push_back(gr);
@@ -649,11 +732,14 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
       }
       if (auto p = session.PutGrant(g); !p.ok()) return p;
       const std::string source = absl::StrCat("order:", d.order_id());
-      session.Add(Growth(session.account(), growth, v1::GROWTH_SOURCE_PURCHASE, source, d.order_id(),
-                         absl::StrJoin(growth_rules, "; "), now, g.growth_day(), rules->growth().window_days()));
+      session.Add(Growth(session.account(), growth, v1::GROWTH_SOURCE_PURCHASE, source,
+                         d.order_id(), absl::StrJoin(growth_rules, "; "), now, g.growth_day(),
+                         rules->growth().window_days()));
       if (points > 0) {
-        for (auto& e : EarnPoints(session.account(), session.lots(), points, v1::POINTS_SOURCE_PURCHASE, source,
-                                  d.order_id(), absl::StrJoin(points_rules, "; "), "points for a delivered order", when)) {
+        for (auto& e :
+             EarnPoints(session.account(), session.lots(), points, v1::POINTS_SOURCE_PURCHASE,
+                        source, d.order_id(), absl::StrJoin(points_rules, "; "),
+                        "points for a delivered order", when)) {
           session.Add(std::move(e));
         }
       }
@@ -682,11 +768,12 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
       }
       if (auto p = session.PutGrant(g); !p.ok()) return p;
       // Counted on the day the purchase counted, so it leaves the window together with it.
-      session.Add(Growth(session.account(), -growth, v1::GROWTH_SOURCE_REFUND, source, r.order_id(),
-                         absl::StrCat("a refund takes back exactly the ", growth, " growth its items earned"), now,
-                         g.growth_day(), rules->growth().window_days()));
-      for (auto& e : ReversePoints(session.account(), session.lots(), points, api::FromTimestamp(g.grant_time()),
-                                   r.order_id(), source, now)) {
+      session.Add(Growth(
+          session.account(), -growth, v1::GROWTH_SOURCE_REFUND, source, r.order_id(),
+          absl::StrCat("a refund takes back exactly the ", growth, " growth its items earned"), now,
+          g.growth_day(), rules->growth().window_days()));
+      for (auto& e : ReversePoints(session.account(), session.lots(), points,
+                                   api::FromTimestamp(g.grant_time()), r.order_id(), source, now)) {
         session.Add(std::move(e));
       }
       ApplyTierChange(session, *rules, now);
@@ -700,14 +787,16 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
       auto seen = session.Source("points", source);
       if (!seen.ok()) return seen.status();
       if (seen->has_value()) return absl::OkStatus();
-      for (auto& e : EarnPoints(session.account(), session.lots(), rules->points().per_review(), v1::POINTS_SOURCE_REVIEW,
-                                source, rv.order_id(), absl::StrCat("review: ", rules->points().per_review(), " points"),
+      for (auto& e : EarnPoints(session.account(), session.lots(), rules->points().per_review(),
+                                v1::POINTS_SOURCE_REVIEW, source, rv.order_id(),
+                                absl::StrCat("review: ", rules->points().per_review(), " points"),
                                 "thank you for your review", now)) {
         session.Add(std::move(e));
       }
-      session.Add(Growth(session.account(), rules->growth().per_review(), v1::GROWTH_SOURCE_REVIEW, source, rv.order_id(),
-                         absl::StrCat("review: ", rules->growth().per_review()), now, GrowthDay(now),
-                         rules->growth().window_days()));
+      session.Add(Growth(session.account(), rules->growth().per_review(), v1::GROWTH_SOURCE_REVIEW,
+                         source, rv.order_id(),
+                         absl::StrCat("review: ", rules->growth().per_review()), now,
+                         GrowthDay(now), rules->growth().window_days()));
       ApplyTierChange(session, *rules, now);
       CountOnCommit(session);
       return absl::OkStatus();
@@ -718,7 +807,8 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
   return s;
 }
 
-absl::StatusOr<std::unique_ptr<LoyaltyComponent>> LoyaltyComponent::Create(const rpc::ServiceContext& context) {
+absl::StatusOr<std::unique_ptr<LoyaltyComponent>> LoyaltyComponent::Create(
+    const rpc::ServiceContext& context) {
   auto c = std::unique_ptr<LoyaltyComponent>(new LoyaltyComponent());
   const std::string rules_file = absl::GetFlag(FLAGS_rules_file);
   v1::LoyaltyRules rules = DefaultRules();
@@ -730,11 +820,15 @@ absl::StatusOr<std::unique_ptr<LoyaltyComponent>> LoyaltyComponent::Create(const
   c->rules_ = std::make_unique<RulesHolder>(std::move(rules));
   c->store_ = std::make_unique<LoyaltyStore>(context.store);
   c->writes_ = std::make_unique<rpc::Executor>("loyalty-writes", 32);
-  c->service_ = std::make_unique<LoyaltyService>(c->store_.get(), c->rules_.get(), rules_file, context.clock,
-                                                 c->writes_.get(), context.backends, context.metrics->registry());
+  c->service_ = std::make_unique<LoyaltyService>(c->store_.get(), c->rules_.get(), rules_file,
+                                                 context.clock, c->writes_.get(), context.backends,
+                                                 context.metrics->registry());
   LoyaltyService* service = c->service_.get();
   c->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store, [service](store::Transaction& txn, const v1::Event& e) { return service->HandleEvent(txn, e); },
+      context.store,
+      [service](store::Transaction& txn, const v1::Event& e) {
+        return service->HandleEvent(txn, e);
+      },
       c->writes_.get(), context.metrics->registry());
   c->maintenance_interval_ = absl::Seconds(absl::GetFlag(FLAGS_maintenance_interval_s));
   return c;
@@ -756,8 +850,9 @@ void LoyaltyComponent::Start() {
         if (absl::Status s = service_->Maintain(&result); !s.ok()) {
           log::Warning("loyalty maintenance failed", {{"error", s.ToString()}});
         } else {
-          log::Info("loyalty maintenance", {{"points_expired", result.points_expired()},
-                                            {"tier_changes", static_cast<int64_t>(result.tier_changes())}});
+          log::Info("loyalty maintenance",
+                    {{"points_expired", result.points_expired()},
+                     {"tier_changes", static_cast<int64_t>(result.tier_changes())}});
         }
       },
       rpc::PeriodicTask::FirstRun::kAfterInterval);

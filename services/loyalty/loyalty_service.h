@@ -1,7 +1,8 @@
-// crm.v1.LoyaltyService over gRPC's callback API, and the loyalty side of the events (delivered orders
-// earn growth and points, refunds take back exactly what they granted, reviews earn review points, erasure
-// anonymises). Handlers validate, run the membership rules (loyalty_rules.h, membership.h) inside one
-// account transaction (loyalty_store.h) and map the result. Writes run on the write executor.
+// crm.v1.LoyaltyService over gRPC's callback API, and the loyalty side of the events (delivered
+// orders earn growth and points, refunds take back exactly what they granted, reviews earn review
+// points, erasure anonymises). Handlers validate, run the membership rules (loyalty_rules.h,
+// membership.h) inside one account transaction (loyalty_store.h) and map the result. Writes run on
+// the write executor.
 #pragma once
 
 #include <memory>
@@ -11,9 +12,9 @@
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
-#include "libs/rpc/periodic.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
+#include "libs/rpc/periodic.h"
 #include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -26,7 +27,8 @@ namespace crm::loyalty {
 // The rules in force; replaced whole on reload so a reader never sees half of two rule sets.
 class RulesHolder {
  public:
-  explicit RulesHolder(v1::LoyaltyRules rules) : rules_(std::make_shared<const v1::LoyaltyRules>(std::move(rules))) {}
+  explicit RulesHolder(v1::LoyaltyRules rules)
+      : rules_(std::make_shared<const v1::LoyaltyRules>(std::move(rules))) {}
   std::shared_ptr<const v1::LoyaltyRules> Get() const {
     absl::MutexLock lock(&mu_);
     return rules_;
@@ -43,7 +45,7 @@ class RulesHolder {
 
 struct LoyaltyMetrics {
   explicit LoyaltyMetrics(prometheus::Registry& registry);
-  prometheus::Family<prometheus::Gauge>& members;         // {tier}
+  prometheus::Family<prometheus::Gauge>& members;          // {tier}
   prometheus::Family<prometheus::Counter>& points_issued;  // {source}
   prometheus::Counter& points_redeemed;
   prometheus::Counter& points_expired;
@@ -55,24 +57,28 @@ struct LoyaltyMetrics {
 
 class LoyaltyService final : public v1::LoyaltyService::CallbackService {
  public:
-  LoyaltyService(LoyaltyStore* store, RulesHolder* rules, std::string rules_file, Clock* clock, rpc::Executor* writes,
-                 rpc::Backends* backends, prometheus::Registry& registry);
+  LoyaltyService(LoyaltyStore* store, RulesHolder* rules, std::string rules_file, Clock* clock,
+                 rpc::Executor* writes, rpc::Backends* backends, prometheus::Registry& registry);
 
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
   Reactor* GetMembership(Ctx*, const v1::GetMembershipRequest*, v1::Membership*) override;
-  Reactor* ExplainMembership(Ctx*, const v1::ExplainMembershipRequest*, v1::MembershipExplanation*) override;
+  Reactor* ExplainMembership(Ctx*, const v1::ExplainMembershipRequest*,
+                             v1::MembershipExplanation*) override;
   Reactor* GetRules(Ctx*, const v1::GetRulesRequest*, v1::LoyaltyRules*) override;
   Reactor* ReloadRules(Ctx*, const v1::ReloadRulesRequest*, v1::LoyaltyRules*) override;
-  Reactor* ListPointsHistory(Ctx*, const v1::ListPointsHistoryRequest*, v1::ListPointsHistoryResponse*) override;
+  Reactor* ListPointsHistory(Ctx*, const v1::ListPointsHistoryRequest*,
+                             v1::ListPointsHistoryResponse*) override;
   Reactor* GrantPoints(Ctx*, const v1::GrantPointsRequest*, v1::LedgerEntry*) override;
   Reactor* RedeemPoints(Ctx*, const v1::RedeemPointsRequest*, v1::LedgerEntry*) override;
   Reactor* RecordReferral(Ctx*, const v1::RecordReferralRequest*, v1::Membership*) override;
   Reactor* RateTrade(Ctx*, const v1::RateTradeRequest*, v1::CreditStanding*) override;
-  Reactor* SetEnterpriseAccount(Ctx*, const v1::SetEnterpriseAccountRequest*, v1::Membership*) override;
+  Reactor* SetEnterpriseAccount(Ctx*, const v1::SetEnterpriseAccountRequest*,
+                                v1::Membership*) override;
   Reactor* IssueCoupon(Ctx*, const v1::IssueCouponRequest*, v1::Coupon*) override;
   Reactor* ListCoupons(Ctx*, const v1::ListCouponsRequest*, v1::ListCouponsResponse*) override;
-  Reactor* RunMaintenance(Ctx*, const v1::RunMaintenanceRequest*, v1::RunMaintenanceResponse*) override;
+  Reactor* RunMaintenance(Ctx*, const v1::RunMaintenanceRequest*,
+                          v1::RunMaintenanceResponse*) override;
 
   // The loyalty side of an event, inside the consumer's transaction.
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
@@ -88,8 +94,8 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   absl::Status CheckCustomer(const std::string& customer_id);
   // Counts what a committed session did (points issued, redeemed, expired, tier moves).
   void Committed(const AccountSession::Effects& effects);
-  // Committed(the session's effects) once the transaction the session belongs to commits: for bodies that
-  // Store::Transact may run again after a conflict.
+  // Committed(the session's effects) once the transaction the session belongs to commits: for
+  // bodies that Store::Transact may run again after a conflict.
   void CountOnCommit(AccountSession& session);
   void ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules, absl::Time now);
 
@@ -104,7 +110,8 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
 
 class LoyaltyComponent final : public rpc::Component {
  public:
-  static absl::StatusOr<std::unique_ptr<LoyaltyComponent>> Create(const rpc::ServiceContext& context);
+  static absl::StatusOr<std::unique_ptr<LoyaltyComponent>> Create(
+      const rpc::ServiceContext& context);
   ~LoyaltyComponent() override;
   void Register(rpc::Server& server) override;
   void Start() override;

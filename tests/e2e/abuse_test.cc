@@ -1,16 +1,20 @@
-// The abuse suite: what an attacker holding a customer token (or reaching a service's own port) tries, generated
-// from the descriptors like the authorization matrix, against the six real processes (mutual TLS between them,
-// as in the local run). A victim and an attacker each get a full history (profile, address, card token,
-// searches, orders delivered and not, tickets, points, a coupon, a return, a review); then the attacker tries:
-//   - every customer-callable method with the victim's ids in every id-like field (and the victim's customer id);
-//   - every customer listing with forged, tampered, expired, out-of-range and other-scope page tokens;
+// The abuse suite: what an attacker holding a customer token (or reaching a service's own port)
+// tries, generated from the descriptors like the authorization matrix, against the six real
+// processes (mutual TLS between them, as in the local run). A victim and an attacker each get a
+// full history (profile, address, card token, searches, orders delivered and not, tickets, points,
+// a coupon, a return, a review); then the attacker tries:
+//   - every customer-callable method with the victim's ids in every id-like field (and the victim's
+//   customer id);
+//   - every customer listing with forged, tampered, expired, out-of-range and other-scope page
+//   tokens;
 //   - every retryable method with the victim's request ids replayed;
 //   - body fields that claim another identity (author, agent id), as a customer and as an agent;
-//   - every method of every service port: without a client certificate, with a certificate but no or a forged
-//     caller assertion, with an end user's assertion from a peer that is not the gateway, and as a customer
-//     through the gateway's own certificate for methods customers may not call.
-// Nothing of the victim's may come back (ids, e-mail, name, texts, card token), and the victim's data must be
-// byte-for-byte the same afterwards. The counts are printed.
+//   - every method of every service port: without a client certificate, with a certificate but no
+//   or a forged
+//     caller assertion, with an end user's assertion from a peer that is not the gateway, and as a
+//     customer through the gateway's own certificate for methods customers may not call.
+// Nothing of the victim's may come back (ids, e-mail, name, texts, card token), and the victim's
+// data must be byte-for-byte the same afterwards. The counts are printed.
 #include <cstdio>
 #include <set>
 
@@ -38,22 +42,25 @@
 #include "tests/support/caller.h"
 #include "tests/support/crm_system.h"
 #include "tests/support/grpc_probe.h"
-#include "tests/support/shop_calls.h"
 #include "tests/support/process.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm {
 namespace {
 
-using google::protobuf::FieldDescriptor;
-using google::protobuf::Message;
 using gateway::Route;
 using gateway::RouteTable;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
 
 // One unary call with raw bytes; fills `response` with the answer's bytes.
-grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const std::string& request,
-                     const std::vector<std::pair<std::string, std::string>>& metadata, std::string* response) {
-  testing::RawReply reply = testing::RawUnaryCall(channel, path, request, metadata, absl::Seconds(10));
+grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& path,
+                     const std::string& request,
+                     const std::vector<std::pair<std::string, std::string>>& metadata,
+                     std::string* response) {
+  testing::RawReply reply =
+      testing::RawUnaryCall(channel, path, request, metadata, absl::Seconds(10));
   if (response != nullptr) *response = std::move(reply.body);
   return reply.status;
 }
@@ -69,8 +76,11 @@ struct Shopper {
   // What may not appear in an answer to anyone else.
   std::vector<std::string> Secrets(bool include_email = true) const {
     // Item ids ("1", "2") number the lines of an order: not secret on their own.
-    std::vector<std::string> s = {customer_id, name, marker, absl::StrCat("tok_", marker), address_id, payment_method_id,
-                                  return_id, review_id, coupon_id};
+    std::vector<std::string> s = {customer_id, name,
+                                  marker,      absl::StrCat("tok_", marker),
+                                  address_id,  payment_method_id,
+                                  return_id,   review_id,
+                                  coupon_id};
     if (include_email) s.push_back(email);
     for (const auto& id : order_ids) s.push_back(id);
     for (const auto& id : ticket_ids) s.push_back(id);
@@ -79,7 +89,8 @@ struct Shopper {
   }
   // Every id of the customer's, for the id-substitution attack.
   std::vector<std::string> Ids() const {
-    std::vector<std::string> ids = {customer_id, item_id, address_id, payment_method_id, return_id, review_id, coupon_id};
+    std::vector<std::string> ids = {customer_id, item_id,   address_id, payment_method_id,
+                                    return_id,   review_id, coupon_id};
     for (const auto& id : order_ids) ids.push_back(id);
     for (const auto& id : ticket_ids) ids.push_back(id);
     ids.erase(std::remove(ids.begin(), ids.end(), std::string()), ids.end());
@@ -91,13 +102,16 @@ class Shop {
  public:
   explicit Shop(testing::CrmSystem& system) : system_(system), gw_(system.gateway()) {}
 
-  std::string Token(const std::string& role, const std::string& subject) const { return system_.Token(role, subject); }
+  std::string Token(const std::string& role, const std::string& subject) const {
+    return system_.Token(role, subject);
+  }
 
   // A typed call through the gateway as the bearer of `token`.
   template <typename Req, typename Resp>
   grpc::Status As(const std::string& token, const std::string& path, const Req& req, Resp* resp) {
     std::string bytes;
-    grpc::Status s = RawCall(gw_, path, req.SerializeAsString(), {{"authorization", "Bearer " + token}}, &bytes);
+    grpc::Status s =
+        RawCall(gw_, path, req.SerializeAsString(), {{"authorization", "Bearer " + token}}, &bytes);
     if (s.ok() && resp != nullptr) resp->ParseFromString(bytes);
     return s;
   }
@@ -161,9 +175,9 @@ class Shop {
     p.request_ids.push_back(browse.request_id());
 
     for (int k = 0; k < 3; ++k) {
-      const v1::CreateOrderRequest create =
-          testing::CashOnDeliveryOrderRequest(p.customer_id, absl::StrCat("order-", who, "-", k), "sku-tea", "grocery",
-                                              5800, absl::Now() - absl::Hours(1), absl::Hours(49));
+      const v1::CreateOrderRequest create = testing::CashOnDeliveryOrderRequest(
+          p.customer_id, absl::StrCat("order-", who, "-", k), "sku-tea", "grocery", 5800,
+          absl::Now() - absl::Hours(1), absl::Hours(49));
       v1::Order order;
       Must(storefront, "/crm.v1.OrderTrackingService/CreateOrder", create, &order);
       p.order_ids.push_back(order.order_id());
@@ -287,7 +301,8 @@ class Shop {
     return o.items(0).item_id();
   }
 
-  // Ships and delivers a one-package order, as the warehouse and the carrier feed would (service tokens).
+  // Ships and delivers a one-package order, as the warehouse and the carrier feed would (service
+  // tokens).
   void Deliver(const v1::Order& order) {
     const std::string warehouse = Token("service", "warehouse");
     v1::ProcessOrderRequest process;
@@ -295,9 +310,10 @@ class Shop {
     process.set_order_id(order.order_id());
     v1::Order out;
     Must(warehouse, "/crm.v1.OrderTrackingService/ProcessOrder", process, &out);
-    for (v1::PackageStatus s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                                v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY,
-                                v1::PACKAGE_STATUS_DELIVERED}) {
+    for (v1::PackageStatus s :
+         {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+          v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY,
+          v1::PACKAGE_STATUS_DELIVERED}) {
       v1::AdvancePackageRequest a;
       a.set_customer_id(order.customer_id());
       a.set_order_id(order.order_id());
@@ -317,36 +333,46 @@ class Shop {
 };
 
 bool IsIdField(const FieldDescriptor* f) {
-  return f->type() == FieldDescriptor::TYPE_STRING && absl::EndsWith(f->name(), "_id") && f->name() != "request_id";
+  return f->type() == FieldDescriptor::TYPE_STRING && absl::EndsWith(f->name(), "_id") &&
+         f->name() != "request_id";
 }
 
-// A plausible request: every field set to something valid-looking, so that calls get past validation to the
-// lookups the attack is about. Ids are placeholders the attack replaces.
+// A plausible request: every field set to something valid-looking, so that calls get past
+// validation to the lookups the attack is about. Ids are placeholders the attack replaces.
 void Fill(Message* m, const std::string& customer_id, int depth = 0) {
   const auto* d = m->GetDescriptor();
   const auto* r = m->GetReflection();
   if (d->full_name() == "google.protobuf.Timestamp") {
-    static_cast<google::protobuf::Timestamp*>(m)->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(30)));
+    static_cast<google::protobuf::Timestamp*>(m)->set_seconds(
+        absl::ToUnixSeconds(absl::Now() + absl::Hours(30)));
     return;
   }
   for (int i = 0; i < d->field_count(); ++i) {
     const FieldDescriptor* f = d->field(i);
     if (f->is_map()) continue;
     if (f->is_repeated()) {
-      if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && depth < 2) Fill(r->AddMessage(m, f), customer_id, depth + 1);
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && depth < 2)
+        Fill(r->AddMessage(m, f), customer_id, depth + 1);
       if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING) r->AddString(m, f, "abuse");
       continue;
     }
     switch (f->cpp_type()) {
       case FieldDescriptor::CPPTYPE_STRING:
-        if (f->name() == "customer_id") r->SetString(m, f, customer_id);
-        else if (f->name() == "request_id") r->SetString(m, f, absl::StrCat("abuse-", absl::ToUnixNanos(absl::Now())));
-        else if (f->name() == "currency") r->SetString(m, f, "CNY");
-        else if (IsIdField(f)) r->SetString(m, f, "placeholder");
-        else if (f->name() != "page_token") r->SetString(m, f, "abuse");
+        if (f->name() == "customer_id")
+          r->SetString(m, f, customer_id);
+        else if (f->name() == "request_id")
+          r->SetString(m, f, absl::StrCat("abuse-", absl::ToUnixNanos(absl::Now())));
+        else if (f->name() == "currency")
+          r->SetString(m, f, "CNY");
+        else if (IsIdField(f))
+          r->SetString(m, f, "placeholder");
+        else if (f->name() != "page_token")
+          r->SetString(m, f, "abuse");
         break;
-      case FieldDescriptor::CPPTYPE_INT32: case FieldDescriptor::CPPTYPE_INT64:
-      case FieldDescriptor::CPPTYPE_UINT32: case FieldDescriptor::CPPTYPE_UINT64:
+      case FieldDescriptor::CPPTYPE_INT32:
+      case FieldDescriptor::CPPTYPE_INT64:
+      case FieldDescriptor::CPPTYPE_UINT32:
+      case FieldDescriptor::CPPTYPE_UINT64:
         if (f->name() == "page_size") break;
         if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT32) r->SetInt32(m, f, 1);
         if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT64) r->SetInt64(m, f, 1);
@@ -374,7 +400,8 @@ void IdFields(Message* m, std::vector<std::pair<Message*, const FieldDescriptor*
     if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
       if (f->is_map()) continue;
       if (f->is_repeated()) {
-        for (int k = 0; k < r->FieldSize(*m, f); ++k) IdFields(r->MutableRepeatedMessage(m, f, k), out);
+        for (int k = 0; k < r->FieldSize(*m, f); ++k)
+          IdFields(r->MutableRepeatedMessage(m, f, k), out);
       } else if (r->HasField(*m, f)) {
         IdFields(r->MutableMessage(m, f), out);
       }
@@ -391,7 +418,8 @@ bool Allows(const Route& route, v1::Role role) {
   return false;
 }
 
-// The listings a customer pages through, and the scope their page tokens are bound to (libs/api/paging.h).
+// The listings a customer pages through, and the scope their page tokens are bound to
+// (libs/api/paging.h).
 struct Listing {
   const char* path;
   const char* scope_prefix;
@@ -409,15 +437,17 @@ struct Tally {
   std::map<std::string, int> calls;
   std::vector<std::string> leaks;
 
-  // `request`: what the attacker sent; an error quoting the attacker's own input back leaks nothing.
-  void Check(const std::string& attack, const std::string& what, const grpc::Status& s, const std::string& response,
-             const std::vector<std::string>& secrets, const std::string& request) {
+  // `request`: what the attacker sent; an error quoting the attacker's own input back leaks
+  // nothing.
+  void Check(const std::string& attack, const std::string& what, const grpc::Status& s,
+             const std::string& response, const std::vector<std::string>& secrets,
+             const std::string& request) {
     ++calls[attack];
     for (const std::string& secret : secrets) {
       if (absl::StrContains(request, secret)) continue;
       if (absl::StrContains(response, secret) || absl::StrContains(s.error_message(), secret)) {
-        leaks.push_back(absl::StrCat(attack, ": ", what, " returned the victim's \"", secret, "\" (", s.error_code(), " ",
-                                     s.error_message(), ")"));
+        leaks.push_back(absl::StrCat(attack, ": ", what, " returned the victim's \"", secret,
+                                     "\" (", s.error_code(), " ", s.error_message(), ")"));
       }
     }
   }
@@ -428,7 +458,9 @@ std::string Field(const Message& m, const char* name) {
   return f == nullptr ? "" : m.GetReflection()->GetString(m, f);
 }
 
-TEST_CASE("abuse: a customer never reads or changes another's data, and no one reaches a service port unsigned") {
+TEST_CASE(
+    "abuse: a customer never reads or changes another's data, and no one reaches a service port "
+    "unsigned") {
   testing::TempDir dir;
   testing::CrmSystem::Options options;
   options.data_root = dir.path();
@@ -438,8 +470,8 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
   Shop shop(system);
   const Shopper victim = shop.Create("victim");
   const Shopper attacker = shop.Create("attacker");
-  // Loyalty learns of the deliveries through events: wait until both growth entries are there, so the growth
-  // listing has two pages.
+  // Loyalty learns of the deliveries through events: wait until both growth entries are there, so
+  // the growth listing has two pages.
   for (const Shopper* p : {&victim, &attacker}) {
     const absl::Time until = absl::Now() + absl::Seconds(30);
     for (;;) {
@@ -456,8 +488,10 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
   const std::vector<std::string> secrets = victim.Secrets();
   Tally tally;
   const auto& gw = shop.gateway();
-  auto call = [&](const std::string& path, const Message& m, const std::string& token, std::string* response) {
-    return RawCall(gw, path, m.SerializeAsString(), {{"authorization", "Bearer " + token}}, response);
+  auto call = [&](const std::string& path, const Message& m, const std::string& token,
+                  std::string* response) {
+    return RawCall(gw, path, m.SerializeAsString(), {{"authorization", "Bearer " + token}},
+                   response);
   };
 
   // 1. Ids: every customer-callable method, the victim's ids in every id-like field, one at a time.
@@ -485,13 +519,15 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
         copy[k].first->GetReflection()->SetString(copy[k].first, copy[k].second, id);
         std::string response;
         const grpc::Status s = call(route.path, *m, attacker.token, &response);
-        tally.Check("victim's ids in id fields", absl::StrCat(route.path, " ", copy[k].second->full_name()), s, response,
+        tally.Check("victim's ids in id fields",
+                    absl::StrCat(route.path, " ", copy[k].second->full_name()), s, response,
                     secrets, m->SerializeAsString());
       }
     }
   }
 
-  // 2. Page tokens on every customer listing: forged (the old unsigned format), tampered, expired, resuming in
+  // 2. Page tokens on every customer listing: forged (the old unsigned format), tampered, expired,
+  // resuming in
   //    the victim's key range under a valid signature, and the victim's own genuine token.
   const std::string agent = shop.Token("agent", "agent-7");
   for (const Listing& l : kListings) {
@@ -501,7 +537,8 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
       std::unique_ptr<Message> m(route.request_prototype->New());
       m->GetReflection()->SetString(m.get(), route.customer_id_field, who.customer_id);
       m->GetReflection()->SetInt32(m.get(), m->GetDescriptor()->FindFieldByName("page_size"), 1);
-      m->GetReflection()->SetString(m.get(), m->GetDescriptor()->FindFieldByName("page_token"), token);
+      m->GetReflection()->SetString(m.get(), m->GetDescriptor()->FindFieldByName("page_token"),
+                                    token);
       return m;
     };
     auto next_token = [&](const Shopper& who, const std::string& bearer) {
@@ -544,11 +581,14 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
     CHECK(call(l.path, *request(attacker, own), attacker.token, nullptr).ok());
   }
 
-  // 3. Request ids: the victim's replayed on every retryable customer method, and the victim's registration
-  //    replayed byte for byte (the e-mail is the attacker's own input there, so only ids and texts count).
+  // 3. Request ids: the victim's replayed on every retryable customer method, and the victim's
+  // registration
+  //    replayed byte for byte (the e-mail is the attacker's own input there, so only ids and texts
+  //    count).
   for (const Route& route : RouteTable::Default().routes()) {
     if (!Allows(route, v1::ROLE_CUSTOMER) || route.server_streaming) continue;
-    const FieldDescriptor* request_id = route.request_prototype->GetDescriptor()->FindFieldByName("request_id");
+    const FieldDescriptor* request_id =
+        route.request_prototype->GetDescriptor()->FindFieldByName("request_id");
     if (request_id == nullptr) continue;
     for (const std::string& id : victim.request_ids) {
       std::unique_ptr<Message> m(route.request_prototype->New());
@@ -561,26 +601,30 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
   }
   {
     std::string response;
-    const grpc::Status s = RawCall(gw, "/crm.v1.CustomerProfileService/RegisterCustomer", victim.registration,
-                                   {{"authorization", "Bearer " + attacker.token}}, &response);
+    const grpc::Status s =
+        RawCall(gw, "/crm.v1.CustomerProfileService/RegisterCustomer", victim.registration,
+                {{"authorization", "Bearer " + attacker.token}}, &response);
     CHECK(s.error_code() == grpc::StatusCode::ALREADY_EXISTS);
-    tally.Check("replayed request ids", "RegisterCustomer, the victim's request as sent", s, response,
-                victim.Secrets(/*include_email=*/false), "");
+    tally.Check("replayed request ids", "RegisterCustomer, the victim's request as sent", s,
+                response, victim.Secrets(/*include_email=*/false), "");
   }
 
-  // 4. Identity claimed in the body: as a customer (author AGENT, an agent id) and as an agent (another agent's id)
+  // 4. Identity claimed in the body: as a customer (author AGENT, an agent id) and as an agent
+  // (another agent's id)
   //    on every method whose request names an agent.
   for (const Route& route : RouteTable::Default().routes()) {
     const auto* d = route.request_prototype->GetDescriptor();
     const FieldDescriptor* agent_id = d->FindFieldByName("agent_id");
     const FieldDescriptor* author = d->FindFieldByName("author");
     if (agent_id == nullptr && author == nullptr) continue;
-    for (const auto& [role, bearer] : {std::pair<v1::Role, std::string>{v1::ROLE_CUSTOMER, attacker.token},
-                                       {v1::ROLE_AGENT, agent}}) {
+    for (const auto& [role, bearer] :
+         {std::pair<v1::Role, std::string>{v1::ROLE_CUSTOMER, attacker.token},
+          {v1::ROLE_AGENT, agent}}) {
       if (!Allows(route, role)) continue;
       std::unique_ptr<Message> m(route.request_prototype->New());
       Fill(m.get(), attacker.customer_id);
-      if (route.customer_id_field != nullptr) m->GetReflection()->SetString(m.get(), route.customer_id_field, attacker.customer_id);
+      if (route.customer_id_field != nullptr)
+        m->GetReflection()->SetString(m.get(), route.customer_id_field, attacker.customer_id);
       for (const FieldDescriptor* f : {d->FindFieldByName("ticket_id")}) {
         if (f != nullptr) m->GetReflection()->SetString(m.get(), f, attacker.ticket_ids[0]);
       }
@@ -592,13 +636,14 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
       const grpc::Status s = call(route.path, *m, bearer, &response);
       INFO(route.path << " as " << v1::Role_Name(role) << ": " << s.error_message());
       CHECK(s.error_code() == grpc::StatusCode::PERMISSION_DENIED);
-      tally.Check("identity claimed in the body", route.path, s, response, secrets, m->SerializeAsString());
+      tally.Check("identity claimed in the body", route.path, s, response, secrets,
+                  m->SerializeAsString());
     }
   }
 
   // 5. Service ports: every method of every service, by every caller that is not the system.
-  const std::vector<std::string> services = {"customer-profile", "order-tracking", "loyalty", "complaint-ticket",
-                                             "recommendation"};
+  const std::vector<std::string> services = {"customer-profile", "order-tracking", "loyalty",
+                                             "complaint-ticket", "recommendation"};
   std::vector<const Route*> all;
   for (const Route& r : RouteTable::Default().routes()) {
     if (!r.local && !r.server_streaming) all.push_back(&r);
@@ -631,16 +676,21 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
       s = RawCall(with_cert, r->path, bytes, {{auth::kCallerMetadata, forged}}, &response);
       CHECK(s.error_code() == grpc::StatusCode::UNAUTHENTICATED);
       tally.Check("service port: forged assertion", r->path, s, response, secrets, bytes);
-      s = RawCall(with_cert, r->path, bytes, {{auth::kCallerMetadata, testing::AssertionOf(gateway_admin)}}, &response);
-      CHECK(s.error_code() == grpc::StatusCode::UNAUTHENTICATED);  // speaks for an end user, but is not the gateway
-      tally.Check("service port: end-user assertion from a non-gateway peer", r->path, s, response, secrets, bytes);
+      s = RawCall(with_cert, r->path, bytes,
+                  {{auth::kCallerMetadata, testing::AssertionOf(gateway_admin)}}, &response);
+      CHECK(s.error_code() ==
+            grpc::StatusCode::UNAUTHENTICATED);  // speaks for an end user, but is not the gateway
+      tally.Check("service port: end-user assertion from a non-gateway peer", r->path, s, response,
+                  secrets, bytes);
       if (!Allows(*r, v1::ROLE_CUSTOMER)) {
         s = RawCall(as_gateway, r->path, bytes,
-                    {{auth::kCallerMetadata, testing::AssertionOf(testing::CustomerCaller(attacker.customer_id))}},
+                    {{auth::kCallerMetadata,
+                      testing::AssertionOf(testing::CustomerCaller(attacker.customer_id))}},
                     &response);
         INFO(r->path << " at " << service << ": " << s.error_message());
         CHECK(s.error_code() == grpc::StatusCode::PERMISSION_DENIED);
-        tally.Check("service port: customer calling a method customers may not", r->path, s, response, secrets, bytes);
+        tally.Check("service port: customer calling a method customers may not", r->path, s,
+                    response, secrets, bytes);
       }
     }
   }
@@ -649,7 +699,8 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
 
   // 6. A token pasted into a URL path: refused, and not written to the access log.
   const std::string pasted = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJvcHMtMSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
-  CHECK(RawCall(gw, absl::StrCat("/crm.v1.Nope/", pasted), "", {{"authorization", "Bearer " + attacker.token}}, nullptr)
+  CHECK(RawCall(gw, absl::StrCat("/crm.v1.Nope/", pasted), "",
+                {{"authorization", "Bearer " + attacker.token}}, nullptr)
             .error_code() == grpc::StatusCode::UNIMPLEMENTED);
   system.Stop("gateway");  // flushes its output
   CHECK_FALSE(absl::StrContains(system.Output("gateway"), "eyJhbGciOiJIUzI1NiJ9"));
@@ -661,7 +712,9 @@ TEST_CASE("abuse: a customer never reads or changes another's data, and no one r
   for (const std::string& leak : tally.leaks) FAIL_CHECK(leak);
   CHECK(tally.leaks.empty());
   int total = 0;
-  std::printf("abuse suite: attack -> calls (nothing of the victim's came back, the victim's data unchanged)\n");
+  std::printf(
+      "abuse suite: attack -> calls (nothing of the victim's came back, the victim's data "
+      "unchanged)\n");
   for (const auto& [attack, n] : tally.calls) {
     std::printf("  %-62s %6d\n", attack.c_str(), n);
     total += n;

@@ -19,12 +19,13 @@ namespace {
 
 using testing::Process;
 
-std::unique_ptr<Process> StartProfile(const std::string& data_dir, std::map<std::string, std::string> env = {}) {
+std::unique_ptr<Process> StartProfile(const std::string& data_dir,
+                                      std::map<std::string, std::string> env = {}) {
   std::vector<std::string> args = {"--listen=127.0.0.1:0", "--data_dir=" + data_dir};
   // No fixed ports in tests: metrics off unless the test configures them through the environment.
   if (env.count("CRM_METRICS_LISTEN") == 0) args.push_back("--metrics_listen=off");
-  auto p = std::make_unique<Process>(Process::BuildPath("services/customer_profile/customer-profile"), args,
-                                     std::move(env));
+  auto p = std::make_unique<Process>(
+      Process::BuildPath("services/customer_profile/customer-profile"), args, std::move(env));
   REQUIRE(p->Start().ok());
   const absl::Status s = p->WaitServing();
   INFO(s.ToString());
@@ -55,7 +56,8 @@ grpc::Status Get(v1::CustomerProfileService::Stub& stub, const std::string& id, 
   return stub.GetCustomer(&ctx, req, c);
 }
 
-TEST_CASE("the binary serves, stops cleanly on SIGTERM, and keeps its data across a restart", "[e2e][profile]") {
+TEST_CASE("the binary serves, stops cleanly on SIGTERM, and keeps its data across a restart",
+          "[e2e][profile]") {
   testing::TempDir dir;
   std::string id;
   {
@@ -63,8 +65,10 @@ TEST_CASE("the binary serves, stops cleanly on SIGTERM, and keeps its data acros
     auto p = StartProfile(dir.Sub("data"), {{"CRM_METRICS_LISTEN", "127.0.0.1:0"}});
     REQUIRE(p->metrics_port() > 0);
     auto stub = StubFor(*p);
-    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(p->port()), grpc::InsecureChannelCredentials());
-    CHECK(testing::HealthCheck(channel, "crm.v1.CustomerProfileService").value() == testing::kServing);
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(p->port()),
+                                       grpc::InsecureChannelCredentials());
+    CHECK(testing::HealthCheck(channel, "crm.v1.CustomerProfileService").value() ==
+          testing::kServing);
     id = Register(*stub, "restart@example.com");
     auto metrics = testing::HttpGet(p->metrics_port(), "/metrics");
     REQUIRE(metrics.ok());
@@ -85,7 +89,8 @@ TEST_CASE("an acknowledged registration survives SIGKILL (synced WAL)", "[e2e][p
   {
     auto p = StartProfile(dir.Sub("data"));
     auto stub = StubFor(*p);
-    for (int i = 0; i < 20; ++i) ids.push_back(Register(*stub, "kill" + std::to_string(i) + "@example.com"));
+    for (int i = 0; i < 20; ++i)
+      ids.push_back(Register(*stub, "kill" + std::to_string(i) + "@example.com"));
     p->Kill();
   }
   auto p = StartProfile(dir.Sub("data"));
@@ -96,21 +101,25 @@ TEST_CASE("an acknowledged registration survives SIGKILL (synced WAL)", "[e2e][p
   }
 }
 
-TEST_CASE("a bad flag value or an unusable data folder stops start-up with a clear message", "[e2e][profile]") {
+TEST_CASE("a bad flag value or an unusable data folder stops start-up with a clear message",
+          "[e2e][profile]") {
   testing::TempDir dir;
-  Process bad_flag(Process::BuildPath("services/customer_profile/customer-profile"), {"--block_cache_mb=lots"});
+  Process bad_flag(Process::BuildPath("services/customer_profile/customer-profile"),
+                   {"--block_cache_mb=lots"});
   REQUIRE(bad_flag.Start().ok());
   CHECK(bad_flag.Wait() != 0);
   CHECK(bad_flag.output().find("block_cache_mb") != std::string::npos);
 
-  Process bad_dir(Process::BuildPath("services/customer_profile/customer-profile"),
-                  {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=/proc/no-such-place/data"});
+  Process bad_dir(
+      Process::BuildPath("services/customer_profile/customer-profile"),
+      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=/proc/no-such-place/data"});
   REQUIRE(bad_dir.Start().ok());
   CHECK_FALSE(bad_dir.WaitServing(absl::Seconds(20)).ok());
   CHECK(bad_dir.output().find("cannot open store") != std::string::npos);
 }
 
-TEST_CASE("a damaged store keeps the binary down, with an error naming the file", "[e2e][profile][corruption]") {
+TEST_CASE("a damaged store keeps the binary down, with an error naming the file",
+          "[e2e][profile][corruption]") {
   testing::TempDir dir;
   {
     auto p = StartProfile(dir.Sub("data"));
@@ -118,11 +127,13 @@ TEST_CASE("a damaged store keeps the binary down, with an error naming the file"
     for (int i = 0; i < 50; ++i) Register(*stub, "damaged" + std::to_string(i) + "@example.com");
     REQUIRE(p->Stop() == 0);
   }
-  // Damage the newest table file, or the write-ahead log when nothing was flushed yet, in its middle.
+  // Damage the newest table file, or the write-ahead log when nothing was flushed yet, in its
+  // middle.
   std::string victim;
   for (const auto& e : std::filesystem::directory_iterator(dir.Sub("data"))) {
     const std::string name = e.path().filename().string();
-    if (absl::EndsWith(name, ".sst") || (victim.empty() && absl::EndsWith(name, ".log") && e.file_size() > 1024)) {
+    if (absl::EndsWith(name, ".sst") ||
+        (victim.empty() && absl::EndsWith(name, ".log") && e.file_size() > 1024)) {
       victim = e.path().string();
     }
   }

@@ -1,9 +1,10 @@
-// The six real binaries as one system: a scripted history for a few hundred customers driven through the
-// gateway (orders delivered on time and late, a failed delivery, refunds, reviews including 2-star ones,
-// complaints resolved with points, redemptions, an erasure), then every customer's 360° view, points,
-// tier, tickets and the KPI gauges checked against values this test computes from the script alone.
-// The chaos variant SIGKILLs every process (the gateway too) at least once while the script runs and
-// restarts it; the end state must be the same: nothing lost, nothing counted twice.
+// The six real binaries as one system: a scripted history for a few hundred customers driven
+// through the gateway (orders delivered on time and late, a failed delivery, refunds, reviews
+// including 2-star ones, complaints resolved with points, redemptions, an erasure), then every
+// customer's 360° view, points, tier, tickets and the KPI gauges checked against values this test
+// computes from the script alone. The chaos variant SIGKILLs every process (the gateway too) at
+// least once while the script runs and restarts it; the end state must be the same: nothing lost,
+// nothing counted twice.
 #include <atomic>
 #include <functional>
 #include <map>
@@ -43,13 +44,14 @@ struct Plan {
   bool late_first = false;  // the first order arrives after its window
   bool fail_first = false;  // the first order's delivery fails once, then succeeds on time
   bool refund_first = false;
-  int review_rating = 0;  // of the first order's item; 0 = no review
+  int review_rating = 0;   // of the first order's item; 0 = no review
   bool complaint = false;  // opened by the customer, resolved with points, rated 4
   bool redeem = false;
   bool erase = false;
 };
 
-// What no log line may carry (checked after the calm scenario): the card number a customer tries to store.
+// What no log line may carry (checked after the calm scenario): the card number a customer tries to
+// store.
 constexpr char kCardNumber[] = "4111 1111 1111 1111";
 std::string PaymentToken(const Plan& p) { return "tok_" + p.email.substr(0, p.email.find('@')); }
 
@@ -89,7 +91,8 @@ Expected Expect(const Plan& p, const v1::LoyaltyRules& rules) {
   Expected e;
   const int64_t rate = rules.points().default_rate_hundredths();
   const int64_t growth_rate = rules.growth().default_rate_hundredths();
-  // Every customer here stays below silver (checked below), so the multiplier is the base tiers' 100%.
+  // Every customer here stays below silver (checked below), so the multiplier is the base tiers'
+  // 100%.
   const int64_t order_points = p.price_minor * rate * 100 / 1000000;
   const int64_t order_growth = p.price_minor * growth_rate / 10000;
   e.orders = p.orders;
@@ -105,7 +108,8 @@ Expected Expect(const Plan& p, const v1::LoyaltyRules& rules) {
   for (const auto& t : rules.tiers()) {
     if (e.growth >= t.min_growth()) e.tier = std::max(e.tier, t.tier());
   }
-  e.open_tickets = (p.late_first ? 1 : 0) + (p.fail_first ? 1 : 0) + (p.review_rating > 0 && p.review_rating <= 3 ? 1 : 0);
+  e.open_tickets = (p.late_first ? 1 : 0) + (p.fail_first ? 1 : 0) +
+                   (p.review_rating > 0 && p.review_rating <= 3 ? 1 : 0);
   e.closed_tickets = p.complaint ? 1 : 0;
   e.late = p.late_first;
   e.failures = p.fail_first;
@@ -118,17 +122,18 @@ Expected Expect(const Plan& p, const v1::LoyaltyRules& rules) {
 
 bool Ambiguous(grpc::StatusCode c) {
   return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::DEADLINE_EXCEEDED ||
-         c == grpc::StatusCode::CANCELLED || c == grpc::StatusCode::UNKNOWN || c == grpc::StatusCode::ABORTED ||
-         c == grpc::StatusCode::INTERNAL;
+         c == grpc::StatusCode::CANCELLED || c == grpc::StatusCode::UNKNOWN ||
+         c == grpc::StatusCode::ABORTED || c == grpc::StatusCode::INTERNAL;
 }
 
 // Calls through the gateway as a client that must not lose a step: an answer that leaves it unknown
-// whether the call took effect (the gateway or a service died under it) is retried with the same request
-// id until the system answers. A retry that finds the step already done (FAILED_PRECONDITION or
-// ALREADY_EXISTS after an unknown outcome) counts as done.
+// whether the call took effect (the gateway or a service died under it) is retried with the same
+// request id until the system answers. A retry that finds the step already done
+// (FAILED_PRECONDITION or ALREADY_EXISTS after an unknown outcome) counts as done.
 class Client {
  public:
-  // `customer_token` mints a customer's own token, for the steps only the customer may take (the survey).
+  // `customer_token` mints a customer's own token, for the steps only the customer may take (the
+  // survey).
   Client(std::shared_ptr<grpc::Channel> channel, std::string token,
          std::function<std::string(const std::string&)> customer_token = nullptr)
       : token_(std::move(token)),
@@ -140,32 +145,34 @@ class Client {
         views_(v1::CustomerViewService::NewStub(channel)) {}
 
   template <typename Stub, typename Req, typename Resp>
-  grpc::Status Do(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                  Resp* resp) {
+  grpc::Status Do(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                  const Req& req, Resp* resp) {
     return DoWith(token_, stub, method, req, resp);
   }
   // As the customer `customer_id` (a token of their own).
   template <typename Stub, typename Req, typename Resp>
   grpc::Status DoAsCustomer(const std::string& customer_id, Stub* stub,
-                            grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                            Resp* resp) {
-    if (customer_token_ == nullptr) return grpc::Status(grpc::StatusCode::INTERNAL, "no customer tokens");
+                            grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                            const Req& req, Resp* resp) {
+    if (customer_token_ == nullptr)
+      return grpc::Status(grpc::StatusCode::INTERNAL, "no customer tokens");
     return DoWith(customer_token_(customer_id), stub, method, req, resp);
   }
 
   template <typename Stub, typename Req, typename Resp>
   grpc::Status DoWith(const std::string& token, Stub* stub,
-                      grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                      Resp* resp) {
+                      grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                      const Req& req, Resp* resp) {
     bool unknown = false;
     const absl::Time give_up = absl::Now() + absl::Seconds(90);
-    for (absl::Duration backoff = absl::Milliseconds(20);; backoff = std::min(backoff * 2, absl::Milliseconds(500))) {
+    for (absl::Duration backoff = absl::Milliseconds(20);;
+         backoff = std::min(backoff * 2, absl::Milliseconds(500))) {
       grpc::ClientContext ctx;
       ctx.AddMetadata("authorization", "Bearer " + token);
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-      // A restarted gateway is waited for, not failed at: with gRPC's synchronous API only a call in progress
-      // drives a reconnection, so a call that failed fast (channel in backoff) while the retry loop sleeps
-      // leaves the new connection's handshake unread until the next call.
+      // A restarted gateway is waited for, not failed at: with gRPC's synchronous API only a call
+      // in progress drives a reconnection, so a call that failed fast (channel in backoff) while
+      // the retry loop sleeps leaves the new connection's handshake unread until the next call.
       ctx.set_wait_for_ready(true);
       grpc::Status s = (stub->*method)(&ctx, req, resp);
       if (s.ok()) return s;
@@ -198,12 +205,13 @@ class Client {
   std::atomic<int> retries_{0};
 };
 
-#define STEP(call)                                         \
-  do {                                                     \
-    const grpc::Status step_status = (call);               \
-    if (!step_status.ok()) {                               \
-      return absl::StrCat(#call, ": ", step_status.error_code(), " ", step_status.error_message()); \
-    }                                                      \
+#define STEP(call)                                                    \
+  do {                                                                \
+    const grpc::Status step_status = (call);                          \
+    if (!step_status.ok()) {                                          \
+      return absl::StrCat(#call, ": ", step_status.error_code(), " ", \
+                          step_status.error_message());               \
+    }                                                                 \
   } while (0)
 
 using OS = v1::OrderTrackingService::Stub;
@@ -221,7 +229,8 @@ std::string Deliver(Client& c, const v1::Order& order, bool fail_once) {
   if (out.packages_size() != 1) return "expected one package";
   const std::string package = out.packages(0).package_id();
   std::vector<v1::PackageStatus> path = {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                                         v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY};
+                                         v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                                         v1::PACKAGE_STATUS_OUT_FOR_DELIVERY};
   if (fail_once) {
     path.push_back(v1::PACKAGE_STATUS_DELIVERY_FAILED);
     path.push_back(v1::PACKAGE_STATUS_OUT_FOR_DELIVERY);
@@ -265,7 +274,8 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
   address.mutable_address()->set_country_code("CN");
   v1::Address added;
   STEP(c.Do(c.profiles(), &PS::AddAddress, address, &added));
-  // A card kept as the payment provider's token; a card number itself is refused (and must reach no log).
+  // A card kept as the payment provider's token; a card number itself is refused (and must reach no
+  // log).
   v1::AddPaymentMethodRequest card;
   card.set_customer_id(cid);
   card.set_request_id("card");
@@ -276,7 +286,8 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
   STEP(c.Do(c.profiles(), &PS::AddPaymentMethod, card, &method));
   card.set_request_id("card-number");
   card.mutable_payment_method()->set_token(kCardNumber);
-  if (c.Do(c.profiles(), &PS::AddPaymentMethod, card, &method).error_code() != grpc::StatusCode::INVALID_ARGUMENT) {
+  if (c.Do(c.profiles(), &PS::AddPaymentMethod, card, &method).error_code() !=
+      grpc::StatusCode::INVALID_ARGUMENT) {
     return "a card number was accepted as a payment token";
   }
 
@@ -294,7 +305,8 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     item->mutable_unit_price()->set_currency("CNY");
     create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
     const absl::Time now = absl::Now();
-    // A late order's window closed two days ago; everyone else's is open until the day after tomorrow.
+    // A late order's window closed two days ago; everyone else's is open until the day after
+    // tomorrow.
     const bool late = k == 0 && p.late_first;
     api::SetTimestamp(late ? now - absl::Hours(72) : now - absl::Hours(1),
                       create.mutable_delivery_window()->mutable_start_time());
@@ -317,7 +329,8 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     item->set_quantity(1);
     v1::Return r;
     STEP(c.Do(c.orders(), &OS::RequestReturn, ret, &r));
-    for (v1::ReturnStatus s : {v1::RETURN_STATUS_PICKUP_SCHEDULED, v1::RETURN_STATUS_RECEIVED, v1::RETURN_STATUS_REFUNDED}) {
+    for (v1::ReturnStatus s : {v1::RETURN_STATUS_PICKUP_SCHEDULED, v1::RETURN_STATUS_RECEIVED,
+                               v1::RETURN_STATUS_REFUNDED}) {
       v1::AdvanceReturnRequest adv;
       adv.set_customer_id(cid);
       adv.set_return_id(r.return_id());
@@ -361,12 +374,14 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     points->set_points(kCompensationPoints);
     v1::Ticket resolved;
     STEP(c.Do(c.tickets(), &TS::ResolveTicket, resolve, &resolved));
-    // Satisfaction is asked once the compensation is confirmed (loyalty may have been down meanwhile).
+    // Satisfaction is asked once the compensation is confirmed (loyalty may have been down
+    // meanwhile).
     v1::GetTicketRequest get;
     get.set_customer_id(cid);
     get.set_ticket_id(ticket.ticket_id());
     const absl::Time until = absl::Now() + absl::Seconds(60);
-    while (resolved.status() != v1::TICKET_STATUS_RESOLVED && resolved.status() != v1::TICKET_STATUS_CLOSED) {
+    while (resolved.status() != v1::TICKET_STATUS_RESOLVED &&
+           resolved.status() != v1::TICKET_STATUS_CLOSED) {
       if (absl::Now() > until) return "the complaint's compensation was never confirmed";
       absl::SleepFor(absl::Milliseconds(100));
       STEP(c.Do(c.tickets(), &TS::GetTicket, get, &resolved));
@@ -415,16 +430,20 @@ std::string Compare(Client& c, const std::string& cid, const Plan& p, const Expe
   req.set_customer_id(cid);
   req.set_recommendation_count(3);
   v1::CustomerView view;
-  const grpc::Status s = c.Do(c.views(), &v1::CustomerViewService::Stub::GetCustomerView, req, &view);
+  const grpc::Status s =
+      c.Do(c.views(), &v1::CustomerViewService::Stub::GetCustomerView, req, &view);
   if (p.erase) {
-    return s.error_code() == grpc::StatusCode::NOT_FOUND ? "" : absl::StrCat("erased but view answered ", s.error_code());
+    return s.error_code() == grpc::StatusCode::NOT_FOUND
+               ? ""
+               : absl::StrCat("erased but view answered ", s.error_code());
   }
   if (!s.ok()) return absl::StrCat("view: ", s.error_code(), " ", s.error_message());
   std::string diff;
   auto check = [&](const char* what, int64_t got, int64_t want) {
     if (got != want) absl::StrAppend(&diff, " ", what, "=", got, " (want ", want, ")");
   };
-  for (const auto& u : view.unavailable()) absl::StrAppend(&diff, " unavailable:", u.section(), ":", u.code());
+  for (const auto& u : view.unavailable())
+    absl::StrAppend(&diff, " unavailable:", u.section(), ":", u.code());
   check("profile.email_matches", view.profile().email() == p.email, 1);
   check("purchases.orders", view.purchases().orders(), e.orders);
   check("purchases.spend", view.purchases().spend().amount_minor(), e.spend_minor);
@@ -483,8 +502,10 @@ Kpis ExpectKpis(const std::vector<Plan>& plans) {
   return k;
 }
 
-// Drives the script with kDrivers clients in parallel; `between` runs on the side (chaos) until done.
-void RunScenario(CrmSystem& system, const std::function<void(const std::atomic<bool>& done)>& between) {
+// Drives the script with kDrivers clients in parallel; `between` runs on the side (chaos) until
+// done.
+void RunScenario(CrmSystem& system,
+                 const std::function<void(const std::atomic<bool>& done)>& between) {
   const std::vector<Plan> plans = Script();
   Client admin(system.gateway(), system.Token("admin", "ops-1"));
   {
@@ -494,15 +515,19 @@ void RunScenario(CrmSystem& system, const std::function<void(const std::atomic<b
     agent.mutable_agent()->set_level(3);
     agent.mutable_agent()->set_capacity(1000);
     agent.mutable_agent()->set_available(true);
-    for (auto cat : {v1::TICKET_CATEGORY_DELIVERY, v1::TICKET_CATEGORY_QUALITY, v1::TICKET_CATEGORY_REFUND,
-                     v1::TICKET_CATEGORY_SERVICE_ATTITUDE, v1::TICKET_CATEGORY_OTHER}) {
+    for (auto cat :
+         {v1::TICKET_CATEGORY_DELIVERY, v1::TICKET_CATEGORY_QUALITY, v1::TICKET_CATEGORY_REFUND,
+          v1::TICKET_CATEGORY_SERVICE_ATTITUDE, v1::TICKET_CATEGORY_OTHER}) {
       agent.mutable_agent()->add_categories(cat);
     }
     v1::Agent out;
-    REQUIRE(admin.Do(admin.tickets(), &v1::ComplaintTicketService::Stub::RegisterAgent, agent, &out).ok());
+    REQUIRE(admin.Do(admin.tickets(), &v1::ComplaintTicketService::Stub::RegisterAgent, agent, &out)
+                .ok());
   }
   v1::LoyaltyRules rules;
-  REQUIRE(admin.Do(admin.loyalty(), &v1::LoyaltyService::Stub::GetRules, v1::GetRulesRequest(), &rules).ok());
+  REQUIRE(
+      admin.Do(admin.loyalty(), &v1::LoyaltyService::Stub::GetRules, v1::GetRulesRequest(), &rules)
+          .ok());
 
   std::vector<std::string> ids(plans.size());
   std::vector<std::string> failures(plans.size());
@@ -510,13 +535,14 @@ void RunScenario(CrmSystem& system, const std::function<void(const std::atomic<b
   std::thread side([&] { between(done); });
   std::vector<std::thread> drivers;
   std::vector<std::unique_ptr<Client>> clients;
-  for (int d = 0; d < kDrivers; ++d) clients.push_back(std::make_unique<Client>(system.gateway(), system.Token("admin", "ops-1"),
-                                                                     [&system](const std::string& cid) {
-                                                                       return system.Token("customer", cid);
-                                                                     }));
+  for (int d = 0; d < kDrivers; ++d)
+    clients.push_back(std::make_unique<Client>(
+        system.gateway(), system.Token("admin", "ops-1"),
+        [&system](const std::string& cid) { return system.Token("customer", cid); }));
   for (int d = 0; d < kDrivers; ++d) {
     drivers.emplace_back([&, d] {
-      for (size_t i = d; i < plans.size(); i += kDrivers) failures[i] = RunPlan(*clients[d], plans[i], &ids[i]);
+      for (size_t i = d; i < plans.size(); i += kDrivers)
+        failures[i] = RunPlan(*clients[d], plans[i], &ids[i]);
     });
   }
   for (auto& t : drivers) t.join();
@@ -552,8 +578,10 @@ void RunScenario(CrmSystem& system, const std::function<void(const std::atomic<b
 
   // KPIs: recomputed now, then read from each process's /metrics as Prometheus would.
   v1::RefreshInsightsResponse refreshed;
-  REQUIRE(admin.Do(admin.profiles(), &v1::CustomerProfileService::Stub::RefreshInsights, v1::RefreshInsightsRequest(),
-                   &refreshed).ok());
+  REQUIRE(admin
+              .Do(admin.profiles(), &v1::CustomerProfileService::Stub::RefreshInsights,
+                  v1::RefreshInsightsRequest(), &refreshed)
+              .ok());
   int kept = 0;
   for (const Plan& p : plans) kept += !p.erase;
   CHECK(refreshed.customers() == kept);
@@ -569,8 +597,9 @@ void RunScenario(CrmSystem& system, const std::function<void(const std::atomic<b
   CHECK(metric("customer-profile", "crm_kpi_csat_average") == Approx(want.csat));
   CHECK(metric("customer-profile", "crm_kpi_sla_compliance_rate") == Approx(want.sla));
   CHECK(metric("customer-profile", "crm_kpi_at_risk_customers") == 0);
-  CHECK(metric("customer-profile", "crm_kpi_retention_90d_rate") == 0);  // nobody bought 90-180 days ago
-  CHECK(metric("loyalty", "crm_kpi_top_tier_share") == 0);               // nobody reached gold
+  CHECK(metric("customer-profile", "crm_kpi_retention_90d_rate") ==
+        0);                                                 // nobody bought 90-180 days ago
+  CHECK(metric("loyalty", "crm_kpi_top_tier_share") == 0);  // nobody reached gold
   // Dead letters would mean an event some service refused: none.
   for (const char* producer : {"customer-profile", "order-tracking", "complaint-ticket"}) {
     auto dead = system.Metric(producer, "crm_event_dead_letters");
@@ -590,15 +619,17 @@ std::unique_ptr<CrmSystem> StartSystem(testing::TempDir& dir) {
   return system;
 }
 
-TEST_CASE("scenario: a few hundred customers through the gateway, every 360-degree view and KPI as scripted") {
+TEST_CASE(
+    "scenario: a few hundred customers through the gateway, every 360-degree view and KPI as "
+    "scripted") {
   testing::TempDir dir;
   auto system = StartSystem(dir);
   RunScenario(*system, [](const std::atomic<bool>&) {});
 
-  // Every log line of every process (the gateway's access log included): no e-mail, token, payment token or card
-  // number of any customer, whatever the calls were.
-  std::vector<std::string> secrets = {kCardNumber, absl::StrReplaceAll(kCardNumber, {{" ", ""}}), "eyJhbGciOi",
-                                      "Bearer "};
+  // Every log line of every process (the gateway's access log included): no e-mail, token, payment
+  // token or card number of any customer, whatever the calls were.
+  std::vector<std::string> secrets = {kCardNumber, absl::StrReplaceAll(kCardNumber, {{" ", ""}}),
+                                      "eyJhbGciOi", "Bearer "};
   for (const Plan& p : Script()) {
     secrets.push_back(p.email);
     secrets.push_back(PaymentToken(p));
@@ -616,7 +647,8 @@ TEST_CASE("scenario: a few hundred customers through the gateway, every 360-degr
   WARN("log lines scanned: " << lines << ", for " << secrets.size() << " secrets");
 }
 
-TEST_CASE("scenario with chaos: every process SIGKILLed and restarted mid-script, the same end state") {
+TEST_CASE(
+    "scenario with chaos: every process SIGKILLed and restarted mid-script, the same end state") {
   testing::TempDir dir;
   auto system = StartSystem(dir);
   std::vector<std::string> killed;
@@ -645,7 +677,9 @@ TEST_CASE("scenario with chaos: every process SIGKILLed and restarted mid-script
   WARN("processes killed: " << killed.size());
 }
 
-TEST_CASE("scenario: the 360-degree view with loyalty stopped answers with membership marked unavailable") {
+TEST_CASE(
+    "scenario: the 360-degree view with loyalty stopped answers with membership marked "
+    "unavailable") {
   testing::TempDir dir;
   auto system = StartSystem(dir);
   Client admin(system->gateway(), system->Token("admin", "ops-1"));
@@ -653,7 +687,8 @@ TEST_CASE("scenario: the 360-degree view with loyalty stopped answers with membe
   reg.set_request_id("r1");
   reg.set_email("alone@example.com");
   v1::Customer c;
-  REQUIRE(admin.Do(admin.profiles(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c).ok());
+  REQUIRE(admin.Do(admin.profiles(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &c)
+              .ok());
   REQUIRE(system->Stop("loyalty") == 0);
 
   v1::GetCustomerViewRequest req;

@@ -1,10 +1,11 @@
-// libFuzzer target: what the gateway's HTTP/1.1 front end does with a request body it did not expect.
-// The first byte picks the wire format (gRPC-Web binary/text, Connect unary/stream, JSON/binary); the rest
-// is the body: unwrapped (base64, frames), parsed as a real request type (JSON or binary, with nested
-// messages, enums, a FieldMask and Timestamps), and the answer path encoded again. Header parsers, the gzip
-// inflater (capped: a gzip bomb must stop at the cap) and the Connect GET query decoding get the same bytes.
-// Any crash, leak or undefined behaviour is a finding. (HTTP/1.1 and HTTP/2 framing are http-parser's and
-// nghttp2's, both fuzzed continuously upstream in OSS-Fuzz.)
+// libFuzzer target: what the gateway's HTTP/1.1 front end does with a request body it did not
+// expect. The first byte picks the wire format (gRPC-Web binary/text, Connect unary/stream,
+// JSON/binary); the rest is the body: unwrapped (base64, frames), parsed as a real request type
+// (JSON or binary, with nested messages, enums, a FieldMask and Timestamps), and the answer path
+// encoded again. Header parsers, the gzip inflater (capped: a gzip bomb must stop at the cap) and
+// the Connect GET query decoding get the same bytes. Any crash, leak or undefined behaviour is a
+// finding. (HTTP/1.1 and HTTP/2 framing are http-parser's and nghttp2's, both fuzzed continuously
+// upstream in OSS-Fuzz.)
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -22,8 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto payload = RequestPayload(wire, body, 1 << 16);
   if (payload.ok()) {
     crm::v1::UpdateCustomerRequest request;
-    bool parsed = IsJson(wire) ? google::protobuf::util::JsonStringToMessage(*payload, &request).ok()
-                               : request.ParseFromString(*payload);
+    bool parsed = IsJson(wire)
+                      ? google::protobuf::util::JsonStringToMessage(*payload, &request).ok()
+                      : request.ParseFromString(*payload);
     if (parsed) {
       std::string json;
       (void)google::protobuf::util::MessageToJsonString(request, &json);
@@ -31,7 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   if (auto inflated = Gunzip(body, 1 << 16); inflated.ok()) {
-    if (inflated->size() > (1 << 16)) __builtin_trap();  // the cap is the defence against gzip bombs
+    if (inflated->size() > (1 << 16))
+      __builtin_trap();  // the cap is the defence against gzip bombs
     auto again = Gunzip(Gzip(*inflated), 1 << 16);
     if (!again.ok() || *again != *inflated) __builtin_trap();  // gzip round trip
   }

@@ -1,5 +1,6 @@
-// crm.v1.ComplaintTicketService end to end: the real complaint-ticket service with real customer-profile and
-// loyalty (and order-tracking for refunds and review events) on loopback ports over real RocksDB.
+// crm.v1.ComplaintTicketService end to end: the real complaint-ticket service with real
+// customer-profile and loyalty (and order-tracking for refunds and review events) on loopback ports
+// over real RocksDB.
 #include "absl/strings/match.h"
 #include "catch2/catch.hpp"
 #include "crm/v1/complaint_ticket.grpc.pb.h"
@@ -15,8 +16,8 @@
 #include "tests/support/http.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
-#include "tests/support/shop_calls.h"
 #include "tests/support/service_harness.h"
+#include "tests/support/shop_calls.h"
 
 namespace crm::complaint_ticket {
 namespace {
@@ -27,7 +28,8 @@ using OrderHarness = testing::ServiceHarness<order_tracking::OrderTrackingCompon
 using TicketHarness = testing::ServiceHarness<ComplaintTicketComponent>;
 using Stub = v1::ComplaintTicketService::Stub;
 
-const absl::Time kT0 = absl::FromUnixSeconds(1767225600);  // 2026-01-01, every harness clock's start
+const absl::Time kT0 =
+    absl::FromUnixSeconds(1767225600);  // 2026-01-01, every harness clock's start
 
 using testing::Call;
 using testing::RequireError;
@@ -35,7 +37,8 @@ using testing::RequireError;
 std::string Port(int p) { return "127.0.0.1:" + std::to_string(p); }
 
 struct World {
-  explicit World(bool with_orders = false, bool metrics = false) : profile(ProfileOpts()), loyalty(LoyaltyOpts(profile.port())) {
+  explicit World(bool with_orders = false, bool metrics = false)
+      : profile(ProfileOpts()), loyalty(LoyaltyOpts(profile.port())) {
     if (with_orders) {
       OrderHarness::Options o;
       o.service_name = "order-tracking";
@@ -73,7 +76,8 @@ struct World {
     return testing::RegisterCustomer(profile_stub.get(), email);
   }
 
-  void Agent(const std::string& id, int level, int capacity = 10, std::vector<v1::TicketCategory> cats = {}) {
+  void Agent(const std::string& id, int level, int capacity = 10,
+             std::vector<v1::TicketCategory> cats = {}) {
     v1::RegisterAgentRequest r;
     r.mutable_agent()->set_agent_id(id);
     r.mutable_agent()->set_name("Agent " + id);
@@ -87,7 +91,8 @@ struct World {
 
   v1::Ticket Open(const std::string& cid, const std::string& request_id, const std::string& text,
                   v1::TicketChannel channel = v1::TICKET_CHANNEL_WEB,
-                  v1::TicketCategory category = v1::TICKET_CATEGORY_DELIVERY, const std::string& order_id = "") {
+                  v1::TicketCategory category = v1::TICKET_CATEGORY_DELIVERY,
+                  const std::string& order_id = "") {
     v1::OpenTicketRequest r;
     r.set_request_id(request_id);
     r.set_customer_id(cid);
@@ -102,8 +107,8 @@ struct World {
     return t;
   }
 
-  grpc::Status Reply(const v1::Ticket& t, const std::string& agent, const std::string& request_id, absl::Time next_step,
-                     v1::Ticket* out) {
+  grpc::Status Reply(const v1::Ticket& t, const std::string& agent, const std::string& request_id,
+                     absl::Time next_step, v1::Ticket* out) {
     v1::ReplyToTicketRequest r;
     r.set_customer_id(t.customer_id());
     r.set_ticket_id(t.ticket_id());
@@ -147,20 +152,24 @@ struct World {
   std::unique_ptr<v1::LoyaltyService::Stub> loyalty_stub;
 };
 
-TEST_CASE("a ticket's whole life from each channel: open, reply with a date, callback, resolve with points, CSAT",
-          "[tickets]") {
+TEST_CASE(
+    "a ticket's whole life from each channel: open, reply with a date, callback, resolve with "
+    "points, CSAT",
+    "[tickets]") {
   World w;
   w.Agent("a1", 1);
   w.Agent("a2", 2);
   w.Agent("a3", 3);
   const std::string cid = w.Customer("life@example.com");
   int n = 0;
-  for (v1::TicketChannel channel : {v1::TICKET_CHANNEL_WEB, v1::TICKET_CHANNEL_EMAIL, v1::TICKET_CHANNEL_PHONE,
-                                    v1::TICKET_CHANNEL_CHAT, v1::TICKET_CHANNEL_REVIEW,
-                                    v1::TICKET_CHANNEL_MARKETPLACE_DISPUTE}) {
+  for (v1::TicketChannel channel :
+       {v1::TICKET_CHANNEL_WEB, v1::TICKET_CHANNEL_EMAIL, v1::TICKET_CHANNEL_PHONE,
+        v1::TICKET_CHANNEL_CHAT, v1::TICKET_CHANNEL_REVIEW,
+        v1::TICKET_CHANNEL_MARKETPLACE_DISPUTE}) {
     INFO(v1::TicketChannel_Name(channel));
     ++n;
-    v1::Ticket t = w.Open(cid, "open-" + std::to_string(n), "My parcel is late again and nobody tells me why.", channel);
+    v1::Ticket t = w.Open(cid, "open-" + std::to_string(n),
+                          "My parcel is late again and nobody tells me why.", channel);
     CHECK(t.status() == v1::TICKET_STATUS_OPEN);
     CHECK(t.severity().handling_level() == 2);
     CHECK_FALSE(t.assigned_agent_id().empty());
@@ -215,10 +224,12 @@ TEST_CASE("a ticket's whole life from each channel: open, reply with a date, cal
   v1::GetMembershipRequest m;
   m.set_customer_id(cid);
   v1::Membership membership;
-  REQUIRE(Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
+  REQUIRE(
+      Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
   CHECK(membership.points_balance() == 600);
   w.Sweep();  // retries nothing: the compensation counted once
-  REQUIRE(Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
+  REQUIRE(
+      Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
   CHECK(membership.points_balance() == 600);
   v1::ListTicketsRequest list;
   list.set_customer_id(cid);
@@ -240,20 +251,24 @@ TEST_CASE("the same submission twice is one ticket", "[tickets]") {
   CHECK(agents.agents(0).open_tickets() == 1);
 }
 
-TEST_CASE("a customer's new ticket goes to the agent who handled them last, if that agent is available", "[tickets][routing]") {
+TEST_CASE(
+    "a customer's new ticket goes to the agent who handled them last, if that agent is available",
+    "[tickets][routing]") {
   World w;
   w.Agent("alice", 1);
   w.Agent("bob", 1);
   const std::string cid = w.Customer("sticky@example.com");
-  const v1::Ticket first = w.Open(cid, "t1", "Wrong size shirt, can I exchange it?", v1::TICKET_CHANNEL_WEB,
-                                  v1::TICKET_CATEGORY_QUALITY);
+  const v1::Ticket first = w.Open(cid, "t1", "Wrong size shirt, can I exchange it?",
+                                  v1::TICKET_CHANNEL_WEB, v1::TICKET_CATEGORY_QUALITY);
   const std::string handler = first.assigned_agent_id();
   const std::string other = handler == "alice" ? "bob" : "alice";
   v1::Ticket now;
   REQUIRE(w.Reply(first, handler, "r1", kT0 + absl::Hours(3), &now).ok());
-  // Fill the handler with other customers' tickets so least-loaded alone would pick the other agent.
+  // Fill the handler with other customers' tickets so least-loaded alone would pick the other
+  // agent.
   for (int i = 0; i < 3; ++i) {
-    v1::Ticket t = w.Open(w.Customer("other" + std::to_string(i) + "@example.com"), "o", "Question about my order");
+    v1::Ticket t = w.Open(w.Customer("other" + std::to_string(i) + "@example.com"), "o",
+                          "Question about my order");
     if (t.assigned_agent_id() == other) {
       v1::ResolveTicketRequest r;
       r.set_customer_id(t.customer_id());
@@ -263,26 +278,29 @@ TEST_CASE("a customer's new ticket goes to the agent who handled them last, if t
       REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, r, &now).ok());
     }
   }
-  const v1::Ticket second = w.Open(cid, "t2", "Another question about the exchange.", v1::TICKET_CHANNEL_CHAT,
-                                   v1::TICKET_CATEGORY_QUALITY);
+  const v1::Ticket second = w.Open(cid, "t2", "Another question about the exchange.",
+                                   v1::TICKET_CHANNEL_CHAT, v1::TICKET_CATEGORY_QUALITY);
   CHECK(second.assigned_agent_id() == handler);
   v1::SetAgentAvailabilityRequest away;
   away.set_agent_id(handler);
   away.set_available(false);
   v1::Agent a;
   REQUIRE(Call(w.stub.get(), &Stub::SetAgentAvailability, away, &a).ok());
-  const v1::Ticket third = w.Open(cid, "t3", "One more thing.", v1::TICKET_CHANNEL_CHAT, v1::TICKET_CATEGORY_QUALITY);
+  const v1::Ticket third =
+      w.Open(cid, "t3", "One more thing.", v1::TICKET_CHANNEL_CHAT, v1::TICKET_CATEGORY_QUALITY);
   CHECK(third.assigned_agent_id() == other);
 }
 
-TEST_CASE("deadlines near their end escalate, passed ones are breaches, the at-risk list shows them", "[tickets][sla]") {
+TEST_CASE(
+    "deadlines near their end escalate, passed ones are breaches, the at-risk list shows them",
+    "[tickets][sla]") {
   World w(false, /*metrics=*/true);
   w.Agent("junior", 1);
   w.Agent("senior", 2);
   w.Agent("lead", 3);
   const std::string cid = w.Customer("sla@example.com");
-  const v1::Ticket t = w.Open(cid, "t", "Could you tell me when the invoice will be sent?", v1::TICKET_CHANNEL_EMAIL,
-                              v1::TICKET_CATEGORY_OTHER);
+  const v1::Ticket t = w.Open(cid, "t", "Could you tell me when the invoice will be sent?",
+                              v1::TICKET_CHANNEL_EMAIL, v1::TICKET_CATEGORY_OTHER);
   REQUIRE(t.handling_level() == 1);
   REQUIRE(t.priority() == v1::PRIORITY_P3);  // first response due in 24 h
   CHECK(t.assigned_agent_id() == "junior");
@@ -342,7 +360,8 @@ TEST_CASE("deadlines near their end escalate, passed ones are breaches, the at-r
   CHECK(check.exit_code == 0);
 }
 
-TEST_CASE("an agent's reply must name a date, bad inputs are refused and write nothing", "[tickets][validation]") {
+TEST_CASE("an agent's reply must name a date, bad inputs are refused and write nothing",
+          "[tickets][validation]") {
   World w;
   w.Agent("a", 1);
   const std::string cid = w.Customer("bad@example.com");
@@ -385,27 +404,33 @@ TEST_CASE("an agent's reply must name a date, bad inputs are refused and write n
   reply.set_text("We will look into it later.");
   reply.set_request_id("x");
   v1::Ticket out;
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out),
+               grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
   api::SetTimestamp(kT0 - absl::Hours(1), reply.mutable_next_step_time());
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out),
+               grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
   api::SetTimestamp(kT0 + absl::Hours(2), reply.mutable_next_step_time());
   reply.set_agent_id("ghost");
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::NOT_FOUND, "agent_id:");
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::NOT_FOUND,
+               "agent_id:");
   reply.set_agent_id("a");
   reply.set_ticket_id("t-missing");
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::NOT_FOUND, "ticket_id:");
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::NOT_FOUND,
+               "ticket_id:");
 
   v1::ResolveTicketRequest resolve;
   resolve.set_customer_id(cid);
   resolve.set_ticket_id(t.ticket_id());
   resolve.set_agent_id("a");
-  RequireError(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out), grpc::StatusCode::INVALID_ARGUMENT, "summary:");
+  RequireError(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out),
+               grpc::StatusCode::INVALID_ARGUMENT, "summary:");
   resolve.set_summary("Replaced.");
   auto* refund = resolve.add_compensations();
   refund->set_kind(v1::COMPENSATION_KIND_REFUND);
   refund->add_refund_items()->set_item_id("1");
   refund->mutable_refund_items(0)->set_quantity(1);
-  RequireError(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out), grpc::StatusCode::INVALID_ARGUMENT,
+  RequireError(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out),
+               grpc::StatusCode::INVALID_ARGUMENT,
                "compensations[0]:");  // the ticket has no order
   CHECK(w.Get(t).status() == v1::TICKET_STATUS_OPEN);
 
@@ -413,18 +438,22 @@ TEST_CASE("an agent's reply must name a date, bad inputs are refused and write n
   csat.set_customer_id(cid);
   csat.set_ticket_id(t.ticket_id());
   csat.set_csat(6);
-  RequireError(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out), grpc::StatusCode::INVALID_ARGUMENT, "csat:");
+  RequireError(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out),
+               grpc::StatusCode::INVALID_ARGUMENT, "csat:");
   csat.set_csat(5);
-  RequireError(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out), grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
+  RequireError(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out),
+               grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
   resolve.clear_compensations();
   REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out).ok());
   REQUIRE(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out).ok());
   reply.set_ticket_id(t.ticket_id());
   reply.set_request_id("after-close");
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
+  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out),
+               grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
 }
 
-TEST_CASE("an enterprise account's ticket goes to its named agent with a 30-minute first response", "[tickets][enterprise]") {
+TEST_CASE("an enterprise account's ticket goes to its named agent with a 30-minute first response",
+          "[tickets][enterprise]") {
   World w;
   w.Agent("pool", 1);
   w.Agent("named", 2);
@@ -435,15 +464,18 @@ TEST_CASE("an enterprise account's ticket goes to its named agent with a 30-minu
   ent.set_company_name("Example Corp");
   ent.set_named_agent_id("named");
   v1::Membership m;
-  REQUIRE(Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::SetEnterpriseAccount, ent, &m).ok());
+  REQUIRE(
+      Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::SetEnterpriseAccount, ent, &m).ok());
   const v1::Ticket t = w.Open(cid, "t", "Please confirm delivery of our office chairs.");
   CHECK(t.enterprise());
   CHECK(t.assigned_agent_id() == "named");
-  CHECK(api::FromTimestamp(t.sla().first_response_due()) - api::FromTimestamp(t.create_time()) == absl::Minutes(30));
+  CHECK(api::FromTimestamp(t.sla().first_response_due()) - api::FromTimestamp(t.create_time()) ==
+        absl::Minutes(30));
 }
 
-TEST_CASE("a 2-star review opens a ticket by itself, a refund compensation goes through order-tracking",
-          "[tickets][events]") {
+TEST_CASE(
+    "a 2-star review opens a ticket by itself, a refund compensation goes through order-tracking",
+    "[tickets][events]") {
   World w(/*with_orders=*/true);
   w.Agent("a", 1);
   w.Agent("b", 2);
@@ -451,7 +483,8 @@ TEST_CASE("a 2-star review opens a ticket by itself, a refund compensation goes 
   // order-tracking sends its events to this complaint-ticket service.
   OrderHarness& orders = *w.orders;
   orders.backends().SetAddress("complaint-ticket", Port(w.tickets->port()));
-  // The harness made order-tracking with event_sinks "none"; restart it delivering to the ticket service.
+  // The harness made order-tracking with event_sinks "none"; restart it delivering to the ticket
+  // service.
   OrderHarness::Options oo;
   oo.service_name = "order-tracking";
   oo.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
@@ -463,13 +496,14 @@ TEST_CASE("a 2-star review opens a ticket by itself, a refund compensation goes 
   const std::string cid = w.Customer("review@example.com");
   testing::AddAddress(w.profile_stub.get(), cid, "a", "孙悦", "武汉", "珞喻路1号");
   auto ostub = v1::OrderTrackingService::NewStub(chain.channel());
-  v1::Order order = testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-mixer", "kitchen", 49900, kT0, absl::Hours(4));
+  v1::Order order = testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-mixer", "kitchen",
+                                                      49900, kT0, absl::Hours(4));
   v1::ProcessOrderRequest process;
   process.set_customer_id(cid);
   process.set_order_id(order.order_id());
   REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::ProcessOrder, process, &order).ok());
-  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-                 v1::PACKAGE_STATUS_DELIVERED}) {
+  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                 v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
     v1::AdvancePackageRequest adv;
     adv.set_customer_id(cid);
     adv.set_order_id(order.order_id());
@@ -526,7 +560,8 @@ TEST_CASE("a 2-star review opens a ticket by itself, a refund compensation goes 
   REQUIRE_FALSE(return_id.empty());
   CHECK(now.resolution().compensations(1).status() == v1::COMPENSATION_STATUS_CONFIRMED);
 
-  for (auto s : {v1::RETURN_STATUS_PICKUP_SCHEDULED, v1::RETURN_STATUS_RECEIVED, v1::RETURN_STATUS_REFUNDED}) {
+  for (auto s : {v1::RETURN_STATUS_PICKUP_SCHEDULED, v1::RETURN_STATUS_RECEIVED,
+                 v1::RETURN_STATUS_REFUNDED}) {
     v1::AdvanceReturnRequest adv;
     adv.set_customer_id(cid);
     adv.set_return_id(return_id);
@@ -537,7 +572,8 @@ TEST_CASE("a 2-star review opens a ticket by itself, a refund compensation goes 
     REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvanceReturn, adv, &ret).ok());
   }
   const absl::Time resolved_by = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < resolved_by && w.Get(t).status() != v1::TICKET_STATUS_RESOLVED) absl::SleepFor(absl::Milliseconds(20));
+  while (absl::Now() < resolved_by && w.Get(t).status() != v1::TICKET_STATUS_RESOLVED)
+    absl::SleepFor(absl::Milliseconds(20));
   CHECK(w.Get(t).status() == v1::TICKET_STATUS_RESOLVED);
 }
 
@@ -551,11 +587,14 @@ TEST_CASE("AssessSeverity explains a score without opening anything", "[tickets]
   CHECK(s.handling_level() == 3);
   CHECK(s.signals_size() >= 3);
   r.set_text("");
-  RequireError(Call(w.stub.get(), &Stub::AssessSeverity, r, &s), grpc::StatusCode::INVALID_ARGUMENT, "text:");
+  RequireError(Call(w.stub.get(), &Stub::AssessSeverity, r, &s), grpc::StatusCode::INVALID_ARGUMENT,
+               "text:");
 }
 
-TEST_CASE("counted once: a ticket opened by a transaction that runs again after a conflict is counted once",
-          "[tickets][metrics]") {
+TEST_CASE(
+    "counted once: a ticket opened by a transaction that runs again after a conflict is counted "
+    "once",
+    "[tickets][metrics]") {
   World w;
   const std::string cid = w.Customer("late-conflict@example.com");
   v1::Event late;
@@ -565,17 +604,22 @@ TEST_CASE("counted once: a ticket opened by a transaction that runs again after 
   late.mutable_order_delivered()->set_timeliness(v1::TIMELINESS_LATE);
   late.mutable_order_delivered()->set_minutes_late(95);
   int attempts = 0;
-  const absl::Status s = w.tickets->store().Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
-    if (absl::Status h = w.tickets->component().service().HandleEvent(txn, late); !h.ok()) return h;
-    // The first attempt loses a lock conflict after the handler ran; Transact rolls back and runs it again.
-    if (++attempts == 1) return absl::AbortedError("rocksdb: Operation timed out: forced conflict");
-    return absl::OkStatus();
-  });
+  const absl::Status s =
+      w.tickets->store().Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
+        if (absl::Status h = w.tickets->component().service().HandleEvent(txn, late); !h.ok())
+          return h;
+        // The first attempt loses a lock conflict after the handler ran; Transact rolls back and
+        // runs it again.
+        if (++attempts == 1)
+          return absl::AbortedError("rocksdb: Operation timed out: forced conflict");
+        return absl::OkStatus();
+      });
   INFO(s.ToString());
   REQUIRE(s.ok());
   CHECK(attempts == 2);
   auto& registry = w.tickets->metrics().registry();
-  CHECK(testing::MetricValue(registry, "crm_tickets_opened_total", {{"channel", "proactive"}}) == 1);
+  CHECK(testing::MetricValue(registry, "crm_tickets_opened_total", {{"channel", "proactive"}}) ==
+        1);
   CHECK(testing::MetricValue(registry, "crm_tickets_open") == 1);
 }
 

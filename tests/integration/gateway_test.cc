@@ -1,9 +1,11 @@
-// The gateway's native gRPC front end: the authorization matrix over every crm.v1 method (generated from
-// the proto options, so no method is missed), tokens, rate limits, deadlines, cancellation, request ids,
-// fan-out over shards, a backend that is down, and a real customer-profile behind it.
+// The gateway's native gRPC front end: the authorization matrix over every crm.v1 method (generated
+// from the proto options, so no method is missed), tokens, rate limits, deadlines, cancellation,
+// request ids, fan-out over shards, a backend that is down, and a real customer-profile behind it.
 //
 // Most cases put a recording fake behind the gateway (one generic gRPC server standing in for every
 // service), so a test can tell whether a denied call ever reached a backend.
+#include "services/gateway/gateway.h"
+
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
@@ -12,14 +14,13 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/escaping.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "catch2/catch.hpp"
-#include "tests/support/metric_value.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/customer_view.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
@@ -32,10 +33,10 @@
 #include "libs/rpc/backends.h"
 #include "libs/rpc/server.h"
 #include "services/customer_profile/customer_profile_service.h"
-#include "services/gateway/gateway.h"
 #include "services/gateway/front_door.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
+#include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 
@@ -49,17 +50,19 @@ using gateway::ToBytes;
 
 constexpr char kSecret[] = "0123456789abcdef0123456789abcdef-test-secret";
 
-std::string Token(absl::string_view role, absl::string_view subject, absl::Duration ttl = absl::Hours(1),
-                  absl::string_view secret = kSecret) {
-  const std::string claims = absl::StrCat("{\"sub\":\"", subject, "\",\"role\":\"", role,
-                                          "\",\"exp\":", absl::ToUnixSeconds(absl::Now() + ttl), "}");
+std::string Token(absl::string_view role, absl::string_view subject,
+                  absl::Duration ttl = absl::Hours(1), absl::string_view secret = kSecret) {
+  const std::string claims =
+      absl::StrCat("{\"sub\":\"", subject, "\",\"role\":\"", role,
+                   "\",\"exp\":", absl::ToUnixSeconds(absl::Now() + ttl), "}");
   auto token = auth::Sign("HS256", secret, claims);
   REQUIRE(token.ok());
   return *token;
 }
 
-// Stands in for every service: answers each unary call with an empty message, each stream with one message
-// and then holds it open until cancelled, and a request mentioning "slow" only when cancelled.
+// Stands in for every service: answers each unary call with an empty message, each stream with one
+// message and then holds it open until cancelled, and a request mentioning "slow" only when
+// cancelled.
 class FakeBackend : public grpc::CallbackGenericService {
  public:
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
@@ -103,7 +106,8 @@ class FakeBackend : public grpc::CallbackGenericService {
           if (k == "x-crm-caller") {
             // What a service believes: the verified assertion, not the raw header.
             auto caller = auth::VerifyCaller(absl::string_view(v.data(), v.size()), absl::Now());
-            fake_->last_caller_ = caller.ok() && caller->via == "gateway" ? caller->Name() : "unverified";
+            fake_->last_caller_ =
+                caller.ok() && caller->via == "gateway" ? caller->Name() : "unverified";
           }
         }
       }
@@ -143,7 +147,8 @@ class FakeBackend : public grpc::CallbackGenericService {
   std::atomic<bool> hold_all_{false};
 };
 
-// A gateway (the same Gateway and FrontDoor the binary wires) in front of the fake, or of given addresses.
+// A gateway (the same Gateway and FrontDoor the binary wires) in front of the fake, or of given
+// addresses.
 struct World {
   struct Options {
     double customer_rps = 0;
@@ -173,7 +178,8 @@ struct World {
       second_server = std::make_unique<rpc::Server>(rpc::ServerOptions{});
       second_server->SetGenericService(&second);
       REQUIRE(second_server->Start().ok());
-      backends->SetAddress(o.two_shards_of, absl::StrCat(fake_address, "|127.0.0.1:", second_server->port()));
+      backends->SetAddress(o.two_shards_of,
+                           absl::StrCat(fake_address, "|127.0.0.1:", second_server->port()));
     }
     if (!o.hanging.empty()) {
       hanging.HoldEverything();
@@ -200,7 +206,8 @@ struct World {
     f.threads = 1;
     front = std::make_unique<gateway::FrontDoor>(gw.get(), std::move(f));
     REQUIRE(front->Start().ok());
-    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", front->grpc_port()), grpc::InsecureChannelCredentials());
+    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", front->grpc_port()),
+                                  grpc::InsecureChannelCredentials());
   }
   ~World() {
     front->Shutdown(absl::Seconds(2));
@@ -243,9 +250,12 @@ struct World {
 std::string RequestFor(const Route& route, const std::string& customer_id) {
   std::unique_ptr<google::protobuf::Message> m(route.request_prototype->New());
   const auto* refl = m->GetReflection();
-  if (route.customer_id_field != nullptr) refl->SetString(m.get(), route.customer_id_field, customer_id);
-  if (route.shard_key_field != nullptr) refl->SetString(m.get(), route.shard_key_field, "someone@example.com");
-  if (route.service_field != nullptr) refl->SetString(m.get(), route.service_field, "order-tracking");
+  if (route.customer_id_field != nullptr)
+    refl->SetString(m.get(), route.customer_id_field, customer_id);
+  if (route.shard_key_field != nullptr)
+    refl->SetString(m.get(), route.shard_key_field, "someone@example.com");
+  if (route.service_field != nullptr)
+    refl->SetString(m.get(), route.service_field, "order-tracking");
   return m->SerializeAsString();
 }
 
@@ -274,7 +284,8 @@ std::pair<std::string, std::string> NewKeyPair(const std::string& alg) {
 
 // A server stream read through the gateway: notes the first message and the end.
 struct StreamReader : grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
-  void Start(grpc::GenericStub& stub, grpc::ClientContext& ctx, const std::string& path, const std::string& bytes) {
+  void Start(grpc::GenericStub& stub, grpc::ClientContext& ctx, const std::string& path,
+             const std::string& bytes) {
     request = FromBytes(bytes);
     stub.PrepareBidiStreamingCall(&ctx, path, grpc::StubOptions(), this);
     StartWriteLast(&request, grpc::WriteOptions());
@@ -302,8 +313,8 @@ bool Allows(const Route& route, v1::Role role) {
 
 TEST_CASE("gateway: every crm.v1 method declares an access policy and has a route") {
   REQUIRE(RouteTable::Default().problems().empty());
-  // The descriptor set protoc wrote from proto/crm/v1: every service and method of the API, independent of
-  // what the gateway binary happens to link.
+  // The descriptor set protoc wrote from proto/crm/v1: every service and method of the API,
+  // independent of what the gateway binary happens to link.
   std::ifstream in(CRM_DESCRIPTOR_SET, std::ios::binary);
   REQUIRE(in);
   google::protobuf::FileDescriptorSet set;
@@ -339,7 +350,8 @@ TEST_CASE("gateway: authorization matrix over every crm.v1 method and seven call
   const std::vector<Caller> callers = {
       {"no token", "", self},
       {"expired", Token("customer", self, -absl::Minutes(5)), self},
-      {"bad signature", Token("customer", self, absl::Hours(1), "another-secret-another-secret-another"), self},
+      {"bad signature",
+       Token("customer", self, absl::Hours(1), "another-secret-another-secret-another"), self},
       {"customer self", Token("customer", self), self},
       {"customer other", Token("customer", self), other},
       {"agent", Token("agent", "agent-7"), other},
@@ -350,23 +362,28 @@ TEST_CASE("gateway: authorization matrix over every crm.v1 method and seven call
     if (route.server_streaming) continue;  // WatchOrder: the stream case below
     for (const Caller& caller : callers) {
       INFO(route.path << " as " << caller.name);
-      // The 360° view is the gateway's own: it reaches the services through its sections, profile first.
-      const std::string reached = route.local ? "/crm.v1.CustomerProfileService/GetCustomer" : route.path;
+      // The 360° view is the gateway's own: it reaches the services through its sections, profile
+      // first.
+      const std::string reached =
+          route.local ? "/crm.v1.CustomerProfileService/GetCustomer" : route.path;
       const int before = w.fake.calls(reached);
       const grpc::Status s = w.Call(route.path, RequestFor(route, caller.customer), caller.token);
       grpc::StatusCode expected = grpc::StatusCode::OK;
       if (caller.name == "no token" || caller.name == "expired" || caller.name == "bad signature") {
         expected = grpc::StatusCode::UNAUTHENTICATED;
       } else if (caller.name == "customer self") {
-        expected = Allows(route, v1::ROLE_CUSTOMER) ? grpc::StatusCode::OK : grpc::StatusCode::PERMISSION_DENIED;
+        expected = Allows(route, v1::ROLE_CUSTOMER) ? grpc::StatusCode::OK
+                                                    : grpc::StatusCode::PERMISSION_DENIED;
       } else if (caller.name == "customer other") {
         expected = Allows(route, v1::ROLE_CUSTOMER) && route.customer_id_field == nullptr
                        ? grpc::StatusCode::OK
                        : grpc::StatusCode::PERMISSION_DENIED;
       } else if (caller.name == "agent") {
-        expected = Allows(route, v1::ROLE_AGENT) ? grpc::StatusCode::OK : grpc::StatusCode::PERMISSION_DENIED;
+        expected = Allows(route, v1::ROLE_AGENT) ? grpc::StatusCode::OK
+                                                 : grpc::StatusCode::PERMISSION_DENIED;
       } else {
-        expected = Allows(route, v1::ROLE_ADMIN) ? grpc::StatusCode::OK : grpc::StatusCode::PERMISSION_DENIED;
+        expected = Allows(route, v1::ROLE_ADMIN) ? grpc::StatusCode::OK
+                                                 : grpc::StatusCode::PERMISSION_DENIED;
       }
       INFO("got " << s.error_code() << " " << s.error_message());
       CHECK(s.error_code() == expected);
@@ -381,8 +398,10 @@ TEST_CASE("gateway: authorization matrix over every crm.v1 method and seven call
 }
 
 TEST_CASE("gateway: administrative calls need the admin role") {
-  for (const char* path : {"/crm.v1.CustomerProfileService/EraseCustomer", "/crm.v1.EventAdminService/ReplayDeadLetters",
-                           "/crm.v1.LoyaltyService/ReloadRules", "/crm.v1.EventSink/DeliverEvents"}) {
+  for (const char* path :
+       {"/crm.v1.CustomerProfileService/EraseCustomer",
+        "/crm.v1.EventAdminService/ReplayDeadLetters", "/crm.v1.LoyaltyService/ReloadRules",
+        "/crm.v1.EventSink/DeliverEvents"}) {
     INFO(path);
     const Route* route = RouteTable::Default().Find(path);
     REQUIRE(route != nullptr);
@@ -391,11 +410,13 @@ TEST_CASE("gateway: administrative calls need the admin role") {
   }
   World w;
   const Route& erase = *RouteTable::Default().Find("/crm.v1.CustomerProfileService/EraseCustomer");
-  CHECK(w.Call(erase.path, RequestFor(erase, "c1"), Token("agent", "a1")).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(w.Call(erase.path, RequestFor(erase, "c1"), Token("agent", "a1")).error_code() ==
+        grpc::StatusCode::PERMISSION_DENIED);
   CHECK(w.Call(erase.path, RequestFor(erase, "c1"), Token("admin", "ops")).ok());
   // Event delivery is between services only: not even an admin reaches it through the gateway.
   const Route& deliver = *RouteTable::Default().Find("/crm.v1.EventSink/DeliverEvents");
-  CHECK(w.Call(deliver.path, "", Token("admin", "ops")).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(w.Call(deliver.path, "", Token("admin", "ops")).error_code() ==
+        grpc::StatusCode::PERMISSION_DENIED);
   CHECK(w.fake.calls(deliver.path) == 0);
 }
 
@@ -410,26 +431,40 @@ TEST_CASE("gateway: tokens are checked for algorithm, issuer, audience, expiry a
   const int64_t exp = absl::ToUnixSeconds(now + absl::Hours(1));
   auto sign = [](const std::string& claims) { return *auth::Sign("HS256", kSecret, claims); };
   auto good = (*verifier)->Verify(
-      sign(absl::StrCat(R"({"sub":"c1","role":"customer","iss":"https://auth.example.com/","aud":["x","crm-api"],"exp":)", exp, "}")), now);
+      sign(absl::StrCat(
+          R"({"sub":"c1","role":"customer","iss":"https://auth.example.com/","aud":["x","crm-api"],"exp":)",
+          exp, "}")),
+      now);
   REQUIRE(good.ok());
   CHECK(good->customer_id == "c1");
   CHECK(good->role == v1::ROLE_CUSTOMER);
   auto wrong_iss = (*verifier)->Verify(
-      sign(absl::StrCat(R"({"sub":"c1","role":"customer","iss":"evil","aud":"crm-api","exp":)", exp, "}")), now);
+      sign(absl::StrCat(R"({"sub":"c1","role":"customer","iss":"evil","aud":"crm-api","exp":)", exp,
+                        "}")),
+      now);
   CHECK(wrong_iss.status().code() == absl::StatusCode::kUnauthenticated);
   auto wrong_aud = (*verifier)->Verify(
-      sign(absl::StrCat(R"({"sub":"c1","role":"customer","iss":"https://auth.example.com/","aud":"other","exp":)", exp, "}")), now);
+      sign(absl::StrCat(
+          R"({"sub":"c1","role":"customer","iss":"https://auth.example.com/","aud":"other","exp":)",
+          exp, "}")),
+      now);
   CHECK(wrong_aud.status().code() == absl::StatusCode::kUnauthenticated);
   auto no_role = (*verifier)->Verify(
-      sign(absl::StrCat(R"({"sub":"c1","iss":"https://auth.example.com/","aud":"crm-api","exp":)", exp, "}")), now);
+      sign(absl::StrCat(R"({"sub":"c1","iss":"https://auth.example.com/","aud":"crm-api","exp":)",
+                        exp, "}")),
+      now);
   CHECK(absl::StrContains(no_role.status().message(), "role"));
   auto future = (*verifier)->Verify(
-      sign(absl::StrCat(R"({"sub":"c1","role":"agent","iss":"https://auth.example.com/","aud":"crm-api","nbf":)",
-                        exp, R"(,"exp":)", exp + 60, "}")), now);
+      sign(absl::StrCat(
+          R"({"sub":"c1","role":"agent","iss":"https://auth.example.com/","aud":"crm-api","nbf":)",
+          exp, R"(,"exp":)", exp + 60, "}")),
+      now);
   CHECK(absl::StrContains(future.status().message(), "nbf"));
   // "alg":"none" with no signature is refused.
-  const std::string none = absl::StrCat("eyJhbGciOiJub25lIn0.", absl::WebSafeBase64Escape(absl::StrCat(
-                                                                     R"({"sub":"c1","role":"admin","exp":)", exp, "}")), ".");
+  const std::string none = absl::StrCat(
+      "eyJhbGciOiJub25lIn0.",
+      absl::WebSafeBase64Escape(absl::StrCat(R"({"sub":"c1","role":"admin","exp":)", exp, "}")),
+      ".");
   CHECK((*verifier)->Verify(none, now).status().code() == absl::StatusCode::kUnauthenticated);
 }
 
@@ -441,7 +476,8 @@ TEST_CASE("gateway: ES256 and RS256 tokens verify with the public key only") {
     v.public_key_pem = public_pem;
     auto verifier = auth::Verifier::Create(v);
     REQUIRE(verifier.ok());
-    const std::string claims = absl::StrCat(R"({"sub":"ops","role":"admin","exp":)", absl::ToUnixSeconds(absl::Now()) + 600, "}");
+    const std::string claims = absl::StrCat(R"({"sub":"ops","role":"admin","exp":)",
+                                            absl::ToUnixSeconds(absl::Now()) + 600, "}");
     auto token = auth::Sign(alg, private_pem, claims);
     REQUIRE(token.ok());
     auto p = (*verifier)->Verify(*token, absl::Now());
@@ -451,7 +487,8 @@ TEST_CASE("gateway: ES256 and RS256 tokens verify with the public key only") {
     std::string tampered = *token;
     tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
     CHECK_FALSE((*verifier)->Verify(tampered, absl::Now()).ok());
-    CHECK_FALSE((*verifier)->Verify(*auth::Sign("HS256", v.public_key_pem, claims), absl::Now()).ok());
+    CHECK_FALSE(
+        (*verifier)->Verify(*auth::Sign("HS256", v.public_key_pem, claims), absl::Now()).ok());
   }
 }
 
@@ -463,7 +500,8 @@ TEST_CASE("gateway: per-principal rate limit answers RESOURCE_EXHAUSTED with a r
   const std::string token = Token("customer", "c1");
   std::vector<grpc::StatusCode> codes;
   std::multimap<std::string, std::string> trailers;
-  for (int i = 0; i < 5; ++i) codes.push_back(w.Call(route.path, RequestFor(route, "c1"), token, &trailers).error_code());
+  for (int i = 0; i < 5; ++i)
+    codes.push_back(w.Call(route.path, RequestFor(route, "c1"), token, &trailers).error_code());
   CHECK(std::count(codes.begin(), codes.end(), grpc::StatusCode::OK) >= 2);
   CHECK(std::count(codes.begin(), codes.end(), grpc::StatusCode::RESOURCE_EXHAUSTED) >= 1);
   CHECK(trailers.count("retry-after-ms") >= 1);
@@ -489,18 +527,24 @@ TEST_CASE("gateway: a request id is passed to the backend and returned, a bad on
   World w;
   const Route& route = *RouteTable::Default().Find("/crm.v1.CustomerProfileService/GetCustomer");
   std::multimap<std::string, std::string> headers;
-  REQUIRE(w.Call(route.path, RequestFor(route, "c1"), Token("agent", "a1"), nullptr, {{"x-request-id", "req-42.a"}}, &headers).ok());
+  REQUIRE(w.Call(route.path, RequestFor(route, "c1"), Token("agent", "a1"), nullptr,
+                 {{"x-request-id", "req-42.a"}}, &headers)
+              .ok());
   CHECK(w.fake.last_request_id() == "req-42.a");
   CHECK(w.fake.last_caller() == "agent:a1");
   CHECK(headers.find("x-request-id")->second == "req-42.a");
   // None sent: one is made up, and the backend and the caller see the same one.
   headers.clear();
-  REQUIRE(w.Call(route.path, RequestFor(route, "c1"), Token("agent", "a1"), nullptr, {}, &headers).ok());
+  REQUIRE(w.Call(route.path, RequestFor(route, "c1"), Token("agent", "a1"), nullptr, {}, &headers)
+              .ok());
   CHECK(headers.find("x-request-id")->second == w.fake.last_request_id());
-  const grpc::Status bad = w.Call(route.path, RequestFor(route, "c1"), Token("agent", "a1"), nullptr, {{"x-request-id", "a b"}});
+  const grpc::Status bad = w.Call(route.path, RequestFor(route, "c1"), Token("agent", "a1"),
+                                  nullptr, {{"x-request-id", "a b"}});
   testing::RequireError(bad, grpc::StatusCode::INVALID_ARGUMENT, "x-request-id");
   // A client cannot pose as someone else through metadata: only the token counts.
-  REQUIRE(w.Call(route.path, RequestFor(route, "c1"), Token("agent", "a1"), nullptr, {{"x-crm-caller", "admin:root"}}).ok());
+  REQUIRE(w.Call(route.path, RequestFor(route, "c1"), Token("agent", "a1"), nullptr,
+                 {{"x-crm-caller", "admin:root"}})
+              .ok());
   CHECK(w.fake.last_caller() == "agent:a1");
 }
 
@@ -508,13 +552,16 @@ TEST_CASE("gateway: unknown methods, garbage requests and a backend that is down
   World::Options o;
   o.backends = {{"loyalty", "127.0.0.1:1"}};
   World w(o);
-  CHECK(w.Call("/crm.v1.Nope/Nothing", "", Token("admin", "ops")).error_code() == grpc::StatusCode::UNIMPLEMENTED);
+  CHECK(w.Call("/crm.v1.Nope/Nothing", "", Token("admin", "ops")).error_code() ==
+        grpc::StatusCode::UNIMPLEMENTED);
   const Route& route = *RouteTable::Default().Find("/crm.v1.CustomerProfileService/GetCustomer");
-  testing::RequireError(w.Call(route.path, std::string("\xff\xff\xff\xff", 4), Token("admin", "ops")),
-                        grpc::StatusCode::INVALID_ARGUMENT, "request");
+  testing::RequireError(
+      w.Call(route.path, std::string("\xff\xff\xff\xff", 4), Token("admin", "ops")),
+      grpc::StatusCode::INVALID_ARGUMENT, "request");
   CHECK(w.fake.total_calls() == 0);
   const Route& loyalty = *RouteTable::Default().Find("/crm.v1.LoyaltyService/GetMembership");
-  CHECK(w.Call(loyalty.path, RequestFor(loyalty, "c1"), Token("admin", "ops")).error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(w.Call(loyalty.path, RequestFor(loyalty, "c1"), Token("admin", "ops")).error_code() ==
+        grpc::StatusCode::UNAVAILABLE);
   // The gateway keeps serving.
   CHECK(w.Call(route.path, RequestFor(route, "c1"), Token("admin", "ops")).ok());
 }
@@ -536,9 +583,11 @@ TEST_CASE("gateway: fan-out calls reach every shard, keyed calls one") {
   CHECK(w.fake.calls(get.path) > 0);
   CHECK(w.second.calls(get.path) > 0);
   // A page token this listing did not issue is refused, naming the field.
-  const Route& list = *RouteTable::Default().Find("/crm.v1.ComplaintTicketService/ListAtRiskTickets");
+  const Route& list =
+      *RouteTable::Default().Find("/crm.v1.ComplaintTicketService/ListAtRiskTickets");
   std::unique_ptr<google::protobuf::Message> req(list.request_prototype->New());
-  req->GetReflection()->SetString(req.get(), req->GetDescriptor()->FindFieldByName("page_token"), "forged");
+  req->GetReflection()->SetString(req.get(), req->GetDescriptor()->FindFieldByName("page_token"),
+                                  "forged");
   testing::RequireError(w.Call(list.path, req->SerializeAsString(), Token("agent", "a1")),
                         grpc::StatusCode::INVALID_ARGUMENT, "page_token");
 }
@@ -602,11 +651,13 @@ TEST_CASE("gateway: a real customer-profile behind the gateway, customers see on
   REQUIRE(stub->GetCustomer(call_as(Token("customer", mei.customer_id())).get(), get, &got).ok());
   CHECK(got.email() == "mei@example.com");
   get.set_customer_id(li.customer_id());
-  testing::RequireError(stub->GetCustomer(call_as(Token("customer", mei.customer_id())).get(), get, &got),
-                        grpc::StatusCode::PERMISSION_DENIED, "customer_id");
+  testing::RequireError(
+      stub->GetCustomer(call_as(Token("customer", mei.customer_id())).get(), get, &got),
+      grpc::StatusCode::PERMISSION_DENIED, "customer_id");
   // The service's own errors come through unchanged.
   get.set_customer_id("c_missing");
-  CHECK(stub->GetCustomer(call_as(Token("agent", "a1")).get(), get, &got).error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(stub->GetCustomer(call_as(Token("agent", "a1")).get(), get, &got).error_code() ==
+        grpc::StatusCode::NOT_FOUND);
 }
 
 }  // namespace
@@ -627,12 +678,14 @@ TEST_CASE("gateway: shutdown ends open streams with UNAVAILABLE instead of holdi
   w.front->Shutdown(absl::Seconds(2));
   REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
   CHECK(reader.status.error_code() == grpc::StatusCode::UNAVAILABLE);
-  // The backend learns of the cancellation over its own connection, a moment after the client's answer.
+  // The backend learns of the cancellation over its own connection, a moment after the client's
+  // answer.
   for (int i = 0; i < 200 && w.fake.cancelled() == 0; ++i) absl::SleepFor(absl::Milliseconds(50));
   CHECK(w.fake.cancelled() == 1);
 }
 
-TEST_CASE("gateway: the 360-degree view answers with a down and a hanging service marked unavailable") {
+TEST_CASE(
+    "gateway: the 360-degree view answers with a down and a hanging service marked unavailable") {
   World::Options o;
   o.backends = {{"loyalty", "127.0.0.1:1"}};  // down: nothing listens
   o.hanging = "recommendation";
@@ -649,8 +702,8 @@ TEST_CASE("gateway: the 360-degree view answers with a down and a hanging servic
   grpc::ByteBuffer request = gateway::FromBytes(req.SerializeAsString()), response;
   absl::Notification done;
   grpc::Status status;
-  stub.UnaryCall(&ctx, "/crm.v1.CustomerViewService/GetCustomerView", grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
+  stub.UnaryCall(&ctx, "/crm.v1.CustomerViewService/GetCustomerView", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status s) {
                    status = std::move(s);
                    done.Notify();
                  });
@@ -669,7 +722,8 @@ TEST_CASE("gateway: the 360-degree view answers with a down and a hanging servic
   CHECK(view.has_purchases());
   CHECK(view.has_insights());  // staff see segments and churn
   // Every section was asked, each once, with the caller's identity.
-  for (const char* path : {"/crm.v1.CustomerProfileService/GetCustomer", "/crm.v1.OrderTrackingService/GetPurchaseSummary",
+  for (const char* path : {"/crm.v1.CustomerProfileService/GetCustomer",
+                           "/crm.v1.OrderTrackingService/GetPurchaseSummary",
                            "/crm.v1.ComplaintTicketService/ListTickets",
                            "/crm.v1.CustomerProfileService/GetCustomerInsights"}) {
     CHECK(w.fake.calls(path) == 1);
@@ -682,7 +736,8 @@ TEST_CASE("gateway: the 360-degree view answers with a down and a hanging servic
   CHECK(w.Call("/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(), self).ok());
   CHECK(w.fake.calls("/crm.v1.CustomerProfileService/GetCustomerInsights") == 1);
   req.set_recommendation_count(51);
-  const grpc::Status bad = w.Call("/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(), self);
+  const grpc::Status bad =
+      w.Call("/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(), self);
   CHECK(bad.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
   CHECK(absl::StrContains(bad.error_message(), "recommendation_count"));
 }

@@ -1,4 +1,5 @@
-// crm.v1.LoyaltyService end to end: the real loyalty service (with customer-profile, and order-tracking
+// crm.v1.LoyaltyService end to end: the real loyalty service (with customer-profile, and
+// order-tracking
 #include <fstream>
 // where trades and real order events are needed) on loopback ports over real RocksDB.
 #include <random>
@@ -18,8 +19,8 @@
 #include "tests/support/metric_value.h"
 #include "tests/support/process.h"
 #include "tests/support/rpc_call.h"
-#include "tests/support/shop_calls.h"
 #include "tests/support/service_harness.h"
+#include "tests/support/shop_calls.h"
 
 namespace crm::loyalty {
 namespace {
@@ -61,9 +62,9 @@ struct World {
   // Delivers events to loyalty's EventSink as a producer would.
   void Deliver(const std::vector<v1::Event>& events) { testing::DeliverEvents(sink.get(), events); }
 
-
   v1::Event Delivered(const std::string& cid, const std::string& order_id,
-                      std::vector<std::tuple<std::string, std::string, int, int64_t>> items, absl::Time when) {
+                      std::vector<std::tuple<std::string, std::string, int, int64_t>> items,
+                      absl::Time when) {
     v1::Event e;
     e.set_event_id("order-tracking/0/1." + std::to_string(++seq));
     e.set_customer_id(cid);
@@ -87,8 +88,9 @@ struct World {
     return e;
   }
 
-  v1::Event Refunded(const std::string& cid, const std::string& order_id, const std::string& return_id,
-                     std::vector<std::pair<std::string, int>> items, absl::Time when) {
+  v1::Event Refunded(const std::string& cid, const std::string& order_id,
+                     const std::string& return_id, std::vector<std::pair<std::string, int>> items,
+                     absl::Time when) {
     v1::Event e;
     e.set_event_id("order-tracking/0/1." + std::to_string(++seq));
     e.set_customer_id(cid);
@@ -139,9 +141,12 @@ struct World {
   int seq = 0;
 };
 
-const absl::Time kT0 = absl::FromUnixSeconds(1767225600);  // the harness clock: 2026-01-01T00:00:00Z
+const absl::Time kT0 =
+    absl::FromUnixSeconds(1767225600);  // the harness clock: 2026-01-01T00:00:00Z
 
-TEST_CASE("a new customer is a registered member, an unknown one is NOT_FOUND, the rules are published", "[loyalty]") {
+TEST_CASE(
+    "a new customer is a registered member, an unknown one is NOT_FOUND, the rules are published",
+    "[loyalty]") {
   World w;
   const std::string cid = w.Customer("new@example.com");
   const v1::Membership m = w.Membership(cid);
@@ -152,22 +157,27 @@ TEST_CASE("a new customer is a registered member, an unknown one is NOT_FOUND, t
   v1::GetMembershipRequest unknown;
   unknown.set_customer_id("c-nobody");
   v1::Membership out;
-  RequireError(Call(w.stub.get(), &Stub::GetMembership, unknown, &out), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  RequireError(Call(w.stub.get(), &Stub::GetMembership, unknown, &out), grpc::StatusCode::NOT_FOUND,
+               "customer_id:");
   v1::GetRulesRequest rr;
   v1::LoyaltyRules rules;
   REQUIRE(Call(w.stub.get(), &Stub::GetRules, rr, &rules).ok());
   CHECK(rules.tiers_size() == 5);
   CHECK(rules.tiers(4).name() == "Diamond");
   v1::ReloadRulesRequest reload;
-  RequireError(Call(w.stub.get(), &Stub::ReloadRules, reload, &rules), grpc::StatusCode::FAILED_PRECONDITION, "no --rules_file");
+  RequireError(Call(w.stub.get(), &Stub::ReloadRules, reload, &rules),
+               grpc::StatusCode::FAILED_PRECONDITION, "no --rules_file");
 }
 
-TEST_CASE("a delivered order earns growth and points, explained entry by entry, its refund takes exactly that back",
-          "[loyalty]") {
+TEST_CASE(
+    "a delivered order earns growth and points, explained entry by entry, its refund takes exactly "
+    "that back",
+    "[loyalty]") {
   World w;
   const std::string cid = w.Customer("earn@example.com");
   w.loyalty.clock().Set(kT0 + absl::Hours(24 * 10));
-  const auto delivered = w.Delivered(cid, "o1", {{"1", "phones", 1, 399900}, {"2", "cables", 3, 2900}}, kT0 + absl::Hours(24 * 9));
+  const auto delivered = w.Delivered(
+      cid, "o1", {{"1", "phones", 1, 399900}, {"2", "cables", 3, 2900}}, kT0 + absl::Hours(24 * 9));
   w.Deliver({delivered});
   w.Deliver({delivered});  // redelivered: changes nothing
   v1::Membership m = w.Membership(cid);
@@ -183,7 +193,8 @@ TEST_CASE("a delivered order earns growth and points, explained entry by entry, 
   int64_t sum = 0;
   for (const auto& g : explanation.growth_entries()) sum += g.growth();
   CHECK(sum == explanation.membership().growth_value());
-  CHECK(explanation.growth_entries(0).rule().find("phones: 1.00 growth per unit x 3999.00 = 3999") != std::string::npos);
+  CHECK(explanation.growth_entries(0).rule().find(
+            "phones: 1.00 growth per unit x 3999.00 = 3999") != std::string::npos);
   CHECK(explanation.next_tier() == v1::TIER_GOLD);
   CHECK(explanation.growth_needed() == 10000 - 4086);
   CHECK(explanation.downgrade_tier() == v1::TIER_REGISTERED);  // when that order leaves the window
@@ -204,7 +215,8 @@ TEST_CASE("a delivered order earns growth and points, explained entry by entry, 
   CHECK(ledger_sum == balance);
 }
 
-TEST_CASE("reviews earn review points and growth once, referrals once per referred customer", "[loyalty]") {
+TEST_CASE("reviews earn review points and growth once, referrals once per referred customer",
+          "[loyalty]") {
   World w;
   const std::string cid = w.Customer("review@example.com");
   const std::string friend_id = w.Customer("friend@example.com");
@@ -228,12 +240,15 @@ TEST_CASE("reviews earn review points and growth once, referrals once per referr
   CHECK(m.points_balance() == 250);
   CHECK(m.growth_value() == 120);
   ref.set_referred_customer_id(cid);
-  RequireError(Call(w.stub.get(), &Stub::RecordReferral, ref, &m), grpc::StatusCode::INVALID_ARGUMENT, "referred_customer_id:");
+  RequireError(Call(w.stub.get(), &Stub::RecordReferral, ref, &m),
+               grpc::StatusCode::INVALID_ARGUMENT, "referred_customer_id:");
   ref.set_referred_customer_id("c-ghost");
-  RequireError(Call(w.stub.get(), &Stub::RecordReferral, ref, &m), grpc::StatusCode::NOT_FOUND, "referred_customer_id:");
+  RequireError(Call(w.stub.get(), &Stub::RecordReferral, ref, &m), grpc::StatusCode::NOT_FOUND,
+               "referred_customer_id:");
 }
 
-TEST_CASE("points: grant once per source, redeem only what is there, retry-safe", "[loyalty][points]") {
+TEST_CASE("points: grant once per source, redeem only what is there, retry-safe",
+          "[loyalty][points]") {
   World w;
   const std::string cid = w.Customer("points@example.com");
   v1::GrantPointsRequest grant;
@@ -246,25 +261,31 @@ TEST_CASE("points: grant once per source, redeem only what is there, retry-safe"
   REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &again).ok());
   CHECK(again.entry_id() == first.entry_id());
   grant.set_points(500);
-  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::INVALID_ARGUMENT, "source_id:");
+  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again),
+               grpc::StatusCode::INVALID_ARGUMENT, "source_id:");
   grant.set_points(0);
-  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::INVALID_ARGUMENT, "points:");
+  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again),
+               grpc::StatusCode::INVALID_ARGUMENT, "points:");
   grant.set_points(10);
   grant.set_source(v1::POINTS_SOURCE_PURCHASE);
-  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::INVALID_ARGUMENT, "source:");
+  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again),
+               grpc::StatusCode::INVALID_ARGUMENT, "source:");
   grant.set_customer_id("c-nobody");
   grant.set_source(v1::POINTS_SOURCE_PROMOTION);
-  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::NOT_FOUND,
+               "customer_id:");
 
   v1::RedeemPointsRequest redeem;
   redeem.set_customer_id(cid);
   redeem.set_request_id("buy-1");
   redeem.set_points(301);
   v1::LedgerEntry spent;
-  RequireError(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent), grpc::StatusCode::FAILED_PRECONDITION, "points:");
+  RequireError(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent),
+               grpc::StatusCode::FAILED_PRECONDITION, "points:");
   CHECK(w.Membership(cid).points_balance() == 300);
   redeem.set_points(-5);
-  RequireError(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent), grpc::StatusCode::INVALID_ARGUMENT, "points:");
+  RequireError(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent),
+               grpc::StatusCode::INVALID_ARGUMENT, "points:");
   redeem.set_points(120);
   REQUIRE(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent).ok());
   v1::LedgerEntry spent_again;
@@ -273,7 +294,8 @@ TEST_CASE("points: grant once per source, redeem only what is there, retry-safe"
   CHECK(w.Membership(cid).points_balance() == 180);
 }
 
-TEST_CASE("parallel redemptions against one balance never overspend", "[loyalty][points][concurrency]") {
+TEST_CASE("parallel redemptions against one balance never overspend",
+          "[loyalty][points][concurrency]") {
   World w;
   const std::string cid = w.Customer("race@example.com");
   v1::GrantPointsRequest grant;
@@ -294,8 +316,10 @@ TEST_CASE("parallel redemptions against one balance never overspend", "[loyalty]
       r.set_points(100);
       v1::LedgerEntry out;
       const grpc::Status s = Call(stub.get(), &Stub::RedeemPoints, r, &out);
-      if (s.ok()) ++ok;
-      else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) ++short_balance;
+      if (s.ok())
+        ++ok;
+      else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION)
+        ++short_balance;
     });
   }
   for (auto& t : threads) t.join();
@@ -307,14 +331,17 @@ TEST_CASE("parallel redemptions against one balance never overspend", "[loyalty]
   CHECK(sum == 0);
 }
 
-TEST_CASE("points expire at the end of the following year, once, however often the sweep runs", "[loyalty][expiry]") {
+TEST_CASE("points expire at the end of the following year, once, however often the sweep runs",
+          "[loyalty][expiry]") {
   World w(/*serve_metrics=*/true);
   const std::string cid = w.Customer("expiry@example.com");
-  w.Deliver({w.Delivered(cid, "o1", {{"1", "books", 1, 10000}}, kT0)});  // earned 2026-01-01 08:00 Beijing
+  w.Deliver({w.Delivered(cid, "o1", {{"1", "books", 1, 10000}},
+                         kT0)});  // earned 2026-01-01 08:00 Beijing
   CHECK(w.Membership(cid).points_balance() == 100);
   v1::RunMaintenanceRequest run;
   v1::RunMaintenanceResponse result;
-  w.loyalty.clock().Set(absl::FromCivil(absl::CivilSecond(2027, 12, 31, 15, 59, 0), absl::UTCTimeZone()));
+  w.loyalty.clock().Set(
+      absl::FromCivil(absl::CivilSecond(2027, 12, 31, 15, 59, 0), absl::UTCTimeZone()));
   REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
   CHECK(result.points_expired() == 0);  // one minute before midnight in Beijing
   w.loyalty.clock().Advance(absl::Minutes(2));
@@ -332,7 +359,8 @@ TEST_CASE("points expire at the end of the following year, once, however often t
   CHECK(check.exit_code == 0);
 }
 
-TEST_CASE("tiers move down when growth leaves the 12-month window, with the reason recorded", "[loyalty][tiers]") {
+TEST_CASE("tiers move down when growth leaves the 12-month window, with the reason recorded",
+          "[loyalty][tiers]") {
   World w;
   const std::string cid = w.Customer("window@example.com");
   w.Deliver({w.Delivered(cid, "o1", {{"1", "phones", 1, 250000}}, kT0)});
@@ -355,7 +383,8 @@ TEST_CASE("tiers move down when growth leaves the 12-month window, with the reas
   CHECK(last.reason().find("below Silver (2000)") != std::string::npos);
 }
 
-TEST_CASE("enterprise accounts get the enterprise terms, coupons are issued once per source", "[loyalty]") {
+TEST_CASE("enterprise accounts get the enterprise terms, coupons are issued once per source",
+          "[loyalty]") {
   World w;
   const std::string cid = w.Customer("corp@example.com");
   v1::SetEnterpriseAccountRequest ent;
@@ -369,7 +398,8 @@ TEST_CASE("enterprise accounts get the enterprise terms, coupons are issued once
   CHECK(m.enterprise_terms().response_minutes() == 30);
   CHECK(m.named_agent_id() == "agent-7");
   ent.clear_named_agent_id();
-  RequireError(Call(w.stub.get(), &Stub::SetEnterpriseAccount, ent, &m), grpc::StatusCode::INVALID_ARGUMENT, "named_agent_id:");
+  RequireError(Call(w.stub.get(), &Stub::SetEnterpriseAccount, ent, &m),
+               grpc::StatusCode::INVALID_ARGUMENT, "named_agent_id:");
 
   v1::IssueCouponRequest coupon;
   coupon.set_customer_id(cid);
@@ -386,10 +416,12 @@ TEST_CASE("enterprise accounts get the enterprise terms, coupons are issued once
   REQUIRE(Call(w.stub.get(), &Stub::ListCoupons, list, &coupons).ok());
   CHECK(coupons.coupons_size() == 1);
   coupon.mutable_value()->set_amount_minor(0);
-  RequireError(Call(w.stub.get(), &Stub::IssueCoupon, coupon, &c1), grpc::StatusCode::INVALID_ARGUMENT, "value.amount_minor:");
+  RequireError(Call(w.stub.get(), &Stub::IssueCoupon, coupon, &c1),
+               grpc::StatusCode::INVALID_ARGUMENT, "value.amount_minor:");
 }
 
-TEST_CASE("an erased customer's ledger is anonymised and the membership is gone", "[loyalty][privacy]") {
+TEST_CASE("an erased customer's ledger is anonymised and the membership is gone",
+          "[loyalty][privacy]") {
   World w;
   const std::string cid = w.Customer("gone@example.com");
   w.Deliver({w.Delivered(cid, "o1", {{"1", "books", 1, 10000}}, kT0)});
@@ -402,13 +434,16 @@ TEST_CASE("an erased customer's ledger is anonymised and the membership is gone"
   v1::GetMembershipRequest req;
   req.set_customer_id(cid);
   v1::Membership m;
-  RequireError(Call(w.stub.get(), &Stub::GetMembership, req, &m), grpc::StatusCode::NOT_FOUND, "customer_id:");
-  w.Deliver({w.Delivered(cid, "o2", {{"1", "books", 1, 10000}}, kT0)});  // late events change nothing
+  RequireError(Call(w.stub.get(), &Stub::GetMembership, req, &m), grpc::StatusCode::NOT_FOUND,
+               "customer_id:");
+  w.Deliver(
+      {w.Delivered(cid, "o2", {{"1", "books", 1, 10000}}, kT0)});  // late events change nothing
 }
 
-// Property: a random history of deliveries, refunds, reviews, redemptions and redelivered events keeps the
-// books exact.
-TEST_CASE("a random history keeps balance = ledger sum >= 0 and refunded orders net zero", "[loyalty][property]") {
+// Property: a random history of deliveries, refunds, reviews, redemptions and redelivered events
+// keeps the books exact.
+TEST_CASE("a random history keeps balance = ledger sum >= 0 and refunded orders net zero",
+          "[loyalty][property]") {
   World w;
   const std::string cid = w.Customer("property@example.com");
   std::mt19937 rng(20261123);
@@ -431,7 +466,8 @@ TEST_CASE("a random history keeps balance = ledger sum >= 0 and refunded orders 
       const int n = 1 + static_cast<int>(rng() % 3);
       for (int k = 1; k <= n; ++k) {
         const int qty = 1 + static_cast<int>(rng() % 3);
-        items.emplace_back(std::to_string(k), k == 1 ? "phones" : "books", qty, 100 + static_cast<int64_t>(rng() % 50000));
+        items.emplace_back(std::to_string(k), k == 1 ? "phones" : "books", qty,
+                           100 + static_cast<int64_t>(rng() % 50000));
         info.items.emplace_back(std::to_string(k), qty);
       }
       orders[oid] = info;
@@ -458,7 +494,8 @@ TEST_CASE("a random history keeps balance = ledger sum >= 0 and refunded orders 
       review.set_event_id("order-tracking/0/2." + std::to_string(step));
       review.set_customer_id(cid);
       api::SetTimestamp(now, review.mutable_occur_time());
-      review.mutable_review_submitted()->set_review_id("rv" + std::to_string(step % 50));  // repeats some reviews
+      review.mutable_review_submitted()->set_review_id(
+          "rv" + std::to_string(step % 50));  // repeats some reviews
       sent.push_back(review);
       w.Deliver({review});
     } else if (!sent.empty()) {
@@ -495,7 +532,8 @@ TEST_CASE("a random history keeps balance = ledger sum >= 0 and refunded orders 
 }
 
 // Orders delivered through the real order-tracking service reach loyalty through the outbox.
-TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades are rated once", "[loyalty][events]") {
+TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades are rated once",
+          "[loyalty][events]") {
   World w;
   OrderHarness::Options oo;
   oo.service_name = "order-tracking";
@@ -507,22 +545,23 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
   const std::string cid = w.Customer("chain@example.com");
   testing::AddAddress(w.profile_stub.get(), cid, "a", "周敏", "南京", "中山路1号");
   auto ostub = v1::OrderTrackingService::NewStub(orders.channel());
-  v1::Order order =
-      testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-kettle", "kitchen", 259900, kT0, absl::Hours(2));
+  v1::Order order = testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-kettle", "kitchen",
+                                                      259900, kT0, absl::Hours(2));
 
   v1::RateTradeRequest rate;
   rate.set_customer_id(cid);
   rate.set_order_id(order.order_id());
   rate.set_rating(v1::TRADE_RATING_GOOD);
   v1::CreditStanding credit;
-  RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
+  RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit),
+               grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
 
   v1::ProcessOrderRequest process;
   process.set_customer_id(cid);
   process.set_order_id(order.order_id());
   REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::ProcessOrder, process, &order).ok());
-  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-                 v1::PACKAGE_STATUS_DELIVERED}) {
+  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                 v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
     v1::AdvancePackageRequest adv;
     adv.set_customer_id(cid);
     adv.set_order_id(order.order_id());
@@ -533,7 +572,8 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
     REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
   }
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < deadline && w.Membership(cid).growth_value() == 0) absl::SleepFor(absl::Milliseconds(20));
+  while (absl::Now() < deadline && w.Membership(cid).growth_value() == 0)
+    absl::SleepFor(absl::Milliseconds(20));
   CHECK(w.Membership(cid).growth_value() == 2599);
   CHECK(w.Membership(cid).tier() == v1::TIER_SILVER);
 
@@ -543,10 +583,12 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
   CHECK(credit.good_count() == 1);
   CHECK(credit.good_rate_percent() == Approx(100));
   rate.set_order_id("o-unknown");
-  RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit), grpc::StatusCode::NOT_FOUND, "order_id:");
+  RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit), grpc::StatusCode::NOT_FOUND,
+               "order_id:");
 }
 
-TEST_CASE("the loyalty binary refuses to start on a malformed rules file, naming the line", "[loyalty][e2e]") {
+TEST_CASE("the loyalty binary refuses to start on a malformed rules file, naming the line",
+          "[loyalty][e2e]") {
   testing::TempDir dir;
   const std::string path = dir.Sub("rules.textproto");
   {
@@ -554,8 +596,8 @@ TEST_CASE("the loyalty binary refuses to start on a malformed rules file, naming
     f << "tiers {\n  tier: TIER_REGISTERED\n  name: \"Registered\"\n}\ngrowth { window_days: 0 }\n";
   }
   testing::Process p(testing::Process::BuildPath("services/loyalty/loyalty"),
-                     {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("data"),
-                      "--rules_file=" + path});
+                     {"--listen=127.0.0.1:0", "--metrics_listen=off",
+                      "--data_dir=" + dir.Sub("data"), "--rules_file=" + path});
   REQUIRE(p.Start().ok());
   CHECK(p.Wait() != 0);
   INFO(p.output());
@@ -563,20 +605,25 @@ TEST_CASE("the loyalty binary refuses to start on a malformed rules file, naming
   CHECK(p.output().find("growth.window_days") != std::string::npos);
 }
 
-
-TEST_CASE("counted once: a delivery applied by a transaction that runs again after a conflict moves the metrics once",
-          "[loyalty][metrics]") {
+TEST_CASE(
+    "counted once: a delivery applied by a transaction that runs again after a conflict moves the "
+    "metrics once",
+    "[loyalty][metrics]") {
   World w;
   const std::string cid = w.Customer("conflict@example.com");
   const v1::Event delivered = w.Delivered(cid, "o1", {{"1", "phones", 1, 250000}}, kT0);
   int attempts = 0;
-  const absl::Status s = w.loyalty.store().Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
-    if (absl::Status h = w.loyalty.component().service().HandleEvent(txn, delivered); !h.ok()) return h;
-    // The first attempt loses a lock conflict after the handler ran, as the consumer's transaction does when a
-    // concurrent writer holds a key it touches next; Transact rolls back and runs the body again.
-    if (++attempts == 1) return absl::AbortedError("rocksdb: Operation timed out: forced conflict");
-    return absl::OkStatus();
-  });
+  const absl::Status s =
+      w.loyalty.store().Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
+        if (absl::Status h = w.loyalty.component().service().HandleEvent(txn, delivered); !h.ok())
+          return h;
+        // The first attempt loses a lock conflict after the handler ran, as the consumer's
+        // transaction does when a concurrent writer holds a key it touches next; Transact rolls
+        // back and runs the body again.
+        if (++attempts == 1)
+          return absl::AbortedError("rocksdb: Operation timed out: forced conflict");
+        return absl::OkStatus();
+      });
   INFO(s.ToString());
   REQUIRE(s.ok());
   CHECK(attempts == 2);

@@ -45,8 +45,9 @@ std::string FlagName(const std::string& service) {
 }  // namespace
 
 const std::vector<std::string>& CrmSystem::Names() {
-  static const auto* names = new std::vector<std::string>{"customer-profile", "order-tracking", "loyalty",
-                                                           "complaint-ticket", "recommendation", "gateway"};
+  static const auto* names =
+      new std::vector<std::string>{"customer-profile", "order-tracking", "loyalty",
+                                   "complaint-ticket", "recommendation", "gateway"};
   return *names;
 }
 
@@ -60,7 +61,8 @@ CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
   secret_ = "crm-system-test-secret-crm-system-test-secret";
   std::ofstream(options_.data_root + "/jwt-secret") << secret_;
   // Mutual TLS between the processes, as the local run has it: the same development CA script.
-  std::string command = absl::StrCat("bash ", CRM_SOURCE_ROOT, "/deploy/local/dev-pki.sh ", options_.data_root, "/tls");
+  std::string command = absl::StrCat("bash ", CRM_SOURCE_ROOT, "/deploy/local/dev-pki.sh ",
+                                     options_.data_root, "/tls");
   for (const std::string& name : Names()) absl::StrAppend(&command, " ", name);
   absl::StrAppend(&command, " test-client load-generator");
   tls_ready_ = std::system(command.c_str()) == 0;
@@ -73,14 +75,16 @@ CrmSystem::~CrmSystem() {
   }
   // For a failed run: every process's output, kept where the developer asked (CRM_SYSTEM_LOG_DIR).
   if (const char* dir = std::getenv("CRM_SYSTEM_LOG_DIR"); dir != nullptr && *dir != '\0') {
-    for (const std::string& name : Names()) std::ofstream(absl::StrCat(dir, "/", name, ".log")) << Output(name);
+    for (const std::string& name : Names())
+      std::ofstream(absl::StrCat(dir, "/", name, ".log")) << Output(name);
   }
 }
 
 std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
-  std::vector<std::string> args = {absl::StrCat("--listen=127.0.0.1:", ports_.at(name)),
-                                   absl::StrCat("--metrics_listen=127.0.0.1:", metrics_ports_.at(name)),
-                                   absl::StrCat("--tls_dir=", options_.data_root, "/tls/", name)};
+  std::vector<std::string> args = {
+      absl::StrCat("--listen=127.0.0.1:", ports_.at(name)),
+      absl::StrCat("--metrics_listen=127.0.0.1:", metrics_ports_.at(name)),
+      absl::StrCat("--tls_dir=", options_.data_root, "/tls/", name)};
   for (const std::string& other : Names()) {
     if (other == "gateway") continue;
     args.push_back(absl::StrCat("--", FlagName(other), "_address=127.0.0.1:", ports_.at(other)));
@@ -111,27 +115,33 @@ std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
 }
 
 absl::Status CrmSystem::Start() {
-  if (!tls_ready_) return absl::InternalError("deploy/local/dev-pki.sh failed: no certificates for the processes");
+  if (!tls_ready_)
+    return absl::InternalError("deploy/local/dev-pki.sh failed: no certificates for the processes");
   for (const std::string& name : Names()) {
     if (absl::Status s = Start(name); !s.ok()) return s;
   }
-  // The project's channel settings: a restarted gateway is reconnected to within 100 ms, not seconds.
-  gateway_channel_ = rpc::MakeChannel(absl::StrCat("127.0.0.1:", ports_.at("gateway")), "", nullptr);
+  // The project's channel settings: a restarted gateway is reconnected to within 100 ms, not
+  // seconds.
+  gateway_channel_ =
+      rpc::MakeChannel(absl::StrCat("127.0.0.1:", ports_.at("gateway")), "", nullptr);
   return absl::OkStatus();
 }
 
 absl::Status CrmSystem::Start(const std::string& name) {
-  if (auto it = processes_.find(name); it != processes_.end()) last_output_[name] += it->second->output();
+  if (auto it = processes_.find(name); it != processes_.end())
+    last_output_[name] += it->second->output();
   auto p = std::make_unique<Process>(Process::BuildPath(Binaries().at(name)), ArgsOf(name));
   if (absl::Status s = p->Start(); !s.ok()) return s;
   absl::Status s = p->WaitServing();
-  if (!s.ok()) return absl::UnavailableError(absl::StrCat(name, ": ", s.message(), "\n", p->output()));
+  if (!s.ok())
+    return absl::UnavailableError(absl::StrCat(name, ": ", s.message(), "\n", p->output()));
   processes_[name] = std::move(p);
   return absl::OkStatus();
 }
 
 void CrmSystem::Kill(const std::string& name) {
-  if (auto it = processes_.find(name); it != processes_.end() && it->second->running()) it->second->Kill();
+  if (auto it = processes_.find(name); it != processes_.end() && it->second->running())
+    it->second->Kill();
 }
 
 int CrmSystem::Stop(const std::string& name) {
@@ -145,7 +155,8 @@ bool CrmSystem::running(const std::string& name) const {
   return it != processes_.end() && it->second->running();
 }
 
-std::shared_ptr<grpc::ChannelCredentials> CrmSystem::ServiceCredentials(const std::string& process) const {
+std::shared_ptr<grpc::ChannelCredentials> CrmSystem::ServiceCredentials(
+    const std::string& process) const {
   auto read = [](const std::string& path) {
     std::ifstream in(path);
     return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -170,7 +181,9 @@ absl::StatusOr<double> CrmSystem::Metric(const std::string& name, const std::str
   if (!page.ok()) return page.status();
   const std::string series = metric + labels;
   for (absl::string_view line : absl::StrSplit(page->body, '\n')) {
-    if (line.size() <= series.size() || line.substr(0, series.size()) != series || line[series.size()] != ' ') continue;
+    if (line.size() <= series.size() || line.substr(0, series.size()) != series ||
+        line[series.size()] != ' ')
+      continue;
     double v = 0;
     if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
   }

@@ -1,7 +1,7 @@
-// The whole system as real processes: the five services and the gateway, each on loopback ports picked
-// before any starts (every process must know every other's address, and a restarted one comes back on
-// the same ports), over RocksDB in the caller's folder, with mutual TLS between them as in the local run
-// (deploy/local/dev-pki.sh). Kill() SIGKILLs one, Restart() starts it again on
+// The whole system as real processes: the five services and the gateway, each on loopback ports
+// picked before any starts (every process must know every other's address, and a restarted one
+// comes back on the same ports), over RocksDB in the caller's folder, with mutual TLS between them
+// as in the local run (deploy/local/dev-pki.sh). Kill() SIGKILLs one, Restart() starts it again on
 // the same data. For e2e scenarios and benchmarks.
 #pragma once
 
@@ -20,7 +20,7 @@ namespace crm::testing {
 class CrmSystem {
  public:
   struct Options {
-    std::string data_root;          // one folder per process under it
+    std::string data_root;  // one folder per process under it
     // Extra flags by process name, e.g. {"complaint-ticket", {"--sla_sweep_interval_s=1"}}.
     std::map<std::string, std::vector<std::string>> extra;
     int view_section_timeout_ms = 800;
@@ -33,7 +33,7 @@ class CrmSystem {
   explicit CrmSystem(Options options);
   ~CrmSystem();
 
-  absl::Status Start();             // all six, services first
+  absl::Status Start();  // all six, services first
   absl::Status Start(const std::string& name);
   void Kill(const std::string& name);  // SIGKILL: no drain, no flush
   int Stop(const std::string& name);   // SIGTERM: drains
@@ -45,15 +45,17 @@ class CrmSystem {
   // The gateway's HTTP port (gRPC-Web and Connect; HTTP/1.1 and h2c).
   int http_port() const { return http_port_; }
   std::shared_ptr<grpc::Channel> gateway() const { return gateway_channel_; }
-  // Credentials to call a service's own port: mutual TLS with a client certificate of the system's CA, for
-  // `process` ("test-client" or "load-generator": certificates are made for both). Callers still need a signed
-  // assertion (tests/support/caller.h) whose signer is that process.
-  std::shared_ptr<grpc::ChannelCredentials> ServiceCredentials(const std::string& process = "test-client") const;
+  // Credentials to call a service's own port: mutual TLS with a client certificate of the system's
+  // CA, for `process` ("test-client" or "load-generator": certificates are made for both). Callers
+  // still need a signed assertion (tests/support/caller.h) whose signer is that process.
+  std::shared_ptr<grpc::ChannelCredentials> ServiceCredentials(
+      const std::string& process = "test-client") const;
   // A signed token for the gateway (HS256 with the system's secret).
   std::string Token(const std::string& role, const std::string& subject) const;
   // The value of one sample in the process's /metrics, e.g. Metric("customer-profile",
   // "crm_kpi_csat_average"); labels as written in the exposition, e.g. {action="coupon"}.
-  absl::StatusOr<double> Metric(const std::string& name, const std::string& metric, const std::string& labels = "") const;
+  absl::StatusOr<double> Metric(const std::string& name, const std::string& metric,
+                                const std::string& labels = "") const;
   std::string Output(const std::string& name) const;
 
  private:

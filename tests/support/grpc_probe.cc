@@ -41,7 +41,7 @@ std::string FromBuffer(const grpc::ByteBuffer& b) {
 template <typename F>
 bool ForEachField(const std::string& bytes, F visit) {
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                             static_cast<int>(bytes.size()));
+                                            static_cast<int>(bytes.size()));
   while (uint32_t tag = in.ReadTag()) {
     if (!visit(static_cast<int>(tag >> 3), static_cast<int>(tag & 7), in)) return false;
   }
@@ -58,11 +58,16 @@ bool Skip(int wire, google::protobuf::io::CodedInputStream& in) {
   uint32_t v32;
   std::string s;
   switch (wire) {
-    case 0: return in.ReadVarint64(&v);
-    case 1: return in.ReadLittleEndian64(&v);
-    case 2: return ReadBytes(in, &s);
-    case 5: return in.ReadLittleEndian32(&v32);
-    default: return false;
+    case 0:
+      return in.ReadVarint64(&v);
+    case 1:
+      return in.ReadLittleEndian64(&v);
+    case 2:
+      return ReadBytes(in, &s);
+    case 5:
+      return in.ReadLittleEndian32(&v32);
+    default:
+      return false;
   }
 }
 
@@ -98,8 +103,10 @@ class ReflectionReactor : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc:
 
 }  // namespace
 
-RawReply RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& path, const std::string& request,
-                      const std::vector<std::pair<std::string, std::string>>& metadata, absl::Duration deadline) {
+RawReply RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& path,
+                      const std::string& request,
+                      const std::vector<std::pair<std::string, std::string>>& metadata,
+                      absl::Duration deadline) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
@@ -113,14 +120,18 @@ RawReply RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::
   });
   done.WaitForNotification();
   reply.body = FromBuffer(resp);
-  for (const auto& [k, v] : ctx.GetServerInitialMetadata()) reply.headers.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
-  for (const auto& [k, v] : ctx.GetServerTrailingMetadata()) reply.trailers.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
+  for (const auto& [k, v] : ctx.GetServerInitialMetadata())
+    reply.headers.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
+  for (const auto& [k, v] : ctx.GetServerTrailingMetadata())
+    reply.trailers.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
   return reply;
 }
 
-absl::StatusOr<int> HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+absl::StatusOr<int> HealthCheck(const std::shared_ptr<grpc::Channel>& channel,
+                                const std::string& service) {
   const RawReply reply = RawUnaryCall(channel, "/grpc.health.v1.Health/Check",
-                                      service.empty() ? std::string() : LengthDelimited(1, service), {}, absl::Seconds(5));
+                                      service.empty() ? std::string() : LengthDelimited(1, service),
+                                      {}, absl::Seconds(5));
   if (!reply.status.ok()) return rpc::FromGrpc(reply.status);
   int serving = 0;  // an absent field is the enum's zero, UNKNOWN
   const bool parsed = ForEachField(reply.body, [&](int field, int wire, auto& in) {
@@ -139,11 +150,13 @@ absl::StatusOr<int> HealthCheck(const std::shared_ptr<grpc::Channel>& channel, c
 namespace {
 
 // One ServerReflectionInfo exchange: one request, its one response.
-absl::StatusOr<std::string> AskReflection(const std::shared_ptr<grpc::Channel>& channel, const std::string& request) {
+absl::StatusOr<std::string> AskReflection(const std::shared_ptr<grpc::Channel>& channel,
+                                          const std::string& request) {
   grpc::GenericStub stub(channel);
   ReflectionReactor reactor(request);
   reactor.context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  stub.PrepareBidiStreamingCall(&reactor.context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+  stub.PrepareBidiStreamingCall(&reactor.context,
+                                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
                                 grpc::StubOptions(), &reactor);
   reactor.Run();
   return reactor.Wait();
@@ -151,12 +164,13 @@ absl::StatusOr<std::string> AskReflection(const std::shared_ptr<grpc::Channel>& 
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::string>> ReflectionFilesContaining(const std::shared_ptr<grpc::Channel>& channel,
-                                                                    const std::string& symbol) {
+absl::StatusOr<std::vector<std::string>> ReflectionFilesContaining(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& symbol) {
   // ServerReflectionRequest { file_containing_symbol = 4 }
   auto bytes = AskReflection(channel, LengthDelimited(4, symbol));
   if (!bytes.ok()) return bytes.status();
-  // ServerReflectionResponse { file_descriptor_response = 4 { file_descriptor_proto = 1 (repeated bytes) },
+  // ServerReflectionResponse { file_descriptor_response = 4 { file_descriptor_proto = 1 (repeated
+  // bytes) },
   //                            error_response = 7 { error_code = 1, error_message = 2 } }
   std::vector<std::string> files;
   std::string error;
@@ -181,7 +195,8 @@ absl::StatusOr<std::vector<std::string>> ReflectionFilesContaining(const std::sh
   return files;
 }
 
-absl::StatusOr<std::vector<std::string>> ReflectionServices(const std::shared_ptr<grpc::Channel>& channel) {
+absl::StatusOr<std::vector<std::string>> ReflectionServices(
+    const std::shared_ptr<grpc::Channel>& channel) {
   // ServerReflectionRequest { list_services = 7: "*" }
   auto bytes = AskReflection(channel, LengthDelimited(7, "*"));
   if (!bytes.ok()) return bytes.status();

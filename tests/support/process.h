@@ -1,6 +1,7 @@
 // Starts a real binary as a child process, captures its JSON log lines, and waits for the
-// {"message":"serving","port":...} line that every service prints once it is ready, so tests and benchmarks
-// can use --listen=127.0.0.1:0 (no fixed ports, no races). Stop() sends SIGTERM and waits; Kill() SIGKILLs.
+// {"message":"serving","port":...} line that every service prints once it is ready, so tests and
+// benchmarks can use --listen=127.0.0.1:0 (no fixed ports, no races). Stop() sends SIGTERM and
+// waits; Kill() SIGKILLs.
 #pragma once
 
 #include <sys/types.h>
@@ -16,18 +17,20 @@
 
 namespace crm::testing {
 
-// The deployment key every process a test starts is given (as CRM_INTERNAL_KEY_FILE, unless the test sets that
-// itself): a file with a fresh secret, made once per test process and installed in this process too, so
-// assertions the test signs (tests/support/caller.h) verify in the processes it starts.
+// The deployment key every process a test starts is given (as CRM_INTERNAL_KEY_FILE, unless the
+// test sets that itself): a file with a fresh secret, made once per test process and installed in
+// this process too, so assertions the test signs (tests/support/caller.h) verify in the processes
+// it starts.
 const std::string& TestInternalKeyFile();
 
-// A loopback port nothing listens on right now (the kernel's pick for port 0), for a process that must be
-// told its port before it starts.
+// A loopback port nothing listens on right now (the kernel's pick for port 0), for a process that
+// must be told its port before it starts.
 int PickFreePort();
 
 class Process {
  public:
-  Process(std::string binary, std::vector<std::string> args, std::map<std::string, std::string> env = {});
+  Process(std::string binary, std::vector<std::string> args,
+          std::map<std::string, std::string> env = {});
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
@@ -52,7 +55,8 @@ class Process {
   // Waits for the process to end on its own: its exit code, or -1000 when `timeout` passes first.
   int WaitExit(absl::Duration timeout);
 
-  // The build folder's path of a binary built by this project, e.g. "services/customer_profile/customer-profile".
+  // The build folder's path of a binary built by this project, e.g.
+  // "services/customer_profile/customer-profile".
   static std::string BuildPath(const std::string& relative);
 
  private:

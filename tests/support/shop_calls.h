@@ -1,5 +1,6 @@
-// The few calls many integration tests make to set a scene: a registered customer, an address, a one-item
-// cash-on-delivery order (or its request, for calls through the gateway), events delivered to a consumer. Header-only, Catch2 tests only (a failed call fails the test there).
+// The few calls many integration tests make to set a scene: a registered customer, an address, a
+// one-item cash-on-delivery order (or its request, for calls through the gateway), events delivered
+// to a consumer. Header-only, Catch2 tests only (a failed call fails the test there).
 #pragma once
 
 #include <string>
@@ -15,7 +16,8 @@
 namespace crm::testing {
 
 // Registers `email` (request id "reg-<email>") and returns the customer id.
-inline std::string RegisterCustomer(v1::CustomerProfileService::Stub* profiles, const std::string& email) {
+inline std::string RegisterCustomer(v1::CustomerProfileService::Stub* profiles,
+                                    const std::string& email) {
   v1::RegisterCustomerRequest reg;
   reg.set_request_id("reg-" + email);
   reg.set_email(email);
@@ -25,8 +27,9 @@ inline std::string RegisterCustomer(v1::CustomerProfileService::Stub* profiles, 
 }
 
 // Adds an address (the customer's first becomes the default) with request id `request_id`.
-inline v1::Address AddAddress(v1::CustomerProfileService::Stub* profiles, const std::string& customer_id,
-                              const std::string& request_id, const std::string& recipient, const std::string& city,
+inline v1::Address AddAddress(v1::CustomerProfileService::Stub* profiles,
+                              const std::string& customer_id, const std::string& request_id,
+                              const std::string& recipient, const std::string& city,
                               const std::string& street) {
   v1::AddAddressRequest add;
   add.set_customer_id(customer_id);
@@ -40,10 +43,10 @@ inline v1::Address AddAddress(v1::CustomerProfileService::Stub* profiles, const 
 }
 
 // The request for one item, cash on delivery, delivered in [window_start, window_start + window).
-inline v1::CreateOrderRequest CashOnDeliveryOrderRequest(const std::string& customer_id, const std::string& request_id,
-                                                         const std::string& sku, const std::string& category,
-                                                         int64_t price_minor, absl::Time window_start,
-                                                         absl::Duration window) {
+inline v1::CreateOrderRequest CashOnDeliveryOrderRequest(
+    const std::string& customer_id, const std::string& request_id, const std::string& sku,
+    const std::string& category, int64_t price_minor, absl::Time window_start,
+    absl::Duration window) {
   v1::CreateOrderRequest create;
   create.set_customer_id(customer_id);
   create.set_request_id(request_id);
@@ -60,11 +63,12 @@ inline v1::CreateOrderRequest CashOnDeliveryOrderRequest(const std::string& cust
 }
 
 // That order placed (request id "o").
-inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders, const std::string& customer_id,
-                                          const std::string& sku, const std::string& category, int64_t price_minor,
+inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders,
+                                          const std::string& customer_id, const std::string& sku,
+                                          const std::string& category, int64_t price_minor,
                                           absl::Time window_start, absl::Duration window) {
-  const v1::CreateOrderRequest create =
-      CashOnDeliveryOrderRequest(customer_id, "o", sku, category, price_minor, window_start, window);
+  const v1::CreateOrderRequest create = CashOnDeliveryOrderRequest(
+      customer_id, "o", sku, category, price_minor, window_start, window);
   v1::Order order;
   REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
   return order;

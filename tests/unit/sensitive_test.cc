@@ -1,9 +1,10 @@
-// What the logs must never carry: e-mail addresses, bearer tokens and card numbers, whatever an error message
-// or a URL path quoted.
+// What the logs must never carry: e-mail addresses, bearer tokens and card numbers, whatever an
+// error message or a URL path quoted.
+#include "libs/text/sensitive.h"
+
 #include <string>
 
 #include "catch2/catch.hpp"
-#include "libs/text/sensitive.h"
 
 namespace crm::text {
 namespace {
@@ -11,27 +12,32 @@ namespace {
 TEST_CASE("redact: e-mails, JWTs, bearer credentials and card numbers are hidden, the rest kept") {
   CHECK(Redact("email: \"li.na+shop@example.com.cn\" is already registered") ==
         "email: \"<email>\" is already registered");
-  CHECK(Redact("unknown path /eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjMSJ9.c2lnbmF0dXJl/x") == "unknown path /<token>/x");
-  CHECK(Redact("authorization: Bearer abc.def-ghi_jkl rejected") == "authorization: Bearer <token> rejected");
+  CHECK(Redact("unknown path /eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjMSJ9.c2lnbmF0dXJl/x") ==
+        "unknown path /<token>/x");
+  CHECK(Redact("authorization: Bearer abc.def-ghi_jkl rejected") ==
+        "authorization: Bearer <token> rejected");
   CHECK(Redact("card 4111 1111 1111 1111 refused") == "card <card number> refused");
   CHECK(Redact("tok-4111-1111-1111-1111") == "tok-<card number>");
   CHECK(Redact("6212260200000000006") == "<card number>");
   // Not secrets: ids, times, counts, numbers failing Luhn, an @ without a domain.
-  for (const char* kept : {"order o5d1e0f4b2a9c3e71 delivered", "2026-11-30T02:05:20.123456Z", "latency 12345 ms",
-                           "4111111111111112", "@here", "a@b", "the ticket is 3 days late", "customer c_42",
-                           "customer:c07531839669485c3", "o4111111111111111"}) {
+  for (const char* kept :
+       {"order o5d1e0f4b2a9c3e71 delivered", "2026-11-30T02:05:20.123456Z", "latency 12345 ms",
+        "4111111111111112", "@here", "a@b", "the ticket is 3 days late", "customer c_42",
+        "customer:c07531839669485c3", "o4111111111111111"}) {
     INFO(kept);
     CHECK(Redact(kept) == kept);
   }
 }
 
 TEST_CASE("redact: no hex id is ever taken for a card number") {
-  // Ids are a letter, hex digits and a bucket suffix; a hex id can be all decimal digits, and one in ten of
-  // those passes Luhn by chance (CI once saw "c07531839669485c3" logged as "c<card number>c3").
+  // Ids are a letter, hex digits and a bucket suffix; a hex id can be all decimal digits, and one
+  // in ten of those passes Luhn by chance (CI once saw "c07531839669485c3" logged as "c<card
+  // number>c3").
   uint64_t state = 0x9e3779b97f4a7c15ULL;
   for (int n = 0; n < 2000; ++n) {
     state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-    const std::string id = "c" + std::to_string(state % 1000000000000000ULL + 100000000000000ULL) + "c3";
+    const std::string id =
+        "c" + std::to_string(state % 1000000000000000ULL + 100000000000000ULL) + "c3";
     INFO(id);
     CHECK(Redact(id) == id);
   }
