@@ -229,6 +229,13 @@ def build():
          (f'sum by (service, pod) (crm_rocksdb_memtable_bytes{{{F}}})', "memtables {{service}} {{pod}}")],
         unit="bytes"), 8, 8)
     L.add(timeseries(
+        "Resident memory against the budget",
+        "Resident memory per process, and each data service's memory budget (--block_cache_mb) plus the stated "
+        "64 MiB fixed overhead: the line CrmMemoryOverBudget fires above.",
+        [(f'process_resident_memory_bytes{{{F}}}', "RSS {{service}} {{pod}}"),
+         (f'crm_memory_budget_bytes{{{F}}} + 67108864', "budget + overhead {{service}} {{pod}}")],
+        unit="bytes"), 8, 8)
+    L.add(timeseries(
         "Volume free (Kubernetes)", "Free share of each RocksDB volume (kubelet). The alert fires below 10%.",
         [('kubelet_volume_stats_available_bytes{namespace=~"$namespace",persistentvolumeclaim=~"data-.+"} / '
           'kubelet_volume_stats_capacity_bytes{namespace=~"$namespace",persistentvolumeclaim=~"data-.+"}',

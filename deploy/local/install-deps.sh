@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(cmake make g++ pkg-config
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
           libabsl-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev libssl-dev
-          libnghttp2-dev libevent-dev libhttp-parser-dev)
+          libnghttp2-dev libevent-dev libhttp-parser-dev libjemalloc-dev)
 # nghttp2 (HTTP/2 framing, both ends), libevent (the event loops) and http-parser (HTTP/1.1): the gateway's
 # front door, one event loop per core instead of a thread per connection.
 # openssl: the local run's development CA for mutual TLS between the processes (deploy/local/dev-pki.sh).

@@ -7,10 +7,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "libs/metrics/process_collector.h"
+#include "libs/metrics/rpc_metrics.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
-#include "libs/metrics/rpc_metrics.h"
 
 namespace crm::metrics {
 
@@ -28,6 +29,8 @@ class Metrics {
   // Per-RPC metrics of the calls this process serves and of the calls it makes.
   RpcMetrics& server_rpc() { return *server_rpc_; }
   RpcMetrics& client_rpc() { return *client_rpc_; }
+  // process_* gauges (memory, CPU, file descriptors), registered from construction.
+  ProcessCollector& process() { return *process_; }
 
   // Starts serving GET /metrics on `address` ("0.0.0.0:9464", port 0 picks a free port).
   absl::Status Serve(const std::string& address);
@@ -40,6 +43,7 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<RpcMetrics> server_rpc_;
   std::unique_ptr<RpcMetrics> client_rpc_;
+  std::shared_ptr<ProcessCollector> process_;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   std::unique_ptr<prometheus::Exposer> exposer_;
 };

@@ -16,9 +16,13 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "address of the Prometheus /metrics endpoint, host:port; \"off\" disables it");
 ABSL_FLAG(std::string, data_dir, "",
           "directory of this service's RocksDB (default ./data/<service>)");
-ABSL_FLAG(int, block_cache_mb, 64,
-          "RocksDB block cache size in MiB (data, index and filter blocks)");
-ABSL_FLAG(int, memtable_mb, 64, "RocksDB memtable budget in MiB across column families");
+ABSL_FLAG(int, block_cache_mb, 32,
+          "memory budget for cached data in MiB: RocksDB's block cache (data, index and filter "
+          "blocks) with the memtables charged to it; resident memory stays within this plus a "
+          "fixed overhead (deploy/README.md, Memory)");
+ABSL_FLAG(int, memtable_mb, 32,
+          "RocksDB memtables across column families in MiB, part of --block_cache_mb (at most "
+          "that)");
 ABSL_FLAG(
     int, disk_reserve_mb, -1,
     "free space (MiB) kept on the data volume for flushes, compaction and restarts; writes are "

@@ -61,12 +61,20 @@ absl::Status SetUpTrust(const std::string& process_name) {
   return SetTlsDir(absl::GetFlag(FLAGS_tls_dir));
 }
 
-store::StoreOptions StoreOptionsFromFlags(const std::string& service_name) {
+absl::StatusOr<store::StoreOptions> StoreOptionsFromFlags(const std::string& service_name) {
   store::StoreOptions o;
   o.path = absl::GetFlag(FLAGS_data_dir);
   if (o.path.empty()) o.path = absl::StrCat("./data/", service_name);
   o.block_cache_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_block_cache_mb)) << 20;
   o.memtable_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_memtable_mb)) << 20;
+  if (absl::GetFlag(FLAGS_block_cache_mb) < 8 || absl::GetFlag(FLAGS_memtable_mb) < 4 ||
+      o.memtable_budget_bytes > o.block_cache_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memtable_mb (", absl::GetFlag(FLAGS_memtable_mb),
+        ") must be at least 4 and at most --block_cache_mb (", absl::GetFlag(FLAGS_block_cache_mb),
+        ", at least 8): memtables are charged to the block cache, which is the process's memory "
+        "budget"));
+  }
   o.verify_on_open = absl::GetFlag(FLAGS_verify_store_on_start);
   o.write_stop_wait = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_write_stop_wait_ms)));
   // A flush writes at most the memtable budget, a restart replays at most the WAL limit into new
@@ -107,7 +115,13 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
 
   std::unique_ptr<store::Store> store;
   if (!spec.column_families.empty()) {
-    auto opened = store::Store::Open(StoreOptionsFromFlags(spec.name), spec.column_families);
+    auto options = StoreOptionsFromFlags(spec.name);
+    if (!options.ok()) {
+      log::Error("cannot start", {{"error", options.status().ToString()}});
+      return 1;
+    }
+    metrics.process().set_memory_budget_bytes(options->block_cache_bytes);
+    auto opened = store::Store::Open(*options, spec.column_families);
     if (!opened.ok()) {
       log::Error("cannot open store", {{"error", opened.status().ToString()}});
       return 1;

@@ -70,8 +70,9 @@ int RunService(int argc, char** argv, const ServiceSpec& spec);
 // otherwise.
 absl::Status SetUpTrust(const std::string& process_name);
 
-// Store options from --data_dir (default ./data/<name>), --block_cache_mb, --memtable_mb and
-// --verify_store_on_start.
-store::StoreOptions StoreOptionsFromFlags(const std::string& service_name);
+// Store options from --data_dir (default ./data/<name>), --block_cache_mb, --memtable_mb,
+// --verify_store_on_start, --write_stop_wait_ms and --disk_reserve_mb. INVALID_ARGUMENT naming the
+// flag when the memtables would not fit in the block cache they are charged to.
+absl::StatusOr<store::StoreOptions> StoreOptionsFromFlags(const std::string& service_name);
 
 }  // namespace crm::rpc

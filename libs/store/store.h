@@ -28,11 +28,12 @@ namespace crm::store {
 struct StoreOptions {
   // Directory of the database; created when missing.
   std::string path;
-  // One LRU cache shared by every column family for data, index and filter blocks.
-  size_t block_cache_bytes = 64 << 20;
-  // Memtables of all column families together; charged to the block cache so memory stays within
-  // block_cache_bytes + this, whatever the data size.
-  size_t memtable_budget_bytes = 64 << 20;
+  // One LRU cache shared by every column family for data, index and filter blocks, with the
+  // memtables charged to it: the store's memory budget. Resident memory stays within it plus a
+  // fixed overhead whatever the data size (bench: tests/load/bench.sh --full, scaling rows).
+  size_t block_cache_bytes = 32 << 20;
+  // Memtables of all column families together, a part of block_cache_bytes (at most all of it).
+  size_t memtable_budget_bytes = 32 << 20;
   // Flush and compaction threads.
   int background_jobs = 2;
   // How long a transaction waits for a row another transaction holds.

@@ -159,8 +159,14 @@ std::string RecommendationStore::RequestKey(absl::string_view customer_id, absl:
 
 void RecommendationStore::Cache(const v1::CatalogItem& item, bool written) const {
   absl::MutexLock lock(&items_mu_);
-  if (item_cache_.size() >= kCachedItems) item_cache_.clear();
+  if (item_cache_bytes_ >= kCachedItemBytes) {
+    item_cache_.clear();
+    item_cache_bytes_ = 0;
+  }
   auto cached = std::make_shared<const v1::CatalogItem>(item);
+  // The message, its key and the map slot; a replaced entry is counted again, which only drops the
+  // cache a little early.
+  item_cache_bytes_ += cached->SpaceUsedLong() + 2 * item.sku().size() + 64;
   // A reader caches what it read only if no writer got there first: a write committed after that read
   // must win.
   if (written) {

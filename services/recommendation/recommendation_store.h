@@ -134,11 +134,13 @@ class RecommendationStore {
   rocksdb::ColumnFamilyHandle* const shown_;
   rocksdb::ColumnFamilyHandle* const requests_;
   // Catalog items read recently. This process is the catalog's only writer, so writes update it after
-  // commit; it is dropped whole when it reaches kCachedItems.
-  static constexpr size_t kCachedItems = 200000;
+  // commit; it is dropped whole when it reaches kCachedItemBytes, a fixed part of the process's memory
+  // overhead whatever the catalog's size (a 200,000-item cap let it grow past the block cache).
+  static constexpr size_t kCachedItemBytes = 8 << 20;
   void Cache(const v1::CatalogItem& item, bool written) const;
   mutable absl::Mutex items_mu_;
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const v1::CatalogItem>> item_cache_ ABSL_GUARDED_BY(items_mu_);
+  mutable size_t item_cache_bytes_ ABSL_GUARDED_BY(items_mu_) = 0;
   // Item -> partners whose pair counts changed since its list was last refreshed.
   absl::Mutex changed_mu_;
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_ ABSL_GUARDED_BY(changed_mu_);

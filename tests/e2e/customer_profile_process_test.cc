@@ -73,6 +73,11 @@ TEST_CASE("the binary serves, stops cleanly on SIGTERM, and keeps its data acros
     auto metrics = testing::HttpGet(p->metrics_port(), "/metrics");
     REQUIRE(metrics.ok());
     CHECK(metrics->body.find("crm_customers_registered_total 1") != std::string::npos);
+    // Memory against the budget, as the CrmMemoryOverBudget alert reads it: the default budget, 32
+    // MiB.
+    CHECK(metrics->body.find("\ncrm_memory_budget_bytes 33554432\n") != std::string::npos);
+    CHECK(metrics->body.find("\nprocess_resident_memory_bytes ") != std::string::npos);
+    CHECK(metrics->body.find("crm_rocksdb_memory_bytes{kind=\"memtables\"}") != std::string::npos);
     CHECK(p->Stop() == 0);
     CHECK(p->output().find("\"message\":\"stopped cleanly\"") != std::string::npos);
   }
@@ -109,6 +114,18 @@ TEST_CASE("a bad flag value or an unusable data folder stops start-up with a cle
   REQUIRE(bad_flag.Start().ok());
   CHECK(bad_flag.Wait() != 0);
   CHECK(bad_flag.output().find("block_cache_mb") != std::string::npos);
+
+  // Memtables are charged to the block cache, the process's memory budget: more of them than the
+  // budget would break the bound the operator sized the pod by.
+  Process over_budget(
+      Process::BuildPath("services/customer_profile/customer-profile"),
+      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("budget"),
+       "--block_cache_mb=32", "--memtable_mb=64"});
+  REQUIRE(over_budget.Start().ok());
+  CHECK(over_budget.Wait() != 0);
+  CHECK(over_budget.output().find(
+            "--memtable_mb (64) must be at least 4 and at most --block_cache_mb (32") !=
+        std::string::npos);
 
   Process bad_dir(
       Process::BuildPath("services/customer_profile/customer-profile"),

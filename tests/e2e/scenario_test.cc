@@ -592,6 +592,14 @@ void RunScenario(CrmSystem& system,
     REQUIRE(v.ok());
     return *v;
   };
+  // Every process reports its memory; every data service its budget (the alert compares the two).
+  for (const std::string process : {"customer-profile", "order-tracking", "loyalty",
+                                    "complaint-ticket", "recommendation", "gateway"}) {
+    INFO(process);
+    CHECK(metric(process, "process_resident_memory_bytes") > 0);
+    CHECK(metric(process, "process_open_fds") > 0);
+    if (process != "gateway") CHECK(metric(process, "crm_memory_budget_bytes") > 0);
+  }
   CHECK(metric("customer-profile", "crm_kpi_repeat_purchase_rate") == Approx(want.repeat_purchase));
   CHECK(metric("customer-profile", "crm_kpi_on_time_delivery_rate") == Approx(want.on_time));
   CHECK(metric("customer-profile", "crm_kpi_csat_average") == Approx(want.csat));
