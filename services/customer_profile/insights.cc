@@ -45,8 +45,10 @@ internal::OrderRecord* AddOrder(internal::CustomerHistory& h, absl::string_view 
     const internal::OrderRecord& oldest = h.orders(0);
     if (!oldest.cancelled()) {
       h.set_dropped_orders(h.dropped_orders() + 1);
-      h.set_dropped_net_spend_minor(h.dropped_net_spend_minor() + oldest.total().amount_minor() - oldest.refunded_minor());
-      if (!IsSet(h.dropped_first_order_time())) *h.mutable_dropped_first_order_time() = oldest.placed_time();
+      h.set_dropped_net_spend_minor(h.dropped_net_spend_minor() + oldest.total().amount_minor() -
+                                    oldest.refunded_minor());
+      if (!IsSet(h.dropped_first_order_time()))
+        *h.mutable_dropped_first_order_time() = oldest.placed_time();
     }
     orders->erase(orders->begin());
   }
@@ -61,7 +63,8 @@ internal::TicketRecord* AddTicket(internal::CustomerHistory& h, absl::string_vie
   // Oldest resolved ones go first when over the bound; open complaints are always kept.
   auto* tickets = h.mutable_tickets();
   while (h.tickets_size() > kMaxTicketsKept) {
-    auto it = std::find_if(tickets->begin(), tickets->end(), [](const auto& x) { return IsSet(x.resolved_time()); });
+    auto it = std::find_if(tickets->begin(), tickets->end(),
+                           [](const auto& x) { return IsSet(x.resolved_time()); });
     if (it == tickets->end()) break;
     tickets->erase(it);
   }
@@ -82,11 +85,20 @@ std::array<double, 4> Cuts(std::vector<double> v) {
   return cuts;
 }
 
-// 1 + the number of cut points `x` is strictly above (or below, for recency): equal values share a score.
+// 1 + the cut points `x` is strictly better than + half of those it equals: equal values share a
+// score, the middle of the quintiles their group spans. Counting only strict wins gave a crowd of
+// equal values the lowest score: when most buyers have one order, or everyone ordered today (a new
+// shop), every cut point is the same number and all of them scored 1.
 int Score(double x, const std::array<double, 4>& cuts, bool lower_is_better) {
-  int s = 1;
-  for (double c : cuts) s += lower_is_better ? (x < c) : (x > c);
-  return s;
+  int better = 0, equal = 0;
+  for (double c : cuts) {
+    if (x == c) {
+      ++equal;
+    } else {
+      better += lower_is_better ? (x < c) : (x > c);
+    }
+  }
+  return 1 + better + equal / 2;
 }
 
 }  // namespace
@@ -105,7 +117,8 @@ bool FoldEvent(const v1::Event& e, internal::CustomerHistory& h) {
       // An order placed before this service listened: known from its delivery on.
       if (o == nullptr) o = AddOrder(h, d.order_id(), e.occur_time(), d.items_amount());
       if (o == nullptr || IsSet(o->delivered_time())) return false;
-      *o->mutable_delivered_time() = IsSet(d.delivered_time()) ? d.delivered_time() : e.occur_time();
+      *o->mutable_delivered_time() =
+          IsSet(d.delivered_time()) ? d.delivered_time() : e.occur_time();
       o->set_timeliness(d.timeliness());
       return true;
     }
@@ -191,12 +204,14 @@ absl::StatusOr<internal::SegmentRules> ValidateSegmentRules(internal::SegmentRul
     return api::Invalid("key_customer_share", "must be in (0, 1]");
   }
   auto* levels = r.mutable_buyer_levels();
-  std::sort(levels->begin(), levels->end(), [](const auto& a, const auto& b) { return a.level() < b.level(); });
+  std::sort(levels->begin(), levels->end(),
+            [](const auto& a, const auto& b) { return a.level() < b.level(); });
   for (int i = 0; i < r.buyer_levels_size(); ++i) {
     const auto& t = r.buyer_levels(i);
     const std::string field = absl::StrCat("buyer_levels[", i, "]");
     if (t.level() <= v1::BUYER_LEVEL_NEWBIE || !v1::BuyerLevel_IsValid(t.level())) {
-      return api::Invalid(field + ".level", "must be JUNIOR, INTERMEDIATE, SENIOR or VETERAN (newbie is below all)");
+      return api::Invalid(field + ".level",
+                          "must be JUNIOR, INTERMEDIATE, SENIOR or VETERAN (newbie is below all)");
     }
     if (t.min_orders() < 0 || t.min_net_spend_minor() < 0) {
       return api::Invalid(field, "thresholds must not be negative");
@@ -204,7 +219,8 @@ absl::StatusOr<internal::SegmentRules> ValidateSegmentRules(internal::SegmentRul
     if (i > 0) {
       const auto& prev = r.buyer_levels(i - 1);
       if (prev.level() == t.level()) return api::Invalid(field + ".level", "appears twice");
-      if (t.min_orders() < prev.min_orders() || t.min_net_spend_minor() < prev.min_net_spend_minor()) {
+      if (t.min_orders() < prev.min_orders() ||
+          t.min_net_spend_minor() < prev.min_net_spend_minor()) {
         return api::Invalid(field, "a higher level must not need less than a lower one");
       }
     }
@@ -214,15 +230,19 @@ absl::StatusOr<internal::SegmentRules> ValidateSegmentRules(internal::SegmentRul
 
 absl::StatusOr<internal::SegmentRules> ReadSegmentRulesFile(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("segment rules file ", path, ": cannot be read"));
+  if (!in)
+    return absl::NotFoundError(absl::StrCat("segment rules file ", path, ": cannot be read"));
   std::stringstream text;
   text << in.rdbuf();
   internal::SegmentRules rules;
   if (!google::protobuf::TextFormat::ParseFromString(text.str(), &rules)) {
-    return absl::InvalidArgumentError(absl::StrCat("segment rules file ", path, ": not a text-format SegmentRules"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment rules file ", path, ": not a text-format SegmentRules"));
   }
   auto valid = ValidateSegmentRules(std::move(rules));
-  if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("segment rules file ", path, ": ", valid.status().message()));
+  if (!valid.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment rules file ", path, ": ", valid.status().message()));
   return valid;
 }
 
@@ -247,7 +267,8 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
       }
     }
     if (placed >= half_year_ago) {
-      s.churn.failed_or_late_deliveries += o.delivery_failures() + (o.timeliness() == v1::TIMELINESS_LATE ? 1 : 0);
+      s.churn.failed_or_late_deliveries +=
+          o.delivery_failures() + (o.timeliness() == v1::TIMELINESS_LATE ? 1 : 0);
       s.churn.returns += o.returns();
     }
     if (o.cancelled()) continue;
@@ -272,8 +293,10 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
   }
   if (!s.order_times.empty()) {
     api::SetTimestamp(s.order_times.back(), f.mutable_last_order_time());
-    // Whole days: customers who bought the same day share a recency score however many seconds apart.
-    s.days_since_last_order = std::max(0.0, std::floor(absl::ToDoubleHours(now - s.order_times.back()) / 24));
+    // Whole days: customers who bought the same day share a recency score however many seconds
+    // apart.
+    s.days_since_last_order =
+        std::max(0.0, std::floor(absl::ToDoubleHours(now - s.order_times.back()) / 24));
   }
   if (s.order_times.size() >= 2) {
     std::vector<double> gaps;
@@ -298,7 +321,8 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
       csat_sum += t.csat();
       ++csat_count;
     }
-    if (api::FromTimestamp(t.opened_time()) >= half_year_ago) s.churn.sla_breaches += t.sla_breaches();
+    if (api::FromTimestamp(t.opened_time()) >= half_year_ago)
+      s.churn.sla_breaches += t.sla_breaches();
   }
   if (csat_count > 0) f.set_csat_average(static_cast<double>(csat_sum) / csat_count);
   s.churn.order_times = s.order_times;
@@ -311,12 +335,14 @@ void PopulationBuilder::Add(const Summary& s) {
   days_since_.push_back(static_cast<float>(s.days_since_last_order));
   frequency_.push_back(s.facts.orders_last_12_months());
   monetary_.push_back(s.value_12m_minor);
-  if (s.facts.typical_days_between_orders() > 0) gaps_.push_back(static_cast<float>(s.facts.typical_days_between_orders()));
+  if (s.facts.typical_days_between_orders() > 0)
+    gaps_.push_back(static_cast<float>(s.facts.typical_days_between_orders()));
 }
 
 Population PopulationBuilder::Build(const internal::SegmentRules& rules, absl::Time now) {
   Population p;
   p.computed = now;
+  p.buyers = static_cast<int64_t>(days_since_.size());
   p.days_since_cuts = Cuts(std::vector<double>(days_since_.begin(), days_since_.end()));
   p.frequency_cuts = Cuts(std::vector<double>(frequency_.begin(), frequency_.end()));
   p.monetary_cuts = Cuts(std::vector<double>(monetary_.begin(), monetary_.end()));
@@ -326,12 +352,14 @@ Population PopulationBuilder::Build(const internal::SegmentRules& rules, absl::T
   }
   if (!values.empty()) {
     std::sort(values.begin(), values.end(), std::greater<>());
-    const size_t keys = std::max<size_t>(
-        1, static_cast<size_t>(std::ceil(rules.key_customer_share() * static_cast<double>(values.size()))));
+    const size_t keys =
+        std::max<size_t>(1, static_cast<size_t>(std::ceil(rules.key_customer_share() *
+                                                          static_cast<double>(values.size()))));
     p.key_customer_min_value = values[std::min(keys, values.size()) - 1];
   }
   if (!gaps_.empty()) {
-    std::nth_element(gaps_.begin(), gaps_.begin() + static_cast<long>(gaps_.size() / 2), gaps_.end());
+    std::nth_element(gaps_.begin(), gaps_.begin() + static_cast<long>(gaps_.size() / 2),
+                     gaps_.end());
     p.typical_gap = absl::Hours(24.0 * gaps_[gaps_.size() / 2]);
   }
   return p;
@@ -340,7 +368,8 @@ Population PopulationBuilder::Build(const internal::SegmentRules& rules, absl::T
 v1::BuyerLevel LevelOf(const Summary& s, const internal::SegmentRules& rules) {
   v1::BuyerLevel level = v1::BUYER_LEVEL_NEWBIE;
   for (const auto& t : rules.buyer_levels()) {
-    if (s.facts.orders_last_12_months() >= t.min_orders() && s.value_12m_minor >= t.min_net_spend_minor()) {
+    if (s.facts.orders_last_12_months() >= t.min_orders() &&
+        s.value_12m_minor >= t.min_net_spend_minor()) {
       level = t.level();
     }
   }
@@ -353,7 +382,10 @@ v1::RfmScores RfmOf(const Summary& s, const Population& p) {
   rfm.set_recency(Score(s.days_since_last_order, p.days_since_cuts, /*lower_is_better=*/true));
   rfm.set_frequency(Score(s.facts.orders_last_12_months(), p.frequency_cuts, false));
   rfm.set_monetary(Score(static_cast<double>(s.value_12m_minor), p.monetary_cuts, false));
-  const int r = rfm.recency(), f = rfm.frequency();
+  const int f = rfm.frequency();
+  // Who just ordered is not slipping away, however recent everyone else's orders are.
+  const int r =
+      s.days_since_last_order < kJustOrderedDays ? std::max(rfm.recency(), 3) : rfm.recency();
   if (r >= 4 && f >= 4) {
     rfm.set_segment(v1::RFM_SEGMENT_CHAMPIONS);
   } else if (r >= 3 && f >= 3) {
@@ -376,12 +408,15 @@ v1::CustomerInsights Assess(absl::string_view customer_id, const Summary& s, con
   out.set_customer_id(std::string(customer_id));
   *out.mutable_rfm() = RfmOf(s, p);
   out.set_buyer_level(LevelOf(s, rules));
-  out.set_key_customer(p.key_customer_min_value > 0 && s.value_12m_minor >= p.key_customer_min_value);
+  out.set_key_customer(p.key_customer_min_value > 0 &&
+                       s.value_12m_minor >= p.key_customer_min_value);
   const ChurnScore churn = ScoreChurn(s.churn, now, p.typical_gap);
   out.mutable_churn()->set_score(churn.score);
   for (const std::string& r : churn.reasons) out.mutable_churn()->add_reasons(r);
   // Someone who never bought cannot stop buying: a prospect, not a churn risk.
-  out.mutable_churn()->set_at_risk(!s.order_times.empty() && churn.score >= rules.at_risk_threshold());
+  out.mutable_churn()->set_at_risk(!s.order_times.empty() &&
+                                   s.days_since_last_order >= kJustOrderedDays &&
+                                   churn.score >= rules.at_risk_threshold());
   *out.mutable_facts() = s.facts;
   if (p.computed != absl::InfinitePast()) {
     api::SetTimestamp(p.computed, out.mutable_population_time());
@@ -437,7 +472,9 @@ void KpiAccumulator::Add(const internal::CustomerHistory& h, const Summary& s, b
 }
 
 Kpis KpiAccumulator::Finish() const {
-  auto ratio = [](int64_t a, int64_t b) { return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b); };
+  auto ratio = [](int64_t a, int64_t b) {
+    return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
+  };
   Kpis k;
   k.customers = customers_;
   k.repeat_purchase_rate = ratio(repeat_buyers_, buyers_);

@@ -1,5 +1,5 @@
-// CustomerProfileService's segment, churn and retention calls, and its event handler: the half of the
-// service that learns from other services (see insights.h for the model).
+// CustomerProfileService's segment, churn and retention calls, and its event handler: the half of
+// the service that learns from other services (see insights.h for the model).
 #include <algorithm>
 #include <cstdio>
 
@@ -47,39 +47,51 @@ bool Before(const InsightsRefresher::AtRisk& a, const InsightsRefresher::AtRisk&
 
 absl::Status CustomerProfileService::HandleEvent(store::Transaction& txn, const v1::Event& event) {
   if (event.customer_id().empty()) return absl::OkStatus();
-  return store_->ApplyToHistory(txn, event, [&](internal::CustomerHistory& h) { return FoldEvent(event, h); });
+  bool folded = false;
+  absl::Status s = store_->ApplyToHistory(txn, event, [&](internal::CustomerHistory& h) {
+    folded = FoldEvent(event, h);
+    return folded;
+  });
+  // A new order moves the population's cut points; the refresher decides when that is worth a
+  // refresh.
+  if (s.ok() && folded && event.has_order_placed()) {
+    txn.OnFinish([this](bool committed) {
+      if (committed) insights_->NoteNewOrder();
+    });
+  }
+  return s;
 }
 
-absl::StatusOr<v1::CustomerInsights> CustomerProfileService::AssessNow(absl::string_view customer_id, absl::Time now,
-                                                                       Summary* summary) {
+absl::StatusOr<v1::CustomerInsights> CustomerProfileService::AssessNow(
+    absl::string_view customer_id, absl::Time now, Summary* summary) {
   auto history = store_->History(customer_id);
   if (!history.ok()) return history.status();
   Summary s = Summarise(*history, now);
-  v1::CustomerInsights out = Assess(customer_id, s, insights_->snapshot()->population, insights_->rules(), now);
+  v1::CustomerInsights out =
+      Assess(customer_id, s, insights_->snapshot()->population, insights_->rules(), now);
   if (summary != nullptr) *summary = std::move(s);
   return out;
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerInsights(Ctx* ctx,
-                                                                      const v1::GetCustomerInsightsRequest* req,
-                                                                      v1::CustomerInsights* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerInsights(
+    Ctx* ctx, const v1::GetCustomerInsightsRequest* req, v1::CustomerInsights* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto insights = AssessNow(req->customer_id(), clock_->Now());
   if (insights.ok()) *resp = *std::move(insights);
   return Finish(ctx, insights.status());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(Ctx* ctx,
-                                                                      const v1::ListAtRiskCustomersRequest* req,
-                                                                      v1::ListAtRiskCustomersResponse* resp) {
-  if (!v1::RfmSegment_IsValid(req->segment())) return Finish(ctx, api::Invalid("segment", "unknown segment"));
+grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(
+    Ctx* ctx, const v1::ListAtRiskCustomersRequest* req, v1::ListAtRiskCustomersResponse* resp) {
+  if (!v1::RfmSegment_IsValid(req->segment()))
+    return Finish(ctx, api::Invalid("segment", "unknown segment"));
   if (!v1::BuyerLevel_IsValid(req->buyer_level())) {
     return Finish(ctx, api::Invalid("buyer_level", "unknown buyer level"));
   }
   auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
   if (!size.ok()) return Finish(ctx, size.status());
-  const std::string scope =
-      absl::StrCat("at-risk/", req->segment(), "/", req->buyer_level(), "/", req->key_customers_only());
+  const std::string scope = absl::StrCat("at-risk/", req->segment(), "/", req->buyer_level(), "/",
+                                         req->key_customers_only());
   auto after = api::DecodePageToken(scope, req->page_token());
   if (!after.ok()) return Finish(ctx, after.status());
   InsightsRefresher::AtRisk resume;
@@ -123,19 +135,21 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(Ctx* ctx,
     last = &a;
   }
   resp->set_total_count(total);
-  if (more && last != nullptr) resp->set_next_page_token(api::EncodePageToken(scope, AtRiskPosition(*last)));
+  if (more && last != nullptr)
+    resp->set_next_page_token(api::EncodePageToken(scope, AtRiskPosition(*last)));
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(Ctx* ctx,
-                                                                        const v1::RecordRetentionActionRequest* req,
-                                                                        v1::RetentionAction* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(
+    Ctx* ctx, const v1::RecordRetentionActionRequest* req, v1::RetentionAction* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->type() == v1::RETENTION_ACTION_TYPE_UNSPECIFIED || !v1::RetentionActionType_IsValid(req->type())) {
+  if (req->type() == v1::RETENTION_ACTION_TYPE_UNSPECIFIED ||
+      !v1::RetentionActionType_IsValid(req->type())) {
     return Finish(ctx, api::Invalid("type", "must be COUPON, DEDICATED_AGENT or POINTS"));
   }
-  if (auto s = api::RequiredText("reference", req->reference(), 128); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredText("reference", req->reference(), 128); !s.ok())
+    return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   // The agent who acted is the caller: an agent records only their own actions.
@@ -144,28 +158,31 @@ grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(Ctx* ctx
   if (auto s = api::OptionalText("agent_id", *agent_id, 128); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("note", req->note(), 1000); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-    auto insights = AssessNow(req->customer_id(), now);
-    if (!insights.ok()) return insights.status();
-    v1::RetentionAction action;
-    action.set_customer_id(req->customer_id());
-    action.set_type(req->type());
-    action.set_reference(req->reference());
-    action.set_agent_id(agent_id);
-    action.set_note(req->note());
-    api::SetTimestamp(now, action.mutable_action_time());
-    api::SetTimestamp(now + absl::Hours(24) * insights_->rules().retention_window_days(),
-                      action.mutable_window_end_time());
-    action.set_churn_score(insights->churn().score());
-    action.set_outcome(v1::RETENTION_OUTCOME_PENDING);
-    return store_->RecordRetentionAction(req->customer_id(), request_id, store::RequestFingerprint(*req), now,
-                                         std::move(action), resp);
-  });
+  return FinishOn(*writes_, ctx,
+                  [this, req, resp, now, agent_id = *agent_id,
+                   request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+                    auto insights = AssessNow(req->customer_id(), now);
+                    if (!insights.ok()) return insights.status();
+                    v1::RetentionAction action;
+                    action.set_customer_id(req->customer_id());
+                    action.set_type(req->type());
+                    action.set_reference(req->reference());
+                    action.set_agent_id(agent_id);
+                    action.set_note(req->note());
+                    api::SetTimestamp(now, action.mutable_action_time());
+                    api::SetTimestamp(
+                        now + absl::Hours(24) * insights_->rules().retention_window_days(),
+                        action.mutable_window_end_time());
+                    action.set_churn_score(insights->churn().score());
+                    action.set_outcome(v1::RETENTION_OUTCOME_PENDING);
+                    return store_->RecordRetentionAction(req->customer_id(), request_id,
+                                                         store::RequestFingerprint(*req), now,
+                                                         std::move(action), resp);
+                  });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::ListRetentionActions(Ctx* ctx,
-                                                                       const v1::ListRetentionActionsRequest* req,
-                                                                       v1::ListRetentionActionsResponse* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::ListRetentionActions(
+    Ctx* ctx, const v1::ListRetentionActionsRequest* req, v1::ListRetentionActionsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   auto history = store_->History(req->customer_id());
@@ -180,8 +197,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListRetentionActions(Ctx* ctx,
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::RefreshInsights(Ctx* ctx, const v1::RefreshInsightsRequest*,
-                                                                  v1::RefreshInsightsResponse* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::RefreshInsights(
+    Ctx* ctx, const v1::RefreshInsightsRequest*, v1::RefreshInsightsResponse* resp) {
   return FinishOn(*writes_, ctx, [this, resp] {
     if (absl::Status s = insights_->Refresh(); !s.ok()) return s;
     auto snapshot = insights_->snapshot();

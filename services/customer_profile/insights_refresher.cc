@@ -14,48 +14,63 @@ prometheus::Gauge& Kpi(prometheus::Registry& r, const std::string& name, const s
 
 const char* ActionName(v1::RetentionActionType t) {
   switch (t) {
-    case v1::RETENTION_ACTION_TYPE_COUPON: return "coupon";
-    case v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT: return "dedicated_agent";
-    case v1::RETENTION_ACTION_TYPE_POINTS: return "points";
-    default: return "unspecified";
+    case v1::RETENTION_ACTION_TYPE_COUPON:
+      return "coupon";
+    case v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT:
+      return "dedicated_agent";
+    case v1::RETENTION_ACTION_TYPE_POINTS:
+      return "points";
+    default:
+      return "unspecified";
   }
 }
 
 const char* OutcomeName(v1::RetentionOutcome o) {
   switch (o) {
-    case v1::RETENTION_OUTCOME_RETAINED: return "retained";
-    case v1::RETENTION_OUTCOME_LOST: return "lost";
-    default: return "pending";
+    case v1::RETENTION_OUTCOME_RETAINED:
+      return "retained";
+    case v1::RETENTION_OUTCOME_LOST:
+      return "lost";
+    default:
+      return "pending";
   }
 }
 
 }  // namespace
 
-InsightsRefresher::InsightsRefresher(CustomerProfileStore* store, Clock* clock, internal::SegmentRules rules,
-                                     prometheus::Registry& r)
+InsightsRefresher::InsightsRefresher(CustomerProfileStore* store, Clock* clock,
+                                     internal::SegmentRules rules, prometheus::Registry& r)
     : store_(store),
       clock_(clock),
       rules_(std::move(rules)),
       repeat_purchase_(Kpi(r, "crm_kpi_repeat_purchase_rate",
                            "Of customers who bought, the share who bought at least twice.")),
       retention_90d_(Kpi(r, "crm_kpi_retention_90d_rate",
-                         "Of customers who bought 90-180 days ago, the share who bought again in the last 90 days.")),
-      csat_(Kpi(r, "crm_kpi_csat_average", "Average satisfaction (1-5) of complaints opened in the last 90 days.")),
+                         "Of customers who bought 90-180 days ago, the share who bought again in "
+                         "the last 90 days.")),
+      csat_(Kpi(r, "crm_kpi_csat_average",
+                "Average satisfaction (1-5) of complaints opened in the last 90 days.")),
       on_time_(Kpi(r, "crm_kpi_on_time_delivery_rate",
-                   "Of orders delivered in the last 90 days, the share delivered inside the agreed window (early is not on time).")),
-      sla_compliance_(Kpi(r, "crm_kpi_sla_compliance_rate",
-                          "Of complaints resolved in the last 90 days, the share without a missed SLA promise.")),
-      at_risk_(Kpi(r, "crm_kpi_at_risk_customers", "Customers whose churn score is at or above the at-risk threshold.")),
-      retention_actions_(prometheus::BuildGauge()
-                             .Name("crm_retention_actions")
-                             .Help("Retention actions by action and outcome (pending, retained, lost).")
-                             .Register(r)),
+                   "Of orders delivered in the last 90 days, the share delivered inside the agreed "
+                   "window (early is not on time).")),
+      sla_compliance_(Kpi(
+          r, "crm_kpi_sla_compliance_rate",
+          "Of complaints resolved in the last 90 days, the share without a missed SLA promise.")),
+      at_risk_(Kpi(r, "crm_kpi_at_risk_customers",
+                   "Customers whose churn score is at or above the at-risk threshold.")),
+      retention_actions_(
+          prometheus::BuildGauge()
+              .Name("crm_retention_actions")
+              .Help("Retention actions by action and outcome (pending, retained, lost).")
+              .Register(r)),
       retention_rate_(prometheus::BuildGauge()
                           .Name("crm_kpi_retention_action_rate")
-                          .Help("Per action, the share of decided retention actions after which the customer ordered "
+                          .Help("Per action, the share of decided retention actions after which "
+                                "the customer ordered "
                                 "again within the window.")
                           .Register(r)),
-      refreshed_(Kpi(r, "crm_insights_refresh_timestamp_seconds", "When segments and KPIs were last recomputed.")),
+      refreshed_(Kpi(r, "crm_insights_refresh_timestamp_seconds",
+                     "When segments and KPIs were last recomputed.")),
       snapshot_(std::make_shared<Snapshot>()) {}
 
 InsightsRefresher::~InsightsRefresher() { Stop(); }
@@ -68,20 +83,29 @@ std::shared_ptr<const InsightsRefresher::Snapshot> InsightsRefresher::snapshot()
 absl::Status InsightsRefresher::Refresh() {
   absl::MutexLock one_at_a_time(&refresh_mu_);
   const absl::Time now = clock_->Now();
+  const absl::Time started = absl::Now();  // wall time, for pacing early refreshes
+  {
+    // Orders committed from here on may be missed by the scan: they count toward the next refresh.
+    absl::MutexLock lock(&early_mu_);
+    new_orders_ = 0;
+    burst_began_ = absl::InfiniteFuture();
+  }
   auto next = std::make_shared<Snapshot>();
 
   PopulationBuilder builder;
-  absl::Status s = store_->ScanHistories([&](absl::string_view, const internal::CustomerHistory& h) {
-    builder.Add(Summarise(h, now));
-    return true;
-  });
+  absl::Status s =
+      store_->ScanHistories([&](absl::string_view, const internal::CustomerHistory& h) {
+        builder.Add(Summarise(h, now));
+        return true;
+      });
   if (!s.ok()) return s;
   next->population = builder.Build(rules_, now);
 
   KpiAccumulator kpis(now);
   s = store_->ScanHistories([&](absl::string_view customer_id, const internal::CustomerHistory& h) {
     const Summary summary = Summarise(h, now);
-    const v1::CustomerInsights insights = Assess(customer_id, summary, next->population, rules_, now);
+    const v1::CustomerInsights insights =
+        Assess(customer_id, summary, next->population, rules_, now);
     kpis.Add(h, summary, insights.churn().at_risk());
     if (insights.churn().at_risk()) {
       AtRisk& a = next->at_risk.emplace_back();
@@ -129,7 +153,8 @@ absl::Status InsightsRefresher::Refresh() {
   for (auto type : {v1::RETENTION_ACTION_TYPE_COUPON, v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT,
                     v1::RETENTION_ACTION_TYPE_POINTS}) {
     int64_t decided = 0, retained = 0;
-    for (auto outcome : {v1::RETENTION_OUTCOME_PENDING, v1::RETENTION_OUTCOME_RETAINED, v1::RETENTION_OUTCOME_LOST}) {
+    for (auto outcome : {v1::RETENTION_OUTCOME_PENDING, v1::RETENTION_OUTCOME_RETAINED,
+                         v1::RETENTION_OUTCOME_LOST}) {
       const int64_t n = outcomes[{type, outcome}];
       retention_actions_.Add({{"action", ActionName(type)}, {"outcome", OutcomeName(outcome)}})
           .Set(static_cast<double>(n));
@@ -141,15 +166,34 @@ absl::Status InsightsRefresher::Refresh() {
   }
   refreshed_.Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
   {
+    absl::MutexLock lock(&early_mu_);
+    buyers_ = next->population.buyers;
+    last_refresh_end_ = absl::Now();
+    last_refresh_took_ = last_refresh_end_ - started;
+  }
+  {
     absl::MutexLock lock(&mu_);
     snapshot_ = std::move(next);
   }
   return absl::OkStatus();
 }
 
+void InsightsRefresher::NoteNewOrder() {
+  constexpr absl::Duration kQuiet = absl::Seconds(2), kLongestWait = absl::Seconds(30);
+  absl::MutexLock lock(&early_mu_);
+  ++new_orders_;
+  if (new_orders_ < (buyers_ < 1000 ? 1 : buyers_ / 10)) return;
+  const absl::Time now = absl::Now();
+  if (burst_began_ == absl::InfiniteFuture()) burst_began_ = now;
+  const absl::Time at = std::max(std::min(now + kQuiet, burst_began_ + kLongestWait),
+                                 last_refresh_end_ + 20 * last_refresh_took_);
+  periodic_.RunAt(at);
+}
+
 void InsightsRefresher::Start(absl::Duration interval) {
   periodic_.Start(interval, [this] {
-    if (absl::Status s = Refresh(); !s.ok()) log::Warning("insights refresh failed", {{"error", s.ToString()}});
+    if (absl::Status s = Refresh(); !s.ok())
+      log::Warning("insights refresh failed", {{"error", s.ToString()}});
   });
 }
 

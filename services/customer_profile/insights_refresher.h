@@ -1,8 +1,11 @@
-// Keeps what needs the whole customer base: the population figures behind RFM quintiles and key customers,
-// the at-risk list in retention order, the KPI gauges and the retention rate per action. A refresh scans
-// every stored history twice (population first, then each customer against it); it runs every
-// --insights_refresh_s and on RefreshInsights. Between refreshes readers use the last snapshot: one
-// customer's own figures (facts, churn, level) are always current, only the cut points age. Thread-safe.
+// Keeps what needs the whole customer base: the population figures behind RFM quintiles and key
+// customers, the at-risk list in retention order, the KPI gauges and the retention rate per action.
+// A refresh scans every stored history twice (population first, then each customer against it); it
+// runs at start, every
+// --insights_refresh_s, on RefreshInsights, and soon after the customer base's orders have grown
+// enough to move the cut points (a new shop's first orders, an import: NoteNewOrder). Between
+// refreshes readers use the last snapshot: one customer's own figures (facts, churn, level) are
+// always current, only the cut points age. Thread-safe.
 #pragma once
 
 #include <memory>
@@ -52,6 +55,12 @@ class InsightsRefresher {
   void Start(absl::Duration interval);
   void Stop();
 
+  // A new order was committed. Once orders since the last refresh reach a tenth of the buyers it
+  // counted (every order while there are fewer than 1,000), a refresh runs when the burst has been
+  // quiet for 2 s (at most 30 s after it began), and never so often that refreshing takes more than
+  // a twentieth of the time.
+  void NoteNewOrder();
+
  private:
   CustomerProfileStore* const store_;
   Clock* const clock_;
@@ -67,6 +76,12 @@ class InsightsRefresher {
   prometheus::Gauge& refreshed_;
 
   absl::Mutex refresh_mu_;  // one refresh at a time
+  absl::Mutex early_mu_;    // what decides an early refresh
+  int64_t new_orders_ ABSL_GUARDED_BY(early_mu_) = 0;
+  int64_t buyers_ ABSL_GUARDED_BY(early_mu_) = 0;
+  absl::Time burst_began_ ABSL_GUARDED_BY(early_mu_) = absl::InfiniteFuture();
+  absl::Time last_refresh_end_ ABSL_GUARDED_BY(early_mu_) = absl::InfinitePast();
+  absl::Duration last_refresh_took_ ABSL_GUARDED_BY(early_mu_);
   mutable absl::Mutex mu_;
   std::shared_ptr<const Snapshot> snapshot_ ABSL_GUARDED_BY(mu_);
   rpc::PeriodicTask periodic_;

@@ -1,6 +1,6 @@
-// customer-profile's segments, churn warning, retention actions and KPIs, end to end: events delivered to
-// its EventSink as order-tracking and complaint-ticket would, read back through the gRPC API, over real
-// RocksDB.
+// customer-profile's segments, churn warning, retention actions and KPIs, end to end: events
+// delivered to its EventSink as order-tracking and complaint-ticket would, read back through the
+// gRPC API, over real RocksDB.
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/api/validate.h"
@@ -9,6 +9,7 @@
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/wait.h"
 
 namespace crm::customer_profile {
 namespace {
@@ -40,14 +41,16 @@ struct World {
     api::SetTimestamp(when, e.mutable_occur_time());
     return e;
   }
-  v1::Event Placed(const std::string& cid, const std::string& order_id, int64_t total, absl::Time when) {
+  v1::Event Placed(const std::string& cid, const std::string& order_id, int64_t total,
+                   absl::Time when) {
     v1::Event e = Base(cid, "order-tracking", when);
     e.mutable_order_placed()->set_order_id(order_id);
     e.mutable_order_placed()->mutable_total()->set_amount_minor(total);
     e.mutable_order_placed()->mutable_total()->set_currency("CNY");
     return e;
   }
-  v1::Event Delivered(const std::string& cid, const std::string& order_id, v1::Timeliness t, absl::Time when) {
+  v1::Event Delivered(const std::string& cid, const std::string& order_id, v1::Timeliness t,
+                      absl::Time when) {
     v1::Event e = Base(cid, "order-tracking", when);
     e.mutable_order_delivered()->set_order_id(order_id);
     e.mutable_order_delivered()->set_timeliness(t);
@@ -57,7 +60,8 @@ struct World {
   void Deliver(const std::vector<v1::Event>& events) { testing::DeliverEvents(sink.get(), events); }
 
   // `orders` orders of `each` minor units, every `gap`, the last one `ago` before now.
-  void Buyer(const std::string& cid, int orders, int64_t each, absl::Duration gap, absl::Duration ago) {
+  void Buyer(const std::string& cid, int orders, int64_t each, absl::Duration gap,
+             absl::Duration ago) {
     std::vector<v1::Event> events;
     for (int i = 0; i < orders; ++i) {
       const absl::Time when = now() - ago - gap * (orders - 1 - i);
@@ -91,7 +95,9 @@ struct World {
   int seq = 0;
 };
 
-TEST_CASE("insights: order, delivery, refund, review and ticket events become the customer's facts, once") {
+TEST_CASE(
+    "insights: order, delivery, refund, review and ticket events become the customer's facts, "
+    "once") {
   World w;
   const std::string c = testing::RegisterCustomer(w.stub.get(), "facts@example.com");
   const absl::Time t0 = w.now() - 40 * kDay;
@@ -156,22 +162,24 @@ TEST_CASE("insights: order, delivery, refund, review and ticket events become th
   CHECK(in.churn().reasons_size() > 0);
   CHECK(in.buyer_level() == v1::BUYER_LEVEL_NEWBIE);  // 2 orders but 110 CNY: junior needs 200
 
-  // Unknown customers: NOT_FOUND naming the field; their events change nothing and are acknowledged.
+  // Unknown customers: NOT_FOUND naming the field; their events change nothing and are
+  // acknowledged.
   v1::GetCustomerInsightsRequest unknown;
   unknown.set_customer_id("nobody");
   v1::CustomerInsights ignored;
-  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, unknown, &ignored), grpc::StatusCode::NOT_FOUND,
-               "customer_id");
+  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, unknown, &ignored),
+               grpc::StatusCode::NOT_FOUND, "customer_id");
   w.Deliver({w.Placed("nobody", "x1", 1'00, t0)});
-  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, unknown, &ignored), grpc::StatusCode::NOT_FOUND,
-               "customer_id");
+  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, unknown, &ignored),
+               grpc::StatusCode::NOT_FOUND, "customer_id");
 }
 
 TEST_CASE("insights: RFM quintiles, key customers and buyer levels over the customer base") {
   World w;
   std::vector<std::string> ids;
   for (int i = 0; i < 10; ++i) {
-    ids.push_back(testing::RegisterCustomer(w.stub.get(), "rfm" + std::to_string(i) + "@example.com"));
+    ids.push_back(
+        testing::RegisterCustomer(w.stub.get(), "rfm" + std::to_string(i) + "@example.com"));
     // Customer i: i+1 orders of 100 CNY x (i+1), a week apart, the last one 5*(10-i) days ago.
     w.Buyer(ids[i], i + 1, 100'00 * (i + 1), 7 * kDay, 5 * (10 - i) * kDay);
   }
@@ -195,7 +203,8 @@ TEST_CASE("insights: RFM quintiles, key customers and buyer levels over the cust
     CHECK(key == (i >= 8));
   }
   CHECK(keys == 2);
-  // Buyer levels by the default rules: 10 orders of 1000 CNY -> intermediate (senior needs 12 orders).
+  // Buyer levels by the default rules: 10 orders of 1000 CNY -> intermediate (senior needs 12
+  // orders).
   CHECK(top.buyer_level() == v1::BUYER_LEVEL_INTERMEDIATE);
   CHECK(w.Insights(ids[1]).buyer_level() == v1::BUYER_LEVEL_JUNIOR);  // 2 x 200 CNY
   CHECK(bottom.buyer_level() == v1::BUYER_LEVEL_NEWBIE);
@@ -203,7 +212,41 @@ TEST_CASE("insights: RFM quintiles, key customers and buyer levels over the cust
   CHECK(w.Metric("crm_kpi_on_time_delivery_rate") == Approx(1.0));
 }
 
-TEST_CASE("insights: a buyer whose rhythm stops is at risk, listed by score x value, filtered and paged") {
+// Issue 19: in the demo every customer showed AT_RISK / HIBERNATING seconds after ordering: the cut
+// points were computed at start over an empty store and kept until the next refresh, and a crowd of
+// equal values scored lowest.
+TEST_CASE(
+    "insights: a new shop's cut points follow its first orders without a refresh call, and who "
+    "just "
+    "ordered is never at risk") {
+  World w;  // its refresher ran at start, over nobody
+  std::vector<std::string> ids;
+  for (int i = 0; i < 24; ++i) {
+    ids.push_back(
+        testing::RegisterCustomer(w.stub.get(), "new-shop" + std::to_string(i) + "@example.com"));
+    // One to four orders a day apart, the last today, yesterday or the day before.
+    w.Buyer(ids[i], 1 + i % 4, 100'00 * (1 + i % 5), kDay, (i % 3) * kDay);
+  }
+  // 18 of the 24 bought more than once: the KPI says so once a refresh has counted everyone.
+  REQUIRE(testing::WaitUntil(
+      [&] { return w.Metric("crm_kpi_repeat_purchase_rate") == Approx(0.75); }, absl::Seconds(60)));
+  for (const std::string& id : ids) {
+    const v1::CustomerInsights in = w.Insights(id);
+    INFO(id << " " << in.ShortDebugString());
+    CHECK_FALSE(in.churn().at_risk());
+    CHECK(in.rfm().segment() != v1::RFM_SEGMENT_AT_RISK);
+    CHECK(in.rfm().segment() != v1::RFM_SEGMENT_HIBERNATING);
+    CHECK(in.has_population_time());
+  }
+  v1::ListAtRiskCustomersRequest list;
+  v1::ListAtRiskCustomersResponse listed;
+  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, list, &listed).ok());
+  CHECK(listed.customers_size() == 0);
+}
+
+TEST_CASE(
+    "insights: a buyer whose rhythm stops is at risk, listed by score x value, filtered and "
+    "paged") {
   World w;
   const std::string stopped = testing::RegisterCustomer(w.stub.get(), "stopped@example.com");
   const std::string steady = testing::RegisterCustomer(w.stub.get(), "steady@example.com");
@@ -249,12 +292,12 @@ TEST_CASE("insights: a buyer whose rhythm stops is at risk, listed by score x va
 
   v1::ListAtRiskCustomersRequest bad;
   bad.set_segment(static_cast<v1::RfmSegment>(99));
-  RequireError(Call(w.stub.get(), &Stub::ListAtRiskCustomers, bad, &page), grpc::StatusCode::INVALID_ARGUMENT,
-               "segment");
+  RequireError(Call(w.stub.get(), &Stub::ListAtRiskCustomers, bad, &page),
+               grpc::StatusCode::INVALID_ARGUMENT, "segment");
   bad = {};
   bad.set_page_token("not-a-token");
-  RequireError(Call(w.stub.get(), &Stub::ListAtRiskCustomers, bad, &page), grpc::StatusCode::INVALID_ARGUMENT,
-               "page_token");
+  RequireError(Call(w.stub.get(), &Stub::ListAtRiskCustomers, bad, &page),
+               grpc::StatusCode::INVALID_ARGUMENT, "page_token");
 }
 
 TEST_CASE("insights: retention actions are idempotent and judged by the customer's next order") {
@@ -284,12 +327,12 @@ TEST_CASE("insights: retention actions are idempotent and judged by the customer
 
   v1::RecordRetentionActionRequest bad = req;
   bad.clear_reference();
-  RequireError(Call(w.stub.get(), &Stub::RecordRetentionAction, bad, &first), grpc::StatusCode::INVALID_ARGUMENT,
-               "reference");
+  RequireError(Call(w.stub.get(), &Stub::RecordRetentionAction, bad, &first),
+               grpc::StatusCode::INVALID_ARGUMENT, "reference");
   bad = req;
   bad.set_type(v1::RETENTION_ACTION_TYPE_UNSPECIFIED);
-  RequireError(Call(w.stub.get(), &Stub::RecordRetentionAction, bad, &first), grpc::StatusCode::INVALID_ARGUMENT,
-               "type");
+  RequireError(Call(w.stub.get(), &Stub::RecordRetentionAction, bad, &first),
+               grpc::StatusCode::INVALID_ARGUMENT, "type");
 
   // The first customer orders again ten days later; the second does not, and the window passes.
   w.profile.clock().Advance(10 * kDay);
@@ -310,10 +353,13 @@ TEST_CASE("insights: retention actions are idempotent and judged by the customer
   w.Refresh();
   CHECK(w.Metric("crm_kpi_retention_action_rate", {{"action", "coupon"}}) == Approx(1.0));
   CHECK(w.Metric("crm_kpi_retention_action_rate", {{"action", "dedicated_agent"}}) == Approx(0.0));
-  CHECK(w.Metric("crm_retention_actions", {{"action", "dedicated_agent"}, {"outcome", "lost"}}) == 1);
+  CHECK(w.Metric("crm_retention_actions", {{"action", "dedicated_agent"}, {"outcome", "lost"}}) ==
+        1);
 }
 
-TEST_CASE("insights: erasure removes history and retention actions, and later events do not bring them back") {
+TEST_CASE(
+    "insights: erasure removes history and retention actions, and later events do not bring them "
+    "back") {
   World w;
   const std::string c = testing::RegisterCustomer(w.stub.get(), "gone@example.com");
   w.Buyer(c, 3, 100'00, 7 * kDay, 3 * kDay);
@@ -335,10 +381,12 @@ TEST_CASE("insights: erasure removes history and retention actions, and later ev
   v1::GetCustomerInsightsRequest get;
   get.set_customer_id(c);
   v1::CustomerInsights in;
-  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, get, &in), grpc::StatusCode::NOT_FOUND, "customer_id");
+  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, get, &in),
+               grpc::StatusCode::NOT_FOUND, "customer_id");
   CHECK(w.Refresh().customers() == 0);
   v1::ListAtRiskCustomersResponse page;
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, v1::ListAtRiskCustomersRequest(), &page).ok());
+  REQUIRE(
+      Call(w.stub.get(), &Stub::ListAtRiskCustomers, v1::ListAtRiskCustomersRequest(), &page).ok());
   CHECK(page.total_count() == 0);
   CHECK(w.Metric("crm_retention_actions", {{"action", "points"}}) == 0);
 }

@@ -1,7 +1,7 @@
-// The pure half of customer-profile's segments: the rules file, quintile scoring with ties, folding of
-// repeated events, retention judgement.
-#include "catch2/catch.hpp"
+// The pure half of customer-profile's segments: the rules file, quintile scoring with ties, folding
+// of repeated events, retention judgement.
 #include "absl/strings/match.h"
+#include "catch2/catch.hpp"
 #include "google/protobuf/util/message_differencer.h"
 #include "libs/api/validate.h"
 #include "services/customer_profile/insights.h"
@@ -21,8 +21,10 @@ v1::Event Placed(const std::string& order_id, int64_t total, absl::Time when) {
   return e;
 }
 
-TEST_CASE("segment rules: the shipped file is the built-in default, and nonsense is refused by field") {
-  auto file = ReadSegmentRulesFile(std::string(CRM_SOURCE_ROOT) + "/deploy/config/segment-rules.textproto");
+TEST_CASE(
+    "segment rules: the shipped file is the built-in default, and nonsense is refused by field") {
+  auto file =
+      ReadSegmentRulesFile(std::string(CRM_SOURCE_ROOT) + "/deploy/config/segment-rules.textproto");
   INFO(file.status().ToString());
   REQUIRE(file.ok());
   CHECK(google::protobuf::util::MessageDifferencer::Equals(*file, DefaultSegmentRules()));
@@ -38,7 +40,9 @@ TEST_CASE("segment rules: the shipped file is the built-in default, and nonsense
   CHECK(absl::StrContains(ValidateSegmentRules(bad).status().message(), "buyer_levels[0].level"));
 }
 
-TEST_CASE("segments: equal values share a quintile score instead of being split arbitrarily") {
+TEST_CASE(
+    "segments: equal values share the middle quintile score, and who just ordered is never at "
+    "risk") {
   internal::CustomerHistory one;
   FoldEvent(Placed("o1", 100'00, kNow - 10 * kDay), one);
   const Summary s = Summarise(one, kNow);
@@ -46,14 +50,49 @@ TEST_CASE("segments: equal values share a quintile score instead of being split 
   for (int i = 0; i < 10; ++i) builder.Add(s);  // ten identical customers
   const Population p = builder.Build(DefaultSegmentRules(), kNow);
   const v1::RfmScores rfm = RfmOf(s, p);
-  CHECK(rfm.recency() == 1);
-  CHECK(rfm.frequency() == 1);
-  CHECK(rfm.monetary() == 1);
+  // The middle score, not the lowest (issue 19: a crowd of equal values scored 1, so a new shop's
+  // customers all looked like they were leaving).
+  CHECK(rfm.recency() == 3);
+  CHECK(rfm.frequency() == 3);
+  CHECK(rfm.monetary() == 3);
+  CHECK(rfm.segment() == v1::RFM_SEGMENT_LOYAL);
+
+  // Distinct values keep their quintiles: 1 order, the fewest among customers with 1 to 5, is the
+  // lowest fifth.
+  PopulationBuilder spread;
+  for (int orders = 1; orders <= 5; ++orders) {
+    internal::CustomerHistory h;
+    for (int i = 0; i < orders; ++i)
+      FoldEvent(Placed("s" + std::to_string(i), 100'00, kNow - (10 + i) * kDay), h);
+    spread.Add(Summarise(h, kNow));
+  }
+  const Population q = spread.Build(DefaultSegmentRules(), kNow);
+  CHECK(RfmOf(s, q).frequency() == 1);
+
+  // Whoever ordered in the last week is never in AT_RISK or HIBERNATING, nor flagged at risk, even
+  // in a base where everyone else ordered today (two days is then the worst recency there is).
+  PopulationBuilder today;
+  for (int i = 0; i < 5; ++i) {
+    internal::CustomerHistory h;
+    FoldEvent(Placed("t" + std::to_string(i), 100'00, kNow), h);
+    today.Add(Summarise(h, kNow));
+  }
+  internal::CustomerHistory fresh;
+  FoldEvent(Placed("f1", 100'00, kNow - 2 * kDay), fresh);
+  const Summary f = Summarise(fresh, kNow);
+  const v1::CustomerInsights in =
+      Assess("c-fresh", f, today.Build(DefaultSegmentRules(), kNow), DefaultSegmentRules(), kNow);
+  CHECK(in.rfm().recency() == 1);
+  CHECK(in.rfm().segment() != v1::RFM_SEGMENT_HIBERNATING);
+  CHECK(in.rfm().segment() != v1::RFM_SEGMENT_AT_RISK);
+  CHECK_FALSE(in.churn().at_risk());
   // Everyone has the same value, so everyone is in the top 20% by value.
   CHECK(p.key_customer_min_value == 100'00);
 }
 
-TEST_CASE("segments: a repeated placement folds once, a cancelled order leaves the spend, the bound keeps totals") {
+TEST_CASE(
+    "segments: a repeated placement folds once, a cancelled order leaves the spend, the bound "
+    "keeps totals") {
   internal::CustomerHistory h;
   CHECK(FoldEvent(Placed("o1", 100'00, kNow - 5 * kDay), h));
   CHECK_FALSE(FoldEvent(Placed("o1", 100'00, kNow - 5 * kDay), h));
@@ -65,7 +104,9 @@ TEST_CASE("segments: a repeated placement folds once, a cancelled order leaves t
 
   internal::CustomerHistory many;
   for (int i = 0; i < kMaxOrdersKept + 10; ++i) {
-    FoldEvent(Placed("o" + std::to_string(i), 1'00, kNow - (kMaxOrdersKept + 10 - i) * absl::Hours(1)), many);
+    FoldEvent(
+        Placed("o" + std::to_string(i), 1'00, kNow - (kMaxOrdersKept + 10 - i) * absl::Hours(1)),
+        many);
   }
   CHECK(many.orders_size() == kMaxOrdersKept);
   const Summary s = Summarise(many, kNow);
