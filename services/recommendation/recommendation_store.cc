@@ -21,7 +21,8 @@ using store::Transaction;
 
 // A record that may be absent: nothing when the key is not there.
 template <typename T>
-absl::StatusOr<std::optional<T>> FindProto(store::Store& s, rocksdb::ColumnFamilyHandle* cf, absl::string_view key) {
+absl::StatusOr<std::optional<T>> FindProto(store::Store& s, rocksdb::ColumnFamilyHandle* cf,
+                                           absl::string_view key) {
   T value;
   auto found = s.GetProto(cf, key, &value);
   if (!found.ok()) return found.status();
@@ -45,7 +46,8 @@ constexpr char kAffinity[] = "affinity";
 constexpr char kShown[] = "shown";
 constexpr char kRequests[] = "requests";
 
-// Deliveries add to one of these, chosen by customer, so parallel deliveries rarely wait on each other.
+// Deliveries add to one of these, chosen by customer, so parallel deliveries rarely wait on each
+// other.
 constexpr int kBasketStripes = 16;
 
 int64_t DayOf(absl::Time t) { return absl::ToUnixSeconds(t) / 86400; }
@@ -59,7 +61,8 @@ int StripeOf(absl::string_view customer_id) {
 }
 
 template <typename M>
-absl::Status ScanProtos(const store::Store& store, rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix,
+absl::Status ScanProtos(const store::Store& store, rocksdb::ColumnFamilyHandle* cf,
+                        absl::string_view prefix,
                         absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
   absl::Status parse;
   absl::Status s = store.ScanPrefix(cf, prefix, [&](absl::string_view k, absl::string_view v) {
@@ -75,8 +78,9 @@ absl::Status ScanProtos(const store::Store& store, rocksdb::ColumnFamilyHandle* 
 }
 
 template <typename M>
-absl::Status ScanProtosIn(Transaction& txn, rocksdb::ColumnFamilyHandle* cf, absl::string_view begin,
-                          absl::string_view end, absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
+absl::Status ScanProtosIn(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
+                          absl::string_view begin, absl::string_view end,
+                          absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
   absl::Status parse;
   absl::Status s = txn.Scan(cf, begin, end, [&](absl::string_view k, absl::string_view v) {
     M m;
@@ -101,7 +105,8 @@ struct RecommendationStore::GraphDelta {
     int64_t orders = 0;
   };
   // Counts a sale in its category's ranking and in the overall one ("").
-  void AddSale(const std::string& category, int64_t day, const std::string& sku, int64_t units, int64_t orders) {
+  void AddSale(const std::string& category, int64_t day, const std::string& sku, int64_t units,
+               int64_t orders) {
     auto add = [&](const std::string& ranking) {
       Sales& s = sales[{ranking, day, sku}];
       s.units += units;
@@ -127,9 +132,10 @@ struct RecommendationStore::GraphDelta {
 };
 
 std::vector<std::string> RecommendationStore::ColumnFamilies() {
-  return {kItems,     kSuccessors, kItemStats,     kCoCounts, kNeighbours,  kSales,
-          kGlobalStats, kCustomers, kCustomerItems, kBaskets,  kFirstViews, kFirstPurchases,
-          kAffinity,  kShown,      kRequests,      events::EventConsumer::kConsumedFamily};
+  return {kItems,         kSuccessors, kItemStats,   kCoCounts,
+          kNeighbours,    kSales,      kGlobalStats, kCustomers,
+          kCustomerItems, kBaskets,    kFirstViews,  kFirstPurchases,
+          kAffinity,      kShown,      kRequests,    events::EventConsumer::kConsumedFamily};
 }
 
 RecommendationStore::RecommendationStore(store::Store* store)
@@ -167,12 +173,13 @@ void RecommendationStore::Cache(const v1::CatalogItem& item, bool written) const
   // The message, its key and the map slot; a replaced entry is counted again, which only drops the
   // cache a little early.
   item_cache_bytes_ += cached->SpaceUsedLong() + 2 * item.sku().size() + 64;
-  // A reader caches what it read only if no writer got there first: a write committed after that read
-  // must win.
+  // A reader caches what it read only if no writer got there first: a write committed after that
+  // read must win.
   if (written) {
     // Two writers of one item cache in the order they stamped it.
     auto& slot = item_cache_[item.sku()];
-    if (slot == nullptr || api::FromTimestamp(slot->update_time()) <= api::FromTimestamp(item.update_time())) {
+    if (slot == nullptr ||
+        api::FromTimestamp(slot->update_time()) <= api::FromTimestamp(item.update_time())) {
       slot = std::move(cached);
     }
   } else {
@@ -180,35 +187,44 @@ void RecommendationStore::Cache(const v1::CatalogItem& item, bool written) const
   }
 }
 
-absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>& items, absl::Time now) {
+absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>& items,
+                                              absl::Time now) {
   std::vector<v1::CatalogItem> written;
-  absl::Status s = store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
-    written.clear();
-    for (v1::CatalogItem item : items) {
-      const std::string key = Key().Str(item.sku()).Build();
-      v1::CatalogItem existing;
-      auto found = txn.GetProto(items_, key, &existing, /*for_update=*/true);
-      if (!found.ok()) return found.status();
-      if (!item.has_in_stock()) item.set_in_stock(*found ? existing.in_stock() : true);
-      api::SetTimestamp(now, item.mutable_update_time());
-      if (*found && !existing.successor_of().empty() && existing.successor_of() != item.successor_of()) {
-        if (auto s = txn.Delete(successors_, Key().Str(existing.successor_of()).Str(item.sku())); !s.ok()) return s;
-      }
-      if (!item.successor_of().empty()) {
-        if (auto s = txn.Put(successors_, Key().Str(item.successor_of()).Str(item.sku()), ""); !s.ok()) return s;
-      }
-      if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
-      written.push_back(std::move(item));
-    }
-    return absl::OkStatus();
-  });
+  absl::Status s =
+      store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+        written.clear();
+        for (v1::CatalogItem item : items) {
+          const std::string key = Key().Str(item.sku()).Build();
+          v1::CatalogItem existing;
+          auto found = txn.GetProto(items_, key, &existing, /*for_update=*/true);
+          if (!found.ok()) return found.status();
+          if (!item.has_in_stock()) item.set_in_stock(*found ? existing.in_stock() : true);
+          api::SetTimestamp(now, item.mutable_update_time());
+          if (*found && !existing.successor_of().empty() &&
+              existing.successor_of() != item.successor_of()) {
+            if (auto s =
+                    txn.Delete(successors_, Key().Str(existing.successor_of()).Str(item.sku()));
+                !s.ok())
+              return s;
+          }
+          if (!item.successor_of().empty()) {
+            if (auto s = txn.Put(successors_, Key().Str(item.successor_of()).Str(item.sku()), "");
+                !s.ok())
+              return s;
+          }
+          if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
+          written.push_back(std::move(item));
+        }
+        return absl::OkStatus();
+      });
   if (s.ok()) {
     for (const auto& item : written) Cache(item, /*written=*/true);
   }
   return s;
 }
 
-absl::StatusOr<std::optional<v1::CatalogItem>> RecommendationStore::Item(absl::string_view sku) const {
+absl::StatusOr<std::optional<v1::CatalogItem>> RecommendationStore::Item(
+    absl::string_view sku) const {
   {
     absl::ReaderMutexLock lock(&items_mu_);
     if (auto it = item_cache_.find(sku); it != item_cache_.end()) return *it->second;
@@ -218,42 +234,45 @@ absl::StatusOr<std::optional<v1::CatalogItem>> RecommendationStore::Item(absl::s
   return item;
 }
 
-absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(const std::vector<v1::StockChange>& changes,
-                                                                      absl::Time now) {
+absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(
+    const std::vector<v1::StockChange>& changes, absl::Time now) {
   std::vector<std::string> unknown;
   std::vector<v1::CatalogItem> written;
-  absl::Status s = store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
-    unknown.clear();
-    written.clear();
-    for (const auto& change : changes) {
-      const std::string key = Key().Str(change.sku()).Build();
-      v1::CatalogItem item;
-      auto found = txn.GetProto(items_, key, &item, /*for_update=*/true);
-      if (!found.ok()) return found.status();
-      if (!*found) {
-        unknown.push_back(change.sku());
-        continue;
-      }
-      item.set_in_stock(change.in_stock());
-      api::SetTimestamp(now, item.mutable_update_time());
-      if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
-      written.push_back(std::move(item));
-    }
-    return absl::OkStatus();
-  });
+  absl::Status s =
+      store_->Transact(store::Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+        unknown.clear();
+        written.clear();
+        for (const auto& change : changes) {
+          const std::string key = Key().Str(change.sku()).Build();
+          v1::CatalogItem item;
+          auto found = txn.GetProto(items_, key, &item, /*for_update=*/true);
+          if (!found.ok()) return found.status();
+          if (!*found) {
+            unknown.push_back(change.sku());
+            continue;
+          }
+          item.set_in_stock(change.in_stock());
+          api::SetTimestamp(now, item.mutable_update_time());
+          if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
+          written.push_back(std::move(item));
+        }
+        return absl::OkStatus();
+      });
   if (!s.ok()) return s;
   for (const auto& item : written) Cache(item, /*written=*/true);
   return unknown;
 }
 
-absl::StatusOr<std::vector<std::string>> RecommendationStore::Successors(absl::string_view sku) const {
+absl::StatusOr<std::vector<std::string>> RecommendationStore::Successors(
+    absl::string_view sku) const {
   std::vector<std::string> out;
-  absl::Status s = store_->ScanPrefix(successors_, Key().Str(sku), [&](absl::string_view k, absl::string_view) {
-    store::KeyReader r(k);
-    r.Str();
-    if (auto successor = r.Str()) out.push_back(*successor);
-    return true;
-  });
+  absl::Status s =
+      store_->ScanPrefix(successors_, Key().Str(sku), [&](absl::string_view k, absl::string_view) {
+        store::KeyReader r(k);
+        r.Str();
+        if (auto successor = r.Str()) out.push_back(*successor);
+        return true;
+      });
   if (!s.ok()) return s;
   return out;
 }
@@ -273,7 +292,8 @@ absl::StatusOr<std::vector<std::string>> RecommendationStore::ItemsWithSuccessor
 
 // ---- learning ----
 
-void RecommendationStore::BasketDelta(const internal::Basket& basket, int sign, GraphDelta& delta) const {
+void RecommendationStore::BasketDelta(const internal::Basket& basket, int sign,
+                                      GraphDelta& delta) const {
   std::map<std::string, int64_t> returned;
   for (const auto& r : basket.returned()) returned[r.sku()] += r.quantity();
   const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
@@ -295,12 +315,14 @@ void RecommendationStore::BasketDelta(const internal::Basket& basket, int sign, 
   }
 }
 
-absl::Status RecommendationStore::TouchPairs(Transaction& txn, Touch kind, absl::string_view customer_id,
-                                             int64_t sequence, const internal::FirstTouch& touch, int sign,
+absl::Status RecommendationStore::TouchPairs(Transaction& txn, Touch kind,
+                                             absl::string_view customer_id, int64_t sequence,
+                                             const internal::FirstTouch& touch, int sign,
                                              GraphDelta& delta) const {
   const absl::Time t = api::FromTimestamp(touch.time());
   const bool view = kind == Touch::kView;
-  const int64_t from = std::max<int64_t>(0, sequence - (view ? kMaxViewsPaired : kMaxPurchasesPaired));
+  const int64_t from =
+      std::max<int64_t>(0, sequence - (view ? kMaxViewsPaired : kMaxPurchasesPaired));
   internal::CoCounts d;
   (view ? d.set_views(sign) : d.set_buyers(sign));
   return ScanProtosIn<internal::FirstTouch>(
@@ -313,8 +335,9 @@ absl::Status RecommendationStore::TouchPairs(Transaction& txn, Touch kind, absl:
       });
 }
 
-absl::Status RecommendationStore::FirstTouch(Transaction& txn, Touch kind, absl::string_view customer_id,
-                                             int64_t sequence, absl::string_view sku, absl::Time when,
+absl::Status RecommendationStore::FirstTouch(Transaction& txn, Touch kind,
+                                             absl::string_view customer_id, int64_t sequence,
+                                             absl::string_view sku, absl::Time when,
                                              GraphDelta& delta) {
   internal::FirstTouch touch;
   touch.set_sku(std::string(sku));
@@ -322,17 +345,18 @@ absl::Status RecommendationStore::FirstTouch(Transaction& txn, Touch kind, absl:
   internal::ItemStats& d = delta.stats[touch.sku()];
   (kind == Touch::kView ? d.set_viewers(d.viewers() + 1) : d.set_buyers(d.buyers() + 1));
   if (auto s = TouchPairs(txn, kind, customer_id, sequence, touch, +1, delta); !s.ok()) return s;
-  return txn.PutProto(kind == Touch::kView ? first_views_ : first_purchases_, Key().Str(customer_id).I64(sequence),
-                      touch);
+  return txn.PutProto(kind == Touch::kView ? first_views_ : first_purchases_,
+                      Key().Str(customer_id).I64(sequence), touch);
 }
 
-absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind, absl::string_view customer_id,
+absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind,
+                                              absl::string_view customer_id,
                                               GraphDelta& delta) const {
   const std::string prefix = Key().Str(customer_id).Build();
   std::vector<std::pair<int64_t, internal::FirstTouch>> touches;
   absl::Status s = ScanProtosIn<internal::FirstTouch>(
-      txn, kind == Touch::kView ? first_views_ : first_purchases_, prefix, store::PrefixUpperBound(prefix),
-      [&](absl::string_view key, internal::FirstTouch&& touch) {
+      txn, kind == Touch::kView ? first_views_ : first_purchases_, prefix,
+      store::PrefixUpperBound(prefix), [&](absl::string_view key, internal::FirstTouch&& touch) {
         store::KeyReader r(key);
         r.Str();
         touches.emplace_back(r.I64().value_or(0), std::move(touch));
@@ -341,7 +365,8 @@ absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind, absl
   for (const auto& [sequence, touch] : touches) {
     internal::ItemStats& d = delta.stats[touch.sku()];
     (kind == Touch::kView ? d.set_viewers(d.viewers() - 1) : d.set_buyers(d.buyers() - 1));
-    if (auto st = TouchPairs(txn, kind, customer_id, sequence, touch, -1, delta); !st.ok()) return st;
+    if (auto st = TouchPairs(txn, kind, customer_id, sequence, touch, -1, delta); !st.ok())
+      return st;
   }
   return absl::OkStatus();
 }
@@ -360,7 +385,8 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     s.set_returned_units(Clamp(s.returned_units() + d.returned_units()));
     if (auto st = txn.PutProto(item_stats_, key, s); !st.ok()) return st;
   }
-  // Pair counts, in key order; once committed, each changed pair is noted for both items' neighbour lists.
+  // Pair counts, in key order; once committed, each changed pair is noted for both items' neighbour
+  // lists.
   auto changed = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   changed->reserve(delta.pairs.size());
   for (const auto& [key, entry] : delta.pairs) {
@@ -371,8 +397,9 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     co.set_purchases(Clamp(co.purchases() + d.purchases()));
     co.set_views(Clamp(co.views() + d.views()));
     co.set_buyers(Clamp(co.buyers() + d.buyers()));
-    const absl::Status st = co.purchases() == 0 && co.views() == 0 && co.buyers() == 0 ? txn.Delete(co_counts_, key)
-                                                                                       : txn.PutProto(co_counts_, key, co);
+    const absl::Status st = co.purchases() == 0 && co.views() == 0 && co.buyers() == 0
+                                ? txn.Delete(co_counts_, key)
+                                : txn.PutProto(co_counts_, key, co);
     if (!st.ok()) return st;
     changed->push_back(pair);
   }
@@ -395,8 +422,9 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     if (!found.ok()) return found.status();
     sold.set_units(sold.units() + d.units);
     sold.set_orders(sold.orders() + d.orders);
-    const absl::Status st = sold.units() <= 0 && sold.orders() <= 0 ? txn.Delete(sales_, key)
-                                                                    : txn.PutProto(sales_, key, sold);
+    const absl::Status st = sold.units() <= 0 && sold.orders() <= 0
+                                ? txn.Delete(sales_, key)
+                                : txn.PutProto(sales_, key, sold);
     if (!st.ok()) return st;
   }
   for (const auto& [stripe, d] : delta.baskets) {
@@ -431,8 +459,8 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   };
   rocksdb::WriteBatch batch;
   for (const auto& item : items) {
-    // Counts are read after the changes that noted them committed; a change committed meanwhile notes the
-    // pair again for the next refresh.
+    // Counts are read after the changes that noted them committed; a change committed meanwhile
+    // notes the pair again for the next refresh.
     internal::Neighbours list;
     auto found = store_->GetProto(neighbours_, Key().Str(item), &list);
     if (!found.ok()) return found.status();
@@ -465,7 +493,8 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
 absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_view customer_id,
                                                 const v1::OrderDelivered& order, absl::Time when) {
   const std::string basket_key = Key().Str(customer_id).Str(order.order_id()).Build();
-  if (auto existing = txn.GetForUpdate(baskets_, basket_key); !existing.ok() || existing->has_value()) {
+  if (auto existing = txn.GetForUpdate(baskets_, basket_key);
+      !existing.ok() || existing->has_value()) {
     return existing.status();  // already learned (or a read error)
   }
   // One line per sku; the catalog's category wins over the one the order carried.
@@ -490,7 +519,8 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
 
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
-  if (auto s = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true); !s.ok()) return s.status();
+  if (auto s = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true); !s.ok())
+    return s.status();
   summary.set_baskets(summary.baskets() + 1);
   if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
     api::SetTimestamp(when, summary.mutable_last_activity());
@@ -501,11 +531,15 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
   for (const auto& line : basket.lines()) {
     const std::string key = Key().Str(customer_id).Str(line.sku()).Build();
     internal::CustomerItem mine;
-    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
+    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok())
+      return s.status();
     if (mine.bought() == 0) {
       const int64_t sequence = summary.items_bought();
       summary.set_items_bought(sequence + 1);
-      if (auto s = FirstTouch(txn, Touch::kPurchase, customer_id, sequence, line.sku(), when, delta); !s.ok()) return s;
+      if (auto s =
+              FirstTouch(txn, Touch::kPurchase, customer_id, sequence, line.sku(), when, delta);
+          !s.ok())
+        return s;
     }
     NoteBought(summary, line.sku(), line.category(), when);
     NotePurchaseIn(summary, line.category(), when);
@@ -554,14 +588,15 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
     ForgetRecent(summary, item.sku());
     const std::string key = Key().Str(customer_id).Str(item.sku()).Build();
     internal::CustomerItem mine;
-    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
+    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok())
+      return s.status();
     mine.set_sku(item.sku());
     if (mine.category().empty()) mine.set_category(item.category());
     mine.set_returned(true);
     if (auto s = txn.PutProto(customer_items_, key, mine); !s.ok()) return s;
     if (!*has_basket) continue;
-    // Units returned count against the item (return rate) and come off the day's sales, never more than
-    // the basket held.
+    // Units returned count against the item (return rate) and come off the day's sales, never more
+    // than the basket held.
     const internal::BasketLine* line = nullptr;
     for (const auto& l : basket.lines()) {
       if (l.sku() == item.sku()) line = &l;
@@ -576,14 +611,16 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
       returned->set_sku(item.sku());
       returned->set_category(line->category());
     }
-    const int32_t units = std::min<int32_t>(item.quantity(), line->quantity() - returned->quantity());
+    const int32_t units =
+        std::min<int32_t>(item.quantity(), line->quantity() - returned->quantity());
     if (units <= 0) continue;
     returned->set_quantity(returned->quantity() + units);
     internal::ItemStats& d = delta.stats[item.sku()];
     d.set_returned_units(d.returned_units() + units);
     const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
     // A line sent back whole no longer counts as an order of the item.
-    delta.AddSale(line->category(), day, item.sku(), -units, returned->quantity() == line->quantity() ? -1 : 0);
+    delta.AddSale(line->category(), day, item.sku(), -units,
+                  returned->quantity() == line->quantity() ? -1 : 0);
   }
   if (*has_basket) {
     if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
@@ -598,7 +635,8 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
                                                 const v1::BehaviorRecorded& b, absl::Time when) {
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
-  if (auto s = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true); !s.ok()) return s.status();
+  if (auto s = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true); !s.ok())
+    return s.status();
   std::map<std::string, v1::CategoryAffinity> affinity;
   GraphDelta delta;
   for (const auto& signal : b.signals()) {
@@ -608,20 +646,24 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     if (!signal.category().empty()) {
       auto [it, inserted] = affinity.try_emplace(signal.category());
       if (inserted) {
-        auto s = txn.GetProto(affinity_, Key().Str(customer_id).Str(signal.category()), &it->second, true);
+        auto s = txn.GetProto(affinity_, Key().Str(customer_id).Str(signal.category()), &it->second,
+                              true);
         if (!s.ok()) return s.status();
         it->second.set_category(signal.category());
       }
       behavior::Accumulate(it->second, action, signal.dwell_seconds(), t);
     }
-    if (signal.sku().empty() || (action != behavior::Action::kItemView && action != behavior::Action::kAddToCart)) {
+    if (signal.sku().empty() ||
+        (action != behavior::Action::kItemView && action != behavior::Action::kAddToCart)) {
       continue;
     }
     const std::string key = Key().Str(customer_id).Str(signal.sku()).Build();
     internal::CustomerItem mine;
-    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok()) return s.status();
+    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok())
+      return s.status();
     const bool first_view = mine.views() == 0;
-    NoteViewed(summary, signal.sku(), signal.category().empty() ? mine.category() : signal.category(), t,
+    NoteViewed(summary, signal.sku(),
+               signal.category().empty() ? mine.category() : signal.category(), t,
                signal.dwell_seconds());
     mine.set_sku(signal.sku());
     if (mine.category().empty()) mine.set_category(signal.category());
@@ -634,10 +676,13 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     if (!first_view) continue;
     const int64_t sequence = summary.items_viewed();
     summary.set_items_viewed(sequence + 1);
-    if (auto s = FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, delta); !s.ok()) return s;
+    if (auto s = FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, delta);
+        !s.ok())
+      return s;
   }
   for (const auto& [category, a] : affinity) {
-    if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok()) return s;
+    if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok())
+      return s;
   }
   if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
     api::SetTimestamp(when, summary.mutable_last_activity());
@@ -650,11 +695,12 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
   const std::string prefix = Key().Str(customer_id).Build();
   GraphDelta delta;
   int64_t baskets = 0;
-  absl::Status s = ScanProtosIn<internal::Basket>(txn, baskets_, prefix, store::PrefixUpperBound(prefix),
-                                                  [&](absl::string_view, internal::Basket&& basket) {
-                                                    BasketDelta(basket, -1, delta);
-                                                    ++baskets;
-                                                  });
+  absl::Status s =
+      ScanProtosIn<internal::Basket>(txn, baskets_, prefix, store::PrefixUpperBound(prefix),
+                                     [&](absl::string_view, internal::Basket&& basket) {
+                                       BasketDelta(basket, -1, delta);
+                                       ++baskets;
+                                     });
   if (!s.ok()) return s;
   delta.baskets[StripeOf(customer_id)] -= baskets;
   for (Touch kind : {Touch::kView, Touch::kPurchase}) {
@@ -662,18 +708,21 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
   }
   if (auto st = Apply(txn, delta); !st.ok()) return st;
   if (auto st = txn.Delete(customers_, prefix); !st.ok()) return st;
-  for (auto* cf : {customer_items_, baskets_, first_views_, first_purchases_, affinity_, shown_, requests_}) {
+  for (auto* cf :
+       {customer_items_, baskets_, first_views_, first_purchases_, affinity_, shown_, requests_}) {
     if (auto st = txn.DeletePrefix(cf, prefix); !st.ok()) return st;
   }
   return absl::OkStatus();
 }
 
-absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_view customer_id, absl::string_view sku,
-                                              int impressions, int clicks, absl::Time now) {
+absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_view customer_id,
+                                              absl::string_view sku, int impressions, int clicks,
+                                              absl::Time now) {
   const std::string key = Key().Str(customer_id).Str(sku).Build();
   internal::Shown shown;
   if (auto s = txn.GetProto(shown_, key, &shown, /*for_update=*/true); !s.ok()) return s.status();
-  if (!shown.has_window_start() || now - api::FromTimestamp(shown.window_start()) >= kImpressionWindow) {
+  if (!shown.has_window_start() ||
+      now - api::FromTimestamp(shown.window_start()) >= kImpressionWindow) {
     shown.Clear();
     api::SetTimestamp(now, shown.mutable_window_start());
   }
@@ -691,21 +740,21 @@ absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view cus
   auto found = store_->GetProto(customers_, prefix, &v.summary);
   if (!found.ok()) return found.status();
   v.known = *found;
-  absl::Status s = ScanProtos<v1::CategoryAffinity>(*store_, affinity_, prefix,
-                                                    [&](absl::string_view, v1::CategoryAffinity&& a) {
-                                                      v.affinity.push_back(std::move(a));
-                                                    });
+  absl::Status s = ScanProtos<v1::CategoryAffinity>(
+      *store_, affinity_, prefix,
+      [&](absl::string_view, v1::CategoryAffinity&& a) { v.affinity.push_back(std::move(a)); });
   if (!s.ok()) return s;
   return v;
 }
 
-absl::StatusOr<std::optional<internal::CustomerItem>> RecommendationStore::Mine(absl::string_view customer_id,
-                                                                               absl::string_view sku) const {
-  return FindProto<internal::CustomerItem>(*store_, customer_items_, Key().Str(customer_id).Str(sku));
+absl::StatusOr<std::optional<internal::CustomerItem>> RecommendationStore::Mine(
+    absl::string_view customer_id, absl::string_view sku) const {
+  return FindProto<internal::CustomerItem>(*store_, customer_items_,
+                                           Key().Str(customer_id).Str(sku));
 }
 
-absl::StatusOr<std::optional<internal::Shown>> RecommendationStore::ShownTo(absl::string_view customer_id,
-                                                                           absl::string_view sku) const {
+absl::StatusOr<std::optional<internal::Shown>> RecommendationStore::ShownTo(
+    absl::string_view customer_id, absl::string_view sku) const {
   return FindProto<internal::Shown>(*store_, shown_, Key().Str(customer_id).Str(sku));
 }
 
@@ -716,14 +765,16 @@ absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view
   return s;
 }
 
-absl::StatusOr<internal::CoCounts> RecommendationStore::Co(absl::string_view a, absl::string_view b) const {
+absl::StatusOr<internal::CoCounts> RecommendationStore::Co(absl::string_view a,
+                                                           absl::string_view b) const {
   internal::CoCounts co;
   auto found = store_->GetProto(co_counts_, PairKey(a, b), &co);
   if (!found.ok()) return found.status();
   return co;
 }
 
-absl::StatusOr<internal::Neighbours> RecommendationStore::NeighboursOf(absl::string_view sku) const {
+absl::StatusOr<internal::Neighbours> RecommendationStore::NeighboursOf(
+    absl::string_view sku) const {
   internal::Neighbours n;
   auto found = store_->GetProto(neighbours_, Key().Str(sku), &n);
   if (!found.ok()) return found.status();
@@ -741,9 +792,8 @@ absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
   return total;
 }
 
-absl::StatusOr<std::map<std::string, internal::Sold>> RecommendationStore::Sales(absl::string_view category,
-                                                                                  absl::Time since,
-                                                                                  absl::Time until) const {
+absl::StatusOr<std::map<std::string, internal::Sold>> RecommendationStore::Sales(
+    absl::string_view category, absl::Time since, absl::Time until) const {
   std::map<std::string, internal::Sold> sales;
   absl::Status s = store_->Scan(
       sales_, Key().Str(category).I64(DayOf(since)), Key().Str(category).I64(DayOf(until) + 1),

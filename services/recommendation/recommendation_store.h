@@ -2,29 +2,31 @@
 //
 //   items           sku                                   -> crm.v1.CatalogItem
 //   successors      predecessor sku, successor sku        -> "" (who gets an upgrade notice)
-//   item_stats      sku                                   -> ItemStats (baskets, units, buyers, viewers, returns)
-//   co_counts       sku a, sku b (a < b)                  -> CoCounts (baskets with both, customers buying both,
+//   item_stats      sku                                   -> ItemStats (baskets, units, buyers,
+//   viewers, returns) co_counts       sku a, sku b (a < b)                  -> CoCounts (baskets
+//   with both, customers buying both,
 //                                                            customers viewing both)
-//   neighbours      sku                                   -> Neighbours (best kMaxNeighbours candidates)
-//   sales           category ("" = all), day, sku         -> Sold (units, orders; best sellers sum 30 days)
-//   global_stats    stripe                                -> GlobalStats (all baskets, in 16 stripes)
-//   customers       customer_id                           -> CustomerSummary
-//   customer_items  customer_id, sku                      -> CustomerItem (bought, returned, viewed)
-//   baskets         customer_id, order_id                 -> Basket (delivered orders, for occasions and undo)
-//   first_views     customer_id, sequence                 -> FirstTouch (order of distinct items viewed)
-//   first_purchases customer_id, sequence                 -> FirstTouch (order of distinct items bought)
-//   affinity        customer_id, category                 -> crm.v1.CategoryAffinity (decayed interest)
-//   shown           customer_id, sku                      -> Shown (impressions and clicks this week)
-//   requests        customer_id, method, request_id       -> idempotency records (e-mail, feedback)
-//   consumed_events                                       -> events already applied
+//   neighbours      sku                                   -> Neighbours (best kMaxNeighbours
+//   candidates) sales           category ("" = all), day, sku         -> Sold (units, orders; best
+//   sellers sum 30 days) global_stats    stripe                                -> GlobalStats (all
+//   baskets, in 16 stripes) customers       customer_id                           ->
+//   CustomerSummary customer_items  customer_id, sku                      -> CustomerItem (bought,
+//   returned, viewed) baskets         customer_id, order_id                 -> Basket (delivered
+//   orders, for occasions and undo) first_views     customer_id, sequence                 ->
+//   FirstTouch (order of distinct items viewed) first_purchases customer_id, sequence -> FirstTouch
+//   (order of distinct items bought) affinity        customer_id, category                 ->
+//   crm.v1.CategoryAffinity (decayed interest) shown           customer_id, sku -> Shown
+//   (impressions and clicks this week) requests        customer_id, method, request_id       ->
+//   idempotency records (e-mail, feedback) consumed_events                                       ->
+//   events already applied
 //
-// Learning happens in the event consumer's transaction: per-customer rows first, then the shared item rows
-// each locked in key order (stats, pairs, sales), so concurrent deliveries cannot deadlock and every count
-// is exact. Each committed pair change is noted in memory; RefreshNeighbours folds the notes into the
-// neighbour lists once per item per batch (rewriting a list on every sale of a popular item would cost
-// more than all the rest). The lists only nominate candidates, so a note lost in a crash costs a little
-// freshness until the pair is seen again, never a wrong count. Erasing a customer replays their baskets
-// and views with the sign reversed.
+// Learning happens in the event consumer's transaction: per-customer rows first, then the shared
+// item rows each locked in key order (stats, pairs, sales), so concurrent deliveries cannot
+// deadlock and every count is exact. Each committed pair change is noted in memory;
+// RefreshNeighbours folds the notes into the neighbour lists once per item per batch (rewriting a
+// list on every sale of a popular item would cost more than all the rest). The lists only nominate
+// candidates, so a note lost in a crash costs a little freshness until the pair is seen again,
+// never a wrong count. Erasing a customer replays their baskets and views with the sign reversed.
 // Thread-safe.
 #pragma once
 
@@ -47,7 +49,8 @@
 
 namespace crm::recommendation {
 
-// What a recommendation reads about a customer up front (bounded); item-level facts are read per candidate.
+// What a recommendation reads about a customer up front (bounded); item-level facts are read per
+// candidate.
 struct CustomerView {
   bool known = false;
   internal::CustomerSummary summary;
@@ -59,63 +62,76 @@ class RecommendationStore {
   static std::vector<std::string> ColumnFamilies();
   explicit RecommendationStore(store::Store* store);
 
-  // Catalog. Upsert keeps an existing item's stock state when `in_stock` is unset; new items are in stock.
+  // Catalog. Upsert keeps an existing item's stock state when `in_stock` is unset; new items are in
+  // stock.
   absl::Status UpsertItems(const std::vector<v1::CatalogItem>& items, absl::Time now);
   absl::StatusOr<std::optional<v1::CatalogItem>> Item(absl::string_view sku) const;
-  // Applies stock changes; returns the SKUs the catalog does not have (nothing else is written for them).
-  absl::StatusOr<std::vector<std::string>> SetStock(const std::vector<v1::StockChange>& changes, absl::Time now);
+  // Applies stock changes; returns the SKUs the catalog does not have (nothing else is written for
+  // them).
+  absl::StatusOr<std::vector<std::string>> SetStock(const std::vector<v1::StockChange>& changes,
+                                                    absl::Time now);
   absl::StatusOr<std::vector<std::string>> Successors(absl::string_view sku) const;
   // Every item some other item upgrades.
   absl::StatusOr<std::vector<std::string>> ItemsWithSuccessors() const;
 
   // Learning, inside the event consumer's transaction.
-  absl::Status LearnDelivery(store::Transaction& txn, absl::string_view customer_id, const v1::OrderDelivered& order,
-                             absl::Time when);
-  absl::Status LearnRefund(store::Transaction& txn, absl::string_view customer_id, const v1::OrderRefunded& refund);
-  absl::Status LearnBrowsing(store::Transaction& txn, absl::string_view customer_id, const v1::BehaviorRecorded& b,
-                             absl::Time when);
+  absl::Status LearnDelivery(store::Transaction& txn, absl::string_view customer_id,
+                             const v1::OrderDelivered& order, absl::Time when);
+  absl::Status LearnRefund(store::Transaction& txn, absl::string_view customer_id,
+                           const v1::OrderRefunded& refund);
+  absl::Status LearnBrowsing(store::Transaction& txn, absl::string_view customer_id,
+                             const v1::BehaviorRecorded& b, absl::Time when);
   // Takes back everything the customer contributed and deletes every row about them.
   absl::Status Forget(store::Transaction& txn, absl::string_view customer_id);
 
-  // Updates the neighbour lists of items whose pairs changed; returns how many lists it visited. Run after
-  // each batch of events and periodically; safe to run concurrently with learning, one at a time.
+  // Updates the neighbour lists of items whose pairs changed; returns how many lists it visited.
+  // Run after each batch of events and periodically; safe to run concurrently with learning, one at
+  // a time.
   absl::StatusOr<int> RefreshNeighbours();
 
   // Impressions and clicks of recommendations, inside a request's transaction.
-  absl::Status RecordShown(store::Transaction& txn, absl::string_view customer_id, absl::string_view sku,
-                           int impressions, int clicks, absl::Time now);
+  absl::Status RecordShown(store::Transaction& txn, absl::string_view customer_id,
+                           absl::string_view sku, int impressions, int clicks, absl::Time now);
 
   // Reads (no locks).
   absl::StatusOr<CustomerView> Customer(absl::string_view customer_id) const;
   // What the customer did with one item, and how often it was shown to them; nullopt when nothing.
-  absl::StatusOr<std::optional<internal::CustomerItem>> Mine(absl::string_view customer_id, absl::string_view sku) const;
-  absl::StatusOr<std::optional<internal::Shown>> ShownTo(absl::string_view customer_id, absl::string_view sku) const;
+  absl::StatusOr<std::optional<internal::CustomerItem>> Mine(absl::string_view customer_id,
+                                                             absl::string_view sku) const;
+  absl::StatusOr<std::optional<internal::Shown>> ShownTo(absl::string_view customer_id,
+                                                         absl::string_view sku) const;
   absl::StatusOr<internal::ItemStats> Stats(absl::string_view sku) const;
   absl::StatusOr<internal::CoCounts> Co(absl::string_view a, absl::string_view b) const;
   absl::StatusOr<internal::Neighbours> NeighboursOf(absl::string_view sku) const;
   absl::StatusOr<int64_t> TotalBaskets() const;
   // Units and orders per sku in `category` ("" = everything) on days [since, until].
-  absl::StatusOr<std::map<std::string, internal::Sold>> Sales(absl::string_view category, absl::Time since,
+  absl::StatusOr<std::map<std::string, internal::Sold>> Sales(absl::string_view category,
+                                                              absl::Time since,
                                                               absl::Time until) const;
 
   store::Store& raw() { return *store_; }
   rocksdb::ColumnFamilyHandle* requests() const { return requests_; }
-  static std::string RequestKey(absl::string_view customer_id, absl::string_view method, absl::string_view request_id);
+  static std::string RequestKey(absl::string_view customer_id, absl::string_view method,
+                                absl::string_view request_id);
 
  private:
   struct GraphDelta;
   absl::Status Apply(store::Transaction& txn, const GraphDelta& delta);
   // Adds (sign +1) or takes back (-1) what a basket contributes to the shared rows.
   void BasketDelta(const internal::Basket& basket, int sign, GraphDelta& delta) const;
-  // The pairs of the customer's `sequence`-th first view (or purchase) `touch` with the ones before it.
+  // The pairs of the customer's `sequence`-th first view (or purchase) `touch` with the ones before
+  // it.
   enum class Touch { kView, kPurchase };
-  absl::Status TouchPairs(store::Transaction& txn, Touch kind, absl::string_view customer_id, int64_t sequence,
-                          const internal::FirstTouch& touch, int sign, GraphDelta& delta) const;
+  absl::Status TouchPairs(store::Transaction& txn, Touch kind, absl::string_view customer_id,
+                          int64_t sequence, const internal::FirstTouch& touch, int sign,
+                          GraphDelta& delta) const;
   // Records a first view or purchase and adds its pairs.
-  absl::Status FirstTouch(store::Transaction& txn, Touch kind, absl::string_view customer_id, int64_t sequence,
-                          absl::string_view sku, absl::Time when, GraphDelta& delta);
+  absl::Status FirstTouch(store::Transaction& txn, Touch kind, absl::string_view customer_id,
+                          int64_t sequence, absl::string_view sku, absl::Time when,
+                          GraphDelta& delta);
   // Takes back every pair and count the customer's first views or purchases added.
-  absl::Status UndoTouches(store::Transaction& txn, Touch kind, absl::string_view customer_id, GraphDelta& delta) const;
+  absl::Status UndoTouches(store::Transaction& txn, Touch kind, absl::string_view customer_id,
+                           GraphDelta& delta) const;
 
   store::Store* const store_;
   rocksdb::ColumnFamilyHandle* const items_;
@@ -133,17 +149,20 @@ class RecommendationStore {
   rocksdb::ColumnFamilyHandle* const affinity_;
   rocksdb::ColumnFamilyHandle* const shown_;
   rocksdb::ColumnFamilyHandle* const requests_;
-  // Catalog items read recently. This process is the catalog's only writer, so writes update it after
-  // commit; it is dropped whole when it reaches kCachedItemBytes, a fixed part of the process's memory
-  // overhead whatever the catalog's size (a 200,000-item cap let it grow past the block cache).
+  // Catalog items read recently. This process is the catalog's only writer, so writes update it
+  // after commit; it is dropped whole when it reaches kCachedItemBytes, a fixed part of the
+  // process's memory overhead whatever the catalog's size (a 200,000-item cap let it grow past the
+  // block cache).
   static constexpr size_t kCachedItemBytes = 8 << 20;
   void Cache(const v1::CatalogItem& item, bool written) const;
   mutable absl::Mutex items_mu_;
-  mutable absl::flat_hash_map<std::string, std::shared_ptr<const v1::CatalogItem>> item_cache_ ABSL_GUARDED_BY(items_mu_);
+  mutable absl::flat_hash_map<std::string, std::shared_ptr<const v1::CatalogItem>> item_cache_
+      ABSL_GUARDED_BY(items_mu_);
   mutable size_t item_cache_bytes_ ABSL_GUARDED_BY(items_mu_) = 0;
   // Item -> partners whose pair counts changed since its list was last refreshed.
   absl::Mutex changed_mu_;
-  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_ ABSL_GUARDED_BY(changed_mu_);
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_
+      ABSL_GUARDED_BY(changed_mu_);
 };
 
 }  // namespace crm::recommendation
