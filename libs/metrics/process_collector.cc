@@ -72,13 +72,16 @@ double StartTimeSeconds() {
   return start;
 }
 
+ResidentMemory ResidentMemoryIn(const std::string& status) {
+  return {StatusBytes(status, "RssAnon"),
+          StatusBytes(status, "RssFile") + StatusBytes(status, "RssShmem")};
+}
+
 }  // namespace
 
 ResidentMemory ReadResidentMemory(int pid) {
-  const std::string status =
-      ReadAll(pid == 0 ? "/proc/self/status" : absl::StrCat("/proc/", pid, "/status"));
-  return {StatusBytes(status, "RssAnon"),
-          StatusBytes(status, "RssFile") + StatusBytes(status, "RssShmem")};
+  return ResidentMemoryIn(
+      ReadAll(pid == 0 ? "/proc/self/status" : absl::StrCat("/proc/", pid, "/status")));
 }
 
 std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
@@ -96,10 +99,10 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
   }
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
-  const ResidentMemory rss = ReadResidentMemory();
+  const ResidentMemory rss = ResidentMemoryIn(status);  // one read of /proc/self/status
   std::vector<prometheus::MetricFamily> out = {
       Family("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::Gauge,
-             static_cast<double>(StatusBytes(status, "VmRSS"))),
+             static_cast<double>(rss.total_bytes())),
       Family("crm_process_anonymous_memory_bytes",
              "Resident memory the process allocated (heap, stacks), without mapped code of the "
              "binary and "

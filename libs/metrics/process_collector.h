@@ -30,6 +30,7 @@ class ProcessCollector : public prometheus::Collectable {
 struct ResidentMemory {
   uint64_t anonymous_bytes = 0;
   uint64_t file_bytes = 0;
+  uint64_t total_bytes() const { return anonymous_bytes + file_bytes; }  // VmRSS
 };
 ResidentMemory ReadResidentMemory(int pid = 0);  // 0: this process
 

@@ -2,10 +2,8 @@
 // store, a bulk load through the API, then the same GetCustomer load; throughput, p99, RSS and disk
 // per 1k customers side by side. Memory should follow the configured block cache and memtables, not
 // the data.
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "crm/v1/customer_profile.pb.h"
 #include "libs/metrics/process_collector.h"
 #include "tests/load/bench.h"
@@ -17,15 +15,9 @@
 namespace crm::load {
 namespace {
 
-// One sample of the process's /metrics in MiB (0 when missing), e.g. MetricMiB(page,
-// "crm_rocksdb_memory_bytes{kind=\"memtables\"}").
+// One sample of the process's /metrics in MiB (0 when missing).
 double MetricMiB(const std::string& page, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(page, '\n')) {
-    if (!absl::ConsumePrefix(&line, series) || !absl::ConsumePrefix(&line, " ")) continue;
-    double v = 0;
-    if (absl::SimpleAtod(line, &v)) return v / 1048576.0;
-  }
-  return 0;
+  return testing::SampleIn(page, series).value_or(0) / 1048576.0;
 }
 
 // Where the resident memory is: what the process allocated against mapped code, and RocksDB's
@@ -38,7 +30,7 @@ std::string MemoryBreakdown(const testing::Process& process) {
     return MetricMiB(body, absl::StrCat("crm_rocksdb_memory_bytes{kind=\"", k, "\"}"));
   };
   const double budget = MetricMiB(body, "crm_memory_budget_bytes");
-  const double resident = (rss.anonymous_bytes + rss.file_bytes) / 1048576.0;
+  const double resident = rss.total_bytes() / 1048576.0;
   // deploy/README.md (CrmMemoryOverBudget) states the bound: the budget plus 64 MiB.
   return absl::StrFormat(
       "anonymous %.1f MiB + mapped files %.1f MiB; budget %.0f MiB, RSS %s budget + 64 MiB; "

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "libs/metrics/process_collector.h"
+
 namespace crm::load {
 
 double ProcessCpuSeconds(pid_t pid) {
@@ -24,19 +26,7 @@ double ProcessCpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-uint64_t ProcessRssBytes(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      std::istringstream s(line.substr(6));
-      uint64_t kb = 0;
-      s >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
-}
+uint64_t ProcessRssBytes(pid_t pid) { return metrics::ReadResidentMemory(pid).total_bytes(); }
 
 uint64_t DirectoryBytes(const std::string& path) {
   uint64_t total = 0;

@@ -179,15 +179,10 @@ absl::StatusOr<double> CrmSystem::Metric(const std::string& name, const std::str
                                          const std::string& labels) const {
   auto page = HttpGet(metrics_ports_.at(name), "/metrics");
   if (!page.ok()) return page.status();
-  const std::string series = metric + labels;
-  for (absl::string_view line : absl::StrSplit(page->body, '\n')) {
-    if (line.size() <= series.size() || line.substr(0, series.size()) != series ||
-        line[series.size()] != ' ')
-      continue;
-    double v = 0;
-    if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
-  }
-  return absl::NotFoundError(absl::StrCat(series, " is not in ", name, "'s /metrics"));
+  auto v = SampleIn(page->body, metric + labels);
+  if (!v.ok())
+    return absl::NotFoundError(absl::StrCat(metric, labels, " is not in ", name, "'s /metrics"));
+  return v;
 }
 
 std::string CrmSystem::Output(const std::string& name) const {

@@ -11,9 +11,19 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm::testing {
+
+absl::StatusOr<double> SampleIn(absl::string_view page, absl::string_view series) {
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    if (!absl::ConsumePrefix(&line, series) || !absl::ConsumePrefix(&line, " ")) continue;
+    double v = 0;
+    if (absl::SimpleAtod(line, &v)) return v;
+  }
+  return absl::NotFoundError(absl::StrCat(series, " is not in the page"));
+}
 
 absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -38,9 +48,11 @@ absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path) {
   while ((n = read(fd, buf, sizeof(buf))) > 0) raw.append(buf, static_cast<size_t>(n));
   close(fd);
   const size_t header_end = raw.find("\r\n\r\n");
-  if (header_end == std::string::npos || raw.size() < 12) return absl::DataLossError("malformed HTTP response");
+  if (header_end == std::string::npos || raw.size() < 12)
+    return absl::DataLossError("malformed HTTP response");
   HttpResponse r;
-  if (!absl::SimpleAtoi(raw.substr(9, 3), &r.status)) return absl::DataLossError("malformed status line");
+  if (!absl::SimpleAtoi(raw.substr(9, 3), &r.status))
+    return absl::DataLossError("malformed status line");
   r.headers = raw.substr(0, header_end);
   r.body = raw.substr(header_end + 4);
   // Chunked bodies: strip the chunk framing.
