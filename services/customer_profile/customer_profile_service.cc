@@ -19,6 +19,9 @@
 ABSL_FLAG(std::string, segment_rules_file, "",
           "Segment rules (text-format crm.internal.SegmentRules): buyer levels, at-risk threshold, retention window. "
           "Empty: built-in defaults.");
+ABSL_FLAG(std::string, churn_model_file, "",
+          "Churn model (text-format crm.internal.ChurnModel), e.g. refitted on this shop's history by crm-churn-fit. "
+          "Empty: the model built in (services/customer_profile/churn-model.textproto).");
 ABSL_FLAG(int, insights_refresh_s, 300, "Seconds between recomputations of segment cut points, at-risk list and KPIs.");
 
 namespace crm::customer_profile {
@@ -552,8 +555,14 @@ absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileCompone
     if (!read.ok()) return read.status();
     rules = *std::move(read);
   }
+  internal::ChurnModel churn_model = BuiltInChurnModel();
+  if (const std::string file = absl::GetFlag(FLAGS_churn_model_file); !file.empty()) {
+    auto read = ReadChurnModelFile(file);
+    if (!read.ok()) return read.status();
+    churn_model = *std::move(read);
+  }
   component->insights_ = std::make_unique<InsightsRefresher>(component->store_.get(), context.clock, std::move(rules),
-                                                             context.metrics->registry());
+                                                             std::move(churn_model), context.metrics->registry());
   component->refresh_interval_ = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_insights_refresh_s)));
   component->service_ = std::make_unique<CustomerProfileService>(component->store_.get(), component->insights_.get(),
                                                                  context.clock, component->writes_.get(),

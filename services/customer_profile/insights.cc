@@ -267,6 +267,7 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
       }
     }
     if (placed >= half_year_ago) {
+      ++s.churn.orders_180d;
       s.churn.failed_or_late_deliveries +=
           o.delivery_failures() + (o.timeliness() == v1::TIMELINESS_LATE ? 1 : 0);
       s.churn.returns += o.returns();
@@ -326,6 +327,7 @@ Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
   }
   if (csat_count > 0) f.set_csat_average(static_cast<double>(csat_sum) / csat_count);
   s.churn.order_times = s.order_times;
+  s.churn.value_12m_minor = s.value_12m_minor;
   s.churn.open_complaints = f.open_complaints();
   return s;
 }
@@ -335,8 +337,6 @@ void PopulationBuilder::Add(const Summary& s) {
   days_since_.push_back(static_cast<float>(s.days_since_last_order));
   frequency_.push_back(s.facts.orders_last_12_months());
   monetary_.push_back(s.value_12m_minor);
-  if (s.facts.typical_days_between_orders() > 0)
-    gaps_.push_back(static_cast<float>(s.facts.typical_days_between_orders()));
 }
 
 Population PopulationBuilder::Build(const internal::SegmentRules& rules, absl::Time now) {
@@ -356,11 +356,6 @@ Population PopulationBuilder::Build(const internal::SegmentRules& rules, absl::T
         std::max<size_t>(1, static_cast<size_t>(std::ceil(rules.key_customer_share() *
                                                           static_cast<double>(values.size()))));
     p.key_customer_min_value = values[std::min(keys, values.size()) - 1];
-  }
-  if (!gaps_.empty()) {
-    std::nth_element(gaps_.begin(), gaps_.begin() + static_cast<long>(gaps_.size() / 2),
-                     gaps_.end());
-    p.typical_gap = absl::Hours(24.0 * gaps_[gaps_.size() / 2]);
   }
   return p;
 }
@@ -403,14 +398,15 @@ v1::RfmScores RfmOf(const Summary& s, const Population& p) {
 }
 
 v1::CustomerInsights Assess(absl::string_view customer_id, const Summary& s, const Population& p,
-                            const internal::SegmentRules& rules, absl::Time now) {
+                            const internal::SegmentRules& rules,
+                            const internal::ChurnModel& churn_model, absl::Time now) {
   v1::CustomerInsights out;
   out.set_customer_id(std::string(customer_id));
   *out.mutable_rfm() = RfmOf(s, p);
   out.set_buyer_level(LevelOf(s, rules));
   out.set_key_customer(p.key_customer_min_value > 0 &&
                        s.value_12m_minor >= p.key_customer_min_value);
-  const ChurnScore churn = ScoreChurn(s.churn, now, p.typical_gap);
+  const ChurnScore churn = ScoreChurn(churn_model, s.churn, now);
   out.mutable_churn()->set_score(churn.score);
   for (const std::string& r : churn.reasons) out.mutable_churn()->add_reasons(r);
   // Someone who never bought cannot stop buying: a prospect, not a churn risk.

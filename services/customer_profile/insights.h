@@ -1,11 +1,11 @@
 // Segments, churn risk and business KPIs from what customer-profile learns through events. Pure:
 // the store feeds it histories, the refresher keeps the population figures.
 //
-//   FoldEvent      an order / delivery / refund / review / ticket event into the customer's history
-//   Summarise      a history as of now: counts, 12-month value, rhythm, trouble (the facts of the
-//   API) Population     cut points over every customer: RFM quintiles, key-customer threshold,
-//   typical gap Assess         one customer's RFM scores and segment, buyer level, key flag and
-//   churn risk Kpis           the operational KPIs over every customer
+//   FoldEvent   an order / delivery / refund / review / ticket event into the customer's history
+//   Summarise   a history as of now: counts, 12-month value, rhythm, trouble (the facts of the API)
+//   Population  cut points over every customer: RFM quintiles, key-customer threshold
+//   Assess      one customer's RFM scores and segment, buyer level, key flag and churn risk
+//   Kpis        the operational KPIs over every customer
 #pragma once
 
 #include <array>
@@ -56,8 +56,6 @@ struct Population {
   std::array<double, 4> monetary_cuts{};
   // 12-month value at or above which a customer is a key customer (0: no key customers yet).
   int64_t key_customer_min_value = 0;
-  // The median gap between orders over customers with more than one order.
-  absl::Duration typical_gap = absl::Hours(24 * 45);
 };
 
 // Collects the few numbers per customer the population needs (a scan of a million customers keeps
@@ -68,7 +66,7 @@ class PopulationBuilder {
   Population Build(const internal::SegmentRules& rules, absl::Time now);
 
  private:
-  std::vector<float> days_since_, gaps_;
+  std::vector<float> days_since_;
   std::vector<int32_t> frequency_;
   std::vector<int64_t> monetary_;
 };
@@ -82,7 +80,7 @@ v1::BuyerLevel LevelOf(const Summary& summary, const internal::SegmentRules& rul
 v1::RfmScores RfmOf(const Summary& summary, const Population& population);
 v1::CustomerInsights Assess(absl::string_view customer_id, const Summary& summary,
                             const Population& population, const internal::SegmentRules& rules,
-                            absl::Time now);
+                            const internal::ChurnModel& churn_model, absl::Time now);
 
 // Outcome of a retention action given the customer's orders: RETAINED when an order was placed
 // after the action and within the window, LOST when the window passed without one.

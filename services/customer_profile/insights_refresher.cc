@@ -39,10 +39,12 @@ const char* OutcomeName(v1::RetentionOutcome o) {
 }  // namespace
 
 InsightsRefresher::InsightsRefresher(CustomerProfileStore* store, Clock* clock,
-                                     internal::SegmentRules rules, prometheus::Registry& r)
+                                     internal::SegmentRules rules, internal::ChurnModel churn_model,
+                                     prometheus::Registry& r)
     : store_(store),
       clock_(clock),
       rules_(std::move(rules)),
+      churn_model_(std::move(churn_model)),
       repeat_purchase_(Kpi(r, "crm_kpi_repeat_purchase_rate",
                            "Of customers who bought, the share who bought at least twice.")),
       retention_90d_(Kpi(r, "crm_kpi_retention_90d_rate",
@@ -105,7 +107,7 @@ absl::Status InsightsRefresher::Refresh() {
   s = store_->ScanHistories([&](absl::string_view customer_id, const internal::CustomerHistory& h) {
     const Summary summary = Summarise(h, now);
     const v1::CustomerInsights insights =
-        Assess(customer_id, summary, next->population, rules_, now);
+        Assess(customer_id, summary, next->population, rules_, churn_model_, now);
     kpis.Add(h, summary, insights.churn().at_risk());
     if (insights.churn().at_risk()) {
       AtRisk& a = next->at_risk.emplace_back();

@@ -44,12 +44,13 @@ class InsightsRefresher {
 
   // Not owned; must outlive the refresher.
   InsightsRefresher(CustomerProfileStore* store, Clock* clock, internal::SegmentRules rules,
-                    prometheus::Registry& registry);
+                    internal::ChurnModel churn_model, prometheus::Registry& registry);
   ~InsightsRefresher();
 
   absl::Status Refresh();
   std::shared_ptr<const Snapshot> snapshot() const;
   const internal::SegmentRules& rules() const { return rules_; }
+  const internal::ChurnModel& churn_model() const { return churn_model_; }
 
   // Refreshes every `interval` on a thread of its own until Stop.
   void Start(absl::Duration interval);
@@ -65,6 +66,7 @@ class InsightsRefresher {
   CustomerProfileStore* const store_;
   Clock* const clock_;
   const internal::SegmentRules rules_;
+  const internal::ChurnModel churn_model_;
   prometheus::Gauge& repeat_purchase_;
   prometheus::Gauge& retention_90d_;
   prometheus::Gauge& csat_;

@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "google/protobuf/text_format.h"
-#include "google/protobuf/io/tokenizer.h"
+#include "libs/api/text_format.h"
 
 namespace crm::loyalty {
 namespace {
@@ -36,18 +36,6 @@ int64_t RateFor(const google::protobuf::Map<std::string, int64_t>& rates, int64_
   auto it = rates.find(category);
   return it == rates.end() ? default_rate : it->second;
 }
-
-// Collects the first error with its line (1-based) while parsing.
-class FirstError : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
-    if (message_.empty()) message_ = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message);
-  }
-  const std::string& message() const { return message_; }
-
- private:
-  std::string message_;
-};
 
 }  // namespace
 
@@ -135,14 +123,8 @@ absl::Status ValidateRules(const v1::LoyaltyRules& r) {
 
 absl::StatusOr<v1::LoyaltyRules> ParseRules(absl::string_view text) {
   v1::LoyaltyRules rules;
-  google::protobuf::TextFormat::Parser parser;
-  FirstError errors;
-  parser.RecordErrorsTo(&errors);
   google::protobuf::TextFormat::ParseInfoTree locations;
-  parser.WriteLocationsTo(&locations);
-  if (!parser.ParseFromString(std::string(text), &rules)) {
-    return absl::InvalidArgumentError(absl::StrCat("rules file: ", errors.message()));
-  }
+  if (auto s = api::ParseTextProto("rules file", text, &rules, &locations); !s.ok()) return s;
   // A section the file leaves out keeps its built-in value; an unset multiplier means "no change".
   const v1::LoyaltyRules defaults = DefaultRules();
   if (rules.tiers().empty()) *rules.mutable_tiers() = defaults.tiers();

@@ -1,14 +1,15 @@
-// How well the churn score ranks customers who are about to stop buying (issue "360°": AUC on synthetic
-// histories with known churners must be at least 0.8; on the real Online Retail transactions it is printed
-// beside a recency-only baseline). Prints the figures the README records.
+// How well the churn model ranks customers who are about to stop buying, on data it was not fitted
+// on: synthetic histories with known churners, and the real Online Retail transactions scored by
+// rolling origin against the baselines (tests/eval/churn_eval.h). Prints the figures README
+// records.
+#include "tests/eval/churn_eval.h"
+
 #include <algorithm>
 #include <cstdio>
-#include <map>
 
 #include "absl/random/random.h"
 #include "catch2/catch.hpp"
 #include "services/customer_profile/churn.h"
-#include "tests/eval/datasets.h"
 
 namespace crm {
 namespace {
@@ -16,40 +17,27 @@ namespace {
 using customer_profile::ChurnFacts;
 using customer_profile::ScoreChurn;
 
-// Area under the ROC curve: the chance that a random churner scores above a random stayer (ties count half).
-double Auc(std::vector<std::pair<double, bool>> scored) {
-  std::sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  double rank_sum = 0, positives = 0;
-  for (size_t i = 0; i < scored.size();) {
-    size_t j = i;
-    while (j < scored.size() && scored[j].first == scored[i].first) ++j;
-    const double average_rank = (i + 1 + j) / 2.0;
-    for (size_t k = i; k < j; ++k) {
-      if (scored[k].second) {
-        rank_sum += average_rank;
-        ++positives;
-      }
-    }
-    i = j;
-  }
-  const double negatives = scored.size() - positives;
-  if (positives == 0 || negatives == 0) return 0.5;
-  return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives);
-}
+constexpr char kOnlineRetail[] =
+    CRM_SOURCE_ROOT "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz";
 
-TEST_CASE("churn score ranks synthetic churners (their rhythm stops) above stayers: AUC at least 0.8") {
+TEST_CASE(
+    "churn score ranks synthetic churners (their rhythm stops) above stayers: AUC at least 0.8") {
   absl::BitGen gen(std::seed_seq{20261123});
   const absl::Time cutoff = absl::FromCivil(absl::CivilDay(2026, 10, 1), absl::UTCTimeZone());
   std::vector<std::pair<double, bool>> model, recency;
   for (int c = 0; c < 3000; ++c) {
     const bool churner = absl::Bernoulli(gen, 0.3);
     const double gap_days = absl::Uniform(gen, 7.0, 90.0);
+    const double basket = absl::Uniform(gen, 20.0, 200.0);
     absl::Time t = cutoff - absl::Hours(24 * absl::Uniform(gen, 400.0, 900.0));
     // A churner's rhythm stops some time before the cut-off; a stayer keeps buying up to it.
-    const absl::Time stop = churner ? cutoff - absl::Hours(24 * absl::Uniform(gen, 20.0, 240.0)) : cutoff;
+    const absl::Time stop =
+        churner ? cutoff - absl::Hours(24 * absl::Uniform(gen, 20.0, 240.0)) : cutoff;
     ChurnFacts facts;
     while (t < stop) {
       facts.order_times.push_back(t);
+      if (t >= cutoff - absl::Hours(24 * 365))
+        facts.value_12m_minor += static_cast<int64_t>(basket * 100);
       t += absl::Hours(24 * gap_days * absl::Uniform(gen, 0.5, 1.5));
     }
     if (facts.order_times.empty()) continue;
@@ -58,60 +46,79 @@ TEST_CASE("churn score ranks synthetic churners (their rhythm stops) above staye
     if (absl::Bernoulli(gen, trouble)) facts.open_complaints = 1;
     if (absl::Bernoulli(gen, trouble)) facts.failed_or_late_deliveries = absl::Uniform(gen, 1, 3);
     if (absl::Bernoulli(gen, trouble / 2)) facts.sla_breaches = 1;
-    const auto s = ScoreChurn(facts, cutoff);
-    model.emplace_back(s.score, churner);
+    model.emplace_back(ScoreChurn(facts, cutoff).score, churner);
     recency.emplace_back(absl::ToDoubleHours(cutoff - facts.order_times.back()), churner);
   }
-  const double auc = Auc(model), base = Auc(recency);
-  std::printf("churn, synthetic (%zu customers): AUC %.3f, recency-only baseline %.3f\n", model.size(), auc, base);
-  // A weekly buyer silent for two months, with an open complaint: riskier than the same buyer a week after
-  // their last order, and the reasons say why.
-  ChurnFacts weekly;
-  for (int w = 20; w >= 9; --w) weekly.order_times.push_back(cutoff - absl::Hours(24 * 7 * w));
-  weekly.open_complaints = 1;
-  const auto s = ScoreChurn(weekly, cutoff);
-  const auto fresh = ScoreChurn(weekly, cutoff - absl::Hours(24 * 7 * 8));
-  CHECK(s.score > 0.5);
-  CHECK(s.score > 2 * fresh.score);
-  REQUIRE_FALSE(s.reasons.empty());
-  CHECK(s.reasons[0].find("days since the last order") != std::string::npos);
+  const double auc = eval::Auc(model), base = eval::Auc(recency);
+  std::printf("churn, synthetic (%zu customers): AUC %.3f, recency-only baseline %.3f\n",
+              model.size(), auc, base);
   CHECK(auc >= 0.8);
-  CHECK(auc > base);
+  // Not required to beat recency here: in this planted world a churner is by definition someone
+  // whose orders stopped, so recency is nearly perfect (0.97), while the shipped weights are the
+  // Online Retail shop's, where a frequent buyer's silence rarely meant leaving. A shop refits on
+  // its own history.
+
+  // A customer gone quiet with an open complaint: riskier than the same customer in the week after
+  // their last order, and the reasons name what raised the score, in the customer's own numbers.
+  ChurnFacts quiet;
+  quiet.order_times = {cutoff - absl::Hours(24 * 150), cutoff - absl::Hours(24 * 120)};
+  quiet.value_12m_minor = 60'00;
+  quiet.open_complaints = 1;
+  const auto s = ScoreChurn(quiet, cutoff);
+  const auto fresh = ScoreChurn(quiet, cutoff - absl::Hours(24 * 113));
+  CHECK(s.score > 0.5);
+  CHECK(s.score > fresh.score);
+  REQUIRE(s.reasons.size() >= 2);
+  CHECK(std::count(s.reasons.begin(), s.reasons.end(), "no order in the last 90 days") == 1);
+  CHECK(std::count(s.reasons.begin(), s.reasons.end(), "1 open complaint(s)") == 1);
 }
 
-TEST_CASE("churn score on the real Online Retail customers, scored at 2011-06-01 against who bought again by October") {
-  auto data = eval::OnlineRetail(std::string(CRM_SOURCE_ROOT) + "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz", 100);
+TEST_CASE(
+    "churn on the real Online Retail customers, rolling origin: the model beats recency, order "
+    "count and an "
+    "RFM logistic at every cut-off, calibrated better, and its at-risk order captures more of the "
+    "value lost") {
+  auto data = eval::OnlineRetail(kOnlineRetail, 100);
   REQUIRE(data.ok());
-  const absl::Time cutoff = absl::FromCivil(absl::CivilDay(2011, 6, 1), absl::UTCTimeZone());
-  std::map<std::string, ChurnFacts> before;
-  std::map<std::string, bool> bought_again;
-  for (const auto& o : data->orders) {
-    if (o.time < cutoff) {
-      before[o.customer_id].order_times.push_back(o.time);
-    } else {
-      bought_again[o.customer_id] = true;
-    }
+  const eval::ChurnEvalOptions protocol = eval::OnlineRetailChurnProtocol();
+  const eval::ChurnReport report =
+      eval::EvaluateChurn(*data, protocol, customer_profile::BuiltInChurnModel());
+  std::printf("%s\n", report.Markdown().c_str());
+  REQUIRE(report.rows.size() == protocol.cutoffs.size());
+  for (const auto& r : report.rows) {
+    INFO(absl::FormatTime("%Y-%m-%d", r.cutoff, absl::UTCTimeZone()));
+    CHECK(r.customers > 2000);
+    CHECK(r.training_windows >= 3);
+    // Ahead of each baseline, fitted on the same windows by the same fitter where they need
+    // fitting.
+    CHECK(r.model_auc > r.BestBaselineAuc());
+    CHECK(r.model_auc >= r.recency_auc + 0.05);
+    CHECK(r.model_auc >= r.orders_auc + 0.02);
+    CHECK(r.model_brier < r.rfm_brier);
+    CHECK(r.shipped_brier < r.rfm_brier);
+    // Ranked by probability x value, the top fifth holds more of the lost value than by value
+    // alone.
+    CHECK(r.value_capture_20 > r.value_only_capture_20);
   }
-  for (const auto& r : data->returns) {
-    if (r.time < cutoff && r.time >= cutoff - absl::Hours(24 * 180) && before.count(r.customer_id)) {
-      ++before[r.customer_id].returns;
-    }
+}
+
+TEST_CASE("the shipped churn model is what crm-churn-fit fits on the shipped data") {
+  auto data = eval::OnlineRetail(kOnlineRetail, 100);
+  REQUIRE(data.ok());
+  const eval::ChurnEvalOptions protocol = eval::OnlineRetailChurnProtocol();
+  const auto refit = eval::FitOnWindows(
+      *data, protocol, eval::TrainingCutoffs(*data, protocol, absl::InfiniteFuture()), "refit");
+  const auto& shipped = customer_profile::BuiltInChurnModel();
+  CHECK(shipped.horizon_days() == protocol.horizon_days);
+  CHECK(shipped.bias() == Approx(refit.bias()).margin(1e-9));
+  REQUIRE(shipped.terms_size() == refit.terms_size());
+  for (int i = 0; i < refit.terms_size(); ++i) {
+    INFO(refit.terms(i).feature());
+    CHECK(shipped.terms(i).feature() == refit.terms(i).feature());
+    CHECK(shipped.terms(i).fitted() == refit.terms(i).fitted());
+    CHECK(shipped.terms(i).weight() == Approx(refit.terms(i).weight()).margin(1e-9));
+    CHECK(shipped.terms(i).mean() == Approx(refit.terms(i).mean()).margin(1e-9));
   }
-  std::vector<std::pair<double, bool>> model, recency;
-  for (const auto& [id, facts] : before) {
-    const bool churned = !bought_again.count(id);
-    model.emplace_back(ScoreChurn(facts, cutoff).score, churned);
-    recency.emplace_back(absl::ToDoubleHours(cutoff - *std::max_element(facts.order_times.begin(), facts.order_times.end())),
-                         churned);
-  }
-  const double auc = Auc(model), base = Auc(recency);
-  std::printf("churn, Online Retail (%zu customers, %.0f%% did not buy again in June-September 2011): AUC %.3f, "
-              "recency-only baseline %.3f\n",
-              model.size(), 100.0 * std::count_if(model.begin(), model.end(), [](auto& p) { return p.second; }) / model.size(),
-              auc, base);
-  CHECK(auc > 0.6);
-  // Wholesale buyers are irregular: the rhythm signals should at least not lose to plain recency.
-  CHECK(auc >= base - 0.02);
 }
 
 }  // namespace

@@ -292,6 +292,7 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
     std::string customer_id, invoice, sku;
     absl::Time time;
     int quantity;
+    int64_t unit_price_minor;
   };
   std::vector<ReturnLine> return_lines;
   std::string line;
@@ -331,7 +332,7 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
     }
     const std::string& invoice = c[0];
     if (!invoice.empty() && invoice[0] == 'C') {
-      if (quantity < 0) return_lines.push_back({customer, invoice, sku, time, -quantity});
+      if (quantity < 0) return_lines.push_back({customer, invoice, sku, time, -quantity, std::llround(price * 100)});
       continue;
     }
     if (quantity <= 0) continue;
@@ -341,7 +342,7 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
       o.customer_id = customer;
       o.time = time;
     }
-    o.lines.push_back({sku, quantity});
+    o.lines.push_back({sku, quantity, std::llround(price * 100)});
   }
   gzclose(f);
   for (auto& [sku, item] : catalog) d.catalog.push_back(std::move(item));
@@ -362,7 +363,7 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
       ret.customer_id = r.customer_id;
       ret.order_id = (*it)->order_id;
       ret.time = r.time;
-      ret.lines.push_back({r.sku, r.quantity});
+      ret.lines.push_back({r.sku, r.quantity, r.unit_price_minor});
       break;
     }
   }

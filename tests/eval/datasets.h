@@ -16,6 +16,7 @@ namespace crm::eval {
 struct Line {
   std::string sku;
   int quantity = 1;
+  int64_t unit_price_minor = 0;  // known for real data only
 };
 
 struct Order {

@@ -245,14 +245,16 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "insights: a buyer whose rhythm stops is at risk, listed by score x value, filtered and "
-    "paged") {
+    "insights: a buyer who stopped is at risk, listed by expected value lost (score x value), "
+    "filtered and paged") {
   World w;
   const std::string stopped = testing::RegisterCustomer(w.stub.get(), "stopped@example.com");
   const std::string steady = testing::RegisterCustomer(w.stub.get(), "steady@example.com");
   const std::string small = testing::RegisterCustomer(w.stub.get(), "small@example.com");
-  w.Buyer(stopped, 12, 300'00, 7 * kDay, 70 * kDay);  // weekly, silent for 10 weeks
-  w.Buyer(steady, 12, 300'00, 7 * kDay, 2 * kDay);
+  // Two big orders a month apart, nothing for five months: the shipped model (fitted on Online
+  // Retail) reads few buying days and none in the last 90 as leaving.
+  w.Buyer(stopped, 2, 250'00, 30 * kDay, 150 * kDay);
+  w.Buyer(steady, 12, 20'00, 7 * kDay, 2 * kDay);
   w.Buyer(small, 3, 10'00, 7 * kDay, 90 * kDay);
   w.Refresh();
   const v1::CustomerInsights s = w.Insights(stopped), ok = w.Insights(steady);
@@ -260,7 +262,7 @@ TEST_CASE(
   CHECK(s.churn().score() > ok.churn().score());
   CHECK_FALSE(ok.churn().at_risk());
   REQUIRE(s.churn().reasons_size() > 0);
-  CHECK(s.churn().reasons(0).find("days since the last order") != std::string::npos);
+  CHECK(s.churn().reasons(0) == "no order in the last 90 days");
   CHECK(w.Metric("crm_kpi_at_risk_customers") == 2);
 
   v1::ListAtRiskCustomersRequest list;

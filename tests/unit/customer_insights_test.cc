@@ -1,5 +1,7 @@
 // The pure half of customer-profile's segments: the rules file, quintile scoring with ties, folding
 // of repeated events, retention judgement.
+#include <cmath>
+
 #include "absl/strings/match.h"
 #include "catch2/catch.hpp"
 #include "google/protobuf/util/message_differencer.h"
@@ -38,6 +40,54 @@ TEST_CASE(
   bad = DefaultSegmentRules();
   bad.mutable_buyer_levels(0)->set_level(v1::BUYER_LEVEL_NEWBIE);
   CHECK(absl::StrContains(ValidateSegmentRules(bad).status().message(), "buyer_levels[0].level"));
+}
+
+TEST_CASE("churn model file: the shipped file parses, and a bad term is refused naming its line") {
+  auto file = ReadChurnModelFile(std::string(CRM_SOURCE_ROOT) +
+                                 "/services/customer_profile/churn-model.textproto");
+  INFO(file.status().ToString());
+  REQUIRE(file.ok());
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(*file, BuiltInChurnModel()));
+  CHECK(file->terms_size() > 3);
+  CHECK(file->horizon_days() == 90);
+
+  const std::string good = "horizon_days: 90\nbias: -1\nterms { feature: \"buying_days\" scale: 1 weight: -0.5 }\n";
+  REQUIRE(ParseChurnModel(good).ok());
+  auto refused = [&](const std::string& text, const std::string& says) {
+    const absl::Status s = ParseChurnModel(text).status();
+    INFO(text << " -> " << s.ToString());
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(s.message(), says));
+  };
+  refused(good + "terms { feature: \"shoe_size\" scale: 1 weight: 1 }\n", "line 4: unknown feature \"shoe_size\"");
+  refused(good + "terms { feature: \"buying_days\" scale: 1 weight: 1 }\n", "appears twice");
+  refused("horizon_days: 90\nterms { feature: \"value_12m\" scale: 0 weight: 1 }\n", "line 2: feature \"value_12m\" needs");
+  refused("horizon_days: 90\nterms { feature: \"value_12m\" scale: 1 wieght: 1 }\n", "line 2, column");
+  refused("bias: 1\n", "horizon_days must be positive");
+  CHECK(ReadChurnModelFile("/nonexistent/churn.textproto").status().code() == absl::StatusCode::kNotFound);
+}
+
+TEST_CASE("churn score: a prospect scores 0, reasons come from the terms that raised the score") {
+  ChurnFacts none;
+  const ChurnScore prospect = ScoreChurn(none, kNow);
+  CHECK(prospect.score == 0);
+  CHECK(prospect.reasons == std::vector<std::string>{"no order yet"});
+
+  internal::ChurnModel model = *ParseChurnModel(
+      "horizon_days: 90\nbias: 0\n"
+      "terms { feature: \"buying_days_last_90\" mean: 1 scale: 1 weight: -1 }\n"
+      "terms { feature: \"open_complaints\" scale: 1 weight: 0.5 }\n");
+  ChurnFacts quiet;
+  quiet.order_times = {kNow - 200 * kDay};
+  quiet.open_complaints = 2;
+  const ChurnScore s = ScoreChurn(model, quiet, kNow);
+  // z = -1 * (log 1 - 1) + 0.5 * 2 = 2
+  CHECK(s.score == Approx(1 / (1 + std::exp(-2.0))));
+  CHECK(s.reasons == std::vector<std::string>{"no order in the last 90 days", "2 open complaint(s)"});
+  // Buying days, not invoices: three orders on one day are one visit.
+  ChurnFacts one_day;
+  one_day.order_times = {kNow - 3 * kDay, kNow - 3 * kDay + absl::Minutes(5), kNow - 3 * kDay + absl::Hours(1)};
+  CHECK(ChurnFeaturesOf(one_day, kNow)[kBuyingDays] == Approx(std::log1p(1.0)));
 }
 
 TEST_CASE(
@@ -81,7 +131,8 @@ TEST_CASE(
   FoldEvent(Placed("f1", 100'00, kNow - 2 * kDay), fresh);
   const Summary f = Summarise(fresh, kNow);
   const v1::CustomerInsights in =
-      Assess("c-fresh", f, today.Build(DefaultSegmentRules(), kNow), DefaultSegmentRules(), kNow);
+      Assess("c-fresh", f, today.Build(DefaultSegmentRules(), kNow), DefaultSegmentRules(),
+             BuiltInChurnModel(), kNow);
   CHECK(in.rfm().recency() == 1);
   CHECK(in.rfm().segment() != v1::RFM_SEGMENT_HIBERNATING);
   CHECK(in.rfm().segment() != v1::RFM_SEGMENT_AT_RISK);
