@@ -1,5 +1,6 @@
 #include "libs/store/store.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -290,25 +291,30 @@ TEST_CASE("a damaged write-ahead log refuses the open, a torn last record from a
   }
 }
 
-// Runs `scenario` in a child process with its own mount namespace and `dir` as a fresh tmpfs of
-// `size`: a real small filesystem that fills up, without touching the machine's disks. Root may do
-// this directly; anyone else through a user namespace (Debian allows unprivileged ones). Returns
-// the scenario's verdict ("" when it held), or std::nullopt when this machine allows neither.
-std::optional<std::string> OnSmallFilesystem(const std::string& dir, const std::string& size,
-                                             const std::function<std::string()>& scenario) {
-  int out[2];
-  REQUIRE(pipe(out) == 0);
-  const uid_t uid = geteuid();
-  const gid_t gid = getegid();
-  std::fflush(nullptr);  // the child must not print the parent's buffered output again
-  const pid_t child = fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    close(out[0]);
+// Runs `scenario` in a child process with its own mount namespace and a fresh tmpfs of `size`
+// mounted on the directory it is given: a real small filesystem that fills up, without touching the
+// machine's disks. Root may do this directly; anyone else through a user namespace (Debian allows
+// unprivileged ones). Returns the scenario's verdict ("" when it held), or std::nullopt when this
+// machine allows neither.
+//
+// The child is this test binary executed afresh with only `tag`'s test selected, not a bare fork: a
+// forked copy of a process that already ran RocksDB lacks the background threads its shared thread
+// pool counts on, so its flushes never run and the first write stall waits forever.
+constexpr char kVerdictFdEnv[] = "CRM_SMALL_FS_VERDICT_FD";
+constexpr char kDirEnv[] = "CRM_SMALL_FS_DIR";
+
+std::optional<std::string> OnSmallFilesystem(
+    const std::string& tag, const std::string& size,
+    const std::function<std::string(const std::string&)>& scenario) {
+  if (const char* fd_text = std::getenv(kVerdictFdEnv)) {  // the re-executed child
+    const int fd = std::atoi(fd_text);
+    const std::string mount_point = std::getenv(kDirEnv);
     auto report = [&](const std::string& verdict, int code) {
-      (void)!write(out[1], verdict.data(), verdict.size());
+      (void)!write(fd, verdict.data(), verdict.size());
       _exit(code);
     };
+    const uid_t uid = geteuid();
+    const gid_t gid = getegid();
     const int flags = uid == 0 ? CLONE_NEWNS : (CLONE_NEWUSER | CLONE_NEWNS);
     if (unshare(flags) != 0) report("unshare", 77);
     if (uid != 0) {
@@ -317,11 +323,39 @@ std::optional<std::string> OnSmallFilesystem(const std::string& dir, const std::
       std::ofstream("/proc/self/gid_map") << "0 " << gid << " 1";
     }
     if (mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        mount("tmpfs", dir.c_str(), "tmpfs", 0, ("size=" + size).c_str()) != 0) {
+        mount("tmpfs", mount_point.c_str(), "tmpfs", 0, ("size=" + size).c_str()) != 0) {
       report("mount", 77);
     }
-    report(scenario(), 0);
+    report(scenario(mount_point), 0);
   }
+  testing::TempDir temp;
+  const std::string dir = temp.Sub("volume");
+  std::filesystem::create_directories(dir);
+  int out[2];
+  REQUIRE(pipe(out) == 0);
+  // Everything the child needs is built before fork: between fork and exec only async-signal-safe
+  // calls are allowed in a threaded process.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+  env_strings.push_back(absl::StrCat(kVerdictFdEnv, "=", out[1]));
+  env_strings.push_back(absl::StrCat(kDirEnv, "=", dir));
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string self = "/proc/self/exe", filter = tag, quiet = "/dev/null";
+  char* argv[] = {self.data(), filter.data(), nullptr};
+  const int devnull = open(quiet.c_str(), O_WRONLY);
+  REQUIRE(devnull >= 0);
+  std::fflush(nullptr);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    close(out[0]);
+    dup2(devnull, STDOUT_FILENO);  // the child's own test report is not ours to print
+    execve(self.c_str(), argv, envp.data());
+    _exit(127);
+  }
+  close(devnull);
   close(out[1]);
   std::string verdict;
   char buf[4096];
@@ -333,6 +367,7 @@ std::optional<std::string> OnSmallFilesystem(const std::string& dir, const std::
   if (WIFEXITED(status) && WEXITSTATUS(status) == 77) return std::nullopt;
   if (!WIFEXITED(status))
     return "the scenario's process died (signal " + std::to_string(WTERMSIG(status)) + ")";
+  if (WEXITSTATUS(status) == 127) return "the test binary could not be executed again";
   return verdict;
 }
 
@@ -340,78 +375,77 @@ TEST_CASE(
     "a full disk: writes refused before the volume is full, reads kept, writes back by themselves, "
     "every acknowledged write kept across a restart on the full volume",
     "[store][disk]") {
-  testing::TempDir dir;
-  const std::string mount_point = dir.Sub("volume");
-  std::filesystem::create_directories(mount_point);
-  const auto verdict = OnSmallFilesystem(mount_point, "64m", [&]() -> std::string {
-    const std::string data = mount_point + "/db", filler = mount_point + "/filler";
-    {
-      std::ofstream f(filler, std::ios::binary);
-      const std::string mib(1 << 20, 'x');
-      for (int i = 0; i < 16; ++i) f << mib;  // what the operator will free
-    }
-    StoreOptions o;
-    o.path = data;
-    o.block_cache_bytes = 4 << 20;
-    o.memtable_budget_bytes = 4 << 20;
-    o.disk_reserve_bytes = 24 << 20;
-    auto opened = Store::Open(o, {"things", "requests"});
-    if (!opened.ok()) return "open: " + opened.status().ToString();
-    auto store = std::move(*opened);
-    int acknowledged = 0;
-    // Incompressible: a volume does not fill with values compression makes vanish.
-    auto big = [](int i) {
-      std::mt19937_64 rng(static_cast<uint64_t>(i));
-      std::string v(4096, '\0');
-      for (auto& c : v) c = static_cast<char>(rng());
-      return Value(i) + v;
-    };
-    auto fill = [&]() -> std::string {
-      for (int tries = 0; tries < 20000; ++tries) {
-        rocksdb::WriteBatch batch;
-        batch.Put(store->cf("things"), absl::StrCat("k", 100000 + acknowledged), big(acknowledged));
-        const absl::Status s = store->Write(&batch, Durability::kSynced);
-        if (s.ok()) {
-          ++acknowledged;
-          continue;
+  const auto verdict =
+      OnSmallFilesystem("[disk]", "64m", [](const std::string& mount_point) -> std::string {
+        const std::string data = mount_point + "/db", filler = mount_point + "/filler";
+        {
+          std::ofstream f(filler, std::ios::binary);
+          const std::string mib(1 << 20, 'x');
+          for (int i = 0; i < 16; ++i) f << mib;  // what the operator will free
         }
-        // Refused by the reserve, before RocksDB itself ran out of space.
-        if (!absl::IsResourceExhausted(s) || !absl::StrContains(s.message(), "reserve"))
-          return "write: " + s.ToString();
+        StoreOptions o;
+        o.path = data;
+        o.block_cache_bytes = 4 << 20;
+        o.memtable_budget_bytes = 4 << 20;
+        o.disk_reserve_bytes = 24 << 20;
+        auto opened = Store::Open(o, {"things", "requests"});
+        if (!opened.ok()) return "open: " + opened.status().ToString();
+        auto store = std::move(*opened);
+        int acknowledged = 0;
+        // Incompressible: a volume does not fill with values compression makes vanish.
+        auto big = [](int i) {
+          std::mt19937_64 rng(static_cast<uint64_t>(i));
+          std::string v(4096, '\0');
+          for (auto& c : v) c = static_cast<char>(rng());
+          return Value(i) + v;
+        };
+        auto fill = [&]() -> std::string {
+          for (int tries = 0; tries < 20000; ++tries) {
+            rocksdb::WriteBatch batch;
+            batch.Put(store->cf("things"), absl::StrCat("k", 100000 + acknowledged),
+                      big(acknowledged));
+            const absl::Status s = store->Write(&batch, Durability::kSynced);
+            if (s.ok()) {
+              ++acknowledged;
+              continue;
+            }
+            // Refused by the reserve, before RocksDB itself ran out of space.
+            if (!absl::IsResourceExhausted(s) || !absl::StrContains(s.message(), "reserve"))
+              return "write: " + s.ToString();
+            return "";
+          }
+          return "the volume never filled";
+        };
+        if (std::string e = fill(); !e.empty()) return e;
+        const int first_fill = acknowledged;
+        // Reads keep working.
+        auto read = store->Get(store->cf("things"), "k100000");
+        if (!read.ok() || !read->has_value()) return "read while full: " + read.status().ToString();
+        // Space returns: writes go through again by themselves, no restart.
+        std::filesystem::remove(filler);
+        const bool resumed = testing::WaitUntil(
+            [&] {
+              rocksdb::WriteBatch batch;
+              batch.Put(store->cf("things"), absl::StrCat("k", 100000 + acknowledged),
+                        big(acknowledged));
+              if (!store->Write(&batch, Durability::kSynced).ok()) return false;
+              ++acknowledged;
+              return true;
+            },
+            absl::Seconds(10));
+        if (!resumed) return "writes did not resume after space was freed";
+        if (std::string e = fill(); !e.empty()) return "second fill: " + e;
+        if (acknowledged <= first_fill) return "nothing written after space returned";
+        store.reset();                                        // a clean stop on the full volume
+        auto again = Store::Open(o, {"things", "requests"});  // and a restart on it
+        if (!again.ok()) return "restart on the full volume: " + again.status().ToString();
+        for (int i = 0; i < acknowledged; ++i) {
+          auto v = (*again)->Get((*again)->cf("things"), absl::StrCat("k", 100000 + i));
+          if (!v.ok() || !v->has_value() || **v != big(i))
+            return "acknowledged write lost: " + std::to_string(i);
+        }
         return "";
-      }
-      return "the volume never filled";
-    };
-    if (std::string e = fill(); !e.empty()) return e;
-    const int first_fill = acknowledged;
-    // Reads keep working.
-    auto read = store->Get(store->cf("things"), "k100000");
-    if (!read.ok() || !read->has_value()) return "read while full: " + read.status().ToString();
-    // Space returns: writes go through again by themselves, no restart.
-    std::filesystem::remove(filler);
-    const bool resumed = testing::WaitUntil(
-        [&] {
-          rocksdb::WriteBatch batch;
-          batch.Put(store->cf("things"), absl::StrCat("k", 100000 + acknowledged),
-                    big(acknowledged));
-          if (!store->Write(&batch, Durability::kSynced).ok()) return false;
-          ++acknowledged;
-          return true;
-        },
-        absl::Seconds(10));
-    if (!resumed) return "writes did not resume after space was freed";
-    if (std::string e = fill(); !e.empty()) return "second fill: " + e;
-    if (acknowledged <= first_fill) return "nothing written after space returned";
-    store.reset();                                        // a clean stop on the full volume
-    auto again = Store::Open(o, {"things", "requests"});  // and a restart on it
-    if (!again.ok()) return "restart on the full volume: " + again.status().ToString();
-    for (int i = 0; i < acknowledged; ++i) {
-      auto v = (*again)->Get((*again)->cf("things"), absl::StrCat("k", 100000 + i));
-      if (!v.ok() || !v->has_value() || **v != big(i))
-        return "acknowledged write lost: " + std::to_string(i);
-    }
-    return "";
-  });
+      });
   if (!verdict.has_value()) {
     WARN(
         "this machine allows neither root mounts nor user namespaces: the small-filesystem test "
