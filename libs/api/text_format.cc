@@ -1,5 +1,6 @@
 #include "libs/api/text_format.h"
 
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -36,6 +37,13 @@ absl::Status ParseTextProto(absl::string_view what, absl::string_view text,
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", errors.message()));
   }
   return absl::OkStatus();
+}
+
+std::string LineOf(absl::string_view text, absl::string_view needle) {
+  const size_t at = needle.empty() ? absl::string_view::npos : text.find(needle);
+  if (at == absl::string_view::npos) return "";
+  return absl::StrCat(
+      "line ", std::count(text.begin(), text.begin() + static_cast<long>(at), '\n') + 1, ": ");
 }
 
 }  // namespace crm::api

@@ -3,6 +3,8 @@
 // guessing.
 #pragma once
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
@@ -16,5 +18,9 @@ namespace crm::api {
 absl::Status ParseTextProto(absl::string_view what, absl::string_view text,
                             google::protobuf::Message* out,
                             google::protobuf::TextFormat::ParseInfoTree* locations = nullptr);
+
+// "line N: " for the first line of `text` that contains `needle` (empty when none does): for checks
+// after parsing to point at the offending entry.
+std::string LineOf(absl::string_view text, absl::string_view needle);
 
 }  // namespace crm::api

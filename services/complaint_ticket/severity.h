@@ -1,8 +1,13 @@
-// How upset is the customer? Scores a complaint's emotional intensity (Chinese or English) from a lexicon
-// kept as data: intensity words, negated satisfaction ("不满意", "not happy"), intensifiers, exclamation,
-// repetition, all-caps shouting, threats to leave or to go public; plus the category and the customer's
-// value. The score maps to a handling level 1-3 (seed 001 §4(2): severity decides who handles it) and a
-// priority, and every signal that produced it is returned so an agent can see why. Pure functions.
+// How serious is a complaint? Scores a complaint (Chinese or English) from a lexicon kept as data,
+// in two layers. Tone: intensity words, negated satisfaction ("不满意", "not happy"), intensifiers,
+// exclamation, repetition, a few shouted words (a text all in capitals is habit and scores
+// nothing). Kinds: harm (health, safety, property, lost documents), legal or regulatory action,
+// public exposure, leaving, broken or repeated promises, sarcasm. Each kind is recognised from cue
+// patterns over word classes such as "{PROMISE} ... {FAILED}", with negation ("没有受伤", "no need
+// to involve a lawyer") and exceptions ("my lawyer friend"); one strong kind reaches level 3
+// however calmly it is put. Plus the category and the customer's value. The score maps to a
+// handling level 1-3 (seed 001 §4(2): severity decides who handles it) and a priority, and every
+// signal that produced it is returned so an agent can see why. Pure functions.
 #pragma once
 
 #include <string>
@@ -13,8 +18,8 @@
 
 namespace crm::complaint_ticket {
 
-// Parses a lexicon in protobuf text format; errors name the line. Checks weights are not negative and
-// the level thresholds are in order.
+// Parses a lexicon in protobuf text format; errors name the line. Checks weights are not negative,
+// cues name known word classes and the level thresholds are in order.
 absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text);
 // The lexicon this binary was built with (deploy/config/complaint-lexicon.textproto at build time).
 const internal::SeverityLexicon& BuiltInLexicon();

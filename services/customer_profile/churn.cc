@@ -29,13 +29,6 @@ int FeatureOf(absl::string_view name) {
   return -1;
 }
 
-// Which line of `text` mentions `needle` first, as "line N: " (empty when not found).
-std::string LineOf(absl::string_view text, absl::string_view needle) {
-  const size_t at = text.find(needle);
-  if (needle.empty() || at == absl::string_view::npos) return "";
-  return absl::StrCat("line ", std::count(text.begin(), text.begin() + at, '\n') + 1, ": ");
-}
-
 // What a feature that raised the score says to a person, in the customer's own numbers.
 std::string Reason(ChurnFeature f, const ChurnFacts& facts, absl::Time now,
                    const ChurnFeatures& x) {
@@ -150,7 +143,7 @@ absl::StatusOr<internal::ChurnModel> ParseChurnModel(absl::string_view text) {
   if (auto s = api::ParseTextProto("churn model", text, &model); !s.ok()) return s;
   std::set<std::string> seen;
   for (const auto& t : model.terms()) {
-    const std::string where = LineOf(text, absl::StrCat("\"", t.feature(), "\""));
+    const std::string where = api::LineOf(text, absl::StrCat("\"", t.feature(), "\""));
     if (FeatureOf(t.feature()) < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("churn model: ", where, "unknown feature \"", t.feature(), "\""));

@@ -1,12 +1,22 @@
-#include <fstream>
-#include <sstream>
+#include "services/complaint_ticket/severity.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "catch2/catch.hpp"
-#include "services/complaint_ticket/routing.h"
-#include "services/complaint_ticket/severity.h"
-#include "services/complaint_ticket/sla.h"
 #include "libs/api/validate.h"
+#include "services/complaint_ticket/routing.h"
+#include "services/complaint_ticket/sla.h"
 
 namespace crm::complaint_ticket {
 namespace {
@@ -20,15 +30,35 @@ TEST_CASE("the shipped lexicon parses and is the one built in", "[tickets][sever
   auto parsed = ParseLexicon(text.str());
   REQUIRE(parsed.ok());
   CHECK(parsed->intensity_size() == Lexicon().intensity_size());
+  CHECK(parsed->kinds_size() == Lexicon().kinds_size());
   CHECK(Lexicon().level3_from() > Lexicon().level2_from());
   const auto bad = ParseLexicon("intensity { text: \"x\" weight: 1 }\nlevel2_from: oops\n");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().message().find("line 2") != absl::string_view::npos);
 }
 
+TEST_CASE("lexicon mistakes are rejected with the line that has them", "[tickets][severity]") {
+  const std::string ok_levels = "level2_from: 14\nlevel3_from: 45\n";
+  const auto unknown_class = ParseLexicon(
+      ok_levels + "word_classes { name: \"LAWYER\" terms: [\"lawyer\"] }\n" +
+      "kinds {\n  name: \"legal_action\"\n  cues { text: \"{LAWYR}\" weight: 50 }\n}\n");
+  REQUIRE_FALSE(unknown_class.ok());
+  CHECK(unknown_class.status().message().find("line 6") != absl::string_view::npos);
+  CHECK(unknown_class.status().message().find("LAWYR") != absl::string_view::npos);
+  const auto negative = ParseLexicon(ok_levels + "intensity { text: \"awful\" weight: -3 }\n");
+  REQUIRE_FALSE(negative.ok());
+  CHECK(negative.status().message().find("line 3") != absl::string_view::npos);
+  const auto no_cues = ParseLexicon(ok_levels + "kinds { name: \"harm\" }\n");
+  CHECK_FALSE(no_cues.ok());
+  const auto levels = ParseLexicon("level2_from: 50\nlevel3_from: 45\n");
+  REQUIRE_FALSE(levels.ok());
+  CHECK(levels.status().message().find("line 2") != absl::string_view::npos);
+}
+
 TEST_CASE("signals explain the score", "[tickets][severity]") {
-  const v1::Severity s = AssessSeverity(Lexicon(), "This is a SCAM!!! You are LIARS and I will post it online",
-                                        v1::TICKET_CATEGORY_QUALITY, {});
+  const v1::Severity s =
+      AssessSeverity(Lexicon(), "This is a SCAM!!! You are LIARS and I will post it online",
+                     v1::TICKET_CATEGORY_QUALITY, {});
   std::set<std::string> kinds;
   for (const auto& sig : s.signals()) kinds.insert(sig.kind());
   CHECK(kinds.count("intensity") == 1);
@@ -44,76 +74,239 @@ TEST_CASE("signals explain the score", "[tickets][severity]") {
   CHECK(s.priority() == v1::PRIORITY_P1);
 }
 
-TEST_CASE("negation turns satisfaction into complaint and softens intensity", "[tickets][severity]") {
-  auto score = [](const char* text) { return AssessSeverity(Lexicon(), text, v1::TICKET_CATEGORY_OTHER, {}).score(); };
+TEST_CASE("negation turns satisfaction into complaint and softens intensity",
+          "[tickets][severity]") {
+  auto score = [](const char* text) {
+    return AssessSeverity(Lexicon(), text, v1::TICKET_CATEGORY_OTHER, {}).score();
+  };
   CHECK(score("I am not happy with this") > score("I am happy with this"));
   CHECK(score("我很不满意") > score("我很满意"));
   CHECK(score("it is not terrible") < score("it is terrible"));
   CHECK(score("very angry") > score("angry"));
 }
 
+// The kind of severity a text shows ("" for none), and its level.
+std::pair<std::set<std::string>, int> Kinds(const char* text) {
+  const v1::Severity s = AssessSeverity(Lexicon(), text, v1::TICKET_CATEGORY_OTHER, {});
+  std::set<std::string> kinds;
+  for (const auto& sig : s.signals()) {
+    if (sig.kind() != "intensity" && sig.kind() != "negated_positive" && sig.kind() != "category" &&
+        sig.kind() != "exclamation" && sig.kind() != "repetition" && sig.kind() != "all_caps") {
+      kinds.insert(sig.kind());
+    }
+  }
+  return {kinds, s.handling_level()};
+}
+
+TEST_CASE("each kind of severity reaches level 3 alone, however calmly put",
+          "[tickets][severity]") {
+  const std::vector<std::pair<const char*, const char*>> cases = {
+      {"harm", "The chicken gave my whole family food poisoning."},
+      {"harm", "吃了你们的零食以后孩子一直呕吐。"},
+      {"harm", "You lost the envelope with my passport in it."},
+      {"legal_action", "I have forwarded our emails to my solicitor."},
+      {"legal_action", "这件事我已经交给律师了。"},
+      {"legal_action", "I have raised a chargeback with my bank."},
+      {"legal_action", "我已经在黑猫投诉提交了。"},
+      {"threat_to_go_public", "I will be posting the video on YouTube."},
+      {"threat_to_go_public", "我会把这件事发到抖音上。"},
+      {"threat_to_leave", "Please delete my account."},
+      {"threat_to_leave", "请注销我的账号。"},
+      {"broken_promise", "You promised a call back and nobody ever called."},
+      {"broken_promise", "说好今天退款，结果还是没到账。"},
+      {"sarcasm", "Amazing service as always, my parcel is late again."},
+      {"sarcasm", "你们真行啊，又送错了。"},
+  };
+  for (const auto& [kind, text] : cases) {
+    INFO(text);
+    const auto [kinds, level] = Kinds(text);
+    CHECK(kinds.count(kind) == 1);
+    CHECK(level == 3);
+  }
+}
+
+TEST_CASE("negated or innocent mentions raise nothing", "[tickets][severity]") {
+  for (const char* text : {
+           "My lawyer friend recommended you, do you ship to Macau?",
+           "我的律师朋友推荐了你们家。",
+           "There is no need to involve a lawyer, I only want the invoice.",
+           "Nobody was hurt, it is not dangerous, the lid is just loose.",
+           "没有受伤，就是盖子有点松。",
+           "I saw your advert on YouTube, is the offer still on?",
+           "在抖音上看到你们的广告，还有优惠吗？",
+           "发票抬头写错了，麻烦改一下。",
+           "How do I change the email on my account?",
+       }) {
+    INFO(text);
+    const auto [kinds, level] = Kinds(text);
+    CHECK(kinds.empty());
+    CHECK(level == 1);
+  }
+}
+
+TEST_CASE("capitals from habit never raise a level", "[tickets][severity]") {
+  const std::vector<std::pair<std::string, v1::TicketCategory>> calm = {
+      {"Hello, my order has not arrived yet. Could you please check the tracking? Thank you.",
+       v1::TICKET_CATEGORY_DELIVERY},
+      {"The blue mug is a different shade from the picture. Can I swap it for the green one?",
+       v1::TICKET_CATEGORY_QUALITY},
+      {"My parcel is two weeks late and nobody answers the phone. Very disappointed.",
+       v1::TICKET_CATEGORY_DELIVERY},
+  };
+  for (const auto& [text, category] : calm) {
+    INFO(text);
+    const v1::Severity lower = AssessSeverity(Lexicon(), text, category, {});
+    const v1::Severity upper = AssessSeverity(Lexicon(), absl::AsciiStrToUpper(text), category, {});
+    CHECK(upper.handling_level() == lower.handling_level());
+    CHECK(upper.score() == Approx(lower.score()));
+  }
+}
+
 TEST_CASE("valuable customers weigh more", "[tickets][severity]") {
   const char* text = "The parcel is late again";
   const double anyone = AssessSeverity(Lexicon(), text, v1::TICKET_CATEGORY_DELIVERY, {}).score();
-  const double gold = AssessSeverity(Lexicon(), text, v1::TICKET_CATEGORY_DELIVERY, {4, false}).score();
-  const double enterprise = AssessSeverity(Lexicon(), text, v1::TICKET_CATEGORY_DELIVERY, {4, true}).score();
+  const double gold =
+      AssessSeverity(Lexicon(), text, v1::TICKET_CATEGORY_DELIVERY, {4, false}).score();
+  const double enterprise =
+      AssessSeverity(Lexicon(), text, v1::TICKET_CATEGORY_DELIVERY, {4, true}).score();
   CHECK(anyone < gold);
   CHECK(gold < enterprise);
 }
 
-// Accuracy on a labelled file; prints it and the confusion matrix.
-double Accuracy(const std::string& file, int* total_out, int* zh_out) {
+struct Labelled {
+  int level;
+  v1::TicketCategory category;
+  std::string text;
+  bool zh;
+};
+
+std::vector<Labelled> ReadLabelled(const std::string& file) {
   std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/tests/data/" + file);
   REQUIRE(f.good());
+  std::vector<Labelled> out;
   std::string line;
-  int total = 0, correct = 0, zh_total = 0, zh_correct = 0;
-  std::map<std::pair<int, int>, int> confusion;
   while (std::getline(f, line)) {
     if (line.empty() || line[0] == '#') continue;
     std::vector<std::string> parts = absl::StrSplit(line, absl::MaxSplits('\t', 2));
     REQUIRE(parts.size() == 3);
-    const int expected = std::stoi(parts[0]);
     v1::TicketCategory category = v1::TICKET_CATEGORY_UNSPECIFIED;
     REQUIRE(v1::TicketCategory_Parse("TICKET_CATEGORY_" + parts[1], &category));
-    const v1::Severity s = AssessSeverity(Lexicon(), parts[2], category, {});
-    const bool zh = static_cast<unsigned char>(parts[2][0]) >= 0x80;
-    if (std::getenv("CRM_PRINT_SCORES") != nullptr) {  // for tuning the lexicon: every score and its signals
-      std::printf("%d %5.1f %s |", expected, s.score(), parts[2].substr(0, 50).c_str());
-      for (const auto& sig : s.signals()) std::printf(" %s:%s=%.0f", sig.kind().c_str(), sig.evidence().c_str(), sig.points());
+    out.push_back(
+        {std::stoi(parts[0]), category, parts[2], static_cast<unsigned char>(parts[2][0]) >= 0x80});
+  }
+  return out;
+}
+
+// Accuracy and level-3 recall on a labelled set, overall and by language.
+struct Figures {
+  int total = 0, correct = 0, level3 = 0, level3_caught = 0;
+  double accuracy() const { return total == 0 ? 0 : static_cast<double>(correct) / total; }
+  double level3_recall() const {
+    return level3 == 0 ? 1 : static_cast<double>(level3_caught) / level3;
+  }
+};
+
+struct Evaluation {
+  Figures all, zh, en;
+  int zh_lines = 0;
+};
+
+// Classifies every line of `file`; prints the figures (and, with CRM_PRINT_SCORES set, every score
+// and its signals, for tuning the lexicon on the training set).
+Evaluation Evaluate(const std::string& file) {
+  Evaluation e;
+  std::map<std::pair<int, int>, int> confusion;
+  for (const Labelled& l : ReadLabelled(file)) {
+    const v1::Severity s = AssessSeverity(Lexicon(), l.text, l.category, {});
+    if (std::getenv("CRM_PRINT_SCORES") != nullptr) {
+      std::printf("%d %d %5.1f %s |", l.level, s.handling_level(), s.score(), l.text.c_str());
+      for (const auto& sig : s.signals()) {
+        std::printf(" %s:%s=%.0f", sig.kind().c_str(), sig.evidence().c_str(), sig.points());
+      }
       std::printf("\n");
     }
-    ++total;
-    zh_total += zh;
-    ++confusion[{expected, s.handling_level()}];
-    if (s.handling_level() == expected) {
-      ++correct;
-      zh_correct += zh;
-    } else {
-      WARN("expected " << expected << " got " << s.handling_level() << " (score " << s.score() << "): " << parts[2]);
+    const bool right = s.handling_level() == l.level;
+    for (Figures* f : {&e.all, l.zh ? &e.zh : &e.en}) {
+      ++f->total;
+      f->correct += right;
+      if (l.level == 3) {
+        ++f->level3;
+        f->level3_caught += s.handling_level() == 3;
+      }
+    }
+    e.zh_lines += l.zh;
+    ++confusion[{l.level, s.handling_level()}];
+    if (!right) {
+      WARN(file << ": expected " << l.level << " got " << s.handling_level() << " (score "
+                << s.score() << "): " << l.text);
     }
   }
-  const double accuracy = static_cast<double>(correct) / total;
-  std::printf("severity classifier on %s: %d/%d correct = %.1f%% (Chinese %d/%d, English %d/%d)\n", file.c_str(),
-              correct, total, 100 * accuracy, zh_correct, zh_total, correct - zh_correct, total - zh_total);
-  for (const auto& [k, n] : confusion) std::printf("  expected level %d, classified %d: %d\n", k.first, k.second, n);
-  *total_out = total;
-  *zh_out = zh_total;
-  return accuracy;
+  auto line = [](const char* name, const Figures& f) {
+    std::printf("  %-8s accuracy %3d/%3d = %5.1f%%   level-3 recall %3d/%3d = %5.1f%%\n", name,
+                f.correct, f.total, 100 * f.accuracy(), f.level3_caught, f.level3,
+                100 * f.level3_recall());
+  };
+  std::printf("severity classifier on %s:\n", file.c_str());
+  line("all", e.all);
+  line("Chinese", e.zh);
+  line("English", e.en);
+  for (const auto& [k, n] : confusion) {
+    std::printf("    expected level %d, classified %d: %d\n", k.first, k.second, n);
+  }
+  return e;
 }
 
-TEST_CASE("the classifier's accuracy on the labelled sets (printed)", "[tickets][severity]") {
-  int total = 0, zh = 0;
-  // complaints.tsv tuned the lexicon's weights and thresholds; complaints_holdout.tsv never did.
-  const double tuned = Accuracy("complaints.tsv", &total, &zh);
-  CHECK(total >= 60);
-  CHECK(zh * 2 == total);
-  CHECK(tuned >= 0.9);
-  const double holdout = Accuracy("complaints_holdout.tsv", &total, &zh);
-  CHECK(total >= 16);
-  CHECK(holdout >= 0.75);
+TEST_CASE("the held-out sets share no text with the training set", "[tickets][severity]") {
+  std::set<std::string> training;
+  for (const Labelled& l : ReadLabelled("complaints.tsv")) training.insert(l.text);
+  for (const char* file :
+       {"complaints_holdout.tsv", "complaints_holdout_kinds.tsv", "complaints_blind.tsv"}) {
+    for (const Labelled& l : ReadLabelled(file)) {
+      INFO(file << ": " << l.text);
+      CHECK(training.count(l.text) == 0);
+    }
+  }
 }
 
-TEST_CASE("SLA deadlines follow the priority, and enterprise answers in 30 minutes", "[tickets][sla]") {
+TEST_CASE("the classifier's accuracy on training and held-out sets (printed)",
+          "[tickets][severity]") {
+  // complaints.tsv tuned the lexicon's words, weights and thresholds: its figures are optimistic.
+  const Evaluation tuned = Evaluate("complaints.tsv");
+  const auto labelled = ReadLabelled("complaints.tsv");
+  CHECK(tuned.all.total >= 300);
+  CHECK(tuned.zh_lines * 2 == tuned.all.total);
+  for (int level : {1, 2, 3}) {
+    CHECK(std::count_if(labelled.begin(), labelled.end(),
+                        [&](const Labelled& l) { return l.level == level; }) >= 60);
+  }
+  CHECK(tuned.all.accuracy() >= 0.95);
+  CHECK(tuned.all.level3_recall() >= 0.95);
+  // The held-out sets never tuned anything: the honest estimate. These floors guard against
+  // regressions at the level measured when the sets were first run (see the files' headers).
+  const Evaluation holdout = Evaluate("complaints_holdout.tsv");
+  CHECK(holdout.all.total >= 16);
+  CHECK(holdout.all.accuracy() >= 0.75);
+  const Evaluation kinds = Evaluate("complaints_holdout_kinds.tsv");
+  CHECK(kinds.all.total >= 60);
+  CHECK(kinds.all.accuracy() >= 0.55);
+  CHECK(kinds.all.level3_recall() >= 0.4);
+}
+
+// Issue 19's target (level-3 recall >= 0.9, accuracy >= 0.8) on complaints written by someone who
+// never saw the lexicon: recall is met; accuracy is 0.775 (level 2 read as level 1), so the floor
+// sits at what was measured and the gap is stated in README.
+TEST_CASE("blind complaints from another hand: angry or harmed customers are caught",
+          "[tickets][severity]") {
+  const Evaluation blind = Evaluate("complaints_blind.tsv");
+  CHECK(blind.all.total == 120);
+  CHECK(blind.all.level3_recall() >= 0.9);
+  CHECK(blind.zh.level3_recall() >= 0.9);
+  CHECK(blind.en.level3_recall() >= 0.8);
+  CHECK(blind.all.accuracy() >= 0.75);
+}
+
+TEST_CASE("SLA deadlines follow the priority, and enterprise answers in 30 minutes",
+          "[tickets][sla]") {
   const absl::Time now = absl::FromUnixSeconds(1767225600);
   v1::Ticket t;
   t.set_priority(v1::PRIORITY_P1);
@@ -132,7 +325,8 @@ TEST_CASE("SLA deadlines follow the priority, and enterprise answers in 30 minut
   CHECK(CheckNextStepTime(now + absl::Hours(2), now).ok());
 }
 
-TEST_CASE("deadlines near their end escalate once, passed ones are breaches, once", "[tickets][sla]") {
+TEST_CASE("deadlines near their end escalate once, passed ones are breaches, once",
+          "[tickets][sla]") {
   const absl::Time now = absl::FromUnixSeconds(1767225600);
   v1::Ticket t;
   t.set_priority(v1::PRIORITY_P2);
@@ -170,18 +364,23 @@ v1::Agent MakeAgent(const std::string& id, int level, int open, int capacity, bo
   return a;
 }
 
-TEST_CASE("routing: sticky agent first, then the least loaded at the ticket's level", "[tickets][routing]") {
+TEST_CASE("routing: sticky agent first, then the least loaded at the ticket's level",
+          "[tickets][routing]") {
   const std::vector<v1::Agent> agents = {
       MakeAgent("a1", 1, 5, 10), MakeAgent("a2", 1, 2, 10), MakeAgent("b1", 2, 0, 10),
-      MakeAgent("c1", 3, 0, 5, true, {v1::TICKET_CATEGORY_QUALITY}), MakeAgent("away", 1, 0, 10, false)};
+      MakeAgent("c1", 3, 0, 5, true, {v1::TICKET_CATEGORY_QUALITY}),
+      MakeAgent("away", 1, 0, 10, false)};
   CHECK(ChooseAgent(agents, 1, v1::TICKET_CATEGORY_DELIVERY, "") == "a2");
-  CHECK(ChooseAgent(agents, 1, v1::TICKET_CATEGORY_DELIVERY, "a1") == "a1");        // the customer's last agent
-  CHECK(ChooseAgent(agents, 1, v1::TICKET_CATEGORY_DELIVERY, "away") == "a2");      // not available
-  CHECK(ChooseAgent(agents, 2, v1::TICKET_CATEGORY_DELIVERY, "a1") == "b1");        // not senior enough
-  CHECK(ChooseAgent(agents, 3, v1::TICKET_CATEGORY_DELIVERY, "") == std::nullopt);  // c1 only does quality
+  CHECK(ChooseAgent(agents, 1, v1::TICKET_CATEGORY_DELIVERY, "a1") ==
+        "a1");  // the customer's last agent
+  CHECK(ChooseAgent(agents, 1, v1::TICKET_CATEGORY_DELIVERY, "away") == "a2");  // not available
+  CHECK(ChooseAgent(agents, 2, v1::TICKET_CATEGORY_DELIVERY, "a1") == "b1");    // not senior enough
+  CHECK(ChooseAgent(agents, 3, v1::TICKET_CATEGORY_DELIVERY, "") ==
+        std::nullopt);  // c1 only does quality
   CHECK(ChooseAgent(agents, 3, v1::TICKET_CATEGORY_QUALITY, "") == "c1");
   const std::vector<v1::Agent> full = {MakeAgent("f", 1, 10, 10), MakeAgent("senior", 2, 1, 10)};
-  CHECK(ChooseAgent(full, 1, v1::TICKET_CATEGORY_OTHER, "f") == "senior");  // full: a more senior agent helps
+  CHECK(ChooseAgent(full, 1, v1::TICKET_CATEGORY_OTHER, "f") ==
+        "senior");  // full: a more senior agent helps
 }
 
 }  // namespace
