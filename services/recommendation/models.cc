@@ -5,20 +5,30 @@
 #include <set>
 
 #include "absl/strings/ascii.h"
-#include "absl/time/civil_time.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
 #include "libs/api/validate.h"
 #include "libs/sharding/hash.h"
 
 namespace crm::recommendation {
 
-double Similarity(const internal::CoCounts& co, const internal::ItemStats& a, const internal::ItemStats& b) {
+absl::Status ValidateSku(absl::string_view field, absl::string_view sku) {
+  for (unsigned char c : sku) {
+    // Tabs and line breaks are text elsewhere; in an identifier they only hide a copy-paste error.
+    if (c < 0x20 || c == 0x7F) return api::Invalid(field, "contains a control character");
+  }
+  return api::RequiredText(field, sku, 128);
+}
+
+double Similarity(const internal::CoCounts& co, const internal::ItemStats& a,
+                  const internal::ItemStats& b) {
   double s = 0;
   if (co.buyers() > 0 && a.buyers() > 0 && b.buyers() > 0) {
     s += co.buyers() / std::sqrt(static_cast<double>(a.buyers()) * static_cast<double>(b.buyers()));
   }
   if (co.views() > 0 && a.viewers() > 0 && b.viewers() > 0) {
-    s += 0.3 * co.views() / std::sqrt(static_cast<double>(a.viewers()) * static_cast<double>(b.viewers()));
+    s += 0.3 * co.views() /
+         std::sqrt(static_cast<double>(a.viewers()) * static_cast<double>(b.viewers()));
   }
   // Two items seen together once are "identical" by cosine; shrink what few customers support.
   const double support = static_cast<double>(co.buyers() + co.views());
@@ -34,6 +44,20 @@ Bundle BundleRule(int64_t together, int64_t with_a, int64_t with_b, int64_t bask
   return r;
 }
 
+double Affinity(const internal::Neighbour& n, const internal::ItemStats& seed,
+                const internal::ItemStats& candidate) {
+  double a = 0;
+  if (n.co_buyers() > 0 && seed.buyers() > 0 && candidate.buyers() > 0) {
+    a += n.co_buyers() / (std::pow(static_cast<double>(candidate.buyers()), kPopularityDamping) *
+                          std::pow(static_cast<double>(seed.buyers()), 1 - kPopularityDamping));
+  }
+  if (n.co_views() > 0 && seed.viewers() > 0 && candidate.viewers() > 0) {
+    a += 0.3 * n.co_views() /
+         std::sqrt(static_cast<double>(seed.viewers()) * static_cast<double>(candidate.viewers()));
+  }
+  return a;
+}
+
 double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& n) {
   internal::CoCounts co;
   co.set_buyers(n.co_buyers());
@@ -46,7 +70,8 @@ double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& 
 
 namespace {
 
-// Whether a stored count is still good enough to rank by: equal, or within an eighth once it is large.
+// Whether a stored count is still good enough to rank by: equal, or within an eighth once it is
+// large.
 bool Close(int64_t stored, int64_t now) {
   if (stored == now) return true;
   const int64_t larger = std::max(stored, now);
@@ -55,7 +80,8 @@ bool Close(int64_t stored, int64_t now) {
 
 }  // namespace
 
-bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self, const internal::Neighbour& other) {
+bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
+                    const internal::Neighbour& other) {
   auto* items = list.mutable_items();
   const bool gone = other.co_purchases() <= 0 && other.co_views() <= 0 && other.co_buyers() <= 0;
   for (int i = 0; i < items->size(); ++i) {
@@ -65,10 +91,12 @@ bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
       items->DeleteSubrange(i, 1);
       return true;
     }
-    // Counts of popular pairs move on every sale; the list only ranks candidates (answers use exact
-    // counts), so it is rewritten when they moved materially, not on every sale.
-    if (Close(n.co_purchases(), other.co_purchases()) && Close(n.co_buyers(), other.co_buyers()) &&
-        Close(n.co_views(), other.co_views()) && Close(n.baskets(), other.baskets()) &&
+    // Pair counts are kept exact (they change only when the pair is seen again, and Recommend
+    // scores with them, so the same history gives the same answers whenever refreshes ran). The
+    // neighbour's own counts move on every sale of it and only rank candidates here, so they are
+    // rewritten when they moved materially.
+    if (n.co_purchases() == other.co_purchases() && n.co_buyers() == other.co_buyers() &&
+        n.co_views() == other.co_views() && Close(n.baskets(), other.baskets()) &&
         Close(n.buyers(), other.buyers()) && Close(n.viewers(), other.viewers())) {
       return false;
     }
@@ -101,7 +129,8 @@ std::vector<std::string> ItemsToPair(absl::string_view basket_id, std::vector<st
   if (skus.size() <= static_cast<size_t>(kMaxItemsPaired)) return skus;
   std::vector<std::pair<uint64_t, std::string>> ranked;
   ranked.reserve(skus.size());
-  for (auto& sku : skus) ranked.emplace_back(sharding::StableHash64(absl::StrCat(basket_id, "/", sku)), std::move(sku));
+  for (auto& sku : skus)
+    ranked.emplace_back(sharding::StableHash64(absl::StrCat(basket_id, "/", sku)), std::move(sku));
   std::sort(ranked.begin(), ranked.end());
   ranked.resize(kMaxItemsPaired);
   std::vector<std::string> out;
@@ -138,14 +167,12 @@ std::vector<Occasion> OccasionCategories(const std::vector<Purchase>& purchases,
   return out;
 }
 
-bool Eligible(const v1::CatalogItem& item, const internal::CustomerItem* mine, const internal::Shown* shown,
-              absl::Time now) {
+bool Eligible(const v1::CatalogItem& item, const internal::CustomerItem* mine,
+              const internal::Shown* shown, absl::Time now) {
   if (!item.in_stock()) return false;
   if (item.has_launch_time() && api::FromTimestamp(item.launch_time()) > now) return false;
-  if (mine != nullptr) {
-    if (mine->returned()) return false;
-    if (mine->bought() > 0 && now - api::FromTimestamp(mine->last_bought()) < kRecentlyBought) return false;
-  }
+  // Discovery is for items new to the customer: what they bought before belongs to "buy again".
+  if (mine != nullptr && (mine->returned() || mine->bought() > 0)) return false;
   if (shown != nullptr && shown->clicks() == 0 && shown->impressions() >= kImpressionCap &&
       now - api::FromTimestamp(shown->window_start()) < kImpressionWindow) {
     return false;
@@ -153,48 +180,89 @@ bool Eligible(const v1::CatalogItem& item, const internal::CustomerItem* mine, c
   return true;
 }
 
+std::optional<Rhythm> RepurchaseRhythm(const std::vector<int64_t>& days, int64_t today) {
+  if (days.size() < 2) return std::nullopt;
+  std::vector<int64_t> gaps;
+  for (size_t i = 1; i < days.size(); ++i) gaps.push_back(days[i] - days[i - 1]);
+  std::sort(gaps.begin(), gaps.end());
+  const int64_t gap = std::max<int64_t>(1, gaps[gaps.size() / 2]);
+  const double since = static_cast<double>(today - days.back()) / static_cast<double>(gap);
+  if (since < 0.75 || since > 3.0) return std::nullopt;
+  const double n = static_cast<double>(days.size());
+  // Right on time (up to half a gap late) counts fully, fading to 0.3 at three gaps.
+  const double timing = since <= 1.5 ? 1.0 : 1.0 - 0.7 * (since - 1.5) / 1.5;
+  Rhythm r;
+  r.score = (n - 1) / (n + 1) * timing;
+  r.every_days = static_cast<int>(gap);
+  r.last_day = days.back();
+  return r;
+}
+
 double PlacementWeight(v1::Placement placement, v1::Model model) {
   switch (placement) {
     case v1::PLACEMENT_PRODUCT_PAGE:
       switch (model) {
-        case v1::MODEL_ITEM_CF: return 2.0;
-        case v1::MODEL_BUNDLE: return 1.5;
-        case v1::MODEL_CATEGORY_AFFINITY: return 0.4;
-        case v1::MODEL_BESTSELLERS: return 0.2;
-        case v1::MODEL_COLD_START: return 0.2;
-        default: return 0.5;
+        case v1::MODEL_ITEM_CF:
+          return 2.0;
+        case v1::MODEL_BUNDLE:
+          return 1.5;
+        case v1::MODEL_CATEGORY_AFFINITY:
+          return 0.4;
+        case v1::MODEL_BESTSELLERS:
+          return 0.2;
+        case v1::MODEL_COLD_START:
+          return 0.2;
+        default:
+          return 0.5;
       }
     case v1::PLACEMENT_CART:
       switch (model) {
-        case v1::MODEL_BUNDLE: return 3.0;
-        case v1::MODEL_ITEM_CF: return 1.0;
-        case v1::MODEL_BESTSELLERS: return 0.2;
-        case v1::MODEL_COLD_START: return 0.2;
-        default: return 0.4;
+        case v1::MODEL_BUNDLE:
+          return 3.0;
+        case v1::MODEL_ITEM_CF:
+          return 1.0;
+        case v1::MODEL_BESTSELLERS:
+          return 0.2;
+        case v1::MODEL_COLD_START:
+          return 0.2;
+        default:
+          return 0.4;
       }
     case v1::PLACEMENT_EMAIL:
       switch (model) {
-        case v1::MODEL_UPGRADE: return 3.0;
-        case v1::MODEL_OCCASION: return 3.0;
-        case v1::MODEL_ITEM_CF: return 1.5;
-        case v1::MODEL_CATEGORY_AFFINITY: return 0.8;
-        default: return 0.3;
+        case v1::MODEL_UPGRADE:
+          return 3.0;
+        case v1::MODEL_OCCASION:
+          return 3.0;
+        case v1::MODEL_ITEM_CF:
+          return 1.5;
+        case v1::MODEL_CATEGORY_AFFINITY:
+          return 0.8;
+        default:
+          return 0.3;
       }
     default:  // home
       switch (model) {
-        case v1::MODEL_UPGRADE: return 3.0;
-        case v1::MODEL_OCCASION: return 2.5;
-        case v1::MODEL_ITEM_CF: return 2.0;
-        case v1::MODEL_BUNDLE: return 1.0;
-        case v1::MODEL_CATEGORY_AFFINITY: return 1.0;
-        case v1::MODEL_COLD_START: return 0.5;
-        default: return 0.3;
+        case v1::MODEL_UPGRADE:
+          return 3.0;
+        case v1::MODEL_OCCASION:
+          return 2.5;
+        case v1::MODEL_ITEM_CF:
+          return 2.0;
+        case v1::MODEL_BUNDLE:
+          return 1.0;
+        case v1::MODEL_CATEGORY_AFFINITY:
+          return 1.0;
+        case v1::MODEL_COLD_START:
+          return 0.5;
+        default:
+          return 0.3;
       }
   }
 }
 
-std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model, v1::Placement placement,
-                             size_t count) {
+std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model,
+                             v1::Placement placement, size_t count) {
   struct Mix {
     double total = 0;
     double best = -1;

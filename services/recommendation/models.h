@@ -1,13 +1,17 @@
-// The recommendation models as pure functions: item-to-item similarity (cosine over buyers and viewers, so
-// best sellers do not win just by being everywhere), association rules for bundles (support, confidence,
-// lift), occasions (a category bought around this date in past years), upgrades, and the blend per
-// placement with the filters that keep recommendations fit to show. No storage, no gRPC.
+// The recommendation models as pure functions: item-to-item similarity (cosine over buyers and
+// viewers, so best sellers do not win just by being everywhere) and the popularity-damped affinity
+// Recommend scores with, association rules for bundles (support, confidence, lift), occasions (a
+// category bought around this date in past years), upgrades, repurchase rhythms (buy again), the
+// one SKU rule, and the blend per placement with the filters that keep recommendations fit to show.
+// No storage, no gRPC.
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "crm/internal/recommendation_storage.pb.h"
@@ -16,29 +20,48 @@
 namespace crm::recommendation {
 
 inline constexpr int kMaxNeighbours = 40;
-// Baskets larger than this pair each item with this many others only (wholesale orders of hundreds of lines
-// would otherwise cost quadratic time and say little about what goes together).
+// Baskets larger than this pair each item with this many others only (wholesale orders of hundreds
+// of lines would otherwise cost quadratic time and say little about what goes together).
 inline constexpr int kMaxItemsPaired = 40;
-// A first view is paired with at most this many items the customer first viewed in the day before it.
+// A first view is paired with at most this many items the customer first viewed in the day before
+// it.
 inline constexpr int kMaxViewsPaired = 10;
-// A first purchase of an item is paired with at most this many items the customer bought for the first time
-// before it (at any time: "customers who bought A also bought B").
+// A first purchase of an item is paired with at most this many items the customer bought for the
+// first time before it (at any time: "customers who bought A also bought B").
 inline constexpr int kMaxPurchasesPaired = 20;
 inline constexpr absl::Duration kCoViewWindow = absl::Hours(24);
 inline constexpr absl::Duration kBestsellerWindow = absl::Hours(24 * 30);
-inline constexpr absl::Duration kRecentlyBought = absl::Hours(24 * 90);
 // An item shown this often in a week without a click is not shown again that week.
 inline constexpr int kImpressionCap = 5;
 // Past buyers hear about a successor for this long after it launches.
 inline constexpr absl::Duration kUpgradeNoticeWindow = absl::Hours(24 * 180);
 inline constexpr absl::Duration kImpressionWindow = absl::Hours(24 * 7);
 
+// The one rule for SKUs, wherever they come from (catalog, stock, requests, purchase and browsing
+// events): 1-128 characters of valid UTF-8, not blank, no control characters. Spaces inside are
+// fine ("BANK CHARGES"). INVALID_ARGUMENT naming `field` otherwise.
+absl::Status ValidateSku(absl::string_view field, absl::string_view sku);
+inline bool IsValidSku(absl::string_view sku) { return ValidateSku("sku", sku).ok(); }
+
 // Similarity from n shared baskets or viewers is scaled by n / (n + this).
 inline constexpr double kSimilarityShrinkage = 2.0;
 
-// Blended similarity of two items: cosine of their buyers plus 0.3 × cosine of their viewers, shrunk when
-// few customers support it. (Baskets shared are what bundles measure, with lift.)
-double Similarity(const internal::CoCounts& co, const internal::ItemStats& a, const internal::ItemStats& b);
+// Item-to-item scores a candidate co-buyers / (buyers of the candidate^d × buyers of the
+// seed^(1-d)): d = 0.5 is the cosine; a larger d damps popular candidates, which everyone is shown
+// anyway (best sellers blend in separately), in favour of the specific companions of what the
+// customer bought.
+inline constexpr double kPopularityDamping = 0.6;
+
+// How strongly buying (or viewing) `seed` points to its neighbour `n` (whose own counts are
+// `candidate`): co-buyers damped by kPopularityDamping, plus 0.3 × the cosine of their viewers, as
+// in Similarity().
+double Affinity(const internal::Neighbour& n, const internal::ItemStats& seed,
+                const internal::ItemStats& candidate);
+
+// Blended similarity of two items: cosine of their buyers plus 0.3 × cosine of their viewers,
+// shrunk when few customers support it. (Baskets shared are what bundles measure, with lift.)
+double Similarity(const internal::CoCounts& co, const internal::ItemStats& a,
+                  const internal::ItemStats& b);
 
 struct Bundle {
   double support = 0;
@@ -46,18 +69,20 @@ struct Bundle {
   double lift = 0;
 };
 // Rule "a -> b" over `baskets` baskets.
-Bundle BundleRule(int64_t together, int64_t baskets_with_a, int64_t baskets_with_b, int64_t baskets);
+Bundle BundleRule(int64_t together, int64_t baskets_with_a, int64_t baskets_with_b,
+                  int64_t baskets);
 
 // Similarity of `self` to a neighbour from the counts stored with it (for ranking candidates).
 double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& n);
-// Keeps `other` in `self`'s candidate list when it is among the best `kMaxNeighbours` (an existing entry for
-// the same item is replaced by the newer counts once they moved materially, or removed when they fell to
-// zero). Returns whether the list changed.
-bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self, const internal::Neighbour& other);
+// Keeps `other` in `self`'s candidate list when it is among the best `kMaxNeighbours` (an existing
+// entry for the same item is replaced by the newer counts once they moved materially, or removed
+// when they fell to zero). Returns whether the list changed.
+bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
+                    const internal::Neighbour& other);
 
-// The distinct items of a basket that are paired with each other: all of them, or for a basket of more than
-// kMaxItemsPaired items a fixed pseudo-random choice of that many (the same every time for the same basket,
-// so erasure takes back exactly the pairs that were added).
+// The distinct items of a basket that are paired with each other: all of them, or for a basket of
+// more than kMaxItemsPaired items a fixed pseudo-random choice of that many (the same every time
+// for the same basket, so erasure takes back exactly the pairs that were added).
 std::vector<std::string> ItemsToPair(absl::string_view basket_id, std::vector<std::string> skus);
 
 struct Purchase {
@@ -71,20 +96,33 @@ struct Occasion {
   // In how many earlier years (a habit of several years is a stronger reminder than one purchase).
   int years = 0;
 };
-// Categories the customer bought in around this date in an earlier year: that date falls between 15 days
-// ago and 30 days ahead this year, and nothing in the category was bought in the last 60 days.
+// Categories the customer bought in around this date in an earlier year: that date falls between 15
+// days ago and 30 days ahead this year, and nothing in the category was bought in the last 60 days.
 std::vector<Occasion> OccasionCategories(const std::vector<Purchase>& purchases, absl::Time now);
 
-// Whether an item may be recommended to the customer now: in stock, not bought in the last 90 days, never
-// returned, and not shown kImpressionCap times this week without a click.
-bool Eligible(const v1::CatalogItem& item, const internal::CustomerItem* mine, const internal::Shown* shown,
-              absl::Time now);
+// Whether an item may be recommended to the customer now as a discovery: in stock, launched, never
+// bought nor returned by them, and not shown kImpressionCap times this week without a click.
+bool Eligible(const v1::CatalogItem& item, const internal::CustomerItem* mine,
+              const internal::Shown* shown, absl::Time now);
+
+// A repurchase rhythm: the item was bought on several days, about `every_days` apart.
+struct Rhythm {
+  double score = 0;  // how due and how regular, 0-1
+  int every_days = 0;
+  int64_t last_day = 0;
+};
+// Buy-again for an item bought on `days` (distinct Unix day numbers, ascending) as of `today`:
+// nothing when it was bought on fewer than two days, when less than 3/4 of its usual gap (the
+// median) has passed since the last time (not due yet), or more than three gaps (a habit given up).
+// More buying days and being right on time rank higher.
+std::optional<Rhythm> RepurchaseRhythm(const std::vector<int64_t>& days, int64_t today);
 
 struct Candidate {
   std::string sku;
   v1::Model model = v1::MODEL_UNSPECIFIED;
   double score = 0;
-  // Shown to the customer; "{item}" stands for the name of `because` (filled in only for what is shown).
+  // Shown to the customer; "{item}" stands for the name of `because` (filled in only for what is
+  // shown).
   std::string reason;
   std::string because;
 };
@@ -92,10 +130,11 @@ struct Candidate {
 // Model weights per placement (what each placement is for).
 double PlacementWeight(v1::Placement placement, v1::Model model);
 
-// Blends each model's candidates: scores are scaled to the model's best, weighted for the placement and
-// summed per item; the item keeps the reason of the model that contributed most. Best first, `count` items.
-std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model, v1::Placement placement,
-                             size_t count);
+// Blends each model's candidates: scores are scaled to the model's best, weighted for the placement
+// and summed per item; the item keeps the reason of the model that contributed most. Best first,
+// `count` items.
+std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model,
+                             v1::Placement placement, size_t count);
 
 std::string ModelName(v1::Model model);
 

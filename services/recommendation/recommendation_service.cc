@@ -9,15 +9,16 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/rpc/caller_auth.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/status.h"
-#include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/idempotency.h"
 
 ABSL_FLAG(int, bestseller_cache_s, 5,
-          "how long best-seller rankings are reused before the sales window is summed again (0: every call)");
+          "how long best-seller rankings are reused before the sales window is summed again (0: "
+          "every call)");
 
 namespace crm::recommendation {
 namespace {
@@ -52,27 +53,31 @@ absl::Status PlacementField(v1::Placement p) {
 }
 
 absl::Status ValidateItem(const std::string& f, const v1::CatalogItem& item) {
-  if (auto s = api::RequiredId(f + ".sku", item.sku()); !s.ok()) return s;
+  if (auto s = ValidateSku(f + ".sku", item.sku()); !s.ok()) return s;
   if (auto s = api::RequiredText(f + ".name", item.name(), 200); !s.ok()) return s;
-  if (auto s = api::RequiredText(f + ".category", item.category(), 100); !s.ok()) return s;
+  if (auto s = api::OptionalText(f + ".category", item.category(), 100); !s.ok()) return s;
   if (item.has_price()) {
-    if (item.price().amount_minor() < 0) return Invalid(f + ".price.amount_minor", "must not be negative");
-    if (auto s = api::CurrencyCode(f + ".price.currency", item.price().currency()); !s.ok()) return s;
+    if (item.price().amount_minor() < 0)
+      return Invalid(f + ".price.amount_minor", "must not be negative");
+    if (auto s = api::CurrencyCode(f + ".price.currency", item.price().currency()); !s.ok())
+      return s;
   }
   if (item.has_launch_time()) {
     if (auto t = api::ToTime(f + ".launch_time", item.launch_time()); !t.ok()) return t.status();
   }
   if (!item.successor_of().empty()) {
-    if (auto s = api::RequiredId(f + ".successor_of", item.successor_of()); !s.ok()) return s;
-    if (item.successor_of() == item.sku()) return Invalid(f + ".successor_of", "an item cannot upgrade itself");
+    if (auto s = ValidateSku(f + ".successor_of", item.successor_of()); !s.ok()) return s;
+    if (item.successor_of() == item.sku())
+      return Invalid(f + ".successor_of", "an item cannot upgrade itself");
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateFeedback(const std::string& f, const v1::FeedbackItem& item) {
-  if (auto s = api::RequiredId(f + ".sku", item.sku()); !s.ok()) return s;
+  if (auto s = ValidateSku(f + ".sku", item.sku()); !s.ok()) return s;
   if (item.model() <= v1::MODEL_BLEND || !v1::Model_IsValid(item.model())) {
-    return Invalid(f + ".model", "must be the model returned with the recommendation (ITEM_CF ... COLD_START)");
+    return Invalid(f + ".model",
+                   "must be the model returned with the recommendation (ITEM_CF ... COLD_START)");
   }
   return absl::OkStatus();
 }
@@ -80,17 +85,20 @@ absl::Status ValidateFeedback(const std::string& f, const v1::FeedbackItem& item
 }  // namespace
 
 RecommendationMetrics::RecommendationMetrics(prometheus::Registry& r)
-    : served(prometheus::BuildCounter()
-                 .Name("crm_recommendations_served_total")
-                 .Help("Recommend calls answered, by placement (home, product_page, cart, email, push).")
-                 .Register(r)),
+    : served(
+          prometheus::BuildCounter()
+              .Name("crm_recommendations_served_total")
+              .Help(
+                  "Recommend calls answered, by placement (home, product_page, cart, email, push).")
+              .Register(r)),
       items(prometheus::BuildCounter()
                 .Name("crm_recommendation_items_total")
                 .Help("Items recommended, by the model that chose them.")
                 .Register(r)),
       withheld(prometheus::BuildCounter()
                    .Name("crm_recommendations_withheld_total")
-                   .Help("E-mail and push recommendations not sent, by reason (no_consent, frequency_cap, nothing).")
+                   .Help("E-mail and push recommendations not sent, by reason (no_consent, "
+                         "frequency_cap, nothing).")
                    .Register(r)),
       impressions(prometheus::BuildCounter()
                       .Name("crm_recommendation_impressions_total")
@@ -98,61 +106,101 @@ RecommendationMetrics::RecommendationMetrics(prometheus::Registry& r)
                       .Register(r)),
       clicks(prometheus::BuildCounter()
                  .Name("crm_recommendation_clicks_total")
-                 .Help("Recommendations clicked, by model; clicks / impressions is the click-through rate.")
+                 .Help("Recommendations clicked, by model; clicks / impressions is the "
+                       "click-through rate.")
                  .Register(r)),
       learned(prometheus::BuildCounter()
                   .Name("crm_recommendation_learned_total")
-                  .Help("Interactions learned from events, by kind (purchase, refund, browsing, erasure).")
+                  .Help("Interactions learned from events, by kind (purchase, refund, browsing, "
+                        "erasure).")
                   .Register(r)) {}
 
-RecommendationService::RecommendationService(RecommendationStore* store, Recommender* recommender, Clock* clock,
-                                             rpc::Executor* writes, rpc::Backends* backends,
+RecommendationService::RecommendationService(RecommendationStore* store, Recommender* recommender,
+                                             Clock* clock, rpc::Executor* writes,
+                                             rpc::Backends* backends,
                                              prometheus::Registry& registry)
-    : store_(store), recommender_(recommender), clock_(clock), writes_(writes), backends_(backends), metrics_(registry) {}
+    : store_(store),
+      recommender_(recommender),
+      clock_(clock),
+      writes_(writes),
+      backends_(backends),
+      metrics_(registry) {}
 
 absl::Status RecommendationService::CheckSku(const std::string& field, const std::string& sku) {
   auto item = store_->Item(sku);
   if (!item.ok()) return item.status();
-  if (!item->has_value()) return absl::NotFoundError(absl::StrCat(field, ": no catalog item \"", sku, "\""));
+  if (!item->has_value())
+    return absl::NotFoundError(absl::StrCat(field, ": no catalog item \"", sku, "\""));
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* RecommendationService::UpsertCatalogItems(Ctx* ctx, const v1::UpsertCatalogItemsRequest* req,
-                                                                    v1::UpsertCatalogItemsResponse* resp) {
+grpc::ServerUnaryReactor* RecommendationService::UpsertCatalogItems(
+    Ctx* ctx, const v1::UpsertCatalogItemsRequest* req, v1::UpsertCatalogItemsResponse* resp) {
   if (req->items().empty()) return Finish(ctx, Invalid("items", "must not be empty"));
-  if (req->items_size() > kMaxBatch) return Finish(ctx, Invalid("items", absl::StrCat("at most ", kMaxBatch, " per call")));
-  std::set<std::string> skus;
-  for (int i = 0; i < req->items_size(); ++i) {
-    const std::string f = absl::StrCat("items[", i, "]");
-    if (auto s = ValidateItem(f, req->items(i)); !s.ok()) return Finish(ctx, s);
-    if (!skus.insert(req->items(i).sku()).second) return Finish(ctx, Invalid(f + ".sku", "appears twice in the batch"));
-  }
-  for (int i = 0; i < req->items_size(); ++i) {
-    const std::string& predecessor = req->items(i).successor_of();
-    if (predecessor.empty() || skus.count(predecessor)) continue;
-    auto known = store_->Item(predecessor);
-    if (!known.ok()) return Finish(ctx, known.status());
-    if (!known->has_value()) {
-      return Finish(ctx, Invalid(absl::StrCat("items[", i, "].successor_of"),
-                                 absl::StrCat("no catalog item \"", predecessor, "\": add it first or in the same batch")));
-    }
-  }
+  if (req->items_size() > kMaxBatch)
+    return Finish(ctx, Invalid("items", absl::StrCat("at most ", kMaxBatch, " per call")));
+  auto accepted = AcceptCatalogItems(*req, resp);
+  if (!accepted.ok()) return Finish(ctx, accepted.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    std::vector<v1::CatalogItem> items(req->items().begin(), req->items().end());
-    if (auto s = store_->UpsertItems(items, now); !s.ok()) return s;
-    recommender_->Catalogued(items);
+  return FinishOn(*writes_, ctx, [this, resp, now, items = std::move(*accepted)] {
+    if (!items.empty()) {
+      if (auto s = store_->UpsertItems(items, now); !s.ok()) return s;
+      recommender_->Catalogued(items);
+    }
     resp->set_upserted_count(static_cast<int32_t>(items.size()));
     return absl::OkStatus();
   });
 }
 
-grpc::ServerUnaryReactor* RecommendationService::GetCatalogItem(Ctx* ctx, const v1::GetCatalogItemRequest* req,
-                                                                v1::CatalogItem* resp) {
-  if (auto s = api::RequiredId("sku", req->sku()); !s.ok()) return Finish(ctx, s);
+absl::StatusOr<std::vector<v1::CatalogItem>> RecommendationService::AcceptCatalogItems(
+    const v1::UpsertCatalogItemsRequest& req, v1::UpsertCatalogItemsResponse* resp) {
+  // Each item is judged alone: a bad one is reported and left out, never failing the others.
+  auto refuse = [resp](int i, const v1::CatalogItem& item, const absl::Status& why) {
+    v1::CatalogItemError* e = resp->add_errors();
+    e->set_index(i);
+    e->set_sku(item.sku());
+    e->set_message(std::string(why.message()));
+  };
+  std::vector<bool> valid(req.items_size(), false);
+  std::set<std::string> skus;
+  for (int i = 0; i < req.items_size(); ++i) {
+    const std::string f = absl::StrCat("items[", i, "]");
+    if (auto s = ValidateItem(f, req.items(i)); !s.ok()) {
+      refuse(i, req.items(i), s);
+    } else if (!skus.insert(req.items(i).sku()).second) {
+      refuse(i, req.items(i), Invalid(f + ".sku", "appears twice in the batch"));
+    } else {
+      valid[i] = true;
+    }
+  }
+  std::vector<v1::CatalogItem> accepted;
+  for (int i = 0; i < req.items_size(); ++i) {
+    if (!valid[i]) continue;
+    const std::string& predecessor = req.items(i).successor_of();
+    if (!predecessor.empty() && !skus.count(predecessor)) {
+      auto known = store_->Item(predecessor);
+      if (!known.ok()) return known.status();
+      if (!known->has_value()) {
+        refuse(i, req.items(i),
+               Invalid(absl::StrCat("items[", i, "].successor_of"),
+                       absl::StrCat("no catalog item \"", predecessor,
+                                    "\": add it first or in the same batch")));
+        continue;
+      }
+    }
+    accepted.push_back(req.items(i));
+  }
+  return accepted;
+}
+
+grpc::ServerUnaryReactor* RecommendationService::GetCatalogItem(
+    Ctx* ctx, const v1::GetCatalogItemRequest* req, v1::CatalogItem* resp) {
+  if (auto s = ValidateSku("sku", req->sku()); !s.ok()) return Finish(ctx, s);
   auto item = store_->Item(req->sku());
   if (!item.ok()) return Finish(ctx, item.status());
-  if (!item->has_value()) return Finish(ctx, absl::NotFoundError(absl::StrCat("sku: no catalog item \"", req->sku(), "\"")));
+  if (!item->has_value())
+    return Finish(ctx,
+                  absl::NotFoundError(absl::StrCat("sku: no catalog item \"", req->sku(), "\"")));
   *resp = std::move(**item);
   return Finish(ctx, absl::OkStatus());
 }
@@ -166,8 +214,9 @@ grpc::ServerUnaryReactor* RecommendationService::SetStock(Ctx* ctx, const v1::Se
   std::set<std::string> skus;
   for (int i = 0; i < req->changes_size(); ++i) {
     const std::string f = absl::StrCat("changes[", i, "].sku");
-    if (auto s = api::RequiredId(f, req->changes(i).sku()); !s.ok()) return Finish(ctx, s);
-    if (!skus.insert(req->changes(i).sku()).second) return Finish(ctx, Invalid(f, "appears twice in the batch"));
+    if (auto s = ValidateSku(f, req->changes(i).sku()); !s.ok()) return Finish(ctx, s);
+    if (!skus.insert(req->changes(i).sku()).second)
+      return Finish(ctx, Invalid(f, "appears twice in the batch"));
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
@@ -179,22 +228,26 @@ grpc::ServerUnaryReactor* RecommendationService::SetStock(Ctx* ctx, const v1::Se
   });
 }
 
-grpc::ServerUnaryReactor* RecommendationService::Recommend(Ctx* ctx, const v1::RecommendRequest* req,
+grpc::ServerUnaryReactor* RecommendationService::Recommend(Ctx* ctx,
+                                                           const v1::RecommendRequest* req,
                                                            v1::RecommendResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = PlacementField(req->placement()); !s.ok()) return Finish(ctx, s);
   if (auto s = Count("count", req->count()); !s.ok()) return Finish(ctx, s);
-  if (!v1::Model_IsValid(req->model())) return Finish(ctx, Invalid("model", "is not a known model"));
-  const bool needs_context = req->placement() == v1::PLACEMENT_PRODUCT_PAGE || req->placement() == v1::PLACEMENT_CART;
+  if (!v1::Model_IsValid(req->model()))
+    return Finish(ctx, Invalid("model", "is not a known model"));
+  const bool needs_context =
+      req->placement() == v1::PLACEMENT_PRODUCT_PAGE || req->placement() == v1::PLACEMENT_CART;
   if (needs_context && req->context_skus().empty()) {
-    return Finish(ctx, Invalid("context_skus", "name the product on the page or the items in the cart"));
+    return Finish(ctx,
+                  Invalid("context_skus", "name the product on the page or the items in the cart"));
   }
   if (req->context_skus_size() > kMaxContextSkus) {
     return Finish(ctx, Invalid("context_skus", absl::StrCat("at most ", kMaxContextSkus)));
   }
   for (int i = 0; i < req->context_skus_size(); ++i) {
     const std::string f = absl::StrCat("context_skus[", i, "]");
-    if (auto s = api::RequiredId(f, req->context_skus(i)); !s.ok()) return Finish(ctx, s);
+    if (auto s = ValidateSku(f, req->context_skus(i)); !s.ok()) return Finish(ctx, s);
     if (auto s = CheckSku(f, req->context_skus(i)); !s.ok()) return Finish(ctx, s);
   }
   if (!Marketing(req->placement())) {
@@ -206,37 +259,43 @@ grpc::ServerUnaryReactor* RecommendationService::Recommend(Ctx* ctx, const v1::R
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-    // The first answer to a request id is kept, so a retried send gets the same items and counts one contact.
-    absl::Status s = store::TransactOnce(
-        store_->raw(), store::Durability::kSynced, store_->requests(),
-        RecommendationStore::RequestKey(req->customer_id(), "Recommend", request_id),
-        store::RequestFingerprint(*req), now, resp, [&](store::Transaction&) -> absl::Status {
-          resp->Clear();
-          if (auto st = DoRecommend(*req, resp); !st.ok()) return st;
-          return AskToContact(*req, request_id, resp);
-        });
-    if (s.ok()) Served(*req, *resp);
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        // The first answer to a request id is kept, so a retried send gets the same items and
+        // counts one contact.
+        absl::Status s = store::TransactOnce(
+            store_->raw(), store::Durability::kSynced, store_->requests(),
+            RecommendationStore::RequestKey(req->customer_id(), "Recommend", request_id),
+            store::RequestFingerprint(*req), now, resp, [&](store::Transaction&) -> absl::Status {
+              resp->Clear();
+              if (auto st = DoRecommend(*req, resp); !st.ok()) return st;
+              return AskToContact(*req, request_id, resp);
+            });
+        if (s.ok()) Served(*req, *resp);
+        return s;
+      });
 }
 
-absl::Status RecommendationService::DoRecommend(const v1::RecommendRequest& req, v1::RecommendResponse* resp) {
+absl::Status RecommendationService::DoRecommend(const v1::RecommendRequest& req,
+                                                v1::RecommendResponse* resp) {
   RecommendQuery q;
   q.customer_id = req.customer_id();
   q.placement = req.placement();
   q.count = req.count();
   q.context_skus.assign(req.context_skus().begin(), req.context_skus().end());
   q.model = req.model() == v1::MODEL_UNSPECIFIED ? v1::MODEL_BLEND : req.model();
-  std::vector<v1::Recommendation> out;
-  if (auto s = recommender_->Recommend(q, &out); !s.ok()) return s;
+  std::vector<v1::Recommendation> out, buy_again;
+  if (auto s = recommender_->Recommend(q, &out, &buy_again); !s.ok()) return s;
   for (auto& r : out) *resp->add_recommendations() = std::move(r);
+  for (auto& r : buy_again) *resp->add_buy_again() = std::move(r);
   return absl::OkStatus();
 }
 
-absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req, const std::string& request_id,
-                                                v1::RecommendResponse* resp) {
-  if (resp->recommendations().empty()) {
+absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req,
+                                                 const std::string& request_id,
+                                                 v1::RecommendResponse* resp) {
+  if (resp->recommendations().empty() && resp->buy_again().empty()) {
     // Nothing worth sending: no contact is used up.
     resp->set_withheld_reason("nothing to recommend yet");
     return absl::OkStatus();
@@ -248,73 +307,90 @@ absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req
   rpc::SetTimeout(ctx, absl::Seconds(3));
   v1::RequestContactRequest ask;
   ask.set_customer_id(req.customer_id());
-  // One contact per (caller, request id): a stable digest of the scoped id fits the request id's 128 characters.
-  ask.set_request_id(absl::StrCat("recommendation-", absl::Hex(sharding::StableHash64(request_id), absl::kZeroPad16)));
+  // One contact per (caller, request id): a stable digest of the scoped id fits the request id's
+  // 128 characters.
+  ask.set_request_id(absl::StrCat("recommendation-",
+                                  absl::Hex(sharding::StableHash64(request_id), absl::kZeroPad16)));
   ask.set_channel(req.placement() == v1::PLACEMENT_EMAIL ? v1::CHANNEL_EMAIL : v1::CHANNEL_PUSH);
   ask.set_purpose(absl::StrCat("recommendation-", PlacementLabel(req.placement())));
   v1::ContactDecision decision;
   const grpc::Status s = stub->RequestContact(&ctx, ask, &decision);
   if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-    return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", req.customer_id(), "\""));
+    return absl::NotFoundError(
+        absl::StrCat("customer_id: no customer \"", req.customer_id(), "\""));
   }
   if (!s.ok()) {
-    return absl::UnavailableError(absl::StrCat("customer-profile could not check marketing consent (", s.error_message(),
-                                               "); retry with the same request_id"));
+    return absl::UnavailableError(
+        absl::StrCat("customer-profile could not check marketing consent (", s.error_message(),
+                     "); retry with the same request_id"));
   }
   if (decision.allowed()) return absl::OkStatus();
   resp->clear_recommendations();
+  resp->clear_buy_again();
   if (decision.reason() == v1::ContactDecision::REASON_FREQUENCY_CAP) {
     std::string when;
     if (decision.has_next_allowed_time()) {
-      when = absl::StrCat(" until ", absl::FormatTime(absl::RFC3339_sec, api::FromTimestamp(decision.next_allowed_time()),
-                                                      absl::UTCTimeZone()));
+      when =
+          absl::StrCat(" until ", absl::FormatTime(absl::RFC3339_sec,
+                                                   api::FromTimestamp(decision.next_allowed_time()),
+                                                   absl::UTCTimeZone()));
     }
     resp->set_withheld_reason(absl::StrCat("contact cap reached", when));
   } else {
-    resp->set_withheld_reason(absl::StrCat("no consent to ", req.placement() == v1::PLACEMENT_EMAIL ? "e-mail" : "push",
-                                           " marketing"));
+    resp->set_withheld_reason(
+        absl::StrCat("no consent to ", req.placement() == v1::PLACEMENT_EMAIL ? "e-mail" : "push",
+                     " marketing"));
   }
   return absl::OkStatus();
 }
 
-void RecommendationService::Served(const v1::RecommendRequest& req, const v1::RecommendResponse& resp) {
+void RecommendationService::Served(const v1::RecommendRequest& req,
+                                   const v1::RecommendResponse& resp) {
   metrics_.served.Add({{"placement", PlacementLabel(req.placement())}}).Increment();
-  for (const auto& r : resp.recommendations()) metrics_.items.Add({{"model", ModelName(r.model())}}).Increment();
+  for (const auto& r : resp.recommendations())
+    metrics_.items.Add({{"model", ModelName(r.model())}}).Increment();
+  for (const auto& r : resp.buy_again())
+    metrics_.items.Add({{"model", ModelName(r.model())}}).Increment();
   if (!resp.withheld_reason().empty()) {
     const std::string& w = resp.withheld_reason();
-    const char* reason = w.rfind("contact cap", 0) == 0 ? "frequency_cap" : w.rfind("no consent", 0) == 0 ? "no_consent"
-                                                                                                        : "nothing";
+    const char* reason = w.rfind("contact cap", 0) == 0  ? "frequency_cap"
+                         : w.rfind("no consent", 0) == 0 ? "no_consent"
+                                                         : "nothing";
     metrics_.withheld.Add({{"reason", reason}}).Increment();
   }
 }
 
-grpc::ServerUnaryReactor* RecommendationService::RelatedItems(Ctx* ctx, const v1::RelatedItemsRequest* req,
+grpc::ServerUnaryReactor* RecommendationService::RelatedItems(Ctx* ctx,
+                                                              const v1::RelatedItemsRequest* req,
                                                               v1::RelatedItemsResponse* resp) {
-  if (auto s = api::RequiredId("sku", req->sku()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateSku("sku", req->sku()); !s.ok()) return Finish(ctx, s);
   if (auto s = Count("count", req->count()); !s.ok()) return Finish(ctx, s);
   if (auto s = CheckSku("sku", req->sku()); !s.ok()) return Finish(ctx, s);
   return Finish(ctx, recommender_->RelatedItems(req->sku(), req->count(), resp));
 }
 
-grpc::ServerUnaryReactor* RecommendationService::BoughtTogether(Ctx* ctx, const v1::BoughtTogetherRequest* req,
-                                                                v1::BoughtTogetherResponse* resp) {
-  if (auto s = api::RequiredId("sku", req->sku()); !s.ok()) return Finish(ctx, s);
+grpc::ServerUnaryReactor* RecommendationService::BoughtTogether(
+    Ctx* ctx, const v1::BoughtTogetherRequest* req, v1::BoughtTogetherResponse* resp) {
+  if (auto s = ValidateSku("sku", req->sku()); !s.ok()) return Finish(ctx, s);
   if (auto s = Count("count", req->count()); !s.ok()) return Finish(ctx, s);
-  if (req->min_baskets() < 0) return Finish(ctx, Invalid("min_baskets", "must not be negative (0 means 2)"));
+  if (req->min_baskets() < 0)
+    return Finish(ctx, Invalid("min_baskets", "must not be negative (0 means 2)"));
   if (auto s = CheckSku("sku", req->sku()); !s.ok()) return Finish(ctx, s);
-  return Finish(ctx, recommender_->BoughtTogether(req->sku(), req->count(),
-                                                  req->min_baskets() == 0 ? 2 : req->min_baskets(), resp));
+  return Finish(
+      ctx, recommender_->BoughtTogether(req->sku(), req->count(),
+                                        req->min_baskets() == 0 ? 2 : req->min_baskets(), resp));
 }
 
-grpc::ServerUnaryReactor* RecommendationService::BestSellers(Ctx* ctx, const v1::BestSellersRequest* req,
+grpc::ServerUnaryReactor* RecommendationService::BestSellers(Ctx* ctx,
+                                                             const v1::BestSellersRequest* req,
                                                              v1::BestSellersResponse* resp) {
   if (auto s = api::OptionalText("category", req->category(), 100); !s.ok()) return Finish(ctx, s);
   if (auto s = Count("count", req->count()); !s.ok()) return Finish(ctx, s);
   return Finish(ctx, recommender_->BestSellers(req->category(), req->count(), resp));
 }
 
-grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(Ctx* ctx, const v1::RecordFeedbackRequest* req,
-                                                                v1::RecordFeedbackResponse* resp) {
+grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(
+    Ctx* ctx, const v1::RecordFeedbackRequest* req, v1::RecordFeedbackResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = PlacementField(req->placement()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
@@ -322,8 +398,9 @@ grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(Ctx* ctx, const 
     return Finish(ctx, Invalid("impressions", "send at least one impression or click"));
   }
   if (req->impressions_size() > kMaxFeedbackItems || req->clicks_size() > kMaxFeedbackItems) {
-    return Finish(ctx, Invalid(req->impressions_size() > kMaxFeedbackItems ? "impressions" : "clicks",
-                               absl::StrCat("at most ", kMaxFeedbackItems, " per call")));
+    return Finish(ctx,
+                  Invalid(req->impressions_size() > kMaxFeedbackItems ? "impressions" : "clicks",
+                          absl::StrCat("at most ", kMaxFeedbackItems, " per call")));
   }
   for (int i = 0; i < req->impressions_size(); ++i) {
     const std::string f = absl::StrCat("impressions[", i, "]");
@@ -338,45 +415,56 @@ grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(Ctx* ctx, const 
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-    return store::TransactOnce(
-        store_->raw(), store::Durability::kSynced, store_->requests(),
-        RecommendationStore::RequestKey(req->customer_id(), "RecordFeedback", request_id),
-        store::RequestFingerprint(*req), now, resp, [&](store::Transaction& txn) -> absl::Status {
-          std::map<std::string, std::pair<int, int>> per_sku;  // impressions, clicks
-          for (const auto& i : req->impressions()) per_sku[i.sku()].first++;
-          for (const auto& c : req->clicks()) per_sku[c.sku()].second++;
-          for (const auto& [sku, counts] : per_sku) {
-            if (auto s = store_->RecordShown(txn, req->customer_id(), sku, counts.first, counts.second, now); !s.ok()) {
-              return s;
-            }
-          }
-          // Counted once the feedback is stored (a retried request is answered from the record instead).
-          txn.OnFinish([this, req](bool committed) {
-            if (!committed) return;
-            for (const auto& i : req->impressions()) metrics_.impressions.Add({{"model", ModelName(i.model())}}).Increment();
-            for (const auto& c : req->clicks()) metrics_.clicks.Add({{"model", ModelName(c.model())}}).Increment();
-          });
-          return absl::OkStatus();
-        });
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        return store::TransactOnce(
+            store_->raw(), store::Durability::kSynced, store_->requests(),
+            RecommendationStore::RequestKey(req->customer_id(), "RecordFeedback", request_id),
+            store::RequestFingerprint(*req), now, resp,
+            [&](store::Transaction& txn) -> absl::Status {
+              std::map<std::string, std::pair<int, int>> per_sku;  // impressions, clicks
+              for (const auto& i : req->impressions()) per_sku[i.sku()].first++;
+              for (const auto& c : req->clicks()) per_sku[c.sku()].second++;
+              for (const auto& [sku, counts] : per_sku) {
+                if (auto s = store_->RecordShown(txn, req->customer_id(), sku, counts.first,
+                                                 counts.second, now);
+                    !s.ok()) {
+                  return s;
+                }
+              }
+              // Counted once the feedback is stored (a retried request is answered from the record
+              // instead).
+              txn.OnFinish([this, req](bool committed) {
+                if (!committed) return;
+                for (const auto& i : req->impressions())
+                  metrics_.impressions.Add({{"model", ModelName(i.model())}}).Increment();
+                for (const auto& c : req->clicks())
+                  metrics_.clicks.Add({{"model", ModelName(c.model())}}).Increment();
+              });
+              return absl::OkStatus();
+            });
+      });
 }
 
 absl::Status RecommendationService::HandleEvent(store::Transaction& txn, const v1::Event& event) {
   using P = v1::Event::PayloadCase;
   const P p = event.payload_case();
-  if (p != P::kOrderDelivered && p != P::kOrderRefunded && p != P::kBehaviorRecorded && p != P::kCustomerErased) {
+  if (p != P::kOrderDelivered && p != P::kOrderRefunded && p != P::kBehaviorRecorded &&
+      p != P::kCustomerErased) {
     return absl::OkStatus();
   }
   if (event.customer_id().empty()) return absl::InvalidArgumentError("event has no customer_id");
-  const absl::Time when = event.has_occur_time() ? api::FromTimestamp(event.occur_time()) : clock_->Now();
+  const absl::Time when =
+      event.has_occur_time() ? api::FromTimestamp(event.occur_time()) : clock_->Now();
   absl::Status s;
   const char* kind = "";
   switch (p) {
     case P::kOrderDelivered: {
       const auto& d = event.order_delivered();
-      s = store_->LearnDelivery(txn, event.customer_id(), d,
-                                d.has_delivered_time() ? api::FromTimestamp(d.delivered_time()) : when);
+      s = store_->LearnDelivery(
+          txn, event.customer_id(), d,
+          d.has_delivered_time() ? api::FromTimestamp(d.delivered_time()) : when);
       kind = "purchase";
       break;
     }
@@ -404,24 +492,29 @@ absl::Status RecommendationService::HandleEvent(store::Transaction& txn, const v
 void RecommendationService::RefreshNeighbours() {
   absl::MutexLock lock(&refresh_mu_);
   auto refreshed = store_->RefreshNeighbours();
-  if (!refreshed.ok()) log::Warning("neighbour refresh failed", {{"error", refreshed.status().ToString()}});
+  if (!refreshed.ok())
+    log::Warning("neighbour refresh failed", {{"error", refreshed.status().ToString()}});
 }
 
 absl::StatusOr<std::unique_ptr<RecommendationComponent>> RecommendationComponent::Create(
     const rpc::ServiceContext& context) {
   auto c = std::unique_ptr<RecommendationComponent>(new RecommendationComponent());
   c->store_ = std::make_unique<RecommendationStore>(context.store);
-  c->bestsellers_ =
-      std::make_unique<BestsellerCache>(c->store_.get(), absl::Seconds(absl::GetFlag(FLAGS_bestseller_cache_s)));
-  c->recommender_ = std::make_unique<Recommender>(c->store_.get(), c->bestsellers_.get(), context.clock);
+  c->bestsellers_ = std::make_unique<BestsellerCache>(
+      c->store_.get(), absl::Seconds(absl::GetFlag(FLAGS_bestseller_cache_s)));
+  c->recommender_ =
+      std::make_unique<Recommender>(c->store_.get(), c->bestsellers_.get(), context.clock);
   if (auto s = c->recommender_->LoadSuccessors(); !s.ok()) return s;
   c->writes_ = std::make_unique<rpc::Executor>("recommendation-writes", 16);
-  c->service_ = std::make_unique<RecommendationService>(c->store_.get(), c->recommender_.get(), context.clock,
-                                                        c->writes_.get(), context.backends,
-                                                        context.metrics->registry());
+  c->service_ = std::make_unique<RecommendationService>(
+      c->store_.get(), c->recommender_.get(), context.clock, c->writes_.get(), context.backends,
+      context.metrics->registry());
   RecommendationService* service = c->service_.get();
   c->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store, [service](store::Transaction& txn, const v1::Event& e) { return service->HandleEvent(txn, e); },
+      context.store,
+      [service](store::Transaction& txn, const v1::Event& e) {
+        return service->HandleEvent(txn, e);
+      },
       c->writes_.get(), context.metrics->registry());
   // What a batch of events taught is in the neighbour lists before the batch is acknowledged.
   c->consumer_->OnBatchApplied([service] { service->RefreshNeighbours(); });

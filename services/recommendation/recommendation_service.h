@@ -1,7 +1,10 @@
 // crm.v1.RecommendationService over gRPC's callback API, and what recommendation learns from events
 // (delivered orders, refunds, browsing; erasure takes a customer's contribution back out). Handlers
-// validate, ask the Recommender (recommender.h) and, for e-mail and push, ask customer-profile whether the
-// customer may be contacted before anything is sent, once per request id. Writes run on the write executor.
+// validate, ask the Recommender (recommender.h) and, for e-mail and push, ask customer-profile
+// whether the customer may be contacted before anything is sent, once per request id. A catalog
+// batch is judged item by item (a bad item is listed in the response's errors, the rest upserted);
+// every SKU, from requests or events, follows ValidateSku (models.h). Writes run on the write
+// executor.
 #pragma once
 
 #include <memory>
@@ -12,9 +15,9 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
-#include "libs/rpc/periodic.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
+#include "libs/rpc/periodic.h"
 #include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -38,30 +41,38 @@ struct RecommendationMetrics {
 
 class RecommendationService final : public v1::RecommendationService::CallbackService {
  public:
-  RecommendationService(RecommendationStore* store, Recommender* recommender, Clock* clock, rpc::Executor* writes,
-                        rpc::Backends* backends, prometheus::Registry& registry);
+  RecommendationService(RecommendationStore* store, Recommender* recommender, Clock* clock,
+                        rpc::Executor* writes, rpc::Backends* backends,
+                        prometheus::Registry& registry);
 
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
-  Reactor* UpsertCatalogItems(Ctx*, const v1::UpsertCatalogItemsRequest*, v1::UpsertCatalogItemsResponse*) override;
+  Reactor* UpsertCatalogItems(Ctx*, const v1::UpsertCatalogItemsRequest*,
+                              v1::UpsertCatalogItemsResponse*) override;
   Reactor* GetCatalogItem(Ctx*, const v1::GetCatalogItemRequest*, v1::CatalogItem*) override;
   Reactor* SetStock(Ctx*, const v1::SetStockRequest*, v1::SetStockResponse*) override;
   Reactor* Recommend(Ctx*, const v1::RecommendRequest*, v1::RecommendResponse*) override;
   Reactor* RelatedItems(Ctx*, const v1::RelatedItemsRequest*, v1::RelatedItemsResponse*) override;
-  Reactor* BoughtTogether(Ctx*, const v1::BoughtTogetherRequest*, v1::BoughtTogetherResponse*) override;
+  Reactor* BoughtTogether(Ctx*, const v1::BoughtTogetherRequest*,
+                          v1::BoughtTogetherResponse*) override;
   Reactor* BestSellers(Ctx*, const v1::BestSellersRequest*, v1::BestSellersResponse*) override;
-  Reactor* RecordFeedback(Ctx*, const v1::RecordFeedbackRequest*, v1::RecordFeedbackResponse*) override;
+  Reactor* RecordFeedback(Ctx*, const v1::RecordFeedbackRequest*,
+                          v1::RecordFeedbackResponse*) override;
 
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
-  // Folds changed pairs into the neighbour lists (after each event batch, and every second). One at a time.
+  // Folds changed pairs into the neighbour lists (after each event batch, and every second). One at
+  // a time.
   void RefreshNeighbours();
 
  private:
+  // The items of a catalog batch that may be upserted; the others go to resp->errors with why.
+  absl::StatusOr<std::vector<v1::CatalogItem>> AcceptCatalogItems(
+      const v1::UpsertCatalogItemsRequest& req, v1::UpsertCatalogItemsResponse* resp);
   // NOT_FOUND naming `field` when the catalog has no such item.
   absl::Status CheckSku(const std::string& field, const std::string& sku);
   absl::Status DoRecommend(const v1::RecommendRequest& request, v1::RecommendResponse* response);
-  // For e-mail and push: asks customer-profile to count one contact; fills withheld_reason when refused.
-  // `request_id`: the caller's request id in its own namespace (rpc::ScopedRequestId).
+  // For e-mail and push: asks customer-profile to count one contact; fills withheld_reason when
+  // refused. `request_id`: the caller's request id in its own namespace (rpc::ScopedRequestId).
   absl::Status AskToContact(const v1::RecommendRequest& request, const std::string& request_id,
                             v1::RecommendResponse* response);
   void Served(const v1::RecommendRequest& request, const v1::RecommendResponse& response);
@@ -77,7 +88,8 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
 
 class RecommendationComponent final : public rpc::Component {
  public:
-  static absl::StatusOr<std::unique_ptr<RecommendationComponent>> Create(const rpc::ServiceContext& context);
+  static absl::StatusOr<std::unique_ptr<RecommendationComponent>> Create(
+      const rpc::ServiceContext& context);
   ~RecommendationComponent() override;
   void Register(rpc::Server& server) override;
   void Start() override;

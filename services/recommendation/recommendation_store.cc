@@ -10,6 +10,7 @@
 #include "libs/events/consumer.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/key.h"
+#include "libs/store/status.h"
 #include "services/recommendation/customer_summary.h"
 #include "services/recommendation/models.h"
 
@@ -95,6 +96,56 @@ absl::Status ScanProtosIn(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
 }
 
 int64_t Clamp(int64_t v) { return std::max<int64_t>(0, v); }
+
+// Reads many keys of one column family in one RocksDB MultiGet; nullopt for an absent key.
+template <typename M>
+absl::StatusOr<std::vector<std::optional<M>>> MultiGetProtos(store::Store& store,
+                                                             rocksdb::ColumnFamilyHandle* cf,
+                                                             const std::vector<std::string>& keys) {
+  std::vector<std::optional<M>> out(keys.size());
+  if (keys.empty()) return out;
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  store.db()->MultiGet(rocksdb::ReadOptions(), cf, keys.size(), slices.data(), values.data(),
+                       statuses.data());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return store::FromRocksDb(statuses[i]);
+    M m;
+    if (!m.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+      return absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
+    }
+    out[i] = std::move(m);
+  }
+  return out;
+}
+
+std::vector<std::string> ItemKeys(const std::vector<std::string>& skus) {
+  std::vector<std::string> keys;
+  keys.reserve(skus.size());
+  for (const auto& sku : skus) keys.push_back(Key().Str(sku).Build());
+  return keys;
+}
+
+std::vector<std::string> CustomerItemKeys(absl::string_view customer_id,
+                                          const std::vector<std::string>& skus) {
+  std::vector<std::string> keys;
+  keys.reserve(skus.size());
+  for (const auto& sku : skus) keys.push_back(Key().Str(customer_id).Str(sku).Build());
+  return keys;
+}
+
+// Absent rows read as empty messages (zero counts).
+template <typename M>
+absl::StatusOr<std::vector<M>> OrEmpty(absl::StatusOr<std::vector<std::optional<M>>> found) {
+  if (!found.ok()) return found.status();
+  std::vector<M> out(found->size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    if ((*found)[i].has_value()) out[i] = std::move(*(*found)[i]);
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -503,7 +554,9 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
   api::SetTimestamp(when, basket.mutable_delivered_time());
   std::map<std::string, internal::BasketLine> lines;
   for (const auto& item : order.items()) {
-    if (item.sku().empty() || item.quantity() <= 0) continue;
+    // A line whose SKU breaks the catalog's rule could never be recommended or looked up: not
+    // learned.
+    if (!IsValidSku(item.sku()) || item.quantity() <= 0) continue;
     internal::BasketLine& line = lines[item.sku()];
     if (line.sku().empty()) {
       line.set_sku(item.sku());
@@ -584,7 +637,9 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
   if (!has_summary.ok()) return has_summary.status();
   GraphDelta delta;
   for (const auto& item : refund.items()) {
-    if (item.sku().empty() || item.quantity() <= 0) continue;
+    // A line whose SKU breaks the catalog's rule could never be recommended or looked up: not
+    // learned.
+    if (!IsValidSku(item.sku()) || item.quantity() <= 0) continue;
     ForgetRecent(summary, item.sku());
     const std::string key = Key().Str(customer_id).Str(item.sku()).Build();
     internal::CustomerItem mine;
@@ -653,7 +708,7 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
       }
       behavior::Accumulate(it->second, action, signal.dwell_seconds(), t);
     }
-    if (signal.sku().empty() ||
+    if (!IsValidSku(signal.sku()) ||
         (action != behavior::Action::kItemView && action != behavior::Action::kAddToCart)) {
       continue;
     }
@@ -763,6 +818,53 @@ absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view
   auto found = store_->GetProto(item_stats_, Key().Str(sku), &s);
   if (!found.ok()) return found.status();
   return s;
+}
+
+absl::StatusOr<std::vector<internal::ItemStats>> RecommendationStore::StatsOf(
+    const std::vector<std::string>& skus) const {
+  return OrEmpty(MultiGetProtos<internal::ItemStats>(*store_, item_stats_, ItemKeys(skus)));
+}
+
+absl::StatusOr<std::vector<internal::Neighbours>> RecommendationStore::NeighboursOf(
+    const std::vector<std::string>& skus) const {
+  return OrEmpty(MultiGetProtos<internal::Neighbours>(*store_, neighbours_, ItemKeys(skus)));
+}
+
+absl::StatusOr<std::vector<std::optional<internal::CustomerItem>>> RecommendationStore::Mine(
+    absl::string_view customer_id, const std::vector<std::string>& skus) const {
+  return MultiGetProtos<internal::CustomerItem>(*store_, customer_items_,
+                                                CustomerItemKeys(customer_id, skus));
+}
+
+absl::StatusOr<std::vector<std::optional<internal::Shown>>> RecommendationStore::ShownTo(
+    absl::string_view customer_id, const std::vector<std::string>& skus) const {
+  return MultiGetProtos<internal::Shown>(*store_, shown_, CustomerItemKeys(customer_id, skus));
+}
+
+absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore::BuyingDays(
+    absl::string_view customer_id) const {
+  std::map<std::string, std::vector<int64_t>> days;
+  int read = 0;
+  const std::string prefix = Key().Str(customer_id).Build();
+  absl::Status parse;
+  absl::Status s =
+      store_->ScanPrefix(baskets_, prefix, [&](absl::string_view, absl::string_view v) {
+        internal::Basket basket;
+        if (!basket.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          parse = absl::DataLossError("a stored crm.internal.Basket does not parse");
+          return false;
+        }
+        const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
+        for (const auto& line : basket.lines()) days[line.sku()].push_back(day);
+        return ++read < kBasketsRead;
+      });
+  if (!s.ok()) return s;
+  if (!parse.ok()) return parse;
+  for (auto& [sku, d] : days) {
+    std::sort(d.begin(), d.end());
+    d.erase(std::unique(d.begin(), d.end()), d.end());
+  }
+  return days;
 }
 
 absl::StatusOr<internal::CoCounts> RecommendationStore::Co(absl::string_view a,

@@ -101,6 +101,22 @@ class RecommendationStore {
   absl::StatusOr<std::optional<internal::Shown>> ShownTo(absl::string_view customer_id,
                                                          absl::string_view sku) const;
   absl::StatusOr<internal::ItemStats> Stats(absl::string_view sku) const;
+  // Batch point reads (one RocksDB MultiGet each), in the order of `skus`: what Recommend reads per
+  // seed and per candidate.
+  absl::StatusOr<std::vector<internal::ItemStats>> StatsOf(
+      const std::vector<std::string>& skus) const;
+  absl::StatusOr<std::vector<internal::Neighbours>> NeighboursOf(
+      const std::vector<std::string>& skus) const;
+  absl::StatusOr<std::vector<std::optional<internal::CustomerItem>>> Mine(
+      absl::string_view customer_id, const std::vector<std::string>& skus) const;
+  absl::StatusOr<std::vector<std::optional<internal::Shown>>> ShownTo(
+      absl::string_view customer_id, const std::vector<std::string>& skus) const;
+  // The distinct days (Unix day numbers, ascending) on which the customer bought each item, from
+  // their delivered orders (at most kBasketsRead of them, so a wholesale buyer's read stays
+  // bounded; the latest purchase of each item is exact in its customer_items row).
+  static constexpr int kBasketsRead = 200;
+  absl::StatusOr<std::map<std::string, std::vector<int64_t>>> BuyingDays(
+      absl::string_view customer_id) const;
   absl::StatusOr<internal::CoCounts> Co(absl::string_view a, absl::string_view b) const;
   absl::StatusOr<internal::Neighbours> NeighboursOf(absl::string_view sku) const;
   absl::StatusOr<int64_t> TotalBaskets() const;

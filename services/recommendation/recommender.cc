@@ -15,15 +15,23 @@ namespace crm::recommendation {
 namespace {
 
 constexpr int kRankingSize = 100;
-constexpr int kMaxSeeds = 30;
+// Best sellers come from the last 30 days unless fewer than this many items sold then.
+constexpr size_t kMinBestsellers = 10;
+constexpr absl::Duration kBestsellerFallbackWindows[] = {
+    kBestsellerWindow, absl::Hours(24 * 90), absl::Hours(24 * 365), absl::InfiniteDuration()};
+// Every item of the customer's recent history (kRecentItems) may seed item-to-item.
+constexpr int kMaxSeeds = 60;
+// Seeds weigh by how recently they were bought: what a customer bought lately says most about what
+// they buy next (tastes and ranges move within a season).
+constexpr absl::Duration kSeedHalfLife = absl::Hours(24 * 60);
 constexpr int kAffinityCategories = 3;
 // Bundle rules need at least this many baskets with both items to be believed.
 constexpr int64_t kMinBundleBaskets = 2;
-constexpr absl::Duration kPurchaseHalfLife = absl::Hours(24 * 180);
 constexpr absl::Duration kViewHalfLife = absl::Hours(24 * 14);
 // Upgrades look up at most this many items with a successor per request.
 constexpr size_t kUpgradeLookups = 256;
-// The last basket counts as "what the customer is buying now" for bundles on the home page for this long.
+// The last basket counts as "what the customer is buying now" for bundles on the home page for this
+// long.
 constexpr absl::Duration kLastBasketWindow = absl::Hours(24 * 30);
 
 int64_t DayOf(absl::Time t) { return absl::ToUnixSeconds(t) / 86400; }
@@ -40,11 +48,16 @@ double DwellFactor(int max_dwell_seconds) {
   return 1.5;
 }
 
+bool BuyAgainPlacement(v1::Placement p) {
+  return p == v1::PLACEMENT_HOME || p == v1::PLACEMENT_EMAIL || p == v1::PLACEMENT_PUSH;
+}
+
 std::string DayMonth(absl::Time t) { return absl::FormatTime("%d %B %Y", t, absl::UTCTimeZone()); }
 
 std::string Percent(double share) { return absl::StrFormat("%.0f%%", 100 * share); }
 
-std::vector<v1::CategoryAffinity> TopAffinities(const CustomerView& view, absl::Time now, double min_score) {
+std::vector<v1::CategoryAffinity> TopAffinities(const CustomerView& view, absl::Time now,
+                                                double min_score) {
   std::vector<v1::CategoryAffinity> out;
   for (const auto& stored : view.affinity) {
     v1::CategoryAffinity a = behavior::AffinityAsOf(stored, now);
@@ -59,8 +72,8 @@ std::vector<v1::CategoryAffinity> TopAffinities(const CustomerView& view, absl::
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache::Top(const std::string& category,
-                                                                                    absl::Time now) {
+absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache::Top(
+    const std::string& category, absl::Time now) {
   const int64_t day = DayOf(now);
   {
     absl::MutexLock lock(&mu_);
@@ -69,9 +82,17 @@ absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache:
       return it->second.ranking;
     }
   }
-  auto sales = store_->Sales(category, now - kBestsellerWindow, now);
-  if (!sales.ok()) return sales.status();
-  auto ranking = std::make_shared<Ranking>(sales->begin(), sales->end());
+  // The last 30 days; when too little sold in them (a quiet shop, a clock after the data), longer
+  // windows, then all time, so there are always best sellers once anything was sold.
+  std::map<std::string, internal::Sold> sales;
+  for (const absl::Duration window : kBestsellerFallbackWindows) {
+    auto sold = store_->Sales(
+        category, window == absl::InfiniteDuration() ? absl::UnixEpoch() : now - window, now);
+    if (!sold.ok()) return sold.status();
+    sales = std::move(*sold);
+    if (sales.size() >= kMinBestsellers) break;
+  }
+  auto ranking = std::make_shared<Ranking>(sales.begin(), sales.end());
   std::sort(ranking->begin(), ranking->end(), [](const auto& a, const auto& b) {
     if (a.second.orders() != b.second.orders()) return a.second.orders() > b.second.orders();
     if (a.second.units() != b.second.units()) return a.second.units() > b.second.units();
@@ -107,7 +128,8 @@ std::string Recommender::NameOf(const std::string& sku) {
   return absl::StrCat("item ", sku);
 }
 
-absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
+absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
+                                 std::vector<Candidate>* out) {
   struct Seed {
     std::string sku;
     double weight;
@@ -118,7 +140,7 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::
     double weight = 0;
     bool bought = false;
     if (recent.has_last_bought()) {
-      weight = Decay(now - api::FromTimestamp(recent.last_bought()), kPurchaseHalfLife);
+      weight = Decay(now - api::FromTimestamp(recent.last_bought()), kSeedHalfLife);
       bought = true;
     }
     if (recent.has_last_viewed()) {
@@ -135,6 +157,26 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::
     return a.weight != b.weight ? a.weight > b.weight : a.sku < b.sku;
   });
   if (seeds.size() > static_cast<size_t>(kMaxSeeds)) seeds.resize(kMaxSeeds);
+  if (seeds.empty()) return absl::OkStatus();
+
+  std::vector<std::string> seed_skus;
+  for (const Seed& seed : seeds) seed_skus.push_back(seed.sku);
+  auto seed_stats = store_->StatsOf(seed_skus);
+  if (!seed_stats.ok()) return seed_stats.status();
+  auto lists = store_->NeighboursOf(seed_skus);
+  if (!lists.ok()) return lists.status();
+  // Pair counts come from the lists (exact); each candidate's own counts are read now, so the score
+  // depends only on the history learned, never on when lists were refreshed.
+  std::map<std::string, size_t> candidate_index;
+  std::vector<std::string> candidates;
+  for (const auto& list : *lists) {
+    for (const auto& n : list.items()) {
+      if (candidate_index.try_emplace(n.sku(), candidates.size()).second)
+        candidates.push_back(n.sku());
+    }
+  }
+  auto candidate_stats = store_->StatsOf(candidates);
+  if (!candidate_stats.ok()) return candidate_stats.status();
 
   struct Score {
     double total = 0;
@@ -142,13 +184,12 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::
     const Seed* because = nullptr;
   };
   std::map<std::string, Score> scores;
-  for (const Seed& seed : seeds) {
-    auto stats = store_->Stats(seed.sku);
-    if (!stats.ok()) return stats.status();
-    auto list = store_->NeighboursOf(seed.sku);
-    if (!list.ok()) return list.status();
-    for (const auto& n : list->items()) {
-      const double contribution = seed.weight * SimilarityTo(*stats, n);
+  for (size_t k = 0; k < seeds.size(); ++k) {
+    const Seed& seed = seeds[k];
+    const internal::ItemStats& mine = (*seed_stats)[k];
+    for (const auto& n : (*lists)[k].items()) {
+      const internal::ItemStats& theirs = (*candidate_stats)[candidate_index[n.sku()]];
+      const double contribution = seed.weight * Affinity(n, mine, theirs);
       if (contribution <= 0) continue;
       Score& s = scores[n.sku()];
       s.total += contribution;
@@ -158,7 +199,14 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::
       }
     }
   }
+  // What the customer bought is for "buy again": left out here so it neither takes a discovery slot
+  // nor sets the scale the blend divides this model's scores by.
+  std::set<std::string> bought;
+  for (const auto& recent : view.summary.recent()) {
+    if (recent.has_last_bought()) bought.insert(recent.sku());
+  }
   for (const auto& [sku, s] : scores) {
+    if (bought.count(sku)) continue;
     out->push_back({sku, v1::MODEL_ITEM_CF, s.total,
                     s.because->bought ? "customers who bought {item} also bought or viewed this"
                                       : "customers who viewed {item} also bought or viewed this",
@@ -167,33 +215,54 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now, std::
   return absl::OkStatus();
 }
 
-absl::Status Recommender::Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out) {
+absl::Status Recommender::Bundles(const std::vector<std::string>& context,
+                                  std::vector<Candidate>* out) {
   if (context.empty()) return absl::OkStatus();
   auto baskets = store_->TotalBaskets();
   if (!baskets.ok()) return baskets.status();
-  std::map<std::string, Candidate> best;
-  for (const auto& sku : context) {
-    auto stats = store_->Stats(sku);
-    if (!stats.ok()) return stats.status();
-    auto list = store_->NeighboursOf(sku);
-    if (!list.ok()) return list.status();
-    for (const auto& n : list->items()) {
+  // A cart or a wholesale basket names many items: their rows are read in two batches.
+  auto stats = store_->StatsOf(context);
+  if (!stats.ok()) return stats.status();
+  auto lists = store_->NeighboursOf(context);
+  if (!lists.ok()) return lists.status();
+  // Each candidate's own basket count is read now (the list's copy may lag), so the rule depends on
+  // the history learned only.
+  std::map<std::string, size_t> candidate_index;
+  std::vector<std::string> candidates;
+  for (const auto& list : *lists) {
+    for (const auto& n : list.items()) {
       if (n.co_purchases() < kMinBundleBaskets) continue;
-      const Bundle rule = BundleRule(n.co_purchases(), stats->baskets(), n.baskets(), *baskets);
+      if (candidate_index.try_emplace(n.sku(), candidates.size()).second)
+        candidates.push_back(n.sku());
+    }
+  }
+  auto candidate_stats = store_->StatsOf(candidates);
+  if (!candidate_stats.ok()) return candidate_stats.status();
+  std::map<std::string, Candidate> best;
+  for (size_t k = 0; k < context.size(); ++k) {
+    const std::string& sku = context[k];
+    for (const auto& n : (*lists)[k].items()) {
+      if (n.co_purchases() < kMinBundleBaskets) continue;
+      const int64_t with_candidate = (*candidate_stats)[candidate_index[n.sku()]].baskets();
+      const Bundle rule =
+          BundleRule(n.co_purchases(), (*stats)[k].baskets(), with_candidate, *baskets);
       if (rule.lift <= 1.0) continue;
       Candidate& c = best[n.sku()];
       if (rule.confidence <= c.score) continue;
       c = {n.sku(), v1::MODEL_BUNDLE, rule.confidence,
-           absl::StrCat("bought together with {item} in ", Percent(rule.confidence), " of its orders"), sku};
+           absl::StrCat("bought together with {item} in ", Percent(rule.confidence),
+                        " of its orders"),
+           sku};
     }
   }
   for (auto& [sku, c] : best) out->push_back(std::move(c));
   return absl::OkStatus();
 }
 
-absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
-  // Interest in a category: recent browsing (decayed over two weeks, looked-at-closely weighing most) plus
-  // the habit of buying there (each item bought, decayed over half a year).
+absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time now,
+                                           std::vector<Candidate>* out) {
+  // Interest in a category: recent browsing (decayed over two weeks, looked-at-closely weighing
+  // most) plus the habit of buying there (each item bought, decayed over half a year).
   struct Interest {
     double browsing = 0;
     double buying = 0;
@@ -220,13 +289,16 @@ absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time 
     auto ranking = bestsellers_->Top(category, now);
     if (!ranking.ok()) return ranking.status();
     if ((*ranking)->empty()) continue;
-    const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
-    const std::string why = i.browsing >= i.buying ? (i.closely ? ", which you looked at closely" : ", which you browse")
+    const double most =
+        static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+    const std::string why = i.browsing >= i.buying ? (i.closely ? ", which you looked at closely"
+                                                                : ", which you browse")
                                                    : ", where you often shop";
     int n = 0;
     for (const auto& [sku, sold] : **ranking) {
       if (++n > 20) break;
-      out->push_back({sku, v1::MODEL_CATEGORY_AFFINITY, (-negative / strongest) * (sold.orders() / most),
+      out->push_back({sku, v1::MODEL_CATEGORY_AFFINITY,
+                      (-negative / strongest) * (sold.orders() / most),
                       absl::StrCat("popular in ", category, why)});
     }
   }
@@ -237,16 +309,18 @@ absl::Status Recommender::Popular(absl::Time now, std::vector<Candidate>* out) {
   auto ranking = bestsellers_->Top("", now);
   if (!ranking.ok()) return ranking.status();
   if ((*ranking)->empty()) return absl::OkStatus();
-  const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+  const double most =
+      static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
   int n = 0;
   for (const auto& [sku, sold] : **ranking) {
     if (++n > 50) break;
-    out->push_back({sku, v1::MODEL_BESTSELLERS, sold.orders() / most, "a best seller this month"});
+    out->push_back({sku, v1::MODEL_BESTSELLERS, sold.orders() / most, "a best seller lately"});
   }
   return absl::OkStatus();
 }
 
-absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
+absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now,
+                                    std::vector<Candidate>* out) {
   std::vector<Purchase> purchases;
   for (const auto& c : view.summary.categories()) {
     for (const auto& t : c.times()) purchases.push_back({api::FromTimestamp(t), c.category()});
@@ -255,30 +329,33 @@ absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now, st
     auto ranking = bestsellers_->Top(o.category, now);
     if (!ranking.ok()) return ranking.status();
     if ((*ranking)->empty()) continue;
-    const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+    const double most =
+        static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
     int n = 0;
     for (const auto& [sku, sold] : **ranking) {
       if (++n > 10) break;
       // A habit of several years ranks above a single purchase around the date.
       out->push_back({sku, v1::MODEL_OCCASION, o.years + 0.5 * sold.orders() / most,
-                      absl::StrCat("you bought in ", o.category, " around this time last year (", DayMonth(o.last_time),
-                                   ")")});
+                      absl::StrCat("you bought in ", o.category, " around this time last year (",
+                                   DayMonth(o.last_time), ")")});
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status Recommender::Upgrades(const std::string& customer_id, const CustomerView& view, absl::Time now,
-                                   std::vector<Candidate>* out) {
+absl::Status Recommender::Upgrades(const std::string& customer_id, const CustomerView& view,
+                                   absl::Time now, std::vector<Candidate>* out) {
   // Items with a successor the customer may own: their recent purchases and, while few items have
   // successors at all, each of those (an old purchase is exactly who an upgrade is for).
   std::set<std::string> maybe_owned;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& recent : view.summary.recent()) {
-      if (recent.has_last_bought() && has_successor_.contains(recent.sku())) maybe_owned.insert(recent.sku());
+      if (recent.has_last_bought() && has_successor_.contains(recent.sku()))
+        maybe_owned.insert(recent.sku());
     }
-    if (has_successor_.size() <= kUpgradeLookups) maybe_owned.insert(has_successor_.begin(), has_successor_.end());
+    if (has_successor_.size() <= kUpgradeLookups)
+      maybe_owned.insert(has_successor_.begin(), has_successor_.end());
   }
   std::vector<std::string> owned;
   for (const auto& sku : maybe_owned) {
@@ -294,23 +371,27 @@ absl::Status Recommender::Upgrades(const std::string& customer_id, const Custome
       if (!item.ok()) return item.status();
       if (!item->has_value()) continue;
       const v1::CatalogItem& successor = **item;
-      const absl::Time launch = successor.has_launch_time() ? api::FromTimestamp(successor.launch_time())
-                                                            : api::FromTimestamp(successor.update_time());
+      const absl::Time launch = successor.has_launch_time()
+                                    ? api::FromTimestamp(successor.launch_time())
+                                    : api::FromTimestamp(successor.update_time());
       if (launch > now || now - launch > kUpgradeNoticeWindow) continue;
       // The newer the launch, the stronger the notice.
       const double freshness = 1.0 - 0.5 * absl::FDivDuration(now - launch, kUpgradeNoticeWindow);
-      out->push_back({next, v1::MODEL_UPGRADE, freshness, "a newer model of {item}, which you bought", sku});
+      out->push_back(
+          {next, v1::MODEL_UPGRADE, freshness, "a newer model of {item}, which you bought", sku});
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now, std::vector<Candidate>* out) {
+absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now,
+                                    std::vector<Candidate>* out) {
   for (const auto& a : TopAffinities(view, now, 0.1)) {
     auto ranking = bestsellers_->Top(a.category(), now);
     if (!ranking.ok()) return ranking.status();
     if ((*ranking)->empty()) continue;
-    const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+    const double most =
+        static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
     int n = 0;
     for (const auto& [sku, sold] : **ranking) {
       if (++n > 10) break;
@@ -321,7 +402,8 @@ absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now, st
   auto ranking = bestsellers_->Top("", now);
   if (!ranking.ok()) return ranking.status();
   if ((*ranking)->empty()) return absl::OkStatus();
-  const double most = static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+  const double most =
+      static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
   int n = 0;
   for (const auto& [sku, sold] : **ranking) {
     if (++n > 30) break;
@@ -330,13 +412,15 @@ absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now, st
   return absl::OkStatus();
 }
 
-absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Recommendation>* out) {
+absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Recommendation>* out,
+                                    std::vector<v1::Recommendation>* buy_again) {
   const absl::Time now = clock_->Now();
   auto view = store_->Customer(q.customer_id);
   if (!view.ok()) return view.status();
   const bool blend = q.model == v1::MODEL_BLEND || q.model == v1::MODEL_UNSPECIFIED;
   auto want = [&](v1::Model m) { return blend || q.model == m; };
-  const bool cold = !view->known || (view->summary.baskets() == 0 && view->summary.recent().empty());
+  const bool cold =
+      !view->known || (view->summary.baskets() == 0 && view->summary.recent().empty());
 
   std::map<v1::Model, std::vector<Candidate>> by_model;
   if (want(v1::MODEL_ITEM_CF) && !cold) {
@@ -347,12 +431,14 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
     if (context.empty() && view->summary.has_last_basket_time() &&
         now - api::FromTimestamp(view->summary.last_basket_time()) < kLastBasketWindow) {
       // Home, e-mail and push: what goes with the customer's latest order, while it is recent.
-      context.assign(view->summary.last_basket_skus().begin(), view->summary.last_basket_skus().end());
+      context.assign(view->summary.last_basket_skus().begin(),
+                     view->summary.last_basket_skus().end());
     }
     if (auto s = Bundles(context, &by_model[v1::MODEL_BUNDLE]); !s.ok()) return s;
   }
   if (want(v1::MODEL_CATEGORY_AFFINITY) && view->known) {
-    if (auto s = CategoryAffinity(*view, now, &by_model[v1::MODEL_CATEGORY_AFFINITY]); !s.ok()) return s;
+    if (auto s = CategoryAffinity(*view, now, &by_model[v1::MODEL_CATEGORY_AFFINITY]); !s.ok())
+      return s;
   }
   if (want(v1::MODEL_BESTSELLERS)) {
     if (auto s = Popular(now, &by_model[v1::MODEL_BESTSELLERS]); !s.ok()) return s;
@@ -361,15 +447,26 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
     if (auto s = Occasions(*view, now, &by_model[v1::MODEL_OCCASION]); !s.ok()) return s;
   }
   if (want(v1::MODEL_UPGRADE) && view->known) {
-    if (auto s = Upgrades(q.customer_id, *view, now, &by_model[v1::MODEL_UPGRADE]); !s.ok()) return s;
+    if (auto s = Upgrades(q.customer_id, *view, now, &by_model[v1::MODEL_UPGRADE]); !s.ok())
+      return s;
   }
   if (want(v1::MODEL_COLD_START) && (cold || !blend)) {
     if (auto s = ColdStart(*view, now, &by_model[v1::MODEL_COLD_START]); !s.ok()) return s;
   }
 
-  // Best first, then keep what may be shown: in the catalog, in stock, not just bought or returned, not
-  // shown too often, not what is already on the page or in the cart.
   const std::vector<Candidate> ranked = Blend(by_model, q.placement, SIZE_MAX);
+  if (auto st = Showable(q, ranked, now, out); !st.ok()) return st;
+  if (buy_again != nullptr && BuyAgainPlacement(q.placement) && blend && view->known) {
+    return BuyAgain(q, now, buy_again);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::Showable(const RecommendQuery& q, const std::vector<Candidate>& ranked,
+                                   absl::Time now, std::vector<v1::Recommendation>* out) {
+  // Best first, keep what may be shown: in the catalog, in stock, new to the customer, not shown
+  // too often, not what is already on the page or in the cart. Per-customer rows are read a slice
+  // at a time.
   const std::set<std::string> context(q.context_skus.begin(), q.context_skus.end());
   struct Kept {
     Candidate candidate;
@@ -377,48 +474,116 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
   };
   std::vector<Kept> kept;
   const size_t wanted = static_cast<size_t>(q.count);
-  for (const Candidate& c : ranked) {
-    if (kept.size() >= 3 * wanted) break;
-    if (context.count(c.sku)) continue;
-    auto item = store_->Item(c.sku);
-    if (!item.ok()) return item.status();
-    if (!item->has_value()) continue;
-    if (!(*item)->in_stock()) continue;  // the cheapest check first
-    auto mine = store_->Mine(q.customer_id, c.sku);
-    if (!mine.ok()) return mine.status();
-    auto shown = store_->ShownTo(q.customer_id, c.sku);
-    if (!shown.ok()) return shown.status();
-    if (!Eligible(**item, mine->has_value() ? &**mine : nullptr, shown->has_value() ? &**shown : nullptr, now)) {
-      continue;
+  constexpr size_t kSlice = 64;
+  for (size_t begin = 0; begin < ranked.size() && kept.size() < 3 * wanted; begin += kSlice) {
+    std::vector<Kept> slice;
+    std::vector<std::string> skus;
+    for (size_t i = begin; i < std::min(ranked.size(), begin + kSlice); ++i) {
+      const Candidate& c = ranked[i];
+      if (context.count(c.sku)) continue;
+      auto item = store_->Item(c.sku);  // cached
+      if (!item.ok()) return item.status();
+      if (!item->has_value() || !(*item)->in_stock()) continue;  // the cheapest checks first
+      slice.push_back({c, std::move(**item)});
+      skus.push_back(c.sku);
     }
-    kept.push_back({c, std::move(**item)});
+    auto mine = store_->Mine(q.customer_id, skus);
+    if (!mine.ok()) return mine.status();
+    auto shown = store_->ShownTo(q.customer_id, skus);
+    if (!shown.ok()) return shown.status();
+    for (size_t i = 0; i < slice.size() && kept.size() < 3 * wanted; ++i) {
+      const auto& m = (*mine)[i];
+      const auto& w = (*shown)[i];
+      if (Eligible(slice[i].item, m.has_value() ? &*m : nullptr, w.has_value() ? &*w : nullptr,
+                   now)) {
+        kept.push_back(std::move(slice[i]));
+      }
+    }
   }
   // Items often sent back sink (at most halved), once enough were sold to tell.
-  for (Kept& k : kept) {
-    auto stats = store_->Stats(k.candidate.sku);
-    if (!stats.ok()) return stats.status();
-    if (stats->units() >= 5) {
-      const double return_rate = static_cast<double>(stats->returned_units()) / static_cast<double>(stats->units());
-      k.candidate.score *= 1.0 - std::min(0.5, return_rate);
+  std::vector<std::string> skus;
+  for (const Kept& k : kept) skus.push_back(k.candidate.sku);
+  auto stats = store_->StatsOf(skus);
+  if (!stats.ok()) return stats.status();
+  for (size_t i = 0; i < kept.size(); ++i) {
+    const internal::ItemStats& st = (*stats)[i];
+    if (st.units() >= 5) {
+      const double return_rate =
+          static_cast<double>(st.returned_units()) / static_cast<double>(st.units());
+      kept[i].candidate.score *= 1.0 - std::min(0.5, return_rate);
     }
   }
-  std::stable_sort(kept.begin(), kept.end(),
-                   [](const Kept& a, const Kept& b) { return a.candidate.score > b.candidate.score; });
+  // Equal scores keep the blend's order (by SKU): the same inputs give the same list.
+  std::stable_sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) {
+    return a.candidate.score > b.candidate.score;
+  });
   if (kept.size() > wanted) kept.resize(wanted);
   for (Kept& k : kept) {
     v1::Recommendation r;
     *r.mutable_item() = std::move(k.item);
     r.set_model(k.candidate.model);
     r.set_score(k.candidate.score);
-    r.set_reason(k.candidate.because.empty()
-                     ? std::move(k.candidate.reason)
-                     : absl::StrReplaceAll(k.candidate.reason, {{"{item}", NameOf(k.candidate.because)}}));
+    r.set_reason(
+        k.candidate.because.empty()
+            ? std::move(k.candidate.reason)
+            : absl::StrReplaceAll(k.candidate.reason, {{"{item}", NameOf(k.candidate.because)}}));
     out->push_back(std::move(r));
   }
   return absl::OkStatus();
 }
 
-absl::Status Recommender::RelatedItems(const std::string& sku, int count, v1::RelatedItemsResponse* out) {
+absl::Status Recommender::BuyAgain(const RecommendQuery& q, absl::Time now,
+                                   std::vector<v1::Recommendation>* out) {
+  auto days = store_->BuyingDays(q.customer_id);
+  if (!days.ok()) return days.status();
+  std::vector<std::string> repeated;
+  for (const auto& [sku, bought_on] : *days) {
+    if (bought_on.size() >= 2) repeated.push_back(sku);
+  }
+  // The basket read is bounded; each item's own row knows its latest purchase exactly.
+  auto rows = store_->Mine(q.customer_id, repeated);
+  if (!rows.ok()) return rows.status();
+  const int64_t today = DayOf(now);
+  struct Due {
+    Rhythm rhythm;
+    std::string sku;
+    bool returned;
+  };
+  std::vector<Due> due;
+  for (size_t i = 0; i < repeated.size(); ++i) {
+    std::vector<int64_t>& bought_on = (*days)[repeated[i]];
+    const auto& row = (*rows)[i];
+    if (row.has_value() && row->has_last_bought()) {
+      const int64_t last = DayOf(api::FromTimestamp(row->last_bought()));
+      if (last > bought_on.back()) bought_on.push_back(last);
+    }
+    const std::optional<Rhythm> rhythm = RepurchaseRhythm(bought_on, today);
+    if (rhythm.has_value())
+      due.push_back({*rhythm, repeated[i], row.has_value() && row->returned()});
+  }
+  std::sort(due.begin(), due.end(), [](const Due& a, const Due& b) {
+    return a.rhythm.score != b.rhythm.score ? a.rhythm.score > b.rhythm.score : a.sku < b.sku;
+  });
+  const std::set<std::string> context(q.context_skus.begin(), q.context_skus.end());
+  for (size_t i = 0; i < due.size() && out->size() < static_cast<size_t>(q.count); ++i) {
+    const auto& [rhythm, sku, returned] = due[i];
+    if (context.count(sku) || returned) continue;
+    auto item = store_->Item(sku);
+    if (!item.ok()) return item.status();
+    if (!item->has_value() || !(*item)->in_stock()) continue;
+    v1::Recommendation r;
+    *r.mutable_item() = std::move(**item);
+    r.set_model(v1::MODEL_BUY_AGAIN);
+    r.set_score(rhythm.score);
+    r.set_reason(absl::StrCat("you buy this about every ", rhythm.every_days, " days; last on ",
+                              DayMonth(absl::FromUnixSeconds(rhythm.last_day * 86400))));
+    out->push_back(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::RelatedItems(const std::string& sku, int count,
+                                       v1::RelatedItemsResponse* out) {
   auto self = store_->Stats(sku);
   if (!self.ok()) return self.status();
   auto list = store_->NeighboursOf(sku);
@@ -480,7 +645,8 @@ absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int6
   }
   std::sort(rules.begin(), rules.end(), [](const Rule& a, const Rule& b) {
     if (a.bundle.lift != b.bundle.lift) return a.bundle.lift > b.bundle.lift;
-    if (a.bundle.confidence != b.bundle.confidence) return a.bundle.confidence > b.bundle.confidence;
+    if (a.bundle.confidence != b.bundle.confidence)
+      return a.bundle.confidence > b.bundle.confidence;
     return a.sku < b.sku;
   });
   for (const Rule& r : rules) {
@@ -498,7 +664,8 @@ absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int6
   return absl::OkStatus();
 }
 
-absl::Status Recommender::BestSellers(const std::string& category, int count, v1::BestSellersResponse* out) {
+absl::Status Recommender::BestSellers(const std::string& category, int count,
+                                      v1::BestSellersResponse* out) {
   auto ranking = bestsellers_->Top(category, clock_->Now());
   if (!ranking.ok()) return ranking.status();
   for (const auto& [sku, sold] : **ranking) {

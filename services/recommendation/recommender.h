@@ -1,7 +1,8 @@
-// Answers the read questions of the recommendation service from what the store has learned: a customer's
-// recommendations for a placement (every model's candidates, blended, then filtered until `count` fit to
-// show remain), related items, bundle rules and best sellers. No gRPC; inputs are already validated.
-// Thread-safe.
+// Answers the read questions of the recommendation service from what the store has learned: a
+// customer's recommendations for a placement (every model's candidates, blended, then filtered
+// until `count` items new to the customer remain, plus a separate "buy again" section), related
+// items, bundle rules and best sellers. Equal scores break by SKU, so the same history and clock
+// give the same lists. No gRPC; inputs are already validated. Thread-safe.
 #pragma once
 
 #include <map>
@@ -18,12 +19,15 @@
 
 namespace crm::recommendation {
 
-// Best sellers per category over the sliding window, recomputed at most every `ttl` (the window moves by
-// days; sales of the last seconds change little) so a busy home page does not rescan sales on every call.
+// Best sellers per category over the sliding window (longer windows, then all time, when too little
+// sold in it), recomputed at most every `ttl` (the window moves by days; sales of the last seconds
+// change little) so a busy home page does not rescan sales on every call.
 class BestsellerCache {
  public:
-  using Ranking = std::vector<std::pair<std::string, internal::Sold>>;  // sku, sales; most orders first
-  BestsellerCache(const RecommendationStore* store, absl::Duration ttl) : store_(store), ttl_(ttl) {}
+  using Ranking =
+      std::vector<std::pair<std::string, internal::Sold>>;  // sku, sales; most orders first
+  BestsellerCache(const RecommendationStore* store, absl::Duration ttl)
+      : store_(store), ttl_(ttl) {}
   // The top 100 of `category` ("" = everything) in the window ending at `now`.
   absl::StatusOr<std::shared_ptr<const Ranking>> Top(const std::string& category, absl::Time now);
 
@@ -51,13 +55,18 @@ class Recommender {
  public:
   Recommender(RecommendationStore* store, BestsellerCache* bestsellers, Clock* clock);
 
-  // Loads which items have a successor (at start; UpsertCatalogItems keeps it current through Catalogued).
+  // Loads which items have a successor (at start; UpsertCatalogItems keeps it current through
+  // Catalogued).
   absl::Status LoadSuccessors();
   void Catalogued(const std::vector<v1::CatalogItem>& items);
 
-  absl::Status Recommend(const RecommendQuery& query, std::vector<v1::Recommendation>* out);
+  // Discovery (`out`: items new to the customer) and, for home, e-mail and push with the blend,
+  // what is due to be bought again (`buy_again`, may be null).
+  absl::Status Recommend(const RecommendQuery& query, std::vector<v1::Recommendation>* out,
+                         std::vector<v1::Recommendation>* buy_again = nullptr);
   absl::Status RelatedItems(const std::string& sku, int count, v1::RelatedItemsResponse* out);
-  absl::Status BoughtTogether(const std::string& sku, int count, int64_t min_baskets, v1::BoughtTogetherResponse* out);
+  absl::Status BoughtTogether(const std::string& sku, int count, int64_t min_baskets,
+                              v1::BoughtTogetherResponse* out);
   absl::Status BestSellers(const std::string& category, int count, v1::BestSellersResponse* out);
 
  private:
@@ -65,12 +74,18 @@ class Recommender {
   // Each model's candidates for the customer (only `only` when it is not the blend).
   absl::Status ItemCf(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
   absl::Status Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out);
-  absl::Status CategoryAffinity(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
+  absl::Status CategoryAffinity(const CustomerView& view, absl::Time now,
+                                std::vector<Candidate>* out);
   absl::Status Occasions(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
   absl::Status Upgrades(const std::string& customer_id, const CustomerView& view, absl::Time now,
                         std::vector<Candidate>* out);
   absl::Status ColdStart(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
   absl::Status Popular(absl::Time now, std::vector<Candidate>* out);
+  // The blend's candidates that may be shown, best first, at most q.count.
+  absl::Status Showable(const RecommendQuery& q, const std::vector<Candidate>& ranked,
+                        absl::Time now, std::vector<v1::Recommendation>* out);
+  absl::Status BuyAgain(const RecommendQuery& q, absl::Time now,
+                        std::vector<v1::Recommendation>* out);
   // Name of a catalog item for reasons ("item ABC" when it has none).
   std::string NameOf(const std::string& sku);
 

@@ -202,6 +202,10 @@ Dataset Synthetic(const SyntheticOptions& o) {
   return d;
 }
 
+std::vector<absl::Time> OnlineRetailCutoffs() {
+  return {Day(2011, 6, 1), Day(2011, 7, 1), Day(2011, 8, 1), Day(2011, 9, 1)};
+}
+
 std::string CategoryOfDescription(const std::string& description) {
   // First match wins; words are matched whole.
   static const std::vector<std::pair<const char*, std::vector<const char*>>> kRules = {

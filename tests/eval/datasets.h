@@ -80,6 +80,10 @@ Dataset Synthetic(const SyntheticOptions& options);
 // that share of customers (by a stable hash of their id), 100 for all.
 absl::StatusOr<Dataset> OnlineRetail(const std::string& csv_gz_path, int sample_percent);
 
+// The rolling-origin cut-offs for Online Retail: the first of June, July, August and September 2011 (each
+// followed by 30 days of data).
+std::vector<absl::Time> OnlineRetailCutoffs();
+
 // A product category from an Online Retail description ("WHITE HANGING HEART T-LIGHT HOLDER" →
 // "candles-and-lights"); "other" when no keyword matches.
 std::string CategoryOfDescription(const std::string& description);

@@ -1,5 +1,6 @@
-// The recommendation models as pure functions: similarity that does not just echo best sellers, bundle
-// rules, neighbour lists, basket pairing, occasions, the filters and the blend.
+// The recommendation models as pure functions: similarity that does not just echo best sellers,
+// bundle rules, neighbour lists, basket pairing, occasions, the filters and the blend.
+#include <cmath>
 #include <set>
 
 #include "catch2/catch.hpp"
@@ -9,7 +10,8 @@
 namespace crm::recommendation {
 namespace {
 
-const absl::Time kNow = absl::FromCivil(absl::CivilSecond(2026, 10, 1, 12, 0, 0), absl::UTCTimeZone());
+const absl::Time kNow =
+    absl::FromCivil(absl::CivilSecond(2026, 10, 1, 12, 0, 0), absl::UTCTimeZone());
 
 internal::ItemStats Stats(int64_t buyers, int64_t viewers = 0) {
   internal::ItemStats s;
@@ -41,17 +43,21 @@ v1::CatalogItem Item(const std::string& sku, bool in_stock = true) {
 }
 
 TEST_CASE("similarity favours a niche companion over a best seller bought with everything") {
-  // Phone: 100 buyers. Its case: 40 buyers, 30 of them bought the phone. Best-selling charger: 1000 buyers,
-  // 40 of them bought the phone. Raw co-counts would pick the charger; cosine picks the case.
+  // Phone: 100 buyers. Its case: 40 buyers, 30 of them bought the phone. Best-selling charger: 1000
+  // buyers, 40 of them bought the phone. Raw co-counts would pick the charger; cosine picks the
+  // case.
   const double with_case = Similarity(Co(30), Stats(100), Stats(40));
   const double with_charger = Similarity(Co(40), Stats(100), Stats(1000));
   CHECK(with_case > 2 * with_charger);
 }
 
-TEST_CASE("similarity: symmetric, zero without overlap, co-views add a little, few customers are shrunk") {
+TEST_CASE(
+    "similarity: symmetric, zero without overlap, co-views add a little, few customers are "
+    "shrunk") {
   CHECK(Similarity(Co(5), Stats(10), Stats(20)) == Approx(Similarity(Co(5), Stats(20), Stats(10))));
   CHECK(Similarity(Co(0), Stats(10), Stats(20)) == 0);
-  CHECK(Similarity(Co(5, 5), Stats(10, 10), Stats(10, 10)) > Similarity(Co(5), Stats(10, 10), Stats(10, 10)));
+  CHECK(Similarity(Co(5, 5), Stats(10, 10), Stats(10, 10)) >
+        Similarity(Co(5), Stats(10, 10), Stats(10, 10)));
   // One shared buyer of two one-off items is cosine 1 but worth only a third after shrinkage.
   CHECK(Similarity(Co(1), Stats(1), Stats(1)) == Approx(1.0 / 3));
   CHECK(Similarity(Co(50), Stats(50), Stats(50)) == Approx(50.0 / 52));
@@ -68,10 +74,12 @@ TEST_CASE("bundle rule: support, confidence and lift") {
   CHECK(BundleRule(5, 0, 50, 1000).lift == 0);
 }
 
-TEST_CASE("neighbour list keeps the strongest candidates, refreshes counts and drops emptied pairs") {
+TEST_CASE(
+    "neighbour list keeps the strongest candidates, refreshes counts and drops emptied pairs") {
   internal::Neighbours list;
   const internal::ItemStats self = Stats(100);
-  for (int i = 0; i < kMaxNeighbours; ++i) OfferNeighbour(list, self, N("n" + std::to_string(i), 1 + i % 3, 50));
+  for (int i = 0; i < kMaxNeighbours; ++i)
+    OfferNeighbour(list, self, N("n" + std::to_string(i), 1 + i % 3, 50));
   REQUIRE(list.items_size() == kMaxNeighbours);
   // A weaker newcomer is not kept; a stronger one replaces the weakest.
   OfferNeighbour(list, self, N("weak", 1, 5000));
@@ -84,9 +92,10 @@ TEST_CASE("neighbour list keeps the strongest candidates, refreshes counts and d
   for (const auto& n : list.items()) has_strong |= n.sku() == "strong";
   CHECK(has_strong);
   CHECK(list.items_size() == kMaxNeighbours);
-  // New counts for an existing entry replace the old once they moved materially (the list only nominates
-  // candidates; answers use exact counts); zero counts remove it.
-  CHECK_FALSE(OfferNeighbour(list, self, N("strong", 31, 40)));
+  // Pair counts are kept exact (answers score with them); the neighbour's own counts are rewritten
+  // once they moved materially; zero counts remove the entry.
+  CHECK(OfferNeighbour(list, self, N("strong", 31, 40)));
+  CHECK_FALSE(OfferNeighbour(list, self, N("strong", 31, 41)));
   CHECK(OfferNeighbour(list, self, N("strong", 40, 40)));
   int strong = 0;
   for (const auto& n : list.items()) {
@@ -108,19 +117,22 @@ TEST_CASE("basket pairing: distinct items, all of a normal basket, a fixed subse
   for (int i = 0; i < 300; ++i) wholesale.push_back("sku" + std::to_string(i));
   const auto picked = ItemsToPair("o2", wholesale);
   CHECK(picked.size() == static_cast<size_t>(kMaxItemsPaired));
-  CHECK(picked == ItemsToPair("o2", wholesale));  // the same every time: erasure takes back exactly these
+  CHECK(picked ==
+        ItemsToPair("o2", wholesale));  // the same every time: erasure takes back exactly these
   CHECK(picked != ItemsToPair("o3", wholesale));  // but not the same items for every big basket
 }
 
 TEST_CASE("occasions: a category bought around this date in an earlier year, not bought lately") {
-  auto at = [](int y, int m, int d) { return absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone()); };
+  auto at = [](int y, int m, int d) {
+    return absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone());
+  };
   const std::vector<Purchase> purchases = {
-      {at(2025, 10, 12), "toys"},     // 11 days ahead this year: an occasion
-      {at(2024, 10, 20), "toys"},     // also October
-      {at(2025, 3, 2), "garden"},     // months away
-      {at(2025, 9, 20), "wine"},      // 11 days ago: still within the band...
-      {at(2026, 9, 1), "wine"},       // ...but bought a month ago, so no reminder
-      {at(2026, 10, 5), "books"},     // this year only
+      {at(2025, 10, 12), "toys"},  // 11 days ahead this year: an occasion
+      {at(2024, 10, 20), "toys"},  // also October
+      {at(2025, 3, 2), "garden"},  // months away
+      {at(2025, 9, 20), "wine"},   // 11 days ago: still within the band...
+      {at(2026, 9, 1), "wine"},    // ...but bought a month ago, so no reminder
+      {at(2026, 10, 5), "books"},  // this year only
   };
   const auto occasions = OccasionCategories(purchases, kNow);
   REQUIRE(occasions.size() == 1);
@@ -129,7 +141,7 @@ TEST_CASE("occasions: a category bought around this date in an earlier year, not
   CHECK(occasions[0].years == 2);
 }
 
-TEST_CASE("filters: out of stock, recently bought, returned, not yet launched, shown too often") {
+TEST_CASE("filters: out of stock, already bought, returned, not yet launched, shown too often") {
   CHECK(Eligible(Item("a"), nullptr, nullptr, kNow));
   CHECK_FALSE(Eligible(Item("a", false), nullptr, nullptr, kNow));
 
@@ -138,7 +150,10 @@ TEST_CASE("filters: out of stock, recently bought, returned, not yet launched, s
   api::SetTimestamp(kNow - absl::Hours(24 * 30), bought.mutable_last_bought());
   CHECK_FALSE(Eligible(Item("a"), &bought, nullptr, kNow));
   api::SetTimestamp(kNow - absl::Hours(24 * 200), bought.mutable_last_bought());
-  CHECK(Eligible(Item("a"), &bought, nullptr, kNow));  // consumables come back around
+  CHECK_FALSE(Eligible(Item("a"), &bought, nullptr, kNow));  // buying again is its own section
+  internal::CustomerItem viewed;
+  viewed.set_views(3);
+  CHECK(Eligible(Item("a"), &viewed, nullptr, kNow));
   bought.set_returned(true);
   CHECK_FALSE(Eligible(Item("a"), &bought, nullptr, kNow));  // never again after a return
 
@@ -157,17 +172,74 @@ TEST_CASE("filters: out of stock, recently bought, returned, not yet launched, s
   CHECK(Eligible(Item("a"), nullptr, &shown, kNow));  // a new week
 }
 
-TEST_CASE("blend: scores scaled per model, weighted per placement, summed per item, reason of the top model") {
+TEST_CASE("damped affinity ranks a specific companion above a best seller bought with everything") {
+  const internal::ItemStats seed = Stats(10);
+  // 5 of the seed's 10 buyers bought a niche item (20 buyers) and a best seller (1000 buyers) each.
+  const double niche = Affinity(N("niche", 5, 20), seed, Stats(20));
+  const double best_seller = Affinity(N("best", 5, 1000), seed, Stats(1000));
+  CHECK(niche > best_seller);
+  CHECK(niche ==
+        Approx(5 / (std::pow(20.0, kPopularityDamping) * std::pow(10.0, 1 - kPopularityDamping))));
+  CHECK(Affinity(N("none", 0, 20), seed, Stats(20)) == 0);
+}
+
+TEST_CASE(
+    "buy again: a rhythm of at least two buying days, due from 3/4 of the usual gap until three "
+    "gaps") {
+  const int64_t today = 20000;
+  CHECK_FALSE(RepurchaseRhythm({}, today).has_value());
+  CHECK_FALSE(RepurchaseRhythm({today - 30}, today).has_value());  // bought once: no rhythm
+  // Every 14 days (gaps 14, 20, 14: the median is 14), last bought 12 days ago: due.
+  auto r = RepurchaseRhythm({today - 60, today - 46, today - 26, today - 12}, today);
+  REQUIRE(r.has_value());
+  CHECK(r->every_days == 14);
+  CHECK(r->last_day == today - 12);
+  CHECK(r->score == Approx(3.0 / 5));
+  CHECK_FALSE(RepurchaseRhythm({today - 24, today - 10}, today).has_value());  // not due yet
+  CHECK_FALSE(RepurchaseRhythm({today - 60, today - 50}, today).has_value());  // given up
+  // Fewer buying days and lateness rank lower.
+  auto two = RepurchaseRhythm({today - 26, today - 12}, today);
+  auto late = RepurchaseRhythm({today - 70, today - 56, today - 42, today - 28}, today);
+  REQUIRE(two.has_value());
+  REQUIRE(late.has_value());
+  CHECK(two->score < r->score);
+  CHECK(late->score < r->score);
+}
+
+TEST_CASE(
+    "one SKU rule: any text of 1-128 characters without control characters, spaces inside "
+    "allowed") {
+  CHECK(IsValidSku("85123A"));
+  CHECK(IsValidSku("BANK CHARGES"));
+  CHECK(IsValidSku("gift_0001_10"));
+  CHECK(IsValidSku("Käse-1"));
+  CHECK_FALSE(IsValidSku(""));
+  CHECK_FALSE(IsValidSku("   "));
+  CHECK_FALSE(IsValidSku("a\tb"));
+  CHECK_FALSE(IsValidSku("a\nb"));
+  CHECK_FALSE(IsValidSku(std::string(129, 'x')));
+  CHECK(IsValidSku(std::string(128, 'x')));
+  const absl::Status s = ValidateSku("items[3].sku", "a\x01");
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(s.message()).rfind("items[3].sku: ", 0) == 0);
+}
+
+TEST_CASE(
+    "blend: scores scaled per model, weighted per placement, summed per item, reason of the top "
+    "model") {
   std::map<v1::Model, std::vector<Candidate>> by_model;
-  by_model[v1::MODEL_ITEM_CF] = {{"x", v1::MODEL_ITEM_CF, 10, "cf"}, {"y", v1::MODEL_ITEM_CF, 5, "cf"}};
-  by_model[v1::MODEL_BESTSELLERS] = {{"z", v1::MODEL_BESTSELLERS, 1000, "top"}, {"y", v1::MODEL_BESTSELLERS, 900, "top"}};
+  by_model[v1::MODEL_ITEM_CF] = {{"x", v1::MODEL_ITEM_CF, 10, "cf"},
+                                 {"y", v1::MODEL_ITEM_CF, 5, "cf"}};
+  by_model[v1::MODEL_BESTSELLERS] = {{"z", v1::MODEL_BESTSELLERS, 1000, "top"},
+                                     {"y", v1::MODEL_BESTSELLERS, 900, "top"}};
   by_model[v1::MODEL_BUNDLE] = {{"w", v1::MODEL_BUNDLE, 0.5, "bundle"}};
 
   const auto home = Blend(by_model, v1::PLACEMENT_HOME, 10);
   REQUIRE(home.size() == 4);
   CHECK(home[0].sku == "x");  // item-CF outweighs raw best-seller volume on the home page
   CHECK(home[0].reason == "cf");
-  const auto y = std::find_if(home.begin(), home.end(), [](const Candidate& c) { return c.sku == "y"; });
+  const auto y =
+      std::find_if(home.begin(), home.end(), [](const Candidate& c) { return c.sku == "y"; });
   CHECK(y->score == Approx(PlacementWeight(v1::PLACEMENT_HOME, v1::MODEL_ITEM_CF) * 0.5 +
                            PlacementWeight(v1::PLACEMENT_HOME, v1::MODEL_BESTSELLERS) * 0.9));
 
