@@ -294,6 +294,34 @@ class Baselines {
   std::map<std::string, std::vector<int>> items_;
 };
 
+// What each customer bought before `cutoff` and, of what they bought in [cutoff, end), the items
+// new to them; `chosen`: the customers with history and something new, by a stable hash of their id
+// (the first `max_customers` when that is positive), so every evaluation scores the same people.
+struct HeldOut {
+  std::map<std::string, std::set<std::string>> before, after;
+  std::vector<std::pair<uint64_t, std::string>> chosen;
+};
+
+HeldOut HeldOutAfter(const Dataset& data, absl::Time cutoff, absl::Time end, int max_customers) {
+  HeldOut h;
+  for (const auto& o : data.orders) {
+    if (o.time >= end) break;
+    auto& bucket = o.time < cutoff ? h.before[o.customer_id] : h.after[o.customer_id];
+    for (const auto& line : o.lines) bucket.insert(line.sku);
+  }
+  for (auto& [customer, bought] : h.after) {
+    auto it = h.before.find(customer);
+    if (it == h.before.end()) continue;
+    for (const auto& sku : it->second) bought.erase(sku);
+    if (!bought.empty()) h.chosen.emplace_back(sharding::StableHash64(customer), customer);
+  }
+  std::sort(h.chosen.begin(), h.chosen.end());
+  if (max_customers > 0 && h.chosen.size() > static_cast<size_t>(max_customers)) {
+    h.chosen.resize(max_customers);
+  }
+  return h;
+}
+
 }  // namespace
 
 const Scores* Report::Row(const std::string& model) const {
@@ -347,23 +375,10 @@ Report Evaluate(const Dataset& data, const EvalOptions& options) {
   service.clock().Set(data.split);
 
   // Held-out truth: items a customer bought after the split and never before.
-  std::map<std::string, std::set<std::string>> before, after;
-  for (const auto& o : data.orders) {
-    auto& bucket = o.time < data.split ? before[o.customer_id] : after[o.customer_id];
-    if (o.time >= data.end) continue;
-    for (const auto& line : o.lines) bucket.insert(line.sku);
-  }
-  std::vector<std::pair<uint64_t, std::string>> chosen;
-  for (auto& [customer, bought] : after) {
-    auto it = before.find(customer);
-    if (it == before.end()) continue;
-    for (const auto& sku : it->second) bought.erase(sku);
-    if (!bought.empty()) chosen.emplace_back(sharding::StableHash64(customer), customer);
-  }
-  std::sort(chosen.begin(), chosen.end());
-  if (options.max_customers > 0 && chosen.size() > static_cast<size_t>(options.max_customers)) {
-    chosen.resize(options.max_customers);
-  }
+  HeldOut held_out = HeldOutAfter(data, data.split, data.end, options.max_customers);
+  auto& before = held_out.before;
+  auto& after = held_out.after;
+  const auto& chosen = held_out.chosen;
   report.customers_evaluated = static_cast<int>(chosen.size());
 
   std::vector<std::string> launched;
@@ -534,23 +549,10 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
     service.clock().Set(cutoff);
 
     // Truth: items bought within the horizon that the customer had not bought before the cut-off.
-    std::map<std::string, std::set<std::string>> before, after;
-    for (const auto& o : data.orders) {
-      if (o.time >= cutoff + options.horizon) break;
-      auto& bucket = o.time < cutoff ? before[o.customer_id] : after[o.customer_id];
-      for (const auto& line : o.lines) bucket.insert(line.sku);
-    }
-    std::vector<std::pair<uint64_t, std::string>> chosen;
-    for (auto& [customer, bought] : after) {
-      auto it = before.find(customer);
-      if (it == before.end()) continue;
-      for (const auto& sku : it->second) bought.erase(sku);
-      if (!bought.empty()) chosen.emplace_back(sharding::StableHash64(customer), customer);
-    }
-    std::sort(chosen.begin(), chosen.end());
-    if (options.max_customers > 0 && chosen.size() > static_cast<size_t>(options.max_customers)) {
-      chosen.resize(options.max_customers);
-    }
+    HeldOut held_out = HeldOutAfter(data, cutoff, cutoff + options.horizon, options.max_customers);
+    auto& before = held_out.before;
+    auto& after = held_out.after;
+    const auto& chosen = held_out.chosen;
 
     const Baselines baselines(data, cutoff, absl::Hours(24 * 30));
     CutoffScores row;
