@@ -7,22 +7,25 @@
 #include "absl/strings/str_cat.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/behavior/interest.h"
 #include "libs/log/log.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
-#include "libs/behavior/interest.h"
 #include "services/customer_profile/contact_policy.h"
 #include "services/customer_profile/profile_rules.h"
 
 ABSL_FLAG(std::string, segment_rules_file, "",
-          "Segment rules (text-format crm.internal.SegmentRules): buyer levels, at-risk threshold, retention window. "
+          "Segment rules (text-format crm.internal.SegmentRules): buyer levels, at-risk threshold, "
+          "retention window. "
           "Empty: built-in defaults.");
 ABSL_FLAG(std::string, churn_model_file, "",
-          "Churn model (text-format crm.internal.ChurnModel), e.g. refitted on this shop's history by crm-churn-fit. "
+          "Churn model (text-format crm.internal.ChurnModel), e.g. refitted on this shop's history "
+          "by crm-churn-fit. "
           "Empty: the model built in (services/customer_profile/churn-model.textproto).");
-ABSL_FLAG(int, insights_refresh_s, 300, "Seconds between recomputations of segment cut points, at-risk list and KPIs.");
+ABSL_FLAG(int, insights_refresh_s, 300,
+          "Seconds between recomputations of segment cut points, at-risk list and KPIs.");
 
 namespace crm::customer_profile {
 namespace {
@@ -41,7 +44,8 @@ absl::Status ValidateChannel(absl::string_view field, v1::Channel channel) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateCustomerFields(const v1::Customer& c, const google::protobuf::RepeatedPtrField<std::string>& paths,
+absl::Status ValidateCustomerFields(const v1::Customer& c,
+                                    const google::protobuf::RepeatedPtrField<std::string>& paths,
                                     absl::Time now) {
   for (const std::string& p : paths) {
     if (p == "name") {
@@ -55,7 +59,8 @@ absl::Status ValidateCustomerFields(const v1::Customer& c, const google::protobu
   return absl::OkStatus();
 }
 
-absl::Status ValidatePreferences(const v1::Preferences& p, const google::protobuf::RepeatedPtrField<std::string>& paths) {
+absl::Status ValidatePreferences(const v1::Preferences& p,
+                                 const google::protobuf::RepeatedPtrField<std::string>& paths) {
   for (const std::string& path : paths) {
     if (path == "preferred_delivery_window") {
       const auto& w = p.preferred_delivery_window();
@@ -65,24 +70,30 @@ absl::Status ValidatePreferences(const v1::Preferences& p, const google::protobu
       }
     } else if (path == "language") {
       const std::string& l = p.language();
-      const bool ok = l.empty() || (l.size() >= 2 && l.size() <= 35 &&
-                                    std::all_of(l.begin(), l.end(), [](char c) {
-                                      return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-';
-                                    }));
-      if (!ok) return Invalid("preferences.language", "must be a BCP 47 language tag such as zh-CN or en");
+      const bool ok =
+          l.empty() ||
+          (l.size() >= 2 && l.size() <= 35 && std::all_of(l.begin(), l.end(), [](char c) {
+             return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-';
+           }));
+      if (!ok)
+        return Invalid("preferences.language", "must be a BCP 47 language tag such as zh-CN or en");
     } else if (path == "settings") {
-      if (p.settings_size() > 50) return Invalid("preferences.settings", "holds at most 50 settings");
+      if (p.settings_size() > 50)
+        return Invalid("preferences.settings", "holds at most 50 settings");
       for (const auto& [k, v] : p.settings()) {
         if (auto s = api::RequiredId("preferences.settings key", k); !s.ok()) return s;
-        if (auto s = api::OptionalText(absl::StrCat("preferences.settings[", k, "]"), v, 500); !s.ok()) return s;
+        if (auto s = api::OptionalText(absl::StrCat("preferences.settings[", k, "]"), v, 500);
+            !s.ok())
+          return s;
       }
     } else if (path == "contact_cap") {
       const auto& cap = p.contact_cap();
       const bool unset = cap.max_contacts() == 0 && cap.period_days() == 0;
       if (!unset && (cap.max_contacts() < 1 || cap.max_contacts() > 100 || cap.period_days() < 1 ||
                      cap.period_days() > 365)) {
-        return Invalid("preferences.contact_cap",
-                       "needs max_contacts 1-100 and period_days 1-365 (both 0 restores the default)");
+        return Invalid(
+            "preferences.contact_cap",
+            "needs max_contacts 1-100 and period_days 1-365 (both 0 restores the default)");
       }
     }
   }
@@ -92,7 +103,8 @@ absl::Status ValidatePreferences(const v1::Preferences& p, const google::protobu
 void ApplyPreferences(v1::Preferences& target, const v1::Preferences& update,
                       const google::protobuf::RepeatedPtrField<std::string>& paths) {
   for (const std::string& path : paths) {
-    if (path == "preferred_delivery_window") *target.mutable_preferred_delivery_window() = update.preferred_delivery_window();
+    if (path == "preferred_delivery_window")
+      *target.mutable_preferred_delivery_window() = update.preferred_delivery_window();
     if (path == "language") target.set_language(update.language());
     if (path == "settings") *target.mutable_settings() = update.settings();
     if (path == "contact_cap") *target.mutable_contact_cap() = update.contact_cap();
@@ -107,13 +119,15 @@ absl::Status ValidateBehaviorEvent(const std::string& f, v1::BehaviorEvent& e, a
     return Invalid(f + ".type", "must be CATEGORY_CLICK, ITEM_VIEW, SEARCH or ADD_TO_CART");
   }
   const bool needs_category = type != v1::BEHAVIOR_EVENT_TYPE_SEARCH;
-  const bool needs_sku = type == v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW || type == v1::BEHAVIOR_EVENT_TYPE_ADD_TO_CART;
+  const bool needs_sku =
+      type == v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW || type == v1::BEHAVIOR_EVENT_TYPE_ADD_TO_CART;
   if (auto s = needs_category ? api::RequiredText(f + ".category", e.category(), 100)
                               : api::OptionalText(f + ".category", e.category(), 100);
       !s.ok()) {
     return s;
   }
-  if (auto s = needs_sku ? api::RequiredText(f + ".sku", e.sku(), 64) : api::OptionalText(f + ".sku", e.sku(), 64);
+  if (auto s = needs_sku ? api::RequiredText(f + ".sku", e.sku(), 64)
+                         : api::OptionalText(f + ".sku", e.sku(), 64);
       !s.ok()) {
     return s;
   }
@@ -122,7 +136,8 @@ absl::Status ValidateBehaviorEvent(const std::string& f, v1::BehaviorEvent& e, a
   } else if (!e.query().empty()) {
     return Invalid(f + ".query", "applies to searches only");
   }
-  if (e.dwell_seconds() < 0 || e.dwell_seconds() > 86400) return Invalid(f + ".dwell_seconds", "must be 0-86400");
+  if (e.dwell_seconds() < 0 || e.dwell_seconds() > 86400)
+    return Invalid(f + ".dwell_seconds", "must be 0-86400");
   if (e.has_occur_time()) {
     auto t = api::ToTime(f + ".occur_time", e.occur_time());
     if (!t.ok()) return t.status();
@@ -153,41 +168,52 @@ ProfileMetrics::ProfileMetrics(prometheus::Registry& registry)
                           .Register(registry)),
       contact_decisions(prometheus::BuildCounter()
                             .Name("crm_contact_decisions_total")
-                            .Help("Marketing contact requests answered, by reason (allowed, no_consent, frequency_cap).")
+                            .Help("Marketing contact requests answered, by reason (allowed, "
+                                  "no_consent, frequency_cap).")
                             .Register(registry)) {}
 
-CustomerProfileService::CustomerProfileService(CustomerProfileStore* store, InsightsRefresher* insights, Clock* clock,
-                                               rpc::Executor* writes, prometheus::Registry& registry)
+CustomerProfileService::CustomerProfileService(CustomerProfileStore* store,
+                                               InsightsRefresher* insights, Clock* clock,
+                                               rpc::Executor* writes,
+                                               prometheus::Registry& registry)
     : store_(store), insights_(insights), clock_(clock), writes_(writes), metrics_(registry) {}
 
-grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(Ctx* ctx, const v1::RegisterCustomerRequest* req,
-                                                                   v1::Customer* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(
+    Ctx* ctx, const v1::RegisterCustomerRequest* req, v1::Customer* resp) {
   const absl::Time now = clock_->Now();
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   auto email = NormalizeEmail("email", req->email());
   if (!email.ok()) return Finish(ctx, email.status());
-  if (auto s = api::OptionalText("name", req->name(), kMaxNameChars); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("name", req->name(), kMaxNameChars); !s.ok())
+    return Finish(ctx, s);
   if (auto s = ValidatePhone("phone", req->phone()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateBirthday("birthday", req->birthday(), now); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
-  return FinishOn(*writes_, ctx, [this, req, resp, now, email = *std::move(email), request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
-    v1::Customer c;
-    // The id falls in the email's bucket, so both live on the shard that registration was routed to.
-    c.set_customer_id(sharding::NewIdInBucket("c", sharding::BucketOf(email)));
-    c.set_email(email);
-    c.set_name(req->name());
-    c.set_phone(req->phone());
-    if (req->has_birthday() && req->birthday().year() != 0) *c.mutable_birthday() = req->birthday();
-    api::SetTimestamp(now, c.mutable_create_time());
-    api::SetTimestamp(now, c.mutable_update_time());
-    absl::Status s = store_->Register(c, request_id, store::RequestFingerprint(*req), now, resp);
-    if (s.ok() && resp->customer_id() == c.customer_id()) metrics_.registered.Increment();
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, email = *std::move(email),
+       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+        v1::Customer c;
+        // The id falls in the email's bucket, so both live on the shard that registration was
+        // routed to.
+        c.set_customer_id(sharding::NewIdInBucket("c", sharding::BucketOf(email)));
+        c.set_email(email);
+        c.set_name(req->name());
+        c.set_phone(req->phone());
+        if (req->has_birthday() && req->birthday().year() != 0)
+          *c.mutable_birthday() = req->birthday();
+        api::SetTimestamp(now, c.mutable_create_time());
+        api::SetTimestamp(now, c.mutable_update_time());
+        absl::Status s =
+            store_->Register(c, request_id, store::RequestFingerprint(*req), now, resp);
+        if (s.ok() && resp->customer_id() == c.customer_id()) metrics_.registered.Increment();
+        return s;
+      });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::GetCustomer(Ctx* ctx, const v1::GetCustomerRequest* req,
+grpc::ServerUnaryReactor* CustomerProfileService::GetCustomer(Ctx* ctx,
+                                                              const v1::GetCustomerRequest* req,
                                                               v1::Customer* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto c = store_->Get(req->customer_id());
@@ -196,8 +222,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetCustomer(Ctx* ctx, const v1
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerByEmail(Ctx* ctx, const v1::GetCustomerByEmailRequest* req,
-                                                                     v1::Customer* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerByEmail(
+    Ctx* ctx, const v1::GetCustomerByEmailRequest* req, v1::Customer* resp) {
   auto email = NormalizeEmail("email", req->email());
   if (!email.ok()) return Finish(ctx, email.status());
   auto c = store_->GetByEmail(*email);
@@ -206,7 +232,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerByEmail(Ctx* ctx, c
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::ListCustomers(Ctx* ctx, const v1::ListCustomersRequest* req,
+grpc::ServerUnaryReactor* CustomerProfileService::ListCustomers(Ctx* ctx,
+                                                                const v1::ListCustomersRequest* req,
                                                                 v1::ListCustomersResponse* resp) {
   const std::string prefix = absl::AsciiStrToLower(absl::StripAsciiWhitespace(req->email_prefix()));
   if (auto s = api::OptionalText("email_prefix", prefix, 254); !s.ok()) return Finish(ctx, s);
@@ -217,19 +244,23 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListCustomers(Ctx* ctx, const 
   if (!after.ok()) return Finish(ctx, after.status());
   std::vector<v1::Customer> customers;
   bool more = false;
-  if (auto s = store_->List(prefix, *after, *size, &customers, &more); !s.ok()) return Finish(ctx, s);
+  if (auto s = store_->List(prefix, *after, *size, &customers, &more); !s.ok())
+    return Finish(ctx, s);
   for (auto& c : customers) *resp->add_customers() = std::move(c);
   if (more && resp->customers_size() > 0) {
-    resp->set_next_page_token(api::EncodePageToken(scope, resp->customers(resp->customers_size() - 1).email()));
+    resp->set_next_page_token(
+        api::EncodePageToken(scope, resp->customers(resp->customers_size() - 1).email()));
   }
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::UpdateCustomer(Ctx* ctx, const v1::UpdateCustomerRequest* req,
-                                                                 v1::Customer* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::UpdateCustomer(
+    Ctx* ctx, const v1::UpdateCustomerRequest* req, v1::Customer* resp) {
   const absl::Time now = clock_->Now();
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::CheckFieldMask("update_mask", req->update_mask(), {"name", "phone", "birthday"}); !s.ok()) {
+  if (auto s =
+          api::CheckFieldMask("update_mask", req->update_mask(), {"name", "phone", "birthday"});
+      !s.ok()) {
     return Finish(ctx, s);
   }
   if (auto s = ValidateCustomerFields(req->customer(), req->update_mask().paths(), now); !s.ok()) {
@@ -245,7 +276,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::UpdateCustomer(Ctx* ctx, const
   });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::AddAddress(Ctx* ctx, const v1::AddAddressRequest* req,
+grpc::ServerUnaryReactor* CustomerProfileService::AddAddress(Ctx* ctx,
+                                                             const v1::AddAddressRequest* req,
                                                              v1::Address* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
@@ -253,39 +285,47 @@ grpc::ServerUnaryReactor* CustomerProfileService::AddAddress(Ctx* ctx, const v1:
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-    return store_->UpdateCustomer(req->customer_id(), "AddAddress", request_id,
-                                  store::RequestFingerprint(*req), now, resp, [&](v1::Customer& c) {
-                                    v1::Address a = req->address();
-                                    a.set_address_id(sharding::NewId("a"));
-                                    *resp = a;
-                                    return customer_profile::AddAddress(c, std::move(a), req->set_default());
-                                  });
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        return store_->UpdateCustomer(
+            req->customer_id(), "AddAddress", request_id, store::RequestFingerprint(*req), now,
+            resp, [&](v1::Customer& c) {
+              v1::Address a = req->address();
+              a.set_address_id(sharding::NewId("a"));
+              *resp = a;
+              return customer_profile::AddAddress(c, std::move(a), req->set_default());
+            });
+      });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::UpdateAddress(Ctx* ctx, const v1::UpdateAddressRequest* req,
+grpc::ServerUnaryReactor* CustomerProfileService::UpdateAddress(Ctx* ctx,
+                                                                const v1::UpdateAddressRequest* req,
                                                                 v1::Address* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("address.address_id", req->address().address_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("address.address_id", req->address().address_id()); !s.ok())
+    return Finish(ctx, s);
   if (auto s = api::CheckFieldMask("update_mask", req->update_mask(),
-                                   {"recipient_name", "phone", "country_code", "province", "city", "district",
-                                    "street", "postal_code", "label"});
+                                   {"recipient_name", "phone", "country_code", "province", "city",
+                                    "district", "street", "postal_code", "label"});
       !s.ok()) {
     return Finish(ctx, s);
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
-      auto updated = customer_profile::UpdateAddress(c, req->address(), req->update_mask().paths());
-      if (!updated.ok()) return updated.status();
-      *resp = *std::move(updated);
-      return absl::OkStatus();
-    });
+    return store_->UpdateCustomer(
+        req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
+          auto updated =
+              customer_profile::UpdateAddress(c, req->address(), req->update_mask().paths());
+          if (!updated.ok()) return updated.status();
+          *resp = *std::move(updated);
+          return absl::OkStatus();
+        });
   });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::RemoveAddress(Ctx* ctx, const v1::RemoveAddressRequest* req,
+grpc::ServerUnaryReactor* CustomerProfileService::RemoveAddress(Ctx* ctx,
+                                                                const v1::RemoveAddressRequest* req,
                                                                 google::protobuf::Empty* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("address_id", req->address_id()); !s.ok()) return Finish(ctx, s);
@@ -297,45 +337,50 @@ grpc::ServerUnaryReactor* CustomerProfileService::RemoveAddress(Ctx* ctx, const 
   });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultAddress(Ctx* ctx, const v1::SetDefaultAddressRequest* req,
-                                                                    v1::Customer* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultAddress(
+    Ctx* ctx, const v1::SetDefaultAddressRequest* req, v1::Customer* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("address_id", req->address_id()); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
-      if (auto s = customer_profile::SetDefaultAddress(c, req->address_id()); !s.ok()) return s;
-      *resp = c;
-      api::SetTimestamp(now, resp->mutable_update_time());
-      return absl::OkStatus();
-    });
+    return store_->UpdateCustomer(
+        req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
+          if (auto s = customer_profile::SetDefaultAddress(c, req->address_id()); !s.ok()) return s;
+          *resp = c;
+          api::SetTimestamp(now, resp->mutable_update_time());
+          return absl::OkStatus();
+        });
   });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::AddPaymentMethod(Ctx* ctx, const v1::AddPaymentMethodRequest* req,
-                                                                   v1::PaymentMethod* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::AddPaymentMethod(
+    Ctx* ctx, const v1::AddPaymentMethodRequest* req, v1::PaymentMethod* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = ValidatePaymentMethod("payment_method", req->payment_method()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidatePaymentMethod("payment_method", req->payment_method()); !s.ok())
+    return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-    return store_->UpdateCustomer(req->customer_id(), "AddPaymentMethod", request_id,
-                                  store::RequestFingerprint(*req), now, resp, [&](v1::Customer& c) {
-                                    v1::PaymentMethod m = req->payment_method();
-                                    m.set_payment_method_id(sharding::NewId("pm"));
-                                    *resp = m;
-                                    return customer_profile::AddPaymentMethod(c, std::move(m), req->set_default());
-                                  });
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        return store_->UpdateCustomer(
+            req->customer_id(), "AddPaymentMethod", request_id, store::RequestFingerprint(*req),
+            now, resp, [&](v1::Customer& c) {
+              v1::PaymentMethod m = req->payment_method();
+              m.set_payment_method_id(sharding::NewId("pm"));
+              *resp = m;
+              return customer_profile::AddPaymentMethod(c, std::move(m), req->set_default());
+            });
+      });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::RemovePaymentMethod(Ctx* ctx,
-                                                                      const v1::RemovePaymentMethodRequest* req,
-                                                                      google::protobuf::Empty* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::RemovePaymentMethod(
+    Ctx* ctx, const v1::RemovePaymentMethodRequest* req, google::protobuf::Empty* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok())
+    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
     return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
@@ -347,27 +392,33 @@ grpc::ServerUnaryReactor* CustomerProfileService::RemovePaymentMethod(Ctx* ctx,
 grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultPaymentMethod(
     Ctx* ctx, const v1::SetDefaultPaymentMethodRequest* req, v1::Customer* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok())
+    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
-      if (auto s = customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id()); !s.ok()) return s;
-      *resp = c;
-      api::SetTimestamp(now, resp->mutable_update_time());
-      return absl::OkStatus();
-    });
+    return store_->UpdateCustomer(
+        req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
+          if (auto s = customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id());
+              !s.ok())
+            return s;
+          *resp = c;
+          api::SetTimestamp(now, resp->mutable_update_time());
+          return absl::OkStatus();
+        });
   });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::UpdatePreferences(Ctx* ctx, const v1::UpdatePreferencesRequest* req,
-                                                                    v1::Preferences* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::UpdatePreferences(
+    Ctx* ctx, const v1::UpdatePreferencesRequest* req, v1::Preferences* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::CheckFieldMask("update_mask", req->update_mask(),
-                                   {"preferred_delivery_window", "language", "settings", "contact_cap"});
+  if (auto s =
+          api::CheckFieldMask("update_mask", req->update_mask(),
+                              {"preferred_delivery_window", "language", "settings", "contact_cap"});
       !s.ok()) {
     return Finish(ctx, s);
   }
-  if (auto s = ValidatePreferences(req->preferences(), req->update_mask().paths()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidatePreferences(req->preferences(), req->update_mask().paths()); !s.ok())
+    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
     return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
@@ -378,9 +429,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::UpdatePreferences(Ctx* ctx, co
   });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::SetMarketingConsent(Ctx* ctx,
-                                                                      const v1::SetMarketingConsentRequest* req,
-                                                                      v1::MarketingConsent* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::SetMarketingConsent(
+    Ctx* ctx, const v1::SetMarketingConsentRequest* req, v1::MarketingConsent* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("source", req->source(), 64); !s.ok()) return Finish(ctx, s);
@@ -393,9 +443,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetMarketingConsent(Ctx* ctx,
   });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::GetContactPermission(Ctx* ctx,
-                                                                       const v1::GetContactPermissionRequest* req,
-                                                                       v1::ContactDecision* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::GetContactPermission(
+    Ctx* ctx, const v1::GetContactPermissionRequest* req, v1::ContactDecision* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
@@ -410,8 +459,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetContactPermission(Ctx* ctx,
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::RequestContact(Ctx* ctx, const v1::RequestContactRequest* req,
-                                                                 v1::ContactDecision* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::RequestContact(
+    Ctx* ctx, const v1::RequestContactRequest* req, v1::ContactDecision* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
@@ -419,49 +468,54 @@ grpc::ServerUnaryReactor* CustomerProfileService::RequestContact(Ctx* ctx, const
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-    v1::ContactRecord record;
-    record.set_channel(req->channel());
-    record.set_purpose(req->purpose());
-    api::SetTimestamp(now, record.mutable_contact_time());
-    // The longest cap period bounds the contacts the decision needs to see.
-    absl::Status s = store_->RequestContact(
-        req->customer_id(), request_id, store::RequestFingerprint(*req), now, now - absl::Hours(24 * 365),
-        record,
-        [&](const v1::Customer& c, const std::vector<absl::Time>& times) {
-          return DecideContact(c, req->channel(), times, now);
-        },
-        resp);
-    if (s.ok()) {
-      metrics_.contact_decisions
-          .Add({{"reason", absl::AsciiStrToLower(v1::ContactDecision::Reason_Name(resp->reason()).substr(7))}})
-          .Increment();
-    }
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        v1::ContactRecord record;
+        record.set_channel(req->channel());
+        record.set_purpose(req->purpose());
+        api::SetTimestamp(now, record.mutable_contact_time());
+        // The longest cap period bounds the contacts the decision needs to see.
+        absl::Status s = store_->RequestContact(
+            req->customer_id(), request_id, store::RequestFingerprint(*req), now,
+            now - absl::Hours(24 * 365), record,
+            [&](const v1::Customer& c, const std::vector<absl::Time>& times) {
+              return DecideContact(c, req->channel(), times, now);
+            },
+            resp);
+        if (s.ok()) {
+          metrics_.contact_decisions
+              .Add({{"reason", absl::AsciiStrToLower(
+                                   v1::ContactDecision::Reason_Name(resp->reason()).substr(7))}})
+              .Increment();
+        }
+        return s;
+      });
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::RecordBehaviorEvents(Ctx* ctx,
-                                                                       const v1::RecordBehaviorEventsRequest* req,
-                                                                       v1::RecordBehaviorEventsResponse* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::RecordBehaviorEvents(
+    Ctx* ctx, const v1::RecordBehaviorEventsRequest* req, v1::RecordBehaviorEventsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->events_size() == 0) return Finish(ctx, Invalid("events", "must hold at least one event"));
+  if (req->events_size() == 0)
+    return Finish(ctx, Invalid("events", "must hold at least one event"));
   if (req->events_size() > kMaxBehaviorEventsPerCall) {
-    return Finish(ctx, Invalid("events", absl::StrCat("holds ", req->events_size(), " events; at most ",
-                                                      kMaxBehaviorEventsPerCall, " per call")));
+    return Finish(ctx,
+                  Invalid("events", absl::StrCat("holds ", req->events_size(), " events; at most ",
+                                                 kMaxBehaviorEventsPerCall, " per call")));
   }
   const absl::Time now = clock_->Now();
   std::vector<v1::BehaviorEvent> events(req->events().begin(), req->events().end());
   for (size_t i = 0; i < events.size(); ++i) {
-    if (auto s = ValidateBehaviorEvent(absl::StrCat("events[", i, "]"), events[i], now); !s.ok()) return Finish(ctx, s);
+    if (auto s = ValidateBehaviorEvent(absl::StrCat("events[", i, "]"), events[i], now); !s.ok())
+      return Finish(ctx, s);
   }
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   // Behaviour is written without fsync, so it finishes quickly enough for gRPC's own thread.
-  absl::Status s = store_->RecordBehavior(req->customer_id(), rpc::ScopedRequestId(*caller, req->request_id()),
-                                          store::RequestFingerprint(*req),
-                                          events, now, resp);
+  absl::Status s =
+      store_->RecordBehavior(req->customer_id(), rpc::ScopedRequestId(*caller, req->request_id()),
+                             store::RequestFingerprint(*req), events, now, resp);
   if (s.ok()) {
     for (const auto& e : events) {
       metrics_.behavior_events
@@ -472,8 +526,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::RecordBehaviorEvents(Ctx* ctx,
   return Finish(ctx, s);
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::ListBehaviorEvents(Ctx* ctx, const v1::ListBehaviorEventsRequest* req,
-                                                                     v1::ListBehaviorEventsResponse* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::ListBehaviorEvents(
+    Ctx* ctx, const v1::ListBehaviorEventsRequest* req, v1::ListBehaviorEventsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
   if (!size.ok()) return Finish(ctx, size.status());
@@ -484,7 +538,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListBehaviorEvents(Ctx* ctx, c
   std::vector<v1::BehaviorEvent> events;
   std::string last_key;
   bool more = false;
-  if (auto s = store_->ListBehavior(req->customer_id(), *after, *size, &events, &last_key, &more); !s.ok()) {
+  if (auto s = store_->ListBehavior(req->customer_id(), *after, *size, &events, &last_key, &more);
+      !s.ok()) {
     return Finish(ctx, s);
   }
   for (auto& e : events) *resp->add_events() = std::move(e);
@@ -492,9 +547,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListBehaviorEvents(Ctx* ctx, c
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::GetCategoryAffinity(Ctx* ctx,
-                                                                      const v1::GetCategoryAffinityRequest* req,
-                                                                      v1::GetCategoryAffinityResponse* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::GetCategoryAffinity(
+    Ctx* ctx, const v1::GetCategoryAffinityRequest* req, v1::GetCategoryAffinityResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto limit = api::PageSize("limit", req->limit(), 10, 100);
   if (!limit.ok()) return Finish(ctx, limit.status());
@@ -507,12 +561,13 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetCategoryAffinity(Ctx* ctx,
   std::sort(current.begin(), current.end(), [](const auto& a, const auto& b) {
     return a.score() != b.score() ? a.score() > b.score() : a.category() < b.category();
   });
-  for (size_t i = 0; i < current.size() && static_cast<int>(i) < *limit; ++i) *resp->add_affinities() = current[i];
+  for (size_t i = 0; i < current.size() && static_cast<int>(i) < *limit; ++i)
+    *resp->add_affinities() = current[i];
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::ExportCustomerData(Ctx* ctx, const v1::ExportCustomerDataRequest* req,
-                                                                     v1::CustomerDataExport* resp) {
+grpc::ServerUnaryReactor* CustomerProfileService::ExportCustomerData(
+    Ctx* ctx, const v1::ExportCustomerDataRequest* req, v1::CustomerDataExport* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   if (auto s = store_->Export(req->customer_id(), resp); !s.ok()) return Finish(ctx, s);
@@ -521,7 +576,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::ExportCustomerData(Ctx* ctx, c
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx, const v1::EraseCustomerRequest* req,
+grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx,
+                                                                const v1::EraseCustomerRequest* req,
                                                                 v1::EraseCustomerResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
@@ -529,25 +585,33 @@ grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx, const 
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id()), actor = caller->Name()] {
-    absl::Status s = store_->Erase(req->customer_id(), request_id, store::RequestFingerprint(*req), now, resp);
-    if (s.ok()) {
-      metrics_.erased.Increment();
-      // Who erased whom, and why: the record an erasure leaves (the customer's data is gone).
-      log::Info("customer erased", {{"customer_id", req->customer_id()}, {"by", actor}, {"reason", req->reason()}});
-    }
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id()),
+       actor = caller->Name()] {
+        absl::Status s = store_->Erase(req->customer_id(), request_id,
+                                       store::RequestFingerprint(*req), now, resp);
+        if (s.ok()) {
+          metrics_.erased.Increment();
+          // Who erased whom, and why: the record an erasure leaves (the customer's data is gone).
+          log::Info(
+              "customer erased",
+              {{"customer_id", req->customer_id()}, {"by", actor}, {"reason", req->reason()}});
+        }
+        return s;
+      });
 }
 
 absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileComponent::Create(
     const rpc::ServiceContext& context) {
   auto component = std::unique_ptr<CustomerProfileComponent>(new CustomerProfileComponent());
   // Erasure must reach every service that holds customer data; browsing feeds recommendation.
-  auto events = events::EventProducer::Create(context, {"order-tracking", "loyalty", "complaint-ticket", "recommendation"});
+  auto events = events::EventProducer::Create(
+      context, {"order-tracking", "loyalty", "complaint-ticket", "recommendation"});
   if (!events.ok()) return events.status();
   component->events_ = std::move(*events);
-  component->store_ = std::make_unique<CustomerProfileStore>(context.store, &component->events_->outbox());
+  component->store_ =
+      std::make_unique<CustomerProfileStore>(context.store, &component->events_->outbox());
   component->writes_ = std::make_unique<rpc::Executor>("profile-writes", 32);
   internal::SegmentRules rules = DefaultSegmentRules();
   if (const std::string file = absl::GetFlag(FLAGS_segment_rules_file); !file.empty()) {
@@ -561,15 +625,20 @@ absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileCompone
     if (!read.ok()) return read.status();
     churn_model = *std::move(read);
   }
-  component->insights_ = std::make_unique<InsightsRefresher>(component->store_.get(), context.clock, std::move(rules),
-                                                             std::move(churn_model), context.metrics->registry());
-  component->refresh_interval_ = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_insights_refresh_s)));
-  component->service_ = std::make_unique<CustomerProfileService>(component->store_.get(), component->insights_.get(),
-                                                                 context.clock, component->writes_.get(),
-                                                                 context.metrics->registry());
+  component->insights_ =
+      std::make_unique<InsightsRefresher>(component->store_.get(), context.clock, std::move(rules),
+                                          std::move(churn_model), context.metrics->registry());
+  component->refresh_interval_ =
+      absl::Seconds(std::max(1, absl::GetFlag(FLAGS_insights_refresh_s)));
+  component->service_ = std::make_unique<CustomerProfileService>(
+      component->store_.get(), component->insights_.get(), context.clock, component->writes_.get(),
+      context.metrics->registry());
   CustomerProfileService* service = component->service_.get();
   component->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store, [service](store::Transaction& txn, const v1::Event& e) { return service->HandleEvent(txn, e); },
+      context.store,
+      [service](store::Transaction& txn, const v1::Event& e) {
+        return service->HandleEvent(txn, e);
+      },
       component->writes_.get(), context.metrics->registry());
   return component;
 }

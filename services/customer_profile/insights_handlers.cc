@@ -67,9 +67,8 @@ absl::StatusOr<v1::CustomerInsights> CustomerProfileService::AssessNow(
   auto history = store_->History(customer_id);
   if (!history.ok()) return history.status();
   Summary s = Summarise(*history, now);
-  v1::CustomerInsights out =
-      Assess(customer_id, s, insights_->snapshot()->population, insights_->rules(),
-             insights_->churn_model(), now);
+  v1::CustomerInsights out = Assess(customer_id, s, insights_->snapshot()->population,
+                                    insights_->rules(), insights_->churn_model(), now);
   if (summary != nullptr) *summary = std::move(s);
   return out;
 }

@@ -15,8 +15,9 @@ const absl::TimeZone& Beijing() {
   return tz;
 }
 
-v1::TierRule Tier(v1::Tier tier, const char* name, int64_t min_growth, int64_t free_shipping_minor, int32_t return_days,
-                  v1::AfterSalesPriority priority, bool install, bool hotline, int32_t multiplier) {
+v1::TierRule Tier(v1::Tier tier, const char* name, int64_t min_growth, int64_t free_shipping_minor,
+                  int32_t return_days, v1::AfterSalesPriority priority, bool install, bool hotline,
+                  int32_t multiplier) {
   v1::TierRule t;
   t.set_tier(tier);
   t.set_name(name);
@@ -41,23 +42,34 @@ int64_t RateFor(const google::protobuf::Map<std::string, int64_t>& rates, int64_
 
 std::string TierName(v1::Tier tier) {
   switch (tier) {
-    case v1::TIER_REGISTERED: return "Registered";
-    case v1::TIER_BRONZE: return "Bronze";
-    case v1::TIER_SILVER: return "Silver";
-    case v1::TIER_GOLD: return "Gold";
-    case v1::TIER_DIAMOND: return "Diamond";
-    default: return "Unknown";
+    case v1::TIER_REGISTERED:
+      return "Registered";
+    case v1::TIER_BRONZE:
+      return "Bronze";
+    case v1::TIER_SILVER:
+      return "Silver";
+    case v1::TIER_GOLD:
+      return "Gold";
+    case v1::TIER_DIAMOND:
+      return "Diamond";
+    default:
+      return "Unknown";
   }
 }
 
 v1::LoyaltyRules DefaultRules() {
   v1::LoyaltyRules r;
   using P = v1::AfterSalesPriority;
-  *r.add_tiers() = Tier(v1::TIER_REGISTERED, "Registered", 0, 9900, 0, P::AFTER_SALES_PRIORITY_STANDARD, false, false, 100);
-  *r.add_tiers() = Tier(v1::TIER_BRONZE, "Bronze", 1, 7900, 0, P::AFTER_SALES_PRIORITY_STANDARD, false, false, 100);
-  *r.add_tiers() = Tier(v1::TIER_SILVER, "Silver", 2000, 5900, 3, P::AFTER_SALES_PRIORITY_PRIORITY, false, false, 120);
-  *r.add_tiers() = Tier(v1::TIER_GOLD, "Gold", 10000, 3900, 7, P::AFTER_SALES_PRIORITY_PRIORITY, true, true, 150);
-  *r.add_tiers() = Tier(v1::TIER_DIAMOND, "Diamond", 30000, 0, 15, P::AFTER_SALES_PRIORITY_DEDICATED, true, true, 200);
+  *r.add_tiers() = Tier(v1::TIER_REGISTERED, "Registered", 0, 9900, 0,
+                        P::AFTER_SALES_PRIORITY_STANDARD, false, false, 100);
+  *r.add_tiers() = Tier(v1::TIER_BRONZE, "Bronze", 1, 7900, 0, P::AFTER_SALES_PRIORITY_STANDARD,
+                        false, false, 100);
+  *r.add_tiers() = Tier(v1::TIER_SILVER, "Silver", 2000, 5900, 3, P::AFTER_SALES_PRIORITY_PRIORITY,
+                        false, false, 120);
+  *r.add_tiers() = Tier(v1::TIER_GOLD, "Gold", 10000, 3900, 7, P::AFTER_SALES_PRIORITY_PRIORITY,
+                        true, true, 150);
+  *r.add_tiers() = Tier(v1::TIER_DIAMOND, "Diamond", 30000, 0, 15,
+                        P::AFTER_SALES_PRIORITY_DEDICATED, true, true, 200);
   auto* g = r.mutable_growth();
   g->set_default_rate_hundredths(100);
   g->set_per_review(20);
@@ -67,15 +79,18 @@ v1::LoyaltyRules DefaultRules() {
   p->set_default_rate_hundredths(100);
   p->set_per_review(50);
   p->set_per_referral(200);
-  p->set_expiry_rule("points expire at 23:59:59 (Beijing time) on 31 December of the year after they were earned");
-  for (int64_t t : {4, 11, 41, 91, 151, 251, 501, 1001, 2001, 5001, 10001, 20001, 50001, 100001, 200001}) {
+  p->set_expiry_rule(
+      "points expire at 23:59:59 (Beijing time) on 31 December of the year after they were earned");
+  for (int64_t t :
+       {4, 11, 41, 91, 151, 251, 501, 1001, 2001, 5001, 10001, 20001, 50001, 100001, 200001}) {
     r.mutable_credit()->add_level_thresholds(t);
   }
   auto* e = r.mutable_enterprise();
   e->set_response_minutes(30);
   e->set_delivery_days(6);
   e->set_covered_cities(60);
-  e->set_description("a named agent answers within 30 minutes; delivery within 6 days in 60 cities; zero backlog");
+  e->set_description(
+      "a named agent answers within 30 minutes; delivery within 6 days in 60 cities; zero backlog");
   return r;
 }
 
@@ -84,38 +99,51 @@ absl::Status ValidateRules(const v1::LoyaltyRules& r) {
   for (int i = 0; i < r.tiers_size(); ++i) {
     const auto& t = r.tiers(i);
     const std::string f = absl::StrCat("tiers[", i, "]");
-    if (t.tier() == v1::TIER_UNSPECIFIED) return absl::InvalidArgumentError(f + ".tier: must be set");
-    if (i == 0 && t.min_growth() != 0) return absl::InvalidArgumentError(f + ".min_growth: the first tier starts at 0");
-    if (i > 0 && (t.min_growth() <= r.tiers(i - 1).min_growth() || t.tier() <= r.tiers(i - 1).tier())) {
-      return absl::InvalidArgumentError(f + ": tiers must be listed from lowest to highest with growing min_growth");
+    if (t.tier() == v1::TIER_UNSPECIFIED)
+      return absl::InvalidArgumentError(f + ".tier: must be set");
+    if (i == 0 && t.min_growth() != 0)
+      return absl::InvalidArgumentError(f + ".min_growth: the first tier starts at 0");
+    if (i > 0 &&
+        (t.min_growth() <= r.tiers(i - 1).min_growth() || t.tier() <= r.tiers(i - 1).tier())) {
+      return absl::InvalidArgumentError(
+          f + ": tiers must be listed from lowest to highest with growing min_growth");
     }
     if (t.name().empty()) return absl::InvalidArgumentError(f + ".name: must not be empty");
     if (t.benefits().points_multiplier_percent() <= 0) {
-      return absl::InvalidArgumentError(f + ".benefits.points_multiplier_percent: must be positive (100 = no change)");
+      return absl::InvalidArgumentError(
+          f + ".benefits.points_multiplier_percent: must be positive (100 = no change)");
     }
-    if (t.benefits().free_shipping_threshold_minor() < 0 || t.benefits().return_window_extension_days() < 0) {
-      return absl::InvalidArgumentError(f + ".benefits: thresholds and extensions must not be negative");
+    if (t.benefits().free_shipping_threshold_minor() < 0 ||
+        t.benefits().return_window_extension_days() < 0) {
+      return absl::InvalidArgumentError(
+          f + ".benefits: thresholds and extensions must not be negative");
     }
   }
   if (r.growth().window_days() < 1 || r.growth().window_days() > 3660) {
     return absl::InvalidArgumentError("growth.window_days: must be 1-3660");
   }
-  for (const auto* rates : {&r.growth().category_rate_hundredths(), &r.points().category_rate_hundredths()}) {
+  for (const auto* rates :
+       {&r.growth().category_rate_hundredths(), &r.points().category_rate_hundredths()}) {
     for (const auto& [category, rate] : *rates) {
-      if (rate < 0) return absl::InvalidArgumentError(absl::StrCat("rate of category \"", category, "\": must not be negative"));
+      if (rate < 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat("rate of category \"", category, "\": must not be negative"));
     }
   }
   if (r.growth().default_rate_hundredths() < 0 || r.points().default_rate_hundredths() < 0 ||
       r.growth().per_review() < 0 || r.growth().per_referral() < 0 || r.points().per_review() < 0 ||
       r.points().per_referral() < 0) {
-    return absl::InvalidArgumentError("growth/points: rates and per-action amounts must not be negative");
+    return absl::InvalidArgumentError(
+        "growth/points: rates and per-action amounts must not be negative");
   }
   if (r.credit().level_thresholds_size() != 15) {
-    return absl::InvalidArgumentError("credit.level_thresholds: exactly 15 thresholds (hearts, diamonds, crowns)");
+    return absl::InvalidArgumentError(
+        "credit.level_thresholds: exactly 15 thresholds (hearts, diamonds, crowns)");
   }
   for (int i = 1; i < 15; ++i) {
     if (r.credit().level_thresholds(i) <= r.credit().level_thresholds(i - 1)) {
-      return absl::InvalidArgumentError(absl::StrCat("credit.level_thresholds[", i, "]: thresholds must grow"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("credit.level_thresholds[", i, "]: thresholds must grow"));
     }
   }
   return absl::OkStatus();
@@ -133,7 +161,8 @@ absl::StatusOr<v1::LoyaltyRules> ParseRules(absl::string_view text) {
   if (!rules.has_credit()) *rules.mutable_credit() = defaults.credit();
   if (!rules.has_enterprise()) *rules.mutable_enterprise() = defaults.enterprise();
   for (auto& t : *rules.mutable_tiers()) {
-    if (t.benefits().points_multiplier_percent() == 0) t.mutable_benefits()->set_points_multiplier_percent(100);
+    if (t.benefits().points_multiplier_percent() == 0)
+      t.mutable_benefits()->set_points_multiplier_percent(100);
   }
   absl::Status s = ValidateRules(rules);
   if (s.ok()) return rules;
@@ -151,8 +180,8 @@ absl::StatusOr<v1::LoyaltyRules> ParseRules(absl::string_view text) {
     auto loc = locations.GetLocation(f, f->is_repeated() ? index : -1);
     if (loc.line >= 0) line = loc.line + 1;
   }
-  return absl::InvalidArgumentError(
-      line > 0 ? absl::StrCat("rules file: line ", line, ": ", msg) : absl::StrCat("rules file: ", msg));
+  return absl::InvalidArgumentError(line > 0 ? absl::StrCat("rules file: line ", line, ": ", msg)
+                                             : absl::StrCat("rules file: ", msg));
 }
 
 const v1::TierRule& TierRuleFor(const v1::LoyaltyRules& rules, int64_t growth) {
@@ -177,31 +206,36 @@ const v1::TierRule* NextTierRule(const v1::LoyaltyRules& rules, v1::Tier tier) {
   return nullptr;
 }
 
-int64_t GrowthForPurchase(const v1::LoyaltyRules& rules, const std::string& category, int64_t amount_minor,
-                          std::string* rule) {
-  const int64_t rate = RateFor(rules.growth().category_rate_hundredths(), rules.growth().default_rate_hundredths(), category);
+int64_t GrowthForPurchase(const v1::LoyaltyRules& rules, const std::string& category,
+                          int64_t amount_minor, std::string* rule) {
+  const int64_t rate = RateFor(rules.growth().category_rate_hundredths(),
+                               rules.growth().default_rate_hundredths(), category);
   const int64_t growth = static_cast<int64_t>(static_cast<__int128>(amount_minor) * rate / 10000);
   if (rule != nullptr) {
-    *rule = absl::StrFormat("%s: %d.%02d growth per unit x %d.%02d = %d", category, rate / 100, rate % 100,
-                            amount_minor / 100, amount_minor % 100, growth);
+    *rule = absl::StrFormat("%s: %d.%02d growth per unit x %d.%02d = %d", category, rate / 100,
+                            rate % 100, amount_minor / 100, amount_minor % 100, growth);
   }
   return growth;
 }
 
-int64_t PointsForPurchase(const v1::LoyaltyRules& rules, const std::string& category, int64_t amount_minor,
-                          int32_t multiplier_percent, std::string* rule) {
-  const int64_t rate = RateFor(rules.points().category_rate_hundredths(), rules.points().default_rate_hundredths(), category);
-  const int64_t points = static_cast<int64_t>(static_cast<__int128>(amount_minor) * rate * multiplier_percent / 1000000);
+int64_t PointsForPurchase(const v1::LoyaltyRules& rules, const std::string& category,
+                          int64_t amount_minor, int32_t multiplier_percent, std::string* rule) {
+  const int64_t rate = RateFor(rules.points().category_rate_hundredths(),
+                               rules.points().default_rate_hundredths(), category);
+  const int64_t points = static_cast<int64_t>(static_cast<__int128>(amount_minor) * rate *
+                                              multiplier_percent / 1000000);
   if (rule != nullptr) {
-    *rule = absl::StrFormat("%s: %d.%02d points per unit x %d.%02d x tier %d%% = %d", category, rate / 100, rate % 100,
-                            amount_minor / 100, amount_minor % 100, multiplier_percent, points);
+    *rule = absl::StrFormat("%s: %d.%02d points per unit x %d.%02d x tier %d%% = %d", category,
+                            rate / 100, rate % 100, amount_minor / 100, amount_minor % 100,
+                            multiplier_percent, points);
   }
   return points;
 }
 
 absl::Time PointsExpiry(absl::Time earned) {
   const absl::CivilYear year = absl::ToCivilYear(earned, Beijing());
-  return absl::FromCivil(absl::CivilSecond(year.year() + 2, 1, 1, 0, 0, 0), Beijing()) - absl::Seconds(1);
+  return absl::FromCivil(absl::CivilSecond(year.year() + 2, 1, 1, 0, 0, 0), Beijing()) -
+         absl::Seconds(1);
 }
 
 int64_t GrowthDay(absl::Time t) {

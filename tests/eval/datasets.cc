@@ -44,16 +44,18 @@ class Zipf {
     for (double& c : cumulative_) c /= total;
   }
   int Sample(Rng& rng) const {
-    return static_cast<int>(std::lower_bound(cumulative_.begin(), cumulative_.end(), rng.Uniform()) -
-                            cumulative_.begin());
+    return static_cast<int>(
+        std::lower_bound(cumulative_.begin(), cumulative_.end(), rng.Uniform()) -
+        cumulative_.begin());
   }
 
  private:
   std::vector<double> cumulative_;
 };
 
-const char* const kCategoryNames[] = {"phones", "audio",  "kitchen", "toys",   "books",  "beauty", "sports", "garden",
-                                      "pets",   "office", "baby",    "games",  "tools",  "travel", "music",  "crafts"};
+const char* const kCategoryNames[] = {"phones", "audio",  "kitchen", "toys",   "books", "beauty",
+                                      "sports", "garden", "pets",    "office", "baby",  "games",
+                                      "tools",  "travel", "music",   "crafts"};
 
 void SortByTime(Dataset& d) {
   auto by_time = [](const auto& a, const auto& b) { return a.time < b.time; };
@@ -136,12 +138,14 @@ Dataset Synthetic(const SyntheticOptions& o) {
     while (favourites.empty() || (favourites.size() < 2 && rng.Chance(0.5))) {
       int c = rng.Int(categories);
       if (c == toys && gift_buyer) continue;
-      if (std::find(favourites.begin(), favourites.end(), c) == favourites.end()) favourites.push_back(c);
+      if (std::find(favourites.begin(), favourites.end(), c) == favourites.end())
+        favourites.push_back(c);
     }
     auto pick = [&]() -> std::string {
       const double r = rng.Uniform();
       if (r < 0.1) return d.catalog[rng.Int(categories * o.items_per_category)].sku();  // noise
-      const int c = r < 0.9 ? favourites[rng.Int(static_cast<int>(favourites.size()))] : rng.Int(categories);
+      const int c =
+          r < 0.9 ? favourites[rng.Int(static_cast<int>(favourites.size()))] : rng.Int(categories);
       return sku(c, in_category.Sample(rng));
     };
     const int baskets = 1 + rng.Int(static_cast<int>(2 * o.baskets_per_customer));
@@ -156,12 +160,15 @@ Dataset Synthetic(const SyntheticOptions& o) {
         // A companion goes in the same basket half the time, follows within weeks 30% of the time.
         if (auto it = companion_of.find(s); it != companion_of.end()) {
           const double r = rng.Uniform();
-          if (r < 0.5) skus.push_back(it->second);
-          else if (r < 0.8) later.push_back(it->second);
+          if (r < 0.5)
+            skus.push_back(it->second);
+          else if (r < 0.8)
+            later.push_back(it->second);
         }
         skus.push_back(std::move(s));
       }
-      if (t < d.split) bought_before_split.insert(bought_before_split.end(), skus.begin(), skus.end());
+      if (t < d.split)
+        bought_before_split.insert(bought_before_split.end(), skus.begin(), skus.end());
       add_order(customer, t, std::move(skus));
       for (auto& companion : later) {
         const absl::Time t2 = t + absl::Hours(24 * (3 + rng.Int(38)));
@@ -173,7 +180,8 @@ Dataset Synthetic(const SyntheticOptions& o) {
     if (gift_buyer) {
       d.gift_buyers.push_back(customer);
       for (int year : {2024, 2025, 2026}) {
-        add_order(customer, Day(year, 10, 5) + absl::Hours(24 * rng.Int(20)) + absl::Hours(rng.Int(12)),
+        add_order(customer,
+                  Day(year, 10, 5) + absl::Hours(24 * rng.Int(20)) + absl::Hours(rng.Int(12)),
                   {sku(toys, in_category.Sample(rng))});
       }
     }
@@ -185,16 +193,18 @@ Dataset Synthetic(const SyntheticOptions& o) {
     // Browsing, mostly in the favourite categories.
     const int views = 2 * baskets;
     for (int v = 0; v < views; ++v) {
-      const int c = rng.Chance(0.85) ? favourites[rng.Int(static_cast<int>(favourites.size()))] : rng.Int(categories);
-      d.views.push_back({customer, sku(c, in_category.Sample(rng)), kCategoryNames[c], rng.Between(start, d.end),
-                         5 + rng.Int(115)});
+      const int c = rng.Chance(0.85) ? favourites[rng.Int(static_cast<int>(favourites.size()))]
+                                     : rng.Int(categories);
+      d.views.push_back({customer, sku(c, in_category.Sample(rng)), kCategoryNames[c],
+                         rng.Between(start, d.end), 5 + rng.Int(115)});
     }
   }
   // A few returns, five days after delivery.
   for (const auto& order : d.orders) {
     for (const auto& line : order.lines) {
       if (rng.Chance(0.03)) {
-        d.returns.push_back({order.customer_id, order.order_id, order.time + absl::Hours(24 * 5), {line}});
+        d.returns.push_back(
+            {order.customer_id, order.order_id, order.time + absl::Hours(24 * 5), {line}});
       }
     }
   }
@@ -209,32 +219,44 @@ std::vector<absl::Time> OnlineRetailCutoffs() {
 std::string CategoryOfDescription(const std::string& description) {
   // First match wins; words are matched whole.
   static const std::vector<std::pair<const char*, std::vector<const char*>>> kRules = {
-      {"christmas", {"CHRISTMAS", "XMAS", "ADVENT", "SANTA", "REINDEER", "SNOWFLAKE", "BAUBLE", "NATIVITY"}},
+      {"christmas",
+       {"CHRISTMAS", "XMAS", "ADVENT", "SANTA", "REINDEER", "SNOWFLAKE", "BAUBLE", "NATIVITY"}},
       {"easter", {"EASTER", "CHICK", "CHICKS"}},
-      {"jewellery", {"NECKLACE", "EARRINGS", "BRACELET", "RING", "CHARM", "BEAD", "BEADS", "DIAMANTE", "BLING", "HAIR",
-                     "BROOCH", "PENDANT"}},
-      {"candles-and-lights", {"CANDLE", "CANDLES", "T-LIGHT", "T-LIGHTS", "TEALIGHT", "LANTERN", "LIGHT", "LIGHTS",
-                              "LAMP", "INCENSE"}},
+      {"jewellery",
+       {"NECKLACE", "EARRINGS", "BRACELET", "RING", "CHARM", "BEAD", "BEADS", "DIAMANTE", "BLING",
+        "HAIR", "BROOCH", "PENDANT"}},
+      {"candles-and-lights",
+       {"CANDLE", "CANDLES", "T-LIGHT", "T-LIGHTS", "TEALIGHT", "LANTERN", "LIGHT", "LIGHTS",
+        "LAMP", "INCENSE"}},
       {"bags", {"BAG", "BAGS", "PURSE", "SHOPPER", "TOTE", "WASHBAG", "RUCKSACK"}},
-      {"party", {"PARTY", "BIRTHDAY", "BUNTING", "BALLOON", "BALLOONS", "GARLAND", "NAPKINS", "CONFETTI"}},
-      {"stationery", {"CARD", "CARDS", "PAPER", "WRAP", "NOTEBOOK", "PENCIL", "PENCILS", "PEN", "PENS", "STICKERS",
-                      "STICKER", "ENVELOPE", "ENVELOPES", "TAPE", "CALENDAR", "BOOK", "ERASER", "STATIONERY", "RIBBON",
-                      "RIBBONS"}},
-      {"toys-and-kids", {"TOY", "TOYS", "DOLLY", "DOLL", "CHILDREN", "CHILDS", "CHILDRENS", "KIDS", "GAME", "GAMES",
-                         "PUZZLE", "JIGSAW", "SPACEBOY", "BABY", "TEDDY", "CRAYONS", "PLAYHOUSE", "SKIPPING", "DOMINOES",
-                         "SOLDIER", "SOLDIERS"}},
-      {"kitchen", {"MUG", "MUGS", "BOWL", "BOWLS", "CUP", "CUPS", "PLATE", "PLATES", "CUTLERY", "TEA", "TEAPOT",
-                   "CAKE", "CAKES", "BAKING", "JAR", "JARS", "PANTRY", "KITCHEN", "TRAY", "TIN", "TINS", "APRON",
-                   "JUG", "SPOON", "SPOONS", "BOTTLE", "LUNCH", "COASTER", "COASTERS", "TEATIME", "CHOPPING", "BREAD",
-                   "SUGAR", "BEAKER", "GLASS", "GLASSES", "SAUCER", "EGG", "COOKIE", "CUTTER", "CUTTERS", "CASES"}},
-      {"garden", {"GARDEN", "PLANT", "PLANTS", "WATERING", "BIRD", "BIRDS", "PLANTER", "HERB", "FLOWER", "FLOWERS",
-                  "POT", "POTS", "SEED", "SEEDS", "DOVE", "BUTTERFLY"}},
-      {"home-decor", {"SIGN", "FRAME", "MIRROR", "CLOCK", "CUSHION", "DOORMAT", "HOOK", "HOOKS", "HANGER", "HANGERS",
-                      "DRAWER", "STORAGE", "BOX", "BOXES", "HOLDER", "WALL", "TILE", "DECORATION", "ORNAMENT", "HEART",
-                      "VASE", "BLANKET", "THROW", "DOORSTOP", "MAGNET", "MAGNETS", "CABINET", "SHELF", "BASKET"}},
+      {"party",
+       {"PARTY", "BIRTHDAY", "BUNTING", "BALLOON", "BALLOONS", "GARLAND", "NAPKINS", "CONFETTI"}},
+      {"stationery",
+       {"CARD",     "CARDS", "PAPER",    "WRAP",       "NOTEBOOK", "PENCIL",    "PENCILS",
+        "PEN",      "PENS",  "STICKERS", "STICKER",    "ENVELOPE", "ENVELOPES", "TAPE",
+        "CALENDAR", "BOOK",  "ERASER",   "STATIONERY", "RIBBON",   "RIBBONS"}},
+      {"toys-and-kids",
+       {"TOY",   "TOYS",    "DOLLY",     "DOLL",     "CHILDREN", "CHILDS",   "CHILDRENS",
+        "KIDS",  "GAME",    "GAMES",     "PUZZLE",   "JIGSAW",   "SPACEBOY", "BABY",
+        "TEDDY", "CRAYONS", "PLAYHOUSE", "SKIPPING", "DOMINOES", "SOLDIER",  "SOLDIERS"}},
+      {"kitchen", {"MUG",      "MUGS",    "BOWL",     "BOWLS",   "CUP",    "CUPS",    "PLATE",
+                   "PLATES",   "CUTLERY", "TEA",      "TEAPOT",  "CAKE",   "CAKES",   "BAKING",
+                   "JAR",      "JARS",    "PANTRY",   "KITCHEN", "TRAY",   "TIN",     "TINS",
+                   "APRON",    "JUG",     "SPOON",    "SPOONS",  "BOTTLE", "LUNCH",   "COASTER",
+                   "COASTERS", "TEATIME", "CHOPPING", "BREAD",   "SUGAR",  "BEAKER",  "GLASS",
+                   "GLASSES",  "SAUCER",  "EGG",      "COOKIE",  "CUTTER", "CUTTERS", "CASES"}},
+      {"garden",
+       {"GARDEN", "PLANT", "PLANTS", "WATERING", "BIRD", "BIRDS", "PLANTER", "HERB", "FLOWER",
+        "FLOWERS", "POT", "POTS", "SEED", "SEEDS", "DOVE", "BUTTERFLY"}},
+      {"home-decor",
+       {"SIGN",   "FRAME",      "MIRROR",   "CLOCK",   "CUSHION", "DOORMAT", "HOOK",   "HOOKS",
+        "HANGER", "HANGERS",    "DRAWER",   "STORAGE", "BOX",     "BOXES",   "HOLDER", "WALL",
+        "TILE",   "DECORATION", "ORNAMENT", "HEART",   "VASE",    "BLANKET", "THROW",  "DOORSTOP",
+        "MAGNET", "MAGNETS",    "CABINET",  "SHELF",   "BASKET"}},
   };
   std::set<std::string> words;
-  for (absl::string_view w : absl::StrSplit(description, absl::ByAnyChar(" ,./"), absl::SkipEmpty())) {
+  for (absl::string_view w :
+       absl::StrSplit(description, absl::ByAnyChar(" ,./"), absl::SkipEmpty())) {
     words.insert(absl::AsciiStrToUpper(w));
   }
   for (const auto& [category, keywords] : kRules) {
@@ -287,7 +309,9 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
   gzFile f = gzopen(path.c_str(), "rb");
   if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   Dataset d;
-  d.name = sample_percent >= 100 ? "online-retail" : absl::StrCat("online-retail (", sample_percent, "% of customers)");
+  d.name = sample_percent >= 100
+               ? "online-retail"
+               : absl::StrCat("online-retail (", sample_percent, "% of customers)");
   d.split = Day(2011, 9, 1);
   d.end = Day(2011, 10, 1);
   std::map<std::string, v1::CatalogItem> catalog;
@@ -336,7 +360,9 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
     }
     const std::string& invoice = c[0];
     if (!invoice.empty() && invoice[0] == 'C') {
-      if (quantity < 0) return_lines.push_back({customer, invoice, sku, time, -quantity, std::llround(price * 100)});
+      if (quantity < 0)
+        return_lines.push_back(
+            {customer, invoice, sku, time, -quantity, std::llround(price * 100)});
       continue;
     }
     if (quantity <= 0) continue;
@@ -352,17 +378,19 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
   for (auto& [sku, item] : catalog) d.catalog.push_back(std::move(item));
   for (auto& [invoice, order] : orders) d.orders.push_back(std::move(order));
   SortByTime(d);
-  // A return refunds the customer's latest earlier order that holds the item; returns of items bought before
-  // the data starts have no order and are left out.
+  // A return refunds the customer's latest earlier order that holds the item; returns of items
+  // bought before the data starts have no order and are left out.
   std::map<std::string, std::vector<const Order*>> by_customer;
   for (const auto& o : d.orders) by_customer[o.customer_id].push_back(&o);
-  std::map<std::pair<std::string, std::string>, Return> returns;  // (return invoice, order) -> return
+  std::map<std::pair<std::string, std::string>, Return>
+      returns;  // (return invoice, order) -> return
   for (const auto& r : return_lines) {
     const auto& mine = by_customer[r.customer_id];
     for (auto it = mine.rbegin(); it != mine.rend(); ++it) {
       if ((*it)->time > r.time) continue;
       const auto& lines = (*it)->lines;
-      if (std::none_of(lines.begin(), lines.end(), [&](const Line& l) { return l.sku == r.sku; })) continue;
+      if (std::none_of(lines.begin(), lines.end(), [&](const Line& l) { return l.sku == r.sku; }))
+        continue;
       Return& ret = returns[{r.invoice, (*it)->order_id}];
       ret.customer_id = r.customer_id;
       ret.order_id = (*it)->order_id;

@@ -1,5 +1,6 @@
-// Interaction histories to evaluate recommendations on: a synthetic shop with planted structure whose right
-// answers are known, and the real Online Retail transactions (tests/data/online-retail, CC BY 4.0).
+// Interaction histories to evaluate recommendations on: a synthetic shop with planted structure
+// whose right answers are known, and the real Online Retail transactions (tests/data/online-retail,
+// CC BY 4.0).
 #pragma once
 
 #include <cstdint>
@@ -68,20 +69,21 @@ struct SyntheticOptions {
   uint64_t seed = 20261123;
 };
 
-// A shop over 2024-01-01 .. 2026-10-31, split at 2026-10-01. Customers are loyal to one or two favourite
-// categories (80% of picks), popularity within a category is Zipfian, 10% of picks are noise; 24 anchor
-// items pull a companion from another category (an unpopular one) into the same basket half the time and
-// into one a few weeks later 30% of the time; 15% of customers buy a toy as a gift every October; 8
-// moderately popular items get a successor launched 20 days before the split, which 30% of their past
-// buyers buy in the test month. Customers browse their favourite categories; 3% of lines are returned.
+// A shop over 2024-01-01 .. 2026-10-31, split at 2026-10-01. Customers are loyal to one or two
+// favourite categories (80% of picks), popularity within a category is Zipfian, 10% of picks are
+// noise; 24 anchor items pull a companion from another category (an unpopular one) into the same
+// basket half the time and into one a few weeks later 30% of the time; 15% of customers buy a toy
+// as a gift every October; 8 moderately popular items get a successor launched 20 days before the
+// split, which 30% of their past buyers buy in the test month. Customers browse their favourite
+// categories; 3% of lines are returned.
 Dataset Synthetic(const SyntheticOptions& options);
 
-// The Online Retail transactions, split at 2011-09-01 (September 2011 is held out). `sample_percent` keeps
-// that share of customers (by a stable hash of their id), 100 for all.
+// The Online Retail transactions, split at 2011-09-01 (September 2011 is held out).
+// `sample_percent` keeps that share of customers (by a stable hash of their id), 100 for all.
 absl::StatusOr<Dataset> OnlineRetail(const std::string& csv_gz_path, int sample_percent);
 
-// The rolling-origin cut-offs for Online Retail: the first of June, July, August and September 2011 (each
-// followed by 30 days of data).
+// The rolling-origin cut-offs for Online Retail: the first of June, July, August and September 2011
+// (each followed by 30 days of data).
 std::vector<absl::Time> OnlineRetailCutoffs();
 
 // A product category from an Online Retail description ("WHITE HANGING HEART T-LIGHT HOLDER" →

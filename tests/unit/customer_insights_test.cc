@@ -51,7 +51,8 @@ TEST_CASE("churn model file: the shipped file parses, and a bad term is refused 
   CHECK(file->terms_size() > 3);
   CHECK(file->horizon_days() == 90);
 
-  const std::string good = "horizon_days: 90\nbias: -1\nterms { feature: \"buying_days\" scale: 1 weight: -0.5 }\n";
+  const std::string good =
+      "horizon_days: 90\nbias: -1\nterms { feature: \"buying_days\" scale: 1 weight: -0.5 }\n";
   REQUIRE(ParseChurnModel(good).ok());
   auto refused = [&](const std::string& text, const std::string& says) {
     const absl::Status s = ParseChurnModel(text).status();
@@ -59,12 +60,16 @@ TEST_CASE("churn model file: the shipped file parses, and a bad term is refused 
     CHECK(s.code() == absl::StatusCode::kInvalidArgument);
     CHECK(absl::StrContains(s.message(), says));
   };
-  refused(good + "terms { feature: \"shoe_size\" scale: 1 weight: 1 }\n", "line 4: unknown feature \"shoe_size\"");
+  refused(good + "terms { feature: \"shoe_size\" scale: 1 weight: 1 }\n",
+          "line 4: unknown feature \"shoe_size\"");
   refused(good + "terms { feature: \"buying_days\" scale: 1 weight: 1 }\n", "appears twice");
-  refused("horizon_days: 90\nterms { feature: \"value_12m\" scale: 0 weight: 1 }\n", "line 2: feature \"value_12m\" needs");
-  refused("horizon_days: 90\nterms { feature: \"value_12m\" scale: 1 wieght: 1 }\n", "line 2, column");
+  refused("horizon_days: 90\nterms { feature: \"value_12m\" scale: 0 weight: 1 }\n",
+          "line 2: feature \"value_12m\" needs");
+  refused("horizon_days: 90\nterms { feature: \"value_12m\" scale: 1 wieght: 1 }\n",
+          "line 2, column");
   refused("bias: 1\n", "horizon_days must be positive");
-  CHECK(ReadChurnModelFile("/nonexistent/churn.textproto").status().code() == absl::StatusCode::kNotFound);
+  CHECK(ReadChurnModelFile("/nonexistent/churn.textproto").status().code() ==
+        absl::StatusCode::kNotFound);
 }
 
 TEST_CASE("churn score: a prospect scores 0, reasons come from the terms that raised the score") {
@@ -83,10 +88,12 @@ TEST_CASE("churn score: a prospect scores 0, reasons come from the terms that ra
   const ChurnScore s = ScoreChurn(model, quiet, kNow);
   // z = -1 * (log 1 - 1) + 0.5 * 2 = 2
   CHECK(s.score == Approx(1 / (1 + std::exp(-2.0))));
-  CHECK(s.reasons == std::vector<std::string>{"no order in the last 90 days", "2 open complaint(s)"});
+  CHECK(s.reasons ==
+        std::vector<std::string>{"no order in the last 90 days", "2 open complaint(s)"});
   // Buying days, not invoices: three orders on one day are one visit.
   ChurnFacts one_day;
-  one_day.order_times = {kNow - 3 * kDay, kNow - 3 * kDay + absl::Minutes(5), kNow - 3 * kDay + absl::Hours(1)};
+  one_day.order_times = {kNow - 3 * kDay, kNow - 3 * kDay + absl::Minutes(5),
+                         kNow - 3 * kDay + absl::Hours(1)};
   CHECK(ChurnFeaturesOf(one_day, kNow)[kBuyingDays] == Approx(std::log1p(1.0)));
 }
 
@@ -130,9 +137,8 @@ TEST_CASE(
   internal::CustomerHistory fresh;
   FoldEvent(Placed("f1", 100'00, kNow - 2 * kDay), fresh);
   const Summary f = Summarise(fresh, kNow);
-  const v1::CustomerInsights in =
-      Assess("c-fresh", f, today.Build(DefaultSegmentRules(), kNow), DefaultSegmentRules(),
-             BuiltInChurnModel(), kNow);
+  const v1::CustomerInsights in = Assess("c-fresh", f, today.Build(DefaultSegmentRules(), kNow),
+                                         DefaultSegmentRules(), BuiltInChurnModel(), kNow);
   CHECK(in.rfm().recency() == 1);
   CHECK(in.rfm().segment() != v1::RFM_SEGMENT_HIBERNATING);
   CHECK(in.rfm().segment() != v1::RFM_SEGMENT_AT_RISK);

@@ -274,7 +274,8 @@ TEST_CASE("the classifier's accuracy on training and held-out sets (printed)",
   const Evaluation tuned = Evaluate("complaints.tsv");
   const auto labelled = ReadLabelled("complaints.tsv");
   CHECK(tuned.all.total >= 300);
-  // About half Chinese (the folded blind set's authors counted by hand; a line may open in Latin letters).
+  // About half Chinese (the folded blind set's authors counted by hand; a line may open in Latin
+  // letters).
   CHECK(std::abs(tuned.zh_lines * 2 - tuned.all.total) <= tuned.all.total / 50);
   for (int level : {1, 2, 3}) {
     CHECK(std::count_if(labelled.begin(), labelled.end(),
