@@ -299,6 +299,25 @@ absl::StatusOr<bool> Store::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::stri
   return true;
 }
 
+absl::Status Store::MultiGet(
+    rocksdb::ColumnFamilyHandle* cf, const std::vector<std::string>& keys,
+    absl::FunctionRef<bool(size_t index, absl::string_view value)> found) const {
+  if (keys.empty()) return absl::OkStatus();
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), cf, keys.size(), slices.data(), values.data(),
+                statuses.data());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocksDb(statuses[i]);
+    if (!found(i, absl::string_view(values[i].data(), values[i].size()))) {
+      return absl::DataLossError("a stored value read by MultiGet does not parse");
+    }
+  }
+  return absl::OkStatus();
+}
+
 int64_t Store::disk_free_bytes() {
   const int64_t now = absl::ToUnixMicros(absl::Now());
   if (now - free_checked_us_.load(std::memory_order_relaxed) > 100000) {

@@ -16,6 +16,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "google/protobuf/message_lite.h"
@@ -125,6 +126,29 @@ class Store {
                                                  absl::string_view key) const;
   absl::StatusOr<bool> GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                                 google::protobuf::MessageLite* out) const;
+  // Reads many keys of one column family in one RocksDB MultiGet (one pass over the memtables and
+  // files instead of one per key) and parses each value present; nullopt where a key is absent.
+  // DATA_LOSS when a value does not parse.
+  template <typename M>
+  absl::StatusOr<std::vector<std::optional<M>>> MultiGetProtos(
+      rocksdb::ColumnFamilyHandle* cf, const std::vector<std::string>& keys) const {
+    std::vector<std::optional<M>> out(keys.size());
+    absl::Status s = MultiGet(cf, keys, [&](size_t i, absl::string_view value) {
+      M m;
+      if (!m.ParseFromArray(value.data(), static_cast<int>(value.size()))) return false;
+      out[i] = std::move(m);
+      return true;
+    });
+    if (absl::IsDataLoss(s)) {
+      return absl::DataLossError(absl::StrCat("a stored ", M().GetTypeName(), " does not parse"));
+    }
+    if (!s.ok()) return s;
+    return out;
+  }
+  // The untyped core of MultiGetProtos: `found(index, value)` for each key present; false from it
+  // means the value does not parse (DATA_LOSS).
+  absl::Status MultiGet(rocksdb::ColumnFamilyHandle* cf, const std::vector<std::string>& keys,
+                        absl::FunctionRef<bool(size_t index, absl::string_view value)> found) const;
 
   // Applies every change in the batch atomically.
   absl::Status Write(rocksdb::WriteBatch* batch, Durability durability);

@@ -97,30 +97,6 @@ absl::Status ScanProtosIn(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
 
 int64_t Clamp(int64_t v) { return std::max<int64_t>(0, v); }
 
-// Reads many keys of one column family in one RocksDB MultiGet; nullopt for an absent key.
-template <typename M>
-absl::StatusOr<std::vector<std::optional<M>>> MultiGetProtos(store::Store& store,
-                                                             rocksdb::ColumnFamilyHandle* cf,
-                                                             const std::vector<std::string>& keys) {
-  std::vector<std::optional<M>> out(keys.size());
-  if (keys.empty()) return out;
-  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  store.db()->MultiGet(rocksdb::ReadOptions(), cf, keys.size(), slices.data(), values.data(),
-                       statuses.data());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (statuses[i].IsNotFound()) continue;
-    if (!statuses[i].ok()) return store::FromRocksDb(statuses[i]);
-    M m;
-    if (!m.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
-      return absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
-    }
-    out[i] = std::move(m);
-  }
-  return out;
-}
-
 std::vector<std::string> ItemKeys(const std::vector<std::string>& skus) {
   std::vector<std::string> keys;
   keys.reserve(skus.size());
@@ -822,23 +798,23 @@ absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view
 
 absl::StatusOr<std::vector<internal::ItemStats>> RecommendationStore::StatsOf(
     const std::vector<std::string>& skus) const {
-  return OrEmpty(MultiGetProtos<internal::ItemStats>(*store_, item_stats_, ItemKeys(skus)));
+  return OrEmpty(store_->MultiGetProtos<internal::ItemStats>(item_stats_, ItemKeys(skus)));
 }
 
 absl::StatusOr<std::vector<internal::Neighbours>> RecommendationStore::NeighboursOf(
     const std::vector<std::string>& skus) const {
-  return OrEmpty(MultiGetProtos<internal::Neighbours>(*store_, neighbours_, ItemKeys(skus)));
+  return OrEmpty(store_->MultiGetProtos<internal::Neighbours>(neighbours_, ItemKeys(skus)));
 }
 
 absl::StatusOr<std::vector<std::optional<internal::CustomerItem>>> RecommendationStore::Mine(
     absl::string_view customer_id, const std::vector<std::string>& skus) const {
-  return MultiGetProtos<internal::CustomerItem>(*store_, customer_items_,
-                                                CustomerItemKeys(customer_id, skus));
+  return store_->MultiGetProtos<internal::CustomerItem>(customer_items_,
+                                                        CustomerItemKeys(customer_id, skus));
 }
 
 absl::StatusOr<std::vector<std::optional<internal::Shown>>> RecommendationStore::ShownTo(
     absl::string_view customer_id, const std::vector<std::string>& skus) const {
-  return MultiGetProtos<internal::Shown>(*store_, shown_, CustomerItemKeys(customer_id, skus));
+  return store_->MultiGetProtos<internal::Shown>(shown_, CustomerItemKeys(customer_id, skus));
 }
 
 absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore::BuyingDays(

@@ -100,6 +100,34 @@ TEST_CASE("data written survives closing and reopening the store", "[store]") {
   CHECK_FALSE(store->Get(store->cf("things"), "c").value().has_value());
 }
 
+TEST_CASE(
+    "MultiGetProtos reads many keys at once: parsed values in key order, absent keys empty, "
+    "a value that does not parse is DATA_LOSS",
+    "[store]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  v1::Money one, two;
+  one.set_amount_minor(1);
+  two.set_amount_minor(2);
+  rocksdb::WriteBatch batch;
+  batch.Put(store->cf("things"), "one", one.SerializeAsString());
+  batch.Put(store->cf("things"), "two", two.SerializeAsString());
+  batch.Put(store->cf("things"), "junk", "\xff\xff\xff");
+  REQUIRE(store->Write(&batch, Durability::kSynced).ok());
+  auto read = store->MultiGetProtos<v1::Money>(store->cf("things"), {"two", "none", "one"});
+  REQUIRE(read.ok());
+  REQUIRE(read->size() == 3);
+  REQUIRE((*read)[0].has_value());
+  CHECK((*read)[0]->amount_minor() == 2);
+  CHECK_FALSE((*read)[1].has_value());
+  REQUIRE((*read)[2].has_value());
+  CHECK((*read)[2]->amount_minor() == 1);
+  CHECK(store->MultiGetProtos<v1::Money>(store->cf("things"), {}).value().empty());
+  auto junk = store->MultiGetProtos<v1::Money>(store->cf("things"), {"one", "junk"});
+  CHECK(junk.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(absl::StrContains(junk.status().message(), "crm.v1.Money"));
+}
+
 TEST_CASE("a failed transaction body writes nothing", "[store][transaction]") {
   testing::TempDir dir;
   auto store = OpenStore(dir.path());
