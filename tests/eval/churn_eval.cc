@@ -129,14 +129,15 @@ std::vector<absl::Time> TrainingCutoffs(const Dataset& data, const ChurnEvalOpti
   return windows;
 }
 
-internal::ChurnModel FitOnWindows(const Dataset& data, const ChurnEvalOptions& options,
-                                  const std::vector<absl::Time>& windows,
-                                  const std::string& provenance) {
+namespace {
+
+// The model over the cases of the training windows.
+internal::ChurnModel FitOnCases(const ChurnEvalOptions& options,
+                                const std::vector<const std::vector<ChurnCase>*>& windows,
+                                const std::string& provenance) {
   std::vector<customer_profile::ChurnExample> examples;
-  for (absl::Time w : windows) {
-    for (const ChurnCase& c : ChurnCasesAt(data, w, options.horizon_days)) {
-      examples.push_back({c.features, c.churned});
-    }
+  for (const auto* cases : windows) {
+    for (const ChurnCase& c : *cases) examples.push_back({c.features, c.churned});
   }
   customer_profile::ChurnFitOptions fit;
   fit.features = options.features;
@@ -146,21 +147,42 @@ internal::ChurnModel FitOnWindows(const Dataset& data, const ChurnEvalOptions& o
   return customer_profile::FitChurnModel(examples, fit, customer_profile::BuiltInChurnModel());
 }
 
+}  // namespace
+
+internal::ChurnModel FitOnWindows(const Dataset& data, const ChurnEvalOptions& options,
+                                  const std::vector<absl::Time>& windows,
+                                  const std::string& provenance) {
+  std::vector<std::vector<ChurnCase>> cases;
+  for (absl::Time w : windows) cases.push_back(ChurnCasesAt(data, w, options.horizon_days));
+  std::vector<const std::vector<ChurnCase>*> pointers;
+  for (const auto& c : cases) pointers.push_back(&c);
+  return FitOnCases(options, pointers, provenance);
+}
+
 ChurnReport EvaluateChurn(const Dataset& data, const ChurnEvalOptions& options,
                           const internal::ChurnModel& shipped) {
   ChurnReport report;
   report.dataset = data.name;
+  // Each training window's customers, built once: the cut-offs' training sets overlap.
+  std::map<absl::Time, std::vector<ChurnCase>> cases_at;
   for (absl::Time cutoff : options.cutoffs) {
     ChurnCutoffRow row;
     row.cutoff = cutoff;
     const std::vector<absl::Time> windows = TrainingCutoffs(data, options, cutoff);
     row.training_windows = static_cast<int>(windows.size());
-    const internal::ChurnModel model = FitOnWindows(data, options, windows, "evaluation");
+    std::vector<const std::vector<ChurnCase>*> training;
+    for (absl::Time w : windows) {
+      auto it = cases_at.find(w);
+      if (it == cases_at.end())
+        it = cases_at.emplace(w, ChurnCasesAt(data, w, options.horizon_days)).first;
+      training.push_back(&it->second);
+    }
+    const internal::ChurnModel model = FitOnCases(options, training, "evaluation");
     // The RFM logistic on the same windows, by the same fitter.
     std::vector<std::vector<double>> rfm_rows;
     std::vector<bool> rfm_labels;
-    for (absl::Time w : windows) {
-      for (const ChurnCase& c : ChurnCasesAt(data, w, options.horizon_days)) {
+    for (const auto* window : training) {
+      for (const ChurnCase& c : *window) {
         rfm_rows.push_back(RfmRow(c));
         rfm_labels.push_back(c.churned);
       }
