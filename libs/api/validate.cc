@@ -40,6 +40,14 @@ absl::Status RequiredId(absl::string_view field, absl::string_view value) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateSku(absl::string_view field, absl::string_view sku) {
+  for (unsigned char c : sku) {
+    // Tabs and line breaks are text elsewhere; in an identifier they only hide a copy-paste error.
+    if (c < 0x20 || c == 0x7F) return Invalid(field, "contains a control character");
+  }
+  return RequiredText(field, sku, 128);
+}
+
 absl::Status RequiredRequestId(absl::string_view value) {
   if (value.empty()) return Invalid("request_id", "must not be empty: send a unique id per logical request, and the same id on retry");
   if (value.size() > 128) return Invalid("request_id", "is longer than 128 characters");

@@ -23,6 +23,9 @@ absl::Status RequiredText(absl::string_view field, absl::string_view value, size
 
 // An identifier: 1-128 characters of [A-Za-z0-9._:-].
 absl::Status RequiredId(absl::string_view field, absl::string_view value);
+// A stock-keeping unit, the one rule for catalog items, orders and events: 1-128 characters of text
+// without control characters (spaces allowed: "BANK CHARGES" is a real one).
+absl::Status ValidateSku(absl::string_view field, absl::string_view sku);
 // The client's idempotency key (a UUID, or any 1-128 printable ASCII characters without spaces).
 absl::Status RequiredRequestId(absl::string_view value);
 

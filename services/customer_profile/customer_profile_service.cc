@@ -157,6 +157,11 @@ ProfileMetrics::ProfileMetrics(prometheus::Registry& registry)
                      .Help("Customers registered.")
                      .Register(registry)
                      .Add({})),
+      imported(prometheus::BuildCounter()
+                   .Name("crm_customers_imported_total")
+                   .Help("Customers imported from a shop's history, by outcome (created, "
+                         "already_imported, linked to a registered email).")
+                   .Register(registry)),
       erased(prometheus::BuildCounter()
                  .Name("crm_customers_erased_total")
                  .Help("Customers erased on request (privacy).")
@@ -210,6 +215,65 @@ grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(
         if (s.ok() && resp->customer_id() == c.customer_id()) metrics_.registered.Increment();
         return s;
       });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::ImportCustomer(
+    Ctx* ctx, const v1::ImportCustomerRequest* req, v1::ImportCustomerResponse* resp) {
+  const absl::Time now = clock_->Now();
+  if (auto s = api::RequiredId("external_id", req->external_id()); !s.ok()) return Finish(ctx, s);
+  std::string email;
+  if (!req->email().empty()) {
+    auto normalized = NormalizeEmail("email", req->email());
+    if (!normalized.ok()) return Finish(ctx, normalized.status());
+    email = *std::move(normalized);
+  }
+  if (auto s = api::OptionalText("name", req->name(), kMaxNameChars); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidatePhone("phone", req->phone()); !s.ok()) return Finish(ctx, s);
+  absl::Time joined = now;
+  if (req->has_create_time()) {
+    auto t = api::ToTime("create_time", req->create_time());
+    if (!t.ok()) return Finish(ctx, t.status());
+    if (*t > now + absl::Minutes(5)) return Finish(ctx, Invalid("create_time", "is in the future"));
+    joined = *t;
+  }
+  return FinishOn(*writes_, ctx, [this, req, resp, now, joined, email]() -> absl::Status {
+    v1::Customer c;
+    // Where the gateway routed the import (the email, else the external id) is where the customer lives.
+    c.set_customer_id(sharding::NewIdInBucket("c", sharding::BucketOf(email.empty() ? req->external_id() : email)));
+    c.set_external_id(req->external_id());
+    c.set_email(email);
+    c.set_name(req->name());
+    c.set_phone(req->phone());
+    api::SetTimestamp(joined, c.mutable_create_time());
+    api::SetTimestamp(now, c.mutable_update_time());
+    CustomerProfileStore::ImportOutcome outcome;
+    absl::Status s = store_->Import(c, resp->mutable_customer(), &outcome);
+    if (!s.ok()) return s;
+    resp->set_created(outcome == CustomerProfileStore::ImportOutcome::kCreated);
+    const char* label = outcome == CustomerProfileStore::ImportOutcome::kCreated  ? "created"
+                        : outcome == CustomerProfileStore::ImportOutcome::kLinked ? "linked"
+                                                                                  : "already_imported";
+    metrics_.imported.Add({{"outcome", label}}).Increment();
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::LookupCustomers(
+    Ctx* ctx, const v1::LookupCustomersRequest* req, v1::LookupCustomersResponse* resp) {
+  if (req->external_ids().empty() || req->external_ids_size() > kMaxExternalIdsPerLookup) {
+    return Finish(ctx, Invalid("external_ids", absl::StrCat("must hold 1-", kMaxExternalIdsPerLookup, " ids")));
+  }
+  std::vector<std::string> ids;
+  for (int i = 0; i < req->external_ids_size(); ++i) {
+    if (auto s = api::RequiredId(absl::StrCat("external_ids[", i, "]"), req->external_ids(i)); !s.ok()) {
+      return Finish(ctx, s);
+    }
+    ids.push_back(req->external_ids(i));
+  }
+  auto refs = store_->LookupExternalIds(ids);
+  if (!refs.ok()) return Finish(ctx, refs.status());
+  for (auto& r : *refs) *resp->add_customers() = std::move(r);
+  return Finish(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::GetCustomer(Ctx* ctx,

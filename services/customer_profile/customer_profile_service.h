@@ -21,11 +21,14 @@
 namespace crm::customer_profile {
 
 inline constexpr int kMaxBehaviorEventsPerCall = 500;
+inline constexpr int kMaxExternalIdsPerLookup = 1000;
 
 // Business metrics of the service, each defined once here.
 struct ProfileMetrics {
   explicit ProfileMetrics(prometheus::Registry& registry);
   prometheus::Counter& registered;
+  // Imported customers, by outcome: created, already_imported (a re-run), linked (email registered before).
+  prometheus::Family<prometheus::Counter>& imported;
   prometheus::Counter& erased;
   prometheus::Family<prometheus::Counter>& behavior_events;
   prometheus::Family<prometheus::Counter>& contact_decisions;
@@ -44,6 +47,8 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
   Reactor* RegisterCustomer(Ctx*, const v1::RegisterCustomerRequest*, v1::Customer*) override;
+  Reactor* ImportCustomer(Ctx*, const v1::ImportCustomerRequest*, v1::ImportCustomerResponse*) override;
+  Reactor* LookupCustomers(Ctx*, const v1::LookupCustomersRequest*, v1::LookupCustomersResponse*) override;
   Reactor* GetCustomer(Ctx*, const v1::GetCustomerRequest*, v1::Customer*) override;
   Reactor* GetCustomerByEmail(Ctx*, const v1::GetCustomerByEmailRequest*, v1::Customer*) override;
   Reactor* ListCustomers(Ctx*, const v1::ListCustomersRequest*, v1::ListCustomersResponse*) override;

@@ -18,6 +18,7 @@ using store::Transaction;
 
 constexpr char kCustomers[] = "customers";
 constexpr char kEmails[] = "emails";
+constexpr char kExternalIds[] = "external_ids";
 constexpr char kBehavior[] = "behavior";
 constexpr char kAffinity[] = "affinity";
 constexpr char kContacts[] = "contacts";
@@ -40,7 +41,7 @@ std::string RegisterRequestPrefix(absl::string_view email) { return Key().Str("r
 
 std::vector<std::string> CustomerProfileStore::ColumnFamilies() {
   std::vector<std::string> cfs = {kCustomers, kEmails,  kBehavior,  kAffinity, kContacts,
-                                     kRequests,  kErased,  kHistories, kRetention, events::EventConsumer::kConsumedFamily};
+                                     kRequests,  kErased,  kHistories, kRetention, kExternalIds, events::EventConsumer::kConsumedFamily};
   for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
   return cfs;
 }
@@ -50,6 +51,7 @@ CustomerProfileStore::CustomerProfileStore(store::Store* store, events::Outbox* 
       outbox_(outbox),
       customers_(store->cf(kCustomers)),
       emails_(store->cf(kEmails)),
+      external_ids_(store->cf(kExternalIds)),
       behavior_(store->cf(kBehavior)),
       affinity_(store->cf(kAffinity)),
       contacts_(store->cf(kContacts)),
@@ -79,6 +81,57 @@ absl::Status CustomerProfileStore::Register(const v1::Customer& customer, absl::
                                *out = customer;
                                return txn.PutProto(customers_, customer.customer_id(), customer);
                              });
+}
+
+absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Customer* out,
+                                          ImportOutcome* outcome) {
+  return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+    *outcome = ImportOutcome::kAlreadyImported;
+    auto imported = txn.GetForUpdate(external_ids_, customer.external_id());
+    if (!imported.ok()) return imported.status();
+    if (imported->has_value()) {
+      auto found = txn.GetProto(customers_, **imported, out);
+      if (!found.ok()) return found.status();
+      if (!*found) return absl::DataLossError("an imported customer's row is missing");
+      return absl::OkStatus();
+    }
+    if (!customer.email().empty()) {
+      auto registered = txn.GetForUpdate(emails_, customer.email());
+      if (!registered.ok()) return registered.status();
+      if (registered->has_value()) {
+        auto found = txn.GetProto(customers_, **registered, out, /*for_update=*/true);
+        if (!found.ok()) return found.status();
+        if (!*found) return absl::DataLossError("a registered email's customer row is missing");
+        if (!out->external_id().empty()) {
+          return absl::AlreadyExistsError(absl::StrCat("email: \"", customer.email(),
+                                                       "\" belongs to the customer with external id \"",
+                                                       out->external_id(), "\""));
+        }
+        out->set_external_id(customer.external_id());
+        *outcome = ImportOutcome::kLinked;
+        if (auto s = txn.PutProto(customers_, out->customer_id(), *out); !s.ok()) return s;
+        return txn.Put(external_ids_, customer.external_id(), out->customer_id());
+      }
+      if (auto s = txn.Put(emails_, customer.email(), customer.customer_id()); !s.ok()) return s;
+    }
+    *out = customer;
+    *outcome = ImportOutcome::kCreated;
+    if (auto s = txn.PutProto(customers_, customer.customer_id(), customer); !s.ok()) return s;
+    return txn.Put(external_ids_, customer.external_id(), customer.customer_id());
+  });
+}
+
+absl::StatusOr<std::vector<v1::CustomerRef>> CustomerProfileStore::LookupExternalIds(
+    const std::vector<std::string>& external_ids) const {
+  std::vector<v1::CustomerRef> refs;
+  absl::Status s = store_->MultiGet(external_ids_, external_ids, [&](size_t i, absl::string_view id) {
+    v1::CustomerRef& ref = refs.emplace_back();
+    ref.set_external_id(external_ids[i]);
+    ref.set_customer_id(std::string(id));
+    return true;
+  });
+  if (!s.ok()) return s;
+  return refs;
 }
 
 absl::StatusOr<v1::Customer> CustomerProfileStore::Get(absl::string_view customer_id) const {
@@ -396,6 +449,9 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::st
         if (!*found) return NotFound(customer_id);
         if (auto s = txn.Delete(customers_, customer_id); !s.ok()) return s;
         if (auto s = txn.Delete(emails_, c.email()); !s.ok()) return s;
+        if (!c.external_id().empty()) {
+          if (auto s = txn.Delete(external_ids_, c.external_id()); !s.ok()) return s;
+        }
         const std::string prefix = CustomerPrefix(customer_id);
         if (auto s = txn.Delete(histories_, customer_id); !s.ok()) return s;
         for (auto* cf : {behavior_, affinity_, contacts_, requests_, retention_}) {

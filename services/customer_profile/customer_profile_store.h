@@ -2,6 +2,7 @@
 //
 //   customers  customer_id                          -> Customer (profile, addresses, payment, preferences)
 //   emails     normalised email                     -> customer_id (unique index)
+//   external_ids  the shop's external id            -> customer_id (imported customers, unique index)
 //   behavior   customer_id, time (newest first), n  -> BehaviorEvent
 //   affinity   customer_id, category                -> CategoryAffinity (score as of its last activity)
 //   contacts   customer_id, time, n                 -> ContactRecord (marketing contacts, for the cap)
@@ -44,6 +45,14 @@ class CustomerProfileStore {
   // customer the first call created.
   absl::Status Register(const v1::Customer& customer, absl::string_view request_id, uint64_t fingerprint,
                         absl::Time now, v1::Customer* out);
+
+  // Imports `customer` (with its external_id) unless that external id was imported before, or links its
+  // email's existing customer to the external id (ALREADY_EXISTS when that customer has another one).
+  // `out` is the customer as stored; `outcome` what this call did.
+  enum class ImportOutcome { kCreated, kAlreadyImported, kLinked };
+  absl::Status Import(const v1::Customer& customer, v1::Customer* out, ImportOutcome* outcome);
+  // The customer ids of those external ids this shard knows.
+  absl::StatusOr<std::vector<v1::CustomerRef>> LookupExternalIds(const std::vector<std::string>& external_ids) const;
 
   absl::StatusOr<v1::Customer> Get(absl::string_view customer_id) const;
   absl::StatusOr<v1::Customer> GetByEmail(absl::string_view normalized_email) const;
@@ -113,6 +122,7 @@ class CustomerProfileStore {
   events::Outbox* const outbox_;
   rocksdb::ColumnFamilyHandle* const customers_;
   rocksdb::ColumnFamilyHandle* const emails_;
+  rocksdb::ColumnFamilyHandle* const external_ids_;
   rocksdb::ColumnFamilyHandle* const behavior_;
   rocksdb::ColumnFamilyHandle* const affinity_;
   rocksdb::ColumnFamilyHandle* const contacts_;

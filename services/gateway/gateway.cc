@@ -383,8 +383,10 @@ absl::Status Gateway::Authorize(const Message& request, Admission& a) {
   if (r.policy.fan_out() && (*set)->shard_count() > 1) {
     for (int s = 0; s < (*set)->shard_count(); ++s) add(s);
   } else {
-    const std::string key =
+    std::string key =
         r.shard_key_field != nullptr ? StringField(request, r.shard_key_field) : customer_id;
+    if (key.empty() && r.shard_key_fallback_field != nullptr)
+      key = StringField(request, r.shard_key_fallback_field);
     add(key.empty() ? 0 : (*set)->shard_map().ShardOf(key));
   }
   return absl::OkStatus();

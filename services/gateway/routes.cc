@@ -94,6 +94,8 @@ RouteTable::RouteTable() {
             ResolveField(method->input_type(), r.policy.customer_id_field(), r.path, problems_);
         r.shard_key_field =
             ResolveField(method->input_type(), r.policy.shard_key_field(), r.path, problems_);
+        r.shard_key_fallback_field = ResolveField(
+            method->input_type(), r.policy.shard_key_fallback_field(), r.path, problems_);
         r.service_field =
             ResolveField(method->input_type(), r.policy.service_field(), r.path, problems_);
         if (r.backend.empty() && !r.local && r.service_field == nullptr &&

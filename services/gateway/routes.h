@@ -36,6 +36,7 @@ struct Route {
   // Resolved policy fields of the request type (null when the policy names none).
   const google::protobuf::FieldDescriptor* customer_id_field = nullptr;
   const google::protobuf::FieldDescriptor* shard_key_field = nullptr;
+  const google::protobuf::FieldDescriptor* shard_key_fallback_field = nullptr;
   const google::protobuf::FieldDescriptor* service_field = nullptr;
 };
 

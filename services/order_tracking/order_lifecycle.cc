@@ -27,6 +27,113 @@ v1::OrderStatus ToOrderStatus(P s) {
 
 }  // namespace
 
+absl::Status ValidateMoney(const std::string& field, const v1::Money& m, bool allow_empty_currency) {
+  if (m.amount_minor() < 0) return api::Invalid(field + ".amount_minor", "must not be negative");
+  if (m.amount_minor() > kMaxAmountMinor) return api::Invalid(field + ".amount_minor", "is beyond any real amount");
+  if (allow_empty_currency && m.currency().empty() && m.amount_minor() == 0) return absl::OkStatus();
+  return api::CurrencyCode(field + ".currency", m.currency());
+}
+
+absl::Status ValidateOrderLines(const std::string& field, const google::protobuf::RepeatedPtrField<v1::OrderItem>& items,
+                                int max_items, bool category_required, int64_t* total, std::string* currency) {
+  if (items.empty()) return api::Invalid(field, "an order needs at least one item");
+  if (items.size() > max_items) return api::Invalid(field, absl::StrCat("at most ", max_items, " lines per order"));
+  *currency = items.Get(0).unit_price().currency();
+  *total = 0;
+  for (int i = 0; i < items.size(); ++i) {
+    const auto& item = items.Get(i);
+    const std::string f = absl::StrCat(field, "[", i, "]");
+    if (auto s = api::ValidateSku(f + ".sku", item.sku()); !s.ok()) return s;
+    if (auto s = api::OptionalText(f + ".name", item.name(), 200); !s.ok()) return s;
+    if (category_required) {
+      if (auto s = api::RequiredText(f + ".category", item.category(), 100); !s.ok()) return s;
+    } else if (auto s = api::OptionalText(f + ".category", item.category(), 100); !s.ok()) {
+      return s;
+    }
+    if (item.quantity() < 1 || item.quantity() > kMaxQuantity) {
+      return api::Invalid(f + ".quantity", absl::StrCat("must be 1-", kMaxQuantity));
+    }
+    if (auto s = ValidateMoney(f + ".unit_price", item.unit_price(), false); !s.ok()) return s;
+    if (item.unit_price().currency() != *currency) {
+      return api::Invalid(f + ".unit_price.currency", "every item of an order must be in one currency");
+    }
+    int64_t line;
+    if (__builtin_mul_overflow(item.unit_price().amount_minor(), int64_t{item.quantity()}, &line) ||
+        __builtin_add_overflow(*total, line, total) || *total > kMaxAmountMinor) {
+      return api::Invalid(f + ".unit_price", "the order total overflows");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddShippingFee(const std::string& field, const v1::Money& fee, const std::string& currency,
+                            int64_t* total) {
+  if (auto s = ValidateMoney(field, fee, true); !s.ok()) return s;
+  if (!fee.currency().empty() && fee.currency() != currency) {
+    return api::Invalid(field + ".currency", "must be the items' currency");
+  }
+  if (__builtin_add_overflow(*total, fee.amount_minor(), total) || *total > kMaxAmountMinor) {
+    return api::Invalid(field, "the order total overflows");
+  }
+  return absl::OkStatus();
+}
+
+v1::EventItem ToEventItem(const v1::OrderItem& i, int32_t quantity) {
+  v1::EventItem e;
+  e.set_item_id(i.item_id());
+  e.set_sku(i.sku());
+  e.set_category(i.category());
+  e.set_quantity(quantity);
+  *e.mutable_unit_price() = i.unit_price();
+  return e;
+}
+
+v1::Event OrderPlacedEvent(const v1::Order& order) {
+  v1::Event placed;
+  auto* p = placed.mutable_order_placed();
+  p->set_order_id(order.order_id());
+  *p->mutable_total() = order.total();
+  p->set_payment_method(order.payment_method());
+  for (const auto& i : order.items()) *p->add_items() = ToEventItem(i, i.quantity());
+  return placed;
+}
+
+v1::Event OrderDeliveredEvent(const v1::Order& order) {
+  v1::Event e;
+  auto* d = e.mutable_order_delivered();
+  d->set_order_id(order.order_id());
+  int64_t items_amount = 0;
+  for (const auto& i : order.items()) {
+    items_amount += i.unit_price().amount_minor() * i.quantity();
+    *d->add_items() = ToEventItem(i, i.quantity());
+  }
+  d->mutable_items_amount()->set_amount_minor(items_amount);
+  d->mutable_items_amount()->set_currency(order.total().currency());
+  d->set_timeliness(order.timeliness());
+  *d->mutable_delivered_time() = order.delivered_time();
+  if (order.has_delivery_window()) *d->mutable_window_end() = order.delivery_window().end_time();
+  if (order.timeliness() == v1::TIMELINESS_LATE) {
+    d->set_minutes_late(absl::ToInt64Minutes(api::FromTimestamp(order.delivered_time()) -
+                                             api::FromTimestamp(order.delivery_window().end_time())));
+  }
+  *e.mutable_occur_time() = order.delivered_time();
+  return e;
+}
+
+v1::Event OrderRefundedEvent(const v1::Order& order, const v1::Return& ret) {
+  v1::Event e;
+  auto* f = e.mutable_order_refunded();
+  f->set_order_id(order.order_id());
+  f->set_return_id(ret.return_id());
+  *f->mutable_amount() = ret.refund_amount();
+  f->set_fault(ret.fault());
+  f->set_shipping_refunded(ret.shipping_refunded());
+  for (const auto& ri : ret.items()) {
+    if (const v1::OrderItem* item = FindItem(order, ri.item_id())) *f->add_items() = ToEventItem(*item, ri.quantity());
+  }
+  return e;
+}
+
 std::string PackageStatusName(v1::PackageStatus s) {
   std::string n = v1::PackageStatus_Name(s);
   return n.rfind("PACKAGE_STATUS_", 0) == 0 ? n.substr(15) : n;

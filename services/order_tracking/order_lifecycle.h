@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "crm/v1/events.pb.h"
 #include "crm/v1/order_tracking.pb.h"
 
 namespace crm::order_tracking {
@@ -15,6 +16,21 @@ namespace crm::order_tracking {
 inline constexpr int kMaxItems = 100;
 inline constexpr int kMaxQuantity = 10000;
 inline constexpr int kMaxPackages = 20;
+// ~10^15 minor units: far beyond any real order.
+inline constexpr int64_t kMaxAmountMinor = int64_t{1} << 50;
+
+// A money amount: not negative, below kMaxAmountMinor, an ISO currency (an empty currency is allowed for
+// zero when `allow_empty_currency`). INVALID_ARGUMENT naming `field`.
+absl::Status ValidateMoney(const std::string& field, const v1::Money& m, bool allow_empty_currency);
+
+// Checks an order's lines (`field` is "items" or "orders[3].items"): 1-`max_items` lines, each with a
+// valid sku, optional name, a category when `category_required`, quantity 1-kMaxQuantity and a price in
+// the one currency of the order. Sets *total to the lines' sum and *currency to theirs.
+absl::Status ValidateOrderLines(const std::string& field, const google::protobuf::RepeatedPtrField<v1::OrderItem>& items,
+                                int max_items, bool category_required, int64_t* total, std::string* currency);
+// Adds the shipping fee (in the items' currency, or empty for none) to *total, checked.
+absl::Status AddShippingFee(const std::string& field, const v1::Money& fee, const std::string& currency,
+                            int64_t* total);
 
 // OK when a package may move `from` -> `to`; FAILED_PRECONDITION naming both states otherwise.
 // AT_PROCESSING_CENTER -> PICKING -> PACKED -> HANDED_TO_CARRIER -> OUT_FOR_DELIVERY -> DELIVERED;
@@ -60,6 +76,15 @@ const v1::Package* PackageOfItem(const v1::Order& order, absl::string_view item_
 // refunds, the last order and the open deliveries (newest `open_limit` of them listed).
 v1::PurchaseSummary SummarisePurchases(absl::string_view customer_id, std::vector<v1::Order> orders,
                                        const std::vector<v1::Return>& returns, int open_limit);
+
+// The events an order produces for other services, as they need them (customer_id and, unless set here,
+// occur_time are filled by the store).
+v1::EventItem ToEventItem(const v1::OrderItem& item, int32_t quantity);
+v1::Event OrderPlacedEvent(const v1::Order& order);
+// Dated at the order's delivered_time.
+v1::Event OrderDeliveredEvent(const v1::Order& order);
+// For a refunded return of the order: its amount, fault and items.
+v1::Event OrderRefundedEvent(const v1::Order& order, const v1::Return& ret);
 
 std::string PackageStatusName(v1::PackageStatus s);
 std::string OrderStatusName(v1::OrderStatus s);

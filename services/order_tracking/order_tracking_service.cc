@@ -16,6 +16,7 @@
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
+#include "services/order_tracking/history_import.h"
 #include "services/order_tracking/order_lifecycle.h"
 
 ABSL_FLAG(std::string, return_policy_file, "",
@@ -29,15 +30,6 @@ using rpc::Finish;
 using rpc::FinishOn;
 
 constexpr absl::Duration kClockSkew = absl::Minutes(5);
-constexpr int64_t kMaxAmountMinor = int64_t{1} << 50;  // ~10^15 minor units: far beyond any real order
-
-absl::Status ValidateMoney(const std::string& field, const v1::Money& m, bool allow_empty_currency) {
-  if (m.amount_minor() < 0) return Invalid(field + ".amount_minor", "must not be negative");
-  if (m.amount_minor() > kMaxAmountMinor) return Invalid(field + ".amount_minor", "is beyond any real amount");
-  if (allow_empty_currency && m.currency().empty() && m.amount_minor() == 0) return absl::OkStatus();
-  return api::CurrencyCode(field + ".currency", m.currency());
-}
-
 absl::Status ValidateOrderIds(absl::string_view customer_id, absl::string_view order_id) {
   if (auto s = api::RequiredId("customer_id", customer_id); !s.ok()) return s;
   return api::RequiredId("order_id", order_id);
@@ -81,16 +73,6 @@ absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
   return absl::OkStatus();
 }
 
-v1::EventItem ToEventItem(const v1::OrderItem& i, int32_t quantity) {
-  v1::EventItem e;
-  e.set_item_id(i.item_id());
-  e.set_sku(i.sku());
-  e.set_category(i.category());
-  e.set_quantity(quantity);
-  *e.mutable_unit_price() = i.unit_price();
-  return e;
-}
-
 v1::OrderHistoryEntry Entry(std::string description, std::string actor, absl::Time when, std::string package_id = "") {
   v1::OrderHistoryEntry h;
   h.set_description(std::move(description));
@@ -126,25 +108,7 @@ void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageR
   }
   if (!was_delivered && order.status() == v1::ORDER_STATUS_DELIVERED) {
     if (was_processed_without_payment) *order.mutable_paid_time() = order.delivered_time();
-    v1::Event e;
-    auto* d = e.mutable_order_delivered();
-    d->set_order_id(order.order_id());
-    int64_t items_amount = 0;
-    for (const auto& i : order.items()) {
-      items_amount += i.unit_price().amount_minor() * i.quantity();
-      *d->add_items() = ToEventItem(i, i.quantity());
-    }
-    d->mutable_items_amount()->set_amount_minor(items_amount);
-    d->mutable_items_amount()->set_currency(order.total().currency());
-    d->set_timeliness(order.timeliness());
-    *d->mutable_delivered_time() = order.delivered_time();
-    *d->mutable_window_end() = order.delivery_window().end_time();
-    if (order.timeliness() == v1::TIMELINESS_LATE) {
-      d->set_minutes_late(absl::ToInt64Minutes(api::FromTimestamp(order.delivered_time()) -
-                                               api::FromTimestamp(order.delivery_window().end_time())));
-    }
-    *e.mutable_occur_time() = order.delivered_time();
-    c.events.push_back(std::move(e));
+    c.events.push_back(OrderDeliveredEvent(order));
     c.history.push_back(Entry("order delivered", actor, when));
   }
 }
@@ -175,6 +139,10 @@ OrderMetrics::OrderMetrics(prometheus::Registry& r)
                           .Name("crm_tracking_events_total")
                           .Help("Carrier tracking events received, by outcome (applied, duplicate, stale, unknown_tracking_number, rejected).")
                           .Register(r)),
+      imported(prometheus::BuildCounter()
+                   .Name("crm_history_imported_total")
+                   .Help("Orders and returns imported from a shop's history (ImportOrders), by kind (order, return).")
+                   .Register(r)),
       reviews(prometheus::BuildCounter().Name("crm_reviews_total").Help("Reviews submitted.").Register(r).Add({})),
       watchers(prometheus::BuildGauge()
                    .Name("crm_order_watchers")
@@ -211,38 +179,13 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
-  if (req->items().empty()) return Finish(ctx, Invalid("items", "an order needs at least one item"));
-  if (req->items_size() > kMaxItems) {
-    return Finish(ctx, Invalid("items", absl::StrCat("at most ", kMaxItems, " lines per order")));
-  }
-  const std::string currency = req->items(0).unit_price().currency();
   int64_t total = 0;
-  for (int i = 0; i < req->items_size(); ++i) {
-    const auto& item = req->items(i);
-    const std::string f = absl::StrCat("items[", i, "]");
-    if (auto s = api::RequiredText(f + ".sku", item.sku(), 64); !s.ok()) return Finish(ctx, s);
-    if (auto s = api::OptionalText(f + ".name", item.name(), 200); !s.ok()) return Finish(ctx, s);
-    if (auto s = api::RequiredText(f + ".category", item.category(), 100); !s.ok()) return Finish(ctx, s);
-    if (item.quantity() < 1 || item.quantity() > kMaxQuantity) {
-      return Finish(ctx, Invalid(f + ".quantity", absl::StrCat("must be 1-", kMaxQuantity)));
-    }
-    if (auto s = ValidateMoney(f + ".unit_price", item.unit_price(), false); !s.ok()) return Finish(ctx, s);
-    if (item.unit_price().currency() != currency) {
-      return Finish(ctx, Invalid(f + ".unit_price.currency", "every item of an order must be in one currency"));
-    }
-    int64_t line;
-    if (__builtin_mul_overflow(item.unit_price().amount_minor(), int64_t{item.quantity()}, &line) ||
-        __builtin_add_overflow(total, line, &total) || total > kMaxAmountMinor) {
-      return Finish(ctx, Invalid(f + ".unit_price", "the order total overflows"));
-    }
+  std::string currency;
+  if (auto s = ValidateOrderLines("items", req->items(), kMaxItems, /*category_required=*/true, &total, &currency);
+      !s.ok()) {
+    return Finish(ctx, s);
   }
-  if (auto s = ValidateMoney("shipping_fee", req->shipping_fee(), true); !s.ok()) return Finish(ctx, s);
-  if (!req->shipping_fee().currency().empty() && req->shipping_fee().currency() != currency) {
-    return Finish(ctx, Invalid("shipping_fee.currency", "must be the items' currency"));
-  }
-  if (__builtin_add_overflow(total, req->shipping_fee().amount_minor(), &total) || total > kMaxAmountMinor) {
-    return Finish(ctx, Invalid("shipping_fee", "the order total overflows"));
-  }
+  if (auto s = AddShippingFee("shipping_fee", req->shipping_fee(), currency, &total); !s.ok()) return Finish(ctx, s);
   if (req->payment_method() == v1::PAYMENT_METHOD_TYPE_UNSPECIFIED || !v1::PaymentMethodType_IsValid(req->payment_method())) {
     return Finish(ctx, Invalid("payment_method", "must be CARD, CASH_ON_DELIVERY or ACCOUNT_BALANCE"));
   }
@@ -261,22 +204,9 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::
   return FinishOn(*writes_, ctx, [this, req, resp, now, total, currency,
                                   request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
     // The customer must exist, and the order keeps a copy of the address it ships to.
-    auto profile_channels = backends_->Get("customer-profile");
-    if (!profile_channels.ok()) return profile_channels.status();
-    auto profiles = v1::CustomerProfileService::NewStub((*profile_channels)->ForKey(req->customer_id()));
-    grpc::ClientContext pctx;
-    rpc::SetTimeout(pctx, absl::Seconds(3));
-    v1::GetCustomerRequest get;
-    get.set_customer_id(req->customer_id());
-    v1::Customer customer;
-    const grpc::Status ps = profiles->GetCustomer(&pctx, get, &customer);
-    if (ps.error_code() == grpc::StatusCode::NOT_FOUND) {
-      return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", req->customer_id(), "\""));
-    }
-    if (!ps.ok()) {
-      return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (", ps.error_message(),
-                                                 "); retry with the same request_id"));
-    }
+    auto fetched = FetchCustomer(req->customer_id());
+    if (!fetched.ok()) return fetched.status();
+    const v1::Customer& customer = *fetched;
     const std::string address_id =
         req->shipping_address_id().empty() ? customer.default_address_id() : req->shipping_address_id();
     const v1::Address* address = nullptr;
@@ -306,14 +236,54 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::
     order.set_status(v1::ORDER_STATUS_PLACED);
     *order.mutable_shipping_address() = *address;
     api::SetTimestamp(now, order.mutable_create_time());
-    v1::Event placed;
-    auto* p = placed.mutable_order_placed();
-    p->set_order_id(order.order_id());
-    *p->mutable_total() = order.total();
-    p->set_payment_method(order.payment_method());
-    for (const auto& i : order.items()) *p->add_items() = ToEventItem(i, i.quantity());
+    const v1::Event placed = OrderPlacedEvent(order);
     absl::Status s = store_->CreateOrder(order, placed, request_id, store::RequestFingerprint(*req), now, resp);
     if (s.ok() && resp->order_id() == order.order_id()) metrics_.created.Increment();
+    return s;
+  });
+}
+
+absl::StatusOr<v1::Customer> OrderTrackingService::FetchCustomer(const std::string& customer_id) {
+  auto profile_channels = backends_->Get("customer-profile");
+  if (!profile_channels.ok()) return profile_channels.status();
+  auto profiles = v1::CustomerProfileService::NewStub((*profile_channels)->ForKey(customer_id));
+  grpc::ClientContext pctx;
+  rpc::SetTimeout(pctx, absl::Seconds(3));
+  v1::GetCustomerRequest get;
+  get.set_customer_id(customer_id);
+  v1::Customer customer;
+  const grpc::Status ps = profiles->GetCustomer(&pctx, get, &customer);
+  if (ps.error_code() == grpc::StatusCode::NOT_FOUND) {
+    return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
+  }
+  if (!ps.ok()) {
+    return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (", ps.error_message(),
+                                               "); retry with the same request"));
+  }
+  return customer;
+}
+
+grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx, const v1::ImportOrdersRequest* req,
+                                                             v1::ImportOrdersResponse* resp) {
+  const absl::Time now = clock_->Now();
+  if (auto s = ValidateImport(*req, now); !s.ok()) return Finish(ctx, s);
+  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
+    if (auto c = FetchCustomer(req->customer_id()); !c.ok()) return c.status();
+    const uint32_t bucket = sharding::BucketOf(req->customer_id());
+    absl::Status s = store_->ImportHistory(
+        *req, now,
+        [&](int i, v1::Order* order, OrderChange* change) {
+          BuildImportedOrder(req->customer_id(), req->orders(i), sharding::NewIdInBucket("o", bucket), order, change);
+        },
+        [&](int i, v1::Order& order, v1::Return* ret, OrderChange* change) {
+          return ApplyImportedReturn(absl::StrCat("returns[", i, "]"), req->returns(i),
+                                     sharding::NewIdInBucket("r", bucket), order, ret, change);
+        },
+        resp);
+    if (s.ok()) {
+      metrics_.imported.Add({{"kind", "order"}}).Increment(resp->orders_imported());
+      metrics_.imported.Add({{"kind", "return"}}).Increment(resp->returns_imported());
+    }
     return s;
   });
 }
@@ -746,17 +716,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1
               r.set_shipping_refunded(shipping);
               if (shipping) o.set_shipping_refunded(true);
               absl::StrAppend(&what, " ", r.refund_amount().amount_minor(), " ", r.refund_amount().currency());
-              v1::Event e;
-              auto* f = e.mutable_order_refunded();
-              f->set_order_id(o.order_id());
-              f->set_return_id(r.return_id());
-              *f->mutable_amount() = r.refund_amount();
-              f->set_fault(r.fault());
-              f->set_shipping_refunded(shipping);
-              for (const auto& ri : r.items()) {
-                if (const v1::OrderItem* item = FindItem(o, ri.item_id())) *f->add_items() = ToEventItem(*item, ri.quantity());
-              }
-              c.events.push_back(std::move(e));
+              c.events.push_back(OrderRefundedEvent(o, r));
               break;
             }
             case v1::RETURN_STATUS_REJECTED:

@@ -35,6 +35,7 @@ struct OrderMetrics {
   prometheus::Family<prometheus::Counter>& returns;  // {status}
   prometheus::Family<prometheus::Counter>& refunded_minor;  // {currency}
   prometheus::Family<prometheus::Counter>& tracking_events;  // {outcome}
+  prometheus::Family<prometheus::Counter>& imported;  // {kind}
   prometheus::Counter& reviews;
   prometheus::Gauge& watchers;
 };
@@ -49,6 +50,7 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
   Reactor* CreateOrder(Ctx*, const v1::CreateOrderRequest*, v1::Order*) override;
+  Reactor* ImportOrders(Ctx*, const v1::ImportOrdersRequest*, v1::ImportOrdersResponse*) override;
   Reactor* GetOrder(Ctx*, const v1::GetOrderRequest*, v1::Order*) override;
   Reactor* ListOrders(Ctx*, const v1::ListOrdersRequest*, v1::ListOrdersResponse*) override;
   Reactor* GetPurchaseSummary(Ctx*, const v1::GetPurchaseSummaryRequest*, v1::PurchaseSummary*) override;
@@ -71,6 +73,8 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   // After a committed change: metrics for what it emitted, and the update for watchers.
   void Committed(const v1::Order& order, const OrderChange& change, absl::Time now);
   absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
+  // The customer as customer-profile has them: NOT_FOUND naming customer_id, UNAVAILABLE when it cannot tell.
+  absl::StatusOr<v1::Customer> FetchCustomer(const std::string& customer_id);
   // Days the customer's membership adds to return windows (asks loyalty).
   absl::StatusOr<int> ReturnWindowExtension(const std::string& customer_id);
 

@@ -1,5 +1,7 @@
 #include "services/order_tracking/order_tracking_store.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/events/consumer.h"
@@ -21,6 +23,7 @@ constexpr char kCarrierEvents[] = "carrier_events";
 constexpr char kReturns[] = "returns";
 constexpr char kReviews[] = "reviews";
 constexpr char kRequests[] = "requests";
+constexpr char kImports[] = "imports";
 
 std::string OrderKey(absl::string_view customer_id, absl::string_view order_id) {
   return Key().Str(customer_id).Str(order_id).Build();
@@ -46,7 +49,7 @@ absl::Status ParseInto(absl::string_view v, M* m) {
 
 std::vector<std::string> OrderTrackingStore::ColumnFamilies() {
   std::vector<std::string> cfs = {kOrders, kOrderIndex, kHistory, kTracking, kCarrierEvents,
-                                  kReturns, kReviews, kRequests, events::EventConsumer::kConsumedFamily};
+                                  kReturns, kReviews, kRequests, kImports, events::EventConsumer::kConsumedFamily};
   for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
   return cfs;
 }
@@ -61,7 +64,8 @@ OrderTrackingStore::OrderTrackingStore(store::Store* store, events::Outbox* outb
       carrier_events_(store->cf(kCarrierEvents)),
       returns_(store->cf(kReturns)),
       reviews_(store->cf(kReviews)),
-      requests_(store->cf(kRequests)) {}
+      requests_(store->cf(kRequests)),
+      imports_(store->cf(kImports)) {}
 
 absl::Status OrderTrackingStore::LockOrder(Transaction& txn, absl::string_view customer_id,
                                            absl::string_view order_id, v1::Order* order) {
@@ -127,6 +131,83 @@ absl::Status OrderTrackingStore::CreateOrder(const v1::Order& order, const v1::E
         out->set_version(0);
         return WriteChange(txn, *out, change, now);
       });
+}
+
+absl::Status OrderTrackingStore::ImportHistory(
+    const v1::ImportOrdersRequest& req, absl::Time now,
+    absl::FunctionRef<void(int, v1::Order*, OrderChange*)> build_order,
+    absl::FunctionRef<absl::Status(int, v1::Order&, v1::Return*, OrderChange*)> apply_return,
+    v1::ImportOrdersResponse* out) {
+  const std::string& customer_id = req.customer_id();
+  // Orders (index >= 0) and returns (index -1 - i) in the order they happened, so that every consumer
+  // receives the history as it unfolded.
+  std::vector<std::pair<absl::Time, int>> steps;
+  for (int i = 0; i < req.orders_size(); ++i) steps.emplace_back(api::FromTimestamp(req.orders(i).place_time()), i);
+  for (int i = 0; i < req.returns_size(); ++i) {
+    steps.emplace_back(api::FromTimestamp(req.returns(i).refund_time()), -1 - i);
+  }
+  std::stable_sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  auto import_key = [&](absl::string_view kind, absl::string_view external_id) {
+    return Key().Str(customer_id).Str(kind).Str(external_id).Build();
+  };
+  return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+    out->Clear();
+    std::vector<std::string> order_ids(req.orders_size());
+    for (const auto& [when, index] : steps) {
+      if (index >= 0) {
+        const std::string key = import_key("order", req.orders(index).external_order_id());
+        auto known = txn.GetForUpdate(imports_, key);
+        if (!known.ok()) return known.status();
+        if (known->has_value()) {
+          order_ids[index] = **known;
+          out->set_orders_already_imported(out->orders_already_imported() + 1);
+          continue;
+        }
+        v1::Order order;
+        OrderChange change;
+        build_order(index, &order, &change);
+        order_ids[index] = order.order_id();
+        if (auto s = txn.Put(imports_, key, order.order_id()); !s.ok()) return s;
+        const std::string listed =
+            Key().Str(customer_id).TimeNewestFirst(api::FromTimestamp(order.create_time())).Str(order.order_id()).Build();
+        if (auto s = txn.Put(order_index_, listed, ""); !s.ok()) return s;
+        if (auto s = WriteChange(txn, order, change, now); !s.ok()) return s;
+        out->set_orders_imported(out->orders_imported() + 1);
+        continue;
+      }
+      const int r = -1 - index;
+      const v1::HistoricalReturn& recorded = req.returns(r);
+      const std::string key = import_key("return", recorded.external_return_id());
+      auto known = txn.GetForUpdate(imports_, key);
+      if (!known.ok()) return known.status();
+      if (known->has_value()) {
+        out->set_returns_already_imported(out->returns_already_imported() + 1);
+        continue;
+      }
+      auto order_id = txn.GetForUpdate(imports_, import_key("order", recorded.external_order_id()));
+      if (!order_id.ok()) return order_id.status();
+      if (!order_id->has_value()) {
+        return absl::FailedPreconditionError(absl::StrCat("returns[", r, "].external_order_id: no order \"",
+                                                          recorded.external_order_id(),
+                                                          "\" was imported for this customer, or it is later"));
+      }
+      v1::Order order;
+      if (auto s = LockOrder(txn, customer_id, **order_id, &order); !s.ok()) return s;
+      v1::Return ret;
+      OrderChange change;
+      if (auto s = apply_return(r, order, &ret, &change); !s.ok()) return s;
+      if (auto s = txn.Put(imports_, key, ret.return_id()); !s.ok()) return s;
+      if (auto s = txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret); !s.ok()) return s;
+      if (auto s = WriteChange(txn, order, change, now); !s.ok()) return s;
+      out->set_returns_imported(out->returns_imported() + 1);
+    }
+    for (int i = 0; i < req.orders_size(); ++i) {
+      v1::ImportedOrderRef* ref = out->add_orders();
+      ref->set_external_order_id(req.orders(i).external_order_id());
+      ref->set_order_id(order_ids[i]);
+    }
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<v1::Order> OrderTrackingStore::GetOrder(absl::string_view customer_id,

@@ -8,6 +8,7 @@
 //   returns           customer_id, return_id                    -> Return
 //   reviews           customer_id, order_id, item_id            -> Review
 //   requests          customer_id, method, request_id           -> answer of a retryable write
+//   imports           customer_id, "order"|"return", external id -> order_id | return_id (ImportOrders)
 //   consumed_events, outbox*                                    -> libs/events
 //
 // Every change locks the order row, runs the domain change, and writes the order, its history entries,
@@ -47,6 +48,15 @@ class OrderTrackingStore {
   // Writes a new order with its OrderPlaced event, once per request_id.
   absl::Status CreateOrder(const v1::Order& order, const v1::Event& placed, absl::string_view request_id,
                            uint64_t fingerprint, absl::Time now, v1::Order* out);
+  // Imports a customer's recorded orders and returns in one synced transaction, in the order they
+  // happened: each one not imported before (keyed by its external number) is made by `build_order(i, …)`
+  // (orders[i]) or `apply_return(i, order, …)` (returns[i], against its order, locked) and written with its
+  // history and events. Fills `out` (counts, and every order's id in request order).
+  absl::Status ImportHistory(
+      const v1::ImportOrdersRequest& req, absl::Time now,
+      absl::FunctionRef<void(int index, v1::Order* order, OrderChange* change)> build_order,
+      absl::FunctionRef<absl::Status(int index, v1::Order& order, v1::Return* ret, OrderChange* change)> apply_return,
+      v1::ImportOrdersResponse* out);
   absl::StatusOr<v1::Order> GetOrder(absl::string_view customer_id, absl::string_view order_id) const;
   absl::Status ListOrders(absl::string_view customer_id, absl::string_view after, int limit, std::vector<v1::Order>* out,
                           std::string* last_key, bool* more) const;
@@ -112,6 +122,7 @@ class OrderTrackingStore {
   rocksdb::ColumnFamilyHandle* const returns_;
   rocksdb::ColumnFamilyHandle* const reviews_;
   rocksdb::ColumnFamilyHandle* const requests_;
+  rocksdb::ColumnFamilyHandle* const imports_;
 };
 
 }  // namespace crm::order_tracking

@@ -12,14 +12,6 @@
 
 namespace crm::recommendation {
 
-absl::Status ValidateSku(absl::string_view field, absl::string_view sku) {
-  for (unsigned char c : sku) {
-    // Tabs and line breaks are text elsewhere; in an identifier they only hide a copy-paste error.
-    if (c < 0x20 || c == 0x7F) return api::Invalid(field, "contains a control character");
-  }
-  return api::RequiredText(field, sku, 128);
-}
-
 double Similarity(const internal::CoCounts& co, const internal::ItemStats& a,
                   const internal::ItemStats& b) {
   double s = 0;

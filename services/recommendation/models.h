@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "crm/internal/recommendation_storage.pb.h"
 #include "crm/v1/recommendation.pb.h"
+#include "libs/api/validate.h"
 
 namespace crm::recommendation {
 
@@ -40,7 +41,7 @@ inline constexpr absl::Duration kImpressionWindow = absl::Hours(24 * 7);
 // The one rule for SKUs, wherever they come from (catalog, stock, requests, purchase and browsing
 // events): 1-128 characters of valid UTF-8, not blank, no control characters. Spaces inside are
 // fine ("BANK CHARGES"). INVALID_ARGUMENT naming `field` otherwise.
-absl::Status ValidateSku(absl::string_view field, absl::string_view sku);
+using api::ValidateSku;
 inline bool IsValidSku(absl::string_view sku) { return ValidateSku("sku", sku).ok(); }
 
 // Similarity from n shared baskets or viewers is scaled by n / (n + this).

@@ -1,5 +1,7 @@
 // crm.v1.CustomerProfileService end to end: a real server on a free loopback port, a real RocksDB in a
 // temp dir, calls through the generated gRPC stub.
+#include <functional>
+#include <map>
 #include <thread>
 
 #include "catch2/catch.hpp"
@@ -825,6 +827,130 @@ TEST_CASE("health is SERVING, reflection lists the service, /metrics passes prom
   const auto check = testing::RunCommand("promtool check metrics", body);
   INFO(check.output);
   CHECK(check.exit_code == 0);
+}
+
+TEST_CASE("importing a shop's customers: by external id, once, linked to a registered email, found again",
+          "[customer_profile][import]") {
+  Harness h(ProfileOptions());
+  Client client(h);
+  v1::ImportCustomerRequest req;
+  req.set_external_id("17850");
+  req.set_name("Shop customer 17850");
+  api::SetTimestamp(absl::FromUnixSeconds(1291161600), req.mutable_create_time());  // 2010-12-01
+  v1::ImportCustomerResponse first;
+  REQUIRE(client.Call(&Stub::ImportCustomer, req, &first).ok());
+  CHECK(first.created());
+  CHECK(first.customer().external_id() == "17850");
+  CHECK(first.customer().email().empty());
+  CHECK(first.customer().create_time().seconds() == 1291161600);
+
+  // A re-run of the import (or a retry) answers the same customer and creates nothing.
+  v1::ImportCustomerResponse again;
+  REQUIRE(client.Call(&Stub::ImportCustomer, req, &again).ok());
+  CHECK_FALSE(again.created());
+  CHECK(again.customer().customer_id() == first.customer().customer_id());
+  CHECK(client.Get(first.customer().customer_id()).external_id() == "17850");
+
+  // An email registered before is linked, not duplicated; a second external id for it is refused.
+  const v1::Customer registered = client.Register("wang.fang@example.com");
+  v1::ImportCustomerRequest with_email;
+  with_email.set_external_id("13047");
+  with_email.set_email(" Wang.Fang@Example.com");
+  v1::ImportCustomerResponse linked;
+  REQUIRE(client.Call(&Stub::ImportCustomer, with_email, &linked).ok());
+  CHECK_FALSE(linked.created());
+  CHECK(linked.customer().customer_id() == registered.customer_id());
+  CHECK(linked.customer().external_id() == "13047");
+  with_email.set_external_id("99999");
+  v1::ImportCustomerResponse refused;
+  RequireError(client.Call(&Stub::ImportCustomer, with_email, &refused), grpc::StatusCode::ALREADY_EXISTS, "email");
+
+  // A new email imports a new customer that registration then finds taken.
+  v1::ImportCustomerRequest fresh;
+  fresh.set_external_id("12583");
+  fresh.set_email("li.na@example.com");
+  v1::ImportCustomerResponse made;
+  REQUIRE(client.Call(&Stub::ImportCustomer, fresh, &made).ok());
+  CHECK(made.created());
+  v1::RegisterCustomerRequest reg;
+  reg.set_request_id("reg-li.na");
+  reg.set_email("li.na@example.com");
+  v1::Customer dup;
+  RequireError(client.Call(&Stub::RegisterCustomer, reg, &dup), grpc::StatusCode::ALREADY_EXISTS, "email");
+  v1::GetCustomerByEmailRequest by_email;
+  by_email.set_email("li.na@example.com");
+  v1::Customer found;
+  REQUIRE(client.Call(&Stub::GetCustomerByEmail, by_email, &found).ok());
+  CHECK(found.customer_id() == made.customer().customer_id());
+
+  // Look-up by external id: those known, ids not known are absent.
+  v1::LookupCustomersRequest lookup;
+  for (const char* id : {"17850", "13047", "12583", "00000"}) lookup.add_external_ids(id);
+  v1::LookupCustomersResponse refs;
+  REQUIRE(client.Call(&Stub::LookupCustomers, lookup, &refs).ok());
+  std::map<std::string, std::string> by_external;
+  for (const auto& r : refs.customers()) by_external[r.external_id()] = r.customer_id();
+  CHECK(by_external == std::map<std::string, std::string>{{"17850", first.customer().customer_id()},
+                                                          {"13047", registered.customer_id()},
+                                                          {"12583", made.customer().customer_id()}});
+
+  // Erasure removes the external id with everything else.
+  v1::EraseCustomerRequest erase;
+  erase.set_customer_id(first.customer().customer_id());
+  erase.set_request_id("erase-17850");
+  v1::EraseCustomerResponse erased;
+  REQUIRE(client.Call(&Stub::EraseCustomer, erase, &erased).ok());
+  lookup.clear_external_ids();
+  lookup.add_external_ids("17850");
+  refs.Clear();
+  REQUIRE(client.Call(&Stub::LookupCustomers, lookup, &refs).ok());
+  CHECK(refs.customers().empty());
+}
+
+TEST_CASE("bad imports and look-ups are refused naming the field, and nothing is written",
+          "[customer_profile][import][validation]") {
+  Harness h(ProfileOptions());
+  Client client(h);
+  struct Bad {
+    std::function<void(v1::ImportCustomerRequest&)> mutate;
+    std::string field;
+  };
+  const std::vector<Bad> bad = {
+      {[](auto& r) { r.set_external_id(""); }, "external_id"},
+      {[](auto& r) { r.set_external_id("has space"); }, "external_id"},
+      {[](auto& r) { r.set_external_id(std::string(129, '1')); }, "external_id"},
+      {[](auto& r) { r.set_email("not-an-email"); }, "email"},
+      {[](auto& r) { r.set_phone("12345"); }, "phone"},
+      {[](auto& r) { r.set_name(std::string("a\x01b")); }, "name"},
+      {[&](auto& r) {
+         api::SetTimestamp(h.clock().Now() + absl::Hours(24), r.mutable_create_time());
+       },
+       "create_time"},
+  };
+  for (const auto& b : bad) {
+    v1::ImportCustomerRequest r;
+    r.set_external_id("ok-1");
+    b.mutate(r);
+    v1::ImportCustomerResponse out;
+    INFO(b.field);
+    RequireError(client.Call(&Stub::ImportCustomer, r, &out), grpc::StatusCode::INVALID_ARGUMENT, b.field);
+  }
+  v1::LookupCustomersRequest lookup;
+  v1::LookupCustomersResponse refs;
+  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs), grpc::StatusCode::INVALID_ARGUMENT,
+               "external_ids");
+  for (int i = 0; i <= kMaxExternalIdsPerLookup; ++i) lookup.add_external_ids(std::to_string(i));
+  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs), grpc::StatusCode::INVALID_ARGUMENT,
+               "external_ids");
+  lookup.clear_external_ids();
+  lookup.add_external_ids("ok-1");
+  lookup.add_external_ids("bad id");
+  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs), grpc::StatusCode::INVALID_ARGUMENT,
+               "external_ids[1]");
+  lookup.clear_external_ids();
+  lookup.add_external_ids("ok-1");
+  REQUIRE(client.Call(&Stub::LookupCustomers, lookup, &refs).ok());
+  CHECK(refs.customers().empty());
 }
 
 }  // namespace

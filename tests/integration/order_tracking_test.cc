@@ -1,6 +1,8 @@
 // crm.v1.OrderTrackingService end to end: the real order-tracking and customer-profile services on free
 // loopback ports over real RocksDB, called through generated stubs; events to a real consumer.
+#include <functional>
 #include <set>
+#include <tuple>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -851,6 +853,194 @@ TEST_CASE("an event the consumer keeps refusing becomes a dead letter, without b
   list.set_producer("order-tracking");
   REQUIRE(Call(admin.get(), &v1::EventAdminService::Stub::ListDeadLetters, list, &letters).ok());
   CHECK(letters.dead_letters_size() == 0);
+}
+
+// A shop's recorded order: one line of each (sku, quantity, price in pence) at `placed`.
+v1::HistoricalOrder Recorded(const std::string& invoice, absl::Time placed,
+                             const std::vector<std::tuple<std::string, int, int64_t>>& lines) {
+  v1::HistoricalOrder o;
+  o.set_external_order_id(invoice);
+  api::SetTimestamp(placed, o.mutable_place_time());
+  for (const auto& [sku, quantity, price] : lines) {
+    auto* item = o.add_items();
+    item->set_sku(sku);
+    item->set_quantity(quantity);
+    item->mutable_unit_price()->set_amount_minor(price);
+    item->mutable_unit_price()->set_currency("GBP");
+  }
+  return o;
+}
+
+v1::HistoricalReturn RecordedReturn(const std::string& credit_note, const std::string& invoice, absl::Time when,
+                                    const std::string& sku, int quantity) {
+  v1::HistoricalReturn r;
+  r.set_external_return_id(credit_note);
+  r.set_external_order_id(invoice);
+  api::SetTimestamp(when, r.mutable_refund_time());
+  auto* line = r.add_lines();
+  line->set_sku(sku);
+  line->set_quantity(quantity);
+  return r;
+}
+
+std::string ImportedCustomer(v1::CustomerProfileService::Stub* profiles, const std::string& external_id) {
+  v1::ImportCustomerRequest req;
+  req.set_external_id(external_id);
+  v1::ImportCustomerResponse resp;
+  REQUIRE(Call(profiles, &v1::CustomerProfileService::Stub::ImportCustomer, req, &resp).ok());
+  return resp.customer().customer_id();
+}
+
+TEST_CASE("importing order history: original times, returns by sku, events in the order they happened, once",
+          "[order_tracking][import]") {
+  testing::EventRecorder recorder;
+  recorder.Start();
+  World w("test=" + recorder.address());
+  const std::string customer_id = ImportedCustomer(w.profile_stub.get(), "17850");
+  const absl::Time dec1 = absl::FromUnixSeconds(1291192560);  // 2010-12-01 08:36 UTC
+  v1::ImportOrdersRequest req;
+  req.set_customer_id(customer_id);
+  // Out of order on purpose: the service replays them by time.
+  *req.add_orders() = Recorded("536373", dec1 + absl::Hours(24 * 7), {{"85123A", 6, 255}});
+  *req.add_orders() = Recorded("536365", dec1, {{"85123A", 6, 255}, {"71053", 6, 339}, {"BANK CHARGES", 1, 1500}});
+  v1::HistoricalOrder cancelled = Recorded("536370", dec1 + absl::Hours(2), {{"22728", 24, 375}});
+  cancelled.set_cancelled(true);
+  *req.add_orders() = cancelled;
+  *req.add_returns() = RecordedReturn("C536379", "536365", dec1 + absl::Hours(24 * 3), "85123A", 4);
+  v1::ImportOrdersResponse resp;
+  grpc::Status s = Call(w.stub.get(), &Stub::ImportOrders, req, &resp);
+  INFO(s.error_message());
+  REQUIRE(s.ok());
+  CHECK(resp.orders_imported() == 3);
+  CHECK(resp.returns_imported() == 1);
+  REQUIRE(resp.orders_size() == 3);
+  CHECK(resp.orders(0).external_order_id() == "536373");
+  const std::string first_order = resp.orders(1).order_id();
+
+  // Events in time order, each dated when it happened.
+  REQUIRE(recorder.WaitForApplied(6, absl::Seconds(20)));
+  std::vector<std::pair<std::string, int64_t>> seen;
+  for (const auto& e : recorder.applied()) {
+    const std::string kind = e.has_order_placed()      ? "placed"
+                             : e.has_order_delivered() ? "delivered"
+                             : e.has_order_refunded()  ? "refunded"
+                             : e.has_order_cancelled() ? "cancelled"
+                                                       : "other";
+    seen.emplace_back(kind, e.occur_time().seconds());
+    CHECK(e.customer_id() == customer_id);
+  }
+  const int64_t t0 = absl::ToUnixSeconds(dec1);
+  CHECK(seen == std::vector<std::pair<std::string, int64_t>>{{"placed", t0},
+                                                             {"delivered", t0},
+                                                             {"placed", t0 + 7200},
+                                                             {"cancelled", t0 + 7200},
+                                                             {"refunded", t0 + 3 * 86400},
+                                                             {"placed", t0 + 7 * 86400},
+                                                             {"delivered", t0 + 7 * 86400}});
+  for (const auto& e : recorder.applied()) {
+    if (!e.has_order_refunded()) continue;
+    CHECK(e.order_refunded().order_id() == first_order);
+    CHECK(e.order_refunded().amount().amount_minor() == 4 * 255);
+    REQUIRE(e.order_refunded().items_size() == 1);
+    CHECK(e.order_refunded().items(0).sku() == "85123A");
+  }
+
+  // The orders read as any other: delivered at their own time, newest first, with the shop's numbers.
+  v1::ListOrdersRequest list;
+  list.set_customer_id(customer_id);
+  v1::ListOrdersResponse listed;
+  REQUIRE(Call(w.stub.get(), &Stub::ListOrders, list, &listed).ok());
+  REQUIRE(listed.orders_size() == 3);
+  CHECK(listed.orders(0).external_order_id() == "536373");
+  CHECK(listed.orders(1).status() == v1::ORDER_STATUS_CANCELLED);
+  CHECK(listed.orders(2).status() == v1::ORDER_STATUS_DELIVERED);
+  CHECK(listed.orders(2).total().amount_minor() == 6 * 255 + 6 * 339 + 1500);
+  CHECK(listed.orders(2).returned_quantities().at("1") == 4);
+  v1::ListReturnsRequest returns;
+  returns.set_customer_id(customer_id);
+  v1::ListReturnsResponse listed_returns;
+  REQUIRE(Call(w.stub.get(), &Stub::ListReturns, returns, &listed_returns).ok());
+  REQUIRE(listed_returns.returns_size() == 1);
+  CHECK(listed_returns.returns(0).status() == v1::RETURN_STATUS_REFUNDED);
+  CHECK(listed_returns.returns(0).external_return_id() == "C536379");
+
+  // The same import again (a re-run or a retry) changes nothing and emits nothing.
+  v1::ImportOrdersResponse again;
+  REQUIRE(Call(w.stub.get(), &Stub::ImportOrders, req, &again).ok());
+  CHECK(again.orders_imported() == 0);
+  CHECK(again.orders_already_imported() == 3);
+  CHECK(again.returns_already_imported() == 1);
+  CHECK(again.orders(1).order_id() == first_order);
+  // A later call may return items of an order imported before; more than is left is refused.
+  v1::ImportOrdersRequest later;
+  later.set_customer_id(customer_id);
+  *later.add_returns() = RecordedReturn("C536400", "536365", dec1 + absl::Hours(24 * 10), "85123A", 3);
+  RequireError(Call(w.stub.get(), &Stub::ImportOrders, later, &again), grpc::StatusCode::FAILED_PRECONDITION,
+               "returns[0].lines[0].quantity");
+  later.mutable_returns(0)->mutable_lines(0)->set_quantity(2);
+  REQUIRE(Call(w.stub.get(), &Stub::ImportOrders, later, &again).ok());
+  CHECK(again.returns_imported() == 1);
+  REQUIRE(recorder.WaitForApplied(8, absl::Seconds(20)));
+  CHECK(recorder.applied().size() == 8);
+}
+
+TEST_CASE("bad history imports are refused naming the field, and nothing is written",
+          "[order_tracking][import][validation]") {
+  World w;
+  const std::string customer_id = ImportedCustomer(w.profile_stub.get(), "12583");
+  const absl::Time when = absl::FromUnixSeconds(1291192560);
+  struct Bad {
+    std::function<void(v1::ImportOrdersRequest&)> mutate;
+    grpc::StatusCode code;
+    std::string field;
+  };
+  const auto invalid = grpc::StatusCode::INVALID_ARGUMENT;
+  const std::vector<Bad> bad = {
+      {[](auto& r) { r.set_customer_id(""); }, invalid, "customer_id"},
+      {[](auto& r) { r.set_customer_id("c-nobody"); }, grpc::StatusCode::NOT_FOUND, "customer_id"},
+      {[](auto& r) { r.clear_orders(); }, invalid, "orders"},
+      {[](auto& r) { r.mutable_orders(0)->set_external_order_id("a b"); }, invalid, "orders[0].external_order_id"},
+      {[](auto& r) { r.mutable_orders(0)->clear_place_time(); }, invalid, "orders[0].place_time"},
+      {[&](auto& r) { api::SetTimestamp(w.orders.clock().Now() + absl::Hours(1), r.mutable_orders(0)->mutable_place_time()); },
+       invalid, "orders[0].place_time"},
+      {[](auto& r) { r.mutable_orders(0)->clear_items(); }, invalid, "orders[0].items"},
+      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->set_sku(""); }, invalid, "orders[0].items[0].sku"},
+      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->set_quantity(0); }, invalid, "orders[0].items[0].quantity"},
+      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->mutable_unit_price()->set_currency("gbp"); }, invalid,
+       "orders[0].items[0].unit_price.currency"},
+      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->mutable_unit_price()->set_amount_minor(-1); }, invalid,
+       "orders[0].items[0].unit_price.amount_minor"},
+      {[](auto& r) { r.mutable_orders(0)->set_payment_method(static_cast<v1::PaymentMethodType>(99)); }, invalid,
+       "orders[0].payment_method"},
+      {[&](auto& r) { api::SetTimestamp(when - absl::Hours(1), r.mutable_orders(0)->mutable_delivered_time()); },
+       invalid, "orders[0].delivered_time"},
+      {[](auto& r) { *r.add_orders() = r.orders(0); }, invalid, "orders[1].external_order_id"},
+      {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when, "85123A", 0); }, invalid,
+       "returns[0].lines[0].quantity"},
+      {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when, "", 1); }, invalid,
+       "returns[0].lines[0].sku"},
+      {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "999999", when, "85123A", 1); },
+       grpc::StatusCode::FAILED_PRECONDITION, "returns[0].external_order_id"},
+      {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when, "22728", 1); },
+       grpc::StatusCode::FAILED_PRECONDITION, "returns[0].lines[0].quantity"},
+      {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when - absl::Hours(1), "85123A", 1); },
+       grpc::StatusCode::FAILED_PRECONDITION, "returns[0].external_order_id"},
+  };
+  for (const auto& b : bad) {
+    v1::ImportOrdersRequest r;
+    r.set_customer_id(customer_id);
+    *r.add_orders() = Recorded("536365", when, {{"85123A", 6, 255}});
+    b.mutate(r);
+    v1::ImportOrdersResponse out;
+    INFO(b.field);
+    RequireError(Call(w.stub.get(), &Stub::ImportOrders, r, &out), b.code, b.field);
+  }
+  // Nothing was written: the customer has no orders.
+  v1::ListOrdersRequest list;
+  list.set_customer_id(customer_id);
+  v1::ListOrdersResponse listed;
+  REQUIRE(Call(w.stub.get(), &Stub::ListOrders, list, &listed).ok());
+  CHECK(listed.orders().empty());
 }
 
 }  // namespace
