@@ -216,95 +216,6 @@ std::vector<absl::Time> OnlineRetailCutoffs() {
   return {Day(2011, 6, 1), Day(2011, 7, 1), Day(2011, 8, 1), Day(2011, 9, 1)};
 }
 
-std::string CategoryOfDescription(const std::string& description) {
-  // First match wins; words are matched whole.
-  static const std::vector<std::pair<const char*, std::vector<const char*>>> kRules = {
-      {"christmas",
-       {"CHRISTMAS", "XMAS", "ADVENT", "SANTA", "REINDEER", "SNOWFLAKE", "BAUBLE", "NATIVITY"}},
-      {"easter", {"EASTER", "CHICK", "CHICKS"}},
-      {"jewellery",
-       {"NECKLACE", "EARRINGS", "BRACELET", "RING", "CHARM", "BEAD", "BEADS", "DIAMANTE", "BLING",
-        "HAIR", "BROOCH", "PENDANT"}},
-      {"candles-and-lights",
-       {"CANDLE", "CANDLES", "T-LIGHT", "T-LIGHTS", "TEALIGHT", "LANTERN", "LIGHT", "LIGHTS",
-        "LAMP", "INCENSE"}},
-      {"bags", {"BAG", "BAGS", "PURSE", "SHOPPER", "TOTE", "WASHBAG", "RUCKSACK"}},
-      {"party",
-       {"PARTY", "BIRTHDAY", "BUNTING", "BALLOON", "BALLOONS", "GARLAND", "NAPKINS", "CONFETTI"}},
-      {"stationery",
-       {"CARD",     "CARDS", "PAPER",    "WRAP",       "NOTEBOOK", "PENCIL",    "PENCILS",
-        "PEN",      "PENS",  "STICKERS", "STICKER",    "ENVELOPE", "ENVELOPES", "TAPE",
-        "CALENDAR", "BOOK",  "ERASER",   "STATIONERY", "RIBBON",   "RIBBONS"}},
-      {"toys-and-kids",
-       {"TOY",   "TOYS",    "DOLLY",     "DOLL",     "CHILDREN", "CHILDS",   "CHILDRENS",
-        "KIDS",  "GAME",    "GAMES",     "PUZZLE",   "JIGSAW",   "SPACEBOY", "BABY",
-        "TEDDY", "CRAYONS", "PLAYHOUSE", "SKIPPING", "DOMINOES", "SOLDIER",  "SOLDIERS"}},
-      {"kitchen", {"MUG",      "MUGS",    "BOWL",     "BOWLS",   "CUP",    "CUPS",    "PLATE",
-                   "PLATES",   "CUTLERY", "TEA",      "TEAPOT",  "CAKE",   "CAKES",   "BAKING",
-                   "JAR",      "JARS",    "PANTRY",   "KITCHEN", "TRAY",   "TIN",     "TINS",
-                   "APRON",    "JUG",     "SPOON",    "SPOONS",  "BOTTLE", "LUNCH",   "COASTER",
-                   "COASTERS", "TEATIME", "CHOPPING", "BREAD",   "SUGAR",  "BEAKER",  "GLASS",
-                   "GLASSES",  "SAUCER",  "EGG",      "COOKIE",  "CUTTER", "CUTTERS", "CASES"}},
-      {"garden",
-       {"GARDEN", "PLANT", "PLANTS", "WATERING", "BIRD", "BIRDS", "PLANTER", "HERB", "FLOWER",
-        "FLOWERS", "POT", "POTS", "SEED", "SEEDS", "DOVE", "BUTTERFLY"}},
-      {"home-decor",
-       {"SIGN",   "FRAME",      "MIRROR",   "CLOCK",   "CUSHION", "DOORMAT", "HOOK",   "HOOKS",
-        "HANGER", "HANGERS",    "DRAWER",   "STORAGE", "BOX",     "BOXES",   "HOLDER", "WALL",
-        "TILE",   "DECORATION", "ORNAMENT", "HEART",   "VASE",    "BLANKET", "THROW",  "DOORSTOP",
-        "MAGNET", "MAGNETS",    "CABINET",  "SHELF",   "BASKET"}},
-  };
-  std::set<std::string> words;
-  for (absl::string_view w :
-       absl::StrSplit(description, absl::ByAnyChar(" ,./"), absl::SkipEmpty())) {
-    words.insert(absl::AsciiStrToUpper(w));
-  }
-  for (const auto& [category, keywords] : kRules) {
-    for (const char* k : keywords) {
-      if (words.count(k)) return category;
-    }
-  }
-  return "other";
-}
-
-namespace {
-
-// Splits one CSV record (fields may be quoted, with "" for a quote).
-std::vector<std::string> CsvFields(const std::string& line) {
-  std::vector<std::string> out(1);
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-        out.back() += '"';
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        out.back() += c;
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      out.emplace_back();
-    } else if (c != '\r' && c != '\n') {
-      out.back() += c;
-    }
-  }
-  return out;
-}
-
-bool IsProduct(const std::string& stock_code) {
-  if (stock_code.size() < 5) return false;
-  for (int i = 0; i < 5; ++i) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(stock_code[i]))) return false;
-  }
-  return true;
-}
-
-}  // namespace
-
 absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent) {
   gzFile f = gzopen(path.c_str(), "rb");
   if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", path));
@@ -329,13 +240,13 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
   while (gzgets(f, buffer, sizeof buffer) != nullptr) {
     line += buffer;
     if (line.empty() || line.back() != '\n') continue;  // a longer line continues
-    std::vector<std::string> c = CsvFields(line);
+    std::vector<std::string> c = import::CsvFields(line);
     line.clear();
     if (header) {
       header = false;
       continue;
     }
-    if (c.size() < 8 || c[6].empty() || !IsProduct(c[1])) continue;
+    if (c.size() < 8 || c[6].empty() || !import::IsProductCode(c[1])) continue;
     const std::string customer = absl::StrCat("r", c[6].substr(0, c[6].find('.')));
     if (sharding::StableHash64(customer) % 100 >= static_cast<uint64_t>(sample_percent)) continue;
     int quantity = 0;
@@ -351,7 +262,7 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
     if (inserted) {
       it->second.set_sku(sku);
       it->second.set_name(c[2].empty() ? sku : c[2]);
-      it->second.set_category(CategoryOfDescription(c[2]));
+      it->second.set_category(import::CategoryOfDescription(c[2]));
       it->second.mutable_price()->set_amount_minor(static_cast<int64_t>(std::llround(price * 100)));
       it->second.mutable_price()->set_currency("GBP");
       api::SetTimestamp(time, it->second.mutable_launch_time());

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "crm/v1/recommendation.pb.h"
+#include "tools/online_retail.h"
 
 namespace crm::eval {
 
@@ -86,8 +87,7 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& csv_gz_path, int sample_
 // (each followed by 30 days of data).
 std::vector<absl::Time> OnlineRetailCutoffs();
 
-// A product category from an Online Retail description ("WHITE HANGING HEART T-LIGHT HOLDER" →
-// "candles-and-lights"); "other" when no keyword matches.
-std::string CategoryOfDescription(const std::string& description);
+// A product category from an Online Retail description (tools/online_retail.h).
+using import::CategoryOfDescription;
 
 }  // namespace crm::eval
