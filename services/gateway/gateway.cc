@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -66,6 +67,15 @@ bool IsNumeric(const FieldDescriptor* f) {
     default:
       return false;
   }
+}
+
+// The shard key a request field holds. An email is a key after the normalisation customer-profile
+// applies (trimmed, lower case): " Li.Na@Example.com" must reach the shard that registered
+// "li.na@example.com" and minted its customer id in that email's bucket.
+std::string ShardKey(const FieldDescriptor* field, const Message& request) {
+  std::string value = StringField(request, field);
+  if (field->name() == "email") value = absl::AsciiStrToLower(absl::StripAsciiWhitespace(value));
+  return value;
 }
 
 // Merges one shard's answer into the total: lists concatenate and top-level counts add up (a sweep
@@ -384,9 +394,9 @@ absl::Status Gateway::Authorize(const Message& request, Admission& a) {
     for (int s = 0; s < (*set)->shard_count(); ++s) add(s);
   } else {
     std::string key =
-        r.shard_key_field != nullptr ? StringField(request, r.shard_key_field) : customer_id;
+        r.shard_key_field != nullptr ? ShardKey(r.shard_key_field, request) : customer_id;
     if (key.empty() && r.shard_key_fallback_field != nullptr)
-      key = StringField(request, r.shard_key_fallback_field);
+      key = ShardKey(r.shard_key_fallback_field, request);
     add(key.empty() ? 0 : (*set)->shard_map().ShardOf(key));
   }
   return absl::OkStatus();
