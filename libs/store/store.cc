@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "libs/log/log.h"
-#include "libs/store/counters.h"
 #include "libs/store/key.h"
 #include "libs/store/status.h"
 #include "rocksdb/cache.h"
@@ -65,8 +64,6 @@ rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(const std::shared_ptr<rocksd
   // CPU decompressing blocks that missed the cache (measured with tests/load/crm-bench).
   cf.compression = rocksdb::kLZ4Compression;
   cf.bottommost_compression = rocksdb::kLZ4Compression;
-  // For rows written with Transaction::AddCounters; never invoked for the others.
-  cf.merge_operator = CounterMergeOperator();
   return cf;
 }
 
@@ -112,12 +109,6 @@ absl::Status Transaction::Put(rocksdb::ColumnFamilyHandle* cf, absl::string_view
 absl::Status Transaction::PutProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                                    const google::protobuf::MessageLite& value) {
   return Put(cf, key, value.SerializeAsString());
-}
-
-absl::Status Transaction::AddCounters(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
-                                      const google::protobuf::MessageLite& delta) {
-  const std::string operand = delta.SerializeAsString();
-  return FromRocksDb(txn_->Merge(cf, rocksdb::Slice(key.data(), key.size()), operand));
 }
 
 absl::Status Transaction::Delete(rocksdb::ColumnFamilyHandle* cf, absl::string_view key) {

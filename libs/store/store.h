@@ -82,10 +82,6 @@ class Transaction {
   absl::Status PutProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                         const google::protobuf::MessageLite& value);
   absl::Status Delete(rocksdb::ColumnFamilyHandle* cf, absl::string_view key);
-  // Adds the int32/int64 fields of `delta` to the row's (absent: zero) without reading or locking it:
-  // a merge operand folded in by the counter merge operator (counters.h).
-  absl::Status AddCounters(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
-                           const google::protobuf::MessageLite& delta);
   // Iterates committed data merged with this transaction's own writes.
   std::unique_ptr<rocksdb::Iterator> NewIterator(rocksdb::ColumnFamilyHandle* cf,
                                                  const rocksdb::ReadOptions& options);

@@ -95,6 +95,8 @@ absl::Status ScanProtosIn(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
   return s.ok() ? parse : s;
 }
 
+int64_t Clamp(int64_t v) { return std::max<int64_t>(0, v); }
+
 std::vector<std::string> ItemKeys(const std::vector<std::string>& skus) {
   std::vector<std::string> keys;
   keys.reserve(skus.size());
@@ -397,18 +399,35 @@ absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind,
 }
 
 absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delta) {
-  // Counters are merge operands (libs/store/counters.h): no row is read or locked, so a basket of 40
-  // lines costs ~1,500 blind writes rather than as many locked reads, and concurrent baskets never
-  // contend. Rows whose counts sum to zero stay, and read as absent.
+  // Item stats, in key order.
   for (const auto& [sku, d] : delta.stats) {
-    if (auto st = txn.AddCounters(item_stats_, Key().Str(sku).Build(), d); !st.ok()) return st;
+    const std::string key = Key().Str(sku).Build();
+    internal::ItemStats s;
+    auto found = txn.GetProto(item_stats_, key, &s, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    s.set_baskets(Clamp(s.baskets() + d.baskets()));
+    s.set_units(Clamp(s.units() + d.units()));
+    s.set_viewers(Clamp(s.viewers() + d.viewers()));
+    s.set_buyers(Clamp(s.buyers() + d.buyers()));
+    s.set_returned_units(Clamp(s.returned_units() + d.returned_units()));
+    if (auto st = txn.PutProto(item_stats_, key, s); !st.ok()) return st;
   }
-  // Once committed, each changed pair is noted for both items' neighbour lists.
+  // Pair counts, in key order; once committed, each changed pair is noted for both items' neighbour
+  // lists.
   auto changed = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   changed->reserve(delta.pairs.size());
   for (const auto& [key, entry] : delta.pairs) {
     const auto& [pair, d] = entry;
-    if (auto st = txn.AddCounters(co_counts_, key, d); !st.ok()) return st;
+    internal::CoCounts co;
+    auto found = txn.GetProto(co_counts_, key, &co, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    co.set_purchases(Clamp(co.purchases() + d.purchases()));
+    co.set_views(Clamp(co.views() + d.views()));
+    co.set_buyers(Clamp(co.buyers() + d.buyers()));
+    const absl::Status st = co.purchases() == 0 && co.views() == 0 && co.buyers() == 0
+                                ? txn.Delete(co_counts_, key)
+                                : txn.PutProto(co_counts_, key, co);
+    if (!st.ok()) return st;
     changed->push_back(pair);
   }
   if (!changed->empty()) {
@@ -424,18 +443,25 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
   for (const auto& [k, d] : delta.sales) {
     if (d.units == 0 && d.orders == 0) continue;
     const auto& [category, day, sku] = k;
+    const std::string key = Key().Str(category).I64(day).Str(sku).Build();
     internal::Sold sold;
-    sold.set_units(d.units);
-    sold.set_orders(d.orders);
-    if (auto st = txn.AddCounters(sales_, Key().Str(category).I64(day).Str(sku).Build(), sold); !st.ok()) return st;
+    auto found = txn.GetProto(sales_, key, &sold, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    sold.set_units(sold.units() + d.units);
+    sold.set_orders(sold.orders() + d.orders);
+    const absl::Status st = sold.units() <= 0 && sold.orders() <= 0
+                                ? txn.Delete(sales_, key)
+                                : txn.PutProto(sales_, key, sold);
+    if (!st.ok()) return st;
   }
   for (const auto& [stripe, d] : delta.baskets) {
     if (d == 0) continue;
+    const std::string key = Key().U64(static_cast<uint64_t>(stripe)).Build();
     internal::GlobalStats g;
-    g.set_baskets(d);
-    if (auto st = txn.AddCounters(global_stats_, Key().U64(static_cast<uint64_t>(stripe)).Build(), g); !st.ok()) {
-      return st;
-    }
+    auto found = txn.GetProto(global_stats_, key, &g, /*for_update=*/true);
+    if (!found.ok()) return found.status();
+    g.set_baskets(Clamp(g.baskets() + d));
+    if (auto st = txn.PutProto(global_stats_, key, g); !st.ok()) return st;
   }
   return absl::OkStatus();
 }
@@ -866,7 +892,6 @@ absl::StatusOr<std::map<std::string, internal::Sold>> RecommendationStore::Sales
         return true;
       });
   if (!s.ok()) return s;
-  std::erase_if(sales, [](const auto& entry) { return entry.second.units() <= 0 && entry.second.orders() <= 0; });
   return sales;
 }
 

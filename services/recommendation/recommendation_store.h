@@ -20,10 +20,9 @@
 //   idempotency records (e-mail, feedback) consumed_events                                       ->
 //   events already applied
 //
-// Learning happens in the event consumer's transaction: per-customer rows locked and rewritten, the
-// shared counters (item stats, pairs, sales, basket totals) added as merge operands
-// (libs/store/counters.h) that no delivery reads or locks, so concurrent deliveries neither contend
-// nor deadlock and every count is exact. Each committed pair change is noted in memory;
+// Learning happens in the event consumer's transaction: per-customer rows first, then the shared
+// item rows each locked in key order (stats, pairs, sales), so concurrent deliveries cannot
+// deadlock and every count is exact. Each committed pair change is noted in memory;
 // RefreshNeighbours folds the notes into the neighbour lists once per item per batch (rewriting a
 // list on every sale of a popular item would cost more than all the rest). The lists only nominate
 // candidates, so a note lost in a crash costs a little freshness until the pair is seen again,

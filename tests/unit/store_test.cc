@@ -20,7 +20,6 @@
 #include "absl/strings/str_cat.h"
 #include "catch2/catch.hpp"
 #include "crm/v1/common.pb.h"
-#include "crm/v1/order_tracking.pb.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
 #include "libs/store/status.h"
@@ -164,48 +163,6 @@ TEST_CASE("concurrent read-modify-write transactions never lose an update",
   }
   for (auto& t : threads) t.join();
   CHECK(store->Get(cf, "counter").value() == std::to_string(kThreads * kIncrements));
-}
-
-TEST_CASE("counters add up without read-modify-write: concurrent writers, negative deltas, across a reopen",
-          "[store][transaction]") {
-  testing::TempDir dir;
-  auto store = OpenStore(dir.path());
-  auto* cf = store->cf("things");
-  constexpr int kThreads = 8, kIncrements = 200;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kIncrements; ++i) {
-        absl::Status s = store->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
-          crm::v1::OrderItem delta;  // int32 quantity; unit_price is a nested message
-          delta.set_quantity(t % 2 == 0 ? 3 : -1);
-          delta.mutable_unit_price()->set_amount_minor(int64_t{1} << 40);  // int64 beyond 32 bits
-          return txn.AddCounters(cf, "counters", delta);
-        });
-        REQUIRE(s.ok());
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  crm::v1::OrderItem sum;
-  REQUIRE(store->GetProto(cf, "counters", &sum).value());
-  CHECK(sum.quantity() == (kThreads / 2) * kIncrements * 3 - (kThreads / 2) * kIncrements);
-  // A nested message is not a counter: the last operand's replaces it.
-  CHECK(sum.unit_price().amount_minor() == int64_t{1} << 40);
-
-  // Below zero and back, and a field other than a varint taking the operand's value.
-  REQUIRE(store->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
-    crm::v1::OrderItem delta;
-    delta.set_quantity(-sum.quantity() - 5);
-    delta.set_sku("sku-after");
-    return txn.AddCounters(cf, "counters", delta);
-  }).ok());
-  store.reset();
-  store = OpenStore(dir.path());
-  crm::v1::OrderItem after;
-  REQUIRE(store->GetProto(store->cf("things"), "counters", &after).value());
-  CHECK(after.quantity() == -5);
-  CHECK(after.sku() == "sku-after");
 }
 
 TEST_CASE("a checkpoint is an openable copy as of its creation", "[store][checkpoint]") {
