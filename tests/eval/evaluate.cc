@@ -13,6 +13,10 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/sharding/hash.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "services/customer_profile/customer_profile_service.h"
+#include "services/order_tracking/order_tracking_service.h"
 #include "services/recommendation/recommendation_service.h"
 #include "tests/support/service_harness.h"
 
@@ -20,6 +24,8 @@ namespace crm::eval {
 namespace {
 
 using Harness = testing::ServiceHarness<recommendation::RecommendationComponent>;
+using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
+using OrderHarness = testing::ServiceHarness<order_tracking::OrderTrackingComponent>;
 using Stub = v1::RecommendationService::Stub;
 
 constexpr int kEventBatch = 256;
@@ -191,6 +197,123 @@ int Deliver(v1::EventSink::Stub* sink, const std::vector<v1::Event>& events, siz
   }
   return orders;
 }
+
+// A shop's history through the import path an operator uses (crm-import's calls): customer-profile takes
+// the customers (ImportCustomer), order-tracking their orders and returns (ImportOrders), and its outbox
+// delivers the events to the recommendation service under evaluation. Nothing poses as another service.
+class ShopImport {
+ public:
+  explicit ShopImport(int recommendation_port)
+      : profile_(ProfileOptions()), orders_(OrderOptions(profile_.port(), recommendation_port)) {
+    profiles_ = v1::CustomerProfileService::NewStub(profile_.channel());
+    order_stub_ = v1::OrderTrackingService::NewStub(orders_.channel());
+  }
+
+  // Imports the orders and returns before `until` not imported yet, then waits until the recommendation
+  // service has acknowledged every event they produced. Returns how many orders this call imported.
+  int ImportUntil(const Dataset& data, const std::map<std::string, std::string>& category_of, absl::Time until) {
+    std::map<std::string, v1::ImportOrdersRequest> calls;  // by shop customer id
+    int imported = 0;
+    for (; next_order_ < data.orders.size() && data.orders[next_order_].time < until; ++next_order_) {
+      const Order& o = data.orders[next_order_];
+      v1::HistoricalOrder h;
+      h.set_external_order_id(o.order_id);
+      api::SetTimestamp(o.time, h.mutable_place_time());
+      for (const Line& line : o.lines) {
+        if (line.quantity > kMaxUnitsPerLine) continue;  // beyond what an order line takes
+        v1::OrderItem* item = h.add_items();
+        item->set_sku(line.sku);
+        if (auto it = category_of.find(line.sku); it != category_of.end()) item->set_category(it->second);
+        item->set_quantity(line.quantity);
+        item->mutable_unit_price()->set_amount_minor(line.unit_price_minor);
+        item->mutable_unit_price()->set_currency("GBP");
+        returnable_[{o.order_id, line.sku}] += line.quantity;
+      }
+      if (h.items().empty()) continue;
+      *calls[o.customer_id].add_orders() = std::move(h);
+      ++imported;
+    }
+    for (; next_return_ < data.returns.size() && data.returns[next_return_].time < until; ++next_return_) {
+      const Return& r = data.returns[next_return_];
+      v1::HistoricalReturn h;
+      h.set_external_return_id(absl::StrCat("return-", next_return_));
+      h.set_external_order_id(r.order_id);
+      api::SetTimestamp(r.time, h.mutable_refund_time());
+      for (const Line& line : r.lines) {
+        // Never more than the order holds (the data set's credit notes sometimes do).
+        int& left = returnable_[{r.order_id, line.sku}];
+        const int units = std::min(left, line.quantity);
+        if (units <= 0) continue;
+        left -= units;
+        v1::HistoricalReturnLine* l = h.add_lines();
+        l->set_sku(line.sku);
+        l->set_quantity(units);
+      }
+      if (!h.lines().empty()) *calls[r.customer_id].add_returns() = std::move(h);
+    }
+    for (auto& [shop_id, call] : calls) {
+      call.set_customer_id(CustomerId(shop_id));
+      for (int first = 0; first < call.orders_size() || first < call.returns_size(); first += kImportChunk) {
+        v1::ImportOrdersRequest chunk;
+        chunk.set_customer_id(call.customer_id());
+        for (int i = first; i < std::min(call.orders_size(), first + kImportChunk); ++i) *chunk.add_orders() = call.orders(i);
+        for (int i = first; i < std::min(call.returns_size(), first + kImportChunk); ++i) *chunk.add_returns() = call.returns(i);
+        v1::ImportOrdersResponse resp;
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        Check(order_stub_->ImportOrders(&ctx, chunk, &resp), "ImportOrders");
+      }
+    }
+    if (!orders_.component().events().dispatcher().WaitCaughtUp(absl::Minutes(20))) {
+      throw std::runtime_error("the recommendation service did not catch up with the imported history");
+    }
+    return imported;
+  }
+
+  // The customer id the shop's customer got (imported on first use).
+  const std::string& CustomerId(const std::string& shop_id) {
+    auto [it, inserted] = ids_.try_emplace(shop_id);
+    if (inserted) {
+      v1::ImportCustomerRequest req;
+      req.set_external_id(shop_id);
+      v1::ImportCustomerResponse resp;
+      grpc::ClientContext ctx;
+      Check(profiles_->ImportCustomer(&ctx, req, &resp), "ImportCustomer");
+      it->second = resp.customer().customer_id();
+    }
+    return it->second;
+  }
+
+ private:
+  // Within a call: returns refer to orders of the same or an earlier call, so orders go first.
+  static constexpr int kImportChunk = 400;
+  static constexpr int kMaxUnitsPerLine = 10000;
+
+  static ProfileHarness::Options ProfileOptions() {
+    ProfileHarness::Options o;
+    o.service_name = "customer-profile";
+    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
+    return o;
+  }
+  static OrderHarness::Options OrderOptions(int profile_port, int recommendation_port) {
+    OrderHarness::Options o;
+    o.service_name = "order-tracking";
+    o.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
+    o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
+    o.event_sinks = "recommendation=127.0.0.1:" + std::to_string(recommendation_port);
+    o.block_cache_bytes = 64 << 20;
+    o.memtable_budget_bytes = 32 << 20;
+    return o;
+  }
+
+  ProfileHarness profile_;
+  OrderHarness orders_;
+  std::unique_ptr<v1::CustomerProfileService::Stub> profiles_;
+  std::unique_ptr<v1::OrderTrackingService::Stub> order_stub_;
+  std::map<std::string, std::string> ids_;
+  std::map<std::pair<std::string, std::string>, int> returnable_;  // (invoice, sku) -> units not returned
+  size_t next_order_ = 0, next_return_ = 0;
+};
 
 // NDCG@k with binary relevance, and whether anything was hit.
 std::pair<double, bool> Ndcg(const std::vector<std::string>& recs,
@@ -527,23 +650,17 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
   }
   Harness service(ServiceOptions());
   auto stub = v1::RecommendationService::NewStub(service.channel());
-  auto sink = v1::EventSink::NewStub(service.channel());
+  ShopImport shop(service.port());
   RollingReport report;
   report.dataset = data.name;
   const auto started = std::chrono::steady_clock::now();
   double load_seconds = 0;
   const std::map<std::string, std::string> category_of = LoadCatalog(stub.get(), data);
-  const std::vector<v1::Event> events = HistoryEvents(data, category_of, options.cutoffs.back());
-  size_t delivered = 0;
   std::vector<double> latencies_ms;
   for (const absl::Time cutoff : options.cutoffs) {
-    // Only what happened since the previous cut-off: the service keeps what it learned.
+    // Only what happened since the previous cut-off: the services keep what they learned.
     const auto loading = std::chrono::steady_clock::now();
-    size_t until = delivered;
-    while (until < events.size() && api::FromTimestamp(events[until].occur_time()) < cutoff)
-      ++until;
-    Deliver(sink.get(), events, delivered, until);
-    delivered = until;
+    shop.ImportUntil(data, category_of, cutoff);
     load_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count();
     service.clock().Set(cutoff);
@@ -562,7 +679,7 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
     for (const auto& [hash, customer] : chosen) {
       const std::set<std::string>& truth = after[customer];
       v1::RecommendRequest req;
-      req.set_customer_id(customer);
+      req.set_customer_id(shop.CustomerId(customer));
       req.set_placement(v1::PLACEMENT_HOME);
       req.set_count(options.top_k);
       v1::RecommendResponse resp;
