@@ -1,15 +1,17 @@
-// crm-import: loads a shop's history through the gateway's public API, the way an operator onboards a shop:
-// the catalog (RecommendationService.UpsertCatalogItems), every customer by the shop's own id
-// (CustomerProfileService.ImportCustomer) and their orders and returns with their original times
-// (OrderTrackingService.ImportOrders). Every consumer then learns the history from the events the import
-// writes, in the background (watch crm_outbox_backlog_events fall to 0).
+// crm-import: loads a shop's history through the gateway's public API, the way an operator onboards
+// a shop: the catalog (RecommendationService.UpsertCatalogItems), every customer by the shop's own
+// id (CustomerProfileService.ImportCustomer) and their orders and returns with their original times
+// (OrderTrackingService.ImportOrders). Every consumer then learns the history from the events the
+// import writes, in the background (watch crm_outbox_backlog_events fall to 0).
 //
 //   crm-import --gateway=127.0.0.1:50050 --jwt_secret_file=data/gateway/jwt-secret
-//              --state_file=import.state tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz
+//              --state_file=import.state
+//              tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz
 //
-// Safe to run again and to interrupt: every write is keyed by the shop's own ids, so a second run changes
-// nothing, and with --state_file a run skips the customers an earlier run finished. A customer whose
-// import is refused is reported and the rest go on; the exit status is 1 when any was refused.
+// Safe to run again and to interrupt: every write is keyed by the shop's own ids, so a second run
+// changes nothing, and with --state_file a run skips the customers an earlier run finished. A
+// customer whose import is refused is reported and the rest go on; the exit status is 1 when any
+// was refused.
 #include <atomic>
 #include <fstream>
 #include <iostream>
@@ -35,12 +37,16 @@
 
 ABSL_FLAG(std::string, gateway, "127.0.0.1:50050", "the gateway's gRPC address");
 ABSL_FLAG(std::string, jwt_secret_file, "",
-          "the gateway's HS256 secret: crm-import signs itself a service token (role service, subject crm-import)");
-ABSL_FLAG(std::string, token_file, "", "a ready token with role service or admin (instead of --jwt_secret_file)");
-ABSL_FLAG(std::string, format, "online-retail", "the export's format; online-retail is the one adapter so far");
+          "the gateway's HS256 secret: crm-import signs itself a service token (role service, "
+          "subject crm-import)");
+ABSL_FLAG(std::string, token_file, "",
+          "a ready token with role service or admin (instead of --jwt_secret_file)");
+ABSL_FLAG(std::string, format, "online-retail",
+          "the export's format; online-retail is the one adapter so far");
 ABSL_FLAG(std::string, currency, "GBP", "ISO 4217 code of the export's prices");
-ABSL_FLAG(std::string, state_file, "",
-          "remembers finished customers, so an interrupted import resumes where it stopped; empty: none");
+ABSL_FLAG(
+    std::string, state_file, "",
+    "remembers finished customers, so an interrupted import resumes where it stopped; empty: none");
 ABSL_FLAG(int, concurrency, 16, "customers imported at once");
 ABSL_FLAG(int, max_customers, 0, "import only the first N customers (by external id), 0 for all");
 
@@ -67,8 +73,8 @@ bool Transient(grpc::StatusCode code) {
          code == grpc::StatusCode::DEADLINE_EXCEEDED || code == grpc::StatusCode::ABORTED;
 }
 
-// One call, retried with backoff while the answer says "try again" (rate limits, a restarting backend):
-// safe because every import call is idempotent.
+// One call, retried with backoff while the answer says "try again" (rate limits, a restarting
+// backend): safe because every import call is idempotent.
 template <typename F>
 grpc::Status WithRetries(F call) {
   grpc::Status s;
@@ -83,14 +89,15 @@ grpc::Status WithRetries(F call) {
 }
 
 // A customer's orders and returns merged by time and cut into calls.
-std::vector<v1::ImportOrdersRequest> Calls(const import::ShopCustomer& c, const std::string& customer_id) {
+std::vector<v1::ImportOrdersRequest> Calls(const import::ShopCustomer& c,
+                                           const std::string& customer_id) {
   std::vector<v1::ImportOrdersRequest> calls(1);
   int lines = 0;
   size_t o = 0, r = 0;
   while (o < c.orders.size() || r < c.returns.size()) {
-    const bool take_order = r == c.returns.size() ||
-                            (o < c.orders.size() &&
-                             c.orders[o].place_time().seconds() <= c.returns[r].refund_time().seconds());
+    const bool take_order =
+        r == c.returns.size() || (o < c.orders.size() && c.orders[o].place_time().seconds() <=
+                                                             c.returns[r].refund_time().seconds());
     const int entry_lines = take_order ? c.orders[o].items_size() : c.returns[r].lines_size();
     v1::ImportOrdersRequest* call = &calls.back();
     if (call->orders_size() + call->returns_size() == kEntriesPerCall ||
@@ -99,8 +106,10 @@ std::vector<v1::ImportOrdersRequest> Calls(const import::ShopCustomer& c, const 
       lines = 0;
     }
     call->set_customer_id(customer_id);
-    if (take_order) *call->add_orders() = c.orders[o++];
-    else *call->add_returns() = c.returns[r++];
+    if (take_order)
+      *call->add_orders() = c.orders[o++];
+    else
+      *call->add_returns() = c.returns[r++];
     lines += entry_lines;
   }
   if (calls.back().orders().empty() && calls.back().returns().empty()) calls.pop_back();
@@ -143,9 +152,10 @@ int Run(const std::vector<char*>& files) {
       std::cerr << "crm-import: cannot read " << absl::GetFlag(FLAGS_jwt_secret_file) << "\n";
       return 2;
     }
-    auto signed_token = auth::Sign("HS256", secret,
-                                   absl::StrCat(R"({"sub":"crm-import","role":"service","exp":)",
-                                                absl::ToUnixSeconds(absl::Now() + absl::Hours(12)), "}"));
+    auto signed_token =
+        auth::Sign("HS256", secret,
+                   absl::StrCat(R"({"sub":"crm-import","role":"service","exp":)",
+                                absl::ToUnixSeconds(absl::Now() + absl::Hours(12)), "}"));
     if (!signed_token.ok()) {
       std::cerr << "crm-import: " << signed_token.status().message() << "\n";
       return 2;
@@ -173,12 +183,15 @@ int Run(const std::vector<char*>& files) {
   }
   const import::Skipped& skipped = history->skipped;
   std::cerr << absl::StrFormat(
-      "crm-import: read %d lines in %.1f s: %d products, %d customers, %d orders, %d returns; left out: %d guest "
-      "lines, %d fee lines, %d unusable lines, %d returned units bought before the export, %d lines beyond "
+      "crm-import: read %d lines in %.1f s: %d products, %d customers, %d orders, %d returns; left "
+      "out: %d guest "
+      "lines, %d fee lines, %d unusable lines, %d returned units bought before the export, %d "
+      "lines beyond "
       "an order's %d\n",
       history->lines_read, absl::ToDoubleSeconds(absl::Now() - start), history->catalog.size(),
-      history->customers.size(), total_orders, total_returns, skipped.guest_lines, skipped.fee_lines,
-      skipped.unusable_lines, skipped.unmatched_returned_units, skipped.lines_beyond_order_limit, 1000);
+      history->customers.size(), total_orders, total_returns, skipped.guest_lines,
+      skipped.fee_lines, skipped.unusable_lines, skipped.unmatched_returned_units,
+      skipped.lines_beyond_order_limit, 1000);
 
   // Resuming: what an earlier run finished.
   std::set<std::string> done;
@@ -191,7 +204,8 @@ int Run(const std::vector<char*>& files) {
       std::cerr << "crm-import: cannot write " << path << "\n";
       return 2;
     }
-    if (!done.empty()) std::cerr << "crm-import: resuming: " << done.size() << " steps done before\n";
+    if (!done.empty())
+      std::cerr << "crm-import: resuming: " << done.size() << " steps done before\n";
   }
   std::mutex state_mu;
   auto finished = [&](const std::string& step) {
@@ -200,7 +214,8 @@ int Run(const std::vector<char*>& files) {
     state << step << "\n" << std::flush;
   };
 
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_gateway), grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_gateway), grpc::InsecureChannelCredentials());
   if (!done.count("catalog")) {
     auto reco = v1::RecommendationService::NewStub(channel);
     int refused = 0;
@@ -210,14 +225,15 @@ int Run(const std::vector<char*>& files) {
         *batch.add_items() = history->catalog[j];
       }
       v1::UpsertCatalogItemsResponse resp;
-      const grpc::Status s =
-          WithRetries([&](grpc::ClientContext* ctx) { return reco->UpsertCatalogItems(ctx, batch, &resp); });
+      const grpc::Status s = WithRetries(
+          [&](grpc::ClientContext* ctx) { return reco->UpsertCatalogItems(ctx, batch, &resp); });
       if (!s.ok()) {
         std::cerr << "crm-import: catalog: " << s.error_message() << "\n";
         return 1;
       }
       refused += resp.errors_size();
-      for (const auto& e : resp.errors()) std::cerr << "crm-import: catalog item refused: " << e.ShortDebugString() << "\n";
+      for (const auto& e : resp.errors())
+        std::cerr << "crm-import: catalog item refused: " << e.ShortDebugString() << "\n";
     }
     if (refused == 0) finished("catalog");
   }
@@ -241,14 +257,15 @@ int Run(const std::vector<char*>& files) {
       auto fail = [&](const std::string& what, const grpc::Status& s) {
         ++progress.failed;
         std::lock_guard<std::mutex> lock(errors_mu);
-        errors.push_back(absl::StrCat("customer ", c.external_id, ": ", what, ": ", s.error_message()));
+        errors.push_back(
+            absl::StrCat("customer ", c.external_id, ": ", what, ": ", s.error_message()));
       };
       v1::ImportCustomerRequest req;
       req.set_external_id(c.external_id);
       api::SetTimestamp(c.first_seen, req.mutable_create_time());
       v1::ImportCustomerResponse customer;
-      grpc::Status s =
-          WithRetries([&](grpc::ClientContext* ctx) { return profiles->ImportCustomer(ctx, req, &customer); });
+      grpc::Status s = WithRetries(
+          [&](grpc::ClientContext* ctx) { return profiles->ImportCustomer(ctx, req, &customer); });
       if (!s.ok()) {
         fail("ImportCustomer", s);
         continue;
@@ -256,7 +273,8 @@ int Run(const std::vector<char*>& files) {
       bool ok = true;
       for (const auto& call : Calls(c, customer.customer().customer_id())) {
         v1::ImportOrdersResponse resp;
-        s = WithRetries([&](grpc::ClientContext* ctx) { return orders->ImportOrders(ctx, call, &resp); });
+        s = WithRetries(
+            [&](grpc::ClientContext* ctx) { return orders->ImportOrders(ctx, call, &resp); });
         if (!s.ok()) {
           fail("ImportOrders", s);
           ok = false;
@@ -271,15 +289,17 @@ int Run(const std::vector<char*>& files) {
     }
   };
   std::vector<std::thread> workers;
-  for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_concurrency)); ++i) workers.emplace_back(work);
+  for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_concurrency)); ++i)
+    workers.emplace_back(work);
   std::atomic<bool> running{true};
   std::thread reporter([&] {
     while (running) {
       for (int i = 0; i < 20 && running; ++i) absl::SleepFor(absl::Milliseconds(100));
-      std::cerr << absl::StrFormat("crm-import: %d/%d customers, %d/%d orders, %d/%d returns, %.0f s\n",
-                                   progress.customers.load(), history->customers.size(), progress.orders.load(),
-                                   total_orders, progress.returns.load(), total_returns,
-                                   absl::ToDoubleSeconds(absl::Now() - start));
+      std::cerr << absl::StrFormat(
+          "crm-import: %d/%d customers, %d/%d orders, %d/%d returns, %.0f s\n",
+          progress.customers.load(), history->customers.size(), progress.orders.load(),
+          total_orders, progress.returns.load(), total_returns,
+          absl::ToDoubleSeconds(absl::Now() - start));
     }
   });
   for (auto& w : workers) w.join();
@@ -287,10 +307,12 @@ int Run(const std::vector<char*>& files) {
   reporter.join();
   for (const auto& e : errors) std::cerr << "crm-import: refused: " << e << "\n";
   std::cout << absl::StrFormat(
-      "crm-import: %d customers, %d orders, %d returns in %.1f s (%d imported before, %d customers refused); "
+      "crm-import: %d customers, %d orders, %d returns in %.1f s (%d imported before, %d customers "
+      "refused); "
       "consumers catch up in the background\n",
-      progress.customers.load() - progress.failed.load(), progress.orders.load(), progress.returns.load(),
-      absl::ToDoubleSeconds(absl::Now() - start), progress.already.load(), progress.failed.load());
+      progress.customers.load() - progress.failed.load(), progress.orders.load(),
+      progress.returns.load(), absl::ToDoubleSeconds(absl::Now() - start), progress.already.load(),
+      progress.failed.load());
   return progress.failed > 0 ? 1 : 0;
 }
 
@@ -299,7 +321,8 @@ int Run(const std::vector<char*>& files) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "crm-import [flags] <export.csv[.gz]>: loads a shop's history (catalog, customers, orders, returns) "
+      "crm-import [flags] <export.csv[.gz]>: loads a shop's history (catalog, customers, orders, "
+      "returns) "
       "through the gateway");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   args.erase(args.begin());

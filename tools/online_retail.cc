@@ -60,8 +60,6 @@ bool IsProductCode(const std::string& stock_code) {
   return true;
 }
 
-
-
 std::string CategoryOfDescription(const std::string& description) {
   // First match wins; words are matched whole.
   static const std::vector<std::pair<const char*, std::vector<const char*>>> kRules = {
@@ -113,7 +111,6 @@ std::string CategoryOfDescription(const std::string& description) {
   return "other";
 }
 
-
 absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std::string& currency) {
   gzFile f = gzopen(path.c_str(), "rb");  // reads plain CSV as well
   if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", path));
@@ -137,8 +134,9 @@ absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std:
       if (c.size() < 8 || c[0] != "InvoiceNo" || c[6] != "CustomerID") {
         gzclose(f);
         return absl::InvalidArgumentError(absl::StrCat(
-            path, ":1: not an Online Retail export (expected the header InvoiceNo,StockCode,Description,"
-                  "Quantity,InvoiceDate,UnitPrice,CustomerID,Country)"));
+            path,
+            ":1: not an Online Retail export (expected the header InvoiceNo,StockCode,Description,"
+            "Quantity,InvoiceDate,UnitPrice,CustomerID,Country)"));
       }
       continue;
     }
@@ -158,8 +156,9 @@ absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std:
     const std::string customer = c[6].substr(0, c[6].find('.'));
     if (!absl::SimpleAtoi(c[3], &quantity) || !absl::SimpleAtod(c[5], &price) || price <= 0 ||
         quantity == 0 || std::abs(quantity) > kMaxQuantity ||
-        !absl::ParseTime("%Y-%m-%d %H:%M:%S", c[4], utc, &time, &err) || !api::RequiredId("id", customer).ok() ||
-        !api::RequiredId("id", c[0]).ok() || !api::ValidateSku("sku", c[1]).ok()) {
+        !absl::ParseTime("%Y-%m-%d %H:%M:%S", c[4], utc, &time, &err) ||
+        !api::RequiredId("id", customer).ok() || !api::RequiredId("id", c[0]).ok() ||
+        !api::ValidateSku("sku", c[1]).ok()) {
       ++history.skipped.unusable_lines;
       continue;
     }
@@ -184,8 +183,10 @@ absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std:
     who->second.first_seen = std::min(who->second.first_seen, time);
     const std::string& invoice = c[0];
     if (invoice[0] == 'C') {
-      if (quantity < 0) credits.push_back({customer, invoice, sku, time, -quantity});
-      else ++history.skipped.unusable_lines;
+      if (quantity < 0)
+        credits.push_back({customer, invoice, sku, time, -quantity});
+      else
+        ++history.skipped.unusable_lines;
       continue;
     }
     if (quantity < 0) {
@@ -212,18 +213,23 @@ absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std:
   }
   gzclose(f);
   for (auto& [sku, item] : catalog) history.catalog.push_back(std::move(item));
-  for (auto& [invoice, order] : orders) customers[customer_of[invoice]].orders.push_back(std::move(order));
-  auto by_time = [](const auto& a, const auto& b) { return a.place_time().seconds() < b.place_time().seconds(); };
+  for (auto& [invoice, order] : orders)
+    customers[customer_of[invoice]].orders.push_back(std::move(order));
+  auto by_time = [](const auto& a, const auto& b) {
+    return a.place_time().seconds() < b.place_time().seconds();
+  };
   for (auto& [id, c] : customers) std::stable_sort(c.orders.begin(), c.orders.end(), by_time);
 
   // Credit notes refund the latest earlier orders holding the item, never beyond what they hold.
-  std::map<std::pair<std::string, std::string>, int> left;  // (invoice, sku) -> units not yet returned
+  std::map<std::pair<std::string, std::string>, int>
+      left;  // (invoice, sku) -> units not yet returned
   for (const auto& [id, c] : customers) {
     for (const auto& o : c.orders) {
       for (const auto& i : o.items()) left[{o.external_order_id(), i.sku()}] += i.quantity();
     }
   }
-  std::stable_sort(credits.begin(), credits.end(), [](const CreditLine& a, const CreditLine& b) { return a.time < b.time; });
+  std::stable_sort(credits.begin(), credits.end(),
+                   [](const CreditLine& a, const CreditLine& b) { return a.time < b.time; });
   std::map<std::string, v1::HistoricalReturn> returns;  // "<credit note>:<invoice>"
   for (const CreditLine& credit : credits) {
     ShopCustomer& c = customers[credit.customer];
@@ -235,7 +241,8 @@ absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std:
       if (take <= 0) continue;
       available -= take;
       units -= take;
-      v1::HistoricalReturn& r = returns[absl::StrCat(credit.credit_note, ":", o->external_order_id())];
+      v1::HistoricalReturn& r =
+          returns[absl::StrCat(credit.credit_note, ":", o->external_order_id())];
       if (r.external_return_id().empty()) {
         r.set_external_return_id(absl::StrCat(credit.credit_note, ":", o->external_order_id()));
         r.set_external_order_id(o->external_order_id());

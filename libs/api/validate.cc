@@ -14,7 +14,8 @@ absl::Status Invalid(absl::string_view field, absl::string_view problem) {
 absl::Status OptionalText(absl::string_view field, absl::string_view value, size_t max_chars) {
   if (!text::IsValidUtf8(value)) return Invalid(field, "is not valid UTF-8");
   for (unsigned char c : value) {
-    if (c < 0x20 && c != '\n' && c != '\t' && c != '\r') return Invalid(field, "contains a control character");
+    if (c < 0x20 && c != '\n' && c != '\t' && c != '\r')
+      return Invalid(field, "contains a control character");
     if (c == 0x7F) return Invalid(field, "contains a control character");
   }
   const size_t n = text::CodePointCount(value);
@@ -33,7 +34,8 @@ absl::Status RequiredId(absl::string_view field, absl::string_view value) {
   if (value.empty()) return Invalid(field, "must not be empty");
   if (value.size() > 128) return Invalid(field, "is longer than 128 characters");
   for (char c : value) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != ':' && c != '-') {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != ':' &&
+        c != '-') {
       return Invalid(field, "may contain only letters, digits, '.', '_', ':' and '-'");
     }
   }
@@ -49,17 +51,23 @@ absl::Status ValidateSku(absl::string_view field, absl::string_view sku) {
 }
 
 absl::Status RequiredRequestId(absl::string_view value) {
-  if (value.empty()) return Invalid("request_id", "must not be empty: send a unique id per logical request, and the same id on retry");
+  if (value.empty())
+    return Invalid(
+        "request_id",
+        "must not be empty: send a unique id per logical request, and the same id on retry");
   if (value.size() > 128) return Invalid("request_id", "is longer than 128 characters");
   for (char c : value) {
-    if (c <= 0x20 || c >= 0x7F) return Invalid("request_id", "may contain only printable ASCII without spaces");
+    if (c <= 0x20 || c >= 0x7F)
+      return Invalid("request_id", "may contain only printable ASCII without spaces");
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> PageSize(absl::string_view field, int32_t value, int default_size, int max_size) {
+absl::StatusOr<int> PageSize(absl::string_view field, int32_t value, int default_size,
+                             int max_size) {
   if (value == 0) return default_size;
-  if (value < 0 || value > max_size) return Invalid(field, absl::StrCat("must be between 1 and ", max_size));
+  if (value < 0 || value > max_size)
+    return Invalid(field, absl::StrCat("must be between 1 and ", max_size));
   return value;
 }
 
@@ -90,14 +98,17 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
 absl::Status CheckFieldMask(absl::string_view field, const google::protobuf::FieldMask& mask,
                             std::initializer_list<absl::string_view> allowed) {
   if (mask.paths_size() == 0) {
-    return Invalid(field, absl::StrCat("must name at least one field (one of: ", absl::StrJoin(allowed, ", "), ")"));
+    return Invalid(
+        field,
+        absl::StrCat("must name at least one field (one of: ", absl::StrJoin(allowed, ", "), ")"));
   }
   for (const std::string& path : mask.paths()) {
     bool ok = false;
     for (absl::string_view a : allowed) ok = ok || a == path;
     if (!ok) {
-      return Invalid(field, absl::StrCat("\"", path, "\" is not a field that can be updated here (allowed: ",
-                                         absl::StrJoin(allowed, ", "), ")"));
+      return Invalid(
+          field, absl::StrCat("\"", path, "\" is not a field that can be updated here (allowed: ",
+                              absl::StrJoin(allowed, ", "), ")"));
     }
   }
   return absl::OkStatus();

@@ -1,5 +1,6 @@
-// Request validation with the project's error convention: INVALID_ARGUMENT whose message starts with the
-// field path ("address.city: must not be empty"), so a frontend developer knows what to fix.
+// Request validation with the project's error convention: INVALID_ARGUMENT whose message starts
+// with the field path ("address.city: must not be empty"), so a frontend developer knows what to
+// fix.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,8 @@ absl::Status ValidateSku(absl::string_view field, absl::string_view sku);
 absl::Status RequiredRequestId(absl::string_view value);
 
 // 0 means `default_size`; otherwise 1..max_size.
-absl::StatusOr<int> PageSize(absl::string_view field, int32_t value, int default_size, int max_size);
+absl::StatusOr<int> PageSize(absl::string_view field, int32_t value, int default_size,
+                             int max_size);
 
 // A timestamp a client sent: well formed (nanos in range, year 1970-9999).
 absl::StatusOr<absl::Time> ToTime(absl::string_view field, const google::protobuf::Timestamp& ts);

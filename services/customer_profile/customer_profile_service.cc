@@ -227,7 +227,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::ImportCustomer(
     if (!normalized.ok()) return Finish(ctx, normalized.status());
     email = *std::move(normalized);
   }
-  if (auto s = api::OptionalText("name", req->name(), kMaxNameChars); !s.ok()) return Finish(ctx, s);
+  if (auto s = api::OptionalText("name", req->name(), kMaxNameChars); !s.ok())
+    return Finish(ctx, s);
   if (auto s = ValidatePhone("phone", req->phone()); !s.ok()) return Finish(ctx, s);
   absl::Time joined = now;
   if (req->has_create_time()) {
@@ -238,8 +239,10 @@ grpc::ServerUnaryReactor* CustomerProfileService::ImportCustomer(
   }
   return FinishOn(*writes_, ctx, [this, req, resp, now, joined, email]() -> absl::Status {
     v1::Customer c;
-    // Where the gateway routed the import (the email, else the external id) is where the customer lives.
-    c.set_customer_id(sharding::NewIdInBucket("c", sharding::BucketOf(email.empty() ? req->external_id() : email)));
+    // Where the gateway routed the import (the email, else the external id) is where the customer
+    // lives.
+    c.set_customer_id(sharding::NewIdInBucket(
+        "c", sharding::BucketOf(email.empty() ? req->external_id() : email)));
     c.set_external_id(req->external_id());
     c.set_email(email);
     c.set_name(req->name());
@@ -250,9 +253,10 @@ grpc::ServerUnaryReactor* CustomerProfileService::ImportCustomer(
     absl::Status s = store_->Import(c, resp->mutable_customer(), &outcome);
     if (!s.ok()) return s;
     resp->set_created(outcome == CustomerProfileStore::ImportOutcome::kCreated);
-    const char* label = outcome == CustomerProfileStore::ImportOutcome::kCreated  ? "created"
-                        : outcome == CustomerProfileStore::ImportOutcome::kLinked ? "linked"
-                                                                                  : "already_imported";
+    const char* label = outcome == CustomerProfileStore::ImportOutcome::kCreated ? "created"
+                        : outcome == CustomerProfileStore::ImportOutcome::kLinked
+                            ? "linked"
+                            : "already_imported";
     metrics_.imported.Add({{"outcome", label}}).Increment();
     return absl::OkStatus();
   });
@@ -261,11 +265,13 @@ grpc::ServerUnaryReactor* CustomerProfileService::ImportCustomer(
 grpc::ServerUnaryReactor* CustomerProfileService::LookupCustomers(
     Ctx* ctx, const v1::LookupCustomersRequest* req, v1::LookupCustomersResponse* resp) {
   if (req->external_ids().empty() || req->external_ids_size() > kMaxExternalIdsPerLookup) {
-    return Finish(ctx, Invalid("external_ids", absl::StrCat("must hold 1-", kMaxExternalIdsPerLookup, " ids")));
+    return Finish(ctx, Invalid("external_ids",
+                               absl::StrCat("must hold 1-", kMaxExternalIdsPerLookup, " ids")));
   }
   std::vector<std::string> ids;
   for (int i = 0; i < req->external_ids_size(); ++i) {
-    if (auto s = api::RequiredId(absl::StrCat("external_ids[", i, "]"), req->external_ids(i)); !s.ok()) {
+    if (auto s = api::RequiredId(absl::StrCat("external_ids[", i, "]"), req->external_ids(i));
+        !s.ok()) {
       return Finish(ctx, s);
     }
     ids.push_back(req->external_ids(i));

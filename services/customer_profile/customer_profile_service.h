@@ -1,20 +1,20 @@
-// crm.v1.CustomerProfileService over gRPC's callback API: each handler validates the request, applies
-// the profile rules (profile_rules.h, affinity.h, contact_policy.h) through CustomerProfileStore, and maps
-// the result to a status. Reads finish on gRPC's thread; writes that wait for a synced WAL run on the
-// write executor so that concurrent writers share fsyncs.
+// crm.v1.CustomerProfileService over gRPC's callback API: each handler validates the request,
+// applies the profile rules (profile_rules.h, affinity.h, contact_policy.h) through
+// CustomerProfileStore, and maps the result to a status. Reads finish on gRPC's thread; writes that
+// wait for a synced WAL run on the write executor so that concurrent writers share fsyncs.
 #pragma once
 
 #include <memory>
 
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/clock/clock.h"
+#include "libs/events/consumer.h"
 #include "libs/events/producer.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/registry.h"
-#include "libs/events/consumer.h"
 #include "services/customer_profile/customer_profile_store.h"
 #include "services/customer_profile/insights_refresher.h"
 
@@ -27,7 +27,8 @@ inline constexpr int kMaxExternalIdsPerLookup = 1000;
 struct ProfileMetrics {
   explicit ProfileMetrics(prometheus::Registry& registry);
   prometheus::Counter& registered;
-  // Imported customers, by outcome: created, already_imported (a re-run), linked (email registered before).
+  // Imported customers, by outcome: created, already_imported (a re-run), linked (email registered
+  // before).
   prometheus::Family<prometheus::Counter>& imported;
   prometheus::Counter& erased;
   prometheus::Family<prometheus::Counter>& behavior_events;
@@ -40,48 +41,63 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
   CustomerProfileService(CustomerProfileStore* store, InsightsRefresher* insights, Clock* clock,
                          rpc::Executor* writes, prometheus::Registry& registry);
 
-  // Another service's event (orders, deliveries, refunds, reviews, tickets): folded into the customer's
-  // history, inside the consumer's transaction.
+  // Another service's event (orders, deliveries, refunds, reviews, tickets): folded into the
+  // customer's history, inside the consumer's transaction.
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
 
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
   Reactor* RegisterCustomer(Ctx*, const v1::RegisterCustomerRequest*, v1::Customer*) override;
-  Reactor* ImportCustomer(Ctx*, const v1::ImportCustomerRequest*, v1::ImportCustomerResponse*) override;
-  Reactor* LookupCustomers(Ctx*, const v1::LookupCustomersRequest*, v1::LookupCustomersResponse*) override;
+  Reactor* ImportCustomer(Ctx*, const v1::ImportCustomerRequest*,
+                          v1::ImportCustomerResponse*) override;
+  Reactor* LookupCustomers(Ctx*, const v1::LookupCustomersRequest*,
+                           v1::LookupCustomersResponse*) override;
   Reactor* GetCustomer(Ctx*, const v1::GetCustomerRequest*, v1::Customer*) override;
   Reactor* GetCustomerByEmail(Ctx*, const v1::GetCustomerByEmailRequest*, v1::Customer*) override;
-  Reactor* ListCustomers(Ctx*, const v1::ListCustomersRequest*, v1::ListCustomersResponse*) override;
+  Reactor* ListCustomers(Ctx*, const v1::ListCustomersRequest*,
+                         v1::ListCustomersResponse*) override;
   Reactor* UpdateCustomer(Ctx*, const v1::UpdateCustomerRequest*, v1::Customer*) override;
   Reactor* AddAddress(Ctx*, const v1::AddAddressRequest*, v1::Address*) override;
   Reactor* UpdateAddress(Ctx*, const v1::UpdateAddressRequest*, v1::Address*) override;
   Reactor* RemoveAddress(Ctx*, const v1::RemoveAddressRequest*, google::protobuf::Empty*) override;
   Reactor* SetDefaultAddress(Ctx*, const v1::SetDefaultAddressRequest*, v1::Customer*) override;
   Reactor* AddPaymentMethod(Ctx*, const v1::AddPaymentMethodRequest*, v1::PaymentMethod*) override;
-  Reactor* RemovePaymentMethod(Ctx*, const v1::RemovePaymentMethodRequest*, google::protobuf::Empty*) override;
-  Reactor* SetDefaultPaymentMethod(Ctx*, const v1::SetDefaultPaymentMethodRequest*, v1::Customer*) override;
+  Reactor* RemovePaymentMethod(Ctx*, const v1::RemovePaymentMethodRequest*,
+                               google::protobuf::Empty*) override;
+  Reactor* SetDefaultPaymentMethod(Ctx*, const v1::SetDefaultPaymentMethodRequest*,
+                                   v1::Customer*) override;
   Reactor* UpdatePreferences(Ctx*, const v1::UpdatePreferencesRequest*, v1::Preferences*) override;
-  Reactor* SetMarketingConsent(Ctx*, const v1::SetMarketingConsentRequest*, v1::MarketingConsent*) override;
-  Reactor* GetContactPermission(Ctx*, const v1::GetContactPermissionRequest*, v1::ContactDecision*) override;
+  Reactor* SetMarketingConsent(Ctx*, const v1::SetMarketingConsentRequest*,
+                               v1::MarketingConsent*) override;
+  Reactor* GetContactPermission(Ctx*, const v1::GetContactPermissionRequest*,
+                                v1::ContactDecision*) override;
   Reactor* RequestContact(Ctx*, const v1::RequestContactRequest*, v1::ContactDecision*) override;
   Reactor* RecordBehaviorEvents(Ctx*, const v1::RecordBehaviorEventsRequest*,
                                 v1::RecordBehaviorEventsResponse*) override;
-  Reactor* ListBehaviorEvents(Ctx*, const v1::ListBehaviorEventsRequest*, v1::ListBehaviorEventsResponse*) override;
+  Reactor* ListBehaviorEvents(Ctx*, const v1::ListBehaviorEventsRequest*,
+                              v1::ListBehaviorEventsResponse*) override;
   Reactor* GetCategoryAffinity(Ctx*, const v1::GetCategoryAffinityRequest*,
                                v1::GetCategoryAffinityResponse*) override;
-  Reactor* ExportCustomerData(Ctx*, const v1::ExportCustomerDataRequest*, v1::CustomerDataExport*) override;
-  Reactor* EraseCustomer(Ctx*, const v1::EraseCustomerRequest*, v1::EraseCustomerResponse*) override;
+  Reactor* ExportCustomerData(Ctx*, const v1::ExportCustomerDataRequest*,
+                              v1::CustomerDataExport*) override;
+  Reactor* EraseCustomer(Ctx*, const v1::EraseCustomerRequest*,
+                         v1::EraseCustomerResponse*) override;
   // Segments, churn and retention (insights_handlers.cc).
-  Reactor* GetCustomerInsights(Ctx*, const v1::GetCustomerInsightsRequest*, v1::CustomerInsights*) override;
-  Reactor* ListAtRiskCustomers(Ctx*, const v1::ListAtRiskCustomersRequest*, v1::ListAtRiskCustomersResponse*) override;
-  Reactor* RecordRetentionAction(Ctx*, const v1::RecordRetentionActionRequest*, v1::RetentionAction*) override;
+  Reactor* GetCustomerInsights(Ctx*, const v1::GetCustomerInsightsRequest*,
+                               v1::CustomerInsights*) override;
+  Reactor* ListAtRiskCustomers(Ctx*, const v1::ListAtRiskCustomersRequest*,
+                               v1::ListAtRiskCustomersResponse*) override;
+  Reactor* RecordRetentionAction(Ctx*, const v1::RecordRetentionActionRequest*,
+                                 v1::RetentionAction*) override;
   Reactor* ListRetentionActions(Ctx*, const v1::ListRetentionActionsRequest*,
                                 v1::ListRetentionActionsResponse*) override;
-  Reactor* RefreshInsights(Ctx*, const v1::RefreshInsightsRequest*, v1::RefreshInsightsResponse*) override;
+  Reactor* RefreshInsights(Ctx*, const v1::RefreshInsightsRequest*,
+                           v1::RefreshInsightsResponse*) override;
 
  private:
   // The customer's insights as of now, against the last population figures.
-  absl::StatusOr<v1::CustomerInsights> AssessNow(absl::string_view customer_id, absl::Time now, Summary* summary = nullptr);
+  absl::StatusOr<v1::CustomerInsights> AssessNow(absl::string_view customer_id, absl::Time now,
+                                                 Summary* summary = nullptr);
 
   CustomerProfileStore* const store_;
   InsightsRefresher* const insights_;
@@ -92,11 +108,13 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
 
 // The whole customer-profile process on an open store: outbox, store, executor, service, the event
 // consumer and the insights refresher. main.cc and the tests build it the same way.
-//   --segment_rules_file (env CRM_SEGMENT_RULES_FILE): buyer levels, at-risk threshold, retention window
+//   --segment_rules_file (env CRM_SEGMENT_RULES_FILE): buyer levels, at-risk threshold, retention
+//   window
 //   --insights_refresh_s (default 300): how often population figures and KPI gauges are recomputed
 class CustomerProfileComponent final : public rpc::Component {
  public:
-  static absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> Create(const rpc::ServiceContext& context);
+  static absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> Create(
+      const rpc::ServiceContext& context);
   void Register(rpc::Server& server) override;
   void Start() override;
   void Stop() override;

@@ -1,13 +1,13 @@
 #include "services/customer_profile/customer_profile_store.h"
 
-#include "absl/strings/str_cat.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/behavior/interest.h"
 #include "libs/events/consumer.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
-#include "libs/behavior/interest.h"
 
 namespace crm::customer_profile {
 namespace {
@@ -30,18 +30,30 @@ constexpr char kRetention[] = "retention";
 std::string CustomerPrefix(absl::string_view customer_id) { return Key().Str(customer_id).Build(); }
 
 // Retryable writes of one customer are remembered under the customer, so erasure removes them too.
-std::string RequestKey(absl::string_view customer_id, absl::string_view method, absl::string_view request_id) {
+std::string RequestKey(absl::string_view customer_id, absl::string_view method,
+                       absl::string_view request_id) {
   return Key().Str(customer_id).Str(method).Str(request_id).Build();
 }
 
 // Registration happens before there is a customer id; it is remembered under the email instead.
-std::string RegisterRequestPrefix(absl::string_view email) { return Key().Str("register").Str(email).Build(); }
+std::string RegisterRequestPrefix(absl::string_view email) {
+  return Key().Str("register").Str(email).Build();
+}
 
 }  // namespace
 
 std::vector<std::string> CustomerProfileStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {kCustomers, kEmails,  kBehavior,  kAffinity, kContacts,
-                                     kRequests,  kErased,  kHistories, kRetention, kExternalIds, events::EventConsumer::kConsumedFamily};
+  std::vector<std::string> cfs = {kCustomers,
+                                  kEmails,
+                                  kBehavior,
+                                  kAffinity,
+                                  kContacts,
+                                  kRequests,
+                                  kErased,
+                                  kHistories,
+                                  kRetention,
+                                  kExternalIds,
+                                  events::EventConsumer::kConsumedFamily};
   for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
   return cfs;
 }
@@ -64,23 +76,26 @@ absl::Status CustomerProfileStore::NotFound(absl::string_view customer_id) const
   return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
 }
 
-absl::Status CustomerProfileStore::Register(const v1::Customer& customer, absl::string_view request_id,
-                                            uint64_t fingerprint, absl::Time now, v1::Customer* out) {
-  const std::string request_key = RegisterRequestPrefix(customer.email()) + Key().Str(request_id).bytes();
-  return store::TransactOnce(*store_, Durability::kSynced, requests_, request_key, fingerprint, now, out,
-                             [&](Transaction& txn) -> absl::Status {
-                               auto existing = txn.GetForUpdate(emails_, customer.email());
-                               if (!existing.ok()) return existing.status();
-                               if (existing->has_value()) {
-                                 return absl::AlreadyExistsError(absl::StrCat(
-                                     "email: \"", customer.email(), "\" is already registered"));
-                               }
-                               if (auto s = txn.Put(emails_, customer.email(), customer.customer_id()); !s.ok()) {
-                                 return s;
-                               }
-                               *out = customer;
-                               return txn.PutProto(customers_, customer.customer_id(), customer);
-                             });
+absl::Status CustomerProfileStore::Register(const v1::Customer& customer,
+                                            absl::string_view request_id, uint64_t fingerprint,
+                                            absl::Time now, v1::Customer* out) {
+  const std::string request_key =
+      RegisterRequestPrefix(customer.email()) + Key().Str(request_id).bytes();
+  return store::TransactOnce(
+      *store_, Durability::kSynced, requests_, request_key, fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
+        auto existing = txn.GetForUpdate(emails_, customer.email());
+        if (!existing.ok()) return existing.status();
+        if (existing->has_value()) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("email: \"", customer.email(), "\" is already registered"));
+        }
+        if (auto s = txn.Put(emails_, customer.email(), customer.customer_id()); !s.ok()) {
+          return s;
+        }
+        *out = customer;
+        return txn.PutProto(customers_, customer.customer_id(), customer);
+      });
 }
 
 absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Customer* out,
@@ -103,9 +118,9 @@ absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Cust
         if (!found.ok()) return found.status();
         if (!*found) return absl::DataLossError("a registered email's customer row is missing");
         if (!out->external_id().empty()) {
-          return absl::AlreadyExistsError(absl::StrCat("email: \"", customer.email(),
-                                                       "\" belongs to the customer with external id \"",
-                                                       out->external_id(), "\""));
+          return absl::AlreadyExistsError(absl::StrCat(
+              "email: \"", customer.email(), "\" belongs to the customer with external id \"",
+              out->external_id(), "\""));
         }
         out->set_external_id(customer.external_id());
         *outcome = ImportOutcome::kLinked;
@@ -124,12 +139,13 @@ absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Cust
 absl::StatusOr<std::vector<v1::CustomerRef>> CustomerProfileStore::LookupExternalIds(
     const std::vector<std::string>& external_ids) const {
   std::vector<v1::CustomerRef> refs;
-  absl::Status s = store_->MultiGet(external_ids_, external_ids, [&](size_t i, absl::string_view id) {
-    v1::CustomerRef& ref = refs.emplace_back();
-    ref.set_external_id(external_ids[i]);
-    ref.set_customer_id(std::string(id));
-    return true;
-  });
+  absl::Status s =
+      store_->MultiGet(external_ids_, external_ids, [&](size_t i, absl::string_view id) {
+        v1::CustomerRef& ref = refs.emplace_back();
+        ref.set_external_id(external_ids[i]);
+        ref.set_customer_id(std::string(id));
+        return true;
+      });
   if (!s.ok()) return s;
   return refs;
 }
@@ -142,16 +158,19 @@ absl::StatusOr<v1::Customer> CustomerProfileStore::Get(absl::string_view custome
   return c;
 }
 
-absl::StatusOr<v1::Customer> CustomerProfileStore::GetByEmail(absl::string_view normalized_email) const {
+absl::StatusOr<v1::Customer> CustomerProfileStore::GetByEmail(
+    absl::string_view normalized_email) const {
   auto id = store_->Get(emails_, normalized_email);
   if (!id.ok()) return id.status();
   if (!id->has_value()) {
-    return absl::NotFoundError(absl::StrCat("email: no customer registered with \"", normalized_email, "\""));
+    return absl::NotFoundError(
+        absl::StrCat("email: no customer registered with \"", normalized_email, "\""));
   }
   return Get(**id);
 }
 
-absl::Status CustomerProfileStore::List(absl::string_view email_prefix, absl::string_view after_email, int limit,
+absl::Status CustomerProfileStore::List(absl::string_view email_prefix,
+                                        absl::string_view after_email, int limit,
                                         std::vector<v1::Customer>* out, bool* more) const {
   *more = false;
   auto begin = store::ResumeAfter(email_prefix, after_email);
@@ -169,16 +188,18 @@ absl::Status CustomerProfileStore::List(absl::string_view email_prefix, absl::st
   if (!s.ok()) return s;
   for (const auto& id : ids) {
     auto c = Get(id);
-    if (c.ok()) out->push_back(std::move(*c));
-    else if (!absl::IsNotFound(c.status())) return c.status();
+    if (c.ok())
+      out->push_back(std::move(*c));
+    else if (!absl::IsNotFound(c.status()))
+      return c.status();
   }
   return absl::OkStatus();
 }
 
-absl::Status CustomerProfileStore::UpdateCustomer(absl::string_view customer_id, absl::string_view method,
-                                                  absl::string_view request_id, uint64_t fingerprint, absl::Time now,
-                                                  google::protobuf::MessageLite* response,
-                                                  absl::FunctionRef<absl::Status(v1::Customer&)> change) {
+absl::Status CustomerProfileStore::UpdateCustomer(
+    absl::string_view customer_id, absl::string_view method, absl::string_view request_id,
+    uint64_t fingerprint, absl::Time now, google::protobuf::MessageLite* response,
+    absl::FunctionRef<absl::Status(v1::Customer&)> change) {
   auto body = [&](Transaction& txn) -> absl::Status {
     v1::Customer c;
     auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
@@ -194,15 +215,19 @@ absl::Status CustomerProfileStore::UpdateCustomer(absl::string_view customer_id,
                              response, body);
 }
 
-absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id, absl::string_view request_id,
-                                                  uint64_t fingerprint, const std::vector<v1::BehaviorEvent>& events,
-                                                  absl::Time now, v1::RecordBehaviorEventsResponse* out) {
+absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
+                                                  absl::string_view request_id,
+                                                  uint64_t fingerprint,
+                                                  const std::vector<v1::BehaviorEvent>& events,
+                                                  absl::Time now,
+                                                  v1::RecordBehaviorEventsResponse* out) {
   const uint64_t request_hash = sharding::StableHash64(request_id);
   return store::TransactOnce(
-      *store_, Durability::kBuffered, requests_, RequestKey(customer_id, "behavior", request_id), fingerprint, now,
-      out, [&](Transaction& txn) -> absl::Status {
-        // The customer must exist; a plain read suffices (erasure takes the customer row lock and also
-        // deletes these rows, and behaviour for a customer erased a moment later is erased with them).
+      *store_, Durability::kBuffered, requests_, RequestKey(customer_id, "behavior", request_id),
+      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
+        // The customer must exist; a plain read suffices (erasure takes the customer row lock and
+        // also deletes these rows, and behaviour for a customer erased a moment later is erased
+        // with them).
         auto exists = txn.Get(customers_, customer_id);
         if (!exists.ok()) return exists.status();
         if (!exists->has_value()) return NotFound(customer_id);
@@ -210,13 +235,15 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
         for (size_t i = 0; i < events.size(); ++i) {
           const v1::BehaviorEvent& e = events[i];
           const absl::Time t = api::FromTimestamp(e.occur_time());
-          const std::string key = Key().Str(customer_id).TimeNewestFirst(t).U64(request_hash + i).Build();
+          const std::string key =
+              Key().Str(customer_id).TimeNewestFirst(t).U64(request_hash + i).Build();
           if (auto s = txn.PutProto(behavior_, key, e); !s.ok()) return s;
           if (e.category().empty()) continue;
           auto it = touched.find(e.category());
           if (it == touched.end()) {
             v1::CategoryAffinity a;
-            auto found = txn.GetProto(affinity_, Key().Str(customer_id).Str(e.category()), &a, /*for_update=*/true);
+            auto found = txn.GetProto(affinity_, Key().Str(customer_id).Str(e.category()), &a,
+                                      /*for_update=*/true);
             if (!found.ok()) return found.status();
             a.set_category(e.category());
             it = touched.emplace(e.category(), std::move(a)).first;
@@ -224,7 +251,8 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
           behavior::Accumulate(it->second, behavior::ActionOf(e.type()), e.dwell_seconds(), t);
         }
         for (const auto& [category, a] : touched) {
-          if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok()) return s;
+          if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok())
+            return s;
         }
         // Recommendation learns from browsing too.
         v1::Event event;
@@ -244,29 +272,31 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
       });
 }
 
-absl::Status CustomerProfileStore::ListBehavior(absl::string_view customer_id, absl::string_view after, int limit,
-                                                std::vector<v1::BehaviorEvent>* out, std::string* last_key,
-                                                bool* more) const {
+absl::Status CustomerProfileStore::ListBehavior(absl::string_view customer_id,
+                                                absl::string_view after, int limit,
+                                                std::vector<v1::BehaviorEvent>* out,
+                                                std::string* last_key, bool* more) const {
   *more = false;
   const std::string prefix = CustomerPrefix(customer_id);
   auto begin = store::ResumeAfter(prefix, after);
   if (!begin.ok()) return begin.status();
   absl::Status parse_error;
-  absl::Status s = store_->Scan(behavior_, *begin, store::PrefixUpperBound(prefix),
-                                [&](absl::string_view key, absl::string_view value) {
-                                  if (static_cast<int>(out->size()) == limit) {
-                                    *more = true;
-                                    return false;
-                                  }
-                                  v1::BehaviorEvent e;
-                                  if (!e.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-                                    parse_error = absl::DataLossError("stored behaviour event does not parse");
-                                    return false;
-                                  }
-                                  out->push_back(std::move(e));
-                                  *last_key = std::string(key);
-                                  return true;
-                                });
+  absl::Status s =
+      store_->Scan(behavior_, *begin, store::PrefixUpperBound(prefix),
+                   [&](absl::string_view key, absl::string_view value) {
+                     if (static_cast<int>(out->size()) == limit) {
+                       *more = true;
+                       return false;
+                     }
+                     v1::BehaviorEvent e;
+                     if (!e.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+                       parse_error = absl::DataLossError("stored behaviour event does not parse");
+                       return false;
+                     }
+                     out->push_back(std::move(e));
+                     *last_key = std::string(key);
+                     return true;
+                   });
   return s.ok() ? parse_error : s;
 }
 
@@ -274,79 +304,87 @@ absl::StatusOr<std::vector<v1::CategoryAffinity>> CustomerProfileStore::Affiniti
     absl::string_view customer_id) const {
   std::vector<v1::CategoryAffinity> out;
   absl::Status parse_error;
-  absl::Status s = store_->ScanPrefix(affinity_, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
-    v1::CategoryAffinity a;
-    if (!a.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      parse_error = absl::DataLossError("stored category affinity does not parse");
-      return false;
-    }
-    out.push_back(std::move(a));
-    return true;
-  });
+  absl::Status s = store_->ScanPrefix(
+      affinity_, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
+        v1::CategoryAffinity a;
+        if (!a.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          parse_error = absl::DataLossError("stored category affinity does not parse");
+          return false;
+        }
+        out.push_back(std::move(a));
+        return true;
+      });
   if (!s.ok()) return s;
   if (!parse_error.ok()) return parse_error;
   return out;
 }
 
-absl::StatusOr<std::vector<v1::ContactRecord>> CustomerProfileStore::Contacts(absl::string_view customer_id,
-                                                                             absl::Time since) const {
+absl::StatusOr<std::vector<v1::ContactRecord>> CustomerProfileStore::Contacts(
+    absl::string_view customer_id, absl::Time since) const {
   std::vector<v1::ContactRecord> out;
   const std::string prefix = CustomerPrefix(customer_id);
-  absl::Status s = store_->Scan(contacts_, Key().Str(customer_id).Time(since).bytes(), store::PrefixUpperBound(prefix),
-                                [&](absl::string_view, absl::string_view v) {
-                                  v1::ContactRecord r;
-                                  if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) out.push_back(std::move(r));
-                                  return true;
-                                });
+  absl::Status s =
+      store_->Scan(contacts_, Key().Str(customer_id).Time(since).bytes(),
+                   store::PrefixUpperBound(prefix), [&](absl::string_view, absl::string_view v) {
+                     v1::ContactRecord r;
+                     if (r.ParseFromArray(v.data(), static_cast<int>(v.size())))
+                       out.push_back(std::move(r));
+                     return true;
+                   });
   if (!s.ok()) return s;
   return out;
 }
 
 absl::Status CustomerProfileStore::RequestContact(
-    absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint, absl::Time now,
-    absl::Time window_start, const v1::ContactRecord& record,
-    absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)> decide,
+    absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
+    absl::Time now, absl::Time window_start, const v1::ContactRecord& record,
+    absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)>
+        decide,
     v1::ContactDecision* out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "contact", request_id), fingerprint, now, out,
-      [&](Transaction& txn) -> absl::Status {
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "contact", request_id),
+      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         v1::Customer c;
         // Locking the customer row serialises contact requests of this customer.
         auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
         if (!found.ok()) return found.status();
         if (!*found) return NotFound(customer_id);
         std::vector<absl::Time> times;
-        absl::Status scanned = txn.Scan(contacts_, Key().Str(customer_id).Time(window_start).bytes(),
-                                        store::PrefixUpperBound(CustomerPrefix(customer_id)),
-                                        [&](absl::string_view, absl::string_view v) {
-                                          v1::ContactRecord r;
-                                          if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                                            times.push_back(api::FromTimestamp(r.contact_time()));
-                                          }
-                                          return true;
-                                        });
+        absl::Status scanned =
+            txn.Scan(contacts_, Key().Str(customer_id).Time(window_start).bytes(),
+                     store::PrefixUpperBound(CustomerPrefix(customer_id)),
+                     [&](absl::string_view, absl::string_view v) {
+                       v1::ContactRecord r;
+                       if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                         times.push_back(api::FromTimestamp(r.contact_time()));
+                       }
+                       return true;
+                     });
         if (!scanned.ok()) return scanned;
         *out = decide(c, times);
         if (!out->allowed()) return absl::OkStatus();
         out->set_contacts_in_period(out->contacts_in_period() + 1);
-        const std::string key = Key().Str(customer_id).Time(now).U64(sharding::StableHash64(request_id)).Build();
+        const std::string key =
+            Key().Str(customer_id).Time(now).U64(sharding::StableHash64(request_id)).Build();
         return txn.PutProto(contacts_, key, record);
       });
 }
 
-absl::Status CustomerProfileStore::Export(absl::string_view customer_id, v1::CustomerDataExport* out) const {
+absl::Status CustomerProfileStore::Export(absl::string_view customer_id,
+                                          v1::CustomerDataExport* out) const {
   auto c = Get(customer_id);
   if (!c.ok()) return c.status();
   *out->mutable_customer() = std::move(*c);
   absl::Status parse_error;
   auto collect = [&](rocksdb::ColumnFamilyHandle* cf, auto* repeated) {
-    return store_->ScanPrefix(cf, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
-      if (!repeated->Add()->ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-        parse_error = absl::DataLossError("stored record does not parse");
-        return false;
-      }
-      return true;
-    });
+    return store_->ScanPrefix(
+        cf, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
+          if (!repeated->Add()->ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+            parse_error = absl::DataLossError("stored record does not parse");
+            return false;
+          }
+          return true;
+        });
   };
   if (auto s = collect(behavior_, out->mutable_behavior_events()); !s.ok()) return s;
   if (auto s = collect(affinity_, out->mutable_category_affinities()); !s.ok()) return s;
@@ -354,10 +392,11 @@ absl::Status CustomerProfileStore::Export(absl::string_view customer_id, v1::Cus
   return parse_error;
 }
 
-absl::Status CustomerProfileStore::ApplyToHistory(Transaction& txn, const v1::Event& event,
-                                                  absl::FunctionRef<bool(internal::CustomerHistory&)> fold) {
-  // Locking the customer row orders this against a concurrent erasure: either the erasure sees nothing
-  // new, or this sees the customer gone.
+absl::Status CustomerProfileStore::ApplyToHistory(
+    Transaction& txn, const v1::Event& event,
+    absl::FunctionRef<bool(internal::CustomerHistory&)> fold) {
+  // Locking the customer row orders this against a concurrent erasure: either the erasure sees
+  // nothing new, or this sees the customer gone.
   auto customer = txn.GetForUpdate(customers_, event.customer_id());
   if (!customer.ok()) return customer.status();
   if (!customer->has_value()) return absl::OkStatus();
@@ -368,7 +407,8 @@ absl::Status CustomerProfileStore::ApplyToHistory(Transaction& txn, const v1::Ev
   return txn.PutProto(histories_, event.customer_id(), history);
 }
 
-absl::StatusOr<internal::CustomerHistory> CustomerProfileStore::History(absl::string_view customer_id) const {
+absl::StatusOr<internal::CustomerHistory> CustomerProfileStore::History(
+    absl::string_view customer_id) const {
   auto exists = store_->Get(customers_, customer_id);
   if (!exists.ok()) return exists.status();
   if (!exists->has_value()) return NotFound(customer_id);
@@ -392,18 +432,21 @@ absl::Status CustomerProfileStore::ScanHistories(
   return s.ok() ? parse_error : s;
 }
 
-absl::Status CustomerProfileStore::RecordRetentionAction(absl::string_view customer_id, absl::string_view request_id,
+absl::Status CustomerProfileStore::RecordRetentionAction(absl::string_view customer_id,
+                                                         absl::string_view request_id,
                                                          uint64_t fingerprint, absl::Time now,
-                                                         v1::RetentionAction action, v1::RetentionAction* out) {
+                                                         v1::RetentionAction action,
+                                                         v1::RetentionAction* out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "retention", request_id), fingerprint, now, out,
-      [&](Transaction& txn) -> absl::Status {
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "retention", request_id),
+      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         auto customer = txn.GetForUpdate(customers_, customer_id);
         if (!customer.ok()) return customer.status();
         if (!customer->has_value()) return NotFound(customer_id);
         const uint64_t id = sharding::StableHash64(absl::StrCat(customer_id, "/", request_id));
         action.set_action_id(absl::StrCat("ra-", absl::Hex(id, absl::kZeroPad16)));
-        const std::string key = Key().Str(customer_id).TimeNewestFirst(now).Str(action.action_id()).Build();
+        const std::string key =
+            Key().Str(customer_id).TimeNewestFirst(now).Str(action.action_id()).Build();
         *out = action;
         return txn.PutProto(retention_, key, action);
       });
@@ -413,19 +456,21 @@ absl::StatusOr<std::vector<v1::RetentionAction>> CustomerProfileStore::Retention
     absl::string_view customer_id) const {
   std::vector<v1::RetentionAction> out;
   absl::Status parse_error;
-  auto s = store_->ScanPrefix(retention_, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
-    if (!out.emplace_back().ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      parse_error = absl::DataLossError("stored retention action does not parse");
-      return false;
-    }
-    return true;
-  });
+  auto s = store_->ScanPrefix(
+      retention_, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
+        if (!out.emplace_back().ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          parse_error = absl::DataLossError("stored retention action does not parse");
+          return false;
+        }
+        return true;
+      });
   if (!s.ok()) return s;
   if (!parse_error.ok()) return parse_error;
   return out;
 }
 
-absl::Status CustomerProfileStore::ScanRetentionActions(absl::FunctionRef<bool(const v1::RetentionAction&)> visit) const {
+absl::Status CustomerProfileStore::ScanRetentionActions(
+    absl::FunctionRef<bool(const v1::RetentionAction&)> visit) const {
   absl::Status parse_error;
   v1::RetentionAction action;
   auto s = store_->ScanPrefix(retention_, "", [&](absl::string_view, absl::string_view v) {
@@ -438,11 +483,12 @@ absl::Status CustomerProfileStore::ScanRetentionActions(absl::FunctionRef<bool(c
   return s.ok() ? parse_error : s;
 }
 
-absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::string_view request_id,
-                                         uint64_t fingerprint, absl::Time now, v1::EraseCustomerResponse* out) {
+absl::Status CustomerProfileStore::Erase(absl::string_view customer_id,
+                                         absl::string_view request_id, uint64_t fingerprint,
+                                         absl::Time now, v1::EraseCustomerResponse* out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "erase", request_id), fingerprint, now, out,
-      [&](Transaction& txn) -> absl::Status {
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "erase", request_id),
+      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         v1::Customer c;
         auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
         if (!found.ok()) return found.status();
@@ -457,7 +503,8 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id, absl::st
         for (auto* cf : {behavior_, affinity_, contacts_, requests_, retention_}) {
           if (auto s = txn.DeletePrefix(cf, prefix); !s.ok()) return s;
         }
-        if (auto s = txn.DeletePrefix(requests_, RegisterRequestPrefix(c.email())); !s.ok()) return s;
+        if (auto s = txn.DeletePrefix(requests_, RegisterRequestPrefix(c.email())); !s.ok())
+          return s;
         if (auto s = outbox_->DropPendingEventsOf(txn, customer_id); !s.ok()) return s;
         google::protobuf::Timestamp erase_time;
         api::SetTimestamp(now, &erase_time);

@@ -1,21 +1,21 @@
-// Persistence of the customer-profile service: the only code that knows its column families and keys.
+// Persistence of the customer-profile service: the only code that knows its column families and
+// keys.
 //
-//   customers  customer_id                          -> Customer (profile, addresses, payment, preferences)
-//   emails     normalised email                     -> customer_id (unique index)
-//   external_ids  the shop's external id            -> customer_id (imported customers, unique index)
-//   behavior   customer_id, time (newest first), n  -> BehaviorEvent
-//   affinity   customer_id, category                -> CategoryAffinity (score as of its last activity)
-//   contacts   customer_id, time, n                 -> ContactRecord (marketing contacts, for the cap)
+//   customers  customer_id                          -> Customer (profile, addresses, payment,
+//   preferences) emails     normalised email                     -> customer_id (unique index)
+//   external_ids  the shop's external id            -> customer_id (imported customers, unique
+//   index) behavior   customer_id, time (newest first), n  -> BehaviorEvent affinity   customer_id,
+//   category                -> CategoryAffinity (score as of its last activity) contacts
+//   customer_id, time, n                 -> ContactRecord (marketing contacts, for the cap)
 //   requests   scope, request_id                    -> the answer to a completed retryable write
 //   erased     customer_id                          -> erase time (no personal data)
-//   histories  customer_id                          -> CustomerHistory (orders, tickets, from events)
-//   retention  customer_id, time (newest first), id -> RetentionAction
-//   consumed_events                                 -> libs/events (event ids already applied)
-//   outbox*    events for other services (libs/events)
+//   histories  customer_id                          -> CustomerHistory (orders, tickets, from
+//   events) retention  customer_id, time (newest first), id -> RetentionAction consumed_events ->
+//   libs/events (event ids already applied) outbox*    events for other services (libs/events)
 //
-// Every change is one RocksDB transaction; profile changes use a synced WAL, behaviour events do not
-// (losing the last second of clicks in a power cut is acceptable; losing a registration is not).
-// Thread-safe.
+// Every change is one RocksDB transaction; profile changes use a synced WAL, behaviour events do
+// not (losing the last second of clicks in a power cut is acceptable; losing a registration is
+// not). Thread-safe.
 #pragma once
 
 #include <functional>
@@ -41,18 +41,19 @@ class CustomerProfileStore {
   // `store` and `outbox` must outlive this object.
   CustomerProfileStore(store::Store* store, events::Outbox* outbox);
 
-  // Creates `customer` unless its email is taken (ALREADY_EXISTS). A repeat of `request_id` returns the
-  // customer the first call created.
-  absl::Status Register(const v1::Customer& customer, absl::string_view request_id, uint64_t fingerprint,
-                        absl::Time now, v1::Customer* out);
+  // Creates `customer` unless its email is taken (ALREADY_EXISTS). A repeat of `request_id` returns
+  // the customer the first call created.
+  absl::Status Register(const v1::Customer& customer, absl::string_view request_id,
+                        uint64_t fingerprint, absl::Time now, v1::Customer* out);
 
-  // Imports `customer` (with its external_id) unless that external id was imported before, or links its
-  // email's existing customer to the external id (ALREADY_EXISTS when that customer has another one).
-  // `out` is the customer as stored; `outcome` what this call did.
+  // Imports `customer` (with its external_id) unless that external id was imported before, or links
+  // its email's existing customer to the external id (ALREADY_EXISTS when that customer has another
+  // one). `out` is the customer as stored; `outcome` what this call did.
   enum class ImportOutcome { kCreated, kAlreadyImported, kLinked };
   absl::Status Import(const v1::Customer& customer, v1::Customer* out, ImportOutcome* outcome);
   // The customer ids of those external ids this shard knows.
-  absl::StatusOr<std::vector<v1::CustomerRef>> LookupExternalIds(const std::vector<std::string>& external_ids) const;
+  absl::StatusOr<std::vector<v1::CustomerRef>> LookupExternalIds(
+      const std::vector<std::string>& external_ids) const;
 
   absl::StatusOr<v1::Customer> Get(absl::string_view customer_id) const;
   absl::StatusOr<v1::Customer> GetByEmail(absl::string_view normalized_email) const;
@@ -64,56 +65,64 @@ class CustomerProfileStore {
   // update_time and saves. When `request_id` is not empty the answer is remembered for retries of
   // `method`.
   absl::Status UpdateCustomer(absl::string_view customer_id, absl::string_view method,
-                              absl::string_view request_id, uint64_t fingerprint,
-                              absl::Time now, google::protobuf::MessageLite* response,
+                              absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+                              google::protobuf::MessageLite* response,
                               absl::FunctionRef<absl::Status(v1::Customer&)> change);
 
   // Appends behaviour events (times already resolved in occur_time) and folds them into category
   // affinity, once per request_id.
-  absl::Status RecordBehavior(absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
-                              const std::vector<v1::BehaviorEvent>& events, absl::Time now,
-                              v1::RecordBehaviorEventsResponse* out);
+  absl::Status RecordBehavior(absl::string_view customer_id, absl::string_view request_id,
+                              uint64_t fingerprint, const std::vector<v1::BehaviorEvent>& events,
+                              absl::Time now, v1::RecordBehaviorEventsResponse* out);
   // Newest first, starting after the key in `after` (from a page token).
   absl::Status ListBehavior(absl::string_view customer_id, absl::string_view after, int limit,
-                            std::vector<v1::BehaviorEvent>* out, std::string* last_key, bool* more) const;
+                            std::vector<v1::BehaviorEvent>* out, std::string* last_key,
+                            bool* more) const;
   // Stored per-category state (not yet decayed to now).
   absl::StatusOr<std::vector<v1::CategoryAffinity>> Affinities(absl::string_view customer_id) const;
 
   // Marketing contacts since `since`.
-  absl::StatusOr<std::vector<v1::ContactRecord>> Contacts(absl::string_view customer_id, absl::Time since) const;
-  // Decides with `decide(customer, recent contact times)` and, when allowed, records the contact, all
-  // under the customer's lock so two senders cannot both take the last slot. Once per request_id.
+  absl::StatusOr<std::vector<v1::ContactRecord>> Contacts(absl::string_view customer_id,
+                                                          absl::Time since) const;
+  // Decides with `decide(customer, recent contact times)` and, when allowed, records the contact,
+  // all under the customer's lock so two senders cannot both take the last slot. Once per
+  // request_id.
   absl::Status RequestContact(
-      absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint, absl::Time now,
-      absl::Time window_start, const v1::ContactRecord& record,
-      absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)> decide,
+      absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
+      absl::Time now, absl::Time window_start, const v1::ContactRecord& record,
+      absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)>
+          decide,
       v1::ContactDecision* out);
 
   // Everything held on the customer.
   absl::Status Export(absl::string_view customer_id, v1::CustomerDataExport* out) const;
 
-  // For another service's event, inside the consumer's transaction: folds it into the customer's history
-  // with `fold`. Events of customers this shard does not know (erased, or never registered) change nothing.
+  // For another service's event, inside the consumer's transaction: folds it into the customer's
+  // history with `fold`. Events of customers this shard does not know (erased, or never registered)
+  // change nothing.
   absl::Status ApplyToHistory(store::Transaction& txn, const v1::Event& event,
                               absl::FunctionRef<bool(internal::CustomerHistory&)> fold);
   // NOT_FOUND for an unknown customer; an empty history for one without orders or tickets yet.
   absl::StatusOr<internal::CustomerHistory> History(absl::string_view customer_id) const;
   // Every stored history (customers who ever ordered or complained), in key order.
   absl::Status ScanHistories(
-      absl::FunctionRef<bool(absl::string_view customer_id, const internal::CustomerHistory&)> visit) const;
+      absl::FunctionRef<bool(absl::string_view customer_id, const internal::CustomerHistory&)>
+          visit) const;
 
   // Records a retention action (`action` complete but for its id), once per request_id.
   absl::Status RecordRetentionAction(absl::string_view customer_id, absl::string_view request_id,
-                                     uint64_t fingerprint, absl::Time now, v1::RetentionAction action,
-                                     v1::RetentionAction* out);
+                                     uint64_t fingerprint, absl::Time now,
+                                     v1::RetentionAction action, v1::RetentionAction* out);
   // The customer's retention actions, newest first (outcomes not judged).
-  absl::StatusOr<std::vector<v1::RetentionAction>> RetentionActions(absl::string_view customer_id) const;
-  absl::Status ScanRetentionActions(absl::FunctionRef<bool(const v1::RetentionAction&)> visit) const;
+  absl::StatusOr<std::vector<v1::RetentionAction>> RetentionActions(
+      absl::string_view customer_id) const;
+  absl::Status ScanRetentionActions(
+      absl::FunctionRef<bool(const v1::RetentionAction&)> visit) const;
 
   // Deletes every row of the customer, leaves a tombstone without personal data and appends a
   // CustomerErased event for the other services, in one transaction. Once per request_id.
-  absl::Status Erase(absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
-                     absl::Time now, v1::EraseCustomerResponse* out);
+  absl::Status Erase(absl::string_view customer_id, absl::string_view request_id,
+                     uint64_t fingerprint, absl::Time now, v1::EraseCustomerResponse* out);
 
  private:
   absl::Status NotFound(absl::string_view customer_id) const;

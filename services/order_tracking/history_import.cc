@@ -12,7 +12,8 @@ namespace {
 
 constexpr absl::Duration kClockSkew = absl::Minutes(5);
 
-absl::StatusOr<absl::Time> PastTime(const std::string& field, const google::protobuf::Timestamp& ts, absl::Time now) {
+absl::StatusOr<absl::Time> PastTime(const std::string& field, const google::protobuf::Timestamp& ts,
+                                    absl::Time now) {
   auto t = api::ToTime(field, ts);
   if (!t.ok()) return t.status();
   if (*t > now + kClockSkew) return api::Invalid(field, "is in the future");
@@ -26,12 +27,13 @@ absl::Status ValidateOrder(const std::string& f, const v1::HistoricalOrder& o, a
   if (!placed.ok()) return placed.status();
   int64_t total = 0;
   std::string currency;
-  if (auto s = ValidateOrderLines(f + ".items", o.items(), kMaxImportedItems, /*category_required=*/false, &total,
-                                  &currency);
+  if (auto s = ValidateOrderLines(f + ".items", o.items(), kMaxImportedItems,
+                                  /*category_required=*/false, &total, &currency);
       !s.ok()) {
     return s;
   }
-  if (auto s = AddShippingFee(f + ".shipping_fee", o.shipping_fee(), currency, &total); !s.ok()) return s;
+  if (auto s = AddShippingFee(f + ".shipping_fee", o.shipping_fee(), currency, &total); !s.ok())
+    return s;
   if (!v1::PaymentMethodType_IsValid(o.payment_method())) {
     return api::Invalid(f + ".payment_method", "is not a payment method");
   }
@@ -44,13 +46,15 @@ absl::Status ValidateOrder(const std::string& f, const v1::HistoricalOrder& o, a
 }
 
 absl::Status ValidateReturn(const std::string& f, const v1::HistoricalReturn& r, absl::Time now) {
-  if (auto s = api::RequiredId(f + ".external_return_id", r.external_return_id()); !s.ok()) return s;
+  if (auto s = api::RequiredId(f + ".external_return_id", r.external_return_id()); !s.ok())
+    return s;
   if (auto s = api::RequiredId(f + ".external_order_id", r.external_order_id()); !s.ok()) return s;
   if (!r.has_refund_time()) return api::Invalid(f + ".refund_time", "is required");
   if (auto t = PastTime(f + ".refund_time", r.refund_time(), now); !t.ok()) return t.status();
   if (r.lines().empty()) return api::Invalid(f + ".lines", "a return needs at least one line");
   if (r.lines_size() > kMaxImportedItems) {
-    return api::Invalid(f + ".lines", absl::StrCat("at most ", kMaxImportedItems, " lines per return"));
+    return api::Invalid(f + ".lines",
+                        absl::StrCat("at most ", kMaxImportedItems, " lines per return"));
   }
   for (int i = 0; i < r.lines_size(); ++i) {
     const std::string lf = absl::StrCat(f, ".lines[", i, "]");
@@ -74,7 +78,9 @@ v1::OrderHistoryEntry Entry(std::string description, const google::protobuf::Tim
 }  // namespace
 
 absl::Time ImportedTime(const v1::HistoricalOrder& o) { return api::FromTimestamp(o.place_time()); }
-absl::Time ImportedTime(const v1::HistoricalReturn& r) { return api::FromTimestamp(r.refund_time()); }
+absl::Time ImportedTime(const v1::HistoricalReturn& r) {
+  return api::FromTimestamp(r.refund_time());
+}
 
 absl::Status ValidateImport(const v1::ImportOrdersRequest& req, absl::Time now) {
   if (auto s = api::RequiredId("customer_id", req.customer_id()); !s.ok()) return s;
@@ -82,10 +88,12 @@ absl::Status ValidateImport(const v1::ImportOrdersRequest& req, absl::Time now) 
     return api::Invalid("orders", "send at least one order or return");
   }
   if (req.orders_size() > kMaxImportedOrdersPerCall) {
-    return api::Invalid("orders", absl::StrCat("at most ", kMaxImportedOrdersPerCall, " orders per call"));
+    return api::Invalid("orders",
+                        absl::StrCat("at most ", kMaxImportedOrdersPerCall, " orders per call"));
   }
   if (req.returns_size() > kMaxImportedReturnsPerCall) {
-    return api::Invalid("returns", absl::StrCat("at most ", kMaxImportedReturnsPerCall, " returns per call"));
+    return api::Invalid("returns",
+                        absl::StrCat("at most ", kMaxImportedReturnsPerCall, " returns per call"));
   }
   std::set<std::string> orders, returns;
   for (int i = 0; i < req.orders_size(); ++i) {
@@ -105,8 +113,8 @@ absl::Status ValidateImport(const v1::ImportOrdersRequest& req, absl::Time now) 
   return absl::OkStatus();
 }
 
-void BuildImportedOrder(const std::string& customer_id, const v1::HistoricalOrder& recorded, std::string order_id,
-                        v1::Order* order, OrderChange* change) {
+void BuildImportedOrder(const std::string& customer_id, const v1::HistoricalOrder& recorded,
+                        std::string order_id, v1::Order* order, OrderChange* change) {
   order->set_order_id(std::move(order_id));
   order->set_customer_id(customer_id);
   order->set_external_order_id(recorded.external_order_id());
@@ -143,21 +151,23 @@ void BuildImportedOrder(const std::string& customer_id, const v1::HistoricalOrde
   }
   order->set_status(v1::ORDER_STATUS_DELIVERED);
   *order->mutable_paid_time() = recorded.place_time();
-  *order->mutable_delivered_time() = recorded.has_delivered_time() ? recorded.delivered_time() : recorded.place_time();
+  *order->mutable_delivered_time() =
+      recorded.has_delivered_time() ? recorded.delivered_time() : recorded.place_time();
   change->history.push_back(Entry("order delivered (imported)", order->delivered_time()));
   change->events.push_back(OrderDeliveredEvent(*order));
 }
 
-absl::Status ApplyImportedReturn(const std::string& field, const v1::HistoricalReturn& recorded, std::string return_id,
-                                 v1::Order& order, v1::Return* ret, OrderChange* change) {
+absl::Status ApplyImportedReturn(const std::string& field, const v1::HistoricalReturn& recorded,
+                                 std::string return_id, v1::Order& order, v1::Return* ret,
+                                 OrderChange* change) {
   if (order.status() != v1::ORDER_STATUS_DELIVERED) {
     return absl::FailedPreconditionError(
         absl::StrCat(field, ".external_order_id: order \"", recorded.external_order_id(), "\" is ",
                      OrderStatusName(order.status()), "; only a delivered order has returns"));
   }
   if (ImportedTime(recorded) < api::FromTimestamp(order.create_time())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(field, ".refund_time: is before order \"", recorded.external_order_id(), "\" was placed"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        field, ".refund_time: is before order \"", recorded.external_order_id(), "\" was placed"));
   }
   ret->set_return_id(std::move(return_id));
   ret->set_order_id(order.order_id());
@@ -186,18 +196,19 @@ absl::Status ApplyImportedReturn(const std::string& field, const v1::HistoricalR
     }
     if (left > 0) {
       return absl::FailedPreconditionError(
-          absl::StrCat(field, ".lines[", i, "].quantity: order \"", recorded.external_order_id(), "\" holds ",
-                       line.quantity() - left, " more of sku \"", line.sku(), "\" to return, not ", line.quantity()));
+          absl::StrCat(field, ".lines[", i, "].quantity: order \"", recorded.external_order_id(),
+                       "\" holds ", line.quantity() - left, " more of sku \"", line.sku(),
+                       "\" to return, not ", line.quantity()));
     }
   }
   bool shipping = false;
   *ret->mutable_refund_amount() = RefundAmount(order, *ret, &shipping);
   ret->set_shipping_refunded(shipping);
   if (shipping) order.set_shipping_refunded(true);
-  change->history.push_back(Entry(absl::StrCat("return ", ret->return_id(), " refunded (imported) ",
-                                               ret->refund_amount().amount_minor(), " ",
-                                               ret->refund_amount().currency()),
-                                  recorded.refund_time()));
+  change->history.push_back(
+      Entry(absl::StrCat("return ", ret->return_id(), " refunded (imported) ",
+                         ret->refund_amount().amount_minor(), " ", ret->refund_amount().currency()),
+            recorded.refund_time()));
   v1::Event refunded = OrderRefundedEvent(order, *ret);
   *refunded.mutable_occur_time() = recorded.refund_time();
   change->events.push_back(std::move(refunded));

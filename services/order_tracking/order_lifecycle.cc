@@ -13,31 +13,46 @@ using P = v1::PackageStatus;
 
 v1::OrderStatus ToOrderStatus(P s) {
   switch (s) {
-    case v1::PACKAGE_STATUS_AT_PROCESSING_CENTER: return v1::ORDER_STATUS_AT_PROCESSING_CENTER;
-    case v1::PACKAGE_STATUS_PICKING: return v1::ORDER_STATUS_PICKING;
-    case v1::PACKAGE_STATUS_PACKED: return v1::ORDER_STATUS_PACKED;
-    case v1::PACKAGE_STATUS_HANDED_TO_CARRIER: return v1::ORDER_STATUS_HANDED_TO_CARRIER;
-    case v1::PACKAGE_STATUS_OUT_FOR_DELIVERY: return v1::ORDER_STATUS_OUT_FOR_DELIVERY;
-    case v1::PACKAGE_STATUS_DELIVERED: return v1::ORDER_STATUS_DELIVERED;
-    case v1::PACKAGE_STATUS_DELIVERY_FAILED: return v1::ORDER_STATUS_DELIVERY_FAILED;
-    case v1::PACKAGE_STATUS_RETURNED_TO_SENDER: return v1::ORDER_STATUS_RETURNED_TO_SENDER;
-    default: return v1::ORDER_STATUS_UNSPECIFIED;
+    case v1::PACKAGE_STATUS_AT_PROCESSING_CENTER:
+      return v1::ORDER_STATUS_AT_PROCESSING_CENTER;
+    case v1::PACKAGE_STATUS_PICKING:
+      return v1::ORDER_STATUS_PICKING;
+    case v1::PACKAGE_STATUS_PACKED:
+      return v1::ORDER_STATUS_PACKED;
+    case v1::PACKAGE_STATUS_HANDED_TO_CARRIER:
+      return v1::ORDER_STATUS_HANDED_TO_CARRIER;
+    case v1::PACKAGE_STATUS_OUT_FOR_DELIVERY:
+      return v1::ORDER_STATUS_OUT_FOR_DELIVERY;
+    case v1::PACKAGE_STATUS_DELIVERED:
+      return v1::ORDER_STATUS_DELIVERED;
+    case v1::PACKAGE_STATUS_DELIVERY_FAILED:
+      return v1::ORDER_STATUS_DELIVERY_FAILED;
+    case v1::PACKAGE_STATUS_RETURNED_TO_SENDER:
+      return v1::ORDER_STATUS_RETURNED_TO_SENDER;
+    default:
+      return v1::ORDER_STATUS_UNSPECIFIED;
   }
 }
 
 }  // namespace
 
-absl::Status ValidateMoney(const std::string& field, const v1::Money& m, bool allow_empty_currency) {
+absl::Status ValidateMoney(const std::string& field, const v1::Money& m,
+                           bool allow_empty_currency) {
   if (m.amount_minor() < 0) return api::Invalid(field + ".amount_minor", "must not be negative");
-  if (m.amount_minor() > kMaxAmountMinor) return api::Invalid(field + ".amount_minor", "is beyond any real amount");
-  if (allow_empty_currency && m.currency().empty() && m.amount_minor() == 0) return absl::OkStatus();
+  if (m.amount_minor() > kMaxAmountMinor)
+    return api::Invalid(field + ".amount_minor", "is beyond any real amount");
+  if (allow_empty_currency && m.currency().empty() && m.amount_minor() == 0)
+    return absl::OkStatus();
   return api::CurrencyCode(field + ".currency", m.currency());
 }
 
-absl::Status ValidateOrderLines(const std::string& field, const google::protobuf::RepeatedPtrField<v1::OrderItem>& items,
-                                int max_items, bool category_required, int64_t* total, std::string* currency) {
+absl::Status ValidateOrderLines(const std::string& field,
+                                const google::protobuf::RepeatedPtrField<v1::OrderItem>& items,
+                                int max_items, bool category_required, int64_t* total,
+                                std::string* currency) {
   if (items.empty()) return api::Invalid(field, "an order needs at least one item");
-  if (items.size() > max_items) return api::Invalid(field, absl::StrCat("at most ", max_items, " lines per order"));
+  if (items.size() > max_items)
+    return api::Invalid(field, absl::StrCat("at most ", max_items, " lines per order"));
   *currency = items.Get(0).unit_price().currency();
   *total = 0;
   for (int i = 0; i < items.size(); ++i) {
@@ -55,7 +70,8 @@ absl::Status ValidateOrderLines(const std::string& field, const google::protobuf
     }
     if (auto s = ValidateMoney(f + ".unit_price", item.unit_price(), false); !s.ok()) return s;
     if (item.unit_price().currency() != *currency) {
-      return api::Invalid(f + ".unit_price.currency", "every item of an order must be in one currency");
+      return api::Invalid(f + ".unit_price.currency",
+                          "every item of an order must be in one currency");
     }
     int64_t line;
     if (__builtin_mul_overflow(item.unit_price().amount_minor(), int64_t{item.quantity()}, &line) ||
@@ -66,8 +82,8 @@ absl::Status ValidateOrderLines(const std::string& field, const google::protobuf
   return absl::OkStatus();
 }
 
-absl::Status AddShippingFee(const std::string& field, const v1::Money& fee, const std::string& currency,
-                            int64_t* total) {
+absl::Status AddShippingFee(const std::string& field, const v1::Money& fee,
+                            const std::string& currency, int64_t* total) {
   if (auto s = ValidateMoney(field, fee, true); !s.ok()) return s;
   if (!fee.currency().empty() && fee.currency() != currency) {
     return api::Invalid(field + ".currency", "must be the items' currency");
@@ -113,8 +129,9 @@ v1::Event OrderDeliveredEvent(const v1::Order& order) {
   *d->mutable_delivered_time() = order.delivered_time();
   if (order.has_delivery_window()) *d->mutable_window_end() = order.delivery_window().end_time();
   if (order.timeliness() == v1::TIMELINESS_LATE) {
-    d->set_minutes_late(absl::ToInt64Minutes(api::FromTimestamp(order.delivered_time()) -
-                                             api::FromTimestamp(order.delivery_window().end_time())));
+    d->set_minutes_late(
+        absl::ToInt64Minutes(api::FromTimestamp(order.delivered_time()) -
+                             api::FromTimestamp(order.delivery_window().end_time())));
   }
   *e.mutable_occur_time() = order.delivered_time();
   return e;
@@ -129,7 +146,8 @@ v1::Event OrderRefundedEvent(const v1::Order& order, const v1::Return& ret) {
   f->set_fault(ret.fault());
   f->set_shipping_refunded(ret.shipping_refunded());
   for (const auto& ri : ret.items()) {
-    if (const v1::OrderItem* item = FindItem(order, ri.item_id())) *f->add_items() = ToEventItem(*item, ri.quantity());
+    if (const v1::OrderItem* item = FindItem(order, ri.item_id()))
+      *f->add_items() = ToEventItem(*item, ri.quantity());
   }
   return e;
 }
@@ -146,22 +164,32 @@ std::string OrderStatusName(v1::OrderStatus s) {
 
 int Stage(P s) {
   switch (s) {
-    case v1::PACKAGE_STATUS_AT_PROCESSING_CENTER: return 1;
-    case v1::PACKAGE_STATUS_PICKING: return 2;
-    case v1::PACKAGE_STATUS_PACKED: return 3;
-    case v1::PACKAGE_STATUS_HANDED_TO_CARRIER: return 4;
+    case v1::PACKAGE_STATUS_AT_PROCESSING_CENTER:
+      return 1;
+    case v1::PACKAGE_STATUS_PICKING:
+      return 2;
+    case v1::PACKAGE_STATUS_PACKED:
+      return 3;
+    case v1::PACKAGE_STATUS_HANDED_TO_CARRIER:
+      return 4;
     case v1::PACKAGE_STATUS_OUT_FOR_DELIVERY:
-    case v1::PACKAGE_STATUS_DELIVERY_FAILED: return 5;
+    case v1::PACKAGE_STATUS_DELIVERY_FAILED:
+      return 5;
     case v1::PACKAGE_STATUS_DELIVERED:
-    case v1::PACKAGE_STATUS_RETURNED_TO_SENDER: return 6;
-    default: return 0;
+    case v1::PACKAGE_STATUS_RETURNED_TO_SENDER:
+      return 6;
+    default:
+      return 0;
   }
 }
 
-bool IsFinal(P s) { return s == v1::PACKAGE_STATUS_DELIVERED || s == v1::PACKAGE_STATUS_RETURNED_TO_SENDER; }
+bool IsFinal(P s) {
+  return s == v1::PACKAGE_STATUS_DELIVERED || s == v1::PACKAGE_STATUS_RETURNED_TO_SENDER;
+}
 
 bool IsFinal(v1::OrderStatus s) {
-  return s == v1::ORDER_STATUS_DELIVERED || s == v1::ORDER_STATUS_CANCELLED || s == v1::ORDER_STATUS_RETURNED_TO_SENDER;
+  return s == v1::ORDER_STATUS_DELIVERED || s == v1::ORDER_STATUS_CANCELLED ||
+         s == v1::ORDER_STATUS_RETURNED_TO_SENDER;
 }
 
 absl::Status CheckPackageMove(P from, P to) {
@@ -182,18 +210,20 @@ absl::Status CheckPackageMove(P from, P to) {
   for (auto it = lo; it != hi; ++it) {
     if (it->second == to) return absl::OkStatus();
   }
-  return absl::FailedPreconditionError(absl::StrCat("status: a package cannot go from ", PackageStatusName(from),
-                                                    " to ", PackageStatusName(to)));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "status: a package cannot go from ", PackageStatusName(from), " to ", PackageStatusName(to)));
 }
 
 v1::OrderStatus DeriveOrderStatus(const v1::Order& order) {
-  if (order.packages().empty() || order.status() == v1::ORDER_STATUS_CANCELLED) return order.status();
+  if (order.packages().empty() || order.status() == v1::ORDER_STATUS_CANCELLED)
+    return order.status();
   bool any_failed = false, all_delivered = true;
   const v1::Package* least = nullptr;
   for (const auto& p : order.packages()) {
     if (p.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) any_failed = true;
     if (p.status() != v1::PACKAGE_STATUS_DELIVERED) all_delivered = false;
-    if (!IsFinal(p.status()) && (least == nullptr || Stage(p.status()) < Stage(least->status()))) least = &p;
+    if (!IsFinal(p.status()) && (least == nullptr || Stage(p.status()) < Stage(least->status())))
+      least = &p;
   }
   if (any_failed) return v1::ORDER_STATUS_DELIVERY_FAILED;
   if (least != nullptr) return ToOrderStatus(least->status());
@@ -215,7 +245,8 @@ v1::Timeliness OrderTimeliness(const v1::Order& order) {
   return early ? v1::TIMELINESS_EARLY : v1::TIMELINESS_ON_TIME;
 }
 
-absl::Status CheckSplitPlan(const v1::Order& order, const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan) {
+absl::Status CheckSplitPlan(const v1::Order& order,
+                            const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan) {
   if (plan.empty()) return absl::OkStatus();
   if (plan.size() > kMaxPackages) {
     return api::Invalid("packages", absl::StrCat("at most ", kMaxPackages, " packages per order"));
@@ -223,15 +254,20 @@ absl::Status CheckSplitPlan(const v1::Order& order, const google::protobuf::Repe
   std::map<std::string, int64_t> planned;
   for (int i = 0; i < plan.size(); ++i) {
     const std::string f = absl::StrCat("packages[", i, "]");
-    if (plan[i].items().empty()) return api::Invalid(f + ".items", "a package must hold at least one item");
-    if (plan[i].split_reason() == v1::SPLIT_REASON_UNSPECIFIED || !v1::SplitReason_IsValid(plan[i].split_reason())) {
-      return api::Invalid(f + ".split_reason", "must say why the order is split (PRESALE, OUT_OF_STOCK, FASTEST_SPLIT, ...)");
+    if (plan[i].items().empty())
+      return api::Invalid(f + ".items", "a package must hold at least one item");
+    if (plan[i].split_reason() == v1::SPLIT_REASON_UNSPECIFIED ||
+        !v1::SplitReason_IsValid(plan[i].split_reason())) {
+      return api::Invalid(
+          f + ".split_reason",
+          "must say why the order is split (PRESALE, OUT_OF_STOCK, FASTEST_SPLIT, ...)");
     }
     for (int j = 0; j < plan[i].items_size(); ++j) {
       const auto& it = plan[i].items(j);
       const std::string fi = absl::StrCat(f, ".items[", j, "]");
       if (FindItem(order, it.item_id()) == nullptr) {
-        return api::Invalid(fi + ".item_id", absl::StrCat("the order has no item \"", it.item_id(), "\""));
+        return api::Invalid(fi + ".item_id",
+                            absl::StrCat("the order has no item \"", it.item_id(), "\""));
       }
       if (it.quantity() <= 0) return api::Invalid(fi + ".quantity", "must be at least 1");
       planned[it.item_id()] += it.quantity();
@@ -239,14 +275,16 @@ absl::Status CheckSplitPlan(const v1::Order& order, const google::protobuf::Repe
   }
   for (const auto& item : order.items()) {
     if (planned[item.item_id()] != item.quantity()) {
-      return api::Invalid("packages", absl::StrCat("item \"", item.item_id(), "\" has ", item.quantity(),
-                                                   " units but the packages hold ", planned[item.item_id()]));
+      return api::Invalid("packages",
+                          absl::StrCat("item \"", item.item_id(), "\" has ", item.quantity(),
+                                       " units but the packages hold ", planned[item.item_id()]));
     }
   }
   return absl::OkStatus();
 }
 
-void CreatePackages(v1::Order& order, const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan) {
+void CreatePackages(v1::Order& order,
+                    const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan) {
   order.clear_packages();
   if (plan.empty()) {
     auto* p = order.add_packages();
@@ -276,13 +314,15 @@ absl::Status CheckCancellable(const v1::Order& order) {
     if (Stage(p.status()) >= Stage(v1::PACKAGE_STATUS_HANDED_TO_CARRIER)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "order_id: package ", p.package_id(), " is already ", PackageStatusName(p.status()),
-          "; once with the carrier the order cannot be cancelled, request a return after delivery"));
+          "; once with the carrier the order cannot be cancelled, request a return after "
+          "delivery"));
     }
   }
   return absl::OkStatus();
 }
 
-void ApplyPackageMove(v1::Order& order, v1::Package& p, const v1::AdvancePackageRequest& m, absl::Time when) {
+void ApplyPackageMove(v1::Order& order, v1::Package& p, const v1::AdvancePackageRequest& m,
+                      absl::Time when) {
   p.set_status(m.status());
   if (!m.carrier().empty()) p.set_carrier(m.carrier());
   if (m.carrier_type() != v1::CARRIER_TYPE_UNSPECIFIED) p.set_carrier_type(m.carrier_type());
@@ -314,7 +354,8 @@ void ApplyPackageMove(v1::Order& order, v1::Package& p, const v1::AdvancePackage
   order.set_status(DeriveOrderStatus(order));
   if (order.status() == v1::ORDER_STATUS_DELIVERED) {
     absl::Time last = absl::InfinitePast();
-    for (const auto& q : order.packages()) last = std::max(last, api::FromTimestamp(q.delivered_time()));
+    for (const auto& q : order.packages())
+      last = std::max(last, api::FromTimestamp(q.delivered_time()));
     api::SetTimestamp(last, order.mutable_delivered_time());
     order.set_timeliness(OrderTimeliness(order));
   }

@@ -19,18 +19,20 @@ inline constexpr int kMaxPackages = 20;
 // ~10^15 minor units: far beyond any real order.
 inline constexpr int64_t kMaxAmountMinor = int64_t{1} << 50;
 
-// A money amount: not negative, below kMaxAmountMinor, an ISO currency (an empty currency is allowed for
-// zero when `allow_empty_currency`). INVALID_ARGUMENT naming `field`.
+// A money amount: not negative, below kMaxAmountMinor, an ISO currency (an empty currency is
+// allowed for zero when `allow_empty_currency`). INVALID_ARGUMENT naming `field`.
 absl::Status ValidateMoney(const std::string& field, const v1::Money& m, bool allow_empty_currency);
 
-// Checks an order's lines (`field` is "items" or "orders[3].items"): 1-`max_items` lines, each with a
-// valid sku, optional name, a category when `category_required`, quantity 1-kMaxQuantity and a price in
-// the one currency of the order. Sets *total to the lines' sum and *currency to theirs.
-absl::Status ValidateOrderLines(const std::string& field, const google::protobuf::RepeatedPtrField<v1::OrderItem>& items,
-                                int max_items, bool category_required, int64_t* total, std::string* currency);
+// Checks an order's lines (`field` is "items" or "orders[3].items"): 1-`max_items` lines, each with
+// a valid sku, optional name, a category when `category_required`, quantity 1-kMaxQuantity and a
+// price in the one currency of the order. Sets *total to the lines' sum and *currency to theirs.
+absl::Status ValidateOrderLines(const std::string& field,
+                                const google::protobuf::RepeatedPtrField<v1::OrderItem>& items,
+                                int max_items, bool category_required, int64_t* total,
+                                std::string* currency);
 // Adds the shipping fee (in the items' currency, or empty for none) to *total, checked.
-absl::Status AddShippingFee(const std::string& field, const v1::Money& fee, const std::string& currency,
-                            int64_t* total);
+absl::Status AddShippingFee(const std::string& field, const v1::Money& fee,
+                            const std::string& currency, int64_t* total);
 
 // OK when a package may move `from` -> `to`; FAILED_PRECONDITION naming both states otherwise.
 // AT_PROCESSING_CENTER -> PICKING -> PACKED -> HANDED_TO_CARRIER -> OUT_FOR_DELIVERY -> DELIVERED;
@@ -43,8 +45,8 @@ int Stage(v1::PackageStatus status);
 bool IsFinal(v1::PackageStatus status);
 bool IsFinal(v1::OrderStatus status);
 
-// The order's status from its packages: DELIVERY_FAILED while any package is failed; otherwise the least
-// advanced unfinished package; once all are finished, DELIVERED if every package was, else
+// The order's status from its packages: DELIVERY_FAILED while any package is failed; otherwise the
+// least advanced unfinished package; once all are finished, DELIVERED if every package was, else
 // RETURNED_TO_SENDER. Orders without packages keep their own status.
 v1::OrderStatus DeriveOrderStatus(const v1::Order& order);
 
@@ -53,19 +55,22 @@ v1::Timeliness ClassifyDelivery(const v1::DeliveryWindow& window, absl::Time del
 // LATE if any package was late, else EARLY if any was early, else ON_TIME.
 v1::Timeliness OrderTimeliness(const v1::Order& order);
 
-// Checks a split plan against the order: every item's quantity in exactly one package in all, no unknown
-// items, no empty package. An empty plan means one package with everything.
-absl::Status CheckSplitPlan(const v1::Order& order, const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan);
+// Checks a split plan against the order: every item's quantity in exactly one package in all, no
+// unknown items, no empty package. An empty plan means one package with everything.
+absl::Status CheckSplitPlan(const v1::Order& order,
+                            const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan);
 // Creates the packages (AT_PROCESSING_CENTER) from a checked plan.
-void CreatePackages(v1::Order& order, const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan);
+void CreatePackages(v1::Order& order,
+                    const google::protobuf::RepeatedPtrField<v1::PackagePlan>& plan);
 
 // May the order still be cancelled? Not once any package is with a carrier.
 absl::Status CheckCancellable(const v1::Order& order);
 
-// Applies a package move with its details (carrier, courier, ETA, failure reason) at `when`; the caller has
-// checked the move. Sets delivered time and timeliness on delivery, counts failed attempts, and updates
-// the order's derived status, delivered time and timeliness.
-void ApplyPackageMove(v1::Order& order, v1::Package& package, const v1::AdvancePackageRequest& move, absl::Time when);
+// Applies a package move with its details (carrier, courier, ETA, failure reason) at `when`; the
+// caller has checked the move. Sets delivered time and timeliness on delivery, counts failed
+// attempts, and updates the order's derived status, delivered time and timeliness.
+void ApplyPackageMove(v1::Order& order, v1::Package& package, const v1::AdvancePackageRequest& move,
+                      absl::Time when);
 
 v1::Package* FindPackage(v1::Order& order, absl::string_view package_id);
 const v1::OrderItem* FindItem(const v1::Order& order, absl::string_view item_id);
@@ -77,8 +82,8 @@ const v1::Package* PackageOfItem(const v1::Order& order, absl::string_view item_
 v1::PurchaseSummary SummarisePurchases(absl::string_view customer_id, std::vector<v1::Order> orders,
                                        const std::vector<v1::Return>& returns, int open_limit);
 
-// The events an order produces for other services, as they need them (customer_id and, unless set here,
-// occur_time are filled by the store).
+// The events an order produces for other services, as they need them (customer_id and, unless set
+// here, occur_time are filled by the store).
 v1::EventItem ToEventItem(const v1::OrderItem& item, int32_t quantity);
 v1::Event OrderPlacedEvent(const v1::Order& order);
 // Dated at the order's delivered_time.

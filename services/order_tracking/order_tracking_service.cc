@@ -11,8 +11,8 @@
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
-#include "libs/rpc/status.h"
 #include "libs/rpc/caller_auth.h"
+#include "libs/rpc/status.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
@@ -20,7 +20,8 @@
 #include "services/order_tracking/order_lifecycle.h"
 
 ABSL_FLAG(std::string, return_policy_file, "",
-          "return windows per category, lines \"<category> <days>\" and \"default <days>\"; empty: built-in policy");
+          "return windows per category, lines \"<category> <days>\" and \"default <days>\"; empty: "
+          "built-in policy");
 
 namespace crm::order_tracking {
 namespace {
@@ -35,8 +36,8 @@ absl::Status ValidateOrderIds(absl::string_view customer_id, absl::string_view o
   return api::RequiredId("order_id", order_id);
 }
 
-absl::StatusOr<absl::Time> OptionalEventTime(const std::string& field, const v1::AdvancePackageRequest& r,
-                                             absl::Time now) {
+absl::StatusOr<absl::Time> OptionalEventTime(const std::string& field,
+                                             const v1::AdvancePackageRequest& r, absl::Time now) {
   if (!r.has_event_time()) return now;
   auto t = api::ToTime(field, r.event_time());
   if (!t.ok()) return t.status();
@@ -47,7 +48,9 @@ absl::StatusOr<absl::Time> OptionalEventTime(const std::string& field, const v1:
 absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
   if (r.status() == v1::PACKAGE_STATUS_UNSPECIFIED || !v1::PackageStatus_IsValid(r.status()) ||
       r.status() == v1::PACKAGE_STATUS_AT_PROCESSING_CENTER) {
-    return Invalid("status", "must be the package's next status (PICKING ... DELIVERED, DELIVERY_FAILED, RETURNED_TO_SENDER)");
+    return Invalid("status",
+                   "must be the package's next status (PICKING ... DELIVERED, DELIVERY_FAILED, "
+                   "RETURNED_TO_SENDER)");
   }
   if (r.status() == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
     if (auto s = api::RequiredText("carrier", r.carrier(), 100); !s.ok()) return s;
@@ -61,10 +64,12 @@ absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
   if (r.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) {
     if (auto s = api::RequiredText("failure_reason", r.failure_reason(), 300); !s.ok()) return s;
   }
-  if (!v1::CarrierType_IsValid(r.carrier_type())) return Invalid("carrier_type", "is not a carrier type");
-  for (const auto& [field, value] : {std::pair<const char*, const std::string*>{"station", &r.station()},
-                                     {"courier_name", &r.courier_name()},
-                                     {"courier_phone", &r.courier_phone()}}) {
+  if (!v1::CarrierType_IsValid(r.carrier_type()))
+    return Invalid("carrier_type", "is not a carrier type");
+  for (const auto& [field, value] :
+       {std::pair<const char*, const std::string*>{"station", &r.station()},
+        {"courier_name", &r.courier_name()},
+        {"courier_phone", &r.courier_phone()}}) {
     if (auto s = api::OptionalText(field, *value, 100); !s.ok()) return s;
   }
   if (r.has_eta()) {
@@ -73,7 +78,8 @@ absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
   return absl::OkStatus();
 }
 
-v1::OrderHistoryEntry Entry(std::string description, std::string actor, absl::Time when, std::string package_id = "") {
+v1::OrderHistoryEntry Entry(std::string description, std::string actor, absl::Time when,
+                            std::string package_id = "") {
   v1::OrderHistoryEntry h;
   h.set_description(std::move(description));
   h.set_actor(std::move(actor));
@@ -83,17 +89,21 @@ v1::OrderHistoryEntry Entry(std::string description, std::string actor, absl::Ti
 }
 
 // Applies a checked package move, with its history entry and events, to an order inside a change.
-void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageRequest& move, absl::Time when,
-                     const std::string& actor, OrderChange& c) {
+void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageRequest& move,
+                     absl::Time when, const std::string& actor, OrderChange& c) {
   const bool was_delivered = order.status() == v1::ORDER_STATUS_DELIVERED;
   const bool was_processed_without_payment =
       order.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY && !order.has_paid_time();
   ApplyPackageMove(order, p, move, when);
-  if (move.status() == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) c.tracking_numbers.emplace_back(p.tracking_number(), p.package_id());
-  std::string what = absl::StrCat("package ", p.package_id(), " ", PackageStatusName(move.status()));
-  if (move.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) absl::StrAppend(&what, ": ", move.failure_reason());
+  if (move.status() == v1::PACKAGE_STATUS_HANDED_TO_CARRIER)
+    c.tracking_numbers.emplace_back(p.tracking_number(), p.package_id());
+  std::string what =
+      absl::StrCat("package ", p.package_id(), " ", PackageStatusName(move.status()));
+  if (move.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED)
+    absl::StrAppend(&what, ": ", move.failure_reason());
   if (move.status() == v1::PACKAGE_STATUS_DELIVERED) {
-    absl::StrAppend(&what, " (", absl::AsciiStrToLower(v1::Timeliness_Name(p.timeliness()).substr(11)), ")");
+    absl::StrAppend(&what, " (",
+                    absl::AsciiStrToLower(v1::Timeliness_Name(p.timeliness()).substr(11)), ")");
   }
   c.history.push_back(Entry(what, actor, when, p.package_id()));
   c.summary = what;
@@ -116,20 +126,30 @@ void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageR
 }  // namespace
 
 OrderMetrics::OrderMetrics(prometheus::Registry& r)
-    : created(prometheus::BuildCounter().Name("crm_orders_created_total").Help("Orders placed.").Register(r).Add({})),
+    : created(prometheus::BuildCounter()
+                  .Name("crm_orders_created_total")
+                  .Help("Orders placed.")
+                  .Register(r)
+                  .Add({})),
       delivered(prometheus::BuildCounter()
                     .Name("crm_orders_delivered_total")
-                    .Help("Orders delivered in full, by timeliness against the agreed window (early, on_time, late).")
+                    .Help("Orders delivered in full, by timeliness against the agreed window "
+                          "(early, on_time, late).")
                     .Register(r)),
       delivery_failed(prometheus::BuildCounter()
                           .Name("crm_packages_delivery_failed_total")
                           .Help("Failed delivery attempts.")
                           .Register(r)
                           .Add({})),
-      cancelled(prometheus::BuildCounter().Name("crm_orders_cancelled_total").Help("Orders cancelled.").Register(r).Add({})),
+      cancelled(prometheus::BuildCounter()
+                    .Name("crm_orders_cancelled_total")
+                    .Help("Orders cancelled.")
+                    .Register(r)
+                    .Add({})),
       returns(prometheus::BuildCounter()
                   .Name("crm_returns_total")
-                  .Help("Return steps taken, by the status reached (requested, pickup_scheduled, received, refunded, rejected).")
+                  .Help("Return steps taken, by the status reached (requested, pickup_scheduled, "
+                        "received, refunded, rejected).")
                   .Register(r)),
       refunded_minor(prometheus::BuildCounter()
                          .Name("crm_refunds_minor_units_total")
@@ -137,22 +157,28 @@ OrderMetrics::OrderMetrics(prometheus::Registry& r)
                          .Register(r)),
       tracking_events(prometheus::BuildCounter()
                           .Name("crm_tracking_events_total")
-                          .Help("Carrier tracking events received, by outcome (applied, duplicate, stale, unknown_tracking_number, rejected).")
+                          .Help("Carrier tracking events received, by outcome (applied, duplicate, "
+                                "stale, unknown_tracking_number, rejected).")
                           .Register(r)),
       imported(prometheus::BuildCounter()
                    .Name("crm_history_imported_total")
-                   .Help("Orders and returns imported from a shop's history (ImportOrders), by kind (order, return).")
+                   .Help("Orders and returns imported from a shop's history (ImportOrders), by "
+                         "kind (order, return).")
                    .Register(r)),
-      reviews(prometheus::BuildCounter().Name("crm_reviews_total").Help("Reviews submitted.").Register(r).Add({})),
+      reviews(prometheus::BuildCounter()
+                  .Name("crm_reviews_total")
+                  .Help("Reviews submitted.")
+                  .Register(r)
+                  .Add({})),
       watchers(prometheus::BuildGauge()
                    .Name("crm_order_watchers")
                    .Help("Open WatchOrder streams.")
                    .Register(r)
                    .Add({})) {}
 
-OrderTrackingService::OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes,
-                                           rpc::Backends* backends, ReturnRules return_rules,
-                                           prometheus::Registry& registry)
+OrderTrackingService::OrderTrackingService(OrderTrackingStore* store, Clock* clock,
+                                           rpc::Executor* writes, rpc::Backends* backends,
+                                           ReturnRules return_rules, prometheus::Registry& registry)
     : store_(store),
       clock_(clock),
       writes_(writes),
@@ -161,11 +187,15 @@ OrderTrackingService::OrderTrackingService(OrderTrackingStore* store, Clock* clo
       metrics_(registry),
       hub_(&metrics_.watchers) {}
 
-void OrderTrackingService::Committed(const v1::Order& order, const OrderChange& change, absl::Time now) {
+void OrderTrackingService::Committed(const v1::Order& order, const OrderChange& change,
+                                     absl::Time now) {
   if (change.unchanged) return;
   for (const auto& e : change.events) {
     if (e.has_order_delivered()) {
-      metrics_.delivered.Add({{"timeliness", absl::AsciiStrToLower(v1::Timeliness_Name(e.order_delivered().timeliness()).substr(11))}})
+      metrics_.delivered
+          .Add({{"timeliness",
+                 absl::AsciiStrToLower(
+                     v1::Timeliness_Name(e.order_delivered().timeliness()).substr(11))}})
           .Increment();
     }
     if (e.has_delivery_failed()) metrics_.delivery_failed.Increment();
@@ -174,73 +204,88 @@ void OrderTrackingService::Committed(const v1::Order& order, const OrderChange& 
   hub_.Publish(order, change.summary.empty() ? "updated" : change.summary, now);
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx, const v1::CreateOrderRequest* req, v1::Order* resp) {
+grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx,
+                                                            const v1::CreateOrderRequest* req,
+                                                            v1::Order* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   int64_t total = 0;
   std::string currency;
-  if (auto s = ValidateOrderLines("items", req->items(), kMaxItems, /*category_required=*/true, &total, &currency);
+  if (auto s = ValidateOrderLines("items", req->items(), kMaxItems, /*category_required=*/true,
+                                  &total, &currency);
       !s.ok()) {
     return Finish(ctx, s);
   }
-  if (auto s = AddShippingFee("shipping_fee", req->shipping_fee(), currency, &total); !s.ok()) return Finish(ctx, s);
-  if (req->payment_method() == v1::PAYMENT_METHOD_TYPE_UNSPECIFIED || !v1::PaymentMethodType_IsValid(req->payment_method())) {
-    return Finish(ctx, Invalid("payment_method", "must be CARD, CASH_ON_DELIVERY or ACCOUNT_BALANCE"));
+  if (auto s = AddShippingFee("shipping_fee", req->shipping_fee(), currency, &total); !s.ok())
+    return Finish(ctx, s);
+  if (req->payment_method() == v1::PAYMENT_METHOD_TYPE_UNSPECIFIED ||
+      !v1::PaymentMethodType_IsValid(req->payment_method())) {
+    return Finish(ctx,
+                  Invalid("payment_method", "must be CARD, CASH_ON_DELIVERY or ACCOUNT_BALANCE"));
   }
-  if (!req->has_delivery_window() || !req->delivery_window().has_start_time() || !req->delivery_window().has_end_time()) {
+  if (!req->has_delivery_window() || !req->delivery_window().has_start_time() ||
+      !req->delivery_window().has_end_time()) {
     return Finish(ctx, Invalid("delivery_window", "start_time and end_time are required"));
   }
   auto start = api::ToTime("delivery_window.start_time", req->delivery_window().start_time());
   if (!start.ok()) return Finish(ctx, start.status());
   auto end = api::ToTime("delivery_window.end_time", req->delivery_window().end_time());
   if (!end.ok()) return Finish(ctx, end.status());
-  if (*end <= *start) return Finish(ctx, Invalid("delivery_window.end_time", "must be after start_time"));
+  if (*end <= *start)
+    return Finish(ctx, Invalid("delivery_window.end_time", "must be after start_time"));
   if (!req->shipping_address_id().empty()) {
-    if (auto s = api::RequiredId("shipping_address_id", req->shipping_address_id()); !s.ok()) return Finish(ctx, s);
+    if (auto s = api::RequiredId("shipping_address_id", req->shipping_address_id()); !s.ok())
+      return Finish(ctx, s);
   }
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, total, currency,
-                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
-    // The customer must exist, and the order keeps a copy of the address it ships to.
-    auto fetched = FetchCustomer(req->customer_id());
-    if (!fetched.ok()) return fetched.status();
-    const v1::Customer& customer = *fetched;
-    const std::string address_id =
-        req->shipping_address_id().empty() ? customer.default_address_id() : req->shipping_address_id();
-    const v1::Address* address = nullptr;
-    for (const auto& a : customer.addresses()) {
-      if (a.address_id() == address_id) address = &a;
-    }
-    if (address == nullptr) {
-      if (req->shipping_address_id().empty()) {
-        return absl::FailedPreconditionError("shipping_address_id: the customer has no address yet; add one first");
-      }
-      return absl::NotFoundError(absl::StrCat("shipping_address_id: the customer has no address \"", address_id, "\""));
-    }
-    v1::Order order;
-    order.set_order_id(sharding::NewIdInBucket("o", sharding::BucketOf(req->customer_id())));
-    order.set_customer_id(req->customer_id());
-    for (int i = 0; i < req->items_size(); ++i) {
-      auto* item = order.add_items();
-      *item = req->items(i);
-      item->set_item_id(std::to_string(i + 1));
-    }
-    order.set_payment_method(req->payment_method());
-    *order.mutable_shipping_fee() = req->shipping_fee();
-    order.mutable_shipping_fee()->set_currency(currency);
-    order.mutable_total()->set_amount_minor(total);
-    order.mutable_total()->set_currency(currency);
-    *order.mutable_delivery_window() = req->delivery_window();
-    order.set_status(v1::ORDER_STATUS_PLACED);
-    *order.mutable_shipping_address() = *address;
-    api::SetTimestamp(now, order.mutable_create_time());
-    const v1::Event placed = OrderPlacedEvent(order);
-    absl::Status s = store_->CreateOrder(order, placed, request_id, store::RequestFingerprint(*req), now, resp);
-    if (s.ok() && resp->order_id() == order.order_id()) metrics_.created.Increment();
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, total, currency,
+       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+        // The customer must exist, and the order keeps a copy of the address it ships to.
+        auto fetched = FetchCustomer(req->customer_id());
+        if (!fetched.ok()) return fetched.status();
+        const v1::Customer& customer = *fetched;
+        const std::string address_id = req->shipping_address_id().empty()
+                                           ? customer.default_address_id()
+                                           : req->shipping_address_id();
+        const v1::Address* address = nullptr;
+        for (const auto& a : customer.addresses()) {
+          if (a.address_id() == address_id) address = &a;
+        }
+        if (address == nullptr) {
+          if (req->shipping_address_id().empty()) {
+            return absl::FailedPreconditionError(
+                "shipping_address_id: the customer has no address yet; add one first");
+          }
+          return absl::NotFoundError(absl::StrCat(
+              "shipping_address_id: the customer has no address \"", address_id, "\""));
+        }
+        v1::Order order;
+        order.set_order_id(sharding::NewIdInBucket("o", sharding::BucketOf(req->customer_id())));
+        order.set_customer_id(req->customer_id());
+        for (int i = 0; i < req->items_size(); ++i) {
+          auto* item = order.add_items();
+          *item = req->items(i);
+          item->set_item_id(std::to_string(i + 1));
+        }
+        order.set_payment_method(req->payment_method());
+        *order.mutable_shipping_fee() = req->shipping_fee();
+        order.mutable_shipping_fee()->set_currency(currency);
+        order.mutable_total()->set_amount_minor(total);
+        order.mutable_total()->set_currency(currency);
+        *order.mutable_delivery_window() = req->delivery_window();
+        order.set_status(v1::ORDER_STATUS_PLACED);
+        *order.mutable_shipping_address() = *address;
+        api::SetTimestamp(now, order.mutable_create_time());
+        const v1::Event placed = OrderPlacedEvent(order);
+        absl::Status s = store_->CreateOrder(order, placed, request_id,
+                                             store::RequestFingerprint(*req), now, resp);
+        if (s.ok() && resp->order_id() == order.order_id()) metrics_.created.Increment();
+        return s;
+      });
 }
 
 absl::StatusOr<v1::Customer> OrderTrackingService::FetchCustomer(const std::string& customer_id) {
@@ -257,13 +302,15 @@ absl::StatusOr<v1::Customer> OrderTrackingService::FetchCustomer(const std::stri
     return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
   }
   if (!ps.ok()) {
-    return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (", ps.error_message(),
+    return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (",
+                                               ps.error_message(),
                                                "); retry with the same request"));
   }
   return customer;
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx, const v1::ImportOrdersRequest* req,
+grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx,
+                                                             const v1::ImportOrdersRequest* req,
                                                              v1::ImportOrdersResponse* resp) {
   const absl::Time now = clock_->Now();
   if (auto s = ValidateImport(*req, now); !s.ok()) return Finish(ctx, s);
@@ -273,7 +320,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx, const v1:
     absl::Status s = store_->ImportHistory(
         *req, now,
         [&](int i, v1::Order* order, OrderChange* change) {
-          BuildImportedOrder(req->customer_id(), req->orders(i), sharding::NewIdInBucket("o", bucket), order, change);
+          BuildImportedOrder(req->customer_id(), req->orders(i),
+                             sharding::NewIdInBucket("o", bucket), order, change);
         },
         [&](int i, v1::Order& order, v1::Return* ret, OrderChange* change) {
           return ApplyImportedReturn(absl::StrCat("returns[", i, "]"), req->returns(i),
@@ -288,15 +336,18 @@ grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx, const v1:
   });
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::GetOrder(Ctx* ctx, const v1::GetOrderRequest* req, v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+grpc::ServerUnaryReactor* OrderTrackingService::GetOrder(Ctx* ctx, const v1::GetOrderRequest* req,
+                                                         v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
+    return Finish(ctx, s);
   auto o = store_->GetOrder(req->customer_id(), req->order_id());
   if (!o.ok()) return Finish(ctx, o.status());
   *resp = std::move(*o);
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx, const v1::ListOrdersRequest* req,
+grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx,
+                                                           const v1::ListOrdersRequest* req,
                                                            v1::ListOrdersResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   auto size = api::PageSize("page_size", req->page_size(), 20, 100);
@@ -307,7 +358,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx, const v1::L
   std::vector<v1::Order> orders;
   std::string last;
   bool more = false;
-  if (auto s = store_->ListOrders(req->customer_id(), *after, *size, &orders, &last, &more); !s.ok()) {
+  if (auto s = store_->ListOrders(req->customer_id(), *after, *size, &orders, &last, &more);
+      !s.ok()) {
     return Finish(ctx, s);
   }
   for (auto& o : orders) *resp->add_orders() = std::move(o);
@@ -315,8 +367,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx, const v1::L
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(Ctx* ctx, const v1::GetPurchaseSummaryRequest* req,
-                                                                   v1::PurchaseSummary* resp) {
+grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(
+    Ctx* ctx, const v1::GetPurchaseSummaryRequest* req, v1::PurchaseSummary* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (req->open_order_limit() < 0 || req->open_order_limit() > 50) {
     return Finish(ctx, api::Invalid("open_order_limit", "must be 0-50"));
@@ -330,33 +382,41 @@ grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(Ctx* ctx, con
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::GetOrderHistory(Ctx* ctx, const v1::GetOrderHistoryRequest* req,
-                                                                v1::GetOrderHistoryResponse* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+grpc::ServerUnaryReactor* OrderTrackingService::GetOrderHistory(
+    Ctx* ctx, const v1::GetOrderHistoryRequest* req, v1::GetOrderHistoryResponse* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
+    return Finish(ctx, s);
   auto h = store_->History(req->customer_id(), req->order_id());
   if (!h.ok()) return Finish(ctx, h.status());
   for (auto& e : *h) *resp->add_entries() = std::move(e);
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::PayOrderRequest* req, v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredText("payment_reference", req->payment_reference(), 128); !s.ok()) return Finish(ctx, s);
+grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::PayOrderRequest* req,
+                                                         v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
+    return Finish(ctx, s);
+  if (auto s = api::RequiredText("payment_reference", req->payment_reference(), 128); !s.ok())
+    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
     OrderChange applied;
-    absl::Status s = store_->UpdateOrder(req->customer_id(), req->order_id(), now,
+    absl::Status s = store_->UpdateOrder(
+        req->customer_id(), req->order_id(), now,
         [&](v1::Order& o, OrderChange& c) -> absl::Status {
-          if (o.status() == v1::ORDER_STATUS_PAID && o.payment_reference() == req->payment_reference()) {
+          if (o.status() == v1::ORDER_STATUS_PAID &&
+              o.payment_reference() == req->payment_reference()) {
             c.unchanged = true;  // the same payment reported again
             return absl::OkStatus();
           }
           if (o.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY) {
-            return absl::FailedPreconditionError("order_id: a cash-on-delivery order is paid at the door, on delivery");
+            return absl::FailedPreconditionError(
+                "order_id: a cash-on-delivery order is paid at the door, on delivery");
           }
           if (o.status() != v1::ORDER_STATUS_PLACED) {
-            return absl::FailedPreconditionError(
-                absl::StrCat("order_id: the order is ", OrderStatusName(o.status()), "; only a PLACED order can be paid"));
+            return absl::FailedPreconditionError(absl::StrCat("order_id: the order is ",
+                                                              OrderStatusName(o.status()),
+                                                              "; only a PLACED order can be paid"));
           }
           o.set_status(v1::ORDER_STATUS_PAID);
           o.set_payment_reference(req->payment_reference());
@@ -371,15 +431,19 @@ grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::Pay
   });
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx, const v1::CancelOrderRequest* req, v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx,
+                                                            const v1::CancelOrderRequest* req,
+                                                            v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
+    return Finish(ctx, s);
   if (auto s = api::OptionalText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller)] {
     OrderChange applied;
-    absl::Status s = store_->UpdateOrder(req->customer_id(), req->order_id(), now,
+    absl::Status s = store_->UpdateOrder(
+        req->customer_id(), req->order_id(), now,
         [&](v1::Order& o, OrderChange& c) -> absl::Status {
           if (o.status() == v1::ORDER_STATUS_CANCELLED) {
             c.unchanged = true;
@@ -402,26 +466,33 @@ grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx, const v1::
   });
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx, const v1::ProcessOrderRequest* req, v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx,
+                                                             const v1::ProcessOrderRequest* req,
+                                                             v1::Order* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
+    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
     OrderChange applied;
-    absl::Status s = store_->UpdateOrder(req->customer_id(), req->order_id(), now,
+    absl::Status s = store_->UpdateOrder(
+        req->customer_id(), req->order_id(), now,
         [&](v1::Order& o, OrderChange& c) -> absl::Status {
           if (!o.packages().empty()) {
             c.unchanged = true;  // already processed
             return absl::OkStatus();
           }
           const bool cod = o.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY;
-          if (!(o.status() == v1::ORDER_STATUS_PAID || (cod && o.status() == v1::ORDER_STATUS_PLACED))) {
-            return absl::FailedPreconditionError(absl::StrCat(
-                "order_id: the order is ", OrderStatusName(o.status()),
-                "; it must be paid (or cash on delivery) before processing"));
+          if (!(o.status() == v1::ORDER_STATUS_PAID ||
+                (cod && o.status() == v1::ORDER_STATUS_PLACED))) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("order_id: the order is ", OrderStatusName(o.status()),
+                             "; it must be paid (or cash on delivery) before processing"));
           }
           if (auto s = CheckSplitPlan(o, req->packages()); !s.ok()) return s;
           CreatePackages(o, req->packages());
-          c.history.push_back(Entry(absl::StrCat("at processing center, ", o.packages_size(), " package(s)"), "warehouse", now));
+          c.history.push_back(
+              Entry(absl::StrCat("at processing center, ", o.packages_size(), " package(s)"),
+                    "warehouse", now));
           c.summary = "at processing center";
           return absl::OkStatus();
         },
@@ -431,15 +502,18 @@ grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx, const v1:
   });
 }
 
-absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out) {
+absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& move,
+                                               absl::Time now, v1::Order* out) {
   auto when = OptionalEventTime("event_time", move, now);
   if (!when.ok()) return when.status();
   OrderChange applied;
-  absl::Status s = store_->UpdateOrder(move.customer_id(), move.order_id(), now,
+  absl::Status s = store_->UpdateOrder(
+      move.customer_id(), move.order_id(), now,
       [&](v1::Order& o, OrderChange& c) -> absl::Status {
         v1::Package* p = FindPackage(o, move.package_id());
         if (p == nullptr) {
-          return absl::NotFoundError(absl::StrCat("package_id: the order has no package \"", move.package_id(), "\""));
+          return absl::NotFoundError(
+              absl::StrCat("package_id: the order has no package \"", move.package_id(), "\""));
         }
         if (p->status() == move.status()) {
           c.unchanged = true;  // a repeated move
@@ -454,9 +528,11 @@ absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& 
   return s;
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::AdvancePackage(Ctx* ctx, const v1::AdvancePackageRequest* req,
+grpc::ServerUnaryReactor* OrderTrackingService::AdvancePackage(Ctx* ctx,
+                                                               const v1::AdvancePackageRequest* req,
                                                                v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
+    return Finish(ctx, s);
   if (auto s = api::RequiredId("package_id", req->package_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateMove(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
@@ -464,35 +540,43 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvancePackage(Ctx* ctx, const v
   return FinishOn(*writes_, ctx, [this, req, resp, now] { return MovePackage(*req, now, resp); });
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(Ctx* ctx, const v1::AddTrackingEventsRequest* req,
-                                                                  v1::AddTrackingEventsResponse* resp) {
-  if (req->events().empty()) return Finish(ctx, Invalid("events", "send at least one tracking event"));
+grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(
+    Ctx* ctx, const v1::AddTrackingEventsRequest* req, v1::AddTrackingEventsResponse* resp) {
+  if (req->events().empty())
+    return Finish(ctx, Invalid("events", "send at least one tracking event"));
   if (req->events_size() > kMaxTrackingEventsPerCall) {
-    return Finish(ctx, Invalid("events", absl::StrCat("at most ", kMaxTrackingEventsPerCall, " per call")));
+    return Finish(
+        ctx, Invalid("events", absl::StrCat("at most ", kMaxTrackingEventsPerCall, " per call")));
   }
   const absl::Time now = clock_->Now();
   for (int i = 0; i < req->events_size(); ++i) {
     const auto& e = req->events(i);
     const std::string f = absl::StrCat("events[", i, "]");
-    if (auto s = api::RequiredId(f + ".carrier_event_id", e.carrier_event_id()); !s.ok()) return Finish(ctx, s);
-    if (auto s = api::RequiredId(f + ".tracking_number", e.tracking_number()); !s.ok()) return Finish(ctx, s);
-    if (!v1::PackageStatus_IsValid(e.status())) return Finish(ctx, Invalid(f + ".status", "is not a package status"));
-    if (!e.has_event_time()) return Finish(ctx, Invalid(f + ".event_time", "is required: when the carrier saw it"));
+    if (auto s = api::RequiredId(f + ".carrier_event_id", e.carrier_event_id()); !s.ok())
+      return Finish(ctx, s);
+    if (auto s = api::RequiredId(f + ".tracking_number", e.tracking_number()); !s.ok())
+      return Finish(ctx, s);
+    if (!v1::PackageStatus_IsValid(e.status()))
+      return Finish(ctx, Invalid(f + ".status", "is not a package status"));
+    if (!e.has_event_time())
+      return Finish(ctx, Invalid(f + ".event_time", "is required: when the carrier saw it"));
     auto t = api::ToTime(f + ".event_time", e.event_time());
     if (!t.ok()) return Finish(ctx, t.status());
     if (*t > now + kClockSkew) return Finish(ctx, Invalid(f + ".event_time", "is in the future"));
     if (e.has_location()) {
       const auto& l = e.location();
       if (l.latitude() < -90 || l.latitude() > 90 || l.longitude() < -180 || l.longitude() > 180) {
-        return Finish(ctx, Invalid(f + ".location", "latitude must be -90..90 and longitude -180..180"));
+        return Finish(ctx,
+                      Invalid(f + ".location", "latitude must be -90..90 and longitude -180..180"));
       }
     }
     if (e.status() == v1::PACKAGE_STATUS_UNSPECIFIED && !e.has_location() && !e.has_eta()) {
       return Finish(ctx, Invalid(f, "carries neither a status, a location nor an ETA"));
     }
-    for (const auto& [name, value] : {std::pair<const char*, const std::string*>{".station", &e.station()},
-                                      {".courier_name", &e.courier_name()},
-                                      {".note", &e.note()}}) {
+    for (const auto& [name, value] :
+         {std::pair<const char*, const std::string*>{".station", &e.station()},
+          {".courier_name", &e.courier_name()},
+          {".note", &e.note()}}) {
       if (auto s = api::OptionalText(f + name, *value, 300); !s.ok()) return Finish(ctx, s);
     }
   }
@@ -513,18 +597,23 @@ grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(Ctx* ctx, cons
       bool duplicate = false;
       v1::Order order;
       OrderChange applied;
-      absl::Status s = store_->ApplyCarrierEvent(**ref, e.carrier_event_id(), e.tracking_number(), now,
+      absl::Status s = store_->ApplyCarrierEvent(
+          **ref, e.carrier_event_id(), e.tracking_number(), now,
           [&](v1::Order& o, OrderChange& c) -> absl::Status {
             v1::Package* p = FindPackage(o, (*ref)->package_id);
-            if (p == nullptr) return absl::DataLossError("tracking number points at a missing package");
-            const bool older = p->has_last_event_time() && when < api::FromTimestamp(p->last_event_time());
+            if (p == nullptr)
+              return absl::DataLossError("tracking number points at a missing package");
+            const bool older =
+                p->has_last_event_time() && when < api::FromTimestamp(p->last_event_time());
             const std::string actor = absl::StrCat("carrier:", p->carrier());
             if (e.status() != v1::PACKAGE_STATUS_UNSPECIFIED && e.status() != p->status()) {
               if (older || Stage(e.status()) < Stage(p->status()) || IsFinal(p->status())) {
-                outcome = R::OUTCOME_STALE;  // late news: kept in the history, the package does not move back
+                outcome = R::OUTCOME_STALE;  // late news: kept in the history, the package does not
+                                             // move back
               } else if (!CheckPackageMove(p->status(), e.status()).ok()) {
                 outcome = R::OUTCOME_REJECTED;
-                result->set_detail(absl::StrCat("a package cannot go from ", PackageStatusName(p->status()), " to ",
+                result->set_detail(absl::StrCat("a package cannot go from ",
+                                                PackageStatusName(p->status()), " to ",
                                                 PackageStatusName(e.status())));
               } else {
                 v1::AdvancePackageRequest move;
@@ -545,19 +634,23 @@ grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(Ctx* ctx, cons
               }
               if (e.has_eta()) *p->mutable_eta() = e.eta();
               if (!e.station().empty()) p->set_station(e.station());
-              if (when > api::FromTimestamp(p->last_event_time())) api::SetTimestamp(when, p->mutable_last_event_time());
+              if (when > api::FromTimestamp(p->last_event_time()))
+                api::SetTimestamp(when, p->mutable_last_event_time());
               if (c.history.empty()) {
-                v1::OrderHistoryEntry h = Entry(e.has_location() ? "courier location" : "carrier update", actor, when,
-                                                p->package_id());
+                v1::OrderHistoryEntry h =
+                    Entry(e.has_location() ? "courier location" : "carrier update", actor, when,
+                          p->package_id());
                 if (e.has_location()) *h.mutable_location() = e.location();
                 c.history.push_back(std::move(h));
-                c.summary = e.has_location() ? "location" : (e.has_eta() ? "eta" : "carrier update");
+                c.summary =
+                    e.has_location() ? "location" : (e.has_eta() ? "eta" : "carrier update");
               }
             } else {
-              c.history.push_back(Entry(absl::StrCat(outcome == R::OUTCOME_STALE ? "late carrier event ignored: "
-                                                                                : "carrier event rejected: ",
-                                                     PackageStatusName(e.status())),
-                                        actor, when, p->package_id()));
+              c.history.push_back(
+                  Entry(absl::StrCat(outcome == R::OUTCOME_STALE ? "late carrier event ignored: "
+                                                                 : "carrier event rejected: ",
+                                     PackageStatusName(e.status())),
+                        actor, when, p->package_id()));
               c.summary = "carrier event not applied";
             }
             return absl::OkStatus();
@@ -575,14 +668,15 @@ grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(Ctx* ctx, cons
   });
 }
 
-grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(Ctx* ctx, const v1::WatchOrderRequest* req) {
+grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(
+    Ctx* ctx, const v1::WatchOrderRequest* req) {
   auto* watcher = new OrderWatcher(&hub_, OrderWatchHub::Key(req->customer_id(), req->order_id()));
   if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) {
     watcher->End(rpc::ToGrpc(s));
     return watcher;
   }
-  // Register first, then read: a change committed in between reaches the watcher either way, and the
-  // version check drops whichever copy arrives second.
+  // Register first, then read: a change committed in between reaches the watcher either way, and
+  // the version check drops whichever copy arrives second.
   if (!hub_.Add(watcher)) {
     watcher->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down; watch again"));
     return watcher;
@@ -612,71 +706,87 @@ absl::StatusOr<int> OrderTrackingService::ReturnWindowExtension(const std::strin
   const grpc::Status s = stub->GetMembership(&ctx, req, &m);
   if (!s.ok()) {
     return absl::UnavailableError(absl::StrCat(
-        "loyalty could not tell whether a membership benefit extends the return window (", s.error_message(),
-        "); retry with the same request_id"));
+        "loyalty could not tell whether a membership benefit extends the return window (",
+        s.error_message(), "); retry with the same request_id"));
   }
   return m.benefits().return_window_extension_days();
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx, const v1::RequestReturnRequest* req, v1::Return* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
+                                                              const v1::RequestReturnRequest* req,
+                                                              v1::Return* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
+    return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
   if (req->fault() == v1::FAULT_UNSPECIFIED || !v1::Fault_IsValid(req->fault())) {
     return Finish(ctx, Invalid("fault", "must be CUSTOMER, MERCHANT or CARRIER"));
   }
-  if (req->items().empty()) return Finish(ctx, Invalid("items", "name at least one item to return"));
+  if (req->items().empty())
+    return Finish(ctx, Invalid("items", "name at least one item to return"));
   for (int i = 0; i < req->items_size(); ++i) {
-    if (auto s = api::RequiredId(absl::StrCat("items[", i, "].item_id"), req->items(i).item_id()); !s.ok()) return Finish(ctx, s);
+    if (auto s = api::RequiredId(absl::StrCat("items[", i, "].item_id"), req->items(i).item_id());
+        !s.ok())
+      return Finish(ctx, s);
   }
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller),
-                                  request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-    // A membership tier may extend return windows: ask loyalty only when the plain window has passed.
-    int extra_days = 0;
-    if (auto current = store_->GetOrder(req->customer_id(), req->order_id()); current.ok()) {
-      auto plain = CheckReturnRequest(*current, req->items(), return_rules_, 0, now);
-      if (!plain.ok() && plain.status().message().find("return window") != absl::string_view::npos) {
-        auto extension = ReturnWindowExtension(req->customer_id());
-        if (!extension.ok()) return extension.status();
-        extra_days = *extension;
-      }
-    }
-    v1::Order order;
-    absl::Status s = store_->CreateReturn(req->customer_id(), req->order_id(), request_id,
-        store::RequestFingerprint(*req), now,
-        [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
-          auto window_end = CheckReturnRequest(o, req->items(), return_rules_, extra_days, now);
-          if (!window_end.ok()) return window_end.status();
-          r.set_return_id(sharding::NewIdInBucket("r", sharding::BucketOf(req->customer_id())));
-          r.set_order_id(o.order_id());
-          r.set_customer_id(o.customer_id());
-          *r.mutable_items() = req->items();
-          r.set_reason(req->reason());
-          r.set_fault(req->fault());
-          r.set_status(v1::RETURN_STATUS_REQUESTED);
-          api::SetTimestamp(now, r.mutable_request_time());
-          api::SetTimestamp(now, r.mutable_update_time());
-          api::SetTimestamp(*window_end, r.mutable_window_end_time());
-          for (const auto& it : req->items()) (*o.mutable_returned_quantities())[it.item_id()] += it.quantity();
-          c.history.push_back(Entry(absl::StrCat("return ", r.return_id(), " requested: ", req->reason()), actor, now));
-          c.summary = "return requested";
-          return absl::OkStatus();
-        },
-        resp, &order);
-    if (s.ok()) metrics_.returns.Add({{"status", "requested"}}).Increment();
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, actor = rpc::Actor(*caller),
+       request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        // A membership tier may extend return windows: ask loyalty only when the plain window has
+        // passed.
+        int extra_days = 0;
+        if (auto current = store_->GetOrder(req->customer_id(), req->order_id()); current.ok()) {
+          auto plain = CheckReturnRequest(*current, req->items(), return_rules_, 0, now);
+          if (!plain.ok() &&
+              plain.status().message().find("return window") != absl::string_view::npos) {
+            auto extension = ReturnWindowExtension(req->customer_id());
+            if (!extension.ok()) return extension.status();
+            extra_days = *extension;
+          }
+        }
+        v1::Order order;
+        absl::Status s = store_->CreateReturn(
+            req->customer_id(), req->order_id(), request_id, store::RequestFingerprint(*req), now,
+            [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
+              auto window_end = CheckReturnRequest(o, req->items(), return_rules_, extra_days, now);
+              if (!window_end.ok()) return window_end.status();
+              r.set_return_id(sharding::NewIdInBucket("r", sharding::BucketOf(req->customer_id())));
+              r.set_order_id(o.order_id());
+              r.set_customer_id(o.customer_id());
+              *r.mutable_items() = req->items();
+              r.set_reason(req->reason());
+              r.set_fault(req->fault());
+              r.set_status(v1::RETURN_STATUS_REQUESTED);
+              api::SetTimestamp(now, r.mutable_request_time());
+              api::SetTimestamp(now, r.mutable_update_time());
+              api::SetTimestamp(*window_end, r.mutable_window_end_time());
+              for (const auto& it : req->items())
+                (*o.mutable_returned_quantities())[it.item_id()] += it.quantity();
+              c.history.push_back(
+                  Entry(absl::StrCat("return ", r.return_id(), " requested: ", req->reason()),
+                        actor, now));
+              c.summary = "return requested";
+              return absl::OkStatus();
+            },
+            resp, &order);
+        if (s.ok()) metrics_.returns.Add({{"status", "requested"}}).Increment();
+        return s;
+      });
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1::AdvanceReturnRequest* req, v1::Return* resp) {
+grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx,
+                                                              const v1::AdvanceReturnRequest* req,
+                                                              v1::Return* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("return_id", req->return_id()); !s.ok()) return Finish(ctx, s);
-  if (req->status() == v1::RETURN_STATUS_UNSPECIFIED || req->status() == v1::RETURN_STATUS_REQUESTED ||
-      !v1::ReturnStatus_IsValid(req->status())) {
-    return Finish(ctx, Invalid("status", "must be PICKUP_SCHEDULED, RECEIVED, REFUNDED or REJECTED"));
+  if (req->status() == v1::RETURN_STATUS_UNSPECIFIED ||
+      req->status() == v1::RETURN_STATUS_REQUESTED || !v1::ReturnStatus_IsValid(req->status())) {
+    return Finish(ctx,
+                  Invalid("status", "must be PICKUP_SCHEDULED, RECEIVED, REFUNDED or REJECTED"));
   }
   if (req->status() == v1::RETURN_STATUS_PICKUP_SCHEDULED) {
     auto start = api::ToTime("pickup_start_time", req->pickup_start_time());
@@ -686,17 +796,20 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1
     }
     if (!start.ok()) return Finish(ctx, start.status());
     if (!end.ok()) return Finish(ctx, end.status());
-    if (*end <= *start) return Finish(ctx, Invalid("pickup_end_time", "must be after pickup_start_time"));
+    if (*end <= *start)
+      return Finish(ctx, Invalid("pickup_end_time", "must be after pickup_start_time"));
   }
   if (req->status() == v1::RETURN_STATUS_REJECTED) {
-    if (auto s = api::RequiredText("rejection_reason", req->rejection_reason(), 500); !s.ok()) return Finish(ctx, s);
+    if (auto s = api::RequiredText("rejection_reason", req->rejection_reason(), 500); !s.ok())
+      return Finish(ctx, s);
   }
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller)] {
     v1::Order order;
-    absl::Status s = store_->UpdateReturn(req->customer_id(), req->return_id(), now,
+    absl::Status s = store_->UpdateReturn(
+        req->customer_id(), req->return_id(), now,
         [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
           if (r.status() == req->status()) {
             c.unchanged = true;
@@ -704,7 +817,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1
           }
           if (auto s = CheckReturnMove(r.status(), req->status()); !s.ok()) return s;
           r.set_status(req->status());
-          std::string what = absl::StrCat("return ", r.return_id(), " ", ReturnStatusName(req->status()));
+          std::string what =
+              absl::StrCat("return ", r.return_id(), " ", ReturnStatusName(req->status()));
           switch (req->status()) {
             case v1::RETURN_STATUS_PICKUP_SCHEDULED:
               *r.mutable_pickup_start_time() = req->pickup_start_time();
@@ -715,13 +829,15 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1
               *r.mutable_refund_amount() = RefundAmount(o, r, &shipping);
               r.set_shipping_refunded(shipping);
               if (shipping) o.set_shipping_refunded(true);
-              absl::StrAppend(&what, " ", r.refund_amount().amount_minor(), " ", r.refund_amount().currency());
+              absl::StrAppend(&what, " ", r.refund_amount().amount_minor(), " ",
+                              r.refund_amount().currency());
               c.events.push_back(OrderRefundedEvent(o, r));
               break;
             }
             case v1::RETURN_STATUS_REJECTED:
               r.set_rejection_reason(req->rejection_reason());
-              for (const auto& ri : r.items()) (*o.mutable_returned_quantities())[ri.item_id()] -= ri.quantity();
+              for (const auto& ri : r.items())
+                (*o.mutable_returned_quantities())[ri.item_id()] -= ri.quantity();
               break;
             default:
               break;
@@ -732,8 +848,10 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1
         },
         resp, &order);
     if (s.ok()) {
-      metrics_.returns.Add({{"status", absl::AsciiStrToLower(ReturnStatusName(resp->status()))}}).Increment();
-      if (resp->status() == v1::RETURN_STATUS_REFUNDED && req->status() == v1::RETURN_STATUS_REFUNDED) {
+      metrics_.returns.Add({{"status", absl::AsciiStrToLower(ReturnStatusName(resp->status()))}})
+          .Increment();
+      if (resp->status() == v1::RETURN_STATUS_REFUNDED &&
+          req->status() == v1::RETURN_STATUS_REFUNDED) {
         metrics_.refunded_minor.Add({{"currency", resp->refund_amount().currency()}})
             .Increment(static_cast<double>(resp->refund_amount().amount_minor()));
       }
@@ -742,7 +860,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx, const v1
   });
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx, const v1::ListReturnsRequest* req,
+grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx,
+                                                            const v1::ListReturnsRequest* req,
                                                             v1::ListReturnsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (!req->order_id().empty()) {
@@ -754,62 +873,75 @@ grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx, const v1::
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx, const v1::SubmitReviewRequest* req, v1::Review* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) return Finish(ctx, s);
+grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx,
+                                                             const v1::SubmitReviewRequest* req,
+                                                             v1::Review* resp) {
+  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
+    return Finish(ctx, s);
   if (auto s = api::RequiredId("item_id", req->item_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->rating() < 1 || req->rating() > 5) return Finish(ctx, Invalid("rating", "must be 1 (strongly dislike) to 5 (love)"));
+  if (req->rating() < 1 || req->rating() > 5)
+    return Finish(ctx, Invalid("rating", "must be 1 (strongly dislike) to 5 (love)"));
   if (auto s = api::OptionalText("text", req->text(), 2000); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-    absl::Status s = store_->CreateReview(req->customer_id(), req->order_id(), req->item_id(), request_id,
-        store::RequestFingerprint(*req), now,
-        [&](v1::Order& o, v1::Review& r, OrderChange& c) -> absl::Status {
-          const v1::OrderItem* item = FindItem(o, req->item_id());
-          if (item == nullptr) {
-            return absl::NotFoundError(absl::StrCat("item_id: the order has no item \"", req->item_id(), "\""));
-          }
-          const v1::Package* p = PackageOfItem(o, item->item_id());
-          if (p == nullptr || p->status() != v1::PACKAGE_STATUS_DELIVERED) {
-            return absl::FailedPreconditionError("item_id: an item can be reviewed once it has been delivered");
-          }
-          r.set_review_id(sharding::NewId("rv"));
-          r.set_order_id(o.order_id());
-          r.set_item_id(item->item_id());
-          r.set_sku(item->sku());
-          r.set_rating(req->rating());
-          r.set_text(req->text());
-          api::SetTimestamp(now, r.mutable_create_time());
-          o.add_reviewed_item_ids(item->item_id());
-          c.history.push_back(Entry(absl::StrCat("review of item ", item->item_id(), ": ", req->rating(), " stars"), "customer", now));
-          c.summary = "reviewed";
-          v1::Event e;
-          auto* rs = e.mutable_review_submitted();
-          rs->set_order_id(o.order_id());
-          rs->set_item_id(item->item_id());
-          rs->set_sku(item->sku());
-          rs->set_category(item->category());
-          rs->set_review_id(r.review_id());
-          rs->set_rating(req->rating());
-          rs->set_text(req->text());
-          c.events.push_back(std::move(e));
-          return absl::OkStatus();
-        },
-        resp);
-    if (s.ok()) metrics_.reviews.Increment();
-    return s;
-  });
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        absl::Status s = store_->CreateReview(
+            req->customer_id(), req->order_id(), req->item_id(), request_id,
+            store::RequestFingerprint(*req), now,
+            [&](v1::Order& o, v1::Review& r, OrderChange& c) -> absl::Status {
+              const v1::OrderItem* item = FindItem(o, req->item_id());
+              if (item == nullptr) {
+                return absl::NotFoundError(
+                    absl::StrCat("item_id: the order has no item \"", req->item_id(), "\""));
+              }
+              const v1::Package* p = PackageOfItem(o, item->item_id());
+              if (p == nullptr || p->status() != v1::PACKAGE_STATUS_DELIVERED) {
+                return absl::FailedPreconditionError(
+                    "item_id: an item can be reviewed once it has been delivered");
+              }
+              r.set_review_id(sharding::NewId("rv"));
+              r.set_order_id(o.order_id());
+              r.set_item_id(item->item_id());
+              r.set_sku(item->sku());
+              r.set_rating(req->rating());
+              r.set_text(req->text());
+              api::SetTimestamp(now, r.mutable_create_time());
+              o.add_reviewed_item_ids(item->item_id());
+              c.history.push_back(Entry(
+                  absl::StrCat("review of item ", item->item_id(), ": ", req->rating(), " stars"),
+                  "customer", now));
+              c.summary = "reviewed";
+              v1::Event e;
+              auto* rs = e.mutable_review_submitted();
+              rs->set_order_id(o.order_id());
+              rs->set_item_id(item->item_id());
+              rs->set_sku(item->sku());
+              rs->set_category(item->category());
+              rs->set_review_id(r.review_id());
+              rs->set_rating(req->rating());
+              rs->set_text(req->text());
+              c.events.push_back(std::move(e));
+              return absl::OkStatus();
+            },
+            resp);
+        if (s.ok()) metrics_.reviews.Increment();
+        return s;
+      });
 }
 
-grpc::ServerUnaryReactor* OrderTrackingService::GetReturnPolicy(Ctx* ctx, const v1::GetReturnPolicyRequest*,
+grpc::ServerUnaryReactor* OrderTrackingService::GetReturnPolicy(Ctx* ctx,
+                                                                const v1::GetReturnPolicyRequest*,
                                                                 v1::ReturnPolicy* resp) {
   *resp = return_rules_.ToProto();
   return Finish(ctx, absl::OkStatus());
 }
 
-absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::Create(const rpc::ServiceContext& context) {
+absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::Create(
+    const rpc::ServiceContext& context) {
   auto c = std::unique_ptr<OrderTrackingComponent>(new OrderTrackingComponent());
   ReturnRules rules = DefaultReturnRules();
   if (const std::string path = absl::GetFlag(FLAGS_return_policy_file); !path.empty()) {
@@ -818,19 +950,22 @@ absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::
     std::stringstream text;
     text << f.rdbuf();
     auto parsed = ParseReturnRules(text.str());
-    if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
+    if (!parsed.ok())
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
     rules = *std::move(parsed);
   }
-  // Loyalty accrues growth and points from delivered orders and takes them back on refunds; complaint-ticket
-  // opens tickets for low reviews and failed or late deliveries, and confirms refund compensations;
-  // customer-profile keeps segments and churn risk from the orders' lives.
-  auto events = events::EventProducer::Create(context, {"loyalty", "complaint-ticket", "recommendation", "customer-profile"});
+  // Loyalty accrues growth and points from delivered orders and takes them back on refunds;
+  // complaint-ticket opens tickets for low reviews and failed or late deliveries, and confirms
+  // refund compensations; customer-profile keeps segments and churn risk from the orders' lives.
+  auto events = events::EventProducer::Create(
+      context, {"loyalty", "complaint-ticket", "recommendation", "customer-profile"});
   if (!events.ok()) return events.status();
   c->events_ = std::move(*events);
   c->store_ = std::make_unique<OrderTrackingStore>(context.store, &c->events_->outbox());
   c->writes_ = std::make_unique<rpc::Executor>("order-writes", 32);
-  c->service_ = std::make_unique<OrderTrackingService>(c->store_.get(), context.clock, c->writes_.get(),
-                                                       context.backends, std::move(rules), context.metrics->registry());
+  c->service_ = std::make_unique<OrderTrackingService>(
+      c->store_.get(), context.clock, c->writes_.get(), context.backends, std::move(rules),
+      context.metrics->registry());
   OrderTrackingStore* store = c->store_.get();
   c->consumer_ = std::make_unique<events::EventConsumer>(
       context.store,

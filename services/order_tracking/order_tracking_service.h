@@ -1,7 +1,7 @@
-// crm.v1.OrderTrackingService over gRPC's callback API: validates each request, applies the lifecycle
-// (order_lifecycle.h) and return rules (returns.h) through OrderTrackingStore, publishes committed changes
-// to watchers (order_watch.h) and emits events through the outbox. Writes run on the write executor
-// (synced WAL; concurrent writers share fsyncs); reads finish on gRPC's thread.
+// crm.v1.OrderTrackingService over gRPC's callback API: validates each request, applies the
+// lifecycle (order_lifecycle.h) and return rules (returns.h) through OrderTrackingStore, publishes
+// committed changes to watchers (order_watch.h) and emits events through the outbox. Writes run on
+// the write executor (synced WAL; concurrent writers share fsyncs); reads finish on gRPC's thread.
 #pragma once
 
 #include <memory>
@@ -32,20 +32,21 @@ struct OrderMetrics {
   prometheus::Family<prometheus::Counter>& delivered;  // {timeliness}
   prometheus::Counter& delivery_failed;
   prometheus::Counter& cancelled;
-  prometheus::Family<prometheus::Counter>& returns;  // {status}
-  prometheus::Family<prometheus::Counter>& refunded_minor;  // {currency}
+  prometheus::Family<prometheus::Counter>& returns;          // {status}
+  prometheus::Family<prometheus::Counter>& refunded_minor;   // {currency}
   prometheus::Family<prometheus::Counter>& tracking_events;  // {outcome}
-  prometheus::Family<prometheus::Counter>& imported;  // {kind}
+  prometheus::Family<prometheus::Counter>& imported;         // {kind}
   prometheus::Counter& reviews;
   prometheus::Gauge& watchers;
 };
 
 class OrderTrackingService final : public v1::OrderTrackingService::CallbackService {
  public:
-  // `backends` reaches customer-profile (the customer and address of a new order) and loyalty (return
-  // window extensions). Not owned.
-  OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes, rpc::Backends* backends,
-                       ReturnRules return_rules, prometheus::Registry& registry);
+  // `backends` reaches customer-profile (the customer and address of a new order) and loyalty
+  // (return window extensions). Not owned.
+  OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes,
+                       rpc::Backends* backends, ReturnRules return_rules,
+                       prometheus::Registry& registry);
 
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
@@ -53,14 +54,18 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   Reactor* ImportOrders(Ctx*, const v1::ImportOrdersRequest*, v1::ImportOrdersResponse*) override;
   Reactor* GetOrder(Ctx*, const v1::GetOrderRequest*, v1::Order*) override;
   Reactor* ListOrders(Ctx*, const v1::ListOrdersRequest*, v1::ListOrdersResponse*) override;
-  Reactor* GetPurchaseSummary(Ctx*, const v1::GetPurchaseSummaryRequest*, v1::PurchaseSummary*) override;
-  Reactor* GetOrderHistory(Ctx*, const v1::GetOrderHistoryRequest*, v1::GetOrderHistoryResponse*) override;
+  Reactor* GetPurchaseSummary(Ctx*, const v1::GetPurchaseSummaryRequest*,
+                              v1::PurchaseSummary*) override;
+  Reactor* GetOrderHistory(Ctx*, const v1::GetOrderHistoryRequest*,
+                           v1::GetOrderHistoryResponse*) override;
   Reactor* PayOrder(Ctx*, const v1::PayOrderRequest*, v1::Order*) override;
   Reactor* CancelOrder(Ctx*, const v1::CancelOrderRequest*, v1::Order*) override;
   Reactor* ProcessOrder(Ctx*, const v1::ProcessOrderRequest*, v1::Order*) override;
   Reactor* AdvancePackage(Ctx*, const v1::AdvancePackageRequest*, v1::Order*) override;
-  Reactor* AddTrackingEvents(Ctx*, const v1::AddTrackingEventsRequest*, v1::AddTrackingEventsResponse*) override;
-  grpc::ServerWriteReactor<v1::OrderUpdate>* WatchOrder(Ctx*, const v1::WatchOrderRequest*) override;
+  Reactor* AddTrackingEvents(Ctx*, const v1::AddTrackingEventsRequest*,
+                             v1::AddTrackingEventsResponse*) override;
+  grpc::ServerWriteReactor<v1::OrderUpdate>* WatchOrder(Ctx*,
+                                                        const v1::WatchOrderRequest*) override;
   Reactor* RequestReturn(Ctx*, const v1::RequestReturnRequest*, v1::Return*) override;
   Reactor* AdvanceReturn(Ctx*, const v1::AdvanceReturnRequest*, v1::Return*) override;
   Reactor* ListReturns(Ctx*, const v1::ListReturnsRequest*, v1::ListReturnsResponse*) override;
@@ -73,7 +78,8 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   // After a committed change: metrics for what it emitted, and the update for watchers.
   void Committed(const v1::Order& order, const OrderChange& change, absl::Time now);
   absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
-  // The customer as customer-profile has them: NOT_FOUND naming customer_id, UNAVAILABLE when it cannot tell.
+  // The customer as customer-profile has them: NOT_FOUND naming customer_id, UNAVAILABLE when it
+  // cannot tell.
   absl::StatusOr<v1::Customer> FetchCustomer(const std::string& customer_id);
   // Days the customer's membership adds to return windows (asks loyalty).
   absl::StatusOr<int> ReturnWindowExtension(const std::string& customer_id);
@@ -90,7 +96,8 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
 // The whole order-tracking process on an open store; main.cc and the tests build it the same way.
 class OrderTrackingComponent final : public rpc::Component {
  public:
-  static absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> Create(const rpc::ServiceContext& context);
+  static absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> Create(
+      const rpc::ServiceContext& context);
   void Register(rpc::Server& server) override;
   void Start() override { events_->Start(); }
   void Stop() override { events_->Stop(); }

@@ -29,12 +29,14 @@ std::string OrderKey(absl::string_view customer_id, absl::string_view order_id) 
   return Key().Str(customer_id).Str(order_id).Build();
 }
 
-std::string RequestKey(absl::string_view customer_id, absl::string_view method, absl::string_view request_id) {
+std::string RequestKey(absl::string_view customer_id, absl::string_view method,
+                       absl::string_view request_id) {
   return Key().Str(customer_id).Str(method).Str(request_id).Build();
 }
 
 absl::Status OrderNotFound(absl::string_view order_id) {
-  return absl::NotFoundError(absl::StrCat("order_id: no order \"", order_id, "\" for this customer"));
+  return absl::NotFoundError(
+      absl::StrCat("order_id: no order \"", order_id, "\" for this customer"));
 }
 
 template <typename M>
@@ -48,8 +50,9 @@ absl::Status ParseInto(absl::string_view v, M* m) {
 }  // namespace
 
 std::vector<std::string> OrderTrackingStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {kOrders, kOrderIndex, kHistory, kTracking, kCarrierEvents,
-                                  kReturns, kReviews, kRequests, kImports, events::EventConsumer::kConsumedFamily};
+  std::vector<std::string> cfs = {
+      kOrders,  kOrderIndex, kHistory,  kTracking, kCarrierEvents,
+      kReturns, kReviews,    kRequests, kImports,  events::EventConsumer::kConsumedFamily};
   for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
   return cfs;
 }
@@ -75,10 +78,13 @@ absl::Status OrderTrackingStore::LockOrder(Transaction& txn, absl::string_view c
   return absl::OkStatus();
 }
 
-absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order, OrderChange& change, absl::Time now) {
+absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
+                                             OrderChange& change, absl::Time now) {
   order.set_version(order.version() + 1);
   api::SetTimestamp(now, order.mutable_update_time());
-  if (auto s = txn.PutProto(orders_, OrderKey(order.customer_id(), order.order_id()), order); !s.ok()) return s;
+  if (auto s = txn.PutProto(orders_, OrderKey(order.customer_id(), order.order_id()), order);
+      !s.ok())
+    return s;
   for (size_t i = 0; i < change.history.size(); ++i) {
     v1::OrderHistoryEntry& h = change.history[i];
     if (!h.has_time()) api::SetTimestamp(now, h.mutable_time());
@@ -94,7 +100,8 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
   for (const auto& [number, package_id] : change.tracking_numbers) {
     auto existing = txn.GetForUpdate(tracking_, number);
     if (!existing.ok()) return existing.status();
-    const std::string ref = Key().Str(order.customer_id()).Str(order.order_id()).Str(package_id).Build();
+    const std::string ref =
+        Key().Str(order.customer_id()).Str(order.order_id()).Str(package_id).Build();
     if (existing->has_value() && **existing != ref) {
       return absl::AlreadyExistsError(
           absl::StrCat("tracking_number: \"", number, "\" already belongs to another package"));
@@ -110,27 +117,28 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
 }
 
 absl::Status OrderTrackingStore::CreateOrder(const v1::Order& order, const v1::Event& placed,
-                                             absl::string_view request_id, uint64_t fingerprint, absl::Time now,
-                                             v1::Order* out) {
-  return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(order.customer_id(), "CreateOrder", request_id),
-      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
-        *out = order;
-        OrderChange change;
-        v1::OrderHistoryEntry h;
-        h.set_description("order placed");
-        h.set_actor("customer");
-        change.history.push_back(h);
-        change.events.push_back(placed);
-        const std::string index = Key()
-                                      .Str(order.customer_id())
-                                      .TimeNewestFirst(api::FromTimestamp(order.create_time()))
-                                      .Str(order.order_id())
-                                      .Build();
-        if (auto s = txn.Put(order_index_, index, ""); !s.ok()) return s;
-        out->set_version(0);
-        return WriteChange(txn, *out, change, now);
-      });
+                                             absl::string_view request_id, uint64_t fingerprint,
+                                             absl::Time now, v1::Order* out) {
+  return store::TransactOnce(*store_, Durability::kSynced, requests_,
+                             RequestKey(order.customer_id(), "CreateOrder", request_id),
+                             fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
+                               *out = order;
+                               OrderChange change;
+                               v1::OrderHistoryEntry h;
+                               h.set_description("order placed");
+                               h.set_actor("customer");
+                               change.history.push_back(h);
+                               change.events.push_back(placed);
+                               const std::string index =
+                                   Key()
+                                       .Str(order.customer_id())
+                                       .TimeNewestFirst(api::FromTimestamp(order.create_time()))
+                                       .Str(order.order_id())
+                                       .Build();
+                               if (auto s = txn.Put(order_index_, index, ""); !s.ok()) return s;
+                               out->set_version(0);
+                               return WriteChange(txn, *out, change, now);
+                             });
 }
 
 absl::Status OrderTrackingStore::ImportHistory(
@@ -139,14 +147,16 @@ absl::Status OrderTrackingStore::ImportHistory(
     absl::FunctionRef<absl::Status(int, v1::Order&, v1::Return*, OrderChange*)> apply_return,
     v1::ImportOrdersResponse* out) {
   const std::string& customer_id = req.customer_id();
-  // Orders (index >= 0) and returns (index -1 - i) in the order they happened, so that every consumer
-  // receives the history as it unfolded.
+  // Orders (index >= 0) and returns (index -1 - i) in the order they happened, so that every
+  // consumer receives the history as it unfolded.
   std::vector<std::pair<absl::Time, int>> steps;
-  for (int i = 0; i < req.orders_size(); ++i) steps.emplace_back(api::FromTimestamp(req.orders(i).place_time()), i);
+  for (int i = 0; i < req.orders_size(); ++i)
+    steps.emplace_back(api::FromTimestamp(req.orders(i).place_time()), i);
   for (int i = 0; i < req.returns_size(); ++i) {
     steps.emplace_back(api::FromTimestamp(req.returns(i).refund_time()), -1 - i);
   }
-  std::stable_sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(steps.begin(), steps.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
   auto import_key = [&](absl::string_view kind, absl::string_view external_id) {
     return Key().Str(customer_id).Str(kind).Str(external_id).Build();
   };
@@ -168,8 +178,11 @@ absl::Status OrderTrackingStore::ImportHistory(
         build_order(index, &order, &change);
         order_ids[index] = order.order_id();
         if (auto s = txn.Put(imports_, key, order.order_id()); !s.ok()) return s;
-        const std::string listed =
-            Key().Str(customer_id).TimeNewestFirst(api::FromTimestamp(order.create_time())).Str(order.order_id()).Build();
+        const std::string listed = Key()
+                                       .Str(customer_id)
+                                       .TimeNewestFirst(api::FromTimestamp(order.create_time()))
+                                       .Str(order.order_id())
+                                       .Build();
         if (auto s = txn.Put(order_index_, listed, ""); !s.ok()) return s;
         if (auto s = WriteChange(txn, order, change, now); !s.ok()) return s;
         out->set_orders_imported(out->orders_imported() + 1);
@@ -187,9 +200,9 @@ absl::Status OrderTrackingStore::ImportHistory(
       auto order_id = txn.GetForUpdate(imports_, import_key("order", recorded.external_order_id()));
       if (!order_id.ok()) return order_id.status();
       if (!order_id->has_value()) {
-        return absl::FailedPreconditionError(absl::StrCat("returns[", r, "].external_order_id: no order \"",
-                                                          recorded.external_order_id(),
-                                                          "\" was imported for this customer, or it is later"));
+        return absl::FailedPreconditionError(absl::StrCat(
+            "returns[", r, "].external_order_id: no order \"", recorded.external_order_id(),
+            "\" was imported for this customer, or it is later"));
       }
       v1::Order order;
       if (auto s = LockOrder(txn, customer_id, **order_id, &order); !s.ok()) return s;
@@ -197,7 +210,9 @@ absl::Status OrderTrackingStore::ImportHistory(
       OrderChange change;
       if (auto s = apply_return(r, order, &ret, &change); !s.ok()) return s;
       if (auto s = txn.Put(imports_, key, ret.return_id()); !s.ok()) return s;
-      if (auto s = txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret); !s.ok()) return s;
+      if (auto s = txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret);
+          !s.ok())
+        return s;
       if (auto s = WriteChange(txn, order, change, now); !s.ok()) return s;
       out->set_returns_imported(out->returns_imported() + 1);
     }
@@ -219,25 +234,27 @@ absl::StatusOr<v1::Order> OrderTrackingStore::GetOrder(absl::string_view custome
   return o;
 }
 
-absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl::string_view after, int limit,
-                                            std::vector<v1::Order>* out, std::string* last_key, bool* more) const {
+absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl::string_view after,
+                                            int limit, std::vector<v1::Order>* out,
+                                            std::string* last_key, bool* more) const {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
   auto begin = store::ResumeAfter(prefix, after);
   if (!begin.ok()) return begin.status();
   std::vector<std::pair<std::string, std::string>> keys;  // index key, order id
-  absl::Status s = store_->Scan(order_index_, *begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view) {
-    if (static_cast<int>(keys.size()) == limit) {
-      *more = true;
-      return false;
-    }
-    store::KeyReader r(k);
-    (void)r.Str();
-    (void)r.Descending();
-    auto order_id = r.Str();
-    if (order_id) keys.emplace_back(std::string(k), *order_id);
-    return true;
-  });
+  absl::Status s = store_->Scan(order_index_, *begin, store::PrefixUpperBound(prefix),
+                                [&](absl::string_view k, absl::string_view) {
+                                  if (static_cast<int>(keys.size()) == limit) {
+                                    *more = true;
+                                    return false;
+                                  }
+                                  store::KeyReader r(k);
+                                  (void)r.Str();
+                                  (void)r.Descending();
+                                  auto order_id = r.Str();
+                                  if (order_id) keys.emplace_back(std::string(k), *order_id);
+                                  return true;
+                                });
   if (!s.ok()) return s;
   for (const auto& [k, id] : keys) {
     auto o = GetOrder(customer_id, id);
@@ -248,38 +265,42 @@ absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl:
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<v1::Order>> OrderTrackingStore::AllOrders(absl::string_view customer_id) const {
+absl::StatusOr<std::vector<v1::Order>> OrderTrackingStore::AllOrders(
+    absl::string_view customer_id) const {
   std::vector<v1::Order> out;
   absl::Status parse;
-  absl::Status s = store_->ScanPrefix(orders_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
-    parse = ParseInto(v, &out.emplace_back());
-    return parse.ok();
-  });
+  absl::Status s = store_->ScanPrefix(orders_, Key().Str(customer_id).bytes(),
+                                      [&](absl::string_view, absl::string_view v) {
+                                        parse = ParseInto(v, &out.emplace_back());
+                                        return parse.ok();
+                                      });
   if (!s.ok()) return s;
   if (!parse.ok()) return parse;
   return out;
 }
 
-absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(absl::string_view customer_id,
-                                                                               absl::string_view order_id) const {
+absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(
+    absl::string_view customer_id, absl::string_view order_id) const {
   if (auto o = GetOrder(customer_id, order_id); !o.ok()) return o.status();
   std::vector<v1::OrderHistoryEntry> out;
   absl::Status parse;
-  absl::Status s = store_->ScanPrefix(history_, OrderKey(customer_id, order_id), [&](absl::string_view, absl::string_view v) {
-    v1::OrderHistoryEntry h;
-    parse = ParseInto(v, &h);
-    if (!parse.ok()) return false;
-    out.push_back(std::move(h));
-    return true;
-  });
+  absl::Status s = store_->ScanPrefix(history_, OrderKey(customer_id, order_id),
+                                      [&](absl::string_view, absl::string_view v) {
+                                        v1::OrderHistoryEntry h;
+                                        parse = ParseInto(v, &h);
+                                        if (!parse.ok()) return false;
+                                        out.push_back(std::move(h));
+                                        return true;
+                                      });
   if (!s.ok()) return s;
   if (!parse.ok()) return parse;
   return out;
 }
 
-absl::Status OrderTrackingStore::UpdateOrder(absl::string_view customer_id, absl::string_view order_id, absl::Time now,
-                                             absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
-                                             v1::Order* out, OrderChange* applied) {
+absl::Status OrderTrackingStore::UpdateOrder(
+    absl::string_view customer_id, absl::string_view order_id, absl::Time now,
+    absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change, v1::Order* out,
+    OrderChange* applied) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     v1::Order order;
     if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
@@ -294,8 +315,8 @@ absl::Status OrderTrackingStore::UpdateOrder(absl::string_view customer_id, absl
   });
 }
 
-absl::StatusOr<std::optional<OrderTrackingStore::PackageRef>> OrderTrackingStore::FindTrackingNumber(
-    absl::string_view tracking_number) const {
+absl::StatusOr<std::optional<OrderTrackingStore::PackageRef>>
+OrderTrackingStore::FindTrackingNumber(absl::string_view tracking_number) const {
   auto v = store_->Get(tracking_, tracking_number);
   if (!v.ok()) return v.status();
   if (!v->has_value()) return std::optional<PackageRef>();
@@ -305,10 +326,10 @@ absl::StatusOr<std::optional<OrderTrackingStore::PackageRef>> OrderTrackingStore
   return std::optional<PackageRef>(PackageRef{*c, *o, *p});
 }
 
-absl::Status OrderTrackingStore::ApplyCarrierEvent(const PackageRef& ref, absl::string_view carrier_event_id,
-                                                   absl::string_view tracking_number, absl::Time now,
-                                                   absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
-                                                   bool* duplicate, v1::Order* out, OrderChange* applied) {
+absl::Status OrderTrackingStore::ApplyCarrierEvent(
+    const PackageRef& ref, absl::string_view carrier_event_id, absl::string_view tracking_number,
+    absl::Time now, absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
+    bool* duplicate, v1::Order* out, OrderChange* applied) {
   // Buffered: the batch call syncs the WAL once before answering the carrier.
   return store_->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
     v1::Order order;
@@ -331,17 +352,20 @@ absl::Status OrderTrackingStore::ApplyCarrierEvent(const PackageRef& ref, absl::
 }
 
 absl::Status OrderTrackingStore::CreateReturn(
-    absl::string_view customer_id, absl::string_view order_id, absl::string_view request_id, uint64_t fingerprint,
-    absl::Time now, absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> create, v1::Return* out,
+    absl::string_view customer_id, absl::string_view order_id, absl::string_view request_id,
+    uint64_t fingerprint, absl::Time now,
+    absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> create, v1::Return* out,
     v1::Order* order_out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "RequestReturn", request_id), fingerprint, now,
-      out, [&](Transaction& txn) -> absl::Status {
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "RequestReturn", request_id),
+      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         v1::Order order;
         if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
         OrderChange c;
         if (auto s = create(order, *out, c); !s.ok()) return s;
-        if (auto s = txn.PutProto(returns_, Key().Str(customer_id).Str(out->return_id()).bytes(), *out); !s.ok()) {
+        if (auto s =
+                txn.PutProto(returns_, Key().Str(customer_id).Str(out->return_id()).bytes(), *out);
+            !s.ok()) {
           return s;
         }
         if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
@@ -359,7 +383,9 @@ absl::Status OrderTrackingStore::UpdateReturn(
     v1::Return ret;
     auto found = txn.GetProto(returns_, key, &ret, /*for_update=*/true);
     if (!found.ok()) return found.status();
-    if (!*found) return absl::NotFoundError(absl::StrCat("return_id: no return \"", return_id, "\" for this customer"));
+    if (!*found)
+      return absl::NotFoundError(
+          absl::StrCat("return_id: no return \"", return_id, "\" for this customer"));
     v1::Order order;
     if (auto s = LockOrder(txn, customer_id, ret.order_id(), &order); !s.ok()) return s;
     OrderChange c;
@@ -375,36 +401,40 @@ absl::Status OrderTrackingStore::UpdateReturn(
   });
 }
 
-absl::StatusOr<std::vector<v1::Return>> OrderTrackingStore::ListReturns(absl::string_view customer_id,
-                                                                        absl::string_view order_id) const {
+absl::StatusOr<std::vector<v1::Return>> OrderTrackingStore::ListReturns(
+    absl::string_view customer_id, absl::string_view order_id) const {
   std::vector<v1::Return> out;
   absl::Status parse;
-  absl::Status s = store_->ScanPrefix(returns_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
-    v1::Return r;
-    parse = ParseInto(v, &r);
-    if (!parse.ok()) return false;
-    if (order_id.empty() || r.order_id() == order_id) out.push_back(std::move(r));
-    return true;
-  });
+  absl::Status s = store_->ScanPrefix(returns_, Key().Str(customer_id).bytes(),
+                                      [&](absl::string_view, absl::string_view v) {
+                                        v1::Return r;
+                                        parse = ParseInto(v, &r);
+                                        if (!parse.ok()) return false;
+                                        if (order_id.empty() || r.order_id() == order_id)
+                                          out.push_back(std::move(r));
+                                        return true;
+                                      });
   if (!s.ok()) return s;
   if (!parse.ok()) return parse;
   return out;
 }
 
 absl::Status OrderTrackingStore::CreateReview(
-    absl::string_view customer_id, absl::string_view order_id, absl::string_view item_id, absl::string_view request_id,
-    uint64_t fingerprint, absl::Time now, absl::FunctionRef<absl::Status(v1::Order&, v1::Review&, OrderChange&)> create,
+    absl::string_view customer_id, absl::string_view order_id, absl::string_view item_id,
+    absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+    absl::FunctionRef<absl::Status(v1::Order&, v1::Review&, OrderChange&)> create,
     v1::Review* out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "SubmitReview", request_id), fingerprint, now,
-      out, [&](Transaction& txn) -> absl::Status {
+      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "SubmitReview", request_id),
+      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         v1::Order order;
         if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
         const std::string key = Key().Str(customer_id).Str(order_id).Str(item_id).Build();
         auto existing = txn.GetForUpdate(reviews_, key);
         if (!existing.ok()) return existing.status();
         if (existing->has_value()) {
-          return absl::AlreadyExistsError(absl::StrCat("item_id: item \"", item_id, "\" of this order is already reviewed"));
+          return absl::AlreadyExistsError(
+              absl::StrCat("item_id: item \"", item_id, "\" of this order is already reviewed"));
         }
         OrderChange c;
         if (auto s = create(order, *out, c); !s.ok()) return s;
@@ -413,17 +443,19 @@ absl::Status OrderTrackingStore::CreateReview(
       });
 }
 
-absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn, absl::string_view customer_id) {
+absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn,
+                                                   absl::string_view customer_id) {
   const std::string prefix = Key().Str(customer_id).Build();
   std::vector<std::pair<std::string, v1::Order>> orders;
   absl::Status parse;
-  absl::Status s = txn.Scan(orders_, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
-    v1::Order o;
-    parse = ParseInto(v, &o);
-    if (!parse.ok()) return false;
-    orders.emplace_back(std::string(k), std::move(o));
-    return true;
-  });
+  absl::Status s = txn.Scan(orders_, prefix, store::PrefixUpperBound(prefix),
+                            [&](absl::string_view k, absl::string_view v) {
+                              v1::Order o;
+                              parse = ParseInto(v, &o);
+                              if (!parse.ok()) return false;
+                              orders.emplace_back(std::string(k), std::move(o));
+                              return true;
+                            });
   if (!s.ok()) return s;
   if (!parse.ok()) return parse;
   for (auto& [key, o] : orders) {
@@ -441,36 +473,38 @@ absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn, absl::strin
   }
   // History entries may carry courier positions at the door; notes may quote the customer.
   std::vector<std::pair<std::string, v1::OrderHistoryEntry>> entries;
-  s = txn.Scan(history_, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
-    v1::OrderHistoryEntry h;
-    if (h.ParseFromArray(v.data(), static_cast<int>(v.size())) && h.has_location()) {
-      h.clear_location();
-      entries.emplace_back(std::string(k), std::move(h));
-    }
-    return true;
-  });
+  s = txn.Scan(history_, prefix, store::PrefixUpperBound(prefix),
+               [&](absl::string_view k, absl::string_view v) {
+                 v1::OrderHistoryEntry h;
+                 if (h.ParseFromArray(v.data(), static_cast<int>(v.size())) && h.has_location()) {
+                   h.clear_location();
+                   entries.emplace_back(std::string(k), std::move(h));
+                 }
+                 return true;
+               });
   if (!s.ok()) return s;
   for (auto& [k, h] : entries) {
     if (auto w = txn.PutProto(history_, k, h); !w.ok()) return w;
   }
   for (auto* cf : {reviews_, returns_}) {
     std::vector<std::pair<std::string, std::string>> rewritten;
-    s = txn.Scan(cf, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
-      if (cf == reviews_) {
-        v1::Review r;
-        if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          r.clear_text();
-          rewritten.emplace_back(std::string(k), r.SerializeAsString());
-        }
-      } else {
-        v1::Return r;
-        if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          r.clear_reason();
-          rewritten.emplace_back(std::string(k), r.SerializeAsString());
-        }
-      }
-      return true;
-    });
+    s = txn.Scan(cf, prefix, store::PrefixUpperBound(prefix),
+                 [&](absl::string_view k, absl::string_view v) {
+                   if (cf == reviews_) {
+                     v1::Review r;
+                     if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                       r.clear_text();
+                       rewritten.emplace_back(std::string(k), r.SerializeAsString());
+                     }
+                   } else {
+                     v1::Return r;
+                     if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                       r.clear_reason();
+                       rewritten.emplace_back(std::string(k), r.SerializeAsString());
+                     }
+                   }
+                   return true;
+                 });
     if (!s.ok()) return s;
     for (auto& [k, v] : rewritten) {
       if (auto w = txn.Put(cf, k, v); !w.ok()) return w;

@@ -3,16 +3,17 @@
 //   orders            customer_id, order_id                     -> Order
 //   order_index       customer_id, create time (newest first), order_id -> "" (listing)
 //   history           customer_id, order_id, time, n            -> OrderHistoryEntry
-//   tracking_numbers  tracking number                           -> customer_id, order_id, package_id
-//   carrier_events    carrier event id                          -> tracking number (duplicates)
-//   returns           customer_id, return_id                    -> Return
-//   reviews           customer_id, order_id, item_id            -> Review
-//   requests          customer_id, method, request_id           -> answer of a retryable write
-//   imports           customer_id, "order"|"return", external id -> order_id | return_id (ImportOrders)
-//   consumed_events, outbox*                                    -> libs/events
+//   tracking_numbers  tracking number                           -> customer_id, order_id,
+//   package_id carrier_events    carrier event id                          -> tracking number
+//   (duplicates) returns           customer_id, return_id                    -> Return reviews
+//   customer_id, order_id, item_id            -> Review requests          customer_id, method,
+//   request_id           -> answer of a retryable write imports           customer_id,
+//   "order"|"return", external id -> order_id | return_id (ImportOrders) consumed_events, outbox*
+//   -> libs/events
 //
-// Every change locks the order row, runs the domain change, and writes the order, its history entries,
-// new tracking numbers and its outbox events in one transaction with a synced WAL. Thread-safe.
+// Every change locks the order row, runs the domain change, and writes the order, its history
+// entries, new tracking numbers and its outbox events in one transaction with a synced WAL.
+// Thread-safe.
 #pragma once
 
 #include <string>
@@ -46,71 +47,85 @@ class OrderTrackingStore {
   OrderTrackingStore(store::Store* store, events::Outbox* outbox);
 
   // Writes a new order with its OrderPlaced event, once per request_id.
-  absl::Status CreateOrder(const v1::Order& order, const v1::Event& placed, absl::string_view request_id,
-                           uint64_t fingerprint, absl::Time now, v1::Order* out);
+  absl::Status CreateOrder(const v1::Order& order, const v1::Event& placed,
+                           absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+                           v1::Order* out);
   // Imports a customer's recorded orders and returns in one synced transaction, in the order they
-  // happened: each one not imported before (keyed by its external number) is made by `build_order(i, …)`
-  // (orders[i]) or `apply_return(i, order, …)` (returns[i], against its order, locked) and written with its
-  // history and events. Fills `out` (counts, and every order's id in request order).
+  // happened: each one not imported before (keyed by its external number) is made by
+  // `build_order(i, …)` (orders[i]) or `apply_return(i, order, …)` (returns[i], against its order,
+  // locked) and written with its history and events. Fills `out` (counts, and every order's id in
+  // request order).
   absl::Status ImportHistory(
       const v1::ImportOrdersRequest& req, absl::Time now,
       absl::FunctionRef<void(int index, v1::Order* order, OrderChange* change)> build_order,
-      absl::FunctionRef<absl::Status(int index, v1::Order& order, v1::Return* ret, OrderChange* change)> apply_return,
+      absl::FunctionRef<absl::Status(int index, v1::Order& order, v1::Return* ret,
+                                     OrderChange* change)>
+          apply_return,
       v1::ImportOrdersResponse* out);
-  absl::StatusOr<v1::Order> GetOrder(absl::string_view customer_id, absl::string_view order_id) const;
-  absl::Status ListOrders(absl::string_view customer_id, absl::string_view after, int limit, std::vector<v1::Order>* out,
-                          std::string* last_key, bool* more) const;
+  absl::StatusOr<v1::Order> GetOrder(absl::string_view customer_id,
+                                     absl::string_view order_id) const;
+  absl::Status ListOrders(absl::string_view customer_id, absl::string_view after, int limit,
+                          std::vector<v1::Order>* out, std::string* last_key, bool* more) const;
   // Every order of the customer, in no particular order.
   absl::StatusOr<std::vector<v1::Order>> AllOrders(absl::string_view customer_id) const;
   absl::StatusOr<std::vector<v1::OrderHistoryEntry>> History(absl::string_view customer_id,
                                                              absl::string_view order_id) const;
 
-  // Locks the order, lets `change` modify it and describe the change, then writes everything at once.
-  // `out` receives the order as it now is (also when unchanged).
-  absl::Status UpdateOrder(absl::string_view customer_id, absl::string_view order_id, absl::Time now,
-                           absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change, v1::Order* out,
-                           OrderChange* applied = nullptr);
+  // Locks the order, lets `change` modify it and describe the change, then writes everything at
+  // once. `out` receives the order as it now is (also when unchanged).
+  absl::Status UpdateOrder(absl::string_view customer_id, absl::string_view order_id,
+                           absl::Time now,
+                           absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
+                           v1::Order* out, OrderChange* applied = nullptr);
 
   // Where a tracking number belongs.
   struct PackageRef {
     std::string customer_id, order_id, package_id;
   };
-  absl::StatusOr<std::optional<PackageRef>> FindTrackingNumber(absl::string_view tracking_number) const;
+  absl::StatusOr<std::optional<PackageRef>> FindTrackingNumber(
+      absl::string_view tracking_number) const;
   // Applies one carrier event to its package at most once: `change` runs only the first time
   // `carrier_event_id` is seen (*duplicate tells). The event id is recorded with the change.
   absl::Status ApplyCarrierEvent(const PackageRef& ref, absl::string_view carrier_event_id,
                                  absl::string_view tracking_number, absl::Time now,
-                                 absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change, bool* duplicate,
-                                 v1::Order* out, OrderChange* applied);
+                                 absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
+                                 bool* duplicate, v1::Order* out, OrderChange* applied);
 
-  // Creates a return (locking its order, so quantities cannot be over-returned), once per request_id.
-  absl::Status CreateReturn(absl::string_view customer_id, absl::string_view order_id, absl::string_view request_id,
-                            uint64_t fingerprint, absl::Time now,
-                            absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> create,
-                            v1::Return* out, v1::Order* order_out);
+  // Creates a return (locking its order, so quantities cannot be over-returned), once per
+  // request_id.
+  absl::Status CreateReturn(
+      absl::string_view customer_id, absl::string_view order_id, absl::string_view request_id,
+      uint64_t fingerprint, absl::Time now,
+      absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> create,
+      v1::Return* out, v1::Order* order_out);
   // Locks the return and its order and applies `change` to both.
-  absl::Status UpdateReturn(absl::string_view customer_id, absl::string_view return_id, absl::Time now,
-                            absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> change,
-                            v1::Return* out, v1::Order* order_out);
-  absl::StatusOr<std::vector<v1::Return>> ListReturns(absl::string_view customer_id, absl::string_view order_id) const;
+  absl::Status UpdateReturn(
+      absl::string_view customer_id, absl::string_view return_id, absl::Time now,
+      absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> change,
+      v1::Return* out, v1::Order* order_out);
+  absl::StatusOr<std::vector<v1::Return>> ListReturns(absl::string_view customer_id,
+                                                      absl::string_view order_id) const;
 
   // Writes a review (locking its order), once per item and once per request_id.
-  absl::Status CreateReview(absl::string_view customer_id, absl::string_view order_id, absl::string_view item_id,
-                            absl::string_view request_id, uint64_t fingerprint, absl::Time now,
-                            absl::FunctionRef<absl::Status(v1::Order&, v1::Review&, OrderChange&)> create,
-                            v1::Review* out);
+  absl::Status CreateReview(
+      absl::string_view customer_id, absl::string_view order_id, absl::string_view item_id,
+      absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+      absl::FunctionRef<absl::Status(v1::Order&, v1::Review&, OrderChange&)> create,
+      v1::Review* out);
 
   // For a CustomerErased event, inside the consumer's transaction: removes personal data from the
-  // customer's orders, history, returns and reviews; keeps amounts and statuses (accounting records).
+  // customer's orders, history, returns and reviews; keeps amounts and statuses (accounting
+  // records).
   absl::Status AnonymiseCustomer(store::Transaction& txn, absl::string_view customer_id);
 
   // Makes every buffered write so far durable (after a batch of carrier events).
   absl::Status SyncWal() { return store_->SyncWal(); }
 
  private:
-  absl::Status WriteChange(store::Transaction& txn, v1::Order& order, OrderChange& change, absl::Time now);
-  absl::Status LockOrder(store::Transaction& txn, absl::string_view customer_id, absl::string_view order_id,
-                         v1::Order* order);
+  absl::Status WriteChange(store::Transaction& txn, v1::Order& order, OrderChange& change,
+                           absl::Time now);
+  absl::Status LockOrder(store::Transaction& txn, absl::string_view customer_id,
+                         absl::string_view order_id, v1::Order* order);
 
   store::Store* const store_;
   events::Outbox* const outbox_;

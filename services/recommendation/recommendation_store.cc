@@ -493,11 +493,13 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
     const std::string& item = items[i];
     std::vector<std::string> unread;
     for (const auto& partner : changed[item]) {
-      if (std::string key = PairKey(item, partner); !pair_counts.contains(key)) unread.push_back(std::move(key));
+      if (std::string key = PairKey(item, partner); !pair_counts.contains(key))
+        unread.push_back(std::move(key));
     }
     auto counts = store_->MultiGetProtos<internal::CoCounts>(co_counts_, unread);
     if (!counts.ok()) return counts.status();
-    for (size_t k = 0; k < unread.size(); ++k) pair_counts[unread[k]] = (*counts)[k].value_or(internal::CoCounts());
+    for (size_t k = 0; k < unread.size(); ++k)
+      pair_counts[unread[k]] = (*counts)[k].value_or(internal::CoCounts());
     internal::Neighbours& list = (*lists)[i];
     bool list_changed = false;
     for (const auto& partner : changed[item]) {

@@ -1,12 +1,12 @@
-// crm-import end to end: the real tool against the six real processes, through the gateway with a service
-// token, on a small export written here (exact outcomes) and on the first customers of the shipped Online
-// Retail file; every consumer learns the history (insights, loyalty, recommendations); a second run changes
-// nothing and a run with the state file resumes.
+// crm-import end to end: the real tool against the six real processes, through the gateway with a
+// service token, on a small export written here (exact outcomes) and on the first customers of the
+// shipped Online Retail file; every consumer learns the history (insights, loyalty,
+// recommendations); a second run changes nothing and a run with the state file resumes.
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/loyalty.grpc.pb.h"
@@ -24,26 +24,29 @@ using testing::CrmSystem;
 
 template <typename Stub, typename Req, typename Resp>
 grpc::Status Call(const std::string& token, Stub* stub,
-                  grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                  Resp* resp) {
+                  grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                  const Req& req, Resp* resp) {
   grpc::ClientContext ctx;
   ctx.AddMetadata("authorization", "Bearer " + token);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   return (stub->*method)(&ctx, req, resp);
 }
 
-// An export in Online Retail's format: two customers with four orders, a credit note spread over two orders, a guest
-// checkout and a postage line (both left out), all within the last months so loyalty's window counts it.
+// An export in Online Retail's format: two customers with four orders, a credit note spread over
+// two orders, a guest checkout and a postage line (both left out), all within the last months so
+// loyalty's window counts it.
 std::string SmallExport() {
   const absl::Time now = absl::Now();
   auto at = [&](int days_ago) {
-    return absl::FormatTime("%Y-%m-%d %H:%M:00", now - absl::Hours(24 * days_ago), absl::UTCTimeZone());
+    return absl::FormatTime("%Y-%m-%d %H:%M:00", now - absl::Hours(24 * days_ago),
+                            absl::UTCTimeZone());
   };
-  std::string csv = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n";
-  auto line = [&](const std::string& invoice, const std::string& sku, const std::string& name, int qty,
-                  int days_ago, const std::string& price, const std::string& customer) {
-    absl::StrAppend(&csv, invoice, ",", sku, ",\"", name, "\",", qty, ",", at(days_ago), ",", price, ",",
-                    customer, ",United Kingdom\n");
+  std::string csv =
+      "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n";
+  auto line = [&](const std::string& invoice, const std::string& sku, const std::string& name,
+                  int qty, int days_ago, const std::string& price, const std::string& customer) {
+    absl::StrAppend(&csv, invoice, ",", sku, ",\"", name, "\",", qty, ",", at(days_ago), ",", price,
+                    ",", customer, ",United Kingdom\n");
   };
   line("900001", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", 6, 60, "2.55", "17850.0");
   line("900001", "71053", "WHITE METAL LANTERN", 6, 60, "3.39", "17850.0");
@@ -70,8 +73,9 @@ int RunImport(const CrmSystem& system, const std::vector<std::string>& args, std
   return code;
 }
 
-TEST_CASE("crm-import loads a shop's history through the gateway and every consumer learns it, and a "
-          "second run changes nothing") {
+TEST_CASE(
+    "crm-import loads a shop's history through the gateway and every consumer learns it, and a "
+    "second run changes nothing") {
   testing::TempDir data, dir;
   CrmSystem::Options o;
   o.data_root = data.path();
@@ -86,7 +90,8 @@ TEST_CASE("crm-import loads a shop's history through the gateway and every consu
   const std::string state = dir.Sub("import.state");
 
   std::string out;
-  const int code = RunImport(system, {"--token_file=" + token_file, "--state_file=" + state, csv}, &out);
+  const int code =
+      RunImport(system, {"--token_file=" + token_file, "--state_file=" + state, csv}, &out);
   INFO(out);
   REQUIRE(code == 0);
   CHECK(absl::StrContains(out, "2 customers, 4 orders, 2 returns"));
@@ -101,7 +106,9 @@ TEST_CASE("crm-import loads a shop's history through the gateway and every consu
   lookup.add_external_ids("17850");
   lookup.add_external_ids("13047");
   v1::LookupCustomersResponse found;
-  REQUIRE(Call(admin, profiles.get(), &v1::CustomerProfileService::Stub::LookupCustomers, lookup, &found).ok());
+  REQUIRE(Call(admin, profiles.get(), &v1::CustomerProfileService::Stub::LookupCustomers, lookup,
+               &found)
+              .ok());
   REQUIRE(found.customers_size() == 2);
   std::string customer;
   for (const auto& c : found.customers()) {
@@ -112,14 +119,17 @@ TEST_CASE("crm-import loads a shop's history through the gateway and every consu
   v1::ListOrdersRequest list;
   list.set_customer_id(customer);
   v1::ListOrdersResponse listed;
-  REQUIRE(Call(admin, orders.get(), &v1::OrderTrackingService::Stub::ListOrders, list, &listed).ok());
+  REQUIRE(
+      Call(admin, orders.get(), &v1::OrderTrackingService::Stub::ListOrders, list, &listed).ok());
   REQUIRE(listed.orders_size() == 2);
   CHECK(listed.orders(0).external_order_id() == "900002");
   CHECK(listed.orders(1).items_size() == 2);  // the postage line left out
   v1::ListReturnsRequest returns;
   returns.set_customer_id(customer);
   v1::ListReturnsResponse refunded;
-  REQUIRE(Call(admin, orders.get(), &v1::OrderTrackingService::Stub::ListReturns, returns, &refunded).ok());
+  REQUIRE(
+      Call(admin, orders.get(), &v1::OrderTrackingService::Stub::ListReturns, returns, &refunded)
+          .ok());
   CHECK(refunded.returns_size() == 2);  // 3 units: 2 from the later order, 1 from the earlier
 
   // Every consumer learns the history from the import's events.
@@ -128,8 +138,8 @@ TEST_CASE("crm-import loads a shop's history through the gateway and every consu
   v1::CustomerInsights insights;
   CHECK(testing::WaitUntil(
       [&] {
-        return Call(admin, profiles.get(), &v1::CustomerProfileService::Stub::GetCustomerInsights, insights_req,
-                    &insights)
+        return Call(admin, profiles.get(), &v1::CustomerProfileService::Stub::GetCustomerInsights,
+                    insights_req, &insights)
                    .ok() &&
                insights.facts().orders() == 2 && insights.facts().returns() == 2;
       },
@@ -139,7 +149,8 @@ TEST_CASE("crm-import loads a shop's history through the gateway and every consu
   v1::Membership membership;
   CHECK(testing::WaitUntil(
       [&] {
-        return Call(admin, loyalty.get(), &v1::LoyaltyService::Stub::GetMembership, membership_req, &membership)
+        return Call(admin, loyalty.get(), &v1::LoyaltyService::Stub::GetMembership, membership_req,
+                    &membership)
                    .ok() &&
                membership.growth_value() > 0;
       },
@@ -150,7 +161,9 @@ TEST_CASE("crm-import loads a shop's history through the gateway and every consu
   v1::BoughtTogetherResponse rules;
   CHECK(testing::WaitUntil(
       [&] {
-        if (!Call(admin, reco.get(), &v1::RecommendationService::Stub::BoughtTogether, together, &rules).ok()) {
+        if (!Call(admin, reco.get(), &v1::RecommendationService::Stub::BoughtTogether, together,
+                  &rules)
+                 .ok()) {
           return false;
         }
         for (const auto& r : rules.rules()) {
@@ -164,16 +177,19 @@ TEST_CASE("crm-import loads a shop's history through the gateway and every consu
   REQUIRE(RunImport(system, {"--token_file=" + token_file, csv}, &out) == 0);
   CHECK(absl::StrContains(out, "(6 imported before, 0 customers refused)"));
   listed.Clear();
-  REQUIRE(Call(admin, orders.get(), &v1::OrderTrackingService::Stub::ListOrders, list, &listed).ok());
+  REQUIRE(
+      Call(admin, orders.get(), &v1::OrderTrackingService::Stub::ListOrders, list, &listed).ok());
   CHECK(listed.orders_size() == 2);
   // With the state file: the finished steps are skipped.
-  REQUIRE(RunImport(system, {"--token_file=" + token_file, "--state_file=" + state, csv}, &out) == 0);
+  REQUIRE(RunImport(system, {"--token_file=" + token_file, "--state_file=" + state, csv}, &out) ==
+          0);
   CHECK(absl::StrContains(out, "resuming: 3 steps done before"));
 
   // The first customers of the shipped export, as an operator would load it.
   REQUIRE(RunImport(system,
                     {"--token_file=" + token_file, "--max_customers=40",
-                     std::string(CRM_SOURCE_ROOT) + "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz"},
+                     std::string(CRM_SOURCE_ROOT) +
+                         "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz"},
                     &out) == 0);
   CHECK(absl::StrContains(out, "40 customers"));
   CHECK(absl::StrContains(out, "0 customers refused"));
@@ -182,8 +198,8 @@ TEST_CASE("crm-import loads a shop's history through the gateway and every consu
   v1::ImportCustomerRequest self;
   self.set_external_id("1");
   v1::ImportCustomerResponse denied;
-  CHECK(Call(system.Token("customer", customer), profiles.get(), &v1::CustomerProfileService::Stub::ImportCustomer,
-             self, &denied)
+  CHECK(Call(system.Token("customer", customer), profiles.get(),
+             &v1::CustomerProfileService::Stub::ImportCustomer, self, &denied)
             .error_code() == grpc::StatusCode::PERMISSION_DENIED);
 }
 

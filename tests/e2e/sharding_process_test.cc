@@ -1,6 +1,6 @@
-// Two customer-profile shards behind the real gateway binary: customers land on both shards, every call
-// reaches the shard that owns the customer, a fan-out listing returns everyone once across pages, and
-// killing one shard only affects its own customers.
+// Two customer-profile shards behind the real gateway binary: customers land on both shards, every
+// call reaches the shard that owns the customer, a fan-out listing returns everyone once across
+// pages, and killing one shard only affects its own customers.
 #include <fstream>
 #include <map>
 #include <set>
@@ -42,20 +42,23 @@ TEST_CASE("two customer-profile shards behind the gateway") {
   const std::string secret = "two-shard-test-secret-two-shard-test-secret";
   std::ofstream(dir.Sub("jwt-secret")) << secret;
   auto token = [&](const std::string& role, const std::string& sub) {
-    return *auth::Sign("HS256", secret, absl::StrCat(R"({"sub":")", sub, R"(","role":")", role, R"(","exp":)",
-                                                     absl::ToUnixSeconds(absl::Now() + absl::Hours(1)), "}"));
+    return *auth::Sign("HS256", secret,
+                       absl::StrCat(R"({"sub":")", sub, R"(","role":")", role, R"(","exp":)",
+                                    absl::ToUnixSeconds(absl::Now() + absl::Hours(1)), "}"));
   };
   std::vector<std::unique_ptr<Process>> shards;
   for (int i = 0; i < 2; ++i) {
     shards.push_back(StartServing("services/customer_profile/customer-profile",
-                           {"--data_dir=" + dir.Sub(absl::StrCat("profile-", i)), absl::StrCat("--shard_index=", i),
-                            "--event_sinks=none"}));
+                                  {"--data_dir=" + dir.Sub(absl::StrCat("profile-", i)),
+                                   absl::StrCat("--shard_index=", i), "--event_sinks=none"}));
   }
-  const std::string address = absl::StrCat("127.0.0.1:", shards[0]->port(), "|127.0.0.1:", shards[1]->port());
-  auto gateway = StartServing("services/gateway/gateway",
-                       {"--jwt_secret_file=" + dir.Sub("jwt-secret"), "--http_listen=127.0.0.1:0",
-                        "--customer_profile_address=" + address, "--rate_limit_admin=0", "--rate_limit_agent=0",
-                        "--rate_limit_ip=0"});
+  const std::string address =
+      absl::StrCat("127.0.0.1:", shards[0]->port(), "|127.0.0.1:", shards[1]->port());
+  auto gateway =
+      StartServing("services/gateway/gateway",
+                   {"--jwt_secret_file=" + dir.Sub("jwt-secret"), "--http_listen=127.0.0.1:0",
+                    "--customer_profile_address=" + address, "--rate_limit_admin=0",
+                    "--rate_limit_agent=0", "--rate_limit_ip=0"});
   auto via_gateway = v1::CustomerProfileService::NewStub(ChannelTo(*gateway));
   std::vector<std::unique_ptr<v1::CustomerProfileService::Stub>> direct;
   for (const auto& s : shards) direct.push_back(v1::CustomerProfileService::NewStub(ChannelTo(*s)));
@@ -65,8 +68,10 @@ TEST_CASE("two customer-profile shards behind the gateway") {
   std::vector<std::string> ids;
   for (int i = 0; i < 40; ++i) {
     v1::RegisterCustomerRequest r;
-    // Every other one typed as people do: spaces and capitals (the gateway routes by the normalised email).
-    r.set_email(absl::StrCat(i % 2 == 0 ? "shopper" : " Shopper", i, i % 2 == 0 ? "@example.com" : "@Example.COM "));
+    // Every other one typed as people do: spaces and capitals (the gateway routes by the normalised
+    // email).
+    r.set_email(absl::StrCat(i % 2 == 0 ? "shopper" : " Shopper", i,
+                             i % 2 == 0 ? "@example.com" : "@Example.COM "));
     r.set_request_id(absl::StrCat("reg-", i));
     v1::Customer c;
     As admin(token("admin", "ops"));
@@ -118,8 +123,8 @@ TEST_CASE("two customer-profile shards behind the gateway") {
   } while (!page_token.empty());
   CHECK(listed == std::set<std::string>(ids.begin(), ids.end()));
 
-  // Imported customers live where their email routes, else where the shop's own id does; a look-up by the
-  // shop's ids fans out and finds every one, and each is reachable by its customer id.
+  // Imported customers live where their email routes, else where the shop's own id does; a look-up
+  // by the shop's ids fans out and finds every one, and each is reachable by its customer id.
   std::map<std::string, std::string> imported;
   for (int i = 0; i < 24; ++i) {
     v1::ImportCustomerRequest r;
@@ -162,7 +167,8 @@ TEST_CASE("two customer-profile shards behind the gateway") {
     g.set_customer_id(id);
     v1::Customer c;
     const grpc::Status s = via_gateway->GetCustomer(&self.ctx, g, &c);
-    CHECK(s.error_code() == (map.ShardOf(id) == 0 ? grpc::StatusCode::OK : grpc::StatusCode::UNAVAILABLE));
+    CHECK(s.error_code() ==
+          (map.ShardOf(id) == 0 ? grpc::StatusCode::OK : grpc::StatusCode::UNAVAILABLE));
   }
   CHECK(gateway->Stop() == 0);
   CHECK(shards[0]->Stop() == 0);

@@ -10,11 +10,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/sharding/hash.h"
-#include "crm/v1/customer_profile.grpc.pb.h"
-#include "crm/v1/order_tracking.grpc.pb.h"
 #include "services/customer_profile/customer_profile_service.h"
 #include "services/order_tracking/order_tracking_service.h"
 #include "services/recommendation/recommendation_service.h"
@@ -198,9 +198,10 @@ int Deliver(v1::EventSink::Stub* sink, const std::vector<v1::Event>& events, siz
   return orders;
 }
 
-// A shop's history through the import path an operator uses (crm-import's calls): customer-profile takes
-// the customers (ImportCustomer), order-tracking their orders and returns (ImportOrders), and its outbox
-// delivers the events to the recommendation service under evaluation. Nothing poses as another service.
+// A shop's history through the import path an operator uses (crm-import's calls): customer-profile
+// takes the customers (ImportCustomer), order-tracking their orders and returns (ImportOrders), and
+// its outbox delivers the events to the recommendation service under evaluation. Nothing poses as
+// another service.
 class ShopImport {
  public:
   explicit ShopImport(int recommendation_port)
@@ -209,12 +210,15 @@ class ShopImport {
     order_stub_ = v1::OrderTrackingService::NewStub(orders_.channel());
   }
 
-  // Imports the orders and returns before `until` not imported yet, then waits until the recommendation
-  // service has acknowledged every event they produced. Returns how many orders this call imported.
-  int ImportUntil(const Dataset& data, const std::map<std::string, std::string>& category_of, absl::Time until) {
+  // Imports the orders and returns before `until` not imported yet, then waits until the
+  // recommendation service has acknowledged every event they produced. Returns how many orders this
+  // call imported.
+  int ImportUntil(const Dataset& data, const std::map<std::string, std::string>& category_of,
+                  absl::Time until) {
     std::map<std::string, v1::ImportOrdersRequest> calls;  // by shop customer id
     int imported = 0;
-    for (; next_order_ < data.orders.size() && data.orders[next_order_].time < until; ++next_order_) {
+    for (; next_order_ < data.orders.size() && data.orders[next_order_].time < until;
+         ++next_order_) {
       const Order& o = data.orders[next_order_];
       v1::HistoricalOrder h;
       h.set_external_order_id(o.order_id);
@@ -223,7 +227,8 @@ class ShopImport {
         if (line.quantity > kMaxUnitsPerLine) continue;  // beyond what an order line takes
         v1::OrderItem* item = h.add_items();
         item->set_sku(line.sku);
-        if (auto it = category_of.find(line.sku); it != category_of.end()) item->set_category(it->second);
+        if (auto it = category_of.find(line.sku); it != category_of.end())
+          item->set_category(it->second);
         item->set_quantity(line.quantity);
         item->mutable_unit_price()->set_amount_minor(line.unit_price_minor);
         item->mutable_unit_price()->set_currency("GBP");
@@ -233,7 +238,8 @@ class ShopImport {
       *calls[o.customer_id].add_orders() = std::move(h);
       ++imported;
     }
-    for (; next_return_ < data.returns.size() && data.returns[next_return_].time < until; ++next_return_) {
+    for (; next_return_ < data.returns.size() && data.returns[next_return_].time < until;
+         ++next_return_) {
       const Return& r = data.returns[next_return_];
       v1::HistoricalReturn h;
       h.set_external_return_id(absl::StrCat("return-", next_return_));
@@ -253,11 +259,14 @@ class ShopImport {
     }
     for (auto& [shop_id, call] : calls) {
       call.set_customer_id(CustomerId(shop_id));
-      for (int first = 0; first < call.orders_size() || first < call.returns_size(); first += kImportChunk) {
+      for (int first = 0; first < call.orders_size() || first < call.returns_size();
+           first += kImportChunk) {
         v1::ImportOrdersRequest chunk;
         chunk.set_customer_id(call.customer_id());
-        for (int i = first; i < std::min(call.orders_size(), first + kImportChunk); ++i) *chunk.add_orders() = call.orders(i);
-        for (int i = first; i < std::min(call.returns_size(), first + kImportChunk); ++i) *chunk.add_returns() = call.returns(i);
+        for (int i = first; i < std::min(call.orders_size(), first + kImportChunk); ++i)
+          *chunk.add_orders() = call.orders(i);
+        for (int i = first; i < std::min(call.returns_size(), first + kImportChunk); ++i)
+          *chunk.add_returns() = call.returns(i);
         v1::ImportOrdersResponse resp;
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
@@ -265,7 +274,8 @@ class ShopImport {
       }
     }
     if (!orders_.component().events().dispatcher().WaitCaughtUp(absl::Minutes(20))) {
-      throw std::runtime_error("the recommendation service did not catch up with the imported history");
+      throw std::runtime_error(
+          "the recommendation service did not catch up with the imported history");
     }
     return imported;
   }
@@ -311,7 +321,8 @@ class ShopImport {
   std::unique_ptr<v1::CustomerProfileService::Stub> profiles_;
   std::unique_ptr<v1::OrderTrackingService::Stub> order_stub_;
   std::map<std::string, std::string> ids_;
-  std::map<std::pair<std::string, std::string>, int> returnable_;  // (invoice, sku) -> units not returned
+  std::map<std::pair<std::string, std::string>, int>
+      returnable_;  // (invoice, sku) -> units not returned
   size_t next_order_ = 0, next_return_ = 0;
 };
 

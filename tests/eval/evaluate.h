@@ -5,11 +5,11 @@
 // they bought, for every model, the blend, a most-popular baseline and a random one.
 //
 // EvaluateRollingOrigin is the protocol that cannot flatter: several cut-offs, each scored on the
-// days after it, with one service fed history incrementally (never restarted) through the import path
-// an operator uses (ImportCustomer on customer-profile, ImportOrders on order-tracking, whose outbox
-// delivers the events) and its clock set to each cut-off in turn; baselines (popular in the last 30 days, most popular, item-kNN cosine) are
-// computed by the same tool from the same history for the same customers. Only items new to the
-// customer count as hits.
+// days after it, with one service fed history incrementally (never restarted) through the import
+// path an operator uses (ImportCustomer on customer-profile, ImportOrders on order-tracking, whose
+// outbox delivers the events) and its clock set to each cut-off in turn; baselines (popular in the
+// last 30 days, most popular, item-kNN cosine) are computed by the same tool from the same history
+// for the same customers. Only items new to the customer count as hits.
 #pragma once
 
 #include <string>

@@ -1,14 +1,14 @@
-// crm.v1.CustomerProfileService end to end: a real server on a free loopback port, a real RocksDB in a
-// temp dir, calls through the generated gRPC stub.
+// crm.v1.CustomerProfileService end to end: a real server on a free loopback port, a real RocksDB
+// in a temp dir, calls through the generated gRPC stub.
 #include <functional>
 #include <map>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
 #include "crm/v1/admin.grpc.pb.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
-#include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/api/validate.h"
@@ -33,12 +33,13 @@ Harness::Options ProfileOptions(bool serve_metrics = false) {
 }
 
 struct Client {
-  explicit Client(Harness& h) : harness(h), stub(v1::CustomerProfileService::NewStub(h.channel())) {}
+  explicit Client(Harness& h)
+      : harness(h), stub(v1::CustomerProfileService::NewStub(h.channel())) {}
   void Reconnect() { stub = v1::CustomerProfileService::NewStub(harness.channel()); }
 
   template <typename Req, typename Resp>
-  grpc::Status Call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                    Resp* resp) {
+  grpc::Status Call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                    const Req& req, Resp* resp) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     return (stub.get()->*method)(&ctx, req, resp);
@@ -60,8 +61,10 @@ struct Client {
     req.set_customer_id(id);
     v1::Customer c;
     grpc::Status s = Call(&Stub::GetCustomer, req, &c);
-    if (status != nullptr) *status = s;
-    else REQUIRE(s.ok());
+    if (status != nullptr)
+      *status = s;
+    else
+      REQUIRE(s.ok());
     return c;
   }
 
@@ -121,8 +124,9 @@ TEST_CASE("register with an email only, then read it back", "[customer_profile]"
   CHECK(found.customer_id() == created.customer_id());
 }
 
-TEST_CASE("a retried registration returns the same customer, another request for the email is refused",
-          "[customer_profile][idempotency]") {
+TEST_CASE(
+    "a retried registration returns the same customer, another request for the email is refused",
+    "[customer_profile][idempotency]") {
   Harness h(ProfileOptions());
   Client client(h);
   const v1::Customer first = client.Register("a@example.com", "same-id");
@@ -133,10 +137,12 @@ TEST_CASE("a retried registration returns the same customer, another request for
   other.set_request_id("different");
   other.set_email("A@EXAMPLE.COM");
   v1::Customer c;
-  RequireError(client.Call(&Stub::RegisterCustomer, other, &c), grpc::StatusCode::ALREADY_EXISTS, "email:");
+  RequireError(client.Call(&Stub::RegisterCustomer, other, &c), grpc::StatusCode::ALREADY_EXISTS,
+               "email:");
 }
 
-TEST_CASE("concurrent registrations of one email create exactly one customer", "[customer_profile][idempotency]") {
+TEST_CASE("concurrent registrations of one email create exactly one customer",
+          "[customer_profile][idempotency]") {
   Harness h(ProfileOptions());
   Client client(h);
   std::atomic<int> created{0}, refused{0};
@@ -150,8 +156,10 @@ TEST_CASE("concurrent registrations of one email create exactly one customer", "
       req.set_email("race@example.com");
       v1::Customer c;
       const grpc::Status s = stub->RegisterCustomer(&ctx, req, &c);
-      if (s.ok()) ++created;
-      else if (s.error_code() == grpc::StatusCode::ALREADY_EXISTS) ++refused;
+      if (s.ok())
+        ++created;
+      else if (s.error_code() == grpc::StatusCode::ALREADY_EXISTS)
+        ++refused;
     });
   }
   for (auto& t : threads) t.join();
@@ -159,7 +167,8 @@ TEST_CASE("concurrent registrations of one email create exactly one customer", "
   CHECK(refused == 7);
 }
 
-TEST_CASE("registration input is validated field by field and nothing is written", "[customer_profile][validation]") {
+TEST_CASE("registration input is validated field by field and nothing is written",
+          "[customer_profile][validation]") {
   Harness h(ProfileOptions());
   Client client(h);
   auto reg = [&](v1::RegisterCustomerRequest req) {
@@ -199,12 +208,13 @@ TEST_CASE("registration input is validated field by field and nothing is written
   CHECK(c.email() == "ok@example.com");
 }
 
-TEST_CASE("invalid UTF-8 in a text field is refused naming the field", "[customer_profile][validation]") {
+TEST_CASE("invalid UTF-8 in a text field is refused naming the field",
+          "[customer_profile][validation]") {
   Harness h(ProfileOptions());
   Client client(h);
   const v1::Customer c = client.Register("utf8@example.com");
-  // Sent as raw bytes, as a client with a bug would: protobuf refuses to parse invalid UTF-8 in a proto3
-  // string, and the server turns that into INVALID_ARGUMENT naming the field.
+  // Sent as raw bytes, as a client with a bug would: protobuf refuses to parse invalid UTF-8 in a
+  // proto3 string, and the server turns that into INVALID_ARGUMENT naming the field.
   v1::UpdateCustomerRequest req;
   req.set_customer_id(c.customer_id());
   req.mutable_update_mask()->add_paths("name");
@@ -220,8 +230,8 @@ TEST_CASE("invalid UTF-8 in a text field is refused naming the field", "[custome
   grpc::ByteBuffer request(&slice, 1), response;
   grpc::Status status;
   absl::Notification done;
-  generic.UnaryCall(&ctx, "/crm.v1.CustomerProfileService/UpdateCustomer", grpc::StubOptions(), &request, &response,
-                    [&](grpc::Status s) {
+  generic.UnaryCall(&ctx, "/crm.v1.CustomerProfileService/UpdateCustomer", grpc::StubOptions(),
+                    &request, &response, [&](grpc::Status s) {
                       status = s;
                       done.Notify();
                     });
@@ -243,11 +253,14 @@ TEST_CASE("unknown customers answer NOT_FOUND", "[customer_profile]") {
   add.set_request_id("r");
   *add.mutable_address() = HomeAddress();
   v1::Address a;
-  RequireError(client.Call(&Stub::AddAddress, add, &a), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  RequireError(client.Call(&Stub::AddAddress, add, &a), grpc::StatusCode::NOT_FOUND,
+               "customer_id:");
 }
 
-TEST_CASE("every call that names a customer refuses a missing id and answers NOT_FOUND for an unknown one",
-          "[customer_profile][validation]") {
+TEST_CASE(
+    "every call that names a customer refuses a missing id and answers NOT_FOUND for an unknown "
+    "one",
+    "[customer_profile][validation]") {
   Harness h(ProfileOptions());
   Client client(h);
   // One well-formed request per method; only customer_id varies.
@@ -386,7 +399,8 @@ TEST_CASE("every call that names a customer refuses a missing id and answers NOT
   });
 }
 
-TEST_CASE("update changes only the masked fields and refuses other paths", "[customer_profile][update]") {
+TEST_CASE("update changes only the masked fields and refuses other paths",
+          "[customer_profile][update]") {
   Harness h(ProfileOptions());
   Client client(h);
   const v1::Customer c = client.Register("u@example.com");
@@ -402,13 +416,15 @@ TEST_CASE("update changes only the masked fields and refuses other paths", "[cus
   CHECK(client.Get(c.customer_id()).name() == "Wang Fang");
 
   req.mutable_update_mask()->add_paths("email");
-  RequireError(client.Call(&Stub::UpdateCustomer, req, &updated), grpc::StatusCode::INVALID_ARGUMENT, "update_mask:");
+  RequireError(client.Call(&Stub::UpdateCustomer, req, &updated),
+               grpc::StatusCode::INVALID_ARGUMENT, "update_mask:");
   req.clear_update_mask();
-  RequireError(client.Call(&Stub::UpdateCustomer, req, &updated), grpc::StatusCode::INVALID_ARGUMENT, "update_mask:");
+  RequireError(client.Call(&Stub::UpdateCustomer, req, &updated),
+               grpc::StatusCode::INVALID_ARGUMENT, "update_mask:");
   req.mutable_update_mask()->add_paths("phone");
   req.mutable_customer()->set_phone("555");
-  RequireError(client.Call(&Stub::UpdateCustomer, req, &updated), grpc::StatusCode::INVALID_ARGUMENT,
-               "customer.phone:");
+  RequireError(client.Call(&Stub::UpdateCustomer, req, &updated),
+               grpc::StatusCode::INVALID_ARGUMENT, "customer.phone:");
   CHECK(client.Get(c.customer_id()).phone().empty());
 }
 
@@ -459,15 +475,18 @@ TEST_CASE("addresses: add, update, set default, remove", "[customer_profile][add
   now = client.Get(c.customer_id());
   CHECK(now.addresses_size() == 1);
   CHECK(now.default_address_id() == home.address_id());
-  RequireError(client.Call(&Stub::RemoveAddress, remove, &empty), grpc::StatusCode::NOT_FOUND, "address_id:");
+  RequireError(client.Call(&Stub::RemoveAddress, remove, &empty), grpc::StatusCode::NOT_FOUND,
+               "address_id:");
 
   add.set_request_id("add-bad");
   add.mutable_address()->clear_city();
-  RequireError(client.Call(&Stub::AddAddress, add, &home), grpc::StatusCode::INVALID_ARGUMENT, "address.city:");
+  RequireError(client.Call(&Stub::AddAddress, add, &home), grpc::StatusCode::INVALID_ARGUMENT,
+               "address.city:");
   CHECK(client.Get(c.customer_id()).addresses_size() == 1);
 }
 
-TEST_CASE("payment preferences keep a token and hint, a card number is refused", "[customer_profile][payment]") {
+TEST_CASE("payment preferences keep a token and hint, a card number is refused",
+          "[customer_profile][payment]") {
   Harness h(ProfileOptions());
   Client client(h);
   const v1::Customer c = client.Register("pay@example.com");
@@ -484,8 +503,8 @@ TEST_CASE("payment preferences keep a token and hint, a card number is refused",
   add.set_request_id("pm-2");
   add.mutable_payment_method()->set_token("6212 2602 0000 0000 006");
   v1::PaymentMethod refused;
-  RequireError(client.Call(&Stub::AddPaymentMethod, add, &refused), grpc::StatusCode::INVALID_ARGUMENT,
-               "payment_method.token:");
+  RequireError(client.Call(&Stub::AddPaymentMethod, add, &refused),
+               grpc::StatusCode::INVALID_ARGUMENT, "payment_method.token:");
 
   add.set_request_id("pm-3");
   add.clear_payment_method();
@@ -530,15 +549,18 @@ TEST_CASE("preferences update by mask", "[customer_profile][preferences]") {
   v1::Preferences p;
   REQUIRE(client.Call(&Stub::UpdatePreferences, req, &p).ok());
   CHECK(p.language() == "zh-CN");
-  CHECK(client.Get(c.customer_id()).preferences().settings().at("invoice_title") == "深圳某某科技有限公司");
+  CHECK(client.Get(c.customer_id()).preferences().settings().at("invoice_title") ==
+        "深圳某某科技有限公司");
 
   req.mutable_preferences()->mutable_preferred_delivery_window()->set_end_minute(60);
   RequireError(client.Call(&Stub::UpdatePreferences, req, &p), grpc::StatusCode::INVALID_ARGUMENT,
                "preferences.preferred_delivery_window:");
-  CHECK(client.Get(c.customer_id()).preferences().preferred_delivery_window().end_minute() == 21 * 60);
+  CHECK(client.Get(c.customer_id()).preferences().preferred_delivery_window().end_minute() ==
+        21 * 60);
 }
 
-TEST_CASE("marketing consent and the contact cap are enforced for senders", "[customer_profile][consent]") {
+TEST_CASE("marketing consent and the contact cap are enforced for senders",
+          "[customer_profile][consent]") {
   Harness h(ProfileOptions());
   Client client(h);
   const v1::Customer c = client.Register("mkt@example.com");
@@ -586,10 +608,12 @@ TEST_CASE("marketing consent and the contact cap are enforced for senders", "[cu
   CHECK(d.allowed());
 
   peek.set_channel(v1::CHANNEL_UNSPECIFIED);
-  RequireError(client.Call(&Stub::GetContactPermission, peek, &d), grpc::StatusCode::INVALID_ARGUMENT, "channel:");
+  RequireError(client.Call(&Stub::GetContactPermission, peek, &d),
+               grpc::StatusCode::INVALID_ARGUMENT, "channel:");
 }
 
-TEST_CASE("behaviour events build category affinity and list newest first", "[customer_profile][behavior]") {
+TEST_CASE("behaviour events build category affinity and list newest first",
+          "[customer_profile][behavior]") {
   Harness h(ProfileOptions());
   Client client(h);
   const v1::Customer c = client.Register("browse@example.com");
@@ -651,7 +675,8 @@ TEST_CASE("behaviour events build category affinity and list newest first", "[cu
   CHECK(page.next_page_token().empty());
 }
 
-TEST_CASE("behaviour batches are validated whole: one bad event rejects the batch", "[customer_profile][behavior]") {
+TEST_CASE("behaviour batches are validated whole: one bad event rejects the batch",
+          "[customer_profile][behavior]") {
   Harness h(ProfileOptions());
   Client client(h);
   const v1::Customer c = client.Register("bad-batch@example.com");
@@ -659,22 +684,24 @@ TEST_CASE("behaviour batches are validated whole: one bad event rejects the batc
   req.set_customer_id(c.customer_id());
   req.set_request_id("b");
   v1::RecordBehaviorEventsResponse resp;
-  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp), grpc::StatusCode::INVALID_ARGUMENT, "events:");
+  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp),
+               grpc::StatusCode::INVALID_ARGUMENT, "events:");
   for (int i = 0; i < kMaxBehaviorEventsPerCall + 1; ++i) *req.add_events() = Click("c");
-  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp), grpc::StatusCode::INVALID_ARGUMENT, "events:");
+  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp),
+               grpc::StatusCode::INVALID_ARGUMENT, "events:");
   req.clear_events();
   *req.add_events() = Click("ok");
   *req.add_events() = Click("");
-  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
-               "events[1].category:");
+  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp),
+               grpc::StatusCode::INVALID_ARGUMENT, "events[1].category:");
   req.mutable_events(1)->set_category("ok");
   req.mutable_events(1)->set_type(v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW);
-  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
-               "events[1].sku:");
+  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp),
+               grpc::StatusCode::INVALID_ARGUMENT, "events[1].sku:");
   req.mutable_events(1)->set_sku("s");
   api::SetTimestamp(h.clock().Now() + absl::Hours(1), req.mutable_events(1)->mutable_occur_time());
-  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
-               "events[1].occur_time:");
+  RequireError(client.Call(&Stub::RecordBehaviorEvents, req, &resp),
+               grpc::StatusCode::INVALID_ARGUMENT, "events[1].occur_time:");
 
   v1::ListBehaviorEventsRequest list;
   list.set_customer_id(c.customer_id());
@@ -682,13 +709,15 @@ TEST_CASE("behaviour batches are validated whole: one bad event rejects the batc
   REQUIRE(client.Call(&Stub::ListBehaviorEvents, list, &page).ok());
   CHECK(page.events_size() == 0);
   list.set_page_token("garbage");
-  RequireError(client.Call(&Stub::ListBehaviorEvents, list, &page), grpc::StatusCode::INVALID_ARGUMENT, "page_token:");
+  RequireError(client.Call(&Stub::ListBehaviorEvents, list, &page),
+               grpc::StatusCode::INVALID_ARGUMENT, "page_token:");
 }
 
 TEST_CASE("list customers by email prefix, paged", "[customer_profile][list]") {
   Harness h(ProfileOptions());
   Client client(h);
-  for (const char* e : {"amy@shop.cn", "bob@shop.cn", "ann@shop.cn", "carl@shop.cn", "al@shop.cn"}) client.Register(e);
+  for (const char* e : {"amy@shop.cn", "bob@shop.cn", "ann@shop.cn", "carl@shop.cn", "al@shop.cn"})
+    client.Register(e);
   v1::ListCustomersRequest req;
   req.set_email_prefix("A");
   req.set_page_size(2);
@@ -703,7 +732,8 @@ TEST_CASE("list customers by email prefix, paged", "[customer_profile][list]") {
   CHECK(resp.customers(0).email() == "ann@shop.cn");
   CHECK(resp.next_page_token().empty());
   req.set_page_size(5000);
-  RequireError(client.Call(&Stub::ListCustomers, req, &resp), grpc::StatusCode::INVALID_ARGUMENT, "page_size:");
+  RequireError(client.Call(&Stub::ListCustomers, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
+               "page_size:");
 }
 
 TEST_CASE("export returns everything held, erase removes it and records an event for the others",
@@ -744,29 +774,38 @@ TEST_CASE("export returns everything held, erase removes it and records an event
   grpc::Status s;
   client.Get(c.customer_id(), &s);
   CHECK(s.error_code() == grpc::StatusCode::NOT_FOUND);
-  RequireError(client.Call(&Stub::ExportCustomerData, exp, &data), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  RequireError(client.Call(&Stub::ExportCustomerData, exp, &data), grpc::StatusCode::NOT_FOUND,
+               "customer_id:");
 
-  // Nothing of the customer is left in any of the service's column families but the tombstone and the event.
+  // Nothing of the customer is left in any of the service's column families but the tombstone and
+  // the event.
   auto& store = h.store();
   for (const char* cf : {"customers", "emails", "behavior", "affinity", "contacts", "requests"}) {
     int rows_with_pii = 0;
-    REQUIRE(store.Scan(store.cf(cf), "", "", [&](absl::string_view k, absl::string_view v) {
-      const bool mentions = k.find("forget.me") != absl::string_view::npos ||
-                            v.find("forget.me") != absl::string_view::npos ||
-                            v.find("shoes") != absl::string_view::npos || v.find("李娜") != absl::string_view::npos;
-      rows_with_pii += mentions;
-      return true;
-    }).ok());
+    REQUIRE(store
+                .Scan(store.cf(cf), "", "",
+                      [&](absl::string_view k, absl::string_view v) {
+                        const bool mentions = k.find("forget.me") != absl::string_view::npos ||
+                                              v.find("forget.me") != absl::string_view::npos ||
+                                              v.find("shoes") != absl::string_view::npos ||
+                                              v.find("李娜") != absl::string_view::npos;
+                        rows_with_pii += mentions;
+                        return true;
+                      })
+                .ok());
     INFO(cf);
     CHECK(rows_with_pii == 0);
   }
   std::vector<v1::Event> events;
-  REQUIRE(store.Scan(store.cf("outbox"), "", "", [&](absl::string_view, absl::string_view v) {
-    v1::Event e;
-    REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
-    events.push_back(e);
-    return true;
-  }).ok());
+  REQUIRE(store
+              .Scan(store.cf("outbox"), "", "",
+                    [&](absl::string_view, absl::string_view v) {
+                      v1::Event e;
+                      REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
+                      events.push_back(e);
+                      return true;
+                    })
+              .ok());
   REQUIRE(events.size() == 1);
   CHECK(events[0].customer_id() == c.customer_id());
   CHECK(events[0].has_customer_erased());
@@ -780,7 +819,8 @@ TEST_CASE("everything written survives a restart of the service", "[customer_pro
   Harness h(ProfileOptions());
   Client client(h);
   std::vector<std::string> ids;
-  for (int i = 0; i < 50; ++i) ids.push_back(client.Register("user" + std::to_string(i) + "@example.com").customer_id());
+  for (int i = 0; i < 50; ++i)
+    ids.push_back(client.Register("user" + std::to_string(i) + "@example.com").customer_id());
   v1::AddAddressRequest add;
   add.set_customer_id(ids[0]);
   add.set_request_id("a");
@@ -790,7 +830,8 @@ TEST_CASE("everything written survives a restart of the service", "[customer_pro
 
   h.Restart();
   client.Reconnect();
-  for (int i = 0; i < 50; ++i) CHECK(client.Get(ids[i]).email() == "user" + std::to_string(i) + "@example.com");
+  for (int i = 0; i < 50; ++i)
+    CHECK(client.Get(ids[i]).email() == "user" + std::to_string(i) + "@example.com");
   CHECK(client.Get(ids[0]).addresses(0).street() == "科技园路1号");
   // The idempotency record survived too: a retry after restart creates nothing new.
   v1::Address again;
@@ -799,14 +840,17 @@ TEST_CASE("everything written survives a restart of the service", "[customer_pro
   CHECK(client.Get(ids[0]).addresses_size() == 1);
 }
 
-TEST_CASE("health is SERVING, reflection lists the service, /metrics passes promtool", "[customer_profile][ops]") {
+TEST_CASE("health is SERVING, reflection lists the service, /metrics passes promtool",
+          "[customer_profile][ops]") {
   Harness h(ProfileOptions(/*serve_metrics=*/true));
   Client client(h);
   CHECK(testing::HealthCheck(h.channel(), "").value() == testing::kServing);
-  CHECK(testing::HealthCheck(h.channel(), "crm.v1.CustomerProfileService").value() == testing::kServing);
+  CHECK(testing::HealthCheck(h.channel(), "crm.v1.CustomerProfileService").value() ==
+        testing::kServing);
   const auto services = testing::ReflectionServices(h.channel());
   REQUIRE(services.ok());
-  CHECK(std::find(services->begin(), services->end(), "crm.v1.CustomerProfileService") != services->end());
+  CHECK(std::find(services->begin(), services->end(), "crm.v1.CustomerProfileService") !=
+        services->end());
   CHECK(std::find(services->begin(), services->end(), "grpc.health.v1.Health") != services->end());
 
   const v1::Customer c = client.Register("metrics@example.com");
@@ -819,7 +863,8 @@ TEST_CASE("health is SERVING, reflection lists the service, /metrics passes prom
   REQUIRE(page->status == 200);
   const std::string& body = page->body;
   CHECK(body.find("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"GetCustomer\","
-                  "grpc_service=\"crm.v1.CustomerProfileService\",grpc_type=\"unary\"} 1") != std::string::npos);
+                  "grpc_service=\"crm.v1.CustomerProfileService\",grpc_type=\"unary\"} 1") !=
+        std::string::npos);
   CHECK(body.find("grpc_code=\"NOT_FOUND\",grpc_method=\"GetCustomer\"") != std::string::npos);
   CHECK(body.find("grpc_server_handling_seconds_bucket") != std::string::npos);
   CHECK(body.find("crm_customers_registered_total 1") != std::string::npos);
@@ -829,8 +874,9 @@ TEST_CASE("health is SERVING, reflection lists the service, /metrics passes prom
   CHECK(check.exit_code == 0);
 }
 
-TEST_CASE("importing a shop's customers: by external id, once, linked to a registered email, found again",
-          "[customer_profile][import]") {
+TEST_CASE(
+    "importing a shop's customers: by external id, once, linked to a registered email, found again",
+    "[customer_profile][import]") {
   Harness h(ProfileOptions());
   Client client(h);
   v1::ImportCustomerRequest req;
@@ -863,7 +909,8 @@ TEST_CASE("importing a shop's customers: by external id, once, linked to a regis
   CHECK(linked.customer().external_id() == "13047");
   with_email.set_external_id("99999");
   v1::ImportCustomerResponse refused;
-  RequireError(client.Call(&Stub::ImportCustomer, with_email, &refused), grpc::StatusCode::ALREADY_EXISTS, "email");
+  RequireError(client.Call(&Stub::ImportCustomer, with_email, &refused),
+               grpc::StatusCode::ALREADY_EXISTS, "email");
 
   // A new email imports a new customer that registration then finds taken.
   v1::ImportCustomerRequest fresh;
@@ -876,7 +923,8 @@ TEST_CASE("importing a shop's customers: by external id, once, linked to a regis
   reg.set_request_id("reg-li.na");
   reg.set_email("li.na@example.com");
   v1::Customer dup;
-  RequireError(client.Call(&Stub::RegisterCustomer, reg, &dup), grpc::StatusCode::ALREADY_EXISTS, "email");
+  RequireError(client.Call(&Stub::RegisterCustomer, reg, &dup), grpc::StatusCode::ALREADY_EXISTS,
+               "email");
   v1::GetCustomerByEmailRequest by_email;
   by_email.set_email("li.na@example.com");
   v1::Customer found;
@@ -890,9 +938,10 @@ TEST_CASE("importing a shop's customers: by external id, once, linked to a regis
   REQUIRE(client.Call(&Stub::LookupCustomers, lookup, &refs).ok());
   std::map<std::string, std::string> by_external;
   for (const auto& r : refs.customers()) by_external[r.external_id()] = r.customer_id();
-  CHECK(by_external == std::map<std::string, std::string>{{"17850", first.customer().customer_id()},
-                                                          {"13047", registered.customer_id()},
-                                                          {"12583", made.customer().customer_id()}});
+  CHECK(by_external ==
+        std::map<std::string, std::string>{{"17850", first.customer().customer_id()},
+                                           {"13047", registered.customer_id()},
+                                           {"12583", made.customer().customer_id()}});
 
   // Erasure removes the external id with everything else.
   v1::EraseCustomerRequest erase;
@@ -933,20 +982,21 @@ TEST_CASE("bad imports and look-ups are refused naming the field, and nothing is
     b.mutate(r);
     v1::ImportCustomerResponse out;
     INFO(b.field);
-    RequireError(client.Call(&Stub::ImportCustomer, r, &out), grpc::StatusCode::INVALID_ARGUMENT, b.field);
+    RequireError(client.Call(&Stub::ImportCustomer, r, &out), grpc::StatusCode::INVALID_ARGUMENT,
+                 b.field);
   }
   v1::LookupCustomersRequest lookup;
   v1::LookupCustomersResponse refs;
-  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs), grpc::StatusCode::INVALID_ARGUMENT,
-               "external_ids");
+  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs),
+               grpc::StatusCode::INVALID_ARGUMENT, "external_ids");
   for (int i = 0; i <= kMaxExternalIdsPerLookup; ++i) lookup.add_external_ids(std::to_string(i));
-  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs), grpc::StatusCode::INVALID_ARGUMENT,
-               "external_ids");
+  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs),
+               grpc::StatusCode::INVALID_ARGUMENT, "external_ids");
   lookup.clear_external_ids();
   lookup.add_external_ids("ok-1");
   lookup.add_external_ids("bad id");
-  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs), grpc::StatusCode::INVALID_ARGUMENT,
-               "external_ids[1]");
+  RequireError(client.Call(&Stub::LookupCustomers, lookup, &refs),
+               grpc::StatusCode::INVALID_ARGUMENT, "external_ids[1]");
   lookup.clear_external_ids();
   lookup.add_external_ids("ok-1");
   REQUIRE(client.Call(&Stub::LookupCustomers, lookup, &refs).ok());
@@ -964,14 +1014,15 @@ std::map<std::string, std::string> DumpStore(store::Store& s) {
   std::map<std::string, std::string> all;
   for (const std::string& name : s.column_family_names()) {
     REQUIRE(s.Scan(s.cf(name), "", "", [&](absl::string_view k, absl::string_view v) {
-                 all[absl::StrCat(name, "/", k)] = std::string(v);
-                 return true;
-               }).ok());
+               all[absl::StrCat(name, "/", k)] = std::string(v);
+               return true;
+             }).ok());
   }
   return all;
 }
 
-TEST_CASE("backup: a checkpoint through StoreAdminService restores to exactly the store it copied") {
+TEST_CASE(
+    "backup: a checkpoint through StoreAdminService restores to exactly the store it copied") {
   using Harness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
   Harness::Options o;
   o.service_name = "customer-profile";
@@ -984,7 +1035,9 @@ TEST_CASE("backup: a checkpoint through StoreAdminService restores to exactly th
     r.set_email(email);
     r.set_request_id("r-" + email);
     v1::Customer c;
-    REQUIRE(testing::Call(profiles.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, r, &c).ok());
+    REQUIRE(
+        testing::Call(profiles.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, r, &c)
+            .ok());
     return c;
   };
   const v1::Customer before = reg("before@example.com");
@@ -993,13 +1046,15 @@ TEST_CASE("backup: a checkpoint through StoreAdminService restores to exactly th
   cp.set_service("customer-profile");
   cp.set_name("nightly-1");
   v1::CreateCheckpointResponse made;
-  REQUIRE(testing::Call(admin.get(), &v1::StoreAdminService::Stub::CreateCheckpoint, cp, &made).ok());
+  REQUIRE(
+      testing::Call(admin.get(), &v1::StoreAdminService::Stub::CreateCheckpoint, cp, &made).ok());
   REQUIRE(made.checkpoints_size() == 1);
   const std::string path = made.checkpoints(0).path();
   const auto at_backup = DumpStore(h.store());
   // The same name again is the same checkpoint (a retry), not a second one.
   v1::CreateCheckpointResponse again;
-  REQUIRE(testing::Call(admin.get(), &v1::StoreAdminService::Stub::CreateCheckpoint, cp, &again).ok());
+  REQUIRE(
+      testing::Call(admin.get(), &v1::StoreAdminService::Stub::CreateCheckpoint, cp, &again).ok());
   CHECK(again.checkpoints(0).path() == path);
 
   const v1::Customer after = reg("after@example.com");
@@ -1007,8 +1062,8 @@ TEST_CASE("backup: a checkpoint through StoreAdminService restores to exactly th
 
   h.RestoreFrom(path);
   auto restored = DumpStore(h.store());
-  // Every start bumps the outbox epoch (so event ids are never reused, not even after a restore); the
-  // rest must be exactly what was backed up.
+  // Every start bumps the outbox epoch (so event ids are never reused, not even after a restore);
+  // the rest must be exactly what was backed up.
   CHECK(restored["outbox_meta/epoch"] != at_backup.at("outbox_meta/epoch"));
   restored.erase("outbox_meta/epoch");
   auto expected = at_backup;
@@ -1018,20 +1073,23 @@ TEST_CASE("backup: a checkpoint through StoreAdminService restores to exactly th
   v1::GetCustomerRequest get;
   v1::Customer got;
   get.set_customer_id(before.customer_id());
-  CHECK(testing::Call(profiles.get(), &v1::CustomerProfileService::Stub::GetCustomer, get, &got).ok());
+  CHECK(testing::Call(profiles.get(), &v1::CustomerProfileService::Stub::GetCustomer, get, &got)
+            .ok());
   get.set_customer_id(after.customer_id());
-  CHECK(testing::Call(profiles.get(), &v1::CustomerProfileService::Stub::GetCustomer, get, &got).error_code() ==
-        grpc::StatusCode::NOT_FOUND);
+  CHECK(testing::Call(profiles.get(), &v1::CustomerProfileService::Stub::GetCustomer, get, &got)
+            .error_code() == grpc::StatusCode::NOT_FOUND);
 
   // Bad input is refused, naming the field.
   admin = v1::StoreAdminService::NewStub(h.channel());
   cp.set_name("../escape");
-  testing::RequireError(testing::Call(admin.get(), &v1::StoreAdminService::Stub::CreateCheckpoint, cp, &made),
-                        grpc::StatusCode::INVALID_ARGUMENT, "name");
+  testing::RequireError(
+      testing::Call(admin.get(), &v1::StoreAdminService::Stub::CreateCheckpoint, cp, &made),
+      grpc::StatusCode::INVALID_ARGUMENT, "name");
   cp.set_name("ok");
   cp.set_service("loyalty");
-  testing::RequireError(testing::Call(admin.get(), &v1::StoreAdminService::Stub::CreateCheckpoint, cp, &made),
-                        grpc::StatusCode::INVALID_ARGUMENT, "service");
+  testing::RequireError(
+      testing::Call(admin.get(), &v1::StoreAdminService::Stub::CreateCheckpoint, cp, &made),
+      grpc::StatusCode::INVALID_ARGUMENT, "service");
 }
 
 }  // namespace

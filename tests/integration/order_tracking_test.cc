@@ -1,9 +1,9 @@
-// crm.v1.OrderTrackingService end to end: the real order-tracking and customer-profile services on free
-// loopback ports over real RocksDB, called through generated stubs; events to a real consumer.
+// crm.v1.OrderTrackingService end to end: the real order-tracking and customer-profile services on
+// free loopback ports over real RocksDB, called through generated stubs; events to a real consumer.
 #include <functional>
 #include <set>
-#include <tuple>
 #include <thread>
+#include <tuple>
 
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
@@ -12,14 +12,14 @@
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
 #include "services/customer_profile/customer_profile_service.h"
-#include "services/order_tracking/order_lifecycle.h"
 #include "services/loyalty/loyalty_service.h"
+#include "services/order_tracking/order_lifecycle.h"
 #include "services/order_tracking/order_tracking_service.h"
 #include "tests/support/event_recorder.h"
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
-#include "tests/support/shop_calls.h"
 #include "tests/support/service_harness.h"
+#include "tests/support/shop_calls.h"
 
 namespace crm::order_tracking {
 namespace {
@@ -29,7 +29,8 @@ using OrderHarness = testing::ServiceHarness<OrderTrackingComponent>;
 using Stub = v1::OrderTrackingService::Stub;
 using P = v1::PackageStatus;
 
-const absl::Time kStart = absl::FromUnixSeconds(1767225600);  // 2026-01-01T00:00:00Z, the harness clock
+const absl::Time kStart =
+    absl::FromUnixSeconds(1767225600);  // 2026-01-01T00:00:00Z, the harness clock
 
 using testing::Call;
 using testing::RequireError;
@@ -37,7 +38,8 @@ using testing::RequireError;
 // customer-profile and order-tracking wired together; optionally order events go to a recorder.
 struct World {
   explicit World(const std::string& event_sinks = "none", bool serve_metrics = false)
-      : profile(ProfileOptions()), orders(OrderOptions(profile.port(), event_sinks, serve_metrics)) {
+      : profile(ProfileOptions()),
+        orders(OrderOptions(profile.port(), event_sinks, serve_metrics)) {
     profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
     stub = v1::OrderTrackingService::NewStub(orders.channel());
   }
@@ -48,7 +50,8 @@ struct World {
     o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
     return o;
   }
-  static OrderHarness::Options OrderOptions(int profile_port, const std::string& sinks, bool metrics) {
+  static OrderHarness::Options OrderOptions(int profile_port, const std::string& sinks,
+                                            bool metrics) {
     OrderHarness::Options o;
     o.service_name = "order-tracking";
     o.column_families = OrderTrackingStore::ColumnFamilies();
@@ -72,8 +75,9 @@ struct World {
     return customer_id;
   }
 
-  v1::CreateOrderRequest OrderRequest(const std::string& customer_id, const std::string& request_id,
-                                      v1::PaymentMethodType payment = v1::PAYMENT_METHOD_TYPE_CARD) {
+  v1::CreateOrderRequest OrderRequest(
+      const std::string& customer_id, const std::string& request_id,
+      v1::PaymentMethodType payment = v1::PAYMENT_METHOD_TYPE_CARD) {
     v1::CreateOrderRequest r;
     r.set_customer_id(customer_id);
     r.set_request_id(request_id);
@@ -101,7 +105,8 @@ struct World {
   v1::Order Create(const std::string& customer_id, const std::string& request_id,
                    v1::PaymentMethodType payment = v1::PAYMENT_METHOD_TYPE_CARD) {
     v1::Order o;
-    const grpc::Status s = Call(stub.get(), &Stub::CreateOrder, OrderRequest(customer_id, request_id, payment), &o);
+    const grpc::Status s =
+        Call(stub.get(), &Stub::CreateOrder, OrderRequest(customer_id, request_id, payment), &o);
     INFO(s.error_message());
     REQUIRE(s.ok());
     return o;
@@ -155,8 +160,8 @@ struct World {
     if (o.payment_method() != v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY) REQUIRE(Pay(o, &out).ok());
     REQUIRE(Process(o, &out).ok());
     for (const auto& p : out.packages()) {
-      for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-                  v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
+      for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                  v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
         REQUIRE(Advance(o, p.package_id(), s, &out, when - absl::Hours(1)).ok());
       }
       REQUIRE(Advance(o, p.package_id(), v1::PACKAGE_STATUS_DELIVERED, &out, when).ok());
@@ -170,8 +175,9 @@ struct World {
   std::unique_ptr<Stub> stub;
 };
 
-TEST_CASE("create an order for a registered customer, get it, list it, a retry returns the same order",
-          "[order_tracking]") {
+TEST_CASE(
+    "create an order for a registered customer, get it, list it, a retry returns the same order",
+    "[order_tracking]") {
   World w;
   const std::string cid = w.Customer("buyer@example.com");
   const v1::Order o = w.Create(cid, "req-1");
@@ -203,10 +209,12 @@ TEST_CASE("create an order for a registered customer, get it, list it, a retry r
   REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &got).ok());
   CHECK(got.order_id() == o.order_id());
   get.set_customer_id(w.Customer("other@example.com"));  // someone else's order is not visible
-  RequireError(Call(w.stub.get(), &Stub::GetOrder, get, &got), grpc::StatusCode::NOT_FOUND, "order_id:");
+  RequireError(Call(w.stub.get(), &Stub::GetOrder, get, &got), grpc::StatusCode::NOT_FOUND,
+               "order_id:");
 }
 
-TEST_CASE("bad orders are refused naming the field, and nothing is written", "[order_tracking][validation]") {
+TEST_CASE("bad orders are refused naming the field, and nothing is written",
+          "[order_tracking][validation]") {
   World w;
   const std::string cid = w.Customer("careful@example.com");
   auto create = [&](v1::CreateOrderRequest r) {
@@ -214,7 +222,8 @@ TEST_CASE("bad orders are refused naming the field, and nothing is written", "[o
     return Call(w.stub.get(), &Stub::CreateOrder, r, &o);
   };
   auto base = w.OrderRequest(cid, "bad");
-  RequireError(create(w.OrderRequest("c-nobody", "x")), grpc::StatusCode::NOT_FOUND, "customer_id:");
+  RequireError(create(w.OrderRequest("c-nobody", "x")), grpc::StatusCode::NOT_FOUND,
+               "customer_id:");
   auto r = base;
   r.clear_items();
   RequireError(create(r), grpc::StatusCode::INVALID_ARGUMENT, "items:");
@@ -260,7 +269,8 @@ TEST_CASE("bad orders are refused naming the field, and nothing is written", "[o
   CHECK(page.orders_size() == 0);
 }
 
-TEST_CASE("an order goes through its lifecycle in split packages, with its full history", "[order_tracking][lifecycle]") {
+TEST_CASE("an order goes through its lifecycle in split packages, with its full history",
+          "[order_tracking][lifecycle]") {
   World w;
   const std::string cid = w.Customer("split@example.com");
   const v1::Order o = w.Create(cid, "r");
@@ -274,16 +284,16 @@ TEST_CASE("an order goes through its lifecycle in split packages, with its full 
   w.orders.clock().Set(kStart + absl::Hours(51));
   CHECK(now.packages(1).split_reason() == v1::SPLIT_REASON_PRESALE);
 
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-              v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+              v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
     REQUIRE(w.Advance(o, p1, s, &now).ok());
   }
   CHECK(now.status() == v1::ORDER_STATUS_AT_PROCESSING_CENTER);  // p2 is still at the center
   CHECK(now.packages(0).tracking_number() == "SF" + p1);
   CHECK(now.packages(0).has_out_of_warehouse_time());
   REQUIRE(w.Advance(o, p1, v1::PACKAGE_STATUS_DELIVERED, &now, kStart + absl::Hours(50)).ok());
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-              v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+              v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
     REQUIRE(w.Advance(o, p2, s, &now).ok());
   }
   CHECK(now.status() == v1::ORDER_STATUS_OUT_FOR_DELIVERY);
@@ -307,11 +317,14 @@ TEST_CASE("an order goes through its lifecycle in split packages, with its full 
   for (const auto& e : history.entries()) what.push_back(e.description());
   CHECK(what.front() == "order placed");
   CHECK(std::find(what.begin(), what.end(), "paid") != what.end());
-  CHECK(std::count_if(what.begin(), what.end(), [](const std::string& s) { return s.find("DELIVERY_FAILED") != std::string::npos; }) == 1);
+  CHECK(std::count_if(what.begin(), what.end(), [](const std::string& s) {
+          return s.find("DELIVERY_FAILED") != std::string::npos;
+        }) == 1);
   CHECK(what.back() == "order delivered");
 }
 
-TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing", "[order_tracking][lifecycle]") {
+TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing",
+          "[order_tracking][lifecycle]") {
   World w;
   const std::string cid = w.Customer("strict@example.com");
   const v1::Order o = w.Create(cid, "r");
@@ -320,16 +333,20 @@ TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing
   REQUIRE(w.Process(o, &now).ok());
   const std::string pkg = now.packages(0).package_id();
   // Walk the package forward; at each state try every move that is not allowed from it.
-  const std::vector<P> path = {v1::PACKAGE_STATUS_AT_PROCESSING_CENTER, v1::PACKAGE_STATUS_PICKING,
-                               v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-                               v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, v1::PACKAGE_STATUS_DELIVERED};
+  const std::vector<P> path = {v1::PACKAGE_STATUS_AT_PROCESSING_CENTER,
+                               v1::PACKAGE_STATUS_PICKING,
+                               v1::PACKAGE_STATUS_PACKED,
+                               v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                               v1::PACKAGE_STATUS_OUT_FOR_DELIVERY,
+                               v1::PACKAGE_STATUS_DELIVERED};
   int tried = 0;
   for (size_t i = 0; i < path.size(); ++i) {
     for (int to = 2; to <= 8; ++to) {
       if (P(to) == path[i] || CheckPackageMove(path[i], P(to)).ok()) continue;
       v1::Order after;
       INFO(PackageStatusName(path[i]) << " -> " << PackageStatusName(P(to)));
-      RequireError(w.Advance(o, pkg, P(to), &after), grpc::StatusCode::FAILED_PRECONDITION, "status:");
+      RequireError(w.Advance(o, pkg, P(to), &after), grpc::StatusCode::FAILED_PRECONDITION,
+                   "status:");
       ++tried;
     }
     v1::GetOrderRequest get;
@@ -342,21 +359,25 @@ TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing
   }
   CHECK(tried > 20);
   v1::Order out;
-  RequireError(w.Advance(o, "no-such-package", v1::PACKAGE_STATUS_PICKING, &out), grpc::StatusCode::NOT_FOUND, "package_id:");
+  RequireError(w.Advance(o, "no-such-package", v1::PACKAGE_STATUS_PICKING, &out),
+               grpc::StatusCode::NOT_FOUND, "package_id:");
   v1::AdvancePackageRequest no_carrier;
   no_carrier.set_customer_id(cid);
   no_carrier.set_order_id(o.order_id());
   no_carrier.set_package_id(pkg);
   no_carrier.set_status(v1::PACKAGE_STATUS_HANDED_TO_CARRIER);
-  RequireError(Call(w.stub.get(), &Stub::AdvancePackage, no_carrier, &out), grpc::StatusCode::INVALID_ARGUMENT, "carrier:");
+  RequireError(Call(w.stub.get(), &Stub::AdvancePackage, no_carrier, &out),
+               grpc::StatusCode::INVALID_ARGUMENT, "carrier:");
 }
 
-TEST_CASE("payment, cash on delivery and cancellation follow their rules", "[order_tracking][lifecycle]") {
+TEST_CASE("payment, cash on delivery and cancellation follow their rules",
+          "[order_tracking][lifecycle]") {
   World w;
   const std::string cid = w.Customer("pay@example.com");
   const v1::Order card = w.Create(cid, "card");
   v1::Order out;
-  RequireError(w.Process(card, &out), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");  // not paid
+  RequireError(w.Process(card, &out), grpc::StatusCode::FAILED_PRECONDITION,
+               "order_id:");  // not paid
   REQUIRE(w.Pay(card, &out).ok());
   REQUIRE(w.Pay(card, &out).ok());  // the same payment reported twice
   const v1::Order cod = w.Create(cid, "cod", v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
@@ -377,14 +398,17 @@ TEST_CASE("payment, cash on delivery and cancellation follow their rules", "[ord
   REQUIRE(w.Pay(shipped, &out).ok());
   REQUIRE(w.Process(shipped, &out).ok());
   const std::string pkg = out.packages(0).package_id();
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+              v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
     REQUIRE(w.Advance(shipped, pkg, s, &out).ok());
   }
   cancel.set_order_id(shipped.order_id());
-  RequireError(Call(w.stub.get(), &Stub::CancelOrder, cancel, &out), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
+  RequireError(Call(w.stub.get(), &Stub::CancelOrder, cancel, &out),
+               grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
 }
 
-v1::TrackingEvent Tracking(const std::string& id, const std::string& number, P status, absl::Time t) {
+v1::TrackingEvent Tracking(const std::string& id, const std::string& number, P status,
+                           absl::Time t) {
   v1::TrackingEvent e;
   e.set_carrier_event_id(id);
   e.set_tracking_number(number);
@@ -393,8 +417,9 @@ v1::TrackingEvent Tracking(const std::string& id, const std::string& number, P s
   return e;
 }
 
-TEST_CASE("carrier events in bulk: applied once, duplicates and late events never move a package back",
-          "[order_tracking][tracking]") {
+TEST_CASE(
+    "carrier events in bulk: applied once, duplicates and late events never move a package back",
+    "[order_tracking][tracking]") {
   World w;
   const std::string cid = w.Customer("track@example.com");
   const v1::Order o = w.Create(cid, "r");
@@ -403,7 +428,8 @@ TEST_CASE("carrier events in bulk: applied once, duplicates and late events neve
   REQUIRE(w.Process(o, &now).ok());
   const std::string pkg = now.packages(0).package_id();
   w.orders.clock().Set(kStart + absl::Hours(60));
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+              v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
     REQUIRE(w.Advance(o, pkg, s, &now, kStart + absl::Hours(10)).ok());
   }
   const std::string number = "SF" + pkg;
@@ -415,9 +441,11 @@ TEST_CASE("carrier events in bulk: applied once, duplicates and late events neve
   loc.mutable_location()->set_longitude(120.12);
   api::SetTimestamp(t + absl::Hours(2), loc.mutable_eta());
   *batch.add_events() = loc;
-  *batch.add_events() = Tracking("ev-1", number, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, t);  // duplicate
+  *batch.add_events() =
+      Tracking("ev-1", number, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, t);  // duplicate
   *batch.add_events() = Tracking("ev-3", number, v1::PACKAGE_STATUS_DELIVERED, t + absl::Hours(35));
-  *batch.add_events() = Tracking("ev-4", number, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, t + absl::Minutes(20));  // late
+  *batch.add_events() =
+      Tracking("ev-4", number, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, t + absl::Minutes(20));  // late
   *batch.add_events() = Tracking("ev-5", "NO-SUCH-NUMBER", v1::PACKAGE_STATUS_DELIVERED, t);
   v1::AddTrackingEventsResponse resp;
   REQUIRE(Call(w.stub.get(), &Stub::AddTrackingEvents, batch, &resp).ok());
@@ -449,12 +477,14 @@ TEST_CASE("carrier events in bulk: applied once, duplicates and late events neve
   auto no_time = Tracking("x", number, v1::PACKAGE_STATUS_DELIVERED, t);
   no_time.clear_event_time();
   *bad.add_events() = no_time;
-  RequireError(Call(w.stub.get(), &Stub::AddTrackingEvents, bad, &resp), grpc::StatusCode::INVALID_ARGUMENT,
-               "events[1].event_time:");
+  RequireError(Call(w.stub.get(), &Stub::AddTrackingEvents, bad, &resp),
+               grpc::StatusCode::INVALID_ARGUMENT, "events[1].event_time:");
 }
 
-TEST_CASE("returns: within the window, refunded at the price paid, shipping when the carrier was at fault",
-          "[order_tracking][returns]") {
+TEST_CASE(
+    "returns: within the window, refunded at the price paid, shipping when the carrier was at "
+    "fault",
+    "[order_tracking][returns]") {
   World w("test=127.0.0.1:1");  // events are kept in the outbox; delivery is not the point here
   const std::string cid = w.Customer("return@example.com");
   const v1::Order o = w.Deliver(w.Create(cid, "r"), kStart + absl::Hours(50));
@@ -475,15 +505,18 @@ TEST_CASE("returns: within the window, refunded at the price paid, shipping when
   REQUIRE(Call(w.stub.get(), &Stub::RequestReturn, req, &retry).ok());
   CHECK(retry.return_id() == ret.return_id());
   req.set_request_id("ret-2");  // the phone is already being returned
-  RequireError(Call(w.stub.get(), &Stub::RequestReturn, req, &retry), grpc::StatusCode::FAILED_PRECONDITION, "items[0].quantity:");
+  RequireError(Call(w.stub.get(), &Stub::RequestReturn, req, &retry),
+               grpc::StatusCode::FAILED_PRECONDITION, "items[0].quantity:");
 
   v1::AdvanceReturnRequest adv;
   adv.set_customer_id(cid);
   adv.set_return_id(ret.return_id());
   adv.set_status(v1::RETURN_STATUS_REFUNDED);
-  RequireError(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret), grpc::StatusCode::FAILED_PRECONDITION, "status:");
+  RequireError(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret),
+               grpc::StatusCode::FAILED_PRECONDITION, "status:");
   adv.set_status(v1::RETURN_STATUS_PICKUP_SCHEDULED);
-  RequireError(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret), grpc::StatusCode::INVALID_ARGUMENT, "pickup_start_time:");
+  RequireError(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret),
+               grpc::StatusCode::INVALID_ARGUMENT, "pickup_start_time:");
   api::SetTimestamp(kStart + absl::Hours(24 * 6), adv.mutable_pickup_start_time());
   api::SetTimestamp(kStart + absl::Hours(24 * 6 + 3), adv.mutable_pickup_end_time());
   REQUIRE(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret).ok());
@@ -511,7 +544,8 @@ TEST_CASE("returns: within the window, refunded at the price paid, shipping when
   RequireError(late, grpc::StatusCode::FAILED_PRECONDITION, "items[0].item_id:");
   CHECK(late.error_message().find("ended 2026-01-18T02:00:00Z") != std::string::npos);
 
-  // A silver member (3 more days) may still return them on day 19: a delivered order of 2,599 CNY makes silver.
+  // A silver member (3 more days) may still return them on day 19: a delivered order of 2,599 CNY
+  // makes silver.
   v1::Event silver;
   silver.set_event_id("test/0/1.1");
   silver.set_customer_id(cid);
@@ -542,16 +576,19 @@ TEST_CASE("returns: within the window, refunded at the price paid, shipping when
 
   // The refund is an event for the other services, with the exact amount.
   int refunds = 0;
-  REQUIRE(w.orders.store().Scan(w.orders.store().cf("outbox"), "", "", [&](absl::string_view, absl::string_view v) {
-    v1::Event e;
-    REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
-    if (e.has_order_refunded()) {
-      ++refunds;
-      CHECK(e.order_refunded().amount().amount_minor() == 400900);
-      CHECK(e.order_refunded().fault() == v1::FAULT_CARRIER);
-    }
-    return true;
-  }).ok());
+  REQUIRE(w.orders.store()
+              .Scan(w.orders.store().cf("outbox"), "", "",
+                    [&](absl::string_view, absl::string_view v) {
+                      v1::Event e;
+                      REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
+                      if (e.has_order_refunded()) {
+                        ++refunds;
+                        CHECK(e.order_refunded().amount().amount_minor() == 400900);
+                        CHECK(e.order_refunded().fault() == v1::FAULT_CARRIER);
+                      }
+                      return true;
+                    })
+              .ok());
   CHECK(refunds == 1);
 }
 
@@ -567,20 +604,24 @@ TEST_CASE("reviews: after delivery only, once per item, retry-safe", "[order_tra
   req.set_text("电池不耐用");
   req.set_request_id("rev-1");
   v1::Review review;
-  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &review), grpc::StatusCode::FAILED_PRECONDITION, "item_id:");
+  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &review),
+               grpc::StatusCode::FAILED_PRECONDITION, "item_id:");
   w.Deliver(placed, kStart + absl::Hours(50));
   req.set_rating(6);
-  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &review), grpc::StatusCode::INVALID_ARGUMENT, "rating:");
+  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &review),
+               grpc::StatusCode::INVALID_ARGUMENT, "rating:");
   req.set_rating(2);
   REQUIRE(Call(w.stub.get(), &Stub::SubmitReview, req, &review).ok());
   v1::Review retried;
   REQUIRE(Call(w.stub.get(), &Stub::SubmitReview, req, &retried).ok());
   CHECK(retried.review_id() == review.review_id());
   req.set_request_id("rev-2");
-  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &retried), grpc::StatusCode::ALREADY_EXISTS, "item_id:");
+  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &retried),
+               grpc::StatusCode::ALREADY_EXISTS, "item_id:");
   req.set_item_id("9");
   req.set_request_id("rev-3");
-  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &retried), grpc::StatusCode::NOT_FOUND, "item_id:");
+  RequireError(Call(w.stub.get(), &Stub::SubmitReview, req, &retried), grpc::StatusCode::NOT_FOUND,
+               "item_id:");
 }
 
 // Collects a WatchOrder stream on a callback reactor (no thread per watcher on the client either).
@@ -629,7 +670,8 @@ class WatchClient : public grpc::ClientReadReactor<v1::OrderUpdate> {
   absl::Notification done_;
 };
 
-TEST_CASE("a watcher sees the current state, then every transition in order, until delivery", "[order_tracking][watch]") {
+TEST_CASE("a watcher sees the current state, then every transition in order, until delivery",
+          "[order_tracking][watch]") {
   World w;
   const std::string cid = w.Customer("watch@example.com");
   const v1::Order o = w.Create(cid, "r");
@@ -648,31 +690,39 @@ TEST_CASE("a watcher sees the current state, then every transition in order, unt
     last_version = u.order().version();
     statuses.push_back(u.order().status());
   }
-  const std::vector<v1::OrderStatus> expected = {
-      v1::ORDER_STATUS_PLACED,        v1::ORDER_STATUS_PAID,   v1::ORDER_STATUS_AT_PROCESSING_CENTER,
-      v1::ORDER_STATUS_PICKING,       v1::ORDER_STATUS_PACKED, v1::ORDER_STATUS_HANDED_TO_CARRIER,
-      v1::ORDER_STATUS_OUT_FOR_DELIVERY, v1::ORDER_STATUS_DELIVERED};
+  const std::vector<v1::OrderStatus> expected = {v1::ORDER_STATUS_PLACED,
+                                                 v1::ORDER_STATUS_PAID,
+                                                 v1::ORDER_STATUS_AT_PROCESSING_CENTER,
+                                                 v1::ORDER_STATUS_PICKING,
+                                                 v1::ORDER_STATUS_PACKED,
+                                                 v1::ORDER_STATUS_HANDED_TO_CARRIER,
+                                                 v1::ORDER_STATUS_OUT_FOR_DELIVERY,
+                                                 v1::ORDER_STATUS_DELIVERED};
   CHECK(statuses == expected);
 }
 
-TEST_CASE("1,000 concurrent watchers of one order all receive the delivery", "[order_tracking][watch]") {
+TEST_CASE("1,000 concurrent watchers of one order all receive the delivery",
+          "[order_tracking][watch]") {
   World w;
   const std::string cid = w.Customer("crowd@example.com");
   const v1::Order o = w.Create(cid, "r");
   std::vector<std::unique_ptr<WatchClient>> watchers;
-  for (int i = 0; i < 1000; ++i) watchers.push_back(std::make_unique<WatchClient>(w.stub.get(), cid, o.order_id()));
+  for (int i = 0; i < 1000; ++i)
+    watchers.push_back(std::make_unique<WatchClient>(w.stub.get(), cid, o.order_id()));
   for (auto& c : watchers) REQUIRE(c->WaitForUpdates(1, absl::Seconds(60)));
   w.Deliver(o, kStart + absl::Hours(49));
   int delivered = 0;
   for (auto& c : watchers) {
     REQUIRE(c->Wait(absl::Seconds(60)));
     const auto updates = c->updates();
-    if (!updates.empty() && updates.back().order().status() == v1::ORDER_STATUS_DELIVERED) ++delivered;
+    if (!updates.empty() && updates.back().order().status() == v1::ORDER_STATUS_DELIVERED)
+      ++delivered;
   }
   CHECK(delivered == 1000);
 }
 
-TEST_CASE("a CustomerErased event anonymises the customer's orders but keeps the amounts", "[order_tracking][privacy]") {
+TEST_CASE("a CustomerErased event anonymises the customer's orders but keeps the amounts",
+          "[order_tracking][privacy]") {
   World w;
   const std::string cid = w.Customer("erase@example.com");
   const v1::Order o = w.Deliver(w.Create(cid, "r"), kStart + absl::Hours(50));
@@ -696,21 +746,23 @@ TEST_CASE("a CustomerErased event anonymises the customer's orders but keeps the
   CHECK(after.shipping_address().street().empty());
   CHECK(after.shipping_address().city() == "杭州");
   CHECK(after.total().amount_minor() == o.total().amount_minor());
-  REQUIRE(Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp).ok());  // redelivered: a no-op
+  REQUIRE(Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp)
+              .ok());  // redelivered: a no-op
   CHECK(resp.processed_count() == 1);
 }
 
 TEST_CASE("on-time delivery rate is a metric by timeliness", "[order_tracking][metrics]") {
   World w("none", /*serve_metrics=*/true);
   const std::string cid = w.Customer("kpi@example.com");
-  w.Deliver(w.Create(cid, "a"), kStart + absl::Hours(47));   // early
-  w.Deliver(w.Create(cid, "b"), kStart + absl::Hours(50));   // on time
-  w.Deliver(w.Create(cid, "c"), kStart + absl::Hours(51));   // on time
-  w.Deliver(w.Create(cid, "d"), kStart + absl::Hours(60));   // late
+  w.Deliver(w.Create(cid, "a"), kStart + absl::Hours(47));  // early
+  w.Deliver(w.Create(cid, "b"), kStart + absl::Hours(50));  // on time
+  w.Deliver(w.Create(cid, "c"), kStart + absl::Hours(51));  // on time
+  w.Deliver(w.Create(cid, "d"), kStart + absl::Hours(60));  // late
   auto page = testing::HttpGet(w.orders.metrics().port(), "/metrics");
   REQUIRE(page.ok());
   CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"early\"} 1") != std::string::npos);
-  CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"on_time\"} 2") != std::string::npos);
+  CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"on_time\"} 2") !=
+        std::string::npos);
   CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"late\"} 1") != std::string::npos);
   const auto check = testing::RunCommand("promtool check metrics", page->body);
   INFO(check.output);
@@ -724,15 +776,18 @@ std::pair<uint64_t, uint64_t> PositionOf(const std::string& event_id) {
   return {std::stoull(pos.substr(0, dot)), std::stoull(pos.substr(dot + 1))};
 }
 
-TEST_CASE("with the consumer down while 1,000 orders are delivered, it later receives every event once, in order",
-          "[order_tracking][events]") {
+TEST_CASE(
+    "with the consumer down while 1,000 orders are delivered, it later receives every event once, "
+    "in order",
+    "[order_tracking][events]") {
   testing::EventRecorder recorder;
   recorder.Start();
   recorder.Stop();  // down, but its address is known
   World w("test=" + recorder.address());
   constexpr int kCustomers = 50, kOrdersEach = 20;
   std::vector<std::string> customers;
-  for (int i = 0; i < kCustomers; ++i) customers.push_back(w.Customer("shopper" + std::to_string(i) + "@example.com"));
+  for (int i = 0; i < kCustomers; ++i)
+    customers.push_back(w.Customer("shopper" + std::to_string(i) + "@example.com"));
   w.orders.clock().Set(kStart + absl::Hours(50));
   std::vector<std::thread> threads;
   std::atomic<int> delivered{0};
@@ -742,7 +797,10 @@ TEST_CASE("with the consumer down while 1,000 orders are delivered, it later rec
       for (int c = t; c < kCustomers; c += 10) {
         for (int k = 0; k < kOrdersEach; ++k) {
           v1::Order o;
-          if (!Call(stub.get(), &Stub::CreateOrder, w.OrderRequest(customers[c], "o-" + std::to_string(k)), &o).ok()) continue;
+          if (!Call(stub.get(), &Stub::CreateOrder,
+                    w.OrderRequest(customers[c], "o-" + std::to_string(k)), &o)
+                   .ok())
+            continue;
           v1::PayOrderRequest pay;
           pay.set_customer_id(o.customer_id());
           pay.set_order_id(o.order_id());
@@ -753,8 +811,8 @@ TEST_CASE("with the consumer down while 1,000 orders are delivered, it later rec
           proc.set_order_id(o.order_id());
           if (!Call(stub.get(), &Stub::ProcessOrder, proc, &o).ok()) continue;
           bool ok = true;
-          for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-                      v1::PACKAGE_STATUS_DELIVERED}) {
+          for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                      v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
             v1::AdvancePackageRequest adv;
             adv.set_customer_id(o.customer_id());
             adv.set_order_id(o.order_id());
@@ -803,8 +861,10 @@ TEST_CASE("with the consumer down while 1,000 orders are delivered, it later rec
   CHECK(delivered_events.size() == static_cast<size_t>(kCustomers * kOrdersEach));
 }
 
-TEST_CASE("an event the consumer keeps refusing becomes a dead letter, without blocking others, and can be replayed",
-          "[order_tracking][events]") {
+TEST_CASE(
+    "an event the consumer keeps refusing becomes a dead letter, without blocking others, and can "
+    "be replayed",
+    "[order_tracking][events]") {
   testing::EventRecorder recorder;
   recorder.Start();
   World w("test=" + recorder.address(), /*serve_metrics=*/true);
@@ -836,7 +896,8 @@ TEST_CASE("an event the consumer keeps refusing becomes a dead letter, without b
 
   auto page = testing::HttpGet(w.orders.metrics().port(), "/metrics");
   REQUIRE(page.ok());
-  CHECK(page->body.find("crm_event_dead_letters_total{destination=\"test\",shard=\"0\"} 1") != std::string::npos);
+  CHECK(page->body.find("crm_event_dead_letters_total{destination=\"test\",shard=\"0\"} 1") !=
+        std::string::npos);
 
   list.set_producer("loyalty");  // this process is order-tracking
   RequireError(Call(admin.get(), &v1::EventAdminService::Stub::ListDeadLetters, list, &letters),
@@ -846,7 +907,8 @@ TEST_CASE("an event the consumer keeps refusing becomes a dead letter, without b
   v1::ReplayDeadLettersRequest replay;
   replay.set_producer("order-tracking");
   v1::ReplayDeadLettersResponse replayed;
-  REQUIRE(Call(admin.get(), &v1::EventAdminService::Stub::ReplayDeadLetters, replay, &replayed).ok());
+  REQUIRE(
+      Call(admin.get(), &v1::EventAdminService::Stub::ReplayDeadLetters, replay, &replayed).ok());
   CHECK(replayed.replayed_count() == 1);
   CHECK(replayed.still_failing_size() == 0);
   CHECK(recorder.applied().size() == 2);
@@ -871,8 +933,8 @@ v1::HistoricalOrder Recorded(const std::string& invoice, absl::Time placed,
   return o;
 }
 
-v1::HistoricalReturn RecordedReturn(const std::string& credit_note, const std::string& invoice, absl::Time when,
-                                    const std::string& sku, int quantity) {
+v1::HistoricalReturn RecordedReturn(const std::string& credit_note, const std::string& invoice,
+                                    absl::Time when, const std::string& sku, int quantity) {
   v1::HistoricalReturn r;
   r.set_external_return_id(credit_note);
   r.set_external_order_id(invoice);
@@ -883,7 +945,8 @@ v1::HistoricalReturn RecordedReturn(const std::string& credit_note, const std::s
   return r;
 }
 
-std::string ImportedCustomer(v1::CustomerProfileService::Stub* profiles, const std::string& external_id) {
+std::string ImportedCustomer(v1::CustomerProfileService::Stub* profiles,
+                             const std::string& external_id) {
   v1::ImportCustomerRequest req;
   req.set_external_id(external_id);
   v1::ImportCustomerResponse resp;
@@ -891,8 +954,10 @@ std::string ImportedCustomer(v1::CustomerProfileService::Stub* profiles, const s
   return resp.customer().customer_id();
 }
 
-TEST_CASE("importing order history: original times, returns by sku, events in the order they happened, once",
-          "[order_tracking][import]") {
+TEST_CASE(
+    "importing order history: original times, returns by sku, events in the order they happened, "
+    "once",
+    "[order_tracking][import]") {
   testing::EventRecorder recorder;
   recorder.Start();
   World w("test=" + recorder.address());
@@ -902,7 +967,8 @@ TEST_CASE("importing order history: original times, returns by sku, events in th
   req.set_customer_id(customer_id);
   // Out of order on purpose: the service replays them by time.
   *req.add_orders() = Recorded("536373", dec1 + absl::Hours(24 * 7), {{"85123A", 6, 255}});
-  *req.add_orders() = Recorded("536365", dec1, {{"85123A", 6, 255}, {"71053", 6, 339}, {"BANK CHARGES", 1, 1500}});
+  *req.add_orders() =
+      Recorded("536365", dec1, {{"85123A", 6, 255}, {"71053", 6, 339}, {"BANK CHARGES", 1, 1500}});
   v1::HistoricalOrder cancelled = Recorded("536370", dec1 + absl::Hours(2), {{"22728", 24, 375}});
   cancelled.set_cancelled(true);
   *req.add_orders() = cancelled;
@@ -945,7 +1011,8 @@ TEST_CASE("importing order history: original times, returns by sku, events in th
     CHECK(e.order_refunded().items(0).sku() == "85123A");
   }
 
-  // The orders read as any other: delivered at their own time, newest first, with the shop's numbers.
+  // The orders read as any other: delivered at their own time, newest first, with the shop's
+  // numbers.
   v1::ListOrdersRequest list;
   list.set_customer_id(customer_id);
   v1::ListOrdersResponse listed;
@@ -974,9 +1041,10 @@ TEST_CASE("importing order history: original times, returns by sku, events in th
   // A later call may return items of an order imported before; more than is left is refused.
   v1::ImportOrdersRequest later;
   later.set_customer_id(customer_id);
-  *later.add_returns() = RecordedReturn("C536400", "536365", dec1 + absl::Hours(24 * 10), "85123A", 3);
-  RequireError(Call(w.stub.get(), &Stub::ImportOrders, later, &again), grpc::StatusCode::FAILED_PRECONDITION,
-               "returns[0].lines[0].quantity");
+  *later.add_returns() =
+      RecordedReturn("C536400", "536365", dec1 + absl::Hours(24 * 10), "85123A", 3);
+  RequireError(Call(w.stub.get(), &Stub::ImportOrders, later, &again),
+               grpc::StatusCode::FAILED_PRECONDITION, "returns[0].lines[0].quantity");
   later.mutable_returns(0)->mutable_lines(0)->set_quantity(2);
   REQUIRE(Call(w.stub.get(), &Stub::ImportOrders, later, &again).ok());
   CHECK(again.returns_imported() == 1);
@@ -999,31 +1067,47 @@ TEST_CASE("bad history imports are refused naming the field, and nothing is writ
       {[](auto& r) { r.set_customer_id(""); }, invalid, "customer_id"},
       {[](auto& r) { r.set_customer_id("c-nobody"); }, grpc::StatusCode::NOT_FOUND, "customer_id"},
       {[](auto& r) { r.clear_orders(); }, invalid, "orders"},
-      {[](auto& r) { r.mutable_orders(0)->set_external_order_id("a b"); }, invalid, "orders[0].external_order_id"},
+      {[](auto& r) { r.mutable_orders(0)->set_external_order_id("a b"); }, invalid,
+       "orders[0].external_order_id"},
       {[](auto& r) { r.mutable_orders(0)->clear_place_time(); }, invalid, "orders[0].place_time"},
-      {[&](auto& r) { api::SetTimestamp(w.orders.clock().Now() + absl::Hours(1), r.mutable_orders(0)->mutable_place_time()); },
+      {[&](auto& r) {
+         api::SetTimestamp(w.orders.clock().Now() + absl::Hours(1),
+                           r.mutable_orders(0)->mutable_place_time());
+       },
        invalid, "orders[0].place_time"},
       {[](auto& r) { r.mutable_orders(0)->clear_items(); }, invalid, "orders[0].items"},
-      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->set_sku(""); }, invalid, "orders[0].items[0].sku"},
-      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->set_quantity(0); }, invalid, "orders[0].items[0].quantity"},
-      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->mutable_unit_price()->set_currency("gbp"); }, invalid,
-       "orders[0].items[0].unit_price.currency"},
-      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->mutable_unit_price()->set_amount_minor(-1); }, invalid,
-       "orders[0].items[0].unit_price.amount_minor"},
-      {[](auto& r) { r.mutable_orders(0)->set_payment_method(static_cast<v1::PaymentMethodType>(99)); }, invalid,
-       "orders[0].payment_method"},
-      {[&](auto& r) { api::SetTimestamp(when - absl::Hours(1), r.mutable_orders(0)->mutable_delivered_time()); },
+      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->set_sku(""); }, invalid,
+       "orders[0].items[0].sku"},
+      {[](auto& r) { r.mutable_orders(0)->mutable_items(0)->set_quantity(0); }, invalid,
+       "orders[0].items[0].quantity"},
+      {[](auto& r) {
+         r.mutable_orders(0)->mutable_items(0)->mutable_unit_price()->set_currency("gbp");
+       },
+       invalid, "orders[0].items[0].unit_price.currency"},
+      {[](auto& r) {
+         r.mutable_orders(0)->mutable_items(0)->mutable_unit_price()->set_amount_minor(-1);
+       },
+       invalid, "orders[0].items[0].unit_price.amount_minor"},
+      {[](auto& r) {
+         r.mutable_orders(0)->set_payment_method(static_cast<v1::PaymentMethodType>(99));
+       },
+       invalid, "orders[0].payment_method"},
+      {[&](auto& r) {
+         api::SetTimestamp(when - absl::Hours(1), r.mutable_orders(0)->mutable_delivered_time());
+       },
        invalid, "orders[0].delivered_time"},
       {[](auto& r) { *r.add_orders() = r.orders(0); }, invalid, "orders[1].external_order_id"},
-      {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when, "85123A", 0); }, invalid,
-       "returns[0].lines[0].quantity"},
+      {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when, "85123A", 0); },
+       invalid, "returns[0].lines[0].quantity"},
       {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when, "", 1); }, invalid,
        "returns[0].lines[0].sku"},
       {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "999999", when, "85123A", 1); },
        grpc::StatusCode::FAILED_PRECONDITION, "returns[0].external_order_id"},
       {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when, "22728", 1); },
        grpc::StatusCode::FAILED_PRECONDITION, "returns[0].lines[0].quantity"},
-      {[&](auto& r) { *r.add_returns() = RecordedReturn("C1", "536365", when - absl::Hours(1), "85123A", 1); },
+      {[&](auto& r) {
+         *r.add_returns() = RecordedReturn("C1", "536365", when - absl::Hours(1), "85123A", 1);
+       },
        grpc::StatusCode::FAILED_PRECONDITION, "returns[0].external_order_id"},
   };
   for (const auto& b : bad) {
