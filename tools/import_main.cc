@@ -10,8 +10,9 @@
 //
 // Safe to run again and to interrupt: every write is keyed by the shop's own ids, so a second run
 // changes nothing, and with --state_file a run skips the customers an earlier run finished. A
-// customer whose import is refused is reported and the rest go on; the exit status is 1 when any
-// was refused.
+// customer erased in the backend stays erased: the import skips them and their orders. A customer
+// whose import is refused is reported and the rest go on; the exit status is 1 when any was
+// refused.
 #include <atomic>
 #include <fstream>
 #include <iostream>
@@ -117,7 +118,7 @@ std::vector<v1::ImportOrdersRequest> Calls(const import::ShopCustomer& c,
 }
 
 struct Progress {
-  std::atomic<int64_t> customers{0}, orders{0}, returns{0}, already{0}, failed{0};
+  std::atomic<int64_t> customers{0}, orders{0}, returns{0}, already{0}, erased{0}, failed{0};
 };
 
 int Run(const std::vector<char*>& files) {
@@ -270,6 +271,13 @@ int Run(const std::vector<char*>& files) {
         fail("ImportCustomer", s);
         continue;
       }
+      if (customer.erased()) {
+        // Erased at the customer's request: neither they nor their orders come back.
+        ++progress.erased;
+        ++progress.customers;
+        finished(step);
+        continue;
+      }
       bool ok = true;
       for (const auto& call : Calls(c, customer.customer().customer_id())) {
         v1::ImportOrdersResponse resp;
@@ -307,12 +315,12 @@ int Run(const std::vector<char*>& files) {
   reporter.join();
   for (const auto& e : errors) std::cerr << "crm-import: refused: " << e << "\n";
   std::cout << absl::StrFormat(
-      "crm-import: %d customers, %d orders, %d returns in %.1f s (%d imported before, %d customers "
-      "refused); "
-      "consumers catch up in the background\n",
-      progress.customers.load() - progress.failed.load(), progress.orders.load(),
-      progress.returns.load(), absl::ToDoubleSeconds(absl::Now() - start), progress.already.load(),
-      progress.failed.load());
+      "crm-import: %d customers, %d orders, %d returns in %.1f s (%d imported before, %d erased "
+      "customers "
+      "skipped, %d customers refused); consumers catch up in the background\n",
+      progress.customers.load() - progress.failed.load() - progress.erased.load(),
+      progress.orders.load(), progress.returns.load(), absl::ToDoubleSeconds(absl::Now() - start),
+      progress.already.load(), progress.erased.load(), progress.failed.load());
   return progress.failed > 0 ? 1 : 0;
 }
 

@@ -160,7 +160,7 @@ ProfileMetrics::ProfileMetrics(prometheus::Registry& registry)
       imported(prometheus::BuildCounter()
                    .Name("crm_customers_imported_total")
                    .Help("Customers imported from a shop's history, by outcome (created, "
-                         "already_imported, linked to a registered email).")
+                         "already_imported, linked to a registered email, erased: skipped).")
                    .Register(registry)),
       erased(prometheus::BuildCounter()
                  .Name("crm_customers_erased_total")
@@ -253,10 +253,11 @@ grpc::ServerUnaryReactor* CustomerProfileService::ImportCustomer(
     absl::Status s = store_->Import(c, resp->mutable_customer(), &outcome);
     if (!s.ok()) return s;
     resp->set_created(outcome == CustomerProfileStore::ImportOutcome::kCreated);
-    const char* label = outcome == CustomerProfileStore::ImportOutcome::kCreated ? "created"
-                        : outcome == CustomerProfileStore::ImportOutcome::kLinked
-                            ? "linked"
-                            : "already_imported";
+    resp->set_erased(outcome == CustomerProfileStore::ImportOutcome::kErased);
+    const char* label = "already_imported";
+    if (outcome == CustomerProfileStore::ImportOutcome::kCreated) label = "created";
+    if (outcome == CustomerProfileStore::ImportOutcome::kLinked) label = "linked";
+    if (outcome == CustomerProfileStore::ImportOutcome::kErased) label = "erased";
     metrics_.imported.Add({{"outcome", label}}).Increment();
     return absl::OkStatus();
   });

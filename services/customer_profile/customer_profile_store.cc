@@ -24,6 +24,7 @@ constexpr char kAffinity[] = "affinity";
 constexpr char kContacts[] = "contacts";
 constexpr char kRequests[] = "requests";
 constexpr char kErased[] = "erased";
+constexpr char kErasedExternalIds[] = "erased_external_ids";
 constexpr char kHistories[] = "histories";
 constexpr char kRetention[] = "retention";
 
@@ -43,17 +44,10 @@ std::string RegisterRequestPrefix(absl::string_view email) {
 }  // namespace
 
 std::vector<std::string> CustomerProfileStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {kCustomers,
-                                  kEmails,
-                                  kBehavior,
-                                  kAffinity,
-                                  kContacts,
-                                  kRequests,
-                                  kErased,
-                                  kHistories,
-                                  kRetention,
-                                  kExternalIds,
-                                  events::EventConsumer::kConsumedFamily};
+  std::vector<std::string> cfs = {
+      kCustomers, kEmails,    kBehavior,    kAffinity,
+      kContacts,  kRequests,  kErased,      kErasedExternalIds,
+      kHistories, kRetention, kExternalIds, events::EventConsumer::kConsumedFamily};
   for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
   return cfs;
 }
@@ -69,6 +63,7 @@ CustomerProfileStore::CustomerProfileStore(store::Store* store, events::Outbox* 
       contacts_(store->cf(kContacts)),
       requests_(store->cf(kRequests)),
       erased_(store->cf(kErased)),
+      erased_external_ids_(store->cf(kErasedExternalIds)),
       histories_(store->cf(kHistories)),
       retention_(store->cf(kRetention)) {}
 
@@ -102,6 +97,14 @@ absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Cust
                                           ImportOutcome* outcome) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     *outcome = ImportOutcome::kAlreadyImported;
+    // An erased customer stays erased: a later run of the same import does not bring them back.
+    auto erased = txn.Get(erased_external_ids_, customer.external_id());
+    if (!erased.ok()) return erased.status();
+    if (erased->has_value()) {
+      out->Clear();
+      *outcome = ImportOutcome::kErased;
+      return absl::OkStatus();
+    }
     auto imported = txn.GetForUpdate(external_ids_, customer.external_id());
     if (!imported.ok()) return imported.status();
     if (imported->has_value()) {
@@ -509,6 +512,10 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id,
         google::protobuf::Timestamp erase_time;
         api::SetTimestamp(now, &erase_time);
         if (auto s = txn.PutProto(erased_, customer_id, erase_time); !s.ok()) return s;
+        if (!c.external_id().empty()) {
+          if (auto s = txn.PutProto(erased_external_ids_, c.external_id(), erase_time); !s.ok())
+            return s;
+        }
         v1::Event event;
         event.set_customer_id(std::string(customer_id));
         *event.mutable_occur_time() = erase_time;

@@ -9,7 +9,8 @@
 //   customer_id, time, n                 -> ContactRecord (marketing contacts, for the cap)
 //   requests   scope, request_id                    -> the answer to a completed retryable write
 //   erased     customer_id                          -> erase time (no personal data)
-//   histories  customer_id                          -> CustomerHistory (orders, tickets, from
+//   erased_external_ids  the shop's external id     -> erase time (a suppression list: imports skip
+//   them) histories  customer_id                          -> CustomerHistory (orders, tickets, from
 //   events) retention  customer_id, time (newest first), id -> RetentionAction consumed_events ->
 //   libs/events (event ids already applied) outbox*    events for other services (libs/events)
 //
@@ -49,7 +50,8 @@ class CustomerProfileStore {
   // Imports `customer` (with its external_id) unless that external id was imported before, or links
   // its email's existing customer to the external id (ALREADY_EXISTS when that customer has another
   // one). `out` is the customer as stored; `outcome` what this call did.
-  enum class ImportOutcome { kCreated, kAlreadyImported, kLinked };
+  // kErased: the shop's customer was erased here; nothing is imported and `out` is empty.
+  enum class ImportOutcome { kCreated, kAlreadyImported, kLinked, kErased };
   absl::Status Import(const v1::Customer& customer, v1::Customer* out, ImportOutcome* outcome);
   // The customer ids of those external ids this shard knows.
   absl::StatusOr<std::vector<v1::CustomerRef>> LookupExternalIds(
@@ -137,6 +139,7 @@ class CustomerProfileStore {
   rocksdb::ColumnFamilyHandle* const contacts_;
   rocksdb::ColumnFamilyHandle* const requests_;
   rocksdb::ColumnFamilyHandle* const erased_;
+  rocksdb::ColumnFamilyHandle* const erased_external_ids_;
   rocksdb::ColumnFamilyHandle* const histories_;
   rocksdb::ColumnFamilyHandle* const retention_;
 };

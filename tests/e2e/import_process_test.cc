@@ -175,7 +175,8 @@ TEST_CASE(
 
   // Again without the state file: everything was imported before, nothing doubles.
   REQUIRE(RunImport(system, {"--token_file=" + token_file, csv}, &out) == 0);
-  CHECK(absl::StrContains(out, "(6 imported before, 0 customers refused)"));
+  CHECK(absl::StrContains(out,
+                          "(6 imported before, 0 erased customers skipped, 0 customers refused)"));
   listed.Clear();
   REQUIRE(
       Call(admin, orders.get(), &v1::OrderTrackingService::Stub::ListOrders, list, &listed).ok());
@@ -184,6 +185,22 @@ TEST_CASE(
   REQUIRE(RunImport(system, {"--token_file=" + token_file, "--state_file=" + state, csv}, &out) ==
           0);
   CHECK(absl::StrContains(out, "resuming: 3 steps done before"));
+
+  // A customer erased at their request stays erased: a later run skips them and their orders.
+  v1::EraseCustomerRequest erase;
+  erase.set_customer_id(customer);
+  erase.set_request_id("erase-17850");
+  v1::EraseCustomerResponse erased;
+  REQUIRE(
+      Call(admin, profiles.get(), &v1::CustomerProfileService::Stub::EraseCustomer, erase, &erased)
+          .ok());
+  REQUIRE(RunImport(system, {"--token_file=" + token_file, csv}, &out) == 0);
+  CHECK(absl::StrContains(out, "1 erased customers skipped"));
+  found.Clear();
+  REQUIRE(Call(admin, profiles.get(), &v1::CustomerProfileService::Stub::LookupCustomers, lookup,
+               &found)
+              .ok());
+  CHECK(found.customers_size() == 1);
 
   // The first customers of the shipped export, as an operator would load it.
   REQUIRE(RunImport(system,

@@ -954,6 +954,15 @@ TEST_CASE(
   refs.Clear();
   REQUIRE(client.Call(&Stub::LookupCustomers, lookup, &refs).ok());
   CHECK(refs.customers().empty());
+  // ... and a later run of the same import does not bring the customer back.
+  v1::ImportCustomerResponse after_erasure;
+  REQUIRE(client.Call(&Stub::ImportCustomer, req, &after_erasure).ok());
+  CHECK(after_erasure.erased());
+  CHECK_FALSE(after_erasure.created());
+  CHECK(after_erasure.customer().customer_id().empty());
+  refs.Clear();
+  REQUIRE(client.Call(&Stub::LookupCustomers, lookup, &refs).ok());
+  CHECK(refs.customers().empty());
 }
 
 TEST_CASE("bad imports and look-ups are refused naming the field, and nothing is written",
