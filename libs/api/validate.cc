@@ -42,6 +42,10 @@ absl::Status RequiredId(absl::string_view field, absl::string_view value) {
   return absl::OkStatus();
 }
 
+std::string CanonicalEmail(absl::string_view email) {
+  return absl::AsciiStrToLower(absl::StripAsciiWhitespace(email));
+}
+
 absl::Status ValidateSku(absl::string_view field, absl::string_view sku) {
   for (unsigned char c : sku) {
     // Tabs and line breaks are text elsewhere; in an identifier they only hide a copy-paste error.

@@ -24,6 +24,10 @@ absl::Status RequiredText(absl::string_view field, absl::string_view value, size
 
 // An identifier: 1-128 characters of [A-Za-z0-9._:-].
 absl::Status RequiredId(absl::string_view field, absl::string_view value);
+// The form an email is stored, kept unique and routed by: trimmed and lower case. One function for
+// customer-profile (which validates it further) and the gateway (which routes by it), so the shard
+// a request reaches is the shard whose bucket the customer's id was minted in.
+std::string CanonicalEmail(absl::string_view email);
 // A stock-keeping unit, the one rule for catalog items, orders and events: 1-128 characters of text
 // without control characters (spaces allowed: "BANK CHARGES" is a real one).
 absl::Status ValidateSku(absl::string_view field, absl::string_view sku);

@@ -13,7 +13,9 @@ namespace {
 
 using api::Invalid;
 
-bool IsDomainLabelChar(char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-'; }
+bool IsDomainLabelChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-';
+}
 
 bool IsLocalPartChar(char c) {
   if (absl::ascii_isalnum(static_cast<unsigned char>(c))) return true;
@@ -33,7 +35,7 @@ int IndexById(const google::protobuf::RepeatedPtrField<T>& items, absl::string_v
 }  // namespace
 
 absl::StatusOr<std::string> NormalizeEmail(absl::string_view field, absl::string_view email) {
-  std::string e = absl::AsciiStrToLower(absl::StripAsciiWhitespace(email));
+  std::string e = api::CanonicalEmail(email);
   if (e.empty()) return Invalid(field, "must not be empty");
   if (e.size() > 254) return Invalid(field, "is longer than 254 characters");
   const size_t at = e.find('@');
@@ -42,14 +44,18 @@ absl::StatusOr<std::string> NormalizeEmail(absl::string_view field, absl::string
   }
   absl::string_view local = absl::string_view(e).substr(0, at);
   absl::string_view domain = absl::string_view(e).substr(at + 1);
-  if (local.empty() || local.size() > 64) return Invalid(field, "the part before '@' must be 1-64 characters");
+  if (local.empty() || local.size() > 64)
+    return Invalid(field, "the part before '@' must be 1-64 characters");
   if (local.front() == '.' || local.back() == '.' || local.find("..") != absl::string_view::npos) {
     return Invalid(field, "the part before '@' cannot start or end with '.' or contain '..'");
   }
   for (char c : local) {
-    if (!IsLocalPartChar(c)) return Invalid(field, absl::StrCat("contains a character not allowed in an email: '", std::string(1, c), "'"));
+    if (!IsLocalPartChar(c))
+      return Invalid(field, absl::StrCat("contains a character not allowed in an email: '",
+                                         std::string(1, c), "'"));
   }
-  if (domain.find('.') == absl::string_view::npos) return Invalid(field, "the domain needs a dot, like example.com");
+  if (domain.find('.') == absl::string_view::npos)
+    return Invalid(field, "the domain needs a dot, like example.com");
   size_t start = 0;
   while (start <= domain.size()) {
     size_t end = domain.find('.', start);
@@ -69,7 +75,9 @@ absl::StatusOr<std::string> NormalizeEmail(absl::string_view field, absl::string
 absl::Status ValidatePhone(absl::string_view field, absl::string_view phone) {
   if (phone.empty()) return absl::OkStatus();
   if (phone.size() < 9 || phone.size() > 16 || phone[0] != '+' || phone[1] == '0') {
-    return Invalid(field, "must be in E.164 form: '+', country code and number, 8-15 digits (e.g. +8613800138000)");
+    return Invalid(
+        field,
+        "must be in E.164 form: '+', country code and number, 8-15 digits (e.g. +8613800138000)");
   }
   for (char c : phone.substr(1)) {
     if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
@@ -86,7 +94,8 @@ absl::Status ValidateBirthday(absl::string_view field, const v1::Date& date, abs
     return Invalid(field, "is not a calendar date");
   }
   if (date.year() < 1900) return Invalid(field, "must be in 1900 or later");
-  if (day > absl::ToCivilDay(now, absl::UTCTimeZone()) + 1) return Invalid(field, "is in the future");
+  if (day > absl::ToCivilDay(now, absl::UTCTimeZone()) + 1)
+    return Invalid(field, "is in the future");
   return absl::OkStatus();
 }
 
@@ -95,7 +104,8 @@ absl::Status ValidateAddress(absl::string_view field, const v1::Address& a) {
   if (auto s = api::RequiredText(f + ".recipient_name", a.recipient_name(), 100); !s.ok()) return s;
   if (auto s = ValidatePhone(f + ".phone", a.phone()); !s.ok()) return s;
   if (!a.country_code().empty() &&
-      (a.country_code().size() != 2 || !absl::ascii_isupper(static_cast<unsigned char>(a.country_code()[0])) ||
+      (a.country_code().size() != 2 ||
+       !absl::ascii_isupper(static_cast<unsigned char>(a.country_code()[0])) ||
        !absl::ascii_isupper(static_cast<unsigned char>(a.country_code()[1])))) {
     return Invalid(f + ".country_code", "must be an ISO 3166-1 alpha-2 code such as CN");
   }
@@ -121,17 +131,20 @@ absl::Status ValidatePaymentMethod(absl::string_view field, const v1::PaymentMet
                                     {"brand", &m.brand()}}) {
     if (ContainsCardNumber(*value)) {
       return Invalid(f + "." + name,
-                     "looks like a card number; store the payment provider's token and the last 4 digits, never the card number");
+                     "looks like a card number; store the payment provider's token and the last 4 "
+                     "digits, never the card number");
     }
   }
   if (auto s = api::OptionalText(f + ".token", m.token(), 512); !s.ok()) return s;
   if (auto s = api::OptionalText(f + ".brand", m.brand(), 40); !s.ok()) return s;
   if (m.type() == v1::PAYMENT_METHOD_TYPE_CARD) {
     if (absl::StripAsciiWhitespace(m.token()).empty()) {
-      return Invalid(f + ".token", "is required for cards: the payment provider's token for the card");
+      return Invalid(f + ".token",
+                     "is required for cards: the payment provider's token for the card");
     }
-    if (m.last4().size() != 4 || !std::all_of(m.last4().begin(), m.last4().end(),
-                                              [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); })) {
+    if (m.last4().size() != 4 || !std::all_of(m.last4().begin(), m.last4().end(), [](char c) {
+          return absl::ascii_isdigit(static_cast<unsigned char>(c));
+        })) {
       return Invalid(f + ".last4", "must be exactly the last 4 digits of the card");
     }
   } else if (!m.last4().empty()) {
@@ -142,29 +155,42 @@ absl::Status ValidatePaymentMethod(absl::string_view field, const v1::PaymentMet
 
 absl::Status AddAddress(v1::Customer& customer, v1::Address address, bool set_default) {
   if (customer.addresses_size() >= kMaxAddresses) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("address: a customer can keep at most ", kMaxAddresses, " addresses; remove one first"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "address: a customer can keep at most ", kMaxAddresses, " addresses; remove one first"));
   }
-  if (set_default || customer.default_address_id().empty()) customer.set_default_address_id(address.address_id());
+  if (set_default || customer.default_address_id().empty())
+    customer.set_default_address_id(address.address_id());
   *customer.add_addresses() = std::move(address);
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::Address> UpdateAddress(v1::Customer& customer, const v1::Address& update,
-                                          const google::protobuf::RepeatedPtrField<std::string>& paths) {
+absl::StatusOr<v1::Address> UpdateAddress(
+    v1::Customer& customer, const v1::Address& update,
+    const google::protobuf::RepeatedPtrField<std::string>& paths) {
   const int i = IndexById(customer.addresses(), update.address_id(), &v1::Address::address_id);
-  if (i < 0) return absl::NotFoundError(absl::StrCat("address.address_id: no address \"", update.address_id(), "\""));
+  if (i < 0)
+    return absl::NotFoundError(
+        absl::StrCat("address.address_id: no address \"", update.address_id(), "\""));
   v1::Address merged = customer.addresses(i);
   for (const std::string& p : paths) {
-    if (p == "recipient_name") merged.set_recipient_name(update.recipient_name());
-    else if (p == "phone") merged.set_phone(update.phone());
-    else if (p == "country_code") merged.set_country_code(update.country_code());
-    else if (p == "province") merged.set_province(update.province());
-    else if (p == "city") merged.set_city(update.city());
-    else if (p == "district") merged.set_district(update.district());
-    else if (p == "street") merged.set_street(update.street());
-    else if (p == "postal_code") merged.set_postal_code(update.postal_code());
-    else if (p == "label") merged.set_label(update.label());
+    if (p == "recipient_name")
+      merged.set_recipient_name(update.recipient_name());
+    else if (p == "phone")
+      merged.set_phone(update.phone());
+    else if (p == "country_code")
+      merged.set_country_code(update.country_code());
+    else if (p == "province")
+      merged.set_province(update.province());
+    else if (p == "city")
+      merged.set_city(update.city());
+    else if (p == "district")
+      merged.set_district(update.district());
+    else if (p == "street")
+      merged.set_street(update.street());
+    else if (p == "postal_code")
+      merged.set_postal_code(update.postal_code());
+    else if (p == "label")
+      merged.set_label(update.label());
   }
   if (auto s = ValidateAddress("address", merged); !s.ok()) return s;
   *customer.mutable_addresses(i) = merged;
@@ -173,10 +199,12 @@ absl::StatusOr<v1::Address> UpdateAddress(v1::Customer& customer, const v1::Addr
 
 absl::Status RemoveAddress(v1::Customer& customer, absl::string_view address_id) {
   const int i = IndexById(customer.addresses(), address_id, &v1::Address::address_id);
-  if (i < 0) return absl::NotFoundError(absl::StrCat("address_id: no address \"", address_id, "\""));
+  if (i < 0)
+    return absl::NotFoundError(absl::StrCat("address_id: no address \"", address_id, "\""));
   customer.mutable_addresses()->DeleteSubrange(i, 1);
   if (customer.default_address_id() == address_id) {
-    customer.set_default_address_id(customer.addresses().empty() ? "" : customer.addresses(0).address_id());
+    customer.set_default_address_id(
+        customer.addresses().empty() ? "" : customer.addresses(0).address_id());
   }
   return absl::OkStatus();
 }
@@ -191,8 +219,9 @@ absl::Status SetDefaultAddress(v1::Customer& customer, absl::string_view address
 
 absl::Status AddPaymentMethod(v1::Customer& customer, v1::PaymentMethod method, bool set_default) {
   if (customer.payment_methods_size() >= kMaxPaymentMethods) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "payment_method: a customer can keep at most ", kMaxPaymentMethods, " payment methods; remove one first"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("payment_method: a customer can keep at most ", kMaxPaymentMethods,
+                     " payment methods; remove one first"));
   }
   if (set_default || customer.default_payment_method_id().empty()) {
     customer.set_default_payment_method_id(method.payment_method_id());
@@ -202,9 +231,11 @@ absl::Status AddPaymentMethod(v1::Customer& customer, v1::PaymentMethod method, 
 }
 
 absl::Status RemovePaymentMethod(v1::Customer& customer, absl::string_view payment_method_id) {
-  const int i = IndexById(customer.payment_methods(), payment_method_id, &v1::PaymentMethod::payment_method_id);
+  const int i = IndexById(customer.payment_methods(), payment_method_id,
+                          &v1::PaymentMethod::payment_method_id);
   if (i < 0) {
-    return absl::NotFoundError(absl::StrCat("payment_method_id: no payment method \"", payment_method_id, "\""));
+    return absl::NotFoundError(
+        absl::StrCat("payment_method_id: no payment method \"", payment_method_id, "\""));
   }
   customer.mutable_payment_methods()->DeleteSubrange(i, 1);
   if (customer.default_payment_method_id() == payment_method_id) {
@@ -215,8 +246,10 @@ absl::Status RemovePaymentMethod(v1::Customer& customer, absl::string_view payme
 }
 
 absl::Status SetDefaultPaymentMethod(v1::Customer& customer, absl::string_view payment_method_id) {
-  if (IndexById(customer.payment_methods(), payment_method_id, &v1::PaymentMethod::payment_method_id) < 0) {
-    return absl::NotFoundError(absl::StrCat("payment_method_id: no payment method \"", payment_method_id, "\""));
+  if (IndexById(customer.payment_methods(), payment_method_id,
+                &v1::PaymentMethod::payment_method_id) < 0) {
+    return absl::NotFoundError(
+        absl::StrCat("payment_method_id: no payment method \"", payment_method_id, "\""));
   }
   customer.set_default_payment_method_id(std::string(payment_method_id));
   return absl::OkStatus();
@@ -225,11 +258,15 @@ absl::Status SetDefaultPaymentMethod(v1::Customer& customer, absl::string_view p
 void ApplyCustomerUpdate(v1::Customer& customer, const v1::Customer& update,
                          const google::protobuf::RepeatedPtrField<std::string>& paths) {
   for (const std::string& p : paths) {
-    if (p == "name") customer.set_name(update.name());
-    else if (p == "phone") customer.set_phone(update.phone());
+    if (p == "name")
+      customer.set_name(update.name());
+    else if (p == "phone")
+      customer.set_phone(update.phone());
     else if (p == "birthday") {
-      if (update.has_birthday()) *customer.mutable_birthday() = update.birthday();
-      else customer.clear_birthday();
+      if (update.has_birthday())
+        *customer.mutable_birthday() = update.birthday();
+      else
+        customer.clear_birthday();
     }
   }
 }

@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "libs/api/validate.h"
 #include "libs/log/log.h"
 #include "libs/rpc/status.h"
 #include "libs/sharding/shard_map.h"
@@ -74,7 +75,7 @@ bool IsNumeric(const FieldDescriptor* f) {
 // "li.na@example.com" and minted its customer id in that email's bucket.
 std::string ShardKey(const FieldDescriptor* field, const Message& request) {
   std::string value = StringField(request, field);
-  if (field->name() == "email") value = absl::AsciiStrToLower(absl::StripAsciiWhitespace(value));
+  if (field->name() == "email") value = api::CanonicalEmail(value);
   return value;
 }
 
