@@ -89,6 +89,31 @@ absl::StatusOr<std::optional<std::string>> Transaction::GetForUpdate(
   return value;
 }
 
+absl::Status Transaction::MultiGetForUpdate(
+    rocksdb::ColumnFamilyHandle* cf, const std::vector<std::string>& keys,
+    absl::FunctionRef<bool(size_t index, absl::string_view value)> found) {
+  if (keys.empty()) return absl::OkStatus();
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  for (const auto& key : slices) {
+    // No value asked for: RocksDB only takes the lock.
+    rocksdb::Status s =
+        txn_->GetForUpdate(rocksdb::ReadOptions(), cf, key, static_cast<std::string*>(nullptr));
+    if (!s.ok()) return FromRocksDb(s);
+  }
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  txn_->MultiGet(rocksdb::ReadOptions(), cf, keys.size(), slices.data(), values.data(),
+                 statuses.data());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocksDb(statuses[i]);
+    if (!found(i, absl::string_view(values[i].data(), values[i].size()))) {
+      return absl::DataLossError("a stored value read by MultiGetForUpdate does not parse");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<bool> Transaction::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                                            google::protobuf::MessageLite* out, bool for_update) {
   auto value = for_update ? GetForUpdate(cf, key) : Get(cf, key);

@@ -54,6 +54,25 @@ struct StoreOptions {
   absl::Duration write_stop_wait = absl::Seconds(1);
 };
 
+// Parses the values a batched read found: `read(found)` calls found(index, bytes) for each key
+// present (false from it: DATA_LOSS); absent keys stay nullopt. Shared by the store's and the
+// transaction's MultiGets.
+template <typename M, typename Read>
+absl::StatusOr<std::vector<std::optional<M>>> ParseFound(size_t count, Read read) {
+  std::vector<std::optional<M>> out(count);
+  absl::Status s = read([&](size_t i, absl::string_view value) {
+    M m;
+    if (!m.ParseFromArray(value.data(), static_cast<int>(value.size()))) return false;
+    out[i] = std::move(m);
+    return true;
+  });
+  if (absl::IsDataLoss(s)) {
+    return absl::DataLossError(absl::StrCat("a stored ", M().GetTypeName(), " does not parse"));
+  }
+  if (!s.ok()) return s;
+  return out;
+}
+
 // How far a write must reach before it is acknowledged.
 enum class Durability {
   // Written to the OS page cache: survives a process crash, not a power loss.
@@ -78,6 +97,21 @@ class Transaction {
   // parse.
   absl::StatusOr<bool> GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                                 google::protobuf::MessageLite* out, bool for_update = false);
+  // Locks every key as GetForUpdate does, then reads them all in one batched MultiGet (this
+  // transaction's own writes, then the database): one pass over the memtables and table files for
+  // the lot instead of one per key. Pass the keys sorted, so concurrent callers lock in one order.
+  // `found(index, value)` for each key present; false from it means the value does not parse
+  // (DATA_LOSS).
+  absl::Status MultiGetForUpdate(
+      rocksdb::ColumnFamilyHandle* cf, const std::vector<std::string>& keys,
+      absl::FunctionRef<bool(size_t index, absl::string_view value)> found);
+  // MultiGetForUpdate, each value present parsed; nullopt where a key is absent.
+  template <typename M>
+  absl::StatusOr<std::vector<std::optional<M>>> MultiGetProtosForUpdate(
+      rocksdb::ColumnFamilyHandle* cf, const std::vector<std::string>& keys) {
+    return ParseFound<M>(keys.size(),
+                         [&](auto found) { return MultiGetForUpdate(cf, keys, found); });
+  }
   absl::Status Put(rocksdb::ColumnFamilyHandle* cf, absl::string_view key, absl::string_view value);
   absl::Status PutProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                         const google::protobuf::MessageLite& value);
@@ -132,18 +166,7 @@ class Store {
   template <typename M>
   absl::StatusOr<std::vector<std::optional<M>>> MultiGetProtos(
       rocksdb::ColumnFamilyHandle* cf, const std::vector<std::string>& keys) const {
-    std::vector<std::optional<M>> out(keys.size());
-    absl::Status s = MultiGet(cf, keys, [&](size_t i, absl::string_view value) {
-      M m;
-      if (!m.ParseFromArray(value.data(), static_cast<int>(value.size()))) return false;
-      out[i] = std::move(m);
-      return true;
-    });
-    if (absl::IsDataLoss(s)) {
-      return absl::DataLossError(absl::StrCat("a stored ", M().GetTypeName(), " does not parse"));
-    }
-    if (!s.ok()) return s;
-    return out;
+    return ParseFound<M>(keys.size(), [&](auto found) { return MultiGet(cf, keys, found); });
   }
   // The untyped core of MultiGetProtos: `found(index, value)` for each key present; false from it
   // means the value does not parse (DATA_LOSS).
