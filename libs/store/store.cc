@@ -23,6 +23,21 @@
 namespace crm::store {
 namespace {
 
+// Hands each value a batched read found to `found(index, value)`; absent keys are skipped, a failed
+// read is its status, and false from `found` (a value that does not parse) is DATA_LOSS.
+absl::Status VisitFound(const std::vector<rocksdb::Status>& statuses,
+                        const std::vector<rocksdb::PinnableSlice>& values,
+                        absl::FunctionRef<bool(size_t index, absl::string_view value)> found) {
+  for (size_t i = 0; i < statuses.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocksDb(statuses[i]);
+    if (!found(i, absl::string_view(values[i].data(), values[i].size()))) {
+      return absl::DataLossError("a stored value read by MultiGet does not parse");
+    }
+  }
+  return absl::OkStatus();
+}
+
 rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(const std::shared_ptr<rocksdb::Cache>& cache) {
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
@@ -104,14 +119,7 @@ absl::Status Transaction::MultiGetForUpdate(
   std::vector<rocksdb::Status> statuses(keys.size());
   txn_->MultiGet(rocksdb::ReadOptions(), cf, keys.size(), slices.data(), values.data(),
                  statuses.data());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (statuses[i].IsNotFound()) continue;
-    if (!statuses[i].ok()) return FromRocksDb(statuses[i]);
-    if (!found(i, absl::string_view(values[i].data(), values[i].size()))) {
-      return absl::DataLossError("a stored value read by MultiGetForUpdate does not parse");
-    }
-  }
-  return absl::OkStatus();
+  return VisitFound(statuses, values, found);
 }
 
 absl::StatusOr<bool> Transaction::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
@@ -333,14 +341,7 @@ absl::Status Store::MultiGet(
   std::vector<rocksdb::Status> statuses(keys.size());
   db_->MultiGet(rocksdb::ReadOptions(), cf, keys.size(), slices.data(), values.data(),
                 statuses.data());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (statuses[i].IsNotFound()) continue;
-    if (!statuses[i].ok()) return FromRocksDb(statuses[i]);
-    if (!found(i, absl::string_view(values[i].data(), values[i].size()))) {
-      return absl::DataLossError("a stored value read by MultiGet does not parse");
-    }
-  }
-  return absl::OkStatus();
+  return VisitFound(statuses, values, found);
 }
 
 int64_t Store::disk_free_bytes() {
