@@ -1,9 +1,12 @@
 #include "libs/events/consumer.h"
 
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
 #include "libs/rpc/unary.h"
+#include "libs/sharding/hash.h"
 #include "libs/store/key.h"
 
 namespace crm::events {
@@ -29,37 +32,62 @@ EventConsumer::EventConsumer(store::Store* store, Handler handler, rpc::Executor
       executor_(executor),
       applied_(prometheus::BuildCounter()
                    .Name("crm_events_consumed_total")
-                   .Help("Events received from other services, by type and result (applied, duplicate, refused).")
+                   .Help("Events received from other services, by type and result (applied, "
+                         "duplicate, refused).")
                    .Register(registry)) {}
 
-absl::Status EventConsumer::Apply(const v1::DeliverEventsRequest& request, v1::DeliverEventsResponse* response) {
-  int processed = 0;
-  for (const v1::Event& event : request.events()) {
-    if (event.event_id().empty()) {
-      response->set_failed_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
-      response->set_failed_message("event_id: must not be empty");
-      break;
-    }
+EventConsumer::Refusal EventConsumer::ApplyInOrder(const v1::DeliverEventsRequest& request,
+                                                   const std::vector<int>& indices) {
+  for (int i : indices) {
+    const v1::Event& event = request.events(i);
+    if (event.event_id().empty())
+      return {i, absl::InvalidArgumentError("event_id: must not be empty")};
     bool duplicate = false;
-    absl::Status s = store_->Transact(store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
-      const std::string key = ConsumedKey(event);
-      auto seen = txn.GetForUpdate(consumed_, key);
-      if (!seen.ok()) return seen.status();
-      duplicate = seen->has_value();
-      if (duplicate) return absl::OkStatus();
-      if (absl::Status h = handler_(txn, event); !h.ok()) return h;
-      return txn.Put(consumed_, key, event.producer());
-    });
+    absl::Status s = store_->Transact(store::Durability::kBuffered,
+                                      [&](store::Transaction& txn) -> absl::Status {
+                                        const std::string key = ConsumedKey(event);
+                                        auto seen = txn.GetForUpdate(consumed_, key);
+                                        if (!seen.ok()) return seen.status();
+                                        duplicate = seen->has_value();
+                                        if (duplicate) return absl::OkStatus();
+                                        if (absl::Status h = handler_(txn, event); !h.ok())
+                                          return h;
+                                        return txn.Put(consumed_, key, event.producer());
+                                      });
     const std::string type = PayloadName(event);
     if (!s.ok()) {
       applied_.Add({{"type", type}, {"result", "refused"}}).Increment();
-      response->set_failed_code(static_cast<int>(s.code()));
-      response->set_failed_message(std::string(s.message()));
       log::Warning("event refused", {{"event_id", event.event_id()}, {"error", s.ToString()}});
-      break;
+      return {i, s};
     }
     applied_.Add({{"type", type}, {"result", duplicate ? "duplicate" : "applied"}}).Increment();
-    ++processed;
+  }
+  return {request.events_size(), absl::OkStatus()};
+}
+
+absl::Status EventConsumer::Apply(const v1::DeliverEventsRequest& request,
+                                  v1::DeliverEventsResponse* response) {
+  const int n = request.events_size();
+  std::vector<std::vector<int>> lanes(std::min(apply_threads_, std::max(n, 1)));
+  for (int i = 0; i < n; ++i) {
+    lanes[sharding::StableHash64(request.events(i).customer_id()) % lanes.size()].push_back(i);
+  }
+  std::vector<Refusal> refusals(lanes.size(), Refusal{n, absl::OkStatus()});
+  std::vector<std::thread> helpers;
+  for (size_t k = 1; k < lanes.size(); ++k) {
+    if (!lanes[k].empty())
+      helpers.emplace_back([&, k] { refusals[k] = ApplyInOrder(request, lanes[k]); });
+  }
+  refusals[0] = ApplyInOrder(request, lanes[0]);
+  for (auto& t : helpers) t.join();
+  // Acknowledged: everything before the first refusal in the batch's order.
+  const Refusal first =
+      *std::min_element(refusals.begin(), refusals.end(),
+                        [](const Refusal& a, const Refusal& b) { return a.index < b.index; });
+  const int processed = first.index;
+  if (processed < n) {
+    response->set_failed_code(static_cast<int>(first.status.code()));
+    response->set_failed_message(std::string(first.status.message()));
   }
   // One fsync covers the whole batch before it is acknowledged.
   if (processed > 0) {
@@ -73,15 +101,17 @@ absl::Status EventConsumer::Apply(const v1::DeliverEventsRequest& request, v1::D
 grpc::ServerUnaryReactor* EventConsumer::DeliverEvents(grpc::CallbackServerContext* ctx,
                                                        const v1::DeliverEventsRequest* request,
                                                        v1::DeliverEventsResponse* response) {
-  return rpc::FinishOn(*executor_, ctx, [this, request, response] { return Apply(*request, response); });
+  return rpc::FinishOn(*executor_, ctx,
+                       [this, request, response] { return Apply(*request, response); });
 }
 
 absl::StatusOr<int64_t> EventConsumer::ForgetConsumedBefore(absl::Time before) {
   std::vector<std::string> keys;
-  absl::Status s = store_->Scan(consumed_, "", store::Key().Time(before).bytes(), [&](absl::string_view k, absl::string_view) {
-    keys.emplace_back(k);
-    return true;
-  });
+  absl::Status s = store_->Scan(consumed_, "", store::Key().Time(before).bytes(),
+                                [&](absl::string_view k, absl::string_view) {
+                                  keys.emplace_back(k);
+                                  return true;
+                                });
   if (!s.ok()) return s;
   rocksdb::WriteBatch batch;
   for (const auto& k : keys) batch.Delete(consumed_, k);

@@ -8,6 +8,7 @@
 // dead-lettered by the producer. Events the handler does not care about should return OK.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -28,16 +29,26 @@ class EventConsumer final : public v1::EventSink::CallbackService {
   using Handler = std::function<absl::Status(store::Transaction& txn, const v1::Event& event)>;
 
   // Not owned: all must outlive the consumer.
-  EventConsumer(store::Store* store, Handler handler, rpc::Executor* executor, prometheus::Registry& registry);
+  EventConsumer(store::Store* store, Handler handler, rpc::Executor* executor,
+                prometheus::Registry& registry);
 
-  grpc::ServerUnaryReactor* DeliverEvents(grpc::CallbackServerContext* ctx, const v1::DeliverEventsRequest* request,
+  grpc::ServerUnaryReactor* DeliverEvents(grpc::CallbackServerContext* ctx,
+                                          const v1::DeliverEventsRequest* request,
                                           v1::DeliverEventsResponse* response) override;
 
   // Applies events in order; stops at the first refusal (what DeliverEvents does, without gRPC).
   absl::Status Apply(const v1::DeliverEventsRequest& request, v1::DeliverEventsResponse* response);
 
-  // Runs `hook` after each delivered batch that applied something, once it is durable and before it is
-  // acknowledged (a service that folds work per batch, e.g. refreshing derived rows, does it here).
+  // Applies a delivered batch on `threads` threads (1 by default): each customer's events stay on
+  // one thread, in their order; different customers' events are independent. For a consumer whose
+  // handler is CPU-bound (recommendation learning an imported history). The acknowledgement is
+  // still a prefix: events after a refusal that were applied on another thread are redelivered
+  // and recognised as duplicates.
+  void ApplyOnThreads(int threads) { apply_threads_ = std::max(1, threads); }
+
+  // Runs `hook` after each delivered batch that applied something, once it is durable and before it
+  // is acknowledged (a service that folds work per batch, e.g. refreshing derived rows, does it
+  // here).
   void OnBatchApplied(std::function<void()> hook) { after_batch_ = std::move(hook); }
 
   // Deletes the records of events that happened before `before`; their producers have long stopped
@@ -51,6 +62,15 @@ class EventConsumer final : public v1::EventSink::CallbackService {
   rpc::Executor* const executor_;
   prometheus::Family<prometheus::Counter>& applied_;
   std::function<void()> after_batch_;
+  int apply_threads_ = 1;
+
+  struct Refusal {
+    int index;  // in the request; events_size() when none was refused
+    absl::Status status;
+  };
+  // Applies the request's events at `indices`, in order, each in its own transaction, stopping at
+  // the first one refused.
+  Refusal ApplyInOrder(const v1::DeliverEventsRequest& request, const std::vector<int>& indices);
 };
 
 }  // namespace crm::events

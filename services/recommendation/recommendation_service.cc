@@ -516,6 +516,9 @@ absl::StatusOr<std::unique_ptr<RecommendationComponent>> RecommendationComponent
         return service->HandleEvent(txn, e);
       },
       c->writes_.get(), context.metrics->registry());
+  // Learning a basket is CPU-bound (hundreds of pair counts): a delivered batch is learned on two
+  // threads, each customer's events on one.
+  c->consumer_->ApplyOnThreads(2);
   // What a batch of events taught is in the neighbour lists before the batch is acknowledged.
   c->consumer_->OnBatchApplied([service] { service->RefreshNeighbours(); });
   return c;
