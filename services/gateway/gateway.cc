@@ -3,7 +3,6 @@
 #include <atomic>
 
 #include "absl/hash/hash.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -70,13 +69,17 @@ bool IsNumeric(const FieldDescriptor* f) {
   }
 }
 
-// The shard key a request field holds. An email is a key after the normalisation customer-profile
-// applies (trimmed, lower case): " Li.Na@Example.com" must reach the shard that registered
-// "li.na@example.com" and minted its customer id in that email's bucket.
-std::string ShardKey(const FieldDescriptor* field, const Message& request) {
-  std::string value = StringField(request, field);
-  if (field->name() == "email") value = api::CanonicalEmail(value);
-  return value;
+// The shard key a request carries: the customer id, or the policy's shard key field (an email in
+// its canonical form when the policy says so: " Li.Na@Example.com" must reach the shard that
+// registered "li.na@example.com" and minted its id in that email's bucket), else its fallback
+// field.
+std::string ShardKey(const Route& r, const Message& request, const std::string& customer_id) {
+  if (r.shard_key_field == nullptr) return customer_id;
+  std::string key = StringField(request, r.shard_key_field);
+  if (r.policy.shard_key_is_email()) key = api::CanonicalEmail(key);
+  if (key.empty() && r.shard_key_fallback_field != nullptr)
+    key = StringField(request, r.shard_key_fallback_field);
+  return key;
 }
 
 // Merges one shard's answer into the total: lists concatenate and top-level counts add up (a sweep
@@ -394,10 +397,7 @@ absl::Status Gateway::Authorize(const Message& request, Admission& a) {
   if (r.policy.fan_out() && (*set)->shard_count() > 1) {
     for (int s = 0; s < (*set)->shard_count(); ++s) add(s);
   } else {
-    std::string key =
-        r.shard_key_field != nullptr ? ShardKey(r.shard_key_field, request) : customer_id;
-    if (key.empty() && r.shard_key_fallback_field != nullptr)
-      key = ShardKey(r.shard_key_fallback_field, request);
+    const std::string key = ShardKey(r, request, customer_id);
     add(key.empty() ? 0 : (*set)->shard_map().ShardOf(key));
   }
   return absl::OkStatus();

@@ -98,6 +98,10 @@ RouteTable::RouteTable() {
             method->input_type(), r.policy.shard_key_fallback_field(), r.path, problems_);
         r.service_field =
             ResolveField(method->input_type(), r.policy.service_field(), r.path, problems_);
+        if (r.policy.shard_key_is_email() && r.shard_key_field == nullptr) {
+          problems_.push_back(
+              absl::StrCat(r.path, ": shard_key_is_email without a shard_key_field"));
+        }
         if (r.backend.empty() && !r.local && r.service_field == nullptr &&
             r.policy.roles_size() > 0) {
           problems_.push_back(absl::StrCat(r.path, ": no backend serves ", r.service,
