@@ -339,7 +339,7 @@ TEST_CASE("gateway: every crm.v1 method declares an access policy and has a rout
   CHECK(methods > 70);
 }
 
-TEST_CASE("gateway: authorization matrix over every crm.v1 method and seven callers") {
+TEST_CASE("gateway: authorization matrix over every crm.v1 method and eight callers") {
   World w;
   const std::string self = "c_self", other = "c_other";
   struct Caller {
@@ -356,6 +356,8 @@ TEST_CASE("gateway: authorization matrix over every crm.v1 method and seven call
       {"customer other", Token("customer", self), other},
       {"agent", Token("agent", "agent-7"), other},
       {"admin", Token("admin", "ops-1"), other},
+      // A back-office system (crm-import, the storefront, the warehouse) acting for any customer.
+      {"service", Token("service", "storefront"), other},
   };
   int checked = 0;
   for (const Route& route : RouteTable::Default().routes()) {
@@ -381,6 +383,9 @@ TEST_CASE("gateway: authorization matrix over every crm.v1 method and seven call
       } else if (caller.name == "agent") {
         expected = Allows(route, v1::ROLE_AGENT) ? grpc::StatusCode::OK
                                                  : grpc::StatusCode::PERMISSION_DENIED;
+      } else if (caller.name == "service") {
+        expected = Allows(route, v1::ROLE_SERVICE) ? grpc::StatusCode::OK
+                                                   : grpc::StatusCode::PERMISSION_DENIED;
       } else {
         expected = Allows(route, v1::ROLE_ADMIN) ? grpc::StatusCode::OK
                                                  : grpc::StatusCode::PERMISSION_DENIED;
