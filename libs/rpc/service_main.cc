@@ -9,9 +9,7 @@
 #include "libs/auth/caller.h"
 #include "libs/auth/internal_keys.h"
 #include "libs/log/log.h"
-#include "libs/metrics/rocksdb_collector.h"
 #include "libs/rpc/flags.h"
-#include "libs/rpc/store_admin.h"
 #include "libs/rpc/transport.h"
 
 namespace crm::rpc {
@@ -41,6 +39,31 @@ absl::StatusOr<int> ShardIndexFromFlags() {
         absl::StrCat("--shard_index=-1: host name \"", name, "\" does not end in -<number>"));
   }
   return ordinal;
+}
+
+// Everything a run takes from its flags: the store's, the server's, the shard and the clock.
+absl::StatusOr<RuntimeOptions> RuntimeOptionsFromFlags(const ServiceSpec& spec, Clock* clock) {
+  RuntimeOptions options;
+  if (!spec.column_families.empty()) {
+    auto store_options = StoreOptionsFromFlags(spec.name);
+    if (!store_options.ok()) return store_options.status();
+    options.store = *std::move(store_options);
+  }
+  options.backup_dir = absl::GetFlag(FLAGS_backup_dir);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (options.metrics_listen.empty()) options.metrics_listen = spec.default_metrics_listen;
+  if (options.metrics_listen == "off") options.metrics_listen.clear();
+  options.server.listen_address = absl::GetFlag(FLAGS_listen);
+  if (options.server.listen_address.empty()) options.server.listen_address = spec.default_listen;
+  if (!spec.internal_listen.empty()) options.server.listen_address = spec.internal_listen;
+  options.server.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.server.drain_grace = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
+  options.server.health_listen = absl::GetFlag(FLAGS_health_listen);
+  auto shard_index = ShardIndexFromFlags();
+  if (!shard_index.ok()) return shard_index.status();
+  options.shard_index = *shard_index;
+  options.clock = clock;
+  return options;
 }
 
 }  // namespace
@@ -103,85 +126,21 @@ int RunService(int argc, char** argv, const ServiceSpec& spec) {
     return 1;
   }
 
-  metrics::Metrics metrics;
-  std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-  if (metrics_listen.empty()) metrics_listen = spec.default_metrics_listen;
-  if (metrics_listen != "off") {
-    if (absl::Status s = metrics.Serve(metrics_listen); !s.ok()) {
-      log::Error("cannot start", {{"error", s.ToString()}});
-      return 1;
-    }
-  }
-
-  std::unique_ptr<store::Store> store;
-  if (!spec.column_families.empty()) {
-    auto options = StoreOptionsFromFlags(spec.name);
-    if (!options.ok()) {
-      log::Error("cannot start", {{"error", options.status().ToString()}});
-      return 1;
-    }
-    metrics.process().set_memory_budget_bytes(options->block_cache_bytes);
-    auto opened = store::Store::Open(*options, spec.column_families);
-    if (!opened.ok()) {
-      log::Error("cannot open store", {{"error", opened.status().ToString()}});
-      return 1;
-    }
-    store = std::move(*opened);
-    metrics.AddCollectable(std::make_shared<metrics::RocksDbCollector>(store.get()));
-  }
-
-  Backends backends(spec.forwards_calls ? nullptr : &metrics);
   SystemClock clock(absl::Seconds(absl::GetFlag(FLAGS_clock_offset_s)));
-  auto shard_index = ShardIndexFromFlags();
-  if (!shard_index.ok()) {
-    log::Error("cannot start", {{"error", shard_index.status().ToString()}});
+  auto options = RuntimeOptionsFromFlags(spec, &clock);
+  absl::StatusOr<std::unique_ptr<ServiceRuntime>> runtime =
+      options.ok() ? ServiceRuntime::Start(spec, *std::move(options)) : options.status();
+  if (!runtime.ok()) {
+    log::Error("cannot start", {{"error", runtime.status().ToString()}});
     return 1;
   }
-  ServiceContext context{spec.name, store.get(), &metrics, &clock, &backends, *shard_index};
-  auto component = spec.build(context);
-  if (!component.ok()) {
-    log::Error("cannot start", {{"error", component.status().ToString()}});
-    return 1;
-  }
-
-  ServerOptions server_options;
-  server_options.listen_address = absl::GetFlag(FLAGS_listen);
-  if (server_options.listen_address.empty()) server_options.listen_address = spec.default_listen;
-  if (!spec.internal_listen.empty()) server_options.listen_address = spec.internal_listen;
-  server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  server_options.drain_grace = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
-  server_options.metrics = &metrics;
-  server_options.interceptors = !spec.forwards_calls;
-  // The gateway's own port is the public front door; every other process's port admits only the
-  // system.
-  server_options.authenticate_callers = !spec.forwards_calls;
-  server_options.health_listen = absl::GetFlag(FLAGS_health_listen);
-  Server server(server_options);
-  (*component)->Register(server);
-  std::unique_ptr<StoreAdminService> store_admin;
-  if (store != nullptr) {
-    std::string backup_dir = absl::GetFlag(FLAGS_backup_dir);
-    if (backup_dir.empty()) backup_dir = DefaultBackupDir(store->path());
-    store_admin =
-        std::make_unique<StoreAdminService>(spec.name, *shard_index, store.get(), backup_dir);
-    server.AddService(store_admin.get(), "crm.v1.StoreAdminService");
-  }
-  if (absl::Status s = server.Start(); !s.ok()) {
-    log::Error("cannot start", {{"error", s.ToString()}});
-    return 1;
-  }
-  (*component)->Start();
-  server.SetServing(true);
-  const int port = (*component)->PublicPort() != 0 ? (*component)->PublicPort() : server.port();
-  log::Info("serving", {{"port", port}, {"metrics_port", metrics.port()}});
+  log::Info("serving",
+            {{"port", (*runtime)->public_port()}, {"metrics_port", (*runtime)->metrics().port()}});
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   log::Info("stop signal received", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
-  server.Shutdown();
-  (*component)->Stop();
-  component->reset();
-  store.reset();
+  (*runtime)->Stop();
   log::Info("stopped cleanly");
   return 0;
 }

@@ -1,4 +1,4 @@
-// Runs one service in-process exactly as its main() would (same Component, same libs/rpc Server) on a
+// Runs one service in-process exactly as its main() would (the same rpc::ServiceRuntime) on a
 // free loopback port, over a real RocksDB in a temporary directory, with a ManualClock the test moves.
 // Restart() closes everything and reopens the same data directory, as a process restart would.
 // Its port admits only signed callers, as in production (loopback, no TLS): channel() calls as a process of
@@ -16,10 +16,7 @@
 #include "libs/clock/clock.h"
 #include "libs/events/producer.h"
 #include "libs/metrics/metrics.h"
-#include "libs/metrics/rocksdb_collector.h"
-#include "libs/rpc/server.h"
-#include "libs/rpc/service_main.h"
-#include "libs/rpc/store_admin.h"
+#include "libs/rpc/service_runtime.h"
 #include "libs/store/store.h"
 #include "tests/support/caller.h"
 #include "tests/support/temp_dir.h"
@@ -66,66 +63,51 @@ class ServiceHarness {
     return testing::ChannelAs("127.0.0.1:" + std::to_string(port), caller);
   }
   ManualClock& clock() { return clock_; }
-  ComponentT& component() { return *component_; }
+  ComponentT& component() { return static_cast<ComponentT&>(runtime_->component()); }
   // Other services' channels as this service sees them.
-  rpc::Backends& backends() { return *backends_; }
-  store::Store& store() { return *store_; }
-  metrics::Metrics& metrics() { return *metrics_; }
-  int port() const { return server_->port(); }
+  rpc::Backends& backends() { return runtime_->backends(); }
+  store::Store& store() { return *runtime_->store(); }
+  metrics::Metrics& metrics() { return runtime_->metrics(); }
+  int port() const { return runtime_->port(); }
   const std::string& data_dir() const { return data_dir_; }
 
  private:
   void Start() {
     if (data_dir_.empty()) data_dir_ = dir_.Sub("data");
-    metrics_ = std::make_unique<metrics::Metrics>();
-    if (options_.serve_metrics && !metrics_->Serve("127.0.0.1:0").ok()) throw std::runtime_error("metrics");
-    store::StoreOptions so;
-    so.path = data_dir_;
-    so.block_cache_bytes = options_.block_cache_bytes;
-    so.memtable_budget_bytes = options_.memtable_budget_bytes;
-    auto store = store::Store::Open(so, options_.column_families);
-    if (!store.ok()) throw std::runtime_error(store.status().ToString());
-    store_ = std::move(*store);
-    metrics_->AddCollectable(std::make_shared<metrics::RocksDbCollector>(store_.get()));
-    backends_ = std::make_unique<rpc::Backends>(metrics_.get());
+    rpc::RuntimeOptions o;
+    o.store.path = data_dir_;
+    o.store.block_cache_bytes = options_.block_cache_bytes;
+    o.store.memtable_budget_bytes = options_.memtable_budget_bytes;
+    o.backup_dir = dir_.Sub("backups");
+    if (options_.serve_metrics) o.metrics_listen = "127.0.0.1:0";
+    o.server.listen_address = "127.0.0.1:0";
+    o.server.drain_grace = absl::Seconds(2);
+    o.shard_index = options_.shard_index;
+    o.clock = &clock_;
     // Hermetic: a service the test does not name is unreachable (port 1), never a local run's default port.
-    for (const auto& info : rpc::DataServices()) backends_->SetAddress(info.name, "127.0.0.1:1");
-    for (const auto& [name, address] : options_.backends) backends_->SetAddress(name, address);
+    for (const auto& info : rpc::DataServices()) o.backend_addresses.emplace_back(info.name, "127.0.0.1:1");
+    for (const auto& address : options_.backends) o.backend_addresses.push_back(address);
     absl::SetFlag(&FLAGS_event_sinks, options_.event_sinks);
     // A consumer that comes back is found within half a second, not ten.
     absl::SetFlag(&FLAGS_event_max_backoff_ms, 500);
-    rpc::ServiceContext context{options_.service_name, store_.get(), metrics_.get(), &clock_, backends_.get(),
-                                options_.shard_index};
-    auto component = ComponentT::Create(context);
-    if (!component.ok()) throw std::runtime_error(component.status().ToString());
-    component_ = std::move(*component);
-    rpc::ServerOptions server_options;
-    server_options.listen_address = "127.0.0.1:0";
-    server_options.drain_grace = absl::Seconds(2);
-    server_options.metrics = metrics_.get();
-    server_options.authenticate_callers = true;
-    server_ = std::make_unique<rpc::Server>(server_options);
-    component_->Register(*server_);
-    store_admin_ = std::make_unique<rpc::StoreAdminService>(options_.service_name, options_.shard_index, store_.get(),
-                                                            dir_.Sub("backups"));
-    server_->AddService(store_admin_.get(), "crm.v1.StoreAdminService");
-    auto s = server_->Start();
-    if (!s.ok()) throw std::runtime_error(s.ToString());
-    component_->Start();
-    server_->SetServing(true);
-    channel_ = ChannelAs(InternalCaller(), server_->port());
+    rpc::ServiceSpec spec;
+    spec.name = options_.service_name;
+    spec.column_families = options_.column_families;
+    spec.build = [](rpc::ServiceContext& context) -> absl::StatusOr<std::unique_ptr<rpc::Component>> {
+      auto component = ComponentT::Create(context);
+      if (!component.ok()) return component.status();
+      return std::unique_ptr<rpc::Component>(std::move(*component));
+    };
+    auto runtime = rpc::ServiceRuntime::Start(spec, std::move(o));
+    if (!runtime.ok()) throw std::runtime_error(runtime.status().ToString());
+    runtime_ = std::move(*runtime);
+    channel_ = ChannelAs(InternalCaller(), port());
   }
 
   void Stop() {
-    if (!server_) return;
-    server_->Shutdown();
-    component_->Stop();
-    component_.reset();
-    server_.reset();
-    store_admin_.reset();
-    store_.reset();
-    backends_.reset();
-    metrics_.reset();
+    if (!runtime_) return;
+    runtime_->Stop();
+    runtime_.reset();
     channel_.reset();
   }
 
@@ -133,12 +115,7 @@ class ServiceHarness {
   TempDir dir_;
   std::string data_dir_;
   ManualClock clock_;
-  std::unique_ptr<metrics::Metrics> metrics_;
-  std::unique_ptr<rpc::Backends> backends_;
-  std::unique_ptr<store::Store> store_;
-  std::unique_ptr<ComponentT> component_;
-  std::unique_ptr<rpc::StoreAdminService> store_admin_;
-  std::unique_ptr<rpc::Server> server_;
+  std::unique_ptr<rpc::ServiceRuntime> runtime_;
   std::shared_ptr<grpc::Channel> channel_;
 };
 
