@@ -6,13 +6,12 @@
 #include <openssl/rand.h>
 
 #include <atomic>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "libs/text/file.h"
 
 namespace crm::auth {
 namespace {
@@ -29,8 +28,8 @@ std::shared_ptr<const InternalKeys>* g_current ABSL_GUARDED_BY(g_mu) = nullptr;
 std::string HmacSha256(absl::string_view key, absl::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), out, &len);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
   return std::string(reinterpret_cast<char*>(out), len);
 }
 
@@ -42,8 +41,9 @@ absl::StatusOr<std::shared_ptr<const InternalKeys>> InternalKeys::FromText(absl:
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || line.front() == '#') continue;
     if (line.size() < kMinSecretBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("internal key line ", line_number, ": a secret needs at least ",
-                                                     kMinSecretBytes, " bytes"));
+      return absl::InvalidArgumentError(absl::StrCat("internal key line ", line_number,
+                                                     ": a secret needs at least ", kMinSecretBytes,
+                                                     " bytes"));
     }
     secrets.emplace_back(line);
   }
@@ -51,13 +51,14 @@ absl::StatusOr<std::shared_ptr<const InternalKeys>> InternalKeys::FromText(absl:
   return std::shared_ptr<const InternalKeys>(new InternalKeys(std::move(secrets)));
 }
 
-absl::StatusOr<std::shared_ptr<const InternalKeys>> InternalKeys::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("internal key: cannot read ", path));
-  std::stringstream s;
-  s << in.rdbuf();
-  auto keys = FromText(s.str());
-  if (!keys.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", keys.status().message()));
+absl::StatusOr<std::shared_ptr<const InternalKeys>> InternalKeys::FromFile(
+    const std::string& path) {
+  auto contents = text::ReadFile(path);
+  if (!contents.ok())
+    return absl::NotFoundError(absl::StrCat("internal key: ", contents.status().message()));
+  auto keys = FromText(*contents);
+  if (!keys.ok())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", keys.status().message()));
   return keys;
 }
 
@@ -91,7 +92,8 @@ std::string InternalKeys::Mac(absl::string_view purpose, absl::string_view data)
   return HmacSha256(Derive(purpose).front(), data);
 }
 
-bool InternalKeys::Verify(absl::string_view purpose, absl::string_view data, absl::string_view mac) const {
+bool InternalKeys::Verify(absl::string_view purpose, absl::string_view data,
+                          absl::string_view mac) const {
   std::vector<std::string> derived;
   const std::vector<std::string>* keys = Known(purpose);
   if (keys == nullptr) keys = &(derived = Derive(purpose));

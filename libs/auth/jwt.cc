@@ -1,18 +1,16 @@
 #include "libs/auth/jwt.h"
 
 #include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/core_names.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <sys/stat.h>
 
 #include <cmath>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -21,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "libs/text/file.h"
 
 namespace crm::auth {
 namespace {
@@ -90,7 +89,8 @@ std::string RawToDer(absl::string_view raw) {
 
 std::string DerToRaw(absl::string_view der) {
   const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
-  std::unique_ptr<ECDSA_SIG, SigDeleter> sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
+  std::unique_ptr<ECDSA_SIG, SigDeleter> sig(
+      d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
   if (!sig) return "";
   std::string out(64, '\0');
   BN_bn2binpad(ECDSA_SIG_get0_r(sig.get()), reinterpret_cast<unsigned char*>(out.data()), 32);
@@ -100,14 +100,17 @@ std::string DerToRaw(absl::string_view der) {
 
 bool DigestVerify(EVP_PKEY* key, absl::string_view signature, absl::string_view data) {
   MdCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) != 1) return false;
-  return EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
-                          reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
+  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) != 1)
+    return false;
+  return EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                          signature.size(), reinterpret_cast<const unsigned char*>(data.data()),
+                          data.size()) == 1;
 }
 
 absl::StatusOr<Struct> ParseJsonObject(absl::string_view base64url, absl::string_view part) {
   std::string json;
-  if (!absl::WebSafeBase64Unescape(base64url, &json)) return Unauthenticated(absl::StrCat("token ", part, " is not base64url"));
+  if (!absl::WebSafeBase64Unescape(base64url, &json))
+    return Unauthenticated(absl::StrCat("token ", part, " is not base64url"));
   Struct object;
   if (!google::protobuf::util::JsonStringToMessage(json, &object).ok()) {
     return Unauthenticated(absl::StrCat("token ", part, " is not a JSON object"));
@@ -132,11 +135,16 @@ v1::Role ParseRole(absl::string_view name) {
 
 absl::string_view RoleName(v1::Role role) {
   switch (role) {
-    case v1::ROLE_CUSTOMER: return "customer";
-    case v1::ROLE_AGENT: return "agent";
-    case v1::ROLE_ADMIN: return "admin";
-    case v1::ROLE_SERVICE: return "service";
-    default: return "none";
+    case v1::ROLE_CUSTOMER:
+      return "customer";
+    case v1::ROLE_AGENT:
+      return "agent";
+    case v1::ROLE_ADMIN:
+      return "admin";
+    case v1::ROLE_SERVICE:
+      return "service";
+    default:
+      return "none";
   }
 }
 
@@ -149,7 +157,8 @@ struct Verifier::Key {
 
 struct Verifier::KeySet {
   std::vector<Key> keys;
-  // Entries of a JWK Set that cannot verify a token here (PS256, P-384, a short RSA key, ...): skipped, with why.
+  // Entries of a JWK Set that cannot verify a token here (PS256, P-384, a short RSA key, ...):
+  // skipped, with why.
   std::vector<std::string> skipped;
 };
 
@@ -164,7 +173,8 @@ std::string Base64UrlField(const Struct& jwk, const std::string& name) {
 
 // An RSA or P-256 public key from a JWK's components (OpenSSL 3's parameter builder).
 PkeyPtr PublicKeyFromJwk(const Struct& jwk, const std::string& kty) {
-  std::unique_ptr<OSSL_PARAM_BLD, void (*)(OSSL_PARAM_BLD*)> bld(OSSL_PARAM_BLD_new(), OSSL_PARAM_BLD_free);
+  std::unique_ptr<OSSL_PARAM_BLD, void (*)(OSSL_PARAM_BLD*)> bld(OSSL_PARAM_BLD_new(),
+                                                                 OSSL_PARAM_BLD_free);
   if (!bld) return nullptr;
   std::unique_ptr<BIGNUM, void (*)(BIGNUM*)> n(nullptr, BN_free), e(nullptr, BN_free);
   std::string point;
@@ -172,8 +182,10 @@ PkeyPtr PublicKeyFromJwk(const Struct& jwk, const std::string& kty) {
   if (kty == "RSA") {
     const std::string nb = Base64UrlField(jwk, "n"), eb = Base64UrlField(jwk, "e");
     if (nb.empty() || eb.empty()) return nullptr;
-    n.reset(BN_bin2bn(reinterpret_cast<const unsigned char*>(nb.data()), static_cast<int>(nb.size()), nullptr));
-    e.reset(BN_bin2bn(reinterpret_cast<const unsigned char*>(eb.data()), static_cast<int>(eb.size()), nullptr));
+    n.reset(BN_bin2bn(reinterpret_cast<const unsigned char*>(nb.data()),
+                      static_cast<int>(nb.size()), nullptr));
+    e.reset(BN_bin2bn(reinterpret_cast<const unsigned char*>(eb.data()),
+                      static_cast<int>(eb.size()), nullptr));
     if (!n || !e || OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, n.get()) != 1 ||
         OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, e.get()) != 1) {
       return nullptr;
@@ -182,17 +194,21 @@ PkeyPtr PublicKeyFromJwk(const Struct& jwk, const std::string& kty) {
   } else {
     const Value* crv = Field(jwk, "crv");
     const std::string x = Base64UrlField(jwk, "x"), y = Base64UrlField(jwk, "y");
-    if (crv == nullptr || crv->string_value() != "P-256" || x.size() != 32 || y.size() != 32) return nullptr;
+    if (crv == nullptr || crv->string_value() != "P-256" || x.size() != 32 || y.size() != 32)
+      return nullptr;
     point = absl::StrCat(std::string(1, '\x04'), x, y);  // uncompressed point
-    if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) != 1 ||
-        OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()) != 1) {
+    if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) !=
+            1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
+                                         point.size()) != 1) {
       return nullptr;
     }
     type = "EC";
   }
-  std::unique_ptr<OSSL_PARAM, void (*)(OSSL_PARAM*)> params(OSSL_PARAM_BLD_to_param(bld.get()), OSSL_PARAM_free);
-  std::unique_ptr<EVP_PKEY_CTX, void (*)(EVP_PKEY_CTX*)> ctx(EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr),
-                                                             EVP_PKEY_CTX_free);
+  std::unique_ptr<OSSL_PARAM, void (*)(OSSL_PARAM*)> params(OSSL_PARAM_BLD_to_param(bld.get()),
+                                                            OSSL_PARAM_free);
+  std::unique_ptr<EVP_PKEY_CTX, void (*)(EVP_PKEY_CTX*)> ctx(
+      EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr), EVP_PKEY_CTX_free);
   EVP_PKEY* key = nullptr;
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
       EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) != 1) {
@@ -204,7 +220,8 @@ PkeyPtr PublicKeyFromJwk(const Struct& jwk, const std::string& kty) {
 // The algorithm a public key verifies, or an error naming why the key is refused.
 absl::StatusOr<std::string> AlgorithmOf(EVP_PKEY* key) {
   if (EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA) {
-    if (EVP_PKEY_get_bits(key) < 2048) return absl::InvalidArgumentError("RSA keys need 2048 bits or more");
+    if (EVP_PKEY_get_bits(key) < 2048)
+      return absl::InvalidArgumentError("RSA keys need 2048 bits or more");
     return std::string("RS256");
   }
   if (IsP256(key)) return std::string("ES256");
@@ -213,7 +230,8 @@ absl::StatusOr<std::string> AlgorithmOf(EVP_PKEY* key) {
 
 absl::StatusOr<Verifier::Key> SecretKey(std::string secret, std::string kid) {
   // RFC 7518 3.2: the HS256 key must be at least as long as the hash.
-  if (secret.size() < 32) return absl::InvalidArgumentError("the HS256 secret must have at least 32 bytes");
+  if (secret.size() < 32)
+    return absl::InvalidArgumentError("the HS256 secret must have at least 32 bytes");
   Verifier::Key k;
   k.kid = std::move(kid);
   k.alg = "HS256";
@@ -228,15 +246,18 @@ absl::StatusOr<std::shared_ptr<const Verifier::KeySet>> ParseJwks(absl::string_v
     return absl::InvalidArgumentError("jwks: not a JSON object");
   }
   const Value* keys = Field(set, "keys");
-  if (keys == nullptr || !keys->has_list_value()) return absl::InvalidArgumentError("jwks: no \"keys\" array");
+  if (keys == nullptr || !keys->has_list_value())
+    return absl::InvalidArgumentError("jwks: no \"keys\" array");
   auto out = std::make_shared<Verifier::KeySet>();
   int index = 0;
   for (const Value& v : keys->list_value().values()) {
     const std::string where = absl::StrCat("jwks: keys[", index++, "]");
-    if (!v.has_struct_value()) return absl::InvalidArgumentError(absl::StrCat(where, " is not an object"));
+    if (!v.has_struct_value())
+      return absl::InvalidArgumentError(absl::StrCat(where, " is not an object"));
     const Struct& jwk = v.struct_value();
     const Value* use = Field(jwk, "use");
-    if (use != nullptr && use->string_value() != "sig") continue;  // an encryption key: not ours to verify with
+    if (use != nullptr && use->string_value() != "sig")
+      continue;  // an encryption key: not ours to verify with
     const Value* kid = Field(jwk, "kid");
     const Value* kty = Field(jwk, "kty");
     const Value* alg = Field(jwk, "alg");
@@ -245,9 +266,11 @@ absl::StatusOr<std::shared_ptr<const Verifier::KeySet>> ParseJwks(absl::string_v
     }
     const std::string type = kty == nullptr ? "" : kty->string_value();
     Verifier::Key key;
-    // A key this verifier cannot use is skipped, not fatal: an identity provider publishes keys for other
-    // algorithms too (PS256, P-384), and one of them must not stop rotation of the others.
-    auto skip = [&](absl::string_view why) { out->skipped.push_back(absl::StrCat(where, " (kid ", kid->string_value(), "): ", why)); };
+    // A key this verifier cannot use is skipped, not fatal: an identity provider publishes keys for
+    // other algorithms too (PS256, P-384), and one of them must not stop rotation of the others.
+    auto skip = [&](absl::string_view why) {
+      out->skipped.push_back(absl::StrCat(where, " (kid ", kid->string_value(), "): ", why));
+    };
     if (type == "oct") {
       auto k = SecretKey(Base64UrlField(jwk, "k"), kid->string_value());
       if (!k.ok()) {
@@ -273,35 +296,30 @@ absl::StatusOr<std::shared_ptr<const Verifier::KeySet>> ParseJwks(absl::string_v
       continue;
     }
     if (alg != nullptr && !alg->string_value().empty() && alg->string_value() != key.alg) {
-      skip(absl::StrCat("\"alg\" ", alg->string_value(), " is not ", key.alg, ", the only algorithm verified with a ",
-                        type, " key here"));
+      skip(absl::StrCat("\"alg\" ", alg->string_value(), " is not ", key.alg,
+                        ", the only algorithm verified with a ", type, " key here"));
       continue;
     }
     out->keys.push_back(std::move(key));
   }
   if (out->keys.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("jwks: no signing key this verifier can use (RS256 with 2048+ bits, ",
-                                                   "ES256 on P-256, HS256)",
-                                                   out->skipped.empty() ? "" : absl::StrCat("; ", out->skipped.front())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("jwks: no signing key this verifier can use (RS256 with 2048+ bits, ",
+                     "ES256 on P-256, HS256)",
+                     out->skipped.empty() ? "" : absl::StrCat("; ", out->skipped.front())));
   }
   return std::shared_ptr<const Verifier::KeySet>(std::move(out));
 }
 
-absl::StatusOr<std::string> ReadWhole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// Seconds since the epoch as a JWT NumericDate: a number between 1970 and the year 9999 (RFC 7519 allows
-// fractions; they are dropped). Anything else (a string, 1e300, a negative) is refused, not wrapped.
+// Seconds since the epoch as a JWT NumericDate: a number between 1970 and the year 9999 (RFC 7519
+// allows fractions; they are dropped). Anything else (a string, 1e300, a negative) is refused, not
+// wrapped.
 absl::StatusOr<absl::Time> NumericDate(const Value& v, const std::string& name) {
   constexpr double kYear9999 = 253402300799.0;
-  if (v.kind_case() != Value::kNumberValue || !std::isfinite(v.number_value()) || v.number_value() < 0 ||
-      v.number_value() > kYear9999) {
-    return Unauthenticated(absl::StrCat("token claim \"", name, "\" is not a time in seconds since 1970"));
+  if (v.kind_case() != Value::kNumberValue || !std::isfinite(v.number_value()) ||
+      v.number_value() < 0 || v.number_value() > kYear9999) {
+    return Unauthenticated(
+        absl::StrCat("token claim \"", name, "\" is not a time in seconds since 1970"));
   }
   return absl::FromUnixSeconds(static_cast<int64_t>(v.number_value()));
 }
@@ -313,10 +331,11 @@ Verifier::Verifier(VerifierOptions options, std::shared_ptr<const KeySet> keys)
 Verifier::~Verifier() = default;
 
 absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions options) {
-  const int sources = !options.hmac_secret.empty() + !options.public_key_pem.empty() + !options.jwks_json.empty() +
-                      !options.jwks_file.empty();
+  const int sources = !options.hmac_secret.empty() + !options.public_key_pem.empty() +
+                      !options.jwks_json.empty() + !options.jwks_file.empty();
   if (sources != 1) {
-    return absl::InvalidArgumentError("jwt: configure exactly one of an HMAC secret, a public key or a JWK Set");
+    return absl::InvalidArgumentError(
+        "jwt: configure exactly one of an HMAC secret, a public key or a JWK Set");
   }
   std::shared_ptr<const KeySet> keys;
   if (!options.hmac_secret.empty()) {
@@ -328,7 +347,8 @@ absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions optio
   } else if (!options.public_key_pem.empty()) {
     Key k;
     k.public_key = ReadPem(options.public_key_pem, /*private_key=*/false);
-    if (!k.public_key) return absl::InvalidArgumentError("jwt: the public key is not a PEM public key");
+    if (!k.public_key)
+      return absl::InvalidArgumentError("jwt: the public key is not a PEM public key");
     auto alg = AlgorithmOf(k.public_key.get());
     if (!alg.ok()) return absl::InvalidArgumentError(absl::StrCat("jwt: ", alg.status().message()));
     k.alg = *alg;
@@ -338,16 +358,18 @@ absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions optio
   } else {
     std::string json = options.jwks_json;
     if (!options.jwks_file.empty()) {
-      auto text = ReadWhole(options.jwks_file);
-      if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("jwt: ", text.status().message()));
-      json = *std::move(text);
+      auto contents = text::ReadFile(options.jwks_file);
+      if (!contents.ok())
+        return absl::InvalidArgumentError(absl::StrCat("jwt: ", contents.status().message()));
+      json = *std::move(contents);
     }
     auto set = ParseJwks(json);
     if (!set.ok()) return set.status();
     keys = *std::move(set);
   }
   auto verifier = std::unique_ptr<Verifier>(new Verifier(std::move(options), std::move(keys)));
-  if (!verifier->options_.jwks_file.empty()) (void)verifier->ReloadIfChanged();  // notes the file's stamp
+  if (!verifier->options_.jwks_file.empty())
+    (void)verifier->ReloadIfChanged();  // notes the file's stamp
   return verifier;
 }
 
@@ -367,7 +389,8 @@ absl::StatusOr<bool> Verifier::ReloadIfChanged() {
   if (options_.jwks_file.empty()) return false;
   struct stat st;
   if (stat(options_.jwks_file.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("jwks: cannot stat ", options_.jwks_file, "; keeping the keys in use"));
+    return absl::NotFoundError(
+        absl::StrCat("jwks: cannot stat ", options_.jwks_file, "; keeping the keys in use"));
   }
   const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
   {
@@ -378,9 +401,9 @@ absl::StatusOr<bool> Verifier::ReloadIfChanged() {
     file_size_ = st.st_size;
     if (first) return false;  // Create just read it
   }
-  auto text = ReadWhole(options_.jwks_file);
-  if (!text.ok()) return text.status();
-  auto set = ParseJwks(*text);
+  auto contents = text::ReadFile(options_.jwks_file);
+  if (!contents.ok()) return contents.status();
+  auto set = ParseJwks(*contents);
   if (!set.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(options_.jwks_file, ": ", set.status().message(),
                                                    "; keeping the keys in use"));
@@ -396,14 +419,16 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
   if (parts.size() != 3) return Unauthenticated("token is not a JWT (header.payload.signature)");
   auto header = ParseJsonObject(parts[0], "header");
   if (!header.ok()) return header.status();
-  if (Field(*header, "crit") != nullptr) return Unauthenticated("token header has \"crit\" extensions, which are not supported");
+  if (Field(*header, "crit") != nullptr)
+    return Unauthenticated("token header has \"crit\" extensions, which are not supported");
   const Value* alg = Field(*header, "alg");
   const Value* kid = Field(*header, "kid");
   const std::shared_ptr<const KeySet> set = keys();
-  // The candidate keys: those under the token's kid (an identity provider may reuse one for a rotated key), or
-  // the only key there is.
+  // The candidate keys: those under the token's kid (an identity provider may reuse one for a
+  // rotated key), or the only key there is.
   std::vector<const Key*> candidates;
-  if (kid != nullptr && !kid->string_value().empty() && !(set->keys.size() == 1 && set->keys[0].kid.empty())) {
+  if (kid != nullptr && !kid->string_value().empty() &&
+      !(set->keys.size() == 1 && set->keys[0].kid.empty())) {
     for (const Key& k : set->keys) {
       if (k.kid == kid->string_value()) candidates.push_back(&k);
     }
@@ -414,7 +439,8 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
     return Unauthenticated("token names no key id (kid), and several keys are configured");
   }
   std::string signature;
-  if (!absl::WebSafeBase64Unescape(parts[2], &signature)) return Unauthenticated("token signature is not base64url");
+  if (!absl::WebSafeBase64Unescape(parts[2], &signature))
+    return Unauthenticated("token signature is not base64url");
   const absl::string_view signed_part(parts[0].data(), parts[0].size() + 1 + parts[1].size());
   bool valid = false;
   const Key* fitting = nullptr;
@@ -434,7 +460,8 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
     }
     if (valid) break;
   }
-  if (fitting == nullptr) return Unauthenticated(absl::StrCat("token must be signed with ", candidates.front()->alg));
+  if (fitting == nullptr)
+    return Unauthenticated(absl::StrCat("token must be signed with ", candidates.front()->alg));
   if (!valid) return Unauthenticated("token signature does not verify");
 
   auto claims = ParseJsonObject(parts[1], "payload");
@@ -453,28 +480,33 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
   if (const Value* iat = Field(*claims, "iat")) {
     auto t = NumericDate(*iat, "iat");
     if (!t.ok()) return t.status();
-    if (now + options_.clock_skew < *t) return Unauthenticated("token was issued in the future (iat)");
+    if (now + options_.clock_skew < *t)
+      return Unauthenticated("token was issued in the future (iat)");
     issued = *t;
   }
   if (*exp - issued > options_.max_lifetime + options_.clock_skew) {
-    return Unauthenticated(absl::StrCat("token lives longer than the ", absl::FormatDuration(options_.max_lifetime),
+    return Unauthenticated(absl::StrCat("token lives longer than the ",
+                                        absl::FormatDuration(options_.max_lifetime),
                                         " this gateway accepts (exp - iat)"));
   }
   if (!options_.issuer.empty()) {
     const Value* iss = Field(*claims, "iss");
-    if (iss == nullptr || iss->string_value() != options_.issuer) return Unauthenticated("token issuer is not accepted");
+    if (iss == nullptr || iss->string_value() != options_.issuer)
+      return Unauthenticated("token issuer is not accepted");
   }
   if (!options_.audience.empty()) {
     const Value* aud = Field(*claims, "aud");
     bool match = aud != nullptr && aud->string_value() == options_.audience;
     if (aud != nullptr && aud->has_list_value()) {
-      for (const Value& a : aud->list_value().values()) match = match || a.string_value() == options_.audience;
+      for (const Value& a : aud->list_value().values())
+        match = match || a.string_value() == options_.audience;
     }
     if (!match) return Unauthenticated("token audience is not this service");
   }
   Principal p;
   const Value* sub = Field(*claims, "sub");
-  if (sub == nullptr || sub->string_value().empty()) return Unauthenticated("token has no subject (sub)");
+  if (sub == nullptr || sub->string_value().empty())
+    return Unauthenticated("token has no subject (sub)");
   p.subject = sub->string_value();
   const Value* role = Field(*claims, "role");
   p.role = role == nullptr ? v1::ROLE_UNSPECIFIED : ParseRole(role->string_value());
@@ -489,8 +521,8 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
   return p;
 }
 
-absl::StatusOr<std::string> Sign(absl::string_view alg, absl::string_view key, absl::string_view claims_json,
-                                 absl::string_view kid) {
+absl::StatusOr<std::string> Sign(absl::string_view alg, absl::string_view key,
+                                 absl::string_view claims_json, absl::string_view kid) {
   std::string header = absl::StrCat("{\"alg\":\"", alg, "\",\"typ\":\"JWT\"");
   if (!kid.empty()) absl::StrAppend(&header, ",\"kid\":\"", kid, "\"");
   header += "}";
@@ -505,13 +537,15 @@ absl::StatusOr<std::string> Sign(absl::string_view alg, absl::string_view key, a
     MdCtxPtr ctx(EVP_MD_CTX_new());
     size_t len = 0;
     if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, pkey.get()) != 1 ||
-        EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(signed_part.data()),
+        EVP_DigestSign(ctx.get(), nullptr, &len,
+                       reinterpret_cast<const unsigned char*>(signed_part.data()),
                        signed_part.size()) != 1) {
       return absl::InternalError("jwt: signing failed");
     }
     signature.resize(len);
     if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &len,
-                       reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size()) != 1) {
+                       reinterpret_cast<const unsigned char*>(signed_part.data()),
+                       signed_part.size()) != 1) {
       return absl::InternalError("jwt: signing failed");
     }
     signature.resize(len);

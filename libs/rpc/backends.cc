@@ -3,26 +3,43 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 
-ABSL_FLAG(std::string, customer_profile_address, "127.0.0.1:50051", "customer-profile: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, order_tracking_address, "127.0.0.1:50052", "order-tracking: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, loyalty_address, "127.0.0.1:50053", "loyalty: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, complaint_ticket_address, "127.0.0.1:50054", "complaint-ticket: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, recommendation_address, "127.0.0.1:50055", "recommendation: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, customer_profile_shard_map, "", "bucket ranges per customer-profile shard; empty: equal ranges");
-ABSL_FLAG(std::string, order_tracking_shard_map, "", "bucket ranges per order-tracking shard; empty: equal ranges");
-ABSL_FLAG(std::string, loyalty_shard_map, "", "bucket ranges per loyalty shard; empty: equal ranges");
-ABSL_FLAG(std::string, complaint_ticket_shard_map, "", "bucket ranges per complaint-ticket shard; empty: equal ranges");
-ABSL_FLAG(std::string, recommendation_shard_map, "", "bucket ranges per recommendation shard; empty: equal ranges");
+ABSL_FLAG(std::string, customer_profile_address, "127.0.0.1:50051",
+          "customer-profile: host:port (shards '|', replicas ',')");
+ABSL_FLAG(std::string, order_tracking_address, "127.0.0.1:50052",
+          "order-tracking: host:port (shards '|', replicas ',')");
+ABSL_FLAG(std::string, loyalty_address, "127.0.0.1:50053",
+          "loyalty: host:port (shards '|', replicas ',')");
+ABSL_FLAG(std::string, complaint_ticket_address, "127.0.0.1:50054",
+          "complaint-ticket: host:port (shards '|', replicas ',')");
+ABSL_FLAG(std::string, recommendation_address, "127.0.0.1:50055",
+          "recommendation: host:port (shards '|', replicas ',')");
+ABSL_FLAG(std::string, customer_profile_shard_map, "",
+          "bucket ranges per customer-profile shard; empty: equal ranges");
+ABSL_FLAG(std::string, order_tracking_shard_map, "",
+          "bucket ranges per order-tracking shard; empty: equal ranges");
+ABSL_FLAG(std::string, loyalty_shard_map, "",
+          "bucket ranges per loyalty shard; empty: equal ranges");
+ABSL_FLAG(std::string, complaint_ticket_shard_map, "",
+          "bucket ranges per complaint-ticket shard; empty: equal ranges");
+ABSL_FLAG(std::string, recommendation_shard_map, "",
+          "bucket ranges per recommendation shard; empty: equal ranges");
 
 namespace crm::rpc {
 
 const std::vector<ServiceInfo>& DataServices() {
   static const std::vector<ServiceInfo> services = {
-      {"customer-profile", "crm.v1.CustomerProfileService", 50051, 9151},
-      {"order-tracking", "crm.v1.OrderTrackingService", 50052, 9152},
-      {"loyalty", "crm.v1.LoyaltyService", 50053, 9153},
-      {"complaint-ticket", "crm.v1.ComplaintTicketService", 50054, 9154},
-      {"recommendation", "crm.v1.RecommendationService", 50055, 9155},
+      {"customer-profile", "crm.v1.CustomerProfileService", 50051, 9151,
+       "customer-profile: profiles, addresses, consent, behaviour and privacy of customers"},
+      {"order-tracking", "crm.v1.OrderTrackingService", 50052, 9152,
+       "order-tracking: order lifecycle, split shipments, carrier tracking, returns and reviews"},
+      {"loyalty", "crm.v1.LoyaltyService", 50053, 9153,
+       "loyalty: membership tiers, growth value, points ledger and trade credit"},
+      {"complaint-ticket", "crm.v1.ComplaintTicketService", 50054, 9154,
+       "complaint-ticket: complaints from every channel, severity, routing, SLAs, compensation, "
+       "CSAT"},
+      {"recommendation", "crm.v1.RecommendationService", 50055, 9155,
+       "recommendation: item-to-item, bundles, category affinity, best sellers, occasions and "
+       "upgrades"},
   };
   return services;
 }
@@ -38,17 +55,22 @@ namespace {
 
 std::pair<std::string, std::string> FlagsFor(absl::string_view service) {
   if (service == "customer-profile") {
-    return {absl::GetFlag(FLAGS_customer_profile_address), absl::GetFlag(FLAGS_customer_profile_shard_map)};
+    return {absl::GetFlag(FLAGS_customer_profile_address),
+            absl::GetFlag(FLAGS_customer_profile_shard_map)};
   }
   if (service == "order-tracking") {
-    return {absl::GetFlag(FLAGS_order_tracking_address), absl::GetFlag(FLAGS_order_tracking_shard_map)};
+    return {absl::GetFlag(FLAGS_order_tracking_address),
+            absl::GetFlag(FLAGS_order_tracking_shard_map)};
   }
-  if (service == "loyalty") return {absl::GetFlag(FLAGS_loyalty_address), absl::GetFlag(FLAGS_loyalty_shard_map)};
+  if (service == "loyalty")
+    return {absl::GetFlag(FLAGS_loyalty_address), absl::GetFlag(FLAGS_loyalty_shard_map)};
   if (service == "complaint-ticket") {
-    return {absl::GetFlag(FLAGS_complaint_ticket_address), absl::GetFlag(FLAGS_complaint_ticket_shard_map)};
+    return {absl::GetFlag(FLAGS_complaint_ticket_address),
+            absl::GetFlag(FLAGS_complaint_ticket_shard_map)};
   }
   if (service == "recommendation") {
-    return {absl::GetFlag(FLAGS_recommendation_address), absl::GetFlag(FLAGS_recommendation_shard_map)};
+    return {absl::GetFlag(FLAGS_recommendation_address),
+            absl::GetFlag(FLAGS_recommendation_shard_map)};
   }
   return {"", ""};
 }
@@ -72,7 +94,8 @@ absl::StatusOr<ChannelSet*> Backends::Get(absl::string_view service) {
   auto it = sets_.find(service);
   if (it != sets_.end()) return it->second.get();
   const ServiceInfo* info = FindService(service);
-  if (info == nullptr) return absl::NotFoundError(absl::StrCat("unknown service \"", service, "\""));
+  if (info == nullptr)
+    return absl::NotFoundError(absl::StrCat("unknown service \"", service, "\""));
   auto o = overrides_.find(service);
   const auto [spec, map] = o != overrides_.end() ? o->second : FlagsFor(service);
   auto set = ChannelSet::Create(info->proto, spec, metrics_, map);

@@ -1,6 +1,6 @@
 // Where the other services are. Every process knows the five services by name; their addresses come
-// from flags (or CRM_* environment) with defaults that match the local run, and each gets one ChannelSet,
-// created on first use and shared by everything in the process. Thread-safe.
+// from flags (or CRM_* environment) with defaults that match the local run, and each gets one
+// ChannelSet, created on first use and shared by everything in the process. Thread-safe.
 //
 //   --customer_profile_address   127.0.0.1:50051        --customer_profile_shard_map   ""
 //   --order_tracking_address     127.0.0.1:50052        ... (one pair per service)
@@ -23,10 +23,12 @@
 namespace crm::rpc {
 
 struct ServiceInfo {
-  std::string name;       // "customer-profile"
-  std::string proto;      // "crm.v1.CustomerProfileService"
-  int default_port;       // 50051
+  std::string name;   // "customer-profile"
+  std::string proto;  // "crm.v1.CustomerProfileService"
+  int default_port;   // 50051
   int default_metrics_port;
+  // What it does, for --help: "customer-profile: profiles, addresses, ...".
+  std::string usage;
 };
 
 // The five data services, in port order.
@@ -47,7 +49,8 @@ class Backends {
   metrics::Metrics* metrics_;
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<ChannelSet>, std::less<>> sets_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::pair<std::string, std::string>, std::less<>> overrides_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::pair<std::string, std::string>, std::less<>> overrides_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace crm::rpc

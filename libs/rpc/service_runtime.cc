@@ -1,5 +1,8 @@
 #include "libs/rpc/service_runtime.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "libs/metrics/rocksdb_collector.h"
 
@@ -11,6 +14,20 @@ absl::Status Annotated(absl::string_view step, const absl::Status& s) {
 }
 
 }  // namespace
+
+ServiceSpec ServiceSpec::ForDataService(const std::string& name) {
+  const ServiceInfo* info = FindService(name);
+  if (info == nullptr) {
+    std::fprintf(stderr, "no data service named \"%s\" (libs/rpc/backends.cc)\n", name.c_str());
+    std::abort();
+  }
+  ServiceSpec spec;
+  spec.name = name;
+  spec.usage = info->usage;
+  spec.default_listen = absl::StrCat("127.0.0.1:", info->default_port);
+  spec.default_metrics_listen = absl::StrCat("127.0.0.1:", info->default_metrics_port);
+  return spec;
+}
 
 absl::StatusOr<std::unique_ptr<ServiceRuntime>> ServiceRuntime::Start(const ServiceSpec& spec,
                                                                       RuntimeOptions options) {
@@ -36,7 +53,7 @@ absl::Status ServiceRuntime::Build(const ServiceSpec& spec, RuntimeOptions optio
   for (auto& [service, address] : options.backend_addresses) {
     backends_->SetAddress(service, std::move(address));
   }
-  ServiceContext context{spec.name,   store_.get(),    metrics_.get(),
+  ServiceContext context{spec.name,     store_.get(),    metrics_.get(),
                          options.clock, backends_.get(), options.shard_index};
   auto component = spec.build(context);
   if (!component.ok()) return component.status();
@@ -53,8 +70,8 @@ absl::Status ServiceRuntime::Build(const ServiceSpec& spec, RuntimeOptions optio
   if (store_ != nullptr) {
     const std::string backup_dir =
         options.backup_dir.empty() ? DefaultBackupDir(store_->path()) : options.backup_dir;
-    store_admin_ = std::make_unique<StoreAdminService>(spec.name, options.shard_index,
-                                                       store_.get(), backup_dir);
+    store_admin_ = std::make_unique<StoreAdminService>(spec.name, options.shard_index, store_.get(),
+                                                       backup_dir);
     server_->AddService(store_admin_.get(), "crm.v1.StoreAdminService");
   }
   if (absl::Status s = server_->Start(); !s.ok()) return s;

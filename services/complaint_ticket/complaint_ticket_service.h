@@ -16,7 +16,6 @@
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/periodic.h"
-#include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -100,27 +99,6 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   rpc::Executor* const writes_;
   rpc::Backends* const backends_;
   TicketMetrics metrics_;
-};
-
-class ComplaintTicketComponent final : public rpc::Component {
- public:
-  static absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> Create(
-      const rpc::ServiceContext& context);
-  ~ComplaintTicketComponent() override;
-  void Register(rpc::Server& server) override;
-  void Start() override;
-  void Stop() override;
-  ComplaintTicketService& service() { return *service_; }
-
- private:
-  ComplaintTicketComponent() = default;
-  std::unique_ptr<events::EventProducer> events_;
-  std::unique_ptr<ComplaintTicketStore> store_;
-  std::unique_ptr<rpc::Executor> writes_;
-  std::unique_ptr<ComplaintTicketService> service_;
-  std::unique_ptr<events::EventConsumer> consumer_;
-  absl::Duration sweep_interval_;
-  rpc::PeriodicTask sweeper_;
 };
 
 }  // namespace crm::complaint_ticket

@@ -2,13 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "libs/api/text_format.h"
+#include "libs/text/file.h"
 
 namespace crm::customer_profile {
 
@@ -167,11 +166,9 @@ absl::StatusOr<internal::ChurnModel> ParseChurnModel(absl::string_view text) {
 }
 
 absl::StatusOr<internal::ChurnModel> ReadChurnModelFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("churn model file ", path, ": cannot be read"));
-  std::stringstream text;
-  text << in.rdbuf();
-  auto model = ParseChurnModel(text.str());
+  auto contents = text::ReadFile(path);
+  if (!contents.ok()) return contents.status();
+  auto model = ParseChurnModel(*contents);
   if (!model.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", model.status().message()));
   }

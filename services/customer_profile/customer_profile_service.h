@@ -11,7 +11,6 @@
 #include "libs/events/consumer.h"
 #include "libs/events/producer.h"
 #include "libs/rpc/executor.h"
-#include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/registry.h"
@@ -104,32 +103,6 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
   Clock* const clock_;
   rpc::Executor* const writes_;
   ProfileMetrics metrics_;
-};
-
-// The whole customer-profile process on an open store: outbox, store, executor, service, the event
-// consumer and the insights refresher. main.cc and the tests build it the same way.
-//   --segment_rules_file (env CRM_SEGMENT_RULES_FILE): buyer levels, at-risk threshold, retention
-//   window
-//   --insights_refresh_s (default 300): how often population figures and KPI gauges are recomputed
-class CustomerProfileComponent final : public rpc::Component {
- public:
-  static absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> Create(
-      const rpc::ServiceContext& context);
-  void Register(rpc::Server& server) override;
-  void Start() override;
-  void Stop() override;
-  CustomerProfileService& service() { return *service_; }
-  events::EventProducer& events() { return *events_; }
-
- private:
-  CustomerProfileComponent() = default;
-  std::unique_ptr<events::EventProducer> events_;
-  std::unique_ptr<CustomerProfileStore> store_;
-  std::unique_ptr<rpc::Executor> writes_;
-  std::unique_ptr<InsightsRefresher> insights_;
-  std::unique_ptr<CustomerProfileService> service_;
-  std::unique_ptr<events::EventConsumer> consumer_;
-  absl::Duration refresh_interval_;
 };
 
 }  // namespace crm::customer_profile

@@ -2,12 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
 #include "libs/api/validate.h"
+#include "libs/text/file.h"
 
 namespace crm::customer_profile {
 namespace {
@@ -229,13 +228,10 @@ absl::StatusOr<internal::SegmentRules> ValidateSegmentRules(internal::SegmentRul
 }
 
 absl::StatusOr<internal::SegmentRules> ReadSegmentRulesFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in)
-    return absl::NotFoundError(absl::StrCat("segment rules file ", path, ": cannot be read"));
-  std::stringstream text;
-  text << in.rdbuf();
+  auto contents = text::ReadFile(path);
+  if (!contents.ok()) return contents.status();
   internal::SegmentRules rules;
-  if (!google::protobuf::TextFormat::ParseFromString(text.str(), &rules)) {
+  if (!google::protobuf::TextFormat::ParseFromString(*contents, &rules)) {
     return absl::InvalidArgumentError(
         absl::StrCat("segment rules file ", path, ": not a text-format SegmentRules"));
   }

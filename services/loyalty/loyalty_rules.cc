@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "google/protobuf/text_format.h"
 #include "libs/api/text_format.h"
+#include "libs/text/file.h"
 
 namespace crm::loyalty {
 namespace {
@@ -260,6 +261,15 @@ std::string CreditLevelName(int32_t level) {
   const int kind = (level - 1) / 5;
   const int count = (level - 1) % 5 + 1;
   return absl::StrCat(count, " ", kKinds[std::min(kind, 2)], count > 1 ? "s" : "");
+}
+
+absl::StatusOr<v1::LoyaltyRules> ReadRulesFile(const std::string& path) {
+  auto contents = text::ReadFile(path);
+  if (!contents.ok()) return contents.status();
+  auto rules = ParseRules(*contents);
+  if (!rules.ok())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", rules.status().message()));
+  return rules;
 }
 
 }  // namespace crm::loyalty

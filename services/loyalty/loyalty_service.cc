@@ -1,9 +1,5 @@
 #include "services/loyalty/loyalty_service.h"
 
-#include <fstream>
-#include <sstream>
-
-#include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -18,11 +14,6 @@
 #include "libs/store/idempotency.h"
 #include "services/loyalty/loyalty_rules.h"
 
-ABSL_FLAG(std::string, rules_file, "",
-          "loyalty rules in protobuf text format (crm.v1.LoyaltyRules); empty: built-in rules");
-ABSL_FLAG(int, maintenance_interval_s, 3600,
-          "how often points expiry and tier re-evaluation run by themselves");
-
 namespace crm::loyalty {
 namespace {
 
@@ -33,17 +24,6 @@ using rpc::FinishOn;
 constexpr int64_t kMaxPoints = 1000000000;
 
 std::string TierLabel(v1::Tier t) { return absl::AsciiStrToLower(TierName(t)); }
-
-absl::StatusOr<v1::LoyaltyRules> ReadRulesFile(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) return absl::NotFoundError(absl::StrCat("rules file ", path, " cannot be read"));
-  std::stringstream text;
-  text << f.rdbuf();
-  auto rules = ParseRules(text.str());
-  if (!rules.ok())
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", rules.status().message()));
-  return rules;
-}
 
 v1::GrowthEntry Growth(internal::LoyaltyAccount& account, int64_t growth, v1::GrowthSource source,
                        const std::string& source_id, const std::string& order_id,
@@ -806,58 +786,5 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
   if (absl::IsNotFound(s)) return absl::OkStatus();
   return s;
 }
-
-absl::StatusOr<std::unique_ptr<LoyaltyComponent>> LoyaltyComponent::Create(
-    const rpc::ServiceContext& context) {
-  auto c = std::unique_ptr<LoyaltyComponent>(new LoyaltyComponent());
-  const std::string rules_file = absl::GetFlag(FLAGS_rules_file);
-  v1::LoyaltyRules rules = DefaultRules();
-  if (!rules_file.empty()) {
-    auto parsed = ReadRulesFile(rules_file);
-    if (!parsed.ok()) return parsed.status();
-    rules = *std::move(parsed);
-  }
-  c->rules_ = std::make_unique<RulesHolder>(std::move(rules));
-  c->store_ = std::make_unique<LoyaltyStore>(context.store);
-  c->writes_ = std::make_unique<rpc::Executor>("loyalty-writes", 32);
-  c->service_ = std::make_unique<LoyaltyService>(c->store_.get(), c->rules_.get(), rules_file,
-                                                 context.clock, c->writes_.get(), context.backends,
-                                                 context.metrics->registry());
-  LoyaltyService* service = c->service_.get();
-  c->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store,
-      [service](store::Transaction& txn, const v1::Event& e) {
-        return service->HandleEvent(txn, e);
-      },
-      c->writes_.get(), context.metrics->registry());
-  c->maintenance_interval_ = absl::Seconds(absl::GetFlag(FLAGS_maintenance_interval_s));
-  return c;
-}
-
-LoyaltyComponent::~LoyaltyComponent() { Stop(); }
-
-void LoyaltyComponent::Register(rpc::Server& server) {
-  server.AddService(service_.get(), v1::LoyaltyService::service_full_name());
-  server.AddService(consumer_.get(), v1::EventSink::service_full_name());
-}
-
-void LoyaltyComponent::Start() {
-  service_->CountMembers();
-  maintenance_.Start(
-      maintenance_interval_,
-      [this] {
-        v1::RunMaintenanceResponse result;
-        if (absl::Status s = service_->Maintain(&result); !s.ok()) {
-          log::Warning("loyalty maintenance failed", {{"error", s.ToString()}});
-        } else {
-          log::Info("loyalty maintenance",
-                    {{"points_expired", result.points_expired()},
-                     {"tier_changes", static_cast<int64_t>(result.tier_changes())}});
-        }
-      },
-      rpc::PeriodicTask::FirstRun::kAfterInterval);
-}
-
-void LoyaltyComponent::Stop() { maintenance_.Stop(); }
 
 }  // namespace crm::loyalty

@@ -15,7 +15,6 @@
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/periodic.h"
-#include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -106,27 +105,6 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   rpc::Executor* const writes_;
   rpc::Backends* const backends_;
   LoyaltyMetrics metrics_;
-};
-
-class LoyaltyComponent final : public rpc::Component {
- public:
-  static absl::StatusOr<std::unique_ptr<LoyaltyComponent>> Create(
-      const rpc::ServiceContext& context);
-  ~LoyaltyComponent() override;
-  void Register(rpc::Server& server) override;
-  void Start() override;
-  void Stop() override;
-  LoyaltyService& service() { return *service_; }
-
- private:
-  LoyaltyComponent() = default;
-  std::unique_ptr<RulesHolder> rules_;
-  std::unique_ptr<LoyaltyStore> store_;
-  std::unique_ptr<rpc::Executor> writes_;
-  std::unique_ptr<LoyaltyService> service_;
-  std::unique_ptr<events::EventConsumer> consumer_;
-  absl::Duration maintenance_interval_;
-  rpc::PeriodicTask maintenance_;
 };
 
 }  // namespace crm::loyalty

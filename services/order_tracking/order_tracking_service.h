@@ -12,7 +12,6 @@
 #include "libs/events/producer.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
-#include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -91,26 +90,6 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   const ReturnRules return_rules_;
   OrderMetrics metrics_;
   OrderWatchHub hub_;
-};
-
-// The whole order-tracking process on an open store; main.cc and the tests build it the same way.
-class OrderTrackingComponent final : public rpc::Component {
- public:
-  static absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> Create(
-      const rpc::ServiceContext& context);
-  void Register(rpc::Server& server) override;
-  void Start() override { events_->Start(); }
-  void Stop() override { events_->Stop(); }
-  OrderTrackingService& service() { return *service_; }
-  events::EventProducer& events() { return *events_; }
-
- private:
-  OrderTrackingComponent() = default;
-  std::unique_ptr<events::EventProducer> events_;
-  std::unique_ptr<OrderTrackingStore> store_;
-  std::unique_ptr<rpc::Executor> writes_;
-  std::unique_ptr<OrderTrackingService> service_;
-  std::unique_ptr<events::EventConsumer> consumer_;
 };
 
 }  // namespace crm::order_tracking

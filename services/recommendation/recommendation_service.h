@@ -10,7 +10,6 @@
 #include <memory>
 #include <thread>
 
-#include "absl/flags/declare.h"
 #include "absl/synchronization/mutex.h"
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/clock/clock.h"
@@ -18,14 +17,11 @@
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/periodic.h"
-#include "libs/rpc/service_main.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/registry.h"
 #include "services/recommendation/recommendation_store.h"
 #include "services/recommendation/recommender.h"
-
-ABSL_DECLARE_FLAG(int, bestseller_cache_s);
 
 namespace crm::recommendation {
 
@@ -84,27 +80,6 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   rpc::Backends* const backends_;
   RecommendationMetrics metrics_;
   absl::Mutex refresh_mu_;
-};
-
-class RecommendationComponent final : public rpc::Component {
- public:
-  static absl::StatusOr<std::unique_ptr<RecommendationComponent>> Create(
-      const rpc::ServiceContext& context);
-  ~RecommendationComponent() override;
-  void Register(rpc::Server& server) override;
-  void Start() override;
-  void Stop() override;
-  RecommendationService& service() { return *service_; }
-
- private:
-  RecommendationComponent() = default;
-  rpc::PeriodicTask refresher_;
-  std::unique_ptr<RecommendationStore> store_;
-  std::unique_ptr<BestsellerCache> bestsellers_;
-  std::unique_ptr<Recommender> recommender_;
-  std::unique_ptr<rpc::Executor> writes_;
-  std::unique_ptr<RecommendationService> service_;
-  std::unique_ptr<events::EventConsumer> consumer_;
 };
 
 }  // namespace crm::recommendation

@@ -15,9 +15,9 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/sharding/hash.h"
-#include "services/customer_profile/customer_profile_service.h"
-#include "services/order_tracking/order_tracking_service.h"
-#include "services/recommendation/recommendation_service.h"
+#include "services/customer_profile/customer_profile_component.h"
+#include "services/order_tracking/order_tracking_component.h"
+#include "services/recommendation/recommendation_component.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::eval {
@@ -152,8 +152,6 @@ Harness::Options ServiceOptions() {
   absl::SetFlag(&FLAGS_bestseller_cache_s,
                 3600);  // the clock stands still while a cut-off is scored
   Harness::Options ho;
-  ho.service_name = "recommendation";
-  ho.column_families = recommendation::RecommendationStore::ColumnFamilies();
   ho.block_cache_bytes =
       128 << 20;  // what a deployed service gets (--block_cache_mb, --memtable_mb)
   ho.memtable_budget_bytes = 64 << 20;
@@ -301,14 +299,10 @@ class ShopImport {
 
   static ProfileHarness::Options ProfileOptions() {
     ProfileHarness::Options o;
-    o.service_name = "customer-profile";
-    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
     return o;
   }
   static OrderHarness::Options OrderOptions(int profile_port, int recommendation_port) {
     OrderHarness::Options o;
-    o.service_name = "order-tracking";
-    o.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
     o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
     o.event_sinks = "recommendation=127.0.0.1:" + std::to_string(recommendation_port);
     o.block_cache_bytes = 64 << 20;

@@ -9,10 +9,10 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
-#include "services/complaint_ticket/complaint_ticket_service.h"
-#include "services/customer_profile/customer_profile_service.h"
-#include "services/loyalty/loyalty_service.h"
-#include "services/order_tracking/order_tracking_service.h"
+#include "services/complaint_ticket/complaint_ticket_component.h"
+#include "services/customer_profile/customer_profile_component.h"
+#include "services/loyalty/loyalty_component.h"
+#include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/http.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
@@ -41,14 +41,10 @@ struct World {
       : profile(ProfileOpts()), loyalty(LoyaltyOpts(profile.port())) {
     if (with_orders) {
       OrderHarness::Options o;
-      o.service_name = "order-tracking";
-      o.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
       o.backends = {{"customer-profile", Port(profile.port())}, {"loyalty", Port(loyalty.port())}};
       orders = std::make_unique<OrderHarness>(o);
     }
     TicketHarness::Options t;
-    t.service_name = "complaint-ticket";
-    t.column_families = ComplaintTicketStore::ColumnFamilies();
     t.backends = {{"customer-profile", Port(profile.port())}, {"loyalty", Port(loyalty.port())}};
     if (orders) t.backends.push_back({"order-tracking", Port(orders->port())});
     t.serve_metrics = metrics;
@@ -60,14 +56,10 @@ struct World {
   }
   static ProfileHarness::Options ProfileOpts() {
     ProfileHarness::Options o;
-    o.service_name = "customer-profile";
-    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
     return o;
   }
   static LoyaltyHarness::Options LoyaltyOpts(int profile_port) {
     LoyaltyHarness::Options o;
-    o.service_name = "loyalty";
-    o.column_families = loyalty::LoyaltyStore::ColumnFamilies();
     o.backends = {{"customer-profile", Port(profile_port)}};
     return o;
   }
@@ -486,8 +478,6 @@ TEST_CASE(
   // The harness made order-tracking with event_sinks "none"; restart it delivering to the ticket
   // service.
   OrderHarness::Options oo;
-  oo.service_name = "order-tracking";
-  oo.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
   oo.backends = {{"customer-profile", Port(w.profile.port())}, {"loyalty", Port(w.loyalty.port())}};
   oo.event_sinks = "complaint-ticket=" + Port(w.tickets->port());
   OrderHarness chain(oo);

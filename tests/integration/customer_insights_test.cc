@@ -4,7 +4,7 @@
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/api/validate.h"
-#include "services/customer_profile/customer_profile_service.h"
+#include "services/customer_profile/customer_profile_component.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
@@ -27,8 +27,6 @@ struct World {
   }
   static Harness::Options Options() {
     Harness::Options o;
-    o.service_name = "customer-profile";
-    o.column_families = CustomerProfileStore::ColumnFamilies();
     return o;
   }
   absl::Time now() { return profile.clock().Now(); }

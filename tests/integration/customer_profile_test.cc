@@ -12,7 +12,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/api/validate.h"
-#include "services/customer_profile/customer_profile_service.h"
+#include "services/customer_profile/customer_profile_component.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
@@ -26,8 +26,6 @@ using Stub = v1::CustomerProfileService::Stub;
 
 Harness::Options ProfileOptions(bool serve_metrics = false) {
   Harness::Options o;
-  o.service_name = "customer-profile";
-  o.column_families = CustomerProfileStore::ColumnFamilies();
   o.serve_metrics = serve_metrics;
   return o;
 }
@@ -1034,8 +1032,6 @@ TEST_CASE(
     "backup: a checkpoint through StoreAdminService restores to exactly the store it copied") {
   using Harness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
   Harness::Options o;
-  o.service_name = "customer-profile";
-  o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
   Harness h(o);
   auto profiles = v1::CustomerProfileService::NewStub(h.channel());
   auto admin = v1::StoreAdminService::NewStub(h.channel());

@@ -32,7 +32,7 @@
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/server.h"
-#include "services/customer_profile/customer_profile_service.h"
+#include "services/customer_profile/customer_profile_component.h"
 #include "services/gateway/front_door.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
@@ -626,8 +626,6 @@ TEST_CASE("gateway: WatchOrder streams through, and cancelling the caller cancel
 TEST_CASE("gateway: a real customer-profile behind the gateway, customers see only themselves") {
   using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
   ProfileHarness::Options po;
-  po.service_name = "customer-profile";
-  po.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
   ProfileHarness profile(po);
   World::Options o;
   o.backends = {{"customer-profile", absl::StrCat("127.0.0.1:", profile.port())}};

@@ -11,10 +11,10 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
-#include "services/customer_profile/customer_profile_service.h"
+#include "services/customer_profile/customer_profile_component.h"
 #include "services/loyalty/loyalty_rules.h"
-#include "services/loyalty/loyalty_service.h"
-#include "services/order_tracking/order_tracking_service.h"
+#include "services/loyalty/loyalty_component.h"
+#include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/http.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/process.h"
@@ -42,14 +42,10 @@ struct World {
   }
   static ProfileHarness::Options ProfileOpts() {
     ProfileHarness::Options o;
-    o.service_name = "customer-profile";
-    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
     return o;
   }
   static LoyaltyHarness::Options LoyaltyOpts(int profile_port, bool metrics) {
     LoyaltyHarness::Options o;
-    o.service_name = "loyalty";
-    o.column_families = LoyaltyStore::ColumnFamilies();
     o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
     o.serve_metrics = metrics;
     return o;
@@ -536,8 +532,6 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
           "[loyalty][events]") {
   World w;
   OrderHarness::Options oo;
-  oo.service_name = "order-tracking";
-  oo.column_families = order_tracking::OrderTrackingStore::ColumnFamilies();
   oo.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(w.profile.port())}};
   oo.event_sinks = "loyalty=127.0.0.1:" + std::to_string(w.loyalty.port());
   OrderHarness orders(oo);

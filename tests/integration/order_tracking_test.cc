@@ -11,10 +11,10 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
-#include "services/customer_profile/customer_profile_service.h"
-#include "services/loyalty/loyalty_service.h"
+#include "services/customer_profile/customer_profile_component.h"
+#include "services/loyalty/loyalty_component.h"
 #include "services/order_tracking/order_lifecycle.h"
-#include "services/order_tracking/order_tracking_service.h"
+#include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/event_recorder.h"
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
@@ -46,15 +46,11 @@ struct World {
 
   static ProfileHarness::Options ProfileOptions() {
     ProfileHarness::Options o;
-    o.service_name = "customer-profile";
-    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
     return o;
   }
   static OrderHarness::Options OrderOptions(int profile_port, const std::string& sinks,
                                             bool metrics) {
     OrderHarness::Options o;
-    o.service_name = "order-tracking";
-    o.column_families = OrderTrackingStore::ColumnFamilies();
     o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
     o.event_sinks = sinks;
     o.serve_metrics = metrics;
@@ -529,8 +525,6 @@ TEST_CASE(
 
   // Return windows depend on the membership, so loyalty answers for the customer from here on.
   testing::ServiceHarness<loyalty::LoyaltyComponent>::Options lo;
-  lo.service_name = "loyalty";
-  lo.column_families = loyalty::LoyaltyStore::ColumnFamilies();
   lo.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(w.profile.port())}};
   testing::ServiceHarness<loyalty::LoyaltyComponent> loyalty_service(lo);
   w.orders.backends().SetAddress("loyalty", "127.0.0.1:" + std::to_string(loyalty_service.port()));

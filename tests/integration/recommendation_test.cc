@@ -9,8 +9,8 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/store/key.h"
-#include "services/customer_profile/customer_profile_service.h"
-#include "services/recommendation/recommendation_service.h"
+#include "services/customer_profile/customer_profile_component.h"
+#include "services/recommendation/recommendation_component.h"
 #include "tests/support/http.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
@@ -36,16 +36,12 @@ struct World {
   }
   static ProfileHarness::Options ProfileOpts() {
     ProfileHarness::Options o;
-    o.service_name = "customer-profile";
-    o.column_families = customer_profile::CustomerProfileStore::ColumnFamilies();
     return o;
   }
   static RecoHarness::Options RecoOpts(int profile_port, bool metrics) {
     // Best sellers recomputed on every call, so a test sees a sale at once.
     absl::SetFlag(&FLAGS_bestseller_cache_s, 0);
     RecoHarness::Options o;
-    o.service_name = "recommendation";
-    o.column_families = RecommendationStore::ColumnFamilies();
     o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
     o.serve_metrics = metrics;
     return o;

@@ -23,12 +23,11 @@
 
 namespace crm::testing {
 
+// ComponentT: a service's Component with its static Spec() (name, column families, how to build it).
 template <typename ComponentT>
 class ServiceHarness {
  public:
   struct Options {
-    std::string service_name = "test-service";
-    std::vector<std::string> column_families;
     // Serve /metrics on a free port (costs ~2 s at shutdown: prometheus-cpp's web server polls).
     bool serve_metrics = false;
     // --event_sinks for the service under test: hermetic by default.
@@ -90,15 +89,7 @@ class ServiceHarness {
     absl::SetFlag(&FLAGS_event_sinks, options_.event_sinks);
     // A consumer that comes back is found within half a second, not ten.
     absl::SetFlag(&FLAGS_event_max_backoff_ms, 500);
-    rpc::ServiceSpec spec;
-    spec.name = options_.service_name;
-    spec.column_families = options_.column_families;
-    spec.build = [](rpc::ServiceContext& context) -> absl::StatusOr<std::unique_ptr<rpc::Component>> {
-      auto component = ComponentT::Create(context);
-      if (!component.ok()) return component.status();
-      return std::unique_ptr<rpc::Component>(std::move(*component));
-    };
-    auto runtime = rpc::ServiceRuntime::Start(spec, std::move(o));
+    auto runtime = rpc::ServiceRuntime::Start(ComponentT::Spec(), std::move(o));
     if (!runtime.ok()) throw std::runtime_error(runtime.status().ToString());
     runtime_ = std::move(*runtime);
     channel_ = ChannelAs(InternalCaller(), port());
