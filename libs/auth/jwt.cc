@@ -5,7 +5,6 @@
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <sys/stat.h>
@@ -19,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "libs/auth/internal_keys.h"
 #include "libs/text/file.h"
 
 namespace crm::auth {
@@ -44,14 +44,6 @@ struct SigDeleter {
 
 absl::Status Unauthenticated(absl::string_view why) {
   return absl::UnauthenticatedError(absl::StrCat("authorization: ", why));
-}
-
-std::string Hs256(absl::string_view secret, absl::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
-  return std::string(reinterpret_cast<char*>(out), len);
 }
 
 PkeyPtr ReadPem(absl::string_view pem, bool private_key) {
@@ -449,7 +441,7 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
     if (alg == nullptr || alg->string_value() != key->alg) continue;
     fitting = key;
     if (key->alg == "HS256") {
-      const std::string expected = Hs256(key->secret, signed_part);
+      const std::string expected = HmacSha256(key->secret, signed_part);
       valid = signature.size() == expected.size() &&
               CRYPTO_memcmp(signature.data(), expected.data(), expected.size()) == 0;
     } else if (key->alg == "RS256") {
@@ -530,7 +522,7 @@ absl::StatusOr<std::string> Sign(absl::string_view alg, absl::string_view key,
       absl::StrCat(absl::WebSafeBase64Escape(header), ".", absl::WebSafeBase64Escape(claims_json));
   std::string signature;
   if (alg == "HS256") {
-    signature = Hs256(key, signed_part);
+    signature = HmacSha256(key, signed_part);
   } else if (alg == "RS256" || alg == "ES256") {
     PkeyPtr pkey = ReadPem(key, /*private_key=*/true);
     if (!pkey) return absl::InvalidArgumentError("jwt: the signing key is not a PEM private key");

@@ -3,43 +3,43 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 
-ABSL_FLAG(std::string, customer_profile_address, "127.0.0.1:50051",
-          "customer-profile: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, order_tracking_address, "127.0.0.1:50052",
-          "order-tracking: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, loyalty_address, "127.0.0.1:50053",
-          "loyalty: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, complaint_ticket_address, "127.0.0.1:50054",
-          "complaint-ticket: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, recommendation_address, "127.0.0.1:50055",
-          "recommendation: host:port (shards '|', replicas ',')");
-ABSL_FLAG(std::string, customer_profile_shard_map, "",
-          "bucket ranges per customer-profile shard; empty: equal ranges");
-ABSL_FLAG(std::string, order_tracking_shard_map, "",
-          "bucket ranges per order-tracking shard; empty: equal ranges");
-ABSL_FLAG(std::string, loyalty_shard_map, "",
-          "bucket ranges per loyalty shard; empty: equal ranges");
-ABSL_FLAG(std::string, complaint_ticket_shard_map, "",
-          "bucket ranges per complaint-ticket shard; empty: equal ranges");
-ABSL_FLAG(std::string, recommendation_shard_map, "",
-          "bucket ranges per recommendation shard; empty: equal ranges");
+// --<service>_address and --<service>_shard_map for each data service; an empty address is the
+// local run's: 127.0.0.1 and the service's default port from the table below.
+#define CRM_SERVICE_ADDRESS_FLAGS(flag_prefix, service)                         \
+  ABSL_FLAG(std::string, flag_prefix##_address, "",                             \
+            service                                                             \
+            ": host:port (shards '|', replicas ','); empty: 127.0.0.1 and its " \
+            "default port");                                                    \
+  ABSL_FLAG(std::string, flag_prefix##_shard_map, "",                           \
+            "bucket ranges per " service " shard; empty: equal ranges")
+
+CRM_SERVICE_ADDRESS_FLAGS(customer_profile, "customer-profile");
+CRM_SERVICE_ADDRESS_FLAGS(order_tracking, "order-tracking");
+CRM_SERVICE_ADDRESS_FLAGS(loyalty, "loyalty");
+CRM_SERVICE_ADDRESS_FLAGS(complaint_ticket, "complaint-ticket");
+CRM_SERVICE_ADDRESS_FLAGS(recommendation, "recommendation");
 
 namespace crm::rpc {
 
 const std::vector<ServiceInfo>& DataServices() {
   static const std::vector<ServiceInfo> services = {
       {"customer-profile", "crm.v1.CustomerProfileService", 50051, 9151,
-       "customer-profile: profiles, addresses, consent, behaviour and privacy of customers"},
+       "customer-profile: profiles, addresses, consent, behaviour and privacy of customers",
+       &FLAGS_customer_profile_address, &FLAGS_customer_profile_shard_map},
       {"order-tracking", "crm.v1.OrderTrackingService", 50052, 9152,
-       "order-tracking: order lifecycle, split shipments, carrier tracking, returns and reviews"},
+       "order-tracking: order lifecycle, split shipments, carrier tracking, returns and reviews",
+       &FLAGS_order_tracking_address, &FLAGS_order_tracking_shard_map},
       {"loyalty", "crm.v1.LoyaltyService", 50053, 9153,
-       "loyalty: membership tiers, growth value, points ledger and trade credit"},
+       "loyalty: membership tiers, growth value, points ledger and trade credit",
+       &FLAGS_loyalty_address, &FLAGS_loyalty_shard_map},
       {"complaint-ticket", "crm.v1.ComplaintTicketService", 50054, 9154,
        "complaint-ticket: complaints from every channel, severity, routing, SLAs, compensation, "
-       "CSAT"},
+       "CSAT",
+       &FLAGS_complaint_ticket_address, &FLAGS_complaint_ticket_shard_map},
       {"recommendation", "crm.v1.RecommendationService", 50055, 9155,
        "recommendation: item-to-item, bundles, category affinity, best sellers, occasions and "
-       "upgrades"},
+       "upgrades",
+       &FLAGS_recommendation_address, &FLAGS_recommendation_shard_map},
   };
   return services;
 }
@@ -53,26 +53,13 @@ const ServiceInfo* FindService(absl::string_view name) {
 
 namespace {
 
+// The address and shard map flags of a service in the table (empty when it is not).
 std::pair<std::string, std::string> FlagsFor(absl::string_view service) {
-  if (service == "customer-profile") {
-    return {absl::GetFlag(FLAGS_customer_profile_address),
-            absl::GetFlag(FLAGS_customer_profile_shard_map)};
-  }
-  if (service == "order-tracking") {
-    return {absl::GetFlag(FLAGS_order_tracking_address),
-            absl::GetFlag(FLAGS_order_tracking_shard_map)};
-  }
-  if (service == "loyalty")
-    return {absl::GetFlag(FLAGS_loyalty_address), absl::GetFlag(FLAGS_loyalty_shard_map)};
-  if (service == "complaint-ticket") {
-    return {absl::GetFlag(FLAGS_complaint_ticket_address),
-            absl::GetFlag(FLAGS_complaint_ticket_shard_map)};
-  }
-  if (service == "recommendation") {
-    return {absl::GetFlag(FLAGS_recommendation_address),
-            absl::GetFlag(FLAGS_recommendation_shard_map)};
-  }
-  return {"", ""};
+  const ServiceInfo* info = FindService(service);
+  if (info == nullptr) return {"", ""};
+  std::string address = absl::GetFlag(*info->address_flag);
+  if (address.empty()) address = absl::StrCat("127.0.0.1:", info->default_port);
+  return {std::move(address), absl::GetFlag(*info->shard_map_flag)};
 }
 
 }  // namespace

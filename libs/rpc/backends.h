@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "libs/metrics/metrics.h"
@@ -29,6 +30,9 @@ struct ServiceInfo {
   int default_metrics_port;
   // What it does, for --help: "customer-profile: profiles, addresses, ...".
   std::string usage;
+  // --<name>_address and --<name>_shard_map.
+  const absl::Flag<std::string>* address_flag;
+  const absl::Flag<std::string>* shard_map_flag;
 };
 
 // The five data services, in port order.
