@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/key.h"
@@ -30,11 +31,9 @@ EventConsumer::EventConsumer(store::Store* store, Handler handler, rpc::Executor
       consumed_(store->cf(kConsumedFamily)),
       handler_(std::move(handler)),
       executor_(executor),
-      applied_(prometheus::BuildCounter()
-                   .Name("crm_events_consumed_total")
-                   .Help("Events received from other services, by type and result (applied, "
-                         "duplicate, refused).")
-                   .Register(registry)) {}
+      applied_(metrics::CounterFamily(registry, "crm_events_consumed_total",
+                                      "Events received from other services, by type and result "
+                                      "(applied, duplicate, refused).")) {}
 
 EventConsumer::Refusal EventConsumer::ApplyInOrder(const v1::DeliverEventsRequest& request,
                                                    const std::vector<int>& indices) {

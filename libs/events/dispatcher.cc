@@ -9,6 +9,7 @@
 #include "libs/api/validate.h"
 #include "libs/events/routes.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/metrics/rpc_metrics.h"
 #include "libs/rpc/status.h"
 #include "libs/sharding/shard_map.h"
@@ -70,44 +71,33 @@ struct Dispatcher::Lane {
   }
 };
 
-Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics* metrics, Clock* clock,
-                       DispatcherOptions options)
+Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics* metrics,
+                       Clock* clock, DispatcherOptions options)
     : outbox_(outbox),
       store_(outbox->store()),
       clock_(clock),
       options_(options),
-      attempts_(prometheus::BuildCounter()
-                    .Name("crm_event_deliveries_total")
-                    .Help("Event batch deliveries to each consumer, by result (ok, error).")
-                    .Register(metrics->registry())),
-      dead_lettered_(prometheus::BuildCounter()
-                         .Name("crm_event_dead_letters_total")
-                         .Help("Events moved to the dead letters after the consumer kept refusing them.")
-                         .Register(metrics->registry())),
-      backlog_(prometheus::BuildGauge()
-                   .Name("crm_outbox_backlog_events")
-                   .Help("Events written but not yet acknowledged by each consumer (counted up to 100000).")
-                   .Register(metrics->registry())),
-      oldest_pending_age_(prometheus::BuildGauge()
-                              .Name("crm_outbox_oldest_pending_age_seconds")
-                              .Help("Age of the oldest event a consumer has not acknowledged yet; 0 when caught up.")
-                              .Register(metrics->registry())),
-      lag_(prometheus::BuildHistogram()
-               .Name("crm_event_end_to_end_lag_seconds")
-               .Help("From the event's time to the consumer's acknowledgement.")
-               .Register(metrics->registry())),
-      outbox_events_(prometheus::BuildGauge()
-                         .Name("crm_outbox_events")
-                         .Help("Events kept in the outbox (not yet delivered to every consumer).")
-                         .Register(metrics->registry())
-                         .Add({})),
-      dead_letters_stored_(prometheus::BuildGauge()
-                               .Name("crm_event_dead_letters")
-                               .Help("Dead letters waiting for an operator to replay them.")
-                               .Register(metrics->registry())
-                               .Add({})) {
-  static const std::vector<double> kLagBuckets = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                                  2.5,   5,     10,   30,    60,   300, 900, 3600};
+      attempts_(metrics::CounterFamily(
+          metrics->registry(), "crm_event_deliveries_total",
+          "Event batch deliveries to each consumer, by result (ok, error).")),
+      dead_lettered_(metrics::CounterFamily(
+          metrics->registry(), "crm_event_dead_letters_total",
+          "Events moved to the dead letters after the consumer kept refusing them.")),
+      backlog_(metrics::GaugeFamily(
+          metrics->registry(), "crm_outbox_backlog_events",
+          "Events written but not yet acknowledged by each consumer (counted up to 100000).")),
+      oldest_pending_age_(metrics::GaugeFamily(
+          metrics->registry(), "crm_outbox_oldest_pending_age_seconds",
+          "Age of the oldest event a consumer has not acknowledged yet; 0 when caught up.")),
+      lag_(metrics::HistogramFamily(metrics->registry(), "crm_event_end_to_end_lag_seconds",
+                                    "From the event's time to the consumer's acknowledgement.")),
+      outbox_events_(
+          metrics::Gauge(metrics->registry(), "crm_outbox_events",
+                         "Events kept in the outbox (not yet delivered to every consumer).")),
+      dead_letters_stored_(metrics::Gauge(metrics->registry(), "crm_event_dead_letters",
+                                          "Dead letters waiting for an operator to replay them.")) {
+  static const std::vector<double> kLagBuckets = {
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600};
   for (const Sink& sink : sinks) {
     sink_names_.push_back(sink.name);
     for (int shard = 0; shard < sink.channels->shard_count(); ++shard) {
@@ -180,9 +170,8 @@ bool Dispatcher::Sleep(absl::Duration d, bool wake_on_commit) {
   return !stopping_;
 }
 
-absl::StatusOr<v1::DeliverEventsResponse> Dispatcher::Deliver(rpc::ChannelSet* channels, int shard,
-                                                              const std::vector<const v1::Event*>& events,
-                                                              Lane* lane) {
+absl::StatusOr<v1::DeliverEventsResponse> Dispatcher::Deliver(
+    rpc::ChannelSet* channels, int shard, const std::vector<const v1::Event*>& events, Lane* lane) {
   v1::DeliverEventsRequest request;
   for (const auto* e : events) *request.add_events() = *e;
   auto stub = v1::EventSink::NewStub(channels->ForShard(shard));
@@ -215,11 +204,13 @@ void Dispatcher::RunLane(Lane* lane) {
     batch.Put(meta_cf, lane->cursor_key, PositionKey(p));
     // Buffered: losing the newest cursor in a power cut only means redelivering a few events.
     if (absl::Status s = store_->Write(&batch, store::Durability::kBuffered); !s.ok()) {
-      log::Warning("event cursor not saved", {{"destination", lane->sink}, {"error", s.ToString()}});
+      log::Warning("event cursor not saved",
+                   {{"destination", lane->sink}, {"error", s.ToString()}});
     }
   };
   auto wanted = [&](const v1::Event& e) {
-    return SinkWants(lane->sink, e) && lane->channels->shard_map().ShardOf(e.customer_id()) == lane->shard;
+    return SinkWants(lane->sink, e) &&
+           lane->channels->shard_map().ShardOf(e.customer_id()) == lane->shard;
   };
 
   for (;;) {
@@ -246,24 +237,27 @@ void Dispatcher::RunLane(Lane* lane) {
         return pending < 100000;
       });
       lane->backlog->Set(static_cast<double>(pending));
-      lane->oldest_age->Set(pending == 0 ? 0 : std::max(0.0, absl::ToDoubleSeconds(clock_->Now() - oldest)));
+      lane->oldest_age->Set(
+          pending == 0 ? 0 : std::max(0.0, absl::ToDoubleSeconds(clock_->Now() - oldest)));
     }
 
     std::vector<std::pair<Position, v1::Event>> batch;
     Position scanned_to = cursor;
-    absl::Status scan = store_->Scan(events_cf, begin, end, [&](absl::string_view key, absl::string_view v) {
-      Position p;
-      if (!ParsePositionKey(key, &p)) return true;
-      v1::Event e;
-      if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-        log::Error("outbox event does not parse; skipped", {{"position", absl::StrCat(p.epoch, ".", p.seq)}});
-        scanned_to = p;
-        return true;
-      }
-      scanned_to = p;
-      if (wanted(e)) batch.emplace_back(p, std::move(e));
-      return static_cast<int>(batch.size()) < options_.batch_size;
-    });
+    absl::Status scan =
+        store_->Scan(events_cf, begin, end, [&](absl::string_view key, absl::string_view v) {
+          Position p;
+          if (!ParsePositionKey(key, &p)) return true;
+          v1::Event e;
+          if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+            log::Error("outbox event does not parse; skipped",
+                       {{"position", absl::StrCat(p.epoch, ".", p.seq)}});
+            scanned_to = p;
+            return true;
+          }
+          scanned_to = p;
+          if (wanted(e)) batch.emplace_back(p, std::move(e));
+          return static_cast<int>(batch.size()) < options_.batch_size;
+        });
     if (!scan.ok()) {
       log::Error("outbox scan failed", {{"error", scan.ToString()}});
       if (!Sleep(options_.max_backoff, false)) return;
@@ -283,11 +277,15 @@ void Dispatcher::RunLane(Lane* lane) {
     if (!response.ok()) {
       lane->failed->Increment();
       ++failures_in_a_row;
-      // A consumer that is down for long fails on every try; log the 1st, 2nd, 4th, 8th ... failure.
+      // A consumer that is down for long fails on every try; log the 1st, 2nd, 4th, 8th ...
+      // failure.
       if ((failures_in_a_row & (failures_in_a_row - 1)) == 0) {
         log::Warning("event delivery failed; will retry",
-                     {{"destination", lane->sink}, {"shard", lane->shard}, {"error", response.status().ToString()},
-                      {"failures_in_a_row", failures_in_a_row}, {"backoff_ms", absl::ToInt64Milliseconds(backoff)}});
+                     {{"destination", lane->sink},
+                      {"shard", lane->shard},
+                      {"error", response.status().ToString()},
+                      {"failures_in_a_row", failures_in_a_row},
+                      {"backoff_ms", absl::ToInt64Milliseconds(backoff)}});
       }
       if (!Sleep(backoff, false)) return;
       backoff = std::min(backoff * 2, options_.max_backoff);
@@ -295,14 +293,17 @@ void Dispatcher::RunLane(Lane* lane) {
     }
     lane->ok->Increment();
     if (failures_in_a_row > 0) {
-      log::Info("event delivery resumed", {{"destination", lane->sink}, {"shard", lane->shard},
+      log::Info("event delivery resumed", {{"destination", lane->sink},
+                                           {"shard", lane->shard},
                                            {"failures_before", failures_in_a_row}});
       failures_in_a_row = 0;
     }
-    const int processed = std::clamp(response->processed_count(), 0, static_cast<int>(batch.size()));
+    const int processed =
+        std::clamp(response->processed_count(), 0, static_cast<int>(batch.size()));
     const absl::Time now = clock_->Now();
     for (int i = 0; i < processed; ++i) {
-      lane->lag->Observe(std::max(0.0, absl::ToDoubleSeconds(now - api::FromTimestamp(batch[i].second.occur_time()))));
+      lane->lag->Observe(std::max(
+          0.0, absl::ToDoubleSeconds(now - api::FromTimestamp(batch[i].second.occur_time()))));
       refusals.erase(batch[i].second.event_id());
     }
     if (processed == static_cast<int>(batch.size())) {
@@ -316,14 +317,17 @@ void Dispatcher::RunLane(Lane* lane) {
     const int refused = ++refusals[failing.event_id()];
     if (Transient(code) || refused < options_.max_attempts) {
       lane->failed->Increment();
-      log::Warning("consumer refused an event; will retry",
-                   {{"destination", lane->sink}, {"event_id", failing.event_id()},
-                    {"code", metrics::CodeName(code)}, {"error", response->failed_message()}, {"attempt", refused}});
+      log::Warning("consumer refused an event; will retry", {{"destination", lane->sink},
+                                                             {"event_id", failing.event_id()},
+                                                             {"code", metrics::CodeName(code)},
+                                                             {"error", response->failed_message()},
+                                                             {"attempt", refused}});
       if (!Sleep(backoff, false)) return;
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }
-    const std::string error = absl::StrCat(metrics::CodeName(code), ": ", response->failed_message());
+    const std::string error =
+        absl::StrCat(metrics::CodeName(code), ": ", response->failed_message());
     if (absl::Status s = DeadLetter(lane, pos, failing, refused, error); !s.ok()) {
       log::Error("dead letter not written; will retry", {{"error", s.ToString()}});
       if (!Sleep(backoff, false)) return;
@@ -334,8 +338,8 @@ void Dispatcher::RunLane(Lane* lane) {
   }
 }
 
-absl::Status Dispatcher::DeadLetter(Lane* lane, const Position& pos, const v1::Event& event, int attempts,
-                                    const std::string& error) {
+absl::Status Dispatcher::DeadLetter(Lane* lane, const Position& pos, const v1::Event& event,
+                                    int attempts, const std::string& error) {
   v1::DeadLetter d;
   d.set_dead_letter_id(DeadLetterId(lane->sink, pos));
   d.set_destination(lane->sink);
@@ -344,8 +348,10 @@ absl::Status Dispatcher::DeadLetter(Lane* lane, const Position& pos, const v1::E
   d.set_last_error(error);
   api::SetTimestamp(clock_->Now(), d.mutable_dead_time());
   rocksdb::WriteBatch batch;
-  // The dead letter and the cursor move past it are one atomic write: the event is never in neither place.
-  batch.Put(store_->cf(Outbox::kDeadLettersFamily), DeadLetterKey(lane->sink, pos), d.SerializeAsString());
+  // The dead letter and the cursor move past it are one atomic write: the event is never in neither
+  // place.
+  batch.Put(store_->cf(Outbox::kDeadLettersFamily), DeadLetterKey(lane->sink, pos),
+            d.SerializeAsString());
   batch.Put(store_->cf(Outbox::kMetaFamily), lane->cursor_key, PositionKey(pos));
   if (absl::Status s = store_->Write(&batch, store::Durability::kSynced); !s.ok()) return s;
   lane->set_cursor(pos);
@@ -360,10 +366,11 @@ void Dispatcher::RunGc() {
   auto* events_cf = store_->cf(Outbox::kEventsFamily);
   {
     int64_t stored = 0;
-    (void)store_->Scan(store_->cf(Outbox::kDeadLettersFamily), "", "", [&](absl::string_view, absl::string_view) {
-      ++stored;
-      return true;
-    });
+    (void)store_->Scan(store_->cf(Outbox::kDeadLettersFamily), "", "",
+                       [&](absl::string_view, absl::string_view) {
+                         ++stored;
+                         return true;
+                       });
     dead_letters_stored_.Set(static_cast<double>(stored));
   }
   while (Sleep(options_.gc_interval, false)) {
@@ -409,16 +416,19 @@ bool Dispatcher::WaitCaughtUp(absl::Duration timeout) {
     for (const auto& lane : lanes_) {
       // A lane is caught up when nothing it wants lies between its cursor and the target.
       bool pending = false;
-      (void)store_->Scan(events_cf, PositionKey(lane->cursor()) + std::string(1, '\0'),
-                         PositionKey(Position{target.epoch, target.seq + 1}), [&](absl::string_view, absl::string_view v) {
-                           v1::Event e;
-                           if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && SinkWants(lane->sink, e) &&
-                               lane->channels->shard_map().ShardOf(e.customer_id()) == lane->shard) {
-                             pending = true;
-                             return false;
-                           }
-                           return true;
-                         });
+      (void)store_->Scan(
+          events_cf, PositionKey(lane->cursor()) + std::string(1, '\0'),
+          PositionKey(Position{target.epoch, target.seq + 1}),
+          [&](absl::string_view, absl::string_view v) {
+            v1::Event e;
+            if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) &&
+                SinkWants(lane->sink, e) &&
+                lane->channels->shard_map().ShardOf(e.customer_id()) == lane->shard) {
+              pending = true;
+              return false;
+            }
+            return true;
+          });
       all = all && !pending;
     }
     if (all) return true;
@@ -427,10 +437,12 @@ bool Dispatcher::WaitCaughtUp(absl::Duration timeout) {
   return false;
 }
 
-absl::Status Dispatcher::ListDeadLetters(absl::string_view after, int limit, std::vector<v1::DeadLetter>* out,
-                                         std::string* last_key, bool* more) const {
+absl::Status Dispatcher::ListDeadLetters(absl::string_view after, int limit,
+                                         std::vector<v1::DeadLetter>* out, std::string* last_key,
+                                         bool* more) const {
   *more = false;
-  const std::string begin = after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
+  const std::string begin =
+      after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
   absl::Status parse_error;
   absl::Status s = store_->Scan(store_->cf(Outbox::kDeadLettersFamily), begin, "",
                                 [&](absl::string_view k, absl::string_view v) {
@@ -440,7 +452,8 @@ absl::Status Dispatcher::ListDeadLetters(absl::string_view after, int limit, std
                                   }
                                   v1::DeadLetter d;
                                   if (!d.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                                    parse_error = absl::DataLossError("stored dead letter does not parse");
+                                    parse_error =
+                                        absl::DataLossError("stored dead letter does not parse");
                                     return false;
                                   }
                                   out->push_back(std::move(d));
@@ -450,13 +463,15 @@ absl::Status Dispatcher::ListDeadLetters(absl::string_view after, int limit, std
   return s.ok() ? parse_error : s;
 }
 
-absl::Status Dispatcher::ReplayDeadLetters(const std::vector<std::string>& ids, v1::ReplayDeadLettersResponse* out) {
+absl::Status Dispatcher::ReplayDeadLetters(const std::vector<std::string>& ids,
+                                           v1::ReplayDeadLettersResponse* out) {
   auto* cf = store_->cf(Outbox::kDeadLettersFamily);
   std::vector<std::pair<std::string, v1::DeadLetter>> todo;
   if (ids.empty()) {
     absl::Status s = store_->Scan(cf, "", "", [&](absl::string_view k, absl::string_view v) {
       v1::DeadLetter d;
-      if (d.ParseFromArray(v.data(), static_cast<int>(v.size()))) todo.emplace_back(std::string(k), std::move(d));
+      if (d.ParseFromArray(v.data(), static_cast<int>(v.size())))
+        todo.emplace_back(std::string(k), std::move(d));
       return true;
     });
     if (!s.ok()) return s;
@@ -465,13 +480,15 @@ absl::Status Dispatcher::ReplayDeadLetters(const std::vector<std::string>& ids, 
       std::string sink;
       Position p;
       if (!ParseDeadLetterId(id, &sink, &p)) {
-        return api::Invalid("dead_letter_ids", absl::StrCat("\"", id, "\" is not a dead letter id"));
+        return api::Invalid("dead_letter_ids",
+                            absl::StrCat("\"", id, "\" is not a dead letter id"));
       }
       const std::string key = DeadLetterKey(sink, p);
       v1::DeadLetter d;
       auto found = store_->GetProto(cf, key, &d);
       if (!found.ok()) return found.status();
-      if (!*found) return absl::NotFoundError(absl::StrCat("dead_letter_ids: no dead letter \"", id, "\""));
+      if (!*found)
+        return absl::NotFoundError(absl::StrCat("dead_letter_ids: no dead letter \"", id, "\""));
       todo.emplace_back(key, std::move(d));
     }
   }
@@ -495,9 +512,9 @@ absl::Status Dispatcher::ReplayDeadLetters(const std::vector<std::string>& ids, 
       out->set_replayed_count(out->replayed_count() + 1);
     } else {
       d.set_attempts(d.attempts() + 1);
-      d.set_last_error(response.ok() ? absl::StrCat(metrics::CodeName(response->failed_code()), ": ",
-                                                     response->failed_message())
-                                      : response.status().ToString());
+      d.set_last_error(response.ok() ? absl::StrCat(metrics::CodeName(response->failed_code()),
+                                                    ": ", response->failed_message())
+                                     : response.status().ToString());
       *out->add_still_failing() = d;
     }
   }

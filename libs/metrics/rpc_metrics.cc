@@ -1,63 +1,86 @@
 #include "libs/metrics/rpc_metrics.h"
 
 #include "absl/time/clock.h"
+#include "libs/metrics/families.h"
 #include "libs/metrics/metrics.h"
 
 namespace crm::metrics {
 
 absl::string_view CodeName(int code) {
-  static constexpr absl::string_view kNames[] = {
-      "OK",           "CANCELLED",     "UNKNOWN",       "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-      "NOT_FOUND",    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED",      "OUT_OF_RANGE",  "UNIMPLEMENTED", "INTERNAL",           "UNAVAILABLE",
-      "DATA_LOSS",    "UNAUTHENTICATED"};
+  static constexpr absl::string_view kNames[] = {"OK",
+                                                 "CANCELLED",
+                                                 "UNKNOWN",
+                                                 "INVALID_ARGUMENT",
+                                                 "DEADLINE_EXCEEDED",
+                                                 "NOT_FOUND",
+                                                 "ALREADY_EXISTS",
+                                                 "PERMISSION_DENIED",
+                                                 "RESOURCE_EXHAUSTED",
+                                                 "FAILED_PRECONDITION",
+                                                 "ABORTED",
+                                                 "OUT_OF_RANGE",
+                                                 "UNIMPLEMENTED",
+                                                 "INTERNAL",
+                                                 "UNAVAILABLE",
+                                                 "DATA_LOSS",
+                                                 "UNAUTHENTICATED"};
   if (code < 0 || code > 16) return "UNKNOWN";
   return kNames[code];
 }
 
 namespace {
 
-prometheus::Family<prometheus::Counter>& StartedFamily(prometheus::Registry& r, RpcMetrics::Side side) {
+prometheus::Family<prometheus::Counter>& StartedFamily(prometheus::Registry& r,
+                                                       RpcMetrics::Side side) {
   const bool server = side == RpcMetrics::Side::kServer;
-  return prometheus::BuildCounter()
-      .Name(server ? "grpc_server_started_total" : "grpc_client_started_total")
-      .Help(server ? "RPCs started on the server." : "RPCs started by the client.")
-      .Register(r);
+  return metrics::CounterFamily(
+      r, server ? "grpc_server_started_total" : "grpc_client_started_total",
+      server ? "RPCs started on the server." : "RPCs started by the client.");
 }
 
-prometheus::Family<prometheus::Counter>& HandledFamily(prometheus::Registry& r, RpcMetrics::Side side) {
+prometheus::Family<prometheus::Counter>& HandledFamily(prometheus::Registry& r,
+                                                       RpcMetrics::Side side) {
   const bool server = side == RpcMetrics::Side::kServer;
-  return prometheus::BuildCounter()
-      .Name(server ? "grpc_server_handled_total" : "grpc_client_handled_total")
-      .Help(server ? "RPCs completed on the server, by status code." : "RPCs completed by the client, by status code.")
-      .Register(r);
+  return metrics::CounterFamily(r,
+                                server ? "grpc_server_handled_total" : "grpc_client_handled_total",
+                                server ? "RPCs completed on the server, by status code."
+                                       : "RPCs completed by the client, by status code.");
 }
 
-prometheus::Family<prometheus::Histogram>& SecondsFamily(prometheus::Registry& r, RpcMetrics::Side side) {
+prometheus::Family<prometheus::Histogram>& SecondsFamily(prometheus::Registry& r,
+                                                         RpcMetrics::Side side) {
   const bool server = side == RpcMetrics::Side::kServer;
-  return prometheus::BuildHistogram()
-      .Name(server ? "grpc_server_handling_seconds" : "grpc_client_handling_seconds")
-      .Help(server ? "Time from receiving an RPC to sending its status." : "Time from starting an RPC to receiving its status.")
-      .Register(r);
+  return metrics::HistogramFamily(
+      r, server ? "grpc_server_handling_seconds" : "grpc_client_handling_seconds",
+      server ? "Time from receiving an RPC to sending its status."
+             : "Time from starting an RPC to receiving its status.");
 }
 
 absl::string_view ClientTypeName(grpc::experimental::ClientRpcInfo::Type type) {
   using T = grpc::experimental::ClientRpcInfo::Type;
   switch (type) {
-    case T::SERVER_STREAMING: return "server_stream";
-    case T::CLIENT_STREAMING: return "client_stream";
-    case T::BIDI_STREAMING: return "bidi_stream";
-    default: return "unary";
+    case T::SERVER_STREAMING:
+      return "server_stream";
+    case T::CLIENT_STREAMING:
+      return "client_stream";
+    case T::BIDI_STREAMING:
+      return "bidi_stream";
+    default:
+      return "unary";
   }
 }
 
 absl::string_view ServerTypeName(grpc::experimental::ServerRpcInfo::Type type) {
   using T = grpc::experimental::ServerRpcInfo::Type;
   switch (type) {
-    case T::UNARY: return "unary";
-    case T::SERVER_STREAMING: return "server_stream";
-    case T::CLIENT_STREAMING: return "client_stream";
-    case T::BIDI_STREAMING: return "bidi_stream";
+    case T::UNARY:
+      return "unary";
+    case T::SERVER_STREAMING:
+      return "server_stream";
+    case T::CLIENT_STREAMING:
+      return "client_stream";
+    case T::BIDI_STREAMING:
+      return "bidi_stream";
   }
   return "unary";
 }
@@ -110,7 +133,8 @@ RpcMetrics::Method* RpcMetrics::ForMethod(absl::string_view full_method, absl::s
   absl::MutexLock lock(&mu_);
   auto& slot = methods_[full_method];
   if (slot) return slot.get();
-  // "/crm.v1.CustomerProfileService/GetCustomer" -> service "crm.v1.CustomerProfileService", method "GetCustomer".
+  // "/crm.v1.CustomerProfileService/GetCustomer" -> service "crm.v1.CustomerProfileService", method
+  // "GetCustomer".
   absl::string_view name = full_method;
   if (!name.empty() && name.front() == '/') name.remove_prefix(1);
   const size_t slash = name.find('/');
@@ -118,9 +142,11 @@ RpcMetrics::Method* RpcMetrics::ForMethod(absl::string_view full_method, absl::s
   std::string method(slash == absl::string_view::npos ? name : name.substr(slash + 1));
   slot = std::make_unique<Method>();
   slot->owner_ = this;
-  slot->labels_ = {{"grpc_type", std::string(type)}, {"grpc_service", service}, {"grpc_method", method}};
+  slot->labels_ = {
+      {"grpc_type", std::string(type)}, {"grpc_service", service}, {"grpc_method", method}};
   slot->started_ = &started_.Add(slot->labels_);
-  slot->seconds_ = &seconds_.Add(slot->labels_, prometheus::Histogram::BucketBoundaries(LatencyBuckets()));
+  slot->seconds_ =
+      &seconds_.Add(slot->labels_, prometheus::Histogram::BucketBoundaries(LatencyBuckets()));
   return slot.get();
 }
 

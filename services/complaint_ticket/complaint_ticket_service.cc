@@ -10,6 +10,7 @@
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
@@ -100,44 +101,27 @@ bool Automatic(v1::CompensationKind k) {
 }  // namespace
 
 TicketMetrics::TicketMetrics(prometheus::Registry& r)
-    : open(prometheus::BuildGauge()
-               .Name("crm_tickets_open")
-               .Help("Open tickets, by priority (p1, p2, p3).")
-               .Register(r)),
-      opened(prometheus::BuildCounter()
-                 .Name("crm_tickets_opened_total")
-                 .Help("Tickets opened, by channel.")
-                 .Register(r)),
-      breaches(
-          prometheus::BuildCounter()
-              .Name("crm_sla_breaches_total")
-              .Help("Promises broken, by kind (first_response, next_update, resolution, callback).")
-              .Register(r)),
-      escalations(
-          prometheus::BuildCounter()
-              .Name("crm_ticket_escalations_total")
-              .Help("Tickets escalated to the next level because a deadline was near or passed.")
-              .Register(r)
-              .Add({})),
+    : open(metrics::GaugeFamily(r, "crm_tickets_open", "Open tickets, by priority (p1, p2, p3).")),
+      opened(metrics::CounterFamily(r, "crm_tickets_opened_total", "Tickets opened, by channel.")),
+      breaches(metrics::CounterFamily(
+          r, "crm_sla_breaches_total",
+          "Promises broken, by kind (first_response, next_update, resolution, callback).")),
+      escalations(metrics::Counter(
+          r, "crm_ticket_escalations_total",
+          "Tickets escalated to the next level because a deadline was near or passed.")),
       first_response_seconds(
-          prometheus::BuildHistogram()
-              .Name("crm_ticket_first_response_seconds")
-              .Help("Time from opening to the first agent reply.")
-              .Register(r)
+          metrics::HistogramFamily(r, "crm_ticket_first_response_seconds",
+                                   "Time from opening to the first agent reply.")
               .Add({}, prometheus::Histogram::BucketBoundaries{900, 1800, 3600, 7200, 14400, 28800,
                                                                43200, 86400, 172800, 345600})),
       resolution_seconds(
-          prometheus::BuildHistogram()
-              .Name("crm_ticket_resolution_seconds")
-              .Help("Time from opening to resolution (compensation confirmed).")
-              .Register(r)
+          metrics::HistogramFamily(r, "crm_ticket_resolution_seconds",
+                                   "Time from opening to resolution (compensation confirmed).")
               .Add({}, prometheus::Histogram::BucketBoundaries{3600, 14400, 43200, 86400, 172800,
                                                                259200, 432000, 604800, 1209600,
                                                                2592000})),
-      csat(prometheus::BuildCounter()
-               .Name("crm_ticket_csat_total")
-               .Help("Satisfaction survey answers, by score 1-5.")
-               .Register(r)) {}
+      csat(metrics::CounterFamily(r, "crm_ticket_csat_total",
+                                  "Satisfaction survey answers, by score 1-5.")) {}
 
 ComplaintTicketService::ComplaintTicketService(ComplaintTicketStore* store,
                                                internal::SeverityLexicon lexicon, Clock* clock,

@@ -8,6 +8,7 @@
 #include "libs/api/validate.h"
 #include "libs/behavior/interest.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
@@ -140,30 +141,20 @@ absl::Status ValidateBehaviorEvent(const std::string& f, v1::BehaviorEvent& e, a
 }  // namespace
 
 ProfileMetrics::ProfileMetrics(prometheus::Registry& registry)
-    : registered(prometheus::BuildCounter()
-                     .Name("crm_customers_registered_total")
-                     .Help("Customers registered.")
-                     .Register(registry)
-                     .Add({})),
-      imported(prometheus::BuildCounter()
-                   .Name("crm_customers_imported_total")
-                   .Help("Customers imported from a shop's history, by outcome (created, "
-                         "already_imported, linked to a registered email, erased: skipped).")
-                   .Register(registry)),
-      erased(prometheus::BuildCounter()
-                 .Name("crm_customers_erased_total")
-                 .Help("Customers erased on request (privacy).")
-                 .Register(registry)
-                 .Add({})),
-      behavior_events(prometheus::BuildCounter()
-                          .Name("crm_behavior_events_total")
-                          .Help("Browsing events recorded, by type.")
-                          .Register(registry)),
-      contact_decisions(prometheus::BuildCounter()
-                            .Name("crm_contact_decisions_total")
-                            .Help("Marketing contact requests answered, by reason (allowed, "
-                                  "no_consent, frequency_cap).")
-                            .Register(registry)) {}
+    : registered(
+          metrics::Counter(registry, "crm_customers_registered_total", "Customers registered.")),
+      imported(metrics::CounterFamily(
+          registry, "crm_customers_imported_total",
+          "Customers imported from a shop's history, by outcome (created, already_imported, linked "
+          "to a registered email, erased: skipped).")),
+      erased(metrics::Counter(registry, "crm_customers_erased_total",
+                              "Customers erased on request (privacy).")),
+      behavior_events(metrics::CounterFamily(registry, "crm_behavior_events_total",
+                                             "Browsing events recorded, by type.")),
+      contact_decisions(metrics::CounterFamily(
+          registry, "crm_contact_decisions_total",
+          "Marketing contact requests answered, by reason (allowed, no_consent, frequency_cap).")) {
+}
 
 CustomerProfileService::CustomerProfileService(CustomerProfileStore* store,
                                                InsightsRefresher* insights, Clock* clock,

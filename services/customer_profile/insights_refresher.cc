@@ -4,13 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 
 namespace crm::customer_profile {
 namespace {
-
-prometheus::Gauge& Kpi(prometheus::Registry& r, const std::string& name, const std::string& help) {
-  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
-}
 
 const char* ActionName(v1::RetentionActionType t) {
   switch (t) {
@@ -45,34 +42,33 @@ InsightsRefresher::InsightsRefresher(CustomerProfileStore* store, Clock* clock,
       clock_(clock),
       rules_(std::move(rules)),
       churn_model_(std::move(churn_model)),
-      repeat_purchase_(Kpi(r, "crm_kpi_repeat_purchase_rate",
-                           "Of customers who bought, the share who bought at least twice.")),
-      retention_90d_(Kpi(r, "crm_kpi_retention_90d_rate",
+      repeat_purchase_(
+          metrics::Gauge(r, "crm_kpi_repeat_purchase_rate",
+                         "Of customers who bought, the share who bought at least twice.")),
+      retention_90d_(
+          metrics::Gauge(r, "crm_kpi_retention_90d_rate",
                          "Of customers who bought 90-180 days ago, the share who bought again in "
                          "the last 90 days.")),
-      csat_(Kpi(r, "crm_kpi_csat_average",
-                "Average satisfaction (1-5) of complaints opened in the last 90 days.")),
-      on_time_(Kpi(r, "crm_kpi_on_time_delivery_rate",
-                   "Of orders delivered in the last 90 days, the share delivered inside the agreed "
-                   "window (early is not on time).")),
-      sla_compliance_(Kpi(
+      csat_(metrics::Gauge(r, "crm_kpi_csat_average",
+                           "Average satisfaction (1-5) of complaints opened in the last 90 days.")),
+      on_time_(metrics::Gauge(
+          r, "crm_kpi_on_time_delivery_rate",
+          "Of orders delivered in the last 90 days, the share delivered inside the agreed "
+          "window (early is not on time).")),
+      sla_compliance_(metrics::Gauge(
           r, "crm_kpi_sla_compliance_rate",
           "Of complaints resolved in the last 90 days, the share without a missed SLA promise.")),
-      at_risk_(Kpi(r, "crm_kpi_at_risk_customers",
-                   "Customers whose churn score is at or above the at-risk threshold.")),
-      retention_actions_(
-          prometheus::BuildGauge()
-              .Name("crm_retention_actions")
-              .Help("Retention actions by action and outcome (pending, retained, lost).")
-              .Register(r)),
-      retention_rate_(prometheus::BuildGauge()
-                          .Name("crm_kpi_retention_action_rate")
-                          .Help("Per action, the share of decided retention actions after which "
-                                "the customer ordered "
-                                "again within the window.")
-                          .Register(r)),
-      refreshed_(Kpi(r, "crm_insights_refresh_timestamp_seconds",
-                     "When segments and KPIs were last recomputed.")),
+      at_risk_(metrics::Gauge(r, "crm_kpi_at_risk_customers",
+                              "Customers whose churn score is at or above the at-risk threshold.")),
+      retention_actions_(metrics::GaugeFamily(
+          r, "crm_retention_actions",
+          "Retention actions by action and outcome (pending, retained, lost).")),
+      retention_rate_(
+          metrics::GaugeFamily(r, "crm_kpi_retention_action_rate",
+                               "Per action, the share of decided retention actions after which the "
+                               "customer ordered again within the window.")),
+      refreshed_(metrics::Gauge(r, "crm_insights_refresh_timestamp_seconds",
+                                "When segments and KPIs were last recomputed.")),
       snapshot_(std::make_shared<Snapshot>()) {}
 
 InsightsRefresher::~InsightsRefresher() { Stop(); }

@@ -13,6 +13,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/rpc/status.h"
 #include "libs/sharding/shard_map.h"
 #include "services/gateway/customer_view.h"
@@ -179,31 +180,19 @@ Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metri
       backends_(backends),
       metrics_(metrics) {
   auto& registry = metrics_->registry();
-  requests_ = &prometheus::BuildCounter()
-                   .Name("crm_gateway_requests_total")
-                   .Help(
-                       "Calls through the gateway by route (full method), front-end protocol and "
-                       "gRPC code.")
-                   .Register(registry);
-  latency_ =
-      &prometheus::BuildHistogram()
-           .Name("crm_gateway_request_seconds")
-           .Help("Time from a call's arrival at the gateway to its answer, by front-end protocol.")
-           .Register(registry);
-  in_flight_ = &prometheus::BuildGauge()
-                    .Name("crm_gateway_in_flight")
-                    .Help("Calls the gateway is serving now, by front-end protocol.")
-                    .Register(registry);
-  rate_limited_ = &prometheus::BuildCounter()
-                       .Name("crm_gateway_rate_limited_total")
-                       .Help(
-                           "Calls refused by a rate limit, by the caller's role (\"ip\" for the "
-                           "per-address limit).")
-                       .Register(registry);
-  denied_ = &prometheus::BuildCounter()
-                 .Name("crm_gateway_denied_total")
-                 .Help("Calls refused before reaching a service, by reason.")
-                 .Register(registry);
+  requests_ = &metrics::CounterFamily(
+      registry, "crm_gateway_requests_total",
+      "Calls through the gateway by route (full method), front-end protocol and gRPC code.");
+  latency_ = &metrics::HistogramFamily(
+      registry, "crm_gateway_request_seconds",
+      "Time from a call's arrival at the gateway to its answer, by front-end protocol.");
+  in_flight_ = &metrics::GaugeFamily(registry, "crm_gateway_in_flight",
+                                     "Calls the gateway is serving now, by front-end protocol.");
+  rate_limited_ = &metrics::CounterFamily(
+      registry, "crm_gateway_rate_limited_total",
+      "Calls refused by a rate limit, by the caller's role (\"ip\" for the per-address limit).");
+  denied_ = &metrics::CounterFamily(registry, "crm_gateway_denied_total",
+                                    "Calls refused before reaching a service, by reason.");
   for (int p = 0; p < kProtocols; ++p) {
     const std::string name(ProtocolName(static_cast<Protocol>(p)));
     in_flight_by_protocol_[p] = &in_flight_->Add({{"protocol", name}});

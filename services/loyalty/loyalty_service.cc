@@ -8,6 +8,7 @@
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
@@ -47,40 +48,18 @@ v1::GrowthEntry Growth(internal::LoyaltyAccount& account, int64_t growth, v1::Gr
 }  // namespace
 
 LoyaltyMetrics::LoyaltyMetrics(prometheus::Registry& r)
-    : members(prometheus::BuildGauge()
-                  .Name("crm_loyalty_members")
-                  .Help("Members per tier.")
-                  .Register(r)),
-      points_issued(
-          prometheus::BuildCounter()
-              .Name("crm_points_issued_total")
-              .Help(
-                  "Points earned, by source (purchase, review, referral, compensation, promotion).")
-              .Register(r)),
-      points_redeemed(prometheus::BuildCounter()
-                          .Name("crm_points_redeemed_total")
-                          .Help("Points redeemed.")
-                          .Register(r)
-                          .Add({})),
-      points_expired(prometheus::BuildCounter()
-                         .Name("crm_points_expired_total")
-                         .Help("Points expired.")
-                         .Register(r)
-                         .Add({})),
-      points_reversed(prometheus::BuildCounter()
-                          .Name("crm_points_reversed_total")
-                          .Help("Points taken back by refunds (including settled debts).")
-                          .Register(r)
-                          .Add({})),
-      tier_changes(prometheus::BuildCounter()
-                       .Name("crm_tier_changes_total")
-                       .Help("Tier changes, by direction (up, down).")
-                       .Register(r)),
-      top_tier_share(prometheus::BuildGauge()
-                         .Name("crm_kpi_top_tier_share")
-                         .Help("Share of members in the two highest tiers.")
-                         .Register(r)
-                         .Add({})) {}
+    : members(metrics::GaugeFamily(r, "crm_loyalty_members", "Members per tier.")),
+      points_issued(metrics::CounterFamily(
+          r, "crm_points_issued_total",
+          "Points earned, by source (purchase, review, referral, compensation, promotion).")),
+      points_redeemed(metrics::Counter(r, "crm_points_redeemed_total", "Points redeemed.")),
+      points_expired(metrics::Counter(r, "crm_points_expired_total", "Points expired.")),
+      points_reversed(metrics::Counter(r, "crm_points_reversed_total",
+                                       "Points taken back by refunds (including settled debts).")),
+      tier_changes(metrics::CounterFamily(r, "crm_tier_changes_total",
+                                          "Tier changes, by direction (up, down).")),
+      top_tier_share(metrics::Gauge(r, "crm_kpi_top_tier_share",
+                                    "Share of members in the two highest tiers.")) {}
 
 LoyaltyService::LoyaltyService(LoyaltyStore* store, RulesHolder* rules, std::string rules_file,
                                Clock* clock, rpc::Executor* writes, rpc::Backends* backends,

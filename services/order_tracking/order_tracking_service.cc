@@ -7,6 +7,7 @@
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/status.h"
 #include "libs/rpc/unary.h"
@@ -118,55 +119,27 @@ void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageR
 }  // namespace
 
 OrderMetrics::OrderMetrics(prometheus::Registry& r)
-    : created(prometheus::BuildCounter()
-                  .Name("crm_orders_created_total")
-                  .Help("Orders placed.")
-                  .Register(r)
-                  .Add({})),
-      delivered(prometheus::BuildCounter()
-                    .Name("crm_orders_delivered_total")
-                    .Help("Orders delivered in full, by timeliness against the agreed window "
-                          "(early, on_time, late).")
-                    .Register(r)),
-      delivery_failed(prometheus::BuildCounter()
-                          .Name("crm_packages_delivery_failed_total")
-                          .Help("Failed delivery attempts.")
-                          .Register(r)
-                          .Add({})),
-      cancelled(prometheus::BuildCounter()
-                    .Name("crm_orders_cancelled_total")
-                    .Help("Orders cancelled.")
-                    .Register(r)
-                    .Add({})),
-      returns(prometheus::BuildCounter()
-                  .Name("crm_returns_total")
-                  .Help("Return steps taken, by the status reached (requested, pickup_scheduled, "
-                        "received, refunded, rejected).")
-                  .Register(r)),
-      refunded_minor(prometheus::BuildCounter()
-                         .Name("crm_refunds_minor_units_total")
-                         .Help("Money refunded, in minor units, by currency.")
-                         .Register(r)),
-      tracking_events(prometheus::BuildCounter()
-                          .Name("crm_tracking_events_total")
-                          .Help("Carrier tracking events received, by outcome (applied, duplicate, "
-                                "stale, unknown_tracking_number, rejected).")
-                          .Register(r)),
-      imported(prometheus::BuildCounter()
-                   .Name("crm_history_imported_total")
-                   .Help("Orders and returns imported from a shop's history (ImportOrders), by "
-                         "kind (order, return).")
-                   .Register(r)),
-      reviews(prometheus::BuildCounter()
-                  .Name("crm_reviews_total")
-                  .Help("Reviews submitted.")
-                  .Register(r)
-                  .Add({})),
-      watchers(prometheus::BuildGauge()
-                   .Name("crm_order_watchers")
-                   .Help("Open WatchOrder streams.")
-                   .Register(r)
-                   .Add({})) {}
+    : created(metrics::Counter(r, "crm_orders_created_total", "Orders placed.")),
+      delivered(metrics::CounterFamily(r, "crm_orders_delivered_total",
+                                       "Orders delivered in full, by timeliness against the agreed "
+                                       "window (early, on_time, late).")),
+      delivery_failed(
+          metrics::Counter(r, "crm_packages_delivery_failed_total", "Failed delivery attempts.")),
+      cancelled(metrics::Counter(r, "crm_orders_cancelled_total", "Orders cancelled.")),
+      returns(metrics::CounterFamily(r, "crm_returns_total",
+                                     "Return steps taken, by the status reached (requested, "
+                                     "pickup_scheduled, received, refunded, rejected).")),
+      refunded_minor(metrics::CounterFamily(r, "crm_refunds_minor_units_total",
+                                            "Money refunded, in minor units, by currency.")),
+      tracking_events(
+          metrics::CounterFamily(r, "crm_tracking_events_total",
+                                 "Carrier tracking events received, by outcome (applied, "
+                                 "duplicate, stale, unknown_tracking_number, rejected).")),
+      imported(metrics::CounterFamily(r, "crm_history_imported_total",
+                                      "Orders and returns imported from a shop's history "
+                                      "(ImportOrders), by kind (order, return).")),
+      reviews(metrics::Counter(r, "crm_reviews_total", "Reviews submitted.")),
+      watchers(metrics::Gauge(r, "crm_order_watchers", "Open WatchOrder streams.")) {}
 
 OrderTrackingService::OrderTrackingService(OrderTrackingStore* store, Clock* clock,
                                            rpc::Executor* writes, rpc::Backends* backends,

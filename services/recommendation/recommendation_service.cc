@@ -8,6 +8,7 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/status.h"
@@ -80,35 +81,23 @@ absl::Status ValidateFeedback(const std::string& f, const v1::FeedbackItem& item
 }  // namespace
 
 RecommendationMetrics::RecommendationMetrics(prometheus::Registry& r)
-    : served(
-          prometheus::BuildCounter()
-              .Name("crm_recommendations_served_total")
-              .Help(
-                  "Recommend calls answered, by placement (home, product_page, cart, email, push).")
-              .Register(r)),
-      items(prometheus::BuildCounter()
-                .Name("crm_recommendation_items_total")
-                .Help("Items recommended, by the model that chose them.")
-                .Register(r)),
-      withheld(prometheus::BuildCounter()
-                   .Name("crm_recommendations_withheld_total")
-                   .Help("E-mail and push recommendations not sent, by reason (no_consent, "
-                         "frequency_cap, nothing).")
-                   .Register(r)),
-      impressions(prometheus::BuildCounter()
-                      .Name("crm_recommendation_impressions_total")
-                      .Help("Recommendations shown to customers, by model (from RecordFeedback).")
-                      .Register(r)),
-      clicks(prometheus::BuildCounter()
-                 .Name("crm_recommendation_clicks_total")
-                 .Help("Recommendations clicked, by model; clicks / impressions is the "
-                       "click-through rate.")
-                 .Register(r)),
-      learned(prometheus::BuildCounter()
-                  .Name("crm_recommendation_learned_total")
-                  .Help("Interactions learned from events, by kind (purchase, refund, browsing, "
-                        "erasure).")
-                  .Register(r)) {}
+    : served(metrics::CounterFamily(
+          r, "crm_recommendations_served_total",
+          "Recommend calls answered, by placement (home, product_page, cart, email, push).")),
+      items(metrics::CounterFamily(r, "crm_recommendation_items_total",
+                                   "Items recommended, by the model that chose them.")),
+      withheld(metrics::CounterFamily(r, "crm_recommendations_withheld_total",
+                                      "E-mail and push recommendations not sent, by reason "
+                                      "(no_consent, frequency_cap, nothing).")),
+      impressions(metrics::CounterFamily(
+          r, "crm_recommendation_impressions_total",
+          "Recommendations shown to customers, by model (from RecordFeedback).")),
+      clicks(metrics::CounterFamily(
+          r, "crm_recommendation_clicks_total",
+          "Recommendations clicked, by model; clicks / impressions is the click-through rate.")),
+      learned(metrics::CounterFamily(
+          r, "crm_recommendation_learned_total",
+          "Interactions learned from events, by kind (purchase, refund, browsing, erasure).")) {}
 
 RecommendationService::RecommendationService(RecommendationStore* store, Recommender* recommender,
                                              Clock* clock, rpc::Executor* writes,
