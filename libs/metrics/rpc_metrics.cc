@@ -56,33 +56,19 @@ prometheus::Family<prometheus::Histogram>& SecondsFamily(prometheus::Registry& r
              : "Time from starting an RPC to receiving its status.");
 }
 
-absl::string_view ClientTypeName(grpc::experimental::ClientRpcInfo::Type type) {
-  using T = grpc::experimental::ClientRpcInfo::Type;
+// The grpc_type label of a call: both sides' Type enums name the four kinds alike.
+template <typename RpcType>
+absl::string_view TypeName(RpcType type) {
   switch (type) {
-    case T::SERVER_STREAMING:
+    case RpcType::SERVER_STREAMING:
       return "server_stream";
-    case T::CLIENT_STREAMING:
+    case RpcType::CLIENT_STREAMING:
       return "client_stream";
-    case T::BIDI_STREAMING:
+    case RpcType::BIDI_STREAMING:
       return "bidi_stream";
     default:
       return "unary";
   }
-}
-
-absl::string_view ServerTypeName(grpc::experimental::ServerRpcInfo::Type type) {
-  using T = grpc::experimental::ServerRpcInfo::Type;
-  switch (type) {
-    case T::UNARY:
-      return "unary";
-    case T::SERVER_STREAMING:
-      return "server_stream";
-    case T::CLIENT_STREAMING:
-      return "client_stream";
-    case T::BIDI_STREAMING:
-      return "bidi_stream";
-  }
-  return "unary";
 }
 
 // Times one call and records it when its status is known.
@@ -170,13 +156,13 @@ void RpcMetrics::Method::Handled(int code, double seconds) {
 
 grpc::experimental::Interceptor* ServerMetricsInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  return new MetricsInterceptor(metrics_->ForMethod(info->method(), ServerTypeName(info->type())),
+  return new MetricsInterceptor(metrics_->ForMethod(info->method(), TypeName(info->type())),
                                 /*server=*/true);
 }
 
 grpc::experimental::Interceptor* ClientMetricsInterceptorFactory::CreateClientInterceptor(
     grpc::experimental::ClientRpcInfo* info) {
-  return new MetricsInterceptor(metrics_->ForMethod(info->method(), ClientTypeName(info->type())),
+  return new MetricsInterceptor(metrics_->ForMethod(info->method(), TypeName(info->type())),
                                 /*server=*/false);
 }
 
