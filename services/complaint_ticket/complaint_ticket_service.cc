@@ -12,6 +12,7 @@
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
+#include "libs/rpc/peer.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
@@ -181,41 +182,21 @@ void ComplaintTicketService::Committed(const v1::Ticket& before, const v1::Ticke
 }
 
 absl::Status ComplaintTicketService::CheckCustomer(const std::string& customer_id) {
-  auto profiles = backends_->Get("customer-profile");
-  if (!profiles.ok()) return profiles.status();
-  auto stub = v1::CustomerProfileService::NewStub((*profiles)->ForKey(customer_id));
-  grpc::ClientContext ctx;
-  rpc::SetTimeout(ctx, absl::Seconds(3));
-  v1::GetCustomerRequest req;
-  req.set_customer_id(customer_id);
-  v1::Customer c;
-  const grpc::Status s = stub->GetCustomer(&ctx, req, &c);
-  if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-    return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
-  }
-  if (!s.ok()) {
-    return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (",
-                                               s.error_message(),
-                                               "); retry with the same request_id"));
-  }
-  return absl::OkStatus();
+  return rpc::FetchCustomer(*backends_, customer_id).status();
 }
 
 void ComplaintTicketService::CustomerStanding(const std::string& customer_id, CustomerValue* value,
                                               std::string* named_agent) {
-  auto loyalty = backends_->Get("loyalty");
-  if (!loyalty.ok()) return;
-  auto stub = v1::LoyaltyService::NewStub((*loyalty)->ForKey(customer_id));
-  grpc::ClientContext ctx;
-  rpc::SetTimeout(ctx, absl::Seconds(2));
   v1::GetMembershipRequest req;
   req.set_customer_id(customer_id);
-  v1::Membership m;
+  auto m = rpc::Peer<v1::LoyaltyService>(backends_).Call(customer_id, "tell the customer's tier",
+                                                         &v1::LoyaltyService::Stub::GetMembership,
+                                                         req, absl::Seconds(2));
   // A complaint is never refused because loyalty is away: the value is then simply unknown.
-  if (!stub->GetMembership(&ctx, req, &m).ok()) return;
-  value->tier = static_cast<int>(m.tier());
-  value->enterprise = m.enterprise();
-  *named_agent = m.named_agent_id();
+  if (!m.ok()) return;
+  value->tier = static_cast<int>(m->tier());
+  value->enterprise = m->enterprise();
+  *named_agent = m->named_agent_id();
 }
 
 absl::Status ComplaintTicketService::CheckAgent(const std::string& agent_id) {
@@ -701,38 +682,34 @@ absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::stri
     ++attempted;
     // Each carries an id derived from the ticket, so a retry never grants twice.
     const std::string source = absl::StrCat("ticket:", ticket_id, ":", c.compensation_id());
-    grpc::ClientContext ctx;
-    rpc::SetTimeout(ctx, absl::Seconds(5));
-    grpc::Status status;
+    // Granting waits longer than a look-up: it writes on the other side.
+    constexpr absl::Duration kGrantDeadline = absl::Seconds(5);
+    absl::Status status;
     std::string reference;
-    if (c.kind() == v1::COMPENSATION_KIND_POINTS || c.kind() == v1::COMPENSATION_KIND_COUPON) {
-      auto loyalty = backends_->Get("loyalty");
-      if (!loyalty.ok()) return loyalty.status();
-      auto stub = v1::LoyaltyService::NewStub((*loyalty)->ForKey(customer_id));
-      if (c.kind() == v1::COMPENSATION_KIND_POINTS) {
-        v1::GrantPointsRequest g;
-        g.set_customer_id(customer_id);
-        g.set_points(c.points());
-        g.set_source_id(source);
-        g.set_source(v1::POINTS_SOURCE_COMPENSATION);
-        g.set_description(absl::StrCat("compensation for complaint ", ticket_id));
-        v1::LedgerEntry entry;
-        status = stub->GrantPoints(&ctx, g, &entry);
-        reference = entry.entry_id();
-      } else {
-        v1::IssueCouponRequest g;
-        g.set_customer_id(customer_id);
-        g.set_source_id(source);
-        *g.mutable_value() = c.coupon_value();
-        g.set_reason(absl::StrCat("compensation for complaint ", ticket_id));
-        v1::Coupon coupon;
-        status = stub->IssueCoupon(&ctx, g, &coupon);
-        reference = coupon.coupon_id();
-      }
+    if (c.kind() == v1::COMPENSATION_KIND_POINTS) {
+      v1::GrantPointsRequest g;
+      g.set_customer_id(customer_id);
+      g.set_points(c.points());
+      g.set_source_id(source);
+      g.set_source(v1::POINTS_SOURCE_COMPENSATION);
+      g.set_description(absl::StrCat("compensation for complaint ", ticket_id));
+      auto entry = rpc::Peer<v1::LoyaltyService>(backends_).Call(
+          customer_id, "grant the points", &v1::LoyaltyService::Stub::GrantPoints, g,
+          kGrantDeadline);
+      status = entry.status();
+      if (entry.ok()) reference = entry->entry_id();
+    } else if (c.kind() == v1::COMPENSATION_KIND_COUPON) {
+      v1::IssueCouponRequest g;
+      g.set_customer_id(customer_id);
+      g.set_source_id(source);
+      *g.mutable_value() = c.coupon_value();
+      g.set_reason(absl::StrCat("compensation for complaint ", ticket_id));
+      auto coupon = rpc::Peer<v1::LoyaltyService>(backends_).Call(
+          customer_id, "issue the coupon", &v1::LoyaltyService::Stub::IssueCoupon, g,
+          kGrantDeadline);
+      status = coupon.status();
+      if (coupon.ok()) reference = coupon->coupon_id();
     } else {
-      auto orders = backends_->Get("order-tracking");
-      if (!orders.ok()) return orders.status();
-      auto stub = v1::OrderTrackingService::NewStub((*orders)->ForKey(customer_id));
       v1::RequestReturnRequest r;
       r.set_customer_id(customer_id);
       r.set_order_id(ticket->order_id());
@@ -746,13 +723,15 @@ absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::stri
       // The platform owns the problem (seed 002 §3.4): the customer is never at fault for a
       // complaint refund.
       r.set_fault(v1::FAULT_MERCHANT);
-      v1::Return ret;
-      status = stub->RequestReturn(&ctx, r, &ret);
-      reference = ret.return_id();
+      auto ret = rpc::Peer<v1::OrderTrackingService>(backends_).Call(
+          customer_id, "refund the return", &v1::OrderTrackingService::Stub::RequestReturn, r,
+          kGrantDeadline);
+      status = ret.status();
+      if (ret.ok()) reference = ret->return_id();
     }
-    outcome[c.compensation_id()] = status.ok()
-                                       ? std::make_pair(reference, std::string())
-                                       : std::make_pair(std::string(), status.error_message());
+    outcome[c.compensation_id()] =
+        status.ok() ? std::make_pair(reference, std::string())
+                    : std::make_pair(std::string(), std::string(status.message()));
   }
   if (outcome.empty()) return attempted;
   const absl::Time now = clock_->Now();

@@ -10,6 +10,7 @@
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
+#include "libs/rpc/peer.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
@@ -150,22 +151,7 @@ absl::Status LoyaltyService::CheckCustomer(const std::string& customer_id) {
   auto account = store_->Account(customer_id);
   if (!account.ok()) return account.status();
   if (account->has_value()) return absl::OkStatus();
-  auto profiles = backends_->Get("customer-profile");
-  if (!profiles.ok()) return profiles.status();
-  auto stub = v1::CustomerProfileService::NewStub((*profiles)->ForKey(customer_id));
-  grpc::ClientContext ctx;
-  rpc::SetTimeout(ctx, absl::Seconds(3));
-  v1::GetCustomerRequest req;
-  req.set_customer_id(customer_id);
-  v1::Customer c;
-  const grpc::Status s = stub->GetCustomer(&ctx, req, &c);
-  if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-    return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
-  }
-  if (!s.ok())
-    return absl::UnavailableError(
-        absl::StrCat("customer-profile could not confirm the customer: ", s.error_message()));
-  return absl::OkStatus();
+  return rpc::FetchCustomer(*backends_, customer_id).status();
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::GetMembership(Ctx* ctx,
@@ -438,25 +424,13 @@ grpc::ServerUnaryReactor* LoyaltyService::RateTrade(Ctx* ctx, const v1::RateTrad
   }
   return FinishOn(*writes_, ctx, [this, req, resp]() -> absl::Status {
     // Only a completed trade is rated: ask order-tracking.
-    auto orders = backends_->Get("order-tracking");
-    if (!orders.ok()) return orders.status();
-    auto stub = v1::OrderTrackingService::NewStub((*orders)->ForKey(req->customer_id()));
-    grpc::ClientContext octx;
-    rpc::SetTimeout(octx, absl::Seconds(3));
     v1::GetOrderRequest get;
     get.set_customer_id(req->customer_id());
     get.set_order_id(req->order_id());
-    v1::Order order;
-    const grpc::Status os = stub->GetOrder(&octx, get, &order);
-    if (os.error_code() == grpc::StatusCode::NOT_FOUND ||
-        os.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-      return absl::NotFoundError(
-          absl::StrCat("order_id: no order \"", req->order_id(), "\" for this customer"));
-    }
-    if (!os.ok())
-      return absl::UnavailableError(
-          absl::StrCat("order-tracking could not confirm the order: ", os.error_message()));
-    if (order.status() != v1::ORDER_STATUS_DELIVERED) {
+    auto order = rpc::Peer<v1::OrderTrackingService>(backends_).Call(
+        req->customer_id(), "confirm the order", &v1::OrderTrackingService::Stub::GetOrder, get);
+    if (!order.ok()) return order.status();
+    if (order->status() != v1::ORDER_STATUS_DELIVERED) {
       return absl::FailedPreconditionError(
           "order_id: only a completed (delivered) trade can be rated");
     }

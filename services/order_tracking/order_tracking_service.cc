@@ -9,6 +9,7 @@
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
+#include "libs/rpc/peer.h"
 #include "libs/rpc/status.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
@@ -210,7 +211,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx,
       [this, req, resp, now, total, currency,
        request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
         // The customer must exist, and the order keeps a copy of the address it ships to.
-        auto fetched = FetchCustomer(req->customer_id());
+        auto fetched = rpc::FetchCustomer(*backends_, req->customer_id());
         if (!fetched.ok()) return fetched.status();
         const v1::Customer& customer = *fetched;
         const std::string address_id = req->shipping_address_id().empty()
@@ -253,34 +254,13 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx,
       });
 }
 
-absl::StatusOr<v1::Customer> OrderTrackingService::FetchCustomer(const std::string& customer_id) {
-  auto profile_channels = backends_->Get("customer-profile");
-  if (!profile_channels.ok()) return profile_channels.status();
-  auto profiles = v1::CustomerProfileService::NewStub((*profile_channels)->ForKey(customer_id));
-  grpc::ClientContext pctx;
-  rpc::SetTimeout(pctx, absl::Seconds(3));
-  v1::GetCustomerRequest get;
-  get.set_customer_id(customer_id);
-  v1::Customer customer;
-  const grpc::Status ps = profiles->GetCustomer(&pctx, get, &customer);
-  if (ps.error_code() == grpc::StatusCode::NOT_FOUND) {
-    return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
-  }
-  if (!ps.ok()) {
-    return absl::UnavailableError(absl::StrCat("customer-profile could not confirm the customer (",
-                                               ps.error_message(),
-                                               "); retry with the same request"));
-  }
-  return customer;
-}
-
 grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx,
                                                              const v1::ImportOrdersRequest* req,
                                                              v1::ImportOrdersResponse* resp) {
   const absl::Time now = clock_->Now();
   if (auto s = ValidateImport(*req, now); !s.ok()) return Finish(ctx, s);
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto c = FetchCustomer(req->customer_id()); !c.ok()) return c.status();
+    if (auto c = rpc::FetchCustomer(*backends_, req->customer_id()); !c.ok()) return c.status();
     const uint32_t bucket = sharding::BucketOf(req->customer_id());
     absl::Status s = store_->ImportHistory(
         *req, now,
@@ -660,21 +640,13 @@ grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(
 }
 
 absl::StatusOr<int> OrderTrackingService::ReturnWindowExtension(const std::string& customer_id) {
-  auto loyalty = backends_->Get("loyalty");
-  if (!loyalty.ok()) return loyalty.status();
-  auto stub = v1::LoyaltyService::NewStub((*loyalty)->ForKey(customer_id));
-  grpc::ClientContext ctx;
-  rpc::SetTimeout(ctx, absl::Seconds(3));
   v1::GetMembershipRequest req;
   req.set_customer_id(customer_id);
-  v1::Membership m;
-  const grpc::Status s = stub->GetMembership(&ctx, req, &m);
-  if (!s.ok()) {
-    return absl::UnavailableError(absl::StrCat(
-        "loyalty could not tell whether a membership benefit extends the return window (",
-        s.error_message(), "); retry with the same request_id"));
-  }
-  return m.benefits().return_window_extension_days();
+  auto m = rpc::Peer<v1::LoyaltyService>(backends_).Call(
+      customer_id, "tell whether a membership benefit extends the return window",
+      &v1::LoyaltyService::Stub::GetMembership, req);
+  if (!m.ok()) return m.status();
+  return m->benefits().return_window_extension_days();
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,

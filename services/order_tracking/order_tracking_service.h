@@ -77,9 +77,6 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   // After a committed change: metrics for what it emitted, and the update for watchers.
   void Committed(const v1::Order& order, const OrderChange& change, absl::Time now);
   absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
-  // The customer as customer-profile has them: NOT_FOUND naming customer_id, UNAVAILABLE when it
-  // cannot tell.
-  absl::StatusOr<v1::Customer> FetchCustomer(const std::string& customer_id);
   // Days the customer's membership adds to return windows (asks loyalty).
   absl::StatusOr<int> ReturnWindowExtension(const std::string& customer_id);
 

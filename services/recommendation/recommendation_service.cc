@@ -11,6 +11,7 @@
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/client.h"
+#include "libs/rpc/peer.h"
 #include "libs/rpc/status.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/hash.h"
@@ -284,11 +285,6 @@ absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req
     resp->set_withheld_reason("nothing to recommend yet");
     return absl::OkStatus();
   }
-  auto profiles = backends_->Get("customer-profile");
-  if (!profiles.ok()) return profiles.status();
-  auto stub = v1::CustomerProfileService::NewStub((*profiles)->ForKey(req.customer_id()));
-  grpc::ClientContext ctx;
-  rpc::SetTimeout(ctx, absl::Seconds(3));
   v1::RequestContactRequest ask;
   ask.set_customer_id(req.customer_id());
   // One contact per (caller, request id): a stable digest of the scoped id fits the request id's
@@ -297,17 +293,11 @@ absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req
                                   absl::Hex(sharding::StableHash64(request_id), absl::kZeroPad16)));
   ask.set_channel(req.placement() == v1::PLACEMENT_EMAIL ? v1::CHANNEL_EMAIL : v1::CHANNEL_PUSH);
   ask.set_purpose(absl::StrCat("recommendation-", PlacementLabel(req.placement())));
-  v1::ContactDecision decision;
-  const grpc::Status s = stub->RequestContact(&ctx, ask, &decision);
-  if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-    return absl::NotFoundError(
-        absl::StrCat("customer_id: no customer \"", req.customer_id(), "\""));
-  }
-  if (!s.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("customer-profile could not check marketing consent (", s.error_message(),
-                     "); retry with the same request_id"));
-  }
+  auto answer = rpc::Peer<v1::CustomerProfileService>(backends_).Call(
+      req.customer_id(), "check marketing consent",
+      &v1::CustomerProfileService::Stub::RequestContact, ask);
+  if (!answer.ok()) return answer.status();
+  const v1::ContactDecision& decision = *answer;
   if (decision.allowed()) return absl::OkStatus();
   resp->clear_recommendations();
   resp->clear_buy_again();
