@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/store/key.h"
 
 namespace crm::events {
@@ -26,22 +27,23 @@ bool ParsePositionKey(absl::string_view key, Position* p) {
   return true;
 }
 
-absl::StatusOr<std::unique_ptr<Outbox>> Outbox::Open(store::Store* store, std::string producer, int shard,
-                                                      Clock* clock) {
+absl::StatusOr<std::unique_ptr<Outbox>> Outbox::Open(store::Store* store, std::string producer,
+                                                     int shard, Clock* clock) {
   auto* meta = store->cf(kMetaFamily);
   uint64_t epoch = 1;
-  absl::Status s = store->Transact(store::Durability::kSynced, [&](store::Transaction& txn) -> absl::Status {
-    auto stored = txn.GetForUpdate(meta, kEpochKey);
-    if (!stored.ok()) return stored.status();
-    epoch = 1;
-    if (stored->has_value()) {
-      store::KeyReader r(**stored);
-      auto prev = r.U64();
-      if (!prev) return absl::DataLossError("outbox epoch record is malformed");
-      epoch = *prev + 1;
-    }
-    return txn.Put(meta, kEpochKey, store::Key().U64(epoch).bytes());
-  });
+  absl::Status s =
+      store->Transact(store::Durability::kSynced, [&](store::Transaction& txn) -> absl::Status {
+        auto stored = txn.GetForUpdate(meta, kEpochKey);
+        if (!stored.ok()) return stored.status();
+        epoch = 1;
+        if (stored->has_value()) {
+          store::KeyReader r(**stored);
+          auto prev = r.U64();
+          if (!prev) return absl::DataLossError("outbox epoch record is malformed");
+          epoch = *prev + 1;
+        }
+        return txn.Put(meta, kEpochKey, store::Key().U64(epoch).bytes());
+      });
   if (!s.ok()) return s;
   return std::unique_ptr<Outbox>(new Outbox(store, std::move(producer), shard, clock, epoch));
 }
@@ -57,7 +59,8 @@ Outbox::Outbox(store::Store* store, std::string producer, int shard, Clock* cloc
 
 absl::Status Outbox::Append(store::Transaction& txn, v1::Event& event) {
   if (event.customer_id().empty()) return absl::InternalError("outbox: event without customer_id");
-  // Lock the customer's outbox row first: this customer's events then get positions in commit order.
+  // Lock the customer's outbox row first: this customer's events then get positions in commit
+  // order.
   auto locked = txn.GetForUpdate(meta_cf_, CustomerLockKey(event.customer_id()));
   if (!locked.ok()) return locked.status();
 
@@ -84,12 +87,13 @@ absl::Status Outbox::DropPendingEventsOf(store::Transaction& txn, absl::string_v
   std::vector<std::string> keys;
   absl::Status s = txn.Scan(events_cf_, "", "", [&](absl::string_view k, absl::string_view v) {
     v1::Event e;
-    if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && e.customer_id() == customer_id) keys.emplace_back(k);
+    if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && e.customer_id() == customer_id)
+      keys.emplace_back(k);
     return true;
   });
   if (!s.ok()) return s;
   for (const auto& k : keys) {
-    if (auto d = txn.Delete(events_cf_, k); !d.ok()) return d;
+    CRM_RETURN_IF_ERROR(txn.Delete(events_cf_, k));
   }
   return absl::OkStatus();
 }

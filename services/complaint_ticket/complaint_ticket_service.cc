@@ -9,6 +9,7 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
@@ -62,15 +63,14 @@ absl::Status ValidateCompensation(const std::string& f, const v1::Compensation& 
     case v1::COMPENSATION_KIND_COUPON:
       if (c.coupon_value().amount_minor() <= 0)
         return Invalid(f + ".coupon_value.amount_minor", "must be positive");
-      if (auto s = api::CurrencyCode(f + ".coupon_value.currency", c.coupon_value().currency());
-          !s.ok())
-        return s;
+      CRM_RETURN_IF_ERROR(
+          api::CurrencyCode(f + ".coupon_value.currency", c.coupon_value().currency()));
       break;
     case v1::COMPENSATION_KIND_APOLOGY_LETTER:
-      if (auto s = api::RequiredText(f + ".text", c.text(), 5000); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(api::RequiredText(f + ".text", c.text(), 5000));
       break;
     case v1::COMPENSATION_KIND_EXCHANGE:
-      if (auto s = api::RequiredText(f + ".text", c.text(), 1000); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(api::RequiredText(f + ".text", c.text(), 1000));
       if (ticket != nullptr && ticket->order_id().empty())
         return Invalid(f, "an exchange needs the ticket's order");
       break;
@@ -257,7 +257,7 @@ absl::Status ComplaintTicketService::BuildTicket(
   StartSla(t, now);
   *t.add_messages() = Message(
       t, automatic ? v1::MESSAGE_AUTHOR_SYSTEM : v1::MESSAGE_AUTHOR_CUSTOMER, "", text, false, now);
-  if (auto r = Route(s, preferred); !r.ok()) return r;
+  CRM_RETURN_IF_ERROR(Route(s, preferred));
   v1::Event e;
   auto* o = e.mutable_ticket_opened();
   o->set_ticket_id(t.ticket_id());
@@ -299,7 +299,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::OpenTicket(Ctx* ctx,
       *writes_, ctx,
       [this, req, resp, now,
        request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
-        if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
         CustomerValue value;
         std::string named_agent;
         CustomerStanding(req->customer_id(), &value, &named_agent);
@@ -430,7 +430,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx,
        request_id =
            rpc::ScopedRequestId(*caller, req->request_id(), "ReplyToTicket")]() -> absl::Status {
         if (agent) {
-          if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
         }
         v1::Ticket before;
         absl::Status s = store_->UpdateTicket(
@@ -480,7 +480,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(
       [this, req, resp, now, agent_id = *agent_id,
        request_id =
            rpc::ScopedRequestId(*caller, req->request_id(), "AddInternalNote")]() -> absl::Status {
-        if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
         return store_->UpdateTicket(
             req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
             [&](TicketSession& session) -> absl::Status {
@@ -517,7 +517,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(
       [this, req, resp, now, agent_id = *agent_id,
        request_id =
            rpc::ScopedRequestId(*caller, req->request_id(), "PromiseCallback")]() -> absl::Status {
-        if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
         return store_->UpdateTicket(
             req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
             [&](TicketSession& session) -> absl::Status {
@@ -615,7 +615,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx,
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id]() -> absl::Status {
-    if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
     v1::Ticket before;
     absl::Status s = store_->UpdateTicket(
         req->customer_id(), req->ticket_id(), "", 0, now,
@@ -659,8 +659,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx,
     if (!s.ok()) return s;
     Committed(before, *resp);
     // Points, coupons and refunds go out now; what fails is retried by the sweep.
-    if (auto done = ExecuteCompensations(req->customer_id(), req->ticket_id()); !done.ok())
-      return done.status();
+    CRM_RETURN_IF_ERROR(ExecuteCompensations(req->customer_id(), req->ticket_id()));
     auto after = store_->Get(req->customer_id(), req->ticket_id());
     if (!after.ok()) return after.status();
     *resp = *after;
@@ -775,7 +774,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(
   if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id]() -> absl::Status {
-    if (auto s = CheckAgent(agent_id); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
     v1::Ticket before;
     absl::Status s = store_->UpdateTicket(
         req->customer_id(), req->ticket_id(), "", 0, now,
@@ -913,7 +912,7 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
   bool more = true;
   while (more) {
     std::vector<ComplaintTicketStore::DueEntry> due;
-    if (auto s = store_->Due(now, cursor, 1000, &due, &more); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(store_->Due(now, cursor, 1000, &due, &more));
     for (const auto& d : due) {
       visit.emplace(d.customer_id, d.ticket_id);
       cursor = d.key;
@@ -958,7 +957,7 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
                 senior_enough = true;
             }
             if (!senior_enough && CountsOpen(t)) {
-              if (auto r = Route(session, ""); !r.ok()) return r;
+              CRM_RETURN_IF_ERROR(Route(session, ""));
             }
           }
           return absl::OkStatus();
@@ -983,7 +982,7 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
         [&](TicketSession& session) -> absl::Status {
           auto last = session.LastAgent();
           if (!last.ok()) return last.status();
-          if (auto r = Route(session, *last); !r.ok()) return r;
+          CRM_RETURN_IF_ERROR(Route(session, *last));
           if (session.ticket().assigned_agent_id().empty()) session.MarkUnchanged();
           return absl::OkStatus();
         },

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/events/consumer.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
@@ -23,7 +24,9 @@ constexpr char kAgents[] = "agents";
 constexpr char kLastAgent[] = "last_agent";
 constexpr char kRequests[] = "requests";
 
-std::string TicketKey(absl::string_view cid, absl::string_view tid) { return Key().Str(cid).Str(tid).Build(); }
+std::string TicketKey(absl::string_view cid, absl::string_view tid) {
+  return Key().Str(cid).Str(tid).Build();
+}
 
 // An open ticket counts against its agent's capacity.
 bool CountsAgainstAgent(const v1::Ticket& t) {
@@ -48,15 +51,21 @@ std::vector<std::pair<std::string, std::string>> DeadlineRows(const v1::Ticket& 
 }
 
 std::optional<std::string> UnassignedKey(const v1::Ticket& t) {
-  if (t.ticket_id().empty() || !CountsAgainstAgent(t) || !t.assigned_agent_id().empty()) return std::nullopt;
-  return Key().Time(api::FromTimestamp(t.create_time())).Str(t.customer_id()).Str(t.ticket_id()).Build();
+  if (t.ticket_id().empty() || !CountsAgainstAgent(t) || !t.assigned_agent_id().empty())
+    return std::nullopt;
+  return Key()
+      .Time(api::FromTimestamp(t.create_time()))
+      .Str(t.customer_id())
+      .Str(t.ticket_id())
+      .Build();
 }
 
 }  // namespace
 
 std::vector<std::string> ComplaintTicketStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {kTickets, kDeadlines, kUnassigned, kAwaiting, kAgents, kLastAgent, kRequests,
-                                  events::EventConsumer::kConsumedFamily};
+  std::vector<std::string> cfs = {
+      kTickets, kDeadlines, kUnassigned, kAwaiting,
+      kAgents,  kLastAgent, kRequests,   events::EventConsumer::kConsumedFamily};
   for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
   return cfs;
 }
@@ -88,14 +97,16 @@ absl::StatusOr<std::string> TicketSession::LastAgent() {
   return v->value_or("");
 }
 
-absl::Status ComplaintTicketStore::AdjustLoad(Transaction& txn, const std::string& agent_id, int delta) {
+absl::Status ComplaintTicketStore::AdjustLoad(Transaction& txn, const std::string& agent_id,
+                                              int delta) {
   if (agent_id.empty()) return absl::OkStatus();
   v1::Agent a;
   auto found = txn.GetProto(agents_, agent_id, &a, /*for_update=*/true);
   if (!found.ok()) return found.status();
   if (!*found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
   if (delta > 0 && a.open_tickets() + delta > a.capacity()) {
-    return absl::FailedPreconditionError(absl::StrCat("agent_id: agent \"", agent_id, "\" is at capacity"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("agent_id: agent \"", agent_id, "\" is at capacity"));
   }
   a.set_open_tickets(std::max(0, a.open_tickets() + delta));
   return txn.PutProto(agents_, agent_id, a);
@@ -106,44 +117,45 @@ absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
   v1::Ticket& t = s.ticket_;
   api::SetTimestamp(now, t.mutable_update_time());
   // Agents' open-ticket counts follow the assignment and the status.
-  const std::string counted_before = CountsAgainstAgent(s.before_) ? s.before_.assigned_agent_id() : "";
+  const std::string counted_before =
+      CountsAgainstAgent(s.before_) ? s.before_.assigned_agent_id() : "";
   const std::string counted_after = CountsAgainstAgent(t) ? t.assigned_agent_id() : "";
   if (counted_before != counted_after) {
     if (auto a = AdjustLoad(txn, counted_before, -1); !a.ok() && !absl::IsNotFound(a)) return a;
-    if (auto a = AdjustLoad(txn, counted_after, +1); !a.ok()) return a;
+    CRM_RETURN_IF_ERROR(AdjustLoad(txn, counted_after, +1));
   }
   for (const auto& [k, v] : DeadlineRows(s.before_)) {
-    if (auto d = txn.Delete(deadlines_, k); !d.ok()) return d;
+    CRM_RETURN_IF_ERROR(txn.Delete(deadlines_, k));
   }
   for (const auto& [k, v] : DeadlineRows(t)) {
-    if (auto p = txn.Put(deadlines_, k, v); !p.ok()) return p;
+    CRM_RETURN_IF_ERROR(txn.Put(deadlines_, k, v));
   }
   if (auto k = UnassignedKey(s.before_)) {
-    if (auto d = txn.Delete(unassigned_, *k); !d.ok()) return d;
+    CRM_RETURN_IF_ERROR(txn.Delete(unassigned_, *k));
   }
   if (auto k = UnassignedKey(t)) {
-    if (auto p = txn.Put(unassigned_, *k, ""); !p.ok()) return p;
+    CRM_RETURN_IF_ERROR(txn.Put(unassigned_, *k, ""));
   }
   const std::string ticket_key = TicketKey(t.customer_id(), t.ticket_id());
   if (t.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION) {
-    if (auto p = txn.Put(awaiting_, ticket_key, ""); !p.ok()) return p;
+    CRM_RETURN_IF_ERROR(txn.Put(awaiting_, ticket_key, ""));
   } else if (s.before_.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION) {
-    if (auto d = txn.Delete(awaiting_, ticket_key); !d.ok()) return d;
+    CRM_RETURN_IF_ERROR(txn.Delete(awaiting_, ticket_key));
   }
   if (!s.remember_agent_.empty()) {
-    if (auto p = txn.Put(last_agent_, t.customer_id(), s.remember_agent_); !p.ok()) return p;
+    CRM_RETURN_IF_ERROR(txn.Put(last_agent_, t.customer_id(), s.remember_agent_));
   }
   for (v1::Event& e : s.events_) {
     e.set_customer_id(t.customer_id());
     if (!e.has_occur_time()) api::SetTimestamp(now, e.mutable_occur_time());
-    if (auto a = outbox_->Append(txn, e); !a.ok()) return a;
+    CRM_RETURN_IF_ERROR(outbox_->Append(txn, e));
   }
   return txn.PutProto(tickets_, TicketKey(t.customer_id(), t.ticket_id()), t);
 }
 
-absl::StatusOr<bool> ComplaintTicketStore::OpenTicketIn(Transaction& txn, absl::string_view customer_id,
-                                                        absl::string_view request_key, absl::Time now,
-                                                        absl::FunctionRef<absl::Status(TicketSession&)> build) {
+absl::StatusOr<bool> ComplaintTicketStore::OpenTicketIn(
+    Transaction& txn, absl::string_view customer_id, absl::string_view request_key, absl::Time now,
+    absl::FunctionRef<absl::Status(TicketSession&)> build) {
   const std::string key = Key().Str(customer_id).Str("auto").Str(request_key).Build();
   auto seen = txn.GetForUpdate(requests_, key);
   if (!seen.ok()) return seen.status();
@@ -151,101 +163,114 @@ absl::StatusOr<bool> ComplaintTicketStore::OpenTicketIn(Transaction& txn, absl::
   TicketSession s(this, txn);
   s.is_new_ = true;
   s.ticket_.set_customer_id(std::string(customer_id));
-  if (auto b = build(s); !b.ok()) return b;
-  if (auto sv = Save(s, now); !sv.ok()) return sv;
-  if (auto p = txn.Put(requests_, key, s.ticket_.ticket_id()); !p.ok()) return p;
+  CRM_RETURN_IF_ERROR(build(s));
+  CRM_RETURN_IF_ERROR(Save(s, now));
+  CRM_RETURN_IF_ERROR(txn.Put(requests_, key, s.ticket_.ticket_id()));
   return true;
 }
 
-absl::Status ComplaintTicketStore::OpenTicket(absl::string_view customer_id, absl::string_view request_id,
-                                              uint64_t fingerprint, absl::Time now,
-                                              absl::FunctionRef<absl::Status(TicketSession&)> build, v1::Ticket* out) {
+absl::Status ComplaintTicketStore::OpenTicket(absl::string_view customer_id,
+                                              absl::string_view request_id, uint64_t fingerprint,
+                                              absl::Time now,
+                                              absl::FunctionRef<absl::Status(TicketSession&)> build,
+                                              v1::Ticket* out) {
   return store::TransactOnce(*store_, Durability::kSynced, requests_,
-                             Key().Str(customer_id).Str("OpenTicket").Str(request_id).bytes(), fingerprint, now, out,
-                             [&](Transaction& txn) -> absl::Status {
+                             Key().Str(customer_id).Str("OpenTicket").Str(request_id).bytes(),
+                             fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
                                TicketSession s(this, txn);
                                s.is_new_ = true;
                                s.ticket_.set_customer_id(std::string(customer_id));
-                               if (auto b = build(s); !b.ok()) return b;
-                               if (auto sv = Save(s, now); !sv.ok()) return sv;
+                               CRM_RETURN_IF_ERROR(build(s));
+                               CRM_RETURN_IF_ERROR(Save(s, now));
                                *out = s.ticket_;
                                return absl::OkStatus();
                              });
 }
 
-absl::Status ComplaintTicketStore::UpdateTicketIn(Transaction& txn, absl::string_view customer_id,
-                                                  absl::string_view ticket_id, absl::Time now,
-                                                  absl::FunctionRef<absl::Status(TicketSession&)> change) {
+absl::Status ComplaintTicketStore::UpdateTicketIn(
+    Transaction& txn, absl::string_view customer_id, absl::string_view ticket_id, absl::Time now,
+    absl::FunctionRef<absl::Status(TicketSession&)> change) {
   TicketSession s(this, txn);
-  auto found = txn.GetProto(tickets_, TicketKey(customer_id, ticket_id), &s.ticket_, /*for_update=*/true);
+  auto found =
+      txn.GetProto(tickets_, TicketKey(customer_id, ticket_id), &s.ticket_, /*for_update=*/true);
   if (!found.ok()) return found.status();
-  if (!*found) return absl::NotFoundError(absl::StrCat("ticket_id: no ticket \"", ticket_id, "\" for this customer"));
+  if (!*found)
+    return absl::NotFoundError(
+        absl::StrCat("ticket_id: no ticket \"", ticket_id, "\" for this customer"));
   s.before_ = s.ticket_;
-  if (auto c = change(s); !c.ok()) return c;
+  CRM_RETURN_IF_ERROR(change(s));
   if (s.unchanged_) return absl::OkStatus();
   return Save(s, now);
 }
 
-absl::Status ComplaintTicketStore::UpdateTicket(absl::string_view customer_id, absl::string_view ticket_id,
-                                                absl::string_view request_id, uint64_t fingerprint, absl::Time now,
-                                                absl::FunctionRef<absl::Status(TicketSession&)> change,
-                                                v1::Ticket* out) {
+absl::Status ComplaintTicketStore::UpdateTicket(
+    absl::string_view customer_id, absl::string_view ticket_id, absl::string_view request_id,
+    uint64_t fingerprint, absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> change,
+    v1::Ticket* out) {
   auto body = [&](Transaction& txn) -> absl::Status {
     return UpdateTicketIn(txn, customer_id, ticket_id, now, [&](TicketSession& s) -> absl::Status {
-      if (auto c = change(s); !c.ok()) return c;
+      CRM_RETURN_IF_ERROR(change(s));
       *out = s.ticket();
       return absl::OkStatus();
     });
   };
   if (request_id.empty()) return store_->Transact(Durability::kSynced, body);
   return store::TransactOnce(*store_, Durability::kSynced, requests_,
-                             Key().Str(customer_id).Str("ticket").Str(request_id).bytes(), fingerprint, now, out, body);
+                             Key().Str(customer_id).Str("ticket").Str(request_id).bytes(),
+                             fingerprint, now, out, body);
 }
 
-absl::StatusOr<v1::Ticket> ComplaintTicketStore::Get(absl::string_view customer_id, absl::string_view ticket_id) const {
+absl::StatusOr<v1::Ticket> ComplaintTicketStore::Get(absl::string_view customer_id,
+                                                     absl::string_view ticket_id) const {
   v1::Ticket t;
   auto found = store_->GetProto(tickets_, TicketKey(customer_id, ticket_id), &t);
   if (!found.ok()) return found.status();
-  if (!*found) return absl::NotFoundError(absl::StrCat("ticket_id: no ticket \"", ticket_id, "\" for this customer"));
+  if (!*found)
+    return absl::NotFoundError(
+        absl::StrCat("ticket_id: no ticket \"", ticket_id, "\" for this customer"));
   return t;
 }
 
-absl::Status ComplaintTicketStore::List(absl::string_view customer_id, absl::string_view after, int limit,
-                                        std::vector<v1::Ticket>* out, std::string* last_key, bool* more) const {
+absl::Status ComplaintTicketStore::List(absl::string_view customer_id, absl::string_view after,
+                                        int limit, std::vector<v1::Ticket>* out,
+                                        std::string* last_key, bool* more) const {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
   auto begin = store::ResumeAfter(prefix, after);
   if (!begin.ok()) return begin.status();
   absl::Status parse;
-  absl::Status s = store_->Scan(tickets_, *begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
-    if (static_cast<int>(out->size()) == limit) {
-      *more = true;
-      return false;
-    }
-    v1::Ticket t;
-    if (!t.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      parse = absl::DataLossError("stored ticket does not parse");
-      return false;
-    }
-    out->push_back(std::move(t));
-    *last_key = std::string(k);
-    return true;
-  });
+  absl::Status s = store_->Scan(tickets_, *begin, store::PrefixUpperBound(prefix),
+                                [&](absl::string_view k, absl::string_view v) {
+                                  if (static_cast<int>(out->size()) == limit) {
+                                    *more = true;
+                                    return false;
+                                  }
+                                  v1::Ticket t;
+                                  if (!t.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                                    parse = absl::DataLossError("stored ticket does not parse");
+                                    return false;
+                                  }
+                                  out->push_back(std::move(t));
+                                  *last_key = std::string(k);
+                                  return true;
+                                });
   return s.ok() ? parse : s;
 }
 
-absl::StatusOr<std::vector<v1::Ticket>> ComplaintTicketStore::ListAll(absl::string_view customer_id) const {
+absl::StatusOr<std::vector<v1::Ticket>> ComplaintTicketStore::ListAll(
+    absl::string_view customer_id) const {
   std::vector<v1::Ticket> out;
   std::string last;
   bool more = false;
-  if (auto s = List(customer_id, "", 100000, &out, &last, &more); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(List(customer_id, "", 100000, &out, &last, &more));
   return out;
 }
 
-absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after, int limit, std::vector<DueEntry>* out,
-                                       bool* more) const {
+absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after, int limit,
+                                       std::vector<DueEntry>* out, bool* more) const {
   *more = false;
-  const std::string begin = after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
+  const std::string begin =
+      after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
   return store_->Scan(deadlines_, begin, Key().Time(until + absl::Microseconds(1)).bytes(),
                       [&](absl::string_view k, absl::string_view v) {
                         if (static_cast<int>(out->size()) == limit) {
@@ -259,13 +284,15 @@ absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after
                         auto kind = r.U64();
                         auto due = store::KeyReader(v).Time();
                         if (risk_from && cid && tid && kind && due) {
-                          out->push_back({*risk_from, *due, *cid, *tid, static_cast<v1::SlaKind>(*kind), std::string(k)});
+                          out->push_back({*risk_from, *due, *cid, *tid,
+                                          static_cast<v1::SlaKind>(*kind), std::string(k)});
                         }
                         return true;
                       });
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ComplaintTicketStore::Unassigned() const {
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ComplaintTicketStore::Unassigned()
+    const {
   std::vector<std::pair<std::string, std::string>> out;
   absl::Status s = store_->Scan(unassigned_, "", "", [&](absl::string_view k, absl::string_view) {
     store::KeyReader r(k);
@@ -279,7 +306,8 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ComplaintTicket
   return out;
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ComplaintTicketStore::AwaitingCompensation() const {
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+ComplaintTicketStore::AwaitingCompensation() const {
   std::vector<std::pair<std::string, std::string>> out;
   absl::Status s = store_->Scan(awaiting_, "", "", [&](absl::string_view k, absl::string_view) {
     store::KeyReader r(k);
@@ -296,7 +324,8 @@ absl::StatusOr<std::map<v1::Priority, int64_t>> ComplaintTicketStore::OpenByPrio
   std::map<v1::Priority, int64_t> out;
   absl::Status s = store_->Scan(tickets_, "", "", [&](absl::string_view, absl::string_view v) {
     v1::Ticket t;
-    if (t.ParseFromArray(v.data(), static_cast<int>(v.size())) && CountsAgainstAgent(t)) ++out[t.priority()];
+    if (t.ParseFromArray(v.data(), static_cast<int>(v.size())) && CountsAgainstAgent(t))
+      ++out[t.priority()];
     return true;
   });
   if (!s.ok()) return s;
@@ -325,7 +354,8 @@ absl::Status ComplaintTicketStore::PutAgent(const v1::Agent& agent, v1::Agent* o
   });
 }
 
-absl::Status ComplaintTicketStore::SetAgentAvailability(absl::string_view agent_id, bool available, v1::Agent* out) {
+absl::Status ComplaintTicketStore::SetAgentAvailability(absl::string_view agent_id, bool available,
+                                                        v1::Agent* out) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     auto found = txn.GetProto(agents_, agent_id, out, /*for_update=*/true);
     if (!found.ok()) return found.status();
@@ -338,11 +368,13 @@ absl::Status ComplaintTicketStore::SetAgentAvailability(absl::string_view agent_
 absl::Status ComplaintTicketStore::Anonymise(Transaction& txn, absl::string_view customer_id) {
   const std::string prefix = Key().Str(customer_id).Build();
   std::vector<std::pair<std::string, v1::Ticket>> tickets;
-  absl::Status s = txn.Scan(tickets_, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
-    v1::Ticket t;
-    if (t.ParseFromArray(v.data(), static_cast<int>(v.size()))) tickets.emplace_back(std::string(k), std::move(t));
-    return true;
-  });
+  absl::Status s = txn.Scan(tickets_, prefix, store::PrefixUpperBound(prefix),
+                            [&](absl::string_view k, absl::string_view v) {
+                              v1::Ticket t;
+                              if (t.ParseFromArray(v.data(), static_cast<int>(v.size())))
+                                tickets.emplace_back(std::string(k), std::move(t));
+                              return true;
+                            });
   if (!s.ok()) return s;
   for (auto& [k, t] : tickets) {
     t.clear_subject();
@@ -351,9 +383,9 @@ absl::Status ComplaintTicketStore::Anonymise(Transaction& txn, absl::string_view
     for (auto& c : *t.mutable_callbacks()) c.clear_note();
     if (t.has_satisfaction()) t.mutable_satisfaction()->clear_comment();
     for (auto& sig : *t.mutable_severity()->mutable_signals()) sig.clear_evidence();
-    if (auto p = txn.PutProto(tickets_, k, t); !p.ok()) return p;
+    CRM_RETURN_IF_ERROR(txn.PutProto(tickets_, k, t));
   }
-  if (auto d = txn.Delete(last_agent_, customer_id); !d.ok()) return d;
+  CRM_RETURN_IF_ERROR(txn.Delete(last_agent_, customer_id));
   return txn.DeletePrefix(requests_, prefix);
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "libs/api/text_format.h"
+#include "libs/base/status_macros.h"
 
 namespace crm::complaint_ticket {
 
@@ -390,7 +391,7 @@ std::string Normalize(absl::string_view text) {
 
 absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
   internal::SeverityLexicon lex;
-  if (auto s = api::ParseTextProto("lexicon", text, &lex); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::ParseTextProto("lexicon", text, &lex));
   auto bad_term = [&](const internal::LexiconTerm& t, absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, t.text()), what,
                                                    " \"", t.text(),

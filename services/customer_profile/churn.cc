@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "libs/api/text_format.h"
+#include "libs/base/status_macros.h"
 #include "libs/text/file.h"
 
 namespace crm::customer_profile {
@@ -139,7 +140,7 @@ ChurnFeatures ChurnFeaturesOf(const ChurnFacts& facts, absl::Time now) {
 
 absl::StatusOr<internal::ChurnModel> ParseChurnModel(absl::string_view text) {
   internal::ChurnModel model;
-  if (auto s = api::ParseTextProto("churn model", text, &model); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::ParseTextProto("churn model", text, &model));
   std::set<std::string> seen;
   for (const auto& t : model.terms()) {
     const std::string where = api::LineOf(text, absl::StrCat("\"", t.feature(), "\""));

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/behavior/interest.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
@@ -38,11 +39,11 @@ absl::Status ValidateCustomerFields(const v1::Customer& c,
                                     absl::Time now) {
   for (const std::string& p : paths) {
     if (p == "name") {
-      if (auto s = api::OptionalText("customer.name", c.name(), kMaxNameChars); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(api::OptionalText("customer.name", c.name(), kMaxNameChars));
     } else if (p == "phone") {
-      if (auto s = ValidatePhone("customer.phone", c.phone()); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(ValidatePhone("customer.phone", c.phone()));
     } else if (p == "birthday") {
-      if (auto s = ValidateBirthday("customer.birthday", c.birthday(), now); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(ValidateBirthday("customer.birthday", c.birthday(), now));
     }
   }
   return absl::OkStatus();
@@ -70,10 +71,9 @@ absl::Status ValidatePreferences(const v1::Preferences& p,
       if (p.settings_size() > 50)
         return Invalid("preferences.settings", "holds at most 50 settings");
       for (const auto& [k, v] : p.settings()) {
-        if (auto s = api::RequiredId("preferences.settings key", k); !s.ok()) return s;
-        if (auto s = api::OptionalText(absl::StrCat("preferences.settings[", k, "]"), v, 500);
-            !s.ok())
-          return s;
+        CRM_RETURN_IF_ERROR(api::RequiredId("preferences.settings key", k));
+        CRM_RETURN_IF_ERROR(
+            api::OptionalText(absl::StrCat("preferences.settings[", k, "]"), v, 500));
       }
     } else if (path == "contact_cap") {
       const auto& cap = p.contact_cap();
@@ -121,7 +121,7 @@ absl::Status ValidateBehaviorEvent(const std::string& f, v1::BehaviorEvent& e, a
     return s;
   }
   if (type == v1::BEHAVIOR_EVENT_TYPE_SEARCH) {
-    if (auto s = api::RequiredText(f + ".query", e.query(), 200); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(api::RequiredText(f + ".query", e.query(), 200));
   } else if (!e.query().empty()) {
     return Invalid(f + ".query", "applies to searches only");
   }
@@ -395,7 +395,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultAddress(
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
     return store_->UpdateCustomer(
         req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
-          if (auto s = customer_profile::SetDefaultAddress(c, req->address_id()); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(customer_profile::SetDefaultAddress(c, req->address_id()));
           *resp = c;
           api::SetTimestamp(now, resp->mutable_update_time());
           return absl::OkStatus();
@@ -448,9 +448,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultPaymentMethod(
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
     return store_->UpdateCustomer(
         req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
-          if (auto s = customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id());
-              !s.ok())
-            return s;
+          CRM_RETURN_IF_ERROR(
+              customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id()));
           *resp = c;
           api::SetTimestamp(now, resp->mutable_update_time());
           return absl::OkStatus();

@@ -3,6 +3,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/behavior/interest.h"
 #include "libs/events/consumer.h"
 #include "libs/sharding/hash.h"
@@ -127,14 +128,14 @@ absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Cust
         }
         out->set_external_id(customer.external_id());
         *outcome = ImportOutcome::kLinked;
-        if (auto s = txn.PutProto(customers_, out->customer_id(), *out); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(txn.PutProto(customers_, out->customer_id(), *out));
         return txn.Put(external_ids_, customer.external_id(), out->customer_id());
       }
-      if (auto s = txn.Put(emails_, customer.email(), customer.customer_id()); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(txn.Put(emails_, customer.email(), customer.customer_id()));
     }
     *out = customer;
     *outcome = ImportOutcome::kCreated;
-    if (auto s = txn.PutProto(customers_, customer.customer_id(), customer); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(customers_, customer.customer_id(), customer));
     return txn.Put(external_ids_, customer.external_id(), customer.customer_id());
   });
 }
@@ -240,7 +241,7 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
           const absl::Time t = api::FromTimestamp(e.occur_time());
           const std::string key =
               Key().Str(customer_id).TimeNewestFirst(t).U64(request_hash + i).Build();
-          if (auto s = txn.PutProto(behavior_, key, e); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(txn.PutProto(behavior_, key, e));
           if (e.category().empty()) continue;
           auto it = touched.find(e.category());
           if (it == touched.end()) {
@@ -254,8 +255,7 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
           behavior::Accumulate(it->second, behavior::ActionOf(e.type()), e.dwell_seconds(), t);
         }
         for (const auto& [category, a] : touched) {
-          if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok())
-            return s;
+          CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a));
         }
         // Recommendation learns from browsing too.
         v1::Event event;
@@ -269,7 +269,7 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
           signal->set_dwell_seconds(e.dwell_seconds());
           *signal->mutable_occur_time() = e.occur_time();
         }
-        if (auto s = outbox_->Append(txn, event); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(outbox_->Append(txn, event));
         out->set_recorded_count(static_cast<int32_t>(events.size()));
         return absl::OkStatus();
       });
@@ -389,9 +389,9 @@ absl::Status CustomerProfileStore::Export(absl::string_view customer_id,
           return true;
         });
   };
-  if (auto s = collect(behavior_, out->mutable_behavior_events()); !s.ok()) return s;
-  if (auto s = collect(affinity_, out->mutable_category_affinities()); !s.ok()) return s;
-  if (auto s = collect(contacts_, out->mutable_contacts()); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(collect(behavior_, out->mutable_behavior_events()));
+  CRM_RETURN_IF_ERROR(collect(affinity_, out->mutable_category_affinities()));
+  CRM_RETURN_IF_ERROR(collect(contacts_, out->mutable_contacts()));
   return parse_error;
 }
 
@@ -496,31 +496,29 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id,
         auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
         if (!found.ok()) return found.status();
         if (!*found) return NotFound(customer_id);
-        if (auto s = txn.Delete(customers_, customer_id); !s.ok()) return s;
-        if (auto s = txn.Delete(emails_, c.email()); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(txn.Delete(customers_, customer_id));
+        CRM_RETURN_IF_ERROR(txn.Delete(emails_, c.email()));
         if (!c.external_id().empty()) {
-          if (auto s = txn.Delete(external_ids_, c.external_id()); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(txn.Delete(external_ids_, c.external_id()));
         }
         const std::string prefix = CustomerPrefix(customer_id);
-        if (auto s = txn.Delete(histories_, customer_id); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(txn.Delete(histories_, customer_id));
         for (auto* cf : {behavior_, affinity_, contacts_, requests_, retention_}) {
-          if (auto s = txn.DeletePrefix(cf, prefix); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf, prefix));
         }
-        if (auto s = txn.DeletePrefix(requests_, RegisterRequestPrefix(c.email())); !s.ok())
-          return s;
-        if (auto s = outbox_->DropPendingEventsOf(txn, customer_id); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(txn.DeletePrefix(requests_, RegisterRequestPrefix(c.email())));
+        CRM_RETURN_IF_ERROR(outbox_->DropPendingEventsOf(txn, customer_id));
         google::protobuf::Timestamp erase_time;
         api::SetTimestamp(now, &erase_time);
-        if (auto s = txn.PutProto(erased_, customer_id, erase_time); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(txn.PutProto(erased_, customer_id, erase_time));
         if (!c.external_id().empty()) {
-          if (auto s = txn.PutProto(erased_external_ids_, c.external_id(), erase_time); !s.ok())
-            return s;
+          CRM_RETURN_IF_ERROR(txn.PutProto(erased_external_ids_, c.external_id(), erase_time));
         }
         v1::Event event;
         event.set_customer_id(std::string(customer_id));
         *event.mutable_occur_time() = erase_time;
         *event.mutable_customer_erased()->mutable_erase_time() = erase_time;
-        if (auto s = outbox_->Append(txn, event); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(outbox_->Append(txn, event));
         out->set_customer_id(std::string(customer_id));
         *out->mutable_erase_time() = erase_time;
         return absl::OkStatus();

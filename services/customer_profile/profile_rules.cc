@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/text/sensitive.h"
 
 namespace crm::customer_profile {
@@ -101,20 +102,20 @@ absl::Status ValidateBirthday(absl::string_view field, const v1::Date& date, abs
 
 absl::Status ValidateAddress(absl::string_view field, const v1::Address& a) {
   const std::string f(field);
-  if (auto s = api::RequiredText(f + ".recipient_name", a.recipient_name(), 100); !s.ok()) return s;
-  if (auto s = ValidatePhone(f + ".phone", a.phone()); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::RequiredText(f + ".recipient_name", a.recipient_name(), 100));
+  CRM_RETURN_IF_ERROR(ValidatePhone(f + ".phone", a.phone()));
   if (!a.country_code().empty() &&
       (a.country_code().size() != 2 ||
        !absl::ascii_isupper(static_cast<unsigned char>(a.country_code()[0])) ||
        !absl::ascii_isupper(static_cast<unsigned char>(a.country_code()[1])))) {
     return Invalid(f + ".country_code", "must be an ISO 3166-1 alpha-2 code such as CN");
   }
-  if (auto s = api::OptionalText(f + ".province", a.province(), 100); !s.ok()) return s;
-  if (auto s = api::RequiredText(f + ".city", a.city(), 100); !s.ok()) return s;
-  if (auto s = api::OptionalText(f + ".district", a.district(), 100); !s.ok()) return s;
-  if (auto s = api::RequiredText(f + ".street", a.street(), 300); !s.ok()) return s;
-  if (auto s = api::OptionalText(f + ".postal_code", a.postal_code(), 20); !s.ok()) return s;
-  if (auto s = api::OptionalText(f + ".label", a.label(), 40); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::OptionalText(f + ".province", a.province(), 100));
+  CRM_RETURN_IF_ERROR(api::RequiredText(f + ".city", a.city(), 100));
+  CRM_RETURN_IF_ERROR(api::OptionalText(f + ".district", a.district(), 100));
+  CRM_RETURN_IF_ERROR(api::RequiredText(f + ".street", a.street(), 300));
+  CRM_RETURN_IF_ERROR(api::OptionalText(f + ".postal_code", a.postal_code(), 20));
+  CRM_RETURN_IF_ERROR(api::OptionalText(f + ".label", a.label(), 40));
   return absl::OkStatus();
 }
 
@@ -135,8 +136,8 @@ absl::Status ValidatePaymentMethod(absl::string_view field, const v1::PaymentMet
                      "digits, never the card number");
     }
   }
-  if (auto s = api::OptionalText(f + ".token", m.token(), 512); !s.ok()) return s;
-  if (auto s = api::OptionalText(f + ".brand", m.brand(), 40); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::OptionalText(f + ".token", m.token(), 512));
+  CRM_RETURN_IF_ERROR(api::OptionalText(f + ".brand", m.brand(), 40));
   if (m.type() == v1::PAYMENT_METHOD_TYPE_CARD) {
     if (absl::StripAsciiWhitespace(m.token()).empty()) {
       return Invalid(f + ".token",
@@ -192,7 +193,7 @@ absl::StatusOr<v1::Address> UpdateAddress(
     else if (p == "label")
       merged.set_label(update.label());
   }
-  if (auto s = ValidateAddress("address", merged); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(ValidateAddress("address", merged));
   *customer.mutable_addresses(i) = merged;
   return merged;
 }

@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "google/protobuf/text_format.h"
 #include "libs/api/text_format.h"
+#include "libs/base/status_macros.h"
 #include "libs/text/file.h"
 
 namespace crm::loyalty {
@@ -153,7 +154,7 @@ absl::Status ValidateRules(const v1::LoyaltyRules& r) {
 absl::StatusOr<v1::LoyaltyRules> ParseRules(absl::string_view text) {
   v1::LoyaltyRules rules;
   google::protobuf::TextFormat::ParseInfoTree locations;
-  if (auto s = api::ParseTextProto("rules file", text, &rules, &locations); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::ParseTextProto("rules file", text, &rules, &locations));
   // A section the file leaves out keeps its built-in value; an unset multiplier means "no change".
   const v1::LoyaltyRules defaults = DefaultRules();
   if (rules.tiers().empty()) *rules.mutable_tiers() = defaults.tiers();

@@ -7,6 +7,7 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
@@ -168,7 +169,7 @@ grpc::ServerUnaryReactor* LoyaltyService::GetMembership(Ctx* ctx,
   }
   // No activity yet: confirm the customer exists (a blocking call, so off gRPC's thread).
   return FinishOn(*writes_, ctx, [this, req, resp, rules, now]() -> absl::Status {
-    if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
     internal::LoyaltyAccount empty;
     empty.set_customer_id(req->customer_id());
     *resp = MembershipOf(empty, {}, *rules, now);
@@ -198,7 +199,7 @@ grpc::ServerUnaryReactor* LoyaltyService::ExplainMembership(Ctx* ctx,
           a = (*account)->first;
           lots = (*account)->second;
         } else {
-          if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
           a.set_customer_id(req->customer_id());
         }
         *resp->mutable_membership() = MembershipOf(a, lots, *rules, now);
@@ -207,9 +208,8 @@ grpc::ServerUnaryReactor* LoyaltyService::ExplainMembership(Ctx* ctx,
         bool more = true;
         while (more && resp->growth_entries_size() < size) {
           std::vector<v1::GrowthEntry> page;
-          if (auto s = store_->ListGrowth(req->customer_id(), cursor, size, &page, &last, &more);
-              !s.ok())
-            return s;
+          CRM_RETURN_IF_ERROR(
+              store_->ListGrowth(req->customer_id(), cursor, size, &page, &last, &more));
           for (auto& g : page) {
             if (api::FromTimestamp(g.leaves_window_time()) > now)
               *resp->add_growth_entries() = std::move(g);
@@ -299,7 +299,7 @@ grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantP
     return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
     AccountSession::Effects effects;
     absl::Status s =
         store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
@@ -349,7 +349,7 @@ grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::Redee
         auto account = store_->Account(req->customer_id());
         if (!account.ok()) return account.status();
         if (!account->has_value()) {
-          if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
           return absl::FailedPreconditionError(
               absl::StrCat("points: the balance is 0, not enough to redeem ", req->points()));
         }
@@ -382,7 +382,7 @@ grpc::ServerUnaryReactor* LoyaltyService::RecordReferral(Ctx* ctx,
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
     if (auto s = CheckCustomer(req->referred_customer_id()); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("referred_customer_id: ", s.message()));
     }
@@ -440,7 +440,7 @@ grpc::ServerUnaryReactor* LoyaltyService::RateTrade(Ctx* ctx, const v1::RateTrad
       if (!rated.ok()) return rated.status();
       auto& a = session.account();
       if (!*rated) {
-        if (auto p = session.PutRating(req->order_id(), req->rating()); !p.ok()) return p;
+        CRM_RETURN_IF_ERROR(session.PutRating(req->order_id(), req->rating()));
         switch (req->rating()) {
           case v1::TRADE_RATING_GOOD:
             a.set_credit_score(a.credit_score() + 1);
@@ -471,7 +471,7 @@ grpc::ServerUnaryReactor* LoyaltyService::SetEnterpriseAccount(
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
     const auto rules = rules_->Get();
     AccountSession::Effects effects;
     absl::Status s =
@@ -509,7 +509,7 @@ grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueC
   if (auto s = api::OptionalText("reason", req->reason(), 200); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto s = CheckCustomer(req->customer_id()); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
     const auto rules = rules_->Get();
     AccountSession::Effects effects;
     absl::Status s =
@@ -663,7 +663,7 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
         slot.set_growth(slot.growth() + ig.growth());
         slot.set_points(slot.points() + ig.points());
       }
-      if (auto p = session.PutGrant(g); !p.ok()) return p;
+      CRM_RETURN_IF_ERROR(session.PutGrant(g));
       const std::string source = absl::StrCat("order:", d.order_id());
       session.Add(Growth(session.account(), growth, v1::GROWTH_SOURCE_PURCHASE, source,
                          d.order_id(), absl::StrJoin(growth_rules, "; "), now, g.growth_day(),
@@ -699,7 +699,7 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
         growth += rev.growth;
         points += rev.points;
       }
-      if (auto p = session.PutGrant(g); !p.ok()) return p;
+      CRM_RETURN_IF_ERROR(session.PutGrant(g));
       // Counted on the day the purchase counted, so it leaves the window together with it.
       session.Add(Growth(
           session.account(), -growth, v1::GROWTH_SOURCE_REFUND, source, r.order_id(),

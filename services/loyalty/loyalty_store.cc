@@ -3,6 +3,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/events/consumer.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
@@ -33,43 +34,54 @@ int64_t SequenceOf(absl::string_view entry_id) {
 }
 
 std::string LotKey(absl::string_view customer_id, const internal::PointsLot& lot) {
-  return Key().Str(customer_id).Time(api::FromTimestamp(lot.expire_time())).U64(lot.sequence()).Build();
+  return Key()
+      .Str(customer_id)
+      .Time(api::FromTimestamp(lot.expire_time()))
+      .U64(lot.sequence())
+      .Build();
 }
 
 std::string LotExpiryKey(absl::string_view customer_id, const internal::PointsLot& lot) {
-  return Key().Time(api::FromTimestamp(lot.expire_time())).Str(customer_id).U64(lot.sequence()).Build();
+  return Key()
+      .Time(api::FromTimestamp(lot.expire_time()))
+      .Str(customer_id)
+      .U64(lot.sequence())
+      .Build();
 }
 
 template <typename M>
-absl::Status ScanPage(const store::Store& store, rocksdb::ColumnFamilyHandle* cf, absl::string_view customer_id,
-                      absl::string_view after, int limit, std::vector<M>* out, std::string* last_key, bool* more) {
+absl::Status ScanPage(const store::Store& store, rocksdb::ColumnFamilyHandle* cf,
+                      absl::string_view customer_id, absl::string_view after, int limit,
+                      std::vector<M>* out, std::string* last_key, bool* more) {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
   auto begin = store::ResumeAfter(prefix, after);
   if (!begin.ok()) return begin.status();
   absl::Status parse;
-  absl::Status s = store.Scan(cf, *begin, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
-    if (static_cast<int>(out->size()) == limit) {
-      *more = true;
-      return false;
-    }
-    M m;
-    if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      parse = absl::DataLossError("stored entry does not parse");
-      return false;
-    }
-    out->push_back(std::move(m));
-    *last_key = std::string(k);
-    return true;
-  });
+  absl::Status s = store.Scan(cf, *begin, store::PrefixUpperBound(prefix),
+                              [&](absl::string_view k, absl::string_view v) {
+                                if (static_cast<int>(out->size()) == limit) {
+                                  *more = true;
+                                  return false;
+                                }
+                                M m;
+                                if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                                  parse = absl::DataLossError("stored entry does not parse");
+                                  return false;
+                                }
+                                out->push_back(std::move(m));
+                                *last_key = std::string(k);
+                                return true;
+                              });
   return s.ok() ? parse : s;
 }
 
 }  // namespace
 
 std::vector<std::string> LoyaltyStore::ColumnFamilies() {
-  return {kAccounts, kLedger,  kGrowth,       kSources, kLots,     kLotExpiry,
-          kGrants,   kRatings, kTierHistory, kCoupons, kRequests, events::EventConsumer::kConsumedFamily};
+  return {kAccounts,    kLedger,    kGrowth,   kSources,
+          kLots,        kLotExpiry, kGrants,   kRatings,
+          kTierHistory, kCoupons,   kRequests, events::EventConsumer::kConsumedFamily};
 }
 
 LoyaltyStore::LoyaltyStore(store::Store* store)
@@ -86,26 +98,32 @@ LoyaltyStore::LoyaltyStore(store::Store* store)
       coupons_(store->cf(kCoupons)),
       requests_(store->cf(kRequests)) {}
 
-absl::StatusOr<std::optional<std::string>> AccountSession::Source(absl::string_view kind, absl::string_view source_id) {
-  auto v = txn_.GetForUpdate(store_->sources_, Key().Str(account_.customer_id()).Str(kind).Str(source_id).bytes());
+absl::StatusOr<std::optional<std::string>> AccountSession::Source(absl::string_view kind,
+                                                                  absl::string_view source_id) {
+  auto v = txn_.GetForUpdate(store_->sources_,
+                             Key().Str(account_.customer_id()).Str(kind).Str(source_id).bytes());
   if (!v.ok()) return v.status();
   return *v;
 }
 
-absl::StatusOr<std::optional<internal::OrderGrant>> AccountSession::Grant(absl::string_view order_id) {
+absl::StatusOr<std::optional<internal::OrderGrant>> AccountSession::Grant(
+    absl::string_view order_id) {
   internal::OrderGrant g;
-  auto found = txn_.GetProto(store_->grants_, Key().Str(account_.customer_id()).Str(order_id).bytes(), &g, true);
+  auto found = txn_.GetProto(store_->grants_,
+                             Key().Str(account_.customer_id()).Str(order_id).bytes(), &g, true);
   if (!found.ok()) return found.status();
   if (!*found) return std::optional<internal::OrderGrant>();
   return std::optional<internal::OrderGrant>(std::move(g));
 }
 
 absl::Status AccountSession::PutGrant(const internal::OrderGrant& grant) {
-  return txn_.PutProto(store_->grants_, Key().Str(account_.customer_id()).Str(grant.order_id()).bytes(), grant);
+  return txn_.PutProto(store_->grants_,
+                       Key().Str(account_.customer_id()).Str(grant.order_id()).bytes(), grant);
 }
 
 absl::StatusOr<bool> AccountSession::Rated(absl::string_view order_id) {
-  auto v = txn_.GetForUpdate(store_->ratings_, Key().Str(account_.customer_id()).Str(order_id).bytes());
+  auto v =
+      txn_.GetForUpdate(store_->ratings_, Key().Str(account_.customer_id()).Str(order_id).bytes());
   if (!v.ok()) return v.status();
   return v->has_value();
 }
@@ -115,9 +133,12 @@ absl::Status AccountSession::PutRating(absl::string_view order_id, v1::TradeRati
                   std::string(1, static_cast<char>(rating)));
 }
 
-absl::StatusOr<std::optional<v1::LedgerEntry>> AccountSession::LedgerEntryById(absl::string_view entry_id) {
+absl::StatusOr<std::optional<v1::LedgerEntry>> AccountSession::LedgerEntryById(
+    absl::string_view entry_id) {
   v1::LedgerEntry e;
-  auto found = txn_.GetProto(store_->ledger_, Key().Str(account_.customer_id()).Descending(SequenceOf(entry_id)).bytes(), &e);
+  auto found =
+      txn_.GetProto(store_->ledger_,
+                    Key().Str(account_.customer_id()).Descending(SequenceOf(entry_id)).bytes(), &e);
   if (!found.ok()) return found.status();
   if (!*found) return std::optional<v1::LedgerEntry>();
   return std::optional<v1::LedgerEntry>(std::move(e));
@@ -125,7 +146,8 @@ absl::StatusOr<std::optional<v1::LedgerEntry>> AccountSession::LedgerEntryById(a
 
 absl::StatusOr<std::optional<v1::Coupon>> AccountSession::Coupon(absl::string_view coupon_id) {
   v1::Coupon c;
-  auto found = txn_.GetProto(store_->coupons_, Key().Str(account_.customer_id()).Str(coupon_id).bytes(), &c);
+  auto found =
+      txn_.GetProto(store_->coupons_, Key().Str(account_.customer_id()).Str(coupon_id).bytes(), &c);
   if (!found.ok()) return found.status();
   if (!*found) return std::optional<v1::Coupon>();
   return std::optional<v1::Coupon>(std::move(c));
@@ -141,20 +163,23 @@ absl::Status LoyaltyStore::Load(AccountSession& s, absl::string_view customer_id
     return absl::OkStatus();
   }
   if (s.account_.erased()) {
-    return absl::NotFoundError(absl::StrCat("customer_id: customer \"", customer_id, "\" was erased"));
+    return absl::NotFoundError(
+        absl::StrCat("customer_id: customer \"", customer_id, "\" was erased"));
   }
   const std::string prefix = Key().Str(customer_id).Build();
   absl::Status parse;
-  absl::Status scan = s.txn_.Scan(lots_, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
-    internal::PointsLot lot;
-    if (!lot.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      parse = absl::DataLossError("stored points lot does not parse");
-      return false;
-    }
-    s.lots_.push_back(std::move(lot));
-    s.loaded_lot_keys_.emplace_back(k);
-    return true;
-  });
+  absl::Status scan = s.txn_.Scan(lots_, prefix, store::PrefixUpperBound(prefix),
+                                  [&](absl::string_view k, absl::string_view v) {
+                                    internal::PointsLot lot;
+                                    if (!lot.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                                      parse =
+                                          absl::DataLossError("stored points lot does not parse");
+                                      return false;
+                                    }
+                                    s.lots_.push_back(std::move(lot));
+                                    s.loaded_lot_keys_.emplace_back(k);
+                                    return true;
+                                  });
   return scan.ok() ? parse : scan;
 }
 
@@ -163,36 +188,45 @@ absl::Status LoyaltyStore::Save(AccountSession& s) {
   Transaction& txn = s.txn_;
   // Lots: rewrite what changed, drop what is used up.
   for (const std::string& key : s.loaded_lot_keys_) {
-    if (auto d = txn.Delete(lots_, key); !d.ok()) return d;
+    CRM_RETURN_IF_ERROR(txn.Delete(lots_, key));
   }
   for (const auto& lot : s.lots_) {
     if (lot.remaining() == 0) {
-      if (auto d = txn.Delete(lot_expiry_, LotExpiryKey(cid, lot)); !d.ok()) return d;
+      CRM_RETURN_IF_ERROR(txn.Delete(lot_expiry_, LotExpiryKey(cid, lot)));
       continue;
     }
-    if (auto p = txn.PutProto(lots_, LotKey(cid, lot), lot); !p.ok()) return p;
-    if (auto p = txn.Put(lot_expiry_, LotExpiryKey(cid, lot), ""); !p.ok()) return p;
+    CRM_RETURN_IF_ERROR(txn.PutProto(lots_, LotKey(cid, lot), lot));
+    CRM_RETURN_IF_ERROR(txn.Put(lot_expiry_, LotExpiryKey(cid, lot), ""));
   }
   for (const auto& e : s.ledger_) {
-    if (auto p = txn.PutProto(ledger_, Key().Str(cid).Descending(SequenceOf(e.entry_id())).bytes(), e); !p.ok()) return p;
-    if (auto p = txn.Put(sources_, Key().Str(cid).Str("points").Str(e.source_id()).bytes(), e.entry_id()); !p.ok()) {
+    CRM_RETURN_IF_ERROR(
+        txn.PutProto(ledger_, Key().Str(cid).Descending(SequenceOf(e.entry_id())).bytes(), e));
+    if (auto p = txn.Put(sources_, Key().Str(cid).Str("points").Str(e.source_id()).bytes(),
+                         e.entry_id());
+        !p.ok()) {
       return p;
     }
   }
   for (const auto& g : s.growth_) {
-    if (auto p = txn.PutProto(growth_, Key().Str(cid).Descending(SequenceOf(g.entry_id())).bytes(), g); !p.ok()) return p;
-    if (auto p = txn.Put(sources_, Key().Str(cid).Str("growth").Str(g.source_id()).bytes(), g.entry_id()); !p.ok()) {
+    CRM_RETURN_IF_ERROR(
+        txn.PutProto(growth_, Key().Str(cid).Descending(SequenceOf(g.entry_id())).bytes(), g));
+    if (auto p = txn.Put(sources_, Key().Str(cid).Str("growth").Str(g.source_id()).bytes(),
+                         g.entry_id());
+        !p.ok()) {
       return p;
     }
   }
   for (const auto& t : s.tier_changes_) {
     const int64_t seq = s.account_.next_sequence();
     s.account_.set_next_sequence(seq + 1);
-    if (auto p = txn.PutProto(tier_history_, Key().Str(cid).U64(static_cast<uint64_t>(seq)).bytes(), t); !p.ok()) return p;
+    CRM_RETURN_IF_ERROR(
+        txn.PutProto(tier_history_, Key().Str(cid).U64(static_cast<uint64_t>(seq)).bytes(), t));
   }
   for (const auto& c : s.coupons_) {
-    if (auto p = txn.PutProto(coupons_, Key().Str(cid).Str(c.coupon_id()).bytes(), c); !p.ok()) return p;
-    if (auto p = txn.Put(sources_, Key().Str(cid).Str("coupon").Str(c.source_id()).bytes(), c.coupon_id()); !p.ok()) {
+    CRM_RETURN_IF_ERROR(txn.PutProto(coupons_, Key().Str(cid).Str(c.coupon_id()).bytes(), c));
+    if (auto p = txn.Put(sources_, Key().Str(cid).Str("coupon").Str(c.source_id()).bytes(),
+                         c.coupon_id());
+        !p.ok()) {
       return p;
     }
   }
@@ -202,24 +236,26 @@ absl::Status LoyaltyStore::Save(AccountSession& s) {
 absl::Status LoyaltyStore::WithAccountIn(Transaction& txn, absl::string_view customer_id,
                                          absl::FunctionRef<absl::Status(AccountSession&)> change) {
   AccountSession s(this, txn);
-  if (auto l = Load(s, customer_id); !l.ok()) return l;
-  if (auto c = change(s); !c.ok()) return c;
+  CRM_RETURN_IF_ERROR(Load(s, customer_id));
+  CRM_RETURN_IF_ERROR(change(s));
   return Save(s);
 }
 
 absl::Status LoyaltyStore::WithAccount(absl::string_view customer_id,
                                        absl::FunctionRef<absl::Status(AccountSession&)> change) {
-  return store_->Transact(Durability::kSynced,
-                          [&](Transaction& txn) { return WithAccountIn(txn, customer_id, change); });
+  return store_->Transact(Durability::kSynced, [&](Transaction& txn) {
+    return WithAccountIn(txn, customer_id, change);
+  });
 }
 
-absl::Status LoyaltyStore::WithAccountOnce(absl::string_view customer_id, absl::string_view method,
-                                           absl::string_view request_id, uint64_t fingerprint, absl::Time now,
-                                           google::protobuf::MessageLite* response,
-                                           absl::FunctionRef<absl::Status(AccountSession&)> change) {
-  return store::TransactOnce(*store_, Durability::kSynced, requests_,
-                             Key().Str(customer_id).Str(method).Str(request_id).bytes(), fingerprint, now, response,
-                             [&](Transaction& txn) { return WithAccountIn(txn, customer_id, change); });
+absl::Status LoyaltyStore::WithAccountOnce(
+    absl::string_view customer_id, absl::string_view method, absl::string_view request_id,
+    uint64_t fingerprint, absl::Time now, google::protobuf::MessageLite* response,
+    absl::FunctionRef<absl::Status(AccountSession&)> change) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, requests_,
+      Key().Str(customer_id).Str(method).Str(request_id).bytes(), fingerprint, now, response,
+      [&](Transaction& txn) { return WithAccountIn(txn, customer_id, change); });
 }
 
 absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> LoyaltyStore::Account(
@@ -228,32 +264,40 @@ absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> Loyalty
   auto found = store_->GetProto(accounts_, customer_id, &account);
   if (!found.ok()) return found.status();
   if (!*found) return std::optional<std::pair<internal::LoyaltyAccount, Lots>>();
-  if (account.erased()) return absl::NotFoundError(absl::StrCat("customer_id: customer \"", customer_id, "\" was erased"));
+  if (account.erased())
+    return absl::NotFoundError(
+        absl::StrCat("customer_id: customer \"", customer_id, "\" was erased"));
   Lots lots;
-  absl::Status s = store_->ScanPrefix(lots_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
-    internal::PointsLot lot;
-    if (lot.ParseFromArray(v.data(), static_cast<int>(v.size()))) lots.push_back(std::move(lot));
-    return true;
-  });
+  absl::Status s = store_->ScanPrefix(
+      lots_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
+        internal::PointsLot lot;
+        if (lot.ParseFromArray(v.data(), static_cast<int>(v.size())))
+          lots.push_back(std::move(lot));
+        return true;
+      });
   if (!s.ok()) return s;
-  return std::optional<std::pair<internal::LoyaltyAccount, Lots>>(std::make_pair(std::move(account), std::move(lots)));
+  return std::optional<std::pair<internal::LoyaltyAccount, Lots>>(
+      std::make_pair(std::move(account), std::move(lots)));
 }
 
-absl::Status LoyaltyStore::ListLedger(absl::string_view customer_id, absl::string_view after, int limit,
-                                      std::vector<v1::LedgerEntry>* out, std::string* last_key, bool* more) const {
+absl::Status LoyaltyStore::ListLedger(absl::string_view customer_id, absl::string_view after,
+                                      int limit, std::vector<v1::LedgerEntry>* out,
+                                      std::string* last_key, bool* more) const {
   return ScanPage(*store_, ledger_, customer_id, after, limit, out, last_key, more);
 }
 
-absl::Status LoyaltyStore::ListGrowth(absl::string_view customer_id, absl::string_view after, int limit,
-                                      std::vector<v1::GrowthEntry>* out, std::string* last_key, bool* more) const {
+absl::Status LoyaltyStore::ListGrowth(absl::string_view customer_id, absl::string_view after,
+                                      int limit, std::vector<v1::GrowthEntry>* out,
+                                      std::string* last_key, bool* more) const {
   return ScanPage(*store_, growth_, customer_id, after, limit, out, last_key, more);
 }
 
-absl::StatusOr<std::vector<v1::TierChange>> LoyaltyStore::TierHistory(absl::string_view customer_id) const {
+absl::StatusOr<std::vector<v1::TierChange>> LoyaltyStore::TierHistory(
+    absl::string_view customer_id) const {
   std::vector<v1::TierChange> out;
   std::string last;
   bool more = false;
-  if (auto s = ScanPage(*store_, tier_history_, customer_id, "", 1000, &out, &last, &more); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(ScanPage(*store_, tier_history_, customer_id, "", 1000, &out, &last, &more));
   return out;
 }
 
@@ -261,26 +305,30 @@ absl::StatusOr<std::vector<v1::Coupon>> LoyaltyStore::Coupons(absl::string_view 
   std::vector<v1::Coupon> out;
   std::string last;
   bool more = false;
-  if (auto s = ScanPage(*store_, coupons_, customer_id, "", 1000, &out, &last, &more); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(ScanPage(*store_, coupons_, customer_id, "", 1000, &out, &last, &more));
   return out;
 }
 
-absl::StatusOr<std::vector<std::string>> LoyaltyStore::CustomersWithExpiringPoints(absl::Time until) const {
+absl::StatusOr<std::vector<std::string>> LoyaltyStore::CustomersWithExpiringPoints(
+    absl::Time until) const {
   std::vector<std::string> out;
-  absl::Status s = store_->Scan(lot_expiry_, "", Key().Time(until + absl::Microseconds(1)).bytes(),
-                                [&](absl::string_view k, absl::string_view) {
-                                  store::KeyReader r(k);
-                                  (void)r.Time();
-                                  if (auto cid = r.Str(); cid && (out.empty() || out.back() != *cid)) out.push_back(*cid);
-                                  return true;
-                                });
+  absl::Status s =
+      store_->Scan(lot_expiry_, "", Key().Time(until + absl::Microseconds(1)).bytes(),
+                   [&](absl::string_view k, absl::string_view) {
+                     store::KeyReader r(k);
+                     (void)r.Time();
+                     if (auto cid = r.Str(); cid && (out.empty() || out.back() != *cid))
+                       out.push_back(*cid);
+                     return true;
+                   });
   if (!s.ok()) return s;
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
-absl::Status LoyaltyStore::ForEachAccount(absl::FunctionRef<bool(const internal::LoyaltyAccount&)> visit) const {
+absl::Status LoyaltyStore::ForEachAccount(
+    absl::FunctionRef<bool(const internal::LoyaltyAccount&)> visit) const {
   return store_->Scan(accounts_, "", "", [&](absl::string_view, absl::string_view v) {
     internal::LoyaltyAccount a;
     if (!a.ParseFromArray(v.data(), static_cast<int>(v.size()))) return true;
@@ -288,7 +336,8 @@ absl::Status LoyaltyStore::ForEachAccount(absl::FunctionRef<bool(const internal:
   });
 }
 
-absl::Status LoyaltyStore::Anonymise(Transaction& txn, absl::string_view customer_id, v1::Tier* left_tier) {
+absl::Status LoyaltyStore::Anonymise(Transaction& txn, absl::string_view customer_id,
+                                     v1::Tier* left_tier) {
   internal::LoyaltyAccount account;
   auto found = txn.GetProto(accounts_, customer_id, &account, /*for_update=*/true);
   if (!found.ok()) return found.status();
@@ -297,35 +346,38 @@ absl::Status LoyaltyStore::Anonymise(Transaction& txn, absl::string_view custome
   account.set_erased(true);
   account.clear_enterprise_company();
   account.clear_named_agent_id();
-  if (auto p = txn.PutProto(accounts_, customer_id, account); !p.ok()) return p;
+  CRM_RETURN_IF_ERROR(txn.PutProto(accounts_, customer_id, account));
   const std::string prefix = Key().Str(customer_id).Build();
-  // Ledger and growth keep their amounts (the books must still add up) but lose descriptions and the
-  // source ids that name other customers (referrals).
+  // Ledger and growth keep their amounts (the books must still add up) but lose descriptions and
+  // the source ids that name other customers (referrals).
   for (auto* cf : {ledger_, growth_}) {
     std::vector<std::pair<std::string, std::string>> rewritten;
-    absl::Status s = txn.Scan(cf, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
-      if (cf == ledger_) {
-        v1::LedgerEntry e;
-        if (e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          e.clear_description();
-          if (e.source() == v1::POINTS_SOURCE_REFERRAL) e.set_source_id("referral");
-          rewritten.emplace_back(std::string(k), e.SerializeAsString());
-        }
-      } else {
-        v1::GrowthEntry e;
-        if (e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          if (e.source() == v1::GROWTH_SOURCE_REFERRAL) e.set_source_id("referral");
-          rewritten.emplace_back(std::string(k), e.SerializeAsString());
-        }
-      }
-      return true;
-    });
+    absl::Status s = txn.Scan(cf, prefix, store::PrefixUpperBound(prefix),
+                              [&](absl::string_view k, absl::string_view v) {
+                                if (cf == ledger_) {
+                                  v1::LedgerEntry e;
+                                  if (e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                                    e.clear_description();
+                                    if (e.source() == v1::POINTS_SOURCE_REFERRAL)
+                                      e.set_source_id("referral");
+                                    rewritten.emplace_back(std::string(k), e.SerializeAsString());
+                                  }
+                                } else {
+                                  v1::GrowthEntry e;
+                                  if (e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                                    if (e.source() == v1::GROWTH_SOURCE_REFERRAL)
+                                      e.set_source_id("referral");
+                                    rewritten.emplace_back(std::string(k), e.SerializeAsString());
+                                  }
+                                }
+                                return true;
+                              });
     if (!s.ok()) return s;
     for (auto& [k, v] : rewritten) {
-      if (auto p = txn.Put(cf, k, v); !p.ok()) return p;
+      CRM_RETURN_IF_ERROR(txn.Put(cf, k, v));
     }
   }
-  if (auto d = txn.DeletePrefix(sources_, prefix); !d.ok()) return d;
+  CRM_RETURN_IF_ERROR(txn.DeletePrefix(sources_, prefix));
   return txn.DeletePrefix(requests_, prefix);
 }
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "services/order_tracking/order_lifecycle.h"
 #include "services/order_tracking/returns.h"
 
@@ -21,7 +22,7 @@ absl::StatusOr<absl::Time> PastTime(const std::string& field, const google::prot
 }
 
 absl::Status ValidateOrder(const std::string& f, const v1::HistoricalOrder& o, absl::Time now) {
-  if (auto s = api::RequiredId(f + ".external_order_id", o.external_order_id()); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::RequiredId(f + ".external_order_id", o.external_order_id()));
   if (!o.has_place_time()) return api::Invalid(f + ".place_time", "is required");
   auto placed = PastTime(f + ".place_time", o.place_time(), now);
   if (!placed.ok()) return placed.status();
@@ -32,8 +33,7 @@ absl::Status ValidateOrder(const std::string& f, const v1::HistoricalOrder& o, a
       !s.ok()) {
     return s;
   }
-  if (auto s = AddShippingFee(f + ".shipping_fee", o.shipping_fee(), currency, &total); !s.ok())
-    return s;
+  CRM_RETURN_IF_ERROR(AddShippingFee(f + ".shipping_fee", o.shipping_fee(), currency, &total));
   if (!v1::PaymentMethodType_IsValid(o.payment_method())) {
     return api::Invalid(f + ".payment_method", "is not a payment method");
   }
@@ -46,11 +46,10 @@ absl::Status ValidateOrder(const std::string& f, const v1::HistoricalOrder& o, a
 }
 
 absl::Status ValidateReturn(const std::string& f, const v1::HistoricalReturn& r, absl::Time now) {
-  if (auto s = api::RequiredId(f + ".external_return_id", r.external_return_id()); !s.ok())
-    return s;
-  if (auto s = api::RequiredId(f + ".external_order_id", r.external_order_id()); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::RequiredId(f + ".external_return_id", r.external_return_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId(f + ".external_order_id", r.external_order_id()));
   if (!r.has_refund_time()) return api::Invalid(f + ".refund_time", "is required");
-  if (auto t = PastTime(f + ".refund_time", r.refund_time(), now); !t.ok()) return t.status();
+  CRM_RETURN_IF_ERROR(PastTime(f + ".refund_time", r.refund_time(), now));
   if (r.lines().empty()) return api::Invalid(f + ".lines", "a return needs at least one line");
   if (r.lines_size() > kMaxImportedItems) {
     return api::Invalid(f + ".lines",
@@ -58,7 +57,7 @@ absl::Status ValidateReturn(const std::string& f, const v1::HistoricalReturn& r,
   }
   for (int i = 0; i < r.lines_size(); ++i) {
     const std::string lf = absl::StrCat(f, ".lines[", i, "]");
-    if (auto s = api::ValidateSku(lf + ".sku", r.lines(i).sku()); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(api::ValidateSku(lf + ".sku", r.lines(i).sku()));
     if (r.lines(i).quantity() < 1 || r.lines(i).quantity() > kMaxQuantity) {
       return api::Invalid(lf + ".quantity", absl::StrCat("must be 1-", kMaxQuantity));
     }
@@ -83,7 +82,7 @@ absl::Time ImportedTime(const v1::HistoricalReturn& r) {
 }
 
 absl::Status ValidateImport(const v1::ImportOrdersRequest& req, absl::Time now) {
-  if (auto s = api::RequiredId("customer_id", req.customer_id()); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
   if (req.orders().empty() && req.returns().empty()) {
     return api::Invalid("orders", "send at least one order or return");
   }
@@ -98,14 +97,14 @@ absl::Status ValidateImport(const v1::ImportOrdersRequest& req, absl::Time now) 
   std::set<std::string> orders, returns;
   for (int i = 0; i < req.orders_size(); ++i) {
     const std::string f = absl::StrCat("orders[", i, "]");
-    if (auto s = ValidateOrder(f, req.orders(i), now); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(ValidateOrder(f, req.orders(i), now));
     if (!orders.insert(req.orders(i).external_order_id()).second) {
       return api::Invalid(f + ".external_order_id", "appears twice in the request");
     }
   }
   for (int i = 0; i < req.returns_size(); ++i) {
     const std::string f = absl::StrCat("returns[", i, "]");
-    if (auto s = ValidateReturn(f, req.returns(i), now); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(ValidateReturn(f, req.returns(i), now));
     if (!returns.insert(req.returns(i).external_return_id()).second) {
       return api::Invalid(f + ".external_return_id", "appears twice in the request");
     }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 
 namespace crm::order_tracking {
 namespace {
@@ -58,17 +59,17 @@ absl::Status ValidateOrderLines(const std::string& field,
   for (int i = 0; i < items.size(); ++i) {
     const auto& item = items.Get(i);
     const std::string f = absl::StrCat(field, "[", i, "]");
-    if (auto s = api::ValidateSku(f + ".sku", item.sku()); !s.ok()) return s;
-    if (auto s = api::OptionalText(f + ".name", item.name(), 200); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(api::ValidateSku(f + ".sku", item.sku()));
+    CRM_RETURN_IF_ERROR(api::OptionalText(f + ".name", item.name(), 200));
     if (category_required) {
-      if (auto s = api::RequiredText(f + ".category", item.category(), 100); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(api::RequiredText(f + ".category", item.category(), 100));
     } else if (auto s = api::OptionalText(f + ".category", item.category(), 100); !s.ok()) {
       return s;
     }
     if (item.quantity() < 1 || item.quantity() > kMaxQuantity) {
       return api::Invalid(f + ".quantity", absl::StrCat("must be 1-", kMaxQuantity));
     }
-    if (auto s = ValidateMoney(f + ".unit_price", item.unit_price(), false); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(ValidateMoney(f + ".unit_price", item.unit_price(), false));
     if (item.unit_price().currency() != *currency) {
       return api::Invalid(f + ".unit_price.currency",
                           "every item of an order must be in one currency");
@@ -84,7 +85,7 @@ absl::Status ValidateOrderLines(const std::string& field,
 
 absl::Status AddShippingFee(const std::string& field, const v1::Money& fee,
                             const std::string& currency, int64_t* total) {
-  if (auto s = ValidateMoney(field, fee, true); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(ValidateMoney(field, fee, true));
   if (!fee.currency().empty() && fee.currency() != currency) {
     return api::Invalid(field + ".currency", "must be the items' currency");
   }

@@ -6,6 +6,7 @@
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
@@ -26,7 +27,7 @@ using rpc::FinishOn;
 
 constexpr absl::Duration kClockSkew = absl::Minutes(5);
 absl::Status ValidateOrderIds(absl::string_view customer_id, absl::string_view order_id) {
-  if (auto s = api::RequiredId("customer_id", customer_id); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", customer_id));
   return api::RequiredId("order_id", order_id);
 }
 
@@ -47,16 +48,16 @@ absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
                    "RETURNED_TO_SENDER)");
   }
   if (r.status() == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
-    if (auto s = api::RequiredText("carrier", r.carrier(), 100); !s.ok()) return s;
-    if (auto s = api::RequiredId("tracking_number", r.tracking_number()); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(api::RequiredText("carrier", r.carrier(), 100));
+    CRM_RETURN_IF_ERROR(api::RequiredId("tracking_number", r.tracking_number()));
   } else {
-    if (auto s = api::OptionalText("carrier", r.carrier(), 100); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(api::OptionalText("carrier", r.carrier(), 100));
     if (!r.tracking_number().empty()) {
-      if (auto s = api::RequiredId("tracking_number", r.tracking_number()); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(api::RequiredId("tracking_number", r.tracking_number()));
     }
   }
   if (r.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) {
-    if (auto s = api::RequiredText("failure_reason", r.failure_reason(), 300); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(api::RequiredText("failure_reason", r.failure_reason(), 300));
   }
   if (!v1::CarrierType_IsValid(r.carrier_type()))
     return Invalid("carrier_type", "is not a carrier type");
@@ -64,10 +65,10 @@ absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
        {std::pair<const char*, const std::string*>{"station", &r.station()},
         {"courier_name", &r.courier_name()},
         {"courier_phone", &r.courier_phone()}}) {
-    if (auto s = api::OptionalText(field, *value, 100); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(api::OptionalText(field, *value, 100));
   }
   if (r.has_eta()) {
-    if (auto t = api::ToTime("eta", r.eta()); !t.ok()) return t.status();
+    CRM_RETURN_IF_ERROR(api::ToTime("eta", r.eta()));
   }
   return absl::OkStatus();
 }
@@ -260,7 +261,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx,
   const absl::Time now = clock_->Now();
   if (auto s = ValidateImport(*req, now); !s.ok()) return Finish(ctx, s);
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    if (auto c = rpc::FetchCustomer(*backends_, req->customer_id()); !c.ok()) return c.status();
+    CRM_RETURN_IF_ERROR(rpc::FetchCustomer(*backends_, req->customer_id()));
     const uint32_t bucket = sharding::BucketOf(req->customer_id());
     absl::Status s = store_->ImportHistory(
         *req, now,
@@ -394,7 +395,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx,
             c.unchanged = true;
             return absl::OkStatus();
           }
-          if (auto s = CheckCancellable(o); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(CheckCancellable(o));
           o.set_status(v1::ORDER_STATUS_CANCELLED);
           o.set_cancel_reason(req->reason());
           c.history.push_back(Entry(absl::StrCat("cancelled: ", req->reason()), actor, now));
@@ -433,7 +434,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx,
                 absl::StrCat("order_id: the order is ", OrderStatusName(o.status()),
                              "; it must be paid (or cash on delivery) before processing"));
           }
-          if (auto s = CheckSplitPlan(o, req->packages()); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(CheckSplitPlan(o, req->packages()));
           CreatePackages(o, req->packages());
           c.history.push_back(
               Entry(absl::StrCat("at processing center, ", o.packages_size(), " package(s)"),
@@ -464,7 +465,7 @@ absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& 
           c.unchanged = true;  // a repeated move
           return absl::OkStatus();
         }
-        if (auto s = CheckPackageMove(p->status(), move.status()); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(CheckPackageMove(p->status(), move.status()));
         MoveAndDescribe(o, *p, move, *when, "operations", c);
         return absl::OkStatus();
       },
@@ -752,7 +753,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx,
             c.unchanged = true;
             return absl::OkStatus();
           }
-          if (auto s = CheckReturnMove(r.status(), req->status()); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(CheckReturnMove(r.status(), req->status()));
           r.set_status(req->status());
           std::string what =
               absl::StrCat("return ", r.return_id(), " ", ReturnStatusName(req->status()));

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/events/consumer.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
@@ -82,9 +83,8 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
                                              OrderChange& change, absl::Time now) {
   order.set_version(order.version() + 1);
   api::SetTimestamp(now, order.mutable_update_time());
-  if (auto s = txn.PutProto(orders_, OrderKey(order.customer_id(), order.order_id()), order);
-      !s.ok())
-    return s;
+  CRM_RETURN_IF_ERROR(
+      txn.PutProto(orders_, OrderKey(order.customer_id(), order.order_id()), order));
   for (size_t i = 0; i < change.history.size(); ++i) {
     v1::OrderHistoryEntry& h = change.history[i];
     if (!h.has_time()) api::SetTimestamp(now, h.mutable_time());
@@ -95,7 +95,7 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
                                 .Time(api::FromTimestamp(h.time()))
                                 .U64(static_cast<uint64_t>(order.version()) * 1000 + i)
                                 .Build();
-    if (auto s = txn.PutProto(history_, key, h); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(history_, key, h));
   }
   for (const auto& [number, package_id] : change.tracking_numbers) {
     auto existing = txn.GetForUpdate(tracking_, number);
@@ -106,12 +106,12 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
       return absl::AlreadyExistsError(
           absl::StrCat("tracking_number: \"", number, "\" already belongs to another package"));
     }
-    if (auto s = txn.Put(tracking_, number, ref); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.Put(tracking_, number, ref));
   }
   for (v1::Event& e : change.events) {
     e.set_customer_id(order.customer_id());
     if (!e.has_occur_time()) api::SetTimestamp(now, e.mutable_occur_time());
-    if (auto s = outbox_->Append(txn, e); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(outbox_->Append(txn, e));
   }
   return absl::OkStatus();
 }
@@ -135,7 +135,7 @@ absl::Status OrderTrackingStore::CreateOrder(const v1::Order& order, const v1::E
                                        .TimeNewestFirst(api::FromTimestamp(order.create_time()))
                                        .Str(order.order_id())
                                        .Build();
-                               if (auto s = txn.Put(order_index_, index, ""); !s.ok()) return s;
+                               CRM_RETURN_IF_ERROR(txn.Put(order_index_, index, ""));
                                out->set_version(0);
                                return WriteChange(txn, *out, change, now);
                              });
@@ -177,14 +177,14 @@ absl::Status OrderTrackingStore::ImportHistory(
         OrderChange change;
         build_order(index, &order, &change);
         order_ids[index] = order.order_id();
-        if (auto s = txn.Put(imports_, key, order.order_id()); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(txn.Put(imports_, key, order.order_id()));
         const std::string listed = Key()
                                        .Str(customer_id)
                                        .TimeNewestFirst(api::FromTimestamp(order.create_time()))
                                        .Str(order.order_id())
                                        .Build();
-        if (auto s = txn.Put(order_index_, listed, ""); !s.ok()) return s;
-        if (auto s = WriteChange(txn, order, change, now); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(txn.Put(order_index_, listed, ""));
+        CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
         out->set_orders_imported(out->orders_imported() + 1);
         continue;
       }
@@ -205,15 +205,14 @@ absl::Status OrderTrackingStore::ImportHistory(
             "\" was imported for this customer, or it is later"));
       }
       v1::Order order;
-      if (auto s = LockOrder(txn, customer_id, **order_id, &order); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, **order_id, &order));
       v1::Return ret;
       OrderChange change;
-      if (auto s = apply_return(r, order, &ret, &change); !s.ok()) return s;
-      if (auto s = txn.Put(imports_, key, ret.return_id()); !s.ok()) return s;
-      if (auto s = txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret);
-          !s.ok())
-        return s;
-      if (auto s = WriteChange(txn, order, change, now); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(apply_return(r, order, &ret, &change));
+      CRM_RETURN_IF_ERROR(txn.Put(imports_, key, ret.return_id()));
+      CRM_RETURN_IF_ERROR(
+          txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret));
+      CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
       out->set_returns_imported(out->returns_imported() + 1);
     }
     for (int i = 0; i < req.orders_size(); ++i) {
@@ -281,7 +280,7 @@ absl::StatusOr<std::vector<v1::Order>> OrderTrackingStore::AllOrders(
 
 absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(
     absl::string_view customer_id, absl::string_view order_id) const {
-  if (auto o = GetOrder(customer_id, order_id); !o.ok()) return o.status();
+  CRM_RETURN_IF_ERROR(GetOrder(customer_id, order_id));
   std::vector<v1::OrderHistoryEntry> out;
   absl::Status parse;
   absl::Status s = store_->ScanPrefix(history_, OrderKey(customer_id, order_id),
@@ -303,11 +302,11 @@ absl::Status OrderTrackingStore::UpdateOrder(
     OrderChange* applied) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     v1::Order order;
-    if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
     OrderChange c;
-    if (auto s = change(order, c); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(change(order, c));
     if (!c.unchanged) {
-      if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
     }
     *out = order;
     if (applied != nullptr) *applied = std::move(c);
@@ -333,17 +332,17 @@ absl::Status OrderTrackingStore::ApplyCarrierEvent(
   // Buffered: the batch call syncs the WAL once before answering the carrier.
   return store_->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
     v1::Order order;
-    if (auto s = LockOrder(txn, ref.customer_id, ref.order_id, &order); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(LockOrder(txn, ref.customer_id, ref.order_id, &order));
     auto seen = txn.GetForUpdate(carrier_events_, carrier_event_id);
     if (!seen.ok()) return seen.status();
     *duplicate = seen->has_value();
     *out = order;
     if (*duplicate) return absl::OkStatus();
     OrderChange c;
-    if (auto s = change(order, c); !s.ok()) return s;
-    if (auto s = txn.Put(carrier_events_, carrier_event_id, tracking_number); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(change(order, c));
+    CRM_RETURN_IF_ERROR(txn.Put(carrier_events_, carrier_event_id, tracking_number));
     if (!c.unchanged) {
-      if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
     }
     *out = order;
     *applied = std::move(c);
@@ -360,15 +359,15 @@ absl::Status OrderTrackingStore::CreateReturn(
       *store_, Durability::kSynced, requests_, RequestKey(customer_id, "RequestReturn", request_id),
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         v1::Order order;
-        if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
         OrderChange c;
-        if (auto s = create(order, *out, c); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(create(order, *out, c));
         if (auto s =
                 txn.PutProto(returns_, Key().Str(customer_id).Str(out->return_id()).bytes(), *out);
             !s.ok()) {
           return s;
         }
-        if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
         *order_out = order;
         return absl::OkStatus();
       });
@@ -387,13 +386,13 @@ absl::Status OrderTrackingStore::UpdateReturn(
       return absl::NotFoundError(
           absl::StrCat("return_id: no return \"", return_id, "\" for this customer"));
     v1::Order order;
-    if (auto s = LockOrder(txn, customer_id, ret.order_id(), &order); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, ret.order_id(), &order));
     OrderChange c;
-    if (auto s = change(order, ret, c); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(change(order, ret, c));
     if (!c.unchanged) {
       api::SetTimestamp(now, ret.mutable_update_time());
-      if (auto s = txn.PutProto(returns_, key, ret); !s.ok()) return s;
-      if (auto s = WriteChange(txn, order, c, now); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(txn.PutProto(returns_, key, ret));
+      CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
     }
     *out = ret;
     *order_out = order;
@@ -428,7 +427,7 @@ absl::Status OrderTrackingStore::CreateReview(
       *store_, Durability::kSynced, requests_, RequestKey(customer_id, "SubmitReview", request_id),
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         v1::Order order;
-        if (auto s = LockOrder(txn, customer_id, order_id, &order); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
         const std::string key = Key().Str(customer_id).Str(order_id).Str(item_id).Build();
         auto existing = txn.GetForUpdate(reviews_, key);
         if (!existing.ok()) return existing.status();
@@ -437,8 +436,8 @@ absl::Status OrderTrackingStore::CreateReview(
               absl::StrCat("item_id: item \"", item_id, "\" of this order is already reviewed"));
         }
         OrderChange c;
-        if (auto s = create(order, *out, c); !s.ok()) return s;
-        if (auto s = txn.PutProto(reviews_, key, *out); !s.ok()) return s;
+        CRM_RETURN_IF_ERROR(create(order, *out, c));
+        CRM_RETURN_IF_ERROR(txn.PutProto(reviews_, key, *out));
         return WriteChange(txn, order, c, now);
       });
 }
@@ -469,7 +468,7 @@ absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn,
       p.clear_last_location();
       p.clear_courier_phone();
     }
-    if (auto w = txn.PutProto(orders_, key, o); !w.ok()) return w;
+    CRM_RETURN_IF_ERROR(txn.PutProto(orders_, key, o));
   }
   // History entries may carry courier positions at the door; notes may quote the customer.
   std::vector<std::pair<std::string, v1::OrderHistoryEntry>> entries;
@@ -484,7 +483,7 @@ absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn,
                });
   if (!s.ok()) return s;
   for (auto& [k, h] : entries) {
-    if (auto w = txn.PutProto(history_, k, h); !w.ok()) return w;
+    CRM_RETURN_IF_ERROR(txn.PutProto(history_, k, h));
   }
   for (auto* cf : {reviews_, returns_}) {
     std::vector<std::pair<std::string, std::string>> rewritten;
@@ -507,7 +506,7 @@ absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn,
                  });
     if (!s.ok()) return s;
     for (auto& [k, v] : rewritten) {
-      if (auto w = txn.Put(cf, k, v); !w.ok()) return w;
+      CRM_RETURN_IF_ERROR(txn.Put(cf, k, v));
     }
   }
   // Answers of retryable writes may hold addresses.

@@ -2,6 +2,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 
 ABSL_FLAG(int, bestseller_cache_s, 5,
@@ -23,7 +24,7 @@ absl::StatusOr<std::unique_ptr<RecommendationComponent>> RecommendationComponent
       c->store_.get(), absl::Seconds(absl::GetFlag(FLAGS_bestseller_cache_s)));
   c->recommender_ =
       std::make_unique<Recommender>(c->store_.get(), c->bestsellers_.get(), context.clock);
-  if (auto s = c->recommender_->LoadSuccessors(); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(c->recommender_->LoadSuccessors());
   c->writes_ = std::make_unique<rpc::Executor>("recommendation-writes", 16);
   c->service_ = std::make_unique<RecommendationService>(
       c->store_.get(), c->recommender_.get(), context.clock, c->writes_.get(), context.backends,

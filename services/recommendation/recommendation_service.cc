@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
@@ -50,20 +51,19 @@ absl::Status PlacementField(v1::Placement p) {
 }
 
 absl::Status ValidateItem(const std::string& f, const v1::CatalogItem& item) {
-  if (auto s = ValidateSku(f + ".sku", item.sku()); !s.ok()) return s;
-  if (auto s = api::RequiredText(f + ".name", item.name(), 200); !s.ok()) return s;
-  if (auto s = api::OptionalText(f + ".category", item.category(), 100); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(ValidateSku(f + ".sku", item.sku()));
+  CRM_RETURN_IF_ERROR(api::RequiredText(f + ".name", item.name(), 200));
+  CRM_RETURN_IF_ERROR(api::OptionalText(f + ".category", item.category(), 100));
   if (item.has_price()) {
     if (item.price().amount_minor() < 0)
       return Invalid(f + ".price.amount_minor", "must not be negative");
-    if (auto s = api::CurrencyCode(f + ".price.currency", item.price().currency()); !s.ok())
-      return s;
+    CRM_RETURN_IF_ERROR(api::CurrencyCode(f + ".price.currency", item.price().currency()));
   }
   if (item.has_launch_time()) {
-    if (auto t = api::ToTime(f + ".launch_time", item.launch_time()); !t.ok()) return t.status();
+    CRM_RETURN_IF_ERROR(api::ToTime(f + ".launch_time", item.launch_time()));
   }
   if (!item.successor_of().empty()) {
-    if (auto s = ValidateSku(f + ".successor_of", item.successor_of()); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(ValidateSku(f + ".successor_of", item.successor_of()));
     if (item.successor_of() == item.sku())
       return Invalid(f + ".successor_of", "an item cannot upgrade itself");
   }
@@ -71,7 +71,7 @@ absl::Status ValidateItem(const std::string& f, const v1::CatalogItem& item) {
 }
 
 absl::Status ValidateFeedback(const std::string& f, const v1::FeedbackItem& item) {
-  if (auto s = ValidateSku(f + ".sku", item.sku()); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(ValidateSku(f + ".sku", item.sku()));
   if (item.model() <= v1::MODEL_BLEND || !v1::Model_IsValid(item.model())) {
     return Invalid(f + ".model",
                    "must be the model returned with the recommendation (ITEM_CF ... COLD_START)");
@@ -129,7 +129,7 @@ grpc::ServerUnaryReactor* RecommendationService::UpsertCatalogItems(
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, resp, now, items = std::move(*accepted)] {
     if (!items.empty()) {
-      if (auto s = store_->UpsertItems(items, now); !s.ok()) return s;
+      CRM_RETURN_IF_ERROR(store_->UpsertItems(items, now));
       recommender_->Catalogued(items);
     }
     resp->set_upserted_count(static_cast<int32_t>(items.size()));
@@ -254,7 +254,7 @@ grpc::ServerUnaryReactor* RecommendationService::Recommend(Ctx* ctx,
             RecommendationStore::RequestKey(req->customer_id(), "Recommend", request_id),
             store::RequestFingerprint(*req), now, resp, [&](store::Transaction&) -> absl::Status {
               resp->Clear();
-              if (auto st = DoRecommend(*req, resp); !st.ok()) return st;
+              CRM_RETURN_IF_ERROR(DoRecommend(*req, resp));
               return AskToContact(*req, request_id, resp);
             });
         if (s.ok()) Served(*req, *resp);
@@ -271,7 +271,7 @@ absl::Status RecommendationService::DoRecommend(const v1::RecommendRequest& req,
   q.context_skus.assign(req.context_skus().begin(), req.context_skus().end());
   q.model = req.model() == v1::MODEL_UNSPECIFIED ? v1::MODEL_BLEND : req.model();
   std::vector<v1::Recommendation> out, buy_again;
-  if (auto s = recommender_->Recommend(q, &out, &buy_again); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(recommender_->Recommend(q, &out, &buy_again));
   for (auto& r : out) *resp->add_recommendations() = std::move(r);
   for (auto& r : buy_again) *resp->add_buy_again() = std::move(r);
   return absl::OkStatus();

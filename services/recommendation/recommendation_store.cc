@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/behavior/interest.h"
 #include "libs/events/consumer.h"
 #include "libs/sharding/hash.h"
@@ -235,11 +236,10 @@ absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>
               return s;
           }
           if (!item.successor_of().empty()) {
-            if (auto s = txn.Put(successors_, Key().Str(item.successor_of()).Str(item.sku()), "");
-                !s.ok())
-              return s;
+            CRM_RETURN_IF_ERROR(
+                txn.Put(successors_, Key().Str(item.successor_of()).Str(item.sku()), ""));
           }
-          if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(txn.PutProto(items_, key, item));
           written.push_back(std::move(item));
         }
         return absl::OkStatus();
@@ -280,7 +280,7 @@ absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(
           }
           item.set_in_stock(change.in_stock());
           api::SetTimestamp(now, item.mutable_update_time());
-          if (auto s = txn.PutProto(items_, key, item); !s.ok()) return s;
+          CRM_RETURN_IF_ERROR(txn.PutProto(items_, key, item));
           written.push_back(std::move(item));
         }
         return absl::OkStatus();
@@ -371,7 +371,7 @@ absl::Status RecommendationStore::FirstTouch(Transaction& txn, Touch kind,
   api::SetTimestamp(when, touch.mutable_time());
   internal::ItemStats& d = delta.stats[touch.sku()];
   (kind == Touch::kView ? d.set_viewers(d.viewers() + 1) : d.set_buyers(d.buyers() + 1));
-  if (auto s = TouchPairs(txn, kind, customer_id, sequence, touch, +1, delta); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(TouchPairs(txn, kind, customer_id, sequence, touch, +1, delta));
   return txn.PutProto(kind == Touch::kView ? first_views_ : first_purchases_,
                       Key().Str(customer_id).I64(sequence), touch);
 }
@@ -392,8 +392,7 @@ absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind,
   for (const auto& [sequence, touch] : touches) {
     internal::ItemStats& d = delta.stats[touch.sku()];
     (kind == Touch::kView ? d.set_viewers(d.viewers() - 1) : d.set_buyers(d.buyers() - 1));
-    if (auto st = TouchPairs(txn, kind, customer_id, sequence, touch, -1, delta); !st.ok())
-      return st;
+    CRM_RETURN_IF_ERROR(TouchPairs(txn, kind, customer_id, sequence, touch, -1, delta));
   }
   return absl::OkStatus();
 }
@@ -415,7 +414,7 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     s.set_viewers(Clamp(s.viewers() + d.viewers()));
     s.set_buyers(Clamp(s.buyers() + d.buyers()));
     s.set_returned_units(Clamp(s.returned_units() + d.returned_units()));
-    if (auto st = txn.PutProto(item_stats_, keys[i++], s); !st.ok()) return st;
+    CRM_RETURN_IF_ERROR(txn.PutProto(item_stats_, keys[i++], s));
   }
   // Pair counts; once committed, each changed pair is noted for both items' neighbour lists.
   keys.clear();
@@ -474,7 +473,7 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     auto found = txn.GetProto(global_stats_, key, &g, /*for_update=*/true);
     if (!found.ok()) return found.status();
     g.set_baskets(Clamp(g.baskets() + d));
-    if (auto st = txn.PutProto(global_stats_, key, g); !st.ok()) return st;
+    CRM_RETURN_IF_ERROR(txn.PutProto(global_stats_, key, g));
   }
   return absl::OkStatus();
 }
@@ -531,7 +530,7 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
     if (list_changed) batch.Put(neighbours_, Key().Str(item).bytes(), list.SerializeAsString());
   }
   if (batch.Count() > 0) {
-    if (auto s = store_->Write(&batch, store::Durability::kBuffered); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(store_->Write(&batch, store::Durability::kBuffered));
   }
   return static_cast<int>(items.size());
 }
@@ -567,8 +566,7 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
 
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
-  if (auto s = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true); !s.ok())
-    return s.status();
+  CRM_RETURN_IF_ERROR(txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true));
   summary.set_baskets(summary.baskets() + 1);
   if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
     api::SetTimestamp(when, summary.mutable_last_activity());
@@ -579,8 +577,7 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
   for (const auto& line : basket.lines()) {
     const std::string key = Key().Str(customer_id).Str(line.sku()).Build();
     internal::CustomerItem mine;
-    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok())
-      return s.status();
+    CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
     if (mine.bought() == 0) {
       const int64_t sequence = summary.items_bought();
       summary.set_items_bought(sequence + 1);
@@ -597,24 +594,24 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
     if (!mine.has_last_bought() || api::FromTimestamp(mine.last_bought()) < when) {
       api::SetTimestamp(when, mine.mutable_last_bought());
     }
-    if (auto s = txn.PutProto(customer_items_, key, mine); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
     if (!line.category().empty()) categories[line.category()] = true;
   }
   for (const auto& [category, unused] : categories) {
     const std::string key = Key().Str(customer_id).Str(category).Build();
     v1::CategoryAffinity a;
-    if (auto s = txn.GetProto(affinity_, key, &a, /*for_update=*/true); !s.ok()) return s.status();
+    CRM_RETURN_IF_ERROR(txn.GetProto(affinity_, key, &a, /*for_update=*/true));
     a.set_category(category);
     behavior::Accumulate(a, behavior::Action::kPurchase, 0, when);
-    if (auto s = txn.PutProto(affinity_, key, a); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, key, a));
   }
   if (!summary.has_last_basket_time() || api::FromTimestamp(summary.last_basket_time()) <= when) {
     summary.clear_last_basket_skus();
     for (const auto& line : basket.lines()) summary.add_last_basket_skus(line.sku());
     api::SetTimestamp(when, summary.mutable_last_basket_time());
   }
-  if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
-  if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
+  CRM_RETURN_IF_ERROR(txn.PutProto(baskets_, basket_key, basket));
   BasketDelta(basket, +1, delta);
   delta.baskets[StripeOf(customer_id)] += 1;
   return Apply(txn, delta);
@@ -638,12 +635,11 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
     ForgetRecent(summary, item.sku());
     const std::string key = Key().Str(customer_id).Str(item.sku()).Build();
     internal::CustomerItem mine;
-    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok())
-      return s.status();
+    CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
     mine.set_sku(item.sku());
     if (mine.category().empty()) mine.set_category(item.category());
     mine.set_returned(true);
-    if (auto s = txn.PutProto(customer_items_, key, mine); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
     if (!*has_basket) continue;
     // Units returned count against the item (return rate) and come off the day's sales, never more
     // than the basket held.
@@ -673,10 +669,10 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
                   returned->quantity() == line->quantity() ? -1 : 0);
   }
   if (*has_basket) {
-    if (auto s = txn.PutProto(baskets_, basket_key, basket); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(baskets_, basket_key, basket));
   }
   if (*has_summary) {
-    if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
   }
   return Apply(txn, delta);
 }
@@ -685,8 +681,7 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
                                                 const v1::BehaviorRecorded& b, absl::Time when) {
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
-  if (auto s = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true); !s.ok())
-    return s.status();
+  CRM_RETURN_IF_ERROR(txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true));
   std::map<std::string, v1::CategoryAffinity> affinity;
   GraphDelta delta;
   for (const auto& signal : b.signals()) {
@@ -709,8 +704,7 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     }
     const std::string key = Key().Str(customer_id).Str(signal.sku()).Build();
     internal::CustomerItem mine;
-    if (auto s = txn.GetProto(customer_items_, key, &mine, /*for_update=*/true); !s.ok())
-      return s.status();
+    CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
     const bool first_view = mine.views() == 0;
     NoteViewed(summary, signal.sku(),
                signal.category().empty() ? mine.category() : signal.category(), t,
@@ -722,22 +716,20 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     if (!mine.has_last_viewed() || api::FromTimestamp(mine.last_viewed()) < t) {
       api::SetTimestamp(t, mine.mutable_last_viewed());
     }
-    if (auto s = txn.PutProto(customer_items_, key, mine); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
     if (!first_view) continue;
     const int64_t sequence = summary.items_viewed();
     summary.set_items_viewed(sequence + 1);
-    if (auto s = FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, delta);
-        !s.ok())
-      return s;
+    CRM_RETURN_IF_ERROR(
+        FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, delta));
   }
   for (const auto& [category, a] : affinity) {
-    if (auto s = txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a); !s.ok())
-      return s;
+    CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a));
   }
   if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
     api::SetTimestamp(when, summary.mutable_last_activity());
   }
-  if (auto s = txn.PutProto(customers_, summary_key, summary); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
   return Apply(txn, delta);
 }
 
@@ -754,13 +746,13 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
   if (!s.ok()) return s;
   delta.baskets[StripeOf(customer_id)] -= baskets;
   for (Touch kind : {Touch::kView, Touch::kPurchase}) {
-    if (auto st = UndoTouches(txn, kind, customer_id, delta); !st.ok()) return st;
+    CRM_RETURN_IF_ERROR(UndoTouches(txn, kind, customer_id, delta));
   }
-  if (auto st = Apply(txn, delta); !st.ok()) return st;
-  if (auto st = txn.Delete(customers_, prefix); !st.ok()) return st;
+  CRM_RETURN_IF_ERROR(Apply(txn, delta));
+  CRM_RETURN_IF_ERROR(txn.Delete(customers_, prefix));
   for (auto* cf :
        {customer_items_, baskets_, first_views_, first_purchases_, affinity_, shown_, requests_}) {
-    if (auto st = txn.DeletePrefix(cf, prefix); !st.ok()) return st;
+    CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf, prefix));
   }
   return absl::OkStatus();
 }
@@ -770,7 +762,7 @@ absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_vie
                                               absl::Time now) {
   const std::string key = Key().Str(customer_id).Str(sku).Build();
   internal::Shown shown;
-  if (auto s = txn.GetProto(shown_, key, &shown, /*for_update=*/true); !s.ok()) return s.status();
+  CRM_RETURN_IF_ERROR(txn.GetProto(shown_, key, &shown, /*for_update=*/true));
   if (!shown.has_window_start() ||
       now - api::FromTimestamp(shown.window_start()) >= kImpressionWindow) {
     shown.Clear();

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/behavior/interest.h"
 #include "services/recommendation/customer_summary.h"
 
@@ -424,7 +425,7 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
 
   std::map<v1::Model, std::vector<Candidate>> by_model;
   if (want(v1::MODEL_ITEM_CF) && !cold) {
-    if (auto s = ItemCf(*view, now, &by_model[v1::MODEL_ITEM_CF]); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(ItemCf(*view, now, &by_model[v1::MODEL_ITEM_CF]));
   }
   if (want(v1::MODEL_BUNDLE)) {
     std::vector<std::string> context = q.context_skus;
@@ -434,28 +435,26 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
       context.assign(view->summary.last_basket_skus().begin(),
                      view->summary.last_basket_skus().end());
     }
-    if (auto s = Bundles(context, &by_model[v1::MODEL_BUNDLE]); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(Bundles(context, &by_model[v1::MODEL_BUNDLE]));
   }
   if (want(v1::MODEL_CATEGORY_AFFINITY) && view->known) {
-    if (auto s = CategoryAffinity(*view, now, &by_model[v1::MODEL_CATEGORY_AFFINITY]); !s.ok())
-      return s;
+    CRM_RETURN_IF_ERROR(CategoryAffinity(*view, now, &by_model[v1::MODEL_CATEGORY_AFFINITY]));
   }
   if (want(v1::MODEL_BESTSELLERS)) {
-    if (auto s = Popular(now, &by_model[v1::MODEL_BESTSELLERS]); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(Popular(now, &by_model[v1::MODEL_BESTSELLERS]));
   }
   if (want(v1::MODEL_OCCASION) && view->known) {
-    if (auto s = Occasions(*view, now, &by_model[v1::MODEL_OCCASION]); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(Occasions(*view, now, &by_model[v1::MODEL_OCCASION]));
   }
   if (want(v1::MODEL_UPGRADE) && view->known) {
-    if (auto s = Upgrades(q.customer_id, *view, now, &by_model[v1::MODEL_UPGRADE]); !s.ok())
-      return s;
+    CRM_RETURN_IF_ERROR(Upgrades(q.customer_id, *view, now, &by_model[v1::MODEL_UPGRADE]));
   }
   if (want(v1::MODEL_COLD_START) && (cold || !blend)) {
-    if (auto s = ColdStart(*view, now, &by_model[v1::MODEL_COLD_START]); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(ColdStart(*view, now, &by_model[v1::MODEL_COLD_START]));
   }
 
   const std::vector<Candidate> ranked = Blend(by_model, q.placement, SIZE_MAX);
-  if (auto st = Showable(q, ranked, now, out); !st.ok()) return st;
+  CRM_RETURN_IF_ERROR(Showable(q, ranked, now, out));
   if (buy_again != nullptr && BuyAgainPlacement(q.placement) && blend && view->known) {
     return BuyAgain(q, now, buy_again);
   }
