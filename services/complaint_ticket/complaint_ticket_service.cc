@@ -200,19 +200,17 @@ void ComplaintTicketService::CustomerStanding(const std::string& customer_id, Cu
 }
 
 absl::Status ComplaintTicketService::CheckAgent(const std::string& agent_id) {
-  auto agents = store_->Agents();
-  if (!agents.ok()) return agents.status();
-  for (const auto& a : *agents) {
+  CRM_ASSIGN_OR_RETURN(auto agents, store_->Agents());
+  for (const auto& a : agents) {
     if (a.agent_id() == agent_id) return absl::OkStatus();
   }
   return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
 }
 
 absl::Status ComplaintTicketService::Route(TicketSession& s, const std::string& preferred) {
-  auto agents = s.Agents();
-  if (!agents.ok()) return agents.status();
+  CRM_ASSIGN_OR_RETURN(auto agents, s.Agents());
   v1::Ticket& t = s.ticket();
-  std::vector<v1::Agent> candidates = *agents;
+  std::vector<v1::Agent> candidates = agents;
   for (;;) {
     auto choice = ChooseAgent(candidates, t.handling_level(), t.category(), preferred);
     if (!choice.has_value()) {
@@ -308,11 +306,10 @@ grpc::ServerUnaryReactor* ComplaintTicketService::OpenTicket(Ctx* ctx,
             req->customer_id(), request_id, store::RequestFingerprint(*req), now,
             [&](TicketSession& session) -> absl::Status {
               created = true;
-              auto last = session.LastAgent();
-              if (!last.ok()) return last.status();
+              CRM_ASSIGN_OR_RETURN(auto last, session.LastAgent());
               // An enterprise account's named agent first, else the agent who handled the customer
               // last.
-              const std::string preferred = !named_agent.empty() ? named_agent : *last;
+              const std::string preferred = !named_agent.empty() ? named_agent : last;
               return BuildTicket(session, req->channel(), req->category(), req->order_id(),
                                  req->subject(), req->text(), value, false, preferred, now);
             },
@@ -660,21 +657,19 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx,
     Committed(before, *resp);
     // Points, coupons and refunds go out now; what fails is retried by the sweep.
     CRM_RETURN_IF_ERROR(ExecuteCompensations(req->customer_id(), req->ticket_id()));
-    auto after = store_->Get(req->customer_id(), req->ticket_id());
-    if (!after.ok()) return after.status();
-    *resp = *after;
+    CRM_ASSIGN_OR_RETURN(auto after, store_->Get(req->customer_id(), req->ticket_id()));
+    *resp = after;
     return absl::OkStatus();
   });
 }
 
 absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::string& customer_id,
                                                                  const std::string& ticket_id) {
-  auto ticket = store_->Get(customer_id, ticket_id);
-  if (!ticket.ok()) return ticket.status();
-  if (ticket->status() != v1::TICKET_STATUS_AWAITING_COMPENSATION) return 0;
+  CRM_ASSIGN_OR_RETURN(auto ticket, store_->Get(customer_id, ticket_id));
+  if (ticket.status() != v1::TICKET_STATUS_AWAITING_COMPENSATION) return 0;
   std::map<std::string, std::pair<std::string, std::string>> outcome;  // id -> (reference, error)
   int attempted = 0;
-  for (const auto& c : ticket->resolution().compensations()) {
+  for (const auto& c : ticket.resolution().compensations()) {
     if (c.status() != v1::COMPENSATION_STATUS_PENDING || !Automatic(c.kind()) ||
         !c.reference().empty())
       continue;
@@ -711,7 +706,7 @@ absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::stri
     } else {
       v1::RequestReturnRequest r;
       r.set_customer_id(customer_id);
-      r.set_order_id(ticket->order_id());
+      r.set_order_id(ticket.order_id());
       r.set_request_id(source);
       for (const auto& item : c.refund_items()) {
         auto* ri = r.add_items();
@@ -949,10 +944,9 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
                 absl::StrCat("escalated to level ", t.handling_level(), ": ", f.escalation_reason),
                 true, now);
             // A more senior agent takes over when the current one is not senior enough.
-            auto agents = session.Agents();
-            if (!agents.ok()) return agents.status();
+            CRM_ASSIGN_OR_RETURN(auto agents, session.Agents());
             bool senior_enough = false;
-            for (const auto& a : *agents) {
+            for (const auto& a : agents) {
               if (a.agent_id() == t.assigned_agent_id() && a.level() >= t.handling_level())
                 senior_enough = true;
             }
@@ -973,9 +967,8 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
     Committed(before, after);
   }
   // Tickets nobody could take: try again now that agents may be free.
-  auto waiting = store_->Unassigned();
-  if (!waiting.ok()) return waiting.status();
-  for (const auto& [cid, tid] : *waiting) {
+  CRM_ASSIGN_OR_RETURN(auto waiting, store_->Unassigned());
+  for (const auto& [cid, tid] : waiting) {
     v1::Ticket ignored;
     (void)store_->UpdateTicket(
         cid, tid, "", 0, now,
@@ -1012,9 +1005,8 @@ absl::Status ComplaintTicketService::HandleEvent(store::Transaction& txn, const 
                   const std::string& text) -> absl::Status {
     v1::Ticket opened;
     auto created = store_->OpenTicketIn(txn, cid, key, now, [&](TicketSession& s) -> absl::Status {
-      auto last = s.LastAgent();
-      if (!last.ok()) return last.status();
-      if (auto b = BuildTicket(s, channel, category, order_id, subject, text, {}, true, *last, now);
+      CRM_ASSIGN_OR_RETURN(auto last, s.LastAgent());
+      if (auto b = BuildTicket(s, channel, category, order_id, subject, text, {}, true, last, now);
           !b.ok())
         return b;
       opened = s.ticket();
@@ -1051,9 +1043,8 @@ absl::Status ComplaintTicketService::HandleEvent(store::Transaction& txn, const 
   }
   if (event.has_order_refunded()) {
     const std::string& return_id = event.order_refunded().return_id();
-    auto tickets = store_->ListAll(cid);
-    if (!tickets.ok()) return tickets.status();
-    for (const auto& t : *tickets) {
+    CRM_ASSIGN_OR_RETURN(auto tickets, store_->ListAll(cid));
+    for (const auto& t : tickets) {
       bool matches = false;
       for (const auto& c : t.resolution().compensations()) {
         matches =

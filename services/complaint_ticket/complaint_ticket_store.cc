@@ -85,25 +85,23 @@ absl::StatusOr<std::vector<v1::Agent>> TicketSession::Agents() { return store_->
 
 absl::StatusOr<v1::Agent> TicketSession::LockAgent(const std::string& agent_id) {
   v1::Agent a;
-  auto found = txn_.GetProto(store_->agents_, agent_id, &a, /*for_update=*/true);
-  if (!found.ok()) return found.status();
-  if (!*found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
+  CRM_ASSIGN_OR_RETURN(auto found,
+                       txn_.GetProto(store_->agents_, agent_id, &a, /*for_update=*/true));
+  if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
   return a;
 }
 
 absl::StatusOr<std::string> TicketSession::LastAgent() {
-  auto v = txn_.Get(store_->last_agent_, ticket_.customer_id());
-  if (!v.ok()) return v.status();
-  return v->value_or("");
+  CRM_ASSIGN_OR_RETURN(auto v, txn_.Get(store_->last_agent_, ticket_.customer_id()));
+  return v.value_or("");
 }
 
 absl::Status ComplaintTicketStore::AdjustLoad(Transaction& txn, const std::string& agent_id,
                                               int delta) {
   if (agent_id.empty()) return absl::OkStatus();
   v1::Agent a;
-  auto found = txn.GetProto(agents_, agent_id, &a, /*for_update=*/true);
-  if (!found.ok()) return found.status();
-  if (!*found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
+  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(agents_, agent_id, &a, /*for_update=*/true));
+  if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
   if (delta > 0 && a.open_tickets() + delta > a.capacity()) {
     return absl::FailedPreconditionError(
         absl::StrCat("agent_id: agent \"", agent_id, "\" is at capacity"));
@@ -157,9 +155,8 @@ absl::StatusOr<bool> ComplaintTicketStore::OpenTicketIn(
     Transaction& txn, absl::string_view customer_id, absl::string_view request_key, absl::Time now,
     absl::FunctionRef<absl::Status(TicketSession&)> build) {
   const std::string key = Key().Str(customer_id).Str("auto").Str(request_key).Build();
-  auto seen = txn.GetForUpdate(requests_, key);
-  if (!seen.ok()) return seen.status();
-  if (seen->has_value()) return false;
+  CRM_ASSIGN_OR_RETURN(auto seen, txn.GetForUpdate(requests_, key));
+  if (seen.has_value()) return false;
   TicketSession s(this, txn);
   s.is_new_ = true;
   s.ticket_.set_customer_id(std::string(customer_id));
@@ -223,9 +220,9 @@ absl::Status ComplaintTicketStore::UpdateTicket(
 absl::StatusOr<v1::Ticket> ComplaintTicketStore::Get(absl::string_view customer_id,
                                                      absl::string_view ticket_id) const {
   v1::Ticket t;
-  auto found = store_->GetProto(tickets_, TicketKey(customer_id, ticket_id), &t);
-  if (!found.ok()) return found.status();
-  if (!*found)
+  CRM_ASSIGN_OR_RETURN(auto found,
+                       store_->GetProto(tickets_, TicketKey(customer_id, ticket_id), &t));
+  if (!found)
     return absl::NotFoundError(
         absl::StrCat("ticket_id: no ticket \"", ticket_id, "\" for this customer"));
   return t;
@@ -236,10 +233,9 @@ absl::Status ComplaintTicketStore::List(absl::string_view customer_id, absl::str
                                         std::string* last_key, bool* more) const {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
-  auto begin = store::ResumeAfter(prefix, after);
-  if (!begin.ok()) return begin.status();
+  CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
   absl::Status parse;
-  absl::Status s = store_->Scan(tickets_, *begin, store::PrefixUpperBound(prefix),
+  absl::Status s = store_->Scan(tickets_, begin, store::PrefixUpperBound(prefix),
                                 [&](absl::string_view k, absl::string_view v) {
                                   if (static_cast<int>(out->size()) == limit) {
                                     *more = true;
@@ -346,10 +342,10 @@ absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::Agents() const {
 absl::Status ComplaintTicketStore::PutAgent(const v1::Agent& agent, v1::Agent* out) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     v1::Agent existing;
-    auto found = txn.GetProto(agents_, agent.agent_id(), &existing, /*for_update=*/true);
-    if (!found.ok()) return found.status();
+    CRM_ASSIGN_OR_RETURN(auto found,
+                         txn.GetProto(agents_, agent.agent_id(), &existing, /*for_update=*/true));
     *out = agent;
-    out->set_open_tickets(*found ? existing.open_tickets() : 0);
+    out->set_open_tickets(found ? existing.open_tickets() : 0);
     return txn.PutProto(agents_, agent.agent_id(), *out);
   });
 }
@@ -357,9 +353,8 @@ absl::Status ComplaintTicketStore::PutAgent(const v1::Agent& agent, v1::Agent* o
 absl::Status ComplaintTicketStore::SetAgentAvailability(absl::string_view agent_id, bool available,
                                                         v1::Agent* out) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
-    auto found = txn.GetProto(agents_, agent_id, out, /*for_update=*/true);
-    if (!found.ok()) return found.status();
-    if (!*found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
+    CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(agents_, agent_id, out, /*for_update=*/true));
+    if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
     out->set_available(available);
     return txn.PutProto(agents_, agent_id, *out);
   });

@@ -167,9 +167,8 @@ absl::StatusOr<internal::ChurnModel> ParseChurnModel(absl::string_view text) {
 }
 
 absl::StatusOr<internal::ChurnModel> ReadChurnModelFile(const std::string& path) {
-  auto contents = text::ReadFile(path);
-  if (!contents.ok()) return contents.status();
-  auto model = ParseChurnModel(*contents);
+  CRM_ASSIGN_OR_RETURN(auto contents, text::ReadFile(path));
+  auto model = ParseChurnModel(contents);
   if (!model.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", model.status().message()));
   }

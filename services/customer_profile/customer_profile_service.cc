@@ -128,10 +128,9 @@ absl::Status ValidateBehaviorEvent(const std::string& f, v1::BehaviorEvent& e, a
   if (e.dwell_seconds() < 0 || e.dwell_seconds() > 86400)
     return Invalid(f + ".dwell_seconds", "must be 0-86400");
   if (e.has_occur_time()) {
-    auto t = api::ToTime(f + ".occur_time", e.occur_time());
-    if (!t.ok()) return t.status();
-    if (*t > now + kClockSkew) return Invalid(f + ".occur_time", "is in the future");
-    if (*t < now - kMaxEventAge) return Invalid(f + ".occur_time", "is more than 30 days ago");
+    CRM_ASSIGN_OR_RETURN(auto t, api::ToTime(f + ".occur_time", e.occur_time()));
+    if (t > now + kClockSkew) return Invalid(f + ".occur_time", "is in the future");
+    if (t < now - kMaxEventAge) return Invalid(f + ".occur_time", "is more than 30 days ago");
   } else {
     api::SetTimestamp(now, e.mutable_occur_time());
   }

@@ -80,9 +80,8 @@ absl::Status CustomerProfileStore::Register(const v1::Customer& customer,
   return store::TransactOnce(
       *store_, Durability::kSynced, requests_, request_key, fingerprint, now, out,
       [&](Transaction& txn) -> absl::Status {
-        auto existing = txn.GetForUpdate(emails_, customer.email());
-        if (!existing.ok()) return existing.status();
-        if (existing->has_value()) {
+        CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(emails_, customer.email()));
+        if (existing.has_value()) {
           return absl::AlreadyExistsError(
               absl::StrCat("email: \"", customer.email(), "\" is already registered"));
         }
@@ -99,9 +98,8 @@ absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Cust
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     *outcome = ImportOutcome::kAlreadyImported;
     // An erased customer stays erased: a later run of the same import does not bring them back.
-    auto erased = txn.Get(erased_external_ids_, customer.external_id());
-    if (!erased.ok()) return erased.status();
-    if (erased->has_value()) {
+    CRM_ASSIGN_OR_RETURN(auto erased, txn.Get(erased_external_ids_, customer.external_id()));
+    if (erased.has_value()) {
       out->Clear();
       *outcome = ImportOutcome::kErased;
       return absl::OkStatus();
@@ -156,32 +154,29 @@ absl::StatusOr<std::vector<v1::CustomerRef>> CustomerProfileStore::LookupExterna
 
 absl::StatusOr<v1::Customer> CustomerProfileStore::Get(absl::string_view customer_id) const {
   v1::Customer c;
-  auto found = store_->GetProto(customers_, customer_id, &c);
-  if (!found.ok()) return found.status();
-  if (!*found) return NotFound(customer_id);
+  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(customers_, customer_id, &c));
+  if (!found) return NotFound(customer_id);
   return c;
 }
 
 absl::StatusOr<v1::Customer> CustomerProfileStore::GetByEmail(
     absl::string_view normalized_email) const {
-  auto id = store_->Get(emails_, normalized_email);
-  if (!id.ok()) return id.status();
-  if (!id->has_value()) {
+  CRM_ASSIGN_OR_RETURN(auto id, store_->Get(emails_, normalized_email));
+  if (!id.has_value()) {
     return absl::NotFoundError(
         absl::StrCat("email: no customer registered with \"", normalized_email, "\""));
   }
-  return Get(**id);
+  return Get(*id);
 }
 
 absl::Status CustomerProfileStore::List(absl::string_view email_prefix,
                                         absl::string_view after_email, int limit,
                                         std::vector<v1::Customer>* out, bool* more) const {
   *more = false;
-  auto begin = store::ResumeAfter(email_prefix, after_email);
-  if (!begin.ok()) return begin.status();
+  CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(email_prefix, after_email));
   const std::string end = store::PrefixUpperBound(email_prefix);
   std::vector<std::string> ids;
-  absl::Status s = store_->Scan(emails_, *begin, end, [&](absl::string_view, absl::string_view id) {
+  absl::Status s = store_->Scan(emails_, begin, end, [&](absl::string_view, absl::string_view id) {
     if (static_cast<int>(ids.size()) == limit) {
       *more = true;
       return false;
@@ -206,9 +201,9 @@ absl::Status CustomerProfileStore::UpdateCustomer(
     absl::FunctionRef<absl::Status(v1::Customer&)> change) {
   auto body = [&](Transaction& txn) -> absl::Status {
     v1::Customer c;
-    auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
-    if (!found.ok()) return found.status();
-    if (!*found) return NotFound(customer_id);
+    CRM_ASSIGN_OR_RETURN(auto found,
+                         txn.GetProto(customers_, customer_id, &c, /*for_update=*/true));
+    if (!found) return NotFound(customer_id);
     if (absl::Status s = change(c); !s.ok()) return s;
     api::SetTimestamp(now, c.mutable_update_time());
     return txn.PutProto(customers_, customer_id, c);
@@ -232,9 +227,8 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
         // The customer must exist; a plain read suffices (erasure takes the customer row lock and
         // also deletes these rows, and behaviour for a customer erased a moment later is erased
         // with them).
-        auto exists = txn.Get(customers_, customer_id);
-        if (!exists.ok()) return exists.status();
-        if (!exists->has_value()) return NotFound(customer_id);
+        CRM_ASSIGN_OR_RETURN(auto exists, txn.Get(customers_, customer_id));
+        if (!exists.has_value()) return NotFound(customer_id);
         absl::flat_hash_map<std::string, v1::CategoryAffinity> touched;
         for (size_t i = 0; i < events.size(); ++i) {
           const v1::BehaviorEvent& e = events[i];
@@ -281,11 +275,10 @@ absl::Status CustomerProfileStore::ListBehavior(absl::string_view customer_id,
                                                 std::string* last_key, bool* more) const {
   *more = false;
   const std::string prefix = CustomerPrefix(customer_id);
-  auto begin = store::ResumeAfter(prefix, after);
-  if (!begin.ok()) return begin.status();
+  CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
   absl::Status parse_error;
   absl::Status s =
-      store_->Scan(behavior_, *begin, store::PrefixUpperBound(prefix),
+      store_->Scan(behavior_, begin, store::PrefixUpperBound(prefix),
                    [&](absl::string_view key, absl::string_view value) {
                      if (static_cast<int>(out->size()) == limit) {
                        *more = true;
@@ -349,9 +342,9 @@ absl::Status CustomerProfileStore::RequestContact(
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         v1::Customer c;
         // Locking the customer row serialises contact requests of this customer.
-        auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
-        if (!found.ok()) return found.status();
-        if (!*found) return NotFound(customer_id);
+        CRM_ASSIGN_OR_RETURN(auto found,
+                             txn.GetProto(customers_, customer_id, &c, /*for_update=*/true));
+        if (!found) return NotFound(customer_id);
         std::vector<absl::Time> times;
         absl::Status scanned =
             txn.Scan(contacts_, Key().Str(customer_id).Time(window_start).bytes(),
@@ -375,9 +368,8 @@ absl::Status CustomerProfileStore::RequestContact(
 
 absl::Status CustomerProfileStore::Export(absl::string_view customer_id,
                                           v1::CustomerDataExport* out) const {
-  auto c = Get(customer_id);
-  if (!c.ok()) return c.status();
-  *out->mutable_customer() = std::move(*c);
+  CRM_ASSIGN_OR_RETURN(auto c, Get(customer_id));
+  *out->mutable_customer() = std::move(c);
   absl::Status parse_error;
   auto collect = [&](rocksdb::ColumnFamilyHandle* cf, auto* repeated) {
     return store_->ScanPrefix(
@@ -400,9 +392,8 @@ absl::Status CustomerProfileStore::ApplyToHistory(
     absl::FunctionRef<bool(internal::CustomerHistory&)> fold) {
   // Locking the customer row orders this against a concurrent erasure: either the erasure sees
   // nothing new, or this sees the customer gone.
-  auto customer = txn.GetForUpdate(customers_, event.customer_id());
-  if (!customer.ok()) return customer.status();
-  if (!customer->has_value()) return absl::OkStatus();
+  CRM_ASSIGN_OR_RETURN(auto customer, txn.GetForUpdate(customers_, event.customer_id()));
+  if (!customer.has_value()) return absl::OkStatus();
   internal::CustomerHistory history;
   auto found = txn.GetProto(histories_, event.customer_id(), &history, /*for_update=*/true);
   if (!found.ok()) return found.status();
@@ -412,9 +403,8 @@ absl::Status CustomerProfileStore::ApplyToHistory(
 
 absl::StatusOr<internal::CustomerHistory> CustomerProfileStore::History(
     absl::string_view customer_id) const {
-  auto exists = store_->Get(customers_, customer_id);
-  if (!exists.ok()) return exists.status();
-  if (!exists->has_value()) return NotFound(customer_id);
+  CRM_ASSIGN_OR_RETURN(auto exists, store_->Get(customers_, customer_id));
+  if (!exists.has_value()) return NotFound(customer_id);
   internal::CustomerHistory history;
   auto found = store_->GetProto(histories_, customer_id, &history);
   if (!found.ok()) return found.status();
@@ -443,9 +433,8 @@ absl::Status CustomerProfileStore::RecordRetentionAction(absl::string_view custo
   return store::TransactOnce(
       *store_, Durability::kSynced, requests_, RequestKey(customer_id, "retention", request_id),
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
-        auto customer = txn.GetForUpdate(customers_, customer_id);
-        if (!customer.ok()) return customer.status();
-        if (!customer->has_value()) return NotFound(customer_id);
+        CRM_ASSIGN_OR_RETURN(auto customer, txn.GetForUpdate(customers_, customer_id));
+        if (!customer.has_value()) return NotFound(customer_id);
         const uint64_t id = sharding::StableHash64(absl::StrCat(customer_id, "/", request_id));
         action.set_action_id(absl::StrCat("ra-", absl::Hex(id, absl::kZeroPad16)));
         const std::string key =
@@ -493,9 +482,9 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id,
       *store_, Durability::kSynced, requests_, RequestKey(customer_id, "erase", request_id),
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         v1::Customer c;
-        auto found = txn.GetProto(customers_, customer_id, &c, /*for_update=*/true);
-        if (!found.ok()) return found.status();
-        if (!*found) return NotFound(customer_id);
+        CRM_ASSIGN_OR_RETURN(auto found,
+                             txn.GetProto(customers_, customer_id, &c, /*for_update=*/true));
+        if (!found) return NotFound(customer_id);
         CRM_RETURN_IF_ERROR(txn.Delete(customers_, customer_id));
         CRM_RETURN_IF_ERROR(txn.Delete(emails_, c.email()));
         if (!c.external_id().empty()) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/text/file.h"
 
 namespace crm::customer_profile {
@@ -228,10 +229,9 @@ absl::StatusOr<internal::SegmentRules> ValidateSegmentRules(internal::SegmentRul
 }
 
 absl::StatusOr<internal::SegmentRules> ReadSegmentRulesFile(const std::string& path) {
-  auto contents = text::ReadFile(path);
-  if (!contents.ok()) return contents.status();
+  CRM_ASSIGN_OR_RETURN(auto contents, text::ReadFile(path));
   internal::SegmentRules rules;
-  if (!google::protobuf::TextFormat::ParseFromString(*contents, &rules)) {
+  if (!google::protobuf::TextFormat::ParseFromString(contents, &rules)) {
     return absl::InvalidArgumentError(
         absl::StrCat("segment rules file ", path, ": not a text-format SegmentRules"));
   }

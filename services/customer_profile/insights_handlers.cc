@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/unary.h"
 #include "libs/store/idempotency.h"
@@ -64,9 +65,8 @@ absl::Status CustomerProfileService::HandleEvent(store::Transaction& txn, const 
 
 absl::StatusOr<v1::CustomerInsights> CustomerProfileService::AssessNow(
     absl::string_view customer_id, absl::Time now, Summary* summary) {
-  auto history = store_->History(customer_id);
-  if (!history.ok()) return history.status();
-  Summary s = Summarise(*history, now);
+  CRM_ASSIGN_OR_RETURN(auto history, store_->History(customer_id));
+  Summary s = Summarise(history, now);
   v1::CustomerInsights out = Assess(customer_id, s, insights_->snapshot()->population,
                                     insights_->rules(), insights_->churn_model(), now);
   if (summary != nullptr) *summary = std::move(s);
@@ -161,8 +161,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(
   return FinishOn(*writes_, ctx,
                   [this, req, resp, now, agent_id = *agent_id,
                    request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-                    auto insights = AssessNow(req->customer_id(), now);
-                    if (!insights.ok()) return insights.status();
+                    CRM_ASSIGN_OR_RETURN(auto insights, AssessNow(req->customer_id(), now));
                     v1::RetentionAction action;
                     action.set_customer_id(req->customer_id());
                     action.set_type(req->type());
@@ -173,7 +172,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(
                     api::SetTimestamp(
                         now + absl::Hours(24) * insights_->rules().retention_window_days(),
                         action.mutable_window_end_time());
-                    action.set_churn_score(insights->churn().score());
+                    action.set_churn_score(insights.churn().score());
                     action.set_outcome(v1::RETENTION_OUTCOME_PENDING);
                     return store_->RecordRetentionAction(req->customer_id(), request_id,
                                                          store::RequestFingerprint(*req), now,

@@ -265,9 +265,8 @@ std::string CreditLevelName(int32_t level) {
 }
 
 absl::StatusOr<v1::LoyaltyRules> ReadRulesFile(const std::string& path) {
-  auto contents = text::ReadFile(path);
-  if (!contents.ok()) return contents.status();
-  auto rules = ParseRules(*contents);
+  CRM_ASSIGN_OR_RETURN(auto contents, text::ReadFile(path));
+  auto rules = ParseRules(contents);
   if (!rules.ok())
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", rules.status().message()));
   return rules;

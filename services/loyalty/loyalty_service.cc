@@ -149,9 +149,8 @@ void LoyaltyService::ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& 
 }
 
 absl::Status LoyaltyService::CheckCustomer(const std::string& customer_id) {
-  auto account = store_->Account(customer_id);
-  if (!account.ok()) return account.status();
-  if (account->has_value()) return absl::OkStatus();
+  CRM_ASSIGN_OR_RETURN(auto account, store_->Account(customer_id));
+  if (account.has_value()) return absl::OkStatus();
   return rpc::FetchCustomer(*backends_, customer_id).status();
 }
 
@@ -191,13 +190,12 @@ grpc::ServerUnaryReactor* LoyaltyService::ExplainMembership(Ctx* ctx,
   return FinishOn(
       *writes_, ctx,
       [this, req, resp, rules, now, size = *size, after = *after, scope]() -> absl::Status {
-        auto account = store_->Account(req->customer_id());
-        if (!account.ok()) return account.status();
+        CRM_ASSIGN_OR_RETURN(auto account, store_->Account(req->customer_id()));
         internal::LoyaltyAccount a;
         Lots lots;
-        if (account->has_value()) {
-          a = (*account)->first;
-          lots = (*account)->second;
+        if (account.has_value()) {
+          a = (account)->first;
+          lots = (account)->second;
         } else {
           CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
           a.set_customer_id(req->customer_id());
@@ -303,10 +301,9 @@ grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantP
     AccountSession::Effects effects;
     absl::Status s =
         store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-          auto seen = session.Source("points", req->source_id());
-          if (!seen.ok()) return seen.status();
-          if (seen->has_value()) {
-            auto first = session.LedgerEntryById(**seen);
+          CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", req->source_id()));
+          if (seen.has_value()) {
+            auto first = session.LedgerEntryById(*seen);
             if (!first.ok()) return first.status();
             if (!first->has_value())
               return absl::DataLossError("source index points at a missing ledger entry");
@@ -346,9 +343,8 @@ grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::Redee
       *writes_, ctx,
       [this, req, resp, now,
        request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
-        auto account = store_->Account(req->customer_id());
-        if (!account.ok()) return account.status();
-        if (!account->has_value()) {
+        CRM_ASSIGN_OR_RETURN(auto account, store_->Account(req->customer_id()));
+        if (!account.has_value()) {
           CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
           return absl::FailedPreconditionError(
               absl::StrCat("points: the balance is 0, not enough to redeem ", req->points()));
@@ -391,9 +387,8 @@ grpc::ServerUnaryReactor* LoyaltyService::RecordReferral(Ctx* ctx,
     AccountSession::Effects effects;
     absl::Status s =
         store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-          auto seen = session.Source("points", source);
-          if (!seen.ok()) return seen.status();
-          if (!seen->has_value()) {
+          CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", source));
+          if (!seen.has_value()) {
             for (auto& e :
                  EarnPoints(session.account(), session.lots(), rules->points().per_referral(),
                             v1::POINTS_SOURCE_REFERRAL, source, "", "referral points",
@@ -427,10 +422,10 @@ grpc::ServerUnaryReactor* LoyaltyService::RateTrade(Ctx* ctx, const v1::RateTrad
     v1::GetOrderRequest get;
     get.set_customer_id(req->customer_id());
     get.set_order_id(req->order_id());
-    auto order = rpc::Peer<v1::OrderTrackingService>(backends_).Call(
-        req->customer_id(), "confirm the order", &v1::OrderTrackingService::Stub::GetOrder, get);
-    if (!order.ok()) return order.status();
-    if (order->status() != v1::ORDER_STATUS_DELIVERED) {
+    CRM_ASSIGN_OR_RETURN(auto order, rpc::Peer<v1::OrderTrackingService>(backends_).Call(
+                                         req->customer_id(), "confirm the order",
+                                         &v1::OrderTrackingService::Stub::GetOrder, get));
+    if (order.status() != v1::ORDER_STATUS_DELIVERED) {
       return absl::FailedPreconditionError(
           "order_id: only a completed (delivered) trade can be rated");
     }
@@ -514,10 +509,9 @@ grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueC
     AccountSession::Effects effects;
     absl::Status s =
         store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-          auto seen = session.Source("coupon", req->source_id());
-          if (!seen.ok()) return seen.status();
-          if (seen->has_value()) {
-            auto c = session.Coupon(**seen);
+          CRM_ASSIGN_OR_RETURN(auto seen, session.Source("coupon", req->source_id()));
+          if (seen.has_value()) {
+            auto c = session.Coupon(*seen);
             if (!c.ok()) return c.status();
             if (!c->has_value())
               return absl::DataLossError("source index points at a missing coupon");
@@ -560,9 +554,8 @@ grpc::ServerUnaryReactor* LoyaltyService::ListCoupons(Ctx* ctx, const v1::ListCo
 absl::Status LoyaltyService::Maintain(v1::RunMaintenanceResponse* out) {
   const absl::Time now = clock_->Now();
   const auto rules = rules_->Get();
-  auto due = store_->CustomersWithExpiringPoints(now);
-  if (!due.ok()) return due.status();
-  for (const std::string& cid : *due) {
+  CRM_ASSIGN_OR_RETURN(auto due, store_->CustomersWithExpiringPoints(now));
+  for (const std::string& cid : due) {
     int64_t expired = 0;
     AccountSession::Effects effects;
     absl::Status s = store_->WithAccount(cid, [&](AccountSession& session) -> absl::Status {
@@ -634,9 +627,8 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
     const auto& d = event.order_delivered();
     const absl::Time when = api::FromTimestamp(event.occur_time());
     s = store_->WithAccountIn(txn, cid, [&](AccountSession& session) -> absl::Status {
-      auto grant = session.Grant(d.order_id());
-      if (!grant.ok()) return grant.status();
-      if (grant->has_value()) return absl::OkStatus();  // granted before
+      CRM_ASSIGN_OR_RETURN(auto grant, session.Grant(d.order_id()));
+      if (grant.has_value()) return absl::OkStatus();  // granted before
       ApplyTierChange(session, *rules, now);
       const v1::TierRule& tier =
           TierRuleFor(*rules, RollingGrowth(session.account(), now, rules->growth().window_days()));
@@ -683,14 +675,13 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
   } else if (event.has_order_refunded()) {
     const auto& r = event.order_refunded();
     s = store_->WithAccountIn(txn, cid, [&](AccountSession& session) -> absl::Status {
-      auto grant = session.Grant(r.order_id());
-      if (!grant.ok()) return grant.status();
-      if (!grant->has_value()) return absl::OkStatus();  // the order granted nothing here
+      CRM_ASSIGN_OR_RETURN(auto grant, session.Grant(r.order_id()));
+      if (!grant.has_value()) return absl::OkStatus();  // the order granted nothing here
       const std::string source = absl::StrCat("refund:", r.return_id());
       auto seen = session.Source("growth", source);
       if (!seen.ok()) return seen.status();
       if (seen->has_value()) return absl::OkStatus();
-      internal::OrderGrant g = **grant;
+      internal::OrderGrant g = *grant;
       int64_t growth = 0, points = 0;
       for (const auto& item : r.items()) {
         auto it = g.mutable_items()->find(item.item_id());
@@ -717,9 +708,8 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
     const auto& rv = event.review_submitted();
     s = store_->WithAccountIn(txn, cid, [&](AccountSession& session) -> absl::Status {
       const std::string source = absl::StrCat("review:", rv.review_id());
-      auto seen = session.Source("points", source);
-      if (!seen.ok()) return seen.status();
-      if (seen->has_value()) return absl::OkStatus();
+      CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", source));
+      if (seen.has_value()) return absl::OkStatus();
       for (auto& e : EarnPoints(session.account(), session.lots(), rules->points().per_review(),
                                 v1::POINTS_SOURCE_REVIEW, source, rv.order_id(),
                                 absl::StrCat("review: ", rules->points().per_review(), " points"),

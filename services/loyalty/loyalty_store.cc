@@ -55,10 +55,9 @@ absl::Status ScanPage(const store::Store& store, rocksdb::ColumnFamilyHandle* cf
                       std::vector<M>* out, std::string* last_key, bool* more) {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
-  auto begin = store::ResumeAfter(prefix, after);
-  if (!begin.ok()) return begin.status();
+  CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
   absl::Status parse;
-  absl::Status s = store.Scan(cf, *begin, store::PrefixUpperBound(prefix),
+  absl::Status s = store.Scan(cf, begin, store::PrefixUpperBound(prefix),
                               [&](absl::string_view k, absl::string_view v) {
                                 if (static_cast<int>(out->size()) == limit) {
                                   *more = true;
@@ -100,19 +99,20 @@ LoyaltyStore::LoyaltyStore(store::Store* store)
 
 absl::StatusOr<std::optional<std::string>> AccountSession::Source(absl::string_view kind,
                                                                   absl::string_view source_id) {
-  auto v = txn_.GetForUpdate(store_->sources_,
-                             Key().Str(account_.customer_id()).Str(kind).Str(source_id).bytes());
-  if (!v.ok()) return v.status();
-  return *v;
+  CRM_ASSIGN_OR_RETURN(
+      auto v,
+      txn_.GetForUpdate(store_->sources_,
+                        Key().Str(account_.customer_id()).Str(kind).Str(source_id).bytes()));
+  return v;
 }
 
 absl::StatusOr<std::optional<internal::OrderGrant>> AccountSession::Grant(
     absl::string_view order_id) {
   internal::OrderGrant g;
-  auto found = txn_.GetProto(store_->grants_,
-                             Key().Str(account_.customer_id()).Str(order_id).bytes(), &g, true);
-  if (!found.ok()) return found.status();
-  if (!*found) return std::optional<internal::OrderGrant>();
+  CRM_ASSIGN_OR_RETURN(
+      auto found, txn_.GetProto(store_->grants_,
+                                Key().Str(account_.customer_id()).Str(order_id).bytes(), &g, true));
+  if (!found) return std::optional<internal::OrderGrant>();
   return std::optional<internal::OrderGrant>(std::move(g));
 }
 
@@ -154,9 +154,9 @@ absl::StatusOr<std::optional<v1::Coupon>> AccountSession::Coupon(absl::string_vi
 }
 
 absl::Status LoyaltyStore::Load(AccountSession& s, absl::string_view customer_id) {
-  auto found = s.txn_.GetProto(accounts_, customer_id, &s.account_, /*for_update=*/true);
-  if (!found.ok()) return found.status();
-  s.existed_ = *found;
+  CRM_ASSIGN_OR_RETURN(auto found,
+                       s.txn_.GetProto(accounts_, customer_id, &s.account_, /*for_update=*/true));
+  s.existed_ = found;
   if (!s.existed_) {
     s.account_.set_customer_id(std::string(customer_id));
     s.account_.set_next_sequence(1);
@@ -261,9 +261,8 @@ absl::Status LoyaltyStore::WithAccountOnce(
 absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> LoyaltyStore::Account(
     absl::string_view customer_id) const {
   internal::LoyaltyAccount account;
-  auto found = store_->GetProto(accounts_, customer_id, &account);
-  if (!found.ok()) return found.status();
-  if (!*found) return std::optional<std::pair<internal::LoyaltyAccount, Lots>>();
+  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(accounts_, customer_id, &account));
+  if (!found) return std::optional<std::pair<internal::LoyaltyAccount, Lots>>();
   if (account.erased())
     return absl::NotFoundError(
         absl::StrCat("customer_id: customer \"", customer_id, "\" was erased"));
@@ -339,9 +338,9 @@ absl::Status LoyaltyStore::ForEachAccount(
 absl::Status LoyaltyStore::Anonymise(Transaction& txn, absl::string_view customer_id,
                                      v1::Tier* left_tier) {
   internal::LoyaltyAccount account;
-  auto found = txn.GetProto(accounts_, customer_id, &account, /*for_update=*/true);
-  if (!found.ok()) return found.status();
-  if (!*found) return absl::OkStatus();
+  CRM_ASSIGN_OR_RETURN(auto found,
+                       txn.GetProto(accounts_, customer_id, &account, /*for_update=*/true));
+  if (!found) return absl::OkStatus();
   if (!account.erased() && left_tier != nullptr) *left_tier = account.tier();
   account.set_erased(true);
   account.clear_enterprise_company();

@@ -15,17 +15,15 @@ constexpr absl::Duration kClockSkew = absl::Minutes(5);
 
 absl::StatusOr<absl::Time> PastTime(const std::string& field, const google::protobuf::Timestamp& ts,
                                     absl::Time now) {
-  auto t = api::ToTime(field, ts);
-  if (!t.ok()) return t.status();
-  if (*t > now + kClockSkew) return api::Invalid(field, "is in the future");
-  return *t;
+  CRM_ASSIGN_OR_RETURN(auto t, api::ToTime(field, ts));
+  if (t > now + kClockSkew) return api::Invalid(field, "is in the future");
+  return t;
 }
 
 absl::Status ValidateOrder(const std::string& f, const v1::HistoricalOrder& o, absl::Time now) {
   CRM_RETURN_IF_ERROR(api::RequiredId(f + ".external_order_id", o.external_order_id()));
   if (!o.has_place_time()) return api::Invalid(f + ".place_time", "is required");
-  auto placed = PastTime(f + ".place_time", o.place_time(), now);
-  if (!placed.ok()) return placed.status();
+  CRM_ASSIGN_OR_RETURN(auto placed, PastTime(f + ".place_time", o.place_time(), now));
   int64_t total = 0;
   std::string currency;
   if (auto s = ValidateOrderLines(f + ".items", o.items(), kMaxImportedItems,
@@ -40,7 +38,7 @@ absl::Status ValidateOrder(const std::string& f, const v1::HistoricalOrder& o, a
   if (o.has_delivered_time()) {
     auto delivered = PastTime(f + ".delivered_time", o.delivered_time(), now);
     if (!delivered.ok()) return delivered.status();
-    if (*delivered < *placed) return api::Invalid(f + ".delivered_time", "is before place_time");
+    if (*delivered < placed) return api::Invalid(f + ".delivered_time", "is before place_time");
   }
   return absl::OkStatus();
 }

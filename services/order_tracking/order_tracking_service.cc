@@ -34,10 +34,9 @@ absl::Status ValidateOrderIds(absl::string_view customer_id, absl::string_view o
 absl::StatusOr<absl::Time> OptionalEventTime(const std::string& field,
                                              const v1::AdvancePackageRequest& r, absl::Time now) {
   if (!r.has_event_time()) return now;
-  auto t = api::ToTime(field, r.event_time());
-  if (!t.ok()) return t.status();
-  if (*t > now + kClockSkew) return Invalid(field, "is in the future");
-  return *t;
+  CRM_ASSIGN_OR_RETURN(auto t, api::ToTime(field, r.event_time()));
+  if (t > now + kClockSkew) return Invalid(field, "is in the future");
+  return t;
 }
 
 absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
@@ -212,9 +211,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx,
       [this, req, resp, now, total, currency,
        request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
         // The customer must exist, and the order keeps a copy of the address it ships to.
-        auto fetched = rpc::FetchCustomer(*backends_, req->customer_id());
-        if (!fetched.ok()) return fetched.status();
-        const v1::Customer& customer = *fetched;
+        CRM_ASSIGN_OR_RETURN(auto fetched, rpc::FetchCustomer(*backends_, req->customer_id()));
+        const v1::Customer& customer = fetched;
         const std::string address_id = req->shipping_address_id().empty()
                                            ? customer.default_address_id()
                                            : req->shipping_address_id();
@@ -450,8 +448,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx,
 
 absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& move,
                                                absl::Time now, v1::Order* out) {
-  auto when = OptionalEventTime("event_time", move, now);
-  if (!when.ok()) return when.status();
+  CRM_ASSIGN_OR_RETURN(auto when, OptionalEventTime("event_time", move, now));
   OrderChange applied;
   absl::Status s = store_->UpdateOrder(
       move.customer_id(), move.order_id(), now,
@@ -466,7 +463,7 @@ absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& 
           return absl::OkStatus();
         }
         CRM_RETURN_IF_ERROR(CheckPackageMove(p->status(), move.status()));
-        MoveAndDescribe(o, *p, move, *when, "operations", c);
+        MoveAndDescribe(o, *p, move, when, "operations", c);
         return absl::OkStatus();
       },
       out, &applied);
@@ -531,9 +528,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(
     for (const auto& e : req->events()) {
       R* result = resp->add_results();
       result->set_carrier_event_id(e.carrier_event_id());
-      auto ref = store_->FindTrackingNumber(e.tracking_number());
-      if (!ref.ok()) return ref.status();
-      if (!ref->has_value()) {
+      CRM_ASSIGN_OR_RETURN(auto ref, store_->FindTrackingNumber(e.tracking_number()));
+      if (!ref.has_value()) {
         result->set_outcome(R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
         metrics_.tracking_events.Add({{"outcome", "unknown_tracking_number"}}).Increment();
         continue;
@@ -544,9 +540,9 @@ grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(
       v1::Order order;
       OrderChange applied;
       absl::Status s = store_->ApplyCarrierEvent(
-          **ref, e.carrier_event_id(), e.tracking_number(), now,
+          *ref, e.carrier_event_id(), e.tracking_number(), now,
           [&](v1::Order& o, OrderChange& c) -> absl::Status {
-            v1::Package* p = FindPackage(o, (*ref)->package_id);
+            v1::Package* p = FindPackage(o, (ref)->package_id);
             if (p == nullptr)
               return absl::DataLossError("tracking number points at a missing package");
             const bool older =
@@ -643,11 +639,11 @@ grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(
 absl::StatusOr<int> OrderTrackingService::ReturnWindowExtension(const std::string& customer_id) {
   v1::GetMembershipRequest req;
   req.set_customer_id(customer_id);
-  auto m = rpc::Peer<v1::LoyaltyService>(backends_).Call(
-      customer_id, "tell whether a membership benefit extends the return window",
-      &v1::LoyaltyService::Stub::GetMembership, req);
-  if (!m.ok()) return m.status();
-  return m->benefits().return_window_extension_days();
+  CRM_ASSIGN_OR_RETURN(
+      auto m, rpc::Peer<v1::LoyaltyService>(backends_).Call(
+                  customer_id, "tell whether a membership benefit extends the return window",
+                  &v1::LoyaltyService::Stub::GetMembership, req));
+  return m.benefits().return_window_extension_days();
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
@@ -681,17 +677,17 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
           auto plain = CheckReturnRequest(*current, req->items(), return_rules_, 0, now);
           if (!plain.ok() &&
               plain.status().message().find("return window") != absl::string_view::npos) {
-            auto extension = ReturnWindowExtension(req->customer_id());
-            if (!extension.ok()) return extension.status();
-            extra_days = *extension;
+            CRM_ASSIGN_OR_RETURN(auto extension, ReturnWindowExtension(req->customer_id()));
+            extra_days = extension;
           }
         }
         v1::Order order;
         absl::Status s = store_->CreateReturn(
             req->customer_id(), req->order_id(), request_id, store::RequestFingerprint(*req), now,
             [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
-              auto window_end = CheckReturnRequest(o, req->items(), return_rules_, extra_days, now);
-              if (!window_end.ok()) return window_end.status();
+              CRM_ASSIGN_OR_RETURN(
+                  auto window_end,
+                  CheckReturnRequest(o, req->items(), return_rules_, extra_days, now));
               r.set_return_id(sharding::NewIdInBucket("r", sharding::BucketOf(req->customer_id())));
               r.set_order_id(o.order_id());
               r.set_customer_id(o.customer_id());
@@ -701,7 +697,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
               r.set_status(v1::RETURN_STATUS_REQUESTED);
               api::SetTimestamp(now, r.mutable_request_time());
               api::SetTimestamp(now, r.mutable_update_time());
-              api::SetTimestamp(*window_end, r.mutable_window_end_time());
+              api::SetTimestamp(window_end, r.mutable_window_end_time());
               for (const auto& it : req->items())
                 (*o.mutable_returned_quantities())[it.item_id()] += it.quantity();
               c.history.push_back(

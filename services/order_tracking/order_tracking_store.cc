@@ -73,9 +73,9 @@ OrderTrackingStore::OrderTrackingStore(store::Store* store, events::Outbox* outb
 
 absl::Status OrderTrackingStore::LockOrder(Transaction& txn, absl::string_view customer_id,
                                            absl::string_view order_id, v1::Order* order) {
-  auto found = txn.GetProto(orders_, OrderKey(customer_id, order_id), order, /*for_update=*/true);
-  if (!found.ok()) return found.status();
-  if (!*found) return OrderNotFound(order_id);
+  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(orders_, OrderKey(customer_id, order_id), order,
+                                                /*for_update=*/true));
+  if (!found) return OrderNotFound(order_id);
   return absl::OkStatus();
 }
 
@@ -98,11 +98,10 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
     CRM_RETURN_IF_ERROR(txn.PutProto(history_, key, h));
   }
   for (const auto& [number, package_id] : change.tracking_numbers) {
-    auto existing = txn.GetForUpdate(tracking_, number);
-    if (!existing.ok()) return existing.status();
+    CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(tracking_, number));
     const std::string ref =
         Key().Str(order.customer_id()).Str(order.order_id()).Str(package_id).Build();
-    if (existing->has_value() && **existing != ref) {
+    if (existing.has_value() && *existing != ref) {
       return absl::AlreadyExistsError(
           absl::StrCat("tracking_number: \"", number, "\" already belongs to another package"));
     }
@@ -166,10 +165,9 @@ absl::Status OrderTrackingStore::ImportHistory(
     for (const auto& [when, index] : steps) {
       if (index >= 0) {
         const std::string key = import_key("order", req.orders(index).external_order_id());
-        auto known = txn.GetForUpdate(imports_, key);
-        if (!known.ok()) return known.status();
-        if (known->has_value()) {
-          order_ids[index] = **known;
+        CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(imports_, key));
+        if (known.has_value()) {
+          order_ids[index] = *known;
           out->set_orders_already_imported(out->orders_already_imported() + 1);
           continue;
         }
@@ -191,9 +189,8 @@ absl::Status OrderTrackingStore::ImportHistory(
       const int r = -1 - index;
       const v1::HistoricalReturn& recorded = req.returns(r);
       const std::string key = import_key("return", recorded.external_return_id());
-      auto known = txn.GetForUpdate(imports_, key);
-      if (!known.ok()) return known.status();
-      if (known->has_value()) {
+      CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(imports_, key));
+      if (known.has_value()) {
         out->set_returns_already_imported(out->returns_already_imported() + 1);
         continue;
       }
@@ -227,9 +224,8 @@ absl::Status OrderTrackingStore::ImportHistory(
 absl::StatusOr<v1::Order> OrderTrackingStore::GetOrder(absl::string_view customer_id,
                                                        absl::string_view order_id) const {
   v1::Order o;
-  auto found = store_->GetProto(orders_, OrderKey(customer_id, order_id), &o);
-  if (!found.ok()) return found.status();
-  if (!*found) return OrderNotFound(order_id);
+  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(orders_, OrderKey(customer_id, order_id), &o));
+  if (!found) return OrderNotFound(order_id);
   return o;
 }
 
@@ -238,10 +234,9 @@ absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl:
                                             std::string* last_key, bool* more) const {
   *more = false;
   const std::string prefix = Key().Str(customer_id).Build();
-  auto begin = store::ResumeAfter(prefix, after);
-  if (!begin.ok()) return begin.status();
+  CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
   std::vector<std::pair<std::string, std::string>> keys;  // index key, order id
-  absl::Status s = store_->Scan(order_index_, *begin, store::PrefixUpperBound(prefix),
+  absl::Status s = store_->Scan(order_index_, begin, store::PrefixUpperBound(prefix),
                                 [&](absl::string_view k, absl::string_view) {
                                   if (static_cast<int>(keys.size()) == limit) {
                                     *more = true;
@@ -316,10 +311,9 @@ absl::Status OrderTrackingStore::UpdateOrder(
 
 absl::StatusOr<std::optional<OrderTrackingStore::PackageRef>>
 OrderTrackingStore::FindTrackingNumber(absl::string_view tracking_number) const {
-  auto v = store_->Get(tracking_, tracking_number);
-  if (!v.ok()) return v.status();
-  if (!v->has_value()) return std::optional<PackageRef>();
-  store::KeyReader r(**v);
+  CRM_ASSIGN_OR_RETURN(auto v, store_->Get(tracking_, tracking_number));
+  if (!v.has_value()) return std::optional<PackageRef>();
+  store::KeyReader r(*v);
   auto c = r.Str(), o = r.Str(), p = r.Str();
   if (!c || !o || !p) return absl::DataLossError("tracking number record is malformed");
   return std::optional<PackageRef>(PackageRef{*c, *o, *p});
@@ -333,9 +327,8 @@ absl::Status OrderTrackingStore::ApplyCarrierEvent(
   return store_->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
     v1::Order order;
     CRM_RETURN_IF_ERROR(LockOrder(txn, ref.customer_id, ref.order_id, &order));
-    auto seen = txn.GetForUpdate(carrier_events_, carrier_event_id);
-    if (!seen.ok()) return seen.status();
-    *duplicate = seen->has_value();
+    CRM_ASSIGN_OR_RETURN(auto seen, txn.GetForUpdate(carrier_events_, carrier_event_id));
+    *duplicate = seen.has_value();
     *out = order;
     if (*duplicate) return absl::OkStatus();
     OrderChange c;
@@ -380,9 +373,8 @@ absl::Status OrderTrackingStore::UpdateReturn(
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     const std::string key = Key().Str(customer_id).Str(return_id).Build();
     v1::Return ret;
-    auto found = txn.GetProto(returns_, key, &ret, /*for_update=*/true);
-    if (!found.ok()) return found.status();
-    if (!*found)
+    CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(returns_, key, &ret, /*for_update=*/true));
+    if (!found)
       return absl::NotFoundError(
           absl::StrCat("return_id: no return \"", return_id, "\" for this customer"));
     v1::Order order;
@@ -429,9 +421,8 @@ absl::Status OrderTrackingStore::CreateReview(
         v1::Order order;
         CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
         const std::string key = Key().Str(customer_id).Str(order_id).Str(item_id).Build();
-        auto existing = txn.GetForUpdate(reviews_, key);
-        if (!existing.ok()) return existing.status();
-        if (existing->has_value()) {
+        CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(reviews_, key));
+        if (existing.has_value()) {
           return absl::AlreadyExistsError(
               absl::StrCat("item_id: item \"", item_id, "\" of this order is already reviewed"));
         }

@@ -112,9 +112,8 @@ RecommendationService::RecommendationService(RecommendationStore* store, Recomme
       metrics_(registry) {}
 
 absl::Status RecommendationService::CheckSku(const std::string& field, const std::string& sku) {
-  auto item = store_->Item(sku);
-  if (!item.ok()) return item.status();
-  if (!item->has_value())
+  CRM_ASSIGN_OR_RETURN(auto item, store_->Item(sku));
+  if (!item.has_value())
     return absl::NotFoundError(absl::StrCat(field, ": no catalog item \"", sku, "\""));
   return absl::OkStatus();
 }
@@ -163,9 +162,8 @@ absl::StatusOr<std::vector<v1::CatalogItem>> RecommendationService::AcceptCatalo
     if (!valid[i]) continue;
     const std::string& predecessor = req.items(i).successor_of();
     if (!predecessor.empty() && !skus.count(predecessor)) {
-      auto known = store_->Item(predecessor);
-      if (!known.ok()) return known.status();
-      if (!known->has_value()) {
+      CRM_ASSIGN_OR_RETURN(auto known, store_->Item(predecessor));
+      if (!known.has_value()) {
         refuse(i, req.items(i),
                Invalid(absl::StrCat("items[", i, "].successor_of"),
                        absl::StrCat("no catalog item \"", predecessor,
@@ -293,11 +291,10 @@ absl::Status RecommendationService::AskToContact(const v1::RecommendRequest& req
                                   absl::Hex(sharding::StableHash64(request_id), absl::kZeroPad16)));
   ask.set_channel(req.placement() == v1::PLACEMENT_EMAIL ? v1::CHANNEL_EMAIL : v1::CHANNEL_PUSH);
   ask.set_purpose(absl::StrCat("recommendation-", PlacementLabel(req.placement())));
-  auto answer = rpc::Peer<v1::CustomerProfileService>(backends_).Call(
-      req.customer_id(), "check marketing consent",
-      &v1::CustomerProfileService::Stub::RequestContact, ask);
-  if (!answer.ok()) return answer.status();
-  const v1::ContactDecision& decision = *answer;
+  CRM_ASSIGN_OR_RETURN(auto answer, rpc::Peer<v1::CustomerProfileService>(backends_).Call(
+                                        req.customer_id(), "check marketing consent",
+                                        &v1::CustomerProfileService::Stub::RequestContact, ask));
+  const v1::ContactDecision& decision = answer;
   if (decision.allowed()) return absl::OkStatus();
   resp->clear_recommendations();
   resp->clear_buy_again();

@@ -26,9 +26,8 @@ template <typename T>
 absl::StatusOr<std::optional<T>> FindProto(store::Store& s, rocksdb::ColumnFamilyHandle* cf,
                                            absl::string_view key) {
   T value;
-  auto found = s.GetProto(cf, key, &value);
-  if (!found.ok()) return found.status();
-  if (!*found) return std::nullopt;
+  CRM_ASSIGN_OR_RETURN(auto found, s.GetProto(cf, key, &value));
+  if (!found) return std::nullopt;
   return value;
 }
 
@@ -224,11 +223,11 @@ absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>
         for (v1::CatalogItem item : items) {
           const std::string key = Key().Str(item.sku()).Build();
           v1::CatalogItem existing;
-          auto found = txn.GetProto(items_, key, &existing, /*for_update=*/true);
-          if (!found.ok()) return found.status();
-          if (!item.has_in_stock()) item.set_in_stock(*found ? existing.in_stock() : true);
+          CRM_ASSIGN_OR_RETURN(auto found,
+                               txn.GetProto(items_, key, &existing, /*for_update=*/true));
+          if (!item.has_in_stock()) item.set_in_stock(found ? existing.in_stock() : true);
           api::SetTimestamp(now, item.mutable_update_time());
-          if (*found && !existing.successor_of().empty() &&
+          if (found && !existing.successor_of().empty() &&
               existing.successor_of() != item.successor_of()) {
             if (auto s =
                     txn.Delete(successors_, Key().Str(existing.successor_of()).Str(item.sku()));
@@ -272,9 +271,8 @@ absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(
         for (const auto& change : changes) {
           const std::string key = Key().Str(change.sku()).Build();
           v1::CatalogItem item;
-          auto found = txn.GetProto(items_, key, &item, /*for_update=*/true);
-          if (!found.ok()) return found.status();
-          if (!*found) {
+          CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(items_, key, &item, /*for_update=*/true));
+          if (!found) {
             unknown.push_back(change.sku());
             continue;
           }
@@ -404,11 +402,11 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
   std::vector<std::string> keys;
   keys.reserve(delta.stats.size());
   for (const auto& [sku, d] : delta.stats) keys.push_back(Key().Str(sku).Build());
-  auto stats = txn.MultiGetProtosForUpdate<internal::ItemStats>(item_stats_, keys);
-  if (!stats.ok()) return stats.status();
+  CRM_ASSIGN_OR_RETURN(auto stats,
+                       txn.MultiGetProtosForUpdate<internal::ItemStats>(item_stats_, keys));
   size_t i = 0;
   for (const auto& [sku, d] : delta.stats) {
-    internal::ItemStats s = (*stats)[i].value_or(internal::ItemStats());
+    internal::ItemStats s = (stats)[i].value_or(internal::ItemStats());
     s.set_baskets(Clamp(s.baskets() + d.baskets()));
     s.set_units(Clamp(s.units() + d.units()));
     s.set_viewers(Clamp(s.viewers() + d.viewers()));
@@ -492,8 +490,7 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   // Every sku involved is in `items` (pairs are noted both ways): their stats and lists in two
   // MultiGets. Counts are read after the changes that noted them committed; a change committed
   // meanwhile notes the pair again for the next refresh.
-  auto stats = StatsOf(items);
-  if (!stats.ok()) return stats.status();
+  CRM_ASSIGN_OR_RETURN(auto stats, StatsOf(items));
   auto lists = OrEmpty(store_->MultiGetProtos<internal::Neighbours>(neighbours_, ItemKeys(items)));
   if (!lists.ok()) return lists.status();
   absl::flat_hash_map<std::string, size_t> index_of;
@@ -516,7 +513,7 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
     bool list_changed = false;
     for (const auto& partner : changed[item]) {
       const internal::CoCounts& co = pair_counts[PairKey(item, partner)];
-      const internal::ItemStats& theirs = (*stats)[index_of[partner]];
+      const internal::ItemStats& theirs = (stats)[index_of[partner]];
       internal::Neighbour n;
       n.set_sku(partner);
       n.set_co_purchases(co.purchases());
@@ -525,7 +522,7 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
       n.set_baskets(theirs.baskets());
       n.set_viewers(theirs.viewers());
       n.set_buyers(theirs.buyers());
-      list_changed |= OfferNeighbour(list, (*stats)[i], n);
+      list_changed |= OfferNeighbour(list, (stats)[i], n);
     }
     if (list_changed) batch.Put(neighbours_, Key().Str(item).bytes(), list.SerializeAsString());
   }
@@ -555,9 +552,8 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
     if (line.sku().empty()) {
       line.set_sku(item.sku());
       v1::CatalogItem catalog;
-      auto found = txn.GetProto(items_, Key().Str(item.sku()), &catalog);
-      if (!found.ok()) return found.status();
-      line.set_category(*found ? catalog.category() : item.category());
+      CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(items_, Key().Str(item.sku()), &catalog));
+      line.set_category(found ? catalog.category() : item.category());
     }
     line.set_quantity(line.quantity() + item.quantity());
   }
@@ -621,8 +617,8 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
                                               const v1::OrderRefunded& refund) {
   const std::string basket_key = Key().Str(customer_id).Str(refund.order_id()).Build();
   internal::Basket basket;
-  auto has_basket = txn.GetProto(baskets_, basket_key, &basket, /*for_update=*/true);
-  if (!has_basket.ok()) return has_basket.status();
+  CRM_ASSIGN_OR_RETURN(auto has_basket,
+                       txn.GetProto(baskets_, basket_key, &basket, /*for_update=*/true));
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
   auto has_summary = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true);
@@ -640,7 +636,7 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
     if (mine.category().empty()) mine.set_category(item.category());
     mine.set_returned(true);
     CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
-    if (!*has_basket) continue;
+    if (!has_basket) continue;
     // Units returned count against the item (return rate) and come off the day's sales, never more
     // than the basket held.
     const internal::BasketLine* line = nullptr;
@@ -668,7 +664,7 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
     delta.AddSale(line->category(), day, item.sku(), -units,
                   returned->quantity() == line->quantity() ? -1 : 0);
   }
-  if (*has_basket) {
+  if (has_basket) {
     CRM_RETURN_IF_ERROR(txn.PutProto(baskets_, basket_key, basket));
   }
   if (*has_summary) {
@@ -691,9 +687,8 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     if (!signal.category().empty()) {
       auto [it, inserted] = affinity.try_emplace(signal.category());
       if (inserted) {
-        auto s = txn.GetProto(affinity_, Key().Str(customer_id).Str(signal.category()), &it->second,
-                              true);
-        if (!s.ok()) return s.status();
+        CRM_RETURN_IF_ERROR(txn.GetProto(affinity_, Key().Str(customer_id).Str(signal.category()),
+                                         &it->second, true));
         it->second.set_category(signal.category());
       }
       behavior::Accumulate(it->second, action, signal.dwell_seconds(), t);
@@ -779,9 +774,8 @@ absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_vie
 absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view customer_id) const {
   CustomerView v;
   const std::string prefix = Key().Str(customer_id).Build();
-  auto found = store_->GetProto(customers_, prefix, &v.summary);
-  if (!found.ok()) return found.status();
-  v.known = *found;
+  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(customers_, prefix, &v.summary));
+  v.known = found;
   absl::Status s = ScanProtos<v1::CategoryAffinity>(
       *store_, affinity_, prefix,
       [&](absl::string_view, v1::CategoryAffinity&& a) { v.affinity.push_back(std::move(a)); });
@@ -802,8 +796,7 @@ absl::StatusOr<std::optional<internal::Shown>> RecommendationStore::ShownTo(
 
 absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view sku) const {
   internal::ItemStats s;
-  auto found = store_->GetProto(item_stats_, Key().Str(sku), &s);
-  if (!found.ok()) return found.status();
+  CRM_RETURN_IF_ERROR(store_->GetProto(item_stats_, Key().Str(sku), &s));
   return s;
 }
 
@@ -857,16 +850,14 @@ absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore:
 absl::StatusOr<internal::CoCounts> RecommendationStore::Co(absl::string_view a,
                                                            absl::string_view b) const {
   internal::CoCounts co;
-  auto found = store_->GetProto(co_counts_, PairKey(a, b), &co);
-  if (!found.ok()) return found.status();
+  CRM_RETURN_IF_ERROR(store_->GetProto(co_counts_, PairKey(a, b), &co));
   return co;
 }
 
 absl::StatusOr<internal::Neighbours> RecommendationStore::NeighboursOf(
     absl::string_view sku) const {
   internal::Neighbours n;
-  auto found = store_->GetProto(neighbours_, Key().Str(sku), &n);
-  if (!found.ok()) return found.status();
+  CRM_RETURN_IF_ERROR(store_->GetProto(neighbours_, Key().Str(sku), &n));
   return n;
 }
 

@@ -87,10 +87,11 @@ absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache:
   // windows, then all time, so there are always best sellers once anything was sold.
   std::map<std::string, internal::Sold> sales;
   for (const absl::Duration window : kBestsellerFallbackWindows) {
-    auto sold = store_->Sales(
-        category, window == absl::InfiniteDuration() ? absl::UnixEpoch() : now - window, now);
-    if (!sold.ok()) return sold.status();
-    sales = std::move(*sold);
+    CRM_ASSIGN_OR_RETURN(
+        auto sold,
+        store_->Sales(category,
+                      window == absl::InfiniteDuration() ? absl::UnixEpoch() : now - window, now));
+    sales = std::move(sold);
     if (sales.size() >= kMinBestsellers) break;
   }
   auto ranking = std::make_shared<Ranking>(sales.begin(), sales.end());
@@ -109,10 +110,9 @@ Recommender::Recommender(RecommendationStore* store, BestsellerCache* bestseller
     : store_(store), bestsellers_(bestsellers), clock_(clock) {}
 
 absl::Status Recommender::LoadSuccessors() {
-  auto found = store_->ItemsWithSuccessors();
-  if (!found.ok()) return found.status();
+  CRM_ASSIGN_OR_RETURN(auto found, store_->ItemsWithSuccessors());
   absl::MutexLock lock(&mu_);
-  has_successor_ = absl::flat_hash_set<std::string>(found->begin(), found->end());
+  has_successor_ = absl::flat_hash_set<std::string>(found.begin(), found.end());
   return absl::OkStatus();
 }
 
@@ -162,8 +162,7 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
 
   std::vector<std::string> seed_skus;
   for (const Seed& seed : seeds) seed_skus.push_back(seed.sku);
-  auto seed_stats = store_->StatsOf(seed_skus);
-  if (!seed_stats.ok()) return seed_stats.status();
+  CRM_ASSIGN_OR_RETURN(auto seed_stats, store_->StatsOf(seed_skus));
   auto lists = store_->NeighboursOf(seed_skus);
   if (!lists.ok()) return lists.status();
   // Pair counts come from the lists (exact); each candidate's own counts are read now, so the score
@@ -187,7 +186,7 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
   std::map<std::string, Score> scores;
   for (size_t k = 0; k < seeds.size(); ++k) {
     const Seed& seed = seeds[k];
-    const internal::ItemStats& mine = (*seed_stats)[k];
+    const internal::ItemStats& mine = (seed_stats)[k];
     for (const auto& n : (*lists)[k].items()) {
       const internal::ItemStats& theirs = (*candidate_stats)[candidate_index[n.sku()]];
       const double contribution = seed.weight * Affinity(n, mine, theirs);
@@ -219,8 +218,7 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
 absl::Status Recommender::Bundles(const std::vector<std::string>& context,
                                   std::vector<Candidate>* out) {
   if (context.empty()) return absl::OkStatus();
-  auto baskets = store_->TotalBaskets();
-  if (!baskets.ok()) return baskets.status();
+  CRM_ASSIGN_OR_RETURN(auto baskets, store_->TotalBaskets());
   // A cart or a wholesale basket names many items: their rows are read in two batches.
   auto stats = store_->StatsOf(context);
   if (!stats.ok()) return stats.status();
@@ -246,7 +244,7 @@ absl::Status Recommender::Bundles(const std::vector<std::string>& context,
       if (n.co_purchases() < kMinBundleBaskets) continue;
       const int64_t with_candidate = (*candidate_stats)[candidate_index[n.sku()]].baskets();
       const Bundle rule =
-          BundleRule(n.co_purchases(), (*stats)[k].baskets(), with_candidate, *baskets);
+          BundleRule(n.co_purchases(), (*stats)[k].baskets(), with_candidate, baskets);
       if (rule.lift <= 1.0) continue;
       Candidate& c = best[n.sku()];
       if (rule.confidence <= c.score) continue;
@@ -287,16 +285,15 @@ absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time 
   const double strongest = -ranked.front().first;
   for (const auto& [negative, category] : ranked) {
     const Interest& i = interest[category];
-    auto ranking = bestsellers_->Top(category, now);
-    if (!ranking.ok()) return ranking.status();
-    if ((*ranking)->empty()) continue;
+    CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top(category, now));
+    if ((ranking)->empty()) continue;
     const double most =
-        static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+        static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
     const std::string why = i.browsing >= i.buying ? (i.closely ? ", which you looked at closely"
                                                                 : ", which you browse")
                                                    : ", where you often shop";
     int n = 0;
-    for (const auto& [sku, sold] : **ranking) {
+    for (const auto& [sku, sold] : *ranking) {
       if (++n > 20) break;
       out->push_back({sku, v1::MODEL_CATEGORY_AFFINITY,
                       (-negative / strongest) * (sold.orders() / most),
@@ -307,13 +304,11 @@ absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time 
 }
 
 absl::Status Recommender::Popular(absl::Time now, std::vector<Candidate>* out) {
-  auto ranking = bestsellers_->Top("", now);
-  if (!ranking.ok()) return ranking.status();
-  if ((*ranking)->empty()) return absl::OkStatus();
-  const double most =
-      static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+  CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top("", now));
+  if ((ranking)->empty()) return absl::OkStatus();
+  const double most = static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
   int n = 0;
-  for (const auto& [sku, sold] : **ranking) {
+  for (const auto& [sku, sold] : *ranking) {
     if (++n > 50) break;
     out->push_back({sku, v1::MODEL_BESTSELLERS, sold.orders() / most, "a best seller lately"});
   }
@@ -327,13 +322,12 @@ absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now,
     for (const auto& t : c.times()) purchases.push_back({api::FromTimestamp(t), c.category()});
   }
   for (const Occasion& o : OccasionCategories(purchases, now)) {
-    auto ranking = bestsellers_->Top(o.category, now);
-    if (!ranking.ok()) return ranking.status();
-    if ((*ranking)->empty()) continue;
+    CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top(o.category, now));
+    if ((ranking)->empty()) continue;
     const double most =
-        static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+        static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
     int n = 0;
-    for (const auto& [sku, sold] : **ranking) {
+    for (const auto& [sku, sold] : *ranking) {
       if (++n > 10) break;
       // A habit of several years ranks above a single purchase around the date.
       out->push_back({sku, v1::MODEL_OCCASION, o.years + 0.5 * sold.orders() / most,
@@ -360,14 +354,12 @@ absl::Status Recommender::Upgrades(const std::string& customer_id, const Custome
   }
   std::vector<std::string> owned;
   for (const auto& sku : maybe_owned) {
-    auto mine = store_->Mine(customer_id, sku);
-    if (!mine.ok()) return mine.status();
-    if (mine->has_value() && (*mine)->bought() > 0 && !(*mine)->returned()) owned.push_back(sku);
+    CRM_ASSIGN_OR_RETURN(auto mine, store_->Mine(customer_id, sku));
+    if (mine.has_value() && (mine)->bought() > 0 && !(mine)->returned()) owned.push_back(sku);
   }
   for (const auto& sku : owned) {
-    auto successors = store_->Successors(sku);
-    if (!successors.ok()) return successors.status();
-    for (const auto& next : *successors) {
+    CRM_ASSIGN_OR_RETURN(auto successors, store_->Successors(sku));
+    for (const auto& next : successors) {
       auto item = store_->Item(next);
       if (!item.ok()) return item.status();
       if (!item->has_value()) continue;
@@ -388,25 +380,22 @@ absl::Status Recommender::Upgrades(const std::string& customer_id, const Custome
 absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now,
                                     std::vector<Candidate>* out) {
   for (const auto& a : TopAffinities(view, now, 0.1)) {
-    auto ranking = bestsellers_->Top(a.category(), now);
-    if (!ranking.ok()) return ranking.status();
-    if ((*ranking)->empty()) continue;
+    CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top(a.category(), now));
+    if ((ranking)->empty()) continue;
     const double most =
-        static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+        static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
     int n = 0;
-    for (const auto& [sku, sold] : **ranking) {
+    for (const auto& [sku, sold] : *ranking) {
       if (++n > 10) break;
       out->push_back({sku, v1::MODEL_COLD_START, 0.5 + 0.5 * sold.orders() / most,
                       absl::StrCat("popular in ", a.category(), ", which you looked at")});
     }
   }
-  auto ranking = bestsellers_->Top("", now);
-  if (!ranking.ok()) return ranking.status();
-  if ((*ranking)->empty()) return absl::OkStatus();
-  const double most =
-      static_cast<double>(std::max<int64_t>(1, (*ranking)->front().second.orders()));
+  CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top("", now));
+  if ((ranking)->empty()) return absl::OkStatus();
+  const double most = static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
   int n = 0;
-  for (const auto& [sku, sold] : **ranking) {
+  for (const auto& [sku, sold] : *ranking) {
     if (++n > 30) break;
     out->push_back({sku, v1::MODEL_COLD_START, 0.5 * sold.orders() / most, "popular right now"});
   }
@@ -416,46 +405,44 @@ absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now,
 absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Recommendation>* out,
                                     std::vector<v1::Recommendation>* buy_again) {
   const absl::Time now = clock_->Now();
-  auto view = store_->Customer(q.customer_id);
-  if (!view.ok()) return view.status();
+  CRM_ASSIGN_OR_RETURN(auto view, store_->Customer(q.customer_id));
   const bool blend = q.model == v1::MODEL_BLEND || q.model == v1::MODEL_UNSPECIFIED;
   auto want = [&](v1::Model m) { return blend || q.model == m; };
-  const bool cold =
-      !view->known || (view->summary.baskets() == 0 && view->summary.recent().empty());
+  const bool cold = !view.known || (view.summary.baskets() == 0 && view.summary.recent().empty());
 
   std::map<v1::Model, std::vector<Candidate>> by_model;
   if (want(v1::MODEL_ITEM_CF) && !cold) {
-    CRM_RETURN_IF_ERROR(ItemCf(*view, now, &by_model[v1::MODEL_ITEM_CF]));
+    CRM_RETURN_IF_ERROR(ItemCf(view, now, &by_model[v1::MODEL_ITEM_CF]));
   }
   if (want(v1::MODEL_BUNDLE)) {
     std::vector<std::string> context = q.context_skus;
-    if (context.empty() && view->summary.has_last_basket_time() &&
-        now - api::FromTimestamp(view->summary.last_basket_time()) < kLastBasketWindow) {
+    if (context.empty() && view.summary.has_last_basket_time() &&
+        now - api::FromTimestamp(view.summary.last_basket_time()) < kLastBasketWindow) {
       // Home, e-mail and push: what goes with the customer's latest order, while it is recent.
-      context.assign(view->summary.last_basket_skus().begin(),
-                     view->summary.last_basket_skus().end());
+      context.assign(view.summary.last_basket_skus().begin(),
+                     view.summary.last_basket_skus().end());
     }
     CRM_RETURN_IF_ERROR(Bundles(context, &by_model[v1::MODEL_BUNDLE]));
   }
-  if (want(v1::MODEL_CATEGORY_AFFINITY) && view->known) {
-    CRM_RETURN_IF_ERROR(CategoryAffinity(*view, now, &by_model[v1::MODEL_CATEGORY_AFFINITY]));
+  if (want(v1::MODEL_CATEGORY_AFFINITY) && view.known) {
+    CRM_RETURN_IF_ERROR(CategoryAffinity(view, now, &by_model[v1::MODEL_CATEGORY_AFFINITY]));
   }
   if (want(v1::MODEL_BESTSELLERS)) {
     CRM_RETURN_IF_ERROR(Popular(now, &by_model[v1::MODEL_BESTSELLERS]));
   }
-  if (want(v1::MODEL_OCCASION) && view->known) {
-    CRM_RETURN_IF_ERROR(Occasions(*view, now, &by_model[v1::MODEL_OCCASION]));
+  if (want(v1::MODEL_OCCASION) && view.known) {
+    CRM_RETURN_IF_ERROR(Occasions(view, now, &by_model[v1::MODEL_OCCASION]));
   }
-  if (want(v1::MODEL_UPGRADE) && view->known) {
-    CRM_RETURN_IF_ERROR(Upgrades(q.customer_id, *view, now, &by_model[v1::MODEL_UPGRADE]));
+  if (want(v1::MODEL_UPGRADE) && view.known) {
+    CRM_RETURN_IF_ERROR(Upgrades(q.customer_id, view, now, &by_model[v1::MODEL_UPGRADE]));
   }
   if (want(v1::MODEL_COLD_START) && (cold || !blend)) {
-    CRM_RETURN_IF_ERROR(ColdStart(*view, now, &by_model[v1::MODEL_COLD_START]));
+    CRM_RETURN_IF_ERROR(ColdStart(view, now, &by_model[v1::MODEL_COLD_START]));
   }
 
   const std::vector<Candidate> ranked = Blend(by_model, q.placement, SIZE_MAX);
   CRM_RETURN_IF_ERROR(Showable(q, ranked, now, out));
-  if (buy_again != nullptr && BuyAgainPlacement(q.placement) && blend && view->known) {
+  if (buy_again != nullptr && BuyAgainPlacement(q.placement) && blend && view.known) {
     return BuyAgain(q, now, buy_again);
   }
   return absl::OkStatus();
@@ -486,12 +473,11 @@ absl::Status Recommender::Showable(const RecommendQuery& q, const std::vector<Ca
       slice.push_back({c, std::move(**item)});
       skus.push_back(c.sku);
     }
-    auto mine = store_->Mine(q.customer_id, skus);
-    if (!mine.ok()) return mine.status();
+    CRM_ASSIGN_OR_RETURN(auto mine, store_->Mine(q.customer_id, skus));
     auto shown = store_->ShownTo(q.customer_id, skus);
     if (!shown.ok()) return shown.status();
     for (size_t i = 0; i < slice.size() && kept.size() < 3 * wanted; ++i) {
-      const auto& m = (*mine)[i];
+      const auto& m = (mine)[i];
       const auto& w = (*shown)[i];
       if (Eligible(slice[i].item, m.has_value() ? &*m : nullptr, w.has_value() ? &*w : nullptr,
                    now)) {
@@ -502,10 +488,9 @@ absl::Status Recommender::Showable(const RecommendQuery& q, const std::vector<Ca
   // Items often sent back sink (at most halved), once enough were sold to tell.
   std::vector<std::string> skus;
   for (const Kept& k : kept) skus.push_back(k.candidate.sku);
-  auto stats = store_->StatsOf(skus);
-  if (!stats.ok()) return stats.status();
+  CRM_ASSIGN_OR_RETURN(auto stats, store_->StatsOf(skus));
   for (size_t i = 0; i < kept.size(); ++i) {
-    const internal::ItemStats& st = (*stats)[i];
+    const internal::ItemStats& st = (stats)[i];
     if (st.units() >= 5) {
       const double return_rate =
           static_cast<double>(st.returned_units()) / static_cast<double>(st.units());
@@ -533,10 +518,9 @@ absl::Status Recommender::Showable(const RecommendQuery& q, const std::vector<Ca
 
 absl::Status Recommender::BuyAgain(const RecommendQuery& q, absl::Time now,
                                    std::vector<v1::Recommendation>* out) {
-  auto days = store_->BuyingDays(q.customer_id);
-  if (!days.ok()) return days.status();
+  CRM_ASSIGN_OR_RETURN(auto days, store_->BuyingDays(q.customer_id));
   std::vector<std::string> repeated;
-  for (const auto& [sku, bought_on] : *days) {
+  for (const auto& [sku, bought_on] : days) {
     if (bought_on.size() >= 2) repeated.push_back(sku);
   }
   // The basket read is bounded; each item's own row knows its latest purchase exactly.
@@ -550,7 +534,7 @@ absl::Status Recommender::BuyAgain(const RecommendQuery& q, absl::Time now,
   };
   std::vector<Due> due;
   for (size_t i = 0; i < repeated.size(); ++i) {
-    std::vector<int64_t>& bought_on = (*days)[repeated[i]];
+    std::vector<int64_t>& bought_on = (days)[repeated[i]];
     const auto& row = (*rows)[i];
     if (row.has_value() && row->has_last_bought()) {
       const int64_t last = DayOf(api::FromTimestamp(row->last_bought()));
@@ -583,8 +567,7 @@ absl::Status Recommender::BuyAgain(const RecommendQuery& q, absl::Time now,
 
 absl::Status Recommender::RelatedItems(const std::string& sku, int count,
                                        v1::RelatedItemsResponse* out) {
-  auto self = store_->Stats(sku);
-  if (!self.ok()) return self.status();
+  CRM_ASSIGN_OR_RETURN(auto self, store_->Stats(sku));
   auto list = store_->NeighboursOf(sku);
   if (!list.ok()) return list.status();
   struct Scored {
@@ -599,7 +582,7 @@ absl::Status Recommender::RelatedItems(const std::string& sku, int count,
     if (!co.ok()) return co.status();
     auto other = store_->Stats(n.sku());
     if (!other.ok()) return other.status();
-    const double s = Similarity(*co, *self, *other);
+    const double s = Similarity(*co, self, *other);
     if (s > 0) scored.push_back({n.sku(), *co, s});
   }
   std::sort(scored.begin(), scored.end(), [](const Scored& a, const Scored& b) {
@@ -621,8 +604,7 @@ absl::Status Recommender::RelatedItems(const std::string& sku, int count,
 
 absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int64_t min_baskets,
                                          v1::BoughtTogetherResponse* out) {
-  auto self = store_->Stats(sku);
-  if (!self.ok()) return self.status();
+  CRM_ASSIGN_OR_RETURN(auto self, store_->Stats(sku));
   auto baskets = store_->TotalBaskets();
   if (!baskets.ok()) return baskets.status();
   auto list = store_->NeighboursOf(sku);
@@ -639,7 +621,7 @@ absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int6
     if (co->purchases() < min_baskets) continue;
     auto other = store_->Stats(n.sku());
     if (!other.ok()) return other.status();
-    const Bundle b = BundleRule(co->purchases(), self->baskets(), other->baskets(), *baskets);
+    const Bundle b = BundleRule(co->purchases(), self.baskets(), other->baskets(), *baskets);
     if (b.lift > 1.0) rules.push_back({n.sku(), co->purchases(), b});
   }
   std::sort(rules.begin(), rules.end(), [](const Rule& a, const Rule& b) {
@@ -665,9 +647,8 @@ absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int6
 
 absl::Status Recommender::BestSellers(const std::string& category, int count,
                                       v1::BestSellersResponse* out) {
-  auto ranking = bestsellers_->Top(category, clock_->Now());
-  if (!ranking.ok()) return ranking.status();
-  for (const auto& [sku, sold] : **ranking) {
+  CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top(category, clock_->Now()));
+  for (const auto& [sku, sold] : *ranking) {
     if (out->items_size() >= count) break;
     auto item = store_->Item(sku);
     if (!item.ok()) return item.status();
