@@ -5,13 +5,12 @@
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
+#include "services/order_tracking/order_changes.h"
 #include "services/order_tracking/order_lifecycle.h"
 #include "services/order_tracking/returns.h"
 
 namespace crm::order_tracking {
 namespace {
-
-constexpr absl::Duration kClockSkew = absl::Minutes(5);
 
 absl::StatusOr<absl::Time> PastTime(const std::string& field, const google::protobuf::Timestamp& ts,
                                     absl::Time now) {

@@ -16,6 +16,7 @@
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
 #include "services/order_tracking/history_import.h"
+#include "services/order_tracking/order_changes.h"
 #include "services/order_tracking/order_lifecycle.h"
 
 namespace crm::order_tracking {
@@ -25,7 +26,6 @@ using api::Invalid;
 using rpc::Finish;
 using rpc::FinishOn;
 
-constexpr absl::Duration kClockSkew = absl::Minutes(5);
 absl::Status ValidateOrderIds(absl::string_view customer_id, absl::string_view order_id) {
   CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", customer_id));
   return api::RequiredId("order_id", order_id);
@@ -70,51 +70,6 @@ absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
     CRM_RETURN_IF_ERROR(api::ToTime("eta", r.eta()));
   }
   return absl::OkStatus();
-}
-
-v1::OrderHistoryEntry Entry(std::string description, std::string actor, absl::Time when,
-                            std::string package_id = "") {
-  v1::OrderHistoryEntry h;
-  h.set_description(std::move(description));
-  h.set_actor(std::move(actor));
-  h.set_package_id(std::move(package_id));
-  api::SetTimestamp(when, h.mutable_time());
-  return h;
-}
-
-// Applies a checked package move, with its history entry and events, to an order inside a change.
-void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageRequest& move,
-                     absl::Time when, const std::string& actor, OrderChange& c) {
-  const bool was_delivered = order.status() == v1::ORDER_STATUS_DELIVERED;
-  const bool was_processed_without_payment =
-      order.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY && !order.has_paid_time();
-  ApplyPackageMove(order, p, move, when);
-  if (move.status() == v1::PACKAGE_STATUS_HANDED_TO_CARRIER)
-    c.tracking_numbers.emplace_back(p.tracking_number(), p.package_id());
-  std::string what =
-      absl::StrCat("package ", p.package_id(), " ", PackageStatusName(move.status()));
-  if (move.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED)
-    absl::StrAppend(&what, ": ", move.failure_reason());
-  if (move.status() == v1::PACKAGE_STATUS_DELIVERED) {
-    absl::StrAppend(&what, " (",
-                    absl::AsciiStrToLower(v1::Timeliness_Name(p.timeliness()).substr(11)), ")");
-  }
-  c.history.push_back(Entry(what, actor, when, p.package_id()));
-  c.summary = what;
-  if (move.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) {
-    v1::Event e;
-    auto* f = e.mutable_delivery_failed();
-    f->set_order_id(order.order_id());
-    f->set_package_id(p.package_id());
-    f->set_reason(move.failure_reason());
-    f->set_attempt(p.delivery_attempts());
-    c.events.push_back(std::move(e));
-  }
-  if (!was_delivered && order.status() == v1::ORDER_STATUS_DELIVERED) {
-    if (was_processed_without_payment) *order.mutable_paid_time() = order.delivered_time();
-    c.events.push_back(OrderDeliveredEvent(order));
-    c.history.push_back(Entry("order delivered", actor, when));
-  }
 }
 
 }  // namespace
@@ -365,7 +320,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::Pay
           o.set_status(v1::ORDER_STATUS_PAID);
           o.set_payment_reference(req->payment_reference());
           api::SetTimestamp(now, o.mutable_paid_time());
-          c.history.push_back(Entry("paid", "payment", now));
+          c.history.push_back(HistoryEntry("paid", "payment", now));
           c.summary = "paid";
           return absl::OkStatus();
         },
@@ -396,7 +351,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx,
           CRM_RETURN_IF_ERROR(CheckCancellable(o));
           o.set_status(v1::ORDER_STATUS_CANCELLED);
           o.set_cancel_reason(req->reason());
-          c.history.push_back(Entry(absl::StrCat("cancelled: ", req->reason()), actor, now));
+          c.history.push_back(HistoryEntry(absl::StrCat("cancelled: ", req->reason()), actor, now));
           c.summary = "cancelled";
           v1::Event e;
           e.mutable_order_cancelled()->set_order_id(o.order_id());
@@ -435,8 +390,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx,
           CRM_RETURN_IF_ERROR(CheckSplitPlan(o, req->packages()));
           CreatePackages(o, req->packages());
           c.history.push_back(
-              Entry(absl::StrCat("at processing center, ", o.packages_size(), " package(s)"),
-                    "warehouse", now));
+              HistoryEntry(absl::StrCat("at processing center, ", o.packages_size(), " package(s)"),
+                           "warehouse", now));
           c.summary = "at processing center";
           return absl::OkStatus();
         },
@@ -485,129 +440,50 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvancePackage(Ctx* ctx,
 
 grpc::ServerUnaryReactor* OrderTrackingService::AddTrackingEvents(
     Ctx* ctx, const v1::AddTrackingEventsRequest* req, v1::AddTrackingEventsResponse* resp) {
-  if (req->events().empty())
-    return Finish(ctx, Invalid("events", "send at least one tracking event"));
-  if (req->events_size() > kMaxTrackingEventsPerCall) {
-    return Finish(
-        ctx, Invalid("events", absl::StrCat("at most ", kMaxTrackingEventsPerCall, " per call")));
-  }
   const absl::Time now = clock_->Now();
-  for (int i = 0; i < req->events_size(); ++i) {
-    const auto& e = req->events(i);
-    const std::string f = absl::StrCat("events[", i, "]");
-    if (auto s = api::RequiredId(f + ".carrier_event_id", e.carrier_event_id()); !s.ok())
-      return Finish(ctx, s);
-    if (auto s = api::RequiredId(f + ".tracking_number", e.tracking_number()); !s.ok())
-      return Finish(ctx, s);
-    if (!v1::PackageStatus_IsValid(e.status()))
-      return Finish(ctx, Invalid(f + ".status", "is not a package status"));
-    if (!e.has_event_time())
-      return Finish(ctx, Invalid(f + ".event_time", "is required: when the carrier saw it"));
-    auto t = api::ToTime(f + ".event_time", e.event_time());
-    if (!t.ok()) return Finish(ctx, t.status());
-    if (*t > now + kClockSkew) return Finish(ctx, Invalid(f + ".event_time", "is in the future"));
-    if (e.has_location()) {
-      const auto& l = e.location();
-      if (l.latitude() < -90 || l.latitude() > 90 || l.longitude() < -180 || l.longitude() > 180) {
-        return Finish(ctx,
-                      Invalid(f + ".location", "latitude must be -90..90 and longitude -180..180"));
-      }
-    }
-    if (e.status() == v1::PACKAGE_STATUS_UNSPECIFIED && !e.has_location() && !e.has_eta()) {
-      return Finish(ctx, Invalid(f, "carries neither a status, a location nor an ETA"));
-    }
-    for (const auto& [name, value] :
-         {std::pair<const char*, const std::string*>{".station", &e.station()},
-          {".courier_name", &e.courier_name()},
-          {".note", &e.note()}}) {
-      if (auto s = api::OptionalText(f + name, *value, 300); !s.ok()) return Finish(ctx, s);
-    }
-  }
+  if (auto s = ValidateTrackingEvents(*req, now); !s.ok()) return Finish(ctx, s);
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    using R = v1::TrackingEventResult;
     for (const auto& e : req->events()) {
-      R* result = resp->add_results();
+      v1::TrackingEventResult* result = resp->add_results();
       result->set_carrier_event_id(e.carrier_event_id());
-      CRM_ASSIGN_OR_RETURN(auto ref, store_->FindTrackingNumber(e.tracking_number()));
-      if (!ref.has_value()) {
-        result->set_outcome(R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
-        metrics_.tracking_events.Add({{"outcome", "unknown_tracking_number"}}).Increment();
-        continue;
-      }
-      const absl::Time when = api::FromTimestamp(e.event_time());
-      R::Outcome outcome = R::OUTCOME_APPLIED;
-      bool duplicate = false;
-      v1::Order order;
-      OrderChange applied;
-      absl::Status s = store_->ApplyCarrierEvent(
-          *ref, e.carrier_event_id(), e.tracking_number(), now,
-          [&](v1::Order& o, OrderChange& c) -> absl::Status {
-            v1::Package* p = FindPackage(o, (ref)->package_id);
-            if (p == nullptr)
-              return absl::DataLossError("tracking number points at a missing package");
-            const bool older =
-                p->has_last_event_time() && when < api::FromTimestamp(p->last_event_time());
-            const std::string actor = absl::StrCat("carrier:", p->carrier());
-            if (e.status() != v1::PACKAGE_STATUS_UNSPECIFIED && e.status() != p->status()) {
-              if (older || Stage(e.status()) < Stage(p->status()) || IsFinal(p->status())) {
-                outcome = R::OUTCOME_STALE;  // late news: kept in the history, the package does not
-                                             // move back
-              } else if (!CheckPackageMove(p->status(), e.status()).ok()) {
-                outcome = R::OUTCOME_REJECTED;
-                result->set_detail(absl::StrCat("a package cannot go from ",
-                                                PackageStatusName(p->status()), " to ",
-                                                PackageStatusName(e.status())));
-              } else {
-                v1::AdvancePackageRequest move;
-                move.set_status(e.status());
-                move.set_station(e.station());
-                move.set_courier_name(e.courier_name());
-                move.set_failure_reason(e.note().empty() ? "reported by carrier" : e.note());
-                if (e.has_eta()) *move.mutable_eta() = e.eta();
-                MoveAndDescribe(o, *p, move, when, actor, c);
-              }
-            } else if (older) {
-              outcome = R::OUTCOME_STALE;
-            }
-            if (outcome == R::OUTCOME_APPLIED) {
-              if (e.has_location()) {
-                *p->mutable_last_location() = e.location();
-                *p->mutable_last_location()->mutable_time() = e.event_time();
-              }
-              if (e.has_eta()) *p->mutable_eta() = e.eta();
-              if (!e.station().empty()) p->set_station(e.station());
-              if (when > api::FromTimestamp(p->last_event_time()))
-                api::SetTimestamp(when, p->mutable_last_event_time());
-              if (c.history.empty()) {
-                v1::OrderHistoryEntry h =
-                    Entry(e.has_location() ? "courier location" : "carrier update", actor, when,
-                          p->package_id());
-                if (e.has_location()) *h.mutable_location() = e.location();
-                c.history.push_back(std::move(h));
-                c.summary =
-                    e.has_location() ? "location" : (e.has_eta() ? "eta" : "carrier update");
-              }
-            } else {
-              c.history.push_back(
-                  Entry(absl::StrCat(outcome == R::OUTCOME_STALE ? "late carrier event ignored: "
-                                                                 : "carrier event rejected: ",
-                                     PackageStatusName(e.status())),
-                        actor, when, p->package_id()));
-              c.summary = "carrier event not applied";
-            }
-            return absl::OkStatus();
-          },
-          &duplicate, &order, &applied);
-      if (!s.ok()) return s;
-      if (duplicate) outcome = R::OUTCOME_DUPLICATE;
-      result->set_outcome(outcome);
-      std::string name = absl::AsciiStrToLower(R::Outcome_Name(outcome).substr(8));
-      metrics_.tracking_events.Add({{"outcome", name}}).Increment();
-      if (!duplicate) Committed(order, applied, now);
+      CRM_RETURN_IF_ERROR(ApplyTrackingEvent(e, now, result));
+      const std::string outcome =
+          absl::AsciiStrToLower(v1::TrackingEventResult::Outcome_Name(result->outcome()).substr(8));
+      metrics_.tracking_events.Add({{"outcome", outcome}}).Increment();
     }
     // One fsync for the whole batch before the carrier is told it was received.
     return store_->SyncWal();
   });
+}
+
+absl::Status OrderTrackingService::ApplyTrackingEvent(const v1::TrackingEvent& e, absl::Time now,
+                                                      v1::TrackingEventResult* result) {
+  CRM_ASSIGN_OR_RETURN(auto ref, store_->FindTrackingNumber(e.tracking_number()));
+  if (!ref.has_value()) {
+    result->set_outcome(v1::TrackingEventResult::OUTCOME_UNKNOWN_TRACKING_NUMBER);
+    return absl::OkStatus();
+  }
+  bool duplicate = false;
+  v1::Order order;
+  OrderChange applied;
+  CRM_RETURN_IF_ERROR(store_->ApplyCarrierEvent(
+      *ref, e.carrier_event_id(), e.tracking_number(), now,
+      [&](v1::Order& o, OrderChange& c) -> absl::Status {
+        v1::Package* p = FindPackage(o, ref->package_id);
+        if (p == nullptr) return absl::DataLossError("tracking number points at a missing package");
+        std::string detail;
+        result->set_outcome(ApplyCarrierNews(e, o, *p, c, &detail));
+        result->set_detail(detail);
+        return absl::OkStatus();
+      },
+      &duplicate, &order, &applied));
+  if (duplicate) {
+    result->set_outcome(v1::TrackingEventResult::OUTCOME_DUPLICATE);
+    result->clear_detail();
+  } else {
+    Committed(order, applied, now);
+  }
+  return absl::OkStatus();
 }
 
 grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(
@@ -700,9 +576,9 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
               api::SetTimestamp(window_end, r.mutable_window_end_time());
               for (const auto& it : req->items())
                 (*o.mutable_returned_quantities())[it.item_id()] += it.quantity();
-              c.history.push_back(
-                  Entry(absl::StrCat("return ", r.return_id(), " requested: ", req->reason()),
-                        actor, now));
+              c.history.push_back(HistoryEntry(
+                  absl::StrCat("return ", r.return_id(), " requested: ", req->reason()), actor,
+                  now));
               c.summary = "return requested";
               return absl::OkStatus();
             },
@@ -776,7 +652,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx,
             default:
               break;
           }
-          c.history.push_back(Entry(what, actor, now));
+          c.history.push_back(HistoryEntry(what, actor, now));
           c.summary = what;
           return absl::OkStatus();
         },
@@ -845,7 +721,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx,
               r.set_text(req->text());
               api::SetTimestamp(now, r.mutable_create_time());
               o.add_reviewed_item_ids(item->item_id());
-              c.history.push_back(Entry(
+              c.history.push_back(HistoryEntry(
                   absl::StrCat("review of item ", item->item_id(), ": ", req->rating(), " stars"),
                   "customer", now));
               c.summary = "reviewed";

@@ -16,13 +16,12 @@
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
+#include "services/order_tracking/order_changes.h"
 #include "services/order_tracking/order_tracking_store.h"
 #include "services/order_tracking/order_watch.h"
 #include "services/order_tracking/returns.h"
 
 namespace crm::order_tracking {
-
-inline constexpr int kMaxTrackingEventsPerCall = 1000;
 
 // Business metrics, each defined once here.
 struct OrderMetrics {
@@ -79,6 +78,10 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
   // Days the customer's membership adds to return windows (asks loyalty).
   absl::StatusOr<int> ReturnWindowExtension(const std::string& customer_id);
+  // One carrier event of AddTrackingEvents, in its own transaction: fills `result`; an error only
+  // when the store fails.
+  absl::Status ApplyTrackingEvent(const v1::TrackingEvent& e, absl::Time now,
+                                  v1::TrackingEventResult* result);
 
   OrderTrackingStore* const store_;
   Clock* const clock_;

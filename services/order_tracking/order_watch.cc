@@ -5,7 +5,8 @@
 
 namespace crm::order_tracking {
 
-OrderWatcher::OrderWatcher(OrderWatchHub* hub, std::string order_key) : hub_(hub), order_key_(std::move(order_key)) {}
+OrderWatcher::OrderWatcher(OrderWatchHub* hub, std::string order_key)
+    : hub_(hub), order_key_(std::move(order_key)) {}
 
 void OrderWatcher::Push(const v1::OrderUpdate& update) {
   absl::MutexLock lock(&mu_);
@@ -101,7 +102,8 @@ void OrderWatchHub::Shutdown() {
   absl::MutexLock lock(&mu_);
   shutting_down_ = true;
   for (auto& [key, set] : watchers_) {
-    for (OrderWatcher* w : set) w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down; watch again"));
+    for (OrderWatcher* w : set)
+      w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down; watch again"));
   }
 }
 

@@ -1,8 +1,9 @@
-// Live order watching (seed 002 §1.2.2 "Order Watch") without a thread per watcher: each WatchOrder call
-// is a callback-API write reactor registered in the hub; committed changes are published to the hub,
-// which queues them on every watcher of that order; a watcher writes one update at a time from its
-// write completion and finishes after the update that makes the order final (delivered, cancelled,
-// returned). Updates carry the order's version, so a late or duplicate publish is dropped. Thread-safe.
+// Live order watching (seed 002 §1.2.2 "Order Watch") without a thread per watcher: each WatchOrder
+// call is a callback-API write reactor registered in the hub; committed changes are published to
+// the hub, which queues them on every watcher of that order; a watcher writes one update at a time
+// from its write completion and finishes after the update that makes the order final (delivered,
+// cancelled, returned). Updates carry the order's version, so a late or duplicate publish is
+// dropped. Thread-safe.
 #pragma once
 
 #include <deque>
@@ -25,7 +26,8 @@ class OrderWatcher final : public grpc::ServerWriteReactor<v1::OrderUpdate> {
   OrderWatcher(OrderWatchHub* hub, std::string order_key);
   // Queues an update unless it is older than what was already queued or sent.
   void Push(const v1::OrderUpdate& update);
-  // Ends the stream with `status` after the queued updates (server shutdown, or the order vanished).
+  // Ends the stream with `status` after the queued updates (server shutdown, or the order
+  // vanished).
   void End(const grpc::Status& status);
 
   void OnWriteDone(bool ok) override;

@@ -26,7 +26,8 @@ v1::ReturnPolicy ReturnRules::ToProto() const {
 ReturnRules DefaultReturnRules() {
   ReturnRules r;
   r.default_days = 15;
-  r.days_by_category = {{"fresh-food", 7}, {"digital-goods", 7}, {"apparel", 20}, {"large-appliances", 20}};
+  r.days_by_category = {
+      {"fresh-food", 7}, {"digital-goods", 7}, {"apparel", 20}, {"large-appliances", 20}};
   return r;
 }
 
@@ -41,8 +42,8 @@ absl::StatusOr<ReturnRules> ParseReturnRules(absl::string_view text) {
     std::vector<absl::string_view> parts = absl::StrSplit(line, ' ', absl::SkipWhitespace());
     int days = 0;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &days) || days < 0 || days > 365) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("return policy line ", line_no, ": \"", line, "\" is not \"<category> <days 0-365>\""));
+      return absl::InvalidArgumentError(absl::StrCat("return policy line ", line_no, ": \"", line,
+                                                     "\" is not \"<category> <days 0-365>\""));
     }
     if (parts[0] == "default") {
       r.default_days = days;
@@ -53,23 +54,26 @@ absl::StatusOr<ReturnRules> ParseReturnRules(absl::string_view text) {
   return r;
 }
 
-absl::StatusOr<absl::Time> CheckReturnRequest(const v1::Order& order,
-                                              const google::protobuf::RepeatedPtrField<v1::ReturnItem>& items,
-                                              const ReturnRules& rules, int extra_days, absl::Time now) {
+absl::StatusOr<absl::Time> CheckReturnRequest(
+    const v1::Order& order, const google::protobuf::RepeatedPtrField<v1::ReturnItem>& items,
+    const ReturnRules& rules, int extra_days, absl::Time now) {
   if (items.empty()) return api::Invalid("items", "name at least one item to return");
   absl::Time earliest_end = absl::InfiniteFuture();
   std::map<std::string, int64_t> asked;
   for (int i = 0; i < items.size(); ++i) {
     const std::string f = absl::StrCat("items[", i, "]");
     const v1::OrderItem* item = FindItem(order, items[i].item_id());
-    if (item == nullptr) return api::Invalid(f + ".item_id", absl::StrCat("the order has no item \"", items[i].item_id(), "\""));
+    if (item == nullptr)
+      return api::Invalid(f + ".item_id",
+                          absl::StrCat("the order has no item \"", items[i].item_id(), "\""));
     if (items[i].quantity() <= 0) return api::Invalid(f + ".quantity", "must be at least 1");
     asked[item->item_id()] += items[i].quantity();
     const auto returned = order.returned_quantities().find(item->item_id());
-    const int64_t left = item->quantity() - (returned == order.returned_quantities().end() ? 0 : returned->second);
+    const int64_t left =
+        item->quantity() - (returned == order.returned_quantities().end() ? 0 : returned->second);
     if (asked[item->item_id()] > left) {
-      return absl::FailedPreconditionError(absl::StrCat(f, ".quantity: only ", left, " of item \"", item->item_id(),
-                                                        "\" can still be returned"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          f, ".quantity: only ", left, " of item \"", item->item_id(), "\" can still be returned"));
     }
     const v1::Package* package = PackageOfItem(order, item->item_id());
     if (package == nullptr || package->status() != v1::PACKAGE_STATUS_DELIVERED) {
@@ -79,9 +83,10 @@ absl::StatusOr<absl::Time> CheckReturnRequest(const v1::Order& order,
     const int days = rules.DaysFor(item->category()) + extra_days;
     const absl::Time end = api::FromTimestamp(package->delivered_time()) + absl::Hours(24) * days;
     if (now > end) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          f, ".item_id: the return window of item \"", item->item_id(), "\" (", item->category(), ", ", days,
-          " days from delivery) ended ", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", end, absl::UTCTimeZone())));
+      return absl::FailedPreconditionError(
+          absl::StrCat(f, ".item_id: the return window of item \"", item->item_id(), "\" (",
+                       item->category(), ", ", days, " days from delivery) ended ",
+                       absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", end, absl::UTCTimeZone())));
     }
     earliest_end = std::min(earliest_end, end);
   }
@@ -95,15 +100,16 @@ std::string ReturnStatusName(v1::ReturnStatus s) {
 
 absl::Status CheckReturnMove(v1::ReturnStatus from, v1::ReturnStatus to) {
   using R = v1::ReturnStatus;
-  const bool ok = (from == v1::RETURN_STATUS_REQUESTED && to == v1::RETURN_STATUS_PICKUP_SCHEDULED) ||
-                  (from == v1::RETURN_STATUS_PICKUP_SCHEDULED && to == v1::RETURN_STATUS_RECEIVED) ||
-                  (from == v1::RETURN_STATUS_RECEIVED && to == v1::RETURN_STATUS_REFUNDED) ||
-                  (to == v1::RETURN_STATUS_REJECTED &&
-                   (from == R::RETURN_STATUS_REQUESTED || from == R::RETURN_STATUS_PICKUP_SCHEDULED ||
-                    from == R::RETURN_STATUS_RECEIVED));
+  const bool ok =
+      (from == v1::RETURN_STATUS_REQUESTED && to == v1::RETURN_STATUS_PICKUP_SCHEDULED) ||
+      (from == v1::RETURN_STATUS_PICKUP_SCHEDULED && to == v1::RETURN_STATUS_RECEIVED) ||
+      (from == v1::RETURN_STATUS_RECEIVED && to == v1::RETURN_STATUS_REFUNDED) ||
+      (to == v1::RETURN_STATUS_REJECTED &&
+       (from == R::RETURN_STATUS_REQUESTED || from == R::RETURN_STATUS_PICKUP_SCHEDULED ||
+        from == R::RETURN_STATUS_RECEIVED));
   if (ok) return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      absl::StrCat("status: a return cannot go from ", ReturnStatusName(from), " to ", ReturnStatusName(to)));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "status: a return cannot go from ", ReturnStatusName(from), " to ", ReturnStatusName(to)));
 }
 
 v1::Money RefundAmount(const v1::Order& order, const v1::Return& ret, bool* shipping) {
@@ -114,7 +120,8 @@ v1::Money RefundAmount(const v1::Order& order, const v1::Return& ret, bool* ship
     const v1::OrderItem* item = FindItem(order, ri.item_id());
     if (item != nullptr) amount += item->unit_price().amount_minor() * ri.quantity();
   }
-  *shipping = (ret.fault() == v1::FAULT_MERCHANT || ret.fault() == v1::FAULT_CARRIER) && !order.shipping_refunded();
+  *shipping = (ret.fault() == v1::FAULT_MERCHANT || ret.fault() == v1::FAULT_CARRIER) &&
+              !order.shipping_refunded();
   if (*shipping) amount += order.shipping_fee().amount_minor();
   m.set_amount_minor(amount);
   return m;

@@ -1,6 +1,7 @@
-// Returns: the window per category (Joyo 15 days unconditional, JD 20 days for intact goods, Tmall 7 days
-// "no reason"; seeds 000, 001, 002), the return state machine, and the refund: items at the price paid,
-// plus shipping when the merchant or its carrier was at fault. Pure functions; no storage, no gRPC.
+// Returns: the window per category (Joyo 15 days unconditional, JD 20 days for intact goods, Tmall
+// 7 days "no reason"; seeds 000, 001, 002), the return state machine, and the refund: items at the
+// price paid, plus shipping when the merchant or its carrier was at fault. Pure functions; no
+// storage, no gRPC.
 #pragma once
 
 #include <map>
@@ -23,23 +24,24 @@ struct ReturnRules {
 // Built-in policy: 15 days; fresh food and digital goods 7; apparel and large appliances 20.
 ReturnRules DefaultReturnRules();
 
-// Parses a policy file: one "<category> <days>" per line ("default <days>" for the rest), '#' comments.
-// INVALID_ARGUMENT names the bad line.
+// Parses a policy file: one "<category> <days>" per line ("default <days>" for the rest), '#'
+// comments. INVALID_ARGUMENT names the bad line.
 absl::StatusOr<ReturnRules> ParseReturnRules(absl::string_view text);
 
-// Checks a return of `items` from `order` at `now`: each item delivered, quantities not beyond what is
-// left to return, every item inside its window. Returns the earliest window end among the items.
+// Checks a return of `items` from `order` at `now`: each item delivered, quantities not beyond what
+// is left to return, every item inside its window. Returns the earliest window end among the items.
 // `extra_days` extends every window (a membership benefit).
-absl::StatusOr<absl::Time> CheckReturnRequest(const v1::Order& order,
-                                              const google::protobuf::RepeatedPtrField<v1::ReturnItem>& items,
-                                              const ReturnRules& rules, int extra_days, absl::Time now);
+absl::StatusOr<absl::Time> CheckReturnRequest(
+    const v1::Order& order, const google::protobuf::RepeatedPtrField<v1::ReturnItem>& items,
+    const ReturnRules& rules, int extra_days, absl::Time now);
 
 // REQUESTED -> PICKUP_SCHEDULED -> RECEIVED -> REFUNDED; REQUESTED, PICKUP_SCHEDULED or RECEIVED ->
 // REJECTED. FAILED_PRECONDITION otherwise.
 absl::Status CheckReturnMove(v1::ReturnStatus from, v1::ReturnStatus to);
 
-// The refund for `ret`: unit price × quantity of each item, plus the shipping fee when the fault is the
-// merchant's or the carrier's and shipping was not refunded before. Sets *shipping when it is included.
+// The refund for `ret`: unit price × quantity of each item, plus the shipping fee when the fault is
+// the merchant's or the carrier's and shipping was not refunded before. Sets *shipping when it is
+// included.
 v1::Money RefundAmount(const v1::Order& order, const v1::Return& ret, bool* shipping);
 
 std::string ReturnStatusName(v1::ReturnStatus s);
