@@ -1,5 +1,7 @@
 #include "services/loyalty/loyalty_service.h"
 
+#include <functional>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -607,127 +609,148 @@ grpc::ServerUnaryReactor* LoyaltyService::RunMaintenance(Ctx* ctx, const v1::Run
 }
 
 absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Event& event) {
+  const std::string& cid = event.customer_id();
+  if (event.has_customer_erased()) return ForgetMember(txn, cid);
   const auto rules = rules_->Get();
   const absl::Time now = clock_->Now();
-  const std::string& cid = event.customer_id();
-  if (event.has_customer_erased()) {
-    v1::Tier left = v1::TIER_UNSPECIFIED;
-    absl::Status s = store_->Anonymise(txn, cid, &left);
-    if (s.ok() && left != v1::TIER_UNSPECIFIED) {
-      txn.OnFinish([this, left](bool committed) {
-        if (!committed) return;
-        metrics_.members.Add({{"tier", TierLabel(left)}}).Decrement();
-        UpdateTopTierShare();
-      });
-    }
-    return s;
-  }
-  absl::Status s = absl::OkStatus();
+  // Each kind of event changes the account in its own step, which answers whether it changed
+  // anything (a redelivered event does not).
+  std::function<absl::StatusOr<bool>(AccountSession&)> step;
   if (event.has_order_delivered()) {
-    const auto& d = event.order_delivered();
-    const absl::Time when = api::FromTimestamp(event.occur_time());
-    s = store_->WithAccountIn(txn, cid, [&](AccountSession& session) -> absl::Status {
-      CRM_ASSIGN_OR_RETURN(auto grant, session.Grant(d.order_id()));
-      if (grant.has_value()) return absl::OkStatus();  // granted before
-      ApplyTierChange(session, *rules, now);
-      const v1::TierRule& tier =
-          TierRuleFor(*rules, RollingGrowth(session.account(), now, rules->growth().window_days()));
-      internal::OrderGrant g;
-      g.set_order_id(d.order_id());
-      g.set_growth_day(GrowthDay(when));
-      api::SetTimestamp(when, g.mutable_grant_time());
-      int64_t growth = 0, points = 0;
-      std::vector<std::string> growth_rules, points_rules;
-      for (const auto& item : d.items()) {
-        const int64_t amount = item.unit_price().amount_minor() * item.quantity();
-        std::string gr, pr;
-        internal::ItemGrant ig;
-        ig.set_quantity(item.quantity());
-        ig.set_growth(GrowthForPurchase(*rules, item.category(), amount, &gr));
-        ig.set_points(PointsForPurchase(*rules, item.category(), amount,
-                                        tier.benefits().points_multiplier_percent(), &pr));
-        growth += ig.growth();
-        points += ig.points();
-        growth_rules.push_back(gr);
-        points_rules.push_back(pr);
-        auto& slot = (*g.mutable_items())[item.item_id()];
-        slot.set_quantity(slot.quantity() + ig.quantity());
-        slot.set_growth(slot.growth() + ig.growth());
-        slot.set_points(slot.points() + ig.points());
-      }
-      CRM_RETURN_IF_ERROR(session.PutGrant(g));
-      const std::string source = absl::StrCat("order:", d.order_id());
-      session.Add(Growth(session.account(), growth, v1::GROWTH_SOURCE_PURCHASE, source,
-                         d.order_id(), absl::StrJoin(growth_rules, "; "), now, g.growth_day(),
-                         rules->growth().window_days()));
-      if (points > 0) {
-        for (auto& e :
-             EarnPoints(session.account(), session.lots(), points, v1::POINTS_SOURCE_PURCHASE,
-                        source, d.order_id(), absl::StrJoin(points_rules, "; "),
-                        "points for a delivered order", when)) {
-          session.Add(std::move(e));
-        }
-      }
-      ApplyTierChange(session, *rules, now);
-      CountOnCommit(session);
-      return absl::OkStatus();
-    });
+    step = [&](AccountSession& session) {
+      return GrantForDelivery(session, event.order_delivered(),
+                              api::FromTimestamp(event.occur_time()), *rules, now);
+    };
   } else if (event.has_order_refunded()) {
-    const auto& r = event.order_refunded();
-    s = store_->WithAccountIn(txn, cid, [&](AccountSession& session) -> absl::Status {
-      CRM_ASSIGN_OR_RETURN(auto grant, session.Grant(r.order_id()));
-      if (!grant.has_value()) return absl::OkStatus();  // the order granted nothing here
-      const std::string source = absl::StrCat("refund:", r.return_id());
-      auto seen = session.Source("growth", source);
-      if (!seen.ok()) return seen.status();
-      if (seen->has_value()) return absl::OkStatus();
-      internal::OrderGrant g = *grant;
-      int64_t growth = 0, points = 0;
-      for (const auto& item : r.items()) {
-        auto it = g.mutable_items()->find(item.item_id());
-        if (it == g.mutable_items()->end()) continue;
-        const ItemReversal rev = ReverseItem(it->second, item.quantity());
-        growth += rev.growth;
-        points += rev.points;
-      }
-      CRM_RETURN_IF_ERROR(session.PutGrant(g));
-      // Counted on the day the purchase counted, so it leaves the window together with it.
-      session.Add(Growth(
-          session.account(), -growth, v1::GROWTH_SOURCE_REFUND, source, r.order_id(),
-          absl::StrCat("a refund takes back exactly the ", growth, " growth its items earned"), now,
-          g.growth_day(), rules->growth().window_days()));
-      for (auto& e : ReversePoints(session.account(), session.lots(), points,
-                                   api::FromTimestamp(g.grant_time()), r.order_id(), source, now)) {
-        session.Add(std::move(e));
-      }
-      ApplyTierChange(session, *rules, now);
-      CountOnCommit(session);
-      return absl::OkStatus();
-    });
+    step = [&](AccountSession& session) {
+      return TakeBackForRefund(session, event.order_refunded(), *rules, now);
+    };
   } else if (event.has_review_submitted()) {
-    const auto& rv = event.review_submitted();
-    s = store_->WithAccountIn(txn, cid, [&](AccountSession& session) -> absl::Status {
-      const std::string source = absl::StrCat("review:", rv.review_id());
-      CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", source));
-      if (seen.has_value()) return absl::OkStatus();
-      for (auto& e : EarnPoints(session.account(), session.lots(), rules->points().per_review(),
-                                v1::POINTS_SOURCE_REVIEW, source, rv.order_id(),
-                                absl::StrCat("review: ", rules->points().per_review(), " points"),
-                                "thank you for your review", now)) {
-        session.Add(std::move(e));
-      }
-      session.Add(Growth(session.account(), rules->growth().per_review(), v1::GROWTH_SOURCE_REVIEW,
-                         source, rv.order_id(),
-                         absl::StrCat("review: ", rules->growth().per_review()), now,
-                         GrowthDay(now), rules->growth().window_days()));
-      ApplyTierChange(session, *rules, now);
-      CountOnCommit(session);
-      return absl::OkStatus();
-    });
+    step = [&](AccountSession& session) {
+      return RewardReview(session, event.review_submitted(), *rules, now);
+    };
+  } else {
+    return absl::OkStatus();
   }
+  absl::Status s = store_->WithAccountIn(txn, cid, [&](AccountSession& session) -> absl::Status {
+    CRM_ASSIGN_OR_RETURN(const bool changed, step(session));
+    if (!changed) return absl::OkStatus();
+    ApplyTierChange(session, *rules, now);
+    CountOnCommit(session);
+    return absl::OkStatus();
+  });
   // Events of an erased customer have nothing left to change.
   if (absl::IsNotFound(s)) return absl::OkStatus();
   return s;
+}
+
+absl::Status LoyaltyService::ForgetMember(store::Transaction& txn, const std::string& customer_id) {
+  v1::Tier left = v1::TIER_UNSPECIFIED;
+  CRM_RETURN_IF_ERROR(store_->Anonymise(txn, customer_id, &left));
+  if (left != v1::TIER_UNSPECIFIED) {
+    txn.OnFinish([this, left](bool committed) {
+      if (!committed) return;
+      metrics_.members.Add({{"tier", TierLabel(left)}}).Decrement();
+      UpdateTopTierShare();
+    });
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> LoyaltyService::GrantForDelivery(AccountSession& session,
+                                                      const v1::OrderDelivered& d, absl::Time when,
+                                                      const v1::LoyaltyRules& rules,
+                                                      absl::Time now) {
+  CRM_ASSIGN_OR_RETURN(auto grant, session.Grant(d.order_id()));
+  if (grant.has_value()) return false;  // granted before
+  ApplyTierChange(session, rules, now);
+  const v1::TierRule& tier =
+      TierRuleFor(rules, RollingGrowth(session.account(), now, rules.growth().window_days()));
+  internal::OrderGrant g;
+  g.set_order_id(d.order_id());
+  g.set_growth_day(GrowthDay(when));
+  api::SetTimestamp(when, g.mutable_grant_time());
+  int64_t growth = 0, points = 0;
+  std::vector<std::string> growth_rules, points_rules;
+  for (const auto& item : d.items()) {
+    const int64_t amount = item.unit_price().amount_minor() * item.quantity();
+    std::string gr, pr;
+    internal::ItemGrant ig;
+    ig.set_quantity(item.quantity());
+    ig.set_growth(GrowthForPurchase(rules, item.category(), amount, &gr));
+    ig.set_points(PointsForPurchase(rules, item.category(), amount,
+                                    tier.benefits().points_multiplier_percent(), &pr));
+    growth += ig.growth();
+    points += ig.points();
+    growth_rules.push_back(gr);
+    points_rules.push_back(pr);
+    auto& slot = (*g.mutable_items())[item.item_id()];
+    slot.set_quantity(slot.quantity() + ig.quantity());
+    slot.set_growth(slot.growth() + ig.growth());
+    slot.set_points(slot.points() + ig.points());
+  }
+  CRM_RETURN_IF_ERROR(session.PutGrant(g));
+  const std::string source = absl::StrCat("order:", d.order_id());
+  session.Add(Growth(session.account(), growth, v1::GROWTH_SOURCE_PURCHASE, source, d.order_id(),
+                     absl::StrJoin(growth_rules, "; "), now, g.growth_day(),
+                     rules.growth().window_days()));
+  if (points > 0) {
+    for (auto& e : EarnPoints(session.account(), session.lots(), points, v1::POINTS_SOURCE_PURCHASE,
+                              source, d.order_id(), absl::StrJoin(points_rules, "; "),
+                              "points for a delivered order", when)) {
+      session.Add(std::move(e));
+    }
+  }
+  return true;
+}
+
+absl::StatusOr<bool> LoyaltyService::TakeBackForRefund(AccountSession& session,
+                                                       const v1::OrderRefunded& r,
+                                                       const v1::LoyaltyRules& rules,
+                                                       absl::Time now) {
+  CRM_ASSIGN_OR_RETURN(auto grant, session.Grant(r.order_id()));
+  if (!grant.has_value()) return false;  // the order granted nothing here
+  const std::string source = absl::StrCat("refund:", r.return_id());
+  CRM_ASSIGN_OR_RETURN(auto seen, session.Source("growth", source));
+  if (seen.has_value()) return false;
+  internal::OrderGrant g = *grant;
+  int64_t growth = 0, points = 0;
+  for (const auto& item : r.items()) {
+    auto it = g.mutable_items()->find(item.item_id());
+    if (it == g.mutable_items()->end()) continue;
+    const ItemReversal rev = ReverseItem(it->second, item.quantity());
+    growth += rev.growth;
+    points += rev.points;
+  }
+  CRM_RETURN_IF_ERROR(session.PutGrant(g));
+  // Counted on the day the purchase counted, so it leaves the window together with it.
+  session.Add(
+      Growth(session.account(), -growth, v1::GROWTH_SOURCE_REFUND, source, r.order_id(),
+             absl::StrCat("a refund takes back exactly the ", growth, " growth its items earned"),
+             now, g.growth_day(), rules.growth().window_days()));
+  for (auto& e : ReversePoints(session.account(), session.lots(), points,
+                               api::FromTimestamp(g.grant_time()), r.order_id(), source, now)) {
+    session.Add(std::move(e));
+  }
+  return true;
+}
+
+absl::StatusOr<bool> LoyaltyService::RewardReview(AccountSession& session,
+                                                  const v1::ReviewSubmitted& rv,
+                                                  const v1::LoyaltyRules& rules, absl::Time now) {
+  const std::string source = absl::StrCat("review:", rv.review_id());
+  CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", source));
+  if (seen.has_value()) return false;
+  for (auto& e : EarnPoints(session.account(), session.lots(), rules.points().per_review(),
+                            v1::POINTS_SOURCE_REVIEW, source, rv.order_id(),
+                            absl::StrCat("review: ", rules.points().per_review(), " points"),
+                            "thank you for your review", now)) {
+    session.Add(std::move(e));
+  }
+  session.Add(Growth(session.account(), rules.growth().per_review(), v1::GROWTH_SOURCE_REVIEW,
+                     source, rv.order_id(), absl::StrCat("review: ", rules.growth().per_review()),
+                     now, GrowthDay(now), rules.growth().window_days()));
+  return true;
 }
 
 }  // namespace crm::loyalty

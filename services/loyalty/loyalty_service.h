@@ -97,6 +97,16 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   // bodies that Store::Transact may run again after a conflict.
   void CountOnCommit(AccountSession& session);
   void ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules, absl::Time now);
+  // HandleEvent's steps, inside the event's transaction. Each answers whether it changed the
+  // account (false for an event seen before).
+  absl::Status ForgetMember(store::Transaction& txn, const std::string& customer_id);
+  absl::StatusOr<bool> GrantForDelivery(AccountSession& session, const v1::OrderDelivered& d,
+                                        absl::Time when, const v1::LoyaltyRules& rules,
+                                        absl::Time now);
+  absl::StatusOr<bool> TakeBackForRefund(AccountSession& session, const v1::OrderRefunded& r,
+                                         const v1::LoyaltyRules& rules, absl::Time now);
+  absl::StatusOr<bool> RewardReview(AccountSession& session, const v1::ReviewSubmitted& rv,
+                                    const v1::LoyaltyRules& rules, absl::Time now);
 
   LoyaltyStore* const store_;
   RulesHolder* const rules_;
