@@ -1,7 +1,8 @@
-// crm-demo: loads a small, realistic data set through the gateway's public API, so a frontend developer
-// sees something at once (deploy/local/run.sh --demo): a catalog, customers with addresses, orders in every
-// state (placed, paid, shipped, delivered, cancelled, returned), browsing, tickets and points.
-// Every write carries a fixed request id, and a second run finds the first demo customer and stops.
+// crm-demo: loads a small, realistic data set through the gateway's public API, so a frontend
+// developer sees something at once (deploy/local/run.sh --demo): a catalog, customers with
+// addresses, orders in every state (placed, paid, shipped, delivered, cancelled, returned),
+// browsing, tickets and points. Every write carries a fixed request id, and a second run finds the
+// first demo customer and stops.
 //   crm-demo --gateway=127.0.0.1:50050 --jwt_secret_file=data/gateway/jwt-secret
 #include <fstream>
 #include <iostream>
@@ -9,8 +10,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "crm/v1/complaint_ticket.grpc.pb.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
@@ -58,11 +59,16 @@ struct Product {
   int64_t price_fen;
 };
 constexpr Product kCatalog[] = {
-    {"sku-longjing-250", "西湖龙井 250g", "tea", 16800},    {"sku-teaset-celadon", "龙泉青瓷茶具", "kitchen", 39900},
-    {"sku-phone-x1", "Phone X1 128GB", "phones", 399900},  {"sku-phone-x2", "Phone X2 256GB", "phones", 499900},
-    {"sku-case-x", "Phone X case", "phones", 5900},        {"sku-earbuds", "Wireless earbuds", "audio", 69900},
-    {"sku-rice-5kg", "五常大米 5kg", "grocery", 8990},      {"sku-mooncake", "广式月饼礼盒", "grocery", 26800},
-    {"sku-kettle", "Electric kettle", "kitchen", 19900},   {"sku-running-42", "Running shoes 42", "shoes", 59900},
+    {"sku-longjing-250", "西湖龙井 250g", "tea", 16800},
+    {"sku-teaset-celadon", "龙泉青瓷茶具", "kitchen", 39900},
+    {"sku-phone-x1", "Phone X1 128GB", "phones", 399900},
+    {"sku-phone-x2", "Phone X2 256GB", "phones", 499900},
+    {"sku-case-x", "Phone X case", "phones", 5900},
+    {"sku-earbuds", "Wireless earbuds", "audio", 69900},
+    {"sku-rice-5kg", "五常大米 5kg", "grocery", 8990},
+    {"sku-mooncake", "广式月饼礼盒", "grocery", 26800},
+    {"sku-kettle", "Electric kettle", "kitchen", 19900},
+    {"sku-running-42", "Running shoes 42", "shoes", 59900},
 };
 
 }  // namespace
@@ -81,7 +87,8 @@ int main(int argc, char** argv) {
   token = *auth::Sign("HS256", std::string(absl::StripTrailingAsciiWhitespace(secret.str())),
                       absl::StrCat(R"({"sub":"crm-demo","role":"admin","exp":)",
                                    absl::ToUnixSeconds(absl::Now() + absl::Hours(1)), "}"));
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_gateway), grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_gateway), grpc::InsecureChannelCredentials());
   auto profiles = v1::CustomerProfileService::NewStub(channel);
   auto orders = v1::OrderTrackingService::NewStub(channel);
   auto loyalty = v1::LoyaltyService::NewStub(channel);
@@ -109,7 +116,8 @@ int main(int argc, char** argv) {
     if (std::string(p.sku) == "sku-mooncake") item->set_seasonal(true);
   }
   v1::UpsertCatalogItemsResponse upserted;
-  Do("UpsertCatalogItems", [&](grpc::ClientContext* ctx) { return reco->UpsertCatalogItems(ctx, catalog, &upserted); });
+  Do("UpsertCatalogItems",
+     [&](grpc::ClientContext* ctx) { return reco->UpsertCatalogItems(ctx, catalog, &upserted); });
 
   const char* kNames[] = {"李娜", "王芳", "张伟", "刘洋", "陈静", "杨磊", "赵敏", "黄强"};
   const char* kCities[] = {"杭州", "上海", "北京", "成都", "广州", "深圳", "南京", "武汉"};
@@ -120,7 +128,8 @@ int main(int argc, char** argv) {
     reg.set_email(absl::StrCat("demo", c, "@example.com"));
     reg.set_name(kNames[c]);
     v1::Customer customer;
-    Do("RegisterCustomer", [&](grpc::ClientContext* ctx) { return profiles->RegisterCustomer(ctx, reg, &customer); });
+    Do("RegisterCustomer",
+       [&](grpc::ClientContext* ctx) { return profiles->RegisterCustomer(ctx, reg, &customer); });
     const std::string id = customer.customer_id();
     v1::AddAddressRequest addr;
     addr.set_customer_id(id);
@@ -131,9 +140,11 @@ int main(int argc, char** argv) {
     addr.mutable_address()->set_street(absl::StrCat(c + 1, "号 人民路"));
     addr.mutable_address()->set_label("home");
     v1::Address address;
-    Do("AddAddress", [&](grpc::ClientContext* ctx) { return profiles->AddAddress(ctx, addr, &address); });
+    Do("AddAddress",
+       [&](grpc::ClientContext* ctx) { return profiles->AddAddress(ctx, addr, &address); });
 
-    // Orders: state k of the customer's order k: placed, paid, shipped, delivered, cancelled, returned.
+    // Orders: state k of the customer's order k: placed, paid, shipped, delivered, cancelled,
+    // returned.
     for (int k = 0; k < 1 + c % 4; ++k) {
       const Product& p = kCatalog[(c * 3 + k) % std::size(kCatalog)];
       v1::CreateOrderRequest create;
@@ -147,10 +158,13 @@ int main(int argc, char** argv) {
       item->set_quantity(1);
       item->mutable_unit_price()->set_amount_minor(p.price_fen);
       item->mutable_unit_price()->set_currency("CNY");
-      api::SetTimestamp(absl::Now() + absl::Hours(1), create.mutable_delivery_window()->mutable_start_time());
-      api::SetTimestamp(absl::Now() + absl::Hours(72), create.mutable_delivery_window()->mutable_end_time());
+      api::SetTimestamp(absl::Now() + absl::Hours(1),
+                        create.mutable_delivery_window()->mutable_start_time());
+      api::SetTimestamp(absl::Now() + absl::Hours(72),
+                        create.mutable_delivery_window()->mutable_end_time());
       v1::Order order;
-      Do("CreateOrder", [&](grpc::ClientContext* ctx) { return orders->CreateOrder(ctx, create, &order); });
+      Do("CreateOrder",
+         [&](grpc::ClientContext* ctx) { return orders->CreateOrder(ctx, create, &order); });
       ++orders_made;
       const int state = (c + k) % 6;
       if (state == 0) continue;  // placed, unpaid
@@ -159,7 +173,8 @@ int main(int argc, char** argv) {
         cancel.set_customer_id(id);
         cancel.set_order_id(order.order_id());
         cancel.set_reason("changed my mind");
-        Do("CancelOrder", [&](grpc::ClientContext* ctx) { return orders->CancelOrder(ctx, cancel, &order); });
+        Do("CancelOrder",
+           [&](grpc::ClientContext* ctx) { return orders->CancelOrder(ctx, cancel, &order); });
         continue;
       }
       if (order.status() == v1::ORDER_STATUS_PLACED) {
@@ -167,18 +182,21 @@ int main(int argc, char** argv) {
         pay.set_customer_id(id);
         pay.set_order_id(order.order_id());
         pay.set_payment_reference(absl::StrCat("demo-pay-", c, "-", k));
-        Do("PayOrder", [&](grpc::ClientContext* ctx) { return orders->PayOrder(ctx, pay, &order); });
+        Do("PayOrder",
+           [&](grpc::ClientContext* ctx) { return orders->PayOrder(ctx, pay, &order); });
       }
       if (state == 1 || state == 4) continue;  // paid
       if (order.packages_size() == 0) {
         v1::ProcessOrderRequest process;
         process.set_customer_id(id);
         process.set_order_id(order.order_id());
-        Do("ProcessOrder", [&](grpc::ClientContext* ctx) { return orders->ProcessOrder(ctx, process, &order); });
+        Do("ProcessOrder",
+           [&](grpc::ClientContext* ctx) { return orders->ProcessOrder(ctx, process, &order); });
       }
       const int last = state == 2 ? 3 : 5;  // shipped: handed to the carrier; else delivered
       const v1::PackageStatus path[] = {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                                        v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY,
+                                        v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                                        v1::PACKAGE_STATUS_OUT_FOR_DELIVERY,
                                         v1::PACKAGE_STATUS_DELIVERED};
       const v1::Order processed = order;  // AdvancePackage below overwrites `order`
       for (const auto& package : processed.packages()) {
@@ -194,7 +212,9 @@ int main(int argc, char** argv) {
             advance.set_carrier_type(v1::CARRIER_TYPE_PARTNER_COURIER);
             advance.set_tracking_number(absl::StrCat("SF", c, k, "0001"));
           }
-          Do("AdvancePackage", [&](grpc::ClientContext* ctx) { return orders->AdvancePackage(ctx, advance, &order); });
+          Do("AdvancePackage", [&](grpc::ClientContext* ctx) {
+            return orders->AdvancePackage(ctx, advance, &order);
+          });
         }
       }
       if (state == 5) {  // delivered, then a return
@@ -208,7 +228,8 @@ int main(int argc, char** argv) {
         ri->set_item_id(order.items(0).item_id());
         ri->set_quantity(1);
         v1::Return r;
-        Do("RequestReturn", [&](grpc::ClientContext* ctx) { return orders->RequestReturn(ctx, ret, &r); });
+        Do("RequestReturn",
+           [&](grpc::ClientContext* ctx) { return orders->RequestReturn(ctx, ret, &r); });
       }
     }
 
@@ -219,9 +240,11 @@ int main(int argc, char** argv) {
       open.set_channel(v1::TICKET_CHANNEL_WEB);
       open.set_category(c == 0 ? v1::TICKET_CATEGORY_DELIVERY : v1::TICKET_CATEGORY_QUALITY);
       open.set_subject(c == 0 ? "快递一直没到" : "收到的商品有划痕");
-      open.set_text(c == 0 ? "订单显示已发货三天了，物流一直没有更新，请尽快处理。" : "手机壳表面有明显划痕，希望换货。");
+      open.set_text(c == 0 ? "订单显示已发货三天了，物流一直没有更新，请尽快处理。"
+                           : "手机壳表面有明显划痕，希望换货。");
       v1::Ticket t;
-      Do("OpenTicket", [&](grpc::ClientContext* ctx) { return tickets->OpenTicket(ctx, open, &t); });
+      Do("OpenTicket",
+         [&](grpc::ClientContext* ctx) { return tickets->OpenTicket(ctx, open, &t); });
       ++tickets_made;
     }
     v1::GrantPointsRequest grant;
@@ -231,9 +254,11 @@ int main(int argc, char** argv) {
     grant.set_source(v1::POINTS_SOURCE_PROMOTION);
     grant.set_description("欢迎礼");
     v1::LedgerEntry entry;
-    Do("GrantPoints", [&](grpc::ClientContext* ctx) { return loyalty->GrantPoints(ctx, grant, &entry); });
+    Do("GrantPoints",
+       [&](grpc::ClientContext* ctx) { return loyalty->GrantPoints(ctx, grant, &entry); });
   }
-  std::cout << "crm-demo: " << std::size(kCatalog) << " catalog items, 8 customers, " << orders_made << " orders, "
-            << tickets_made << " tickets loaded through " << absl::GetFlag(FLAGS_gateway) << "\n";
+  std::cout << "crm-demo: " << std::size(kCatalog) << " catalog items, 8 customers, " << orders_made
+            << " orders, " << tickets_made << " tickets loaded through "
+            << absl::GetFlag(FLAGS_gateway) << "\n";
   return 0;
 }

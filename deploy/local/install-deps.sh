@@ -16,8 +16,9 @@ packages+=(openssl)
 if [[ "${1:-}" == "--test" ]]; then
   # prometheus: promtool checks; chromium: the gateway's browser test (driven by puppeteer-core from npm);
   # clang-14 with libclang-rt-14-dev: libFuzzer for the gateway's request-parsing fuzzer; nginx: the
-  # proxy the gateway benchmark compares with (grpc_pass), also run briefly by the bench smoke test.
-  packages+=(catch2 prometheus chromium clang-14 libclang-rt-14-dev nginx)
+  # proxy the gateway benchmark compares with (grpc_pass), also run briefly by the bench smoke test;
+  # clang-format: the formatting check (tests/lint/format_check.sh).
+  packages+=(catch2 prometheus chromium clang-14 libclang-rt-14-dev nginx clang-format)
   # Node.js runs the end-to-end clients; a machine may already have it (with npm) from elsewhere.
   if ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
 fi

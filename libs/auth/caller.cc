@@ -36,7 +36,9 @@ Self& TheSelf() {
 
 std::string Caller::Name() const { return absl::StrCat(RoleName(role), ":", subject); }
 
-std::string Caller::RequestScope() const { return absl::StrCat(RoleName(role), ":", subject, internal ? ":internal" : ""); }
+std::string Caller::RequestScope() const {
+  return absl::StrCat(RoleName(role), ":", subject, internal ? ":internal" : "");
+}
 
 std::string SignCaller(const Caller& caller, absl::Time now, absl::Duration ttl) {
   internal::CallerAssertion a;
@@ -49,13 +51,16 @@ std::string SignCaller(const Caller& caller, absl::Time now, absl::Duration ttl)
   const std::string payload = absl::WebSafeBase64Escape(a.SerializeAsString());
   const std::string signed_part = absl::StrCat(kVersion, ".", payload);
   return absl::StrCat(signed_part, ".",
-                      absl::WebSafeBase64Escape(InternalKeys::Current()->Mac(kCallerAssertionPurpose, signed_part)));
+                      absl::WebSafeBase64Escape(
+                          InternalKeys::Current()->Mac(kCallerAssertionPurpose, signed_part)));
 }
 
 absl::StatusOr<Caller> VerifyCaller(absl::string_view assertion, absl::Time now) {
-  if (assertion.empty()) return Refused("this service answers only calls from the gateway or another service");
+  if (assertion.empty())
+    return Refused("this service answers only calls from the gateway or another service");
   const size_t last_dot = assertion.rfind('.');
-  if (last_dot == absl::string_view::npos || !absl::StartsWith(assertion, absl::StrCat(kVersion, "."))) {
+  if (last_dot == absl::string_view::npos ||
+      !absl::StartsWith(assertion, absl::StrCat(kVersion, "."))) {
     return Refused("not an assertion of this deployment");
   }
   const absl::string_view signed_part = assertion.substr(0, last_dot);
@@ -66,7 +71,8 @@ absl::StatusOr<Caller> VerifyCaller(absl::string_view assertion, absl::Time now)
   }
   std::string bytes;
   internal::CallerAssertion a;
-  if (!absl::WebSafeBase64Unescape(signed_part.substr(kVersion.size() + 1), &bytes) || !a.ParseFromString(bytes)) {
+  if (!absl::WebSafeBase64Unescape(signed_part.substr(kVersion.size() + 1), &bytes) ||
+      !a.ParseFromString(bytes)) {
     return Refused("payload does not parse");
   }
   if (now >= absl::FromUnixSeconds(a.expire_unix_seconds())) return Refused("has expired");

@@ -22,10 +22,10 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
 
 }  // namespace crm::status_internal
 
-#define CRM_RETURN_IF_ERROR(expr)                                            \
-  do {                                                                       \
-    if (auto crm_status_ = (expr); !crm_status_.ok())                        \
-      return ::crm::status_internal::StatusOf(crm_status_);                  \
+#define CRM_RETURN_IF_ERROR(expr)                           \
+  do {                                                      \
+    if (auto crm_status_ = (expr); !crm_status_.ok())       \
+      return ::crm::status_internal::StatusOf(crm_status_); \
   } while (false)
 
 #define CRM_STATUS_CONCAT_INNER_(a, b) a##b

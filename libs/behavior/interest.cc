@@ -17,11 +17,16 @@ double DecayFactor(absl::Duration elapsed) {
 
 Action ActionOf(v1::BehaviorEventType type) {
   switch (type) {
-    case v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK: return Action::kCategoryClick;
-    case v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW: return Action::kItemView;
-    case v1::BEHAVIOR_EVENT_TYPE_SEARCH: return Action::kSearch;
-    case v1::BEHAVIOR_EVENT_TYPE_ADD_TO_CART: return Action::kAddToCart;
-    default: return Action::kOther;
+    case v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK:
+      return Action::kCategoryClick;
+    case v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW:
+      return Action::kItemView;
+    case v1::BEHAVIOR_EVENT_TYPE_SEARCH:
+      return Action::kSearch;
+    case v1::BEHAVIOR_EVENT_TYPE_ADD_TO_CART:
+      return Action::kAddToCart;
+    default:
+      return Action::kOther;
   }
 }
 
@@ -36,12 +41,18 @@ Action ActionOf(absl::string_view name) {
 
 absl::string_view ActionName(Action action) {
   switch (action) {
-    case Action::kCategoryClick: return "category_click";
-    case Action::kItemView: return "item_view";
-    case Action::kSearch: return "search";
-    case Action::kAddToCart: return "add_to_cart";
-    case Action::kPurchase: return "purchase";
-    default: return "other";
+    case Action::kCategoryClick:
+      return "category_click";
+    case Action::kItemView:
+      return "item_view";
+    case Action::kSearch:
+      return "search";
+    case Action::kAddToCart:
+      return "add_to_cart";
+    case Action::kPurchase:
+      return "purchase";
+    default:
+      return "other";
   }
 }
 
@@ -86,7 +97,8 @@ v1::CategoryAffinity AffinityAsOf(const v1::CategoryAffinity& stored, absl::Time
   if (a.has_last_activity_time()) {
     a.set_score(a.score() * DecayFactor(now - api::FromTimestamp(a.last_activity_time())));
   }
-  const bool close = a.views() > 0 && a.total_dwell_seconds() >= kLookedCloselyDwellSeconds * a.views();
+  const bool close =
+      a.views() > 0 && a.total_dwell_seconds() >= kLookedCloselyDwellSeconds * a.views();
   a.set_engagement(close ? v1::ENGAGEMENT_LOOKED_CLOSELY : v1::ENGAGEMENT_FLIPPED_THROUGH);
   return a;
 }

@@ -1,7 +1,7 @@
-// Interest in a category from browsing: how much a click, a look at an item (by dwell time), a search or
-// an add-to-cart says about it, accumulated with exponential decay so last month's browsing fades (seed 002
-// §1.1.2: "looked closely" versus "flipped through"). Shared by customer-profile (which shows it) and
-// recommendation (which uses it). Pure functions.
+// Interest in a category from browsing: how much a click, a look at an item (by dwell time), a
+// search or an add-to-cart says about it, accumulated with exponential decay so last month's
+// browsing fades (seed 002 §1.1.2: "looked closely" versus "flipped through"). Shared by
+// customer-profile (which shows it) and recommendation (which uses it). Pure functions.
 #pragma once
 
 #include "absl/strings/string_view.h"
@@ -10,7 +10,8 @@
 
 namespace crm::behavior {
 
-// kPurchase never comes from browsing: recommendation folds delivered orders in as the strongest interest.
+// kPurchase never comes from browsing: recommendation folds delivered orders in as the strongest
+// interest.
 enum class Action { kCategoryClick, kItemView, kSearch, kAddToCart, kPurchase, kOther };
 
 // Interest halves after this long without new activity.
@@ -23,12 +24,13 @@ Action ActionOf(v1::BehaviorEventType type);
 Action ActionOf(absl::string_view name);
 absl::string_view ActionName(Action action);
 
-// A click 1; an item view 0.2 when flipped past (< 5 s), 1 for a normal look, 2 to 5 for a long look (30 s
-// and more, growing with time); add-to-cart 3; a purchase 5; a search naming the category 0.5.
+// A click 1; an item view 0.2 when flipped past (< 5 s), 1 for a normal look, 2 to 5 for a long
+// look (30 s and more, growing with time); add-to-cart 3; a purchase 5; a search naming the
+// category 0.5.
 double InterestWeight(Action action, int dwell_seconds);
 
-// Folds one action at `when` into the category's state. Actions may arrive out of order: an older one adds
-// its weight already decayed to the stored time.
+// Folds one action at `when` into the category's state. Actions may arrive out of order: an older
+// one adds its weight already decayed to the stored time.
 void Accumulate(v1::CategoryAffinity& affinity, Action action, int dwell_seconds, absl::Time when);
 
 // The stored state as seen at `now`: score decayed, engagement classified.

@@ -1,5 +1,6 @@
 // An injectable source of "now". Services read time only through a Clock so that tests can move it
-// (SLA deadlines, return windows, point expiry, decay) instead of sleeping. Implementations are thread-safe.
+// (SLA deadlines, return windows, point expiry, decay) instead of sleeping. Implementations are
+// thread-safe.
 #pragma once
 
 #include "absl/synchronization/mutex.h"
@@ -28,7 +29,8 @@ class SystemClock final : public Clock {
 // A clock that only moves when told to; for tests.
 class ManualClock final : public Clock {
  public:
-  explicit ManualClock(absl::Time start = absl::FromUnixSeconds(1767225600));  // 2026-01-01T00:00:00Z
+  explicit ManualClock(
+      absl::Time start = absl::FromUnixSeconds(1767225600));  // 2026-01-01T00:00:00Z
   absl::Time Now() const override;
   void Set(absl::Time t);
   void Advance(absl::Duration d);

@@ -1,13 +1,13 @@
-// The delivering half of the transactional outbox. One lane per (consumer, shard) reads the outbox in
-// position order from its persisted cursor, never past Outbox::Horizon(), and sends batches to the
-// consumer's EventSink. A lane moves its cursor only past what the consumer acknowledged, so each
-// customer's events arrive in order and none is lost across crashes (delivery is at least once; the
-// consumer's bookkeeping makes it exactly once in effect).
+// The delivering half of the transactional outbox. One lane per (consumer, shard) reads the outbox
+// in position order from its persisted cursor, never past Outbox::Horizon(), and sends batches to
+// the consumer's EventSink. A lane moves its cursor only past what the consumer acknowledged, so
+// each customer's events arrive in order and none is lost across crashes (delivery is at least
+// once; the consumer's bookkeeping makes it exactly once in effect).
 //
 // Failures: an unreachable or overloaded consumer (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
-// RESOURCE_EXHAUSTED) is retried forever with exponential backoff. An event the consumer refuses with any
-// other code is retried `max_attempts` times, then moved to the dead letters (listable and replayable by
-// an admin call) so it does not block the customers behind it.
+// RESOURCE_EXHAUSTED) is retried forever with exponential backoff. An event the consumer refuses
+// with any other code is retried `max_attempts` times, then moved to the dead letters (listable and
+// replayable by an admin call) so it does not block the customers behind it.
 //
 // Thread-safe. One thread per lane plus one for garbage collection; Stop() joins them.
 #pragma once
@@ -65,10 +65,13 @@ class Dispatcher {
   // Dead letters in key order, after `after` (a page token's key).
   absl::Status ListDeadLetters(absl::string_view after, int limit, std::vector<v1::DeadLetter>* out,
                                std::string* last_key, bool* more) const;
-  // Delivers the named dead letters (all when `ids` is empty) once more; delivered ones are removed.
-  absl::Status ReplayDeadLetters(const std::vector<std::string>& ids, v1::ReplayDeadLettersResponse* out);
+  // Delivers the named dead letters (all when `ids` is empty) once more; delivered ones are
+  // removed.
+  absl::Status ReplayDeadLetters(const std::vector<std::string>& ids,
+                                 v1::ReplayDeadLettersResponse* out);
 
-  // True once every lane has delivered everything up to the horizon at the time of the call (tests).
+  // True once every lane has delivered everything up to the horizon at the time of the call
+  // (tests).
   bool WaitCaughtUp(absl::Duration timeout);
   const std::vector<std::string>& sink_names() const { return sink_names_; }
 
@@ -82,7 +85,8 @@ class Dispatcher {
                           const std::string& error);
   // Sends one batch; `lane` (may be null) lets Stop() cancel the call instead of waiting for it.
   absl::StatusOr<v1::DeliverEventsResponse> Deliver(rpc::ChannelSet* channels, int shard,
-                                                    const std::vector<const v1::Event*>& events, Lane* lane);
+                                                    const std::vector<const v1::Event*>& events,
+                                                    Lane* lane);
 
   Outbox* const outbox_;
   store::Store* const store_;

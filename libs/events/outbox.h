@@ -2,11 +2,11 @@
 // transaction as the state change they describe, so both are written or neither is. The dispatcher
 // (dispatcher.h) later delivers them to consumers.
 //
-// Positions are (epoch, sequence): the epoch grows by one at every start, so positions and event ids stay
-// unique and ordered across restarts without a shared counter row that every write would contend on.
-// Append locks a per-customer row first, so one customer's events commit in position order; Horizon()
-// tells the dispatcher the position below which no append is still in flight, so it never passes an event
-// that commits late. Thread-safe; non-copyable.
+// Positions are (epoch, sequence): the epoch grows by one at every start, so positions and event
+// ids stay unique and ordered across restarts without a shared counter row that every write would
+// contend on. Append locks a per-customer row first, so one customer's events commit in position
+// order; Horizon() tells the dispatcher the position below which no append is still in flight, so
+// it never passes an event that commits late. Thread-safe; non-copyable.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +30,9 @@ struct Position {
   friend bool operator<(const Position& a, const Position& b) {
     return a.epoch != b.epoch ? a.epoch < b.epoch : a.seq < b.seq;
   }
-  friend bool operator==(const Position& a, const Position& b) { return a.epoch == b.epoch && a.seq == b.seq; }
+  friend bool operator==(const Position& a, const Position& b) {
+    return a.epoch == b.epoch && a.seq == b.seq;
+  }
   friend bool operator<=(const Position& a, const Position& b) { return !(b < a); }
 };
 
@@ -44,12 +46,14 @@ class Outbox {
   static constexpr const char* kEventsFamily = "outbox";
   static constexpr const char* kMetaFamily = "outbox_meta";
   static constexpr const char* kDeadLettersFamily = "dead_letters";
-  static std::vector<std::string> ColumnFamilies() { return {kEventsFamily, kMetaFamily, kDeadLettersFamily}; }
+  static std::vector<std::string> ColumnFamilies() {
+    return {kEventsFamily, kMetaFamily, kDeadLettersFamily};
+  }
 
-  // Starts a new epoch (a synced write) and returns the outbox of `producer` (e.g. "order-tracking");
-  // `shard` is this process's shard index, part of every event id.
-  static absl::StatusOr<std::unique_ptr<Outbox>> Open(store::Store* store, std::string producer, int shard,
-                                                      Clock* clock);
+  // Starts a new epoch (a synced write) and returns the outbox of `producer` (e.g.
+  // "order-tracking"); `shard` is this process's shard index, part of every event id.
+  static absl::StatusOr<std::unique_ptr<Outbox>> Open(store::Store* store, std::string producer,
+                                                      int shard, Clock* clock);
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
 
@@ -57,13 +61,15 @@ class Outbox {
   // customer_id. Must be the transaction that makes the change the event reports.
   absl::Status Append(store::Transaction& txn, v1::Event& event);
 
-  // Removes the customer's events that no consumer has taken yet (erasure: what is about to be erased
-  // everywhere need not travel first). Scans the outbox, which holds only undelivered events.
+  // Removes the customer's events that no consumer has taken yet (erasure: what is about to be
+  // erased everywhere need not travel first). Scans the outbox, which holds only undelivered
+  // events.
   absl::Status DropPendingEventsOf(store::Transaction& txn, absl::string_view customer_id);
 
   // Every append at or below this position has committed or rolled back.
   Position Horizon() const;
-  // Called after each commit that appended events (the dispatcher wakes up). Set before writes start.
+  // Called after each commit that appended events (the dispatcher wakes up). Set before writes
+  // start.
   void SetCommitListener(std::function<void()> listener) { listener_ = std::move(listener); }
   // Positions at or above this one belong to the current epoch.
   uint64_t epoch() const { return epoch_; }

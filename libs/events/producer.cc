@@ -9,8 +9,10 @@
 #include "libs/rpc/unary.h"
 
 ABSL_FLAG(std::string, event_sinks, "default",
-          "consumers of this service's events, ';'-separated: default, none, a service name, or name=address");
-ABSL_FLAG(int, event_max_backoff_ms, 10000, "longest wait between delivery attempts to an unreachable consumer");
+          "consumers of this service's events, ';'-separated: default, none, a service name, or "
+          "name=address");
+ABSL_FLAG(int, event_max_backoff_ms, 10000,
+          "longest wait between delivery attempts to an unreachable consumer");
 ABSL_FLAG(int, event_batch_size, 200, "events per delivery call");
 
 namespace crm::events {
@@ -20,7 +22,8 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
   AdminService(std::string producer, Dispatcher* dispatcher, rpc::Executor* executor)
       : producer_(std::move(producer)), dispatcher_(dispatcher), executor_(executor) {}
 
-  grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx, const v1::ListDeadLettersRequest* req,
+  grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
+                                            const v1::ListDeadLettersRequest* req,
                                             v1::ListDeadLettersResponse* resp) override {
     if (auto s = CheckProducer(req->producer()); !s.ok()) return rpc::Finish(ctx, s);
     auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
@@ -51,7 +54,8 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
  private:
   absl::Status CheckProducer(const std::string& producer) const {
     if (producer != producer_) {
-      return api::Invalid("producer", absl::StrCat("this is ", producer_, "; ask that service for \"", producer, "\""));
+      return api::Invalid("producer", absl::StrCat("this is ", producer_,
+                                                   "; ask that service for \"", producer, "\""));
     }
     return absl::OkStatus();
   }
@@ -61,16 +65,18 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
   rpc::Executor* const executor_;
 };
 
-absl::StatusOr<std::unique_ptr<EventProducer>> EventProducer::Create(const rpc::ServiceContext& context,
-                                                                     const std::vector<std::string>& default_sinks,
-                                                                     DispatcherOptions options) {
+absl::StatusOr<std::unique_ptr<EventProducer>> EventProducer::Create(
+    const rpc::ServiceContext& context, const std::vector<std::string>& default_sinks,
+    DispatcherOptions options) {
   auto p = std::unique_ptr<EventProducer>(new EventProducer());
-  auto outbox = Outbox::Open(context.store, context.service_name, context.shard_index, context.clock);
+  auto outbox =
+      Outbox::Open(context.store, context.service_name, context.shard_index, context.clock);
   if (!outbox.ok()) return outbox.status();
   p->outbox_ = std::move(*outbox);
 
   std::vector<std::string> names;
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_event_sinks), ';', absl::SkipWhitespace())) {
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_event_sinks), ';', absl::SkipWhitespace())) {
     part = absl::StripAsciiWhitespace(part);
     if (part == "default") {
       names.insert(names.end(), default_sinks.begin(), default_sinks.end());
@@ -99,8 +105,8 @@ absl::StatusOr<std::unique_ptr<EventProducer>> EventProducer::Create(const rpc::
   }
   options.max_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_event_max_backoff_ms));
   options.batch_size = absl::GetFlag(FLAGS_event_batch_size);
-  p->dispatcher_ = std::make_unique<Dispatcher>(p->outbox_.get(), std::move(sinks), context.metrics, context.clock,
-                                                options);
+  p->dispatcher_ = std::make_unique<Dispatcher>(p->outbox_.get(), std::move(sinks), context.metrics,
+                                                context.clock, options);
   return p;
 }
 
@@ -111,7 +117,8 @@ EventProducer::~EventProducer() {
 void EventProducer::Register(rpc::Server& server) {
   if (!admin_) {
     admin_executor_ = std::make_unique<rpc::Executor>("event-admin", 2);
-    admin_ = std::make_unique<AdminService>(outbox_->producer(), dispatcher_.get(), admin_executor_.get());
+    admin_ = std::make_unique<AdminService>(outbox_->producer(), dispatcher_.get(),
+                                            admin_executor_.get());
   }
   server.AddService(admin_.get(), v1::EventAdminService::service_full_name());
 }

@@ -1,6 +1,7 @@
 // JSON log lines on stdout, one object per line: {"time","level","service","message", ...fields}.
 // Abseil 20220623 has no absl/log, and a collector (Loki, Elasticsearch, kubectl logs | jq) wants
-// one parseable object per line, so this is all a process needs. Thread-safe: lines never interleave.
+// one parseable object per line, so this is all a process needs. Thread-safe: lines never
+// interleave.
 #pragma once
 
 #include <cstdint>
@@ -37,12 +38,18 @@ void SetMinLevel(Level level);
 
 void Write(Level level, absl::string_view message, std::initializer_list<Field> fields = {});
 
-inline void Debug(absl::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kDebug, m, f); }
-inline void Info(absl::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kInfo, m, f); }
+inline void Debug(absl::string_view m, std::initializer_list<Field> f = {}) {
+  Write(Level::kDebug, m, f);
+}
+inline void Info(absl::string_view m, std::initializer_list<Field> f = {}) {
+  Write(Level::kInfo, m, f);
+}
 inline void Warning(absl::string_view m, std::initializer_list<Field> f = {}) {
   Write(Level::kWarning, m, f);
 }
-inline void Error(absl::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kError, m, f); }
+inline void Error(absl::string_view m, std::initializer_list<Field> f = {}) {
+  Write(Level::kError, m, f);
+}
 
 // Appends `s` to `out` as a JSON string literal (quotes included), escaping what JSON requires and
 // replacing invalid UTF-8 with U+FFFD so a line is always valid JSON.

@@ -1,6 +1,6 @@
 // RocksDB gauges read from the store at scrape time: keys and live data per column family, pending
-// compaction bytes, write stalls, memtable and block cache memory. Stall and pending compaction are what
-// an operator alerts on before writes slow down.
+// compaction bytes, write stalls, memtable and block cache memory. Stall and pending compaction are
+// what an operator alerts on before writes slow down.
 #pragma once
 
 #include <vector>

@@ -1,12 +1,13 @@
 // Standard per-RPC metrics, named like the common gRPC exporters (go-grpc-prometheus) so existing
-// dashboards work: grpc_{server,client}_started_total, grpc_{server,client}_handled_total{grpc_code} and
-// grpc_{server,client}_handling_seconds, labelled grpc_type, grpc_service, grpc_method.
-// Recorded by gRPC interceptors, so every method of every service is covered without per-handler code.
+// dashboards work: grpc_{server,client}_started_total,
+// grpc_{server,client}_handled_total{grpc_code} and grpc_{server,client}_handling_seconds, labelled
+// grpc_type, grpc_service, grpc_method. Recorded by gRPC interceptors, so every method of every
+// service is covered without per-handler code.
 #pragma once
 
 #include <array>
-#include <map>
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -29,7 +30,8 @@ class RpcMetrics {
   RpcMetrics(const RpcMetrics&) = delete;
   RpcMetrics& operator=(const RpcMetrics&) = delete;
 
-  // The metrics of one method; created on first use, then lock-free per call except the first of a code.
+  // The metrics of one method; created on first use, then lock-free per call except the first of a
+  // code.
   class Method {
    public:
     void Started() { started_->Increment(); }
@@ -44,7 +46,8 @@ class RpcMetrics {
     std::array<std::atomic<prometheus::Counter*>, 17> handled_{};
   };
 
-  // `full_method` is "/package.Service/Method"; `type` is unary, server_stream, client_stream, bidi_stream.
+  // `full_method` is "/package.Service/Method"; `type` is unary, server_stream, client_stream,
+  // bidi_stream.
   Method* ForMethod(absl::string_view full_method, absl::string_view type);
 
  private:
@@ -58,22 +61,26 @@ class RpcMetrics {
 };
 
 // Records server metrics for every call of the server it is installed on.
-class ServerMetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+class ServerMetricsInterceptorFactory
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   // `metrics` (server side) must outlive the server.
   explicit ServerMetricsInterceptorFactory(RpcMetrics* metrics) : metrics_(metrics) {}
-  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override;
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override;
 
  private:
   RpcMetrics* metrics_;
 };
 
 // Records client metrics for every call on channels created with it.
-class ClientMetricsInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+class ClientMetricsInterceptorFactory
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
   // `metrics` (client side) must outlive the channel.
   explicit ClientMetricsInterceptorFactory(RpcMetrics* metrics) : metrics_(metrics) {}
-  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* info) override;
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override;
 
  private:
   RpcMetrics* metrics_;

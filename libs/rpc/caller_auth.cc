@@ -15,8 +15,9 @@
 namespace crm::rpc {
 namespace {
 
-// The access policy of a method by its path ("/crm.v1.LoyaltyService/GrantPoints"); null when the method
-// declares none (or is not a crm.v1 method). Looked up once per path from the compiled-in descriptors.
+// The access policy of a method by its path ("/crm.v1.LoyaltyService/GrantPoints"); null when the
+// method declares none (or is not a crm.v1 method). Looked up once per path from the compiled-in
+// descriptors.
 const v1::MethodPolicy* PolicyOf(absl::string_view path) {
   static absl::Mutex mu;
   static auto* cache = new absl::flat_hash_map<std::string, std::unique_ptr<v1::MethodPolicy>>();
@@ -39,14 +40,16 @@ const v1::MethodPolicy* PolicyOf(absl::string_view path) {
 }
 
 bool NeedsNoCaller(absl::string_view path) {
-  return absl::StartsWith(path, "/grpc.health.v1.Health/") || absl::StartsWith(path, "/grpc.reflection.");
+  return absl::StartsWith(path, "/grpc.health.v1.Health/") ||
+         absl::StartsWith(path, "/grpc.reflection.");
 }
 
 grpc::Status Unauthenticated(absl::string_view why) {
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(why));
 }
 
-std::string Value(const grpc::AuthMetadataProcessor::InputMetadata& metadata, absl::string_view key) {
+std::string Value(const grpc::AuthMetadataProcessor::InputMetadata& metadata,
+                  absl::string_view key) {
   auto it = metadata.find(grpc::string_ref(key.data(), key.size()));
   return it == metadata.end() ? "" : std::string(it->second.data(), it->second.size());
 }
@@ -66,24 +69,29 @@ grpc::Status CallerAuthProcessor::Process(const InputMetadata& metadata, grpc::A
     const std::string peer = context == nullptr ? "" : PeerProcessName(*context);
     if (peer != caller->via) {
       return Unauthenticated(absl::StrCat("x-crm-caller: signed by \"", caller->via,
-                                          "\" but the connection's certificate is \"", peer, "\"'s"));
+                                          "\" but the connection's certificate is \"", peer,
+                                          "\"'s"));
     }
   }
   if (caller->internal) return grpc::Status::OK;
   const v1::MethodPolicy* policy = PolicyOf(path);
   if (policy == nullptr) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, absl::StrCat(path, " declares no access policy"));
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        absl::StrCat(path, " declares no access policy"));
   }
   bool allowed = false;
   for (int role : policy->roles()) allowed = allowed || role == caller->role;
   if (!allowed) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        policy->roles().empty()
-                            ? absl::StrCat(path, " is only for calls between services")
-                            : absl::StrCat("role ", auth::RoleName(caller->role), " may not call ", path));
+    return grpc::Status(
+        grpc::StatusCode::PERMISSION_DENIED,
+        policy->roles().empty()
+            ? absl::StrCat(path, " is only for calls between services")
+            : absl::StrCat("role ", auth::RoleName(caller->role), " may not call ", path));
   }
   if (caller->role == v1::ROLE_ADMIN) {
-    log::Info("admin call", {{"method", path}, {"actor", caller->Name()}, {"request_id", Value(metadata, "x-request-id")}});
+    log::Info("admin call", {{"method", path},
+                             {"actor", caller->Name()},
+                             {"request_id", Value(metadata, "x-request-id")}});
   }
   return grpc::Status::OK;
 }
@@ -91,19 +99,22 @@ grpc::Status CallerAuthProcessor::Process(const InputMetadata& metadata, grpc::A
 absl::StatusOr<auth::Caller> CallerOf(const grpc::ServerContextBase& ctx) {
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find(auth::kCallerMetadata);
-  const absl::string_view assertion = it == metadata.end() ? absl::string_view()
-                                                            : absl::string_view(it->second.data(), it->second.size());
+  const absl::string_view assertion = it == metadata.end()
+                                          ? absl::string_view()
+                                          : absl::string_view(it->second.data(), it->second.size());
   return auth::VerifyCaller(assertion, absl::Now());
 }
 
-absl::StatusOr<std::string> ActingAgent(const auth::Caller& caller, absl::string_view field, absl::string_view claimed) {
+absl::StatusOr<std::string> ActingAgent(const auth::Caller& caller, absl::string_view field,
+                                        absl::string_view claimed) {
   if (IsCustomer(caller)) {
     if (claimed.empty()) return std::string();
     return absl::PermissionDeniedError(absl::StrCat(field, ": a customer cannot act as an agent"));
   }
   if (IsAgent(caller)) {
     if (claimed.empty() || claimed == caller.subject) return caller.subject;
-    return absl::PermissionDeniedError(absl::StrCat(field, ": an agent acts only as themself (the token's subject)"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(field, ": an agent acts only as themself (the token's subject)"));
   }
   return std::string(claimed);
 }
@@ -112,7 +123,8 @@ std::string Actor(const auth::Caller& caller) {
   return IsCustomer(caller) ? std::string("customer") : caller.Name();
 }
 
-std::string ScopedRequestId(const auth::Caller& caller, absl::string_view request_id, absl::string_view method) {
+std::string ScopedRequestId(const auth::Caller& caller, absl::string_view request_id,
+                            absl::string_view method) {
   return absl::StrCat(caller.RequestScope(), "/", method, method.empty() ? "" : "/", request_id);
 }
 

@@ -1,7 +1,8 @@
 // A fixed pool of threads for work that blocks: synced RocksDB writes (fsync) and calls to other
-// services. gRPC callback reactors must not block their thread, so handlers that would hand the work
-// here and finish the reactor from the pool. Many threads on purpose: blocked writers waiting on one
-// fsync is exactly what lets RocksDB group-commit them. Non-copyable; the destructor drains the queue.
+// services. gRPC callback reactors must not block their thread, so handlers that would hand the
+// work here and finish the reactor from the pool. Many threads on purpose: blocked writers waiting
+// on one fsync is exactly what lets RocksDB group-commit them. Non-copyable; the destructor drains
+// the queue.
 #pragma once
 
 #include <deque>

@@ -16,7 +16,8 @@ namespace {
 // The last invalid-UTF-8 field protobuf reported on this thread, e.g. "crm.v1.Customer.name".
 thread_local std::string t_invalid_utf8_field;
 
-void OnProtobufLog(google::protobuf::LogLevel level, const char* filename, int line, const std::string& message) {
+void OnProtobufLog(google::protobuf::LogLevel level, const char* filename, int line,
+                   const std::string& message) {
   static const std::string kPrefix = "String field '";
   const size_t start = message.find(kPrefix);
   if (start != std::string::npos && message.find("invalid UTF-8") != std::string::npos) {
@@ -30,8 +31,10 @@ void OnProtobufLog(google::protobuf::LogLevel level, const char* filename, int l
   std::fprintf(stderr, "[libprotobuf %s:%d] %s\n", filename, line, message.c_str());
 }
 
-// The path from `type` to the field `full_field_name` ("crm.v1.Address.city" -> "address.city"), or "".
-std::string FieldPath(const google::protobuf::Descriptor* type, absl::string_view full_field_name, int depth = 0) {
+// The path from `type` to the field `full_field_name` ("crm.v1.Address.city" -> "address.city"), or
+// "".
+std::string FieldPath(const google::protobuf::Descriptor* type, absl::string_view full_field_name,
+                      int depth = 0) {
   if (type == nullptr || depth > 6) return "";
   for (int i = 0; i < type->field_count(); ++i) {
     const auto* f = type->field(i);
@@ -51,9 +54,11 @@ class MalformedRequestInterceptor : public grpc::experimental::Interceptor {
   explicit MalformedRequestInterceptor(const char* method) : method_(method) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
       const grpc::Status status = methods->GetSendStatus();
-      if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && status.error_message().empty()) {
+      if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
+          status.error_message().empty()) {
         Rewrite(methods);
       }
     }
@@ -62,7 +67,8 @@ class MalformedRequestInterceptor : public grpc::experimental::Interceptor {
 
  private:
   void Rewrite(grpc::experimental::InterceptorBatchMethods* methods) {
-    // "/crm.v1.CustomerProfileService/UpdateCustomer" -> "crm.v1.CustomerProfileService.UpdateCustomer"
+    // "/crm.v1.CustomerProfileService/UpdateCustomer" ->
+    // "crm.v1.CustomerProfileService.UpdateCustomer"
     std::string name = method_;
     if (!name.empty() && name.front() == '/') name.erase(0, 1);
     absl::StrReplaceAll({{"/", "."}}, &name);

@@ -20,7 +20,10 @@ class NothingButHealth : public grpc::CallbackGenericService {
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
     class Refuse : public grpc::ServerGenericBidiReactor {
      public:
-      Refuse() { Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this port serves only grpc.health.v1")); }
+      Refuse() {
+        Finish(
+            grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this port serves only grpc.health.v1"));
+      }
       void OnDone() override { delete this; }
     };
     return new Refuse();
@@ -42,13 +45,15 @@ void Server::SetGenericService(grpc::CallbackGenericService* service) { generic_
 void Server::OnShutdown(std::function<void()> hook) { shutdown_hooks_.push_back(std::move(hook)); }
 
 absl::Status Server::Start() {
-  // Debian's Abseil is built with mutex deadlock detection on, and gRPC locks absl::Mutex on every call:
-  // the cycle bookkeeping cost ~4% of a GetCustomer call's CPU. Lock order is checked by our tests and
-  // thread-safety annotations instead.
+  // Debian's Abseil is built with mutex deadlock detection on, and gRPC locks absl::Mutex on every
+  // call: the cycle bookkeeping cost ~4% of a GetCustomer call's CPU. Lock order is checked by our
+  // tests and thread-safety annotations instead.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  // Both are process-wide switches that must be set before a server is built; setting them again is harmless.
+  // Both are process-wide switches that must be set before a server is built; setting them again is
+  // harmless.
   grpc::EnableDefaultHealthCheckService(true);
-  // Without this call the linker drops the reflection plugin (--as-needed) and reflection silently vanishes.
+  // Without this call the linker drops the reflection plugin (--as-needed) and reflection silently
+  // vanishes.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   grpc::ServerBuilder builder;
@@ -60,7 +65,8 @@ absl::Status Server::Start() {
   builder.AddListeningPort(options_.listen_address, credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
-  // Clients (the gateway, other services) keep idle channels alive with pings every 30 s; accept them.
+  // Clients (the gateway, other services) keep idle channels alive with pings every 30 s; accept
+  // them.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
@@ -71,26 +77,29 @@ absl::Status Server::Start() {
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<MalformedRequestInterceptorFactory>());
   if (options_.metrics != nullptr) {
-    interceptors.push_back(
-        std::make_unique<metrics::ServerMetricsInterceptorFactory>(&options_.metrics->server_rpc()));
+    interceptors.push_back(std::make_unique<metrics::ServerMetricsInterceptorFactory>(
+        &options_.metrics->server_rpc()));
   }
   if (options_.interceptors) builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen_address,
-                                               " (address in use, or not an address of this host)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen_address,
+                     " (address in use, or not an address of this host)"));
   }
   if (!options_.health_listen.empty()) {
     grpc::ServerBuilder health;
-    health.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(), &health_port_);
+    health.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(),
+                            &health_port_);
     health_only_ = std::make_unique<NothingButHealth>();
     health.RegisterCallbackGenericService(health_only_.get());
     health_server_ = health.BuildAndStart();
     if (health_server_ == nullptr || health_port_ == 0) {
       server_->Shutdown();
       server_.reset();
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.health_listen, " (health port)"));
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", options_.health_listen, " (health port)"));
     }
   }
   SetServing(false);

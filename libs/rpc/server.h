@@ -1,7 +1,8 @@
 // Starts a gRPC server the same way in every process and in tests: callback API, health service
 // (grpc.health.v1, NOT_SERVING until SetServing(true)), server reflection, the per-RPC metrics
-// interceptor, message size limit, keepalive, and a graceful shutdown that drains in-flight calls within
-// a bounded grace period. Non-copyable. Start, SetServing and Shutdown may be called from any thread.
+// interceptor, message size limit, keepalive, and a graceful shutdown that drains in-flight calls
+// within a bounded grace period. Non-copyable. Start, SetServing and Shutdown may be called from
+// any thread.
 #pragma once
 
 #include <functional>
@@ -27,15 +28,16 @@ struct ServerOptions {
   absl::Duration drain_grace = absl::Seconds(10);
   // Where per-RPC metrics go; null records none. Not owned.
   metrics::Metrics* metrics = nullptr;
-  // The per-call interceptors (field-naming parse errors, per-RPC metrics). A proxy that forwards raw
-  // bytes and records its own per-route metrics turns them off: they cost more than the forwarding.
+  // The per-call interceptors (field-naming parse errors, per-RPC metrics). A proxy that forwards
+  // raw bytes and records its own per-route metrics turns them off: they cost more than the
+  // forwarding.
   bool interceptors = true;
-  // A service port: only the system's own processes may call (libs/rpc/caller_auth.h), over mTLS when the
-  // process has certificates (libs/rpc/transport.h), else from loopback only. Off for the gateway's public
-  // front door and for test doubles.
+  // A service port: only the system's own processes may call (libs/rpc/caller_auth.h), over mTLS
+  // when the process has certificates (libs/rpc/transport.h), else from loopback only. Off for the
+  // gateway's public front door and for test doubles.
   bool authenticate_callers = false;
-  // A second, plaintext port that serves only grpc.health.v1 (host:port; empty: none), for Kubernetes' gRPC
-  // probes, which cannot present a client certificate.
+  // A second, plaintext port that serves only grpc.health.v1 (host:port; empty: none), for
+  // Kubernetes' gRPC probes, which cannot present a client certificate.
   std::string health_listen;
 };
 
@@ -46,8 +48,8 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Registers a service before Start. `full_name` (e.g. "crm.v1.CustomerProfileService") gets its own
-  // health status. Not owned: the service must outlive the server.
+  // Registers a service before Start. `full_name` (e.g. "crm.v1.CustomerProfileService") gets its
+  // own health status. Not owned: the service must outlive the server.
   void AddService(grpc::Service* service, std::string full_name);
   // A catch-all handler for methods no registered service has (the gateway's proxy).
   void SetGenericService(grpc::CallbackGenericService* service);

@@ -1,5 +1,5 @@
-// absl::Status inside, grpc::Status at the edge. Codes map one to one; the message travels unchanged
-// so a frontend developer reads the service's own words ("email: already registered").
+// absl::Status inside, grpc::Status at the edge. Codes map one to one; the message travels
+// unchanged so a frontend developer reads the service's own words ("email: already registered").
 #pragma once
 
 #include "absl/status/status.h"

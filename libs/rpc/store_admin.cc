@@ -16,7 +16,8 @@ namespace {
 bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 64 || name[0] == '.') return false;
   for (unsigned char c : name) {
-    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '.' || c == '_' || c == '-')) return false;
+    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '.' || c == '_' || c == '-'))
+      return false;
   }
   return true;
 }
@@ -31,19 +32,25 @@ std::string DefaultBackupDir(const std::string& data_dir) {
 
 StoreAdminService::StoreAdminService(std::string service_name, int shard_index, store::Store* store,
                                      std::string backup_dir)
-    : service_name_(std::move(service_name)), shard_index_(shard_index), store_(store), backup_dir_(std::move(backup_dir)) {}
+    : service_name_(std::move(service_name)),
+      shard_index_(shard_index),
+      store_(store),
+      backup_dir_(std::move(backup_dir)) {}
 
-grpc::ServerUnaryReactor* StoreAdminService::CreateCheckpoint(grpc::CallbackServerContext* ctx,
-                                                              const v1::CreateCheckpointRequest* request,
-                                                              v1::CreateCheckpointResponse* response) {
+grpc::ServerUnaryReactor* StoreAdminService::CreateCheckpoint(
+    grpc::CallbackServerContext* ctx, const v1::CreateCheckpointRequest* request,
+    v1::CreateCheckpointResponse* response) {
   if (request->service() != service_name_) {
-    return Finish(ctx, absl::InvalidArgumentError(absl::StrCat("service: this is ", service_name_, ", not \"",
-                                                               request->service(), "\"")));
+    return Finish(
+        ctx, absl::InvalidArgumentError(absl::StrCat("service: this is ", service_name_, ", not \"",
+                                                     request->service(), "\"")));
   }
   if (!ValidName(request->name())) {
-    return Finish(ctx, absl::InvalidArgumentError("name: must be 1-64 of a-z 0-9 . _ - and not start with '.'"));
+    return Finish(ctx, absl::InvalidArgumentError(
+                           "name: must be 1-64 of a-z 0-9 . _ - and not start with '.'"));
   }
-  return FinishOn(executor_, ctx, [this, request, response] { return Checkpoint(*request, response); });
+  return FinishOn(executor_, ctx,
+                  [this, request, response] { return Checkpoint(*request, response); });
 }
 
 absl::Status StoreAdminService::Checkpoint(const v1::CreateCheckpointRequest& request,
@@ -58,16 +65,20 @@ absl::Status StoreAdminService::Checkpoint(const v1::CreateCheckpointRequest& re
   if (fs::exists(dir / "CURRENT", ec)) {
     // Made before (a retry): the same answer, nothing new written.
     const auto written = fs::last_write_time(dir / "CURRENT", ec);
-    const auto since = written - fs::file_time_type::clock::now() + std::chrono::system_clock::now();
-    api::SetTimestamp(absl::FromChrono(std::chrono::time_point_cast<std::chrono::system_clock::duration>(since)),
-                      c->mutable_create_time());
+    const auto since =
+        written - fs::file_time_type::clock::now() + std::chrono::system_clock::now();
+    api::SetTimestamp(
+        absl::FromChrono(std::chrono::time_point_cast<std::chrono::system_clock::duration>(since)),
+        c->mutable_create_time());
     return absl::OkStatus();
   }
   if (fs::exists(dir, ec)) {
-    return absl::FailedPreconditionError(absl::StrCat("name: ", dir.string(), " exists but is not a checkpoint"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("name: ", dir.string(), " exists but is not a checkpoint"));
   }
   fs::create_directories(backup_dir_, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", backup_dir_, ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot create ", backup_dir_, ": ", ec.message()));
   const absl::Time now = absl::Now();
   if (absl::Status s = store_->CreateCheckpoint(dir.string()); !s.ok()) return s;
   api::SetTimestamp(now, c->mutable_create_time());

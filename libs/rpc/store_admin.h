@@ -13,13 +13,16 @@ namespace crm::rpc {
 class StoreAdminService final : public v1::StoreAdminService::CallbackService {
  public:
   // `backup_dir`: where checkpoints go; best on the same file system as the store (hard links).
-  StoreAdminService(std::string service_name, int shard_index, store::Store* store, std::string backup_dir);
+  StoreAdminService(std::string service_name, int shard_index, store::Store* store,
+                    std::string backup_dir);
 
-  grpc::ServerUnaryReactor* CreateCheckpoint(grpc::CallbackServerContext* ctx, const v1::CreateCheckpointRequest* request,
+  grpc::ServerUnaryReactor* CreateCheckpoint(grpc::CallbackServerContext* ctx,
+                                             const v1::CreateCheckpointRequest* request,
                                              v1::CreateCheckpointResponse* response) override;
 
  private:
-  absl::Status Checkpoint(const v1::CreateCheckpointRequest& request, v1::CreateCheckpointResponse* response);
+  absl::Status Checkpoint(const v1::CreateCheckpointRequest& request,
+                          v1::CreateCheckpointResponse* response);
 
   std::string service_name_;
   int shard_index_;

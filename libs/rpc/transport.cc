@@ -27,7 +27,8 @@ bool Exists(const std::string& path) {
 std::shared_ptr<grpc::experimental::CertificateProviderInterface> Provider(const std::string& dir) {
   static absl::Mutex mu;
   static auto* providers =
-      new std::map<std::string, std::shared_ptr<grpc::experimental::CertificateProviderInterface>>();
+      new std::map<std::string,
+                   std::shared_ptr<grpc::experimental::CertificateProviderInterface>>();
   absl::MutexLock lock(&mu);
   auto& provider = (*providers)[dir];
   if (provider == nullptr) {
@@ -43,8 +44,9 @@ absl::Status SetTlsDir(const std::string& dir) {
   if (!dir.empty()) {
     for (const char* file : {"tls.crt", "tls.key", "ca.crt"}) {
       if (!Exists(dir + "/" + file)) {
-        return absl::InvalidArgumentError(absl::StrCat("--tls_dir: ", dir, " has no ", file,
-                                                       " (expected tls.crt, tls.key and ca.crt, as cert-manager writes them)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--tls_dir: ", dir, " has no ", file,
+                         " (expected tls.crt, tls.key and ca.crt, as cert-manager writes them)"));
       }
     }
   }

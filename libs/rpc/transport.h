@@ -1,15 +1,19 @@
-// How the project's processes reach each other: mutual TLS with gRPC's own TLS credentials when the process
-// has certificates, else loopback only. Certificates come from one folder in the layout cert-manager writes
-// (tls.crt, tls.key, ca.crt); gRPC's file watcher picks up renewed files without a restart.
+// How the project's processes reach each other: mutual TLS with gRPC's own TLS credentials when the
+// process has certificates, else loopback only. Certificates come from one folder in the layout
+// cert-manager writes (tls.crt, tls.key, ca.crt); gRPC's file watcher picks up renewed files
+// without a restart.
 //
-//   server, TLS:    every client must present a certificate signed by ca.crt (mTLS); the certificate's
-//                   common name is the caller's process name ("gateway", "order-tracking"), checked against
-//                   the caller assertion (libs/rpc/caller_auth.h).
-//   server, no TLS: gRPC's local credentials: only connections from this machine's loopback are accepted,
+//   server, TLS:    every client must present a certificate signed by ca.crt (mTLS); the
+//   certificate's
+//                   common name is the caller's process name ("gateway", "order-tracking"), checked
+//                   against the caller assertion (libs/rpc/caller_auth.h).
+//   server, no TLS: gRPC's local credentials: only connections from this machine's loopback are
+//   accepted,
 //                   so a service without certificates cannot be reached from the network at all.
 //   client:         TLS with this process's certificate, or plaintext to loopback.
 //
-// The setting is process-wide (RunService sets it from --tls_dir before any channel or server exists).
+// The setting is process-wide (RunService sets it from --tls_dir before any channel or server
+// exists).
 #pragma once
 
 #include <memory>

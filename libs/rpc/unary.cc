@@ -13,9 +13,8 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::S
 grpc::ServerUnaryReactor* FinishOn(Executor& executor, grpc::CallbackServerContext* ctx,
                                    absl::AnyInvocable<absl::Status() &&> work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  executor.Submit([reactor, work = std::move(work)]() mutable {
-    reactor->Finish(ToGrpc(std::move(work)()));
-  });
+  executor.Submit(
+      [reactor, work = std::move(work)]() mutable { reactor->Finish(ToGrpc(std::move(work)())); });
   return reactor;
 }
 

@@ -1,12 +1,14 @@
-// Completing callback-API unary handlers. A handler validates, calls the domain and returns one of these:
-//   return rpc::Finish(ctx, service_.GetCustomer(*request, response));          // short, non-blocking
-//   return rpc::FinishOn(executor_, ctx, [=] { return service_.Register(...); });  // blocks (synced write)
+// Completing callback-API unary handlers. A handler validates, calls the domain and returns one of
+// these:
+//   return rpc::Finish(ctx, service_.GetCustomer(*request, response));          // short,
+//   non-blocking return rpc::FinishOn(executor_, ctx, [=] { return service_.Register(...); });  //
+//   blocks (synced write)
 #pragma once
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
-#include "grpcpp/support/server_callback.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/server_callback.h"
 #include "libs/rpc/executor.h"
 
 namespace crm::rpc {

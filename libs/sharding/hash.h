@@ -8,7 +8,8 @@
 
 namespace crm::sharding {
 
-// FNV-1a over the bytes, finished with a splitmix64 round so that nearby inputs spread over all buckets.
+// FNV-1a over the bytes, finished with a splitmix64 round so that nearby inputs spread over all
+// buckets.
 inline uint64_t StableHash64(absl::string_view bytes) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (unsigned char c : bytes) {

@@ -13,7 +13,8 @@ uint32_t BucketOf(absl::string_view shard_key) {
   return static_cast<uint32_t>(StableHash64(shard_key) % kBucketCount);
 }
 
-ShardMap::ShardMap(int shards) : shard_count_(shards < 1 ? 1 : shards), bucket_to_shard_(kBucketCount) {
+ShardMap::ShardMap(int shards)
+    : shard_count_(shards < 1 ? 1 : shards), bucket_to_shard_(kBucketCount) {
   for (uint32_t b = 0; b < kBucketCount; ++b) {
     bucket_to_shard_[b] = static_cast<int>(uint64_t{b} * shard_count_ / kBucketCount);
   }
@@ -29,13 +30,15 @@ absl::StatusOr<ShardMap> ShardMap::Parse(absl::string_view spec) {
     uint32_t lo, hi;
     int shard;
     if (!absl::SimpleAtoi(range.first, &lo) || !absl::SimpleAtoi(range.second, &hi) ||
-        !absl::SimpleAtoi(range_shard.second, &shard) || lo > hi || hi >= kBucketCount || shard < 0) {
+        !absl::SimpleAtoi(range_shard.second, &shard) || lo > hi || hi >= kBucketCount ||
+        shard < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("shard map: \"", part, "\" is not <first bucket>-<last bucket>:<shard>"));
     }
     for (uint32_t b = lo; b <= hi; ++b) {
       if (assigned[b] != -1) {
-        return absl::InvalidArgumentError(absl::StrCat("shard map: bucket ", b, " is assigned twice"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("shard map: bucket ", b, " is assigned twice"));
       }
       assigned[b] = shard;
     }
@@ -49,7 +52,8 @@ absl::StatusOr<ShardMap> ShardMap::Parse(absl::string_view spec) {
   std::vector<bool> used(max_shard + 1, false);
   for (int s : assigned) used[s] = true;
   for (int s = 0; s <= max_shard; ++s) {
-    if (!used[s]) return absl::InvalidArgumentError(absl::StrCat("shard map: shard ", s, " has no bucket"));
+    if (!used[s])
+      return absl::InvalidArgumentError(absl::StrCat("shard map: shard ", s, " has no bucket"));
   }
   map.shard_count_ = max_shard + 1;
   map.bucket_to_shard_ = std::move(assigned);
@@ -87,7 +91,8 @@ std::string NewId(absl::string_view prefix) {
 
 std::string NewIdInBucket(absl::string_view prefix, uint32_t bucket) {
   thread_local absl::BitGen gen;
-  // About kBucketCount tries on average, each a hash of ~20 bytes: tens of microseconds, once per entity.
+  // About kBucketCount tries on average, each a hash of ~20 bytes: tens of microseconds, once per
+  // entity.
   for (;;) {
     std::string id = RandomHexId(prefix, gen);
     if (BucketOf(id) == bucket % kBucketCount) return id;

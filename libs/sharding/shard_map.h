@@ -1,10 +1,10 @@
 // Where a customer's data lives when a service runs as several shards.
 //
-// Every shard key (a customer id, or an email before the customer exists) hashes to one of 1024 fixed
-// buckets; a ShardMap assigns buckets to shards. Buckets never change, so growing from N to M shards moves
-// whole buckets and nothing else. Ids minted for a customer (the customer id itself at registration) are
-// chosen to fall in the same bucket as the key that routed the request, so the customer id and the email
-// it registered with always live on the same shard.
+// Every shard key (a customer id, or an email before the customer exists) hashes to one of 1024
+// fixed buckets; a ShardMap assigns buckets to shards. Buckets never change, so growing from N to M
+// shards moves whole buckets and nothing else. Ids minted for a customer (the customer id itself at
+// registration) are chosen to fall in the same bucket as the key that routed the request, so the
+// customer id and the email it registered with always live on the same shard.
 #pragma once
 
 #include <cstdint>
@@ -42,7 +42,8 @@ class ShardMap {
 
 // A fresh random id "<prefix><16 hex digits>".
 std::string NewId(absl::string_view prefix);
-// A fresh random id that falls in `bucket`, so it lands on the same shard as the key that chose the bucket.
+// A fresh random id that falls in `bucket`, so it lands on the same shard as the key that chose the
+// bucket.
 std::string NewIdInBucket(absl::string_view prefix, uint32_t bucket);
 
 }  // namespace crm::sharding

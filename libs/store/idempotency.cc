@@ -52,9 +52,9 @@ absl::StatusOr<bool> FindCompletedRequest(Transaction& txn, rocksdb::ColumnFamil
   return true;
 }
 
-absl::Status RecordCompletedRequest(Transaction& txn, rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
-                                    uint64_t fingerprint, const google::protobuf::MessageLite& response,
-                                    absl::Time now) {
+absl::Status RecordCompletedRequest(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
+                                    absl::string_view key, uint64_t fingerprint,
+                                    const google::protobuf::MessageLite& response, absl::Time now) {
   std::string v;
   AppendFixed64(v, fingerprint);
   AppendFixed64(v, static_cast<uint64_t>(absl::ToUnixMicros(now)));
@@ -66,8 +66,9 @@ absl::Status RecordCompletedRequest(Transaction& txn, rocksdb::ColumnFamilyHandl
 
 namespace crm::store {
 
-absl::Status TransactOnce(Store& store, Durability durability, rocksdb::ColumnFamilyHandle* requests_cf,
-                          absl::string_view request_key, uint64_t fingerprint, absl::Time now,
+absl::Status TransactOnce(Store& store, Durability durability,
+                          rocksdb::ColumnFamilyHandle* requests_cf, absl::string_view request_key,
+                          uint64_t fingerprint, absl::Time now,
                           google::protobuf::MessageLite* response,
                           absl::FunctionRef<absl::Status(Transaction&)> body) {
   return store.Transact(durability, [&](Transaction& txn) -> absl::Status {

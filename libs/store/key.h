@@ -1,8 +1,9 @@
 // Order-preserving key encoding for composite RocksDB keys: (customer, time, sequence, ...).
 //
-// Strings escape 0x00 as 00 FF and end with 00 01, so no component can run into the next and a string
-// sorts before every longer string it prefixes. Unsigned integers are big-endian; signed ones flip the
-// sign bit; `Descending` inverts the bits so that newer-first scans are plain forward iteration.
+// Strings escape 0x00 as 00 FF and end with 00 01, so no component can run into the next and a
+// string sorts before every longer string it prefixes. Unsigned integers are big-endian; signed
+// ones flip the sign bit; `Descending` inverts the bits so that newer-first scans are plain forward
+// iteration.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +26,9 @@ class Key {
   Key& Descending(uint64_t v);
   // Microseconds since the epoch, ascending or newest first.
   Key& Time(absl::Time t) { return I64(absl::ToUnixMicros(t)); }
-  Key& TimeNewestFirst(absl::Time t) { return Descending(static_cast<uint64_t>(absl::ToUnixMicros(t))); }
+  Key& TimeNewestFirst(absl::Time t) {
+    return Descending(static_cast<uint64_t>(absl::ToUnixMicros(t)));
+  }
 
   const std::string& bytes() const { return bytes_; }
   std::string Build() const { return bytes_; }
@@ -35,7 +38,8 @@ class Key {
   std::string bytes_;
 };
 
-// Reads back what Key wrote, component by component. Each method returns nullopt on malformed input.
+// Reads back what Key wrote, component by component. Each method returns nullopt on malformed
+// input.
 class KeyReader {
  public:
   explicit KeyReader(absl::string_view bytes) : rest_(bytes) {}
@@ -55,10 +59,10 @@ class KeyReader {
 // The smallest key greater than every key starting with `prefix`; empty when there is none.
 std::string PrefixUpperBound(absl::string_view prefix);
 
-// Where the next page of a listing over the keys starting with `prefix` begins: just after `after` (the last
-// key of the previous page, from a page token), or at the prefix when `after` is empty. A resume key outside
-// the prefix is another listing's (another customer's) position: INVALID_ARGUMENT on page_token, naming
-// nothing of it, whatever the page token's own checks said.
+// Where the next page of a listing over the keys starting with `prefix` begins: just after `after`
+// (the last key of the previous page, from a page token), or at the prefix when `after` is empty. A
+// resume key outside the prefix is another listing's (another customer's) position:
+// INVALID_ARGUMENT on page_token, naming nothing of it, whatever the page token's own checks said.
 absl::StatusOr<std::string> ResumeAfter(absl::string_view prefix, absl::string_view after);
 
 }  // namespace crm::store

@@ -1,4 +1,5 @@
-// rocksdb::Status -> absl::Status, keeping RocksDB's own message so an operator sees the real cause.
+// rocksdb::Status -> absl::Status, keeping RocksDB's own message so an operator sees the real
+// cause.
 #pragma once
 
 #include "absl/status/status.h"

@@ -1,5 +1,6 @@
 // UTF-8 checks shared by request validation and the JSON logger: a text field from a client must be
-// valid UTF-8, and its length limits count characters, not bytes (a Chinese name is 3 bytes a character).
+// valid UTF-8, and its length limits count characters, not bytes (a Chinese name is 3 bytes a
+// character).
 #pragma once
 
 #include <cstddef>

@@ -1,17 +1,18 @@
 // Persistence of complaint-ticket: the only code that knows its column families and keys.
 //
-//   tickets      customer_id, ticket_id             -> Ticket (conversation, callbacks, SLA, resolution)
-//   deadlines    at-risk-from time, customer_id, ticket_id, kind -> due time (what the SLA sweep and the
+//   tickets      customer_id, ticket_id             -> Ticket (conversation, callbacks, SLA,
+//   resolution) deadlines    at-risk-from time, customer_id, ticket_id, kind -> due time (what the
+//   SLA sweep and the
 //                at-risk list visit: exactly the rows whose time has come)
 //   unassigned   open time, customer_id, ticket_id  -> "" (tickets waiting for an agent)
-//   awaiting     customer_id, ticket_id             -> "" (resolved, compensation not yet confirmed)
-//   agents       agent_id                           -> Agent (with its open-ticket count)
-//   last_agent   customer_id                        -> agent_id (who handled the customer last)
-//   requests, consumed_events, outbox*             -> idempotency and events
+//   awaiting     customer_id, ticket_id             -> "" (resolved, compensation not yet
+//   confirmed) agents       agent_id                           -> Agent (with its open-ticket
+//   count) last_agent   customer_id                        -> agent_id (who handled the customer
+//   last) requests, consumed_events, outbox*             -> idempotency and events
 //
-// A ticket change is one transaction: the ticket, its deadline and queue index rows, the open-ticket counts
-// of the agents it moves between (derived from the change of assignment and status, under the agents' row
-// locks), and its events. Synced WAL. Thread-safe.
+// A ticket change is one transaction: the ticket, its deadline and queue index rows, the
+// open-ticket counts of the agents it moves between (derived from the change of assignment and
+// status, under the agents' row locks), and its events. Synced WAL. Thread-safe.
 #pragma once
 
 #include <map>
@@ -39,7 +40,8 @@ class TicketSession {
   absl::StatusOr<std::vector<v1::Agent>> Agents();
   // The agent who last handled this customer, or "".
   absl::StatusOr<std::string> LastAgent();
-  // Reads an agent under its row lock (to check capacity before assigning), NOT_FOUND if there is none.
+  // Reads an agent under its row lock (to check capacity before assigning), NOT_FOUND if there is
+  // none.
   absl::StatusOr<v1::Agent> LockAgent(const std::string& agent_id);
   void RememberAgent(const std::string& agent_id) { remember_agent_ = agent_id; }
   void Emit(v1::Event event) { events_.push_back(std::move(event)); }
@@ -66,24 +68,27 @@ class ComplaintTicketStore {
   ComplaintTicketStore(store::Store* store, events::Outbox* outbox);
 
   // Opens a ticket once per request id; `build` fills the new ticket (ids, severity, SLA, routing).
-  absl::Status OpenTicket(absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
-                          absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> build, v1::Ticket* out);
-  // The same inside a transaction that is already open (an event consumer); false when `request_key`
-  // had already opened a ticket.
+  absl::Status OpenTicket(absl::string_view customer_id, absl::string_view request_id,
+                          uint64_t fingerprint, absl::Time now,
+                          absl::FunctionRef<absl::Status(TicketSession&)> build, v1::Ticket* out);
+  // The same inside a transaction that is already open (an event consumer); false when
+  // `request_key` had already opened a ticket.
   absl::StatusOr<bool> OpenTicketIn(store::Transaction& txn, absl::string_view customer_id,
                                     absl::string_view request_key, absl::Time now,
                                     absl::FunctionRef<absl::Status(TicketSession&)> build);
   // Locks the ticket and applies `change`; with a request id, once per request.
-  absl::Status UpdateTicket(absl::string_view customer_id, absl::string_view ticket_id, absl::string_view request_id,
-                            uint64_t fingerprint, absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> change,
+  absl::Status UpdateTicket(absl::string_view customer_id, absl::string_view ticket_id,
+                            absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+                            absl::FunctionRef<absl::Status(TicketSession&)> change,
                             v1::Ticket* out);
-  absl::Status UpdateTicketIn(store::Transaction& txn, absl::string_view customer_id, absl::string_view ticket_id,
-                              absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> change);
+  absl::Status UpdateTicketIn(store::Transaction& txn, absl::string_view customer_id,
+                              absl::string_view ticket_id, absl::Time now,
+                              absl::FunctionRef<absl::Status(TicketSession&)> change);
 
   absl::StatusOr<v1::Ticket> Get(absl::string_view customer_id, absl::string_view ticket_id) const;
   // The customer's tickets (id order, which is time order: ids start with the open time).
-  absl::Status List(absl::string_view customer_id, absl::string_view after, int limit, std::vector<v1::Ticket>* out,
-                    std::string* last_key, bool* more) const;
+  absl::Status List(absl::string_view customer_id, absl::string_view after, int limit,
+                    std::vector<v1::Ticket>* out, std::string* last_key, bool* more) const;
   absl::StatusOr<std::vector<v1::Ticket>> ListAll(absl::string_view customer_id) const;
 
   struct DueEntry {
@@ -94,8 +99,10 @@ class ComplaintTicketStore {
     std::string key;
   };
   // Deadlines at risk (or passed) at `until`, in the order they became at risk, after `after`.
-  absl::Status Due(absl::Time until, absl::string_view after, int limit, std::vector<DueEntry>* out, bool* more) const;
-  // Tickets waiting for an agent, and tickets waiting for their compensation: (customer_id, ticket_id).
+  absl::Status Due(absl::Time until, absl::string_view after, int limit, std::vector<DueEntry>* out,
+                   bool* more) const;
+  // Tickets waiting for an agent, and tickets waiting for their compensation: (customer_id,
+  // ticket_id).
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Unassigned() const;
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> AwaitingCompensation() const;
   // Tickets open (counted against an agent) per priority, for the gauge at start.

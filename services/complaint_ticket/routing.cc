@@ -10,11 +10,13 @@ bool CanTake(const v1::Agent& a, v1::TicketCategory category) {
   return std::find(a.categories().begin(), a.categories().end(), category) != a.categories().end();
 }
 
-std::optional<std::string> ChooseAgent(const std::vector<v1::Agent>& agents, int level, v1::TicketCategory category,
+std::optional<std::string> ChooseAgent(const std::vector<v1::Agent>& agents, int level,
+                                       v1::TicketCategory category,
                                        const std::string& preferred_agent_id) {
   if (!preferred_agent_id.empty()) {
     for (const auto& a : agents) {
-      if (a.agent_id() == preferred_agent_id && a.level() >= level && CanTake(a, category)) return a.agent_id();
+      if (a.agent_id() == preferred_agent_id && a.level() >= level && CanTake(a, category))
+        return a.agent_id();
     }
   }
   // Least loaded by share of capacity, then fewest open tickets, then id (a stable answer).

@@ -38,17 +38,21 @@ void StartSla(v1::Ticket& t, absl::Time now) {
 namespace {
 
 bool Finished(const v1::Ticket& t) {
-  return t.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION || t.status() == v1::TICKET_STATUS_RESOLVED ||
-         t.status() == v1::TICKET_STATUS_CLOSED;
+  return t.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION ||
+         t.status() == v1::TICKET_STATUS_RESOLVED || t.status() == v1::TICKET_STATUS_CLOSED;
 }
 
 absl::Duration PeriodOf(const v1::Ticket& t, v1::SlaKind kind) {
   const SlaPolicy p = PolicyFor(t.priority(), t.enterprise());
   switch (kind) {
-    case v1::SLA_KIND_FIRST_RESPONSE: return p.first_response;
-    case v1::SLA_KIND_NEXT_UPDATE: return p.next_update;
-    case v1::SLA_KIND_RESOLUTION: return p.resolution;
-    default: return absl::Hours(1);
+    case v1::SLA_KIND_FIRST_RESPONSE:
+      return p.first_response;
+    case v1::SLA_KIND_NEXT_UPDATE:
+      return p.next_update;
+    case v1::SLA_KIND_RESOLUTION:
+      return p.resolution;
+    default:
+      return absl::Hours(1);
   }
 }
 
@@ -67,17 +71,22 @@ std::vector<Deadline> OpenDeadlines(const v1::Ticket& t) {
   const auto& sla = t.sla();
   if (!Finished(t)) {
     if (!sla.has_first_response_time() && sla.has_first_response_due()) {
-      out.push_back({v1::SLA_KIND_FIRST_RESPONSE, api::FromTimestamp(sla.first_response_due()), ""});
+      out.push_back(
+          {v1::SLA_KIND_FIRST_RESPONSE, api::FromTimestamp(sla.first_response_due()), ""});
     }
-    if (sla.has_next_update_due()) out.push_back({v1::SLA_KIND_NEXT_UPDATE, api::FromTimestamp(sla.next_update_due()), ""});
-    if (sla.has_resolution_due()) out.push_back({v1::SLA_KIND_RESOLUTION, api::FromTimestamp(sla.resolution_due()), ""});
+    if (sla.has_next_update_due())
+      out.push_back({v1::SLA_KIND_NEXT_UPDATE, api::FromTimestamp(sla.next_update_due()), ""});
+    if (sla.has_resolution_due())
+      out.push_back({v1::SLA_KIND_RESOLUTION, api::FromTimestamp(sla.resolution_due()), ""});
   }
   for (const auto& c : t.callbacks()) {
     if (c.status() == v1::CALLBACK_STATUS_PROMISED) {
-      out.push_back({v1::SLA_KIND_CALLBACK, api::FromTimestamp(c.promised_time()) + kCallbackGrace, c.callback_id()});
+      out.push_back({v1::SLA_KIND_CALLBACK, api::FromTimestamp(c.promised_time()) + kCallbackGrace,
+                     c.callback_id()});
     }
   }
-  std::sort(out.begin(), out.end(), [](const Deadline& a, const Deadline& b) { return a.due < b.due; });
+  std::sort(out.begin(), out.end(),
+            [](const Deadline& a, const Deadline& b) { return a.due < b.due; });
   return out;
 }
 
@@ -85,12 +94,17 @@ absl::Time RiskFrom(const v1::Ticket& t, const Deadline& d) {
   return d.due - std::max(absl::Minutes(15), PeriodOf(t, d.kind) / 4);
 }
 
-bool AtRisk(const v1::Ticket& t, const Deadline& d, absl::Time now) { return now >= RiskFrom(t, d); }
+bool AtRisk(const v1::Ticket& t, const Deadline& d, absl::Time now) {
+  return now >= RiskFrom(t, d);
+}
 
 absl::Status CheckNextStepTime(absl::Time next_step, absl::Time now) {
-  if (next_step <= now) return api::Invalid("next_step_time", "must be in the future: the date the customer hears next");
+  if (next_step <= now)
+    return api::Invalid("next_step_time",
+                        "must be in the future: the date the customer hears next");
   if (next_step > now + kLongestPromise) {
-    return api::Invalid("next_step_time", "must be within 14 days; promise a nearer date and update then");
+    return api::Invalid("next_step_time",
+                        "must be within 14 days; promise a nearer date and update then");
   }
   return absl::OkStatus();
 }
@@ -116,8 +130,9 @@ SlaFindings EvaluateSla(v1::Ticket& t, absl::Time now) {
       const auto& escalated = t.sla().escalated();
       if (std::find(escalated.begin(), escalated.end(), d.kind) == escalated.end() && !f.escalate) {
         f.escalate = true;
-        f.escalation_reason = absl::StrCat(SlaKindName(d.kind), passed ? " deadline passed" : " deadline near", " (due ",
-                                           absl::FormatTime("%Y-%m-%d %H:%M UTC", d.due, absl::UTCTimeZone()), ")");
+        f.escalation_reason = absl::StrCat(
+            SlaKindName(d.kind), passed ? " deadline passed" : " deadline near", " (due ",
+            absl::FormatTime("%Y-%m-%d %H:%M UTC", d.due, absl::UTCTimeZone()), ")");
         t.mutable_sla()->add_escalated(d.kind);
       }
     }

@@ -1,7 +1,7 @@
-// The promises a ticket makes and when they fall due (seed 002 §3): a first response, the next update an
-// agent's reply committed to (every reply names a date, never "later"), promised callbacks, and the
-// resolution. Deadlines near their end or past it escalate the ticket to the next level long before a
-// month passes. Pure functions; time is passed in.
+// The promises a ticket makes and when they fall due (seed 002 §3): a first response, the next
+// update an agent's reply committed to (every reply names a date, never "later"), promised
+// callbacks, and the resolution. Deadlines near their end or past it escalate the ticket to the
+// next level long before a month passes. Pure functions; time is passed in.
 #pragma once
 
 #include <string>
@@ -19,8 +19,9 @@ struct SlaPolicy {
   absl::Duration resolution;
 };
 
-// P1: respond in 1 h, update every 4 h, resolve in 24 h; P2: 4 h / 12 h / 3 days; P3: 24 h (e-mail within
-// a day, seed 003) / 2 days / 7 days. Enterprise accounts get a first response within 30 minutes.
+// P1: respond in 1 h, update every 4 h, resolve in 24 h; P2: 4 h / 12 h / 3 days; P3: 24 h (e-mail
+// within a day, seed 003) / 2 days / 7 days. Enterprise accounts get a first response within 30
+// minutes.
 SlaPolicy PolicyFor(v1::Priority priority, bool enterprise);
 
 // A promised callback is missed this long after its time.
@@ -43,7 +44,8 @@ std::vector<Deadline> OpenDeadlines(const v1::Ticket& ticket);
 
 // Near its end: within a quarter of its policy period, and at least within 15 minutes.
 bool AtRisk(const v1::Ticket& ticket, const Deadline& deadline, absl::Time now);
-// When the deadline becomes at risk (what the at-risk list and the sweep are ordered and bounded by).
+// When the deadline becomes at risk (what the at-risk list and the sweep are ordered and bounded
+// by).
 absl::Time RiskFrom(const v1::Ticket& ticket, const Deadline& deadline);
 
 // An agent reply's committed date must be a real future date, within two weeks.
@@ -55,8 +57,8 @@ struct SlaFindings {
   bool escalate = false;
   std::string escalation_reason;
 };
-// Records breaches of passed deadlines (each once; a missed callback is marked MISSED) and decides on an
-// escalation when a deadline is at risk or passed and has not escalated before.
+// Records breaches of passed deadlines (each once; a missed callback is marked MISSED) and decides
+// on an escalation when a deadline is at risk or passed and has not escalated before.
 SlaFindings EvaluateSla(v1::Ticket& ticket, absl::Time now);
 
 std::string SlaKindName(v1::SlaKind kind);

@@ -41,7 +41,8 @@ v1::ContactDecision DecideContact(const v1::Customer& customer, v1::Channel chan
     d.set_allowed(false);
     d.set_reason(v1::ContactDecision::REASON_FREQUENCY_CAP);
     // A slot frees when the contact that is max_contacts back from the newest leaves the window.
-    const absl::Time frees = in_window[in_window.size() - cap.max_contacts()] + absl::Hours(24) * cap.period_days();
+    const absl::Time frees =
+        in_window[in_window.size() - cap.max_contacts()] + absl::Hours(24) * cap.period_days();
     api::SetTimestamp(frees, d.mutable_next_allowed_time());
     return d;
   }

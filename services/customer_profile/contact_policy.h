@@ -1,5 +1,6 @@
-// May we contact this customer for marketing now? Consent per channel (opt-in: no record means no) and
-// one frequency cap across channels, so the customer never feels spammed (seed 002). Pure function.
+// May we contact this customer for marketing now? Consent per channel (opt-in: no record means no)
+// and one frequency cap across channels, so the customer never feels spammed (seed 002). Pure
+// function.
 #pragma once
 
 #include <vector>

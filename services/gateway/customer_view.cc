@@ -15,18 +15,18 @@
 namespace crm::gateway {
 namespace {
 
-
 constexpr absl::Duration kRecentlyClosed = absl::Hours(24 * 90);
 constexpr int kMaxRecentClosed = 10;
 
-bool IsOpen(v1::TicketStatus s) { return s != v1::TICKET_STATUS_RESOLVED && s != v1::TICKET_STATUS_CLOSED; }
+bool IsOpen(v1::TicketStatus s) {
+  return s != v1::TICKET_STATUS_RESOLVED && s != v1::TICKET_STATUS_CLOSED;
+}
 
 void Summarise(v1::ListTicketsResponse tickets, absl::Time now, v1::ComplaintSummary* out) {
   auto* list = tickets.mutable_tickets();
-  std::sort(list->begin(), list->end(),
-            [](const v1::Ticket& a, const v1::Ticket& b) {
-              return api::FromTimestamp(a.create_time()) > api::FromTimestamp(b.create_time());
-            });
+  std::sort(list->begin(), list->end(), [](const v1::Ticket& a, const v1::Ticket& b) {
+    return api::FromTimestamp(a.create_time()) > api::FromTimestamp(b.create_time());
+  });
   for (v1::Ticket& t : *list) {
     if (IsOpen(t.status())) {
       if (t.sla().breaches_size() > 0) out->set_open_breached(out->open_breached() + 1);
@@ -84,7 +84,8 @@ void Assemble(Gathering& g) {
     } else if (name == "membership") {
       view.mutable_membership()->Swap(static_cast<v1::Membership*>(s.response.get()));
     } else if (name == "complaints") {
-      Summarise(std::move(*static_cast<v1::ListTicketsResponse*>(s.response.get())), now, view.mutable_complaints());
+      Summarise(std::move(*static_cast<v1::ListTicketsResponse*>(s.response.get())), now,
+                view.mutable_complaints());
     } else if (name == "insights") {
       view.mutable_insights()->Swap(static_cast<v1::CustomerInsights*>(s.response.get()));
     } else if (name == "recommendations") {
@@ -107,10 +108,12 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
   }
   const std::string& customer_id = g->request.customer_id();
   if (customer_id.empty()) {
-    return g->done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "customer_id: is required"), {});
+    return g->done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "customer_id: is required"),
+                   {});
   }
   if (g->request.recommendation_count() < 0 || g->request.recommendation_count() > 50) {
-    return g->done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "recommendation_count: must be 0-50"), {});
+    return g->done(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "recommendation_count: must be 0-50"), {});
   }
   g->staff = a.principal.role != v1::ROLE_CUSTOMER;
 
@@ -143,7 +146,8 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
   if (g->staff) {
     v1::GetCustomerInsightsRequest r;
     r.set_customer_id(customer_id);
-    add("insights", "/crm.v1.CustomerProfileService/GetCustomerInsights", r, v1::CustomerInsights());
+    add("insights", "/crm.v1.CustomerProfileService/GetCustomerInsights", r,
+        v1::CustomerInsights());
   }
   {
     v1::RecommendRequest r;
@@ -170,7 +174,8 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
   g->remaining = static_cast<int>(n);
   for (size_t i = 0; i < n; ++i) {
     Admission& sa = g->admissions[i];
-    absl::Status routed = sa.route == nullptr ? absl::InternalError("no route") : gateway_->Authorize(*g->sections[i].request, sa);
+    absl::Status routed = sa.route == nullptr ? absl::InternalError("no route")
+                                              : gateway_->Authorize(*g->sections[i].request, sa);
     auto finish = [g, i](grpc::Status status, grpc::ByteBuffer response) {
       Section& s = g->sections[i];
       if (status.ok() && !s.response->ParseFromString(ToBytes(response))) {
@@ -180,7 +185,9 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
       if (--g->remaining == 0) Assemble(*g);
     };
     if (!routed.ok()) {
-      finish(grpc::Status(static_cast<grpc::StatusCode>(routed.code()), std::string(routed.message())), {});
+      finish(
+          grpc::Status(static_cast<grpc::StatusCode>(routed.code()), std::string(routed.message())),
+          {});
       continue;
     }
     gateway_->CallUnary(sa, g->requests[i], make_context, std::move(finish));

@@ -1,8 +1,9 @@
-// The customer 360° view (crm.v1.CustomerViewService/GetCustomerView), the one call the gateway answers
-// itself: it asks each service for its section in parallel, each with a deadline of its own, through the
-// gateway's ordinary forwarding (same shard routing, caller identity and grpc_client_* metrics), and
-// assembles what came back. A section that fails or is late is listed in `unavailable` with its code and
-// reason; only the profile's NOT_FOUND (no such customer, or erased) fails the whole view.
+// The customer 360° view (crm.v1.CustomerViewService/GetCustomerView), the one call the gateway
+// answers itself: it asks each service for its section in parallel, each with a deadline of its
+// own, through the gateway's ordinary forwarding (same shard routing, caller identity and
+// grpc_client_* metrics), and assembles what came back. A section that fails or is late is listed
+// in `unavailable` with its code and reason; only the profile's NOT_FOUND (no such customer, or
+// erased) fails the whole view.
 #pragma once
 
 #include <functional>
@@ -20,8 +21,10 @@ class CustomerViewComposer {
   CustomerViewComposer(Gateway* gateway, absl::Duration section_timeout)
       : gateway_(gateway), section_timeout_(section_timeout) {}
 
-  // `a` is the admitted GetCustomerView call; `done` receives the serialized CustomerView or an error.
-  void Compose(const Admission& a, const grpc::ByteBuffer& request, Gateway::ContextFactory make_context,
+  // `a` is the admitted GetCustomerView call; `done` receives the serialized CustomerView or an
+  // error.
+  void Compose(const Admission& a, const grpc::ByteBuffer& request,
+               Gateway::ContextFactory make_context,
                std::function<void(grpc::Status, grpc::ByteBuffer)> done);
 
  private:

@@ -14,13 +14,16 @@ absl::Duration RateLimiter::Take(absl::string_view key, RateLimit limit, absl::T
   absl::MutexLock lock(&stripe.mu);
   if (stripe.buckets.size() >= kMaxBucketsPerStripe) {
     absl::erase_if(stripe.buckets, [&](const auto& entry) {
-      return entry.second.tokens + absl::ToDoubleSeconds(now - entry.second.refilled) * limit.per_second >= burst;
+      return entry.second.tokens +
+                 absl::ToDoubleSeconds(now - entry.second.refilled) * limit.per_second >=
+             burst;
     });
   }
   auto [it, inserted] = stripe.buckets.try_emplace(key, Bucket{burst, now});
   Bucket& b = it->second;
   if (!inserted && now > b.refilled) {
-    b.tokens = std::min(burst, b.tokens + absl::ToDoubleSeconds(now - b.refilled) * limit.per_second);
+    b.tokens =
+        std::min(burst, b.tokens + absl::ToDoubleSeconds(now - b.refilled) * limit.per_second);
     b.refilled = now;
   }
   if (b.tokens >= 1) {

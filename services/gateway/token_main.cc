@@ -7,8 +7,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "libs/auth/jwt.h"
 #include "libs/log/log.h"
@@ -21,15 +21,18 @@ ABSL_FLAG(std::string, subject, "", "the principal (sub); a customer's id for th
 ABSL_FLAG(std::string, issuer, "", "iss claim");
 ABSL_FLAG(std::string, audience, "", "aud claim");
 ABSL_FLAG(int, ttl_s, 3600, "seconds until the token expires");
-ABSL_FLAG(std::string, kid, "", "key id (kid) in the header, for a gateway that verifies with a JWK Set (--jwks_file)");
+ABSL_FLAG(std::string, kid, "",
+          "key id (kid) in the header, for a gateway that verifies with a JWK Set (--jwks_file)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const bool hmac = !absl::GetFlag(FLAGS_secret_file).empty();
-  const std::string path = hmac ? absl::GetFlag(FLAGS_secret_file) : absl::GetFlag(FLAGS_private_key_file);
+  const std::string path =
+      hmac ? absl::GetFlag(FLAGS_secret_file) : absl::GetFlag(FLAGS_private_key_file);
   if (path.empty() || absl::GetFlag(FLAGS_subject).empty() ||
       crm::auth::ParseRole(absl::GetFlag(FLAGS_role)) == crm::v1::ROLE_UNSPECIFIED) {
-    std::cerr << "usage: crm-token (--secret_file=F | --private_key_file=F [--alg=ES256]) --role=R --subject=S\n";
+    std::cerr << "usage: crm-token (--secret_file=F | --private_key_file=F [--alg=ES256]) --role=R "
+                 "--subject=S\n";
     return 2;
   }
   std::ifstream in(path, std::ios::binary);
@@ -41,7 +44,8 @@ int main(int argc, char** argv) {
   }
   std::string claims = "{\"sub\":";
   crm::log::AppendJsonString(claims, absl::GetFlag(FLAGS_subject));
-  absl::StrAppend(&claims, ",\"role\":\"", absl::GetFlag(FLAGS_role), "\",\"iat\":", absl::ToUnixSeconds(absl::Now()),
+  absl::StrAppend(&claims, ",\"role\":\"", absl::GetFlag(FLAGS_role),
+                  "\",\"iat\":", absl::ToUnixSeconds(absl::Now()),
                   ",\"exp\":", absl::ToUnixSeconds(absl::Now()) + absl::GetFlag(FLAGS_ttl_s));
   if (!absl::GetFlag(FLAGS_issuer).empty()) {
     claims += ",\"iss\":";
@@ -54,7 +58,8 @@ int main(int argc, char** argv) {
   claims += "}";
   std::string alg = absl::GetFlag(FLAGS_alg);
   if (alg.empty()) alg = hmac ? "HS256" : "RS256";
-  const std::string k = hmac ? std::string(absl::StripTrailingAsciiWhitespace(key.str())) : key.str();
+  const std::string k =
+      hmac ? std::string(absl::StripTrailingAsciiWhitespace(key.str())) : key.str();
   auto token = crm::auth::Sign(alg, k, claims, absl::GetFlag(FLAGS_kid));
   if (!token.ok()) {
     std::cerr << token.status().message() << "\n";

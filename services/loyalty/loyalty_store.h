@@ -1,19 +1,18 @@
 // Persistence of the loyalty service: the only code that knows its column families and keys.
 //
-//   accounts      customer_id                          -> LoyaltyAccount (balance, owed, growth per day, tier, credit)
-//   ledger        customer_id, sequence (newest first) -> LedgerEntry
-//   growth        customer_id, sequence (newest first) -> GrowthEntry
-//   sources       customer_id, kind, source_id         -> entry id (each source counts once)
-//   lots          customer_id, expiry, sequence        -> PointsLot
-//   lot_expiry    expiry, customer_id, sequence        -> "" (what the expiry sweep visits)
-//   grants        customer_id, order_id                -> OrderGrant (what a delivered order granted)
-//   ratings       customer_id, order_id                -> trade rating (once per order)
-//   tier_history  customer_id, sequence                -> TierChange
-//   coupons       customer_id, coupon_id               -> Coupon
-//   requests, consumed_events                           -> idempotency records
+//   accounts      customer_id                          -> LoyaltyAccount (balance, owed, growth per
+//   day, tier, credit) ledger        customer_id, sequence (newest first) -> LedgerEntry growth
+//   customer_id, sequence (newest first) -> GrowthEntry sources       customer_id, kind, source_id
+//   -> entry id (each source counts once) lots          customer_id, expiry, sequence        ->
+//   PointsLot lot_expiry    expiry, customer_id, sequence        -> "" (what the expiry sweep
+//   visits) grants        customer_id, order_id                -> OrderGrant (what a delivered
+//   order granted) ratings       customer_id, order_id                -> trade rating (once per
+//   order) tier_history  customer_id, sequence                -> TierChange coupons customer_id,
+//   coupon_id               -> Coupon requests, consumed_events                           ->
+//   idempotency records
 //
-// Every change to an account is one transaction holding the account row's lock (so parallel redemptions
-// serialise and can never overspend), with a synced WAL. Thread-safe.
+// Every change to an account is one transaction holding the account row's lock (so parallel
+// redemptions serialise and can never overspend), with a synced WAL. Thread-safe.
 #pragma once
 
 #include <functional>
@@ -41,8 +40,10 @@ class AccountSession {
   bool existed() const { return existed_; }
   store::Transaction& txn() { return txn_; }
 
-  // Has this source already been counted (kind: "points", "growth", "coupon")? Returns the entry id.
-  absl::StatusOr<std::optional<std::string>> Source(absl::string_view kind, absl::string_view source_id);
+  // Has this source already been counted (kind: "points", "growth", "coupon")? Returns the entry
+  // id.
+  absl::StatusOr<std::optional<std::string>> Source(absl::string_view kind,
+                                                    absl::string_view source_id);
   absl::StatusOr<std::optional<internal::OrderGrant>> Grant(absl::string_view order_id);
   absl::Status PutGrant(const internal::OrderGrant& grant);
   absl::StatusOr<bool> Rated(absl::string_view order_id);
@@ -84,21 +85,26 @@ class LoyaltyStore {
   explicit LoyaltyStore(store::Store* store);
 
   // Runs `change` on the customer's account in a transaction and writes what it produced.
-  absl::Status WithAccount(absl::string_view customer_id, absl::FunctionRef<absl::Status(AccountSession&)> change);
+  absl::Status WithAccount(absl::string_view customer_id,
+                           absl::FunctionRef<absl::Status(AccountSession&)> change);
   // Inside an existing transaction (event consumers).
   absl::Status WithAccountIn(store::Transaction& txn, absl::string_view customer_id,
                              absl::FunctionRef<absl::Status(AccountSession&)> change);
   // The same, once per request id (redemptions): a retry returns the first answer.
-  absl::Status WithAccountOnce(absl::string_view customer_id, absl::string_view method, absl::string_view request_id,
-                               uint64_t fingerprint, absl::Time now, google::protobuf::MessageLite* response,
+  absl::Status WithAccountOnce(absl::string_view customer_id, absl::string_view method,
+                               absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+                               google::protobuf::MessageLite* response,
                                absl::FunctionRef<absl::Status(AccountSession&)> change);
 
   // Reads (no lock): the account and its lots; nullopt when there is none.
-  absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> Account(absl::string_view customer_id) const;
+  absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> Account(
+      absl::string_view customer_id) const;
   absl::Status ListLedger(absl::string_view customer_id, absl::string_view after, int limit,
-                          std::vector<v1::LedgerEntry>* out, std::string* last_key, bool* more) const;
+                          std::vector<v1::LedgerEntry>* out, std::string* last_key,
+                          bool* more) const;
   absl::Status ListGrowth(absl::string_view customer_id, absl::string_view after, int limit,
-                          std::vector<v1::GrowthEntry>* out, std::string* last_key, bool* more) const;
+                          std::vector<v1::GrowthEntry>* out, std::string* last_key,
+                          bool* more) const;
   absl::StatusOr<std::vector<v1::TierChange>> TierHistory(absl::string_view customer_id) const;
   absl::StatusOr<std::vector<v1::Coupon>> Coupons(absl::string_view customer_id) const;
 
@@ -107,9 +113,11 @@ class LoyaltyStore {
   // Every account, for the tier sweep and metrics (visit returns false to stop).
   absl::Status ForEachAccount(absl::FunctionRef<bool(const internal::LoyaltyAccount&)> visit) const;
 
-  // Removes what could identify the customer (descriptions, referral links); amounts stay for accounting.
-  // `left_tier` (optional) receives the tier of a member erased now (unchanged when already erased).
-  absl::Status Anonymise(store::Transaction& txn, absl::string_view customer_id, v1::Tier* left_tier = nullptr);
+  // Removes what could identify the customer (descriptions, referral links); amounts stay for
+  // accounting. `left_tier` (optional) receives the tier of a member erased now (unchanged when
+  // already erased).
+  absl::Status Anonymise(store::Transaction& txn, absl::string_view customer_id,
+                         v1::Tier* left_tier = nullptr);
 
  private:
   friend class AccountSession;

@@ -11,8 +11,9 @@ namespace crm::loyalty {
 namespace {
 
 v1::LedgerEntry Entry(internal::LoyaltyAccount& account, v1::PointsEntryType type, int64_t points,
-                      v1::PointsSource source, const std::string& source_id, const std::string& order_id,
-                      const std::string& rule, const std::string& description, absl::Time now) {
+                      v1::PointsSource source, const std::string& source_id,
+                      const std::string& order_id, const std::string& rule,
+                      const std::string& description, absl::Time now) {
   v1::LedgerEntry e;
   const int64_t seq = account.next_sequence();
   account.set_next_sequence(seq + 1);
@@ -29,8 +30,8 @@ v1::LedgerEntry Entry(internal::LoyaltyAccount& account, v1::PointsEntryType typ
   return e;
 }
 
-// Takes up to `points` from the lots, the one expiring at `first` (if any) before the ones that expire
-// first. Returns what it took.
+// Takes up to `points` from the lots, the one expiring at `first` (if any) before the ones that
+// expire first. Returns what it took.
 int64_t TakeFromLots(Lots& lots, int64_t points, std::optional<absl::Time> first) {
   int64_t taken = 0;
   auto take = [&](internal::PointsLot& lot) {
@@ -52,7 +53,8 @@ int64_t TakeFromLots(Lots& lots, int64_t points, std::optional<absl::Time> first
 
 void SortLots(Lots& lots) {
   std::stable_sort(lots.begin(), lots.end(), [](const auto& a, const auto& b) {
-    if (a.expire_time().seconds() != b.expire_time().seconds()) return a.expire_time().seconds() < b.expire_time().seconds();
+    if (a.expire_time().seconds() != b.expire_time().seconds())
+      return a.expire_time().seconds() < b.expire_time().seconds();
     return a.sequence() < b.sequence();
   });
 }
@@ -65,10 +67,11 @@ int64_t PointsOwed(const internal::LoyaltyAccount& account) {
   return owed;
 }
 
-std::vector<v1::LedgerEntry> EarnPoints(internal::LoyaltyAccount& account, Lots& lots, int64_t points,
-                                        v1::PointsSource source, const std::string& source_id,
-                                        const std::string& order_id, const std::string& rule,
-                                        const std::string& description, absl::Time now) {
+std::vector<v1::LedgerEntry> EarnPoints(internal::LoyaltyAccount& account, Lots& lots,
+                                        int64_t points, v1::PointsSource source,
+                                        const std::string& source_id, const std::string& order_id,
+                                        const std::string& rule, const std::string& description,
+                                        absl::Time now) {
   std::vector<v1::LedgerEntry> entries;
   const absl::Time expiry = PointsExpiry(now);
   internal::PointsLot* lot = nullptr;
@@ -84,13 +87,13 @@ std::vector<v1::LedgerEntry> EarnPoints(internal::LoyaltyAccount& account, Lots&
   lot->set_earned(lot->earned() + points);
   lot->set_remaining(lot->remaining() + points);
   account.set_points_balance(account.points_balance() + points);
-  v1::LedgerEntry earn = Entry(account, v1::POINTS_ENTRY_TYPE_EARN, points, source, source_id, order_id, rule,
-                               description, now);
+  v1::LedgerEntry earn = Entry(account, v1::POINTS_ENTRY_TYPE_EARN, points, source, source_id,
+                               order_id, rule, description, now);
   *earn.mutable_expire_time() = lot->expire_time();
   entries.push_back(std::move(earn));
   int64_t unsettled = points;  // what this earning may still settle
-  // Settle what refunds could not take back earlier, oldest debt first (map order is by order id; any
-  // fixed order will do, the total is what matters).
+  // Settle what refunds could not take back earlier, oldest debt first (map order is by order id;
+  // any fixed order will do, the total is what matters).
   auto& owed = *account.mutable_points_owed_by_order();
   std::vector<std::string> settled;
   for (auto& [owing_order, amount] : owed) {
@@ -110,21 +113,22 @@ std::vector<v1::LedgerEntry> EarnPoints(internal::LoyaltyAccount& account, Lots&
   return entries;
 }
 
-absl::StatusOr<v1::LedgerEntry> SpendPoints(internal::LoyaltyAccount& account, Lots& lots, int64_t points,
-                                            const std::string& source_id, const std::string& description,
-                                            absl::Time now) {
+absl::StatusOr<v1::LedgerEntry> SpendPoints(internal::LoyaltyAccount& account, Lots& lots,
+                                            int64_t points, const std::string& source_id,
+                                            const std::string& description, absl::Time now) {
   if (points > account.points_balance()) {
-    return absl::FailedPreconditionError(absl::StrCat("points: the balance is ", account.points_balance(),
-                                                      ", not enough to redeem ", points));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "points: the balance is ", account.points_balance(), ", not enough to redeem ", points));
   }
   TakeFromLots(lots, points, std::nullopt);
   account.set_points_balance(account.points_balance() - points);
-  return Entry(account, v1::POINTS_ENTRY_TYPE_REDEEM, -points, v1::POINTS_SOURCE_REDEMPTION, source_id, "", "",
-               description, now);
+  return Entry(account, v1::POINTS_ENTRY_TYPE_REDEEM, -points, v1::POINTS_SOURCE_REDEMPTION,
+               source_id, "", "", description, now);
 }
 
-std::vector<v1::LedgerEntry> ReversePoints(internal::LoyaltyAccount& account, Lots& lots, int64_t points,
-                                           absl::Time earned, const std::string& order_id,
+std::vector<v1::LedgerEntry> ReversePoints(internal::LoyaltyAccount& account, Lots& lots,
+                                           int64_t points, absl::Time earned,
+                                           const std::string& order_id,
                                            const std::string& source_id, absl::Time now) {
   std::vector<v1::LedgerEntry> entries;
   if (points <= 0) return entries;
@@ -132,24 +136,27 @@ std::vector<v1::LedgerEntry> ReversePoints(internal::LoyaltyAccount& account, Lo
   account.set_points_balance(account.points_balance() - taken);
   const int64_t owed = points - taken;
   if (owed > 0) (*account.mutable_points_owed_by_order())[order_id] += owed;
-  entries.push_back(Entry(account, v1::POINTS_ENTRY_TYPE_REVERSE, -taken, v1::POINTS_SOURCE_REFUND, source_id, order_id,
-                          absl::StrCat("a refund takes back the ", points, " points its items earned"),
-                          owed > 0 ? absl::StrCat(owed, " of them were already spent and are owed from later earnings")
-                                   : "",
-                          now));
+  entries.push_back(Entry(
+      account, v1::POINTS_ENTRY_TYPE_REVERSE, -taken, v1::POINTS_SOURCE_REFUND, source_id, order_id,
+      absl::StrCat("a refund takes back the ", points, " points its items earned"),
+      owed > 0 ? absl::StrCat(owed, " of them were already spent and are owed from later earnings")
+               : "",
+      now));
   return entries;
 }
 
-std::vector<v1::LedgerEntry> ExpirePoints(internal::LoyaltyAccount& account, Lots& lots, absl::Time now) {
+std::vector<v1::LedgerEntry> ExpirePoints(internal::LoyaltyAccount& account, Lots& lots,
+                                          absl::Time now) {
   std::vector<v1::LedgerEntry> entries;
   for (auto& lot : lots) {
     if (lot.remaining() == 0 || api::FromTimestamp(lot.expire_time()) > now) continue;
     const int64_t expired = lot.remaining();
     lot.set_remaining(0);
     account.set_points_balance(account.points_balance() - expired);
-    entries.push_back(Entry(account, v1::POINTS_ENTRY_TYPE_EXPIRE, -expired, v1::POINTS_SOURCE_EXPIRY,
-                            absl::StrCat("expire:", lot.expire_time().seconds()), "",
-                            "points expire at the end of the year after they were earned", "", now));
+    entries.push_back(
+        Entry(account, v1::POINTS_ENTRY_TYPE_EXPIRE, -expired, v1::POINTS_SOURCE_EXPIRY,
+              absl::StrCat("expire:", lot.expire_time().seconds()), "",
+              "points expire at the end of the year after they were earned", "", now));
   }
   return entries;
 }
@@ -199,8 +206,8 @@ void DropGrowthOutsideWindow(internal::LoyaltyAccount& account, absl::Time now, 
   }
 }
 
-std::optional<v1::TierChange> ReevaluateTier(internal::LoyaltyAccount& account, const v1::LoyaltyRules& rules,
-                                             absl::Time now) {
+std::optional<v1::TierChange> ReevaluateTier(internal::LoyaltyAccount& account,
+                                             const v1::LoyaltyRules& rules, absl::Time now) {
   const int64_t growth = RollingGrowth(account, now, rules.growth().window_days());
   const v1::TierRule& rule = TierRuleFor(rules, growth);
   if (rule.tier() == account.tier()) return std::nullopt;
@@ -211,11 +218,13 @@ std::optional<v1::TierChange> ReevaluateTier(internal::LoyaltyAccount& account, 
   if (account.tier() == v1::TIER_UNSPECIFIED) {
     change.set_reason(absl::StrCat("joined at ", rule.name(), " with growth ", growth));
   } else if (rule.tier() > account.tier()) {
-    change.set_reason(absl::StrCat("growth ", growth, " reached ", rule.name(), " (", rule.min_growth(), ")"));
+    change.set_reason(
+        absl::StrCat("growth ", growth, " reached ", rule.name(), " (", rule.min_growth(), ")"));
   } else {
     const v1::TierRule* old = RuleOfTier(rules, account.tier());
-    change.set_reason(absl::StrCat("growth ", growth, " over the last ", rules.growth().window_days(),
-                                   " days is below ", old != nullptr ? old->name() : "the tier", " (",
+    change.set_reason(absl::StrCat("growth ", growth, " over the last ",
+                                   rules.growth().window_days(), " days is below ",
+                                   old != nullptr ? old->name() : "the tier", " (",
                                    old != nullptr ? old->min_growth() : 0, ")"));
   }
   account.set_tier(rule.tier());
@@ -223,20 +232,22 @@ std::optional<v1::TierChange> ReevaluateTier(internal::LoyaltyAccount& account, 
   return change;
 }
 
-std::optional<Downgrade> ProjectDowngrade(const internal::LoyaltyAccount& account, const v1::LoyaltyRules& rules,
-                                          absl::Time now) {
+std::optional<Downgrade> ProjectDowngrade(const internal::LoyaltyAccount& account,
+                                          const v1::LoyaltyRules& rules, absl::Time now) {
   const int window = rules.growth().window_days();
   const int64_t today = GrowthDay(now);
   int64_t growth = RollingGrowth(account, now, window);
   const v1::TierRule& current = TierRuleFor(rules, growth);
   // Each day a day's growth leaves the window; find the first day the total falls below the tier.
-  std::vector<std::pair<int64_t, int64_t>> days(account.growth_by_day().begin(), account.growth_by_day().end());
+  std::vector<std::pair<int64_t, int64_t>> days(account.growth_by_day().begin(),
+                                                account.growth_by_day().end());
   std::sort(days.begin(), days.end());
   for (const auto& [day, g] : days) {
     if (day <= today - window || day > today) continue;
     growth -= g;
     const v1::TierRule& after = TierRuleFor(rules, std::max<int64_t>(0, growth));
-    if (after.tier() < current.tier()) return Downgrade{StartOfGrowthDay(day + window), after.tier()};
+    if (after.tier() < current.tier())
+      return Downgrade{StartOfGrowthDay(day + window), after.tier()};
   }
   return std::nullopt;
 }
@@ -250,12 +261,13 @@ v1::CreditStanding CreditOf(const internal::LoyaltyAccount& a, const v1::Loyalty
   c.set_neutral_count(a.neutral_ratings());
   c.set_bad_count(a.bad_ratings());
   const int64_t all = a.good_ratings() + a.neutral_ratings() + a.bad_ratings();
-  c.set_good_rate_percent(all == 0 ? 100.0 : 100.0 * static_cast<double>(a.good_ratings()) / static_cast<double>(all));
+  c.set_good_rate_percent(
+      all == 0 ? 100.0 : 100.0 * static_cast<double>(a.good_ratings()) / static_cast<double>(all));
   return c;
 }
 
-v1::Membership MembershipOf(const internal::LoyaltyAccount& a, const Lots& lots, const v1::LoyaltyRules& rules,
-                            absl::Time now) {
+v1::Membership MembershipOf(const internal::LoyaltyAccount& a, const Lots& lots,
+                            const v1::LoyaltyRules& rules, absl::Time now) {
   v1::Membership m;
   m.set_customer_id(a.customer_id());
   const int64_t growth = RollingGrowth(a, now, rules.growth().window_days());
@@ -269,7 +281,8 @@ v1::Membership MembershipOf(const internal::LoyaltyAccount& a, const Lots& lots,
   for (const auto& lot : lots) {
     if (lot.remaining() == 0) continue;
     if (!m.has_points_expire_time()) *m.mutable_points_expire_time() = lot.expire_time();
-    if (lot.expire_time().seconds() == m.points_expire_time().seconds()) m.set_points_expiring(m.points_expiring() + lot.remaining());
+    if (lot.expire_time().seconds() == m.points_expire_time().seconds())
+      m.set_points_expiring(m.points_expiring() + lot.remaining());
   }
   *m.mutable_credit() = CreditOf(a, rules);
   m.set_enterprise(a.enterprise());

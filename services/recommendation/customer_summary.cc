@@ -8,7 +8,8 @@
 namespace crm::recommendation {
 namespace {
 
-internal::RecentItem& Touch(internal::CustomerSummary& s, const std::string& sku, const std::string& category) {
+internal::RecentItem& Touch(internal::CustomerSummary& s, const std::string& sku,
+                            const std::string& category) {
   auto* recent = s.mutable_recent();
   for (int i = 0; i < recent->size(); ++i) {
     if (recent->Get(i).sku() == sku) return *recent->Mutable(i);
@@ -22,14 +23,17 @@ internal::RecentItem& Touch(internal::CustomerSummary& s, const std::string& sku
 // Newest first, at most kRecentItems.
 void Trim(internal::CustomerSummary& s) {
   auto* recent = s.mutable_recent();
-  std::stable_sort(recent->begin(), recent->end(), [](const internal::RecentItem& a, const internal::RecentItem& b) {
-    return LastTouched(a) > LastTouched(b);
-  });
-  if (recent->size() > kRecentItems) recent->DeleteSubrange(kRecentItems, recent->size() - kRecentItems);
+  std::stable_sort(recent->begin(), recent->end(),
+                   [](const internal::RecentItem& a, const internal::RecentItem& b) {
+                     return LastTouched(a) > LastTouched(b);
+                   });
+  if (recent->size() > kRecentItems)
+    recent->DeleteSubrange(kRecentItems, recent->size() - kRecentItems);
 }
 
 double Decay(absl::Duration elapsed) {
-  return elapsed <= absl::ZeroDuration() ? 1.0 : std::exp2(-absl::FDivDuration(elapsed, kHabitHalfLife));
+  return elapsed <= absl::ZeroDuration() ? 1.0
+                                         : std::exp2(-absl::FDivDuration(elapsed, kHabitHalfLife));
 }
 
 }  // namespace
@@ -41,7 +45,8 @@ absl::Time LastTouched(const internal::RecentItem& item) {
   return t;
 }
 
-void NoteBought(internal::CustomerSummary& s, const std::string& sku, const std::string& category, absl::Time when) {
+void NoteBought(internal::CustomerSummary& s, const std::string& sku, const std::string& category,
+                absl::Time when) {
   internal::RecentItem& item = Touch(s, sku, category);
   if (!item.has_last_bought() || api::FromTimestamp(item.last_bought()) < when) {
     api::SetTimestamp(when, item.mutable_last_bought());
@@ -49,8 +54,8 @@ void NoteBought(internal::CustomerSummary& s, const std::string& sku, const std:
   Trim(s);
 }
 
-void NoteViewed(internal::CustomerSummary& s, const std::string& sku, const std::string& category, absl::Time when,
-                int dwell_seconds) {
+void NoteViewed(internal::CustomerSummary& s, const std::string& sku, const std::string& category,
+                absl::Time when, int dwell_seconds) {
   internal::RecentItem& item = Touch(s, sku, category);
   if (!item.has_last_viewed() || api::FromTimestamp(item.last_viewed()) < when) {
     api::SetTimestamp(when, item.mutable_last_viewed());
@@ -85,7 +90,8 @@ void NotePurchaseIn(internal::CustomerSummary& s, const std::string& category, a
   std::sort(times->begin(), times->end(), [](const auto& a, const auto& b) {
     return api::FromTimestamp(a) > api::FromTimestamp(b);
   });
-  if (times->size() > kPurchaseTimesKept) times->DeleteSubrange(kPurchaseTimesKept, times->size() - kPurchaseTimesKept);
+  if (times->size() > kPurchaseTimesKept)
+    times->DeleteSubrange(kPurchaseTimesKept, times->size() - kPurchaseTimesKept);
   // The habit, decayed to the later of the two times (purchases may arrive out of order).
   const absl::Time last = c->has_habit_time() ? api::FromTimestamp(c->habit_time()) : when;
   if (when >= last) {

@@ -1,5 +1,5 @@
-// The outbox across a crash of the real order-tracking binary: events written but not yet delivered when
-// the process is SIGKILLed are delivered after it restarts, each exactly once in effect.
+// The outbox across a crash of the real order-tracking binary: events written but not yet delivered
+// when the process is SIGKILLed are delivered after it restarts, each exactly once in effect.
 #include <set>
 
 #include "catch2/catch.hpp"
@@ -8,9 +8,9 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "libs/api/validate.h"
+#include "tests/e2e/start_process.h"
 #include "tests/support/caller.h"
 #include "tests/support/event_recorder.h"
-#include "tests/e2e/start_process.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -31,9 +31,11 @@ TEST_CASE("SIGKILL between write and dispatch loses no event", "[e2e][events]") 
   recorder.Start();
   recorder.Stop();  // the consumer is down while orders are placed
 
-  auto profile = StartServing("services/customer_profile/customer-profile", {"--data_dir=" + dir.Sub("profile")});
+  auto profile = StartServing("services/customer_profile/customer-profile",
+                              {"--data_dir=" + dir.Sub("profile")});
   const std::vector<std::string> order_args = {
-      "--data_dir=" + dir.Sub("orders"), "--customer_profile_address=127.0.0.1:" + std::to_string(profile->port()),
+      "--data_dir=" + dir.Sub("orders"),
+      "--customer_profile_address=127.0.0.1:" + std::to_string(profile->port()),
       "--event_sinks=test=" + recorder.address(), "--event_max_backoff_ms=300"};
   auto orders = StartServing("services/order_tracking/order-tracking", order_args);
 
@@ -67,8 +69,10 @@ TEST_CASE("SIGKILL between write and dispatch loses no event", "[e2e][events]") 
     item->mutable_unit_price()->set_amount_minor(5800);
     item->mutable_unit_price()->set_currency("CNY");
     req.set_payment_method(v1::PAYMENT_METHOD_TYPE_ACCOUNT_BALANCE);
-    api::SetTimestamp(absl::Now() + absl::Hours(24), req.mutable_delivery_window()->mutable_start_time());
-    api::SetTimestamp(absl::Now() + absl::Hours(26), req.mutable_delivery_window()->mutable_end_time());
+    api::SetTimestamp(absl::Now() + absl::Hours(24),
+                      req.mutable_delivery_window()->mutable_start_time());
+    api::SetTimestamp(absl::Now() + absl::Hours(26),
+                      req.mutable_delivery_window()->mutable_end_time());
     grpc::ClientContext ctx;
     v1::Order o;
     REQUIRE(stub->CreateOrder(&ctx, req, &o).ok());

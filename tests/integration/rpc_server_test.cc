@@ -1,16 +1,16 @@
-// libs/rpc's server: graceful shutdown drains in-flight calls within the grace period, health flips to
-// NOT_SERVING, and a malformed request is answered INVALID_ARGUMENT.
+// libs/rpc's server: graceful shutdown drains in-flight calls within the grace period, health flips
+// to NOT_SERVING, and a malformed request is answered INVALID_ARGUMENT.
 #include <thread>
 
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/server.h"
 #include "libs/rpc/unary.h"
 #include "tests/load/echo.grpc.pb.h"
-#include "grpcpp/generic/generic_stub.h"
 #include "tests/support/grpc_probe.h"
 
 namespace crm::rpc {
@@ -44,7 +44,8 @@ struct Running {
     server->OnShutdown([this] { draining.Notify(); });
     REQUIRE(server->Start().ok());
     server->SetServing(true);
-    channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server->port()), grpc::InsecureChannelCredentials());
+    channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server->port()),
+                                  grpc::InsecureChannelCredentials());
   }
   HeldEcho service;
   absl::Notification draining;
@@ -92,7 +93,8 @@ TEST_CASE("shutdown cancels a call still running when the grace period ends", "[
   });
   REQUIRE(r.service.entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
   std::thread stopper([&] { r.server->Shutdown(); });
-  // The client gets its answer (cancelled) once the grace period is over, while the handler is still held.
+  // The client gets its answer (cancelled) once the grace period is over, while the handler is
+  // still held.
   REQUIRE(answered.WaitForNotificationWithTimeout(absl::Seconds(20)));
   CHECK_FALSE(status.ok());
   r.service.release.Notify();
@@ -109,10 +111,11 @@ TEST_CASE("a request that does not parse is INVALID_ARGUMENT, not UNIMPLEMENTED"
   grpc::ByteBuffer request(&slice, 1), response;
   grpc::Status status;
   absl::Notification done;
-  generic.UnaryCall(&ctx, "/crm.bench.Echo/Echo", grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
-    status = s;
-    done.Notify();
-  });
+  generic.UnaryCall(&ctx, "/crm.bench.Echo/Echo", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      status = s;
+                      done.Notify();
+                    });
   done.WaitForNotification();
   CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
   CHECK(status.error_message().rfind("request: does not parse as crm.bench.EchoMessage", 0) == 0);

@@ -5,27 +5,32 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
 
-ABSL_FLAG(std::string, suites, "storage,profile,orders,loyalty,tickets,recommendation,gateway,scaling,system",
-          "comma-separated suites to run: storage, profile, orders, loyalty, tickets, recommendation, gateway, scaling, "
+ABSL_FLAG(std::string, suites,
+          "storage,profile,orders,loyalty,tickets,recommendation,gateway,scaling,system",
+          "comma-separated suites to run: storage, profile, orders, loyalty, tickets, "
+          "recommendation, gateway, scaling, "
           "system");
 ABSL_FLAG(std::string, system_customers, "1000,100000",
-          "customer bases of the whole-system suite (360-degree view; the storefront mix runs on the last)");
+          "customer bases of the whole-system suite (360-degree view; the storefront mix runs on "
+          "the last)");
 ABSL_FLAG(int, reco_items, 50000, "catalog items in the recommendation suite");
 ABSL_FLAG(int, reco_customers, 100000, "customers interacting in the recommendation suite");
-ABSL_FLAG(int, reco_interactions, 1000000, "purchases and item views learned before recommendations are measured");
+ABSL_FLAG(int, reco_interactions, 1000000,
+          "purchases and item views learned before recommendations are measured");
 ABSL_FLAG(int, order_customers, 2000, "customers placing orders in the orders suite");
 ABSL_FLAG(int, open_tickets, 100000, "open tickets before the at-risk list is measured");
 ABSL_FLAG(int, customers, 100000, "customers bulk-loaded before measuring");
-ABSL_FLAG(std::string, scaling_customers, "10000,100000", "customer bases of the scaling suite, smallest first");
+ABSL_FLAG(std::string, scaling_customers, "10000,100000",
+          "customer bases of the scaling suite, smallest first");
 ABSL_FLAG(int, concurrency, 32, "calls in flight (closed loop)");
 ABSL_FLAG(int, channels, 4, "client connections");
 ABSL_FLAG(double, warmup_s, 1, "warm-up seconds before each measurement");
@@ -35,17 +40,19 @@ ABSL_FLAG(std::string, json, "", "write the report as JSON to this file");
 
 namespace crm::load {
 
-Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const Scenario& scenario,
-                    const LoadOptions& options, pid_t server_pid) {
+Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                    const Scenario& scenario, const LoadOptions& options, pid_t server_pid) {
   const double cpu_before = ProcessCpuSeconds(server_pid);
   Measurement m;
   m.result = RunLoad(channels, scenario, options);
   const double cpu = ProcessCpuSeconds(server_pid) - cpu_before;
   // Warm-up calls burn CPU too; count every call the server handled in the run.
-  const double calls = m.result.throughput() * absl::ToDoubleSeconds(options.warmup + options.duration);
+  const double calls =
+      m.result.throughput() * absl::ToDoubleSeconds(options.warmup + options.duration);
   m.server_cpu_ms_per_call = calls > 0 ? cpu * 1000 / calls : 0;
   std::printf("%s  cpu %.3f ms/call\n", Summary(m.result).c_str(), m.server_cpu_ms_per_call);
-  if (!m.result.first_error.empty()) std::printf("  first error: %s\n", m.result.first_error.c_str());
+  if (!m.result.first_error.empty())
+    std::printf("  first error: %s\n", m.result.first_error.c_str());
   std::fflush(stdout);
   return m;
 }
@@ -57,7 +64,9 @@ const Report::Row* Report::Find(const std::string& scenario) const {
   return nullptr;
 }
 
-void Report::Add(const Measurement& m, const std::string& baseline) { rows_.push_back({m, baseline}); }
+void Report::Add(const Measurement& m, const std::string& baseline) {
+  rows_.push_back({m, baseline});
+}
 
 void Report::Note(const std::string& line) {
   notes_.push_back(line);
@@ -73,18 +82,21 @@ void Report::Print() const { std::printf("\n%s\n", Markdown().c_str()); }
 
 std::string Report::Markdown() const {
   std::string out =
-      "| workload | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU ms/call | vs baseline |\n"
+      "| workload | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU "
+      "ms/call | vs baseline |\n"
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (const auto& row : rows_) {
     const LoadResult& r = row.m.result;
     std::string ratio = "-";
     if (const Row* base = Find(row.baseline); base != nullptr && base->m.result.throughput() > 0) {
-      ratio = absl::StrFormat("%.0f%% of %s", 100 * r.throughput() / base->m.result.throughput(), row.baseline);
+      ratio = absl::StrFormat("%.0f%% of %s", 100 * r.throughput() / base->m.result.throughput(),
+                              row.baseline);
     }
-    absl::StrAppendFormat(&out, "| %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %.3f | %s |\n", r.scenario,
-                          r.throughput(), Ms(r.latency.Percentile(50)), Ms(r.latency.Percentile(90)),
-                          Ms(r.latency.Percentile(99)), Ms(r.latency.Percentile(99.9)), Ms(r.latency.Max()), r.errors,
-                          row.m.server_cpu_ms_per_call, ratio);
+    absl::StrAppendFormat(
+        &out, "| %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %.3f | %s |\n", r.scenario,
+        r.throughput(), Ms(r.latency.Percentile(50)), Ms(r.latency.Percentile(90)),
+        Ms(r.latency.Percentile(99)), Ms(r.latency.Percentile(99.9)), Ms(r.latency.Max()), r.errors,
+        row.m.server_cpu_ms_per_call, ratio);
   }
   if (!notes_.empty()) {
     out += "\n";
@@ -102,8 +114,10 @@ std::string Report::Json() const {
     std::string baseline;
     log::AppendJsonString(baseline, row.baseline);
     rows.push_back(absl::StrFormat(
-        "{\"workload\":%s,\"calls_per_second\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
-        "\"p999_ms\":%.3f,\"max_ms\":%.3f,\"errors\":%d,\"server_cpu_ms_per_call\":%.4f,\"baseline\":%s}",
+        "{\"workload\":%s,\"calls_per_second\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%."
+        "3f,"
+        "\"p999_ms\":%.3f,\"max_ms\":%.3f,\"errors\":%d,\"server_cpu_ms_per_call\":%.4f,"
+        "\"baseline\":%s}",
         name, r.throughput(), Ms(r.latency.Percentile(50)), Ms(r.latency.Percentile(90)),
         Ms(r.latency.Percentile(99)), Ms(r.latency.Percentile(99.9)), Ms(r.latency.Max()), r.errors,
         row.m.server_cpu_ms_per_call, baseline));
@@ -114,32 +128,38 @@ std::string Report::Json() const {
     log::AppendJsonString(s, n);
     notes.push_back(s);
   }
-  return absl::StrCat("{\"workloads\":[", absl::StrJoin(rows, ","), "],\"notes\":[", absl::StrJoin(notes, ","), "]}\n");
+  return absl::StrCat("{\"workloads\":[", absl::StrJoin(rows, ","), "],\"notes\":[",
+                      absl::StrJoin(notes, ","), "]}\n");
 }
 
 }  // namespace crm::load
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  // As in the servers (libs/rpc): the load generator should not pay Abseil's deadlock detection either.
+  // As in the servers (libs/rpc): the load generator should not pay Abseil's deadlock detection
+  // either.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   crm::log::SetMinLevel(crm::log::Level::kWarning);
   crm::load::BenchOptions options;
   options.customers = absl::GetFlag(FLAGS_customers);
   options.scaling_customers.clear();
-  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_scaling_customers), ',', absl::SkipEmpty())) {
+  for (absl::string_view n :
+       absl::StrSplit(absl::GetFlag(FLAGS_scaling_customers), ',', absl::SkipEmpty())) {
     int v = 0;
     if (!absl::SimpleAtoi(n, &v) || v <= 0) {
-      std::fprintf(stderr, "--scaling_customers: \"%s\" is not a positive number\n", std::string(n).c_str());
+      std::fprintf(stderr, "--scaling_customers: \"%s\" is not a positive number\n",
+                   std::string(n).c_str());
       return 2;
     }
     options.scaling_customers.push_back(v);
   }
   options.system_customers.clear();
-  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_system_customers), ',', absl::SkipEmpty())) {
+  for (absl::string_view n :
+       absl::StrSplit(absl::GetFlag(FLAGS_system_customers), ',', absl::SkipEmpty())) {
     int v = 0;
     if (!absl::SimpleAtoi(n, &v) || v <= 0) {
-      std::fprintf(stderr, "--system_customers: \"%s\" is not a positive number\n", std::string(n).c_str());
+      std::fprintf(stderr, "--system_customers: \"%s\" is not a positive number\n",
+                   std::string(n).c_str());
       return 2;
     }
     options.system_customers.push_back(v);
@@ -154,7 +174,8 @@ int main(int argc, char** argv) {
   options.load.warmup = absl::Seconds(absl::GetFlag(FLAGS_warmup_s));
   options.load.duration = absl::Seconds(absl::GetFlag(FLAGS_duration_s));
   crm::load::Report report;
-  for (absl::string_view suite : absl::StrSplit(absl::GetFlag(FLAGS_suites), ',', absl::SkipEmpty())) {
+  for (absl::string_view suite :
+       absl::StrSplit(absl::GetFlag(FLAGS_suites), ',', absl::SkipEmpty())) {
     std::printf("== %s\n", std::string(suite).c_str());
     try {
       if (suite == "profile") {
@@ -185,7 +206,8 @@ int main(int argc, char** argv) {
     }
   }
   report.Print();
-  if (!absl::GetFlag(FLAGS_markdown).empty()) std::ofstream(absl::GetFlag(FLAGS_markdown)) << report.Markdown();
+  if (!absl::GetFlag(FLAGS_markdown).empty())
+    std::ofstream(absl::GetFlag(FLAGS_markdown)) << report.Markdown();
   if (!absl::GetFlag(FLAGS_json).empty()) std::ofstream(absl::GetFlag(FLAGS_json)) << report.Json();
   return 0;
 }

@@ -1,5 +1,6 @@
-// The benchmark command's building blocks: options, a report that prints a table and writes markdown and
-// JSON, and one suite per service. Benchmarks print figures; they never pass or fail anything.
+// The benchmark command's building blocks: options, a report that prints a table and writes
+// markdown and JSON, and one suite per service. Benchmarks print figures; they never pass or fail
+// anything.
 #pragma once
 
 #include <sys/types.h>
@@ -23,7 +24,8 @@ struct BenchOptions {
   int reco_interactions = 1000000;
   // Customer bases of the scaling suite, smallest first.
   std::vector<int> scaling_customers = {10000, 100000};
-  // Customer bases of the whole-system suite (360° view), smallest first; the storefront mix runs on the last.
+  // Customer bases of the whole-system suite (360° view), smallest first; the storefront mix runs
+  // on the last.
   std::vector<int> system_customers = {1000, 100000};
   LoadOptions load;
 };
@@ -35,8 +37,8 @@ struct Measurement {
 };
 
 // Runs the load while reading the server process's CPU time before and after.
-Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const Scenario& scenario,
-                    const LoadOptions& options, pid_t server_pid);
+Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                    const Scenario& scenario, const LoadOptions& options, pid_t server_pid);
 
 class Report {
  public:
@@ -67,9 +69,10 @@ void RunStorageSuite(const BenchOptions& options, Report& report);
 void RunScalingSuite(const BenchOptions& options, Report& report);
 void RunSystemSuite(const BenchOptions& options, Report& report);
 
-// Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their ids.
-std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,
-                                               absl::Duration* took,
-                                               std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
+// Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their
+// ids.
+std::vector<std::string> BulkRegisterCustomers(
+    const std::string& target, int count, int concurrency, absl::Duration* took,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 }  // namespace crm::load

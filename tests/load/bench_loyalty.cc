@@ -16,7 +16,8 @@ namespace {
 
 std::atomic<uint64_t> g_event_seq{0};
 
-void AddDelivered(v1::DeliverEventsRequest& req, const std::string& customer_id, absl::BitGen& gen) {
+void AddDelivered(v1::DeliverEventsRequest& req, const std::string& customer_id,
+                  absl::BitGen& gen) {
   const uint64_t n = g_event_seq.fetch_add(1);
   auto* e = req.add_events();
   e->set_event_id(absl::StrCat("bench/0/1.", n));
@@ -38,67 +39,79 @@ void AddDelivered(v1::DeliverEventsRequest& req, const std::string& customer_id,
 
 void RunLoyaltySuite(const BenchOptions& options, Report& report) {
   testing::TempDir dir;
-  testing::Process profile(testing::Process::BuildPath("services/customer_profile/customer-profile"),
-                           {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile"),
-                            "--event_sinks=none"});
+  testing::Process profile(
+      testing::Process::BuildPath("services/customer_profile/customer-profile"),
+      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile"),
+       "--event_sinks=none"});
   if (auto s = profile.Start(); !s.ok()) throw std::runtime_error(s.ToString());
   if (auto s = profile.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
-  testing::Process loyalty(testing::Process::BuildPath("services/loyalty/loyalty"),
-                           {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("loyalty"),
-                            absl::StrCat("--customer_profile_address=127.0.0.1:", profile.port())});
+  testing::Process loyalty(
+      testing::Process::BuildPath("services/loyalty/loyalty"),
+      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("loyalty"),
+       absl::StrCat("--customer_profile_address=127.0.0.1:", profile.port())});
   if (auto s = loyalty.Start(); !s.ok()) throw std::runtime_error(s.ToString());
   if (auto s = loyalty.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
   const std::string target = absl::StrCat("127.0.0.1:", loyalty.port());
   absl::Duration took;
-  auto customers = std::make_shared<const std::vector<std::string>>(
-      BulkRegisterCustomers(absl::StrCat("127.0.0.1:", profile.port()), options.order_customers, 64, &took));
+  auto customers = std::make_shared<const std::vector<std::string>>(BulkRegisterCustomers(
+      absl::StrCat("127.0.0.1:", profile.port()), options.order_customers, 64, &took));
 
   // Accrual: a producer's batches of 100 OrderDelivered events for random customers.
   constexpr int kBatch = 100;
-  Scenario accrual{absl::StrCat("accrual, DeliverEvents x", kBatch),
-                   {{"DeliverEvents", "/crm.v1.EventSink/DeliverEvents", [customers](uint64_t, absl::BitGen& gen) {
-                       v1::DeliverEventsRequest req;
-                       for (int k = 0; k < kBatch; ++k) {
-                         AddDelivered(req, (*customers)[absl::Uniform<size_t>(gen, 0, customers->size())], gen);
-                       }
-                       return req.SerializeAsString();
-                     }}}};
+  Scenario accrual{
+      absl::StrCat("accrual, DeliverEvents x", kBatch),
+      {{"DeliverEvents", "/crm.v1.EventSink/DeliverEvents",
+        [customers](uint64_t, absl::BitGen& gen) {
+          v1::DeliverEventsRequest req;
+          for (int k = 0; k < kBatch; ++k) {
+            AddDelivered(req, (*customers)[absl::Uniform<size_t>(gen, 0, customers->size())], gen);
+          }
+          return req.SerializeAsString();
+        }}}};
   LoadOptions o = options.load;
   o.concurrency = 4;  // a few producers' lanes
-  const Measurement a = Measure(MakeChannels(target, options.load.channels), accrual, o, loyalty.pid());
+  const Measurement a =
+      Measure(MakeChannels(target, options.load.channels), accrual, o, loyalty.pid());
   report.Add(a);
-  report.Note(absl::StrFormat("loyalty accrual: %.0f delivered-order events/s (growth, points lot, ledger entry, tier "
-                              "check each; one fsync per batch)",
-                              a.result.throughput() * kBatch));
+  report.Note(absl::StrFormat(
+      "loyalty accrual: %.0f delivered-order events/s (growth, points lot, ledger entry, tier "
+      "check each; one fsync per batch)",
+      a.result.throughput() * kBatch));
 
   // One customer with 10,000 ledger entries.
   const std::string heavy = customers->front();
-  Scenario fill{"fill", {{"DeliverEvents", "/crm.v1.EventSink/DeliverEvents", [heavy](uint64_t, absl::BitGen& gen) {
-                            v1::DeliverEventsRequest req;
-                            for (int k = 0; k < 200; ++k) AddDelivered(req, heavy, gen);
-                            return req.SerializeAsString();
-                          }}}};
+  Scenario fill{
+      "fill",
+      {{"DeliverEvents", "/crm.v1.EventSink/DeliverEvents", [heavy](uint64_t, absl::BitGen& gen) {
+          v1::DeliverEventsRequest req;
+          for (int k = 0; k < 200; ++k) AddDelivered(req, heavy, gen);
+          return req.SerializeAsString();
+        }}}};
   LoadOptions f;
   f.concurrency = 1;
   f.warmup = absl::ZeroDuration();
   f.duration = absl::Hours(1);
   f.max_calls = 50;
   RunLoad(MakeChannels(target, 1), fill, f);
-  Scenario get{"GetMembership (10k ledger entries)",
-               {{"GetMembership", "/crm.v1.LoyaltyService/GetMembership", [heavy](uint64_t, absl::BitGen&) {
-                   v1::GetMembershipRequest r;
-                   r.set_customer_id(heavy);
-                   return r.SerializeAsString();
-                 }}}};
-  report.Add(Measure(MakeChannels(target, options.load.channels), get, options.load, loyalty.pid()));
+  Scenario get{
+      "GetMembership (10k ledger entries)",
+      {{"GetMembership", "/crm.v1.LoyaltyService/GetMembership", [heavy](uint64_t, absl::BitGen&) {
+          v1::GetMembershipRequest r;
+          r.set_customer_id(heavy);
+          return r.SerializeAsString();
+        }}}};
+  report.Add(
+      Measure(MakeChannels(target, options.load.channels), get, options.load, loyalty.pid()));
   Scenario explain{"ExplainMembership (10k entries, page 100)",
-                   {{"ExplainMembership", "/crm.v1.LoyaltyService/ExplainMembership", [heavy](uint64_t, absl::BitGen&) {
+                   {{"ExplainMembership", "/crm.v1.LoyaltyService/ExplainMembership",
+                     [heavy](uint64_t, absl::BitGen&) {
                        v1::ExplainMembershipRequest r;
                        r.set_customer_id(heavy);
                        r.set_page_size(100);
                        return r.SerializeAsString();
                      }}}};
-  report.Add(Measure(MakeChannels(target, options.load.channels), explain, options.load, loyalty.pid()));
+  report.Add(
+      Measure(MakeChannels(target, options.load.channels), explain, options.load, loyalty.pid()));
   loyalty.Stop();
   profile.Stop();
 }

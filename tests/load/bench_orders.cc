@@ -1,6 +1,7 @@
-// Benchmark of order-tracking (issue "order-tracking and events"): CreateOrder and AddTrackingEvents
-// throughput with a synced WAL (one writer versus many, to show group commit), GetOrder latency, and the
-// end-to-end lag of the events they emit, read from the service's own lag histogram.
+// Benchmark of order-tracking (issue "order-tracking and events"): CreateOrder and
+// AddTrackingEvents throughput with a synced WAL (one writer versus many, to show group commit),
+// GetOrder latency, and the end-to-end lag of the events they emit, read from the service's own lag
+// histogram.
 #include <map>
 
 #include "absl/strings/numbers.h"
@@ -20,7 +21,8 @@
 namespace crm::load {
 namespace {
 
-// Percentile of a Prometheus histogram (all series of `name` summed), interpolated within its bucket.
+// Percentile of a Prometheus histogram (all series of `name` summed), interpolated within its
+// bucket.
 double HistogramPercentile(const std::string& metrics_text, const std::string& name, double p) {
   std::map<double, double> cumulative;  // le -> count
   for (absl::string_view line : absl::StrSplit(metrics_text, '\n')) {
@@ -30,8 +32,10 @@ double HistogramPercentile(const std::string& metrics_text, const std::string& n
     const size_t space = line.rfind(' ');
     double bound, count;
     std::string le_text(line.substr(le + 4, end - le - 4));
-    if (le_text == "+Inf") bound = 1e18;
-    else if (!absl::SimpleAtod(le_text, &bound)) continue;
+    if (le_text == "+Inf")
+      bound = 1e18;
+    else if (!absl::SimpleAtod(le_text, &bound))
+      continue;
     if (!absl::SimpleAtod(line.substr(space + 1), &count)) continue;
     cumulative[bound] += count;
   }
@@ -44,7 +48,8 @@ double HistogramPercentile(const std::string& metrics_text, const std::string& n
     if (count >= rank) {
       if (bound >= 1e18) return prev_bound;
       const double in_bucket = count - prev_count;
-      return prev_bound + (bound - prev_bound) * (in_bucket > 0 ? (rank - prev_count) / in_bucket : 0);
+      return prev_bound +
+             (bound - prev_bound) * (in_bucket > 0 ? (rank - prev_count) / in_bucket : 0);
     }
     prev_bound = bound;
     prev_count = count;
@@ -78,15 +83,17 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
   testing::TempDir dir;
   testing::EventRecorder consumer;
   consumer.Start();
-  testing::Process profile(testing::Process::BuildPath("services/customer_profile/customer-profile"),
-                           {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile"),
-                            "--event_sinks=none"});
+  testing::Process profile(
+      testing::Process::BuildPath("services/customer_profile/customer-profile"),
+      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile"),
+       "--event_sinks=none"});
   if (auto s = profile.Start(); !s.ok()) throw std::runtime_error(s.ToString());
   if (auto s = profile.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
-  testing::Process orders(testing::Process::BuildPath("services/order_tracking/order-tracking"),
-                          {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--data_dir=" + dir.Sub("orders"),
-                           absl::StrCat("--customer_profile_address=127.0.0.1:", profile.port()),
-                           "--event_sinks=bench=" + consumer.address()});
+  testing::Process orders(
+      testing::Process::BuildPath("services/order_tracking/order-tracking"),
+      {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--data_dir=" + dir.Sub("orders"),
+       absl::StrCat("--customer_profile_address=127.0.0.1:", profile.port()),
+       "--event_sinks=bench=" + consumer.address()});
   if (auto s = orders.Start(); !s.ok()) throw std::runtime_error(s.ToString());
   if (auto s = orders.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
   const std::string profile_target = absl::StrCat("127.0.0.1:", profile.port());
@@ -97,7 +104,8 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
   auto customers = std::make_shared<const std::vector<std::string>>(
       BulkRegisterCustomers(profile_target, options.order_customers, 64, &took));
   Scenario addresses{"AddAddress (setup)",
-                     {{"AddAddress", "/crm.v1.CustomerProfileService/AddAddress", [customers](uint64_t i, absl::BitGen&) {
+                     {{"AddAddress", "/crm.v1.CustomerProfileService/AddAddress",
+                       [customers](uint64_t i, absl::BitGen&) {
                          v1::AddAddressRequest r;
                          r.set_customer_id((*customers)[i % customers->size()]);
                          r.set_request_id("addr");
@@ -119,7 +127,8 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
     return Scenario{name,
                     {{"CreateOrder", "/crm.v1.OrderTrackingService/CreateOrder",
                       [customers](uint64_t i, absl::BitGen& gen) {
-                        return CreateOrderBytes((*customers)[absl::Uniform<size_t>(gen, 0, customers->size())], i, gen);
+                        return CreateOrderBytes(
+                            (*customers)[absl::Uniform<size_t>(gen, 0, customers->size())], i, gen);
                       },
                       1.0,
                       [order_ids, mu](const std::string& bytes) {
@@ -132,21 +141,25 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
   LoadOptions one = options.load;
   one.concurrency = 1;
   one.channels = 1;
-  const Measurement single = Measure(MakeChannels(orders_target, 1), create("CreateOrder, 1 writer"), one, orders.pid());
+  const Measurement single =
+      Measure(MakeChannels(orders_target, 1), create("CreateOrder, 1 writer"), one, orders.pid());
   report.Add(single);
   LoadOptions many = options.load;
   many.concurrency = 64;
-  report.Add(Measure(MakeChannels(orders_target, many.channels), create("CreateOrder, 64 writers"), many, orders.pid()),
+  report.Add(Measure(MakeChannels(orders_target, many.channels), create("CreateOrder, 64 writers"),
+                     many, orders.pid()),
              "CreateOrder, 1 writer");
 
-  // The event lag under that load, from order-tracking's own histogram (events to a consumer on loopback).
+  // The event lag under that load, from order-tracking's own histogram (events to a consumer on
+  // loopback).
   consumer.WaitForApplied(order_ids->size(), absl::Seconds(120));
   if (auto page = testing::HttpGet(orders.metrics_port(), "/metrics"); page.ok()) {
-    report.Note(absl::StrFormat("event end-to-end lag (OrderPlaced, write to consumer acknowledgement) under that load: "
-                                "p50 %.1f ms, p99 %.1f ms, %d events",
-                                1000 * HistogramPercentile(page->body, "crm_event_end_to_end_lag_seconds", 50),
-                                1000 * HistogramPercentile(page->body, "crm_event_end_to_end_lag_seconds", 99),
-                                consumer.applied().size()));
+    report.Note(absl::StrFormat(
+        "event end-to-end lag (OrderPlaced, write to consumer acknowledgement) under that load: "
+        "p50 %.1f ms, p99 %.1f ms, %d events",
+        1000 * HistogramPercentile(page->body, "crm_event_end_to_end_lag_seconds", 50),
+        1000 * HistogramPercentile(page->body, "crm_event_end_to_end_lag_seconds", 99),
+        consumer.applied().size()));
   }
 
   auto snapshot = std::make_shared<const std::vector<std::pair<std::string, std::string>>>([&] {
@@ -154,19 +167,25 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
     return *order_ids;
   }());
   Scenario get{"GetOrder",
-               {{"GetOrder", "/crm.v1.OrderTrackingService/GetOrder", [snapshot](uint64_t, absl::BitGen& gen) {
-                   const auto& [c, o] = (*snapshot)[absl::Uniform<size_t>(gen, 0, snapshot->size())];
+               {{"GetOrder", "/crm.v1.OrderTrackingService/GetOrder",
+                 [snapshot](uint64_t, absl::BitGen& gen) {
+                   const auto& [c, o] =
+                       (*snapshot)[absl::Uniform<size_t>(gen, 0, snapshot->size())];
                    v1::GetOrderRequest r;
                    r.set_customer_id(c);
                    r.set_order_id(o);
                    return r.SerializeAsString();
                  }}}};
-  report.Add(Measure(MakeChannels(orders_target, options.load.channels), get, options.load, orders.pid()));
+  report.Add(
+      Measure(MakeChannels(orders_target, options.load.channels), get, options.load, orders.pid()));
 
   // Hand a set of orders to the carrier, then stream location updates for them in batches of 50.
   const size_t shipped = std::min<size_t>(snapshot->size(), 2000);
-  auto step = [&](const char* method, std::function<std::string(const std::pair<std::string, std::string>&)> make) {
-    Scenario s{"setup", {{"setup", method, [&, make](uint64_t i, absl::BitGen&) { return make((*snapshot)[i]); }}}};
+  auto step = [&](const char* method,
+                  std::function<std::string(const std::pair<std::string, std::string>&)> make) {
+    Scenario s{
+        "setup",
+        {{"setup", method, [&, make](uint64_t i, absl::BitGen&) { return make((*snapshot)[i]); }}}};
     LoadOptions o = setup;
     o.max_calls = shipped;
     RunLoad(MakeChannels(orders_target, 4), s, o);
@@ -184,7 +203,8 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
     r.set_order_id(id.second);
     return r.SerializeAsString();
   });
-  for (auto status : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
+  for (auto status : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                      v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
     step("/crm.v1.OrderTrackingService/AdvancePackage", [status](const auto& id) {
       v1::AdvancePackageRequest r;
       r.set_customer_id(id.first);
@@ -197,27 +217,32 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
     });
   }
   constexpr int kBatch = 50;
-  Scenario tracking{absl::StrCat("AddTrackingEvents x", kBatch),
-                    {{"AddTrackingEvents", "/crm.v1.OrderTrackingService/AddTrackingEvents",
-                      [snapshot, shipped](uint64_t i, absl::BitGen& gen) {
-                        v1::AddTrackingEventsRequest r;
-                        const absl::Time now = absl::Now();
-                        for (int k = 0; k < kBatch; ++k) {
-                          auto* e = r.add_events();
-                          e->set_carrier_event_id(absl::StrCat("loc-", i, "-", k, "-", absl::Uniform<uint32_t>(gen)));
-                          e->set_tracking_number("SF" + (*snapshot)[absl::Uniform<size_t>(gen, 0, shipped)].second);
-                          e->mutable_location()->set_latitude(31.2 + absl::Uniform(gen, 0.0, 0.1));
-                          e->mutable_location()->set_longitude(121.4 + absl::Uniform(gen, 0.0, 0.1));
-                          api::SetTimestamp(now, e->mutable_event_time());
-                        }
-                        return r.SerializeAsString();
-                      }}}};
+  Scenario tracking{
+      absl::StrCat("AddTrackingEvents x", kBatch),
+      {{"AddTrackingEvents", "/crm.v1.OrderTrackingService/AddTrackingEvents",
+        [snapshot, shipped](uint64_t i, absl::BitGen& gen) {
+          v1::AddTrackingEventsRequest r;
+          const absl::Time now = absl::Now();
+          for (int k = 0; k < kBatch; ++k) {
+            auto* e = r.add_events();
+            e->set_carrier_event_id(
+                absl::StrCat("loc-", i, "-", k, "-", absl::Uniform<uint32_t>(gen)));
+            e->set_tracking_number("SF" +
+                                   (*snapshot)[absl::Uniform<size_t>(gen, 0, shipped)].second);
+            e->mutable_location()->set_latitude(31.2 + absl::Uniform(gen, 0.0, 0.1));
+            e->mutable_location()->set_longitude(121.4 + absl::Uniform(gen, 0.0, 0.1));
+            api::SetTimestamp(now, e->mutable_event_time());
+          }
+          return r.SerializeAsString();
+        }}}};
   LoadOptions track = options.load;
   track.concurrency = 16;
-  const Measurement t = Measure(MakeChannels(orders_target, options.load.channels), tracking, track, orders.pid());
+  const Measurement t =
+      Measure(MakeChannels(orders_target, options.load.channels), tracking, track, orders.pid());
   report.Add(t);
-  report.Note(absl::StrFormat("AddTrackingEvents: %.0f carrier events/s (%d per call, synced once per call)",
-                              t.result.throughput() * kBatch, kBatch));
+  report.Note(absl::StrFormat(
+      "AddTrackingEvents: %.0f carrier events/s (%d per call, synced once per call)",
+      t.result.throughput() * kBatch, kBatch));
   orders.Stop();
   profile.Stop();
 }

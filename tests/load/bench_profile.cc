@@ -1,11 +1,11 @@
-// Benchmark of customer-profile (issue "foundation"): GetCustomer and RecordBehaviorEvents over loopback with
-// a bulk-loaded customer base, beside the echo baseline on the same libs/rpc server, in one run.
-#include "tests/load/bench.h"
-
+// Benchmark of customer-profile (issue "foundation"): GetCustomer and RecordBehaviorEvents over
+// loopback with a bulk-loaded customer base, beside the echo baseline on the same libs/rpc server,
+// in one run.
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "crm/v1/customer_profile.pb.h"
+#include "tests/load/bench.h"
 #include "tests/load/echo.pb.h"
 #include "tests/load/proc_stats.h"
 #include "tests/support/process.h"
@@ -13,9 +13,9 @@
 
 namespace crm::load {
 
-std::vector<std::string> BulkRegisterCustomers(const std::string& target, int count, int concurrency,
-                                               absl::Duration* took,
-                                               std::shared_ptr<grpc::ChannelCredentials> credentials) {
+std::vector<std::string> BulkRegisterCustomers(
+    const std::string& target, int count, int concurrency, absl::Duration* took,
+    std::shared_ptr<grpc::ChannelCredentials> credentials) {
   std::vector<std::string> ids;
   absl::Mutex mu;
   Scenario bulk{"RegisterCustomer (bulk load)",
@@ -42,30 +42,34 @@ std::vector<std::string> BulkRegisterCustomers(const std::string& target, int co
   const absl::Time start = absl::Now();
   LoadResult r = RunLoad(MakeChannels(target, 4, std::move(credentials)), bulk, o);
   *took = absl::Now() - start;
-  if (r.errors > 0) std::fprintf(stderr, "bulk load errors: %llu (%s)\n", (unsigned long long)r.errors, r.first_error.c_str());
+  if (r.errors > 0)
+    std::fprintf(stderr, "bulk load errors: %llu (%s)\n", (unsigned long long)r.errors,
+                 r.first_error.c_str());
   return ids;
 }
 
 Scenario EchoScenario() {
-  return {"Echo (baseline)",
-          {{"Echo", "/crm.bench.Echo/Echo", [](uint64_t, absl::BitGen&) {
-              bench::EchoMessage m;
-              m.set_payload(std::string(16, 'x'));
-              return m.SerializeAsString();
-            }}}};
+  return {"Echo (baseline)", {{"Echo", "/crm.bench.Echo/Echo", [](uint64_t, absl::BitGen&) {
+                                 bench::EchoMessage m;
+                                 m.set_payload(std::string(16, 'x'));
+                                 return m.SerializeAsString();
+                               }}}};
 }
 
 Scenario GetCustomerScenario(std::shared_ptr<const std::vector<std::string>> ids) {
   return {"GetCustomer",
-          {{"GetCustomer", "/crm.v1.CustomerProfileService/GetCustomer", [ids](uint64_t, absl::BitGen& gen) {
+          {{"GetCustomer", "/crm.v1.CustomerProfileService/GetCustomer",
+            [ids](uint64_t, absl::BitGen& gen) {
               v1::GetCustomerRequest r;
               r.set_customer_id((*ids)[absl::Uniform<size_t>(gen, 0, ids->size())]);
               return r.SerializeAsString();
             }}}};
 }
 
-Scenario RecordEventsScenario(std::shared_ptr<const std::vector<std::string>> ids, int events_per_call) {
-  static const char* kCategories[] = {"phones", "laptops", "books", "toys", "kitchen", "shoes", "beauty", "garden"};
+Scenario RecordEventsScenario(std::shared_ptr<const std::vector<std::string>> ids,
+                              int events_per_call) {
+  static const char* kCategories[] = {"phones",  "laptops", "books",  "toys",
+                                      "kitchen", "shoes",   "beauty", "garden"};
   return {absl::StrCat("RecordBehaviorEvents x", events_per_call),
           {{"RecordBehaviorEvents", "/crm.v1.CustomerProfileService/RecordBehaviorEvents",
             [ids, events_per_call](uint64_t i, absl::BitGen& gen) {
@@ -91,8 +95,9 @@ void RunProfileSuite(const BenchOptions& options, Report& report) {
   testing::TempDir dir;
   testing::Process echo(testing::Process::BuildPath("tests/load/crm-echo-server"),
                         {"--listen=127.0.0.1:0", "--metrics_listen=off"});
-  testing::Process profile(testing::Process::BuildPath("services/customer_profile/customer-profile"),
-                           {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile")});
+  testing::Process profile(
+      testing::Process::BuildPath("services/customer_profile/customer-profile"),
+      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile")});
   for (auto* p : {&echo, &profile}) {
     if (auto s = p->Start(); !s.ok()) throw std::runtime_error(s.ToString());
     if (auto s = p->WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
@@ -103,19 +108,21 @@ void RunProfileSuite(const BenchOptions& options, Report& report) {
   absl::Duration load_time;
   auto ids = std::make_shared<const std::vector<std::string>>(
       BulkRegisterCustomers(profile_target, options.customers, 64, &load_time));
-  report.Note(absl::StrFormat("bulk-registered %d customers in %.1f s (%.0f/s, synced WAL, 64 in flight)",
-                              ids->size(), absl::ToDoubleSeconds(load_time),
-                              ids->size() / absl::ToDoubleSeconds(load_time)));
+  report.Note(absl::StrFormat(
+      "bulk-registered %d customers in %.1f s (%.0f/s, synced WAL, 64 in flight)", ids->size(),
+      absl::ToDoubleSeconds(load_time), ids->size() / absl::ToDoubleSeconds(load_time)));
   if (ids->empty()) throw std::runtime_error("bulk load registered nobody");
 
   const LoadOptions& o = options.load;
   report.Add(Measure(MakeChannels(echo_target, o.channels), EchoScenario(), o, echo.pid()));
-  report.Add(Measure(MakeChannels(profile_target, o.channels), GetCustomerScenario(ids), o, profile.pid()),
-             "Echo (baseline)");
-  const Measurement record =
-      Measure(MakeChannels(profile_target, o.channels), RecordEventsScenario(ids, 10), o, profile.pid());
+  report.Add(
+      Measure(MakeChannels(profile_target, o.channels), GetCustomerScenario(ids), o, profile.pid()),
+      "Echo (baseline)");
+  const Measurement record = Measure(MakeChannels(profile_target, o.channels),
+                                     RecordEventsScenario(ids, 10), o, profile.pid());
   report.Add(record, "Echo (baseline)");
-  report.Note(absl::StrFormat("RecordBehaviorEvents: %.0f events/s (10 per call)", record.result.throughput() * 10));
+  report.Note(absl::StrFormat("RecordBehaviorEvents: %.0f events/s (10 per call)",
+                              record.result.throughput() * 10));
   report.Note(absl::StrFormat("customer-profile RSS %.1f MiB, data %.1f MiB for %d customers",
                               ProcessRssBytes(profile.pid()) / 1048576.0,
                               DirectoryBytes(dir.Sub("profile")) / 1048576.0, ids->size()));

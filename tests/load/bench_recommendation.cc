@@ -1,6 +1,7 @@
-// Benchmark of recommendation (issue "recommendation"): a catalog of 50k items, 1M interactions (purchases
-// and item views) from 100k customers learned through the EventSink as producers deliver them (the
-// incremental update throughput), then Recommend and RelatedItems latency on what was learned.
+// Benchmark of recommendation (issue "recommendation"): a catalog of 50k items, 1M interactions
+// (purchases and item views) from 100k customers learned through the EventSink as producers deliver
+// them (the incremental update throughput), then Recommend and RelatedItems latency on what was
+// learned.
 #include <atomic>
 #include <cmath>
 
@@ -19,7 +20,8 @@ namespace {
 constexpr int kCategories = 200;
 constexpr int kEventsPerCall = 100;
 
-// Items of a category, most popular first: item i of category c is "c<c>-<i>". Popularity is Zipfian.
+// Items of a category, most popular first: item i of category c is "c<c>-<i>". Popularity is
+// Zipfian.
 struct Shop {
   int items = 0;
   int customers = 0;
@@ -30,8 +32,8 @@ struct Shop {
     const double u = absl::Uniform(gen, 0.0, 1.0);
     return std::min(n - 1, static_cast<int>(std::exp(u * std::log(n + 1.0))) - 1);
   }
-  // Most customers shop now and then; a thousand heavy buyers (wholesalers, fans) make a fifth of all
-  // traffic, each with hundreds of interactions.
+  // Most customers shop now and then; a thousand heavy buyers (wholesalers, fans) make a fifth of
+  // all traffic, each with hundreds of interactions.
   int Customer(absl::BitGen& gen) const {
     if (absl::Bernoulli(gen, 0.2)) return absl::Uniform(gen, 0, std::min(customers, 1000));
     return absl::Uniform(gen, 0, customers);
@@ -51,7 +53,8 @@ struct Shop {
 std::atomic<uint64_t> g_event_seq{0};
 std::atomic<uint64_t> g_interactions{0};
 
-// One producer batch: delivered orders (1-3 items) and browsing sessions (1-8 item views), half each.
+// One producer batch: delivered orders (1-3 items) and browsing sessions (1-8 item views), half
+// each.
 std::string LearningBatch(const Shop& shop, absl::BitGen& gen) {
   v1::DeliverEventsRequest req;
   const absl::Time now = absl::Now();
@@ -101,8 +104,9 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   shop.items = options.reco_items;
   shop.customers = options.reco_customers;
   testing::TempDir dir;
-  testing::Process reco(testing::Process::BuildPath("services/recommendation/recommendation"),
-                        {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("recommendation")});
+  testing::Process reco(
+      testing::Process::BuildPath("services/recommendation/recommendation"),
+      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("recommendation")});
   if (auto s = reco.Start(); !s.ok()) throw std::runtime_error(s.ToString());
   if (auto s = reco.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
   const std::string target = absl::StrCat("127.0.0.1:", reco.port());
@@ -113,7 +117,8 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
                    {{"UpsertCatalogItems", "/crm.v1.RecommendationService/UpsertCatalogItems",
                      [shop](uint64_t index, absl::BitGen&) {
                        v1::UpsertCatalogItemsRequest req;
-                       for (int i = static_cast<int>(index) * 1000; i < std::min(shop.items, (static_cast<int>(index) + 1) * 1000); ++i) {
+                       for (int i = static_cast<int>(index) * 1000;
+                            i < std::min(shop.items, (static_cast<int>(index) + 1) * 1000); ++i) {
                          const int category = i % kCategories;
                          auto* item = req.add_items();
                          item->set_sku(shop.Sku(category, i / kCategories));
@@ -129,8 +134,8 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   setup.duration = absl::Hours(1);
   setup.max_calls = calls;
   const LoadResult upserted = RunLoad(MakeChannels(target, 1), catalog, setup);
-  report.Note(absl::StrFormat("recommendation: %d catalog items upserted in %d calls, %d errors", shop.items, calls,
-                              upserted.errors));
+  report.Note(absl::StrFormat("recommendation: %d catalog items upserted in %d calls, %d errors",
+                              shop.items, calls, upserted.errors));
 
   // Learning: four producers' lanes delivering batches until the interactions are in.
   g_interactions = 0;
@@ -140,51 +145,63 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   learn.channels = 4;
   learn.warmup = absl::ZeroDuration();
   learn.duration = absl::Hours(2);
-  learn.max_calls = static_cast<uint64_t>(std::ceil(options.reco_interactions / per_event / kEventsPerCall));
-  Scenario learning{absl::StrFormat("learn: DeliverEvents x%d (orders, views), 4 lanes", kEventsPerCall),
-                    {{"DeliverEvents", "/crm.v1.EventSink/DeliverEvents",
-                      [shop](uint64_t, absl::BitGen& gen) { return LearningBatch(shop, gen); }}}};
+  learn.max_calls =
+      static_cast<uint64_t>(std::ceil(options.reco_interactions / per_event / kEventsPerCall));
+  Scenario learning{
+      absl::StrFormat("learn: DeliverEvents x%d (orders, views), 4 lanes", kEventsPerCall),
+      {{"DeliverEvents", "/crm.v1.EventSink/DeliverEvents",
+        [shop](uint64_t, absl::BitGen& gen) { return LearningBatch(shop, gen); }}}};
   const Measurement learned = Measure(MakeChannels(target, 4), learning, learn, reco.pid());
   report.Add(learned);
   const double seconds = absl::ToDoubleSeconds(learned.result.measured);
   report.Note(absl::StrFormat(
-      "recommendation: learned %llu interactions (%llu events) from %d customers over %d items in %.0f s: "
+      "recommendation: learned %llu interactions (%llu events) from %d customers over %d items in "
+      "%.0f s: "
       "%.0f events/s, %.0f interactions/s",
       static_cast<unsigned long long>(g_interactions.load()),
-      static_cast<unsigned long long>(learned.result.ok * kEventsPerCall), shop.customers, shop.items, seconds,
-      learned.result.ok * kEventsPerCall / seconds, g_interactions.load() / seconds));
+      static_cast<unsigned long long>(learned.result.ok * kEventsPerCall), shop.customers,
+      shop.items, seconds, learned.result.ok * kEventsPerCall / seconds,
+      g_interactions.load() / seconds));
 
   auto recommend = [shop](const std::string& name, v1::Placement placement) {
-    return Scenario{name, {{"Recommend", "/crm.v1.RecommendationService/Recommend",
-                            [shop, placement](uint64_t, absl::BitGen& gen) {
-                              v1::RecommendRequest r;
-                              const int customer = shop.Customer(gen);
-                              r.set_customer_id(absl::StrCat("u", customer));
-                              r.set_placement(placement);
-                              r.set_count(10);
-                              if (placement != v1::PLACEMENT_HOME) r.add_context_skus(shop.Pick(customer, gen));
-                              return r.SerializeAsString();
-                            }}}};
+    return Scenario{name,
+                    {{"Recommend", "/crm.v1.RecommendationService/Recommend",
+                      [shop, placement](uint64_t, absl::BitGen& gen) {
+                        v1::RecommendRequest r;
+                        const int customer = shop.Customer(gen);
+                        r.set_customer_id(absl::StrCat("u", customer));
+                        r.set_placement(placement);
+                        r.set_count(10);
+                        if (placement != v1::PLACEMENT_HOME)
+                          r.add_context_skus(shop.Pick(customer, gen));
+                        return r.SerializeAsString();
+                      }}}};
   };
   LoadOptions o = options.load;
   o.concurrency = 16;
   const Measurement home =
-      Measure(MakeChannels(target, o.channels), recommend("Recommend home, 10 items", v1::PLACEMENT_HOME), o, reco.pid());
+      Measure(MakeChannels(target, o.channels),
+              recommend("Recommend home, 10 items", v1::PLACEMENT_HOME), o, reco.pid());
   report.Add(home);
-  // The latency a shopper sees when the service is not saturated: arrivals at half the rate it can take,
-  // latency from each call's intended send time (open loop).
+  // The latency a shopper sees when the service is not saturated: arrivals at half the rate it can
+  // take, latency from each call's intended send time (open loop).
   LoadOptions half = o;
   half.mode = LoadOptions::Mode::kOpenLoop;
   half.rate_per_second = std::max(1.0, home.result.throughput() / 2);
+  report.Add(
+      Measure(MakeChannels(target, o.channels),
+              recommend("Recommend home, open loop at half the max rate", v1::PLACEMENT_HOME), half,
+              reco.pid()),
+      "Recommend home, 10 items");
   report.Add(Measure(MakeChannels(target, o.channels),
-                     recommend("Recommend home, open loop at half the max rate", v1::PLACEMENT_HOME), half, reco.pid()),
-             "Recommend home, 10 items");
-  report.Add(Measure(MakeChannels(target, o.channels),
-                     recommend("Recommend product page, 10 items", v1::PLACEMENT_PRODUCT_PAGE), o, reco.pid()));
+                     recommend("Recommend product page, 10 items", v1::PLACEMENT_PRODUCT_PAGE), o,
+                     reco.pid()));
   Scenario related{"RelatedItems, 10 items",
-                   {{"RelatedItems", "/crm.v1.RecommendationService/RelatedItems", [shop](uint64_t, absl::BitGen& gen) {
+                   {{"RelatedItems", "/crm.v1.RecommendationService/RelatedItems",
+                     [shop](uint64_t, absl::BitGen& gen) {
                        v1::RelatedItemsRequest r;
-                       r.set_sku(shop.Sku(absl::Uniform(gen, 0, kCategories), shop.Zipf(gen, shop.per_category())));
+                       r.set_sku(shop.Sku(absl::Uniform(gen, 0, kCategories),
+                                          shop.Zipf(gen, shop.per_category())));
                        r.set_count(10);
                        return r.SerializeAsString();
                      }}}};

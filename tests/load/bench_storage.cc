@@ -1,6 +1,6 @@
-// The storage ceiling (issue "benchmark"): raw RocksDB through libs/store, in-process, with the options every
-// service uses: random point reads over a loaded key space, and synced-WAL writes by 1 writer and by 64, so
-// the group-commit ratio is measured side by side in one run.
+// The storage ceiling (issue "benchmark"): raw RocksDB through libs/store, in-process, with the
+// options every service uses: random point reads over a loaded key space, and synced-WAL writes by
+// 1 writer and by 64, so the group-commit ratio is measured side by side in one run.
 #include <atomic>
 #include <thread>
 
@@ -65,13 +65,15 @@ void RunStorageSuite(const BenchOptions& options, Report& report) {
   for (uint64_t i = 0; i < keys;) {
     rocksdb::WriteBatch batch;
     for (int j = 0; j < 1000 && i < keys; ++j, ++i) batch.Put(cf, Key(i), value);
-    if (!s.Write(&batch, store::Durability::kBuffered).ok()) throw std::runtime_error("storage: load failed");
+    if (!s.Write(&batch, store::Durability::kBuffered).ok())
+      throw std::runtime_error("storage: load failed");
   }
   const absl::Duration d = options.load.duration;
-  report.Add(Run("RocksDB point read (in-process, 2 threads)", 2, d, [&](absl::BitGen& gen, int, uint64_t) {
-    auto v = s.Get(cf, Key(absl::Uniform<uint64_t>(gen, 0, keys)));
-    return v.ok() && v->has_value();
-  }));
+  report.Add(Run("RocksDB point read (in-process, 2 threads)", 2, d,
+                 [&](absl::BitGen& gen, int, uint64_t) {
+                   auto v = s.Get(cf, Key(absl::Uniform<uint64_t>(gen, 0, keys)));
+                   return v.ok() && v->has_value();
+                 }));
   auto synced_put = [&](absl::BitGen&, int t, uint64_t n) {
     rocksdb::WriteBatch batch;
     batch.Put(cf, absl::StrCat("w", t, "-", n), value);
@@ -81,8 +83,9 @@ void RunStorageSuite(const BenchOptions& options, Report& report) {
   report.Add(one);
   const Measurement many = Run("RocksDB synced write, 64 writers", 64, d, synced_put);
   report.Add(many, "RocksDB synced write, 1 writer");
-  report.Note(absl::StrFormat("storage: %d keys of 300 bytes; group commit: 64 synced writers reach %.1f× one writer",
-                              keys, many.result.throughput() / std::max(1.0, one.result.throughput())));
+  report.Note(absl::StrFormat(
+      "storage: %d keys of 300 bytes; group commit: 64 synced writers reach %.1f× one writer", keys,
+      many.result.throughput() / std::max(1.0, one.result.throughput())));
 }
 
 }  // namespace crm::load

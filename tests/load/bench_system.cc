@@ -1,7 +1,7 @@
-// The whole system behind the gateway (six real processes, tests/support/crm_system.h): the customer 360°
-// view at two customer bases, and the mixed storefront workload. The base is bulk-loaded through the
-// services' own APIs: customers with an address, one open order, a points ledger entry each, and (for one
-// in ten) a complaint.
+// The whole system behind the gateway (six real processes, tests/support/crm_system.h): the
+// customer 360° view at two customer bases, and the mixed storefront workload. The base is
+// bulk-loaded through the services' own APIs: customers with an address, one open order, a points
+// ledger entry each, and (for one in ten) a complaint.
 #include <algorithm>
 #include <cstdio>
 #include <iterator>
@@ -25,25 +25,30 @@ namespace {
 using Ids = std::shared_ptr<const std::vector<std::string>>;
 
 // Runs `make(i)` for i in [from, to) against `target` with 64 calls in flight; returns the errors.
-// The services' own ports are mutual TLS: the loader presents the system's load-generator certificate.
+// The services' own ports are mutual TLS: the loader presents the system's load-generator
+// certificate.
 std::shared_ptr<grpc::ChannelCredentials> g_service_credentials;
 
 uint64_t Bulk(const std::string& target, const std::string& method, uint64_t from, uint64_t to,
               std::function<std::string(uint64_t)> make, ResponseFn on_response = nullptr) {
   if (to <= from) return 0;
-  Scenario s{"bulk", {{"bulk", method, [make, from](uint64_t i, absl::BitGen&) { return make(from + i); }, 1.0,
-                       std::move(on_response)}}};
+  Scenario s{"bulk",
+             {{"bulk", method, [make, from](uint64_t i, absl::BitGen&) { return make(from + i); },
+               1.0, std::move(on_response)}}};
   LoadOptions o;
   o.concurrency = 64;
   o.warmup = absl::ZeroDuration();
   o.duration = absl::Hours(1);
   o.max_calls = to - from;
   const LoadResult r = RunLoad(MakeChannels(target, 4, g_service_credentials), s, o);
-  if (r.errors > 0) std::fprintf(stderr, "bulk %s: %llu errors (%s)\n", method.c_str(), (unsigned long long)r.errors, r.first_error.c_str());
+  if (r.errors > 0)
+    std::fprintf(stderr, "bulk %s: %llu errors (%s)\n", method.c_str(),
+                 (unsigned long long)r.errors, r.first_error.c_str());
   return r.errors;
 }
 
-v1::CreateOrderRequest OrderFor(const std::string& customer_id, const std::string& request_id, int64_t price) {
+v1::CreateOrderRequest OrderFor(const std::string& customer_id, const std::string& request_id,
+                                int64_t price) {
   v1::CreateOrderRequest r;
   r.set_customer_id(customer_id);
   r.set_request_id(request_id);
@@ -61,47 +66,53 @@ v1::CreateOrderRequest OrderFor(const std::string& customer_id, const std::strin
   return r;
 }
 
-// Grows the base to `count` customers: ids[from, count) get registered, an address, an order and (one in ten)
-// a complaint. Registration is idempotent, so the earlier customers come back with the same ids.
+// Grows the base to `count` customers: ids[from, count) get registered, an address, an order and
+// (one in ten) a complaint. Registration is idempotent, so the earlier customers come back with the
+// same ids.
 void Load(testing::CrmSystem& system, int count, std::vector<std::string>& ids,
           std::vector<std::pair<std::string, std::string>>& orders) {
   const size_t from = ids.size();
   absl::Duration took;
   const absl::Time start = absl::Now();
   std::vector<std::string> all =
-      BulkRegisterCustomers(absl::StrCat("127.0.0.1:", system.port("customer-profile")), count, 64, &took,
-                            g_service_credentials);
+      BulkRegisterCustomers(absl::StrCat("127.0.0.1:", system.port("customer-profile")), count, 64,
+                            &took, g_service_credentials);
   // Customers already in the base come back from the retried registrations; keep the new ones.
   std::vector<std::string> known = ids;
   std::sort(known.begin(), known.end());
   std::sort(all.begin(), all.end());
   std::vector<std::string> fresh;
-  std::set_difference(all.begin(), all.end(), known.begin(), known.end(), std::back_inserter(fresh));
+  std::set_difference(all.begin(), all.end(), known.begin(), known.end(),
+                      std::back_inserter(fresh));
   ids.insert(ids.end(), fresh.begin(), fresh.end());
   auto shared = std::make_shared<const std::vector<std::string>>(ids);
   const std::string profile = absl::StrCat("127.0.0.1:", system.port("customer-profile"));
-  Bulk(profile, "/crm.v1.CustomerProfileService/AddAddress", from, ids.size(), [shared](uint64_t i) {
-    v1::AddAddressRequest r;
-    r.set_customer_id((*shared)[i]);
-    r.set_request_id("home");
-    r.mutable_address()->set_recipient_name("Li Lei");
-    r.mutable_address()->set_city("Beijing");
-    r.mutable_address()->set_street(absl::StrCat(i, " Chang'an Avenue"));
-    r.mutable_address()->set_country_code("CN");
-    return r.SerializeAsString();
-  });
-  absl::Mutex mu;
-  Bulk(absl::StrCat("127.0.0.1:", system.port("order-tracking")), "/crm.v1.OrderTrackingService/CreateOrder", from,
-       ids.size(),
-       [shared](uint64_t i) { return OrderFor((*shared)[i], "bench-first", 100'00 + 100 * (i % 50)).SerializeAsString(); },
-       [&](const std::string& bytes) {
-         v1::Order o;
-         if (!o.ParseFromString(bytes)) return;
-         absl::MutexLock lock(&mu);
-         orders.emplace_back(o.customer_id(), o.order_id());
-       });
-  Bulk(absl::StrCat("127.0.0.1:", system.port("loyalty")), "/crm.v1.LoyaltyService/GrantPoints", from, ids.size(),
+  Bulk(profile, "/crm.v1.CustomerProfileService/AddAddress", from, ids.size(),
        [shared](uint64_t i) {
+         v1::AddAddressRequest r;
+         r.set_customer_id((*shared)[i]);
+         r.set_request_id("home");
+         r.mutable_address()->set_recipient_name("Li Lei");
+         r.mutable_address()->set_city("Beijing");
+         r.mutable_address()->set_street(absl::StrCat(i, " Chang'an Avenue"));
+         r.mutable_address()->set_country_code("CN");
+         return r.SerializeAsString();
+       });
+  absl::Mutex mu;
+  Bulk(
+      absl::StrCat("127.0.0.1:", system.port("order-tracking")),
+      "/crm.v1.OrderTrackingService/CreateOrder", from, ids.size(),
+      [shared](uint64_t i) {
+        return OrderFor((*shared)[i], "bench-first", 100'00 + 100 * (i % 50)).SerializeAsString();
+      },
+      [&](const std::string& bytes) {
+        v1::Order o;
+        if (!o.ParseFromString(bytes)) return;
+        absl::MutexLock lock(&mu);
+        orders.emplace_back(o.customer_id(), o.order_id());
+      });
+  Bulk(absl::StrCat("127.0.0.1:", system.port("loyalty")), "/crm.v1.LoyaltyService/GrantPoints",
+       from, ids.size(), [shared](uint64_t i) {
          v1::GrantPointsRequest r;
          r.set_customer_id((*shared)[i]);
          r.set_points(100);
@@ -110,8 +121,9 @@ void Load(testing::CrmSystem& system, int count, std::vector<std::string>& ids,
          r.set_description("welcome bonus");
          return r.SerializeAsString();
        });
-  Bulk(absl::StrCat("127.0.0.1:", system.port("complaint-ticket")), "/crm.v1.ComplaintTicketService/OpenTicket",
-       (from + 9) / 10, (ids.size() + 9) / 10, [shared](uint64_t i) {
+  Bulk(absl::StrCat("127.0.0.1:", system.port("complaint-ticket")),
+       "/crm.v1.ComplaintTicketService/OpenTicket", (from + 9) / 10, (ids.size() + 9) / 10,
+       [shared](uint64_t i) {
          v1::OpenTicketRequest r;
          r.set_request_id("bench-complaint");
          r.set_customer_id((*shared)[i * 10]);
@@ -121,10 +133,13 @@ void Load(testing::CrmSystem& system, int count, std::vector<std::string>& ids,
          r.set_text("The parcel is three days late and nobody answers the phone.");
          return r.SerializeAsString();
        });
-  std::printf("system: base of %zu customers loaded in %.1f s\n", ids.size(), absl::ToDoubleSeconds(absl::Now() - start));
+  std::printf("system: base of %zu customers loaded in %.1f s\n", ids.size(),
+              absl::ToDoubleSeconds(absl::Now() - start));
 }
 
-std::string Label(int n) { return n >= 1000 && n % 1000 == 0 ? absl::StrCat(n / 1000, "k") : absl::StrCat(n); }
+std::string Label(int n) {
+  return n >= 1000 && n % 1000 == 0 ? absl::StrCat(n / 1000, "k") : absl::StrCat(n);
+}
 
 }  // namespace
 
@@ -140,8 +155,10 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
   }
   const std::string gateway = absl::StrCat("127.0.0.1:", system.port("gateway"));
   auto channels = MakeChannels(gateway, options.load.channels);
-  const std::pair<std::string, std::string> agent = {"authorization", "Bearer " + system.Token("agent", "bench-agent")};
-  const std::pair<std::string, std::string> service = {"authorization", "Bearer " + system.Token("service", "storefront")};
+  const std::pair<std::string, std::string> agent = {
+      "authorization", "Bearer " + system.Token("agent", "bench-agent")};
+  const std::pair<std::string, std::string> service = {
+      "authorization", "Bearer " + system.Token("service", "storefront")};
 
   std::vector<std::string> ids;
   std::vector<std::pair<std::string, std::string>> orders;
@@ -152,23 +169,29 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
     Ids shared = std::make_shared<const std::vector<std::string>>(ids);
     const std::string size = Label(base);
     Scenario get{absl::StrCat("GetCustomer via gateway (", size, " customers)"),
-                 {{"GetCustomer", "/crm.v1.CustomerProfileService/GetCustomer",
+                 {{"GetCustomer",
+                   "/crm.v1.CustomerProfileService/GetCustomer",
                    [shared](uint64_t, absl::BitGen& gen) {
                      v1::GetCustomerRequest r;
                      r.set_customer_id((*shared)[absl::Uniform<size_t>(gen, 0, shared->size())]);
                      return r.SerializeAsString();
                    },
-                   1.0, nullptr, {agent}}}};
+                   1.0,
+                   nullptr,
+                   {agent}}}};
     report.Add(Measure(channels, get, options.load, system.pid("gateway")));
     Scenario view{absl::StrCat("GetCustomerView, 360° (", size, " customers)"),
-                  {{"GetCustomerView", "/crm.v1.CustomerViewService/GetCustomerView",
+                  {{"GetCustomerView",
+                    "/crm.v1.CustomerViewService/GetCustomerView",
                     [shared](uint64_t, absl::BitGen& gen) {
                       v1::GetCustomerViewRequest r;
                       r.set_customer_id((*shared)[absl::Uniform<size_t>(gen, 0, shared->size())]);
                       r.set_recommendation_count(5);
                       return r.SerializeAsString();
                     },
-                    1.0, nullptr, {agent}}}};
+                    1.0,
+                    nullptr,
+                    {agent}}}};
     report.Add(Measure(channels, view, options.load, system.pid("gateway")), get.name);
     // Unloaded: what one agent opening a customer's page waits for.
     LoadOptions one = options.load;
@@ -179,63 +202,88 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
 
   // The storefront: 70% browsing, 15% reads, 5% orders, 5% 360° views, 5% complaints and points.
   Ids shared = std::make_shared<const std::vector<std::string>>(ids);
-  auto shared_orders = std::make_shared<const std::vector<std::pair<std::string, std::string>>>(orders);
+  auto shared_orders =
+      std::make_shared<const std::vector<std::pair<std::string, std::string>>>(orders);
   auto any = [shared](absl::BitGen& gen) -> const std::string& {
     return (*shared)[absl::Uniform<size_t>(gen, 0, shared->size())];
   };
-  Scenario mix{absl::StrCat("Storefront mix via gateway (", Label(static_cast<int>(ids.size())), " customers)"), {}};
-  mix.mix.push_back({"RecordBehaviorEvents", "/crm.v1.CustomerProfileService/RecordBehaviorEvents",
+  Scenario mix{absl::StrCat("Storefront mix via gateway (", Label(static_cast<int>(ids.size())),
+                            " customers)"),
+               {}};
+  mix.mix.push_back({"RecordBehaviorEvents",
+                     "/crm.v1.CustomerProfileService/RecordBehaviorEvents",
                      [any](uint64_t i, absl::BitGen& gen) {
                        v1::RecordBehaviorEventsRequest r;
                        r.set_customer_id(any(gen));
                        r.set_request_id(absl::StrCat("browse-", i));
                        for (int k = 0; k < 3; ++k) {
                          auto* e = r.add_events();
-                         e->set_type(k == 0 ? v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK : v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW);
+                         e->set_type(k == 0 ? v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK
+                                            : v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW);
                          e->set_category(absl::StrCat("cat-", absl::Uniform(gen, 0, 20)));
                          if (k > 0) e->set_sku(absl::StrCat("sku-", absl::Uniform(gen, 0, 97)));
                          if (k > 0) e->set_dwell_seconds(absl::Uniform(gen, 1, 90));
                        }
                        return r.SerializeAsString();
                      },
-                     70, nullptr, {service}});
-  mix.mix.push_back({"GetCustomer", "/crm.v1.CustomerProfileService/GetCustomer",
+                     70,
+                     nullptr,
+                     {service}});
+  mix.mix.push_back({"GetCustomer",
+                     "/crm.v1.CustomerProfileService/GetCustomer",
                      [any](uint64_t, absl::BitGen& gen) {
                        v1::GetCustomerRequest r;
                        r.set_customer_id(any(gen));
                        return r.SerializeAsString();
                      },
-                     5, nullptr, {service}});
-  mix.mix.push_back({"GetOrder", "/crm.v1.OrderTrackingService/GetOrder",
+                     5,
+                     nullptr,
+                     {service}});
+  mix.mix.push_back({"GetOrder",
+                     "/crm.v1.OrderTrackingService/GetOrder",
                      [shared_orders](uint64_t, absl::BitGen& gen) {
-                       const auto& [cid, oid] = (*shared_orders)[absl::Uniform<size_t>(gen, 0, shared_orders->size())];
+                       const auto& [cid, oid] =
+                           (*shared_orders)[absl::Uniform<size_t>(gen, 0, shared_orders->size())];
                        v1::GetOrderRequest r;
                        r.set_customer_id(cid);
                        r.set_order_id(oid);
                        return r.SerializeAsString();
                      },
-                     5, nullptr, {service}});
-  mix.mix.push_back({"GetMembership", "/crm.v1.LoyaltyService/GetMembership",
+                     5,
+                     nullptr,
+                     {service}});
+  mix.mix.push_back({"GetMembership",
+                     "/crm.v1.LoyaltyService/GetMembership",
                      [any](uint64_t, absl::BitGen& gen) {
                        v1::GetMembershipRequest r;
                        r.set_customer_id(any(gen));
                        return r.SerializeAsString();
                      },
-                     5, nullptr, {service}});
-  mix.mix.push_back({"CreateOrder", "/crm.v1.OrderTrackingService/CreateOrder",
-                     [any](uint64_t i, absl::BitGen& gen) {
-                       return OrderFor(any(gen), absl::StrCat("storefront-", i), 59'00).SerializeAsString();
-                     },
-                     5, nullptr, {service}});
-  mix.mix.push_back({"GetCustomerView", "/crm.v1.CustomerViewService/GetCustomerView",
+                     5,
+                     nullptr,
+                     {service}});
+  mix.mix.push_back(
+      {"CreateOrder",
+       "/crm.v1.OrderTrackingService/CreateOrder",
+       [any](uint64_t i, absl::BitGen& gen) {
+         return OrderFor(any(gen), absl::StrCat("storefront-", i), 59'00).SerializeAsString();
+       },
+       5,
+       nullptr,
+       {service}});
+  mix.mix.push_back({"GetCustomerView",
+                     "/crm.v1.CustomerViewService/GetCustomerView",
                      [any](uint64_t, absl::BitGen& gen) {
                        v1::GetCustomerViewRequest r;
                        r.set_customer_id(any(gen));
                        r.set_recommendation_count(5);
                        return r.SerializeAsString();
                      },
-                     5, nullptr, {agent}});
-  mix.mix.push_back({"OpenTicket", "/crm.v1.ComplaintTicketService/OpenTicket",
+                     5,
+                     nullptr,
+                     {agent}});
+  mix.mix.push_back({"OpenTicket",
+                     "/crm.v1.ComplaintTicketService/OpenTicket",
                      [any](uint64_t i, absl::BitGen& gen) {
                        v1::OpenTicketRequest r;
                        r.set_request_id(absl::StrCat("storefront-", i));
@@ -246,8 +294,11 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
                        r.set_text("The lid arrived scratched.");
                        return r.SerializeAsString();
                      },
-                     2.5, nullptr, {service}});
-  mix.mix.push_back({"GrantPoints", "/crm.v1.LoyaltyService/GrantPoints",
+                     2.5,
+                     nullptr,
+                     {service}});
+  mix.mix.push_back({"GrantPoints",
+                     "/crm.v1.LoyaltyService/GrantPoints",
                      [any](uint64_t i, absl::BitGen& gen) {
                        v1::GrantPointsRequest r;
                        r.set_customer_id(any(gen));
@@ -257,14 +308,17 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
                        r.set_description("storefront promotion");
                        return r.SerializeAsString();
                      },
-                     2.5, nullptr, {service}});
+                     2.5,
+                     nullptr,
+                     {service}});
   const Measurement m = Measure(channels, mix, options.load, system.pid("gateway"));
   report.Add(m);
   for (const auto& [name, op] : m.result.by_operation) {
-    report.Note(absl::StrFormat("storefront mix, %s: %.0f calls/s, p50 %.2f ms, p99 %.2f ms, %d errors", name,
-                                op.ok / absl::ToDoubleSeconds(m.result.measured),
-                                absl::ToDoubleMilliseconds(op.latency.Percentile(50)),
-                                absl::ToDoubleMilliseconds(op.latency.Percentile(99)), op.errors));
+    report.Note(
+        absl::StrFormat("storefront mix, %s: %.0f calls/s, p50 %.2f ms, p99 %.2f ms, %d errors",
+                        name, op.ok / absl::ToDoubleSeconds(m.result.measured),
+                        absl::ToDoubleMilliseconds(op.latency.Percentile(50)),
+                        absl::ToDoubleMilliseconds(op.latency.Percentile(99)), op.errors));
   }
 }
 

@@ -1,5 +1,6 @@
 // Benchmark of complaint-ticket (issue "complaint-ticket"): OpenTicket throughput (customer check,
-// membership lookup, severity, routing, synced write) and ListAtRiskTickets latency with 100k open tickets.
+// membership lookup, severity, routing, synced write) and ListAtRiskTickets latency with 100k open
+// tickets.
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "crm/v1/complaint_ticket.pb.h"
@@ -32,27 +33,34 @@ std::unique_ptr<testing::Process> Start(const std::string& binary, std::vector<s
 
 void RunTicketsSuite(const BenchOptions& options, Report& report) {
   testing::TempDir dir;
-  auto profile = Start("services/customer_profile/customer-profile", {"--data_dir=" + dir.Sub("profile"), "--event_sinks=none"});
+  auto profile = Start("services/customer_profile/customer-profile",
+                       {"--data_dir=" + dir.Sub("profile"), "--event_sinks=none"});
   const std::string profile_address = absl::StrCat("127.0.0.1:", profile->port());
-  auto loyalty = Start("services/loyalty/loyalty", {"--data_dir=" + dir.Sub("loyalty"), "--customer_profile_address=" + profile_address});
+  auto loyalty =
+      Start("services/loyalty/loyalty",
+            {"--data_dir=" + dir.Sub("loyalty"), "--customer_profile_address=" + profile_address});
   auto tickets = Start("services/complaint_ticket/complaint-ticket",
-                       {"--data_dir=" + dir.Sub("tickets"), "--event_sinks=none", "--customer_profile_address=" + profile_address,
-                        absl::StrCat("--loyalty_address=127.0.0.1:", loyalty->port()), "--sla_sweep_interval_s=3600"});
+                       {"--data_dir=" + dir.Sub("tickets"), "--event_sinks=none",
+                        "--customer_profile_address=" + profile_address,
+                        absl::StrCat("--loyalty_address=127.0.0.1:", loyalty->port()),
+                        "--sla_sweep_interval_s=3600"});
   const std::string target = absl::StrCat("127.0.0.1:", tickets->port());
   absl::Duration took;
   auto customers = std::make_shared<const std::vector<std::string>>(
       BulkRegisterCustomers(profile_address, options.order_customers, 64, &took));
 
   // 30 agents per level, room for every ticket the run opens.
-  Scenario agents{"agents", {{"RegisterAgent", "/crm.v1.ComplaintTicketService/RegisterAgent", [](uint64_t i, absl::BitGen&) {
-                                v1::RegisterAgentRequest r;
-                                r.mutable_agent()->set_agent_id(absl::StrCat("agent-", i));
-                                r.mutable_agent()->set_name(absl::StrCat("Agent ", i));
-                                r.mutable_agent()->set_level(static_cast<int>(i % 3) + 1);
-                                r.mutable_agent()->set_capacity(1000);
-                                r.mutable_agent()->set_available(true);
-                                return r.SerializeAsString();
-                              }}}};
+  Scenario agents{"agents",
+                  {{"RegisterAgent", "/crm.v1.ComplaintTicketService/RegisterAgent",
+                    [](uint64_t i, absl::BitGen&) {
+                      v1::RegisterAgentRequest r;
+                      r.mutable_agent()->set_agent_id(absl::StrCat("agent-", i));
+                      r.mutable_agent()->set_name(absl::StrCat("Agent ", i));
+                      r.mutable_agent()->set_level(static_cast<int>(i % 3) + 1);
+                      r.mutable_agent()->set_capacity(1000);
+                      r.mutable_agent()->set_available(true);
+                      return r.SerializeAsString();
+                    }}}};
   LoadOptions setup;
   setup.concurrency = 8;
   setup.warmup = absl::ZeroDuration();
@@ -61,24 +69,28 @@ void RunTicketsSuite(const BenchOptions& options, Report& report) {
   RunLoad(MakeChannels(target, 1), agents, setup);
 
   auto open = [customers](const std::string& name) {
-    return Scenario{name, {{"OpenTicket", "/crm.v1.ComplaintTicketService/OpenTicket",
-                            [customers](uint64_t i, absl::BitGen& gen) {
-                              v1::OpenTicketRequest r;
-                              r.set_request_id(absl::StrCat("bench-", i, "-", absl::Uniform<uint64_t>(gen)));
-                              r.set_customer_id((*customers)[absl::Uniform<size_t>(gen, 0, customers->size())]);
-                              r.set_channel(static_cast<v1::TicketChannel>(absl::Uniform(gen, 1, 7)));
-                              r.set_category(static_cast<v1::TicketCategory>(absl::Uniform(gen, 1, 6)));
-                              r.set_text(kComplaints[absl::Uniform(gen, 0, 6)]);
-                              return r.SerializeAsString();
-                            }}}};
+    return Scenario{
+        name,
+        {{"OpenTicket", "/crm.v1.ComplaintTicketService/OpenTicket",
+          [customers](uint64_t i, absl::BitGen& gen) {
+            v1::OpenTicketRequest r;
+            r.set_request_id(absl::StrCat("bench-", i, "-", absl::Uniform<uint64_t>(gen)));
+            r.set_customer_id((*customers)[absl::Uniform<size_t>(gen, 0, customers->size())]);
+            r.set_channel(static_cast<v1::TicketChannel>(absl::Uniform(gen, 1, 7)));
+            r.set_category(static_cast<v1::TicketCategory>(absl::Uniform(gen, 1, 6)));
+            r.set_text(kComplaints[absl::Uniform(gen, 0, 6)]);
+            return r.SerializeAsString();
+          }}}};
   };
   LoadOptions o = options.load;
   o.concurrency = 64;
-  const Measurement m = Measure(MakeChannels(target, o.channels), open("OpenTicket, 64 in flight"), o, tickets->pid());
+  const Measurement m = Measure(MakeChannels(target, o.channels), open("OpenTicket, 64 in flight"),
+                                o, tickets->pid());
   report.Add(m);
 
   // Fill up to the target number of open tickets, then list the ones at risk.
-  const uint64_t opened = static_cast<uint64_t>(m.result.throughput() * absl::ToDoubleSeconds(o.warmup + o.duration));
+  const uint64_t opened =
+      static_cast<uint64_t>(m.result.throughput() * absl::ToDoubleSeconds(o.warmup + o.duration));
   if (options.open_tickets > static_cast<int>(opened)) {
     LoadOptions fill = setup;
     fill.concurrency = 64;
@@ -86,19 +98,22 @@ void RunTicketsSuite(const BenchOptions& options, Report& report) {
     fill.max_calls = options.open_tickets - opened;
     const absl::Time start = absl::Now();
     RunLoad(MakeChannels(target, 4), open("fill"), fill);
-    report.Note(absl::StrFormat("opened %d more tickets in %.0f s to reach ~%d open", fill.max_calls,
-                                absl::ToDoubleSeconds(absl::Now() - start), options.open_tickets));
+    report.Note(absl::StrFormat("opened %d more tickets in %.0f s to reach ~%d open",
+                                fill.max_calls, absl::ToDoubleSeconds(absl::Now() - start),
+                                options.open_tickets));
   }
-  // The tickets are minutes old, so nothing is at risk yet: restart the service 3.5 hours in the future (its
-  // clock only), when P1 first responses are overdue and P2 ones are near.
+  // The tickets are minutes old, so nothing is at risk yet: restart the service 3.5 hours in the
+  // future (its clock only), when P1 first responses are overdue and P2 ones are near.
   tickets->Stop();
   tickets = Start("services/complaint_ticket/complaint-ticket",
-                  {"--data_dir=" + dir.Sub("tickets"), "--event_sinks=none", "--customer_profile_address=" + profile_address,
-                   absl::StrCat("--loyalty_address=127.0.0.1:", loyalty->port()), "--sla_sweep_interval_s=3600",
-                   "--clock_offset_s=12600"});
+                  {"--data_dir=" + dir.Sub("tickets"), "--event_sinks=none",
+                   "--customer_profile_address=" + profile_address,
+                   absl::StrCat("--loyalty_address=127.0.0.1:", loyalty->port()),
+                   "--sla_sweep_interval_s=3600", "--clock_offset_s=12600"});
   const std::string later = absl::StrCat("127.0.0.1:", tickets->port());
   Scenario at_risk{absl::StrFormat("ListAtRiskTickets (%d open)", options.open_tickets),
-                   {{"ListAtRiskTickets", "/crm.v1.ComplaintTicketService/ListAtRiskTickets", [](uint64_t, absl::BitGen&) {
+                   {{"ListAtRiskTickets", "/crm.v1.ComplaintTicketService/ListAtRiskTickets",
+                     [](uint64_t, absl::BitGen&) {
                        v1::ListAtRiskTicketsRequest r;
                        r.set_page_size(50);
                        return r.SerializeAsString();

@@ -41,7 +41,8 @@ absl::Duration LatencyHistogram::Percentile(double p) const {
   uint64_t seen = 0;
   for (size_t i = 0; i < counts_.size(); ++i) {
     seen += counts_[i];
-    if (seen >= rank) return absl::Microseconds(std::min<uint64_t>(ValueAt(static_cast<int>(i)), max_us_));
+    if (seen >= rank)
+      return absl::Microseconds(std::min<uint64_t>(ValueAt(static_cast<int>(i)), max_us_));
   }
   return Max();
 }

@@ -1,6 +1,6 @@
-// Latency histogram with about 3% relative precision from 1 µs to ~100 s in fixed memory: log-linear
-// buckets (32 buckets per power of two, ~3% wide), the layout HdrHistogram uses. Not thread-safe: keep one per
-// thread and Merge.
+// Latency histogram with about 3% relative precision from 1 µs to ~100 s in fixed memory:
+// log-linear buckets (32 buckets per power of two, ~3% wide), the layout HdrHistogram uses. Not
+// thread-safe: keep one per thread and Merge.
 #pragma once
 
 #include <array>

@@ -75,7 +75,8 @@ void OnDone(Run* run, Call* call, const grpc::Status& status) {
         ++r.errors;
         ++o.errors;
         ++r.errors_by_code[std::string(metrics::CodeName(status.error_code()))];
-        if (r.first_error.empty()) r.first_error = absl::StrCat(op.name, ": ", status.error_message());
+        if (r.first_error.empty())
+          r.first_error = absl::StrCat(op.name, ": ", status.error_message());
       }
       const uint64_t n = run->measured_calls.fetch_add(1) + 1;
       reached_max = run->options->max_calls > 0 && n >= run->options->max_calls;
@@ -83,7 +84,8 @@ void OnDone(Run* run, Call* call, const grpc::Status& status) {
   }
   delete call;
   if (reached_max) run->stopping = true;
-  if (run->options->mode == LoadOptions::Mode::kClosedLoop && !run->stopping && absl::Now() < run->end) {
+  if (run->options->mode == LoadOptions::Mode::kClosedLoop && !run->stopping &&
+      absl::Now() < run->end) {
     Issue(run, absl::Now());
   }
   absl::MutexLock lock(&run->mu);
@@ -104,8 +106,8 @@ void Issue(Run* run, absl::Time intended) {
   call->request = grpc::ByteBuffer(&slice, 1);
   call->context.set_deadline(absl::ToChronoTime(absl::Now() + run->options->call_deadline));
   for (const auto& [key, value] : run->options->metadata) call->context.AddMetadata(key, value);
-  // A service's own port admits only the system's processes: the load generator signs as one (the gateway
-  // ignores it, and forwards its own assertion for the token's caller instead).
+  // A service's own port admits only the system's processes: the load generator signs as one (the
+  // gateway ignores it, and forwards its own assertion for the token's caller instead).
   call->context.AddMetadata(auth::kCallerMetadata, run->caller_assertion);
   for (const auto& [key, value] : op.metadata) call->context.AddMetadata(key, value);
   {
@@ -119,13 +121,14 @@ void Issue(Run* run, absl::Time intended) {
 
 }  // namespace
 
-std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& target, int count,
-                                                         std::shared_ptr<grpc::ChannelCredentials> credentials) {
+std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(
+    const std::string& target, int count, std::shared_ptr<grpc::ChannelCredentials> credentials) {
   if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < count; ++i) {
     grpc::ChannelArguments args;
-    // A distinct argument per channel stops gRPC from sharing one subchannel (connection) between them.
+    // A distinct argument per channel stops gRPC from sharing one subchannel (connection) between
+    // them.
     args.SetInt("crm.load.channel_index", i);
     args.SetMaxReceiveMessageSize(64 << 20);
     channels.push_back(grpc::CreateCustomChannel(target, credentials, args));
@@ -133,8 +136,8 @@ std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& targ
   return channels;
 }
 
-LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const Scenario& scenario,
-                   const LoadOptions& options) {
+LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                   const Scenario& scenario, const LoadOptions& options) {
   Run run;
   run.scenario = &scenario;
   {
@@ -184,10 +187,10 @@ LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels, 
 
 std::string Summary(const LoadResult& r) {
   auto ms = [](absl::Duration d) { return absl::ToDoubleMilliseconds(d); };
-  return absl::StrFormat("%-28s %10.0f calls/s  p50 %6.2f ms  p90 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f  errors %d",
-                         r.scenario, r.throughput(), ms(r.latency.Percentile(50)), ms(r.latency.Percentile(90)),
-                         ms(r.latency.Percentile(99)), ms(r.latency.Percentile(99.9)), ms(r.latency.Max()),
-                         r.errors);
+  return absl::StrFormat(
+      "%-28s %10.0f calls/s  p50 %6.2f ms  p90 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f  errors %d",
+      r.scenario, r.throughput(), ms(r.latency.Percentile(50)), ms(r.latency.Percentile(90)),
+      ms(r.latency.Percentile(99)), ms(r.latency.Percentile(99.9)), ms(r.latency.Max()), r.errors);
 }
 
 }  // namespace crm::load

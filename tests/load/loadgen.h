@@ -1,9 +1,9 @@
 // A gRPC load generator on the callback client API. A scenario is data: a mix of operations, each a
 // method name and a request generator, so one engine drives every workload.
 //
-// Closed loop keeps `concurrency` calls in flight. Open loop sends at a fixed arrival rate and measures
-// each call from its *intended* send time, so a server stall shows up in the latency instead of silently
-// lowering the send rate (no coordinated omission).
+// Closed loop keeps `concurrency` calls in flight. Open loop sends at a fixed arrival rate and
+// measures each call from its *intended* send time, so a server stall shows up in the latency
+// instead of silently lowering the send rate (no coordinated omission).
 #pragma once
 
 #include <functional>
@@ -31,7 +31,8 @@ struct Operation {
   RequestFn make_request;
   double weight = 1.0;
   ResponseFn on_response;
-  // Sent with this operation's calls besides LoadOptions::metadata (e.g. its own token through the gateway).
+  // Sent with this operation's calls besides LoadOptions::metadata (e.g. its own token through the
+  // gateway).
   std::vector<std::pair<std::string, std::string>> metadata;
 };
 
@@ -43,9 +44,9 @@ struct Scenario {
 struct LoadOptions {
   enum class Mode { kClosedLoop, kOpenLoop };
   Mode mode = Mode::kClosedLoop;
-  int concurrency = 32;          // closed loop: calls in flight
+  int concurrency = 32;           // closed loop: calls in flight
   double rate_per_second = 1000;  // open loop: arrivals per second
-  int channels = 4;              // separate HTTP/2 connections
+  int channels = 4;               // separate HTTP/2 connections
   absl::Duration warmup = absl::Seconds(1);
   absl::Duration duration = absl::Seconds(5);
   absl::Duration call_deadline = absl::Seconds(10);
@@ -74,13 +75,15 @@ struct LoadResult {
 };
 
 // Channels to `target` ("127.0.0.1:port") that do not share a connection.
-// `credentials`: how to reach the target (default plaintext, e.g. the gateway's front door; a service's own port
-// under mutual TLS needs a client certificate, testing::CrmSystem::ServiceCredentials()).
-std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& target, int count,
-                                                         std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
+// `credentials`: how to reach the target (default plaintext, e.g. the gateway's front door; a
+// service's own port under mutual TLS needs a client certificate,
+// testing::CrmSystem::ServiceCredentials()).
+std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(
+    const std::string& target, int count,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
-LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const Scenario& scenario,
-                   const LoadOptions& options);
+LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                   const Scenario& scenario, const LoadOptions& options);
 
 // One line: throughput, p50/p90/p99/p99.9/max, errors.
 std::string Summary(const LoadResult& r);

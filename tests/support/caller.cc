@@ -12,9 +12,11 @@ class SignAs : public grpc::experimental::Interceptor {
  public:
   explicit SignAs(std::string assertion) : assertion_(std::move(assertion)) {}
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
       auto* metadata = methods->GetSendInitialMetadata();
-      if (metadata->find(auth::kCallerMetadata) == metadata->end()) metadata->emplace(auth::kCallerMetadata, assertion_);
+      if (metadata->find(auth::kCallerMetadata) == metadata->end())
+        metadata->emplace(auth::kCallerMetadata, assertion_);
     }
     methods->Proceed();
   }
@@ -26,7 +28,8 @@ class SignAs : public grpc::experimental::Interceptor {
 class SignAsFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
   explicit SignAsFactory(auth::Caller caller) : caller_(std::move(caller)) {}
-  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
     return new SignAs(AssertionOf(caller_));
   }
 
@@ -45,7 +48,9 @@ auth::Caller ViaGateway(v1::Role role, const std::string& subject) {
   return c;
 }
 
-auth::Caller CustomerCaller(const std::string& customer_id) { return ViaGateway(v1::ROLE_CUSTOMER, customer_id); }
+auth::Caller CustomerCaller(const std::string& customer_id) {
+  return ViaGateway(v1::ROLE_CUSTOMER, customer_id);
+}
 
 auth::Caller InternalCaller(const std::string& process) {
   auth::Caller c;
@@ -56,7 +61,9 @@ auth::Caller InternalCaller(const std::string& process) {
   return c;
 }
 
-std::string AssertionOf(const auth::Caller& caller) { return auth::SignCaller(caller, absl::Now(), absl::Hours(4)); }
+std::string AssertionOf(const auth::Caller& caller) {
+  return auth::SignCaller(caller, absl::Now(), absl::Hours(4));
+}
 
 void CallAs(grpc::ClientContext& ctx, const auth::Caller& caller) {
   ctx.AddMetadata(auth::kCallerMetadata, AssertionOf(caller));
@@ -65,8 +72,9 @@ void CallAs(grpc::ClientContext& ctx, const auth::Caller& caller) {
 std::shared_ptr<grpc::Channel> ChannelAs(const std::string& address, const auth::Caller& caller) {
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<SignAsFactory>(caller));
-  return grpc::experimental::CreateCustomChannelWithInterceptors(address, grpc::InsecureChannelCredentials(),
-                                                                  grpc::ChannelArguments(), std::move(interceptors));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      address, grpc::InsecureChannelCredentials(), grpc::ChannelArguments(),
+      std::move(interceptors));
 }
 
 }  // namespace crm::testing

@@ -1,7 +1,8 @@
-// Calling a service's own port in tests as a given caller: the port admits only signed caller assertions
-// (libs/rpc/caller_auth.h), so a test signs one as the gateway would for an end user, or as a service of the
-// system. Assertions are signed with the process's internal key (auth::InternalKeys::Current()), the same the
-// in-process services verify with; tests of real processes install the key file they give those processes.
+// Calling a service's own port in tests as a given caller: the port admits only signed caller
+// assertions (libs/rpc/caller_auth.h), so a test signs one as the gateway would for an end user, or
+// as a service of the system. Assertions are signed with the process's internal key
+// (auth::InternalKeys::Current()), the same the in-process services verify with; tests of real
+// processes install the key file they give those processes.
 #pragma once
 
 #include <memory>
@@ -24,7 +25,8 @@ auth::Caller InternalCaller(const std::string& process = "test-client");
 std::string AssertionOf(const auth::Caller& caller);
 // Adds `caller`'s assertion to one call.
 void CallAs(grpc::ClientContext& ctx, const auth::Caller& caller);
-// A channel to `address` whose calls carry `caller`'s assertion unless the call already carries one.
+// A channel to `address` whose calls carry `caller`'s assertion unless the call already carries
+// one.
 std::shared_ptr<grpc::Channel> ChannelAs(const std::string& address, const auth::Caller& caller);
 
 }  // namespace crm::testing

@@ -7,11 +7,13 @@
 
 namespace crm::testing {
 
-// The EventSink the producer calls: applies through the real EventConsumer, then maybe drops the answer.
+// The EventSink the producer calls: applies through the real EventConsumer, then maybe drops the
+// answer.
 class EventRecorder::Sink final : public v1::EventSink::CallbackService {
  public:
   explicit Sink(EventRecorder* owner) : owner_(owner) {}
-  grpc::ServerUnaryReactor* DeliverEvents(grpc::CallbackServerContext* ctx, const v1::DeliverEventsRequest* req,
+  grpc::ServerUnaryReactor* DeliverEvents(grpc::CallbackServerContext* ctx,
+                                          const v1::DeliverEventsRequest* req,
                                           v1::DeliverEventsResponse* resp) override {
     return rpc::FinishOn(*owner_->executor_, ctx, [this, req, resp]() -> absl::Status {
       absl::Status s = owner_->consumer_->Apply(*req, resp);
@@ -42,15 +44,18 @@ EventRecorder::EventRecorder() {
   executor_ = std::make_unique<rpc::Executor>("recorder", 4);
   consumer_ = std::make_unique<events::EventConsumer>(
       store_.get(),
-      // The effect of an event is a row in the consumer's own store, written in the consumer's transaction.
+      // The effect of an event is a row in the consumer's own store, written in the consumer's
+      // transaction.
       [this](store::Transaction& txn, const v1::Event& e) -> absl::Status {
         {
           absl::MutexLock lock(&mu_);
           if (refused_.count(e.customer_id()) > 0) {
-            return absl::FailedPreconditionError("this consumer refuses events of " + e.customer_id());
+            return absl::FailedPreconditionError("this consumer refuses events of " +
+                                                 e.customer_id());
           }
         }
-        return txn.PutProto(store_->cf("recorded"), store::Key().U64(next_row_.fetch_add(1)).bytes(), e);
+        return txn.PutProto(store_->cf("recorded"),
+                            store::Key().U64(next_row_.fetch_add(1)).bytes(), e);
       },
       executor_.get(), metrics_->registry());
   sink_ = std::make_unique<Sink>(this);

@@ -1,13 +1,13 @@
-// A consumer of events for tests: a real crm.v1.EventSink (libs/events EventConsumer over a real RocksDB)
-// on a loopback port that records what it applied, in order, per customer. It can be stopped and started
-// again on the same port (consumer down), and can drop its first answers after applying (a lost
-// acknowledgement), to prove redelivery is harmless.
+// A consumer of events for tests: a real crm.v1.EventSink (libs/events EventConsumer over a real
+// RocksDB) on a loopback port that records what it applied, in order, per customer. It can be
+// stopped and started again on the same port (consumer down), and can drop its first answers after
+// applying (a lost acknowledgement), to prove redelivery is harmless.
 #pragma once
 
 #include <atomic>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,8 +35,8 @@ class EventRecorder {
 
   // The next `n` batches are applied but answered UNAVAILABLE, as if the answer were lost.
   void DropAnswers(int n);
-  // Refuses (FAILED_PRECONDITION) every event of this customer until Accept(); the producer retries, then
-  // dead-letters them.
+  // Refuses (FAILED_PRECONDITION) every event of this customer until Accept(); the producer
+  // retries, then dead-letters them.
   void RefuseCustomer(const std::string& customer_id);
   void AcceptAll();
 

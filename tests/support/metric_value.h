@@ -1,5 +1,5 @@
-// Reads a metric straight from a prometheus-cpp registry in the test's process: the sum of the counter
-// and gauge values of every series of `name` whose labels include `labels`.
+// Reads a metric straight from a prometheus-cpp registry in the test's process: the sum of the
+// counter and gauge values of every series of `name` whose labels include `labels`.
 #pragma once
 
 #include <map>

@@ -28,7 +28,9 @@ const std::string& TestInternalKeyFile() {
     static TempDir dir;
     auto* p = new std::string(dir.Sub("internal-key"));
     std::string secret;
-    for (int i = 0; i < 48; ++i) secret.push_back("abcdefghijklmnopqrstuvwxyz0123456789"[absl::Uniform(absl::BitGen(), 0, 36)]);
+    for (int i = 0; i < 48; ++i)
+      secret.push_back(
+          "abcdefghijklmnopqrstuvwxyz0123456789"[absl::Uniform(absl::BitGen(), 0, 36)]);
     FILE* f = std::fopen(p->c_str(), "w");
     std::fputs(secret.c_str(), f);
     std::fclose(f);
@@ -53,7 +55,8 @@ int PickFreePort() {
   return port;
 }
 
-Process::Process(std::string binary, std::vector<std::string> args, std::map<std::string, std::string> env)
+Process::Process(std::string binary, std::vector<std::string> args,
+                 std::map<std::string, std::string> env)
     : binary_(std::move(binary)), args_(std::move(args)), env_(std::move(env)) {}
 
 Process::~Process() {
@@ -140,11 +143,13 @@ absl::Status Process::WaitForLog(const std::string& needle, absl::Duration timeo
     int status;
     if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      return absl::UnavailableError(absl::StrCat(binary_, " exited before logging ", needle, ":\n", output()));
+      return absl::UnavailableError(
+          absl::StrCat(binary_, " exited before logging ", needle, ":\n", output()));
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
-  return absl::DeadlineExceededError(absl::StrCat(binary_, " did not log ", needle, ":\n", output()));
+  return absl::DeadlineExceededError(
+      absl::StrCat(binary_, " did not log ", needle, ":\n", output()));
 }
 
 absl::Status Process::WaitServing(absl::Duration timeout) {

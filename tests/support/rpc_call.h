@@ -1,5 +1,5 @@
-// What every integration test does with a stub: one call with a generous deadline, and checking that an
-// error has the expected code and names the expected field first. Catch2 tests only.
+// What every integration test does with a stub: one call with a generous deadline, and checking
+// that an error has the expected code and names the expected field first. Catch2 tests only.
 #pragma once
 
 #include <chrono>
@@ -12,8 +12,9 @@
 namespace crm::testing {
 
 template <typename StubT, typename Req, typename Resp>
-grpc::Status Call(StubT* stub, grpc::Status (StubT::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
-                  Resp* resp) {
+grpc::Status Call(StubT* stub,
+                  grpc::Status (StubT::*method)(grpc::ClientContext*, const Req&, Resp*),
+                  const Req& req, Resp* resp) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   return (stub->*method)(&ctx, req, resp);

@@ -1,18 +1,19 @@
 // Runs one service in-process exactly as its main() would (the same rpc::ServiceRuntime) on a
-// free loopback port, over a real RocksDB in a temporary directory, with a ManualClock the test moves.
-// Restart() closes everything and reopens the same data directory, as a process restart would.
-// Its port admits only signed callers, as in production (loopback, no TLS): channel() calls as a process of
-// the system (any method); ChannelAs() as a given caller, e.g. a customer through the gateway.
+// free loopback port, over a real RocksDB in a temporary directory, with a ManualClock the test
+// moves. Restart() closes everything and reopens the same data directory, as a process restart
+// would. Its port admits only signed callers, as in production (loopback, no TLS): channel() calls
+// as a process of the system (any method); ChannelAs() as a given caller, e.g. a customer through
+// the gateway.
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
-#include "absl/flags/flag.h"
 #include "libs/clock/clock.h"
 #include "libs/events/producer.h"
 #include "libs/metrics/metrics.h"
@@ -23,7 +24,8 @@
 
 namespace crm::testing {
 
-// ComponentT: a service's Component with its static Spec() (name, column families, how to build it).
+// ComponentT: a service's Component with its static Spec() (name, column families, how to build
+// it).
 template <typename ComponentT>
 class ServiceHarness {
  public:
@@ -32,10 +34,12 @@ class ServiceHarness {
     bool serve_metrics = false;
     // --event_sinks for the service under test: hermetic by default.
     std::string event_sinks = "none";
-    // Addresses of other services (Backends::SetAddress), e.g. {"customer-profile", "127.0.0.1:1234"}.
+    // Addresses of other services (Backends::SetAddress), e.g. {"customer-profile",
+    // "127.0.0.1:1234"}.
     std::vector<std::pair<std::string, std::string>> backends;
     int shard_index = 0;
-    // RocksDB memory: small by default so many harnesses fit in one test process; bulk loads want more.
+    // RocksDB memory: small by default so many harnesses fit in one test process; bulk loads want
+    // more.
     size_t block_cache_bytes = 8 << 20;
     size_t memtable_budget_bytes = 8 << 20;
   };
@@ -47,7 +51,8 @@ class ServiceHarness {
     Stop();
     Start();
   }
-  // Restores a backup as an operator would: stop, make the checkpoint folder the data folder, start.
+  // Restores a backup as an operator would: stop, make the checkpoint folder the data folder,
+  // start.
   void RestoreFrom(const std::string& checkpoint_dir) {
     Stop();
     data_dir_ = checkpoint_dir;
@@ -83,8 +88,10 @@ class ServiceHarness {
     o.server.drain_grace = absl::Seconds(2);
     o.shard_index = options_.shard_index;
     o.clock = &clock_;
-    // Hermetic: a service the test does not name is unreachable (port 1), never a local run's default port.
-    for (const auto& info : rpc::DataServices()) o.backend_addresses.emplace_back(info.name, "127.0.0.1:1");
+    // Hermetic: a service the test does not name is unreachable (port 1), never a local run's
+    // default port.
+    for (const auto& info : rpc::DataServices())
+      o.backend_addresses.emplace_back(info.name, "127.0.0.1:1");
     for (const auto& address : options_.backends) o.backend_addresses.push_back(address);
     absl::SetFlag(&FLAGS_event_sinks, options_.event_sinks);
     // A consumer that comes back is found within half a second, not ten.

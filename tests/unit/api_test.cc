@@ -5,7 +5,9 @@
 namespace crm::api {
 namespace {
 
-TEST_CASE("text fields reject invalid UTF-8, control characters and overlong values, naming the field", "[api]") {
+TEST_CASE(
+    "text fields reject invalid UTF-8, control characters and overlong values, naming the field",
+    "[api]") {
   CHECK(OptionalText("name", "张伟", 2).ok());
   CHECK_FALSE(OptionalText("name", "张伟", 1).ok());
   const absl::Status bad = OptionalText("name", std::string("\xC3\x28", 2), 10);

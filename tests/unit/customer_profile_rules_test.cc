@@ -14,8 +14,8 @@ TEST_CASE("emails are trimmed and lower-cased", "[customer_profile][email]") {
 }
 
 TEST_CASE("malformed emails are refused with a reason", "[customer_profile][email]") {
-  for (const char* bad : {"", "plain", "a@b", "a@@b.com", "@b.com", "a@.com", "a@b..com", "a b@c.com",
-                          ".a@b.com", "a..b@c.com", "a@-b.com", "a@b.com\xff"}) {
+  for (const char* bad : {"", "plain", "a@b", "a@@b.com", "@b.com", "a@.com", "a@b..com",
+                          "a b@c.com", ".a@b.com", "a..b@c.com", "a@-b.com", "a@b.com\xff"}) {
     INFO(bad);
     const auto r = NormalizeEmail("email", bad);
     REQUIRE_FALSE(r.ok());
@@ -61,7 +61,8 @@ TEST_CASE("card numbers are detected wherever they hide", "[customer_profile][pa
   CHECK_FALSE(ContainsCardNumber("2026-01-01 12:30"));
 }
 
-TEST_CASE("payment methods hold a token and the last four digits, never a card number", "[customer_profile][pan]") {
+TEST_CASE("payment methods hold a token and the last four digits, never a card number",
+          "[customer_profile][pan]") {
   v1::PaymentMethod m;
   m.set_type(v1::PAYMENT_METHOD_TYPE_CARD);
   m.set_token("tok_visa_abc");
@@ -93,7 +94,8 @@ v1::Address MakeAddress(const std::string& id) {
   return a;
 }
 
-TEST_CASE("the first address becomes the default, and removing the default promotes the oldest", "[customer_profile][address]") {
+TEST_CASE("the first address becomes the default, and removing the default promotes the oldest",
+          "[customer_profile][address]") {
   v1::Customer c;
   REQUIRE(AddAddress(c, MakeAddress("a1"), false).ok());
   CHECK(c.default_address_id() == "a1");
@@ -108,11 +110,13 @@ TEST_CASE("the first address becomes the default, and removing the default promo
 
 TEST_CASE("address count is capped", "[customer_profile][address]") {
   v1::Customer c;
-  for (int i = 0; i < kMaxAddresses; ++i) REQUIRE(AddAddress(c, MakeAddress("a" + std::to_string(i)), false).ok());
+  for (int i = 0; i < kMaxAddresses; ++i)
+    REQUIRE(AddAddress(c, MakeAddress("a" + std::to_string(i)), false).ok());
   CHECK(absl::IsFailedPrecondition(AddAddress(c, MakeAddress("x"), false)));
 }
 
-TEST_CASE("an address update replaces only the named fields and keeps it valid", "[customer_profile][address]") {
+TEST_CASE("an address update replaces only the named fields and keeps it valid",
+          "[customer_profile][address]") {
   v1::Customer c;
   REQUIRE(AddAddress(c, MakeAddress("a1"), false).ok());
   v1::Address update;
@@ -134,7 +138,8 @@ TEST_CASE("repeating a consent change keeps its original time", "[customer_profi
   auto first = SetConsent(c, v1::CHANNEL_EMAIL, true, "checkout", kNow);
   auto again = SetConsent(c, v1::CHANNEL_EMAIL, true, "settings", kNow + absl::Hours(1));
   CHECK(again.update_time().seconds() == first.update_time().seconds());
-  auto withdrawn = SetConsent(c, v1::CHANNEL_EMAIL, false, "unsubscribe-link", kNow + absl::Hours(2));
+  auto withdrawn =
+      SetConsent(c, v1::CHANNEL_EMAIL, false, "unsubscribe-link", kNow + absl::Hours(2));
   CHECK_FALSE(withdrawn.granted());
   CHECK(withdrawn.update_time().seconds() == absl::ToUnixSeconds(kNow + absl::Hours(2)));
   CHECK(c.marketing_consents_size() == 1);
@@ -142,17 +147,20 @@ TEST_CASE("repeating a consent change keeps its original time", "[customer_profi
 
 TEST_CASE("contact needs consent and respects the frequency cap", "[customer_profile][contact]") {
   v1::Customer c;
-  CHECK(DecideContact(c, v1::CHANNEL_EMAIL, {}, kNow).reason() == v1::ContactDecision::REASON_NO_CONSENT);
+  CHECK(DecideContact(c, v1::CHANNEL_EMAIL, {}, kNow).reason() ==
+        v1::ContactDecision::REASON_NO_CONSENT);
   SetConsent(c, v1::CHANNEL_EMAIL, true, "", kNow);
   CHECK(DecideContact(c, v1::CHANNEL_EMAIL, {}, kNow).allowed());
   CHECK_FALSE(DecideContact(c, v1::CHANNEL_SMS, {}, kNow).allowed());
-  const std::vector<absl::Time> three = {kNow - absl::Hours(24 * 6), kNow - absl::Hours(2), kNow - absl::Hours(1)};
+  const std::vector<absl::Time> three = {kNow - absl::Hours(24 * 6), kNow - absl::Hours(2),
+                                         kNow - absl::Hours(1)};
   auto capped = DecideContact(c, v1::CHANNEL_EMAIL, three, kNow);
   CHECK(capped.reason() == v1::ContactDecision::REASON_FREQUENCY_CAP);
   CHECK(capped.contacts_in_period() == 3);
   // The oldest of the three leaves the 7-day window one day from now.
   CHECK(api::FromTimestamp(capped.next_allowed_time()) == kNow + absl::Hours(24));
-  const std::vector<absl::Time> old = {kNow - absl::Hours(24 * 8), kNow - absl::Hours(24 * 9), kNow - absl::Hours(1)};
+  const std::vector<absl::Time> old = {kNow - absl::Hours(24 * 8), kNow - absl::Hours(24 * 9),
+                                       kNow - absl::Hours(1)};
   CHECK(DecideContact(c, v1::CHANNEL_EMAIL, old, kNow).allowed());
   c.mutable_preferences()->mutable_contact_cap()->set_max_contacts(1);
   c.mutable_preferences()->mutable_contact_cap()->set_period_days(30);
@@ -168,7 +176,9 @@ v1::BehaviorEvent View(int dwell) {
   return e;
 }
 
-double Weight(const v1::BehaviorEvent& e) { return behavior::InterestWeight(behavior::ActionOf(e.type()), e.dwell_seconds()); }
+double Weight(const v1::BehaviorEvent& e) {
+  return behavior::InterestWeight(behavior::ActionOf(e.type()), e.dwell_seconds());
+}
 void Accumulate(v1::CategoryAffinity& a, const v1::BehaviorEvent& e, absl::Time t) {
   behavior::Accumulate(a, behavior::ActionOf(e.type()), e.dwell_seconds(), t);
 }
@@ -182,7 +192,8 @@ TEST_CASE("a long look weighs more than flipping past", "[customer_profile][affi
   CHECK(behavior::ActionOf("item_view") == behavior::Action::kItemView);
 }
 
-TEST_CASE("affinity halves every half-life and classifies engagement", "[customer_profile][affinity]") {
+TEST_CASE("affinity halves every half-life and classifies engagement",
+          "[customer_profile][affinity]") {
   v1::CategoryAffinity a;
   Accumulate(a, View(60), kNow);
   Accumulate(a, View(60), kNow);
@@ -194,7 +205,8 @@ TEST_CASE("affinity halves every half-life and classifies engagement", "[custome
   CHECK(AffinityAsOf(skim, kNow).engagement() == v1::ENGAGEMENT_FLIPPED_THROUGH);
 }
 
-TEST_CASE("events arriving out of order give the same score as in order", "[customer_profile][affinity]") {
+TEST_CASE("events arriving out of order give the same score as in order",
+          "[customer_profile][affinity]") {
   v1::CategoryAffinity in_order, out_of_order;
   Accumulate(in_order, View(10), kNow);
   Accumulate(in_order, View(60), kNow + absl::Hours(48));

@@ -1,23 +1,27 @@
+#include "services/loyalty/loyalty_rules.h"
+
 #include <fstream>
 #include <sstream>
 
 #include "catch2/catch.hpp"
 #include "google/protobuf/text_format.h"
 #include "libs/api/validate.h"
-#include "services/loyalty/loyalty_rules.h"
 #include "services/loyalty/membership.h"
 
 namespace crm::loyalty {
 namespace {
 
 const absl::TimeZone kBeijing = absl::FixedTimeZone(8 * 3600);
-absl::Time Beijing(int y, int m, int d, int h = 12) { return absl::FromCivil(absl::CivilSecond(y, m, d, h, 0, 0), kBeijing); }
+absl::Time Beijing(int y, int m, int d, int h = 12) {
+  return absl::FromCivil(absl::CivilSecond(y, m, d, h, 0, 0), kBeijing);
+}
 
 TEST_CASE("tiers start exactly at their growth thresholds", "[loyalty][rules]") {
   const auto rules = DefaultRules();
   const std::vector<std::pair<int64_t, v1::Tier>> cases = {
-      {0, v1::TIER_REGISTERED}, {1, v1::TIER_BRONZE},    {1999, v1::TIER_BRONZE}, {2000, v1::TIER_SILVER},
-      {9999, v1::TIER_SILVER},  {10000, v1::TIER_GOLD}, {29999, v1::TIER_GOLD},  {30000, v1::TIER_DIAMOND}};
+      {0, v1::TIER_REGISTERED}, {1, v1::TIER_BRONZE},     {1999, v1::TIER_BRONZE},
+      {2000, v1::TIER_SILVER},  {9999, v1::TIER_SILVER},  {10000, v1::TIER_GOLD},
+      {29999, v1::TIER_GOLD},   {30000, v1::TIER_DIAMOND}};
   for (const auto& [growth, tier] : cases) {
     INFO(growth);
     CHECK(TierRuleFor(rules, growth).tier() == tier);
@@ -26,7 +30,8 @@ TEST_CASE("tiers start exactly at their growth thresholds", "[loyalty][rules]") 
   CHECK(NextTierRule(rules, v1::TIER_DIAMOND) == nullptr);
 }
 
-TEST_CASE("growth and points follow the category rates and the tier multiplier, spelled out", "[loyalty][rules]") {
+TEST_CASE("growth and points follow the category rates and the tier multiplier, spelled out",
+          "[loyalty][rules]") {
   auto rules = DefaultRules();
   (*rules.mutable_growth()->mutable_category_rate_hundredths())["phones"] = 150;
   (*rules.mutable_points()->mutable_category_rate_hundredths())["books"] = 300;
@@ -39,19 +44,24 @@ TEST_CASE("growth and points follow the category rates and the tier multiplier, 
   CHECK(rule == "books: 3.00 points per unit x 50.00 x tier 150% = 225");
 }
 
-TEST_CASE("points expire at the end of the year after they were earned, Beijing time", "[loyalty][rules]") {
-  CHECK(PointsExpiry(Beijing(2025, 3, 1)) == absl::FromCivil(absl::CivilSecond(2026, 12, 31, 23, 59, 59), kBeijing));
+TEST_CASE("points expire at the end of the year after they were earned, Beijing time",
+          "[loyalty][rules]") {
+  CHECK(PointsExpiry(Beijing(2025, 3, 1)) ==
+        absl::FromCivil(absl::CivilSecond(2026, 12, 31, 23, 59, 59), kBeijing));
   // 2025-12-31 20:00 UTC is already 2026 in Beijing.
-  CHECK(PointsExpiry(absl::FromCivil(absl::CivilSecond(2025, 12, 31, 20, 0, 0), absl::UTCTimeZone())) ==
+  CHECK(PointsExpiry(
+            absl::FromCivil(absl::CivilSecond(2025, 12, 31, 20, 0, 0), absl::UTCTimeZone())) ==
         absl::FromCivil(absl::CivilSecond(2027, 12, 31, 23, 59, 59), kBeijing));
 }
 
-TEST_CASE("credit levels start at Taobao's thresholds: hearts, diamonds, crowns", "[loyalty][credit]") {
+TEST_CASE("credit levels start at Taobao's thresholds: hearts, diamonds, crowns",
+          "[loyalty][credit]") {
   const auto rules = DefaultRules();
   const std::vector<std::tuple<int64_t, int, std::string>> cases = {
-      {-5, 0, "no level yet"}, {3, 0, "no level yet"}, {4, 1, "1 heart"},      {10, 1, "1 heart"},
-      {11, 2, "2 hearts"},     {250, 5, "5 hearts"},   {251, 6, "1 diamond"},  {10000, 10, "5 diamonds"},
-      {10001, 11, "1 crown"},  {200000, 14, "4 crowns"}, {200001, 15, "5 crowns"}};
+      {-5, 0, "no level yet"},  {3, 0, "no level yet"},    {4, 1, "1 heart"},
+      {10, 1, "1 heart"},       {11, 2, "2 hearts"},       {250, 5, "5 hearts"},
+      {251, 6, "1 diamond"},    {10000, 10, "5 diamonds"}, {10001, 11, "1 crown"},
+      {200000, 14, "4 crowns"}, {200001, 15, "5 crowns"}};
   for (const auto& [score, level, name] : cases) {
     INFO(score);
     CHECK(CreditLevel(rules, score) == level);
@@ -66,7 +76,8 @@ TEST_CASE("the rules file parses, and a bad one is refused naming its line", "[l
   REQUIRE(parsed.ok());
   CHECK(parsed->tiers_size() == 5);
 
-  const auto syntax = ParseRules("tiers {\n  tier: TIER_REGISTERED\n  name: \"Registered\"\n  min_growth: lots\n}\n");
+  const auto syntax = ParseRules(
+      "tiers {\n  tier: TIER_REGISTERED\n  name: \"Registered\"\n  min_growth: lots\n}\n");
   REQUIRE_FALSE(syntax.ok());
   CHECK(syntax.status().message().find("line 4") != absl::string_view::npos);
 
@@ -112,10 +123,12 @@ TEST_CASE("points: spent and expired oldest first, balance never negative", "[lo
   internal::LoyaltyAccount a;
   a.set_next_sequence(1);
   Lots lots;
-  EarnPoints(a, lots, 100, v1::POINTS_SOURCE_PURCHASE, "order:o1", "o1", "", "", Beijing(2025, 5, 1));
+  EarnPoints(a, lots, 100, v1::POINTS_SOURCE_PURCHASE, "order:o1", "o1", "", "",
+             Beijing(2025, 5, 1));
   EarnPoints(a, lots, 50, v1::POINTS_SOURCE_REVIEW, "review:r1", "", "", "", Beijing(2026, 2, 1));
   CHECK(a.points_balance() == 150);
-  CHECK(absl::IsFailedPrecondition(SpendPoints(a, lots, 151, "redeem:x", "", Beijing(2026, 3, 1)).status()));
+  CHECK(absl::IsFailedPrecondition(
+      SpendPoints(a, lots, 151, "redeem:x", "", Beijing(2026, 3, 1)).status()));
   CHECK(a.points_balance() == 150);
   REQUIRE(SpendPoints(a, lots, 80, "redeem:y", "", Beijing(2026, 3, 1)).ok());
   CHECK(lots[0].remaining() == 20);  // from the 2025 lot, which expires first
@@ -126,7 +139,8 @@ TEST_CASE("points: spent and expired oldest first, balance never negative", "[lo
   CHECK(a.points_balance() == 50);
 }
 
-TEST_CASE("a refund takes back what its order earned, what was spent is owed and settled later", "[loyalty][ledger]") {
+TEST_CASE("a refund takes back what its order earned, what was spent is owed and settled later",
+          "[loyalty][ledger]") {
   internal::LoyaltyAccount a;
   a.set_next_sequence(1);
   Lots lots;
@@ -146,7 +160,8 @@ TEST_CASE("a refund takes back what its order earned, what was spent is owed and
   CHECK(a.points_balance() == 0);
 }
 
-TEST_CASE("partial refunds take back shares, and the last units the remainder, so all adds up", "[loyalty][ledger]") {
+TEST_CASE("partial refunds take back shares, and the last units the remainder, so all adds up",
+          "[loyalty][ledger]") {
   internal::ItemGrant g;
   g.set_quantity(3);
   g.set_growth(100);
@@ -167,7 +182,8 @@ TEST_CASE("partial refunds take back shares, and the last units the remainder, s
 namespace crm::loyalty {
 namespace {
 
-TEST_CASE("the shipped rules file parses and says what the built-in rules say", "[loyalty][rules]") {
+TEST_CASE("the shipped rules file parses and says what the built-in rules say",
+          "[loyalty][rules]") {
   std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/deploy/config/loyalty-rules.textproto");
   REQUIRE(f.good());
   std::stringstream text;

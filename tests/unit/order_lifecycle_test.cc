@@ -1,9 +1,10 @@
+#include "services/order_tracking/order_lifecycle.h"
+
 #include <fstream>
 #include <sstream>
 
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
-#include "services/order_tracking/order_lifecycle.h"
 #include "services/order_tracking/returns.h"
 
 namespace crm::order_tracking {
@@ -29,7 +30,8 @@ TEST_CASE("only the documented package moves are allowed", "[order_tracking][lif
   int refused = 0;
   for (int from = 1; from <= 8; ++from) {
     for (int to = 1; to <= 8; ++to) {
-      const bool expected = std::find(allowed.begin(), allowed.end(), std::make_pair(P(from), P(to))) != allowed.end();
+      const bool expected = std::find(allowed.begin(), allowed.end(),
+                                      std::make_pair(P(from), P(to))) != allowed.end();
       const absl::Status s = CheckPackageMove(P(from), P(to));
       INFO(PackageStatusName(P(from)) << " -> " << PackageStatusName(P(to)));
       CHECK(s.ok() == expected);
@@ -96,19 +98,21 @@ v1::AdvancePackageRequest Move(P to) {
   return m;
 }
 
-TEST_CASE("the order follows its least advanced package and is delivered when all are", "[order_tracking][derive]") {
+TEST_CASE("the order follows its least advanced package and is delivered when all are",
+          "[order_tracking][derive]") {
   v1::Order o = TwoPackageOrder();
   CreatePackages(o, Split());
   v1::Package& a = *o.mutable_packages(0);
   v1::Package& b = *o.mutable_packages(1);
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+              v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
     ApplyPackageMove(o, a, Move(s), kT0);
   }
   CHECK(o.status() == v1::ORDER_STATUS_AT_PROCESSING_CENTER);
   ApplyPackageMove(o, a, Move(v1::PACKAGE_STATUS_DELIVERED), kT0 + absl::Hours(49));
   CHECK(o.status() == v1::ORDER_STATUS_AT_PROCESSING_CENTER);
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-              v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+              v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
     ApplyPackageMove(o, b, Move(s), kT0);
   }
   CHECK(o.status() == v1::ORDER_STATUS_OUT_FOR_DELIVERY);
@@ -125,7 +129,8 @@ TEST_CASE("the order follows its least advanced package and is delivered when al
   CHECK(b.delivery_attempts() == 2);
 }
 
-TEST_CASE("deliveries are classed early, on time or late against the window", "[order_tracking][timeliness]") {
+TEST_CASE("deliveries are classed early, on time or late against the window",
+          "[order_tracking][timeliness]") {
   v1::DeliveryWindow w;
   api::SetTimestamp(kT0, w.mutable_start_time());
   api::SetTimestamp(kT0 + absl::Hours(2), w.mutable_end_time());
@@ -135,7 +140,8 @@ TEST_CASE("deliveries are classed early, on time or late against the window", "[
   CHECK(ClassifyDelivery(w, kT0 + absl::Hours(2) + absl::Seconds(1)) == v1::TIMELINESS_LATE);
 }
 
-TEST_CASE("an order cannot be cancelled once a package is with the carrier", "[order_tracking][cancel]") {
+TEST_CASE("an order cannot be cancelled once a package is with the carrier",
+          "[order_tracking][cancel]") {
   v1::Order o = TwoPackageOrder();
   CHECK(CheckCancellable(o).ok());
   CreatePackages(o, Split());
@@ -157,12 +163,13 @@ TEST_CASE("return windows come from the policy per category", "[order_tracking][
   CHECK_FALSE(ParseReturnRules("x 400").ok());
 }
 
-TEST_CASE("a return must be of delivered items, within the window, never more than bought", "[order_tracking][returns]") {
+TEST_CASE("a return must be of delivered items, within the window, never more than bought",
+          "[order_tracking][returns]") {
   v1::Order o = TwoPackageOrder();
   CreatePackages(o, Split());
   v1::Package& a = *o.mutable_packages(0);
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
-              v1::PACKAGE_STATUS_DELIVERED}) {
+  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+              v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
     ApplyPackageMove(o, a, Move(s), kT0);
   }
   const ReturnRules rules = DefaultReturnRules();
@@ -173,10 +180,12 @@ TEST_CASE("a return must be of delivered items, within the window, never more th
   auto end = CheckReturnRequest(o, items, rules, 0, kT0 + absl::Hours(24 * 3));
   REQUIRE(end.ok());
   CHECK(*end == kT0 + absl::Hours(24 * 15));
-  const auto late = CheckReturnRequest(o, items, rules, 0, kT0 + absl::Hours(24 * 15) + absl::Seconds(1));
+  const auto late =
+      CheckReturnRequest(o, items, rules, 0, kT0 + absl::Hours(24 * 15) + absl::Seconds(1));
   CHECK(absl::IsFailedPrecondition(late.status()));
   CHECK(late.status().message().find("ended 2026-01-16T00:00:00Z") != absl::string_view::npos);
-  CHECK(CheckReturnRequest(o, items, rules, 5, kT0 + absl::Hours(24 * 18)).ok());  // extended by a benefit
+  CHECK(CheckReturnRequest(o, items, rules, 5, kT0 + absl::Hours(24 * 18))
+            .ok());  // extended by a benefit
   ri->set_quantity(3);
   CHECK(absl::IsFailedPrecondition(CheckReturnRequest(o, items, rules, 0, kT0).status()));
   ri->set_quantity(1);
@@ -184,7 +193,8 @@ TEST_CASE("a return must be of delivered items, within the window, never more th
   CHECK(absl::IsFailedPrecondition(CheckReturnRequest(o, items, rules, 0, kT0).status()));
 }
 
-TEST_CASE("refunds add shipping only when the merchant or carrier was at fault, once", "[order_tracking][returns]") {
+TEST_CASE("refunds add shipping only when the merchant or carrier was at fault, once",
+          "[order_tracking][returns]") {
   v1::Order o = TwoPackageOrder();
   o.mutable_shipping_fee()->set_amount_minor(800);
   o.mutable_total()->set_currency("CNY");
@@ -203,7 +213,8 @@ TEST_CASE("refunds add shipping only when the merchant or carrier was at fault, 
   CHECK(RefundAmount(o, r, &shipping).amount_minor() == 1000);
 }
 
-TEST_CASE("returns move forward only, and can be rejected until refunded", "[order_tracking][returns]") {
+TEST_CASE("returns move forward only, and can be rejected until refunded",
+          "[order_tracking][returns]") {
   CHECK(CheckReturnMove(v1::RETURN_STATUS_REQUESTED, v1::RETURN_STATUS_PICKUP_SCHEDULED).ok());
   CHECK(CheckReturnMove(v1::RETURN_STATUS_RECEIVED, v1::RETURN_STATUS_REFUNDED).ok());
   CHECK(CheckReturnMove(v1::RETURN_STATUS_RECEIVED, v1::RETURN_STATUS_REJECTED).ok());
@@ -217,7 +228,8 @@ TEST_CASE("returns move forward only, and can be rejected until refunded", "[ord
 namespace crm::order_tracking {
 namespace {
 
-TEST_CASE("the shipped return policy file says what the built-in policy says", "[order_tracking][returns]") {
+TEST_CASE("the shipped return policy file says what the built-in policy says",
+          "[order_tracking][returns]") {
   std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/deploy/config/return-policy.txt");
   REQUIRE(f.good());
   std::stringstream text;

@@ -1,5 +1,6 @@
-#include "catch2/catch.hpp"
 #include "libs/events/outbox.h"
+
+#include "catch2/catch.hpp"
 #include "libs/store/key.h"
 #include "tests/support/temp_dir.h"
 
@@ -16,12 +17,15 @@ std::unique_ptr<store::Store> OpenStore(const std::string& path) {
 
 std::vector<v1::Event> ReadAll(store::Store& store) {
   std::vector<v1::Event> out;
-  REQUIRE(store.Scan(store.cf(Outbox::kEventsFamily), "", "", [&](absl::string_view, absl::string_view v) {
-    v1::Event e;
-    REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
-    out.push_back(e);
-    return true;
-  }).ok());
+  REQUIRE(store
+              .Scan(store.cf(Outbox::kEventsFamily), "", "",
+                    [&](absl::string_view, absl::string_view v) {
+                      v1::Event e;
+                      REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
+                      out.push_back(e);
+                      return true;
+                    })
+              .ok());
   return out;
 }
 
@@ -32,13 +36,14 @@ TEST_CASE("an event is written with its transaction, or not at all", "[events][o
   auto outbox = Outbox::Open(store.get(), "producer", 0, &clock);
   REQUIRE(outbox.ok());
   auto append = [&](const std::string& customer, bool fail) {
-    return store->Transact(store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
-      v1::Event e;
-      e.set_customer_id(customer);
-      e.mutable_customer_erased();
-      if (auto s = (*outbox)->Append(txn, e); !s.ok()) return s;
-      return fail ? absl::FailedPreconditionError("rolled back") : absl::OkStatus();
-    });
+    return store->Transact(
+        store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
+          v1::Event e;
+          e.set_customer_id(customer);
+          e.mutable_customer_erased();
+          if (auto s = (*outbox)->Append(txn, e); !s.ok()) return s;
+          return fail ? absl::FailedPreconditionError("rolled back") : absl::OkStatus();
+        });
   };
   REQUIRE(append("c1", false).ok());
   REQUIRE_FALSE(append("c2", true).ok());
@@ -63,19 +68,25 @@ TEST_CASE("the horizon stays below an append that has not finished", "[events][o
   store::Transaction* held = nullptr;
   Position during;
   // Nested: while the first transaction is open, a second one commits a later position.
-  REQUIRE(store->Transact(store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
-    v1::Event e;
-    e.set_customer_id("slow");
-    REQUIRE((*outbox)->Append(txn, e).ok());
-    held = &txn;
-    REQUIRE(store->Transact(store::Durability::kBuffered, [&](store::Transaction& t2) -> absl::Status {
-      v1::Event e2;
-      e2.set_customer_id("fast");
-      return (*outbox)->Append(t2, e2);
-    }).ok());
-    during = (*outbox)->Horizon();
-    return absl::OkStatus();
-  }).ok());
+  REQUIRE(store
+              ->Transact(store::Durability::kBuffered,
+                         [&](store::Transaction& txn) -> absl::Status {
+                           v1::Event e;
+                           e.set_customer_id("slow");
+                           REQUIRE((*outbox)->Append(txn, e).ok());
+                           held = &txn;
+                           REQUIRE(store
+                                       ->Transact(store::Durability::kBuffered,
+                                                  [&](store::Transaction& t2) -> absl::Status {
+                                                    v1::Event e2;
+                                                    e2.set_customer_id("fast");
+                                                    return (*outbox)->Append(t2, e2);
+                                                  })
+                                       .ok());
+                           during = (*outbox)->Horizon();
+                           return absl::OkStatus();
+                         })
+              .ok());
   CHECK(during == Position{(*outbox)->epoch(), 0});
   CHECK((*outbox)->Horizon() == Position{(*outbox)->epoch(), 2});
   (void)held;
