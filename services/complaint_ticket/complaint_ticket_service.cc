@@ -667,79 +667,90 @@ absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::stri
                                                                  const std::string& ticket_id) {
   CRM_ASSIGN_OR_RETURN(auto ticket, store_->Get(customer_id, ticket_id));
   if (ticket.status() != v1::TICKET_STATUS_AWAITING_COMPENSATION) return 0;
-  std::map<std::string, std::pair<std::string, std::string>> outcome;  // id -> (reference, error)
-  int attempted = 0;
+  CompensationOutcomes outcomes;
   for (const auto& c : ticket.resolution().compensations()) {
     if (c.status() != v1::COMPENSATION_STATUS_PENDING || !Automatic(c.kind()) ||
         !c.reference().empty())
       continue;
-    ++attempted;
-    // Each carries an id derived from the ticket, so a retry never grants twice.
-    const std::string source = absl::StrCat("ticket:", ticket_id, ":", c.compensation_id());
-    // Granting waits longer than a look-up: it writes on the other side.
-    constexpr absl::Duration kGrantDeadline = absl::Seconds(5);
-    absl::Status status;
-    std::string reference;
-    if (c.kind() == v1::COMPENSATION_KIND_POINTS) {
-      v1::GrantPointsRequest g;
-      g.set_customer_id(customer_id);
-      g.set_points(c.points());
-      g.set_source_id(source);
-      g.set_source(v1::POINTS_SOURCE_COMPENSATION);
-      g.set_description(absl::StrCat("compensation for complaint ", ticket_id));
-      auto entry = rpc::Peer<v1::LoyaltyService>(backends_).Call(
-          customer_id, "grant the points", &v1::LoyaltyService::Stub::GrantPoints, g,
-          kGrantDeadline);
-      status = entry.status();
-      if (entry.ok()) reference = entry->entry_id();
-    } else if (c.kind() == v1::COMPENSATION_KIND_COUPON) {
-      v1::IssueCouponRequest g;
-      g.set_customer_id(customer_id);
-      g.set_source_id(source);
-      *g.mutable_value() = c.coupon_value();
-      g.set_reason(absl::StrCat("compensation for complaint ", ticket_id));
-      auto coupon = rpc::Peer<v1::LoyaltyService>(backends_).Call(
-          customer_id, "issue the coupon", &v1::LoyaltyService::Stub::IssueCoupon, g,
-          kGrantDeadline);
-      status = coupon.status();
-      if (coupon.ok()) reference = coupon->coupon_id();
-    } else {
-      v1::RequestReturnRequest r;
-      r.set_customer_id(customer_id);
-      r.set_order_id(ticket.order_id());
-      r.set_request_id(source);
-      for (const auto& item : c.refund_items()) {
-        auto* ri = r.add_items();
-        ri->set_item_id(item.item_id());
-        ri->set_quantity(item.quantity());
-      }
-      r.set_reason(absl::StrCat("refund granted by complaint ", ticket_id));
-      // The platform owns the problem (seed 002 §3.4): the customer is never at fault for a
-      // complaint refund.
-      r.set_fault(v1::FAULT_MERCHANT);
-      auto ret = rpc::Peer<v1::OrderTrackingService>(backends_).Call(
-          customer_id, "refund the return", &v1::OrderTrackingService::Stub::RequestReturn, r,
-          kGrantDeadline);
-      status = ret.status();
-      if (ret.ok()) reference = ret->return_id();
-    }
-    outcome[c.compensation_id()] =
-        status.ok() ? std::make_pair(reference, std::string())
-                    : std::make_pair(std::string(), std::string(status.message()));
+    auto reference = GrantCompensation(ticket, c);
+    outcomes[c.compensation_id()] =
+        reference.ok() ? std::make_pair(*reference, std::string())
+                       : std::make_pair(std::string(), std::string(reference.status().message()));
   }
-  if (outcome.empty()) return attempted;
+  if (outcomes.empty()) return 0;
+  CRM_RETURN_IF_ERROR(RecordCompensations(customer_id, ticket_id, outcomes));
+  return static_cast<int>(outcomes.size());
+}
+
+absl::StatusOr<std::string> ComplaintTicketService::GrantCompensation(const v1::Ticket& ticket,
+                                                                      const v1::Compensation& c) {
+  const std::string& customer_id = ticket.customer_id();
+  const std::string& ticket_id = ticket.ticket_id();
+  // Each carries an id derived from the ticket, so a retry never grants twice.
+  const std::string source = absl::StrCat("ticket:", ticket_id, ":", c.compensation_id());
+  // Granting waits longer than a look-up: it writes on the other side.
+  constexpr absl::Duration kGrantDeadline = absl::Seconds(5);
+  if (c.kind() == v1::COMPENSATION_KIND_POINTS) {
+    v1::GrantPointsRequest g;
+    g.set_customer_id(customer_id);
+    g.set_points(c.points());
+    g.set_source_id(source);
+    g.set_source(v1::POINTS_SOURCE_COMPENSATION);
+    g.set_description(absl::StrCat("compensation for complaint ", ticket_id));
+    CRM_ASSIGN_OR_RETURN(
+        auto entry, rpc::Peer<v1::LoyaltyService>(backends_).Call(
+                        customer_id, "grant the points", &v1::LoyaltyService::Stub::GrantPoints, g,
+                        kGrantDeadline));
+    return entry.entry_id();
+  }
+  if (c.kind() == v1::COMPENSATION_KIND_COUPON) {
+    v1::IssueCouponRequest g;
+    g.set_customer_id(customer_id);
+    g.set_source_id(source);
+    *g.mutable_value() = c.coupon_value();
+    g.set_reason(absl::StrCat("compensation for complaint ", ticket_id));
+    CRM_ASSIGN_OR_RETURN(
+        auto coupon, rpc::Peer<v1::LoyaltyService>(backends_).Call(
+                         customer_id, "issue the coupon", &v1::LoyaltyService::Stub::IssueCoupon, g,
+                         kGrantDeadline));
+    return coupon.coupon_id();
+  }
+  v1::RequestReturnRequest r;
+  r.set_customer_id(customer_id);
+  r.set_order_id(ticket.order_id());
+  r.set_request_id(source);
+  for (const auto& item : c.refund_items()) {
+    auto* ri = r.add_items();
+    ri->set_item_id(item.item_id());
+    ri->set_quantity(item.quantity());
+  }
+  r.set_reason(absl::StrCat("refund granted by complaint ", ticket_id));
+  // The platform owns the problem (seed 002 §3.4): the customer is never at fault for a complaint
+  // refund.
+  r.set_fault(v1::FAULT_MERCHANT);
+  CRM_ASSIGN_OR_RETURN(auto ret,
+                       rpc::Peer<v1::OrderTrackingService>(backends_).Call(
+                           customer_id, "refund the return",
+                           &v1::OrderTrackingService::Stub::RequestReturn, r, kGrantDeadline));
+  return ret.return_id();
+}
+
+absl::Status ComplaintTicketService::RecordCompensations(const std::string& customer_id,
+                                                         const std::string& ticket_id,
+                                                         const CompensationOutcomes& outcomes) {
   const absl::Time now = clock_->Now();
   v1::Ticket before, after;
-  absl::Status s = store_->UpdateTicket(
+  CRM_RETURN_IF_ERROR(store_->UpdateTicket(
       customer_id, ticket_id, "", 0, now,
       [&](TicketSession& session) -> absl::Status {
         before = session.ticket();
         for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
-          auto it = outcome.find(c.compensation_id());
-          if (it == outcome.end() || c.status() == v1::COMPENSATION_STATUS_CONFIRMED) continue;
-          c.set_last_error(it->second.second);
-          if (it->second.first.empty()) continue;
-          c.set_reference(it->second.first);
+          auto it = outcomes.find(c.compensation_id());
+          if (it == outcomes.end() || c.status() == v1::COMPENSATION_STATUS_CONFIRMED) continue;
+          const auto& [reference, error] = it->second;
+          c.set_last_error(error);
+          if (reference.empty()) continue;
+          c.set_reference(reference);
           // Points and coupons are done once loyalty has them; a refund when order-tracking pays it
           // out.
           if (c.kind() != v1::COMPENSATION_KIND_REFUND) {
@@ -750,10 +761,9 @@ absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::stri
         ConfirmAndMaybeResolve(session, now);
         return absl::OkStatus();
       },
-      &after);
-  if (!s.ok()) return s;
+      &after));
   Committed(before, after);
-  return attempted;
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(

@@ -5,6 +5,7 @@
 // order-tracking (refunds) for compensation, idempotently. An SLA sweep runs every minute.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -86,6 +87,14 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   // how many were attempted.
   absl::StatusOr<int> ExecuteCompensations(const std::string& customer_id,
                                            const std::string& ticket_id);
+  // compensation id -> (reference the other service gave it, or the error it answered).
+  using CompensationOutcomes = std::map<std::string, std::pair<std::string, std::string>>;
+  // Asks loyalty (points, coupon) or order-tracking (refund) for one compensation: its reference.
+  absl::StatusOr<std::string> GrantCompensation(const v1::Ticket& ticket,
+                                                const v1::Compensation& c);
+  // Writes what the grants answered into the ticket, confirming what is done.
+  absl::Status RecordCompensations(const std::string& customer_id, const std::string& ticket_id,
+                                   const CompensationOutcomes& outcomes);
   // Marks compensations confirmed and, when all are, resolves the ticket. Inside a session.
   void ConfirmAndMaybeResolve(TicketSession& s, absl::Time now);
   void Committed(const v1::Ticket& before, const v1::Ticket& after);
