@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 
@@ -89,80 +90,9 @@ absl::Status InsightsRefresher::Refresh() {
     burst_began_ = absl::InfiniteFuture();
   }
   auto next = std::make_shared<Snapshot>();
-
-  PopulationBuilder builder;
-  absl::Status s =
-      store_->ScanHistories([&](absl::string_view, const internal::CustomerHistory& h) {
-        builder.Add(Summarise(h, now));
-        return true;
-      });
-  if (!s.ok()) return s;
-  next->population = builder.Build(rules_, now);
-
-  KpiAccumulator kpis(now);
-  s = store_->ScanHistories([&](absl::string_view customer_id, const internal::CustomerHistory& h) {
-    const Summary summary = Summarise(h, now);
-    const v1::CustomerInsights insights =
-        Assess(customer_id, summary, next->population, rules_, churn_model_, now);
-    kpis.Add(h, summary, insights.churn().at_risk());
-    if (insights.churn().at_risk()) {
-      AtRisk& a = next->at_risk.emplace_back();
-      a.customer_id = std::string(customer_id);
-      a.score = static_cast<float>(insights.churn().score());
-      a.priority = insights.churn().score() * static_cast<double>(summary.value_12m_minor) / 100.0;
-      a.segment = insights.rfm().segment();
-      a.level = insights.buyer_level();
-      a.key_customer = insights.key_customer();
-    }
-    return true;
-  });
-  if (!s.ok()) return s;
-  std::sort(next->at_risk.begin(), next->at_risk.end(), [](const AtRisk& a, const AtRisk& b) {
-    if (a.priority != b.priority) return a.priority > b.priority;
-    if (a.score != b.score) return a.score > b.score;
-    return a.customer_id < b.customer_id;
-  });
-  next->kpis = kpis.Finish();
-
-  // Retention outcomes: judged against each customer's orders as of now.
-  std::map<std::pair<v1::RetentionActionType, v1::RetentionOutcome>, int64_t> outcomes;
-  std::string last_customer;
-  Summary summary;
-  s = store_->ScanRetentionActions([&](const v1::RetentionAction& stored) {
-    if (stored.customer_id() != last_customer) {
-      auto history = store_->History(stored.customer_id());
-      summary = history.ok() ? Summarise(*history, now) : Summary{};
-      last_customer = stored.customer_id();
-    }
-    v1::RetentionAction action = stored;
-    JudgeRetention(summary, now, action);
-    ++outcomes[{action.type(), action.outcome()}];
-    return true;
-  });
-  if (!s.ok()) return s;
-
-  const Kpis& k = next->kpis;
-  repeat_purchase_.Set(k.repeat_purchase_rate);
-  retention_90d_.Set(k.retention_90d_rate);
-  csat_.Set(k.csat_average);
-  on_time_.Set(k.on_time_delivery_rate);
-  sla_compliance_.Set(k.sla_compliance_rate);
-  at_risk_.Set(static_cast<double>(k.at_risk_customers));
-  for (auto type : {v1::RETENTION_ACTION_TYPE_COUPON, v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT,
-                    v1::RETENTION_ACTION_TYPE_POINTS}) {
-    int64_t decided = 0, retained = 0;
-    for (auto outcome : {v1::RETENTION_OUTCOME_PENDING, v1::RETENTION_OUTCOME_RETAINED,
-                         v1::RETENTION_OUTCOME_LOST}) {
-      const int64_t n = outcomes[{type, outcome}];
-      retention_actions_.Add({{"action", ActionName(type)}, {"outcome", OutcomeName(outcome)}})
-          .Set(static_cast<double>(n));
-      if (outcome != v1::RETENTION_OUTCOME_PENDING) decided += n;
-      if (outcome == v1::RETENTION_OUTCOME_RETAINED) retained += n;
-    }
-    retention_rate_.Add({{"action", ActionName(type)}})
-        .Set(decided == 0 ? 0.0 : static_cast<double>(retained) / static_cast<double>(decided));
-  }
-  refreshed_.Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+  CRM_RETURN_IF_ERROR(ScoreCustomers(now, *next));
+  CRM_ASSIGN_OR_RETURN(const RetentionCounts retention, CountRetentionOutcomes(now));
+  PublishGauges(next->kpis, retention, now);
   {
     absl::MutexLock lock(&early_mu_);
     buyers_ = next->population.buyers;
@@ -174,6 +104,88 @@ absl::Status InsightsRefresher::Refresh() {
     snapshot_ = std::move(next);
   }
   return absl::OkStatus();
+}
+
+absl::Status InsightsRefresher::ScoreCustomers(absl::Time now, Snapshot& next) const {
+  // Two passes: the population's cut points first, then each customer scored against them.
+  PopulationBuilder builder;
+  CRM_RETURN_IF_ERROR(
+      store_->ScanHistories([&](absl::string_view, const internal::CustomerHistory& h) {
+        builder.Add(Summarise(h, now));
+        return true;
+      }));
+  next.population = builder.Build(rules_, now);
+  KpiAccumulator kpis(now);
+  CRM_RETURN_IF_ERROR(store_->ScanHistories([&](absl::string_view customer_id,
+                                                const internal::CustomerHistory& h) {
+    const Summary summary = Summarise(h, now);
+    const v1::CustomerInsights insights =
+        Assess(customer_id, summary, next.population, rules_, churn_model_, now);
+    kpis.Add(h, summary, insights.churn().at_risk());
+    if (insights.churn().at_risk()) {
+      AtRisk& a = next.at_risk.emplace_back();
+      a.customer_id = std::string(customer_id);
+      a.score = static_cast<float>(insights.churn().score());
+      a.priority = insights.churn().score() * static_cast<double>(summary.value_12m_minor) / 100.0;
+      a.segment = insights.rfm().segment();
+      a.level = insights.buyer_level();
+      a.key_customer = insights.key_customer();
+    }
+    return true;
+  }));
+  std::sort(next.at_risk.begin(), next.at_risk.end(), [](const AtRisk& a, const AtRisk& b) {
+    if (a.priority != b.priority) return a.priority > b.priority;
+    if (a.score != b.score) return a.score > b.score;
+    return a.customer_id < b.customer_id;
+  });
+  next.kpis = kpis.Finish();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<InsightsRefresher::RetentionCounts> InsightsRefresher::CountRetentionOutcomes(
+    absl::Time now) const {
+  // Judged against each customer's orders as of now.
+  RetentionCounts outcomes;
+  std::string last_customer;
+  Summary summary;
+  CRM_RETURN_IF_ERROR(store_->ScanRetentionActions([&](const v1::RetentionAction& stored) {
+    if (stored.customer_id() != last_customer) {
+      auto history = store_->History(stored.customer_id());
+      summary = history.ok() ? Summarise(*history, now) : Summary{};
+      last_customer = stored.customer_id();
+    }
+    v1::RetentionAction action = stored;
+    JudgeRetention(summary, now, action);
+    ++outcomes[{action.type(), action.outcome()}];
+    return true;
+  }));
+  return outcomes;
+}
+
+void InsightsRefresher::PublishGauges(const Kpis& k, const RetentionCounts& outcomes,
+                                      absl::Time now) {
+  repeat_purchase_.Set(k.repeat_purchase_rate);
+  retention_90d_.Set(k.retention_90d_rate);
+  csat_.Set(k.csat_average);
+  on_time_.Set(k.on_time_delivery_rate);
+  sla_compliance_.Set(k.sla_compliance_rate);
+  at_risk_.Set(static_cast<double>(k.at_risk_customers));
+  for (auto type : {v1::RETENTION_ACTION_TYPE_COUPON, v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT,
+                    v1::RETENTION_ACTION_TYPE_POINTS}) {
+    int64_t decided = 0, retained = 0;
+    for (auto outcome : {v1::RETENTION_OUTCOME_PENDING, v1::RETENTION_OUTCOME_RETAINED,
+                         v1::RETENTION_OUTCOME_LOST}) {
+      const auto found = outcomes.find({type, outcome});
+      const int64_t n = found == outcomes.end() ? 0 : found->second;
+      retention_actions_.Add({{"action", ActionName(type)}, {"outcome", OutcomeName(outcome)}})
+          .Set(static_cast<double>(n));
+      if (outcome != v1::RETENTION_OUTCOME_PENDING) decided += n;
+      if (outcome == v1::RETENTION_OUTCOME_RETAINED) retained += n;
+    }
+    retention_rate_.Add({{"action", ActionName(type)}})
+        .Set(decided == 0 ? 0.0 : static_cast<double>(retained) / static_cast<double>(decided));
+  }
+  refreshed_.Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
 }
 
 void InsightsRefresher::NoteNewOrder() {

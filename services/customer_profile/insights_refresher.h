@@ -8,6 +8,7 @@
 // always current, only the cut points age. Thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,6 +64,14 @@ class InsightsRefresher {
   void NoteNewOrder();
 
  private:
+  // Refresh's steps: the population's cut points, every customer's insights, the at-risk list and
+  // the KPIs into `next`; the retention actions' outcomes; the gauges.
+  using RetentionCounts =
+      std::map<std::pair<v1::RetentionActionType, v1::RetentionOutcome>, int64_t>;
+  absl::Status ScoreCustomers(absl::Time now, Snapshot& next) const;
+  absl::StatusOr<RetentionCounts> CountRetentionOutcomes(absl::Time now) const;
+  void PublishGauges(const Kpis& kpis, const RetentionCounts& outcomes, absl::Time now);
+
   CustomerProfileStore* const store_;
   Clock* const clock_;
   const internal::SegmentRules rules_;
