@@ -19,6 +19,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "libs/auth/internal_keys.h"
+#include "libs/base/status_macros.h"
 #include "libs/text/file.h"
 
 namespace crm::auth {
@@ -406,40 +407,39 @@ absl::StatusOr<bool> Verifier::ReloadIfChanged() {
   return true;
 }
 
-absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time now) const {
-  std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
-  if (parts.size() != 3) return Unauthenticated("token is not a JWT (header.payload.signature)");
-  auto header = ParseJsonObject(parts[0], "header");
-  if (!header.ok()) return header.status();
-  if (Field(*header, "crit") != nullptr)
-    return Unauthenticated("token header has \"crit\" extensions, which are not supported");
-  const Value* alg = Field(*header, "alg");
-  const Value* kid = Field(*header, "kid");
-  const std::shared_ptr<const KeySet> set = keys();
-  // The candidate keys: those under the token's kid (an identity provider may reuse one for a
-  // rotated key), or the only key there is.
-  std::vector<const Key*> candidates;
+namespace {
+
+// The keys that may have signed a token: those under its kid (an identity provider may reuse one
+// for a rotated key), or the only key there is.
+absl::StatusOr<std::vector<const Verifier::Key*>> CandidateKeys(const Verifier::KeySet& set,
+                                                                const Value* kid) {
+  std::vector<const Verifier::Key*> candidates;
   if (kid != nullptr && !kid->string_value().empty() &&
-      !(set->keys.size() == 1 && set->keys[0].kid.empty())) {
-    for (const Key& k : set->keys) {
+      !(set.keys.size() == 1 && set.keys[0].kid.empty())) {
+    for (const Verifier::Key& k : set.keys) {
       if (k.kid == kid->string_value()) candidates.push_back(&k);
     }
     if (candidates.empty()) return Unauthenticated("token key id (kid) is not in the key set");
-  } else if (set->keys.size() == 1) {
-    candidates.push_back(&set->keys[0]);
+  } else if (set.keys.size() == 1) {
+    candidates.push_back(&set.keys[0]);
   } else {
     return Unauthenticated("token names no key id (kid), and several keys are configured");
   }
+  return candidates;
+}
+
+// Whether one of `candidates` signed `signed_part` with `signature_b64`. The key decides the
+// algorithm, never the token: "alg" must be the one the key is for.
+absl::Status CheckSignature(const std::vector<const Verifier::Key*>& candidates, const Value* alg,
+                            absl::string_view signed_part, absl::string_view signature_b64) {
   std::string signature;
-  if (!absl::WebSafeBase64Unescape(parts[2], &signature))
+  if (!absl::WebSafeBase64Unescape(signature_b64, &signature))
     return Unauthenticated("token signature is not base64url");
-  const absl::string_view signed_part(parts[0].data(), parts[0].size() + 1 + parts[1].size());
-  bool valid = false;
-  const Key* fitting = nullptr;
-  for (const Key* key : candidates) {
-    // The key decides the algorithm, never the token: "alg" must be the one this key is for.
+  bool fitting = false;
+  for (const Verifier::Key* key : candidates) {
     if (alg == nullptr || alg->string_value() != key->alg) continue;
-    fitting = key;
+    fitting = true;
+    bool valid = false;
     if (key->alg == "HS256") {
       const std::string expected = HmacSha256(key->secret, signed_part);
       valid = signature.size() == expected.size() &&
@@ -450,67 +450,94 @@ absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time n
       const std::string der = RawToDer(signature);
       valid = !der.empty() && DigestVerify(key->public_key.get(), der, signed_part);
     }
-    if (valid) break;
+    if (valid) return absl::OkStatus();
   }
-  if (fitting == nullptr)
+  if (!fitting)
     return Unauthenticated(absl::StrCat("token must be signed with ", candidates.front()->alg));
-  if (!valid) return Unauthenticated("token signature does not verify");
+  return Unauthenticated("token signature does not verify");
+}
 
-  auto claims = ParseJsonObject(parts[1], "payload");
-  if (!claims.ok()) return claims.status();
-  const Value* exp_claim = Field(*claims, "exp");
+// exp (required), nbf and iat against `now`, and the lifetime cap; answers exp.
+absl::StatusOr<absl::Time> CheckTimes(const Struct& claims, absl::Time now,
+                                      const VerifierOptions& options) {
+  const Value* exp_claim = Field(claims, "exp");
   if (exp_claim == nullptr) return Unauthenticated("token has no \"exp\" claim");
-  auto exp = NumericDate(*exp_claim, "exp");
-  if (!exp.ok()) return exp.status();
-  if (now >= *exp + options_.clock_skew) return Unauthenticated("token has expired");
+  CRM_ASSIGN_OR_RETURN(const absl::Time exp, NumericDate(*exp_claim, "exp"));
+  if (now >= exp + options.clock_skew) return Unauthenticated("token has expired");
   absl::Time issued = now;
-  if (const Value* nbf = Field(*claims, "nbf")) {
-    auto t = NumericDate(*nbf, "nbf");
-    if (!t.ok()) return t.status();
-    if (now + options_.clock_skew < *t) return Unauthenticated("token is not valid yet (nbf)");
+  if (const Value* nbf = Field(claims, "nbf")) {
+    CRM_ASSIGN_OR_RETURN(const absl::Time t, NumericDate(*nbf, "nbf"));
+    if (now + options.clock_skew < t) return Unauthenticated("token is not valid yet (nbf)");
   }
-  if (const Value* iat = Field(*claims, "iat")) {
-    auto t = NumericDate(*iat, "iat");
-    if (!t.ok()) return t.status();
-    if (now + options_.clock_skew < *t)
+  if (const Value* iat = Field(claims, "iat")) {
+    CRM_ASSIGN_OR_RETURN(const absl::Time t, NumericDate(*iat, "iat"));
+    if (now + options.clock_skew < t)
       return Unauthenticated("token was issued in the future (iat)");
-    issued = *t;
+    issued = t;
   }
-  if (*exp - issued > options_.max_lifetime + options_.clock_skew) {
+  if (exp - issued > options.max_lifetime + options.clock_skew) {
     return Unauthenticated(absl::StrCat("token lives longer than the ",
-                                        absl::FormatDuration(options_.max_lifetime),
+                                        absl::FormatDuration(options.max_lifetime),
                                         " this gateway accepts (exp - iat)"));
   }
-  if (!options_.issuer.empty()) {
-    const Value* iss = Field(*claims, "iss");
-    if (iss == nullptr || iss->string_value() != options_.issuer)
+  return exp;
+}
+
+// iss and aud, when the gateway requires them.
+absl::Status CheckIssuerAndAudience(const Struct& claims, const VerifierOptions& options) {
+  if (!options.issuer.empty()) {
+    const Value* iss = Field(claims, "iss");
+    if (iss == nullptr || iss->string_value() != options.issuer)
       return Unauthenticated("token issuer is not accepted");
   }
-  if (!options_.audience.empty()) {
-    const Value* aud = Field(*claims, "aud");
-    bool match = aud != nullptr && aud->string_value() == options_.audience;
+  if (!options.audience.empty()) {
+    const Value* aud = Field(claims, "aud");
+    bool match = aud != nullptr && aud->string_value() == options.audience;
     if (aud != nullptr && aud->has_list_value()) {
       for (const Value& a : aud->list_value().values())
-        match = match || a.string_value() == options_.audience;
+        match = match || a.string_value() == options.audience;
     }
     if (!match) return Unauthenticated("token audience is not this service");
   }
+  return absl::OkStatus();
+}
+
+// Who the token speaks for: sub, role, and for a customer the customer id (sub unless given).
+absl::StatusOr<Principal> PrincipalOf(const Struct& claims, absl::Time expires) {
   Principal p;
-  const Value* sub = Field(*claims, "sub");
+  const Value* sub = Field(claims, "sub");
   if (sub == nullptr || sub->string_value().empty())
     return Unauthenticated("token has no subject (sub)");
   p.subject = sub->string_value();
-  const Value* role = Field(*claims, "role");
+  const Value* role = Field(claims, "role");
   p.role = role == nullptr ? v1::ROLE_UNSPECIFIED : ParseRole(role->string_value());
   if (p.role == v1::ROLE_UNSPECIFIED) {
     return Unauthenticated("token role must be one of customer, agent, admin, service");
   }
   if (p.role == v1::ROLE_CUSTOMER) {
-    const Value* id = Field(*claims, "customer_id");
+    const Value* id = Field(claims, "customer_id");
     p.customer_id = id != nullptr && !id->string_value().empty() ? id->string_value() : p.subject;
   }
-  p.expires = *exp;
+  p.expires = expires;
   return p;
+}
+
+}  // namespace
+
+absl::StatusOr<Principal> Verifier::Verify(absl::string_view token, absl::Time now) const {
+  std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
+  if (parts.size() != 3) return Unauthenticated("token is not a JWT (header.payload.signature)");
+  CRM_ASSIGN_OR_RETURN(const Struct header, ParseJsonObject(parts[0], "header"));
+  if (Field(header, "crit") != nullptr)
+    return Unauthenticated("token header has \"crit\" extensions, which are not supported");
+  const std::shared_ptr<const KeySet> set = keys();
+  CRM_ASSIGN_OR_RETURN(const auto candidates, CandidateKeys(*set, Field(header, "kid")));
+  const absl::string_view signed_part(parts[0].data(), parts[0].size() + 1 + parts[1].size());
+  CRM_RETURN_IF_ERROR(CheckSignature(candidates, Field(header, "alg"), signed_part, parts[2]));
+  CRM_ASSIGN_OR_RETURN(const Struct claims, ParseJsonObject(parts[1], "payload"));
+  CRM_ASSIGN_OR_RETURN(const absl::Time expires, CheckTimes(claims, now, options_));
+  CRM_RETURN_IF_ERROR(CheckIssuerAndAudience(claims, options_));
+  return PrincipalOf(claims, expires);
 }
 
 absl::StatusOr<std::string> Sign(absl::string_view alg, absl::string_view key,
