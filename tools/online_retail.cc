@@ -111,43 +111,24 @@ std::string CategoryOfDescription(const std::string& description) {
   return "other";
 }
 
-absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std::string& currency) {
-  gzFile f = gzopen(path.c_str(), "rb");  // reads plain CSV as well
-  if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  ShopHistory history;
-  std::map<std::string, v1::CatalogItem> catalog;
-  std::map<std::string, ShopCustomer> customers;
-  std::map<std::string, v1::HistoricalOrder> orders;  // by invoice
-  std::map<std::string, std::string> customer_of;     // invoice -> customer
-  std::vector<CreditLine> credits;
-  const absl::TimeZone utc = absl::UTCTimeZone();
-  std::string line;
-  char buffer[4096];
-  int64_t line_number = 0;
-  while (gzgets(f, buffer, sizeof buffer) != nullptr) {
-    line += buffer;
-    if (line.empty() || line.back() != '\n') continue;  // a longer line continues
-    ++line_number;
-    std::vector<std::string> c = CsvFields(line);
-    line.clear();
-    if (line_number == 1) {
-      if (c.size() < 8 || c[0] != "InvoiceNo" || c[6] != "CustomerID") {
-        gzclose(f);
-        return absl::InvalidArgumentError(absl::StrCat(
-            path,
-            ":1: not an Online Retail export (expected the header InvoiceNo,StockCode,Description,"
-            "Quantity,InvoiceDate,UnitPrice,CustomerID,Country)"));
-      }
-      continue;
-    }
-    ++history.lines_read;
+namespace {
+
+// The export's lines folded into a shop's history: Add each data line, then Finish.
+class HistoryBuilder {
+ public:
+  explicit HistoryBuilder(std::string currency) : currency_(std::move(currency)) {}
+
+  // One line: InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID,
+  // Country. Guest, fee and unusable lines are counted and left out.
+  void Add(const std::vector<std::string>& c) {
+    ++history_.lines_read;
     if (c.size() < 8 || c[6].empty()) {
-      ++history.skipped.guest_lines;
-      continue;
+      ++history_.skipped.guest_lines;
+      return;
     }
     if (!IsProductCode(c[1])) {
-      ++history.skipped.fee_lines;
-      continue;
+      ++history_.skipped.fee_lines;
+      return;
     }
     int quantity = 0;
     double price = 0;
@@ -156,114 +137,173 @@ absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std:
     const std::string customer = c[6].substr(0, c[6].find('.'));
     if (!absl::SimpleAtoi(c[3], &quantity) || !absl::SimpleAtod(c[5], &price) || price <= 0 ||
         quantity == 0 || std::abs(quantity) > kMaxQuantity ||
-        !absl::ParseTime("%Y-%m-%d %H:%M:%S", c[4], utc, &time, &err) ||
+        !absl::ParseTime("%Y-%m-%d %H:%M:%S", c[4], absl::UTCTimeZone(), &time, &err) ||
         !api::RequiredId("id", customer).ok() || !api::RequiredId("id", c[0]).ok() ||
         !api::ValidateSku("sku", c[1]).ok()) {
-      ++history.skipped.unusable_lines;
-      continue;
+      ++history_.skipped.unusable_lines;
+      return;
     }
-    const std::string& sku = c[1];
     const int64_t price_minor = std::llround(price * 100);
-    auto [it, inserted] = catalog.try_emplace(sku);
+    const v1::CatalogItem& product = NoteProduct(c[1], c[2], price_minor, time);
+    NoteCustomer(customer, time);
+    const std::string& invoice = c[0];
+    if (invoice[0] == 'C') {
+      if (quantity < 0)
+        credits_.push_back({customer, invoice, c[1], time, -quantity});
+      else
+        ++history_.skipped.unusable_lines;
+      return;
+    }
+    if (quantity < 0) {
+      ++history_.skipped.unusable_lines;
+      return;
+    }
+    AddOrderLine(invoice, customer, product, quantity, price_minor, time);
+  }
+
+  ShopHistory Finish() && {
+    for (auto& [sku, item] : catalog_) history_.catalog.push_back(std::move(item));
+    for (auto& [invoice, order] : orders_)
+      customers_[customer_of_[invoice]].orders.push_back(std::move(order));
+    auto by_time = [](const auto& a, const auto& b) {
+      return a.place_time().seconds() < b.place_time().seconds();
+    };
+    for (auto& [id, c] : customers_) std::stable_sort(c.orders.begin(), c.orders.end(), by_time);
+    MatchCredits();
+    for (auto& [id, c] : customers_) {
+      std::stable_sort(c.returns.begin(), c.returns.end(), [](const auto& a, const auto& b) {
+        return a.refund_time().seconds() < b.refund_time().seconds();
+      });
+      history_.customers.push_back(std::move(c));
+    }
+    return std::move(history_);
+  }
+
+ private:
+  // The product as first seen (name, category, price), launched at its earliest line.
+  const v1::CatalogItem& NoteProduct(const std::string& sku, const std::string& description,
+                                     int64_t price_minor, absl::Time time) {
+    auto [it, inserted] = catalog_.try_emplace(sku);
     if (inserted) {
       it->second.set_sku(sku);
-      it->second.set_name(c[2].empty() ? sku : c[2]);
-      it->second.set_category(CategoryOfDescription(c[2]));
+      it->second.set_name(description.empty() ? sku : description);
+      it->second.set_category(CategoryOfDescription(description));
       it->second.mutable_price()->set_amount_minor(price_minor);
-      it->second.mutable_price()->set_currency(currency);
+      it->second.mutable_price()->set_currency(currency_);
       api::SetTimestamp(time, it->second.mutable_launch_time());
     } else if (api::FromTimestamp(it->second.launch_time()) > time) {
       api::SetTimestamp(time, it->second.mutable_launch_time());
     }
-    auto [who, first] = customers.try_emplace(customer);
+    return it->second;
+  }
+
+  void NoteCustomer(const std::string& customer, absl::Time time) {
+    auto [who, first] = customers_.try_emplace(customer);
     if (first) {
       who->second.external_id = customer;
       who->second.first_seen = time;
     }
     who->second.first_seen = std::min(who->second.first_seen, time);
-    const std::string& invoice = c[0];
-    if (invoice[0] == 'C') {
-      if (quantity < 0)
-        credits.push_back({customer, invoice, sku, time, -quantity});
-      else
-        ++history.skipped.unusable_lines;
-      continue;
-    }
-    if (quantity < 0) {
-      ++history.skipped.unusable_lines;
-      continue;
-    }
-    v1::HistoricalOrder& o = orders[invoice];
+  }
+
+  // A line of the invoice's order, at the line's own price.
+  void AddOrderLine(const std::string& invoice, const std::string& customer,
+                    const v1::CatalogItem& product, int quantity, int64_t price_minor,
+                    absl::Time time) {
+    v1::HistoricalOrder& o = orders_[invoice];
     if (o.external_order_id().empty()) {
       o.set_external_order_id(invoice);
       api::SetTimestamp(time, o.mutable_place_time());
-      customer_of[invoice] = customer;
+      customer_of_[invoice] = customer;
     }
     if (o.items_size() == kMaxLinesPerOrder) {
-      ++history.skipped.lines_beyond_order_limit;
-      continue;
+      ++history_.skipped.lines_beyond_order_limit;
+      return;
     }
     v1::OrderItem* item = o.add_items();
-    item->set_sku(sku);
-    item->set_name(it->second.name());
-    item->set_category(it->second.category());
+    item->set_sku(product.sku());
+    item->set_name(product.name());
+    item->set_category(product.category());
     item->set_quantity(quantity);
     item->mutable_unit_price()->set_amount_minor(price_minor);
-    item->mutable_unit_price()->set_currency(currency);
+    item->mutable_unit_price()->set_currency(currency_);
   }
-  gzclose(f);
-  for (auto& [sku, item] : catalog) history.catalog.push_back(std::move(item));
-  for (auto& [invoice, order] : orders)
-    customers[customer_of[invoice]].orders.push_back(std::move(order));
-  auto by_time = [](const auto& a, const auto& b) {
-    return a.place_time().seconds() < b.place_time().seconds();
-  };
-  for (auto& [id, c] : customers) std::stable_sort(c.orders.begin(), c.orders.end(), by_time);
 
   // Credit notes refund the latest earlier orders holding the item, never beyond what they hold.
-  std::map<std::pair<std::string, std::string>, int>
-      left;  // (invoice, sku) -> units not yet returned
-  for (const auto& [id, c] : customers) {
-    for (const auto& o : c.orders) {
-      for (const auto& i : o.items()) left[{o.external_order_id(), i.sku()}] += i.quantity();
-    }
-  }
-  std::stable_sort(credits.begin(), credits.end(),
-                   [](const CreditLine& a, const CreditLine& b) { return a.time < b.time; });
-  std::map<std::string, v1::HistoricalReturn> returns;  // "<credit note>:<invoice>"
-  for (const CreditLine& credit : credits) {
-    ShopCustomer& c = customers[credit.customer];
-    int units = credit.quantity;
-    for (auto o = c.orders.rbegin(); o != c.orders.rend() && units > 0; ++o) {
-      if (api::FromTimestamp(o->place_time()) > credit.time) continue;
-      int& available = left[{o->external_order_id(), credit.sku}];
-      const int take = std::min(available, units);
-      if (take <= 0) continue;
-      available -= take;
-      units -= take;
-      v1::HistoricalReturn& r =
-          returns[absl::StrCat(credit.credit_note, ":", o->external_order_id())];
-      if (r.external_return_id().empty()) {
-        r.set_external_return_id(absl::StrCat(credit.credit_note, ":", o->external_order_id()));
-        r.set_external_order_id(o->external_order_id());
-        api::SetTimestamp(credit.time, r.mutable_refund_time());
+  void MatchCredits() {
+    std::map<std::pair<std::string, std::string>, int>
+        left;  // (invoice, sku) -> units not returned
+    for (const auto& [id, c] : customers_) {
+      for (const auto& o : c.orders) {
+        for (const auto& i : o.items()) left[{o.external_order_id(), i.sku()}] += i.quantity();
       }
-      v1::HistoricalReturnLine* line = r.add_lines();
-      line->set_sku(credit.sku);
-      line->set_quantity(take);
     }
-    history.skipped.unmatched_returned_units += units;
+    std::stable_sort(credits_.begin(), credits_.end(),
+                     [](const CreditLine& a, const CreditLine& b) { return a.time < b.time; });
+    std::map<std::string, v1::HistoricalReturn> returns;  // "<credit note>:<invoice>"
+    for (const CreditLine& credit : credits_) {
+      ShopCustomer& c = customers_[credit.customer];
+      int units = credit.quantity;
+      for (auto o = c.orders.rbegin(); o != c.orders.rend() && units > 0; ++o) {
+        if (api::FromTimestamp(o->place_time()) > credit.time) continue;
+        int& available = left[{o->external_order_id(), credit.sku}];
+        const int take = std::min(available, units);
+        if (take <= 0) continue;
+        available -= take;
+        units -= take;
+        const std::string id = absl::StrCat(credit.credit_note, ":", o->external_order_id());
+        v1::HistoricalReturn& r = returns[id];
+        if (r.external_return_id().empty()) {
+          r.set_external_return_id(id);
+          r.set_external_order_id(o->external_order_id());
+          api::SetTimestamp(credit.time, r.mutable_refund_time());
+        }
+        v1::HistoricalReturnLine* line = r.add_lines();
+        line->set_sku(credit.sku);
+        line->set_quantity(take);
+      }
+      history_.skipped.unmatched_returned_units += units;
+    }
+    for (auto& [key, r] : returns)
+      customers_[customer_of_[r.external_order_id()]].returns.push_back(std::move(r));
   }
-  for (auto& [key, r] : returns) {
-    customers[customer_of[r.external_order_id()]].returns.push_back(std::move(r));
+
+  const std::string currency_;
+  ShopHistory history_;
+  std::map<std::string, v1::CatalogItem> catalog_;
+  std::map<std::string, ShopCustomer> customers_;
+  std::map<std::string, v1::HistoricalOrder> orders_;  // by invoice
+  std::map<std::string, std::string> customer_of_;     // invoice -> customer
+  std::vector<CreditLine> credits_;
+};
+
+}  // namespace
+
+absl::StatusOr<ShopHistory> ReadOnlineRetail(const std::string& path, const std::string& currency) {
+  gzFile f = gzopen(path.c_str(), "rb");  // reads plain CSV as well
+  if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  HistoryBuilder builder(currency);
+  std::string line;
+  char buffer[4096];
+  int64_t line_number = 0;
+  while (gzgets(f, buffer, sizeof buffer) != nullptr) {
+    line += buffer;
+    if (line.empty() || line.back() != '\n') continue;  // a longer line continues
+    ++line_number;
+    std::vector<std::string> fields = CsvFields(line);
+    line.clear();
+    if (line_number > 1) {
+      builder.Add(fields);
+    } else if (fields.size() < 8 || fields[0] != "InvoiceNo" || fields[6] != "CustomerID") {
+      gzclose(f);
+      return absl::InvalidArgumentError(absl::StrCat(
+          path,
+          ":1: not an Online Retail export (expected the header InvoiceNo,StockCode,Description,"
+          "Quantity,InvoiceDate,UnitPrice,CustomerID,Country)"));
+    }
   }
-  for (auto& [id, c] : customers) {
-    std::stable_sort(c.returns.begin(), c.returns.end(), [](const auto& a, const auto& b) {
-      return a.refund_time().seconds() < b.refund_time().seconds();
-    });
-    history.customers.push_back(std::move(c));
-  }
-  return history;
+  gzclose(f);
+  return std::move(builder).Finish();
 }
 
 }  // namespace crm::import
