@@ -132,8 +132,8 @@ class DemoLoader {
     return customer.customer_id();
   }
 
-  // Order k of customer c, taken to state (c + k) % 6: placed, paid, shipped, delivered,
-  // cancelled, returned.
+  // Order k of customer c, taken to state (c + k) % 6: placed, paid, shipped, delivered, cancelled,
+  // returned.
   void PlaceOrder(int c, int k, const std::string& id) {
     const Product& p = kCatalog[(c * 3 + k) % std::size(kCatalog)];
     v1::CreateOrderRequest create;

@@ -5,18 +5,15 @@
 //
 // What the export means, and what is left out (counted in `Skipped`):
 // - an invoice of an identified customer is an order delivered when it was invoiced; guest
-// checkouts
-//   (no CustomerID) cannot be attributed and are skipped;
+//   checkouts (no CustomerID) cannot be attributed and are skipped;
 // - an invoice number starting with "C" is a credit note: its lines (negative quantities) refund
-// the
-//   customer's latest earlier orders holding the item, never more than those orders hold; what no
-//   earlier order holds (bought before the export starts) is skipped;
+//   the customer's latest earlier orders holding the item, never more than those orders hold; what
+//   no earlier order holds (bought before the export starts) is skipped;
 // - only products count: a StockCode that does not start with five digits (POST, M, BANK CHARGES,
-// ...)
-//   is a fee or an adjustment; lines with a zero price or a quantity beyond what an order line
+//   ...) is a fee or an adjustment; lines with a zero price or a quantity beyond what an order line
 //   takes are skipped;
 // - the export has no categories: one is guessed from the description's words
-// (CategoryOfDescription).
+//   (CategoryOfDescription).
 #pragma once
 
 #include <cstdint>

@@ -23,10 +23,9 @@ namespace crm::rpc {
 class ChannelSet {
  public:
   // `spec`: "host:port" or, for a sharded service, shards separated by '|' and replicas of a shard
-  // by
-  // ',': "a0:50051,a1:50051|b0:50051". `shard_map_spec` ("" = equal ranges over the shards) places
-  // keys. `service` is the full proto name, e.g. "crm.v1.CustomerProfileService" (for the retry
-  // policy).
+  // by ',': "a0:50051,a1:50051|b0:50051". `shard_map_spec` ("" = equal ranges over the shards)
+  // places keys. `service` is the full proto name, e.g. "crm.v1.CustomerProfileService" (for the
+  // retry policy).
   static absl::StatusOr<std::unique_ptr<ChannelSet>> Create(absl::string_view service,
                                                             absl::string_view spec,
                                                             metrics::Metrics* metrics,

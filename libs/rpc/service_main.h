@@ -1,7 +1,6 @@
-// The whole life of a service process in one call, so every main.cc is wiring only:
-// flags (+ environment), JSON logs, /metrics, the RocksDB store under --data_dir, the gRPC server,
-// then on SIGTERM or SIGINT: NOT_SERVING, drain in-flight calls, stop background work, close the
-// store.
+// The whole life of a service process in one call, so every main.cc is wiring only: flags (+
+// environment), JSON logs, /metrics, the RocksDB store under --data_dir, the gRPC server, then on
+// SIGTERM or SIGINT: NOT_SERVING, drain in-flight calls, stop background work, close the store.
 #pragma once
 
 #include <string>

@@ -4,12 +4,11 @@
 // without a restart.
 //
 //   server, TLS:    every client must present a certificate signed by ca.crt (mTLS); the
-//   certificate's
-//                   common name is the caller's process name ("gateway", "order-tracking"), checked
-//                   against the caller assertion (libs/rpc/caller_auth.h).
+//                   certificate's common name is the caller's process name ("gateway",
+//                   "order-tracking"), checked against the caller assertion
+//                   (libs/rpc/caller_auth.h).
 //   server, no TLS: gRPC's local credentials: only connections from this machine's loopback are
-//   accepted,
-//                   so a service without certificates cannot be reached from the network at all.
+//                   accepted, so a service without certificates cannot be reached from the network.
 //   client:         TLS with this process's certificate, or plaintext to loopback.
 //
 // The setting is process-wide (RunService sets it from --tls_dir before any channel or server

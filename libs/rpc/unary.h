@@ -1,8 +1,7 @@
 // Completing callback-API unary handlers. A handler validates, calls the domain and returns one of
 // these:
-//   return rpc::Finish(ctx, service_.GetCustomer(*request, response));          // short,
-//   non-blocking return rpc::FinishOn(executor_, ctx, [=] { return service_.Register(...); });  //
-//   blocks (synced write)
+//   return rpc::Finish(ctx, service_.GetCustomer(*request, response));      // short, non-blocking
+//   return rpc::FinishOn(executor_, ctx, [=] { return service_.Register(...); });  // blocks
 #pragma once
 
 #include "absl/functional/any_invocable.h"

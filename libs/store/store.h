@@ -78,8 +78,7 @@ enum class Durability {
   // Written to the OS page cache: survives a process crash, not a power loss.
   kBuffered,
   // The WAL is fsynced before returning: survives a machine crash. Concurrent writers share one
-  // fsync
-  // (RocksDB's group commit), so throughput grows with concurrency.
+  // fsync (RocksDB's group commit), so throughput grows with concurrency.
   kSynced,
 };
 

@@ -16,9 +16,8 @@ namespace crm::text {
 bool ContainsCardNumber(absl::string_view s);
 
 // `s` with e-mail addresses replaced by "<email>", JWTs and bearer credentials by "<token>", and
-// card numbers by
-// "<card number>". Returns `s` unchanged (no copy work beyond the scan) when there is nothing to
-// hide.
+// card numbers by "<card number>". Returns `s` unchanged (no copy work beyond the scan) when there
+// is nothing to hide.
 std::string Redact(absl::string_view s);
 
 }  // namespace crm::text

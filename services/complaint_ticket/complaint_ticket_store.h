@@ -1,14 +1,14 @@
 // Persistence of complaint-ticket: the only code that knows its column families and keys.
 //
 //   tickets      customer_id, ticket_id             -> Ticket (conversation, callbacks, SLA,
-//   resolution) deadlines    at-risk-from time, customer_id, ticket_id, kind -> due time (what the
-//   SLA sweep and the
-//                at-risk list visit: exactly the rows whose time has come)
+//                                                      resolution)
+//   deadlines    at-risk-from time, customer_id, ticket_id, kind -> due time (what the SLA sweep
+//                and the at-risk list visit: exactly the rows whose time has come)
 //   unassigned   open time, customer_id, ticket_id  -> "" (tickets waiting for an agent)
-//   awaiting     customer_id, ticket_id             -> "" (resolved, compensation not yet
-//   confirmed) agents       agent_id                           -> Agent (with its open-ticket
-//   count) last_agent   customer_id                        -> agent_id (who handled the customer
-//   last) requests, consumed_events, outbox*             -> idempotency and events
+//   awaiting     customer_id, ticket_id             -> "" (resolved, compensation not confirmed)
+//   agents       agent_id                           -> Agent (with its open-ticket count)
+//   last_agent   customer_id                        -> agent_id (who handled the customer last)
+//   requests, consumed_events, outbox*             -> idempotency and events
 //
 // A ticket change is one transaction: the ticket, its deadline and queue index rows, the
 // open-ticket counts of the agents it moves between (derived from the change of assignment and

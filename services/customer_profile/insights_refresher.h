@@ -1,11 +1,10 @@
 // Keeps what needs the whole customer base: the population figures behind RFM quintiles and key
 // customers, the at-risk list in retention order, the KPI gauges and the retention rate per action.
 // A refresh scans every stored history twice (population first, then each customer against it); it
-// runs at start, every
-// --insights_refresh_s, on RefreshInsights, and soon after the customer base's orders have grown
-// enough to move the cut points (a new shop's first orders, an import: NoteNewOrder). Between
-// refreshes readers use the last snapshot: one customer's own figures (facts, churn, level) are
-// always current, only the cut points age. Thread-safe.
+// runs at start, every --insights_refresh_s, on RefreshInsights, and soon after the customer base's
+// orders have grown enough to move the cut points (a new shop's first orders, an import:
+// NoteNewOrder). Between refreshes readers use the last snapshot: one customer's own figures
+// (facts, churn, level) are always current, only the cut points age. Thread-safe.
 #pragma once
 
 #include <map>

@@ -86,10 +86,9 @@ class UpstreamPool {
   ~UpstreamPool();
 
   // Starts a call to `address` ("host:port"): `headers` are the request's (":method", ":path" and
-  // the rest;
-  // ":scheme" and ":authority" are added), `body` the whole request body, sent with END_STREAM.
-  // Answers go to `sink` until OnUpstreamClose, never before Start returns; `sink` must outlive the
-  // returned stream or the stream must be destroyed first.
+  // the rest; ":scheme" and ":authority" are added), `body` the whole request body, sent with
+  // END_STREAM. Answers go to `sink` until OnUpstreamClose, never before Start returns; `sink` must
+  // outlive the returned stream or the stream must be destroyed first.
   std::unique_ptr<UpstreamStream> Start(const std::string& address, Headers headers,
                                         std::string body, UpstreamSink* sink);
   // Like Start, for a call whose request is streamed (the gateway's own health and reflection):

@@ -1,9 +1,7 @@
 // The wire formats browsers speak to the gateway over HTTP/1.1, as pure functions (no I/O) so they
-// can be tested and fuzzed on their own:
-//  - gRPC-Web (binary and base64 "text"): length-prefixed frames, trailers in a final frame with
-//  flag 0x80.
-//  - Connect: unary calls are a plain body (JSON or binary protobuf) with errors as a JSON object
-//  and an HTTP
+// can be tested and fuzzed on their own: - gRPC-Web (binary and base64 "text"): length-prefixed
+// frames, trailers in a final frame with flag 0x80. - Connect: unary calls are a plain body (JSON
+// or binary protobuf) with errors as a JSON object and an HTTP
 //    status; streams use the same 5-byte envelopes, ending with an end-stream envelope (flag 0x02).
 // Specs: github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md and connectrpc.com/docs/protocol.
 #pragma once

@@ -1,15 +1,18 @@
 // Persistence of the loyalty service: the only code that knows its column families and keys.
 //
-//   accounts      customer_id                          -> LoyaltyAccount (balance, owed, growth per
-//   day, tier, credit) ledger        customer_id, sequence (newest first) -> LedgerEntry growth
-//   customer_id, sequence (newest first) -> GrowthEntry sources       customer_id, kind, source_id
-//   -> entry id (each source counts once) lots          customer_id, expiry, sequence        ->
-//   PointsLot lot_expiry    expiry, customer_id, sequence        -> "" (what the expiry sweep
-//   visits) grants        customer_id, order_id                -> OrderGrant (what a delivered
-//   order granted) ratings       customer_id, order_id                -> trade rating (once per
-//   order) tier_history  customer_id, sequence                -> TierChange coupons customer_id,
-//   coupon_id               -> Coupon requests, consumed_events                           ->
-//   idempotency records
+//   accounts      customer_id                          -> LoyaltyAccount (balance, owed, growth
+//                                                         per day, tier, credit)
+//   ledger        customer_id, sequence (newest first) -> LedgerEntry
+//   growth        customer_id, sequence (newest first) -> GrowthEntry
+//   sources       customer_id, kind, source_id         -> entry id (each source counts once)
+//   lots          customer_id, expiry, sequence        -> PointsLot
+//   lot_expiry    expiry, customer_id, sequence        -> "" (what the expiry sweep visits)
+//   grants        customer_id, order_id                -> OrderGrant (what a delivered order
+//                                                         granted)
+//   ratings       customer_id, order_id                -> trade rating (once per order)
+//   tier_history  customer_id, sequence                -> TierChange
+//   coupons       customer_id, coupon_id               -> Coupon
+//   requests, consumed_events                           -> idempotency records
 //
 // Every change to an account is one transaction holding the account row's lock (so parallel
 // redemptions serialise and can never overspend), with a synced WAL. Thread-safe.

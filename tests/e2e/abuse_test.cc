@@ -527,8 +527,8 @@ TEST_CASE(
   }
 
   // 2. Page tokens on every customer listing: forged (the old unsigned format), tampered, expired,
-  // resuming in
-  //    the victim's key range under a valid signature, and the victim's own genuine token.
+  //   resuming in the victim's key range under a valid signature, and the victim's own genuine
+  //   token.
   const std::string agent = shop.Token("agent", "agent-7");
   for (const Listing& l : kListings) {
     INFO(l.path);
@@ -582,9 +582,8 @@ TEST_CASE(
   }
 
   // 3. Request ids: the victim's replayed on every retryable customer method, and the victim's
-  // registration
-  //    replayed byte for byte (the e-mail is the attacker's own input there, so only ids and texts
-  //    count).
+  //   registration replayed byte for byte (the e-mail is the attacker's own input there, so only
+  //   ids and texts count).
   for (const Route& route : RouteTable::Default().routes()) {
     if (!Allows(route, v1::ROLE_CUSTOMER) || route.server_streaming) continue;
     const FieldDescriptor* request_id =
@@ -610,8 +609,7 @@ TEST_CASE(
   }
 
   // 4. Identity claimed in the body: as a customer (author AGENT, an agent id) and as an agent
-  // (another agent's id)
-  //    on every method whose request names an agent.
+  //   (another agent's id) on every method whose request names an agent.
   for (const Route& route : RouteTable::Default().routes()) {
     const auto* d = route.request_prototype->GetDescriptor();
     const FieldDescriptor* agent_id = d->FindFieldByName("agent_id");

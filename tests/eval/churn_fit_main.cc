@@ -2,8 +2,7 @@
 // model refitted on earlier windows at each cut-off, the shipped model, and the baselines, on the
 // same customers). With --write_model it writes the model fitted on every window whose outcome is
 // known, the file customer-profile ships (services/customer_profile/churn-model.textproto) or reads
-// with
-// --churn_model_file. Figures, never a pass or fail.
+// with --churn_model_file. Figures, never a pass or fail.
 //   crm-churn-fit [--online_retail=<csv.gz>] [--write_model=<path>]
 #include <fstream>
 #include <iostream>

@@ -1,9 +1,9 @@
-// Runs one service in-process exactly as its main() would (the same rpc::ServiceRuntime) on a
-// free loopback port, over a real RocksDB in a temporary directory, with a ManualClock the test
-// moves. Restart() closes everything and reopens the same data directory, as a process restart
-// would. Its port admits only signed callers, as in production (loopback, no TLS): channel() calls
-// as a process of the system (any method); ChannelAs() as a given caller, e.g. a customer through
-// the gateway.
+// Runs one service in-process exactly as its main() would (the same rpc::ServiceRuntime) on a free
+// loopback port, over a real RocksDB in a temporary directory, with a ManualClock the test moves.
+// Restart() closes everything and reopens the same data directory, as a process restart would. Its
+// port admits only signed callers, as in production (loopback, no TLS): channel() calls as a
+// process of the system (any method); ChannelAs() as a given caller, e.g. a customer through the
+// gateway.
 #pragma once
 
 #include <memory>
