@@ -912,6 +912,20 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ListAgents(Ctx* ctx, const v1:
 
 absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
   const absl::Time now = clock_->Now();
+  CRM_ASSIGN_OR_RETURN(const auto due, DueTickets(now));
+  for (const auto& [cid, tid] : due) SweepTicket(cid, tid, now, out);
+  CRM_RETURN_IF_ERROR(RetryUnassigned(now));
+  // Compensations another service could not grant before: try again.
+  CRM_ASSIGN_OR_RETURN(auto awaiting, store_->AwaitingCompensation());
+  for (const auto& [cid, tid] : awaiting) {
+    auto attempted = ExecuteCompensations(cid, tid);
+    if (attempted.ok()) out->set_compensations_retried(out->compensations_retried() + *attempted);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::set<std::pair<std::string, std::string>>> ComplaintTicketService::DueTickets(
+    absl::Time now) {
   std::set<std::pair<std::string, std::string>> visit;
   std::string cursor;
   bool more = true;
@@ -923,79 +937,82 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
       cursor = d.key;
     }
   }
-  for (const auto& [cid, tid] : visit) {
-    v1::Ticket before, after;
-    absl::Status s = store_->UpdateTicket(
-        cid, tid, "", 0, now,
-        [&](TicketSession& session) -> absl::Status {
-          v1::Ticket& t = session.ticket();
-          before = t;
-          const SlaFindings f = EvaluateSla(t, now);
-          if (f.breaches.empty() && !f.escalate) {
-            session.MarkUnchanged();
-            return absl::OkStatus();
-          }
-          for (const auto& b : f.breaches) {
-            v1::Event e;
-            auto* sb = e.mutable_sla_breached();
-            sb->set_ticket_id(t.ticket_id());
-            sb->set_kind(SlaKindName(b.kind()));
-            *sb->mutable_due_time() = b.due_time();
-            session.Emit(std::move(e));
-          }
-          if (f.escalate) {
-            t.set_escalations(t.escalations() + 1);
-            if (t.handling_level() < 3) {
-              t.set_handling_level(t.handling_level() + 1);
-              t.set_priority(t.handling_level() == 3 ? v1::PRIORITY_P1 : v1::PRIORITY_P2);
-            }
-            *t.add_messages() = Message(
-                t, v1::MESSAGE_AUTHOR_SYSTEM, "",
-                absl::StrCat("escalated to level ", t.handling_level(), ": ", f.escalation_reason),
-                true, now);
-            // A more senior agent takes over when the current one is not senior enough.
-            CRM_ASSIGN_OR_RETURN(auto agents, session.Agents());
-            bool senior_enough = false;
-            for (const auto& a : agents) {
-              if (a.agent_id() == t.assigned_agent_id() && a.level() >= t.handling_level())
-                senior_enough = true;
-            }
-            if (!senior_enough && CountsOpen(t)) {
-              CRM_RETURN_IF_ERROR(Route(session, ""));
-            }
-          }
-          return absl::OkStatus();
-        },
-        &after);
-    if (!s.ok()) {
-      log::Warning("sla sweep: ticket not updated", {{"ticket_id", tid}, {"error", s.ToString()}});
-      continue;
-    }
-    if (after.ticket_id().empty()) continue;
-    out->set_breaches(out->breaches() + after.sla().breaches_size() - before.sla().breaches_size());
-    out->set_escalations(out->escalations() + after.escalations() - before.escalations());
-    Committed(before, after);
+  return visit;
+}
+
+void ComplaintTicketService::SweepTicket(const std::string& customer_id,
+                                         const std::string& ticket_id, absl::Time now,
+                                         v1::RunSlaSweepResponse* out) {
+  v1::Ticket before, after;
+  absl::Status s = store_->UpdateTicket(
+      customer_id, ticket_id, "", 0, now,
+      [&](TicketSession& session) -> absl::Status {
+        before = session.ticket();
+        return ApplySlaFindings(session, now);
+      },
+      &after);
+  if (!s.ok()) {
+    log::Warning("sla sweep: ticket not updated",
+                 {{"ticket_id", ticket_id}, {"error", s.ToString()}});
+    return;
   }
+  if (after.ticket_id().empty()) return;
+  out->set_breaches(out->breaches() + after.sla().breaches_size() - before.sla().breaches_size());
+  out->set_escalations(out->escalations() + after.escalations() - before.escalations());
+  Committed(before, after);
+}
+
+absl::Status ComplaintTicketService::ApplySlaFindings(TicketSession& session, absl::Time now) {
+  v1::Ticket& t = session.ticket();
+  const SlaFindings f = EvaluateSla(t, now);
+  if (f.breaches.empty() && !f.escalate) {
+    session.MarkUnchanged();
+    return absl::OkStatus();
+  }
+  for (const auto& b : f.breaches) {
+    v1::Event e;
+    auto* sb = e.mutable_sla_breached();
+    sb->set_ticket_id(t.ticket_id());
+    sb->set_kind(SlaKindName(b.kind()));
+    *sb->mutable_due_time() = b.due_time();
+    session.Emit(std::move(e));
+  }
+  if (!f.escalate) return absl::OkStatus();
+  t.set_escalations(t.escalations() + 1);
+  if (t.handling_level() < 3) {
+    t.set_handling_level(t.handling_level() + 1);
+    t.set_priority(t.handling_level() == 3 ? v1::PRIORITY_P1 : v1::PRIORITY_P2);
+  }
+  *t.add_messages() =
+      Message(t, v1::MESSAGE_AUTHOR_SYSTEM, "",
+              absl::StrCat("escalated to level ", t.handling_level(), ": ", f.escalation_reason),
+              true, now);
+  // A more senior agent takes over when the current one is not senior enough.
+  CRM_ASSIGN_OR_RETURN(auto agents, session.Agents());
+  bool senior_enough = false;
+  for (const auto& a : agents) {
+    if (a.agent_id() == t.assigned_agent_id() && a.level() >= t.handling_level())
+      senior_enough = true;
+  }
+  if (!senior_enough && CountsOpen(t)) CRM_RETURN_IF_ERROR(Route(session, ""));
+  return absl::OkStatus();
+}
+
+absl::Status ComplaintTicketService::RetryUnassigned(absl::Time now) {
   // Tickets nobody could take: try again now that agents may be free.
   CRM_ASSIGN_OR_RETURN(auto waiting, store_->Unassigned());
   for (const auto& [cid, tid] : waiting) {
     v1::Ticket ignored;
+    // One ticket that cannot be routed now does not stop the others.
     (void)store_->UpdateTicket(
         cid, tid, "", 0, now,
         [&](TicketSession& session) -> absl::Status {
-          auto last = session.LastAgent();
-          if (!last.ok()) return last.status();
-          CRM_RETURN_IF_ERROR(Route(session, *last));
+          CRM_ASSIGN_OR_RETURN(auto last, session.LastAgent());
+          CRM_RETURN_IF_ERROR(Route(session, last));
           if (session.ticket().assigned_agent_id().empty()) session.MarkUnchanged();
           return absl::OkStatus();
         },
         &ignored);
-  }
-  auto awaiting = store_->AwaitingCompensation();
-  if (!awaiting.ok()) return awaiting.status();
-  for (const auto& [cid, tid] : *awaiting) {
-    auto attempted = ExecuteCompensations(cid, tid);
-    if (attempted.ok()) out->set_compensations_retried(out->compensations_retried() + *attempted);
   }
   return absl::OkStatus();
 }

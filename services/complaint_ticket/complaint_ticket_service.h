@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -87,6 +88,13 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   // how many were attempted.
   absl::StatusOr<int> ExecuteCompensations(const std::string& customer_id,
                                            const std::string& ticket_id);
+  // Sweep's steps: the tickets whose deadline has come; one ticket's breaches and escalation
+  // (logged, not returned, when it cannot be updated); routing tickets nobody could take.
+  absl::StatusOr<std::set<std::pair<std::string, std::string>>> DueTickets(absl::Time now);
+  void SweepTicket(const std::string& customer_id, const std::string& ticket_id, absl::Time now,
+                   v1::RunSlaSweepResponse* out);
+  absl::Status ApplySlaFindings(TicketSession& session, absl::Time now);
+  absl::Status RetryUnassigned(absl::Time now);
   // compensation id -> (reference the other service gave it, or the error it answered).
   using CompensationOutcomes = std::map<std::string, std::pair<std::string, std::string>>;
   // Asks loyalty (points, coupon) or order-tracking (refund) for one compensation: its reference.
