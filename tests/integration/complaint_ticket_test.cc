@@ -18,6 +18,7 @@
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/wait.h"
 
 namespace crm::complaint_ticket {
 namespace {
@@ -516,12 +517,12 @@ TEST_CASE(
   v1::ListTicketsRequest list;
   list.set_customer_id(cid);
   v1::ListTicketsResponse listed;
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < deadline) {
-    REQUIRE(Call(w.stub.get(), &Stub::ListTickets, list, &listed).ok());
-    if (listed.tickets_size() > 0) break;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  testing::WaitUntil(
+      [&] {
+        REQUIRE(Call(w.stub.get(), &Stub::ListTickets, list, &listed).ok());
+        return listed.tickets_size() > 0;
+      },
+      absl::Seconds(30));
   REQUIRE(listed.tickets_size() == 1);
   const v1::Ticket t = listed.tickets(0);
   CHECK(t.automatic());
@@ -561,9 +562,8 @@ TEST_CASE(
     v1::Return ret;
     REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvanceReturn, adv, &ret).ok());
   }
-  const absl::Time resolved_by = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < resolved_by && w.Get(t).status() != v1::TICKET_STATUS_RESOLVED)
-    absl::SleepFor(absl::Milliseconds(20));
+  testing::WaitUntil([&] { return w.Get(t).status() == v1::TICKET_STATUS_RESOLVED; },
+                     absl::Seconds(30));
   CHECK(w.Get(t).status() == v1::TICKET_STATUS_RESOLVED);
 }
 

@@ -39,6 +39,7 @@
 #include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
+#include "tests/support/wait.h"
 
 namespace crm {
 namespace {
@@ -524,7 +525,7 @@ TEST_CASE("gateway: deadlines are capped per route and a slow backend gives DEAD
   // The client allows 20 s; the route's cap ends the call, and the backend sees the cancellation.
   const grpc::Status s = w.Call(route.path, RequestFor(route, "slow"), Token("agent", "a1"));
   CHECK(s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
-  for (int i = 0; i < 200 && w.fake.cancelled() == 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  testing::WaitUntil([&] { return w.fake.cancelled() != 0; }, absl::Seconds(2));
   CHECK(w.fake.cancelled() == 1);
 }
 
@@ -610,7 +611,7 @@ TEST_CASE("gateway: WatchOrder streams through, and cancelling the caller cancel
   ctx.TryCancel();
   REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
   CHECK(reader.status.error_code() == grpc::StatusCode::CANCELLED);
-  for (int i = 0; i < 200 && w.fake.cancelled() == 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  testing::WaitUntil([&] { return w.fake.cancelled() != 0; }, absl::Seconds(2));
   CHECK(w.fake.cancelled() == 1);
 
   // Another customer's order stream is refused before any backend call.
@@ -683,7 +684,7 @@ TEST_CASE("gateway: shutdown ends open streams with UNAVAILABLE instead of holdi
   CHECK(reader.status.error_code() == grpc::StatusCode::UNAVAILABLE);
   // The backend learns of the cancellation over its own connection, a moment after the client's
   // answer.
-  for (int i = 0; i < 200 && w.fake.cancelled() == 0; ++i) absl::SleepFor(absl::Milliseconds(50));
+  testing::WaitUntil([&] { return w.fake.cancelled() != 0; }, absl::Seconds(10));
   CHECK(w.fake.cancelled() == 1);
 }
 

@@ -21,6 +21,7 @@
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/wait.h"
 
 namespace crm::loyalty {
 namespace {
@@ -565,9 +566,7 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
     adv.set_tracking_number("EMS1");
     REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
   }
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < deadline && w.Membership(cid).growth_value() == 0)
-    absl::SleepFor(absl::Milliseconds(20));
+  testing::WaitUntil([&] { return w.Membership(cid).growth_value() != 0; }, absl::Seconds(30));
   CHECK(w.Membership(cid).growth_value() == 2599);
   CHECK(w.Membership(cid).tier() == v1::TIER_SILVER);
 

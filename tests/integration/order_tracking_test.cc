@@ -20,6 +20,7 @@
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/wait.h"
 
 namespace crm::order_tracking {
 namespace {
@@ -646,12 +647,7 @@ class WatchClient : public grpc::ClientReadReactor<v1::OrderUpdate> {
     return updates_;
   }
   bool WaitForUpdates(size_t n, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      if (updates().size() >= n) return true;
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return false;
+    return testing::WaitUntil([&] { return updates().size() >= n; }, timeout);
   }
   grpc::Status status_;
 
@@ -873,12 +869,13 @@ TEST_CASE(
   v1::ListDeadLettersRequest list;
   list.set_producer("order-tracking");
   v1::ListDeadLettersResponse letters;
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  while (absl::Now() < deadline) {
-    REQUIRE(Call(admin.get(), &v1::EventAdminService::Stub::ListDeadLetters, list, &letters).ok());
-    if (letters.dead_letters_size() > 0) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  testing::WaitUntil(
+      [&] {
+        REQUIRE(
+            Call(admin.get(), &v1::EventAdminService::Stub::ListDeadLetters, list, &letters).ok());
+        return letters.dead_letters_size() > 0;
+      },
+      absl::Seconds(60));
   REQUIRE(letters.dead_letters_size() == 1);
   const v1::DeadLetter& d = letters.dead_letters(0);
   CHECK(d.event().customer_id() == poison);

@@ -4,6 +4,7 @@
 
 #include "libs/rpc/unary.h"
 #include "libs/store/key.h"
+#include "tests/support/wait.h"
 
 namespace crm::testing {
 
@@ -111,12 +112,7 @@ int64_t EventRecorder::duplicates() {
 }
 
 bool EventRecorder::WaitForApplied(size_t n, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (applied().size() >= n) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return false;
+  return WaitUntil([&] { return applied().size() >= n; }, timeout);
 }
 
 }  // namespace crm::testing
