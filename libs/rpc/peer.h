@@ -20,6 +20,7 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/rpc/backends.h"
+#include "libs/rpc/client.h"
 
 namespace crm::rpc {
 
@@ -49,7 +50,7 @@ class Peer {
     if (!channels.ok()) return channels.status();
     auto stub = Service::NewStub((*channels)->ForKey(key));
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    SetTimeout(context, deadline);
     Response response;
     const grpc::Status status = ((*stub).*method)(&context, request, &response);
     if (!status.ok()) return FromPeer(status, name, purpose);

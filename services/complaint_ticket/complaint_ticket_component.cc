@@ -1,6 +1,7 @@
 #include "services/complaint_ticket/complaint_ticket_component.h"
 
 #include "absl/flags/flag.h"
+#include "absl/functional/bind_front.h"
 #include "absl/strings/str_cat.h"
 #include "libs/log/log.h"
 #include "libs/text/file.h"
@@ -41,12 +42,8 @@ absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> ComplaintTicketCompone
   c->service_ = std::make_unique<ComplaintTicketService>(
       c->store_.get(), std::move(lexicon), context.clock, c->writes_.get(), context.backends,
       context.metrics->registry());
-  ComplaintTicketService* service = c->service_.get();
   c->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store,
-      [service](store::Transaction& txn, const v1::Event& e) {
-        return service->HandleEvent(txn, e);
-      },
+      context.store, absl::bind_front(&ComplaintTicketService::HandleEvent, c->service_.get()),
       c->writes_.get(), context.metrics->registry());
   c->sweep_interval_ = absl::Seconds(absl::GetFlag(FLAGS_sla_sweep_interval_s));
   return c;

@@ -1,6 +1,7 @@
 #include "services/customer_profile/customer_profile_component.h"
 
 #include "absl/flags/flag.h"
+#include "absl/functional/bind_front.h"
 #include "absl/strings/str_cat.h"
 #include "libs/log/log.h"
 
@@ -53,12 +54,9 @@ absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileCompone
   component->service_ = std::make_unique<CustomerProfileService>(
       component->store_.get(), component->insights_.get(), context.clock, component->writes_.get(),
       context.metrics->registry());
-  CustomerProfileService* service = component->service_.get();
   component->consumer_ = std::make_unique<events::EventConsumer>(
       context.store,
-      [service](store::Transaction& txn, const v1::Event& e) {
-        return service->HandleEvent(txn, e);
-      },
+      absl::bind_front(&CustomerProfileService::HandleEvent, component->service_.get()),
       component->writes_.get(), context.metrics->registry());
   return component;
 }

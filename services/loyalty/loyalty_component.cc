@@ -1,6 +1,7 @@
 #include "services/loyalty/loyalty_component.h"
 
 #include "absl/flags/flag.h"
+#include "absl/functional/bind_front.h"
 #include "absl/strings/str_cat.h"
 #include "libs/log/log.h"
 #include "services/loyalty/loyalty_rules.h"
@@ -32,12 +33,8 @@ absl::StatusOr<std::unique_ptr<LoyaltyComponent>> LoyaltyComponent::Create(
   c->service_ = std::make_unique<LoyaltyService>(c->store_.get(), c->rules_.get(), rules_file,
                                                  context.clock, c->writes_.get(), context.backends,
                                                  context.metrics->registry());
-  LoyaltyService* service = c->service_.get();
   c->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store,
-      [service](store::Transaction& txn, const v1::Event& e) {
-        return service->HandleEvent(txn, e);
-      },
+      context.store, absl::bind_front(&LoyaltyService::HandleEvent, c->service_.get()),
       c->writes_.get(), context.metrics->registry());
   c->maintenance_interval_ = absl::Seconds(absl::GetFlag(FLAGS_maintenance_interval_s));
   return c;

@@ -1,6 +1,7 @@
 #include "services/recommendation/recommendation_component.h"
 
 #include "absl/flags/flag.h"
+#include "absl/functional/bind_front.h"
 #include "absl/strings/str_cat.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
@@ -31,10 +32,7 @@ absl::StatusOr<std::unique_ptr<RecommendationComponent>> RecommendationComponent
       context.metrics->registry());
   RecommendationService* service = c->service_.get();
   c->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store,
-      [service](store::Transaction& txn, const v1::Event& e) {
-        return service->HandleEvent(txn, e);
-      },
+      context.store, absl::bind_front(&RecommendationService::HandleEvent, service),
       c->writes_.get(), context.metrics->registry());
   // Learning a basket is CPU-bound (hundreds of pair counts): a delivered batch is learned on two
   // threads, each customer's events on one.
