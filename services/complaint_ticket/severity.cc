@@ -387,19 +387,18 @@ std::string Normalize(absl::string_view text) {
   return absl::StrReplaceAll(absl::AsciiStrToLower(text), {{"\xE2\x80\x99", "'"}});
 }
 
-}  // namespace
+// ParseLexicon's checks, in the order a lexicon file is read: plain terms, word classes, kinds.
+absl::Status BadTerm(absl::string_view text, const internal::LexiconTerm& t,
+                     absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, t.text()), what,
+                                                 " \"", t.text(),
+                                                 "\" needs text and a weight >= 0"));
+}
 
-absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
-  internal::SeverityLexicon lex;
-  CRM_RETURN_IF_ERROR(api::ParseTextProto("lexicon", text, &lex));
-  auto bad_term = [&](const internal::LexiconTerm& t, absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, t.text()), what,
-                                                   " \"", t.text(),
-                                                   "\" needs text and a weight >= 0"));
-  };
+absl::Status CheckTerms(const internal::SeverityLexicon& lex, absl::string_view text) {
   for (const auto* terms : {&lex.intensity(), &lex.positive(), &lex.intensifiers()}) {
     for (const auto& t : *terms) {
-      if (t.text().empty() || t.weight() < 0) return bad_term(t, "term");
+      if (t.text().empty() || t.weight() < 0) return BadTerm(text, t, "term");
     }
   }
   for (const auto& t : lex.valence()) {
@@ -409,6 +408,12 @@ absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
                                                      "\" needs text and a weight <= 0"));
     }
   }
+  return absl::OkStatus();
+}
+
+// The names of the word classes, each unique and with terms.
+absl::StatusOr<std::set<std::string>> CheckWordClasses(const internal::SeverityLexicon& lex,
+                                                       absl::string_view text) {
   std::set<std::string> classes;
   for (const auto& c : lex.word_classes()) {
     if (c.name().empty() || c.terms().empty() || !classes.insert(c.name()).second) {
@@ -417,30 +422,40 @@ absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
                                                      "\" needs a unique name and terms"));
     }
   }
+  return classes;
+}
+
+// A cue names only word classes the lexicon defines.
+absl::Status CheckCue(const internal::LexiconTerm& cue, absl::string_view text,
+                      const std::set<std::string>& classes) {
+  if (cue.text().empty() || cue.weight() < 0) return BadTerm(text, cue, "cue");
+  for (const Part& part : ParsePattern(cue.text())) {
+    for (const Piece& piece : part) {
+      if (piece.word_class && classes.count(piece.text) == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("lexicon: ", api::LineOf(text, cue.text()), "cue \"", cue.text(),
+                         "\" names an unknown word class {", piece.text, "}"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKinds(const internal::SeverityLexicon& lex, absl::string_view text,
+                        const std::set<std::string>& classes) {
   for (const auto& kind : lex.kinds()) {
     if (kind.name().empty() || kind.cues().empty()) {
       return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, kind.name()),
                                                      "kind \"", kind.name(),
                                                      "\" needs a name and cues"));
     }
-    for (const auto& cue : kind.cues()) {
-      if (cue.text().empty() || cue.weight() < 0) return bad_term(cue, "cue");
-      for (const Part& part : ParsePattern(cue.text())) {
-        for (const Piece& piece : part) {
-          if (piece.word_class && classes.count(piece.text) == 0) {
-            return absl::InvalidArgumentError(
-                absl::StrCat("lexicon: ", api::LineOf(text, cue.text()), "cue \"", cue.text(),
-                             "\" names an unknown word class {", piece.text, "}"));
-          }
-        }
-      }
-    }
+    for (const auto& cue : kind.cues()) CRM_RETURN_IF_ERROR(CheckCue(cue, text, classes));
   }
-  if (!(lex.level2_from() > 0 && lex.level3_from() > lex.level2_from())) {
-    return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, "level3_from"),
-                                                   "need 0 < level2_from < level3_from"));
-  }
-  // Matching is on lower-cased text; class names are lower-cased alike so {LAWYER} finds "lawyer".
+  return absl::OkStatus();
+}
+
+// Matching is on lower-cased text; class names are lower-cased alike so {LAWYER} finds "lawyer".
+void LowerCase(internal::SeverityLexicon& lex) {
   auto lower = [](std::string* s) { *s = Normalize(*s); };
   for (auto* terms : {lex.mutable_intensity(), lex.mutable_positive(), lex.mutable_intensifiers(),
                       lex.mutable_valence()}) {
@@ -459,6 +474,150 @@ absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
     for (auto& e : *kind.mutable_exceptions()) lower(&e);
     for (auto& b : *kind.mutable_gap_breaks()) lower(&b);
   }
+}
+
+// AssessSeverity's steps. The order the signals are added in is the order they are listed in.
+
+// A kind of trouble the text names (a legal threat, harm, ...) and the points of its strongest cue.
+struct KindFound {
+  const std::string* name;
+  std::string evidence;
+  double points;
+};
+
+// Each kind counts once, by its strongest cue: two ways of saying "lawyer" are one legal threat.
+std::vector<KindFound> FindKinds(const internal::SeverityLexicon& lex, CueMatcher& matcher) {
+  std::vector<KindFound> kinds;
+  for (const auto& kind : lex.kinds()) {
+    const internal::LexiconTerm* best = nullptr;
+    std::vector<std::string> evidence;
+    for (const auto& cue : kind.cues()) {
+      if (best != nullptr && cue.weight() <= best->weight()) continue;
+      if (auto found = matcher.Match(cue.text(), kind)) {
+        best = &cue;
+        evidence = *std::move(found);
+      }
+    }
+    if (best != nullptr)
+      kinds.push_back({&kind.name(), absl::StrJoin(evidence, " … "), best->weight()});
+  }
+  return kinds;
+}
+
+// Whether [start, end) overlaps a negator that denied a cue.
+bool DeniedSomething(const std::vector<Span>& used_negators, size_t start, size_t end) {
+  return std::any_of(used_negators.begin(), used_negators.end(),
+                     [&](const Span& n) { return n.first < end && n.second > start; });
+}
+
+// Angry words, with the intensifier before them ("really terrible").
+void AddIntensity(const internal::SeverityLexicon& lex, absl::string_view lower,
+                  const std::vector<Span>& used_negators, v1::Severity& s) {
+  for (const auto& term : lex.intensity()) {
+    int counted = 0;
+    for (const auto& [start, end] : Spans(lower, term.text())) {
+      if (counted == 2) break;  // one word twice is emphasis; ten times is not ten times angrier
+      if (Negated(lex, lower, start, end)) continue;             // "not terrible"
+      if (DeniedSomething(used_negators, start, end)) continue;  // "nobody" in "nobody was hurt"
+      const double m = Intensifier(lex, lower, start);
+      const std::string word(lower.substr(start, end - start));
+      AddSignal(s, "intensity", m > 1 ? absl::StrCat(Before(lower, start), word) : word,
+                term.weight() * m);
+      ++counted;
+    }
+  }
+}
+
+// Words that lean negative, each once, and praise denied ("not helpful"), each once.
+void AddValence(const internal::SeverityLexicon& lex, absl::string_view lower, v1::Severity& s) {
+  for (const auto& term : lex.valence()) {
+    for (const auto& [start, end] : Spans(lower, term.text())) {
+      if (Negated(lex, lower, start, end)) continue;
+      AddSignal(s, "intensity", std::string(lower.substr(start, end - start)),
+                -term.weight() * lex.points_per_valence() * Intensifier(lex, lower, start));
+      break;
+    }
+  }
+  for (const auto& term : lex.positive()) {
+    for (const auto& [start, end] : Spans(lower, term.text())) {
+      if (!Negated(lex, lower, start, end)) continue;
+      AddSignal(s, "negated_positive",
+                absl::StrCat(Before(lower, start), lower.substr(start, end - start)),
+                term.weight() * Intensifier(lex, lower, start));
+      break;
+    }
+  }
+}
+
+// "!" and "！" count, and so does a question asked twice over ("??", "？？"), which is not calm.
+int CountExclamations(absl::string_view text) {
+  int exclamations = 0;
+  for (size_t pos = 0; pos < text.size(); ++pos) {
+    if (text[pos] == '!') ++exclamations;
+    if (text.substr(pos, 3) == "\xEF\xBC\x81") ++exclamations;  // full-width ！
+    if (text[pos] == '?' && pos > 0 && text[pos - 1] == '?') ++exclamations;
+    if (pos >= 3 && text.substr(pos, 3) == "\xEF\xBC\x9F" &&
+        text.substr(pos - 3, 3) == "\xEF\xBC\x9F") {
+      ++exclamations;  // full-width ？？
+    }
+  }
+  return exclamations;
+}
+
+// How the text is written: exclamations, the same mark or word over and over, shouting.
+void AddTone(const internal::SeverityLexicon& lex, absl::string_view text, absl::string_view lower,
+             v1::Severity& s) {
+  if (const int exclamations = CountExclamations(text); exclamations > 0) {
+    AddSignal(s, "exclamation", std::string(std::min(exclamations, 5), '!'),
+              std::min(exclamations * lex.points_per_exclamation(), lex.max_exclamation_points()));
+  }
+  if (Repetition(text, lower)) {
+    AddSignal(s, "repetition", "the same mark or word three times running",
+              lex.repetition_points());
+  }
+  // A few words in capitals among lower-case ones are shouting; a whole text in capitals is a habit
+  // (or a keyboard) and says nothing about anger.
+  const Capitals caps = CountCapitals(text);
+  if (caps.shouted.size() >= 2 && caps.shouted.size() * 2 < static_cast<size_t>(caps.words)) {
+    AddSignal(s, "all_caps", absl::StrJoin(caps.shouted, " "), lex.all_caps_points());
+  }
+}
+
+// What the complaint is about and who makes it: the category's and the customer's value's points.
+void AddContext(const internal::SeverityLexicon& lex, v1::TicketCategory category,
+                CustomerValue value, v1::Severity& s) {
+  const std::string category_name = v1::TicketCategory_Name(category);
+  if (auto it = lex.category_points().find(category_name); it != lex.category_points().end()) {
+    AddSignal(s, "category", category_name.substr(16), it->second);
+  }
+  if (value.tier > 0 && value.tier < lex.tier_points_size()) {
+    AddSignal(s, "customer_value", absl::StrCat("tier ", value.tier), lex.tier_points(value.tier));
+  }
+  if (value.enterprise)
+    AddSignal(s, "customer_value", "enterprise account", lex.enterprise_points());
+}
+
+// The score, capped at 100, sets the handling level and the priority.
+void SetLevel(const internal::SeverityLexicon& lex, v1::Severity& s) {
+  s.set_score(std::min(100.0, std::round(s.score() * 10) / 10));
+  const int level = s.score() >= lex.level3_from() ? 3 : s.score() >= lex.level2_from() ? 2 : 1;
+  s.set_handling_level(level);
+  s.set_priority(level == 3 ? v1::PRIORITY_P1 : level == 2 ? v1::PRIORITY_P2 : v1::PRIORITY_P3);
+}
+
+}  // namespace
+
+absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
+  internal::SeverityLexicon lex;
+  CRM_RETURN_IF_ERROR(api::ParseTextProto("lexicon", text, &lex));
+  CRM_RETURN_IF_ERROR(CheckTerms(lex, text));
+  CRM_ASSIGN_OR_RETURN(const std::set<std::string> classes, CheckWordClasses(lex, text));
+  CRM_RETURN_IF_ERROR(CheckKinds(lex, text, classes));
+  if (!(lex.level2_from() > 0 && lex.level3_from() > lex.level2_from())) {
+    return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, "level3_from"),
+                                                   "need 0 < level2_from < level3_from"));
+  }
+  LowerCase(lex);
   return lex;
 }
 
@@ -474,103 +633,15 @@ v1::Severity AssessSeverity(const internal::SeverityLexicon& lex, absl::string_v
                             v1::TicketCategory category, CustomerValue value) {
   v1::Severity s;
   const std::string lower = Normalize(text);
-
-  // Each kind counts once, by its strongest cue: two ways of saying "lawyer" are one legal threat.
+  // Kinds first: the negators their cues used are not angry words of their own.
   CueMatcher matcher(lex, lower);
-  struct KindFound {
-    const std::string* name;
-    std::string evidence;
-    double points;
-  };
-  std::vector<KindFound> kinds;
-  for (const auto& kind : lex.kinds()) {
-    const internal::LexiconTerm* best = nullptr;
-    std::vector<std::string> evidence;
-    for (const auto& cue : kind.cues()) {
-      if (best != nullptr && cue.weight() <= best->weight()) continue;
-      if (auto found = matcher.Match(cue.text(), kind)) {
-        best = &cue;
-        evidence = *std::move(found);
-      }
-    }
-    if (best != nullptr)
-      kinds.push_back({&kind.name(), absl::StrJoin(evidence, " … "), best->weight()});
-  }
-  auto denied_something = [&](size_t start, size_t end) {
-    return std::any_of(matcher.used_negators().begin(), matcher.used_negators().end(),
-                       [&](const Span& n) { return n.first < end && n.second > start; });
-  };
-
-  for (const auto& term : lex.intensity()) {
-    int counted = 0;
-    for (const auto& [start, end] : Spans(lower, term.text())) {
-      if (counted == 2) break;  // one word twice is emphasis; ten times is not ten times angrier
-      if (Negated(lex, lower, start, end)) continue;  // "not terrible"
-      if (denied_something(start, end)) continue;     // "nobody" in "nobody was hurt"
-      const double m = Intensifier(lex, lower, start);
-      const std::string word = lower.substr(start, end - start);
-      AddSignal(s, "intensity", m > 1 ? absl::StrCat(Before(lower, start), word) : word,
-                term.weight() * m);
-      ++counted;
-    }
-  }
-  for (const auto& term : lex.valence()) {
-    for (const auto& [start, end] : Spans(lower, term.text())) {
-      if (Negated(lex, lower, start, end)) continue;
-      AddSignal(s, "intensity", lower.substr(start, end - start),
-                -term.weight() * lex.points_per_valence() * Intensifier(lex, lower, start));
-      break;
-    }
-  }
-  for (const auto& term : lex.positive()) {
-    for (const auto& [start, end] : Spans(lower, term.text())) {
-      if (!Negated(lex, lower, start, end)) continue;
-      AddSignal(s, "negated_positive",
-                absl::StrCat(Before(lower, start), lower.substr(start, end - start)),
-                term.weight() * Intensifier(lex, lower, start));
-      break;
-    }
-  }
+  const std::vector<KindFound> kinds = FindKinds(lex, matcher);
+  AddIntensity(lex, lower, matcher.used_negators(), s);
+  AddValence(lex, lower, s);
   for (const auto& k : kinds) AddSignal(s, *k.name, k.evidence, k.points);
-  // "!" and "！" count, and so does a question asked twice over ("??", "？？"), which is not calm.
-  int exclamations = 0;
-  for (size_t pos = 0; pos < text.size(); ++pos) {
-    if (text[pos] == '!') ++exclamations;
-    if (text.substr(pos, 3) == "\xEF\xBC\x81") ++exclamations;  // full-width ！
-    if (text[pos] == '?' && pos > 0 && text[pos - 1] == '?') ++exclamations;
-    if (pos >= 3 && text.substr(pos, 3) == "\xEF\xBC\x9F" &&
-        text.substr(pos - 3, 3) == "\xEF\xBC\x9F") {
-      ++exclamations;  // full-width ？？
-    }
-  }
-  if (exclamations > 0) {
-    AddSignal(s, "exclamation", std::string(std::min(exclamations, 5), '!'),
-              std::min(exclamations * lex.points_per_exclamation(), lex.max_exclamation_points()));
-  }
-  if (Repetition(text, lower)) {
-    AddSignal(s, "repetition", "the same mark or word three times running",
-              lex.repetition_points());
-  }
-  // A few words in capitals among lower-case ones are shouting; a whole text in capitals is a habit
-  // (or a keyboard) and says nothing about anger.
-  const Capitals caps = CountCapitals(text);
-  if (caps.shouted.size() >= 2 && caps.shouted.size() * 2 < static_cast<size_t>(caps.words)) {
-    AddSignal(s, "all_caps", absl::StrJoin(caps.shouted, " "), lex.all_caps_points());
-  }
-  const std::string category_name = v1::TicketCategory_Name(category);
-  if (auto it = lex.category_points().find(category_name); it != lex.category_points().end()) {
-    AddSignal(s, "category", category_name.substr(16), it->second);
-  }
-  if (value.tier > 0 && value.tier < lex.tier_points_size()) {
-    AddSignal(s, "customer_value", absl::StrCat("tier ", value.tier), lex.tier_points(value.tier));
-  }
-  if (value.enterprise)
-    AddSignal(s, "customer_value", "enterprise account", lex.enterprise_points());
-
-  s.set_score(std::min(100.0, std::round(s.score() * 10) / 10));
-  const int level = s.score() >= lex.level3_from() ? 3 : s.score() >= lex.level2_from() ? 2 : 1;
-  s.set_handling_level(level);
-  s.set_priority(level == 3 ? v1::PRIORITY_P1 : level == 2 ? v1::PRIORITY_P2 : v1::PRIORITY_P3);
+  AddTone(lex, text, lower, s);
+  AddContext(lex, category, value, s);
+  SetLevel(lex, s);
   return s;
 }
 
