@@ -18,6 +18,7 @@
 #include "services/order_tracking/history_import.h"
 #include "services/order_tracking/order_changes.h"
 #include "services/order_tracking/order_lifecycle.h"
+#include "services/order_tracking/order_workflows.h"
 
 namespace crm::order_tracking {
 namespace {
@@ -70,6 +71,79 @@ absl::Status ValidateMove(const v1::AdvancePackageRequest& r) {
     CRM_RETURN_IF_ERROR(api::ToTime("eta", r.eta()));
   }
   return absl::OkStatus();
+}
+
+// CreateOrder's order lines, shipping fee, payment method, delivery window and address; sets
+// *total (lines plus shipping) and *currency.
+absl::Status ValidateNewOrder(const v1::CreateOrderRequest& req, int64_t* total,
+                              std::string* currency) {
+  CRM_RETURN_IF_ERROR(ValidateOrderLines("items", req.items(), kMaxItems,
+                                         /*category_required=*/true, total, currency));
+  CRM_RETURN_IF_ERROR(AddShippingFee("shipping_fee", req.shipping_fee(), *currency, total));
+  if (req.payment_method() == v1::PAYMENT_METHOD_TYPE_UNSPECIFIED ||
+      !v1::PaymentMethodType_IsValid(req.payment_method())) {
+    return Invalid("payment_method", "must be CARD, CASH_ON_DELIVERY or ACCOUNT_BALANCE");
+  }
+  if (!req.has_delivery_window() || !req.delivery_window().has_start_time() ||
+      !req.delivery_window().has_end_time()) {
+    return Invalid("delivery_window", "start_time and end_time are required");
+  }
+  CRM_ASSIGN_OR_RETURN(
+      auto start, api::ToTime("delivery_window.start_time", req.delivery_window().start_time()));
+  CRM_ASSIGN_OR_RETURN(auto end,
+                       api::ToTime("delivery_window.end_time", req.delivery_window().end_time()));
+  if (end <= start) return Invalid("delivery_window.end_time", "must be after start_time");
+  if (!req.shipping_address_id().empty()) {
+    CRM_RETURN_IF_ERROR(api::RequiredId("shipping_address_id", req.shipping_address_id()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateReturnRequest(const v1::RequestReturnRequest& req) {
+  CRM_RETURN_IF_ERROR(ValidateOrderIds(req.customer_id(), req.order_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredText("reason", req.reason(), 500));
+  if (req.fault() == v1::FAULT_UNSPECIFIED || !v1::Fault_IsValid(req.fault())) {
+    return Invalid("fault", "must be CUSTOMER, MERCHANT or CARRIER");
+  }
+  if (req.items().empty()) return Invalid("items", "name at least one item to return");
+  for (int i = 0; i < req.items_size(); ++i) {
+    CRM_RETURN_IF_ERROR(
+        api::RequiredId(absl::StrCat("items[", i, "].item_id"), req.items(i).item_id()));
+  }
+  return absl::OkStatus();
+}
+
+// AdvanceReturn's target status, with the pickup window at the door or the rejection reason it
+// needs.
+absl::Status ValidateReturnMove(const v1::AdvanceReturnRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("return_id", req.return_id()));
+  if (req.status() == v1::RETURN_STATUS_UNSPECIFIED ||
+      req.status() == v1::RETURN_STATUS_REQUESTED || !v1::ReturnStatus_IsValid(req.status())) {
+    return Invalid("status", "must be PICKUP_SCHEDULED, RECEIVED, REFUNDED or REJECTED");
+  }
+  if (req.status() == v1::RETURN_STATUS_PICKUP_SCHEDULED) {
+    if (!req.has_pickup_start_time() || !req.has_pickup_end_time()) {
+      return Invalid("pickup_start_time", "the pickup window at the door is required");
+    }
+    CRM_ASSIGN_OR_RETURN(auto start, api::ToTime("pickup_start_time", req.pickup_start_time()));
+    CRM_ASSIGN_OR_RETURN(auto end, api::ToTime("pickup_end_time", req.pickup_end_time()));
+    if (end <= start) return Invalid("pickup_end_time", "must be after pickup_start_time");
+  }
+  if (req.status() == v1::RETURN_STATUS_REJECTED) {
+    CRM_RETURN_IF_ERROR(api::RequiredText("rejection_reason", req.rejection_reason(), 500));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateReview(const v1::SubmitReviewRequest& req) {
+  CRM_RETURN_IF_ERROR(ValidateOrderIds(req.customer_id(), req.order_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("item_id", req.item_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  if (req.rating() < 1 || req.rating() > 5)
+    return Invalid("rating", "must be 1 (strongly dislike) to 5 (love)");
+  return api::OptionalText("text", req.text(), 2000);
 }
 
 }  // namespace
@@ -125,6 +199,15 @@ void OrderTrackingService::Committed(const v1::Order& order, const OrderChange& 
   hub_.Publish(order, change.summary.empty() ? "updated" : change.summary, now);
 }
 
+absl::Status OrderTrackingService::UpdateAndPublish(
+    absl::string_view customer_id, absl::string_view order_id, absl::Time now,
+    absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change, v1::Order* out) {
+  OrderChange applied;
+  absl::Status s = store_->UpdateOrder(customer_id, order_id, now, change, out, &applied);
+  if (s.ok()) Committed(*out, applied, now);
+  return s;
+}
+
 grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx,
                                                             const v1::CreateOrderRequest* req,
                                                             v1::Order* resp) {
@@ -134,74 +217,19 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx,
   if (!caller.ok()) return Finish(ctx, caller.status());
   int64_t total = 0;
   std::string currency;
-  if (auto s = ValidateOrderLines("items", req->items(), kMaxItems, /*category_required=*/true,
-                                  &total, &currency);
-      !s.ok()) {
-    return Finish(ctx, s);
-  }
-  if (auto s = AddShippingFee("shipping_fee", req->shipping_fee(), currency, &total); !s.ok())
-    return Finish(ctx, s);
-  if (req->payment_method() == v1::PAYMENT_METHOD_TYPE_UNSPECIFIED ||
-      !v1::PaymentMethodType_IsValid(req->payment_method())) {
-    return Finish(ctx,
-                  Invalid("payment_method", "must be CARD, CASH_ON_DELIVERY or ACCOUNT_BALANCE"));
-  }
-  if (!req->has_delivery_window() || !req->delivery_window().has_start_time() ||
-      !req->delivery_window().has_end_time()) {
-    return Finish(ctx, Invalid("delivery_window", "start_time and end_time are required"));
-  }
-  auto start = api::ToTime("delivery_window.start_time", req->delivery_window().start_time());
-  if (!start.ok()) return Finish(ctx, start.status());
-  auto end = api::ToTime("delivery_window.end_time", req->delivery_window().end_time());
-  if (!end.ok()) return Finish(ctx, end.status());
-  if (*end <= *start)
-    return Finish(ctx, Invalid("delivery_window.end_time", "must be after start_time"));
-  if (!req->shipping_address_id().empty()) {
-    if (auto s = api::RequiredId("shipping_address_id", req->shipping_address_id()); !s.ok())
-      return Finish(ctx, s);
-  }
+  if (auto s = ValidateNewOrder(*req, &total, &currency); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(
       *writes_, ctx,
       [this, req, resp, now, total, currency,
        request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
         // The customer must exist, and the order keeps a copy of the address it ships to.
-        CRM_ASSIGN_OR_RETURN(auto fetched, rpc::FetchCustomer(*backends_, req->customer_id()));
-        const v1::Customer& customer = fetched;
-        const std::string address_id = req->shipping_address_id().empty()
-                                           ? customer.default_address_id()
-                                           : req->shipping_address_id();
-        const v1::Address* address = nullptr;
-        for (const auto& a : customer.addresses()) {
-          if (a.address_id() == address_id) address = &a;
-        }
-        if (address == nullptr) {
-          if (req->shipping_address_id().empty()) {
-            return absl::FailedPreconditionError(
-                "shipping_address_id: the customer has no address yet; add one first");
-          }
-          return absl::NotFoundError(absl::StrCat(
-              "shipping_address_id: the customer has no address \"", address_id, "\""));
-        }
-        v1::Order order;
-        order.set_order_id(sharding::NewIdInBucket("o", sharding::BucketOf(req->customer_id())));
-        order.set_customer_id(req->customer_id());
-        for (int i = 0; i < req->items_size(); ++i) {
-          auto* item = order.add_items();
-          *item = req->items(i);
-          item->set_item_id(std::to_string(i + 1));
-        }
-        order.set_payment_method(req->payment_method());
-        *order.mutable_shipping_fee() = req->shipping_fee();
-        order.mutable_shipping_fee()->set_currency(currency);
-        order.mutable_total()->set_amount_minor(total);
-        order.mutable_total()->set_currency(currency);
-        *order.mutable_delivery_window() = req->delivery_window();
-        order.set_status(v1::ORDER_STATUS_PLACED);
-        *order.mutable_shipping_address() = *address;
-        api::SetTimestamp(now, order.mutable_create_time());
-        const v1::Event placed = OrderPlacedEvent(order);
-        absl::Status s = store_->CreateOrder(order, placed, request_id,
+        CRM_ASSIGN_OR_RETURN(v1::Customer customer,
+                             rpc::FetchCustomer(*backends_, req->customer_id()));
+        CRM_ASSIGN_OR_RETURN(v1::Address address,
+                             ShippingAddress(customer, req->shipping_address_id()));
+        const v1::Order order = NewOrder(*req, total, currency, address, now);
+        absl::Status s = store_->CreateOrder(order, OrderPlacedEvent(order), request_id,
                                              store::RequestFingerprint(*req), now, resp);
         if (s.ok() && resp->order_id() == order.order_id()) metrics_.created.Increment();
         return s;
@@ -299,34 +327,9 @@ grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::Pay
     return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    OrderChange applied;
-    absl::Status s = store_->UpdateOrder(
+    return UpdateAndPublish(
         req->customer_id(), req->order_id(), now,
-        [&](v1::Order& o, OrderChange& c) -> absl::Status {
-          if (o.status() == v1::ORDER_STATUS_PAID &&
-              o.payment_reference() == req->payment_reference()) {
-            c.unchanged = true;  // the same payment reported again
-            return absl::OkStatus();
-          }
-          if (o.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY) {
-            return absl::FailedPreconditionError(
-                "order_id: a cash-on-delivery order is paid at the door, on delivery");
-          }
-          if (o.status() != v1::ORDER_STATUS_PLACED) {
-            return absl::FailedPreconditionError(absl::StrCat("order_id: the order is ",
-                                                              OrderStatusName(o.status()),
-                                                              "; only a PLACED order can be paid"));
-          }
-          o.set_status(v1::ORDER_STATUS_PAID);
-          o.set_payment_reference(req->payment_reference());
-          api::SetTimestamp(now, o.mutable_paid_time());
-          c.history.push_back(HistoryEntry("paid", "payment", now));
-          c.summary = "paid";
-          return absl::OkStatus();
-        },
-        resp, &applied);
-    if (s.ok()) Committed(*resp, applied, now);
-    return s;
+        [&](v1::Order& o, OrderChange& c) { return ApplyPayment(*req, now, o, c); }, resp);
   });
 }
 
@@ -340,28 +343,10 @@ grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx,
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller)] {
-    OrderChange applied;
-    absl::Status s = store_->UpdateOrder(
+    return UpdateAndPublish(
         req->customer_id(), req->order_id(), now,
-        [&](v1::Order& o, OrderChange& c) -> absl::Status {
-          if (o.status() == v1::ORDER_STATUS_CANCELLED) {
-            c.unchanged = true;
-            return absl::OkStatus();
-          }
-          CRM_RETURN_IF_ERROR(CheckCancellable(o));
-          o.set_status(v1::ORDER_STATUS_CANCELLED);
-          o.set_cancel_reason(req->reason());
-          c.history.push_back(HistoryEntry(absl::StrCat("cancelled: ", req->reason()), actor, now));
-          c.summary = "cancelled";
-          v1::Event e;
-          e.mutable_order_cancelled()->set_order_id(o.order_id());
-          e.mutable_order_cancelled()->set_reason(req->reason());
-          c.events.push_back(std::move(e));
-          return absl::OkStatus();
-        },
-        resp, &applied);
-    if (s.ok()) Committed(*resp, applied, now);
-    return s;
+        [&](v1::Order& o, OrderChange& c) { return ApplyCancellation(*req, actor, now, o, c); },
+        resp);
   });
 }
 
@@ -372,40 +357,16 @@ grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx,
     return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    OrderChange applied;
-    absl::Status s = store_->UpdateOrder(
+    return UpdateAndPublish(
         req->customer_id(), req->order_id(), now,
-        [&](v1::Order& o, OrderChange& c) -> absl::Status {
-          if (!o.packages().empty()) {
-            c.unchanged = true;  // already processed
-            return absl::OkStatus();
-          }
-          const bool cod = o.payment_method() == v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY;
-          if (!(o.status() == v1::ORDER_STATUS_PAID ||
-                (cod && o.status() == v1::ORDER_STATUS_PLACED))) {
-            return absl::FailedPreconditionError(
-                absl::StrCat("order_id: the order is ", OrderStatusName(o.status()),
-                             "; it must be paid (or cash on delivery) before processing"));
-          }
-          CRM_RETURN_IF_ERROR(CheckSplitPlan(o, req->packages()));
-          CreatePackages(o, req->packages());
-          c.history.push_back(
-              HistoryEntry(absl::StrCat("at processing center, ", o.packages_size(), " package(s)"),
-                           "warehouse", now));
-          c.summary = "at processing center";
-          return absl::OkStatus();
-        },
-        resp, &applied);
-    if (s.ok()) Committed(*resp, applied, now);
-    return s;
+        [&](v1::Order& o, OrderChange& c) { return ApplyProcessing(*req, now, o, c); }, resp);
   });
 }
 
 absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& move,
                                                absl::Time now, v1::Order* out) {
   CRM_ASSIGN_OR_RETURN(auto when, OptionalEventTime("event_time", move, now));
-  OrderChange applied;
-  absl::Status s = store_->UpdateOrder(
+  return UpdateAndPublish(
       move.customer_id(), move.order_id(), now,
       [&](v1::Order& o, OrderChange& c) -> absl::Status {
         v1::Package* p = FindPackage(o, move.package_id());
@@ -421,9 +382,7 @@ absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& 
         MoveAndDescribe(o, *p, move, when, "operations", c);
         return absl::OkStatus();
       },
-      out, &applied);
-  if (s.ok()) Committed(*out, applied, now);
-  return s;
+      out);
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::AdvancePackage(Ctx* ctx,
@@ -522,65 +481,35 @@ absl::StatusOr<int> OrderTrackingService::ReturnWindowExtension(const std::strin
   return m.benefits().return_window_extension_days();
 }
 
+absl::StatusOr<int> OrderTrackingService::ExtraReturnDays(const v1::RequestReturnRequest& req,
+                                                          absl::Time now) {
+  // A membership tier may extend return windows: ask loyalty only when the plain window has passed.
+  auto current = store_->GetOrder(req.customer_id(), req.order_id());
+  if (!current.ok()) return 0;
+  auto plain = CheckReturnRequest(*current, req.items(), return_rules_, 0, now);
+  if (plain.ok() || plain.status().message().find("return window") == absl::string_view::npos) {
+    return 0;
+  }
+  return ReturnWindowExtension(req.customer_id());
+}
+
 grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
                                                               const v1::RequestReturnRequest* req,
                                                               v1::Return* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
-    return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
-  if (req->fault() == v1::FAULT_UNSPECIFIED || !v1::Fault_IsValid(req->fault())) {
-    return Finish(ctx, Invalid("fault", "must be CUSTOMER, MERCHANT or CARRIER"));
-  }
-  if (req->items().empty())
-    return Finish(ctx, Invalid("items", "name at least one item to return"));
-  for (int i = 0; i < req->items_size(); ++i) {
-    if (auto s = api::RequiredId(absl::StrCat("items[", i, "].item_id"), req->items(i).item_id());
-        !s.ok())
-      return Finish(ctx, s);
-  }
+  if (auto s = ValidateReturnRequest(*req); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
   return FinishOn(
       *writes_, ctx,
       [this, req, resp, now, actor = rpc::Actor(*caller),
-       request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-        // A membership tier may extend return windows: ask loyalty only when the plain window has
-        // passed.
-        int extra_days = 0;
-        if (auto current = store_->GetOrder(req->customer_id(), req->order_id()); current.ok()) {
-          auto plain = CheckReturnRequest(*current, req->items(), return_rules_, 0, now);
-          if (!plain.ok() &&
-              plain.status().message().find("return window") != absl::string_view::npos) {
-            CRM_ASSIGN_OR_RETURN(auto extension, ReturnWindowExtension(req->customer_id()));
-            extra_days = extension;
-          }
-        }
+       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+        CRM_ASSIGN_OR_RETURN(const int extra_days, ExtraReturnDays(*req, now));
         v1::Order order;
         absl::Status s = store_->CreateReturn(
             req->customer_id(), req->order_id(), request_id, store::RequestFingerprint(*req), now,
-            [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
-              CRM_ASSIGN_OR_RETURN(
-                  auto window_end,
-                  CheckReturnRequest(o, req->items(), return_rules_, extra_days, now));
-              r.set_return_id(sharding::NewIdInBucket("r", sharding::BucketOf(req->customer_id())));
-              r.set_order_id(o.order_id());
-              r.set_customer_id(o.customer_id());
-              *r.mutable_items() = req->items();
-              r.set_reason(req->reason());
-              r.set_fault(req->fault());
-              r.set_status(v1::RETURN_STATUS_REQUESTED);
-              api::SetTimestamp(now, r.mutable_request_time());
-              api::SetTimestamp(now, r.mutable_update_time());
-              api::SetTimestamp(window_end, r.mutable_window_end_time());
-              for (const auto& it : req->items())
-                (*o.mutable_returned_quantities())[it.item_id()] += it.quantity();
-              c.history.push_back(HistoryEntry(
-                  absl::StrCat("return ", r.return_id(), " requested: ", req->reason()), actor,
-                  now));
-              c.summary = "return requested";
-              return absl::OkStatus();
+            [&](v1::Order& o, v1::Return& r, OrderChange& c) {
+              return ApplyReturnRequest(*req, return_rules_, extra_days, actor, now, o, r, c);
             },
             resp, &order);
         if (s.ok()) metrics_.returns.Add({{"status", "requested"}}).Increment();
@@ -591,28 +520,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
 grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx,
                                                               const v1::AdvanceReturnRequest* req,
                                                               v1::Return* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("return_id", req->return_id()); !s.ok()) return Finish(ctx, s);
-  if (req->status() == v1::RETURN_STATUS_UNSPECIFIED ||
-      req->status() == v1::RETURN_STATUS_REQUESTED || !v1::ReturnStatus_IsValid(req->status())) {
-    return Finish(ctx,
-                  Invalid("status", "must be PICKUP_SCHEDULED, RECEIVED, REFUNDED or REJECTED"));
-  }
-  if (req->status() == v1::RETURN_STATUS_PICKUP_SCHEDULED) {
-    auto start = api::ToTime("pickup_start_time", req->pickup_start_time());
-    auto end = api::ToTime("pickup_end_time", req->pickup_end_time());
-    if (!req->has_pickup_start_time() || !req->has_pickup_end_time()) {
-      return Finish(ctx, Invalid("pickup_start_time", "the pickup window at the door is required"));
-    }
-    if (!start.ok()) return Finish(ctx, start.status());
-    if (!end.ok()) return Finish(ctx, end.status());
-    if (*end <= *start)
-      return Finish(ctx, Invalid("pickup_end_time", "must be after pickup_start_time"));
-  }
-  if (req->status() == v1::RETURN_STATUS_REJECTED) {
-    if (auto s = api::RequiredText("rejection_reason", req->rejection_reason(), 500); !s.ok())
-      return Finish(ctx, s);
-  }
+  if (auto s = ValidateReturnMove(*req); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
@@ -620,54 +528,23 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx,
     v1::Order order;
     absl::Status s = store_->UpdateReturn(
         req->customer_id(), req->return_id(), now,
-        [&](v1::Order& o, v1::Return& r, OrderChange& c) -> absl::Status {
-          if (r.status() == req->status()) {
-            c.unchanged = true;
-            return absl::OkStatus();
-          }
-          CRM_RETURN_IF_ERROR(CheckReturnMove(r.status(), req->status()));
-          r.set_status(req->status());
-          std::string what =
-              absl::StrCat("return ", r.return_id(), " ", ReturnStatusName(req->status()));
-          switch (req->status()) {
-            case v1::RETURN_STATUS_PICKUP_SCHEDULED:
-              *r.mutable_pickup_start_time() = req->pickup_start_time();
-              *r.mutable_pickup_end_time() = req->pickup_end_time();
-              break;
-            case v1::RETURN_STATUS_REFUNDED: {
-              bool shipping = false;
-              *r.mutable_refund_amount() = RefundAmount(o, r, &shipping);
-              r.set_shipping_refunded(shipping);
-              if (shipping) o.set_shipping_refunded(true);
-              absl::StrAppend(&what, " ", r.refund_amount().amount_minor(), " ",
-                              r.refund_amount().currency());
-              c.events.push_back(OrderRefundedEvent(o, r));
-              break;
-            }
-            case v1::RETURN_STATUS_REJECTED:
-              r.set_rejection_reason(req->rejection_reason());
-              for (const auto& ri : r.items())
-                (*o.mutable_returned_quantities())[ri.item_id()] -= ri.quantity();
-              break;
-            default:
-              break;
-          }
-          c.history.push_back(HistoryEntry(what, actor, now));
-          c.summary = what;
-          return absl::OkStatus();
+        [&](v1::Order& o, v1::Return& r, OrderChange& c) {
+          return ApplyReturnMove(*req, actor, now, o, r, c);
         },
         resp, &order);
-    if (s.ok()) {
-      metrics_.returns.Add({{"status", absl::AsciiStrToLower(ReturnStatusName(resp->status()))}})
-          .Increment();
-      if (resp->status() == v1::RETURN_STATUS_REFUNDED &&
-          req->status() == v1::RETURN_STATUS_REFUNDED) {
-        metrics_.refunded_minor.Add({{"currency", resp->refund_amount().currency()}})
-            .Increment(static_cast<double>(resp->refund_amount().amount_minor()));
-      }
-    }
+    if (s.ok()) CountReturnStep(*req, *resp);
     return s;
   });
+}
+
+void OrderTrackingService::CountReturnStep(const v1::AdvanceReturnRequest& req,
+                                           const v1::Return& ret) {
+  metrics_.returns.Add({{"status", absl::AsciiStrToLower(ReturnStatusName(ret.status()))}})
+      .Increment();
+  if (ret.status() == v1::RETURN_STATUS_REFUNDED && req.status() == v1::RETURN_STATUS_REFUNDED) {
+    metrics_.refunded_minor.Add({{"currency", ret.refund_amount().currency()}})
+        .Increment(static_cast<double>(ret.refund_amount().amount_minor()));
+  }
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx,
@@ -686,13 +563,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx,
 grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx,
                                                              const v1::SubmitReviewRequest* req,
                                                              v1::Review* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
-    return Finish(ctx, s);
-  if (auto s = api::RequiredId("item_id", req->item_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->rating() < 1 || req->rating() > 5)
-    return Finish(ctx, Invalid("rating", "must be 1 (strongly dislike) to 5 (love)"));
-  if (auto s = api::OptionalText("text", req->text(), 2000); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateReview(*req); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
@@ -702,40 +573,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx,
         absl::Status s = store_->CreateReview(
             req->customer_id(), req->order_id(), req->item_id(), request_id,
             store::RequestFingerprint(*req), now,
-            [&](v1::Order& o, v1::Review& r, OrderChange& c) -> absl::Status {
-              const v1::OrderItem* item = FindItem(o, req->item_id());
-              if (item == nullptr) {
-                return absl::NotFoundError(
-                    absl::StrCat("item_id: the order has no item \"", req->item_id(), "\""));
-              }
-              const v1::Package* p = PackageOfItem(o, item->item_id());
-              if (p == nullptr || p->status() != v1::PACKAGE_STATUS_DELIVERED) {
-                return absl::FailedPreconditionError(
-                    "item_id: an item can be reviewed once it has been delivered");
-              }
-              r.set_review_id(sharding::NewId("rv"));
-              r.set_order_id(o.order_id());
-              r.set_item_id(item->item_id());
-              r.set_sku(item->sku());
-              r.set_rating(req->rating());
-              r.set_text(req->text());
-              api::SetTimestamp(now, r.mutable_create_time());
-              o.add_reviewed_item_ids(item->item_id());
-              c.history.push_back(HistoryEntry(
-                  absl::StrCat("review of item ", item->item_id(), ": ", req->rating(), " stars"),
-                  "customer", now));
-              c.summary = "reviewed";
-              v1::Event e;
-              auto* rs = e.mutable_review_submitted();
-              rs->set_order_id(o.order_id());
-              rs->set_item_id(item->item_id());
-              rs->set_sku(item->sku());
-              rs->set_category(item->category());
-              rs->set_review_id(r.review_id());
-              rs->set_rating(req->rating());
-              rs->set_text(req->text());
-              c.events.push_back(std::move(e));
-              return absl::OkStatus();
+            [&](v1::Order& o, v1::Review& r, OrderChange& c) {
+              return ApplyReview(*req, now, o, r, c);
             },
             resp);
         if (s.ok()) metrics_.reviews.Increment();

@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "absl/functional/function_ref.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
@@ -75,9 +76,19 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
  private:
   // After a committed change: metrics for what it emitted, and the update for watchers.
   void Committed(const v1::Order& order, const OrderChange& change, absl::Time now);
+  // Runs `change` on the order through the store and, once it is written, Committed.
+  absl::Status UpdateAndPublish(absl::string_view customer_id, absl::string_view order_id,
+                                absl::Time now,
+                                absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
+                                v1::Order* out);
   absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
   // Days the customer's membership adds to return windows (asks loyalty).
   absl::StatusOr<int> ReturnWindowExtension(const std::string& customer_id);
+  // The days to extend the return's windows by: the membership's extension when the plain window
+  // has passed, else 0.
+  absl::StatusOr<int> ExtraReturnDays(const v1::RequestReturnRequest& req, absl::Time now);
+  // Metrics for a committed AdvanceReturn: the step, and the money of a refund.
+  void CountReturnStep(const v1::AdvanceReturnRequest& req, const v1::Return& ret);
   // One carrier event of AddTrackingEvents, in its own transaction: fills `result`; an error only
   // when the store fails.
   absl::Status ApplyTrackingEvent(const v1::TrackingEvent& e, absl::Time now,
