@@ -71,6 +71,36 @@ v1::OrderHistoryEntry Entry(std::string description, const google::protobuf::Tim
   return h;
 }
 
+// The recorded return's lines as items of `order`: each sku's lines in order, each taking what it
+// still holds, into `ret` and the order's returned quantities. FAILED_PRECONDITION naming `field`
+// when the order holds less of a sku than the line returns.
+absl::Status TakeReturnedLines(const std::string& field, const v1::HistoricalReturn& recorded,
+                               v1::Order& order, v1::Return* ret) {
+  auto& returned = *order.mutable_returned_quantities();
+  for (int i = 0; i < recorded.lines_size(); ++i) {
+    const auto& line = recorded.lines(i);
+    int32_t left = line.quantity();
+    for (const auto& item : order.items()) {
+      if (item.sku() != line.sku() || left == 0) continue;
+      const int32_t free = item.quantity() - returned[item.item_id()];
+      const int32_t take = std::min(free, left);
+      if (take <= 0) continue;
+      returned[item.item_id()] += take;
+      left -= take;
+      v1::ReturnItem* ri = ret->add_items();
+      ri->set_item_id(item.item_id());
+      ri->set_quantity(take);
+    }
+    if (left > 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(field, ".lines[", i, "].quantity: order \"", recorded.external_order_id(),
+                       "\" holds ", line.quantity() - left, " more of sku \"", line.sku(),
+                       "\" to return, not ", line.quantity()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Time ImportedTime(const v1::HistoricalOrder& o) { return api::FromTimestamp(o.place_time()); }
@@ -174,29 +204,7 @@ absl::Status ApplyImportedReturn(const std::string& field, const v1::HistoricalR
   ret->set_reason("returned before import");
   *ret->mutable_request_time() = recorded.refund_time();
   *ret->mutable_update_time() = recorded.refund_time();
-  auto& returned = *order.mutable_returned_quantities();
-  for (int i = 0; i < recorded.lines_size(); ++i) {
-    const auto& line = recorded.lines(i);
-    int32_t left = line.quantity();
-    // The sku's lines in order, each taking what it still holds.
-    for (const auto& item : order.items()) {
-      if (item.sku() != line.sku() || left == 0) continue;
-      const int32_t free = item.quantity() - returned[item.item_id()];
-      const int32_t take = std::min(free, left);
-      if (take <= 0) continue;
-      returned[item.item_id()] += take;
-      left -= take;
-      v1::ReturnItem* ri = ret->add_items();
-      ri->set_item_id(item.item_id());
-      ri->set_quantity(take);
-    }
-    if (left > 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(field, ".lines[", i, "].quantity: order \"", recorded.external_order_id(),
-                       "\" holds ", line.quantity() - left, " more of sku \"", line.sku(),
-                       "\" to return, not ", line.quantity()));
-    }
-  }
+  CRM_RETURN_IF_ERROR(TakeReturnedLines(field, recorded, order, ret));
   bool shipping = false;
   *ret->mutable_refund_amount() = RefundAmount(order, *ret, &shipping);
   ret->set_shipping_refunded(shipping);

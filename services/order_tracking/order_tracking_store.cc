@@ -48,6 +48,93 @@ absl::Status ParseInto(absl::string_view v, M* m) {
   return absl::OkStatus();
 }
 
+// Visits every record under `prefix`, parsed; DATA_LOSS when one does not parse.
+template <typename M>
+absl::Status ScanParsed(const store::Store& store, rocksdb::ColumnFamilyHandle* cf,
+                        absl::string_view prefix, absl::FunctionRef<void(M&&)> visit) {
+  absl::Status parse;
+  absl::Status s = store.ScanPrefix(cf, prefix, [&](absl::string_view, absl::string_view v) {
+    M m;
+    parse = ParseInto(v, &m);
+    if (!parse.ok()) return false;
+    visit(std::move(m));
+    return true;
+  });
+  return s.ok() ? parse : s;
+}
+
+// Inside `txn`, rewrites each record under `prefix` that parses and that `edit` changed (returns
+// true for); records that do not parse are left as they are.
+template <typename M>
+absl::Status RewriteEach(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
+                         const std::string& prefix, absl::FunctionRef<bool(M&)> edit) {
+  std::vector<std::pair<std::string, M>> rewritten;
+  CRM_RETURN_IF_ERROR(txn.Scan(
+      cf, prefix, store::PrefixUpperBound(prefix), [&](absl::string_view k, absl::string_view v) {
+        M m;
+        if (m.ParseFromArray(v.data(), static_cast<int>(v.size())) && edit(m)) {
+          rewritten.emplace_back(std::string(k), std::move(m));
+        }
+        return true;
+      }));
+  for (auto& [k, m] : rewritten) {
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf, k, m));
+  }
+  return absl::OkStatus();
+}
+
+// Takes the person out of the customer's orders: the address beyond the city, couriers' phones and
+// last positions.
+absl::Status AnonymiseOrders(Transaction& txn, rocksdb::ColumnFamilyHandle* orders,
+                             const std::string& prefix) {
+  std::vector<std::pair<std::string, v1::Order>> found;
+  absl::Status parse;
+  absl::Status s = txn.Scan(orders, prefix, store::PrefixUpperBound(prefix),
+                            [&](absl::string_view k, absl::string_view v) {
+                              v1::Order o;
+                              parse = ParseInto(v, &o);
+                              if (!parse.ok()) return false;
+                              found.emplace_back(std::string(k), std::move(o));
+                              return true;
+                            });
+  if (!s.ok()) return s;
+  if (!parse.ok()) return parse;
+  for (auto& [key, o] : found) {
+    // Keep where it went only as far as the city: enough for delivery statistics, not a person.
+    v1::Address kept;
+    kept.set_country_code(o.shipping_address().country_code());
+    kept.set_province(o.shipping_address().province());
+    kept.set_city(o.shipping_address().city());
+    *o.mutable_shipping_address() = kept;
+    for (auto& p : *o.mutable_packages()) {
+      p.clear_last_location();
+      p.clear_courier_phone();
+    }
+    CRM_RETURN_IF_ERROR(txn.PutProto(orders, key, o));
+  }
+  return absl::OkStatus();
+}
+
+// ImportHistory's entries in the order they happened: orders as their index (>= 0), returns as
+// -1 - their index.
+std::vector<std::pair<absl::Time, int>> ImportSteps(const v1::ImportOrdersRequest& req) {
+  std::vector<std::pair<absl::Time, int>> steps;
+  for (int i = 0; i < req.orders_size(); ++i)
+    steps.emplace_back(api::FromTimestamp(req.orders(i).place_time()), i);
+  for (int i = 0; i < req.returns_size(); ++i) {
+    steps.emplace_back(api::FromTimestamp(req.returns(i).refund_time()), -1 - i);
+  }
+  std::stable_sort(steps.begin(), steps.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  return steps;
+}
+
+// An imported order's or return's external number -> its id here.
+std::string ImportKey(absl::string_view customer_id, absl::string_view kind,
+                      absl::string_view external_id) {
+  return Key().Str(customer_id).Str(kind).Str(external_id).Build();
+}
+
 }  // namespace
 
 std::vector<std::string> OrderTrackingStore::ColumnFamilies() {
@@ -115,6 +202,15 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
   return absl::OkStatus();
 }
 
+absl::Status OrderTrackingStore::IndexOrder(Transaction& txn, const v1::Order& order) {
+  const std::string listed = Key()
+                                 .Str(order.customer_id())
+                                 .TimeNewestFirst(api::FromTimestamp(order.create_time()))
+                                 .Str(order.order_id())
+                                 .Build();
+  return txn.Put(order_index_, listed, "");
+}
+
 absl::Status OrderTrackingStore::CreateOrder(const v1::Order& order, const v1::Event& placed,
                                              absl::string_view request_id, uint64_t fingerprint,
                                              absl::Time now, v1::Order* out) {
@@ -128,13 +224,7 @@ absl::Status OrderTrackingStore::CreateOrder(const v1::Order& order, const v1::E
                                h.set_actor("customer");
                                change.history.push_back(h);
                                change.events.push_back(placed);
-                               const std::string index =
-                                   Key()
-                                       .Str(order.customer_id())
-                                       .TimeNewestFirst(api::FromTimestamp(order.create_time()))
-                                       .Str(order.order_id())
-                                       .Build();
-                               CRM_RETURN_IF_ERROR(txn.Put(order_index_, index, ""));
+                               CRM_RETURN_IF_ERROR(IndexOrder(txn, order));
                                out->set_version(0);
                                return WriteChange(txn, *out, change, now);
                              });
@@ -145,72 +235,17 @@ absl::Status OrderTrackingStore::ImportHistory(
     absl::FunctionRef<void(int, v1::Order*, OrderChange*)> build_order,
     absl::FunctionRef<absl::Status(int, v1::Order&, v1::Return*, OrderChange*)> apply_return,
     v1::ImportOrdersResponse* out) {
-  const std::string& customer_id = req.customer_id();
-  // Orders (index >= 0) and returns (index -1 - i) in the order they happened, so that every
-  // consumer receives the history as it unfolded.
-  std::vector<std::pair<absl::Time, int>> steps;
-  for (int i = 0; i < req.orders_size(); ++i)
-    steps.emplace_back(api::FromTimestamp(req.orders(i).place_time()), i);
-  for (int i = 0; i < req.returns_size(); ++i) {
-    steps.emplace_back(api::FromTimestamp(req.returns(i).refund_time()), -1 - i);
-  }
-  std::stable_sort(steps.begin(), steps.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
-  auto import_key = [&](absl::string_view kind, absl::string_view external_id) {
-    return Key().Str(customer_id).Str(kind).Str(external_id).Build();
-  };
+  // In the order they happened, so that every consumer receives the history as it unfolded.
+  const std::vector<std::pair<absl::Time, int>> steps = ImportSteps(req);
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     out->Clear();
     std::vector<std::string> order_ids(req.orders_size());
     for (const auto& [when, index] : steps) {
       if (index >= 0) {
-        const std::string key = import_key("order", req.orders(index).external_order_id());
-        CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(imports_, key));
-        if (known.has_value()) {
-          order_ids[index] = *known;
-          out->set_orders_already_imported(out->orders_already_imported() + 1);
-          continue;
-        }
-        v1::Order order;
-        OrderChange change;
-        build_order(index, &order, &change);
-        order_ids[index] = order.order_id();
-        CRM_RETURN_IF_ERROR(txn.Put(imports_, key, order.order_id()));
-        const std::string listed = Key()
-                                       .Str(customer_id)
-                                       .TimeNewestFirst(api::FromTimestamp(order.create_time()))
-                                       .Str(order.order_id())
-                                       .Build();
-        CRM_RETURN_IF_ERROR(txn.Put(order_index_, listed, ""));
-        CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
-        out->set_orders_imported(out->orders_imported() + 1);
-        continue;
+        CRM_RETURN_IF_ERROR(ImportOrder(txn, req, index, now, build_order, &order_ids[index], out));
+      } else {
+        CRM_RETURN_IF_ERROR(ImportReturn(txn, req, -1 - index, now, apply_return, out));
       }
-      const int r = -1 - index;
-      const v1::HistoricalReturn& recorded = req.returns(r);
-      const std::string key = import_key("return", recorded.external_return_id());
-      CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(imports_, key));
-      if (known.has_value()) {
-        out->set_returns_already_imported(out->returns_already_imported() + 1);
-        continue;
-      }
-      auto order_id = txn.GetForUpdate(imports_, import_key("order", recorded.external_order_id()));
-      if (!order_id.ok()) return order_id.status();
-      if (!order_id->has_value()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "returns[", r, "].external_order_id: no order \"", recorded.external_order_id(),
-            "\" was imported for this customer, or it is later"));
-      }
-      v1::Order order;
-      CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, **order_id, &order));
-      v1::Return ret;
-      OrderChange change;
-      CRM_RETURN_IF_ERROR(apply_return(r, order, &ret, &change));
-      CRM_RETURN_IF_ERROR(txn.Put(imports_, key, ret.return_id()));
-      CRM_RETURN_IF_ERROR(
-          txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret));
-      CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
-      out->set_returns_imported(out->returns_imported() + 1);
     }
     for (int i = 0; i < req.orders_size(); ++i) {
       v1::ImportedOrderRef* ref = out->add_orders();
@@ -219,6 +254,62 @@ absl::Status OrderTrackingStore::ImportHistory(
     }
     return absl::OkStatus();
   });
+}
+
+absl::Status OrderTrackingStore::ImportOrder(
+    Transaction& txn, const v1::ImportOrdersRequest& req, int index, absl::Time now,
+    absl::FunctionRef<void(int, v1::Order*, OrderChange*)> build_order, std::string* order_id,
+    v1::ImportOrdersResponse* out) {
+  const std::string key =
+      ImportKey(req.customer_id(), "order", req.orders(index).external_order_id());
+  CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(imports_, key));
+  if (known.has_value()) {
+    *order_id = *known;
+    out->set_orders_already_imported(out->orders_already_imported() + 1);
+    return absl::OkStatus();
+  }
+  v1::Order order;
+  OrderChange change;
+  build_order(index, &order, &change);
+  *order_id = order.order_id();
+  CRM_RETURN_IF_ERROR(txn.Put(imports_, key, order.order_id()));
+  CRM_RETURN_IF_ERROR(IndexOrder(txn, order));
+  CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
+  out->set_orders_imported(out->orders_imported() + 1);
+  return absl::OkStatus();
+}
+
+absl::Status OrderTrackingStore::ImportReturn(
+    Transaction& txn, const v1::ImportOrdersRequest& req, int r, absl::Time now,
+    absl::FunctionRef<absl::Status(int, v1::Order&, v1::Return*, OrderChange*)> apply_return,
+    v1::ImportOrdersResponse* out) {
+  const std::string& customer_id = req.customer_id();
+  const v1::HistoricalReturn& recorded = req.returns(r);
+  const std::string key = ImportKey(customer_id, "return", recorded.external_return_id());
+  CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(imports_, key));
+  if (known.has_value()) {
+    out->set_returns_already_imported(out->returns_already_imported() + 1);
+    return absl::OkStatus();
+  }
+  CRM_ASSIGN_OR_RETURN(
+      auto order_id,
+      txn.GetForUpdate(imports_, ImportKey(customer_id, "order", recorded.external_order_id())));
+  if (!order_id.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "returns[", r, "].external_order_id: no order \"", recorded.external_order_id(),
+        "\" was imported for this customer, or it is later"));
+  }
+  v1::Order order;
+  CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, *order_id, &order));
+  v1::Return ret;
+  OrderChange change;
+  CRM_RETURN_IF_ERROR(apply_return(r, order, &ret, &change));
+  CRM_RETURN_IF_ERROR(txn.Put(imports_, key, ret.return_id()));
+  CRM_RETURN_IF_ERROR(
+      txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret));
+  CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
+  out->set_returns_imported(out->returns_imported() + 1);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::Order> OrderTrackingStore::GetOrder(absl::string_view customer_id,
@@ -262,14 +353,8 @@ absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl:
 absl::StatusOr<std::vector<v1::Order>> OrderTrackingStore::AllOrders(
     absl::string_view customer_id) const {
   std::vector<v1::Order> out;
-  absl::Status parse;
-  absl::Status s = store_->ScanPrefix(orders_, Key().Str(customer_id).bytes(),
-                                      [&](absl::string_view, absl::string_view v) {
-                                        parse = ParseInto(v, &out.emplace_back());
-                                        return parse.ok();
-                                      });
-  if (!s.ok()) return s;
-  if (!parse.ok()) return parse;
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::Order>(*store_, orders_, Key().Str(customer_id).bytes(),
+                                            [&](v1::Order&& o) { out.push_back(std::move(o)); }));
   return out;
 }
 
@@ -277,17 +362,9 @@ absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(
     absl::string_view customer_id, absl::string_view order_id) const {
   CRM_RETURN_IF_ERROR(GetOrder(customer_id, order_id));
   std::vector<v1::OrderHistoryEntry> out;
-  absl::Status parse;
-  absl::Status s = store_->ScanPrefix(history_, OrderKey(customer_id, order_id),
-                                      [&](absl::string_view, absl::string_view v) {
-                                        v1::OrderHistoryEntry h;
-                                        parse = ParseInto(v, &h);
-                                        if (!parse.ok()) return false;
-                                        out.push_back(std::move(h));
-                                        return true;
-                                      });
-  if (!s.ok()) return s;
-  if (!parse.ok()) return parse;
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::OrderHistoryEntry>(
+      *store_, history_, OrderKey(customer_id, order_id),
+      [&](v1::OrderHistoryEntry&& h) { out.push_back(std::move(h)); }));
   return out;
 }
 
@@ -395,18 +472,11 @@ absl::Status OrderTrackingStore::UpdateReturn(
 absl::StatusOr<std::vector<v1::Return>> OrderTrackingStore::ListReturns(
     absl::string_view customer_id, absl::string_view order_id) const {
   std::vector<v1::Return> out;
-  absl::Status parse;
-  absl::Status s = store_->ScanPrefix(returns_, Key().Str(customer_id).bytes(),
-                                      [&](absl::string_view, absl::string_view v) {
-                                        v1::Return r;
-                                        parse = ParseInto(v, &r);
-                                        if (!parse.ok()) return false;
-                                        if (order_id.empty() || r.order_id() == order_id)
-                                          out.push_back(std::move(r));
-                                        return true;
-                                      });
-  if (!s.ok()) return s;
-  if (!parse.ok()) return parse;
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::Return>(*store_, returns_, Key().Str(customer_id).bytes(),
+                                             [&](v1::Return&& r) {
+                                               if (order_id.empty() || r.order_id() == order_id)
+                                                 out.push_back(std::move(r));
+                                             }));
   return out;
 }
 
@@ -436,70 +506,21 @@ absl::Status OrderTrackingStore::CreateReview(
 absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn,
                                                    absl::string_view customer_id) {
   const std::string prefix = Key().Str(customer_id).Build();
-  std::vector<std::pair<std::string, v1::Order>> orders;
-  absl::Status parse;
-  absl::Status s = txn.Scan(orders_, prefix, store::PrefixUpperBound(prefix),
-                            [&](absl::string_view k, absl::string_view v) {
-                              v1::Order o;
-                              parse = ParseInto(v, &o);
-                              if (!parse.ok()) return false;
-                              orders.emplace_back(std::string(k), std::move(o));
-                              return true;
-                            });
-  if (!s.ok()) return s;
-  if (!parse.ok()) return parse;
-  for (auto& [key, o] : orders) {
-    // Keep where it went only as far as the city: enough for delivery statistics, not a person.
-    v1::Address kept;
-    kept.set_country_code(o.shipping_address().country_code());
-    kept.set_province(o.shipping_address().province());
-    kept.set_city(o.shipping_address().city());
-    *o.mutable_shipping_address() = kept;
-    for (auto& p : *o.mutable_packages()) {
-      p.clear_last_location();
-      p.clear_courier_phone();
-    }
-    CRM_RETURN_IF_ERROR(txn.PutProto(orders_, key, o));
-  }
+  CRM_RETURN_IF_ERROR(AnonymiseOrders(txn, orders_, prefix));
   // History entries may carry courier positions at the door; notes may quote the customer.
-  std::vector<std::pair<std::string, v1::OrderHistoryEntry>> entries;
-  s = txn.Scan(history_, prefix, store::PrefixUpperBound(prefix),
-               [&](absl::string_view k, absl::string_view v) {
-                 v1::OrderHistoryEntry h;
-                 if (h.ParseFromArray(v.data(), static_cast<int>(v.size())) && h.has_location()) {
-                   h.clear_location();
-                   entries.emplace_back(std::string(k), std::move(h));
-                 }
-                 return true;
-               });
-  if (!s.ok()) return s;
-  for (auto& [k, h] : entries) {
-    CRM_RETURN_IF_ERROR(txn.PutProto(history_, k, h));
-  }
-  for (auto* cf : {reviews_, returns_}) {
-    std::vector<std::pair<std::string, std::string>> rewritten;
-    s = txn.Scan(cf, prefix, store::PrefixUpperBound(prefix),
-                 [&](absl::string_view k, absl::string_view v) {
-                   if (cf == reviews_) {
-                     v1::Review r;
-                     if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                       r.clear_text();
-                       rewritten.emplace_back(std::string(k), r.SerializeAsString());
-                     }
-                   } else {
-                     v1::Return r;
-                     if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                       r.clear_reason();
-                       rewritten.emplace_back(std::string(k), r.SerializeAsString());
-                     }
-                   }
-                   return true;
-                 });
-    if (!s.ok()) return s;
-    for (auto& [k, v] : rewritten) {
-      CRM_RETURN_IF_ERROR(txn.Put(cf, k, v));
-    }
-  }
+  CRM_RETURN_IF_ERROR(RewriteEach<v1::OrderHistoryEntry>(txn, history_, prefix, [](auto& h) {
+    if (!h.has_location()) return false;
+    h.clear_location();
+    return true;
+  }));
+  CRM_RETURN_IF_ERROR(RewriteEach<v1::Review>(txn, reviews_, prefix, [](auto& r) {
+    r.clear_text();
+    return true;
+  }));
+  CRM_RETURN_IF_ERROR(RewriteEach<v1::Return>(txn, returns_, prefix, [](auto& r) {
+    r.clear_reason();
+    return true;
+  }));
   // Answers of retryable writes may hold addresses.
   return txn.DeletePrefix(requests_, prefix);
 }

@@ -126,6 +126,18 @@ class OrderTrackingStore {
                            absl::Time now);
   absl::Status LockOrder(store::Transaction& txn, absl::string_view customer_id,
                          absl::string_view order_id, v1::Order* order);
+  // The listing's entry for a new order (newest first).
+  absl::Status IndexOrder(store::Transaction& txn, const v1::Order& order);
+  // One recorded order (orders[index]) or return (returns[index]) of ImportHistory, unless it was
+  // imported before: written with its history and events, and counted in `out`.
+  absl::Status ImportOrder(store::Transaction& txn, const v1::ImportOrdersRequest& req, int index,
+                           absl::Time now,
+                           absl::FunctionRef<void(int, v1::Order*, OrderChange*)> build_order,
+                           std::string* order_id, v1::ImportOrdersResponse* out);
+  absl::Status ImportReturn(
+      store::Transaction& txn, const v1::ImportOrdersRequest& req, int index, absl::Time now,
+      absl::FunctionRef<absl::Status(int, v1::Order&, v1::Return*, OrderChange*)> apply_return,
+      v1::ImportOrdersResponse* out);
 
   store::Store* const store_;
   events::Outbox* const outbox_;
