@@ -1,5 +1,6 @@
 #include "services/complaint_ticket/complaint_ticket_service.h"
 
+#include <optional>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -94,9 +95,235 @@ absl::Status ValidateCompensation(const std::string& f, const v1::Compensation& 
   return absl::OkStatus();
 }
 
+absl::Status ValidateCompensations(const google::protobuf::RepeatedPtrField<v1::Compensation>& cs,
+                                   const v1::Ticket* ticket) {
+  for (int i = 0; i < cs.size(); ++i) {
+    CRM_RETURN_IF_ERROR(
+        ValidateCompensation(absl::StrCat("compensations[", i, "]"), cs[i], ticket));
+  }
+  return absl::OkStatus();
+}
+
 bool Automatic(v1::CompensationKind k) {
   return k == v1::COMPENSATION_KIND_POINTS || k == v1::COMPENSATION_KIND_COUPON ||
          k == v1::COMPENSATION_KIND_REFUND;
+}
+
+// The agent a call acts as: the token's own agent, or the one an admin or the system names.
+struct AgentCall {
+  auth::Caller caller;
+  std::string agent_id;
+};
+
+absl::StatusOr<AgentCall> ActingAgentOf(const grpc::ServerContextBase& ctx,
+                                        const std::string& claimed) {
+  CRM_ASSIGN_OR_RETURN(auth::Caller caller, rpc::CallerOf(ctx));
+  CRM_ASSIGN_OR_RETURN(std::string agent_id, rpc::ActingAgent(caller, "agent_id", claimed));
+  CRM_RETURN_IF_ERROR(api::RequiredId("agent_id", agent_id));
+  return AgentCall{std::move(caller), std::move(agent_id)};
+}
+
+// The ticket a call names, and the agent acting on it.
+absl::StatusOr<AgentCall> AgentOnTicket(const grpc::ServerContextBase& ctx,
+                                        const std::string& customer_id,
+                                        const std::string& ticket_id, const std::string& claimed) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", customer_id));
+  CRM_RETURN_IF_ERROR(api::RequiredId("ticket_id", ticket_id));
+  return ActingAgentOf(ctx, claimed);
+}
+
+absl::Status ValidateOpen(const v1::OpenTicketRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  if (req.channel() == v1::TICKET_CHANNEL_UNSPECIFIED ||
+      req.channel() == v1::TICKET_CHANNEL_PROACTIVE || !v1::TicketChannel_IsValid(req.channel())) {
+    return Invalid("channel", "must be WEB, EMAIL, PHONE, CHAT, REVIEW or MARKETPLACE_DISPUTE");
+  }
+  if (req.category() == v1::TICKET_CATEGORY_UNSPECIFIED ||
+      !v1::TicketCategory_IsValid(req.category())) {
+    return Invalid("category", "must be DELIVERY, QUALITY, REFUND, SERVICE_ATTITUDE or OTHER");
+  }
+  if (!req.order_id().empty()) CRM_RETURN_IF_ERROR(api::RequiredId("order_id", req.order_id()));
+  CRM_RETURN_IF_ERROR(api::OptionalText("subject", req.subject(), 200));
+  return api::RequiredText("text", req.text(), kMaxTextChars);
+}
+
+// Who writes a reply comes from the token: a customer replies as the customer, an agent as
+// themself. Admins and the system's own processes name the author.
+absl::StatusOr<v1::MessageAuthor> ReplyAuthor(const auth::Caller& caller,
+                                              v1::MessageAuthor author) {
+  if (rpc::IsCustomer(caller) || rpc::IsAgent(caller)) {
+    const v1::MessageAuthor own =
+        rpc::IsCustomer(caller) ? v1::MESSAGE_AUTHOR_CUSTOMER : v1::MESSAGE_AUTHOR_AGENT;
+    if (author != v1::MESSAGE_AUTHOR_UNSPECIFIED && author != own) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("author: a ", rpc::IsCustomer(caller) ? "customer" : "agent",
+                       " replies only as ", rpc::IsCustomer(caller) ? "the customer" : "themself"));
+    }
+    author = own;
+  }
+  if (author != v1::MESSAGE_AUTHOR_CUSTOMER && author != v1::MESSAGE_AUTHOR_AGENT) {
+    return Invalid("author", "must be CUSTOMER or AGENT");
+  }
+  return author;
+}
+
+// An agent's reply names the agent and the date of the next step; a customer's names no agent.
+absl::Status CheckReplyAgent(const v1::ReplyToTicketRequest& req, bool agent,
+                             const std::string& agent_id, absl::Time now) {
+  if (!agent && !agent_id.empty())
+    return Invalid("agent_id", "only an agent's reply names an agent");
+  if (!agent) return absl::OkStatus();
+  CRM_RETURN_IF_ERROR(api::RequiredId("agent_id", agent_id));
+  if (!req.has_next_step_time()) {
+    return Invalid("next_step_time",
+                   "an agent's reply must name the date of the next step, not \"later\"");
+  }
+  CRM_ASSIGN_OR_RETURN(const absl::Time next, api::ToTime("next_step_time", req.next_step_time()));
+  return CheckNextStepTime(next, now);
+}
+
+// Who replies, as the token allows.
+struct Replier {
+  auth::Caller caller;
+  v1::MessageAuthor author;
+  std::string agent_id;
+};
+
+absl::StatusOr<Replier> ValidateReply(const grpc::ServerContextBase& ctx,
+                                      const v1::ReplyToTicketRequest& req, absl::Time now) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("ticket_id", req.ticket_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  CRM_ASSIGN_OR_RETURN(auth::Caller caller, rpc::CallerOf(ctx));
+  CRM_ASSIGN_OR_RETURN(const v1::MessageAuthor author, ReplyAuthor(caller, req.author()));
+  CRM_RETURN_IF_ERROR(api::RequiredText("text", req.text(), kMaxTextChars));
+  CRM_ASSIGN_OR_RETURN(std::string agent_id, rpc::ActingAgent(caller, "agent_id", req.agent_id()));
+  CRM_RETURN_IF_ERROR(CheckReplyAgent(req, author == v1::MESSAGE_AUTHOR_AGENT, agent_id, now));
+  return Replier{std::move(caller), author, std::move(agent_id)};
+}
+
+// The reply as the ticket's next message. An agent's reply is a response: it sets the next update's
+// deadline, starts the work and takes the ticket when nobody has.
+absl::Status AddReply(TicketSession& session, const v1::ReplyToTicketRequest& req,
+                      v1::MessageAuthor author, const std::string& agent_id, absl::Time now) {
+  v1::Ticket& t = session.ticket();
+  if (t.status() == v1::TICKET_STATUS_CLOSED) {
+    return absl::FailedPreconditionError("ticket_id: the ticket is closed; open a new one");
+  }
+  v1::TicketMessage m = Message(t, author, agent_id, req.text(), false, now);
+  if (author == v1::MESSAGE_AUTHOR_AGENT) {
+    *m.mutable_next_step_time() = req.next_step_time();
+    if (!t.sla().has_first_response_time())
+      api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
+    *t.mutable_sla()->mutable_next_update_due() = req.next_step_time();
+    if (t.status() == v1::TICKET_STATUS_OPEN) t.set_status(v1::TICKET_STATUS_IN_PROGRESS);
+    if (t.assigned_agent_id().empty()) t.set_assigned_agent_id(agent_id);
+    session.RememberAgent(agent_id);
+  }
+  *t.add_messages() = std::move(m);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCallback(const v1::PromiseCallbackRequest& req, absl::Time now) {
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  CRM_RETURN_IF_ERROR(api::OptionalText("note", req.note(), 500));
+  if (!req.has_callback_time()) return Invalid("callback_time", "the promised time is required");
+  CRM_ASSIGN_OR_RETURN(const absl::Time when, api::ToTime("callback_time", req.callback_time()));
+  if (!CheckNextStepTime(when, now).ok()) {
+    return Invalid("callback_time", "must be in the future and within 14 days");
+  }
+  return absl::OkStatus();
+}
+
+// The promised call, and a message telling the customer when it comes.
+absl::Status AddCallback(TicketSession& session, const v1::PromiseCallbackRequest& req,
+                         const std::string& agent_id, absl::Time now) {
+  v1::Ticket& t = session.ticket();
+  if (t.status() == v1::TICKET_STATUS_CLOSED) {
+    return absl::FailedPreconditionError("ticket_id: the ticket is closed");
+  }
+  auto* c = t.add_callbacks();
+  c->set_callback_id(absl::StrCat("cb", t.callbacks_size()));
+  c->set_agent_id(agent_id);
+  *c->mutable_promised_time() = req.callback_time();
+  c->set_note(req.note());
+  c->set_status(v1::CALLBACK_STATUS_PROMISED);
+  *t.add_messages() = Message(
+      t, v1::MESSAGE_AUTHOR_SYSTEM, agent_id,
+      absl::StrCat("we will call you back at ",
+                   absl::FormatTime("%Y-%m-%d %H:%M UTC", api::FromTimestamp(req.callback_time()),
+                                    absl::UTCTimeZone())),
+      false, now);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateResolution(const v1::ResolveTicketRequest& req) {
+  if (!api::RequiredText("summary", req.summary(), 2000).ok()) {
+    return Invalid("summary", "a ticket is resolved with what was found and done");
+  }
+  if (req.compensations_size() > 10) return Invalid("compensations", "at most 10");
+  return ValidateCompensations(req.compensations(), nullptr);
+}
+
+// A compensation as the resolution records it: numbered, and pending until carried out.
+v1::Compensation NewCompensation(v1::Compensation c, int index, absl::Time now) {
+  c.set_compensation_id(absl::StrCat("c", index + 1));
+  // An apology letter is written with the resolution: it is done when it is recorded.
+  const bool done_now = c.kind() == v1::COMPENSATION_KIND_APOLOGY_LETTER;
+  c.set_status(done_now ? v1::COMPENSATION_STATUS_CONFIRMED : v1::COMPENSATION_STATUS_PENDING);
+  if (done_now) api::SetTimestamp(now, c.mutable_confirmed_time());
+  return c;
+}
+
+// Whether the ticket waits for the refund of this return.
+bool AwaitsRefund(const v1::Ticket& t, const std::string& return_id) {
+  bool matches = false;
+  for (const auto& c : t.resolution().compensations()) {
+    matches = matches || (c.kind() == v1::COMPENSATION_KIND_REFUND && c.reference() == return_id &&
+                          c.status() == v1::COMPENSATION_STATUS_PENDING);
+  }
+  return matches;
+}
+
+// The ticket an event opens on its own, before the customer complains: a low review, a failed
+// delivery, a late one. Keyed by the event, so a redelivered event opens none.
+std::optional<AutomaticTicket> AutomaticTicketFor(const v1::Event& event) {
+  if (event.has_review_submitted() && event.review_submitted().rating() <= 3) {
+    const auto& r = event.review_submitted();
+    const std::string text =
+        r.text().empty() ? absl::StrCat("Rated ", r.sku(), " ", r.rating(), " stars out of 5")
+                         : absl::StrCat(r.text(), " (", r.rating(), " stars)");
+    return AutomaticTicket{absl::StrCat("review:", r.review_id()),
+                           v1::TICKET_CHANNEL_REVIEW,
+                           v1::TICKET_CATEGORY_QUALITY,
+                           r.order_id(),
+                           absl::StrCat(r.rating(), "-star review of ", r.sku()),
+                           text};
+  }
+  if (event.has_delivery_failed()) {
+    const auto& d = event.delivery_failed();
+    return AutomaticTicket{
+        absl::StrCat("delivery-failed:", d.order_id(), ":", d.package_id(), ":", d.attempt()),
+        v1::TICKET_CHANNEL_PROACTIVE,
+        v1::TICKET_CATEGORY_DELIVERY,
+        d.order_id(),
+        "Delivery failed",
+        absl::StrCat("Delivery attempt ", d.attempt(), " of package ", d.package_id(), " failed: ",
+                     d.reason(), ". We contact the customer before they have to contact us.")};
+  }
+  if (event.has_order_delivered() && event.order_delivered().timeliness() == v1::TIMELINESS_LATE) {
+    const auto& d = event.order_delivered();
+    return AutomaticTicket{
+        absl::StrCat("late:", d.order_id()),
+        v1::TICKET_CHANNEL_PROACTIVE,
+        v1::TICKET_CATEGORY_DELIVERY,
+        d.order_id(),
+        "Late delivery",
+        absl::StrCat("Order ", d.order_id(), " arrived ", d.minutes_late(),
+                     " minutes after the agreed delivery window. Apologise and offer a gesture.")};
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -271,52 +498,39 @@ absl::Status ComplaintTicketService::BuildTicket(
 grpc::ServerUnaryReactor* ComplaintTicketService::OpenTicket(Ctx* ctx,
                                                              const v1::OpenTicketRequest* req,
                                                              v1::Ticket* resp) {
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (req->channel() == v1::TICKET_CHANNEL_UNSPECIFIED ||
-      req->channel() == v1::TICKET_CHANNEL_PROACTIVE ||
-      !v1::TicketChannel_IsValid(req->channel())) {
-    return Finish(
-        ctx, Invalid("channel", "must be WEB, EMAIL, PHONE, CHAT, REVIEW or MARKETPLACE_DISPUTE"));
-  }
-  if (req->category() == v1::TICKET_CATEGORY_UNSPECIFIED ||
-      !v1::TicketCategory_IsValid(req->category())) {
-    return Finish(
-        ctx, Invalid("category", "must be DELIVERY, QUALITY, REFUND, SERVICE_ATTITUDE or OTHER"));
-  }
-  if (!req->order_id().empty()) {
-    if (auto s = api::RequiredId("order_id", req->order_id()); !s.ok()) return Finish(ctx, s);
-  }
-  if (auto s = api::OptionalText("subject", req->subject(), 200); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok())
-    return Finish(ctx, s);
+  if (auto s = ValidateOpen(*req); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
   return FinishOn(
       *writes_, ctx,
-      [this, req, resp, now,
-       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
-        CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
-        CustomerValue value;
-        std::string named_agent;
-        CustomerStanding(req->customer_id(), &value, &named_agent);
-        bool created = false;  // false when this is a retry answered from the first call's record
-        absl::Status s = store_->OpenTicket(
-            req->customer_id(), request_id, store::RequestFingerprint(*req), now,
-            [&](TicketSession& session) -> absl::Status {
-              created = true;
-              CRM_ASSIGN_OR_RETURN(auto last, session.LastAgent());
-              // An enterprise account's named agent first, else the agent who handled the customer
-              // last.
-              const std::string preferred = !named_agent.empty() ? named_agent : last;
-              return BuildTicket(session, req->channel(), req->category(), req->order_id(),
-                                 req->subject(), req->text(), value, false, preferred, now);
-            },
-            resp);
-        if (s.ok() && created) Committed(v1::Ticket(), *resp);
-        return s;
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        return Open(*req, request_id, now, resp);
       });
+}
+
+absl::Status ComplaintTicketService::Open(const v1::OpenTicketRequest& req,
+                                          const std::string& request_id, absl::Time now,
+                                          v1::Ticket* resp) {
+  CRM_RETURN_IF_ERROR(CheckCustomer(req.customer_id()));
+  CustomerValue value;
+  std::string named_agent;
+  CustomerStanding(req.customer_id(), &value, &named_agent);
+  bool created = false;  // false when this is a retry answered from the first call's record
+  CRM_RETURN_IF_ERROR(store_->OpenTicket(
+      req.customer_id(), request_id, store::RequestFingerprint(req), now,
+      [&](TicketSession& session) -> absl::Status {
+        created = true;
+        CRM_ASSIGN_OR_RETURN(auto last, session.LastAgent());
+        // An enterprise account's named agent first, else the agent who handled the customer
+        // last.
+        const std::string preferred = !named_agent.empty() ? named_agent : last;
+        return BuildTicket(session, req.channel(), req.category(), req.order_id(), req.subject(),
+                           req.text(), value, false, preferred, now);
+      },
+      resp));
+  if (created) Committed(v1::Ticket(), *resp);
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::GetTicket(Ctx* ctx,
@@ -381,102 +595,35 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(
 grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx,
                                                                 const v1::ReplyToTicketRequest* req,
                                                                 v1::Ticket* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
-  // Who writes comes from the token: a customer replies as the customer, an agent as themself.
-  v1::MessageAuthor author = req->author();
-  if (rpc::IsCustomer(*caller) || rpc::IsAgent(*caller)) {
-    const v1::MessageAuthor own =
-        rpc::IsCustomer(*caller) ? v1::MESSAGE_AUTHOR_CUSTOMER : v1::MESSAGE_AUTHOR_AGENT;
-    if (author != v1::MESSAGE_AUTHOR_UNSPECIFIED && author != own) {
-      return Finish(
-          ctx, absl::PermissionDeniedError(absl::StrCat(
-                   "author: a ", rpc::IsCustomer(*caller) ? "customer" : "agent",
-                   " replies only as ", rpc::IsCustomer(*caller) ? "the customer" : "themself")));
-    }
-    author = own;
-  }
-  if (author != v1::MESSAGE_AUTHOR_CUSTOMER && author != v1::MESSAGE_AUTHOR_AGENT) {
-    return Finish(ctx, Invalid("author", "must be CUSTOMER or AGENT"));
-  }
-  if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok())
-    return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  const bool agent = author == v1::MESSAGE_AUTHOR_AGENT;
-  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
-  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
-  if (!agent && !agent_id->empty())
-    return Finish(ctx, Invalid("agent_id", "only an agent's reply names an agent"));
-  if (agent) {
-    if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
-    if (!req->has_next_step_time()) {
-      return Finish(ctx,
-                    Invalid("next_step_time",
-                            "an agent's reply must name the date of the next step, not \"later\""));
-    }
-    auto next = api::ToTime("next_step_time", req->next_step_time());
-    if (!next.ok()) return Finish(ctx, next.status());
-    if (auto s = CheckNextStepTime(*next, now); !s.ok()) return Finish(ctx, s);
-  }
+  auto by = ValidateReply(*ctx, *req, now);
+  if (!by.ok()) return Finish(ctx, by.status());
   return FinishOn(
       *writes_, ctx,
-      [this, req, resp, now, agent, author, agent_id = *agent_id,
+      [this, req, resp, now, author = by->author, agent_id = by->agent_id,
        request_id =
-           rpc::ScopedRequestId(*caller, req->request_id(), "ReplyToTicket")]() -> absl::Status {
-        if (agent) {
-          CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
-        }
-        v1::Ticket before;
-        absl::Status s = store_->UpdateTicket(
+           rpc::ScopedRequestId(by->caller, req->request_id(), "ReplyToTicket")]() -> absl::Status {
+        if (author == v1::MESSAGE_AUTHOR_AGENT) CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
+        return UpdateAndCount(
             req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
-            [&](TicketSession& session) -> absl::Status {
-              v1::Ticket& t = session.ticket();
-              before = t;
-              if (t.status() == v1::TICKET_STATUS_CLOSED) {
-                return absl::FailedPreconditionError(
-                    "ticket_id: the ticket is closed; open a new one");
-              }
-              v1::TicketMessage m = Message(t, author, agent_id, req->text(), false, now);
-              if (agent) {
-                *m.mutable_next_step_time() = req->next_step_time();
-                if (!t.sla().has_first_response_time())
-                  api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
-                *t.mutable_sla()->mutable_next_update_due() = req->next_step_time();
-                if (t.status() == v1::TICKET_STATUS_OPEN)
-                  t.set_status(v1::TICKET_STATUS_IN_PROGRESS);
-                if (t.assigned_agent_id().empty()) t.set_assigned_agent_id(agent_id);
-                session.RememberAgent(agent_id);
-              }
-              *t.add_messages() = std::move(m);
-              return absl::OkStatus();
-            },
+            [&](TicketSession& session) { return AddReply(session, *req, author, agent_id, now); },
             resp);
-        if (s.ok() && !before.ticket_id().empty()) Committed(before, *resp);
-        return s;
       });
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(
     Ctx* ctx, const v1::AddInternalNoteRequest* req, v1::Ticket* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
-  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
-  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
-  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
+  auto agent = AgentOnTicket(*ctx, req->customer_id(), req->ticket_id(), req->agent_id());
+  if (!agent.ok()) return Finish(ctx, agent.status());
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok())
     return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(
       *writes_, ctx,
-      [this, req, resp, now, agent_id = *agent_id,
-       request_id =
-           rpc::ScopedRequestId(*caller, req->request_id(), "AddInternalNote")]() -> absl::Status {
+      [this, req, resp, now, agent_id = agent->agent_id,
+       request_id = rpc::ScopedRequestId(agent->caller, req->request_id(),
+                                         "AddInternalNote")]() -> absl::Status {
         CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
         return store_->UpdateTicket(
             req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
@@ -492,51 +639,19 @@ grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(
 
 grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(
     Ctx* ctx, const v1::PromiseCallbackRequest* req, v1::Ticket* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
-  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
-  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
-  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::OptionalText("note", req->note(), 500); !s.ok()) return Finish(ctx, s);
+  auto agent = AgentOnTicket(*ctx, req->customer_id(), req->ticket_id(), req->agent_id());
+  if (!agent.ok()) return Finish(ctx, agent.status());
   const absl::Time now = clock_->Now();
-  if (!req->has_callback_time())
-    return Finish(ctx, Invalid("callback_time", "the promised time is required"));
-  auto when = api::ToTime("callback_time", req->callback_time());
-  if (!when.ok()) return Finish(ctx, when.status());
-  if (auto s = CheckNextStepTime(*when, now); !s.ok()) {
-    return Finish(ctx, Invalid("callback_time", "must be in the future and within 14 days"));
-  }
+  if (auto s = ValidateCallback(*req, now); !s.ok()) return Finish(ctx, s);
   return FinishOn(
       *writes_, ctx,
-      [this, req, resp, now, agent_id = *agent_id,
-       request_id =
-           rpc::ScopedRequestId(*caller, req->request_id(), "PromiseCallback")]() -> absl::Status {
+      [this, req, resp, now, agent_id = agent->agent_id,
+       request_id = rpc::ScopedRequestId(agent->caller, req->request_id(),
+                                         "PromiseCallback")]() -> absl::Status {
         CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
         return store_->UpdateTicket(
             req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
-            [&](TicketSession& session) -> absl::Status {
-              v1::Ticket& t = session.ticket();
-              if (t.status() == v1::TICKET_STATUS_CLOSED) {
-                return absl::FailedPreconditionError("ticket_id: the ticket is closed");
-              }
-              auto* c = t.add_callbacks();
-              c->set_callback_id(absl::StrCat("cb", t.callbacks_size()));
-              c->set_agent_id(agent_id);
-              *c->mutable_promised_time() = req->callback_time();
-              c->set_note(req->note());
-              c->set_status(v1::CALLBACK_STATUS_PROMISED);
-              *t.add_messages() =
-                  Message(t, v1::MESSAGE_AUTHOR_SYSTEM, agent_id,
-                          absl::StrCat("we will call you back at ",
-                                       absl::FormatTime("%Y-%m-%d %H:%M UTC",
-                                                        api::FromTimestamp(req->callback_time()),
-                                                        absl::UTCTimeZone())),
-                          false, now);
-              return absl::OkStatus();
-            },
+            [&](TicketSession& session) { return AddCallback(session, *req, agent_id, now); },
             resp);
       });
 }
@@ -592,75 +707,46 @@ void ComplaintTicketService::ConfirmAndMaybeResolve(TicketSession& s, absl::Time
 grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx,
                                                                 const v1::ResolveTicketRequest* req,
                                                                 v1::Ticket* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
-  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
-  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
-  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredText("summary", req->summary(), 2000); !s.ok()) {
-    return Finish(ctx, Invalid("summary", "a ticket is resolved with what was found and done"));
-  }
-  if (req->compensations_size() > 10) return Finish(ctx, Invalid("compensations", "at most 10"));
-  for (int i = 0; i < req->compensations_size(); ++i) {
-    if (auto s = ValidateCompensation(absl::StrCat("compensations[", i, "]"), req->compensations(i),
-                                      nullptr);
-        !s.ok()) {
-      return Finish(ctx, s);
-    }
-  }
+  auto agent = AgentOnTicket(*ctx, req->customer_id(), req->ticket_id(), req->agent_id());
+  if (!agent.ok()) return Finish(ctx, agent.status());
+  if (auto s = ValidateResolution(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id]() -> absl::Status {
-    CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
-    v1::Ticket before;
-    absl::Status s = store_->UpdateTicket(
-        req->customer_id(), req->ticket_id(), "", 0, now,
-        [&](TicketSession& session) -> absl::Status {
-          v1::Ticket& t = session.ticket();
-          before = t;
-          if (t.status() != v1::TICKET_STATUS_OPEN && t.status() != v1::TICKET_STATUS_IN_PROGRESS) {
-            return absl::FailedPreconditionError(absl::StrCat(
-                "ticket_id: the ticket is already ", Lower(v1::TicketStatus_Name(t.status()), 14)));
-          }
-          for (int i = 0; i < req->compensations_size(); ++i) {
-            if (auto v = ValidateCompensation(absl::StrCat("compensations[", i, "]"),
-                                              req->compensations(i), &t);
-                !v.ok()) {
-              return v;
-            }
-          }
-          auto* r = t.mutable_resolution();
-          r->set_summary(req->summary());
-          r->set_agent_id(agent_id);
-          for (int i = 0; i < req->compensations_size(); ++i) {
-            v1::Compensation c = req->compensations(i);
-            c.set_compensation_id(absl::StrCat("c", i + 1));
-            // An apology letter is written with the resolution: it is done when it is recorded.
-            const bool done_now = c.kind() == v1::COMPENSATION_KIND_APOLOGY_LETTER;
-            c.set_status(done_now ? v1::COMPENSATION_STATUS_CONFIRMED
-                                  : v1::COMPENSATION_STATUS_PENDING);
-            if (done_now) api::SetTimestamp(now, c.mutable_confirmed_time());
-            *r->add_compensations() = std::move(c);
-          }
-          if (!t.sla().has_first_response_time())
-            api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
-          t.set_status(v1::TICKET_STATUS_AWAITING_COMPENSATION);
-          *t.add_messages() =
-              Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->summary(), false, now);
-          session.RememberAgent(agent_id);
-          ConfirmAndMaybeResolve(session, now);
-          return absl::OkStatus();
-        },
-        resp);
-    if (!s.ok()) return s;
-    Committed(before, *resp);
-    // Points, coupons and refunds go out now; what fails is retried by the sweep.
-    CRM_RETURN_IF_ERROR(ExecuteCompensations(req->customer_id(), req->ticket_id()));
-    CRM_ASSIGN_OR_RETURN(auto after, store_->Get(req->customer_id(), req->ticket_id()));
-    *resp = after;
-    return absl::OkStatus();
-  });
+  return FinishOn(
+      *writes_, ctx, [this, req, resp, now, agent_id = agent->agent_id]() -> absl::Status {
+        CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
+        CRM_RETURN_IF_ERROR(UpdateAndCount(
+            req->customer_id(), req->ticket_id(), "", 0, now,
+            [&](TicketSession& session) { return RecordResolution(session, *req, agent_id, now); },
+            resp));
+        // Points, coupons and refunds go out now; what fails is retried by the sweep.
+        CRM_RETURN_IF_ERROR(ExecuteCompensations(req->customer_id(), req->ticket_id()));
+        CRM_ASSIGN_OR_RETURN(*resp, store_->Get(req->customer_id(), req->ticket_id()));
+        return absl::OkStatus();
+      });
+}
+
+absl::Status ComplaintTicketService::RecordResolution(TicketSession& session,
+                                                      const v1::ResolveTicketRequest& req,
+                                                      const std::string& agent_id, absl::Time now) {
+  v1::Ticket& t = session.ticket();
+  if (t.status() != v1::TICKET_STATUS_OPEN && t.status() != v1::TICKET_STATUS_IN_PROGRESS) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ticket_id: the ticket is already ", Lower(v1::TicketStatus_Name(t.status()), 14)));
+  }
+  CRM_RETURN_IF_ERROR(ValidateCompensations(req.compensations(), &t));
+  auto* r = t.mutable_resolution();
+  r->set_summary(req.summary());
+  r->set_agent_id(agent_id);
+  for (int i = 0; i < req.compensations_size(); ++i) {
+    *r->add_compensations() = NewCompensation(req.compensations(i), i, now);
+  }
+  if (!t.sla().has_first_response_time())
+    api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
+  t.set_status(v1::TICKET_STATUS_AWAITING_COMPENSATION);
+  *t.add_messages() = Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req.summary(), false, now);
+  session.RememberAgent(agent_id);
+  ConfirmAndMaybeResolve(session, now);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int> ComplaintTicketService::ExecuteCompensations(const std::string& customer_id,
@@ -739,11 +825,10 @@ absl::Status ComplaintTicketService::RecordCompensations(const std::string& cust
                                                          const std::string& ticket_id,
                                                          const CompensationOutcomes& outcomes) {
   const absl::Time now = clock_->Now();
-  v1::Ticket before, after;
-  CRM_RETURN_IF_ERROR(store_->UpdateTicket(
+  v1::Ticket after;
+  return UpdateAndCount(
       customer_id, ticket_id, "", 0, now,
       [&](TicketSession& session) -> absl::Status {
-        before = session.ticket();
         for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
           auto it = outcomes.find(c.compensation_id());
           if (it == outcomes.end() || c.status() == v1::COMPENSATION_STATUS_CONFIRMED) continue;
@@ -761,9 +846,7 @@ absl::Status ComplaintTicketService::RecordCompensations(const std::string& cust
         ConfirmAndMaybeResolve(session, now);
         return absl::OkStatus();
       },
-      &after));
-  Committed(before, after);
-  return absl::OkStatus();
+      &after);
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(
@@ -772,43 +855,43 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("compensation_id", req->compensation_id()); !s.ok())
     return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
-  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
-  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
-  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
+  auto agent = ActingAgentOf(*ctx, req->agent_id());
+  if (!agent.ok()) return Finish(ctx, agent.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, agent_id = *agent_id]() -> absl::Status {
-    CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
-    v1::Ticket before;
-    absl::Status s = store_->UpdateTicket(
-        req->customer_id(), req->ticket_id(), "", 0, now,
-        [&](TicketSession& session) -> absl::Status {
-          before = session.ticket();
-          for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
-            if (c.compensation_id() != req->compensation_id()) continue;
-            if (Automatic(c.kind())) {
-              return absl::FailedPreconditionError(
-                  "compensation_id: points, coupons and refunds are confirmed by the service that "
-                  "carries them out");
-            }
-            if (c.status() == v1::COMPENSATION_STATUS_CONFIRMED) {
-              session.MarkUnchanged();
-              return absl::OkStatus();
-            }
-            c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
-            c.set_reference(absl::StrCat("agent:", agent_id));
-            api::SetTimestamp(now, c.mutable_confirmed_time());
-            ConfirmAndMaybeResolve(session, now);
-            return absl::OkStatus();
-          }
-          return absl::NotFoundError(
-              absl::StrCat("compensation_id: no compensation \"", req->compensation_id(), "\""));
-        },
-        resp);
-    if (s.ok()) Committed(before, *resp);
-    return s;
-  });
+  return FinishOn(*writes_, ctx,
+                  [this, req, resp, now, agent_id = agent->agent_id]() -> absl::Status {
+                    CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
+                    return UpdateAndCount(
+                        req->customer_id(), req->ticket_id(), "", 0, now,
+                        [&](TicketSession& session) {
+                          return ConfirmByAgent(session, req->compensation_id(), agent_id, now);
+                        },
+                        resp);
+                  });
+}
+
+absl::Status ComplaintTicketService::ConfirmByAgent(TicketSession& session,
+                                                    const std::string& compensation_id,
+                                                    const std::string& agent_id, absl::Time now) {
+  for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
+    if (c.compensation_id() != compensation_id) continue;
+    if (Automatic(c.kind())) {
+      return absl::FailedPreconditionError(
+          "compensation_id: points, coupons and refunds are confirmed by the service that "
+          "carries them out");
+    }
+    if (c.status() == v1::COMPENSATION_STATUS_CONFIRMED) {
+      session.MarkUnchanged();
+      return absl::OkStatus();
+    }
+    c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
+    c.set_reference(absl::StrCat("agent:", agent_id));
+    api::SetTimestamp(now, c.mutable_confirmed_time());
+    ConfirmAndMaybeResolve(session, now);
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(
+      absl::StrCat("compensation_id: no compensation \"", compensation_id, "\""));
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(
@@ -828,12 +911,10 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(
   }
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    v1::Ticket before;
-    absl::Status s = store_->UpdateTicket(
+    return UpdateAndCount(
         req->customer_id(), req->ticket_id(), "", 0, now,
         [&](TicketSession& session) -> absl::Status {
           v1::Ticket& t = session.ticket();
-          before = t;
           if (t.status() == v1::TICKET_STATUS_CLOSED && t.satisfaction().csat() == req->csat()) {
             session.MarkUnchanged();
             return absl::OkStatus();
@@ -854,8 +935,6 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(
           return absl::OkStatus();
         },
         resp);
-    if (s.ok()) Committed(before, *resp);
-    return s;
   });
 }
 
@@ -892,12 +971,9 @@ grpc::ServerUnaryReactor* ComplaintTicketService::RegisterAgent(Ctx* ctx,
 
 grpc::ServerUnaryReactor* ComplaintTicketService::SetAgentAvailability(
     Ctx* ctx, const v1::SetAgentAvailabilityRequest* req, v1::Agent* resp) {
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
-  auto agent_id = rpc::ActingAgent(*caller, "agent_id", req->agent_id());
-  if (!agent_id.ok()) return Finish(ctx, agent_id.status());
-  if (auto s = api::RequiredId("agent_id", *agent_id); !s.ok()) return Finish(ctx, s);
-  return FinishOn(*writes_, ctx, [this, req, resp, agent_id = *agent_id] {
+  auto agent = ActingAgentOf(*ctx, req->agent_id());
+  if (!agent.ok()) return Finish(ctx, agent.status());
+  return FinishOn(*writes_, ctx, [this, req, resp, agent_id = agent->agent_id] {
     return store_->SetAgentAvailability(agent_id, req->available(), resp);
   });
 }
@@ -1027,75 +1103,67 @@ absl::Status ComplaintTicketService::HandleEvent(store::Transaction& txn, const 
   const absl::Time now = clock_->Now();
   const std::string& cid = event.customer_id();
   if (event.has_customer_erased()) return store_->Anonymise(txn, cid);
-  auto open = [&](const std::string& key, v1::TicketChannel channel, v1::TicketCategory category,
-                  const std::string& order_id, const std::string& subject,
-                  const std::string& text) -> absl::Status {
-    v1::Ticket opened;
-    auto created = store_->OpenTicketIn(txn, cid, key, now, [&](TicketSession& s) -> absl::Status {
-      CRM_ASSIGN_OR_RETURN(auto last, s.LastAgent());
-      if (auto b = BuildTicket(s, channel, category, order_id, subject, text, {}, true, last, now);
-          !b.ok())
-        return b;
-      opened = s.ticket();
-      return absl::OkStatus();
-    });
-    if (!created.ok()) return created.status();
-    if (*created) CountOnCommit(txn, v1::Ticket(), opened);
+  if (auto automatic = AutomaticTicketFor(event)) return OpenAutomatic(txn, cid, *automatic, now);
+  if (event.has_order_refunded()) {
+    return ConfirmRefund(txn, cid, event.order_refunded().return_id(), now);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ComplaintTicketService::OpenAutomatic(store::Transaction& txn,
+                                                   const std::string& customer_id,
+                                                   const AutomaticTicket& a, absl::Time now) {
+  v1::Ticket opened;
+  auto build = [&](TicketSession& s) -> absl::Status {
+    CRM_ASSIGN_OR_RETURN(auto last, s.LastAgent());
+    CRM_RETURN_IF_ERROR(
+        BuildTicket(s, a.channel, a.category, a.order_id, a.subject, a.text, {}, true, last, now));
+    opened = s.ticket();
     return absl::OkStatus();
   };
-  if (event.has_review_submitted() && event.review_submitted().rating() <= 3) {
-    const auto& r = event.review_submitted();
-    const std::string text =
-        r.text().empty() ? absl::StrCat("Rated ", r.sku(), " ", r.rating(), " stars out of 5")
-                         : absl::StrCat(r.text(), " (", r.rating(), " stars)");
-    return open(absl::StrCat("review:", r.review_id()), v1::TICKET_CHANNEL_REVIEW,
-                v1::TICKET_CATEGORY_QUALITY, r.order_id(),
-                absl::StrCat(r.rating(), "-star review of ", r.sku()), text);
-  }
-  if (event.has_delivery_failed()) {
-    const auto& d = event.delivery_failed();
-    return open(
-        absl::StrCat("delivery-failed:", d.order_id(), ":", d.package_id(), ":", d.attempt()),
-        v1::TICKET_CHANNEL_PROACTIVE, v1::TICKET_CATEGORY_DELIVERY, d.order_id(), "Delivery failed",
-        absl::StrCat("Delivery attempt ", d.attempt(), " of package ", d.package_id(), " failed: ",
-                     d.reason(), ". We contact the customer before they have to contact us."));
-  }
-  if (event.has_order_delivered() && event.order_delivered().timeliness() == v1::TIMELINESS_LATE) {
-    const auto& d = event.order_delivered();
-    return open(
-        absl::StrCat("late:", d.order_id()), v1::TICKET_CHANNEL_PROACTIVE,
-        v1::TICKET_CATEGORY_DELIVERY, d.order_id(), "Late delivery",
-        absl::StrCat("Order ", d.order_id(), " arrived ", d.minutes_late(),
-                     " minutes after the agreed delivery window. Apologise and offer a gesture."));
-  }
-  if (event.has_order_refunded()) {
-    const std::string& return_id = event.order_refunded().return_id();
-    CRM_ASSIGN_OR_RETURN(auto tickets, store_->ListAll(cid));
-    for (const auto& t : tickets) {
-      bool matches = false;
-      for (const auto& c : t.resolution().compensations()) {
-        matches =
-            matches || (c.kind() == v1::COMPENSATION_KIND_REFUND && c.reference() == return_id &&
-                        c.status() == v1::COMPENSATION_STATUS_PENDING);
-      }
-      if (!matches) continue;
-      v1::Ticket before;
-      absl::Status s = store_->UpdateTicketIn(
-          txn, cid, t.ticket_id(), now, [&](TicketSession& session) -> absl::Status {
-            before = session.ticket();
-            for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
-              if (c.kind() == v1::COMPENSATION_KIND_REFUND && c.reference() == return_id) {
-                c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
-                api::SetTimestamp(now, c.mutable_confirmed_time());
-              }
+  CRM_ASSIGN_OR_RETURN(const bool created,
+                       store_->OpenTicketIn(txn, customer_id, a.key, now, build));
+  if (created) CountOnCommit(txn, v1::Ticket(), opened);
+  return absl::OkStatus();
+}
+
+absl::Status ComplaintTicketService::ConfirmRefund(store::Transaction& txn,
+                                                   const std::string& customer_id,
+                                                   const std::string& return_id, absl::Time now) {
+  CRM_ASSIGN_OR_RETURN(auto tickets, store_->ListAll(customer_id));
+  for (const auto& t : tickets) {
+    if (!AwaitsRefund(t, return_id)) continue;
+    CRM_RETURN_IF_ERROR(store_->UpdateTicketIn(
+        txn, customer_id, t.ticket_id(), now, [&](TicketSession& session) -> absl::Status {
+          const v1::Ticket before = session.ticket();
+          for (auto& c : *session.ticket().mutable_resolution()->mutable_compensations()) {
+            if (c.kind() == v1::COMPENSATION_KIND_REFUND && c.reference() == return_id) {
+              c.set_status(v1::COMPENSATION_STATUS_CONFIRMED);
+              api::SetTimestamp(now, c.mutable_confirmed_time());
             }
-            ConfirmAndMaybeResolve(session, now);
-            CountOnCommit(txn, before, session.ticket());
-            return absl::OkStatus();
-          });
-      if (!s.ok()) return s;
-    }
+          }
+          ConfirmAndMaybeResolve(session, now);
+          CountOnCommit(txn, before, session.ticket());
+          return absl::OkStatus();
+        }));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ComplaintTicketService::UpdateAndCount(
+    const std::string& customer_id, const std::string& ticket_id, const std::string& request_id,
+    uint64_t fingerprint, absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> change,
+    v1::Ticket* out) {
+  v1::Ticket before;
+  CRM_RETURN_IF_ERROR(store_->UpdateTicket(
+      customer_id, ticket_id, request_id, fingerprint, now,
+      [&](TicketSession& session) {
+        before = session.ticket();
+        return change(session);
+      },
+      out));
+  // Nothing ran, and nothing is counted, for a retry answered from the first call's record.
+  if (!before.ticket_id().empty()) Committed(before, *out);
   return absl::OkStatus();
 }
 

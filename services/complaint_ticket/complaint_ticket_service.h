@@ -8,8 +8,10 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <string>
 #include <thread>
 
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "crm/v1/complaint_ticket.grpc.pb.h"
 #include "libs/clock/clock.h"
@@ -27,6 +29,17 @@
 #include "services/complaint_ticket/severity.h"
 
 namespace crm::complaint_ticket {
+
+// A ticket an event opens on its own (a low review, a failed or late delivery), under a key made
+// from the event so that a redelivered event opens none.
+struct AutomaticTicket {
+  std::string key;
+  v1::TicketChannel channel;
+  v1::TicketCategory category;
+  std::string order_id;
+  std::string subject;
+  std::string text;
+};
 
 struct TicketMetrics {
   explicit TicketMetrics(prometheus::Registry& registry);
@@ -82,6 +95,28 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   // answer.
   void CustomerStanding(const std::string& customer_id, CustomerValue* value,
                         std::string* named_agent);
+  // OpenTicket's work: checks the customer, weighs their standing and opens the ticket once per
+  // request id.
+  absl::Status Open(const v1::OpenTicketRequest& req, const std::string& request_id, absl::Time now,
+                    v1::Ticket* resp);
+  // ResolveTicket's change inside the ticket's session: the resolution, its compensations, the
+  // agent's message; resolved at once when nothing is left to carry out.
+  absl::Status RecordResolution(TicketSession& session, const v1::ResolveTicketRequest& req,
+                                const std::string& agent_id, absl::Time now);
+  // ConfirmCompensation's change: an agent confirms a compensation they carry out themselves.
+  absl::Status ConfirmByAgent(TicketSession& session, const std::string& compensation_id,
+                              const std::string& agent_id, absl::Time now);
+  // HandleEvent's steps, inside the event's transaction: open an automatic ticket (once per key),
+  // or confirm the refund compensations a paid-out return settles.
+  absl::Status OpenAutomatic(store::Transaction& txn, const std::string& customer_id,
+                             const AutomaticTicket& ticket, absl::Time now);
+  absl::Status ConfirmRefund(store::Transaction& txn, const std::string& customer_id,
+                             const std::string& return_id, absl::Time now);
+  // store_->UpdateTicket, then Committed(before, after) when the change ran and committed.
+  absl::Status UpdateAndCount(const std::string& customer_id, const std::string& ticket_id,
+                              const std::string& request_id, uint64_t fingerprint, absl::Time now,
+                              absl::FunctionRef<absl::Status(TicketSession&)> change,
+                              v1::Ticket* out);
   absl::Status CheckCustomer(const std::string& customer_id);
   absl::Status CheckAgent(const std::string& agent_id);
   // Carries out the ticket's pending automatic compensations (points, coupons, refunds); returns
