@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/status.h"
@@ -83,55 +84,55 @@ std::string ShardKey(const Route& r, const Message& request, const std::string& 
   return key;
 }
 
+// The value of the numeric field `f` of `m`, as a double.
+double NumericValue(const Message& m, const FieldDescriptor* f) {
+  const auto* refl = m.GetReflection();
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32:
+      return refl->GetInt32(m, f);
+    case FieldDescriptor::CPPTYPE_INT64:
+      return static_cast<double>(refl->GetInt64(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return refl->GetUInt32(m, f);
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return static_cast<double>(refl->GetUInt64(m, f));
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return refl->GetDouble(m, f);
+    default:
+      return refl->GetFloat(m, f);
+  }
+}
+
+// Sets the numeric field `f` of `m` to `v`, converted to the field's type.
+void SetNumericValue(Message* m, const FieldDescriptor* f, double v) {
+  const auto* refl = m->GetReflection();
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32:
+      return refl->SetInt32(m, f, static_cast<int32_t>(v));
+    case FieldDescriptor::CPPTYPE_INT64:
+      return refl->SetInt64(m, f, static_cast<int64_t>(v));
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return refl->SetUInt32(m, f, static_cast<uint32_t>(v));
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return refl->SetUInt64(m, f, static_cast<uint64_t>(v));
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return refl->SetDouble(m, f, v);
+    default:
+      return refl->SetFloat(m, f, static_cast<float>(v));
+  }
+}
+
 // Merges one shard's answer into the total: lists concatenate and top-level counts add up (a sweep
 // that expired 3 tickets on one shard and 2 on another expired 5).
 void MergeShardAnswer(const Message& from, Message* to) {
-  const auto* refl = to->GetReflection();
   std::vector<std::pair<const FieldDescriptor*, double>> sums;
   for (int i = 0; i < to->GetDescriptor()->field_count(); ++i) {
     const FieldDescriptor* f = to->GetDescriptor()->field(i);
     if (f->is_repeated() || !IsNumeric(f)) continue;
-    auto value = [&](const Message& m) -> double {
-      switch (f->cpp_type()) {
-        case FieldDescriptor::CPPTYPE_INT32:
-          return refl->GetInt32(m, f);
-        case FieldDescriptor::CPPTYPE_INT64:
-          return static_cast<double>(refl->GetInt64(m, f));
-        case FieldDescriptor::CPPTYPE_UINT32:
-          return refl->GetUInt32(m, f);
-        case FieldDescriptor::CPPTYPE_UINT64:
-          return static_cast<double>(refl->GetUInt64(m, f));
-        case FieldDescriptor::CPPTYPE_DOUBLE:
-          return refl->GetDouble(m, f);
-        default:
-          return refl->GetFloat(m, f);
-      }
-    };
-    sums.emplace_back(f, value(*to) + value(from));
+    sums.emplace_back(f, NumericValue(*to, f) + NumericValue(from, f));
   }
   to->MergeFrom(from);
-  for (const auto& [f, v] : sums) {
-    switch (f->cpp_type()) {
-      case FieldDescriptor::CPPTYPE_INT32:
-        refl->SetInt32(to, f, static_cast<int32_t>(v));
-        break;
-      case FieldDescriptor::CPPTYPE_INT64:
-        refl->SetInt64(to, f, static_cast<int64_t>(v));
-        break;
-      case FieldDescriptor::CPPTYPE_UINT32:
-        refl->SetUInt32(to, f, static_cast<uint32_t>(v));
-        break;
-      case FieldDescriptor::CPPTYPE_UINT64:
-        refl->SetUInt64(to, f, static_cast<uint64_t>(v));
-        break;
-      case FieldDescriptor::CPPTYPE_DOUBLE:
-        refl->SetDouble(to, f, v);
-        break;
-      default:
-        refl->SetFloat(to, f, static_cast<float>(v));
-        break;
-    }
-  }
+  for (const auto& [f, v] : sums) SetNumericValue(to, f, v);
 }
 
 const FieldDescriptor* StringFieldNamed(const google::protobuf::Descriptor* type,
@@ -142,6 +143,83 @@ const FieldDescriptor* StringFieldNamed(const google::protobuf::Descriptor* type
 }
 
 grpc::Status ToGrpc(const absl::Status& s) { return rpc::ToGrpc(s); }
+
+// A fan-out call while its shards answer.
+struct FanOut {
+  const Route* route = nullptr;
+  // The response's next_page_token (null when the method does not page).
+  const FieldDescriptor* next_token = nullptr;
+  absl::Mutex mu;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<grpc::ByteBuffer> requests, responses;
+  std::vector<int> shards;  // the shard each request goes to
+  std::vector<std::string> next_tokens;
+  grpc::Status error;
+  std::atomic<int> remaining{0};
+  std::function<void(grpc::Status, grpc::ByteBuffer)> done;
+};
+
+// The fan-out's request to each shard still to call: a listing that pages sends each shard its own
+// page token out of the client's one, and a shard with no more pages is not called again.
+absl::Status PlanShardRequests(const grpc::ByteBuffer& request, size_t shard_count, FanOut& fan) {
+  const Route& route = *fan.route;
+  std::unique_ptr<Message> parsed(route.request_prototype->New());
+  parsed->ParseFromString(ToBytes(request));
+  const FieldDescriptor* page_token = StringFieldNamed(parsed->GetDescriptor(), "page_token");
+  fan.next_token = StringFieldNamed(route.response_prototype->GetDescriptor(), "next_page_token");
+  const bool paging = page_token != nullptr && fan.next_token != nullptr;
+  std::vector<std::string> tokens(shard_count);
+  if (paging) {
+    CRM_ASSIGN_OR_RETURN(tokens, DecodeFanOutToken(StringField(*parsed, page_token), shard_count));
+  }
+  const bool continuing = page_token != nullptr && !StringField(*parsed, page_token).empty();
+  fan.next_tokens.resize(shard_count);
+  for (size_t s = 0; s < shard_count; ++s) {
+    if (continuing && tokens[s].empty()) continue;  // this shard has no more pages
+    if (paging) {
+      parsed->GetReflection()->SetString(parsed.get(), page_token, tokens[s]);
+      fan.requests.push_back(FromBytes(parsed->SerializeAsString()));
+    } else {
+      fan.requests.push_back(request);
+    }
+    fan.shards.push_back(static_cast<int>(s));
+  }
+  return absl::OkStatus();
+}
+
+// Hands the shards' answers, merged into one, to the caller, with a next page token that continues
+// each shard where it stopped.
+void DeliverMergedAnswer(FanOut& fan) {
+  const Route& route = *fan.route;
+  std::unique_ptr<Message> total(route.response_prototype->New());
+  for (size_t k = 0; k < fan.responses.size(); ++k) {
+    std::unique_ptr<Message> part(route.response_prototype->New());
+    if (!part->ParseFromString(ToBytes(fan.responses[k]))) {
+      return fan.done(grpc::Status(grpc::StatusCode::INTERNAL, "a shard's answer does not parse"),
+                      {});
+    }
+    if (fan.next_token != nullptr)
+      fan.next_tokens[fan.shards[k]] = StringField(*part, fan.next_token);
+    MergeShardAnswer(*part, total.get());
+  }
+  if (fan.next_token != nullptr) {
+    total->GetReflection()->SetString(total.get(), fan.next_token,
+                                      EncodeFanOutToken(fan.next_tokens));
+  }
+  fan.done(grpc::Status::OK, FromBytes(total->SerializeAsString()));
+}
+
+// One shard answered: the last one to answer ends the call, with the merged answer or the first
+// error.
+void ShardAnswered(FanOut& fan, const grpc::Status& s) {
+  if (!s.ok()) {
+    absl::MutexLock lock(&fan.mu);
+    if (fan.error.ok()) fan.error = s;
+  }
+  if (--fan.remaining > 0) return;
+  if (!fan.error.ok()) return fan.done(fan.error, {});
+  DeliverMergedAnswer(fan);
+}
 
 }  // namespace
 
@@ -264,15 +342,7 @@ absl::Status Gateway::Deny(absl::string_view reason, absl::Status status) {
 
 absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
   a.started = absl::Now();
-  if (info.request_id_header.empty()) {
-    a.request_id = sharding::NewId("gw-");
-  } else if (IsValidRequestId(info.request_id_header)) {
-    a.request_id = info.request_id_header;
-  } else {
-    a.request_id = sharding::NewId("gw-");
-    return Deny("bad_header", absl::InvalidArgumentError(
-                                  "x-request-id: must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
-  }
+  CRM_RETURN_IF_ERROR(AssignRequestId(info.request_id_header, a));
   a.route = RouteTable::Default().Find(info.path);
   if (a.route == nullptr) {
     return Deny("unknown_method",
@@ -280,18 +350,48 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
   }
   server_metrics_[a.route->index]->Started();
   const absl::Time now = absl::Now();
-  if (options_.ip_rps > 0 && !info.peer_ip.empty()) {
-    const absl::Duration wait = limiter_.Take(absl::StrCat("ip:", info.peer_ip),
-                                              {options_.ip_rps, 2 * options_.ip_rps}, now);
-    if (wait > absl::ZeroDuration()) {
-      a.retry_after = wait;
-      rate_limited_->Add({{"role", "ip"}}).Increment();
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "rate limit of %g requests/s for this address exceeded; retry after %d ms",
-          options_.ip_rps, absl::ToInt64Milliseconds(wait) + 1));
-    }
+  CRM_RETURN_IF_ERROR(LimitAddress(info.peer_ip, now, a));
+  CRM_RETURN_IF_ERROR(Identify(info.authorization, now, a));
+  CRM_RETURN_IF_ERROR(LimitPrincipal(now, a));
+  CRM_RETURN_IF_ERROR(CheckRole(a));
+  a.timeout = CallTimeout(*a.route, info.client_timeout);
+  return absl::OkStatus();
+}
+
+absl::Status Gateway::AssignRequestId(const std::string& header, Admission& a) {
+  if (header.empty()) {
+    a.request_id = sharding::NewId("gw-");
+  } else if (IsValidRequestId(header)) {
+    a.request_id = header;
+  } else {
+    a.request_id = sharding::NewId("gw-");
+    return Deny("bad_header", absl::InvalidArgumentError(
+                                  "x-request-id: must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
   }
-  absl::string_view token = info.authorization;
+  return absl::OkStatus();
+}
+
+absl::Duration Gateway::Throttle(absl::string_view key, double rps, absl::string_view label,
+                                 absl::Time now, Admission& a) {
+  const absl::Duration wait = limiter_.Take(key, {rps, 2 * rps}, now);
+  if (wait > absl::ZeroDuration()) {
+    a.retry_after = wait;
+    rate_limited_->Add({{"role", std::string(label)}}).Increment();
+  }
+  return wait;
+}
+
+absl::Status Gateway::LimitAddress(const std::string& peer_ip, absl::Time now, Admission& a) {
+  if (options_.ip_rps <= 0 || peer_ip.empty()) return absl::OkStatus();
+  const absl::Duration wait = Throttle(absl::StrCat("ip:", peer_ip), options_.ip_rps, "ip", now, a);
+  if (wait <= absl::ZeroDuration()) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrFormat("rate limit of %g requests/s for this address exceeded; retry after %d ms",
+                      options_.ip_rps, absl::ToInt64Milliseconds(wait) + 1));
+}
+
+absl::Status Gateway::Identify(absl::string_view authorization, absl::Time now, Admission& a) {
+  absl::string_view token = authorization;
   if (token.empty())
     return Deny("unauthenticated",
                 absl::UnauthenticatedError("authorization: a bearer token is required"));
@@ -303,54 +403,61 @@ absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {
   if (!verified.ok()) return Deny("unauthenticated", verified.status());
   a.principal = std::move(verified->principal);
   a.caller_assertion = std::move(verified->assertion);
+  return absl::OkStatus();
+}
 
-  double rps = 0;
-  switch (a.principal.role) {
+double Gateway::RoleRps(v1::Role role) const {
+  switch (role) {
     case v1::ROLE_CUSTOMER:
-      rps = options_.customer_rps;
-      break;
+      return options_.customer_rps;
     case v1::ROLE_AGENT:
-      rps = options_.agent_rps;
-      break;
+      return options_.agent_rps;
     case v1::ROLE_ADMIN:
-      rps = options_.admin_rps;
-      break;
+      return options_.admin_rps;
     default:
-      rps = options_.service_rps;
-      break;
+      return options_.service_rps;
   }
+}
+
+absl::Status Gateway::LimitPrincipal(absl::Time now, Admission& a) {
+  const double rps = RoleRps(a.principal.role);
+  if (rps <= 0) return absl::OkStatus();
   const absl::string_view role = auth::RoleName(a.principal.role);
-  if (rps > 0) {
-    const absl::Duration wait =
-        limiter_.Take(absl::StrCat(role, ":", a.principal.subject), {rps, 2 * rps}, now);
-    if (wait > absl::ZeroDuration()) {
-      a.retry_after = wait;
-      rate_limited_->Add({{"role", std::string(role)}}).Increment();
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("rate limit of %g requests/s for role %s exceeded; retry after %d ms",
-                          rps, role, absl::ToInt64Milliseconds(wait) + 1));
-    }
-  }
-  if (!a.route->has_policy) {
+  const absl::Duration wait =
+      Throttle(absl::StrCat(role, ":", a.principal.subject), rps, role, now, a);
+  if (wait <= absl::ZeroDuration()) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrFormat("rate limit of %g requests/s for role %s exceeded; retry after %d ms", rps,
+                      role, absl::ToInt64Milliseconds(wait) + 1));
+}
+
+absl::Status Gateway::CheckRole(const Admission& a) {
+  const Route& route = *a.route;
+  if (!route.has_policy) {
     return Deny("no_policy", absl::PermissionDeniedError(
-                                 absl::StrCat(a.route->path, " declares no access policy")));
+                                 absl::StrCat(route.path, " declares no access policy")));
   }
-  if (a.route->policy.roles_size() == 0) {
+  if (route.policy.roles_size() == 0) {
     return Deny("internal_only", absl::PermissionDeniedError(absl::StrCat(
-                                     a.route->path, " is only for calls between services")));
+                                     route.path, " is only for calls between services")));
   }
   bool role_allowed = false;
-  for (int r : a.route->policy.roles()) role_allowed = role_allowed || r == a.principal.role;
+  for (int r : route.policy.roles()) role_allowed = role_allowed || r == a.principal.role;
   if (!role_allowed) {
-    return Deny("role", absl::PermissionDeniedError(
-                            absl::StrCat("role ", role, " may not call ", a.route->path)));
+    return Deny("role",
+                absl::PermissionDeniedError(absl::StrCat("role ", auth::RoleName(a.principal.role),
+                                                         " may not call ", route.path)));
   }
-  const absl::Duration cap =
-      a.route->server_streaming ? options_.stream_max_timeout : options_.max_timeout;
-  const absl::Duration fallback =
-      a.route->server_streaming ? options_.stream_max_timeout : options_.default_timeout;
-  a.timeout = info.client_timeout ? std::min(*info.client_timeout, cap) : fallback;
   return absl::OkStatus();
+}
+
+absl::Duration Gateway::CallTimeout(const Route& route,
+                                    std::optional<absl::Duration> client_timeout) const {
+  const absl::Duration cap =
+      route.server_streaming ? options_.stream_max_timeout : options_.max_timeout;
+  const absl::Duration fallback =
+      route.server_streaming ? options_.stream_max_timeout : options_.default_timeout;
+  return client_timeout ? std::min(*client_timeout, cap) : fallback;
 }
 
 absl::Status Gateway::Authorize(const Message& request, Admission& a) {
@@ -413,66 +520,40 @@ void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request,
                         ContextFactory make_context,
                         std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
   if (a.route->local) return view_->Compose(a, request, std::move(make_context), std::move(done));
-  if (a.targets.size() == 1) {
-    struct Call {
-      std::unique_ptr<grpc::ClientContext> ctx;
-      grpc::ByteBuffer request, response;
-    };
-    auto call = std::make_shared<Call>();
-    call->ctx = make_context();
-    PrepareContext(a, *call->ctx);
-    call->request = request;
-    grpc::GenericStub stub(a.targets[0]);
-    metrics::RpcMetrics::Method* m = &BackendMetrics(*a.route);
-    m->Started();
-    const absl::Time start = absl::Now();
-    stub.UnaryCall(call->ctx.get(), a.route->path, grpc::StubOptions(), &call->request,
-                   &call->response, [call, m, start, done = std::move(done)](grpc::Status s) {
-                     m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
-                     done(std::move(s), std::move(call->response));
-                   });
-    return;
-  }
+  if (a.targets.size() == 1) return CallOneTarget(a, request, make_context, std::move(done));
+  CallEveryShard(a, request, make_context, std::move(done));
+}
 
-  // Fan-out: every shard, then one merged answer (or the first error).
-  const Route& route = *a.route;
-  std::unique_ptr<Message> parsed(route.request_prototype->New());
-  const std::string bytes = ToBytes(request);
-  parsed->ParseFromString(bytes);
-  const FieldDescriptor* page_token = StringFieldNamed(parsed->GetDescriptor(), "page_token");
-  const FieldDescriptor* next_token =
-      StringFieldNamed(route.response_prototype->GetDescriptor(), "next_page_token");
-  std::vector<std::string> tokens(a.targets.size());
-  if (page_token != nullptr && next_token != nullptr) {
-    auto decoded = DecodeFanOutToken(StringField(*parsed, page_token), a.targets.size());
-    if (!decoded.ok()) return done(ToGrpc(decoded.status()), {});
-    tokens = *decoded;
-  }
-  const bool continuing = page_token != nullptr && !StringField(*parsed, page_token).empty();
-
-  struct FanOut {
-    absl::Mutex mu;
-    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-    std::vector<grpc::ByteBuffer> requests, responses;
-    std::vector<int> shards;
-    std::vector<std::string> next_tokens;
-    grpc::Status error;
-    std::atomic<int> remaining{0};
-    std::function<void(grpc::Status, grpc::ByteBuffer)> done;
+void Gateway::CallOneTarget(const Admission& a, const grpc::ByteBuffer& request,
+                            const ContextFactory& make_context,
+                            std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    grpc::ByteBuffer request, response;
   };
+  auto call = std::make_shared<Call>();
+  call->ctx = make_context();
+  PrepareContext(a, *call->ctx);
+  call->request = request;
+  grpc::GenericStub stub(a.targets[0]);
+  metrics::RpcMetrics::Method* m = &BackendMetrics(*a.route);
+  m->Started();
+  const absl::Time start = absl::Now();
+  stub.UnaryCall(call->ctx.get(), a.route->path, grpc::StubOptions(), &call->request,
+                 &call->response, [call, m, start, done = std::move(done)](grpc::Status s) {
+                   m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
+                   done(std::move(s), std::move(call->response));
+                 });
+}
+
+void Gateway::CallEveryShard(const Admission& a, const grpc::ByteBuffer& request,
+                             const ContextFactory& make_context,
+                             std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
   auto fan = std::make_shared<FanOut>();
+  fan->route = a.route;
   fan->done = std::move(done);
-  fan->next_tokens.resize(a.targets.size());
-  for (size_t s = 0; s < a.targets.size(); ++s) {
-    if (continuing && tokens[s].empty()) continue;  // this shard has no more pages
-    if (page_token != nullptr && next_token != nullptr) {
-      parsed->GetReflection()->SetString(parsed.get(), page_token, tokens[s]);
-      fan->requests.push_back(FromBytes(parsed->SerializeAsString()));
-    } else {
-      fan->requests.push_back(request);
-    }
-    fan->shards.push_back(static_cast<int>(s));
-  }
+  if (absl::Status planned = PlanShardRequests(request, a.targets.size(), *fan); !planned.ok())
+    return fan->done(ToGrpc(planned), {});
   const size_t n = fan->shards.size();
   fan->responses.resize(n);
   fan->remaining = static_cast<int>(n);
@@ -480,38 +561,16 @@ void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request,
     fan->contexts.push_back(make_context());
     PrepareContext(a, *fan->contexts.back());
   }
-  metrics::RpcMetrics::Method* m = &BackendMetrics(route);
+  metrics::RpcMetrics::Method* m = &BackendMetrics(*a.route);
   const absl::Time start = absl::Now();
   for (size_t i = 0; i < n; ++i) {
     grpc::GenericStub stub(a.targets[fan->shards[i]]);
     m->Started();
-    stub.UnaryCall(
-        fan->contexts[i].get(), route.path, grpc::StubOptions(), &fan->requests[i],
-        &fan->responses[i], [fan, i, &route, next_token, m, start](grpc::Status s) {
-          m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
-          if (!s.ok()) {
-            absl::MutexLock lock(&fan->mu);
-            if (fan->error.ok()) fan->error = s;
-          }
-          if (--fan->remaining > 0) return;
-          if (!fan->error.ok()) return fan->done(fan->error, {});
-          std::unique_ptr<Message> total(route.response_prototype->New());
-          for (size_t k = 0; k < fan->responses.size(); ++k) {
-            std::unique_ptr<Message> part(route.response_prototype->New());
-            if (!part->ParseFromString(ToBytes(fan->responses[k]))) {
-              return fan->done(
-                  grpc::Status(grpc::StatusCode::INTERNAL, "a shard's answer does not parse"), {});
-            }
-            if (next_token != nullptr)
-              fan->next_tokens[fan->shards[k]] = StringField(*part, next_token);
-            MergeShardAnswer(*part, total.get());
-          }
-          if (next_token != nullptr) {
-            total->GetReflection()->SetString(total.get(), next_token,
-                                              EncodeFanOutToken(fan->next_tokens));
-          }
-          fan->done(grpc::Status::OK, FromBytes(total->SerializeAsString()));
-        });
+    stub.UnaryCall(fan->contexts[i].get(), a.route->path, grpc::StubOptions(), &fan->requests[i],
+                   &fan->responses[i], [fan, m, start](grpc::Status s) {
+                     m->Handled(s.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
+                     ShardAnswered(*fan, s);
+                   });
   }
   if (n == 0) fan->done(grpc::Status::OK, FromBytes(""));
 }

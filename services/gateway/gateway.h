@@ -131,6 +131,34 @@ class Gateway {
     uint64_t key_generation = 0;
   };
   absl::Status Deny(absl::string_view reason, absl::Status status);
+
+  // The steps of Admit, in order; each fills its part of `a` or refuses the call.
+  // The client's x-request-id when it is well-formed, else a new one.
+  absl::Status AssignRequestId(const std::string& header, Admission& a);
+  // The per-address limit, before the token is even looked at.
+  absl::Status LimitAddress(const std::string& peer_ip, absl::Time now, Admission& a);
+  // The bearer token's principal and the caller assertion made for it.
+  absl::Status Identify(absl::string_view authorization, absl::Time now, Admission& a);
+  // The per-principal limit of the principal's role.
+  absl::Status LimitPrincipal(absl::Time now, Admission& a);
+  // The route's policy admits the principal's role.
+  absl::Status CheckRole(const Admission& a);
+  // The client's deadline capped by the route's maximum, or the route's default.
+  absl::Duration CallTimeout(const Route& route,
+                             std::optional<absl::Duration> client_timeout) const;
+  // Takes one request from `key`'s bucket (`rps`, burst twice that); when the bucket is empty,
+  // counts the refusal under `label`, sets a.retry_after and returns how long to wait (else zero).
+  absl::Duration Throttle(absl::string_view key, double rps, absl::string_view label,
+                          absl::Time now, Admission& a);
+  double RoleRps(v1::Role role) const;
+
+  // CallUnary's two ways: the one owning target, or every shard with the answers merged.
+  void CallOneTarget(const Admission& a, const grpc::ByteBuffer& request,
+                     const ContextFactory& make_context,
+                     std::function<void(grpc::Status, grpc::ByteBuffer)> done);
+  void CallEveryShard(const Admission& a, const grpc::ByteBuffer& request,
+                      const ContextFactory& make_context,
+                      std::function<void(grpc::Status, grpc::ByteBuffer)> done);
   // The principal of a token, verified once and then remembered until it expires: signature checks
   // and JSON parsing cost more than the rest of forwarding a call.
   absl::StatusOr<Verified> Authenticate(absl::string_view token, absl::Time now);
