@@ -11,6 +11,7 @@
 #include "libs/api/validate.h"
 #include "libs/metrics/rpc_metrics.h"
 #include "libs/rpc/backends.h"
+#include "libs/rpc/status.h"
 
 namespace crm::gateway {
 namespace {
@@ -96,6 +97,97 @@ void Assemble(Gathering& g) {
   g.done(grpc::Status::OK, FromBytes(view.SerializeAsString()));
 }
 
+grpc::Status ParseViewRequest(const grpc::ByteBuffer& bytes, v1::GetCustomerViewRequest& request) {
+  if (!request.ParseFromString(ToBytes(bytes))) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request: does not parse");
+  }
+  if (request.customer_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "customer_id: is required");
+  }
+  if (request.recommendation_count() < 0 || request.recommendation_count() > 50) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "recommendation_count: must be 0-50");
+  }
+  return grpc::Status::OK;
+}
+
+template <typename Response, typename Request>
+Section SectionOf(const char* name, const char* path, Request request) {
+  return Section{name, path, std::make_unique<Request>(std::move(request)),
+                 std::make_unique<Response>(), grpc::Status::OK};
+}
+
+template <typename Request>
+Request ForCustomer(const std::string& customer_id) {
+  Request r;
+  r.set_customer_id(customer_id);
+  return r;
+}
+
+// The sections of the view, in the order it lists them; staff also see the insights.
+std::vector<Section> ViewSections(const v1::GetCustomerViewRequest& view, bool staff) {
+  const std::string& id = view.customer_id();
+  std::vector<Section> sections;
+  sections.push_back(SectionOf<v1::Customer>("profile",
+                                             "/crm.v1.CustomerProfileService/GetCustomer",
+                                             ForCustomer<v1::GetCustomerRequest>(id)));
+  sections.push_back(
+      SectionOf<v1::PurchaseSummary>("purchases", "/crm.v1.OrderTrackingService/GetPurchaseSummary",
+                                     ForCustomer<v1::GetPurchaseSummaryRequest>(id)));
+  sections.push_back(SectionOf<v1::Membership>("membership", "/crm.v1.LoyaltyService/GetMembership",
+                                               ForCustomer<v1::GetMembershipRequest>(id)));
+  auto tickets = ForCustomer<v1::ListTicketsRequest>(id);
+  tickets.set_page_size(100);
+  sections.push_back(SectionOf<v1::ListTicketsResponse>(
+      "complaints", "/crm.v1.ComplaintTicketService/ListTickets", std::move(tickets)));
+  if (staff) {
+    sections.push_back(SectionOf<v1::CustomerInsights>(
+        "insights", "/crm.v1.CustomerProfileService/GetCustomerInsights",
+        ForCustomer<v1::GetCustomerInsightsRequest>(id)));
+  }
+  auto recommend = ForCustomer<v1::RecommendRequest>(id);
+  recommend.set_placement(v1::PLACEMENT_HOME);
+  recommend.set_count(view.recommendation_count() == 0 ? 10 : view.recommendation_count());
+  sections.push_back(SectionOf<v1::RecommendResponse>(
+      "recommendations", "/crm.v1.RecommendationService/Recommend", std::move(recommend)));
+  return sections;
+}
+
+// A section is forwarded like a call of its own, admitted with the view's caller, within the
+// section's own deadline.
+Admission SectionAdmission(const Admission& view, const char* path, absl::Duration timeout) {
+  Admission a;
+  a.route = RouteTable::Default().Find(path);
+  a.principal = view.principal;
+  a.caller_assertion = view.caller_assertion;
+  a.request_id = view.request_id;
+  a.started = view.started;
+  a.timeout = std::min(view.timeout, timeout);
+  return a;
+}
+
+// Section `i` answered (or failed); the last section to answer assembles the view.
+void SectionAnswered(Gathering& g, size_t i, grpc::Status status,
+                     const grpc::ByteBuffer& response) {
+  Section& s = g.sections[i];
+  if (status.ok() && !s.response->ParseFromString(ToBytes(response))) {
+    status = grpc::Status(grpc::StatusCode::INTERNAL, "the answer does not parse");
+  }
+  s.status = std::move(status);
+  if (--g.remaining == 0) Assemble(g);
+}
+
+void ForwardSection(Gateway& gateway, const std::shared_ptr<Gathering>& g, size_t i,
+                    const Gateway::ContextFactory& make_context) {
+  Admission& a = g->admissions[i];
+  const absl::Status routed = a.route == nullptr ? absl::InternalError("no route")
+                                                 : gateway.Authorize(*g->sections[i].request, a);
+  auto finish = [g, i](grpc::Status status, grpc::ByteBuffer response) {
+    SectionAnswered(*g, i, std::move(status), response);
+  };
+  if (!routed.ok()) return finish(rpc::ToGrpc(routed), {});
+  gateway.CallUnary(a, g->requests[i], make_context, std::move(finish));
+}
+
 }  // namespace
 
 void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& request,
@@ -103,95 +195,21 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
                                    std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
   auto g = std::make_shared<Gathering>();
   g->done = std::move(done);
-  if (!g->request.ParseFromString(ToBytes(request))) {
-    return g->done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request: does not parse"), {});
-  }
-  const std::string& customer_id = g->request.customer_id();
-  if (customer_id.empty()) {
-    return g->done(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "customer_id: is required"),
-                   {});
-  }
-  if (g->request.recommendation_count() < 0 || g->request.recommendation_count() > 50) {
-    return g->done(
-        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "recommendation_count: must be 0-50"), {});
+  if (grpc::Status invalid = ParseViewRequest(request, g->request); !invalid.ok()) {
+    return g->done(std::move(invalid), {});
   }
   g->staff = a.principal.role != v1::ROLE_CUSTOMER;
-
-  auto add = [&](const char* name, const char* path, auto request, auto response) {
-    Section s{name, path, std::make_unique<decltype(request)>(std::move(request)),
-              std::make_unique<decltype(response)>(), grpc::Status::OK};
-    g->sections.push_back(std::move(s));
-  };
-  {
-    v1::GetCustomerRequest r;
-    r.set_customer_id(customer_id);
-    add("profile", "/crm.v1.CustomerProfileService/GetCustomer", r, v1::Customer());
-  }
-  {
-    v1::GetPurchaseSummaryRequest r;
-    r.set_customer_id(customer_id);
-    add("purchases", "/crm.v1.OrderTrackingService/GetPurchaseSummary", r, v1::PurchaseSummary());
-  }
-  {
-    v1::GetMembershipRequest r;
-    r.set_customer_id(customer_id);
-    add("membership", "/crm.v1.LoyaltyService/GetMembership", r, v1::Membership());
-  }
-  {
-    v1::ListTicketsRequest r;
-    r.set_customer_id(customer_id);
-    r.set_page_size(100);
-    add("complaints", "/crm.v1.ComplaintTicketService/ListTickets", r, v1::ListTicketsResponse());
-  }
-  if (g->staff) {
-    v1::GetCustomerInsightsRequest r;
-    r.set_customer_id(customer_id);
-    add("insights", "/crm.v1.CustomerProfileService/GetCustomerInsights", r,
-        v1::CustomerInsights());
-  }
-  {
-    v1::RecommendRequest r;
-    r.set_customer_id(customer_id);
-    r.set_placement(v1::PLACEMENT_HOME);
-    r.set_count(g->request.recommendation_count() == 0 ? 10 : g->request.recommendation_count());
-    add("recommendations", "/crm.v1.RecommendationService/Recommend", r, v1::RecommendResponse());
-  }
-
-  // Each section is forwarded like a call of its own, admitted with the view's caller.
+  g->sections = ViewSections(g->request, g->staff);
   const size_t n = g->sections.size();
   g->admissions.resize(n);
   g->requests.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    Admission& sa = g->admissions[i];
-    sa.route = RouteTable::Default().Find(g->sections[i].path);
-    sa.principal = a.principal;
-    sa.caller_assertion = a.caller_assertion;
-    sa.request_id = a.request_id;
-    sa.started = a.started;
-    sa.timeout = std::min(a.timeout, section_timeout_);
+    g->admissions[i] = SectionAdmission(a, g->sections[i].path, section_timeout_);
     g->requests[i] = FromBytes(g->sections[i].request->SerializeAsString());
   }
+  // Every section counted before the first is sent: one may answer before the next is sent.
   g->remaining = static_cast<int>(n);
-  for (size_t i = 0; i < n; ++i) {
-    Admission& sa = g->admissions[i];
-    absl::Status routed = sa.route == nullptr ? absl::InternalError("no route")
-                                              : gateway_->Authorize(*g->sections[i].request, sa);
-    auto finish = [g, i](grpc::Status status, grpc::ByteBuffer response) {
-      Section& s = g->sections[i];
-      if (status.ok() && !s.response->ParseFromString(ToBytes(response))) {
-        status = grpc::Status(grpc::StatusCode::INTERNAL, "the answer does not parse");
-      }
-      s.status = std::move(status);
-      if (--g->remaining == 0) Assemble(*g);
-    };
-    if (!routed.ok()) {
-      finish(
-          grpc::Status(static_cast<grpc::StatusCode>(routed.code()), std::string(routed.message())),
-          {});
-      continue;
-    }
-    gateway_->CallUnary(sa, g->requests[i], make_context, std::move(finish));
-  }
+  for (size_t i = 0; i < n; ++i) ForwardSection(*gateway_, g, i, make_context);
 }
 
 }  // namespace crm::gateway
