@@ -18,6 +18,8 @@ using google::protobuf::DescriptorPool;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::FileDescriptor;
 using google::protobuf::MessageFactory;
+using google::protobuf::MethodDescriptor;
+using google::protobuf::ServiceDescriptor;
 
 const FieldDescriptor* ResolveField(const google::protobuf::Descriptor* type,
                                     const std::string& name, const std::string& path,
@@ -32,15 +34,9 @@ const FieldDescriptor* ResolveField(const google::protobuf::Descriptor* type,
   return field;
 }
 
-}  // namespace
-
-const RouteTable& RouteTable::Default() {
-  static const RouteTable* table = new RouteTable();
-  return *table;
-}
-
-RouteTable::RouteTable() {
-  // One type of each API file, so the linker keeps every file's descriptors in the binary.
+// The API files to route: those of the data services, and one type of each API file, so the linker
+// keeps every file's descriptors in the binary.
+std::vector<const FileDescriptor*> ApiFiles() {
   const FileDescriptor* linked[] = {v1::GetCustomerRequest::descriptor()->file(),
                                     v1::GetOrderRequest::descriptor()->file(),
                                     v1::GetMembershipRequest::descriptor()->file(),
@@ -59,54 +55,75 @@ RouteTable::RouteTable() {
     if (service != nullptr) add_file(service->file());
   }
   for (const FileDescriptor* f : linked) add_file(f);
+  return files;
+}
 
-  for (const FileDescriptor* file : files) {
+// The backend that serves `service` ("customer-profile"); empty when none does.
+std::string BackendOf(const ServiceDescriptor& service) {
+  std::string backend;
+  for (const rpc::ServiceInfo& info : rpc::DataServices()) {
+    if (info.proto == service.full_name()) backend = info.name;
+  }
+  return backend;
+}
+
+// The route of `method` as its descriptor and policy declare it.
+Route MakeRoute(const MethodDescriptor& method, std::string backend) {
+  const ServiceDescriptor& service = *method.service();
+  Route r;
+  r.path = absl::StrCat("/", service.full_name(), "/", method.name());
+  r.service = service.full_name();
+  r.method_name = method.name();
+  r.method = &method;
+  r.request_prototype = MessageFactory::generated_factory()->GetPrototype(method.input_type());
+  r.response_prototype = MessageFactory::generated_factory()->GetPrototype(method.output_type());
+  r.has_policy = method.options().HasExtension(v1::policy);
+  if (r.has_policy) r.policy = method.options().GetExtension(v1::policy);
+  r.backend = std::move(backend);
+  r.local = service.full_name() == v1::CustomerViewService::service_full_name();
+  r.server_streaming = method.server_streaming();
+  r.no_side_effects =
+      method.options().idempotency_level() == google::protobuf::MethodOptions::NO_SIDE_EFFECTS;
+  return r;
+}
+
+// Resolves the request fields the route's policy names, and notes what the gateway cannot honour.
+void ResolvePolicyFields(const MethodDescriptor& method, Route& r,
+                         std::vector<std::string>& problems) {
+  if (method.client_streaming()) {
+    problems.push_back(absl::StrCat(r.path, ": client streaming is not supported by the gateway"));
+  }
+  const google::protobuf::Descriptor* input = method.input_type();
+  r.customer_id_field = ResolveField(input, r.policy.customer_id_field(), r.path, problems);
+  r.shard_key_field = ResolveField(input, r.policy.shard_key_field(), r.path, problems);
+  r.shard_key_fallback_field =
+      ResolveField(input, r.policy.shard_key_fallback_field(), r.path, problems);
+  r.service_field = ResolveField(input, r.policy.service_field(), r.path, problems);
+  if (r.policy.shard_key_is_email() && r.shard_key_field == nullptr) {
+    problems.push_back(absl::StrCat(r.path, ": shard_key_is_email without a shard_key_field"));
+  }
+  if (r.backend.empty() && !r.local && r.service_field == nullptr && r.policy.roles_size() > 0) {
+    problems.push_back(absl::StrCat(r.path, ": no backend serves ", r.service,
+                                    " and the policy names no service_field"));
+  }
+}
+
+}  // namespace
+
+const RouteTable& RouteTable::Default() {
+  static const RouteTable* table = new RouteTable();
+  return *table;
+}
+
+RouteTable::RouteTable() {
+  for (const FileDescriptor* file : ApiFiles()) {
     for (int s = 0; s < file->service_count(); ++s) {
-      const auto* service = file->service(s);
-      std::string backend;
-      for (const rpc::ServiceInfo& info : rpc::DataServices()) {
-        if (info.proto == service->full_name()) backend = info.name;
-      }
-      for (int m = 0; m < service->method_count(); ++m) {
-        const auto* method = service->method(m);
-        Route r;
+      const ServiceDescriptor& service = *file->service(s);
+      const std::string backend = BackendOf(service);
+      for (int m = 0; m < service.method_count(); ++m) {
+        Route r = MakeRoute(*service.method(m), backend);
+        ResolvePolicyFields(*service.method(m), r, problems_);
         r.index = routes_.size();
-        r.path = absl::StrCat("/", service->full_name(), "/", method->name());
-        r.service = service->full_name();
-        r.method_name = method->name();
-        r.method = method;
-        r.request_prototype =
-            MessageFactory::generated_factory()->GetPrototype(method->input_type());
-        r.response_prototype =
-            MessageFactory::generated_factory()->GetPrototype(method->output_type());
-        r.has_policy = method->options().HasExtension(v1::policy);
-        if (r.has_policy) r.policy = method->options().GetExtension(v1::policy);
-        r.backend = backend;
-        r.local = service->full_name() == v1::CustomerViewService::service_full_name();
-        r.server_streaming = method->server_streaming();
-        r.no_side_effects = method->options().idempotency_level() ==
-                            google::protobuf::MethodOptions::NO_SIDE_EFFECTS;
-        if (method->client_streaming()) {
-          problems_.push_back(
-              absl::StrCat(r.path, ": client streaming is not supported by the gateway"));
-        }
-        r.customer_id_field =
-            ResolveField(method->input_type(), r.policy.customer_id_field(), r.path, problems_);
-        r.shard_key_field =
-            ResolveField(method->input_type(), r.policy.shard_key_field(), r.path, problems_);
-        r.shard_key_fallback_field = ResolveField(
-            method->input_type(), r.policy.shard_key_fallback_field(), r.path, problems_);
-        r.service_field =
-            ResolveField(method->input_type(), r.policy.service_field(), r.path, problems_);
-        if (r.policy.shard_key_is_email() && r.shard_key_field == nullptr) {
-          problems_.push_back(
-              absl::StrCat(r.path, ": shard_key_is_email without a shard_key_field"));
-        }
-        if (r.backend.empty() && !r.local && r.service_field == nullptr &&
-            r.policy.roles_size() > 0) {
-          problems_.push_back(absl::StrCat(r.path, ": no backend serves ", r.service,
-                                           " and the policy names no service_field"));
-        }
         by_path_[r.path] = routes_.size();
         routes_.push_back(std::move(r));
       }
