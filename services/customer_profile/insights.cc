@@ -101,9 +101,8 @@ int Score(double x, const std::array<double, 4>& cuts, bool lower_is_better) {
   return 1 + better + equal / 2;
 }
 
-}  // namespace
-
-bool FoldEvent(const v1::Event& e, internal::CustomerHistory& h) {
+// FoldEvent for an order's events: placed, delivered, a failed delivery, refunded, cancelled.
+bool FoldOrderEvent(const v1::Event& e, internal::CustomerHistory& h) {
   using P = v1::Event::PayloadCase;
   switch (e.payload_case()) {
     case P::kOrderPlaced: {
@@ -141,10 +140,15 @@ bool FoldEvent(const v1::Event& e, internal::CustomerHistory& h) {
       o->set_cancelled(true);
       return true;
     }
-    case P::kReviewSubmitted:
-      h.set_reviews(h.reviews() + 1);
-      if (e.review_submitted().rating() <= 2) h.set_low_reviews(h.low_reviews() + 1);
-      return true;
+    default:
+      return false;
+  }
+}
+
+// FoldEvent for a complaint's events: opened, resolved, rated, a deadline breached.
+bool FoldTicketEvent(const v1::Event& e, internal::CustomerHistory& h) {
+  using P = v1::Event::PayloadCase;
+  switch (e.payload_case()) {
     case P::kTicketOpened: {
       if (FindTicket(h, e.ticket_opened().ticket_id()) != nullptr) return false;
       AddTicket(h, e.ticket_opened().ticket_id(), e.occur_time());
@@ -170,6 +174,124 @@ bool FoldEvent(const v1::Event& e, internal::CustomerHistory& h) {
       t->set_sla_breaches(t->sla_breaches() + 1);
       return true;
     }
+    default:
+      return false;
+  }
+}
+
+// Summarise's steps. Orders: how many, what they were worth net of refunds, how their deliveries
+// went, the times of those not cancelled, and the last 180 days' trouble the churn model weighs.
+void SummariseOrders(const internal::CustomerHistory& h, absl::Time now, Summary& s) {
+  v1::PurchaseFacts& f = s.facts;
+  const absl::Time year_ago = now - 365 * kDay, half_year_ago = now - 180 * kDay;
+  std::string currency;
+  int64_t net = h.dropped_net_spend_minor();
+  int orders = h.dropped_orders();
+  int on_time = 0, late = 0, failures = 0, returns = 0;
+  for (const auto& o : h.orders()) {
+    const absl::Time placed = api::FromTimestamp(o.placed_time());
+    if (currency.empty()) currency = o.total().currency();
+    failures += o.delivery_failures();
+    returns += o.returns();
+    if (IsSet(o.delivered_time())) {
+      if (o.timeliness() == v1::TIMELINESS_LATE) {
+        ++late;
+      } else {
+        ++on_time;
+      }
+    }
+    if (placed >= half_year_ago) {
+      ++s.churn.orders_180d;
+      s.churn.failed_or_late_deliveries +=
+          o.delivery_failures() + (o.timeliness() == v1::TIMELINESS_LATE ? 1 : 0);
+      s.churn.returns += o.returns();
+    }
+    if (o.cancelled()) continue;
+    ++orders;
+    const int64_t value = o.total().amount_minor() - o.refunded_minor();
+    net += value;
+    s.order_times.push_back(placed);
+    if (placed >= year_ago) {
+      f.set_orders_last_12_months(f.orders_last_12_months() + 1);
+      s.value_12m_minor += value;
+    }
+  }
+  f.set_orders(orders);
+  f.mutable_net_spend()->set_amount_minor(net);
+  f.mutable_net_spend()->set_currency(currency);
+  f.mutable_net_spend_last_12_months()->set_amount_minor(s.value_12m_minor);
+  f.mutable_net_spend_last_12_months()->set_currency(currency);
+  f.set_deliveries_on_time(on_time);
+  f.set_deliveries_late(late);
+  f.set_delivery_failures(failures);
+  f.set_returns(returns);
+}
+
+// The rhythm: first and last order, whole days since the last, the median days between orders.
+void SummariseRhythm(const internal::CustomerHistory& h, absl::Time now, Summary& s) {
+  v1::PurchaseFacts& f = s.facts;
+  if (IsSet(h.dropped_first_order_time())) {
+    *f.mutable_first_order_time() = h.dropped_first_order_time();
+  } else if (!s.order_times.empty()) {
+    api::SetTimestamp(s.order_times.front(), f.mutable_first_order_time());
+  }
+  if (!s.order_times.empty()) {
+    api::SetTimestamp(s.order_times.back(), f.mutable_last_order_time());
+    // Whole days: customers who bought the same day share a recency score however many seconds
+    // apart.
+    s.days_since_last_order =
+        std::max(0.0, std::floor(absl::ToDoubleHours(now - s.order_times.back()) / 24));
+  }
+  if (s.order_times.size() >= 2) {
+    std::vector<double> gaps;
+    for (size_t i = 1; i < s.order_times.size(); ++i) {
+      gaps.push_back(absl::ToDoubleHours(s.order_times[i] - s.order_times[i - 1]) / 24);
+    }
+    std::nth_element(gaps.begin(), gaps.begin() + gaps.size() / 2, gaps.end());
+    f.set_typical_days_between_orders(gaps[gaps.size() / 2]);
+  }
+}
+
+// Complaints: how many, still open, deadlines breached (the last 180 days' for churn), and the
+// average satisfaction.
+void SummariseComplaints(const internal::CustomerHistory& h, absl::Time now, Summary& s) {
+  v1::PurchaseFacts& f = s.facts;
+  const absl::Time half_year_ago = now - 180 * kDay;
+  int csat_sum = 0, csat_count = 0;
+  for (const auto& t : h.tickets()) {
+    f.set_complaints(f.complaints() + 1);
+    f.set_sla_breaches(f.sla_breaches() + t.sla_breaches());
+    if (!IsSet(t.resolved_time())) f.set_open_complaints(f.open_complaints() + 1);
+    if (t.csat() > 0) {
+      csat_sum += t.csat();
+      ++csat_count;
+    }
+    if (api::FromTimestamp(t.opened_time()) >= half_year_ago)
+      s.churn.sla_breaches += t.sla_breaches();
+  }
+  if (csat_count > 0) f.set_csat_average(static_cast<double>(csat_sum) / csat_count);
+}
+
+}  // namespace
+
+bool FoldEvent(const v1::Event& e, internal::CustomerHistory& h) {
+  using P = v1::Event::PayloadCase;
+  switch (e.payload_case()) {
+    case P::kOrderPlaced:
+    case P::kOrderDelivered:
+    case P::kDeliveryFailed:
+    case P::kOrderRefunded:
+    case P::kOrderCancelled:
+      return FoldOrderEvent(e, h);
+    case P::kReviewSubmitted:
+      h.set_reviews(h.reviews() + 1);
+      if (e.review_submitted().rating() <= 2) h.set_low_reviews(h.low_reviews() + 1);
+      return true;
+    case P::kTicketOpened:
+    case P::kTicketResolved:
+    case P::kSatisfactionRated:
+    case P::kSlaBreached:
+      return FoldTicketEvent(e, h);
     default:
       return false;
   }
@@ -244,87 +366,14 @@ absl::StatusOr<internal::SegmentRules> ReadSegmentRulesFile(const std::string& p
 
 Summary Summarise(const internal::CustomerHistory& h, absl::Time now) {
   Summary s;
-  v1::PurchaseFacts& f = s.facts;
-  const absl::Time year_ago = now - 365 * kDay, half_year_ago = now - 180 * kDay;
-  std::string currency;
-  int64_t net = h.dropped_net_spend_minor();
-  int orders = h.dropped_orders();
-  int on_time = 0, late = 0, failures = 0, returns = 0;
-  for (const auto& o : h.orders()) {
-    const absl::Time placed = api::FromTimestamp(o.placed_time());
-    if (currency.empty()) currency = o.total().currency();
-    failures += o.delivery_failures();
-    returns += o.returns();
-    if (IsSet(o.delivered_time())) {
-      if (o.timeliness() == v1::TIMELINESS_LATE) {
-        ++late;
-      } else {
-        ++on_time;
-      }
-    }
-    if (placed >= half_year_ago) {
-      ++s.churn.orders_180d;
-      s.churn.failed_or_late_deliveries +=
-          o.delivery_failures() + (o.timeliness() == v1::TIMELINESS_LATE ? 1 : 0);
-      s.churn.returns += o.returns();
-    }
-    if (o.cancelled()) continue;
-    ++orders;
-    const int64_t value = o.total().amount_minor() - o.refunded_minor();
-    net += value;
-    s.order_times.push_back(placed);
-    if (placed >= year_ago) {
-      f.set_orders_last_12_months(f.orders_last_12_months() + 1);
-      s.value_12m_minor += value;
-    }
-  }
-  f.set_orders(orders);
-  f.mutable_net_spend()->set_amount_minor(net);
-  f.mutable_net_spend()->set_currency(currency);
-  f.mutable_net_spend_last_12_months()->set_amount_minor(s.value_12m_minor);
-  f.mutable_net_spend_last_12_months()->set_currency(currency);
-  if (IsSet(h.dropped_first_order_time())) {
-    *f.mutable_first_order_time() = h.dropped_first_order_time();
-  } else if (!s.order_times.empty()) {
-    api::SetTimestamp(s.order_times.front(), f.mutable_first_order_time());
-  }
-  if (!s.order_times.empty()) {
-    api::SetTimestamp(s.order_times.back(), f.mutable_last_order_time());
-    // Whole days: customers who bought the same day share a recency score however many seconds
-    // apart.
-    s.days_since_last_order =
-        std::max(0.0, std::floor(absl::ToDoubleHours(now - s.order_times.back()) / 24));
-  }
-  if (s.order_times.size() >= 2) {
-    std::vector<double> gaps;
-    for (size_t i = 1; i < s.order_times.size(); ++i) {
-      gaps.push_back(absl::ToDoubleHours(s.order_times[i] - s.order_times[i - 1]) / 24);
-    }
-    std::nth_element(gaps.begin(), gaps.begin() + gaps.size() / 2, gaps.end());
-    f.set_typical_days_between_orders(gaps[gaps.size() / 2]);
-  }
-  f.set_deliveries_on_time(on_time);
-  f.set_deliveries_late(late);
-  f.set_delivery_failures(failures);
-  f.set_returns(returns);
-  f.set_reviews(h.reviews());
-  f.set_low_reviews(h.low_reviews());
-  int csat_sum = 0, csat_count = 0;
-  for (const auto& t : h.tickets()) {
-    f.set_complaints(f.complaints() + 1);
-    f.set_sla_breaches(f.sla_breaches() + t.sla_breaches());
-    if (!IsSet(t.resolved_time())) f.set_open_complaints(f.open_complaints() + 1);
-    if (t.csat() > 0) {
-      csat_sum += t.csat();
-      ++csat_count;
-    }
-    if (api::FromTimestamp(t.opened_time()) >= half_year_ago)
-      s.churn.sla_breaches += t.sla_breaches();
-  }
-  if (csat_count > 0) f.set_csat_average(static_cast<double>(csat_sum) / csat_count);
+  SummariseOrders(h, now, s);
+  SummariseRhythm(h, now, s);
+  s.facts.set_reviews(h.reviews());
+  s.facts.set_low_reviews(h.low_reviews());
+  SummariseComplaints(h, now, s);
   s.churn.order_times = s.order_times;
   s.churn.value_12m_minor = s.value_12m_minor;
-  s.churn.open_complaints = f.open_complaints();
+  s.churn.open_complaints = s.facts.open_complaints();
   return s;
 }
 

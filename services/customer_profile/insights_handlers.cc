@@ -2,6 +2,8 @@
 // the service that learns from other services (see insights.h for the model).
 #include <algorithm>
 #include <cstdio>
+#include <optional>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -44,6 +46,54 @@ bool Before(const InsightsRefresher::AtRisk& a, const InsightsRefresher::AtRisk&
   return a.customer_id < b.customer_id;
 }
 
+// Where an at-risk listing stands: the page size, the scope its page tokens belong to and, past
+// the first page, the entry it resumes after.
+struct AtRiskPage {
+  int size = 0;
+  std::string scope;
+  std::optional<InsightsRefresher::AtRisk> resume;
+};
+
+absl::StatusOr<AtRiskPage> AtRiskPageOf(const v1::ListAtRiskCustomersRequest& req) {
+  if (!v1::RfmSegment_IsValid(req.segment())) return api::Invalid("segment", "unknown segment");
+  if (!v1::BuyerLevel_IsValid(req.buyer_level())) {
+    return api::Invalid("buyer_level", "unknown buyer level");
+  }
+  AtRiskPage page;
+  CRM_ASSIGN_OR_RETURN(page.size, api::PageSize("page_size", req.page_size(), 50, 1000));
+  page.scope = absl::StrCat("at-risk/", req.segment(), "/", req.buyer_level(), "/",
+                            req.key_customers_only());
+  CRM_ASSIGN_OR_RETURN(const std::string after, api::DecodePageToken(page.scope, req.page_token()));
+  if (!after.empty()) {
+    InsightsRefresher::AtRisk resume;
+    if (!ParsePosition(after, &resume)) {
+      return api::Invalid("page_token", "does not belong to this listing");
+    }
+    page.resume = std::move(resume);
+  }
+  return page;
+}
+
+// Whether an at-risk customer is in the listing's segment, buyer level and key-customer choice.
+bool Matches(const v1::ListAtRiskCustomersRequest& req, const InsightsRefresher::AtRisk& a) {
+  return (req.segment() == v1::RFM_SEGMENT_UNSPECIFIED || a.segment == req.segment()) &&
+         (req.buyer_level() == v1::BUYER_LEVEL_UNSPECIFIED || a.level == req.buyer_level()) &&
+         (!req.key_customers_only() || a.key_customer);
+}
+
+void FillAtRiskCustomer(const InsightsRefresher::AtRisk& a, const v1::CustomerInsights& insights,
+                        v1::AtRiskCustomer* out) {
+  out->set_customer_id(a.customer_id);
+  out->set_churn_score(insights.churn().score());
+  *out->mutable_reasons() = insights.churn().reasons();
+  *out->mutable_value_last_12_months() = insights.facts().net_spend_last_12_months();
+  out->set_priority(a.priority);
+  *out->mutable_rfm() = insights.rfm();
+  out->set_buyer_level(insights.buyer_level());
+  out->set_key_customer(insights.key_customer());
+  *out->mutable_last_order_time() = insights.facts().last_order_time();
+}
+
 }  // namespace
 
 absl::Status CustomerProfileService::HandleEvent(store::Transaction& txn, const v1::Event& event) {
@@ -83,60 +133,30 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerInsights(
 
 grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(
     Ctx* ctx, const v1::ListAtRiskCustomersRequest* req, v1::ListAtRiskCustomersResponse* resp) {
-  if (!v1::RfmSegment_IsValid(req->segment()))
-    return Finish(ctx, api::Invalid("segment", "unknown segment"));
-  if (!v1::BuyerLevel_IsValid(req->buyer_level())) {
-    return Finish(ctx, api::Invalid("buyer_level", "unknown buyer level"));
-  }
-  auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
-  if (!size.ok()) return Finish(ctx, size.status());
-  const std::string scope = absl::StrCat("at-risk/", req->segment(), "/", req->buyer_level(), "/",
-                                         req->key_customers_only());
-  auto after = api::DecodePageToken(scope, req->page_token());
-  if (!after.ok()) return Finish(ctx, after.status());
-  InsightsRefresher::AtRisk resume;
-  const bool resuming = !after->empty();
-  if (resuming && !ParsePosition(*after, &resume)) {
-    return Finish(ctx, api::Invalid("page_token", "does not belong to this listing"));
-  }
-
+  auto page = AtRiskPageOf(*req);
+  if (!page.ok()) return Finish(ctx, page.status());
   const absl::Time now = clock_->Now();
   auto snapshot = insights_->snapshot();
-  auto matches = [&](const InsightsRefresher::AtRisk& a) {
-    return (req->segment() == v1::RFM_SEGMENT_UNSPECIFIED || a.segment == req->segment()) &&
-           (req->buyer_level() == v1::BUYER_LEVEL_UNSPECIFIED || a.level == req->buyer_level()) &&
-           (!req->key_customers_only() || a.key_customer);
-  };
   int total = 0;
   const InsightsRefresher::AtRisk* last = nullptr;
   bool more = false;
   for (const auto& a : snapshot->at_risk) {
-    if (!matches(a)) continue;
+    if (!Matches(*req, a)) continue;
     ++total;
-    if (resuming && !Before(resume, a)) continue;
-    if (resp->customers_size() >= *size) {
+    if (page->resume.has_value() && !Before(*page->resume, a)) continue;
+    if (resp->customers_size() >= page->size) {
       more = true;
       continue;
     }
-    Summary summary;
-    auto insights = AssessNow(a.customer_id, now, &summary);
+    auto insights = AssessNow(a.customer_id, now);
     if (absl::IsNotFound(insights.status())) continue;  // erased since the refresh
     if (!insights.ok()) return Finish(ctx, insights.status());
-    v1::AtRiskCustomer* out = resp->add_customers();
-    out->set_customer_id(a.customer_id);
-    out->set_churn_score(insights->churn().score());
-    *out->mutable_reasons() = insights->churn().reasons();
-    *out->mutable_value_last_12_months() = insights->facts().net_spend_last_12_months();
-    out->set_priority(a.priority);
-    *out->mutable_rfm() = insights->rfm();
-    out->set_buyer_level(insights->buyer_level());
-    out->set_key_customer(insights->key_customer());
-    *out->mutable_last_order_time() = insights->facts().last_order_time();
+    FillAtRiskCustomer(a, *insights, resp->add_customers());
     last = &a;
   }
   resp->set_total_count(total);
   if (more && last != nullptr)
-    resp->set_next_page_token(api::EncodePageToken(scope, AtRiskPosition(*last)));
+    resp->set_next_page_token(api::EncodePageToken(page->scope, AtRiskPosition(*last)));
   return Finish(ctx, absl::OkStatus());
 }
 
