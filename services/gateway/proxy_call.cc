@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "libs/auth/caller.h"
+#include "libs/base/status_macros.h"
 #include "libs/rpc/status.h"
 #include "libs/sharding/hash.h"
 #include "services/gateway/web_protocol.h"
@@ -286,68 +287,16 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     dispatched_ = true;
     auto message = DecodeRequest();
     if (!message.ok()) return Finish(rpc::ToGrpc(message.status()));
-    const Route& route = *admission_.route;
-    std::unique_ptr<google::protobuf::Message> request(route.request_prototype->New());
-    if (kind_ == Kind::kConnectUnary || kind_ == Kind::kConnectStream ||
-        kind_ == Kind::kConnectGet) {
-      if (json_) {
-        auto parsed = google::protobuf::util::JsonStringToMessage(*message, request.get());
-        if (!parsed.ok()) {
-          return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                     absl::StrCat("request: ", parsed.message().as_string())));
-        }
-        *message = request->SerializeAsString();
-        upstream_body_ = Frame(0, *message);
-      } else if (!request->ParseFromString(*message)) {
-        return Finish(
-            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                         absl::StrCat("request: does not parse as ",
-                                      route.request_prototype->GetDescriptor()->full_name())));
-      } else {
-        upstream_body_ = Frame(0, *message);
-      }
-    } else if (!request->ParseFromString(*message)) {
-      return Finish(
-          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                       absl::StrCat("request: does not parse as ",
-                                    route.request_prototype->GetDescriptor()->full_name())));
-    }
-    const absl::Status authorized = gateway().Authorize(*request, admission_);
+    auto request = ParseRequest(*message);
+    if (!request.ok()) return Finish(rpc::ToGrpc(request.status()));
+    const absl::Status authorized = gateway().Authorize(**request, admission_);
     if (!authorized.ok()) return Finish(rpc::ToGrpc(authorized));
-    if (route.server_streaming) {
-      const bool customer = admission_.principal.role == v1::ROLE_CUSTOMER;
-      const int limit = customer ? door_->options().max_streams_per_customer
-                                 : door_->options().max_streams_per_principal;
-      if (!door_->streams().Acquire(StreamKey(), limit)) {
-        return Finish(
-            grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                         absl::StrCat("too many open streams: at most ", limit, " at once for one ",
-                                      customer ? "customer" : "caller", "; close one first")));
-      }
-      holds_stream_slot_ = true;
+    if (admission_.route->server_streaming) {
+      const absl::Status slot = TakeStreamSlot();
+      if (!slot.ok()) return Finish(rpc::ToGrpc(slot));
     }
-    if (route.local || admission_.targets.size() != 1) return CallSlowPath(*message);
-    Headers h = {{":method", "POST"},
-                 {":path", route.path},
-                 {"content-type", "application/grpc"},
-                 {"te", "trailers"},
-                 {"grpc-timeout", GrpcTimeout(admission_.timeout)},
-                 {"x-request-id", admission_.request_id},
-                 {auth::kCallerMetadata, admission_.caller_assertion},
-                 {"user-agent", "crm-gateway"}};
-    if (kind_ == Kind::kGrpc) {
-      // Native gRPC passes compression through: the service decodes it, and may answer compressed.
-      for (const char* name : {"grpc-encoding", "grpc-accept-encoding"}) {
-        if (const std::string* v = ex_->head().Find(name)) h.emplace_back(name, *v);
-      }
-    } else if (request_compressed_) {
-      h.emplace_back("grpc-encoding", "gzip");
-    }
-    backend_ = &gateway().BackendMetrics(route);
-    backend_->Started();
-    backend_started_ = absl::Now();
-    upstream_ = PoolOf(ctx_).Start(admission_.target_addresses[0], std::move(h),
-                                   std::move(upstream_body_), this);
+    if (admission_.route->local || admission_.targets.size() != 1) return CallSlowPath(*message);
+    ForwardUpstream();
   }
 
   void OnAbort() override {
@@ -483,47 +432,120 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     ex_->Respond(status, headers, false);
   }
 
+  // The request as the route's message type. A Connect JSON request is re-encoded as binary
+  // (`message` too) and enveloped for the service; a Connect binary one is enveloped as it is.
+  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> ParseRequest(std::string& message) {
+    const Route& route = *admission_.route;
+    std::unique_ptr<google::protobuf::Message> request(route.request_prototype->New());
+    if (IsConnect(kind_) && json_) {
+      auto parsed = google::protobuf::util::JsonStringToMessage(message, request.get());
+      if (!parsed.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("request: ", parsed.message().as_string()));
+      }
+      message = request->SerializeAsString();
+      upstream_body_ = Frame(0, message);
+      return request;
+    }
+    if (!request->ParseFromString(message)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "request: does not parse as ", route.request_prototype->GetDescriptor()->full_name()));
+    }
+    if (IsConnect(kind_)) upstream_body_ = Frame(0, message);
+    return request;
+  }
+
+  // One of the principal's open-stream slots, held until the call ends.
+  absl::Status TakeStreamSlot() {
+    const bool customer = admission_.principal.role == v1::ROLE_CUSTOMER;
+    const int limit = customer ? door_->options().max_streams_per_customer
+                               : door_->options().max_streams_per_principal;
+    if (!door_->streams().Acquire(StreamKey(), limit)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many open streams: at most ", limit, " at once for one ",
+                       customer ? "customer" : "caller", "; close one first"));
+    }
+    holds_stream_slot_ = true;
+    return absl::OkStatus();
+  }
+
+  // Relays the call to its one target as HTTP/2 frames.
+  void ForwardUpstream() {
+    const Route& route = *admission_.route;
+    Headers h = {{":method", "POST"},
+                 {":path", route.path},
+                 {"content-type", "application/grpc"},
+                 {"te", "trailers"},
+                 {"grpc-timeout", GrpcTimeout(admission_.timeout)},
+                 {"x-request-id", admission_.request_id},
+                 {auth::kCallerMetadata, admission_.caller_assertion},
+                 {"user-agent", "crm-gateway"}};
+    if (kind_ == Kind::kGrpc) {
+      // Native gRPC passes compression through: the service decodes it, and may answer compressed.
+      for (const char* name : {"grpc-encoding", "grpc-accept-encoding"}) {
+        if (const std::string* v = ex_->head().Find(name)) h.emplace_back(name, *v);
+      }
+    } else if (request_compressed_) {
+      h.emplace_back("grpc-encoding", "gzip");
+    }
+    backend_ = &gateway().BackendMetrics(route);
+    backend_->Started();
+    backend_started_ = absl::Now();
+    upstream_ = PoolOf(ctx_).Start(admission_.target_addresses[0], std::move(h),
+                                   std::move(upstream_body_), this);
+  }
+
   // The request message (binary protobuf, or JSON for Connect JSON), out of whatever the protocol
   // wraps it in.
   absl::StatusOr<std::string> DecodeRequest() {
+    if (kind_ == Kind::kConnectGet) return DecodeConnectGet();
+    if (kind_ == Kind::kConnectUnary) return DecodeConnectUnary();
+    return DecodeEnveloped();
+  }
+
+  // A Connect GET: the message in the query, perhaps base64url and gzip.
+  absl::StatusOr<std::string> DecodeConnectGet() {
+    const std::string& query = ex_->head().query;
+    const std::string encoding = QueryParam(query, "encoding").value_or("");
+    if (encoding != "json" && encoding != "proto") {
+      return absl::InvalidArgumentError(
+          "encoding: a Connect GET names encoding=json or encoding=proto");
+    }
+    json_ = encoding == "json";
+    std::string message = QueryParam(query, "message").value_or("");
+    if (QueryParam(query, "base64").value_or("") == "1") {
+      std::string decoded;
+      if (!absl::WebSafeBase64Unescape(message, &decoded))
+        return absl::InvalidArgumentError("message: not base64url");
+      message = std::move(decoded);
+    }
+    if (QueryParam(query, "compression").value_or("identity") == "gzip")
+      return Gunzip(message, gateway().options().max_request_bytes);
+    return message;
+  }
+
+  // A Connect unary POST: the body is the message, perhaps gzip (Content-Encoding).
+  absl::StatusOr<std::string> DecodeConnectUnary() {
     const size_t limit = gateway().options().max_request_bytes;
-    const Exchange::Head& head = ex_->head();
-    if (kind_ == Kind::kConnectGet) {
-      const std::string encoding = QueryParam(head.query, "encoding").value_or("");
-      if (encoding != "json" && encoding != "proto") {
-        return absl::InvalidArgumentError(
-            "encoding: a Connect GET names encoding=json or encoding=proto");
-      }
-      json_ = encoding == "json";
-      std::string message = QueryParam(head.query, "message").value_or("");
-      if (QueryParam(head.query, "base64").value_or("") == "1") {
-        std::string decoded;
-        if (!absl::WebSafeBase64Unescape(message, &decoded))
-          return absl::InvalidArgumentError("message: not base64url");
-        message = std::move(decoded);
-      }
-      if (QueryParam(head.query, "compression").value_or("identity") == "gzip")
-        return Gunzip(message, limit);
-      return message;
+    const std::string* encoding = ex_->head().Find("content-encoding");
+    if (encoding != nullptr && absl::EqualsIgnoreCase(*encoding, "gzip"))
+      return Gunzip(body_, limit);
+    if (encoding != nullptr && !absl::EqualsIgnoreCase(*encoding, "identity")) {
+      return absl::UnimplementedError(
+          absl::StrCat("content-encoding: ", *encoding, " is not supported (gzip is)"));
     }
-    if (kind_ == Kind::kConnectUnary) {
-      const std::string* encoding = head.Find("content-encoding");
-      if (encoding != nullptr && absl::EqualsIgnoreCase(*encoding, "gzip"))
-        return Gunzip(body_, limit);
-      if (encoding != nullptr && !absl::EqualsIgnoreCase(*encoding, "identity")) {
-        return absl::UnimplementedError(
-            absl::StrCat("content-encoding: ", *encoding, " is not supported (gzip is)"));
-      }
-      if (body_.size() > limit)
-        return absl::ResourceExhaustedError(
-            absl::StrCat("body: exceeds the limit of ", limit, " bytes"));
-      return std::move(body_);
-    }
+    if (body_.size() > limit)
+      return absl::ResourceExhaustedError(
+          absl::StrCat("body: exceeds the limit of ", limit, " bytes"));
+    return std::move(body_);
+  }
+
+  // gRPC, gRPC-Web (binary or text) and Connect streams: exactly one length-prefixed message,
+  // perhaps compressed with the encoding its header names.
+  absl::StatusOr<std::string> DecodeEnveloped() {
+    const size_t limit = gateway().options().max_request_bytes;
     std::string bytes = std::move(body_);
     if (kind_ == Kind::kGrpcWebText) {
-      auto decoded = DecodeBase64Chunks(bytes);
-      if (!decoded.ok()) return decoded.status();
-      bytes = std::move(*decoded);
+      CRM_ASSIGN_OR_RETURN(bytes, DecodeBase64Chunks(bytes));
     }
     FrameReader reader;
     reader.Add(bytes.data(), bytes.size());
@@ -535,8 +557,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     }
     if (kind_ != Kind::kConnectStream) upstream_body_ = std::move(bytes);  // forwarded as it came
     if (flags & kFrameCompressed) {
-      const std::string* encoding =
-          head.Find(kind_ == Kind::kConnectStream ? "connect-content-encoding" : "grpc-encoding");
+      const std::string* encoding = ex_->head().Find(
+          kind_ == Kind::kConnectStream ? "connect-content-encoding" : "grpc-encoding");
       if (encoding == nullptr || !absl::EqualsIgnoreCase(*encoding, "gzip")) {
         return absl::InvalidArgumentError(
             "body: a compressed message needs gzip named as its encoding");
@@ -686,29 +708,16 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
   void SendStatus(const grpc::Status& status) {
     const int code = static_cast<int>(status.error_code());
     const std::string& message = status.error_message();
-    std::vector<std::pair<std::string, std::string>> retry;
-    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
-        admission_.retry_after > absl::ZeroDuration()) {
-      retry.emplace_back("retry-after-ms",
-                         absl::StrCat(absl::ToInt64Milliseconds(admission_.retry_after) + 1));
-    }
+    // A rate limit says when to try again.
+    const bool retry = status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+                       admission_.retry_after > absl::ZeroDuration();
     switch (kind_) {
-      case Kind::kGrpc: {
-        Headers t = {{"grpc-status", absl::StrCat(code)}};
-        if (!message.empty()) t.emplace_back("grpc-message", PercentEncode(message));
-        for (auto& r : retry) t.push_back(r);
-        if (!responded_) {
-          t.emplace_back("content-type", "application/grpc");
-          t.emplace_back("x-request-id", admission_.request_id);
-          responded_ = true;
-          return ex_->Respond(200, t, true);
-        }
-        return ex_->End(t);
-      }
+      case Kind::kGrpc:
+        return SendGrpcStatus(code, message, retry);
       case Kind::kGrpcWeb:
       case Kind::kGrpcWebText: {
         Headers h = WebHeaders(StreamContentType());
-        if (!retry.empty()) h.emplace_back("retry-after", RetryAfterSeconds());
+        if (retry) h.emplace_back("retry-after", RetryAfterSeconds());
         RespondOnce(200, h);
         std::string t = Frame(kGrpcWebTrailers, GrpcWebTrailers(code, message));
         if (kind_ == Kind::kGrpcWebText) t = absl::Base64Escape(t);
@@ -717,26 +726,47 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
       }
       case Kind::kConnectStream: {
         Headers h = WebHeaders(StreamContentType());
-        if (!retry.empty()) h.emplace_back("retry-after", RetryAfterSeconds());
+        if (retry) h.emplace_back("retry-after", RetryAfterSeconds());
         RespondOnce(200, h);
         ex_->Write(Frame(kConnectEndStream, ConnectEndStreamJson(code, message)));
         return ex_->End({});
       }
-      default: {
-        if (responded_) return ex_->End({});
-        // An unknown procedure is a 404 in Connect; other codes map as the protocol says.
-        const int http_status =
-            admission_.route == nullptr && code == 12 ? 404 : ConnectHttpStatus(code);
-        Headers h = WebHeaders("application/json");
-        if (!retry.empty()) h.emplace_back("retry-after", RetryAfterSeconds());
-        std::string body = ConnectErrorJson(code, message);
-        h.emplace_back("content-length", absl::StrCat(body.size()));
-        responded_ = true;
-        ex_->Respond(http_status, h, false);
-        ex_->Write(std::move(body));
-        return ex_->End({});
-      }
+      default:
+        return SendConnectError(code, message, retry);
     }
+  }
+
+  // Native gRPC: the status in trailers, or trailers-only when nothing was answered yet.
+  void SendGrpcStatus(int code, const std::string& message, bool retry) {
+    Headers t = {{"grpc-status", absl::StrCat(code)}};
+    if (!message.empty()) t.emplace_back("grpc-message", PercentEncode(message));
+    if (retry) {
+      t.emplace_back("retry-after-ms",
+                     absl::StrCat(absl::ToInt64Milliseconds(admission_.retry_after) + 1));
+    }
+    if (!responded_) {
+      t.emplace_back("content-type", "application/grpc");
+      t.emplace_back("x-request-id", admission_.request_id);
+      responded_ = true;
+      return ex_->Respond(200, t, true);
+    }
+    ex_->End(t);
+  }
+
+  // Connect unary: the error as a JSON body under the HTTP status the protocol maps its code to.
+  void SendConnectError(int code, const std::string& message, bool retry) {
+    if (responded_) return ex_->End({});
+    // An unknown procedure is a 404 in Connect; other codes map as the protocol says.
+    const int http_status =
+        admission_.route == nullptr && code == 12 ? 404 : ConnectHttpStatus(code);
+    Headers h = WebHeaders("application/json");
+    if (retry) h.emplace_back("retry-after", RetryAfterSeconds());
+    std::string body = ConnectErrorJson(code, message);
+    h.emplace_back("content-length", absl::StrCat(body.size()));
+    responded_ = true;
+    ex_->Respond(http_status, h, false);
+    ex_->Write(std::move(body));
+    ex_->End({});
   }
 
   std::string RetryAfterSeconds() const {
@@ -785,6 +815,80 @@ bool OriginAllowed(const FrontDoorOptions& o, absl::string_view origin) {
   return false;
 }
 
+// A plain-text answer, readable by a browser page of an allowed origin.
+std::unique_ptr<Exchange::Handler> TextReply(Exchange* ex, const std::string& origin, int status,
+                                             std::string body, Headers extra = {}) {
+  extra.emplace_back("content-type", "text/plain");
+  if (!origin.empty()) {
+    extra.emplace_back("access-control-allow-origin", origin);
+    extra.emplace_back("vary", "Origin");
+  }
+  return std::make_unique<PlainReply>(ex, status, std::move(extra), std::move(body));
+}
+
+// The answer to a CORS preflight (`origin` is empty when the page's origin is not allowed).
+std::unique_ptr<Exchange::Handler> PreflightReply(Exchange* ex, const std::string& origin) {
+  if (origin.empty()) return TextReply(ex, origin, 403, "origin not allowed\n");
+  return std::make_unique<PlainReply>(
+      ex, 204,
+      Headers{{"access-control-allow-origin", origin},
+              {"access-control-allow-methods", "POST, GET, OPTIONS"},
+              {"access-control-allow-headers", kAllowedHeaders},
+              {"access-control-max-age", "7200"},
+              {"vary", "Origin"}},
+      "");
+}
+
+Kind KindOf(Wire wire) {
+  switch (wire) {
+    case Wire::kGrpcWeb:
+      return Kind::kGrpcWeb;
+    case Wire::kGrpcWebText:
+      return Kind::kGrpcWebText;
+    case Wire::kConnectJson:
+    case Wire::kConnectProto:
+      return Kind::kConnectUnary;
+    case Wire::kConnectStreamJson:
+    case Wire::kConnectStreamProto:
+      break;
+  }
+  return Kind::kConnectStream;
+}
+
+// The protocol of a GET or POST, and whether its messages are JSON; none when no protocol here
+// fits.
+struct CallKind {
+  Kind kind;
+  bool json = false;
+};
+std::optional<CallKind> CallKindOf(const Exchange::Head& head) {
+  if (head.method == "GET") {
+    if (QueryParam(head.query, "connect").value_or("") == "v1") return CallKind{Kind::kConnectGet};
+    return std::nullopt;
+  }
+  const std::string* ct = head.Find("content-type");
+  const std::string media = ct != nullptr ? MediaType(*ct) : "";
+  if (media == "application/grpc" || media == "application/grpc+proto")
+    return CallKind{Kind::kGrpc};
+  if (auto wire = WireOf(media)) return CallKind{KindOf(*wire), IsJson(*wire)};
+  return std::nullopt;
+}
+
+// Connect answers are compressed when the client accepts gzip (streams say so in their own
+// header).
+bool WantsGzip(const Exchange::Head& head, Kind kind) {
+  if (!IsConnect(kind)) return false;
+  const std::string* accept =
+      head.Find(kind == Kind::kConnectStream ? "connect-accept-encoding" : "accept-encoding");
+  return accept != nullptr && AcceptsGzip(*accept);
+}
+
+// The gateway's own gRPC services (health, reflection).
+bool IsInternal(absl::string_view path) {
+  return absl::StartsWith(path, "/grpc.health.v1.Health/") ||
+         absl::StartsWith(path, "/grpc.reflection.");
+}
+
 }  // namespace
 
 std::unique_ptr<Exchange::Handler> MakeHandler(FrontDoor* door, LoopContext* ctx, Exchange* ex) {
@@ -793,67 +897,16 @@ std::unique_ptr<Exchange::Handler> MakeHandler(FrontDoor* door, LoopContext* ctx
   const std::string origin =
       origin_header != nullptr && OriginAllowed(door->options(), *origin_header) ? *origin_header
                                                                                  : "";
-  auto text = [&](int status, std::string body,
-                  Headers extra = {}) -> std::unique_ptr<Exchange::Handler> {
-    extra.emplace_back("content-type", "text/plain");
-    if (!origin.empty()) {
-      extra.emplace_back("access-control-allow-origin", origin);
-      extra.emplace_back("vary", "Origin");
-    }
-    return std::make_unique<PlainReply>(ex, status, std::move(extra), std::move(body));
-  };
-  if (head.method == "OPTIONS") {  // CORS preflight
-    if (origin_header == nullptr || origin.empty()) return text(403, "origin not allowed\n");
-    return std::make_unique<PlainReply>(
-        ex, 204,
-        Headers{{"access-control-allow-origin", origin},
-                {"access-control-allow-methods", "POST, GET, OPTIONS"},
-                {"access-control-allow-headers", kAllowedHeaders},
-                {"access-control-max-age", "7200"},
-                {"vary", "Origin"}},
-        "");
-  }
-  if (head.method == "GET" && head.path == "/healthz") return text(200, "ok\n");
-  const std::string* ct = head.Find("content-type");
-  const std::string media = ct != nullptr ? MediaType(*ct) : "";
-  const bool internal = absl::StartsWith(head.path, "/grpc.health.v1.Health/") ||
-                        absl::StartsWith(head.path, "/grpc.reflection.");
-  std::optional<Kind> kind;
-  bool json = false;
-  if (head.method == "GET" && QueryParam(head.query, "connect").value_or("") == "v1") {
-    kind = Kind::kConnectGet;
-  } else if (head.method == "POST") {
-    if (media == "application/grpc" || media == "application/grpc+proto") {
-      kind = Kind::kGrpc;
-    } else if (auto wire = WireOf(media)) {
-      switch (*wire) {
-        case Wire::kGrpcWeb:
-          kind = Kind::kGrpcWeb;
-          break;
-        case Wire::kGrpcWebText:
-          kind = Kind::kGrpcWebText;
-          break;
-        case Wire::kConnectJson:
-          kind = Kind::kConnectUnary, json = true;
-          break;
-        case Wire::kConnectProto:
-          kind = Kind::kConnectUnary;
-          break;
-        case Wire::kConnectStreamJson:
-          kind = Kind::kConnectStream, json = true;
-          break;
-        case Wire::kConnectStreamProto:
-          kind = Kind::kConnectStream;
-          break;
-      }
-    }
-  } else {
-    return text(
-        405,
+  if (head.method == "OPTIONS") return PreflightReply(ex, origin);
+  if (head.method == "GET" && head.path == "/healthz") return TextReply(ex, origin, 200, "ok\n");
+  if (head.method != "GET" && head.method != "POST") {
+    return TextReply(
+        ex, origin, 405,
         "use POST (gRPC, gRPC-Web or Connect), or GET for Connect calls without side effects\n",
         {{"allow", "POST, GET, OPTIONS"}});
   }
-  if (!kind) {
+  const std::optional<CallKind> call = CallKindOf(head);
+  if (!call) {
     return std::make_unique<PlainReply>(
         ex, 415, Headers{{"content-type", "application/json"}},
         ConnectErrorJson(
@@ -861,16 +914,13 @@ std::unique_ptr<Exchange::Handler> MakeHandler(FrontDoor* door, LoopContext* ctx
             "content-type: expected application/grpc, application/json, application/proto, "
             "application/connect+json, application/connect+proto or application/grpc-web[-text]"));
   }
-  if (*kind == Kind::kGrpc && !head.http2) return text(505, "gRPC needs HTTP/2\n");
-  if (*kind == Kind::kGrpc && internal) return std::make_unique<InternalCall>(door, ctx, ex);
-  bool gzip = false;
-  if (IsConnect(*kind)) {
-    const std::string* accept =
-        head.Find(*kind == Kind::kConnectStream ? "connect-accept-encoding" : "accept-encoding");
-    gzip = accept != nullptr && AcceptsGzip(*accept);
+  const Kind kind = call->kind;
+  if (kind == Kind::kGrpc && !head.http2) return TextReply(ex, origin, 505, "gRPC needs HTTP/2\n");
+  if (kind == Kind::kGrpc && IsInternal(head.path)) {
+    return std::make_unique<InternalCall>(door, ctx, ex);
   }
-  return std::make_unique<GatewayCall>(door, ctx, ex, *kind, json, gzip,
-                                       IsWeb(*kind) ? origin : "");
+  return std::make_unique<GatewayCall>(door, ctx, ex, kind, call->json, WantsGzip(head, kind),
+                                       IsWeb(kind) ? origin : "");
 }
 
 }  // namespace crm::gateway
