@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "services/gateway/proxy_call.h"
 
@@ -743,13 +744,7 @@ class H1Connection : public Connection {
   }
   static int OnHeaderField(http_parser* p, const char* at, size_t n) {
     H1Connection* c = Of(p);
-    if (c->in_value_) {
-      c->current_->head_.headers.emplace_back(absl::AsciiStrToLower(c->field_),
-                                              std::move(c->value_));
-      c->field_.clear();
-      c->value_.clear();
-      c->in_value_ = false;
-    }
+    c->EndHeaderLine();
     c->field_.append(at, n);
     return c->CountHeader(n);
   }
@@ -759,19 +754,21 @@ class H1Connection : public Connection {
     c->value_.append(at, n);
     return c->CountHeader(n);
   }
+  // The header whose value was being read is complete (a new field starts, or the headers end).
+  void EndHeaderLine() {
+    if (!in_value_) return;
+    current_->head_.headers.emplace_back(absl::AsciiStrToLower(field_), std::move(value_));
+    field_.clear();
+    value_.clear();
+    in_value_ = false;
+  }
   int CountHeader(size_t n) {
     header_bytes_ += n;
     return header_bytes_ > (64 << 10) ? 1 : 0;  // headers over 64 KiB: refused as malformed
   }
   static int OnHeadersComplete(http_parser* p) {
     H1Connection* c = Of(p);
-    if (c->in_value_) {
-      c->current_->head_.headers.emplace_back(absl::AsciiStrToLower(c->field_),
-                                              std::move(c->value_));
-      c->field_.clear();
-      c->value_.clear();
-      c->in_value_ = false;
-    }
+    c->EndHeaderLine();
     Exchange::Head& head = c->current_->head_;
     head.method = http_method_str(static_cast<http_method>(p->method));
     const size_t q = c->url_.find('?');
@@ -976,6 +973,50 @@ void OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* sa, int, void* arg)
   c->Attach();
 }
 
+// A listen address ("host:port", "[v6]:port", "localhost:port") as a socket address.
+struct ListenAddress {
+  sockaddr_storage ss{};
+  int len = 0;
+};
+absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos)
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", address, "\" needs host:port"));
+  std::string host = address.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  int wanted = 0;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &wanted)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", address, "\": the port is not a number"));
+  }
+  if (host == "localhost") host = "127.0.0.1";
+  ListenAddress out;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&out.ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&out.ss);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(wanted));
+    out.len = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(wanted));
+    out.len = sizeof(sockaddr_in6);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", address, "\" is not an IP address and port"));
+  }
+  return out;
+}
+
+// The port a listener got (for a listen address with port 0).
+int BoundPort(evconnlistener* l) {
+  sockaddr_storage bound{};
+  socklen_t blen = sizeof(bound);
+  getsockname(evconnlistener_get_fd(l), reinterpret_cast<sockaddr*>(&bound), &blen);
+  return ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+}
+
 }  // namespace
 
 FrontDoor::FrontDoor(Gateway* gateway, FrontDoorOptions options)
@@ -1011,38 +1052,11 @@ void FrontDoor::ReleaseConnection(const std::string& ip) {
 }
 
 absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos)
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address \"", address, "\" needs host:port"));
-  std::string host = address.substr(0, colon);
-  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  int wanted = 0;
-  if (!absl::SimpleAtoi(address.substr(colon + 1), &wanted)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address \"", address, "\": the port is not a number"));
-  }
-  if (host == "localhost") host = "127.0.0.1";
-  sockaddr_storage ss{};
-  int len = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(wanted));
-    len = sizeof(sockaddr_in);
-  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(wanted));
-    len = sizeof(sockaddr_in6);
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address \"", address, "\" is not an IP address and port"));
-  }
+  CRM_ASSIGN_OR_RETURN(ListenAddress local, ParseListenAddress(address));
   // One listener per loop on the same port (SO_REUSEPORT): the kernel spreads new connections over
   // the loops.
   for (auto& ctx : loops_) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* sin = reinterpret_cast<sockaddr_in*>(&local.ss);
     if (*port != 0)
       sin->sin_port = htons(static_cast<uint16_t>(*port));  // the port the first loop got
     auto* arg = new ListenerArg{ctx.get(), static_cast<ListenerKind>(kind)};
@@ -1050,19 +1064,14 @@ absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) 
         evconnlistener_new_bind(ctx->loop.base(), &OnAccept, arg,
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
                                     LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_THREADSAFE,
-                                4096, reinterpret_cast<sockaddr*>(&ss), len);
+                                4096, reinterpret_cast<sockaddr*>(&local.ss), local.len);
     if (l == nullptr) {
       delete arg;
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", address, " (address in use?)"));
     }
     listeners_.push_back(l);
-    if (*port == 0) {
-      sockaddr_storage bound{};
-      socklen_t blen = sizeof(bound);
-      getsockname(evconnlistener_get_fd(l), reinterpret_cast<sockaddr*>(&bound), &blen);
-      *port = ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-    }
+    if (*port == 0) *port = BoundPort(l);
   }
   return absl::OkStatus();
 }
@@ -1092,13 +1101,13 @@ absl::Status FrontDoor::Start() {
     ctx->flush_event = event_new(ctx->loop.base(), -1, 0, &LoopContext::OnFlush, ctx.get());
     loops_.push_back(std::move(ctx));
   }
-  if (absl::Status s = Listen(options_.grpc_listen, kGrpcPort, &grpc_port_); !s.ok()) return s;
+  CRM_RETURN_IF_ERROR(Listen(options_.grpc_listen, kGrpcPort, &grpc_port_));
   if (!options_.http_listen.empty()) {
-    if (absl::Status s = Listen(options_.http_listen, kHttpPort, &http_port_); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(Listen(options_.http_listen, kHttpPort, &http_port_));
   }
   if (!options_.https_listen.empty()) {
     if (tls_ == nullptr) return absl::InvalidArgumentError("--https_listen needs --front_tls_dir");
-    if (absl::Status s = Listen(options_.https_listen, kHttpsPort, &https_port_); !s.ok()) return s;
+    CRM_RETURN_IF_ERROR(Listen(options_.https_listen, kHttpsPort, &https_port_));
   }
   for (auto& ctx : loops_) ctx->loop.Start();
   return absl::OkStatus();

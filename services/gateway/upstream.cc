@@ -49,6 +49,14 @@ nghttp2_nv Nv(const std::string& name, const std::string& value) {
           NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
 }
 
+// Frees what `p` points to with `free`, if anything, and forgets it.
+template <typename T, typename Free>
+void FreeAndClear(T*& p, Free free) {
+  if (p == nullptr) return;
+  free(p);
+  p = nullptr;
+}
+
 void Close(const std::shared_ptr<State>& s, const std::string& error) {
   if (s->closed) return;
   s->closed = true;
@@ -112,22 +120,10 @@ class UpstreamConnection {
   }
 
   void Teardown(const std::string& why) {
-    if (ping_timer_ != nullptr) {
-      event_free(ping_timer_);
-      ping_timer_ = nullptr;
-    }
-    if (connect_timer_ != nullptr) {
-      event_free(connect_timer_);
-      connect_timer_ = nullptr;
-    }
-    if (session_ != nullptr) {
-      nghttp2_session_del(session_);
-      session_ = nullptr;
-    }
-    if (bev_ != nullptr) {
-      bufferevent_free(bev_);
-      bev_ = nullptr;
-    }
+    FreeAndClear(ping_timer_, event_free);
+    FreeAndClear(connect_timer_, event_free);
+    FreeAndClear(session_, nghttp2_session_del);
+    FreeAndClear(bev_, bufferevent_free);
     auto streams = std::move(streams_);
     streams_.clear();
     auto waiting = std::move(waiting_);
@@ -207,10 +203,7 @@ class UpstreamConnection {
   }
 
   void OnConnected() {
-    if (connect_timer_ != nullptr) {
-      event_free(connect_timer_);
-      connect_timer_ = nullptr;
-    }
+    FreeAndClear(connect_timer_, event_free);
     if (pool_->tls_ != nullptr) {
       SSL* ssl = bufferevent_openssl_get_ssl(bev_);
       const unsigned char* alpn = nullptr;
