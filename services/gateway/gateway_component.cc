@@ -13,6 +13,7 @@
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "crm/v1/recommendation.grpc.pb.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/rpc/flags.h"
 #include "libs/rpc/periodic.h"
@@ -67,6 +68,77 @@ ABSL_FLAG(int, view_section_timeout_ms, 800,
 
 namespace {
 
+// The token verifier the flags describe: an HMAC secret, a public key, and/or a JWK Set file.
+absl::StatusOr<std::unique_ptr<crm::auth::Verifier>> VerifierFromFlags() {
+  crm::auth::VerifierOptions v;
+  if (!absl::GetFlag(FLAGS_jwt_secret_file).empty()) {
+    CRM_ASSIGN_OR_RETURN(const std::string secret,
+                         crm::text::ReadFile(absl::GetFlag(FLAGS_jwt_secret_file)));
+    v.hmac_secret = std::string(absl::StripTrailingAsciiWhitespace(secret));
+  }
+  if (!absl::GetFlag(FLAGS_jwt_public_key_file).empty()) {
+    CRM_ASSIGN_OR_RETURN(v.public_key_pem,
+                         crm::text::ReadFile(absl::GetFlag(FLAGS_jwt_public_key_file)));
+  }
+  v.jwks_file = absl::GetFlag(FLAGS_jwks_file);
+  v.max_lifetime = absl::Seconds(std::max(60, absl::GetFlag(FLAGS_jwt_max_lifetime_s)));
+  v.issuer = absl::GetFlag(FLAGS_jwt_issuer);
+  v.audience = absl::GetFlag(FLAGS_jwt_audience);
+  auto verifier = crm::auth::Verifier::Create(std::move(v));
+  if (!verifier.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(verifier.status().message(),
+                     " (set --jwt_secret_file, --jwt_public_key_file or --jwks_file)"));
+  }
+  return verifier;
+}
+
+void LogSkippedKeys(const crm::auth::Verifier& verifier) {
+  for (const std::string& skipped : verifier.skipped_keys())
+    crm::log::Warning("jwt key skipped", {{"key", skipped}});
+}
+
+crm::gateway::GatewayOptions GatewayOptionsFromFlags(
+    std::shared_ptr<crm::auth::Verifier> verifier) {
+  crm::gateway::GatewayOptions o;
+  o.verifier = std::move(verifier);
+  o.customer_rps = absl::GetFlag(FLAGS_rate_limit_customer);
+  o.agent_rps = absl::GetFlag(FLAGS_rate_limit_agent);
+  o.admin_rps = absl::GetFlag(FLAGS_rate_limit_admin);
+  o.service_rps = absl::GetFlag(FLAGS_rate_limit_service);
+  o.ip_rps = absl::GetFlag(FLAGS_rate_limit_ip);
+  o.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
+  o.max_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_max_deadline_ms));
+  o.stream_max_timeout = absl::Seconds(absl::GetFlag(FLAGS_stream_max_deadline_s));
+  o.max_request_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
+  o.access_log = absl::GetFlag(FLAGS_access_log);
+  o.view_section_timeout =
+      absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_view_section_timeout_ms)));
+  return o;
+}
+
+crm::gateway::FrontDoorOptions FrontDoorOptionsFromFlags() {
+  crm::gateway::FrontDoorOptions f;
+  f.grpc_listen =
+      absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50050" : absl::GetFlag(FLAGS_listen);
+  f.http_listen = absl::GetFlag(FLAGS_http_listen);
+  f.https_listen = absl::GetFlag(FLAGS_https_listen);
+  f.tls_dir = absl::GetFlag(FLAGS_front_tls_dir);
+  f.threads = absl::GetFlag(FLAGS_front_threads);
+  for (absl::string_view origin :
+       absl::StrSplit(absl::GetFlag(FLAGS_cors_allowed_origins), ',', absl::SkipWhitespace())) {
+    f.allowed_origins.emplace_back(absl::StripAsciiWhitespace(origin));
+  }
+  f.header_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_header_timeout_s)));
+  f.body_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_body_timeout_s)));
+  f.idle_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_idle_timeout_s)));
+  f.max_connections_per_ip = std::max(1, absl::GetFlag(FLAGS_max_connections_per_ip));
+  f.max_streams_per_customer = std::max(1, absl::GetFlag(FLAGS_max_streams_per_customer));
+  f.max_streams_per_principal = std::max(1, absl::GetFlag(FLAGS_max_streams_per_principal));
+  f.upstream_tls_dir = absl::GetFlag(FLAGS_tls_dir);
+  return f;
+}
+
 class GatewayComponent : public crm::rpc::Component {
  public:
   static absl::StatusOr<std::unique_ptr<crm::rpc::Component>> Create(
@@ -75,84 +147,15 @@ class GatewayComponent : public crm::rpc::Component {
     if (!RouteTable::Default().problems().empty()) {
       return absl::FailedPreconditionError(absl::StrJoin(RouteTable::Default().problems(), "; "));
     }
-    crm::auth::VerifierOptions v;
-    if (!absl::GetFlag(FLAGS_jwt_secret_file).empty()) {
-      auto secret = crm::text::ReadFile(absl::GetFlag(FLAGS_jwt_secret_file));
-      if (!secret.ok()) return secret.status();
-      v.hmac_secret = std::string(absl::StripTrailingAsciiWhitespace(*secret));
-    }
-    if (!absl::GetFlag(FLAGS_jwt_public_key_file).empty()) {
-      auto pem = crm::text::ReadFile(absl::GetFlag(FLAGS_jwt_public_key_file));
-      if (!pem.ok()) return pem.status();
-      v.public_key_pem = *pem;
-    }
-    v.jwks_file = absl::GetFlag(FLAGS_jwks_file);
-    v.max_lifetime = absl::Seconds(std::max(60, absl::GetFlag(FLAGS_jwt_max_lifetime_s)));
-    v.issuer = absl::GetFlag(FLAGS_jwt_issuer);
-    v.audience = absl::GetFlag(FLAGS_jwt_audience);
-    auto verifier = crm::auth::Verifier::Create(std::move(v));
-    if (!verifier.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(verifier.status().message(),
-                       " (set --jwt_secret_file, --jwt_public_key_file or --jwks_file)"));
-    }
-    for (const std::string& skipped : (*verifier)->skipped_keys())
-      crm::log::Warning("jwt key skipped", {{"key", skipped}});
-    GatewayOptions o;
-    o.verifier = std::move(*verifier);
+    CRM_ASSIGN_OR_RETURN(std::shared_ptr<crm::auth::Verifier> verifier, VerifierFromFlags());
+    LogSkippedKeys(*verifier);
     auto component = std::make_unique<GatewayComponent>();
-    if (!absl::GetFlag(FLAGS_jwks_file).empty()) {
-      // The identity provider rotates its keys by rewriting the file; pick changes up within
-      // seconds.
-      component->key_reload_.Start(
-          absl::Seconds(5),
-          [verifier = o.verifier] {
-            auto changed = verifier->ReloadIfChanged();
-            if (!changed.ok()) {
-              crm::log::Warning("jwt keys not reloaded", {{"error", changed.status().ToString()}});
-            } else if (*changed) {
-              crm::log::Info("jwt keys reloaded", {{"file", absl::GetFlag(FLAGS_jwks_file)}});
-              for (const std::string& skipped : verifier->skipped_keys()) {
-                crm::log::Warning("jwt key skipped", {{"key", skipped}});
-              }
-            }
-          },
-          crm::rpc::PeriodicTask::FirstRun::kAfterInterval);
-    }
-    o.customer_rps = absl::GetFlag(FLAGS_rate_limit_customer);
-    o.agent_rps = absl::GetFlag(FLAGS_rate_limit_agent);
-    o.admin_rps = absl::GetFlag(FLAGS_rate_limit_admin);
-    o.service_rps = absl::GetFlag(FLAGS_rate_limit_service);
-    o.ip_rps = absl::GetFlag(FLAGS_rate_limit_ip);
-    o.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
-    o.max_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_max_deadline_ms));
-    o.stream_max_timeout = absl::Seconds(absl::GetFlag(FLAGS_stream_max_deadline_s));
-    o.max_request_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
-    o.access_log = absl::GetFlag(FLAGS_access_log);
-    o.view_section_timeout =
-        absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_view_section_timeout_ms)));
-    component->gateway_ =
-        std::make_unique<Gateway>(std::move(o), context.backends, context.metrics);
-    FrontDoorOptions f;
-    f.grpc_listen =
-        absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50050" : absl::GetFlag(FLAGS_listen);
-    f.http_listen = absl::GetFlag(FLAGS_http_listen);
-    f.https_listen = absl::GetFlag(FLAGS_https_listen);
-    f.tls_dir = absl::GetFlag(FLAGS_front_tls_dir);
-    f.threads = absl::GetFlag(FLAGS_front_threads);
-    for (absl::string_view origin :
-         absl::StrSplit(absl::GetFlag(FLAGS_cors_allowed_origins), ',', absl::SkipWhitespace())) {
-      f.allowed_origins.emplace_back(absl::StripAsciiWhitespace(origin));
-    }
-    f.header_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_header_timeout_s)));
-    f.body_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_body_timeout_s)));
-    f.idle_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_http_idle_timeout_s)));
-    f.max_connections_per_ip = std::max(1, absl::GetFlag(FLAGS_max_connections_per_ip));
-    f.max_streams_per_customer = std::max(1, absl::GetFlag(FLAGS_max_streams_per_customer));
-    f.max_streams_per_principal = std::max(1, absl::GetFlag(FLAGS_max_streams_per_principal));
-    f.upstream_tls_dir = absl::GetFlag(FLAGS_tls_dir);
-    component->front_ = std::make_unique<FrontDoor>(component->gateway_.get(), std::move(f));
-    if (absl::Status s = component->front_->Start(); !s.ok()) return s;
+    if (!absl::GetFlag(FLAGS_jwks_file).empty()) component->ReloadKeys(verifier);
+    component->gateway_ = std::make_unique<Gateway>(GatewayOptionsFromFlags(std::move(verifier)),
+                                                    context.backends, context.metrics);
+    component->front_ =
+        std::make_unique<FrontDoor>(component->gateway_.get(), FrontDoorOptionsFromFlags());
+    CRM_RETURN_IF_ERROR(component->front_->Start());
     crm::log::Info("http listening", {{"port", component->front_->http_port()}});
     if (component->front_->https_port() != 0)
       crm::log::Info("https listening", {{"port", component->front_->https_port()}});
@@ -184,6 +187,22 @@ class GatewayComponent : public crm::rpc::Component {
   int PublicPort() const override { return front_->grpc_port(); }
 
  private:
+  // The identity provider rotates its keys by rewriting the file; pick changes up within seconds.
+  void ReloadKeys(std::shared_ptr<crm::auth::Verifier> verifier) {
+    key_reload_.Start(
+        absl::Seconds(5),
+        [verifier = std::move(verifier)] {
+          auto changed = verifier->ReloadIfChanged();
+          if (!changed.ok()) {
+            crm::log::Warning("jwt keys not reloaded", {{"error", changed.status().ToString()}});
+          } else if (*changed) {
+            crm::log::Info("jwt keys reloaded", {{"file", absl::GetFlag(FLAGS_jwks_file)}});
+            LogSkippedKeys(*verifier);
+          }
+        },
+        crm::rpc::PeriodicTask::FirstRun::kAfterInterval);
+  }
+
   crm::rpc::PeriodicTask key_reload_;
   crm::rpc::Server* server_ = nullptr;
   std::unique_ptr<crm::gateway::Gateway> gateway_;
