@@ -49,6 +49,55 @@ v1::GrowthEntry Growth(internal::LoyaltyAccount& account, int64_t growth, v1::Gr
   return g;
 }
 
+// The next tier and what it takes to reach it, and when the current tier would be lost if no
+// growth came.
+void ExplainTiers(const internal::LoyaltyAccount& a, const v1::LoyaltyRules& rules, absl::Time now,
+                  v1::MembershipExplanation* resp) {
+  const v1::Tier tier = resp->membership().tier();
+  if (const v1::TierRule* next = NextTierRule(rules, tier)) {
+    resp->set_next_tier(next->tier());
+    resp->set_growth_needed(next->min_growth() - resp->membership().growth_value());
+    *resp->mutable_next_tier_benefits() = next->benefits();
+  }
+  if (auto down = ProjectDowngrade(a, rules, now)) {
+    api::SetTimestamp(down->when, resp->mutable_downgrade_time());
+    resp->set_downgrade_tier(down->tier);
+    if (const v1::TierRule* r = RuleOfTier(rules, down->tier))
+      *resp->mutable_downgrade_benefits() = r->benefits();
+  }
+}
+
+absl::Status ValidateCoupon(const v1::IssueCouponRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("source_id", req.source_id()));
+  if (req.value().amount_minor() <= 0) return Invalid("value.amount_minor", "must be positive");
+  CRM_RETURN_IF_ERROR(api::CurrencyCode("value.currency", req.value().currency()));
+  if (req.min_spend().amount_minor() < 0)
+    return Invalid("min_spend.amount_minor", "must not be negative");
+  if (req.min_spend().amount_minor() > 0 && req.min_spend().currency() != req.value().currency()) {
+    return Invalid("min_spend.currency", "must be the coupon's currency");
+  }
+  if (req.valid_days() < 0 || req.valid_days() > 365)
+    return Invalid("valid_days", "must be 0-365 (0 means 30)");
+  return api::OptionalText("reason", req.reason(), 200);
+}
+
+// A new coupon: a minimum spend in the coupon's currency, valid for `valid_days` (0 means 30).
+v1::Coupon NewCoupon(const v1::IssueCouponRequest& req, absl::Time now) {
+  v1::Coupon c;
+  c.set_coupon_id(sharding::NewId("cp"));
+  c.set_customer_id(req.customer_id());
+  *c.mutable_value() = req.value();
+  *c.mutable_min_spend() = req.min_spend();
+  if (c.min_spend().currency().empty()) c.mutable_min_spend()->set_currency(req.value().currency());
+  api::SetTimestamp(now + absl::Hours(24) * (req.valid_days() == 0 ? 30 : req.valid_days()),
+                    c.mutable_expire_time());
+  c.set_source_id(req.source_id());
+  c.set_reason(req.reason());
+  api::SetTimestamp(now, c.mutable_issue_time());
+  return c;
+}
+
 }  // namespace
 
 LoyaltyMetrics::LoyaltyMetrics(prometheus::Registry& r)
@@ -192,49 +241,46 @@ grpc::ServerUnaryReactor* LoyaltyService::ExplainMembership(Ctx* ctx,
   return FinishOn(
       *writes_, ctx,
       [this, req, resp, rules, now, size = *size, after = *after, scope]() -> absl::Status {
-        CRM_ASSIGN_OR_RETURN(auto account, store_->Account(req->customer_id()));
-        internal::LoyaltyAccount a;
-        Lots lots;
-        if (account.has_value()) {
-          a = (account)->first;
-          lots = (account)->second;
-        } else {
-          CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
-          a.set_customer_id(req->customer_id());
-        }
+        CRM_ASSIGN_OR_RETURN(auto account, AccountOrNew(req->customer_id()));
+        const auto& [a, lots] = account;
         *resp->mutable_membership() = MembershipOf(a, lots, *rules, now);
-        // The entries still inside the window, newest first; together they make growth_value.
-        std::string cursor = after, last;
-        bool more = true;
-        while (more && resp->growth_entries_size() < size) {
-          std::vector<v1::GrowthEntry> page;
-          CRM_RETURN_IF_ERROR(
-              store_->ListGrowth(req->customer_id(), cursor, size, &page, &last, &more));
-          for (auto& g : page) {
-            if (api::FromTimestamp(g.leaves_window_time()) > now)
-              *resp->add_growth_entries() = std::move(g);
-          }
-          cursor = last;
-        }
-        if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
-        const v1::Tier tier = resp->membership().tier();
-        if (const v1::TierRule* next = NextTierRule(*rules, tier)) {
-          resp->set_next_tier(next->tier());
-          resp->set_growth_needed(next->min_growth() - resp->membership().growth_value());
-          *resp->mutable_next_tier_benefits() = next->benefits();
-        }
-        if (auto down = ProjectDowngrade(a, *rules, now)) {
-          api::SetTimestamp(down->when, resp->mutable_downgrade_time());
-          resp->set_downgrade_tier(down->tier);
-          if (const v1::TierRule* r = RuleOfTier(*rules, down->tier))
-            *resp->mutable_downgrade_benefits() = r->benefits();
-        }
-        auto history = store_->TierHistory(req->customer_id());
-        if (!history.ok()) return history.status();
-        for (auto& h : *history) *resp->add_tier_history() = std::move(h);
+        CRM_RETURN_IF_ERROR(ListGrowthInWindow(req->customer_id(), now, size, after, scope, resp));
+        ExplainTiers(a, *rules, now, resp);
+        CRM_ASSIGN_OR_RETURN(auto history, store_->TierHistory(req->customer_id()));
+        for (auto& h : history) *resp->add_tier_history() = std::move(h);
         *resp->mutable_rules() = *rules;
         return absl::OkStatus();
       });
+}
+
+absl::StatusOr<std::pair<internal::LoyaltyAccount, Lots>> LoyaltyService::AccountOrNew(
+    const std::string& customer_id) {
+  CRM_ASSIGN_OR_RETURN(auto account, store_->Account(customer_id));
+  if (account.has_value()) return *std::move(account);
+  CRM_RETURN_IF_ERROR(CheckCustomer(customer_id));
+  internal::LoyaltyAccount a;
+  a.set_customer_id(customer_id);
+  return std::make_pair(std::move(a), Lots());
+}
+
+absl::Status LoyaltyService::ListGrowthInWindow(const std::string& customer_id, absl::Time now,
+                                                int size, const std::string& after,
+                                                const std::string& scope,
+                                                v1::MembershipExplanation* resp) {
+  // The entries still inside the window, newest first; together they make growth_value.
+  std::string cursor = after, last;
+  bool more = true;
+  while (more && resp->growth_entries_size() < size) {
+    std::vector<v1::GrowthEntry> page;
+    CRM_RETURN_IF_ERROR(store_->ListGrowth(customer_id, cursor, size, &page, &last, &more));
+    for (auto& g : page) {
+      if (api::FromTimestamp(g.leaves_window_time()) > now)
+        *resp->add_growth_entries() = std::move(g);
+    }
+    cursor = last;
+  }
+  if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::GetRules(Ctx* ctx, const v1::GetRulesRequest*,
@@ -300,32 +346,27 @@ grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantP
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
-    AccountSession::Effects effects;
-    absl::Status s =
-        store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-          CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", req->source_id()));
-          if (seen.has_value()) {
-            auto first = session.LedgerEntryById(*seen);
-            if (!first.ok()) return first.status();
-            if (!first->has_value())
-              return absl::DataLossError("source index points at a missing ledger entry");
-            if ((*first)->points() != req->points()) {
-              return Invalid("source_id",
-                             absl::StrCat("\"", req->source_id(), "\" already granted ",
-                                          (*first)->points(), " points; a source counts once"));
-            }
-            *resp = **first;
-            return absl::OkStatus();
-          }
-          auto entries = EarnPoints(session.account(), session.lots(), req->points(), req->source(),
-                                    req->source_id(), "", "", req->description(), now);
-          *resp = entries.front();
-          for (auto& e : entries) session.Add(std::move(e));
-          effects = session.effects();
-          return absl::OkStatus();
-        });
-    if (s.ok()) Committed(effects);
-    return s;
+    return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
+      CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", req->source_id()));
+      if (seen.has_value()) {
+        auto first = session.LedgerEntryById(*seen);
+        if (!first.ok()) return first.status();
+        if (!first->has_value())
+          return absl::DataLossError("source index points at a missing ledger entry");
+        if ((*first)->points() != req->points()) {
+          return Invalid("source_id",
+                         absl::StrCat("\"", req->source_id(), "\" already granted ",
+                                      (*first)->points(), " points; a source counts once"));
+        }
+        *resp = **first;
+        return absl::OkStatus();
+      }
+      auto entries = EarnPoints(session.account(), session.lots(), req->points(), req->source(),
+                                req->source_id(), "", "", req->description(), now);
+      *resp = entries.front();
+      for (auto& e : entries) session.Add(std::move(e));
+      return absl::OkStatus();
+    });
   });
 }
 
@@ -386,29 +427,23 @@ grpc::ServerUnaryReactor* LoyaltyService::RecordReferral(Ctx* ctx,
     }
     const auto rules = rules_->Get();
     const std::string source = absl::StrCat("referral:", req->referred_customer_id());
-    AccountSession::Effects effects;
-    absl::Status s =
-        store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-          CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", source));
-          if (!seen.has_value()) {
-            for (auto& e :
-                 EarnPoints(session.account(), session.lots(), rules->points().per_referral(),
-                            v1::POINTS_SOURCE_REFERRAL, source, "", "referral points",
-                            "a customer you referred joined", now)) {
-              session.Add(std::move(e));
-            }
-            session.Add(Growth(session.account(), rules->growth().per_referral(),
-                               v1::GROWTH_SOURCE_REFERRAL, source, "",
-                               absl::StrCat("referral: ", rules->growth().per_referral()), now,
-                               GrowthDay(now), rules->growth().window_days()));
-            ApplyTierChange(session, *rules, now);
-          }
-          effects = session.effects();
-          *resp = MembershipOf(session.account(), session.lots(), *rules, now);
-          return absl::OkStatus();
-        });
-    if (s.ok()) Committed(effects);
-    return s;
+    return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
+      CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", source));
+      if (!seen.has_value()) {
+        for (auto& e : EarnPoints(session.account(), session.lots(), rules->points().per_referral(),
+                                  v1::POINTS_SOURCE_REFERRAL, source, "", "referral points",
+                                  "a customer you referred joined", now)) {
+          session.Add(std::move(e));
+        }
+        session.Add(Growth(session.account(), rules->growth().per_referral(),
+                           v1::GROWTH_SOURCE_REFERRAL, source, "",
+                           absl::StrCat("referral: ", rules->growth().per_referral()), now,
+                           GrowthDay(now), rules->growth().window_days()));
+        ApplyTierChange(session, *rules, now);
+      }
+      *resp = MembershipOf(session.account(), session.lots(), *rules, now);
+      return absl::OkStatus();
+    });
   });
 }
 
@@ -470,77 +505,40 @@ grpc::ServerUnaryReactor* LoyaltyService::SetEnterpriseAccount(
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
     const auto rules = rules_->Get();
-    AccountSession::Effects effects;
-    absl::Status s =
-        store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-          auto& a = session.account();
-          a.set_enterprise(req->enterprise());
-          a.set_enterprise_company(req->enterprise() ? req->company_name() : "");
-          a.set_named_agent_id(req->enterprise() ? req->named_agent_id() : "");
-          if (!session.existed()) ApplyTierChange(session, *rules, now);
-          effects = session.effects();
-          *resp = MembershipOf(a, session.lots(), *rules, now);
-          return absl::OkStatus();
-        });
-    if (s.ok()) Committed(effects);
-    return s;
+    return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
+      auto& a = session.account();
+      a.set_enterprise(req->enterprise());
+      a.set_enterprise_company(req->enterprise() ? req->company_name() : "");
+      a.set_named_agent_id(req->enterprise() ? req->named_agent_id() : "");
+      if (!session.existed()) ApplyTierChange(session, *rules, now);
+      *resp = MembershipOf(a, session.lots(), *rules, now);
+      return absl::OkStatus();
+    });
   });
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueCouponRequest* req,
                                                       v1::Coupon* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("source_id", req->source_id()); !s.ok()) return Finish(ctx, s);
-  if (req->value().amount_minor() <= 0)
-    return Finish(ctx, Invalid("value.amount_minor", "must be positive"));
-  if (auto s = api::CurrencyCode("value.currency", req->value().currency()); !s.ok())
-    return Finish(ctx, s);
-  if (req->min_spend().amount_minor() < 0)
-    return Finish(ctx, Invalid("min_spend.amount_minor", "must not be negative"));
-  if (req->min_spend().amount_minor() > 0 &&
-      req->min_spend().currency() != req->value().currency()) {
-    return Finish(ctx, Invalid("min_spend.currency", "must be the coupon's currency"));
-  }
-  if (req->valid_days() < 0 || req->valid_days() > 365)
-    return Finish(ctx, Invalid("valid_days", "must be 0-365 (0 means 30)"));
-  if (auto s = api::OptionalText("reason", req->reason(), 200); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateCoupon(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
     const auto rules = rules_->Get();
-    AccountSession::Effects effects;
-    absl::Status s =
-        store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-          CRM_ASSIGN_OR_RETURN(auto seen, session.Source("coupon", req->source_id()));
-          if (seen.has_value()) {
-            auto c = session.Coupon(*seen);
-            if (!c.ok()) return c.status();
-            if (!c->has_value())
-              return absl::DataLossError("source index points at a missing coupon");
-            *resp = **c;
-            return absl::OkStatus();
-          }
-          v1::Coupon c;
-          c.set_coupon_id(sharding::NewId("cp"));
-          c.set_customer_id(req->customer_id());
-          *c.mutable_value() = req->value();
-          *c.mutable_min_spend() = req->min_spend();
-          if (c.min_spend().currency().empty())
-            c.mutable_min_spend()->set_currency(req->value().currency());
-          api::SetTimestamp(
-              now + absl::Hours(24) * (req->valid_days() == 0 ? 30 : req->valid_days()),
-              c.mutable_expire_time());
-          c.set_source_id(req->source_id());
-          c.set_reason(req->reason());
-          api::SetTimestamp(now, c.mutable_issue_time());
-          *resp = c;
-          session.Add(std::move(c));
-          if (!session.existed()) ApplyTierChange(session, *rules, now);
-          effects = session.effects();
-          return absl::OkStatus();
-        });
-    if (s.ok()) Committed(effects);
-    return s;
+    return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
+      // A source issues one coupon: a retry answers the first.
+      CRM_ASSIGN_OR_RETURN(auto seen, session.Source("coupon", req->source_id()));
+      if (seen.has_value()) {
+        CRM_ASSIGN_OR_RETURN(auto first, session.Coupon(*seen));
+        if (!first.has_value())
+          return absl::DataLossError("source index points at a missing coupon");
+        *resp = *first;
+        return absl::OkStatus();
+      }
+      *resp = NewCoupon(*req, now);
+      session.Add(*resp);
+      if (!session.existed()) ApplyTierChange(session, *rules, now);
+      return absl::OkStatus();
+    });
   });
 }
 
@@ -556,50 +554,73 @@ grpc::ServerUnaryReactor* LoyaltyService::ListCoupons(Ctx* ctx, const v1::ListCo
 absl::Status LoyaltyService::Maintain(v1::RunMaintenanceResponse* out) {
   const absl::Time now = clock_->Now();
   const auto rules = rules_->Get();
+  CRM_RETURN_IF_ERROR(ExpireDuePoints(now, out));
+  // Tiers move as growth leaves the 12-month window.
+  return ReevaluateStaleTiers(*rules, now, out);
+}
+
+absl::Status LoyaltyService::ExpireDuePoints(absl::Time now, v1::RunMaintenanceResponse* out) {
   CRM_ASSIGN_OR_RETURN(auto due, store_->CustomersWithExpiringPoints(now));
   for (const std::string& cid : due) {
     int64_t expired = 0;
-    AccountSession::Effects effects;
-    absl::Status s = store_->WithAccount(cid, [&](AccountSession& session) -> absl::Status {
+    absl::Status s = ChangeAccount(cid, [&](AccountSession& session) -> absl::Status {
       expired = 0;
       for (auto& e : ExpirePoints(session.account(), session.lots(), now)) {
         expired -= e.points();
         session.Add(std::move(e));
       }
-      effects = session.effects();
       return absl::OkStatus();
     });
     if (absl::IsNotFound(s)) continue;  // erased meanwhile
     if (!s.ok()) return s;
-    Committed(effects);
     if (expired > 0) {
       out->set_points_expired(out->points_expired() + expired);
       out->set_accounts_with_expired_points(out->accounts_with_expired_points() + 1);
     }
   }
-  // Tiers move as growth leaves the 12-month window.
+  return absl::OkStatus();
+}
+
+absl::Status LoyaltyService::ReevaluateStaleTiers(const v1::LoyaltyRules& rules, absl::Time now,
+                                                  v1::RunMaintenanceResponse* out) {
   std::vector<std::string> stale;
-  absl::Status scan = store_->ForEachAccount([&](const internal::LoyaltyAccount& a) {
+  CRM_RETURN_IF_ERROR(store_->ForEachAccount([&](const internal::LoyaltyAccount& a) {
     if (!a.erased() &&
-        TierRuleFor(*rules, RollingGrowth(a, now, rules->growth().window_days())).tier() !=
+        TierRuleFor(rules, RollingGrowth(a, now, rules.growth().window_days())).tier() !=
             a.tier()) {
       stale.push_back(a.customer_id());
     }
     return true;
-  });
-  if (!scan.ok()) return scan;
+  }));
   for (const std::string& cid : stale) {
     AccountSession::Effects effects;
-    absl::Status s = store_->WithAccount(cid, [&](AccountSession& session) -> absl::Status {
-      ApplyTierChange(session, *rules, now);
-      effects = session.effects();
-      return absl::OkStatus();
-    });
+    absl::Status s = ChangeAccount(
+        cid,
+        [&](AccountSession& session) -> absl::Status {
+          ApplyTierChange(session, rules, now);
+          return absl::OkStatus();
+        },
+        &effects);
     if (absl::IsNotFound(s)) continue;
     if (!s.ok()) return s;
     out->set_tier_changes(out->tier_changes() + static_cast<int32_t>(effects.tier_changes.size()));
-    Committed(effects);
   }
+  return absl::OkStatus();
+}
+
+absl::Status LoyaltyService::ChangeAccount(const std::string& customer_id,
+                                           absl::FunctionRef<absl::Status(AccountSession&)> change,
+                                           AccountSession::Effects* done) {
+  AccountSession::Effects effects;
+  CRM_RETURN_IF_ERROR(
+      store_->WithAccount(customer_id, [&](AccountSession& session) -> absl::Status {
+        CRM_RETURN_IF_ERROR(change(session));
+        // Taken from the attempt that commits: Store::Transact may run the body again.
+        effects = session.effects();
+        return absl::OkStatus();
+      }));
+  Committed(effects);
+  if (done != nullptr) *done = std::move(effects);
   return absl::OkStatus();
 }
 

@@ -6,8 +6,11 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <thread>
+#include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "libs/clock/clock.h"
@@ -97,6 +100,24 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   // bodies that Store::Transact may run again after a conflict.
   void CountOnCommit(AccountSession& session);
   void ApplyTierChange(AccountSession& s, const v1::LoyaltyRules& rules, absl::Time now);
+  // Runs `change` on the customer's account in its own transaction, then counts what the attempt
+  // that committed did; `effects` (optional) receives it too.
+  absl::Status ChangeAccount(const std::string& customer_id,
+                             absl::FunctionRef<absl::Status(AccountSession&)> change,
+                             AccountSession::Effects* effects = nullptr);
+  // The customer's account, or an empty one for a customer customer-profile knows who has had no
+  // loyalty activity yet.
+  absl::StatusOr<std::pair<internal::LoyaltyAccount, Lots>> AccountOrNew(
+      const std::string& customer_id);
+  // ExplainMembership's page of growth entries still inside the window, from `after`.
+  absl::Status ListGrowthInWindow(const std::string& customer_id, absl::Time now, int size,
+                                  const std::string& after, const std::string& scope,
+                                  v1::MembershipExplanation* resp);
+  // Maintain's steps: expire the points lots due by now; move the tiers whose growth has left
+  // the window.
+  absl::Status ExpireDuePoints(absl::Time now, v1::RunMaintenanceResponse* out);
+  absl::Status ReevaluateStaleTiers(const v1::LoyaltyRules& rules, absl::Time now,
+                                    v1::RunMaintenanceResponse* out);
   // HandleEvent's steps, inside the event's transaction. Each answers whether it changed the
   // account (false for an event seen before).
   absl::Status ForgetMember(store::Transaction& txn, const std::string& customer_id);

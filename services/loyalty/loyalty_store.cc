@@ -49,6 +49,24 @@ std::string LotExpiryKey(absl::string_view customer_id, const internal::PointsLo
       .Build();
 }
 
+// The source index: what a source (an order, a review, a referral, a compensation) produced, so
+// that it counts once.
+absl::Status PutSource(Transaction& txn, rocksdb::ColumnFamilyHandle* sources,
+                       absl::string_view customer_id, absl::string_view kind,
+                       absl::string_view source_id, absl::string_view produced_id) {
+  return txn.Put(sources, Key().Str(customer_id).Str(kind).Str(source_id).bytes(), produced_id);
+}
+
+// A new ledger or growth entry, newest first, and its source.
+template <typename Entry>
+absl::Status PutEntry(Transaction& txn, rocksdb::ColumnFamilyHandle* entries,
+                      rocksdb::ColumnFamilyHandle* sources, absl::string_view customer_id,
+                      absl::string_view kind, const Entry& e) {
+  CRM_RETURN_IF_ERROR(txn.PutProto(
+      entries, Key().Str(customer_id).Descending(SequenceOf(e.entry_id())).bytes(), e));
+  return PutSource(txn, sources, customer_id, kind, e.source_id(), e.entry_id());
+}
+
 template <typename M>
 absl::Status ScanPage(const store::Store& store, rocksdb::ColumnFamilyHandle* cf,
                       absl::string_view customer_id, absl::string_view after, int limit,
@@ -199,22 +217,10 @@ absl::Status LoyaltyStore::Save(AccountSession& s) {
     CRM_RETURN_IF_ERROR(txn.Put(lot_expiry_, LotExpiryKey(cid, lot), ""));
   }
   for (const auto& e : s.ledger_) {
-    CRM_RETURN_IF_ERROR(
-        txn.PutProto(ledger_, Key().Str(cid).Descending(SequenceOf(e.entry_id())).bytes(), e));
-    if (auto p = txn.Put(sources_, Key().Str(cid).Str("points").Str(e.source_id()).bytes(),
-                         e.entry_id());
-        !p.ok()) {
-      return p;
-    }
+    CRM_RETURN_IF_ERROR(PutEntry(txn, ledger_, sources_, cid, "points", e));
   }
   for (const auto& g : s.growth_) {
-    CRM_RETURN_IF_ERROR(
-        txn.PutProto(growth_, Key().Str(cid).Descending(SequenceOf(g.entry_id())).bytes(), g));
-    if (auto p = txn.Put(sources_, Key().Str(cid).Str("growth").Str(g.source_id()).bytes(),
-                         g.entry_id());
-        !p.ok()) {
-      return p;
-    }
+    CRM_RETURN_IF_ERROR(PutEntry(txn, growth_, sources_, cid, "growth", g));
   }
   for (const auto& t : s.tier_changes_) {
     const int64_t seq = s.account_.next_sequence();
@@ -224,11 +230,7 @@ absl::Status LoyaltyStore::Save(AccountSession& s) {
   }
   for (const auto& c : s.coupons_) {
     CRM_RETURN_IF_ERROR(txn.PutProto(coupons_, Key().Str(cid).Str(c.coupon_id()).bytes(), c));
-    if (auto p = txn.Put(sources_, Key().Str(cid).Str("coupon").Str(c.source_id()).bytes(),
-                         c.coupon_id());
-        !p.ok()) {
-      return p;
-    }
+    CRM_RETURN_IF_ERROR(PutSource(txn, sources_, cid, "coupon", c.source_id(), c.coupon_id()));
   }
   return txn.PutProto(accounts_, cid, s.account_);
 }
