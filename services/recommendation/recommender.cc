@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -71,6 +72,111 @@ std::vector<v1::CategoryAffinity> TopAffinities(const CustomerView& view, absl::
   return out;
 }
 
+using Ranking = BestsellerCache::Ranking;
+
+// The first `n` best sellers of a ranking (all of them when it is shorter).
+std::span<const Ranking::value_type> Leading(const Ranking& ranking, size_t n) {
+  return {ranking.data(), std::min(n, ranking.size())};
+}
+
+// The orders of a non-empty ranking's best seller (at least 1): what its scores are scaled by.
+double MostOrders(const Ranking& ranking) {
+  return static_cast<double>(std::max<int64_t>(1, ranking.front().second.orders()));
+}
+
+// The catalog item `sku` when it can be offered: nullopt when the catalog lacks it or it is out of
+// stock.
+absl::StatusOr<std::optional<v1::CatalogItem>> InStockItem(const RecommendationStore& store,
+                                                           const std::string& sku) {
+  CRM_ASSIGN_OR_RETURN(auto item, store.Item(sku));
+  if (!item.has_value() || !item->in_stock()) return std::nullopt;
+  return item;
+}
+
+// An item of the customer's recent history seeding item-to-item: bought or viewed, weighing by how
+// recently (and, for views, how closely).
+struct Seed {
+  std::string sku;
+  double weight;
+  bool bought;
+};
+
+// The seeds of item-to-item, strongest first (equal weights by SKU), at most kMaxSeeds.
+std::vector<Seed> SeedsOf(const CustomerView& view, absl::Time now) {
+  std::vector<Seed> seeds;
+  for (const auto& recent : view.summary.recent()) {
+    double weight = 0;
+    bool bought = false;
+    if (recent.has_last_bought()) {
+      weight = Decay(now - api::FromTimestamp(recent.last_bought()), kSeedHalfLife);
+      bought = true;
+    }
+    if (recent.has_last_viewed()) {
+      const double w = 0.3 * DwellFactor(recent.max_dwell_seconds()) *
+                       Decay(now - api::FromTimestamp(recent.last_viewed()), kViewHalfLife);
+      if (w > weight) {
+        weight = w;
+        bought = false;
+      }
+    }
+    if (weight > 0.01) seeds.push_back({recent.sku(), weight, bought});
+  }
+  std::sort(seeds.begin(), seeds.end(), [](const Seed& a, const Seed& b) {
+    return a.weight != b.weight ? a.weight > b.weight : a.sku < b.sku;
+  });
+  if (seeds.size() > static_cast<size_t>(kMaxSeeds)) seeds.resize(kMaxSeeds);
+  return seeds;
+}
+
+// The skus neighbour lists nominate (those `keep` accepts), each once in the order first seen,
+// with its position: for one batched read of the candidates' own counts.
+struct Nominated {
+  std::vector<std::string> skus;
+  std::map<std::string, size_t> index;
+};
+
+Nominated NominatedBy(const std::vector<internal::Neighbours>& lists,
+                      absl::FunctionRef<bool(const internal::Neighbour&)> keep) {
+  Nominated out;
+  for (const auto& list : lists) {
+    for (const auto& n : list.items()) {
+      if (!keep(n)) continue;
+      if (out.index.try_emplace(n.sku(), out.skus.size()).second) out.skus.push_back(n.sku());
+    }
+  }
+  return out;
+}
+
+// A candidate's item-to-item score: the sum over seeds, and the seed contributing most (the
+// reason).
+struct CfScore {
+  double total = 0;
+  double best = 0;
+  const Seed* because = nullptr;
+};
+
+std::map<std::string, CfScore> ScoreCandidates(
+    const std::vector<Seed>& seeds, const std::vector<internal::ItemStats>& seed_stats,
+    const std::vector<internal::Neighbours>& lists, const Nominated& nominated,
+    const std::vector<internal::ItemStats>& candidate_stats) {
+  std::map<std::string, CfScore> scores;
+  for (size_t k = 0; k < seeds.size(); ++k) {
+    const Seed& seed = seeds[k];
+    for (const auto& n : lists[k].items()) {
+      const internal::ItemStats& theirs = candidate_stats[nominated.index.at(n.sku())];
+      const double contribution = seed.weight * Affinity(n, seed_stats[k], theirs);
+      if (contribution <= 0) continue;
+      CfScore& s = scores[n.sku()];
+      s.total += contribution;
+      if (contribution > s.best) {
+        s.best = contribution;
+        s.because = &seed;
+      }
+    }
+  }
+  return scores;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache::Top(
@@ -131,74 +237,18 @@ std::string Recommender::NameOf(const std::string& sku) {
 
 absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
                                  std::vector<Candidate>* out) {
-  struct Seed {
-    std::string sku;
-    double weight;
-    bool bought;
-  };
-  std::vector<Seed> seeds;
-  for (const auto& recent : view.summary.recent()) {
-    double weight = 0;
-    bool bought = false;
-    if (recent.has_last_bought()) {
-      weight = Decay(now - api::FromTimestamp(recent.last_bought()), kSeedHalfLife);
-      bought = true;
-    }
-    if (recent.has_last_viewed()) {
-      const double w = 0.3 * DwellFactor(recent.max_dwell_seconds()) *
-                       Decay(now - api::FromTimestamp(recent.last_viewed()), kViewHalfLife);
-      if (w > weight) {
-        weight = w;
-        bought = false;
-      }
-    }
-    if (weight > 0.01) seeds.push_back({recent.sku(), weight, bought});
-  }
-  std::sort(seeds.begin(), seeds.end(), [](const Seed& a, const Seed& b) {
-    return a.weight != b.weight ? a.weight > b.weight : a.sku < b.sku;
-  });
-  if (seeds.size() > static_cast<size_t>(kMaxSeeds)) seeds.resize(kMaxSeeds);
+  const std::vector<Seed> seeds = SeedsOf(view, now);
   if (seeds.empty()) return absl::OkStatus();
-
   std::vector<std::string> seed_skus;
   for (const Seed& seed : seeds) seed_skus.push_back(seed.sku);
   CRM_ASSIGN_OR_RETURN(auto seed_stats, store_->StatsOf(seed_skus));
-  auto lists = store_->NeighboursOf(seed_skus);
-  if (!lists.ok()) return lists.status();
+  CRM_ASSIGN_OR_RETURN(auto lists, store_->NeighboursOf(seed_skus));
   // Pair counts come from the lists (exact); each candidate's own counts are read now, so the score
   // depends only on the history learned, never on when lists were refreshed.
-  std::map<std::string, size_t> candidate_index;
-  std::vector<std::string> candidates;
-  for (const auto& list : *lists) {
-    for (const auto& n : list.items()) {
-      if (candidate_index.try_emplace(n.sku(), candidates.size()).second)
-        candidates.push_back(n.sku());
-    }
-  }
-  auto candidate_stats = store_->StatsOf(candidates);
-  if (!candidate_stats.ok()) return candidate_stats.status();
-
-  struct Score {
-    double total = 0;
-    double best = 0;
-    const Seed* because = nullptr;
-  };
-  std::map<std::string, Score> scores;
-  for (size_t k = 0; k < seeds.size(); ++k) {
-    const Seed& seed = seeds[k];
-    const internal::ItemStats& mine = (seed_stats)[k];
-    for (const auto& n : (*lists)[k].items()) {
-      const internal::ItemStats& theirs = (*candidate_stats)[candidate_index[n.sku()]];
-      const double contribution = seed.weight * Affinity(n, mine, theirs);
-      if (contribution <= 0) continue;
-      Score& s = scores[n.sku()];
-      s.total += contribution;
-      if (contribution > s.best) {
-        s.best = contribution;
-        s.because = &seed;
-      }
-    }
-  }
+  const Nominated nominated = NominatedBy(lists, [](const internal::Neighbour&) { return true; });
+  CRM_ASSIGN_OR_RETURN(auto candidate_stats, store_->StatsOf(nominated.skus));
+  const std::map<std::string, CfScore> scores =
+      ScoreCandidates(seeds, seed_stats, lists, nominated, candidate_stats);
   // What the customer bought is for "buy again": left out here so it neither takes a discovery slot
   // nor sets the scale the blend divides this model's scores by.
   std::set<std::string> bought;
@@ -220,31 +270,20 @@ absl::Status Recommender::Bundles(const std::vector<std::string>& context,
   if (context.empty()) return absl::OkStatus();
   CRM_ASSIGN_OR_RETURN(auto baskets, store_->TotalBaskets());
   // A cart or a wholesale basket names many items: their rows are read in two batches.
-  auto stats = store_->StatsOf(context);
-  if (!stats.ok()) return stats.status();
-  auto lists = store_->NeighboursOf(context);
-  if (!lists.ok()) return lists.status();
+  CRM_ASSIGN_OR_RETURN(auto stats, store_->StatsOf(context));
+  CRM_ASSIGN_OR_RETURN(auto lists, store_->NeighboursOf(context));
   // Each candidate's own basket count is read now (the list's copy may lag), so the rule depends on
   // the history learned only.
-  std::map<std::string, size_t> candidate_index;
-  std::vector<std::string> candidates;
-  for (const auto& list : *lists) {
-    for (const auto& n : list.items()) {
-      if (n.co_purchases() < kMinBundleBaskets) continue;
-      if (candidate_index.try_emplace(n.sku(), candidates.size()).second)
-        candidates.push_back(n.sku());
-    }
-  }
-  auto candidate_stats = store_->StatsOf(candidates);
-  if (!candidate_stats.ok()) return candidate_stats.status();
+  const Nominated nominated = NominatedBy(
+      lists, [](const internal::Neighbour& n) { return n.co_purchases() >= kMinBundleBaskets; });
+  CRM_ASSIGN_OR_RETURN(auto candidate_stats, store_->StatsOf(nominated.skus));
   std::map<std::string, Candidate> best;
   for (size_t k = 0; k < context.size(); ++k) {
     const std::string& sku = context[k];
-    for (const auto& n : (*lists)[k].items()) {
+    for (const auto& n : lists[k].items()) {
       if (n.co_purchases() < kMinBundleBaskets) continue;
-      const int64_t with_candidate = (*candidate_stats)[candidate_index[n.sku()]].baskets();
-      const Bundle rule =
-          BundleRule(n.co_purchases(), (*stats)[k].baskets(), with_candidate, baskets);
+      const int64_t with_candidate = candidate_stats[nominated.index.at(n.sku())].baskets();
+      const Bundle rule = BundleRule(n.co_purchases(), stats[k].baskets(), with_candidate, baskets);
       if (rule.lift <= 1.0) continue;
       Candidate& c = best[n.sku()];
       if (rule.confidence <= c.score) continue;
@@ -286,15 +325,12 @@ absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time 
   for (const auto& [negative, category] : ranked) {
     const Interest& i = interest[category];
     CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top(category, now));
-    if ((ranking)->empty()) continue;
-    const double most =
-        static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
+    if (ranking->empty()) continue;
+    const double most = MostOrders(*ranking);
     const std::string why = i.browsing >= i.buying ? (i.closely ? ", which you looked at closely"
                                                                 : ", which you browse")
                                                    : ", where you often shop";
-    int n = 0;
-    for (const auto& [sku, sold] : *ranking) {
-      if (++n > 20) break;
+    for (const auto& [sku, sold] : Leading(*ranking, 20)) {
       out->push_back({sku, v1::MODEL_CATEGORY_AFFINITY,
                       (-negative / strongest) * (sold.orders() / most),
                       absl::StrCat("popular in ", category, why)});
@@ -305,11 +341,9 @@ absl::Status Recommender::CategoryAffinity(const CustomerView& view, absl::Time 
 
 absl::Status Recommender::Popular(absl::Time now, std::vector<Candidate>* out) {
   CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top("", now));
-  if ((ranking)->empty()) return absl::OkStatus();
-  const double most = static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
-  int n = 0;
-  for (const auto& [sku, sold] : *ranking) {
-    if (++n > 50) break;
+  if (ranking->empty()) return absl::OkStatus();
+  const double most = MostOrders(*ranking);
+  for (const auto& [sku, sold] : Leading(*ranking, 50)) {
     out->push_back({sku, v1::MODEL_BESTSELLERS, sold.orders() / most, "a best seller lately"});
   }
   return absl::OkStatus();
@@ -323,12 +357,9 @@ absl::Status Recommender::Occasions(const CustomerView& view, absl::Time now,
   }
   for (const Occasion& o : OccasionCategories(purchases, now)) {
     CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top(o.category, now));
-    if ((ranking)->empty()) continue;
-    const double most =
-        static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
-    int n = 0;
-    for (const auto& [sku, sold] : *ranking) {
-      if (++n > 10) break;
+    if (ranking->empty()) continue;
+    const double most = MostOrders(*ranking);
+    for (const auto& [sku, sold] : Leading(*ranking, 10)) {
       // A habit of several years ranks above a single purchase around the date.
       out->push_back({sku, v1::MODEL_OCCASION, o.years + 0.5 * sold.orders() / most,
                       absl::StrCat("you bought in ", o.category, " around this time last year (",
@@ -381,22 +412,17 @@ absl::Status Recommender::ColdStart(const CustomerView& view, absl::Time now,
                                     std::vector<Candidate>* out) {
   for (const auto& a : TopAffinities(view, now, 0.1)) {
     CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top(a.category(), now));
-    if ((ranking)->empty()) continue;
-    const double most =
-        static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
-    int n = 0;
-    for (const auto& [sku, sold] : *ranking) {
-      if (++n > 10) break;
+    if (ranking->empty()) continue;
+    const double most = MostOrders(*ranking);
+    for (const auto& [sku, sold] : Leading(*ranking, 10)) {
       out->push_back({sku, v1::MODEL_COLD_START, 0.5 + 0.5 * sold.orders() / most,
                       absl::StrCat("popular in ", a.category(), ", which you looked at")});
     }
   }
   CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top("", now));
-  if ((ranking)->empty()) return absl::OkStatus();
-  const double most = static_cast<double>(std::max<int64_t>(1, (ranking)->front().second.orders()));
-  int n = 0;
-  for (const auto& [sku, sold] : *ranking) {
-    if (++n > 30) break;
+  if (ranking->empty()) return absl::OkStatus();
+  const double most = MostOrders(*ranking);
+  for (const auto& [sku, sold] : Leading(*ranking, 30)) {
     out->push_back({sku, v1::MODEL_COLD_START, 0.5 * sold.orders() / most, "popular right now"});
   }
   return absl::OkStatus();
@@ -448,55 +474,26 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
   return absl::OkStatus();
 }
 
+struct Recommender::Kept {
+  Candidate candidate;
+  v1::CatalogItem item;
+};
+
 absl::Status Recommender::Showable(const RecommendQuery& q, const std::vector<Candidate>& ranked,
                                    absl::Time now, std::vector<v1::Recommendation>* out) {
   // Best first, keep what may be shown: in the catalog, in stock, new to the customer, not shown
   // too often, not what is already on the page or in the cart. Per-customer rows are read a slice
   // at a time.
   const std::set<std::string> context(q.context_skus.begin(), q.context_skus.end());
-  struct Kept {
-    Candidate candidate;
-    v1::CatalogItem item;
-  };
   std::vector<Kept> kept;
   const size_t wanted = static_cast<size_t>(q.count);
   constexpr size_t kSlice = 64;
   for (size_t begin = 0; begin < ranked.size() && kept.size() < 3 * wanted; begin += kSlice) {
-    std::vector<Kept> slice;
-    std::vector<std::string> skus;
-    for (size_t i = begin; i < std::min(ranked.size(), begin + kSlice); ++i) {
-      const Candidate& c = ranked[i];
-      if (context.count(c.sku)) continue;
-      auto item = store_->Item(c.sku);  // cached
-      if (!item.ok()) return item.status();
-      if (!item->has_value() || !(*item)->in_stock()) continue;  // the cheapest checks first
-      slice.push_back({c, std::move(**item)});
-      skus.push_back(c.sku);
-    }
-    CRM_ASSIGN_OR_RETURN(auto mine, store_->Mine(q.customer_id, skus));
-    auto shown = store_->ShownTo(q.customer_id, skus);
-    if (!shown.ok()) return shown.status();
-    for (size_t i = 0; i < slice.size() && kept.size() < 3 * wanted; ++i) {
-      const auto& m = (mine)[i];
-      const auto& w = (*shown)[i];
-      if (Eligible(slice[i].item, m.has_value() ? &*m : nullptr, w.has_value() ? &*w : nullptr,
-                   now)) {
-        kept.push_back(std::move(slice[i]));
-      }
-    }
+    const std::span<const Candidate> slice(ranked.data() + begin,
+                                           std::min(ranked.size(), begin + kSlice) - begin);
+    CRM_RETURN_IF_ERROR(KeepEligible(q.customer_id, context, slice, now, 3 * wanted, &kept));
   }
-  // Items often sent back sink (at most halved), once enough were sold to tell.
-  std::vector<std::string> skus;
-  for (const Kept& k : kept) skus.push_back(k.candidate.sku);
-  CRM_ASSIGN_OR_RETURN(auto stats, store_->StatsOf(skus));
-  for (size_t i = 0; i < kept.size(); ++i) {
-    const internal::ItemStats& st = (stats)[i];
-    if (st.units() >= 5) {
-      const double return_rate =
-          static_cast<double>(st.returned_units()) / static_cast<double>(st.units());
-      kept[i].candidate.score *= 1.0 - std::min(0.5, return_rate);
-    }
-  }
+  CRM_RETURN_IF_ERROR(SinkOftenReturned(kept));
   // Equal scores keep the blend's order (by SKU): the same inputs give the same list.
   std::stable_sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) {
     return a.candidate.score > b.candidate.score;
@@ -512,6 +509,49 @@ absl::Status Recommender::Showable(const RecommendQuery& q, const std::vector<Ca
             ? std::move(k.candidate.reason)
             : absl::StrReplaceAll(k.candidate.reason, {{"{item}", NameOf(k.candidate.because)}}));
     out->push_back(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::KeepEligible(const std::string& customer_id,
+                                       const std::set<std::string>& context,
+                                       std::span<const Candidate> slice, absl::Time now,
+                                       size_t limit, std::vector<Kept>* kept) {
+  std::vector<Kept> offered;
+  std::vector<std::string> skus;
+  for (const Candidate& c : slice) {
+    if (context.count(c.sku)) continue;
+    // The cheapest checks first: catalog items are cached.
+    CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, c.sku));
+    if (!item.has_value()) continue;
+    offered.push_back({c, std::move(*item)});
+    skus.push_back(c.sku);
+  }
+  CRM_ASSIGN_OR_RETURN(auto mine, store_->Mine(customer_id, skus));
+  CRM_ASSIGN_OR_RETURN(auto shown, store_->ShownTo(customer_id, skus));
+  for (size_t i = 0; i < offered.size() && kept->size() < limit; ++i) {
+    const auto& m = mine[i];
+    const auto& w = shown[i];
+    if (Eligible(offered[i].item, m.has_value() ? &*m : nullptr, w.has_value() ? &*w : nullptr,
+                 now)) {
+      kept->push_back(std::move(offered[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Recommender::SinkOftenReturned(std::vector<Kept>& kept) {
+  // Items often sent back sink (at most halved), once enough were sold to tell.
+  std::vector<std::string> skus;
+  for (const Kept& k : kept) skus.push_back(k.candidate.sku);
+  CRM_ASSIGN_OR_RETURN(auto stats, store_->StatsOf(skus));
+  for (size_t i = 0; i < kept.size(); ++i) {
+    const internal::ItemStats& st = stats[i];
+    if (st.units() >= 5) {
+      const double return_rate =
+          static_cast<double>(st.returned_units()) / static_cast<double>(st.units());
+      kept[i].candidate.score *= 1.0 - std::min(0.5, return_rate);
+    }
   }
   return absl::OkStatus();
 }
@@ -551,11 +591,10 @@ absl::Status Recommender::BuyAgain(const RecommendQuery& q, absl::Time now,
   for (size_t i = 0; i < due.size() && out->size() < static_cast<size_t>(q.count); ++i) {
     const auto& [rhythm, sku, returned] = due[i];
     if (context.count(sku) || returned) continue;
-    auto item = store_->Item(sku);
-    if (!item.ok()) return item.status();
-    if (!item->has_value() || !(*item)->in_stock()) continue;
+    CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, sku));
+    if (!item.has_value()) continue;
     v1::Recommendation r;
-    *r.mutable_item() = std::move(**item);
+    *r.mutable_item() = std::move(*item);
     r.set_model(v1::MODEL_BUY_AGAIN);
     r.set_score(rhythm.score);
     r.set_reason(absl::StrCat("you buy this about every ", rhythm.every_days, " days; last on ",
@@ -590,11 +629,10 @@ absl::Status Recommender::RelatedItems(const std::string& sku, int count,
   });
   for (const Scored& s : scored) {
     if (out->items_size() >= count) break;
-    auto item = store_->Item(s.sku);
-    if (!item.ok()) return item.status();
-    if (!item->has_value() || !(*item)->in_stock()) continue;
+    CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, s.sku));
+    if (!item.has_value()) continue;
     v1::RelatedItem* r = out->add_items();
-    *r->mutable_item() = std::move(**item);
+    *r->mutable_item() = std::move(*item);
     r->set_similarity(s.similarity);
     r->set_co_purchases(s.co.buyers());
     r->set_co_views(s.co.views());
@@ -632,11 +670,10 @@ absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int6
   });
   for (const Rule& r : rules) {
     if (out->rules_size() >= count) break;
-    auto item = store_->Item(r.sku);
-    if (!item.ok()) return item.status();
-    if (!item->has_value() || !(*item)->in_stock()) continue;
+    CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, r.sku));
+    if (!item.has_value()) continue;
     v1::BundleRule* rule = out->add_rules();
-    *rule->mutable_item() = std::move(**item);
+    *rule->mutable_item() = std::move(*item);
     rule->set_support(r.bundle.support);
     rule->set_confidence(r.bundle.confidence);
     rule->set_lift(r.bundle.lift);
@@ -650,11 +687,10 @@ absl::Status Recommender::BestSellers(const std::string& category, int count,
   CRM_ASSIGN_OR_RETURN(auto ranking, bestsellers_->Top(category, clock_->Now()));
   for (const auto& [sku, sold] : *ranking) {
     if (out->items_size() >= count) break;
-    auto item = store_->Item(sku);
-    if (!item.ok()) return item.status();
-    if (!item->has_value() || !(*item)->in_stock()) continue;
+    CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, sku));
+    if (!item.has_value()) continue;
     v1::BestSeller* b = out->add_items();
-    *b->mutable_item() = std::move(**item);
+    *b->mutable_item() = std::move(*item);
     b->set_units(sold.units());
     b->set_orders(sold.orders());
   }

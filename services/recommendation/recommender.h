@@ -7,6 +7,8 @@
 
 #include <map>
 #include <memory>
+#include <set>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,6 +86,16 @@ class Recommender {
   // The blend's candidates that may be shown, best first, at most q.count.
   absl::Status Showable(const RecommendQuery& q, const std::vector<Candidate>& ranked,
                         absl::Time now, std::vector<v1::Recommendation>* out);
+  // A candidate that may be shown, with its catalog item.
+  struct Kept;
+  // Adds to `kept` (up to `limit` in all) the candidates of `slice` that may be shown to the
+  // customer: not in `context`, in the catalog and in stock, and Eligible by what the customer did
+  // with them and was shown.
+  absl::Status KeepEligible(const std::string& customer_id, const std::set<std::string>& context,
+                            std::span<const Candidate> slice, absl::Time now, size_t limit,
+                            std::vector<Kept>* kept);
+  // Lowers the scores of items often sent back.
+  absl::Status SinkOftenReturned(std::vector<Kept>& kept);
   absl::Status BuyAgain(const RecommendQuery& q, absl::Time now,
                         std::vector<v1::Recommendation>* out);
   // Name of a catalog item for reasons ("item ABC" when it has none).
