@@ -61,20 +61,28 @@ int StripeOf(absl::string_view customer_id) {
   return static_cast<int>(sharding::StableHash64(customer_id) % kBasketStripes);
 }
 
+// A scan's visitor that parses each value into M for `visit`; the first value that does not parse
+// stops the scan with DATA_LOSS in *parse.
+template <typename M>
+auto ParsingVisitor(absl::Status* parse,
+                    absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
+  return [parse, visit](absl::string_view k, absl::string_view v) {
+    M m;
+    if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+      *parse = absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
+      return false;
+    }
+    visit(k, std::move(m));
+    return true;
+  };
+}
+
 template <typename M>
 absl::Status ScanProtos(const store::Store& store, rocksdb::ColumnFamilyHandle* cf,
                         absl::string_view prefix,
                         absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
   absl::Status parse;
-  absl::Status s = store.ScanPrefix(cf, prefix, [&](absl::string_view k, absl::string_view v) {
-    M m;
-    if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      parse = absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
-      return false;
-    }
-    visit(k, std::move(m));
-    return true;
-  });
+  absl::Status s = store.ScanPrefix(cf, prefix, ParsingVisitor<M>(&parse, visit));
   return s.ok() ? parse : s;
 }
 
@@ -83,15 +91,7 @@ absl::Status ScanProtosIn(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
                           absl::string_view begin, absl::string_view end,
                           absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
   absl::Status parse;
-  absl::Status s = txn.Scan(cf, begin, end, [&](absl::string_view k, absl::string_view v) {
-    M m;
-    if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      parse = absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
-      return false;
-    }
-    visit(k, std::move(m));
-    return true;
-  });
+  absl::Status s = txn.Scan(cf, begin, end, ParsingVisitor<M>(&parse, visit));
   return s.ok() ? parse : s;
 }
 
@@ -398,7 +398,13 @@ absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind,
 absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delta) {
   // Each family's rows are locked in key order and read in one batched MultiGet: a basket touches
   // hundreds of pair rows, and one read per row was most of what learning cost.
-  // Item stats.
+  CRM_RETURN_IF_ERROR(ApplyItemStats(txn, delta));
+  CRM_RETURN_IF_ERROR(ApplyPairCounts(txn, delta));
+  CRM_RETURN_IF_ERROR(ApplySales(txn, delta));
+  return ApplyBasketCounts(txn, delta);
+}
+
+absl::Status RecommendationStore::ApplyItemStats(Transaction& txn, const GraphDelta& delta) {
   std::vector<std::string> keys;
   keys.reserve(delta.stats.size());
   for (const auto& [sku, d] : delta.stats) keys.push_back(Key().Str(sku).Build());
@@ -406,7 +412,7 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
                        txn.MultiGetProtosForUpdate<internal::ItemStats>(item_stats_, keys));
   size_t i = 0;
   for (const auto& [sku, d] : delta.stats) {
-    internal::ItemStats s = (stats)[i].value_or(internal::ItemStats());
+    internal::ItemStats s = stats[i].value_or(internal::ItemStats());
     s.set_baskets(Clamp(s.baskets() + d.baskets()));
     s.set_units(Clamp(s.units() + d.units()));
     s.set_viewers(Clamp(s.viewers() + d.viewers()));
@@ -414,26 +420,29 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     s.set_returned_units(Clamp(s.returned_units() + d.returned_units()));
     CRM_RETURN_IF_ERROR(txn.PutProto(item_stats_, keys[i++], s));
   }
-  // Pair counts; once committed, each changed pair is noted for both items' neighbour lists.
-  keys.clear();
+  return absl::OkStatus();
+}
+
+absl::Status RecommendationStore::ApplyPairCounts(Transaction& txn, const GraphDelta& delta) {
+  std::vector<std::string> keys;
   for (const auto& [key, entry] : delta.pairs) keys.push_back(key);
-  auto counts = txn.MultiGetProtosForUpdate<internal::CoCounts>(co_counts_, keys);
-  if (!counts.ok()) return counts.status();
+  CRM_ASSIGN_OR_RETURN(auto counts,
+                       txn.MultiGetProtosForUpdate<internal::CoCounts>(co_counts_, keys));
   auto changed = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   changed->reserve(delta.pairs.size());
-  i = 0;
+  size_t i = 0;
   for (const auto& [key, entry] : delta.pairs) {
     const auto& [pair, d] = entry;
-    internal::CoCounts co = (*counts)[i++].value_or(internal::CoCounts());
+    internal::CoCounts co = counts[i++].value_or(internal::CoCounts());
     co.set_purchases(Clamp(co.purchases() + d.purchases()));
     co.set_views(Clamp(co.views() + d.views()));
     co.set_buyers(Clamp(co.buyers() + d.buyers()));
-    const absl::Status st = co.purchases() == 0 && co.views() == 0 && co.buyers() == 0
-                                ? txn.Delete(co_counts_, key)
-                                : txn.PutProto(co_counts_, key, co);
-    if (!st.ok()) return st;
+    CRM_RETURN_IF_ERROR(co.purchases() == 0 && co.views() == 0 && co.buyers() == 0
+                            ? txn.Delete(co_counts_, key)
+                            : txn.PutProto(co_counts_, key, co));
     changed->push_back(pair);
   }
+  // Once committed, each changed pair is noted for both items' neighbour lists.
   if (!changed->empty()) {
     txn.OnFinish([this, changed](bool committed) {
       if (!committed) return;
@@ -444,8 +453,11 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
       }
     });
   }
-  // Daily sales.
-  keys.clear();
+  return absl::OkStatus();
+}
+
+absl::Status RecommendationStore::ApplySales(Transaction& txn, const GraphDelta& delta) {
+  std::vector<std::string> keys;
   std::vector<const GraphDelta::Sales*> sold_deltas;
   for (const auto& [k, d] : delta.sales) {
     if (d.units == 0 && d.orders == 0) continue;
@@ -453,23 +465,24 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     keys.push_back(Key().Str(category).I64(day).Str(sku).Build());
     sold_deltas.push_back(&d);
   }
-  auto sales = txn.MultiGetProtosForUpdate<internal::Sold>(sales_, keys);
-  if (!sales.ok()) return sales.status();
-  for (i = 0; i < keys.size(); ++i) {
-    internal::Sold sold = (*sales)[i].value_or(internal::Sold());
+  CRM_ASSIGN_OR_RETURN(auto sales, txn.MultiGetProtosForUpdate<internal::Sold>(sales_, keys));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    internal::Sold sold = sales[i].value_or(internal::Sold());
     sold.set_units(sold.units() + sold_deltas[i]->units);
     sold.set_orders(sold.orders() + sold_deltas[i]->orders);
-    const absl::Status st = sold.units() <= 0 && sold.orders() <= 0
-                                ? txn.Delete(sales_, keys[i])
-                                : txn.PutProto(sales_, keys[i], sold);
-    if (!st.ok()) return st;
+    CRM_RETURN_IF_ERROR(sold.units() <= 0 && sold.orders() <= 0
+                            ? txn.Delete(sales_, keys[i])
+                            : txn.PutProto(sales_, keys[i], sold));
   }
+  return absl::OkStatus();
+}
+
+absl::Status RecommendationStore::ApplyBasketCounts(Transaction& txn, const GraphDelta& delta) {
   for (const auto& [stripe, d] : delta.baskets) {
     if (d == 0) continue;
     const std::string key = Key().U64(static_cast<uint64_t>(stripe)).Build();
     internal::GlobalStats g;
-    auto found = txn.GetProto(global_stats_, key, &g, /*for_update=*/true);
-    if (!found.ok()) return found.status();
+    CRM_RETURN_IF_ERROR(txn.GetProto(global_stats_, key, &g, /*for_update=*/true));
     g.set_baskets(Clamp(g.baskets() + d));
     CRM_RETURN_IF_ERROR(txn.PutProto(global_stats_, key, g));
   }
@@ -539,10 +552,37 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
       !existing.ok() || existing->has_value()) {
     return existing.status();  // already learned (or a read error)
   }
-  // One line per sku; the catalog's category wins over the one the order carried.
   internal::Basket basket;
   basket.set_order_id(order.order_id());
   api::SetTimestamp(when, basket.mutable_delivered_time());
+  CRM_RETURN_IF_ERROR(AddBasketLines(txn, order, basket));
+  if (basket.lines().empty()) return absl::OkStatus();
+
+  const std::string summary_key = Key().Str(customer_id).Build();
+  internal::CustomerSummary summary;
+  CRM_RETURN_IF_ERROR(txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true));
+  summary.set_baskets(summary.baskets() + 1);
+  if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
+    api::SetTimestamp(when, summary.mutable_last_activity());
+  }
+  GraphDelta delta;
+  CRM_RETURN_IF_ERROR(NoteBoughtItems(txn, customer_id, basket, when, summary, delta));
+  CRM_RETURN_IF_ERROR(AccumulatePurchases(txn, customer_id, basket, when));
+  if (!summary.has_last_basket_time() || api::FromTimestamp(summary.last_basket_time()) <= when) {
+    summary.clear_last_basket_skus();
+    for (const auto& line : basket.lines()) summary.add_last_basket_skus(line.sku());
+    api::SetTimestamp(when, summary.mutable_last_basket_time());
+  }
+  CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
+  CRM_RETURN_IF_ERROR(txn.PutProto(baskets_, basket_key, basket));
+  BasketDelta(basket, +1, delta);
+  delta.baskets[StripeOf(customer_id)] += 1;
+  return Apply(txn, delta);
+}
+
+absl::Status RecommendationStore::AddBasketLines(Transaction& txn, const v1::OrderDelivered& order,
+                                                 internal::Basket& basket) const {
+  // One line per sku; the catalog's category wins over the one the order carried.
   std::map<std::string, internal::BasketLine> lines;
   for (const auto& item : order.items()) {
     // A line whose SKU breaks the catalog's rule could never be recommended or looked up: not
@@ -557,19 +597,14 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
     }
     line.set_quantity(line.quantity() + item.quantity());
   }
-  if (lines.empty()) return absl::OkStatus();
   for (auto& [sku, line] : lines) *basket.add_lines() = line;
+  return absl::OkStatus();
+}
 
-  const std::string summary_key = Key().Str(customer_id).Build();
-  internal::CustomerSummary summary;
-  CRM_RETURN_IF_ERROR(txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true));
-  summary.set_baskets(summary.baskets() + 1);
-  if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
-    api::SetTimestamp(when, summary.mutable_last_activity());
-  }
-
-  GraphDelta delta;
-  std::map<std::string, bool> categories;
+absl::Status RecommendationStore::NoteBoughtItems(Transaction& txn, absl::string_view customer_id,
+                                                  const internal::Basket& basket, absl::Time when,
+                                                  internal::CustomerSummary& summary,
+                                                  GraphDelta& delta) {
   for (const auto& line : basket.lines()) {
     const std::string key = Key().Str(customer_id).Str(line.sku()).Build();
     internal::CustomerItem mine;
@@ -577,10 +612,8 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
     if (mine.bought() == 0) {
       const int64_t sequence = summary.items_bought();
       summary.set_items_bought(sequence + 1);
-      if (auto s =
-              FirstTouch(txn, Touch::kPurchase, customer_id, sequence, line.sku(), when, delta);
-          !s.ok())
-        return s;
+      CRM_RETURN_IF_ERROR(
+          FirstTouch(txn, Touch::kPurchase, customer_id, sequence, line.sku(), when, delta));
     }
     NoteBought(summary, line.sku(), line.category(), when);
     NotePurchaseIn(summary, line.category(), when);
@@ -591,9 +624,19 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
       api::SetTimestamp(when, mine.mutable_last_bought());
     }
     CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
-    if (!line.category().empty()) categories[line.category()] = true;
   }
-  for (const auto& [category, unused] : categories) {
+  return absl::OkStatus();
+}
+
+absl::Status RecommendationStore::AccumulatePurchases(Transaction& txn,
+                                                      absl::string_view customer_id,
+                                                      const internal::Basket& basket,
+                                                      absl::Time when) {
+  std::set<std::string> categories;
+  for (const auto& line : basket.lines()) {
+    if (!line.category().empty()) categories.insert(line.category());
+  }
+  for (const auto& category : categories) {
     const std::string key = Key().Str(customer_id).Str(category).Build();
     v1::CategoryAffinity a;
     CRM_RETURN_IF_ERROR(txn.GetProto(affinity_, key, &a, /*for_update=*/true));
@@ -601,16 +644,7 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
     behavior::Accumulate(a, behavior::Action::kPurchase, 0, when);
     CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, key, a));
   }
-  if (!summary.has_last_basket_time() || api::FromTimestamp(summary.last_basket_time()) <= when) {
-    summary.clear_last_basket_skus();
-    for (const auto& line : basket.lines()) summary.add_last_basket_skus(line.sku());
-    api::SetTimestamp(when, summary.mutable_last_basket_time());
-  }
-  CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
-  CRM_RETURN_IF_ERROR(txn.PutProto(baskets_, basket_key, basket));
-  BasketDelta(basket, +1, delta);
-  delta.baskets[StripeOf(customer_id)] += 1;
-  return Apply(txn, delta);
+  return absl::OkStatus();
 }
 
 absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_view customer_id,
@@ -621,56 +655,64 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
                        txn.GetProto(baskets_, basket_key, &basket, /*for_update=*/true));
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
-  auto has_summary = txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true);
-  if (!has_summary.ok()) return has_summary.status();
+  CRM_ASSIGN_OR_RETURN(auto has_summary,
+                       txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true));
   GraphDelta delta;
   for (const auto& item : refund.items()) {
     // A line whose SKU breaks the catalog's rule could never be recommended or looked up: not
     // learned.
     if (!IsValidSku(item.sku()) || item.quantity() <= 0) continue;
     ForgetRecent(summary, item.sku());
-    const std::string key = Key().Str(customer_id).Str(item.sku()).Build();
-    internal::CustomerItem mine;
-    CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
-    mine.set_sku(item.sku());
-    if (mine.category().empty()) mine.set_category(item.category());
-    mine.set_returned(true);
-    CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
-    if (!has_basket) continue;
-    // Units returned count against the item (return rate) and come off the day's sales, never more
-    // than the basket held.
-    const internal::BasketLine* line = nullptr;
-    for (const auto& l : basket.lines()) {
-      if (l.sku() == item.sku()) line = &l;
-    }
-    if (line == nullptr) continue;
-    internal::BasketLine* returned = nullptr;
-    for (auto& r : *basket.mutable_returned()) {
-      if (r.sku() == item.sku()) returned = &r;
-    }
-    if (returned == nullptr) {
-      returned = basket.add_returned();
-      returned->set_sku(item.sku());
-      returned->set_category(line->category());
-    }
-    const int32_t units =
-        std::min<int32_t>(item.quantity(), line->quantity() - returned->quantity());
-    if (units <= 0) continue;
-    returned->set_quantity(returned->quantity() + units);
-    internal::ItemStats& d = delta.stats[item.sku()];
-    d.set_returned_units(d.returned_units() + units);
-    const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
-    // A line sent back whole no longer counts as an order of the item.
-    delta.AddSale(line->category(), day, item.sku(), -units,
-                  returned->quantity() == line->quantity() ? -1 : 0);
+    CRM_RETURN_IF_ERROR(MarkReturned(txn, customer_id, item));
+    if (has_basket) TakeBackReturned(item, basket, delta);
   }
   if (has_basket) {
     CRM_RETURN_IF_ERROR(txn.PutProto(baskets_, basket_key, basket));
   }
-  if (*has_summary) {
+  if (has_summary) {
     CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
   }
   return Apply(txn, delta);
+}
+
+absl::Status RecommendationStore::MarkReturned(Transaction& txn, absl::string_view customer_id,
+                                               const v1::EventItem& item) {
+  const std::string key = Key().Str(customer_id).Str(item.sku()).Build();
+  internal::CustomerItem mine;
+  CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
+  mine.set_sku(item.sku());
+  if (mine.category().empty()) mine.set_category(item.category());
+  mine.set_returned(true);
+  return txn.PutProto(customer_items_, key, mine);
+}
+
+void RecommendationStore::TakeBackReturned(const v1::EventItem& item, internal::Basket& basket,
+                                           GraphDelta& delta) {
+  // Units returned count against the item (return rate) and come off the day's sales, never more
+  // than the basket held.
+  const internal::BasketLine* line = nullptr;
+  for (const auto& l : basket.lines()) {
+    if (l.sku() == item.sku()) line = &l;
+  }
+  if (line == nullptr) return;
+  internal::BasketLine* returned = nullptr;
+  for (auto& r : *basket.mutable_returned()) {
+    if (r.sku() == item.sku()) returned = &r;
+  }
+  if (returned == nullptr) {
+    returned = basket.add_returned();
+    returned->set_sku(item.sku());
+    returned->set_category(line->category());
+  }
+  const int32_t units = std::min<int32_t>(item.quantity(), line->quantity() - returned->quantity());
+  if (units <= 0) return;
+  returned->set_quantity(returned->quantity() + units);
+  internal::ItemStats& d = delta.stats[item.sku()];
+  d.set_returned_units(d.returned_units() + units);
+  const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
+  // A line sent back whole no longer counts as an order of the item.
+  delta.AddSale(line->category(), day, item.sku(), -units,
+                returned->quantity() == line->quantity() ? -1 : 0);
 }
 
 absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_view customer_id,

@@ -133,6 +133,28 @@ class RecommendationStore {
  private:
   struct GraphDelta;
   absl::Status Apply(store::Transaction& txn, const GraphDelta& delta);
+  // Apply's steps, one column family each: item stats, pair counts (noting the pairs changed),
+  // daily sales, basket counts.
+  absl::Status ApplyItemStats(store::Transaction& txn, const GraphDelta& delta);
+  absl::Status ApplyPairCounts(store::Transaction& txn, const GraphDelta& delta);
+  absl::Status ApplySales(store::Transaction& txn, const GraphDelta& delta);
+  absl::Status ApplyBasketCounts(store::Transaction& txn, const GraphDelta& delta);
+  // LearnDelivery's steps: the basket's lines (one per valid sku, with the catalog's category);
+  // what the customer bought (their item rows, summary and first purchases); their interest in the
+  // basket's categories.
+  absl::Status AddBasketLines(store::Transaction& txn, const v1::OrderDelivered& order,
+                              internal::Basket& basket) const;
+  absl::Status NoteBoughtItems(store::Transaction& txn, absl::string_view customer_id,
+                               const internal::Basket& basket, absl::Time when,
+                               internal::CustomerSummary& summary, GraphDelta& delta);
+  absl::Status AccumulatePurchases(store::Transaction& txn, absl::string_view customer_id,
+                                   const internal::Basket& basket, absl::Time when);
+  // LearnRefund's steps: the customer's item row marked returned; the units returned taken back
+  // from the basket's line, the item's stats and the day's sales.
+  absl::Status MarkReturned(store::Transaction& txn, absl::string_view customer_id,
+                            const v1::EventItem& item);
+  static void TakeBackReturned(const v1::EventItem& item, internal::Basket& basket,
+                               GraphDelta& delta);
   // Adds (sign +1) or takes back (-1) what a basket contributes to the shared rows.
   void BasketDelta(const internal::Basket& basket, int sign, GraphDelta& delta) const;
   // The pairs of the customer's `sequence`-th first view (or purchase) `touch` with the ones before
