@@ -190,67 +190,61 @@ std::optional<Rhythm> RepurchaseRhythm(const std::vector<int64_t>& days, int64_t
   return r;
 }
 
+namespace {
+
+// One model's weight in one placement.
+struct WeightRow {
+  v1::Placement placement;
+  v1::Model model;
+  double weight;
+};
+
+// Each placement's rows: the models it favours or plays down, then MODEL_UNSPECIFIED for every
+// other model.
+constexpr WeightRow kPlacementWeights[] = {
+    {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_ITEM_CF, 2.0},
+    {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_BUNDLE, 1.5},
+    {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_CATEGORY_AFFINITY, 0.4},
+    {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_BESTSELLERS, 0.2},
+    {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_COLD_START, 0.2},
+    {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_UNSPECIFIED, 0.5},
+
+    {v1::PLACEMENT_CART, v1::MODEL_BUNDLE, 3.0},
+    {v1::PLACEMENT_CART, v1::MODEL_ITEM_CF, 1.0},
+    {v1::PLACEMENT_CART, v1::MODEL_BESTSELLERS, 0.2},
+    {v1::PLACEMENT_CART, v1::MODEL_COLD_START, 0.2},
+    {v1::PLACEMENT_CART, v1::MODEL_UNSPECIFIED, 0.4},
+
+    {v1::PLACEMENT_EMAIL, v1::MODEL_UPGRADE, 3.0},
+    {v1::PLACEMENT_EMAIL, v1::MODEL_OCCASION, 3.0},
+    {v1::PLACEMENT_EMAIL, v1::MODEL_ITEM_CF, 1.5},
+    {v1::PLACEMENT_EMAIL, v1::MODEL_CATEGORY_AFFINITY, 0.8},
+    {v1::PLACEMENT_EMAIL, v1::MODEL_UNSPECIFIED, 0.3},
+
+    {v1::PLACEMENT_HOME, v1::MODEL_UPGRADE, 3.0},
+    {v1::PLACEMENT_HOME, v1::MODEL_OCCASION, 2.5},
+    {v1::PLACEMENT_HOME, v1::MODEL_ITEM_CF, 2.0},
+    {v1::PLACEMENT_HOME, v1::MODEL_BUNDLE, 1.0},
+    {v1::PLACEMENT_HOME, v1::MODEL_CATEGORY_AFFINITY, 1.0},
+    {v1::PLACEMENT_HOME, v1::MODEL_COLD_START, 0.5},
+    {v1::PLACEMENT_HOME, v1::MODEL_UNSPECIFIED, 0.3},
+};
+
+}  // namespace
+
 double PlacementWeight(v1::Placement placement, v1::Model model) {
-  switch (placement) {
-    case v1::PLACEMENT_PRODUCT_PAGE:
-      switch (model) {
-        case v1::MODEL_ITEM_CF:
-          return 2.0;
-        case v1::MODEL_BUNDLE:
-          return 1.5;
-        case v1::MODEL_CATEGORY_AFFINITY:
-          return 0.4;
-        case v1::MODEL_BESTSELLERS:
-          return 0.2;
-        case v1::MODEL_COLD_START:
-          return 0.2;
-        default:
-          return 0.5;
-      }
-    case v1::PLACEMENT_CART:
-      switch (model) {
-        case v1::MODEL_BUNDLE:
-          return 3.0;
-        case v1::MODEL_ITEM_CF:
-          return 1.0;
-        case v1::MODEL_BESTSELLERS:
-          return 0.2;
-        case v1::MODEL_COLD_START:
-          return 0.2;
-        default:
-          return 0.4;
-      }
-    case v1::PLACEMENT_EMAIL:
-      switch (model) {
-        case v1::MODEL_UPGRADE:
-          return 3.0;
-        case v1::MODEL_OCCASION:
-          return 3.0;
-        case v1::MODEL_ITEM_CF:
-          return 1.5;
-        case v1::MODEL_CATEGORY_AFFINITY:
-          return 0.8;
-        default:
-          return 0.3;
-      }
-    default:  // home
-      switch (model) {
-        case v1::MODEL_UPGRADE:
-          return 3.0;
-        case v1::MODEL_OCCASION:
-          return 2.5;
-        case v1::MODEL_ITEM_CF:
-          return 2.0;
-        case v1::MODEL_BUNDLE:
-          return 1.0;
-        case v1::MODEL_CATEGORY_AFFINITY:
-          return 1.0;
-        case v1::MODEL_COLD_START:
-          return 0.5;
-        default:
-          return 0.3;
-      }
+  // Placements without rows of their own (push) weigh as home.
+  if (placement != v1::PLACEMENT_PRODUCT_PAGE && placement != v1::PLACEMENT_CART &&
+      placement != v1::PLACEMENT_EMAIL) {
+    placement = v1::PLACEMENT_HOME;
   }
+  double others = 0;
+  for (const WeightRow& row : kPlacementWeights) {
+    if (row.placement != placement) continue;
+    if (row.model == model) return row.weight;
+    if (row.model == v1::MODEL_UNSPECIFIED) others = row.weight;
+  }
+  return others;
 }
 
 std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model,

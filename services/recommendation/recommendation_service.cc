@@ -360,29 +360,33 @@ grpc::ServerUnaryReactor* RecommendationService::BestSellers(Ctx* ctx,
   return Finish(ctx, recommender_->BestSellers(req->category(), req->count(), resp));
 }
 
+absl::Status RecommendationService::CheckFeedback(const v1::RecordFeedbackRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(PlacementField(req.placement()));
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  if (req.impressions().empty() && req.clicks().empty()) {
+    return Invalid("impressions", "send at least one impression or click");
+  }
+  if (req.impressions_size() > kMaxFeedbackItems || req.clicks_size() > kMaxFeedbackItems) {
+    return Invalid(req.impressions_size() > kMaxFeedbackItems ? "impressions" : "clicks",
+                   absl::StrCat("at most ", kMaxFeedbackItems, " per call"));
+  }
+  using Items = google::protobuf::RepeatedPtrField<v1::FeedbackItem>;
+  for (const auto& [name, items] :
+       {std::pair<const char*, const Items*>{"impressions", &req.impressions()},
+        {"clicks", &req.clicks()}}) {
+    for (int i = 0; i < items->size(); ++i) {
+      const std::string f = absl::StrCat(name, "[", i, "]");
+      CRM_RETURN_IF_ERROR(ValidateFeedback(f, items->Get(i)));
+      CRM_RETURN_IF_ERROR(CheckSku(f + ".sku", items->Get(i).sku()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(
     Ctx* ctx, const v1::RecordFeedbackRequest* req, v1::RecordFeedbackResponse* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = PlacementField(req->placement()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->impressions().empty() && req->clicks().empty()) {
-    return Finish(ctx, Invalid("impressions", "send at least one impression or click"));
-  }
-  if (req->impressions_size() > kMaxFeedbackItems || req->clicks_size() > kMaxFeedbackItems) {
-    return Finish(ctx,
-                  Invalid(req->impressions_size() > kMaxFeedbackItems ? "impressions" : "clicks",
-                          absl::StrCat("at most ", kMaxFeedbackItems, " per call")));
-  }
-  for (int i = 0; i < req->impressions_size(); ++i) {
-    const std::string f = absl::StrCat("impressions[", i, "]");
-    if (auto s = ValidateFeedback(f, req->impressions(i)); !s.ok()) return Finish(ctx, s);
-    if (auto s = CheckSku(f + ".sku", req->impressions(i).sku()); !s.ok()) return Finish(ctx, s);
-  }
-  for (int i = 0; i < req->clicks_size(); ++i) {
-    const std::string f = absl::StrCat("clicks[", i, "]");
-    if (auto s = ValidateFeedback(f, req->clicks(i)); !s.ok()) return Finish(ctx, s);
-    if (auto s = CheckSku(f + ".sku", req->clicks(i).sku()); !s.ok()) return Finish(ctx, s);
-  }
+  if (auto s = CheckFeedback(*req); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
@@ -393,29 +397,29 @@ grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(
             store_->raw(), store::Durability::kSynced, store_->requests(),
             RecommendationStore::RequestKey(req->customer_id(), "RecordFeedback", request_id),
             store::RequestFingerprint(*req), now, resp,
-            [&](store::Transaction& txn) -> absl::Status {
-              std::map<std::string, std::pair<int, int>> per_sku;  // impressions, clicks
-              for (const auto& i : req->impressions()) per_sku[i.sku()].first++;
-              for (const auto& c : req->clicks()) per_sku[c.sku()].second++;
-              for (const auto& [sku, counts] : per_sku) {
-                if (auto s = store_->RecordShown(txn, req->customer_id(), sku, counts.first,
-                                                 counts.second, now);
-                    !s.ok()) {
-                  return s;
-                }
-              }
-              // Counted once the feedback is stored (a retried request is answered from the record
-              // instead).
-              txn.OnFinish([this, req](bool committed) {
-                if (!committed) return;
-                for (const auto& i : req->impressions())
-                  metrics_.impressions.Add({{"model", ModelName(i.model())}}).Increment();
-                for (const auto& c : req->clicks())
-                  metrics_.clicks.Add({{"model", ModelName(c.model())}}).Increment();
-              });
-              return absl::OkStatus();
-            });
+            [&](store::Transaction& txn) { return StoreFeedback(txn, *req, now); });
       });
+}
+
+absl::Status RecommendationService::StoreFeedback(store::Transaction& txn,
+                                                  const v1::RecordFeedbackRequest& req,
+                                                  absl::Time now) {
+  std::map<std::string, std::pair<int, int>> per_sku;  // impressions, clicks
+  for (const auto& i : req.impressions()) per_sku[i.sku()].first++;
+  for (const auto& c : req.clicks()) per_sku[c.sku()].second++;
+  for (const auto& [sku, counts] : per_sku) {
+    CRM_RETURN_IF_ERROR(
+        store_->RecordShown(txn, req.customer_id(), sku, counts.first, counts.second, now));
+  }
+  // Counted once the feedback is stored (a retried request is answered from the record instead).
+  txn.OnFinish([this, r = &req](bool committed) {
+    if (!committed) return;
+    for (const auto& i : r->impressions())
+      metrics_.impressions.Add({{"model", ModelName(i.model())}}).Increment();
+    for (const auto& c : r->clicks())
+      metrics_.clicks.Add({{"model", ModelName(c.model())}}).Increment();
+  });
+  return absl::OkStatus();
 }
 
 absl::Status RecommendationService::HandleEvent(store::Transaction& txn, const v1::Event& event) {

@@ -66,6 +66,13 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
       const v1::UpsertCatalogItemsRequest& req, v1::UpsertCatalogItemsResponse* resp);
   // NOT_FOUND naming `field` when the catalog has no such item.
   absl::Status CheckSku(const std::string& field, const std::string& sku);
+  // RecordFeedback's request: ids, placement, 1-100 impressions and clicks of catalog items, each
+  // naming the model that recommended it.
+  absl::Status CheckFeedback(const v1::RecordFeedbackRequest& req);
+  // Adds the request's impressions and clicks per item to what was shown to the customer, inside
+  // `txn`; metrics once committed.
+  absl::Status StoreFeedback(store::Transaction& txn, const v1::RecordFeedbackRequest& req,
+                             absl::Time now);
   absl::Status DoRecommend(const v1::RecommendRequest& request, v1::RecommendResponse* response);
   // For e-mail and push: asks customer-profile to count one contact; fills withheld_reason when
   // refused. `request_id`: the caller's request id in its own namespace (rpc::ScopedRequestId).
