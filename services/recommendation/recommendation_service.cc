@@ -211,28 +211,31 @@ grpc::ServerUnaryReactor* RecommendationService::SetStock(Ctx* ctx, const v1::Se
   });
 }
 
+absl::Status RecommendationService::CheckRecommendRequest(const v1::RecommendRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(PlacementField(req.placement()));
+  CRM_RETURN_IF_ERROR(Count("count", req.count()));
+  if (!v1::Model_IsValid(req.model())) return Invalid("model", "is not a known model");
+  const bool needs_context =
+      req.placement() == v1::PLACEMENT_PRODUCT_PAGE || req.placement() == v1::PLACEMENT_CART;
+  if (needs_context && req.context_skus().empty()) {
+    return Invalid("context_skus", "name the product on the page or the items in the cart");
+  }
+  if (req.context_skus_size() > kMaxContextSkus) {
+    return Invalid("context_skus", absl::StrCat("at most ", kMaxContextSkus));
+  }
+  for (int i = 0; i < req.context_skus_size(); ++i) {
+    const std::string f = absl::StrCat("context_skus[", i, "]");
+    CRM_RETURN_IF_ERROR(ValidateSku(f, req.context_skus(i)));
+    CRM_RETURN_IF_ERROR(CheckSku(f, req.context_skus(i)));
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* RecommendationService::Recommend(Ctx* ctx,
                                                            const v1::RecommendRequest* req,
                                                            v1::RecommendResponse* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = PlacementField(req->placement()); !s.ok()) return Finish(ctx, s);
-  if (auto s = Count("count", req->count()); !s.ok()) return Finish(ctx, s);
-  if (!v1::Model_IsValid(req->model()))
-    return Finish(ctx, Invalid("model", "is not a known model"));
-  const bool needs_context =
-      req->placement() == v1::PLACEMENT_PRODUCT_PAGE || req->placement() == v1::PLACEMENT_CART;
-  if (needs_context && req->context_skus().empty()) {
-    return Finish(ctx,
-                  Invalid("context_skus", "name the product on the page or the items in the cart"));
-  }
-  if (req->context_skus_size() > kMaxContextSkus) {
-    return Finish(ctx, Invalid("context_skus", absl::StrCat("at most ", kMaxContextSkus)));
-  }
-  for (int i = 0; i < req->context_skus_size(); ++i) {
-    const std::string f = absl::StrCat("context_skus[", i, "]");
-    if (auto s = ValidateSku(f, req->context_skus(i)); !s.ok()) return Finish(ctx, s);
-    if (auto s = CheckSku(f, req->context_skus(i)); !s.ok()) return Finish(ctx, s);
-  }
+  if (auto s = CheckRecommendRequest(*req); !s.ok()) return Finish(ctx, s);
   if (!Marketing(req->placement())) {
     absl::Status s = DoRecommend(*req, resp);
     if (s.ok()) Served(*req, *resp);

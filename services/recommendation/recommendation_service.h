@@ -69,6 +69,9 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   // RecordFeedback's request: ids, placement, 1-100 impressions and clicks of catalog items, each
   // naming the model that recommended it.
   absl::Status CheckFeedback(const v1::RecordFeedbackRequest& req);
+  // Recommend's request: ids, placement, count, model, and the context items a product page or
+  // cart must name (each in the catalog).
+  absl::Status CheckRecommendRequest(const v1::RecommendRequest& req);
   // Adds the request's impressions and clicks per item to what was shown to the customer, inside
   // `txn`; metrics once committed.
   absl::Status StoreFeedback(store::Transaction& txn, const v1::RecordFeedbackRequest& req,

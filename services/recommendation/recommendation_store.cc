@@ -123,6 +123,20 @@ absl::StatusOr<std::vector<M>> OrEmpty(absl::StatusOr<std::vector<std::optional<
   return out;
 }
 
+// `partner` as a candidate for an item's neighbour list: the pair's counts and its own.
+internal::Neighbour AsNeighbour(const std::string& partner, const internal::CoCounts& co,
+                                const internal::ItemStats& theirs) {
+  internal::Neighbour n;
+  n.set_sku(partner);
+  n.set_co_purchases(co.purchases());
+  n.set_co_views(co.views());
+  n.set_co_buyers(co.buyers());
+  n.set_baskets(theirs.baskets());
+  n.set_viewers(theirs.viewers());
+  n.set_buyers(theirs.buyers());
+  return n;
+}
+
 }  // namespace
 
 // Signed changes to the rows every customer shares, gathered first and applied in key order.
@@ -489,6 +503,20 @@ absl::Status RecommendationStore::ApplyBasketCounts(Transaction& txn, const Grap
   return absl::OkStatus();
 }
 
+absl::Status RecommendationStore::ReadPairCounts(
+    const std::string& item, const absl::flat_hash_set<std::string>& partners,
+    absl::flat_hash_map<std::string, internal::CoCounts>& pair_counts) const {
+  std::vector<std::string> unread;
+  for (const auto& partner : partners) {
+    if (std::string key = PairKey(item, partner); !pair_counts.contains(key))
+      unread.push_back(std::move(key));
+  }
+  CRM_ASSIGN_OR_RETURN(auto counts, store_->MultiGetProtos<internal::CoCounts>(co_counts_, unread));
+  for (size_t k = 0; k < unread.size(); ++k)
+    pair_counts[unread[k]] = counts[k].value_or(internal::CoCounts());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed;
   {
@@ -513,29 +541,13 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   rocksdb::WriteBatch batch;
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string& item = items[i];
-    std::vector<std::string> unread;
-    for (const auto& partner : changed[item]) {
-      if (std::string key = PairKey(item, partner); !pair_counts.contains(key))
-        unread.push_back(std::move(key));
-    }
-    auto counts = store_->MultiGetProtos<internal::CoCounts>(co_counts_, unread);
-    if (!counts.ok()) return counts.status();
-    for (size_t k = 0; k < unread.size(); ++k)
-      pair_counts[unread[k]] = (*counts)[k].value_or(internal::CoCounts());
+    CRM_RETURN_IF_ERROR(ReadPairCounts(item, changed[item], pair_counts));
     internal::Neighbours& list = (*lists)[i];
     bool list_changed = false;
     for (const auto& partner : changed[item]) {
-      const internal::CoCounts& co = pair_counts[PairKey(item, partner)];
-      const internal::ItemStats& theirs = (stats)[index_of[partner]];
-      internal::Neighbour n;
-      n.set_sku(partner);
-      n.set_co_purchases(co.purchases());
-      n.set_co_views(co.views());
-      n.set_co_buyers(co.buyers());
-      n.set_baskets(theirs.baskets());
-      n.set_viewers(theirs.viewers());
-      n.set_buyers(theirs.buyers());
-      list_changed |= OfferNeighbour(list, (stats)[i], n);
+      const internal::Neighbour n =
+          AsNeighbour(partner, pair_counts[PairKey(item, partner)], stats[index_of[partner]]);
+      list_changed |= OfferNeighbour(list, stats[i], n);
     }
     if (list_changed) batch.Put(neighbours_, Key().Str(item).bytes(), list.SerializeAsString());
   }
@@ -739,26 +751,7 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
         (action != behavior::Action::kItemView && action != behavior::Action::kAddToCart)) {
       continue;
     }
-    const std::string key = Key().Str(customer_id).Str(signal.sku()).Build();
-    internal::CustomerItem mine;
-    CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
-    const bool first_view = mine.views() == 0;
-    NoteViewed(summary, signal.sku(),
-               signal.category().empty() ? mine.category() : signal.category(), t,
-               signal.dwell_seconds());
-    mine.set_sku(signal.sku());
-    if (mine.category().empty()) mine.set_category(signal.category());
-    mine.set_views(mine.views() + 1);
-    mine.set_max_dwell_seconds(std::max(mine.max_dwell_seconds(), signal.dwell_seconds()));
-    if (!mine.has_last_viewed() || api::FromTimestamp(mine.last_viewed()) < t) {
-      api::SetTimestamp(t, mine.mutable_last_viewed());
-    }
-    CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
-    if (!first_view) continue;
-    const int64_t sequence = summary.items_viewed();
-    summary.set_items_viewed(sequence + 1);
-    CRM_RETURN_IF_ERROR(
-        FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, delta));
+    CRM_RETURN_IF_ERROR(NoteViewedItem(txn, customer_id, signal, t, summary, delta));
   }
   for (const auto& [category, a] : affinity) {
     CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a));
@@ -768,6 +761,30 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
   }
   CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
   return Apply(txn, delta);
+}
+
+absl::Status RecommendationStore::NoteViewedItem(Transaction& txn, absl::string_view customer_id,
+                                                 const v1::BehaviorSignal& signal, absl::Time t,
+                                                 internal::CustomerSummary& summary,
+                                                 GraphDelta& delta) {
+  const std::string key = Key().Str(customer_id).Str(signal.sku()).Build();
+  internal::CustomerItem mine;
+  CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
+  const bool first_view = mine.views() == 0;
+  NoteViewed(summary, signal.sku(), signal.category().empty() ? mine.category() : signal.category(),
+             t, signal.dwell_seconds());
+  mine.set_sku(signal.sku());
+  if (mine.category().empty()) mine.set_category(signal.category());
+  mine.set_views(mine.views() + 1);
+  mine.set_max_dwell_seconds(std::max(mine.max_dwell_seconds(), signal.dwell_seconds()));
+  if (!mine.has_last_viewed() || api::FromTimestamp(mine.last_viewed()) < t) {
+    api::SetTimestamp(t, mine.mutable_last_viewed());
+  }
+  CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
+  if (!first_view) return absl::OkStatus();
+  const int64_t sequence = summary.items_viewed();
+  summary.set_items_viewed(sequence + 1);
+  return FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, delta);
 }
 
 absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view customer_id) {
