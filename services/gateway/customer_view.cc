@@ -8,6 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "libs/api/validate.h"
 #include "libs/metrics/rpc_metrics.h"
 #include "libs/rpc/backends.h"
@@ -39,14 +42,56 @@ void Summarise(v1::ListTicketsResponse tickets, absl::Time now, v1::ComplaintSum
   }
 }
 
+// How a section's answer becomes part of the view. The sections the view carries as they are are
+// copied into it as bytes, never parsed: the view's field holds the very message the service
+// answered.
+enum class Placement {
+  kWhole,            // the answer is the view's field (profile, purchases, membership, insights)
+  kRecommendations,  // the answer's `recommendations` become the view's
+  kComplaints,       // the customer's tickets, summarised (parsed: sorted and filtered)
+};
+
 // One section: the backend method that fills it, its request, and where its answer goes.
 struct Section {
   const char* name;
   const char* path;
+  int view_field;  // its field number in crm.v1.CustomerView
+  Placement placement;
   std::unique_ptr<google::protobuf::Message> request;
-  std::unique_ptr<google::protobuf::Message> response;
+  std::string answer;  // the serialized answer
   grpc::Status status;
 };
+
+// Appends field `number` holding the serialized message `bytes` to the serialized message `out`
+// (protobuf's wire format: fields may come in any order, and a message is the sum of its fields).
+void AppendMessageField(int number, absl::string_view bytes, std::string* out) {
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::StringOutputStream stream(out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.WriteTag(WireFormatLite::MakeTag(number, WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+  coded.WriteVarint32(static_cast<uint32_t>(bytes.size()));
+  coded.WriteRaw(bytes.data(), static_cast<int>(bytes.size()));
+}
+
+// Copies field `from` of the serialized message `bytes` (length-delimited, repeated or not) into
+// `out` as field `to`, by walking the wire format; false when `bytes` is not a message.
+bool CopyMessageFields(absl::string_view bytes, int from, int to, std::string* out) {
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  while (const uint32_t tag = in.ReadTag()) {
+    if (WireFormatLite::GetTagFieldNumber(tag) != from ||
+        WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      if (!WireFormatLite::SkipField(&in, tag)) return false;
+      continue;
+    }
+    uint32_t length = 0;
+    std::string field;
+    if (!in.ReadVarint32(&length) || !in.ReadString(&field, static_cast<int>(length))) return false;
+    AppendMessageField(to, field, out);
+  }
+  return in.ConsumedEntireMessage();
+}
 
 // The view while its sections are out.
 struct Gathering {
@@ -59,42 +104,52 @@ struct Gathering {
   std::function<void(grpc::Status, grpc::ByteBuffer)> done;
 };
 
+// Adds a section's answer to the view: into `view` when it has to be read (complaints), else as
+// bytes to `sections`. An error is an answer that is not what the service promised.
+grpc::Status Place(Section& s, absl::Time now, v1::CustomerView& view, std::string* sections) {
+  switch (s.placement) {
+    case Placement::kWhole:
+      AppendMessageField(s.view_field, s.answer, sections);
+      return grpc::Status::OK;
+    case Placement::kRecommendations:
+      if (CopyMessageFields(s.answer, v1::RecommendResponse::kRecommendationsFieldNumber,
+                            s.view_field, sections)) {
+        return grpc::Status::OK;
+      }
+      break;
+    case Placement::kComplaints: {
+      v1::ListTicketsResponse tickets;
+      if (tickets.ParseFromString(s.answer)) {
+        Summarise(std::move(tickets), now, view.mutable_complaints());
+        return grpc::Status::OK;
+      }
+      break;
+    }
+  }
+  return grpc::Status(grpc::StatusCode::INTERNAL, "the answer does not parse");
+}
+
 void Assemble(Gathering& g) {
   v1::CustomerView view;
   view.set_customer_id(g.request.customer_id());
   const absl::Time now = absl::Now();
   api::SetTimestamp(now, view.mutable_view_time());
+  std::string sections;
   for (Section& s : g.sections) {
-    const std::string name = s.name;
-    if (name == "profile" && s.status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    if (s.view_field == v1::CustomerView::kProfileFieldNumber &&
+        s.status.error_code() == grpc::StatusCode::NOT_FOUND) {
       return g.done(s.status, {});  // no such customer (or erased): nothing to show anywhere
     }
+    if (s.status.ok()) s.status = Place(s, now, view, &sections);
     // A customer without tickets or membership activity is an empty section, not a missing one.
     if (!s.status.ok() && s.status.error_code() != grpc::StatusCode::NOT_FOUND) {
       auto* u = view.add_unavailable();
-      u->set_section(name);
+      u->set_section(s.name);
       u->set_code(std::string(metrics::CodeName(s.status.error_code())));
       u->set_reason(s.status.error_message());
-      continue;
-    }
-    if (!s.status.ok()) continue;
-    if (name == "profile") {
-      view.mutable_profile()->Swap(static_cast<v1::Customer*>(s.response.get()));
-    } else if (name == "purchases") {
-      view.mutable_purchases()->Swap(static_cast<v1::PurchaseSummary*>(s.response.get()));
-    } else if (name == "membership") {
-      view.mutable_membership()->Swap(static_cast<v1::Membership*>(s.response.get()));
-    } else if (name == "complaints") {
-      Summarise(std::move(*static_cast<v1::ListTicketsResponse*>(s.response.get())), now,
-                view.mutable_complaints());
-    } else if (name == "insights") {
-      view.mutable_insights()->Swap(static_cast<v1::CustomerInsights*>(s.response.get()));
-    } else if (name == "recommendations") {
-      view.mutable_recommendations()->Swap(
-          static_cast<v1::RecommendResponse*>(s.response.get())->mutable_recommendations());
     }
   }
-  g.done(grpc::Status::OK, FromBytes(view.SerializeAsString()));
+  g.done(grpc::Status::OK, FromBytes(view.SerializeAsString() + sections));
 }
 
 grpc::Status ParseViewRequest(const grpc::ByteBuffer& bytes, v1::GetCustomerViewRequest& request) {
@@ -110,10 +165,16 @@ grpc::Status ParseViewRequest(const grpc::ByteBuffer& bytes, v1::GetCustomerView
   return grpc::Status::OK;
 }
 
-template <typename Response, typename Request>
-Section SectionOf(const char* name, const char* path, Request request) {
-  return Section{name, path, std::make_unique<Request>(std::move(request)),
-                 std::make_unique<Response>(), grpc::Status::OK};
+template <typename Request>
+Section SectionOf(const char* name, const char* path, int view_field, Request request,
+                  Placement placement = Placement::kWhole) {
+  return Section{name,
+                 path,
+                 view_field,
+                 placement,
+                 std::make_unique<Request>(std::move(request)),
+                 std::string(),
+                 grpc::Status::OK};
 }
 
 template <typename Request>
@@ -126,29 +187,32 @@ Request ForCustomer(const std::string& customer_id) {
 // The sections of the view, in the order it lists them; staff also see the insights.
 std::vector<Section> ViewSections(const v1::GetCustomerViewRequest& view, bool staff) {
   const std::string& id = view.customer_id();
+  using View = v1::CustomerView;
   std::vector<Section> sections;
-  sections.push_back(SectionOf<v1::Customer>("profile",
-                                             "/crm.v1.CustomerProfileService/GetCustomer",
-                                             ForCustomer<v1::GetCustomerRequest>(id)));
-  sections.push_back(
-      SectionOf<v1::PurchaseSummary>("purchases", "/crm.v1.OrderTrackingService/GetPurchaseSummary",
-                                     ForCustomer<v1::GetPurchaseSummaryRequest>(id)));
-  sections.push_back(SectionOf<v1::Membership>("membership", "/crm.v1.LoyaltyService/GetMembership",
-                                               ForCustomer<v1::GetMembershipRequest>(id)));
+  sections.push_back(SectionOf("profile", "/crm.v1.CustomerProfileService/GetCustomer",
+                               View::kProfileFieldNumber, ForCustomer<v1::GetCustomerRequest>(id)));
+  sections.push_back(SectionOf("purchases", "/crm.v1.OrderTrackingService/GetPurchaseSummary",
+                               View::kPurchasesFieldNumber,
+                               ForCustomer<v1::GetPurchaseSummaryRequest>(id)));
+  sections.push_back(SectionOf("membership", "/crm.v1.LoyaltyService/GetMembership",
+                               View::kMembershipFieldNumber,
+                               ForCustomer<v1::GetMembershipRequest>(id)));
   auto tickets = ForCustomer<v1::ListTicketsRequest>(id);
   tickets.set_page_size(100);
-  sections.push_back(SectionOf<v1::ListTicketsResponse>(
-      "complaints", "/crm.v1.ComplaintTicketService/ListTickets", std::move(tickets)));
+  sections.push_back(SectionOf("complaints", "/crm.v1.ComplaintTicketService/ListTickets",
+                               View::kComplaintsFieldNumber, std::move(tickets),
+                               Placement::kComplaints));
   if (staff) {
-    sections.push_back(SectionOf<v1::CustomerInsights>(
-        "insights", "/crm.v1.CustomerProfileService/GetCustomerInsights",
-        ForCustomer<v1::GetCustomerInsightsRequest>(id)));
+    sections.push_back(SectionOf("insights", "/crm.v1.CustomerProfileService/GetCustomerInsights",
+                                 View::kInsightsFieldNumber,
+                                 ForCustomer<v1::GetCustomerInsightsRequest>(id)));
   }
   auto recommend = ForCustomer<v1::RecommendRequest>(id);
   recommend.set_placement(v1::PLACEMENT_HOME);
   recommend.set_count(view.recommendation_count() == 0 ? 10 : view.recommendation_count());
-  sections.push_back(SectionOf<v1::RecommendResponse>(
-      "recommendations", "/crm.v1.RecommendationService/Recommend", std::move(recommend)));
+  sections.push_back(SectionOf("recommendations", "/crm.v1.RecommendationService/Recommend",
+                               View::kRecommendationsFieldNumber, std::move(recommend),
+                               Placement::kRecommendations));
   return sections;
 }
 
@@ -169,9 +233,7 @@ Admission SectionAdmission(const Admission& view, const char* path, absl::Durati
 void SectionAnswered(Gathering& g, size_t i, grpc::Status status,
                      const grpc::ByteBuffer& response) {
   Section& s = g.sections[i];
-  if (status.ok() && !s.response->ParseFromString(ToBytes(response))) {
-    status = grpc::Status(grpc::StatusCode::INTERNAL, "the answer does not parse");
-  }
+  if (status.ok()) s.answer = ToBytes(response);
   s.status = std::move(status);
   if (--g.remaining == 0) Assemble(g);
 }
