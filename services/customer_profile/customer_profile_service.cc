@@ -27,6 +27,13 @@ using rpc::FinishOn;
 constexpr absl::Duration kMaxEventAge = absl::Hours(24 * 30);
 constexpr absl::Duration kClockSkew = absl::Minutes(5);
 
+// The customer as the store saves it, update time included: the answer of a call that returns the
+// whole customer.
+void AnswerCustomer(const v1::Customer& c, absl::Time now, v1::Customer* resp) {
+  *resp = c;
+  api::SetTimestamp(now, resp->mutable_update_time());
+}
+
 absl::Status ValidateChannel(absl::string_view field, v1::Channel channel) {
   if (channel == v1::CHANNEL_UNSPECIFIED || !v1::Channel_IsValid(channel)) {
     return Invalid(field, "must be EMAIL, SMS or PUSH");
@@ -315,14 +322,12 @@ grpc::ServerUnaryReactor* CustomerProfileService::UpdateCustomer(
   if (auto s = ValidateCustomerFields(req->customer(), req->update_mask().paths(), now); !s.ok()) {
     return Finish(ctx, s);
   }
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
-      ApplyCustomerUpdate(c, req->customer(), req->update_mask().paths());
-      *resp = c;
-      api::SetTimestamp(now, resp->mutable_update_time());
-      return absl::OkStatus();
-    });
-  });
+  return ChangeCustomer(ctx, req->customer_id(), now, resp,
+                        [req, resp, now](v1::Customer& c) -> absl::Status {
+                          ApplyCustomerUpdate(c, req->customer(), req->update_mask().paths());
+                          AnswerCustomer(c, now, resp);
+                          return absl::OkStatus();
+                        });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::AddAddress(Ctx* ctx,
@@ -361,16 +366,14 @@ grpc::ServerUnaryReactor* CustomerProfileService::UpdateAddress(Ctx* ctx,
     return Finish(ctx, s);
   }
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(
-        req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
-          auto updated =
-              customer_profile::UpdateAddress(c, req->address(), req->update_mask().paths());
-          if (!updated.ok()) return updated.status();
-          *resp = *std::move(updated);
-          return absl::OkStatus();
-        });
-  });
+  return ChangeCustomer(
+      ctx, req->customer_id(), now, resp, [req, resp](v1::Customer& c) -> absl::Status {
+        auto updated =
+            customer_profile::UpdateAddress(c, req->address(), req->update_mask().paths());
+        if (!updated.ok()) return updated.status();
+        *resp = *std::move(updated);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::RemoveAddress(Ctx* ctx,
@@ -379,10 +382,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::RemoveAddress(Ctx* ctx,
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("address_id", req->address_id()); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
-      return customer_profile::RemoveAddress(c, req->address_id());
-    });
+  return ChangeCustomer(ctx, req->customer_id(), now, resp, [req](v1::Customer& c) -> absl::Status {
+    return customer_profile::RemoveAddress(c, req->address_id());
   });
 }
 
@@ -391,15 +392,12 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultAddress(
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("address_id", req->address_id()); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(
-        req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
-          CRM_RETURN_IF_ERROR(customer_profile::SetDefaultAddress(c, req->address_id()));
-          *resp = c;
-          api::SetTimestamp(now, resp->mutable_update_time());
-          return absl::OkStatus();
-        });
-  });
+  return ChangeCustomer(
+      ctx, req->customer_id(), now, resp, [req, resp, now](v1::Customer& c) -> absl::Status {
+        CRM_RETURN_IF_ERROR(customer_profile::SetDefaultAddress(c, req->address_id()));
+        AnswerCustomer(c, now, resp);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::AddPaymentMethod(
@@ -431,10 +429,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::RemovePaymentMethod(
   if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok())
     return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
-      return customer_profile::RemovePaymentMethod(c, req->payment_method_id());
-    });
+  return ChangeCustomer(ctx, req->customer_id(), now, resp, [req](v1::Customer& c) -> absl::Status {
+    return customer_profile::RemovePaymentMethod(c, req->payment_method_id());
   });
 }
 
@@ -444,16 +440,12 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultPaymentMethod(
   if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok())
     return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(
-        req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) -> absl::Status {
-          CRM_RETURN_IF_ERROR(
-              customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id()));
-          *resp = c;
-          api::SetTimestamp(now, resp->mutable_update_time());
-          return absl::OkStatus();
-        });
-  });
+  return ChangeCustomer(
+      ctx, req->customer_id(), now, resp, [req, resp, now](v1::Customer& c) -> absl::Status {
+        CRM_RETURN_IF_ERROR(customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id()));
+        AnswerCustomer(c, now, resp);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::UpdatePreferences(
@@ -468,13 +460,12 @@ grpc::ServerUnaryReactor* CustomerProfileService::UpdatePreferences(
   if (auto s = ValidatePreferences(req->preferences(), req->update_mask().paths()); !s.ok())
     return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
-      ApplyPreferences(*c.mutable_preferences(), req->preferences(), req->update_mask().paths());
-      *resp = c.preferences();
-      return absl::OkStatus();
-    });
-  });
+  return ChangeCustomer(
+      ctx, req->customer_id(), now, resp, [req, resp](v1::Customer& c) -> absl::Status {
+        ApplyPreferences(*c.mutable_preferences(), req->preferences(), req->update_mask().paths());
+        *resp = c.preferences();
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::SetMarketingConsent(
@@ -483,12 +474,11 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetMarketingConsent(
   if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("source", req->source(), 64); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return store_->UpdateCustomer(req->customer_id(), "", "", 0, now, resp, [&](v1::Customer& c) {
-      *resp = SetConsent(c, req->channel(), req->granted(), req->source(), now);
-      return absl::OkStatus();
-    });
-  });
+  return ChangeCustomer(ctx, req->customer_id(), now, resp,
+                        [req, resp, now](v1::Customer& c) -> absl::Status {
+                          *resp = SetConsent(c, req->channel(), req->granted(), req->source(), now);
+                          return absl::OkStatus();
+                        });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::GetContactPermission(
@@ -648,6 +638,16 @@ grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx,
         }
         return s;
       });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::ChangeCustomer(
+    Ctx* ctx, const std::string& customer_id, absl::Time now, google::protobuf::MessageLite* resp,
+    absl::AnyInvocable<absl::Status(v1::Customer&)> change) {
+  return FinishOn(*writes_, ctx,
+                  [this, customer_id, now, resp, change = std::move(change)]() mutable {
+                    return store_->UpdateCustomer(customer_id, "", "", 0, now, resp,
+                                                  [&](v1::Customer& c) { return change(c); });
+                  });
 }
 
 }  // namespace crm::customer_profile

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
+#include "absl/functional/any_invocable.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
@@ -95,8 +97,12 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
 
  private:
   // The customer's insights as of now, against the last population figures.
-  absl::StatusOr<v1::CustomerInsights> AssessNow(absl::string_view customer_id, absl::Time now,
-                                                 Summary* summary = nullptr);
+  absl::StatusOr<v1::CustomerInsights> AssessNow(absl::string_view customer_id, absl::Time now);
+  // Runs `change` on the customer on the write executor, made at `now`, and finishes the call with
+  // its status: for changes that repeat harmlessly, so without a request id.
+  Reactor* ChangeCustomer(Ctx* ctx, const std::string& customer_id, absl::Time now,
+                          google::protobuf::MessageLite* resp,
+                          absl::AnyInvocable<absl::Status(v1::Customer&)> change);
 
   CustomerProfileStore* const store_;
   InsightsRefresher* const insights_;

@@ -72,6 +72,14 @@ absl::Status CustomerProfileStore::NotFound(absl::string_view customer_id) const
   return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
 }
 
+absl::StatusOr<v1::Customer> CustomerProfileStore::LockCustomer(
+    Transaction& txn, absl::string_view customer_id) const {
+  v1::Customer c;
+  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(customers_, customer_id, &c, /*for_update=*/true));
+  if (!found) return NotFound(customer_id);
+  return c;
+}
+
 absl::Status CustomerProfileStore::Register(const v1::Customer& customer,
                                             absl::string_view request_id, uint64_t fingerprint,
                                             absl::Time now, v1::Customer* out) {
@@ -200,10 +208,7 @@ absl::Status CustomerProfileStore::UpdateCustomer(
     uint64_t fingerprint, absl::Time now, google::protobuf::MessageLite* response,
     absl::FunctionRef<absl::Status(v1::Customer&)> change) {
   auto body = [&](Transaction& txn) -> absl::Status {
-    v1::Customer c;
-    CRM_ASSIGN_OR_RETURN(auto found,
-                         txn.GetProto(customers_, customer_id, &c, /*for_update=*/true));
-    if (!found) return NotFound(customer_id);
+    CRM_ASSIGN_OR_RETURN(v1::Customer c, LockCustomer(txn, customer_id));
     if (absl::Status s = change(c); !s.ok()) return s;
     api::SetTimestamp(now, c.mutable_update_time());
     return txn.PutProto(customers_, customer_id, c);
@@ -340,11 +345,8 @@ absl::Status CustomerProfileStore::RequestContact(
   return store::TransactOnce(
       *store_, Durability::kSynced, requests_, RequestKey(customer_id, "contact", request_id),
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
-        v1::Customer c;
         // Locking the customer row serialises contact requests of this customer.
-        CRM_ASSIGN_OR_RETURN(auto found,
-                             txn.GetProto(customers_, customer_id, &c, /*for_update=*/true));
-        if (!found) return NotFound(customer_id);
+        CRM_ASSIGN_OR_RETURN(v1::Customer c, LockCustomer(txn, customer_id));
         std::vector<absl::Time> times;
         absl::Status scanned =
             txn.Scan(contacts_, Key().Str(customer_id).Time(window_start).bytes(),
@@ -481,10 +483,7 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id,
   return store::TransactOnce(
       *store_, Durability::kSynced, requests_, RequestKey(customer_id, "erase", request_id),
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
-        v1::Customer c;
-        CRM_ASSIGN_OR_RETURN(auto found,
-                             txn.GetProto(customers_, customer_id, &c, /*for_update=*/true));
-        if (!found) return NotFound(customer_id);
+        CRM_ASSIGN_OR_RETURN(v1::Customer c, LockCustomer(txn, customer_id));
         CRM_RETURN_IF_ERROR(txn.Delete(customers_, customer_id));
         CRM_RETURN_IF_ERROR(txn.Delete(emails_, c.email()));
         if (!c.external_id().empty()) {

@@ -114,13 +114,10 @@ absl::Status CustomerProfileService::HandleEvent(store::Transaction& txn, const 
 }
 
 absl::StatusOr<v1::CustomerInsights> CustomerProfileService::AssessNow(
-    absl::string_view customer_id, absl::Time now, Summary* summary) {
+    absl::string_view customer_id, absl::Time now) {
   CRM_ASSIGN_OR_RETURN(auto history, store_->History(customer_id));
-  Summary s = Summarise(history, now);
-  v1::CustomerInsights out = Assess(customer_id, s, insights_->snapshot()->population,
-                                    insights_->rules(), insights_->churn_model(), now);
-  if (summary != nullptr) *summary = std::move(s);
-  return out;
+  return Assess(customer_id, Summarise(history, now), insights_->snapshot()->population,
+                insights_->rules(), insights_->churn_model(), now);
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerInsights(
