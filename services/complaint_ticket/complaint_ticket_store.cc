@@ -60,6 +60,21 @@ std::optional<std::string> UnassignedKey(const v1::Ticket& t) {
       .Build();
 }
 
+// The (customer id, ticket id) pairs an index lists; `timed` when its keys start with a time.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> TicketsIn(
+    store::Store& store, rocksdb::ColumnFamilyHandle* index, bool timed) {
+  std::vector<std::pair<std::string, std::string>> out;
+  CRM_RETURN_IF_ERROR(store.Scan(index, "", "", [&](absl::string_view k, absl::string_view) {
+    store::KeyReader r(k);
+    if (timed) (void)r.Time();
+    auto cid = r.Str();
+    auto tid = r.Str();
+    if (cid && tid) out.emplace_back(*cid, *tid);
+    return true;
+  }));
+  return out;
+}
+
 }  // namespace
 
 std::vector<std::string> ComplaintTicketStore::ColumnFamilies() {
@@ -289,31 +304,12 @@ absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ComplaintTicketStore::Unassigned()
     const {
-  std::vector<std::pair<std::string, std::string>> out;
-  absl::Status s = store_->Scan(unassigned_, "", "", [&](absl::string_view k, absl::string_view) {
-    store::KeyReader r(k);
-    (void)r.Time();
-    auto cid = r.Str();
-    auto tid = r.Str();
-    if (cid && tid) out.emplace_back(*cid, *tid);
-    return true;
-  });
-  if (!s.ok()) return s;
-  return out;
+  return TicketsIn(*store_, unassigned_, /*timed=*/true);
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
 ComplaintTicketStore::AwaitingCompensation() const {
-  std::vector<std::pair<std::string, std::string>> out;
-  absl::Status s = store_->Scan(awaiting_, "", "", [&](absl::string_view k, absl::string_view) {
-    store::KeyReader r(k);
-    auto cid = r.Str();
-    auto tid = r.Str();
-    if (cid && tid) out.emplace_back(*cid, *tid);
-    return true;
-  });
-  if (!s.ok()) return s;
-  return out;
+  return TicketsIn(*store_, awaiting_, /*timed=*/false);
 }
 
 absl::StatusOr<std::map<v1::Priority, int64_t>> ComplaintTicketStore::OpenByPriority() const {
