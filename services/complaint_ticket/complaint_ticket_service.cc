@@ -276,6 +276,25 @@ v1::Compensation NewCompensation(v1::Compensation c, int index, absl::Time now) 
   return c;
 }
 
+// The return that pays a refund compensation out, under the compensation's own request id.
+v1::RequestReturnRequest RefundRequest(const v1::Ticket& ticket, const v1::Compensation& c,
+                                       const std::string& request_id) {
+  v1::RequestReturnRequest r;
+  r.set_customer_id(ticket.customer_id());
+  r.set_order_id(ticket.order_id());
+  r.set_request_id(request_id);
+  for (const auto& item : c.refund_items()) {
+    auto* ri = r.add_items();
+    ri->set_item_id(item.item_id());
+    ri->set_quantity(item.quantity());
+  }
+  r.set_reason(absl::StrCat("refund granted by complaint ", ticket.ticket_id()));
+  // The platform owns the problem (seed 002 §3.4): the customer is never at fault for a complaint
+  // refund.
+  r.set_fault(v1::FAULT_MERCHANT);
+  return r;
+}
+
 // Whether the ticket waits for the refund of this return.
 bool AwaitsRefund(const v1::Ticket& t, const std::string& return_id) {
   bool matches = false;
@@ -801,23 +820,10 @@ absl::StatusOr<std::string> ComplaintTicketService::GrantCompensation(const v1::
                          kGrantDeadline));
     return coupon.coupon_id();
   }
-  v1::RequestReturnRequest r;
-  r.set_customer_id(customer_id);
-  r.set_order_id(ticket.order_id());
-  r.set_request_id(source);
-  for (const auto& item : c.refund_items()) {
-    auto* ri = r.add_items();
-    ri->set_item_id(item.item_id());
-    ri->set_quantity(item.quantity());
-  }
-  r.set_reason(absl::StrCat("refund granted by complaint ", ticket_id));
-  // The platform owns the problem (seed 002 §3.4): the customer is never at fault for a complaint
-  // refund.
-  r.set_fault(v1::FAULT_MERCHANT);
-  CRM_ASSIGN_OR_RETURN(auto ret,
-                       rpc::Peer<v1::OrderTrackingService>(backends_).Call(
-                           customer_id, "refund the return",
-                           &v1::OrderTrackingService::Stub::RequestReturn, r, kGrantDeadline));
+  CRM_ASSIGN_OR_RETURN(auto ret, rpc::Peer<v1::OrderTrackingService>(backends_).Call(
+                                     customer_id, "refund the return",
+                                     &v1::OrderTrackingService::Stub::RequestReturn,
+                                     RefundRequest(ticket, c, source), kGrantDeadline));
   return ret.return_id();
 }
 

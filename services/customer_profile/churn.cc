@@ -217,11 +217,12 @@ double LogisticFit::Probability(const std::vector<double>& row) const {
   return 1 / (1 + std::exp(-eta));
 }
 
-LogisticFit FitLogistic(const std::vector<std::vector<double>>& rows,
-                        const std::vector<bool>& labels, double l2,
-                        const std::vector<double>& offsets) {
-  LogisticFit fit;
-  const size_t n = rows.empty() ? 0 : rows[0].size(), count = rows.size();
+namespace {
+
+// Each of the `n` columns' mean and standard deviation (1 for a constant column), so the fit works
+// on standardised values.
+void Standardise(const std::vector<std::vector<double>>& rows, size_t n, LogisticFit& fit) {
+  const size_t count = rows.size();
   fit.mean.assign(n, 0);
   fit.scale.assign(n, 1);
   for (size_t j = 0; j < n; ++j) {
@@ -232,6 +233,16 @@ LogisticFit FitLogistic(const std::vector<std::vector<double>>& rows,
     const double sd = std::sqrt(squares / static_cast<double>(count));
     fit.scale[j] = sd > 1e-9 ? sd : 1;
   }
+}
+
+}  // namespace
+
+LogisticFit FitLogistic(const std::vector<std::vector<double>>& rows,
+                        const std::vector<bool>& labels, double l2,
+                        const std::vector<double>& offsets) {
+  LogisticFit fit;
+  const size_t n = rows.empty() ? 0 : rows[0].size(), count = rows.size();
+  Standardise(rows, n, fit);
   // Weights 0..n-1, the bias last (unpenalised).
   std::vector<double> w(n + 1, 0), z(n + 1, 1);
   for (int iteration = 0; iteration < 50 && count > 0; ++iteration) {

@@ -42,6 +42,23 @@ std::string RegisterRequestPrefix(absl::string_view email) {
   return Key().Str("register").Str(email).Build();
 }
 
+// The event that tells other services what the customer did (types, categories, items, dwell).
+v1::Event BehaviorRecorded(absl::string_view customer_id,
+                           const std::vector<v1::BehaviorEvent>& events, absl::Time now) {
+  v1::Event event;
+  event.set_customer_id(std::string(customer_id));
+  api::SetTimestamp(now, event.mutable_occur_time());
+  for (const auto& e : events) {
+    auto* signal = event.mutable_behavior_recorded()->add_signals();
+    signal->set_type(std::string(behavior::ActionName(behavior::ActionOf(e.type()))));
+    signal->set_category(e.category());
+    signal->set_sku(e.sku());
+    signal->set_dwell_seconds(e.dwell_seconds());
+    *signal->mutable_occur_time() = e.occur_time();
+  }
+  return event;
+}
+
 }  // namespace
 
 std::vector<std::string> CustomerProfileStore::ColumnFamilies() {
@@ -257,17 +274,7 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
           CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a));
         }
         // Recommendation learns from browsing too.
-        v1::Event event;
-        event.set_customer_id(std::string(customer_id));
-        api::SetTimestamp(now, event.mutable_occur_time());
-        for (const auto& e : events) {
-          auto* signal = event.mutable_behavior_recorded()->add_signals();
-          signal->set_type(std::string(behavior::ActionName(behavior::ActionOf(e.type()))));
-          signal->set_category(e.category());
-          signal->set_sku(e.sku());
-          signal->set_dwell_seconds(e.dwell_seconds());
-          *signal->mutable_occur_time() = e.occur_time();
-        }
+        v1::Event event = BehaviorRecorded(customer_id, events, now);
         CRM_RETURN_IF_ERROR(outbox_->Append(txn, event));
         out->set_recorded_count(static_cast<int32_t>(events.size()));
         return absl::OkStatus();

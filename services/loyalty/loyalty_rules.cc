@@ -40,6 +40,71 @@ int64_t RateFor(const google::protobuf::Map<std::string, int64_t>& rates, int64_
   return it == rates.end() ? default_rate : it->second;
 }
 
+// ValidateRules' parts: the tiers from lowest to highest, the growth and points rates, the credit
+// levels.
+absl::Status ValidateTiers(const v1::LoyaltyRules& r) {
+  if (r.tiers_size() == 0) return absl::InvalidArgumentError("tiers: at least one tier is needed");
+  for (int i = 0; i < r.tiers_size(); ++i) {
+    const auto& t = r.tiers(i);
+    const std::string f = absl::StrCat("tiers[", i, "]");
+    if (t.tier() == v1::TIER_UNSPECIFIED)
+      return absl::InvalidArgumentError(f + ".tier: must be set");
+    if (i == 0 && t.min_growth() != 0)
+      return absl::InvalidArgumentError(f + ".min_growth: the first tier starts at 0");
+    if (i > 0 &&
+        (t.min_growth() <= r.tiers(i - 1).min_growth() || t.tier() <= r.tiers(i - 1).tier())) {
+      return absl::InvalidArgumentError(
+          f + ": tiers must be listed from lowest to highest with growing min_growth");
+    }
+    if (t.name().empty()) return absl::InvalidArgumentError(f + ".name: must not be empty");
+    if (t.benefits().points_multiplier_percent() <= 0) {
+      return absl::InvalidArgumentError(
+          f + ".benefits.points_multiplier_percent: must be positive (100 = no change)");
+    }
+    if (t.benefits().free_shipping_threshold_minor() < 0 ||
+        t.benefits().return_window_extension_days() < 0) {
+      return absl::InvalidArgumentError(
+          f + ".benefits: thresholds and extensions must not be negative");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRates(const v1::LoyaltyRules& r) {
+  if (r.growth().window_days() < 1 || r.growth().window_days() > 3660) {
+    return absl::InvalidArgumentError("growth.window_days: must be 1-3660");
+  }
+  for (const auto* rates :
+       {&r.growth().category_rate_hundredths(), &r.points().category_rate_hundredths()}) {
+    for (const auto& [category, rate] : *rates) {
+      if (rate < 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat("rate of category \"", category, "\": must not be negative"));
+    }
+  }
+  if (r.growth().default_rate_hundredths() < 0 || r.points().default_rate_hundredths() < 0 ||
+      r.growth().per_review() < 0 || r.growth().per_referral() < 0 || r.points().per_review() < 0 ||
+      r.points().per_referral() < 0) {
+    return absl::InvalidArgumentError(
+        "growth/points: rates and per-action amounts must not be negative");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCredit(const v1::LoyaltyRules& r) {
+  if (r.credit().level_thresholds_size() != 15) {
+    return absl::InvalidArgumentError(
+        "credit.level_thresholds: exactly 15 thresholds (hearts, diamonds, crowns)");
+  }
+  for (int i = 1; i < 15; ++i) {
+    if (r.credit().level_thresholds(i) <= r.credit().level_thresholds(i - 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("credit.level_thresholds[", i, "]: thresholds must grow"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string TierName(v1::Tier tier) {
@@ -97,58 +162,9 @@ v1::LoyaltyRules DefaultRules() {
 }
 
 absl::Status ValidateRules(const v1::LoyaltyRules& r) {
-  if (r.tiers_size() == 0) return absl::InvalidArgumentError("tiers: at least one tier is needed");
-  for (int i = 0; i < r.tiers_size(); ++i) {
-    const auto& t = r.tiers(i);
-    const std::string f = absl::StrCat("tiers[", i, "]");
-    if (t.tier() == v1::TIER_UNSPECIFIED)
-      return absl::InvalidArgumentError(f + ".tier: must be set");
-    if (i == 0 && t.min_growth() != 0)
-      return absl::InvalidArgumentError(f + ".min_growth: the first tier starts at 0");
-    if (i > 0 &&
-        (t.min_growth() <= r.tiers(i - 1).min_growth() || t.tier() <= r.tiers(i - 1).tier())) {
-      return absl::InvalidArgumentError(
-          f + ": tiers must be listed from lowest to highest with growing min_growth");
-    }
-    if (t.name().empty()) return absl::InvalidArgumentError(f + ".name: must not be empty");
-    if (t.benefits().points_multiplier_percent() <= 0) {
-      return absl::InvalidArgumentError(
-          f + ".benefits.points_multiplier_percent: must be positive (100 = no change)");
-    }
-    if (t.benefits().free_shipping_threshold_minor() < 0 ||
-        t.benefits().return_window_extension_days() < 0) {
-      return absl::InvalidArgumentError(
-          f + ".benefits: thresholds and extensions must not be negative");
-    }
-  }
-  if (r.growth().window_days() < 1 || r.growth().window_days() > 3660) {
-    return absl::InvalidArgumentError("growth.window_days: must be 1-3660");
-  }
-  for (const auto* rates :
-       {&r.growth().category_rate_hundredths(), &r.points().category_rate_hundredths()}) {
-    for (const auto& [category, rate] : *rates) {
-      if (rate < 0)
-        return absl::InvalidArgumentError(
-            absl::StrCat("rate of category \"", category, "\": must not be negative"));
-    }
-  }
-  if (r.growth().default_rate_hundredths() < 0 || r.points().default_rate_hundredths() < 0 ||
-      r.growth().per_review() < 0 || r.growth().per_referral() < 0 || r.points().per_review() < 0 ||
-      r.points().per_referral() < 0) {
-    return absl::InvalidArgumentError(
-        "growth/points: rates and per-action amounts must not be negative");
-  }
-  if (r.credit().level_thresholds_size() != 15) {
-    return absl::InvalidArgumentError(
-        "credit.level_thresholds: exactly 15 thresholds (hearts, diamonds, crowns)");
-  }
-  for (int i = 1; i < 15; ++i) {
-    if (r.credit().level_thresholds(i) <= r.credit().level_thresholds(i - 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("credit.level_thresholds[", i, "]: thresholds must grow"));
-    }
-  }
-  return absl::OkStatus();
+  CRM_RETURN_IF_ERROR(ValidateTiers(r));
+  CRM_RETURN_IF_ERROR(ValidateRates(r));
+  return ValidateCredit(r);
 }
 
 absl::StatusOr<v1::LoyaltyRules> ParseRules(absl::string_view text) {
