@@ -98,6 +98,68 @@ v1::Coupon NewCoupon(const v1::IssueCouponRequest& req, absl::Time now) {
   return c;
 }
 
+absl::Status ValidatePoints(int64_t points) {
+  if (points <= 0 || points > kMaxPoints) {
+    return Invalid("points", absl::StrCat("must be 1-", kMaxPoints));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGrant(const v1::GrantPointsRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(ValidatePoints(req.points()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("source_id", req.source_id()));
+  const auto src = req.source();
+  if (src != v1::POINTS_SOURCE_REVIEW && src != v1::POINTS_SOURCE_REFERRAL &&
+      src != v1::POINTS_SOURCE_COMPENSATION && src != v1::POINTS_SOURCE_PROMOTION) {
+    return Invalid("source", "must be REVIEW, REFERRAL, COMPENSATION or PROMOTION");
+  }
+  return api::OptionalText("description", req.description(), 200);
+}
+
+// A source counts once: granting it again answers the first entry, unless it names other points.
+absl::Status AnswerFirstGrant(AccountSession& session, const std::string& entry_id,
+                              const v1::GrantPointsRequest& req, v1::LedgerEntry* resp) {
+  CRM_ASSIGN_OR_RETURN(auto first, session.LedgerEntryById(entry_id));
+  if (!first.has_value())
+    return absl::DataLossError("source index points at a missing ledger entry");
+  if (first->points() != req.points()) {
+    return Invalid("source_id", absl::StrCat("\"", req.source_id(), "\" already granted ",
+                                             first->points(), " points; a source counts once"));
+  }
+  *resp = *first;
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRedeem(const v1::RedeemPointsRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  CRM_RETURN_IF_ERROR(ValidatePoints(req.points()));
+  return api::OptionalText("description", req.description(), 200);
+}
+
+// A trade's rating moves the credit score once per order; rating it again changes nothing.
+absl::Status RateOnce(AccountSession& session, const std::string& order_id,
+                      v1::TradeRating rating) {
+  CRM_ASSIGN_OR_RETURN(const bool rated, session.Rated(order_id));
+  if (rated) return absl::OkStatus();
+  CRM_RETURN_IF_ERROR(session.PutRating(order_id, rating));
+  auto& a = session.account();
+  switch (rating) {
+    case v1::TRADE_RATING_GOOD:
+      a.set_credit_score(a.credit_score() + 1);
+      a.set_good_ratings(a.good_ratings() + 1);
+      break;
+    case v1::TRADE_RATING_BAD:
+      a.set_credit_score(a.credit_score() - 1);
+      a.set_bad_ratings(a.bad_ratings() + 1);
+      break;
+    default:
+      a.set_neutral_ratings(a.neutral_ratings() + 1);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 LoyaltyMetrics::LoyaltyMetrics(prometheus::Registry& r)
@@ -331,36 +393,13 @@ grpc::ServerUnaryReactor* LoyaltyService::ListPointsHistory(Ctx* ctx,
 
 grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantPointsRequest* req,
                                                       v1::LedgerEntry* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (req->points() <= 0 || req->points() > kMaxPoints) {
-    return Finish(ctx, Invalid("points", absl::StrCat("must be 1-", kMaxPoints)));
-  }
-  if (auto s = api::RequiredId("source_id", req->source_id()); !s.ok()) return Finish(ctx, s);
-  const auto src = req->source();
-  if (src != v1::POINTS_SOURCE_REVIEW && src != v1::POINTS_SOURCE_REFERRAL &&
-      src != v1::POINTS_SOURCE_COMPENSATION && src != v1::POINTS_SOURCE_PROMOTION) {
-    return Finish(ctx, Invalid("source", "must be REVIEW, REFERRAL, COMPENSATION or PROMOTION"));
-  }
-  if (auto s = api::OptionalText("description", req->description(), 200); !s.ok())
-    return Finish(ctx, s);
+  if (auto s = ValidateGrant(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
     return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
       CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", req->source_id()));
-      if (seen.has_value()) {
-        auto first = session.LedgerEntryById(*seen);
-        if (!first.ok()) return first.status();
-        if (!first->has_value())
-          return absl::DataLossError("source index points at a missing ledger entry");
-        if ((*first)->points() != req->points()) {
-          return Invalid("source_id",
-                         absl::StrCat("\"", req->source_id(), "\" already granted ",
-                                      (*first)->points(), " points; a source counts once"));
-        }
-        *resp = **first;
-        return absl::OkStatus();
-      }
+      if (seen.has_value()) return AnswerFirstGrant(session, *seen, *req, resp);
       auto entries = EarnPoints(session.account(), session.lots(), req->points(), req->source(),
                                 req->source_id(), "", "", req->description(), now);
       *resp = entries.front();
@@ -372,42 +411,41 @@ grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantP
 
 grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::RedeemPointsRequest* req,
                                                        v1::LedgerEntry* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->points() <= 0 || req->points() > kMaxPoints) {
-    return Finish(ctx, Invalid("points", absl::StrCat("must be 1-", kMaxPoints)));
-  }
-  if (auto s = api::OptionalText("description", req->description(), 200); !s.ok())
-    return Finish(ctx, s);
+  if (auto s = ValidateRedeem(*req); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
   return FinishOn(
       *writes_, ctx,
-      [this, req, resp, now,
-       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
-        CRM_ASSIGN_OR_RETURN(auto account, store_->Account(req->customer_id()));
-        if (!account.has_value()) {
-          CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
-          return absl::FailedPreconditionError(
-              absl::StrCat("points: the balance is 0, not enough to redeem ", req->points()));
-        }
-        bool spent = false;
-        absl::Status s = store_->WithAccountOnce(
-            req->customer_id(), "RedeemPoints", request_id, store::RequestFingerprint(*req), now,
-            resp, [&](AccountSession& session) -> absl::Status {
-              auto entry =
-                  SpendPoints(session.account(), session.lots(), req->points(),
-                              absl::StrCat("redeem:", req->request_id()), req->description(), now);
-              if (!entry.ok()) return entry.status();
-              *resp = *entry;
-              session.Add(*std::move(entry));
-              spent = true;
-              return absl::OkStatus();
-            });
-        if (s.ok() && spent) metrics_.points_redeemed.Increment(static_cast<double>(req->points()));
-        return s;
+      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+        return Redeem(*req, request_id, now, resp);
       });
+}
+
+absl::Status LoyaltyService::Redeem(const v1::RedeemPointsRequest& req,
+                                    const std::string& request_id, absl::Time now,
+                                    v1::LedgerEntry* resp) {
+  CRM_ASSIGN_OR_RETURN(auto account, store_->Account(req.customer_id()));
+  if (!account.has_value()) {
+    CRM_RETURN_IF_ERROR(CheckCustomer(req.customer_id()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("points: the balance is 0, not enough to redeem ", req.points()));
+  }
+  bool spent = false;  // false when this is a retry answered from the first call's record
+  CRM_RETURN_IF_ERROR(store_->WithAccountOnce(
+      req.customer_id(), "RedeemPoints", request_id, store::RequestFingerprint(req), now, resp,
+      [&](AccountSession& session) -> absl::Status {
+        CRM_ASSIGN_OR_RETURN(
+            v1::LedgerEntry entry,
+            SpendPoints(session.account(), session.lots(), req.points(),
+                        absl::StrCat("redeem:", req.request_id()), req.description(), now));
+        *resp = entry;
+        session.Add(std::move(entry));
+        spent = true;
+        return absl::OkStatus();
+      }));
+  if (spent) metrics_.points_redeemed.Increment(static_cast<double>(req.points()));
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::RecordReferral(Ctx* ctx,
@@ -428,19 +466,8 @@ grpc::ServerUnaryReactor* LoyaltyService::RecordReferral(Ctx* ctx,
     const auto rules = rules_->Get();
     const std::string source = absl::StrCat("referral:", req->referred_customer_id());
     return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", source));
-      if (!seen.has_value()) {
-        for (auto& e : EarnPoints(session.account(), session.lots(), rules->points().per_referral(),
-                                  v1::POINTS_SOURCE_REFERRAL, source, "", "referral points",
-                                  "a customer you referred joined", now)) {
-          session.Add(std::move(e));
-        }
-        session.Add(Growth(session.account(), rules->growth().per_referral(),
-                           v1::GROWTH_SOURCE_REFERRAL, source, "",
-                           absl::StrCat("referral: ", rules->growth().per_referral()), now,
-                           GrowthDay(now), rules->growth().window_days()));
-        ApplyTierChange(session, *rules, now);
-      }
+      CRM_ASSIGN_OR_RETURN(const bool rewarded, RewardReferral(session, source, *rules, now));
+      if (rewarded) ApplyTierChange(session, *rules, now);
       *resp = MembershipOf(session.account(), session.lots(), *rules, now);
       return absl::OkStatus();
     });
@@ -455,41 +482,30 @@ grpc::ServerUnaryReactor* LoyaltyService::RateTrade(Ctx* ctx, const v1::RateTrad
     return Finish(ctx, Invalid("rating", "must be GOOD, NEUTRAL or BAD"));
   }
   return FinishOn(*writes_, ctx, [this, req, resp]() -> absl::Status {
-    // Only a completed trade is rated: ask order-tracking.
-    v1::GetOrderRequest get;
-    get.set_customer_id(req->customer_id());
-    get.set_order_id(req->order_id());
-    CRM_ASSIGN_OR_RETURN(auto order, rpc::Peer<v1::OrderTrackingService>(backends_).Call(
-                                         req->customer_id(), "confirm the order",
-                                         &v1::OrderTrackingService::Stub::GetOrder, get));
-    if (order.status() != v1::ORDER_STATUS_DELIVERED) {
-      return absl::FailedPreconditionError(
-          "order_id: only a completed (delivered) trade can be rated");
-    }
+    CRM_RETURN_IF_ERROR(CheckDelivered(req->customer_id(), req->order_id()));
     const auto rules = rules_->Get();
     return store_->WithAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      auto rated = session.Rated(req->order_id());
-      if (!rated.ok()) return rated.status();
-      auto& a = session.account();
-      if (!*rated) {
-        CRM_RETURN_IF_ERROR(session.PutRating(req->order_id(), req->rating()));
-        switch (req->rating()) {
-          case v1::TRADE_RATING_GOOD:
-            a.set_credit_score(a.credit_score() + 1);
-            a.set_good_ratings(a.good_ratings() + 1);
-            break;
-          case v1::TRADE_RATING_BAD:
-            a.set_credit_score(a.credit_score() - 1);
-            a.set_bad_ratings(a.bad_ratings() + 1);
-            break;
-          default:
-            a.set_neutral_ratings(a.neutral_ratings() + 1);
-        }
-      }
-      *resp = CreditOf(a, *rules);
+      CRM_RETURN_IF_ERROR(RateOnce(session, req->order_id(), req->rating()));
+      *resp = CreditOf(session.account(), *rules);
       return absl::OkStatus();
     });
   });
+}
+
+absl::Status LoyaltyService::CheckDelivered(const std::string& customer_id,
+                                            const std::string& order_id) {
+  // Only a completed trade is rated: ask order-tracking.
+  v1::GetOrderRequest get;
+  get.set_customer_id(customer_id);
+  get.set_order_id(order_id);
+  CRM_ASSIGN_OR_RETURN(auto order, rpc::Peer<v1::OrderTrackingService>(backends_).Call(
+                                       customer_id, "confirm the order",
+                                       &v1::OrderTrackingService::Stub::GetOrder, get));
+  if (order.status() != v1::ORDER_STATUS_DELIVERED) {
+    return absl::FailedPreconditionError(
+        "order_id: only a completed (delivered) trade can be rated");
+  }
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::SetEnterpriseAccount(
@@ -771,6 +787,22 @@ absl::StatusOr<bool> LoyaltyService::RewardReview(AccountSession& session,
   session.Add(Growth(session.account(), rules.growth().per_review(), v1::GROWTH_SOURCE_REVIEW,
                      source, rv.order_id(), absl::StrCat("review: ", rules.growth().per_review()),
                      now, GrowthDay(now), rules.growth().window_days()));
+  return true;
+}
+
+absl::StatusOr<bool> LoyaltyService::RewardReferral(AccountSession& session,
+                                                    const std::string& source,
+                                                    const v1::LoyaltyRules& rules, absl::Time now) {
+  CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", source));
+  if (seen.has_value()) return false;
+  for (auto& e : EarnPoints(session.account(), session.lots(), rules.points().per_referral(),
+                            v1::POINTS_SOURCE_REFERRAL, source, "", "referral points",
+                            "a customer you referred joined", now)) {
+    session.Add(std::move(e));
+  }
+  session.Add(Growth(session.account(), rules.growth().per_referral(), v1::GROWTH_SOURCE_REFERRAL,
+                     source, "", absl::StrCat("referral: ", rules.growth().per_referral()), now,
+                     GrowthDay(now), rules.growth().window_days()));
   return true;
 }
 

@@ -128,6 +128,14 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
                                          const v1::LoyaltyRules& rules, absl::Time now);
   absl::StatusOr<bool> RewardReview(AccountSession& session, const v1::ReviewSubmitted& rv,
                                     const v1::LoyaltyRules& rules, absl::Time now);
+  // RecordReferral's points and growth for the referrer, once per referred customer.
+  absl::StatusOr<bool> RewardReferral(AccountSession& session, const std::string& source,
+                                      const v1::LoyaltyRules& rules, absl::Time now);
+  // RedeemPoints' work, once per request id: spends the points oldest first.
+  absl::Status Redeem(const v1::RedeemPointsRequest& req, const std::string& request_id,
+                      absl::Time now, v1::LedgerEntry* resp);
+  // OK when order-tracking has the order delivered: only a completed trade is rated.
+  absl::Status CheckDelivered(const std::string& customer_id, const std::string& order_id);
 
   LoyaltyStore* const store_;
   RulesHolder* const rules_;
