@@ -144,6 +144,80 @@ absl::Status ValidateBehaviorEvent(const std::string& f, v1::BehaviorEvent& e, a
   return absl::OkStatus();
 }
 
+// What an import keeps beyond the request: the email normalised, and when the customer joined.
+struct ImportFields {
+  std::string email;
+  absl::Time joined;
+};
+
+absl::StatusOr<ImportFields> ValidateImport(const v1::ImportCustomerRequest& req, absl::Time now) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("external_id", req.external_id()));
+  ImportFields f{"", now};
+  if (!req.email().empty()) {
+    CRM_ASSIGN_OR_RETURN(f.email, NormalizeEmail("email", req.email()));
+  }
+  CRM_RETURN_IF_ERROR(api::OptionalText("name", req.name(), kMaxNameChars));
+  CRM_RETURN_IF_ERROR(ValidatePhone("phone", req.phone()));
+  if (req.has_create_time()) {
+    CRM_ASSIGN_OR_RETURN(f.joined, api::ToTime("create_time", req.create_time()));
+    if (f.joined > now + absl::Minutes(5)) return Invalid("create_time", "is in the future");
+  }
+  return f;
+}
+
+v1::Customer ImportedCustomer(const v1::ImportCustomerRequest& req, const ImportFields& f,
+                              absl::Time now) {
+  v1::Customer c;
+  // Where the gateway routed the import (the email, else the external id) is where the customer
+  // lives.
+  c.set_customer_id(sharding::NewIdInBucket(
+      "c", sharding::BucketOf(f.email.empty() ? req.external_id() : f.email)));
+  c.set_external_id(req.external_id());
+  c.set_email(f.email);
+  c.set_name(req.name());
+  c.set_phone(req.phone());
+  api::SetTimestamp(f.joined, c.mutable_create_time());
+  api::SetTimestamp(now, c.mutable_update_time());
+  return c;
+}
+
+const char* ImportLabel(CustomerProfileStore::ImportOutcome outcome) {
+  switch (outcome) {
+    case CustomerProfileStore::ImportOutcome::kCreated:
+      return "created";
+    case CustomerProfileStore::ImportOutcome::kLinked:
+      return "linked";
+    case CustomerProfileStore::ImportOutcome::kErased:
+      return "erased";
+    default:
+      return "already_imported";
+  }
+}
+
+absl::Status ValidateContactRequest(const v1::RequestContactRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  CRM_RETURN_IF_ERROR(ValidateChannel("channel", req.channel()));
+  return api::RequiredText("purpose", req.purpose(), 100);
+}
+
+// The events of a behaviour call, each valid, and not too many for one call.
+absl::StatusOr<std::vector<v1::BehaviorEvent>> ValidBehaviorEvents(
+    const v1::RecordBehaviorEventsRequest& req, absl::Time now) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  if (req.events_size() == 0) return Invalid("events", "must hold at least one event");
+  if (req.events_size() > kMaxBehaviorEventsPerCall) {
+    return Invalid("events", absl::StrCat("holds ", req.events_size(), " events; at most ",
+                                          kMaxBehaviorEventsPerCall, " per call"));
+  }
+  std::vector<v1::BehaviorEvent> events(req.events().begin(), req.events().end());
+  for (size_t i = 0; i < events.size(); ++i) {
+    CRM_RETURN_IF_ERROR(ValidateBehaviorEvent(absl::StrCat("events[", i, "]"), events[i], now));
+  }
+  return events;
+}
+
 }  // namespace
 
 ProfileMetrics::ProfileMetrics(prometheus::Registry& registry)
@@ -205,45 +279,15 @@ grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(
 grpc::ServerUnaryReactor* CustomerProfileService::ImportCustomer(
     Ctx* ctx, const v1::ImportCustomerRequest* req, v1::ImportCustomerResponse* resp) {
   const absl::Time now = clock_->Now();
-  if (auto s = api::RequiredId("external_id", req->external_id()); !s.ok()) return Finish(ctx, s);
-  std::string email;
-  if (!req->email().empty()) {
-    auto normalized = NormalizeEmail("email", req->email());
-    if (!normalized.ok()) return Finish(ctx, normalized.status());
-    email = *std::move(normalized);
-  }
-  if (auto s = api::OptionalText("name", req->name(), kMaxNameChars); !s.ok())
-    return Finish(ctx, s);
-  if (auto s = ValidatePhone("phone", req->phone()); !s.ok()) return Finish(ctx, s);
-  absl::Time joined = now;
-  if (req->has_create_time()) {
-    auto t = api::ToTime("create_time", req->create_time());
-    if (!t.ok()) return Finish(ctx, t.status());
-    if (*t > now + absl::Minutes(5)) return Finish(ctx, Invalid("create_time", "is in the future"));
-    joined = *t;
-  }
-  return FinishOn(*writes_, ctx, [this, req, resp, now, joined, email]() -> absl::Status {
-    v1::Customer c;
-    // Where the gateway routed the import (the email, else the external id) is where the customer
-    // lives.
-    c.set_customer_id(sharding::NewIdInBucket(
-        "c", sharding::BucketOf(email.empty() ? req->external_id() : email)));
-    c.set_external_id(req->external_id());
-    c.set_email(email);
-    c.set_name(req->name());
-    c.set_phone(req->phone());
-    api::SetTimestamp(joined, c.mutable_create_time());
-    api::SetTimestamp(now, c.mutable_update_time());
+  auto fields = ValidateImport(*req, now);
+  if (!fields.ok()) return Finish(ctx, fields.status());
+  return FinishOn(*writes_, ctx, [this, req, resp, now, f = *fields]() -> absl::Status {
     CustomerProfileStore::ImportOutcome outcome;
-    absl::Status s = store_->Import(c, resp->mutable_customer(), &outcome);
-    if (!s.ok()) return s;
+    CRM_RETURN_IF_ERROR(
+        store_->Import(ImportedCustomer(*req, f, now), resp->mutable_customer(), &outcome));
     resp->set_created(outcome == CustomerProfileStore::ImportOutcome::kCreated);
     resp->set_erased(outcome == CustomerProfileStore::ImportOutcome::kErased);
-    const char* label = "already_imported";
-    if (outcome == CustomerProfileStore::ImportOutcome::kCreated) label = "created";
-    if (outcome == CustomerProfileStore::ImportOutcome::kLinked) label = "linked";
-    if (outcome == CustomerProfileStore::ImportOutcome::kErased) label = "erased";
-    metrics_.imported.Add({{"outcome", label}}).Increment();
+    metrics_.imported.Add({{"outcome", ImportLabel(outcome)}}).Increment();
     return absl::OkStatus();
   });
 }
@@ -499,63 +543,47 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetContactPermission(
 
 grpc::ServerUnaryReactor* CustomerProfileService::RequestContact(
     Ctx* ctx, const v1::RequestContactRequest* req, v1::ContactDecision* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = ValidateChannel("channel", req->channel()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredText("purpose", req->purpose(), 100); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateContactRequest(*req); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
   return FinishOn(
       *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+      [this, req, resp, now,
+       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
         v1::ContactRecord record;
         record.set_channel(req->channel());
         record.set_purpose(req->purpose());
         api::SetTimestamp(now, record.mutable_contact_time());
         // The longest cap period bounds the contacts the decision needs to see.
-        absl::Status s = store_->RequestContact(
+        CRM_RETURN_IF_ERROR(store_->RequestContact(
             req->customer_id(), request_id, store::RequestFingerprint(*req), now,
             now - absl::Hours(24 * 365), record,
             [&](const v1::Customer& c, const std::vector<absl::Time>& times) {
               return DecideContact(c, req->channel(), times, now);
             },
-            resp);
-        if (s.ok()) {
-          metrics_.contact_decisions
-              .Add({{"reason", absl::AsciiStrToLower(
-                                   v1::ContactDecision::Reason_Name(resp->reason()).substr(7))}})
-              .Increment();
-        }
-        return s;
+            resp));
+        metrics_.contact_decisions
+            .Add({{"reason", absl::AsciiStrToLower(
+                                 v1::ContactDecision::Reason_Name(resp->reason()).substr(7))}})
+            .Increment();
+        return absl::OkStatus();
       });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::RecordBehaviorEvents(
     Ctx* ctx, const v1::RecordBehaviorEventsRequest* req, v1::RecordBehaviorEventsResponse* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->events_size() == 0)
-    return Finish(ctx, Invalid("events", "must hold at least one event"));
-  if (req->events_size() > kMaxBehaviorEventsPerCall) {
-    return Finish(ctx,
-                  Invalid("events", absl::StrCat("holds ", req->events_size(), " events; at most ",
-                                                 kMaxBehaviorEventsPerCall, " per call")));
-  }
   const absl::Time now = clock_->Now();
-  std::vector<v1::BehaviorEvent> events(req->events().begin(), req->events().end());
-  for (size_t i = 0; i < events.size(); ++i) {
-    if (auto s = ValidateBehaviorEvent(absl::StrCat("events[", i, "]"), events[i], now); !s.ok())
-      return Finish(ctx, s);
-  }
+  auto events = ValidBehaviorEvents(*req, now);
+  if (!events.ok()) return Finish(ctx, events.status());
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   // Behaviour is written without fsync, so it finishes quickly enough for gRPC's own thread.
   absl::Status s =
       store_->RecordBehavior(req->customer_id(), rpc::ScopedRequestId(*caller, req->request_id()),
-                             store::RequestFingerprint(*req), events, now, resp);
+                             store::RequestFingerprint(*req), *events, now, resp);
   if (s.ok()) {
-    for (const auto& e : events) {
+    for (const auto& e : *events) {
       metrics_.behavior_events
           .Add({{"type", absl::AsciiStrToLower(v1::BehaviorEventType_Name(e.type()).substr(20))}})
           .Increment();

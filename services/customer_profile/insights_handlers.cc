@@ -94,6 +94,36 @@ void FillAtRiskCustomer(const InsightsRefresher::AtRisk& a, const v1::CustomerIn
   *out->mutable_last_order_time() = insights.facts().last_order_time();
 }
 
+absl::Status ValidateRetentionAction(const v1::RecordRetentionActionRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
+  if (req.type() == v1::RETENTION_ACTION_TYPE_UNSPECIFIED ||
+      !v1::RetentionActionType_IsValid(req.type())) {
+    return api::Invalid("type", "must be COUPON, DEDICATED_AGENT or POINTS");
+  }
+  return api::RequiredText("reference", req.reference(), 128);
+}
+
+// A retention action as recorded: pending until an order inside its window retains the customer,
+// with the churn score it was taken against.
+v1::RetentionAction NewRetentionAction(const v1::RecordRetentionActionRequest& req,
+                                       const std::string& agent_id,
+                                       const v1::CustomerInsights& insights,
+                                       const internal::SegmentRules& rules, absl::Time now) {
+  v1::RetentionAction action;
+  action.set_customer_id(req.customer_id());
+  action.set_type(req.type());
+  action.set_reference(req.reference());
+  action.set_agent_id(agent_id);
+  action.set_note(req.note());
+  api::SetTimestamp(now, action.mutable_action_time());
+  api::SetTimestamp(now + absl::Hours(24) * rules.retention_window_days(),
+                    action.mutable_window_end_time());
+  action.set_churn_score(insights.churn().score());
+  action.set_outcome(v1::RETENTION_OUTCOME_PENDING);
+  return action;
+}
+
 }  // namespace
 
 absl::Status CustomerProfileService::HandleEvent(store::Transaction& txn, const v1::Event& event) {
@@ -159,14 +189,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(
 
 grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(
     Ctx* ctx, const v1::RecordRetentionActionRequest* req, v1::RetentionAction* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  if (req->type() == v1::RETENTION_ACTION_TYPE_UNSPECIFIED ||
-      !v1::RetentionActionType_IsValid(req->type())) {
-    return Finish(ctx, api::Invalid("type", "must be COUPON, DEDICATED_AGENT or POINTS"));
-  }
-  if (auto s = api::RequiredText("reference", req->reference(), 128); !s.ok())
-    return Finish(ctx, s);
+  if (auto s = ValidateRetentionAction(*req); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
   // The agent who acted is the caller: an agent records only their own actions.
@@ -179,21 +202,10 @@ grpc::ServerUnaryReactor* CustomerProfileService::RecordRetentionAction(
                   [this, req, resp, now, agent_id = *agent_id,
                    request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
                     CRM_ASSIGN_OR_RETURN(auto insights, AssessNow(req->customer_id(), now));
-                    v1::RetentionAction action;
-                    action.set_customer_id(req->customer_id());
-                    action.set_type(req->type());
-                    action.set_reference(req->reference());
-                    action.set_agent_id(agent_id);
-                    action.set_note(req->note());
-                    api::SetTimestamp(now, action.mutable_action_time());
-                    api::SetTimestamp(
-                        now + absl::Hours(24) * insights_->rules().retention_window_days(),
-                        action.mutable_window_end_time());
-                    action.set_churn_score(insights.churn().score());
-                    action.set_outcome(v1::RETENTION_OUTCOME_PENDING);
-                    return store_->RecordRetentionAction(req->customer_id(), request_id,
-                                                         store::RequestFingerprint(*req), now,
-                                                         std::move(action), resp);
+                    return store_->RecordRetentionAction(
+                        req->customer_id(), request_id, store::RequestFingerprint(*req), now,
+                        NewRetentionAction(*req, agent_id, insights, insights_->rules(), now),
+                        resp);
                   });
 }
 
