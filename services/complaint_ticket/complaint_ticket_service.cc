@@ -345,6 +345,47 @@ std::optional<AutomaticTicket> AutomaticTicketFor(const v1::Event& event) {
   return std::nullopt;
 }
 
+absl::Status ValidateSurvey(const grpc::ServerContextBase& ctx,
+                            const v1::SubmitSatisfactionRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("ticket_id", req.ticket_id()));
+  if (req.csat() < 1 || req.csat() > 5)
+    return Invalid("csat", "must be 1 (very dissatisfied) to 5 (very satisfied)");
+  CRM_RETURN_IF_ERROR(api::OptionalText("comment", req.comment(), 1000));
+  // The survey is the customer's own voice: only the ticket's customer answers it.
+  CRM_ASSIGN_OR_RETURN(const auth::Caller caller, rpc::CallerOf(ctx));
+  if (!caller.internal &&
+      (caller.role != v1::ROLE_CUSTOMER || caller.customer_id != req.customer_id())) {
+    return absl::PermissionDeniedError(
+        "csat: only the ticket's own customer rates how it was handled");
+  }
+  return absl::OkStatus();
+}
+
+// The survey's answer closes a resolved ticket; the same answer again changes nothing.
+absl::Status RecordSatisfaction(TicketSession& session, const v1::SubmitSatisfactionRequest& req,
+                                absl::Time now) {
+  v1::Ticket& t = session.ticket();
+  if (t.status() == v1::TICKET_STATUS_CLOSED && t.satisfaction().csat() == req.csat()) {
+    session.MarkUnchanged();
+    return absl::OkStatus();
+  }
+  if (t.status() != v1::TICKET_STATUS_RESOLVED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ticket_id: the survey comes after resolution; the ticket is ",
+                     Lower(v1::TicketStatus_Name(t.status()), 14)));
+  }
+  t.mutable_satisfaction()->set_csat(req.csat());
+  t.mutable_satisfaction()->set_comment(req.comment());
+  api::SetTimestamp(now, t.mutable_satisfaction()->mutable_time());
+  t.set_status(v1::TICKET_STATUS_CLOSED);
+  v1::Event e;
+  e.mutable_satisfaction_rated()->set_ticket_id(t.ticket_id());
+  e.mutable_satisfaction_rated()->set_csat(req.csat());
+  session.Emit(std::move(e));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 TicketMetrics::TicketMetrics(prometheus::Registry& r)
@@ -902,45 +943,12 @@ absl::Status ComplaintTicketService::ConfirmByAgent(TicketSession& session,
 
 grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(
     Ctx* ctx, const v1::SubmitSatisfactionRequest* req, v1::Ticket* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  if (req->csat() < 1 || req->csat() > 5)
-    return Finish(ctx, Invalid("csat", "must be 1 (very dissatisfied) to 5 (very satisfied)"));
-  if (auto s = api::OptionalText("comment", req->comment(), 1000); !s.ok()) return Finish(ctx, s);
-  // The survey is the customer's own voice: only the ticket's customer answers it.
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
-  if (!caller->internal &&
-      (caller->role != v1::ROLE_CUSTOMER || caller->customer_id != req->customer_id())) {
-    return Finish(ctx, absl::PermissionDeniedError(
-                           "csat: only the ticket's own customer rates how it was handled"));
-  }
+  if (auto s = ValidateSurvey(*ctx, *req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
     return UpdateAndCount(
         req->customer_id(), req->ticket_id(), "", 0, now,
-        [&](TicketSession& session) -> absl::Status {
-          v1::Ticket& t = session.ticket();
-          if (t.status() == v1::TICKET_STATUS_CLOSED && t.satisfaction().csat() == req->csat()) {
-            session.MarkUnchanged();
-            return absl::OkStatus();
-          }
-          if (t.status() != v1::TICKET_STATUS_RESOLVED) {
-            return absl::FailedPreconditionError(
-                absl::StrCat("ticket_id: the survey comes after resolution; the ticket is ",
-                             Lower(v1::TicketStatus_Name(t.status()), 14)));
-          }
-          t.mutable_satisfaction()->set_csat(req->csat());
-          t.mutable_satisfaction()->set_comment(req->comment());
-          api::SetTimestamp(now, t.mutable_satisfaction()->mutable_time());
-          t.set_status(v1::TICKET_STATUS_CLOSED);
-          v1::Event e;
-          e.mutable_satisfaction_rated()->set_ticket_id(t.ticket_id());
-          e.mutable_satisfaction_rated()->set_csat(req->csat());
-          session.Emit(std::move(e));
-          return absl::OkStatus();
-        },
-        resp);
+        [&](TicketSession& session) { return RecordSatisfaction(session, *req, now); }, resp);
   });
 }
 
