@@ -25,10 +25,11 @@ std::string PayloadName(const v1::Event& e) {
 
 }  // namespace
 
-EventConsumer::EventConsumer(store::Store* store, Handler handler, rpc::Executor* executor,
-                             prometheus::Registry& registry)
+EventConsumer::EventConsumer(store::Store* store, Subscription subscription, Handler handler,
+                             rpc::Executor* executor, prometheus::Registry& registry)
     : store_(store),
       consumed_(store->cf(kConsumedFamily)),
+      subscription_(std::move(subscription)),
       handler_(std::move(handler)),
       executor_(executor),
       applied_(metrics::CounterFamily(registry, "crm_events_consumed_total",
@@ -102,6 +103,13 @@ grpc::ServerUnaryReactor* EventConsumer::DeliverEvents(grpc::CallbackServerConte
                                                        v1::DeliverEventsResponse* response) {
   return rpc::FinishOn(*executor_, ctx,
                        [this, request, response] { return Apply(*request, response); });
+}
+
+grpc::ServerUnaryReactor* EventConsumer::GetSubscription(grpc::CallbackServerContext* ctx,
+                                                         const v1::GetSubscriptionRequest*,
+                                                         v1::Subscription* response) {
+  *response = subscription_.ToProto();
+  return rpc::Finish(ctx, absl::OkStatus());
 }
 
 absl::StatusOr<int64_t> EventConsumer::ForgetConsumedBefore(absl::Time before) {

@@ -3,9 +3,11 @@
 // redelivered event is recognised and changes nothing; the WAL is synced once per batch before the
 // acknowledgement, so an acknowledged event survives a crash.
 //
-// The handler decides what an event means for this service. Its errors: ABORTED / UNAVAILABLE are
-// transient (the producer retries); anything else is a refusal, retried a few times and then
-// dead-lettered by the producer. Events the handler does not care about should return OK.
+// The handler decides what an event means for this service; the Subscription beside it says which
+// events it acts on, and producers send only those (served as EventSink/GetSubscription). Its
+// errors: ABORTED / UNAVAILABLE are transient (the producer retries); anything else is a refusal,
+// retried a few times and then dead-lettered by the producer. Events the handler does not care
+// about should return OK.
 #pragma once
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 
 #include "crm/v1/events.grpc.pb.h"
 #include "libs/clock/clock.h"
+#include "libs/events/subscription.h"
 #include "libs/rpc/executor.h"
 #include "libs/store/store.h"
 #include "prometheus/counter.h"
@@ -29,12 +32,15 @@ class EventConsumer final : public v1::EventSink::CallbackService {
   using Handler = std::function<absl::Status(store::Transaction& txn, const v1::Event& event)>;
 
   // Not owned: all must outlive the consumer.
-  EventConsumer(store::Store* store, Handler handler, rpc::Executor* executor,
-                prometheus::Registry& registry);
+  EventConsumer(store::Store* store, Subscription subscription, Handler handler,
+                rpc::Executor* executor, prometheus::Registry& registry);
 
   grpc::ServerUnaryReactor* DeliverEvents(grpc::CallbackServerContext* ctx,
                                           const v1::DeliverEventsRequest* request,
                                           v1::DeliverEventsResponse* response) override;
+  grpc::ServerUnaryReactor* GetSubscription(grpc::CallbackServerContext* ctx,
+                                            const v1::GetSubscriptionRequest* request,
+                                            v1::Subscription* response) override;
 
   // Applies events in order; stops at the first refusal (what DeliverEvents does, without gRPC).
   absl::Status Apply(const v1::DeliverEventsRequest& request, v1::DeliverEventsResponse* response);
@@ -58,6 +64,7 @@ class EventConsumer final : public v1::EventSink::CallbackService {
  private:
   store::Store* const store_;
   rocksdb::ColumnFamilyHandle* const consumed_;
+  const Subscription subscription_;
   Handler handler_;
   rpc::Executor* const executor_;
   prometheus::Family<prometheus::Counter>& applied_;

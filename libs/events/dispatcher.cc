@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "libs/api/validate.h"
-#include "libs/events/routes.h"
+#include "libs/events/subscription.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/metrics/rpc_metrics.h"
@@ -64,11 +66,51 @@ struct Dispatcher::Lane {
   prometheus::Gauge* oldest_age = nullptr;
   prometheus::Histogram* lag = nullptr;
 
+  // Kept by the lane's own thread.
+  absl::Duration backoff;
+  int64_t failures_in_a_row = 0;
+  std::map<std::string, int> refusals;  // event id -> times refused
+  absl::Time next_backlog_count;
+
+  // The call in flight (null: none), for Stop() to cancel instead of waiting for its deadline.
+  void set_call(grpc::ClientContext* c) {
+    absl::MutexLock lock(&call_mu);
+    call = c;
+  }
   Position cursor() const { return Position{cursor_epoch.load(), cursor_seq.load()}; }
   void set_cursor(const Position& p) {
     cursor_epoch.store(p.epoch);
     cursor_seq.store(p.seq);
   }
+
+  bool knows_subscription() const {
+    absl::MutexLock lock(&subscription_mu);
+    return subscription.has_value();
+  }
+  void set_subscription(std::optional<Subscription> s) {
+    absl::MutexLock lock(&subscription_mu);
+    subscription = std::move(s);
+  }
+  // Whether this lane delivers `e`: the consumer subscribed to it (every event while that is not
+  // known yet) and the customer lives on this lane's shard.
+  bool Wants(const v1::Event& e) const {
+    {
+      absl::MutexLock lock(&subscription_mu);
+      if (subscription.has_value() && !subscription->Wants(e)) return false;
+    }
+    return channels->shard_map().ShardOf(e.customer_id()) == shard;
+  }
+
+ private:
+  mutable absl::Mutex subscription_mu;
+  std::optional<Subscription> subscription ABSL_GUARDED_BY(subscription_mu);
+};
+
+// Events read from the outbox for one delivery, and how far the read went (past events the lane
+// does not deliver).
+struct Dispatcher::Batch {
+  std::vector<std::pair<Position, v1::Event>> events;
+  Position scanned_to;
 };
 
 Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics* metrics,
@@ -106,6 +148,7 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics
       lane->channels = sink.channels;
       lane->shard = shard;
       lane->cursor_key = CursorKey(sink.name, shard);
+      lane->backoff = options_.initial_backoff;
       const std::map<std::string, std::string> labels = {{"destination", sink.name},
                                                          {"shard", std::to_string(shard)}};
       auto with = [&](const char* k, const char* v) {
@@ -177,164 +220,183 @@ absl::StatusOr<v1::DeliverEventsResponse> Dispatcher::Deliver(
   auto stub = v1::EventSink::NewStub(channels->ForShard(shard));
   grpc::ClientContext ctx;
   rpc::SetTimeout(ctx, options_.call_timeout);
-  if (lane != nullptr) {
-    absl::MutexLock lock(&lane->call_mu);
-    lane->call = &ctx;
-  }
+  if (lane != nullptr) lane->set_call(&ctx);
   v1::DeliverEventsResponse response;
   const grpc::Status status = stub->DeliverEvents(&ctx, request, &response);
-  if (lane != nullptr) {
-    absl::MutexLock lock(&lane->call_mu);
-    lane->call = nullptr;
-  }
+  if (lane != nullptr) lane->set_call(nullptr);
   if (!status.ok()) return rpc::FromGrpc(status);
   return response;
 }
 
 void Dispatcher::RunLane(Lane* lane) {
-  auto* events_cf = store_->cf(Outbox::kEventsFamily);
-  auto* meta_cf = store_->cf(Outbox::kMetaFamily);
-  absl::Duration backoff = options_.initial_backoff;
-  int64_t failures_in_a_row = 0;
-  std::map<std::string, int> refusals;  // event id -> times refused
-  absl::Time next_backlog_count;
-  auto save_cursor = [&](const Position& p) {
-    lane->set_cursor(p);
-    rocksdb::WriteBatch batch;
-    batch.Put(meta_cf, lane->cursor_key, PositionKey(p));
-    // Buffered: losing the newest cursor in a power cut only means redelivering a few events.
-    if (absl::Status s = store_->Write(&batch, store::Durability::kBuffered); !s.ok()) {
-      log::Warning("event cursor not saved",
-                   {{"destination", lane->sink}, {"error", s.ToString()}});
-    }
-  };
-  auto wanted = [&](const v1::Event& e) {
-    return SinkWants(lane->sink, e) &&
-           lane->channels->shard_map().ShardOf(e.customer_id()) == lane->shard;
-  };
-
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
     }
-    const Position horizon = outbox_->Horizon();
-    const Position cursor = lane->cursor();
-    const std::string begin = PositionKey(cursor) + std::string(1, '\0');
-    const std::string end = PositionKey(Position{horizon.epoch, horizon.seq + 1});
+    const Pause pause = Pass(lane);
+    if (pause.wait > absl::ZeroDuration() && !Sleep(pause.wait, pause.wake_on_commit)) return;
+  }
+}
 
-    // Now and then, count what this consumer still has to receive, for the backlog gauge.
-    if (absl::Now() >= next_backlog_count) {
-      next_backlog_count = absl::Now() + absl::Seconds(2);
-      int64_t pending = 0;
-      absl::Time oldest = absl::InfiniteFuture();
-      (void)store_->Scan(events_cf, begin, "", [&](absl::string_view, absl::string_view v) {
+Dispatcher::Pause Dispatcher::Pass(Lane* lane) {
+  if (!lane->knows_subscription()) {
+    if (absl::Status s = AskSubscription(lane); !s.ok()) return DeliveryFailed(lane, s);
+  }
+  CountBacklogNowAndThen(lane);
+  Batch batch;
+  if (absl::Status scan = ReadBatch(*lane, &batch); !scan.ok()) {
+    log::Error("outbox scan failed", {{"error", scan.ToString()}});
+    return {options_.max_backoff};
+  }
+  if (batch.events.empty()) {
+    if (!(batch.scanned_to == lane->cursor())) SaveCursor(lane, batch.scanned_to);
+    lane->idle = true;
+    return {options_.poll_interval, /*wake_on_commit=*/true};
+  }
+  lane->idle = false;
+  std::vector<const v1::Event*> events;
+  for (const auto& [p, e] : batch.events) events.push_back(&e);
+  auto response = Deliver(lane->channels, lane->shard, events, lane);
+  if (!response.ok()) return DeliveryFailed(lane, response.status());
+  lane->ok->Increment();
+  if (lane->failures_in_a_row > 0) {
+    log::Info("event delivery resumed", {{"destination", lane->sink},
+                                         {"shard", lane->shard},
+                                         {"failures_before", lane->failures_in_a_row}});
+    lane->failures_in_a_row = 0;
+  }
+  return Acknowledged(lane, batch, *response);
+}
+
+absl::Status Dispatcher::AskSubscription(Lane* lane) {
+  auto stub = v1::EventSink::NewStub(lane->channels->ForShard(lane->shard));
+  grpc::ClientContext ctx;
+  rpc::SetTimeout(ctx, options_.call_timeout);
+  v1::Subscription answer;
+  lane->set_call(&ctx);
+  const grpc::Status status = stub->GetSubscription(&ctx, v1::GetSubscriptionRequest(), &answer);
+  lane->set_call(nullptr);
+  // A sink that does not say (a test's recorder, an older build) receives every event.
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    lane->set_subscription(Subscription::All());
+    return absl::OkStatus();
+  }
+  if (!status.ok()) return rpc::FromGrpc(status);
+  lane->set_subscription(Subscription::FromProto(answer));
+  log::Info("consumer subscription", {{"destination", lane->sink},
+                                      {"shard", lane->shard},
+                                      {"event_types", absl::StrJoin(answer.event_types(), ",")}});
+  return absl::OkStatus();
+}
+
+void Dispatcher::CountBacklogNowAndThen(Lane* lane) {
+  if (absl::Now() < lane->next_backlog_count) return;
+  lane->next_backlog_count = absl::Now() + absl::Seconds(2);
+  int64_t pending = 0;
+  absl::Time oldest = absl::InfiniteFuture();
+  const std::string begin = PositionKey(lane->cursor()) + std::string(1, '\0');
+  (void)store_->Scan(
+      store_->cf(Outbox::kEventsFamily), begin, "", [&](absl::string_view, absl::string_view v) {
         v1::Event e;
-        if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && wanted(e)) {
+        if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && lane->Wants(e)) {
           ++pending;
           oldest = std::min(oldest, api::FromTimestamp(e.occur_time()));
         }
         return pending < 100000;
       });
-      lane->backlog->Set(static_cast<double>(pending));
-      lane->oldest_age->Set(
-          pending == 0 ? 0 : std::max(0.0, absl::ToDoubleSeconds(clock_->Now() - oldest)));
-    }
+  lane->backlog->Set(static_cast<double>(pending));
+  lane->oldest_age->Set(
+      pending == 0 ? 0 : std::max(0.0, absl::ToDoubleSeconds(clock_->Now() - oldest)));
+}
 
-    std::vector<std::pair<Position, v1::Event>> batch;
-    Position scanned_to = cursor;
-    absl::Status scan =
-        store_->Scan(events_cf, begin, end, [&](absl::string_view key, absl::string_view v) {
-          Position p;
-          if (!ParsePositionKey(key, &p)) return true;
-          v1::Event e;
-          if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-            log::Error("outbox event does not parse; skipped",
-                       {{"position", absl::StrCat(p.epoch, ".", p.seq)}});
-            scanned_to = p;
-            return true;
-          }
-          scanned_to = p;
-          if (wanted(e)) batch.emplace_back(p, std::move(e));
-          return static_cast<int>(batch.size()) < options_.batch_size;
-        });
-    if (!scan.ok()) {
-      log::Error("outbox scan failed", {{"error", scan.ToString()}});
-      if (!Sleep(options_.max_backoff, false)) return;
-      continue;
-    }
-    if (batch.empty()) {
-      if (!(scanned_to == cursor)) save_cursor(scanned_to);
-      lane->idle = true;
-      if (!Sleep(options_.poll_interval, true)) return;
-      continue;
-    }
-    lane->idle = false;
+absl::Status Dispatcher::ReadBatch(const Lane& lane, Batch* batch) {
+  const Position horizon = outbox_->Horizon();
+  batch->scanned_to = lane.cursor();
+  const std::string begin = PositionKey(lane.cursor()) + std::string(1, '\0');
+  const std::string end = PositionKey(Position{horizon.epoch, horizon.seq + 1});
+  return store_->Scan(store_->cf(Outbox::kEventsFamily), begin, end,
+                      [&](absl::string_view key, absl::string_view v) {
+                        Position p;
+                        if (!ParsePositionKey(key, &p)) return true;
+                        batch->scanned_to = p;
+                        v1::Event e;
+                        if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                          log::Error("outbox event does not parse; skipped",
+                                     {{"position", absl::StrCat(p.epoch, ".", p.seq)}});
+                          return true;
+                        }
+                        if (lane.Wants(e)) batch->events.emplace_back(p, std::move(e));
+                        return static_cast<int>(batch->events.size()) < options_.batch_size;
+                      });
+}
 
-    std::vector<const v1::Event*> events;
-    for (const auto& [p, e] : batch) events.push_back(&e);
-    auto response = Deliver(lane->channels, lane->shard, events, lane);
-    if (!response.ok()) {
-      lane->failed->Increment();
-      ++failures_in_a_row;
-      // A consumer that is down for long fails on every try; log the 1st, 2nd, 4th, 8th ...
-      // failure.
-      if ((failures_in_a_row & (failures_in_a_row - 1)) == 0) {
-        log::Warning("event delivery failed; will retry",
-                     {{"destination", lane->sink},
-                      {"shard", lane->shard},
-                      {"error", response.status().ToString()},
-                      {"failures_in_a_row", failures_in_a_row},
-                      {"backoff_ms", absl::ToInt64Milliseconds(backoff)}});
-      }
-      if (!Sleep(backoff, false)) return;
-      backoff = std::min(backoff * 2, options_.max_backoff);
-      continue;
-    }
-    lane->ok->Increment();
-    if (failures_in_a_row > 0) {
-      log::Info("event delivery resumed", {{"destination", lane->sink},
-                                           {"shard", lane->shard},
-                                           {"failures_before", failures_in_a_row}});
-      failures_in_a_row = 0;
-    }
-    const int processed =
-        std::clamp(response->processed_count(), 0, static_cast<int>(batch.size()));
-    const absl::Time now = clock_->Now();
-    for (int i = 0; i < processed; ++i) {
-      lane->lag->Observe(std::max(
-          0.0, absl::ToDoubleSeconds(now - api::FromTimestamp(batch[i].second.occur_time()))));
-      refusals.erase(batch[i].second.event_id());
-    }
-    if (processed == static_cast<int>(batch.size())) {
-      save_cursor(scanned_to);
-      backoff = options_.initial_backoff;
-      continue;
-    }
-    if (processed > 0) save_cursor(batch[processed - 1].first);
-    const auto& [pos, failing] = batch[processed];
-    const int code = response->failed_code();
-    const int refused = ++refusals[failing.event_id()];
-    if (Transient(code) || refused < options_.max_attempts) {
-      lane->failed->Increment();
-      log::Warning("consumer refused an event; will retry", {{"destination", lane->sink},
-                                                             {"event_id", failing.event_id()},
-                                                             {"code", metrics::CodeName(code)},
-                                                             {"error", response->failed_message()},
-                                                             {"attempt", refused}});
-      if (!Sleep(backoff, false)) return;
-      backoff = std::min(backoff * 2, options_.max_backoff);
-      continue;
-    }
-    const std::string error =
-        absl::StrCat(metrics::CodeName(code), ": ", response->failed_message());
-    if (absl::Status s = DeadLetter(lane, pos, failing, refused, error); !s.ok()) {
-      log::Error("dead letter not written; will retry", {{"error", s.ToString()}});
-      if (!Sleep(backoff, false)) return;
-      continue;
-    }
-    refusals.erase(failing.event_id());
-    backoff = options_.initial_backoff;
+Dispatcher::Pause Dispatcher::DeliveryFailed(Lane* lane, const absl::Status& error) {
+  lane->failed->Increment();
+  lane->set_subscription(std::nullopt);
+  const int64_t failures = ++lane->failures_in_a_row;
+  // A consumer that is down for long fails on every try; log the 1st, 2nd, 4th, 8th ... failure.
+  if ((failures & (failures - 1)) == 0) {
+    log::Warning("event delivery failed; will retry",
+                 {{"destination", lane->sink},
+                  {"shard", lane->shard},
+                  {"error", error.ToString()},
+                  {"failures_in_a_row", failures},
+                  {"backoff_ms", absl::ToInt64Milliseconds(lane->backoff)}});
+  }
+  const Pause pause{lane->backoff};
+  lane->backoff = std::min(lane->backoff * 2, options_.max_backoff);
+  return pause;
+}
+
+Dispatcher::Pause Dispatcher::Acknowledged(Lane* lane, const Batch& batch,
+                                           const v1::DeliverEventsResponse& response) {
+  const int sent = static_cast<int>(batch.events.size());
+  const int processed = std::clamp(response.processed_count(), 0, sent);
+  const absl::Time now = clock_->Now();
+  for (int i = 0; i < processed; ++i) {
+    const v1::Event& e = batch.events[i].second;
+    lane->lag->Observe(
+        std::max(0.0, absl::ToDoubleSeconds(now - api::FromTimestamp(e.occur_time()))));
+    lane->refusals.erase(e.event_id());
+  }
+  if (processed == sent) {
+    SaveCursor(lane, batch.scanned_to);
+    lane->backoff = options_.initial_backoff;
+    return {absl::ZeroDuration()};
+  }
+  if (processed > 0) SaveCursor(lane, batch.events[processed - 1].first);
+  const auto& [pos, failing] = batch.events[processed];
+  const int code = response.failed_code();
+  const int refused = ++lane->refusals[failing.event_id()];
+  if (Transient(code) || refused < options_.max_attempts) {
+    lane->failed->Increment();
+    log::Warning("consumer refused an event; will retry", {{"destination", lane->sink},
+                                                           {"event_id", failing.event_id()},
+                                                           {"code", metrics::CodeName(code)},
+                                                           {"error", response.failed_message()},
+                                                           {"attempt", refused}});
+    const Pause pause{lane->backoff};
+    lane->backoff = std::min(lane->backoff * 2, options_.max_backoff);
+    return pause;
+  }
+  const std::string error = absl::StrCat(metrics::CodeName(code), ": ", response.failed_message());
+  if (absl::Status s = DeadLetter(lane, pos, failing, refused, error); !s.ok()) {
+    log::Error("dead letter not written; will retry", {{"error", s.ToString()}});
+    return {lane->backoff};
+  }
+  lane->refusals.erase(failing.event_id());
+  lane->backoff = options_.initial_backoff;
+  return {absl::ZeroDuration()};
+}
+
+void Dispatcher::SaveCursor(Lane* lane, const Position& p) {
+  lane->set_cursor(p);
+  rocksdb::WriteBatch batch;
+  batch.Put(store_->cf(Outbox::kMetaFamily), lane->cursor_key, PositionKey(p));
+  // Buffered: losing the newest cursor in a power cut only means redelivering a few events.
+  if (absl::Status s = store_->Write(&batch, store::Durability::kBuffered); !s.ok()) {
+    log::Warning("event cursor not saved", {{"destination", lane->sink}, {"error", s.ToString()}});
   }
 }
 
@@ -421,9 +483,7 @@ bool Dispatcher::WaitCaughtUp(absl::Duration timeout) {
           PositionKey(Position{target.epoch, target.seq + 1}),
           [&](absl::string_view, absl::string_view v) {
             v1::Event e;
-            if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) &&
-                SinkWants(lane->sink, e) &&
-                lane->channels->shard_map().ShardOf(e.customer_id()) == lane->shard) {
+            if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && lane->Wants(e)) {
               pending = true;
               return false;
             }

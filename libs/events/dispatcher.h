@@ -32,7 +32,7 @@
 namespace crm::events {
 
 struct Sink {
-  // The consumer's name, e.g. "loyalty" (see routes.h).
+  // The consumer's name, e.g. "loyalty".
   std::string name;
   // Channels to its shards; not owned.
   rpc::ChannelSet* channels = nullptr;
@@ -77,7 +77,26 @@ class Dispatcher {
 
  private:
   struct Lane;
+  struct Batch;
+  // How long a lane waits before its next pass, and whether a commit ends the wait early.
+  struct Pause {
+    absl::Duration wait;
+    bool wake_on_commit = false;
+  };
   void RunLane(Lane* lane);
+  // One pass of a lane: learn what the consumer subscribes to, read the next batch it wants,
+  // deliver it and act on the answer.
+  Pause Pass(Lane* lane);
+  absl::Status AskSubscription(Lane* lane);
+  // Counts, at most every two seconds, what the consumer still has to receive (backlog gauges).
+  void CountBacklogNowAndThen(Lane* lane);
+  absl::Status ReadBatch(const Lane& lane, Batch* batch);
+  // The call failed (unreachable, overloaded, not what we expected): back off and ask for the
+  // subscription again, since the consumer may come back as a newer build.
+  Pause DeliveryFailed(Lane* lane, const absl::Status& error);
+  // The consumer answered: move the cursor past what it applied; retry or dead-letter a refusal.
+  Pause Acknowledged(Lane* lane, const Batch& batch, const v1::DeliverEventsResponse& response);
+  void SaveCursor(Lane* lane, const Position& p);
   void RunGc();
   // Waits `d`, or less when `wake_on_commit` and new events are committed; false when stopping.
   bool Sleep(absl::Duration d, bool wake_on_commit);

@@ -65,27 +65,37 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
   rpc::Executor* const executor_;
 };
 
+namespace {
+
+// The names --event_sinks lists, "default" expanded to every data service but this one.
+std::vector<std::string> SinkEntries(const std::string& producer) {
+  std::vector<std::string> entries;
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_event_sinks), ';', absl::SkipWhitespace())) {
+    part = absl::StripAsciiWhitespace(part);
+    if (part == "default") {
+      for (const rpc::ServiceInfo& service : rpc::DataServices()) {
+        if (service.name != producer) entries.push_back(service.name);
+      }
+    } else if (part != "none") {
+      entries.emplace_back(part);
+    }
+  }
+  return entries;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<EventProducer>> EventProducer::Create(
-    const rpc::ServiceContext& context, const std::vector<std::string>& default_sinks,
-    DispatcherOptions options) {
+    const rpc::ServiceContext& context, DispatcherOptions options) {
   auto p = std::unique_ptr<EventProducer>(new EventProducer());
   auto outbox =
       Outbox::Open(context.store, context.service_name, context.shard_index, context.clock);
   if (!outbox.ok()) return outbox.status();
   p->outbox_ = std::move(*outbox);
 
-  std::vector<std::string> names;
-  for (absl::string_view part :
-       absl::StrSplit(absl::GetFlag(FLAGS_event_sinks), ';', absl::SkipWhitespace())) {
-    part = absl::StripAsciiWhitespace(part);
-    if (part == "default") {
-      names.insert(names.end(), default_sinks.begin(), default_sinks.end());
-    } else if (part != "none") {
-      names.emplace_back(part);
-    }
-  }
   std::vector<Sink> sinks;
-  for (const std::string& entry : names) {
+  for (const std::string& entry : SinkEntries(context.service_name)) {
     const size_t eq = entry.find('=');
     Sink sink;
     sink.name = entry.substr(0, eq);

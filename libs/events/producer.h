@@ -1,8 +1,9 @@
 // What a service that emits events owns: its outbox, a dispatcher to the consumers configured by
 // --event_sinks, and the dead-letter admin service (crm.v1.EventAdminService).
 //
-// --event_sinks (env CRM_EVENT_SINKS): consumers separated by ';'. "default" means the service's
-// usual consumers; "none" none; a name ("loyalty") takes its address from --loyalty_address;
+// --event_sinks (env CRM_EVENT_SINKS): consumers separated by ';'. "default" means every other
+// service in the registry (rpc::DataServices()), each of which tells the dispatcher which events it
+// subscribes to; "none" none; a name ("loyalty") takes its address from --loyalty_address;
 // "name=address" names any sink explicitly (tests, tools), e.g. "loyalty;audit=10.0.0.9:7000".
 // --event_max_backoff_ms (default 10000) caps the wait between attempts to an unreachable consumer;
 // --event_batch_size (default 200) is the number of events per delivery call.
@@ -26,9 +27,8 @@ namespace crm::events {
 
 class EventProducer {
  public:
-  static absl::StatusOr<std::unique_ptr<EventProducer>> Create(
-      const rpc::ServiceContext& context, const std::vector<std::string>& default_sinks,
-      DispatcherOptions options = {});
+  static absl::StatusOr<std::unique_ptr<EventProducer>> Create(const rpc::ServiceContext& context,
+                                                               DispatcherOptions options = {});
   ~EventProducer();
 
   Outbox& outbox() { return *outbox_; }

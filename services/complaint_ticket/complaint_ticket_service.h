@@ -17,6 +17,7 @@
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
 #include "libs/events/producer.h"
+#include "libs/events/subscription.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/periodic.h"
@@ -79,6 +80,12 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   Reactor* RunSlaSweep(Ctx*, const v1::RunSlaSweepRequest*, v1::RunSlaSweepResponse*) override;
 
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
+  // The events HandleEvent acts on; producers send this service no others.
+  static events::Subscription EventsHandled() {
+    using E = events::Subscription::EventType;
+    return {E::kReviewSubmitted, E::kDeliveryFailed, E::kOrderDelivered, E::kOrderRefunded,
+            E::kCustomerErased};
+  }
   absl::Status Sweep(v1::RunSlaSweepResponse* out);
   void CountOpen();
 

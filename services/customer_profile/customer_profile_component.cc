@@ -1,9 +1,10 @@
 #include "services/customer_profile/customer_profile_component.h"
 
+#include <algorithm>
+
 #include "absl/flags/flag.h"
 #include "absl/functional/bind_front.h"
-#include "absl/strings/str_cat.h"
-#include "libs/log/log.h"
+#include "libs/base/status_macros.h"
 
 ABSL_FLAG(std::string, segment_rules_file, "",
           "Segment rules (text-format crm.internal.SegmentRules): buyer levels, at-risk threshold, "
@@ -17,6 +18,21 @@ ABSL_FLAG(int, insights_refresh_s, 300,
           "Seconds between recomputations of segment cut points, at-risk list and KPIs.");
 
 namespace crm::customer_profile {
+namespace {
+
+absl::StatusOr<internal::SegmentRules> LoadSegmentRules() {
+  const std::string file = absl::GetFlag(FLAGS_segment_rules_file);
+  if (file.empty()) return DefaultSegmentRules();
+  return ReadSegmentRulesFile(file);
+}
+
+absl::StatusOr<internal::ChurnModel> LoadChurnModel() {
+  const std::string file = absl::GetFlag(FLAGS_churn_model_file);
+  if (file.empty()) return BuiltInChurnModel();
+  return ReadChurnModelFile(file);
+}
+
+}  // namespace
 
 rpc::ServiceSpec CustomerProfileComponent::Spec() {
   return rpc::ServiceSpec::Of<CustomerProfileComponent>("customer-profile",
@@ -25,56 +41,22 @@ rpc::ServiceSpec CustomerProfileComponent::Spec() {
 
 absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileComponent::Create(
     const rpc::ServiceContext& context) {
-  auto component = std::unique_ptr<CustomerProfileComponent>(new CustomerProfileComponent());
-  // Erasure must reach every service that holds customer data; browsing feeds recommendation.
-  auto events = events::EventProducer::Create(
-      context, {"order-tracking", "loyalty", "complaint-ticket", "recommendation"});
-  if (!events.ok()) return events.status();
-  component->events_ = std::move(*events);
-  component->store_ =
-      std::make_unique<CustomerProfileStore>(context.store, &component->events_->outbox());
-  component->writes_ = std::make_unique<rpc::Executor>("profile-writes", 32);
-  internal::SegmentRules rules = DefaultSegmentRules();
-  if (const std::string file = absl::GetFlag(FLAGS_segment_rules_file); !file.empty()) {
-    auto read = ReadSegmentRulesFile(file);
-    if (!read.ok()) return read.status();
-    rules = *std::move(read);
-  }
-  internal::ChurnModel churn_model = BuiltInChurnModel();
-  if (const std::string file = absl::GetFlag(FLAGS_churn_model_file); !file.empty()) {
-    auto read = ReadChurnModelFile(file);
-    if (!read.ok()) return read.status();
-    churn_model = *std::move(read);
-  }
-  component->insights_ =
-      std::make_unique<InsightsRefresher>(component->store_.get(), context.clock, std::move(rules),
+  auto c = std::unique_ptr<CustomerProfileComponent>(new CustomerProfileComponent(context));
+  CRM_RETURN_IF_ERROR(c->ProduceEvents());
+  c->store_ = std::make_unique<CustomerProfileStore>(context.store, c->outbox());
+  CRM_ASSIGN_OR_RETURN(internal::SegmentRules rules, LoadSegmentRules());
+  CRM_ASSIGN_OR_RETURN(internal::ChurnModel churn_model, LoadChurnModel());
+  c->insights_ =
+      std::make_unique<InsightsRefresher>(c->store_.get(), context.clock, std::move(rules),
                                           std::move(churn_model), context.metrics->registry());
-  component->refresh_interval_ =
-      absl::Seconds(std::max(1, absl::GetFlag(FLAGS_insights_refresh_s)));
-  component->service_ = std::make_unique<CustomerProfileService>(
-      component->store_.get(), component->insights_.get(), context.clock, component->writes_.get(),
+  c->refresh_interval_ = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_insights_refresh_s)));
+  c->service_ = std::make_unique<CustomerProfileService>(
+      c->store_.get(), c->insights_.get(), context.clock, c->writes("profile-writes", 32),
       context.metrics->registry());
-  component->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store,
-      absl::bind_front(&CustomerProfileService::HandleEvent, component->service_.get()),
-      component->writes_.get(), context.metrics->registry());
-  return component;
-}
-
-void CustomerProfileComponent::Start() {
-  events_->Start();
-  insights_->Start(refresh_interval_);
-}
-
-void CustomerProfileComponent::Stop() {
-  insights_->Stop();
-  events_->Stop();
-}
-
-void CustomerProfileComponent::Register(rpc::Server& server) {
-  server.AddService(service_.get(), v1::CustomerProfileService::service_full_name());
-  server.AddService(consumer_.get(), v1::EventSink::service_full_name());
-  events_->Register(server);
+  c->Serve(c->service_.get());
+  c->ConsumeEvents(CustomerProfileService::EventsHandled(),
+                   absl::bind_front(&CustomerProfileService::HandleEvent, c->service_.get()));
+  return c;
 }
 
 }  // namespace crm::customer_profile

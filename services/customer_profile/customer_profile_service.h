@@ -12,6 +12,7 @@
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
 #include "libs/events/producer.h"
+#include "libs/events/subscription.h"
 #include "libs/rpc/executor.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -45,6 +46,13 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
   // Another service's event (orders, deliveries, refunds, reviews, tickets): folded into the
   // customer's history, inside the consumer's transaction.
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
+  // The events HandleEvent acts on; producers send this service no others.
+  static events::Subscription EventsHandled() {
+    using E = events::Subscription::EventType;
+    return {E::kOrderPlaced,       E::kOrderDelivered, E::kOrderRefunded, E::kDeliveryFailed,
+            E::kReviewSubmitted,   E::kOrderCancelled, E::kTicketOpened,  E::kTicketResolved,
+            E::kSatisfactionRated, E::kSlaBreached};
+  }
 
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;

@@ -2,7 +2,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/functional/bind_front.h"
-#include "absl/strings/str_cat.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "services/loyalty/loyalty_rules.h"
 
@@ -19,51 +19,33 @@ rpc::ServiceSpec LoyaltyComponent::Spec() {
 
 absl::StatusOr<std::unique_ptr<LoyaltyComponent>> LoyaltyComponent::Create(
     const rpc::ServiceContext& context) {
-  auto c = std::unique_ptr<LoyaltyComponent>(new LoyaltyComponent());
+  auto c = std::unique_ptr<LoyaltyComponent>(new LoyaltyComponent(context));
   const std::string rules_file = absl::GetFlag(FLAGS_rules_file);
   v1::LoyaltyRules rules = DefaultRules();
   if (!rules_file.empty()) {
-    auto parsed = ReadRulesFile(rules_file);
-    if (!parsed.ok()) return parsed.status();
-    rules = *std::move(parsed);
+    CRM_ASSIGN_OR_RETURN(rules, ReadRulesFile(rules_file));
   }
   c->rules_ = std::make_unique<RulesHolder>(std::move(rules));
   c->store_ = std::make_unique<LoyaltyStore>(context.store);
-  c->writes_ = std::make_unique<rpc::Executor>("loyalty-writes", 32);
   c->service_ = std::make_unique<LoyaltyService>(c->store_.get(), c->rules_.get(), rules_file,
-                                                 context.clock, c->writes_.get(), context.backends,
-                                                 context.metrics->registry());
-  c->consumer_ = std::make_unique<events::EventConsumer>(
-      context.store, absl::bind_front(&LoyaltyService::HandleEvent, c->service_.get()),
-      c->writes_.get(), context.metrics->registry());
-  c->maintenance_interval_ = absl::Seconds(absl::GetFlag(FLAGS_maintenance_interval_s));
+                                                 context.clock, c->writes("loyalty-writes", 32),
+                                                 context.backends, context.metrics->registry());
+  c->Serve(c->service_.get());
+  c->ConsumeEvents(LoyaltyService::EventsHandled(),
+                   absl::bind_front(&LoyaltyService::HandleEvent, c->service_.get()));
+  c->RunEvery(absl::Seconds(absl::GetFlag(FLAGS_maintenance_interval_s)),
+              [raw = c.get()] { raw->Maintain(); });
   return c;
 }
 
-LoyaltyComponent::~LoyaltyComponent() { Stop(); }
-
-void LoyaltyComponent::Register(rpc::Server& server) {
-  server.AddService(service_.get(), v1::LoyaltyService::service_full_name());
-  server.AddService(consumer_.get(), v1::EventSink::service_full_name());
+void LoyaltyComponent::Maintain() {
+  v1::RunMaintenanceResponse result;
+  if (absl::Status s = service_->Maintain(&result); !s.ok()) {
+    log::Warning("loyalty maintenance failed", {{"error", s.ToString()}});
+    return;
+  }
+  log::Info("loyalty maintenance", {{"points_expired", result.points_expired()},
+                                    {"tier_changes", static_cast<int64_t>(result.tier_changes())}});
 }
-
-void LoyaltyComponent::Start() {
-  service_->CountMembers();
-  maintenance_.Start(
-      maintenance_interval_,
-      [this] {
-        v1::RunMaintenanceResponse result;
-        if (absl::Status s = service_->Maintain(&result); !s.ok()) {
-          log::Warning("loyalty maintenance failed", {{"error", s.ToString()}});
-        } else {
-          log::Info("loyalty maintenance",
-                    {{"points_expired", result.points_expired()},
-                     {"tier_changes", static_cast<int64_t>(result.tier_changes())}});
-        }
-      },
-      rpc::PeriodicTask::FirstRun::kAfterInterval);
-}
-
-void LoyaltyComponent::Stop() { maintenance_.Stop(); }
 
 }  // namespace crm::loyalty

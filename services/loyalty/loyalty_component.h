@@ -1,37 +1,33 @@
-// loyalty's wiring: what the process builds on its store (store, event producer and consumer,
-// executors, background work), its flags, and its ServiceSpec for RunService and the tests'
+// loyalty's wiring: what the process builds on its store (rules, store, service, event consumer,
+// the maintenance run), its flags, and its ServiceSpec for RunService and the tests'
 // ServiceHarness. The RPC handlers are in loyalty_service.h.
 #pragma once
 
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "libs/rpc/service_runtime.h"
+#include "libs/events/data_service.h"
 #include "services/loyalty/loyalty_service.h"
 
 namespace crm::loyalty {
 
-class LoyaltyComponent final : public rpc::Component {
+class LoyaltyComponent final : public events::DataServiceComponent {
  public:
-  // What RunService and the tests\' ServiceHarness run: name, default ports, column families.
+  // What RunService and the tests' ServiceHarness run: name, default ports, column families.
   static rpc::ServiceSpec Spec();
   static absl::StatusOr<std::unique_ptr<LoyaltyComponent>> Create(
       const rpc::ServiceContext& context);
-  ~LoyaltyComponent() override;
-  void Register(rpc::Server& server) override;
-  void Start() override;
-  void Stop() override;
   LoyaltyService& service() { return *service_; }
 
  private:
-  LoyaltyComponent() = default;
+  using DataServiceComponent::DataServiceComponent;
+  void OnStart() override { service_->CountMembers(); }
+  // Expires points and re-evaluates tiers (also callable as RunMaintenance).
+  void Maintain();
+
   std::unique_ptr<RulesHolder> rules_;
   std::unique_ptr<LoyaltyStore> store_;
-  std::unique_ptr<rpc::Executor> writes_;
   std::unique_ptr<LoyaltyService> service_;
-  std::unique_ptr<events::EventConsumer> consumer_;
-  absl::Duration maintenance_interval_;
-  rpc::PeriodicTask maintenance_;
 };
 
 }  // namespace crm::loyalty

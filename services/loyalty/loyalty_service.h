@@ -15,6 +15,7 @@
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
+#include "libs/events/subscription.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/periodic.h"
@@ -84,6 +85,11 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
 
   // The loyalty side of an event, inside the consumer's transaction.
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
+  // The events HandleEvent acts on; producers send this service no others.
+  static events::Subscription EventsHandled() {
+    using E = events::Subscription::EventType;
+    return {E::kOrderDelivered, E::kOrderRefunded, E::kReviewSubmitted, E::kCustomerErased};
+  }
   // Expiry sweep and tier re-evaluation as of now; safe to repeat.
   absl::Status Maintain(v1::RunMaintenanceResponse* out);
   // Recomputes crm_kpi_top_tier_share from the per-tier member gauges.

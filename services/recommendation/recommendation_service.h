@@ -14,6 +14,7 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
+#include "libs/events/subscription.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/periodic.h"
@@ -56,6 +57,11 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
                           v1::RecordFeedbackResponse*) override;
 
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
+  // The events HandleEvent acts on; producers send this service no others.
+  static events::Subscription EventsHandled() {
+    using E = events::Subscription::EventType;
+    return {E::kOrderDelivered, E::kOrderRefunded, E::kBehaviorRecorded, E::kCustomerErased};
+  }
   // Folds changed pairs into the neighbour lists (after each event batch, and every second). One at
   // a time.
   void RefreshNeighbours();

@@ -42,14 +42,14 @@ const PORTS = {
   recommendation: { grpc: 50055, metrics: 9155, health: 50155 },
 };
 const DATA_SERVICES = ["customer-profile", "order-tracking", "loyalty", "complaint-ticket", "recommendation"];
-// Who may reach each data service's gRPC port: the gateway, the services that call it, and the producers that
-// deliver events to it.
+// Who may reach each data service's gRPC port: the gateway, the services that call it, and every producer
+// (customer-profile, order-tracking, complaint-ticket), which asks each consumer what it subscribes to.
 const CALLERS = {
   "customer-profile": ["gateway", "order-tracking", "loyalty", "complaint-ticket", "recommendation"],
   "order-tracking": ["gateway", "customer-profile", "loyalty", "complaint-ticket"],
   loyalty: ["gateway", "customer-profile", "order-tracking", "complaint-ticket"],
   "complaint-ticket": ["gateway", "customer-profile", "order-tracking"],
-  recommendation: ["gateway", "customer-profile", "order-tracking"],
+  recommendation: ["gateway", "customer-profile", "order-tracking", "complaint-ticket"],
 };
 // Data files each service reads: flag env var -> ConfigMap (generated from deploy/config) and its key.
 const CONFIG_FILES = {

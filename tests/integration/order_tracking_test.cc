@@ -852,6 +852,50 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "a consumer receives only the events it subscribes to, and is asked again after a failed "
+    "delivery",
+    "[order_tracking][events]") {
+  using E = events::Subscription::EventType;
+  testing::EventRecorder recorder;
+  recorder.Subscribe({E::kOrderDelivered});
+  recorder.Start();
+  World w("test=" + recorder.address());
+  const std::string customer = w.Customer("subscriber@example.com");
+  const v1::Order first = w.Deliver(w.Create(customer, "first"), kStart + absl::Hours(50));
+  REQUIRE(recorder.WaitForApplied(1, absl::Seconds(30)));
+  REQUIRE(w.orders.component().events().dispatcher().WaitCaughtUp(absl::Seconds(30)));
+  auto events = recorder.applied();
+  REQUIRE(events.size() == 1);  // the order's OrderPlaced was not sent
+  CHECK(events[0].order_delivered().order_id() == first.order_id());
+  CHECK(recorder.subscription_asks() == 1);
+
+  // Down: the next delivery fails. It comes back as a build that also wants OrderPlaced; the
+  // producer asks again before it delivers.
+  recorder.Stop();
+  const v1::Order second = w.Deliver(w.Create(customer, "second"), kStart + absl::Hours(51));
+  recorder.Subscribe({E::kOrderDelivered, E::kOrderPlaced});
+  const v1::Order third = w.Create(customer, "third");
+  recorder.Start();
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        for (const auto& e : recorder.applied()) {
+          if (e.order_placed().order_id() == third.order_id()) return true;
+        }
+        return false;
+      },
+      absl::Seconds(60)));
+  REQUIRE(w.orders.component().events().dispatcher().WaitCaughtUp(absl::Seconds(30)));
+  CHECK(recorder.subscription_asks() >= 2);
+  std::set<std::string> delivered, placed;
+  for (const auto& e : recorder.applied()) {
+    if (e.has_order_delivered()) delivered.insert(e.order_delivered().order_id());
+    if (e.has_order_placed()) placed.insert(e.order_placed().order_id());
+  }
+  CHECK(delivered == std::set<std::string>{first.order_id(), second.order_id()});
+  CHECK(placed.count(first.order_id()) == 0);  // passed before it was subscribed to
+}
+
+TEST_CASE(
     "an event the consumer keeps refusing becomes a dead letter, without blocking others, and can "
     "be replayed",
     "[order_tracking][events]") {

@@ -29,6 +29,17 @@ class EventRecorder::Sink final : public v1::EventSink::CallbackService {
     });
   }
 
+  grpc::ServerUnaryReactor* GetSubscription(grpc::CallbackServerContext* ctx,
+                                            const v1::GetSubscriptionRequest*,
+                                            v1::Subscription* resp) override {
+    absl::MutexLock lock(&owner_->mu_);
+    ++owner_->subscription_asks_;
+    if (!owner_->subscription_.has_value())
+      return rpc::Finish(ctx, absl::UnimplementedError("this recorder takes every event"));
+    *resp = owner_->subscription_->ToProto();
+    return rpc::Finish(ctx, absl::OkStatus());
+  }
+
  private:
   EventRecorder* owner_;
 };
@@ -44,7 +55,7 @@ EventRecorder::EventRecorder() {
   store_ = std::move(*s);
   executor_ = std::make_unique<rpc::Executor>("recorder", 4);
   consumer_ = std::make_unique<events::EventConsumer>(
-      store_.get(),
+      store_.get(), events::Subscription::All(),
       // The effect of an event is a row in the consumer's own store, written in the consumer's
       // transaction.
       [this](store::Transaction& txn, const v1::Event& e) -> absl::Status {
@@ -93,6 +104,16 @@ void EventRecorder::RefuseCustomer(const std::string& customer_id) {
 void EventRecorder::AcceptAll() {
   absl::MutexLock lock(&mu_);
   refused_.clear();
+}
+
+void EventRecorder::Subscribe(events::Subscription subscription) {
+  absl::MutexLock lock(&mu_);
+  subscription_ = std::move(subscription);
+}
+
+int64_t EventRecorder::subscription_asks() {
+  absl::MutexLock lock(&mu_);
+  return subscription_asks_;
 }
 
 std::vector<v1::Event> EventRecorder::applied() {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "crm/v1/events.grpc.pb.h"
 #include "libs/events/consumer.h"
+#include "libs/events/subscription.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/server.h"
@@ -39,6 +41,10 @@ class EventRecorder {
   // retries, then dead-letters them.
   void RefuseCustomer(const std::string& customer_id);
   void AcceptAll();
+  // Answers EventSink/GetSubscription with `subscription` from now on (by default it answers
+  // UNIMPLEMENTED, as a sink that takes every event does); counts the producers' questions.
+  void Subscribe(events::Subscription subscription);
+  int64_t subscription_asks();
 
   // Applied events (duplicates excluded), in the order they were applied.
   std::vector<v1::Event> applied();
@@ -63,6 +69,8 @@ class EventRecorder {
   int drop_answers_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<std::string> refused_ ABSL_GUARDED_BY(mu_);
   int64_t processed_ ABSL_GUARDED_BY(mu_) = 0;  // events acknowledged, duplicates included
+  std::optional<events::Subscription> subscription_ ABSL_GUARDED_BY(mu_);
+  int64_t subscription_asks_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace crm::testing

@@ -62,8 +62,9 @@ TEST_CASE(
       rpc::Executor executor("consumer-test", 2);
       Recorder recorder;
       EventConsumer consumer(
-          store->get(), [&](store::Transaction&, const v1::Event& e) { return recorder.Handle(e); },
-          &executor, registry);
+          store->get(), Subscription::All(),
+          [&](store::Transaction&, const v1::Event& e) { return recorder.Handle(e); }, &executor,
+          registry);
       consumer.ApplyOnThreads(threads);
       const v1::DeliverEventsRequest batch = Batch();
 
@@ -110,6 +111,36 @@ TEST_CASE(
       }
     }
   }
+}
+
+TEST_CASE("subscription: a consumer's event types travel by name and unknown names are ignored",
+          "[events]") {
+  using E = Subscription::EventType;
+  const Subscription loyalty({E::kOrderDelivered, E::kOrderRefunded, E::kCustomerErased});
+  const v1::Subscription proto = loyalty.ToProto();
+  CHECK(std::set<std::string>(proto.event_types().begin(), proto.event_types().end()) ==
+        std::set<std::string>{"customer_erased", "order_delivered", "order_refunded"});
+
+  v1::Subscription from_newer_build = proto;
+  from_newer_build.add_event_types("parcel_teleported");  // a type this build does not know
+  from_newer_build.add_event_types("producer");           // a field, but not an event type
+  const Subscription learned = Subscription::FromProto(from_newer_build);
+  v1::Event delivered, placed, erased, empty;
+  delivered.mutable_order_delivered();
+  placed.mutable_order_placed();
+  erased.mutable_customer_erased();
+  for (const Subscription* s : {&loyalty, &learned}) {
+    CHECK(s->Wants(delivered));
+    CHECK(s->Wants(erased));
+    CHECK_FALSE(s->Wants(placed));
+    CHECK_FALSE(s->Wants(empty));
+  }
+  CHECK(learned.ToProto().event_types_size() == 3);
+  // A sink that does not say receives everything, even an event without a payload.
+  CHECK(Subscription::All().Wants(empty));
+  CHECK(Subscription::All().Wants(placed));
+  CHECK(Subscription::All().ToProto().event_types_size() ==
+        v1::Event::descriptor()->FindOneofByName("payload")->field_count());
 }
 
 }  // namespace
