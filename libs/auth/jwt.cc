@@ -232,6 +232,25 @@ absl::StatusOr<Verifier::Key> SecretKey(std::string secret, std::string kid) {
   return k;
 }
 
+// The signing key a JWK of type `type` holds; an error says why this verifier cannot use it.
+absl::StatusOr<Verifier::Key> SigningKeyFromJwk(const Struct& jwk, const std::string& kid,
+                                                const std::string& type) {
+  if (type == "oct") return SecretKey(Base64UrlField(jwk, "k"), kid);
+  if (type != "RSA" && type != "EC") {
+    return absl::InvalidArgumentError(absl::StrCat("key type \"", type, "\" is not verified here"));
+  }
+  Verifier::Key key;
+  key.kid = kid;
+  key.public_key = PublicKeyFromJwk(jwk, type);
+  if (!key.public_key) {
+    return absl::InvalidArgumentError("not an RSA or EC P-256 public key this verifier can use");
+  }
+  auto a = AlgorithmOf(key.public_key.get());
+  if (!a.ok()) return a.status();
+  key.alg = *a;
+  return key;
+}
+
 // A JWK Set (RFC 7517 section 5): every signing key in it, each with its kid.
 absl::StatusOr<std::shared_ptr<const Verifier::KeySet>> ParseJwks(absl::string_view json) {
   Struct set;
@@ -258,36 +277,17 @@ absl::StatusOr<std::shared_ptr<const Verifier::KeySet>> ParseJwks(absl::string_v
       return absl::InvalidArgumentError(absl::StrCat(where, " has no \"kid\""));
     }
     const std::string type = kty == nullptr ? "" : kty->string_value();
-    Verifier::Key key;
     // A key this verifier cannot use is skipped, not fatal: an identity provider publishes keys for
     // other algorithms too (PS256, P-384), and one of them must not stop rotation of the others.
     auto skip = [&](absl::string_view why) {
       out->skipped.push_back(absl::StrCat(where, " (kid ", kid->string_value(), "): ", why));
     };
-    if (type == "oct") {
-      auto k = SecretKey(Base64UrlField(jwk, "k"), kid->string_value());
-      if (!k.ok()) {
-        skip(k.status().message());
-        continue;
-      }
-      key = *std::move(k);
-    } else if (type == "RSA" || type == "EC") {
-      key.kid = kid->string_value();
-      key.public_key = PublicKeyFromJwk(jwk, type);
-      if (!key.public_key) {
-        skip(absl::StrCat("not an RSA or EC P-256 public key this verifier can use"));
-        continue;
-      }
-      auto a = AlgorithmOf(key.public_key.get());
-      if (!a.ok()) {
-        skip(a.status().message());
-        continue;
-      }
-      key.alg = *a;
-    } else {
-      skip(absl::StrCat("key type \"", type, "\" is not verified here"));
+    auto usable = SigningKeyFromJwk(jwk, kid->string_value(), type);
+    if (!usable.ok()) {
+      skip(usable.status().message());
       continue;
     }
+    Verifier::Key key = *std::move(usable);
     if (alg != nullptr && !alg->string_value().empty() && alg->string_value() != key.alg) {
       skip(absl::StrCat("\"alg\" ", alg->string_value(), " is not ", key.alg,
                         ", the only algorithm verified with a ", type, " key here"));

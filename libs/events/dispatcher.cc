@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/events/subscription.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
@@ -523,35 +524,39 @@ absl::Status Dispatcher::ListDeadLetters(absl::string_view after, int limit,
   return s.ok() ? parse_error : s;
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, v1::DeadLetter>>> Dispatcher::DeadLettersNamed(
+    const std::vector<std::string>& ids) const {
+  auto* cf = store_->cf(Outbox::kDeadLettersFamily);
+  std::vector<std::pair<std::string, v1::DeadLetter>> found;
+  if (ids.empty()) {
+    CRM_RETURN_IF_ERROR(store_->Scan(cf, "", "", [&](absl::string_view k, absl::string_view v) {
+      v1::DeadLetter d;
+      if (d.ParseFromArray(v.data(), static_cast<int>(v.size())))
+        found.emplace_back(std::string(k), std::move(d));
+      return true;
+    }));
+    return found;
+  }
+  for (const auto& id : ids) {
+    std::string sink;
+    Position p;
+    if (!ParseDeadLetterId(id, &sink, &p)) {
+      return api::Invalid("dead_letter_ids", absl::StrCat("\"", id, "\" is not a dead letter id"));
+    }
+    const std::string key = DeadLetterKey(sink, p);
+    v1::DeadLetter d;
+    CRM_ASSIGN_OR_RETURN(const bool stored, store_->GetProto(cf, key, &d));
+    if (!stored)
+      return absl::NotFoundError(absl::StrCat("dead_letter_ids: no dead letter \"", id, "\""));
+    found.emplace_back(key, std::move(d));
+  }
+  return found;
+}
+
 absl::Status Dispatcher::ReplayDeadLetters(const std::vector<std::string>& ids,
                                            v1::ReplayDeadLettersResponse* out) {
   auto* cf = store_->cf(Outbox::kDeadLettersFamily);
-  std::vector<std::pair<std::string, v1::DeadLetter>> todo;
-  if (ids.empty()) {
-    absl::Status s = store_->Scan(cf, "", "", [&](absl::string_view k, absl::string_view v) {
-      v1::DeadLetter d;
-      if (d.ParseFromArray(v.data(), static_cast<int>(v.size())))
-        todo.emplace_back(std::string(k), std::move(d));
-      return true;
-    });
-    if (!s.ok()) return s;
-  } else {
-    for (const auto& id : ids) {
-      std::string sink;
-      Position p;
-      if (!ParseDeadLetterId(id, &sink, &p)) {
-        return api::Invalid("dead_letter_ids",
-                            absl::StrCat("\"", id, "\" is not a dead letter id"));
-      }
-      const std::string key = DeadLetterKey(sink, p);
-      v1::DeadLetter d;
-      auto found = store_->GetProto(cf, key, &d);
-      if (!found.ok()) return found.status();
-      if (!*found)
-        return absl::NotFoundError(absl::StrCat("dead_letter_ids: no dead letter \"", id, "\""));
-      todo.emplace_back(key, std::move(d));
-    }
-  }
+  CRM_ASSIGN_OR_RETURN(auto todo, DeadLettersNamed(ids));
   for (auto& [key, d] : todo) {
     const Lane* lane = nullptr;
     for (const auto& l : lanes_) {

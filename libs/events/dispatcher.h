@@ -97,6 +97,9 @@ class Dispatcher {
   // The consumer answered: move the cursor past what it applied; retry or dead-letter a refusal.
   Pause Acknowledged(Lane* lane, const Batch& batch, const v1::DeliverEventsResponse& response);
   void SaveCursor(Lane* lane, const Position& p);
+  // The dead letters `ids` names (all when empty), with their keys.
+  absl::StatusOr<std::vector<std::pair<std::string, v1::DeadLetter>>> DeadLettersNamed(
+      const std::vector<std::string>& ids) const;
   void RunGc();
   // Waits `d`, or less when `wake_on_commit` and new events are committed; false when stopping.
   bool Sleep(absl::Duration d, bool wake_on_commit);

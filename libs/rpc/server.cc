@@ -57,6 +57,30 @@ absl::Status Server::Start() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   grpc::ServerBuilder builder;
+  Configure(builder);
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    server_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen_address,
+                     " (address in use, or not an address of this host)"));
+  }
+  if (!options_.health_listen.empty()) {
+    if (absl::Status s = StartHealthPort(); !s.ok()) {
+      server_->Shutdown();
+      server_.reset();
+      return s;
+    }
+  }
+  SetServing(false);
+  log::Info("grpc server listening", {{"address", options_.listen_address},
+                                      {"port", port_},
+                                      {"tls", !TlsDir().empty() && options_.authenticate_callers},
+                                      {"health_port", health_port_}});
+  return absl::OkStatus();
+}
+
+void Server::Configure(grpc::ServerBuilder& builder) {
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (options_.authenticate_callers) {
     credentials = ServerTransportCredentials();
@@ -81,32 +105,18 @@ absl::Status Server::Start() {
         &options_.metrics->server_rpc()));
   }
   if (options_.interceptors) builder.experimental().SetInterceptorCreators(std::move(interceptors));
-  server_ = builder.BuildAndStart();
-  if (server_ == nullptr || port_ == 0) {
-    server_.reset();
+}
+
+absl::Status Server::StartHealthPort() {
+  grpc::ServerBuilder health;
+  health.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(), &health_port_);
+  health_only_ = std::make_unique<NothingButHealth>();
+  health.RegisterCallbackGenericService(health_only_.get());
+  health_server_ = health.BuildAndStart();
+  if (health_server_ == nullptr || health_port_ == 0) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options_.listen_address,
-                     " (address in use, or not an address of this host)"));
+        absl::StrCat("cannot listen on ", options_.health_listen, " (health port)"));
   }
-  if (!options_.health_listen.empty()) {
-    grpc::ServerBuilder health;
-    health.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(),
-                            &health_port_);
-    health_only_ = std::make_unique<NothingButHealth>();
-    health.RegisterCallbackGenericService(health_only_.get());
-    health_server_ = health.BuildAndStart();
-    if (health_server_ == nullptr || health_port_ == 0) {
-      server_->Shutdown();
-      server_.reset();
-      return absl::UnavailableError(
-          absl::StrCat("cannot listen on ", options_.health_listen, " (health port)"));
-    }
-  }
-  SetServing(false);
-  log::Info("grpc server listening", {{"address", options_.listen_address},
-                                      {"port", port_},
-                                      {"tls", !TlsDir().empty() && options_.authenticate_callers},
-                                      {"health_port", health_port_}});
   return absl::OkStatus();
 }
 

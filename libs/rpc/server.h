@@ -68,6 +68,11 @@ class Server {
   void Shutdown();
 
  private:
+  // Credentials, listening port, message limits, keepalive, services and interceptors.
+  void Configure(grpc::ServerBuilder& builder);
+  // The plaintext port that answers only grpc.health.v1 (ServerOptions::health_listen).
+  absl::Status StartHealthPort();
+
   ServerOptions options_;
   std::vector<std::pair<grpc::Service*, std::string>> services_;
   grpc::CallbackGenericService* generic_ = nullptr;

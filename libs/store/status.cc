@@ -1,11 +1,12 @@
 #include "libs/store/status.h"
 
 #include "absl/strings/str_cat.h"
+#include "libs/base/error_reason.h"
 
 namespace crm::store {
+namespace {
 
-absl::Status FromRocksDb(const rocksdb::Status& s) {
-  if (s.ok()) return absl::OkStatus();
+absl::Status Mapped(const rocksdb::Status& s) {
   std::string message = absl::StrCat("rocksdb: ", s.ToString());
   switch (s.code()) {
     case rocksdb::Status::kNotFound:
@@ -33,6 +34,13 @@ absl::Status FromRocksDb(const rocksdb::Status& s) {
     default:
       return absl::InternalError(message);
   }
+}
+
+}  // namespace
+
+absl::Status FromRocksDb(const rocksdb::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return WithReason(Mapped(s), kReasonStorageEngine);
 }
 
 }  // namespace crm::store

@@ -10,6 +10,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "libs/base/error_reason.h"
+#include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/store/key.h"
 #include "libs/store/status.h"
@@ -208,15 +210,12 @@ std::string DamagedWhere(const std::string& path, const rocksdb::Status& s) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(
-    const StoreOptions& options, const std::vector<std::string>& column_families) {
-  auto store = std::unique_ptr<Store>(new Store());
-  store->path_ = options.path;
-  rocksdb::LRUCacheOptions cache_options;
-  cache_options.capacity = options.block_cache_bytes;
-  cache_options.high_pri_pool_ratio = 0.5;
-  store->cache_ = rocksdb::NewLRUCache(cache_options);
+namespace {
 
+// How the database as a whole runs: background work, WAL and manifest limits, recovery, and the
+// memtables' share of the block cache.
+rocksdb::DBOptions DbOptionsFor(const StoreOptions& options,
+                                const std::shared_ptr<rocksdb::Cache>& cache) {
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
@@ -226,7 +225,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
   // With several column families a WAL file lives until every family has flushed; this bounds it.
   db_options.max_total_wal_size = 64 << 20;
   db_options.write_buffer_manager =
-      std::make_shared<rocksdb::WriteBufferManager>(options.memtable_budget_bytes, store->cache_);
+      std::make_shared<rocksdb::WriteBufferManager>(options.memtable_budget_bytes, cache);
   db_options.keep_log_file_num = 5;
   db_options.max_manifest_file_size = 64 << 20;
   db_options.enable_pipelined_write = false;
@@ -240,6 +239,27 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
   // disk once space returns (its error handler polls free space); without one such an error needs a
   // restart.
   db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(rocksdb::Env::Default()));
+  return db_options;
+}
+
+// The error for a store that does not open, with where the damage is when it is corruption.
+absl::Status OpenError(const std::string& path, const rocksdb::Status& s) {
+  const absl::Status status = FromRocksDb(s);
+  return absl::Status(status.code(), absl::StrCat("opening store at ", path, ": ", status.message(),
+                                                  s.IsCorruption() ? DamagedWhere(path, s) : "",
+                                                  s.IsCorruption() ? kDamaged : ""));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(
+    const StoreOptions& options, const std::vector<std::string>& column_families) {
+  auto store = std::unique_ptr<Store>(new Store());
+  store->path_ = options.path;
+  rocksdb::LRUCacheOptions cache_options;
+  cache_options.capacity = options.block_cache_bytes;
+  cache_options.high_pri_pool_ratio = 0.5;
+  store->cache_ = rocksdb::NewLRUCache(cache_options);
 
   rocksdb::TransactionDBOptions txn_options;
   txn_options.transaction_lock_timeout = absl::ToInt64Milliseconds(options.lock_timeout);
@@ -254,31 +274,14 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
   for (const auto& n : names) descriptors.emplace_back(n, cf_options);
 
   rocksdb::TransactionDB* db = nullptr;
-  rocksdb::Options open_options(db_options, cf_options);
+  rocksdb::Options open_options(DbOptionsFor(options, store->cache_), cf_options);
   rocksdb::Status s = rocksdb::TransactionDB::Open(open_options, txn_options, options.path,
                                                    descriptors, &store->handles_, &db);
-  if (!s.ok()) {
-    absl::Status status = FromRocksDb(s);
-    return absl::Status(status.code(),
-                        absl::StrCat("opening store at ", options.path, ": ", status.message(),
-                                     s.IsCorruption() ? DamagedWhere(options.path, s) : "",
-                                     s.IsCorruption() ? kDamaged : ""));
-  }
+  if (!s.ok()) return OpenError(options.path, s);
   store->db_.reset(db);
   store->reserve_ = options.disk_reserve_bytes;
   store->write_stop_wait_ = options.write_stop_wait;
-  if (options.verify_on_open) {
-    const absl::Time started = absl::Now();
-    if (rocksdb::Status v = db->VerifyChecksum(); !v.ok()) {
-      const absl::Status status = FromRocksDb(v);
-      store.reset();  // closes the database again
-      return absl::Status(status.code(),
-                          absl::StrCat("verifying store at ", options.path, ": ", status.message(),
-                                       v.IsCorruption() ? kDamaged : ""));
-    }
-    log::Info("store verified",
-              {{"path", options.path}, {"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
-  }
+  if (options.verify_on_open) CRM_RETURN_IF_ERROR(store->VerifyAfterOpen());
   store->names_ = names;
   for (size_t i = 0; i < names.size(); ++i) store->by_name_[names[i]] = store->handles_[i];
   log::Info("store opened",
@@ -286,6 +289,19 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
              {"column_families", static_cast<int64_t>(names.size())},
              {"block_cache_bytes", static_cast<int64_t>(options.block_cache_bytes)}});
   return store;
+}
+
+absl::Status Store::VerifyAfterOpen() {
+  const absl::Time started = absl::Now();
+  if (rocksdb::Status v = db_->VerifyChecksum(); !v.ok()) {
+    const absl::Status status = FromRocksDb(v);
+    return absl::Status(status.code(),
+                        absl::StrCat("verifying store at ", path_, ": ", status.message(),
+                                     v.IsCorruption() ? kDamaged : ""));
+  }
+  log::Info("store verified",
+            {{"path", path_}, {"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
+  return absl::OkStatus();
 }
 
 Store::~Store() {
@@ -448,10 +464,10 @@ absl::Status Store::Transact(Durability durability,
     t.RunFinishHooks(false);
     // A commit refused on RocksDB's background error (a full disk met by a flush) is tried once
     // more after the database resumed.
-    if (absl::StartsWith(s.message(), "rocksdb:") && ResumeAfterBackgroundError(s)) continue;
+    const bool from_rocksdb = HasReason(s, kReasonStorageEngine);
+    if (from_rocksdb && ResumeAfterBackgroundError(s)) continue;
     // Only lock conflicts are retried; the body's own verdicts are final.
-    if (s.code() != absl::StatusCode::kAborted || !absl::StartsWith(s.message(), "rocksdb:"))
-      return s;
+    if (s.code() != absl::StatusCode::kAborted || !from_rocksdb) return s;
     last = s;
     std::this_thread::sleep_for(std::chrono::microseconds(100 << attempt));
   }

@@ -209,6 +209,8 @@ class Store {
 
  private:
   Store() = default;
+  // Reads every block's checksum (--verify_on_open); the error says the store is damaged.
+  absl::Status VerifyAfterOpen();
   // RESOURCE_EXHAUSTED while the volume has less than the reserve free.
   absl::Status CheckDiskReserve();
   // Waits up to write_stop_wait while RocksDB has stopped writes; UNAVAILABLE if it still has.

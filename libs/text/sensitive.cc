@@ -72,6 +72,53 @@ bool ContainsCardNumber(absl::string_view s) {
   return false;
 }
 
+namespace {
+
+// Each matcher answers where the secret that starts at s[i] ends, or i when none starts there.
+
+// "Bearer <anything>": the credential that follows.
+size_t BearerTokenEnd(absl::string_view s, size_t i) {
+  if (!absl::StartsWith(s.substr(i), "Bearer ") && !absl::StartsWith(s.substr(i), "bearer "))
+    return i;
+  if (i > 0 && IsBase64Url(s[i - 1])) return i;
+  size_t end = i + 7;
+  while (end < s.size() && IsTokenChar(s[end])) ++end;
+  return end > i + 7 ? end : i;
+}
+
+// A JWT: "eyJ" (base64url of '{"') then two dots.
+size_t JwtEnd(absl::string_view s, size_t i) {
+  if (!absl::StartsWith(s.substr(i), "eyJ") || (i > 0 && IsBase64Url(s[i - 1]))) return i;
+  size_t end = i;
+  int dots = 0;
+  while (end < s.size() && (IsBase64Url(s[end]) || s[end] == '.')) dots += s[end++] == '.';
+  return dots >= 1 && end - i >= 16 ? end : i;
+}
+
+// The domain of an e-mail address, local@domain.tld, from its '@' (the local part is already out).
+size_t EmailDomainEnd(absl::string_view s, size_t i) {
+  if (s[i] != '@' || i == 0 || !IsEmailLocal(s[i - 1])) return i;
+  size_t end = i + 1;
+  bool dot = false;
+  while (end < s.size() && IsDomain(s[end])) dot |= s[end++] == '.';
+  return dot && end > i + 3 ? end : i;
+}
+
+// A card number: a run of digits (spaces or dashes between groups) that passes Luhn.
+size_t CardNumberEnd(absl::string_view s, size_t i, std::string* digits) {
+  if (!IsDigit(s[i]) || (i > 0 && IsDigit(s[i - 1]))) return i;
+  const size_t end = DigitRun(s, i, digits);
+  // Digits inside an identifier ("c07531839669485c3", a hex id) are the id's, not a card number: a
+  // tenth of long digit runs pass Luhn by chance, and redacting ids would hide whose call a log
+  // line is about.
+  const bool inside_identifier =
+      (i > 0 && absl::ascii_isalpha(static_cast<unsigned char>(s[i - 1]))) ||
+      (end < s.size() && absl::ascii_isalpha(static_cast<unsigned char>(s[end])));
+  return !inside_identifier && IsCardRun(*digits) ? end : i;
+}
+
+}  // namespace
+
 std::string Redact(absl::string_view s) {
   // Fast path: nothing that could start a secret.
   bool suspicious = false;
@@ -83,57 +130,24 @@ std::string Redact(absl::string_view s) {
   out.reserve(s.size());
   std::string digits;
   for (size_t i = 0; i < s.size();) {
-    // "Bearer <anything>": the credential that follows.
-    if ((absl::StartsWith(s.substr(i), "Bearer ") || absl::StartsWith(s.substr(i), "bearer ")) &&
-        (i == 0 || !IsBase64Url(s[i - 1]))) {
-      size_t end = i + 7;
-      while (end < s.size() && IsTokenChar(s[end])) ++end;
-      if (end > i + 7) {
-        out.append("Bearer <token>");
-        i = end;
-        continue;
-      }
+    if (size_t end = BearerTokenEnd(s, i); end > i) {
+      out.append("Bearer <token>");
+      i = end;
+    } else if (end = JwtEnd(s, i); end > i) {
+      out.append("<token>");
+      i = end;
+    } else if (end = EmailDomainEnd(s, i); end > i) {
+      size_t local = out.size();
+      while (local > 0 && IsEmailLocal(out[local - 1])) --local;
+      out.resize(local);
+      out.append("<email>");
+      i = end;
+    } else if (end = CardNumberEnd(s, i, &digits); end > i) {
+      out.append("<card number>");
+      i = end;
+    } else {
+      out.push_back(s[i++]);
     }
-    // A JWT: "eyJ" (base64url of '{"') then two dots.
-    if (absl::StartsWith(s.substr(i), "eyJ") && (i == 0 || !IsBase64Url(s[i - 1]))) {
-      size_t end = i;
-      int dots = 0;
-      while (end < s.size() && (IsBase64Url(s[end]) || s[end] == '.')) dots += s[end++] == '.';
-      if (dots >= 1 && end - i >= 16) {
-        out.append("<token>");
-        i = end;
-        continue;
-      }
-    }
-    // An e-mail address: local@domain.tld.
-    if (s[i] == '@' && i > 0 && IsEmailLocal(s[i - 1])) {
-      size_t end = i + 1;
-      bool dot = false;
-      while (end < s.size() && IsDomain(s[end])) dot |= s[end++] == '.';
-      if (dot && end > i + 3) {
-        size_t start = out.size();
-        while (start > 0 && IsEmailLocal(out[start - 1])) --start;
-        out.resize(start);
-        out.append("<email>");
-        i = end;
-        continue;
-      }
-    }
-    if (IsDigit(s[i]) && (i == 0 || !IsDigit(s[i - 1]))) {
-      const size_t end = DigitRun(s, i, &digits);
-      // Digits inside an identifier ("c07531839669485c3", a hex id) are the id's, not a card
-      // number: a tenth of long digit runs pass Luhn by chance, and redacting ids would hide whose
-      // call a log line is about.
-      const bool inside_identifier =
-          (i > 0 && absl::ascii_isalpha(static_cast<unsigned char>(s[i - 1]))) ||
-          (end < s.size() && absl::ascii_isalpha(static_cast<unsigned char>(s[end])));
-      if (!inside_identifier && IsCardRun(digits)) {
-        out.append("<card number>");
-        i = end;
-        continue;
-      }
-    }
-    out.push_back(s[i++]);
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
+#include "libs/store/status.h"
 #include "services/complaint_ticket/complaint_ticket_component.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/loyalty/loyalty_component.h"
@@ -601,7 +602,7 @@ TEST_CASE(
         // The first attempt loses a lock conflict after the handler ran; Transact rolls back and
         // runs it again.
         if (++attempts == 1)
-          return absl::AbortedError("rocksdb: Operation timed out: forced conflict");
+          return store::FromRocksDb(rocksdb::Status::TimedOut("forced conflict"));
         return absl::OkStatus();
       });
   INFO(s.ToString());

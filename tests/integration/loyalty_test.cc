@@ -11,6 +11,7 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
+#include "libs/store/status.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/loyalty/loyalty_component.h"
 #include "services/loyalty/loyalty_rules.h"
@@ -614,7 +615,7 @@ TEST_CASE(
         // transaction does when a concurrent writer holds a key it touches next; Transact rolls
         // back and runs the body again.
         if (++attempts == 1)
-          return absl::AbortedError("rocksdb: Operation timed out: forced conflict");
+          return store::FromRocksDb(rocksdb::Status::TimedOut("forced conflict"));
         return absl::OkStatus();
       });
   INFO(s.ToString());

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "catch2/catch.hpp"
 #include "crm/v1/common.pb.h"
+#include "libs/base/error_reason.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
 #include "libs/store/status.h"
@@ -126,6 +127,30 @@ TEST_CASE(
   auto junk = store->MultiGetProtos<v1::Money>(store->cf("things"), {"one", "junk"});
   CHECK(junk.status().code() == absl::StatusCode::kDataLoss);
   CHECK(absl::StrContains(junk.status().message(), "crm.v1.Money"));
+}
+
+TEST_CASE(
+    "a transaction retries RocksDB's conflicts, known by the status's reason, and never the body's "
+    "own ABORTED, whatever its message says",
+    "[store][transaction]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  CHECK(HasReason(FromRocksDb(rocksdb::Status::Busy()), kReasonStorageEngine));
+  CHECK_FALSE(HasReason(absl::AbortedError("rocksdb: looks like one"), kReasonStorageEngine));
+  int conflicts = 0;
+  absl::Status s = store->Transact(Durability::kBuffered, [&](Transaction&) -> absl::Status {
+    if (++conflicts == 1) return FromRocksDb(rocksdb::Status::Busy("forced conflict"));
+    return absl::OkStatus();
+  });
+  CHECK(s.ok());
+  CHECK(conflicts == 2);
+  int verdicts = 0;
+  s = store->Transact(Durability::kBuffered, [&](Transaction&) -> absl::Status {
+    ++verdicts;
+    return absl::AbortedError("rocksdb: the body's own verdict, worded like RocksDB");
+  });
+  CHECK(absl::IsAborted(s));
+  CHECK(verdicts == 1);
 }
 
 TEST_CASE("a failed transaction body writes nothing", "[store][transaction]") {
