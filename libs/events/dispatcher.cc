@@ -139,31 +139,10 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics
                          "Events kept in the outbox (not yet delivered to every consumer).")),
       dead_letters_stored_(metrics::Gauge(metrics->registry(), "crm_event_dead_letters",
                                           "Dead letters waiting for an operator to replay them.")) {
-  static const std::vector<double> kLagBuckets = {
-      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600};
   for (const Sink& sink : sinks) {
     sink_names_.push_back(sink.name);
     for (int shard = 0; shard < sink.channels->shard_count(); ++shard) {
-      auto lane = std::make_unique<Lane>();
-      lane->sink = sink.name;
-      lane->channels = sink.channels;
-      lane->shard = shard;
-      lane->cursor_key = CursorKey(sink.name, shard);
-      lane->backoff = options_.initial_backoff;
-      const std::map<std::string, std::string> labels = {{"destination", sink.name},
-                                                         {"shard", std::to_string(shard)}};
-      auto with = [&](const char* k, const char* v) {
-        auto l = labels;
-        l[k] = v;
-        return l;
-      };
-      lane->ok = &attempts_.Add(with("result", "ok"));
-      lane->failed = &attempts_.Add(with("result", "error"));
-      lane->dead = &dead_lettered_.Add(labels);
-      lane->backlog = &backlog_.Add(labels);
-      lane->oldest_age = &oldest_pending_age_.Add(labels);
-      lane->lag = &lag_.Add(labels, kLagBuckets);
-      lanes_.push_back(std::move(lane));
+      lanes_.push_back(MakeLane(sink, shard));
     }
   }
   outbox_->SetCommitListener([this] {
@@ -171,6 +150,31 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics
     ++wakeups_;
     cv_.SignalAll();
   });
+}
+
+std::unique_ptr<Dispatcher::Lane> Dispatcher::MakeLane(const Sink& sink, int shard) {
+  static const std::vector<double> kLagBuckets = {
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600};
+  auto lane = std::make_unique<Lane>();
+  lane->sink = sink.name;
+  lane->channels = sink.channels;
+  lane->shard = shard;
+  lane->cursor_key = CursorKey(sink.name, shard);
+  lane->backoff = options_.initial_backoff;
+  const std::map<std::string, std::string> labels = {{"destination", sink.name},
+                                                     {"shard", std::to_string(shard)}};
+  auto with_result = [&](const char* result) {
+    auto l = labels;
+    l["result"] = result;
+    return l;
+  };
+  lane->ok = &attempts_.Add(with_result("ok"));
+  lane->failed = &attempts_.Add(with_result("error"));
+  lane->dead = &dead_lettered_.Add(labels);
+  lane->backlog = &backlog_.Add(labels);
+  lane->oldest_age = &oldest_pending_age_.Add(labels);
+  lane->lag = &lag_.Add(labels, kLagBuckets);
+  return lane;
 }
 
 Dispatcher::~Dispatcher() { Stop(); }

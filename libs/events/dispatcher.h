@@ -83,6 +83,8 @@ class Dispatcher {
     absl::Duration wait;
     bool wake_on_commit = false;
   };
+  // A lane to one shard of `sink`, with its metrics.
+  std::unique_ptr<Lane> MakeLane(const Sink& sink, int shard);
   void RunLane(Lane* lane);
   // One pass of a lane: learn what the consumer subscribes to, read the next batch it wants,
   // deliver it and act on the answer.
