@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Renders every overlay under deploy/k8s/overlays with `kubectl kustomize` and validates each rendered object
 # offline (tests/deploy/validate-k8s.js): Kubernetes schema, unknown fields, and this project's rules (probes,
-# security, shard addresses, network policies, ...). Also checks that the data files the kustomize base
-# carries (deploy/k8s/base/config) are identical to deploy/config.
+# security, shard addresses, network policies, ...). The data files come from deploy/config itself (a
+# kustomize Component), so there is no copy to compare.
 # Installs its Node.js packages into tests/deploy/node_modules (npm, exact versions from package-lock.json)
 # when they are missing or out of date. Exits non-zero and prints every failure if anything is wrong.
 #   tests/deploy/render_and_validate.sh [overlay ...]     (default: every overlay)
@@ -17,27 +17,10 @@ if ! command -v kubectl >/dev/null; then
   exit 1
 fi
 
-# 1. The base's copies of deploy/config (kustomize cannot read files outside the kustomization's folder).
-for f in "$root"/deploy/config/*; do
-  name=$(basename "$f")
-  if ! cmp -s "$f" "$root/deploy/k8s/base/config/$name"; then
-    echo "FAIL: deploy/k8s/base/config/$name differs from deploy/config/$name (or is missing)." >&2
-    echo "      Fix: cp deploy/config/$name deploy/k8s/base/config/$name" >&2
-    failures+=("config copy $name")
-  fi
-done
-for f in "$root"/deploy/k8s/base/config/*; do
-  name=$(basename "$f")
-  if [[ ! -e "$root/deploy/config/$name" ]]; then
-    echo "FAIL: deploy/k8s/base/config/$name has no original in deploy/config" >&2
-    failures+=("config copy $name")
-  fi
-done
-
-# 2. Node.js packages for the validator.
+# 1. Node.js packages for the validator.
 ensure_node_modules "$here" || exit 1
 
-# 3. Render and validate every overlay.
+# 2. Render and validate every overlay.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 overlays=("$@")
