@@ -855,17 +855,14 @@ Kind KindOf(Wire wire) {
   return Kind::kConnectStream;
 }
 
-// The protocol of a GET or POST, and whether its messages are JSON; none when no protocol here
-// fits.
+// The protocol of a POST or a Connect GET (MakeHandler turns away other GETs), and whether its
+// messages are JSON; none when no protocol here fits.
 struct CallKind {
   Kind kind;
   bool json = false;
 };
 std::optional<CallKind> CallKindOf(const Exchange::Head& head) {
-  if (head.method == "GET") {
-    if (QueryParam(head.query, "connect").value_or("") == "v1") return CallKind{Kind::kConnectGet};
-    return std::nullopt;
-  }
+  if (head.method == "GET") return CallKind{Kind::kConnectGet};  // MakeHandler checked ?connect=v1
   const std::string* ct = head.Find("content-type");
   const std::string media = ct != nullptr ? MediaType(*ct) : "";
   if (media == "application/grpc" || media == "application/grpc+proto")
@@ -899,7 +896,10 @@ std::unique_ptr<Exchange::Handler> MakeHandler(FrontDoor* door, LoopContext* ctx
                                                                                  : "";
   if (head.method == "OPTIONS") return PreflightReply(ex, origin);
   if (head.method == "GET" && head.path == "/healthz") return TextReply(ex, origin, 200, "ok\n");
-  if (head.method != "GET" && head.method != "POST") {
+  // A GET is a Connect call only with ?connect=v1; anything else but POST is not a call.
+  const bool connect_get =
+      head.method == "GET" && QueryParam(head.query, "connect").value_or("") == "v1";
+  if (head.method != "POST" && !connect_get) {
     return TextReply(
         ex, origin, 405,
         "use POST (gRPC, gRPC-Web or Connect), or GET for Connect calls without side effects\n",
