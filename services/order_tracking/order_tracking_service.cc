@@ -6,6 +6,7 @@
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/base/error_reason.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
@@ -487,7 +488,7 @@ absl::StatusOr<int> OrderTrackingService::ExtraReturnDays(const v1::RequestRetur
   auto current = store_->GetOrder(req.customer_id(), req.order_id());
   if (!current.ok()) return 0;
   auto plain = CheckReturnRequest(*current, req.items(), return_rules_, 0, now);
-  if (plain.ok() || plain.status().message().find("return window") == absl::string_view::npos) {
+  if (plain.ok() || !HasReason(plain.status(), kReasonReturnWindowClosed)) {
     return 0;
   }
   return ReturnWindowExtension(req.customer_id());

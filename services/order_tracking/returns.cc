@@ -7,6 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "libs/api/validate.h"
+#include "libs/base/error_reason.h"
 #include "services/order_tracking/order_lifecycle.h"
 
 namespace crm::order_tracking {
@@ -83,10 +84,11 @@ absl::StatusOr<absl::Time> CheckReturnRequest(
     const int days = rules.DaysFor(item->category()) + extra_days;
     const absl::Time end = api::FromTimestamp(package->delivered_time()) + absl::Hours(24) * days;
     if (now > end) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(f, ".item_id: the return window of item \"", item->item_id(), "\" (",
-                       item->category(), ", ", days, " days from delivery) ended ",
-                       absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", end, absl::UTCTimeZone())));
+      return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                            f, ".item_id: the return window of item \"", item->item_id(), "\" (",
+                            item->category(), ", ", days, " days from delivery) ended ",
+                            absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", end, absl::UTCTimeZone()))),
+                        kReasonReturnWindowClosed);
     }
     earliest_end = std::min(earliest_end, end);
   }

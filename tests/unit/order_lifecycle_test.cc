@@ -5,6 +5,7 @@
 
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
+#include "libs/base/error_reason.h"
 #include "services/order_tracking/returns.h"
 
 namespace crm::order_tracking {
@@ -184,10 +185,14 @@ TEST_CASE("a return must be of delivered items, within the window, never more th
       CheckReturnRequest(o, items, rules, 0, kT0 + absl::Hours(24 * 15) + absl::Seconds(1));
   CHECK(absl::IsFailedPrecondition(late.status()));
   CHECK(late.status().message().find("ended 2026-01-16T00:00:00Z") != absl::string_view::npos);
+  // The kind travels as the status's reason (a membership benefit is asked for only then).
+  CHECK(HasReason(late.status(), kReasonReturnWindowClosed));
   CHECK(CheckReturnRequest(o, items, rules, 5, kT0 + absl::Hours(24 * 18))
             .ok());  // extended by a benefit
   ri->set_quantity(3);
-  CHECK(absl::IsFailedPrecondition(CheckReturnRequest(o, items, rules, 0, kT0).status()));
+  const auto too_many = CheckReturnRequest(o, items, rules, 0, kT0);
+  CHECK(absl::IsFailedPrecondition(too_many.status()));
+  CHECK_FALSE(HasReason(too_many.status(), kReasonReturnWindowClosed));
   ri->set_quantity(1);
   ri->set_item_id("2");  // its package is not delivered
   CHECK(absl::IsFailedPrecondition(CheckReturnRequest(o, items, rules, 0, kT0).status()));
