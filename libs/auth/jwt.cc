@@ -128,16 +128,11 @@ v1::Role ParseRole(absl::string_view name) {
 
 absl::string_view RoleName(v1::Role role) {
   switch (role) {
-    case v1::ROLE_CUSTOMER:
-      return "customer";
-    case v1::ROLE_AGENT:
-      return "agent";
-    case v1::ROLE_ADMIN:
-      return "admin";
-    case v1::ROLE_SERVICE:
-      return "service";
-    default:
-      return "none";
+    case v1::ROLE_CUSTOMER: return "customer";
+    case v1::ROLE_AGENT: return "agent";
+    case v1::ROLE_ADMIN: return "admin";
+    case v1::ROLE_SERVICE: return "service";
+    default: return "none";
   }
 }
 

@@ -17,16 +17,11 @@ double DecayFactor(absl::Duration elapsed) {
 
 Action ActionOf(v1::BehaviorEventType type) {
   switch (type) {
-    case v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK:
-      return Action::kCategoryClick;
-    case v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW:
-      return Action::kItemView;
-    case v1::BEHAVIOR_EVENT_TYPE_SEARCH:
-      return Action::kSearch;
-    case v1::BEHAVIOR_EVENT_TYPE_ADD_TO_CART:
-      return Action::kAddToCart;
-    default:
-      return Action::kOther;
+    case v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK: return Action::kCategoryClick;
+    case v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW: return Action::kItemView;
+    case v1::BEHAVIOR_EVENT_TYPE_SEARCH: return Action::kSearch;
+    case v1::BEHAVIOR_EVENT_TYPE_ADD_TO_CART: return Action::kAddToCart;
+    default: return Action::kOther;
   }
 }
 
@@ -41,37 +36,26 @@ Action ActionOf(absl::string_view name) {
 
 absl::string_view ActionName(Action action) {
   switch (action) {
-    case Action::kCategoryClick:
-      return "category_click";
-    case Action::kItemView:
-      return "item_view";
-    case Action::kSearch:
-      return "search";
-    case Action::kAddToCart:
-      return "add_to_cart";
-    case Action::kPurchase:
-      return "purchase";
-    default:
-      return "other";
+    case Action::kCategoryClick: return "category_click";
+    case Action::kItemView: return "item_view";
+    case Action::kSearch: return "search";
+    case Action::kAddToCart: return "add_to_cart";
+    case Action::kPurchase: return "purchase";
+    default: return "other";
   }
 }
 
 double InterestWeight(Action action, int dwell_seconds) {
   switch (action) {
-    case Action::kCategoryClick:
-      return 1.0;
+    case Action::kCategoryClick: return 1.0;
     case Action::kItemView:
       if (dwell_seconds < 5) return 0.2;
       if (dwell_seconds < 30) return 1.0;
       return 2.0 + std::min(3.0, (dwell_seconds - 30) / 60.0);
-    case Action::kAddToCart:
-      return 3.0;
-    case Action::kPurchase:
-      return 5.0;
-    case Action::kSearch:
-      return 0.5;
-    default:
-      return 0.0;
+    case Action::kAddToCart: return 3.0;
+    case Action::kPurchase: return 5.0;
+    case Action::kSearch: return 0.5;
+    default: return 0.0;
   }
 }
 

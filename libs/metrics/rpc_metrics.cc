@@ -60,14 +60,10 @@ prometheus::Family<prometheus::Histogram>& SecondsFamily(prometheus::Registry& r
 template <typename RpcType>
 absl::string_view TypeName(RpcType type) {
   switch (type) {
-    case RpcType::SERVER_STREAMING:
-      return "server_stream";
-    case RpcType::CLIENT_STREAMING:
-      return "client_stream";
-    case RpcType::BIDI_STREAMING:
-      return "bidi_stream";
-    default:
-      return "unary";
+    case RpcType::SERVER_STREAMING: return "server_stream";
+    case RpcType::CLIENT_STREAMING: return "client_stream";
+    case RpcType::BIDI_STREAMING: return "bidi_stream";
+    default: return "unary";
   }
 }
 

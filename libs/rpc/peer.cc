@@ -5,8 +5,7 @@ namespace crm::rpc {
 absl::Status FromPeer(const grpc::Status& status, absl::string_view service,
                       absl::string_view purpose) {
   switch (status.error_code()) {
-    case grpc::StatusCode::OK:
-      return absl::OkStatus();
+    case grpc::StatusCode::OK: return absl::OkStatus();
     case grpc::StatusCode::NOT_FOUND:
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::FAILED_PRECONDITION:

@@ -11,14 +11,9 @@ namespace crm::complaint_ticket {
 SlaPolicy PolicyFor(v1::Priority priority, bool enterprise) {
   SlaPolicy p;
   switch (priority) {
-    case v1::PRIORITY_P1:
-      p = {absl::Hours(1), absl::Hours(4), absl::Hours(24)};
-      break;
-    case v1::PRIORITY_P2:
-      p = {absl::Hours(4), absl::Hours(12), absl::Hours(72)};
-      break;
-    default:
-      p = {absl::Hours(24), absl::Hours(48), absl::Hours(24 * 7)};
+    case v1::PRIORITY_P1: p = {absl::Hours(1), absl::Hours(4), absl::Hours(24)}; break;
+    case v1::PRIORITY_P2: p = {absl::Hours(4), absl::Hours(12), absl::Hours(72)}; break;
+    default: p = {absl::Hours(24), absl::Hours(48), absl::Hours(24 * 7)};
   }
   if (enterprise) p.first_response = std::min(p.first_response, absl::Minutes(30));
   return p;
@@ -45,14 +40,10 @@ bool Finished(const v1::Ticket& t) {
 absl::Duration PeriodOf(const v1::Ticket& t, v1::SlaKind kind) {
   const SlaPolicy p = PolicyFor(t.priority(), t.enterprise());
   switch (kind) {
-    case v1::SLA_KIND_FIRST_RESPONSE:
-      return p.first_response;
-    case v1::SLA_KIND_NEXT_UPDATE:
-      return p.next_update;
-    case v1::SLA_KIND_RESOLUTION:
-      return p.resolution;
-    default:
-      return absl::Hours(1);
+    case v1::SLA_KIND_FIRST_RESPONSE: return p.first_response;
+    case v1::SLA_KIND_NEXT_UPDATE: return p.next_update;
+    case v1::SLA_KIND_RESOLUTION: return p.resolution;
+    default: return absl::Hours(1);
   }
 }
 

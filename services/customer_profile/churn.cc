@@ -35,8 +35,7 @@ std::string Reason(ChurnFeature f, const ChurnFacts& facts, absl::Time now,
   const double since = std::expm1(x[kDaysSinceLastOrder]);
   const int days = static_cast<int>(std::lround(std::expm1(x[kBuyingDays])));
   switch (f) {
-    case kDaysSinceLastOrder:
-      return absl::StrFormat("%.0f days since the last order", since);
+    case kDaysSinceLastOrder: return absl::StrFormat("%.0f days since the last order", since);
     case kOverdue:
       return absl::StrFormat("%.0f days since the last order, usually every %.0f days", since,
                              1 / std::exp(x[kBuyingRate]));
@@ -58,14 +57,11 @@ std::string Reason(ChurnFeature f, const ChurnFacts& facts, absl::Time now,
     case kReturnShare:
       return absl::StrFormat("%d return(s) from %d recent order(s)", facts.returns,
                              facts.orders_180d);
-    case kOpenComplaints:
-      return absl::StrFormat("%d open complaint(s)", facts.open_complaints);
-    case kSlaBreaches:
-      return absl::StrFormat("%d missed service promise(s)", facts.sla_breaches);
+    case kOpenComplaints: return absl::StrFormat("%d open complaint(s)", facts.open_complaints);
+    case kSlaBreaches: return absl::StrFormat("%d missed service promise(s)", facts.sla_breaches);
     case kDeliveryTrouble:
       return absl::StrFormat("%d failed or late deliveries", facts.failed_or_late_deliveries);
-    case kChurnFeatureCount:
-      break;
+    case kChurnFeatureCount: break;
   }
   return "";
 }

@@ -183,14 +183,10 @@ v1::Customer ImportedCustomer(const v1::ImportCustomerRequest& req, const Import
 
 const char* ImportLabel(CustomerProfileStore::ImportOutcome outcome) {
   switch (outcome) {
-    case CustomerProfileStore::ImportOutcome::kCreated:
-      return "created";
-    case CustomerProfileStore::ImportOutcome::kLinked:
-      return "linked";
-    case CustomerProfileStore::ImportOutcome::kErased:
-      return "erased";
-    default:
-      return "already_imported";
+    case CustomerProfileStore::ImportOutcome::kCreated: return "created";
+    case CustomerProfileStore::ImportOutcome::kLinked: return "linked";
+    case CustomerProfileStore::ImportOutcome::kErased: return "erased";
+    default: return "already_imported";
   }
 }
 

@@ -140,8 +140,7 @@ bool FoldOrderEvent(const v1::Event& e, internal::CustomerHistory& h) {
       o->set_cancelled(true);
       return true;
     }
-    default:
-      return false;
+    default: return false;
   }
 }
 
@@ -174,8 +173,7 @@ bool FoldTicketEvent(const v1::Event& e, internal::CustomerHistory& h) {
       t->set_sla_breaches(t->sla_breaches() + 1);
       return true;
     }
-    default:
-      return false;
+    default: return false;
   }
 }
 
@@ -281,8 +279,7 @@ bool FoldEvent(const v1::Event& e, internal::CustomerHistory& h) {
     case P::kOrderDelivered:
     case P::kDeliveryFailed:
     case P::kOrderRefunded:
-    case P::kOrderCancelled:
-      return FoldOrderEvent(e, h);
+    case P::kOrderCancelled: return FoldOrderEvent(e, h);
     case P::kReviewSubmitted:
       h.set_reviews(h.reviews() + 1);
       if (e.review_submitted().rating() <= 2) h.set_low_reviews(h.low_reviews() + 1);
@@ -290,10 +287,8 @@ bool FoldEvent(const v1::Event& e, internal::CustomerHistory& h) {
     case P::kTicketOpened:
     case P::kTicketResolved:
     case P::kSatisfactionRated:
-    case P::kSlaBreached:
-      return FoldTicketEvent(e, h);
-    default:
-      return false;
+    case P::kSlaBreached: return FoldTicketEvent(e, h);
+    default: return false;
   }
 }
 

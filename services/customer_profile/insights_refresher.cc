@@ -12,25 +12,18 @@ namespace {
 
 const char* ActionName(v1::RetentionActionType t) {
   switch (t) {
-    case v1::RETENTION_ACTION_TYPE_COUPON:
-      return "coupon";
-    case v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT:
-      return "dedicated_agent";
-    case v1::RETENTION_ACTION_TYPE_POINTS:
-      return "points";
-    default:
-      return "unspecified";
+    case v1::RETENTION_ACTION_TYPE_COUPON: return "coupon";
+    case v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT: return "dedicated_agent";
+    case v1::RETENTION_ACTION_TYPE_POINTS: return "points";
+    default: return "unspecified";
   }
 }
 
 const char* OutcomeName(v1::RetentionOutcome o) {
   switch (o) {
-    case v1::RETENTION_OUTCOME_RETAINED:
-      return "retained";
-    case v1::RETENTION_OUTCOME_LOST:
-      return "lost";
-    default:
-      return "pending";
+    case v1::RETENTION_OUTCOME_RETAINED: return "retained";
+    case v1::RETENTION_OUTCOME_LOST: return "lost";
+    default: return "pending";
   }
 }
 

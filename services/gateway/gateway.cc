@@ -64,10 +64,8 @@ bool IsNumeric(const FieldDescriptor* f) {
     case FieldDescriptor::CPPTYPE_UINT32:
     case FieldDescriptor::CPPTYPE_UINT64:
     case FieldDescriptor::CPPTYPE_DOUBLE:
-    case FieldDescriptor::CPPTYPE_FLOAT:
-      return true;
-    default:
-      return false;
+    case FieldDescriptor::CPPTYPE_FLOAT: return true;
+    default: return false;
   }
 }
 
@@ -88,18 +86,12 @@ std::string ShardKey(const Route& r, const Message& request, const std::string& 
 double NumericValue(const Message& m, const FieldDescriptor* f) {
   const auto* refl = m.GetReflection();
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32:
-      return refl->GetInt32(m, f);
-    case FieldDescriptor::CPPTYPE_INT64:
-      return static_cast<double>(refl->GetInt64(m, f));
-    case FieldDescriptor::CPPTYPE_UINT32:
-      return refl->GetUInt32(m, f);
-    case FieldDescriptor::CPPTYPE_UINT64:
-      return static_cast<double>(refl->GetUInt64(m, f));
-    case FieldDescriptor::CPPTYPE_DOUBLE:
-      return refl->GetDouble(m, f);
-    default:
-      return refl->GetFloat(m, f);
+    case FieldDescriptor::CPPTYPE_INT32: return refl->GetInt32(m, f);
+    case FieldDescriptor::CPPTYPE_INT64: return static_cast<double>(refl->GetInt64(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32: return refl->GetUInt32(m, f);
+    case FieldDescriptor::CPPTYPE_UINT64: return static_cast<double>(refl->GetUInt64(m, f));
+    case FieldDescriptor::CPPTYPE_DOUBLE: return refl->GetDouble(m, f);
+    default: return refl->GetFloat(m, f);
   }
 }
 
@@ -107,18 +99,12 @@ double NumericValue(const Message& m, const FieldDescriptor* f) {
 void SetNumericValue(Message* m, const FieldDescriptor* f, double v) {
   const auto* refl = m->GetReflection();
   switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32:
-      return refl->SetInt32(m, f, static_cast<int32_t>(v));
-    case FieldDescriptor::CPPTYPE_INT64:
-      return refl->SetInt64(m, f, static_cast<int64_t>(v));
-    case FieldDescriptor::CPPTYPE_UINT32:
-      return refl->SetUInt32(m, f, static_cast<uint32_t>(v));
-    case FieldDescriptor::CPPTYPE_UINT64:
-      return refl->SetUInt64(m, f, static_cast<uint64_t>(v));
-    case FieldDescriptor::CPPTYPE_DOUBLE:
-      return refl->SetDouble(m, f, v);
-    default:
-      return refl->SetFloat(m, f, static_cast<float>(v));
+    case FieldDescriptor::CPPTYPE_INT32: return refl->SetInt32(m, f, static_cast<int32_t>(v));
+    case FieldDescriptor::CPPTYPE_INT64: return refl->SetInt64(m, f, static_cast<int64_t>(v));
+    case FieldDescriptor::CPPTYPE_UINT32: return refl->SetUInt32(m, f, static_cast<uint32_t>(v));
+    case FieldDescriptor::CPPTYPE_UINT64: return refl->SetUInt64(m, f, static_cast<uint64_t>(v));
+    case FieldDescriptor::CPPTYPE_DOUBLE: return refl->SetDouble(m, f, v);
+    default: return refl->SetFloat(m, f, static_cast<float>(v));
   }
 }
 
@@ -225,14 +211,10 @@ void ShardAnswered(FanOut& fan, const grpc::Status& s) {
 
 absl::string_view ProtocolName(Protocol protocol) {
   switch (protocol) {
-    case Protocol::kGrpc:
-      return "grpc";
-    case Protocol::kGrpcWeb:
-      return "grpc-web";
-    case Protocol::kGrpcWebText:
-      return "grpc-web-text";
-    case Protocol::kConnect:
-      return "connect";
+    case Protocol::kGrpc: return "grpc";
+    case Protocol::kGrpcWeb: return "grpc-web";
+    case Protocol::kGrpcWebText: return "grpc-web-text";
+    case Protocol::kConnect: return "connect";
   }
   return "unknown";
 }
@@ -408,14 +390,10 @@ absl::Status Gateway::Identify(absl::string_view authorization, absl::Time now, 
 
 double Gateway::RoleRps(v1::Role role) const {
   switch (role) {
-    case v1::ROLE_CUSTOMER:
-      return options_.customer_rps;
-    case v1::ROLE_AGENT:
-      return options_.agent_rps;
-    case v1::ROLE_ADMIN:
-      return options_.admin_rps;
-    default:
-      return options_.service_rps;
+    case v1::ROLE_CUSTOMER: return options_.customer_rps;
+    case v1::ROLE_AGENT: return options_.agent_rps;
+    case v1::ROLE_ADMIN: return options_.admin_rps;
+    default: return options_.service_rps;
   }
 }
 

@@ -52,14 +52,10 @@ bool IsEnveloped(Kind k) {
 
 Protocol ProtocolOf(Kind k) {
   switch (k) {
-    case Kind::kGrpc:
-      return Protocol::kGrpc;
-    case Kind::kGrpcWeb:
-      return Protocol::kGrpcWeb;
-    case Kind::kGrpcWebText:
-      return Protocol::kGrpcWebText;
-    default:
-      return Protocol::kConnect;
+    case Kind::kGrpc: return Protocol::kGrpc;
+    case Kind::kGrpcWeb: return Protocol::kGrpcWeb;
+    case Kind::kGrpcWebText: return Protocol::kGrpcWebText;
+    default: return Protocol::kConnect;
   }
 }
 
@@ -712,8 +708,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     const bool retry = status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
                        admission_.retry_after > absl::ZeroDuration();
     switch (kind_) {
-      case Kind::kGrpc:
-        return SendGrpcStatus(code, message, retry);
+      case Kind::kGrpc: return SendGrpcStatus(code, message, retry);
       case Kind::kGrpcWeb:
       case Kind::kGrpcWebText: {
         Headers h = WebHeaders(StreamContentType());
@@ -731,8 +726,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
         ex_->Write(Frame(kConnectEndStream, ConnectEndStreamJson(code, message)));
         return ex_->End({});
       }
-      default:
-        return SendConnectError(code, message, retry);
+      default: return SendConnectError(code, message, retry);
     }
   }
 
@@ -841,16 +835,12 @@ std::unique_ptr<Exchange::Handler> PreflightReply(Exchange* ex, const std::strin
 
 Kind KindOf(Wire wire) {
   switch (wire) {
-    case Wire::kGrpcWeb:
-      return Kind::kGrpcWeb;
-    case Wire::kGrpcWebText:
-      return Kind::kGrpcWebText;
+    case Wire::kGrpcWeb: return Kind::kGrpcWeb;
+    case Wire::kGrpcWebText: return Kind::kGrpcWebText;
     case Wire::kConnectJson:
-    case Wire::kConnectProto:
-      return Kind::kConnectUnary;
+    case Wire::kConnectProto: return Kind::kConnectUnary;
     case Wire::kConnectStreamJson:
-    case Wire::kConnectStreamProto:
-      break;
+    case Wire::kConnectStreamProto: break;
   }
   return Kind::kConnectStream;
 }

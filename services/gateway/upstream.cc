@@ -349,8 +349,7 @@ class UpstreamConnection {
           c->ArmPing(c->pool_->options_.ping_interval);
         }
         return 0;
-      default:
-        return 0;
+      default: return 0;
     }
   }
 

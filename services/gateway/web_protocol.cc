@@ -73,20 +73,13 @@ std::optional<absl::Duration> ParseGrpcTimeout(absl::string_view value) {
     n = n * 10 + (c - '0');
   }
   switch (value.back()) {
-    case 'H':
-      return absl::Hours(n);
-    case 'M':
-      return absl::Minutes(n);
-    case 'S':
-      return absl::Seconds(n);
-    case 'm':
-      return absl::Milliseconds(n);
-    case 'u':
-      return absl::Microseconds(n);
-    case 'n':
-      return absl::Nanoseconds(n);
-    default:
-      return std::nullopt;
+    case 'H': return absl::Hours(n);
+    case 'M': return absl::Minutes(n);
+    case 'S': return absl::Seconds(n);
+    case 'm': return absl::Milliseconds(n);
+    case 'u': return absl::Microseconds(n);
+    case 'n': return absl::Nanoseconds(n);
+    default: return std::nullopt;
   }
 }
 
@@ -123,33 +116,21 @@ absl::string_view ConnectCodeName(int code) {
 
 int ConnectHttpStatus(int code) {
   switch (code) {
-    case 0:
-      return 200;
-    case 1:
-      return 499;
+    case 0: return 200;
+    case 1: return 499;
     case 3:
     case 9:
-    case 11:
-      return 400;
-    case 4:
-      return 504;
-    case 5:
-      return 404;
+    case 11: return 400;
+    case 4: return 504;
+    case 5: return 404;
     case 6:
-    case 10:
-      return 409;
-    case 7:
-      return 403;
-    case 8:
-      return 429;
-    case 12:
-      return 501;
-    case 14:
-      return 503;
-    case 16:
-      return 401;
-    default:
-      return 500;
+    case 10: return 409;
+    case 7: return 403;
+    case 8: return 429;
+    case 12: return 501;
+    case 14: return 503;
+    case 16: return 401;
+    default: return 500;
   }
 }
 

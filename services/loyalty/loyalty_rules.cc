@@ -109,18 +109,12 @@ absl::Status ValidateCredit(const v1::LoyaltyRules& r) {
 
 std::string TierName(v1::Tier tier) {
   switch (tier) {
-    case v1::TIER_REGISTERED:
-      return "Registered";
-    case v1::TIER_BRONZE:
-      return "Bronze";
-    case v1::TIER_SILVER:
-      return "Silver";
-    case v1::TIER_GOLD:
-      return "Gold";
-    case v1::TIER_DIAMOND:
-      return "Diamond";
-    default:
-      return "Unknown";
+    case v1::TIER_REGISTERED: return "Registered";
+    case v1::TIER_BRONZE: return "Bronze";
+    case v1::TIER_SILVER: return "Silver";
+    case v1::TIER_GOLD: return "Gold";
+    case v1::TIER_DIAMOND: return "Diamond";
+    default: return "Unknown";
   }
 }
 

@@ -154,8 +154,7 @@ absl::Status RateOnce(AccountSession& session, const std::string& order_id,
       a.set_credit_score(a.credit_score() - 1);
       a.set_bad_ratings(a.bad_ratings() + 1);
       break;
-    default:
-      a.set_neutral_ratings(a.neutral_ratings() + 1);
+    default: a.set_neutral_ratings(a.neutral_ratings() + 1);
   }
   return absl::OkStatus();
 }
@@ -231,8 +230,7 @@ void LoyaltyService::Committed(const AccountSession::Effects& s) {
       case v1::POINTS_ENTRY_TYPE_SETTLE:
         metrics_.points_reversed.Increment(static_cast<double>(-e.points()));
         break;
-      default:
-        break;
+      default: break;
     }
   }
   for (const auto& c : s.tier_changes) {

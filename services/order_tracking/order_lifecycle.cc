@@ -14,24 +14,15 @@ using P = v1::PackageStatus;
 
 v1::OrderStatus ToOrderStatus(P s) {
   switch (s) {
-    case v1::PACKAGE_STATUS_AT_PROCESSING_CENTER:
-      return v1::ORDER_STATUS_AT_PROCESSING_CENTER;
-    case v1::PACKAGE_STATUS_PICKING:
-      return v1::ORDER_STATUS_PICKING;
-    case v1::PACKAGE_STATUS_PACKED:
-      return v1::ORDER_STATUS_PACKED;
-    case v1::PACKAGE_STATUS_HANDED_TO_CARRIER:
-      return v1::ORDER_STATUS_HANDED_TO_CARRIER;
-    case v1::PACKAGE_STATUS_OUT_FOR_DELIVERY:
-      return v1::ORDER_STATUS_OUT_FOR_DELIVERY;
-    case v1::PACKAGE_STATUS_DELIVERED:
-      return v1::ORDER_STATUS_DELIVERED;
-    case v1::PACKAGE_STATUS_DELIVERY_FAILED:
-      return v1::ORDER_STATUS_DELIVERY_FAILED;
-    case v1::PACKAGE_STATUS_RETURNED_TO_SENDER:
-      return v1::ORDER_STATUS_RETURNED_TO_SENDER;
-    default:
-      return v1::ORDER_STATUS_UNSPECIFIED;
+    case v1::PACKAGE_STATUS_AT_PROCESSING_CENTER: return v1::ORDER_STATUS_AT_PROCESSING_CENTER;
+    case v1::PACKAGE_STATUS_PICKING: return v1::ORDER_STATUS_PICKING;
+    case v1::PACKAGE_STATUS_PACKED: return v1::ORDER_STATUS_PACKED;
+    case v1::PACKAGE_STATUS_HANDED_TO_CARRIER: return v1::ORDER_STATUS_HANDED_TO_CARRIER;
+    case v1::PACKAGE_STATUS_OUT_FOR_DELIVERY: return v1::ORDER_STATUS_OUT_FOR_DELIVERY;
+    case v1::PACKAGE_STATUS_DELIVERED: return v1::ORDER_STATUS_DELIVERED;
+    case v1::PACKAGE_STATUS_DELIVERY_FAILED: return v1::ORDER_STATUS_DELIVERY_FAILED;
+    case v1::PACKAGE_STATUS_RETURNED_TO_SENDER: return v1::ORDER_STATUS_RETURNED_TO_SENDER;
+    default: return v1::ORDER_STATUS_UNSPECIFIED;
   }
 }
 
@@ -165,22 +156,15 @@ std::string OrderStatusName(v1::OrderStatus s) {
 
 int Stage(P s) {
   switch (s) {
-    case v1::PACKAGE_STATUS_AT_PROCESSING_CENTER:
-      return 1;
-    case v1::PACKAGE_STATUS_PICKING:
-      return 2;
-    case v1::PACKAGE_STATUS_PACKED:
-      return 3;
-    case v1::PACKAGE_STATUS_HANDED_TO_CARRIER:
-      return 4;
+    case v1::PACKAGE_STATUS_AT_PROCESSING_CENTER: return 1;
+    case v1::PACKAGE_STATUS_PICKING: return 2;
+    case v1::PACKAGE_STATUS_PACKED: return 3;
+    case v1::PACKAGE_STATUS_HANDED_TO_CARRIER: return 4;
     case v1::PACKAGE_STATUS_OUT_FOR_DELIVERY:
-    case v1::PACKAGE_STATUS_DELIVERY_FAILED:
-      return 5;
+    case v1::PACKAGE_STATUS_DELIVERY_FAILED: return 5;
     case v1::PACKAGE_STATUS_DELIVERED:
-    case v1::PACKAGE_STATUS_RETURNED_TO_SENDER:
-      return 6;
-    default:
-      return 0;
+    case v1::PACKAGE_STATUS_RETURNED_TO_SENDER: return 6;
+    default: return 0;
   }
 }
 
@@ -337,9 +321,7 @@ void ApplyPackageMove(v1::Order& order, v1::Package& p, const v1::AdvancePackage
     case v1::PACKAGE_STATUS_HANDED_TO_CARRIER:
       api::SetTimestamp(when, p.mutable_out_of_warehouse_time());
       break;
-    case v1::PACKAGE_STATUS_OUT_FOR_DELIVERY:
-      p.clear_failure_reason();
-      break;
+    case v1::PACKAGE_STATUS_OUT_FOR_DELIVERY: p.clear_failure_reason(); break;
     case v1::PACKAGE_STATUS_DELIVERY_FAILED:
       p.set_delivery_attempts(p.delivery_attempts() + 1);
       p.set_failure_reason(m.failure_reason());
@@ -349,8 +331,7 @@ void ApplyPackageMove(v1::Order& order, v1::Package& p, const v1::AdvancePackage
       api::SetTimestamp(when, p.mutable_delivered_time());
       p.set_timeliness(ClassifyDelivery(order.delivery_window(), when));
       break;
-    default:
-      break;
+    default: break;
   }
   order.set_status(DeriveOrderStatus(order));
   if (order.status() == v1::ORDER_STATUS_DELIVERED) {

@@ -172,16 +172,13 @@ absl::Status ApplyReturnMove(const v1::AdvanceReturnRequest& req, const std::str
       *r.mutable_pickup_start_time() = req.pickup_start_time();
       *r.mutable_pickup_end_time() = req.pickup_end_time();
       break;
-    case v1::RETURN_STATUS_REFUNDED:
-      Refund(o, r, c, &what);
-      break;
+    case v1::RETURN_STATUS_REFUNDED: Refund(o, r, c, &what); break;
     case v1::RETURN_STATUS_REJECTED:
       r.set_rejection_reason(req.rejection_reason());
       for (const auto& ri : r.items())
         (*o.mutable_returned_quantities())[ri.item_id()] -= ri.quantity();
       break;
-    default:
-      break;
+    default: break;
   }
   c.history.push_back(HistoryEntry(what, actor, now));
   c.summary = what;

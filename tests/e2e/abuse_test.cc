@@ -385,8 +385,7 @@ void Fill(Message* m, const std::string& customer_id, int depth = 0) {
       case FieldDescriptor::CPPTYPE_MESSAGE:
         if (depth < 2) Fill(r->MutableMessage(m, f), customer_id, depth + 1);
         break;
-      default:
-        break;
+      default: break;
     }
   }
 }

@@ -58,16 +58,11 @@ bool Skip(int wire, google::protobuf::io::CodedInputStream& in) {
   uint32_t v32;
   std::string s;
   switch (wire) {
-    case 0:
-      return in.ReadVarint64(&v);
-    case 1:
-      return in.ReadLittleEndian64(&v);
-    case 2:
-      return ReadBytes(in, &s);
-    case 5:
-      return in.ReadLittleEndian32(&v32);
-    default:
-      return false;
+    case 0: return in.ReadVarint64(&v);
+    case 1: return in.ReadLittleEndian64(&v);
+    case 2: return ReadBytes(in, &s);
+    case 5: return in.ReadLittleEndian32(&v32);
+    default: return false;
   }
 }
 
