@@ -32,23 +32,19 @@ done
 "$root/deploy/local/build.sh"
 build="${CRM_BUILD_DIR:-$root/build}"
 
-# name, binary (relative to the build folder), port offset
-services=(
-  "customer-profile services/customer_profile/customer-profile 1"
-  "order-tracking services/order_tracking/order-tracking 2"
-  "loyalty services/loyalty/loyalty 3"
-  "complaint-ticket services/complaint_ticket/complaint-ticket 4"
-  "recommendation services/recommendation/recommendation 5"
-  "gateway services/gateway/gateway 0"
-)
-# Every process learns where the others are (flags; defaults would assume --port-base 50050).
-addresses=(
-  "--customer_profile_address=127.0.0.1:$((port_base + 1))"
-  "--order_tracking_address=127.0.0.1:$((port_base + 2))"
-  "--loyalty_address=127.0.0.1:$((port_base + 3))"
-  "--complaint_ticket_address=127.0.0.1:$((port_base + 4))"
-  "--recommendation_address=127.0.0.1:$((port_base + 5))"
-)
+# The data services, from the registry the binaries use (tools/crm-services prints rpc::DataServices()):
+# name, binary (relative to the build folder), port offset from 50050 (the metrics port has the same offset
+# from 9150); then the gateway. Every process learns where the others are from the address flags.
+services=()
+addresses=()
+while IFS=$'\t' read -r name grpc_port _ address_flag; do
+  offset=$((grpc_port - 50050))
+  services+=("$name services/${name//-/_}/$name $offset")
+  addresses+=("$address_flag=127.0.0.1:$((port_base + offset))")
+done < <("$build/tools/crm-services")
+services+=("gateway services/gateway/gateway 0")
+process_names=()
+for entry in "${services[@]}"; do process_names+=("${entry%% *}"); done
 
 mkdir -p "$data/logs"
 data=$(cd "$data" && pwd)
@@ -74,8 +70,7 @@ if [[ ! -s "$data/secrets/internal-key" ]]; then
   (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$data/secrets/internal-key")
 fi
 # Mutual TLS between the processes: a development CA and a certificate per process (deploy/local/dev-pki.sh).
-"$root/deploy/local/dev-pki.sh" "$data/tls" customer-profile order-tracking loyalty complaint-ticket \
-  recommendation gateway
+"$root/deploy/local/dev-pki.sh" "$data/tls" "${process_names[@]}"
 for entry in "${services[@]}"; do
   read -r name _ offset <<<"$entry"
   for port in $((port_base + offset)) $((metrics_base + offset)); do

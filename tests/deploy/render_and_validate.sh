@@ -17,6 +17,16 @@ if ! command -v kubectl >/dev/null; then
   exit 1
 fi
 
+# The service registry the binaries use (names and ports), when the build has tools/crm-services: the
+# validator checks the manifests' ports against it.
+build="${CRM_BUILD_DIR:-$root/build}"
+if [[ -x "$build/tools/crm-services" ]]; then
+  CRM_SERVICES=$("$build/tools/crm-services")
+  export CRM_SERVICES
+else
+  echo "note: $build/tools/crm-services not built; the ports are not checked against the registry" >&2
+fi
+
 # 1. Node.js packages for the validator.
 ensure_node_modules "$here" || exit 1
 

@@ -42,6 +42,21 @@ const PORTS = {
   recommendation: { grpc: 50055, metrics: 9155, health: 50155 },
 };
 const DATA_SERVICES = ["customer-profile", "order-tracking", "loyalty", "complaint-ticket", "recommendation"];
+// The service registry the binaries use (rpc::DataServices(), printed by tools/crm-services and handed over
+// by render_and_validate.sh in CRM_SERVICES): the manifests' expectations above must agree with it.
+if (process.env.CRM_SERVICES) {
+  const registry = process.env.CRM_SERVICES.trim().split("\n").map((line) => line.split("\t"));
+  const names = registry.map(([name]) => name);
+  if (JSON.stringify(names) !== JSON.stringify(DATA_SERVICES)) {
+    problem("registry", `data services [${DATA_SERVICES}] are not the registry's [${names}]`);
+  }
+  for (const [name, grpc, metrics] of registry) {
+    const p = PORTS[name] || {};
+    if (p.grpc !== Number(grpc) || p.metrics !== Number(metrics)) {
+      problem("registry", `${name}: ports ${p.grpc}/${p.metrics}, the registry says ${grpc}/${metrics}`);
+    }
+  }
+}
 // Who may reach each data service's gRPC port: the gateway, the services that call it, and every producer
 // (customer-profile, order-tracking, complaint-ticket), which asks each consumer what it subscribes to.
 const CALLERS = {
