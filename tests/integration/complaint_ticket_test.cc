@@ -9,13 +9,13 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
-#include "libs/store/status.h"
 #include "services/complaint_ticket/complaint_ticket_component.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/loyalty/loyalty_component.h"
 #include "services/order_tracking/order_tracking_component.h"
-#include "tests/support/http.h"
+#include "tests/support/forced_conflict.h"
 #include "tests/support/metric_value.h"
+#include "tests/support/metrics_page.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
@@ -36,11 +36,11 @@ const absl::Time kT0 =
 using testing::Call;
 using testing::RequireError;
 
-std::string Port(int p) { return "127.0.0.1:" + std::to_string(p); }
+std::string Port(int p) { return testing::LoopbackAddress(p); }
 
 struct World {
   explicit World(bool with_orders = false, bool metrics = false)
-      : profile(ProfileOpts()), loyalty(LoyaltyOpts(profile.port())) {
+      : profile(ProfileHarness::Options()), loyalty(LoyaltyOpts(profile.port())) {
     if (with_orders) {
       OrderHarness::Options o;
       o.backends = {{"customer-profile", Port(profile.port())}, {"loyalty", Port(loyalty.port())}};
@@ -55,10 +55,6 @@ struct World {
     stub = v1::ComplaintTicketService::NewStub(tickets->channel());
     profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
     loyalty_stub = v1::LoyaltyService::NewStub(loyalty.channel());
-  }
-  static ProfileHarness::Options ProfileOpts() {
-    ProfileHarness::Options o;
-    return o;
   }
   static LoyaltyHarness::Options LoyaltyOpts(int profile_port) {
     LoyaltyHarness::Options o;
@@ -121,6 +117,14 @@ struct World {
     v1::Ticket out;
     REQUIRE(Call(stub.get(), &Stub::GetTicket, r, &out).ok());
     return out;
+  }
+
+  v1::ListTicketsResponse Tickets(const std::string& cid) {
+    v1::ListTicketsRequest list;
+    list.set_customer_id(cid);
+    v1::ListTicketsResponse listed;
+    REQUIRE(Call(stub.get(), &Stub::ListTickets, list, &listed).ok());
+    return listed;
   }
 
   v1::RunSlaSweepResponse Sweep() {
@@ -225,11 +229,7 @@ TEST_CASE(
   REQUIRE(
       Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
   CHECK(membership.points_balance() == 600);
-  v1::ListTicketsRequest list;
-  list.set_customer_id(cid);
-  v1::ListTicketsResponse listed;
-  REQUIRE(Call(w.stub.get(), &Stub::ListTickets, list, &listed).ok());
-  CHECK(listed.tickets_size() == 6);
+  CHECK(w.Tickets(cid).tickets_size() == 6);
 }
 
 TEST_CASE("the same submission twice is one ticket", "[tickets]") {
@@ -342,16 +342,13 @@ TEST_CASE(
   CHECK(now.handling_level() == 3);  // a broken promise escalates once more
   CHECK(now.assigned_agent_id() == "lead");
 
-  auto page = testing::HttpGet(w.tickets->metrics().port(), "/metrics");
-  REQUIRE(page.ok());
-  CHECK(page->body.find("crm_sla_breaches_total{kind=\"first_response\"} 1") != std::string::npos);
-  CHECK(page->body.find("crm_sla_breaches_total{kind=\"callback\"} 1") != std::string::npos);
-  CHECK(page->body.find("crm_tickets_open{priority=\"p1\"} 1") != std::string::npos);
-  CHECK(page->body.find("crm_tickets_open{priority=\"p3\"} 0") != std::string::npos);
-  CHECK(page->body.find("crm_ticket_escalations_total 2") != std::string::npos);
-  const auto check = testing::RunCommand("promtool check metrics", page->body);
-  INFO(check.output);
-  CHECK(check.exit_code == 0);
+  const std::string page = testing::MetricsPage(w.tickets->metrics().port());
+  CHECK(page.find("crm_sla_breaches_total{kind=\"first_response\"} 1") != std::string::npos);
+  CHECK(page.find("crm_sla_breaches_total{kind=\"callback\"} 1") != std::string::npos);
+  CHECK(page.find("crm_tickets_open{priority=\"p1\"} 1") != std::string::npos);
+  CHECK(page.find("crm_tickets_open{priority=\"p3\"} 0") != std::string::npos);
+  CHECK(page.find("crm_ticket_escalations_total 2") != std::string::npos);
+  testing::CheckPromtoolAccepts(page);
 }
 
 TEST_CASE("an agent's reply must name a date, bad inputs are refused and write nothing",
@@ -383,11 +380,7 @@ TEST_CASE("an agent's reply must name a date, bad inputs are refused and write n
   r = base;
   r.set_channel(v1::TICKET_CHANNEL_PROACTIVE);
   RequireError(open(r), grpc::StatusCode::INVALID_ARGUMENT, "channel:");
-  v1::ListTicketsRequest list;
-  list.set_customer_id(cid);
-  v1::ListTicketsResponse listed;
-  REQUIRE(Call(w.stub.get(), &Stub::ListTickets, list, &listed).ok());
-  CHECK(listed.tickets_size() == 0);
+  CHECK(w.Tickets(cid).tickets_size() == 0);
 
   const v1::Ticket t = w.Open(cid, "ok", "It broke after a day.");
   v1::ReplyToTicketRequest reply;
@@ -490,21 +483,7 @@ TEST_CASE(
   auto ostub = v1::OrderTrackingService::NewStub(chain.channel());
   v1::Order order = testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-mixer", "kitchen",
                                                       49900, kT0, absl::Hours(4));
-  v1::ProcessOrderRequest process;
-  process.set_customer_id(cid);
-  process.set_order_id(order.order_id());
-  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::ProcessOrder, process, &order).ok());
-  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                 v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
-    v1::AdvancePackageRequest adv;
-    adv.set_customer_id(cid);
-    adv.set_order_id(order.order_id());
-    adv.set_package_id(order.packages(0).package_id());
-    adv.set_status(s);
-    adv.set_carrier("YTO");
-    adv.set_tracking_number("YTO1");
-    REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
-  }
+  order = testing::ShipAndDeliver(ostub.get(), order, "YTO", "YTO1");
   v1::SubmitReviewRequest review;
   review.set_customer_id(cid);
   review.set_order_id(order.order_id());
@@ -515,12 +494,10 @@ TEST_CASE(
   v1::Review rv;
   REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::SubmitReview, review, &rv).ok());
 
-  v1::ListTicketsRequest list;
-  list.set_customer_id(cid);
   v1::ListTicketsResponse listed;
   testing::WaitUntil(
       [&] {
-        REQUIRE(Call(w.stub.get(), &Stub::ListTickets, list, &listed).ok());
+        listed = w.Tickets(cid);
         return listed.tickets_size() > 0;
       },
       absl::Seconds(30));
@@ -594,17 +571,15 @@ TEST_CASE(
   late.mutable_order_delivered()->set_order_id("o-late");
   late.mutable_order_delivered()->set_timeliness(v1::TIMELINESS_LATE);
   late.mutable_order_delivered()->set_minutes_late(95);
+  // The first attempt loses a lock conflict after the handler ran; Transact rolls back and runs it
+  // again.
   int attempts = 0;
-  const absl::Status s =
-      w.tickets->store().Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
-        if (absl::Status h = w.tickets->component().service().HandleEvent(txn, late); !h.ok())
-          return h;
-        // The first attempt loses a lock conflict after the handler ran; Transact rolls back and
-        // runs it again.
-        if (++attempts == 1)
-          return store::FromRocksDb(rocksdb::Status::TimedOut("forced conflict"));
-        return absl::OkStatus();
-      });
+  const absl::Status s = testing::TransactLosingFirstAttempt(
+      w.tickets->store(),
+      [&](store::Transaction& txn) {
+        return w.tickets->component().service().HandleEvent(txn, late);
+      },
+      &attempts);
   INFO(s.ToString());
   REQUIRE(s.ok());
   CHECK(attempts == 2);

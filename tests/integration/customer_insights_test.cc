@@ -1,8 +1,11 @@
 // customer-profile's segments, churn warning, retention actions and KPIs, end to end: events
 // delivered to its EventSink as order-tracking and complaint-ticket would, read back through the
 // gRPC API, over real RocksDB.
+#include <tuple>
+
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
+#include "google/protobuf/text_format.h"
 #include "libs/api/validate.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "tests/support/metric_value.h"
@@ -20,24 +23,27 @@ using testing::Call;
 using testing::RequireError;
 constexpr absl::Duration kDay = absl::Hours(24);
 
+v1::RecordRetentionActionRequest RetentionAction(const std::string& cid,
+                                                 const std::string& request_id,
+                                                 v1::RetentionActionType type,
+                                                 const std::string& reference) {
+  v1::RecordRetentionActionRequest req;
+  req.set_customer_id(cid);
+  req.set_request_id(request_id);
+  req.set_type(type);
+  req.set_reference(reference);
+  return req;
+}
+
 struct World {
-  World() : profile(Options()) {
+  World() : profile(Harness::Options()) {
     stub = v1::CustomerProfileService::NewStub(profile.channel());
     sink = v1::EventSink::NewStub(profile.channel());
-  }
-  static Harness::Options Options() {
-    Harness::Options o;
-    return o;
   }
   absl::Time now() { return profile.clock().Now(); }
 
   v1::Event Base(const std::string& cid, const std::string& producer, absl::Time when) {
-    v1::Event e;
-    e.set_event_id(producer + "/0/1." + std::to_string(++seq));
-    e.set_customer_id(cid);
-    e.set_producer(producer);
-    api::SetTimestamp(when, e.mutable_occur_time());
-    return e;
+    return testing::EventFrom(producer, ++seq, cid, when);
   }
   v1::Event Placed(const std::string& cid, const std::string& order_id, int64_t total,
                    absl::Time when) {
@@ -69,14 +75,29 @@ struct World {
     }
     Deliver(events);
   }
-  v1::CustomerInsights Insights(const std::string& cid) {
+  grpc::Status GetInsights(const std::string& cid, v1::CustomerInsights* out) {
     v1::GetCustomerInsightsRequest req;
     req.set_customer_id(cid);
+    return Call(stub.get(), &Stub::GetCustomerInsights, req, out);
+  }
+  v1::CustomerInsights Insights(const std::string& cid) {
     v1::CustomerInsights out;
-    const grpc::Status s = Call(stub.get(), &Stub::GetCustomerInsights, req, &out);
+    const grpc::Status s = GetInsights(cid, &out);
     INFO(s.error_message());
     REQUIRE(s.ok());
     return out;
+  }
+  v1::ListAtRiskCustomersResponse AtRisk(const v1::ListAtRiskCustomersRequest& req) {
+    v1::ListAtRiskCustomersResponse page;
+    REQUIRE(Call(stub.get(), &Stub::ListAtRiskCustomers, req, &page).ok());
+    return page;
+  }
+  v1::ListRetentionActionsResponse RetentionActions(const std::string& cid) {
+    v1::ListRetentionActionsRequest list;
+    list.set_customer_id(cid);
+    v1::ListRetentionActionsResponse actions;
+    REQUIRE(Call(stub.get(), &Stub::ListRetentionActions, list, &actions).ok());
+    return actions;
   }
   v1::RefreshInsightsResponse Refresh() {
     v1::RefreshInsightsResponse out;
@@ -105,36 +126,24 @@ TEST_CASE(
       w.Placed(c, "o2", 50'00, t0 + 10 * kDay),
       w.Placed(c, "o3", 30'00, t0 + 20 * kDay),
   };
-  v1::Event failed = w.Base(c, "order-tracking", t0 + 12 * kDay);
-  failed.mutable_delivery_failed()->set_order_id("o2");
-  events.push_back(failed);
-  v1::Event refunded = w.Base(c, "order-tracking", t0 + 15 * kDay);
-  refunded.mutable_order_refunded()->set_order_id("o1");
-  refunded.mutable_order_refunded()->mutable_amount()->set_amount_minor(40'00);
-  events.push_back(refunded);
-  v1::Event cancelled = w.Base(c, "order-tracking", t0 + 21 * kDay);
-  cancelled.mutable_order_cancelled()->set_order_id("o3");
-  events.push_back(cancelled);
-  v1::Event review = w.Base(c, "order-tracking", t0 + 16 * kDay);
-  review.mutable_review_submitted()->set_order_id("o1");
-  review.mutable_review_submitted()->set_rating(2);
-  events.push_back(review);
-  v1::Event opened = w.Base(c, "complaint-ticket", t0 + 16 * kDay);
-  opened.mutable_ticket_opened()->set_ticket_id("t1");
-  events.push_back(opened);
-  v1::Event breached = w.Base(c, "complaint-ticket", t0 + 17 * kDay);
-  breached.mutable_sla_breached()->set_ticket_id("t1");
-  events.push_back(breached);
-  v1::Event opened2 = w.Base(c, "complaint-ticket", t0 + 18 * kDay);
-  opened2.mutable_ticket_opened()->set_ticket_id("t2");
-  events.push_back(opened2);
-  v1::Event resolved = w.Base(c, "complaint-ticket", t0 + 19 * kDay);
-  resolved.mutable_ticket_resolved()->set_ticket_id("t2");
-  events.push_back(resolved);
-  v1::Event rated = w.Base(c, "complaint-ticket", t0 + 19 * kDay);
-  rated.mutable_satisfaction_rated()->set_ticket_id("t2");
-  rated.mutable_satisfaction_rated()->set_csat(4);
-  events.push_back(rated);
+  // The other kinds of event: (producer, day after t0, payload in protobuf text format).
+  const std::vector<std::tuple<std::string, int, std::string>> others = {
+      {"order-tracking", 12, R"(delivery_failed { order_id: "o2" })"},
+      {"order-tracking", 15, R"(order_refunded { order_id: "o1" amount { amount_minor: 4000 } })"},
+      {"order-tracking", 21, R"(order_cancelled { order_id: "o3" })"},
+      {"order-tracking", 16, R"(review_submitted { order_id: "o1" rating: 2 })"},
+      {"complaint-ticket", 16, R"(ticket_opened { ticket_id: "t1" })"},
+      {"complaint-ticket", 17, R"(sla_breached { ticket_id: "t1" })"},
+      {"complaint-ticket", 18, R"(ticket_opened { ticket_id: "t2" })"},
+      {"complaint-ticket", 19, R"(ticket_resolved { ticket_id: "t2" })"},
+      {"complaint-ticket", 19, R"(satisfaction_rated { ticket_id: "t2" csat: 4 })"},
+  };
+  for (const auto& [producer, day, payload] : others) {
+    v1::Event e = w.Base(c, producer, t0 + day * kDay);
+    INFO(payload);
+    REQUIRE(google::protobuf::TextFormat::MergeFromString(payload, &e));
+    events.push_back(e);
+  }
   w.Deliver(events);
   // A redelivered batch, and the same order placed again under another event id, change nothing.
   w.Deliver(events);
@@ -162,14 +171,10 @@ TEST_CASE(
 
   // Unknown customers: NOT_FOUND naming the field; their events change nothing and are
   // acknowledged.
-  v1::GetCustomerInsightsRequest unknown;
-  unknown.set_customer_id("nobody");
   v1::CustomerInsights ignored;
-  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, unknown, &ignored),
-               grpc::StatusCode::NOT_FOUND, "customer_id");
+  RequireError(w.GetInsights("nobody", &ignored), grpc::StatusCode::NOT_FOUND, "customer_id");
   w.Deliver({w.Placed("nobody", "x1", 1'00, t0)});
-  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, unknown, &ignored),
-               grpc::StatusCode::NOT_FOUND, "customer_id");
+  RequireError(w.GetInsights("nobody", &ignored), grpc::StatusCode::NOT_FOUND, "customer_id");
 }
 
 TEST_CASE("insights: RFM quintiles, key customers and buyer levels over the customer base") {
@@ -236,10 +241,7 @@ TEST_CASE(
     CHECK(in.rfm().segment() != v1::RFM_SEGMENT_HIBERNATING);
     CHECK(in.has_population_time());
   }
-  v1::ListAtRiskCustomersRequest list;
-  v1::ListAtRiskCustomersResponse listed;
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, list, &listed).ok());
-  CHECK(listed.customers_size() == 0);
+  CHECK(w.AtRisk(v1::ListAtRiskCustomersRequest()).customers_size() == 0);
 }
 
 TEST_CASE(
@@ -264,8 +266,7 @@ TEST_CASE(
   CHECK(w.Metric("crm_kpi_at_risk_customers") == 2);
 
   v1::ListAtRiskCustomersRequest list;
-  v1::ListAtRiskCustomersResponse page;
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, list, &page).ok());
+  v1::ListAtRiskCustomersResponse page = w.AtRisk(list);
   REQUIRE(page.customers_size() == 2);
   CHECK(page.total_count() == 2);
   CHECK(page.customers(0).customer_id() == stopped);  // the valuable one first
@@ -274,19 +275,19 @@ TEST_CASE(
   CHECK(page.customers(0).reasons_size() > 0);
 
   list.set_page_size(1);
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, list, &page).ok());
+  page = w.AtRisk(list);
   REQUIRE(page.customers_size() == 1);
   CHECK(page.customers(0).customer_id() == stopped);
   REQUIRE_FALSE(page.next_page_token().empty());
   list.set_page_token(page.next_page_token());
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, list, &page).ok());
+  page = w.AtRisk(list);
   REQUIRE(page.customers_size() == 1);
   CHECK(page.customers(0).customer_id() == small);
   CHECK(page.next_page_token().empty());
 
   v1::ListAtRiskCustomersRequest keys;
   keys.set_key_customers_only(true);
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskCustomers, keys, &page).ok());
+  page = w.AtRisk(keys);
   REQUIRE(page.customers_size() == 1);
   CHECK(page.customers(0).customer_id() == stopped);
 
@@ -307,11 +308,8 @@ TEST_CASE("insights: retention actions are idempotent and judged by the customer
   w.Buyer(won, 6, 200'00, 7 * kDay, 60 * kDay);
   w.Buyer(lost, 6, 200'00, 7 * kDay, 60 * kDay);
 
-  v1::RecordRetentionActionRequest req;
-  req.set_customer_id(won);
-  req.set_request_id("keep-won-1");
-  req.set_type(v1::RETENTION_ACTION_TYPE_COUPON);
-  req.set_reference("coupon-123");
+  v1::RecordRetentionActionRequest req =
+      RetentionAction(won, "keep-won-1", v1::RETENTION_ACTION_TYPE_COUPON, "coupon-123");
   req.set_agent_id("agent-7");
   v1::RetentionAction first, retry;
   REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, req, &first).ok());
@@ -338,15 +336,11 @@ TEST_CASE("insights: retention actions are idempotent and judged by the customer
   w.profile.clock().Advance(10 * kDay);
   w.Deliver({w.Placed(won, "won-back", 150'00, w.now())});
   w.profile.clock().Advance(25 * kDay);
-  v1::ListRetentionActionsRequest list;
-  v1::ListRetentionActionsResponse actions;
-  list.set_customer_id(won);
-  REQUIRE(Call(w.stub.get(), &Stub::ListRetentionActions, list, &actions).ok());
+  v1::ListRetentionActionsResponse actions = w.RetentionActions(won);
   REQUIRE(actions.actions_size() == 1);
   CHECK(actions.actions(0).outcome() == v1::RETENTION_OUTCOME_RETAINED);
   CHECK(actions.actions(0).has_outcome_time());
-  list.set_customer_id(lost);
-  REQUIRE(Call(w.stub.get(), &Stub::ListRetentionActions, list, &actions).ok());
+  actions = w.RetentionActions(lost);
   REQUIRE(actions.actions_size() == 1);
   CHECK(actions.actions(0).outcome() == v1::RETENTION_OUTCOME_LOST);
 
@@ -363,11 +357,8 @@ TEST_CASE(
   World w;
   const std::string c = testing::RegisterCustomer(w.stub.get(), "gone@example.com");
   w.Buyer(c, 3, 100'00, 7 * kDay, 3 * kDay);
-  v1::RecordRetentionActionRequest act;
-  act.set_customer_id(c);
-  act.set_request_id("act-1");
-  act.set_type(v1::RETENTION_ACTION_TYPE_POINTS);
-  act.set_reference("ledger-1");
+  const v1::RecordRetentionActionRequest act =
+      RetentionAction(c, "act-1", v1::RETENTION_ACTION_TYPE_POINTS, "ledger-1");
   v1::RetentionAction action;
   REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, act, &action).ok());
 
@@ -378,16 +369,10 @@ TEST_CASE(
   REQUIRE(Call(w.stub.get(), &Stub::EraseCustomer, erase, &erased).ok());
   w.Deliver({w.Placed(c, "late-event", 100'00, w.now())});
 
-  v1::GetCustomerInsightsRequest get;
-  get.set_customer_id(c);
   v1::CustomerInsights in;
-  RequireError(Call(w.stub.get(), &Stub::GetCustomerInsights, get, &in),
-               grpc::StatusCode::NOT_FOUND, "customer_id");
+  RequireError(w.GetInsights(c, &in), grpc::StatusCode::NOT_FOUND, "customer_id");
   CHECK(w.Refresh().customers() == 0);
-  v1::ListAtRiskCustomersResponse page;
-  REQUIRE(
-      Call(w.stub.get(), &Stub::ListAtRiskCustomers, v1::ListAtRiskCustomersRequest(), &page).ok());
-  CHECK(page.total_count() == 0);
+  CHECK(w.AtRisk(v1::ListAtRiskCustomersRequest()).total_count() == 0);
   CHECK(w.Metric("crm_retention_actions", {{"action", "points"}}) == 0);
 }
 

@@ -11,13 +11,13 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
-#include "libs/store/status.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/loyalty/loyalty_component.h"
 #include "services/loyalty/loyalty_rules.h"
 #include "services/order_tracking/order_tracking_component.h"
-#include "tests/support/http.h"
+#include "tests/support/forced_conflict.h"
 #include "tests/support/metric_value.h"
+#include "tests/support/metrics_page.h"
 #include "tests/support/process.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
@@ -37,18 +37,14 @@ using testing::RequireError;
 
 struct World {
   explicit World(bool serve_metrics = false)
-      : profile(ProfileOpts()), loyalty(LoyaltyOpts(profile.port(), serve_metrics)) {
+      : profile(ProfileHarness::Options()), loyalty(LoyaltyOpts(profile.port(), serve_metrics)) {
     profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
     stub = v1::LoyaltyService::NewStub(loyalty.channel());
     sink = v1::EventSink::NewStub(loyalty.channel());
   }
-  static ProfileHarness::Options ProfileOpts() {
-    ProfileHarness::Options o;
-    return o;
-  }
   static LoyaltyHarness::Options LoyaltyOpts(int profile_port, bool metrics) {
     LoyaltyHarness::Options o;
-    o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
+    o.backends = {{"customer-profile", testing::LoopbackAddress(profile_port)}};
     o.serve_metrics = metrics;
     return o;
   }
@@ -63,11 +59,7 @@ struct World {
   v1::Event Delivered(const std::string& cid, const std::string& order_id,
                       std::vector<std::tuple<std::string, std::string, int, int64_t>> items,
                       absl::Time when) {
-    v1::Event e;
-    e.set_event_id("order-tracking/0/1." + std::to_string(++seq));
-    e.set_customer_id(cid);
-    e.set_producer("order-tracking");
-    api::SetTimestamp(when, e.mutable_occur_time());
+    v1::Event e = testing::EventFrom("order-tracking", ++seq, cid, when);
     auto* d = e.mutable_order_delivered();
     d->set_order_id(order_id);
     int64_t total = 0;
@@ -89,11 +81,7 @@ struct World {
   v1::Event Refunded(const std::string& cid, const std::string& order_id,
                      const std::string& return_id, std::vector<std::pair<std::string, int>> items,
                      absl::Time when) {
-    v1::Event e;
-    e.set_event_id("order-tracking/0/1." + std::to_string(++seq));
-    e.set_customer_id(cid);
-    e.set_producer("order-tracking");
-    api::SetTimestamp(when, e.mutable_occur_time());
+    v1::Event e = testing::EventFrom("order-tracking", ++seq, cid, when);
     auto* r = e.mutable_order_refunded();
     r->set_order_id(order_id);
     r->set_return_id(return_id);
@@ -138,6 +126,16 @@ struct World {
   std::unique_ptr<v1::EventSink::Stub> sink;
   int seq = 0;
 };
+
+v1::GrantPointsRequest GrantRequest(const std::string& cid, int64_t points,
+                                    const std::string& source_id, v1::PointsSource source) {
+  v1::GrantPointsRequest grant;
+  grant.set_customer_id(cid);
+  grant.set_points(points);
+  grant.set_source_id(source_id);
+  grant.set_source(source);
+  return grant;
+}
 
 const absl::Time kT0 =
     absl::FromUnixSeconds(1767225600);  // the harness clock: 2026-01-01T00:00:00Z
@@ -249,11 +247,8 @@ TEST_CASE("points: grant once per source, redeem only what is there, retry-safe"
           "[loyalty][points]") {
   World w;
   const std::string cid = w.Customer("points@example.com");
-  v1::GrantPointsRequest grant;
-  grant.set_customer_id(cid);
-  grant.set_points(300);
-  grant.set_source_id("ticket:t1:compensation");
-  grant.set_source(v1::POINTS_SOURCE_COMPENSATION);
+  v1::GrantPointsRequest grant =
+      GrantRequest(cid, 300, "ticket:t1:compensation", v1::POINTS_SOURCE_COMPENSATION);
   v1::LedgerEntry first, again;
   REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &first).ok());
   REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &again).ok());
@@ -296,13 +291,10 @@ TEST_CASE("parallel redemptions against one balance never overspend",
           "[loyalty][points][concurrency]") {
   World w;
   const std::string cid = w.Customer("race@example.com");
-  v1::GrantPointsRequest grant;
-  grant.set_customer_id(cid);
-  grant.set_points(1000);
-  grant.set_source_id("promo:1");
-  grant.set_source(v1::POINTS_SOURCE_PROMOTION);
   v1::LedgerEntry e;
-  REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &e).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::GrantPoints,
+               GrantRequest(cid, 1000, "promo:1", v1::POINTS_SOURCE_PROMOTION), &e)
+              .ok());
   std::atomic<int> ok{0}, short_balance{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < 40; ++i) {
@@ -348,13 +340,10 @@ TEST_CASE("points expire at the end of the following year, once, however often t
   REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
   CHECK(result.points_expired() == 0);
   CHECK(w.Membership(cid).points_balance() == 0);
-  auto page = testing::HttpGet(w.loyalty.metrics().port(), "/metrics");
-  REQUIRE(page.ok());
-  CHECK(page->body.find("crm_points_expired_total 100") != std::string::npos);
-  CHECK(page->body.find("crm_points_issued_total{source=\"purchase\"} 100") != std::string::npos);
-  const auto check = testing::RunCommand("promtool check metrics", page->body);
-  INFO(check.output);
-  CHECK(check.exit_code == 0);
+  const std::string page = testing::MetricsPage(w.loyalty.metrics().port());
+  CHECK(page.find("crm_points_expired_total 100") != std::string::npos);
+  CHECK(page.find("crm_points_issued_total{source=\"purchase\"} 100") != std::string::npos);
+  testing::CheckPromtoolAccepts(page);
 }
 
 TEST_CASE("tiers move down when growth leaves the 12-month window, with the reason recorded",
@@ -534,10 +523,10 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
           "[loyalty][events]") {
   World w;
   OrderHarness::Options oo;
-  oo.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(w.profile.port())}};
-  oo.event_sinks = "loyalty=127.0.0.1:" + std::to_string(w.loyalty.port());
+  oo.backends = {{"customer-profile", testing::LoopbackAddress(w.profile.port())}};
+  oo.event_sinks = "loyalty=" + testing::LoopbackAddress(w.loyalty.port());
   OrderHarness orders(oo);
-  w.loyalty.backends().SetAddress("order-tracking", "127.0.0.1:" + std::to_string(orders.port()));
+  w.loyalty.backends().SetAddress("order-tracking", testing::LoopbackAddress(orders.port()));
   const std::string cid = w.Customer("chain@example.com");
   testing::AddAddress(w.profile_stub.get(), cid, "a", "周敏", "南京", "中山路1号");
   auto ostub = v1::OrderTrackingService::NewStub(orders.channel());
@@ -552,21 +541,7 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
   RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit),
                grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
 
-  v1::ProcessOrderRequest process;
-  process.set_customer_id(cid);
-  process.set_order_id(order.order_id());
-  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::ProcessOrder, process, &order).ok());
-  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                 v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
-    v1::AdvancePackageRequest adv;
-    adv.set_customer_id(cid);
-    adv.set_order_id(order.order_id());
-    adv.set_package_id(order.packages(0).package_id());
-    adv.set_status(s);
-    adv.set_carrier("EMS");
-    adv.set_tracking_number("EMS1");
-    REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
-  }
+  order = testing::ShipAndDeliver(ostub.get(), order, "EMS", "EMS1");
   testing::WaitUntil([&] { return w.Membership(cid).growth_value() != 0; }, absl::Seconds(30));
   CHECK(w.Membership(cid).growth_value() == 2599);
   CHECK(w.Membership(cid).tier() == v1::TIER_SILVER);
@@ -606,18 +581,16 @@ TEST_CASE(
   World w;
   const std::string cid = w.Customer("conflict@example.com");
   const v1::Event delivered = w.Delivered(cid, "o1", {{"1", "phones", 1, 250000}}, kT0);
+  // The first attempt loses a lock conflict after the handler ran, as the consumer's transaction
+  // does when a concurrent writer holds a key it touches next; Transact rolls back and runs the
+  // handler again.
   int attempts = 0;
-  const absl::Status s =
-      w.loyalty.store().Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
-        if (absl::Status h = w.loyalty.component().service().HandleEvent(txn, delivered); !h.ok())
-          return h;
-        // The first attempt loses a lock conflict after the handler ran, as the consumer's
-        // transaction does when a concurrent writer holds a key it touches next; Transact rolls
-        // back and runs the body again.
-        if (++attempts == 1)
-          return store::FromRocksDb(rocksdb::Status::TimedOut("forced conflict"));
-        return absl::OkStatus();
-      });
+  const absl::Status s = testing::TransactLosingFirstAttempt(
+      w.loyalty.store(),
+      [&](store::Transaction& txn) {
+        return w.loyalty.component().service().HandleEvent(txn, delivered);
+      },
+      &attempts);
   INFO(s.ToString());
   REQUIRE(s.ok());
   CHECK(attempts == 2);

@@ -16,7 +16,7 @@
 #include "services/order_tracking/order_lifecycle.h"
 #include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/event_recorder.h"
-#include "tests/support/http.h"
+#include "tests/support/metrics_page.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
@@ -36,23 +36,26 @@ const absl::Time kStart =
 using testing::Call;
 using testing::RequireError;
 
+// A package's moves from the warehouse to the carrier, and on to the customer's door.
+const std::vector<P> kToCarrier = {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                                   v1::PACKAGE_STATUS_HANDED_TO_CARRIER};
+const std::vector<P> kOutForDelivery = {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                                        v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+                                        v1::PACKAGE_STATUS_OUT_FOR_DELIVERY};
+
 // customer-profile and order-tracking wired together; optionally order events go to a recorder.
 struct World {
   explicit World(const std::string& event_sinks = "none", bool serve_metrics = false)
-      : profile(ProfileOptions()),
+      : profile(ProfileHarness::Options()),
         orders(OrderOptions(profile.port(), event_sinks, serve_metrics)) {
     profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
     stub = v1::OrderTrackingService::NewStub(orders.channel());
   }
 
-  static ProfileHarness::Options ProfileOptions() {
-    ProfileHarness::Options o;
-    return o;
-  }
   static OrderHarness::Options OrderOptions(int profile_port, const std::string& sinks,
                                             bool metrics) {
     OrderHarness::Options o;
-    o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
+    o.backends = {{"customer-profile", testing::LoopbackAddress(profile_port)}};
     o.event_sinks = sinks;
     o.serve_metrics = metrics;
     return o;
@@ -150,6 +153,32 @@ struct World {
     return Call(stub.get(), &Stub::AdvancePackage, r, out);
   }
 
+  // Moves a package through `moves` in order (each at `when`, if given), every move accepted.
+  void Walk(const v1::Order& o, std::string package_id, const std::vector<P>& moves, v1::Order* out,
+            absl::Time when = absl::InfinitePast()) {
+    for (P s : moves) REQUIRE(Advance(o, package_id, s, out, when).ok());
+  }
+
+  // Pays and processes `o`: the order at the processing center, its packages made.
+  v1::Order PayAndProcess(const v1::Order& o) {
+    v1::Order out;
+    REQUIRE(Pay(o, &out).ok());
+    REQUIRE(Process(o, &out).ok());
+    return out;
+  }
+
+  grpc::Status Get(const std::string& customer_id, const std::string& order_id, v1::Order* out) {
+    v1::GetOrderRequest get;
+    get.set_customer_id(customer_id);
+    get.set_order_id(order_id);
+    return Call(stub.get(), &Stub::GetOrder, get, out);
+  }
+  v1::Order Get(const v1::Order& o) {
+    v1::Order out;
+    REQUIRE(Get(o.customer_id(), o.order_id(), &out).ok());
+    return out;
+  }
+
   // Pays (unless cash on delivery), processes and delivers every package at `when`.
   v1::Order Deliver(v1::Order o, absl::Time when) {
     if (orders.clock().Now() < when) orders.clock().Set(when);
@@ -157,10 +186,7 @@ struct World {
     if (o.payment_method() != v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY) REQUIRE(Pay(o, &out).ok());
     REQUIRE(Process(o, &out).ok());
     for (const auto& p : out.packages()) {
-      for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                  v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
-        REQUIRE(Advance(o, p.package_id(), s, &out, when - absl::Hours(1)).ok());
-      }
+      Walk(o, p.package_id(), kOutForDelivery, &out, when - absl::Hours(1));
       REQUIRE(Advance(o, p.package_id(), v1::PACKAGE_STATUS_DELIVERED, &out, when).ok());
     }
     return out;
@@ -199,15 +225,12 @@ TEST_CASE(
   CHECK(page.orders(0).order_id() == o.order_id());
   CHECK(page.next_page_token().empty());
 
-  v1::GetOrderRequest get;
-  get.set_customer_id(cid);
-  get.set_order_id(o.order_id());
   v1::Order got;
-  REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &got).ok());
+  REQUIRE(w.Get(cid, o.order_id(), &got).ok());
   CHECK(got.order_id() == o.order_id());
-  get.set_customer_id(w.Customer("other@example.com"));  // someone else's order is not visible
-  RequireError(Call(w.stub.get(), &Stub::GetOrder, get, &got), grpc::StatusCode::NOT_FOUND,
-               "order_id:");
+  // Someone else's order is not visible.
+  RequireError(w.Get(w.Customer("other@example.com"), o.order_id(), &got),
+               grpc::StatusCode::NOT_FOUND, "order_id:");
 }
 
 TEST_CASE("bad orders are refused naming the field, and nothing is written",
@@ -281,18 +304,12 @@ TEST_CASE("an order goes through its lifecycle in split packages, with its full 
   w.orders.clock().Set(kStart + absl::Hours(51));
   CHECK(now.packages(1).split_reason() == v1::SPLIT_REASON_PRESALE);
 
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-              v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
-    REQUIRE(w.Advance(o, p1, s, &now).ok());
-  }
+  w.Walk(o, p1, kOutForDelivery, &now);
   CHECK(now.status() == v1::ORDER_STATUS_AT_PROCESSING_CENTER);  // p2 is still at the center
   CHECK(now.packages(0).tracking_number() == "SF" + p1);
   CHECK(now.packages(0).has_out_of_warehouse_time());
   REQUIRE(w.Advance(o, p1, v1::PACKAGE_STATUS_DELIVERED, &now, kStart + absl::Hours(50)).ok());
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-              v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY}) {
-    REQUIRE(w.Advance(o, p2, s, &now).ok());
-  }
+  w.Walk(o, p2, kOutForDelivery, &now);
   CHECK(now.status() == v1::ORDER_STATUS_OUT_FOR_DELIVERY);
   REQUIRE(w.Advance(o, p2, v1::PACKAGE_STATUS_DELIVERY_FAILED, &now).ok());
   CHECK(now.status() == v1::ORDER_STATUS_DELIVERY_FAILED);
@@ -325,9 +342,7 @@ TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing
   World w;
   const std::string cid = w.Customer("strict@example.com");
   const v1::Order o = w.Create(cid, "r");
-  v1::Order now;
-  REQUIRE(w.Pay(o, &now).ok());
-  REQUIRE(w.Process(o, &now).ok());
+  v1::Order now = w.PayAndProcess(o);
   const std::string pkg = now.packages(0).package_id();
   // Walk the package forward; at each state try every move that is not allowed from it.
   const std::vector<P> path = {v1::PACKAGE_STATUS_AT_PROCESSING_CENTER,
@@ -346,12 +361,7 @@ TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing
                    "status:");
       ++tried;
     }
-    v1::GetOrderRequest get;
-    get.set_customer_id(cid);
-    get.set_order_id(o.order_id());
-    v1::Order unchanged;
-    REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &unchanged).ok());
-    CHECK(unchanged.version() == now.version());
+    CHECK(w.Get(o).version() == now.version());
     if (i + 1 < path.size()) REQUIRE(w.Advance(o, pkg, path[i + 1], &now).ok());
   }
   CHECK(tried > 20);
@@ -392,13 +402,8 @@ TEST_CASE("payment, cash on delivery and cancellation follow their rules",
   RequireError(w.Process(card, &out), grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
 
   const v1::Order shipped = w.Create(cid, "shipped");
-  REQUIRE(w.Pay(shipped, &out).ok());
-  REQUIRE(w.Process(shipped, &out).ok());
-  const std::string pkg = out.packages(0).package_id();
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-              v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
-    REQUIRE(w.Advance(shipped, pkg, s, &out).ok());
-  }
+  out = w.PayAndProcess(shipped);
+  w.Walk(shipped, out.packages(0).package_id(), kToCarrier, &out);
   cancel.set_order_id(shipped.order_id());
   RequireError(Call(w.stub.get(), &Stub::CancelOrder, cancel, &out),
                grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
@@ -420,15 +425,10 @@ TEST_CASE(
   World w;
   const std::string cid = w.Customer("track@example.com");
   const v1::Order o = w.Create(cid, "r");
-  v1::Order now;
-  REQUIRE(w.Pay(o, &now).ok());
-  REQUIRE(w.Process(o, &now).ok());
+  v1::Order now = w.PayAndProcess(o);
   const std::string pkg = now.packages(0).package_id();
   w.orders.clock().Set(kStart + absl::Hours(60));
-  for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-              v1::PACKAGE_STATUS_HANDED_TO_CARRIER}) {
-    REQUIRE(w.Advance(o, pkg, s, &now, kStart + absl::Hours(10)).ok());
-  }
+  w.Walk(o, pkg, kToCarrier, &now, kStart + absl::Hours(10));
   const std::string number = "SF" + pkg;
   const absl::Time t = kStart + absl::Hours(20);
   v1::AddTrackingEventsRequest batch;
@@ -455,19 +455,14 @@ TEST_CASE(
   CHECK(resp.results(4).outcome() == R::OUTCOME_STALE);
   CHECK(resp.results(5).outcome() == R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
 
-  v1::GetOrderRequest get;
-  get.set_customer_id(cid);
-  get.set_order_id(o.order_id());
-  REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &now).ok());
+  now = w.Get(o);
   CHECK(now.status() == v1::ORDER_STATUS_DELIVERED);
   CHECK(now.packages(0).last_location().latitude() == Approx(30.27));
   CHECK(now.timeliness() == v1::TIMELINESS_LATE);  // delivered at 55 h, the window closed at 52 h
 
   // Sending the whole batch again changes nothing.
   REQUIRE(Call(w.stub.get(), &Stub::AddTrackingEvents, batch, &resp).ok());
-  v1::Order same;
-  REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &same).ok());
-  CHECK(same.version() == now.version());
+  CHECK(w.Get(o).version() == now.version());
 
   v1::AddTrackingEventsRequest bad;
   *bad.add_events() = Tracking("ok", number, v1::PACKAGE_STATUS_DELIVERED, t);
@@ -526,9 +521,9 @@ TEST_CASE(
 
   // Return windows depend on the membership, so loyalty answers for the customer from here on.
   testing::ServiceHarness<loyalty::LoyaltyComponent>::Options lo;
-  lo.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(w.profile.port())}};
+  lo.backends = {{"customer-profile", testing::LoopbackAddress(w.profile.port())}};
   testing::ServiceHarness<loyalty::LoyaltyComponent> loyalty_service(lo);
-  w.orders.backends().SetAddress("loyalty", "127.0.0.1:" + std::to_string(loyalty_service.port()));
+  w.orders.backends().SetAddress("loyalty", testing::LoopbackAddress(loyalty_service.port()));
 
   // The cables, customer's fault, after the 15-day window: refused with the window's end.
   w.orders.clock().Set(kStart + absl::Hours(24 * 20));
@@ -727,11 +722,7 @@ TEST_CASE("a CustomerErased event anonymises the customer's orders but keeps the
   v1::DeliverEventsResponse resp;
   REQUIRE(Call(sink.get(), &v1::EventSink::Stub::DeliverEvents, req, &resp).ok());
   CHECK(resp.processed_count() == 1);
-  v1::GetOrderRequest get;
-  get.set_customer_id(cid);
-  get.set_order_id(o.order_id());
-  v1::Order after;
-  REQUIRE(Call(w.stub.get(), &Stub::GetOrder, get, &after).ok());
+  const v1::Order after = w.Get(o);
   CHECK(after.shipping_address().recipient_name().empty());
   CHECK(after.shipping_address().street().empty());
   CHECK(after.shipping_address().city() == "杭州");
@@ -748,15 +739,11 @@ TEST_CASE("on-time delivery rate is a metric by timeliness", "[order_tracking][m
   w.Deliver(w.Create(cid, "b"), kStart + absl::Hours(50));  // on time
   w.Deliver(w.Create(cid, "c"), kStart + absl::Hours(51));  // on time
   w.Deliver(w.Create(cid, "d"), kStart + absl::Hours(60));  // late
-  auto page = testing::HttpGet(w.orders.metrics().port(), "/metrics");
-  REQUIRE(page.ok());
-  CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"early\"} 1") != std::string::npos);
-  CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"on_time\"} 2") !=
-        std::string::npos);
-  CHECK(page->body.find("crm_orders_delivered_total{timeliness=\"late\"} 1") != std::string::npos);
-  const auto check = testing::RunCommand("promtool check metrics", page->body);
-  INFO(check.output);
-  CHECK(check.exit_code == 0);
+  const std::string page = testing::MetricsPage(w.orders.metrics().port());
+  CHECK(page.find("crm_orders_delivered_total{timeliness=\"early\"} 1") != std::string::npos);
+  CHECK(page.find("crm_orders_delivered_total{timeliness=\"on_time\"} 2") != std::string::npos);
+  CHECK(page.find("crm_orders_delivered_total{timeliness=\"late\"} 1") != std::string::npos);
+  testing::CheckPromtoolAccepts(page);
 }
 
 // The event id's position "<epoch>.<seq>" as a comparable pair.
@@ -929,9 +916,8 @@ TEST_CASE(
   CHECK(recorder.applied().size() == 1);  // the other customer's event went through
   CHECK(recorder.applied()[0].customer_id() == fine);
 
-  auto page = testing::HttpGet(w.orders.metrics().port(), "/metrics");
-  REQUIRE(page.ok());
-  CHECK(page->body.find("crm_event_dead_letters_total{destination=\"test\",shard=\"0\"} 1") !=
+  CHECK(testing::MetricsPage(w.orders.metrics().port())
+            .find("crm_event_dead_letters_total{destination=\"test\",shard=\"0\"} 1") !=
         std::string::npos);
 
   list.set_producer("loyalty");  // this process is order-tracking

@@ -29,20 +29,16 @@ constexpr absl::Duration kDay = absl::Hours(24);
 
 struct World {
   explicit World(bool serve_metrics = false)
-      : profile(ProfileOpts()), reco(RecoOpts(profile.port(), serve_metrics)) {
+      : profile(ProfileHarness::Options()), reco(RecoOpts(profile.port(), serve_metrics)) {
     stub = v1::RecommendationService::NewStub(reco.channel());
     sink = v1::EventSink::NewStub(reco.channel());
     profiles = v1::CustomerProfileService::NewStub(profile.channel());
-  }
-  static ProfileHarness::Options ProfileOpts() {
-    ProfileHarness::Options o;
-    return o;
   }
   static RecoHarness::Options RecoOpts(int profile_port, bool metrics) {
     // Best sellers recomputed on every call, so a test sees a sale at once.
     absl::SetFlag(&FLAGS_bestseller_cache_s, 0);
     RecoHarness::Options o;
-    o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
+    o.backends = {{"customer-profile", testing::LoopbackAddress(profile_port)}};
     o.serve_metrics = metrics;
     return o;
   }
@@ -62,12 +58,7 @@ struct World {
   }
 
   v1::Event NewEvent(const std::string& customer_id, absl::Time when) {
-    v1::Event e;
-    e.set_event_id("order-tracking/0/1." + std::to_string(++seq));
-    e.set_producer("order-tracking");
-    e.set_customer_id(customer_id);
-    api::SetTimestamp(when, e.mutable_occur_time());
-    return e;
+    return testing::EventFrom("order-tracking", ++seq, customer_id, when);
   }
 
   v1::Event Delivered(const std::string& customer_id, const std::vector<std::string>& skus,

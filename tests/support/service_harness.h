@@ -24,6 +24,10 @@
 
 namespace crm::testing {
 
+// "127.0.0.1:<port>": where a harness (or any in-process server of a test) listens, as
+// Options::backends and Backends::SetAddress take it.
+inline std::string LoopbackAddress(int port) { return "127.0.0.1:" + std::to_string(port); }
+
 // ComponentT: a service's Component with its static Spec() (name, column families, how to build
 // it).
 template <typename ComponentT>
@@ -64,7 +68,7 @@ class ServiceHarness {
     return ChannelAs(caller, port());
   }
   static std::shared_ptr<grpc::Channel> ChannelAs(const auth::Caller& caller, int port) {
-    return testing::ChannelAs("127.0.0.1:" + std::to_string(port), caller);
+    return testing::ChannelAs(LoopbackAddress(port), caller);
   }
   ManualClock& clock() { return clock_; }
   ComponentT& component() { return static_cast<ComponentT&>(runtime_->component()); }

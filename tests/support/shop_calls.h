@@ -1,6 +1,7 @@
 // The few calls many integration tests make to set a scene: a registered customer, an address, a
-// one-item cash-on-delivery order (or its request, for calls through the gateway), events delivered
-// to a consumer. Header-only, Catch2 tests only (a failed call fails the test there).
+// one-item cash-on-delivery order (or its request, for calls through the gateway) shipped and
+// delivered, events made and delivered to a consumer. Header-only, Catch2 tests only (a failed call
+// fails the test there).
 #pragma once
 
 #include <string>
@@ -72,6 +73,40 @@ inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders
   v1::Order order;
   REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::CreateOrder, create, &order).ok());
   return order;
+}
+
+// Processes a placed one-package order and moves its package through picking and packing to
+// `carrier` (tracking number `tracking_number`) and to the door; returns the order as delivered.
+inline v1::Order ShipAndDeliver(v1::OrderTrackingService::Stub* orders, v1::Order order,
+                                const std::string& carrier, const std::string& tracking_number) {
+  v1::ProcessOrderRequest process;
+  process.set_customer_id(order.customer_id());
+  process.set_order_id(order.order_id());
+  REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::ProcessOrder, process, &order).ok());
+  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
+                 v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
+    v1::AdvancePackageRequest adv;
+    adv.set_customer_id(order.customer_id());
+    adv.set_order_id(order.order_id());
+    adv.set_package_id(order.packages(0).package_id());
+    adv.set_status(s);
+    adv.set_carrier(carrier);
+    adv.set_tracking_number(tracking_number);
+    REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
+  }
+  return order;
+}
+
+// An event as `producer`'s outbox writes it: id "<producer>/0/1.<seq>", about `customer_id`, at
+// `when`; the caller sets the payload.
+inline v1::Event EventFrom(const std::string& producer, int seq, const std::string& customer_id,
+                           absl::Time when) {
+  v1::Event e;
+  e.set_event_id(producer + "/0/1." + std::to_string(seq));
+  e.set_customer_id(customer_id);
+  e.set_producer(producer);
+  api::SetTimestamp(when, e.mutable_occur_time());
+  return e;
 }
 
 // Delivers `events` to a service's EventSink as a producer's dispatcher would; all must be applied.
