@@ -305,6 +305,20 @@ struct StreamReader : grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer
   grpc::Status status;
 };
 
+// Customer c1 watching their order through the gateway: the WatchOrder stream is open and has
+// delivered its first update.
+struct WatchingCustomer {
+  explicit WatchingCustomer(World& w) : stub(w.channel) {
+    ctx.AddMetadata("authorization", "Bearer " + Token("customer", "c1"));
+    reader.Start(stub, ctx, route.path, RequestFor(route, "c1"));
+    REQUIRE(reader.first.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  }
+  const Route& route = *RouteTable::Default().Find("/crm.v1.OrderTrackingService/WatchOrder");
+  grpc::GenericStub stub;
+  grpc::ClientContext ctx;
+  StreamReader reader;
+};
+
 bool Allows(const Route& route, v1::Role role) {
   for (int r : route.policy.roles()) {
     if (r == role) return true;
@@ -600,17 +614,11 @@ TEST_CASE("gateway: fan-out calls reach every shard, keyed calls one") {
 
 TEST_CASE("gateway: WatchOrder streams through, and cancelling the caller cancels the backend") {
   World w;
-  grpc::GenericStub stub(w.channel);
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("authorization", "Bearer " + Token("customer", "c1"));
-  const Route& route = *RouteTable::Default().Find("/crm.v1.OrderTrackingService/WatchOrder");
-  REQUIRE(route.server_streaming);
-  StreamReader reader;
-  reader.Start(stub, ctx, route.path, RequestFor(route, "c1"));
-  REQUIRE(reader.first.WaitForNotificationWithTimeout(absl::Seconds(20)));
-  ctx.TryCancel();
-  REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
-  CHECK(reader.status.error_code() == grpc::StatusCode::CANCELLED);
+  WatchingCustomer c1(w);
+  REQUIRE(c1.route.server_streaming);
+  c1.ctx.TryCancel();
+  REQUIRE(c1.reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  CHECK(c1.reader.status.error_code() == grpc::StatusCode::CANCELLED);
   testing::WaitUntil([&] { return w.fake.cancelled() != 0; }, absl::Seconds(2));
   CHECK(w.fake.cancelled() == 1);
 
@@ -618,10 +626,10 @@ TEST_CASE("gateway: WatchOrder streams through, and cancelling the caller cancel
   grpc::ClientContext other;
   other.AddMetadata("authorization", "Bearer " + Token("customer", "c2"));
   StreamReader denied;
-  denied.Start(stub, other, route.path, RequestFor(route, "c1"));
+  denied.Start(c1.stub, other, c1.route.path, RequestFor(c1.route, "c1"));
   REQUIRE(denied.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
   CHECK(denied.status.error_code() == grpc::StatusCode::PERMISSION_DENIED);
-  CHECK(w.fake.calls(route.path) == 1);
+  CHECK(w.fake.calls(c1.route.path) == 1);
 }
 
 TEST_CASE("gateway: a real customer-profile behind the gateway, customers see only themselves") {
@@ -672,16 +680,10 @@ namespace {
 
 TEST_CASE("gateway: shutdown ends open streams with UNAVAILABLE instead of holding the drain") {
   World w;
-  grpc::GenericStub stub(w.channel);
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("authorization", "Bearer " + Token("customer", "c1"));
-  const Route& route = *RouteTable::Default().Find("/crm.v1.OrderTrackingService/WatchOrder");
-  StreamReader reader;
-  reader.Start(stub, ctx, route.path, RequestFor(route, "c1"));
-  REQUIRE(reader.first.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  WatchingCustomer c1(w);
   w.front->Shutdown(absl::Seconds(2));
-  REQUIRE(reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
-  CHECK(reader.status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  REQUIRE(c1.reader.done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  CHECK(c1.reader.status.error_code() == grpc::StatusCode::UNAVAILABLE);
   // The backend learns of the cancellation over its own connection, a moment after the client's
   // answer.
   testing::WaitUntil([&] { return w.fake.cancelled() != 0; }, absl::Seconds(10));

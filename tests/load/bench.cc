@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
+#include "tests/support/process.h"
 
 ABSL_FLAG(std::string, suites,
           "storage,profile,orders,loyalty,tickets,recommendation,gateway,scaling,system",
@@ -55,6 +56,20 @@ Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
     std::printf("  first error: %s\n", m.result.first_error.c_str());
   std::fflush(stdout);
   return m;
+}
+
+LoadOptions FillRun(int concurrency, uint64_t calls) {
+  LoadOptions o;
+  o.concurrency = concurrency;
+  o.warmup = absl::ZeroDuration();
+  o.duration = absl::Hours(1);
+  o.max_calls = calls;
+  return o;
+}
+
+void StartServing(testing::Process& process) {
+  if (auto s = process.Start(); !s.ok()) throw std::runtime_error(s.ToString());
+  if (auto s = process.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
 }
 
 const Report::Row* Report::Find(const std::string& scenario) const {

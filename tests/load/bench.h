@@ -10,6 +10,10 @@
 
 #include "tests/load/loadgen.h"
 
+namespace crm::testing {
+class Process;
+}  // namespace crm::testing
+
 namespace crm::load {
 
 struct BenchOptions {
@@ -68,6 +72,13 @@ void RunGatewaySuite(const BenchOptions& options, Report& report);
 void RunStorageSuite(const BenchOptions& options, Report& report);
 void RunScalingSuite(const BenchOptions& options, Report& report);
 void RunSystemSuite(const BenchOptions& options, Report& report);
+
+// A set-up run, for filling a service before measuring it: exactly `calls` calls with `concurrency`
+// in flight, no warm-up, and an hour before it gives up.
+LoadOptions FillRun(int concurrency, uint64_t calls);
+
+// Starts a service's process and waits until it serves; throws otherwise (the suite cannot go on).
+void StartServing(testing::Process& process);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their
 // ids.

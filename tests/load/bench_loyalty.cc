@@ -43,14 +43,12 @@ void RunLoyaltySuite(const BenchOptions& options, Report& report) {
       testing::Process::BuildPath("services/customer_profile/customer-profile"),
       {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile"),
        "--event_sinks=none"});
-  if (auto s = profile.Start(); !s.ok()) throw std::runtime_error(s.ToString());
-  if (auto s = profile.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
+  StartServing(profile);
   testing::Process loyalty(
       testing::Process::BuildPath("services/loyalty/loyalty"),
       {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("loyalty"),
        absl::StrCat("--customer_profile_address=127.0.0.1:", profile.port())});
-  if (auto s = loyalty.Start(); !s.ok()) throw std::runtime_error(s.ToString());
-  if (auto s = loyalty.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
+  StartServing(loyalty);
   const std::string target = absl::StrCat("127.0.0.1:", loyalty.port());
   absl::Duration took;
   auto customers = std::make_shared<const std::vector<std::string>>(BulkRegisterCustomers(
@@ -87,12 +85,7 @@ void RunLoyaltySuite(const BenchOptions& options, Report& report) {
           for (int k = 0; k < 200; ++k) AddDelivered(req, heavy, gen);
           return req.SerializeAsString();
         }}}};
-  LoadOptions f;
-  f.concurrency = 1;
-  f.warmup = absl::ZeroDuration();
-  f.duration = absl::Hours(1);
-  f.max_calls = 50;
-  RunLoad(MakeChannels(target, 1), fill, f);
+  RunLoad(MakeChannels(target, 1), fill, FillRun(1, 50));
   Scenario get{
       "GetMembership (10k ledger entries)",
       {{"GetMembership", "/crm.v1.LoyaltyService/GetMembership", [heavy](uint64_t, absl::BitGen&) {

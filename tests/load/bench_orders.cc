@@ -87,15 +87,13 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
       testing::Process::BuildPath("services/customer_profile/customer-profile"),
       {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile"),
        "--event_sinks=none"});
-  if (auto s = profile.Start(); !s.ok()) throw std::runtime_error(s.ToString());
-  if (auto s = profile.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
+  StartServing(profile);
   testing::Process orders(
       testing::Process::BuildPath("services/order_tracking/order-tracking"),
       {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--data_dir=" + dir.Sub("orders"),
        absl::StrCat("--customer_profile_address=127.0.0.1:", profile.port()),
        "--event_sinks=bench=" + consumer.address()});
-  if (auto s = orders.Start(); !s.ok()) throw std::runtime_error(s.ToString());
-  if (auto s = orders.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
+  StartServing(orders);
   const std::string profile_target = absl::StrCat("127.0.0.1:", profile.port());
   const std::string orders_target = absl::StrCat("127.0.0.1:", orders.port());
 
@@ -114,11 +112,7 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
                          r.mutable_address()->set_street("1 Century Avenue");
                          return r.SerializeAsString();
                        }}}};
-  LoadOptions setup;
-  setup.concurrency = 64;
-  setup.warmup = absl::ZeroDuration();
-  setup.duration = absl::Hours(1);
-  setup.max_calls = customers->size();
+  const LoadOptions setup = FillRun(64, customers->size());
   RunLoad(MakeChannels(profile_target, 4), addresses, setup);
 
   auto order_ids = std::make_shared<std::vector<std::pair<std::string, std::string>>>();

@@ -34,11 +34,7 @@ std::vector<std::string> BulkRegisterCustomers(
                     absl::MutexLock lock(&mu);
                     ids.push_back(c.customer_id());
                   }}}};
-  LoadOptions o;
-  o.concurrency = concurrency;
-  o.warmup = absl::ZeroDuration();
-  o.duration = absl::Hours(1);
-  o.max_calls = static_cast<uint64_t>(count);
+  const LoadOptions o = FillRun(concurrency, static_cast<uint64_t>(count));
   const absl::Time start = absl::Now();
   LoadResult r = RunLoad(MakeChannels(target, 4, std::move(credentials)), bulk, o);
   *took = absl::Now() - start;
@@ -99,8 +95,7 @@ void RunProfileSuite(const BenchOptions& options, Report& report) {
       testing::Process::BuildPath("services/customer_profile/customer-profile"),
       {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile")});
   for (auto* p : {&echo, &profile}) {
-    if (auto s = p->Start(); !s.ok()) throw std::runtime_error(s.ToString());
-    if (auto s = p->WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
+    StartServing(*p);
   }
   const std::string echo_target = absl::StrCat("127.0.0.1:", echo.port());
   const std::string profile_target = absl::StrCat("127.0.0.1:", profile.port());

@@ -107,8 +107,7 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   testing::Process reco(
       testing::Process::BuildPath("services/recommendation/recommendation"),
       {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("recommendation")});
-  if (auto s = reco.Start(); !s.ok()) throw std::runtime_error(s.ToString());
-  if (auto s = reco.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
+  StartServing(reco);
   const std::string target = absl::StrCat("127.0.0.1:", reco.port());
 
   // The catalog, 1000 items per call.
@@ -127,12 +126,9 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
                        }
                        return req.SerializeAsString();
                      }}}};
-  LoadOptions setup;
-  setup.concurrency = 1;  // sequential: call `index` writes items [1000 index, 1000 index + 1000)
+  // Sequential: call `index` writes items [1000 index, 1000 index + 1000).
+  LoadOptions setup = FillRun(1, calls);
   setup.channels = 1;
-  setup.warmup = absl::ZeroDuration();
-  setup.duration = absl::Hours(1);
-  setup.max_calls = calls;
   const LoadResult upserted = RunLoad(MakeChannels(target, 1), catalog, setup);
   report.Note(absl::StrFormat("recommendation: %d catalog items upserted in %d calls, %d errors",
                               shop.items, calls, upserted.errors));

@@ -35,11 +35,7 @@ uint64_t Bulk(const std::string& target, const std::string& method, uint64_t fro
   Scenario s{"bulk",
              {{"bulk", method, [make, from](uint64_t i, absl::BitGen&) { return make(from + i); },
                1.0, std::move(on_response)}}};
-  LoadOptions o;
-  o.concurrency = 64;
-  o.warmup = absl::ZeroDuration();
-  o.duration = absl::Hours(1);
-  o.max_calls = to - from;
+  const LoadOptions o = FillRun(64, to - from);
   const LoadResult r = RunLoad(MakeChannels(target, 4, g_service_credentials), s, o);
   if (r.errors > 0)
     std::fprintf(stderr, "bulk %s: %llu errors (%s)\n", method.c_str(),

@@ -24,8 +24,7 @@ std::unique_ptr<testing::Process> Start(const std::string& binary, std::vector<s
   args.push_back("--listen=127.0.0.1:0");
   args.push_back("--metrics_listen=off");
   auto p = std::make_unique<testing::Process>(testing::Process::BuildPath(binary), args);
-  if (auto s = p->Start(); !s.ok()) throw std::runtime_error(s.ToString());
-  if (auto s = p->WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
+  StartServing(*p);
   return p;
 }
 
@@ -61,11 +60,7 @@ void RunTicketsSuite(const BenchOptions& options, Report& report) {
                       r.mutable_agent()->set_available(true);
                       return r.SerializeAsString();
                     }}}};
-  LoadOptions setup;
-  setup.concurrency = 8;
-  setup.warmup = absl::ZeroDuration();
-  setup.duration = absl::Hours(1);
-  setup.max_calls = 90;
+  const LoadOptions setup = FillRun(8, 90);
   RunLoad(MakeChannels(target, 1), agents, setup);
 
   auto open = [customers](const std::string& name) {

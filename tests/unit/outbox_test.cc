@@ -15,6 +15,19 @@ std::unique_ptr<store::Store> OpenStore(const std::string& path) {
   return std::move(*s);
 }
 
+// A store in a temporary directory with `producer`'s outbox (shard 0) on it.
+struct OutboxOnDisk {
+  explicit OutboxOnDisk(const std::string& producer) : store(OpenStore(dir.path())) {
+    auto opened = Outbox::Open(store.get(), producer, 0, &clock);
+    REQUIRE(opened.ok());
+    outbox = std::move(*opened);
+  }
+  testing::TempDir dir;
+  std::unique_ptr<store::Store> store;
+  ManualClock clock;
+  std::unique_ptr<Outbox> outbox;
+};
+
 std::vector<v1::Event> ReadAll(store::Store& store) {
   std::vector<v1::Event> out;
   REQUIRE(store
@@ -30,18 +43,16 @@ std::vector<v1::Event> ReadAll(store::Store& store) {
 }
 
 TEST_CASE("an event is written with its transaction, or not at all", "[events][outbox]") {
-  testing::TempDir dir;
-  auto store = OpenStore(dir.path());
-  ManualClock clock;
-  auto outbox = Outbox::Open(store.get(), "producer", 0, &clock);
-  REQUIRE(outbox.ok());
+  OutboxOnDisk disk("producer");
+  store::Store* store = disk.store.get();
+  Outbox* outbox = disk.outbox.get();
   auto append = [&](const std::string& customer, bool fail) {
     return store->Transact(
         store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
           v1::Event e;
           e.set_customer_id(customer);
           e.mutable_customer_erased();
-          if (auto s = (*outbox)->Append(txn, e); !s.ok()) return s;
+          if (auto s = outbox->Append(txn, e); !s.ok()) return s;
           return fail ? absl::FailedPreconditionError("rolled back") : absl::OkStatus();
         });
   };
@@ -56,15 +67,13 @@ TEST_CASE("an event is written with its transaction, or not at all", "[events][o
   CHECK(events[0].event_id() != events[1].event_id());
   CHECK(events[0].has_occur_time());
   // Every append finished, so the horizon covers all positions handed out.
-  CHECK((*outbox)->Horizon() == Position{(*outbox)->epoch(), 3});
+  CHECK(outbox->Horizon() == Position{outbox->epoch(), 3});
 }
 
 TEST_CASE("the horizon stays below an append that has not finished", "[events][outbox]") {
-  testing::TempDir dir;
-  auto store = OpenStore(dir.path());
-  ManualClock clock;
-  auto outbox = Outbox::Open(store.get(), "p", 0, &clock);
-  REQUIRE(outbox.ok());
+  OutboxOnDisk disk("p");
+  store::Store* store = disk.store.get();
+  Outbox* outbox = disk.outbox.get();
   store::Transaction* held = nullptr;
   Position during;
   // Nested: while the first transaction is open, a second one commits a later position.
@@ -73,22 +82,22 @@ TEST_CASE("the horizon stays below an append that has not finished", "[events][o
                          [&](store::Transaction& txn) -> absl::Status {
                            v1::Event e;
                            e.set_customer_id("slow");
-                           REQUIRE((*outbox)->Append(txn, e).ok());
+                           REQUIRE(outbox->Append(txn, e).ok());
                            held = &txn;
                            REQUIRE(store
                                        ->Transact(store::Durability::kBuffered,
                                                   [&](store::Transaction& t2) -> absl::Status {
                                                     v1::Event e2;
                                                     e2.set_customer_id("fast");
-                                                    return (*outbox)->Append(t2, e2);
+                                                    return outbox->Append(t2, e2);
                                                   })
                                        .ok());
-                           during = (*outbox)->Horizon();
+                           during = outbox->Horizon();
                            return absl::OkStatus();
                          })
               .ok());
-  CHECK(during == Position{(*outbox)->epoch(), 0});
-  CHECK((*outbox)->Horizon() == Position{(*outbox)->epoch(), 2});
+  CHECK(during == Position{outbox->epoch(), 0});
+  CHECK(outbox->Horizon() == Position{outbox->epoch(), 2});
   (void)held;
 }
 

@@ -307,13 +307,19 @@ TEST_CASE("blind complaints from another hand: angry or harmed customers are cau
   CHECK(blind.all.accuracy() >= 0.75);
 }
 
+// An open ticket of `priority` whose SLA deadlines started at `now`.
+v1::Ticket OpenWithSla(v1::Priority priority, absl::Time now) {
+  v1::Ticket t;
+  t.set_priority(priority);
+  t.set_status(v1::TICKET_STATUS_OPEN);
+  StartSla(t, now);
+  return t;
+}
+
 TEST_CASE("SLA deadlines follow the priority, and enterprise answers in 30 minutes",
           "[tickets][sla]") {
   const absl::Time now = absl::FromUnixSeconds(1767225600);
-  v1::Ticket t;
-  t.set_priority(v1::PRIORITY_P1);
-  t.set_status(v1::TICKET_STATUS_OPEN);
-  StartSla(t, now);
+  const v1::Ticket t = OpenWithSla(v1::PRIORITY_P1, now);
   CHECK(api::FromTimestamp(t.sla().first_response_due()) == now + absl::Hours(1));
   CHECK(api::FromTimestamp(t.sla().resolution_due()) == now + absl::Hours(24));
   v1::Ticket e = t;
@@ -330,10 +336,8 @@ TEST_CASE("SLA deadlines follow the priority, and enterprise answers in 30 minut
 TEST_CASE("deadlines near their end escalate once, passed ones are breaches, once",
           "[tickets][sla]") {
   const absl::Time now = absl::FromUnixSeconds(1767225600);
-  v1::Ticket t;
-  t.set_priority(v1::PRIORITY_P2);
-  t.set_status(v1::TICKET_STATUS_OPEN);
-  StartSla(t, now);  // first response due in 4 h; at risk in its last hour
+  // First response due in 4 h; at risk in its last hour.
+  v1::Ticket t = OpenWithSla(v1::PRIORITY_P2, now);
   CHECK_FALSE(EvaluateSla(t, now + absl::Hours(2)).escalate);
   auto near = EvaluateSla(t, now + absl::Hours(3) + absl::Minutes(5));
   CHECK(near.escalate);

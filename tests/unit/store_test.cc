@@ -325,6 +325,14 @@ void FlipBytes(const std::string& path, size_t offset, size_t count) {
   }
 }
 
+// The open was refused as data loss, naming the damaged file and the way back (a checkpoint).
+void CheckRefusedAsDataLoss(const absl::Status& s, const std::string& damaged_file) {
+  INFO(s.ToString());
+  CHECK(s.code() == absl::StatusCode::kDataLoss);
+  CHECK(absl::StrContains(s.message(), std::filesystem::path(damaged_file).filename().string()));
+  CHECK(absl::StrContains(s.message(), "checkpoint"));
+}
+
 absl::StatusOr<std::unique_ptr<Store>> Reopen(const std::string& path) {
   StoreOptions o;
   o.path = path;
@@ -356,44 +364,37 @@ TEST_CASE("a damaged table file keeps the store closed, naming the file and the 
   FlipBytes(tables[0], std::filesystem::file_size(tables[0]) / 3, 8);
   auto reopened = Reopen(dir.path());
   REQUIRE_FALSE(reopened.ok());
-  INFO(reopened.status().ToString());
-  CHECK(reopened.status().code() == absl::StatusCode::kDataLoss);
-  CHECK(absl::StrContains(reopened.status().message(),
-                          std::filesystem::path(tables[0]).filename().string()));
-  CHECK(absl::StrContains(reopened.status().message(), "checkpoint"));
+  CheckRefusedAsDataLoss(reopened.status(), tables[0]);
 }
 
 TEST_CASE("a damaged write-ahead log refuses the open, a torn last record from a crash does not",
           "[store][corruption]") {
+  // Writes 400 records and closes without a flush, so everything is in the log only; returns that
+  // log file.
   auto write_unflushed = [](const std::string& path) {
-    auto store = OpenStore(path);
-    for (int i = 0; i < 400; ++i) {
-      rocksdb::WriteBatch batch;
-      batch.Put(store->cf("things"), absl::StrCat("k", 100000 + i), Value(i));
-      REQUIRE(store->Write(&batch, Durability::kSynced).ok());
+    {
+      auto store = OpenStore(path);
+      for (int i = 0; i < 400; ++i) {
+        rocksdb::WriteBatch batch;
+        batch.Put(store->cf("things"), absl::StrCat("k", 100000 + i), Value(i));
+        REQUIRE(store->Write(&batch, Durability::kSynced).ok());
+      }
     }
-  };  // closed without a flush: everything is in the log only
+    const auto logs = FilesEndingWith(path, ".log");
+    REQUIRE(!logs.empty());
+    return logs.back();
+  };
   SECTION("damage in the middle") {
     testing::TempDir dir;
-    write_unflushed(dir.path());
-    const auto logs = FilesEndingWith(dir.path(), ".log");
-    REQUIRE(!logs.empty());
-    const std::string log = logs.back();
+    const std::string log = write_unflushed(dir.path());
     FlipBytes(log, std::filesystem::file_size(log) / 2, 8);
     auto reopened = Reopen(dir.path());
     REQUIRE_FALSE(reopened.ok());
-    INFO(reopened.status().ToString());
-    CHECK(reopened.status().code() == absl::StatusCode::kDataLoss);
-    CHECK(absl::StrContains(reopened.status().message(),
-                            std::filesystem::path(log).filename().string()));
-    CHECK(absl::StrContains(reopened.status().message(), "checkpoint"));
+    CheckRefusedAsDataLoss(reopened.status(), log);
   }
   SECTION("a torn last record") {
     testing::TempDir dir;
-    write_unflushed(dir.path());
-    const auto logs = FilesEndingWith(dir.path(), ".log");
-    REQUIRE(!logs.empty());
-    const std::string log = logs.back();
+    const std::string log = write_unflushed(dir.path());
     std::filesystem::resize_file(log, std::filesystem::file_size(log) - 20);
     auto reopened = Reopen(dir.path());
     INFO(reopened.status().ToString());
