@@ -29,6 +29,8 @@ using rpc::Finish;
 using rpc::FinishOn;
 
 constexpr int kMaxTextChars = 5000;
+// The most points one compensation grants.
+constexpr int kMaxCompensationPoints = 1000000;
 
 bool IsFinal(const v1::Ticket& t) {
   return t.status() == v1::TICKET_STATUS_RESOLVED || t.status() == v1::TICKET_STATUS_CLOSED;
@@ -58,8 +60,8 @@ absl::Status ValidateCompensation(const std::string& f, const v1::Compensation& 
                                   const v1::Ticket* ticket) {
   switch (c.kind()) {
     case v1::COMPENSATION_KIND_POINTS:
-      if (c.points() <= 0 || c.points() > 1000000)
-        return Invalid(f + ".points", "must be 1-1000000");
+      if (c.points() <= 0 || c.points() > kMaxCompensationPoints)
+        return Invalid(f + ".points", absl::StrCat("must be 1-", kMaxCompensationPoints));
       break;
     case v1::COMPENSATION_KIND_COUPON:
       if (c.coupon_value().amount_minor() <= 0)

@@ -21,6 +21,9 @@ namespace {
 
 constexpr absl::Duration kRecentlyClosed = absl::Hours(24 * 90);
 constexpr int kMaxRecentClosed = 10;
+// Recommendations the view holds at most, and when the request does not say.
+constexpr int kMaxRecommendationsInView = 50;
+constexpr int kDefaultRecommendationsInView = 10;
 
 bool IsOpen(v1::TicketStatus s) {
   return s != v1::TICKET_STATUS_RESOLVED && s != v1::TICKET_STATUS_CLOSED;
@@ -159,8 +162,11 @@ grpc::Status ParseViewRequest(const grpc::ByteBuffer& bytes, v1::GetCustomerView
   if (request.customer_id().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "customer_id: is required");
   }
-  if (request.recommendation_count() < 0 || request.recommendation_count() > 50) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "recommendation_count: must be 0-50");
+  if (request.recommendation_count() < 0 ||
+      request.recommendation_count() > kMaxRecommendationsInView) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("recommendation_count: must be 0-", kMaxRecommendationsInView));
   }
   return grpc::Status::OK;
 }
@@ -209,7 +215,8 @@ std::vector<Section> ViewSections(const v1::GetCustomerViewRequest& view, bool s
   }
   auto recommend = ForCustomer<v1::RecommendRequest>(id);
   recommend.set_placement(v1::PLACEMENT_HOME);
-  recommend.set_count(view.recommendation_count() == 0 ? 10 : view.recommendation_count());
+  recommend.set_count(view.recommendation_count() == 0 ? kDefaultRecommendationsInView
+                                                       : view.recommendation_count());
   sections.push_back(SectionOf("recommendations", "/crm.v1.RecommendationService/Recommend",
                                View::kRecommendationsFieldNumber, std::move(recommend),
                                Placement::kRecommendations));

@@ -27,6 +27,9 @@ using rpc::Finish;
 using rpc::FinishOn;
 
 constexpr int64_t kMaxPoints = 1000000000;
+// How long an issued coupon may be valid, and how long when the request does not say.
+constexpr int kMaxCouponValidDays = 365;
+constexpr int kDefaultCouponValidDays = 30;
 
 std::string TierLabel(v1::Tier t) { return absl::AsciiStrToLower(TierName(t)); }
 
@@ -77,8 +80,10 @@ absl::Status ValidateCoupon(const v1::IssueCouponRequest& req) {
   if (req.min_spend().amount_minor() > 0 && req.min_spend().currency() != req.value().currency()) {
     return Invalid("min_spend.currency", "must be the coupon's currency");
   }
-  if (req.valid_days() < 0 || req.valid_days() > 365)
-    return Invalid("valid_days", "must be 0-365 (0 means 30)");
+  if (req.valid_days() < 0 || req.valid_days() > kMaxCouponValidDays) {
+    return Invalid("valid_days", absl::StrCat("must be 0-", kMaxCouponValidDays, " (0 means ",
+                                              kDefaultCouponValidDays, ")"));
+  }
   return api::OptionalText("reason", req.reason(), 200);
 }
 
@@ -90,8 +95,9 @@ v1::Coupon NewCoupon(const v1::IssueCouponRequest& req, absl::Time now) {
   *c.mutable_value() = req.value();
   *c.mutable_min_spend() = req.min_spend();
   if (c.min_spend().currency().empty()) c.mutable_min_spend()->set_currency(req.value().currency());
-  api::SetTimestamp(now + absl::Hours(24) * (req.valid_days() == 0 ? 30 : req.valid_days()),
-                    c.mutable_expire_time());
+  api::SetTimestamp(
+      now + absl::Hours(24) * (req.valid_days() == 0 ? kDefaultCouponValidDays : req.valid_days()),
+      c.mutable_expire_time());
   c.set_source_id(req.source_id());
   c.set_reason(req.reason());
   api::SetTimestamp(now, c.mutable_issue_time());

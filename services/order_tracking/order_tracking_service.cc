@@ -24,6 +24,12 @@
 namespace crm::order_tracking {
 namespace {
 
+// A review's stars, 1 to this; the open orders a purchase summary lists at most, and when the
+// request does not say.
+constexpr int kMaxRating = 5;
+constexpr int kMaxOpenOrdersInSummary = 50;
+constexpr int kDefaultOpenOrdersInSummary = 10;
+
 using api::Invalid;
 using rpc::Finish;
 using rpc::FinishOn;
@@ -142,8 +148,10 @@ absl::Status ValidateReview(const v1::SubmitReviewRequest& req) {
   CRM_RETURN_IF_ERROR(ValidateOrderIds(req.customer_id(), req.order_id()));
   CRM_RETURN_IF_ERROR(api::RequiredId("item_id", req.item_id()));
   CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
-  if (req.rating() < 1 || req.rating() > 5)
-    return Invalid("rating", "must be 1 (strongly dislike) to 5 (love)");
+  if (req.rating() < 1 || req.rating() > kMaxRating) {
+    return Invalid("rating",
+                   absl::StrCat("must be 1 (strongly dislike) to ", kMaxRating, " (love)"));
+  }
   return api::OptionalText("text", req.text(), 2000);
 }
 
@@ -298,15 +306,17 @@ grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx,
 grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(
     Ctx* ctx, const v1::GetPurchaseSummaryRequest* req, v1::PurchaseSummary* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (req->open_order_limit() < 0 || req->open_order_limit() > 50) {
-    return Finish(ctx, api::Invalid("open_order_limit", "must be 0-50"));
+  if (req->open_order_limit() < 0 || req->open_order_limit() > kMaxOpenOrdersInSummary) {
+    return Finish(
+        ctx, api::Invalid("open_order_limit", absl::StrCat("must be 0-", kMaxOpenOrdersInSummary)));
   }
   auto orders = store_->AllOrders(req->customer_id());
   if (!orders.ok()) return Finish(ctx, orders.status());
   auto returns = store_->ListReturns(req->customer_id(), "");
   if (!returns.ok()) return Finish(ctx, returns.status());
-  *resp = SummarisePurchases(req->customer_id(), *std::move(orders), *returns,
-                             req->open_order_limit() == 0 ? 10 : req->open_order_limit());
+  *resp = SummarisePurchases(
+      req->customer_id(), *std::move(orders), *returns,
+      req->open_order_limit() == 0 ? kDefaultOpenOrdersInSummary : req->open_order_limit());
   return Finish(ctx, absl::OkStatus());
 }
 
