@@ -534,16 +534,21 @@ Report Evaluate(const Dataset& data, const EvalOptions& options) {
       {"upgrade", v1::MODEL_UPGRADE},
       {"cold_start", v1::MODEL_COLD_START},
   };
+  // The customer's home page from one model.
+  auto recommend = [&](const std::string& customer, v1::Model model) {
+    v1::RecommendRequest req;
+    req.set_customer_id(customer);
+    req.set_placement(v1::PLACEMENT_HOME);
+    req.set_count(options.top_k);
+    req.set_model(model);
+    v1::RecommendResponse resp;
+    Check(Call(stub.get(), &Stub::Recommend, req, &resp), "Recommend");
+    return resp;
+  };
   for (const auto& [name, model] : models) {
     Tally tally;
     for (const auto& [hash, customer] : chosen) {
-      v1::RecommendRequest req;
-      req.set_customer_id(customer);
-      req.set_placement(v1::PLACEMENT_HOME);
-      req.set_count(options.top_k);
-      req.set_model(model);
-      v1::RecommendResponse resp;
-      Check(Call(stub.get(), &Stub::Recommend, req, &resp), "Recommend");
+      const v1::RecommendResponse resp = recommend(customer, model);
       std::vector<std::string> recs;
       for (const auto& r : resp.recommendations()) recs.push_back(r.item().sku());
       tally.Add(recs, after[customer], options.top_k);
@@ -583,16 +588,6 @@ Report Evaluate(const Dataset& data, const EvalOptions& options) {
     if (resp.rules_size() > 0 && resp.rules(0).item().sku() == companion)
       ++report.planted.pairs_found;
   }
-  auto recommend = [&](const std::string& customer, v1::Model model) {
-    v1::RecommendRequest req;
-    req.set_customer_id(customer);
-    req.set_placement(v1::PLACEMENT_HOME);
-    req.set_count(options.top_k);
-    req.set_model(model);
-    v1::RecommendResponse resp;
-    Check(Call(stub.get(), &Stub::Recommend, req, &resp), "Recommend");
-    return resp;
-  };
   for (const auto& customer : data.gift_buyers) {
     ++report.planted.gift_buyers;
     auto resp = recommend(customer, v1::MODEL_OCCASION);
