@@ -72,6 +72,20 @@ void StartServing(testing::Process& process) {
   if (auto s = process.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());
 }
 
+std::unique_ptr<testing::Process> StartService(const std::string& binary,
+                                               std::vector<std::string> args) {
+  args.push_back("--listen=127.0.0.1:0");
+  args.push_back("--metrics_listen=off");
+  auto p = std::make_unique<testing::Process>(testing::Process::BuildPath(binary), args);
+  StartServing(*p);
+  return p;
+}
+
+std::unique_ptr<testing::Process> StartProfile(const std::string& data_dir) {
+  return StartService("services/customer_profile/customer-profile",
+                      {"--data_dir=" + data_dir, "--event_sinks=none"});
+}
+
 const Report::Row* Report::Find(const std::string& scenario) const {
   for (const auto& r : rows_) {
     if (r.m.result.scenario == scenario) return &r;

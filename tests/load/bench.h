@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,15 @@ LoadOptions FillRun(int concurrency, uint64_t calls);
 
 // Starts a service's process and waits until it serves; throws otherwise (the suite cannot go on).
 void StartServing(testing::Process& process);
+
+// A service's binary (its build path, e.g. "services/loyalty/loyalty") run with `args` on a free
+// loopback port without a metrics endpoint, serving (throws otherwise).
+std::unique_ptr<testing::Process> StartService(const std::string& binary,
+                                               std::vector<std::string> args);
+
+// customer-profile keeping its data in `data_dir` and sending no events: the customer base the
+// suites register their customers in.
+std::unique_ptr<testing::Process> StartProfile(const std::string& data_dir);
 
 // Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their
 // ids.

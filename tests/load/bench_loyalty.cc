@@ -39,20 +39,15 @@ void AddDelivered(v1::DeliverEventsRequest& req, const std::string& customer_id,
 
 void RunLoyaltySuite(const BenchOptions& options, Report& report) {
   testing::TempDir dir;
-  testing::Process profile(
-      testing::Process::BuildPath("services/customer_profile/customer-profile"),
-      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile"),
-       "--event_sinks=none"});
-  StartServing(profile);
-  testing::Process loyalty(
-      testing::Process::BuildPath("services/loyalty/loyalty"),
-      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("loyalty"),
-       absl::StrCat("--customer_profile_address=127.0.0.1:", profile.port())});
-  StartServing(loyalty);
-  const std::string target = absl::StrCat("127.0.0.1:", loyalty.port());
+  auto profile = StartProfile(dir.Sub("profile"));
+  auto loyalty =
+      StartService("services/loyalty/loyalty",
+                   {"--data_dir=" + dir.Sub("loyalty"),
+                    absl::StrCat("--customer_profile_address=127.0.0.1:", profile->port())});
+  const std::string target = absl::StrCat("127.0.0.1:", loyalty->port());
   absl::Duration took;
   auto customers = std::make_shared<const std::vector<std::string>>(BulkRegisterCustomers(
-      absl::StrCat("127.0.0.1:", profile.port()), options.order_customers, 64, &took));
+      absl::StrCat("127.0.0.1:", profile->port()), options.order_customers, 64, &took));
 
   // Accrual: a producer's batches of 100 OrderDelivered events for random customers.
   constexpr int kBatch = 100;
@@ -69,7 +64,7 @@ void RunLoyaltySuite(const BenchOptions& options, Report& report) {
   LoadOptions o = options.load;
   o.concurrency = 4;  // a few producers' lanes
   const Measurement a =
-      Measure(MakeChannels(target, options.load.channels), accrual, o, loyalty.pid());
+      Measure(MakeChannels(target, options.load.channels), accrual, o, loyalty->pid());
   report.Add(a);
   report.Note(absl::StrFormat(
       "loyalty accrual: %.0f delivered-order events/s (growth, points lot, ledger entry, tier "
@@ -94,7 +89,7 @@ void RunLoyaltySuite(const BenchOptions& options, Report& report) {
           return r.SerializeAsString();
         }}}};
   report.Add(
-      Measure(MakeChannels(target, options.load.channels), get, options.load, loyalty.pid()));
+      Measure(MakeChannels(target, options.load.channels), get, options.load, loyalty->pid()));
   Scenario explain{"ExplainMembership (10k entries, page 100)",
                    {{"ExplainMembership", "/crm.v1.LoyaltyService/ExplainMembership",
                      [heavy](uint64_t, absl::BitGen&) {
@@ -104,9 +99,9 @@ void RunLoyaltySuite(const BenchOptions& options, Report& report) {
                        return r.SerializeAsString();
                      }}}};
   report.Add(
-      Measure(MakeChannels(target, options.load.channels), explain, options.load, loyalty.pid()));
-  loyalty.Stop();
-  profile.Stop();
+      Measure(MakeChannels(target, options.load.channels), explain, options.load, loyalty->pid()));
+  loyalty->Stop();
+  profile->Stop();
 }
 
 }  // namespace crm::load

@@ -83,18 +83,14 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
   testing::TempDir dir;
   testing::EventRecorder consumer;
   consumer.Start();
-  testing::Process profile(
-      testing::Process::BuildPath("services/customer_profile/customer-profile"),
-      {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("profile"),
-       "--event_sinks=none"});
-  StartServing(profile);
+  auto profile = StartProfile(dir.Sub("profile"));
   testing::Process orders(
       testing::Process::BuildPath("services/order_tracking/order-tracking"),
       {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--data_dir=" + dir.Sub("orders"),
-       absl::StrCat("--customer_profile_address=127.0.0.1:", profile.port()),
+       absl::StrCat("--customer_profile_address=127.0.0.1:", profile->port()),
        "--event_sinks=bench=" + consumer.address()});
   StartServing(orders);
-  const std::string profile_target = absl::StrCat("127.0.0.1:", profile.port());
+  const std::string profile_target = absl::StrCat("127.0.0.1:", profile->port());
   const std::string orders_target = absl::StrCat("127.0.0.1:", orders.port());
 
   // Customers with an address to ship to.
@@ -238,7 +234,7 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
       "AddTrackingEvents: %.0f carrier events/s (%d per call, synced once per call)",
       t.result.throughput() * kBatch, kBatch));
   orders.Stop();
-  profile.Stop();
+  profile->Stop();
 }
 
 }  // namespace crm::load

@@ -20,29 +20,20 @@ const char* kComplaints[] = {
     "Could you tell me when the invoice will be sent?",
 };
 
-std::unique_ptr<testing::Process> Start(const std::string& binary, std::vector<std::string> args) {
-  args.push_back("--listen=127.0.0.1:0");
-  args.push_back("--metrics_listen=off");
-  auto p = std::make_unique<testing::Process>(testing::Process::BuildPath(binary), args);
-  StartServing(*p);
-  return p;
-}
-
 }  // namespace
 
 void RunTicketsSuite(const BenchOptions& options, Report& report) {
   testing::TempDir dir;
-  auto profile = Start("services/customer_profile/customer-profile",
-                       {"--data_dir=" + dir.Sub("profile"), "--event_sinks=none"});
+  auto profile = StartProfile(dir.Sub("profile"));
   const std::string profile_address = absl::StrCat("127.0.0.1:", profile->port());
-  auto loyalty =
-      Start("services/loyalty/loyalty",
-            {"--data_dir=" + dir.Sub("loyalty"), "--customer_profile_address=" + profile_address});
-  auto tickets = Start("services/complaint_ticket/complaint-ticket",
-                       {"--data_dir=" + dir.Sub("tickets"), "--event_sinks=none",
-                        "--customer_profile_address=" + profile_address,
-                        absl::StrCat("--loyalty_address=127.0.0.1:", loyalty->port()),
-                        "--sla_sweep_interval_s=3600"});
+  auto loyalty = StartService(
+      "services/loyalty/loyalty",
+      {"--data_dir=" + dir.Sub("loyalty"), "--customer_profile_address=" + profile_address});
+  auto tickets = StartService("services/complaint_ticket/complaint-ticket",
+                              {"--data_dir=" + dir.Sub("tickets"), "--event_sinks=none",
+                               "--customer_profile_address=" + profile_address,
+                               absl::StrCat("--loyalty_address=127.0.0.1:", loyalty->port()),
+                               "--sla_sweep_interval_s=3600"});
   const std::string target = absl::StrCat("127.0.0.1:", tickets->port());
   absl::Duration took;
   auto customers = std::make_shared<const std::vector<std::string>>(
@@ -100,11 +91,11 @@ void RunTicketsSuite(const BenchOptions& options, Report& report) {
   // The tickets are minutes old, so nothing is at risk yet: restart the service 3.5 hours in the
   // future (its clock only), when P1 first responses are overdue and P2 ones are near.
   tickets->Stop();
-  tickets = Start("services/complaint_ticket/complaint-ticket",
-                  {"--data_dir=" + dir.Sub("tickets"), "--event_sinks=none",
-                   "--customer_profile_address=" + profile_address,
-                   absl::StrCat("--loyalty_address=127.0.0.1:", loyalty->port()),
-                   "--sla_sweep_interval_s=3600", "--clock_offset_s=12600"});
+  tickets = StartService("services/complaint_ticket/complaint-ticket",
+                         {"--data_dir=" + dir.Sub("tickets"), "--event_sinks=none",
+                          "--customer_profile_address=" + profile_address,
+                          absl::StrCat("--loyalty_address=127.0.0.1:", loyalty->port()),
+                          "--sla_sweep_interval_s=3600", "--clock_offset_s=12600"});
   const std::string later = absl::StrCat("127.0.0.1:", tickets->port());
   Scenario at_risk{absl::StrFormat("ListAtRiskTickets (%d open)", options.open_tickets),
                    {{"ListAtRiskTickets", "/crm.v1.ComplaintTicketService/ListAtRiskTickets",
