@@ -122,6 +122,16 @@ class Shop {
     REQUIRE(s.ok());
   }
 
+  // A call that creates something of `p`'s, as `token`: it must succeed, and its request id is kept
+  // with the customer's (erasure must forget them too).
+  template <typename Resp, typename Req>
+  Resp Created(Shopper& p, const std::string& token, const std::string& path, const Req& req) {
+    Resp resp;
+    Must(token, path, req, &resp);
+    p.request_ids.push_back(req.request_id());
+    return resp;
+  }
+
   Shopper Create(const std::string& who) {
     Shopper p;
     p.marker = absl::StrCat(who, "SECRET", absl::ToUnixMicros(absl::Now()) % 100000);
@@ -146,10 +156,9 @@ class Shop {
     addr.mutable_address()->set_city("Hangzhou");
     addr.mutable_address()->set_street(absl::StrCat(p.marker, " Road 1"));
     addr.mutable_address()->set_country_code("CN");
-    v1::Address address;
-    Must(p.token, "/crm.v1.CustomerProfileService/AddAddress", addr, &address);
-    p.address_id = address.address_id();
-    p.request_ids.push_back(addr.request_id());
+    p.address_id =
+        Created<v1::Address>(p, p.token, "/crm.v1.CustomerProfileService/AddAddress", addr)
+            .address_id();
 
     v1::AddPaymentMethodRequest pay;
     pay.set_customer_id(p.customer_id);
@@ -157,10 +166,9 @@ class Shop {
     pay.mutable_payment_method()->set_type(v1::PAYMENT_METHOD_TYPE_CARD);
     pay.mutable_payment_method()->set_token(absl::StrCat("tok_", p.marker));
     pay.mutable_payment_method()->set_last4("4242");
-    v1::PaymentMethod method;
-    Must(p.token, "/crm.v1.CustomerProfileService/AddPaymentMethod", pay, &method);
-    p.payment_method_id = method.payment_method_id();
-    p.request_ids.push_back(pay.request_id());
+    p.payment_method_id = Created<v1::PaymentMethod>(
+                              p, p.token, "/crm.v1.CustomerProfileService/AddPaymentMethod", pay)
+                              .payment_method_id();
 
     v1::RecordBehaviorEventsRequest browse;
     browse.set_customer_id(p.customer_id);
@@ -170,35 +178,29 @@ class Shop {
       e->set_type(v1::BEHAVIOR_EVENT_TYPE_SEARCH);
       e->set_query(absl::StrCat(p.marker, " private search ", i));
     }
-    v1::RecordBehaviorEventsResponse recorded;
-    Must(p.token, "/crm.v1.CustomerProfileService/RecordBehaviorEvents", browse, &recorded);
-    p.request_ids.push_back(browse.request_id());
+    Created<v1::RecordBehaviorEventsResponse>(
+        p, p.token, "/crm.v1.CustomerProfileService/RecordBehaviorEvents", browse);
 
     for (int k = 0; k < 3; ++k) {
       const v1::CreateOrderRequest create = testing::CashOnDeliveryOrderRequest(
           p.customer_id, absl::StrCat("order-", who, "-", k), "sku-tea", "grocery", 5800,
           absl::Now() - absl::Hours(1), absl::Hours(49));
-      v1::Order order;
-      Must(storefront, "/crm.v1.OrderTrackingService/CreateOrder", create, &order);
+      const v1::Order order =
+          Created<v1::Order>(p, storefront, "/crm.v1.OrderTrackingService/CreateOrder", create);
       p.order_ids.push_back(order.order_id());
-      p.request_ids.push_back(create.request_id());
       if (k < 2) Deliver(order);
       if (k == 0) p.item_id = order.items(0).item_id();
     }
 
     for (int k = 0; k < 3; ++k) {
-      v1::OpenTicketRequest open;
-      open.set_customer_id(p.customer_id);
-      open.set_request_id(absl::StrCat("ticket-", who, "-", k));
-      open.set_channel(v1::TICKET_CHANNEL_WEB);
-      open.set_category(v1::TICKET_CATEGORY_QUALITY);
+      v1::OpenTicketRequest open = testing::TicketRequest(
+          p.customer_id, absl::StrCat("ticket-", who, "-", k), v1::TICKET_CHANNEL_WEB,
+          v1::TICKET_CATEGORY_QUALITY, absl::StrCat(p.marker, " the tea tasted of soap"));
       open.set_order_id(p.order_ids[0]);
       open.set_subject(absl::StrCat(p.marker, " subject"));
-      open.set_text(absl::StrCat(p.marker, " the tea tasted of soap"));
-      v1::Ticket ticket;
-      Must(p.token, "/crm.v1.ComplaintTicketService/OpenTicket", open, &ticket);
-      p.ticket_ids.push_back(ticket.ticket_id());
-      p.request_ids.push_back(open.request_id());
+      p.ticket_ids.push_back(
+          Created<v1::Ticket>(p, p.token, "/crm.v1.ComplaintTicketService/OpenTicket", open)
+              .ticket_id());
     }
     for (int k = 0; k < 3; ++k) {
       v1::GrantPointsRequest grant;
@@ -228,10 +230,8 @@ class Shop {
     auto* ri = ret.add_items();
     ri->set_item_id(p.item_id);
     ri->set_quantity(1);
-    v1::Return returned;
-    Must(p.token, "/crm.v1.OrderTrackingService/RequestReturn", ret, &returned);
-    p.return_id = returned.return_id();
-    p.request_ids.push_back(ret.request_id());
+    p.return_id = Created<v1::Return>(p, p.token, "/crm.v1.OrderTrackingService/RequestReturn", ret)
+                      .return_id();
 
     v1::SubmitReviewRequest review;
     review.set_customer_id(p.customer_id);
@@ -240,10 +240,9 @@ class Shop {
     review.set_rating(5);
     review.set_text(absl::StrCat(p.marker, " lovely"));
     review.set_request_id(absl::StrCat("review-", who));
-    v1::Review written;
-    Must(p.token, "/crm.v1.OrderTrackingService/SubmitReview", review, &written);
-    p.review_id = written.review_id();
-    p.request_ids.push_back(review.request_id());
+    p.review_id =
+        Created<v1::Review>(p, p.token, "/crm.v1.OrderTrackingService/SubmitReview", review)
+            .review_id();
     return p;
   }
 

@@ -25,6 +25,7 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "tests/support/crm_system.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm {
@@ -355,13 +356,10 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     STEP(c.Do(c.orders(), &OS::SubmitReview, review, &out));
   }
   if (p.complaint) {
-    v1::OpenTicketRequest open;
-    open.set_request_id("complaint-1");
-    open.set_customer_id(cid);
-    open.set_channel(v1::TICKET_CHANNEL_WEB);
-    open.set_category(v1::TICKET_CATEGORY_SERVICE_ATTITUDE);
+    v1::OpenTicketRequest open = testing::TicketRequest(cid, "complaint-1", v1::TICKET_CHANNEL_WEB,
+                                                        v1::TICKET_CATEGORY_SERVICE_ATTITUDE,
+                                                        "The hotline agent hung up on me.");
     open.set_subject("rude hotline");
-    open.set_text("The hotline agent hung up on me.");
     v1::Ticket ticket;
     STEP(c.Do(c.tickets(), &TS::OpenTicket, open, &ticket));
     v1::ResolveTicketRequest resolve;

@@ -83,12 +83,7 @@ struct World {
                   v1::TicketChannel channel = v1::TICKET_CHANNEL_WEB,
                   v1::TicketCategory category = v1::TICKET_CATEGORY_DELIVERY,
                   const std::string& order_id = "") {
-    v1::OpenTicketRequest r;
-    r.set_request_id(request_id);
-    r.set_customer_id(cid);
-    r.set_channel(channel);
-    r.set_category(category);
-    r.set_text(text);
+    v1::OpenTicketRequest r = testing::TicketRequest(cid, request_id, channel, category, text);
     r.set_order_id(order_id);
     v1::Ticket t;
     const grpc::Status s = Call(stub.get(), &Stub::OpenTicket, r, &t);
@@ -360,12 +355,8 @@ TEST_CASE("an agent's reply must name a date, bad inputs are refused and write n
     v1::Ticket t;
     return Call(w.stub.get(), &Stub::OpenTicket, r, &t);
   };
-  v1::OpenTicketRequest base;
-  base.set_request_id("r");
-  base.set_customer_id(cid);
-  base.set_channel(v1::TICKET_CHANNEL_WEB);
-  base.set_category(v1::TICKET_CATEGORY_QUALITY);
-  base.set_text("It broke.");
+  const v1::OpenTicketRequest base = testing::TicketRequest(
+      cid, "r", v1::TICKET_CHANNEL_WEB, v1::TICKET_CATEGORY_QUALITY, "It broke.");
   auto r = base;
   r.set_text("   ");
   RequireError(open(r), grpc::StatusCode::INVALID_ARGUMENT, "text:");

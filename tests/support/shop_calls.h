@@ -1,13 +1,14 @@
 // The few calls many integration tests make to set a scene: a registered customer, an address, a
 // one-item cash-on-delivery order (or its request, for calls through the gateway) shipped and
-// delivered, events made and delivered to a consumer. Header-only, Catch2 tests only (a failed call
-// fails the test there).
+// delivered, a complaint's request, events made and delivered to a consumer. Header-only, Catch2
+// tests only (a failed call fails the test there).
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "crm/v1/complaint_ticket.grpc.pb.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/events.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
@@ -95,6 +96,19 @@ inline v1::Order ShipAndDeliver(v1::OrderTrackingService::Stub* orders, v1::Orde
     REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
   }
   return order;
+}
+
+// A complaint as a customer opens it on `channel` (set an order id or a subject on it as needed).
+inline v1::OpenTicketRequest TicketRequest(const std::string& customer_id,
+                                           const std::string& request_id, v1::TicketChannel channel,
+                                           v1::TicketCategory category, const std::string& text) {
+  v1::OpenTicketRequest open;
+  open.set_request_id(request_id);
+  open.set_customer_id(customer_id);
+  open.set_channel(channel);
+  open.set_category(category);
+  open.set_text(text);
+  return open;
 }
 
 // An event as `producer`'s outbox writes it: id "<producer>/0/1.<seq>", about `customer_id`, at
