@@ -262,29 +262,21 @@ class Shop {
     Must(admin, "/crm.v1.CustomerProfileService/ExportCustomerData", exp, &data);
     data.clear_export_time();  // the only part that changes by itself
     absl::StrAppend(&out, data.SerializeAsString(), "\n");
-    v1::ListOrdersRequest orders;
-    orders.set_customer_id(p.customer_id);
-    orders.set_page_size(100);
-    v1::ListOrdersResponse listed;
-    add("/crm.v1.OrderTrackingService/ListOrders", orders, &listed);
-    v1::ListTicketsRequest tickets;
-    tickets.set_customer_id(p.customer_id);
-    tickets.set_page_size(100);
-    v1::ListTicketsResponse ts;
-    add("/crm.v1.ComplaintTicketService/ListTickets", tickets, &ts);
-    v1::ListPointsHistoryRequest ledger;
-    ledger.set_customer_id(p.customer_id);
-    ledger.set_page_size(100);
-    v1::ListPointsHistoryResponse entries;
-    add("/crm.v1.LoyaltyService/ListPointsHistory", ledger, &entries);
-    v1::ListCouponsRequest coupons;
-    coupons.set_customer_id(p.customer_id);
-    v1::ListCouponsResponse cs;
-    add("/crm.v1.LoyaltyService/ListCoupons", coupons, &cs);
-    v1::ListReturnsRequest returns;
-    returns.set_customer_id(p.customer_id);
-    v1::ListReturnsResponse rs;
-    add("/crm.v1.OrderTrackingService/ListReturns", returns, &rs);
+    // Each of the customer's lists, 100 to a page where the list pages.
+    auto list = [&]<typename Req, typename Resp>(const std::string& path, Req req, Resp resp) {
+      req.set_customer_id(p.customer_id);
+      if constexpr (requires { req.set_page_size(100); }) req.set_page_size(100);
+      add(path, req, &resp);
+    };
+    list("/crm.v1.OrderTrackingService/ListOrders", v1::ListOrdersRequest(),
+         v1::ListOrdersResponse());
+    list("/crm.v1.ComplaintTicketService/ListTickets", v1::ListTicketsRequest(),
+         v1::ListTicketsResponse());
+    list("/crm.v1.LoyaltyService/ListPointsHistory", v1::ListPointsHistoryRequest(),
+         v1::ListPointsHistoryResponse());
+    list("/crm.v1.LoyaltyService/ListCoupons", v1::ListCouponsRequest(), v1::ListCouponsResponse());
+    list("/crm.v1.OrderTrackingService/ListReturns", v1::ListReturnsRequest(),
+         v1::ListReturnsResponse());
     return out;
   }
 
