@@ -366,42 +366,4 @@ const v1::Package* PackageOfItem(const v1::Order& order, absl::string_view item_
   return nullptr;
 }
 
-v1::PurchaseSummary SummarisePurchases(absl::string_view customer_id, std::vector<v1::Order> orders,
-                                       const std::vector<v1::Return>& returns, int open_limit) {
-  v1::PurchaseSummary out;
-  out.set_customer_id(std::string(customer_id));
-  std::sort(orders.begin(), orders.end(), [](const v1::Order& a, const v1::Order& b) {
-    return api::FromTimestamp(a.create_time()) > api::FromTimestamp(b.create_time());
-  });
-  int64_t spend = 0, refunded = 0;
-  std::string currency;
-  for (v1::Order& o : orders) {
-    if (o.status() == v1::ORDER_STATUS_CANCELLED) {
-      out.set_cancelled_orders(out.cancelled_orders() + 1);
-      continue;
-    }
-    out.set_orders(out.orders() + 1);
-    spend += o.total().amount_minor();
-    if (currency.empty()) currency = o.total().currency();
-    if (out.last_order_id().empty()) {
-      out.set_last_order_id(o.order_id());
-      *out.mutable_last_order_time() = o.create_time();
-    }
-    if (o.status() == v1::ORDER_STATUS_DELIVERED) {
-      out.set_delivered_orders(out.delivered_orders() + 1);
-    } else if (o.status() != v1::ORDER_STATUS_RETURNED_TO_SENDER) {
-      out.set_open_deliveries(out.open_deliveries() + 1);
-      if (out.open_orders_size() < open_limit) *out.add_open_orders() = std::move(o);
-    }
-  }
-  for (const v1::Return& r : returns) {
-    if (r.status() == v1::RETURN_STATUS_REFUNDED) refunded += r.refund_amount().amount_minor();
-  }
-  out.mutable_spend()->set_amount_minor(spend - refunded);
-  out.mutable_spend()->set_currency(currency);
-  out.mutable_refunded()->set_amount_minor(refunded);
-  out.mutable_refunded()->set_currency(currency);
-  return out;
-}
-
 }  // namespace crm::order_tracking

@@ -77,11 +77,6 @@ const v1::OrderItem* FindItem(const v1::Order& order, absl::string_view item_id)
 // The package that holds an item (the first one when split across several).
 const v1::Package* PackageOfItem(const v1::Order& order, absl::string_view item_id);
 
-// What the customer has bought, from all their orders (any order) and returns: counts, spend net of
-// refunds, the last order and the open deliveries (newest `open_limit` of them listed).
-v1::PurchaseSummary SummarisePurchases(absl::string_view customer_id, std::vector<v1::Order> orders,
-                                       const std::vector<v1::Return>& returns, int open_limit);
-
 // The events an order produces for other services, as they need them (customer_id and, unless set
 // here, occur_time are filled by the store).
 v1::EventItem ToEventItem(const v1::OrderItem& item, int32_t quantity);

@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::
   CRM_ASSIGN_OR_RETURN(ReturnRules rules, LoadReturnRules());
   CRM_RETURN_IF_ERROR(c->ProduceEvents());
   c->store_ = std::make_unique<OrderTrackingStore>(context.store, c->outbox());
+  CRM_RETURN_IF_ERROR(c->store_->CountPurchaseTotalsOnce());
   c->service_ = std::make_unique<OrderTrackingService>(
       c->store_.get(), context.clock, c->writes("order-writes", 32), context.backends,
       std::move(rules), context.metrics->registry());

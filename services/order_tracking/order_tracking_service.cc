@@ -310,13 +310,13 @@ grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(
     return Finish(
         ctx, api::Invalid("open_order_limit", absl::StrCat("must be 0-", kMaxOpenOrdersInSummary)));
   }
-  auto orders = store_->AllOrders(req->customer_id());
-  if (!orders.ok()) return Finish(ctx, orders.status());
-  auto returns = store_->ListReturns(req->customer_id(), "");
-  if (!returns.ok()) return Finish(ctx, returns.status());
-  *resp = SummarisePurchases(
-      req->customer_id(), *std::move(orders), *returns,
-      req->open_order_limit() == 0 ? kDefaultOpenOrdersInSummary : req->open_order_limit());
+  // One row and the open orders shown, however many orders the customer has (it runs on the
+  // reactor thread, for every 360° view).
+  const int open_limit =
+      req->open_order_limit() == 0 ? kDefaultOpenOrdersInSummary : req->open_order_limit();
+  auto summary = store_->PurchaseSummary(req->customer_id(), open_limit);
+  if (!summary.ok()) return Finish(ctx, summary.status());
+  *resp = *std::move(summary);
   return Finish(ctx, absl::OkStatus());
 }
 

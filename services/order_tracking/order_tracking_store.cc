@@ -1,13 +1,16 @@
 #include "services/order_tracking/order_tracking_store.h"
 
 #include <algorithm>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/events/consumer.h"
+#include "libs/log/log.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
+#include "services/order_tracking/purchase_totals.h"
 
 namespace crm::order_tracking {
 namespace {
@@ -25,6 +28,9 @@ constexpr char kReturns[] = "returns";
 constexpr char kReviews[] = "reviews";
 constexpr char kRequests[] = "requests";
 constexpr char kImports[] = "imports";
+constexpr char kPurchaseTotals[] = "purchase_totals";
+// In purchase_totals: present once the orders written before the totals existed are counted.
+constexpr char kTotalsCounted[] = "";
 
 std::string OrderKey(absl::string_view customer_id, absl::string_view order_id) {
   return Key().Str(customer_id).Str(order_id).Build();
@@ -138,9 +144,17 @@ std::string ImportKey(absl::string_view customer_id, absl::string_view kind,
 }  // namespace
 
 std::vector<std::string> OrderTrackingStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {
-      kOrders,  kOrderIndex, kHistory,  kTracking, kCarrierEvents,
-      kReturns, kReviews,    kRequests, kImports,  events::EventConsumer::kConsumedFamily};
+  std::vector<std::string> cfs = {kOrders,
+                                  kOrderIndex,
+                                  kHistory,
+                                  kTracking,
+                                  kCarrierEvents,
+                                  kReturns,
+                                  kReviews,
+                                  kRequests,
+                                  kImports,
+                                  kPurchaseTotals,
+                                  events::EventConsumer::kConsumedFamily};
   for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
   return cfs;
 }
@@ -156,7 +170,8 @@ OrderTrackingStore::OrderTrackingStore(store::Store* store, events::Outbox* outb
       returns_(store->cf(kReturns)),
       reviews_(store->cf(kReviews)),
       requests_(store->cf(kRequests)),
-      imports_(store->cf(kImports)) {}
+      imports_(store->cf(kImports)),
+      purchase_totals_(store->cf(kPurchaseTotals)) {}
 
 absl::Status OrderTrackingStore::LockOrder(Transaction& txn, absl::string_view customer_id,
                                            absl::string_view order_id, v1::Order* order) {
@@ -170,8 +185,12 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
                                              OrderChange& change, absl::Time now) {
   order.set_version(order.version() + 1);
   api::SetTimestamp(now, order.mutable_update_time());
-  CRM_RETURN_IF_ERROR(
-      txn.PutProto(orders_, OrderKey(order.customer_id(), order.order_id()), order));
+  const std::string key = OrderKey(order.customer_id(), order.order_id());
+  v1::Order before;
+  CRM_ASSIGN_OR_RETURN(const bool existed,
+                       txn.GetProto(orders_, key, &before, /*for_update=*/true));
+  CRM_RETURN_IF_ERROR(CountInTotals(txn, existed ? &before : nullptr, order));
+  CRM_RETURN_IF_ERROR(txn.PutProto(orders_, key, order));
   for (size_t i = 0; i < change.history.size(); ++i) {
     v1::OrderHistoryEntry& h = change.history[i];
     if (!h.has_time()) api::SetTimestamp(now, h.mutable_time());
@@ -199,6 +218,83 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
     if (!e.has_occur_time()) api::SetTimestamp(now, e.mutable_occur_time());
     CRM_RETURN_IF_ERROR(outbox_->Append(txn, e));
   }
+  return absl::OkStatus();
+}
+
+absl::Status OrderTrackingStore::CountInTotals(Transaction& txn, const v1::Order* before,
+                                               const v1::Order& after) {
+  const std::string key = Key().Str(after.customer_id()).Build();
+  internal::PurchaseTotals totals;
+  CRM_RETURN_IF_ERROR(txn.GetProto(purchase_totals_, key, &totals, /*for_update=*/true).status());
+  if (!CountOrderChange(before, after, totals)) {
+    CRM_ASSIGN_OR_RETURN(auto newest, NewestCountedOrder(after.customer_id(), after.order_id()));
+    SetLastOrder(newest ? &*newest : nullptr, totals);
+  }
+  return txn.PutProto(purchase_totals_, key, totals);
+}
+
+absl::Status OrderTrackingStore::CountRefund(Transaction& txn, const v1::Return* before,
+                                             const v1::Return& after) {
+  const bool refunded_now = after.status() == v1::RETURN_STATUS_REFUNDED &&
+                            (before == nullptr || before->status() != v1::RETURN_STATUS_REFUNDED);
+  if (!refunded_now) return absl::OkStatus();
+  const std::string key = Key().Str(after.customer_id()).Build();
+  internal::PurchaseTotals totals;
+  CRM_RETURN_IF_ERROR(txn.GetProto(purchase_totals_, key, &totals, /*for_update=*/true).status());
+  totals.set_refunded_minor(totals.refunded_minor() + after.refund_amount().amount_minor());
+  return txn.PutProto(purchase_totals_, key, totals);
+}
+
+absl::StatusOr<std::optional<v1::Order>> OrderTrackingStore::NewestCountedOrder(
+    absl::string_view customer_id, absl::string_view except_order_id) const {
+  std::optional<v1::Order> newest;
+  CRM_RETURN_IF_ERROR(
+      ScanParsed<v1::Order>(*store_, orders_, Key().Str(customer_id).bytes(), [&](v1::Order&& o) {
+        if (o.status() == v1::ORDER_STATUS_CANCELLED || o.order_id() == except_order_id) return;
+        if (!newest ||
+            api::FromTimestamp(o.create_time()) > api::FromTimestamp(newest->create_time()))
+          newest = std::move(o);
+      }));
+  return newest;
+}
+
+absl::StatusOr<v1::PurchaseSummary> OrderTrackingStore::PurchaseSummary(
+    absl::string_view customer_id, int open_limit) const {
+  internal::PurchaseTotals totals;
+  CRM_RETURN_IF_ERROR(
+      store_->GetProto(purchase_totals_, Key().Str(customer_id).bytes(), &totals).status());
+  std::vector<std::string> keys;
+  for (const internal::OpenOrder& open : totals.open_orders()) {
+    if (static_cast<int>(keys.size()) == open_limit) break;
+    keys.push_back(OrderKey(customer_id, open.order_id()));
+  }
+  CRM_ASSIGN_OR_RETURN(auto found, store_->MultiGetProtos<v1::Order>(orders_, keys));
+  std::vector<v1::Order> open_orders;
+  for (auto& order : found) {
+    if (order) open_orders.push_back(*std::move(order));
+  }
+  return SummaryOf(customer_id, totals, std::move(open_orders));
+}
+
+absl::Status OrderTrackingStore::CountPurchaseTotalsOnce() {
+  CRM_ASSIGN_OR_RETURN(auto counted, store_->Get(purchase_totals_, kTotalsCounted));
+  if (counted.has_value()) return absl::OkStatus();
+  std::map<std::string, internal::PurchaseTotals> totals;  // by customer
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::Order>(*store_, orders_, "", [&](v1::Order&& o) {
+    CountOrderChange(nullptr, o, totals[o.customer_id()]);
+  }));
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::Return>(*store_, returns_, "", [&](v1::Return&& r) {
+    if (r.status() != v1::RETURN_STATUS_REFUNDED) return;
+    auto& t = totals[r.customer_id()];
+    t.set_refunded_minor(t.refunded_minor() + r.refund_amount().amount_minor());
+  }));
+  rocksdb::WriteBatch batch;
+  for (const auto& [customer_id, t] : totals) {
+    batch.Put(purchase_totals_, Key().Str(customer_id).Build(), t.SerializeAsString());
+  }
+  batch.Put(purchase_totals_, kTotalsCounted, "counted");
+  CRM_RETURN_IF_ERROR(store_->Write(&batch, Durability::kSynced));
+  log::Info("purchase totals counted", {{"customers", static_cast<int64_t>(totals.size())}});
   return absl::OkStatus();
 }
 
@@ -307,6 +403,7 @@ absl::Status OrderTrackingStore::ImportReturn(
   CRM_RETURN_IF_ERROR(txn.Put(imports_, key, ret.return_id()));
   CRM_RETURN_IF_ERROR(
       txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret));
+  CRM_RETURN_IF_ERROR(CountRefund(txn, nullptr, ret));
   CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
   out->set_returns_imported(out->returns_imported() + 1);
   return absl::OkStatus();
@@ -348,14 +445,6 @@ absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl:
     *last_key = k;
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<v1::Order>> OrderTrackingStore::AllOrders(
-    absl::string_view customer_id) const {
-  std::vector<v1::Order> out;
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::Order>(*store_, orders_, Key().Str(customer_id).bytes(),
-                                            [&](v1::Order&& o) { out.push_back(std::move(o)); }));
-  return out;
 }
 
 absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(
@@ -432,11 +521,9 @@ absl::Status OrderTrackingStore::CreateReturn(
         CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
         OrderChange c;
         CRM_RETURN_IF_ERROR(create(order, *out, c));
-        if (auto s =
-                txn.PutProto(returns_, Key().Str(customer_id).Str(out->return_id()).bytes(), *out);
-            !s.ok()) {
-          return s;
-        }
+        CRM_RETURN_IF_ERROR(
+            txn.PutProto(returns_, Key().Str(customer_id).Str(out->return_id()).bytes(), *out));
+        CRM_RETURN_IF_ERROR(CountRefund(txn, nullptr, *out));
         CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
         *order_out = order;
         return absl::OkStatus();
@@ -456,11 +543,13 @@ absl::Status OrderTrackingStore::UpdateReturn(
           absl::StrCat("return_id: no return \"", return_id, "\" for this customer"));
     v1::Order order;
     CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, ret.order_id(), &order));
+    const v1::Return before = ret;
     OrderChange c;
     CRM_RETURN_IF_ERROR(change(order, ret, c));
     if (!c.unchanged) {
       api::SetTimestamp(now, ret.mutable_update_time());
       CRM_RETURN_IF_ERROR(txn.PutProto(returns_, key, ret));
+      CRM_RETURN_IF_ERROR(CountRefund(txn, &before, ret));
       CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
     }
     *out = ret;

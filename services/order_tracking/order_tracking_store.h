@@ -1,21 +1,25 @@
 // Persistence of order-tracking: the only code that knows its column families and keys.
 //
-//   orders            customer_id, order_id                     -> Order
+//   orders            customer_id, order_id                    -> Order
 //   order_index       customer_id, create time (newest first), order_id -> "" (listing)
-//   history           customer_id, order_id, time, n            -> OrderHistoryEntry
-//   tracking_numbers  tracking number                           -> customer_id, order_id,
-//   package_id carrier_events    carrier event id                          -> tracking number
-//   (duplicates) returns           customer_id, return_id                    -> Return reviews
-//   customer_id, order_id, item_id            -> Review requests          customer_id, method,
-//   request_id           -> answer of a retryable write imports           customer_id,
-//   "order"|"return", external id -> order_id | return_id (ImportOrders) consumed_events, outbox*
-//   -> libs/events
+//   history           customer_id, order_id, time, n           -> OrderHistoryEntry
+//   tracking_numbers  tracking number                          -> customer_id, order_id, package_id
+//   carrier_events    carrier event id                         -> tracking number (duplicates)
+//   returns           customer_id, return_id                   -> Return
+//   reviews           customer_id, order_id, item_id           -> Review
+//   requests          customer_id, method, request_id          -> answer of a retryable write
+//   imports           customer_id, "order"|"return", external id -> order_id | return_id
+//   purchase_totals   customer_id                              -> internal.PurchaseTotals
+//                     "" -> "built" once the totals of the orders before them were counted
+//   consumed_events, outbox*                                   -> libs/events
 //
 // Every change locks the order row, runs the domain change, and writes the order, its history
-// entries, new tracking numbers and its outbox events in one transaction with a synced WAL.
+// entries, new tracking numbers, its outbox events and the customer's purchase totals in one
+// transaction with a synced WAL.
 // Thread-safe.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,8 +70,13 @@ class OrderTrackingStore {
                                      absl::string_view order_id) const;
   absl::Status ListOrders(absl::string_view customer_id, absl::string_view after, int limit,
                           std::vector<v1::Order>* out, std::string* last_key, bool* more) const;
-  // Every order of the customer, in no particular order.
-  absl::StatusOr<std::vector<v1::Order>> AllOrders(absl::string_view customer_id) const;
+  // The customer's purchase summary from their totals row and their `open_limit` newest open
+  // orders: as many reads as open orders shown, however many orders the customer has.
+  absl::StatusOr<v1::PurchaseSummary> PurchaseSummary(absl::string_view customer_id,
+                                                      int open_limit) const;
+  // Counts the totals of orders written before purchase totals existed, once (the first start
+  // after an upgrade, before serving); does nothing afterwards.
+  absl::Status CountPurchaseTotalsOnce();
   absl::StatusOr<std::vector<v1::OrderHistoryEntry>> History(absl::string_view customer_id,
                                                              absl::string_view order_id) const;
 
@@ -124,6 +133,18 @@ class OrderTrackingStore {
  private:
   absl::Status WriteChange(store::Transaction& txn, v1::Order& order, OrderChange& change,
                            absl::Time now);
+  // Moves the order's contribution to its customer's purchase totals from `before` (null: a new
+  // order) to `after`, inside the order's transaction.
+  absl::Status CountInTotals(store::Transaction& txn, const v1::Order* before,
+                             const v1::Order& after);
+  // Adds a return's refund to the totals when this write makes it REFUNDED.
+  absl::Status CountRefund(store::Transaction& txn, const v1::Return* before,
+                           const v1::Return& after);
+  // The customer's newest order that is not cancelled (nullopt: none), other than
+  // `except_order_id` (which the caller is changing); reads all their orders (only when the newest
+  // one is cancelled).
+  absl::StatusOr<std::optional<v1::Order>> NewestCountedOrder(
+      absl::string_view customer_id, absl::string_view except_order_id) const;
   absl::Status LockOrder(store::Transaction& txn, absl::string_view customer_id,
                          absl::string_view order_id, v1::Order* order);
   // The listing's entry for a new order (newest first).
@@ -150,6 +171,7 @@ class OrderTrackingStore {
   rocksdb::ColumnFamilyHandle* const reviews_;
   rocksdb::ColumnFamilyHandle* const requests_;
   rocksdb::ColumnFamilyHandle* const imports_;
+  rocksdb::ColumnFamilyHandle* const purchase_totals_;
 };
 
 }  // namespace crm::order_tracking
