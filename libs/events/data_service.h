@@ -7,8 +7,9 @@
 //   - background tasks that run every so often between Start and Stop.
 // Start: the producer, then OnStart(), then the background tasks; Stop in the reverse order.
 //
-// Lifetime: the runtime calls Stop() before destroying the component (the derived class's members,
-// which the tasks use, go first). Not thread-safe: built, started and stopped by one owner.
+// Lifetime: the runtime calls Stop() before destroying the component, and each derived component's
+// destructor calls it too, since its members (which the tasks use) go before this base's. Not
+// thread-safe: built, started and stopped by one owner.
 #pragma once
 
 #include <functional>

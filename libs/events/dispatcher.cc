@@ -72,6 +72,11 @@ struct Dispatcher::Lane {
   int64_t failures_in_a_row = 0;
   std::map<std::string, int> refusals;  // event id -> times refused
   absl::Time next_backlog_count;
+  // Whether the subscription was asked of the consumer since the lane started or a delivery
+  // failed (the consumer may have come back as a newer build). Until then the lane filters with
+  // the one it knew, which is kept with the cursor across restarts.
+  bool subscription_current = false;
+  std::string subscription_key;
 
   // The call in flight (null: none), for Stop() to cancel instead of waiting for its deadline.
   void set_call(grpc::ClientContext* c) {
@@ -84,16 +89,12 @@ struct Dispatcher::Lane {
     cursor_seq.store(p.seq);
   }
 
-  bool knows_subscription() const {
-    absl::MutexLock lock(&subscription_mu);
-    return subscription.has_value();
-  }
   void set_subscription(std::optional<Subscription> s) {
     absl::MutexLock lock(&subscription_mu);
     subscription = std::move(s);
   }
-  // Whether this lane delivers `e`: the consumer subscribed to it (every event while that is not
-  // known yet) and the customer lives on this lane's shard.
+  // Whether this lane delivers `e`: the consumer subscribed to it (every event while that was
+  // never known) and the customer lives on this lane's shard.
   bool Wants(const v1::Event& e) const {
     {
       absl::MutexLock lock(&subscription_mu);
@@ -160,6 +161,7 @@ std::unique_ptr<Dispatcher::Lane> Dispatcher::MakeLane(const Sink& sink, int sha
   lane->channels = sink.channels;
   lane->shard = shard;
   lane->cursor_key = CursorKey(sink.name, shard);
+  lane->subscription_key = store::Key().Str("subscription").Str(sink.name).U64(shard).Build();
   lane->backoff = options_.initial_backoff;
   const std::map<std::string, std::string> labels = {{"destination", sink.name},
                                                      {"shard", std::to_string(shard)}};
@@ -184,6 +186,10 @@ void Dispatcher::Start() {
     auto stored = store_->Get(store_->cf(Outbox::kMetaFamily), lane->cursor_key);
     Position p;
     if (stored.ok() && stored->has_value() && ParsePositionKey(**stored, &p)) lane->set_cursor(p);
+    v1::Subscription known;
+    auto subscribed =
+        store_->GetProto(store_->cf(Outbox::kMetaFamily), lane->subscription_key, &known);
+    if (subscribed.ok() && *subscribed) lane->set_subscription(Subscription::FromProto(known));
     Lane* raw = lane.get();
     lane->thread = std::thread([this, raw] { RunLane(raw); });
   }
@@ -245,9 +251,6 @@ void Dispatcher::RunLane(Lane* lane) {
 }
 
 Dispatcher::Pause Dispatcher::Pass(Lane* lane) {
-  if (!lane->knows_subscription()) {
-    if (absl::Status s = AskSubscription(lane); !s.ok()) return DeliveryFailed(lane, s);
-  }
   CountBacklogNowAndThen(lane);
   Batch batch;
   if (absl::Status scan = ReadBatch(*lane, &batch); !scan.ok()) {
@@ -258,6 +261,11 @@ Dispatcher::Pause Dispatcher::Pass(Lane* lane) {
     if (!(batch.scanned_to == lane->cursor())) SaveCursor(lane, batch.scanned_to);
     lane->idle = true;
     return {options_.poll_interval, /*wake_on_commit=*/true};
+  }
+  // Something to send: first make sure of what the consumer wants now, then read again with it.
+  if (!lane->subscription_current) {
+    if (absl::Status s = AskSubscription(lane); !s.ok()) return DeliveryFailed(lane, s);
+    return {absl::ZeroDuration()};
   }
   lane->idle = false;
   std::vector<const v1::Event*> events;
@@ -285,10 +293,18 @@ absl::Status Dispatcher::AskSubscription(Lane* lane) {
   // A sink that does not say (a test's recorder, an older build) receives every event.
   if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
     lane->set_subscription(Subscription::All());
+    lane->subscription_current = true;
     return absl::OkStatus();
   }
   if (!status.ok()) return rpc::FromGrpc(status);
   lane->set_subscription(Subscription::FromProto(answer));
+  lane->subscription_current = true;
+  rocksdb::WriteBatch batch;
+  batch.Put(store_->cf(Outbox::kMetaFamily), lane->subscription_key, answer.SerializeAsString());
+  if (absl::Status s = store_->Write(&batch, store::Durability::kBuffered); !s.ok()) {
+    log::Warning("consumer subscription not saved",
+                 {{"destination", lane->sink}, {"error", s.ToString()}});
+  }
   log::Info("consumer subscription", {{"destination", lane->sink},
                                       {"shard", lane->shard},
                                       {"event_types", absl::StrJoin(answer.event_types(), ",")}});
@@ -338,7 +354,7 @@ absl::Status Dispatcher::ReadBatch(const Lane& lane, Batch* batch) {
 
 Dispatcher::Pause Dispatcher::DeliveryFailed(Lane* lane, const absl::Status& error) {
   lane->failed->Increment();
-  lane->set_subscription(std::nullopt);
+  lane->subscription_current = false;
   const int64_t failures = ++lane->failures_in_a_row;
   // A consumer that is down for long fails on every try; log the 1st, 2nd, 4th, 8th ... failure.
   if ((failures & (failures - 1)) == 0) {

@@ -17,6 +17,8 @@ class ComplaintTicketComponent final : public events::DataServiceComponent {
   static rpc::ServiceSpec Spec();
   static absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> Create(
       const rpc::ServiceContext& context);
+  // Stops the background work before the parts it uses go (the runtime has stopped it already).
+  ~ComplaintTicketComponent() override { Stop(); }
   ComplaintTicketService& service() { return *service_; }
 
  private:

@@ -21,6 +21,8 @@ class CustomerProfileComponent final : public events::DataServiceComponent {
   static rpc::ServiceSpec Spec();
   static absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> Create(
       const rpc::ServiceContext& context);
+  // Stops the background work before the parts it uses go (the runtime has stopped it already).
+  ~CustomerProfileComponent() override { Stop(); }
   CustomerProfileService& service() { return *service_; }
 
  private:

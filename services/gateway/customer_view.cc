@@ -114,12 +114,16 @@ grpc::Status Place(Section& s, absl::Time now, v1::CustomerView& view, std::stri
     case Placement::kWhole:
       AppendMessageField(s.view_field, s.answer, sections);
       return grpc::Status::OK;
-    case Placement::kRecommendations:
+    case Placement::kRecommendations: {
+      // All or nothing: an answer that breaks off halfway adds no recommendation.
+      std::string copied;
       if (CopyMessageFields(s.answer, v1::RecommendResponse::kRecommendationsFieldNumber,
-                            s.view_field, sections)) {
+                            s.view_field, &copied)) {
+        sections->append(copied);
         return grpc::Status::OK;
       }
       break;
+    }
     case Placement::kComplaints: {
       v1::ListTicketsResponse tickets;
       if (tickets.ParseFromString(s.answer)) {

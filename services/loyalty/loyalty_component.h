@@ -17,6 +17,8 @@ class LoyaltyComponent final : public events::DataServiceComponent {
   static rpc::ServiceSpec Spec();
   static absl::StatusOr<std::unique_ptr<LoyaltyComponent>> Create(
       const rpc::ServiceContext& context);
+  // Stops the background work before the parts it uses go (the runtime has stopped it already).
+  ~LoyaltyComponent() override { Stop(); }
   LoyaltyService& service() { return *service_; }
 
  private:

@@ -17,6 +17,8 @@ class OrderTrackingComponent final : public events::DataServiceComponent {
   static rpc::ServiceSpec Spec();
   static absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> Create(
       const rpc::ServiceContext& context);
+  // Stops the background work before the parts it uses go (the runtime has stopped it already).
+  ~OrderTrackingComponent() override { Stop(); }
   // Also ends open WatchOrder streams when the server shuts down.
   void Register(rpc::Server& server) override;
   OrderTrackingService& service() { return *service_; }

@@ -21,6 +21,8 @@ class RecommendationComponent final : public events::DataServiceComponent {
   static rpc::ServiceSpec Spec();
   static absl::StatusOr<std::unique_ptr<RecommendationComponent>> Create(
       const rpc::ServiceContext& context);
+  // Stops the background work before the parts it uses go (the runtime has stopped it already).
+  ~RecommendationComponent() override { Stop(); }
   RecommendationService& service() { return *service_; }
 
  private:
