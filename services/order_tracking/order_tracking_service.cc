@@ -537,13 +537,16 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx,
   const absl::Time now = clock_->Now();
   return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller)] {
     v1::Order order;
+    bool repeated = false;  // the return was already there: a retried call counts nothing again
     absl::Status s = store_->UpdateReturn(
         req->customer_id(), req->return_id(), now,
         [&](v1::Order& o, v1::Return& r, OrderChange& c) {
-          return ApplyReturnMove(*req, actor, now, o, r, c);
+          CRM_RETURN_IF_ERROR(ApplyReturnMove(*req, actor, now, o, r, c));
+          repeated = c.unchanged;
+          return absl::OkStatus();
         },
         resp, &order);
-    if (s.ok()) CountReturnStep(*req, *resp);
+    if (s.ok() && !repeated) CountReturnStep(*req, *resp);
     return s;
   });
 }

@@ -16,6 +16,7 @@
 #include "services/order_tracking/order_lifecycle.h"
 #include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/event_recorder.h"
+#include "tests/support/metric_value.h"
 #include "tests/support/metrics_page.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
@@ -518,6 +519,16 @@ TEST_CASE(
   REQUIRE(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret).ok());
   CHECK(ret.refund_amount().amount_minor() == 399900 + 1000);
   CHECK(ret.shipping_refunded());
+  // A retried refund changes nothing and counts nothing again.
+  auto& registry = w.orders.metrics().registry();
+  const double refunded = testing::MetricValue(registry, "crm_refunds_minor_units_total");
+  const double refund_steps =
+      testing::MetricValue(registry, "crm_returns_total", {{"status", "refunded"}});
+  REQUIRE(Call(w.stub.get(), &Stub::AdvanceReturn, adv, &ret).ok());
+  CHECK(testing::MetricValue(registry, "crm_refunds_minor_units_total") == refunded);
+  CHECK(testing::MetricValue(registry, "crm_returns_total", {{"status", "refunded"}}) ==
+        refund_steps);
+  CHECK(refunded == 399900 + 1000);
 
   // Return windows depend on the membership, so loyalty answers for the customer from here on.
   testing::ServiceHarness<loyalty::LoyaltyComponent>::Options lo;
