@@ -569,8 +569,9 @@ for (const w of workloads) {
       }
       if (hpa.spec.maxReplicas < (hpa.spec.minReplicas || 1)) problem(id(hpa), "maxReplicas below minReplicas");
     }
-    if (expectation && (w.spec.replicas || 1) < expectation.gatewayMin) {
-      problem(where, `replicas ${w.spec.replicas} below ${expectation.gatewayMin} in ${overlay}`);
+    // The autoscaler owns the replica count: a value in the manifest would reset its scale on every apply.
+    if (hpa && w.spec.replicas !== undefined) {
+      problem(where, `sets replicas (${w.spec.replicas}) although ${id(hpa)} scales it; leave replicas out`);
     }
     if (portOf.http !== 8080) problem(cw, 'container port "http" is not 8080');
     if (env.CRM_HTTP_LISTEN !== "0.0.0.0:8080") problem(cw, `CRM_HTTP_LISTEN is ${env.CRM_HTTP_LISTEN}, expected 0.0.0.0:8080`);
