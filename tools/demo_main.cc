@@ -19,6 +19,7 @@
 #include "grpcpp/create_channel.h"
 #include "libs/api/validate.h"
 #include "libs/auth/jwt.h"
+#include "libs/base/flags_help.h"
 #include "libs/text/file.h"
 
 ABSL_FLAG(std::string, gateway, "127.0.0.1:50050", "the gateway's gRPC address");
@@ -263,6 +264,7 @@ class DemoLoader {
 
 int main(int argc, char** argv) {
   using namespace crm;
+  crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
   auto secret = text::ReadFile(absl::GetFlag(FLAGS_jwt_secret_file));
   if (!secret.ok()) {

@@ -33,6 +33,7 @@
 #include "grpcpp/create_channel.h"
 #include "libs/api/validate.h"
 #include "libs/auth/jwt.h"
+#include "libs/base/flags_help.h"
 #include "libs/base/status_macros.h"
 #include "libs/text/file.h"
 #include "tools/online_retail.h"
@@ -373,6 +374,7 @@ int main(int argc, char** argv) {
       "crm-import [flags] <export.csv[.gz]>: loads a shop's history (catalog, customers, orders, "
       "returns) "
       "through the gateway");
+  crm::HelpListsOwnFlags();
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   args.erase(args.begin());
   return crm::Run(args);

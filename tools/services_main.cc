@@ -8,12 +8,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "libs/base/flags_help.h"
 #include "libs/rpc/backends.h"
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "prints the data services of the registry, one per line: name, gRPC port, metrics port, "
       "address flag");
+  crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
   for (const crm::rpc::ServiceInfo& s : crm::rpc::DataServices()) {
     const std::string flag(absl::GetFlagReflectionHandle(*s.address_flag).Name());

@@ -9,6 +9,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "libs/base/flags_help.h"
 
 ABSL_FLAG(std::string, listen, "",
           "gRPC listen address host:port (default: the service's own port on 127.0.0.1)");
@@ -79,6 +80,7 @@ void ParseFlagsWithEnv(int argc, char** argv, const char* usage) {
       std::exit(2);
     }
   }
+  crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
 }
 

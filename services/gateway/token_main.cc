@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "libs/auth/jwt.h"
+#include "libs/base/flags_help.h"
 #include "libs/log/log.h"
 
 ABSL_FLAG(std::string, secret_file, "", "HS256 secret file (the gateway's --jwt_secret_file)");
@@ -25,6 +26,7 @@ ABSL_FLAG(std::string, kid, "",
           "key id (kid) in the header, for a gateway that verifies with a JWK Set (--jwks_file)");
 
 int main(int argc, char** argv) {
+  crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
   const bool hmac = !absl::GetFlag(FLAGS_secret_file).empty();
   const std::string path =

@@ -12,6 +12,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
+#include "libs/base/flags_help.h"
 #include "tests/eval/churn_eval.h"
 
 ABSL_FLAG(std::string, online_retail,
@@ -23,6 +24,7 @@ ABSL_FLAG(std::string, write_model, "", "write the model fitted on every window 
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("crm-churn-fit: fit and evaluate the churn model");
+  crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
   auto data = crm::eval::OnlineRetail(absl::GetFlag(FLAGS_online_retail), 100);
   if (!data.ok()) {

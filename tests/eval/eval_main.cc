@@ -10,6 +10,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "libs/base/flags_help.h"
 #include "tests/eval/evaluate.h"
 
 ABSL_FLAG(std::string, dataset, "both",
@@ -24,6 +25,7 @@ ABSL_FLAG(int, max_customers, 0, "evaluate at most this many customers per data 
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("crm-reco-eval: offline quality of the recommendation models");
+  crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
   const std::string which = absl::GetFlag(FLAGS_dataset);
   crm::eval::EvalOptions options;

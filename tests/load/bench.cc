@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "libs/base/flags_help.h"
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
 #include "tests/support/process.h"
@@ -164,6 +165,7 @@ std::string Report::Json() const {
 }  // namespace crm::load
 
 int main(int argc, char** argv) {
+  crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
   // As in the servers (libs/rpc): the load generator should not pay Abseil's deadlock detection
   // either.
