@@ -92,6 +92,17 @@ class DemoLoader {
     return profiles_->GetCustomerByEmail(Ctx().get(), probe, &existing).ok();
   }
 
+  // Demo customer `c`'s id, found by their e-mail.
+  std::string CustomerId(int c) {
+    v1::GetCustomerByEmailRequest req;
+    req.set_email(absl::StrCat("demo", c, "@example.com"));
+    v1::Customer customer;
+    Do("GetCustomerByEmail", [&](grpc::ClientContext* ctx) {
+      return profiles_->GetCustomerByEmail(ctx, req, &customer);
+    });
+    return customer.customer_id();
+  }
+
   void LoadCatalog() {
     v1::UpsertCatalogItemsRequest catalog;
     for (const Product& p : kCatalog) {
@@ -259,6 +270,14 @@ class DemoLoader {
   std::unique_ptr<v1::RecommendationService::Stub> reco_;
 };
 
+// What a newcomer tries first, one name=value per line (deploy/local/run.sh reads them): the first
+// demo customer's id and e-mail, and an item of the catalog.
+void PrintWhatToTry(DemoLoader& demo) {
+  std::cout << "demo_customer_id=" << demo.CustomerId(0) << "\n"
+            << "demo_customer_email=demo0@example.com\n"
+            << "demo_sku=" << kCatalog[2].sku << "\n";
+}
+
 }  // namespace
 }  // namespace crm
 
@@ -278,6 +297,7 @@ int main(int argc, char** argv) {
       grpc::CreateChannel(absl::GetFlag(FLAGS_gateway), grpc::InsecureChannelCredentials()));
   if (demo.AlreadyLoaded()) {
     std::cout << "crm-demo: the demo data is already loaded\n";
+    PrintWhatToTry(demo);
     return 0;
   }
   demo.LoadCatalog();
@@ -294,5 +314,6 @@ int main(int argc, char** argv) {
   std::cout << "crm-demo: " << std::size(kCatalog) << " catalog items, " << kCustomers
             << " customers, " << orders_made << " orders, " << tickets_made
             << " tickets loaded through " << absl::GetFlag(FLAGS_gateway) << "\n";
+  PrintWhatToTry(demo);
   return 0;
 }

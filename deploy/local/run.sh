@@ -129,8 +129,14 @@ for i in "${!services[@]}"; do
   done
 done
 
+demo_customer_id=""
+demo_sku=""
 if [[ -n "$demo" ]]; then
-  "$build/tools/crm-demo" --gateway="127.0.0.1:$port_base" --jwt_secret_file="$data/gateway/jwt-secret" || stop
+  demo_out=$("$build/tools/crm-demo" --gateway="127.0.0.1:$port_base" --jwt_secret_file="$data/gateway/jwt-secret") ||
+    { echo "$demo_out"; stop; }
+  grep -v '^demo_' <<<"$demo_out" || true
+  demo_customer_id=$(sed -n 's/^demo_customer_id=//p' <<<"$demo_out")
+  demo_sku=$(sed -n 's/^demo_sku=//p' <<<"$demo_out")
 fi
 
 echo
@@ -149,5 +155,18 @@ echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" -H 'Content-Type: applicati
 echo "    -d '{\"requestId\":\"r1\",\"email\":\"li.na@example.com\"}' \\"
 echo "    http://127.0.0.1:$http_port/crm.v1.CustomerProfileService/RegisterCustomer"
 echo
+if [[ -n "$demo_customer_id" ]]; then
+  # Ready-made tokens (an hour each) for the demo customer and a support agent.
+  token_cmd=("$build/services/gateway/crm-token" --secret_file="$data/gateway/jwt-secret")
+  customer_token=$("${token_cmd[@]}" --role=customer --subject="$demo_customer_id")
+  agent_token=$("${token_cmd[@]}" --role=agent --subject=agent-demo)
+  echo "Demo data: customer $demo_customer_id (demo0@example.com), an item to try: $demo_sku"
+  echo "  export CUSTOMER_ID=$demo_customer_id SKU=$demo_sku"
+  echo "  export CUSTOMER_TOKEN=$customer_token"
+  echo "  export AGENT_TOKEN=$agent_token"
+  echo "  curl -s -H \"Authorization: Bearer \$CUSTOMER_TOKEN\" -H 'Content-Type: application/json' \\"
+  echo "    -d \"{\\\"customerId\\\":\\\"\$CUSTOMER_ID\\\"}\" http://127.0.0.1:$http_port/crm.v1.CustomerProfileService/GetCustomer"
+  echo
+fi
 echo "Ctrl-C stops everything."
 wait

@@ -48,6 +48,25 @@ for i in 1 2 3; do
     http://127.0.0.1:21080/crm.v1.CustomerProfileService/RegisterCustomer >/dev/null || fail "RegisterCustomer through the gateway"
 done
 
+# The ready-made demo customer and tokens run.sh prints, used as printed.
+eval "$(grep -E '^  export (CUSTOMER_ID|SKU|CUSTOMER_TOKEN|AGENT_TOKEN)=' "$tmp/run.out")"
+[[ -n "${CUSTOMER_ID:-}" && -n "${SKU:-}" && -n "${CUSTOMER_TOKEN:-}" && -n "${AGENT_TOKEN:-}" ]] ||
+  fail "run.sh --demo did not print the demo customer, a SKU and the two tokens"
+for who in CUSTOMER_TOKEN AGENT_TOKEN; do
+  got=$(curl -sf -H "Authorization: Bearer ${!who}" -H 'Content-Type: application/json' \
+    -d "{\"customerId\":\"$CUSTOMER_ID\"}" http://127.0.0.1:21080/crm.v1.CustomerProfileService/GetCustomer) ||
+    fail "GetCustomer with the printed $who"
+  grep -q "\"customerId\":\"$CUSTOMER_ID\"" <<<"$got" || fail "GetCustomer with the printed $who answered $got"
+done
+# README's 360° view (agent) and cart recommendations (the customer, the printed SKU in the cart), as written.
+got=$(curl -sf -H "Authorization: Bearer $AGENT_TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"customerId\":\"$CUSTOMER_ID\",\"recommendationCount\":5}" \
+  http://127.0.0.1:21080/crm.v1.CustomerViewService/GetCustomerView) || fail "GetCustomerView with AGENT_TOKEN"
+grep -q '"purchases"' <<<"$got" || fail "GetCustomerView answered $got"
+curl -sf -H "Authorization: Bearer $CUSTOMER_TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"customerId\":\"$CUSTOMER_ID\",\"placement\":\"PLACEMENT_CART\",\"count\":4,\"contextSkus\":[\"$SKU\"]}" \
+  http://127.0.0.1:21080/crm.v1.RecommendationService/Recommend >/dev/null || fail "Recommend with CUSTOMER_TOKEN"
+
 query() { curl -sf --get --data-urlencode "query=$1" http://127.0.0.1:21190/api/v1/query; }
 ok=""
 for _ in $(seq 1 60); do
@@ -69,4 +88,4 @@ done
 [[ -n "$ok" ]] || fail "Prometheus: up=$up (want 6), RegisterCustomer handled=$handled, routed=$routed, gateway grpc_server=$gateway_handled (want 11), orders=$orders (want 20)"
 rules=$(curl -sf http://127.0.0.1:21190/api/v1/rules | grep -o '"type":"alerting"' | wc -l)
 [[ "$rules" -gt 0 ]] || fail "Prometheus loaded no alerting rules"
-echo "ok: 6 targets up, the demo data and 3 more registrations seen by the services and the gateway, $rules alerting rules loaded"
+echo "ok: 6 targets up, the demo data and 3 more registrations seen by the services and the gateway, $rules alerting rules loaded, the printed demo customer and tokens work"
