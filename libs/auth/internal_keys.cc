@@ -53,13 +53,7 @@ absl::StatusOr<std::shared_ptr<const InternalKeys>> InternalKeys::FromText(absl:
 
 absl::StatusOr<std::shared_ptr<const InternalKeys>> InternalKeys::FromFile(
     const std::string& path) {
-  auto contents = text::ReadFile(path);
-  if (!contents.ok())
-    return absl::NotFoundError(absl::StrCat("internal key: ", contents.status().message()));
-  auto keys = FromText(*contents);
-  if (!keys.ok())
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", keys.status().message()));
-  return keys;
+  return text::ParseFile(path, "internal key", FromText);
 }
 
 std::shared_ptr<const InternalKeys> InternalKeys::Random() {

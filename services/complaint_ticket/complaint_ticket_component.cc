@@ -2,7 +2,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/functional/bind_front.h"
-#include "absl/strings/str_cat.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/text/file.h"
@@ -19,13 +18,7 @@ namespace {
 absl::StatusOr<internal::SeverityLexicon> LoadLexicon() {
   internal::SeverityLexicon lexicon = BuiltInLexicon();
   if (const std::string path = absl::GetFlag(FLAGS_lexicon_file); !path.empty()) {
-    auto contents = text::ReadFile(path);
-    if (!contents.ok())
-      return absl::NotFoundError(absl::StrCat("--lexicon_file: ", contents.status().message()));
-    auto parsed = ParseLexicon(*contents);
-    if (!parsed.ok())
-      return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
-    lexicon = *std::move(parsed);
+    CRM_ASSIGN_OR_RETURN(lexicon, text::ParseFile(path, "--lexicon_file", ParseLexicon));
   }
   if (lexicon.intensity().empty())
     return absl::InternalError("the built-in severity lexicon did not parse");

@@ -1,7 +1,6 @@
 #include "services/order_tracking/order_tracking_component.h"
 
 #include "absl/flags/flag.h"
-#include "absl/strings/str_cat.h"
 #include "libs/base/status_macros.h"
 #include "libs/text/file.h"
 
@@ -16,13 +15,7 @@ namespace {
 absl::StatusOr<ReturnRules> LoadReturnRules() {
   const std::string path = absl::GetFlag(FLAGS_return_policy_file);
   if (path.empty()) return DefaultReturnRules();
-  auto contents = text::ReadFile(path);
-  if (!contents.ok())
-    return absl::NotFoundError(absl::StrCat("--return_policy_file: ", contents.status().message()));
-  auto parsed = ParseReturnRules(*contents);
-  if (!parsed.ok())
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
-  return parsed;
+  return text::ParseFile(path, "--return_policy_file", ParseReturnRules);
 }
 
 }  // namespace
