@@ -223,6 +223,8 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
 
 absl::Status OrderTrackingStore::CountInTotals(Transaction& txn, const v1::Order* before,
                                                const v1::Order& after) {
+  // Most changes (a package moving on) leave the totals as they are: no read, no write.
+  if (!ChangesTotals(before, after)) return absl::OkStatus();
   const std::string key = Key().Str(after.customer_id()).Build();
   internal::PurchaseTotals totals;
   CRM_RETURN_IF_ERROR(txn.GetProto(purchase_totals_, key, &totals, /*for_update=*/true).status());

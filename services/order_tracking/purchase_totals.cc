@@ -46,6 +46,13 @@ void ListIfOpen(const v1::Order& o, internal::PurchaseTotals& t) {
 
 }  // namespace
 
+bool ChangesTotals(const v1::Order* before, const v1::Order& after) {
+  return before == nullptr || before->status() != after.status() ||
+         before->total().amount_minor() != after.total().amount_minor() ||
+         before->total().currency() != after.total().currency() ||
+         api::FromTimestamp(before->create_time()) != api::FromTimestamp(after.create_time());
+}
+
 bool CountOrderChange(const v1::Order* before, const v1::Order& after,
                       internal::PurchaseTotals& totals) {
   if (before != nullptr) Count(*before, -1, totals);

@@ -13,6 +13,10 @@
 
 namespace crm::order_tracking {
 
+// Whether changing an order from `before` (null for a new order) to `after` changes what it counts
+// for: its status, total or placing time. Most changes (a package moving on) do not.
+bool ChangesTotals(const v1::Order* before, const v1::Order& after);
+
 // Moves `order`'s contribution from `before` (null for a new order) to `after`. False when the
 // newest order not cancelled was cancelled: the caller must find the newest one again
 // (SetLastOrder) from the orders themselves.
