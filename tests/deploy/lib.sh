@@ -31,3 +31,52 @@ ensure_node_modules() {
     echo "$want" >"$stamp"
   ) 9>"$dir/node_modules/.crm-deploy-tests.lock"
 }
+
+# Whether overlay folder $1 ships its site.env with settings still to fill in (commented KEY=value lines):
+# kustomize then refuses to render it (deploy/k8s/components/site).
+site_settings_unset() {
+  grep -qE '^# *[a-z_]+=' "$1/site.env" 2>/dev/null
+}
+
+# A site's settings as a site would set them, each different from every shipped default, so that the checks
+# see every one land where it belongs.
+test_site_env() {
+  printf '%s\n' \
+    image=registry.shop.test/crm/crm-backend:9.9.9 \
+    jwt_issuer=https://login.shop.test/ \
+    jwt_audience=crm-shop-api \
+    cors_allowed_origins=https://www.shop.test,https://m.shop.test \
+    storage_class=shop-ssd \
+    monitoring_namespace=observability \
+    public_host=crm.shop.test \
+    public_grpc_host=grpc.crm.shop.test \
+    public_tls_secret=crm-shop-tls \
+    gateway_api_parent_name=shop-edge \
+    gateway_api_parent_namespace=edge \
+    ingress_class=nginx-public \
+    prometheus_release=prom-shop
+}
+
+# render_overlay_copy <repo root> <overlay> <work dir> <out.yaml> [components]
+# Renders the overlay from a copy of deploy/ in <work dir>: with test_site_env's settings when its site.env has
+# settings to fill in, and with every optional component uncommented when the fifth argument is "components".
+# Prints the site.env the copy used; on failure prints kustomize's error to stderr and returns 1.
+render_overlay_copy() {
+  local root=$1 o=$2 work=$3 out=$4 components=${5:-}
+  local copy="$work/copy-$o"
+  rm -rf "$copy" && mkdir -p "$copy" && cp -r "$root/deploy" "$copy/"
+  local kdir="$copy/deploy/k8s/overlays/$o"
+  if site_settings_unset "$kdir"; then test_site_env >"$kdir/site.env"; fi
+  if [[ "$components" == components ]]; then
+    sed -i -E 's@^  # - (\.\./\.\./components/(gateway-api|ingress-nginx|prometheus-operator))$@  - \1@' "$kdir/kustomization.yaml"
+    local c
+    for c in gateway-api ingress-nginx prometheus-operator; do
+      if ! grep -q "^  - ../../components/$c\$" "$kdir/kustomization.yaml"; then
+        echo "deploy/k8s/overlays/$o/kustomization.yaml does not list the optional component $c (commented)" >&2
+        return 1
+      fi
+    done
+  fi
+  kubectl kustomize "$kdir" >"$out" || return 1
+  echo "$kdir/site.env"
+}

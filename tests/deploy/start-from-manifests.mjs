@@ -124,10 +124,17 @@ async function httpGet(port, p) {
   try { return (await fetch(`http://127.0.0.1:${port}${p}`)).status; } catch { return 0; }
 }
 
-async function probePasses(probe, name) {
-  if (probe.grpc) return grpcHealth(probe.grpc.port, probe.grpc.service ?? "");
-  if (probe.httpGet) { const s = await httpGet(probe.httpGet.port, probe.httpGet.path ?? "/"); return s >= 200 && s < 400; }
-  if (probe.tcpSocket) return tcpOpen(probe.tcpSocket.port);
+// A probe's port: a number, or the name of one of the container's ports (as the kubelet resolves it).
+const portNumber = (container, port) =>
+  typeof port === "number" ? port : (container.ports ?? []).find((p) => p.name === port)?.containerPort;
+
+async function probePasses(probe, name, container) {
+  if (probe.grpc) return grpcHealth(portNumber(container, probe.grpc.port), probe.grpc.service ?? "");
+  if (probe.httpGet) {
+    const s = await httpGet(portNumber(container, probe.httpGet.port), probe.httpGet.path ?? "/");
+    return s >= 200 && s < 400;
+  }
+  if (probe.tcpSocket) return tcpOpen(portNumber(container, probe.tcpSocket.port));
   if (probe.exec) { failures.push(`${name}: exec probes cannot be checked locally`); return true; }
   return false;
 }
@@ -158,7 +165,7 @@ try {
     const probes = ["startupProbe", "readinessProbe", "livenessProbe"].filter((k) => c[k]);
     if (probes.length === 0) failures.push(`${plan.name}: no probes`);
     for (const kind of probes) {
-      if (!(await until(() => probePasses(c[kind], plan.name), 30))) {
+      if (!(await until(() => probePasses(c[kind], plan.name, c), 30))) {
         failures.push(`${plan.name}: ${kind} ${JSON.stringify(c[kind])} never passed; output:\n${out.join("").slice(-1500)}`);
       }
     }

@@ -19,7 +19,8 @@ trap 'rm -rf "$tmp"' EXIT
 status=0
 for overlay in "${overlays[@]}"; do
   echo "== $overlay"
-  kubectl kustomize "$root/deploy/k8s/overlays/$overlay" >"$tmp/$overlay.yaml"
+  # An overlay shipped with its site settings to fill in (prod) is rendered with a site's settings.
+  render_overlay_copy "$root" "$overlay" "$tmp" "$tmp/$overlay.yaml" >/dev/null
   node "$here/start-from-manifests.mjs" "$tmp/$overlay.yaml" "$build" || status=1
 done
 exit $status

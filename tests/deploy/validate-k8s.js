@@ -116,8 +116,14 @@ function id(o) {
 // ---------------------------------------------------------------------------------------------------------
 // 1. Schema, with kubernetes-models' compiled OpenAPI validators (cert-manager.io: @kubernetes-models/cert-manager's).
 
-// Custom resources: API group -> the package with its CRDs' schemas (same layout as kubernetes-models).
-const CRD_MODELS = { "cert-manager.io": "@kubernetes-models/cert-manager" };
+// Custom resources: API group -> the package with its CRDs' schemas (same layout as kubernetes-models). The Gateway
+// API models are ES modules only: they are validated in a child Node.js process with import() (validateEsm).
+const CRD_MODELS = {
+  "cert-manager.io": "@kubernetes-models/cert-manager",
+  "monitoring.coreos.com": "@kubernetes-models/prometheus-operator",
+  "gateway.networking.k8s.io": "@kubernetes-models/gateway-api",
+};
+const ESM_PACKAGES = new Set(["@kubernetes-models/gateway-api"]);
 
 function modelModule(o) {
   if (typeof o.apiVersion !== "string" || typeof o.kind !== "string") return null;
@@ -128,12 +134,53 @@ function modelModule(o) {
 // "kubernetes-models/apps/v1/Deployment" -> "kubernetes-models"; "@kubernetes-models/cert-manager/..." -> its package.
 const modelPackage = (mod) => mod.split("/").slice(0, mod.startsWith("@") ? 2 : 1).join("/");
 
+// Validates objects whose models are ES modules, synchronously, in a child process: [[index, module], ...] ->
+// {index: [error, ...]}.
+function validateEsm(items) {
+  if (items.length === 0) return {};
+  const code = `
+    const items = JSON.parse(require("fs").readFileSync(0, "utf8"));
+    (async () => {
+      const out = {};
+      for (const [i, mod, o] of items) {
+        try {
+          const Model = (await import(mod))[o.kind];
+          new Model(o).validate();
+        } catch (e) {
+          out[i] = Array.isArray(e.errors)
+            ? e.errors.map((x) => \`\${x.instancePath || "/"} \${x.message}\${x.params ? " " + JSON.stringify(x.params) : ""}\`)
+            : [e.code === "ERR_MODULE_NOT_FOUND" || e.code === "ERR_PACKAGE_PATH_NOT_EXPORTED" ? "no schema: " + e.message : e.message];
+        }
+      }
+      process.stdout.write(JSON.stringify(out));
+    })();`;
+  const r = require("child_process").spawnSync(process.execPath, ["-e", code], {
+    cwd: __dirname,
+    input: JSON.stringify(items.map(([i, mod]) => [i, mod, docs[i]])),
+    encoding: "utf8",
+  });
+  if (r.status !== 0) {
+    problem("schema", `the ES module validator failed: ${r.stderr}`);
+    return {};
+  }
+  return JSON.parse(r.stdout);
+}
+const esmItems = [];
+docs.forEach((o, i) => {
+  const mod = modelModule(o);
+  if (mod && ESM_PACKAGES.has(modelPackage(mod))) esmItems.push([i, mod]);
+});
+for (const [i, errors] of Object.entries(validateEsm(esmItems))) {
+  for (const e of errors) problem(id(docs[i]), `schema: ${e}`);
+}
+
 for (const o of docs) {
   const mod = modelModule(o);
   if (!mod) {
     problem(id(o), "no apiVersion or kind");
     continue;
   }
+  if (ESM_PACKAGES.has(modelPackage(mod))) continue;
   let Model;
   try {
     Model = require(mod)[o.kind];
@@ -166,11 +213,10 @@ for (const o of docs) {
   docs.forEach((o, i) => {
     const mod = modelModule(o);
     if (!mod) return;
-    try {
-      require.resolve(mod);
-    } catch (e) {
-      return;
-    }
+    // TypeScript reads the declaration files directly (an ES module package exports nothing to require).
+    const pkg = modelPackage(mod);
+    const declaration = path.join(__dirname, "node_modules", pkg, `${mod.slice(pkg.length + 1)}.d.ts`);
+    if (!fs.existsSync(declaration)) return;
     typed.push([o, i, mod]);
   });
   for (const [o, i, mod] of typed) {
@@ -280,18 +326,63 @@ function effectiveEnv(where, container) {
 
 const expectation = OVERLAYS[overlay];
 const workloads = [...all("Deployment"), ...all("StatefulSet")];
+// The site's settings the overlay was rendered with (render_and_validate.sh passes its site.env in CRM_SITE_ENV).
+const site = {};
+if (process.env.CRM_SITE_ENV) {
+  for (const line of fs.readFileSync(process.env.CRM_SITE_ENV, "utf8").split("\n")) {
+    const m = /^([a-z_]+)=(.*)$/.exec(line.trim());
+    if (m) site[m[1]] = m[2];
+  }
+}
+// Prometheus' namespace: the one namespace allow-metrics-scrape admits to the metrics ports.
+const scrapePolicy = named("NetworkPolicy", "allow-metrics-scrape");
+const monitoringNamespace = (() => {
+  try {
+    return scrapePolicy.spec.ingress[0].from[0].namespaceSelector.matchLabels["kubernetes.io/metadata.name"];
+  } catch (e) {
+    problem("NetworkPolicy/allow-metrics-scrape", "missing, or admits no namespace by kubernetes.io/metadata.name");
+    return undefined;
+  }
+})();
 
 // Every process is there, as the right kind.
 if (!named("Deployment", "gateway")) problem("gateway", "no Deployment gateway");
 for (const s of DATA_SERVICES) if (!named("StatefulSet", s)) problem(s, `no StatefulSet ${s}`);
 
-// Everything namespaced is in the overlay's namespace.
-const namespaces = all("Namespace").map((n) => n.metadata.name);
-if (namespaces.length !== 1) problem("Namespace", `expected one Namespace object, found ${namespaces.length}`);
+// Deleting never deletes data: the overlay holds no Namespace (`kubectl delete -k` would take every volume of it
+// along) and no PersistentVolumeClaim (the StatefulSets' claim templates make them, and keep them: below).
+// Everything is in one namespace, which deploy/k8s/namespaces/<namespace>.yaml creates.
+for (const kind of ["Namespace", "PersistentVolumeClaim"]) {
+  for (const o of all(kind)) problem(id(o), `a ${kind} in the overlay: kubectl delete -k would delete it and its data`);
+}
+const account = named("ServiceAccount", "crm");
+const namespace = account && account.metadata.namespace;
+if (!namespace) problem("namespace", "ServiceAccount crm has no namespace: the overlay must set `namespace:`");
 for (const o of docs) {
-  if (o.kind === "Namespace") continue;
-  if (!o.metadata || o.metadata.namespace !== namespaces[0]) {
-    problem(id(o), `namespace is ${o.metadata && o.metadata.namespace}, expected ${namespaces[0]}`);
+  if (!o.metadata || o.metadata.namespace !== namespace) {
+    problem(id(o), `namespace is ${o.metadata && o.metadata.namespace}, expected ${namespace}`);
+  }
+}
+if (namespace) checkNamespaceFile(namespace);
+
+function checkNamespaceFile(name) {
+  const nsFile = path.join(__dirname, "..", "..", "deploy", "k8s", "namespaces", `${name}.yaml`);
+  if (!fs.existsSync(nsFile)) {
+    problem("namespace", `no deploy/k8s/namespaces/${name}.yaml creating the namespace ${name}`);
+    return;
+  }
+  const ns = YAML.parseAllDocuments(fs.readFileSync(nsFile, "utf8")).map((d) => d.toJS()).filter(Boolean);
+  if (ns.length !== 1 || ns[0].kind !== "Namespace" || ns[0].metadata.name !== name) {
+    problem(`namespaces/${name}.yaml`, `expected exactly one Namespace named ${name}`);
+    return;
+  }
+  try {
+    new (require("kubernetes-models/v1/Namespace").Namespace)(ns[0]).validate();
+  } catch (e) {
+    problem(`namespaces/${name}.yaml`, `schema: ${e.message}`);
+  }
+  if ((ns[0].metadata.labels || {})["pod-security.kubernetes.io/enforce"] !== "restricted") {
+    problem(`namespaces/${name}.yaml`, "does not enforce the restricted Pod Security Standard");
   }
 }
 
@@ -394,9 +485,17 @@ for (const w of workloads) {
   // Probes: native gRPC health checks. A data service's gRPC port requires a client certificate, which the
   // kubelet does not have: its probes go to the plaintext health port (CRM_HEALTH_LISTEN). The gateway's own
   // port is plaintext and is probed there.
+  // The gateway's readiness is its HTTP front door's GET /healthz (the port browsers use), its liveness the gRPC
+  // port: both ports are watched.
   const probePort = ports.health || ports.grpc;
-  const probes = ["readinessProbe", "livenessProbe"];
-  if (w.kind === "StatefulSet") probes.push("startupProbe");
+  const probes = ["livenessProbe"];
+  if (w.kind === "StatefulSet") probes.push("readinessProbe", "startupProbe");
+  else {
+    const ready = c.readinessProbe && c.readinessProbe.httpGet;
+    if (!ready || ready.path !== "/healthz" || (ready.port !== "http" && ready.port !== 8080)) {
+      problem(cw, "readinessProbe is not GET /healthz on the HTTP port");
+    }
+  }
   for (const p of probes) {
     const probe = c[p];
     if (!probe || !probe.grpc) problem(cw, `${p} is not a gRPC probe`);
@@ -451,10 +550,9 @@ for (const w of workloads) {
 
   // Every pod has a PodDisruptionBudget and a NetworkPolicy.
   if (!all("PodDisruptionBudget").some((p) => selects(p.spec.selector, podLabels))) problem(where, "no PodDisruptionBudget");
-  const policies = all("NetworkPolicy").filter((p) => selects(p.spec.podSelector, podLabels) && p.metadata.name === name);
-  if (policies.length !== 1) {
-    problem(where, `expected one NetworkPolicy named ${name} selecting its pods, found ${policies.length}`);
-  }
+  const policies = all("NetworkPolicy").filter((p) => selects(p.spec.podSelector, podLabels));
+  const own = policies.filter((p) => p.metadata.name === name);
+  if (own.length !== 1) problem(where, `expected one NetworkPolicy named ${name} selecting its pods, found ${own.length}`);
   const resolvePort = (p) => (typeof p === "number" ? p : portOf[p]);
   const allowed = { grpc: [], metrics: [], http: [], health: [] };
   for (const pol of policies) {
@@ -477,11 +575,13 @@ for (const w of workloads) {
         f.every(
           (peer) =>
             peer.namespaceSelector &&
-            (peer.namespaceSelector.matchLabels || {})["kubernetes.io/metadata.name"] === "monitoring" &&
+            (peer.namespaceSelector.matchLabels || {})["kubernetes.io/metadata.name"] === monitoringNamespace &&
             !peer.ipBlock
         )
     );
-  if (!fromMonitoringOnly(allowed.metrics)) problem(where, 'metrics port not open to exactly the "monitoring" namespace');
+  if (!fromMonitoringOnly(allowed.metrics)) {
+    problem(where, `metrics port not open to exactly the monitoring namespace "${monitoringNamespace}"`);
+  }
   // The health port serves nothing but grpc.health.v1: it stays open to every source, so that no policy stands
   // between it and the kubelet's probes (whatever source address the CNI gives them).
   if (ports.health && !allowed.health.some((f) => f === null || f.length === 0)) {
@@ -506,8 +606,11 @@ for (const w of workloads) {
       problem(cw, `CRM_DATA_DIR ${env.CRM_DATA_DIR} is not on the /var/lib/crm volume`);
     }
     const retention = w.spec.persistentVolumeClaimRetentionPolicy || {};
-    if (retention.whenScaled === "Delete" || retention.whenDeleted === "Delete") {
-      problem(where, "persistentVolumeClaimRetentionPolicy deletes shard data");
+    if (retention.whenScaled !== "Retain" || retention.whenDeleted !== "Retain") {
+      problem(where, "persistentVolumeClaimRetentionPolicy must Retain shard data when deleted and when scaled");
+    }
+    for (const t of w.spec.volumeClaimTemplates || []) {
+      if (!t.spec.storageClassName) problem(where, `volumeClaimTemplate ${t.metadata.name} has no storageClassName`);
     }
     const startup = c.startupProbe;
     if (startup && (startup.failureThreshold || 3) * (startup.periodSeconds || 10) < 300) {
@@ -634,7 +737,6 @@ function durationSeconds(d) {
 const isCertManager = (o) => typeof o.apiVersion === "string" && o.apiVersion.startsWith("cert-manager.io/");
 const certificates = docs.filter((o) => isCertManager(o) && o.kind === "Certificate");
 const issuers = docs.filter((o) => isCertManager(o) && (o.kind === "Issuer" || o.kind === "ClusterIssuer"));
-const namespace = namespaces[0];
 // Every address clients dial for each data service (crm-addresses: shards split by "|", replicas by ",").
 const addresses = findConfigMap("crm-addresses");
 const dialedHosts = (s) => {
@@ -714,6 +816,103 @@ if ((expectation && expectation.certManager) || certificates.length || issuers.l
   if (processIssuers.size > 1) {
     problem("Certificate", `the processes' certificates come from ${processIssuers.size} issuers [${[...processIssuers]}]: each process trusts only its own ca.crt, so one CA must sign them all`);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The site's settings (site.env, components/site), exposure and the Prometheus Operator.
+
+// No placeholder reaches a cluster: an example domain, a value the site component was to replace, or the
+// namespace placeholder of the certificates' DNS names.
+const PLACEHOLDERS = [/example\.(com|org|net)/, /set-by-site\.env/, /\bNAMESPACE\b/];
+function findPlaceholders(value, o, at) {
+  if (typeof value === "string") {
+    for (const re of PLACEHOLDERS) if (re.test(value)) problem(id(o), `placeholder ${JSON.stringify(value)} at ${at}`);
+  } else if (value && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) findPlaceholders(v, o, at ? `${at}.${k}` : k);
+  }
+}
+for (const o of docs) findPlaceholders(o, o, "");
+for (const o of docs) if (o.metadata && o.metadata.name === "crm-site") problem(id(o), "the site settings were rendered (they must be local-config)");
+
+if (Object.keys(site).length) {
+  const expect = (where, what, got, want) => {
+    if (want !== undefined && got !== want) problem(where, `${what} is ${JSON.stringify(got)}, site.env says ${JSON.stringify(want)}`);
+  };
+  for (const w of workloads) {
+    for (const c of w.spec.template.spec.containers || []) expect(id(w), `container ${c.name} image`, c.image, site.image);
+    for (const t of w.spec.volumeClaimTemplates || []) expect(id(w), `volumeClaimTemplate ${t.metadata.name} storageClassName`, t.spec.storageClassName, site.storage_class);
+  }
+  const gw = findConfigMap("crm-gateway");
+  const gwData = (gw && gw.data) || {};
+  expect("ConfigMap/crm-gateway", "CRM_JWT_ISSUER", gwData.CRM_JWT_ISSUER, site.jwt_issuer);
+  expect("ConfigMap/crm-gateway", "CRM_JWT_AUDIENCE", gwData.CRM_JWT_AUDIENCE, site.jwt_audience);
+  expect("ConfigMap/crm-gateway", "CRM_CORS_ALLOWED_ORIGINS", gwData.CRM_CORS_ALLOWED_ORIGINS, site.cors_allowed_origins);
+  expect("NetworkPolicy/allow-metrics-scrape", "the monitoring namespace", monitoringNamespace, site.monitoring_namespace);
+}
+
+// Exposure (components/gateway-api, components/ingress-nginx): browsers' protocols to the HTTP port, native gRPC to
+// the gRPC port, on two host names.
+const gatewayService = named("Service", "gateway");
+const servicePort = (ref) =>
+  ((gatewayService && gatewayService.spec.ports) || []).find((p) => p.port === ref || p.name === ref);
+function checkBackend(where, ref, wantPort) {
+  const port = servicePort(ref.port !== undefined ? ref.port : ref.name);
+  if (ref.name !== "gateway" || !port || port.port !== wantPort) {
+    problem(where, `backend ${JSON.stringify(ref)} is not the gateway Service's port ${wantPort}`);
+  }
+}
+const routes = [...all("HTTPRoute"), ...all("GRPCRoute")];
+for (const r of routes) {
+  const wantPort = r.kind === "GRPCRoute" ? PORTS.gateway.grpc : 8080;
+  for (const rule of r.spec.rules || []) for (const b of rule.backendRefs || []) checkBackend(id(r), b, wantPort);
+  if (!(r.spec.rules || []).some((rule) => (rule.backendRefs || []).length)) problem(id(r), "routes nowhere");
+  if (!(r.spec.parentRefs || []).length) problem(id(r), "attaches to no Gateway");
+  expect2(id(r), "hostnames", r.spec.hostnames, [r.kind === "GRPCRoute" ? site.public_grpc_host : site.public_host]);
+  for (const p of r.spec.parentRefs || []) {
+    expect2(id(r), "parent Gateway", [p.name, p.namespace], [site.gateway_api_parent_name, site.gateway_api_parent_namespace]);
+  }
+}
+if (routes.length) {
+  const http = all("HTTPRoute").flatMap((r) => r.spec.hostnames || []);
+  const grpc = all("GRPCRoute").flatMap((r) => r.spec.hostnames || []);
+  if (!http.length || !grpc.length) problem("routes", "expected an HTTPRoute (Connect, gRPC-Web) and a GRPCRoute (native gRPC)");
+  for (const h of grpc) if (http.includes(h)) problem("routes", `host ${h} on an HTTPRoute and a GRPCRoute (the Gateway API refuses one)`);
+}
+for (const ing of all("Ingress")) {
+  const grpcBackend = (ing.metadata.annotations || {})["nginx.ingress.kubernetes.io/backend-protocol"] === "GRPC";
+  const wantPort = grpcBackend ? PORTS.gateway.grpc : 8080;
+  for (const rule of ing.spec.rules || []) {
+    for (const p of (rule.http && rule.http.paths) || []) {
+      const { name, port } = p.backend.service;
+      checkBackend(id(ing), { name, port: port.number !== undefined ? port.number : port.name }, wantPort);
+    }
+  }
+  const hosts = (ing.spec.rules || []).map((r) => r.host);
+  const tlsHosts = (ing.spec.tls || []).flatMap((t) => t.hosts || []);
+  for (const h of hosts) if (!tlsHosts.includes(h)) problem(id(ing), `host ${h} without TLS (nginx serves HTTP/2, so gRPC, only over TLS)`);
+  expect2(id(ing), "hosts", hosts, [grpcBackend ? site.public_grpc_host : site.public_host]);
+  expect2(id(ing), "ingressClassName", [ing.spec.ingressClassName], [site.ingress_class]);
+  expect2(id(ing), "TLS Secret", (ing.spec.tls || []).map((t) => t.secretName), [site.public_tls_secret]);
+}
+if (all("Ingress").length && !all("Ingress").some((i) => (i.metadata.annotations || {})["nginx.ingress.kubernetes.io/backend-protocol"] === "GRPC")) {
+  problem("Ingress", "no Ingress with backend-protocol GRPC for native gRPC clients");
+}
+// Prometheus Operator: a PodMonitor that scrapes the metrics port of every CRM pod.
+for (const pm of all("PodMonitor")) {
+  for (const w of workloads) {
+    const labels = w.spec.template.metadata.labels || {};
+    if (!selects(pm.spec.selector, labels)) problem(id(pm), `does not select ${id(w)}'s pods`);
+  }
+  if (!(pm.spec.podMetricsEndpoints || []).some((e) => e.port === "metrics" && (e.path || "/metrics") === "/metrics")) {
+    problem(id(pm), 'no endpoint for the port named "metrics" at /metrics');
+  }
+  expect2(id(pm), "release label", [(pm.metadata.labels || {}).release], [site.prometheus_release]);
+}
+
+// Compares lists when site.env has the setting.
+function expect2(where, what, got, want) {
+  if (want.some((x) => x === undefined)) return;
+  if (JSON.stringify(got) !== JSON.stringify(want)) problem(where, `${what} ${JSON.stringify(got)}, site.env says ${JSON.stringify(want)}`);
 }
 
 finish();
