@@ -54,13 +54,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Other work on the machine shows in the figures: say how busy it was.
+load() { cut -d' ' -f1-3 /proc/loadavg; }
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM," \
-     "data under $work ($(df -PT "$work" | awk 'NR == 2 {print $2}'))"
+     "data under $work ($(df -PT "$work" | awk 'NR == 2 {print $2}')), load average at the start: $(load)"
 wait "$driver"
 code=$?
 # The order-tracking directory as an operator would measure the volume.
 if [[ -d "$work/data/order-tracking" ]]; then
   echo "du -sh of the shard's data directory at the end: $(du -sh "$work/data/order-tracking" | cut -f1)"
 fi
+echo "load average at the end: $(load)"
 ((code == 0)) || echo "availability: the driver stopped early (exit $code); figures above are partial"
 exit 0
