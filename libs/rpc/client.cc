@@ -44,10 +44,16 @@ class SelfIdentityInterceptorFactory
 
 }  // namespace
 
-std::string RetryServiceConfig(absl::string_view service) {
-  const auto* descriptor =
-      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(std::string(service));
+std::string ChannelServiceConfig(absl::string_view service) {
+  // round_robin: one connection to every address the name resolves to (a headless Service's pods,
+  // a shard's several A records), calls spread over those that are up. gRPC's default,
+  // pick_first, would send everything to the first and never look at the others.
+  const std::string balancing = "\"loadBalancingConfig\":[{\"round_robin\":{}}]";
   std::vector<std::string> names;
+  const auto* descriptor =
+      service.empty() ? nullptr
+                      : google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+                            std::string(service));
   if (descriptor != nullptr) {
     for (int i = 0; i < descriptor->method_count(); ++i) {
       const auto* m = descriptor->method(i);
@@ -57,9 +63,9 @@ std::string RetryServiceConfig(absl::string_view service) {
       }
     }
   }
-  if (names.empty()) return "{}";
+  if (names.empty()) return absl::StrCat("{", balancing, "}");
   return absl::StrCat(
-      "{\"methodConfig\":[{\"name\":[", absl::StrJoin(names, ","),
+      "{", balancing, ",\"methodConfig\":[{\"name\":[", absl::StrJoin(names, ","),
       "],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.02s\",\"maxBackoff\":\"0.2s\","
       "\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]}");
 }
@@ -81,7 +87,14 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::str
   // s).
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(16 << 20);
-  if (!service.empty()) args.SetServiceConfigJSON(RetryServiceConfig(service));
+  // A name is resolved again when a connection ends (a server's max connection age, a pod gone),
+  // at most this often: new pods behind a headless Service, or a shard's pod back with a new
+  // address, are found within seconds instead of gRPC's default 30 s, and a flapping peer still
+  // costs at most one lookup per 5 s per channel. Kubernetes' DNS caches answers for 5 s too.
+  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 5000);
+  // The service config is ours (ChannelServiceConfig); no TXT lookup may replace it.
+  args.SetInt(GRPC_ARG_SERVICE_CONFIG_DISABLE_RESOLUTION, 1);
+  args.SetServiceConfigJSON(ChannelServiceConfig(service));
   if (metrics == nullptr)
     return grpc::CreateCustomChannel(address, ChannelTransportCredentials(), args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;

@@ -1,8 +1,10 @@
 // Channels from one process to another service, set up the same way everywhere: one channel per
 // shard (shards from the address spec, placement from a ShardMap), round-robin over a shard's
-// replicas, keepalive, client metrics, and gRPC's own retry policy (service config) for the methods
-// the proto marks read_only, so a retried call can never apply a change twice. A service that is
-// down fails fast with UNAVAILABLE instead of hanging (no wait-for-ready). Thread-safe.
+// replicas and over all addresses each replica's name resolves to (re-resolved when a connection
+// ends, e.g. at a server's max connection age, so pods added behind a name get calls), keepalive,
+// client metrics, and gRPC's own retry policy (service config) for the methods the proto marks
+// read_only, so a retried call can never apply a change twice. A service that is down fails fast
+// with UNAVAILABLE instead of hanging (no wait-for-ready). Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -59,14 +61,15 @@ class ChannelSet {
   std::vector<Shard> shards_;
 };
 
-// The service config that makes gRPC retry UNAVAILABLE for `service`'s read_only methods.
-std::string RetryServiceConfig(absl::string_view service);
+// The service config of every channel: round_robin over all addresses the target resolves to,
+// and, when `service` is not empty, gRPC retries UNAVAILABLE for its read_only methods.
+std::string ChannelServiceConfig(absl::string_view service);
 
-// A channel to one address with the project's channel arguments (keepalive, message size, retry
-// policy of `service` when not empty) and transport (mTLS or loopback, libs/rpc/transport.h). With
-// `metrics`, a service's channel: client metrics, and every call not already made for someone else
-// carries this process's own caller assertion. Without, the gateway's (which signs each call for
-// its caller) or a test's.
+// A channel to one address with the project's channel arguments (keepalive, message size,
+// ChannelServiceConfig, DNS re-resolution at most every 5 s) and transport (mTLS or loopback,
+// libs/rpc/transport.h). With `metrics`, a service's channel: client metrics, and every call not
+// already made for someone else carries this process's own caller assertion. Without, the gateway's
+// (which signs each call for its caller) or a test's.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::string_view service,
                                            metrics::Metrics* metrics);
 

@@ -38,6 +38,18 @@ ABSL_FLAG(bool, verify_store_on_start, true,
           "sequential read)");
 ABSL_FLAG(int, drain_seconds, 10,
           "on SIGTERM, how long in-flight calls may finish before they are cancelled");
+// 5 minutes: a replica the autoscaler adds gets its share of the connections within minutes,
+// while a reconnect (a TLS handshake) every few minutes per client costs nothing measurable.
+ABSL_FLAG(int, max_connection_age_s, 300,
+          "after this long (+-10% jitter) a client connection to the gRPC server is asked to go "
+          "away, so clients reconnect and spread over replicas added since (a Kubernetes Service "
+          "balances per connection); 0 = never");
+// Unlimited: calls on the old connection (server streams such as WatchOrder, relayed by the
+// gateway for up to an hour) end on their own instead of being cut every few minutes; they take
+// no new calls, so the balance is not held back.
+ABSL_FLAG(int, max_connection_age_grace_s, 0,
+          "how long calls running on a connection asked to go away may still finish before it is "
+          "closed under them; 0 = until they end");
 ABSL_FLAG(int, max_message_bytes, 4 << 20,
           "largest request or response message accepted, in bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");

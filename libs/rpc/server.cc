@@ -1,5 +1,8 @@
 #include "libs/rpc/server.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -29,6 +32,11 @@ class NothingButHealth : public grpc::CallbackGenericService {
     return new Refuse();
   }
 };
+
+// A duration as a channel argument's milliseconds (an int), at least 1 ms.
+int ChannelArgMs(absl::Duration d) {
+  return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, INT32_MAX));
+}
 
 }  // namespace
 
@@ -95,6 +103,15 @@ void Server::Configure(grpc::ServerBuilder& builder) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+  // Unset, gRPC's own default is infinite for both.
+  if (options_.max_connection_age != absl::InfiniteDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               ChannelArgMs(options_.max_connection_age));
+  }
+  if (options_.max_connection_age_grace != absl::InfiniteDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               ChannelArgMs(options_.max_connection_age_grace));
+  }
   for (auto& [service, name] : services_) builder.RegisterService(service);
   if (generic_ != nullptr) builder.RegisterCallbackGenericService(generic_);
   CaptureProtobufParseErrors();

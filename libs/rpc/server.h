@@ -1,8 +1,8 @@
 // Starts a gRPC server the same way in every process and in tests: callback API, health service
 // (grpc.health.v1, NOT_SERVING until SetServing(true)), server reflection, the per-RPC metrics
-// interceptor, message size limit, keepalive, and a graceful shutdown that drains in-flight calls
-// within a bounded grace period. Non-copyable. Start, SetServing and Shutdown may be called from
-// any thread.
+// interceptor, message size limit, keepalive, a maximum connection age, and a graceful shutdown
+// that drains in-flight calls within a bounded grace period. Non-copyable. Start, SetServing and
+// Shutdown may be called from any thread.
 #pragma once
 
 #include <functional>
@@ -26,6 +26,15 @@ struct ServerOptions {
   int max_message_bytes = 4 << 20;
   // How long Shutdown waits for in-flight calls before cancelling them.
   absl::Duration drain_grace = absl::Seconds(10);
+  // After this long (gRPC adds +-10% jitter so clients do not reconnect in step) a client
+  // connection is told to go away (GOAWAY) and the client opens a new one for its next calls. A
+  // per-connection balancer (a Kubernetes ClusterIP Service) then places that connection anew, and
+  // a client that resolves a name re-resolves it, so replicas added since get traffic; without it a
+  // connection, and all its calls, stays on the replica it first reached. Infinite: never.
+  absl::Duration max_connection_age = absl::Minutes(5);
+  // How long calls already running on a connection told to go away may still finish on it before
+  // it is closed under them. Infinite: until they end.
+  absl::Duration max_connection_age_grace = absl::InfiniteDuration();
   // Where per-RPC metrics go; null records none. Not owned.
   metrics::Metrics* metrics = nullptr;
   // The per-call interceptors (field-naming parse errors, per-RPC metrics). A proxy that forwards

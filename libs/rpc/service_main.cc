@@ -41,6 +41,11 @@ absl::StatusOr<int> ShardIndexFromFlags() {
   return ordinal;
 }
 
+// A flag's seconds, where 0 (or less) means no limit.
+absl::Duration SecondsOrInfinite(int seconds) {
+  return seconds > 0 ? absl::Seconds(seconds) : absl::InfiniteDuration();
+}
+
 // Everything a run takes from its flags: the store's, the server's, the shard and the clock.
 absl::StatusOr<RuntimeOptions> RuntimeOptionsFromFlags(const ServiceSpec& spec, Clock* clock) {
   RuntimeOptions options;
@@ -58,6 +63,9 @@ absl::StatusOr<RuntimeOptions> RuntimeOptionsFromFlags(const ServiceSpec& spec, 
   if (!spec.internal_listen.empty()) options.server.listen_address = spec.internal_listen;
   options.server.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.server.drain_grace = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
+  options.server.max_connection_age = SecondsOrInfinite(absl::GetFlag(FLAGS_max_connection_age_s));
+  options.server.max_connection_age_grace =
+      SecondsOrInfinite(absl::GetFlag(FLAGS_max_connection_age_grace_s));
   options.server.health_listen = absl::GetFlag(FLAGS_health_listen);
   auto shard_index = ShardIndexFromFlags();
   if (!shard_index.ok()) return shard_index.status();
