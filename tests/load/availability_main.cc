@@ -390,9 +390,12 @@ struct Outcome {
   Stop how = Stop::kKill;
   std::string kind;
   int round = 0;
-  double stop_to_exit_ms = 0;          // signal sent -> process gone (SIGTERM: the drain)
-  double stop_to_not_serving_ms = -1;  // SIGTERM: signal -> health no longer SERVING
-  double open_ms = -1;                 // start -> "store opened" (WAL replay, recovery, checksums)
+  double stop_to_exit_ms = 0;            // signal sent -> process gone (SIGTERM: the drain)
+  double stop_to_not_serving_ms = -1;    // SIGTERM: signal -> health no longer SERVING
+  double stop_to_calls_drained_ms = -1;  // SIGTERM: signal -> gRPC server stopped (its log)
+  double stop_to_store_closed_ms = -1;   // SIGTERM: signal -> RocksDB closed (its log)
+  double stop_to_stopped_ms = -1;        // SIGTERM: signal -> "stopped cleanly", its last log line
+  double open_ms = -1;    // start -> "store opened" (WAL replay, recovery, checksums)
   double verify_ms = -1;  // the "store verified" line's seconds: every table file's checksums
   double start_to_serving_ms = 0;  // process started -> health SERVING
   double start_to_read_ms = 0;     // process started -> first GetOrder OK
@@ -402,6 +405,15 @@ struct Outcome {
   uint64_t acknowledged = 0, lost = 0, refused = 0;
   std::string first_refusal;
 };
+
+// A SIGTERM's steps, in ms after the signal: NOT_SERVING, calls drained, store closed.
+std::string DrainSteps(const Outcome& o) {
+  if (o.stop_to_not_serving_ms < 0) return "";
+  return absl::StrFormat(
+      " (NOT_SERVING at %.0f, calls drained at %.0f, store closed at %.0f, last log line at %.0f)",
+      o.stop_to_not_serving_ms, o.stop_to_calls_drained_ms, o.stop_to_store_closed_ms,
+      o.stop_to_stopped_ms);
+}
 
 Outcome StopAndRestart(Shard& shard, Stop how, int round, const std::vector<std::string>& customers,
                        const OrderRef& known) {
@@ -432,6 +444,14 @@ Outcome StopAndRestart(Shard& shard, Stop how, int round, const std::vector<std:
     if (code != 0) std::printf("  SIGTERM: exit code %d\n", code);
     out.stop_to_exit_ms = Ms(gone - stopped);
     if (not_serving) out.stop_to_not_serving_ms = Ms(std::min(*not_serving, gone) - stopped);
+    // Where the drain went, from the stopping process's own log.
+    const auto calls_done = LogTime(shard.process(), "\"grpc server stopped\"");
+    const auto closed = LogTime(shard.process(), "\"store closed\"");
+    if (calls_done) out.stop_to_calls_drained_ms = Ms(*calls_done - stopped);
+    if (closed) out.stop_to_store_closed_ms = Ms(*closed - stopped);
+    if (const auto done = LogTime(shard.process(), "\"stopped cleanly\"")) {
+      out.stop_to_stopped_ms = Ms(*done - stopped);
+    }
   } else {
     shard.process().Kill();
     out.stop_to_exit_ms = Ms(absl::Now() - stopped);
@@ -463,10 +483,7 @@ Outcome StopAndRestart(Shard& shard, Stop how, int round, const std::vector<std:
   }
   out.acknowledged = acknowledged.size();
   out.lost = CountMissing(shard.target(), acknowledged);
-  const std::string not_serving =
-      out.stop_to_not_serving_ms >= 0
-          ? absl::StrFormat(" (NOT_SERVING after %.0f ms)", out.stop_to_not_serving_ms)
-          : "";
+  const std::string not_serving = DrainSteps(out);
   std::printf(
       "round %d, %s: stop->exit %.0f ms%s; WAL %.1f MiB; start->store opened %.0f ms (checksums "
       "%.0f ms), start->SERVING %.0f ms, start->first read %.0f ms (stop->first read %.0f ms); "
@@ -660,13 +677,9 @@ int Run() {
     absl::StrAppendFormat(
         &md,
         "| %d | %s | %.0f%s | %.0f | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %llu | %llu |\n",
-        o.round, o.kind, o.stop_to_exit_ms,
-        o.stop_to_not_serving_ms >= 0
-            ? absl::StrFormat(" (NOT_SERVING at %.0f)", o.stop_to_not_serving_ms)
-            : "",
-        o.data_mib, o.wal_mib, o.open_ms, o.verify_ms, o.start_to_serving_ms, o.start_to_read_ms,
-        o.stop_to_read_ms, static_cast<unsigned long long>(o.acknowledged),
-        static_cast<unsigned long long>(o.lost));
+        o.round, o.kind, o.stop_to_exit_ms, DrainSteps(o), o.data_mib, o.wal_mib, o.open_ms,
+        o.verify_ms, o.start_to_serving_ms, o.start_to_read_ms, o.stop_to_read_ms,
+        static_cast<unsigned long long>(o.acknowledged), static_cast<unsigned long long>(o.lost));
   }
   absl::StrAppend(
       &md,
