@@ -7,7 +7,9 @@
 #   3. the build context the Dockerfile sees (the repository minus Dockerfile.dockerignore) configures with
 #      CMake (-DCRM_BUILD_TESTS=OFF, as in the image) and has a target for every binary the image copies;
 #      a service whose folder does not exist yet is reported as a note, not a failure;
-#   4. the image's binaries are the ones the Kubernetes manifests run, and its user is 10001.
+#   4. the image's binaries are the ones the Kubernetes manifests run, and its user is 10001;
+#   5. its default command prints deploy/container/usage.txt (kept in the build context).
+# tests/deploy/build_image.sh builds the image for real with podman and runs it.
 # Exits non-zero and prints what failed. Needs cmake, dpkg and apt-cache (Debian); step 2 is skipped, with a
 # note, when no binary has been built.
 set -euo pipefail
@@ -89,19 +91,22 @@ if [[ -z "$services" ]]; then fail "CRM_SERVICES" "no ARG CRM_SERVICES=\"...\" i
 python3 - "$root" "$root/deploy/container/Dockerfile.dockerignore" "$tmp/context" <<'PY'
 import fnmatch, os, shutil, sys
 root, ignore_file, out = sys.argv[1:]
-patterns = []
+patterns = []  # (pattern, excludes): a "!pattern" brings back what an earlier one left out
 for line in open(ignore_file):
     line = line.strip()
     if line and not line.startswith("#"):
-        patterns.append(line.rstrip("/"))
-def ignored(rel):
-    for p in patterns:
-        if p.startswith("**/"):
-            if any(fnmatch.fnmatch(part, p[3:]) for part in rel.split("/")):
-                return True
-        elif fnmatch.fnmatch(rel, p):
-            return True
-    return False
+        excludes = not line.startswith("!")
+        patterns.append((line.lstrip("!").rstrip("/"), excludes))
+def matches(p, rel):
+    if p.startswith("**/"):
+        return any(fnmatch.fnmatch(part, p[3:]) for part in rel.split("/"))
+    return fnmatch.fnmatch(rel, p)
+def ignored(rel):  # as Docker: the last pattern that matches decides
+    result = False
+    for p, excludes in patterns:
+        if matches(p, rel):
+            result = excludes
+    return result
 for dirpath, dirnames, filenames in os.walk(root):
     rel_dir = os.path.relpath(dirpath, root)
     rel_dir = "" if rel_dir == "." else rel_dir
@@ -145,6 +150,18 @@ for f in "$root"/deploy/k8s/base/*.yaml; do
 done >"$tmp/unknown-cmds"
 if [[ -s "$tmp/unknown-cmds" ]]; then fail "manifests" "manifests run binaries the image does not have: $(tr '\n' ' ' <"$tmp/unknown-cmds")"; fi
 if ! grep -qx 'USER 10001:10001' "$dockerfile"; then fail "user" "the runtime stage does not end as USER 10001:10001"; fi
+
+# 5. Run without a command, the image prints its usage (deploy/container/usage.txt, in the build context) and
+#    exits 0; tests/deploy/build_image.sh runs it for real.
+echo "== the default command prints the usage"
+if ! grep -qx 'CMD \["/bin/cat", "/usr/local/share/crm/usage.txt"\]' "$dockerfile"; then
+  fail "CMD" "the image's default command is not to print /usr/local/share/crm/usage.txt"
+fi
+if [[ ! -f "$tmp/context/deploy/container/usage.txt" ]]; then
+  fail "usage" "deploy/container/usage.txt is not in the build context (Dockerfile.dockerignore)"
+elif ! grep -q '^Binaries (/usr/local/bin): @BINARIES@$' "$tmp/context/deploy/container/usage.txt"; then
+  fail "usage" "deploy/container/usage.txt has no line 'Binaries (/usr/local/bin): @BINARIES@' for the build to fill in"
+fi
 
 if ((${#failures[@]})); then
   echo "check_container: FAILED: ${failures[*]}" >&2
