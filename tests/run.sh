@@ -5,16 +5,25 @@
 #   tests/run.sh -L unit         only one label
 #   tests/run.sh -L container    the container image built for real with podman (tests/deploy/build_image.sh:
 #                                root, tens of minutes); left out unless an argument names it (container,
-#                                build_image) or the caller passes its own -LE
+#                                build_image)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/deploy/local/install-deps.sh" --test
 "$root/deploy/local/build.sh"
 cd "${CRM_BUILD_DIR:-$root/build}"
-exclude=(-LE container)
-for arg in "$@"; do
-  if [[ "$arg" == *container* || "$arg" == *build_image* || "$arg" == -LE || "$arg" == --label-exclude ]]; then
-    exclude=()
-  fi
+# The container label only when an argument names it; a caller's own -LE <regex> gets "|container" added.
+args=()
+excluded=""
+asked=""
+while (($#)); do
+  case "$1" in
+    -LE|--label-exclude) args+=("$1" "${2:-}|container"); excluded=1; shift 2 || shift ;;
+    *) [[ "$1" == *container* || "$1" == *build_image* ]] && asked=1; args+=("$1"); shift ;;
+  esac
 done
-ctest --output-on-failure -j "${CRM_JOBS:-2}" "${exclude[@]}" "$@"
+if [[ -n "$asked" ]]; then
+  args=("${args[@]/%|container/}")
+elif [[ -z "$excluded" ]]; then
+  args+=(-LE container)
+fi
+ctest --output-on-failure -j "${CRM_JOBS:-2}" "${args[@]}"
