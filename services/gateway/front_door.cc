@@ -18,6 +18,7 @@
 #include <list>
 #include <unordered_set>
 
+#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -99,7 +100,7 @@ struct LoopContext {
 class Connection {
  public:
   Connection(LoopContext* ctx, bufferevent* bev, std::string peer_ip)
-      : ctx_(ctx), bev_(bev), peer_ip_(std::move(peer_ip)) {
+      : ctx_(ctx), bev_(bev), peer_ip_(std::move(peer_ip)), retire_at_(RetireTime(ctx)) {
     ctx_->connections.insert(this);
     timer_ = evtimer_new(ctx_->loop.base(), &Connection::OnTimer, this);
   }
@@ -139,9 +140,14 @@ class Connection {
   virtual void OnWritten() {}
 
   void Arm(absl::Duration after) {
+    // Never past the retirement time, so an idle connection is retired on time too.
+    const absl::Duration until_retired = retire_at_ - absl::Now();
+    if (until_retired > absl::ZeroDuration()) after = std::min(after, until_retired);
     const timeval tv = absl::ToTimeval(after);
     evtimer_add(timer_, &tv);
   }
+  // The connection has served its maximum age (FrontDoorOptions::max_connection_age).
+  bool PastMaxAge() const { return absl::Now() >= retire_at_; }
   void Disarm() { evtimer_del(timer_); }
 
   // Gives the socket to `next` (which speaks the protocol this connection found out), and closes
@@ -160,8 +166,18 @@ class Connection {
   std::string peer_ip_;
   bool closing_ = false;
   bool holds_ip_slot_ = true;
+  const absl::Time retire_at_;
 
  private:
+  // Now plus the maximum age with ±10% jitter, so connections opened together (a client fleet
+  // after a deploy) do not all reconnect at once.
+  static absl::Time RetireTime(LoopContext* ctx) {
+    const absl::Duration age = ctx->door->options().max_connection_age;
+    if (age == absl::InfiniteDuration()) return absl::InfiniteFuture();
+    thread_local absl::BitGen jitter;
+    return absl::Now() + age * absl::Uniform(jitter, 0.9, 1.1);
+  }
+
   static void OnReadCb(bufferevent*, void* self) { static_cast<Connection*>(self)->OnRead(); }
   static void OnWriteCb(bufferevent*, void* self) { static_cast<Connection*>(self)->OnWritten(); }
   static void OnEventCb(bufferevent*, short what, void* self) {
@@ -294,6 +310,19 @@ class H2Connection : public Connection {
     ScheduleFlush();
   }
 
+  // The maximum age is reached: no new streams (GOAWAY), the open ones run to their end, then the
+  // connection closes (Flush, once nghttp2 has nothing left to read or write and the GOAWAY is
+  // out: OnWritten).
+  void Retire() {
+    goaway_sent_ = true;
+    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                          nullptr, 0);
+  }
+  void OnWritten() override {
+    if (goaway_sent_) ScheduleFlush();
+  }
+
   void AbortAll() override {
     for (auto& [id, e] : exchanges_) {
       if (!e->closed_ && e->handler() != nullptr) {
@@ -354,6 +383,7 @@ class H2Connection : public Connection {
       CloseSoon();
       return;
     }
+    if (!goaway_sent_ && PastMaxAge()) Retire();
     Arm(exchanges_.empty() ? o.idle_timeout : std::min(o.header_timeout, o.body_timeout) / 2);
     ScheduleFlush();
   }
@@ -754,7 +784,8 @@ class H1Connection : public Connection {
     const size_t q = c->url_.find('?');
     head.path = c->url_.substr(0, q);
     if (q != std::string::npos) head.query = c->url_.substr(q + 1);
-    c->keep_alive_ = http_should_keep_alive(p) && c->keep_alive_;
+    // Past its maximum age the connection answers this request with `connection: close`.
+    c->keep_alive_ = http_should_keep_alive(p) && c->keep_alive_ && !c->PastMaxAge();
     c->Arm(c->ctx_->door->options().body_timeout);
     c->current_->set_handler(MakeHandler(c->ctx_->door, c->ctx_, c->current_.get()));
     return 0;

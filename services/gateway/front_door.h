@@ -49,6 +49,12 @@ struct FrontDoorOptions {
   absl::Duration header_timeout = absl::Seconds(10);
   absl::Duration body_timeout = absl::Seconds(10);
   absl::Duration idle_timeout = absl::Seconds(120);
+  // After this long (±10% jitter) a client connection is retired: HTTP/2 gets a GOAWAY that lets
+  // its open streams finish; HTTP/1.1 gets `connection: close` on the response in flight, or is
+  // closed at once when idle between requests. The client's
+  // next calls open a new connection, which a per-connection balancer (a ClusterIP Service) may
+  // place on a replica added since. Infinite: never.
+  absl::Duration max_connection_age = absl::InfiniteDuration();
   int max_connections_per_ip = 1000;
   int max_streams_per_customer = 8;
   int max_streams_per_principal = 256;

@@ -136,6 +136,10 @@ crm::gateway::FrontDoorOptions FrontDoorOptionsFromFlags() {
   f.max_streams_per_customer = std::max(1, absl::GetFlag(FLAGS_max_streams_per_customer));
   f.max_streams_per_principal = std::max(1, absl::GetFlag(FLAGS_max_streams_per_principal));
   f.upstream_tls_dir = absl::GetFlag(FLAGS_tls_dir);
+  // The same age as every gRPC server's (libs/rpc/flags.h): the front door is the gateway's
+  // public port, the one a Service balances per connection.
+  const int age_s = absl::GetFlag(FLAGS_max_connection_age_s);
+  f.max_connection_age = age_s > 0 ? absl::Seconds(age_s) : absl::InfiniteDuration();
   return f;
 }
 

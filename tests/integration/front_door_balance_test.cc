@@ -1,0 +1,184 @@
+// The gateway's public port spreads over replicas added while clients are connected: behind a
+// per-connection balancer (kube-proxy for the gateway's ClusterIP Service), a client's HTTP/2
+// connection stays on the replica it first reached, so the front door retires each connection after
+// its maximum age (GOAWAY; open streams finish) and the client's next calls open a new connection,
+// which the balancer may place on the new replica. The same scenario with the age unlimited runs
+// beside it: for the same bounded time every call stays on the first replica, which shows it is the
+// setting that moves the traffic. An HTTP/1.1 connection past the age is closed: after the response
+// in flight (`connection: close`), or at once when idle.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "catch2/catch.hpp"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "libs/auth/jwt.h"
+#include "libs/metrics/metrics.h"
+#include "libs/rpc/backends.h"
+#include "services/gateway/front_door.h"
+#include "services/gateway/gateway.h"
+#include "tests/support/grpc_probe.h"
+#include "tests/support/tcp_balancer.h"
+#include "tests/support/wait.h"
+
+namespace crm {
+namespace {
+
+constexpr char kSecret[] = "0123456789abcdef0123456789abcdef-front-door-balance";
+// Any route: the calls carry no token, so the gateway answers UNAUTHENTICATED itself. What is
+// measured is which replica's front door took the call, not what a service answers.
+constexpr char kPath[] = "/crm.v1.CustomerProfileService/GetCustomer";
+
+// One gateway replica: the Gateway and FrontDoor the binary wires, with no service behind it.
+class GatewayReplica {
+ public:
+  explicit GatewayReplica(absl::Duration max_connection_age) {
+    backends_ = std::make_unique<rpc::Backends>(&metrics_);
+    for (const auto& info : rpc::DataServices()) backends_->SetAddress(info.name, "127.0.0.1:1");
+    gateway::GatewayOptions g;
+    auth::VerifierOptions v;
+    v.hmac_secret = kSecret;
+    g.verifier = std::move(*auth::Verifier::Create(v));
+    g.customer_rps = g.agent_rps = g.admin_rps = g.service_rps = g.ip_rps = 0;
+    g.access_log = false;
+    gateway_ = std::make_unique<gateway::Gateway>(std::move(g), backends_.get(), &metrics_);
+    gateway::FrontDoorOptions f;
+    f.grpc_listen = "127.0.0.1:0";
+    f.http_listen = "127.0.0.1:0";
+    f.threads = 1;
+    f.max_connection_age = max_connection_age;
+    front_ = std::make_unique<gateway::FrontDoor>(gateway_.get(), std::move(f));
+    REQUIRE(front_->Start().ok());
+  }
+  ~GatewayReplica() {
+    front_->Shutdown(absl::Seconds(1));
+    front_->Stop();
+  }
+  int grpc_port() const { return front_->grpc_port(); }
+  int http_port() const { return front_->http_port(); }
+
+ private:
+  metrics::Metrics metrics_;
+  std::unique_ptr<rpc::Backends> backends_;
+  std::unique_ptr<gateway::Gateway> gateway_;
+  std::unique_ptr<gateway::FrontDoor> front_;
+};
+
+// Replica A behind the balancer takes a client's calls; replica B is added; the client keeps
+// calling for at most `wait`. True when B took a connection (and so calls) before that.
+bool SecondReplicaGetsTraffic(absl::Duration max_connection_age, absl::Duration wait) {
+  GatewayReplica a(max_connection_age);
+  testing::TcpBalancer balancer;
+  REQUIRE(balancer.Start().ok());
+  balancer.AddBackend(a.grpc_port());
+  // A frontend's channel: plain gRPC, one connection, as a mobile app or BFF would hold it.
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", balancer.port()),
+                                     grpc::InsecureChannelCredentials());
+  const auto call = [&] {
+    const testing::RawReply reply = testing::RawUnaryCall(channel, kPath, "", {});
+    // The gateway's own answer: the call reached a front door and completed there.
+    CHECK(reply.status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  };
+  call();
+  REQUIRE(balancer.ConnectionsTo(a.grpc_port()) == 1);
+  GatewayReplica b(max_connection_age);
+  balancer.AddBackend(b.grpc_port());
+  return testing::WaitUntil(
+      [&] {
+        call();
+        return balancer.ConnectionsTo(b.grpc_port()) > 0;
+      },
+      wait);
+}
+
+TEST_CASE(
+    "a gateway replica added behind a per-connection balancer gets calls from a connected "
+    "client once connections have a maximum age, and none without one",
+    "[front_door]") {
+  CHECK(SecondReplicaGetsTraffic(absl::Seconds(1), absl::Seconds(20)));
+  CHECK_FALSE(SecondReplicaGetsTraffic(absl::InfiniteDuration(), absl::Seconds(5)));
+}
+
+// A browser-like HTTP/1.1 client on one keep-alive connection to 127.0.0.1:`port`.
+class KeepAliveClient {
+ public:
+  explicit KeepAliveClient(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  }
+  ~KeepAliveClient() { close(fd_); }
+
+  // GET /healthz on the connection; the response head, lower-cased ("" once the server closed).
+  std::string GetHealthz() {
+    const std::string request = "GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+    if (send(fd_, request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size())) {
+      return "";
+    }
+    while (!absl::StrContains(in_, "\r\n\r\n") && Read()) {
+    }
+    const size_t end = in_.find("\r\n\r\n");
+    if (end == std::string::npos) return "";
+    std::string head = absl::AsciiStrToLower(in_.substr(0, end));
+    in_.erase(0, end + 4);
+    // The body ("ok\n"), by its content-length.
+    const size_t at = head.find("content-length: ");
+    const size_t length = at == std::string::npos ? 0 : std::stoul(head.substr(at + 16));
+    while (in_.size() < length && Read()) {
+    }
+    in_.erase(0, std::min(length, in_.size()));
+    return head;
+  }
+
+ private:
+  bool Read() {
+    char buf[4096];
+    const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n <= 0) return false;
+    in_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+
+  int fd_;
+  std::string in_;
+};
+
+TEST_CASE(
+    "an HTTP/1.1 connection past its maximum age is closed (connection: close, or at once when "
+    "idle), while a younger one is kept",
+    "[front_door]") {
+  GatewayReplica young(absl::Hours(1));
+  KeepAliveClient kept(young.http_port());
+  for (int i = 0; i < 20; ++i) {
+    const std::string head = kept.GetHealthz();
+    REQUIRE(absl::StartsWith(head, "http/1.1 200"));
+    CHECK_FALSE(absl::StrContains(head, "connection: close"));
+  }
+
+  // Retired between two requests, the connection is closed; during one, its response says so.
+  GatewayReplica old(absl::Milliseconds(200));
+  KeepAliveClient retired(old.http_port());
+  CHECK(testing::WaitUntil(
+      [&] {
+        const std::string head = retired.GetHealthz();
+        return head.empty() || absl::StrContains(head, "connection: close");
+      },
+      absl::Seconds(20)));
+}
+
+}  // namespace
+}  // namespace crm
