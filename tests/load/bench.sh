@@ -33,6 +33,8 @@ trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
 "$build/tests/load/crm-bench" "${args[@]}" --markdown="$tmp/report.md" --json="$out/benchmarks.json"
 took=$(( $(date +%s) - start ))
+# Sections written by other benchmarks (tests/load/availability.sh) are kept as they are.
+kept=$(sed -n '/^## Availability: restart and recovery of a shard/,$p' "$out/benchmarks.md" 2>/dev/null || true)
 {
   echo "# Benchmarks"
   echo
@@ -48,5 +50,6 @@ took=$(( $(date +%s) - start ))
   echo "serving process's user+system time per call (nginx: its master process only)."
   echo
   cat "$tmp/report.md"
+  if [[ -n "$kept" ]]; then echo; echo "$kept"; fi
 } >"$out/benchmarks.md"
 echo "Wrote $out/benchmarks.md and $out/benchmarks.json (${took} s)."
