@@ -28,5 +28,6 @@ check services/gateway/gateway jwt_secret_file http_listen listen
 check services/gateway/crm-token secret_file
 check tools/crm-import gateway state_file
 check tools/crm-demo gateway
+check tests/load/crm-availability target_mib rounds
 if ((failures > 0)); then exit 1; fi
 echo "help_lists_flags: every binary's --help lists its own flags"
