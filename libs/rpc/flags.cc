@@ -20,7 +20,7 @@ ABSL_FLAG(std::string, data_dir, "",
 ABSL_FLAG(int, block_cache_mb, 32,
           "memory budget for cached data in MiB: RocksDB's block cache (data, index and filter "
           "blocks) with the memtables charged to it; resident memory stays within this plus a "
-          "fixed overhead (deploy/README.md, Memory)");
+          "fixed overhead (deploy/README.md, runbook CrmMemoryOverBudget)");
 ABSL_FLAG(int, memtable_mb, 32,
           "RocksDB memtables across column families in MiB, part of --block_cache_mb (at most "
           "that)");

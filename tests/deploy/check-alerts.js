@@ -26,8 +26,16 @@ function anchorsOf(markdown) {
   const anchors = new Set();
   let fenced = false;
   for (const line of markdown.split("\n")) {
-    if (/^\s*```/.test(line)) fenced = !fenced;
-    if (fenced) continue;
+    // CommonMark: a fence opens with ``` and an info string, and closes only with ``` alone on its line
+    // (anything after it keeps the block open, and every heading below would be read as code).
+    if (!fenced && /^\s*```/.test(line)) {
+      fenced = true;
+      continue;
+    }
+    if (fenced) {
+      if (/^\s*```\s*$/.test(line)) fenced = false;
+      continue;
+    }
     const m = /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
     if (!m) continue;
     const text = m[1].replace(/`/g, "").replace(/\[([^\]]*)\]\([^)]*\)/g, "$1");
@@ -40,7 +48,12 @@ function anchorsOf(markdown) {
 
 const rules = YAML.parse(fs.readFileSync(alertsFile, "utf8"));
 const tests = YAML.parse(fs.readFileSync(testsFile, "utf8"));
-const anchors = anchorsOf(fs.readFileSync(readmeFile, "utf8"));
+const readme = fs.readFileSync(readmeFile, "utf8");
+const anchors = anchorsOf(readme);
+// The README's own links to its sections ([text](#anchor)) lead somewhere.
+for (const m of readme.matchAll(/\]\(#([^)\s]+)\)/g)) {
+  if (!anchors.has(m[1])) problem("README", `link to #${m[1]}, which is not a heading of ${readmeFile}`);
+}
 const known = loadKnownMetrics();
 
 const records = new Set();
