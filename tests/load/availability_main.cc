@@ -46,6 +46,7 @@
 #include "libs/log/log.h"
 #include "tests/load/loadgen.h"
 #include "tests/load/proc_stats.h"
+#include "tests/load/shop_fill.h"
 #include "tests/support/caller.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
@@ -212,27 +213,6 @@ std::string ImportBytes(const std::string& customer_id, uint64_t call, int order
     o->mutable_shipping_fee()->set_amount_minor(absl::Uniform(gen, 0, 2000));
     o->mutable_shipping_fee()->set_currency("CNY");
   }
-  return r.SerializeAsString();
-}
-
-std::string CreateOrderBytes(const std::string& customer_id, const std::string& request_id,
-                             absl::BitGen& gen) {
-  v1::CreateOrderRequest r;
-  r.set_customer_id(customer_id);
-  r.set_request_id(request_id);
-  const int lines = absl::Uniform(gen, 1, 4);
-  for (int k = 0; k < lines; ++k) {
-    auto* item = r.add_items();
-    item->set_sku(absl::StrCat("sku-", absl::Uniform(gen, 0, 50000)));
-    item->set_category(kCategories[absl::Uniform(gen, 0, 10)]);
-    item->set_quantity(absl::Uniform(gen, 1, 4));
-    item->mutable_unit_price()->set_amount_minor(absl::Uniform(gen, 100, 100000));
-    item->mutable_unit_price()->set_currency("CNY");
-  }
-  r.set_payment_method(v1::PAYMENT_METHOD_TYPE_CARD);
-  const absl::Time start = absl::Now() + absl::Hours(48);
-  api::SetTimestamp(start, r.mutable_delivery_window()->mutable_start_time());
-  api::SetTimestamp(start + absl::Hours(4), r.mutable_delivery_window()->mutable_end_time());
   return r.SerializeAsString();
 }
 
@@ -528,29 +508,9 @@ int Run() {
   const int customer_count = absl::GetFlag(FLAGS_customers);
   std::vector<std::string> customers;
   {
-    absl::Mutex mu;
-    Scenario reg{"RegisterCustomer",
-                 {{"RegisterCustomer", "/crm.v1.CustomerProfileService/RegisterCustomer",
-                   [](uint64_t i, absl::BitGen&) {
-                     v1::RegisterCustomerRequest r;
-                     r.set_request_id(absl::StrCat("avail-", i));
-                     r.set_email(absl::StrCat("shopper", i, "@availability.example.com"));
-                     r.set_name(absl::StrCat("Shopper ", i));
-                     return r.SerializeAsString();
-                   },
-                   1.0,
-                   [&](const std::string& bytes) {
-                     v1::Customer c;
-                     if (!c.ParseFromString(bytes)) return;
-                     absl::MutexLock lock(&mu);
-                     customers.push_back(c.customer_id());
-                   }}}};
-    LoadOptions o;
-    o.concurrency = 64;
-    o.warmup = absl::ZeroDuration();
-    o.duration = absl::Hours(1);
-    o.max_calls = static_cast<uint64_t>(customer_count);
-    RunLoad(MakeChannels(profile_target, 4), reg, o);
+    absl::Duration took;
+    customers = BulkRegisterCustomers(profile_target, customer_count, 64, &took);
+    LoadOptions o = FillRun(64, 0);
     auto list = std::make_shared<const std::vector<std::string>>(customers);
     Scenario addresses{"AddAddress",
                        {{"AddAddress", "/crm.v1.CustomerProfileService/AddAddress",

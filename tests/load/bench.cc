@@ -59,15 +59,6 @@ Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
   return m;
 }
 
-LoadOptions FillRun(int concurrency, uint64_t calls) {
-  LoadOptions o;
-  o.concurrency = concurrency;
-  o.warmup = absl::ZeroDuration();
-  o.duration = absl::Hours(1);
-  o.max_calls = calls;
-  return o;
-}
-
 void StartServing(testing::Process& process) {
   if (auto s = process.Start(); !s.ok()) throw std::runtime_error(s.ToString());
   if (auto s = process.WaitServing(); !s.ok()) throw std::runtime_error(s.ToString());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tests/load/loadgen.h"
+#include "tests/load/shop_fill.h"
 
 namespace crm::testing {
 class Process;
@@ -74,10 +75,6 @@ void RunStorageSuite(const BenchOptions& options, Report& report);
 void RunScalingSuite(const BenchOptions& options, Report& report);
 void RunSystemSuite(const BenchOptions& options, Report& report);
 
-// A set-up run, for filling a service before measuring it: exactly `calls` calls with `concurrency`
-// in flight, no warm-up, and an hour before it gives up.
-LoadOptions FillRun(int concurrency, uint64_t calls);
-
 // Starts a service's process and waits until it serves; throws otherwise (the suite cannot go on).
 void StartServing(testing::Process& process);
 
@@ -89,11 +86,5 @@ std::unique_ptr<testing::Process> StartService(const std::string& binary,
 // customer-profile keeping its data in `data_dir` and sending no events: the customer base the
 // suites register their customers in.
 std::unique_ptr<testing::Process> StartProfile(const std::string& data_dir);
-
-// Registers `count` customers through RegisterCustomer with `concurrency` calls in flight; their
-// ids.
-std::vector<std::string> BulkRegisterCustomers(
-    const std::string& target, int count, int concurrency, absl::Duration* took,
-    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 }  // namespace crm::load

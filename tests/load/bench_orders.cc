@@ -57,26 +57,6 @@ double HistogramPercentile(const std::string& metrics_text, const std::string& n
   return prev_bound;
 }
 
-std::string CreateOrderBytes(const std::string& customer_id, uint64_t i, absl::BitGen& gen) {
-  v1::CreateOrderRequest r;
-  r.set_customer_id(customer_id);
-  r.set_request_id(absl::StrCat("bench-", i, "-", absl::Uniform<uint64_t>(gen)));
-  const int lines = absl::Uniform(gen, 1, 4);
-  for (int k = 0; k < lines; ++k) {
-    auto* item = r.add_items();
-    item->set_sku(absl::StrCat("sku-", absl::Uniform(gen, 0, 50000)));
-    item->set_category(absl::StrCat("cat-", absl::Uniform(gen, 0, 40)));
-    item->set_quantity(absl::Uniform(gen, 1, 4));
-    item->mutable_unit_price()->set_amount_minor(absl::Uniform(gen, 100, 100000));
-    item->mutable_unit_price()->set_currency("CNY");
-  }
-  r.set_payment_method(v1::PAYMENT_METHOD_TYPE_CARD);
-  const absl::Time start = absl::Now() + absl::Hours(48);
-  api::SetTimestamp(start, r.mutable_delivery_window()->mutable_start_time());
-  api::SetTimestamp(start + absl::Hours(4), r.mutable_delivery_window()->mutable_end_time());
-  return r.SerializeAsString();
-}
-
 }  // namespace
 
 void RunOrdersSuite(const BenchOptions& options, Report& report) {
@@ -118,7 +98,8 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
                     {{"CreateOrder", "/crm.v1.OrderTrackingService/CreateOrder",
                       [customers](uint64_t i, absl::BitGen& gen) {
                         return CreateOrderBytes(
-                            (*customers)[absl::Uniform<size_t>(gen, 0, customers->size())], i, gen);
+                            (*customers)[absl::Uniform<size_t>(gen, 0, customers->size())],
+                            absl::StrCat("bench-", i, "-", absl::Uniform<uint64_t>(gen)), gen);
                       },
                       1.0,
                       [order_ids, mu](const std::string& bytes) {

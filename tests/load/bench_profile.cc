@@ -13,37 +13,6 @@
 
 namespace crm::load {
 
-std::vector<std::string> BulkRegisterCustomers(
-    const std::string& target, int count, int concurrency, absl::Duration* took,
-    std::shared_ptr<grpc::ChannelCredentials> credentials) {
-  std::vector<std::string> ids;
-  absl::Mutex mu;
-  Scenario bulk{"RegisterCustomer (bulk load)",
-                {{"RegisterCustomer", "/crm.v1.CustomerProfileService/RegisterCustomer",
-                  [](uint64_t i, absl::BitGen&) {
-                    v1::RegisterCustomerRequest r;
-                    r.set_request_id(absl::StrCat("bulk-", i));
-                    r.set_email(absl::StrCat("shopper", i, "@bench.example.com"));
-                    r.set_name(absl::StrCat("Shopper ", i));
-                    return r.SerializeAsString();
-                  },
-                  1.0,
-                  [&](const std::string& bytes) {
-                    v1::Customer c;
-                    if (!c.ParseFromString(bytes)) return;
-                    absl::MutexLock lock(&mu);
-                    ids.push_back(c.customer_id());
-                  }}}};
-  const LoadOptions o = FillRun(concurrency, static_cast<uint64_t>(count));
-  const absl::Time start = absl::Now();
-  LoadResult r = RunLoad(MakeChannels(target, 4, std::move(credentials)), bulk, o);
-  *took = absl::Now() - start;
-  if (r.errors > 0)
-    std::fprintf(stderr, "bulk load errors: %llu (%s)\n", (unsigned long long)r.errors,
-                 r.first_error.c_str());
-  return ids;
-}
-
 Scenario EchoScenario() {
   return {"Echo (baseline)", {{"Echo", "/crm.bench.Echo/Echo", [](uint64_t, absl::BitGen&) {
                                  bench::EchoMessage m;
