@@ -10,8 +10,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
 #include "google/protobuf/util/json_util.h"
 #include "libs/auth/caller.h"
+#include "libs/base/error_reason.h"
 #include "libs/base/status_macros.h"
 #include "libs/rpc/status.h"
 #include "libs/sharding/hash.h"
@@ -119,6 +122,47 @@ std::string MessageOf(const Headers& trailers) {
   return "";
 }
 
+// The google.rpc.Status a service sent with its error (grpc-status-details-bin); empty if none.
+std::string StatusDetailsOf(const Headers& trailers) {
+  for (const auto& [k, v] : trailers) {
+    if (k != "grpc-status-details-bin") continue;
+    if (auto bytes = DecodeBinaryHeader(v)) return *std::move(bytes);
+  }
+  return "";
+}
+
+// An error with the details every error carries (libs/rpc/status.h): a service's as it sent them,
+// else built from the code and message, as the services build theirs.
+grpc::Status WithDetails(const grpc::Status& status) {
+  if (status.ok() || !status.error_details().empty()) return status;
+  return rpc::ToGrpc(rpc::FromGrpc(status));
+}
+
+// An error's details as a Connect error lists them, each with its JSON for people when this binary
+// knows the message type.
+std::vector<ErrorDetail> ConnectDetails(const std::string& status_details) {
+  std::vector<ErrorDetail> out;
+  google::rpc::Status model;
+  if (status_details.empty() || !model.ParseFromString(status_details)) return out;
+  for (const auto& any : model.details()) {
+    ErrorDetail detail;
+    detail.type = any.type_url().substr(any.type_url().rfind('/') + 1);
+    detail.value = any.value();
+    const auto* type =
+        google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(detail.type);
+    if (type != nullptr) {
+      std::unique_ptr<google::protobuf::Message> message(
+          google::protobuf::MessageFactory::generated_factory()->GetPrototype(type)->New());
+      if (!message->ParseFromString(detail.value) ||
+          !google::protobuf::util::MessageToJsonString(*message, &detail.debug_json).ok()) {
+        detail.debug_json.clear();
+      }
+    }
+    out.push_back(std::move(detail));
+  }
+  return out;
+}
+
 std::string GrpcTimeout(absl::Duration d) {
   return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)), "m");
 }
@@ -183,11 +227,14 @@ class InternalCall : public ProxyCallBase, public UpstreamSink {
   void OnUpstreamClose(const std::string& error) override {
     if (done_) return;
     done_ = true;
-    const Headers failed = {{"content-type", "application/grpc"},
-                            {"grpc-status", "14"},
-                            {"grpc-message", PercentEncode(error)}};
-    if (!responded_) return ex_->Respond(200, failed, true);
-    ex_->End({{"grpc-status", "14"}, {"grpc-message", PercentEncode(error)}});
+    Headers failed = {
+        {"grpc-status", "14"},
+        {"grpc-message", PercentEncode(error)},
+        {"grpc-status-details-bin",
+         EncodeBinaryHeader(rpc::ToGrpc(absl::UnavailableError(error)).error_details())}};
+    if (responded_) return ex_->End(failed);
+    failed.emplace_back("content-type", "application/grpc");
+    ex_->Respond(200, failed, true);
   }
 
  private:
@@ -233,7 +280,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     started_ = true;
     const absl::Status admitted = gateway().Admit(info_, admission_);
     if (!admitted.ok()) {
-      Finish(rpc::ToGrpc(admitted));
+      Finish(rpc::ToGrpc(WithRetryHint(admitted)));
       return;
     }
     const Route& route = *admission_.route;
@@ -365,6 +412,14 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
       for (const auto& [k, v] : trailers) {
         if (!k.empty() && k[0] != ':' && k != "content-type") out.emplace_back(k, v);
       }
+      // The service's details pass through untouched; a service that sent none gets the ones its
+      // code and message make.
+      if (code != 0 && StatusDetailsOf(trailers).empty()) {
+        out.emplace_back("grpc-status-details-bin",
+                         EncodeBinaryHeader(
+                             WithDetails(grpc::Status(static_cast<grpc::StatusCode>(code), message))
+                                 .error_details()));
+      }
       if (!responded_) {
         // Trailers-only: one HEADERS frame with the status.
         out.emplace_back("content-type", "application/grpc");
@@ -380,7 +435,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     if ((kind_ == Kind::kConnectUnary || kind_ == Kind::kConnectGet) && code == 0) {
       return Complete(grpc::Status::OK, [&] { RespondConnectUnary(); });
     }
-    Finish(grpc::Status(static_cast<grpc::StatusCode>(code), message));
+    Finish(grpc::Status(static_cast<grpc::StatusCode>(code), message, StatusDetailsOf(trailers)));
   }
 
   void OnUpstreamClose(const std::string& error) override {
@@ -675,8 +730,21 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
   // Ends the call with `status` in the client's protocol (an error, or OK after a streamed answer).
   void Finish(const grpc::Status& status) {
     if (finished_) return;
-    Complete(status, [&] { SendStatus(status); });
+    Complete(status, [&] { SendStatus(WithDetails(status)); });
   }
+
+  // A refusal by the rate limiter says when to try again: RetryInfo, with the same delay as the
+  // retry-after-ms trailer.
+  absl::Status WithRetryHint(absl::Status refused) const {
+    if (refused.code() != absl::StatusCode::kResourceExhausted ||
+        admission_.retry_after <= absl::ZeroDuration()) {
+      return refused;
+    }
+    return rpc::WithRetryDelay(WithReason(std::move(refused), kReasonRateLimited),
+                               absl::Milliseconds(RetryAfterMs()));
+  }
+
+  int64_t RetryAfterMs() const { return absl::ToInt64Milliseconds(admission_.retry_after) + 1; }
 
   template <typename F>
   void Complete(const grpc::Status& status, F&& send) {
@@ -707,14 +775,15 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     // A rate limit says when to try again.
     const bool retry = status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
                        admission_.retry_after > absl::ZeroDuration();
+    const std::string& details = status.error_details();
     switch (kind_) {
-      case Kind::kGrpc: return SendGrpcStatus(code, message, retry);
+      case Kind::kGrpc: return SendGrpcStatus(code, message, details, retry);
       case Kind::kGrpcWeb:
       case Kind::kGrpcWebText: {
         Headers h = WebHeaders(StreamContentType());
         if (retry) h.emplace_back("retry-after", RetryAfterSeconds());
         RespondOnce(200, h);
-        std::string t = Frame(kGrpcWebTrailers, GrpcWebTrailers(code, message));
+        std::string t = Frame(kGrpcWebTrailers, GrpcWebTrailers(code, message, details));
         if (kind_ == Kind::kGrpcWebText) t = absl::Base64Escape(t);
         ex_->Write(std::move(t));
         return ex_->End({});
@@ -723,21 +792,22 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
         Headers h = WebHeaders(StreamContentType());
         if (retry) h.emplace_back("retry-after", RetryAfterSeconds());
         RespondOnce(200, h);
-        ex_->Write(Frame(kConnectEndStream, ConnectEndStreamJson(code, message)));
+        ex_->Write(
+            Frame(kConnectEndStream, ConnectEndStreamJson(code, message, ConnectDetails(details))));
         return ex_->End({});
       }
-      default: return SendConnectError(code, message, retry);
+      default: return SendConnectError(code, message, details, retry);
     }
   }
 
   // Native gRPC: the status in trailers, or trailers-only when nothing was answered yet.
-  void SendGrpcStatus(int code, const std::string& message, bool retry) {
+  // retry-after-ms is kept for clients written before RetryInfo; new ones read RetryInfo.
+  void SendGrpcStatus(int code, const std::string& message, const std::string& details,
+                      bool retry) {
     Headers t = {{"grpc-status", absl::StrCat(code)}};
     if (!message.empty()) t.emplace_back("grpc-message", PercentEncode(message));
-    if (retry) {
-      t.emplace_back("retry-after-ms",
-                     absl::StrCat(absl::ToInt64Milliseconds(admission_.retry_after) + 1));
-    }
+    if (!details.empty()) t.emplace_back("grpc-status-details-bin", EncodeBinaryHeader(details));
+    if (retry) t.emplace_back("retry-after-ms", absl::StrCat(RetryAfterMs()));
     if (!responded_) {
       t.emplace_back("content-type", "application/grpc");
       t.emplace_back("x-request-id", admission_.request_id);
@@ -748,14 +818,15 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
   }
 
   // Connect unary: the error as a JSON body under the HTTP status the protocol maps its code to.
-  void SendConnectError(int code, const std::string& message, bool retry) {
+  void SendConnectError(int code, const std::string& message, const std::string& details,
+                        bool retry) {
     if (responded_) return ex_->End({});
     // An unknown procedure is a 404 in Connect; other codes map as the protocol says.
     const int http_status =
         admission_.route == nullptr && code == 12 ? 404 : ConnectHttpStatus(code);
     Headers h = WebHeaders("application/json");
     if (retry) h.emplace_back("retry-after", RetryAfterSeconds());
-    std::string body = ConnectErrorJson(code, message);
+    std::string body = ConnectErrorJson(code, message, ConnectDetails(details));
     h.emplace_back("content-length", absl::StrCat(body.size()));
     responded_ = true;
     ex_->Respond(http_status, h, false);
@@ -897,12 +968,12 @@ std::unique_ptr<Exchange::Handler> MakeHandler(FrontDoor* door, LoopContext* ctx
   }
   const std::optional<CallKind> call = CallKindOf(head);
   if (!call) {
+    const grpc::Status refused = rpc::ToGrpc(absl::InvalidArgumentError(
+        "content-type: expected application/grpc, application/json, application/proto, "
+        "application/connect+json, application/connect+proto or application/grpc-web[-text]"));
     return std::make_unique<PlainReply>(
         ex, 415, Headers{{"content-type", "application/json"}},
-        ConnectErrorJson(
-            3,
-            "content-type: expected application/grpc, application/json, application/proto, "
-            "application/connect+json, application/connect+proto or application/grpc-web[-text]"));
+        ConnectErrorJson(3, refused.error_message(), ConnectDetails(refused.error_details())));
   }
   const Kind kind = call->kind;
   if (kind == Kind::kGrpc && !head.http2) return TextReply(ex, origin, 505, "gRPC needs HTTP/2\n");

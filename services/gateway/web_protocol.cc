@@ -134,19 +134,35 @@ int ConnectHttpStatus(int code) {
   }
 }
 
-std::string ConnectErrorJson(int code, absl::string_view message) {
+std::string ConnectErrorJson(int code, absl::string_view message,
+                             const std::vector<ErrorDetail>& details) {
   std::string out = absl::StrCat("{\"code\":\"", ConnectCodeName(code), "\"");
   if (!message.empty()) {
     out += ",\"message\":";
     log::AppendJsonString(out, message);
   }
+  if (!details.empty()) {
+    out += ",\"details\":[";
+    for (size_t i = 0; i < details.size(); ++i) {
+      if (i > 0) out += ",";
+      out += "{\"type\":";
+      log::AppendJsonString(out, details[i].type);
+      // Connect's detail values are standard base64 with the padding left off.
+      absl::StrAppend(&out, ",\"value\":\"", EncodeBinaryHeader(details[i].value), "\"");
+      if (!details[i].debug_json.empty())
+        absl::StrAppend(&out, ",\"debug\":", details[i].debug_json);
+      out += "}";
+    }
+    out += "]";
+  }
   out += "}";
   return out;
 }
 
-std::string ConnectEndStreamJson(int code, absl::string_view message) {
+std::string ConnectEndStreamJson(int code, absl::string_view message,
+                                 const std::vector<ErrorDetail>& details) {
   if (code == 0) return "{}";
-  return absl::StrCat("{\"error\":", ConnectErrorJson(code, message), "}");
+  return absl::StrCat("{\"error\":", ConnectErrorJson(code, message, details), "}");
 }
 
 std::string PercentEncode(absl::string_view message) {
@@ -164,9 +180,24 @@ std::string PercentEncode(absl::string_view message) {
   return out;
 }
 
-std::string GrpcWebTrailers(int code, absl::string_view message) {
+std::string EncodeBinaryHeader(absl::string_view bytes) {
+  std::string out = absl::Base64Escape(bytes);
+  while (!out.empty() && out.back() == '=') out.pop_back();
+  return out;
+}
+
+std::optional<std::string> DecodeBinaryHeader(absl::string_view value) {
+  std::string out;
+  if (!absl::Base64Unescape(absl::StripAsciiWhitespace(value), &out)) return std::nullopt;
+  return out;
+}
+
+std::string GrpcWebTrailers(int code, absl::string_view message, absl::string_view status_details) {
   std::string out = absl::StrCat("grpc-status: ", code, "\r\n");
   if (!message.empty()) absl::StrAppend(&out, "grpc-message: ", PercentEncode(message), "\r\n");
+  if (!status_details.empty()) {
+    absl::StrAppend(&out, "grpc-status-details-bin: ", EncodeBinaryHeader(status_details), "\r\n");
+  }
   return out;
 }
 

@@ -42,15 +42,30 @@ std::optional<absl::Duration> ParseConnectTimeoutMs(absl::string_view value);
 // gRPC status codes (numbers as on the wire) in Connect's vocabulary and HTTP statuses.
 absl::string_view ConnectCodeName(int grpc_code);
 int ConnectHttpStatus(int grpc_code);
-// The Connect error object: {"code":"not_found","message":"..."}.
-std::string ConnectErrorJson(int grpc_code, absl::string_view message);
+// One of an error's google.rpc.Status details, as a Connect error lists it.
+struct ErrorDetail {
+  std::string type;        // the message's full name, e.g. "google.rpc.BadRequest"
+  std::string value;       // the message's protobuf bytes
+  std::string debug_json;  // the message as JSON, for people reading the error; may be empty
+};
+// The Connect error object: {"code":"not_found","message":"...","details":[{"type":
+// "google.rpc.ErrorInfo","value":"<base64 of the bytes, unpadded>","debug":{...}}]}.
+std::string ConnectErrorJson(int grpc_code, absl::string_view message,
+                             const std::vector<ErrorDetail>& details = {});
 // The body of a Connect stream's end-stream envelope: {} or {"error":{...}}.
-std::string ConnectEndStreamJson(int grpc_code, absl::string_view message);
+std::string ConnectEndStreamJson(int grpc_code, absl::string_view message,
+                                 const std::vector<ErrorDetail>& details = {});
 
 // grpc-message is percent-encoded (PROTOCOL-HTTP2.md): bytes outside 0x20-0x7E and '%'.
 std::string PercentEncode(absl::string_view message);
-// The payload of a gRPC-Web trailers frame.
-std::string GrpcWebTrailers(int grpc_code, absl::string_view message);
+// A binary ("-bin") header's value: base64 without padding, as gRPC implementations send it.
+std::string EncodeBinaryHeader(absl::string_view bytes);
+// The bytes of a binary header's value, padded or not; nothing when it is not base64.
+std::optional<std::string> DecodeBinaryHeader(absl::string_view value);
+// The payload of a gRPC-Web trailers frame; `status_details` (a serialized google.rpc.Status)
+// travels as grpc-status-details-bin when not empty.
+std::string GrpcWebTrailers(int grpc_code, absl::string_view message,
+                            absl::string_view status_details = "");
 
 // The body formats a browser may POST, by Content-Type.
 enum class Wire {

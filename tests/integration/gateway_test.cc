@@ -25,6 +25,7 @@
 #include "crm/v1/customer_view.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "google/protobuf/descriptor.pb.h"
+#include "google/rpc/error_details.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/auth/caller.h"
@@ -32,6 +33,7 @@
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/server.h"
+#include "libs/rpc/status.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/gateway/front_door.h"
 #include "tests/support/grpc_probe.h"
@@ -520,11 +522,22 @@ TEST_CASE("gateway: per-principal rate limit answers RESOURCE_EXHAUSTED with a r
   const std::string token = Token("customer", "c1");
   std::vector<grpc::StatusCode> codes;
   std::multimap<std::string, std::string> trailers;
-  for (int i = 0; i < 5; ++i)
-    codes.push_back(w.Call(route.path, RequestFor(route, "c1"), token, &trailers).error_code());
+  grpc::Status refused;
+  for (int i = 0; i < 5; ++i) {
+    grpc::Status s = w.Call(route.path, RequestFor(route, "c1"), token, &trailers);
+    codes.push_back(s.error_code());
+    if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) refused = s;
+  }
   CHECK(std::count(codes.begin(), codes.end(), grpc::StatusCode::OK) >= 2);
   CHECK(std::count(codes.begin(), codes.end(), grpc::StatusCode::RESOURCE_EXHAUSTED) >= 1);
-  CHECK(trailers.count("retry-after-ms") >= 1);
+  REQUIRE(trailers.count("retry-after-ms") >= 1);
+  // The same hint as google.rpc.RetryInfo, for clients that read structured details.
+  const auto retry = rpc::FindDetail<google::rpc::RetryInfo>(refused);
+  REQUIRE(retry.has_value());
+  const auto last_hint = std::prev(trailers.upper_bound("retry-after-ms"))->second;
+  CHECK(absl::StrCat(retry->retry_delay().seconds() * 1000 +
+                     retry->retry_delay().nanos() / 1000000) == last_hint);
+  CHECK(rpc::FindDetail<google::rpc::ErrorInfo>(refused)->reason() == "RATE_LIMITED");
   CHECK(w.Metric("crm_gateway_rate_limited_total", {{"role", "customer"}}) >= 1);
   // Another customer has their own bucket.
   CHECK(w.Call(route.path, RequestFor(route, "c2"), Token("customer", "c2")).ok());
@@ -663,13 +676,31 @@ TEST_CASE("gateway: a real customer-profile behind the gateway, customers see on
   REQUIRE(stub->GetCustomer(call_as(Token("customer", mei.customer_id())).get(), get, &got).ok());
   CHECK(got.email() == "mei@example.com");
   get.set_customer_id(li.customer_id());
-  testing::RequireError(
-      stub->GetCustomer(call_as(Token("customer", mei.customer_id())).get(), get, &got),
-      grpc::StatusCode::PERMISSION_DENIED, "customer_id");
-  // The service's own errors come through unchanged.
+  const grpc::Status denied =
+      stub->GetCustomer(call_as(Token("customer", mei.customer_id())).get(), get, &got);
+  testing::RequireError(denied, grpc::StatusCode::PERMISSION_DENIED, "customer_id");
+  // The gateway's own refusals carry the details the services' do.
+  const auto denied_info = rpc::FindDetail<google::rpc::ErrorInfo>(denied);
+  REQUIRE(denied_info.has_value());
+  CHECK(denied_info->reason() == "PERMISSION_DENIED");
+  CHECK(denied_info->metadata().at("field") == "customer_id");
+  // The service's own errors come through unchanged, their details byte for byte.
   get.set_customer_id("c_missing");
   CHECK(stub->GetCustomer(call_as(Token("agent", "a1")).get(), get, &got).error_code() ==
         grpc::StatusCode::NOT_FOUND);
+  reg.set_email("no-at-sign");
+  reg.set_request_id("reg-3");
+  const grpc::Status through_gateway =
+      stub->RegisterCustomer(call_as(Token("admin", "ops")).get(), reg, &li);
+  auto direct_stub = v1::CustomerProfileService::NewStub(profile.channel());
+  const grpc::Status direct = testing::Call(
+      direct_stub.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &li);
+  testing::RequireError(through_gateway, grpc::StatusCode::INVALID_ARGUMENT, "email");
+  CHECK(through_gateway.error_message() == direct.error_message());
+  CHECK_FALSE(direct.error_details().empty());
+  CHECK(through_gateway.error_details() == direct.error_details());
+  CHECK(rpc::FindDetail<google::rpc::BadRequest>(through_gateway)->field_violations(0).field() ==
+        "email");
 }
 
 }  // namespace
