@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "libs/text/sensitive.h"
 #include "libs/text/utf8.h"
+#include "libs/trace/trace.h"
 
 namespace crm::log {
 namespace {
@@ -36,6 +37,10 @@ void SetService(absl::string_view service) {
 }
 
 void SetMinLevel(Level level) { g_min_level.store(static_cast<int>(level)); }
+
+bool Enabled(Level level) {
+  return static_cast<int>(level) >= g_min_level.load(std::memory_order_relaxed);
+}
 
 void AppendJsonString(std::string& out, absl::string_view s) {
   out.push_back('"');
@@ -73,7 +78,7 @@ void AppendJsonString(std::string& out, absl::string_view s) {
 }
 
 void Write(Level level, absl::string_view message, std::initializer_list<Field> fields) {
-  if (static_cast<int>(level) < g_min_level.load(std::memory_order_relaxed)) return;
+  if (!Enabled(level)) return;
   std::string line;
   line.reserve(160);
   absl::StrAppend(&line, "{\"time\":\"",
@@ -103,6 +108,11 @@ void Write(Level level, absl::string_view message, std::initializer_list<Field> 
     } else {
       line.append(std::get<bool>(f.value) ? "true" : "false");
     }
+  }
+  // The trace the line was written in (libs/trace): one call's lines found across every process.
+  if (const std::optional<trace::TraceContext> t = trace::Current()) {
+    absl::StrAppend(&line, ",\"trace_id\":\"", t->TraceIdHex(), "\",\"span_id\":\"", t->SpanIdHex(),
+                    "\"");
   }
   line.append("}\n");
   absl::MutexLock lock(&g_mu);

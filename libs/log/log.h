@@ -1,4 +1,5 @@
-// JSON log lines on stdout, one object per line: {"time","level","service","message", ...fields}.
+// JSON log lines on stdout, one object per line: {"time","level","service","message", ...fields},
+// then "trace_id" and "span_id" when the line is written in a trace (libs/trace/trace.h).
 // Abseil 20220623 has no absl/log, and a collector (Loki, Elasticsearch, kubectl logs | jq) wants
 // one parseable object per line, so this is all a process needs. Thread-safe: lines never
 // interleave.
@@ -35,6 +36,8 @@ struct Field {
 void SetService(absl::string_view service);
 // Lines below this level are dropped (default kInfo; CRM_LOG_LEVEL=debug lowers it).
 void SetMinLevel(Level level);
+// Whether lines of `level` are written (to skip preparing a line that would be dropped).
+bool Enabled(Level level);
 
 void Write(Level level, absl::string_view message, std::initializer_list<Field> fields = {});
 

@@ -16,13 +16,14 @@ Executor::~Executor() {
 }
 
 void Executor::Submit(absl::AnyInvocable<void() &&> work) {
+  Task task{std::move(work), trace::Current()};
   absl::MutexLock lock(&mu_);
-  queue_.push_back(std::move(work));
+  queue_.push_back(std::move(task));
 }
 
 void Executor::Loop() {
   for (;;) {
-    absl::AnyInvocable<void() &&> work;
+    Task task;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -30,10 +31,12 @@ void Executor::Loop() {
                ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) { return e->stopping_ || !e->queue_.empty(); },
           this));
       if (queue_.empty()) return;  // stopping and drained
-      work = std::move(queue_.front());
+      task = std::move(queue_.front());
       queue_.pop_front();
     }
-    std::move(work)();
+    // Also when there is none: a task without a trace must not log in the previous task's.
+    trace::Scope scope(task.trace);
+    std::move(task.work)();
   }
 }
 

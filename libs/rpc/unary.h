@@ -15,7 +15,8 @@ namespace crm::rpc {
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& status);
 
 // Runs `work` on `executor` and finishes the call with its status. The request and response objects
-// stay valid until then, so `work` may capture their pointers.
+// stay valid until then, so `work` may capture their pointers. `work` runs in the call's trace;
+// return FinishOn's reactor at once (the handler's thread leaves the call's trace here).
 grpc::ServerUnaryReactor* FinishOn(Executor& executor, grpc::CallbackServerContext* ctx,
                                    absl::AnyInvocable<absl::Status() &&> work);
 
