@@ -1,6 +1,6 @@
 // Browser protocols through the gateway's HTTP/1.1 port with @connectrpc/connect-node: Connect (JSON and
-// binary) and gRPC-Web, unary and the WatchOrder stream; then malformed input, CORS and limits with raw
-// HTTP requests, after which the gateway must still serve.
+// binary) and gRPC-Web, unary and the WatchOrder stream, errors with their google.rpc details; then
+// malformed input, CORS and limits with raw HTTP requests, after which the gateway must still serve.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -53,6 +53,87 @@ test("unary calls and errors over Connect JSON, Connect binary and gRPC-Web", as
     await assert.rejects(profile.registerCustomer({ email: "nope", requestId: "r" }, admin),
       (e) => e.code === Code.InvalidArgument && /^email/.test(e.rawMessage), name);
   }
+});
+
+// The first detail of the named google.rpc type, as the client decodes it.
+const detail = (err, type) => ConnectError.from(err).findDetails(registry.getMessage(`google.rpc.${type}`))[0];
+
+test("errors carry google.rpc details over Connect JSON, Connect binary and gRPC-Web", async () => {
+  let n = 0;
+  for (const [name, transport] of Object.entries(transports())) {
+    const { profile, orders } = clients(transport);
+    const admin = bearer(stack.token("admin", "ops"));
+    // A bad field: BadRequest names it, ErrorInfo gives the stable reason, the message is the service's.
+    const bad = await profile.registerCustomer({ email: "nope", requestId: `bad-${n}` }, admin).catch((e) => e);
+    assert.equal(bad.code, Code.InvalidArgument, name);
+    assert.deepEqual(detail(bad, "BadRequest").fieldViolations.map((v) => v.field), ["email"], name);
+    assert.equal(`email: ${detail(bad, "BadRequest").fieldViolations[0].description}`, bad.rawMessage, name);
+    assert.equal(detail(bad, "ErrorInfo").reason, "INVALID_ARGUMENT", name);
+    assert.equal(detail(bad, "ErrorInfo").domain, "crm.v1", name);
+
+    // A state-machine refusal: a PLACED order paid, then paid again with another reference.
+    const email = `twice-${n}@example.com`;
+    const c = await profile.registerCustomer({ email, requestId: `reg-${email}` }, admin);
+    await profile.addAddress({ customerId: c.customerId, requestId: `a-${email}`,
+      address: { recipientName: "Li", city: "Beijing", street: "Chang'an 1", countryCode: "CN" } },
+      bearer(stack.token("customer", c.customerId)));
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    const order = await orders.createOrder({
+      customerId: c.customerId, requestId: `o-${email}`, paymentMethod: 1,
+      items: [{ sku: "sku-1", name: "Tea", category: "grocery", quantity: 1, unitPrice: { amountMinor: 100n, currency: "CNY" } }],
+      deliveryWindow: { startTime: { seconds: now + 86400n }, endTime: { seconds: now + 93600n } },
+    }, bearer(stack.token("service", "storefront")));
+    const payments = bearer(stack.token("service", "payments"));
+    await orders.payOrder({ customerId: c.customerId, orderId: order.orderId, paymentReference: "p-1" }, payments);
+    const refused = await orders.payOrder({ customerId: c.customerId, orderId: order.orderId, paymentReference: "p-2" }, payments)
+      .catch((e) => e);
+    assert.equal(refused.code, Code.FailedPrecondition, name);
+    const violation = detail(refused, "PreconditionFailure").violations[0];
+    assert.equal(violation.subject, "order_id", name);
+    assert.equal(`order_id: ${violation.description}`, refused.rawMessage, name);
+    assert.equal(detail(refused, "ErrorInfo").reason, "FAILED_PRECONDITION", name);
+
+    // The gateway's own refusal on a stream (Connect's end-stream message, gRPC-Web's trailers).
+    const intruder = bearer(stack.token("customer", "c_intruder"));
+    const denied = await (async () => {
+      for await (const _ of orders.watchOrder({ customerId: c.customerId, orderId: order.orderId }, intruder)) assert.fail(name);
+    })().catch((e) => e);
+    assert.equal(denied.code, Code.PermissionDenied, name);
+    assert.equal(detail(denied, "ErrorInfo").reason, "PERMISSION_DENIED", name);
+    assert.equal(detail(denied, "ErrorInfo").metadata.field, "customer_id", name);
+
+    // The rate limit (an admin may make 50 calls a second, 100 at once): RetryInfo says when to try again.
+    const busy = bearer(stack.token("admin", `busy-${n++}`));
+    let limited;
+    for (let i = 0; i < 1000 && !limited; i++) {
+      const e = await profile.getCustomer({ customerId: "c_nobody" }, busy).catch((x) => x);
+      if (e.code === Code.ResourceExhausted) limited = e;
+    }
+    assert.ok(limited, `${name}: never rate limited`);
+    assert.equal(detail(limited, "ErrorInfo").reason, "RATE_LIMITED", name);
+    const delay = detail(limited, "RetryInfo").retryDelay;
+    assert.ok(delay.seconds > 0n || delay.nanos > 0, name);
+  }
+});
+
+test("a Connect JSON error lists its details as the protocol writes them, readable with curl", async () => {
+  const r = await post("/crm.v1.CustomerProfileService/RegisterCustomer", JSON.stringify({ email: "nope", requestId: "raw" }),
+    { "content-type": "application/json", ...admin() });
+  assert.equal(r.status, 400);
+  const body = JSON.parse(r.body);
+  assert.match(body.message, /^email: /);
+  assert.deepEqual(body.details.map((d) => d.type), ["google.rpc.ErrorInfo", "google.rpc.BadRequest"]);
+  // Standard base64 with the padding left off; "debug" is the same message as JSON.
+  for (const d of body.details) assert.match(d.value, /^[A-Za-z0-9+/]+$/);
+  const badRequest = body.details[1];
+  assert.deepEqual(fromBinary(registry.getMessage("google.rpc.BadRequest"), Buffer.from(badRequest.value, "base64"))
+    .fieldViolations.map((v) => v.field), ["email"]);
+  assert.equal(badRequest.debug.fieldViolations[0].field, "email");
+  assert.equal(body.details[0].debug.reason, "INVALID_ARGUMENT");
+  // The gateway's own refusals too: no token.
+  const anonymous = await post("/crm.v1.CustomerProfileService/GetCustomer", "{}", { "content-type": "application/json" });
+  assert.equal(anonymous.status, 401);
+  assert.equal(JSON.parse(anonymous.body).details[0].debug.reason, "UNAUTHENTICATED");
 });
 
 test("the 360-degree view over Connect JSON: what runs is filled, what does not is named unavailable", async () => {

@@ -1,10 +1,13 @@
-// Native gRPC through the gateway with @grpc/grpc-js: unary calls, errors, authorization and the
-// WatchOrder server stream. Messages are loaded from the descriptor set, so fields keep their proto names.
+// Native gRPC through the gateway with @grpc/grpc-js: unary calls, errors (with their google.rpc details),
+// authorization and the WatchOrder server stream. Messages are loaded from the descriptor set, so fields keep
+// their proto names.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { descriptorSet, startStack } from "./harness.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import { descriptorRegistry, descriptorSet, startStack } from "./harness.js";
 
 let stack, profile, orders;
 
@@ -98,6 +101,70 @@ test("WatchOrder streams order updates through the gateway", async () => {
     denied.on("data", () => assert.fail("no data for an intruder"));
     denied.on("error", (e) => { assert.equal(e.code, grpc.status.PERMISSION_DENIED); resolve(); });
   });
+});
+
+// What grpc-js hands over of an error's google.rpc.Status: the trailer's bytes, decoded here by type name.
+function detailsOf(err, registry) {
+  const [bin] = err.metadata.get("grpc-status-details-bin");
+  assert.ok(Buffer.isBuffer(bin), `no grpc-status-details-bin on ${err.code} ${err.details}`);
+  const status = fromBinary(registry.getMessage("google.rpc.Status"), bin);
+  assert.equal(status.code, err.code);
+  assert.equal(status.message, err.details);  // the same words as grpc-message
+  const byType = {};
+  for (const any of status.details) byType[any.typeUrl.split("/").pop()] = anyUnpack(any, registry);
+  return byType;
+}
+
+function failure(promise) {
+  return promise.then(() => assert.fail("the call should have failed"), (e) => e);
+}
+
+test("errors carry google.rpc details: BadRequest, PreconditionFailure, RetryInfo, ErrorInfo", async () => {
+  const registry = descriptorRegistry();
+  const admin = as(stack.token("admin", "ops"));
+  // A bad field, named by the service.
+  let err = await failure(unary(profile, "RegisterCustomer", { email: "no-at-sign", request_id: "bad-details" }, admin));
+  assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+  let d = detailsOf(err, registry);
+  assert.equal(d["google.rpc.ErrorInfo"].reason, "INVALID_ARGUMENT");
+  assert.equal(d["google.rpc.ErrorInfo"].domain, "crm.v1");
+  assert.equal(d["google.rpc.ErrorInfo"].metadata.field, "email");
+  assert.equal(d["google.rpc.BadRequest"].fieldViolations[0].field, "email");
+  assert.equal(`email: ${d["google.rpc.BadRequest"].fieldViolations[0].description}`, err.details);
+
+  // The order's state forbids a second, different payment.
+  const { customer } = await registerWithAddress("paid-twice@example.com");
+  const now = Math.floor(Date.now() / 1000);
+  const service = as(stack.token("service", "storefront"));
+  const order = await unary(orders, "CreateOrder", {
+    customer_id: customer.customer_id, request_id: "order-paid-twice", payment_method: "PAYMENT_METHOD_TYPE_ACCOUNT_BALANCE",
+    items: [{ sku: "sku-tea", name: "Longjing tea", category: "grocery", quantity: 1, unit_price: { amount_minor: 5800, currency: "CNY" } }],
+    delivery_window: { start_time: { seconds: String(now + 86400) }, end_time: { seconds: String(now + 93600) } },
+  }, service);
+  const pay = (ref) => unary(orders, "PayOrder", { customer_id: customer.customer_id, order_id: order.order_id, payment_reference: ref },
+    as(stack.token("service", "payments")));
+  await pay("pay-1");
+  err = await failure(pay("pay-2"));
+  assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+  d = detailsOf(err, registry);
+  assert.equal(d["google.rpc.ErrorInfo"].reason, "FAILED_PRECONDITION");
+  const violation = d["google.rpc.PreconditionFailure"].violations[0];
+  assert.equal(violation.type, "FAILED_PRECONDITION");
+  assert.equal(violation.subject, "order_id");
+  assert.match(violation.description, /only a PLACED order can be paid/);
+
+  // The gateway's rate limit (an admin may make 50 calls a second, 100 at once): RetryInfo says when to
+  // try again, as the older retry-after-ms trailer does.
+  const busy = as(stack.token("admin", "busy-admin"));
+  const results = await Promise.allSettled(Array.from({ length: 300 }, () =>
+    unary(profile, "GetCustomer", { customer_id: "c_nobody" }, busy)));
+  const limited = results.find((r) => r.status === "rejected" && r.reason.code === grpc.status.RESOURCE_EXHAUSTED);
+  assert.ok(limited, "300 calls at once were all admitted");
+  d = detailsOf(limited.reason, registry);
+  assert.equal(d["google.rpc.ErrorInfo"].reason, "RATE_LIMITED");
+  const delay = d["google.rpc.RetryInfo"].retryDelay;
+  const [hint] = limited.reason.metadata.get("retry-after-ms");
+  assert.equal(Number(delay.seconds) * 1000 + delay.nanos / 1e6, Number(hint));
 });
 
 test("health and reflection on the gateway need no token", async () => {

@@ -7,10 +7,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import readline from "node:readline";
+import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 
 const build = process.env.CRM_BUILD_DIR ?? path.resolve(import.meta.dirname, "../../../build");
 export const descriptorSetPath = path.join(build, "proto/crm_v1.pb");
 export const descriptorSet = () => readFileSync(descriptorSetPath);
+// Every crm.v1 message and the google.rpc error details, for decoding at run time.
+export const descriptorRegistry = () => createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet()));
 
 function startProcess(name, binary, args, readyKeys) {
   const child = spawn(path.join(build, binary), args, { stdio: ["ignore", "pipe", "pipe"] });
