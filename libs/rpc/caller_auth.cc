@@ -10,6 +10,7 @@
 #include "google/protobuf/descriptor.h"
 #include "libs/auth/jwt.h"
 #include "libs/log/log.h"
+#include "libs/rpc/status.h"
 #include "libs/rpc/transport.h"
 
 namespace crm::rpc {
@@ -45,7 +46,7 @@ bool NeedsNoCaller(absl::string_view path) {
 }
 
 grpc::Status Unauthenticated(absl::string_view why) {
-  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(why));
+  return ToGrpc(absl::UnauthenticatedError(why));
 }
 
 std::string Value(const grpc::AuthMetadataProcessor::InputMetadata& metadata,
@@ -76,17 +77,15 @@ grpc::Status CallerAuthProcessor::Process(const InputMetadata& metadata, grpc::A
   if (caller->internal) return grpc::Status::OK;
   const v1::MethodPolicy* policy = PolicyOf(path);
   if (policy == nullptr) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat(path, " declares no access policy"));
+    return ToGrpc(absl::PermissionDeniedError(absl::StrCat(path, " declares no access policy")));
   }
   bool allowed = false;
   for (int role : policy->roles()) allowed = allowed || role == caller->role;
   if (!allowed) {
-    return grpc::Status(
-        grpc::StatusCode::PERMISSION_DENIED,
+    return ToGrpc(absl::PermissionDeniedError(
         policy->roles().empty()
             ? absl::StrCat(path, " is only for calls between services")
-            : absl::StrCat("role ", auth::RoleName(caller->role), " may not call ", path));
+            : absl::StrCat("role ", auth::RoleName(caller->role), " may not call ", path)));
   }
   if (caller->role == v1::ROLE_ADMIN) {
     log::Info("admin call", {{"method", path},

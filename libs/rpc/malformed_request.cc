@@ -9,6 +9,7 @@
 #include "absl/strings/str_replace.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/stubs/logging.h"
+#include "libs/rpc/status.h"
 
 namespace crm::rpc {
 namespace {
@@ -83,7 +84,7 @@ class MalformedRequestInterceptor : public grpc::experimental::Interceptor {
     } else {
       message = absl::StrCat("request: does not parse as ", method->input_type()->full_name());
     }
-    methods->ModifySendStatus(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
+    methods->ModifySendStatus(ToGrpc(absl::InvalidArgumentError(message)));
   }
 
   const char* method_;

@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -12,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/api/validate.h"
+#include "libs/base/error_reason.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
@@ -181,8 +183,7 @@ void DeliverMergedAnswer(FanOut& fan) {
   for (size_t k = 0; k < fan.responses.size(); ++k) {
     std::unique_ptr<Message> part(route.response_prototype->New());
     if (!part->ParseFromString(ToBytes(fan.responses[k]))) {
-      return fan.done(grpc::Status(grpc::StatusCode::INTERNAL, "a shard's answer does not parse"),
-                      {});
+      return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
     }
     if (fan.next_token != nullptr)
       fan.next_tokens[fan.shards[k]] = StringField(*part, fan.next_token);
@@ -319,7 +320,8 @@ Gateway::~Gateway() = default;
 
 absl::Status Gateway::Deny(absl::string_view reason, absl::Status status) {
   denied_->Add({{"reason", std::string(reason)}}).Increment();
-  return status;
+  // The same reason, as ErrorInfo.reason for clients (OTHER_CUSTOMER, ROLE, UNKNOWN_METHOD, ...).
+  return WithReason(std::move(status), absl::AsciiStrToUpper(reason));
 }
 
 absl::Status Gateway::Admit(const CallInfo& info, Admission& a) {

@@ -466,7 +466,7 @@ grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(
   // Register first, then read: a change committed in between reaches the watcher either way, and
   // the version check drops whichever copy arrives second.
   if (!hub_.Add(watcher)) {
-    watcher->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down; watch again"));
+    watcher->End(rpc::ToGrpc(absl::UnavailableError("server shutting down; watch again")));
     return watcher;
   }
   auto order = store_->GetOrder(req->customer_id(), req->order_id());

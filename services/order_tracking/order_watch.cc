@@ -1,6 +1,7 @@
 #include "services/order_tracking/order_watch.h"
 
 #include "libs/api/validate.h"
+#include "libs/rpc/status.h"
 #include "services/order_tracking/order_lifecycle.h"
 
 namespace crm::order_tracking {
@@ -103,7 +104,7 @@ void OrderWatchHub::Shutdown() {
   shutting_down_ = true;
   for (auto& [key, set] : watchers_) {
     for (OrderWatcher* w : set)
-      w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down; watch again"));
+      w->End(rpc::ToGrpc(absl::UnavailableError("server shutting down; watch again")));
   }
 }
 

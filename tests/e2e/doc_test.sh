@@ -116,4 +116,8 @@ echo "curl stand-in: no crm.v1 method URL in: \$*" >&2; exit 1
 EOF
 chmod +x "$work/stand-ins/"*
 
+# The JavaScript examples use the npm clients tests/e2e/js installs (Connect, grpc-js, protobuf-es).
+source "$root/tests/deploy/lib.sh"
+ensure_node_modules "$root/tests/e2e/js"
+export NODE_PATH="$root/tests/e2e/js/node_modules"
 python3 "$root/tests/e2e/doc_blocks.py" "$root" "$work" "$tmp/run.out"

@@ -682,7 +682,7 @@ TEST_CASE("gateway: a real customer-profile behind the gateway, customers see on
   // The gateway's own refusals carry the details the services' do.
   const auto denied_info = rpc::FindDetail<google::rpc::ErrorInfo>(denied);
   REQUIRE(denied_info.has_value());
-  CHECK(denied_info->reason() == "PERMISSION_DENIED");
+  CHECK(denied_info->reason() == "OTHER_CUSTOMER");
   CHECK(denied_info->metadata().at("field") == "customer_id");
   // The service's own errors come through unchanged, their details byte for byte.
   get.set_customer_id("c_missing");

@@ -99,7 +99,7 @@ test("errors carry google.rpc details over Connect JSON, Connect binary and gRPC
       for await (const _ of orders.watchOrder({ customerId: c.customerId, orderId: order.orderId }, intruder)) assert.fail(name);
     })().catch((e) => e);
     assert.equal(denied.code, Code.PermissionDenied, name);
-    assert.equal(detail(denied, "ErrorInfo").reason, "PERMISSION_DENIED", name);
+    assert.equal(detail(denied, "ErrorInfo").reason, "OTHER_CUSTOMER", name);
     assert.equal(detail(denied, "ErrorInfo").metadata.field, "customer_id", name);
 
     // The rate limit (an admin may make 50 calls a second, 100 at once): RetryInfo says when to try again.
