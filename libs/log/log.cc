@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -27,6 +28,12 @@ const char* LevelName(Level level) {
     case Level::kError: return "error";
   }
   return "info";
+}
+
+template <size_t N>
+std::string Hex(const std::array<uint8_t, N>& bytes) {
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace
@@ -110,9 +117,10 @@ void Write(Level level, absl::string_view message, std::initializer_list<Field> 
     }
   }
   // The trace the line was written in (libs/trace): one call's lines found across every process.
+  // Only the header's inline parts are used here, so log.cc builds on its own (tests/fuzz/run.sh).
   if (const std::optional<trace::TraceContext> t = trace::Current()) {
-    absl::StrAppend(&line, ",\"trace_id\":\"", t->TraceIdHex(), "\",\"span_id\":\"", t->SpanIdHex(),
-                    "\"");
+    absl::StrAppend(&line, ",\"trace_id\":\"", Hex(t->trace_id), "\",\"span_id\":\"",
+                    Hex(t->span_id), "\"");
   }
   line.append("}\n");
   absl::MutexLock lock(&g_mu);

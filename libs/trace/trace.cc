@@ -55,21 +55,14 @@ void FillRandom(std::array<uint8_t, N>& bytes) {
   } while (AllZero(bytes));
 }
 
-// The thread's current trace: a stack, since scopes nest and a gRPC thread may run another call's
-// handler inside a call it is already serving (gRPC runs pending callbacks at the end of its API
-// calls).
-struct Entry {
-  std::optional<TraceContext> context;
-  const void* owner;  // the Scope or the call that entered it
-  bool call;
-};
-thread_local std::vector<Entry> t_entries;
+using internal::Entry;
 
 // Removes the entry of `owner` and everything above it; false when this thread has none.
 bool PopTo(const void* owner) {
-  for (size_t i = t_entries.size(); i-- > 0;) {
-    if (t_entries[i].owner == owner) {
-      t_entries.resize(i);
+  std::vector<Entry>& entries = internal::entries;
+  for (size_t i = entries.size(); i-- > 0;) {
+    if (entries[i].owner == owner) {
+      entries.resize(i);
       return true;
     }
   }
@@ -129,25 +122,21 @@ TraceContext ContinueOrStart(absl::string_view traceparent) {
   return NewTrace();
 }
 
-std::optional<TraceContext> Current() {
-  if (t_entries.empty()) return std::nullopt;
-  return t_entries.back().context;
-}
-
 Scope::Scope(std::optional<TraceContext> context) {
-  t_entries.push_back(Entry{std::move(context), this, false});
+  internal::entries.push_back(Entry{std::move(context), this, false});
 }
 
 Scope::~Scope() { PopTo(this); }
 
 void EnterCall(const TraceContext& context, const void* call) {
-  t_entries.push_back(Entry{context, call, true});
+  internal::entries.push_back(Entry{context, call, true});
 }
 
 void LeaveCall(const void* call) { PopTo(call); }
 
 void LeaveCallOnThisThread() {
-  if (!t_entries.empty() && t_entries.back().call) t_entries.pop_back();
+  std::vector<Entry>& entries = internal::entries;
+  if (!entries.empty() && entries.back().call) entries.pop_back();
 }
 
 }  // namespace crm::trace

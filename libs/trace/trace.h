@@ -54,8 +54,23 @@ TraceContext ChildOf(const TraceContext& parent);
 // malformed or missing traceparent is never an error).
 TraceContext ContinueOrStart(absl::string_view traceparent);
 
+namespace internal {
+// The thread's current trace: a stack, since scopes nest and a gRPC thread may run another call's
+// handler inside a call it is already serving (gRPC runs pending callbacks at the end of its API
+// calls). In the header so that reading it, once per log line, is inlined.
+struct Entry {
+  std::optional<TraceContext> context;
+  const void* owner;  // the Scope or the call that entered it
+  bool call;
+};
+inline thread_local std::vector<Entry> entries;
+}  // namespace internal
+
 // The trace current on this thread, if any.
-std::optional<TraceContext> Current();
+inline std::optional<TraceContext> Current() {
+  if (internal::entries.empty()) return std::nullopt;
+  return internal::entries.back().context;
+}
 
 // Makes `context` current on this thread until destroyed (none: no trace is current in between),
 // then restores what was current before. Scopes nest; create and destroy on one thread.
