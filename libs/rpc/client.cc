@@ -13,6 +13,7 @@
 #include "libs/auth/caller.h"
 #include "libs/metrics/rpc_metrics.h"
 #include "libs/rpc/transport.h"
+#include "libs/trace/trace.h"
 
 namespace crm::rpc {
 namespace {
@@ -39,6 +40,38 @@ class SelfIdentityInterceptorFactory
   grpc::experimental::Interceptor* CreateClientInterceptor(
       grpc::experimental::ClientRpcInfo*) override {
     return new SelfIdentityInterceptor();
+  }
+};
+
+// Sends the trace current where a call is made as its traceparent, with a new span id (the call's
+// own span), unless the call already carries one. The factory runs on the thread that starts the
+// call, the hook perhaps later on another: the trace is taken when the call is created. A call
+// made outside any trace gets no interceptor at all.
+class TraceInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit TraceInterceptor(std::string traceparent) : traceparent_(std::move(traceparent)) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      auto* metadata = methods->GetSendInitialMetadata();
+      if (metadata->find(trace::kTraceparent) == metadata->end()) {
+        metadata->emplace(trace::kTraceparent, traceparent_);
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string traceparent_;
+};
+
+class TraceInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    const std::optional<trace::TraceContext> current = trace::Current();
+    if (!current) return nullptr;
+    return new TraceInterceptor(trace::Format(trace::ChildOf(*current)));
   }
 };
 
@@ -95,12 +128,13 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::str
   // The service config is ours (ChannelServiceConfig); no TXT lookup may replace it.
   args.SetInt(GRPC_ARG_SERVICE_CONFIG_DISABLE_RESOLUTION, 1);
   args.SetServiceConfigJSON(ChannelServiceConfig(service));
-  if (metrics == nullptr)
-    return grpc::CreateCustomChannel(address, ChannelTransportCredentials(), args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(
-      std::make_unique<metrics::ClientMetricsInterceptorFactory>(&metrics->client_rpc()));
-  interceptors.push_back(std::make_unique<SelfIdentityInterceptorFactory>());
+  interceptors.push_back(std::make_unique<TraceInterceptorFactory>());
+  if (metrics != nullptr) {
+    interceptors.push_back(
+        std::make_unique<metrics::ClientMetricsInterceptorFactory>(&metrics->client_rpc()));
+    interceptors.push_back(std::make_unique<SelfIdentityInterceptorFactory>());
+  }
   return grpc::experimental::CreateCustomChannelWithInterceptors(
       address, ChannelTransportCredentials(), args, std::move(interceptors));
 }

@@ -67,9 +67,10 @@ std::string ChannelServiceConfig(absl::string_view service);
 
 // A channel to one address with the project's channel arguments (keepalive, message size,
 // ChannelServiceConfig, DNS re-resolution at most every 5 s) and transport (mTLS or loopback,
-// libs/rpc/transport.h). With `metrics`, a service's channel: client metrics, and every call not
-// already made for someone else carries this process's own caller assertion. Without, the gateway's
-// (which signs each call for its caller) or a test's.
+// libs/rpc/transport.h). Every call made while a trace is current (libs/trace) carries it as its
+// traceparent, with a span id of its own, unless the call sets one. With `metrics`, a service's
+// channel: client metrics, and every call not already made for someone else carries this process's
+// own caller assertion. Without, the gateway's (which signs each call for its caller) or a test's.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, absl::string_view service,
                                            metrics::Metrics* metrics);
 

@@ -13,6 +13,7 @@
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/malformed_request.h"
 #include "libs/rpc/transport.h"
+#include "libs/trace/trace.h"
 
 namespace crm::rpc {
 namespace {
@@ -30,6 +31,59 @@ class NothingButHealth : public grpc::CallbackGenericService {
       void OnDone() override { delete this; }
     };
     return new Refuse();
+  }
+};
+
+// Makes the caller's trace (its traceparent continued, or a new trace when it sent none or a
+// malformed one) current while a unary handler runs: gRPC runs the receive hooks and then the
+// handler on one thread, at once. The trace is left when the status is sent from that thread (a
+// handler that finishes before it returns: the sends run as it returns) or by rpc::FinishOn (which
+// takes it to the executor), and at the latest when the call is destroyed. Streams are not traced
+// here: their reactors run on whatever thread gRPC picks. With debug logging, every call answered
+// writes a "call handled" line in its trace.
+class TraceInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit TraceInterceptor(const char* method) : method_(method) {}
+  ~TraceInterceptor() override { trace::LeaveCall(this); }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      absl::string_view traceparent;
+      const auto* metadata = methods->GetRecvInitialMetadata();
+      if (auto it = metadata->find(trace::kTraceparent); it != metadata->end()) {
+        traceparent = absl::string_view(it->second.data(), it->second.size());
+      }
+      context_ = trace::ContinueOrStart(traceparent);
+      started_ = absl::Now();
+      trace::EnterCall(context_, this);
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      if (log::Enabled(log::Level::kDebug)) {
+        trace::Scope scope(context_);
+        log::Debug(
+            "call handled",
+            {{"method", method_},
+             {"code", metrics::CodeName(static_cast<int>(methods->GetSendStatus().error_code()))},
+             {"latency_ms", absl::ToDoubleMilliseconds(absl::Now() - started_)}});
+      }
+      trace::LeaveCall(this);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const char* method_;
+  trace::TraceContext context_;
+  absl::Time started_;
+};
+
+class TraceInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    if (info->type() != grpc::experimental::ServerRpcInfo::Type::UNARY) return nullptr;
+    return new TraceInterceptor(info->method());
   }
 };
 
@@ -116,6 +170,7 @@ void Server::Configure(grpc::ServerBuilder& builder) {
   if (generic_ != nullptr) builder.RegisterCallbackGenericService(generic_);
   CaptureProtobufParseErrors();
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<TraceInterceptorFactory>());
   interceptors.push_back(std::make_unique<MalformedRequestInterceptorFactory>());
   if (options_.metrics != nullptr) {
     interceptors.push_back(std::make_unique<metrics::ServerMetricsInterceptorFactory>(

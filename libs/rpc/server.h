@@ -1,8 +1,8 @@
 // Starts a gRPC server the same way in every process and in tests: callback API, health service
 // (grpc.health.v1, NOT_SERVING until SetServing(true)), server reflection, the per-RPC metrics
-// interceptor, message size limit, keepalive, a maximum connection age, and a graceful shutdown
-// that drains in-flight calls within a bounded grace period. Non-copyable. Start, SetServing and
-// Shutdown may be called from any thread.
+// interceptor, the caller's trace (traceparent) current in unary handlers, message size limit,
+// keepalive, a maximum connection age, and a graceful shutdown that drains in-flight calls within a
+// bounded grace period. Non-copyable. Start, SetServing and Shutdown may be called from any thread.
 #pragma once
 
 #include <functional>
@@ -37,9 +37,9 @@ struct ServerOptions {
   absl::Duration max_connection_age_grace = absl::InfiniteDuration();
   // Where per-RPC metrics go; null records none. Not owned.
   metrics::Metrics* metrics = nullptr;
-  // The per-call interceptors (field-naming parse errors, per-RPC metrics). A proxy that forwards
-  // raw bytes and records its own per-route metrics turns them off: they cost more than the
-  // forwarding.
+  // The per-call interceptors (trace context, field-naming parse errors, per-RPC metrics). A proxy
+  // that forwards raw bytes and records its own per-route metrics turns them off: they cost more
+  // than the forwarding.
   bool interceptors = true;
   // A service port: only the system's own processes may call (libs/rpc/caller_auth.h), over mTLS
   // when the process has certificates (libs/rpc/transport.h), else from loopback only. Off for the

@@ -18,6 +18,7 @@
 #include "libs/base/status_macros.h"
 #include "libs/rpc/status.h"
 #include "libs/sharding/hash.h"
+#include "libs/trace/trace.h"
 #include "services/gateway/web_protocol.h"
 
 namespace crm::gateway {
@@ -34,9 +35,9 @@ constexpr char kAllowedHeaders[] =
     "authorization, content-type, connect-protocol-version, connect-timeout-ms, "
     "connect-content-encoding, "
     "connect-accept-encoding, grpc-timeout, x-grpc-web, x-user-agent, x-request-id, "
-    "content-encoding, accept-encoding";
+    "content-encoding, accept-encoding, traceparent, tracestate";
 constexpr char kExposedHeaders[] =
-    "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, retry-after, "
+    "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, traceparent, retry-after, "
     "content-encoding, "
     "connect-content-encoding, etag";
 // Answers smaller than this are not worth compressing.
@@ -269,6 +270,10 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     info_.peer_ip = head.peer_ip;
     if (const std::string* v = head.Find("authorization")) info_.authorization = *v;
     if (const std::string* v = head.Find("x-request-id")) info_.request_id_header = *v;
+    // The client's trace continued, or a new one (a missing or malformed traceparent is no error).
+    const std::string* traceparent = head.Find(trace::kTraceparent);
+    trace_ = trace::ContinueOrStart(traceparent != nullptr ? *traceparent : "");
+    traceparent_ = trace::Format(trace_);
     if (kind == Kind::kGrpc || kind == Kind::kGrpcWeb || kind == Kind::kGrpcWebText) {
       if (const std::string* v = head.Find("grpc-timeout"))
         info_.client_timeout = ParseGrpcTimeout(*v);
@@ -368,6 +373,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
           out.emplace_back(k, v);
       }
       out.emplace_back("x-request-id", admission_.request_id);
+      out.emplace_back(trace::kTraceparent, traceparent_);
       RespondOnce(200, std::move(out));
     } else if (kind_ != Kind::kConnectUnary && kind_ != Kind::kConnectGet) {
       RespondOnce(200, WebHeaders(StreamContentType()));
@@ -424,6 +430,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
         // Trailers-only: one HEADERS frame with the status.
         out.emplace_back("content-type", "application/grpc");
         out.emplace_back("x-request-id", admission_.request_id);
+        out.emplace_back(trace::kTraceparent, traceparent_);
         return Complete(grpc::Status(static_cast<grpc::StatusCode>(code), message), [&] {
           responded_ = true;
           ex_->Respond(200, out, true);
@@ -466,7 +473,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
 
   Headers WebHeaders(std::string content_type) const {
     Headers h = {{"content-type", std::move(content_type)},
-                 {"x-request-id", admission_.request_id}};
+                 {"x-request-id", admission_.request_id},
+                 {trace::kTraceparent, traceparent_}};
     if (!origin_.empty()) {
       h.emplace_back("access-control-allow-origin", origin_);
       h.emplace_back("access-control-expose-headers", kExposedHeaders);
@@ -528,6 +536,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
                  {"te", "trailers"},
                  {"grpc-timeout", GrpcTimeout(admission_.timeout)},
                  {"x-request-id", admission_.request_id},
+                 {trace::kTraceparent, trace::Format(trace::ChildOf(trace_))},
                  {auth::kCallerMetadata, admission_.caller_assertion},
                  {"user-agent", "crm-gateway"}};
     if (kind_ == Kind::kGrpc) {
@@ -676,6 +685,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
       return ctx;
     };
     EventLoop* loop = &LoopOf(ctx_);
+    // The backend calls are made in the call's trace (libs/rpc's channels send it).
+    trace::Scope scope(trace_);
     gateway().CallUnary(admission_, FromBytes(message), make_context,
                         [this, token, slow, loop](grpc::Status status, grpc::ByteBuffer response) {
                           {
@@ -709,8 +720,9 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
       return Complete(grpc::Status::OK, [&] { RespondConnectUnary(); });
     }
     if (kind_ == Kind::kGrpc) {
-      RespondOnce(200,
-                  {{"content-type", "application/grpc"}, {"x-request-id", admission_.request_id}});
+      RespondOnce(200, {{"content-type", "application/grpc"},
+                        {"x-request-id", admission_.request_id},
+                        {trace::kTraceparent, traceparent_}});
       ex_->Write(Frame(0, bytes));
       return Complete(grpc::Status::OK, [&] { ex_->End({{"grpc-status", "0"}}); });
     }
@@ -765,6 +777,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
       door_->streams().Release(StreamKey());
       holds_stream_slot_ = false;
     }
+    trace::Scope scope(trace_);  // the access-log line
     gateway().CallEnded(info_, admission_, status);
     door_->in_flight()--;
   }
@@ -811,6 +824,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     if (!responded_) {
       t.emplace_back("content-type", "application/grpc");
       t.emplace_back("x-request-id", admission_.request_id);
+      t.emplace_back(trace::kTraceparent, traceparent_);
       responded_ = true;
       return ex_->Respond(200, t, true);
     }
@@ -854,6 +868,9 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
   std::string origin_;
   CallInfo info_;
   Admission admission_;
+  // The gateway's span of the call, and its traceparent, returned to the client.
+  trace::TraceContext trace_;
+  std::string traceparent_;
   std::string body_;
   std::string upstream_body_;
   bool request_compressed_ = false;
