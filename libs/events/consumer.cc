@@ -9,6 +9,7 @@
 #include "libs/rpc/unary.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/key.h"
+#include "libs/trace/trace.h"
 
 namespace crm::events {
 namespace {
@@ -36,10 +37,15 @@ EventConsumer::EventConsumer(store::Store* store, Subscription subscription, Han
                                       "Events received from other services, by type and result "
                                       "(applied, duplicate, refused).")) {}
 
-EventConsumer::Refusal EventConsumer::ApplyInOrder(const v1::DeliverEventsRequest& request,
-                                                   const std::vector<int>& indices) {
+EventConsumer::Refusal EventConsumer::ApplyInOrder(
+    const v1::DeliverEventsRequest& request, const std::vector<int>& indices,
+    const std::optional<trace::TraceContext>& delivery) {
   for (int i : indices) {
     const v1::Event& event = request.events(i);
+    // Applied in the trace of the call that wrote the event, so what the handler logs (and any
+    // event it writes in turn) belongs to that call; an event without one stays in the delivery's.
+    const std::optional<trace::TraceContext> written_in = trace::Parse(event.traceparent());
+    trace::Scope scope(written_in ? trace::ChildOf(*written_in) : delivery);
     if (event.event_id().empty())
       return {i, absl::InvalidArgumentError("event_id: must not be empty")};
     bool duplicate = false;
@@ -60,7 +66,10 @@ EventConsumer::Refusal EventConsumer::ApplyInOrder(const v1::DeliverEventsReques
       log::Warning("event refused", {{"event_id", event.event_id()}, {"error", s.ToString()}});
       return {i, s};
     }
-    applied_.Add({{"type", type}, {"result", duplicate ? "duplicate" : "applied"}}).Increment();
+    const char* result = duplicate ? "duplicate" : "applied";
+    applied_.Add({{"type", type}, {"result", result}}).Increment();
+    log::Debug("event applied",
+               {{"event_id", event.event_id()}, {"type", type}, {"result", result}});
   }
   return {request.events_size(), absl::OkStatus()};
 }
@@ -73,12 +82,13 @@ absl::Status EventConsumer::Apply(const v1::DeliverEventsRequest& request,
     lanes[sharding::StableHash64(request.events(i).customer_id()) % lanes.size()].push_back(i);
   }
   std::vector<Refusal> refusals(lanes.size(), Refusal{n, absl::OkStatus()});
+  const std::optional<trace::TraceContext> delivery = trace::Current();
   std::vector<std::thread> helpers;
   for (size_t k = 1; k < lanes.size(); ++k) {
     if (!lanes[k].empty())
-      helpers.emplace_back([&, k] { refusals[k] = ApplyInOrder(request, lanes[k]); });
+      helpers.emplace_back([&, k] { refusals[k] = ApplyInOrder(request, lanes[k], delivery); });
   }
-  refusals[0] = ApplyInOrder(request, lanes[0]);
+  refusals[0] = ApplyInOrder(request, lanes[0], delivery);
   for (auto& t : helpers) t.join();
   // Acknowledged: everything before the first refusal in the batch's order.
   const Refusal first =

@@ -7,11 +7,13 @@
 // events it acts on, and producers send only those (served as EventSink/GetSubscription). Its
 // errors: ABORTED / UNAVAILABLE are transient (the producer retries); anything else is a refusal,
 // retried a few times and then dead-lettered by the producer. Events the handler does not care
-// about should return OK.
+// about should return OK. Each event is applied in the trace it was written in (its traceparent),
+// and with debug logging writes an "event applied" line there.
 #pragma once
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,7 @@
 #include "libs/events/subscription.h"
 #include "libs/rpc/executor.h"
 #include "libs/store/store.h"
+#include "libs/trace/trace.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/registry.h"
@@ -75,9 +78,10 @@ class EventConsumer final : public v1::EventSink::CallbackService {
     int index;  // in the request; events_size() when none was refused
     absl::Status status;
   };
-  // Applies the request's events at `indices`, in order, each in its own transaction, stopping at
-  // the first one refused.
-  Refusal ApplyInOrder(const v1::DeliverEventsRequest& request, const std::vector<int>& indices);
+  // Applies the request's events at `indices`, in order, each in its own transaction and in the
+  // trace it was written in (`delivery`'s when it has none), stopping at the first one refused.
+  Refusal ApplyInOrder(const v1::DeliverEventsRequest& request, const std::vector<int>& indices,
+                       const std::optional<trace::TraceContext>& delivery);
 };
 
 }  // namespace crm::events

@@ -17,6 +17,7 @@
 #include "libs/rpc/status.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/key.h"
+#include "libs/trace/trace.h"
 
 namespace crm::events {
 namespace {
@@ -45,6 +46,25 @@ bool Transient(int code) {
   return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
          code == grpc::StatusCode::ABORTED || code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
          code == grpc::StatusCode::CANCELLED;
+}
+
+// The trace of a batch whose events were all written in one trace (most batches hold one event),
+// so its delivery call travels in that trace; none for a mixed batch (each event carries its own).
+std::optional<trace::TraceContext> BatchTrace(const std::vector<const v1::Event*>& events) {
+  std::optional<trace::TraceContext> batch;
+  for (const v1::Event* e : events) {
+    const std::optional<trace::TraceContext> t = trace::Parse(e->traceparent());
+    if (!t || (batch && batch->trace_id != t->trace_id)) return std::nullopt;
+    if (!batch) batch = trace::ChildOf(*t);
+  }
+  return batch;
+}
+
+// What is logged about one event is logged in the trace it was written in.
+std::optional<trace::TraceContext> EventTrace(const v1::Event& e) {
+  const std::optional<trace::TraceContext> t = trace::Parse(e.traceparent());
+  if (!t) return std::nullopt;
+  return trace::ChildOf(*t);
 }
 
 }  // namespace
@@ -228,6 +248,9 @@ absl::StatusOr<v1::DeliverEventsResponse> Dispatcher::Deliver(
     rpc::ChannelSet* channels, int shard, const std::vector<const v1::Event*>& events, Lane* lane) {
   v1::DeliverEventsRequest request;
   for (const auto* e : events) *request.add_events() = *e;
+  // A lane works outside any trace; a replay keeps the admin call's.
+  std::optional<trace::Scope> traced;
+  if (!trace::Current()) traced.emplace(BatchTrace(events));
   auto stub = v1::EventSink::NewStub(channels->ForShard(shard));
   grpc::ClientContext ctx;
   rpc::SetTimeout(ctx, options_.call_timeout);
@@ -390,6 +413,7 @@ Dispatcher::Pause Dispatcher::Acknowledged(Lane* lane, const Batch& batch,
   const auto& [pos, failing] = batch.events[processed];
   const int code = response.failed_code();
   const int refused = ++lane->refusals[failing.event_id()];
+  trace::Scope traced(EventTrace(failing));
   if (Transient(code) || refused < options_.max_attempts) {
     lane->failed->Increment();
     log::Warning("consumer refused an event; will retry", {{"destination", lane->sink},

@@ -4,6 +4,7 @@
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/store/key.h"
+#include "libs/trace/trace.h"
 
 namespace crm::events {
 namespace {
@@ -80,6 +81,11 @@ absl::Status Outbox::Append(store::Transaction& txn, v1::Event& event) {
   event.set_event_id(absl::StrCat(producer_, "/", shard_, "/", epoch_, ".", seq));
   event.set_producer(producer_);
   if (!event.has_occur_time()) api::SetTimestamp(clock_->Now(), event.mutable_occur_time());
+  if (event.traceparent().empty()) {
+    if (const std::optional<trace::TraceContext> current = trace::Current()) {
+      event.set_traceparent(trace::Format(*current));
+    }
+  }
   return txn.PutProto(events_cf_, PositionKey(Position{epoch_, seq}), event);
 }
 

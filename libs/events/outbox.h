@@ -57,8 +57,9 @@ class Outbox {
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
 
-  // Adds `event` to `txn`: fills event_id, producer and (when unset) occur_time. The event needs a
-  // customer_id. Must be the transaction that makes the change the event reports.
+  // Adds `event` to `txn`: fills event_id, producer and (when unset) occur_time and traceparent
+  // (the trace current on this thread, if any). The event needs a customer_id. Must be the
+  // transaction that makes the change the event reports.
   absl::Status Append(store::Transaction& txn, v1::Event& event);
 
   // Removes the customer's events that no consumer has taken yet (erasure: what is about to be
