@@ -87,6 +87,26 @@ class TraceInterceptorFactory : public grpc::experimental::ServerInterceptorFact
   }
 };
 
+// The caller check (libs/rpc/caller_auth.h) in the caller's trace: it runs, and logs admin calls,
+// before the call's handler, where no trace is current yet.
+class TracedCallerAuth : public grpc::AuthMetadataProcessor {
+ public:
+  explicit TracedCallerAuth(bool tls) : check_(tls) {}
+  bool IsBlocking() const override { return check_.IsBlocking(); }
+  grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext* context,
+                       OutputMetadata* consumed, OutputMetadata* response) override {
+    std::optional<trace::TraceContext> caller;
+    if (auto it = metadata.find(trace::kTraceparent); it != metadata.end()) {
+      caller = trace::Parse(absl::string_view(it->second.data(), it->second.size()));
+    }
+    trace::Scope scope(caller);
+    return check_.Process(metadata, context, consumed, response);
+  }
+
+ private:
+  CallerAuthProcessor check_;
+};
+
 // A duration as a channel argument's milliseconds (an int), at least 1 ms.
 int ChannelArgMs(absl::Duration d) {
   return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, INT32_MAX));
@@ -146,7 +166,7 @@ void Server::Configure(grpc::ServerBuilder& builder) {
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (options_.authenticate_callers) {
     credentials = ServerTransportCredentials();
-    credentials->SetAuthMetadataProcessor(std::make_shared<CallerAuthProcessor>(!TlsDir().empty()));
+    credentials->SetAuthMetadataProcessor(std::make_shared<TracedCallerAuth>(!TlsDir().empty()));
   }
   builder.AddListeningPort(options_.listen_address, credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
