@@ -23,6 +23,7 @@ while (($#)); do
 done
 if [[ -n "$asked" ]]; then
   args=("${args[@]/%|container/}")
+  export CRM_CONTAINER_TESTS=1
 elif [[ -z "$excluded" ]]; then
   args+=(-LE container)
 fi

@@ -133,7 +133,7 @@ grpc::Status Place(Section& s, absl::Time now, v1::CustomerView& view, std::stri
       break;
     }
   }
-  return grpc::Status(grpc::StatusCode::INTERNAL, "the answer does not parse");
+  return rpc::ToGrpc(absl::InternalError("the answer does not parse"));
 }
 
 void Assemble(Gathering& g) {
@@ -161,16 +161,15 @@ void Assemble(Gathering& g) {
 
 grpc::Status ParseViewRequest(const grpc::ByteBuffer& bytes, v1::GetCustomerViewRequest& request) {
   if (!request.ParseFromString(ToBytes(bytes))) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request: does not parse");
+    return rpc::ToGrpc(absl::InvalidArgumentError("request: does not parse"));
   }
   if (request.customer_id().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "customer_id: is required");
+    return rpc::ToGrpc(absl::InvalidArgumentError("customer_id: is required"));
   }
   if (request.recommendation_count() < 0 ||
       request.recommendation_count() > kMaxRecommendationsInView) {
-    return grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("recommendation_count: must be 0-", kMaxRecommendationsInView));
+    return rpc::ToGrpc(absl::InvalidArgumentError(
+        absl::StrCat("recommendation_count: must be 0-", kMaxRecommendationsInView)));
   }
   return grpc::Status::OK;
 }

@@ -8,25 +8,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${CRM_BUILD_DIR:-$root/build}" && pwd)
 tmp=$(mktemp -d)
-run_pid=""
-cleanup() {
-  if [[ -n "$run_pid" ]]; then
-    kill -TERM "$run_pid" 2>/dev/null || true
-    wait "$run_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; echo "--- run.sh output:" >&2; tail -n 30 "$tmp/run.out" >&2 || true; exit 1; }
-
-CRM_BUILD_DIR="$build" "$root/deploy/local/run.sh" --data "$tmp/data" --demo >"$tmp/run.out" 2>&1 &
-run_pid=$!
-for _ in $(seq 1 600); do
-  grep -q "Ctrl-C stops everything" "$tmp/run.out" && break
-  kill -0 "$run_pid" 2>/dev/null || fail "run.sh exited"
-  sleep 0.5
-done
-grep -q "Ctrl-C stops everything" "$tmp/run.out" || fail "run.sh did not report the backend running"
+source "$root/tests/e2e/local_run.sh"
+trap 'stop_local_run; rm -rf "$tmp"' EXIT
+start_local_run --demo
 
 # A folder that looks like the repository root to the blocks: the build, the local run's data, the sources.
 work="$tmp/work"

@@ -8,30 +8,18 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build="${CRM_BUILD_DIR:-$root/build}"
 tmp=$(mktemp -d)
-run_pid=""
 prom_pid=""
+source "$root/tests/e2e/local_run.sh"
 cleanup() {
   [[ -n "$prom_pid" ]] && kill "$prom_pid" 2>/dev/null || true
-  if [[ -n "$run_pid" ]]; then
-    kill -TERM "$run_pid" 2>/dev/null || true
-    wait "$run_pid" 2>/dev/null || true
-  fi
+  stop_local_run
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; echo "--- run.sh output:" >&2; tail -n 30 "$tmp/run.out" >&2 || true; exit 1; }
 
 command -v prometheus >/dev/null || fail "prometheus is not installed (deploy/local/install-deps.sh --test)"
 
-CRM_BUILD_DIR="$build" "$root/deploy/local/run.sh" --data "$tmp/data" --port-base 21050 --metrics-base 21150 \
-  --http-port 21080 --demo >"$tmp/run.out" 2>&1 &
-run_pid=$!
-for _ in $(seq 1 600); do
-  grep -q "Ctrl-C stops everything" "$tmp/run.out" && break
-  kill -0 "$run_pid" 2>/dev/null || fail "run.sh exited"
-  sleep 0.5
-done
-grep -q "Ctrl-C stops everything" "$tmp/run.out" || fail "run.sh did not report the backend running"
+start_local_run --port-base 21050 --metrics-base 21150 --http-port 21080 --demo
 
 # The local scrape config with the test's metrics ports and an absolute path to the rules.
 sed -e 's/127\.0\.0\.1:915\([0-5]\)/127.0.0.1:2115\1/' -e "s|- alerts.yml|- $root/deploy/prometheus/alerts.yml|" \
