@@ -384,7 +384,7 @@ Dispatcher::Pause Dispatcher::DeliveryFailed(Lane* lane, const absl::Status& err
     log::Warning("event delivery failed; will retry",
                  {{"destination", lane->sink},
                   {"shard", lane->shard},
-                  {"error", error.ToString()},
+                  {"error", error.ToString(absl::StatusToStringMode::kWithNoExtraData)},
                   {"failures_in_a_row", failures},
                   {"backoff_ms", absl::ToInt64Milliseconds(lane->backoff)}});
   }
@@ -621,9 +621,10 @@ absl::Status Dispatcher::ReplayDeadLetters(const std::vector<std::string>& ids,
       out->set_replayed_count(out->replayed_count() + 1);
     } else {
       d.set_attempts(d.attempts() + 1);
-      d.set_last_error(response.ok() ? absl::StrCat(metrics::CodeName(response->failed_code()),
-                                                    ": ", response->failed_message())
-                                     : response.status().ToString());
+      d.set_last_error(
+          response.ok() ? absl::StrCat(metrics::CodeName(response->failed_code()), ": ",
+                                       response->failed_message())
+                        : response.status().ToString(absl::StatusToStringMode::kWithNoExtraData));
       *out->add_still_failing() = d;
     }
   }

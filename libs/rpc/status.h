@@ -37,12 +37,13 @@ std::optional<absl::Duration> RetryDelayOf(const absl::Status& status);
 std::string ReasonOf(const absl::Status& status);
 
 // The field a message names first: "address.city: is required" -> "address.city"; empty when the
-// message does not start with a field (a name of letters, digits, '_', '.', '-', '[' and ']',
-// followed by ": ").
+// message does not start with a proto field path (lower_snake names joined by '.', each optionally
+// indexed, followed by ": "; not "request", "body" or "rocksdb", which are not fields).
 absl::string_view FieldOf(absl::string_view message);
 
-// The google.rpc.Status of an error (code, message and the details above).
-google::rpc::Status ErrorModel(const absl::Status& status);
+// The google.rpc.Status of an error (code, message and the details above); without `describe`, the
+// details leave out the descriptions (ToGrpc's fallback when the trailers would grow too large).
+google::rpc::Status ErrorModel(const absl::Status& status, bool describe = true);
 
 // The first detail of type `Detail` (e.g. google::rpc::BadRequest) in an error's
 // grpc-status-details-bin, as a gRPC client received it.

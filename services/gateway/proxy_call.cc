@@ -2,6 +2,8 @@
 
 #include <event2/event.h>
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -420,7 +422,11 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
       }
       // The service's details pass through untouched; a service that sent none gets the ones its
       // code and message make.
-      if (code != 0 && StatusDetailsOf(trailers).empty()) {
+      // (Only when the header is absent: an undecodable one is forwarded as is, never doubled.)
+      const bool has_details = std::any_of(trailers.begin(), trailers.end(), [](const auto& kv) {
+        return kv.first == "grpc-status-details-bin";
+      });
+      if (code != 0 && !has_details) {
         out.emplace_back("grpc-status-details-bin",
                          EncodeBinaryHeader(
                              WithDetails(grpc::Status(static_cast<grpc::StatusCode>(code), message))

@@ -58,7 +58,15 @@ TEST_CASE("error details: INVALID_ARGUMENT names its field in ErrorInfo and BadR
 
 TEST_CASE("error details: the field is what the message names first, where the code means one") {
   CHECK(rpc::FieldOf("items[0].item_id: the order has no item \"9\"") == "items[0].item_id");
-  CHECK(rpc::FieldOf("x-request-id: must be 1-128 characters") == "x-request-id");
+  // Not fields: headers, file paths, the request or body as a whole, the storage engine.
+  CHECK(rpc::FieldOf("x-request-id: must be 1-128 characters") == "");
+  CHECK(rpc::FieldOf("/etc/crm/rules.textproto: line 3") == "");
+  CHECK(rpc::FieldOf("request: does not parse as crm.v1.GetCustomerRequest") == "");
+  CHECK(rpc::FieldOf("body: not valid JSON") == "");
+  CHECK(rpc::FieldOf("rocksdb: Invalid argument") == "");
+  CHECK(rpc::FieldOf("Email: capitalised") == "");
+  CHECK(rpc::FieldOf("items[x].sku: bad index") == "");
+  CHECK(rpc::FieldOf("items[12].sku: too long") == "items[12].sku");
   CHECK(rpc::FieldOf("rate limit of 1 requests/s for role customer exceeded") == "");
   CHECK(rpc::FieldOf("no such method: the path names no crm.v1 method") == "");
   CHECK(rpc::FieldOf("/crm.v1.X/Y is a server stream: use gRPC") == "");
@@ -218,4 +226,25 @@ TEST_CASE("error details: a data service's errors carry them in grpc-status-deta
 }
 
 }  // namespace
+TEST_CASE(
+    "error details: a long message keeps its details within the trailer budget, code and "
+    "message intact") {
+  const std::string message = "email: " + std::string(2000, 'x');
+  const grpc::Status s = rpc::ToGrpc(absl::InvalidArgumentError(message));
+  CHECK(s.error_message() == message);
+  // The message once in grpc-message, the details base64: within 6 KiB, ErrorInfo still there.
+  CHECK(message.size() + (s.error_details().size() + 2) / 3 * 4 <= 6 * 1024);
+  const auto info = FindDetail<ErrorInfo>(s);
+  REQUIRE(info.has_value());
+  CHECK(info->metadata().at("field") == "email");
+  // The message twice more (the descriptions) would not fit: they are left out.
+  const auto bad = FindDetail<BadRequest>(s);
+  REQUIRE(bad.has_value());
+  CHECK(bad->field_violations(0).description().empty());
+  // Far too long for any details: code and message alone.
+  const grpc::Status huge = rpc::ToGrpc(absl::InvalidArgumentError(std::string(7000, 'y')));
+  CHECK(huge.error_details().empty());
+  CHECK(huge.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 }  // namespace crm
