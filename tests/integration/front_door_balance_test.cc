@@ -22,12 +22,8 @@
 #include "catch2/catch.hpp"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
-#include "libs/auth/jwt.h"
-#include "libs/metrics/metrics.h"
-#include "libs/rpc/backends.h"
-#include "services/gateway/front_door.h"
-#include "services/gateway/gateway.h"
 #include "tests/support/grpc_probe.h"
+#include "tests/support/in_process_gateway.h"
 #include "tests/support/tcp_balancer.h"
 #include "tests/support/wait.h"
 
@@ -39,45 +35,18 @@ constexpr char kSecret[] = "0123456789abcdef0123456789abcdef-front-door-balance"
 // measured is which replica's front door took the call, not what a service answers.
 constexpr char kPath[] = "/crm.v1.CustomerProfileService/GetCustomer";
 
-// One gateway replica: the Gateway and FrontDoor the binary wires, with no service behind it.
-class GatewayReplica {
- public:
-  explicit GatewayReplica(absl::Duration max_connection_age) {
-    backends_ = std::make_unique<rpc::Backends>(&metrics_);
-    for (const auto& info : rpc::DataServices()) backends_->SetAddress(info.name, "127.0.0.1:1");
-    gateway::GatewayOptions g;
-    auth::VerifierOptions v;
-    v.hmac_secret = kSecret;
-    g.verifier = std::move(*auth::Verifier::Create(v));
-    g.customer_rps = g.agent_rps = g.admin_rps = g.service_rps = g.ip_rps = 0;
-    g.access_log = false;
-    gateway_ = std::make_unique<gateway::Gateway>(std::move(g), backends_.get(), &metrics_);
-    gateway::FrontDoorOptions f;
-    f.grpc_listen = "127.0.0.1:0";
-    f.http_listen = "127.0.0.1:0";
-    f.threads = 1;
-    f.max_connection_age = max_connection_age;
-    front_ = std::make_unique<gateway::FrontDoor>(gateway_.get(), std::move(f));
-    REQUIRE(front_->Start().ok());
-  }
-  ~GatewayReplica() {
-    front_->Shutdown(absl::Seconds(1));
-    front_->Stop();
-  }
-  int grpc_port() const { return front_->grpc_port(); }
-  int http_port() const { return front_->http_port(); }
-
- private:
-  metrics::Metrics metrics_;
-  std::unique_ptr<rpc::Backends> backends_;
-  std::unique_ptr<gateway::Gateway> gateway_;
-  std::unique_ptr<gateway::FrontDoor> front_;
-};
+// One gateway replica with no service behind it, retiring connections after `max_connection_age`.
+testing::InProcessGatewayOptions Replica(absl::Duration max_connection_age) {
+  testing::InProcessGatewayOptions o;
+  o.secret = kSecret;
+  o.front_door = [=](gateway::FrontDoorOptions& f) { f.max_connection_age = max_connection_age; };
+  return o;
+}
 
 // Replica A behind the balancer takes a client's calls; replica B is added; the client keeps
 // calling for at most `wait`. True when B took a connection (and so calls) before that.
 bool SecondReplicaGetsTraffic(absl::Duration max_connection_age, absl::Duration wait) {
-  GatewayReplica a(max_connection_age);
+  testing::InProcessGateway a(Replica(max_connection_age));
   testing::TcpBalancer balancer;
   REQUIRE(balancer.Start().ok());
   balancer.AddBackend(a.grpc_port());
@@ -91,7 +60,7 @@ bool SecondReplicaGetsTraffic(absl::Duration max_connection_age, absl::Duration 
   };
   call();
   REQUIRE(balancer.ConnectionsTo(a.grpc_port()) == 1);
-  GatewayReplica b(max_connection_age);
+  testing::InProcessGateway b(Replica(max_connection_age));
   balancer.AddBackend(b.grpc_port());
   return testing::WaitUntil(
       [&] {
@@ -161,7 +130,7 @@ TEST_CASE(
     "an HTTP/1.1 connection past its maximum age is closed (connection: close, or at once when "
     "idle), while a younger one is kept",
     "[front_door]") {
-  GatewayReplica young(absl::Hours(1));
+  testing::InProcessGateway young(Replica(absl::Hours(1)));
   KeepAliveClient kept(young.http_port());
   for (int i = 0; i < 20; ++i) {
     const std::string head = kept.GetHealthz();
@@ -170,7 +139,7 @@ TEST_CASE(
   }
 
   // Retired between two requests, the connection is closed; during one, its response says so.
-  GatewayReplica old(absl::Milliseconds(200));
+  testing::InProcessGateway old(Replica(absl::Milliseconds(200)));
   KeepAliveClient retired(old.http_port());
   CHECK(testing::WaitUntil(
       [&] {

@@ -35,6 +35,7 @@
 #include "services/gateway/gateway.h"
 #include "tests/load/echo.grpc.pb.h"
 #include "tests/support/grpc_probe.h"
+#include "tests/support/in_process_gateway.h"
 #include "tests/support/wait.h"
 
 namespace crm {
@@ -315,38 +316,23 @@ struct GatewayWorld {
     backend_server = std::make_unique<rpc::Server>(rpc::ServerOptions{});
     backend_server->SetGenericService(&backend);
     REQUIRE(backend_server->Start().ok());
-    backends = std::make_unique<rpc::Backends>(nullptr);
-    for (const auto& info : rpc::DataServices())
-      backends->SetAddress(info.name, absl::StrCat("127.0.0.1:", backend_server->port()));
-    gateway::GatewayOptions g;
-    auth::VerifierOptions v;
-    v.hmac_secret = kSecret;
-    g.verifier = std::move(*auth::Verifier::Create(v));
-    g.customer_rps = g.agent_rps = g.admin_rps = g.service_rps = g.ip_rps = 0;
-    g.access_log = false;
-    gw = std::make_unique<gateway::Gateway>(std::move(g), backends.get(), &metrics);
-    gateway::FrontDoorOptions f;
-    f.grpc_listen = "127.0.0.1:0";
-    f.http_listen = "127.0.0.1:0";
-    f.threads = 1;
-    f.allowed_origins = {"https://shop.example"};
-    front = std::make_unique<gateway::FrontDoor>(gw.get(), std::move(f));
-    REQUIRE(front->Start().ok());
-    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", front->grpc_port()),
-                                  grpc::InsecureChannelCredentials());
+    testing::InProcessGatewayOptions o;
+    o.secret = kSecret;
+    o.backend_address = absl::StrCat("127.0.0.1:", backend_server->port());
+    o.front_door = [](gateway::FrontDoorOptions& f) {
+      f.allowed_origins = {"https://shop.example"};
+    };
+    front = std::make_unique<testing::InProcessGateway>(std::move(o));
+    channel = front->NewChannel();
   }
   ~GatewayWorld() {
-    front->Shutdown(absl::Seconds(2));
-    front->Stop();
+    front.reset();
     backend_server->Shutdown();
   }
 
   RecordingBackend backend;
   std::unique_ptr<rpc::Server> backend_server;
-  metrics::Metrics metrics;
-  std::unique_ptr<rpc::Backends> backends;
-  std::unique_ptr<gateway::Gateway> gw;
-  std::unique_ptr<gateway::FrontDoor> front;
+  std::unique_ptr<testing::InProcessGateway> front;
   std::shared_ptr<grpc::Channel> channel;
 };
 
