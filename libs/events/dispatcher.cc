@@ -153,8 +153,10 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics
       oldest_pending_age_(metrics::GaugeFamily(
           metrics->registry(), "crm_outbox_oldest_pending_age_seconds",
           "Age of the oldest event a consumer has not acknowledged yet; 0 when caught up.")),
-      lag_(metrics::HistogramFamily(metrics->registry(), "crm_event_end_to_end_lag_seconds",
-                                    "From the event's time to the consumer's acknowledgement.")),
+      lag_(metrics::HistogramFamily(
+          metrics->registry(), "crm_event_end_to_end_lag_seconds",
+          "From the commit that wrote the event (its occur_time when written before the producer's "
+          "last restart) to the consumer's acknowledgement.")),
       outbox_events_(
           metrics::Gauge(metrics->registry(), "crm_outbox_events",
                          "Events kept in the outbox (not yet delivered to every consumer).")),
@@ -399,9 +401,11 @@ Dispatcher::Pause Dispatcher::Acknowledged(Lane* lane, const Batch& batch,
   const int processed = std::clamp(response.processed_count(), 0, sent);
   const absl::Time now = clock_->Now();
   for (int i = 0; i < processed; ++i) {
-    const v1::Event& e = batch.events[i].second;
-    lane->lag->Observe(
-        std::max(0.0, absl::ToDoubleSeconds(now - api::FromTimestamp(e.occur_time()))));
+    const auto& [pos, e] = batch.events[i];
+    // From the commit when this process made it; an event from before a restart from its own time.
+    const absl::Time written =
+        outbox_->CommittedAt(pos).value_or(api::FromTimestamp(e.occur_time()));
+    lane->lag->Observe(std::max(0.0, absl::ToDoubleSeconds(now - written)));
     lane->refusals.erase(e.event_id());
   }
   if (processed == sent) {

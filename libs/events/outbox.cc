@@ -56,7 +56,8 @@ Outbox::Outbox(store::Store* store, std::string producer, int shard, Clock* cloc
       clock_(clock),
       epoch_(epoch),
       events_cf_(store->cf(kEventsFamily)),
-      meta_cf_(store->cf(kMetaFamily)) {}
+      meta_cf_(store->cf(kMetaFamily)),
+      commit_times_(kCommitTimesKept) {}
 
 absl::Status Outbox::Append(store::Transaction& txn, v1::Event& event) {
   if (event.customer_id().empty()) return absl::InternalError("outbox: event without customer_id");
@@ -73,8 +74,10 @@ absl::Status Outbox::Append(store::Transaction& txn, v1::Event& event) {
   }
   txn.OnFinish([this, seq](bool committed) {
     {
+      const absl::Time now = clock_->Now();
       absl::MutexLock lock(&mu_);
       in_flight_.erase(seq);
+      if (committed) commit_times_[seq % kCommitTimesKept] = {seq, now};
     }
     if (committed && listener_) listener_();
   });
@@ -102,6 +105,14 @@ absl::Status Outbox::DropPendingEventsOf(store::Transaction& txn, absl::string_v
     CRM_RETURN_IF_ERROR(txn.Delete(events_cf_, k));
   }
   return absl::OkStatus();
+}
+
+std::optional<absl::Time> Outbox::CommittedAt(const Position& p) const {
+  if (p.epoch != epoch_) return std::nullopt;
+  absl::MutexLock lock(&mu_);
+  const auto& [seq, time] = commit_times_[p.seq % kCommitTimesKept];
+  if (seq != p.seq) return std::nullopt;
+  return time;
 }
 
 Position Outbox::Horizon() const {

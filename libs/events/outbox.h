@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -69,6 +70,12 @@ class Outbox {
 
   // Every append at or below this position has committed or rolled back.
   Position Horizon() const;
+  // When the append at `p` committed, as this process saw it: known for the recent appends of the
+  // current epoch (the last kCommitTimesKept), none for older ones or those from before a restart.
+  // The delivery lag counts from here: an event's own occur_time is business time (a carrier's
+  // scan, an imported order's date) and says nothing about how long delivery took.
+  std::optional<absl::Time> CommittedAt(const Position& p) const;
+  static constexpr size_t kCommitTimesKept = 1 << 14;
   // Called after each commit that appended events (the dispatcher wakes up). Set before writes
   // start.
   void SetCommitListener(std::function<void()> listener) { listener_ = std::move(listener); }
@@ -92,6 +99,8 @@ class Outbox {
   mutable absl::Mutex mu_;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::set<uint64_t> in_flight_ ABSL_GUARDED_BY(mu_);
+  // A ring indexed by seq % kCommitTimesKept: (seq, commit time) of the recent commits.
+  std::vector<std::pair<uint64_t, absl::Time>> commit_times_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace crm::events

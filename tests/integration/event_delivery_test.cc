@@ -5,6 +5,7 @@
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
+#include "libs/api/validate.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/event_recorder.h"
@@ -68,6 +69,66 @@ TEST_CASE(
   recorder.Start();
   REQUIRE(recorder.WaitForApplied(2, absl::Seconds(60)));
   for (const auto& e : recorder.applied()) CHECK(e.has_order_delivered());
+}
+
+// Sum and count of every series of a histogram in the test's process.
+std::pair<double, uint64_t> HistogramTotals(prometheus::Registry& registry,
+                                            const std::string& name) {
+  std::pair<double, uint64_t> totals{0, 0};
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& m : family.metric) {
+      totals.first += m.histogram.sample_sum;
+      totals.second += m.histogram.sample_count;
+    }
+  }
+  return totals;
+}
+
+TEST_CASE(
+    "the delivery lag counts from the commit, not from the event's business time (an imported "
+    "order from 2010 is not sixteen years late)",
+    "[order_tracking][events]") {
+  testing::EventRecorder recorder;
+  recorder.Start();
+  ProfileHarness profile{ProfileHarness::Options()};
+  OrderHarness::Options o;
+  o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile.port())}};
+  o.event_sinks = "test=" + recorder.address();
+  OrderHarness orders(o);
+  orders.clock().Set(kStart);
+  auto profiles = v1::CustomerProfileService::NewStub(profile.channel());
+  auto stub = v1::OrderTrackingService::NewStub(orders.channel());
+  v1::ImportCustomerRequest imported;
+  imported.set_external_id("17850");
+  v1::ImportCustomerResponse customer;
+  REQUIRE(testing::Call(profiles.get(), &v1::CustomerProfileService::Stub::ImportCustomer, imported,
+                        &customer)
+              .ok());
+  v1::ImportOrdersRequest history;
+  history.set_customer_id(customer.customer().customer_id());
+  v1::HistoricalOrder* order = history.add_orders();
+  order->set_external_order_id("536365");
+  api::SetTimestamp(absl::FromUnixSeconds(1291192560), order->mutable_place_time());  // 2010-12-01
+  v1::OrderItem* item = order->add_items();
+  item->set_sku("85123A");
+  item->set_quantity(6);
+  item->mutable_unit_price()->set_amount_minor(255);
+  item->mutable_unit_price()->set_currency("GBP");
+  v1::ImportOrdersResponse done;
+  grpc::Status s =
+      testing::Call(stub.get(), &v1::OrderTrackingService::Stub::ImportOrders, history, &done);
+  INFO(s.error_message());
+  REQUIRE(s.ok());
+  REQUIRE(recorder.WaitForApplied(2, absl::Seconds(30)));  // placed and delivered, dated 2010
+  for (const auto& e : recorder.applied()) CHECK(e.occur_time().seconds() == 1291192560);
+  auto& registry = orders.metrics().registry();
+  REQUIRE(testing::WaitUntil(
+      [&] { return HistogramTotals(registry, "crm_event_end_to_end_lag_seconds").second >= 2; },
+      absl::Seconds(30)));
+  const auto [lag_sum, delivered] = HistogramTotals(registry, "crm_event_end_to_end_lag_seconds");
+  CHECK(delivered == 2);
+  CHECK(lag_sum < 60);  // from the events' own time it would be 16 years
 }
 
 }  // namespace

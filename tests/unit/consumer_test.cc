@@ -113,6 +113,62 @@ TEST_CASE(
   }
 }
 
+TEST_CASE(
+    "a batch shares one transaction: a refused event's writes and hooks are taken back, the events "
+    "before it keep theirs",
+    "[events][consumer]") {
+  testing::TempDir dir;
+  store::StoreOptions o;
+  o.path = dir.path();
+  auto opened = store::Store::Open(o, {EventConsumer::kConsumedFamily, "effects"});
+  REQUIRE(opened.ok());
+  store::Store* store = opened->get();
+  prometheus::Registry registry;
+  rpc::Executor executor("consumer-test", 2);
+  absl::Mutex mu;
+  std::map<std::string, bool> finished;  // event id -> committed, as its hook was told
+  EventConsumer consumer(
+      store, Subscription::All(),
+      [&](store::Transaction& txn, const v1::Event& e) -> absl::Status {
+        // Every event writes its effect and registers a hook before the handler decides.
+        if (absl::Status s = txn.Put(store->cf("effects"), e.event_id(), "done"); !s.ok()) return s;
+        txn.OnFinish([&, id = e.event_id()](bool committed) {
+          absl::MutexLock lock(&mu);
+          finished[id] = committed;
+        });
+        if (e.customer_id() == "customer-3") return absl::FailedPreconditionError("refused");
+        return absl::OkStatus();
+      },
+      &executor, registry);
+  const v1::DeliverEventsRequest batch = Batch();
+  int first_of_3 = 0;
+  while (batch.events(first_of_3).customer_id() != "customer-3") ++first_of_3;
+  REQUIRE(first_of_3 > 0);
+
+  v1::DeliverEventsResponse response;
+  REQUIRE(consumer.Apply(batch, &response).ok());
+  CHECK(response.processed_count() == first_of_3);
+  for (int i = 0; i < batch.events_size(); ++i) {
+    const std::string& id = batch.events(i).event_id();
+    INFO(id);
+    auto effect = store->Get(store->cf("effects"), id);
+    REQUIRE(effect.ok());
+    CHECK(effect->has_value() == (i < first_of_3));
+    absl::MutexLock lock(&mu);
+    if (i < first_of_3) {
+      CHECK(finished.at(id));
+    } else if (i == first_of_3) {
+      CHECK_FALSE(finished.at(id));  // its hook heard that its changes were taken back
+    } else {
+      CHECK(finished.count(id) == 0);  // never applied
+    }
+  }
+  // Redelivered from the refusal: the applied ones are duplicates and write nothing twice.
+  v1::DeliverEventsResponse again;
+  REQUIRE(consumer.Apply(batch, &again).ok());
+  CHECK(again.processed_count() == first_of_3);
+}
+
 TEST_CASE("subscription: a consumer's event types travel by name and unknown names are ignored",
           "[events]") {
   using E = Subscription::EventType;
