@@ -105,8 +105,6 @@ for entry in "${services[@]}"; do
     gateway) config=(--http_listen="127.0.0.1:$http_port" --jwt_secret_file="$data/gateway/jwt-secret"
                      --cors_allowed_origins="http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173") ;;
   esac
-  # Each data service's memory budget as in the base manifests (deploy/README.md, "The budget").
-  if [[ "$name" != gateway ]]; then config+=(--block_cache_mb=128); fi
   "$build/$binary" --listen="127.0.0.1:$((port_base + offset))" "${config[@]}" \
     --metrics_listen="127.0.0.1:$((metrics_base + offset))" \
     --internal_key_file="$data/secrets/internal-key" --tls_dir="$data/tls/$name" \

@@ -17,7 +17,7 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "address of the Prometheus /metrics endpoint, host:port; \"off\" disables it");
 ABSL_FLAG(std::string, data_dir, "",
           "directory of this service's RocksDB (default ./data/<service>)");
-ABSL_FLAG(int, block_cache_mb, 32,
+ABSL_FLAG(int, block_cache_mb, 128,
           "memory budget for cached data in MiB: RocksDB's block cache (data, index and filter "
           "blocks) with the memtables charged to it; resident memory stays within this plus a "
           "fixed overhead (deploy/README.md, runbook CrmMemoryOverBudget)");

@@ -46,6 +46,10 @@ struct Measurement {
 Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                     const Scenario& scenario, const LoadOptions& options, pid_t server_pid);
 
+// The gRPC ceiling beside a read: crm-echo-server (the same libs/rpc server, no storage) under
+// `load`, started and stopped for this measurement, reported as `name`.
+Measurement MeasureEcho(const LoadOptions& load, const std::string& name);
+
 class Report {
  public:
   // Adds a workload; `baseline` names an earlier row to compute the throughput ratio against.

@@ -88,8 +88,10 @@ void RunLoyaltySuite(const BenchOptions& options, Report& report) {
           r.set_customer_id(heavy);
           return r.SerializeAsString();
         }}}};
+  report.Add(MeasureEcho(options.load, "Echo (beside GetMembership)"));
   report.Add(
-      Measure(MakeChannels(target, options.load.channels), get, options.load, loyalty->pid()));
+      Measure(MakeChannels(target, options.load.channels), get, options.load, loyalty->pid()),
+      "Echo (beside GetMembership)");
   Scenario explain{"ExplainMembership (10k entries, page 100)",
                    {{"ExplainMembership", "/crm.v1.LoyaltyService/ExplainMembership",
                      [heavy](uint64_t, absl::BitGen&) {

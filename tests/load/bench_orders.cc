@@ -165,8 +165,10 @@ void RunOrdersSuite(const BenchOptions& options, Report& report) {
                    r.set_order_id(o);
                    return r.SerializeAsString();
                  }}}};
+  report.Add(MeasureEcho(options.load, "Echo (beside GetOrder)"));
   report.Add(
-      Measure(MakeChannels(orders_target, options.load.channels), get, options.load, orders.pid()));
+      Measure(MakeChannels(orders_target, options.load.channels), get, options.load, orders.pid()),
+      "Echo (beside GetOrder)");
 
   // Hand a set of orders to the carrier, then stream location updates for them in batches of 50.
   const size_t shipped = std::min<size_t>(snapshot->size(), 2000);

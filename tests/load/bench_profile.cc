@@ -21,6 +21,19 @@ Scenario EchoScenario() {
                                }}}};
 }
 
+Measurement MeasureEcho(const LoadOptions& load, const std::string& name) {
+  testing::Process echo(testing::Process::BuildPath("tests/load/crm-echo-server"),
+                        {"--listen=127.0.0.1:0", "--metrics_listen=off"});
+  StartServing(echo);
+  Scenario scenario = EchoScenario();
+  scenario.name = name;
+  const Measurement m =
+      Measure(MakeChannels(absl::StrCat("127.0.0.1:", echo.port()), load.channels), scenario, load,
+              echo.pid());
+  echo.Stop();
+  return m;
+}
+
 Scenario GetCustomerScenario(std::shared_ptr<const std::vector<std::string>> ids) {
   return {"GetCustomer",
           {{"GetCustomer", "/crm.v1.CustomerProfileService/GetCustomer",
