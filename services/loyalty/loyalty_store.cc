@@ -27,6 +27,21 @@ constexpr char kTierHistory[] = "tier_history";
 constexpr char kCoupons[] = "coupons";
 constexpr char kRequests[] = "requests";
 
+internal::NextExpiry NextExpiryOf(const Lots& lots) {
+  internal::NextExpiry next;
+  for (const auto& lot : lots) {
+    if (lot.remaining() == 0) continue;
+    const int64_t at = lot.expire_time().seconds();
+    if (next.points() == 0 || at < next.expire_time().seconds()) {
+      *next.mutable_expire_time() = lot.expire_time();
+      next.set_points(lot.remaining());
+    } else if (at == next.expire_time().seconds()) {
+      next.set_points(next.points() + lot.remaining());
+    }
+  }
+  return next;
+}
+
 int64_t SequenceOf(absl::string_view entry_id) {
   int64_t seq = 0;
   (void)absl::SimpleAtoi(entry_id.substr(1), &seq);
@@ -232,6 +247,7 @@ absl::Status LoyaltyStore::Save(AccountSession& s) {
     CRM_RETURN_IF_ERROR(txn.PutProto(coupons_, Key().Str(cid).Str(c.coupon_id()).bytes(), c));
     CRM_RETURN_IF_ERROR(PutSource(txn, sources_, cid, "coupon", c.source_id(), c.coupon_id()));
   }
+  *s.account_.mutable_next_expiry() = NextExpiryOf(s.lots_);
   return txn.PutProto(accounts_, cid, s.account_);
 }
 
@@ -269,14 +285,24 @@ absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> Loyalty
     return absl::NotFoundError(
         absl::StrCat("customer_id: customer \"", customer_id, "\" was erased"));
   Lots lots;
-  absl::Status s = store_->ScanPrefix(
-      lots_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
-        internal::PointsLot lot;
-        if (lot.ParseFromArray(v.data(), static_cast<int>(v.size())))
-          lots.push_back(std::move(lot));
-        return true;
-      });
-  if (!s.ok()) return s;
+  if (account.has_next_expiry()) {
+    // Saved with its summary: the lots that expire first are all a read needs.
+    if (account.next_expiry().points() > 0) {
+      internal::PointsLot& first = lots.emplace_back();
+      first.set_remaining(account.next_expiry().points());
+      first.set_earned(account.next_expiry().points());
+      *first.mutable_expire_time() = account.next_expiry().expire_time();
+    }
+  } else {
+    absl::Status s = store_->ScanPrefix(
+        lots_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
+          internal::PointsLot lot;
+          if (lot.ParseFromArray(v.data(), static_cast<int>(v.size())))
+            lots.push_back(std::move(lot));
+          return true;
+        });
+    if (!s.ok()) return s;
+  }
   return std::optional<std::pair<internal::LoyaltyAccount, Lots>>(
       std::make_pair(std::move(account), std::move(lots)));
 }

@@ -99,7 +99,8 @@ class LoyaltyStore {
                                google::protobuf::MessageLite* response,
                                absl::FunctionRef<absl::Status(AccountSession&)> change);
 
-  // Reads (no lock): the account and its lots; nullopt when there is none.
+  // Reads (no lock): the account and the lots that expire first (what a membership shows; an
+  // account session sees every lot); nullopt when there is none.
   absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> Account(
       absl::string_view customer_id) const;
   absl::Status ListLedger(absl::string_view customer_id, absl::string_view after, int limit,
