@@ -4,6 +4,7 @@
 // ledger entry each, and (for one in ten) a complaint.
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,7 @@
 #include "crm/v1/customer_view.pb.h"
 #include "crm/v1/loyalty.pb.h"
 #include "crm/v1/order_tracking.pb.h"
+#include "crm/v1/recommendation.pb.h"
 #include "libs/api/validate.h"
 #include "tests/load/bench.h"
 #include "tests/support/crm_system.h"
@@ -137,6 +139,38 @@ std::string Label(int n) {
   return n >= 1000 && n % 1000 == 0 ? absl::StrCat(n / 1000, "k") : absl::StrCat(n);
 }
 
+// The calls the 360° view makes for one customer (services/gateway/customer_view.cc), as a bench
+// makes them one at a time: name, method, request.
+struct SectionCall {
+  const char* name;
+  const char* path;
+  std::function<std::string(const std::string& customer_id)> request;
+};
+std::vector<SectionCall> ViewSectionCalls() {
+  auto of = [](auto request) {
+    return [request](const std::string& customer_id) {
+      auto r = request;
+      r.set_customer_id(customer_id);
+      return r.SerializeAsString();
+    };
+  };
+  v1::ListTicketsRequest tickets;
+  tickets.set_page_size(100);
+  v1::RecommendRequest recommend;
+  recommend.set_placement(v1::PLACEMENT_HOME);
+  recommend.set_count(5);
+  return {
+      {"profile", "/crm.v1.CustomerProfileService/GetCustomer", of(v1::GetCustomerRequest())},
+      {"purchases", "/crm.v1.OrderTrackingService/GetPurchaseSummary",
+       of(v1::GetPurchaseSummaryRequest())},
+      {"membership", "/crm.v1.LoyaltyService/GetMembership", of(v1::GetMembershipRequest())},
+      {"complaints", "/crm.v1.ComplaintTicketService/ListTickets", of(tickets)},
+      {"insights", "/crm.v1.CustomerProfileService/GetCustomerInsights",
+       of(v1::GetCustomerInsightsRequest())},
+      {"recommendations", "/crm.v1.RecommendationService/Recommend", of(recommend)},
+  };
+}
+
 }  // namespace
 
 void RunSystemSuite(const BenchOptions& options, Report& report) {
@@ -189,11 +223,50 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
                     nullptr,
                     {agent}}}};
     report.Add(Measure(channels, view, options.load, system.pid("gateway")), get.name);
-    // Unloaded: what one agent opening a customer's page waits for.
+    // Unloaded: what one agent opening a customer's page waits for, beside one GetCustomer.
     LoadOptions one = options.load;
     one.concurrency = 1;
+    get.name = absl::StrCat("GetCustomer via gateway, 1 in flight (", size, " customers)");
+    const Measurement one_get = Measure(channels, get, one, system.pid("gateway"));
+    report.Add(one_get);
     view.name = absl::StrCat("GetCustomerView, 360°, 1 in flight (", size, " customers)");
-    report.Add(Measure(channels, view, one, system.pid("gateway")));
+    const Measurement one_view = Measure(channels, view, one, system.pid("gateway"));
+    report.Add(one_view, get.name);
+    // Each section the view gathers, alone, as the view asks for it: the view's latency is the
+    // slowest one's plus the assembly.
+    absl::Duration slowest;
+    std::string slowest_name;
+    for (const auto& [name, path, request] : ViewSectionCalls()) {
+      Scenario section{absl::StrCat("view section ", name, ", 1 in flight (", size, " customers)"),
+                       {{name,
+                         path,
+                         [shared, request = request](uint64_t, absl::BitGen& gen) {
+                           return request((*shared)[absl::Uniform<size_t>(gen, 0, shared->size())]);
+                         },
+                         1.0,
+                         nullptr,
+                         {agent}}}};
+      const Measurement m = Measure(channels, section, one, system.pid("gateway"));
+      report.Add(m);
+      if (m.result.latency.Percentile(50) > slowest) {
+        slowest = m.result.latency.Percentile(50);
+        slowest_name = name;
+      }
+    }
+    report.Note(absl::StrFormat(
+        "360° view, 1 in flight (%s customers): p50 %.2f ms; its slowest section alone (%s) "
+        "%.2f ms; assembly and fan-out %.2f ms",
+        size, absl::ToDoubleMilliseconds(one_view.result.latency.Percentile(50)), slowest_name,
+        absl::ToDoubleMilliseconds(slowest),
+        absl::ToDoubleMilliseconds(one_view.result.latency.Percentile(50) - slowest)));
+    report.Note(absl::StrFormat(
+        "360° view ÷ GetCustomer through the gateway, 1 in flight (%s customers): p50 %.2fx "
+        "(%.2f / %.2f ms)",
+        size,
+        absl::FDivDuration(one_view.result.latency.Percentile(50),
+                           one_get.result.latency.Percentile(50)),
+        absl::ToDoubleMilliseconds(one_view.result.latency.Percentile(50)),
+        absl::ToDoubleMilliseconds(one_get.result.latency.Percentile(50))));
   }
 
   // The storefront: 70% browsing, 15% reads, 5% orders, 5% 360° views, 5% complaints and points.
