@@ -1,5 +1,7 @@
 #include "services/order_tracking/order_tracking_service.h"
 
+#include <functional>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
@@ -11,6 +13,7 @@
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
+#include "libs/rpc/handler.h"
 #include "libs/rpc/peer.h"
 #include "libs/rpc/status.h"
 #include "libs/rpc/unary.h"
@@ -32,11 +35,16 @@ constexpr int kDefaultOpenOrdersInSummary = 10;
 
 using api::Invalid;
 using rpc::Finish;
+using rpc::FinishAsCallerOn;
 using rpc::FinishOn;
+using rpc::FinishRequestOn;
+using rpc::FinishWith;
 
-absl::Status ValidateOrderIds(absl::string_view customer_id, absl::string_view order_id) {
-  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", customer_id));
-  return api::RequiredId("order_id", order_id);
+// The order a request names: any request with customer_id and order_id.
+template <typename Request>
+absl::Status ValidateOrderIds(const Request& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  return api::RequiredId("order_id", req.order_id());
 }
 
 absl::StatusOr<absl::Time> OptionalEventTime(const std::string& field,
@@ -107,7 +115,7 @@ absl::Status ValidateNewOrder(const v1::CreateOrderRequest& req, int64_t* total,
 }
 
 absl::Status ValidateReturnRequest(const v1::RequestReturnRequest& req) {
-  CRM_RETURN_IF_ERROR(ValidateOrderIds(req.customer_id(), req.order_id()));
+  CRM_RETURN_IF_ERROR(ValidateOrderIds(req));
   CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
   CRM_RETURN_IF_ERROR(api::RequiredText("reason", req.reason(), 500));
   if (req.fault() == v1::FAULT_UNSPECIFIED || !v1::Fault_IsValid(req.fault())) {
@@ -145,7 +153,7 @@ absl::Status ValidateReturnMove(const v1::AdvanceReturnRequest& req) {
 }
 
 absl::Status ValidateReview(const v1::SubmitReviewRequest& req) {
-  CRM_RETURN_IF_ERROR(ValidateOrderIds(req.customer_id(), req.order_id()));
+  CRM_RETURN_IF_ERROR(ValidateOrderIds(req));
   CRM_RETURN_IF_ERROR(api::RequiredId("item_id", req.item_id()));
   CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
   if (req.rating() < 1 || req.rating() > kMaxRating) {
@@ -217,6 +225,18 @@ absl::Status OrderTrackingService::UpdateAndPublish(
   return s;
 }
 
+grpc::ServerUnaryReactor* OrderTrackingService::ChangeOrder(
+    Ctx* ctx, const std::string& customer_id, const std::string& order_id, v1::Order* resp,
+    absl::AnyInvocable<absl::Status(v1::Order&, OrderChange&, absl::Time now)> change) {
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx,
+                  [this, customer_id, order_id, now, resp, change = std::move(change)]() mutable {
+                    return UpdateAndPublish(
+                        customer_id, order_id, now,
+                        [&](v1::Order& o, OrderChange& c) { return change(o, c, now); }, resp);
+                  });
+}
+
 grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx,
                                                             const v1::CreateOrderRequest* req,
                                                             v1::Order* resp) {
@@ -274,33 +294,21 @@ grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx,
 
 grpc::ServerUnaryReactor* OrderTrackingService::GetOrder(Ctx* ctx, const v1::GetOrderRequest* req,
                                                          v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
-    return Finish(ctx, s);
-  auto o = store_->GetOrder(req->customer_id(), req->order_id());
-  if (!o.ok()) return Finish(ctx, o.status());
-  *resp = std::move(*o);
-  return Finish(ctx, absl::OkStatus());
+  if (auto s = ValidateOrderIds(*req); !s.ok()) return Finish(ctx, s);
+  return FinishWith(ctx, store_->GetOrder(req->customer_id(), req->order_id()), resp);
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx,
                                                            const v1::ListOrdersRequest* req,
                                                            v1::ListOrdersResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  auto size = api::PageSize("page_size", req->page_size(), 20, 100);
-  if (!size.ok()) return Finish(ctx, size.status());
-  const std::string scope = absl::StrCat("orders/", req->customer_id());
-  auto after = api::DecodePageToken(scope, req->page_token());
-  if (!after.ok()) return Finish(ctx, after.status());
-  std::vector<v1::Order> orders;
-  std::string last;
-  bool more = false;
-  if (auto s = store_->ListOrders(req->customer_id(), *after, *size, &orders, &last, &more);
-      !s.ok()) {
-    return Finish(ctx, s);
-  }
-  for (auto& o : orders) *resp->add_orders() = std::move(o);
-  if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
-  return Finish(ctx, absl::OkStatus());
+  auto page = rpc::PageOf(req->page_size(), req->page_token(),
+                          absl::StrCat("orders/", req->customer_id()), {20, 100});
+  if (!page.ok()) return Finish(ctx, page.status());
+  return Finish(
+      ctx, rpc::ReadPage(
+               *page, std::bind_front(&OrderTrackingStore::ListOrders, store_, req->customer_id()),
+               resp->mutable_orders(), resp->mutable_next_page_token()));
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(
@@ -314,64 +322,49 @@ grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(
   // reactor thread, for every 360° view).
   const int open_limit =
       req->open_order_limit() == 0 ? kDefaultOpenOrdersInSummary : req->open_order_limit();
-  auto summary = store_->PurchaseSummary(req->customer_id(), open_limit);
-  if (!summary.ok()) return Finish(ctx, summary.status());
-  *resp = *std::move(summary);
-  return Finish(ctx, absl::OkStatus());
+  return FinishWith(ctx, store_->PurchaseSummary(req->customer_id(), open_limit), resp);
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::GetOrderHistory(
     Ctx* ctx, const v1::GetOrderHistoryRequest* req, v1::GetOrderHistoryResponse* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
-    return Finish(ctx, s);
-  auto h = store_->History(req->customer_id(), req->order_id());
-  if (!h.ok()) return Finish(ctx, h.status());
-  for (auto& e : *h) *resp->add_entries() = std::move(e);
-  return Finish(ctx, absl::OkStatus());
+  if (auto s = ValidateOrderIds(*req); !s.ok()) return Finish(ctx, s);
+  return FinishWith(ctx, store_->History(req->customer_id(), req->order_id()),
+                    resp->mutable_entries());
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::PayOrderRequest* req,
                                                          v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
-    return Finish(ctx, s);
+  if (auto s = ValidateOrderIds(*req); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredText("payment_reference", req->payment_reference(), 128); !s.ok())
     return Finish(ctx, s);
-  const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return UpdateAndPublish(
-        req->customer_id(), req->order_id(), now,
-        [&](v1::Order& o, OrderChange& c) { return ApplyPayment(*req, now, o, c); }, resp);
-  });
+  return ChangeOrder(ctx, req->customer_id(), req->order_id(), resp,
+                     [req](v1::Order& o, OrderChange& c, absl::Time now) {
+                       return ApplyPayment(*req, now, o, c);
+                     });
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::CancelOrder(Ctx* ctx,
                                                             const v1::CancelOrderRequest* req,
                                                             v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
-    return Finish(ctx, s);
+  if (auto s = ValidateOrderIds(*req); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
   auto caller = rpc::CallerOf(*ctx);
   if (!caller.ok()) return Finish(ctx, caller.status());
-  const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller)] {
-    return UpdateAndPublish(
-        req->customer_id(), req->order_id(), now,
-        [&](v1::Order& o, OrderChange& c) { return ApplyCancellation(*req, actor, now, o, c); },
-        resp);
-  });
+  return ChangeOrder(
+      ctx, req->customer_id(), req->order_id(), resp,
+      [req, actor = rpc::Actor(*caller)](v1::Order& o, OrderChange& c, absl::Time now) {
+        return ApplyCancellation(*req, actor, now, o, c);
+      });
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::ProcessOrder(Ctx* ctx,
                                                              const v1::ProcessOrderRequest* req,
                                                              v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
-    return Finish(ctx, s);
-  const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now] {
-    return UpdateAndPublish(
-        req->customer_id(), req->order_id(), now,
-        [&](v1::Order& o, OrderChange& c) { return ApplyProcessing(*req, now, o, c); }, resp);
-  });
+  if (auto s = ValidateOrderIds(*req); !s.ok()) return Finish(ctx, s);
+  return ChangeOrder(ctx, req->customer_id(), req->order_id(), resp,
+                     [req](v1::Order& o, OrderChange& c, absl::Time now) {
+                       return ApplyProcessing(*req, now, o, c);
+                     });
 }
 
 absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& move,
@@ -399,8 +392,7 @@ absl::Status OrderTrackingService::MovePackage(const v1::AdvancePackageRequest& 
 grpc::ServerUnaryReactor* OrderTrackingService::AdvancePackage(Ctx* ctx,
                                                                const v1::AdvancePackageRequest* req,
                                                                v1::Order* resp) {
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok())
-    return Finish(ctx, s);
+  if (auto s = ValidateOrderIds(*req); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("package_id", req->package_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateMove(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
@@ -459,7 +451,7 @@ absl::Status OrderTrackingService::ApplyTrackingEvent(const v1::TrackingEvent& e
 grpc::ServerWriteReactor<v1::OrderUpdate>* OrderTrackingService::WatchOrder(
     Ctx* ctx, const v1::WatchOrderRequest* req) {
   auto* watcher = new OrderWatcher(&hub_, OrderWatchHub::Key(req->customer_id(), req->order_id()));
-  if (auto s = ValidateOrderIds(req->customer_id(), req->order_id()); !s.ok()) {
+  if (auto s = ValidateOrderIds(*req); !s.ok()) {
     watcher->End(rpc::ToGrpc(s));
     return watcher;
   }
@@ -508,19 +500,17 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
                                                               const v1::RequestReturnRequest* req,
                                                               v1::Return* resp) {
   if (auto s = ValidateReturnRequest(*req); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, actor = rpc::Actor(*caller),
-       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+  return FinishAsCallerOn(
+      *writes_, ctx, [this, req, resp, now](const auth::Caller& caller) -> absl::Status {
         CRM_ASSIGN_OR_RETURN(const int extra_days, ExtraReturnDays(*req, now));
         v1::Order order;
         absl::Status s = store_->CreateReturn(
-            req->customer_id(), req->order_id(), request_id, store::RequestFingerprint(*req), now,
+            req->customer_id(), req->order_id(), rpc::ScopedRequestId(caller, req->request_id()),
+            store::RequestFingerprint(*req), now,
             [&](v1::Order& o, v1::Return& r, OrderChange& c) {
-              return ApplyReturnRequest(*req, return_rules_, extra_days, actor, now, o, r, c);
+              return ApplyReturnRequest(*req, return_rules_, extra_days, rpc::Actor(caller), now, o,
+                                        r, c);
             },
             resp, &order);
         if (s.ok()) metrics_.returns.Add({{"status", "requested"}}).Increment();
@@ -532,10 +522,9 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx,
                                                               const v1::AdvanceReturnRequest* req,
                                                               v1::Return* resp) {
   if (auto s = ValidateReturnMove(*req); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now, actor = rpc::Actor(*caller)] {
+  return FinishAsCallerOn(*writes_, ctx, [this, req, resp, now](const auth::Caller& caller) {
+    const std::string actor = rpc::Actor(caller);
     v1::Order order;
     bool repeated = false;  // the return was already there: a retried call counts nothing again
     absl::Status s = store_->UpdateReturn(
@@ -568,32 +557,27 @@ grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx,
   if (!req->order_id().empty()) {
     if (auto s = api::RequiredId("order_id", req->order_id()); !s.ok()) return Finish(ctx, s);
   }
-  auto returns = store_->ListReturns(req->customer_id(), req->order_id());
-  if (!returns.ok()) return Finish(ctx, returns.status());
-  for (auto& r : *returns) *resp->add_returns() = std::move(r);
-  return Finish(ctx, absl::OkStatus());
+  return FinishWith(ctx, store_->ListReturns(req->customer_id(), req->order_id()),
+                    resp->mutable_returns());
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx,
                                                              const v1::SubmitReviewRequest* req,
                                                              v1::Review* resp) {
   if (auto s = ValidateReview(*req); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-        absl::Status s = store_->CreateReview(
-            req->customer_id(), req->order_id(), req->item_id(), request_id,
-            store::RequestFingerprint(*req), now,
-            [&](v1::Order& o, v1::Review& r, OrderChange& c) {
-              return ApplyReview(*req, now, o, r, c);
-            },
-            resp);
-        if (s.ok()) metrics_.reviews.Increment();
-        return s;
-      });
+  return FinishRequestOn(*writes_, ctx, req->request_id(),
+                         [this, req, resp, now](const std::string& request_id) {
+                           absl::Status s = store_->CreateReview(
+                               req->customer_id(), req->order_id(), req->item_id(), request_id,
+                               store::RequestFingerprint(*req), now,
+                               [&](v1::Order& o, v1::Review& r, OrderChange& c) {
+                                 return ApplyReview(*req, now, o, r, c);
+                               },
+                               resp);
+                           if (s.ok()) metrics_.reviews.Increment();
+                           return s;
+                         });
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::GetReturnPolicy(Ctx* ctx,

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/clock/clock.h"
@@ -81,6 +83,11 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
                                 absl::Time now,
                                 absl::FunctionRef<absl::Status(v1::Order&, OrderChange&)> change,
                                 v1::Order* out);
+  // Runs `change` on the order through UpdateAndPublish on the write executor, made now, and
+  // finishes the call with its status.
+  Reactor* ChangeOrder(
+      Ctx* ctx, const std::string& customer_id, const std::string& order_id, v1::Order* resp,
+      absl::AnyInvocable<absl::Status(v1::Order&, OrderChange&, absl::Time now)> change);
   absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
   // Days the customer's membership adds to return windows (asks loyalty).
   absl::StatusOr<int> ReturnWindowExtension(const std::string& customer_id);
