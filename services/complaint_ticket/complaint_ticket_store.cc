@@ -3,7 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
-#include "libs/events/consumer.h"
+#include "libs/events/store_families.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
 #include "services/complaint_ticket/routing.h"
@@ -16,13 +16,13 @@ using store::Durability;
 using store::Key;
 using store::Transaction;
 
-constexpr char kTickets[] = "tickets";
-constexpr char kDeadlines[] = "deadlines";
-constexpr char kUnassigned[] = "unassigned";
-constexpr char kAwaiting[] = "awaiting";
-constexpr char kAgents[] = "agents";
-constexpr char kLastAgent[] = "last_agent";
-constexpr char kRequests[] = "requests";
+// The column families, by what they hold (the header's table), and their names on disk.
+enum Family { kTickets, kDeadlines, kUnassigned, kAwaiting, kAgents, kLastAgent, kRequests };
+constexpr store::FamilyName<Family> kFamilies[] = {
+    {kTickets, "tickets"},   {kDeadlines, "deadlines"}, {kUnassigned, "unassigned"},
+    {kAwaiting, "awaiting"}, {kAgents, "agents"},       {kLastAgent, "last_agent"},
+    {kRequests, "requests"}};
+static_assert(store::InEnumOrder(kFamilies));
 
 std::string TicketKey(absl::string_view cid, absl::string_view tid) {
   return Key().Str(cid).Str(tid).Build();
@@ -78,36 +78,24 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> TicketsIn(
 }  // namespace
 
 std::vector<std::string> ComplaintTicketStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {
-      kTickets, kDeadlines, kUnassigned, kAwaiting,
-      kAgents,  kLastAgent, kRequests,   events::EventConsumer::kConsumedFamily};
-  for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
-  return cfs;
+  return events::WithConsumerAndOutboxFamilies(store::FamilyNames(kFamilies));
 }
 
 ComplaintTicketStore::ComplaintTicketStore(store::Store* store, events::Outbox* outbox)
-    : store_(store),
-      outbox_(outbox),
-      tickets_(store->cf(kTickets)),
-      deadlines_(store->cf(kDeadlines)),
-      unassigned_(store->cf(kUnassigned)),
-      awaiting_(store->cf(kAwaiting)),
-      agents_(store->cf(kAgents)),
-      last_agent_(store->cf(kLastAgent)),
-      requests_(store->cf(kRequests)) {}
+    : store_(store), outbox_(outbox), cf_(*store, kFamilies) {}
 
 absl::StatusOr<std::vector<v1::Agent>> TicketSession::Agents() { return store_->Agents(); }
 
 absl::StatusOr<v1::Agent> TicketSession::LockAgent(const std::string& agent_id) {
   v1::Agent a;
   CRM_ASSIGN_OR_RETURN(auto found,
-                       txn_.GetProto(store_->agents_, agent_id, &a, /*for_update=*/true));
+                       txn_.GetProto(store_->cf_[kAgents], agent_id, &a, /*for_update=*/true));
   if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
   return a;
 }
 
 absl::StatusOr<std::string> TicketSession::LastAgent() {
-  CRM_ASSIGN_OR_RETURN(auto v, txn_.Get(store_->last_agent_, ticket_.customer_id()));
+  CRM_ASSIGN_OR_RETURN(auto v, txn_.Get(store_->cf_[kLastAgent], ticket_.customer_id()));
   return v.value_or("");
 }
 
@@ -115,14 +103,14 @@ absl::Status ComplaintTicketStore::AdjustLoad(Transaction& txn, const std::strin
                                               int delta) {
   if (agent_id.empty()) return absl::OkStatus();
   v1::Agent a;
-  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(agents_, agent_id, &a, /*for_update=*/true));
+  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(cf_[kAgents], agent_id, &a, /*for_update=*/true));
   if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
   if (delta > 0 && a.open_tickets() + delta > a.capacity()) {
     return absl::FailedPreconditionError(
         absl::StrCat("agent_id: agent \"", agent_id, "\" is at capacity"));
   }
   a.set_open_tickets(std::max(0, a.open_tickets() + delta));
-  return txn.PutProto(agents_, agent_id, a);
+  return txn.PutProto(cf_[kAgents], agent_id, a);
 }
 
 absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
@@ -138,46 +126,46 @@ absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
     CRM_RETURN_IF_ERROR(AdjustLoad(txn, counted_after, +1));
   }
   for (const auto& [k, v] : DeadlineRows(s.before_)) {
-    CRM_RETURN_IF_ERROR(txn.Delete(deadlines_, k));
+    CRM_RETURN_IF_ERROR(txn.Delete(cf_[kDeadlines], k));
   }
   for (const auto& [k, v] : DeadlineRows(t)) {
-    CRM_RETURN_IF_ERROR(txn.Put(deadlines_, k, v));
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kDeadlines], k, v));
   }
   if (auto k = UnassignedKey(s.before_)) {
-    CRM_RETURN_IF_ERROR(txn.Delete(unassigned_, *k));
+    CRM_RETURN_IF_ERROR(txn.Delete(cf_[kUnassigned], *k));
   }
   if (auto k = UnassignedKey(t)) {
-    CRM_RETURN_IF_ERROR(txn.Put(unassigned_, *k, ""));
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kUnassigned], *k, ""));
   }
   const std::string ticket_key = TicketKey(t.customer_id(), t.ticket_id());
   if (t.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION) {
-    CRM_RETURN_IF_ERROR(txn.Put(awaiting_, ticket_key, ""));
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kAwaiting], ticket_key, ""));
   } else if (s.before_.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION) {
-    CRM_RETURN_IF_ERROR(txn.Delete(awaiting_, ticket_key));
+    CRM_RETURN_IF_ERROR(txn.Delete(cf_[kAwaiting], ticket_key));
   }
   if (!s.remember_agent_.empty()) {
-    CRM_RETURN_IF_ERROR(txn.Put(last_agent_, t.customer_id(), s.remember_agent_));
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kLastAgent], t.customer_id(), s.remember_agent_));
   }
   for (v1::Event& e : s.events_) {
     e.set_customer_id(t.customer_id());
     if (!e.has_occur_time()) api::SetTimestamp(now, e.mutable_occur_time());
     CRM_RETURN_IF_ERROR(outbox_->Append(txn, e));
   }
-  return txn.PutProto(tickets_, TicketKey(t.customer_id(), t.ticket_id()), t);
+  return txn.PutProto(cf_[kTickets], TicketKey(t.customer_id(), t.ticket_id()), t);
 }
 
 absl::StatusOr<bool> ComplaintTicketStore::OpenTicketIn(
     Transaction& txn, absl::string_view customer_id, absl::string_view request_key, absl::Time now,
     absl::FunctionRef<absl::Status(TicketSession&)> build) {
   const std::string key = Key().Str(customer_id).Str("auto").Str(request_key).Build();
-  CRM_ASSIGN_OR_RETURN(auto seen, txn.GetForUpdate(requests_, key));
+  CRM_ASSIGN_OR_RETURN(auto seen, txn.GetForUpdate(cf_[kRequests], key));
   if (seen.has_value()) return false;
   TicketSession s(this, txn);
   s.is_new_ = true;
   s.ticket_.set_customer_id(std::string(customer_id));
   CRM_RETURN_IF_ERROR(build(s));
   CRM_RETURN_IF_ERROR(Save(s, now));
-  CRM_RETURN_IF_ERROR(txn.Put(requests_, key, s.ticket_.ticket_id()));
+  CRM_RETURN_IF_ERROR(txn.Put(cf_[kRequests], key, s.ticket_.ticket_id()));
   return true;
 }
 
@@ -186,7 +174,7 @@ absl::Status ComplaintTicketStore::OpenTicket(absl::string_view customer_id,
                                               absl::Time now,
                                               absl::FunctionRef<absl::Status(TicketSession&)> build,
                                               v1::Ticket* out) {
-  return store::TransactOnce(*store_, Durability::kSynced, requests_,
+  return store::TransactOnce(*store_, Durability::kSynced, cf_[kRequests],
                              Key().Str(customer_id).Str("OpenTicket").Str(request_id).bytes(),
                              fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
                                TicketSession s(this, txn);
@@ -203,8 +191,8 @@ absl::Status ComplaintTicketStore::UpdateTicketIn(
     Transaction& txn, absl::string_view customer_id, absl::string_view ticket_id, absl::Time now,
     absl::FunctionRef<absl::Status(TicketSession&)> change) {
   TicketSession s(this, txn);
-  auto found =
-      txn.GetProto(tickets_, TicketKey(customer_id, ticket_id), &s.ticket_, /*for_update=*/true);
+  auto found = txn.GetProto(cf_[kTickets], TicketKey(customer_id, ticket_id), &s.ticket_,
+                            /*for_update=*/true);
   if (!found.ok()) return found.status();
   if (!*found)
     return absl::NotFoundError(
@@ -227,7 +215,7 @@ absl::Status ComplaintTicketStore::UpdateTicket(
     });
   };
   if (request_id.empty()) return store_->Transact(Durability::kSynced, body);
-  return store::TransactOnce(*store_, Durability::kSynced, requests_,
+  return store::TransactOnce(*store_, Durability::kSynced, cf_[kRequests],
                              Key().Str(customer_id).Str("ticket").Str(request_id).bytes(),
                              fingerprint, now, out, body);
 }
@@ -236,7 +224,7 @@ absl::StatusOr<v1::Ticket> ComplaintTicketStore::Get(absl::string_view customer_
                                                      absl::string_view ticket_id) const {
   v1::Ticket t;
   CRM_ASSIGN_OR_RETURN(auto found,
-                       store_->GetProto(tickets_, TicketKey(customer_id, ticket_id), &t));
+                       store_->GetProto(cf_[kTickets], TicketKey(customer_id, ticket_id), &t));
   if (!found)
     return absl::NotFoundError(
         absl::StrCat("ticket_id: no ticket \"", ticket_id, "\" for this customer"));
@@ -250,7 +238,7 @@ absl::Status ComplaintTicketStore::List(absl::string_view customer_id, absl::str
   const std::string prefix = Key().Str(customer_id).Build();
   CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
   absl::Status parse;
-  absl::Status s = store_->Scan(tickets_, begin, store::PrefixUpperBound(prefix),
+  absl::Status s = store_->Scan(cf_[kTickets], begin, store::PrefixUpperBound(prefix),
                                 [&](absl::string_view k, absl::string_view v) {
                                   if (static_cast<int>(out->size()) == limit) {
                                     *more = true;
@@ -282,7 +270,7 @@ absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after
   *more = false;
   const std::string begin =
       after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
-  return store_->Scan(deadlines_, begin, Key().Time(until + absl::Microseconds(1)).bytes(),
+  return store_->Scan(cf_[kDeadlines], begin, Key().Time(until + absl::Microseconds(1)).bytes(),
                       [&](absl::string_view k, absl::string_view v) {
                         if (static_cast<int>(out->size()) == limit) {
                           *more = true;
@@ -304,17 +292,17 @@ absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ComplaintTicketStore::Unassigned()
     const {
-  return TicketsIn(*store_, unassigned_, /*timed=*/true);
+  return TicketsIn(*store_, cf_[kUnassigned], /*timed=*/true);
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
 ComplaintTicketStore::AwaitingCompensation() const {
-  return TicketsIn(*store_, awaiting_, /*timed=*/false);
+  return TicketsIn(*store_, cf_[kAwaiting], /*timed=*/false);
 }
 
 absl::StatusOr<std::map<v1::Priority, int64_t>> ComplaintTicketStore::OpenByPriority() const {
   std::map<v1::Priority, int64_t> out;
-  absl::Status s = store_->Scan(tickets_, "", "", [&](absl::string_view, absl::string_view v) {
+  absl::Status s = store_->Scan(cf_[kTickets], "", "", [&](absl::string_view, absl::string_view v) {
     v1::Ticket t;
     if (t.ParseFromArray(v.data(), static_cast<int>(v.size())) && CountsAgainstAgent(t))
       ++out[t.priority()];
@@ -326,7 +314,7 @@ absl::StatusOr<std::map<v1::Priority, int64_t>> ComplaintTicketStore::OpenByPrio
 
 absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::Agents() const {
   std::vector<v1::Agent> out;
-  absl::Status s = store_->Scan(agents_, "", "", [&](absl::string_view, absl::string_view v) {
+  absl::Status s = store_->Scan(cf_[kAgents], "", "", [&](absl::string_view, absl::string_view v) {
     v1::Agent a;
     if (a.ParseFromArray(v.data(), static_cast<int>(v.size()))) out.push_back(std::move(a));
     return true;
@@ -338,28 +326,29 @@ absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::Agents() const {
 absl::Status ComplaintTicketStore::PutAgent(const v1::Agent& agent, v1::Agent* out) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     v1::Agent existing;
-    CRM_ASSIGN_OR_RETURN(auto found,
-                         txn.GetProto(agents_, agent.agent_id(), &existing, /*for_update=*/true));
+    CRM_ASSIGN_OR_RETURN(
+        auto found, txn.GetProto(cf_[kAgents], agent.agent_id(), &existing, /*for_update=*/true));
     *out = agent;
     out->set_open_tickets(found ? existing.open_tickets() : 0);
-    return txn.PutProto(agents_, agent.agent_id(), *out);
+    return txn.PutProto(cf_[kAgents], agent.agent_id(), *out);
   });
 }
 
 absl::Status ComplaintTicketStore::SetAgentAvailability(absl::string_view agent_id, bool available,
                                                         v1::Agent* out) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
-    CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(agents_, agent_id, out, /*for_update=*/true));
+    CRM_ASSIGN_OR_RETURN(auto found,
+                         txn.GetProto(cf_[kAgents], agent_id, out, /*for_update=*/true));
     if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
     out->set_available(available);
-    return txn.PutProto(agents_, agent_id, *out);
+    return txn.PutProto(cf_[kAgents], agent_id, *out);
   });
 }
 
 absl::Status ComplaintTicketStore::Anonymise(Transaction& txn, absl::string_view customer_id) {
   const std::string prefix = Key().Str(customer_id).Build();
   std::vector<std::pair<std::string, v1::Ticket>> tickets;
-  absl::Status s = txn.Scan(tickets_, prefix, store::PrefixUpperBound(prefix),
+  absl::Status s = txn.Scan(cf_[kTickets], prefix, store::PrefixUpperBound(prefix),
                             [&](absl::string_view k, absl::string_view v) {
                               v1::Ticket t;
                               if (t.ParseFromArray(v.data(), static_cast<int>(v.size())))
@@ -374,10 +363,10 @@ absl::Status ComplaintTicketStore::Anonymise(Transaction& txn, absl::string_view
     for (auto& c : *t.mutable_callbacks()) c.clear_note();
     if (t.has_satisfaction()) t.mutable_satisfaction()->clear_comment();
     for (auto& sig : *t.mutable_severity()->mutable_signals()) sig.clear_evidence();
-    CRM_RETURN_IF_ERROR(txn.PutProto(tickets_, k, t));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kTickets], k, t));
   }
-  CRM_RETURN_IF_ERROR(txn.Delete(last_agent_, customer_id));
-  return txn.DeletePrefix(requests_, prefix);
+  CRM_RETURN_IF_ERROR(txn.Delete(cf_[kLastAgent], customer_id));
+  return txn.DeletePrefix(cf_[kRequests], prefix);
 }
 
 }  // namespace crm::complaint_ticket

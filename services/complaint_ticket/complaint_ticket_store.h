@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "crm/v1/complaint_ticket.pb.h"
 #include "libs/events/outbox.h"
+#include "libs/store/families.h"
 #include "libs/store/store.h"
 
 namespace crm::complaint_ticket {
@@ -123,13 +124,8 @@ class ComplaintTicketStore {
 
   store::Store* const store_;
   events::Outbox* const outbox_;
-  rocksdb::ColumnFamilyHandle* const tickets_;
-  rocksdb::ColumnFamilyHandle* const deadlines_;
-  rocksdb::ColumnFamilyHandle* const unassigned_;
-  rocksdb::ColumnFamilyHandle* const awaiting_;
-  rocksdb::ColumnFamilyHandle* const agents_;
-  rocksdb::ColumnFamilyHandle* const last_agent_;
-  rocksdb::ColumnFamilyHandle* const requests_;
+  // The handles of the column families, indexed by the .cc's Family.
+  store::Families cf_;
 };
 
 }  // namespace crm::complaint_ticket

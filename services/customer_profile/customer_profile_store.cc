@@ -5,7 +5,7 @@
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/behavior/interest.h"
-#include "libs/events/consumer.h"
+#include "libs/events/store_families.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
@@ -17,17 +17,28 @@ using store::Durability;
 using store::Key;
 using store::Transaction;
 
-constexpr char kCustomers[] = "customers";
-constexpr char kEmails[] = "emails";
-constexpr char kExternalIds[] = "external_ids";
-constexpr char kBehavior[] = "behavior";
-constexpr char kAffinity[] = "affinity";
-constexpr char kContacts[] = "contacts";
-constexpr char kRequests[] = "requests";
-constexpr char kErased[] = "erased";
-constexpr char kErasedExternalIds[] = "erased_external_ids";
-constexpr char kHistories[] = "histories";
-constexpr char kRetention[] = "retention";
+// The column families, by what they hold (the header's table), and their names on disk.
+enum Family {
+  kCustomers,
+  kEmails,
+  kBehavior,
+  kAffinity,
+  kContacts,
+  kRequests,
+  kErased,
+  kErasedExternalIds,
+  kHistories,
+  kRetention,
+  kExternalIds
+};
+constexpr store::FamilyName<Family> kFamilies[] = {
+    {kCustomers, "customers"},     {kEmails, "emails"},
+    {kBehavior, "behavior"},       {kAffinity, "affinity"},
+    {kContacts, "contacts"},       {kRequests, "requests"},
+    {kErased, "erased"},           {kErasedExternalIds, "erased_external_ids"},
+    {kHistories, "histories"},     {kRetention, "retention"},
+    {kExternalIds, "external_ids"}};
+static_assert(store::InEnumOrder(kFamilies));
 
 std::string CustomerPrefix(absl::string_view customer_id) { return Key().Str(customer_id).Build(); }
 
@@ -62,28 +73,11 @@ v1::Event BehaviorRecorded(absl::string_view customer_id,
 }  // namespace
 
 std::vector<std::string> CustomerProfileStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {
-      kCustomers, kEmails,    kBehavior,    kAffinity,
-      kContacts,  kRequests,  kErased,      kErasedExternalIds,
-      kHistories, kRetention, kExternalIds, events::EventConsumer::kConsumedFamily};
-  for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
-  return cfs;
+  return events::WithConsumerAndOutboxFamilies(store::FamilyNames(kFamilies));
 }
 
 CustomerProfileStore::CustomerProfileStore(store::Store* store, events::Outbox* outbox)
-    : store_(store),
-      outbox_(outbox),
-      customers_(store->cf(kCustomers)),
-      emails_(store->cf(kEmails)),
-      external_ids_(store->cf(kExternalIds)),
-      behavior_(store->cf(kBehavior)),
-      affinity_(store->cf(kAffinity)),
-      contacts_(store->cf(kContacts)),
-      requests_(store->cf(kRequests)),
-      erased_(store->cf(kErased)),
-      erased_external_ids_(store->cf(kErasedExternalIds)),
-      histories_(store->cf(kHistories)),
-      retention_(store->cf(kRetention)) {}
+    : store_(store), outbox_(outbox), cf_(*store, kFamilies) {}
 
 absl::Status CustomerProfileStore::NotFound(absl::string_view customer_id) const {
   return absl::NotFoundError(absl::StrCat("customer_id: no customer \"", customer_id, "\""));
@@ -92,7 +86,8 @@ absl::Status CustomerProfileStore::NotFound(absl::string_view customer_id) const
 absl::StatusOr<v1::Customer> CustomerProfileStore::LockCustomer(
     Transaction& txn, absl::string_view customer_id) const {
   v1::Customer c;
-  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(customers_, customer_id, &c, /*for_update=*/true));
+  CRM_ASSIGN_OR_RETURN(auto found,
+                       txn.GetProto(cf_[kCustomers], customer_id, &c, /*for_update=*/true));
   if (!found) return NotFound(customer_id);
   return c;
 }
@@ -103,18 +98,18 @@ absl::Status CustomerProfileStore::Register(const v1::Customer& customer,
   const std::string request_key =
       RegisterRequestPrefix(customer.email()) + Key().Str(request_id).bytes();
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, request_key, fingerprint, now, out,
+      *store_, Durability::kSynced, cf_[kRequests], request_key, fingerprint, now, out,
       [&](Transaction& txn) -> absl::Status {
-        CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(emails_, customer.email()));
+        CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(cf_[kEmails], customer.email()));
         if (existing.has_value()) {
           return absl::AlreadyExistsError(
               absl::StrCat("email: \"", customer.email(), "\" is already registered"));
         }
-        if (auto s = txn.Put(emails_, customer.email(), customer.customer_id()); !s.ok()) {
+        if (auto s = txn.Put(cf_[kEmails], customer.email(), customer.customer_id()); !s.ok()) {
           return s;
         }
         *out = customer;
-        return txn.PutProto(customers_, customer.customer_id(), customer);
+        return txn.PutProto(cf_[kCustomers], customer.customer_id(), customer);
       });
 }
 
@@ -123,25 +118,25 @@ absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Cust
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     *outcome = ImportOutcome::kAlreadyImported;
     // An erased customer stays erased: a later run of the same import does not bring them back.
-    CRM_ASSIGN_OR_RETURN(auto erased, txn.Get(erased_external_ids_, customer.external_id()));
+    CRM_ASSIGN_OR_RETURN(auto erased, txn.Get(cf_[kErasedExternalIds], customer.external_id()));
     if (erased.has_value()) {
       out->Clear();
       *outcome = ImportOutcome::kErased;
       return absl::OkStatus();
     }
-    auto imported = txn.GetForUpdate(external_ids_, customer.external_id());
+    auto imported = txn.GetForUpdate(cf_[kExternalIds], customer.external_id());
     if (!imported.ok()) return imported.status();
     if (imported->has_value()) {
-      auto found = txn.GetProto(customers_, **imported, out);
+      auto found = txn.GetProto(cf_[kCustomers], **imported, out);
       if (!found.ok()) return found.status();
       if (!*found) return absl::DataLossError("an imported customer's row is missing");
       return absl::OkStatus();
     }
     if (!customer.email().empty()) {
-      auto registered = txn.GetForUpdate(emails_, customer.email());
+      auto registered = txn.GetForUpdate(cf_[kEmails], customer.email());
       if (!registered.ok()) return registered.status();
       if (registered->has_value()) {
-        auto found = txn.GetProto(customers_, **registered, out, /*for_update=*/true);
+        auto found = txn.GetProto(cf_[kCustomers], **registered, out, /*for_update=*/true);
         if (!found.ok()) return found.status();
         if (!*found) return absl::DataLossError("a registered email's customer row is missing");
         if (!out->external_id().empty()) {
@@ -151,15 +146,15 @@ absl::Status CustomerProfileStore::Import(const v1::Customer& customer, v1::Cust
         }
         out->set_external_id(customer.external_id());
         *outcome = ImportOutcome::kLinked;
-        CRM_RETURN_IF_ERROR(txn.PutProto(customers_, out->customer_id(), *out));
-        return txn.Put(external_ids_, customer.external_id(), out->customer_id());
+        CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCustomers], out->customer_id(), *out));
+        return txn.Put(cf_[kExternalIds], customer.external_id(), out->customer_id());
       }
-      CRM_RETURN_IF_ERROR(txn.Put(emails_, customer.email(), customer.customer_id()));
+      CRM_RETURN_IF_ERROR(txn.Put(cf_[kEmails], customer.email(), customer.customer_id()));
     }
     *out = customer;
     *outcome = ImportOutcome::kCreated;
-    CRM_RETURN_IF_ERROR(txn.PutProto(customers_, customer.customer_id(), customer));
-    return txn.Put(external_ids_, customer.external_id(), customer.customer_id());
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCustomers], customer.customer_id(), customer));
+    return txn.Put(cf_[kExternalIds], customer.external_id(), customer.customer_id());
   });
 }
 
@@ -167,7 +162,7 @@ absl::StatusOr<std::vector<v1::CustomerRef>> CustomerProfileStore::LookupExterna
     const std::vector<std::string>& external_ids) const {
   std::vector<v1::CustomerRef> refs;
   absl::Status s =
-      store_->MultiGet(external_ids_, external_ids, [&](size_t i, absl::string_view id) {
+      store_->MultiGet(cf_[kExternalIds], external_ids, [&](size_t i, absl::string_view id) {
         v1::CustomerRef& ref = refs.emplace_back();
         ref.set_external_id(external_ids[i]);
         ref.set_customer_id(std::string(id));
@@ -179,14 +174,14 @@ absl::StatusOr<std::vector<v1::CustomerRef>> CustomerProfileStore::LookupExterna
 
 absl::StatusOr<v1::Customer> CustomerProfileStore::Get(absl::string_view customer_id) const {
   v1::Customer c;
-  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(customers_, customer_id, &c));
+  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(cf_[kCustomers], customer_id, &c));
   if (!found) return NotFound(customer_id);
   return c;
 }
 
 absl::StatusOr<v1::Customer> CustomerProfileStore::GetByEmail(
     absl::string_view normalized_email) const {
-  CRM_ASSIGN_OR_RETURN(auto id, store_->Get(emails_, normalized_email));
+  CRM_ASSIGN_OR_RETURN(auto id, store_->Get(cf_[kEmails], normalized_email));
   if (!id.has_value()) {
     return absl::NotFoundError(
         absl::StrCat("email: no customer registered with \"", normalized_email, "\""));
@@ -201,14 +196,15 @@ absl::Status CustomerProfileStore::List(absl::string_view email_prefix,
   CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(email_prefix, after_email));
   const std::string end = store::PrefixUpperBound(email_prefix);
   std::vector<std::string> ids;
-  absl::Status s = store_->Scan(emails_, begin, end, [&](absl::string_view, absl::string_view id) {
-    if (static_cast<int>(ids.size()) == limit) {
-      *more = true;
-      return false;
-    }
-    ids.emplace_back(id);
-    return true;
-  });
+  absl::Status s =
+      store_->Scan(cf_[kEmails], begin, end, [&](absl::string_view, absl::string_view id) {
+        if (static_cast<int>(ids.size()) == limit) {
+          *more = true;
+          return false;
+        }
+        ids.emplace_back(id);
+        return true;
+      });
   if (!s.ok()) return s;
   for (const auto& id : ids) {
     auto c = Get(id);
@@ -228,10 +224,10 @@ absl::Status CustomerProfileStore::UpdateCustomer(
     CRM_ASSIGN_OR_RETURN(v1::Customer c, LockCustomer(txn, customer_id));
     if (absl::Status s = change(c); !s.ok()) return s;
     api::SetTimestamp(now, c.mutable_update_time());
-    return txn.PutProto(customers_, customer_id, c);
+    return txn.PutProto(cf_[kCustomers], customer_id, c);
   };
   if (request_id.empty()) return store_->Transact(Durability::kSynced, body);
-  return store::TransactOnce(*store_, Durability::kSynced, requests_,
+  return store::TransactOnce(*store_, Durability::kSynced, cf_[kRequests],
                              RequestKey(customer_id, method, request_id), fingerprint, now,
                              response, body);
 }
@@ -244,12 +240,13 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
                                                   v1::RecordBehaviorEventsResponse* out) {
   const uint64_t request_hash = sharding::StableHash64(request_id);
   return store::TransactOnce(
-      *store_, Durability::kBuffered, requests_, RequestKey(customer_id, "behavior", request_id),
-      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
+      *store_, Durability::kBuffered, cf_[kRequests],
+      RequestKey(customer_id, "behavior", request_id), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
         // The customer must exist; a plain read suffices (erasure takes the customer row lock and
         // also deletes these rows, and behaviour for a customer erased a moment later is erased
         // with them).
-        CRM_ASSIGN_OR_RETURN(auto exists, txn.Get(customers_, customer_id));
+        CRM_ASSIGN_OR_RETURN(auto exists, txn.Get(cf_[kCustomers], customer_id));
         if (!exists.has_value()) return NotFound(customer_id);
         absl::flat_hash_map<std::string, v1::CategoryAffinity> touched;
         for (size_t i = 0; i < events.size(); ++i) {
@@ -257,12 +254,12 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
           const absl::Time t = api::FromTimestamp(e.occur_time());
           const std::string key =
               Key().Str(customer_id).TimeNewestFirst(t).U64(request_hash + i).Build();
-          CRM_RETURN_IF_ERROR(txn.PutProto(behavior_, key, e));
+          CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kBehavior], key, e));
           if (e.category().empty()) continue;
           auto it = touched.find(e.category());
           if (it == touched.end()) {
             v1::CategoryAffinity a;
-            auto found = txn.GetProto(affinity_, Key().Str(customer_id).Str(e.category()), &a,
+            auto found = txn.GetProto(cf_[kAffinity], Key().Str(customer_id).Str(e.category()), &a,
                                       /*for_update=*/true);
             if (!found.ok()) return found.status();
             a.set_category(e.category());
@@ -271,7 +268,8 @@ absl::Status CustomerProfileStore::RecordBehavior(absl::string_view customer_id,
           behavior::Accumulate(it->second, behavior::ActionOf(e.type()), e.dwell_seconds(), t);
         }
         for (const auto& [category, a] : touched) {
-          CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a));
+          CRM_RETURN_IF_ERROR(
+              txn.PutProto(cf_[kAffinity], Key().Str(customer_id).Str(category), a));
         }
         // Recommendation learns from browsing too.
         v1::Event event = BehaviorRecorded(customer_id, events, now);
@@ -290,7 +288,7 @@ absl::Status CustomerProfileStore::ListBehavior(absl::string_view customer_id,
   CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
   absl::Status parse_error;
   absl::Status s =
-      store_->Scan(behavior_, begin, store::PrefixUpperBound(prefix),
+      store_->Scan(cf_[kBehavior], begin, store::PrefixUpperBound(prefix),
                    [&](absl::string_view key, absl::string_view value) {
                      if (static_cast<int>(out->size()) == limit) {
                        *more = true;
@@ -313,7 +311,7 @@ absl::StatusOr<std::vector<v1::CategoryAffinity>> CustomerProfileStore::Affiniti
   std::vector<v1::CategoryAffinity> out;
   absl::Status parse_error;
   absl::Status s = store_->ScanPrefix(
-      affinity_, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
+      cf_[kAffinity], CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
         v1::CategoryAffinity a;
         if (!a.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
           parse_error = absl::DataLossError("stored category affinity does not parse");
@@ -332,7 +330,7 @@ absl::StatusOr<std::vector<v1::ContactRecord>> CustomerProfileStore::Contacts(
   std::vector<v1::ContactRecord> out;
   const std::string prefix = CustomerPrefix(customer_id);
   absl::Status s =
-      store_->Scan(contacts_, Key().Str(customer_id).Time(since).bytes(),
+      store_->Scan(cf_[kContacts], Key().Str(customer_id).Time(since).bytes(),
                    store::PrefixUpperBound(prefix), [&](absl::string_view, absl::string_view v) {
                      v1::ContactRecord r;
                      if (r.ParseFromArray(v.data(), static_cast<int>(v.size())))
@@ -350,13 +348,13 @@ absl::Status CustomerProfileStore::RequestContact(
         decide,
     v1::ContactDecision* out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "contact", request_id),
+      *store_, Durability::kSynced, cf_[kRequests], RequestKey(customer_id, "contact", request_id),
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         // Locking the customer row serialises contact requests of this customer.
         CRM_ASSIGN_OR_RETURN(v1::Customer c, LockCustomer(txn, customer_id));
         std::vector<absl::Time> times;
         absl::Status scanned =
-            txn.Scan(contacts_, Key().Str(customer_id).Time(window_start).bytes(),
+            txn.Scan(cf_[kContacts], Key().Str(customer_id).Time(window_start).bytes(),
                      store::PrefixUpperBound(CustomerPrefix(customer_id)),
                      [&](absl::string_view, absl::string_view v) {
                        v1::ContactRecord r;
@@ -371,7 +369,7 @@ absl::Status CustomerProfileStore::RequestContact(
         out->set_contacts_in_period(out->contacts_in_period() + 1);
         const std::string key =
             Key().Str(customer_id).Time(now).U64(sharding::StableHash64(request_id)).Build();
-        return txn.PutProto(contacts_, key, record);
+        return txn.PutProto(cf_[kContacts], key, record);
       });
 }
 
@@ -390,9 +388,9 @@ absl::Status CustomerProfileStore::Export(absl::string_view customer_id,
           return true;
         });
   };
-  CRM_RETURN_IF_ERROR(collect(behavior_, out->mutable_behavior_events()));
-  CRM_RETURN_IF_ERROR(collect(affinity_, out->mutable_category_affinities()));
-  CRM_RETURN_IF_ERROR(collect(contacts_, out->mutable_contacts()));
+  CRM_RETURN_IF_ERROR(collect(cf_[kBehavior], out->mutable_behavior_events()));
+  CRM_RETURN_IF_ERROR(collect(cf_[kAffinity], out->mutable_category_affinities()));
+  CRM_RETURN_IF_ERROR(collect(cf_[kContacts], out->mutable_contacts()));
   return parse_error;
 }
 
@@ -401,21 +399,21 @@ absl::Status CustomerProfileStore::ApplyToHistory(
     absl::FunctionRef<bool(internal::CustomerHistory&)> fold) {
   // Locking the customer row orders this against a concurrent erasure: either the erasure sees
   // nothing new, or this sees the customer gone.
-  CRM_ASSIGN_OR_RETURN(auto customer, txn.GetForUpdate(customers_, event.customer_id()));
+  CRM_ASSIGN_OR_RETURN(auto customer, txn.GetForUpdate(cf_[kCustomers], event.customer_id()));
   if (!customer.has_value()) return absl::OkStatus();
   internal::CustomerHistory history;
-  auto found = txn.GetProto(histories_, event.customer_id(), &history, /*for_update=*/true);
+  auto found = txn.GetProto(cf_[kHistories], event.customer_id(), &history, /*for_update=*/true);
   if (!found.ok()) return found.status();
   if (!fold(history)) return absl::OkStatus();
-  return txn.PutProto(histories_, event.customer_id(), history);
+  return txn.PutProto(cf_[kHistories], event.customer_id(), history);
 }
 
 absl::StatusOr<internal::CustomerHistory> CustomerProfileStore::History(
     absl::string_view customer_id) const {
-  CRM_ASSIGN_OR_RETURN(auto exists, store_->Get(customers_, customer_id));
+  CRM_ASSIGN_OR_RETURN(auto exists, store_->Get(cf_[kCustomers], customer_id));
   if (!exists.has_value()) return NotFound(customer_id);
   internal::CustomerHistory history;
-  auto found = store_->GetProto(histories_, customer_id, &history);
+  auto found = store_->GetProto(cf_[kHistories], customer_id, &history);
   if (!found.ok()) return found.status();
   return history;
 }
@@ -424,13 +422,15 @@ absl::Status CustomerProfileStore::ScanHistories(
     absl::FunctionRef<bool(absl::string_view, const internal::CustomerHistory&)> visit) const {
   absl::Status parse_error;
   internal::CustomerHistory history;
-  auto s = store_->ScanPrefix(histories_, "", [&](absl::string_view key, absl::string_view value) {
-    if (!history.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-      parse_error = absl::DataLossError(absl::StrCat("history of \"", key, "\" does not parse"));
-      return false;
-    }
-    return visit(key, history);
-  });
+  auto s =
+      store_->ScanPrefix(cf_[kHistories], "", [&](absl::string_view key, absl::string_view value) {
+        if (!history.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          parse_error =
+              absl::DataLossError(absl::StrCat("history of \"", key, "\" does not parse"));
+          return false;
+        }
+        return visit(key, history);
+      });
   return s.ok() ? parse_error : s;
 }
 
@@ -440,16 +440,17 @@ absl::Status CustomerProfileStore::RecordRetentionAction(absl::string_view custo
                                                          v1::RetentionAction action,
                                                          v1::RetentionAction* out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "retention", request_id),
-      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
-        CRM_ASSIGN_OR_RETURN(auto customer, txn.GetForUpdate(customers_, customer_id));
+      *store_, Durability::kSynced, cf_[kRequests],
+      RequestKey(customer_id, "retention", request_id), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
+        CRM_ASSIGN_OR_RETURN(auto customer, txn.GetForUpdate(cf_[kCustomers], customer_id));
         if (!customer.has_value()) return NotFound(customer_id);
         const uint64_t id = sharding::StableHash64(absl::StrCat(customer_id, "/", request_id));
         action.set_action_id(absl::StrCat("ra-", absl::Hex(id, absl::kZeroPad16)));
         const std::string key =
             Key().Str(customer_id).TimeNewestFirst(now).Str(action.action_id()).Build();
         *out = action;
-        return txn.PutProto(retention_, key, action);
+        return txn.PutProto(cf_[kRetention], key, action);
       });
 }
 
@@ -458,7 +459,7 @@ absl::StatusOr<std::vector<v1::RetentionAction>> CustomerProfileStore::Retention
   std::vector<v1::RetentionAction> out;
   absl::Status parse_error;
   auto s = store_->ScanPrefix(
-      retention_, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
+      cf_[kRetention], CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
         if (!out.emplace_back().ParseFromArray(v.data(), static_cast<int>(v.size()))) {
           parse_error = absl::DataLossError("stored retention action does not parse");
           return false;
@@ -474,7 +475,7 @@ absl::Status CustomerProfileStore::ScanRetentionActions(
     absl::FunctionRef<bool(const v1::RetentionAction&)> visit) const {
   absl::Status parse_error;
   v1::RetentionAction action;
-  auto s = store_->ScanPrefix(retention_, "", [&](absl::string_view, absl::string_view v) {
+  auto s = store_->ScanPrefix(cf_[kRetention], "", [&](absl::string_view, absl::string_view v) {
     if (!action.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
       parse_error = absl::DataLossError("stored retention action does not parse");
       return false;
@@ -488,26 +489,27 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id,
                                          absl::string_view request_id, uint64_t fingerprint,
                                          absl::Time now, v1::EraseCustomerResponse* out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "erase", request_id),
+      *store_, Durability::kSynced, cf_[kRequests], RequestKey(customer_id, "erase", request_id),
       fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
         CRM_ASSIGN_OR_RETURN(v1::Customer c, LockCustomer(txn, customer_id));
-        CRM_RETURN_IF_ERROR(txn.Delete(customers_, customer_id));
-        CRM_RETURN_IF_ERROR(txn.Delete(emails_, c.email()));
+        CRM_RETURN_IF_ERROR(txn.Delete(cf_[kCustomers], customer_id));
+        CRM_RETURN_IF_ERROR(txn.Delete(cf_[kEmails], c.email()));
         if (!c.external_id().empty()) {
-          CRM_RETURN_IF_ERROR(txn.Delete(external_ids_, c.external_id()));
+          CRM_RETURN_IF_ERROR(txn.Delete(cf_[kExternalIds], c.external_id()));
         }
         const std::string prefix = CustomerPrefix(customer_id);
-        CRM_RETURN_IF_ERROR(txn.Delete(histories_, customer_id));
-        for (auto* cf : {behavior_, affinity_, contacts_, requests_, retention_}) {
+        CRM_RETURN_IF_ERROR(txn.Delete(cf_[kHistories], customer_id));
+        for (auto* cf :
+             {cf_[kBehavior], cf_[kAffinity], cf_[kContacts], cf_[kRequests], cf_[kRetention]}) {
           CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf, prefix));
         }
-        CRM_RETURN_IF_ERROR(txn.DeletePrefix(requests_, RegisterRequestPrefix(c.email())));
+        CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf_[kRequests], RegisterRequestPrefix(c.email())));
         CRM_RETURN_IF_ERROR(outbox_->DropPendingEventsOf(txn, customer_id));
         google::protobuf::Timestamp erase_time;
         api::SetTimestamp(now, &erase_time);
-        CRM_RETURN_IF_ERROR(txn.PutProto(erased_, customer_id, erase_time));
+        CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kErased], customer_id, erase_time));
         if (!c.external_id().empty()) {
-          CRM_RETURN_IF_ERROR(txn.PutProto(erased_external_ids_, c.external_id(), erase_time));
+          CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kErasedExternalIds], c.external_id(), erase_time));
         }
         v1::Event event;
         event.set_customer_id(std::string(customer_id));

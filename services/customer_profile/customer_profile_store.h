@@ -31,6 +31,7 @@
 #include "crm/v1/customer_profile.pb.h"
 #include "crm/v1/events.pb.h"
 #include "libs/events/outbox.h"
+#include "libs/store/families.h"
 #include "libs/store/store.h"
 
 namespace crm::customer_profile {
@@ -134,17 +135,8 @@ class CustomerProfileStore {
 
   store::Store* const store_;
   events::Outbox* const outbox_;
-  rocksdb::ColumnFamilyHandle* const customers_;
-  rocksdb::ColumnFamilyHandle* const emails_;
-  rocksdb::ColumnFamilyHandle* const external_ids_;
-  rocksdb::ColumnFamilyHandle* const behavior_;
-  rocksdb::ColumnFamilyHandle* const affinity_;
-  rocksdb::ColumnFamilyHandle* const contacts_;
-  rocksdb::ColumnFamilyHandle* const requests_;
-  rocksdb::ColumnFamilyHandle* const erased_;
-  rocksdb::ColumnFamilyHandle* const erased_external_ids_;
-  rocksdb::ColumnFamilyHandle* const histories_;
-  rocksdb::ColumnFamilyHandle* const retention_;
+  // The handles of the column families, indexed by the .cc's Family.
+  store::Families cf_;
 };
 
 }  // namespace crm::customer_profile

@@ -4,7 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
-#include "libs/events/consumer.h"
+#include "libs/events/store_families.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
 
@@ -15,17 +15,26 @@ using store::Durability;
 using store::Key;
 using store::Transaction;
 
-constexpr char kAccounts[] = "accounts";
-constexpr char kLedger[] = "ledger";
-constexpr char kGrowth[] = "growth";
-constexpr char kSources[] = "sources";
-constexpr char kLots[] = "lots";
-constexpr char kLotExpiry[] = "lot_expiry";
-constexpr char kGrants[] = "grants";
-constexpr char kRatings[] = "ratings";
-constexpr char kTierHistory[] = "tier_history";
-constexpr char kCoupons[] = "coupons";
-constexpr char kRequests[] = "requests";
+// The column families, by what they hold (the header's table), and their names on disk.
+enum Family {
+  kAccounts,
+  kLedger,
+  kGrowth,
+  kSources,
+  kLots,
+  kLotExpiry,
+  kGrants,
+  kRatings,
+  kTierHistory,
+  kCoupons,
+  kRequests
+};
+constexpr store::FamilyName<Family> kFamilies[] = {
+    {kAccounts, "accounts"}, {kLedger, "ledger"},    {kGrowth, "growth"},
+    {kSources, "sources"},   {kLots, "lots"},        {kLotExpiry, "lot_expiry"},
+    {kGrants, "grants"},     {kRatings, "ratings"},  {kTierHistory, "tier_history"},
+    {kCoupons, "coupons"},   {kRequests, "requests"}};
+static_assert(store::InEnumOrder(kFamilies));
 
 internal::NextExpiry NextExpiryOf(const Lots& lots) {
   internal::NextExpiry next;
@@ -111,30 +120,16 @@ absl::Status ScanPage(const store::Store& store, rocksdb::ColumnFamilyHandle* cf
 }  // namespace
 
 std::vector<std::string> LoyaltyStore::ColumnFamilies() {
-  return {kAccounts,    kLedger,    kGrowth,   kSources,
-          kLots,        kLotExpiry, kGrants,   kRatings,
-          kTierHistory, kCoupons,   kRequests, events::EventConsumer::kConsumedFamily};
+  return events::WithConsumerFamilies(store::FamilyNames(kFamilies));
 }
 
-LoyaltyStore::LoyaltyStore(store::Store* store)
-    : store_(store),
-      accounts_(store->cf(kAccounts)),
-      ledger_(store->cf(kLedger)),
-      growth_(store->cf(kGrowth)),
-      sources_(store->cf(kSources)),
-      lots_(store->cf(kLots)),
-      lot_expiry_(store->cf(kLotExpiry)),
-      grants_(store->cf(kGrants)),
-      ratings_(store->cf(kRatings)),
-      tier_history_(store->cf(kTierHistory)),
-      coupons_(store->cf(kCoupons)),
-      requests_(store->cf(kRequests)) {}
+LoyaltyStore::LoyaltyStore(store::Store* store) : store_(store), cf_(*store, kFamilies) {}
 
 absl::StatusOr<std::optional<std::string>> AccountSession::Source(absl::string_view kind,
                                                                   absl::string_view source_id) {
   CRM_ASSIGN_OR_RETURN(
       auto v,
-      txn_.GetForUpdate(store_->sources_,
+      txn_.GetForUpdate(store_->cf_[kSources],
                         Key().Str(account_.customer_id()).Str(kind).Str(source_id).bytes()));
   return v;
 }
@@ -143,26 +138,26 @@ absl::StatusOr<std::optional<internal::OrderGrant>> AccountSession::Grant(
     absl::string_view order_id) {
   internal::OrderGrant g;
   CRM_ASSIGN_OR_RETURN(
-      auto found, txn_.GetProto(store_->grants_,
+      auto found, txn_.GetProto(store_->cf_[kGrants],
                                 Key().Str(account_.customer_id()).Str(order_id).bytes(), &g, true));
   if (!found) return std::optional<internal::OrderGrant>();
   return std::optional<internal::OrderGrant>(std::move(g));
 }
 
 absl::Status AccountSession::PutGrant(const internal::OrderGrant& grant) {
-  return txn_.PutProto(store_->grants_,
+  return txn_.PutProto(store_->cf_[kGrants],
                        Key().Str(account_.customer_id()).Str(grant.order_id()).bytes(), grant);
 }
 
 absl::StatusOr<bool> AccountSession::Rated(absl::string_view order_id) {
-  auto v =
-      txn_.GetForUpdate(store_->ratings_, Key().Str(account_.customer_id()).Str(order_id).bytes());
+  auto v = txn_.GetForUpdate(store_->cf_[kRatings],
+                             Key().Str(account_.customer_id()).Str(order_id).bytes());
   if (!v.ok()) return v.status();
   return v->has_value();
 }
 
 absl::Status AccountSession::PutRating(absl::string_view order_id, v1::TradeRating rating) {
-  return txn_.Put(store_->ratings_, Key().Str(account_.customer_id()).Str(order_id).bytes(),
+  return txn_.Put(store_->cf_[kRatings], Key().Str(account_.customer_id()).Str(order_id).bytes(),
                   std::string(1, static_cast<char>(rating)));
 }
 
@@ -170,7 +165,7 @@ absl::StatusOr<std::optional<v1::LedgerEntry>> AccountSession::LedgerEntryById(
     absl::string_view entry_id) {
   v1::LedgerEntry e;
   auto found =
-      txn_.GetProto(store_->ledger_,
+      txn_.GetProto(store_->cf_[kLedger],
                     Key().Str(account_.customer_id()).Descending(SequenceOf(entry_id)).bytes(), &e);
   if (!found.ok()) return found.status();
   if (!*found) return std::optional<v1::LedgerEntry>();
@@ -179,16 +174,16 @@ absl::StatusOr<std::optional<v1::LedgerEntry>> AccountSession::LedgerEntryById(
 
 absl::StatusOr<std::optional<v1::Coupon>> AccountSession::Coupon(absl::string_view coupon_id) {
   v1::Coupon c;
-  auto found =
-      txn_.GetProto(store_->coupons_, Key().Str(account_.customer_id()).Str(coupon_id).bytes(), &c);
+  auto found = txn_.GetProto(store_->cf_[kCoupons],
+                             Key().Str(account_.customer_id()).Str(coupon_id).bytes(), &c);
   if (!found.ok()) return found.status();
   if (!*found) return std::optional<v1::Coupon>();
   return std::optional<v1::Coupon>(std::move(c));
 }
 
 absl::Status LoyaltyStore::Load(AccountSession& s, absl::string_view customer_id) {
-  CRM_ASSIGN_OR_RETURN(auto found,
-                       s.txn_.GetProto(accounts_, customer_id, &s.account_, /*for_update=*/true));
+  CRM_ASSIGN_OR_RETURN(
+      auto found, s.txn_.GetProto(cf_[kAccounts], customer_id, &s.account_, /*for_update=*/true));
   s.existed_ = found;
   if (!s.existed_) {
     s.account_.set_customer_id(std::string(customer_id));
@@ -201,7 +196,7 @@ absl::Status LoyaltyStore::Load(AccountSession& s, absl::string_view customer_id
   }
   const std::string prefix = Key().Str(customer_id).Build();
   absl::Status parse;
-  absl::Status scan = s.txn_.Scan(lots_, prefix, store::PrefixUpperBound(prefix),
+  absl::Status scan = s.txn_.Scan(cf_[kLots], prefix, store::PrefixUpperBound(prefix),
                                   [&](absl::string_view k, absl::string_view v) {
                                     internal::PointsLot lot;
                                     if (!lot.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
@@ -221,34 +216,34 @@ absl::Status LoyaltyStore::Save(AccountSession& s) {
   Transaction& txn = s.txn_;
   // Lots: rewrite what changed, drop what is used up.
   for (const std::string& key : s.loaded_lot_keys_) {
-    CRM_RETURN_IF_ERROR(txn.Delete(lots_, key));
+    CRM_RETURN_IF_ERROR(txn.Delete(cf_[kLots], key));
   }
   for (const auto& lot : s.lots_) {
     if (lot.remaining() == 0) {
-      CRM_RETURN_IF_ERROR(txn.Delete(lot_expiry_, LotExpiryKey(cid, lot)));
+      CRM_RETURN_IF_ERROR(txn.Delete(cf_[kLotExpiry], LotExpiryKey(cid, lot)));
       continue;
     }
-    CRM_RETURN_IF_ERROR(txn.PutProto(lots_, LotKey(cid, lot), lot));
-    CRM_RETURN_IF_ERROR(txn.Put(lot_expiry_, LotExpiryKey(cid, lot), ""));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kLots], LotKey(cid, lot), lot));
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kLotExpiry], LotExpiryKey(cid, lot), ""));
   }
   for (const auto& e : s.ledger_) {
-    CRM_RETURN_IF_ERROR(PutEntry(txn, ledger_, sources_, cid, "points", e));
+    CRM_RETURN_IF_ERROR(PutEntry(txn, cf_[kLedger], cf_[kSources], cid, "points", e));
   }
   for (const auto& g : s.growth_) {
-    CRM_RETURN_IF_ERROR(PutEntry(txn, growth_, sources_, cid, "growth", g));
+    CRM_RETURN_IF_ERROR(PutEntry(txn, cf_[kGrowth], cf_[kSources], cid, "growth", g));
   }
   for (const auto& t : s.tier_changes_) {
     const int64_t seq = s.account_.next_sequence();
     s.account_.set_next_sequence(seq + 1);
     CRM_RETURN_IF_ERROR(
-        txn.PutProto(tier_history_, Key().Str(cid).U64(static_cast<uint64_t>(seq)).bytes(), t));
+        txn.PutProto(cf_[kTierHistory], Key().Str(cid).U64(static_cast<uint64_t>(seq)).bytes(), t));
   }
   for (const auto& c : s.coupons_) {
-    CRM_RETURN_IF_ERROR(txn.PutProto(coupons_, Key().Str(cid).Str(c.coupon_id()).bytes(), c));
-    CRM_RETURN_IF_ERROR(PutSource(txn, sources_, cid, "coupon", c.source_id(), c.coupon_id()));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCoupons], Key().Str(cid).Str(c.coupon_id()).bytes(), c));
+    CRM_RETURN_IF_ERROR(PutSource(txn, cf_[kSources], cid, "coupon", c.source_id(), c.coupon_id()));
   }
   *s.account_.mutable_next_expiry() = NextExpiryOf(s.lots_);
-  return txn.PutProto(accounts_, cid, s.account_);
+  return txn.PutProto(cf_[kAccounts], cid, s.account_);
 }
 
 absl::Status LoyaltyStore::WithAccountIn(Transaction& txn, absl::string_view customer_id,
@@ -271,7 +266,7 @@ absl::Status LoyaltyStore::WithAccountOnce(
     uint64_t fingerprint, absl::Time now, google::protobuf::MessageLite* response,
     absl::FunctionRef<absl::Status(AccountSession&)> change) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_,
+      *store_, Durability::kSynced, cf_[kRequests],
       Key().Str(customer_id).Str(method).Str(request_id).bytes(), fingerprint, now, response,
       [&](Transaction& txn) { return WithAccountIn(txn, customer_id, change); });
 }
@@ -279,7 +274,7 @@ absl::Status LoyaltyStore::WithAccountOnce(
 absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> LoyaltyStore::Account(
     absl::string_view customer_id) const {
   internal::LoyaltyAccount account;
-  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(accounts_, customer_id, &account));
+  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(cf_[kAccounts], customer_id, &account));
   if (!found) return std::optional<std::pair<internal::LoyaltyAccount, Lots>>();
   if (account.erased())
     return absl::NotFoundError(
@@ -295,7 +290,7 @@ absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> Loyalty
     }
   } else {
     absl::Status s = store_->ScanPrefix(
-        lots_, Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
+        cf_[kLots], Key().Str(customer_id).bytes(), [&](absl::string_view, absl::string_view v) {
           internal::PointsLot lot;
           if (lot.ParseFromArray(v.data(), static_cast<int>(v.size())))
             lots.push_back(std::move(lot));
@@ -310,13 +305,13 @@ absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> Loyalty
 absl::Status LoyaltyStore::ListLedger(absl::string_view customer_id, absl::string_view after,
                                       int limit, std::vector<v1::LedgerEntry>* out,
                                       std::string* last_key, bool* more) const {
-  return ScanPage(*store_, ledger_, customer_id, after, limit, out, last_key, more);
+  return ScanPage(*store_, cf_[kLedger], customer_id, after, limit, out, last_key, more);
 }
 
 absl::Status LoyaltyStore::ListGrowth(absl::string_view customer_id, absl::string_view after,
                                       int limit, std::vector<v1::GrowthEntry>* out,
                                       std::string* last_key, bool* more) const {
-  return ScanPage(*store_, growth_, customer_id, after, limit, out, last_key, more);
+  return ScanPage(*store_, cf_[kGrowth], customer_id, after, limit, out, last_key, more);
 }
 
 absl::StatusOr<std::vector<v1::TierChange>> LoyaltyStore::TierHistory(
@@ -324,7 +319,8 @@ absl::StatusOr<std::vector<v1::TierChange>> LoyaltyStore::TierHistory(
   std::vector<v1::TierChange> out;
   std::string last;
   bool more = false;
-  CRM_RETURN_IF_ERROR(ScanPage(*store_, tier_history_, customer_id, "", 1000, &out, &last, &more));
+  CRM_RETURN_IF_ERROR(
+      ScanPage(*store_, cf_[kTierHistory], customer_id, "", 1000, &out, &last, &more));
   return out;
 }
 
@@ -332,7 +328,7 @@ absl::StatusOr<std::vector<v1::Coupon>> LoyaltyStore::Coupons(absl::string_view 
   std::vector<v1::Coupon> out;
   std::string last;
   bool more = false;
-  CRM_RETURN_IF_ERROR(ScanPage(*store_, coupons_, customer_id, "", 1000, &out, &last, &more));
+  CRM_RETURN_IF_ERROR(ScanPage(*store_, cf_[kCoupons], customer_id, "", 1000, &out, &last, &more));
   return out;
 }
 
@@ -340,7 +336,7 @@ absl::StatusOr<std::vector<std::string>> LoyaltyStore::CustomersWithExpiringPoin
     absl::Time until) const {
   std::vector<std::string> out;
   absl::Status s =
-      store_->Scan(lot_expiry_, "", Key().Time(until + absl::Microseconds(1)).bytes(),
+      store_->Scan(cf_[kLotExpiry], "", Key().Time(until + absl::Microseconds(1)).bytes(),
                    [&](absl::string_view k, absl::string_view) {
                      store::KeyReader r(k);
                      (void)r.Time();
@@ -356,7 +352,7 @@ absl::StatusOr<std::vector<std::string>> LoyaltyStore::CustomersWithExpiringPoin
 
 absl::Status LoyaltyStore::ForEachAccount(
     absl::FunctionRef<bool(const internal::LoyaltyAccount&)> visit) const {
-  return store_->Scan(accounts_, "", "", [&](absl::string_view, absl::string_view v) {
+  return store_->Scan(cf_[kAccounts], "", "", [&](absl::string_view, absl::string_view v) {
     internal::LoyaltyAccount a;
     if (!a.ParseFromArray(v.data(), static_cast<int>(v.size()))) return true;
     return visit(a);
@@ -367,21 +363,21 @@ absl::Status LoyaltyStore::Anonymise(Transaction& txn, absl::string_view custome
                                      v1::Tier* left_tier) {
   internal::LoyaltyAccount account;
   CRM_ASSIGN_OR_RETURN(auto found,
-                       txn.GetProto(accounts_, customer_id, &account, /*for_update=*/true));
+                       txn.GetProto(cf_[kAccounts], customer_id, &account, /*for_update=*/true));
   if (!found) return absl::OkStatus();
   if (!account.erased() && left_tier != nullptr) *left_tier = account.tier();
   account.set_erased(true);
   account.clear_enterprise_company();
   account.clear_named_agent_id();
-  CRM_RETURN_IF_ERROR(txn.PutProto(accounts_, customer_id, account));
+  CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kAccounts], customer_id, account));
   const std::string prefix = Key().Str(customer_id).Build();
   // Ledger and growth keep their amounts (the books must still add up) but lose descriptions and
   // the source ids that name other customers (referrals).
-  for (auto* cf : {ledger_, growth_}) {
+  for (auto* cf : {cf_[kLedger], cf_[kGrowth]}) {
     std::vector<std::pair<std::string, std::string>> rewritten;
     absl::Status s = txn.Scan(cf, prefix, store::PrefixUpperBound(prefix),
                               [&](absl::string_view k, absl::string_view v) {
-                                if (cf == ledger_) {
+                                if (cf == cf_[kLedger]) {
                                   v1::LedgerEntry e;
                                   if (e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
                                     e.clear_description();
@@ -404,8 +400,8 @@ absl::Status LoyaltyStore::Anonymise(Transaction& txn, absl::string_view custome
       CRM_RETURN_IF_ERROR(txn.Put(cf, k, v));
     }
   }
-  CRM_RETURN_IF_ERROR(txn.DeletePrefix(sources_, prefix));
-  return txn.DeletePrefix(requests_, prefix);
+  CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf_[kSources], prefix));
+  return txn.DeletePrefix(cf_[kRequests], prefix);
 }
 
 }  // namespace crm::loyalty

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "crm/internal/loyalty_storage.pb.h"
 #include "crm/v1/loyalty.pb.h"
+#include "libs/store/families.h"
 #include "libs/store/store.h"
 #include "services/loyalty/membership.h"
 
@@ -129,17 +130,8 @@ class LoyaltyStore {
   absl::Status Save(AccountSession& s);
 
   store::Store* const store_;
-  rocksdb::ColumnFamilyHandle* const accounts_;
-  rocksdb::ColumnFamilyHandle* const ledger_;
-  rocksdb::ColumnFamilyHandle* const growth_;
-  rocksdb::ColumnFamilyHandle* const sources_;
-  rocksdb::ColumnFamilyHandle* const lots_;
-  rocksdb::ColumnFamilyHandle* const lot_expiry_;
-  rocksdb::ColumnFamilyHandle* const grants_;
-  rocksdb::ColumnFamilyHandle* const ratings_;
-  rocksdb::ColumnFamilyHandle* const tier_history_;
-  rocksdb::ColumnFamilyHandle* const coupons_;
-  rocksdb::ColumnFamilyHandle* const requests_;
+  // The handles of the column families, indexed by the .cc's Family.
+  store::Families cf_;
 };
 
 }  // namespace crm::loyalty

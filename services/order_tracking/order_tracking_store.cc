@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
-#include "libs/events/consumer.h"
+#include "libs/events/store_families.h"
 #include "libs/log/log.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
@@ -19,16 +19,30 @@ using store::Durability;
 using store::Key;
 using store::Transaction;
 
-constexpr char kOrders[] = "orders";
-constexpr char kOrderIndex[] = "order_index";
-constexpr char kHistory[] = "history";
-constexpr char kTracking[] = "tracking_numbers";
-constexpr char kCarrierEvents[] = "carrier_events";
-constexpr char kReturns[] = "returns";
-constexpr char kReviews[] = "reviews";
-constexpr char kRequests[] = "requests";
-constexpr char kImports[] = "imports";
-constexpr char kPurchaseTotals[] = "purchase_totals";
+// The column families, by what they hold (the header's table), and their names on disk.
+enum Family {
+  kOrders,
+  kOrderIndex,
+  kHistory,
+  kTracking,
+  kCarrierEvents,
+  kReturns,
+  kReviews,
+  kRequests,
+  kImports,
+  kPurchaseTotals
+};
+constexpr store::FamilyName<Family> kFamilies[] = {{kOrders, "orders"},
+                                                   {kOrderIndex, "order_index"},
+                                                   {kHistory, "history"},
+                                                   {kTracking, "tracking_numbers"},
+                                                   {kCarrierEvents, "carrier_events"},
+                                                   {kReturns, "returns"},
+                                                   {kReviews, "reviews"},
+                                                   {kRequests, "requests"},
+                                                   {kImports, "imports"},
+                                                   {kPurchaseTotals, "purchase_totals"}};
+static_assert(store::InEnumOrder(kFamilies));
 // In purchase_totals: present once the orders written before the totals existed are counted.
 constexpr char kTotalsCounted[] = "";
 
@@ -144,39 +158,17 @@ std::string ImportKey(absl::string_view customer_id, absl::string_view kind,
 }  // namespace
 
 std::vector<std::string> OrderTrackingStore::ColumnFamilies() {
-  std::vector<std::string> cfs = {kOrders,
-                                  kOrderIndex,
-                                  kHistory,
-                                  kTracking,
-                                  kCarrierEvents,
-                                  kReturns,
-                                  kReviews,
-                                  kRequests,
-                                  kImports,
-                                  kPurchaseTotals,
-                                  events::EventConsumer::kConsumedFamily};
-  for (const auto& cf : events::Outbox::ColumnFamilies()) cfs.push_back(cf);
-  return cfs;
+  return events::WithConsumerAndOutboxFamilies(store::FamilyNames(kFamilies));
 }
 
 OrderTrackingStore::OrderTrackingStore(store::Store* store, events::Outbox* outbox)
-    : store_(store),
-      outbox_(outbox),
-      orders_(store->cf(kOrders)),
-      order_index_(store->cf(kOrderIndex)),
-      history_(store->cf(kHistory)),
-      tracking_(store->cf(kTracking)),
-      carrier_events_(store->cf(kCarrierEvents)),
-      returns_(store->cf(kReturns)),
-      reviews_(store->cf(kReviews)),
-      requests_(store->cf(kRequests)),
-      imports_(store->cf(kImports)),
-      purchase_totals_(store->cf(kPurchaseTotals)) {}
+    : store_(store), outbox_(outbox), cf_(*store, kFamilies) {}
 
 absl::Status OrderTrackingStore::LockOrder(Transaction& txn, absl::string_view customer_id,
                                            absl::string_view order_id, v1::Order* order) {
-  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(orders_, OrderKey(customer_id, order_id), order,
-                                                /*for_update=*/true));
+  CRM_ASSIGN_OR_RETURN(auto found,
+                       txn.GetProto(cf_[kOrders], OrderKey(customer_id, order_id), order,
+                                    /*for_update=*/true));
   if (!found) return OrderNotFound(order_id);
   return absl::OkStatus();
 }
@@ -188,9 +180,9 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
   const std::string key = OrderKey(order.customer_id(), order.order_id());
   v1::Order before;
   CRM_ASSIGN_OR_RETURN(const bool existed,
-                       txn.GetProto(orders_, key, &before, /*for_update=*/true));
+                       txn.GetProto(cf_[kOrders], key, &before, /*for_update=*/true));
   CRM_RETURN_IF_ERROR(CountInTotals(txn, existed ? &before : nullptr, order));
-  CRM_RETURN_IF_ERROR(txn.PutProto(orders_, key, order));
+  CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kOrders], key, order));
   for (size_t i = 0; i < change.history.size(); ++i) {
     v1::OrderHistoryEntry& h = change.history[i];
     if (!h.has_time()) api::SetTimestamp(now, h.mutable_time());
@@ -201,17 +193,17 @@ absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
                                 .Time(api::FromTimestamp(h.time()))
                                 .U64(static_cast<uint64_t>(order.version()) * 1000 + i)
                                 .Build();
-    CRM_RETURN_IF_ERROR(txn.PutProto(history_, key, h));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kHistory], key, h));
   }
   for (const auto& [number, package_id] : change.tracking_numbers) {
-    CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(tracking_, number));
+    CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(cf_[kTracking], number));
     const std::string ref =
         Key().Str(order.customer_id()).Str(order.order_id()).Str(package_id).Build();
     if (existing.has_value() && *existing != ref) {
       return absl::AlreadyExistsError(
           absl::StrCat("tracking_number: \"", number, "\" already belongs to another package"));
     }
-    CRM_RETURN_IF_ERROR(txn.Put(tracking_, number, ref));
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kTracking], number, ref));
   }
   for (v1::Event& e : change.events) {
     e.set_customer_id(order.customer_id());
@@ -227,12 +219,13 @@ absl::Status OrderTrackingStore::CountInTotals(Transaction& txn, const v1::Order
   if (!ChangesTotals(before, after)) return absl::OkStatus();
   const std::string key = Key().Str(after.customer_id()).Build();
   internal::PurchaseTotals totals;
-  CRM_RETURN_IF_ERROR(txn.GetProto(purchase_totals_, key, &totals, /*for_update=*/true).status());
+  CRM_RETURN_IF_ERROR(
+      txn.GetProto(cf_[kPurchaseTotals], key, &totals, /*for_update=*/true).status());
   if (!CountOrderChange(before, after, totals)) {
     CRM_ASSIGN_OR_RETURN(auto newest, NewestCountedOrder(after.customer_id(), after.order_id()));
     SetLastOrder(newest ? &*newest : nullptr, totals);
   }
-  return txn.PutProto(purchase_totals_, key, totals);
+  return txn.PutProto(cf_[kPurchaseTotals], key, totals);
 }
 
 absl::Status OrderTrackingStore::CountRefund(Transaction& txn, const v1::Return* before,
@@ -242,16 +235,17 @@ absl::Status OrderTrackingStore::CountRefund(Transaction& txn, const v1::Return*
   if (!refunded_now) return absl::OkStatus();
   const std::string key = Key().Str(after.customer_id()).Build();
   internal::PurchaseTotals totals;
-  CRM_RETURN_IF_ERROR(txn.GetProto(purchase_totals_, key, &totals, /*for_update=*/true).status());
+  CRM_RETURN_IF_ERROR(
+      txn.GetProto(cf_[kPurchaseTotals], key, &totals, /*for_update=*/true).status());
   totals.set_refunded_minor(totals.refunded_minor() + after.refund_amount().amount_minor());
-  return txn.PutProto(purchase_totals_, key, totals);
+  return txn.PutProto(cf_[kPurchaseTotals], key, totals);
 }
 
 absl::StatusOr<std::optional<v1::Order>> OrderTrackingStore::NewestCountedOrder(
     absl::string_view customer_id, absl::string_view except_order_id) const {
   std::optional<v1::Order> newest;
-  CRM_RETURN_IF_ERROR(
-      ScanParsed<v1::Order>(*store_, orders_, Key().Str(customer_id).bytes(), [&](v1::Order&& o) {
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::Order>(
+      *store_, cf_[kOrders], Key().Str(customer_id).bytes(), [&](v1::Order&& o) {
         if (o.status() == v1::ORDER_STATUS_CANCELLED || o.order_id() == except_order_id) return;
         if (!newest ||
             api::FromTimestamp(o.create_time()) > api::FromTimestamp(newest->create_time()))
@@ -264,13 +258,13 @@ absl::StatusOr<v1::PurchaseSummary> OrderTrackingStore::PurchaseSummary(
     absl::string_view customer_id, int open_limit) const {
   internal::PurchaseTotals totals;
   CRM_RETURN_IF_ERROR(
-      store_->GetProto(purchase_totals_, Key().Str(customer_id).bytes(), &totals).status());
+      store_->GetProto(cf_[kPurchaseTotals], Key().Str(customer_id).bytes(), &totals).status());
   std::vector<std::string> keys;
   for (const internal::OpenOrder& open : totals.open_orders()) {
     if (static_cast<int>(keys.size()) == open_limit) break;
     keys.push_back(OrderKey(customer_id, open.order_id()));
   }
-  CRM_ASSIGN_OR_RETURN(auto found, store_->MultiGetProtos<v1::Order>(orders_, keys));
+  CRM_ASSIGN_OR_RETURN(auto found, store_->MultiGetProtos<v1::Order>(cf_[kOrders], keys));
   std::vector<v1::Order> open_orders;
   for (auto& order : found) {
     if (order) open_orders.push_back(*std::move(order));
@@ -279,22 +273,22 @@ absl::StatusOr<v1::PurchaseSummary> OrderTrackingStore::PurchaseSummary(
 }
 
 absl::Status OrderTrackingStore::CountPurchaseTotalsOnce() {
-  CRM_ASSIGN_OR_RETURN(auto counted, store_->Get(purchase_totals_, kTotalsCounted));
+  CRM_ASSIGN_OR_RETURN(auto counted, store_->Get(cf_[kPurchaseTotals], kTotalsCounted));
   if (counted.has_value()) return absl::OkStatus();
   std::map<std::string, internal::PurchaseTotals> totals;  // by customer
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::Order>(*store_, orders_, "", [&](v1::Order&& o) {
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::Order>(*store_, cf_[kOrders], "", [&](v1::Order&& o) {
     CountOrderChange(nullptr, o, totals[o.customer_id()]);
   }));
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::Return>(*store_, returns_, "", [&](v1::Return&& r) {
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::Return>(*store_, cf_[kReturns], "", [&](v1::Return&& r) {
     if (r.status() != v1::RETURN_STATUS_REFUNDED) return;
     auto& t = totals[r.customer_id()];
     t.set_refunded_minor(t.refunded_minor() + r.refund_amount().amount_minor());
   }));
   rocksdb::WriteBatch batch;
   for (const auto& [customer_id, t] : totals) {
-    batch.Put(purchase_totals_, Key().Str(customer_id).Build(), t.SerializeAsString());
+    batch.Put(cf_[kPurchaseTotals], Key().Str(customer_id).Build(), t.SerializeAsString());
   }
-  batch.Put(purchase_totals_, kTotalsCounted, "counted");
+  batch.Put(cf_[kPurchaseTotals], kTotalsCounted, "counted");
   CRM_RETURN_IF_ERROR(store_->Write(&batch, Durability::kSynced));
   log::Info("purchase totals counted", {{"customers", static_cast<int64_t>(totals.size())}});
   return absl::OkStatus();
@@ -306,13 +300,13 @@ absl::Status OrderTrackingStore::IndexOrder(Transaction& txn, const v1::Order& o
                                  .TimeNewestFirst(api::FromTimestamp(order.create_time()))
                                  .Str(order.order_id())
                                  .Build();
-  return txn.Put(order_index_, listed, "");
+  return txn.Put(cf_[kOrderIndex], listed, "");
 }
 
 absl::Status OrderTrackingStore::CreateOrder(const v1::Order& order, const v1::Event& placed,
                                              absl::string_view request_id, uint64_t fingerprint,
                                              absl::Time now, v1::Order* out) {
-  return store::TransactOnce(*store_, Durability::kSynced, requests_,
+  return store::TransactOnce(*store_, Durability::kSynced, cf_[kRequests],
                              RequestKey(order.customer_id(), "CreateOrder", request_id),
                              fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
                                *out = order;
@@ -360,7 +354,7 @@ absl::Status OrderTrackingStore::ImportOrder(
     v1::ImportOrdersResponse* out) {
   const std::string key =
       ImportKey(req.customer_id(), "order", req.orders(index).external_order_id());
-  CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(imports_, key));
+  CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(cf_[kImports], key));
   if (known.has_value()) {
     *order_id = *known;
     out->set_orders_already_imported(out->orders_already_imported() + 1);
@@ -370,7 +364,7 @@ absl::Status OrderTrackingStore::ImportOrder(
   OrderChange change;
   build_order(index, &order, &change);
   *order_id = order.order_id();
-  CRM_RETURN_IF_ERROR(txn.Put(imports_, key, order.order_id()));
+  CRM_RETURN_IF_ERROR(txn.Put(cf_[kImports], key, order.order_id()));
   CRM_RETURN_IF_ERROR(IndexOrder(txn, order));
   CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
   out->set_orders_imported(out->orders_imported() + 1);
@@ -384,14 +378,14 @@ absl::Status OrderTrackingStore::ImportReturn(
   const std::string& customer_id = req.customer_id();
   const v1::HistoricalReturn& recorded = req.returns(r);
   const std::string key = ImportKey(customer_id, "return", recorded.external_return_id());
-  CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(imports_, key));
+  CRM_ASSIGN_OR_RETURN(auto known, txn.GetForUpdate(cf_[kImports], key));
   if (known.has_value()) {
     out->set_returns_already_imported(out->returns_already_imported() + 1);
     return absl::OkStatus();
   }
-  CRM_ASSIGN_OR_RETURN(
-      auto order_id,
-      txn.GetForUpdate(imports_, ImportKey(customer_id, "order", recorded.external_order_id())));
+  CRM_ASSIGN_OR_RETURN(auto order_id,
+                       txn.GetForUpdate(cf_[kImports], ImportKey(customer_id, "order",
+                                                                 recorded.external_order_id())));
   if (!order_id.has_value()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "returns[", r, "].external_order_id: no order \"", recorded.external_order_id(),
@@ -402,9 +396,9 @@ absl::Status OrderTrackingStore::ImportReturn(
   v1::Return ret;
   OrderChange change;
   CRM_RETURN_IF_ERROR(apply_return(r, order, &ret, &change));
-  CRM_RETURN_IF_ERROR(txn.Put(imports_, key, ret.return_id()));
+  CRM_RETURN_IF_ERROR(txn.Put(cf_[kImports], key, ret.return_id()));
   CRM_RETURN_IF_ERROR(
-      txn.PutProto(returns_, Key().Str(customer_id).Str(ret.return_id()).Build(), ret));
+      txn.PutProto(cf_[kReturns], Key().Str(customer_id).Str(ret.return_id()).Build(), ret));
   CRM_RETURN_IF_ERROR(CountRefund(txn, nullptr, ret));
   CRM_RETURN_IF_ERROR(WriteChange(txn, order, change, now));
   out->set_returns_imported(out->returns_imported() + 1);
@@ -414,7 +408,8 @@ absl::Status OrderTrackingStore::ImportReturn(
 absl::StatusOr<v1::Order> OrderTrackingStore::GetOrder(absl::string_view customer_id,
                                                        absl::string_view order_id) const {
   v1::Order o;
-  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(orders_, OrderKey(customer_id, order_id), &o));
+  CRM_ASSIGN_OR_RETURN(auto found,
+                       store_->GetProto(cf_[kOrders], OrderKey(customer_id, order_id), &o));
   if (!found) return OrderNotFound(order_id);
   return o;
 }
@@ -426,7 +421,7 @@ absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl:
   const std::string prefix = Key().Str(customer_id).Build();
   CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
   std::vector<std::pair<std::string, std::string>> keys;  // index key, order id
-  absl::Status s = store_->Scan(order_index_, begin, store::PrefixUpperBound(prefix),
+  absl::Status s = store_->Scan(cf_[kOrderIndex], begin, store::PrefixUpperBound(prefix),
                                 [&](absl::string_view k, absl::string_view) {
                                   if (static_cast<int>(keys.size()) == limit) {
                                     *more = true;
@@ -454,7 +449,7 @@ absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(
   CRM_RETURN_IF_ERROR(GetOrder(customer_id, order_id));
   std::vector<v1::OrderHistoryEntry> out;
   CRM_RETURN_IF_ERROR(ScanParsed<v1::OrderHistoryEntry>(
-      *store_, history_, OrderKey(customer_id, order_id),
+      *store_, cf_[kHistory], OrderKey(customer_id, order_id),
       [&](v1::OrderHistoryEntry&& h) { out.push_back(std::move(h)); }));
   return out;
 }
@@ -479,7 +474,7 @@ absl::Status OrderTrackingStore::UpdateOrder(
 
 absl::StatusOr<std::optional<OrderTrackingStore::PackageRef>>
 OrderTrackingStore::FindTrackingNumber(absl::string_view tracking_number) const {
-  CRM_ASSIGN_OR_RETURN(auto v, store_->Get(tracking_, tracking_number));
+  CRM_ASSIGN_OR_RETURN(auto v, store_->Get(cf_[kTracking], tracking_number));
   if (!v.has_value()) return std::optional<PackageRef>();
   store::KeyReader r(*v);
   auto c = r.Str(), o = r.Str(), p = r.Str();
@@ -495,13 +490,13 @@ absl::Status OrderTrackingStore::ApplyCarrierEvent(
   return store_->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
     v1::Order order;
     CRM_RETURN_IF_ERROR(LockOrder(txn, ref.customer_id, ref.order_id, &order));
-    CRM_ASSIGN_OR_RETURN(auto seen, txn.GetForUpdate(carrier_events_, carrier_event_id));
+    CRM_ASSIGN_OR_RETURN(auto seen, txn.GetForUpdate(cf_[kCarrierEvents], carrier_event_id));
     *duplicate = seen.has_value();
     *out = order;
     if (*duplicate) return absl::OkStatus();
     OrderChange c;
     CRM_RETURN_IF_ERROR(change(order, c));
-    CRM_RETURN_IF_ERROR(txn.Put(carrier_events_, carrier_event_id, tracking_number));
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kCarrierEvents], carrier_event_id, tracking_number));
     if (!c.unchanged) {
       CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
     }
@@ -517,14 +512,15 @@ absl::Status OrderTrackingStore::CreateReturn(
     absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> create, v1::Return* out,
     v1::Order* order_out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "RequestReturn", request_id),
-      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
+      *store_, Durability::kSynced, cf_[kRequests],
+      RequestKey(customer_id, "RequestReturn", request_id), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
         v1::Order order;
         CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
         OrderChange c;
         CRM_RETURN_IF_ERROR(create(order, *out, c));
-        CRM_RETURN_IF_ERROR(
-            txn.PutProto(returns_, Key().Str(customer_id).Str(out->return_id()).bytes(), *out));
+        CRM_RETURN_IF_ERROR(txn.PutProto(
+            cf_[kReturns], Key().Str(customer_id).Str(out->return_id()).bytes(), *out));
         CRM_RETURN_IF_ERROR(CountRefund(txn, nullptr, *out));
         CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
         *order_out = order;
@@ -539,7 +535,7 @@ absl::Status OrderTrackingStore::UpdateReturn(
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     const std::string key = Key().Str(customer_id).Str(return_id).Build();
     v1::Return ret;
-    CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(returns_, key, &ret, /*for_update=*/true));
+    CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(cf_[kReturns], key, &ret, /*for_update=*/true));
     if (!found)
       return absl::NotFoundError(
           absl::StrCat("return_id: no return \"", return_id, "\" for this customer"));
@@ -550,7 +546,7 @@ absl::Status OrderTrackingStore::UpdateReturn(
     CRM_RETURN_IF_ERROR(change(order, ret, c));
     if (!c.unchanged) {
       api::SetTimestamp(now, ret.mutable_update_time());
-      CRM_RETURN_IF_ERROR(txn.PutProto(returns_, key, ret));
+      CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kReturns], key, ret));
       CRM_RETURN_IF_ERROR(CountRefund(txn, &before, ret));
       CRM_RETURN_IF_ERROR(WriteChange(txn, order, c, now));
     }
@@ -563,7 +559,7 @@ absl::Status OrderTrackingStore::UpdateReturn(
 absl::StatusOr<std::vector<v1::Return>> OrderTrackingStore::ListReturns(
     absl::string_view customer_id, absl::string_view order_id) const {
   std::vector<v1::Return> out;
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::Return>(*store_, returns_, Key().Str(customer_id).bytes(),
+  CRM_RETURN_IF_ERROR(ScanParsed<v1::Return>(*store_, cf_[kReturns], Key().Str(customer_id).bytes(),
                                              [&](v1::Return&& r) {
                                                if (order_id.empty() || r.order_id() == order_id)
                                                  out.push_back(std::move(r));
@@ -577,19 +573,20 @@ absl::Status OrderTrackingStore::CreateReview(
     absl::FunctionRef<absl::Status(v1::Order&, v1::Review&, OrderChange&)> create,
     v1::Review* out) {
   return store::TransactOnce(
-      *store_, Durability::kSynced, requests_, RequestKey(customer_id, "SubmitReview", request_id),
-      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
+      *store_, Durability::kSynced, cf_[kRequests],
+      RequestKey(customer_id, "SubmitReview", request_id), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
         v1::Order order;
         CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
         const std::string key = Key().Str(customer_id).Str(order_id).Str(item_id).Build();
-        CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(reviews_, key));
+        CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(cf_[kReviews], key));
         if (existing.has_value()) {
           return absl::AlreadyExistsError(
               absl::StrCat("item_id: item \"", item_id, "\" of this order is already reviewed"));
         }
         OrderChange c;
         CRM_RETURN_IF_ERROR(create(order, *out, c));
-        CRM_RETURN_IF_ERROR(txn.PutProto(reviews_, key, *out));
+        CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kReviews], key, *out));
         return WriteChange(txn, order, c, now);
       });
 }
@@ -597,23 +594,23 @@ absl::Status OrderTrackingStore::CreateReview(
 absl::Status OrderTrackingStore::AnonymiseCustomer(Transaction& txn,
                                                    absl::string_view customer_id) {
   const std::string prefix = Key().Str(customer_id).Build();
-  CRM_RETURN_IF_ERROR(AnonymiseOrders(txn, orders_, prefix));
+  CRM_RETURN_IF_ERROR(AnonymiseOrders(txn, cf_[kOrders], prefix));
   // History entries may carry courier positions at the door; notes may quote the customer.
-  CRM_RETURN_IF_ERROR(RewriteEach<v1::OrderHistoryEntry>(txn, history_, prefix, [](auto& h) {
+  CRM_RETURN_IF_ERROR(RewriteEach<v1::OrderHistoryEntry>(txn, cf_[kHistory], prefix, [](auto& h) {
     if (!h.has_location()) return false;
     h.clear_location();
     return true;
   }));
-  CRM_RETURN_IF_ERROR(RewriteEach<v1::Review>(txn, reviews_, prefix, [](auto& r) {
+  CRM_RETURN_IF_ERROR(RewriteEach<v1::Review>(txn, cf_[kReviews], prefix, [](auto& r) {
     r.clear_text();
     return true;
   }));
-  CRM_RETURN_IF_ERROR(RewriteEach<v1::Return>(txn, returns_, prefix, [](auto& r) {
+  CRM_RETURN_IF_ERROR(RewriteEach<v1::Return>(txn, cf_[kReturns], prefix, [](auto& r) {
     r.clear_reason();
     return true;
   }));
   // Answers of retryable writes may hold addresses.
-  return txn.DeletePrefix(requests_, prefix);
+  return txn.DeletePrefix(cf_[kRequests], prefix);
 }
 
 }  // namespace crm::order_tracking

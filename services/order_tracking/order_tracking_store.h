@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "crm/v1/order_tracking.pb.h"
 #include "libs/events/outbox.h"
+#include "libs/store/families.h"
 #include "libs/store/store.h"
 
 namespace crm::order_tracking {
@@ -162,16 +163,8 @@ class OrderTrackingStore {
 
   store::Store* const store_;
   events::Outbox* const outbox_;
-  rocksdb::ColumnFamilyHandle* const orders_;
-  rocksdb::ColumnFamilyHandle* const order_index_;
-  rocksdb::ColumnFamilyHandle* const history_;
-  rocksdb::ColumnFamilyHandle* const tracking_;
-  rocksdb::ColumnFamilyHandle* const carrier_events_;
-  rocksdb::ColumnFamilyHandle* const returns_;
-  rocksdb::ColumnFamilyHandle* const reviews_;
-  rocksdb::ColumnFamilyHandle* const requests_;
-  rocksdb::ColumnFamilyHandle* const imports_;
-  rocksdb::ColumnFamilyHandle* const purchase_totals_;
+  // The handles of the column families, indexed by the .cc's Family.
+  store::Families cf_;
 };
 
 }  // namespace crm::order_tracking

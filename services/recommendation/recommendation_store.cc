@@ -8,7 +8,7 @@
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/behavior/interest.h"
-#include "libs/events/consumer.h"
+#include "libs/events/store_families.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/key.h"
 #include "libs/store/status.h"
@@ -31,21 +31,40 @@ absl::StatusOr<std::optional<T>> FindProto(store::Store& s, rocksdb::ColumnFamil
   return value;
 }
 
-constexpr char kItems[] = "items";
-constexpr char kSuccessors[] = "successors";
-constexpr char kItemStats[] = "item_stats";
-constexpr char kCoCounts[] = "co_counts";
-constexpr char kNeighbours[] = "neighbours";
-constexpr char kSales[] = "sales";
-constexpr char kGlobalStats[] = "global_stats";
-constexpr char kCustomers[] = "customers";
-constexpr char kCustomerItems[] = "customer_items";
-constexpr char kBaskets[] = "baskets";
-constexpr char kFirstViews[] = "first_views";
-constexpr char kFirstPurchases[] = "first_purchases";
-constexpr char kAffinity[] = "affinity";
-constexpr char kShown[] = "shown";
-constexpr char kRequests[] = "requests";
+// The column families, by what they hold (the header's table), and their names on disk.
+enum Family {
+  kItems,
+  kSuccessors,
+  kItemStats,
+  kCoCounts,
+  kNeighbours,
+  kSales,
+  kGlobalStats,
+  kCustomers,
+  kCustomerItems,
+  kBaskets,
+  kFirstViews,
+  kFirstPurchases,
+  kAffinity,
+  kShown,
+  kRequests
+};
+constexpr store::FamilyName<Family> kFamilies[] = {{kItems, "items"},
+                                                   {kSuccessors, "successors"},
+                                                   {kItemStats, "item_stats"},
+                                                   {kCoCounts, "co_counts"},
+                                                   {kNeighbours, "neighbours"},
+                                                   {kSales, "sales"},
+                                                   {kGlobalStats, "global_stats"},
+                                                   {kCustomers, "customers"},
+                                                   {kCustomerItems, "customer_items"},
+                                                   {kBaskets, "baskets"},
+                                                   {kFirstViews, "first_views"},
+                                                   {kFirstPurchases, "first_purchases"},
+                                                   {kAffinity, "affinity"},
+                                                   {kShown, "shown"},
+                                                   {kRequests, "requests"}};
+static_assert(store::InEnumOrder(kFamilies));
 
 // Deliveries add to one of these, chosen by customer, so parallel deliveries rarely wait on each
 // other.
@@ -173,29 +192,13 @@ struct RecommendationStore::GraphDelta {
 };
 
 std::vector<std::string> RecommendationStore::ColumnFamilies() {
-  return {kItems,         kSuccessors, kItemStats,   kCoCounts,
-          kNeighbours,    kSales,      kGlobalStats, kCustomers,
-          kCustomerItems, kBaskets,    kFirstViews,  kFirstPurchases,
-          kAffinity,      kShown,      kRequests,    events::EventConsumer::kConsumedFamily};
+  return events::WithConsumerFamilies(store::FamilyNames(kFamilies));
 }
 
 RecommendationStore::RecommendationStore(store::Store* store)
-    : store_(store),
-      items_(store->cf(kItems)),
-      successors_(store->cf(kSuccessors)),
-      item_stats_(store->cf(kItemStats)),
-      co_counts_(store->cf(kCoCounts)),
-      neighbours_(store->cf(kNeighbours)),
-      sales_(store->cf(kSales)),
-      global_stats_(store->cf(kGlobalStats)),
-      customers_(store->cf(kCustomers)),
-      customer_items_(store->cf(kCustomerItems)),
-      baskets_(store->cf(kBaskets)),
-      first_views_(store->cf(kFirstViews)),
-      first_purchases_(store->cf(kFirstPurchases)),
-      affinity_(store->cf(kAffinity)),
-      shown_(store->cf(kShown)),
-      requests_(store->cf(kRequests)) {}
+    : store_(store), cf_(*store, kFamilies) {}
+
+rocksdb::ColumnFamilyHandle* RecommendationStore::requests() const { return cf_[kRequests]; }
 
 std::string RecommendationStore::RequestKey(absl::string_view customer_id, absl::string_view method,
                                             absl::string_view request_id) {
@@ -238,21 +241,21 @@ absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>
           const std::string key = Key().Str(item.sku()).Build();
           v1::CatalogItem existing;
           CRM_ASSIGN_OR_RETURN(auto found,
-                               txn.GetProto(items_, key, &existing, /*for_update=*/true));
+                               txn.GetProto(cf_[kItems], key, &existing, /*for_update=*/true));
           if (!item.has_in_stock()) item.set_in_stock(found ? existing.in_stock() : true);
           api::SetTimestamp(now, item.mutable_update_time());
           if (found && !existing.successor_of().empty() &&
               existing.successor_of() != item.successor_of()) {
-            if (auto s =
-                    txn.Delete(successors_, Key().Str(existing.successor_of()).Str(item.sku()));
+            if (auto s = txn.Delete(cf_[kSuccessors],
+                                    Key().Str(existing.successor_of()).Str(item.sku()));
                 !s.ok())
               return s;
           }
           if (!item.successor_of().empty()) {
             CRM_RETURN_IF_ERROR(
-                txn.Put(successors_, Key().Str(item.successor_of()).Str(item.sku()), ""));
+                txn.Put(cf_[kSuccessors], Key().Str(item.successor_of()).Str(item.sku()), ""));
           }
-          CRM_RETURN_IF_ERROR(txn.PutProto(items_, key, item));
+          CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kItems], key, item));
           written.push_back(std::move(item));
         }
         return absl::OkStatus();
@@ -269,7 +272,7 @@ absl::StatusOr<std::optional<v1::CatalogItem>> RecommendationStore::Item(
     absl::ReaderMutexLock lock(&items_mu_);
     if (auto it = item_cache_.find(sku); it != item_cache_.end()) return *it->second;
   }
-  auto item = FindProto<v1::CatalogItem>(*store_, items_, Key().Str(sku));
+  auto item = FindProto<v1::CatalogItem>(*store_, cf_[kItems], Key().Str(sku));
   if (item.ok() && item->has_value()) Cache(**item, /*written=*/false);
   return item;
 }
@@ -285,14 +288,15 @@ absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(
         for (const auto& change : changes) {
           const std::string key = Key().Str(change.sku()).Build();
           v1::CatalogItem item;
-          CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(items_, key, &item, /*for_update=*/true));
+          CRM_ASSIGN_OR_RETURN(auto found,
+                               txn.GetProto(cf_[kItems], key, &item, /*for_update=*/true));
           if (!found) {
             unknown.push_back(change.sku());
             continue;
           }
           item.set_in_stock(change.in_stock());
           api::SetTimestamp(now, item.mutable_update_time());
-          CRM_RETURN_IF_ERROR(txn.PutProto(items_, key, item));
+          CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kItems], key, item));
           written.push_back(std::move(item));
         }
         return absl::OkStatus();
@@ -305,26 +309,28 @@ absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(
 absl::StatusOr<std::vector<std::string>> RecommendationStore::Successors(
     absl::string_view sku) const {
   std::vector<std::string> out;
-  absl::Status s =
-      store_->ScanPrefix(successors_, Key().Str(sku), [&](absl::string_view k, absl::string_view) {
-        store::KeyReader r(k);
-        r.Str();
-        if (auto successor = r.Str()) out.push_back(*successor);
-        return true;
-      });
+  absl::Status s = store_->ScanPrefix(cf_[kSuccessors], Key().Str(sku),
+                                      [&](absl::string_view k, absl::string_view) {
+                                        store::KeyReader r(k);
+                                        r.Str();
+                                        if (auto successor = r.Str()) out.push_back(*successor);
+                                        return true;
+                                      });
   if (!s.ok()) return s;
   return out;
 }
 
 absl::StatusOr<std::vector<std::string>> RecommendationStore::ItemsWithSuccessors() const {
   std::vector<std::string> out;
-  absl::Status s = store_->Scan(successors_, "", "", [&](absl::string_view k, absl::string_view) {
-    store::KeyReader r(k);
-    if (auto predecessor = r.Str(); predecessor && (out.empty() || out.back() != *predecessor)) {
-      out.push_back(*predecessor);
-    }
-    return true;
-  });
+  absl::Status s =
+      store_->Scan(cf_[kSuccessors], "", "", [&](absl::string_view k, absl::string_view) {
+        store::KeyReader r(k);
+        if (auto predecessor = r.Str();
+            predecessor && (out.empty() || out.back() != *predecessor)) {
+          out.push_back(*predecessor);
+        }
+        return true;
+      });
   if (!s.ok()) return s;
   return out;
 }
@@ -365,7 +371,7 @@ absl::Status RecommendationStore::TouchPairs(Transaction& txn, Touch kind,
   internal::CoCounts d;
   (view ? d.set_views(sign) : d.set_buyers(sign));
   return ScanProtosIn<internal::FirstTouch>(
-      txn, view ? first_views_ : first_purchases_, Key().Str(customer_id).I64(from),
+      txn, view ? cf_[kFirstViews] : cf_[kFirstPurchases], Key().Str(customer_id).I64(from),
       Key().Str(customer_id).I64(sequence), [&](absl::string_view, internal::FirstTouch&& earlier) {
         // Views pair only when close in time; purchases at any distance.
         if (!view || absl::AbsDuration(t - api::FromTimestamp(earlier.time())) <= kCoViewWindow) {
@@ -384,7 +390,7 @@ absl::Status RecommendationStore::FirstTouch(Transaction& txn, Touch kind,
   internal::ItemStats& d = delta.stats[touch.sku()];
   (kind == Touch::kView ? d.set_viewers(d.viewers() + 1) : d.set_buyers(d.buyers() + 1));
   CRM_RETURN_IF_ERROR(TouchPairs(txn, kind, customer_id, sequence, touch, +1, delta));
-  return txn.PutProto(kind == Touch::kView ? first_views_ : first_purchases_,
+  return txn.PutProto(kind == Touch::kView ? cf_[kFirstViews] : cf_[kFirstPurchases],
                       Key().Str(customer_id).I64(sequence), touch);
 }
 
@@ -394,7 +400,7 @@ absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind,
   const std::string prefix = Key().Str(customer_id).Build();
   std::vector<std::pair<int64_t, internal::FirstTouch>> touches;
   absl::Status s = ScanProtosIn<internal::FirstTouch>(
-      txn, kind == Touch::kView ? first_views_ : first_purchases_, prefix,
+      txn, kind == Touch::kView ? cf_[kFirstViews] : cf_[kFirstPurchases], prefix,
       store::PrefixUpperBound(prefix), [&](absl::string_view key, internal::FirstTouch&& touch) {
         store::KeyReader r(key);
         r.Str();
@@ -423,7 +429,7 @@ absl::Status RecommendationStore::ApplyItemStats(Transaction& txn, const GraphDe
   keys.reserve(delta.stats.size());
   for (const auto& [sku, d] : delta.stats) keys.push_back(Key().Str(sku).Build());
   CRM_ASSIGN_OR_RETURN(auto stats,
-                       txn.MultiGetProtosForUpdate<internal::ItemStats>(item_stats_, keys));
+                       txn.MultiGetProtosForUpdate<internal::ItemStats>(cf_[kItemStats], keys));
   size_t i = 0;
   for (const auto& [sku, d] : delta.stats) {
     internal::ItemStats s = stats[i].value_or(internal::ItemStats());
@@ -432,7 +438,7 @@ absl::Status RecommendationStore::ApplyItemStats(Transaction& txn, const GraphDe
     s.set_viewers(Clamp(s.viewers() + d.viewers()));
     s.set_buyers(Clamp(s.buyers() + d.buyers()));
     s.set_returned_units(Clamp(s.returned_units() + d.returned_units()));
-    CRM_RETURN_IF_ERROR(txn.PutProto(item_stats_, keys[i++], s));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kItemStats], keys[i++], s));
   }
   return absl::OkStatus();
 }
@@ -441,7 +447,7 @@ absl::Status RecommendationStore::ApplyPairCounts(Transaction& txn, const GraphD
   std::vector<std::string> keys;
   for (const auto& [key, entry] : delta.pairs) keys.push_back(key);
   CRM_ASSIGN_OR_RETURN(auto counts,
-                       txn.MultiGetProtosForUpdate<internal::CoCounts>(co_counts_, keys));
+                       txn.MultiGetProtosForUpdate<internal::CoCounts>(cf_[kCoCounts], keys));
   auto changed = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   changed->reserve(delta.pairs.size());
   size_t i = 0;
@@ -452,8 +458,8 @@ absl::Status RecommendationStore::ApplyPairCounts(Transaction& txn, const GraphD
     co.set_views(Clamp(co.views() + d.views()));
     co.set_buyers(Clamp(co.buyers() + d.buyers()));
     CRM_RETURN_IF_ERROR(co.purchases() == 0 && co.views() == 0 && co.buyers() == 0
-                            ? txn.Delete(co_counts_, key)
-                            : txn.PutProto(co_counts_, key, co));
+                            ? txn.Delete(cf_[kCoCounts], key)
+                            : txn.PutProto(cf_[kCoCounts], key, co));
     changed->push_back(pair);
   }
   // Once committed, each changed pair is noted for both items' neighbour lists.
@@ -479,14 +485,14 @@ absl::Status RecommendationStore::ApplySales(Transaction& txn, const GraphDelta&
     keys.push_back(Key().Str(category).I64(day).Str(sku).Build());
     sold_deltas.push_back(&d);
   }
-  CRM_ASSIGN_OR_RETURN(auto sales, txn.MultiGetProtosForUpdate<internal::Sold>(sales_, keys));
+  CRM_ASSIGN_OR_RETURN(auto sales, txn.MultiGetProtosForUpdate<internal::Sold>(cf_[kSales], keys));
   for (size_t i = 0; i < keys.size(); ++i) {
     internal::Sold sold = sales[i].value_or(internal::Sold());
     sold.set_units(sold.units() + sold_deltas[i]->units);
     sold.set_orders(sold.orders() + sold_deltas[i]->orders);
     CRM_RETURN_IF_ERROR(sold.units() <= 0 && sold.orders() <= 0
-                            ? txn.Delete(sales_, keys[i])
-                            : txn.PutProto(sales_, keys[i], sold));
+                            ? txn.Delete(cf_[kSales], keys[i])
+                            : txn.PutProto(cf_[kSales], keys[i], sold));
   }
   return absl::OkStatus();
 }
@@ -496,9 +502,9 @@ absl::Status RecommendationStore::ApplyBasketCounts(Transaction& txn, const Grap
     if (d == 0) continue;
     const std::string key = Key().U64(static_cast<uint64_t>(stripe)).Build();
     internal::GlobalStats g;
-    CRM_RETURN_IF_ERROR(txn.GetProto(global_stats_, key, &g, /*for_update=*/true));
+    CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kGlobalStats], key, &g, /*for_update=*/true));
     g.set_baskets(Clamp(g.baskets() + d));
-    CRM_RETURN_IF_ERROR(txn.PutProto(global_stats_, key, g));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kGlobalStats], key, g));
   }
   return absl::OkStatus();
 }
@@ -511,7 +517,8 @@ absl::Status RecommendationStore::ReadPairCounts(
     if (std::string key = PairKey(item, partner); !pair_counts.contains(key))
       unread.push_back(std::move(key));
   }
-  CRM_ASSIGN_OR_RETURN(auto counts, store_->MultiGetProtos<internal::CoCounts>(co_counts_, unread));
+  CRM_ASSIGN_OR_RETURN(auto counts,
+                       store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], unread));
   for (size_t k = 0; k < unread.size(); ++k)
     pair_counts[unread[k]] = counts[k].value_or(internal::CoCounts());
   return absl::OkStatus();
@@ -532,7 +539,8 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   // MultiGets. Counts are read after the changes that noted them committed; a change committed
   // meanwhile notes the pair again for the next refresh.
   CRM_ASSIGN_OR_RETURN(auto stats, StatsOf(items));
-  auto lists = OrEmpty(store_->MultiGetProtos<internal::Neighbours>(neighbours_, ItemKeys(items)));
+  auto lists =
+      OrEmpty(store_->MultiGetProtos<internal::Neighbours>(cf_[kNeighbours], ItemKeys(items)));
   if (!lists.ok()) return lists.status();
   absl::flat_hash_map<std::string, size_t> index_of;
   for (size_t i = 0; i < items.size(); ++i) index_of[items[i]] = i;
@@ -549,7 +557,8 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
           AsNeighbour(partner, pair_counts[PairKey(item, partner)], stats[index_of[partner]]);
       list_changed |= OfferNeighbour(list, stats[i], n);
     }
-    if (list_changed) batch.Put(neighbours_, Key().Str(item).bytes(), list.SerializeAsString());
+    if (list_changed)
+      batch.Put(cf_[kNeighbours], Key().Str(item).bytes(), list.SerializeAsString());
   }
   if (batch.Count() > 0) {
     CRM_RETURN_IF_ERROR(store_->Write(&batch, store::Durability::kBuffered));
@@ -560,7 +569,7 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
 absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_view customer_id,
                                                 const v1::OrderDelivered& order, absl::Time when) {
   const std::string basket_key = Key().Str(customer_id).Str(order.order_id()).Build();
-  if (auto existing = txn.GetForUpdate(baskets_, basket_key);
+  if (auto existing = txn.GetForUpdate(cf_[kBaskets], basket_key);
       !existing.ok() || existing->has_value()) {
     return existing.status();  // already learned (or a read error)
   }
@@ -572,7 +581,7 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
 
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
-  CRM_RETURN_IF_ERROR(txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true));
+  CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kCustomers], summary_key, &summary, /*for_update=*/true));
   summary.set_baskets(summary.baskets() + 1);
   if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
     api::SetTimestamp(when, summary.mutable_last_activity());
@@ -585,8 +594,8 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
     for (const auto& line : basket.lines()) summary.add_last_basket_skus(line.sku());
     api::SetTimestamp(when, summary.mutable_last_basket_time());
   }
-  CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
-  CRM_RETURN_IF_ERROR(txn.PutProto(baskets_, basket_key, basket));
+  CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCustomers], summary_key, summary));
+  CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kBaskets], basket_key, basket));
   BasketDelta(basket, +1, delta);
   delta.baskets[StripeOf(customer_id)] += 1;
   return Apply(txn, delta);
@@ -604,7 +613,7 @@ absl::Status RecommendationStore::AddBasketLines(Transaction& txn, const v1::Ord
     if (line.sku().empty()) {
       line.set_sku(item.sku());
       v1::CatalogItem catalog;
-      CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(items_, Key().Str(item.sku()), &catalog));
+      CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(cf_[kItems], Key().Str(item.sku()), &catalog));
       line.set_category(found ? catalog.category() : item.category());
     }
     line.set_quantity(line.quantity() + item.quantity());
@@ -620,7 +629,7 @@ absl::Status RecommendationStore::NoteBoughtItems(Transaction& txn, absl::string
   for (const auto& line : basket.lines()) {
     const std::string key = Key().Str(customer_id).Str(line.sku()).Build();
     internal::CustomerItem mine;
-    CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
+    CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kCustomerItems], key, &mine, /*for_update=*/true));
     if (mine.bought() == 0) {
       const int64_t sequence = summary.items_bought();
       summary.set_items_bought(sequence + 1);
@@ -635,7 +644,7 @@ absl::Status RecommendationStore::NoteBoughtItems(Transaction& txn, absl::string
     if (!mine.has_last_bought() || api::FromTimestamp(mine.last_bought()) < when) {
       api::SetTimestamp(when, mine.mutable_last_bought());
     }
-    CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCustomerItems], key, mine));
   }
   return absl::OkStatus();
 }
@@ -651,10 +660,10 @@ absl::Status RecommendationStore::AccumulatePurchases(Transaction& txn,
   for (const auto& category : categories) {
     const std::string key = Key().Str(customer_id).Str(category).Build();
     v1::CategoryAffinity a;
-    CRM_RETURN_IF_ERROR(txn.GetProto(affinity_, key, &a, /*for_update=*/true));
+    CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kAffinity], key, &a, /*for_update=*/true));
     a.set_category(category);
     behavior::Accumulate(a, behavior::Action::kPurchase, 0, when);
-    CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, key, a));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kAffinity], key, a));
   }
   return absl::OkStatus();
 }
@@ -664,11 +673,11 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
   const std::string basket_key = Key().Str(customer_id).Str(refund.order_id()).Build();
   internal::Basket basket;
   CRM_ASSIGN_OR_RETURN(auto has_basket,
-                       txn.GetProto(baskets_, basket_key, &basket, /*for_update=*/true));
+                       txn.GetProto(cf_[kBaskets], basket_key, &basket, /*for_update=*/true));
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
   CRM_ASSIGN_OR_RETURN(auto has_summary,
-                       txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true));
+                       txn.GetProto(cf_[kCustomers], summary_key, &summary, /*for_update=*/true));
   GraphDelta delta;
   for (const auto& item : refund.items()) {
     // A line whose SKU breaks the catalog's rule could never be recommended or looked up: not
@@ -679,10 +688,10 @@ absl::Status RecommendationStore::LearnRefund(Transaction& txn, absl::string_vie
     if (has_basket) TakeBackReturned(item, basket, delta);
   }
   if (has_basket) {
-    CRM_RETURN_IF_ERROR(txn.PutProto(baskets_, basket_key, basket));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kBaskets], basket_key, basket));
   }
   if (has_summary) {
-    CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCustomers], summary_key, summary));
   }
   return Apply(txn, delta);
 }
@@ -691,11 +700,11 @@ absl::Status RecommendationStore::MarkReturned(Transaction& txn, absl::string_vi
                                                const v1::EventItem& item) {
   const std::string key = Key().Str(customer_id).Str(item.sku()).Build();
   internal::CustomerItem mine;
-  CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
+  CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kCustomerItems], key, &mine, /*for_update=*/true));
   mine.set_sku(item.sku());
   if (mine.category().empty()) mine.set_category(item.category());
   mine.set_returned(true);
-  return txn.PutProto(customer_items_, key, mine);
+  return txn.PutProto(cf_[kCustomerItems], key, mine);
 }
 
 void RecommendationStore::TakeBackReturned(const v1::EventItem& item, internal::Basket& basket,
@@ -731,7 +740,7 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
                                                 const v1::BehaviorRecorded& b, absl::Time when) {
   const std::string summary_key = Key().Str(customer_id).Build();
   internal::CustomerSummary summary;
-  CRM_RETURN_IF_ERROR(txn.GetProto(customers_, summary_key, &summary, /*for_update=*/true));
+  CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kCustomers], summary_key, &summary, /*for_update=*/true));
   std::map<std::string, v1::CategoryAffinity> affinity;
   GraphDelta delta;
   for (const auto& signal : b.signals()) {
@@ -741,8 +750,8 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     if (!signal.category().empty()) {
       auto [it, inserted] = affinity.try_emplace(signal.category());
       if (inserted) {
-        CRM_RETURN_IF_ERROR(txn.GetProto(affinity_, Key().Str(customer_id).Str(signal.category()),
-                                         &it->second, true));
+        CRM_RETURN_IF_ERROR(txn.GetProto(
+            cf_[kAffinity], Key().Str(customer_id).Str(signal.category()), &it->second, true));
         it->second.set_category(signal.category());
       }
       behavior::Accumulate(it->second, action, signal.dwell_seconds(), t);
@@ -754,12 +763,12 @@ absl::Status RecommendationStore::LearnBrowsing(Transaction& txn, absl::string_v
     CRM_RETURN_IF_ERROR(NoteViewedItem(txn, customer_id, signal, t, summary, delta));
   }
   for (const auto& [category, a] : affinity) {
-    CRM_RETURN_IF_ERROR(txn.PutProto(affinity_, Key().Str(customer_id).Str(category), a));
+    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kAffinity], Key().Str(customer_id).Str(category), a));
   }
   if (!summary.has_last_activity() || api::FromTimestamp(summary.last_activity()) < when) {
     api::SetTimestamp(when, summary.mutable_last_activity());
   }
-  CRM_RETURN_IF_ERROR(txn.PutProto(customers_, summary_key, summary));
+  CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCustomers], summary_key, summary));
   return Apply(txn, delta);
 }
 
@@ -769,7 +778,7 @@ absl::Status RecommendationStore::NoteViewedItem(Transaction& txn, absl::string_
                                                  GraphDelta& delta) {
   const std::string key = Key().Str(customer_id).Str(signal.sku()).Build();
   internal::CustomerItem mine;
-  CRM_RETURN_IF_ERROR(txn.GetProto(customer_items_, key, &mine, /*for_update=*/true));
+  CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kCustomerItems], key, &mine, /*for_update=*/true));
   const bool first_view = mine.views() == 0;
   NoteViewed(summary, signal.sku(), signal.category().empty() ? mine.category() : signal.category(),
              t, signal.dwell_seconds());
@@ -780,7 +789,7 @@ absl::Status RecommendationStore::NoteViewedItem(Transaction& txn, absl::string_
   if (!mine.has_last_viewed() || api::FromTimestamp(mine.last_viewed()) < t) {
     api::SetTimestamp(t, mine.mutable_last_viewed());
   }
-  CRM_RETURN_IF_ERROR(txn.PutProto(customer_items_, key, mine));
+  CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCustomerItems], key, mine));
   if (!first_view) return absl::OkStatus();
   const int64_t sequence = summary.items_viewed();
   summary.set_items_viewed(sequence + 1);
@@ -792,7 +801,7 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
   GraphDelta delta;
   int64_t baskets = 0;
   absl::Status s =
-      ScanProtosIn<internal::Basket>(txn, baskets_, prefix, store::PrefixUpperBound(prefix),
+      ScanProtosIn<internal::Basket>(txn, cf_[kBaskets], prefix, store::PrefixUpperBound(prefix),
                                      [&](absl::string_view, internal::Basket&& basket) {
                                        BasketDelta(basket, -1, delta);
                                        ++baskets;
@@ -803,9 +812,9 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
     CRM_RETURN_IF_ERROR(UndoTouches(txn, kind, customer_id, delta));
   }
   CRM_RETURN_IF_ERROR(Apply(txn, delta));
-  CRM_RETURN_IF_ERROR(txn.Delete(customers_, prefix));
-  for (auto* cf :
-       {customer_items_, baskets_, first_views_, first_purchases_, affinity_, shown_, requests_}) {
+  CRM_RETURN_IF_ERROR(txn.Delete(cf_[kCustomers], prefix));
+  for (auto* cf : {cf_[kCustomerItems], cf_[kBaskets], cf_[kFirstViews], cf_[kFirstPurchases],
+                   cf_[kAffinity], cf_[kShown], cf_[kRequests]}) {
     CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf, prefix));
   }
   return absl::OkStatus();
@@ -816,7 +825,7 @@ absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_vie
                                               absl::Time now) {
   const std::string key = Key().Str(customer_id).Str(sku).Build();
   internal::Shown shown;
-  CRM_RETURN_IF_ERROR(txn.GetProto(shown_, key, &shown, /*for_update=*/true));
+  CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kShown], key, &shown, /*for_update=*/true));
   if (!shown.has_window_start() ||
       now - api::FromTimestamp(shown.window_start()) >= kImpressionWindow) {
     shown.Clear();
@@ -825,7 +834,7 @@ absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_vie
   shown.set_impressions(shown.impressions() + impressions);
   shown.set_clicks(shown.clicks() + clicks);
   if (impressions > 0) api::SetTimestamp(now, shown.mutable_last_shown());
-  return txn.PutProto(shown_, key, shown);
+  return txn.PutProto(cf_[kShown], key, shown);
 }
 
 // ---- reads ----
@@ -833,10 +842,10 @@ absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_vie
 absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view customer_id) const {
   CustomerView v;
   const std::string prefix = Key().Str(customer_id).Build();
-  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(customers_, prefix, &v.summary));
+  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(cf_[kCustomers], prefix, &v.summary));
   v.known = found;
   absl::Status s = ScanProtos<v1::CategoryAffinity>(
-      *store_, affinity_, prefix,
+      *store_, cf_[kAffinity], prefix,
       [&](absl::string_view, v1::CategoryAffinity&& a) { v.affinity.push_back(std::move(a)); });
   if (!s.ok()) return s;
   return v;
@@ -844,40 +853,40 @@ absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view cus
 
 absl::StatusOr<std::optional<internal::CustomerItem>> RecommendationStore::Mine(
     absl::string_view customer_id, absl::string_view sku) const {
-  return FindProto<internal::CustomerItem>(*store_, customer_items_,
+  return FindProto<internal::CustomerItem>(*store_, cf_[kCustomerItems],
                                            Key().Str(customer_id).Str(sku));
 }
 
 absl::StatusOr<std::optional<internal::Shown>> RecommendationStore::ShownTo(
     absl::string_view customer_id, absl::string_view sku) const {
-  return FindProto<internal::Shown>(*store_, shown_, Key().Str(customer_id).Str(sku));
+  return FindProto<internal::Shown>(*store_, cf_[kShown], Key().Str(customer_id).Str(sku));
 }
 
 absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view sku) const {
   internal::ItemStats s;
-  CRM_RETURN_IF_ERROR(store_->GetProto(item_stats_, Key().Str(sku), &s));
+  CRM_RETURN_IF_ERROR(store_->GetProto(cf_[kItemStats], Key().Str(sku), &s));
   return s;
 }
 
 absl::StatusOr<std::vector<internal::ItemStats>> RecommendationStore::StatsOf(
     const std::vector<std::string>& skus) const {
-  return OrEmpty(store_->MultiGetProtos<internal::ItemStats>(item_stats_, ItemKeys(skus)));
+  return OrEmpty(store_->MultiGetProtos<internal::ItemStats>(cf_[kItemStats], ItemKeys(skus)));
 }
 
 absl::StatusOr<std::vector<internal::Neighbours>> RecommendationStore::NeighboursOf(
     const std::vector<std::string>& skus) const {
-  return OrEmpty(store_->MultiGetProtos<internal::Neighbours>(neighbours_, ItemKeys(skus)));
+  return OrEmpty(store_->MultiGetProtos<internal::Neighbours>(cf_[kNeighbours], ItemKeys(skus)));
 }
 
 absl::StatusOr<std::vector<std::optional<internal::CustomerItem>>> RecommendationStore::Mine(
     absl::string_view customer_id, const std::vector<std::string>& skus) const {
-  return store_->MultiGetProtos<internal::CustomerItem>(customer_items_,
+  return store_->MultiGetProtos<internal::CustomerItem>(cf_[kCustomerItems],
                                                         CustomerItemKeys(customer_id, skus));
 }
 
 absl::StatusOr<std::vector<std::optional<internal::Shown>>> RecommendationStore::ShownTo(
     absl::string_view customer_id, const std::vector<std::string>& skus) const {
-  return store_->MultiGetProtos<internal::Shown>(shown_, CustomerItemKeys(customer_id, skus));
+  return store_->MultiGetProtos<internal::Shown>(cf_[kShown], CustomerItemKeys(customer_id, skus));
 }
 
 absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore::BuyingDays(
@@ -887,7 +896,7 @@ absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore:
   const std::string prefix = Key().Str(customer_id).Build();
   absl::Status parse;
   absl::Status s =
-      store_->ScanPrefix(baskets_, prefix, [&](absl::string_view, absl::string_view v) {
+      store_->ScanPrefix(cf_[kBaskets], prefix, [&](absl::string_view, absl::string_view v) {
         internal::Basket basket;
         if (!basket.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
           parse = absl::DataLossError("a stored crm.internal.Basket does not parse");
@@ -909,24 +918,25 @@ absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore:
 absl::StatusOr<internal::CoCounts> RecommendationStore::Co(absl::string_view a,
                                                            absl::string_view b) const {
   internal::CoCounts co;
-  CRM_RETURN_IF_ERROR(store_->GetProto(co_counts_, PairKey(a, b), &co));
+  CRM_RETURN_IF_ERROR(store_->GetProto(cf_[kCoCounts], PairKey(a, b), &co));
   return co;
 }
 
 absl::StatusOr<internal::Neighbours> RecommendationStore::NeighboursOf(
     absl::string_view sku) const {
   internal::Neighbours n;
-  CRM_RETURN_IF_ERROR(store_->GetProto(neighbours_, Key().Str(sku), &n));
+  CRM_RETURN_IF_ERROR(store_->GetProto(cf_[kNeighbours], Key().Str(sku), &n));
   return n;
 }
 
 absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
   int64_t total = 0;
-  absl::Status s = store_->Scan(global_stats_, "", "", [&](absl::string_view, absl::string_view v) {
-    internal::GlobalStats g;
-    if (g.ParseFromArray(v.data(), static_cast<int>(v.size()))) total += g.baskets();
-    return true;
-  });
+  absl::Status s =
+      store_->Scan(cf_[kGlobalStats], "", "", [&](absl::string_view, absl::string_view v) {
+        internal::GlobalStats g;
+        if (g.ParseFromArray(v.data(), static_cast<int>(v.size()))) total += g.baskets();
+        return true;
+      });
   if (!s.ok()) return s;
   return total;
 }
@@ -935,7 +945,7 @@ absl::StatusOr<std::map<std::string, internal::Sold>> RecommendationStore::Sales
     absl::string_view category, absl::Time since, absl::Time until) const {
   std::map<std::string, internal::Sold> sales;
   absl::Status s = store_->Scan(
-      sales_, Key().Str(category).I64(DayOf(since)), Key().Str(category).I64(DayOf(until) + 1),
+      cf_[kSales], Key().Str(category).I64(DayOf(since)), Key().Str(category).I64(DayOf(until) + 1),
       [&](absl::string_view key, absl::string_view v) {
         store::KeyReader r(key);
         r.Str();

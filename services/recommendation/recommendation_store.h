@@ -45,6 +45,7 @@
 #include "crm/v1/customer_profile.pb.h"
 #include "crm/v1/events.pb.h"
 #include "crm/v1/recommendation.pb.h"
+#include "libs/store/families.h"
 #include "libs/store/store.h"
 
 namespace crm::recommendation {
@@ -126,7 +127,7 @@ class RecommendationStore {
                                                               absl::Time until) const;
 
   store::Store& raw() { return *store_; }
-  rocksdb::ColumnFamilyHandle* requests() const { return requests_; }
+  rocksdb::ColumnFamilyHandle* requests() const;
   static std::string RequestKey(absl::string_view customer_id, absl::string_view method,
                                 absl::string_view request_id);
 
@@ -182,21 +183,8 @@ class RecommendationStore {
                            GraphDelta& delta) const;
 
   store::Store* const store_;
-  rocksdb::ColumnFamilyHandle* const items_;
-  rocksdb::ColumnFamilyHandle* const successors_;
-  rocksdb::ColumnFamilyHandle* const item_stats_;
-  rocksdb::ColumnFamilyHandle* const co_counts_;
-  rocksdb::ColumnFamilyHandle* const neighbours_;
-  rocksdb::ColumnFamilyHandle* const sales_;
-  rocksdb::ColumnFamilyHandle* const global_stats_;
-  rocksdb::ColumnFamilyHandle* const customers_;
-  rocksdb::ColumnFamilyHandle* const customer_items_;
-  rocksdb::ColumnFamilyHandle* const baskets_;
-  rocksdb::ColumnFamilyHandle* const first_views_;
-  rocksdb::ColumnFamilyHandle* const first_purchases_;
-  rocksdb::ColumnFamilyHandle* const affinity_;
-  rocksdb::ColumnFamilyHandle* const shown_;
-  rocksdb::ColumnFamilyHandle* const requests_;
+  // The handles of the column families, indexed by the .cc's Family.
+  store::Families cf_;
   // Catalog items read recently. This process is the catalog's only writer, so writes update it
   // after commit; it is dropped whole when it reaches kCachedItemBytes, a fixed part of the
   // process's memory overhead whatever the catalog's size (a 200,000-item cap let it grow past the
