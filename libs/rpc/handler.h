@@ -1,14 +1,15 @@
 // Steps that many unary handlers share, beside unary.h's Finish and FinishOn:
 //
-//   return rpc::FinishWith(ctx, store_->Get(req->customer_id()), resp);   // a read's answer
-//   return rpc::FinishRequestOn(*writes_, ctx, req->request_id(),          // a retryable write
-//                               [=](const std::string& request_id) { return Open(..., request_id);
-//                               });
-//   CRM_ASSIGN_OR_RETURN(auto page, rpc::PageOf(req.page_size(), req.page_token(), scope, {20,
-//   100})); CRM_RETURN_IF_ERROR(rpc::ReadPage(page, list, resp->mutable_orders(),
-//                                     resp->mutable_next_page_token()));
+//   return rpc::FinishWith(ctx, store_->Get(req->customer_id()), resp);  // a read's answer
+//   return rpc::FinishRequestOn(*writes_, ctx, req->request_id(),         // a retryable write
+//                               [=](const std::string& id) { return Open(*req, id, resp); });
+//   return Finish(ctx, rpc::ReadCustomerPage(*req, "orders", {20, 100},  // a customer's listing
+//                                            std::bind_front(&Store::ListOrders, store_),
+//                                            resp->mutable_orders(),
+//                                            resp->mutable_next_page_token()));
 #pragma once
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,11 +17,13 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "libs/api/paging.h"
+#include "libs/api/validate.h"
 #include "libs/auth/caller.h"
 #include "libs/base/status_macros.h"
 #include "libs/rpc/executor.h"
@@ -96,6 +99,27 @@ absl::Status ReadPage(const PageRequest& page, List&& list,
   for (T& e : entries) *out->Add() = std::move(e);
   if (more) *next_page_token = api::EncodePageToken(page.scope, last_key);
   return absl::OkStatus();
+}
+
+// The page a customer's listing (their orders, tickets, ...) asks for: customer_id required, then
+// PageOf with the listing's tokens scoped to "<listing>/<customer_id>".
+template <typename Request>
+absl::StatusOr<PageRequest> CustomerPageOf(const Request& req, absl::string_view listing,
+                                           PageSizes sizes) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  return PageOf(req.page_size(), req.page_token(), absl::StrCat(listing, "/", req.customer_id()),
+                sizes);
+}
+
+// A customer's listing read whole: CustomerPageOf, then ReadPage with
+// `list(customer_id, after, size, &entries, &last_key, &more)`.
+template <typename Request, typename T, typename List>
+absl::Status ReadCustomerPage(const Request& req, absl::string_view listing, PageSizes sizes,
+                              List&& list, google::protobuf::RepeatedPtrField<T>* out,
+                              std::string* next_page_token) {
+  CRM_ASSIGN_OR_RETURN(const PageRequest page, CustomerPageOf(req, listing, sizes));
+  return ReadPage(page, std::bind_front(std::forward<List>(list), req.customer_id()), out,
+                  next_page_token);
 }
 
 }  // namespace crm::rpc

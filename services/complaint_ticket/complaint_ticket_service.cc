@@ -1,5 +1,6 @@
 #include "services/complaint_ticket/complaint_ticket_service.h"
 
+#include <functional>
 #include <optional>
 #include <set>
 
@@ -14,6 +15,7 @@
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
+#include "libs/rpc/handler.h"
 #include "libs/rpc/peer.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
@@ -110,12 +112,6 @@ bool Automatic(v1::CompensationKind k) {
   return k == v1::COMPENSATION_KIND_POINTS || k == v1::COMPENSATION_KIND_COUPON ||
          k == v1::COMPENSATION_KIND_REFUND;
 }
-
-// The agent a call acts as: the token's own agent, or the one an admin or the system names.
-struct AgentCall {
-  auth::Caller caller;
-  std::string agent_id;
-};
 
 absl::StatusOr<AgentCall> ActingAgentOf(const grpc::ServerContextBase& ctx,
                                         const std::string& claimed) {
@@ -561,14 +557,11 @@ grpc::ServerUnaryReactor* ComplaintTicketService::OpenTicket(Ctx* ctx,
                                                              const v1::OpenTicketRequest* req,
                                                              v1::Ticket* resp) {
   if (auto s = ValidateOpen(*req); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-        return Open(*req, request_id, now, resp);
-      });
+  return rpc::FinishRequestOn(*writes_, ctx, req->request_id(),
+                              [this, req, resp, now](const std::string& request_id) {
+                                return Open(*req, request_id, now, resp);
+                              });
 }
 
 absl::Status ComplaintTicketService::Open(const v1::OpenTicketRequest& req,
@@ -600,43 +593,29 @@ grpc::ServerUnaryReactor* ComplaintTicketService::GetTicket(Ctx* ctx,
                                                             v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  auto t = store_->Get(req->customer_id(), req->ticket_id());
-  if (!t.ok()) return Finish(ctx, t.status());
-  *resp = std::move(*t);
-  return Finish(ctx, absl::OkStatus());
+  return rpc::FinishWith(ctx, store_->Get(req->customer_id(), req->ticket_id()), resp);
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ListTickets(Ctx* ctx,
                                                               const v1::ListTicketsRequest* req,
                                                               v1::ListTicketsResponse* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  auto size = api::PageSize("page_size", req->page_size(), 20, 100);
-  if (!size.ok()) return Finish(ctx, size.status());
-  const std::string scope = absl::StrCat("tickets/", req->customer_id());
-  auto after = api::DecodePageToken(scope, req->page_token());
-  if (!after.ok()) return Finish(ctx, after.status());
-  std::vector<v1::Ticket> tickets;
-  std::string last;
-  bool more = false;
-  if (auto s = store_->List(req->customer_id(), *after, *size, &tickets, &last, &more); !s.ok())
-    return Finish(ctx, s);
-  for (auto& t : tickets) *resp->add_tickets() = std::move(t);
-  if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
-  return Finish(ctx, absl::OkStatus());
+  return Finish(ctx,
+                rpc::ReadCustomerPage(*req, "tickets", {20, 100},
+                                      std::bind_front(&ComplaintTicketStore::List, store_),
+                                      resp->mutable_tickets(), resp->mutable_next_page_token()));
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(
     Ctx* ctx, const v1::ListAtRiskTicketsRequest* req, v1::ListAtRiskTicketsResponse* resp) {
-  auto size = api::PageSize("page_size", req->page_size(), 50, 500);
-  if (!size.ok()) return Finish(ctx, size.status());
-  auto after = api::DecodePageToken("at-risk", req->page_token());
-  if (!after.ok()) return Finish(ctx, after.status());
+  auto page = rpc::PageOf(req->page_size(), req->page_token(), "at-risk", {50, 500});
+  if (!page.ok()) return Finish(ctx, page.status());
+  const int size = page->size;
   const absl::Time now = clock_->Now();
-  std::string cursor = *after;
+  std::string cursor = page->after;
   bool more = true;
-  while (more && resp->tickets_size() < *size) {
+  while (more && resp->tickets_size() < size) {
     std::vector<ComplaintTicketStore::DueEntry> due;
-    if (auto s = store_->Due(now, cursor, *size, &due, &more); !s.ok()) return Finish(ctx, s);
+    if (auto s = store_->Due(now, cursor, size, &due, &more); !s.ok()) return Finish(ctx, s);
     for (const auto& d : due) {
       cursor = d.key;
       auto t = store_->Get(d.customer_id, d.ticket_id);
@@ -647,11 +626,28 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(
       item->set_kind(d.kind);
       api::SetTimestamp(d.due, item->mutable_due_time());
       item->set_breached(breached);
-      if (resp->tickets_size() == *size) break;
+      if (resp->tickets_size() == size) break;
     }
   }
-  if (more) resp->set_next_page_token(api::EncodePageToken("at-risk", cursor));
+  if (more) resp->set_next_page_token(api::EncodePageToken(page->scope, cursor));
   return Finish(ctx, absl::OkStatus());
+}
+
+template <typename Request>
+grpc::ServerUnaryReactor* ComplaintTicketService::ChangeAsAgent(
+    Ctx* ctx, const Request& req, const AgentCall& agent, absl::string_view method, absl::Time now,
+    v1::Ticket* resp,
+    absl::AnyInvocable<absl::Status(TicketSession&, const std::string& agent_id)> change) {
+  return FinishOn(*writes_, ctx,
+                  [this, &req, resp, now, agent_id = agent.agent_id,
+                   request_id = rpc::ScopedRequestId(agent.caller, req.request_id(), method),
+                   change = std::move(change)]() mutable -> absl::Status {
+                    CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
+                    return store_->UpdateTicket(
+                        req.customer_id(), req.ticket_id(), request_id,
+                        store::RequestFingerprint(req), now,
+                        [&](TicketSession& session) { return change(session, agent_id); }, resp);
+                  });
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx,
@@ -681,22 +677,13 @@ grpc::ServerUnaryReactor* ComplaintTicketService::AddInternalNote(
   if (auto s = api::RequiredText("text", req->text(), kMaxTextChars); !s.ok())
     return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, agent_id = agent->agent_id,
-       request_id = rpc::ScopedRequestId(agent->caller, req->request_id(),
-                                         "AddInternalNote")]() -> absl::Status {
-        CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
-        return store_->UpdateTicket(
-            req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
-            [&](TicketSession& session) -> absl::Status {
-              v1::Ticket& t = session.ticket();
-              *t.add_messages() =
-                  Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->text(), true, now);
-              return absl::OkStatus();
-            },
-            resp);
-      });
+  return ChangeAsAgent(ctx, *req, *agent, "AddInternalNote", now, resp,
+                       [req, now](TicketSession& session, const std::string& agent_id) {
+                         v1::Ticket& t = session.ticket();
+                         *t.add_messages() =
+                             Message(t, v1::MESSAGE_AUTHOR_AGENT, agent_id, req->text(), true, now);
+                         return absl::OkStatus();
+                       });
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(
@@ -705,17 +692,10 @@ grpc::ServerUnaryReactor* ComplaintTicketService::PromiseCallback(
   if (!agent.ok()) return Finish(ctx, agent.status());
   const absl::Time now = clock_->Now();
   if (auto s = ValidateCallback(*req, now); !s.ok()) return Finish(ctx, s);
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, agent_id = agent->agent_id,
-       request_id = rpc::ScopedRequestId(agent->caller, req->request_id(),
-                                         "PromiseCallback")]() -> absl::Status {
-        CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
-        return store_->UpdateTicket(
-            req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
-            [&](TicketSession& session) { return AddCallback(session, *req, agent_id, now); },
-            resp);
-      });
+  return ChangeAsAgent(ctx, *req, *agent, "PromiseCallback", now, resp,
+                       [req, now](TicketSession& session, const std::string& agent_id) {
+                         return AddCallback(session, *req, agent_id, now);
+                       });
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::CompleteCallback(
@@ -838,6 +818,7 @@ absl::StatusOr<std::string> ComplaintTicketService::GrantCompensation(const v1::
   const std::string source = absl::StrCat("ticket:", ticket_id, ":", c.compensation_id());
   // Granting waits longer than a look-up: it writes on the other side.
   constexpr absl::Duration kGrantDeadline = absl::Seconds(5);
+  const rpc::Peer<v1::LoyaltyService> loyalty(backends_);
   if (c.kind() == v1::COMPENSATION_KIND_POINTS) {
     v1::GrantPointsRequest g;
     g.set_customer_id(customer_id);
@@ -845,10 +826,9 @@ absl::StatusOr<std::string> ComplaintTicketService::GrantCompensation(const v1::
     g.set_source_id(source);
     g.set_source(v1::POINTS_SOURCE_COMPENSATION);
     g.set_description(absl::StrCat("compensation for complaint ", ticket_id));
-    CRM_ASSIGN_OR_RETURN(
-        auto entry, rpc::Peer<v1::LoyaltyService>(backends_).Call(
-                        customer_id, "grant the points", &v1::LoyaltyService::Stub::GrantPoints, g,
-                        kGrantDeadline));
+    CRM_ASSIGN_OR_RETURN(auto entry,
+                         loyalty.Call(customer_id, "grant the points",
+                                      &v1::LoyaltyService::Stub::GrantPoints, g, kGrantDeadline));
     return entry.entry_id();
   }
   if (c.kind() == v1::COMPENSATION_KIND_COUPON) {
@@ -857,10 +837,9 @@ absl::StatusOr<std::string> ComplaintTicketService::GrantCompensation(const v1::
     g.set_source_id(source);
     *g.mutable_value() = c.coupon_value();
     g.set_reason(absl::StrCat("compensation for complaint ", ticket_id));
-    CRM_ASSIGN_OR_RETURN(
-        auto coupon, rpc::Peer<v1::LoyaltyService>(backends_).Call(
-                         customer_id, "issue the coupon", &v1::LoyaltyService::Stub::IssueCoupon, g,
-                         kGrantDeadline));
+    CRM_ASSIGN_OR_RETURN(auto coupon,
+                         loyalty.Call(customer_id, "issue the coupon",
+                                      &v1::LoyaltyService::Stub::IssueCoupon, g, kGrantDeadline));
     return coupon.coupon_id();
   }
   CRM_ASSIGN_OR_RETURN(auto ret, rpc::Peer<v1::OrderTrackingService>(backends_).Call(
@@ -996,10 +975,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SetAgentAvailability(
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest*,
                                                              v1::ListAgentsResponse* resp) {
-  auto agents = store_->Agents();
-  if (!agents.ok()) return Finish(ctx, agents.status());
-  for (auto& a : *agents) *resp->add_agents() = std::move(a);
-  return Finish(ctx, absl::OkStatus());
+  return rpc::FinishWith(ctx, store_->Agents(), resp->mutable_agents());
 }
 
 absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {

@@ -11,9 +11,11 @@
 #include <string>
 #include <thread>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "crm/v1/complaint_ticket.grpc.pb.h"
+#include "libs/auth/caller.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
 #include "libs/events/producer.h"
@@ -40,6 +42,12 @@ struct AutomaticTicket {
   std::string order_id;
   std::string subject;
   std::string text;
+};
+
+// The agent a call acts as: the token's own agent, or the one an admin or the system names.
+struct AgentCall {
+  auth::Caller caller;
+  std::string agent_id;
 };
 
 struct TicketMetrics {
@@ -119,6 +127,14 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
                              const AutomaticTicket& ticket, absl::Time now);
   absl::Status ConfirmRefund(store::Transaction& txn, const std::string& customer_id,
                              const std::string& return_id, absl::Time now);
+  // An agent's change to the ticket `req` names, once per its request id (scoped to the agent's
+  // caller and `method`): on the write executor, once the agent is known to be registered, made at
+  // `now`; finishes the call with its status.
+  template <typename Request>
+  Reactor* ChangeAsAgent(
+      Ctx* ctx, const Request& req, const AgentCall& agent, absl::string_view method,
+      absl::Time now, v1::Ticket* resp,
+      absl::AnyInvocable<absl::Status(TicketSession&, const std::string& agent_id)> change);
   // store_->UpdateTicket, then Committed(before, after) when the change ran and committed.
   absl::Status UpdateAndCount(const std::string& customer_id, const std::string& ticket_id,
                               const std::string& request_id, uint64_t fingerprint, absl::Time now,

@@ -1,6 +1,7 @@
 #include "services/customer_profile/customer_profile_service.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,7 @@
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
+#include "libs/rpc/handler.h"
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
@@ -248,12 +250,9 @@ grpc::ServerUnaryReactor* CustomerProfileService::RegisterCustomer(
     return Finish(ctx, s);
   if (auto s = ValidatePhone("phone", req->phone()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateBirthday("birthday", req->birthday(), now); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, email = *std::move(email),
-       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+  return rpc::FinishRequestOn(
+      *writes_, ctx, req->request_id(),
+      [this, req, resp, now, email = *std::move(email)](const std::string& request_id) {
         v1::Customer c;
         // The id falls in the email's bucket, so both live on the shard that registration was
         // routed to.
@@ -302,30 +301,21 @@ grpc::ServerUnaryReactor* CustomerProfileService::LookupCustomers(
     }
     ids.push_back(req->external_ids(i));
   }
-  auto refs = store_->LookupExternalIds(ids);
-  if (!refs.ok()) return Finish(ctx, refs.status());
-  for (auto& r : *refs) *resp->add_customers() = std::move(r);
-  return Finish(ctx, absl::OkStatus());
+  return rpc::FinishWith(ctx, store_->LookupExternalIds(ids), resp->mutable_customers());
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::GetCustomer(Ctx* ctx,
                                                               const v1::GetCustomerRequest* req,
                                                               v1::Customer* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  auto c = store_->Get(req->customer_id());
-  if (!c.ok()) return Finish(ctx, c.status());
-  *resp = std::move(*c);
-  return Finish(ctx, absl::OkStatus());
+  return rpc::FinishWith(ctx, store_->Get(req->customer_id()), resp);
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerByEmail(
     Ctx* ctx, const v1::GetCustomerByEmailRequest* req, v1::Customer* resp) {
   auto email = NormalizeEmail("email", req->email());
   if (!email.ok()) return Finish(ctx, email.status());
-  auto c = store_->GetByEmail(*email);
-  if (!c.ok()) return Finish(ctx, c.status());
-  *resp = std::move(*c);
-  return Finish(ctx, absl::OkStatus());
+  return rpc::FinishWith(ctx, store_->GetByEmail(*email), resp);
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::ListCustomers(Ctx* ctx,
@@ -333,19 +323,18 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListCustomers(Ctx* ctx,
                                                                 v1::ListCustomersResponse* resp) {
   const std::string prefix = absl::AsciiStrToLower(absl::StripAsciiWhitespace(req->email_prefix()));
   if (auto s = api::OptionalText("email_prefix", prefix, 254); !s.ok()) return Finish(ctx, s);
-  auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
-  if (!size.ok()) return Finish(ctx, size.status());
-  const std::string scope = absl::StrCat("customers/", prefix);
-  auto after = api::DecodePageToken(scope, req->page_token());
-  if (!after.ok()) return Finish(ctx, after.status());
+  auto page = rpc::PageOf(req->page_size(), req->page_token(), absl::StrCat("customers/", prefix),
+                          {50, 1000});
+  if (!page.ok()) return Finish(ctx, page.status());
   std::vector<v1::Customer> customers;
   bool more = false;
-  if (auto s = store_->List(prefix, *after, *size, &customers, &more); !s.ok())
+  if (auto s = store_->List(prefix, page->after, page->size, &customers, &more); !s.ok())
     return Finish(ctx, s);
   for (auto& c : customers) *resp->add_customers() = std::move(c);
+  // A page resumes after the last customer's email, the key the listing is ordered by.
   if (more && resp->customers_size() > 0) {
     resp->set_next_page_token(
-        api::EncodePageToken(scope, resp->customers(resp->customers_size() - 1).email()));
+        api::EncodePageToken(page->scope, resp->customers(resp->customers_size() - 1).email()));
   }
   return Finish(ctx, absl::OkStatus());
 }
@@ -362,12 +351,10 @@ grpc::ServerUnaryReactor* CustomerProfileService::UpdateCustomer(
   if (auto s = ValidateCustomerFields(req->customer(), req->update_mask().paths(), now); !s.ok()) {
     return Finish(ctx, s);
   }
-  return ChangeCustomer(ctx, req->customer_id(), now, resp,
-                        [req, resp, now](v1::Customer& c) -> absl::Status {
-                          ApplyCustomerUpdate(c, req->customer(), req->update_mask().paths());
-                          AnswerCustomer(c, now, resp);
-                          return absl::OkStatus();
-                        });
+  return ChangeAndAnswerCustomer(ctx, req->customer_id(), now, resp, [req](v1::Customer& c) {
+    ApplyCustomerUpdate(c, req->customer(), req->update_mask().paths());
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::AddAddress(Ctx* ctx,
@@ -376,12 +363,9 @@ grpc::ServerUnaryReactor* CustomerProfileService::AddAddress(Ctx* ctx,
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidateAddress("address", req->address()); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+  return rpc::FinishRequestOn(
+      *writes_, ctx, req->request_id(), [this, req, resp, now](const std::string& request_id) {
         return store_->UpdateCustomer(
             req->customer_id(), "AddAddress", request_id, store::RequestFingerprint(*req), now,
             resp, [&](v1::Customer& c) {
@@ -405,9 +389,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::UpdateAddress(Ctx* ctx,
       !s.ok()) {
     return Finish(ctx, s);
   }
-  const absl::Time now = clock_->Now();
   return ChangeCustomer(
-      ctx, req->customer_id(), now, resp, [req, resp](v1::Customer& c) -> absl::Status {
+      ctx, req->customer_id(), clock_->Now(), resp, [req, resp](v1::Customer& c) -> absl::Status {
         auto updated =
             customer_profile::UpdateAddress(c, req->address(), req->update_mask().paths());
         if (!updated.ok()) return updated.status();
@@ -421,8 +404,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::RemoveAddress(Ctx* ctx,
                                                                 google::protobuf::Empty* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("address_id", req->address_id()); !s.ok()) return Finish(ctx, s);
-  const absl::Time now = clock_->Now();
-  return ChangeCustomer(ctx, req->customer_id(), now, resp, [req](v1::Customer& c) -> absl::Status {
+  return ChangeCustomer(ctx, req->customer_id(), clock_->Now(), resp, [req](v1::Customer& c) {
     return customer_profile::RemoveAddress(c, req->address_id());
   });
 }
@@ -431,13 +413,9 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultAddress(
     Ctx* ctx, const v1::SetDefaultAddressRequest* req, v1::Customer* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("address_id", req->address_id()); !s.ok()) return Finish(ctx, s);
-  const absl::Time now = clock_->Now();
-  return ChangeCustomer(
-      ctx, req->customer_id(), now, resp, [req, resp, now](v1::Customer& c) -> absl::Status {
-        CRM_RETURN_IF_ERROR(customer_profile::SetDefaultAddress(c, req->address_id()));
-        AnswerCustomer(c, now, resp);
-        return absl::OkStatus();
-      });
+  return ChangeAndAnswerCustomer(
+      ctx, req->customer_id(), clock_->Now(), resp,
+      [req](v1::Customer& c) { return customer_profile::SetDefaultAddress(c, req->address_id()); });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::AddPaymentMethod(
@@ -446,12 +424,9 @@ grpc::ServerUnaryReactor* CustomerProfileService::AddPaymentMethod(
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = ValidatePaymentMethod("payment_method", req->payment_method()); !s.ok())
     return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+  return rpc::FinishRequestOn(
+      *writes_, ctx, req->request_id(), [this, req, resp, now](const std::string& request_id) {
         return store_->UpdateCustomer(
             req->customer_id(), "AddPaymentMethod", request_id, store::RequestFingerprint(*req),
             now, resp, [&](v1::Customer& c) {
@@ -468,8 +443,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::RemovePaymentMethod(
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok())
     return Finish(ctx, s);
-  const absl::Time now = clock_->Now();
-  return ChangeCustomer(ctx, req->customer_id(), now, resp, [req](v1::Customer& c) -> absl::Status {
+  return ChangeCustomer(ctx, req->customer_id(), clock_->Now(), resp, [req](v1::Customer& c) {
     return customer_profile::RemovePaymentMethod(c, req->payment_method_id());
   });
 }
@@ -479,12 +453,9 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultPaymentMethod(
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("payment_method_id", req->payment_method_id()); !s.ok())
     return Finish(ctx, s);
-  const absl::Time now = clock_->Now();
-  return ChangeCustomer(
-      ctx, req->customer_id(), now, resp, [req, resp, now](v1::Customer& c) -> absl::Status {
-        CRM_RETURN_IF_ERROR(customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id()));
-        AnswerCustomer(c, now, resp);
-        return absl::OkStatus();
+  return ChangeAndAnswerCustomer(
+      ctx, req->customer_id(), clock_->Now(), resp, [req](v1::Customer& c) {
+        return customer_profile::SetDefaultPaymentMethod(c, req->payment_method_id());
       });
 }
 
@@ -499,9 +470,8 @@ grpc::ServerUnaryReactor* CustomerProfileService::UpdatePreferences(
   }
   if (auto s = ValidatePreferences(req->preferences(), req->update_mask().paths()); !s.ok())
     return Finish(ctx, s);
-  const absl::Time now = clock_->Now();
   return ChangeCustomer(
-      ctx, req->customer_id(), now, resp, [req, resp](v1::Customer& c) -> absl::Status {
+      ctx, req->customer_id(), clock_->Now(), resp, [req, resp](v1::Customer& c) -> absl::Status {
         ApplyPreferences(*c.mutable_preferences(), req->preferences(), req->update_mask().paths());
         *resp = c.preferences();
         return absl::OkStatus();
@@ -540,13 +510,10 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetContactPermission(
 grpc::ServerUnaryReactor* CustomerProfileService::RequestContact(
     Ctx* ctx, const v1::RequestContactRequest* req, v1::ContactDecision* resp) {
   if (auto s = ValidateContactRequest(*req); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now,
-       request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+  return rpc::FinishRequestOn(
+      *writes_, ctx, req->request_id(),
+      [this, req, resp, now](const std::string& request_id) -> absl::Status {
         v1::ContactRecord record;
         record.set_channel(req->channel());
         record.set_purpose(req->purpose());
@@ -590,23 +557,14 @@ grpc::ServerUnaryReactor* CustomerProfileService::RecordBehaviorEvents(
 
 grpc::ServerUnaryReactor* CustomerProfileService::ListBehaviorEvents(
     Ctx* ctx, const v1::ListBehaviorEventsRequest* req, v1::ListBehaviorEventsResponse* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
-  if (!size.ok()) return Finish(ctx, size.status());
-  const std::string scope = absl::StrCat("behavior/", req->customer_id());
-  auto after = api::DecodePageToken(scope, req->page_token());
-  if (!after.ok()) return Finish(ctx, after.status());
+  auto page = rpc::CustomerPageOf(*req, "behavior", {50, 1000});
+  if (!page.ok()) return Finish(ctx, page.status());
+  // An unknown customer is NOT_FOUND rather than an empty page.
   if (auto c = store_->Get(req->customer_id()); !c.ok()) return Finish(ctx, c.status());
-  std::vector<v1::BehaviorEvent> events;
-  std::string last_key;
-  bool more = false;
-  if (auto s = store_->ListBehavior(req->customer_id(), *after, *size, &events, &last_key, &more);
-      !s.ok()) {
-    return Finish(ctx, s);
-  }
-  for (auto& e : events) *resp->add_events() = std::move(e);
-  if (more) resp->set_next_page_token(api::EncodePageToken(scope, last_key));
-  return Finish(ctx, absl::OkStatus());
+  return Finish(ctx, rpc::ReadPage(*page,
+                                   std::bind_front(&CustomerProfileStore::ListBehavior, store_,
+                                                   req->customer_id()),
+                                   resp->mutable_events(), resp->mutable_next_page_token()));
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::GetCategoryAffinity(
@@ -644,24 +602,20 @@ grpc::ServerUnaryReactor* CustomerProfileService::EraseCustomer(Ctx* ctx,
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::OptionalText("reason", req->reason(), 500); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id()),
-       actor = caller->Name()] {
-        absl::Status s = store_->Erase(req->customer_id(), request_id,
-                                       store::RequestFingerprint(*req), now, resp);
-        if (s.ok()) {
-          metrics_.erased.Increment();
-          // Who erased whom, and why: the record an erasure leaves (the customer's data is gone).
-          log::Info(
-              "customer erased",
-              {{"customer_id", req->customer_id()}, {"by", actor}, {"reason", req->reason()}});
-        }
-        return s;
-      });
+  return rpc::FinishAsCallerOn(*writes_, ctx, [this, req, resp, now](const auth::Caller& caller) {
+    absl::Status s =
+        store_->Erase(req->customer_id(), rpc::ScopedRequestId(caller, req->request_id()),
+                      store::RequestFingerprint(*req), now, resp);
+    if (s.ok()) {
+      metrics_.erased.Increment();
+      // Who erased whom, and why: the record an erasure leaves (the customer's data is gone).
+      log::Info(
+          "customer erased",
+          {{"customer_id", req->customer_id()}, {"by", caller.Name()}, {"reason", req->reason()}});
+    }
+    return s;
+  });
 }
 
 grpc::ServerUnaryReactor* CustomerProfileService::ChangeCustomer(
@@ -672,6 +626,17 @@ grpc::ServerUnaryReactor* CustomerProfileService::ChangeCustomer(
                     return store_->UpdateCustomer(customer_id, "", "", 0, now, resp,
                                                   [&](v1::Customer& c) { return change(c); });
                   });
+}
+
+grpc::ServerUnaryReactor* CustomerProfileService::ChangeAndAnswerCustomer(
+    Ctx* ctx, const std::string& customer_id, absl::Time now, v1::Customer* resp,
+    absl::AnyInvocable<absl::Status(v1::Customer&)> change) {
+  return ChangeCustomer(ctx, customer_id, now, resp,
+                        [resp, now, change = std::move(change)](v1::Customer& c) mutable {
+                          CRM_RETURN_IF_ERROR(change(c));
+                          AnswerCustomer(c, now, resp);
+                          return absl::OkStatus();
+                        });
 }
 
 }  // namespace crm::customer_profile

@@ -111,6 +111,10 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
   Reactor* ChangeCustomer(Ctx* ctx, const std::string& customer_id, absl::Time now,
                           google::protobuf::MessageLite* resp,
                           absl::AnyInvocable<absl::Status(v1::Customer&)> change);
+  // ChangeCustomer, answering the whole customer as changed.
+  Reactor* ChangeAndAnswerCustomer(Ctx* ctx, const std::string& customer_id, absl::Time now,
+                                   v1::Customer* resp,
+                                   absl::AnyInvocable<absl::Status(v1::Customer&)> change);
 
   CustomerProfileStore* const store_;
   InsightsRefresher* const insights_;

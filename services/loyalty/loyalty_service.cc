@@ -296,27 +296,22 @@ grpc::ServerUnaryReactor* LoyaltyService::GetMembership(Ctx* ctx,
 grpc::ServerUnaryReactor* LoyaltyService::ExplainMembership(Ctx* ctx,
                                                             const v1::ExplainMembershipRequest* req,
                                                             v1::MembershipExplanation* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  auto size = api::PageSize("page_size", req->page_size(), 100, 1000);
-  if (!size.ok()) return Finish(ctx, size.status());
-  const std::string scope = absl::StrCat("growth/", req->customer_id());
-  auto after = api::DecodePageToken(scope, req->page_token());
-  if (!after.ok()) return Finish(ctx, after.status());
+  auto page = rpc::CustomerPageOf(*req, "growth", {100, 1000});
+  if (!page.ok()) return Finish(ctx, page.status());
   const auto rules = rules_->Get();
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, rules, now, size = *size, after = *after, scope]() -> absl::Status {
-        CRM_ASSIGN_OR_RETURN(auto account, AccountOrNew(req->customer_id()));
-        const auto& [a, lots] = account;
-        *resp->mutable_membership() = MembershipOf(a, lots, *rules, now);
-        CRM_RETURN_IF_ERROR(ListGrowthInWindow(req->customer_id(), now, size, after, scope, resp));
-        ExplainTiers(a, *rules, now, resp);
-        CRM_ASSIGN_OR_RETURN(auto history, store_->TierHistory(req->customer_id()));
-        for (auto& h : history) *resp->add_tier_history() = std::move(h);
-        *resp->mutable_rules() = *rules;
-        return absl::OkStatus();
-      });
+  return FinishOn(*writes_, ctx,
+                  [this, req, resp, rules, now, page = *std::move(page)]() -> absl::Status {
+                    CRM_ASSIGN_OR_RETURN(auto account, AccountOrNew(req->customer_id()));
+                    const auto& [a, lots] = account;
+                    *resp->mutable_membership() = MembershipOf(a, lots, *rules, now);
+                    CRM_RETURN_IF_ERROR(ListGrowthInWindow(req->customer_id(), now, page, resp));
+                    ExplainTiers(a, *rules, now, resp);
+                    CRM_ASSIGN_OR_RETURN(auto history, store_->TierHistory(req->customer_id()));
+                    for (auto& h : history) *resp->add_tier_history() = std::move(h);
+                    *resp->mutable_rules() = *rules;
+                    return absl::OkStatus();
+                  });
 }
 
 absl::StatusOr<std::pair<internal::LoyaltyAccount, Lots>> LoyaltyService::AccountOrNew(
@@ -330,22 +325,21 @@ absl::StatusOr<std::pair<internal::LoyaltyAccount, Lots>> LoyaltyService::Accoun
 }
 
 absl::Status LoyaltyService::ListGrowthInWindow(const std::string& customer_id, absl::Time now,
-                                                int size, const std::string& after,
-                                                const std::string& scope,
+                                                const rpc::PageRequest& page,
                                                 v1::MembershipExplanation* resp) {
   // The entries still inside the window, newest first; together they make growth_value.
-  std::string cursor = after, last;
+  std::string cursor = page.after, last;
   bool more = true;
-  while (more && resp->growth_entries_size() < size) {
-    std::vector<v1::GrowthEntry> page;
-    CRM_RETURN_IF_ERROR(store_->ListGrowth(customer_id, cursor, size, &page, &last, &more));
-    for (auto& g : page) {
+  while (more && resp->growth_entries_size() < page.size) {
+    std::vector<v1::GrowthEntry> entries;
+    CRM_RETURN_IF_ERROR(store_->ListGrowth(customer_id, cursor, page.size, &entries, &last, &more));
+    for (auto& g : entries) {
       if (api::FromTimestamp(g.leaves_window_time()) > now)
         *resp->add_growth_entries() = std::move(g);
     }
     cursor = last;
   }
-  if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
+  if (more) resp->set_next_page_token(api::EncodePageToken(page.scope, last));
   return absl::OkStatus();
 }
 
@@ -372,27 +366,18 @@ grpc::ServerUnaryReactor* LoyaltyService::ReloadRules(Ctx* ctx, const v1::Reload
 grpc::ServerUnaryReactor* LoyaltyService::ListPointsHistory(Ctx* ctx,
                                                             const v1::ListPointsHistoryRequest* req,
                                                             v1::ListPointsHistoryResponse* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  auto size = api::PageSize("page_size", req->page_size(), 50, 1000);
-  if (!size.ok()) return Finish(ctx, size.status());
-  const std::string scope = absl::StrCat("ledger/", req->customer_id());
-  auto after = api::DecodePageToken(scope, req->page_token());
-  if (!after.ok()) return Finish(ctx, after.status());
+  auto page = rpc::CustomerPageOf(*req, "ledger", {50, 1000});
+  if (!page.ok()) return Finish(ctx, page.status());
   auto account = store_->Account(req->customer_id());
   if (!account.ok()) return Finish(ctx, account.status());
   if (!account->has_value()) {
     return FinishOn(*writes_, ctx, [this, req] { return CheckCustomer(req->customer_id()); });
   }
   resp->set_balance((*account)->first.points_balance());
-  std::vector<v1::LedgerEntry> entries;
-  std::string last;
-  bool more = false;
-  if (auto s = store_->ListLedger(req->customer_id(), *after, *size, &entries, &last, &more);
-      !s.ok())
-    return Finish(ctx, s);
-  for (auto& e : entries) *resp->add_entries() = std::move(e);
-  if (more) resp->set_next_page_token(api::EncodePageToken(scope, last));
-  return Finish(ctx, absl::OkStatus());
+  return Finish(
+      ctx,
+      rpc::ReadPage(*page, std::bind_front(&LoyaltyStore::ListLedger, store_, req->customer_id()),
+                    resp->mutable_entries(), resp->mutable_next_page_token()));
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantPointsRequest* req,
@@ -416,14 +401,11 @@ grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantP
 grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::RedeemPointsRequest* req,
                                                        v1::LedgerEntry* resp) {
   if (auto s = ValidateRedeem(*req); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-        return Redeem(*req, request_id, now, resp);
-      });
+  return rpc::FinishRequestOn(*writes_, ctx, req->request_id(),
+                              [this, req, resp, now](const std::string& request_id) {
+                                return Redeem(*req, request_id, now, resp);
+                              });
 }
 
 absl::Status LoyaltyService::Redeem(const v1::RedeemPointsRequest& req,
@@ -565,10 +547,7 @@ grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueC
 grpc::ServerUnaryReactor* LoyaltyService::ListCoupons(Ctx* ctx, const v1::ListCouponsRequest* req,
                                                       v1::ListCouponsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  auto coupons = store_->Coupons(req->customer_id());
-  if (!coupons.ok()) return Finish(ctx, coupons.status());
-  for (auto& c : *coupons) *resp->add_coupons() = std::move(c);
-  return Finish(ctx, absl::OkStatus());
+  return rpc::FinishWith(ctx, store_->Coupons(req->customer_id()), resp->mutable_coupons());
 }
 
 absl::Status LoyaltyService::Maintain(v1::RunMaintenanceResponse* out) {

@@ -18,6 +18,7 @@
 #include "libs/events/subscription.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/executor.h"
+#include "libs/rpc/handler.h"
 #include "libs/rpc/periodic.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -115,10 +116,9 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   // loyalty activity yet.
   absl::StatusOr<std::pair<internal::LoyaltyAccount, Lots>> AccountOrNew(
       const std::string& customer_id);
-  // ExplainMembership's page of growth entries still inside the window, from `after`.
-  absl::Status ListGrowthInWindow(const std::string& customer_id, absl::Time now, int size,
-                                  const std::string& after, const std::string& scope,
-                                  v1::MembershipExplanation* resp);
+  // ExplainMembership's page of growth entries still inside the window.
+  absl::Status ListGrowthInWindow(const std::string& customer_id, absl::Time now,
+                                  const rpc::PageRequest& page, v1::MembershipExplanation* resp);
   // Maintain's steps: expire the points lots due by now; move the tiers whose growth has left
   // the window.
   absl::Status ExpireDuePoints(absl::Time now, v1::RunMaintenanceResponse* out);

@@ -35,10 +35,7 @@ constexpr int kDefaultOpenOrdersInSummary = 10;
 
 using api::Invalid;
 using rpc::Finish;
-using rpc::FinishAsCallerOn;
 using rpc::FinishOn;
-using rpc::FinishRequestOn;
-using rpc::FinishWith;
 
 // The order a request names: any request with customer_id and order_id.
 template <typename Request>
@@ -295,20 +292,16 @@ grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx,
 grpc::ServerUnaryReactor* OrderTrackingService::GetOrder(Ctx* ctx, const v1::GetOrderRequest* req,
                                                          v1::Order* resp) {
   if (auto s = ValidateOrderIds(*req); !s.ok()) return Finish(ctx, s);
-  return FinishWith(ctx, store_->GetOrder(req->customer_id(), req->order_id()), resp);
+  return rpc::FinishWith(ctx, store_->GetOrder(req->customer_id(), req->order_id()), resp);
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::ListOrders(Ctx* ctx,
                                                            const v1::ListOrdersRequest* req,
                                                            v1::ListOrdersResponse* resp) {
-  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  auto page = rpc::PageOf(req->page_size(), req->page_token(),
-                          absl::StrCat("orders/", req->customer_id()), {20, 100});
-  if (!page.ok()) return Finish(ctx, page.status());
-  return Finish(
-      ctx, rpc::ReadPage(
-               *page, std::bind_front(&OrderTrackingStore::ListOrders, store_, req->customer_id()),
-               resp->mutable_orders(), resp->mutable_next_page_token()));
+  return Finish(ctx,
+                rpc::ReadCustomerPage(*req, "orders", {20, 100},
+                                      std::bind_front(&OrderTrackingStore::ListOrders, store_),
+                                      resp->mutable_orders(), resp->mutable_next_page_token()));
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(
@@ -322,14 +315,14 @@ grpc::ServerUnaryReactor* OrderTrackingService::GetPurchaseSummary(
   // reactor thread, for every 360° view).
   const int open_limit =
       req->open_order_limit() == 0 ? kDefaultOpenOrdersInSummary : req->open_order_limit();
-  return FinishWith(ctx, store_->PurchaseSummary(req->customer_id(), open_limit), resp);
+  return rpc::FinishWith(ctx, store_->PurchaseSummary(req->customer_id(), open_limit), resp);
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::GetOrderHistory(
     Ctx* ctx, const v1::GetOrderHistoryRequest* req, v1::GetOrderHistoryResponse* resp) {
   if (auto s = ValidateOrderIds(*req); !s.ok()) return Finish(ctx, s);
-  return FinishWith(ctx, store_->History(req->customer_id(), req->order_id()),
-                    resp->mutable_entries());
+  return rpc::FinishWith(ctx, store_->History(req->customer_id(), req->order_id()),
+                         resp->mutable_entries());
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::PayOrder(Ctx* ctx, const v1::PayOrderRequest* req,
@@ -501,7 +494,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::RequestReturn(Ctx* ctx,
                                                               v1::Return* resp) {
   if (auto s = ValidateReturnRequest(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishAsCallerOn(
+  return rpc::FinishAsCallerOn(
       *writes_, ctx, [this, req, resp, now](const auth::Caller& caller) -> absl::Status {
         CRM_ASSIGN_OR_RETURN(const int extra_days, ExtraReturnDays(*req, now));
         v1::Order order;
@@ -523,7 +516,7 @@ grpc::ServerUnaryReactor* OrderTrackingService::AdvanceReturn(Ctx* ctx,
                                                               v1::Return* resp) {
   if (auto s = ValidateReturnMove(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishAsCallerOn(*writes_, ctx, [this, req, resp, now](const auth::Caller& caller) {
+  return rpc::FinishAsCallerOn(*writes_, ctx, [this, req, resp, now](const auth::Caller& caller) {
     const std::string actor = rpc::Actor(caller);
     v1::Order order;
     bool repeated = false;  // the return was already there: a retried call counts nothing again
@@ -557,8 +550,8 @@ grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx,
   if (!req->order_id().empty()) {
     if (auto s = api::RequiredId("order_id", req->order_id()); !s.ok()) return Finish(ctx, s);
   }
-  return FinishWith(ctx, store_->ListReturns(req->customer_id(), req->order_id()),
-                    resp->mutable_returns());
+  return rpc::FinishWith(ctx, store_->ListReturns(req->customer_id(), req->order_id()),
+                         resp->mutable_returns());
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx,
@@ -566,18 +559,18 @@ grpc::ServerUnaryReactor* OrderTrackingService::SubmitReview(Ctx* ctx,
                                                              v1::Review* resp) {
   if (auto s = ValidateReview(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishRequestOn(*writes_, ctx, req->request_id(),
-                         [this, req, resp, now](const std::string& request_id) {
-                           absl::Status s = store_->CreateReview(
-                               req->customer_id(), req->order_id(), req->item_id(), request_id,
-                               store::RequestFingerprint(*req), now,
-                               [&](v1::Order& o, v1::Review& r, OrderChange& c) {
-                                 return ApplyReview(*req, now, o, r, c);
-                               },
-                               resp);
-                           if (s.ok()) metrics_.reviews.Increment();
-                           return s;
-                         });
+  return rpc::FinishRequestOn(*writes_, ctx, req->request_id(),
+                              [this, req, resp, now](const std::string& request_id) {
+                                absl::Status s = store_->CreateReview(
+                                    req->customer_id(), req->order_id(), req->item_id(), request_id,
+                                    store::RequestFingerprint(*req), now,
+                                    [&](v1::Order& o, v1::Review& r, OrderChange& c) {
+                                      return ApplyReview(*req, now, o, r, c);
+                                    },
+                                    resp);
+                                if (s.ok()) metrics_.reviews.Increment();
+                                return s;
+                              });
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::GetReturnPolicy(Ctx* ctx,
