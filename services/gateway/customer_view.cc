@@ -12,9 +12,13 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "libs/api/validate.h"
+#include "libs/auth/caller.h"
 #include "libs/metrics/rpc_metrics.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/status.h"
+#include "libs/trace/trace.h"
+#include "services/gateway/upstream_unary.h"
+#include "services/gateway/web_protocol.h"
 
 namespace crm::gateway {
 namespace {
@@ -100,11 +104,14 @@ bool CopyMessageFields(absl::string_view bytes, int from, int to, std::string* o
 struct Gathering {
   std::vector<Section> sections;
   std::vector<Admission> admissions;
-  std::vector<grpc::ByteBuffer> requests, responses;
+  std::vector<std::string> requests;  // serialized
   std::atomic<int> remaining{0};
   v1::GetCustomerViewRequest request;
   bool staff = false;
   std::function<void(grpc::Status, grpc::ByteBuffer)> done;
+  // The loop's connections to the services, when the view is composed on a front-door loop: the
+  // sections are then relayed over them instead of through gRPC C++'s client.
+  UpstreamPool* pool = nullptr;
 };
 
 // Adds a section's answer to the view: into `view` when it has to be read (complaints), else as
@@ -240,12 +247,32 @@ Admission SectionAdmission(const Admission& view, const char* path, absl::Durati
 }
 
 // Section `i` answered (or failed); the last section to answer assembles the view.
-void SectionAnswered(Gathering& g, size_t i, grpc::Status status,
-                     const grpc::ByteBuffer& response) {
+void SectionAnswered(Gathering& g, size_t i, grpc::Status status, std::string response) {
   Section& s = g.sections[i];
-  if (status.ok()) s.answer = ToBytes(response);
+  if (status.ok()) s.answer = std::move(response);
   s.status = std::move(status);
   if (--g.remaining == 0) Assemble(g);
+}
+
+// A section relayed over the loop's connection to its service, with what any relayed call
+// carries (deadline, request id, trace, the caller the services believe) and the same
+// grpc_client_* metrics.
+void RelaySection(Gateway& gateway, const std::shared_ptr<Gathering>& g, size_t i) {
+  const Admission& a = g->admissions[i];
+  Headers headers = {{"grpc-timeout", FormatGrpcTimeout(a.timeout)},
+                     {"x-request-id", a.request_id},
+                     {auth::kCallerMetadata, a.caller_assertion}};
+  if (const std::optional<trace::TraceContext> current = trace::Current()) {
+    headers.emplace_back(trace::kTraceparent, trace::Format(trace::ChildOf(*current)));
+  }
+  metrics::RpcMetrics::Method* m = &gateway.BackendMetrics(*a.route);
+  m->Started();
+  const absl::Time start = absl::Now();
+  CallUpstreamUnary(*g->pool, a.target_addresses[0], a.route->path, std::move(headers),
+                    g->requests[i], [g, i, m, start](grpc::Status status, std::string answer) {
+                      m->Handled(status.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
+                      SectionAnswered(*g, i, std::move(status), std::move(answer));
+                    });
 }
 
 void ForwardSection(Gateway& gateway, const std::shared_ptr<Gathering>& g, size_t i,
@@ -253,20 +280,23 @@ void ForwardSection(Gateway& gateway, const std::shared_ptr<Gathering>& g, size_
   Admission& a = g->admissions[i];
   const absl::Status routed = a.route == nullptr ? absl::InternalError("no route")
                                                  : gateway.Authorize(*g->sections[i].request, a);
-  auto finish = [g, i](grpc::Status status, grpc::ByteBuffer response) {
-    SectionAnswered(*g, i, std::move(status), response);
-  };
-  if (!routed.ok()) return finish(rpc::ToGrpc(routed), {});
-  gateway.CallUnary(a, g->requests[i], make_context, std::move(finish));
+  if (!routed.ok()) return SectionAnswered(*g, i, rpc::ToGrpc(routed), {});
+  if (g->pool != nullptr && a.target_addresses.size() == 1) return RelaySection(gateway, g, i);
+  gateway.CallUnary(a, FromBytes(g->requests[i]), make_context,
+                    [g, i](grpc::Status status, grpc::ByteBuffer response) {
+                      SectionAnswered(*g, i, std::move(status), ToBytes(response));
+                    });
 }
 
 }  // namespace
 
 void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& request,
                                    Gateway::ContextFactory make_context,
-                                   std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
+                                   std::function<void(grpc::Status, grpc::ByteBuffer)> done,
+                                   UpstreamPool* pool) {
   auto g = std::make_shared<Gathering>();
   g->done = std::move(done);
+  g->pool = pool;
   if (grpc::Status invalid = ParseViewRequest(request, g->request); !invalid.ok()) {
     return g->done(std::move(invalid), {});
   }
@@ -277,7 +307,7 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
   g->requests.resize(n);
   for (size_t i = 0; i < n; ++i) {
     g->admissions[i] = SectionAdmission(a, g->sections[i].path, section_timeout_);
-    g->requests[i] = FromBytes(g->sections[i].request->SerializeAsString());
+    g->requests[i] = g->sections[i].request->SerializeAsString();
   }
   // Every section counted before the first is sent: one may answer before the next is sent.
   g->remaining = static_cast<int>(n);

@@ -12,6 +12,7 @@
 #include "crm/v1/customer_view.pb.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "services/gateway/gateway.h"
+#include "services/gateway/upstream.h"
 
 namespace crm::gateway {
 
@@ -23,9 +24,12 @@ class CustomerViewComposer {
 
   // `a` is the admitted GetCustomerView call; `done` receives the serialized CustomerView or an
   // error.
+  // With `pool` (the front-door loop's connections; the call must be on that loop) the sections
+  // are relayed over it; without, they go through gRPC C++'s client with `make_context`.
   void Compose(const Admission& a, const grpc::ByteBuffer& request,
                Gateway::ContextFactory make_context,
-               std::function<void(grpc::Status, grpc::ByteBuffer)> done);
+               std::function<void(grpc::Status, grpc::ByteBuffer)> done,
+               UpstreamPool* pool = nullptr);
 
  private:
   Gateway* const gateway_;

@@ -498,8 +498,10 @@ void Gateway::PrepareContext(const Admission& a, grpc::ClientContext& ctx) const
 
 void Gateway::CallUnary(const Admission& a, const grpc::ByteBuffer& request,
                         ContextFactory make_context,
-                        std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
-  if (a.route->local) return view_->Compose(a, request, std::move(make_context), std::move(done));
+                        std::function<void(grpc::Status, grpc::ByteBuffer)> done,
+                        UpstreamPool* pool) {
+  if (a.route->local)
+    return view_->Compose(a, request, std::move(make_context), std::move(done), pool);
   if (a.targets.size() == 1) return CallOneTarget(a, request, make_context, std::move(done));
   CallEveryShard(a, request, make_context, std::move(done));
 }

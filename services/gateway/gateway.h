@@ -32,6 +32,8 @@
 
 namespace crm::gateway {
 
+class UpstreamPool;
+
 class CustomerViewComposer;
 
 enum class Protocol { kGrpc, kGrpcWeb, kGrpcWebText, kConnect };
@@ -106,10 +108,12 @@ class Gateway {
   // Calls the admitted unary method on every target (or, for a local route, composes the answer)
   // and hands the (merged) response to `done`, on a gRPC thread. `make_context` builds each backend
   // call's context (e.g. one that propagates the caller's cancellation); PrepareContext is applied
-  // to it.
+  // to it. With `pool` (a front-door loop's connections, called on that loop) a local route's own
+  // backend calls are relayed over it and `done` runs on the loop.
   using ContextFactory = std::function<std::unique_ptr<grpc::ClientContext>()>;
   void CallUnary(const Admission& a, const grpc::ByteBuffer& request, ContextFactory make_context,
-                 std::function<void(grpc::Status, grpc::ByteBuffer)> done);
+                 std::function<void(grpc::Status, grpc::ByteBuffer)> done,
+                 UpstreamPool* pool = nullptr);
   // The client metrics of the route's backend calls (streams record through this too).
   metrics::RpcMetrics::Method& BackendMetrics(const Route& route) {
     return *backend_metrics_[route.index];

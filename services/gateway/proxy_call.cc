@@ -94,46 +94,6 @@ class FrameReader {
   size_t offset_ = 0;
 };
 
-int CodeOf(const Headers& trailers) {
-  for (const auto& [k, v] : trailers) {
-    int code = 2;
-    if (k == "grpc-status" && absl::SimpleAtoi(v, &code)) return code;
-  }
-  return 2;  // UNKNOWN: a gRPC answer always names its status
-}
-
-std::string PercentDecode(absl::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size()) {
-      int v = 0;
-      if (absl::SimpleHexAtoi(s.substr(i + 1, 2), &v)) {
-        out.push_back(static_cast<char>(v));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
-
-std::string MessageOf(const Headers& trailers) {
-  for (const auto& [k, v] : trailers) {
-    if (k == "grpc-message") return PercentDecode(v);
-  }
-  return "";
-}
-
-// The google.rpc.Status a service sent with its error (grpc-status-details-bin); empty if none.
-std::string StatusDetailsOf(const Headers& trailers) {
-  for (const auto& [k, v] : trailers) {
-    if (k != "grpc-status-details-bin") continue;
-    if (auto bytes = DecodeBinaryHeader(v)) return *std::move(bytes);
-  }
-  return "";
-}
-
 // An error with the details every error carries (libs/rpc/status.h): a service's as it sent them,
 // else built from the code and message, as the services build theirs.
 grpc::Status WithDetails(const grpc::Status& status) {
@@ -164,10 +124,6 @@ std::vector<ErrorDetail> ConnectDetails(const std::string& status_details) {
     out.push_back(std::move(detail));
   }
   return out;
-}
-
-std::string GrpcTimeout(absl::Duration d) {
-  return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)), "m");
 }
 
 // A response that is not a gRPC call at all: CORS preflight, /healthz, or a request no protocol
@@ -413,8 +369,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
 
   void OnUpstreamTrailers(const Headers& trailers) override {
     if (finished_) return;
-    const int code = CodeOf(trailers);
-    const std::string message = MessageOf(trailers);
+    const int code = GrpcCodeOf(trailers);
+    const std::string message = GrpcMessageOf(trailers);
     if (kind_ == Kind::kGrpc) {
       Headers out;
       for (const auto& [k, v] : trailers) {
@@ -448,7 +404,8 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     if ((kind_ == Kind::kConnectUnary || kind_ == Kind::kConnectGet) && code == 0) {
       return Complete(grpc::Status::OK, [&] { RespondConnectUnary(); });
     }
-    Finish(grpc::Status(static_cast<grpc::StatusCode>(code), message, StatusDetailsOf(trailers)));
+    Finish(
+        grpc::Status(static_cast<grpc::StatusCode>(code), message, GrpcStatusDetailsOf(trailers)));
   }
 
   void OnUpstreamClose(const std::string& error) override {
@@ -540,7 +497,7 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
                  {":path", route.path},
                  {"content-type", "application/grpc"},
                  {"te", "trailers"},
-                 {"grpc-timeout", GrpcTimeout(admission_.timeout)},
+                 {"grpc-timeout", FormatGrpcTimeout(admission_.timeout)},
                  {"x-request-id", admission_.request_id},
                  {trace::kTraceparent, trace::Format(trace::ChildOf(trace_))},
                  {auth::kCallerMetadata, admission_.caller_assertion},
@@ -693,18 +650,20 @@ class GatewayCall : public ProxyCallBase, public UpstreamSink {
     EventLoop* loop = &LoopOf(ctx_);
     // The backend calls are made in the call's trace (libs/rpc's channels send it).
     trace::Scope scope(trace_);
-    gateway().CallUnary(admission_, FromBytes(message), make_context,
-                        [this, token, slow, loop](grpc::Status status, grpc::ByteBuffer response) {
-                          {
-                            absl::MutexLock lock(&slow->mu);
-                            slow->done = true;  // the contexts die after this returns
-                          }
-                          loop->Post([this, token, status = std::move(status),
-                                      bytes = ToBytes(response)]() mutable {
-                            if (token.expired()) return;
-                            OnSlowDone(std::move(status), std::move(bytes));
-                          });
-                        });
+    gateway().CallUnary(
+        admission_, FromBytes(message), make_context,
+        [this, token, slow, loop](grpc::Status status, grpc::ByteBuffer response) {
+          {
+            absl::MutexLock lock(&slow->mu);
+            slow->done = true;  // the contexts die after this returns
+          }
+          loop->Post(
+              [this, token, status = std::move(status), bytes = ToBytes(response)]() mutable {
+                if (token.expired()) return;
+                OnSlowDone(std::move(status), std::move(bytes));
+              });
+        },
+        &PoolOf(ctx_));
   }
 
   void CancelSlowPath() {

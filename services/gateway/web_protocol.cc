@@ -2,6 +2,8 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -328,6 +330,49 @@ bool IsValidRequestId(absl::string_view id) {
 std::string MediaType(absl::string_view content_type) {
   const size_t semi = content_type.find(';');
   return absl::AsciiStrToLower(absl::StripAsciiWhitespace(content_type.substr(0, semi)));
+}
+
+std::string PercentDecode(absl::string_view message) {
+  std::string out;
+  for (size_t i = 0; i < message.size(); ++i) {
+    if (message[i] == '%' && i + 2 < message.size()) {
+      int v = 0;
+      if (absl::SimpleHexAtoi(message.substr(i + 1, 2), &v)) {
+        out.push_back(static_cast<char>(v));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(message[i]);
+  }
+  return out;
+}
+
+int GrpcCodeOf(const HeaderList& trailers) {
+  for (const auto& [k, v] : trailers) {
+    int code = 2;
+    if (k == "grpc-status" && absl::SimpleAtoi(v, &code)) return code;
+  }
+  return 2;
+}
+
+std::string GrpcMessageOf(const HeaderList& trailers) {
+  for (const auto& [k, v] : trailers) {
+    if (k == "grpc-message") return PercentDecode(v);
+  }
+  return "";
+}
+
+std::string GrpcStatusDetailsOf(const HeaderList& trailers) {
+  for (const auto& [k, v] : trailers) {
+    if (k != "grpc-status-details-bin") continue;
+    if (auto bytes = DecodeBinaryHeader(v)) return *std::move(bytes);
+  }
+  return "";
+}
+
+std::string FormatGrpcTimeout(absl::Duration d) {
+  return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(d)), "m");
 }
 
 }  // namespace crm::gateway

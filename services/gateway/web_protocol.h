@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -58,6 +59,17 @@ std::string ConnectEndStreamJson(int grpc_code, absl::string_view message,
 
 // grpc-message is percent-encoded (PROTOCOL-HTTP2.md): bytes outside 0x20-0x7E and '%'.
 std::string PercentEncode(absl::string_view message);
+std::string PercentDecode(absl::string_view message);
+
+// What a gRPC answer's trailers (name, value pairs) say: the code (UNKNOWN when they name none: a
+// gRPC answer always names one), the message, and the google.rpc.Status bytes of
+// grpc-status-details-bin (empty when none).
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+int GrpcCodeOf(const HeaderList& trailers);
+std::string GrpcMessageOf(const HeaderList& trailers);
+std::string GrpcStatusDetailsOf(const HeaderList& trailers);
+// A grpc-timeout value for `d`, in whole milliseconds (at least 1).
+std::string FormatGrpcTimeout(absl::Duration d);
 // A binary ("-bin") header's value: base64 without padding, as gRPC implementations send it.
 std::string EncodeBinaryHeader(absl::string_view bytes);
 // The bytes of a binary header's value, padded or not; nothing when it is not base64.
