@@ -6,6 +6,7 @@
 #include "libs/events/store_families.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
+#include "libs/store/protos.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
 
@@ -75,6 +76,15 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> TicketsIn(
   return out;
 }
 
+// Reads an agent under its row lock; NOT_FOUND naming agent_id when there is none.
+absl::StatusOr<v1::Agent> LockAgentRow(Transaction& txn, rocksdb::ColumnFamilyHandle* agents,
+                                       absl::string_view agent_id) {
+  v1::Agent a;
+  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(agents, agent_id, &a, /*for_update=*/true));
+  if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
+  return a;
+}
+
 }  // namespace
 
 std::vector<std::string> ComplaintTicketStore::ColumnFamilies() {
@@ -87,11 +97,7 @@ ComplaintTicketStore::ComplaintTicketStore(store::Store* store, events::Outbox* 
 absl::StatusOr<std::vector<v1::Agent>> TicketSession::Agents() { return store_->Agents(); }
 
 absl::StatusOr<v1::Agent> TicketSession::LockAgent(const std::string& agent_id) {
-  v1::Agent a;
-  CRM_ASSIGN_OR_RETURN(auto found,
-                       txn_.GetProto(store_->cf_[kAgents], agent_id, &a, /*for_update=*/true));
-  if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
-  return a;
+  return LockAgentRow(txn_, store_->cf_[kAgents], agent_id);
 }
 
 absl::StatusOr<std::string> TicketSession::LastAgent() {
@@ -102,9 +108,7 @@ absl::StatusOr<std::string> TicketSession::LastAgent() {
 absl::Status ComplaintTicketStore::AdjustLoad(Transaction& txn, const std::string& agent_id,
                                               int delta) {
   if (agent_id.empty()) return absl::OkStatus();
-  v1::Agent a;
-  CRM_ASSIGN_OR_RETURN(auto found, txn.GetProto(cf_[kAgents], agent_id, &a, /*for_update=*/true));
-  if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
+  CRM_ASSIGN_OR_RETURN(v1::Agent a, LockAgentRow(txn, cf_[kAgents], agent_id));
   if (delta > 0 && a.open_tickets() + delta > a.capacity()) {
     return absl::FailedPreconditionError(
         absl::StrCat("agent_id: agent \"", agent_id, "\" is at capacity"));
@@ -222,47 +226,24 @@ absl::Status ComplaintTicketStore::UpdateTicket(
 
 absl::StatusOr<v1::Ticket> ComplaintTicketStore::Get(absl::string_view customer_id,
                                                      absl::string_view ticket_id) const {
-  v1::Ticket t;
-  CRM_ASSIGN_OR_RETURN(auto found,
-                       store_->GetProto(cf_[kTickets], TicketKey(customer_id, ticket_id), &t));
-  if (!found)
-    return absl::NotFoundError(
-        absl::StrCat("ticket_id: no ticket \"", ticket_id, "\" for this customer"));
-  return t;
+  return store::GetProtoOr<v1::Ticket>(
+      *store_, cf_[kTickets], TicketKey(customer_id, ticket_id), [&] {
+        return absl::NotFoundError(
+            absl::StrCat("ticket_id: no ticket \"", ticket_id, "\" for this customer"));
+      });
 }
 
 absl::Status ComplaintTicketStore::List(absl::string_view customer_id, absl::string_view after,
                                         int limit, std::vector<v1::Ticket>* out,
                                         std::string* last_key, bool* more) const {
-  *more = false;
-  const std::string prefix = Key().Str(customer_id).Build();
-  CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
-  absl::Status parse;
-  absl::Status s = store_->Scan(cf_[kTickets], begin, store::PrefixUpperBound(prefix),
-                                [&](absl::string_view k, absl::string_view v) {
-                                  if (static_cast<int>(out->size()) == limit) {
-                                    *more = true;
-                                    return false;
-                                  }
-                                  v1::Ticket t;
-                                  if (!t.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                                    parse = absl::DataLossError("stored ticket does not parse");
-                                    return false;
-                                  }
-                                  out->push_back(std::move(t));
-                                  *last_key = std::string(k);
-                                  return true;
-                                });
-  return s.ok() ? parse : s;
+  return store::ScanPage(*store_, cf_[kTickets], Key().Str(customer_id).Build(), after, limit, out,
+                         last_key, more);
 }
 
 absl::StatusOr<std::vector<v1::Ticket>> ComplaintTicketStore::ListAll(
     absl::string_view customer_id) const {
-  std::vector<v1::Ticket> out;
-  std::string last;
-  bool more = false;
-  CRM_RETURN_IF_ERROR(List(customer_id, "", 100000, &out, &last, &more));
-  return out;
+  return store::ProtosUnder<v1::Ticket>(*store_, cf_[kTickets], Key().Str(customer_id).Build(),
+                                        100000);
 }
 
 absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after, int limit,
@@ -337,9 +318,7 @@ absl::Status ComplaintTicketStore::PutAgent(const v1::Agent& agent, v1::Agent* o
 absl::Status ComplaintTicketStore::SetAgentAvailability(absl::string_view agent_id, bool available,
                                                         v1::Agent* out) {
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
-    CRM_ASSIGN_OR_RETURN(auto found,
-                         txn.GetProto(cf_[kAgents], agent_id, out, /*for_update=*/true));
-    if (!found) return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", agent_id, "\""));
+    CRM_ASSIGN_OR_RETURN(*out, LockAgentRow(txn, cf_[kAgents], agent_id));
     out->set_available(available);
     return txn.PutProto(cf_[kAgents], agent_id, *out);
   });

@@ -1,5 +1,7 @@
 #include "services/customer_profile/customer_profile_store.h"
 
+#include <type_traits>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
@@ -9,6 +11,7 @@
 #include "libs/sharding/hash.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
+#include "libs/store/protos.h"
 
 namespace crm::customer_profile {
 namespace {
@@ -173,10 +176,8 @@ absl::StatusOr<std::vector<v1::CustomerRef>> CustomerProfileStore::LookupExterna
 }
 
 absl::StatusOr<v1::Customer> CustomerProfileStore::Get(absl::string_view customer_id) const {
-  v1::Customer c;
-  CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(cf_[kCustomers], customer_id, &c));
-  if (!found) return NotFound(customer_id);
-  return c;
+  return store::GetProtoOr<v1::Customer>(*store_, cf_[kCustomers], customer_id,
+                                         [&] { return NotFound(customer_id); });
 }
 
 absl::StatusOr<v1::Customer> CustomerProfileStore::GetByEmail(
@@ -283,46 +284,14 @@ absl::Status CustomerProfileStore::ListBehavior(absl::string_view customer_id,
                                                 absl::string_view after, int limit,
                                                 std::vector<v1::BehaviorEvent>* out,
                                                 std::string* last_key, bool* more) const {
-  *more = false;
-  const std::string prefix = CustomerPrefix(customer_id);
-  CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
-  absl::Status parse_error;
-  absl::Status s =
-      store_->Scan(cf_[kBehavior], begin, store::PrefixUpperBound(prefix),
-                   [&](absl::string_view key, absl::string_view value) {
-                     if (static_cast<int>(out->size()) == limit) {
-                       *more = true;
-                       return false;
-                     }
-                     v1::BehaviorEvent e;
-                     if (!e.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-                       parse_error = absl::DataLossError("stored behaviour event does not parse");
-                       return false;
-                     }
-                     out->push_back(std::move(e));
-                     *last_key = std::string(key);
-                     return true;
-                   });
-  return s.ok() ? parse_error : s;
+  return store::ScanPage(*store_, cf_[kBehavior], CustomerPrefix(customer_id), after, limit, out,
+                         last_key, more);
 }
 
 absl::StatusOr<std::vector<v1::CategoryAffinity>> CustomerProfileStore::Affinities(
     absl::string_view customer_id) const {
-  std::vector<v1::CategoryAffinity> out;
-  absl::Status parse_error;
-  absl::Status s = store_->ScanPrefix(
-      cf_[kAffinity], CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
-        v1::CategoryAffinity a;
-        if (!a.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          parse_error = absl::DataLossError("stored category affinity does not parse");
-          return false;
-        }
-        out.push_back(std::move(a));
-        return true;
-      });
-  if (!s.ok()) return s;
-  if (!parse_error.ok()) return parse_error;
-  return out;
+  return store::ProtosUnder<v1::CategoryAffinity>(*store_, cf_[kAffinity],
+                                                  CustomerPrefix(customer_id));
 }
 
 absl::StatusOr<std::vector<v1::ContactRecord>> CustomerProfileStore::Contacts(
@@ -377,21 +346,15 @@ absl::Status CustomerProfileStore::Export(absl::string_view customer_id,
                                           v1::CustomerDataExport* out) const {
   CRM_ASSIGN_OR_RETURN(auto c, Get(customer_id));
   *out->mutable_customer() = std::move(c);
-  absl::Status parse_error;
   auto collect = [&](rocksdb::ColumnFamilyHandle* cf, auto* repeated) {
-    return store_->ScanPrefix(
-        cf, CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
-          if (!repeated->Add()->ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-            parse_error = absl::DataLossError("stored record does not parse");
-            return false;
-          }
-          return true;
-        });
+    using M = typename std::remove_pointer_t<decltype(repeated)>::value_type;
+    return store::ScanPrefixProtos<M>(
+        *store_, cf, CustomerPrefix(customer_id),
+        [&](absl::string_view, M&& m) { *repeated->Add() = std::move(m); });
   };
   CRM_RETURN_IF_ERROR(collect(cf_[kBehavior], out->mutable_behavior_events()));
   CRM_RETURN_IF_ERROR(collect(cf_[kAffinity], out->mutable_category_affinities()));
-  CRM_RETURN_IF_ERROR(collect(cf_[kContacts], out->mutable_contacts()));
-  return parse_error;
+  return collect(cf_[kContacts], out->mutable_contacts());
 }
 
 absl::Status CustomerProfileStore::ApplyToHistory(
@@ -456,33 +419,15 @@ absl::Status CustomerProfileStore::RecordRetentionAction(absl::string_view custo
 
 absl::StatusOr<std::vector<v1::RetentionAction>> CustomerProfileStore::RetentionActions(
     absl::string_view customer_id) const {
-  std::vector<v1::RetentionAction> out;
-  absl::Status parse_error;
-  auto s = store_->ScanPrefix(
-      cf_[kRetention], CustomerPrefix(customer_id), [&](absl::string_view, absl::string_view v) {
-        if (!out.emplace_back().ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          parse_error = absl::DataLossError("stored retention action does not parse");
-          return false;
-        }
-        return true;
-      });
-  if (!s.ok()) return s;
-  if (!parse_error.ok()) return parse_error;
-  return out;
+  return store::ProtosUnder<v1::RetentionAction>(*store_, cf_[kRetention],
+                                                 CustomerPrefix(customer_id));
 }
 
 absl::Status CustomerProfileStore::ScanRetentionActions(
     absl::FunctionRef<bool(const v1::RetentionAction&)> visit) const {
-  absl::Status parse_error;
-  v1::RetentionAction action;
-  auto s = store_->ScanPrefix(cf_[kRetention], "", [&](absl::string_view, absl::string_view v) {
-    if (!action.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      parse_error = absl::DataLossError("stored retention action does not parse");
-      return false;
-    }
-    return visit(action);
-  });
-  return s.ok() ? parse_error : s;
+  return store::ScanPrefixProtos<v1::RetentionAction>(
+      *store_, cf_[kRetention], "",
+      [&](absl::string_view, v1::RetentionAction&& action) { return visit(action); });
 }
 
 absl::Status CustomerProfileStore::Erase(absl::string_view customer_id,

@@ -7,6 +7,7 @@
 #include "libs/events/store_families.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
+#include "libs/store/protos.h"
 
 namespace crm::loyalty {
 namespace {
@@ -91,32 +92,6 @@ absl::Status PutEntry(Transaction& txn, rocksdb::ColumnFamilyHandle* entries,
   return PutSource(txn, sources, customer_id, kind, e.source_id(), e.entry_id());
 }
 
-template <typename M>
-absl::Status ScanPage(const store::Store& store, rocksdb::ColumnFamilyHandle* cf,
-                      absl::string_view customer_id, absl::string_view after, int limit,
-                      std::vector<M>* out, std::string* last_key, bool* more) {
-  *more = false;
-  const std::string prefix = Key().Str(customer_id).Build();
-  CRM_ASSIGN_OR_RETURN(auto begin, store::ResumeAfter(prefix, after));
-  absl::Status parse;
-  absl::Status s = store.Scan(cf, begin, store::PrefixUpperBound(prefix),
-                              [&](absl::string_view k, absl::string_view v) {
-                                if (static_cast<int>(out->size()) == limit) {
-                                  *more = true;
-                                  return false;
-                                }
-                                M m;
-                                if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                                  parse = absl::DataLossError("stored entry does not parse");
-                                  return false;
-                                }
-                                out->push_back(std::move(m));
-                                *last_key = std::string(k);
-                                return true;
-                              });
-  return s.ok() ? parse : s;
-}
-
 }  // namespace
 
 std::vector<std::string> LoyaltyStore::ColumnFamilies() {
@@ -195,20 +170,11 @@ absl::Status LoyaltyStore::Load(AccountSession& s, absl::string_view customer_id
         absl::StrCat("customer_id: customer \"", customer_id, "\" was erased"));
   }
   const std::string prefix = Key().Str(customer_id).Build();
-  absl::Status parse;
-  absl::Status scan = s.txn_.Scan(cf_[kLots], prefix, store::PrefixUpperBound(prefix),
-                                  [&](absl::string_view k, absl::string_view v) {
-                                    internal::PointsLot lot;
-                                    if (!lot.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                                      parse =
-                                          absl::DataLossError("stored points lot does not parse");
-                                      return false;
-                                    }
-                                    s.lots_.push_back(std::move(lot));
-                                    s.loaded_lot_keys_.emplace_back(k);
-                                    return true;
-                                  });
-  return scan.ok() ? parse : scan;
+  return store::ScanPrefixProtos<internal::PointsLot>(
+      s.txn_, cf_[kLots], prefix, [&](absl::string_view k, internal::PointsLot&& lot) {
+        s.lots_.push_back(std::move(lot));
+        s.loaded_lot_keys_.emplace_back(k);
+      });
 }
 
 absl::Status LoyaltyStore::Save(AccountSession& s) {
@@ -305,31 +271,26 @@ absl::StatusOr<std::optional<std::pair<internal::LoyaltyAccount, Lots>>> Loyalty
 absl::Status LoyaltyStore::ListLedger(absl::string_view customer_id, absl::string_view after,
                                       int limit, std::vector<v1::LedgerEntry>* out,
                                       std::string* last_key, bool* more) const {
-  return ScanPage(*store_, cf_[kLedger], customer_id, after, limit, out, last_key, more);
+  return store::ScanPage(*store_, cf_[kLedger], Key().Str(customer_id).Build(), after, limit, out,
+                         last_key, more);
 }
 
 absl::Status LoyaltyStore::ListGrowth(absl::string_view customer_id, absl::string_view after,
                                       int limit, std::vector<v1::GrowthEntry>* out,
                                       std::string* last_key, bool* more) const {
-  return ScanPage(*store_, cf_[kGrowth], customer_id, after, limit, out, last_key, more);
+  return store::ScanPage(*store_, cf_[kGrowth], Key().Str(customer_id).Build(), after, limit, out,
+                         last_key, more);
 }
 
 absl::StatusOr<std::vector<v1::TierChange>> LoyaltyStore::TierHistory(
     absl::string_view customer_id) const {
-  std::vector<v1::TierChange> out;
-  std::string last;
-  bool more = false;
-  CRM_RETURN_IF_ERROR(
-      ScanPage(*store_, cf_[kTierHistory], customer_id, "", 1000, &out, &last, &more));
-  return out;
+  return store::ProtosUnder<v1::TierChange>(*store_, cf_[kTierHistory],
+                                            Key().Str(customer_id).Build(), 1000);
 }
 
 absl::StatusOr<std::vector<v1::Coupon>> LoyaltyStore::Coupons(absl::string_view customer_id) const {
-  std::vector<v1::Coupon> out;
-  std::string last;
-  bool more = false;
-  CRM_RETURN_IF_ERROR(ScanPage(*store_, cf_[kCoupons], customer_id, "", 1000, &out, &last, &more));
-  return out;
+  return store::ProtosUnder<v1::Coupon>(*store_, cf_[kCoupons], Key().Str(customer_id).Build(),
+                                        1000);
 }
 
 absl::StatusOr<std::vector<std::string>> LoyaltyStore::CustomersWithExpiringPoints(

@@ -10,6 +10,7 @@
 #include "libs/log/log.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
+#include "libs/store/protos.h"
 #include "services/order_tracking/purchase_totals.h"
 
 namespace crm::order_tracking {
@@ -60,29 +61,6 @@ absl::Status OrderNotFound(absl::string_view order_id) {
       absl::StrCat("order_id: no order \"", order_id, "\" for this customer"));
 }
 
-template <typename M>
-absl::Status ParseInto(absl::string_view v, M* m) {
-  if (!m->ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-    return absl::DataLossError(absl::StrCat("stored ", m->GetTypeName(), " does not parse"));
-  }
-  return absl::OkStatus();
-}
-
-// Visits every record under `prefix`, parsed; DATA_LOSS when one does not parse.
-template <typename M>
-absl::Status ScanParsed(const store::Store& store, rocksdb::ColumnFamilyHandle* cf,
-                        absl::string_view prefix, absl::FunctionRef<void(M&&)> visit) {
-  absl::Status parse;
-  absl::Status s = store.ScanPrefix(cf, prefix, [&](absl::string_view, absl::string_view v) {
-    M m;
-    parse = ParseInto(v, &m);
-    if (!parse.ok()) return false;
-    visit(std::move(m));
-    return true;
-  });
-  return s.ok() ? parse : s;
-}
-
 // Inside `txn`, rewrites each record under `prefix` that parses and that `edit` changed (returns
 // true for); records that do not parse are left as they are.
 template <typename M>
@@ -108,17 +86,10 @@ absl::Status RewriteEach(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
 absl::Status AnonymiseOrders(Transaction& txn, rocksdb::ColumnFamilyHandle* orders,
                              const std::string& prefix) {
   std::vector<std::pair<std::string, v1::Order>> found;
-  absl::Status parse;
-  absl::Status s = txn.Scan(orders, prefix, store::PrefixUpperBound(prefix),
-                            [&](absl::string_view k, absl::string_view v) {
-                              v1::Order o;
-                              parse = ParseInto(v, &o);
-                              if (!parse.ok()) return false;
-                              found.emplace_back(std::string(k), std::move(o));
-                              return true;
-                            });
-  if (!s.ok()) return s;
-  if (!parse.ok()) return parse;
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<v1::Order>(
+      txn, orders, prefix, [&](absl::string_view k, v1::Order&& o) {
+        found.emplace_back(std::string(k), std::move(o));
+      }));
   for (auto& [key, o] : found) {
     // Keep where it went only as far as the city: enough for delivery statistics, not a person.
     v1::Address kept;
@@ -171,6 +142,20 @@ absl::Status OrderTrackingStore::LockOrder(Transaction& txn, absl::string_view c
                                     /*for_update=*/true));
   if (!found) return OrderNotFound(order_id);
   return absl::OkStatus();
+}
+
+absl::Status OrderTrackingStore::ChangeOrderOnce(
+    absl::string_view customer_id, absl::string_view order_id, absl::string_view method,
+    absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+    google::protobuf::MessageLite* response,
+    absl::FunctionRef<absl::Status(Transaction&, v1::Order&)> change) {
+  return store::TransactOnce(*store_, Durability::kSynced, cf_[kRequests],
+                             RequestKey(customer_id, method, request_id), fingerprint, now,
+                             response, [&](Transaction& txn) -> absl::Status {
+                               v1::Order order;
+                               CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
+                               return change(txn, order);
+                             });
 }
 
 absl::Status OrderTrackingStore::WriteChange(Transaction& txn, v1::Order& order,
@@ -244,8 +229,8 @@ absl::Status OrderTrackingStore::CountRefund(Transaction& txn, const v1::Return*
 absl::StatusOr<std::optional<v1::Order>> OrderTrackingStore::NewestCountedOrder(
     absl::string_view customer_id, absl::string_view except_order_id) const {
   std::optional<v1::Order> newest;
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::Order>(
-      *store_, cf_[kOrders], Key().Str(customer_id).bytes(), [&](v1::Order&& o) {
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<v1::Order>(
+      *store_, cf_[kOrders], Key().Str(customer_id).bytes(), [&](absl::string_view, v1::Order&& o) {
         if (o.status() == v1::ORDER_STATUS_CANCELLED || o.order_id() == except_order_id) return;
         if (!newest ||
             api::FromTimestamp(o.create_time()) > api::FromTimestamp(newest->create_time()))
@@ -276,14 +261,16 @@ absl::Status OrderTrackingStore::CountPurchaseTotalsOnce() {
   CRM_ASSIGN_OR_RETURN(auto counted, store_->Get(cf_[kPurchaseTotals], kTotalsCounted));
   if (counted.has_value()) return absl::OkStatus();
   std::map<std::string, internal::PurchaseTotals> totals;  // by customer
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::Order>(*store_, cf_[kOrders], "", [&](v1::Order&& o) {
-    CountOrderChange(nullptr, o, totals[o.customer_id()]);
-  }));
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::Return>(*store_, cf_[kReturns], "", [&](v1::Return&& r) {
-    if (r.status() != v1::RETURN_STATUS_REFUNDED) return;
-    auto& t = totals[r.customer_id()];
-    t.set_refunded_minor(t.refunded_minor() + r.refund_amount().amount_minor());
-  }));
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<v1::Order>(
+      *store_, cf_[kOrders], "", [&](absl::string_view, v1::Order&& o) {
+        CountOrderChange(nullptr, o, totals[o.customer_id()]);
+      }));
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<v1::Return>(
+      *store_, cf_[kReturns], "", [&](absl::string_view, v1::Return&& r) {
+        if (r.status() != v1::RETURN_STATUS_REFUNDED) return;
+        auto& t = totals[r.customer_id()];
+        t.set_refunded_minor(t.refunded_minor() + r.refund_amount().amount_minor());
+      }));
   rocksdb::WriteBatch batch;
   for (const auto& [customer_id, t] : totals) {
     batch.Put(cf_[kPurchaseTotals], Key().Str(customer_id).Build(), t.SerializeAsString());
@@ -407,11 +394,8 @@ absl::Status OrderTrackingStore::ImportReturn(
 
 absl::StatusOr<v1::Order> OrderTrackingStore::GetOrder(absl::string_view customer_id,
                                                        absl::string_view order_id) const {
-  v1::Order o;
-  CRM_ASSIGN_OR_RETURN(auto found,
-                       store_->GetProto(cf_[kOrders], OrderKey(customer_id, order_id), &o));
-  if (!found) return OrderNotFound(order_id);
-  return o;
+  return store::GetProtoOr<v1::Order>(*store_, cf_[kOrders], OrderKey(customer_id, order_id),
+                                      [&] { return OrderNotFound(order_id); });
 }
 
 absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl::string_view after,
@@ -447,11 +431,8 @@ absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl:
 absl::StatusOr<std::vector<v1::OrderHistoryEntry>> OrderTrackingStore::History(
     absl::string_view customer_id, absl::string_view order_id) const {
   CRM_RETURN_IF_ERROR(GetOrder(customer_id, order_id));
-  std::vector<v1::OrderHistoryEntry> out;
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::OrderHistoryEntry>(
-      *store_, cf_[kHistory], OrderKey(customer_id, order_id),
-      [&](v1::OrderHistoryEntry&& h) { out.push_back(std::move(h)); }));
-  return out;
+  return store::ProtosUnder<v1::OrderHistoryEntry>(*store_, cf_[kHistory],
+                                                   OrderKey(customer_id, order_id));
 }
 
 absl::Status OrderTrackingStore::UpdateOrder(
@@ -511,12 +492,9 @@ absl::Status OrderTrackingStore::CreateReturn(
     uint64_t fingerprint, absl::Time now,
     absl::FunctionRef<absl::Status(v1::Order&, v1::Return&, OrderChange&)> create, v1::Return* out,
     v1::Order* order_out) {
-  return store::TransactOnce(
-      *store_, Durability::kSynced, cf_[kRequests],
-      RequestKey(customer_id, "RequestReturn", request_id), fingerprint, now, out,
-      [&](Transaction& txn) -> absl::Status {
-        v1::Order order;
-        CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
+  return ChangeOrderOnce(
+      customer_id, order_id, "RequestReturn", request_id, fingerprint, now, out,
+      [&](Transaction& txn, v1::Order& order) -> absl::Status {
         OrderChange c;
         CRM_RETURN_IF_ERROR(create(order, *out, c));
         CRM_RETURN_IF_ERROR(txn.PutProto(
@@ -559,11 +537,12 @@ absl::Status OrderTrackingStore::UpdateReturn(
 absl::StatusOr<std::vector<v1::Return>> OrderTrackingStore::ListReturns(
     absl::string_view customer_id, absl::string_view order_id) const {
   std::vector<v1::Return> out;
-  CRM_RETURN_IF_ERROR(ScanParsed<v1::Return>(*store_, cf_[kReturns], Key().Str(customer_id).bytes(),
-                                             [&](v1::Return&& r) {
-                                               if (order_id.empty() || r.order_id() == order_id)
-                                                 out.push_back(std::move(r));
-                                             }));
+  CRM_RETURN_IF_ERROR(
+      store::ScanPrefixProtos<v1::Return>(*store_, cf_[kReturns], Key().Str(customer_id).bytes(),
+                                          [&](absl::string_view, v1::Return&& r) {
+                                            if (order_id.empty() || r.order_id() == order_id)
+                                              out.push_back(std::move(r));
+                                          }));
   return out;
 }
 
@@ -572,12 +551,9 @@ absl::Status OrderTrackingStore::CreateReview(
     absl::string_view request_id, uint64_t fingerprint, absl::Time now,
     absl::FunctionRef<absl::Status(v1::Order&, v1::Review&, OrderChange&)> create,
     v1::Review* out) {
-  return store::TransactOnce(
-      *store_, Durability::kSynced, cf_[kRequests],
-      RequestKey(customer_id, "SubmitReview", request_id), fingerprint, now, out,
-      [&](Transaction& txn) -> absl::Status {
-        v1::Order order;
-        CRM_RETURN_IF_ERROR(LockOrder(txn, customer_id, order_id, &order));
+  return ChangeOrderOnce(
+      customer_id, order_id, "SubmitReview", request_id, fingerprint, now, out,
+      [&](Transaction& txn, v1::Order& order) -> absl::Status {
         const std::string key = Key().Str(customer_id).Str(order_id).Str(item_id).Build();
         CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(cf_[kReviews], key));
         if (existing.has_value()) {

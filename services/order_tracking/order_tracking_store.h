@@ -148,6 +148,13 @@ class OrderTrackingStore {
       absl::string_view customer_id, absl::string_view except_order_id) const;
   absl::Status LockOrder(store::Transaction& txn, absl::string_view customer_id,
                          absl::string_view order_id, v1::Order* order);
+  // A retryable change of one order, once per request id (`method` names the call in the request
+  // record): `change` runs with the order read under its row lock.
+  absl::Status ChangeOrderOnce(
+      absl::string_view customer_id, absl::string_view order_id, absl::string_view method,
+      absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+      google::protobuf::MessageLite* response,
+      absl::FunctionRef<absl::Status(store::Transaction&, v1::Order&)> change);
   // The listing's entry for a new order (newest first).
   absl::Status IndexOrder(store::Transaction& txn, const v1::Order& order);
   // One recorded order (orders[index]) or return (returns[index]) of ImportHistory, unless it was

@@ -11,6 +11,7 @@
 #include "libs/events/store_families.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/key.h"
+#include "libs/store/protos.h"
 #include "libs/store/status.h"
 #include "services/recommendation/customer_summary.h"
 #include "services/recommendation/models.h"
@@ -78,40 +79,6 @@ std::string PairKey(absl::string_view a, absl::string_view b) {
 
 int StripeOf(absl::string_view customer_id) {
   return static_cast<int>(sharding::StableHash64(customer_id) % kBasketStripes);
-}
-
-// A scan's visitor that parses each value into M for `visit`; the first value that does not parse
-// stops the scan with DATA_LOSS in *parse.
-template <typename M>
-auto ParsingVisitor(absl::Status* parse,
-                    absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
-  return [parse, visit](absl::string_view k, absl::string_view v) {
-    M m;
-    if (!m.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-      *parse = absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
-      return false;
-    }
-    visit(k, std::move(m));
-    return true;
-  };
-}
-
-template <typename M>
-absl::Status ScanProtos(const store::Store& store, rocksdb::ColumnFamilyHandle* cf,
-                        absl::string_view prefix,
-                        absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
-  absl::Status parse;
-  absl::Status s = store.ScanPrefix(cf, prefix, ParsingVisitor<M>(&parse, visit));
-  return s.ok() ? parse : s;
-}
-
-template <typename M>
-absl::Status ScanProtosIn(Transaction& txn, rocksdb::ColumnFamilyHandle* cf,
-                          absl::string_view begin, absl::string_view end,
-                          absl::FunctionRef<void(absl::string_view key, M&&)> visit) {
-  absl::Status parse;
-  absl::Status s = txn.Scan(cf, begin, end, ParsingVisitor<M>(&parse, visit));
-  return s.ok() ? parse : s;
 }
 
 int64_t Clamp(int64_t v) { return std::max<int64_t>(0, v); }
@@ -370,7 +337,7 @@ absl::Status RecommendationStore::TouchPairs(Transaction& txn, Touch kind,
       std::max<int64_t>(0, sequence - (view ? kMaxViewsPaired : kMaxPurchasesPaired));
   internal::CoCounts d;
   (view ? d.set_views(sign) : d.set_buyers(sign));
-  return ScanProtosIn<internal::FirstTouch>(
+  return store::ScanProtos<internal::FirstTouch>(
       txn, view ? cf_[kFirstViews] : cf_[kFirstPurchases], Key().Str(customer_id).I64(from),
       Key().Str(customer_id).I64(sequence), [&](absl::string_view, internal::FirstTouch&& earlier) {
         // Views pair only when close in time; purchases at any distance.
@@ -399,9 +366,9 @@ absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind,
                                               GraphDelta& delta) const {
   const std::string prefix = Key().Str(customer_id).Build();
   std::vector<std::pair<int64_t, internal::FirstTouch>> touches;
-  absl::Status s = ScanProtosIn<internal::FirstTouch>(
+  absl::Status s = store::ScanPrefixProtos<internal::FirstTouch>(
       txn, kind == Touch::kView ? cf_[kFirstViews] : cf_[kFirstPurchases], prefix,
-      store::PrefixUpperBound(prefix), [&](absl::string_view key, internal::FirstTouch&& touch) {
+      [&](absl::string_view key, internal::FirstTouch&& touch) {
         store::KeyReader r(key);
         r.Str();
         touches.emplace_back(r.I64().value_or(0), std::move(touch));
@@ -800,12 +767,11 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
   const std::string prefix = Key().Str(customer_id).Build();
   GraphDelta delta;
   int64_t baskets = 0;
-  absl::Status s =
-      ScanProtosIn<internal::Basket>(txn, cf_[kBaskets], prefix, store::PrefixUpperBound(prefix),
-                                     [&](absl::string_view, internal::Basket&& basket) {
-                                       BasketDelta(basket, -1, delta);
-                                       ++baskets;
-                                     });
+  absl::Status s = store::ScanPrefixProtos<internal::Basket>(
+      txn, cf_[kBaskets], prefix, [&](absl::string_view, internal::Basket&& basket) {
+        BasketDelta(basket, -1, delta);
+        ++baskets;
+      });
   if (!s.ok()) return s;
   delta.baskets[StripeOf(customer_id)] -= baskets;
   for (Touch kind : {Touch::kView, Touch::kPurchase}) {
@@ -844,10 +810,8 @@ absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view cus
   const std::string prefix = Key().Str(customer_id).Build();
   CRM_ASSIGN_OR_RETURN(auto found, store_->GetProto(cf_[kCustomers], prefix, &v.summary));
   v.known = found;
-  absl::Status s = ScanProtos<v1::CategoryAffinity>(
-      *store_, cf_[kAffinity], prefix,
-      [&](absl::string_view, v1::CategoryAffinity&& a) { v.affinity.push_back(std::move(a)); });
-  if (!s.ok()) return s;
+  CRM_ASSIGN_OR_RETURN(v.affinity,
+                       store::ProtosUnder<v1::CategoryAffinity>(*store_, cf_[kAffinity], prefix));
   return v;
 }
 
@@ -894,20 +858,12 @@ absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore:
   std::map<std::string, std::vector<int64_t>> days;
   int read = 0;
   const std::string prefix = Key().Str(customer_id).Build();
-  absl::Status parse;
-  absl::Status s =
-      store_->ScanPrefix(cf_[kBaskets], prefix, [&](absl::string_view, absl::string_view v) {
-        internal::Basket basket;
-        if (!basket.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          parse = absl::DataLossError("a stored crm.internal.Basket does not parse");
-          return false;
-        }
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<internal::Basket>(
+      *store_, cf_[kBaskets], prefix, [&](absl::string_view, internal::Basket&& basket) {
         const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
         for (const auto& line : basket.lines()) days[line.sku()].push_back(day);
         return ++read < kBasketsRead;
-      });
-  if (!s.ok()) return s;
-  if (!parse.ok()) return parse;
+      }));
   for (auto& [sku, d] : days) {
     std::sort(d.begin(), d.end());
     d.erase(std::unique(d.begin(), d.end()), d.end());

@@ -21,8 +21,11 @@
 #include "catch2/catch.hpp"
 #include "crm/v1/common.pb.h"
 #include "libs/base/error_reason.h"
+#include "libs/base/status_macros.h"
+#include "libs/store/families.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
+#include "libs/store/protos.h"
 #include "libs/store/status.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
@@ -127,6 +130,100 @@ TEST_CASE(
   auto junk = store->MultiGetProtos<v1::Money>(store->cf("things"), {"one", "junk"});
   CHECK(junk.status().code() == absl::StatusCode::kDataLoss);
   CHECK(absl::StrContains(junk.status().message(), "crm.v1.Money"));
+}
+
+// A store's family table as a <name>_store declares it; a table out of enum order does not compile.
+enum TestFamily { kThings, kRequests };
+constexpr FamilyName<TestFamily> kTestFamilies[] = {{kThings, "things"}, {kRequests, "requests"}};
+static_assert(InEnumOrder(kTestFamilies));
+constexpr FamilyName<TestFamily> kSwappedFamilies[] = {{kRequests, "requests"},
+                                                       {kThings, "things"}};
+static_assert(!InEnumOrder(kSwappedFamilies));
+
+TEST_CASE("a family table names the families to open and hands out each one's handle by its enum",
+          "[store][families]") {
+  CHECK(FamilyNames(kTestFamilies) == std::vector<std::string>{"things", "requests"});
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  Families families(*store, kTestFamilies);
+  CHECK(families[kThings] == store->cf("things"));
+  CHECK(families[kRequests] == store->cf("requests"));
+}
+
+TEST_CASE(
+    "typed reads: pages resume after the last key and parse nothing beyond the limit, a limited "
+    "read stops there, a missing key is the caller's error, a transaction sees its own writes, "
+    "and a value that does not parse is DATA_LOSS naming its type",
+    "[store][protos]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  auto* cf = store->cf("things");
+  const std::string prefix = Key().Str("c1").Build();
+  rocksdb::WriteBatch batch;
+  for (int i = 1; i <= 5; ++i) {
+    v1::Money m;
+    m.set_amount_minor(i);
+    batch.Put(cf, Key().Str("c1").U64(i).Build(), m.SerializeAsString());
+  }
+  batch.Put(cf, Key().Str("c1").U64(9).Build(), "\xff\xff\xff");
+  batch.Put(cf, Key().Str("c2").U64(1).Build(), v1::Money().SerializeAsString());
+  REQUIRE(store->Write(&batch, Durability::kSynced).ok());
+  auto amounts = [](const std::vector<v1::Money>& ms) {
+    std::vector<int64_t> out;
+    for (const auto& m : ms) out.push_back(m.amount_minor());
+    return out;
+  };
+
+  std::vector<v1::Money> page;
+  std::string last;
+  bool more = false;
+  REQUIRE(ScanPage(*store, cf, prefix, "", 2, &page, &last, &more).ok());
+  CHECK(amounts(page) == std::vector<int64_t>{1, 2});
+  CHECK(more);
+  CHECK(last == Key().Str("c1").U64(2).Build());
+  page.clear();
+  REQUIRE(ScanPage(*store, cf, prefix, last, 3, &page, &last, &more).ok());
+  CHECK(amounts(page) == std::vector<int64_t>{3, 4, 5});
+  CHECK(more);  // the damaged value comes next, unread
+  page.clear();
+  absl::Status damaged = ScanPage(*store, cf, prefix, last, 3, &page, &last, &more);
+  CHECK(damaged.code() == absl::StatusCode::kDataLoss);
+  CHECK(absl::StrContains(damaged.message(), "crm.v1.Money"));
+  CHECK(
+      ScanPage(*store, cf, prefix, Key().Str("c2").U64(1).Build(), 3, &page, &last, &more).code() ==
+      absl::StatusCode::kInvalidArgument);
+
+  CHECK(amounts(ProtosUnder<v1::Money>(*store, cf, prefix, 3).value()) ==
+        std::vector<int64_t>{1, 2, 3});
+  CHECK(ProtosUnder<v1::Money>(*store, cf, prefix).status().code() == absl::StatusCode::kDataLoss);
+  CHECK(ProtosUnder<v1::Money>(*store, cf, Key().Str("c2").Build()).value().size() == 1);
+
+  auto absent = [] { return absl::NotFoundError("amount_id: no such amount"); };
+  CHECK(GetProtoOr<v1::Money>(*store, cf, Key().Str("c1").U64(4).Build(), absent)
+            .value()
+            .amount_minor() == 4);
+  CHECK(GetProtoOr<v1::Money>(*store, cf, Key().Str("c1").U64(7).Build(), absent).status() ==
+        absent());
+
+  std::vector<int64_t> seen;
+  REQUIRE(store
+              ->Transact(Durability::kBuffered,
+                         [&](Transaction& txn) -> absl::Status {
+                           v1::Money m;
+                           m.set_amount_minor(30);
+                           CRM_RETURN_IF_ERROR(txn.PutProto(cf, Key().Str("c3").U64(1).Build(), m));
+                           m.set_amount_minor(31);
+                           CRM_RETURN_IF_ERROR(txn.PutProto(cf, Key().Str("c3").U64(2).Build(), m));
+                           // A visitor that returns false stops the scan.
+                           return ScanPrefixProtos<v1::Money>(
+                               txn, cf, Key().Str("c3").Build(),
+                               [&](absl::string_view, v1::Money&& money) {
+                                 seen.push_back(money.amount_minor());
+                                 return false;
+                               });
+                         })
+              .ok());
+  CHECK(seen == std::vector<int64_t>{30});
 }
 
 TEST_CASE(
