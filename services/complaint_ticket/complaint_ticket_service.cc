@@ -30,10 +30,6 @@ using api::Invalid;
 using rpc::Finish;
 using rpc::FinishOn;
 
-constexpr int kMaxTextChars = 5000;
-// The most points one compensation grants.
-constexpr int kMaxCompensationPoints = 1000000;
-
 bool IsFinal(const v1::Ticket& t) {
   return t.status() == v1::TICKET_STATUS_RESOLVED || t.status() == v1::TICKET_STATUS_CLOSED;
 }

@@ -33,6 +33,11 @@
 
 namespace crm::complaint_ticket {
 
+// Request limits: the characters of a ticket's text and of each message on it (and of a text to
+// assess); the points one compensation grants.
+inline constexpr int kMaxTextChars = 5000;
+inline constexpr int kMaxCompensationPoints = 1000000;
+
 // A ticket an event opens on its own (a low review, a failed or late delivery), under a key made
 // from the event so that a redelivered event opens none.
 struct AutomaticTicket {

@@ -26,11 +26,6 @@ using api::Invalid;
 using rpc::Finish;
 using rpc::FinishOn;
 
-constexpr int64_t kMaxPoints = 1000000000;
-// How long an issued coupon may be valid, and how long when the request does not say.
-constexpr int kMaxCouponValidDays = 365;
-constexpr int kDefaultCouponValidDays = 30;
-
 std::string TierLabel(v1::Tier t) { return absl::AsciiStrToLower(TierName(t)); }
 
 v1::GrowthEntry Growth(internal::LoyaltyAccount& account, int64_t growth, v1::GrowthSource source,
@@ -38,9 +33,7 @@ v1::GrowthEntry Growth(internal::LoyaltyAccount& account, int64_t growth, v1::Gr
                        const std::string& rule, absl::Time now, int64_t counts_on_day,
                        int window_days) {
   v1::GrowthEntry g;
-  const int64_t seq = account.next_sequence();
-  account.set_next_sequence(seq + 1);
-  g.set_entry_id(absl::StrCat("G", seq));
+  g.set_entry_id(absl::StrCat("G", TakeSequence(account)));
   api::SetTimestamp(now, g.mutable_time());
   g.set_growth(growth);
   g.set_source(source);
@@ -384,18 +377,17 @@ grpc::ServerUnaryReactor* LoyaltyService::GrantPoints(Ctx* ctx, const v1::GrantP
                                                       v1::LedgerEntry* resp) {
   if (auto s = ValidateGrant(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
-    return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", req->source_id()));
-      if (seen.has_value()) return AnswerFirstGrant(session, *seen, *req, resp);
-      auto entries = EarnPoints(session.account(), session.lots(), req->points(), req->source(),
-                                req->source_id(), "", "", req->description(), now);
-      *resp = entries.front();
-      for (auto& e : entries) session.Add(std::move(e));
-      return absl::OkStatus();
-    });
-  });
+  return ChangeMember(
+      ctx, req->customer_id(),
+      [req, resp, now](AccountSession& session, const v1::LoyaltyRules&) -> absl::Status {
+        CRM_ASSIGN_OR_RETURN(auto seen, session.Source("points", req->source_id()));
+        if (seen.has_value()) return AnswerFirstGrant(session, *seen, *req, resp);
+        auto entries = EarnPoints(session.account(), session.lots(), req->points(), req->source(),
+                                  req->source_id(), "", "", req->description(), now);
+        *resp = entries.front();
+        for (auto& e : entries) session.Add(std::move(e));
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::RedeemPoints(Ctx* ctx, const v1::RedeemPointsRequest* req,
@@ -504,50 +496,58 @@ grpc::ServerUnaryReactor* LoyaltyService::SetEnterpriseAccount(
       return Finish(ctx, s);
   }
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
-    const auto rules = rules_->Get();
-    return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      auto& a = session.account();
-      a.set_enterprise(req->enterprise());
-      a.set_enterprise_company(req->enterprise() ? req->company_name() : "");
-      a.set_named_agent_id(req->enterprise() ? req->named_agent_id() : "");
-      if (!session.existed()) ApplyTierChange(session, *rules, now);
-      *resp = MembershipOf(a, session.lots(), *rules, now);
-      return absl::OkStatus();
-    });
-  });
+  return ChangeMember(
+      ctx, req->customer_id(),
+      [this, req, resp, now](AccountSession& session, const v1::LoyaltyRules& rules) {
+        auto& a = session.account();
+        a.set_enterprise(req->enterprise());
+        a.set_enterprise_company(req->enterprise() ? req->company_name() : "");
+        a.set_named_agent_id(req->enterprise() ? req->named_agent_id() : "");
+        if (!session.existed()) ApplyTierChange(session, rules, now);
+        *resp = MembershipOf(a, session.lots(), rules, now);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueCouponRequest* req,
                                                       v1::Coupon* resp) {
   if (auto s = ValidateCoupon(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    CRM_RETURN_IF_ERROR(CheckCustomer(req->customer_id()));
-    const auto rules = rules_->Get();
-    return ChangeAccount(req->customer_id(), [&](AccountSession& session) -> absl::Status {
-      // A source issues one coupon: a retry answers the first.
-      CRM_ASSIGN_OR_RETURN(auto seen, session.Source("coupon", req->source_id()));
-      if (seen.has_value()) {
-        CRM_ASSIGN_OR_RETURN(auto first, session.Coupon(*seen));
-        if (!first.has_value())
-          return absl::DataLossError("source index points at a missing coupon");
-        *resp = *first;
-        return absl::OkStatus();
-      }
-      *resp = NewCoupon(*req, now);
-      session.Add(*resp);
-      if (!session.existed()) ApplyTierChange(session, *rules, now);
-      return absl::OkStatus();
-    });
-  });
+  return ChangeMember(ctx, req->customer_id(),
+                      [this, req, resp, now](AccountSession& session,
+                                             const v1::LoyaltyRules& rules) -> absl::Status {
+                        // A source issues one coupon: a retry answers the first.
+                        CRM_ASSIGN_OR_RETURN(auto seen, session.Source("coupon", req->source_id()));
+                        if (seen.has_value()) {
+                          CRM_ASSIGN_OR_RETURN(auto first, session.Coupon(*seen));
+                          if (!first.has_value())
+                            return absl::DataLossError("source index points at a missing coupon");
+                          *resp = *first;
+                          return absl::OkStatus();
+                        }
+                        *resp = NewCoupon(*req, now);
+                        session.Add(*resp);
+                        if (!session.existed()) ApplyTierChange(session, rules, now);
+                        return absl::OkStatus();
+                      });
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::ListCoupons(Ctx* ctx, const v1::ListCouponsRequest* req,
                                                       v1::ListCouponsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   return rpc::FinishWith(ctx, store_->Coupons(req->customer_id()), resp->mutable_coupons());
+}
+
+grpc::ServerUnaryReactor* LoyaltyService::ChangeMember(
+    Ctx* ctx, const std::string& customer_id,
+    absl::AnyInvocable<absl::Status(AccountSession&, const v1::LoyaltyRules& rules)> change) {
+  return FinishOn(
+      *writes_, ctx, [this, customer_id, change = std::move(change)]() mutable -> absl::Status {
+        CRM_RETURN_IF_ERROR(CheckCustomer(customer_id));
+        const auto rules = rules_->Get();
+        return ChangeAccount(customer_id,
+                             [&](AccountSession& session) { return change(session, *rules); });
+      });
 }
 
 absl::Status LoyaltyService::Maintain(v1::RunMaintenanceResponse* out) {

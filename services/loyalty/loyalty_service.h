@@ -5,11 +5,13 @@
 // the write executor.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
 #include <utility>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "crm/v1/loyalty.grpc.pb.h"
@@ -27,6 +29,12 @@
 #include "services/loyalty/loyalty_store.h"
 
 namespace crm::loyalty {
+
+// Request limits: the points one grant or redemption moves; how long an issued coupon may be valid,
+// and how long when the request does not say.
+inline constexpr int64_t kMaxPoints = 1000000000;
+inline constexpr int kMaxCouponValidDays = 365;
+inline constexpr int kDefaultCouponValidDays = 30;
 
 // The rules in force; replaced whole on reload so a reader never sees half of two rule sets.
 class RulesHolder {
@@ -112,6 +120,12 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   absl::Status ChangeAccount(const std::string& customer_id,
                              absl::FunctionRef<absl::Status(AccountSession&)> change,
                              AccountSession::Effects* effects = nullptr);
+  // A call's change to the account of a customer customer-profile knows, on the write executor:
+  // the customer confirmed, then `change` run through ChangeAccount with the rules in force;
+  // finishes the call with its status.
+  Reactor* ChangeMember(
+      Ctx* ctx, const std::string& customer_id,
+      absl::AnyInvocable<absl::Status(AccountSession&, const v1::LoyaltyRules& rules)> change);
   // The customer's account, or an empty one for a customer customer-profile knows who has had no
   // loyalty activity yet.
   absl::StatusOr<std::pair<internal::LoyaltyAccount, Lots>> AccountOrNew(

@@ -15,9 +15,7 @@ v1::LedgerEntry Entry(internal::LoyaltyAccount& account, v1::PointsEntryType typ
                       const std::string& order_id, const std::string& rule,
                       const std::string& description, absl::Time now) {
   v1::LedgerEntry e;
-  const int64_t seq = account.next_sequence();
-  account.set_next_sequence(seq + 1);
-  e.set_entry_id(absl::StrCat("L", seq));
+  e.set_entry_id(absl::StrCat("L", TakeSequence(account)));
   api::SetTimestamp(now, e.mutable_time());
   e.set_type(type);
   e.set_points(points);
@@ -60,6 +58,12 @@ void SortLots(Lots& lots) {
 }
 
 }  // namespace
+
+int64_t TakeSequence(internal::LoyaltyAccount& account) {
+  const int64_t seq = account.next_sequence();
+  account.set_next_sequence(seq + 1);
+  return seq;
+}
 
 int64_t PointsOwed(const internal::LoyaltyAccount& account) {
   int64_t owed = 0;

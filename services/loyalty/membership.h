@@ -18,6 +18,10 @@ namespace crm::loyalty {
 
 using Lots = std::vector<internal::PointsLot>;  // one per expiry date, soonest first
 
+// Takes the account's next sequence number: ledger and growth entries and tier changes count from
+// one counter, so each has its own number and their keys sort in the order they happened.
+int64_t TakeSequence(internal::LoyaltyAccount& account);
+
 // Adds points to the lot of their expiry date; when points are owed, settles them from it first.
 // Returns the ledger entries (EARN, then SETTLE entries per order owed).
 std::vector<v1::LedgerEntry> EarnPoints(internal::LoyaltyAccount& account, Lots& lots,

@@ -144,6 +144,31 @@ v1::Event OrderRefundedEvent(const v1::Order& order, const v1::Return& ret) {
   return e;
 }
 
+v1::Event DeliveryFailedEvent(const v1::Order& order, const v1::Package& package,
+                              const std::string& reason) {
+  v1::Event e;
+  auto* f = e.mutable_delivery_failed();
+  f->set_order_id(order.order_id());
+  f->set_package_id(package.package_id());
+  f->set_reason(reason);
+  f->set_attempt(package.delivery_attempts());
+  return e;
+}
+
+v1::Event ReviewSubmittedEvent(const v1::Order& order, const v1::OrderItem& item,
+                               const v1::Review& review) {
+  v1::Event e;
+  auto* r = e.mutable_review_submitted();
+  r->set_order_id(order.order_id());
+  r->set_item_id(item.item_id());
+  r->set_sku(item.sku());
+  r->set_category(item.category());
+  r->set_review_id(review.review_id());
+  r->set_rating(review.rating());
+  r->set_text(review.text());
+  return e;
+}
+
 std::string PackageStatusName(v1::PackageStatus s) {
   std::string n = v1::PackageStatus_Name(s);
   return n.rfind("PACKAGE_STATUS_", 0) == 0 ? n.substr(15) : n;

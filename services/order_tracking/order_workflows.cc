@@ -21,19 +21,6 @@ void Refund(v1::Order& o, v1::Return& r, OrderChange& c, std::string* what) {
   c.events.push_back(OrderRefundedEvent(o, r));
 }
 
-v1::Event ReviewSubmittedEvent(const v1::Order& o, const v1::OrderItem& item, const v1::Review& r) {
-  v1::Event e;
-  auto* rs = e.mutable_review_submitted();
-  rs->set_order_id(o.order_id());
-  rs->set_item_id(item.item_id());
-  rs->set_sku(item.sku());
-  rs->set_category(item.category());
-  rs->set_review_id(r.review_id());
-  rs->set_rating(r.rating());
-  rs->set_text(r.text());
-  return e;
-}
-
 }  // namespace
 
 absl::StatusOr<v1::Address> ShippingAddress(const v1::Customer& customer,

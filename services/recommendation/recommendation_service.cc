@@ -12,6 +12,7 @@
 #include "libs/metrics/families.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/client.h"
+#include "libs/rpc/handler.h"
 #include "libs/rpc/peer.h"
 #include "libs/rpc/status.h"
 #include "libs/rpc/unary.h"
@@ -24,11 +25,6 @@ namespace {
 using api::Invalid;
 using rpc::Finish;
 using rpc::FinishOn;
-
-constexpr int kMaxCount = 50;
-constexpr int kMaxBatch = 1000;
-constexpr int kMaxContextSkus = 50;
-constexpr int kMaxFeedbackItems = 100;
 
 std::string Lower(const std::string& enum_name, size_t prefix) {
   return absl::AsciiStrToLower(enum_name.substr(prefix));
@@ -242,25 +238,30 @@ grpc::ServerUnaryReactor* RecommendationService::Recommend(Ctx* ctx,
     return Finish(ctx, s);
   }
   if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
+  return rpc::FinishRequestOn(
+      *writes_, ctx, req->request_id(), [this, req, resp, now](const std::string& request_id) {
         // The first answer to a request id is kept, so a retried send gets the same items and
         // counts one contact.
-        absl::Status s = store::TransactOnce(
-            store_->raw(), store::Durability::kSynced, store_->requests(),
-            RecommendationStore::RequestKey(req->customer_id(), "Recommend", request_id),
-            store::RequestFingerprint(*req), now, resp, [&](store::Transaction&) -> absl::Status {
-              resp->Clear();
-              CRM_RETURN_IF_ERROR(DoRecommend(*req, resp));
-              return AskToContact(*req, request_id, resp);
-            });
+        absl::Status s = Once(*req, "Recommend", request_id, now, resp,
+                              [&](store::Transaction&) -> absl::Status {
+                                resp->Clear();
+                                CRM_RETURN_IF_ERROR(DoRecommend(*req, resp));
+                                return AskToContact(*req, request_id, resp);
+                              });
         if (s.ok()) Served(*req, *resp);
         return s;
       });
+}
+
+template <typename Request>
+absl::Status RecommendationService::Once(
+    const Request& req, absl::string_view method, const std::string& request_id, absl::Time now,
+    google::protobuf::MessageLite* resp,
+    absl::FunctionRef<absl::Status(store::Transaction&)> body) {
+  return store::TransactOnce(store_->raw(), store::Durability::kSynced, store_->requests(),
+                             RecommendationStore::RequestKey(req.customer_id(), method, request_id),
+                             store::RequestFingerprint(req), now, resp, body);
 }
 
 absl::Status RecommendationService::DoRecommend(const v1::RecommendRequest& req,
@@ -390,17 +391,11 @@ absl::Status RecommendationService::CheckFeedback(const v1::RecordFeedbackReques
 grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(
     Ctx* ctx, const v1::RecordFeedbackRequest* req, v1::RecordFeedbackResponse* resp) {
   if (auto s = CheckFeedback(*req); !s.ok()) return Finish(ctx, s);
-  auto caller = rpc::CallerOf(*ctx);
-  if (!caller.ok()) return Finish(ctx, caller.status());
   const absl::Time now = clock_->Now();
-  return FinishOn(
-      *writes_, ctx,
-      [this, req, resp, now, request_id = rpc::ScopedRequestId(*caller, req->request_id())] {
-        return store::TransactOnce(
-            store_->raw(), store::Durability::kSynced, store_->requests(),
-            RecommendationStore::RequestKey(req->customer_id(), "RecordFeedback", request_id),
-            store::RequestFingerprint(*req), now, resp,
-            [&](store::Transaction& txn) { return StoreFeedback(txn, *req, now); });
+  return rpc::FinishRequestOn(
+      *writes_, ctx, req->request_id(), [this, req, resp, now](const std::string& request_id) {
+        return Once(*req, "RecordFeedback", request_id, now, resp,
+                    [&](store::Transaction& txn) { return StoreFeedback(txn, *req, now); });
       });
 }
 

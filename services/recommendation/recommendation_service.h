@@ -8,8 +8,10 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <thread>
 
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/clock/clock.h"
@@ -35,6 +37,14 @@ struct RecommendationMetrics {
   prometheus::Family<prometheus::Counter>& clicks;       // {model}
   prometheus::Family<prometheus::Counter>& learned;      // {kind}
 };
+
+// Request limits: the items one answer holds (count); the catalog items or stock changes of one
+// batch; the context items of a product page or cart; the impressions, and the clicks, of one
+// feedback call.
+inline constexpr int kMaxCount = 50;
+inline constexpr int kMaxBatch = 1000;
+inline constexpr int kMaxContextSkus = 50;
+inline constexpr int kMaxFeedbackItems = 100;
 
 class RecommendationService final : public v1::RecommendationService::CallbackService {
  public:
@@ -82,6 +92,13 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   // `txn`; metrics once committed.
   absl::Status StoreFeedback(store::Transaction& txn, const v1::RecordFeedbackRequest& req,
                              absl::Time now);
+  // A retryable write of `req`'s customer, once per request id (`request_id`, scoped; `method`
+  // names the call in the request record): `body` runs in a synced transaction unless the request
+  // was already answered, which then answers again.
+  template <typename Request>
+  absl::Status Once(const Request& req, absl::string_view method, const std::string& request_id,
+                    absl::Time now, google::protobuf::MessageLite* resp,
+                    absl::FunctionRef<absl::Status(store::Transaction&)> body);
   absl::Status DoRecommend(const v1::RecommendRequest& request, v1::RecommendResponse* response);
   // For e-mail and push: asks customer-profile to count one contact; fills withheld_reason when
   // refused. `request_id`: the caller's request id in its own namespace (rpc::ScopedRequestId).
