@@ -21,7 +21,13 @@ void RequireWiring(bool ok, const std::string& service, const char* what) {
 DataServiceComponent::DataServiceComponent(const rpc::ServiceContext& context)
     : context_(context) {}
 
-DataServiceComponent::~DataServiceComponent() { StopBackground(); }
+DataServiceComponent::~DataServiceComponent() {
+  DataServiceComponent::Stop();
+  consumer_.reset();
+  writes_.reset();
+  // Newest first: a part may use any built before it.
+  while (!parts_.empty()) parts_.pop_back();
+}
 
 absl::Status DataServiceComponent::ProduceEvents() {
   auto producer = EventProducer::Create(context_);
@@ -65,11 +71,12 @@ void DataServiceComponent::Register(rpc::Server& server) {
   server.AddService(handlers_, info->proto);
   if (consumer_ != nullptr) server.AddService(consumer_.get(), v1::EventSink::service_full_name());
   if (events_ != nullptr) events_->Register(server);
+  for (auto& hook : shutdown_hooks_) server.OnShutdown(hook);
 }
 
 void DataServiceComponent::Start() {
   if (events_ != nullptr) events_->Start();
-  OnStart();
+  for (auto& hook : start_hooks_) hook();
   for (auto& b : background_) b->task.Start(b->interval, b->work, b->first);
   started_ = true;
 }
@@ -78,7 +85,7 @@ void DataServiceComponent::Stop() {
   StopBackground();
   if (!started_) return;
   started_ = false;
-  OnStop();
+  for (auto it = stop_hooks_.rbegin(); it != stop_hooks_.rend(); ++it) (*it)();
   if (events_ != nullptr) events_->Stop();
 }
 

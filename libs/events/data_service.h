@@ -1,22 +1,29 @@
-// What every data service's process builds on its store, wired the same way, so that each
-// service's Component holds only what is its own (rules files, refreshers, sweeps):
-//   - its RPC handlers (owned by the derived component), registered under the registry's name;
+// What every data service's process is, declared once: DataService, the component a process builds
+// on its store. A service writes only what is its own, in <name>_component.cc: its spec (name,
+// column families) and a wiring function that builds its parts on the component:
+//   - the parts it needs (Make/Own: store, rules, caches), kept alive as long as the component;
+//   - its RPC handlers, the ServiceT (Serve), registered under the registry's name;
 //   - an executor for its writes, and the event consumer applying other services' events on it
 //     with the Subscription the service declares beside its handler;
 //   - for a service that emits events, the EventProducer (outbox, dispatcher, dead-letter admin);
-//   - background tasks that run every so often between Start and Stop.
-// Start: the producer, then OnStart(), then the background tasks; Stop in the reverse order.
+//   - what runs between Start and Stop: start and stop hooks, background tasks every so often.
+// Start: the producer, then the start hooks, then the background tasks; Stop in the reverse order.
 //
-// Lifetime: the runtime calls Stop() before destroying the component, and each derived component's
-// destructor calls it too, since its members (which the tasks use) go before this base's. Not
+// Lifetime: the runtime calls Stop() before destroying the component, and the destructor calls it
+// again (idempotent), so the background tasks, the hooks' work and the dispatcher have stopped
+// before anything they use goes. Then the consumer and the write executor go (the executor drains
+// its queue while the parts that work uses still exist), then the parts, newest first (a part may
+// use any built before it), and last the producer, whose outbox the stores write to. Not
 // thread-safe: built, started and stopped by one owner.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/functional/bind_front.h"
 #include "absl/status/status.h"
 #include "libs/events/consumer.h"
 #include "libs/events/producer.h"
@@ -27,6 +34,7 @@
 
 namespace crm::events {
 
+// The parts every data service has, whatever its handlers' type; DataService adds the handlers.
 class DataServiceComponent : public rpc::Component {
  public:
   ~DataServiceComponent() override;
@@ -36,10 +44,18 @@ class DataServiceComponent : public rpc::Component {
   // The event producer (a service that emits events; aborts otherwise, a wiring mistake).
   EventProducer& events();
 
- protected:
-  // Keeps what it needs of `context` (the store, metrics, backends, name).
-  explicit DataServiceComponent(const rpc::ServiceContext& context);
-
+  // Keeps `part` until the component goes (see Lifetime above); returns it.
+  template <typename T>
+  T* Own(std::unique_ptr<T> part) {
+    T* raw = part.get();
+    parts_.emplace_back(std::move(part));
+    return raw;
+  }
+  // Builds a T from `args` and keeps it (Own).
+  template <typename T, typename... Args>
+  T* Make(Args&&... args) {
+    return Own(std::make_unique<T>(std::forward<Args>(args)...));
+  }
   // Emits events: builds the producer, which delivers to every consumer --event_sinks names.
   // Call before building a store that writes to its outbox.
   absl::Status ProduceEvents();
@@ -47,18 +63,23 @@ class DataServiceComponent : public rpc::Component {
   Outbox* outbox() { return &events().outbox(); }
   // The executor the service's writes and the events it applies run on, made on first call.
   rpc::Executor* writes(const std::string& name, int threads);
-  // The service's RPC handlers; not owned (the derived component owns them).
-  void Serve(grpc::Service* handlers) { handlers_ = handlers; }
   // Applies other services' events with `handler`, on the write executor (writes() first).
   EventConsumer& ConsumeEvents(Subscription subscription, EventConsumer::Handler handler);
   // Runs `work` every `interval` from Start to Stop.
   void RunEvery(absl::Duration interval, std::function<void()> work,
                 rpc::PeriodicTask::FirstRun first = rpc::PeriodicTask::FirstRun::kAfterInterval);
-  // Hooks for the derived component: after the producer started, before it stops.
-  virtual void OnStart() {}
-  virtual void OnStop() {}
+  // Runs `hook` on Start, after the producer started.
+  void OnStart(std::function<void()> hook) { start_hooks_.push_back(std::move(hook)); }
+  // Runs `hook` on Stop, before the producer stops.
+  void OnStop(std::function<void()> hook) { stop_hooks_.push_back(std::move(hook)); }
+  // Runs `hook` when the server shuts down, before it drains (e.g. to end open streams).
+  void OnServerShutdown(std::function<void()> hook) { shutdown_hooks_.push_back(std::move(hook)); }
 
-  const rpc::ServiceContext& context() const { return context_; }
+ protected:
+  // Keeps what it needs of `context` (the store, metrics, backends, name).
+  explicit DataServiceComponent(const rpc::ServiceContext& context);
+  // The service's RPC handlers; a part (Own).
+  void SetHandlers(grpc::Service* handlers) { handlers_ = handlers; }
 
  private:
   struct Background {
@@ -71,11 +92,63 @@ class DataServiceComponent : public rpc::Component {
 
   const rpc::ServiceContext context_;
   std::unique_ptr<EventProducer> events_;
+  // Type-erased: each keeps its own deleter.
+  std::vector<std::shared_ptr<void>> parts_;
   std::unique_ptr<rpc::Executor> writes_;
   std::unique_ptr<EventConsumer> consumer_;
   grpc::Service* handlers_ = nullptr;
+  std::vector<std::function<void()>> start_hooks_;
+  std::vector<std::function<void()>> stop_hooks_;
+  std::vector<std::function<void()>> shutdown_hooks_;
   std::vector<std::unique_ptr<Background>> background_;
   bool started_ = false;
+};
+
+// One data service's process, around its handlers ServiceT (e.g. loyalty::LoyaltyService), as
+// SpecFn describes it (the service's <name>Spec(), in its <name>_component.cc, which calls SpecOf).
+template <typename ServiceT, rpc::ServiceSpec (*SpecFn)()>
+class DataService final : public DataServiceComponent {
+ public:
+  // Builds the service's parts on `component`, in the order they need each other; an error (a
+  // rules file that does not parse) fails the process's start.
+  using Wiring = absl::Status (*)(DataService& component, const rpc::ServiceContext& context);
+
+  // What RunService and the tests' ServiceHarness run.
+  static rpc::ServiceSpec Spec() { return SpecFn(); }
+  // The spec of the data service `name` (DataServices(): usage, default ports) with its store's
+  // column families, whose process is a DataService that `wire` builds.
+  static rpc::ServiceSpec SpecOf(const std::string& name, std::vector<std::string> column_families,
+                                 Wiring wire) {
+    rpc::ServiceSpec spec = rpc::ServiceSpec::ForDataService(name);
+    spec.column_families = std::move(column_families);
+    spec.build =
+        [wire](rpc::ServiceContext& context) -> absl::StatusOr<std::unique_ptr<rpc::Component>> {
+      auto component = std::unique_ptr<DataService>(new DataService(context));
+      if (absl::Status s = wire(*component, context); !s.ok()) return s;
+      return std::unique_ptr<rpc::Component>(std::move(component));
+    };
+    return spec;
+  }
+
+  // Keeps the service's handlers (a part, see Own) and serves them; returns them.
+  ServiceT* Serve(std::unique_ptr<ServiceT> service) {
+    service_ = Own(std::move(service));
+    SetHandlers(service_);
+    return service_;
+  }
+  // The handlers (Serve first), for tests that call one directly.
+  ServiceT& service() { return *service_; }
+
+  using DataServiceComponent::ConsumeEvents;
+  // Applies the events the service declares (ServiceT::EventsHandled) with its HandleEvent.
+  EventConsumer& ConsumeEvents() {
+    return ConsumeEvents(ServiceT::EventsHandled(),
+                         absl::bind_front(&ServiceT::HandleEvent, service_));
+  }
+
+ private:
+  using DataServiceComponent::DataServiceComponent;
+  ServiceT* service_ = nullptr;
 };
 
 }  // namespace crm::events

@@ -65,21 +65,8 @@ struct ServiceSpec {
   // the component) and the component serves --listen itself (the gateway's front door).
   std::string internal_listen;
 
-  // The spec of the data service `name` (DataServices(): usage, default ports) whose Component
-  // type C has `static absl::StatusOr<std::unique_ptr<C>> Create(const ServiceContext&)`.
-  template <typename C>
-  static ServiceSpec Of(const std::string& name, std::vector<std::string> column_families) {
-    ServiceSpec spec = ForDataService(name);
-    spec.column_families = std::move(column_families);
-    spec.build = [](ServiceContext& context) -> absl::StatusOr<std::unique_ptr<Component>> {
-      auto component = C::Create(context);
-      if (!component.ok()) return component.status();
-      return std::unique_ptr<Component>(std::move(*component));
-    };
-    return spec;
-  }
   // Name, usage and default listen addresses of a data service; aborts on a name DataServices()
-  // does not have (a wiring mistake).
+  // does not have (a wiring mistake). A data service's whole spec: events::DataService::SpecOf.
   static ServiceSpec ForDataService(const std::string& name);
 };
 

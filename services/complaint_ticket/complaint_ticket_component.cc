@@ -1,7 +1,6 @@
 #include "services/complaint_ticket/complaint_ticket_component.h"
 
 #include "absl/flags/flag.h"
-#include "absl/functional/bind_front.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/text/file.h"
@@ -25,32 +24,28 @@ absl::StatusOr<internal::SeverityLexicon> LoadLexicon() {
   return lexicon;
 }
 
-}  // namespace
-
-rpc::ServiceSpec ComplaintTicketComponent::Spec() {
-  return rpc::ServiceSpec::Of<ComplaintTicketComponent>("complaint-ticket",
-                                                        ComplaintTicketStore::ColumnFamilies());
-}
-
-absl::StatusOr<std::unique_ptr<ComplaintTicketComponent>> ComplaintTicketComponent::Create(
-    const rpc::ServiceContext& context) {
-  auto c = std::unique_ptr<ComplaintTicketComponent>(new ComplaintTicketComponent(context));
+absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& context) {
   CRM_ASSIGN_OR_RETURN(internal::SeverityLexicon lexicon, LoadLexicon());
-  CRM_RETURN_IF_ERROR(c->ProduceEvents());
-  c->store_ = std::make_unique<ComplaintTicketStore>(context.store, c->outbox());
-  c->service_ = std::make_unique<ComplaintTicketService>(
-      c->store_.get(), std::move(lexicon), context.clock, c->writes("ticket-writes", 32),
-      context.backends, context.metrics->registry());
-  ComplaintTicketService* service = c->service_.get();
-  c->Serve(service);
-  c->ConsumeEvents(ComplaintTicketService::EventsHandled(),
-                   absl::bind_front(&ComplaintTicketService::HandleEvent, service));
-  c->RunEvery(absl::Seconds(absl::GetFlag(FLAGS_sla_sweep_interval_s)), [service] {
+  CRM_RETURN_IF_ERROR(c.ProduceEvents());
+  auto* store = c.Make<ComplaintTicketStore>(context.store, c.outbox());
+  ComplaintTicketService* service = c.Serve(std::make_unique<ComplaintTicketService>(
+      store, std::move(lexicon), context.clock, c.writes("ticket-writes", 32), context.backends,
+      context.metrics->registry()));
+  c.ConsumeEvents();
+  c.OnStart([service] { service->CountOpen(); });
+  c.RunEvery(absl::Seconds(absl::GetFlag(FLAGS_sla_sweep_interval_s)), [service] {
     v1::RunSlaSweepResponse result;
     if (absl::Status s = service->Sweep(&result); !s.ok())
       log::Warning("sla sweep failed", {{"error", s.ToString()}});
   });
-  return c;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+rpc::ServiceSpec ComplaintTicketSpec() {
+  return ComplaintTicketComponent::SpecOf("complaint-ticket",
+                                          ComplaintTicketStore::ColumnFamilies(), &Wire);
 }
 
 }  // namespace crm::complaint_ticket

@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/flags/flag.h"
-#include "absl/functional/bind_front.h"
 #include "libs/base/status_macros.h"
 
 ABSL_FLAG(std::string, segment_rules_file, "",
@@ -32,31 +31,29 @@ absl::StatusOr<internal::ChurnModel> LoadChurnModel() {
   return ReadChurnModelFile(file);
 }
 
-}  // namespace
-
-rpc::ServiceSpec CustomerProfileComponent::Spec() {
-  return rpc::ServiceSpec::Of<CustomerProfileComponent>("customer-profile",
-                                                        CustomerProfileStore::ColumnFamilies());
-}
-
-absl::StatusOr<std::unique_ptr<CustomerProfileComponent>> CustomerProfileComponent::Create(
-    const rpc::ServiceContext& context) {
-  auto c = std::unique_ptr<CustomerProfileComponent>(new CustomerProfileComponent(context));
-  CRM_RETURN_IF_ERROR(c->ProduceEvents());
-  c->store_ = std::make_unique<CustomerProfileStore>(context.store, c->outbox());
+absl::Status Wire(CustomerProfileComponent& c, const rpc::ServiceContext& context) {
+  CRM_RETURN_IF_ERROR(c.ProduceEvents());
+  auto* store = c.Make<CustomerProfileStore>(context.store, c.outbox());
   CRM_ASSIGN_OR_RETURN(internal::SegmentRules rules, LoadSegmentRules());
   CRM_ASSIGN_OR_RETURN(internal::ChurnModel churn_model, LoadChurnModel());
-  c->insights_ =
-      std::make_unique<InsightsRefresher>(c->store_.get(), context.clock, std::move(rules),
-                                          std::move(churn_model), context.metrics->registry());
-  c->refresh_interval_ = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_insights_refresh_s)));
-  c->service_ = std::make_unique<CustomerProfileService>(
-      c->store_.get(), c->insights_.get(), context.clock, c->writes("profile-writes", 32),
-      context.metrics->registry());
-  c->Serve(c->service_.get());
-  c->ConsumeEvents(CustomerProfileService::EventsHandled(),
-                   absl::bind_front(&CustomerProfileService::HandleEvent, c->service_.get()));
-  return c;
+  auto* insights = c.Make<InsightsRefresher>(store, context.clock, std::move(rules),
+                                             std::move(churn_model), context.metrics->registry());
+  const absl::Duration refresh_interval =
+      absl::Seconds(std::max(1, absl::GetFlag(FLAGS_insights_refresh_s)));
+  // Population figures and KPIs are recomputed while the process serves.
+  c.OnStart([insights, refresh_interval] { insights->Start(refresh_interval); });
+  c.OnStop([insights] { insights->Stop(); });
+  c.Serve(std::make_unique<CustomerProfileService>(
+      store, insights, context.clock, c.writes("profile-writes", 32), context.metrics->registry()));
+  c.ConsumeEvents();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+rpc::ServiceSpec CustomerProfileSpec() {
+  return CustomerProfileComponent::SpecOf("customer-profile",
+                                          CustomerProfileStore::ColumnFamilies(), &Wire);
 }
 
 }  // namespace crm::customer_profile

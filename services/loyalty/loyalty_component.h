@@ -1,35 +1,16 @@
-// loyalty's wiring: what the process builds on its store (rules, store, service, event consumer,
-// the maintenance run), its flags, and its ServiceSpec for RunService and the tests'
-// ServiceHarness. The RPC handlers are in loyalty_service.h.
+// loyalty's process: the data-service shape (libs/events/data_service.h) around LoyaltyService.
+// Its wiring (loyalty_component.cc) builds the rules, store, service, event consumer and the
+// maintenance run; its flags: --rules_file, --maintenance_interval_s.
 #pragma once
 
-#include <memory>
-
-#include "absl/status/statusor.h"
 #include "libs/events/data_service.h"
 #include "services/loyalty/loyalty_service.h"
 
 namespace crm::loyalty {
 
-class LoyaltyComponent final : public events::DataServiceComponent {
- public:
-  // What RunService and the tests' ServiceHarness run: name, default ports, column families.
-  static rpc::ServiceSpec Spec();
-  static absl::StatusOr<std::unique_ptr<LoyaltyComponent>> Create(
-      const rpc::ServiceContext& context);
-  // Stops the background work before the parts it uses go (the runtime has stopped it already).
-  ~LoyaltyComponent() override { Stop(); }
-  LoyaltyService& service() { return *service_; }
-
- private:
-  using DataServiceComponent::DataServiceComponent;
-  void OnStart() override { service_->CountMembers(); }
-  // Expires points and re-evaluates tiers (also callable as RunMaintenance).
-  void Maintain();
-
-  std::unique_ptr<RulesHolder> rules_;
-  std::unique_ptr<LoyaltyStore> store_;
-  std::unique_ptr<LoyaltyService> service_;
-};
+// What RunService and the tests' ServiceHarness run: name, default ports, column families and the
+// wiring.
+rpc::ServiceSpec LoyaltySpec();
+using LoyaltyComponent = events::DataService<LoyaltyService, LoyaltySpec>;
 
 }  // namespace crm::loyalty

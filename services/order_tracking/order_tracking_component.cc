@@ -18,39 +18,31 @@ absl::StatusOr<ReturnRules> LoadReturnRules() {
   return text::ParseFile(path, "--return_policy_file", ParseReturnRules);
 }
 
+absl::Status Wire(OrderTrackingComponent& c, const rpc::ServiceContext& context) {
+  CRM_ASSIGN_OR_RETURN(ReturnRules rules, LoadReturnRules());
+  CRM_RETURN_IF_ERROR(c.ProduceEvents());
+  auto* store = c.Make<OrderTrackingStore>(context.store, c.outbox());
+  CRM_RETURN_IF_ERROR(store->CountPurchaseTotalsOnce());
+  OrderTrackingService* service = c.Serve(std::make_unique<OrderTrackingService>(
+      store, context.clock, c.writes("order-writes", 32), context.backends, std::move(rules),
+      context.metrics->registry()));
+  // Order-tracking only forgets: a customer's erasure anonymises their orders.
+  c.ConsumeEvents({events::Subscription::EventType::kCustomerErased},
+                  [store](store::Transaction& txn, const v1::Event& e) -> absl::Status {
+                    if (e.has_customer_erased())
+                      return store->AnonymiseCustomer(txn, e.customer_id());
+                    return absl::OkStatus();
+                  });
+  OrderWatchHub* hub = &service->watch_hub();
+  c.OnServerShutdown([hub] { hub->Shutdown(); });
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-rpc::ServiceSpec OrderTrackingComponent::Spec() {
-  return rpc::ServiceSpec::Of<OrderTrackingComponent>("order-tracking",
-                                                      OrderTrackingStore::ColumnFamilies());
-}
-
-absl::StatusOr<std::unique_ptr<OrderTrackingComponent>> OrderTrackingComponent::Create(
-    const rpc::ServiceContext& context) {
-  auto c = std::unique_ptr<OrderTrackingComponent>(new OrderTrackingComponent(context));
-  CRM_ASSIGN_OR_RETURN(ReturnRules rules, LoadReturnRules());
-  CRM_RETURN_IF_ERROR(c->ProduceEvents());
-  c->store_ = std::make_unique<OrderTrackingStore>(context.store, c->outbox());
-  CRM_RETURN_IF_ERROR(c->store_->CountPurchaseTotalsOnce());
-  c->service_ = std::make_unique<OrderTrackingService>(
-      c->store_.get(), context.clock, c->writes("order-writes", 32), context.backends,
-      std::move(rules), context.metrics->registry());
-  c->Serve(c->service_.get());
-  // Order-tracking only forgets: a customer's erasure anonymises their orders.
-  OrderTrackingStore* store = c->store_.get();
-  c->ConsumeEvents({events::Subscription::EventType::kCustomerErased},
-                   [store](store::Transaction& txn, const v1::Event& e) -> absl::Status {
-                     if (e.has_customer_erased())
-                       return store->AnonymiseCustomer(txn, e.customer_id());
-                     return absl::OkStatus();
-                   });
-  return c;
-}
-
-void OrderTrackingComponent::Register(rpc::Server& server) {
-  DataServiceComponent::Register(server);
-  OrderWatchHub* hub = &service_->watch_hub();
-  server.OnShutdown([hub] { hub->Shutdown(); });
+rpc::ServiceSpec OrderTrackingSpec() {
+  return OrderTrackingComponent::SpecOf("order-tracking", OrderTrackingStore::ColumnFamilies(),
+                                        &Wire);
 }
 
 }  // namespace crm::order_tracking
