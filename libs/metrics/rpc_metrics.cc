@@ -150,13 +150,13 @@ void RpcMetrics::Method::Handled(int code, double seconds) {
   seconds_->Observe(seconds);
 }
 
-grpc::experimental::Interceptor* ServerMetricsInterceptorFactory::CreateServerInterceptor(
+grpc::experimental::Interceptor* MetricsInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
   return new MetricsInterceptor(metrics_->ForMethod(info->method(), TypeName(info->type())),
                                 /*server=*/true);
 }
 
-grpc::experimental::Interceptor* ClientMetricsInterceptorFactory::CreateClientInterceptor(
+grpc::experimental::Interceptor* MetricsInterceptorFactory::CreateClientInterceptor(
     grpc::experimental::ClientRpcInfo* info) {
   return new MetricsInterceptor(metrics_->ForMethod(info->method(), TypeName(info->type())),
                                 /*server=*/false);

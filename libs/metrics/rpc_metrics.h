@@ -60,31 +60,24 @@ class RpcMetrics {
   absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_ ABSL_GUARDED_BY(mu_);
 };
 
-// Records server metrics for every call of the server it is installed on.
-class ServerMetricsInterceptorFactory
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
+// Records the metrics of every call of the server, or on the channels, it is installed on: one
+// class for both sides, since a call is timed and counted the same way on each.
+class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface,
+                                  public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
-  // `metrics` (server side) must outlive the server.
-  explicit ServerMetricsInterceptorFactory(RpcMetrics* metrics) : metrics_(metrics) {}
+  // `metrics` (of the side it is installed on) must outlive the server or channel.
+  explicit MetricsInterceptorFactory(RpcMetrics* metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override;
-
- private:
-  RpcMetrics* metrics_;
-};
-
-// Records client metrics for every call on channels created with it.
-class ClientMetricsInterceptorFactory
-    : public grpc::experimental::ClientInterceptorFactoryInterface {
- public:
-  // `metrics` (client side) must outlive the channel.
-  explicit ClientMetricsInterceptorFactory(RpcMetrics* metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateClientInterceptor(
       grpc::experimental::ClientRpcInfo* info) override;
 
  private:
   RpcMetrics* metrics_;
 };
+// The names libs/rpc's server and channels install it by.
+using ServerMetricsInterceptorFactory = MetricsInterceptorFactory;
+using ClientMetricsInterceptorFactory = MetricsInterceptorFactory;
 
 // The status code names used as grpc_code label values ("OK", "NOT_FOUND", ...).
 absl::string_view CodeName(int code);

@@ -62,10 +62,6 @@ absl::Status RecordCompletedRequest(Transaction& txn, rocksdb::ColumnFamilyHandl
   return txn.Put(cf, key, v);
 }
 
-}  // namespace crm::store
-
-namespace crm::store {
-
 absl::Status TransactOnce(Store& store, Durability durability,
                           rocksdb::ColumnFamilyHandle* requests_cf, absl::string_view request_key,
                           uint64_t fingerprint, absl::Time now,

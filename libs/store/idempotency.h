@@ -27,10 +27,6 @@ absl::Status RecordCompletedRequest(Transaction& txn, rocksdb::ColumnFamilyHandl
                                     absl::string_view key, uint64_t fingerprint,
                                     const google::protobuf::MessageLite& response, absl::Time now);
 
-}  // namespace crm::store
-
-namespace crm::store {
-
 // The usual shape of a retryable write: in one transaction, answer from the request record when the
 // request was already done; otherwise run `body` (which fills `response`) and record the answer
 // with it.

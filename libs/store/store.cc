@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -38,6 +39,32 @@ absl::Status VisitFound(const std::vector<rocksdb::Status>& statuses,
     }
   }
   return absl::OkStatus();
+}
+
+// A point read's answer: the value, nullopt when the key is absent, or why the read failed.
+absl::StatusOr<std::optional<std::string>> ValueOrAbsent(const rocksdb::Status& s,
+                                                         std::string value) {
+  if (s.IsNotFound()) return std::nullopt;
+  if (!s.ok()) return FromRocksDb(s);
+  return value;
+}
+
+// Visits [begin, end) (an empty `end`: no upper bound) of the iterator `open(read_options)` makes,
+// until `visit` returns false: the scan of a Store and of a Transaction.
+template <typename Open>
+absl::Status ScanRange(absl::string_view begin, absl::string_view end, Open open,
+                       absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) {
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper(end.data(), end.size());
+  if (!end.empty()) ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(open(ro));
+  for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid(); it->Next()) {
+    if (!visit(absl::string_view(it->key().data(), it->key().size()),
+               absl::string_view(it->value().data(), it->value().size()))) {
+      break;
+    }
+  }
+  return FromRocksDb(it->status());
 }
 
 rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(const std::shared_ptr<rocksdb::Cache>& cache) {
@@ -91,9 +118,7 @@ absl::StatusOr<std::optional<std::string>> Transaction::Get(rocksdb::ColumnFamil
   std::string value;
   rocksdb::Status s =
       txn_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
-  if (s.IsNotFound()) return std::nullopt;
-  if (!s.ok()) return FromRocksDb(s);
-  return value;
+  return ValueOrAbsent(s, std::move(value));
 }
 
 absl::StatusOr<std::optional<std::string>> Transaction::GetForUpdate(
@@ -101,9 +126,7 @@ absl::StatusOr<std::optional<std::string>> Transaction::GetForUpdate(
   std::string value;
   rocksdb::Status s = txn_->GetForUpdate(rocksdb::ReadOptions(), cf,
                                          rocksdb::Slice(key.data(), key.size()), &value);
-  if (s.IsNotFound()) return std::nullopt;
-  if (!s.ok()) return FromRocksDb(s);
-  return value;
+  return ValueOrAbsent(s, std::move(value));
 }
 
 absl::Status Transaction::MultiGetForUpdate(
@@ -158,17 +181,8 @@ std::unique_ptr<rocksdb::Iterator> Transaction::NewIterator(rocksdb::ColumnFamil
 absl::Status Transaction::Scan(
     rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
     absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) {
-  rocksdb::ReadOptions ro;
-  rocksdb::Slice upper(end.data(), end.size());
-  if (!end.empty()) ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(txn_->GetIterator(ro, cf));
-  for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid(); it->Next()) {
-    if (!visit(absl::string_view(it->key().data(), it->key().size()),
-               absl::string_view(it->value().data(), it->value().size()))) {
-      break;
-    }
-  }
-  return FromRocksDb(it->status());
+  return ScanRange(
+      begin, end, [&](const rocksdb::ReadOptions& ro) { return txn_->GetIterator(ro, cf); }, visit);
 }
 
 absl::Status Transaction::DeletePrefix(rocksdb::ColumnFamilyHandle* cf, absl::string_view prefix) {
@@ -330,9 +344,7 @@ absl::StatusOr<std::optional<std::string>> Store::Get(rocksdb::ColumnFamilyHandl
   std::string value;
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
-  if (s.IsNotFound()) return std::nullopt;
-  if (!s.ok()) return FromRocksDb(s);
-  return value;
+  return ValueOrAbsent(s, std::move(value));
 }
 
 absl::StatusOr<bool> Store::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
@@ -478,17 +490,8 @@ absl::Status Store::Transact(Durability durability,
 absl::Status Store::Scan(
     rocksdb::ColumnFamilyHandle* cf, absl::string_view begin, absl::string_view end,
     absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit) const {
-  rocksdb::ReadOptions ro;
-  rocksdb::Slice upper(end.data(), end.size());
-  if (!end.empty()) ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
-  for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid(); it->Next()) {
-    if (!visit(absl::string_view(it->key().data(), it->key().size()),
-               absl::string_view(it->value().data(), it->value().size()))) {
-      break;
-    }
-  }
-  return FromRocksDb(it->status());
+  return ScanRange(
+      begin, end, [&](const rocksdb::ReadOptions& ro) { return db_->NewIterator(ro, cf); }, visit);
 }
 
 absl::Status Store::ScanPrefix(
