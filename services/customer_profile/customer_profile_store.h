@@ -1,18 +1,27 @@
 // Persistence of the customer-profile service: the only code that knows its column families and
 // keys.
 //
-//   customers  customer_id                          -> Customer (profile, addresses, payment,
-//   preferences) emails     normalised email                     -> customer_id (unique index)
-//   external_ids  the shop's external id            -> customer_id (imported customers, unique
-//   index) behavior   customer_id, time (newest first), n  -> BehaviorEvent affinity   customer_id,
-//   category                -> CategoryAffinity (score as of its last activity) contacts
-//   customer_id, time, n                 -> ContactRecord (marketing contacts, for the cap)
-//   requests   scope, request_id                    -> the answer to a completed retryable write
-//   erased     customer_id                          -> erase time (no personal data)
-//   erased_external_ids  the shop's external id     -> erase time (a suppression list: imports skip
-//   them) histories  customer_id                          -> CustomerHistory (orders, tickets, from
-//   events) retention  customer_id, time (newest first), id -> RetentionAction consumed_events ->
-//   libs/events (event ids already applied) outbox*    events for other services (libs/events)
+//   customers            customer_id                          -> Customer (profile, addresses,
+//                                                                payment, preferences)
+//   emails               normalised email                     -> customer_id (unique index)
+//   external_ids         the shop's external id               -> customer_id (imported customers,
+//                                                                unique index)
+//   behavior             customer_id, time (newest first), n  -> BehaviorEvent
+//   affinity             customer_id, category                -> CategoryAffinity (score as of its
+//                                                                last activity)
+//   contacts             customer_id, time, n                 -> ContactRecord (marketing contacts,
+//                                                                for the cap)
+//   requests             scope, request_id                    -> the answer to a completed
+//                                                                retryable write
+//   erased               customer_id                          -> erase time (no personal data)
+//   erased_external_ids  the shop's external id               -> erase time (a suppression list:
+//                                                                imports skip them)
+//   histories            customer_id                          -> CustomerHistory (orders, tickets,
+//                                                                from events)
+//   retention            customer_id, time (newest first), id -> RetentionAction
+//   consumed_events      occur time, event id                 -> libs/events (event ids already
+//                                                                applied)
+//   outbox*              events for other services (libs/events)
 //
 // Every change is one RocksDB transaction; profile changes use a synced WAL, behaviour events do
 // not (losing the last second of clicks in a power cut is acceptable; losing a registration is

@@ -1,24 +1,25 @@
 // Persistence of the recommendation service: the only code that knows its column families and keys.
 //
-//   items           sku                                   -> crm.v1.CatalogItem
-//   successors      predecessor sku, successor sku        -> "" (who gets an upgrade notice)
-//   item_stats      sku                                   -> ItemStats (baskets, units, buyers,
-//   viewers, returns) co_counts       sku a, sku b (a < b)                  -> CoCounts (baskets
-//   with both, customers buying both,
-//                                                            customers viewing both)
-//   neighbours      sku                                   -> Neighbours (best kMaxNeighbours
-//   candidates) sales           category ("" = all), day, sku         -> Sold (units, orders; best
-//   sellers sum 30 days) global_stats    stripe                                -> GlobalStats (all
-//   baskets, in 16 stripes) customers       customer_id                           ->
-//   CustomerSummary customer_items  customer_id, sku                      -> CustomerItem (bought,
-//   returned, viewed) baskets         customer_id, order_id                 -> Basket (delivered
-//   orders, for occasions and undo) first_views     customer_id, sequence                 ->
-//   FirstTouch (order of distinct items viewed) first_purchases customer_id, sequence -> FirstTouch
-//   (order of distinct items bought) affinity        customer_id, category                 ->
-//   crm.v1.CategoryAffinity (decayed interest) shown           customer_id, sku -> Shown
-//   (impressions and clicks this week) requests        customer_id, method, request_id       ->
-//   idempotency records (e-mail, feedback) consumed_events                                       ->
-//   events already applied
+//   items            sku                             -> crm.v1.CatalogItem
+//   successors       predecessor sku, successor sku  -> "" (who gets an upgrade notice)
+//   item_stats       sku                             -> ItemStats (baskets, units, buyers, viewers,
+//                                                       returns)
+//   co_counts        sku a, sku b (a < b)            -> CoCounts (baskets with both, customers
+//                                                       buying both, customers viewing both)
+//   neighbours       sku                             -> Neighbours (best kMaxNeighbours candidates)
+//   sales            category ("" = all), day, sku   -> Sold (units, orders; best sellers sum 30
+//                                                       days)
+//   global_stats     stripe                          -> GlobalStats (all baskets, in 16 stripes)
+//   customers        customer_id                     -> CustomerSummary
+//   customer_items   customer_id, sku                -> CustomerItem (bought, returned, viewed)
+//   baskets          customer_id, order_id           -> Basket (delivered orders, for occasions and
+//                                                       undo)
+//   first_views      customer_id, sequence           -> FirstTouch (order of distinct items viewed)
+//   first_purchases  customer_id, sequence           -> FirstTouch (order of distinct items bought)
+//   affinity         customer_id, category           -> crm.v1.CategoryAffinity (decayed interest)
+//   shown            customer_id, sku                -> Shown (impressions and clicks this week)
+//   requests         customer_id, method, request_id -> idempotency records (e-mail, feedback)
+//   consumed_events  occur time, event id            -> events already applied
 //
 // Learning happens in the event consumer's transaction: per-customer rows first, then the shared
 // item rows each locked in key order (stats, pairs, sales), so concurrent deliveries cannot
