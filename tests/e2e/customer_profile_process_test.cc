@@ -73,9 +73,9 @@ TEST_CASE("the binary serves, stops cleanly on SIGTERM, and keeps its data acros
     auto metrics = testing::HttpGet(p->metrics_port(), "/metrics");
     REQUIRE(metrics.ok());
     CHECK(metrics->body.find("crm_customers_registered_total 1") != std::string::npos);
-    // Memory against the budget, as the CrmMemoryOverBudget alert reads it: the default budget, 32
+    // Memory against the budget, as the CrmMemoryOverBudget alert reads it: the default budget, 128
     // MiB.
-    CHECK(metrics->body.find("\ncrm_memory_budget_bytes 33554432\n") != std::string::npos);
+    CHECK(metrics->body.find("\ncrm_memory_budget_bytes 134217728\n") != std::string::npos);
     CHECK(metrics->body.find("\nprocess_resident_memory_bytes ") != std::string::npos);
     CHECK(metrics->body.find("crm_rocksdb_memory_bytes{kind=\"memtables\"}") != std::string::npos);
     CHECK(p->Stop() == 0);
