@@ -622,10 +622,8 @@ absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
 }
 
 const internal::SeverityLexicon& BuiltInLexicon() {
-  static const internal::SeverityLexicon* lexicon = [] {
-    auto parsed = ParseLexicon(kBuiltInLexiconText);
-    return new internal::SeverityLexicon(parsed.ok() ? *parsed : internal::SeverityLexicon());
-  }();
+  static const auto* lexicon = new internal::SeverityLexicon(
+      ParseLexicon(kBuiltInLexiconText).value_or(internal::SeverityLexicon()));
   return *lexicon;
 }
 

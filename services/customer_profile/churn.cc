@@ -174,10 +174,8 @@ absl::StatusOr<internal::ChurnModel> ReadChurnModelFile(const std::string& path)
 const internal::ChurnModel& BuiltInChurnModel() {
   // The file is checked by a test, so a bad edit fails the build's tests rather than starting with
   // an empty model.
-  static const internal::ChurnModel* model = [] {
-    auto parsed = ParseChurnModel(kBuiltInChurnModelText);
-    return new internal::ChurnModel(parsed.ok() ? *parsed : internal::ChurnModel());
-  }();
+  static const auto* model = new internal::ChurnModel(
+      ParseChurnModel(kBuiltInChurnModelText).value_or(internal::ChurnModel()));
   return *model;
 }
 

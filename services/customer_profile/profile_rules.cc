@@ -5,6 +5,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
+#include "google/protobuf/field_mask.pb.h"
+#include "google/protobuf/util/field_mask_util.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/text/sensitive.h"
@@ -13,6 +15,18 @@ namespace crm::customer_profile {
 namespace {
 
 using api::Invalid;
+
+// Replaces the fields `paths` names (top-level names the call has checked) with `update`'s: a
+// named field that `update` leaves unset is cleared.
+void ReplaceFields(const google::protobuf::Message& update,
+                   const google::protobuf::RepeatedPtrField<std::string>& paths,
+                   google::protobuf::Message* target) {
+  google::protobuf::FieldMask mask;
+  *mask.mutable_paths() = paths;
+  google::protobuf::util::FieldMaskUtil::MergeOptions options;
+  options.set_replace_message_fields(true);
+  google::protobuf::util::FieldMaskUtil::MergeMessageTo(update, mask, options, target);
+}
 
 bool IsDomainLabelChar(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-';
@@ -31,6 +45,73 @@ int IndexById(const google::protobuf::RepeatedPtrField<T>& items, absl::string_v
     if ((items.Get(i).*get_id)() == id) return i;
   }
   return -1;
+}
+
+// How errors name a kind of item a customer keeps with one default, and how many they may keep.
+struct ItemWords {
+  int max_items;
+  const char* field;     // the request field that carries one: "address"
+  const char* id_field;  // "address_id"
+  const char* noun;      // "address"
+  const char* nouns;     // "addresses"
+};
+constexpr ItemWords kAddressWords{kMaxAddresses, "address", "address_id", "address", "addresses"};
+constexpr ItemWords kPaymentMethodWords{kMaxPaymentMethods, "payment_method", "payment_method_id",
+                                        "payment method", "payment methods"};
+
+// A customer's items that keep one default (addresses, payment methods).
+template <typename Item>
+struct ItemsWithDefault {
+  google::protobuf::RepeatedPtrField<Item>& items;
+  std::string& default_id;
+  const std::string& (Item::*id)() const;
+  const ItemWords& words;
+};
+
+ItemsWithDefault<v1::Address> Addresses(v1::Customer& c) {
+  return {*c.mutable_addresses(), *c.mutable_default_address_id(), &v1::Address::address_id,
+          kAddressWords};
+}
+
+ItemsWithDefault<v1::PaymentMethod> PaymentMethods(v1::Customer& c) {
+  return {*c.mutable_payment_methods(), *c.mutable_default_payment_method_id(),
+          &v1::PaymentMethod::payment_method_id, kPaymentMethodWords};
+}
+
+template <typename Item>
+absl::Status AddItem(ItemsWithDefault<Item> list, Item item, bool set_default) {
+  const ItemWords& w = list.words;
+  if (list.items.size() >= w.max_items) {
+    return absl::FailedPreconditionError(absl::StrCat(w.field, ": a customer can keep at most ",
+                                                      w.max_items, " ", w.nouns,
+                                                      "; remove one first"));
+  }
+  if (set_default || list.default_id.empty()) list.default_id = (item.*list.id)();
+  *list.items.Add() = std::move(item);
+  return absl::OkStatus();
+}
+
+template <typename Item>
+absl::Status NoSuchItem(const ItemsWithDefault<Item>& list, absl::string_view id) {
+  return absl::NotFoundError(
+      absl::StrCat(list.words.id_field, ": no ", list.words.noun, " \"", id, "\""));
+}
+
+// The default passes to the first item left when the default is removed.
+template <typename Item>
+absl::Status RemoveItem(ItemsWithDefault<Item> list, absl::string_view id) {
+  const int i = IndexById(list.items, id, list.id);
+  if (i < 0) return NoSuchItem(list, id);
+  list.items.DeleteSubrange(i, 1);
+  if (list.default_id == id) list.default_id = list.items.empty() ? "" : (list.items[0].*list.id)();
+  return absl::OkStatus();
+}
+
+template <typename Item>
+absl::Status SetDefaultItem(ItemsWithDefault<Item> list, absl::string_view id) {
+  if (IndexById(list.items, id, list.id) < 0) return NoSuchItem(list, id);
+  list.default_id = std::string(id);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -155,14 +236,7 @@ absl::Status ValidatePaymentMethod(absl::string_view field, const v1::PaymentMet
 }
 
 absl::Status AddAddress(v1::Customer& customer, v1::Address address, bool set_default) {
-  if (customer.addresses_size() >= kMaxAddresses) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "address: a customer can keep at most ", kMaxAddresses, " addresses; remove one first"));
-  }
-  if (set_default || customer.default_address_id().empty())
-    customer.set_default_address_id(address.address_id());
-  *customer.add_addresses() = std::move(address);
-  return absl::OkStatus();
+  return AddItem(Addresses(customer), std::move(address), set_default);
 }
 
 absl::StatusOr<v1::Address> UpdateAddress(
@@ -173,103 +247,35 @@ absl::StatusOr<v1::Address> UpdateAddress(
     return absl::NotFoundError(
         absl::StrCat("address.address_id: no address \"", update.address_id(), "\""));
   v1::Address merged = customer.addresses(i);
-  for (const std::string& p : paths) {
-    if (p == "recipient_name")
-      merged.set_recipient_name(update.recipient_name());
-    else if (p == "phone")
-      merged.set_phone(update.phone());
-    else if (p == "country_code")
-      merged.set_country_code(update.country_code());
-    else if (p == "province")
-      merged.set_province(update.province());
-    else if (p == "city")
-      merged.set_city(update.city());
-    else if (p == "district")
-      merged.set_district(update.district());
-    else if (p == "street")
-      merged.set_street(update.street());
-    else if (p == "postal_code")
-      merged.set_postal_code(update.postal_code());
-    else if (p == "label")
-      merged.set_label(update.label());
-  }
+  ReplaceFields(update, paths, &merged);
   CRM_RETURN_IF_ERROR(ValidateAddress("address", merged));
   *customer.mutable_addresses(i) = merged;
   return merged;
 }
 
 absl::Status RemoveAddress(v1::Customer& customer, absl::string_view address_id) {
-  const int i = IndexById(customer.addresses(), address_id, &v1::Address::address_id);
-  if (i < 0)
-    return absl::NotFoundError(absl::StrCat("address_id: no address \"", address_id, "\""));
-  customer.mutable_addresses()->DeleteSubrange(i, 1);
-  if (customer.default_address_id() == address_id) {
-    customer.set_default_address_id(
-        customer.addresses().empty() ? "" : customer.addresses(0).address_id());
-  }
-  return absl::OkStatus();
+  return RemoveItem(Addresses(customer), address_id);
 }
 
 absl::Status SetDefaultAddress(v1::Customer& customer, absl::string_view address_id) {
-  if (IndexById(customer.addresses(), address_id, &v1::Address::address_id) < 0) {
-    return absl::NotFoundError(absl::StrCat("address_id: no address \"", address_id, "\""));
-  }
-  customer.set_default_address_id(std::string(address_id));
-  return absl::OkStatus();
+  return SetDefaultItem(Addresses(customer), address_id);
 }
 
 absl::Status AddPaymentMethod(v1::Customer& customer, v1::PaymentMethod method, bool set_default) {
-  if (customer.payment_methods_size() >= kMaxPaymentMethods) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("payment_method: a customer can keep at most ", kMaxPaymentMethods,
-                     " payment methods; remove one first"));
-  }
-  if (set_default || customer.default_payment_method_id().empty()) {
-    customer.set_default_payment_method_id(method.payment_method_id());
-  }
-  *customer.add_payment_methods() = std::move(method);
-  return absl::OkStatus();
+  return AddItem(PaymentMethods(customer), std::move(method), set_default);
 }
 
 absl::Status RemovePaymentMethod(v1::Customer& customer, absl::string_view payment_method_id) {
-  const int i = IndexById(customer.payment_methods(), payment_method_id,
-                          &v1::PaymentMethod::payment_method_id);
-  if (i < 0) {
-    return absl::NotFoundError(
-        absl::StrCat("payment_method_id: no payment method \"", payment_method_id, "\""));
-  }
-  customer.mutable_payment_methods()->DeleteSubrange(i, 1);
-  if (customer.default_payment_method_id() == payment_method_id) {
-    customer.set_default_payment_method_id(
-        customer.payment_methods().empty() ? "" : customer.payment_methods(0).payment_method_id());
-  }
-  return absl::OkStatus();
+  return RemoveItem(PaymentMethods(customer), payment_method_id);
 }
 
 absl::Status SetDefaultPaymentMethod(v1::Customer& customer, absl::string_view payment_method_id) {
-  if (IndexById(customer.payment_methods(), payment_method_id,
-                &v1::PaymentMethod::payment_method_id) < 0) {
-    return absl::NotFoundError(
-        absl::StrCat("payment_method_id: no payment method \"", payment_method_id, "\""));
-  }
-  customer.set_default_payment_method_id(std::string(payment_method_id));
-  return absl::OkStatus();
+  return SetDefaultItem(PaymentMethods(customer), payment_method_id);
 }
 
 void ApplyCustomerUpdate(v1::Customer& customer, const v1::Customer& update,
                          const google::protobuf::RepeatedPtrField<std::string>& paths) {
-  for (const std::string& p : paths) {
-    if (p == "name")
-      customer.set_name(update.name());
-    else if (p == "phone")
-      customer.set_phone(update.phone());
-    else if (p == "birthday") {
-      if (update.has_birthday())
-        *customer.mutable_birthday() = update.birthday();
-      else
-        customer.clear_birthday();
-    }
-  }
+  ReplaceFields(update, paths, &customer);
 }
 
 v1::MarketingConsent SetConsent(v1::Customer& customer, v1::Channel channel, bool granted,

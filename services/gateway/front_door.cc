@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
+#include "services/gateway/http2_callbacks.h"
 #include "services/gateway/proxy_call.h"
 
 namespace crm::gateway {
@@ -258,13 +259,11 @@ class H2Connection : public Connection {
  public:
   H2Connection(LoopContext* ctx, bufferevent* bev, std::string peer_ip)
       : Connection(ctx, bev, std::move(peer_ip)) {
-    nghttp2_session_callbacks* cb;
-    nghttp2_session_callbacks_new(&cb);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, &H2Connection::OnBeginHeaders);
-    nghttp2_session_callbacks_set_on_header_callback(cb, &H2Connection::OnHeader);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &H2Connection::OnFrame);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &H2Connection::OnData);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, &H2Connection::OnStreamClose);
+    const Http2Callbacks cb = NewHttp2Callbacks({.on_begin_headers = &H2Connection::OnBeginHeaders,
+                                                 .on_header = &H2Connection::OnHeader,
+                                                 .on_frame_recv = &H2Connection::OnFrame,
+                                                 .on_data_chunk_recv = &H2Connection::OnData,
+                                                 .on_stream_close = &H2Connection::OnStreamClose});
     nghttp2_option* opt;
     nghttp2_option_new(&opt);
     // gRPC and Connect clients send no more than a few headers; a peer that floods them is refused
@@ -278,9 +277,8 @@ class H2Connection : public Connection {
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
-    nghttp2_session_server_new2(&session_, cb, this, opt);
+    nghttp2_session_server_new2(&session_, cb.get(), this, opt);
     nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cb);
     const nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
          static_cast<uint32_t>(ctx->door->options().max_concurrent_streams)},

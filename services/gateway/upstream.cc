@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "libs/log/log.h"
+#include "services/gateway/http2_callbacks.h"
 
 namespace crm::gateway {
 
@@ -215,14 +216,12 @@ class UpstreamConnection {
     }
     const int one = 1;
     setsockopt(bufferevent_getfd(bev_), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    nghttp2_session_callbacks* cb;
-    nghttp2_session_callbacks_new(&cb);
-    nghttp2_session_callbacks_set_on_header_callback(cb, &UpstreamConnection::OnHeader);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &UpstreamConnection::OnFrame);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &UpstreamConnection::OnData);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, &UpstreamConnection::OnStreamClose);
-    nghttp2_session_client_new(&session_, cb, this);
-    nghttp2_session_callbacks_del(cb);
+    const Http2Callbacks cb =
+        NewHttp2Callbacks({.on_header = &UpstreamConnection::OnHeader,
+                           .on_frame_recv = &UpstreamConnection::OnFrame,
+                           .on_data_chunk_recv = &UpstreamConnection::OnData,
+                           .on_stream_close = &UpstreamConnection::OnStreamClose});
+    nghttp2_session_client_new(&session_, cb.get(), this);
     const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
                                                {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, kWindow}};
     nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 2);
