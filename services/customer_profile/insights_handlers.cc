@@ -12,6 +12,7 @@
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/rpc/caller_auth.h"
+#include "libs/rpc/handler.h"
 #include "libs/rpc/unary.h"
 #include "libs/store/idempotency.h"
 #include "services/customer_profile/customer_profile_service.h"
@@ -46,11 +47,9 @@ bool Before(const InsightsRefresher::AtRisk& a, const InsightsRefresher::AtRisk&
   return a.customer_id < b.customer_id;
 }
 
-// Where an at-risk listing stands: the page size, the scope its page tokens belong to and, past
-// the first page, the entry it resumes after.
+// Where an at-risk listing stands: the page and, past the first page, the entry it resumes after.
 struct AtRiskPage {
-  int size = 0;
-  std::string scope;
+  rpc::PageRequest page;
   std::optional<InsightsRefresher::AtRisk> resume;
 };
 
@@ -59,19 +58,20 @@ absl::StatusOr<AtRiskPage> AtRiskPageOf(const v1::ListAtRiskCustomersRequest& re
   if (!v1::BuyerLevel_IsValid(req.buyer_level())) {
     return api::Invalid("buyer_level", "unknown buyer level");
   }
-  AtRiskPage page;
-  CRM_ASSIGN_OR_RETURN(page.size, api::PageSize("page_size", req.page_size(), 50, 1000));
-  page.scope = absl::StrCat("at-risk/", req.segment(), "/", req.buyer_level(), "/",
-                            req.key_customers_only());
-  CRM_ASSIGN_OR_RETURN(const std::string after, api::DecodePageToken(page.scope, req.page_token()));
-  if (!after.empty()) {
+  AtRiskPage at_risk;
+  CRM_ASSIGN_OR_RETURN(
+      at_risk.page, rpc::PageOf(req.page_size(), req.page_token(),
+                                absl::StrCat("at-risk/", req.segment(), "/", req.buyer_level(), "/",
+                                             req.key_customers_only()),
+                                {50, 1000}));
+  if (!at_risk.page.after.empty()) {
     InsightsRefresher::AtRisk resume;
-    if (!ParsePosition(after, &resume)) {
+    if (!ParsePosition(at_risk.page.after, &resume)) {
       return api::Invalid("page_token", "does not belong to this listing");
     }
-    page.resume = std::move(resume);
+    at_risk.resume = std::move(resume);
   }
-  return page;
+  return at_risk;
 }
 
 // Whether an at-risk customer is in the listing's segment, buyer level and key-customer choice.
@@ -171,7 +171,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(
     if (!Matches(*req, a)) continue;
     ++total;
     if (page->resume.has_value() && !Before(*page->resume, a)) continue;
-    if (resp->customers_size() >= page->size) {
+    if (resp->customers_size() >= page->page.size) {
       more = true;
       continue;
     }
@@ -183,7 +183,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(
   }
   resp->set_total_count(total);
   if (more && last != nullptr)
-    resp->set_next_page_token(api::EncodePageToken(page->scope, AtRiskPosition(*last)));
+    resp->set_next_page_token(api::EncodePageToken(page->page.scope, AtRiskPosition(*last)));
   return Finish(ctx, absl::OkStatus());
 }
 
