@@ -42,7 +42,7 @@ void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageR
   c.history.push_back(HistoryEntry(what, actor, when, p.package_id()));
   c.summary = what;
   if (move.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) {
-    c.events.push_back(DeliveryFailedEvent(order, p, move.failure_reason()));
+    c.events.push_back(DeliveryFailedEvent(order, p));
   }
   if (!was_delivered && order.status() == v1::ORDER_STATUS_DELIVERED) {
     if (was_processed_without_payment) *order.mutable_paid_time() = order.delivered_time();

@@ -144,13 +144,12 @@ v1::Event OrderRefundedEvent(const v1::Order& order, const v1::Return& ret) {
   return e;
 }
 
-v1::Event DeliveryFailedEvent(const v1::Order& order, const v1::Package& package,
-                              const std::string& reason) {
+v1::Event DeliveryFailedEvent(const v1::Order& order, const v1::Package& package) {
   v1::Event e;
   auto* f = e.mutable_delivery_failed();
   f->set_order_id(order.order_id());
   f->set_package_id(package.package_id());
-  f->set_reason(reason);
+  f->set_reason(package.failure_reason());
   f->set_attempt(package.delivery_attempts());
   return e;
 }

@@ -85,9 +85,8 @@ v1::Event OrderPlacedEvent(const v1::Order& order);
 v1::Event OrderDeliveredEvent(const v1::Order& order);
 // For a refunded return of the order: its amount, fault and items.
 v1::Event OrderRefundedEvent(const v1::Order& order, const v1::Return& ret);
-// A failed delivery attempt of one of the order's packages, and why.
-v1::Event DeliveryFailedEvent(const v1::Order& order, const v1::Package& package,
-                              const std::string& reason);
+// The failed delivery attempt a package of the order records (its count and reason).
+v1::Event DeliveryFailedEvent(const v1::Order& order, const v1::Package& package);
 // A review of one of the order's items.
 v1::Event ReviewSubmittedEvent(const v1::Order& order, const v1::OrderItem& item,
                                const v1::Review& review);
