@@ -221,15 +221,9 @@ class Shop {
     Must(admin, "/crm.v1.LoyaltyService/IssueCoupon", coupon, &issued);
     p.coupon_id = issued.coupon_id();
 
-    v1::RequestReturnRequest ret;
-    ret.set_customer_id(p.customer_id);
-    ret.set_order_id(p.order_ids[0]);
-    ret.set_request_id(absl::StrCat("return-", who));
-    ret.set_reason(absl::StrCat(p.marker, " not as described"));
-    ret.set_fault(v1::FAULT_MERCHANT);
-    auto* ri = ret.add_items();
-    ri->set_item_id(p.item_id);
-    ri->set_quantity(1);
+    const v1::RequestReturnRequest ret = testing::OneItemReturnRequest(
+        p.customer_id, p.order_ids[0], absl::StrCat("return-", who), p.item_id,
+        absl::StrCat(p.marker, " not as described"), v1::FAULT_MERCHANT);
     p.return_id = Created<v1::Return>(p, p.token, "/crm.v1.OrderTrackingService/RequestReturn", ret)
                       .return_id();
 
@@ -296,25 +290,16 @@ class Shop {
   // tokens).
   void Deliver(const v1::Order& order) {
     const std::string warehouse = Token("service", "warehouse");
-    v1::ProcessOrderRequest process;
-    process.set_customer_id(order.customer_id());
-    process.set_order_id(order.order_id());
+    const auto process = testing::AboutOrder<v1::ProcessOrderRequest>(order);
     v1::Order out;
     Must(warehouse, "/crm.v1.OrderTrackingService/ProcessOrder", process, &out);
     for (v1::PackageStatus s :
          {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
           v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY,
           v1::PACKAGE_STATUS_DELIVERED}) {
-      v1::AdvancePackageRequest a;
-      a.set_customer_id(order.customer_id());
-      a.set_order_id(order.order_id());
-      a.set_package_id(out.packages(0).package_id());
-      a.set_status(s);
-      if (s == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
-        a.set_carrier("SF Express");
-        a.set_carrier_type(v1::CARRIER_TYPE_PARTNER_COURIER);
-        a.set_tracking_number("SF" + order.order_id());
-      }
+      const v1::AdvancePackageRequest a =
+          testing::AdvanceRequest(order, out.packages(0).package_id(), s,
+                                  testing::SfExpressWhenHanded(s, "SF" + order.order_id()));
       Must(warehouse, "/crm.v1.OrderTrackingService/AdvancePackage", a, &out);
     }
   }

@@ -11,6 +11,7 @@
 #include "tests/support/caller.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
+#include "tests/support/metrics_page.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -72,12 +73,12 @@ TEST_CASE("the binary serves, stops cleanly on SIGTERM, and keeps its data acros
     id = Register(*stub, "restart@example.com");
     auto metrics = testing::HttpGet(p->metrics_port(), "/metrics");
     REQUIRE(metrics.ok());
-    CHECK(metrics->body.find("crm_customers_registered_total 1") != std::string::npos);
-    // Memory against the budget, as the CrmMemoryOverBudget alert reads it: the default budget, 128
-    // MiB.
-    CHECK(metrics->body.find("\ncrm_memory_budget_bytes 134217728\n") != std::string::npos);
-    CHECK(metrics->body.find("\nprocess_resident_memory_bytes ") != std::string::npos);
-    CHECK(metrics->body.find("crm_rocksdb_memory_bytes{kind=\"memtables\"}") != std::string::npos);
+    testing::CheckPageShows(
+        metrics->body, {"crm_customers_registered_total 1",
+                        // Memory against the budget, as the CrmMemoryOverBudget alert reads
+                        // it: the default budget, 128 MiB.
+                        "\ncrm_memory_budget_bytes 134217728\n", "\nprocess_resident_memory_bytes ",
+                        "crm_rocksdb_memory_bytes{kind=\"memtables\"}"});
     CHECK(p->Stop() == 0);
     CHECK(p->output().find("\"message\":\"stopped cleanly\"") != std::string::npos);
   }

@@ -12,6 +12,7 @@
 #include "tests/support/caller.h"
 #include "tests/support/event_recorder.h"
 #include "tests/support/process.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm {
@@ -40,34 +41,16 @@ TEST_CASE("SIGKILL between write and dispatch loses no event", "[e2e][events]") 
   auto orders = StartServing("services/order_tracking/order-tracking", order_args);
 
   auto profiles = v1::CustomerProfileService::NewStub(ChannelTo(*profile));
-  grpc::ClientContext rctx;
-  v1::RegisterCustomerRequest reg;
-  reg.set_request_id("r");
-  reg.set_email("crash@example.com");
-  v1::Customer customer;
-  REQUIRE(profiles->RegisterCustomer(&rctx, reg, &customer).ok());
-  grpc::ClientContext actx;
-  v1::AddAddressRequest add;
-  add.set_customer_id(customer.customer_id());
-  add.set_request_id("a");
-  add.mutable_address()->set_recipient_name("赵磊");
-  add.mutable_address()->set_city("成都");
-  add.mutable_address()->set_street("天府大道1号");
-  v1::Address address;
-  REQUIRE(profiles->AddAddress(&actx, add, &address).ok());
+  const std::string customer_id = testing::RegisterCustomer(profiles.get(), "crash@example.com");
+  testing::AddAddress(profiles.get(), customer_id, "a", "赵磊", "成都", "天府大道1号");
 
   auto stub = v1::OrderTrackingService::NewStub(ChannelTo(*orders));
   std::set<std::string> order_ids;
   for (int i = 0; i < 50; ++i) {
     v1::CreateOrderRequest req;
-    req.set_customer_id(customer.customer_id());
+    req.set_customer_id(customer_id);
     req.set_request_id("o" + std::to_string(i));
-    auto* item = req.add_items();
-    item->set_sku("sku-tea");
-    item->set_category("grocery");
-    item->set_quantity(1);
-    item->mutable_unit_price()->set_amount_minor(5800);
-    item->mutable_unit_price()->set_currency("CNY");
+    testing::AddLine(req, "sku-tea", "grocery", 1, 5800);
     req.set_payment_method(v1::PAYMENT_METHOD_TYPE_ACCOUNT_BALANCE);
     api::SetTimestamp(absl::Now() + absl::Hours(24),
                       req.mutable_delivery_window()->mutable_start_time());

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -73,23 +74,32 @@ bool SendAll(int fd, const std::string& data) {
   return true;
 }
 
+// Reads from each of `fds` once poll reports one of `ready` on it, until `settled` has said so for
+// every one of them or `limit` passes; how many settled. `settled` sees what one non-blocking recv
+// returned: `n` bytes at `data`, 0 at EOF, or -1 with errno set.
+size_t ReadEachUntilSettled(const std::vector<int>& fds, absl::Duration limit, short ready,
+                            const std::function<bool(ssize_t n, const char* data)>& settled) {
+  std::set<int> waiting(fds.begin(), fds.end());
+  const absl::Time until = absl::Now() + limit;
+  char buf[4096];
+  while (!waiting.empty() && absl::Now() < until) {
+    std::vector<pollfd> p;
+    for (int fd : waiting) p.push_back({fd, POLLIN, 0});
+    poll(p.data(), p.size(), 200);
+    for (const pollfd& q : p) {
+      if ((q.revents & ready) == 0) continue;
+      if (settled(recv(q.fd, buf, sizeof(buf), MSG_DONTWAIT), buf)) waiting.erase(q.fd);
+    }
+  }
+  return fds.size() - waiting.size();
+}
+
 // Waits until the server has closed every one of `fds` (EOF or reset) or `limit` passes; how many
 // it closed.
 size_t WaitClosedByServer(const std::vector<int>& fds, absl::Duration limit) {
-  std::set<int> open(fds.begin(), fds.end());
-  const absl::Time until = absl::Now() + limit;
-  char buf[4096];
-  while (!open.empty() && absl::Now() < until) {
-    std::vector<pollfd> p;
-    for (int fd : open) p.push_back({fd, POLLIN, 0});
-    poll(p.data(), p.size(), 200);
-    for (const pollfd& q : p) {
-      if ((q.revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-      const ssize_t n = recv(q.fd, buf, sizeof(buf), MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) open.erase(q.fd);
-    }
-  }
-  return fds.size() - open.size();
+  return ReadEachUntilSettled(fds, limit, POLLIN | POLLHUP | POLLERR, [](ssize_t n, const char*) {
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+  });
 }
 
 void CloseAll(std::vector<int>& fds) {
@@ -311,24 +321,11 @@ TEST_CASE(
     stream_fds.push_back(fd);
   }
   int answered = 0;
-  {
-    std::set<int> waiting(stream_fds.begin(), stream_fds.end());
-    const absl::Time until = absl::Now() + absl::Seconds(60);
-    char buf[4096];
-    while (!waiting.empty() && absl::Now() < until) {
-      std::vector<pollfd> p;
-      for (int fd : waiting) p.push_back({fd, POLLIN, 0});
-      poll(p.data(), p.size(), 200);
-      for (const pollfd& q : p) {
-        if ((q.revents & POLLIN) == 0) continue;
-        const ssize_t n = recv(q.fd, buf, sizeof(buf), MSG_DONTWAIT);
-        if (n > 0 &&
-            absl::StartsWith(absl::string_view(buf, static_cast<size_t>(n)), "HTTP/1.1 200"))
-          ++answered;
-        waiting.erase(q.fd);
-      }
-    }
-  }
+  ReadEachUntilSettled(stream_fds, absl::Seconds(60), POLLIN, [&](ssize_t n, const char* data) {
+    if (n > 0 && absl::StartsWith(absl::string_view(data, static_cast<size_t>(n)), "HTTP/1.1 200"))
+      ++answered;
+    return true;
+  });
   CHECK(answered == streams);
   const double rss_streams = ResidentBytes(gateway);
 

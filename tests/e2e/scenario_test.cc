@@ -219,14 +219,9 @@ using OS = v1::OrderTrackingService::Stub;
 
 std::string Deliver(Client& c, const v1::Order& order, bool fail_once) {
   v1::Order out;
-  v1::ProcessOrderRequest process;
-  process.set_customer_id(order.customer_id());
-  process.set_order_id(order.order_id());
-  STEP(c.Do(c.orders(), &OS::ProcessOrder, process, &out));
-  v1::GetOrderRequest get;
-  get.set_customer_id(order.customer_id());
-  get.set_order_id(order.order_id());
-  STEP(c.Do(c.orders(), &OS::GetOrder, get, &out));
+  STEP(c.Do(c.orders(), &OS::ProcessOrder, testing::AboutOrder<v1::ProcessOrderRequest>(order),
+            &out));
+  STEP(c.Do(c.orders(), &OS::GetOrder, testing::AboutOrder<v1::GetOrderRequest>(order), &out));
   if (out.packages_size() != 1) return "expected one package";
   const std::string package = out.packages(0).package_id();
   std::vector<v1::PackageStatus> path = {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
@@ -238,16 +233,8 @@ std::string Deliver(Client& c, const v1::Order& order, bool fail_once) {
   }
   path.push_back(v1::PACKAGE_STATUS_DELIVERED);
   for (v1::PackageStatus s : path) {
-    v1::AdvancePackageRequest a;
-    a.set_customer_id(order.customer_id());
-    a.set_order_id(order.order_id());
-    a.set_package_id(package);
-    a.set_status(s);
-    if (s == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
-      a.set_carrier("SF Express");
-      a.set_carrier_type(v1::CARRIER_TYPE_PARTNER_COURIER);
-      a.set_tracking_number("SF" + order.order_id());
-    }
+    v1::AdvancePackageRequest a = testing::AdvanceRequest(
+        order, package, s, testing::SfExpressWhenHanded(s, "SF" + order.order_id()));
     if (s == v1::PACKAGE_STATUS_DELIVERY_FAILED) a.set_failure_reason("nobody home");
     STEP(c.Do(c.orders(), &OS::AdvancePackage, a, &out));
   }
@@ -297,13 +284,8 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     v1::CreateOrderRequest create;
     create.set_customer_id(cid);
     create.set_request_id(absl::StrCat("order-", k));
-    auto* item = create.add_items();
-    item->set_sku(absl::StrCat("sku-", k % 7));
-    item->set_name("thing");
-    item->set_category("home");
-    item->set_quantity(1);
-    item->mutable_unit_price()->set_amount_minor(p.price_minor);
-    item->mutable_unit_price()->set_currency("CNY");
+    testing::AddLine(create, absl::StrCat("sku-", k % 7), "home", 1, p.price_minor)
+        ->set_name("thing");
     create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
     const absl::Time now = absl::Now();
     // A late order's window closed two days ago; everyone else's is open until the day after
@@ -319,15 +301,8 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     orders.push_back(order);
   }
   if (p.refund_first) {
-    v1::RequestReturnRequest ret;
-    ret.set_customer_id(cid);
-    ret.set_order_id(orders[0].order_id());
-    ret.set_request_id("return-1");
-    ret.set_reason("changed my mind");
-    ret.set_fault(v1::FAULT_CUSTOMER);
-    auto* item = ret.add_items();
-    item->set_item_id("1");
-    item->set_quantity(1);
+    const v1::RequestReturnRequest ret = testing::OneItemReturnRequest(
+        cid, orders[0].order_id(), "return-1", "1", "changed my mind", v1::FAULT_CUSTOMER);
     v1::Return r;
     STEP(c.Do(c.orders(), &OS::RequestReturn, ret, &r));
     for (v1::ReturnStatus s : {v1::RETURN_STATUS_PICKUP_SCHEDULED, v1::RETURN_STATUS_RECEIVED,

@@ -136,21 +136,13 @@ TEST_CASE(
                      trace::Format(checkout), create, &order);
   INFO(created.error_message());
   REQUIRE(created.ok());
-  v1::ProcessOrderRequest process;
-  process.set_customer_id(order.customer_id());
-  process.set_order_id(order.order_id());
+  const auto process = testing::AboutOrder<v1::ProcessOrderRequest>(order);
   REQUIRE(ThroughGateway(orders.get(), &v1::OrderTrackingService::Stub::ProcessOrder, storefront,
                          trace::Format(trace::NewTrace()), process, &order)
               .ok());
-  for (auto status : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                      v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
-    v1::AdvancePackageRequest advance;
-    advance.set_customer_id(order.customer_id());
-    advance.set_order_id(order.order_id());
-    advance.set_package_id(order.packages(0).package_id());
-    advance.set_status(status);
-    advance.set_carrier("sf-express");
-    advance.set_tracking_number("SF-TRACE-1");
+  for (auto status : testing::kWarehouseToDoor) {
+    const v1::AdvancePackageRequest advance = testing::AdvanceRequest(
+        order, order.packages(0).package_id(), status, {"sf-express", "SF-TRACE-1"});
     const std::string traceparent =
         trace::Format(status == v1::PACKAGE_STATUS_DELIVERED ? delivery : trace::NewTrace());
     REQUIRE(ThroughGateway(orders.get(), &v1::OrderTrackingService::Stub::AdvancePackage,

@@ -10,7 +10,6 @@
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
 #include "services/complaint_ticket/complaint_ticket_component.h"
-#include "services/customer_profile/customer_profile_component.h"
 #include "services/loyalty/loyalty_component.h"
 #include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/forced_conflict.h"
@@ -19,51 +18,54 @@
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/test_time.h"
 #include "tests/support/wait.h"
+#include "tests/support/with_customer_profile.h"
 
 namespace crm::complaint_ticket {
 namespace {
 
-using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
 using LoyaltyHarness = testing::ServiceHarness<loyalty::LoyaltyComponent>;
 using OrderHarness = testing::ServiceHarness<order_tracking::OrderTrackingComponent>;
 using TicketHarness = testing::ServiceHarness<ComplaintTicketComponent>;
 using Stub = v1::ComplaintTicketService::Stub;
 
-const absl::Time kT0 =
-    absl::FromUnixSeconds(1767225600);  // 2026-01-01, every harness clock's start
+constexpr absl::Time kT0 = testing::kHarnessStart;
 
-using testing::Call;
+using testing::CallOk;
 using testing::RequireError;
+using testing::StatusOf;
 
 std::string Port(int p) { return testing::LoopbackAddress(p); }
 
-struct World {
+// A request about one ticket (GetTicketRequest, ResolveTicketRequest, ...).
+template <typename Request>
+Request AboutTicket(const v1::Ticket& t) {
+  auto r = testing::ForCustomer<Request>(t.customer_id());
+  r.set_ticket_id(t.ticket_id());
+  return r;
+}
+
+// complaint-ticket as it runs: calling customer-profile and loyalty, and order-tracking when
+// `with_orders`.
+struct World : testing::WithCustomerProfile {
   explicit World(bool with_orders = false, bool metrics = false)
-      : profile(ProfileHarness::Options()), loyalty(LoyaltyOpts(profile.port())) {
+      : loyalty(CallingProfile(LoyaltyHarness::Options())) {
     if (with_orders) {
-      OrderHarness::Options o;
-      o.backends = {{"customer-profile", Port(profile.port())}, {"loyalty", Port(loyalty.port())}};
-      orders = std::make_unique<OrderHarness>(o);
+      orders = std::make_unique<OrderHarness>(CallingProfileAndLoyalty(OrderHarness::Options()));
     }
-    TicketHarness::Options t;
-    t.backends = {{"customer-profile", Port(profile.port())}, {"loyalty", Port(loyalty.port())}};
+    TicketHarness::Options t = CallingProfileAndLoyalty(TicketHarness::Options());
     if (orders) t.backends.push_back({"order-tracking", Port(orders->port())});
     t.serve_metrics = metrics;
     tickets = std::make_unique<TicketHarness>(t);
-    if (orders) orders->backends();  // keep
     stub = v1::ComplaintTicketService::NewStub(tickets->channel());
-    profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
-    loyalty_stub = v1::LoyaltyService::NewStub(loyalty.channel());
   }
-  static LoyaltyHarness::Options LoyaltyOpts(int profile_port) {
-    LoyaltyHarness::Options o;
-    o.backends = {{"customer-profile", Port(profile_port)}};
-    return o;
-  }
-
-  std::string Customer(const std::string& email) {
-    return testing::RegisterCustomer(profile_stub.get(), email);
+  // `options` for a service that calls this customer-profile and loyalty.
+  template <typename Options>
+  Options CallingProfileAndLoyalty(Options options) const {
+    options = CallingProfile(std::move(options));
+    options.backends.push_back({"loyalty", Port(loyalty.port())});
+    return options;
   }
 
   void Agent(const std::string& id, int level, int capacity = 10,
@@ -75,8 +77,7 @@ struct World {
     r.mutable_agent()->set_capacity(capacity);
     r.mutable_agent()->set_available(true);
     for (auto c : cats) r.mutable_agent()->add_categories(c);
-    v1::Agent a;
-    REQUIRE(Call(stub.get(), &Stub::RegisterAgent, r, &a).ok());
+    CallOk(stub.get(), &Stub::RegisterAgent, r);
   }
 
   v1::Ticket Open(const std::string& cid, const std::string& request_id, const std::string& text,
@@ -85,48 +86,36 @@ struct World {
                   const std::string& order_id = "") {
     v1::OpenTicketRequest r = testing::TicketRequest(cid, request_id, channel, category, text);
     r.set_order_id(order_id);
-    v1::Ticket t;
-    const grpc::Status s = Call(stub.get(), &Stub::OpenTicket, r, &t);
-    INFO(s.error_message());
-    REQUIRE(s.ok());
-    return t;
+    return CallOk(stub.get(), &Stub::OpenTicket, r);
   }
 
   grpc::Status Reply(const v1::Ticket& t, const std::string& agent, const std::string& request_id,
                      absl::Time next_step, v1::Ticket* out) {
-    v1::ReplyToTicketRequest r;
-    r.set_customer_id(t.customer_id());
-    r.set_ticket_id(t.ticket_id());
+    auto r = AboutTicket<v1::ReplyToTicketRequest>(t);
     r.set_author(v1::MESSAGE_AUTHOR_AGENT);
     r.set_agent_id(agent);
     r.set_text("We are on it: the courier will call you.");
     r.set_request_id(request_id);
     api::SetTimestamp(next_step, r.mutable_next_step_time());
-    return Call(stub.get(), &Stub::ReplyToTicket, r, out);
+    return testing::Call(stub.get(), &Stub::ReplyToTicket, r, out);
   }
 
   v1::Ticket Get(const v1::Ticket& t) {
-    v1::GetTicketRequest r;
-    r.set_customer_id(t.customer_id());
-    r.set_ticket_id(t.ticket_id());
-    v1::Ticket out;
-    REQUIRE(Call(stub.get(), &Stub::GetTicket, r, &out).ok());
-    return out;
+    return CallOk(stub.get(), &Stub::GetTicket, AboutTicket<v1::GetTicketRequest>(t));
   }
 
   v1::ListTicketsResponse Tickets(const std::string& cid) {
-    v1::ListTicketsRequest list;
-    list.set_customer_id(cid);
-    v1::ListTicketsResponse listed;
-    REQUIRE(Call(stub.get(), &Stub::ListTickets, list, &listed).ok());
-    return listed;
+    return CallOk(stub.get(), &Stub::ListTickets,
+                  testing::ForCustomer<v1::ListTicketsRequest>(cid));
   }
 
   v1::RunSlaSweepResponse Sweep() {
-    v1::RunSlaSweepRequest r;
-    v1::RunSlaSweepResponse out;
-    REQUIRE(Call(stub.get(), &Stub::RunSlaSweep, r, &out).ok());
-    return out;
+    return CallOk(stub.get(), &Stub::RunSlaSweep, v1::RunSlaSweepRequest());
+  }
+
+  v1::Membership Membership(const std::string& cid) {
+    return CallOk(loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership,
+                  testing::ForCustomer<v1::GetMembershipRequest>(cid));
   }
 
   void SetClock(absl::Time t) {
@@ -136,13 +125,12 @@ struct World {
     if (orders) orders->clock().Set(t);
   }
 
-  ProfileHarness profile;
   LoyaltyHarness loyalty;
-  std::unique_ptr<OrderHarness> orders;
+  std::unique_ptr<v1::LoyaltyService::Stub> loyalty_stub =
+      v1::LoyaltyService::NewStub(loyalty.channel());
+  std::unique_ptr<OrderHarness> orders;  // with_orders only
   std::unique_ptr<TicketHarness> tickets;
   std::unique_ptr<Stub> stub;
-  std::unique_ptr<v1::CustomerProfileService::Stub> profile_stub;
-  std::unique_ptr<v1::LoyaltyService::Stub> loyalty_stub;
 };
 
 TEST_CASE(
@@ -175,23 +163,17 @@ TEST_CASE(
     CHECK(now.sla().has_first_response_time());
     CHECK(api::FromTimestamp(now.sla().next_update_due()) == kT0 + absl::Hours(6));
 
-    v1::PromiseCallbackRequest cb;
-    cb.set_customer_id(cid);
-    cb.set_ticket_id(t.ticket_id());
+    auto cb = AboutTicket<v1::PromiseCallbackRequest>(t);
     cb.set_agent_id(agent);
     cb.set_request_id("cb-" + std::to_string(n));
     api::SetTimestamp(kT0 + absl::Hours(2), cb.mutable_callback_time());
-    REQUIRE(Call(w.stub.get(), &Stub::PromiseCallback, cb, &now).ok());
-    v1::CompleteCallbackRequest done;
-    done.set_customer_id(cid);
-    done.set_ticket_id(t.ticket_id());
+    now = CallOk(w.stub.get(), &Stub::PromiseCallback, cb);
+    auto done = AboutTicket<v1::CompleteCallbackRequest>(t);
     done.set_callback_id(now.callbacks(0).callback_id());
-    REQUIRE(Call(w.stub.get(), &Stub::CompleteCallback, done, &now).ok());
+    now = CallOk(w.stub.get(), &Stub::CompleteCallback, done);
     CHECK(now.callbacks(0).status() == v1::CALLBACK_STATUS_DONE);
 
-    v1::ResolveTicketRequest resolve;
-    resolve.set_customer_id(cid);
-    resolve.set_ticket_id(t.ticket_id());
+    auto resolve = AboutTicket<v1::ResolveTicketRequest>(t);
     resolve.set_agent_id(agent);
     resolve.set_summary("The courier lost the first attempt; redelivered today.");
     auto* points = resolve.add_compensations();
@@ -200,30 +182,21 @@ TEST_CASE(
     auto* letter = resolve.add_compensations();
     letter->set_kind(v1::COMPENSATION_KIND_APOLOGY_LETTER);
     letter->set_text("We are sorry for the wait.");
-    REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &now).ok());
+    now = CallOk(w.stub.get(), &Stub::ResolveTicket, resolve);
     CHECK(now.status() == v1::TICKET_STATUS_RESOLVED);  // points confirmed by loyalty right away
     CHECK(now.resolution().compensations(0).status() == v1::COMPENSATION_STATUS_CONFIRMED);
     CHECK_FALSE(now.resolution().compensations(0).reference().empty());
 
-    v1::SubmitSatisfactionRequest csat;
-    csat.set_customer_id(cid);
-    csat.set_ticket_id(t.ticket_id());
+    auto csat = AboutTicket<v1::SubmitSatisfactionRequest>(t);
     csat.set_csat(4);
-    REQUIRE(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &now).ok());
+    now = CallOk(w.stub.get(), &Stub::SubmitSatisfaction, csat);
     CHECK(now.status() == v1::TICKET_STATUS_CLOSED);
     // The whole conversation is on the ticket.
     CHECK(now.messages_size() >= 4);
   }
-  v1::GetMembershipRequest m;
-  m.set_customer_id(cid);
-  v1::Membership membership;
-  REQUIRE(
-      Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
-  CHECK(membership.points_balance() == 600);
+  CHECK(w.Membership(cid).points_balance() == 600);
   w.Sweep();  // retries nothing: the compensation counted once
-  REQUIRE(
-      Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::GetMembership, m, &membership).ok());
-  CHECK(membership.points_balance() == 600);
+  CHECK(w.Membership(cid).points_balance() == 600);
   CHECK(w.Tickets(cid).tickets_size() == 6);
 }
 
@@ -234,10 +207,8 @@ TEST_CASE("the same submission twice is one ticket", "[tickets]") {
   const v1::Ticket first = w.Open(cid, "same", "Where is my parcel?");
   const v1::Ticket second = w.Open(cid, "same", "Where is my parcel?");
   CHECK(first.ticket_id() == second.ticket_id());
-  v1::ListAgentsRequest la;
-  v1::ListAgentsResponse agents;
-  REQUIRE(Call(w.stub.get(), &Stub::ListAgents, la, &agents).ok());
-  CHECK(agents.agents(0).open_tickets() == 1);
+  CHECK(CallOk(w.stub.get(), &Stub::ListAgents, v1::ListAgentsRequest()).agents(0).open_tickets() ==
+        1);
 }
 
 TEST_CASE(
@@ -259,12 +230,10 @@ TEST_CASE(
     v1::Ticket t = w.Open(w.Customer("other" + std::to_string(i) + "@example.com"), "o",
                           "Question about my order");
     if (t.assigned_agent_id() == other) {
-      v1::ResolveTicketRequest r;
-      r.set_customer_id(t.customer_id());
-      r.set_ticket_id(t.ticket_id());
+      auto r = AboutTicket<v1::ResolveTicketRequest>(t);
       r.set_agent_id(other);
       r.set_summary("answered");
-      REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, r, &now).ok());
+      CallOk(w.stub.get(), &Stub::ResolveTicket, r);
     }
   }
   const v1::Ticket second = w.Open(cid, "t2", "Another question about the exchange.",
@@ -273,8 +242,7 @@ TEST_CASE(
   v1::SetAgentAvailabilityRequest away;
   away.set_agent_id(handler);
   away.set_available(false);
-  v1::Agent a;
-  REQUIRE(Call(w.stub.get(), &Stub::SetAgentAvailability, away, &a).ok());
+  CallOk(w.stub.get(), &Stub::SetAgentAvailability, away);
   const v1::Ticket third =
       w.Open(cid, "t3", "One more thing.", v1::TICKET_CHANNEL_CHAT, v1::TICKET_CATEGORY_QUALITY);
   CHECK(third.assigned_agent_id() == other);
@@ -295,13 +263,13 @@ TEST_CASE(
   CHECK(t.assigned_agent_id() == "junior");
   w.SetClock(kT0 + absl::Hours(10));
   CHECK(w.Sweep().escalations() == 0);
-  v1::ListAtRiskTicketsRequest risk;
-  v1::ListAtRiskTicketsResponse at_risk;
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskTickets, risk, &at_risk).ok());
-  CHECK(at_risk.tickets_size() == 0);
+  auto at_risk_now = [&] {
+    return CallOk(w.stub.get(), &Stub::ListAtRiskTickets, v1::ListAtRiskTicketsRequest());
+  };
+  CHECK(at_risk_now().tickets_size() == 0);
 
   w.SetClock(kT0 + absl::Hours(19));  // inside the last quarter of the 24 hours
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskTickets, risk, &at_risk).ok());
+  v1::ListAtRiskTicketsResponse at_risk = at_risk_now();
   REQUIRE(at_risk.tickets_size() == 1);
   CHECK(at_risk.tickets(0).kind() == v1::SLA_KIND_FIRST_RESPONSE);
   CHECK_FALSE(at_risk.tickets(0).breached());
@@ -318,18 +286,16 @@ TEST_CASE(
   now = w.Get(t);
   REQUIRE(now.sla().breaches_size() == 1);
   CHECK(now.sla().breaches(0).kind() == v1::SLA_KIND_FIRST_RESPONSE);
-  REQUIRE(Call(w.stub.get(), &Stub::ListAtRiskTickets, risk, &at_risk).ok());
+  at_risk = at_risk_now();
   REQUIRE(at_risk.tickets_size() >= 1);
   CHECK(at_risk.tickets(0).breached());
 
   // A promised callback that is not made is a breach too.
-  v1::PromiseCallbackRequest cb;
-  cb.set_customer_id(cid);
-  cb.set_ticket_id(t.ticket_id());
+  auto cb = AboutTicket<v1::PromiseCallbackRequest>(t);
   cb.set_agent_id("senior");
   cb.set_request_id("cb");
   api::SetTimestamp(kT0 + absl::Hours(26), cb.mutable_callback_time());
-  REQUIRE(Call(w.stub.get(), &Stub::PromiseCallback, cb, &now).ok());
+  CallOk(w.stub.get(), &Stub::PromiseCallback, cb);
   w.SetClock(kT0 + absl::Hours(27));
   CHECK(w.Sweep().breaches() == 1);
   now = w.Get(t);
@@ -338,11 +304,10 @@ TEST_CASE(
   CHECK(now.assigned_agent_id() == "lead");
 
   const std::string page = testing::MetricsPage(w.tickets->metrics().port());
-  CHECK(page.find("crm_sla_breaches_total{kind=\"first_response\"} 1") != std::string::npos);
-  CHECK(page.find("crm_sla_breaches_total{kind=\"callback\"} 1") != std::string::npos);
-  CHECK(page.find("crm_tickets_open{priority=\"p1\"} 1") != std::string::npos);
-  CHECK(page.find("crm_tickets_open{priority=\"p3\"} 0") != std::string::npos);
-  CHECK(page.find("crm_ticket_escalations_total 2") != std::string::npos);
+  testing::CheckPageShows(
+      page, {"crm_sla_breaches_total{kind=\"first_response\"} 1",
+             "crm_sla_breaches_total{kind=\"callback\"} 1", "crm_tickets_open{priority=\"p1\"} 1",
+             "crm_tickets_open{priority=\"p3\"} 0", "crm_ticket_escalations_total 2"});
   testing::CheckPromtoolAccepts(page);
 }
 
@@ -351,9 +316,8 @@ TEST_CASE("an agent's reply must name a date, bad inputs are refused and write n
   World w;
   w.Agent("a", 1);
   const std::string cid = w.Customer("bad@example.com");
-  auto open = [&](v1::OpenTicketRequest r) {
-    v1::Ticket t;
-    return Call(w.stub.get(), &Stub::OpenTicket, r, &t);
+  auto open = [&](const v1::OpenTicketRequest& r) {
+    return StatusOf(w.stub.get(), &Stub::OpenTicket, r);
   };
   const v1::OpenTicketRequest base = testing::TicketRequest(
       cid, "r", v1::TICKET_CHANNEL_WEB, v1::TICKET_CATEGORY_QUALITY, "It broke.");
@@ -374,60 +338,51 @@ TEST_CASE("an agent's reply must name a date, bad inputs are refused and write n
   CHECK(w.Tickets(cid).tickets_size() == 0);
 
   const v1::Ticket t = w.Open(cid, "ok", "It broke after a day.");
-  v1::ReplyToTicketRequest reply;
-  reply.set_customer_id(cid);
-  reply.set_ticket_id(t.ticket_id());
+  auto reply = AboutTicket<v1::ReplyToTicketRequest>(t);
   reply.set_author(v1::MESSAGE_AUTHOR_AGENT);
   reply.set_agent_id("a");
   reply.set_text("We will look into it later.");
   reply.set_request_id("x");
-  v1::Ticket out;
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out),
-               grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
+  auto refused_reply = [&](grpc::StatusCode code, const std::string& field) {
+    RequireError(StatusOf(w.stub.get(), &Stub::ReplyToTicket, reply), code, field);
+  };
+  refused_reply(grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
   api::SetTimestamp(kT0 - absl::Hours(1), reply.mutable_next_step_time());
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out),
-               grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
+  refused_reply(grpc::StatusCode::INVALID_ARGUMENT, "next_step_time:");
   api::SetTimestamp(kT0 + absl::Hours(2), reply.mutable_next_step_time());
   reply.set_agent_id("ghost");
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::NOT_FOUND,
-               "agent_id:");
+  refused_reply(grpc::StatusCode::NOT_FOUND, "agent_id:");
   reply.set_agent_id("a");
   reply.set_ticket_id("t-missing");
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out), grpc::StatusCode::NOT_FOUND,
-               "ticket_id:");
+  refused_reply(grpc::StatusCode::NOT_FOUND, "ticket_id:");
 
-  v1::ResolveTicketRequest resolve;
-  resolve.set_customer_id(cid);
-  resolve.set_ticket_id(t.ticket_id());
+  auto resolve = AboutTicket<v1::ResolveTicketRequest>(t);
   resolve.set_agent_id("a");
-  RequireError(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out),
+  RequireError(StatusOf(w.stub.get(), &Stub::ResolveTicket, resolve),
                grpc::StatusCode::INVALID_ARGUMENT, "summary:");
   resolve.set_summary("Replaced.");
   auto* refund = resolve.add_compensations();
   refund->set_kind(v1::COMPENSATION_KIND_REFUND);
   refund->add_refund_items()->set_item_id("1");
   refund->mutable_refund_items(0)->set_quantity(1);
-  RequireError(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out),
+  RequireError(StatusOf(w.stub.get(), &Stub::ResolveTicket, resolve),
                grpc::StatusCode::INVALID_ARGUMENT,
                "compensations[0]:");  // the ticket has no order
   CHECK(w.Get(t).status() == v1::TICKET_STATUS_OPEN);
 
-  v1::SubmitSatisfactionRequest csat;
-  csat.set_customer_id(cid);
-  csat.set_ticket_id(t.ticket_id());
+  auto csat = AboutTicket<v1::SubmitSatisfactionRequest>(t);
   csat.set_csat(6);
-  RequireError(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out),
+  RequireError(StatusOf(w.stub.get(), &Stub::SubmitSatisfaction, csat),
                grpc::StatusCode::INVALID_ARGUMENT, "csat:");
   csat.set_csat(5);
-  RequireError(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out),
+  RequireError(StatusOf(w.stub.get(), &Stub::SubmitSatisfaction, csat),
                grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
   resolve.clear_compensations();
-  REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &out).ok());
-  REQUIRE(Call(w.stub.get(), &Stub::SubmitSatisfaction, csat, &out).ok());
+  CallOk(w.stub.get(), &Stub::ResolveTicket, resolve);
+  CallOk(w.stub.get(), &Stub::SubmitSatisfaction, csat);
   reply.set_ticket_id(t.ticket_id());
   reply.set_request_id("after-close");
-  RequireError(Call(w.stub.get(), &Stub::ReplyToTicket, reply, &out),
-               grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
+  refused_reply(grpc::StatusCode::FAILED_PRECONDITION, "ticket_id:");
 }
 
 TEST_CASE("an enterprise account's ticket goes to its named agent with a 30-minute first response",
@@ -436,14 +391,11 @@ TEST_CASE("an enterprise account's ticket goes to its named agent with a 30-minu
   w.Agent("pool", 1);
   w.Agent("named", 2);
   const std::string cid = w.Customer("corp@example.com");
-  v1::SetEnterpriseAccountRequest ent;
-  ent.set_customer_id(cid);
+  auto ent = testing::ForCustomer<v1::SetEnterpriseAccountRequest>(cid);
   ent.set_enterprise(true);
   ent.set_company_name("Example Corp");
   ent.set_named_agent_id("named");
-  v1::Membership m;
-  REQUIRE(
-      Call(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::SetEnterpriseAccount, ent, &m).ok());
+  CallOk(w.loyalty_stub.get(), &v1::LoyaltyService::Stub::SetEnterpriseAccount, ent);
   const v1::Ticket t = w.Open(cid, "t", "Please confirm delivery of our office chairs.");
   CHECK(t.enterprise());
   CHECK(t.assigned_agent_id() == "named");
@@ -463,27 +415,23 @@ TEST_CASE(
   orders.backends().SetAddress("complaint-ticket", Port(w.tickets->port()));
   // The harness made order-tracking with event_sinks "none"; restart it delivering to the ticket
   // service.
-  OrderHarness::Options oo;
-  oo.backends = {{"customer-profile", Port(w.profile.port())}, {"loyalty", Port(w.loyalty.port())}};
+  OrderHarness::Options oo = w.CallingProfileAndLoyalty(OrderHarness::Options());
   oo.event_sinks = "complaint-ticket=" + Port(w.tickets->port());
   OrderHarness chain(oo);
   w.tickets->backends().SetAddress("order-tracking", Port(chain.port()));
 
   const std::string cid = w.Customer("review@example.com");
-  testing::AddAddress(w.profile_stub.get(), cid, "a", "孙悦", "武汉", "珞喻路1号");
+  testing::AddAddress(w.profiles.get(), cid, "a", "孙悦", "武汉", "珞喻路1号");
   auto ostub = v1::OrderTrackingService::NewStub(chain.channel());
   v1::Order order = testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-mixer", "kitchen",
                                                       49900, kT0, absl::Hours(4));
   order = testing::ShipAndDeliver(ostub.get(), order, "YTO", "YTO1");
-  v1::SubmitReviewRequest review;
-  review.set_customer_id(cid);
-  review.set_order_id(order.order_id());
+  auto review = testing::AboutOrder<v1::SubmitReviewRequest>(order);
   review.set_item_id("1");
   review.set_rating(2);
   review.set_text("用了三天就坏了，很失望");
   review.set_request_id("rv");
-  v1::Review rv;
-  REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::SubmitReview, review, &rv).ok());
+  CallOk(ostub.get(), &v1::OrderTrackingService::Stub::SubmitReview, review);
 
   v1::ListTicketsResponse listed;
   testing::WaitUntil(
@@ -499,9 +447,7 @@ TEST_CASE(
   CHECK(t.order_id() == order.order_id());
   CHECK(absl::StrContains(t.text(), "很失望"));
 
-  v1::ResolveTicketRequest resolve;
-  resolve.set_customer_id(cid);
-  resolve.set_ticket_id(t.ticket_id());
+  auto resolve = AboutTicket<v1::ResolveTicketRequest>(t);
   resolve.set_agent_id(t.assigned_agent_id());
   resolve.set_summary("Defective unit: full refund.");
   auto* refund = resolve.add_compensations();
@@ -513,8 +459,7 @@ TEST_CASE(
   coupon->set_kind(v1::COMPENSATION_KIND_COUPON);
   coupon->mutable_coupon_value()->set_amount_minor(2000);
   coupon->mutable_coupon_value()->set_currency("CNY");
-  v1::Ticket now;
-  REQUIRE(Call(w.stub.get(), &Stub::ResolveTicket, resolve, &now).ok());
+  const v1::Ticket now = CallOk(w.stub.get(), &Stub::ResolveTicket, resolve);
   CHECK(now.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION);  // the refund is not paid yet
   const std::string return_id = now.resolution().compensations(0).reference();
   REQUIRE_FALSE(return_id.empty());
@@ -522,14 +467,12 @@ TEST_CASE(
 
   for (auto s : {v1::RETURN_STATUS_PICKUP_SCHEDULED, v1::RETURN_STATUS_RECEIVED,
                  v1::RETURN_STATUS_REFUNDED}) {
-    v1::AdvanceReturnRequest adv;
-    adv.set_customer_id(cid);
+    auto adv = testing::ForCustomer<v1::AdvanceReturnRequest>(cid);
     adv.set_return_id(return_id);
     adv.set_status(s);
     api::SetTimestamp(kT0 + absl::Hours(24), adv.mutable_pickup_start_time());
     api::SetTimestamp(kT0 + absl::Hours(26), adv.mutable_pickup_end_time());
-    v1::Return ret;
-    REQUIRE(Call(ostub.get(), &v1::OrderTrackingService::Stub::AdvanceReturn, adv, &ret).ok());
+    CallOk(ostub.get(), &v1::OrderTrackingService::Stub::AdvanceReturn, adv);
   }
   testing::WaitUntil([&] { return w.Get(t).status() == v1::TICKET_STATUS_RESOLVED; },
                      absl::Seconds(30));
@@ -541,12 +484,11 @@ TEST_CASE("AssessSeverity explains a score without opening anything", "[tickets]
   v1::AssessSeverityRequest r;
   r.set_text("垃圾服务，再也不买了！！！");
   r.set_category(v1::TICKET_CATEGORY_SERVICE_ATTITUDE);
-  v1::Severity s;
-  REQUIRE(Call(w.stub.get(), &Stub::AssessSeverity, r, &s).ok());
+  const v1::Severity s = CallOk(w.stub.get(), &Stub::AssessSeverity, r);
   CHECK(s.handling_level() == 3);
   CHECK(s.signals_size() >= 3);
   r.set_text("");
-  RequireError(Call(w.stub.get(), &Stub::AssessSeverity, r, &s), grpc::StatusCode::INVALID_ARGUMENT,
+  RequireError(StatusOf(w.stub.get(), &Stub::AssessSeverity, r), grpc::StatusCode::INVALID_ARGUMENT,
                "text:");
 }
 

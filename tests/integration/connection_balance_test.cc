@@ -236,18 +236,53 @@ class Caller {
 constexpr absl::Duration kBalancerWindow = absl::Seconds(10);
 constexpr absl::Duration kShortAge = absl::Seconds(1);
 
-struct BalancerOutcome {
+// What a client calling replica "a" saw once replica "b" was added.
+struct AddedReplicaOutcome {
   bool added_replica_answered = false;
   int calls_to_first = 0;
   int calls_to_added = 0;
   int failed = 0;
   std::string last_error;
-  int connections_to_added = 0;
+  int connections_to_added = 0;  // behind the balancer
 };
+
+// Calls until the added replica "b" answers or `window` ends.
+AddedReplicaOutcome CallUntilAddedAnswers(Caller& caller, absl::Duration window) {
+  AddedReplicaOutcome outcome;
+  outcome.added_replica_answered = caller.ReachesWithin("b", window);
+  outcome.calls_to_first = caller.answered_by("a");
+  outcome.calls_to_added = caller.answered_by("b");
+  outcome.failed = caller.failed();
+  outcome.last_error = caller.last_error();
+  return outcome;
+}
+
+std::string Describe(const AddedReplicaOutcome& o) {
+  return absl::StrCat("calls to a ", o.calls_to_first, ", to b ", o.calls_to_added, ", failed ",
+                      o.failed, " (", o.last_error, ")");
+}
+
+// With a short maximum connection age the client reconnects in time and reaches "b", losing no
+// call on the way.
+void CheckAddedCalled(const AddedReplicaOutcome& aged) {
+  INFO("max age 1 s: " << Describe(aged));
+  CHECK(aged.added_replica_answered);
+  CHECK(aged.failed == 0);
+}
+
+// Without a maximum connection age the client keeps its connection: "b" is never called, and "a"
+// answers every call.
+void CheckAddedNeverCalled(const AddedReplicaOutcome& unlimited) {
+  INFO("max age unlimited: " << Describe(unlimited));
+  CHECK_FALSE(unlimited.added_replica_answered);
+  CHECK(unlimited.calls_to_added == 0);
+  CHECK(unlimited.calls_to_first > 0);
+  CHECK(unlimited.failed == 0);
+}
 
 // Replica "a" behind the balancer, a client calling it through the balancer; then replica "b"
 // starts and joins the balancer's set; calls go on until one reaches "b" or the window ends.
-BalancerOutcome AddReplicaBehindBalancer(absl::Duration max_connection_age) {
+AddedReplicaOutcome AddReplicaBehindBalancer(absl::Duration max_connection_age) {
   testing::TcpBalancer balancer;
   REQUIRE(balancer.Start().ok());
   Replica a("a", "127.0.0.1:0", max_connection_age);
@@ -261,12 +296,7 @@ BalancerOutcome AddReplicaBehindBalancer(absl::Duration max_connection_age) {
   REQUIRE(b.Start().ok());
   balancer.AddBackend(b.port());
 
-  BalancerOutcome outcome;
-  outcome.added_replica_answered = caller.ReachesWithin("b", kBalancerWindow);
-  outcome.calls_to_first = caller.answered_by("a");
-  outcome.calls_to_added = caller.answered_by("b");
-  outcome.failed = caller.failed();
-  outcome.last_error = caller.last_error();
+  AddedReplicaOutcome outcome = CallUntilAddedAnswers(caller, kBalancerWindow);
   outcome.connections_to_added = balancer.ConnectionsTo(b.port());
   return outcome;
 }
@@ -275,31 +305,14 @@ TEST_CASE(
     "behind a per-connection balancer, a replica added later gets calls once connections have a "
     "maximum age, and never without one",
     "[rpc][balance]") {
-  const BalancerOutcome aged = AddReplicaBehindBalancer(kShortAge);
-  INFO("max age 1 s: calls to a " << aged.calls_to_first << ", to b " << aged.calls_to_added
-                                  << ", failed " << aged.failed << " (" << aged.last_error << ")");
-  CHECK(aged.added_replica_answered);
+  const AddedReplicaOutcome aged = AddReplicaBehindBalancer(kShortAge);
+  CheckAddedCalled(aged);
   CHECK(aged.connections_to_added >= 1);
-  // The reconnection at the connection's age loses no call.
-  CHECK(aged.failed == 0);
 
-  const BalancerOutcome unlimited = AddReplicaBehindBalancer(absl::InfiniteDuration());
-  INFO("max age unlimited: calls to a " << unlimited.calls_to_first << ", to b "
-                                        << unlimited.calls_to_added);
-  CHECK_FALSE(unlimited.added_replica_answered);
-  CHECK(unlimited.calls_to_added == 0);
+  const AddedReplicaOutcome unlimited = AddReplicaBehindBalancer(absl::InfiniteDuration());
+  CheckAddedNeverCalled(unlimited);
   CHECK(unlimited.connections_to_added == 0);
-  CHECK(unlimited.calls_to_first > 0);
-  CHECK(unlimited.failed == 0);
 }
-
-struct NameOutcome {
-  bool added_replica_answered = false;
-  int calls_to_first = 0;
-  int calls_to_added = 0;
-  int failed = 0;
-  std::string last_error;
-};
 
 // Long enough for the re-resolution, which comes at most every 5 s (libs/rpc/client.cc), after
 // the first connection reaches its age; the unlimited case calls for just as long.
@@ -308,7 +321,7 @@ constexpr absl::Duration kNameWindow = absl::Seconds(20);
 // Replica "a" on 127.0.0.1:P and replica "b" on [::1]:P, both running; the name resolves to "a"
 // only, a client calls it by name; then "b" is added to the name's answer (a pod becomes ready
 // behind a headless Service); calls go on until one reaches "b" or the window ends.
-NameOutcome AddReplicaToName(absl::Duration max_connection_age) {
+AddedReplicaOutcome AddReplicaToName(absl::Duration max_connection_age) {
   // One port free on both loopback addresses: "b" takes one, "a" the same if it can.
   std::unique_ptr<Replica> a, b;
   for (int attempt = 0; attempt < 20 && a == nullptr; ++attempt) {
@@ -326,32 +339,15 @@ NameOutcome AddReplicaToName(absl::Duration max_connection_age) {
   REQUIRE(caller.Call() == "a");
   dns.AddAddress("::1");
 
-  NameOutcome outcome;
-  outcome.added_replica_answered = caller.ReachesWithin("b", kNameWindow);
-  outcome.calls_to_first = caller.answered_by("a");
-  outcome.calls_to_added = caller.answered_by("b");
-  outcome.failed = caller.failed();
-  outcome.last_error = caller.last_error();
-  return outcome;
+  return CallUntilAddedAnswers(caller, kNameWindow);
 }
 
 TEST_CASE(
     "a replica added to the name a channel resolves gets calls once connections have a maximum "
     "age, and never without one",
     "[rpc][balance]") {
-  const NameOutcome aged = AddReplicaToName(kShortAge);
-  INFO("max age 1 s: calls to a " << aged.calls_to_first << ", to b " << aged.calls_to_added
-                                  << ", failed " << aged.failed << " (" << aged.last_error << ")");
-  CHECK(aged.added_replica_answered);
-  CHECK(aged.failed == 0);
-
-  const NameOutcome unlimited = AddReplicaToName(absl::InfiniteDuration());
-  INFO("max age unlimited: calls to a " << unlimited.calls_to_first << ", to b "
-                                        << unlimited.calls_to_added);
-  CHECK_FALSE(unlimited.added_replica_answered);
-  CHECK(unlimited.calls_to_added == 0);
-  CHECK(unlimited.calls_to_first > 0);
-  CHECK(unlimited.failed == 0);
+  CheckAddedCalled(AddReplicaToName(kShortAge));
+  CheckAddedNeverCalled(AddReplicaToName(absl::InfiniteDuration()));
 }
 
 TEST_CASE("a channel round-robins over every address its target names", "[rpc][balance]") {

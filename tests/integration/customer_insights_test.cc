@@ -12,34 +12,33 @@
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/test_time.h"
 #include "tests/support/wait.h"
+#include "tests/support/with_customer_profile.h"
 
 namespace crm::customer_profile {
 namespace {
 
-using Harness = testing::ServiceHarness<CustomerProfileComponent>;
 using Stub = v1::CustomerProfileService::Stub;
-using testing::Call;
+using testing::CallOk;
+using testing::ForCustomer;
+using testing::kDay;
 using testing::RequireError;
-constexpr absl::Duration kDay = absl::Hours(24);
+using testing::StatusOf;
 
 v1::RecordRetentionActionRequest RetentionAction(const std::string& cid,
                                                  const std::string& request_id,
                                                  v1::RetentionActionType type,
                                                  const std::string& reference) {
-  v1::RecordRetentionActionRequest req;
-  req.set_customer_id(cid);
+  auto req = ForCustomer<v1::RecordRetentionActionRequest>(cid);
   req.set_request_id(request_id);
   req.set_type(type);
   req.set_reference(reference);
   return req;
 }
 
-struct World {
-  World() : profile(Harness::Options()) {
-    stub = v1::CustomerProfileService::NewStub(profile.channel());
-    sink = v1::EventSink::NewStub(profile.channel());
-  }
+// customer-profile, with events delivered to its EventSink as the other services would.
+struct World : testing::WithCustomerProfile {
   absl::Time now() { return profile.clock().Now(); }
 
   v1::Event Base(const std::string& cid, const std::string& producer, absl::Time when) {
@@ -75,42 +74,29 @@ struct World {
     }
     Deliver(events);
   }
-  grpc::Status GetInsights(const std::string& cid, v1::CustomerInsights* out) {
-    v1::GetCustomerInsightsRequest req;
-    req.set_customer_id(cid);
-    return Call(stub.get(), &Stub::GetCustomerInsights, req, out);
+  grpc::Status GetInsightsStatus(const std::string& cid) {
+    return StatusOf(profiles.get(), &Stub::GetCustomerInsights,
+                    ForCustomer<v1::GetCustomerInsightsRequest>(cid));
   }
   v1::CustomerInsights Insights(const std::string& cid) {
-    v1::CustomerInsights out;
-    const grpc::Status s = GetInsights(cid, &out);
-    INFO(s.error_message());
-    REQUIRE(s.ok());
-    return out;
+    return CallOk(profiles.get(), &Stub::GetCustomerInsights,
+                  ForCustomer<v1::GetCustomerInsightsRequest>(cid));
   }
   v1::ListAtRiskCustomersResponse AtRisk(const v1::ListAtRiskCustomersRequest& req) {
-    v1::ListAtRiskCustomersResponse page;
-    REQUIRE(Call(stub.get(), &Stub::ListAtRiskCustomers, req, &page).ok());
-    return page;
+    return CallOk(profiles.get(), &Stub::ListAtRiskCustomers, req);
   }
   v1::ListRetentionActionsResponse RetentionActions(const std::string& cid) {
-    v1::ListRetentionActionsRequest list;
-    list.set_customer_id(cid);
-    v1::ListRetentionActionsResponse actions;
-    REQUIRE(Call(stub.get(), &Stub::ListRetentionActions, list, &actions).ok());
-    return actions;
+    return CallOk(profiles.get(), &Stub::ListRetentionActions,
+                  ForCustomer<v1::ListRetentionActionsRequest>(cid));
   }
   v1::RefreshInsightsResponse Refresh() {
-    v1::RefreshInsightsResponse out;
-    REQUIRE(Call(stub.get(), &Stub::RefreshInsights, v1::RefreshInsightsRequest(), &out).ok());
-    return out;
+    return CallOk(profiles.get(), &Stub::RefreshInsights, v1::RefreshInsightsRequest());
   }
   double Metric(const std::string& name, const std::map<std::string, std::string>& labels = {}) {
     return testing::MetricValue(profile.metrics().registry(), name, labels);
   }
 
-  Harness profile;
-  std::unique_ptr<Stub> stub;
-  std::unique_ptr<v1::EventSink::Stub> sink;
+  std::unique_ptr<v1::EventSink::Stub> sink = v1::EventSink::NewStub(profile.channel());
   int seq = 0;
 };
 
@@ -118,7 +104,7 @@ TEST_CASE(
     "insights: order, delivery, refund, review and ticket events become the customer's facts, "
     "once") {
   World w;
-  const std::string c = testing::RegisterCustomer(w.stub.get(), "facts@example.com");
+  const std::string c = w.Customer("facts@example.com");
   const absl::Time t0 = w.now() - 40 * kDay;
   std::vector<v1::Event> events = {
       w.Placed(c, "o1", 100'00, t0),
@@ -171,18 +157,16 @@ TEST_CASE(
 
   // Unknown customers: NOT_FOUND naming the field; their events change nothing and are
   // acknowledged.
-  v1::CustomerInsights ignored;
-  RequireError(w.GetInsights("nobody", &ignored), grpc::StatusCode::NOT_FOUND, "customer_id");
+  RequireError(w.GetInsightsStatus("nobody"), grpc::StatusCode::NOT_FOUND, "customer_id");
   w.Deliver({w.Placed("nobody", "x1", 1'00, t0)});
-  RequireError(w.GetInsights("nobody", &ignored), grpc::StatusCode::NOT_FOUND, "customer_id");
+  RequireError(w.GetInsightsStatus("nobody"), grpc::StatusCode::NOT_FOUND, "customer_id");
 }
 
 TEST_CASE("insights: RFM quintiles, key customers and buyer levels over the customer base") {
   World w;
   std::vector<std::string> ids;
   for (int i = 0; i < 10; ++i) {
-    ids.push_back(
-        testing::RegisterCustomer(w.stub.get(), "rfm" + std::to_string(i) + "@example.com"));
+    ids.push_back(w.Customer("rfm" + std::to_string(i) + "@example.com"));
     // Customer i: i+1 orders of 100 CNY x (i+1), a week apart, the last one 5*(10-i) days ago.
     w.Buyer(ids[i], i + 1, 100'00 * (i + 1), 7 * kDay, 5 * (10 - i) * kDay);
   }
@@ -225,8 +209,7 @@ TEST_CASE(
   World w;  // its refresher ran at start, over nobody
   std::vector<std::string> ids;
   for (int i = 0; i < 24; ++i) {
-    ids.push_back(
-        testing::RegisterCustomer(w.stub.get(), "new-shop" + std::to_string(i) + "@example.com"));
+    ids.push_back(w.Customer("new-shop" + std::to_string(i) + "@example.com"));
     // One to four orders a day apart, the last today, yesterday or the day before.
     w.Buyer(ids[i], 1 + i % 4, 100'00 * (1 + i % 5), kDay, (i % 3) * kDay);
   }
@@ -248,9 +231,9 @@ TEST_CASE(
     "insights: a buyer who stopped is at risk, listed by expected value lost (score x value), "
     "filtered and paged") {
   World w;
-  const std::string stopped = testing::RegisterCustomer(w.stub.get(), "stopped@example.com");
-  const std::string steady = testing::RegisterCustomer(w.stub.get(), "steady@example.com");
-  const std::string small = testing::RegisterCustomer(w.stub.get(), "small@example.com");
+  const std::string stopped = w.Customer("stopped@example.com");
+  const std::string steady = w.Customer("steady@example.com");
+  const std::string small = w.Customer("small@example.com");
   // Two big orders a month apart, nothing for five months: the shipped model (fitted on Online
   // Retail) reads few buying days and none in the last 90 as leaving.
   w.Buyer(stopped, 2, 250'00, 30 * kDay, 150 * kDay);
@@ -293,43 +276,42 @@ TEST_CASE(
 
   v1::ListAtRiskCustomersRequest bad;
   bad.set_segment(static_cast<v1::RfmSegment>(99));
-  RequireError(Call(w.stub.get(), &Stub::ListAtRiskCustomers, bad, &page),
+  RequireError(StatusOf(w.profiles.get(), &Stub::ListAtRiskCustomers, bad),
                grpc::StatusCode::INVALID_ARGUMENT, "segment");
   bad = {};
   bad.set_page_token("not-a-token");
-  RequireError(Call(w.stub.get(), &Stub::ListAtRiskCustomers, bad, &page),
+  RequireError(StatusOf(w.profiles.get(), &Stub::ListAtRiskCustomers, bad),
                grpc::StatusCode::INVALID_ARGUMENT, "page_token");
 }
 
 TEST_CASE("insights: retention actions are idempotent and judged by the customer's next order") {
   World w;
-  const std::string won = testing::RegisterCustomer(w.stub.get(), "won@example.com");
-  const std::string lost = testing::RegisterCustomer(w.stub.get(), "lost@example.com");
+  const std::string won = w.Customer("won@example.com");
+  const std::string lost = w.Customer("lost@example.com");
   w.Buyer(won, 6, 200'00, 7 * kDay, 60 * kDay);
   w.Buyer(lost, 6, 200'00, 7 * kDay, 60 * kDay);
 
   v1::RecordRetentionActionRequest req =
       RetentionAction(won, "keep-won-1", v1::RETENTION_ACTION_TYPE_COUPON, "coupon-123");
   req.set_agent_id("agent-7");
-  v1::RetentionAction first, retry;
-  REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, req, &first).ok());
-  REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, req, &retry).ok());
-  CHECK(first.action_id() == retry.action_id());
+  const v1::RetentionAction first = CallOk(w.profiles.get(), &Stub::RecordRetentionAction, req);
+  CHECK(CallOk(w.profiles.get(), &Stub::RecordRetentionAction, req).action_id() ==
+        first.action_id());
   CHECK(first.outcome() == v1::RETENTION_OUTCOME_PENDING);
   CHECK(first.churn_score() > 0);
   req.set_customer_id(lost);
   req.set_request_id("keep-lost-1");
   req.set_type(v1::RETENTION_ACTION_TYPE_DEDICATED_AGENT);
   req.set_reference("ticket-9");
-  REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, req, &first).ok());
+  CallOk(w.profiles.get(), &Stub::RecordRetentionAction, req);
 
   v1::RecordRetentionActionRequest bad = req;
   bad.clear_reference();
-  RequireError(Call(w.stub.get(), &Stub::RecordRetentionAction, bad, &first),
+  RequireError(StatusOf(w.profiles.get(), &Stub::RecordRetentionAction, bad),
                grpc::StatusCode::INVALID_ARGUMENT, "reference");
   bad = req;
   bad.set_type(v1::RETENTION_ACTION_TYPE_UNSPECIFIED);
-  RequireError(Call(w.stub.get(), &Stub::RecordRetentionAction, bad, &first),
+  RequireError(StatusOf(w.profiles.get(), &Stub::RecordRetentionAction, bad),
                grpc::StatusCode::INVALID_ARGUMENT, "type");
 
   // The first customer orders again ten days later; the second does not, and the window passes.
@@ -355,22 +337,18 @@ TEST_CASE(
     "insights: erasure removes history and retention actions, and later events do not bring them "
     "back") {
   World w;
-  const std::string c = testing::RegisterCustomer(w.stub.get(), "gone@example.com");
+  const std::string c = w.Customer("gone@example.com");
   w.Buyer(c, 3, 100'00, 7 * kDay, 3 * kDay);
   const v1::RecordRetentionActionRequest act =
       RetentionAction(c, "act-1", v1::RETENTION_ACTION_TYPE_POINTS, "ledger-1");
-  v1::RetentionAction action;
-  REQUIRE(Call(w.stub.get(), &Stub::RecordRetentionAction, act, &action).ok());
+  CallOk(w.profiles.get(), &Stub::RecordRetentionAction, act);
 
-  v1::EraseCustomerRequest erase;
-  erase.set_customer_id(c);
+  auto erase = ForCustomer<v1::EraseCustomerRequest>(c);
   erase.set_request_id("erase-1");
-  v1::EraseCustomerResponse erased;
-  REQUIRE(Call(w.stub.get(), &Stub::EraseCustomer, erase, &erased).ok());
+  CallOk(w.profiles.get(), &Stub::EraseCustomer, erase);
   w.Deliver({w.Placed(c, "late-event", 100'00, w.now())});
 
-  v1::CustomerInsights in;
-  RequireError(w.GetInsights(c, &in), grpc::StatusCode::NOT_FOUND, "customer_id");
+  RequireError(w.GetInsightsStatus(c), grpc::StatusCode::NOT_FOUND, "customer_id");
   CHECK(w.Refresh().customers() == 0);
   CHECK(w.AtRisk(v1::ListAtRiskCustomersRequest()).total_count() == 0);
   CHECK(w.Metric("crm_retention_actions", {{"action", "points"}}) == 0);

@@ -33,6 +33,15 @@ google::rpc::Status ModelOf(const grpc::Status& status) {
   return model;
 }
 
+// `s` carries an ErrorInfo with `reason`, in the API's domain, naming `field`.
+void CheckErrorInfo(const grpc::Status& s, const std::string& reason, const std::string& field) {
+  const auto info = FindDetail<ErrorInfo>(s);
+  REQUIRE(info.has_value());
+  CHECK(info->reason() == reason);
+  CHECK(info->domain() == "crm.v1");
+  CHECK(info->metadata().at("field") == field);
+}
+
 TEST_CASE("error details: INVALID_ARGUMENT names its field in ErrorInfo and BadRequest") {
   const std::string message = "email: must contain exactly one '@' (got \"李娜\")";
   const grpc::Status s = rpc::ToGrpc(absl::InvalidArgumentError(message));
@@ -44,11 +53,7 @@ TEST_CASE("error details: INVALID_ARGUMENT names its field in ErrorInfo and BadR
   REQUIRE(model.details_size() == 2);
   CHECK(model.details(0).type_url() == "type.googleapis.com/google.rpc.ErrorInfo");
   CHECK(model.details(1).type_url() == "type.googleapis.com/google.rpc.BadRequest");
-  const auto info = FindDetail<ErrorInfo>(s);
-  REQUIRE(info.has_value());
-  CHECK(info->reason() == "INVALID_ARGUMENT");
-  CHECK(info->domain() == "crm.v1");
-  CHECK(info->metadata().at("field") == "email");
+  CheckErrorInfo(s, "INVALID_ARGUMENT", "email");
   const auto bad = FindDetail<BadRequest>(s);
   REQUIRE(bad.has_value());
   REQUIRE(bad->field_violations_size() == 1);
@@ -199,24 +204,14 @@ TEST_CASE("error details: a data service's errors carry them in grpc-status-deta
   const v1::Order delivered =
       testing::ShipAndDeliver(order_stub.get(), placed, "SF Express", "SF100200300");
   orders.clock().Advance(absl::Hours(24) * 400);
-  v1::RequestReturnRequest ret;
-  ret.set_customer_id(customer_id);
-  ret.set_order_id(delivered.order_id());
-  ret.set_request_id("ret-1");
-  ret.set_reason("too small");
-  ret.set_fault(v1::FAULT_CUSTOMER);
-  auto* item = ret.add_items();
-  item->set_item_id(delivered.items(0).item_id());
-  item->set_quantity(1);
+  const v1::RequestReturnRequest ret =
+      testing::OneItemReturnRequest(customer_id, delivered.order_id(), "ret-1",
+                                    delivered.items(0).item_id(), "too small", v1::FAULT_CUSTOMER);
   v1::Return refused_return;
   const grpc::Status late = testing::Call(
       order_stub.get(), &v1::OrderTrackingService::Stub::RequestReturn, ret, &refused_return);
   testing::RequireError(late, grpc::StatusCode::FAILED_PRECONDITION, "items[0].item_id: ");
-  const auto info = FindDetail<ErrorInfo>(late);
-  REQUIRE(info.has_value());
-  CHECK(info->reason() == "RETURN_WINDOW_CLOSED");
-  CHECK(info->domain() == "crm.v1");
-  CHECK(info->metadata().at("field") == "items[0].item_id");
+  CheckErrorInfo(late, "RETURN_WINDOW_CLOSED", "items[0].item_id");
   const auto failure = FindDetail<PreconditionFailure>(late);
   REQUIRE(failure.has_value());
   CHECK(failure->violations(0).type() == "RETURN_WINDOW_CLOSED");

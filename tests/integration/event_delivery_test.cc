@@ -6,23 +6,41 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/api/validate.h"
-#include "services/customer_profile/customer_profile_component.h"
 #include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/event_recorder.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/test_time.h"
 #include "tests/support/wait.h"
+#include "tests/support/with_customer_profile.h"
 
 namespace crm::order_tracking {
 namespace {
 
-using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
 using OrderHarness = testing::ServiceHarness<OrderTrackingComponent>;
 using E = events::Subscription::EventType;
 
-const absl::Time kStart = absl::FromUnixSeconds(1767225600);  // the harness clock
+constexpr absl::Time kStart = testing::kHarnessStart;
+
+// customer-profile and order-tracking, whose events go to `recorder` (started, so its port is
+// known).
+struct OrdersToRecorder : testing::WithCustomerProfile {
+  explicit OrdersToRecorder(const testing::EventRecorder& recorder)
+      : orders(CallingProfile(OrderOptions(recorder))) {
+    orders.clock().Set(kStart);
+  }
+  static OrderHarness::Options OrderOptions(const testing::EventRecorder& recorder) {
+    OrderHarness::Options o;
+    o.event_sinks = "test=" + recorder.address();
+    return o;
+  }
+
+  OrderHarness orders;
+  std::unique_ptr<v1::OrderTrackingService::Stub> stub =
+      v1::OrderTrackingService::NewStub(orders.channel());
+};
 
 TEST_CASE(
     "a consumer that is down is not tried for events it does not want, and what it wants is "
@@ -31,19 +49,13 @@ TEST_CASE(
   testing::EventRecorder recorder;
   recorder.Subscribe({E::kOrderDelivered});
   recorder.Start();
-  ProfileHarness profile{ProfileHarness::Options()};
-  OrderHarness::Options o;
-  o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile.port())}};
-  o.event_sinks = "test=" + recorder.address();
-  OrderHarness orders(o);
-  auto profiles = v1::CustomerProfileService::NewStub(profile.channel());
-  auto stub = v1::OrderTrackingService::NewStub(orders.channel());
-  const std::string customer = testing::RegisterCustomer(profiles.get(), "away@example.com");
-  testing::AddAddress(profiles.get(), customer, "addr", "陈静", "杭州", "文一西路969号");
-  orders.clock().Set(kStart);
+  OrdersToRecorder w(recorder);
+  auto& orders = w.orders;
+  const std::string customer = w.Customer("away@example.com");
+  testing::AddAddress(w.profiles.get(), customer, "addr", "陈静", "杭州", "文一西路969号");
   const v1::Order first = testing::PlaceCashOnDeliveryOrder(
-      stub.get(), customer, "sku-1", "phones", 10000, kStart + absl::Hours(48), absl::Hours(4));
-  testing::ShipAndDeliver(stub.get(), first, "SF Express", "SF1");
+      w.stub.get(), customer, "sku-1", "phones", 10000, kStart + absl::Hours(48), absl::Hours(4));
+  testing::ShipAndDeliver(w.stub.get(), first, "SF Express", "SF1");
   REQUIRE(recorder.WaitForApplied(1, absl::Seconds(30)));  // the consumer told what it wants
   auto& registry = orders.metrics().registry();
   const std::map<std::string, std::string> lane = {{"destination", "test"}, {"shard", "0"}};
@@ -52,17 +64,16 @@ TEST_CASE(
 
   // Away: orders placed (OrderPlaced, not wanted) are passed over without trying it.
   recorder.Stop();
-  v1::CreateOrderRequest second = testing::CashOnDeliveryOrderRequest(
-      customer, "second", "sku-2", "phones", 20000, kStart + absl::Hours(48), absl::Hours(4));
-  v1::Order placed;
-  REQUIRE(testing::Call(stub.get(), &v1::OrderTrackingService::Stub::CreateOrder, second, &placed)
-              .ok());
+  const v1::Order placed = testing::CallOk(
+      w.stub.get(), &v1::OrderTrackingService::Stub::CreateOrder,
+      testing::CashOnDeliveryOrderRequest(customer, "second", "sku-2", "phones", 20000,
+                                          kStart + absl::Hours(48), absl::Hours(4)));
   REQUIRE(orders.component().events().dispatcher().WaitCaughtUp(absl::Seconds(30)));
   CHECK(testing::MetricValue(registry, "crm_event_deliveries_total",
                              {{"destination", "test"}, {"result", "error"}}) == errors_before);
 
   // What it wants waits for it, and the backlog says so.
-  testing::ShipAndDeliver(stub.get(), placed, "SF Express", "SF2");
+  testing::ShipAndDeliver(w.stub.get(), placed, "SF Express", "SF2");
   REQUIRE(testing::WaitUntil(
       [&] { return testing::MetricValue(registry, "crm_outbox_backlog_events", lane) == 1; },
       absl::Seconds(30)));
@@ -91,20 +102,11 @@ TEST_CASE(
     "[order_tracking][events]") {
   testing::EventRecorder recorder;
   recorder.Start();
-  ProfileHarness profile{ProfileHarness::Options()};
-  OrderHarness::Options o;
-  o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile.port())}};
-  o.event_sinks = "test=" + recorder.address();
-  OrderHarness orders(o);
-  orders.clock().Set(kStart);
-  auto profiles = v1::CustomerProfileService::NewStub(profile.channel());
-  auto stub = v1::OrderTrackingService::NewStub(orders.channel());
+  OrdersToRecorder w(recorder);
   v1::ImportCustomerRequest imported;
   imported.set_external_id("17850");
-  v1::ImportCustomerResponse customer;
-  REQUIRE(testing::Call(profiles.get(), &v1::CustomerProfileService::Stub::ImportCustomer, imported,
-                        &customer)
-              .ok());
+  const v1::ImportCustomerResponse customer = testing::CallOk(
+      w.profiles.get(), &v1::CustomerProfileService::Stub::ImportCustomer, imported);
   v1::ImportOrdersRequest history;
   history.set_customer_id(customer.customer().customer_id());
   v1::HistoricalOrder* order = history.add_orders();
@@ -115,14 +117,10 @@ TEST_CASE(
   item->set_quantity(6);
   item->mutable_unit_price()->set_amount_minor(255);
   item->mutable_unit_price()->set_currency("GBP");
-  v1::ImportOrdersResponse done;
-  grpc::Status s =
-      testing::Call(stub.get(), &v1::OrderTrackingService::Stub::ImportOrders, history, &done);
-  INFO(s.error_message());
-  REQUIRE(s.ok());
+  testing::CallOk(w.stub.get(), &v1::OrderTrackingService::Stub::ImportOrders, history);
   REQUIRE(recorder.WaitForApplied(2, absl::Seconds(30)));  // placed and delivered, dated 2010
   for (const auto& e : recorder.applied()) CHECK(e.occur_time().seconds() == 1291192560);
-  auto& registry = orders.metrics().registry();
+  auto& registry = w.orders.metrics().registry();
   REQUIRE(testing::WaitUntil(
       [&] { return HistogramTotals(registry, "crm_event_end_to_end_lag_seconds").second >= 2; },
       absl::Seconds(30)));

@@ -6,8 +6,6 @@
 // beside it: for the same bounded time every call stays on the first replica, which shows it is the
 // setting that moves the traffic. An HTTP/1.1 connection past the age is closed: after the response
 // in flight (`connection: close`), or at once when idle.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +21,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "tests/support/grpc_probe.h"
+#include "tests/support/http.h"
 #include "tests/support/in_process_gateway.h"
 #include "tests/support/tcp_balancer.h"
 #include "tests/support/wait.h"
@@ -81,14 +80,7 @@ TEST_CASE(
 // A browser-like HTTP/1.1 client on one keep-alive connection to 127.0.0.1:`port`.
 class KeepAliveClient {
  public:
-  explicit KeepAliveClient(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  }
+  explicit KeepAliveClient(int port) : fd_(testing::ConnectLoopback(port)) { REQUIRE(fd_ >= 0); }
   ~KeepAliveClient() { close(fd_); }
 
   // GET /healthz on the connection; the response head, lower-cased ("" once the server closed).

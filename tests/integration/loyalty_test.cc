@@ -1,9 +1,8 @@
 // crm.v1.LoyaltyService end to end: the real loyalty service (with customer-profile, and
-// order-tracking
+// order-tracking where trades and real order events are needed) on loopback ports over real
+// RocksDB.
 #include <fstream>
-// where trades and real order events are needed) on loopback ports over real RocksDB.
 #include <random>
-#include <thread>
 
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
@@ -15,6 +14,7 @@
 #include "services/loyalty/loyalty_component.h"
 #include "services/loyalty/loyalty_rules.h"
 #include "services/order_tracking/order_tracking_component.h"
+#include "tests/support/concurrent_calls.h"
 #include "tests/support/forced_conflict.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/metrics_page.h"
@@ -22,35 +22,30 @@
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/test_time.h"
 #include "tests/support/wait.h"
+#include "tests/support/with_customer_profile.h"
 
 namespace crm::loyalty {
 namespace {
 
-using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
 using LoyaltyHarness = testing::ServiceHarness<LoyaltyComponent>;
 using OrderHarness = testing::ServiceHarness<order_tracking::OrderTrackingComponent>;
 using Stub = v1::LoyaltyService::Stub;
 
 using testing::Call;
+using testing::CallOk;
 using testing::RequireError;
+using testing::StatusOf;
 
-struct World {
+// loyalty, calling customer-profile.
+struct World : testing::WithCustomerProfile {
   explicit World(bool serve_metrics = false)
-      : profile(ProfileHarness::Options()), loyalty(LoyaltyOpts(profile.port(), serve_metrics)) {
-    profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
-    stub = v1::LoyaltyService::NewStub(loyalty.channel());
-    sink = v1::EventSink::NewStub(loyalty.channel());
-  }
-  static LoyaltyHarness::Options LoyaltyOpts(int profile_port, bool metrics) {
+      : loyalty(CallingProfile(LoyaltyOptions(serve_metrics))) {}
+  static LoyaltyHarness::Options LoyaltyOptions(bool serve_metrics) {
     LoyaltyHarness::Options o;
-    o.backends = {{"customer-profile", testing::LoopbackAddress(profile_port)}};
-    o.serve_metrics = metrics;
+    o.serve_metrics = serve_metrics;
     return o;
-  }
-
-  std::string Customer(const std::string& email) {
-    return testing::RegisterCustomer(profile_stub.get(), email);
   }
 
   // Delivers events to loyalty's EventSink as a producer would.
@@ -94,23 +89,16 @@ struct World {
   }
 
   v1::Membership Membership(const std::string& cid) {
-    v1::GetMembershipRequest req;
-    req.set_customer_id(cid);
-    v1::Membership m;
-    const grpc::Status s = Call(stub.get(), &Stub::GetMembership, req, &m);
-    INFO(s.error_message());
-    REQUIRE(s.ok());
-    return m;
+    return CallOk(stub.get(), &Stub::GetMembership,
+                  testing::ForCustomer<v1::GetMembershipRequest>(cid));
   }
 
   std::vector<v1::LedgerEntry> Ledger(const std::string& cid, int64_t* balance = nullptr) {
     std::vector<v1::LedgerEntry> all;
-    v1::ListPointsHistoryRequest req;
-    req.set_customer_id(cid);
+    auto req = testing::ForCustomer<v1::ListPointsHistoryRequest>(cid);
     req.set_page_size(1000);
     for (;;) {
-      v1::ListPointsHistoryResponse resp;
-      REQUIRE(Call(stub.get(), &Stub::ListPointsHistory, req, &resp).ok());
+      const v1::ListPointsHistoryResponse resp = CallOk(stub.get(), &Stub::ListPointsHistory, req);
       all.insert(all.end(), resp.entries().begin(), resp.entries().end());
       if (balance != nullptr) *balance = resp.balance();
       if (resp.next_page_token().empty()) break;
@@ -119,11 +107,9 @@ struct World {
     return all;
   }
 
-  ProfileHarness profile;
   LoyaltyHarness loyalty;
-  std::unique_ptr<v1::CustomerProfileService::Stub> profile_stub;
-  std::unique_ptr<Stub> stub;
-  std::unique_ptr<v1::EventSink::Stub> sink;
+  std::unique_ptr<Stub> stub = v1::LoyaltyService::NewStub(loyalty.channel());
+  std::unique_ptr<v1::EventSink::Stub> sink = v1::EventSink::NewStub(loyalty.channel());
   int seq = 0;
 };
 
@@ -137,31 +123,24 @@ v1::GrantPointsRequest GrantRequest(const std::string& cid, int64_t points,
   return grant;
 }
 
-const absl::Time kT0 =
-    absl::FromUnixSeconds(1767225600);  // the harness clock: 2026-01-01T00:00:00Z
+constexpr absl::Time kT0 = testing::kHarnessStart;
 
 TEST_CASE(
     "a new customer is a registered member, an unknown one is NOT_FOUND, the rules are published",
     "[loyalty]") {
   World w;
-  const std::string cid = w.Customer("new@example.com");
-  const v1::Membership m = w.Membership(cid);
+  const v1::Membership m = w.Membership(w.Customer("new@example.com"));
   CHECK(m.tier() == v1::TIER_REGISTERED);
   CHECK(m.growth_value() == 0);
   CHECK(m.next_tier() == v1::TIER_BRONZE);
   CHECK(m.credit().level_name() == "no level yet");
-  v1::GetMembershipRequest unknown;
-  unknown.set_customer_id("c-nobody");
-  v1::Membership out;
-  RequireError(Call(w.stub.get(), &Stub::GetMembership, unknown, &out), grpc::StatusCode::NOT_FOUND,
-               "customer_id:");
-  v1::GetRulesRequest rr;
-  v1::LoyaltyRules rules;
-  REQUIRE(Call(w.stub.get(), &Stub::GetRules, rr, &rules).ok());
+  RequireError(StatusOf(w.stub.get(), &Stub::GetMembership,
+                        testing::ForCustomer<v1::GetMembershipRequest>("c-nobody")),
+               grpc::StatusCode::NOT_FOUND, "customer_id:");
+  const v1::LoyaltyRules rules = CallOk(w.stub.get(), &Stub::GetRules, v1::GetRulesRequest());
   CHECK(rules.tiers_size() == 5);
   CHECK(rules.tiers(4).name() == "Diamond");
-  v1::ReloadRulesRequest reload;
-  RequireError(Call(w.stub.get(), &Stub::ReloadRules, reload, &rules),
+  RequireError(StatusOf(w.stub.get(), &Stub::ReloadRules, v1::ReloadRulesRequest()),
                grpc::StatusCode::FAILED_PRECONDITION, "no --rules_file");
 }
 
@@ -181,10 +160,9 @@ TEST_CASE(
   CHECK(m.tier() == v1::TIER_SILVER);
   CHECK(m.points_balance() == 3999 + 87);
 
-  v1::ExplainMembershipRequest ex;
-  ex.set_customer_id(cid);
-  v1::MembershipExplanation explanation;
-  REQUIRE(Call(w.stub.get(), &Stub::ExplainMembership, ex, &explanation).ok());
+  const v1::MembershipExplanation explanation =
+      CallOk(w.stub.get(), &Stub::ExplainMembership,
+             testing::ForCustomer<v1::ExplainMembershipRequest>(cid));
   REQUIRE(explanation.growth_entries_size() == 1);
   int64_t sum = 0;
   for (const auto& g : explanation.growth_entries()) sum += g.growth();
@@ -228,18 +206,17 @@ TEST_CASE("reviews earn review points and growth once, referrals once per referr
   v1::Membership m = w.Membership(cid);
   CHECK(m.points_balance() == 50);
   CHECK(m.growth_value() == 20);
-  v1::RecordReferralRequest ref;
-  ref.set_customer_id(cid);
+  auto ref = testing::ForCustomer<v1::RecordReferralRequest>(cid);
   ref.set_referred_customer_id(friend_id);
-  REQUIRE(Call(w.stub.get(), &Stub::RecordReferral, ref, &m).ok());
-  REQUIRE(Call(w.stub.get(), &Stub::RecordReferral, ref, &m).ok());
+  CallOk(w.stub.get(), &Stub::RecordReferral, ref);
+  m = CallOk(w.stub.get(), &Stub::RecordReferral, ref);  // a retry counts once
   CHECK(m.points_balance() == 250);
   CHECK(m.growth_value() == 120);
   ref.set_referred_customer_id(cid);
-  RequireError(Call(w.stub.get(), &Stub::RecordReferral, ref, &m),
+  RequireError(StatusOf(w.stub.get(), &Stub::RecordReferral, ref),
                grpc::StatusCode::INVALID_ARGUMENT, "referred_customer_id:");
   ref.set_referred_customer_id("c-ghost");
-  RequireError(Call(w.stub.get(), &Stub::RecordReferral, ref, &m), grpc::StatusCode::NOT_FOUND,
+  RequireError(StatusOf(w.stub.get(), &Stub::RecordReferral, ref), grpc::StatusCode::NOT_FOUND,
                "referred_customer_id:");
 }
 
@@ -249,41 +226,34 @@ TEST_CASE("points: grant once per source, redeem only what is there, retry-safe"
   const std::string cid = w.Customer("points@example.com");
   v1::GrantPointsRequest grant =
       GrantRequest(cid, 300, "ticket:t1:compensation", v1::POINTS_SOURCE_COMPENSATION);
-  v1::LedgerEntry first, again;
-  REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &first).ok());
-  REQUIRE(Call(w.stub.get(), &Stub::GrantPoints, grant, &again).ok());
-  CHECK(again.entry_id() == first.entry_id());
+  const v1::LedgerEntry first = CallOk(w.stub.get(), &Stub::GrantPoints, grant);
+  CHECK(CallOk(w.stub.get(), &Stub::GrantPoints, grant).entry_id() == first.entry_id());
+  auto refused_grant = [&](grpc::StatusCode code, const std::string& field) {
+    RequireError(StatusOf(w.stub.get(), &Stub::GrantPoints, grant), code, field);
+  };
   grant.set_points(500);
-  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again),
-               grpc::StatusCode::INVALID_ARGUMENT, "source_id:");
+  refused_grant(grpc::StatusCode::INVALID_ARGUMENT, "source_id:");
   grant.set_points(0);
-  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again),
-               grpc::StatusCode::INVALID_ARGUMENT, "points:");
+  refused_grant(grpc::StatusCode::INVALID_ARGUMENT, "points:");
   grant.set_points(10);
   grant.set_source(v1::POINTS_SOURCE_PURCHASE);
-  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again),
-               grpc::StatusCode::INVALID_ARGUMENT, "source:");
+  refused_grant(grpc::StatusCode::INVALID_ARGUMENT, "source:");
   grant.set_customer_id("c-nobody");
   grant.set_source(v1::POINTS_SOURCE_PROMOTION);
-  RequireError(Call(w.stub.get(), &Stub::GrantPoints, grant, &again), grpc::StatusCode::NOT_FOUND,
-               "customer_id:");
+  refused_grant(grpc::StatusCode::NOT_FOUND, "customer_id:");
 
-  v1::RedeemPointsRequest redeem;
-  redeem.set_customer_id(cid);
+  auto redeem = testing::ForCustomer<v1::RedeemPointsRequest>(cid);
   redeem.set_request_id("buy-1");
   redeem.set_points(301);
-  v1::LedgerEntry spent;
-  RequireError(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent),
+  RequireError(StatusOf(w.stub.get(), &Stub::RedeemPoints, redeem),
                grpc::StatusCode::FAILED_PRECONDITION, "points:");
   CHECK(w.Membership(cid).points_balance() == 300);
   redeem.set_points(-5);
-  RequireError(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent),
+  RequireError(StatusOf(w.stub.get(), &Stub::RedeemPoints, redeem),
                grpc::StatusCode::INVALID_ARGUMENT, "points:");
   redeem.set_points(120);
-  REQUIRE(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent).ok());
-  v1::LedgerEntry spent_again;
-  REQUIRE(Call(w.stub.get(), &Stub::RedeemPoints, redeem, &spent_again).ok());
-  CHECK(spent_again.entry_id() == spent.entry_id());
+  const v1::LedgerEntry spent = CallOk(w.stub.get(), &Stub::RedeemPoints, redeem);
+  CHECK(CallOk(w.stub.get(), &Stub::RedeemPoints, redeem).entry_id() == spent.entry_id());
   CHECK(w.Membership(cid).points_balance() == 180);
 }
 
@@ -291,30 +261,17 @@ TEST_CASE("parallel redemptions against one balance never overspend",
           "[loyalty][points][concurrency]") {
   World w;
   const std::string cid = w.Customer("race@example.com");
-  v1::LedgerEntry e;
-  REQUIRE(Call(w.stub.get(), &Stub::GrantPoints,
-               GrantRequest(cid, 1000, "promo:1", v1::POINTS_SOURCE_PROMOTION), &e)
-              .ok());
-  std::atomic<int> ok{0}, short_balance{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 40; ++i) {
-    threads.emplace_back([&, i] {
-      auto stub = v1::LoyaltyService::NewStub(w.loyalty.channel());
-      v1::RedeemPointsRequest r;
-      r.set_customer_id(cid);
-      r.set_request_id("r-" + std::to_string(i));
-      r.set_points(100);
-      v1::LedgerEntry out;
-      const grpc::Status s = Call(stub.get(), &Stub::RedeemPoints, r, &out);
-      if (s.ok())
-        ++ok;
-      else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION)
-        ++short_balance;
-    });
-  }
-  for (auto& t : threads) t.join();
-  CHECK(ok == 10);
-  CHECK(short_balance == 30);
+  CallOk(w.stub.get(), &Stub::GrantPoints,
+         GrantRequest(cid, 1000, "promo:1", v1::POINTS_SOURCE_PROMOTION));
+  auto outcomes = testing::CallsAtOnce(40, [&](int i) {
+    auto stub = v1::LoyaltyService::NewStub(w.loyalty.channel());
+    auto r = testing::ForCustomer<v1::RedeemPointsRequest>(cid);
+    r.set_request_id("r-" + std::to_string(i));
+    r.set_points(100);
+    return StatusOf(stub.get(), &Stub::RedeemPoints, r);
+  });
+  CHECK(outcomes[grpc::StatusCode::OK] == 10);
+  CHECK(outcomes[grpc::StatusCode::FAILED_PRECONDITION] == 30);
   int64_t balance = -1, sum = 0;
   for (const auto& entry : w.Ledger(cid, &balance)) sum += entry.points();
   CHECK(balance == 0);
@@ -328,21 +285,20 @@ TEST_CASE("points expire at the end of the following year, once, however often t
   w.Deliver({w.Delivered(cid, "o1", {{"1", "books", 1, 10000}},
                          kT0)});  // earned 2026-01-01 08:00 Beijing
   CHECK(w.Membership(cid).points_balance() == 100);
-  v1::RunMaintenanceRequest run;
-  v1::RunMaintenanceResponse result;
+  auto expired_by_sweep = [&] {
+    return CallOk(w.stub.get(), &Stub::RunMaintenance, v1::RunMaintenanceRequest())
+        .points_expired();
+  };
   w.loyalty.clock().Set(
       absl::FromCivil(absl::CivilSecond(2027, 12, 31, 15, 59, 0), absl::UTCTimeZone()));
-  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
-  CHECK(result.points_expired() == 0);  // one minute before midnight in Beijing
+  CHECK(expired_by_sweep() == 0);  // one minute before midnight in Beijing
   w.loyalty.clock().Advance(absl::Minutes(2));
-  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
-  CHECK(result.points_expired() == 100);
-  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
-  CHECK(result.points_expired() == 0);
+  CHECK(expired_by_sweep() == 100);
+  CHECK(expired_by_sweep() == 0);
   CHECK(w.Membership(cid).points_balance() == 0);
   const std::string page = testing::MetricsPage(w.loyalty.metrics().port());
-  CHECK(page.find("crm_points_expired_total 100") != std::string::npos);
-  CHECK(page.find("crm_points_issued_total{source=\"purchase\"} 100") != std::string::npos);
+  testing::CheckPageShows(
+      page, {"crm_points_expired_total 100", "crm_points_issued_total{source=\"purchase\"} 100"});
   testing::CheckPromtoolAccepts(page);
 }
 
@@ -352,17 +308,15 @@ TEST_CASE("tiers move down when growth leaves the 12-month window, with the reas
   const std::string cid = w.Customer("window@example.com");
   w.Deliver({w.Delivered(cid, "o1", {{"1", "phones", 1, 250000}}, kT0)});
   CHECK(w.Membership(cid).tier() == v1::TIER_SILVER);
-  v1::RunMaintenanceRequest run;
-  v1::RunMaintenanceResponse result;
+  auto tier_changes_by_sweep = [&] {
+    return CallOk(w.stub.get(), &Stub::RunMaintenance, v1::RunMaintenanceRequest()).tier_changes();
+  };
   w.loyalty.clock().Set(kT0 + absl::Hours(24 * 366));
-  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
-  CHECK(result.tier_changes() == 1);
-  REQUIRE(Call(w.stub.get(), &Stub::RunMaintenance, run, &result).ok());
-  CHECK(result.tier_changes() == 0);
-  v1::ExplainMembershipRequest ex;
-  ex.set_customer_id(cid);
-  v1::MembershipExplanation e;
-  REQUIRE(Call(w.stub.get(), &Stub::ExplainMembership, ex, &e).ok());
+  CHECK(tier_changes_by_sweep() == 1);
+  CHECK(tier_changes_by_sweep() == 0);
+  const v1::MembershipExplanation e =
+      CallOk(w.stub.get(), &Stub::ExplainMembership,
+             testing::ForCustomer<v1::ExplainMembershipRequest>(cid));
   CHECK(e.membership().tier() == v1::TIER_REGISTERED);
   CHECK(e.growth_entries_size() == 0);
   const auto& last = e.tier_history(e.tier_history_size() - 1);
@@ -374,36 +328,28 @@ TEST_CASE("enterprise accounts get the enterprise terms, coupons are issued once
           "[loyalty]") {
   World w;
   const std::string cid = w.Customer("corp@example.com");
-  v1::SetEnterpriseAccountRequest ent;
-  ent.set_customer_id(cid);
+  auto ent = testing::ForCustomer<v1::SetEnterpriseAccountRequest>(cid);
   ent.set_enterprise(true);
   ent.set_company_name("深圳某某科技有限公司");
   ent.set_named_agent_id("agent-7");
-  v1::Membership m;
-  REQUIRE(Call(w.stub.get(), &Stub::SetEnterpriseAccount, ent, &m).ok());
+  const v1::Membership m = CallOk(w.stub.get(), &Stub::SetEnterpriseAccount, ent);
   CHECK(m.enterprise());
   CHECK(m.enterprise_terms().response_minutes() == 30);
   CHECK(m.named_agent_id() == "agent-7");
   ent.clear_named_agent_id();
-  RequireError(Call(w.stub.get(), &Stub::SetEnterpriseAccount, ent, &m),
+  RequireError(StatusOf(w.stub.get(), &Stub::SetEnterpriseAccount, ent),
                grpc::StatusCode::INVALID_ARGUMENT, "named_agent_id:");
 
-  v1::IssueCouponRequest coupon;
-  coupon.set_customer_id(cid);
+  auto coupon = testing::ForCustomer<v1::IssueCouponRequest>(cid);
   coupon.set_source_id("ticket:t9:coupon");
   coupon.mutable_value()->set_amount_minor(2000);
   coupon.mutable_value()->set_currency("CNY");
-  v1::Coupon c1, c2;
-  REQUIRE(Call(w.stub.get(), &Stub::IssueCoupon, coupon, &c1).ok());
-  REQUIRE(Call(w.stub.get(), &Stub::IssueCoupon, coupon, &c2).ok());
-  CHECK(c1.coupon_id() == c2.coupon_id());
-  v1::ListCouponsRequest list;
-  list.set_customer_id(cid);
-  v1::ListCouponsResponse coupons;
-  REQUIRE(Call(w.stub.get(), &Stub::ListCoupons, list, &coupons).ok());
-  CHECK(coupons.coupons_size() == 1);
+  const v1::Coupon issued = CallOk(w.stub.get(), &Stub::IssueCoupon, coupon);
+  CHECK(CallOk(w.stub.get(), &Stub::IssueCoupon, coupon).coupon_id() == issued.coupon_id());
+  CHECK(CallOk(w.stub.get(), &Stub::ListCoupons, testing::ForCustomer<v1::ListCouponsRequest>(cid))
+            .coupons_size() == 1);
   coupon.mutable_value()->set_amount_minor(0);
-  RequireError(Call(w.stub.get(), &Stub::IssueCoupon, coupon, &c1),
+  RequireError(StatusOf(w.stub.get(), &Stub::IssueCoupon, coupon),
                grpc::StatusCode::INVALID_ARGUMENT, "value.amount_minor:");
 }
 
@@ -418,11 +364,9 @@ TEST_CASE("an erased customer's ledger is anonymised and the membership is gone"
   api::SetTimestamp(kT0, erased.mutable_occur_time());
   erased.mutable_customer_erased();
   w.Deliver({erased});
-  v1::GetMembershipRequest req;
-  req.set_customer_id(cid);
-  v1::Membership m;
-  RequireError(Call(w.stub.get(), &Stub::GetMembership, req, &m), grpc::StatusCode::NOT_FOUND,
-               "customer_id:");
+  RequireError(StatusOf(w.stub.get(), &Stub::GetMembership,
+                        testing::ForCustomer<v1::GetMembershipRequest>(cid)),
+               grpc::StatusCode::NOT_FOUND, "customer_id:");
   w.Deliver(
       {w.Delivered(cid, "o2", {{"1", "books", 1, 10000}}, kT0)});  // late events change nothing
 }
@@ -468,12 +412,10 @@ TEST_CASE("a random history keeps balance = ledger sum >= 0 and refunded orders 
       w.Deliver({sent.back()});
       ++refunds;
     } else if (dice < 75) {
-      v1::RedeemPointsRequest r;
-      r.set_customer_id(cid);
+      auto r = testing::ForCustomer<v1::RedeemPointsRequest>(cid);
       r.set_request_id("redeem-" + std::to_string(step));
       r.set_points(1 + static_cast<int64_t>(rng() % 800));
-      v1::LedgerEntry out;
-      const grpc::Status s = Call(w.stub.get(), &Stub::RedeemPoints, r, &out);
+      const grpc::Status s = StatusOf(w.stub.get(), &Stub::RedeemPoints, r);
       REQUIRE((s.ok() || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION));
       redemptions += s.ok();
     } else if (dice < 85) {
@@ -522,23 +464,19 @@ TEST_CASE("a random history keeps balance = ledger sum >= 0 and refunded orders 
 TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades are rated once",
           "[loyalty][events]") {
   World w;
-  OrderHarness::Options oo;
-  oo.backends = {{"customer-profile", testing::LoopbackAddress(w.profile.port())}};
+  OrderHarness::Options oo = w.CallingProfile(OrderHarness::Options());
   oo.event_sinks = "loyalty=" + testing::LoopbackAddress(w.loyalty.port());
   OrderHarness orders(oo);
   w.loyalty.backends().SetAddress("order-tracking", testing::LoopbackAddress(orders.port()));
   const std::string cid = w.Customer("chain@example.com");
-  testing::AddAddress(w.profile_stub.get(), cid, "a", "周敏", "南京", "中山路1号");
+  testing::AddAddress(w.profiles.get(), cid, "a", "周敏", "南京", "中山路1号");
   auto ostub = v1::OrderTrackingService::NewStub(orders.channel());
   v1::Order order = testing::PlaceCashOnDeliveryOrder(ostub.get(), cid, "sku-kettle", "kitchen",
                                                       259900, kT0, absl::Hours(2));
 
-  v1::RateTradeRequest rate;
-  rate.set_customer_id(cid);
-  rate.set_order_id(order.order_id());
+  auto rate = testing::AboutOrder<v1::RateTradeRequest>(order);
   rate.set_rating(v1::TRADE_RATING_GOOD);
-  v1::CreditStanding credit;
-  RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit),
+  RequireError(StatusOf(w.stub.get(), &Stub::RateTrade, rate),
                grpc::StatusCode::FAILED_PRECONDITION, "order_id:");
 
   order = testing::ShipAndDeliver(ostub.get(), order, "EMS", "EMS1");
@@ -546,13 +484,13 @@ TEST_CASE("an order delivered in order-tracking earns growth in loyalty, trades 
   CHECK(w.Membership(cid).growth_value() == 2599);
   CHECK(w.Membership(cid).tier() == v1::TIER_SILVER);
 
-  REQUIRE(Call(w.stub.get(), &Stub::RateTrade, rate, &credit).ok());
-  REQUIRE(Call(w.stub.get(), &Stub::RateTrade, rate, &credit).ok());
+  CallOk(w.stub.get(), &Stub::RateTrade, rate);
+  const v1::CreditStanding credit = CallOk(w.stub.get(), &Stub::RateTrade, rate);  // a retry
   CHECK(credit.score() == 1);
   CHECK(credit.good_count() == 1);
   CHECK(credit.good_rate_percent() == Approx(100));
   rate.set_order_id("o-unknown");
-  RequireError(Call(w.stub.get(), &Stub::RateTrade, rate, &credit), grpc::StatusCode::NOT_FOUND,
+  RequireError(StatusOf(w.stub.get(), &Stub::RateTrade, rate), grpc::StatusCode::NOT_FOUND,
                "order_id:");
 }
 

@@ -11,28 +11,28 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
-#include "services/customer_profile/customer_profile_component.h"
 #include "services/loyalty/loyalty_component.h"
 #include "services/order_tracking/order_lifecycle.h"
 #include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/event_recorder.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/metrics_page.h"
+#include "tests/support/outbox_events.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/test_time.h"
 #include "tests/support/wait.h"
+#include "tests/support/with_customer_profile.h"
 
 namespace crm::order_tracking {
 namespace {
 
-using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
 using OrderHarness = testing::ServiceHarness<OrderTrackingComponent>;
 using Stub = v1::OrderTrackingService::Stub;
 using P = v1::PackageStatus;
 
-const absl::Time kStart =
-    absl::FromUnixSeconds(1767225600);  // 2026-01-01T00:00:00Z, the harness clock
+constexpr absl::Time kStart = testing::kHarnessStart;
 
 using testing::Call;
 using testing::RequireError;
@@ -45,34 +45,22 @@ const std::vector<P> kOutForDelivery = {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_
                                         v1::PACKAGE_STATUS_OUT_FOR_DELIVERY};
 
 // customer-profile and order-tracking wired together; optionally order events go to a recorder.
-struct World {
+struct World : testing::WithCustomerProfile {
   explicit World(const std::string& event_sinks = "none", bool serve_metrics = false)
-      : profile(ProfileHarness::Options()),
-        orders(OrderOptions(profile.port(), event_sinks, serve_metrics)) {
-    profile_stub = v1::CustomerProfileService::NewStub(profile.channel());
-    stub = v1::OrderTrackingService::NewStub(orders.channel());
-  }
+      : orders(CallingProfile(OrderOptions(event_sinks, serve_metrics))) {}
 
-  static OrderHarness::Options OrderOptions(int profile_port, const std::string& sinks,
-                                            bool metrics) {
+  static OrderHarness::Options OrderOptions(const std::string& sinks, bool metrics) {
     OrderHarness::Options o;
-    o.backends = {{"customer-profile", testing::LoopbackAddress(profile_port)}};
     o.event_sinks = sinks;
     o.serve_metrics = metrics;
     return o;
   }
 
+  // A registered customer with a (default) address, ready to order.
   std::string Customer(const std::string& email) {
-    const std::string customer_id = testing::RegisterCustomer(profile_stub.get(), email);
-    v1::AddAddressRequest add;
-    add.set_customer_id(customer_id);
-    add.set_request_id("addr-" + email);
-    add.mutable_address()->set_recipient_name("陈静");
-    add.mutable_address()->set_phone("+8613800000001");
-    add.mutable_address()->set_city("杭州");
-    add.mutable_address()->set_street("文一西路969号");
-    v1::Address a;
-    REQUIRE(Call(profile_stub.get(), &v1::CustomerProfileService::Stub::AddAddress, add, &a).ok());
+    const std::string customer_id = WithCustomerProfile::Customer(email);
+    testing::AddAddress(profiles.get(), customer_id, "addr-" + email, "陈静", "杭州",
+                        "文一西路969号");
     return customer_id;
   }
 
@@ -82,19 +70,8 @@ struct World {
     v1::CreateOrderRequest r;
     r.set_customer_id(customer_id);
     r.set_request_id(request_id);
-    auto* phone = r.add_items();
-    phone->set_sku("sku-phone-x");
-    phone->set_name("Phone X");
-    phone->set_category("phones");
-    phone->set_quantity(1);
-    phone->mutable_unit_price()->set_amount_minor(399900);
-    phone->mutable_unit_price()->set_currency("CNY");
-    auto* cable = r.add_items();
-    cable->set_sku("sku-cable");
-    cable->set_category("accessories");
-    cable->set_quantity(2);
-    cable->mutable_unit_price()->set_amount_minor(2900);
-    cable->mutable_unit_price()->set_currency("CNY");
+    testing::AddLine(r, "sku-phone-x", "phones", 1, 399900)->set_name("Phone X");
+    testing::AddLine(r, "sku-cable", "accessories", 2, 2900);
     r.set_payment_method(payment);
     r.mutable_shipping_fee()->set_amount_minor(1000);
     r.mutable_shipping_fee()->set_currency("CNY");
@@ -114,17 +91,13 @@ struct World {
   }
 
   grpc::Status Pay(const v1::Order& o, v1::Order* out) {
-    v1::PayOrderRequest r;
-    r.set_customer_id(o.customer_id());
-    r.set_order_id(o.order_id());
+    auto r = testing::AboutOrder<v1::PayOrderRequest>(o);
     r.set_payment_reference("pay-" + o.order_id());
     return Call(stub.get(), &Stub::PayOrder, r, out);
   }
 
   grpc::Status Process(const v1::Order& o, v1::Order* out, bool split = false) {
-    v1::ProcessOrderRequest r;
-    r.set_customer_id(o.customer_id());
-    r.set_order_id(o.order_id());
+    auto r = testing::AboutOrder<v1::ProcessOrderRequest>(o);
     if (split) {
       for (int i = 1; i <= 2; ++i) {
         auto* p = r.add_packages();
@@ -139,16 +112,8 @@ struct World {
 
   grpc::Status Advance(const v1::Order& o, const std::string& package_id, P status, v1::Order* out,
                        absl::Time when = absl::InfinitePast()) {
-    v1::AdvancePackageRequest r;
-    r.set_customer_id(o.customer_id());
-    r.set_order_id(o.order_id());
-    r.set_package_id(package_id);
-    r.set_status(status);
-    if (status == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
-      r.set_carrier("SF Express");
-      r.set_carrier_type(v1::CARRIER_TYPE_PARTNER_COURIER);
-      r.set_tracking_number("SF" + package_id);
-    }
+    v1::AdvancePackageRequest r = testing::AdvanceRequest(
+        o, package_id, status, testing::SfExpressWhenHanded(status, "SF" + package_id));
     if (status == v1::PACKAGE_STATUS_DELIVERY_FAILED) r.set_failure_reason("nobody home");
     if (when != absl::InfinitePast()) api::SetTimestamp(when, r.mutable_event_time());
     return Call(stub.get(), &Stub::AdvancePackage, r, out);
@@ -166,6 +131,10 @@ struct World {
     REQUIRE(Pay(o, &out).ok());
     REQUIRE(Process(o, &out).ok());
     return out;
+  }
+  // A new customer's order (request id "r"), paid for and processed into one package.
+  v1::Order ProcessedOrder(const std::string& email) {
+    return PayAndProcess(Create(Customer(email), "r"));
   }
 
   grpc::Status Get(const std::string& customer_id, const std::string& order_id, v1::Order* out) {
@@ -193,10 +162,8 @@ struct World {
     return out;
   }
 
-  ProfileHarness profile;
   OrderHarness orders;
-  std::unique_ptr<v1::CustomerProfileService::Stub> profile_stub;
-  std::unique_ptr<Stub> stub;
+  std::unique_ptr<Stub> stub = v1::OrderTrackingService::NewStub(orders.channel());
 };
 
 TEST_CASE(
@@ -293,8 +260,7 @@ TEST_CASE("bad orders are refused naming the field, and nothing is written",
 TEST_CASE("an order goes through its lifecycle in split packages, with its full history",
           "[order_tracking][lifecycle]") {
   World w;
-  const std::string cid = w.Customer("split@example.com");
-  const v1::Order o = w.Create(cid, "r");
+  const v1::Order o = w.Create(w.Customer("split@example.com"), "r");
   v1::Order now;
   REQUIRE(w.Pay(o, &now).ok());
   CHECK(now.status() == v1::ORDER_STATUS_PAID);
@@ -323,11 +289,8 @@ TEST_CASE("an order goes through its lifecycle in split packages, with its full 
   REQUIRE(w.Advance(o, p2, v1::PACKAGE_STATUS_DELIVERED, &again).ok());
   CHECK(again.version() == now.version());
 
-  v1::GetOrderHistoryRequest hist;
-  hist.set_customer_id(cid);
-  hist.set_order_id(o.order_id());
-  v1::GetOrderHistoryResponse history;
-  REQUIRE(Call(w.stub.get(), &Stub::GetOrderHistory, hist, &history).ok());
+  const v1::GetOrderHistoryResponse history = testing::CallOk(
+      w.stub.get(), &Stub::GetOrderHistory, testing::AboutOrder<v1::GetOrderHistoryRequest>(o));
   std::vector<std::string> what;
   for (const auto& e : history.entries()) what.push_back(e.description());
   CHECK(what.front() == "order placed");
@@ -341,10 +304,9 @@ TEST_CASE("an order goes through its lifecycle in split packages, with its full 
 TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing",
           "[order_tracking][lifecycle]") {
   World w;
-  const std::string cid = w.Customer("strict@example.com");
-  const v1::Order o = w.Create(cid, "r");
-  v1::Order now = w.PayAndProcess(o);
-  const std::string pkg = now.packages(0).package_id();
+  const v1::Order o = w.ProcessedOrder("strict@example.com");
+  const std::string pkg = o.packages(0).package_id();
+  v1::Order now = o;
   // Walk the package forward; at each state try every move that is not allowed from it.
   const std::vector<P> path = {v1::PACKAGE_STATUS_AT_PROCESSING_CENTER,
                                v1::PACKAGE_STATUS_PICKING,
@@ -369,11 +331,7 @@ TEST_CASE("every illegal package move is FAILED_PRECONDITION and changes nothing
   v1::Order out;
   RequireError(w.Advance(o, "no-such-package", v1::PACKAGE_STATUS_PICKING, &out),
                grpc::StatusCode::NOT_FOUND, "package_id:");
-  v1::AdvancePackageRequest no_carrier;
-  no_carrier.set_customer_id(cid);
-  no_carrier.set_order_id(o.order_id());
-  no_carrier.set_package_id(pkg);
-  no_carrier.set_status(v1::PACKAGE_STATUS_HANDED_TO_CARRIER);
+  const auto no_carrier = testing::AdvanceRequest(o, pkg, v1::PACKAGE_STATUS_HANDED_TO_CARRIER);
   RequireError(Call(w.stub.get(), &Stub::AdvancePackage, no_carrier, &out),
                grpc::StatusCode::INVALID_ARGUMENT, "carrier:");
 }
@@ -424,13 +382,11 @@ TEST_CASE(
     "carrier events in bulk: applied once, duplicates and late events never move a package back",
     "[order_tracking][tracking]") {
   World w;
-  const std::string cid = w.Customer("track@example.com");
-  const v1::Order o = w.Create(cid, "r");
-  v1::Order now = w.PayAndProcess(o);
-  const std::string pkg = now.packages(0).package_id();
+  const v1::Order o = w.ProcessedOrder("track@example.com");
+  const std::string number = "SF" + o.packages(0).package_id();
   w.orders.clock().Set(kStart + absl::Hours(60));
-  w.Walk(o, pkg, kToCarrier, &now, kStart + absl::Hours(10));
-  const std::string number = "SF" + pkg;
+  v1::Order now;
+  w.Walk(o, o.packages(0).package_id(), kToCarrier, &now, kStart + absl::Hours(10));
   const absl::Time t = kStart + absl::Hours(20);
   v1::AddTrackingEventsRequest batch;
   *batch.add_events() = Tracking("ev-1", number, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, t);
@@ -482,15 +438,8 @@ TEST_CASE(
   const std::string cid = w.Customer("return@example.com");
   const v1::Order o = w.Deliver(w.Create(cid, "r"), kStart + absl::Hours(50));
   w.orders.clock().Set(kStart + absl::Hours(24 * 5));
-  v1::RequestReturnRequest req;
-  req.set_customer_id(cid);
-  req.set_order_id(o.order_id());
-  req.set_request_id("ret-1");
-  req.set_reason("the screen flickers");
-  req.set_fault(v1::FAULT_CARRIER);
-  auto* item = req.add_items();
-  item->set_item_id("1");
-  item->set_quantity(1);
+  v1::RequestReturnRequest req = testing::OneItemReturnRequest(
+      cid, o.order_id(), "ret-1", "1", "the screen flickers", v1::FAULT_CARRIER);
   v1::Return ret;
   REQUIRE(Call(w.stub.get(), &Stub::RequestReturn, req, &ret).ok());
   CHECK(ret.status() == v1::RETURN_STATUS_REQUESTED);
@@ -531,9 +480,8 @@ TEST_CASE(
   CHECK(refunded == 399900 + 1000);
 
   // Return windows depend on the membership, so loyalty answers for the customer from here on.
-  testing::ServiceHarness<loyalty::LoyaltyComponent>::Options lo;
-  lo.backends = {{"customer-profile", testing::LoopbackAddress(w.profile.port())}};
-  testing::ServiceHarness<loyalty::LoyaltyComponent> loyalty_service(lo);
+  testing::ServiceHarness<loyalty::LoyaltyComponent> loyalty_service(
+      w.CallingProfile(testing::ServiceHarness<loyalty::LoyaltyComponent>::Options()));
   w.orders.backends().SetAddress("loyalty", testing::LoopbackAddress(loyalty_service.port()));
 
   // The cables, customer's fault, after the 15-day window: refused with the window's end.
@@ -577,19 +525,12 @@ TEST_CASE(
 
   // The refund is an event for the other services, with the exact amount.
   int refunds = 0;
-  REQUIRE(w.orders.store()
-              .Scan(w.orders.store().cf("outbox"), "", "",
-                    [&](absl::string_view, absl::string_view v) {
-                      v1::Event e;
-                      REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
-                      if (e.has_order_refunded()) {
-                        ++refunds;
-                        CHECK(e.order_refunded().amount().amount_minor() == 400900);
-                        CHECK(e.order_refunded().fault() == v1::FAULT_CARRIER);
-                      }
-                      return true;
-                    })
-              .ok());
+  for (const v1::Event& e : testing::OutboxEvents(w.orders.store())) {
+    if (!e.has_order_refunded()) continue;
+    ++refunds;
+    CHECK(e.order_refunded().amount().amount_minor() == 400900);
+    CHECK(e.order_refunded().fault() == v1::FAULT_CARRIER);
+  }
   CHECK(refunds == 1);
 }
 
@@ -751,9 +692,9 @@ TEST_CASE("on-time delivery rate is a metric by timeliness", "[order_tracking][m
   w.Deliver(w.Create(cid, "c"), kStart + absl::Hours(51));  // on time
   w.Deliver(w.Create(cid, "d"), kStart + absl::Hours(60));  // late
   const std::string page = testing::MetricsPage(w.orders.metrics().port());
-  CHECK(page.find("crm_orders_delivered_total{timeliness=\"early\"} 1") != std::string::npos);
-  CHECK(page.find("crm_orders_delivered_total{timeliness=\"on_time\"} 2") != std::string::npos);
-  CHECK(page.find("crm_orders_delivered_total{timeliness=\"late\"} 1") != std::string::npos);
+  testing::CheckPageShows(page, {"crm_orders_delivered_total{timeliness=\"early\"} 1",
+                                 "crm_orders_delivered_total{timeliness=\"on_time\"} 2",
+                                 "crm_orders_delivered_total{timeliness=\"late\"} 1"});
   testing::CheckPromtoolAccepts(page);
 }
 
@@ -789,25 +730,15 @@ TEST_CASE(
                     w.OrderRequest(customers[c], "o-" + std::to_string(k)), &o)
                    .ok())
             continue;
-          v1::PayOrderRequest pay;
-          pay.set_customer_id(o.customer_id());
-          pay.set_order_id(o.order_id());
+          auto pay = testing::AboutOrder<v1::PayOrderRequest>(o);
           pay.set_payment_reference("p");
           if (!Call(stub.get(), &Stub::PayOrder, pay, &o).ok()) continue;
-          v1::ProcessOrderRequest proc;
-          proc.set_customer_id(o.customer_id());
-          proc.set_order_id(o.order_id());
+          const auto proc = testing::AboutOrder<v1::ProcessOrderRequest>(o);
           if (!Call(stub.get(), &Stub::ProcessOrder, proc, &o).ok()) continue;
           bool ok = true;
-          for (P s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                      v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
-            v1::AdvancePackageRequest adv;
-            adv.set_customer_id(o.customer_id());
-            adv.set_order_id(o.order_id());
-            adv.set_package_id(o.packages(0).package_id());
-            adv.set_status(s);
-            adv.set_carrier("JD Logistics");
-            adv.set_tracking_number("JD" + o.order_id());
+          for (P s : testing::kWarehouseToDoor) {
+            const v1::AdvancePackageRequest adv = testing::AdvanceRequest(
+                o, o.packages(0).package_id(), s, {"JD Logistics", "JD" + o.order_id()});
             ok = ok && Call(stub.get(), &Stub::AdvancePackage, adv, &o).ok();
           }
           if (ok) ++delivered;
@@ -993,7 +924,7 @@ TEST_CASE(
   testing::EventRecorder recorder;
   recorder.Start();
   World w("test=" + recorder.address());
-  const std::string customer_id = ImportedCustomer(w.profile_stub.get(), "17850");
+  const std::string customer_id = ImportedCustomer(w.profiles.get(), "17850");
   const absl::Time dec1 = absl::FromUnixSeconds(1291192560);  // 2010-12-01 08:36 UTC
   v1::ImportOrdersRequest req;
   req.set_customer_id(customer_id);
@@ -1087,7 +1018,7 @@ TEST_CASE(
 TEST_CASE("bad history imports are refused naming the field, and nothing is written",
           "[order_tracking][import][validation]") {
   World w;
-  const std::string customer_id = ImportedCustomer(w.profile_stub.get(), "12583");
+  const std::string customer_id = ImportedCustomer(w.profiles.get(), "12583");
   const absl::Time when = absl::FromUnixSeconds(1291192560);
   struct Bad {
     std::function<void(v1::ImportOrdersRequest&)> mutate;

@@ -8,21 +8,21 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/api/validate.h"
-#include "services/customer_profile/customer_profile_component.h"
 #include "services/order_tracking/order_tracking_component.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/test_time.h"
+#include "tests/support/with_customer_profile.h"
 
 namespace crm::order_tracking {
 namespace {
 
-using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
 using OrderHarness = testing::ServiceHarness<OrderTrackingComponent>;
 using Stub = v1::OrderTrackingService::Stub;
 using testing::Call;
 
-const absl::Time kStart = absl::FromUnixSeconds(1767225600);  // the harness clock
+constexpr absl::Time kStart = testing::kHarnessStart;
 
 // The summary as the API defines it: every order and return of the customer, newest order first.
 v1::PurchaseSummary Expected(const std::string& customer_id, std::vector<v1::Order> orders,
@@ -63,17 +63,11 @@ v1::PurchaseSummary Expected(const std::string& customer_id, std::vector<v1::Ord
   return out;
 }
 
-struct World {
-  World() : profile(ProfileHarness::Options()), orders(OrderOptions(profile.port())) {
-    profiles = v1::CustomerProfileService::NewStub(profile.channel());
+// order-tracking calling customer-profile, and one customer with an address.
+struct World : testing::WithCustomerProfile {
+  World() {
     Connect();
-    customer_id = testing::RegisterCustomer(profiles.get(), "totals@example.com");
     testing::AddAddress(profiles.get(), customer_id, "addr", "陈静", "杭州", "文一西路969号");
-  }
-  static OrderHarness::Options OrderOptions(int profile_port) {
-    OrderHarness::Options o;
-    o.backends = {{"customer-profile", "127.0.0.1:" + std::to_string(profile_port)}};
-    return o;
   }
   void Connect() { stub = v1::OrderTrackingService::NewStub(orders.channel()); }
 
@@ -98,14 +92,9 @@ struct World {
   }
   // Returns the order's one item and refunds it.
   void ReturnAndRefund(const v1::Order& o) {
-    v1::RequestReturnRequest req;
-    req.set_customer_id(customer_id);
-    req.set_order_id(o.order_id());
-    req.set_request_id("ret-" + o.order_id());
-    req.set_reason("too small");
-    req.set_fault(v1::FAULT_CUSTOMER);
-    req.add_items()->set_item_id(o.items(0).item_id());
-    req.mutable_items(0)->set_quantity(1);
+    const v1::RequestReturnRequest req =
+        testing::OneItemReturnRequest(customer_id, o.order_id(), "ret-" + o.order_id(),
+                                      o.items(0).item_id(), "too small", v1::FAULT_CUSTOMER);
     v1::Return ret;
     REQUIRE(Call(stub.get(), &Stub::RequestReturn, req, &ret).ok());
     v1::AdvanceReturnRequest adv;
@@ -151,11 +140,9 @@ struct World {
     }
   }
 
-  ProfileHarness profile;
-  OrderHarness orders;
-  std::unique_ptr<v1::CustomerProfileService::Stub> profiles;
+  OrderHarness orders{CallingProfile(OrderHarness::Options())};
   std::unique_ptr<Stub> stub;
-  std::string customer_id;
+  std::string customer_id = Customer("totals@example.com");
   absl::Time placed_at = kStart;
 };
 

@@ -9,37 +9,60 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/store/key.h"
-#include "services/customer_profile/customer_profile_component.h"
 #include "services/recommendation/recommendation_component.h"
 #include "tests/support/http.h"
+#include "tests/support/metrics_page.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/test_time.h"
+#include "tests/support/with_customer_profile.h"
 
 namespace crm::recommendation {
 namespace {
 
-using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
 using RecoHarness = testing::ServiceHarness<RecommendationComponent>;
 using Stub = v1::RecommendationService::Stub;
-using testing::Call;
+using testing::CallOk;
 using testing::RequireError;
+using testing::StatusOf;
 
-constexpr absl::Duration kDay = absl::Hours(24);
+using testing::kDay;
 
-struct World {
-  explicit World(bool serve_metrics = false)
-      : profile(ProfileHarness::Options()), reco(RecoOpts(profile.port(), serve_metrics)) {
-    stub = v1::RecommendationService::NewStub(reco.channel());
-    sink = v1::EventSink::NewStub(reco.channel());
-    profiles = v1::CustomerProfileService::NewStub(profile.channel());
-  }
-  static RecoHarness::Options RecoOpts(int profile_port, bool metrics) {
+// A question about one item (RelatedItemsRequest, BoughtTogetherRequest): up to `count` answers.
+template <typename Request>
+Request AboutSku(const std::string& sku, int count) {
+  Request r;
+  r.set_sku(sku);
+  r.set_count(count);
+  return r;
+}
+
+v1::BestSellersRequest BestSellers(int count, const std::string& category = "") {
+  v1::BestSellersRequest r;
+  r.set_count(count);
+  r.set_category(category);
+  return r;
+}
+
+// Feedback from `customer_id`'s home page, under `request_id`; the caller adds what was shown and
+// clicked.
+v1::RecordFeedbackRequest HomeFeedback(const std::string& customer_id,
+                                       const std::string& request_id) {
+  auto fb = testing::ForCustomer<v1::RecordFeedbackRequest>(customer_id);
+  fb.set_placement(v1::PLACEMENT_HOME);
+  fb.set_request_id(request_id);
+  return fb;
+}
+
+// recommendation, calling customer-profile for consent and contact caps.
+struct World : testing::WithCustomerProfile {
+  explicit World(bool serve_metrics = false) : reco(CallingProfile(RecoOptions(serve_metrics))) {}
+  static RecoHarness::Options RecoOptions(bool serve_metrics) {
     // Best sellers recomputed on every call, so a test sees a sale at once.
     absl::SetFlag(&FLAGS_bestseller_cache_s, 0);
     RecoHarness::Options o;
-    o.backends = {{"customer-profile", testing::LoopbackAddress(profile_port)}};
-    o.serve_metrics = metrics;
+    o.serve_metrics = serve_metrics;
     return o;
   }
 
@@ -53,8 +76,7 @@ struct World {
       i->set_name("Item " + sku);
       i->set_category(category);
     }
-    v1::UpsertCatalogItemsResponse resp;
-    REQUIRE(Call(stub.get(), &Stub::UpsertCatalogItems, req, &resp).ok());
+    CallOk(stub.get(), &Stub::UpsertCatalogItems, req);
   }
 
   v1::Event NewEvent(const std::string& customer_id, absl::Time when) {
@@ -86,24 +108,21 @@ struct World {
                                   v1::Placement placement = v1::PLACEMENT_HOME, int count = 10,
                                   v1::Model model = v1::MODEL_BLEND,
                                   std::vector<std::string> context = {}) {
-    v1::RecommendRequest req;
-    req.set_customer_id(customer_id);
+    auto req = testing::ForCustomer<v1::RecommendRequest>(customer_id);
     req.set_placement(placement);
     req.set_count(count);
     req.set_model(model);
     for (const auto& c : context) req.add_context_skus(c);
-    v1::RecommendResponse resp;
-    const grpc::Status s = Call(stub.get(), &Stub::Recommend, req, &resp);
-    INFO(s.error_message());
-    REQUIRE(s.ok());
-    return resp;
+    return CallOk(stub.get(), &Stub::Recommend, req);
   }
 
-  ProfileHarness profile;
+  v1::RelatedItemsResponse Related(const std::string& sku, int count) {
+    return CallOk(stub.get(), &Stub::RelatedItems, AboutSku<v1::RelatedItemsRequest>(sku, count));
+  }
+
   RecoHarness reco;
-  std::unique_ptr<Stub> stub;
-  std::unique_ptr<v1::EventSink::Stub> sink;
-  std::unique_ptr<v1::CustomerProfileService::Stub> profiles;
+  std::unique_ptr<Stub> stub = v1::RecommendationService::NewStub(reco.channel());
+  std::unique_ptr<v1::EventSink::Stub> sink = v1::EventSink::NewStub(reco.channel());
   int seq = 0;
 };
 
@@ -155,14 +174,11 @@ TEST_CASE(
   b->set_category("tv");
   b->set_successor_of("tv-2025");  // in the same batch: fine
   b->set_seasonal(true);
-  v1::UpsertCatalogItemsResponse resp;
-  REQUIRE(Call(w.stub.get(), &Stub::UpsertCatalogItems, req, &resp).ok());
-  CHECK(resp.upserted_count() == 2);
+  CHECK(CallOk(w.stub.get(), &Stub::UpsertCatalogItems, req).upserted_count() == 2);
 
   v1::GetCatalogItemRequest get;
   get.set_sku("tv-2026");
-  v1::CatalogItem item;
-  REQUIRE(Call(w.stub.get(), &Stub::GetCatalogItem, get, &item).ok());
+  v1::CatalogItem item = CallOk(w.stub.get(), &Stub::GetCatalogItem, get);
   CHECK(item.successor_of() == "tv-2025");
   CHECK(item.in_stock());  // new items are in stock unless told otherwise
   CHECK(item.has_update_time());
@@ -172,17 +188,15 @@ TEST_CASE(
   change->set_sku("tv-2026");
   change->set_in_stock(false);
   stock.add_changes()->set_sku("no-such-tv");
-  v1::SetStockResponse stocked;
-  REQUIRE(Call(w.stub.get(), &Stub::SetStock, stock, &stocked).ok());
+  const v1::SetStockResponse stocked = CallOk(w.stub.get(), &Stub::SetStock, stock);
   CHECK(stocked.changed_count() == 1);
   REQUIRE(stocked.unknown_skus_size() == 1);
   CHECK(stocked.unknown_skus(0) == "no-such-tv");
   // Re-upserting without a stock state keeps it.
   v1::UpsertCatalogItemsRequest again;
   *again.add_items() = req.items(1);
-  REQUIRE(Call(w.stub.get(), &Stub::UpsertCatalogItems, again, &resp).ok());
-  REQUIRE(Call(w.stub.get(), &Stub::GetCatalogItem, get, &item).ok());
-  CHECK_FALSE(item.in_stock());
+  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, again);
+  CHECK_FALSE(CallOk(w.stub.get(), &Stub::GetCatalogItem, get).in_stock());
 
   // Each bad item is listed with its position and the field at fault; the good item next to it is
   // upserted.
@@ -200,8 +214,7 @@ TEST_CASE(
     i->set_category("misc");
     edit(*i);
     if (i->sku() == "fine") i->set_sku(good_sku);
-    v1::UpsertCatalogItemsResponse out;
-    REQUIRE(Call(w.stub.get(), &Stub::UpsertCatalogItems, r, &out).ok());
+    const v1::UpsertCatalogItemsResponse out = CallOk(w.stub.get(), &Stub::UpsertCatalogItems, r);
     CHECK(out.upserted_count() == 1);
     REQUIRE(out.errors_size() == 1);
     CHECK(out.errors(0).index() == 1);
@@ -210,8 +223,7 @@ TEST_CASE(
     CHECK(out.errors(0).message().rfind(field + ":", 0) == 0);
     v1::GetCatalogItemRequest good;
     good.set_sku(good_sku);
-    v1::CatalogItem fine;
-    CHECK(Call(w.stub.get(), &Stub::GetCatalogItem, good, &fine).ok());
+    CHECK(StatusOf(w.stub.get(), &Stub::GetCatalogItem, good).ok());
   };
   bad([](v1::CatalogItem& i) { i.set_sku(""); }, "items[1].sku");
   bad([](v1::CatalogItem& i) { i.set_sku("tab\tinside"); }, "items[1].sku");
@@ -222,10 +234,9 @@ TEST_CASE(
   bad([](v1::CatalogItem& i) { i.set_successor_of("x1"); }, "items[1].successor_of");
   bad([](v1::CatalogItem& i) { i.set_successor_of("unknown-model"); }, "items[1].successor_of");
   get.set_sku("x1");
-  RequireError(Call(w.stub.get(), &Stub::GetCatalogItem, get, &item), grpc::StatusCode::NOT_FOUND,
+  RequireError(StatusOf(w.stub.get(), &Stub::GetCatalogItem, get), grpc::StatusCode::NOT_FOUND,
                "sku");
-  v1::UpsertCatalogItemsRequest empty;
-  RequireError(Call(w.stub.get(), &Stub::UpsertCatalogItems, empty, &resp),
+  RequireError(StatusOf(w.stub.get(), &Stub::UpsertCatalogItems, v1::UpsertCatalogItemsRequest()),
                grpc::StatusCode::INVALID_ARGUMENT, "items");
 }
 
@@ -244,17 +255,14 @@ TEST_CASE(
   spaced->set_sku("BANK CHARGES");
   spaced->set_name("Bank charges");
   req.mutable_items(500)->set_sku("bad\nsku");
-  v1::UpsertCatalogItemsResponse resp;
-  REQUIRE(Call(w.stub.get(), &Stub::UpsertCatalogItems, req, &resp).ok());
+  const v1::UpsertCatalogItemsResponse resp = CallOk(w.stub.get(), &Stub::UpsertCatalogItems, req);
   CHECK(resp.upserted_count() == 999);
   REQUIRE(resp.errors_size() == 1);
   CHECK(resp.errors(0).index() == 500);
   CHECK(resp.errors(0).message().rfind("items[500].sku: ", 0) == 0);
   v1::GetCatalogItemRequest get;
   get.set_sku("BANK CHARGES");
-  v1::CatalogItem item;
-  REQUIRE(Call(w.stub.get(), &Stub::GetCatalogItem, get, &item).ok());
-  CHECK(item.category().empty());
+  CHECK(CallOk(w.stub.get(), &Stub::GetCatalogItem, get).category().empty());
 
   // Purchase events follow the same rule: the spaced SKU is learned and recommended, the bad one
   // ignored.
@@ -265,24 +273,14 @@ TEST_CASE(
   auto recs = w.Recommend("newcomer");
   CHECK(Has(recs, "BANK CHARGES"));
   CHECK_FALSE(Has(recs, "bad\nsku"));
-  v1::RelatedItemsRequest related;
-  related.set_sku("item-1");
-  related.set_count(5);
-  v1::RelatedItemsResponse rel;
-  REQUIRE(Call(w.stub.get(), &Stub::RelatedItems, related, &rel).ok());
+  const v1::RelatedItemsResponse rel = w.Related("item-1", 5);
   REQUIRE(rel.items_size() == 1);
   CHECK(rel.items(0).item().sku() == "BANK CHARGES");
-  RequireError(Call(
-                   w.stub.get(), &Stub::Recommend,
-                   [] {
-                     v1::RecommendRequest r;
-                     r.set_customer_id("newcomer");
-                     r.set_placement(v1::PLACEMENT_CART);
-                     r.set_count(3);
-                     r.add_context_skus("bad\nsku");
-                     return r;
-                   }(),
-                   &recs),
+  auto in_cart = testing::ForCustomer<v1::RecommendRequest>("newcomer");
+  in_cart.set_placement(v1::PLACEMENT_CART);
+  in_cart.set_count(3);
+  in_cart.add_context_skus("bad\nsku");
+  RequireError(StatusOf(w.stub.get(), &Stub::Recommend, in_cart),
                grpc::StatusCode::INVALID_ARGUMENT, "context_skus[0]");
 }
 
@@ -326,11 +324,8 @@ TEST_CASE(
     "sellers") {
   World w;
   SmallShop(w);
-  v1::BoughtTogetherRequest req;
-  req.set_sku("phone");
-  req.set_count(5);
-  v1::BoughtTogetherResponse resp;
-  REQUIRE(Call(w.stub.get(), &Stub::BoughtTogether, req, &resp).ok());
+  const v1::BoughtTogetherResponse resp =
+      CallOk(w.stub.get(), &Stub::BoughtTogether, AboutSku<v1::BoughtTogetherRequest>("phone", 5));
   REQUIRE(resp.rules_size() == 1);
   const auto& rule = resp.rules(0);
   CHECK(rule.item().sku() == "case");
@@ -342,37 +337,27 @@ TEST_CASE(
 
   // The pen goes with paper (3 of 3 paper baskets) far more than with the charger it shares 15
   // baskets with.
-  v1::RelatedItemsRequest related;
-  related.set_sku("paper");
-  related.set_count(5);
-  v1::RelatedItemsResponse rel;
-  REQUIRE(Call(w.stub.get(), &Stub::RelatedItems, related, &rel).ok());
+  v1::RelatedItemsResponse rel = w.Related("paper", 5);
   REQUIRE(rel.items_size() >= 1);
   CHECK(rel.items(0).item().sku() == "pen");
   CHECK(rel.items(0).co_purchases() == 3);
   // A best seller bought with everything is not "related" to a niche item just by volume: the
   // case's neighbour is the phone, not the charger it never met.
-  related.set_sku("case");
-  rel.Clear();
-  REQUIRE(Call(w.stub.get(), &Stub::RelatedItems, related, &rel).ok());
+  rel = w.Related("case", 5);
   REQUIRE(rel.items_size() == 1);
   CHECK(rel.items(0).item().sku() == "phone");
   CHECK(rel.items(0).similarity() == Approx(8.0 / 8 * 8 / 10));  // cosine 1, shrunk by 8 / (8 + 2)
 
   // Best sellers over the last 30 days, per category and overall.
-  v1::BestSellersRequest best;
-  best.set_category("accessories");
-  best.set_count(2);
-  v1::BestSellersResponse top;
-  REQUIRE(Call(w.stub.get(), &Stub::BestSellers, best, &top).ok());
+  const v1::BestSellersRequest best = BestSellers(2, "accessories");
+  v1::BestSellersResponse top = CallOk(w.stub.get(), &Stub::BestSellers, best);
   REQUIRE(top.items_size() == 2);
   CHECK(top.items(0).item().sku() == "charger");
   CHECK(top.items(0).units() == 30);
   CHECK(top.items(1).item().sku() == "case");
   // Nothing sold in the last 30 days: best sellers come from a longer window instead of nothing.
   w.reco.clock().Advance(25 * kDay);
-  top.Clear();
-  REQUIRE(Call(w.stub.get(), &Stub::BestSellers, best, &top).ok());
+  top = CallOk(w.stub.get(), &Stub::BestSellers, best);
   REQUIRE(top.items_size() == 2);
   CHECK(top.items(0).item().sku() == "charger");
 }
@@ -410,8 +395,7 @@ TEST_CASE(
   auto* change = stock.add_changes();
   change->set_sku("case");
   change->set_in_stock(false);
-  v1::SetStockResponse stocked;
-  REQUIRE(Call(w.stub.get(), &Stub::SetStock, stock, &stocked).ok());
+  CallOk(w.stub.get(), &Stub::SetStock, stock);
   for (v1::Placement p : {v1::PLACEMENT_HOME, v1::PLACEMENT_PRODUCT_PAGE, v1::PLACEMENT_CART}) {
     CHECK_FALSE(Has(w.Recommend("li", p, 50, v1::MODEL_BLEND,
                                 p == v1::PLACEMENT_HOME ? std::vector<std::string>{}
@@ -424,15 +408,11 @@ TEST_CASE(
   REQUIRE_FALSE(first.recommendations().empty());
   const std::string top = first.recommendations(0).item().sku();
   for (int i = 0; i < kImpressionCap; ++i) {
-    v1::RecordFeedbackRequest fb;
-    fb.set_customer_id("fresh");
-    fb.set_placement(v1::PLACEMENT_HOME);
-    fb.set_request_id("impression-" + std::to_string(i));
+    v1::RecordFeedbackRequest fb = HomeFeedback("fresh", "impression-" + std::to_string(i));
     auto* shown = fb.add_impressions();
     shown->set_sku(top);
     shown->set_model(first.recommendations(0).model());
-    v1::RecordFeedbackResponse ok;
-    REQUIRE(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok).ok());
+    CallOk(w.stub.get(), &Stub::RecordFeedback, fb);
   }
   CHECK_FALSE(Has(w.Recommend("fresh", v1::PLACEMENT_HOME, 10), top));
   w.reco.clock().Advance(8 * kDay);
@@ -484,8 +464,7 @@ TEST_CASE(
   tv2->set_category("tv");
   tv2->set_successor_of("tv-1");
   api::SetTimestamp(w.Now() - kDay, tv2->mutable_launch_time());
-  v1::UpsertCatalogItemsResponse upserted;
-  REQUIRE(Call(w.stub.get(), &Stub::UpsertCatalogItems, launch, &upserted).ok());
+  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, launch);
   auto upgrade = w.Recommend("viewer", v1::PLACEMENT_HOME, 5);
   REQUIRE_FALSE(upgrade.recommendations().empty());
   CHECK(upgrade.recommendations(0).item().sku() == "tv-2");
@@ -531,42 +510,30 @@ TEST_CASE(
     "id") {
   World w;
   SmallShop(w);
-  v1::RegisterCustomerRequest reg;
-  reg.set_request_id("reg-1");
-  reg.set_email("wang.fang@example.com");
-  v1::Customer customer;
-  REQUIRE(
-      Call(w.profiles.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg, &customer)
-          .ok());
-  const std::string id = customer.customer_id();
+  const std::string id = w.Customer("wang.fang@example.com");
   w.Buy(id, {"phone"}, w.Now() - kDay);
 
-  auto email = [&](const std::string& request_id) {
-    v1::RecommendRequest req;
-    req.set_customer_id(id);
-    req.set_placement(v1::PLACEMENT_EMAIL);
+  // Three items for a marketing message on `placement`, sent under `request_id`.
+  auto message = [&](v1::Placement placement, const std::string& request_id) {
+    auto req = testing::ForCustomer<v1::RecommendRequest>(id);
+    req.set_placement(placement);
     req.set_count(3);
     req.set_request_id(request_id);
-    v1::RecommendResponse resp;
-    const grpc::Status s = Call(w.stub.get(), &Stub::Recommend, req, &resp);
-    INFO(s.error_message());
-    REQUIRE(s.ok());
-    return resp;
+    return req;
+  };
+  auto email = [&](const std::string& request_id) {
+    return CallOk(w.stub.get(), &Stub::Recommend, message(v1::PLACEMENT_EMAIL, request_id));
   };
   // No consent yet: nothing to send, and it says why.
   auto none = email("mail-1");
   CHECK(none.recommendations().empty());
   CHECK(none.withheld_reason() == "no consent to e-mail marketing");
 
-  v1::SetMarketingConsentRequest consent;
-  consent.set_customer_id(id);
+  auto consent = testing::ForCustomer<v1::SetMarketingConsentRequest>(id);
   consent.set_channel(v1::CHANNEL_EMAIL);
   consent.set_granted(true);
   consent.set_source("settings page");
-  v1::MarketingConsent given;
-  REQUIRE(Call(w.profiles.get(), &v1::CustomerProfileService::Stub::SetMarketingConsent, consent,
-               &given)
-              .ok());
+  CallOk(w.profiles.get(), &v1::CustomerProfileService::Stub::SetMarketingConsent, consent);
   // A retry of the refused request keeps its first answer.
   CHECK(email("mail-1").withheld_reason() == "no consent to e-mail marketing");
 
@@ -584,23 +551,16 @@ TEST_CASE(
   CHECK(capped.withheld_reason().rfind("contact cap reached until ", 0) == 0);
 
   // Push needs its own consent; the home page needs none.
-  v1::RecommendRequest push;
-  push.set_customer_id(id);
-  push.set_placement(v1::PLACEMENT_PUSH);
-  push.set_count(3);
-  push.set_request_id("push-1");
-  v1::RecommendResponse pushed;
-  REQUIRE(Call(w.stub.get(), &Stub::Recommend, push, &pushed).ok());
-  CHECK(pushed.withheld_reason() == "no consent to push marketing");
+  CHECK(CallOk(w.stub.get(), &Stub::Recommend, message(v1::PLACEMENT_PUSH, "push-1"))
+            .withheld_reason() == "no consent to push marketing");
   CHECK_FALSE(w.Recommend(id).recommendations().empty());
   // E-mail without a request id, or to a customer profile does not know, is refused.
-  push.set_placement(v1::PLACEMENT_EMAIL);
-  push.clear_request_id();
-  RequireError(Call(w.stub.get(), &Stub::Recommend, push, &pushed),
+  v1::RecommendRequest refused = message(v1::PLACEMENT_EMAIL, "");
+  RequireError(StatusOf(w.stub.get(), &Stub::Recommend, refused),
                grpc::StatusCode::INVALID_ARGUMENT, "request_id");
-  push.set_request_id("x");
-  push.set_customer_id("crowd1");
-  RequireError(Call(w.stub.get(), &Stub::Recommend, push, &pushed), grpc::StatusCode::NOT_FOUND,
+  refused.set_request_id("x");
+  refused.set_customer_id("crowd1");
+  RequireError(StatusOf(w.stub.get(), &Stub::Recommend, refused), grpc::StatusCode::NOT_FOUND,
                "customer_id");
 }
 
@@ -610,28 +570,18 @@ TEST_CASE("erasure takes the customer's contribution back out exactly") {
   auto snapshot = [&] {
     std::vector<std::string> facts;
     for (const char* sku : {"phone", "case", "charger", "pen", "mug", "kettle"}) {
-      v1::RelatedItemsRequest r;
-      r.set_sku(sku);
-      r.set_count(10);
-      v1::RelatedItemsResponse rel;
-      REQUIRE(Call(w.stub.get(), &Stub::RelatedItems, r, &rel).ok());
+      const v1::RelatedItemsResponse rel = w.Related(sku, 10);
       for (const auto& i : rel.items()) {
         facts.push_back(absl::StrCat(sku, ">", i.item().sku(), ":", i.co_purchases(), "/",
                                      i.co_views(), "/", i.similarity()));
       }
-      v1::BoughtTogetherRequest b;
-      b.set_sku(sku);
-      b.set_count(10);
+      auto b = AboutSku<v1::BoughtTogetherRequest>(sku, 10);
       b.set_min_baskets(1);
-      v1::BoughtTogetherResponse bt;
-      REQUIRE(Call(w.stub.get(), &Stub::BoughtTogether, b, &bt).ok());
+      const v1::BoughtTogetherResponse bt = CallOk(w.stub.get(), &Stub::BoughtTogether, b);
       for (const auto& rule : bt.rules())
         facts.push_back(absl::StrCat(sku, "+", rule.item().sku(), ":", rule.support()));
     }
-    v1::BestSellersRequest best;
-    best.set_count(10);
-    v1::BestSellersResponse top;
-    REQUIRE(Call(w.stub.get(), &Stub::BestSellers, best, &top).ok());
+    const v1::BestSellersResponse top = CallOk(w.stub.get(), &Stub::BestSellers, BestSellers(10));
     for (const auto& i : top.items())
       facts.push_back(absl::StrCat("best:", i.item().sku(), ":", i.units()));
     return facts;
@@ -686,10 +636,7 @@ TEST_CASE("erasure takes the customer's contribution back out exactly") {
 TEST_CASE("feedback: impressions and clicks per model as metrics, a retry counted once") {
   World w(/*serve_metrics=*/true);
   SmallShop(w);
-  v1::RecordFeedbackRequest fb;
-  fb.set_customer_id("c1");
-  fb.set_placement(v1::PLACEMENT_HOME);
-  fb.set_request_id("fb-1");
+  v1::RecordFeedbackRequest fb = HomeFeedback("c1", "fb-1");
   for (const char* sku : {"case", "pen"}) {
     auto* i = fb.add_impressions();
     i->set_sku(sku);
@@ -698,23 +645,18 @@ TEST_CASE("feedback: impressions and clicks per model as metrics, a retry counte
   auto* c = fb.add_clicks();
   c->set_sku("case");
   c->set_model(v1::MODEL_ITEM_CF);
-  v1::RecordFeedbackResponse ok;
-  REQUIRE(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok).ok());
-  REQUIRE(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok).ok());  // retried
+  CallOk(w.stub.get(), &Stub::RecordFeedback, fb);
+  CallOk(w.stub.get(), &Stub::RecordFeedback, fb);  // retried
   w.Recommend("c1");
   auto page = testing::HttpGet(w.reco.metrics().port(), "/metrics");
   REQUIRE(page.ok());
-  CHECK(page->body.find(R"(crm_recommendation_impressions_total{model="item_cf"} 2)") !=
-        std::string::npos);
-  CHECK(page->body.find(R"(crm_recommendation_clicks_total{model="item_cf"} 1)") !=
-        std::string::npos);
-  CHECK(page->body.find(R"(crm_recommendations_served_total{placement="home"} 1)") !=
-        std::string::npos);
-  CHECK(page->body.find(R"(crm_recommendation_learned_total{kind="purchase"} 41)") !=
-        std::string::npos);
+  testing::CheckPageShows(page->body, {R"(crm_recommendation_impressions_total{model="item_cf"} 2)",
+                                       R"(crm_recommendation_clicks_total{model="item_cf"} 1)",
+                                       R"(crm_recommendations_served_total{placement="home"} 1)",
+                                       R"(crm_recommendation_learned_total{kind="purchase"} 41)"});
   // The same request id for different feedback is refused.
   fb.mutable_clicks(0)->set_sku("pen");
-  RequireError(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok),
+  RequireError(StatusOf(w.stub.get(), &Stub::RecordFeedback, fb),
                grpc::StatusCode::INVALID_ARGUMENT, "request_id");
 }
 
@@ -722,13 +664,11 @@ TEST_CASE(
     "bad input: clear errors naming the field, nothing written, unknown customers get cold start") {
   World w;
   SmallShop(w);
-  v1::RecommendRequest req;
-  req.set_customer_id("c1");
+  auto req = testing::ForCustomer<v1::RecommendRequest>("c1");
   req.set_placement(v1::PLACEMENT_HOME);
   req.set_count(10);
-  v1::RecommendResponse resp;
   auto expect = [&](v1::RecommendRequest r, grpc::StatusCode code, const std::string& field) {
-    RequireError(Call(w.stub.get(), &Stub::Recommend, r, &resp), code, field);
+    RequireError(StatusOf(w.stub.get(), &Stub::Recommend, r), code, field);
   };
   auto r = req;
   r.set_count(0);
@@ -755,52 +695,38 @@ TEST_CASE(
   // Unknown customer: not an error, just cold start.
   r = req;
   r.set_customer_id("never-seen");
-  REQUIRE(Call(w.stub.get(), &Stub::Recommend, r, &resp).ok());
+  const v1::RecommendResponse resp = CallOk(w.stub.get(), &Stub::Recommend, r);
   REQUIRE_FALSE(resp.recommendations().empty());
   CHECK(resp.recommendations(0).model() == v1::MODEL_COLD_START);
 
-  v1::RelatedItemsRequest related;
-  related.set_sku("no-such-sku");
-  related.set_count(5);
-  v1::RelatedItemsResponse rel;
-  RequireError(Call(w.stub.get(), &Stub::RelatedItems, related, &rel), grpc::StatusCode::NOT_FOUND,
-               "sku");
-  related.set_sku("phone");
-  related.set_count(0);
-  RequireError(Call(w.stub.get(), &Stub::RelatedItems, related, &rel),
-               grpc::StatusCode::INVALID_ARGUMENT, "count");
-  v1::BoughtTogetherRequest bt;
-  bt.set_sku("ghost");
-  bt.set_count(3);
-  v1::BoughtTogetherResponse bundles;
-  RequireError(Call(w.stub.get(), &Stub::BoughtTogether, bt, &bundles), grpc::StatusCode::NOT_FOUND,
-               "sku");
-  v1::BestSellersRequest best;
-  best.set_count(500);
-  v1::BestSellersResponse top;
-  RequireError(Call(w.stub.get(), &Stub::BestSellers, best, &top),
+  RequireError(StatusOf(w.stub.get(), &Stub::RelatedItems,
+                        AboutSku<v1::RelatedItemsRequest>("no-such-sku", 5)),
+               grpc::StatusCode::NOT_FOUND, "sku");
+  RequireError(
+      StatusOf(w.stub.get(), &Stub::RelatedItems, AboutSku<v1::RelatedItemsRequest>("phone", 0)),
+      grpc::StatusCode::INVALID_ARGUMENT, "count");
+  RequireError(StatusOf(w.stub.get(), &Stub::BoughtTogether,
+                        AboutSku<v1::BoughtTogetherRequest>("ghost", 3)),
+               grpc::StatusCode::NOT_FOUND, "sku");
+  RequireError(StatusOf(w.stub.get(), &Stub::BestSellers, BestSellers(500)),
                grpc::StatusCode::INVALID_ARGUMENT, "count");
 
   // Feedback: a bad item anywhere refuses the whole call, and nothing of it is counted.
-  v1::RecordFeedbackRequest fb;
-  fb.set_customer_id("c1");
-  fb.set_placement(v1::PLACEMENT_HOME);
-  fb.set_request_id("fb-bad");
+  v1::RecordFeedbackRequest fb = HomeFeedback("c1", "fb-bad");
   auto* good = fb.add_impressions();
   good->set_sku("pen");
   good->set_model(v1::MODEL_BESTSELLERS);
   auto* bad = fb.add_impressions();
   bad->set_sku("pen");
-  v1::RecordFeedbackResponse ok;
-  RequireError(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok),
-               grpc::StatusCode::INVALID_ARGUMENT, "impressions[1].model");
+  auto refused = [&](grpc::StatusCode code, const std::string& field) {
+    RequireError(StatusOf(w.stub.get(), &Stub::RecordFeedback, fb), code, field);
+  };
+  refused(grpc::StatusCode::INVALID_ARGUMENT, "impressions[1].model");
   bad->set_model(v1::MODEL_BESTSELLERS);
   bad->set_sku("ghost");
-  RequireError(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok), grpc::StatusCode::NOT_FOUND,
-               "impressions[1].sku");
+  refused(grpc::StatusCode::NOT_FOUND, "impressions[1].sku");
   fb.clear_request_id();
-  RequireError(Call(w.stub.get(), &Stub::RecordFeedback, fb, &ok),
-               grpc::StatusCode::INVALID_ARGUMENT, "request_id");
+  refused(grpc::StatusCode::INVALID_ARGUMENT, "request_id");
   bool shown = false;
   (void)w.reco.store().ScanPrefix(w.reco.store().cf("shown"), "",
                                   [&](absl::string_view, absl::string_view) {
@@ -814,8 +740,8 @@ TEST_CASE(
   v1::Event orphan = w.Delivered("", {"pen"}, w.Now());
   v1::DeliverEventsRequest deliver;
   *deliver.add_events() = orphan;
-  v1::DeliverEventsResponse delivered;
-  REQUIRE(Call(w.sink.get(), &v1::EventSink::Stub::DeliverEvents, deliver, &delivered).ok());
+  const v1::DeliverEventsResponse delivered =
+      CallOk(w.sink.get(), &v1::EventSink::Stub::DeliverEvents, deliver);
   CHECK(delivered.processed_count() == 0);
   CHECK(delivered.failed_message() == "event has no customer_id");
 }
@@ -833,10 +759,7 @@ TEST_CASE(
   auto known = w.Recommend("regular");
   CHECK(known.recommendations_size() >= 5);
   CHECK_FALSE(Has(known, "pen"));
-  v1::BestSellersRequest best;
-  best.set_count(3);
-  v1::BestSellersResponse top;
-  REQUIRE(Call(w.stub.get(), &Stub::BestSellers, best, &top).ok());
+  const v1::BestSellersResponse top = CallOk(w.stub.get(), &Stub::BestSellers, BestSellers(3));
   REQUIRE(top.items_size() == 3);
   CHECK(top.items(0).item().sku() == "charger");
 }

@@ -3,8 +3,6 @@
 // of a call's trace is left on gRPC's threads afterwards. The gateway continues a client's
 // traceparent (gRPC metadata or HTTP header) or starts a trace, relays it to the service, returns
 // it to the client, and every section of the 360° view carries it.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +33,7 @@
 #include "services/gateway/gateway.h"
 #include "tests/load/echo.grpc.pb.h"
 #include "tests/support/grpc_probe.h"
+#include "tests/support/http.h"
 #include "tests/support/in_process_gateway.h"
 #include "tests/support/wait.h"
 
@@ -338,13 +337,8 @@ struct GatewayWorld {
 
 // One HTTP/1.1 request to the front door's HTTP port; the whole answer (head and body).
 std::string HttpExchange(int port, const std::string& request) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = testing::ConnectLoopback(port);
   REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
   REQUIRE(send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
   std::string answer;
   char buffer[4096];

@@ -8,6 +8,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/client_callback.h"
 #include "libs/rpc/status.h"
+#include "tests/support/byte_buffer.h"
 
 namespace crm::testing {
 namespace {
@@ -22,19 +23,6 @@ std::string LengthDelimited(int field, const std::string& bytes) {
   }
   out.push_back(static_cast<char>(n));
   return out + bytes;
-}
-
-grpc::ByteBuffer ToBuffer(const std::string& s) {
-  grpc::Slice slice(s);
-  return grpc::ByteBuffer(&slice, 1);
-}
-
-std::string FromBuffer(const grpc::ByteBuffer& b) {
-  std::vector<grpc::Slice> slices;
-  (void)b.Dump(&slices);
-  std::string out;
-  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
 }
 
 // Calls `visit(field, wire_type, coded)` for each top-level field; the visitor consumes the value.

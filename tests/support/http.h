@@ -14,6 +14,9 @@ struct HttpResponse {
   std::string body;
 };
 
+// A blocking TCP connection to 127.0.0.1:`port` (the caller closes it), or -1.
+int ConnectLoopback(int port);
+
 // GET http://127.0.0.1:<port><path>, reading until the server closes the connection.
 absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path);
 

@@ -17,6 +17,23 @@
 
 namespace crm::testing {
 
+// A request that names only a customer (GetMembershipRequest, ListTicketsRequest, ...), or the
+// start of a longer one.
+template <typename Request>
+Request ForCustomer(const std::string& customer_id) {
+  Request request;
+  request.set_customer_id(customer_id);
+  return request;
+}
+
+// A request about one of a customer's orders (GetOrderRequest, ProcessOrderRequest, ...).
+template <typename Request>
+Request AboutOrder(const v1::Order& order) {
+  Request request = ForCustomer<Request>(order.customer_id());
+  request.set_order_id(order.order_id());
+  return request;
+}
+
 // Registers `email` (request id "reg-<email>") and returns the customer id.
 inline std::string RegisterCustomer(v1::CustomerProfileService::Stub* profiles,
                                     const std::string& email) {
@@ -44,6 +61,18 @@ inline v1::Address AddAddress(v1::CustomerProfileService::Stub* profiles,
   return address;
 }
 
+// Adds a line of `quantity` times `sku` (of `category`) at `price_minor` fen each to an order.
+inline v1::OrderItem* AddLine(v1::CreateOrderRequest& create, const std::string& sku,
+                              const std::string& category, int quantity, int64_t price_minor) {
+  v1::OrderItem* item = create.add_items();
+  item->set_sku(sku);
+  item->set_category(category);
+  item->set_quantity(quantity);
+  item->mutable_unit_price()->set_amount_minor(price_minor);
+  item->mutable_unit_price()->set_currency("CNY");
+  return item;
+}
+
 // The request for one item, cash on delivery, delivered in [window_start, window_start + window).
 inline v1::CreateOrderRequest CashOnDeliveryOrderRequest(
     const std::string& customer_id, const std::string& request_id, const std::string& sku,
@@ -52,12 +81,7 @@ inline v1::CreateOrderRequest CashOnDeliveryOrderRequest(
   v1::CreateOrderRequest create;
   create.set_customer_id(customer_id);
   create.set_request_id(request_id);
-  auto* item = create.add_items();
-  item->set_sku(sku);
-  item->set_category(category);
-  item->set_quantity(1);
-  item->mutable_unit_price()->set_amount_minor(price_minor);
-  item->mutable_unit_price()->set_currency("CNY");
+  AddLine(create, sku, category, 1, price_minor);
   create.set_payment_method(v1::PAYMENT_METHOD_TYPE_CASH_ON_DELIVERY);
   api::SetTimestamp(window_start, create.mutable_delivery_window()->mutable_start_time());
   api::SetTimestamp(window_start + window, create.mutable_delivery_window()->mutable_end_time());
@@ -76,26 +100,70 @@ inline v1::Order PlaceCashOnDeliveryOrder(v1::OrderTrackingService::Stub* orders
   return order;
 }
 
+// A package's moves from the warehouse to the customer's door, when nothing goes wrong.
+inline constexpr v1::PackageStatus kWarehouseToDoor[] = {
+    v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED, v1::PACKAGE_STATUS_HANDED_TO_CARRIER,
+    v1::PACKAGE_STATUS_DELIVERED};
+
+// Who carries a package: what AdvancePackage requires when it is handed to a carrier.
+struct Carrier {
+  std::string name;
+  std::string tracking_number;
+  v1::CarrierType type = v1::CARRIER_TYPE_UNSPECIFIED;
+};
+
+// Whom a warehouse names for a move: SF Express, a partner courier, when it hands the package over
+// (tracking number `tracking_number`), nobody for the other moves.
+inline Carrier SfExpressWhenHanded(v1::PackageStatus status, const std::string& tracking_number) {
+  if (status != v1::PACKAGE_STATUS_HANDED_TO_CARRIER) return {};
+  return {"SF Express", tracking_number, v1::CARRIER_TYPE_PARTNER_COURIER};
+}
+
+// The request moving `order`'s package `package_id` to `status`, naming `carrier` (none: empty).
+inline v1::AdvancePackageRequest AdvanceRequest(const v1::Order& order,
+                                                const std::string& package_id,
+                                                v1::PackageStatus status,
+                                                const Carrier& carrier = {}) {
+  auto advance = AboutOrder<v1::AdvancePackageRequest>(order);
+  advance.set_package_id(package_id);
+  advance.set_status(status);
+  advance.set_carrier(carrier.name);
+  advance.set_carrier_type(carrier.type);
+  advance.set_tracking_number(carrier.tracking_number);
+  return advance;
+}
+
 // Processes a placed one-package order and moves its package through picking and packing to
 // `carrier` (tracking number `tracking_number`) and to the door; returns the order as delivered.
 inline v1::Order ShipAndDeliver(v1::OrderTrackingService::Stub* orders, v1::Order order,
                                 const std::string& carrier, const std::string& tracking_number) {
-  v1::ProcessOrderRequest process;
-  process.set_customer_id(order.customer_id());
-  process.set_order_id(order.order_id());
-  REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::ProcessOrder, process, &order).ok());
-  for (auto s : {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED,
-                 v1::PACKAGE_STATUS_HANDED_TO_CARRIER, v1::PACKAGE_STATUS_DELIVERED}) {
-    v1::AdvancePackageRequest adv;
-    adv.set_customer_id(order.customer_id());
-    adv.set_order_id(order.order_id());
-    adv.set_package_id(order.packages(0).package_id());
-    adv.set_status(s);
-    adv.set_carrier(carrier);
-    adv.set_tracking_number(tracking_number);
-    REQUIRE(Call(orders, &v1::OrderTrackingService::Stub::AdvancePackage, adv, &order).ok());
+  using Stub = v1::OrderTrackingService::Stub;
+  order = CallOk(orders, &Stub::ProcessOrder, AboutOrder<v1::ProcessOrderRequest>(order));
+  for (v1::PackageStatus status : kWarehouseToDoor) {
+    order = CallOk(
+        orders, &Stub::AdvancePackage,
+        AdvanceRequest(order, order.packages(0).package_id(), status, {carrier, tracking_number}));
   }
   return order;
+}
+
+// A customer's request to return one unit of the item `item_id` of an order, for `reason`, at
+// `fault`'s cost.
+inline v1::RequestReturnRequest OneItemReturnRequest(const std::string& customer_id,
+                                                     const std::string& order_id,
+                                                     const std::string& request_id,
+                                                     const std::string& item_id,
+                                                     const std::string& reason, v1::Fault fault) {
+  v1::RequestReturnRequest ret;
+  ret.set_customer_id(customer_id);
+  ret.set_order_id(order_id);
+  ret.set_request_id(request_id);
+  ret.set_reason(reason);
+  ret.set_fault(fault);
+  auto* item = ret.add_items();
+  item->set_item_id(item_id);
+  item->set_quantity(1);
+  return ret;
 }
 
 // A complaint as a customer opens it on `channel` (set an order id or a subject on it as needed).

@@ -7,11 +7,12 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "libs/api/validate.h"
 #include "services/customer_profile/insights.h"
+#include "tests/support/test_time.h"
 
 namespace crm::customer_profile {
 namespace {
 
-constexpr absl::Duration kDay = absl::Hours(24);
+using testing::kDay;
 const absl::Time kNow = absl::FromUnixSeconds(1795000000);
 
 v1::Event Placed(const std::string& order_id, int64_t total, absl::Time when) {

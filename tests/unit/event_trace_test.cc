@@ -12,6 +12,7 @@
 #include "libs/rpc/executor.h"
 #include "libs/trace/trace.h"
 #include "prometheus/registry.h"
+#include "tests/support/outbox_events.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm::events {
@@ -63,15 +64,8 @@ TEST_CASE("the outbox writes the current trace into each event, and nothing outs
   CHECK(untraced.traceparent().empty());
   // As stored for the dispatcher.
   std::map<std::string, std::string> stored;
-  REQUIRE(store
-              ->Scan(store->cf(Outbox::kEventsFamily), "", "",
-                     [&](absl::string_view, absl::string_view v) {
-                       v1::Event e;
-                       REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
-                       stored[e.customer_id()] = e.traceparent();
-                       return true;
-                     })
-              .ok());
+  for (const v1::Event& e : testing::OutboxEvents(*store))
+    stored[e.customer_id()] = e.traceparent();
   CHECK(stored["c1"] == trace::Format(call));
   CHECK(stored["c2"].empty());
 }

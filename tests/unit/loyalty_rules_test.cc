@@ -1,12 +1,10 @@
 #include "services/loyalty/loyalty_rules.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "catch2/catch.hpp"
 #include "google/protobuf/text_format.h"
 #include "libs/api/validate.h"
 #include "services/loyalty/membership.h"
+#include "tests/support/source_files.h"
 
 namespace crm::loyalty {
 namespace {
@@ -176,19 +174,11 @@ TEST_CASE("partial refunds take back shares, and the last units the remainder, s
   CHECK(ReverseItem(g, 1).growth == 0);  // nothing left to take back
 }
 
-}  // namespace
-}  // namespace crm::loyalty
-
-namespace crm::loyalty {
-namespace {
-
 TEST_CASE("the shipped rules file parses and says what the built-in rules say",
           "[loyalty][rules]") {
-  std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/deploy/config/loyalty-rules.textproto");
-  REQUIRE(f.good());
-  std::stringstream text;
-  text << f.rdbuf();
-  auto rules = ParseRules(text.str());
+  const auto text = testing::ReadSourceFile("deploy/config/loyalty-rules.textproto");
+  REQUIRE(text.ok());
+  auto rules = ParseRules(*text);
   INFO(rules.status().ToString());
   REQUIRE(rules.ok());
   CHECK(rules->SerializeAsString() == DefaultRules().SerializeAsString());

@@ -1,12 +1,10 @@
 #include "services/order_tracking/order_lifecycle.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
 #include "libs/base/error_reason.h"
 #include "services/order_tracking/returns.h"
+#include "tests/support/source_files.h"
 
 namespace crm::order_tracking {
 namespace {
@@ -227,19 +225,11 @@ TEST_CASE("returns move forward only, and can be rejected until refunded",
   CHECK_FALSE(CheckReturnMove(v1::RETURN_STATUS_REFUNDED, v1::RETURN_STATUS_REJECTED).ok());
 }
 
-}  // namespace
-}  // namespace crm::order_tracking
-
-namespace crm::order_tracking {
-namespace {
-
 TEST_CASE("the shipped return policy file says what the built-in policy says",
           "[order_tracking][returns]") {
-  std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/deploy/config/return-policy.txt");
-  REQUIRE(f.good());
-  std::stringstream text;
-  text << f.rdbuf();
-  auto rules = ParseReturnRules(text.str());
+  const auto text = testing::ReadSourceFile("deploy/config/return-policy.txt");
+  REQUIRE(text.ok());
+  auto rules = ParseReturnRules(*text);
   REQUIRE(rules.ok());
   CHECK(rules->default_days == DefaultReturnRules().default_days);
   CHECK(rules->days_by_category == DefaultReturnRules().days_by_category);

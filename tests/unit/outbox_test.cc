@@ -2,6 +2,7 @@
 
 #include "catch2/catch.hpp"
 #include "libs/store/key.h"
+#include "tests/support/outbox_events.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm::events {
@@ -28,20 +29,6 @@ struct OutboxOnDisk {
   std::unique_ptr<Outbox> outbox;
 };
 
-std::vector<v1::Event> ReadAll(store::Store& store) {
-  std::vector<v1::Event> out;
-  REQUIRE(store
-              .Scan(store.cf(Outbox::kEventsFamily), "", "",
-                    [&](absl::string_view, absl::string_view v) {
-                      v1::Event e;
-                      REQUIRE(e.ParseFromArray(v.data(), static_cast<int>(v.size())));
-                      out.push_back(e);
-                      return true;
-                    })
-              .ok());
-  return out;
-}
-
 TEST_CASE("an event is written with its transaction, or not at all", "[events][outbox]") {
   OutboxOnDisk disk("producer");
   store::Store* store = disk.store.get();
@@ -59,7 +46,7 @@ TEST_CASE("an event is written with its transaction, or not at all", "[events][o
   REQUIRE(append("c1", false).ok());
   REQUIRE_FALSE(append("c2", true).ok());
   REQUIRE(append("c3", false).ok());
-  const auto events = ReadAll(*store);
+  const auto events = testing::OutboxEvents(*store);
   REQUIRE(events.size() == 2);
   CHECK(events[0].customer_id() == "c1");
   CHECK(events[1].customer_id() == "c3");

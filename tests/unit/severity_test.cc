@@ -6,7 +6,6 @@
 #include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "libs/api/validate.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
+#include "tests/support/source_files.h"
 
 namespace crm::complaint_ticket {
 namespace {
@@ -24,10 +24,9 @@ namespace {
 const internal::SeverityLexicon& Lexicon() { return BuiltInLexicon(); }
 
 TEST_CASE("the shipped lexicon parses and is the one built in", "[tickets][severity]") {
-  std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/deploy/config/complaint-lexicon.textproto");
-  std::stringstream text;
-  text << f.rdbuf();
-  auto parsed = ParseLexicon(text.str());
+  const auto text = testing::ReadSourceFile("deploy/config/complaint-lexicon.textproto");
+  REQUIRE(text.ok());
+  auto parsed = ParseLexicon(*text);
   REQUIRE(parsed.ok());
   CHECK(parsed->intensity_size() == Lexicon().intensity_size());
   CHECK(parsed->kinds_size() == Lexicon().kinds_size());

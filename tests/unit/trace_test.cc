@@ -7,9 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -17,6 +15,7 @@
 #include "catch2/catch.hpp"
 #include "libs/log/log.h"
 #include "libs/rpc/executor.h"
+#include "tests/support/source_files.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm::trace {
@@ -221,10 +220,9 @@ std::string CapturedLog(F write) {
   std::fflush(stdout);
   dup2(saved, STDOUT_FILENO);
   close(saved);
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  const auto text = testing::ReadFile(path);
+  REQUIRE(text.ok());
+  return *text;
 }
 
 TEST_CASE("a log line written in a trace names its trace and span, one outside names none") {
