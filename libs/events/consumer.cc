@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
-#include "libs/base/error_reason.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/rpc/unary.h"
@@ -41,78 +40,38 @@ EventConsumer::EventConsumer(store::Store* store, Subscription subscription, Han
 EventConsumer::Refusal EventConsumer::ApplyInOrder(
     const v1::DeliverEventsRequest& request, const std::vector<int>& indices,
     const std::optional<trace::TraceContext>& delivery) {
-  Refusal refusal{request.events_size(), absl::OkStatus()};
-  std::vector<std::pair<int, bool>> applied;  // (index, duplicate) of what the commit keeps
-  absl::Status s =
-      store_->Transact(store::Durability::kBuffered, [&](store::Transaction& txn) -> absl::Status {
-        refusal = {request.events_size(), absl::OkStatus()};
-        applied.clear();
-        for (int i : indices) {
-          bool duplicate = false;
-          absl::Status e = ApplyBehindSavePoint(txn, request.events(i), delivery, &duplicate);
-          // A lock conflict runs the whole batch again; anything else refuses this event only.
-          if (e.code() == absl::StatusCode::kAborted && HasReason(e, crm::kReasonStorageEngine))
-            return e;
-          if (!e.ok()) {
-            refusal = {i, e};
-            break;
-          }
-          applied.emplace_back(i, duplicate);
-        }
-        return absl::OkStatus();
-      });
-  if (!s.ok()) {
-    // Nothing of this batch committed: the first event is the one to retry.
-    applied.clear();
-    if (!indices.empty() && indices.front() < refusal.index) refusal = {indices.front(), s};
-  }
-  for (const auto& [i, duplicate] : applied) {
+  for (int i : indices) {
     const v1::Event& event = request.events(i);
+    // Applied in the trace of the call that wrote the event, so what the handler logs (and any
+    // event it writes in turn) belongs to that call; an event without one stays in the delivery's.
+    const std::optional<trace::TraceContext> written_in = trace::Parse(event.traceparent());
+    trace::Scope scope(written_in ? trace::ChildOf(*written_in) : delivery);
+    if (event.event_id().empty())
+      return {i, absl::InvalidArgumentError("event_id: must not be empty")};
+    bool duplicate = false;
+    absl::Status s = store_->Transact(store::Durability::kBuffered,
+                                      [&](store::Transaction& txn) -> absl::Status {
+                                        const std::string key = ConsumedKey(event);
+                                        auto seen = txn.GetForUpdate(consumed_, key);
+                                        if (!seen.ok()) return seen.status();
+                                        duplicate = seen->has_value();
+                                        if (duplicate) return absl::OkStatus();
+                                        if (absl::Status h = handler_(txn, event); !h.ok())
+                                          return h;
+                                        return txn.Put(consumed_, key, event.producer());
+                                      });
+    const std::string type = PayloadName(event);
+    if (!s.ok()) {
+      applied_.Add({{"type", type}, {"result", "refused"}}).Increment();
+      log::Warning("event refused", {{"event_id", event.event_id()}, {"error", s.ToString()}});
+      return {i, s};
+    }
     const char* result = duplicate ? "duplicate" : "applied";
-    applied_.Add({{"type", PayloadName(event)}, {"result", result}}).Increment();
+    applied_.Add({{"type", type}, {"result", result}}).Increment();
+    log::Debug("event applied",
+               {{"event_id", event.event_id()}, {"type", type}, {"result", result}});
   }
-  if (refusal.index < request.events_size()) {
-    const v1::Event& event = request.events(refusal.index);
-    applied_.Add({{"type", PayloadName(event)}, {"result", "refused"}}).Increment();
-    log::Warning("event refused",
-                 {{"event_id", event.event_id()}, {"error", refusal.status.ToString()}});
-  }
-  return refusal;
-}
-
-absl::Status EventConsumer::ApplyBehindSavePoint(store::Transaction& batch, const v1::Event& event,
-                                                 const std::optional<trace::TraceContext>& delivery,
-                                                 bool* duplicate) {
-  // Applied in the trace of the call that wrote the event, so what the handler logs (and any
-  // event it writes in turn) belongs to that call; an event without one stays in the delivery's.
-  const std::optional<trace::TraceContext> written_in = trace::Parse(event.traceparent());
-  trace::Scope scope(written_in ? trace::ChildOf(*written_in) : delivery);
-  if (event.event_id().empty()) return absl::InvalidArgumentError("event_id: must not be empty");
-  rocksdb::Transaction* raw = batch.raw();
-  raw->SetSavePoint();
-  // The event's own view of the batch's transaction, so the hooks it registers run with what
-  // happens to its changes: dropped with them on a refusal, else at the batch's commit.
-  auto txn = std::make_shared<store::Transaction>(raw);
-  absl::Status s = [&]() -> absl::Status {
-    const std::string key = ConsumedKey(event);
-    auto seen = txn->GetForUpdate(consumed_, key);
-    if (!seen.ok()) return seen.status();
-    *duplicate = seen->has_value();
-    if (*duplicate) return absl::OkStatus();
-    if (absl::Status h = handler_(*txn, event); !h.ok()) return h;
-    return txn->Put(consumed_, key, event.producer());
-  }();
-  if (!s.ok()) {
-    raw->RollbackToSavePoint().PermitUncheckedError();
-    txn->RunFinishHooks(false);
-    return s;
-  }
-  raw->PopSavePoint().PermitUncheckedError();
-  batch.OnFinish([txn](bool committed) { txn->RunFinishHooks(committed); });
-  log::Debug("event applied", {{"event_id", event.event_id()},
-                               {"type", PayloadName(event)},
-                               {"result", *duplicate ? "duplicate" : "applied"}});
-  return absl::OkStatus();
+  return {request.events_size(), absl::OkStatus()};
 }
 
 absl::Status EventConsumer::Apply(const v1::DeliverEventsRequest& request,

@@ -1,8 +1,7 @@
 // The consuming half of the outbox: crm.v1.EventSink for a service that reacts to other services'
-// events. Each event is applied together with a record of its id, so a redelivered event is
-// recognised and changes nothing (a batch's events share one transaction, each behind a savepoint);
-// the WAL is synced once per batch before the acknowledgement, so an acknowledged event survives a
-// crash.
+// events. Each event is applied in its own transaction together with a record of its id, so a
+// redelivered event is recognised and changes nothing; the WAL is synced once per batch before the
+// acknowledgement, so an acknowledged event survives a crash.
 //
 // The handler decides what an event means for this service; the Subscription beside it says which
 // events it acts on, and producers send only those (served as EventSink/GetSubscription). Its
@@ -79,16 +78,10 @@ class EventConsumer final : public v1::EventSink::CallbackService {
     int index;  // in the request; events_size() when none was refused
     absl::Status status;
   };
-  // Applies the request's events at `indices`, in order, in one transaction (one commit instead of
-  // one per event), each in the trace it was written in (`delivery`'s when it has none), stopping
-  // at the first one refused; what came before the refusal commits.
+  // Applies the request's events at `indices`, in order, each in its own transaction and in the
+  // trace it was written in (`delivery`'s when it has none), stopping at the first one refused.
   Refusal ApplyInOrder(const v1::DeliverEventsRequest& request, const std::vector<int>& indices,
                        const std::optional<trace::TraceContext>& delivery);
-  // One event inside the batch's transaction behind a savepoint: a refusal takes back exactly its
-  // changes (and runs the hooks it registered as not committed).
-  absl::Status ApplyBehindSavePoint(store::Transaction& batch, const v1::Event& event,
-                                    const std::optional<trace::TraceContext>& delivery,
-                                    bool* duplicate);
 };
 
 }  // namespace crm::events

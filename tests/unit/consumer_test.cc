@@ -113,10 +113,8 @@ TEST_CASE(
   }
 }
 
-TEST_CASE(
-    "a batch shares one transaction: a refused event's writes and hooks are taken back, the events "
-    "before it keep theirs",
-    "[events][consumer]") {
+TEST_CASE("a refused event's writes and hooks are taken back, the events before it keep theirs",
+          "[events][consumer]") {
   testing::TempDir dir;
   store::StoreOptions o;
   o.path = dir.path();
