@@ -27,7 +27,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -42,11 +41,11 @@
 #include "crm/v1/order_tracking.pb.h"
 #include "grpcpp/create_channel.h"
 #include "libs/api/validate.h"
-#include "libs/base/flags_help.h"
 #include "libs/log/log.h"
 #include "tests/load/loadgen.h"
 #include "tests/load/proc_stats.h"
 #include "tests/load/shop_fill.h"
+#include "tests/load/tool_main.h"
 #include "tests/support/caller.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
@@ -680,10 +679,7 @@ int Run() {
 }  // namespace crm::load
 
 int main(int argc, char** argv) {
-  crm::HelpListsOwnFlags();
-  absl::ParseCommandLine(argc, argv);
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  crm::log::SetMinLevel(crm::log::Level::kWarning);
+  crm::load::StartTool(argc, argv);
   // The processes this starts verify the assertions it signs with this key.
   (void)crm::testing::TestInternalKeyFile();
   try {

@@ -2,18 +2,18 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <optional>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
-#include "libs/base/flags_help.h"
 #include "libs/log/log.h"
 #include "tests/load/proc_stats.h"
+#include "tests/load/tool_main.h"
 #include "tests/support/process.h"
 
 ABSL_FLAG(std::string, suites,
@@ -41,6 +41,37 @@ ABSL_FLAG(std::string, markdown, "", "write the report as markdown to this file"
 ABSL_FLAG(std::string, json, "", "write the report as JSON to this file");
 
 namespace crm::load {
+namespace {
+
+// Every suite by the name --suites takes.
+const std::map<std::string, void (*)(const BenchOptions&, Report&), std::less<>> kSuites = {
+    {"profile", RunProfileSuite},
+    {"orders", RunOrdersSuite},
+    {"loyalty", RunLoyaltySuite},
+    {"tickets", RunTicketsSuite},
+    {"recommendation", RunRecommendationSuite},
+    {"gateway", RunGatewaySuite},
+    {"storage", RunStorageSuite},
+    {"scaling", RunScalingSuite},
+    {"system", RunSystemSuite},
+};
+
+// --`flag`'s comma-separated positive numbers; nothing (having said which is not one) when one is
+// not.
+std::optional<std::vector<int>> PositiveNumbers(const char* flag, const std::string& list) {
+  std::vector<int> numbers;
+  for (absl::string_view n : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(n, &v) || v <= 0) {
+      std::fprintf(stderr, "--%s: \"%s\" is not a positive number\n", flag, std::string(n).c_str());
+      return std::nullopt;
+    }
+    numbers.push_back(v);
+  }
+  return numbers;
+}
+
+}  // namespace
 
 Measurement Measure(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                     const Scenario& scenario, const LoadOptions& options, pid_t server_pid) {
@@ -156,36 +187,16 @@ std::string Report::Json() const {
 }  // namespace crm::load
 
 int main(int argc, char** argv) {
-  crm::HelpListsOwnFlags();
-  absl::ParseCommandLine(argc, argv);
-  // As in the servers (libs/rpc): the load generator should not pay Abseil's deadlock detection
-  // either.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  crm::log::SetMinLevel(crm::log::Level::kWarning);
+  crm::load::StartTool(argc, argv);
   crm::load::BenchOptions options;
   options.customers = absl::GetFlag(FLAGS_customers);
-  options.scaling_customers.clear();
-  for (absl::string_view n :
-       absl::StrSplit(absl::GetFlag(FLAGS_scaling_customers), ',', absl::SkipEmpty())) {
-    int v = 0;
-    if (!absl::SimpleAtoi(n, &v) || v <= 0) {
-      std::fprintf(stderr, "--scaling_customers: \"%s\" is not a positive number\n",
-                   std::string(n).c_str());
-      return 2;
-    }
-    options.scaling_customers.push_back(v);
-  }
-  options.system_customers.clear();
-  for (absl::string_view n :
-       absl::StrSplit(absl::GetFlag(FLAGS_system_customers), ',', absl::SkipEmpty())) {
-    int v = 0;
-    if (!absl::SimpleAtoi(n, &v) || v <= 0) {
-      std::fprintf(stderr, "--system_customers: \"%s\" is not a positive number\n",
-                   std::string(n).c_str());
-      return 2;
-    }
-    options.system_customers.push_back(v);
-  }
+  const auto scaling_customers =
+      crm::load::PositiveNumbers("scaling_customers", absl::GetFlag(FLAGS_scaling_customers));
+  const auto system_customers =
+      crm::load::PositiveNumbers("system_customers", absl::GetFlag(FLAGS_system_customers));
+  if (!scaling_customers || !system_customers) return 2;
+  options.scaling_customers = *scaling_customers;
+  options.system_customers = *system_customers;
   options.order_customers = absl::GetFlag(FLAGS_order_customers);
   options.open_tickets = absl::GetFlag(FLAGS_open_tickets);
   options.reco_items = absl::GetFlag(FLAGS_reco_items);
@@ -199,29 +210,13 @@ int main(int argc, char** argv) {
   for (absl::string_view suite :
        absl::StrSplit(absl::GetFlag(FLAGS_suites), ',', absl::SkipEmpty())) {
     std::printf("== %s\n", std::string(suite).c_str());
+    const auto run = crm::load::kSuites.find(suite);
+    if (run == crm::load::kSuites.end()) {
+      std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
+      return 2;
+    }
     try {
-      if (suite == "profile") {
-        crm::load::RunProfileSuite(options, report);
-      } else if (suite == "orders") {
-        crm::load::RunOrdersSuite(options, report);
-      } else if (suite == "loyalty") {
-        crm::load::RunLoyaltySuite(options, report);
-      } else if (suite == "tickets") {
-        crm::load::RunTicketsSuite(options, report);
-      } else if (suite == "recommendation") {
-        crm::load::RunRecommendationSuite(options, report);
-      } else if (suite == "gateway") {
-        crm::load::RunGatewaySuite(options, report);
-      } else if (suite == "storage") {
-        crm::load::RunStorageSuite(options, report);
-      } else if (suite == "scaling") {
-        crm::load::RunScalingSuite(options, report);
-      } else if (suite == "system") {
-        crm::load::RunSystemSuite(options, report);
-      } else {
-        std::fprintf(stderr, "unknown suite %s\n", std::string(suite).c_str());
-        return 2;
-      }
+      run->second(options, report);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "suite %s failed: %s\n", std::string(suite).c_str(), e.what());
       return 1;

@@ -23,11 +23,7 @@ namespace {
 Scenario GetCustomer(const std::string& name, std::shared_ptr<const std::vector<std::string>> ids) {
   return {name,
           {{"GetCustomer", "/crm.v1.CustomerProfileService/GetCustomer",
-            [ids](uint64_t, absl::BitGen& gen) {
-              v1::GetCustomerRequest r;
-              r.set_customer_id((*ids)[absl::Uniform<size_t>(gen, 0, ids->size())]);
-              return r.SerializeAsString();
-            }}}};
+            ForRandomCustomer<v1::GetCustomerRequest>(std::move(ids))}}};
 }
 
 bool WaitConnected(const std::string& target) {

@@ -37,11 +37,7 @@ Measurement MeasureEcho(const LoadOptions& load, const std::string& name) {
 Scenario GetCustomerScenario(std::shared_ptr<const std::vector<std::string>> ids) {
   return {"GetCustomer",
           {{"GetCustomer", "/crm.v1.CustomerProfileService/GetCustomer",
-            [ids](uint64_t, absl::BitGen& gen) {
-              v1::GetCustomerRequest r;
-              r.set_customer_id((*ids)[absl::Uniform<size_t>(gen, 0, ids->size())]);
-              return r.SerializeAsString();
-            }}}};
+            ForRandomCustomer<v1::GetCustomerRequest>(std::move(ids))}}};
 }
 
 Scenario RecordEventsScenario(std::shared_ptr<const std::vector<std::string>> ids,
@@ -52,7 +48,7 @@ Scenario RecordEventsScenario(std::shared_ptr<const std::vector<std::string>> id
           {{"RecordBehaviorEvents", "/crm.v1.CustomerProfileService/RecordBehaviorEvents",
             [ids, events_per_call](uint64_t i, absl::BitGen& gen) {
               v1::RecordBehaviorEventsRequest r;
-              r.set_customer_id((*ids)[absl::Uniform<size_t>(gen, 0, ids->size())]);
+              r.set_customer_id(RandomOf(*ids, gen));
               r.set_request_id(absl::StrCat("ev-", i, "-", absl::Uniform<uint64_t>(gen)));
               for (int k = 0; k < events_per_call; ++k) {
                 auto* e = r.add_events();

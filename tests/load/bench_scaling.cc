@@ -64,11 +64,7 @@ void RunScalingSuite(const BenchOptions& options, Report& report) {
     const std::string name = absl::StrCat("GetCustomer at ", customers, " customers");
     Scenario get{name,
                  {{"GetCustomer", "/crm.v1.CustomerProfileService/GetCustomer",
-                   [ids](uint64_t, absl::BitGen& gen) {
-                     v1::GetCustomerRequest r;
-                     r.set_customer_id((*ids)[absl::Uniform<size_t>(gen, 0, ids->size())]);
-                     return r.SerializeAsString();
-                   }}}};
+                   ForRandomCustomer<v1::GetCustomerRequest>(ids)}}};
     const Measurement m =
         Measure(MakeChannels(target, options.load.channels), get, options.load, profile.pid());
     const double rss = ProcessRssBytes(profile.pid()) / 1048576.0;

@@ -135,6 +135,21 @@ void Load(testing::CrmSystem& system, int count, std::vector<std::string>& ids,
               absl::ToDoubleSeconds(absl::Now() - start));
 }
 
+// An operation called through the gateway as `caller` (its authorization metadata), named after
+// its method.
+Operation ThroughGateway(const std::string& method, RequestFn request, double weight,
+                         const std::pair<std::string, std::string>& caller) {
+  return {
+      method.substr(method.rfind('/') + 1), method, std::move(request), weight, nullptr, {caller}};
+}
+
+// The 360° view as an agent's page asks for it: with five recommendations.
+v1::GetCustomerViewRequest ViewWithRecommendations() {
+  v1::GetCustomerViewRequest r;
+  r.set_recommendation_count(5);
+  return r;
+}
+
 std::string Label(int n) {
   return n >= 1000 && n % 1000 == 0 ? absl::StrCat(n / 1000, "k") : absl::StrCat(n);
 }
@@ -199,29 +214,13 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
     Ids shared = std::make_shared<const std::vector<std::string>>(ids);
     const std::string size = Label(base);
     Scenario get{absl::StrCat("GetCustomer via gateway (", size, " customers)"),
-                 {{"GetCustomer",
-                   "/crm.v1.CustomerProfileService/GetCustomer",
-                   [shared](uint64_t, absl::BitGen& gen) {
-                     v1::GetCustomerRequest r;
-                     r.set_customer_id((*shared)[absl::Uniform<size_t>(gen, 0, shared->size())]);
-                     return r.SerializeAsString();
-                   },
-                   1.0,
-                   nullptr,
-                   {agent}}}};
+                 {ThroughGateway("/crm.v1.CustomerProfileService/GetCustomer",
+                                 ForRandomCustomer<v1::GetCustomerRequest>(shared), 1.0, agent)}};
     report.Add(Measure(channels, get, options.load, system.pid("gateway")));
-    Scenario view{absl::StrCat("GetCustomerView, 360° (", size, " customers)"),
-                  {{"GetCustomerView",
-                    "/crm.v1.CustomerViewService/GetCustomerView",
-                    [shared](uint64_t, absl::BitGen& gen) {
-                      v1::GetCustomerViewRequest r;
-                      r.set_customer_id((*shared)[absl::Uniform<size_t>(gen, 0, shared->size())]);
-                      r.set_recommendation_count(5);
-                      return r.SerializeAsString();
-                    },
-                    1.0,
-                    nullptr,
-                    {agent}}}};
+    Scenario view{
+        absl::StrCat("GetCustomerView, 360° (", size, " customers)"),
+        {ThroughGateway("/crm.v1.CustomerViewService/GetCustomerView",
+                        ForRandomCustomer(shared, ViewWithRecommendations()), 1.0, agent)}};
     report.Add(Measure(channels, view, options.load, system.pid("gateway")), get.name);
     // Unloaded: what one agent opening a customer's page waits for, beside one GetCustomer.
     LoadOptions one = options.load;
@@ -241,7 +240,7 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
                        {{name,
                          path,
                          [shared, request = request](uint64_t, absl::BitGen& gen) {
-                           return request((*shared)[absl::Uniform<size_t>(gen, 0, shared->size())]);
+                           return request(RandomOf(*shared, gen));
                          },
                          1.0,
                          nullptr,
@@ -273,113 +272,68 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
   Ids shared = std::make_shared<const std::vector<std::string>>(ids);
   auto shared_orders =
       std::make_shared<const std::vector<std::pair<std::string, std::string>>>(orders);
-  auto any = [shared](absl::BitGen& gen) -> const std::string& {
-    return (*shared)[absl::Uniform<size_t>(gen, 0, shared->size())];
-  };
+  auto any = [shared](absl::BitGen& gen) -> const std::string& { return RandomOf(*shared, gen); };
   Scenario mix{absl::StrCat("Storefront mix via gateway (", Label(static_cast<int>(ids.size())),
                             " customers)"),
                {}};
-  mix.mix.push_back({"RecordBehaviorEvents",
-                     "/crm.v1.CustomerProfileService/RecordBehaviorEvents",
-                     [any](uint64_t i, absl::BitGen& gen) {
-                       v1::RecordBehaviorEventsRequest r;
-                       r.set_customer_id(any(gen));
-                       r.set_request_id(absl::StrCat("browse-", i));
-                       for (int k = 0; k < 3; ++k) {
-                         auto* e = r.add_events();
-                         e->set_type(k == 0 ? v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK
-                                            : v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW);
-                         e->set_category(absl::StrCat("cat-", absl::Uniform(gen, 0, 20)));
-                         if (k > 0) e->set_sku(absl::StrCat("sku-", absl::Uniform(gen, 0, 97)));
-                         if (k > 0) e->set_dwell_seconds(absl::Uniform(gen, 1, 90));
-                       }
-                       return r.SerializeAsString();
-                     },
-                     70,
-                     nullptr,
-                     {service}});
-  mix.mix.push_back({"GetCustomer",
-                     "/crm.v1.CustomerProfileService/GetCustomer",
-                     [any](uint64_t, absl::BitGen& gen) {
-                       v1::GetCustomerRequest r;
-                       r.set_customer_id(any(gen));
-                       return r.SerializeAsString();
-                     },
-                     5,
-                     nullptr,
-                     {service}});
-  mix.mix.push_back({"GetOrder",
-                     "/crm.v1.OrderTrackingService/GetOrder",
-                     [shared_orders](uint64_t, absl::BitGen& gen) {
-                       const auto& [cid, oid] =
-                           (*shared_orders)[absl::Uniform<size_t>(gen, 0, shared_orders->size())];
-                       v1::GetOrderRequest r;
-                       r.set_customer_id(cid);
-                       r.set_order_id(oid);
-                       return r.SerializeAsString();
-                     },
-                     5,
-                     nullptr,
-                     {service}});
-  mix.mix.push_back({"GetMembership",
-                     "/crm.v1.LoyaltyService/GetMembership",
-                     [any](uint64_t, absl::BitGen& gen) {
-                       v1::GetMembershipRequest r;
-                       r.set_customer_id(any(gen));
-                       return r.SerializeAsString();
-                     },
-                     5,
-                     nullptr,
-                     {service}});
-  mix.mix.push_back(
-      {"CreateOrder",
-       "/crm.v1.OrderTrackingService/CreateOrder",
-       [any](uint64_t i, absl::BitGen& gen) {
-         return OrderFor(any(gen), absl::StrCat("storefront-", i), 59'00).SerializeAsString();
-       },
-       5,
-       nullptr,
-       {service}});
-  mix.mix.push_back({"GetCustomerView",
-                     "/crm.v1.CustomerViewService/GetCustomerView",
-                     [any](uint64_t, absl::BitGen& gen) {
-                       v1::GetCustomerViewRequest r;
-                       r.set_customer_id(any(gen));
-                       r.set_recommendation_count(5);
-                       return r.SerializeAsString();
-                     },
-                     5,
-                     nullptr,
-                     {agent}});
-  mix.mix.push_back({"OpenTicket",
-                     "/crm.v1.ComplaintTicketService/OpenTicket",
-                     [any](uint64_t i, absl::BitGen& gen) {
-                       v1::OpenTicketRequest r;
-                       r.set_request_id(absl::StrCat("storefront-", i));
-                       r.set_customer_id(any(gen));
-                       r.set_channel(v1::TICKET_CHANNEL_CHAT);
-                       r.set_category(v1::TICKET_CATEGORY_QUALITY);
-                       r.set_subject("scratched");
-                       r.set_text("The lid arrived scratched.");
-                       return r.SerializeAsString();
-                     },
-                     2.5,
-                     nullptr,
-                     {service}});
-  mix.mix.push_back({"GrantPoints",
-                     "/crm.v1.LoyaltyService/GrantPoints",
-                     [any](uint64_t i, absl::BitGen& gen) {
-                       v1::GrantPointsRequest r;
-                       r.set_customer_id(any(gen));
-                       r.set_points(10);
-                       r.set_source(v1::POINTS_SOURCE_PROMOTION);
-                       r.set_source_id(absl::StrCat("storefront-", i));
-                       r.set_description("storefront promotion");
-                       return r.SerializeAsString();
-                     },
-                     2.5,
-                     nullptr,
-                     {service}});
+  mix.mix = {
+      ThroughGateway(
+          "/crm.v1.CustomerProfileService/RecordBehaviorEvents",
+          [any](uint64_t i, absl::BitGen& gen) {
+            v1::RecordBehaviorEventsRequest r;
+            r.set_customer_id(any(gen));
+            r.set_request_id(absl::StrCat("browse-", i));
+            for (int k = 0; k < 3; ++k) {
+              auto* e = r.add_events();
+              e->set_type(k == 0 ? v1::BEHAVIOR_EVENT_TYPE_CATEGORY_CLICK
+                                 : v1::BEHAVIOR_EVENT_TYPE_ITEM_VIEW);
+              e->set_category(absl::StrCat("cat-", absl::Uniform(gen, 0, 20)));
+              if (k > 0) e->set_sku(absl::StrCat("sku-", absl::Uniform(gen, 0, 97)));
+              if (k > 0) e->set_dwell_seconds(absl::Uniform(gen, 1, 90));
+            }
+            return r.SerializeAsString();
+          },
+          70, service),
+      ThroughGateway("/crm.v1.CustomerProfileService/GetCustomer",
+                     ForRandomCustomer<v1::GetCustomerRequest>(shared), 5, service),
+      ThroughGateway("/crm.v1.OrderTrackingService/GetOrder",
+                     ForRandomOrder<v1::GetOrderRequest>(shared_orders), 5, service),
+      ThroughGateway("/crm.v1.LoyaltyService/GetMembership",
+                     ForRandomCustomer<v1::GetMembershipRequest>(shared), 5, service),
+      ThroughGateway(
+          "/crm.v1.OrderTrackingService/CreateOrder",
+          [any](uint64_t i, absl::BitGen& gen) {
+            return OrderFor(any(gen), absl::StrCat("storefront-", i), 59'00).SerializeAsString();
+          },
+          5, service),
+      ThroughGateway("/crm.v1.CustomerViewService/GetCustomerView",
+                     ForRandomCustomer(shared, ViewWithRecommendations()), 5, agent),
+      ThroughGateway(
+          "/crm.v1.ComplaintTicketService/OpenTicket",
+          [any](uint64_t i, absl::BitGen& gen) {
+            v1::OpenTicketRequest r;
+            r.set_request_id(absl::StrCat("storefront-", i));
+            r.set_customer_id(any(gen));
+            r.set_channel(v1::TICKET_CHANNEL_CHAT);
+            r.set_category(v1::TICKET_CATEGORY_QUALITY);
+            r.set_subject("scratched");
+            r.set_text("The lid arrived scratched.");
+            return r.SerializeAsString();
+          },
+          2.5, service),
+      ThroughGateway(
+          "/crm.v1.LoyaltyService/GrantPoints",
+          [any](uint64_t i, absl::BitGen& gen) {
+            v1::GrantPointsRequest r;
+            r.set_customer_id(any(gen));
+            r.set_points(10);
+            r.set_source(v1::POINTS_SOURCE_PROMOTION);
+            r.set_source_id(absl::StrCat("storefront-", i));
+            r.set_description("storefront promotion");
+            return r.SerializeAsString();
+          },
+          2.5, service),
+  };
   const Measurement m = Measure(channels, mix, options.load, system.pid("gateway"));
   report.Add(m);
   for (const auto& [name, op] : m.result.by_operation) {

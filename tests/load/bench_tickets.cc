@@ -61,7 +61,7 @@ void RunTicketsSuite(const BenchOptions& options, Report& report) {
           [customers](uint64_t i, absl::BitGen& gen) {
             v1::OpenTicketRequest r;
             r.set_request_id(absl::StrCat("bench-", i, "-", absl::Uniform<uint64_t>(gen)));
-            r.set_customer_id((*customers)[absl::Uniform<size_t>(gen, 0, customers->size())]);
+            r.set_customer_id(RandomOf(*customers, gen));
             r.set_channel(static_cast<v1::TicketChannel>(absl::Uniform(gen, 1, 7)));
             r.set_category(static_cast<v1::TicketCategory>(absl::Uniform(gen, 1, 6)));
             r.set_text(kComplaints[absl::Uniform(gen, 0, 6)]);

@@ -14,6 +14,7 @@
 #include "grpcpp/support/channel_arguments.h"
 #include "libs/auth/caller.h"
 #include "libs/metrics/rpc_metrics.h"
+#include "tests/support/byte_buffer.h"
 
 namespace crm::load {
 namespace {
@@ -45,20 +46,12 @@ struct Call {
   size_t op = 0;
 };
 
-std::string BufferToString(const grpc::ByteBuffer& b) {
-  std::vector<grpc::Slice> slices;
-  (void)b.Dump(&slices);
-  std::string out;
-  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
-}
-
 void Issue(Run* run, absl::Time intended);
 
 void OnDone(Run* run, Call* call, const grpc::Status& status) {
   const absl::Time now = absl::Now();
   const Operation& op = run->scenario->mix[call->op];
-  if (status.ok() && op.on_response) op.on_response(BufferToString(call->response));
+  if (status.ok() && op.on_response) op.on_response(testing::FromBuffer(call->response));
   const bool measured = call->intended >= run->measure_start && now <= run->end;
   bool reached_max = false;
   {
@@ -101,9 +94,7 @@ void Issue(Run* run, absl::Time intended) {
   const double pick = absl::Uniform<double>(gen, 0.0, run->cumulative_weight.back());
   while (run->cumulative_weight[call->op] < pick) ++call->op;
   const Operation& op = run->scenario->mix[call->op];
-  const std::string bytes = op.make_request(index, gen);
-  grpc::Slice slice(bytes);
-  call->request = grpc::ByteBuffer(&slice, 1);
+  call->request = testing::ToBuffer(op.make_request(index, gen));
   call->context.set_deadline(absl::ToChronoTime(absl::Now() + run->options->call_deadline));
   for (const auto& [key, value] : run->options->metadata) call->context.AddMetadata(key, value);
   // A service's own port admits only the system's processes: the load generator signs as one (the

@@ -25,6 +25,39 @@ using RequestFn = std::function<std::string(uint64_t index, absl::BitGen& gen)>;
 // Sees each successful response (e.g. to collect ids during a bulk load). Called concurrently.
 using ResponseFn = std::function<void(const std::string& response)>;
 
+// One of `items`, drawn uniformly at random.
+template <typename T>
+const T& RandomOf(const std::vector<T>& items, absl::BitGen& gen) {
+  return items[absl::Uniform<size_t>(gen, 0, items.size())];
+}
+
+// Requests like `request` (GetCustomerRequest, GetMembershipRequest, ...), each for one of
+// `customers` drawn at random.
+template <typename Request>
+RequestFn ForRandomCustomer(std::shared_ptr<const std::vector<std::string>> customers,
+                            Request request = {}) {
+  return [customers = std::move(customers), request](uint64_t, absl::BitGen& gen) {
+    Request r = request;
+    r.set_customer_id(RandomOf(*customers, gen));
+    return r.SerializeAsString();
+  };
+}
+
+// Requests like `request` (GetOrderRequest, ...) about one of `orders`, (customer id, order id)
+// pairs, drawn at random.
+template <typename Request>
+RequestFn ForRandomOrder(
+    std::shared_ptr<const std::vector<std::pair<std::string, std::string>>> orders,
+    Request request = {}) {
+  return [orders = std::move(orders), request](uint64_t, absl::BitGen& gen) {
+    const auto& [customer_id, order_id] = RandomOf(*orders, gen);
+    Request r = request;
+    r.set_customer_id(customer_id);
+    r.set_order_id(order_id);
+    return r.SerializeAsString();
+  };
+}
+
 struct Operation {
   std::string name;    // shown in reports, e.g. "GetCustomer"
   std::string method;  // "/crm.v1.CustomerProfileService/GetCustomer"
