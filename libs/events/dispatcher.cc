@@ -137,30 +137,34 @@ struct Dispatcher::Batch {
 
 Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, metrics::Metrics* metrics,
                        Clock* clock, DispatcherOptions options)
+    : Dispatcher(outbox, std::move(sinks), metrics->registry(), clock, options) {}
+
+Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Registry& registry,
+                       Clock* clock, DispatcherOptions options)
     : outbox_(outbox),
       store_(outbox->store()),
       clock_(clock),
       options_(options),
       attempts_(metrics::CounterFamily(
-          metrics->registry(), "crm_event_deliveries_total",
+          registry, "crm_event_deliveries_total",
           "Event batch deliveries to each consumer, by result (ok, error).")),
       dead_lettered_(metrics::CounterFamily(
-          metrics->registry(), "crm_event_dead_letters_total",
+          registry, "crm_event_dead_letters_total",
           "Events moved to the dead letters after the consumer kept refusing them.")),
       backlog_(metrics::GaugeFamily(
-          metrics->registry(), "crm_outbox_backlog_events",
+          registry, "crm_outbox_backlog_events",
           "Events written but not yet acknowledged by each consumer (counted up to 100000).")),
       oldest_pending_age_(metrics::GaugeFamily(
-          metrics->registry(), "crm_outbox_oldest_pending_age_seconds",
+          registry, "crm_outbox_oldest_pending_age_seconds",
           "Age of the oldest event a consumer has not acknowledged yet; 0 when caught up.")),
       lag_(metrics::HistogramFamily(
-          metrics->registry(), "crm_event_end_to_end_lag_seconds",
+          registry, "crm_event_end_to_end_lag_seconds",
           "From the commit that wrote the event (its occur_time when written before the producer's "
           "last restart) to the consumer's acknowledgement.")),
       outbox_events_(
-          metrics::Gauge(metrics->registry(), "crm_outbox_events",
+          metrics::Gauge(registry, "crm_outbox_events",
                          "Events kept in the outbox (not yet delivered to every consumer).")),
-      dead_letters_stored_(metrics::Gauge(metrics->registry(), "crm_event_dead_letters",
+      dead_letters_stored_(metrics::Gauge(registry, "crm_event_dead_letters",
                                           "Dead letters waiting for an operator to replay them.")) {
   for (const Sink& sink : sinks) {
     sink_names_.push_back(sink.name);

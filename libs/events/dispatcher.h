@@ -28,6 +28,7 @@
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
+#include "prometheus/registry.h"
 
 namespace crm::events {
 
@@ -92,6 +93,9 @@ class Dispatcher {
   absl::Status AskSubscription(Lane* lane);
   // Counts, at most every two seconds, what the consumer still has to receive (backlog gauges).
   void CountBacklogNowAndThen(Lane* lane);
+  // Registers the metrics on `registry`; the public constructor passes its Metrics' registry.
+  Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Registry& registry, Clock* clock,
+             DispatcherOptions options);
   absl::Status ReadBatch(const Lane& lane, Batch* batch);
   // The call failed (unreachable, overloaded, not what we expected): back off and ask for the
   // subscription again, since the consumer may come back as a newer build.
