@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "libs/api/validate.h"
 #include "services/customer_profile/insights.h"
+#include "tests/eval/markdown.h"
 
 namespace crm::eval {
 namespace {
@@ -18,6 +19,20 @@ int64_t ValueMinor(const std::vector<Line>& lines) {
   int64_t total = 0;
   for (const auto& l : lines) total += l.unit_price_minor * l.quantity;
   return total;
+}
+
+// What order-tracking would have sent about `customer_id` at `when`; the caller sets the payload.
+v1::Event EventAbout(const std::string& customer_id, absl::Time when) {
+  v1::Event e;
+  api::SetTimestamp(when, e.mutable_occur_time());
+  e.set_customer_id(customer_id);
+  return e;
+}
+
+// `lines`' value in pence, as an event's amount.
+void SetValue(const std::vector<Line>& lines, v1::Money* amount) {
+  amount->set_amount_minor(ValueMinor(lines));
+  amount->set_currency("GBP");
 }
 
 double Brier(const std::vector<std::pair<double, bool>>& scored) {
@@ -79,23 +94,17 @@ std::vector<ChurnCase> ChurnCasesAt(const Dataset& data, absl::Time cutoff, int 
       if (o.time < horizon_end) bought_after[o.customer_id] = true;
       continue;
     }
-    v1::Event e;
-    api::SetTimestamp(o.time, e.mutable_occur_time());
-    e.set_customer_id(o.customer_id);
+    v1::Event e = EventAbout(o.customer_id, o.time);
     e.mutable_order_placed()->set_order_id(o.order_id);
-    e.mutable_order_placed()->mutable_total()->set_amount_minor(ValueMinor(o.lines));
-    e.mutable_order_placed()->mutable_total()->set_currency("GBP");
+    SetValue(o.lines, e.mutable_order_placed()->mutable_total());
     customer_profile::FoldEvent(e, histories[o.customer_id]);
     ++orders[o.customer_id];
   }
   for (const auto& r : data.returns) {
     if (r.time >= cutoff || !histories.count(r.customer_id)) continue;
-    v1::Event e;
-    api::SetTimestamp(r.time, e.mutable_occur_time());
-    e.set_customer_id(r.customer_id);
+    v1::Event e = EventAbout(r.customer_id, r.time);
     e.mutable_order_refunded()->set_order_id(r.order_id);
-    e.mutable_order_refunded()->mutable_amount()->set_amount_minor(ValueMinor(r.lines));
-    e.mutable_order_refunded()->mutable_amount()->set_currency("GBP");
+    SetValue(r.lines, e.mutable_order_refunded()->mutable_amount());
     customer_profile::FoldEvent(e, histories[r.customer_id]);
   }
   std::vector<ChurnCase> cases;
@@ -227,10 +236,10 @@ ChurnReport EvaluateChurn(const Dataset& data, const ChurnEvalOptions& options,
 std::string ChurnReport::Markdown() const {
   std::string out = absl::StrCat(
       "**", dataset, "**: churn = no order in the 90 days after the cut-off; AUC (Brier)\n\n",
-      "| cut-off | customers | churned | model, refitted on earlier windows | shipped model | "
-      "recency | "
-      "fewer orders | RFM logistic | margin over best baseline | value in top 20% by expected loss "
-      "(by value alone) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+      MarkdownTableHead({"cut-off", "customers", "churned", "model, refitted on earlier windows",
+                         "shipped model", "recency", "fewer orders", "RFM logistic",
+                         "margin over best baseline",
+                         "value in top 20% by expected loss (by value alone)"}));
   for (const auto& r : rows) {
     absl::StrAppend(
         &out, absl::StrFormat(

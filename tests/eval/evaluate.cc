@@ -18,6 +18,7 @@
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/order_tracking/order_tracking_component.h"
 #include "services/recommendation/recommendation_component.h"
+#include "tests/eval/markdown.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::eval {
@@ -460,12 +461,13 @@ const Scores* Report::Row(const std::string& model) const {
 }
 
 std::string Report::Markdown() const {
-  std::string out = absl::StrFormat(
-      "**%s**: %d customers evaluated (bought something new after the split), %d orders and %d "
-      "events learned "
-      "in %.1f s.\n\n| model | precision@10 | recall@10 | NDCG@10 | hit-rate@10 | coverage "
-      "|\n|---|---|---|---|---|---|\n",
-      dataset, customers_evaluated, orders_learned, events_learned, load_seconds);
+  std::string out =
+      absl::StrFormat(
+          "**%s**: %d customers evaluated (bought something new after the split), %d orders and "
+          "%d events learned in %.1f s.\n\n",
+          dataset, customers_evaluated, orders_learned, events_learned, load_seconds) +
+      MarkdownTableHead(
+          {"model", "precision@10", "recall@10", "NDCG@10", "hit-rate@10", "coverage"});
   for (const auto& r : rows) {
     absl::StrAppendFormat(&out, "| %s | %.4f | %.4f | %.4f | %.4f | %.3f |\n", r.model, r.precision,
                           r.recall, r.ndcg, r.hit_rate, r.coverage);
@@ -625,16 +627,17 @@ double CutoffScores::RatioToBestBaseline() const {
 }
 
 std::string RollingReport::Markdown() const {
-  std::string out = absl::StrFormat(
-      "**%s**, rolling origin: each cut-off scored on the 30 days after it, customers who bought "
-      "an item new "
-      "to them then and something before; one service fed history up to each cut-off in turn (%.0f "
-      "s), %.0f s "
-      "in all; Recommend p50 %.1f ms, p99 %.1f ms (one call at a time).\n\n"
-      "| cut-off | customers | project NDCG@10 | project HR@10 | popular, last 30 days | most "
-      "popular | item-kNN "
-      "cosine | project / best baseline |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
-      dataset, load_seconds, total_seconds, recommend_p50_ms, recommend_p99_ms);
+  std::string out =
+      absl::StrFormat(
+          "**%s**, rolling origin: each cut-off scored on the 30 days after it, customers who "
+          "bought an item new to them then and something before; one service fed history up to "
+          "each cut-off in turn (%.0f s), %.0f s in all; Recommend p50 %.1f ms, p99 %.1f ms (one "
+          "call at a time).\n\n",
+          dataset, load_seconds, total_seconds, recommend_p50_ms, recommend_p99_ms) +
+      MarkdownTableHead(
+          {"cut-off", "customers", "project NDCG@10", "project HR@10", "popular, last 30 days",
+           "most popular", "item-kNN cosine", "project / best baseline"},
+          /*figures_right=*/true);
   for (const auto& r : rows) {
     absl::StrAppendFormat(&out, "| %s | %d | %.4f | %.3f | %.4f | %.4f | %.4f | %.2f× |\n",
                           absl::FormatTime("%Y-%m-%d", r.cutoff, absl::UTCTimeZone()), r.customers,
