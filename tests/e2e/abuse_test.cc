@@ -45,6 +45,7 @@
 #include "tests/support/process.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 namespace crm {
 namespace {
@@ -448,16 +449,15 @@ TEST_CASE(
   // Loyalty learns of the deliveries through events: wait until both growth entries are there, so
   // the growth listing has two pages.
   for (const Shopper* p : {&victim, &attacker}) {
-    const absl::Time until = absl::Now() + absl::Seconds(30);
-    for (;;) {
-      v1::ExplainMembershipRequest req;
-      req.set_customer_id(p->customer_id);
-      v1::MembershipExplanation e;
-      REQUIRE(shop.As(p->token, "/crm.v1.LoyaltyService/ExplainMembership", req, &e).ok());
-      if (e.growth_entries_size() >= 2) break;
-      REQUIRE(absl::Now() < until);
-      absl::SleepFor(absl::Milliseconds(100));
-    }
+    v1::ExplainMembershipRequest req;
+    req.set_customer_id(p->customer_id);
+    v1::MembershipExplanation e;
+    REQUIRE(testing::WaitUntil(
+        [&] {
+          return shop.As(p->token, "/crm.v1.LoyaltyService/ExplainMembership", req, &e).ok() &&
+                 e.growth_entries_size() >= 2;
+        },
+        absl::Seconds(30)));
   }
   const std::string before = shop.Snapshot(victim);
   const std::vector<std::string> secrets = victim.Secrets();

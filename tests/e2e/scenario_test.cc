@@ -27,6 +27,7 @@
 #include "tests/support/crm_system.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 namespace crm {
 namespace {
@@ -352,13 +353,16 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     v1::GetTicketRequest get;
     get.set_customer_id(cid);
     get.set_ticket_id(ticket.ticket_id());
-    const absl::Time until = absl::Now() + absl::Seconds(60);
-    while (resolved.status() != v1::TICKET_STATUS_RESOLVED &&
-           resolved.status() != v1::TICKET_STATUS_CLOSED) {
-      if (absl::Now() > until) return "the complaint's compensation was never confirmed";
-      absl::SleepFor(absl::Milliseconds(100));
-      STEP(c.Do(c.tickets(), &TS::GetTicket, get, &resolved));
-    }
+    grpc::Status read_status;
+    const bool confirmed = testing::WaitUntil(
+        [&] {
+          read_status = c.Do(c.tickets(), &TS::GetTicket, get, &resolved);
+          return !read_status.ok() || resolved.status() == v1::TICKET_STATUS_RESOLVED ||
+                 resolved.status() == v1::TICKET_STATUS_CLOSED;
+        },
+        absl::Seconds(60));
+    STEP(read_status);
+    if (!confirmed) return "the complaint's compensation was never confirmed";
     v1::SubmitSatisfactionRequest csat;
     csat.set_customer_id(cid);
     csat.set_ticket_id(ticket.ticket_id());
@@ -372,12 +376,14 @@ std::string RunPlan(Client& c, const Plan& p, std::string* customer_id) {
     v1::GetMembershipRequest get;
     get.set_customer_id(cid);
     v1::Membership m;
-    const absl::Time until = absl::Now() + absl::Seconds(60);
-    do {
-      STEP(c.Do(c.loyalty(), &LS::GetMembership, get, &m));
-      if (m.points_balance() >= kRedeemedPoints) break;
-      absl::SleepFor(absl::Milliseconds(100));
-    } while (absl::Now() < until);
+    grpc::Status read_status;
+    testing::WaitUntil(
+        [&] {
+          read_status = c.Do(c.loyalty(), &LS::GetMembership, get, &m);
+          return !read_status.ok() || m.points_balance() >= kRedeemedPoints;
+        },
+        absl::Seconds(60));
+    STEP(read_status);
     v1::RedeemPointsRequest redeem;
     redeem.set_customer_id(cid);
     redeem.set_points(kRedeemedPoints);
@@ -532,16 +538,16 @@ void RunScenario(CrmSystem& system,
   // Events settle asynchronously: compare until everything matches or a minute has passed.
   Client agent(system.gateway(), system.Token("agent", "agent-1"));
   std::vector<std::string> diffs(plans.size());
-  const absl::Time until = absl::Now() + absl::Seconds(90);
-  for (;;) {
-    int wrong = 0;
-    for (size_t i = 0; i < plans.size(); ++i) {
-      diffs[i] = Compare(agent, ids[i], plans[i], Expect(plans[i], rules));
-      wrong += !diffs[i].empty();
-    }
-    if (wrong == 0 || absl::Now() > until) break;
-    absl::SleepFor(absl::Milliseconds(500));
-  }
+  testing::WaitUntil(
+      [&] {
+        int wrong = 0;
+        for (size_t i = 0; i < plans.size(); ++i) {
+          diffs[i] = Compare(agent, ids[i], plans[i], Expect(plans[i], rules));
+          wrong += !diffs[i].empty();
+        }
+        return wrong == 0;
+      },
+      absl::Seconds(90));
   for (size_t i = 0; i < plans.size(); ++i) {
     INFO("customer " << i << " " << plans[i].email << " " << ids[i]);
     CHECK(diffs[i] == "");
