@@ -8,26 +8,19 @@
 
 namespace crm::complaint_ticket {
 
-SlaPolicy PolicyFor(v1::Priority priority, bool enterprise) {
-  SlaPolicy p;
-  switch (priority) {
-    case v1::PRIORITY_P1: p = {absl::Hours(1), absl::Hours(4), absl::Hours(24)}; break;
-    case v1::PRIORITY_P2: p = {absl::Hours(4), absl::Hours(12), absl::Hours(72)}; break;
-    default: p = {absl::Hours(24), absl::Hours(48), absl::Hours(24 * 7)};
-  }
-  if (enterprise) p.first_response = std::min(p.first_response, absl::Minutes(30));
-  return p;
-}
-
 std::string SlaKindName(v1::SlaKind kind) {
   const std::string n = v1::SlaKind_Name(kind);
   return absl::AsciiStrToLower(n.rfind("SLA_KIND_", 0) == 0 ? n.substr(9) : n);
 }
 
 void StartSla(v1::Ticket& t, absl::Time now) {
-  const SlaPolicy p = PolicyFor(t.priority(), t.enterprise());
-  api::SetTimestamp(now + p.first_response, t.mutable_sla()->mutable_first_response_due());
-  api::SetTimestamp(now + p.resolution, t.mutable_sla()->mutable_resolution_due());
+  const auto rules = RulesOf(t);
+  const SlaPolicy p = rules->PolicyFor(t.priority(), t.enterprise());
+  const BusinessCalendar& calendar = rules->CalendarFor(t);
+  api::SetTimestamp(AddBusinessTime(now, p.first_response, calendar),
+                    t.mutable_sla()->mutable_first_response_due());
+  api::SetTimestamp(AddBusinessTime(now, p.resolution, calendar),
+                    t.mutable_sla()->mutable_resolution_due());
 }
 
 namespace {
@@ -37,13 +30,20 @@ bool Finished(const v1::Ticket& t) {
          t.status() == v1::TICKET_STATUS_RESOLVED || t.status() == v1::TICKET_STATUS_CLOSED;
 }
 
-absl::Duration PeriodOf(const v1::Ticket& t, v1::SlaKind kind) {
-  const SlaPolicy p = PolicyFor(t.priority(), t.enterprise());
+absl::Duration PeriodOf(const SlaPolicy& p, v1::SlaKind kind) {
   switch (kind) {
     case v1::SLA_KIND_FIRST_RESPONSE: return p.first_response;
     case v1::SLA_KIND_NEXT_UPDATE: return p.next_update;
-    case v1::SLA_KIND_RESOLUTION: return p.resolution;
-    default: return absl::Hours(1);
+    default: return p.resolution;
+  }
+}
+
+// Whether a deadline at risk (or passed) escalates the ticket, as its priority's rule says.
+bool Escalates(const v1::Ticket& t, bool at_risk, bool passed) {
+  switch (RulesOf(t)->EscalationFor(t.priority()).escalate) {
+    case internal::ESCALATE_WHEN_AT_RISK: return at_risk || passed;
+    case internal::ESCALATE_WHEN_BREACHED: return passed;
+    default: return false;
   }
 }
 
@@ -82,7 +82,13 @@ std::vector<Deadline> OpenDeadlines(const v1::Ticket& t) {
 }
 
 absl::Time RiskFrom(const v1::Ticket& t, const Deadline& d) {
-  return d.due - std::max(absl::Minutes(15), PeriodOf(t, d.kind) / 4);
+  // A callback is an appointment at a clock time: at risk from that time, business hours or not.
+  if (d.kind == v1::SLA_KIND_CALLBACK) return d.due - kCallbackGrace;
+  const auto rules = RulesOf(t);
+  const EscalationPolicy& e = rules->EscalationFor(t.priority());
+  const absl::Duration period = PeriodOf(rules->PolicyFor(t.priority(), t.enterprise()), d.kind);
+  return SubtractBusinessTime(d.due, std::max(e.at_risk_at_least, period * e.at_risk_fraction),
+                              rules->CalendarFor(t));
 }
 
 bool AtRisk(const v1::Ticket& t, const Deadline& d, absl::Time now) {
@@ -117,7 +123,7 @@ SlaFindings EvaluateSla(v1::Ticket& t, absl::Time now) {
         }
       }
     }
-    if (passed || AtRisk(t, d, now)) {
+    if (Escalates(t, AtRisk(t, d, now), passed)) {
       const auto& escalated = t.sla().escalated();
       if (std::find(escalated.begin(), escalated.end(), d.kind) == escalated.end() && !f.escalate) {
         f.escalate = true;

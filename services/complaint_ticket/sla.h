@@ -1,7 +1,8 @@
 // The promises a ticket makes and when they fall due (seed 002 §3): a first response, the next
 // update an agent's reply committed to (every reply names a date, never "later"), promised
 // callbacks, and the resolution. Deadlines near their end or past it escalate the ticket to the
-// next level long before a month passes. Pure functions; time is passed in.
+// next level long before a month passes. Durations, at-risk windows and escalation come from the
+// SLA rules (sla_rules.h) a ticket is held to, in business time of its calendar. Time is passed in.
 #pragma once
 
 #include <string>
@@ -10,26 +11,17 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "crm/v1/complaint_ticket.pb.h"
+#include "services/complaint_ticket/sla_rules.h"
 
 namespace crm::complaint_ticket {
-
-struct SlaPolicy {
-  absl::Duration first_response;
-  absl::Duration next_update;
-  absl::Duration resolution;
-};
-
-// P1: respond in 1 h, update every 4 h, resolve in 24 h; P2: 4 h / 12 h / 3 days; P3: 24 h (e-mail
-// within a day, seed 003) / 2 days / 7 days. Enterprise accounts get a first response within 30
-// minutes.
-SlaPolicy PolicyFor(v1::Priority priority, bool enterprise);
 
 // A promised callback is missed this long after its time.
 inline constexpr absl::Duration kCallbackGrace = absl::Minutes(15);
 // Agents may not commit to a next step further out than this.
 inline constexpr absl::Duration kLongestPromise = absl::Hours(24 * 14);
 
-// Sets the first-response and resolution deadlines of a new ticket.
+// Sets the first-response and resolution deadlines of a new ticket: its policy's durations of
+// business time after `now` on its calendar (RulesOf: the rules in force when it was opened).
 void StartSla(v1::Ticket& ticket, absl::Time now);
 
 struct Deadline {
@@ -42,7 +34,8 @@ struct Deadline {
 // committed to, each promised callback (with its grace), and the resolution (until resolved).
 std::vector<Deadline> OpenDeadlines(const v1::Ticket& ticket);
 
-// Near its end: within a quarter of its policy period, and at least within 15 minutes.
+// Near its end: at most max(at_risk_fraction x its policy period, at_risk_at_least) of business
+// time left (the ticket's escalation rule); a promised callback from its promised time.
 bool AtRisk(const v1::Ticket& ticket, const Deadline& deadline, absl::Time now);
 // When the deadline becomes at risk (what the at-risk list and the sweep are ordered and bounded
 // by).
@@ -58,7 +51,8 @@ struct SlaFindings {
   std::string escalation_reason;
 };
 // Records breaches of passed deadlines (each once; a missed callback is marked MISSED) and decides
-// on an escalation when a deadline is at risk or passed and has not escalated before.
+// on an escalation when a deadline is at risk or passed (as the priority's escalation rule says)
+// and has not escalated before.
 SlaFindings EvaluateSla(v1::Ticket& ticket, absl::Time now);
 
 std::string SlaKindName(v1::SlaKind kind);

@@ -1,0 +1,413 @@
+#include "services/complaint_ticket/sla_rules.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/text_format.h"
+#include "libs/api/text_format.h"
+#include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
+#include "libs/text/file.h"
+
+namespace crm::complaint_ticket {
+
+extern const char kBuiltInSlaRulesText[];
+
+namespace {
+
+using Tree = google::protobuf::TextFormat::ParseInfoTree;
+
+constexpr v1::Priority kPriorities[] = {v1::PRIORITY_P1, v1::PRIORITY_P2, v1::PRIORITY_P3};
+// A promise longer than a year of business time is a typo.
+constexpr absl::Duration kLongestDuration = absl::Hours(24 * 365);
+
+// Where a message was read in the file, so a failed check names the line of the field at fault.
+class Place {
+ public:
+  Place(absl::string_view text, const google::protobuf::Message& message, const Tree* tree,
+        std::string path, int line)
+      : text_(text), message_(message), tree_(tree), path_(std::move(path)), line_(line) {}
+
+  // The place of the `index`th `field` message within this one.
+  Place Nested(const char* field, int index, const google::protobuf::Message& nested) const {
+    const auto* f = message_.GetDescriptor()->FindFieldByName(field);
+    return Place(text_, nested, tree_ ? tree_->GetTreeForNested(f, index) : nullptr,
+                 absl::StrCat(path_, field, "[", index, "]."), LineOf(field, index));
+  }
+
+  // INVALID_ARGUMENT "sla rules: line N: <path.field> <what>" about a field as a whole (a repeated
+  // one at its first occurrence).
+  absl::Status Error(const char* field, absl::string_view what) const {
+    return Refuse(LineOf(field, 0), absl::StrCat(path_, field, " ", what));
+  }
+  // The same about the `index`th element of a repeated field: "<path.field>[index] <what>".
+  absl::Status ErrorAt(const char* field, int index, absl::string_view what) const {
+    return Refuse(LineOf(field, index), absl::StrCat(path_, field, "[", index, "] ", what));
+  }
+  // For a value inside a list ("holidays: [...]"), whose elements the parser does not locate one by
+  // one: the line where the quoted value is written.
+  absl::Status ValueError(const char* field, absl::string_view value,
+                          absl::string_view what) const {
+    const std::string at = api::LineOf(text_, absl::StrCat("\"", value, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sla rules: ", at.empty() ? LinePrefix(line_) : at, path_, field, " \"", value,
+                     "\" ", what));
+  }
+
+ private:
+  int LineOf(const char* field, int index) const {
+    const auto* f = message_.GetDescriptor()->FindFieldByName(field);
+    if (tree_ != nullptr && f != nullptr) {
+      const auto loc = tree_->GetLocation(f, f->is_repeated() ? index : -1);
+      if (loc.line >= 0) return loc.line + 1;
+    }
+    return line_;
+  }
+  static std::string LinePrefix(int line) {
+    return line > 0 ? absl::StrCat("line ", line, ": ") : "";
+  }
+  static absl::Status Refuse(int line, absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("sla rules: ", LinePrefix(line), what));
+  }
+
+  absl::string_view text_;
+  const google::protobuf::Message& message_;
+  const Tree* tree_;
+  std::string path_;
+  int line_;
+};
+
+// "HH:MM" (00:00-24:00) as minutes after midnight.
+std::optional<int> MinuteOfDay(absl::string_view hhmm) {
+  int h = 0, m = 0;
+  if (hhmm.size() != 5 || hhmm[2] != ':' || !absl::ascii_isdigit(hhmm[0]) ||
+      !absl::ascii_isdigit(hhmm[1]) || !absl::ascii_isdigit(hhmm[3]) ||
+      !absl::ascii_isdigit(hhmm[4]) || !absl::SimpleAtoi(hhmm.substr(0, 2), &h) ||
+      !absl::SimpleAtoi(hhmm.substr(3, 2), &m) || m > 59 || h * 60 + m > 1440) {
+    return std::nullopt;
+  }
+  return h * 60 + m;
+}
+
+absl::StatusOr<absl::Duration> PositiveDuration(const Place& at, const char* field,
+                                                const std::string& value) {
+  absl::Duration d;
+  if (!absl::ParseDuration(value, &d))
+    return at.Error(field, absl::StrCat("\"", value, "\" is not a duration (\"30m\", \"4h\")"));
+  if (d <= absl::ZeroDuration())
+    return at.Error(field, absl::StrCat("\"", value, "\" must be more than zero"));
+  if (d > kLongestDuration)
+    return at.Error(field, absl::StrCat("\"", value, "\" is longer than a year"));
+  return d;
+}
+
+absl::Status AddDays(const Place& at, const char* field,
+                     const google::protobuf::RepeatedPtrField<std::string>& dates,
+                     std::set<absl::CivilDay>& out) {
+  for (const std::string& date : dates) {
+    absl::CivilDay day;
+    if (!absl::ParseCivilTime(date, &day))
+      return at.ValueError(field, date, "is not a date (YYYY-MM-DD)");
+    out.insert(day);
+  }
+  return absl::OkStatus();
+}
+
+absl::Weekday WeekdayOf(internal::Weekday day) {
+  return static_cast<absl::Weekday>(static_cast<int>(day) - 1);  // MONDAY = 1, monday = 0
+}
+
+absl::StatusOr<BusinessCalendar> CompileCalendar(const internal::BusinessCalendar& c,
+                                                 const Place& at) {
+  BusinessCalendar cal;
+  cal.name = c.name();
+  if (cal.name.empty()) return at.Error("name", "is required");
+  if (!absl::LoadTimeZone(c.time_zone(), &cal.zone)) {
+    return at.Error("time_zone",
+                    absl::StrCat("\"", c.time_zone(), "\" is not a known IANA time zone"));
+  }
+  // Each weekday's spans with the `hours` entry they came from, to name it when two overlap.
+  std::array<std::vector<std::pair<WorkingSpan, int>>, 7> week;
+  for (int i = 0; i < c.hours_size(); ++i) {
+    const internal::WorkingHours& h = c.hours(i);
+    const Place hours = at.Nested("hours", i, h);
+    const auto start = MinuteOfDay(h.start());
+    const auto end = MinuteOfDay(h.end());
+    if (!start || *start == 1440)
+      return hours.Error("start", absl::StrCat("\"", h.start(), "\" is not a time (HH:MM)"));
+    if (!end) return hours.Error("end", absl::StrCat("\"", h.end(), "\" is not a time (HH:MM)"));
+    if (*end <= *start) {
+      return hours.Error("end",
+                         absl::StrCat("\"", h.end(), "\" is not after start \"", h.start(), "\""));
+    }
+    if (h.days().empty()) return hours.Error("days", "is required");
+    for (int d : h.days()) {
+      if (d == internal::WEEKDAY_UNSPECIFIED) return hours.Error("days", "names no weekday");
+      week[static_cast<int>(WeekdayOf(static_cast<internal::Weekday>(d)))].push_back(
+          {{*start, *end}, i});
+    }
+  }
+  bool works = false;
+  for (int day = 0; day < 7; ++day) {
+    auto& spans = week[day];
+    std::sort(spans.begin(), spans.end(),
+              [](const auto& a, const auto& b) { return a.first.start < b.first.start; });
+    for (size_t i = 0; i < spans.size(); ++i) {
+      if (i > 0 && spans[i].first.start < spans[i - 1].first.end) {
+        const int later = std::max(spans[i].second, spans[i - 1].second);
+        return at.ErrorAt(
+            "hours", later,
+            absl::StrCat("overlaps another span on ", internal::Weekday_Name(day + 1), " (",
+                         c.hours(later).start(), "-", c.hours(later).end(), ")"));
+      }
+      cal.week[day].push_back(spans[i].first);
+    }
+    works = works || !spans.empty();
+  }
+  if (!works) return at.Error("hours", "has no working time in the week");
+  CRM_RETURN_IF_ERROR(AddDays(at, "holidays", c.holidays(), cal.holidays));
+  CRM_RETURN_IF_ERROR(
+      AddDays(at, "make_up_working_days", c.make_up_working_days(), cal.make_up_days));
+  for (const absl::CivilDay& day : cal.make_up_days) {
+    if (cal.holidays.count(day) > 0) {
+      return at.ValueError("make_up_working_days", absl::FormatCivilTime(day), "is also a holiday");
+    }
+  }
+  if (c.make_up_days_work_as() != internal::WEEKDAY_UNSPECIFIED)
+    cal.make_up_days_work_as = WeekdayOf(c.make_up_days_work_as());
+  return cal;
+}
+
+// A priority P1-P3 given once; `seen` collects them.
+absl::Status CheckPriority(const Place& at, v1::Priority p, std::set<v1::Priority>& seen) {
+  if (p != v1::PRIORITY_P1 && p != v1::PRIORITY_P2 && p != v1::PRIORITY_P3)
+    return at.Error("priority", "must be PRIORITY_P1, PRIORITY_P2 or PRIORITY_P3");
+  if (!seen.insert(p).second)
+    return at.Error("priority", absl::StrCat(v1::Priority_Name(p), " is given twice"));
+  return absl::OkStatus();
+}
+
+// Each of P1-P3 has an entry in `field`.
+absl::Status CheckAllPriorities(const Place& top, const char* field,
+                                const std::set<v1::Priority>& seen) {
+  for (v1::Priority p : kPriorities) {
+    if (seen.count(p) == 0) {
+      return top.Error(field,
+                       absl::StrCat("has none for ", v1::Priority_Name(p),
+                                    " (one for each of PRIORITY_P1, PRIORITY_P2, PRIORITY_P3)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
+  SlaRules rules;
+  Tree tree;
+  CRM_RETURN_IF_ERROR(api::ParseTextProto("sla rules", text, &rules.source_, &tree));
+  const internal::SlaRules& r = rules.source_;
+  const Place top(text, r, &tree, "", 0);
+
+  std::map<std::string, size_t> calendar_index;
+  for (int i = 0; i < r.calendars_size(); ++i) {
+    const Place at = top.Nested("calendars", i, r.calendars(i));
+    CRM_ASSIGN_OR_RETURN(BusinessCalendar cal, CompileCalendar(r.calendars(i), at));
+    if (!calendar_index.emplace(cal.name, rules.calendars_.size()).second)
+      return at.Error("name", absl::StrCat("\"", cal.name, "\" is given twice"));
+    rules.calendars_.push_back(std::move(cal));
+  }
+  if (rules.calendars_.empty()) return top.Error("calendars", "are required");
+  auto known = [&](const Place& at, const char* field,
+                   const std::string& name) -> absl::StatusOr<size_t> {
+    auto it = calendar_index.find(name);
+    if (it == calendar_index.end())
+      return at.Error(field, absl::StrCat("\"", name, "\" is not a calendar of this file"));
+    return it->second;
+  };
+  CRM_ASSIGN_OR_RETURN(rules.default_calendar_,
+                       known(top, "default_calendar", r.default_calendar()));
+  for (int i = 0; i < r.calendar_choices_size(); ++i) {
+    const auto& c = r.calendar_choices(i);
+    const Place at = top.Nested("calendar_choices", i, c);
+    SlaRules::Choice choice;
+    CRM_ASSIGN_OR_RETURN(choice.calendar, known(at, "calendar", c.calendar()));
+    for (int category : c.categories())
+      choice.categories.push_back(static_cast<v1::TicketCategory>(category));
+    choice.enterprise_only = c.enterprise_only();
+    rules.choices_.push_back(std::move(choice));
+  }
+
+  std::set<v1::Priority> seen;
+  absl::Duration longest;
+  for (int i = 0; i < r.policies_size(); ++i) {
+    const auto& p = r.policies(i);
+    const Place at = top.Nested("policies", i, p);
+    CRM_RETURN_IF_ERROR(CheckPriority(at, p.priority(), seen));
+    SlaRules::PolicyRow row;
+    CRM_ASSIGN_OR_RETURN(row.policy.first_response,
+                         PositiveDuration(at, "first_response", p.first_response()));
+    CRM_ASSIGN_OR_RETURN(row.policy.next_update,
+                         PositiveDuration(at, "next_update", p.next_update()));
+    CRM_ASSIGN_OR_RETURN(row.policy.resolution, PositiveDuration(at, "resolution", p.resolution()));
+    if (!p.enterprise_first_response().empty()) {
+      CRM_ASSIGN_OR_RETURN(
+          row.enterprise_first_response,
+          PositiveDuration(at, "enterprise_first_response", p.enterprise_first_response()));
+    }
+    longest = std::max(
+        {longest, row.policy.first_response, row.policy.next_update, row.policy.resolution});
+    rules.policies_[p.priority()] = row;
+  }
+  CRM_RETURN_IF_ERROR(CheckAllPriorities(top, "policies", seen));
+
+  seen.clear();
+  for (int i = 0; i < r.escalation_size(); ++i) {
+    const auto& e = r.escalation(i);
+    const Place at = top.Nested("escalation", i, e);
+    CRM_RETURN_IF_ERROR(CheckPriority(at, e.priority(), seen));
+    EscalationPolicy policy;
+    policy.at_risk_fraction = e.at_risk_fraction();
+    if (!(policy.at_risk_fraction > 0 && policy.at_risk_fraction <= 1))
+      return at.Error("at_risk_fraction", "must be more than 0 and at most 1");
+    if (!absl::ParseDuration(e.at_risk_at_least(), &policy.at_risk_at_least) ||
+        policy.at_risk_at_least < absl::ZeroDuration()) {
+      return at.Error("at_risk_at_least",
+                      absl::StrCat("\"", e.at_risk_at_least(), "\" is not a duration >= 0"));
+    }
+    if (e.escalate() == internal::ESCALATE_WHEN_UNSPECIFIED)
+      return at.Error("escalate", "is required (ESCALATE_WHEN_AT_RISK, _BREACHED or _NEVER)");
+    policy.escalate = e.escalate();
+    rules.escalation_[e.priority()] = policy;
+  }
+  CRM_RETURN_IF_ERROR(CheckAllPriorities(top, "escalation", seen));
+
+  // Every calendar must hold the longest promise within a walk's reach.
+  for (size_t i = 0; i < rules.calendars_.size(); ++i) {
+    const BusinessCalendar& cal = rules.calendars_[i];
+    const absl::Time from = absl::FromCivil(absl::CivilDay(2025, 1, 1), cal.zone);
+    if (AddBusinessTime(from, longest, cal) == absl::InfiniteFuture()) {
+      return top.Nested("calendars", static_cast<int>(i), r.calendars(static_cast<int>(i)))
+          .Error("hours",
+                 absl::StrCat("hold too little working time for ", absl::FormatDuration(longest),
+                              " within ", kMaxDaysWalked, " days"));
+    }
+  }
+  return rules;
+}
+
+SlaPolicy SlaRules::PolicyFor(v1::Priority priority, bool enterprise) const {
+  auto it = policies_.find(priority);
+  const PolicyRow& row = it != policies_.end() ? it->second : policies_.at(v1::PRIORITY_P3);
+  SlaPolicy p = row.policy;
+  if (enterprise && row.enterprise_first_response)
+    p.first_response = std::min(p.first_response, *row.enterprise_first_response);
+  return p;
+}
+
+const BusinessCalendar& SlaRules::CalendarFor(const v1::Ticket& t) const {
+  for (const Choice& c : choices_) {
+    if (c.enterprise_only && !t.enterprise()) continue;
+    if (!c.categories.empty() &&
+        std::find(c.categories.begin(), c.categories.end(), t.category()) == c.categories.end())
+      continue;
+    return calendars_[c.calendar];
+  }
+  return calendars_[default_calendar_];
+}
+
+const BusinessCalendar* SlaRules::Calendar(absl::string_view name) const {
+  for (const BusinessCalendar& c : calendars_) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+const EscalationPolicy& SlaRules::EscalationFor(v1::Priority priority) const {
+  auto it = escalation_.find(priority);
+  return it != escalation_.end() ? it->second : escalation_.at(v1::PRIORITY_P3);
+}
+
+std::shared_ptr<const SlaRules> BuiltInSlaRules() {
+  static const std::shared_ptr<const SlaRules> rules = [] {
+    auto parsed = ParseSlaRules(kBuiltInSlaRulesText);
+    return parsed.ok() ? std::make_shared<const SlaRules>(*std::move(parsed)) : nullptr;
+  }();
+  return rules;
+}
+
+SlaRulesInForce::SlaRulesInForce() {
+  if (auto built_in = BuiltInSlaRules()) Reset(std::move(built_in));
+}
+
+SlaRulesInForce& SlaRulesInForce::Process() {
+  static SlaRulesInForce* const in_force = new SlaRulesInForce();
+  return *in_force;
+}
+
+void SlaRulesInForce::Reset(std::shared_ptr<const SlaRules> rules) {
+  absl::MutexLock lock(&mu_);
+  eras_.assign(1, {absl::InfinitePast(), std::move(rules)});
+  ++generation_;
+}
+
+void SlaRulesInForce::Adopt(std::shared_ptr<const SlaRules> rules, absl::Time since) {
+  absl::MutexLock lock(&mu_);
+  // Reloads are rare (an operator edits a file); the oldest eras only matter to tickets opened
+  // under them, which then use the next oldest.
+  constexpr size_t kErasKept = 64;
+  if (eras_.size() >= kErasKept) eras_.erase(eras_.begin() + 1);
+  eras_.push_back({std::max(since, eras_.empty() ? since : eras_.back().since), std::move(rules)});
+  ++generation_;
+}
+
+std::shared_ptr<const SlaRules> SlaRulesInForce::ForTicketOpenedAt(absl::Time opened) const {
+  absl::MutexLock lock(&mu_);
+  for (auto era = eras_.rbegin(); era != eras_.rend(); ++era) {
+    if (era->since <= opened) return era->rules;
+  }
+  return eras_.empty() ? nullptr : eras_.front().rules;
+}
+
+std::shared_ptr<const SlaRules> SlaRulesInForce::Latest() const {
+  absl::MutexLock lock(&mu_);
+  return eras_.empty() ? nullptr : eras_.back().rules;
+}
+
+uint64_t SlaRulesInForce::generation() const {
+  absl::MutexLock lock(&mu_);
+  return generation_;
+}
+
+std::shared_ptr<const SlaRules> RulesOf(const v1::Ticket& t) {
+  const SlaRulesInForce& in_force = SlaRulesInForce::Process();
+  if (!t.has_create_time()) return in_force.Latest();
+  return in_force.ForTicketOpenedAt(api::FromTimestamp(t.create_time()));
+}
+
+absl::StatusOr<SlaRules> SlaRulesFile::Read() {
+  struct stat st;
+  if (stat(path_.c_str(), &st) == 0) {
+    mtime_ns_ = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+    size_ = st.st_size;
+  }
+  return text::ParseFile(path_, "--sla_rules_file", ParseSlaRules);
+}
+
+absl::StatusOr<std::optional<SlaRules>> SlaRulesFile::ReadIfChanged() {
+  struct stat st;
+  if (stat(path_.c_str(), &st) != 0)
+    return absl::NotFoundError(absl::StrCat("--sla_rules_file: cannot stat ", path_));
+  const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+  if (mtime == mtime_ns_ && st.st_size == size_) return std::nullopt;
+  CRM_ASSIGN_OR_RETURN(SlaRules rules, Read());
+  return rules;
+}
+
+}  // namespace crm::complaint_ticket
