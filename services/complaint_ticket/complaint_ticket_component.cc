@@ -1,14 +1,23 @@
 #include "services/complaint_ticket/complaint_ticket_component.h"
 
+#include <algorithm>
+
 #include "absl/flags/flag.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
+#include "libs/metrics/families.h"
 #include "libs/text/file.h"
+#include "services/complaint_ticket/sla_rules.h"
 
 ABSL_FLAG(std::string, lexicon_file, "",
           "severity lexicon (crm.internal.SeverityLexicon, text format); empty: the one built into "
           "the binary");
 ABSL_FLAG(int, sla_sweep_interval_s, 60, "how often deadlines and promised callbacks are checked");
+ABSL_FLAG(
+    std::string, sla_rules_file, "",
+    "SLA rules (crm.internal.SlaRules, text format): business calendars, promises per priority, "
+    "escalation; re-read when it changes. Empty: the rules built into the binary");
+ABSL_FLAG(int, sla_rules_check_interval_s, 5, "how often --sla_rules_file is checked for changes");
 
 namespace crm::complaint_ticket {
 namespace {
@@ -24,8 +33,48 @@ absl::StatusOr<internal::SeverityLexicon> LoadLexicon() {
   return lexicon;
 }
 
+// Puts --sla_rules_file (or the built-in rules) in force for every ticket, and re-reads the file
+// when it changes: new rules hold for tickets opened from then on; a file that does not parse or
+// check is refused and the rules in force stay (logged, counted as refused).
+absl::Status ServeSlaRules(ComplaintTicketComponent& c, const rpc::ServiceContext& context) {
+  std::shared_ptr<const SlaRules> rules = BuiltInSlaRules();
+  if (rules == nullptr) {
+    return absl::InternalError(
+        "the built-in SLA rules did not parse (is the time-zone database, tzdata, installed?)");
+  }
+  const std::string path = absl::GetFlag(FLAGS_sla_rules_file);
+  if (path.empty()) {
+    SlaRulesInForce::Process().Reset(std::move(rules));
+    return absl::OkStatus();
+  }
+  auto* file = c.Make<SlaRulesFile>(path);
+  CRM_ASSIGN_OR_RETURN(SlaRules read, file->Read());
+  SlaRulesInForce::Process().Reset(std::make_shared<const SlaRules>(std::move(read)));
+  auto& reloads = metrics::CounterFamily(
+      context.metrics->registry(), "crm_sla_rules_reloads_total",
+      "Changes of --sla_rules_file: applied, or refused (the rules in force stay).");
+  c.RunEvery(absl::Seconds(std::max(1, absl::GetFlag(FLAGS_sla_rules_check_interval_s))),
+             [file, clock = context.clock, applied = &reloads.Add({{"result", "applied"}}),
+              refused = &reloads.Add({{"result", "refused"}})] {
+               auto changed = file->ReadIfChanged();
+               if (!changed.ok()) {
+                 refused->Increment();
+                 log::Warning("sla rules not reloaded; the rules in force stay",
+                              {{"error", changed.status().ToString()}});
+               } else if (changed->has_value()) {
+                 SlaRulesInForce::Process().Adopt(
+                     std::make_shared<const SlaRules>(**std::move(changed)), clock->Now());
+                 applied->Increment();
+                 log::Info("sla rules reloaded: tickets opened from now on get them",
+                           {{"file", file->path()}});
+               }
+             });
+  return absl::OkStatus();
+}
+
 absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& context) {
   CRM_ASSIGN_OR_RETURN(internal::SeverityLexicon lexicon, LoadLexicon());
+  CRM_RETURN_IF_ERROR(ServeSlaRules(c, context));
   CRM_RETURN_IF_ERROR(c.ProduceEvents());
   auto* store = c.Make<ComplaintTicketStore>(context.store, c.outbox());
   ComplaintTicketService* service = c.Serve(std::make_unique<ComplaintTicketService>(
