@@ -100,7 +100,8 @@ for entry in "${services[@]}"; do
   case "$name" in
     loyalty) config=(--rules_file="$root/deploy/config/loyalty-rules.textproto") ;;
     order-tracking) config=(--return_policy_file="$root/deploy/config/return-policy.txt") ;;
-    complaint-ticket) config=(--lexicon_file="$root/deploy/config/complaint-lexicon.textproto") ;;
+    complaint-ticket) config=(--lexicon_file="$root/deploy/config/complaint-lexicon.textproto"
+                              --sla_rules_file="$root/deploy/config/sla-rules.textproto") ;;
     customer-profile) config=(--segment_rules_file="$root/deploy/config/segment-rules.textproto") ;;
     gateway) config=(--http_listen="127.0.0.1:$http_port" --jwt_secret_file="$data/gateway/jwt-secret"
                      --cors_allowed_origins="http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173") ;;
