@@ -67,18 +67,21 @@ void WriteFile(const std::string& path, const std::string& text) {
 // customer-profile and loyalty.
 struct World : testing::WithCustomerProfile {
   explicit World(const std::string& rules_file)
-      : loyalty(CallingProfile(LoyaltyHarness::Options())) {
+      : loyalty(CallingProfile(LoyaltyHarness::Options())),
+        tickets(ReadingRules(rules_file)),
+        stub(v1::ComplaintTicketService::NewStub(tickets.channel())) {}
+  // The ticket harness's options; sets the flags its wiring reads.
+  TicketHarness::Options ReadingRules(const std::string& rules_file) const {
     absl::SetFlag(&FLAGS_sla_rules_file, rules_file);
     absl::SetFlag(&FLAGS_sla_rules_check_interval_s, 1);
     TicketHarness::Options t = CallingProfile(TicketHarness::Options());
     t.backends.push_back({"loyalty", testing::LoopbackAddress(loyalty.port())});
-    tickets = std::make_unique<TicketHarness>(t);
-    stub = v1::ComplaintTicketService::NewStub(tickets->channel());
+    return t;
   }
   void SetClock(absl::Time t) {
     profile.clock().Set(t);
     loyalty.clock().Set(t);
-    tickets->clock().Set(t);
+    tickets.clock().Set(t);
   }
   v1::Ticket Open(const std::string& cid, const std::string& request_id) {
     return testing::CallOk(stub.get(), &Stub::OpenTicket,
@@ -93,14 +96,14 @@ struct World : testing::WithCustomerProfile {
         testing::CallOk(stub.get(), &Stub::GetTicket, get).sla().first_response_due());
   }
   double Reloads(const std::string& result) {
-    return testing::MetricValue(tickets->metrics().registry(), "crm_sla_rules_reloads_total",
+    return testing::MetricValue(tickets.metrics().registry(), "crm_sla_rules_reloads_total",
                                 {{"result", result}});
   }
 
   absl::FlagSaver restore_flags;  // first member: the flags are restored after the services stop
   LoyaltyHarness loyalty;
-  std::unique_ptr<TicketHarness> tickets;
-  std::unique_ptr<Stub> stub;
+  TicketHarness tickets;
+  const std::unique_ptr<Stub> stub;
 };
 
 TEST_CASE(
