@@ -43,6 +43,7 @@ absl::Status ServiceRuntime::Build(const ServiceSpec& spec, RuntimeOptions optio
   }
   if (!spec.column_families.empty()) {
     metrics_->process().set_memory_budget_bytes(options.store.block_cache_bytes);
+    options.store.merge_operators.insert(spec.merge_operators.begin(), spec.merge_operators.end());
     auto opened = store::Store::Open(options.store, spec.column_families);
     if (!opened.ok()) return Annotated("cannot open store", opened.status());
     store_ = std::move(*opened);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -57,6 +58,8 @@ struct ServiceSpec {
   std::string default_metrics_listen;
   // Column families of its store; empty means no store (the gateway).
   std::vector<std::string> column_families;
+  // Merge operators of some of those families, by name (store::CounterSum for counter rows).
+  std::map<std::string, std::shared_ptr<rocksdb::MergeOperator>> merge_operators;
   std::function<absl::StatusOr<std::unique_ptr<Component>>(ServiceContext&)> build;
   // The process forwards other services' calls and records their metrics itself (the gateway): no
   // per-call interceptors on its server or on its channels to the services.

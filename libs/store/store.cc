@@ -21,6 +21,7 @@
 #include "rocksdb/sst_file_manager.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/utilities/write_batch_with_index.h"
 #include "rocksdb/write_buffer_manager.h"
 
 namespace crm::store {
@@ -173,6 +174,15 @@ absl::Status Transaction::Delete(rocksdb::ColumnFamilyHandle* cf, absl::string_v
   return FromRocksDb(txn_->Delete(cf, rocksdb::Slice(key.data(), key.size())));
 }
 
+absl::Status Transaction::AddCounters(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                                      const google::protobuf::MessageLite& delta) {
+  const std::string operand = delta.SerializeAsString();
+  // Into the transaction's batch directly: Merge and MergeUntracked would lock the row, which is
+  // what counters must not do. The batch is committed (or dropped) with the transaction.
+  return FromRocksDb(
+      txn_->GetWriteBatch()->Merge(cf, rocksdb::Slice(key.data(), key.size()), operand));
+}
+
 std::unique_ptr<rocksdb::Iterator> Transaction::NewIterator(rocksdb::ColumnFamilyHandle* cf,
                                                             const rocksdb::ReadOptions& options) {
   return std::unique_ptr<rocksdb::Iterator>(txn_->GetIterator(options, cf));
@@ -285,7 +295,12 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
   }
   const rocksdb::ColumnFamilyOptions cf_options = ColumnFamilyOptionsFor(store->cache_);
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const auto& n : names) descriptors.emplace_back(n, cf_options);
+  for (const auto& n : names) {
+    descriptors.emplace_back(n, cf_options);
+    if (auto merge = options.merge_operators.find(n); merge != options.merge_operators.end()) {
+      descriptors.back().options.merge_operator = merge->second;
+    }
+  }
 
   rocksdb::TransactionDB* db = nullptr;
   rocksdb::Options open_options(DbOptionsFor(options, store->cache_), cf_options);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "google/protobuf/message_lite.h"
+#include "rocksdb/merge_operator.h"
 #include "rocksdb/utilities/transaction.h"
 #include "rocksdb/utilities/transaction_db.h"
 #include "rocksdb/write_batch.h"
@@ -52,6 +54,9 @@ struct StoreOptions {
   // compaction too far behind) before it gives up with UNAVAILABLE: below the callers' deadlines,
   // so they get an answer they can retry instead of their own timeout.
   absl::Duration write_stop_wait = absl::Seconds(1);
+  // Column families whose rows are combined by a merge operator, by name (counters.h: rows that
+  // many writers add to without reading them).
+  std::map<std::string, std::shared_ptr<rocksdb::MergeOperator>> merge_operators;
 };
 
 // Parses the values a batched read found: `read(found)` calls found(index, bytes) for each key
@@ -115,6 +120,10 @@ class Transaction {
   absl::Status PutProto(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                         const google::protobuf::MessageLite& value);
   absl::Status Delete(rocksdb::ColumnFamilyHandle* cf, absl::string_view key);
+  // Adds `delta` to a counter row of a family opened with CounterSum (counters.h), without reading
+  // or locking the row: concurrent transactions adding to it neither wait nor deadlock.
+  absl::Status AddCounters(rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
+                           const google::protobuf::MessageLite& delta);
   // Iterates committed data merged with this transaction's own writes.
   std::unique_ptr<rocksdb::Iterator> NewIterator(rocksdb::ColumnFamilyHandle* cf,
                                                  const rocksdb::ReadOptions& options);

@@ -36,8 +36,10 @@ absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context
 }  // namespace
 
 rpc::ServiceSpec RecommendationSpec() {
-  return RecommendationComponent::SpecOf("recommendation", RecommendationStore::ColumnFamilies(),
-                                         &Wire);
+  rpc::ServiceSpec spec = RecommendationComponent::SpecOf(
+      "recommendation", RecommendationStore::ColumnFamilies(), &Wire);
+  spec.merge_operators = RecommendationStore::MergeOperators();
+  return spec;
 }
 
 }  // namespace crm::recommendation

@@ -10,6 +10,7 @@
 #include "libs/behavior/interest.h"
 #include "libs/events/store_families.h"
 #include "libs/sharding/hash.h"
+#include "libs/store/counters.h"
 #include "libs/store/key.h"
 #include "libs/store/protos.h"
 #include "libs/store/status.h"
@@ -80,8 +81,6 @@ std::string PairKey(absl::string_view a, absl::string_view b) {
 int StripeOf(absl::string_view customer_id) {
   return static_cast<int>(sharding::StableHash64(customer_id) % kBasketStripes);
 }
-
-int64_t Clamp(int64_t v) { return std::max<int64_t>(0, v); }
 
 std::vector<std::string> ItemKeys(const std::vector<std::string>& skus) {
   std::vector<std::string> keys;
@@ -160,6 +159,15 @@ struct RecommendationStore::GraphDelta {
 
 std::vector<std::string> RecommendationStore::ColumnFamilies() {
   return events::WithConsumerFamilies(store::FamilyNames(kFamilies));
+}
+
+std::map<std::string, std::shared_ptr<rocksdb::MergeOperator>>
+RecommendationStore::MergeOperators() {
+  const auto name = [](Family f) { return std::string(kFamilies[f].name); };
+  return {{name(kItemStats), store::CounterSum(internal::ItemStats::default_instance())},
+          {name(kCoCounts), store::CounterSum(internal::CoCounts::default_instance())},
+          {name(kSales), store::CounterSum(internal::Sold::default_instance())},
+          {name(kGlobalStats), store::CounterSum(internal::GlobalStats::default_instance())}};
 }
 
 RecommendationStore::RecommendationStore(store::Store* store)
@@ -383,50 +391,38 @@ absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind,
 }
 
 absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delta) {
-  // Each family's rows are locked in key order and read in one batched MultiGet: a basket touches
-  // hundreds of pair rows, and one read per row was most of what learning cost.
-  CRM_RETURN_IF_ERROR(ApplyItemStats(txn, delta));
-  CRM_RETURN_IF_ERROR(ApplyPairCounts(txn, delta));
-  CRM_RETURN_IF_ERROR(ApplySales(txn, delta));
-  return ApplyBasketCounts(txn, delta);
-}
-
-absl::Status RecommendationStore::ApplyItemStats(Transaction& txn, const GraphDelta& delta) {
-  std::vector<std::string> keys;
-  keys.reserve(delta.stats.size());
-  for (const auto& [sku, d] : delta.stats) keys.push_back(Key().Str(sku).Build());
-  CRM_ASSIGN_OR_RETURN(auto stats,
-                       txn.MultiGetProtosForUpdate<internal::ItemStats>(cf_[kItemStats], keys));
-  size_t i = 0;
+  // Shared item rows are counters: each delta is added without reading or locking the row, so
+  // deliveries learned on several threads never wait for one another on a popular item (reading
+  // and locking hundreds of pair rows per basket was most of what learning cost).
   for (const auto& [sku, d] : delta.stats) {
-    internal::ItemStats s = stats[i].value_or(internal::ItemStats());
-    s.set_baskets(Clamp(s.baskets() + d.baskets()));
-    s.set_units(Clamp(s.units() + d.units()));
-    s.set_viewers(Clamp(s.viewers() + d.viewers()));
-    s.set_buyers(Clamp(s.buyers() + d.buyers()));
-    s.set_returned_units(Clamp(s.returned_units() + d.returned_units()));
-    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kItemStats], keys[i++], s));
+    CRM_RETURN_IF_ERROR(txn.AddCounters(cf_[kItemStats], Key().Str(sku).Build(), d));
+  }
+  CRM_RETURN_IF_ERROR(ApplyPairCounts(txn, delta));
+  for (const auto& [k, d] : delta.sales) {
+    if (d.units == 0 && d.orders == 0) continue;
+    const auto& [category, day, sku] = k;
+    internal::Sold sold;
+    sold.set_units(d.units);
+    sold.set_orders(d.orders);
+    CRM_RETURN_IF_ERROR(
+        txn.AddCounters(cf_[kSales], Key().Str(category).I64(day).Str(sku).Build(), sold));
+  }
+  for (const auto& [stripe, d] : delta.baskets) {
+    if (d == 0) continue;
+    internal::GlobalStats g;
+    g.set_baskets(d);
+    CRM_RETURN_IF_ERROR(
+        txn.AddCounters(cf_[kGlobalStats], Key().U64(static_cast<uint64_t>(stripe)).Build(), g));
   }
   return absl::OkStatus();
 }
 
 absl::Status RecommendationStore::ApplyPairCounts(Transaction& txn, const GraphDelta& delta) {
-  std::vector<std::string> keys;
-  for (const auto& [key, entry] : delta.pairs) keys.push_back(key);
-  CRM_ASSIGN_OR_RETURN(auto counts,
-                       txn.MultiGetProtosForUpdate<internal::CoCounts>(cf_[kCoCounts], keys));
   auto changed = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   changed->reserve(delta.pairs.size());
-  size_t i = 0;
   for (const auto& [key, entry] : delta.pairs) {
     const auto& [pair, d] = entry;
-    internal::CoCounts co = counts[i++].value_or(internal::CoCounts());
-    co.set_purchases(Clamp(co.purchases() + d.purchases()));
-    co.set_views(Clamp(co.views() + d.views()));
-    co.set_buyers(Clamp(co.buyers() + d.buyers()));
-    CRM_RETURN_IF_ERROR(co.purchases() == 0 && co.views() == 0 && co.buyers() == 0
-                            ? txn.Delete(cf_[kCoCounts], key)
-                            : txn.PutProto(cf_[kCoCounts], key, co));
+    CRM_RETURN_IF_ERROR(txn.AddCounters(cf_[kCoCounts], key, d));
     changed->push_back(pair);
   }
   // Once committed, each changed pair is noted for both items' neighbour lists.
@@ -443,39 +439,6 @@ absl::Status RecommendationStore::ApplyPairCounts(Transaction& txn, const GraphD
   return absl::OkStatus();
 }
 
-absl::Status RecommendationStore::ApplySales(Transaction& txn, const GraphDelta& delta) {
-  std::vector<std::string> keys;
-  std::vector<const GraphDelta::Sales*> sold_deltas;
-  for (const auto& [k, d] : delta.sales) {
-    if (d.units == 0 && d.orders == 0) continue;
-    const auto& [category, day, sku] = k;
-    keys.push_back(Key().Str(category).I64(day).Str(sku).Build());
-    sold_deltas.push_back(&d);
-  }
-  CRM_ASSIGN_OR_RETURN(auto sales, txn.MultiGetProtosForUpdate<internal::Sold>(cf_[kSales], keys));
-  for (size_t i = 0; i < keys.size(); ++i) {
-    internal::Sold sold = sales[i].value_or(internal::Sold());
-    sold.set_units(sold.units() + sold_deltas[i]->units);
-    sold.set_orders(sold.orders() + sold_deltas[i]->orders);
-    CRM_RETURN_IF_ERROR(sold.units() <= 0 && sold.orders() <= 0
-                            ? txn.Delete(cf_[kSales], keys[i])
-                            : txn.PutProto(cf_[kSales], keys[i], sold));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status RecommendationStore::ApplyBasketCounts(Transaction& txn, const GraphDelta& delta) {
-  for (const auto& [stripe, d] : delta.baskets) {
-    if (d == 0) continue;
-    const std::string key = Key().U64(static_cast<uint64_t>(stripe)).Build();
-    internal::GlobalStats g;
-    CRM_RETURN_IF_ERROR(txn.GetProto(cf_[kGlobalStats], key, &g, /*for_update=*/true));
-    g.set_baskets(Clamp(g.baskets() + d));
-    CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kGlobalStats], key, g));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status RecommendationStore::ReadPairCounts(
     const std::string& item, const absl::flat_hash_set<std::string>& partners,
     absl::flat_hash_map<std::string, internal::CoCounts>& pair_counts) const {
@@ -486,8 +449,10 @@ absl::Status RecommendationStore::ReadPairCounts(
   }
   CRM_ASSIGN_OR_RETURN(auto counts,
                        store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], unread));
-  for (size_t k = 0; k < unread.size(); ++k)
-    pair_counts[unread[k]] = counts[k].value_or(internal::CoCounts());
+  for (size_t k = 0; k < unread.size(); ++k) {
+    internal::CoCounts& co = pair_counts[unread[k]] = counts[k].value_or(internal::CoCounts());
+    store::FloorCounters(co);
+  }
   return absl::OkStatus();
 }
 
@@ -829,12 +794,17 @@ absl::StatusOr<std::optional<internal::Shown>> RecommendationStore::ShownTo(
 absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view sku) const {
   internal::ItemStats s;
   CRM_RETURN_IF_ERROR(store_->GetProto(cf_[kItemStats], Key().Str(sku), &s));
+  store::FloorCounters(s);
   return s;
 }
 
 absl::StatusOr<std::vector<internal::ItemStats>> RecommendationStore::StatsOf(
     const std::vector<std::string>& skus) const {
-  return OrEmpty(store_->MultiGetProtos<internal::ItemStats>(cf_[kItemStats], ItemKeys(skus)));
+  CRM_ASSIGN_OR_RETURN(
+      std::vector<internal::ItemStats> stats,
+      OrEmpty(store_->MultiGetProtos<internal::ItemStats>(cf_[kItemStats], ItemKeys(skus))));
+  for (auto& s : stats) store::FloorCounters(s);
+  return stats;
 }
 
 absl::StatusOr<std::vector<internal::Neighbours>> RecommendationStore::NeighboursOf(
@@ -875,6 +845,7 @@ absl::StatusOr<internal::CoCounts> RecommendationStore::Co(absl::string_view a,
                                                            absl::string_view b) const {
   internal::CoCounts co;
   CRM_RETURN_IF_ERROR(store_->GetProto(cf_[kCoCounts], PairKey(a, b), &co));
+  store::FloorCounters(co);
   return co;
 }
 
@@ -890,7 +861,8 @@ absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
   absl::Status s =
       store_->Scan(cf_[kGlobalStats], "", "", [&](absl::string_view, absl::string_view v) {
         internal::GlobalStats g;
-        if (g.ParseFromArray(v.data(), static_cast<int>(v.size()))) total += g.baskets();
+        if (g.ParseFromArray(v.data(), static_cast<int>(v.size())))
+          total += std::max<int64_t>(0, g.baskets());
         return true;
       });
   if (!s.ok()) return s;
@@ -908,6 +880,9 @@ absl::StatusOr<std::map<std::string, internal::Sold>> RecommendationStore::Sales
         r.I64();
         internal::Sold sold;
         if (auto sku = r.Str(); sku && sold.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          store::FloorCounters(sold);
+          // A day whose sales were all taken back (an erased customer's) sold nothing.
+          if (sold.units() == 0 && sold.orders() == 0) return true;
           internal::Sold& total = sales[*sku];
           total.set_units(total.units() + sold.units());
           total.set_orders(total.orders() + sold.orders());

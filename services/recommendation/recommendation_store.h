@@ -21,9 +21,11 @@
 //   requests         customer_id, method, request_id -> idempotency records (e-mail, feedback)
 //   consumed_events  occur time, event id            -> events already applied
 //
-// Learning happens in the event consumer's transaction: per-customer rows first, then the shared
-// item rows each locked in key order (stats, pairs, sales), so concurrent deliveries cannot
-// deadlock and every count is exact. Each committed pair change is noted in memory;
+// Learning happens in the event consumer's transaction: per-customer rows are read and locked; the
+// shared item rows (stats, pairs, sales, basket counts) are counters the transaction adds its
+// deltas to without reading or locking them (store::CounterSum), so concurrent deliveries never
+// wait for one another or deadlock, and every count is exact. A count that falls to zero keeps its
+// row (zeros read as no row). Each committed pair change is noted in memory;
 // RefreshNeighbours folds the notes into the neighbour lists once per item per batch (rewriting a
 // list on every sale of a popular item would cost more than all the rest). The lists only nominate
 // candidates, so a note lost in a crash costs a little freshness until the pair is seen again,
@@ -62,6 +64,9 @@ struct CustomerView {
 class RecommendationStore {
  public:
   static std::vector<std::string> ColumnFamilies();
+  // The merge operators of the counter families (item stats, pair counts, sales, basket counts),
+  // to open the store with.
+  static std::map<std::string, std::shared_ptr<rocksdb::MergeOperator>> MergeOperators();
   explicit RecommendationStore(store::Store* store);
 
   // Catalog. Upsert keeps an existing item's stock state when `in_stock` is unset; new items are in
@@ -135,12 +140,8 @@ class RecommendationStore {
  private:
   struct GraphDelta;
   absl::Status Apply(store::Transaction& txn, const GraphDelta& delta);
-  // Apply's steps, one column family each: item stats, pair counts (noting the pairs changed),
-  // daily sales, basket counts.
-  absl::Status ApplyItemStats(store::Transaction& txn, const GraphDelta& delta);
+  // Apply's step for the pair counts: adds them and notes the pairs changed.
   absl::Status ApplyPairCounts(store::Transaction& txn, const GraphDelta& delta);
-  absl::Status ApplySales(store::Transaction& txn, const GraphDelta& delta);
-  absl::Status ApplyBasketCounts(store::Transaction& txn, const GraphDelta& delta);
   // LearnDelivery's steps: the basket's lines (one per valid sku, with the catalog's category);
   // what the customer bought (their item rows, summary and first purchases); their interest in the
   // basket's categories.

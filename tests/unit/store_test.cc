@@ -19,9 +19,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "catch2/catch.hpp"
+#include "crm/internal/recommendation_storage.pb.h"
 #include "crm/v1/common.pb.h"
 #include "libs/base/error_reason.h"
 #include "libs/base/status_macros.h"
+#include "libs/store/counters.h"
 #include "libs/store/families.h"
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
@@ -789,6 +791,75 @@ TEST_CASE("memory stays within the block cache budget after writes larger than i
   // memtable budget, never by a multiple of itself (with the history: 3x).
   CHECK(cache <= o.block_cache_bytes + o.memtable_budget_bytes);
   CHECK(pinned <= cache);
+}
+
+TEST_CASE(
+    "counter rows: transactions add to one row without waiting for each other, and the sum "
+    "is exact through negative deltas, a flush, a compaction and a reopen",
+    "[store][counters]") {
+  testing::TempDir dir;
+  StoreOptions o;
+  o.path = dir.path();
+  o.block_cache_bytes = 4 << 20;
+  o.memtable_budget_bytes = 4 << 20;
+  // Short, so a transaction that had to wait for the row would fail the test at once.
+  o.lock_timeout = absl::Milliseconds(50);
+  o.merge_operators["counts"] = CounterSum(internal::CoCounts::default_instance());
+  auto opened = Store::Open(o, {"counts"});
+  REQUIRE(opened.ok());
+  std::unique_ptr<Store> store = std::move(*opened);
+  const auto add = [](Store& s, int64_t purchases, int64_t buyers) {
+    internal::CoCounts d;
+    d.set_purchases(purchases);
+    d.set_buyers(buyers);
+    return s.Transact(Durability::kSynced,
+                      [&](Transaction& t) { return t.AddCounters(s.cf("counts"), "a|b", d); });
+  };
+  const auto read = [](Store& s) {
+    internal::CoCounts co;
+    REQUIRE(s.GetProto(s.cf("counts"), "a|b", &co).ok());
+    return co;
+  };
+
+  // A second transaction adds to the row while the first, which added to it too, is still open.
+  absl::Status inner;
+  REQUIRE(store
+              ->Transact(Durability::kSynced,
+                         [&](Transaction& t) {
+                           internal::CoCounts d;
+                           d.set_purchases(3);
+                           CRM_RETURN_IF_ERROR(t.AddCounters(store->cf("counts"), "a|b", d));
+                           std::thread other([&] { inner = add(*store, 4, 1); });
+                           other.join();
+                           return absl::OkStatus();
+                         })
+              .ok());
+  INFO(inner.ToString());
+  REQUIRE(inner.ok());
+  CHECK(read(*store).purchases() == 7);
+  CHECK(read(*store).buyers() == 1);
+
+  // A refund takes back what it added; the store keeps the exact sum, flooring is the reader's.
+  REQUIRE(add(*store, -5, -1).ok());
+  CHECK(read(*store).purchases() == 2);
+  REQUIRE(add(*store, -3, 0).ok());
+  internal::CoCounts below = read(*store);
+  CHECK(below.purchases() == -1);
+  FloorCounters(below);
+  CHECK(below.purchases() == 0);
+  REQUIRE(add(*store, 1, 0).ok());
+
+  REQUIRE(store->db()->Flush(rocksdb::FlushOptions(), store->cf("counts")).ok());
+  REQUIRE(add(*store, 10, 2).ok());
+  REQUIRE(store->db()
+              ->CompactRange(rocksdb::CompactRangeOptions(), store->cf("counts"), nullptr, nullptr)
+              .ok());
+  REQUIRE(add(*store, 1, 0).ok());
+  store.reset();
+  opened = Store::Open(o, {"counts"});
+  REQUIRE(opened.ok());
+  CHECK(read(**opened).purchases() == 11);
+  CHECK(read(**opened).buyers() == 2);
 }
 
 }  // namespace
