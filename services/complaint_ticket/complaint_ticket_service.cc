@@ -615,7 +615,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(
     for (const auto& d : due) {
       cursor = d.key;
       auto t = store_->Get(d.customer_id, d.ticket_id);
-      if (!t.ok()) continue;
+      // A row whose deadline the ticket no longer has is stale: the sweep drops it.
+      if (!t.ok() || !ComplaintTicketStore::StillOpen(d, *t)) continue;
       const bool breached = now > d.due;
       auto* item = resp->add_tickets();
       *item->mutable_ticket() = std::move(*t);
@@ -978,6 +979,7 @@ absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {
   const absl::Time now = clock_->Now();
   CRM_ASSIGN_OR_RETURN(const auto due, DueTickets(now));
   for (const auto& [cid, tid] : due) SweepTicket(cid, tid, now, out);
+  out->set_tickets_visited(static_cast<int32_t>(due.size()));
   CRM_RETURN_IF_ERROR(RetryUnassigned(now));
   // Compensations another service could not grant before: try again.
   CRM_ASSIGN_OR_RETURN(auto awaiting, store_->AwaitingCompensation());
@@ -997,8 +999,17 @@ absl::StatusOr<std::set<std::pair<std::string, std::string>>> ComplaintTicketSer
     std::vector<ComplaintTicketStore::DueEntry> due;
     CRM_RETURN_IF_ERROR(store_->Due(now, cursor, 1000, &due, &more));
     for (const auto& d : due) {
-      visit.emplace(d.customer_id, d.ticket_id);
       cursor = d.key;
+      auto t = store_->Get(d.customer_id, d.ticket_id);
+      if (!t.ok() && !absl::IsNotFound(t.status())) return t.status();
+      if (t.ok() && ComplaintTicketStore::StillOpen(d, *t)) {
+        visit.emplace(d.customer_id, d.ticket_id);
+        continue;
+      }
+      // A row whose deadline its ticket no longer has (left by an older version): dropped under the
+      // ticket's lock, visited only if a change in between gave the ticket that deadline back.
+      CRM_ASSIGN_OR_RETURN(const bool dropped, store_->DropIfStale(d));
+      if (!dropped) visit.emplace(d.customer_id, d.ticket_id);
     }
   }
   return visit;

@@ -18,11 +18,20 @@ using store::Key;
 using store::Transaction;
 
 // The column families, by what they hold (the header's table), and their names on disk.
-enum Family { kTickets, kDeadlines, kUnassigned, kAwaiting, kAgents, kLastAgent, kRequests };
+enum Family {
+  kTickets,
+  kDeadlines,
+  kDeadlineKeys,
+  kUnassigned,
+  kAwaiting,
+  kAgents,
+  kLastAgent,
+  kRequests
+};
 constexpr store::FamilyName<Family> kFamilies[] = {
-    {kTickets, "tickets"},   {kDeadlines, "deadlines"}, {kUnassigned, "unassigned"},
-    {kAwaiting, "awaiting"}, {kAgents, "agents"},       {kLastAgent, "last_agent"},
-    {kRequests, "requests"}};
+    {kTickets, "tickets"},       {kDeadlines, "deadlines"}, {kDeadlineKeys, "deadline_keys"},
+    {kUnassigned, "unassigned"}, {kAwaiting, "awaiting"},   {kAgents, "agents"},
+    {kLastAgent, "last_agent"},  {kRequests, "requests"}};
 static_assert(store::InEnumOrder(kFamilies));
 
 std::string TicketKey(absl::string_view cid, absl::string_view tid) {
@@ -49,6 +58,33 @@ std::vector<std::pair<std::string, std::string>> DeadlineRows(const v1::Ticket& 
                       Key().Time(d.due).Build());
   }
   return rows;
+}
+
+// The deadline index keys a ticket has now, as its deadline_keys row holds them.
+std::string KeysRow(const std::vector<std::pair<std::string, std::string>>& rows) {
+  Key list;
+  for (const auto& [k, v] : rows) list.Str(k);
+  return list.Build();
+}
+
+std::vector<std::string> KeysIn(absl::string_view row) {
+  std::vector<std::string> keys;
+  store::KeyReader r(row);
+  while (!r.done()) {
+    auto k = r.Str();
+    if (!k) break;
+    keys.push_back(std::move(*k));
+  }
+  return keys;
+}
+
+// Whether the ticket still has the deadline an index row names (a row is stale when not).
+bool HasOpenDeadline(const v1::Ticket& t, v1::SlaKind kind, absl::Time due,
+                     absl::string_view callback_id) {
+  for (const Deadline& d : OpenDeadlines(t)) {
+    if (d.kind == kind && d.due == due && d.callback_id == callback_id) return true;
+  }
+  return false;
 }
 
 std::optional<std::string> UnassignedKey(const v1::Ticket& t) {
@@ -129,11 +165,24 @@ absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
     if (auto a = AdjustLoad(txn, counted_before, -1); !a.ok() && !absl::IsNotFound(a)) return a;
     CRM_RETURN_IF_ERROR(AdjustLoad(txn, counted_after, +1));
   }
-  for (const auto& [k, v] : DeadlineRows(s.before_)) {
-    CRM_RETURN_IF_ERROR(txn.Delete(cf_[kDeadlines], k));
+  const std::string ticket_key = TicketKey(t.customer_id(), t.ticket_id());
+  // The rows written last time, as recorded: recomputing them from the rules in force would miss
+  // them after a restart with other rules. A ticket saved before the record existed has its rows
+  // recomputed (any the recomputation misses, the sweep drops when it meets them).
+  std::vector<std::string> old_keys;
+  CRM_ASSIGN_OR_RETURN(auto recorded, txn.Get(cf_[kDeadlineKeys], ticket_key));
+  if (recorded.has_value()) {
+    old_keys = KeysIn(*recorded);
+  } else {
+    for (auto& [k, v] : DeadlineRows(s.before_)) old_keys.push_back(std::move(k));
   }
-  for (const auto& [k, v] : DeadlineRows(t)) {
-    CRM_RETURN_IF_ERROR(txn.Put(cf_[kDeadlines], k, v));
+  for (const std::string& k : old_keys) CRM_RETURN_IF_ERROR(txn.Delete(cf_[kDeadlines], k));
+  const auto rows = DeadlineRows(t);
+  for (const auto& [k, v] : rows) CRM_RETURN_IF_ERROR(txn.Put(cf_[kDeadlines], k, v));
+  if (rows.empty()) {
+    CRM_RETURN_IF_ERROR(txn.Delete(cf_[kDeadlineKeys], ticket_key));
+  } else {
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kDeadlineKeys], ticket_key, KeysRow(rows)));
   }
   if (auto k = UnassignedKey(s.before_)) {
     CRM_RETURN_IF_ERROR(txn.Delete(cf_[kUnassigned], *k));
@@ -141,7 +190,6 @@ absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
   if (auto k = UnassignedKey(t)) {
     CRM_RETURN_IF_ERROR(txn.Put(cf_[kUnassigned], *k, ""));
   }
-  const std::string ticket_key = TicketKey(t.customer_id(), t.ticket_id());
   if (t.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION) {
     CRM_RETURN_IF_ERROR(txn.Put(cf_[kAwaiting], ticket_key, ""));
   } else if (s.before_.status() == v1::TICKET_STATUS_AWAITING_COMPENSATION) {
@@ -155,7 +203,7 @@ absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
     if (!e.has_occur_time()) api::SetTimestamp(now, e.mutable_occur_time());
     CRM_RETURN_IF_ERROR(outbox_->Append(txn, e));
   }
-  return txn.PutProto(cf_[kTickets], TicketKey(t.customer_id(), t.ticket_id()), t);
+  return txn.PutProto(cf_[kTickets], ticket_key, t);
 }
 
 absl::StatusOr<bool> ComplaintTicketStore::OpenTicketIn(
@@ -251,24 +299,45 @@ absl::Status ComplaintTicketStore::Due(absl::Time until, absl::string_view after
   *more = false;
   const std::string begin =
       after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
-  return store_->Scan(cf_[kDeadlines], begin, Key().Time(until + absl::Microseconds(1)).bytes(),
-                      [&](absl::string_view k, absl::string_view v) {
-                        if (static_cast<int>(out->size()) == limit) {
-                          *more = true;
-                          return false;
-                        }
-                        store::KeyReader r(k);
-                        auto risk_from = r.Time();
-                        auto cid = r.Str();
-                        auto tid = r.Str();
-                        auto kind = r.U64();
-                        auto due = store::KeyReader(v).Time();
-                        if (risk_from && cid && tid && kind && due) {
-                          out->push_back({*risk_from, *due, *cid, *tid,
-                                          static_cast<v1::SlaKind>(*kind), std::string(k)});
-                        }
-                        return true;
-                      });
+  return store_->Scan(
+      cf_[kDeadlines], begin, Key().Time(until + absl::Microseconds(1)).bytes(),
+      [&](absl::string_view k, absl::string_view v) {
+        if (static_cast<int>(out->size()) == limit) {
+          *more = true;
+          return false;
+        }
+        store::KeyReader r(k);
+        auto risk_from = r.Time();
+        auto cid = r.Str();
+        auto tid = r.Str();
+        auto kind = r.U64();
+        auto callback_id = r.Str();
+        auto due = store::KeyReader(v).Time();
+        if (risk_from && cid && tid && kind && callback_id && due) {
+          out->push_back({*risk_from, *due, *cid, *tid, static_cast<v1::SlaKind>(*kind),
+                          *callback_id, std::string(k)});
+        }
+        return true;
+      });
+}
+
+bool ComplaintTicketStore::StillOpen(const DueEntry& d, const v1::Ticket& ticket) {
+  return HasOpenDeadline(ticket, d.kind, d.due, d.callback_id);
+}
+
+absl::StatusOr<bool> ComplaintTicketStore::DropIfStale(const DueEntry& d) {
+  bool dropped = false;
+  CRM_RETURN_IF_ERROR(store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
+    dropped = false;
+    v1::Ticket t;
+    CRM_ASSIGN_OR_RETURN(auto found,
+                         txn.GetProto(cf_[kTickets], TicketKey(d.customer_id, d.ticket_id), &t,
+                                      /*for_update=*/true));
+    if (found && StillOpen(d, t)) return absl::OkStatus();
+    dropped = true;
+    return txn.Delete(cf_[kDeadlines], d.key);
+  }));
+  return dropped;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ComplaintTicketStore::Unassigned()

@@ -2,8 +2,11 @@
 //
 //   tickets      customer_id, ticket_id             -> Ticket (conversation, callbacks, SLA,
 //                                                      resolution)
-//   deadlines    at-risk-from time, customer_id, ticket_id, kind -> due time (what the SLA sweep
-//                and the at-risk list visit: exactly the rows whose time has come)
+//   deadlines    at-risk-from time, customer_id, ticket_id, kind, callback_id -> due time (what
+//                the SLA sweep and the at-risk list visit: exactly the rows whose time has come)
+//   deadline_keys customer_id, ticket_id            -> the deadlines keys the ticket has now (what
+//                its next save deletes: recomputing them from the SLA rules would miss them
+//                after a restart with other rules)
 //   unassigned   open time, customer_id, ticket_id  -> "" (tickets waiting for an agent)
 //   awaiting     customer_id, ticket_id             -> "" (resolved, compensation not confirmed)
 //   agents       agent_id                           -> Agent (with its open-ticket count)
@@ -97,11 +100,17 @@ class ComplaintTicketStore {
     absl::Time due;
     std::string customer_id, ticket_id;
     v1::SlaKind kind;
+    std::string callback_id;
     std::string key;
   };
   // Deadlines at risk (or passed) at `until`, in the order they became at risk, after `after`.
   absl::Status Due(absl::Time until, absl::string_view after, int limit, std::vector<DueEntry>* out,
                    bool* more) const;
+  // Whether the ticket still has the deadline a Due entry names.
+  static bool StillOpen(const DueEntry& due, const v1::Ticket& ticket);
+  // Deletes a Due entry's row when its ticket no longer has that deadline (a row left by a version
+  // that did not record its keys); true when it did.
+  absl::StatusOr<bool> DropIfStale(const DueEntry& due);
   // Tickets waiting for an agent, and tickets waiting for their compensation: (customer_id,
   // ticket_id).
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Unassigned() const;

@@ -81,7 +81,8 @@ std::shared_ptr<const SlaRules> BuiltInSlaRules();
 // The rules tickets are held to. A ticket is held to the rules in force when it was opened, so
 // reloading changes neither the deadlines of open tickets nor when they are at risk (the at-risk
 // index of the store stays consistent); tickets opened afterwards get the new rules. The history
-// lives in this process: after a restart every ticket is held to the rules read at start.
+// lives in this process: after a restart every ticket is held to the rules read at start (the store
+// records each ticket's index keys, so its next save still finds the rows written before).
 class SlaRulesInForce {
  public:
   static SlaRulesInForce& Process();

@@ -21,6 +21,7 @@
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_time.h"
 #include "tests/support/wait.h"
 #include "tests/support/with_customer_profile.h"
 
@@ -40,15 +41,19 @@ absl::Time Beijing(int y, int m, int d, int hh, int mm = 0) {
   return absl::FromCivil(absl::CivilMinute(y, m, d, hh, mm), zone);
 }
 
-// The shipped rules with every ticket on the Beijing office calendar and every priority's first
-// response in `first_response`, as an operator would write the file.
-std::string OfficeHoursRules(const std::string& first_response) {
+// The shipped rules with every ticket on `calendar` and every priority's first response in
+// `first_response`, as an operator would write the file.
+std::string RulesOn(const std::string& calendar, const std::string& first_response) {
   internal::SlaRules rules = BuiltInSlaRules()->source();
-  rules.set_default_calendar("beijing-office");
+  rules.set_default_calendar(calendar);
   for (auto& policy : *rules.mutable_policies()) policy.set_first_response(first_response);
   std::string text;
   REQUIRE(google::protobuf::TextFormat::PrintToString(rules, &text));
   return text;
+}
+
+std::string OfficeHoursRules(const std::string& first_response) {
+  return RulesOn("beijing-office", first_response);
 }
 
 // Replaces the file at once, as an operator's editor or a Kubernetes ConfigMap update does, so the
@@ -70,6 +75,12 @@ struct World : testing::WithCustomerProfile {
       : loyalty(CallingProfile(LoyaltyHarness::Options())),
         tickets(ReadingRules(rules_file)),
         stub(v1::ComplaintTicketService::NewStub(tickets.channel())) {}
+  // Stops complaint-ticket and starts it again on the same data with the rules of `rules_file`.
+  void RestartReading(const std::string& rules_file) {
+    absl::SetFlag(&FLAGS_sla_rules_file, rules_file);
+    tickets.Restart();
+    stub = v1::ComplaintTicketService::NewStub(tickets.channel());
+  }
   // The ticket harness's options; sets the flags its wiring reads.
   TicketHarness::Options ReadingRules(const std::string& rules_file) const {
     absl::SetFlag(&FLAGS_sla_rules_file, rules_file);
@@ -95,6 +106,9 @@ struct World : testing::WithCustomerProfile {
     return api::FromTimestamp(
         testing::CallOk(stub.get(), &Stub::GetTicket, get).sla().first_response_due());
   }
+  v1::ListAtRiskTicketsResponse AtRisk() {
+    return testing::CallOk(stub.get(), &Stub::ListAtRiskTickets, v1::ListAtRiskTicketsRequest());
+  }
   double Reloads(const std::string& result) {
     return testing::MetricValue(tickets.metrics().registry(), "crm_sla_rules_reloads_total",
                                 {{"result", result}});
@@ -103,7 +117,7 @@ struct World : testing::WithCustomerProfile {
   absl::FlagSaver restore_flags;  // first member: the flags are restored after the services stop
   LoyaltyHarness loyalty;
   TicketHarness tickets;
-  const std::unique_ptr<Stub> stub;
+  std::unique_ptr<Stub> stub;
 };
 
 TEST_CASE(
@@ -142,6 +156,56 @@ TEST_CASE(
   const v1::Ticket after_refusal = w.Open(cid, "after-refusal");
   CHECK(api::FromTimestamp(after_refusal.sla().first_response_due()) ==
         Beijing(2026, 1, 12, 10, 30));
+}
+
+TEST_CASE(
+    "sla rules file: a ticket opened under other rules before a restart leaves the at-risk list "
+    "and "
+    "the sweep when it is resolved",
+    "[tickets][sla]") {
+  testing::TempDir dir;
+  const std::string before = dir.Sub("before.textproto");
+  const std::string after = dir.Sub("after.textproto");
+  // At risk 15 minutes before a 1 h first response; under the later rules, 2 h before an 8 h one:
+  // recomputed, the ticket's at-risk time would be another.
+  WriteFile(before, RulesOn("24x7", "1h"));
+  WriteFile(after, RulesOn("24x7", "8h"));
+  World w(before);
+  const std::string cid = w.Customer("restart@example.com");
+  const absl::Time opened = testing::kHarnessStart;
+  w.SetClock(opened);
+  v1::RegisterAgentRequest agent;
+  agent.mutable_agent()->set_agent_id("a1");
+  agent.mutable_agent()->set_name("Agent a1");
+  agent.mutable_agent()->set_level(1);
+  agent.mutable_agent()->set_capacity(10);
+  agent.mutable_agent()->set_available(true);
+  testing::CallOk(w.stub.get(), &Stub::RegisterAgent, agent);
+  const v1::Ticket t = w.Open(cid, "before-restart");
+  REQUIRE(api::FromTimestamp(t.sla().first_response_due()) == opened + absl::Hours(1));
+
+  w.RestartReading(after);
+  // Past the at-risk time of the rules it was opened under: listed, and the sweep visits it.
+  w.SetClock(opened + absl::Minutes(50));
+  REQUIRE(w.AtRisk().tickets_size() == 1);
+  CHECK(w.AtRisk().tickets(0).ticket().ticket_id() == t.ticket_id());
+  CHECK(testing::CallOk(w.stub.get(), &Stub::RunSlaSweep, v1::RunSlaSweepRequest())
+            .tickets_visited() == 1);
+
+  auto resolve = testing::ForCustomer<v1::ResolveTicketRequest>(cid);
+  resolve.set_ticket_id(t.ticket_id());
+  resolve.set_agent_id("a1");
+  resolve.set_summary("The parcel was found at the depot and delivered.");
+  REQUIRE(testing::CallOk(w.stub.get(), &Stub::ResolveTicket, resolve).status() ==
+          v1::TICKET_STATUS_RESOLVED);
+  CHECK(w.AtRisk().tickets_size() == 0);
+  CHECK(testing::CallOk(w.stub.get(), &Stub::RunSlaSweep, v1::RunSlaSweepRequest())
+            .tickets_visited() == 0);
+  // Still so when the first response would have been due.
+  w.SetClock(opened + absl::Hours(2));
+  CHECK(w.AtRisk().tickets_size() == 0);
+  CHECK(testing::CallOk(w.stub.get(), &Stub::RunSlaSweep, v1::RunSlaSweepRequest())
+            .tickets_visited() == 0);
 }
 
 }  // namespace
