@@ -399,6 +399,13 @@ grpc::ServerUnaryReactor* RecommendationService::RecordFeedback(
       });
 }
 
+grpc::ServerUnaryReactor* RecommendationService::ListShownItems(
+    Ctx* ctx, const v1::ListShownItemsRequest* req, v1::ListShownItemsResponse* resp) {
+  return Finish(ctx, rpc::ReadCustomerPage(*req, "shown", {100, 500},
+                                           std::bind_front(&RecommendationStore::ListShown, store_),
+                                           resp->mutable_items(), resp->mutable_next_page_token()));
+}
+
 absl::Status RecommendationService::StoreFeedback(store::Transaction& txn,
                                                   const v1::RecordFeedbackRequest& req,
                                                   absl::Time now) {

@@ -65,6 +65,8 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   Reactor* BestSellers(Ctx*, const v1::BestSellersRequest*, v1::BestSellersResponse*) override;
   Reactor* RecordFeedback(Ctx*, const v1::RecordFeedbackRequest*,
                           v1::RecordFeedbackResponse*) override;
+  Reactor* ListShownItems(Ctx*, const v1::ListShownItemsRequest*,
+                          v1::ListShownItemsResponse*) override;
 
   absl::Status HandleEvent(store::Transaction& txn, const v1::Event& event);
   // The events HandleEvent acts on; producers send this service no others.

@@ -823,6 +823,41 @@ absl::StatusOr<std::vector<std::optional<internal::Shown>>> RecommendationStore:
   return store_->MultiGetProtos<internal::Shown>(cf_[kShown], CustomerItemKeys(customer_id, skus));
 }
 
+absl::Status RecommendationStore::ListShown(absl::string_view customer_id, absl::string_view after,
+                                            int limit, std::vector<v1::ShownItem>* out,
+                                            std::string* last_key, bool* more) const {
+  *more = false;
+  const std::string prefix = Key().Str(customer_id).Build();
+  CRM_ASSIGN_OR_RETURN(const std::string begin, store::ResumeAfter(prefix, after));
+  absl::Status parse;
+  CRM_RETURN_IF_ERROR(store_->Scan(cf_[kShown], begin, store::PrefixUpperBound(prefix),
+                                   [&](absl::string_view k, absl::string_view v) {
+                                     if (static_cast<int>(out->size()) == limit) {
+                                       *more = true;
+                                       return false;
+                                     }
+                                     internal::Shown shown;
+                                     if (!store::ParseStored(v, shown, parse)) return false;
+                                     // The row's key is (customer_id, sku): the sku is the part
+                                     // after the prefix.
+                                     store::KeyReader key(k.substr(prefix.size()));
+                                     std::optional<std::string> sku = key.Str();
+                                     if (!sku) {
+                                       parse = absl::DataLossError("a shown row's key has no sku");
+                                       return false;
+                                     }
+                                     v1::ShownItem& item = out->emplace_back();
+                                     item.set_sku(std::move(*sku));
+                                     item.set_impressions(shown.impressions());
+                                     item.set_clicks(shown.clicks());
+                                     *item.mutable_window_start() = shown.window_start();
+                                     *item.mutable_last_shown_time() = shown.last_shown();
+                                     *last_key = std::string(k);
+                                     return true;
+                                   }));
+  return parse;
+}
+
 absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore::BuyingDays(
     absl::string_view customer_id) const {
   std::map<std::string, std::vector<int64_t>> days;

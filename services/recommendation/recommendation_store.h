@@ -118,6 +118,10 @@ class RecommendationStore {
       absl::string_view customer_id, const std::vector<std::string>& skus) const;
   absl::StatusOr<std::vector<std::optional<internal::Shown>>> ShownTo(
       absl::string_view customer_id, const std::vector<std::string>& skus) const;
+  // One page of the items shown to the customer, in sku order (the shape rpc::ReadCustomerPage
+  // takes): after `after` (a previous page's last key), up to `limit`.
+  absl::Status ListShown(absl::string_view customer_id, absl::string_view after, int limit,
+                         std::vector<v1::ShownItem>* out, std::string* last_key, bool* more) const;
   // The distinct days (Unix day numbers, ascending) on which the customer bought each item, from
   // their delivered orders (at most kBasketsRead of them, so a wholesale buyer's read stays
   // bounded; the latest purchase of each item is exact in its customer_items row).
