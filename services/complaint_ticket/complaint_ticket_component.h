@@ -1,7 +1,9 @@
 // complaint-ticket's process: the data-service shape (libs/events/data_service.h) around
 // ComplaintTicketService. Its wiring (complaint_ticket_component.cc) builds the severity lexicon,
-// event producer, store, service, event consumer and the SLA sweep; its flags: --lexicon_file,
-// --sla_sweep_interval_s.
+// puts the SLA rules in force (--sla_rules_file, else the built-in ones; re-read every
+// --sla_rules_check_interval_s when the file changes, a bad file refused and counted in
+// crm_sla_rules_reloads_total), and builds the event producer, store, service, event consumer and
+// the SLA sweep; its other flags: --lexicon_file, --sla_sweep_interval_s.
 #pragma once
 
 #include "libs/events/data_service.h"
