@@ -17,6 +17,7 @@
 #include "libs/rpc/backends.h"
 #include "libs/rpc/status.h"
 #include "libs/trace/trace.h"
+#include "services/gateway/customer_export.h"
 #include "services/gateway/upstream_unary.h"
 #include "services/gateway/web_protocol.h"
 
@@ -103,15 +104,10 @@ bool CopyMessageFields(absl::string_view bytes, int from, int to, std::string* o
 // The view while its sections are out.
 struct Gathering {
   std::vector<Section> sections;
-  std::vector<Admission> admissions;
-  std::vector<std::string> requests;  // serialized
   std::atomic<int> remaining{0};
   v1::GetCustomerViewRequest request;
   bool staff = false;
   std::function<void(grpc::Status, grpc::ByteBuffer)> done;
-  // The loop's connections to the services, when the view is composed on a front-door loop: the
-  // sections are then relayed over them instead of through gRPC C++'s client.
-  UpstreamPool* pool = nullptr;
 };
 
 // Adds a section's answer to the view: into `view` when it has to be read (complaints), else as
@@ -233,16 +229,16 @@ std::vector<Section> ViewSections(const v1::GetCustomerViewRequest& view, bool s
   return sections;
 }
 
-// A section is forwarded like a call of its own, admitted with the view's caller, within the
-// section's own deadline.
-Admission SectionAdmission(const Admission& view, const char* path, absl::Duration timeout) {
+// A call is forwarded like a call of its own, admitted with the outer call's caller, within its
+// own deadline and what is left of the outer one.
+Admission InnerAdmission(const Admission& outer, const char* path, absl::Duration timeout) {
   Admission a;
   a.route = RouteTable::Default().Find(path);
-  a.principal = view.principal;
-  a.caller_assertion = view.caller_assertion;
-  a.request_id = view.request_id;
-  a.started = view.started;
-  a.timeout = std::min(view.timeout, timeout);
+  a.principal = outer.principal;
+  a.caller_assertion = outer.caller_assertion;
+  a.request_id = outer.request_id;
+  a.started = outer.started;
+  a.timeout = std::min(outer.timeout - (absl::Now() - outer.started), timeout);
   return a;
 }
 
@@ -254,11 +250,11 @@ void SectionAnswered(Gathering& g, size_t i, grpc::Status status, std::string re
   if (--g.remaining == 0) Assemble(g);
 }
 
-// A section relayed over the loop's connection to its service, with what any relayed call
-// carries (deadline, request id, trace, the caller the services believe) and the same
-// grpc_client_* metrics.
-void RelaySection(Gateway& gateway, const std::shared_ptr<Gathering>& g, size_t i) {
-  const Admission& a = g->admissions[i];
+// A call relayed over the loop's connection to its service, with what any relayed call carries
+// (deadline, request id, trace, the caller the services believe) and the same grpc_client_*
+// metrics.
+void Relay(Gateway& gateway, UpstreamPool& pool, const Admission& a, const std::string& request,
+           std::function<void(grpc::Status, std::string)> done) {
   Headers headers = {{"grpc-timeout", FormatGrpcTimeout(a.timeout)},
                      {"x-request-id", a.request_id},
                      {auth::kCallerMetadata, a.caller_assertion}};
@@ -268,23 +264,10 @@ void RelaySection(Gateway& gateway, const std::shared_ptr<Gathering>& g, size_t 
   metrics::RpcMetrics::Method* m = &gateway.BackendMetrics(*a.route);
   m->Started();
   const absl::Time start = absl::Now();
-  CallUpstreamUnary(*g->pool, a.target_addresses[0], a.route->path, std::move(headers),
-                    g->requests[i], [g, i, m, start](grpc::Status status, std::string answer) {
+  CallUpstreamUnary(pool, a.target_addresses[0], a.route->path, std::move(headers), request,
+                    [m, start, done = std::move(done)](grpc::Status status, std::string answer) {
                       m->Handled(status.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
-                      SectionAnswered(*g, i, std::move(status), std::move(answer));
-                    });
-}
-
-void ForwardSection(Gateway& gateway, const std::shared_ptr<Gathering>& g, size_t i,
-                    const Gateway::ContextFactory& make_context) {
-  Admission& a = g->admissions[i];
-  const absl::Status routed = a.route == nullptr ? absl::InternalError("no route")
-                                                 : gateway.Authorize(*g->sections[i].request, a);
-  if (!routed.ok()) return SectionAnswered(*g, i, rpc::ToGrpc(routed), {});
-  if (g->pool != nullptr && a.target_addresses.size() == 1) return RelaySection(gateway, g, i);
-  gateway.CallUnary(a, FromBytes(g->requests[i]), make_context,
-                    [g, i](grpc::Status status, grpc::ByteBuffer response) {
-                      SectionAnswered(*g, i, std::move(status), ToBytes(response));
+                      done(std::move(status), std::move(answer));
                     });
 }
 
@@ -294,24 +277,49 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
                                    Gateway::ContextFactory make_context,
                                    std::function<void(grpc::Status, grpc::ByteBuffer)> done,
                                    UpstreamPool* pool) {
+  const ServiceCalls calls{gateway_,        a, section_timeout_, std::move(make_context), pool,
+                           trace::Current()};
+  if (a.route->method_name == "ExportCustomerDataBundle") {
+    return ComposeCustomerExport(calls, request, std::move(done));
+  }
   auto g = std::make_shared<Gathering>();
   g->done = std::move(done);
-  g->pool = pool;
   if (grpc::Status invalid = ParseViewRequest(request, g->request); !invalid.ok()) {
     return g->done(std::move(invalid), {});
   }
   g->staff = a.principal.role != v1::ROLE_CUSTOMER;
   g->sections = ViewSections(g->request, g->staff);
   const size_t n = g->sections.size();
-  g->admissions.resize(n);
-  g->requests.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    g->admissions[i] = SectionAdmission(a, g->sections[i].path, section_timeout_);
-    g->requests[i] = g->sections[i].request->SerializeAsString();
-  }
   // Every section counted before the first is sent: one may answer before the next is sent.
   g->remaining = static_cast<int>(n);
-  for (size_t i = 0; i < n; ++i) ForwardSection(*gateway_, g, i, make_context);
+  for (size_t i = 0; i < n; ++i) {
+    calls.Call(g->sections[i].path, *g->sections[i].request,
+               [g, i](grpc::Status status, std::string answer) {
+                 SectionAnswered(*g, i, std::move(status), std::move(answer));
+               });
+  }
+}
+
+void ServiceCalls::Call(const char* path, const google::protobuf::Message& request,
+                        std::function<void(grpc::Status, std::string)> done,
+                        const std::string& assertion) const {
+  Admission a = InnerAdmission(outer, path, timeout);
+  if (!assertion.empty()) a.caller_assertion = assertion;
+  absl::Status routed = a.route == nullptr ? absl::InternalError(absl::StrCat(path, ": no route"))
+                                           : gateway->Authorize(request, a);
+  if (routed.ok() && a.timeout <= absl::ZeroDuration()) {
+    routed = absl::DeadlineExceededError("the call's deadline passed");
+  }
+  if (!routed.ok()) return done(rpc::ToGrpc(routed), {});
+  const std::string serialized = request.SerializeAsString();
+  const trace::Scope scope(trace);
+  if (pool != nullptr && a.target_addresses.size() == 1) {
+    return Relay(*gateway, *pool, a, serialized, std::move(done));
+  }
+  gateway->CallUnary(a, FromBytes(serialized), make_context,
+                     [done = std::move(done)](grpc::Status status, grpc::ByteBuffer response) {
+                       done(std::move(status), ToBytes(response));
+                     });
 }
 
 }  // namespace crm::gateway

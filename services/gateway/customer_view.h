@@ -7,14 +7,39 @@
 #pragma once
 
 #include <functional>
+#include <optional>
+#include <string>
 
 #include "absl/time/time.h"
 #include "crm/v1/customer_view.pb.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "libs/trace/trace.h"
 #include "services/gateway/gateway.h"
 #include "services/gateway/upstream.h"
 
 namespace crm::gateway {
+
+// The calls the gateway makes to the services while answering a call of its own (a section of the
+// 360° view, a part of a customer's export): each is forwarded like a call of its own, admitted
+// with the outer call's caller (routing, shards, caller assertion, request id, trace, grpc_client_*
+// metrics), within `timeout` capped by what is left of the outer call's deadline; relayed over
+// `pool` (the front-door loop's connections; calls must then start on that loop) or through gRPC
+// C++'s client with `make_context`. Copyable; `gateway` and `pool` must outlive the calls.
+struct ServiceCalls {
+  Gateway* gateway = nullptr;
+  Admission outer;
+  absl::Duration timeout;
+  Gateway::ContextFactory make_context;
+  UpstreamPool* pool = nullptr;
+  // The outer call's trace: a call made later, from another call's answer, is still in it.
+  std::optional<trace::TraceContext> trace;
+
+  // Calls `path` with `request`; `done` gets the status and, when OK, the serialized answer. With
+  // `assertion` the call carries it instead of the outer caller's.
+  void Call(const char* path, const google::protobuf::Message& request,
+            std::function<void(grpc::Status, std::string)> done,
+            const std::string& assertion = "") const;
+};
 
 class CustomerViewComposer {
  public:
@@ -22,7 +47,8 @@ class CustomerViewComposer {
   CustomerViewComposer(Gateway* gateway, absl::Duration section_timeout)
       : gateway_(gateway), section_timeout_(section_timeout) {}
 
-  // `a` is the admitted GetCustomerView call; `done` receives the serialized CustomerView or an
+  // `a` is an admitted call of crm.v1.CustomerViewService: GetCustomerView, or
+  // ExportCustomerDataBundle (customer_export.h); `done` receives the serialized answer or an
   // error.
   // With `pool` (the front-door loop's connections; the call must be on that loop) the sections
   // are relayed over it; without, they go through gRPC C++'s client with `make_context`.

@@ -1,0 +1,413 @@
+// A customer's complete export (crm.v1.CustomerViewService/ExportCustomerDataBundle) over the six
+// real processes: a customer with a profile, an order delivered and returned, a review, a ticket
+// with messages, an internal note and a callback, points, a coupon and a recommendation shown. The
+// export holds each of them, equal to what each service's own read calls answer; a customer's own
+// export leaves out agents' internal notes; it is reachable as Connect JSON; another customer and
+// agents are refused; with a service down it fails naming the service; after erasure it is
+// NOT_FOUND, as the 360° view is.
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "catch2/catch.hpp"
+#include "crm/v1/complaint_ticket.grpc.pb.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/customer_view.grpc.pb.h"
+#include "crm/v1/loyalty.grpc.pb.h"
+#include "crm/v1/order_tracking.grpc.pb.h"
+#include "crm/v1/recommendation.grpc.pb.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "libs/api/validate.h"
+#include "tests/support/crm_system.h"
+#include "tests/support/http.h"
+#include "tests/support/shop_calls.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
+
+namespace crm {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+using testing::AboutOrder;
+using testing::ForCustomer;
+using PS = v1::CustomerProfileService::Stub;
+using OS = v1::OrderTrackingService::Stub;
+using LS = v1::LoyaltyService::Stub;
+using TS = v1::ComplaintTicketService::Stub;
+using RS = v1::RecommendationService::Stub;
+using VS = v1::CustomerViewService::Stub;
+
+// Typed stubs on the gateway, each call carrying a token.
+class Gateway {
+ public:
+  explicit Gateway(const std::shared_ptr<grpc::Channel>& channel)
+      : profiles(v1::CustomerProfileService::NewStub(channel)),
+        orders(v1::OrderTrackingService::NewStub(channel)),
+        loyalty(v1::LoyaltyService::NewStub(channel)),
+        tickets(v1::ComplaintTicketService::NewStub(channel)),
+        recommendations(v1::RecommendationService::NewStub(channel)),
+        views(v1::CustomerViewService::NewStub(channel)) {}
+
+  template <typename Stub, typename Req, typename Resp>
+  static grpc::Status As(const std::string& token, Stub* stub,
+                         grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                         const Req& req, Resp* resp) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return (stub->*method)(&ctx, req, resp);
+  }
+  // The answer of a call that must succeed.
+  template <typename Stub, typename Req, typename Resp>
+  static Resp Ok(const std::string& token, Stub* stub,
+                 grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                 const std::type_identity_t<Req>& req) {
+    Resp resp;
+    const grpc::Status s = As(token, stub, method, req, &resp);
+    INFO(req.GetTypeName() << ": " << s.error_code() << " " << s.error_message());
+    REQUIRE(s.ok());
+    return resp;
+  }
+
+  std::unique_ptr<PS> profiles;
+  std::unique_ptr<OS> orders;
+  std::unique_ptr<LS> loyalty;
+  std::unique_ptr<TS> tickets;
+  std::unique_ptr<RS> recommendations;
+  std::unique_ptr<VS> views;
+};
+
+struct Tokens {
+  std::string admin, agent, storefront, customer, other_customer;
+};
+
+// Registers a customer and gives them one of everything; returns the customer id.
+std::string CustomerWithHistory(Gateway& gw, testing::CrmSystem& system, Tokens& t) {
+  v1::RegisterCustomerRequest reg;
+  reg.set_request_id("reg");
+  reg.set_email("mei.export@example.com");
+  reg.set_name("Mei");
+  const std::string id =
+      Gateway::Ok(t.admin, gw.profiles.get(), &PS::RegisterCustomer, reg).customer_id();
+  t.customer = system.Token("customer", id);
+
+  v1::AddAddressRequest address;
+  address.set_customer_id(id);
+  address.set_request_id("addr");
+  address.mutable_address()->set_recipient_name("Mei");
+  address.mutable_address()->set_city("Hangzhou");
+  address.mutable_address()->set_street("West Lake Road 1");
+  Gateway::Ok(t.customer, gw.profiles.get(), &PS::AddAddress, address);
+  v1::AddPaymentMethodRequest pay;
+  pay.set_customer_id(id);
+  pay.set_request_id("pay");
+  pay.mutable_payment_method()->set_type(v1::PAYMENT_METHOD_TYPE_CARD);
+  pay.mutable_payment_method()->set_token("tok_mei");
+  pay.mutable_payment_method()->set_last4("4242");
+  Gateway::Ok(t.customer, gw.profiles.get(), &PS::AddPaymentMethod, pay);
+  v1::SetMarketingConsentRequest consent;
+  consent.set_customer_id(id);
+  consent.set_channel(v1::CHANNEL_EMAIL);
+  consent.set_granted(true);
+  consent.set_source("signup form");
+  Gateway::Ok(t.customer, gw.profiles.get(), &PS::SetMarketingConsent, consent);
+
+  v1::UpsertCatalogItemsRequest catalog;
+  auto* tea = catalog.add_items();
+  tea->set_sku("sku-tea");
+  tea->set_name("Longjing tea");
+  tea->set_category("grocery");
+  Gateway::Ok(t.admin, gw.recommendations.get(), &RS::UpsertCatalogItems, catalog);
+
+  // An order delivered, then a return of it and a review of its item.
+  v1::Order order = Gateway::Ok(
+      t.storefront, gw.orders.get(), &OS::CreateOrder,
+      testing::CashOnDeliveryOrderRequest(id, "order-1", "sku-tea", "grocery", 5800,
+                                          absl::Now() - absl::Hours(1), absl::Hours(49)));
+  order = Gateway::Ok(t.admin, gw.orders.get(), &OS::ProcessOrder,
+                      AboutOrder<v1::ProcessOrderRequest>(order));
+  for (v1::PackageStatus s : testing::kWarehouseToDoor) {
+    Gateway::Ok(t.admin, gw.orders.get(), &OS::AdvancePackage,
+                testing::AdvanceRequest(order, order.packages(0).package_id(), s,
+                                        testing::SfExpressWhenHanded(s, "SF-export-1")));
+  }
+  const std::string item_id = order.items(0).item_id();
+  v1::SubmitReviewRequest review = AboutOrder<v1::SubmitReviewRequest>(order);
+  review.set_item_id(item_id);
+  review.set_rating(4);
+  review.set_text("fragrant");
+  review.set_request_id("review");
+  Gateway::Ok(t.customer, gw.orders.get(), &OS::SubmitReview, review);
+  Gateway::Ok(t.customer, gw.orders.get(), &OS::RequestReturn,
+              testing::OneItemReturnRequest(id, order.order_id(), "return", item_id, "tin dented",
+                                            v1::FAULT_CARRIER));
+
+  // A ticket with the customer's reply, an agent's internal note and a promised callback.
+  v1::RegisterAgentRequest agent;
+  agent.mutable_agent()->set_agent_id("agent-7");
+  agent.mutable_agent()->set_name("Wang");
+  agent.mutable_agent()->set_level(3);
+  agent.mutable_agent()->set_capacity(10);
+  agent.mutable_agent()->set_available(true);
+  Gateway::Ok(t.admin, gw.tickets.get(), &TS::RegisterAgent, agent);
+  v1::OpenTicketRequest open = testing::TicketRequest(
+      id, "ticket", v1::TICKET_CHANNEL_WEB, v1::TICKET_CATEGORY_DELIVERY, "the tin arrived dented");
+  const std::string ticket_id =
+      Gateway::Ok(t.customer, gw.tickets.get(), &TS::OpenTicket, open).ticket_id();
+  v1::ReplyToTicketRequest reply;
+  reply.set_customer_id(id);
+  reply.set_ticket_id(ticket_id);
+  reply.set_text("photos attached");
+  reply.set_request_id("reply");
+  Gateway::Ok(t.customer, gw.tickets.get(), &TS::ReplyToTicket, reply);
+  v1::AddInternalNoteRequest note;
+  note.set_customer_id(id);
+  note.set_ticket_id(ticket_id);
+  note.set_text("internal: carrier claim filed");
+  note.set_request_id("note");
+  Gateway::Ok(t.agent, gw.tickets.get(), &TS::AddInternalNote, note);
+  v1::PromiseCallbackRequest callback;
+  callback.set_customer_id(id);
+  callback.set_ticket_id(ticket_id);
+  api::SetTimestamp(absl::Now() + absl::Hours(2), callback.mutable_callback_time());
+  callback.set_note("call about the replacement");
+  callback.set_request_id("callback");
+  Gateway::Ok(t.agent, gw.tickets.get(), &TS::PromiseCallback, callback);
+
+  v1::GrantPointsRequest grant;
+  grant.set_customer_id(id);
+  grant.set_points(30);
+  grant.set_source(v1::POINTS_SOURCE_PROMOTION);
+  grant.set_source_id("welcome");
+  grant.set_description("welcome");
+  Gateway::Ok(t.admin, gw.loyalty.get(), &LS::GrantPoints, grant);
+  v1::IssueCouponRequest coupon;
+  coupon.set_customer_id(id);
+  coupon.set_source_id("welcome");
+  coupon.mutable_value()->set_amount_minor(500);
+  coupon.mutable_value()->set_currency("CNY");
+  Gateway::Ok(t.admin, gw.loyalty.get(), &LS::IssueCoupon, coupon);
+
+  v1::RecordFeedbackRequest shown;
+  shown.set_customer_id(id);
+  shown.set_placement(v1::PLACEMENT_HOME);
+  shown.set_request_id("shown");
+  v1::FeedbackItem* impression = shown.add_impressions();
+  impression->set_sku("sku-tea");
+  impression->set_model(v1::MODEL_COLD_START);
+  Gateway::Ok(t.customer, gw.recommendations.get(), &RS::RecordFeedback, shown);
+  return id;
+}
+
+v1::CustomerDataExportBundle Export(Gateway& gw, const std::string& token, const std::string& id) {
+  auto request = ForCustomer<v1::ExportCustomerDataBundleRequest>(id);
+  return Gateway::Ok(token, gw.views.get(), &VS::ExportCustomerDataBundle, request);
+}
+
+grpc::Status ExportStatus(Gateway& gw, const std::string& token, const std::string& id) {
+  v1::CustomerDataExportBundle ignored;
+  return Gateway::As(token, gw.views.get(), &VS::ExportCustomerDataBundle,
+                     ForCustomer<v1::ExportCustomerDataBundleRequest>(id), &ignored);
+}
+
+template <typename M>
+void CheckEqual(const M& exported, const M& read) {
+  std::string diff;
+  MessageDifferencer d;
+  d.ReportDifferencesToString(&diff);
+  INFO(M::descriptor()->full_name() << " differs: " << diff);
+  CHECK(d.Compare(exported, read));
+}
+
+// Every part of an admin's export equals what the services' own read calls answer the admin.
+void CheckMatchesServices(Gateway& gw, const std::string& admin, const std::string& id,
+                          v1::CustomerDataExportBundle bundle) {
+  auto profile = Gateway::Ok(admin, gw.profiles.get(), &PS::ExportCustomerData,
+                             ForCustomer<v1::ExportCustomerDataRequest>(id));
+  profile.clear_export_time();
+  bundle.mutable_profile()->clear_export_time();
+  CheckEqual(bundle.profile(), profile);
+  CheckEqual(bundle.insights(), Gateway::Ok(admin, gw.profiles.get(), &PS::GetCustomerInsights,
+                                            ForCustomer<v1::GetCustomerInsightsRequest>(id)));
+
+  auto orders = ForCustomer<v1::ListOrdersRequest>(id);
+  orders.set_page_size(100);
+  const auto listed = Gateway::Ok(admin, gw.orders.get(), &OS::ListOrders, orders);
+  const auto returns = Gateway::Ok(admin, gw.orders.get(), &OS::ListReturns,
+                                   ForCustomer<v1::ListReturnsRequest>(id));
+  REQUIRE(bundle.orders_size() == listed.orders_size());
+  int exported_returns = 0;
+  for (int i = 0; i < listed.orders_size(); ++i) {
+    const v1::ExportedOrder& o = bundle.orders(i);
+    CheckEqual(o.order(), listed.orders(i));
+    const auto history = Gateway::Ok(admin, gw.orders.get(), &OS::GetOrderHistory,
+                                     AboutOrder<v1::GetOrderHistoryRequest>(listed.orders(i)));
+    REQUIRE(o.history_size() == history.entries_size());
+    for (int k = 0; k < o.history_size(); ++k) CheckEqual(o.history(k), history.entries(k));
+    for (const v1::Return& r : o.returns()) {
+      CHECK(r.order_id() == o.order().order_id());
+      const v1::Return& read = returns.returns(exported_returns++);
+      CheckEqual(r, read);
+    }
+  }
+  CHECK(exported_returns == returns.returns_size());
+  CHECK(bundle.returns_listing().count() == returns.returns_size());
+
+  auto tickets = ForCustomer<v1::ListTicketsRequest>(id);
+  tickets.set_page_size(100);
+  const auto read_tickets = Gateway::Ok(admin, gw.tickets.get(), &TS::ListTickets, tickets);
+  REQUIRE(bundle.tickets_size() == read_tickets.tickets_size());
+  for (int i = 0; i < bundle.tickets_size(); ++i)
+    CheckEqual(bundle.tickets(i), read_tickets.tickets(i));
+
+  CheckEqual(bundle.loyalty().membership(), Gateway::Ok(admin, gw.loyalty.get(), &LS::GetMembership,
+                                                        ForCustomer<v1::GetMembershipRequest>(id)));
+  auto ledger = ForCustomer<v1::ListPointsHistoryRequest>(id);
+  ledger.set_page_size(100);
+  const auto entries = Gateway::Ok(admin, gw.loyalty.get(), &LS::ListPointsHistory, ledger);
+  REQUIRE(bundle.loyalty().ledger_size() == entries.entries_size());
+  for (int i = 0; i < entries.entries_size(); ++i)
+    CheckEqual(bundle.loyalty().ledger(i), entries.entries(i));
+  const auto coupons = Gateway::Ok(admin, gw.loyalty.get(), &LS::ListCoupons,
+                                   ForCustomer<v1::ListCouponsRequest>(id));
+  REQUIRE(bundle.loyalty().coupons_size() == coupons.coupons_size());
+  for (int i = 0; i < coupons.coupons_size(); ++i)
+    CheckEqual(bundle.loyalty().coupons(i), coupons.coupons(i));
+
+  auto shown = ForCustomer<v1::ListShownItemsRequest>(id);
+  const auto items = Gateway::Ok(admin, gw.recommendations.get(), &RS::ListShownItems, shown);
+  REQUIRE(bundle.shown_recommendations_size() == items.items_size());
+  for (int i = 0; i < items.items_size(); ++i)
+    CheckEqual(bundle.shown_recommendations(i), items.items(i));
+}
+
+bool HasInternalNote(const v1::CustomerDataExportBundle& bundle) {
+  for (const v1::Ticket& t : bundle.tickets()) {
+    for (const v1::TicketMessage& m : t.messages()) {
+      if (m.internal()) return true;
+    }
+  }
+  return false;
+}
+
+TEST_CASE(
+    "export: every service's data on a customer in one document equal to their own reads, refused "
+    "to others, UNAVAILABLE with a service down and NOT_FOUND once erased") {
+  testing::TempDir dir;
+  testing::CrmSystem::Options options;
+  options.data_root = dir.path();
+  testing::CrmSystem system(options);
+  REQUIRE(system.Start().ok());
+  Gateway gw(system.gateway());
+  Tokens t{system.Token("admin", "ops-1"), system.Token("agent", "agent-7"),
+           system.Token("service", "storefront"), "", system.Token("customer", "c_someone")};
+  const std::string id = CustomerWithHistory(gw, system, t);
+
+  // The events of the delivery, the review and the ticket have reached loyalty and the insights:
+  // purchase and review points beside the welcome grant, and the order counted.
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        auto ledger = ForCustomer<v1::ListPointsHistoryRequest>(id);
+        v1::ListPointsHistoryResponse entries;
+        v1::CustomerInsights insights;
+        return Gateway::As(t.admin, gw.loyalty.get(), &LS::ListPointsHistory, ledger, &entries)
+                   .ok() &&
+               entries.entries_size() >= 3 &&
+               Gateway::As(t.admin, gw.profiles.get(), &PS::GetCustomerInsights,
+                           ForCustomer<v1::GetCustomerInsightsRequest>(id), &insights)
+                   .ok() &&
+               insights.facts().orders() >= 1 && insights.facts().reviews() >= 1 &&
+               insights.facts().complaints() >= 1;
+      },
+      absl::Seconds(30)));
+
+  const v1::CustomerDataExportBundle admin_export = Export(gw, t.admin, id);
+  CHECK(admin_export.customer_id() == id);
+  CHECK(admin_export.has_export_time());
+  const v1::Customer& profile = admin_export.profile().customer();
+  CHECK(profile.email() == "mei.export@example.com");
+  REQUIRE(profile.addresses_size() == 1);
+  CHECK(profile.addresses(0).city() == "Hangzhou");
+  REQUIRE(profile.payment_methods_size() == 1);
+  CHECK(profile.payment_methods(0).last4() == "4242");
+  REQUIRE(profile.marketing_consents_size() >= 1);
+  REQUIRE(admin_export.orders_size() == 1);
+  const v1::ExportedOrder& order = admin_export.orders(0);
+  CHECK(order.order().status() == v1::ORDER_STATUS_DELIVERED);
+  CHECK(order.order().reviewed_item_ids_size() == 1);
+  REQUIRE(order.returns_size() == 1);
+  CHECK(order.returns(0).reason() == "tin dented");
+  bool review_in_history = false, delivered_in_history = false;
+  for (const v1::OrderHistoryEntry& e : order.history()) {
+    review_in_history = review_in_history || absl::StrContains(e.description(), "review");
+    delivered_in_history = delivered_in_history || e.status() == v1::ORDER_STATUS_DELIVERED;
+  }
+  CHECK(review_in_history);
+  CHECK(delivered_in_history);
+  REQUIRE(admin_export.tickets_size() == 1);
+  CHECK(admin_export.tickets(0).callbacks_size() == 1);
+  CHECK(HasInternalNote(admin_export));
+  CHECK(admin_export.loyalty().ledger_size() >= 3);
+  CHECK(admin_export.loyalty().membership().points_balance() > 0);
+  REQUIRE(admin_export.loyalty().coupons_size() == 1);
+  REQUIRE(admin_export.shown_recommendations_size() == 1);
+  CHECK(admin_export.shown_recommendations(0).sku() == "sku-tea");
+  CHECK(admin_export.shown_recommendations(0).impressions() == 1);
+  CHECK(admin_export.insights().customer_id() == id);
+  for (const v1::ExportedListing* l :
+       {&admin_export.orders_listing(), &admin_export.tickets_listing(),
+        &admin_export.loyalty().ledger_listing(), &admin_export.loyalty().coupons_listing(),
+        &admin_export.shown_recommendations_listing(), &admin_export.returns_listing()}) {
+    CHECK_FALSE(l->truncated());
+    CHECK(l->count() >= 1);
+  }
+  CheckMatchesServices(gw, t.admin, id, admin_export);
+
+  // The customer's own export: the same, but agents' internal notes stay out, and the profiling
+  // (insights) is theirs to see.
+  const v1::CustomerDataExportBundle own = Export(gw, t.customer, id);
+  CHECK_FALSE(HasInternalNote(own));
+  REQUIRE(own.tickets_size() == 1);
+  CHECK(own.tickets(0).messages_size() == admin_export.tickets(0).messages_size() - 1);
+  CHECK(own.insights().customer_id() == id);
+  CHECK(own.orders_size() == 1);
+
+  // Over Connect JSON, as a browser calls it.
+  const testing::CommandResult curl = testing::RunCommand(
+      absl::StrCat("curl -s -H 'Authorization: Bearer ", t.customer,
+                   "' -H 'Content-Type: application/json' -d '", "{\"customerId\":\"", id,
+                   "\"}' http://127.0.0.1:", system.http_port(),
+                   "/crm.v1.CustomerViewService/ExportCustomerDataBundle"));
+  INFO(curl.output);
+  CHECK(absl::StrContains(curl.output, "\"shownRecommendations\""));
+  CHECK(absl::StrContains(curl.output, "\"tin dented\""));
+
+  // Refusals: another customer, an agent, no customer id.
+  CHECK(ExportStatus(gw, t.other_customer, id).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(ExportStatus(gw, t.agent, id).error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  const grpc::Status no_id = ExportStatus(gw, t.admin, "");
+  CHECK(no_id.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(absl::StartsWith(no_id.error_message(), "customer_id:"));
+
+  // A service down: no export rather than an incomplete one.
+  REQUIRE(system.Stop("recommendation") == 0);
+  const grpc::Status down = ExportStatus(gw, t.customer, id);
+  CHECK(down.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(absl::StrContains(down.error_message(), "recommendation"));
+  REQUIRE(system.Start("recommendation").ok());
+
+  // Erased: NOT_FOUND, as the view answers.
+  v1::EraseCustomerRequest erase;
+  erase.set_customer_id(id);
+  erase.set_request_id("erase");
+  erase.set_reason("the customer asked");
+  Gateway::Ok(t.admin, gw.profiles.get(), &PS::EraseCustomer, erase);
+  CHECK(ExportStatus(gw, t.admin, id).error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(ExportStatus(gw, t.customer, id).error_code() == grpc::StatusCode::NOT_FOUND);
+  v1::CustomerView view;
+  auto view_request = ForCustomer<v1::GetCustomerViewRequest>(id);
+  CHECK(Gateway::As(t.admin, gw.views.get(), &VS::GetCustomerView, view_request, &view)
+            .error_code() == grpc::StatusCode::NOT_FOUND);
+}
+
+}  // namespace
+}  // namespace crm
