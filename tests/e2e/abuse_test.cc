@@ -15,6 +15,7 @@
 //     customer through the gateway's own certificate for methods customers may not call.
 // Nothing of the victim's may come back (ids, e-mail, name, texts, card token), and the victim's
 // data must be byte-for-byte the same afterwards. The counts are printed.
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -29,6 +30,7 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
+#include "crm/v1/recommendation.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -181,6 +183,27 @@ class Shop {
     }
     Created<v1::RecordBehaviorEventsResponse>(
         p, p.token, "/crm.v1.CustomerProfileService/RecordBehaviorEvents", browse);
+
+    // Recommendations shown (two items, so the listing of them has a second page).
+    v1::UpsertCatalogItemsRequest catalog;
+    for (const char* sku : {"sku-kettle", "sku-teapot"}) {
+      v1::CatalogItem* item = catalog.add_items();
+      item->set_sku(sku);
+      item->set_name(sku);
+    }
+    v1::UpsertCatalogItemsResponse upserted;
+    Must(admin, "/crm.v1.RecommendationService/UpsertCatalogItems", catalog, &upserted);
+    v1::RecordFeedbackRequest shown;
+    shown.set_customer_id(p.customer_id);
+    shown.set_request_id(absl::StrCat("shown-", who));
+    shown.set_placement(v1::PLACEMENT_HOME);
+    for (const char* sku : {"sku-kettle", "sku-teapot"}) {
+      v1::FeedbackItem* impression = shown.add_impressions();
+      impression->set_sku(sku);
+      impression->set_model(v1::MODEL_ITEM_CF);
+    }
+    Created<v1::RecordFeedbackResponse>(p, storefront,
+                                        "/crm.v1.RecommendationService/RecordFeedback", shown);
 
     for (int k = 0; k < 3; ++k) {
       const v1::CreateOrderRequest create = testing::CashOnDeliveryOrderRequest(
@@ -407,7 +430,25 @@ const Listing kListings[] = {
     {"/crm.v1.CustomerProfileService/ListBehaviorEvents", "behavior/", "next_page_token"},
     {"/crm.v1.LoyaltyService/ListPointsHistory", "ledger/", "next_page_token"},
     {"/crm.v1.LoyaltyService/ExplainMembership", "growth/", "next_page_token"},
+    {"/crm.v1.RecommendationService/ListShownItems", "shown/", "next_page_token"},
 };
+
+TEST_CASE("abuse: every listing a customer pages through is among the page-token attacks") {
+  std::set<std::string> attacked;
+  for (const Listing& l : kListings) attacked.insert(l.path);
+  for (const Route& route : RouteTable::Default().routes()) {
+    const auto* request = route.request_prototype->GetDescriptor();
+    const auto& roles = route.policy.roles();
+    const bool customer_may_call =
+        std::find(roles.begin(), roles.end(), v1::ROLE_CUSTOMER) != roles.end();
+    if (route.customer_id_field == nullptr || !customer_may_call ||
+        request->FindFieldByName("page_token") == nullptr) {
+      continue;
+    }
+    INFO(route.path << " pages with a token a customer holds: add it to kListings");
+    CHECK(attacked.count(route.path) == 1);
+  }
+}
 
 struct Tally {
   std::map<std::string, int> calls;
