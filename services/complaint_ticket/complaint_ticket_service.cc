@@ -20,6 +20,7 @@
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
+#include "services/complaint_ticket/goodwill.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
 
@@ -89,8 +90,12 @@ absl::Status ValidateCompensation(const std::string& f, const v1::Compensation& 
       if (ticket != nullptr && ticket->order_id().empty())
         return Invalid(f, "a refund needs the ticket's order");
       break;
+    case v1::COMPENSATION_KIND_GOODWILL_REFUND:
+    case v1::COMPENSATION_KIND_RESHIPMENT: return ValidateGoodwill(f, c, ticket);
     default:
-      return Invalid(f + ".kind", "must be POINTS, COUPON, APOLOGY_LETTER, EXCHANGE or REFUND");
+      return Invalid(f + ".kind",
+                     "must be POINTS, COUPON, APOLOGY_LETTER, EXCHANGE, REFUND, GOODWILL_REFUND or "
+                     "RESHIPMENT");
   }
   return absl::OkStatus();
 }
@@ -727,7 +732,7 @@ void ComplaintTicketService::ConfirmAndMaybeResolve(TicketSession& s, absl::Time
   v1::Ticket& t = s.ticket();
   if (t.status() != v1::TICKET_STATUS_AWAITING_COMPENSATION) return;
   for (const auto& c : t.resolution().compensations()) {
-    if (c.status() != v1::COMPENSATION_STATUS_CONFIRMED) return;
+    if (c.status() == v1::COMPENSATION_STATUS_PENDING) return;
   }
   t.set_status(v1::TICKET_STATUS_RESOLVED);
   api::SetTimestamp(now, t.mutable_resolution()->mutable_resolved_time());
@@ -738,8 +743,10 @@ void ComplaintTicketService::ConfirmAndMaybeResolve(TicketSession& s, absl::Time
   auto* r = e.mutable_ticket_resolved();
   r->set_ticket_id(t.ticket_id());
   r->set_hours_to_resolve(absl::ToDoubleHours(now - api::FromTimestamp(t.create_time())));
-  for (const auto& c : t.resolution().compensations())
-    r->add_compensations(Lower(v1::CompensationKind_Name(c.kind()), 18));
+  for (const auto& c : t.resolution().compensations()) {
+    if (c.status() == v1::COMPENSATION_STATUS_CONFIRMED)
+      r->add_compensations(Lower(v1::CompensationKind_Name(c.kind()), 18));
+  }
   s.Emit(std::move(e));
 }
 
@@ -751,10 +758,16 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ResolveTicket(Ctx* ctx,
   if (auto s = ValidateResolution(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
   return FinishOn(
-      *writes_, ctx, [this, req, resp, now, agent_id = agent->agent_id]() -> absl::Status {
+      *writes_, ctx,
+      [this, req, resp, now, agent_id = agent->agent_id,
+       request_id = req->request_id().empty()
+                        ? std::string()
+                        : rpc::ScopedRequestId(agent->caller, req->request_id(),
+                                               "ResolveTicket")]() -> absl::Status {
         CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
         CRM_RETURN_IF_ERROR(UpdateAndCount(
-            req->customer_id(), req->ticket_id(), "", 0, now,
+            req->customer_id(), req->ticket_id(), request_id,
+            request_id.empty() ? 0 : store::RequestFingerprint(*req), now,
             [&](TicketSession& session) { return RecordResolution(session, *req, agent_id, now); },
             resp));
         // Points, coupons and refunds go out now; what fails is retried by the sweep.
@@ -779,6 +792,7 @@ absl::Status ComplaintTicketService::RecordResolution(TicketSession& session,
   for (int i = 0; i < req.compensations_size(); ++i) {
     *r->add_compensations() = NewCompensation(req.compensations(i), i, now);
   }
+  CRM_RETURN_IF_ERROR(GiveGoodwillOf(session, agent_id, now));
   if (!t.sla().has_first_response_time())
     api::SetTimestamp(now, t.mutable_sla()->mutable_first_response_time());
   t.set_status(v1::TICKET_STATUS_AWAITING_COMPENSATION);
@@ -895,6 +909,70 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ConfirmCompensation(
                   });
 }
 
+absl::Status ComplaintTicketService::GiveGoodwillOf(TicketSession& session,
+                                                    const std::string& agent_id, absl::Time now) {
+  v1::Ticket& t = session.ticket();
+  std::optional<v1::Agent> agent;
+  const auto rules = SlaRulesInForce::Process().Latest();
+  for (auto& c : *t.mutable_resolution()->mutable_compensations()) {
+    if (!IsGoodwill(c.kind())) continue;
+    if (!agent) {
+      CRM_ASSIGN_OR_RETURN(agent, session.LockAgent(agent_id));
+    }
+    for (v1::Event& e : GiveGoodwill(t, c, agent_id, agent->level(), *rules, now))
+      session.Emit(std::move(e));
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ComplaintTicketService::DecideCompensation(
+    Ctx* ctx, const v1::DecideCompensationRequest* req, v1::Ticket* resp) {
+  auto validated = [&]() -> absl::StatusOr<std::pair<auth::Caller, Decider>> {
+    CRM_RETURN_IF_ERROR(api::RequiredRequestId(req->request_id()));
+    CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req->customer_id()));
+    CRM_RETURN_IF_ERROR(api::RequiredId("ticket_id", req->ticket_id()));
+    CRM_RETURN_IF_ERROR(api::RequiredId("compensation_id", req->compensation_id()));
+    if (!api::RequiredText("reason", req->reason(), 1000).ok())
+      return Invalid("reason", "say why it is approved or rejected (1-1000 characters)");
+    CRM_ASSIGN_OR_RETURN(auth::Caller caller, rpc::CallerOf(*ctx));
+    Decider decider;
+    // An admin decides as themself; anyone else as an agent (an agent's token names them).
+    if (!caller.internal && caller.role == v1::ROLE_ADMIN && req->agent_id().empty()) {
+      decider.admin = true;
+      decider.actor = rpc::Actor(caller);
+    } else {
+      CRM_ASSIGN_OR_RETURN(decider.actor, rpc::ActingAgent(caller, "agent_id", req->agent_id()));
+      CRM_RETURN_IF_ERROR(api::RequiredId("agent_id", decider.actor));
+    }
+    return std::make_pair(std::move(caller), std::move(decider));
+  }();
+  if (!validated.ok()) return Finish(ctx, validated.status());
+  const absl::Time now = clock_->Now();
+  return FinishOn(
+      *writes_, ctx,
+      [this, req, resp, now, decider = validated->second,
+       request_id = rpc::ScopedRequestId(validated->first, req->request_id(),
+                                         "DecideCompensation")]() mutable -> absl::Status {
+        if (!decider.admin) CRM_RETURN_IF_ERROR(CheckAgent(decider.actor));
+        return UpdateAndCount(
+            req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
+            [&](TicketSession& session) -> absl::Status {
+              if (!decider.admin) {
+                CRM_ASSIGN_OR_RETURN(v1::Agent a, session.LockAgent(decider.actor));
+                decider.level = a.level();
+              }
+              CRM_ASSIGN_OR_RETURN(
+                  auto events,
+                  DecideGoodwill(session.ticket(), req->compensation_id(), decider, req->approve(),
+                                 req->reason(), *SlaRulesInForce::Process().Latest(), now));
+              for (v1::Event& e : events) session.Emit(std::move(e));
+              ConfirmAndMaybeResolve(session, now);
+              return absl::OkStatus();
+            },
+            resp);
+      });
+}
+
 absl::Status ComplaintTicketService::ConfirmByAgent(TicketSession& session,
                                                     const std::string& compensation_id,
                                                     const std::string& agent_id, absl::Time now) {
@@ -904,6 +982,11 @@ absl::Status ComplaintTicketService::ConfirmByAgent(TicketSession& session,
       return absl::FailedPreconditionError(
           "compensation_id: points, coupons and refunds are confirmed by the service that "
           "carries them out");
+    }
+    if (IsGoodwill(c.kind())) {
+      return absl::FailedPreconditionError(
+          "compensation_id: goodwill refunds and reshipments are carried out when given within "
+          "the agent's limit or approved (DecideCompensation)");
     }
     if (c.status() == v1::COMPENSATION_STATUS_CONFIRMED) {
       session.MarkUnchanged();

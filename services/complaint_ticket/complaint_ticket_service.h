@@ -85,6 +85,7 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   Reactor* CompleteCallback(Ctx*, const v1::CompleteCallbackRequest*, v1::Ticket*) override;
   Reactor* ResolveTicket(Ctx*, const v1::ResolveTicketRequest*, v1::Ticket*) override;
   Reactor* ConfirmCompensation(Ctx*, const v1::ConfirmCompensationRequest*, v1::Ticket*) override;
+  Reactor* DecideCompensation(Ctx*, const v1::DecideCompensationRequest*, v1::Ticket*) override;
   Reactor* SubmitSatisfaction(Ctx*, const v1::SubmitSatisfactionRequest*, v1::Ticket*) override;
   Reactor* AssessSeverity(Ctx*, const v1::AssessSeverityRequest*, v1::Severity*) override;
   Reactor* RegisterAgent(Ctx*, const v1::RegisterAgentRequest*, v1::Agent*) override;
@@ -123,6 +124,9 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   // agent's message; resolved at once when nothing is left to carry out.
   absl::Status RecordResolution(TicketSession& session, const v1::ResolveTicketRequest& req,
                                 const std::string& agent_id, absl::Time now);
+  // RecordResolution's step for goodwill refunds and reshipments: each carried out within the
+  // agent's limit (their level, as the agent record says), else left awaiting approval.
+  absl::Status GiveGoodwillOf(TicketSession& session, const std::string& agent_id, absl::Time now);
   // ConfirmCompensation's change: an agent confirms a compensation they carry out themselves.
   absl::Status ConfirmByAgent(TicketSession& session, const std::string& compensation_id,
                               const std::string& agent_id, absl::Time now);

@@ -34,11 +34,14 @@ class Place {
         std::string path, int line)
       : text_(text), message_(message), tree_(tree), path_(std::move(path)), line_(line) {}
 
-  // The place of the `index`th `field` message within this one.
+  // The place of the `index`th `field` message within this one (index 0 for a singular field).
   Place Nested(const char* field, int index, const google::protobuf::Message& nested) const {
     const auto* f = message_.GetDescriptor()->FindFieldByName(field);
-    return Place(text_, nested, tree_ ? tree_->GetTreeForNested(f, index) : nullptr,
-                 absl::StrCat(path_, field, "[", index, "]."), LineOf(field, index));
+    const bool repeated = f->is_repeated();
+    return Place(
+        text_, nested, tree_ ? tree_->GetTreeForNested(f, repeated ? index : -1) : nullptr,
+        repeated ? absl::StrCat(path_, field, "[", index, "].") : absl::StrCat(path_, field, "."),
+        LineOf(field, index));
   }
 
   // INVALID_ARGUMENT "sla rules: line N: <path.field> <what>" about a field as a whole (a repeated
@@ -206,6 +209,34 @@ absl::Status CheckAllPriorities(const Place& top, const char* field,
   return absl::OkStatus();
 }
 
+// Agent levels, as v1.Agent.level.
+constexpr int kLevels[] = {1, 2, 3};
+
+absl::StatusOr<std::pair<std::map<int, CompensationLimit>, int>> CompileApproval(
+    const internal::CompensationApproval& a, const Place& at) {
+  std::map<int, CompensationLimit> limits;
+  for (int i = 0; i < a.limits_size(); ++i) {
+    const auto& l = a.limits(i);
+    const Place limit = at.Nested("limits", i, l);
+    if (l.level() < 1 || l.level() > 3) return limit.Error("level", "must be 1, 2 or 3");
+    if (l.goodwill_refund_up_to_minor() < 0)
+      return limit.Error("goodwill_refund_up_to_minor", "must be >= 0");
+    if (!limits
+             .emplace(l.level(), CompensationLimit{l.goodwill_refund_up_to_minor(), l.reshipment()})
+             .second) {
+      return limit.Error("level", absl::StrCat(l.level(), " is given twice"));
+    }
+  }
+  for (int level : kLevels) {
+    if (limits.count(level) == 0)
+      return at.Error("limits",
+                      absl::StrCat("has none for level ", level, " (one for each of 1-3)"));
+  }
+  if (a.supervisor_level() < 1 || a.supervisor_level() > 3)
+    return at.Error("supervisor_level", "must be 1, 2 or 3");
+  return std::make_pair(std::move(limits), a.supervisor_level());
+}
+
 }  // namespace
 
 absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
@@ -288,6 +319,14 @@ absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
   }
   CRM_RETURN_IF_ERROR(CheckAllPriorities(top, "escalation", seen));
 
+  if (r.has_compensation_approval()) {
+    CRM_ASSIGN_OR_RETURN(auto approval, CompileApproval(r.compensation_approval(),
+                                                        top.Nested("compensation_approval", 0,
+                                                                   r.compensation_approval())));
+    rules.limits_ = std::move(approval.first);
+    rules.supervisor_level_ = approval.second;
+  }
+
   // Every calendar must hold the longest promise within a walk's reach.
   for (size_t i = 0; i < rules.calendars_.size(); ++i) {
     const BusinessCalendar& cal = rules.calendars_[i];
@@ -300,6 +339,11 @@ absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
     }
   }
   return rules;
+}
+
+CompensationLimit SlaRules::LimitFor(int level) const {
+  auto it = limits_.find(level);
+  return it == limits_.end() ? CompensationLimit{} : it->second;
 }
 
 SlaPolicy SlaRules::PolicyFor(v1::Priority priority, bool enterprise) const {

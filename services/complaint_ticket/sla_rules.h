@@ -35,6 +35,12 @@ struct EscalationPolicy {
   internal::EscalateWhen escalate = internal::ESCALATE_WHEN_AT_RISK;
 };
 
+// What agents of one level may give on a ticket without approval.
+struct CompensationLimit {
+  int64_t goodwill_refund_up_to_minor = 0;
+  bool reshipment = false;
+};
+
 // Checked rules, ready to use. Immutable; shared between the tickets they apply to.
 class SlaRules {
  public:
@@ -44,6 +50,10 @@ class SlaRules {
   // The calendar of the first choice the ticket matches, else the default calendar.
   const BusinessCalendar& CalendarFor(const v1::Ticket& ticket) const;
   const EscalationPolicy& EscalationFor(v1::Priority priority) const;
+  // What an agent of `level` may give without approval (nothing for a level the rules do not name).
+  CompensationLimit LimitFor(int level) const;
+  // Agents at this level or above approve compensation above another agent's limit.
+  int supervisor_level() const { return supervisor_level_; }
   // A calendar by name; null when the rules have none of that name.
   const BusinessCalendar* Calendar(absl::string_view name) const;
   const internal::SlaRules& source() const { return source_; }
@@ -66,12 +76,16 @@ class SlaRules {
   std::vector<Choice> choices_;
   std::map<v1::Priority, PolicyRow> policies_;
   std::map<v1::Priority, EscalationPolicy> escalation_;
+  std::map<int, CompensationLimit> limits_;
+  // Without a compensation_approval section every goodwill refund and reshipment waits for level 3.
+  int supervisor_level_ = 3;
 };
 
 // Parses protobuf text format and checks it: known time zones; working hours "HH:MM" with start <
 // end, not overlapping on a day; dates as YYYY-MM-DD, none both a holiday and a make-up day;
 // durations > 0 that each calendar can hold; one policy and one escalation rule for each of P1-P3;
-// calendar names unique and every reference known. Errors name the line (INVALID_ARGUMENT "sla
+// calendar names unique and every reference known; compensation limits, when given, one for each
+// agent level 1-3, >= 0, and a supervisor level 1-3. Errors name the line (INVALID_ARGUMENT "sla
 // rules: line N: <field> ...").
 absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text);
 

@@ -1,7 +1,7 @@
 // SLA rules as data: business time over weekends, China's holidays and make-up days, nights, long
 // durations and a daylight-saving change; the parser's refusals, each naming its line; the shipped
-// rules keeping today's promises; and rules reloaded mid-flight holding only for tickets opened
-// afterwards.
+// rules keeping today's promises; rules reloaded mid-flight holding only for tickets opened
+// afterwards; and the compensation approval section (limits per agent level).
 #include "services/complaint_ticket/sla_rules.h"
 
 #include <initializer_list>
@@ -41,6 +41,12 @@ policies { priority: PRIORITY_P3 first_response: "24h" next_update: "48h" resolu
 escalation { priority: PRIORITY_P1 at_risk_fraction: 0.25 at_risk_at_least: "15m" escalate: ESCALATE_WHEN_AT_RISK }
 escalation { priority: PRIORITY_P2 at_risk_fraction: 0.25 at_risk_at_least: "15m" escalate: ESCALATE_WHEN_AT_RISK }
 escalation { priority: PRIORITY_P3 at_risk_fraction: 0.25 at_risk_at_least: "15m" escalate: ESCALATE_WHEN_AT_RISK }
+compensation_approval {
+  limits { level: 1 goodwill_refund_up_to_minor: 5000 reshipment: false }
+  limits { level: 2 goodwill_refund_up_to_minor: 50000 reshipment: true }
+  limits { level: 3 goodwill_refund_up_to_minor: 200000 reshipment: true }
+  supervisor_level: 3
+}
 )";
 
 absl::TimeZone Zone(const char* name) {
@@ -136,6 +142,19 @@ struct BadEdit {
   std::string from, to, refusal;
 };
 
+// Each edit of `kRules` is refused as INVALID_ARGUMENT saying what it must.
+void CheckRefused(std::initializer_list<BadEdit> edits) {
+  for (const BadEdit& edit : edits) {
+    INFO(edit.refusal);
+    const std::string text = absl::StrReplaceAll(kRules, {{edit.from, edit.to}});
+    REQUIRE(text != kRules);
+    auto rules = ParseSlaRules(text);
+    REQUIRE_FALSE(rules.ok());
+    CHECK(rules.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(rules.status().message()), Catch::Contains(edit.refusal));
+  }
+}
+
 TEST_CASE("sla rules: a bad file is refused naming the line and the field", "[sla][rules]") {
   REQUIRE(ParseSlaRules(kRules).ok());
   const std::string p2 =
@@ -143,7 +162,7 @@ TEST_CASE("sla rules: a bad file is refused naming the line and the field", "[sl
       "\"72h\" }\n";
   const std::string p2_escalates_at_end =
       "at_risk_at_least: \"15m\" escalate: ESCALATE_WHEN_AT_RISK }\nescalation { priority: ";
-  const BadEdit edits[] = {
+  CheckRefused({
       {"Asia/Shanghai", "Asia/Atlantis",
        "line 4: calendars[0].time_zone \"Asia/Atlantis\" is not a known IANA time zone"},
       {"start: \"09:00\" end: \"18:00\"", "start: \"18:00\" end: \"09:00\"",
@@ -165,16 +184,7 @@ TEST_CASE("sla rules: a bad file is refused naming the line and the field", "[sl
        "line 23: escalation[2].priority PRIORITY_P2 is given twice"},
       // A syntax error is the parser's, with line and column.
       {"priority: PRIORITY_P3 first", "priority: PRIORITY_P9 first", "sla rules: line 20, column"},
-  };
-  for (const BadEdit& edit : edits) {
-    INFO(edit.refusal);
-    const std::string text = absl::StrReplaceAll(kRules, {{edit.from, edit.to}});
-    REQUIRE(text != kRules);
-    auto rules = ParseSlaRules(text);
-    REQUIRE_FALSE(rules.ok());
-    CHECK(rules.status().code() == absl::StatusCode::kInvalidArgument);
-    CHECK_THAT(std::string(rules.status().message()), Catch::Contains(edit.refusal));
-  }
+  });
 }
 
 TEST_CASE("sla rules: the shipped rules keep today's promises, around the clock by default",
@@ -244,6 +254,45 @@ TEST_CASE("sla rules: reloaded rules hold for tickets opened afterwards, open ti
                        api::FromTimestamp(after.sla().first_response_due()), ""};
   CHECK(RiskFrom(after, later) == Beijing(2026, 3, 16, 10));
   CHECK(EvaluateSla(after, Beijing(2026, 3, 16, 10)).escalate);
+}
+
+TEST_CASE("compensation approval: the shipped limits per agent level", "[sla][goodwill]") {
+  const auto rules = BuiltInSlaRules();
+  REQUIRE(rules != nullptr);
+  CHECK(rules->LimitFor(1).goodwill_refund_up_to_minor == 5000);
+  CHECK_FALSE(rules->LimitFor(1).reshipment);
+  CHECK(rules->LimitFor(2).goodwill_refund_up_to_minor == 50000);
+  CHECK(rules->LimitFor(2).reshipment);
+  CHECK(rules->supervisor_level() == 3);
+  // A level the rules do not name may give nothing by itself.
+  CHECK(rules->LimitFor(7).goodwill_refund_up_to_minor == 0);
+  CHECK_FALSE(rules->LimitFor(7).reshipment);
+}
+
+TEST_CASE("compensation approval: without the section everything waits for level 3",
+          "[sla][goodwill]") {
+  const std::string text = kRules;
+  auto rules = ParseSlaRules(text.substr(0, text.find("compensation_approval")));
+  REQUIRE(rules.ok());
+  CHECK(rules->LimitFor(2).goodwill_refund_up_to_minor == 0);
+  CHECK_FALSE(rules->LimitFor(3).reshipment);
+  CHECK(rules->supervisor_level() == 3);
+}
+
+TEST_CASE("compensation approval: a bad section is refused naming the line and the field",
+          "[sla][goodwill]") {
+  CheckRefused({
+      {"level: 2 goodwill", "level: 4 goodwill",
+       "line 26: compensation_approval.limits[1].level must be 1, 2 or 3"},
+      {"level: 2 goodwill", "level: 1 goodwill",
+       "line 26: compensation_approval.limits[1].level 1 is given twice"},
+      {"up_to_minor: 50000", "up_to_minor: -1",
+       "line 26: compensation_approval.limits[1].goodwill_refund_up_to_minor must be >= 0"},
+      {"  limits { level: 3 goodwill_refund_up_to_minor: 200000 reshipment: true }\n", "",
+       "line 25: compensation_approval.limits has none for level 3"},
+      {"supervisor_level: 3", "supervisor_level: 0",
+       "line 28: compensation_approval.supervisor_level must be 1, 2 or 3"},
+  });
 }
 
 }  // namespace
