@@ -35,12 +35,17 @@
 namespace crm::store {
 namespace {
 
-std::unique_ptr<Store> OpenStore(const std::string& path) {
+// A store at `path` with a small memory budget, as every test here wants.
+StoreOptions SmallStore(const std::string& path) {
   StoreOptions o;
   o.path = path;
   o.block_cache_bytes = 4 << 20;
   o.memtable_budget_bytes = 4 << 20;
-  auto s = Store::Open(o, {"things", "requests"});
+  return o;
+}
+
+std::unique_ptr<Store> OpenStore(const std::string& path) {
+  auto s = Store::Open(SmallStore(path), {"things", "requests"});
   REQUIRE(s.ok());
   return std::move(*s);
 }
@@ -433,11 +438,7 @@ void CheckRefusedAsDataLoss(const absl::Status& s, const std::string& damaged_fi
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Reopen(const std::string& path) {
-  StoreOptions o;
-  o.path = path;
-  o.block_cache_bytes = 4 << 20;
-  o.memtable_budget_bytes = 4 << 20;
-  return Store::Open(o, {"things", "requests"});
+  return Store::Open(SmallStore(path), {"things", "requests"});
 }
 
 std::string Value(int i) {
@@ -599,10 +600,7 @@ TEST_CASE(
           const std::string mib(1 << 20, 'x');
           for (int i = 0; i < 16; ++i) f << mib;  // what the operator will free
         }
-        StoreOptions o;
-        o.path = data;
-        o.block_cache_bytes = 4 << 20;
-        o.memtable_budget_bytes = 4 << 20;
+        StoreOptions o = SmallStore(data);
         o.disk_reserve_bytes = 24 << 20;
         auto opened = Store::Open(o, {"things", "requests"});
         if (!opened.ok()) return "open: " + opened.status().ToString();
@@ -678,10 +676,7 @@ TEST_CASE(
     "catches up",
     "[store][stall]") {
   testing::TempDir dir;
-  StoreOptions o;
-  o.path = dir.path();
-  o.block_cache_bytes = 4 << 20;
-  o.memtable_budget_bytes = 4 << 20;
+  StoreOptions o = SmallStore(dir.path());
   o.write_stop_wait = absl::Milliseconds(200);
   auto opened = Store::Open(o, {"things", "requests"});
   REQUIRE(opened.ok());
@@ -798,10 +793,7 @@ TEST_CASE(
     "is exact through negative deltas, a flush, a compaction and a reopen",
     "[store][counters]") {
   testing::TempDir dir;
-  StoreOptions o;
-  o.path = dir.path();
-  o.block_cache_bytes = 4 << 20;
-  o.memtable_budget_bytes = 4 << 20;
+  StoreOptions o = SmallStore(dir.path());
   // Short, so a transaction that had to wait for the row would fail the test at once.
   o.lock_timeout = absl::Milliseconds(50);
   o.merge_operators["counts"] = CounterSum(internal::CoCounts::default_instance());
