@@ -1,5 +1,6 @@
 #include "services/complaint_ticket/complaint_ticket_service.h"
 
+#include <algorithm>
 #include <functional>
 #include <optional>
 #include <set>
@@ -26,6 +27,19 @@
 
 namespace crm::complaint_ticket {
 namespace {
+
+// Agents' internal notes are never shown to the customer (TicketMessage.internal), whichever method
+// answers them the ticket. Fails closed: a call whose caller cannot be read is treated as theirs.
+bool HidesInternalNotes(const grpc::ServerContextBase& ctx) {
+  const absl::StatusOr<auth::Caller> caller = rpc::CallerOf(ctx);
+  return !caller.ok() || rpc::IsCustomer(*caller);
+}
+void HideInternalNotes(v1::Ticket& ticket) {
+  auto* messages = ticket.mutable_messages();
+  messages->erase(std::remove_if(messages->begin(), messages->end(),
+                                 [](const v1::TicketMessage& m) { return m.internal(); }),
+                  messages->end());
+}
 
 using api::Invalid;
 using rpc::Finish;
@@ -559,10 +573,13 @@ grpc::ServerUnaryReactor* ComplaintTicketService::OpenTicket(Ctx* ctx,
                                                              v1::Ticket* resp) {
   if (auto s = ValidateOpen(*req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return rpc::FinishRequestOn(*writes_, ctx, req->request_id(),
-                              [this, req, resp, now](const std::string& request_id) {
-                                return Open(*req, request_id, now, resp);
-                              });
+  return rpc::FinishRequestOn(
+      *writes_, ctx, req->request_id(),
+      [this, req, resp, now, hide = HidesInternalNotes(*ctx)](const std::string& request_id) {
+        CRM_RETURN_IF_ERROR(Open(*req, request_id, now, resp));
+        if (hide) HideInternalNotes(*resp);
+        return absl::OkStatus();
+      });
 }
 
 absl::Status ComplaintTicketService::Open(const v1::OpenTicketRequest& req,
@@ -594,16 +611,21 @@ grpc::ServerUnaryReactor* ComplaintTicketService::GetTicket(Ctx* ctx,
                                                             v1::Ticket* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
   if (auto s = api::RequiredId("ticket_id", req->ticket_id()); !s.ok()) return Finish(ctx, s);
-  return rpc::FinishWith(ctx, store_->Get(req->customer_id(), req->ticket_id()), resp);
+  absl::StatusOr<v1::Ticket> ticket = store_->Get(req->customer_id(), req->ticket_id());
+  if (ticket.ok() && HidesInternalNotes(*ctx)) HideInternalNotes(*ticket);
+  return rpc::FinishWith(ctx, std::move(ticket), resp);
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ListTickets(Ctx* ctx,
                                                               const v1::ListTicketsRequest* req,
                                                               v1::ListTicketsResponse* resp) {
-  return Finish(ctx,
-                rpc::ReadCustomerPage(*req, "tickets", {20, 100},
-                                      std::bind_front(&ComplaintTicketStore::List, store_),
-                                      resp->mutable_tickets(), resp->mutable_next_page_token()));
+  const absl::Status read = rpc::ReadCustomerPage(
+      *req, "tickets", {20, 100}, std::bind_front(&ComplaintTicketStore::List, store_),
+      resp->mutable_tickets(), resp->mutable_next_page_token());
+  if (read.ok() && HidesInternalNotes(*ctx)) {
+    for (v1::Ticket& ticket : *resp->mutable_tickets()) HideInternalNotes(ticket);
+  }
+  return Finish(ctx, read);
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(
@@ -661,13 +683,16 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx,
   return FinishOn(
       *writes_, ctx,
       [this, req, resp, now, author = by->author, agent_id = by->agent_id,
+       hide = rpc::IsCustomer(by->caller),
        request_id =
            rpc::ScopedRequestId(by->caller, req->request_id(), "ReplyToTicket")]() -> absl::Status {
         if (author == v1::MESSAGE_AUTHOR_AGENT) CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
-        return UpdateAndCount(
+        CRM_RETURN_IF_ERROR(UpdateAndCount(
             req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
             [&](TicketSession& session) { return AddReply(session, *req, author, agent_id, now); },
-            resp);
+            resp));
+        if (hide) HideInternalNotes(*resp);
+        return absl::OkStatus();
       });
 }
 
@@ -1006,10 +1031,12 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SubmitSatisfaction(
     Ctx* ctx, const v1::SubmitSatisfactionRequest* req, v1::Ticket* resp) {
   if (auto s = ValidateSurvey(*ctx, *req); !s.ok()) return Finish(ctx, s);
   const absl::Time now = clock_->Now();
-  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
-    return UpdateAndCount(
+  return FinishOn(*writes_, ctx, [this, req, resp, now, hide = HidesInternalNotes(*ctx)] {
+    CRM_RETURN_IF_ERROR(UpdateAndCount(
         req->customer_id(), req->ticket_id(), "", 0, now,
-        [&](TicketSession& session) { return RecordSatisfaction(session, *req, now); }, resp);
+        [&](TicketSession& session) { return RecordSatisfaction(session, *req, now); }, resp));
+    if (hide) HideInternalNotes(*resp);
+    return absl::OkStatus();
   });
 }
 

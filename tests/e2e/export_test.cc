@@ -4,7 +4,13 @@
 // export holds each of them, equal to what each service's own read calls answer; a customer's own
 // export leaves out agents' internal notes; it is reachable as Connect JSON; another customer and
 // agents are refused; with a service down it fails naming the service; after erasure it is
-// NOT_FOUND, as the 360° view is.
+// NOT_FOUND, as the 360° view is. And no complaint-ticket method a customer calls answers them an
+// internal note.
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -13,8 +19,10 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/customer_view.grpc.pb.h"
 #include "crm/v1/loyalty.grpc.pb.h"
+#include "crm/v1/options.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "crm/v1/recommendation.grpc.pb.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "libs/api/validate.h"
 #include "tests/support/crm_system.h"
@@ -280,11 +288,17 @@ void CheckMatchesServices(Gateway& gw, const std::string& admin, const std::stri
     CheckEqual(bundle.shown_recommendations(i), items.items(i));
 }
 
+// True when the ticket holds a message only agents may see.
+bool HasInternalNote(const v1::Ticket& ticket) {
+  for (const v1::TicketMessage& m : ticket.messages()) {
+    if (m.internal()) return true;
+  }
+  return false;
+}
+
 bool HasInternalNote(const v1::CustomerDataExportBundle& bundle) {
   for (const v1::Ticket& t : bundle.tickets()) {
-    for (const v1::TicketMessage& m : t.messages()) {
-      if (m.internal()) return true;
-    }
+    if (HasInternalNote(t)) return true;
   }
   return false;
 }
@@ -407,6 +421,88 @@ TEST_CASE(
   auto view_request = ForCustomer<v1::GetCustomerViewRequest>(id);
   CHECK(Gateway::As(t.admin, gw.views.get(), &VS::GetCustomerView, view_request, &view)
             .error_code() == grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_CASE(
+    "internal notes: no complaint-ticket method a customer may call answers them an agent's "
+    "internal note, while the agent still sees it") {
+  testing::TempDir dir;
+  testing::CrmSystem::Options options;
+  options.data_root = dir.path();
+  testing::CrmSystem system(options);
+  REQUIRE(system.Start().ok());
+  Gateway gw(system.gateway());
+  Tokens t{system.Token("admin", "ops-1"), system.Token("agent", "agent-7"),
+           system.Token("service", "storefront"), "", system.Token("customer", "c_someone")};
+  const std::string id = CustomerWithHistory(gw, system, t);
+  const v1::ListTicketsResponse as_agent = Gateway::Ok(t.agent, gw.tickets.get(), &TS::ListTickets,
+                                                       ForCustomer<v1::ListTicketsRequest>(id));
+  REQUIRE(as_agent.tickets_size() == 1);
+  REQUIRE(HasInternalNote(as_agent.tickets(0)));
+  const std::string ticket_id = as_agent.tickets(0).ticket_id();
+
+  // Each method a customer may call, called as the customer; its answer's tickets.
+  std::map<std::string, std::function<std::vector<v1::Ticket>()>> calls;
+  calls["OpenTicket"] = [&] {
+    return std::vector<v1::Ticket>{
+        Gateway::Ok(t.customer, gw.tickets.get(), &TS::OpenTicket,
+                    testing::TicketRequest(id, "second", v1::TICKET_CHANNEL_WEB,
+                                           v1::TICKET_CATEGORY_OTHER, "and the lid is loose"))};
+  };
+  calls["GetTicket"] = [&] {
+    v1::GetTicketRequest get;
+    get.set_customer_id(id);
+    get.set_ticket_id(ticket_id);
+    return std::vector<v1::Ticket>{Gateway::Ok(t.customer, gw.tickets.get(), &TS::GetTicket, get)};
+  };
+  calls["ListTickets"] = [&] {
+    const auto list = Gateway::Ok(t.customer, gw.tickets.get(), &TS::ListTickets,
+                                  ForCustomer<v1::ListTicketsRequest>(id));
+    return std::vector<v1::Ticket>(list.tickets().begin(), list.tickets().end());
+  };
+  calls["ReplyToTicket"] = [&] {
+    v1::ReplyToTicketRequest reply;
+    reply.set_customer_id(id);
+    reply.set_ticket_id(ticket_id);
+    reply.set_text("any news?");
+    reply.set_request_id("reply-again");
+    return std::vector<v1::Ticket>{
+        Gateway::Ok(t.customer, gw.tickets.get(), &TS::ReplyToTicket, reply)};
+  };
+  calls["SubmitSatisfaction"] = [&] {
+    v1::ResolveTicketRequest resolve;
+    resolve.set_customer_id(id);
+    resolve.set_ticket_id(ticket_id);
+    resolve.set_summary("carrier claim paid, replacement sent");
+    resolve.set_request_id("resolve");
+    Gateway::Ok(t.agent, gw.tickets.get(), &TS::ResolveTicket, resolve);
+    v1::SubmitSatisfactionRequest csat;
+    csat.set_customer_id(id);
+    csat.set_ticket_id(ticket_id);
+    csat.set_csat(4);
+    return std::vector<v1::Ticket>{
+        Gateway::Ok(t.customer, gw.tickets.get(), &TS::SubmitSatisfaction, csat)};
+  };
+
+  // Every method whose policy lets a customer call it is tried, so a new one cannot be forgotten.
+  const auto* service = google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+      v1::ComplaintTicketService::service_full_name());
+  REQUIRE(service != nullptr);
+  for (int m = 0; m < service->method_count(); ++m) {
+    const auto& roles = service->method(m)->options().GetExtension(v1::policy).roles();
+    if (std::find(roles.begin(), roles.end(), v1::ROLE_CUSTOMER) == roles.end()) continue;
+    INFO(service->method(m)->name() << " is callable by a customer: add it to the calls here");
+    CHECK(calls.count(service->method(m)->name()) == 1);
+  }
+  for (const auto& [method, call] : calls) {
+    INFO(method);
+    for (const v1::Ticket& ticket : call()) CHECK_FALSE(HasInternalNote(ticket));
+  }
+  // The agent's own view of the ticket keeps the note.
+  v1::GetTicketRequest get;
+  get.set_customer_id(id);
+  get.set_ticket_id(ticket_id);
+  CHECK(HasInternalNote(Gateway::Ok(t.agent, gw.tickets.get(), &TS::GetTicket, get)));
 }
 
 }  // namespace
