@@ -198,6 +198,32 @@ void AttachReturns(v1::ListReturnsResponse& returns, v1::CustomerDataExportBundl
   }
 }
 
+// Each review beside its order, then the orders' histories; a review of an order the export does
+// not hold (past the orders' cap) counts as left out.
+void ExportReviews(const ExportPtr& e) {
+  auto reviews = std::make_shared<RepeatedPtrField<v1::Review>>();
+  v1::CustomerDataExportBundle& part = e->parts[kOrders];
+  PageThrough(
+      e, kOrders, "/crm.v1.OrderTrackingService/ListReviews",
+      ForCustomer<v1::ListReviewsRequest>(*e), kMaxExportedReviews,
+      &v1::ListReviewsResponse::mutable_reviews, reviews.get(), part.mutable_reviews_listing(),
+      [e, reviews] {
+        v1::CustomerDataExportBundle& orders = e->parts[kOrders];
+        absl::flat_hash_map<std::string, v1::ExportedOrder*> by_id;
+        for (v1::ExportedOrder& o : *orders.mutable_orders()) by_id[o.order().order_id()] = &o;
+        for (v1::Review& r : *reviews) {
+          auto it = by_id.find(r.order_id());
+          if (it == by_id.end()) {
+            orders.mutable_reviews_listing()->set_truncated(true);
+            orders.mutable_reviews_listing()->set_count(orders.reviews_listing().count() - 1);
+            continue;
+          }
+          *it->second->add_reviews() = std::move(r);
+        }
+        ExportOrderHistories(e, 0);
+      });
+}
+
 void ExportOrders(const ExportPtr& e) {
   auto orders = std::make_shared<RepeatedPtrField<v1::Order>>();
   PageThrough(e, kOrders, "/crm.v1.OrderTrackingService/ListOrders",
@@ -210,7 +236,7 @@ void ExportOrders(const ExportPtr& e) {
                                              ForCustomer<v1::ListReturnsRequest>(*e),
                                              [e](v1::ListReturnsResponse& r) {
                                                AttachReturns(r, e->parts[kOrders]);
-                                               ExportOrderHistories(e, 0);
+                                               ExportReviews(e);
                                              });
               });
 }

@@ -18,6 +18,7 @@ namespace crm::gateway {
 // one huge customer cannot exhaust the gateway's memory.
 inline constexpr int kMaxExportedOrders = 1000;
 inline constexpr int kMaxExportedReturns = 1000;
+inline constexpr int kMaxExportedReviews = 1000;
 inline constexpr int kMaxExportedTickets = 1000;
 inline constexpr int kMaxExportedLedgerEntries = 10000;
 inline constexpr int kMaxExportedCoupons = 1000;

@@ -543,6 +543,15 @@ void OrderTrackingService::CountReturnStep(const v1::AdvanceReturnRequest& req,
   }
 }
 
+grpc::ServerUnaryReactor* OrderTrackingService::ListReviews(Ctx* ctx,
+                                                            const v1::ListReviewsRequest* req,
+                                                            v1::ListReviewsResponse* resp) {
+  return Finish(ctx,
+                rpc::ReadCustomerPage(*req, "reviews", {20, 100},
+                                      std::bind_front(&OrderTrackingStore::ListReviews, store_),
+                                      resp->mutable_reviews(), resp->mutable_next_page_token()));
+}
+
 grpc::ServerUnaryReactor* OrderTrackingService::ListReturns(Ctx* ctx,
                                                             const v1::ListReturnsRequest* req,
                                                             v1::ListReturnsResponse* resp) {

@@ -70,6 +70,7 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   Reactor* RequestReturn(Ctx*, const v1::RequestReturnRequest*, v1::Return*) override;
   Reactor* AdvanceReturn(Ctx*, const v1::AdvanceReturnRequest*, v1::Return*) override;
   Reactor* ListReturns(Ctx*, const v1::ListReturnsRequest*, v1::ListReturnsResponse*) override;
+  Reactor* ListReviews(Ctx*, const v1::ListReviewsRequest*, v1::ListReviewsResponse*) override;
   Reactor* SubmitReview(Ctx*, const v1::SubmitReviewRequest*, v1::Review*) override;
   Reactor* GetReturnPolicy(Ctx*, const v1::GetReturnPolicyRequest*, v1::ReturnPolicy*) override;
 

@@ -398,6 +398,13 @@ absl::StatusOr<v1::Order> OrderTrackingStore::GetOrder(absl::string_view custome
                                       [&] { return OrderNotFound(order_id); });
 }
 
+absl::Status OrderTrackingStore::ListReviews(absl::string_view customer_id, absl::string_view after,
+                                             int limit, std::vector<v1::Review>* out,
+                                             std::string* last_key, bool* more) const {
+  return store::ScanPage(*store_, cf_[kReviews], Key().Str(customer_id).Build(), after, limit, out,
+                         last_key, more);
+}
+
 absl::Status OrderTrackingStore::ListOrders(absl::string_view customer_id, absl::string_view after,
                                             int limit, std::vector<v1::Order>* out,
                                             std::string* last_key, bool* more) const {

@@ -71,6 +71,9 @@ class OrderTrackingStore {
                                      absl::string_view order_id) const;
   absl::Status ListOrders(absl::string_view customer_id, absl::string_view after, int limit,
                           std::vector<v1::Order>* out, std::string* last_key, bool* more) const;
+  // One page of the customer's reviews (a page of ListOrders' shape).
+  absl::Status ListReviews(absl::string_view customer_id, absl::string_view after, int limit,
+                           std::vector<v1::Review>* out, std::string* last_key, bool* more) const;
   // The customer's purchase summary from their totals row and their `open_limit` newest open
   // orders: as many reads as open orders shown, however many orders the customer has.
   absl::StatusOr<v1::PurchaseSummary> PurchaseSummary(absl::string_view customer_id,

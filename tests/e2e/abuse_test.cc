@@ -261,6 +261,11 @@ class Shop {
     p.review_id =
         Created<v1::Review>(p, p.token, "/crm.v1.OrderTrackingService/SubmitReview", review)
             .review_id();
+    // A second review, so the listing of reviews has a second page.
+    review.set_order_id(p.order_ids[0]);
+    review.set_item_id(p.item_id);
+    review.set_request_id(absl::StrCat("review-0-", who));
+    Created<v1::Review>(p, p.token, "/crm.v1.OrderTrackingService/SubmitReview", review);
     return p;
   }
 
@@ -431,6 +436,7 @@ const Listing kListings[] = {
     {"/crm.v1.LoyaltyService/ListPointsHistory", "ledger/", "next_page_token"},
     {"/crm.v1.LoyaltyService/ExplainMembership", "growth/", "next_page_token"},
     {"/crm.v1.RecommendationService/ListShownItems", "shown/", "next_page_token"},
+    {"/crm.v1.OrderTrackingService/ListReviews", "reviews/", "next_page_token"},
 };
 
 TEST_CASE("abuse: every listing a customer pages through is among the page-token attacks") {

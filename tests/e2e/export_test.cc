@@ -259,6 +259,13 @@ void CheckMatchesServices(Gateway& gw, const std::string& admin, const std::stri
   }
   CHECK(exported_returns == returns.returns_size());
   CHECK(bundle.returns_listing().count() == returns.returns_size());
+  const auto reviews = Gateway::Ok(admin, gw.orders.get(), &OS::ListReviews,
+                                   ForCustomer<v1::ListReviewsRequest>(bundle.customer_id()));
+  int exported_reviews = 0;
+  for (const v1::ExportedOrder& o : bundle.orders()) {
+    for (const v1::Review& r : o.reviews()) CheckEqual(r, reviews.reviews(exported_reviews++));
+  }
+  CHECK(exported_reviews == reviews.reviews_size());
 
   auto tickets = ForCustomer<v1::ListTicketsRequest>(id);
   tickets.set_page_size(100);
@@ -357,6 +364,10 @@ TEST_CASE(
   }
   CHECK(review_in_history);
   CHECK(delivered_in_history);
+  REQUIRE(order.reviews_size() == 1);
+  CHECK(order.reviews(0).text() == "fragrant");
+  CHECK(order.reviews(0).rating() == 4);
+  CHECK(admin_export.reviews_listing().count() == 1);
   REQUIRE(admin_export.tickets_size() == 1);
   CHECK(admin_export.tickets(0).callbacks_size() == 1);
   CHECK(HasInternalNote(admin_export));
