@@ -237,51 +237,60 @@ absl::StatusOr<std::pair<std::map<int, CompensationLimit>, int>> CompileApproval
   return std::make_pair(std::move(limits), a.supervisor_level());
 }
 
-}  // namespace
+// The file's calendars, compiled, and where each name is among them.
+struct Calendars {
+  std::vector<BusinessCalendar> list;
+  std::map<std::string, size_t> index;
 
-absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
-  SlaRules rules;
-  Tree tree;
-  CRM_RETURN_IF_ERROR(api::ParseTextProto("sla rules", text, &rules.source_, &tree));
-  const internal::SlaRules& r = rules.source_;
-  const Place top(text, r, &tree, "", 0);
+  absl::StatusOr<size_t> Find(const Place& at, const char* field, const std::string& name) const {
+    auto it = index.find(name);
+    if (it == index.end())
+      return at.Error(field, absl::StrCat("\"", name, "\" is not a calendar of this file"));
+    return it->second;
+  }
+};
 
-  std::map<std::string, size_t> calendar_index;
+absl::StatusOr<Calendars> CompileCalendars(const Place& top, const internal::SlaRules& r) {
+  Calendars out;
   for (int i = 0; i < r.calendars_size(); ++i) {
     const Place at = top.Nested("calendars", i, r.calendars(i));
     CRM_ASSIGN_OR_RETURN(BusinessCalendar cal, CompileCalendar(r.calendars(i), at));
-    if (!calendar_index.emplace(cal.name, rules.calendars_.size()).second)
+    if (!out.index.emplace(cal.name, out.list.size()).second)
       return at.Error("name", absl::StrCat("\"", cal.name, "\" is given twice"));
-    rules.calendars_.push_back(std::move(cal));
+    out.list.push_back(std::move(cal));
   }
-  if (rules.calendars_.empty()) return top.Error("calendars", "are required");
-  auto known = [&](const Place& at, const char* field,
-                   const std::string& name) -> absl::StatusOr<size_t> {
-    auto it = calendar_index.find(name);
-    if (it == calendar_index.end())
-      return at.Error(field, absl::StrCat("\"", name, "\" is not a calendar of this file"));
-    return it->second;
-  };
-  CRM_ASSIGN_OR_RETURN(rules.default_calendar_,
-                       known(top, "default_calendar", r.default_calendar()));
+  if (out.list.empty()) return top.Error("calendars", "are required");
+  return out;
+}
+
+absl::StatusOr<std::vector<CalendarChoice>> CompileChoices(const Place& top,
+                                                           const internal::SlaRules& r,
+                                                           const Calendars& calendars) {
+  std::vector<CalendarChoice> out;
   for (int i = 0; i < r.calendar_choices_size(); ++i) {
     const auto& c = r.calendar_choices(i);
     const Place at = top.Nested("calendar_choices", i, c);
-    SlaRules::Choice choice;
-    CRM_ASSIGN_OR_RETURN(choice.calendar, known(at, "calendar", c.calendar()));
+    CalendarChoice choice;
+    CRM_ASSIGN_OR_RETURN(choice.calendar, calendars.Find(at, "calendar", c.calendar()));
     for (int category : c.categories())
       choice.categories.push_back(static_cast<v1::TicketCategory>(category));
     choice.enterprise_only = c.enterprise_only();
-    rules.choices_.push_back(std::move(choice));
+    out.push_back(std::move(choice));
   }
+  return out;
+}
 
+// One policy per priority; `longest` becomes the longest promise of any.
+absl::StatusOr<std::map<v1::Priority, SlaPolicyRow>> CompilePolicies(const Place& top,
+                                                                     const internal::SlaRules& r,
+                                                                     absl::Duration* longest) {
+  std::map<v1::Priority, SlaPolicyRow> out;
   std::set<v1::Priority> seen;
-  absl::Duration longest;
   for (int i = 0; i < r.policies_size(); ++i) {
     const auto& p = r.policies(i);
     const Place at = top.Nested("policies", i, p);
     CRM_RETURN_IF_ERROR(CheckPriority(at, p.priority(), seen));
-    SlaRules::PolicyRow row;
+    SlaPolicyRow row;
     CRM_ASSIGN_OR_RETURN(row.policy.first_response,
                          PositiveDuration(at, "first_response", p.first_response()));
     CRM_ASSIGN_OR_RETURN(row.policy.next_update,
@@ -292,13 +301,18 @@ absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
           row.enterprise_first_response,
           PositiveDuration(at, "enterprise_first_response", p.enterprise_first_response()));
     }
-    longest = std::max(
-        {longest, row.policy.first_response, row.policy.next_update, row.policy.resolution});
-    rules.policies_[p.priority()] = row;
+    *longest = std::max(
+        {*longest, row.policy.first_response, row.policy.next_update, row.policy.resolution});
+    out[p.priority()] = row;
   }
   CRM_RETURN_IF_ERROR(CheckAllPriorities(top, "policies", seen));
+  return out;
+}
 
-  seen.clear();
+absl::StatusOr<std::map<v1::Priority, EscalationPolicy>> CompileEscalation(
+    const Place& top, const internal::SlaRules& r) {
+  std::map<v1::Priority, EscalationPolicy> out;
+  std::set<v1::Priority> seen;
   for (int i = 0; i < r.escalation_size(); ++i) {
     const auto& e = r.escalation(i);
     const Place at = top.Nested("escalation", i, e);
@@ -315,21 +329,18 @@ absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
     if (e.escalate() == internal::ESCALATE_WHEN_UNSPECIFIED)
       return at.Error("escalate", "is required (ESCALATE_WHEN_AT_RISK, _BREACHED or _NEVER)");
     policy.escalate = e.escalate();
-    rules.escalation_[e.priority()] = policy;
+    out[e.priority()] = policy;
   }
   CRM_RETURN_IF_ERROR(CheckAllPriorities(top, "escalation", seen));
+  return out;
+}
 
-  if (r.has_compensation_approval()) {
-    CRM_ASSIGN_OR_RETURN(auto approval, CompileApproval(r.compensation_approval(),
-                                                        top.Nested("compensation_approval", 0,
-                                                                   r.compensation_approval())));
-    rules.limits_ = std::move(approval.first);
-    rules.supervisor_level_ = approval.second;
-  }
-
-  // Every calendar must hold the longest promise within a walk's reach.
-  for (size_t i = 0; i < rules.calendars_.size(); ++i) {
-    const BusinessCalendar& cal = rules.calendars_[i];
+// Every calendar must hold the longest promise within a walk's reach.
+absl::Status CheckCalendarsHold(const Place& top, const internal::SlaRules& r,
+                                const std::vector<BusinessCalendar>& calendars,
+                                absl::Duration longest) {
+  for (size_t i = 0; i < calendars.size(); ++i) {
+    const BusinessCalendar& cal = calendars[i];
     const absl::Time from = absl::FromCivil(absl::CivilDay(2025, 1, 1), cal.zone);
     if (AddBusinessTime(from, longest, cal) == absl::InfiniteFuture()) {
       return top.Nested("calendars", static_cast<int>(i), r.calendars(static_cast<int>(i)))
@@ -338,6 +349,33 @@ absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
                               " within ", kMaxDaysWalked, " days"));
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
+  SlaRules rules;
+  Tree tree;
+  CRM_RETURN_IF_ERROR(api::ParseTextProto("sla rules", text, &rules.source_, &tree));
+  const internal::SlaRules& r = rules.source_;
+  const Place top(text, r, &tree, "", 0);
+  CRM_ASSIGN_OR_RETURN(Calendars calendars, CompileCalendars(top, r));
+  CRM_ASSIGN_OR_RETURN(rules.default_calendar_,
+                       calendars.Find(top, "default_calendar", r.default_calendar()));
+  CRM_ASSIGN_OR_RETURN(rules.choices_, CompileChoices(top, r, calendars));
+  absl::Duration longest;
+  CRM_ASSIGN_OR_RETURN(rules.policies_, CompilePolicies(top, r, &longest));
+  CRM_ASSIGN_OR_RETURN(rules.escalation_, CompileEscalation(top, r));
+  if (r.has_compensation_approval()) {
+    CRM_ASSIGN_OR_RETURN(auto approval, CompileApproval(r.compensation_approval(),
+                                                        top.Nested("compensation_approval", 0,
+                                                                   r.compensation_approval())));
+    rules.limits_ = std::move(approval.first);
+    rules.supervisor_level_ = approval.second;
+  }
+  CRM_RETURN_IF_ERROR(CheckCalendarsHold(top, r, calendars.list, longest));
+  rules.calendars_ = std::move(calendars.list);
   return rules;
 }
 

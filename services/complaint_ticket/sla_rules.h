@@ -41,6 +41,18 @@ struct CompensationLimit {
   bool reshipment = false;
 };
 
+// One priority's promises in a rules file, with the enterprise first-response override.
+struct SlaPolicyRow {
+  SlaPolicy policy;
+  std::optional<absl::Duration> enterprise_first_response;
+};
+// Which calendar a ticket runs on, by its category and whether its account is an enterprise one.
+struct CalendarChoice {
+  std::vector<v1::TicketCategory> categories;
+  bool enterprise_only = false;
+  size_t calendar = 0;  // index into the file's calendars
+};
+
 // Checked rules, ready to use. Immutable; shared between the tickets they apply to.
 class SlaRules {
  public:
@@ -60,15 +72,8 @@ class SlaRules {
 
  private:
   friend absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text);
-  struct PolicyRow {
-    SlaPolicy policy;
-    std::optional<absl::Duration> enterprise_first_response;
-  };
-  struct Choice {
-    std::vector<v1::TicketCategory> categories;
-    bool enterprise_only = false;
-    size_t calendar = 0;
-  };
+  using PolicyRow = SlaPolicyRow;
+  using Choice = CalendarChoice;
 
   internal::SlaRules source_;
   std::vector<BusinessCalendar> calendars_;
