@@ -247,17 +247,8 @@ void ExportTickets(const ExportPtr& e) {
               ForCustomer<v1::ListTicketsRequest>(*e), kMaxExportedTickets,
               &v1::ListTicketsResponse::mutable_tickets, part.mutable_tickets(),
               part.mutable_tickets_listing(), [e] {
-                // Notes are never shown to the customer (crm.v1.TicketMessage.internal): their own
-                // export leaves them out; an admin's holds them for review before it is handed on.
-                if (!e->admin) {
-                  for (v1::Ticket& t : *e->parts[kTickets].mutable_tickets()) {
-                    auto* messages = t.mutable_messages();
-                    messages->erase(
-                        std::remove_if(messages->begin(), messages->end(),
-                                       [](const v1::TicketMessage& m) { return m.internal(); }),
-                        messages->end());
-                  }
-                }
+                // Read as the caller: complaint-ticket itself leaves agents' internal notes out of
+                // a customer's answers, and an admin's export holds them for review.
                 PartDone(e, kTickets);
               });
 }
