@@ -310,18 +310,35 @@ bool HasInternalNote(const v1::CustomerDataExportBundle& bundle) {
   return false;
 }
 
+// The six processes with one customer who has one of everything, and the callers' tokens.
+struct World {
+  World() : system(Options(dir)), gw((Start(system), system.gateway())) {
+    t = Tokens{system.Token("admin", "ops-1"), system.Token("agent", "agent-7"),
+               system.Token("service", "storefront"), "", system.Token("customer", "c_someone")};
+    id = CustomerWithHistory(gw, system, t);
+  }
+  static testing::CrmSystem::Options Options(const testing::TempDir& dir) {
+    testing::CrmSystem::Options options;
+    options.data_root = dir.path();
+    return options;
+  }
+  static void Start(testing::CrmSystem& system) { REQUIRE(system.Start().ok()); }
+
+  testing::TempDir dir;
+  testing::CrmSystem system;
+  Gateway gw;
+  Tokens t;
+  std::string id;
+};
+
 TEST_CASE(
     "export: every service's data on a customer in one document equal to their own reads, refused "
     "to others, UNAVAILABLE with a service down and NOT_FOUND once erased") {
-  testing::TempDir dir;
-  testing::CrmSystem::Options options;
-  options.data_root = dir.path();
-  testing::CrmSystem system(options);
-  REQUIRE(system.Start().ok());
-  Gateway gw(system.gateway());
-  Tokens t{system.Token("admin", "ops-1"), system.Token("agent", "agent-7"),
-           system.Token("service", "storefront"), "", system.Token("customer", "c_someone")};
-  const std::string id = CustomerWithHistory(gw, system, t);
+  World w;
+  testing::CrmSystem& system = w.system;
+  Gateway& gw = w.gw;
+  Tokens& t = w.t;
+  const std::string id = w.id;
 
   // The events of the delivery, the review and the ticket have reached loyalty and the insights:
   // purchase and review points beside the welcome grant, and the order counted.
@@ -437,15 +454,10 @@ TEST_CASE(
 TEST_CASE(
     "internal notes: no complaint-ticket method a customer may call answers them an agent's "
     "internal note, while the agent still sees it") {
-  testing::TempDir dir;
-  testing::CrmSystem::Options options;
-  options.data_root = dir.path();
-  testing::CrmSystem system(options);
-  REQUIRE(system.Start().ok());
-  Gateway gw(system.gateway());
-  Tokens t{system.Token("admin", "ops-1"), system.Token("agent", "agent-7"),
-           system.Token("service", "storefront"), "", system.Token("customer", "c_someone")};
-  const std::string id = CustomerWithHistory(gw, system, t);
+  World w;
+  Gateway& gw = w.gw;
+  Tokens& t = w.t;
+  const std::string id = w.id;
   const v1::ListTicketsResponse as_agent = Gateway::Ok(t.agent, gw.tickets.get(), &TS::ListTickets,
                                                        ForCustomer<v1::ListTicketsRequest>(id));
   REQUIRE(as_agent.tickets_size() == 1);
