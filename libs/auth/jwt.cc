@@ -7,7 +7,6 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
-#include <sys/stat.h>
 
 #include <cmath>
 #include <vector>
@@ -375,18 +374,16 @@ uint64_t Verifier::generation() const {
 
 absl::StatusOr<bool> Verifier::ReloadIfChanged() {
   if (options_.jwks_file.empty()) return false;
-  struct stat st;
-  if (stat(options_.jwks_file.c_str(), &st) != 0) {
+  const absl::StatusOr<text::FileStamp> stamp = text::StampOf(options_.jwks_file);
+  if (!stamp.ok()) {
     return absl::NotFoundError(
-        absl::StrCat("jwks: cannot stat ", options_.jwks_file, "; keeping the keys in use"));
+        absl::StrCat("jwks: ", stamp.status().message(), "; keeping the keys in use"));
   }
-  const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
   {
     absl::MutexLock lock(&mu_);
-    if (mtime == file_mtime_ns_ && st.st_size == file_size_) return false;
-    const bool first = file_size_ < 0;
-    file_mtime_ns_ = mtime;
-    file_size_ = st.st_size;
+    if (*stamp == file_stamp_) return false;
+    const bool first = file_stamp_ == text::FileStamp();
+    file_stamp_ = *stamp;
     if (first) return false;  // Create just read it
   }
   auto contents = text::ReadFile(options_.jwks_file);

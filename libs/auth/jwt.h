@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "crm/v1/options.pb.h"
+#include "libs/text/file.h"
 
 namespace crm::auth {
 
@@ -90,8 +91,7 @@ class Verifier {
   mutable absl::Mutex mu_;
   std::shared_ptr<const KeySet> keys_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
-  int64_t file_mtime_ns_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t file_size_ ABSL_GUARDED_BY(mu_) = -1;
+  text::FileStamp file_stamp_ ABSL_GUARDED_BY(mu_);
 };
 
 // Signs `claims_json` (a JSON object) as a compact JWT. `alg` is "HS256" (key = the secret),

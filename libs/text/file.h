@@ -1,6 +1,7 @@
 // Reading a whole small file (configuration, keys, secrets) into memory. Thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -12,6 +13,17 @@ namespace crm::text {
 
 // The file's bytes, or NOT_FOUND "cannot read <path>" when it cannot be opened or read.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// What tells that a file was replaced or edited (configuration re-read without a restart): its
+// modification time and size. Default: never seen.
+struct FileStamp {
+  int64_t mtime_ns = -1;
+  int64_t size = -1;
+  bool operator==(const FileStamp& o) const { return mtime_ns == o.mtime_ns && size == o.size; }
+  bool operator!=(const FileStamp& o) const { return !(*this == o); }
+};
+// NOT_FOUND "cannot stat <path>" when the file cannot be looked at.
+absl::StatusOr<FileStamp> StampOf(const std::string& path);
 
 // Reads `path` and returns `parse(contents)` (an absl::StatusOr<T>). Errors name what failed:
 // NOT_FOUND "<what>: cannot read <path>" (`what` is what the file is for, e.g. "--lexicon_file"),

@@ -1,7 +1,5 @@
 #include "services/complaint_ticket/sla_rules.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <array>
 #include <utility>
@@ -474,20 +472,15 @@ std::shared_ptr<const SlaRules> RulesOf(const v1::Ticket& t) {
 }
 
 absl::StatusOr<SlaRules> SlaRulesFile::Read() {
-  struct stat st;
-  if (stat(path_.c_str(), &st) == 0) {
-    mtime_ns_ = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
-    size_ = st.st_size;
-  }
+  if (auto stamp = text::StampOf(path_); stamp.ok()) stamp_ = *stamp;
   return text::ParseFile(path_, "--sla_rules_file", ParseSlaRules);
 }
 
 absl::StatusOr<std::optional<SlaRules>> SlaRulesFile::ReadIfChanged() {
-  struct stat st;
-  if (stat(path_.c_str(), &st) != 0)
-    return absl::NotFoundError(absl::StrCat("--sla_rules_file: cannot stat ", path_));
-  const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
-  if (mtime == mtime_ns_ && st.st_size == size_) return std::nullopt;
+  absl::StatusOr<text::FileStamp> stamp = text::StampOf(path_);
+  if (!stamp.ok())
+    return absl::NotFoundError(absl::StrCat("--sla_rules_file: ", stamp.status().message()));
+  if (*stamp == stamp_) return std::nullopt;
   CRM_ASSIGN_OR_RETURN(SlaRules rules, Read());
   return rules;
 }

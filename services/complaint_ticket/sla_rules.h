@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "crm/internal/complaint_lexicon.pb.h"
 #include "crm/v1/complaint_ticket.pb.h"
+#include "libs/text/file.h"
 #include "services/complaint_ticket/business_calendar.h"
 
 namespace crm::complaint_ticket {
@@ -142,8 +143,7 @@ class SlaRulesFile {
 
  private:
   const std::string path_;
-  int64_t mtime_ns_ = -1;
-  int64_t size_ = -1;
+  text::FileStamp stamp_;
 };
 
 }  // namespace crm::complaint_ticket
