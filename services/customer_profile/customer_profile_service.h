@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
@@ -14,9 +15,11 @@
 #include "libs/events/producer.h"
 #include "libs/events/subscription.h"
 #include "libs/rpc/executor.h"
+#include "libs/rpc/handler.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/registry.h"
+#include "services/customer_profile/audience.h"
 #include "services/customer_profile/customer_profile_store.h"
 #include "services/customer_profile/insights_refresher.h"
 
@@ -102,10 +105,20 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
                                 v1::ListRetentionActionsResponse*) override;
   Reactor* RefreshInsights(Ctx*, const v1::RefreshInsightsRequest*,
                            v1::RefreshInsightsResponse*) override;
+  // Audiences for marketing (audience_handlers.cc).
+  Reactor* ListAudience(Ctx*, const v1::ListAudienceRequest*, v1::ListAudienceResponse*) override;
+  Reactor* CountAudience(Ctx*, const v1::CountAudienceRequest*,
+                         v1::CountAudienceResponse*) override;
+  Reactor* ExportAudienceCsv(Ctx*, const v1::ExportAudienceCsvRequest*,
+                             v1::ExportAudienceCsvResponse*) override;
 
  private:
   // The customer's insights as of now, against the last population figures.
   absl::StatusOr<v1::CustomerInsights> AssessNow(absl::string_view customer_id, absl::Time now);
+  // One page of an audience after page.after: the refresh's rows matching `selector`, each checked
+  // against the customer's consent and contacts now; a token when rows remain.
+  absl::Status SelectAudience(const AudienceSelector& selector, const rpc::PageRequest& page,
+                              std::vector<v1::AudienceMember>* out, std::string* next_page_token);
   // Runs `change` on the customer on the write executor, made at `now`, and finishes the call with
   // its status: for changes that repeat harmlessly, so without a request id.
   Reactor* ChangeCustomer(Ctx* ctx, const std::string& customer_id, absl::Time now,

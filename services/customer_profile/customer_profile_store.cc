@@ -310,6 +310,29 @@ absl::StatusOr<std::vector<v1::ContactRecord>> CustomerProfileStore::Contacts(
   return out;
 }
 
+absl::Status CustomerProfileStore::ScanLastContacts(
+    absl::FunctionRef<void(absl::string_view, absl::Time)> visit) const {
+  // Keys are (customer, time, n): each customer's contacts are adjacent and oldest first, so the
+  // last key seen of a customer is their newest contact.
+  std::string current;
+  absl::Time last = absl::InfinitePast();
+  absl::Status s =
+      store_->ScanPrefix(cf_[kContacts], "", [&](absl::string_view key, absl::string_view) {
+        store::KeyReader reader(key);
+        std::optional<std::string> customer_id = reader.Str();
+        std::optional<absl::Time> time = reader.Time();
+        if (!customer_id.has_value() || !time.has_value()) return true;
+        if (*customer_id != current) {
+          if (!current.empty()) visit(current, last);
+          current = *std::move(customer_id);
+        }
+        last = *time;
+        return true;
+      });
+  if (s.ok() && !current.empty()) visit(current, last);
+  return s;
+}
+
 absl::Status CustomerProfileStore::RequestContact(
     absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
     absl::Time now, absl::Time window_start, const v1::ContactRecord& record,
@@ -340,6 +363,26 @@ absl::Status CustomerProfileStore::RequestContact(
             Key().Str(customer_id).Time(now).U64(sharding::StableHash64(request_id)).Build();
         return txn.PutProto(cf_[kContacts], key, record);
       });
+}
+
+absl::Status CustomerProfileStore::ScanCustomers(
+    absl::FunctionRef<bool(const v1::Customer&)> visit) const {
+  absl::Status parse_error;
+  v1::Customer customer;
+  auto s =
+      store_->ScanPrefix(cf_[kCustomers], "", [&](absl::string_view key, absl::string_view value) {
+        if (!customer.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          parse_error = absl::DataLossError(absl::StrCat("customer \"", key, "\" does not parse"));
+          return false;
+        }
+        return visit(customer);
+      });
+  return s.ok() ? parse_error : s;
+}
+
+absl::StatusOr<std::vector<std::optional<v1::Customer>>> CustomerProfileStore::GetMany(
+    const std::vector<std::string>& customer_ids) const {
+  return store_->MultiGetProtos<v1::Customer>(cf_[kCustomers], customer_ids);
 }
 
 absl::Status CustomerProfileStore::Export(absl::string_view customer_id,

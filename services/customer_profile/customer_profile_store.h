@@ -30,6 +30,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,9 @@ class CustomerProfileStore {
   // Marketing contacts since `since`.
   absl::StatusOr<std::vector<v1::ContactRecord>> Contacts(absl::string_view customer_id,
                                                           absl::Time since) const;
+  // The newest marketing contact of every customer ever contacted, in one pass over the contacts.
+  absl::Status ScanLastContacts(
+      absl::FunctionRef<void(absl::string_view customer_id, absl::Time last)> visit) const;
   // Decides with `decide(customer, recent contact times)` and, when allowed, records the contact,
   // all under the customer's lock so two senders cannot both take the last slot. Once per
   // request_id.
@@ -105,6 +109,12 @@ class CustomerProfileStore {
       absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)>
           decide,
       v1::ContactDecision* out);
+
+  // Every customer, in customer id order (the order of every customer-keyed family here).
+  absl::Status ScanCustomers(absl::FunctionRef<bool(const v1::Customer&)> visit) const;
+  // The customers with these ids, in the same order; nullopt for an id not (or no longer) here.
+  absl::StatusOr<std::vector<std::optional<v1::Customer>>> GetMany(
+      const std::vector<std::string>& customer_ids) const;
 
   // Everything held on the customer.
   absl::Status Export(absl::string_view customer_id, v1::CustomerDataExport* out) const;

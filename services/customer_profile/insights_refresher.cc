@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
@@ -83,7 +84,9 @@ absl::Status InsightsRefresher::Refresh() {
     burst_began_ = absl::InfiniteFuture();
   }
   auto next = std::make_shared<Snapshot>();
-  CRM_RETURN_IF_ERROR(ScoreCustomers(now, *next));
+  std::vector<AudienceRow> scored;
+  CRM_RETURN_IF_ERROR(ScoreCustomers(now, *next, scored));
+  CRM_RETURN_IF_ERROR(BuildAudience(now, std::move(scored), *next));
   CRM_ASSIGN_OR_RETURN(const RetentionCounts retention, CountRetentionOutcomes(now));
   PublishGauges(next->kpis, retention, now);
   {
@@ -99,7 +102,8 @@ absl::Status InsightsRefresher::Refresh() {
   return absl::OkStatus();
 }
 
-absl::Status InsightsRefresher::ScoreCustomers(absl::Time now, Snapshot& next) const {
+absl::Status InsightsRefresher::ScoreCustomers(absl::Time now, Snapshot& next,
+                                               std::vector<AudienceRow>& scored) const {
   // Two passes: the population's cut points first, then each customer scored against them.
   PopulationBuilder builder;
   CRM_RETURN_IF_ERROR(
@@ -115,6 +119,8 @@ absl::Status InsightsRefresher::ScoreCustomers(absl::Time now, Snapshot& next) c
     const v1::CustomerInsights insights =
         Assess(customer_id, summary, next.population, rules_, churn_model_, now);
     kpis.Add(h, summary, insights.churn().at_risk());
+    // Consent and contacts are filled in by BuildAudience.
+    scored.push_back(RowOf(std::string(customer_id), insights, 0, absl::InfinitePast()));
     if (insights.churn().at_risk()) {
       AtRisk& a = next.at_risk.emplace_back();
       a.customer_id = std::string(customer_id);
@@ -133,6 +139,32 @@ absl::Status InsightsRefresher::ScoreCustomers(absl::Time now, Snapshot& next) c
   });
   next.kpis = kpis.Finish();
   return absl::OkStatus();
+}
+
+absl::Status InsightsRefresher::BuildAudience(absl::Time now, std::vector<AudienceRow> scored,
+                                              Snapshot& next) const {
+  absl::flat_hash_map<std::string, absl::Time> last_contacts;
+  CRM_RETURN_IF_ERROR(store_->ScanLastContacts(
+      [&](absl::string_view customer_id, absl::Time last) { last_contacts[customer_id] = last; }));
+  // Customers who never ordered nor complained all assess the same: one empty history.
+  const v1::CustomerInsights no_history = Assess("", Summarise(internal::CustomerHistory(), now),
+                                                 next.population, rules_, churn_model_, now);
+  // Histories and customers are both keyed by customer id, so one pass joins them.
+  size_t s = 0;
+  return store_->ScanCustomers([&](const v1::Customer& c) {
+    while (s < scored.size() && scored[s].customer_id < c.customer_id()) ++s;
+    const auto contact = last_contacts.find(c.customer_id());
+    const absl::Time last = contact == last_contacts.end() ? absl::InfinitePast() : contact->second;
+    if (s < scored.size() && scored[s].customer_id == c.customer_id()) {
+      AudienceRow row = std::move(scored[s]);
+      row.consents = ConsentBits(c);
+      row.last_contact = last;
+      next.audience.push_back(std::move(row));
+    } else {
+      next.audience.push_back(RowOf(c.customer_id(), no_history, ConsentBits(c), last));
+    }
+    return true;
+  });
 }
 
 absl::StatusOr<InsightsRefresher::RetentionCounts> InsightsRefresher::CountRetentionOutcomes(

@@ -1,5 +1,6 @@
 // Keeps what needs the whole customer base: the population figures behind RFM quintiles and key
-// customers, the at-risk list in retention order, the KPI gauges and the retention rate per action.
+// customers, the at-risk list in retention order, the KPI gauges, the retention rate per action and
+// the audience rows (one per customer).
 // A refresh scans every stored history twice (population first, then each customer against it); it
 // runs at start, every --insights_refresh_s, on RefreshInsights, and soon after the customer base's
 // orders have grown enough to move the cut points (a new shop's first orders, an import:
@@ -19,6 +20,7 @@
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
+#include "services/customer_profile/audience.h"
 #include "services/customer_profile/customer_profile_store.h"
 #include "services/customer_profile/insights.h"
 
@@ -40,6 +42,8 @@ class InsightsRefresher {
     // Highest priority first; ties by customer id.
     std::vector<AtRisk> at_risk;
     Kpis kpis;
+    // Every customer, in customer id order: what audiences select from.
+    std::vector<AudienceRow> audience;
   };
 
   // Not owned; must outlive the refresher.
@@ -67,7 +71,11 @@ class InsightsRefresher {
   // the KPIs into `next`; the retention actions' outcomes; the gauges.
   using RetentionCounts =
       std::map<std::pair<v1::RetentionActionType, v1::RetentionOutcome>, int64_t>;
-  absl::Status ScoreCustomers(absl::Time now, Snapshot& next) const;
+  // `scored` gets the audience rows of customers with a history, in customer id order.
+  absl::Status ScoreCustomers(absl::Time now, Snapshot& next,
+                              std::vector<AudienceRow>& scored) const;
+  // Every customer's audience row: `scored` joined with the profiles (consent) and the contacts.
+  absl::Status BuildAudience(absl::Time now, std::vector<AudienceRow> scored, Snapshot& next) const;
   absl::StatusOr<RetentionCounts> CountRetentionOutcomes(absl::Time now) const;
   void PublishGauges(const Kpis& kpis, const RetentionCounts& outcomes, absl::Time now);
 
