@@ -77,6 +77,8 @@ absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& contex
   CRM_RETURN_IF_ERROR(ServeSlaRules(c, context));
   CRM_RETURN_IF_ERROR(c.ProduceEvents());
   auto* store = c.Make<ComplaintTicketStore>(context.store, c.outbox());
+  // Tickets written before the listing and search indexes existed get their rows before serving.
+  CRM_RETURN_IF_ERROR(store->IndexExistingTickets());
   ComplaintTicketService* service = c.Serve(std::make_unique<ComplaintTicketService>(
       store, std::move(lexicon), context.clock, c.writes("ticket-writes", 32), context.backends,
       context.metrics->registry()));

@@ -7,6 +7,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
@@ -24,9 +25,15 @@
 #include "services/complaint_ticket/goodwill.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
+#include "services/complaint_ticket/ticket_index.h"
+#include "services/complaint_ticket/ticket_search.h"
 
 namespace crm::complaint_ticket {
 namespace {
+
+using api::Invalid;
+using rpc::Finish;
+using rpc::FinishOn;
 
 // Agents' internal notes are never shown to the customer (TicketMessage.internal), whichever method
 // answers them the ticket. Fails closed: a call whose caller cannot be read is treated as theirs.
@@ -34,16 +41,43 @@ bool HidesInternalNotes(const grpc::ServerContextBase& ctx) {
   const absl::StatusOr<auth::Caller> caller = rpc::CallerOf(ctx);
   return !caller.ok() || rpc::IsCustomer(*caller);
 }
+// Tags are staff labels too ("abusive", "vip"): a customer's answers leave them out with the notes.
 void HideInternalNotes(v1::Ticket& ticket) {
   auto* messages = ticket.mutable_messages();
   messages->erase(std::remove_if(messages->begin(), messages->end(),
                                  [](const v1::TicketMessage& m) { return m.internal(); }),
                   messages->end());
+  ticket.clear_tags();
 }
 
-using api::Invalid;
-using rpc::Finish;
-using rpc::FinishOn;
+// Search queries: at most this many characters and distinct terms.
+constexpr int kMaxQueryChars = 200;
+constexpr size_t kMaxQueryTerms = 10;
+constexpr rpc::PageSizes kTicketPages = {20, 100};
+
+// What a listing's page tokens are bound to: the customer, and the filter and query when given (an
+// unfiltered listing keeps the scope it always had).
+template <typename Request>
+std::string ListingScope(absl::string_view listing, const Request& req) {
+  Request bound = req;
+  bound.clear_page_size();
+  bound.clear_page_token();
+  bound.clear_customer_id();
+  if (bound.ByteSizeLong() == 0) return absl::StrCat(listing, "/", req.customer_id());
+  return absl::StrCat(listing, "/", req.customer_id(), "/", store::RequestFingerprint(bound));
+}
+
+// The tags a change names, checked and in lower case.
+absl::StatusOr<std::vector<std::string>> TagsNamed(
+    absl::string_view field, const google::protobuf::RepeatedPtrField<std::string>& tags) {
+  if (tags.size() > kMaxTags) return Invalid(field, absl::StrCat("at most ", kMaxTags));
+  std::vector<std::string> out;
+  for (int i = 0; i < tags.size(); ++i) {
+    CRM_ASSIGN_OR_RETURN(std::string tag, NormalizeTag(absl::StrCat(field, "[", i, "]"), tags[i]));
+    out.push_back(std::move(tag));
+  }
+  return out;
+}
 
 bool IsFinal(const v1::Ticket& t) {
   return t.status() == v1::TICKET_STATUS_RESOLVED || t.status() == v1::TICKET_STATUS_CLOSED;
@@ -619,13 +653,139 @@ grpc::ServerUnaryReactor* ComplaintTicketService::GetTicket(Ctx* ctx,
 grpc::ServerUnaryReactor* ComplaintTicketService::ListTickets(Ctx* ctx,
                                                               const v1::ListTicketsRequest* req,
                                                               v1::ListTicketsResponse* resp) {
-  const absl::Status read = rpc::ReadCustomerPage(
-      *req, "tickets", {20, 100}, std::bind_front(&ComplaintTicketStore::List, store_),
-      resp->mutable_tickets(), resp->mutable_next_page_token());
-  if (read.ok() && HidesInternalNotes(*ctx)) {
+  const bool customer = HidesInternalNotes(*ctx);
+  absl::Status read;
+  if (IsEmpty(req->filter())) {
+    read = rpc::ReadCustomerPage(*req, "tickets", kTicketPages,
+                                 std::bind_front(&ComplaintTicketStore::List, store_),
+                                 resp->mutable_tickets(), resp->mutable_next_page_token());
+  } else {
+    read = [&]() -> absl::Status {
+      CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req->customer_id()));
+      CRM_RETURN_IF_ERROR(ValidateFilter("filter", req->filter(), customer));
+      CRM_ASSIGN_OR_RETURN(const rpc::PageRequest page,
+                           rpc::PageOf(req->page_size(), req->page_token(),
+                                       ListingScope("tickets", *req), kTicketPages));
+      return rpc::ReadPage(
+          page,
+          [&](absl::string_view after, int limit, std::vector<v1::Ticket>* out, std::string* last,
+              bool* more) {
+            return store_->FindTickets(PrefixesToRead(req->filter(), req->customer_id()),
+                                       req->filter(), req->customer_id(), clock_->Now(), after,
+                                       limit, out, last, more);
+          },
+          resp->mutable_tickets(), resp->mutable_next_page_token());
+    }();
+  }
+  if (read.ok() && customer) {
     for (v1::Ticket& ticket : *resp->mutable_tickets()) HideInternalNotes(ticket);
   }
   return Finish(ctx, read);
+}
+
+grpc::ServerUnaryReactor* ComplaintTicketService::SearchTickets(Ctx* ctx,
+                                                                const v1::SearchTicketsRequest* req,
+                                                                v1::SearchTicketsResponse* resp) {
+  const absl::StatusOr<auth::Caller> caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  // A customer searches their own tickets only, and never by what only agents see.
+  const bool customer = rpc::IsCustomer(*caller);
+  const absl::Status read = [&]() -> absl::Status {
+    if (customer || !req->customer_id().empty())
+      CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req->customer_id()));
+    if (customer && req->customer_id() != caller->customer_id) {
+      return absl::PermissionDeniedError("customer_id: a customer searches only their own tickets");
+    }
+    CRM_RETURN_IF_ERROR(ValidateFilter("filter", req->filter(), customer));
+    CRM_RETURN_IF_ERROR(api::OptionalText("query", req->query(), kMaxQueryChars));
+    const std::vector<std::string> terms = QueryTerms(req->query(), kMaxQueryTerms);
+    if (terms.empty() && !absl::StripAsciiWhitespace(req->query()).empty())
+      return Invalid("query", "holds no word to search for");
+    CRM_ASSIGN_OR_RETURN(const rpc::PageRequest page,
+                         rpc::PageOf(req->page_size(), req->page_token(),
+                                     ListingScope("ticket-search", *req), kTicketPages));
+    const absl::Time now = clock_->Now();
+    return rpc::ReadPage(
+        page,
+        [&](absl::string_view after, int limit, std::vector<v1::Ticket>* out, std::string* last,
+            bool* more) {
+          if (terms.empty()) {
+            return store_->FindTickets(PrefixesToRead(req->filter(), req->customer_id()),
+                                       req->filter(), req->customer_id(), now, after, limit, out,
+                                       last, more);
+          }
+          return store_->SearchTickets(terms, !customer, req->filter(), req->customer_id(), now,
+                                       after, limit, out, last, more);
+        },
+        resp->mutable_tickets(), resp->mutable_next_page_token());
+  }();
+  if (read.ok() && customer) {
+    for (v1::Ticket& ticket : *resp->mutable_tickets()) HideInternalNotes(ticket);
+  }
+  return Finish(ctx, read);
+}
+
+grpc::ServerUnaryReactor* ComplaintTicketService::UpdateTicketTags(
+    Ctx* ctx, const v1::UpdateTicketTagsRequest* req, v1::Ticket* resp) {
+  struct Change {
+    auth::Caller caller;
+    std::string agent_id;
+    std::vector<std::string> add, remove;
+  };
+  auto validated = [&]() -> absl::StatusOr<Change> {
+    CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req->customer_id()));
+    CRM_RETURN_IF_ERROR(api::RequiredId("ticket_id", req->ticket_id()));
+    CRM_RETURN_IF_ERROR(api::RequiredRequestId(req->request_id()));
+    Change c;
+    CRM_ASSIGN_OR_RETURN(c.add, TagsNamed("add_tags", req->add_tags()));
+    CRM_ASSIGN_OR_RETURN(c.remove, TagsNamed("remove_tags", req->remove_tags()));
+    if (c.add.empty() && c.remove.empty()) return Invalid("add_tags", "name tags to add or remove");
+    CRM_ASSIGN_OR_RETURN(c.caller, rpc::CallerOf(*ctx));
+    // An agent tags as themself (the token's subject); an admin as the admin.
+    CRM_ASSIGN_OR_RETURN(c.agent_id, rpc::ActingAgent(c.caller, "agent_id", ""));
+    return c;
+  }();
+  if (!validated.ok()) return Finish(ctx, validated.status());
+  const absl::Time now = clock_->Now();
+  return FinishOn(
+      *writes_, ctx, [this, req, resp, now, c = *std::move(validated)]() -> absl::Status {
+        if (!c.agent_id.empty()) CRM_RETURN_IF_ERROR(CheckAgent(c.agent_id));
+        return UpdateAndCount(
+            req->customer_id(), req->ticket_id(),
+            rpc::ScopedRequestId(c.caller, req->request_id(), "UpdateTicketTags"),
+            store::RequestFingerprint(*req), now,
+            [&](TicketSession& session) -> absl::Status {
+              v1::Ticket& t = session.ticket();
+              std::set<std::string> tags(t.tags().begin(), t.tags().end());
+              std::vector<std::string> added, removed;
+              for (const std::string& tag : c.add) {
+                if (tags.insert(tag).second) added.push_back(tag);
+              }
+              for (const std::string& tag : c.remove) {
+                if (tags.erase(tag) > 0) removed.push_back(tag);
+              }
+              if (added.empty() && removed.empty()) {
+                session.MarkUnchanged();
+                return absl::OkStatus();
+              }
+              if (static_cast<int>(tags.size()) > kMaxTags)
+                return Invalid("add_tags", absl::StrCat("a ticket holds at most ", kMaxTags,
+                                                        " tags; remove some first"));
+              t.clear_tags();
+              for (const std::string& tag : tags) t.add_tags(tag);
+              // Who labelled the ticket how, for the agents who read it next.
+              std::string note = "tags";
+              if (!added.empty()) absl::StrAppend(&note, " added: ", absl::StrJoin(added, ", "));
+              if (!removed.empty())
+                absl::StrAppend(&note, added.empty() ? "" : ";",
+                                " removed: ", absl::StrJoin(removed, ", "));
+              *t.add_messages() = Message(
+                  t, c.agent_id.empty() ? v1::MESSAGE_AUTHOR_SYSTEM : v1::MESSAGE_AUTHOR_AGENT,
+                  c.agent_id.empty() ? rpc::Actor(c.caller) : c.agent_id, note, true, now);
+              return absl::OkStatus();
+            },
+            resp);
+      });
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ListAtRiskTickets(

@@ -79,6 +79,9 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   Reactor* ListTickets(Ctx*, const v1::ListTicketsRequest*, v1::ListTicketsResponse*) override;
   Reactor* ListAtRiskTickets(Ctx*, const v1::ListAtRiskTicketsRequest*,
                              v1::ListAtRiskTicketsResponse*) override;
+  Reactor* SearchTickets(Ctx*, const v1::SearchTicketsRequest*,
+                         v1::SearchTicketsResponse*) override;
+  Reactor* UpdateTicketTags(Ctx*, const v1::UpdateTicketTagsRequest*, v1::Ticket*) override;
   Reactor* ReplyToTicket(Ctx*, const v1::ReplyToTicketRequest*, v1::Ticket*) override;
   Reactor* AddInternalNote(Ctx*, const v1::AddInternalNoteRequest*, v1::Ticket*) override;
   Reactor* PromiseCallback(Ctx*, const v1::PromiseCallbackRequest*, v1::Ticket*) override;

@@ -1,5 +1,8 @@
 #include "services/complaint_ticket/complaint_ticket_store.h"
 
+#include <algorithm>
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
@@ -9,6 +12,8 @@
 #include "libs/store/protos.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
+#include "services/complaint_ticket/ticket_index.h"
+#include "services/complaint_ticket/ticket_search.h"
 
 namespace crm::complaint_ticket {
 namespace {
@@ -26,12 +31,15 @@ enum Family {
   kAwaiting,
   kAgents,
   kLastAgent,
-  kRequests
+  kRequests,
+  kIndex,
+  kTerms
 };
 constexpr store::FamilyName<Family> kFamilies[] = {
     {kTickets, "tickets"},       {kDeadlines, "deadlines"}, {kDeadlineKeys, "deadline_keys"},
     {kUnassigned, "unassigned"}, {kAwaiting, "awaiting"},   {kAgents, "agents"},
-    {kLastAgent, "last_agent"},  {kRequests, "requests"}};
+    {kLastAgent, "last_agent"},  {kRequests, "requests"},   {kIndex, "ticket_index"},
+    {kTerms, "ticket_terms"}};
 static_assert(store::InEnumOrder(kFamilies));
 
 std::string TicketKey(absl::string_view cid, absl::string_view tid) {
@@ -110,6 +118,79 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> TicketsIn(
     return true;
   }));
   return out;
+}
+
+std::string OrderKeyOf(const v1::Ticket& t) {
+  return OrderKey(api::FromTimestamp(t.create_time()), t.customer_id(), t.ticket_id());
+}
+
+std::string TermPrefix(absl::string_view term) { return Key().Str(term).Build(); }
+
+std::string TermValue(const TermCount& c) {
+  return Key().U64(c.subject).U64(c.messages).U64(c.internal).Build();
+}
+
+std::optional<TermCount> ParseTermValue(absl::string_view v) {
+  store::KeyReader r(v);
+  auto subject = r.U64(), messages = r.U64(), internal = r.U64();
+  if (!subject || !messages || !internal) return std::nullopt;
+  return TermCount{static_cast<uint32_t>(*subject), static_cast<uint32_t>(*messages),
+                   static_cast<uint32_t>(*internal)};
+}
+
+// The row marking that every ticket has its listing and term rows (sorts apart from dimensions).
+const std::string& IndexedMarker() {
+  static const std::string* const kMarker = new std::string(Key().Str("~indexed").Build());
+  return *kMarker;
+}
+
+// Where a listing under `prefix` starts: after the page's resume key and at created_after.
+std::string ScanBegin(absl::string_view prefix, absl::string_view after,
+                      const v1::TicketFilter& filter) {
+  std::string begin(prefix);
+  if (!after.empty()) {
+    begin = IndexKey(prefix, after);
+    begin.push_back('\0');
+  }
+  if (filter.has_created_after()) {
+    std::string from =
+        IndexKey(prefix, Key().Time(api::FromTimestamp(filter.created_after())).bytes());
+    begin = std::max(begin, from);
+  }
+  return begin;
+}
+
+std::string ScanEnd(absl::string_view prefix, const v1::TicketFilter& filter) {
+  if (filter.has_created_before())
+    return IndexKey(prefix, Key().Time(api::FromTimestamp(filter.created_before())).bytes());
+  return store::PrefixUpperBound(prefix);
+}
+
+absl::Status ForeignResume() {
+  return absl::InvalidArgumentError("page_token: does not belong to this listing");
+}
+
+// The key ranked results sort and resume by: best score first, then newest first.
+std::string RankKey(uint64_t score, const OrderPosition& p) {
+  return Key()
+      .Descending(score)
+      .TimeNewestFirst(p.created)
+      .Str(p.customer_id)
+      .Str(p.ticket_id)
+      .Build();
+}
+
+// Checks a ranked listing's resume key: well formed and, for one customer's, theirs.
+absl::Status CheckRankResume(absl::string_view after, absl::string_view customer_id) {
+  if (after.empty()) return absl::OkStatus();
+  store::KeyReader r(after);
+  auto score = r.Descending();
+  auto created = r.TimeNewestFirst();
+  auto cid = r.Str();
+  auto tid = r.Str();
+  if (!score || !created || !cid || !tid || !r.done()) return ForeignResume();
+  if (!customer_id.empty() && *cid != customer_id) return ForeignResume();
+  return absl::OkStatus();
 }
 
 // Reads an agent under its row lock; NOT_FOUND naming agent_id when there is none.
@@ -198,6 +279,10 @@ absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
   if (!s.remember_agent_.empty()) {
     CRM_RETURN_IF_ERROR(txn.Put(cf_[kLastAgent], t.customer_id(), s.remember_agent_));
   }
+  // Messages are only ever appended (erasure rewrites them through Anonymise).
+  const bool texts_changed =
+      s.before_.subject() != t.subject() || s.before_.messages_size() != t.messages_size();
+  CRM_RETURN_IF_ERROR(WriteIndexRows(txn, s.before_, t, texts_changed));
   for (v1::Event& e : s.events_) {
     e.set_customer_id(t.customer_id());
     if (!e.has_occur_time()) api::SetTimestamp(now, e.mutable_occur_time());
@@ -405,16 +490,247 @@ absl::Status ComplaintTicketStore::Anonymise(Transaction& txn, absl::string_view
                             });
   if (!s.ok()) return s;
   for (auto& [k, t] : tickets) {
+    const v1::Ticket before = t;
     t.clear_subject();
     t.set_text("[erased]");
     for (auto& m : *t.mutable_messages()) m.set_text("[erased]");
     for (auto& c : *t.mutable_callbacks()) c.clear_note();
     if (t.has_satisfaction()) t.mutable_satisfaction()->clear_comment();
     for (auto& sig : *t.mutable_severity()->mutable_signals()) sig.clear_evidence();
+    // Nothing the customer wrote stays findable.
+    CRM_RETURN_IF_ERROR(WriteIndexRows(txn, before, t, /*texts_changed=*/true));
     CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kTickets], k, t));
   }
   CRM_RETURN_IF_ERROR(txn.Delete(cf_[kLastAgent], customer_id));
   return txn.DeletePrefix(cf_[kRequests], prefix);
+}
+
+absl::Status ComplaintTicketStore::WriteIndexRows(Transaction& txn, const v1::Ticket& before,
+                                                  const v1::Ticket& after, bool texts_changed) {
+  const std::string order_key = OrderKeyOf(after);
+  const std::vector<std::string> prefixes = IndexPrefixesOf(after);
+  const std::set<std::string> kept(prefixes.begin(), prefixes.end());
+  const std::string old_key = before.ticket_id().empty() ? order_key : OrderKeyOf(before);
+  for (const std::string& p : IndexPrefixesOf(before)) {
+    if (!kept.contains(p)) CRM_RETURN_IF_ERROR(txn.Delete(cf_[kIndex], IndexKey(p, old_key)));
+  }
+  const std::string summary = EncodeSummary(SummaryOf(after));
+  for (const std::string& p : prefixes)
+    CRM_RETURN_IF_ERROR(txn.Put(cf_[kIndex], IndexKey(p, order_key), summary));
+  if (!texts_changed) return absl::OkStatus();
+  const std::map<std::string, TermCount> old_terms =
+      before.ticket_id().empty() ? std::map<std::string, TermCount>() : TicketTerms(before);
+  const std::map<std::string, TermCount> new_terms = TicketTerms(after);
+  for (const auto& [term, count] : old_terms) {
+    if (!new_terms.contains(term))
+      CRM_RETURN_IF_ERROR(txn.Delete(cf_[kTerms], IndexKey(TermPrefix(term), old_key)));
+  }
+  for (const auto& [term, count] : new_terms) {
+    auto old = old_terms.find(term);
+    if (old != old_terms.end() && old->second == count) continue;
+    CRM_RETURN_IF_ERROR(
+        txn.Put(cf_[kTerms], IndexKey(TermPrefix(term), order_key), TermValue(count)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::optional<std::string>>> ComplaintTicketStore::RowsAt(
+    absl::string_view prefix, rocksdb::ColumnFamilyHandle* cf,
+    const std::vector<std::string>& order_keys) const {
+  std::vector<std::string> keys;
+  keys.reserve(order_keys.size());
+  for (const std::string& k : order_keys) keys.push_back(IndexKey(prefix, k));
+  std::vector<std::optional<std::string>> rows(keys.size());
+  CRM_RETURN_IF_ERROR(store_->MultiGet(cf, keys, [&](size_t i, absl::string_view v) {
+    rows[i] = std::string(v);
+    return true;
+  }));
+  return rows;
+}
+
+absl::Status ComplaintTicketStore::FetchMatching(const std::vector<std::string>& order_keys,
+                                                 const v1::TicketFilter& filter, absl::Time now,
+                                                 std::vector<v1::Ticket>* out) const {
+  std::vector<std::string> keys;
+  for (const std::string& k : order_keys) {
+    auto p = ParseOrderKey(k);
+    if (p) keys.push_back(TicketKey(p->customer_id, p->ticket_id));
+  }
+  CRM_ASSIGN_OR_RETURN(auto tickets, store_->MultiGetProtos<v1::Ticket>(cf_[kTickets], keys));
+  for (auto& t : tickets) {
+    if (t && Matches(filter, SummaryOf(*t), now)) out->push_back(std::move(*t));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ComplaintTicketStore::FindTickets(const std::vector<std::string>& prefixes,
+                                               const v1::TicketFilter& filter,
+                                               absl::string_view customer_id, absl::Time now,
+                                               absl::string_view after, int limit,
+                                               std::vector<v1::Ticket>* out, std::string* last_key,
+                                               bool* more) const {
+  *more = false;
+  if (!after.empty()) {
+    auto resume = ParseOrderKey(after);
+    if (!resume || (!customer_id.empty() && resume->customer_id != customer_id))
+      return ForeignResume();
+  }
+  // Each prefix's first limit + 1 matches: the page's are among them.
+  std::vector<std::string> found;
+  for (const std::string& prefix : prefixes) {
+    int taken = 0;
+    absl::Status bad_row;
+    CRM_RETURN_IF_ERROR(
+        store_->Scan(cf_[kIndex], ScanBegin(prefix, after, filter), ScanEnd(prefix, filter),
+                     [&](absl::string_view k, absl::string_view v) {
+                       auto summary = DecodeSummary(v);
+                       if (!summary) {
+                         bad_row = absl::DataLossError("a ticket index row does not parse");
+                         return false;
+                       }
+                       if (!Matches(filter, *summary, now)) return true;
+                       found.emplace_back(k.substr(prefix.size()));
+                       return ++taken <= limit;
+                     }));
+    CRM_RETURN_IF_ERROR(bad_row);
+  }
+  std::sort(found.begin(), found.end());
+  found.erase(std::unique(found.begin(), found.end()), found.end());
+  if (static_cast<int>(found.size()) > limit) {
+    *more = true;
+    found.resize(limit);
+  }
+  if (!found.empty()) *last_key = found.back();
+  return FetchMatching(found, filter, now, out);
+}
+
+absl::Status ComplaintTicketStore::SearchTickets(const std::vector<std::string>& terms, bool staff,
+                                                 const v1::TicketFilter& filter,
+                                                 absl::string_view customer_id, absl::Time now,
+                                                 absl::string_view after, int limit,
+                                                 std::vector<v1::Ticket>* out,
+                                                 std::string* last_key, bool* more) const {
+  *more = false;
+  CRM_RETURN_IF_ERROR(CheckRankResume(after, customer_id));
+  if (terms.empty()) return absl::OkStatus();
+  // Candidates (order key -> score so far): one customer's tickets passing the filter, or every
+  // posting of the term with the fewest.
+  std::vector<std::string> candidates;
+  std::vector<uint64_t> scores;
+  size_t first_term = 0;
+  if (!customer_id.empty()) {
+    const std::string prefix = CustomerPrefix(customer_id);
+    CRM_RETURN_IF_ERROR(store_->Scan(cf_[kIndex], ScanBegin(prefix, "", filter),
+                                     ScanEnd(prefix, filter),
+                                     [&](absl::string_view k, absl::string_view v) {
+                                       auto summary = DecodeSummary(v);
+                                       if (summary && Matches(filter, *summary, now)) {
+                                         candidates.emplace_back(k.substr(prefix.size()));
+                                         scores.push_back(0);
+                                       }
+                                       return true;
+                                     }));
+    first_term = terms.size();  // every term is looked up per candidate
+  } else {
+    // The rarest term leads (counted up to a bound: past it, any is as good).
+    constexpr int kCountBound = 10000;
+    int fewest = kCountBound + 1;
+    for (size_t i = 0; i < terms.size(); ++i) {
+      int n = 0;
+      CRM_RETURN_IF_ERROR(store_->ScanPrefix(
+          cf_[kTerms], TermPrefix(terms[i]),
+          [&](absl::string_view, absl::string_view) { return ++n <= kCountBound; }));
+      if (n < fewest) {
+        fewest = n;
+        first_term = i;
+      }
+    }
+    const std::string prefix = TermPrefix(terms[first_term]);
+    CRM_RETURN_IF_ERROR(store_->Scan(cf_[kTerms], ScanBegin(prefix, "", filter),
+                                     ScanEnd(prefix, filter),
+                                     [&](absl::string_view k, absl::string_view v) {
+                                       auto count = ParseTermValue(v);
+                                       const uint64_t score = count ? TermScore(*count, staff) : 0;
+                                       if (score > 0) {
+                                         candidates.emplace_back(k.substr(prefix.size()));
+                                         scores.push_back(score);
+                                       }
+                                       return true;
+                                     }));
+  }
+  // Every other term must occur where the searcher may see it.
+  for (size_t i = 0; i < terms.size() && !candidates.empty(); ++i) {
+    if (i == first_term) continue;
+    CRM_ASSIGN_OR_RETURN(auto rows, RowsAt(TermPrefix(terms[i]), cf_[kTerms], candidates));
+    size_t kept = 0;
+    for (size_t c = 0; c < candidates.size(); ++c) {
+      auto count = rows[c] ? ParseTermValue(*rows[c]) : std::nullopt;
+      const uint64_t score = count ? TermScore(*count, staff) : 0;
+      if (score == 0) continue;
+      if (kept != c) candidates[kept] = std::move(candidates[c]);
+      scores[kept++] = scores[c] + score;
+    }
+    candidates.resize(kept);
+    scores.resize(kept);
+  }
+  // Every customer's: the filter, on the summaries.
+  if (customer_id.empty() && !IsEmpty(filter) && !candidates.empty()) {
+    CRM_ASSIGN_OR_RETURN(auto rows, RowsAt(AllPrefix(), cf_[kIndex], candidates));
+    size_t kept = 0;
+    for (size_t c = 0; c < candidates.size(); ++c) {
+      auto summary = rows[c] ? DecodeSummary(*rows[c]) : std::nullopt;
+      if (!summary || !Matches(filter, *summary, now)) continue;
+      if (kept != c) candidates[kept] = std::move(candidates[c]);
+      scores[kept++] = scores[c];
+    }
+    candidates.resize(kept);
+    scores.resize(kept);
+  }
+  std::vector<std::pair<std::string, std::string>> ranked;  // rank key, order key
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    auto p = ParseOrderKey(candidates[c]);
+    if (!p) continue;
+    std::string rank = RankKey(scores[c], *p);
+    if (!after.empty() && rank <= after) continue;
+    ranked.emplace_back(std::move(rank), std::move(candidates[c]));
+  }
+  const size_t page = std::min(ranked.size(), static_cast<size_t>(limit));
+  std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(page),
+                    ranked.end());
+  *more = ranked.size() > page;
+  ranked.resize(page);
+  std::vector<std::string> order_keys;
+  for (auto& [rank, order_key] : ranked) order_keys.push_back(std::move(order_key));
+  if (!ranked.empty()) *last_key = ranked.back().first;
+  return FetchMatching(order_keys, filter, now, out);
+}
+
+absl::Status ComplaintTicketStore::IndexExistingTickets() {
+  CRM_ASSIGN_OR_RETURN(auto marked, store_->Get(cf_[kIndex], IndexedMarker()));
+  if (marked.has_value()) return absl::OkStatus();
+  // In batches, so that a large store is neither read into memory nor written in one transaction.
+  std::string begin;
+  for (;;) {
+    std::vector<v1::Ticket> batch;
+    std::string last;
+    CRM_RETURN_IF_ERROR(store::ScanProtos<v1::Ticket>(*store_, cf_[kTickets], begin, "",
+                                                      [&](absl::string_view k, v1::Ticket&& t) {
+                                                        batch.push_back(std::move(t));
+                                                        last = std::string(k);
+                                                        return batch.size() < 500;
+                                                      }));
+    if (batch.empty()) break;
+    CRM_RETURN_IF_ERROR(store_->Transact(Durability::kSynced, [&](Transaction& txn) {
+      for (const v1::Ticket& t : batch) {
+        CRM_RETURN_IF_ERROR(WriteIndexRows(txn, v1::Ticket(), t, /*texts_changed=*/true));
+      }
+      return absl::OkStatus();
+    }));
+    begin = last + std::string(1, '\0');
+  }
+  return store_->Transact(Durability::kSynced, [&](Transaction& txn) {
+    return txn.Put(cf_[kIndex], IndexedMarker(), "");
+  });
 }
 
 }  // namespace crm::complaint_ticket

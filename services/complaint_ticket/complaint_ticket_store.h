@@ -11,9 +11,13 @@
 //   awaiting     customer_id, ticket_id             -> "" (resolved, compensation not confirmed)
 //   agents       agent_id                           -> Agent (with its open-ticket count)
 //   last_agent   customer_id                        -> agent_id (who handled the customer last)
+//   ticket_index dimension, create time, customer_id, ticket_id -> the ticket's summary (listings
+//                by status, priority, channel, queue, agent, customer, tag: ticket_index.h)
+//   ticket_terms term, create time, customer_id, ticket_id -> how often the term occurs in the
+//                subject, the messages and the internal notes (full-text search: ticket_search.h)
 //   requests, consumed_events, outbox*             -> idempotency and events
 //
-// A ticket change is one transaction: the ticket, its deadline and queue index rows, the
+// A ticket change is one transaction: the ticket, its deadline, queue, listing and term rows, the
 // open-ticket counts of the agents it moves between (derived from the change of assignment and
 // status, under the agents' row locks), and its events. Synced WAL. Thread-safe.
 #pragma once
@@ -95,6 +99,24 @@ class ComplaintTicketStore {
                     std::vector<v1::Ticket>* out, std::string* last_key, bool* more) const;
   absl::StatusOr<std::vector<v1::Ticket>> ListAll(absl::string_view customer_id) const;
 
+  // A page of the tickets under the listing `prefixes` (ticket_index.h's PrefixesToRead) that pass
+  // `filter` at `now`, in order-key order, after the order key `after` (from a page token; when
+  // `customer_id` is set it must be that customer's, else INVALID_ARGUMENT on page_token).
+  absl::Status FindTickets(const std::vector<std::string>& prefixes, const v1::TicketFilter& filter,
+                           absl::string_view customer_id, absl::Time now, absl::string_view after,
+                           int limit, std::vector<v1::Ticket>* out, std::string* last_key,
+                           bool* more) const;
+  // A page of the tickets holding every term (ticket_search.h), best first (the sum of TermScore
+  // over the terms; newer first among equals), passing `filter`: one customer's when `customer_id`
+  // is set, else every customer's. `staff`: internal notes are searched too. `after` is the last
+  // rank key of the previous page.
+  absl::Status SearchTickets(const std::vector<std::string>& terms, bool staff,
+                             const v1::TicketFilter& filter, absl::string_view customer_id,
+                             absl::Time now, absl::string_view after, int limit,
+                             std::vector<v1::Ticket>* out, std::string* last_key, bool* more) const;
+  // Writes the listing and term rows of tickets saved before they existed (once, at start).
+  absl::Status IndexExistingTickets();
+
   struct DueEntry {
     absl::Time risk_from;
     absl::Time due;
@@ -129,6 +151,18 @@ class ComplaintTicketStore {
  private:
   friend class TicketSession;
   absl::Status Save(TicketSession& s, absl::Time now);
+  // Replaces the ticket's listing rows and, when its texts changed (`texts_changed`), its term
+  // rows.
+  absl::Status WriteIndexRows(store::Transaction& txn, const v1::Ticket& before,
+                              const v1::Ticket& after, bool texts_changed);
+  // The summaries (ticket_index.h) of the tickets at `order_keys` (nullopt where none).
+  absl::StatusOr<std::vector<std::optional<std::string>>> RowsAt(
+      absl::string_view prefix, rocksdb::ColumnFamilyHandle* cf,
+      const std::vector<std::string>& order_keys) const;
+  // The tickets at `order_keys`, those still passing `filter` (a change may have moved one out).
+  absl::Status FetchMatching(const std::vector<std::string>& order_keys,
+                             const v1::TicketFilter& filter, absl::Time now,
+                             std::vector<v1::Ticket>* out) const;
   absl::Status AdjustLoad(store::Transaction& txn, const std::string& agent_id, int delta);
 
   store::Store* const store_;

@@ -1,1 +1,566 @@
-// Filled by the work in progress on this capability; no test cases yet.
+// Queues, search and tags (issue 24, item 2) end to end over real gRPC and RocksDB, with
+// customer-profile and loyalty beside complaint-ticket: ListTickets narrowed by a filter,
+// SearchTickets across customers for agents (queues, an agent's tickets, tags, full text in Chinese
+// and English) and over their own tickets only for a customer, UpdateTicketTags. Callers call as
+// the gateway admits them: agents and customers by their tokens.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "catch2/catch.hpp"
+#include "crm/v1/complaint_ticket.grpc.pb.h"
+#include "libs/api/paging.h"
+#include "libs/api/validate.h"
+#include "services/complaint_ticket/complaint_ticket_component.h"
+#include "services/complaint_ticket/ticket_index.h"
+#include "services/loyalty/loyalty_component.h"
+#include "tests/support/caller.h"
+#include "tests/support/rpc_call.h"
+#include "tests/support/service_harness.h"
+#include "tests/support/shop_calls.h"
+#include "tests/support/test_time.h"
+#include "tests/support/with_customer_profile.h"
+
+namespace crm::complaint_ticket {
+namespace {
+
+using LoyaltyHarness = testing::ServiceHarness<loyalty::LoyaltyComponent>;
+using TicketHarness = testing::ServiceHarness<ComplaintTicketComponent>;
+using Stub = v1::ComplaintTicketService::Stub;
+using testing::CallOk;
+using testing::RequireError;
+using testing::StatusOf;
+using Ids = std::vector<std::string>;
+
+constexpr absl::Time kT0 = testing::kHarnessStart;
+
+struct World : testing::WithCustomerProfile {
+  World()
+      : loyalty(CallingProfile(LoyaltyHarness::Options())),
+        tickets([this] {
+          TicketHarness::Options t = CallingProfile(TicketHarness::Options());
+          t.backends.push_back({"loyalty", testing::LoopbackAddress(loyalty.port())});
+          return t;
+        }()),
+        system(v1::ComplaintTicketService::NewStub(tickets.channel())) {
+    // No level-3 agent: a level-3 ticket waits unassigned.
+    Agent("ann", 1);
+    Agent("bo", 2);
+    alice = Customer("alice@example.com");
+    bob = Customer("bob@example.com");
+  }
+  void Agent(const std::string& id, int level) {
+    v1::RegisterAgentRequest r;
+    r.mutable_agent()->set_agent_id(id);
+    r.mutable_agent()->set_name("Agent " + id);
+    r.mutable_agent()->set_level(level);
+    r.mutable_agent()->set_capacity(50);
+    r.mutable_agent()->set_available(true);
+    CallOk(system.get(), &Stub::RegisterAgent, r);
+  }
+  std::unique_ptr<Stub> As(v1::Role role, const std::string& subject) {
+    return v1::ComplaintTicketService::NewStub(
+        tickets.ChannelAs(testing::ViaGateway(role, subject)));
+  }
+  std::unique_ptr<Stub> AsCustomer(const std::string& cid) {
+    return v1::ComplaintTicketService::NewStub(tickets.ChannelAs(testing::CustomerCaller(cid)));
+  }
+  v1::Ticket Open(const std::string& cid, const std::string& request_id, const std::string& text,
+                  v1::TicketChannel channel, v1::TicketCategory category,
+                  const std::string& subject = "") {
+    v1::OpenTicketRequest r = testing::TicketRequest(cid, request_id, channel, category, text);
+    r.set_subject(subject);
+    return CallOk(system.get(), &Stub::OpenTicket, r);
+  }
+  void SetClock(absl::Time t) {
+    profile.clock().Set(t);
+    loyalty.clock().Set(t);
+    tickets.clock().Set(t);
+  }
+
+  LoyaltyHarness loyalty;
+  TicketHarness tickets;
+  std::unique_ptr<Stub> system;
+  std::string alice, bob;
+};
+
+// Every page of a listing (`page(token)` answers one), its tickets' ids in order.
+template <typename Response>
+Ids AllPages(const std::function<Response(const std::string& token)>& page) {
+  Ids ids;
+  std::string token;
+  for (int pages = 0; pages < 50; ++pages) {
+    const Response r = page(token);
+    for (const auto& t : r.tickets()) ids.push_back(t.ticket_id());
+    token = r.next_page_token();
+    if (token.empty()) break;
+  }
+  return ids;
+}
+
+v1::ListTicketsRequest ListOf(const std::string& cid, const v1::TicketFilter& filter,
+                              int page_size = 0, const std::string& token = "") {
+  auto r = testing::ForCustomer<v1::ListTicketsRequest>(cid);
+  *r.mutable_filter() = filter;
+  r.set_page_size(page_size);
+  r.set_page_token(token);
+  return r;
+}
+
+// The ids a ListTickets with `filter` answers `stub`, page by page.
+Ids Listed(Stub* stub, const std::string& cid, const v1::TicketFilter& filter, int page_size = 0) {
+  return AllPages<v1::ListTicketsResponse>([&](const std::string& token) {
+    return CallOk(stub, &Stub::ListTickets, ListOf(cid, filter, page_size, token));
+  });
+}
+
+v1::SearchTicketsRequest SearchOf(const std::string& cid, const std::string& query,
+                                  const v1::TicketFilter& filter = {}, int page_size = 0,
+                                  const std::string& token = "") {
+  v1::SearchTicketsRequest r;
+  r.set_customer_id(cid);
+  r.set_query(query);
+  *r.mutable_filter() = filter;
+  r.set_page_size(page_size);
+  r.set_page_token(token);
+  return r;
+}
+
+Ids Found(Stub* stub, const std::string& cid, const std::string& query,
+          const v1::TicketFilter& filter = {}, int page_size = 0) {
+  return AllPages<v1::SearchTicketsResponse>([&](const std::string& token) {
+    return CallOk(stub, &Stub::SearchTickets, SearchOf(cid, query, filter, page_size, token));
+  });
+}
+
+v1::TicketFilter Filter(const std::function<void(v1::TicketFilter&)>& set) {
+  v1::TicketFilter f;
+  set(f);
+  return f;
+}
+
+google::protobuf::Timestamp At(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  api::SetTimestamp(t, &ts);
+  return ts;
+}
+
+bool HasInternal(const v1::Ticket& t) {
+  for (const auto& m : t.messages()) {
+    if (m.internal()) return true;
+  }
+  return false;
+}
+
+// Alice's three tickets an hour apart and Bob's one after them: t1 a late parcel (level 2, bo), t2
+// an invoice question (level 1, ann), t3 an angry complaint about service (level 3, P1: nobody can
+// take it).
+struct Queues : World {
+  Queues() {
+    t1 = Open(alice, "t1", "My parcel is late again and nobody tells me why.",
+              v1::TICKET_CHANNEL_WEB, v1::TICKET_CATEGORY_DELIVERY)
+             .ticket_id();
+    SetClock(kT0 + absl::Hours(1));
+    t2 = Open(alice, "t2", "Could you tell me when the invoice will be sent?",
+              v1::TICKET_CHANNEL_EMAIL, v1::TICKET_CATEGORY_OTHER)
+             .ticket_id();
+    SetClock(kT0 + absl::Hours(2));
+    t3 = Open(alice, "t3", "垃圾服务，再也不买了！！！", v1::TICKET_CHANNEL_CHAT,
+              v1::TICKET_CATEGORY_SERVICE_ATTITUDE)
+             .ticket_id();
+    SetClock(kT0 + absl::Hours(2) + absl::Minutes(5));
+    t4 = Open(bob, "t4", "My parcel is late again and nobody tells me why.", v1::TICKET_CHANNEL_WEB,
+              v1::TICKET_CATEGORY_DELIVERY)
+             .ticket_id();
+  }
+  // bo answers t1 at `now`: it is in progress from then.
+  void Answer(absl::Time now) {
+    SetClock(now);
+    auto r = testing::ForCustomer<v1::ReplyToTicketRequest>(alice);
+    r.set_ticket_id(t1);
+    r.set_text("The courier will call you today.");
+    r.set_request_id("answer-t1");
+    api::SetTimestamp(now + absl::Hours(6), r.mutable_next_step_time());
+    CallOk(As(v1::ROLE_AGENT, "bo").get(), &Stub::ReplyToTicket, r);
+  }
+  std::string t1, t2, t3, t4;
+};
+
+TEST_CASE(
+    "queues: ListTickets narrows a customer's tickets by status, priority, channel, queue, agent, "
+    "created and updated times and SLA condition, page by page",
+    "[tickets][queues]") {
+  Queues w;
+  auto agent = w.As(v1::ROLE_AGENT, "ann");
+  Stub* a = agent.get();
+  const std::string& alice = w.alice;
+  // At 2:50 the P1 ticket's one-hour first response (due 3:00) is in its last quarter.
+  w.SetClock(kT0 + absl::Hours(2) + absl::Minutes(50));
+  auto sla = [](v1::SlaCondition c) {
+    return Filter([c](v1::TicketFilter& f) { f.add_sla_conditions(c); });
+  };
+  CHECK(Listed(a, alice, sla(v1::SLA_CONDITION_AT_RISK)) == Ids{w.t3});
+  CHECK(Listed(a, alice, sla(v1::SLA_CONDITION_BREACHED)).empty());
+
+  w.Answer(kT0 + absl::Hours(3));
+  auto status = [](std::vector<v1::TicketStatus> s) {
+    return Filter([s](v1::TicketFilter& f) {
+      for (auto v : s) f.add_statuses(v);
+    });
+  };
+  CHECK(Listed(a, alice, status({v1::TICKET_STATUS_IN_PROGRESS})) == Ids{w.t1});
+  CHECK(Listed(a, alice, status({v1::TICKET_STATUS_OPEN})) == Ids{w.t2, w.t3});
+  // Several values of a field are any of them; a page of one at a time holds them all, in order.
+  CHECK(Listed(a, alice, status({v1::TICKET_STATUS_OPEN, v1::TICKET_STATUS_IN_PROGRESS}), 1) ==
+        Ids{w.t1, w.t2, w.t3});
+  CHECK(Listed(a, alice, status({v1::TICKET_STATUS_CLOSED})).empty());
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) {
+                 f.add_channels(v1::TICKET_CHANNEL_EMAIL);
+                 f.add_channels(v1::TICKET_CHANNEL_CHAT);
+               })) == Ids{w.t2, w.t3});
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) { f.add_priorities(v1::PRIORITY_P1); })) ==
+        Ids{w.t3});
+  // A queue: a category at a handling level.
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) {
+                 f.add_categories(v1::TICKET_CATEGORY_DELIVERY);
+                 f.add_handling_levels(2);
+               })) == Ids{w.t1});
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) { f.add_handling_levels(1); })) ==
+        Ids{w.t2});
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) { f.set_assigned_agent_id("ann"); })) ==
+        Ids{w.t2});
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) { f.set_unassigned(true); })) == Ids{w.t3});
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) {
+                 *f.mutable_created_after() = At(kT0 + absl::Minutes(30));
+                 *f.mutable_created_before() = At(kT0 + absl::Hours(2));
+               })) == Ids{w.t2});
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) {
+                 *f.mutable_updated_after() = At(kT0 + absl::Hours(3));
+               })) == Ids{w.t1});
+  // Conditions together: all must hold.
+  CHECK(Listed(a, alice, Filter([](v1::TicketFilter& f) {
+                 f.add_statuses(v1::TICKET_STATUS_OPEN);
+                 f.add_priorities(v1::PRIORITY_P3);
+               })) == Ids{w.t2});
+
+  // 3:30: the first response is late; the others keep their promises.
+  w.SetClock(kT0 + absl::Hours(3) + absl::Minutes(30));
+  CHECK(Listed(a, alice, sla(v1::SLA_CONDITION_BREACHED)) == Ids{w.t3});
+  CHECK(Listed(a, alice, sla(v1::SLA_CONDITION_ON_TRACK)) == Ids{w.t1, w.t2});
+
+  // The customer narrows their own tickets too, without the agents' notes and labels.
+  auto customer = w.AsCustomer(alice);
+  CHECK(Listed(customer.get(), alice, status({v1::TICKET_STATUS_OPEN})) == Ids{w.t2, w.t3});
+  RequireError(StatusOf(customer.get(), &Stub::ListTickets,
+                        ListOf(alice, Filter([](v1::TicketFilter& f) { f.add_tags("vip"); }))),
+               grpc::StatusCode::INVALID_ARGUMENT, "filter.tags: tags are staff labels");
+
+  // A page token belongs to its customer and filter.
+  const v1::TicketFilter open = status({v1::TICKET_STATUS_OPEN});
+  const std::string token = CallOk(a, &Stub::ListTickets, ListOf(alice, open, 1)).next_page_token();
+  REQUIRE_FALSE(token.empty());
+  RequireError(StatusOf(a, &Stub::ListTickets, ListOf(w.bob, open, 1, token)),
+               grpc::StatusCode::INVALID_ARGUMENT, "page_token");
+  RequireError(
+      StatusOf(a, &Stub::ListTickets, ListOf(alice, status({v1::TICKET_STATUS_CLOSED}), 1, token)),
+      grpc::StatusCode::INVALID_ARGUMENT, "page_token");
+  RequireError(StatusOf(a, &Stub::ListTickets, ListOf(alice, {}, 1, token)),
+               grpc::StatusCode::INVALID_ARGUMENT, "page_token");
+  // Signed for Alice's listing but resuming at Bob's ticket: refused, naming nothing of it.
+  const std::string scope_of_alice =
+      "ticket-search/" + alice;  // SearchTickets' unfiltered scope for Alice
+  const std::string at_bob = OrderKey(kT0 + absl::Hours(2) + absl::Minutes(5), w.bob, w.t4);
+  auto forged = SearchOf(alice, "");
+  forged.set_page_token(api::EncodePageToken(scope_of_alice, at_bob));
+  const grpc::Status s = StatusOf(customer.get(), &Stub::SearchTickets, forged);
+  RequireError(s, grpc::StatusCode::INVALID_ARGUMENT, "page_token");
+  CHECK(s.error_message().find(w.bob) == std::string::npos);
+}
+
+TEST_CASE(
+    "queues: agents search every customer's tickets by queue, agent and filter, a customer only "
+    "their own",
+    "[tickets][queues]") {
+  Queues w;
+  auto agent = w.As(v1::ROLE_AGENT, "ann");
+  Stub* a = agent.get();
+  CHECK(Found(a, "", "", Filter([](v1::TicketFilter& f) {
+                f.add_categories(v1::TICKET_CATEGORY_DELIVERY);
+              })) == Ids{w.t1, w.t4});
+  CHECK(Found(a, "", "", Filter([](v1::TicketFilter& f) { f.set_assigned_agent_id("bo"); })) ==
+        Ids{w.t1, w.t4});
+  CHECK(Found(a, "", "", Filter([](v1::TicketFilter& f) { f.set_unassigned(true); })) == Ids{w.t3});
+  CHECK(Found(a, "", "", {}, 1) == Ids{w.t1, w.t2, w.t3, w.t4});
+  CHECK(Found(a, w.bob, "") == Ids{w.t4});
+  // An admin too.
+  CHECK(Found(w.As(v1::ROLE_ADMIN, "ops").get(), "", "",
+              Filter([](v1::TicketFilter& f) { f.add_priorities(v1::PRIORITY_P1); })) == Ids{w.t3});
+
+  // A customer names their own id and sees only their tickets.
+  auto alice = w.AsCustomer(w.alice);
+  CHECK(Found(alice.get(), w.alice, "", {}, 2) == Ids{w.t1, w.t2, w.t3});
+  RequireError(StatusOf(alice.get(), &Stub::SearchTickets, SearchOf(w.bob, "")),
+               grpc::StatusCode::PERMISSION_DENIED, "customer_id:");
+  RequireError(StatusOf(alice.get(), &Stub::SearchTickets, SearchOf("", "")),
+               grpc::StatusCode::INVALID_ARGUMENT, "customer_id:");
+  // Alice's token does not page through Bob's listing, nor an agent's listing of everyone.
+  const std::string token =
+      CallOk(alice.get(), &Stub::SearchTickets, SearchOf(w.alice, "", {}, 1)).next_page_token();
+  REQUIRE_FALSE(token.empty());
+  RequireError(StatusOf(a, &Stub::SearchTickets, SearchOf(w.bob, "", {}, 1, token)),
+               grpc::StatusCode::INVALID_ARGUMENT, "page_token");
+  RequireError(StatusOf(a, &Stub::SearchTickets, SearchOf("", "", {}, 1, token)),
+               grpc::StatusCode::INVALID_ARGUMENT, "page_token");
+}
+
+TEST_CASE("queues: bad filters, queries and page sizes are refused naming the field",
+          "[tickets][queues][validation]") {
+  World w;
+  auto agent = w.As(v1::ROLE_AGENT, "ann");
+  auto list = [&](const v1::TicketFilter& f) {
+    return StatusOf(agent.get(), &Stub::ListTickets, ListOf(w.alice, f));
+  };
+  auto search = [&](const v1::SearchTicketsRequest& r) {
+    return StatusOf(agent.get(), &Stub::SearchTickets, r);
+  };
+  const grpc::StatusCode invalid = grpc::StatusCode::INVALID_ARGUMENT;
+  RequireError(list(Filter([](v1::TicketFilter& f) {
+                 f.add_statuses(v1::TICKET_STATUS_OPEN);
+                 f.add_statuses(v1::TICKET_STATUS_UNSPECIFIED);
+               })),
+               invalid, "filter.statuses[1]:");
+  RequireError(
+      list(Filter([](v1::TicketFilter& f) { f.add_priorities(static_cast<v1::Priority>(9)); })),
+      invalid, "filter.priorities[0]:");
+  RequireError(list(Filter([](v1::TicketFilter& f) { f.add_handling_levels(4); })), invalid,
+               "filter.handling_levels[0]:");
+  RequireError(
+      list(Filter([](v1::TicketFilter& f) { f.add_categories(v1::TICKET_CATEGORY_UNSPECIFIED); })),
+      invalid, "filter.categories[0]:");
+  RequireError(list(Filter([](v1::TicketFilter& f) {
+                 f.add_sla_conditions(v1::SLA_CONDITION_UNSPECIFIED);
+               })),
+               invalid, "filter.sla_conditions[0]:");
+  RequireError(list(Filter([](v1::TicketFilter& f) {
+                 f.set_assigned_agent_id("ann");
+                 f.set_unassigned(true);
+               })),
+               invalid, "filter.unassigned:");
+  RequireError(list(Filter([](v1::TicketFilter& f) { f.set_assigned_agent_id("a b"); })), invalid,
+               "filter.assigned_agent_id:");
+  RequireError(list(Filter([](v1::TicketFilter& f) {
+                 *f.mutable_created_after() = At(kT0);
+                 *f.mutable_created_before() = At(kT0 - absl::Hours(1));
+               })),
+               invalid, "filter.created_before:");
+  RequireError(list(Filter([](v1::TicketFilter& f) { f.mutable_updated_after()->set_nanos(-1); })),
+               invalid, "filter.updated_after:");
+  RequireError(list(Filter([](v1::TicketFilter& f) { f.add_tags("Not A Tag"); })), invalid,
+               "filter.tags[0]:");
+  auto no_customer = ListOf("", Filter([](v1::TicketFilter& f) { f.add_handling_levels(1); }));
+  RequireError(StatusOf(agent.get(), &Stub::ListTickets, no_customer), invalid, "customer_id:");
+  RequireError(search(SearchOf("", "parcel", {}, 101)), invalid, "page_size:");
+  RequireError(search(SearchOf("", std::string(201, 'a'))), invalid, "query:");
+  RequireError(search(SearchOf("", "?! ...")), invalid, "query:");
+  RequireError(search(SearchOf("", "", {}, 0, "not-a-token")), invalid, "page_token");
+}
+
+TEST_CASE(
+    "tags: agents add and remove them once per request id, list by them, customers neither see "
+    "nor set them",
+    "[tickets][tags]") {
+  Queues w;
+  auto ann = w.As(v1::ROLE_AGENT, "ann");
+  auto tag = [&](const std::string& tid, std::vector<std::string> add,
+                 std::vector<std::string> remove, const std::string& request_id,
+                 const std::string& cid = "") {
+    v1::UpdateTicketTagsRequest r;
+    r.set_customer_id(cid.empty() ? w.alice : cid);
+    r.set_ticket_id(tid);
+    for (auto& t : add) r.add_add_tags(t);
+    for (auto& t : remove) r.add_remove_tags(t);
+    r.set_request_id(request_id);
+    return r;
+  };
+  const v1::Ticket tagged =
+      CallOk(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"billing", "VIP"}, {}, "tag-1"));
+  CHECK(Ids(tagged.tags().begin(), tagged.tags().end()) == Ids{"billing", "vip"});
+  REQUIRE(tagged.messages_size() == 2);
+  CHECK(tagged.messages(1).internal());
+  CHECK(tagged.messages(1).agent_id() == "ann");
+  // Retried: the same answer, done once; the id reused for another change is refused.
+  const v1::Ticket again =
+      CallOk(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"billing", "VIP"}, {}, "tag-1"));
+  CHECK(again.messages_size() == 2);
+  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"other"}, {}, "tag-1")),
+               grpc::StatusCode::INVALID_ARGUMENT, "request_id");
+  CallOk(ann.get(), &Stub::UpdateTicketTags, tag(w.t4, {"vip"}, {}, "tag-2", w.bob));
+
+  auto by_tags = [](std::vector<std::string> tags) {
+    return Filter([tags](v1::TicketFilter& f) {
+      for (auto& t : tags) f.add_tags(t);
+    });
+  };
+  CHECK(Found(ann.get(), "", "", by_tags({"vip"})) == Ids{w.t2, w.t4});
+  CHECK(Found(ann.get(), "", "", by_tags({"vip", "billing"})) == Ids{w.t2});
+  CHECK(Listed(ann.get(), w.alice, by_tags({"vip"})) == Ids{w.t2});
+  const v1::Ticket removed =
+      CallOk(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {}, {"billing"}, "tag-3"));
+  CHECK(Ids(removed.tags().begin(), removed.tags().end()) == Ids{"vip"});
+  CHECK(Found(ann.get(), "", "", by_tags({"billing"})).empty());
+
+  // Customers: labels are left out of their answers, and they may not set them.
+  auto alice = w.AsCustomer(w.alice);
+  auto get = testing::ForCustomer<v1::GetTicketRequest>(w.alice);
+  get.set_ticket_id(w.t2);
+  CHECK(CallOk(alice.get(), &Stub::GetTicket, get).tags_size() == 0);
+  const v1::ListTicketsResponse own = CallOk(alice.get(), &Stub::ListTickets,
+                                             testing::ForCustomer<v1::ListTicketsRequest>(w.alice));
+  for (const auto& t : own.tickets()) {
+    CHECK(t.tags_size() == 0);
+    CHECK_FALSE(HasInternal(t));
+  }
+  RequireError(StatusOf(alice.get(), &Stub::UpdateTicketTags, tag(w.t2, {"mine"}, {}, "c-1")),
+               grpc::StatusCode::PERMISSION_DENIED, "role customer may not call");
+
+  // Bad input, by field; an unregistered agent; another customer's ticket.
+  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"ok", "no way"}, {}, "b1")),
+               grpc::StatusCode::INVALID_ARGUMENT, "add_tags[1]:");
+  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {}, {""}, "b2")),
+               grpc::StatusCode::INVALID_ARGUMENT, "remove_tags[0]:");
+  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {}, {}, "b3")),
+               grpc::StatusCode::INVALID_ARGUMENT, "add_tags:");
+  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"x"}, {}, "")),
+               grpc::StatusCode::INVALID_ARGUMENT, "request_id:");
+  RequireError(StatusOf(w.As(v1::ROLE_AGENT, "ghost").get(), &Stub::UpdateTicketTags,
+                        tag(w.t2, {"x"}, {}, "g1")),
+               grpc::StatusCode::NOT_FOUND, "agent_id:");
+  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t4, {"x"}, {}, "b4")),
+               grpc::StatusCode::NOT_FOUND, "ticket_id:");
+}
+
+// Alice's kettle in English (t5, with an agent's internal note) and in Chinese (t6); Bob's kettle
+// (t7).
+struct Kettles : World {
+  Kettles() {
+    t5 = Open(alice, "t5", "The kettle I bought leaks water everywhere.", v1::TICKET_CHANNEL_WEB,
+              v1::TICKET_CATEGORY_QUALITY, "Broken kettle")
+             .ticket_id();
+    SetClock(kT0 + absl::Minutes(10));
+    t6 = Open(alice, "t6", "我买的电水壶漏水了，很失望。", v1::TICKET_CHANNEL_CHAT,
+              v1::TICKET_CATEGORY_QUALITY, "水壶漏水")
+             .ticket_id();
+    SetClock(kT0 + absl::Minutes(20));
+    t7 = Open(bob, "t7", "My KETTLE also leaks, please help.", v1::TICKET_CHANNEL_WEB,
+              v1::TICKET_CATEGORY_QUALITY)
+             .ticket_id();
+    auto note = testing::ForCustomer<v1::AddInternalNoteRequest>(alice);
+    note.set_ticket_id(t5);
+    note.set_text("Suspect courier damage; check the warehouse photos.");
+    note.set_request_id("note-t5");
+    CallOk(As(v1::ROLE_AGENT, "ann").get(), &Stub::AddInternalNote, note);
+  }
+  std::string t5, t6, t7;
+};
+
+TEST_CASE(
+    "search: words in English and Chinese, every word must match, subjects first, a customer "
+    "finds only their own tickets and nothing by an internal note",
+    "[tickets][search]") {
+  Kettles w;
+  auto agent = w.As(v1::ROLE_AGENT, "ann");
+  Stub* a = agent.get();
+  // The subject weighs more: Alice's "Broken kettle" before Bob's message.
+  CHECK(Found(a, "", "kettle") == Ids{w.t5, w.t7});
+  CHECK(Found(a, "", "Kettle LEAKS") == Ids{w.t5, w.t7});
+  CHECK(Found(a, "", "kettle everywhere") == Ids{w.t5});
+  CHECK(Found(a, "", "kettle teapot").empty());
+  // Chinese by bigrams: any word of two characters or more, without spaces.
+  CHECK(Found(a, "", "漏水") == Ids{w.t6});
+  CHECK(Found(a, "", "电水壶") == Ids{w.t6});
+  CHECK(Found(a, "", "水壶 失望") == Ids{w.t6});
+  CHECK(Found(a, "", "漏水 kettle").empty());
+  // Ranked pages: one at a time, each once.
+  CHECK(Found(a, "", "kettle", {}, 1) == Ids{w.t5, w.t7});
+  // With a filter, and for one customer.
+  CHECK(Found(a, "", "kettle",
+              Filter([](v1::TicketFilter& f) { f.add_channels(v1::TICKET_CHANNEL_CHAT); }))
+            .empty());
+  CHECK(Found(a, w.bob, "kettle") == Ids{w.t7});
+  // Agents find their notes.
+  CHECK(Found(a, "", "warehouse") == Ids{w.t5});
+
+  auto alice = w.AsCustomer(w.alice);
+  CHECK(Found(alice.get(), w.alice, "kettle") == Ids{w.t5});
+  CHECK(Found(alice.get(), w.alice, "leaks", {}, 1) == Ids{w.t5});
+  // An internal note's words find nothing for the customer, and no answer holds the note.
+  CHECK(Found(alice.get(), w.alice, "warehouse").empty());
+  CHECK(Found(alice.get(), w.alice, "kettle courier").empty());
+  const v1::SearchTicketsResponse found =
+      CallOk(alice.get(), &Stub::SearchTickets, SearchOf(w.alice, "kettle"));
+  for (const auto& t : found.tickets()) {
+    CHECK_FALSE(HasInternal(t));
+  }
+  // A ranked page token is the customer's own.
+  const std::string token =
+      CallOk(a, &Stub::SearchTickets, SearchOf("", "kettle", {}, 1)).next_page_token();
+  REQUIRE_FALSE(token.empty());
+  RequireError(
+      StatusOf(alice.get(), &Stub::SearchTickets, SearchOf(w.alice, "kettle", {}, 1, token)),
+      grpc::StatusCode::INVALID_ARGUMENT, "page_token");
+}
+
+TEST_CASE(
+    "search: the indexes follow replies, survive a restart, are rebuilt for tickets written "
+    "before them, and forget an erased customer's words",
+    "[tickets][search]") {
+  Kettles w;
+  auto agent = w.As(v1::ROLE_AGENT, "ann");
+  auto reply = testing::ForCustomer<v1::ReplyToTicketRequest>(w.bob);
+  reply.set_ticket_id(w.t7);
+  reply.set_text("A replacement thermostat is on its way.");
+  reply.set_request_id("reply-t7");
+  api::SetTimestamp(kT0 + absl::Hours(5), reply.mutable_next_step_time());
+  CallOk(agent.get(), &Stub::ReplyToTicket, reply);
+  CHECK(Found(agent.get(), "", "thermostat") == Ids{w.t7});
+
+  w.tickets.Restart();
+  agent = w.As(v1::ROLE_AGENT, "ann");
+  CHECK(Found(agent.get(), "", "thermostat") == Ids{w.t7});
+
+  // A store from before the indexes: their rows gone. The next start writes them again.
+  REQUIRE(w.tickets.store()
+              .Transact(store::Durability::kSynced,
+                        [&](store::Transaction& txn) -> absl::Status {
+                          for (const char* family : {"ticket_index", "ticket_terms"}) {
+                            absl::Status s = txn.DeletePrefix(w.tickets.store().cf(family), "");
+                            if (!s.ok()) return s;
+                          }
+                          return absl::OkStatus();
+                        })
+              .ok());
+  CHECK(Found(agent.get(), "", "kettle").empty());
+  w.tickets.Restart();
+  agent = w.As(v1::ROLE_AGENT, "ann");
+  CHECK(Found(agent.get(), "", "kettle") == Ids{w.t5, w.t7});
+  CHECK(Found(agent.get(), "", "", Filter([](v1::TicketFilter& f) {
+                f.add_channels(v1::TICKET_CHANNEL_CHAT);
+              })) == Ids{w.t6});
+
+  // Erasure: nothing Alice wrote is found any more; her tickets stay in the queues.
+  v1::Event erased;
+  erased.set_customer_id(w.alice);
+  erased.mutable_customer_erased();
+  REQUIRE(w.tickets.store()
+              .Transact(store::Durability::kSynced,
+                        [&](store::Transaction& txn) {
+                          return w.tickets.component().service().HandleEvent(txn, erased);
+                        })
+              .ok());
+  CHECK(Found(agent.get(), "", "kettle") == Ids{w.t7});
+  CHECK(Found(agent.get(), "", "漏水").empty());
+  CHECK(Found(agent.get(), w.alice, "") == Ids{w.t5, w.t6});
+}
+
+}  // namespace
+}  // namespace crm::complaint_ticket
