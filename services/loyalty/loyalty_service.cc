@@ -17,6 +17,7 @@
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
+#include "services/loyalty/coupons.h"
 #include "services/loyalty/loyalty_rules.h"
 
 namespace crm::loyalty {
@@ -77,7 +78,44 @@ absl::Status ValidateCoupon(const v1::IssueCouponRequest& req) {
     return Invalid("valid_days", absl::StrCat("must be 0-", kMaxCouponValidDays, " (0 means ",
                                               kDefaultCouponValidDays, ")"));
   }
+  if (!v1::CouponUsage_IsValid(req.usage()))
+    return Invalid("usage", "must be ONCE_PER_CUSTOMER or ONCE_PER_ORDER");
+  if (req.has_bundle()) {
+    const v1::BundleOffer& b = req.bundle();
+    CRM_RETURN_IF_ERROR(api::ValidateSku("bundle.required_sku", b.required_sku()));
+    CRM_RETURN_IF_ERROR(api::ValidateSku("bundle.discounted_sku", b.discounted_sku()));
+    if (b.discounted_sku() == b.required_sku())
+      return Invalid("bundle.discounted_sku", "must differ from required_sku");
+    if (b.percent_off() < 1 || b.percent_off() > 100)
+      return Invalid("bundle.percent_off", "must be 1-100");
+  }
   return api::OptionalText("reason", req.reason(), 200);
+}
+
+absl::Status ValidateReservation(const v1::ReserveCouponRequest& req) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req.customer_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("coupon_id", req.coupon_id()));
+  CRM_RETURN_IF_ERROR(api::RequiredId("order_id", req.order_id()));
+  if (req.items().empty() || req.items_size() > kMaxReservationItems)
+    return Invalid("items", absl::StrCat("must hold 1-", kMaxReservationItems, " order lines"));
+  for (int i = 0; i < req.items_size(); ++i) {
+    const auto& item = req.items(i);
+    const std::string f = absl::StrCat("items[", i, "]");
+    CRM_RETURN_IF_ERROR(api::ValidateSku(f + ".sku", item.sku()));
+    if (item.quantity() < 1) return Invalid(f + ".quantity", "must be at least 1");
+    if (item.unit_price().amount_minor() < 0)
+      return Invalid(f + ".unit_price.amount_minor", "must not be negative");
+    CRM_RETURN_IF_ERROR(
+        api::CurrencyCode(f + ".unit_price.currency", item.unit_price().currency()));
+  }
+  return absl::OkStatus();
+}
+
+// A coupon as the customer sees it now: unused past its expiry, EXPIRED.
+v1::Coupon Shown(v1::Coupon c, absl::Time now) {
+  c.set_status(StatusAt(c, now));
+  if (c.usage() == v1::COUPON_USAGE_UNSPECIFIED) c.set_usage(v1::COUPON_USAGE_ONCE_PER_CUSTOMER);
+  return c;
 }
 
 // A new coupon: a minimum spend in the coupon's currency, valid for `valid_days` (0 means 30).
@@ -94,6 +132,10 @@ v1::Coupon NewCoupon(const v1::IssueCouponRequest& req, absl::Time now) {
   c.set_source_id(req.source_id());
   c.set_reason(req.reason());
   api::SetTimestamp(now, c.mutable_issue_time());
+  c.set_status(v1::COUPON_STATUS_AVAILABLE);
+  c.set_usage(req.usage() == v1::COUPON_USAGE_UNSPECIFIED ? v1::COUPON_USAGE_ONCE_PER_CUSTOMER
+                                                          : req.usage());
+  if (req.has_bundle()) *c.mutable_bundle() = req.bundle();
   return c;
 }
 
@@ -522,7 +564,7 @@ grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueC
                           CRM_ASSIGN_OR_RETURN(auto first, session.Coupon(*seen));
                           if (!first.has_value())
                             return absl::DataLossError("source index points at a missing coupon");
-                          *resp = *first;
+                          *resp = Shown(*first, now);
                           return absl::OkStatus();
                         }
                         *resp = NewCoupon(*req, now);
@@ -535,7 +577,133 @@ grpc::ServerUnaryReactor* LoyaltyService::IssueCoupon(Ctx* ctx, const v1::IssueC
 grpc::ServerUnaryReactor* LoyaltyService::ListCoupons(Ctx* ctx, const v1::ListCouponsRequest* req,
                                                       v1::ListCouponsResponse* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  return rpc::FinishWith(ctx, store_->Coupons(req->customer_id()), resp->mutable_coupons());
+  auto coupons = store_->Coupons(req->customer_id());
+  if (!coupons.ok()) return Finish(ctx, coupons.status());
+  const absl::Time now = clock_->Now();
+  for (auto& c : *coupons) *resp->add_coupons() = Shown(std::move(c), now);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* LoyaltyService::ReserveCoupon(Ctx* ctx,
+                                                        const v1::ReserveCouponRequest* req,
+                                                        v1::CouponReservation* resp) {
+  if (auto s = ValidateReservation(*req); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return FinishOn(*writes_, ctx, [this, req, resp, now]() -> absl::Status {
+    CRM_ASSIGN_OR_RETURN(const std::string abandoned, AbandonedHold(*req, now));
+    return ChangeAccount(req->customer_id(), [&](AccountSession& session) {
+      return Reserve(session, *req, abandoned, now, resp);
+    });
+  });
+}
+
+absl::StatusOr<std::string> LoyaltyService::AbandonedHold(const v1::ReserveCouponRequest& req,
+                                                          absl::Time now) {
+  CRM_ASSIGN_OR_RETURN(auto coupon, store_->FindCoupon(req.customer_id(), req.coupon_id()));
+  if (!coupon.has_value() || !SingleUse(*coupon) ||
+      coupon->status() != v1::COUPON_STATUS_RESERVED || coupon->order_id() == req.order_id()) {
+    return std::string();
+  }
+  CRM_ASSIGN_OR_RETURN(auto hold, store_->FindReservation(req.customer_id(), coupon->order_id()));
+  // A younger hold may belong to a checkout still under way: its order is about to exist.
+  if (!hold.has_value() || now - api::FromTimestamp(hold->reserve_time()) < kAbandonedHoldAfter)
+    return std::string();
+  v1::GetOrderRequest get;
+  get.set_customer_id(req.customer_id());
+  get.set_order_id(coupon->order_id());
+  auto order = rpc::Peer<v1::OrderTrackingService>(backends_).Call(
+      req.customer_id(), "tell whether the order holding the coupon exists",
+      &v1::OrderTrackingService::Stub::GetOrder, get);
+  if (absl::IsNotFound(order.status())) return coupon->order_id();
+  // Cannot tell: the hold stays, and the coupon is refused as held.
+  if (!order.ok()) return std::string();
+  return order->status() == v1::ORDER_STATUS_RETURNED_TO_SENDER ? coupon->order_id()
+                                                                : std::string();
+}
+
+absl::Status LoyaltyService::Reserve(AccountSession& session, const v1::ReserveCouponRequest& req,
+                                     const std::string& abandoned_order, absl::Time now,
+                                     v1::CouponReservation* out) {
+  CRM_ASSIGN_OR_RETURN(auto held, session.Reservation(req.order_id()));
+  if (held.has_value()) {
+    if (held->coupon_id() != req.coupon_id()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("order_id: the order already holds coupon \"", held->coupon_id(), "\""));
+    }
+    if (held->status() == v1::RESERVATION_STATUS_RELEASED) {
+      return absl::FailedPreconditionError(
+          "coupon_id: the coupon's hold for this order was released (the checkout did not "
+          "complete in time); place the order again");
+    }
+    *out = *held;  // a retry: the first reservation
+    return absl::OkStatus();
+  }
+  if (!abandoned_order.empty()) {
+    CRM_RETURN_IF_ERROR(
+        EndHold(session, abandoned_order, v1::RESERVATION_STATUS_RELEASED, now).status());
+  }
+  CRM_ASSIGN_OR_RETURN(auto found, session.Coupon(req.coupon_id()));
+  // The same answer whether the coupon does not exist or is another customer's.
+  if (!found.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("coupon_id: the customer has no coupon \"", req.coupon_id(), "\""));
+  }
+  v1::Coupon coupon = *std::move(found);
+  switch (StatusAt(coupon, now)) {
+    case v1::COUPON_STATUS_RESERVED:
+      return absl::FailedPreconditionError(
+          absl::StrCat("coupon_id: the coupon is held by order ", coupon.order_id(),
+                       " until that order is delivered or cancelled"));
+    case v1::COUPON_STATUS_REDEEMED:
+      return absl::FailedPreconditionError(
+          absl::StrCat("coupon_id: the coupon was used by order ", coupon.order_id()));
+    case v1::COUPON_STATUS_EXPIRED:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "coupon_id: the coupon expired at ",
+          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", api::FromTimestamp(coupon.expire_time()),
+                           absl::UTCTimeZone())));
+    default: break;
+  }
+  CRM_ASSIGN_OR_RETURN(const CouponDiscount discount, DiscountFor(coupon, req.items()));
+  v1::CouponReservation r;
+  r.set_customer_id(req.customer_id());
+  r.set_coupon_id(coupon.coupon_id());
+  r.set_order_id(req.order_id());
+  r.mutable_discount()->set_amount_minor(discount.amount);
+  r.mutable_discount()->set_currency(coupon.value().currency());
+  r.set_rule(discount.rule);
+  r.set_status(v1::RESERVATION_STATUS_RESERVED);
+  api::SetTimestamp(now, r.mutable_reserve_time());
+  api::SetTimestamp(now, r.mutable_update_time());
+  CRM_RETURN_IF_ERROR(session.PutReservation(r));
+  coupon.set_status(v1::COUPON_STATUS_AVAILABLE);
+  if (SingleUse(coupon)) {
+    coupon.set_status(v1::COUPON_STATUS_RESERVED);
+    coupon.set_order_id(req.order_id());
+  }
+  session.Add(std::move(coupon));
+  *out = std::move(r);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> LoyaltyService::EndHold(AccountSession& session, const std::string& order_id,
+                                             v1::ReservationStatus end, absl::Time now) {
+  CRM_ASSIGN_OR_RETURN(auto held, session.Reservation(order_id));
+  if (!held.has_value() || held->status() != v1::RESERVATION_STATUS_RESERVED) return false;
+  held->set_status(end);
+  api::SetTimestamp(now, held->mutable_update_time());
+  CRM_RETURN_IF_ERROR(session.PutReservation(*held));
+  CRM_ASSIGN_OR_RETURN(auto coupon, session.Coupon(held->coupon_id()));
+  if (!coupon.has_value()) return absl::DataLossError("a reservation names a missing coupon");
+  if (end == v1::RESERVATION_STATUS_REDEEMED) {
+    coupon->set_redeemed_count(coupon->redeemed_count() + 1);
+    if (SingleUse(*coupon)) coupon->set_status(v1::COUPON_STATUS_REDEEMED);
+  } else if (SingleUse(*coupon) && coupon->order_id() == order_id) {
+    coupon->set_status(v1::COUPON_STATUS_AVAILABLE);
+    coupon->clear_order_id();
+  }
+  session.Add(*std::move(coupon));
+  return true;
 }
 
 grpc::ServerUnaryReactor* LoyaltyService::ChangeMember(
@@ -637,9 +805,23 @@ absl::Status LoyaltyService::HandleEvent(store::Transaction& txn, const v1::Even
   // anything (a redelivered event does not).
   std::function<absl::StatusOr<bool>(AccountSession&)> step;
   if (event.has_order_delivered()) {
+    step = [&](AccountSession& session) -> absl::StatusOr<bool> {
+      // A delivered order's coupon is used for good.
+      CRM_ASSIGN_OR_RETURN(const bool redeemed, EndHold(session, event.order_delivered().order_id(),
+                                                        v1::RESERVATION_STATUS_REDEEMED, now));
+      CRM_ASSIGN_OR_RETURN(const bool granted,
+                           GrantForDelivery(session, event.order_delivered(),
+                                            api::FromTimestamp(event.occur_time()), *rules, now));
+      return redeemed || granted;
+    };
+  } else if (event.has_order_cancelled()) {
+    // Most cancelled orders hold no coupon: those touch no account.
+    CRM_ASSIGN_OR_RETURN(const bool holds,
+                         store_->HasReservation(txn, cid, event.order_cancelled().order_id()));
+    if (!holds) return absl::OkStatus();
     step = [&](AccountSession& session) {
-      return GrantForDelivery(session, event.order_delivered(),
-                              api::FromTimestamp(event.occur_time()), *rules, now);
+      return EndHold(session, event.order_cancelled().order_id(), v1::RESERVATION_STATUS_RELEASED,
+                     now);
     };
   } else if (event.has_order_refunded()) {
     step = [&](AccountSession& session) {

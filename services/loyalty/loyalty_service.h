@@ -14,6 +14,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/consumer.h"
@@ -35,6 +36,11 @@ namespace crm::loyalty {
 inline constexpr int64_t kMaxPoints = 1000000000;
 inline constexpr int kMaxCouponValidDays = 365;
 inline constexpr int kDefaultCouponValidDays = 30;
+// The lines a coupon reservation may name; a once-per-customer coupon held this long by an order
+// order-tracking does not have (a checkout that never completed) or that went back to the sender
+// may be taken by another order.
+inline constexpr int kMaxReservationItems = 1000;
+inline constexpr absl::Duration kAbandonedHoldAfter = absl::Minutes(10);
 
 // The rules in force; replaced whole on reload so a reader never sees half of two rule sets.
 class RulesHolder {
@@ -89,6 +95,7 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
                                 v1::Membership*) override;
   Reactor* IssueCoupon(Ctx*, const v1::IssueCouponRequest*, v1::Coupon*) override;
   Reactor* ListCoupons(Ctx*, const v1::ListCouponsRequest*, v1::ListCouponsResponse*) override;
+  Reactor* ReserveCoupon(Ctx*, const v1::ReserveCouponRequest*, v1::CouponReservation*) override;
   Reactor* RunMaintenance(Ctx*, const v1::RunMaintenanceRequest*,
                           v1::RunMaintenanceResponse*) override;
 
@@ -97,7 +104,8 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   // The events HandleEvent acts on; producers send this service no others.
   static events::Subscription EventsHandled() {
     using E = events::Subscription::EventType;
-    return {E::kOrderDelivered, E::kOrderRefunded, E::kReviewSubmitted, E::kCustomerErased};
+    return {E::kOrderDelivered, E::kOrderRefunded, E::kOrderCancelled, E::kReviewSubmitted,
+            E::kCustomerErased};
   }
   // Expiry sweep and tier re-evaluation as of now; safe to repeat.
   absl::Status Maintain(v1::RunMaintenanceResponse* out);
@@ -154,6 +162,19 @@ class LoyaltyService final : public v1::LoyaltyService::CallbackService {
   // RedeemPoints' work, once per request id: spends the points oldest first.
   absl::Status Redeem(const v1::RedeemPointsRequest& req, const std::string& request_id,
                       absl::Time now, v1::LedgerEntry* resp);
+  // ReserveCoupon's work in the customer's account: the order's reservation (the first one again
+  // for a retry), the coupon held or marked for it. `abandoned_order` (may be empty): an order
+  // found abandoned whose hold on the coupon is released first.
+  absl::Status Reserve(AccountSession& session, const v1::ReserveCouponRequest& req,
+                       const std::string& abandoned_order, absl::Time now,
+                       v1::CouponReservation* out);
+  // The order holding the requested once-per-customer coupon when that hold is abandoned: older
+  // than kAbandonedHoldAfter and order-tracking has no such order or sent it back; else empty.
+  absl::StatusOr<std::string> AbandonedHold(const v1::ReserveCouponRequest& req, absl::Time now);
+  // The end of an order's hold on its coupon: redeemed (delivered) or released (cancelled,
+  // abandoned). False when the order holds none (or no longer).
+  absl::StatusOr<bool> EndHold(AccountSession& session, const std::string& order_id,
+                               v1::ReservationStatus end, absl::Time now);
   // OK when order-tracking has the order delivered: only a completed trade is rated.
   absl::Status CheckDelivered(const std::string& customer_id, const std::string& order_id);
 

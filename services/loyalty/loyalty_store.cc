@@ -28,13 +28,21 @@ enum Family {
   kRatings,
   kTierHistory,
   kCoupons,
+  kCouponOrders,
   kRequests
 };
-constexpr store::FamilyName<Family> kFamilies[] = {
-    {kAccounts, "accounts"}, {kLedger, "ledger"},    {kGrowth, "growth"},
-    {kSources, "sources"},   {kLots, "lots"},        {kLotExpiry, "lot_expiry"},
-    {kGrants, "grants"},     {kRatings, "ratings"},  {kTierHistory, "tier_history"},
-    {kCoupons, "coupons"},   {kRequests, "requests"}};
+constexpr store::FamilyName<Family> kFamilies[] = {{kAccounts, "accounts"},
+                                                   {kLedger, "ledger"},
+                                                   {kGrowth, "growth"},
+                                                   {kSources, "sources"},
+                                                   {kLots, "lots"},
+                                                   {kLotExpiry, "lot_expiry"},
+                                                   {kGrants, "grants"},
+                                                   {kRatings, "ratings"},
+                                                   {kTierHistory, "tier_history"},
+                                                   {kCoupons, "coupons"},
+                                                   {kCouponOrders, "coupon_orders"},
+                                                   {kRequests, "requests"}};
 static_assert(store::InEnumOrder(kFamilies));
 
 internal::NextExpiry NextExpiryOf(const Lots& lots) {
@@ -148,12 +156,33 @@ absl::StatusOr<std::optional<v1::LedgerEntry>> AccountSession::LedgerEntryById(
 }
 
 absl::StatusOr<std::optional<v1::Coupon>> AccountSession::Coupon(absl::string_view coupon_id) {
+  // This session's own change first: a coupon released and then reserved in one session.
+  for (auto it = coupons_.rbegin(); it != coupons_.rend(); ++it) {
+    if (it->coupon_id() == coupon_id) return std::optional<v1::Coupon>(*it);
+  }
   v1::Coupon c;
   auto found = txn_.GetProto(store_->cf_[kCoupons],
-                             Key().Str(account_.customer_id()).Str(coupon_id).bytes(), &c);
+                             Key().Str(account_.customer_id()).Str(coupon_id).bytes(), &c,
+                             /*for_update=*/true);
   if (!found.ok()) return found.status();
   if (!*found) return std::optional<v1::Coupon>();
   return std::optional<v1::Coupon>(std::move(c));
+}
+
+absl::StatusOr<std::optional<v1::CouponReservation>> AccountSession::Reservation(
+    absl::string_view order_id) {
+  v1::CouponReservation r;
+  auto found = txn_.GetProto(store_->cf_[kCouponOrders],
+                             Key().Str(account_.customer_id()).Str(order_id).bytes(), &r,
+                             /*for_update=*/true);
+  if (!found.ok()) return found.status();
+  if (!*found) return std::optional<v1::CouponReservation>();
+  return std::optional<v1::CouponReservation>(std::move(r));
+}
+
+absl::Status AccountSession::PutReservation(const v1::CouponReservation& r) {
+  return txn_.PutProto(store_->cf_[kCouponOrders],
+                       Key().Str(account_.customer_id()).Str(r.order_id()).bytes(), r);
 }
 
 absl::Status LoyaltyStore::Load(AccountSession& s, absl::string_view customer_id) {
@@ -291,6 +320,33 @@ absl::StatusOr<std::vector<v1::TierChange>> LoyaltyStore::TierHistory(
 absl::StatusOr<std::vector<v1::Coupon>> LoyaltyStore::Coupons(absl::string_view customer_id) const {
   return store::ProtosUnder<v1::Coupon>(*store_, cf_[kCoupons], Key().Str(customer_id).Build(),
                                         1000);
+}
+
+absl::StatusOr<std::optional<v1::Coupon>> LoyaltyStore::FindCoupon(
+    absl::string_view customer_id, absl::string_view coupon_id) const {
+  v1::Coupon c;
+  CRM_ASSIGN_OR_RETURN(
+      auto found,
+      store_->GetProto(cf_[kCoupons], Key().Str(customer_id).Str(coupon_id).bytes(), &c));
+  if (!found) return std::optional<v1::Coupon>();
+  return std::optional<v1::Coupon>(std::move(c));
+}
+
+absl::StatusOr<std::optional<v1::CouponReservation>> LoyaltyStore::FindReservation(
+    absl::string_view customer_id, absl::string_view order_id) const {
+  v1::CouponReservation r;
+  CRM_ASSIGN_OR_RETURN(
+      auto found,
+      store_->GetProto(cf_[kCouponOrders], Key().Str(customer_id).Str(order_id).bytes(), &r));
+  if (!found) return std::optional<v1::CouponReservation>();
+  return std::optional<v1::CouponReservation>(std::move(r));
+}
+
+absl::StatusOr<bool> LoyaltyStore::HasReservation(Transaction& txn, absl::string_view customer_id,
+                                                  absl::string_view order_id) const {
+  CRM_ASSIGN_OR_RETURN(auto v,
+                       txn.Get(cf_[kCouponOrders], Key().Str(customer_id).Str(order_id).bytes()));
+  return v.has_value();
 }
 
 absl::StatusOr<std::vector<std::string>> LoyaltyStore::CustomersWithExpiringPoints(

@@ -12,6 +12,8 @@
 //   ratings       customer_id, order_id                -> trade rating (once per order)
 //   tier_history  customer_id, sequence                -> TierChange
 //   coupons       customer_id, coupon_id               -> Coupon
+//   coupon_orders customer_id, order_id                -> CouponReservation (the coupon an order
+//                                                         holds or used, keyed by the order)
 //   requests, consumed_events                           -> idempotency records
 //
 // Every change to an account is one transaction holding the account row's lock (so parallel
@@ -53,7 +55,11 @@ class AccountSession {
   absl::StatusOr<bool> Rated(absl::string_view order_id);
   absl::Status PutRating(absl::string_view order_id, v1::TradeRating rating);
   absl::StatusOr<std::optional<v1::LedgerEntry>> LedgerEntryById(absl::string_view entry_id);
+  // The coupon as this session left it (locked), if the customer has it.
   absl::StatusOr<std::optional<v1::Coupon>> Coupon(absl::string_view coupon_id);
+  // The coupon reservation of an order (locked), if the order has one.
+  absl::StatusOr<std::optional<v1::CouponReservation>> Reservation(absl::string_view order_id);
+  absl::Status PutReservation(const v1::CouponReservation& reservation);
 
   void Add(v1::LedgerEntry entry) { ledger_.push_back(std::move(entry)); }
   void Add(v1::GrowthEntry entry) { growth_.push_back(std::move(entry)); }
@@ -112,6 +118,15 @@ class LoyaltyStore {
                           bool* more) const;
   absl::StatusOr<std::vector<v1::TierChange>> TierHistory(absl::string_view customer_id) const;
   absl::StatusOr<std::vector<v1::Coupon>> Coupons(absl::string_view customer_id) const;
+  absl::StatusOr<std::optional<v1::Coupon>> FindCoupon(absl::string_view customer_id,
+                                                       absl::string_view coupon_id) const;
+  // The coupon reservation of an order, read without a lock.
+  absl::StatusOr<std::optional<v1::CouponReservation>> FindReservation(
+      absl::string_view customer_id, absl::string_view order_id) const;
+  // Does the order hold or has it used a coupon? (So an event about an order without one touches
+  // no account.)
+  absl::StatusOr<bool> HasReservation(store::Transaction& txn, absl::string_view customer_id,
+                                      absl::string_view order_id) const;
 
   // Customers with points lots expiring at or before `until`.
   absl::StatusOr<std::vector<std::string>> CustomersWithExpiringPoints(absl::Time until) const;

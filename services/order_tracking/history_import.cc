@@ -7,6 +7,7 @@
 #include "libs/base/status_macros.h"
 #include "services/order_tracking/order_changes.h"
 #include "services/order_tracking/order_lifecycle.h"
+#include "services/order_tracking/order_workflows.h"
 #include "services/order_tracking/returns.h"
 
 namespace crm::order_tracking {
@@ -206,9 +207,8 @@ absl::Status ApplyImportedReturn(const std::string& field, const v1::HistoricalR
   *ret->mutable_update_time() = recorded.refund_time();
   CRM_RETURN_IF_ERROR(TakeReturnedLines(field, recorded, order, ret));
   bool shipping = false;
-  *ret->mutable_refund_amount() = RefundAmount(order, *ret, &shipping);
+  *ret->mutable_refund_amount() = TakeRefund(order, *ret, &shipping);
   ret->set_shipping_refunded(shipping);
-  if (shipping) order.set_shipping_refunded(true);
   change->history.push_back(
       Entry(absl::StrCat("return ", ret->return_id(), " refunded (imported) ",
                          ret->refund_amount().amount_minor(), " ", ret->refund_amount().currency()),

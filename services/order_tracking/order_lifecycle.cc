@@ -115,7 +115,7 @@ v1::Event OrderDeliveredEvent(const v1::Order& order) {
     items_amount += i.unit_price().amount_minor() * i.quantity();
     *d->add_items() = ToEventItem(i, i.quantity());
   }
-  d->mutable_items_amount()->set_amount_minor(items_amount);
+  d->mutable_items_amount()->set_amount_minor(items_amount - order.discount().amount_minor());
   d->mutable_items_amount()->set_currency(order.total().currency());
   d->set_timeliness(order.timeliness());
   *d->mutable_delivered_time() = order.delivered_time();
@@ -365,6 +365,12 @@ void ApplyPackageMove(v1::Order& order, v1::Package& p, const v1::AdvancePackage
     api::SetTimestamp(last, order.mutable_delivered_time());
     order.set_timeliness(OrderTimeliness(order));
   }
+}
+
+int64_t ItemsListValue(const v1::Order& order) {
+  int64_t items = 0;
+  for (const auto& i : order.items()) items += i.unit_price().amount_minor() * i.quantity();
+  return items;
 }
 
 v1::Package* FindPackage(v1::Order& order, absl::string_view package_id) {

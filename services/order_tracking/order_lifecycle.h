@@ -72,6 +72,10 @@ absl::Status CheckCancellable(const v1::Order& order);
 void ApplyPackageMove(v1::Order& order, v1::Package& package, const v1::AdvancePackageRequest& move,
                       absl::Time when);
 
+// The items at their unit prices, before any discount (the order's total less shipping, plus the
+// discount).
+int64_t ItemsListValue(const v1::Order& order);
+
 v1::Package* FindPackage(v1::Order& order, absl::string_view package_id);
 const v1::OrderItem* FindItem(const v1::Order& order, absl::string_view item_id);
 // The package that holds an item (the first one when split across several).
@@ -81,7 +85,8 @@ const v1::Package* PackageOfItem(const v1::Order& order, absl::string_view item_
 // here, occur_time are filled by the store).
 v1::EventItem ToEventItem(const v1::OrderItem& item, int32_t quantity);
 v1::Event OrderPlacedEvent(const v1::Order& order);
-// Dated at the order's delivered_time.
+// Dated at the order's delivered_time; its items_amount is what was paid for the items (less the
+// coupon's discount).
 v1::Event OrderDeliveredEvent(const v1::Order& order);
 // For a refunded return of the order: its amount, fault and items.
 v1::Event OrderRefundedEvent(const v1::Order& order, const v1::Return& ret);

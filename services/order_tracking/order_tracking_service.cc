@@ -108,6 +108,7 @@ absl::Status ValidateNewOrder(const v1::CreateOrderRequest& req, int64_t* total,
   if (!req.shipping_address_id().empty()) {
     CRM_RETURN_IF_ERROR(api::RequiredId("shipping_address_id", req.shipping_address_id()));
   }
+  if (!req.coupon_id().empty()) CRM_RETURN_IF_ERROR(api::RequiredId("coupon_id", req.coupon_id()));
   return absl::OkStatus();
 }
 
@@ -249,17 +250,42 @@ grpc::ServerUnaryReactor* OrderTrackingService::CreateOrder(Ctx* ctx,
       *writes_, ctx,
       [this, req, resp, now, total, currency,
        request_id = rpc::ScopedRequestId(*caller, req->request_id())]() -> absl::Status {
+        const uint64_t fingerprint = store::RequestFingerprint(*req);
         // The customer must exist, and the order keeps a copy of the address it ships to.
         CRM_ASSIGN_OR_RETURN(v1::Customer customer,
                              rpc::FetchCustomer(*backends_, req->customer_id()));
         CRM_ASSIGN_OR_RETURN(v1::Address address,
                              ShippingAddress(customer, req->shipping_address_id()));
-        const v1::Order order = NewOrder(*req, total, currency, address, now);
-        absl::Status s = store_->CreateOrder(order, OrderPlacedEvent(order), request_id,
-                                             store::RequestFingerprint(*req), now, resp);
+        v1::Order order = NewOrder(*req, OrderIdFor(req->customer_id(), request_id), total,
+                                   currency, address, now);
+        if (!req->coupon_id().empty()) {
+          // A retry of a placed order answers it without asking loyalty again.
+          CRM_ASSIGN_OR_RETURN(
+              const bool placed,
+              store_->FindCreatedOrder(req->customer_id(), request_id, fingerprint, resp));
+          if (placed) return absl::OkStatus();
+          CRM_RETURN_IF_ERROR(ReserveCoupon(req->coupon_id(), order));
+        }
+        absl::Status s =
+            store_->CreateOrder(order, OrderPlacedEvent(order), request_id, fingerprint, now, resp);
         if (s.ok() && resp->order_id() == order.order_id()) metrics_.created.Increment();
         return s;
       });
+}
+
+absl::Status OrderTrackingService::ReserveCoupon(const std::string& coupon_id, v1::Order& order) {
+  v1::ReserveCouponRequest reserve;
+  reserve.set_customer_id(order.customer_id());
+  reserve.set_coupon_id(coupon_id);
+  // The order id is the reservation's key: a retried CreateOrder names the same order, so the
+  // coupon is reserved once.
+  reserve.set_order_id(order.order_id());
+  *reserve.mutable_items() = CouponLines(order);
+  CRM_ASSIGN_OR_RETURN(const v1::CouponReservation reservation,
+                       rpc::Peer<v1::LoyaltyService>(backends_).Call(
+                           order.customer_id(), "reserve the coupon",
+                           &v1::LoyaltyService::Stub::ReserveCoupon, reserve));
+  return ApplyDiscount(coupon_id, reservation.discount(), reservation.rule(), order);
 }
 
 grpc::ServerUnaryReactor* OrderTrackingService::ImportOrders(Ctx* ctx,

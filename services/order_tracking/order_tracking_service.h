@@ -44,7 +44,7 @@ struct OrderMetrics {
 class OrderTrackingService final : public v1::OrderTrackingService::CallbackService {
  public:
   // `backends` reaches customer-profile (the customer and address of a new order) and loyalty
-  // (return window extensions). Not owned.
+  // (return window extensions, coupons). Not owned.
   OrderTrackingService(OrderTrackingStore* store, Clock* clock, rpc::Executor* writes,
                        rpc::Backends* backends, ReturnRules return_rules,
                        prometheus::Registry& registry);
@@ -89,6 +89,10 @@ class OrderTrackingService final : public v1::OrderTrackingService::CallbackServ
   Reactor* ChangeOrder(
       Ctx* ctx, const std::string& customer_id, const std::string& order_id, v1::Order* resp,
       absl::AnyInvocable<absl::Status(v1::Order&, OrderChange&, absl::Time now)> change);
+  // Has loyalty reserve the customer's coupon for the new order (keyed by its id) and applies the
+  // discount to it; loyalty's verdict (NOT_FOUND, FAILED_PRECONDITION naming coupon_id or items)
+  // keeps its code, UNAVAILABLE when loyalty cannot answer.
+  absl::Status ReserveCoupon(const std::string& coupon_id, v1::Order& order);
   absl::Status MovePackage(const v1::AdvancePackageRequest& move, absl::Time now, v1::Order* out);
   // Days the customer's membership adds to return windows (asks loyalty).
   absl::StatusOr<int> ReturnWindowExtension(const std::string& customer_id);

@@ -293,20 +293,45 @@ absl::Status OrderTrackingStore::IndexOrder(Transaction& txn, const v1::Order& o
 absl::Status OrderTrackingStore::CreateOrder(const v1::Order& order, const v1::Event& placed,
                                              absl::string_view request_id, uint64_t fingerprint,
                                              absl::Time now, v1::Order* out) {
-  return store::TransactOnce(*store_, Durability::kSynced, cf_[kRequests],
-                             RequestKey(order.customer_id(), "CreateOrder", request_id),
-                             fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
-                               *out = order;
-                               OrderChange change;
-                               v1::OrderHistoryEntry h;
-                               h.set_description("order placed");
-                               h.set_actor("customer");
-                               change.history.push_back(h);
-                               change.events.push_back(placed);
-                               CRM_RETURN_IF_ERROR(IndexOrder(txn, order));
-                               out->set_version(0);
-                               return WriteChange(txn, *out, change, now);
-                             });
+  return store::TransactOnce(
+      *store_, Durability::kSynced, cf_[kRequests],
+      RequestKey(order.customer_id(), "CreateOrder", request_id), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
+        // Order ids follow from request ids: one never replaces an order.
+        CRM_ASSIGN_OR_RETURN(
+            auto taken,
+            txn.GetForUpdate(cf_[kOrders], OrderKey(order.customer_id(), order.order_id())));
+        if (taken.has_value()) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("request_id: order ", order.order_id(),
+                           " was placed with this request id before; use a new one"));
+        }
+        *out = order;
+        OrderChange change;
+        v1::OrderHistoryEntry h;
+        h.set_description("order placed");
+        h.set_actor("customer");
+        change.history.push_back(h);
+        change.events.push_back(placed);
+        CRM_RETURN_IF_ERROR(IndexOrder(txn, order));
+        out->set_version(0);
+        return WriteChange(txn, *out, change, now);
+      });
+}
+
+absl::StatusOr<bool> OrderTrackingStore::FindCreatedOrder(absl::string_view customer_id,
+                                                          absl::string_view request_id,
+                                                          uint64_t fingerprint, v1::Order* out) {
+  bool found = false;
+  CRM_RETURN_IF_ERROR(
+      store_->Transact(Durability::kBuffered, [&](Transaction& txn) -> absl::Status {
+        CRM_ASSIGN_OR_RETURN(
+            found, store::FindCompletedRequest(txn, cf_[kRequests],
+                                               RequestKey(customer_id, "CreateOrder", request_id),
+                                               fingerprint, out));
+        return absl::OkStatus();
+      }));
+  return found;
 }
 
 absl::Status OrderTrackingStore::ImportHistory(

@@ -55,6 +55,11 @@ class OrderTrackingStore {
   absl::Status CreateOrder(const v1::Order& order, const v1::Event& placed,
                            absl::string_view request_id, uint64_t fingerprint, absl::Time now,
                            v1::Order* out);
+  // Whether CreateOrder already answered this request (then `out` holds that answer), so a retry
+  // does not ask other services again. INVALID_ARGUMENT naming request_id when the id was used for
+  // another request.
+  absl::StatusOr<bool> FindCreatedOrder(absl::string_view customer_id, absl::string_view request_id,
+                                        uint64_t fingerprint, v1::Order* out);
   // Imports a customer's recorded orders and returns in one synced transaction, in the order they
   // happened: each one not imported before (keyed by its external number) is made by
   // `build_order(i, …)` (orders[i]) or `apply_return(i, order, …)` (returns[i], against its order,

@@ -1,6 +1,7 @@
 #include "services/order_tracking/order_workflows.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/sharding/shard_map.h"
@@ -14,9 +15,8 @@ namespace {
 // the customer's, once per order), appended to `what`, and the OrderRefunded event.
 void Refund(v1::Order& o, v1::Return& r, OrderChange& c, std::string* what) {
   bool shipping = false;
-  *r.mutable_refund_amount() = RefundAmount(o, r, &shipping);
+  *r.mutable_refund_amount() = TakeRefund(o, r, &shipping);
   r.set_shipping_refunded(shipping);
-  if (shipping) o.set_shipping_refunded(true);
   absl::StrAppend(what, " ", r.refund_amount().amount_minor(), " ", r.refund_amount().currency());
   c.events.push_back(OrderRefundedEvent(o, r));
 }
@@ -40,10 +40,28 @@ absl::StatusOr<v1::Address> ShippingAddress(const v1::Customer& customer,
       absl::StrCat("shipping_address_id: the customer has no address \"", address_id, "\""));
 }
 
-v1::Order NewOrder(const v1::CreateOrderRequest& req, int64_t total, const std::string& currency,
-                   const v1::Address& address, absl::Time now) {
+std::string OrderIdFor(const std::string& customer_id, const std::string& request_id) {
+  // FNV-1a then a splitmix64 finish: stable across processes and builds (absl::Hash is not).
+  uint64_t seed = 1469598103934665603ULL;
+  for (const char ch : absl::StrCat(customer_id, "\n", request_id)) {
+    seed = (seed ^ static_cast<unsigned char>(ch)) * 1099511628211ULL;
+  }
+  const uint32_t bucket = sharding::BucketOf(customer_id);
+  for (uint64_t attempt = 0;; ++attempt) {
+    uint64_t v = seed + attempt * 0x9E3779B97F4A7C15ULL;
+    v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    v = (v ^ (v >> 27)) * 0x94D049BB133111EBULL;
+    v ^= v >> 31;
+    std::string id = absl::StrFormat("o%016x", v);
+    // About kBucketCount attempts on average, as for a random id in the bucket.
+    if (sharding::BucketOf(id) == bucket) return id;
+  }
+}
+
+v1::Order NewOrder(const v1::CreateOrderRequest& req, const std::string& order_id, int64_t total,
+                   const std::string& currency, const v1::Address& address, absl::Time now) {
   v1::Order order;
-  order.set_order_id(sharding::NewIdInBucket("o", sharding::BucketOf(req.customer_id())));
+  order.set_order_id(order_id);
   order.set_customer_id(req.customer_id());
   for (int i = 0; i < req.items_size(); ++i) {
     auto* item = order.add_items();
@@ -60,6 +78,36 @@ v1::Order NewOrder(const v1::CreateOrderRequest& req, int64_t total, const std::
   *order.mutable_shipping_address() = address;
   api::SetTimestamp(now, order.mutable_create_time());
   return order;
+}
+
+google::protobuf::RepeatedPtrField<v1::EventItem> CouponLines(const v1::Order& order) {
+  google::protobuf::RepeatedPtrField<v1::EventItem> lines;
+  for (const auto& item : order.items()) *lines.Add() = ToEventItem(item, item.quantity());
+  return lines;
+}
+
+absl::Status ApplyDiscount(const std::string& coupon_id, const v1::Money& discount,
+                           const std::string& rule, v1::Order& order) {
+  const int64_t items = ItemsListValue(order);
+  if (discount.currency() != order.total().currency() || discount.amount_minor() <= 0 ||
+      discount.amount_minor() > items) {
+    return absl::InternalError(
+        absl::StrCat("loyalty reserved a discount of ", discount.amount_minor(), " ",
+                     discount.currency(), " for items of ", items, " ", order.total().currency()));
+  }
+  order.set_coupon_id(coupon_id);
+  *order.mutable_discount() = discount;
+  order.set_discount_rule(rule);
+  order.mutable_total()->set_amount_minor(order.total().amount_minor() - discount.amount_minor());
+  return absl::OkStatus();
+}
+
+v1::Money TakeRefund(v1::Order& order, const v1::Return& ret, bool* shipping) {
+  v1::Money refund = RefundAmount(order, ret, shipping);
+  order.set_items_refunded_list_minor(order.items_refunded_list_minor() +
+                                      ReturnedListValue(order, ret));
+  if (*shipping) order.set_shipping_refunded(true);
+  return refund;
 }
 
 absl::Status ApplyPayment(const v1::PayOrderRequest& req, absl::Time now, v1::Order& o,

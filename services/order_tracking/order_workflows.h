@@ -22,10 +22,28 @@ namespace crm::order_tracking {
 absl::StatusOr<v1::Address> ShippingAddress(const v1::Customer& customer,
                                             const std::string& requested_address_id);
 
-// The order CreateOrder places (PLACED at `now`, with a new id in the customer's bucket): the
-// request's lines numbered from 1, its total and currency as validated, and a copy of `address`.
-v1::Order NewOrder(const v1::CreateOrderRequest& req, int64_t total, const std::string& currency,
-                   const v1::Address& address, absl::Time now);
+// The id of the order a CreateOrder request places: derived from the customer and the (caller's)
+// request id, in the customer's bucket, so a retried request names the same order (the key its
+// coupon is reserved under) whether or not the first attempt was written.
+std::string OrderIdFor(const std::string& customer_id, const std::string& request_id);
+
+// The order CreateOrder places (PLACED at `now`, id `order_id`): the request's lines numbered from
+// 1, its total and currency as validated, and a copy of `address`.
+v1::Order NewOrder(const v1::CreateOrderRequest& req, const std::string& order_id, int64_t total,
+                   const std::string& currency, const v1::Address& address, absl::Time now);
+
+// The order's lines as loyalty checks a coupon against them.
+google::protobuf::RepeatedPtrField<v1::EventItem> CouponLines(const v1::Order& order);
+
+// Applies the coupon loyalty reserved for the order: the coupon, its discount (off the items, in
+// the order's currency) and rule; the total becomes what the customer pays. INTERNAL when the
+// discount is not one the order can take (another currency, more than the items).
+absl::Status ApplyDiscount(const std::string& coupon_id, const v1::Money& discount,
+                           const std::string& rule, v1::Order& order);
+
+// The refund of a return (RefundAmount, returns.h), recorded on the order: the list value it
+// refunds and, when *shipping is set, that shipping is refunded.
+v1::Money TakeRefund(v1::Order& order, const v1::Return& ret, bool* shipping);
 
 // PayOrder: a PLACED order (not cash on delivery) becomes PAID; the same payment again is
 // unchanged.

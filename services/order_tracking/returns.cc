@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/numeric/int128.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -115,18 +116,36 @@ absl::Status CheckReturnMove(v1::ReturnStatus from, v1::ReturnStatus to) {
 }
 
 v1::Money RefundAmount(const v1::Order& order, const v1::Return& ret, bool* shipping) {
-  v1::Money m;
-  m.set_currency(order.total().currency());
-  int64_t amount = 0;
+  int64_t returned_list = 0;
   for (const auto& ri : ret.items()) {
     const v1::OrderItem* item = FindItem(order, ri.item_id());
-    if (item != nullptr) amount += item->unit_price().amount_minor() * ri.quantity();
+    if (item != nullptr) returned_list += item->unit_price().amount_minor() * ri.quantity();
   }
+  const int64_t items = ItemsListValue(order);
+  const int64_t paid = items - order.discount().amount_minor();
+  // Cumulative and rounded down: each refund is the paid share of everything refunded so far less
+  // what earlier refunds gave, so the refunds never exceed `paid` and reach it exactly at the end.
+  auto paid_share = [&](int64_t list) {
+    return items == 0 ? 0 : static_cast<int64_t>(absl::int128(paid) * list / items);
+  };
+  const int64_t before = order.items_refunded_list_minor();
+  int64_t amount = paid_share(before + returned_list) - paid_share(before);
   *shipping = (ret.fault() == v1::FAULT_MERCHANT || ret.fault() == v1::FAULT_CARRIER) &&
               !order.shipping_refunded();
   if (*shipping) amount += order.shipping_fee().amount_minor();
+  v1::Money m;
+  m.set_currency(order.total().currency());
   m.set_amount_minor(amount);
   return m;
+}
+
+int64_t ReturnedListValue(const v1::Order& order, const v1::Return& ret) {
+  int64_t list = 0;
+  for (const auto& ri : ret.items()) {
+    if (const v1::OrderItem* item = FindItem(order, ri.item_id()))
+      list += item->unit_price().amount_minor() * ri.quantity();
+  }
+  return list;
 }
 
 }  // namespace crm::order_tracking

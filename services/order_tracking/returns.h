@@ -39,10 +39,16 @@ absl::StatusOr<absl::Time> CheckReturnRequest(
 // REJECTED. FAILED_PRECONDITION otherwise.
 absl::Status CheckReturnMove(v1::ReturnStatus from, v1::ReturnStatus to);
 
-// The refund for `ret`: unit price × quantity of each item, plus the shipping fee when the fault is
-// the merchant's or the carrier's and shipping was not refunded before. Sets *shipping when it is
+// The refund for `ret` at the price paid: without a discount, unit price × quantity of each item;
+// with one, the paid share (items' list value less the discount, in proportion) of the items' list
+// value refunded so far including `ret`, less what earlier refunds gave (order.items_refunded_list_
+// minor), rounded down: exact in minor units, the refunds never exceed what was paid for the items
+// and add up to it when everything is returned. Plus the shipping fee when the fault is the
+// merchant's or the carrier's and shipping was not refunded before. Sets *shipping when it is
 // included.
 v1::Money RefundAmount(const v1::Order& order, const v1::Return& ret, bool* shipping);
+// The list value (unit price × quantity) of the items `ret` returns.
+int64_t ReturnedListValue(const v1::Order& order, const v1::Return& ret);
 
 std::string ReturnStatusName(v1::ReturnStatus s);
 
