@@ -26,6 +26,7 @@
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
 #include "services/complaint_ticket/ticket_index.h"
+#include "services/complaint_ticket/ticket_merge.h"
 #include "services/complaint_ticket/ticket_search.h"
 
 namespace crm::complaint_ticket {
@@ -723,6 +724,50 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SearchTickets(Ctx* ctx,
     for (v1::Ticket& ticket : *resp->mutable_tickets()) HideInternalNotes(ticket);
   }
   return Finish(ctx, read);
+}
+
+grpc::ServerUnaryReactor* ComplaintTicketService::MergeTickets(Ctx* ctx,
+                                                               const v1::MergeTicketsRequest* req,
+                                                               v1::Ticket* resp) {
+  auto validated = [&]() -> absl::StatusOr<AgentCall> {
+    CRM_RETURN_IF_ERROR(api::RequiredId("customer_id", req->customer_id()));
+    CRM_RETURN_IF_ERROR(api::RequiredId("source_ticket_id", req->source_ticket_id()));
+    CRM_RETURN_IF_ERROR(api::RequiredId("target_ticket_id", req->target_ticket_id()));
+    if (req->source_ticket_id() == req->target_ticket_id())
+      return Invalid("target_ticket_id", "a ticket does not merge into itself");
+    CRM_RETURN_IF_ERROR(api::RequiredRequestId(req->request_id()));
+    CRM_ASSIGN_OR_RETURN(auth::Caller caller, rpc::CallerOf(*ctx));
+    // An agent merges as themself (the token's subject); an admin as the admin.
+    CRM_ASSIGN_OR_RETURN(std::string agent_id, rpc::ActingAgent(caller, "agent_id", ""));
+    return AgentCall{std::move(caller), std::move(agent_id)};
+  }();
+  if (!validated.ok()) return Finish(ctx, validated.status());
+  const absl::Time now = clock_->Now();
+  return FinishOn(
+      *writes_, ctx, [this, req, resp, now, by = *std::move(validated)]() -> absl::Status {
+        if (!by.agent_id.empty()) CRM_RETURN_IF_ERROR(CheckAgent(by.agent_id));
+        const bool agent = !by.agent_id.empty();
+        const std::string actor = agent ? by.agent_id : rpc::Actor(by.caller);
+        v1::Ticket source_before, source_after, target_before;
+        CRM_RETURN_IF_ERROR(store_->MergeTickets(
+            req->customer_id(), req->source_ticket_id(), req->target_ticket_id(),
+            rpc::ScopedRequestId(by.caller, req->request_id(), "MergeTickets"),
+            store::RequestFingerprint(*req), now,
+            [&](TicketSession& source, TicketSession& target) -> absl::Status {
+              source_before = source.ticket();
+              target_before = target.ticket();
+              CRM_RETURN_IF_ERROR(MergeInto(source.ticket(), target.ticket(), actor, agent, now));
+              source_after = source.ticket();
+              return absl::OkStatus();
+            },
+            resp));
+        // Nothing ran, and nothing is counted, for a retry answered from the first call's record.
+        if (!source_before.ticket_id().empty()) {
+          Committed(source_before, source_after);
+          Committed(target_before, *resp);
+        }
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* ComplaintTicketService::UpdateTicketTags(

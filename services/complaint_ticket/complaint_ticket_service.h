@@ -81,6 +81,7 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
                              v1::ListAtRiskTicketsResponse*) override;
   Reactor* SearchTickets(Ctx*, const v1::SearchTicketsRequest*,
                          v1::SearchTicketsResponse*) override;
+  Reactor* MergeTickets(Ctx*, const v1::MergeTicketsRequest*, v1::Ticket*) override;
   Reactor* UpdateTicketTags(Ctx*, const v1::UpdateTicketTagsRequest*, v1::Ticket*) override;
   Reactor* ReplyToTicket(Ctx*, const v1::ReplyToTicketRequest*, v1::Ticket*) override;
   Reactor* AddInternalNote(Ctx*, const v1::AddInternalNoteRequest*, v1::Ticket*) override;

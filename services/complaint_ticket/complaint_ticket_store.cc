@@ -340,6 +340,39 @@ absl::Status ComplaintTicketStore::UpdateTicketIn(
   return Save(s, now);
 }
 
+absl::Status ComplaintTicketStore::MergeTickets(
+    absl::string_view customer_id, absl::string_view source_id, absl::string_view target_id,
+    absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+    absl::FunctionRef<absl::Status(TicketSession&, TicketSession&)> change, v1::Ticket* out) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, cf_[kRequests],
+      Key().Str(customer_id).Str("ticket").Str(request_id).bytes(), fingerprint, now, out,
+      [&](Transaction& txn) -> absl::Status {
+        TicketSession source(this, txn), target(this, txn);
+        // Locked in id order, so two merges of the same pair wait for each other, never deadlock.
+        std::vector<std::pair<std::string, TicketSession*>> order = {
+            {std::string(source_id), &source}, {std::string(target_id), &target}};
+        std::sort(order.begin(), order.end(),
+                  [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (auto& [id, s] : order) {
+          CRM_ASSIGN_OR_RETURN(const bool found,
+                               txn.GetProto(cf_[kTickets], TicketKey(customer_id, id), &s->ticket_,
+                                            /*for_update=*/true));
+          if (!found) {
+            return absl::NotFoundError(
+                absl::StrCat(s == &source ? "source_ticket_id" : "target_ticket_id",
+                             ": no ticket \"", id, "\" for this customer"));
+          }
+          s->before_ = s->ticket_;
+        }
+        CRM_RETURN_IF_ERROR(change(source, target));
+        CRM_RETURN_IF_ERROR(Save(source, now));
+        CRM_RETURN_IF_ERROR(Save(target, now));
+        *out = target.ticket_;
+        return absl::OkStatus();
+      });
+}
+
 absl::Status ComplaintTicketStore::UpdateTicket(
     absl::string_view customer_id, absl::string_view ticket_id, absl::string_view request_id,
     uint64_t fingerprint, absl::Time now, absl::FunctionRef<absl::Status(TicketSession&)> change,

@@ -89,6 +89,13 @@ class ComplaintTicketStore {
                             absl::string_view request_id, uint64_t fingerprint, absl::Time now,
                             absl::FunctionRef<absl::Status(TicketSession&)> change,
                             v1::Ticket* out);
+  // Locks two tickets of one customer (in id order) and applies `change(source, target)`, once per
+  // request id; *out is the target as saved. NOT_FOUND names source_ticket_id or target_ticket_id.
+  absl::Status MergeTickets(
+      absl::string_view customer_id, absl::string_view source_id, absl::string_view target_id,
+      absl::string_view request_id, uint64_t fingerprint, absl::Time now,
+      absl::FunctionRef<absl::Status(TicketSession& source, TicketSession& target)> change,
+      v1::Ticket* out);
   absl::Status UpdateTicketIn(store::Transaction& txn, absl::string_view customer_id,
                               absl::string_view ticket_id, absl::Time now,
                               absl::FunctionRef<absl::Status(TicketSession&)> change);

@@ -1,8 +1,8 @@
 // Queues, search and tags (issue 24, item 2) end to end over real gRPC and RocksDB, with
 // customer-profile and loyalty beside complaint-ticket: ListTickets narrowed by a filter,
 // SearchTickets across customers for agents (queues, an agent's tickets, tags, full text in Chinese
-// and English) and over their own tickets only for a customer, UpdateTicketTags. Callers call as
-// the gateway admits them: agents and customers by their tokens.
+// and English) and over their own tickets only for a customer, UpdateTicketTags, MergeTickets.
+// Callers call as the gateway admits them: agents and customers by their tokens.
 #include <functional>
 #include <string>
 #include <vector>
@@ -437,6 +437,107 @@ TEST_CASE(
                grpc::StatusCode::NOT_FOUND, "agent_id:");
   RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t4, {"x"}, {}, "b4")),
                grpc::StatusCode::NOT_FOUND, "ticket_id:");
+}
+
+int OpenTicketsOf(Stub* stub, const std::string& agent_id) {
+  const v1::ListAgentsResponse agents = CallOk(stub, &Stub::ListAgents, v1::ListAgentsRequest());
+  for (const auto& a : agents.agents()) {
+    if (a.agent_id() == agent_id) return a.open_tickets();
+  }
+  return -1;
+}
+
+TEST_CASE(
+    "merge: a duplicate is closed as merged into the customer's other ticket, its messages shown "
+    "there, once per request id, and only within one customer",
+    "[tickets][merge]") {
+  Queues w;
+  auto ann = w.As(v1::ROLE_AGENT, "ann");
+  const v1::Ticket dup = w.Open(w.alice, "t5", "What are the whereabouts of my parcel?",
+                                v1::TICKET_CHANNEL_PHONE, v1::TICKET_CATEGORY_DELIVERY);
+  auto note = testing::ForCustomer<v1::AddInternalNoteRequest>(w.alice);
+  note.set_ticket_id(dup.ticket_id());
+  note.set_text("Same parcel as the web ticket; caller sounded upset.");
+  note.set_request_id("note-dup");
+  CallOk(ann.get(), &Stub::AddInternalNote, note);
+  const std::string holder = dup.assigned_agent_id();
+  REQUIRE_FALSE(holder.empty());
+  const int held = OpenTicketsOf(w.system.get(), holder);
+
+  auto merge = [&](const std::string& source, const std::string& target,
+                   const std::string& request_id, const std::string& cid = "") {
+    v1::MergeTicketsRequest r;
+    r.set_customer_id(cid.empty() ? w.alice : cid);
+    r.set_source_ticket_id(source);
+    r.set_target_ticket_id(target);
+    r.set_request_id(request_id);
+    return r;
+  };
+  const v1::Ticket target =
+      CallOk(ann.get(), &Stub::MergeTickets, merge(dup.ticket_id(), w.t1, "merge-1"));
+  CHECK(target.ticket_id() == w.t1);
+  CHECK(Ids(target.merged_ticket_ids().begin(), target.merged_ticket_ids().end()) ==
+        Ids{dup.ticket_id()});
+  int copied = 0, copied_notes = 0;
+  for (const auto& m : target.messages()) {
+    if (m.merged_from_ticket_id() != dup.ticket_id()) continue;
+    ++copied;
+    copied_notes += m.internal() ? 1 : 0;
+  }
+  CHECK(copied == 2);
+  CHECK(copied_notes == 1);
+  auto get = testing::ForCustomer<v1::GetTicketRequest>(w.alice);
+  get.set_ticket_id(dup.ticket_id());
+  const v1::Ticket closed = CallOk(ann.get(), &Stub::GetTicket, get);
+  CHECK(closed.status() == v1::TICKET_STATUS_CLOSED);
+  CHECK(closed.merged_into_ticket_id() == w.t1);
+  CHECK(OpenTicketsOf(w.system.get(), holder) == held - 1);
+
+  // Retried: the same answer, merged once; merged again under another id: refused.
+  const v1::Ticket again =
+      CallOk(ann.get(), &Stub::MergeTickets, merge(dup.ticket_id(), w.t1, "merge-1"));
+  CHECK(again.messages_size() == target.messages_size());
+  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(dup.ticket_id(), w.t2, "merge-2")),
+               grpc::StatusCode::FAILED_PRECONDITION, "source_ticket_id:");
+  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t2, dup.ticket_id(), "merge-3")),
+               grpc::StatusCode::FAILED_PRECONDITION, "target_ticket_id:");
+
+  // The customer reads the duplicate's words on the ticket that carries on, never the note; search
+  // finds it there.
+  auto alice = w.AsCustomer(w.alice);
+  get.set_ticket_id(w.t1);
+  const v1::Ticket seen = CallOk(alice.get(), &Stub::GetTicket, get);
+  CHECK_FALSE(HasInternal(seen));
+  bool shown = false;
+  for (const auto& m : seen.messages())
+    shown = shown || m.merged_from_ticket_id() == dup.ticket_id();
+  CHECK(shown);
+  CHECK(Found(alice.get(), w.alice, "whereabouts", Filter([](v1::TicketFilter& f) {
+                f.add_statuses(v1::TICKET_STATUS_IN_PROGRESS);
+                f.add_statuses(v1::TICKET_STATUS_OPEN);
+              })) == Ids{w.t1});
+  CHECK(Found(alice.get(), w.alice, "upset").empty());
+
+  // Only within one customer; bad input by field; customers may not merge.
+  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t4, w.t2, "x-1")),
+               grpc::StatusCode::NOT_FOUND, "source_ticket_id:");
+  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t4, w.t2, "x-2", w.bob)),
+               grpc::StatusCode::NOT_FOUND, "target_ticket_id:");
+  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t2, w.t2, "x-3")),
+               grpc::StatusCode::INVALID_ARGUMENT, "target_ticket_id:");
+  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t2, w.t3, "")),
+               grpc::StatusCode::INVALID_ARGUMENT, "request_id:");
+  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge("", w.t3, "x-4")),
+               grpc::StatusCode::INVALID_ARGUMENT, "source_ticket_id:");
+  RequireError(StatusOf(alice.get(), &Stub::MergeTickets, merge(w.t2, w.t3, "x-5")),
+               grpc::StatusCode::PERMISSION_DENIED, "role customer may not call");
+  CHECK(CallOk(ann.get(), &Stub::GetTicket,
+               [&] {
+                 auto r = testing::ForCustomer<v1::GetTicketRequest>(w.alice);
+                 r.set_ticket_id(w.t2);
+                 return r;
+               }())
+            .status() == v1::TICKET_STATUS_OPEN);
 }
 
 // Alice's kettle in English (t5, with an agent's internal note) and in Chinese (t6); Bob's kettle
