@@ -71,8 +71,13 @@ std::optional<trace::TraceContext> EventTrace(const v1::Event& e) {
 
 struct Dispatcher::Lane {
   std::string sink;
-  rpc::ChannelSet* channels;
-  int shard;
+  // A consumer's shards, or null for a webhook.
+  rpc::ChannelSet* channels = nullptr;
+  std::shared_ptr<const WebhookTarget> webhook;
+  int shard = 0;
+  // Set to end this lane alone (its webhook was deleted) or with the dispatcher; also cancels a
+  // webhook POST in flight.
+  std::atomic<bool> stop{false};
   std::string cursor_key;
   std::atomic<uint64_t> cursor_epoch{0};
   std::atomic<uint64_t> cursor_seq{0};
@@ -114,13 +119,13 @@ struct Dispatcher::Lane {
     subscription = std::move(s);
   }
   // Whether this lane delivers `e`: the consumer subscribed to it (every event while that was
-  // never known) and the customer lives on this lane's shard.
+  // never known) and the customer lives on this lane's shard (a webhook takes every customer).
   bool Wants(const v1::Event& e) const {
     {
       absl::MutexLock lock(&subscription_mu);
       if (subscription.has_value() && !subscription->Wants(e)) return false;
     }
-    return channels->shard_map().ShardOf(e.customer_id()) == shard;
+    return channels == nullptr || channels->shard_map().ShardOf(e.customer_id()) == shard;
   }
 
  private:
@@ -169,6 +174,7 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Regi
   for (const Sink& sink : sinks) {
     sink_names_.push_back(sink.name);
     for (int shard = 0; shard < sink.channels->shard_count(); ++shard) {
+      absl::MutexLock lock(&lanes_mu_);
       lanes_.push_back(MakeLane(sink, shard));
     }
   }
@@ -180,8 +186,6 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Regi
 }
 
 std::unique_ptr<Dispatcher::Lane> Dispatcher::MakeLane(const Sink& sink, int shard) {
-  static const std::vector<double> kLagBuckets = {
-      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600};
   auto lane = std::make_unique<Lane>();
   lane->sink = sink.name;
   lane->channels = sink.channels;
@@ -189,38 +193,68 @@ std::unique_ptr<Dispatcher::Lane> Dispatcher::MakeLane(const Sink& sink, int sha
   lane->cursor_key = CursorKey(sink.name, shard);
   lane->subscription_key = store::Key().Str("subscription").Str(sink.name).U64(shard).Build();
   lane->backoff = options_.initial_backoff;
-  const std::map<std::string, std::string> labels = {{"destination", sink.name},
-                                                     {"shard", std::to_string(shard)}};
+  AddLaneMetrics(*lane);
+  return lane;
+}
+
+std::unique_ptr<Dispatcher::Lane> Dispatcher::MakeWebhookLane(
+    std::shared_ptr<const WebhookTarget> target) {
+  auto lane = std::make_unique<Lane>();
+  lane->sink = WebhookDestination(target->webhook_id);
+  lane->cursor_key = CursorKey(lane->sink, 0);
+  lane->backoff = options_.initial_backoff;
+  // What a webhook wants is fixed by its subscription: nothing to ask.
+  lane->set_subscription(target->types);
+  lane->subscription_current = true;
+  lane->webhook = std::move(target);
+  AddLaneMetrics(*lane);
+  return lane;
+}
+
+void Dispatcher::AddLaneMetrics(Lane& lane) {
+  static const std::vector<double> kLagBuckets = {
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600};
+  const std::map<std::string, std::string> labels = {{"destination", lane.sink},
+                                                     {"shard", std::to_string(lane.shard)}};
   auto with_result = [&](const char* result) {
     auto l = labels;
     l["result"] = result;
     return l;
   };
-  lane->ok = &attempts_.Add(with_result("ok"));
-  lane->failed = &attempts_.Add(with_result("error"));
-  lane->dead = &dead_lettered_.Add(labels);
-  lane->backlog = &backlog_.Add(labels);
-  lane->oldest_age = &oldest_pending_age_.Add(labels);
-  lane->lag = &lag_.Add(labels, kLagBuckets);
-  return lane;
+  lane.ok = &attempts_.Add(with_result("ok"));
+  lane.failed = &attempts_.Add(with_result("error"));
+  lane.dead = &dead_lettered_.Add(labels);
+  lane.backlog = &backlog_.Add(labels);
+  lane.oldest_age = &oldest_pending_age_.Add(labels);
+  lane.lag = &lag_.Add(labels, kLagBuckets);
 }
 
 Dispatcher::~Dispatcher() { Stop(); }
 
-void Dispatcher::Start() {
-  for (auto& lane : lanes_) {
-    auto stored = store_->Get(store_->cf(Outbox::kMetaFamily), lane->cursor_key);
-    Position p;
-    if (stored.ok() && stored->has_value() && ParsePositionKey(**stored, &p)) lane->set_cursor(p);
+void Dispatcher::StartLane(Lane* lane) {
+  auto stored = store_->Get(store_->cf(Outbox::kMetaFamily), lane->cursor_key);
+  Position p;
+  if (stored.ok() && stored->has_value() && ParsePositionKey(**stored, &p)) lane->set_cursor(p);
+  if (lane->webhook == nullptr) {
     v1::Subscription known;
     auto subscribed =
         store_->GetProto(store_->cf(Outbox::kMetaFamily), lane->subscription_key, &known);
     if (subscribed.ok() && *subscribed) lane->set_subscription(Subscription::FromProto(known));
-    Lane* raw = lane.get();
-    lane->thread = std::thread([this, raw] { RunLane(raw); });
+  }
+  lane->thread = std::thread([this, lane] { RunLane(lane); });
+}
+
+void Dispatcher::Start() {
+  absl::MutexLock life(&lifecycle_mu_);
+  int64_t count = 0;
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    started_ = true;
+    for (auto& lane : lanes_) StartLane(lane.get());
+    count = static_cast<int64_t>(lanes_.size());
   }
   gc_thread_ = std::thread([this] { RunGc(); });
-  log::Info("event dispatcher started", {{"lanes", static_cast<int64_t>(lanes_.size())}});
+  log::Info("event dispatcher started", {{"lanes", count}});
 }
 
 void Dispatcher::Stop() {
@@ -230,28 +264,126 @@ void Dispatcher::Stop() {
     stopping_ = true;
     cv_.SignalAll();
   }
-  for (auto& lane : lanes_) {
-    absl::MutexLock lock(&lane->call_mu);
-    if (lane->call != nullptr) lane->call->TryCancel();
+  absl::MutexLock life(&lifecycle_mu_);
+  std::vector<Lane*> lanes;
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    for (auto& lane : lanes_) {
+      lane->stop = true;
+      absl::MutexLock call_lock(&lane->call_mu);
+      if (lane->call != nullptr) lane->call->TryCancel();
+      lanes.push_back(lane.get());
+    }
   }
-  for (auto& lane : lanes_) {
+  // Outside lanes_mu_: the collector takes it while the lanes finish.
+  for (Lane* lane : lanes) {
     if (lane->thread.joinable()) lane->thread.join();
   }
   if (gc_thread_.joinable()) gc_thread_.join();
 }
 
-bool Dispatcher::Sleep(absl::Duration d, bool wake_on_commit) {
+void Dispatcher::AddWebhook(std::shared_ptr<const WebhookTarget> target) {
+  absl::MutexLock life(&lifecycle_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+  }
+  const std::string destination = WebhookDestination(target->webhook_id);
+  absl::MutexLock lock(&lanes_mu_);
+  for (const auto& lane : lanes_) {
+    if (lane->sink == destination) return;
+  }
+  lanes_.push_back(MakeWebhookLane(std::move(target)));
+  if (started_) StartLane(lanes_.back().get());
+  log::Info("webhook lane added", {{"destination", destination}});
+}
+
+void Dispatcher::RemoveWebhook(const std::string& webhook_id) {
+  absl::MutexLock life(&lifecycle_mu_);
+  const std::string destination = WebhookDestination(webhook_id);
+  std::unique_ptr<Lane> removed;
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    for (auto it = lanes_.begin(); it != lanes_.end(); ++it) {
+      if ((*it)->sink == destination) {
+        removed = std::move(*it);
+        lanes_.erase(it);
+        break;
+      }
+    }
+  }
+  if (removed == nullptr) return;
+  removed->stop = true;
+  {
+    absl::MutexLock lock(&mu_);
+    cv_.SignalAll();
+  }
+  if (removed->thread.joinable()) removed->thread.join();
+  attempts_.Remove(removed->ok);
+  attempts_.Remove(removed->failed);
+  dead_lettered_.Remove(removed->dead);
+  backlog_.Remove(removed->backlog);
+  oldest_pending_age_.Remove(removed->oldest_age);
+  lag_.Remove(removed->lag);
+  log::Info("webhook lane removed", {{"destination", destination}});
+}
+
+void Dispatcher::PutWebhookCursor(rocksdb::WriteBatch& batch, const std::string& webhook_id) const {
+  batch.Put(store_->cf(Outbox::kMetaFamily), CursorKey(WebhookDestination(webhook_id), 0),
+            PositionKey(outbox_->Horizon()));
+}
+
+void Dispatcher::RemoveWebhookCursor(rocksdb::WriteBatch& batch,
+                                     const std::string& webhook_id) const {
+  batch.Delete(store_->cf(Outbox::kMetaFamily), CursorKey(WebhookDestination(webhook_id), 0));
+}
+
+bool Dispatcher::Sleep(absl::Duration d, bool wake_on_commit, const Lane* lane) {
   absl::MutexLock lock(&mu_);
   const uint64_t seen = wakeups_;
   const absl::Time deadline = absl::Now() + d;
-  while (!stopping_ && (!wake_on_commit || wakeups_ == seen) && absl::Now() < deadline) {
+  auto stopped = [&] { return stopping_ || (lane != nullptr && lane->stop.load()); };
+  while (!stopped() && (!wake_on_commit || wakeups_ == seen) && absl::Now() < deadline) {
     cv_.WaitWithDeadline(&mu_, deadline);
   }
-  return !stopping_;
+  return !stopped();
+}
+
+absl::StatusOr<v1::DeliverEventsResponse> Dispatcher::DeliverToWebhook(
+    const WebhookTarget& webhook, const std::vector<const v1::Event*>& events,
+    const std::atomic<bool>* cancel) {
+  v1::DeliverEventsResponse response;
+  for (const v1::Event* e : events) {
+    const WebhookAnswer answer =
+        PostWebhook(WebhookPostOf(webhook, *e, absl::ToUnixSeconds(absl::Now())),
+                    options_.call_timeout, cancel);
+    if (answer.status >= 200 && answer.status < 300) {
+      response.set_processed_count(response.processed_count() + 1);
+      continue;
+    }
+    // No answer, a server error, 408 or 429: the receiver is away or busy, as an unreachable
+    // consumer is. Anything else (3xx, 4xx) is the receiver refusing this event.
+    const bool away =
+        answer.status == 0 || answer.status >= 500 || answer.status == 408 || answer.status == 429;
+    const std::string why =
+        answer.status == 0 ? absl::StrCat(webhook.url.host, ": ", answer.error)
+                           : absl::StrCat("HTTP ", answer.status, " from ", webhook.url.host,
+                                          answer.body_start.empty() ? "" : ": ", answer.body_start);
+    if (away && response.processed_count() == 0) return absl::UnavailableError(why);
+    response.set_failed_code(away ? grpc::StatusCode::UNAVAILABLE
+                                  : grpc::StatusCode::FAILED_PRECONDITION);
+    response.set_failed_message(why);
+    return response;
+  }
+  return response;
 }
 
 absl::StatusOr<v1::DeliverEventsResponse> Dispatcher::Deliver(
-    rpc::ChannelSet* channels, int shard, const std::vector<const v1::Event*>& events, Lane* lane) {
+    rpc::ChannelSet* channels, const WebhookTarget* webhook, int shard,
+    const std::vector<const v1::Event*>& events, Lane* lane) {
+  if (webhook != nullptr) {
+    return DeliverToWebhook(*webhook, events, lane == nullptr ? nullptr : &lane->stop);
+  }
   v1::DeliverEventsRequest request;
   for (const auto* e : events) *request.add_events() = *e;
   // A lane works outside any trace; a replay keeps the admin call's.
@@ -272,10 +404,12 @@ void Dispatcher::RunLane(Lane* lane) {
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_) return;
+      if (stopping_ || lane->stop) return;
     }
     const Pause pause = Pass(lane);
-    if (pause.wait > absl::ZeroDuration() && !Sleep(pause.wait, pause.wake_on_commit)) return;
+    if (pause.wait > absl::ZeroDuration() && !Sleep(pause.wait, pause.wake_on_commit, lane)) {
+      return;
+    }
   }
 }
 
@@ -299,7 +433,7 @@ Dispatcher::Pause Dispatcher::Pass(Lane* lane) {
   lane->idle = false;
   std::vector<const v1::Event*> events;
   for (const auto& [p, e] : batch.events) events.push_back(&e);
-  auto response = Deliver(lane->channels, lane->shard, events, lane);
+  auto response = Deliver(lane->channels, lane->webhook.get(), lane->shard, events, lane);
   if (!response.ok()) return DeliveryFailed(lane, response.status());
   lane->ok->Increment();
   if (lane->failures_in_a_row > 0) {
@@ -312,6 +446,10 @@ Dispatcher::Pause Dispatcher::Pass(Lane* lane) {
 }
 
 absl::Status Dispatcher::AskSubscription(Lane* lane) {
+  if (lane->webhook != nullptr) {
+    lane->subscription_current = true;
+    return absl::OkStatus();
+  }
   auto stub = v1::EventSink::NewStub(lane->channels->ForShard(lane->shard));
   grpc::ClientContext ctx;
   rpc::SetTimeout(ctx, options_.call_timeout);
@@ -490,7 +628,13 @@ void Dispatcher::RunGc() {
   }
   while (Sleep(options_.gc_interval, false)) {
     int64_t kept = 0;
-    if (lanes_.empty()) {
+    std::optional<Position> passed;
+    {
+      absl::MutexLock lock(&lanes_mu_);
+      for (const auto& lane : lanes_)
+        passed = passed ? std::min(*passed, lane->cursor()) : lane->cursor();
+    }
+    if (!passed) {
       (void)store_->Scan(events_cf, "", "", [&](absl::string_view, absl::string_view) {
         ++kept;
         return true;
@@ -498,8 +642,7 @@ void Dispatcher::RunGc() {
       outbox_events_.Set(static_cast<double>(kept));
       continue;
     }
-    Position min = lanes_.front()->cursor();
-    for (const auto& lane : lanes_) min = std::min(min, lane->cursor());
+    const Position min = *passed;
     // Delete everything every lane has passed, in bounded batches.
     const std::string end = PositionKey(Position{min.epoch, min.seq + 1});
     std::vector<std::string> keys;
@@ -528,6 +671,7 @@ bool Dispatcher::WaitCaughtUp(absl::Duration timeout) {
   auto* events_cf = store_->cf(Outbox::kEventsFamily);
   while (absl::Now() < deadline) {
     bool all = true;
+    absl::ReleasableMutexLock lock(&lanes_mu_);
     for (const auto& lane : lanes_) {
       // A lane is caught up when nothing it wants lies between its cursor and the target.
       bool pending = false;
@@ -544,6 +688,7 @@ bool Dispatcher::WaitCaughtUp(absl::Duration timeout) {
           });
       all = all && !pending;
     }
+    lock.Release();
     if (all) return true;
     absl::SleepFor(absl::Milliseconds(20));
   }
@@ -610,17 +755,28 @@ absl::Status Dispatcher::ReplayDeadLetters(const std::vector<std::string>& ids,
   auto* cf = store_->cf(Outbox::kDeadLettersFamily);
   CRM_ASSIGN_OR_RETURN(auto todo, DeadLettersNamed(ids));
   for (auto& [key, d] : todo) {
-    const Lane* lane = nullptr;
-    for (const auto& l : lanes_) {
-      if (l->sink == d.destination()) lane = l.get();
+    bool found = false;
+    rpc::ChannelSet* channels = nullptr;
+    std::shared_ptr<const WebhookTarget> webhook;
+    {
+      absl::MutexLock lock(&lanes_mu_);
+      for (const auto& l : lanes_) {
+        if (l->sink != d.destination()) continue;
+        found = true;
+        channels = l->channels;
+        webhook = l->webhook;
+      }
     }
-    if (lane == nullptr) {
-      d.set_last_error(absl::StrCat("no consumer named ", d.destination(), " is configured"));
+    if (!found) {
+      d.set_last_error(absl::StrCat("no consumer or webhook named ", d.destination(),
+                                    " is configured (a deleted webhook's dead letters cannot be "
+                                    "replayed)"));
       *out->add_still_failing() = d;
       continue;
     }
-    const int shard = lane->channels->shard_map().ShardOf(d.event().customer_id());
-    auto response = Deliver(lane->channels, shard, {&d.event()}, nullptr);
+    const int shard =
+        channels == nullptr ? 0 : channels->shard_map().ShardOf(d.event().customer_id());
+    auto response = Deliver(channels, webhook.get(), shard, {&d.event()}, nullptr);
     if (response.ok() && response->processed_count() == 1) {
       rocksdb::WriteBatch batch;
       batch.Delete(cf, key);

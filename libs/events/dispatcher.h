@@ -9,6 +9,11 @@
 // with any other code is retried `max_attempts` times, then moved to the dead letters (listable and
 // replayable by an admin call) so it does not block the customers behind it.
 //
+// Webhooks (webhooks.h) are lanes too, one per subscription, added and removed while running: each
+// POSTs the events it wants one by one to an outside system (webhook_sender.h). A 2xx answer
+// acknowledges; no answer, 5xx, 408 and 429 are retried forever like an unreachable consumer; any
+// other answer is a refusal, dead-lettered with destination "webhook:<id>" after `max_attempts`.
+//
 // Thread-safe. One thread per lane plus one for garbage collection; Stop() joins them.
 #pragma once
 
@@ -23,6 +28,7 @@
 #include "crm/v1/events.grpc.pb.h"
 #include "libs/clock/clock.h"
 #include "libs/events/outbox.h"
+#include "libs/events/webhook_sender.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/client.h"
 #include "prometheus/counter.h"
@@ -71,6 +77,17 @@ class Dispatcher {
   absl::Status ReplayDeadLetters(const std::vector<std::string>& ids,
                                  v1::ReplayDeadLettersResponse* out);
 
+  // Starts delivering to `target` (at once when started, else at Start()) from the cursor stored
+  // for its destination, which PutWebhookCursor wrote when the subscription was made.
+  void AddWebhook(std::shared_ptr<const WebhookTarget> target);
+  // Stops the webhook's lane, waiting for a POST in flight to be cancelled, and removes its
+  // metrics (so their series are bounded by the live subscriptions). No-op for an unknown id.
+  void RemoveWebhook(const std::string& webhook_id);
+  // Adds to `batch` the cursor of a new webhook's lane: the outbox's horizon, so it receives the
+  // events written from now on. RemoveWebhookCursor deletes it.
+  void PutWebhookCursor(rocksdb::WriteBatch& batch, const std::string& webhook_id) const;
+  void RemoveWebhookCursor(rocksdb::WriteBatch& batch, const std::string& webhook_id) const;
+
   // True once every lane has delivered everything up to the horizon at the time of the call
   // (tests).
   bool WaitCaughtUp(absl::Duration timeout);
@@ -86,6 +103,10 @@ class Dispatcher {
   };
   // A lane to one shard of `sink`, with its metrics.
   std::unique_ptr<Lane> MakeLane(const Sink& sink, int shard);
+  std::unique_ptr<Lane> MakeWebhookLane(std::shared_ptr<const WebhookTarget> target);
+  void AddLaneMetrics(Lane& lane);
+  // Reads the lane's stored cursor and subscription and starts its thread.
+  void StartLane(Lane* lane);
   void RunLane(Lane* lane);
   // One pass of a lane: learn what the consumer subscribes to, read the next batch it wants,
   // deliver it and act on the answer.
@@ -107,21 +128,34 @@ class Dispatcher {
   absl::StatusOr<std::vector<std::pair<std::string, v1::DeadLetter>>> DeadLettersNamed(
       const std::vector<std::string>& ids) const;
   void RunGc();
-  // Waits `d`, or less when `wake_on_commit` and new events are committed; false when stopping.
-  bool Sleep(absl::Duration d, bool wake_on_commit);
+  // Waits `d`, or less when `wake_on_commit` and new events are committed; false when stopping
+  // (the dispatcher, or `lane` when given).
+  bool Sleep(absl::Duration d, bool wake_on_commit, const Lane* lane = nullptr);
   absl::Status DeadLetter(Lane* lane, const Position& pos, const v1::Event& event, int attempts,
                           const std::string& error);
-  // Sends one batch; `lane` (may be null) lets Stop() cancel the call instead of waiting for it.
-  absl::StatusOr<v1::DeliverEventsResponse> Deliver(rpc::ChannelSet* channels, int shard,
+  // Sends one batch to a consumer's shard, or to `webhook` when set; `lane` (may be null) lets
+  // Stop() cancel the call instead of waiting for it.
+  absl::StatusOr<v1::DeliverEventsResponse> Deliver(rpc::ChannelSet* channels,
+                                                    const WebhookTarget* webhook, int shard,
                                                     const std::vector<const v1::Event*>& events,
                                                     Lane* lane);
+  // POSTs the events in order, stopping at the first that is not acknowledged (an answer in the
+  // EventSink's terms: processed count, and the failure as a gRPC code).
+  absl::StatusOr<v1::DeliverEventsResponse> DeliverToWebhook(
+      const WebhookTarget& webhook, const std::vector<const v1::Event*>& events,
+      const std::atomic<bool>* cancel);
 
   Outbox* const outbox_;
   store::Store* const store_;
   Clock* const clock_;
   const DispatcherOptions options_;
   std::vector<std::string> sink_names_;
-  std::vector<std::unique_ptr<Lane>> lanes_;
+  // Held across adding, removing, starting and stopping lanes (they join threads); before
+  // lanes_mu_.
+  absl::Mutex lifecycle_mu_;
+  mutable absl::Mutex lanes_mu_;
+  std::vector<std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(lanes_mu_);
+  bool started_ ABSL_GUARDED_BY(lanes_mu_) = false;
   std::thread gc_thread_;
 
   absl::Mutex mu_;

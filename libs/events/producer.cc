@@ -19,8 +19,12 @@ namespace crm::events {
 
 class EventProducer::AdminService final : public v1::EventAdminService::CallbackService {
  public:
-  AdminService(std::string producer, Dispatcher* dispatcher, rpc::Executor* executor)
-      : producer_(std::move(producer)), dispatcher_(dispatcher), executor_(executor) {}
+  AdminService(std::string producer, Dispatcher* dispatcher, Webhooks* webhooks,
+               rpc::Executor* executor)
+      : producer_(std::move(producer)),
+        dispatcher_(dispatcher),
+        webhooks_(webhooks),
+        executor_(executor) {}
 
   grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
                                             const v1::ListDeadLettersRequest* req,
@@ -51,6 +55,37 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
     });
   }
 
+  grpc::ServerUnaryReactor* CreateWebhook(grpc::CallbackServerContext* ctx,
+                                          const v1::CreateWebhookRequest* req,
+                                          v1::CreateWebhookResponse* resp) override {
+    if (auto s = CheckProducer(req->producer()); !s.ok()) return rpc::Finish(ctx, s);
+    return rpc::FinishOn(*executor_, ctx, [this, req, resp] {
+      auto made = webhooks_->Create(*req);
+      if (!made.ok()) return made.status();
+      *resp = *std::move(made);
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::ServerUnaryReactor* ListWebhooks(grpc::CallbackServerContext* ctx,
+                                         const v1::ListWebhooksRequest* req,
+                                         v1::ListWebhooksResponse* resp) override {
+    if (auto s = CheckProducer(req->producer()); !s.ok()) return rpc::Finish(ctx, s);
+    auto listed = webhooks_->List();
+    if (!listed.ok()) return rpc::Finish(ctx, listed.status());
+    *resp = *std::move(listed);
+    return rpc::Finish(ctx, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* DeleteWebhook(grpc::CallbackServerContext* ctx,
+                                          const v1::DeleteWebhookRequest* req,
+                                          v1::DeleteWebhookResponse*) override {
+    if (auto s = CheckProducer(req->producer()); !s.ok()) return rpc::Finish(ctx, s);
+    // Waits for the webhook's lane to stop (a POST in flight is cancelled).
+    return rpc::FinishOn(*executor_, ctx,
+                         [this, req] { return webhooks_->Delete(req->webhook_id()); });
+  }
+
  private:
   absl::Status CheckProducer(const std::string& producer) const {
     if (producer != producer_) {
@@ -62,6 +97,7 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
 
   const std::string producer_;
   Dispatcher* const dispatcher_;
+  Webhooks* const webhooks_;
   rpc::Executor* const executor_;
 };
 
@@ -117,6 +153,10 @@ absl::StatusOr<std::unique_ptr<EventProducer>> EventProducer::Create(
   options.batch_size = absl::GetFlag(FLAGS_event_batch_size);
   p->dispatcher_ = std::make_unique<Dispatcher>(p->outbox_.get(), std::move(sinks), context.metrics,
                                                 context.clock, options);
+  auto webhooks = Webhooks::Open(p->outbox_.get(), p->dispatcher_.get(), context.clock,
+                                 WebhookOptionsFromFlags());
+  if (!webhooks.ok()) return webhooks.status();
+  p->webhooks_ = std::move(*webhooks);
   return p;
 }
 
@@ -127,7 +167,7 @@ EventProducer::~EventProducer() {
 void EventProducer::Register(rpc::Server& server) {
   if (!admin_) {
     admin_executor_ = std::make_unique<rpc::Executor>("event-admin", 2);
-    admin_ = std::make_unique<AdminService>(outbox_->producer(), dispatcher_.get(),
+    admin_ = std::make_unique<AdminService>(outbox_->producer(), dispatcher_.get(), webhooks_.get(),
                                             admin_executor_.get());
   }
   server.AddService(admin_.get(), v1::EventAdminService::service_full_name());

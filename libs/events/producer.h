@@ -7,6 +7,8 @@
 // "name=address" names any sink explicitly (tests, tools), e.g. "loyalty;audit=10.0.0.9:7000".
 // --event_max_backoff_ms (default 10000) caps the wait between attempts to an unreachable consumer;
 // --event_batch_size (default 200) is the number of events per delivery call.
+// Webhooks (outside systems' subscriptions, webhooks.h) are made, listed and deleted through the
+// same admin service and delivered by the same dispatcher; --webhook_allowed_hosts enables them.
 #pragma once
 
 #include <memory>
@@ -17,6 +19,7 @@
 #include "crm/v1/events.grpc.pb.h"
 #include "libs/events/dispatcher.h"
 #include "libs/events/outbox.h"
+#include "libs/events/webhooks.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/service_main.h"
 
@@ -44,6 +47,7 @@ class EventProducer {
   std::unique_ptr<rpc::Executor> admin_executor_;
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<Webhooks> webhooks_;
   std::unique_ptr<AdminService> admin_;
 };
 
