@@ -394,8 +394,15 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
   // Shared item rows are counters: each delta is added without reading or locking the row, so
   // deliveries learned on several threads never wait for one another on a popular item (reading
   // and locking hundreds of pair rows per basket was most of what learning cost).
+  auto stats_changed = std::make_shared<std::vector<std::string>>();
   for (const auto& [sku, d] : delta.stats) {
     CRM_RETURN_IF_ERROR(txn.AddCounters(cf_[kItemStats], Key().Str(sku).Build(), d));
+    stats_changed->push_back(sku);
+  }
+  if (!stats_changed->empty()) {
+    txn.OnFinish([this, stats_changed](bool committed) {
+      if (committed) ForgetStats(*stats_changed);
+    });
   }
   CRM_RETURN_IF_ERROR(ApplyPairCounts(txn, delta));
   for (const auto& [k, d] : delta.sales) {
@@ -798,12 +805,49 @@ absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view
   return s;
 }
 
+void RecommendationStore::ForgetStats(const std::vector<std::string>& skus) const {
+  absl::MutexLock lock(&stats_mu_);
+  ++stats_generation_;
+  for (const std::string& sku : skus) stats_cache_.erase(sku);
+}
+
 absl::StatusOr<std::vector<internal::ItemStats>> RecommendationStore::StatsOf(
     const std::vector<std::string>& skus) const {
+  std::vector<internal::ItemStats> stats(skus.size());
+  std::vector<std::string> unread;
+  std::vector<size_t> unread_at;
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&stats_mu_);
+    generation = stats_generation_;
+    for (size_t i = 0; i < skus.size(); ++i) {
+      if (auto it = stats_cache_.find(skus[i]); it != stats_cache_.end()) {
+        stats[i] = it->second;
+      } else {
+        unread.push_back(skus[i]);
+        unread_at.push_back(i);
+      }
+    }
+  }
+  if (unread.empty()) return stats;
   CRM_ASSIGN_OR_RETURN(
-      std::vector<internal::ItemStats> stats,
-      OrEmpty(store_->MultiGetProtos<internal::ItemStats>(cf_[kItemStats], ItemKeys(skus))));
-  for (auto& s : stats) store::FloorCounters(s);
+      std::vector<internal::ItemStats> found,
+      OrEmpty(store_->MultiGetProtos<internal::ItemStats>(cf_[kItemStats], ItemKeys(unread))));
+  for (auto& s : found) store::FloorCounters(s);
+  absl::MutexLock lock(&stats_mu_);
+  const bool current = generation == stats_generation_;
+  for (size_t k = 0; k < unread.size(); ++k) {
+    if (current) {
+      if (stats_cache_bytes_ >= kCachedStatsBytes) {
+        stats_cache_.clear();
+        stats_cache_bytes_ = 0;
+      }
+      // The stats, their key and the map slot.
+      stats_cache_bytes_ += sizeof(internal::ItemStats) + 2 * unread[k].size() + 32;
+      stats_cache_.try_emplace(unread[k], found[k]);
+    }
+    stats[unread_at[k]] = std::move(found[k]);
+  }
   return stats;
 }
 

@@ -201,6 +201,18 @@ class RecommendationStore {
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const v1::CatalogItem>> item_cache_
       ABSL_GUARDED_BY(items_mu_);
   mutable size_t item_cache_bytes_ ABSL_GUARDED_BY(items_mu_) = 0;
+  // Item stats read recently. They are counter rows (merge operands until compaction folds them),
+  // several block reads each, and Recommend reads them for every candidate: kept here once read and
+  // dropped for an item when a committed delta changes it. A read caches what it found only if no
+  // delta committed since it began (`stats_generation_`), so a cached value is never older than
+  // the store's. Dropped whole at kCachedStatsBytes.
+  static constexpr size_t kCachedStatsBytes = 16 << 20;
+  void ForgetStats(const std::vector<std::string>& skus) const;
+  mutable absl::Mutex stats_mu_;
+  mutable absl::flat_hash_map<std::string, internal::ItemStats> stats_cache_
+      ABSL_GUARDED_BY(stats_mu_);
+  mutable size_t stats_cache_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  mutable uint64_t stats_generation_ ABSL_GUARDED_BY(stats_mu_) = 0;
   // Item -> partners whose pair counts changed since its list was last refreshed.
   absl::Mutex changed_mu_;
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_

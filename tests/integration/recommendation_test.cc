@@ -362,6 +362,22 @@ TEST_CASE(
   CHECK(top.items(0).item().sku() == "charger");
 }
 
+TEST_CASE("an item's counts read once are not served stale after the next delivery") {
+  // Item counts are cached once read (they are costly counter rows); a committed delivery must
+  // drop them, or confidence would stay as it was before the basket.
+  World w;
+  SmallShop(w);
+  auto confidence = [&] {
+    const v1::BoughtTogetherResponse resp = CallOk(w.stub.get(), &Stub::BoughtTogether,
+                                                   AboutSku<v1::BoughtTogetherRequest>("phone", 5));
+    REQUIRE(resp.rules_size() == 1);
+    return resp.rules(0).confidence();
+  };
+  CHECK(confidence() == Approx(1.0));  // 8 phone baskets, all with the case
+  w.Deliver({w.Delivered("late-phone-buyer", {"phone"}, w.Now() - kDay, "order-phone-alone")});
+  CHECK(confidence() == Approx(8.0 / 9));
+}
+
 TEST_CASE(
     "filters: never a returned, out-of-stock or already bought item, nor one shown too often") {
   World w;
