@@ -2,6 +2,7 @@
 
 #include <functional>
 
+#include "absl/numeric/int128.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -874,8 +875,15 @@ absl::StatusOr<bool> LoyaltyService::GrantForDelivery(AccountSession& session,
   api::SetTimestamp(when, g.mutable_grant_time());
   int64_t growth = 0, points = 0;
   std::vector<std::string> growth_rules, points_rules;
+  // A coupon's discount lowers what was paid (items_amount) below the items' list value: each item
+  // earns on its share of what was paid, rounded down.
+  int64_t list = 0;
+  for (const auto& item : d.items()) list += item.unit_price().amount_minor() * item.quantity();
+  const int64_t paid = d.items_amount().amount_minor();
+  const bool discounted = paid > 0 && paid < list;
   for (const auto& item : d.items()) {
-    const int64_t amount = item.unit_price().amount_minor() * item.quantity();
+    int64_t amount = item.unit_price().amount_minor() * item.quantity();
+    if (discounted) amount = static_cast<int64_t>(absl::int128(amount) * paid / list);
     std::string gr, pr;
     internal::ItemGrant ig;
     ig.set_quantity(item.quantity());

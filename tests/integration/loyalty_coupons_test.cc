@@ -205,6 +205,15 @@ TEST_CASE(
   const v1::Coupon used = shop.AwaitCoupon(cid, coupon.coupon_id(), v1::COUPON_STATUS_REDEEMED);
   CHECK(used.redeemed_count() == 1);
   CHECK(used.order_id() == order.order_id());
+  // Growth counts what was paid: the kettle's share 6545 and the cups' 2454 (of 9000), not the
+  // 11000 list value.
+  auto growth = [&] {
+    return CallOk(shop.lstub.get(), &Loyalty::GetMembership,
+                  testing::ForCustomer<v1::GetMembershipRequest>(cid))
+        .growth_value();
+  };
+  testing::WaitUntil([&] { return growth() != 0; }, absl::Seconds(30));
+  CHECK(growth() == 65 + 24);
   // Items paid 9000 of 11000 list: the kettle (8000 list) refunds floor(9000 x 8000 / 11000) =
   // 6545, the two cups what is left of the 9000.
   const v1::Return kettle = shop.ReturnAndRefund(order, "ret-kettle", {{"1", 1}});
@@ -214,6 +223,8 @@ TEST_CASE(
   order =
       CallOk(shop.ostub.get(), &Orders::GetOrder, testing::AboutOrder<v1::GetOrderRequest>(order));
   CHECK(order.items_refunded_list_minor() == 11000);
+  // The refunds take back exactly what the order earned.
+  testing::WaitUntil([&] { return growth() == 0; }, absl::Seconds(30));
   // A redeemed coupon stays used after the returns.
   CHECK(shop.CouponNow(cid, coupon.coupon_id()).status() == v1::COUPON_STATUS_REDEEMED);
   const v1::PurchaseSummary summary =
