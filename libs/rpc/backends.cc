@@ -23,9 +23,14 @@ namespace crm::rpc {
 
 const std::vector<ServiceInfo>& DataServices() {
   static const std::vector<ServiceInfo> services = {
-      {"customer-profile", "crm.v1.CustomerProfileService", 50051, 9151,
+      {"customer-profile",
+       "crm.v1.CustomerProfileService",
+       50051,
+       9151,
        "customer-profile: profiles, addresses, consent, behaviour and privacy of customers",
-       &FLAGS_customer_profile_address, &FLAGS_customer_profile_shard_map},
+       &FLAGS_customer_profile_address,
+       &FLAGS_customer_profile_shard_map,
+       {"crm.v1.SurveyService"}},
       {"order-tracking", "crm.v1.OrderTrackingService", 50052, 9152,
        "order-tracking: order lifecycle, split shipments, carrier tracking, returns and reviews",
        &FLAGS_order_tracking_address, &FLAGS_order_tracking_shard_map},
@@ -47,6 +52,16 @@ const std::vector<ServiceInfo>& DataServices() {
 const ServiceInfo* FindService(absl::string_view name) {
   for (const auto& s : DataServices()) {
     if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+const ServiceInfo* FindServiceServing(absl::string_view proto) {
+  for (const auto& s : DataServices()) {
+    if (s.proto == proto) return &s;
+    for (const auto& also : s.also_serves) {
+      if (also == proto) return &s;
+    }
   }
   return nullptr;
 }

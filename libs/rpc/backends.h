@@ -33,11 +33,17 @@ struct ServiceInfo {
   // --<name>_address and --<name>_shard_map.
   const absl::Flag<std::string>* address_flag;
   const absl::Flag<std::string>* shard_map_flag;
+  // Further gRPC services the same process serves, sharded as `proto` is (e.g. customer-profile
+  // serves crm.v1.SurveyService beside its own, since surveys need its consent and contact cap).
+  std::vector<std::string> also_serves = {};
 };
 
 // The five data services, in port order.
 const std::vector<ServiceInfo>& DataServices();
 const ServiceInfo* FindService(absl::string_view name);
+// The data service whose process serves the gRPC service `proto` ("crm.v1.SurveyService"), as its
+// own or among also_serves; null when none does.
+const ServiceInfo* FindServiceServing(absl::string_view proto);
 
 class Backends {
  public:

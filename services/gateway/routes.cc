@@ -9,6 +9,7 @@
 #include "crm/v1/loyalty.pb.h"
 #include "crm/v1/order_tracking.pb.h"
 #include "crm/v1/recommendation.pb.h"
+#include "crm/v1/surveys.pb.h"
 #include "libs/rpc/backends.h"
 
 namespace crm::gateway {
@@ -44,13 +45,17 @@ std::vector<const FileDescriptor*> ApiFiles() {
                                     v1::RecommendRequest::descriptor()->file(),
                                     v1::DeliverEventsRequest::descriptor()->file(),
                                     v1::CreateCheckpointRequest::descriptor()->file(),
-                                    v1::GetCustomerViewRequest::descriptor()->file()};
+                                    v1::GetCustomerViewRequest::descriptor()->file(),
+                                    v1::GetSurveyRequest::descriptor()->file()};
   const DescriptorPool* pool = DescriptorPool::generated_pool();
   std::vector<const FileDescriptor*> files;
   auto add_file = [&](const FileDescriptor* f) {
     if (f != nullptr && std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
   };
   for (const rpc::ServiceInfo& info : rpc::DataServices()) {
+    for (const std::string& name : info.also_serves) {
+      if (const auto* service = pool->FindServiceByName(name)) add_file(service->file());
+    }
     const auto* service = pool->FindServiceByName(info.proto);
     if (service != nullptr) add_file(service->file());
   }
@@ -58,13 +63,11 @@ std::vector<const FileDescriptor*> ApiFiles() {
   return files;
 }
 
-// The backend that serves `service` ("customer-profile"); empty when none does.
+// The backend that serves `service` ("customer-profile"), as its own or as one it also serves;
+// empty when none does.
 std::string BackendOf(const ServiceDescriptor& service) {
-  std::string backend;
-  for (const rpc::ServiceInfo& info : rpc::DataServices()) {
-    if (info.proto == service.full_name()) backend = info.name;
-  }
-  return backend;
+  const rpc::ServiceInfo* info = rpc::FindServiceServing(service.full_name());
+  return info != nullptr ? info->name : "";
 }
 
 // The route of `method` as its descriptor and policy declare it.
