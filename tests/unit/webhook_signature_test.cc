@@ -2,14 +2,21 @@
 // the specification's own example), the secret's form, what a subscription's URL and event types
 // may be, and a POST to a port nobody listens on.
 #include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "catch2/catch.hpp"
 #include "google/protobuf/util/json_util.h"
 #include "libs/events/webhook_sender.h"
 #include "libs/events/webhooks.h"
+#include "tests/support/http.h"
+#include "tests/support/temp_dir.h"
 
 namespace crm::events {
 namespace {
@@ -93,6 +100,64 @@ TEST_CASE(
   CHECK(s.code() == absl::StatusCode::kInvalidArgument);
   CHECK(s.message().substr(0, 16) == "event_types[2]: ");
   CHECK(s.message().find("order_delivered") != absl::string_view::npos);  // the choices are listed
+}
+
+// A listening loopback socket; its port.
+int ListenOnLoopback(int* port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  REQUIRE(listen(fd, 4) == 0);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+TEST_CASE("a webhook over https is not sent to a server whose certificate is not trusted",
+          "[webhooks]") {
+  // A TLS server on 127.0.0.1 whose self-signed certificate names 127.0.0.1 but which no CA of the
+  // system's store signed.
+  testing::TempDir dir;
+  const std::string cert = dir.Sub("tls.crt"), key = dir.Sub("tls.key");
+  const testing::CommandResult made = testing::RunCommand(
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "
+      "/CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout " +
+      key + " -out " + cert);
+  INFO(made.output);
+  REQUIRE(made.exit_code == 0);
+  SSL_CTX* server_tls = SSL_CTX_new(TLS_server_method());
+  REQUIRE(SSL_CTX_use_certificate_file(server_tls, cert.c_str(), SSL_FILETYPE_PEM) == 1);
+  REQUIRE(SSL_CTX_use_PrivateKey_file(server_tls, key.c_str(), SSL_FILETYPE_PEM) == 1);
+  int port = 0;
+  const int listener = ListenOnLoopback(&port);
+  std::atomic<int> handshakes{0}, completed{0};
+  std::thread server([&] {
+    pollfd p{listener, POLLIN, 0};
+    if (poll(&p, 1, 30000) != 1) return;
+    const int fd = accept(listener, nullptr, nullptr);
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    SSL* ssl = SSL_new(server_tls);
+    SSL_set_fd(ssl, fd);
+    ++handshakes;
+    if (SSL_accept(ssl) == 1) ++completed;
+    SSL_free(ssl);
+    close(fd);
+  });
+  const WebhookPost post{WebhookUrl{true, "127.0.0.1", port, "/"}, "e1", 1700000000, "v1,x",
+                         "{\"eventId\":\"e1\"}"};
+  const WebhookAnswer answer = PostWebhook(post, absl::Seconds(10), nullptr);
+  server.join();
+  close(listener);
+  SSL_CTX_free(server_tls);
+  INFO(answer.error);
+  CHECK(handshakes == 1);
+  CHECK(completed == 0);  // the client gave up inside the handshake: nothing was sent
+  CHECK(answer.status == 0);
+  CHECK(absl::StrContains(answer.error, "certificate verify failed"));
 }
 
 TEST_CASE("a webhook POST nobody answers comes back without a status and says why", "[webhooks]") {
