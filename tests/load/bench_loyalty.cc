@@ -1,13 +1,18 @@
-// Benchmark of loyalty (issue "loyalty-tier"): accrual throughput from delivered-order events, and
-// GetMembership / ExplainMembership latency for a customer whose ledger holds 10,000 entries.
+// Benchmark of loyalty (issue "loyalty-tier"): accrual throughput from delivered-order events,
+// GetMembership / ExplainMembership latency for a customer whose ledger holds 10,000 entries, and
+// coupon reservations at checkout (ReserveCoupon, what CreateOrder with a coupon waits for).
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "crm/v1/events.pb.h"
+#include "crm/v1/loyalty.grpc.pb.h"
 #include "crm/v1/loyalty.pb.h"
+#include "grpcpp/client_context.h"
 #include "libs/api/validate.h"
+#include "libs/auth/caller.h"
 #include "tests/load/bench.h"
+#include "tests/support/caller.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -33,6 +38,35 @@ void AddDelivered(v1::DeliverEventsRequest& req, const std::string& customer_id,
   item->set_quantity(1);
   item->mutable_unit_price()->set_amount_minor(absl::Uniform(gen, 500, 50000));
   item->mutable_unit_price()->set_currency("CNY");
+}
+
+// One once-per-order coupon (20.00 CNY off items of 100.00 CNY or more) for each of `customers`;
+// their ids, in the same order.
+std::vector<std::string> IssueBenchCoupons(const std::string& target,
+                                           const std::vector<std::string>& customers) {
+  auto stub = v1::LoyaltyService::NewStub(MakeChannels(target, 1).front());
+  std::vector<std::string> ids;
+  for (const std::string& cid : customers) {
+    v1::IssueCouponRequest req;
+    req.set_customer_id(cid);
+    req.set_source_id("bench:coupon");
+    req.mutable_value()->set_amount_minor(2000);
+    req.mutable_value()->set_currency("CNY");
+    req.mutable_min_spend()->set_amount_minor(10000);
+    req.mutable_min_spend()->set_currency("CNY");
+    req.set_usage(v1::COUPON_USAGE_ONCE_PER_ORDER);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    ctx.AddMetadata(auth::kCallerMetadata,
+                    testing::AssertionOf(testing::InternalCaller("crm-bench")));
+    v1::Coupon coupon;
+    const grpc::Status s = stub->IssueCoupon(&ctx, req, &coupon);
+    if (!s.ok()) {
+      throw std::runtime_error(absl::StrCat("IssueCoupon: ", s.error_message()));
+    }
+    ids.push_back(coupon.coupon_id());
+  }
+  return ids;
 }
 
 }  // namespace
@@ -101,6 +135,33 @@ void RunLoyaltySuite(const BenchOptions& options, Report& report) {
                      }}}};
   report.Add(
       Measure(MakeChannels(target, options.load.channels), explain, options.load, loyalty->pid()));
+
+  // Checkout: each call reserves a customer's coupon for a new order of two lines.
+  constexpr size_t kCouponHolders = 1000;
+  auto holders = std::make_shared<const std::vector<std::string>>(
+      customers->begin(), customers->begin() + std::min(customers->size(), kCouponHolders));
+  auto coupon_ids =
+      std::make_shared<const std::vector<std::string>>(IssueBenchCoupons(target, *holders));
+  Scenario reserve{
+      "ReserveCoupon (checkout with a coupon)",
+      {{"ReserveCoupon", "/crm.v1.LoyaltyService/ReserveCoupon",
+        [holders, coupon_ids](uint64_t n, absl::BitGen& gen) {
+          const size_t i = absl::Uniform<size_t>(gen, 0, holders->size());
+          v1::ReserveCouponRequest r;
+          r.set_customer_id((*holders)[i]);
+          r.set_coupon_id((*coupon_ids)[i]);
+          r.set_order_id(absl::StrCat("bench-o", n, "-", absl::Uniform<uint32_t>(gen)));
+          for (int line = 0; line < 2; ++line) {
+            auto* item = r.add_items();
+            item->set_sku(absl::StrCat("sku-", absl::Uniform(gen, 0, 5000)));
+            item->set_quantity(1);
+            item->mutable_unit_price()->set_amount_minor(absl::Uniform(gen, 5000, 50000));
+            item->mutable_unit_price()->set_currency("CNY");
+          }
+          return r.SerializeAsString();
+        }}}};
+  report.Add(
+      Measure(MakeChannels(target, options.load.channels), reserve, options.load, loyalty->pid()));
   loyalty->Stop();
   profile->Stop();
 }
