@@ -109,7 +109,7 @@ RecommendationService::RecommendationService(RecommendationStore* store, Recomme
 
 absl::Status RecommendationService::CheckSku(const std::string& field, const std::string& sku) {
   CRM_ASSIGN_OR_RETURN(auto item, store_->Item(sku));
-  if (!item.has_value())
+  if (item == nullptr)
     return absl::NotFoundError(absl::StrCat(field, ": no catalog item \"", sku, "\""));
   return absl::OkStatus();
 }
@@ -159,7 +159,7 @@ absl::StatusOr<std::vector<v1::CatalogItem>> RecommendationService::AcceptCatalo
     const std::string& predecessor = req.items(i).successor_of();
     if (!predecessor.empty() && !skus.count(predecessor)) {
       CRM_ASSIGN_OR_RETURN(auto known, store_->Item(predecessor));
-      if (!known.has_value()) {
+      if (known == nullptr) {
         refuse(i, req.items(i),
                Invalid(absl::StrCat("items[", i, "].successor_of"),
                        absl::StrCat("no catalog item \"", predecessor,
@@ -177,10 +177,10 @@ grpc::ServerUnaryReactor* RecommendationService::GetCatalogItem(
   if (auto s = ValidateSku("sku", req->sku()); !s.ok()) return Finish(ctx, s);
   auto item = store_->Item(req->sku());
   if (!item.ok()) return Finish(ctx, item.status());
-  if (!item->has_value())
+  if (*item == nullptr)
     return Finish(ctx,
                   absl::NotFoundError(absl::StrCat("sku: no catalog item \"", req->sku(), "\"")));
-  *resp = std::move(**item);
+  *resp = **item;
   return Finish(ctx, absl::OkStatus());
 }
 

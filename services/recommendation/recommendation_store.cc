@@ -182,7 +182,8 @@ std::string RecommendationStore::RequestKey(absl::string_view customer_id, absl:
 
 // ---- catalog ----
 
-void RecommendationStore::Cache(const v1::CatalogItem& item, bool written) const {
+std::shared_ptr<const v1::CatalogItem> RecommendationStore::Cache(const v1::CatalogItem& item,
+                                                                  bool written) const {
   absl::MutexLock lock(&items_mu_);
   if (item_cache_bytes_ >= kCachedItemBytes) {
     item_cache_.clear();
@@ -199,11 +200,12 @@ void RecommendationStore::Cache(const v1::CatalogItem& item, bool written) const
     auto& slot = item_cache_[item.sku()];
     if (slot == nullptr ||
         api::FromTimestamp(slot->update_time()) <= api::FromTimestamp(item.update_time())) {
-      slot = std::move(cached);
+      slot = cached;
     }
   } else {
-    item_cache_.try_emplace(item.sku(), std::move(cached));
+    item_cache_.try_emplace(item.sku(), cached);
   }
+  return cached;
 }
 
 absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>& items,
@@ -241,15 +243,15 @@ absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>
   return s;
 }
 
-absl::StatusOr<std::optional<v1::CatalogItem>> RecommendationStore::Item(
+absl::StatusOr<std::shared_ptr<const v1::CatalogItem>> RecommendationStore::Item(
     absl::string_view sku) const {
   {
     absl::ReaderMutexLock lock(&items_mu_);
-    if (auto it = item_cache_.find(sku); it != item_cache_.end()) return *it->second;
+    if (auto it = item_cache_.find(sku); it != item_cache_.end()) return it->second;
   }
-  auto item = FindProto<v1::CatalogItem>(*store_, cf_[kItems], Key().Str(sku));
-  if (item.ok() && item->has_value()) Cache(**item, /*written=*/false);
-  return item;
+  CRM_ASSIGN_OR_RETURN(auto item, FindProto<v1::CatalogItem>(*store_, cf_[kItems], Key().Str(sku)));
+  if (!item.has_value()) return nullptr;
+  return Cache(*item, /*written=*/false);
 }
 
 absl::StatusOr<std::vector<std::string>> RecommendationStore::SetStock(

@@ -72,7 +72,9 @@ class RecommendationStore {
   // Catalog. Upsert keeps an existing item's stock state when `in_stock` is unset; new items are in
   // stock.
   absl::Status UpsertItems(const std::vector<v1::CatalogItem>& items, absl::Time now);
-  absl::StatusOr<std::optional<v1::CatalogItem>> Item(absl::string_view sku) const;
+  // The catalog item, shared with the cache (null when the catalog lacks it): read often, copied
+  // only into answers.
+  absl::StatusOr<std::shared_ptr<const v1::CatalogItem>> Item(absl::string_view sku) const;
   // Applies stock changes; returns the SKUs the catalog does not have (nothing else is written for
   // them).
   absl::StatusOr<std::vector<std::string>> SetStock(const std::vector<v1::StockChange>& changes,
@@ -196,7 +198,8 @@ class RecommendationStore {
   // process's memory overhead whatever the catalog's size (a 200,000-item cap let it grow past the
   // block cache).
   static constexpr size_t kCachedItemBytes = 8 << 20;
-  void Cache(const v1::CatalogItem& item, bool written) const;
+  // The cached copy of `item`.
+  std::shared_ptr<const v1::CatalogItem> Cache(const v1::CatalogItem& item, bool written) const;
   mutable absl::Mutex items_mu_;
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const v1::CatalogItem>> item_cache_
       ABSL_GUARDED_BY(items_mu_);

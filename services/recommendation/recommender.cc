@@ -84,12 +84,12 @@ double MostOrders(const Ranking& ranking) {
   return static_cast<double>(std::max<int64_t>(1, ranking.front().second.orders()));
 }
 
-// The catalog item `sku` when it can be offered: nullopt when the catalog lacks it or it is out of
+// The catalog item `sku` when it can be offered: null when the catalog lacks it or it is out of
 // stock.
-absl::StatusOr<std::optional<v1::CatalogItem>> InStockItem(const RecommendationStore& store,
-                                                           const std::string& sku) {
+absl::StatusOr<std::shared_ptr<const v1::CatalogItem>> InStockItem(const RecommendationStore& store,
+                                                                   const std::string& sku) {
   CRM_ASSIGN_OR_RETURN(auto item, store.Item(sku));
-  if (!item.has_value() || !item->in_stock()) return std::nullopt;
+  if (item == nullptr || !item->in_stock()) return nullptr;
   return item;
 }
 
@@ -231,7 +231,7 @@ void Recommender::Catalogued(const std::vector<v1::CatalogItem>& items) {
 
 std::string Recommender::NameOf(const std::string& sku) {
   auto item = store_->Item(sku);
-  if (item.ok() && item->has_value() && !(*item)->name().empty()) return (*item)->name();
+  if (item.ok() && *item != nullptr && !(*item)->name().empty()) return (*item)->name();
   return absl::StrCat("item ", sku);
 }
 
@@ -393,7 +393,7 @@ absl::Status Recommender::Upgrades(const std::string& customer_id, const Custome
     for (const auto& next : successors) {
       auto item = store_->Item(next);
       if (!item.ok()) return item.status();
-      if (!item->has_value()) continue;
+      if (*item == nullptr) continue;
       const v1::CatalogItem& successor = **item;
       const absl::Time launch = successor.has_launch_time()
                                     ? api::FromTimestamp(successor.launch_time())
@@ -476,7 +476,7 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
 
 struct Recommender::Kept {
   Candidate candidate;
-  v1::CatalogItem item;
+  std::shared_ptr<const v1::CatalogItem> item;  // never null
 };
 
 absl::Status Recommender::Showable(const RecommendQuery& q, const std::vector<Candidate>& ranked,
@@ -501,7 +501,7 @@ absl::Status Recommender::Showable(const RecommendQuery& q, const std::vector<Ca
   if (kept.size() > wanted) kept.resize(wanted);
   for (Kept& k : kept) {
     v1::Recommendation r;
-    *r.mutable_item() = std::move(k.item);
+    *r.mutable_item() = *k.item;
     r.set_model(k.candidate.model);
     r.set_score(k.candidate.score);
     r.set_reason(
@@ -523,8 +523,8 @@ absl::Status Recommender::KeepEligible(const std::string& customer_id,
     if (context.count(c.sku)) continue;
     // The cheapest checks first: catalog items are cached.
     CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, c.sku));
-    if (!item.has_value()) continue;
-    offered.push_back({c, std::move(*item)});
+    if (item == nullptr) continue;
+    offered.push_back({c, std::move(item)});
     skus.push_back(c.sku);
   }
   CRM_ASSIGN_OR_RETURN(auto mine, store_->Mine(customer_id, skus));
@@ -532,7 +532,7 @@ absl::Status Recommender::KeepEligible(const std::string& customer_id,
   for (size_t i = 0; i < offered.size() && kept->size() < limit; ++i) {
     const auto& m = mine[i];
     const auto& w = shown[i];
-    if (Eligible(offered[i].item, m.has_value() ? &*m : nullptr, w.has_value() ? &*w : nullptr,
+    if (Eligible(*offered[i].item, m.has_value() ? &*m : nullptr, w.has_value() ? &*w : nullptr,
                  now)) {
       kept->push_back(std::move(offered[i]));
     }
@@ -592,9 +592,9 @@ absl::Status Recommender::BuyAgain(const RecommendQuery& q, absl::Time now,
     const auto& [rhythm, sku, returned] = due[i];
     if (context.count(sku) || returned) continue;
     CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, sku));
-    if (!item.has_value()) continue;
+    if (item == nullptr) continue;
     v1::Recommendation r;
-    *r.mutable_item() = std::move(*item);
+    *r.mutable_item() = *item;
     r.set_model(v1::MODEL_BUY_AGAIN);
     r.set_score(rhythm.score);
     r.set_reason(absl::StrCat("you buy this about every ", rhythm.every_days, " days; last on ",
@@ -630,9 +630,9 @@ absl::Status Recommender::RelatedItems(const std::string& sku, int count,
   for (const Scored& s : scored) {
     if (out->items_size() >= count) break;
     CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, s.sku));
-    if (!item.has_value()) continue;
+    if (item == nullptr) continue;
     v1::RelatedItem* r = out->add_items();
-    *r->mutable_item() = std::move(*item);
+    *r->mutable_item() = *item;
     r->set_similarity(s.similarity);
     r->set_co_purchases(s.co.buyers());
     r->set_co_views(s.co.views());
@@ -671,9 +671,9 @@ absl::Status Recommender::BoughtTogether(const std::string& sku, int count, int6
   for (const Rule& r : rules) {
     if (out->rules_size() >= count) break;
     CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, r.sku));
-    if (!item.has_value()) continue;
+    if (item == nullptr) continue;
     v1::BundleRule* rule = out->add_rules();
-    *rule->mutable_item() = std::move(*item);
+    *rule->mutable_item() = *item;
     rule->set_support(r.bundle.support);
     rule->set_confidence(r.bundle.confidence);
     rule->set_lift(r.bundle.lift);
@@ -688,9 +688,9 @@ absl::Status Recommender::BestSellers(const std::string& category, int count,
   for (const auto& [sku, sold] : *ranking) {
     if (out->items_size() >= count) break;
     CRM_ASSIGN_OR_RETURN(auto item, InStockItem(*store_, sku));
-    if (!item.has_value()) continue;
+    if (item == nullptr) continue;
     v1::BestSeller* b = out->add_items();
-    *b->mutable_item() = std::move(*item);
+    *b->mutable_item() = *item;
     b->set_units(sold.units());
     b->set_orders(sold.orders());
   }
