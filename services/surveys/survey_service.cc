@@ -218,7 +218,8 @@ absl::Status SurveyService::Offer(store::Transaction& txn, const v1::Event& even
   const std::string survey_id = absl::StrCat(kind_name, "-", subject_id);
   CRM_ASSIGN_OR_RETURN(auto existing, store_->Lock(txn, event.customer_id(), survey_id));
   if (existing.has_value()) return absl::OkStatus();  // one survey per order or ticket
-  auto decision = gate_(txn, event.customer_id(), kSurveyContactPurpose, now);
+  auto decision =
+      gate_(txn, event.customer_id(), absl::StrCat(kSurveyContactPurpose, survey_id), now);
   if (absl::IsNotFound(decision.status())) {
     count("no_customer");
     return absl::OkStatus();

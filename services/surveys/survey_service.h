@@ -36,8 +36,8 @@ using ContactGate = std::function<absl::StatusOr<v1::ContactDecision>(
     store::Transaction& txn, absl::string_view customer_id, absl::string_view purpose,
     absl::Time now)>;
 
-// The purpose a survey's contact is recorded under.
-inline constexpr absl::string_view kSurveyContactPurpose = "survey";
+// A survey's contact is recorded under the purpose "survey:<survey id>" (one contact per survey).
+inline constexpr absl::string_view kSurveyContactPurpose = "survey:";
 // The window of the KPI gauges.
 inline constexpr int kGaugeWindowDays = 30;
 

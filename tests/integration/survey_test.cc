@@ -73,7 +73,7 @@ class ConsentRecords {
       record.set_purpose(std::string(purpose));
       api::SetTimestamp(now, record.mutable_contact_time());
       auto put = txn.PutProto(store_->cf(kContactsFamily),
-                              store::Key().Str(customer_id).Time(now).Build(), record);
+                              store::Key().Str(customer_id).Time(now).Str(purpose).Build(), record);
       if (!put.ok()) return put;
       return d;
     }
@@ -102,14 +102,20 @@ class ConsentRecords {
                 .ok());
   }
 
-  int ContactsOf(const std::string& customer_id) const {
-    int n = 0;
+  // The purposes of the contacts recorded for the customer, oldest first.
+  std::vector<std::string> ContactsOf(const std::string& customer_id) const {
+    std::vector<std::string> purposes;
     const std::string prefix = store::Key().Str(customer_id).Build();
     REQUIRE(store_
                 ->ScanPrefix(store_->cf(kContactsFamily), prefix,
-                             [&](absl::string_view, absl::string_view) { return ++n > 0; })
+                             [&](absl::string_view, absl::string_view value) {
+                               v1::ContactRecord r;
+                               r.ParseFromArray(value.data(), static_cast<int>(value.size()));
+                               purposes.push_back(r.purpose());
+                               return true;
+                             })
                 .ok());
-    return n;
+    return purposes;
   }
 
  private:
@@ -260,7 +266,8 @@ TEST_CASE("surveys: a delivery offers one survey, counted against the contact ca
   // contact.
   w.Delivered("c1", "o1");
   w.Delivered("c1", "o1", "order-tracking/0/2.o1-again");
-  CHECK(w.harness.component().consent().ContactsOf("c1") == 1);
+  CHECK(w.harness.component().consent().ContactsOf("c1") ==
+        std::vector<std::string>{"survey:delivery-o1"});
 
   v1::ListSurveysRequest list;
   list.set_customer_id("c1");
@@ -310,8 +317,8 @@ TEST_CASE("surveys: no consent or a full contact cap suppresses the survey, with
   w.Delivered("capped", "o3");    // the cap (1 in 7 days) is taken by o2's survey
   w.Delivered("stranger", "o4");  // customer-profile does not know them
 
-  CHECK(consent.ContactsOf("no-consent") == 0);
-  CHECK(consent.ContactsOf("capped") == 1);
+  CHECK(consent.ContactsOf("no-consent").size() == 0);
+  CHECK(consent.ContactsOf("capped").size() == 1);
   CHECK(w.Metric("crm_surveys_offered_total", {{"result", "no_consent"}}) == 1);
   CHECK(w.Metric("crm_surveys_offered_total", {{"result", "frequency_cap"}}) == 1);
   CHECK(w.Metric("crm_surveys_offered_total", {{"result", "offered"}}) == 1);
@@ -343,7 +350,7 @@ TEST_CASE("surveys: no consent or a full contact cap suppresses the survey, with
   old.mutable_order_delivered()->set_order_id("o-2011");
   api::SetTimestamp(w.harness.clock().Now() - absl::Hours(24 * 400), old.mutable_occur_time());
   w.Deliver(old);
-  CHECK(consent.ContactsOf("imported") == 0);
+  CHECK(consent.ContactsOf("imported").size() == 0);
   CHECK(w.Metric("crm_surveys_offered_total", {{"result", "stale"}}) == 1);
 }
 
