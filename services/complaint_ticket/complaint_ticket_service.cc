@@ -22,6 +22,7 @@
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
+#include "services/complaint_ticket/canned_replies.h"
 #include "services/complaint_ticket/goodwill.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
@@ -245,7 +246,17 @@ absl::StatusOr<Replier> ValidateReply(const grpc::ServerContextBase& ctx,
   CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
   CRM_ASSIGN_OR_RETURN(auth::Caller caller, rpc::CallerOf(ctx));
   CRM_ASSIGN_OR_RETURN(const v1::MessageAuthor author, ReplyAuthor(caller, req.author()));
-  CRM_RETURN_IF_ERROR(api::RequiredText("text", req.text(), kMaxTextChars));
+  if (req.canned_reply_id().empty()) {
+    CRM_RETURN_IF_ERROR(api::RequiredText("text", req.text(), kMaxTextChars));
+    if (!req.variables().empty())
+      return Invalid("variables", "only a reply from a canned reply has variables");
+  } else {
+    CRM_RETURN_IF_ERROR(api::RequiredId("canned_reply_id", req.canned_reply_id()));
+    if (author != v1::MESSAGE_AUTHOR_AGENT)
+      return absl::PermissionDeniedError("canned_reply_id: only agents answer with canned replies");
+    if (!req.text().empty()) return Invalid("text", "leave it empty: the canned reply is the text");
+    if (req.variables_size() > 20) return Invalid("variables", "at most 20");
+  }
   CRM_ASSIGN_OR_RETURN(std::string agent_id, rpc::ActingAgent(caller, "agent_id", req.agent_id()));
   CRM_RETURN_IF_ERROR(CheckReplyAgent(req, author == v1::MESSAGE_AUTHOR_AGENT, agent_id, now));
   return Replier{std::move(caller), author, std::move(agent_id)};
@@ -254,12 +265,13 @@ absl::StatusOr<Replier> ValidateReply(const grpc::ServerContextBase& ctx,
 // The reply as the ticket's next message. An agent's reply is a response: it sets the next update's
 // deadline, starts the work and takes the ticket when nobody has.
 absl::Status AddReply(TicketSession& session, const v1::ReplyToTicketRequest& req,
-                      v1::MessageAuthor author, const std::string& agent_id, absl::Time now) {
+                      const std::string& text, v1::MessageAuthor author,
+                      const std::string& agent_id, absl::Time now) {
   v1::Ticket& t = session.ticket();
   if (t.status() == v1::TICKET_STATUS_CLOSED) {
     return absl::FailedPreconditionError("ticket_id: the ticket is closed; open a new one");
   }
-  v1::TicketMessage m = Message(t, author, agent_id, req.text(), false, now);
+  v1::TicketMessage m = Message(t, author, agent_id, text, false, now);
   if (author == v1::MESSAGE_AUTHOR_AGENT) {
     *m.mutable_next_step_time() = req.next_step_time();
     if (!t.sla().has_first_response_time())
@@ -726,6 +738,99 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SearchTickets(Ctx* ctx,
   return Finish(ctx, read);
 }
 
+absl::StatusOr<std::string> ComplaintTicketService::CannedText(const v1::ReplyToTicketRequest& req,
+                                                               const std::string& agent_id) {
+  CRM_ASSIGN_OR_RETURN(const v1::CannedReply reply, store_->GetCannedReply(req.canned_reply_id()));
+  CRM_ASSIGN_OR_RETURN(const v1::Ticket ticket, store_->Get(req.customer_id(), req.ticket_id()));
+  CRM_ASSIGN_OR_RETURN(const std::vector<std::string> names,
+                       TemplateVariables("canned_reply_id", reply.text()));
+  std::map<std::string, std::string> from_ticket = {{"order_id", ticket.order_id()},
+                                                    {"ticket_id", ticket.ticket_id()}};
+  auto needs = [&](const std::string& name) {
+    return std::find(names.begin(), names.end(), name) != names.end() &&
+           !req.variables().contains(name);
+  };
+  // Only what the template needs and the reply does not give is looked up.
+  if (needs("customer_name")) {
+    CRM_ASSIGN_OR_RETURN(const v1::Customer customer,
+                         rpc::FetchCustomer(*backends_, req.customer_id()));
+    from_ticket["customer_name"] = customer.name();
+  }
+  if (needs("agent_name")) {
+    CRM_ASSIGN_OR_RETURN(const auto agents, store_->Agents());
+    for (const auto& a : agents) {
+      if (a.agent_id() == agent_id) from_ticket["agent_name"] = a.name();
+    }
+  }
+  return RenderCannedReply(reply, req.variables(), from_ticket);
+}
+
+absl::StatusOr<std::string> ComplaintTicketService::CannedReplyManager(const auth::Caller& caller) {
+  if (!rpc::IsAgent(caller)) return rpc::Actor(caller);
+  CRM_ASSIGN_OR_RETURN(const auto agents, store_->Agents());
+  const int supervisor = SlaRulesInForce::Process().Latest()->supervisor_level();
+  for (const auto& a : agents) {
+    if (a.agent_id() != caller.subject) continue;
+    if (a.level() < supervisor) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "agent_id: a level ", a.level(),
+          " agent cannot manage canned replies; supervisors are level ", supervisor, " and above"));
+    }
+    return rpc::Actor(caller);
+  }
+  return absl::NotFoundError(absl::StrCat("agent_id: no agent \"", caller.subject, "\""));
+}
+
+grpc::ServerUnaryReactor* ComplaintTicketService::PutCannedReply(
+    Ctx* ctx, const v1::PutCannedReplyRequest* req, v1::CannedReply* resp) {
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  if (auto s = ValidateCannedReply("canned_reply", req->canned_reply()); !s.ok())
+    return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return rpc::FinishAsCallerOn(
+      *writes_, ctx, [this, req, resp, now](const auth::Caller& caller) -> absl::Status {
+        CRM_ASSIGN_OR_RETURN(const std::string actor, CannedReplyManager(caller));
+        v1::CannedReply reply = req->canned_reply();
+        reply.set_updated_by(actor);
+        reply.clear_update_time();
+        return store_->PutCannedReply(
+            reply, rpc::ScopedRequestId(caller, req->request_id(), "PutCannedReply"),
+            store::RequestFingerprint(*req), now, resp);
+      });
+}
+
+grpc::ServerUnaryReactor* ComplaintTicketService::DeleteCannedReply(
+    Ctx* ctx, const v1::DeleteCannedReplyRequest* req, v1::DeleteCannedReplyResponse*) {
+  if (auto s = api::RequiredId("canned_reply_id", req->canned_reply_id()); !s.ok())
+    return Finish(ctx, s);
+  if (auto s = api::RequiredRequestId(req->request_id()); !s.ok()) return Finish(ctx, s);
+  const absl::Time now = clock_->Now();
+  return rpc::FinishAsCallerOn(
+      *writes_, ctx, [this, req, now](const auth::Caller& caller) -> absl::Status {
+        CRM_RETURN_IF_ERROR(CannedReplyManager(caller).status());
+        return store_->DeleteCannedReply(
+            req->canned_reply_id(),
+            rpc::ScopedRequestId(caller, req->request_id(), "DeleteCannedReply"),
+            store::RequestFingerprint(*req), now);
+      });
+}
+
+grpc::ServerUnaryReactor* ComplaintTicketService::ListCannedReplies(
+    Ctx* ctx, const v1::ListCannedRepliesRequest*, v1::ListCannedRepliesResponse* resp) {
+  absl::StatusOr<std::vector<v1::CannedReply>> replies = store_->CannedReplies();
+  if (replies.ok()) {
+    for (v1::CannedReply& r : *replies) {
+      auto* listed = resp->add_canned_replies();
+      auto names = TemplateVariables("text", r.text());
+      if (names.ok()) {
+        for (std::string& n : *names) listed->add_variables(std::move(n));
+      }
+      *listed->mutable_canned_reply() = std::move(r);
+    }
+  }
+  return Finish(ctx, replies.status());
+}
+
 grpc::ServerUnaryReactor* ComplaintTicketService::MergeTickets(Ctx* ctx,
                                                                const v1::MergeTicketsRequest* req,
                                                                v1::Ticket* resp) {
@@ -892,9 +997,17 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ReplyToTicket(Ctx* ctx,
        request_id =
            rpc::ScopedRequestId(by->caller, req->request_id(), "ReplyToTicket")]() -> absl::Status {
         if (author == v1::MESSAGE_AUTHOR_AGENT) CRM_RETURN_IF_ERROR(CheckAgent(agent_id));
+        std::string text = req->text();
+        if (!req->canned_reply_id().empty()) {
+          CRM_ASSIGN_OR_RETURN(text, CannedText(*req, agent_id));
+          if (!api::RequiredText("text", text, kMaxTextChars).ok())
+            return Invalid("variables", "the filled canned reply must be 1-5000 characters");
+        }
         CRM_RETURN_IF_ERROR(UpdateAndCount(
             req->customer_id(), req->ticket_id(), request_id, store::RequestFingerprint(*req), now,
-            [&](TicketSession& session) { return AddReply(session, *req, author, agent_id, now); },
+            [&](TicketSession& session) {
+              return AddReply(session, *req, text, author, agent_id, now);
+            },
             resp));
         if (hide) HideInternalNotes(*resp);
         return absl::OkStatus();

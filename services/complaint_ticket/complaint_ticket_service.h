@@ -81,6 +81,11 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
                              v1::ListAtRiskTicketsResponse*) override;
   Reactor* SearchTickets(Ctx*, const v1::SearchTicketsRequest*,
                          v1::SearchTicketsResponse*) override;
+  Reactor* PutCannedReply(Ctx*, const v1::PutCannedReplyRequest*, v1::CannedReply*) override;
+  Reactor* DeleteCannedReply(Ctx*, const v1::DeleteCannedReplyRequest*,
+                             v1::DeleteCannedReplyResponse*) override;
+  Reactor* ListCannedReplies(Ctx*, const v1::ListCannedRepliesRequest*,
+                             v1::ListCannedRepliesResponse*) override;
   Reactor* MergeTickets(Ctx*, const v1::MergeTicketsRequest*, v1::Ticket*) override;
   Reactor* UpdateTicketTags(Ctx*, const v1::UpdateTicketTagsRequest*, v1::Ticket*) override;
   Reactor* ReplyToTicket(Ctx*, const v1::ReplyToTicketRequest*, v1::Ticket*) override;
@@ -154,6 +159,12 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
                               absl::FunctionRef<absl::Status(TicketSession&)> change,
                               v1::Ticket* out);
   absl::Status CheckCustomer(const std::string& customer_id);
+  // Admins, and agents at the SLA rules' supervisor level, manage canned replies: who it is
+  // (rpc::Actor), or PERMISSION_DENIED.
+  absl::StatusOr<std::string> CannedReplyManager(const auth::Caller& caller);
+  // An agent's reply from a canned reply: its text with the variables filled.
+  absl::StatusOr<std::string> CannedText(const v1::ReplyToTicketRequest& req,
+                                         const std::string& agent_id);
   absl::Status CheckAgent(const std::string& agent_id);
   // Carries out the ticket's pending automatic compensations (points, coupons, refunds); returns
   // how many were attempted.

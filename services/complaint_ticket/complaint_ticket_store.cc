@@ -10,6 +10,7 @@
 #include "libs/store/idempotency.h"
 #include "libs/store/key.h"
 #include "libs/store/protos.h"
+#include "services/complaint_ticket/canned_replies.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
 #include "services/complaint_ticket/ticket_index.h"
@@ -33,13 +34,14 @@ enum Family {
   kLastAgent,
   kRequests,
   kIndex,
-  kTerms
+  kTerms,
+  kCanned
 };
 constexpr store::FamilyName<Family> kFamilies[] = {
-    {kTickets, "tickets"},       {kDeadlines, "deadlines"}, {kDeadlineKeys, "deadline_keys"},
-    {kUnassigned, "unassigned"}, {kAwaiting, "awaiting"},   {kAgents, "agents"},
-    {kLastAgent, "last_agent"},  {kRequests, "requests"},   {kIndex, "ticket_index"},
-    {kTerms, "ticket_terms"}};
+    {kTickets, "tickets"},       {kDeadlines, "deadlines"},  {kDeadlineKeys, "deadline_keys"},
+    {kUnassigned, "unassigned"}, {kAwaiting, "awaiting"},    {kAgents, "agents"},
+    {kLastAgent, "last_agent"},  {kRequests, "requests"},    {kIndex, "ticket_index"},
+    {kTerms, "ticket_terms"},    {kCanned, "canned_replies"}};
 static_assert(store::InEnumOrder(kFamilies));
 
 std::string TicketKey(absl::string_view cid, absl::string_view tid) {
@@ -736,6 +738,60 @@ absl::Status ComplaintTicketStore::SearchTickets(const std::vector<std::string>&
   for (auto& [rank, order_key] : ranked) order_keys.push_back(std::move(order_key));
   if (!ranked.empty()) *last_key = ranked.back().first;
   return FetchMatching(order_keys, filter, now, out);
+}
+
+absl::Status ComplaintTicketStore::PutCannedReply(const v1::CannedReply& reply,
+                                                  absl::string_view request_key,
+                                                  uint64_t fingerprint, absl::Time now,
+                                                  v1::CannedReply* out) {
+  return store::TransactOnce(
+      *store_, Durability::kSynced, cf_[kRequests], Key().Str("canned").Str(request_key).bytes(),
+      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
+        CRM_ASSIGN_OR_RETURN(auto existing,
+                             txn.GetForUpdate(cf_[kCanned], reply.canned_reply_id()));
+        if (!existing.has_value()) {
+          int count = 0;
+          CRM_RETURN_IF_ERROR(txn.Scan(
+              cf_[kCanned], "", "",
+              [&](absl::string_view, absl::string_view) { return ++count < kMaxCannedReplies; }));
+          if (count >= kMaxCannedReplies) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("canned_reply.canned_reply_id: at most ", kMaxCannedReplies,
+                             " canned replies; delete some first"));
+          }
+        }
+        *out = reply;
+        api::SetTimestamp(now, out->mutable_update_time());
+        return txn.PutProto(cf_[kCanned], reply.canned_reply_id(), *out);
+      });
+}
+
+absl::Status ComplaintTicketStore::DeleteCannedReply(absl::string_view canned_reply_id,
+                                                     absl::string_view request_key,
+                                                     uint64_t fingerprint, absl::Time now) {
+  v1::DeleteCannedReplyResponse answer;
+  return store::TransactOnce(
+      *store_, Durability::kSynced, cf_[kRequests], Key().Str("canned").Str(request_key).bytes(),
+      fingerprint, now, &answer, [&](Transaction& txn) -> absl::Status {
+        CRM_ASSIGN_OR_RETURN(auto existing, txn.GetForUpdate(cf_[kCanned], canned_reply_id));
+        if (!existing.has_value()) {
+          return absl::NotFoundError(
+              absl::StrCat("canned_reply_id: no canned reply \"", canned_reply_id, "\""));
+        }
+        return txn.Delete(cf_[kCanned], canned_reply_id);
+      });
+}
+
+absl::StatusOr<v1::CannedReply> ComplaintTicketStore::GetCannedReply(
+    absl::string_view canned_reply_id) const {
+  return store::GetProtoOr<v1::CannedReply>(*store_, cf_[kCanned], canned_reply_id, [&] {
+    return absl::NotFoundError(
+        absl::StrCat("canned_reply_id: no canned reply \"", canned_reply_id, "\""));
+  });
+}
+
+absl::StatusOr<std::vector<v1::CannedReply>> ComplaintTicketStore::CannedReplies() const {
+  return store::ProtosUnder<v1::CannedReply>(*store_, cf_[kCanned], "");
 }
 
 absl::Status ComplaintTicketStore::IndexExistingTickets() {

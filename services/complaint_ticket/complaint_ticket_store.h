@@ -15,6 +15,7 @@
 //                by status, priority, channel, queue, agent, customer, tag: ticket_index.h)
 //   ticket_terms term, create time, customer_id, ticket_id -> how often the term occurs in the
 //                subject, the messages and the internal notes (full-text search: ticket_search.h)
+//   canned_replies canned_reply_id                  -> CannedReply (templates agents answer with)
 //   requests, consumed_events, outbox*             -> idempotency and events
 //
 // A ticket change is one transaction: the ticket, its deadline, queue, listing and term rows, the
@@ -121,6 +122,14 @@ class ComplaintTicketStore {
                              const v1::TicketFilter& filter, absl::string_view customer_id,
                              absl::Time now, absl::string_view after, int limit,
                              std::vector<v1::Ticket>* out, std::string* last_key, bool* more) const;
+  // Canned replies: stored or replaced once per request id (key), deleted (NOT_FOUND naming
+  // canned_reply_id when there is none), read.
+  absl::Status PutCannedReply(const v1::CannedReply& reply, absl::string_view request_key,
+                              uint64_t fingerprint, absl::Time now, v1::CannedReply* out);
+  absl::Status DeleteCannedReply(absl::string_view canned_reply_id, absl::string_view request_key,
+                                 uint64_t fingerprint, absl::Time now);
+  absl::StatusOr<v1::CannedReply> GetCannedReply(absl::string_view canned_reply_id) const;
+  absl::StatusOr<std::vector<v1::CannedReply>> CannedReplies() const;
   // Writes the listing and term rows of tickets saved before they existed (once, at start).
   absl::Status IndexExistingTickets();
 

@@ -1,14 +1,17 @@
 // Queues, search and tags (issue 24, item 2) end to end over real gRPC and RocksDB, with
 // customer-profile and loyalty beside complaint-ticket: ListTickets narrowed by a filter,
 // SearchTickets across customers for agents (queues, an agent's tickets, tags, full text in Chinese
-// and English) and over their own tickets only for a customer, UpdateTicketTags, MergeTickets.
+// and English) and over their own tickets only for a customer, UpdateTicketTags, MergeTickets, and
+// canned replies (PutCannedReply, ListCannedReplies, DeleteCannedReply, ReplyToTicket with one).
 // Callers call as the gateway admits them: agents and customers by their tokens.
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "catch2/catch.hpp"
 #include "crm/v1/complaint_ticket.grpc.pb.h"
+#include "crm/v1/customer_profile.grpc.pb.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
 #include "services/complaint_ticket/complaint_ticket_component.h"
@@ -661,6 +664,129 @@ TEST_CASE(
   CHECK(Found(agent.get(), "", "kettle") == Ids{w.t7});
   CHECK(Found(agent.get(), "", "漏水").empty());
   CHECK(Found(agent.get(), w.alice, "") == Ids{w.t5, w.t6});
+}
+
+TEST_CASE(
+    "canned replies: supervisors and admins manage them, agents answer with them, variables "
+    "filled from the reply and the ticket, unknown or missing ones refused by name",
+    "[tickets][canned]") {
+  World w;
+  w.Agent("sup", 3);
+  auto sup = w.As(v1::ROLE_AGENT, "sup");
+  auto ann = w.As(v1::ROLE_AGENT, "ann");
+  auto put = [](const std::string& id, const std::string& text, const std::string& request_id) {
+    v1::PutCannedReplyRequest r;
+    r.mutable_canned_reply()->set_canned_reply_id(id);
+    r.mutable_canned_reply()->set_title("Parcel delayed");
+    r.mutable_canned_reply()->set_text(text);
+    r.set_request_id(request_id);
+    return r;
+  };
+  const std::string text =
+      "{{customer_name}}您好，订单 {{order_id}} 预计 {{eta}} 送达（工单 {{ticket_id}}，{{ "
+      "agent_name "
+      "}}）。";
+  const v1::CannedReply stored =
+      CallOk(sup.get(), &Stub::PutCannedReply, put("parcel-delay", text, "put-1"));
+  CHECK(stored.updated_by() == "agent:sup");
+  CHECK(stored.has_update_time());
+  // Retried: the first answer.
+  const v1::CannedReply retried =
+      CallOk(sup.get(), &Stub::PutCannedReply, put("parcel-delay", text, "put-1"));
+  CHECK(retried.SerializeAsString() == stored.SerializeAsString());
+  CallOk(w.As(v1::ROLE_ADMIN, "ops").get(), &Stub::PutCannedReply,
+         put("thanks", "Thank you, {{customer_name}}.", "put-2"));
+  // Only supervisors and admins manage them; templates are checked.
+  RequireError(StatusOf(ann.get(), &Stub::PutCannedReply, put("x", "Hi", "put-3")),
+               grpc::StatusCode::PERMISSION_DENIED, "agent_id: a level 1 agent");
+  RequireError(StatusOf(w.AsCustomer(w.alice).get(), &Stub::PutCannedReply, put("x", "Hi", "p4")),
+               grpc::StatusCode::PERMISSION_DENIED, "role customer may not call");
+  RequireError(StatusOf(sup.get(), &Stub::PutCannedReply, put("x", "Hi {{Name}}", "p5")),
+               grpc::StatusCode::INVALID_ARGUMENT, "canned_reply.text:");
+  RequireError(StatusOf(sup.get(), &Stub::PutCannedReply, put("x", "Hi {{name", "p6")),
+               grpc::StatusCode::INVALID_ARGUMENT, "canned_reply.text:");
+  RequireError(StatusOf(sup.get(), &Stub::PutCannedReply, put("", "Hi", "p7")),
+               grpc::StatusCode::INVALID_ARGUMENT, "canned_reply.canned_reply_id:");
+  RequireError(StatusOf(sup.get(), &Stub::PutCannedReply, put("x", "Hi", "")),
+               grpc::StatusCode::INVALID_ARGUMENT, "request_id:");
+  const v1::ListCannedRepliesResponse listed =
+      CallOk(ann.get(), &Stub::ListCannedReplies, v1::ListCannedRepliesRequest());
+  REQUIRE(listed.canned_replies_size() == 2);
+  CHECK(listed.canned_replies(0).canned_reply().canned_reply_id() == "parcel-delay");
+  CHECK(Ids(listed.canned_replies(0).variables().begin(),
+            listed.canned_replies(0).variables().end()) ==
+        Ids{"customer_name", "order_id", "eta", "ticket_id", "agent_name"});
+
+  // A customer with a name, a ticket about an order.
+  v1::RegisterCustomerRequest reg;
+  reg.set_request_id("reg-li");
+  reg.set_email("li.na@example.com");
+  reg.set_name("李娜");
+  const std::string li =
+      CallOk(w.profiles.get(), &v1::CustomerProfileService::Stub::RegisterCustomer, reg)
+          .customer_id();
+  v1::OpenTicketRequest open = testing::TicketRequest(
+      li, "o", v1::TICKET_CHANNEL_WEB, v1::TICKET_CATEGORY_DELIVERY, "我的包裹还没到，怎么回事？");
+  open.set_order_id("o-77");
+  const v1::Ticket t = CallOk(w.system.get(), &Stub::OpenTicket, open);
+  auto reply = [&](const std::string& canned, std::map<std::string, std::string> vars,
+                   const std::string& request_id, const std::string& ticket_id = "") {
+    auto r = testing::ForCustomer<v1::ReplyToTicketRequest>(li);
+    r.set_ticket_id(ticket_id.empty() ? t.ticket_id() : ticket_id);
+    r.set_canned_reply_id(canned);
+    for (auto& [k, v] : vars) (*r.mutable_variables())[k] = v;
+    r.set_request_id(request_id);
+    api::SetTimestamp(kT0 + absl::Hours(8), r.mutable_next_step_time());
+    return r;
+  };
+  const v1::Ticket answered =
+      CallOk(ann.get(), &Stub::ReplyToTicket, reply("parcel-delay", {{"eta", "周五"}}, "r-1"));
+  const std::string expected =
+      "李娜您好，订单 o-77 预计 周五 送达（工单 " + t.ticket_id() + "，Agent ann）。";
+  CHECK(answered.messages(answered.messages_size() - 1).text() == expected);
+  CHECK(CallOk(ann.get(), &Stub::ReplyToTicket, reply("parcel-delay", {{"eta", "周五"}}, "r-1"))
+            .messages_size() == answered.messages_size());
+  // A value given for a ticket variable wins.
+  const v1::Ticket named =
+      CallOk(ann.get(), &Stub::ReplyToTicket, reply("thanks", {{"customer_name", "Ms Li"}}, "r-2"));
+  CHECK(named.messages(named.messages_size() - 1).text() == "Thank you, Ms Li.");
+
+  auto refused = [&](const v1::ReplyToTicketRequest& r, grpc::StatusCode code,
+                     const std::string& field) {
+    RequireError(StatusOf(ann.get(), &Stub::ReplyToTicket, r), code, field);
+  };
+  refused(reply("parcel-delay", {{"eta", "周五"}, {"colour", "red"}}, "r-3"),
+          grpc::StatusCode::INVALID_ARGUMENT, "variables.colour:");
+  refused(reply("parcel-delay", {}, "r-4"), grpc::StatusCode::INVALID_ARGUMENT, "variables.eta:");
+  refused(reply("no-such", {}, "r-5"), grpc::StatusCode::NOT_FOUND, "canned_reply_id:");
+  auto with_text = reply("thanks", {}, "r-6");
+  with_text.set_text("and some words");
+  refused(with_text, grpc::StatusCode::INVALID_ARGUMENT, "text:");
+  auto vars_only = reply("", {{"eta", "x"}}, "r-7");
+  vars_only.set_text("Hello");
+  refused(vars_only, grpc::StatusCode::INVALID_ARGUMENT, "variables:");
+  const v1::Ticket no_order =
+      w.Open(li, "o2", "Another question.", v1::TICKET_CHANNEL_WEB, v1::TICKET_CATEGORY_OTHER);
+  refused(reply("parcel-delay", {{"eta", "周五"}}, "r-8", no_order.ticket_id()),
+          grpc::StatusCode::INVALID_ARGUMENT, "variables.order_id:");
+  auto as_customer = reply("thanks", {}, "r-9");
+  as_customer.clear_next_step_time();
+  RequireError(StatusOf(w.AsCustomer(li).get(), &Stub::ReplyToTicket, as_customer),
+               grpc::StatusCode::PERMISSION_DENIED, "canned_reply_id:");
+
+  // Deleted once per request id.
+  v1::DeleteCannedReplyRequest del;
+  del.set_canned_reply_id("thanks");
+  del.set_request_id("del-1");
+  CallOk(sup.get(), &Stub::DeleteCannedReply, del);
+  CallOk(sup.get(), &Stub::DeleteCannedReply, del);
+  del.set_request_id("del-2");
+  RequireError(StatusOf(sup.get(), &Stub::DeleteCannedReply, del), grpc::StatusCode::NOT_FOUND,
+               "canned_reply_id:");
+  RequireError(StatusOf(ann.get(), &Stub::DeleteCannedReply, del),
+               grpc::StatusCode::PERMISSION_DENIED, "agent_id:");
+  CHECK(CallOk(ann.get(), &Stub::ListCannedReplies, v1::ListCannedRepliesRequest())
+            .canned_replies_size() == 1);
 }
 
 }  // namespace
