@@ -357,7 +357,10 @@ TEST_CASE(
     const std::string email = "merge" + std::to_string(i) + "@example.com";
     ids.push_back(testing::RegisterCustomer(shards[map.ShardOf(email)], email));
   }
-  for (Stub* shard : shards) CallOk(shard, &Stub::RefreshInsights, v1::RefreshInsightsRequest());
+  for (Stub* shard : shards) {
+    CallOk(shard, &Stub::RefreshInsights, v1::RefreshInsightsRequest());
+    CHECK(CallOk(shard, &Stub::CountAudience, v1::CountAudienceRequest()).customers() > 0);
+  }
 
   std::vector<ShardCursor> cursors(shards.size());
   std::vector<std::string> listed;
