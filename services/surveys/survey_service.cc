@@ -369,10 +369,9 @@ grpc::ServerUnaryReactor* SurveyService::AnswerSurvey(Ctx* ctx, const v1::Answer
           return absl::PermissionDeniedError(
               "customer_id: only the customer may answer their own survey");
         }
-        const std::string request_key =
-            rpc::ScopedRequestId(caller, req->request_id(), "AnswerSurvey");
         CRM_RETURN_IF_ERROR(store_->TransactAnswer(
-            request_key, store::RequestFingerprint(*req), now, resp,
+            req->customer_id(), rpc::ScopedRequestId(caller, req->request_id(), "AnswerSurvey"),
+            store::RequestFingerprint(*req), now, resp,
             [&](store::Transaction& txn) { return Answer(txn, *req, now, resp); }));
         MaybeRefreshGauges();
         return absl::OkStatus();

@@ -58,14 +58,17 @@ absl::Status SurveyStore::AddCounts(store::Transaction& txn, v1::SurveyKind kind
 }
 
 absl::Status SurveyStore::EraseCustomer(store::Transaction& txn, absl::string_view customer_id) {
-  return txn.DeletePrefix(cf_[kSurveys], Key().Str(customer_id).Build());
+  const std::string prefix = Key().Str(customer_id).Build();
+  CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf_[kSurveys], prefix));
+  return txn.DeletePrefix(cf_[kRequests], prefix);
 }
 
 absl::Status SurveyStore::TransactAnswer(
-    absl::string_view request_key, uint64_t fingerprint, absl::Time now, v1::Survey* out,
-    absl::FunctionRef<absl::Status(store::Transaction&)> body) {
-  return store::TransactOnce(*store_, store::Durability::kSynced, cf_[kRequests], request_key,
-                             fingerprint, now, out, body);
+    absl::string_view customer_id, absl::string_view request_id, uint64_t fingerprint,
+    absl::Time now, v1::Survey* out, absl::FunctionRef<absl::Status(store::Transaction&)> body) {
+  return store::TransactOnce(*store_, store::Durability::kSynced, cf_[kRequests],
+                             Key().Str(customer_id).Str(request_id).Build(), fingerprint, now, out,
+                             body);
 }
 
 absl::StatusOr<v1::Survey> SurveyStore::Get(absl::string_view customer_id,

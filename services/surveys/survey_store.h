@@ -3,7 +3,7 @@
 //
 //   surveys          customer_id, survey_id                  -> Survey (offered or suppressed, with
 //                                                               its questions and answers)
-//   survey_requests  scoped request_id                       -> the answer to a completed
+//   survey_requests  customer_id, scoped request_id          -> the answer to a completed
 //                                                               AnswerSurvey
 //   survey_stats     kind, UTC day, stage, question_id       -> SurveyDayCounts, counter rows added
 //                                                               to without reading (counters.h):
@@ -52,12 +52,14 @@ class SurveyStore {
   absl::Status AddCounts(store::Transaction& txn, v1::SurveyKind kind, int64_t day,
                          v1::ServiceStage stage, absl::string_view question_id,
                          const internal::SurveyDayCounts& delta);
-  // Every survey of the customer (on erasure: answers are personal data; the counts are not).
+  // Every survey of the customer and the recorded answers to their requests (on erasure: answers
+  // are personal data; the day counts are not).
   absl::Status EraseCustomer(store::Transaction& txn, absl::string_view customer_id);
 
-  // In one transaction with the answer's record under `request_key` (store::TransactOnce).
-  absl::Status TransactAnswer(absl::string_view request_key, uint64_t fingerprint, absl::Time now,
-                              v1::Survey* out,
+  // In one transaction with the answer's record under the customer's `request_id` (already scoped
+  // to the caller), as store::TransactOnce.
+  absl::Status TransactAnswer(absl::string_view customer_id, absl::string_view request_id,
+                              uint64_t fingerprint, absl::Time now, v1::Survey* out,
                               absl::FunctionRef<absl::Status(store::Transaction&)> body);
 
   // NOT_FOUND "survey_id: ..." when the customer has no such survey.

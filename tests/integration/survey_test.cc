@@ -148,6 +148,7 @@ class SurveyHost final : public rpc::Component {
   }
 
   ConsentRecords& consent() { return consent_; }
+  surveys::SurveyStore& store() { return store_; }
   surveys::SurveyService& service() { return service_; }
   prometheus::Registry& registry() { return registry_; }
 
@@ -391,6 +392,32 @@ TEST_CASE("surveys: a customer sees and answers only their own surveys") {
   CHECK(
       CallOk(w.Customer("owner").get(), &v1::SurveyService::Stub::AnswerSurvey, answer).status() ==
       v1::SURVEY_STATUS_ANSWERED);
+}
+
+TEST_CASE("surveys: erasing the customer removes their surveys and answers, not the day counts") {
+  World w;
+  w.harness.component().consent().Add("c1", {v1::CHANNEL_EMAIL});
+  w.Delivered("c1", "o1");
+  const auto answer = DeliveryAnswer("c1", "o1", "r1", 5, 10, true);
+  CallOk(w.Customer("c1").get(), &v1::SurveyService::Stub::AnswerSurvey, answer);
+  auto& store = w.harness.component().store();
+  REQUIRE(w.harness.store()
+              .Transact(store::Durability::kSynced,
+                        [&](store::Transaction& txn) { return store.EraseCustomer(txn, "c1"); })
+              .ok());
+  v1::GetSurveyRequest get;
+  get.set_customer_id("c1");
+  get.set_survey_id("delivery-o1");
+  RequireError(StatusOf(w.Agent().get(), &v1::SurveyService::Stub::GetSurvey, get),
+               grpc::StatusCode::NOT_FOUND, "survey_id");
+  // The answer kept for retries went too: a retry finds no survey instead of the old answer.
+  RequireError(StatusOf(w.Customer("c1").get(), &v1::SurveyService::Stub::AnswerSurvey, answer),
+               grpc::StatusCode::NOT_FOUND, "survey_id");
+  v1::GetSurveyReportRequest report;
+  report.set_kind(v1::SURVEY_KIND_DELIVERY);
+  auto counts = CallOk(w.Agent().get(), &v1::SurveyService::Stub::GetSurveyReport, report);
+  CHECK(counts.answered() == 1);
+  CHECK(counts.promoters() == 1);
 }
 
 TEST_CASE("surveys: bad answers and report requests are INVALID_ARGUMENT naming the field") {
