@@ -1,6 +1,9 @@
 // Benchmark of complaint-ticket (issue "complaint-ticket"): OpenTicket throughput (customer check,
-// membership lookup, severity, routing, synced write) and ListAtRiskTickets latency with 100k open
-// tickets.
+// membership lookup, severity, routing, synced write), ListAtRiskTickets latency with 100k open
+// tickets, and the agent desk's queue listings and full-text searches over them.
+#include <functional>
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "crm/v1/complaint_ticket.pb.h"
@@ -107,6 +110,50 @@ void RunTicketsSuite(const BenchOptions& options, Report& report) {
   LoadOptions list = options.load;
   list.concurrency = 8;
   report.Add(Measure(MakeChannels(later, o.channels), at_risk, list, tickets->pid()));
+
+  // Queues and search over the same tickets (issue 24, item 2), as an agent's desk reads them: a
+  // queue by its index, every customer's tickets by one word (English, Chinese bigram) ranked, and
+  // one customer's tickets by a word.
+  auto search = [](const std::string& name, const std::string& query,
+                   std::function<void(v1::TicketFilter&)> filter,
+                   std::shared_ptr<const std::vector<std::string>> customers) {
+    return Scenario{name,
+                    {{"SearchTickets", "/crm.v1.ComplaintTicketService/SearchTickets",
+                      [=](uint64_t, absl::BitGen& gen) {
+                        v1::SearchTicketsRequest r;
+                        r.set_query(query);
+                        if (filter) filter(*r.mutable_filter());
+                        if (customers) r.set_customer_id(RandomOf(*customers, gen));
+                        r.set_page_size(50);
+                        return r.SerializeAsString();
+                      }}}};
+  };
+  const std::string n = absl::StrFormat("%d tickets", options.open_tickets);
+  const std::vector<Scenario> desk = {
+      search(
+          absl::StrCat("SearchTickets queue DELIVERY level 2, OPEN (", n, ")"), "",
+          [](v1::TicketFilter& f) {
+            f.add_categories(v1::TICKET_CATEGORY_DELIVERY);
+            f.add_handling_levels(2);
+            f.add_statuses(v1::TICKET_STATUS_OPEN);
+          },
+          nullptr),
+      search(
+          absl::StrCat("SearchTickets P1 breached, all customers (", n, ")"), "",
+          [](v1::TicketFilter& f) {
+            f.add_priorities(v1::PRIORITY_P1);
+            f.add_sla_conditions(v1::SLA_CONDITION_BREACHED);
+          },
+          nullptr),
+      search(absl::StrCat("SearchTickets \"invoice\", all customers, ranked (", n, ")"), "invoice",
+             nullptr, nullptr),
+      search(absl::StrCat("SearchTickets \"物流\", all customers, ranked (", n, ")"), "物流",
+             nullptr, nullptr),
+      search(absl::StrCat("SearchTickets \"parcel late\", one customer (", n, ")"), "parcel late",
+             nullptr, customers),
+  };
+  for (const Scenario& scenario : desk)
+    report.Add(Measure(MakeChannels(later, o.channels), scenario, list, tickets->pid()));
   tickets->Stop();
   loyalty->Stop();
   profile->Stop();
