@@ -129,6 +129,41 @@ v1::GetSurveyReportResponse Summarise(v1::SurveyKind kind,
   return r;
 }
 
+// Opens `survey` (questions, expire time) when the contact is allowed, else marks it suppressed;
+// sets the day count it adds and returns the result as crm_surveys_offered_total names it.
+std::string Decide(const v1::ContactDecision& decision,
+                   const internal::SurveyDefinition& definition, absl::Time expire,
+                   v1::Survey& survey, internal::SurveyDayCounts& delta) {
+  if (decision.allowed()) {
+    survey.set_status(v1::SURVEY_STATUS_OPEN);
+    *survey.mutable_questions() = definition.questions();
+    api::SetTimestamp(expire, survey.mutable_expire_time());
+    delta.set_offered(1);
+    return "offered";
+  }
+  const bool capped = decision.reason() == v1::ContactDecision::REASON_FREQUENCY_CAP;
+  if (capped) {
+    delta.set_suppressed_frequency_cap(1);
+  } else {
+    delta.set_suppressed_no_consent(1);
+  }
+  survey.set_status(v1::SURVEY_STATUS_SUPPRESSED);
+  survey.set_suppressed_reason(capped ? "frequency_cap" : "no_consent");
+  return survey.suppressed_reason();
+}
+
+// What an NPS or referral answer adds to the day's totals.
+void CountTotals(const v1::SurveyQuestion& q, const v1::SurveyAnswer& a,
+                 internal::SurveyDayCounts& totals) {
+  if (q.kpi() == v1::SURVEY_KPI_LIKELIHOOD_TO_RECOMMEND) {
+    if (a.score() >= 9) return totals.set_promoters(1);
+    if (a.score() >= 7) return totals.set_passives(1);
+    return totals.set_detractors(1);
+  }
+  if (q.kpi() == v1::SURVEY_KPI_HAS_REFERRED)
+    return a.yes() ? totals.set_referred(1) : totals.set_not_referred(1);
+}
+
 }  // namespace
 
 v1::Survey AsOf(v1::Survey survey, absl::Time now) {
@@ -234,23 +269,8 @@ absl::Status SurveyService::Offer(store::Transaction& txn, const v1::Event& even
   survey.set_rules_version(rules_.version());
   api::SetTimestamp(now, survey.mutable_offer_time());
   internal::SurveyDayCounts delta;
-  std::string result = "offered";
-  if (decision->allowed()) {
-    survey.set_status(v1::SURVEY_STATUS_OPEN);
-    *survey.mutable_questions() = DefinitionOf(rules_, kind).questions();
-    api::SetTimestamp(now + period, survey.mutable_expire_time());
-    delta.set_offered(1);
-  } else if (decision->reason() == v1::ContactDecision::REASON_FREQUENCY_CAP) {
-    result = "frequency_cap";
-    delta.set_suppressed_frequency_cap(1);
-  } else {
-    result = "no_consent";
-    delta.set_suppressed_no_consent(1);
-  }
-  if (!decision->allowed()) {
-    survey.set_status(v1::SURVEY_STATUS_SUPPRESSED);
-    survey.set_suppressed_reason(result);
-  }
+  const std::string result =
+      Decide(*decision, DefinitionOf(rules_, kind), now + period, survey, delta);
   CRM_RETURN_IF_ERROR(store_->Put(txn, survey));
   CRM_RETURN_IF_ERROR(
       store_->AddCounts(txn, kind, DayOf(now), v1::SERVICE_STAGE_UNSPECIFIED, "", delta));
@@ -282,44 +302,36 @@ absl::Status SurveyService::Answer(store::Transaction& txn, const v1::AnswerSurv
   *survey.mutable_answers() = req.answers();
   api::SetTimestamp(now, survey.mutable_answer_time());
   CRM_RETURN_IF_ERROR(store_->Put(txn, survey));
+  CRM_RETURN_IF_ERROR(CountAnswers(txn, survey, now));
+  txn.OnFinish([this, kind_name = KindName(survey.kind())](bool committed) {
+    if (committed) metrics_.answered.Add({{"kind", kind_name}}).Increment();
+  });
+  *out = std::move(survey);
+  return absl::OkStatus();
+}
 
+absl::Status SurveyService::CountAnswers(store::Transaction& txn, const v1::Survey& survey,
+                                         absl::Time now) {
   // Answers count on the day they are given; the response on the day of the offer it answers.
   const int64_t today = DayOf(now);
   const v1::SurveyKind kind = survey.kind();
   internal::SurveyDayCounts totals, responded;
   totals.set_answered(1);
   responded.set_responded(1);
-  for (const auto& a : req.answers()) {
+  for (const auto& a : survey.answers()) {
     for (const auto& q : survey.questions()) {
       if (q.question_id() != a.question_id()) continue;
-      if (q.kpi() == v1::SURVEY_KPI_LIKELIHOOD_TO_RECOMMEND) {
-        if (a.score() >= 9)
-          totals.set_promoters(1);
-        else if (a.score() >= 7)
-          totals.set_passives(1);
-        else
-          totals.set_detractors(1);
-      } else if (q.kpi() == v1::SURVEY_KPI_HAS_REFERRED) {
-        if (a.yes())
-          totals.set_referred(1);
-        else
-          totals.set_not_referred(1);
-      } else if (q.kpi() == v1::SURVEY_KPI_SATISFACTION) {
-        internal::SurveyDayCounts score;
-        CountScore(a.score(), score);
-        CRM_RETURN_IF_ERROR(store_->AddCounts(txn, kind, today, q.stage(), q.question_id(), score));
-      }
+      CountTotals(q, a, totals);
+      if (q.kpi() != v1::SURVEY_KPI_SATISFACTION) continue;
+      internal::SurveyDayCounts score;
+      CountScore(a.score(), score);
+      CRM_RETURN_IF_ERROR(store_->AddCounts(txn, kind, today, q.stage(), q.question_id(), score));
     }
   }
   CRM_RETURN_IF_ERROR(
       store_->AddCounts(txn, kind, today, v1::SERVICE_STAGE_UNSPECIFIED, "", totals));
-  CRM_RETURN_IF_ERROR(store_->AddCounts(txn, kind, DayOf(api::FromTimestamp(survey.offer_time())),
-                                        v1::SERVICE_STAGE_UNSPECIFIED, "", responded));
-  txn.OnFinish([this, kind_name = KindName(kind)](bool committed) {
-    if (committed) metrics_.answered.Add({{"kind", kind_name}}).Increment();
-  });
-  *out = std::move(survey);
-  return absl::OkStatus();
+  return store_->AddCounts(txn, kind, DayOf(api::FromTimestamp(survey.offer_time())),
+                           v1::SERVICE_STAGE_UNSPECIFIED, "", responded);
 }
 
 grpc::ServerUnaryReactor* SurveyService::ListSurveys(Ctx* ctx, const v1::ListSurveysRequest* req,

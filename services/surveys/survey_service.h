@@ -84,6 +84,8 @@ class SurveyService final : public v1::SurveyService::CallbackService {
   // The answer recorded in `txn` (which holds the request's record).
   absl::Status Answer(store::Transaction& txn, const v1::AnswerSurveyRequest& req, absl::Time now,
                       v1::Survey* out);
+  // Adds the answered survey's answers to the day counts.
+  absl::Status CountAnswers(store::Transaction& txn, const v1::Survey& survey, absl::Time now);
   absl::StatusOr<v1::GetSurveyReportResponse> Report(v1::SurveyKind kind, int64_t first_day,
                                                      int64_t last_day) const;
   // RefreshGauges at most once a second from the write path.
