@@ -54,7 +54,8 @@ void LogAudienceRead(const grpc::ServerContextBase& ctx, absl::string_view what,
 absl::Status CustomerProfileService::SelectAudience(const AudienceSelector& selector,
                                                     const rpc::PageRequest& page,
                                                     std::vector<v1::AudienceMember>* out,
-                                                    std::string* next_page_token) {
+                                                    std::string* next_page_token,
+                                                    std::string* examined_through) {
   auto snapshot = insights_->snapshot();
   const std::vector<AudienceRow>& rows = snapshot->audience;
   auto it = rows.begin();
@@ -93,6 +94,7 @@ absl::Status CustomerProfileService::SelectAudience(const AudienceSelector& sele
     }
   }
   if (it != rows.end()) *next_page_token = api::EncodePageToken(page.scope, last_examined);
+  if (examined_through != nullptr) *examined_through = last_examined;
   return absl::OkStatus();
 }
 
@@ -102,13 +104,24 @@ grpc::ServerUnaryReactor* CustomerProfileService::ListAudience(Ctx* ctx,
   auto query = AudienceQueryOf("audience-list", req->filter(), req->purpose(), req->page_size(),
                                req->page_token(), {kAudienceDefaultPage, kAudienceMaxPage});
   if (!query.ok()) return Finish(ctx, query.status());
+  if (!req->start_after_customer_id().empty()) {
+    if (!req->page_token().empty())
+      return Finish(ctx, api::Invalid("page_token", "not with start_after_customer_id"));
+    if (auto s = api::RequiredText("start_after_customer_id", req->start_after_customer_id(), 128);
+        !s.ok())
+      return Finish(ctx, s);
+    query->page.after = req->start_after_customer_id();
+  }
   std::vector<v1::AudienceMember> members;
-  std::string next;
-  if (auto s = SelectAudience(query->selector, query->page, &members, &next); !s.ok()) {
+  std::string next, examined_through;
+  if (auto s = SelectAudience(query->selector, query->page, &members, &next, &examined_through);
+      !s.ok()) {
     return Finish(ctx, s);
   }
   for (v1::AudienceMember& m : members) *resp->add_members() = std::move(m);
   resp->set_next_page_token(std::move(next));
+  if (!resp->next_page_token().empty())
+    resp->set_examined_through_customer_id(std::move(examined_through));
   LogAudienceRead(*ctx, "list", req->purpose(), resp->members_size());
   return Finish(ctx, absl::OkStatus());
 }

@@ -1,8 +1,10 @@
 #include "services/gateway/gateway.h"
 
 #include <atomic>
+#include <optional>
 
 #include "absl/hash/hash.h"
+#include "absl/memory/memory.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -142,10 +144,43 @@ struct FanOut {
   std::vector<grpc::ByteBuffer> requests, responses;
   std::vector<int> shards;  // the shard each request goes to
   std::vector<std::string> next_tokens;
+  // An ordered listing (route->ordered): the last key handed out before this page, and its size.
+  std::string resume_after;
+  int page_size = 0;
   grpc::Status error;
   std::atomic<int> remaining{0};
   std::function<void(grpc::Status, grpc::ByteBuffer)> done;
 };
+
+constexpr absl::string_view kOrderedTokenPrefix = "fan~";
+// An ordered listing's page when the request leaves page_size 0 (the gateway must know the size to
+// merge).
+constexpr int kOrderedDefaultPage = 100;
+
+// An ordered listing asks every shard for a page after the last key handed out.
+absl::Status PlanOrderedRequests(Message& request, size_t shard_count, FanOut& fan) {
+  const Route::Ordered& o = *fan.route->ordered;
+  const auto* refl = request.GetReflection();
+  absl::string_view token = refl->GetStringReference(request, o.page_token, nullptr);
+  if (!token.empty()) {
+    if (!absl::ConsumePrefix(&token, kOrderedTokenPrefix) ||
+        !absl::WebSafeBase64Unescape(token, &fan.resume_after) || fan.resume_after.empty()) {
+      return absl::InvalidArgumentError("page_token: not a token this listing returned");
+    }
+  }
+  fan.page_size = refl->GetInt32(request, o.page_size);
+  if (fan.page_size == 0) fan.page_size = kOrderedDefaultPage;
+  refl->SetInt32(&request, o.page_size, fan.page_size);
+  refl->SetString(&request, o.page_token, "");
+  refl->SetString(&request, o.resume, fan.resume_after);
+  const grpc::ByteBuffer shard_request = FromBytes(request.SerializeAsString());
+  fan.next_tokens.resize(shard_count);
+  for (size_t s = 0; s < shard_count; ++s) {
+    fan.requests.push_back(shard_request);
+    fan.shards.push_back(static_cast<int>(s));
+  }
+  return absl::OkStatus();
+}
 
 // The fan-out's request to each shard still to call: a listing that pages sends each shard its own
 // page token out of the client's one, and a shard with no more pages is not called again.
@@ -153,6 +188,7 @@ absl::Status PlanShardRequests(const grpc::ByteBuffer& request, size_t shard_cou
   const Route& route = *fan.route;
   std::unique_ptr<Message> parsed(route.request_prototype->New());
   parsed->ParseFromString(ToBytes(request));
+  if (route.ordered) return PlanOrderedRequests(*parsed, shard_count, fan);
   const FieldDescriptor* page_token = StringFieldNamed(parsed->GetDescriptor(), "page_token");
   fan.next_token = StringFieldNamed(route.response_prototype->GetDescriptor(), "next_page_token");
   const bool paging = page_token != nullptr && fan.next_token != nullptr;
@@ -175,10 +211,70 @@ absl::Status PlanShardRequests(const grpc::ByteBuffer& request, size_t shard_cou
   return absl::OkStatus();
 }
 
+// An ordered listing's page out of the shards' answers: their elements merged by key, the smallest
+// first, at most the page size, and never past the frontier (the smallest key a shard with more to
+// come has looked at), so no shard's later element can belong before one handed out.
+absl::StatusOr<std::unique_ptr<Message>> MergeInOrder(
+    const FanOut& fan, const std::vector<std::unique_ptr<Message>>& parts) {
+  const Route::Ordered& o = *fan.route->ordered;
+  struct Element {
+    std::string key;
+    const Message* message;
+  };
+  std::vector<Element> elements;
+  std::optional<std::string> frontier;
+  bool more = false;
+  for (const auto& part : parts) {
+    const auto* refl = part->GetReflection();
+    const int n = refl->FieldSize(*part, o.list);
+    for (int i = 0; i < n; ++i) {
+      const Message& e = refl->GetRepeatedMessage(*part, o.list, i);
+      elements.push_back({e.GetReflection()->GetString(e, o.key), &e});
+    }
+    if (refl->GetStringReference(*part, o.next_token, nullptr).empty()) continue;
+    more = true;
+    std::string looked_at = o.frontier != nullptr ? refl->GetString(*part, o.frontier) : "";
+    if (looked_at.empty() && n > 0) looked_at = elements.back().key;
+    if (looked_at <= fan.resume_after)
+      return absl::InternalError("a shard answered more to come without moving on");
+    if (!frontier || looked_at < *frontier) frontier = std::move(looked_at);
+  }
+  std::stable_sort(elements.begin(), elements.end(),
+                   [](const Element& a, const Element& b) { return a.key < b.key; });
+  auto page = absl::WrapUnique(fan.route->response_prototype->New());
+  size_t handed = 0;
+  for (; handed < elements.size() && static_cast<int>(handed) < fan.page_size; ++handed) {
+    if (frontier && elements[handed].key > *frontier) break;
+    page->GetReflection()->AddMessage(page.get(), o.list)->CopyFrom(*elements[handed].message);
+  }
+  more = more || handed < elements.size();
+  if (more) {
+    // A full page resumes after its last element; one cut short by the frontier after the frontier
+    // (every key up to it was considered on every shard).
+    const bool full = static_cast<int>(handed) == fan.page_size;
+    const std::string resume = full || !frontier ? elements[handed - 1].key : *frontier;
+    page->GetReflection()->SetString(
+        page.get(), o.next_token,
+        absl::StrCat(kOrderedTokenPrefix, absl::WebSafeBase64Escape(resume)));
+  }
+  return page;
+}
+
 // Hands the shards' answers, merged into one, to the caller, with a next page token that continues
 // each shard where it stopped.
 void DeliverMergedAnswer(FanOut& fan) {
   const Route& route = *fan.route;
+  if (route.ordered) {
+    std::vector<std::unique_ptr<Message>> parts;
+    for (const grpc::ByteBuffer& response : fan.responses) {
+      parts.push_back(absl::WrapUnique(route.response_prototype->New()));
+      if (!parts.back()->ParseFromString(ToBytes(response)))
+        return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
+    }
+    auto page = MergeInOrder(fan, parts);
+    if (!page.ok()) return fan.done(rpc::ToGrpc(page.status()), {});
+    return fan.done(grpc::Status::OK, FromBytes((*page)->SerializeAsString()));
+  }
   std::unique_ptr<Message> total(route.response_prototype->New());
   for (size_t k = 0; k < fan.responses.size(); ++k) {
     std::unique_ptr<Message> part(route.response_prototype->New());

@@ -1,6 +1,7 @@
 #include "services/gateway/routes.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "crm/v1/admin.pb.h"
 #include "crm/v1/complaint_ticket.pb.h"
 #include "crm/v1/customer_profile.pb.h"
@@ -90,6 +91,39 @@ Route MakeRoute(const MethodDescriptor& method, std::string backend) {
   return r;
 }
 
+// Resolves policy.ordered_fan_out: the listing's key, where a shard resumes and how far it looked.
+void ResolveOrderedFanOut(const MethodDescriptor& method, Route& r,
+                          std::vector<std::string>& problems) {
+  const v1::OrderedFanOut& o = r.policy.ordered_fan_out();
+  const google::protobuf::Descriptor* output = method.output_type();
+  Route::Ordered ordered;
+  const std::vector<std::string> parts = absl::StrSplit(o.order_field(), '.');
+  if (parts.size() == 2) ordered.list = output->FindFieldByName(parts[0]);
+  if (ordered.list == nullptr || !ordered.list->is_repeated() ||
+      ordered.list->type() != FieldDescriptor::TYPE_MESSAGE) {
+    problems.push_back(absl::StrCat(r.path, ": ordered_fan_out.order_field \"", o.order_field(),
+                                    "\" is not <repeated message field>.<string field> of ",
+                                    output->full_name()));
+    return;
+  }
+  ordered.key = ResolveField(ordered.list->message_type(), parts[1], r.path, problems);
+  ordered.resume = ResolveField(method.input_type(), o.resume_field(), r.path, problems);
+  ordered.frontier = ResolveField(output, o.frontier_field(), r.path, problems);
+  ordered.page_token = ResolveField(method.input_type(), "page_token", r.path, problems);
+  ordered.next_token = ResolveField(output, "next_page_token", r.path, problems);
+  ordered.page_size = method.input_type()->FindFieldByName("page_size");
+  if (ordered.page_size == nullptr ||
+      ordered.page_size->cpp_type() != FieldDescriptor::CPPTYPE_INT32)
+    problems.push_back(absl::StrCat(r.path, ": an ordered fan-out needs an int32 page_size"));
+  if (!r.policy.fan_out())
+    problems.push_back(absl::StrCat(r.path, ": ordered_fan_out without fan_out"));
+  if (ordered.key == nullptr || ordered.resume == nullptr || ordered.page_token == nullptr ||
+      ordered.next_token == nullptr || ordered.page_size == nullptr ||
+      (!o.frontier_field().empty() && ordered.frontier == nullptr))
+    return;
+  r.ordered = ordered;
+}
+
 // Resolves the request fields the route's policy names, and notes what the gateway cannot honour.
 void ResolvePolicyFields(const MethodDescriptor& method, Route& r,
                          std::vector<std::string>& problems) {
@@ -102,6 +136,7 @@ void ResolvePolicyFields(const MethodDescriptor& method, Route& r,
   r.shard_key_fallback_field =
       ResolveField(input, r.policy.shard_key_fallback_field(), r.path, problems);
   r.service_field = ResolveField(input, r.policy.service_field(), r.path, problems);
+  if (r.policy.has_ordered_fan_out()) ResolveOrderedFanOut(method, r, problems);
   if (r.policy.shard_key_is_email() && r.shard_key_field == nullptr) {
     problems.push_back(absl::StrCat(r.path, ": shard_key_is_email without a shard_key_field"));
   }

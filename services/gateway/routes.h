@@ -3,6 +3,7 @@
 // method's access policy (crm.v1.policy option) and where its calls go.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,17 @@ struct Route {
   const google::protobuf::FieldDescriptor* shard_key_field = nullptr;
   const google::protobuf::FieldDescriptor* shard_key_fallback_field = nullptr;
   const google::protobuf::FieldDescriptor* service_field = nullptr;
+  // policy.ordered_fan_out resolved (null when the listing's shards are appended).
+  struct Ordered {
+    const google::protobuf::FieldDescriptor* list = nullptr;        // response, repeated message
+    const google::protobuf::FieldDescriptor* key = nullptr;         // string, in list's elements
+    const google::protobuf::FieldDescriptor* resume = nullptr;      // request, string
+    const google::protobuf::FieldDescriptor* frontier = nullptr;    // response, string, optional
+    const google::protobuf::FieldDescriptor* page_size = nullptr;   // request, int32
+    const google::protobuf::FieldDescriptor* page_token = nullptr;  // request, string
+    const google::protobuf::FieldDescriptor* next_token = nullptr;  // response, string
+  };
+  std::optional<Ordered> ordered;
 };
 
 class RouteTable {
