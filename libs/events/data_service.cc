@@ -69,6 +69,7 @@ void DataServiceComponent::Register(rpc::Server& server) {
   RequireWiring(info != nullptr && handlers_ != nullptr, context_.service_name,
                 "not in the registry, or Serve() not called");
   server.AddService(handlers_, info->proto);
+  for (const auto& [handlers, full_name] : also_served_) server.AddService(handlers, full_name);
   if (consumer_ != nullptr) server.AddService(consumer_.get(), v1::EventSink::service_full_name());
   if (events_ != nullptr) events_->Register(server);
   for (auto& hook : shutdown_hooks_) server.OnShutdown(hook);

@@ -65,6 +65,11 @@ class DataServiceComponent : public rpc::Component {
   rpc::Executor* writes(const std::string& name, int threads);
   // Applies other services' events with `handler`, on the write executor (writes() first).
   EventConsumer& ConsumeEvents(Subscription subscription, EventConsumer::Handler handler);
+  // Serves `handlers` (a part, see Own) beside the service's own, under the gRPC service
+  // `full_name`: one the registry lists in the service's also_serves (rpc::ServiceInfo).
+  void AlsoServe(grpc::Service* handlers, std::string full_name) {
+    also_served_.emplace_back(handlers, std::move(full_name));
+  }
   // Runs `work` every `interval` from Start to Stop.
   void RunEvery(absl::Duration interval, std::function<void()> work,
                 rpc::PeriodicTask::FirstRun first = rpc::PeriodicTask::FirstRun::kAfterInterval);
@@ -97,6 +102,7 @@ class DataServiceComponent : public rpc::Component {
   std::unique_ptr<rpc::Executor> writes_;
   std::unique_ptr<EventConsumer> consumer_;
   grpc::Service* handlers_ = nullptr;
+  std::vector<std::pair<grpc::Service*, std::string>> also_served_;
   std::vector<std::function<void()>> start_hooks_;
   std::vector<std::function<void()>> stop_hooks_;
   std::vector<std::function<void()>> shutdown_hooks_;

@@ -339,30 +339,37 @@ absl::Status CustomerProfileStore::RequestContact(
     absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)>
         decide,
     v1::ContactDecision* out) {
-  return store::TransactOnce(
-      *store_, Durability::kSynced, cf_[kRequests], RequestKey(customer_id, "contact", request_id),
-      fingerprint, now, out, [&](Transaction& txn) -> absl::Status {
-        // Locking the customer row serialises contact requests of this customer.
-        CRM_ASSIGN_OR_RETURN(v1::Customer c, LockCustomer(txn, customer_id));
-        std::vector<absl::Time> times;
-        absl::Status scanned =
-            txn.Scan(cf_[kContacts], Key().Str(customer_id).Time(window_start).bytes(),
-                     store::PrefixUpperBound(CustomerPrefix(customer_id)),
-                     [&](absl::string_view, absl::string_view v) {
-                       v1::ContactRecord r;
-                       if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                         times.push_back(api::FromTimestamp(r.contact_time()));
-                       }
-                       return true;
-                     });
-        if (!scanned.ok()) return scanned;
-        *out = decide(c, times);
-        if (!out->allowed()) return absl::OkStatus();
-        out->set_contacts_in_period(out->contacts_in_period() + 1);
-        const std::string key =
-            Key().Str(customer_id).Time(now).U64(sharding::StableHash64(request_id)).Build();
-        return txn.PutProto(cf_[kContacts], key, record);
-      });
+  return store::TransactOnce(*store_, Durability::kSynced, cf_[kRequests],
+                             RequestKey(customer_id, "contact", request_id), fingerprint, now, out,
+                             [&](Transaction& txn) -> absl::Status {
+                               return ContactIn(txn, customer_id, now, window_start, record,
+                                                sharding::StableHash64(request_id), decide, out);
+                             });
+}
+
+absl::Status CustomerProfileStore::ContactIn(
+    Transaction& txn, absl::string_view customer_id, absl::Time now, absl::Time window_start,
+    const v1::ContactRecord& record, uint64_t tag,
+    absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)>
+        decide,
+    v1::ContactDecision* out) {
+  // Locking the customer row serialises contact requests of this customer.
+  CRM_ASSIGN_OR_RETURN(v1::Customer c, LockCustomer(txn, customer_id));
+  std::vector<absl::Time> times;
+  absl::Status scanned = txn.Scan(cf_[kContacts], Key().Str(customer_id).Time(window_start).bytes(),
+                                  store::PrefixUpperBound(CustomerPrefix(customer_id)),
+                                  [&](absl::string_view, absl::string_view v) {
+                                    v1::ContactRecord r;
+                                    if (r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                                      times.push_back(api::FromTimestamp(r.contact_time()));
+                                    }
+                                    return true;
+                                  });
+  if (!scanned.ok()) return scanned;
+  *out = decide(c, times);
+  if (!out->allowed()) return absl::OkStatus();
+  out->set_contacts_in_period(out->contacts_in_period() + 1);
+  return txn.PutProto(cf_[kContacts], Key().Str(customer_id).Time(now).U64(tag).Build(), record);
 }
 
 absl::Status CustomerProfileStore::ScanCustomers(
@@ -493,6 +500,7 @@ absl::Status CustomerProfileStore::Erase(absl::string_view customer_id,
         }
         CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf_[kRequests], RegisterRequestPrefix(c.email())));
         CRM_RETURN_IF_ERROR(outbox_->DropPendingEventsOf(txn, customer_id));
+        for (const auto& erase : also_erase_) CRM_RETURN_IF_ERROR(erase(txn, customer_id));
         google::protobuf::Timestamp erase_time;
         api::SetTimestamp(now, &erase_time);
         CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kErased], customer_id, erase_time));

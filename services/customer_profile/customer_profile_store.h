@@ -109,6 +109,14 @@ class CustomerProfileStore {
       absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)>
           decide,
       v1::ContactDecision* out);
+  // RequestContact's step inside the caller's transaction (surveys offered on an event); the
+  // contact is recorded under `tag` (a hash of what it is for). NOT_FOUND for an unknown customer.
+  absl::Status ContactIn(
+      store::Transaction& txn, absl::string_view customer_id, absl::Time now,
+      absl::Time window_start, const v1::ContactRecord& record, uint64_t tag,
+      absl::FunctionRef<v1::ContactDecision(const v1::Customer&, const std::vector<absl::Time>&)>
+          decide,
+      v1::ContactDecision* out);
 
   // Every customer, in customer id order (the order of every customer-keyed family here).
   absl::Status ScanCustomers(absl::FunctionRef<bool(const v1::Customer&)> visit) const;
@@ -145,6 +153,10 @@ class CustomerProfileStore {
   // CustomerErased event for the other services, in one transaction. Once per request_id.
   absl::Status Erase(absl::string_view customer_id, absl::string_view request_id,
                      uint64_t fingerprint, absl::Time now, v1::EraseCustomerResponse* out);
+  // Adds what else this process keeps on a customer (surveys) to every erasure's transaction.
+  void AlsoErase(std::function<absl::Status(store::Transaction&, absl::string_view)> erase) {
+    also_erase_.push_back(std::move(erase));
+  }
 
  private:
   absl::Status NotFound(absl::string_view customer_id) const;
@@ -156,6 +168,7 @@ class CustomerProfileStore {
   events::Outbox* const outbox_;
   // The handles of the column families, indexed by the .cc's Family.
   store::Families cf_;
+  std::vector<std::function<absl::Status(store::Transaction&, absl::string_view)>> also_erase_;
 };
 
 }  // namespace crm::customer_profile

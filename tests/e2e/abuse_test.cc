@@ -31,6 +31,7 @@
 #include "crm/v1/loyalty.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "crm/v1/recommendation.pb.h"
+#include "crm/v1/surveys.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -204,6 +205,15 @@ class Shop {
     }
     Created<v1::RecordFeedbackResponse>(p, storefront,
                                         "/crm.v1.RecommendationService/RecordFeedback", shown);
+
+    // Consent to e-mail, so each delivered order offers a survey (two: the listing has two pages).
+    v1::SetMarketingConsentRequest consent;
+    consent.set_customer_id(p.customer_id);
+    consent.set_channel(v1::CHANNEL_EMAIL);
+    consent.set_granted(true);
+    consent.set_source("settings");
+    v1::MarketingConsent granted;
+    Must(p.token, "/crm.v1.CustomerProfileService/SetMarketingConsent", consent, &granted);
 
     for (int k = 0; k < 3; ++k) {
       const v1::CreateOrderRequest create = testing::CashOnDeliveryOrderRequest(
@@ -437,6 +447,8 @@ const Listing kListings[] = {
     {"/crm.v1.LoyaltyService/ExplainMembership", "growth/", "next_page_token"},
     {"/crm.v1.RecommendationService/ListShownItems", "shown/", "next_page_token"},
     {"/crm.v1.OrderTrackingService/ListReviews", "reviews/", "next_page_token"},
+    {"/crm.v1.ComplaintTicketService/SearchTickets", "ticket-search/", "next_page_token"},
+    {"/crm.v1.SurveyService/ListSurveys", "surveys/", "next_page_token"},
 };
 
 TEST_CASE("abuse: every listing a customer pages through is among the page-token attacks") {
@@ -493,9 +505,18 @@ TEST_CASE(
   Shop shop(system);
   const Shopper victim = shop.Create("victim");
   const Shopper attacker = shop.Create("attacker");
-  // Loyalty learns of the deliveries through events: wait until both growth entries are there, so
-  // the growth listing has two pages.
+  // Loyalty and customer-profile learn of the deliveries through events: wait until both growth
+  // entries and both delivery surveys are there, so their listings have two pages.
   for (const Shopper* p : {&victim, &attacker}) {
+    v1::ListSurveysRequest surveys;
+    surveys.set_customer_id(p->customer_id);
+    v1::ListSurveysResponse listed;
+    REQUIRE(testing::WaitUntil(
+        [&] {
+          return shop.As(p->token, "/crm.v1.SurveyService/ListSurveys", surveys, &listed).ok() &&
+                 listed.surveys_size() >= 2;
+        },
+        absl::Seconds(30)));
     v1::ExplainMembershipRequest req;
     req.set_customer_id(p->customer_id);
     v1::MembershipExplanation e;

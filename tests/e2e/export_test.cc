@@ -483,6 +483,17 @@ TEST_CASE(
                                   ForCustomer<v1::ListTicketsRequest>(id));
     return std::vector<v1::Ticket>(list.tickets().begin(), list.tickets().end());
   };
+  calls["SearchTickets"] = [&] {
+    v1::SearchTicketsRequest search;
+    search.set_customer_id(id);
+    search.set_query("dented");
+    const auto found = Gateway::Ok(t.customer, gw.tickets.get(), &TS::SearchTickets, search);
+    CHECK(found.tickets_size() == 1);
+    search.set_query("filed");  // only in the agent's internal note
+    CHECK(Gateway::Ok(t.customer, gw.tickets.get(), &TS::SearchTickets, search).tickets_size() ==
+          0);
+    return std::vector<v1::Ticket>(found.tickets().begin(), found.tickets().end());
+  };
   calls["ReplyToTicket"] = [&] {
     v1::ReplyToTicketRequest reply;
     reply.set_customer_id(id);
