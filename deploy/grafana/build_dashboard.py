@@ -333,6 +333,38 @@ def build():
     L.add(bargauge(
         "CSAT scores (last 7 days)", "Satisfaction ratings by score, 1 (worst) to 5.",
         [(f'sum by (score) (increase(crm_ticket_csat_total{{{F}}}[7d]))', "{{score}}")]), 8, 8)
+    # Surveys (customer-profile).
+    # Ratios are computed from the 30-day answer counts summed over shards, so they are exact with any number of
+    # customer-profile shards (the per-shard gauges crm_survey_nps etc. are for one process).
+    L.add(stat(
+        "NPS (30 days)", "Net Promoter Score of survey answers in the last 30 days: % promoters (9-10) - "
+        "% detractors (0-6) of 'how likely are you to recommend us', by survey kind.",
+        f'100 * (sum by (kind) (crm_survey_recommend_answers_30d{{{F},group="promoter"}}) - '
+        f'sum by (kind) (crm_survey_recommend_answers_30d{{{F},group="detractor"}})) / '
+        f'sum by (kind) (crm_survey_recommend_answers_30d{{{F}}})',
+        thresholds=[(None, "red"), (0, "orange"), (30, "green")], decimals=0, legend="{{kind}}"), 4, 8)
+    L.add(stat(
+        "Referral rate (30 days)", "Share of survey answers saying the customer has recommended us (客户推荐率), "
+        "by survey kind.",
+        f'sum by (kind) (crm_survey_referral_answers_30d{{{F},answer="yes"}}) / '
+        f'sum by (kind) (crm_survey_referral_answers_30d{{{F}}})',
+        unit="percentunit", legend="{{kind}}"), 4, 8)
+    L.add(bargauge(
+        "Satisfaction distribution (30 days)", "Survey answers per service stage and score, 1 (very "
+        "dissatisfied) to 5 (客户满意度分布).",
+        [(f'sum by (stage, score) (crm_survey_satisfaction_answers_30d{{{F}}})', "{{stage}} {{score}}")]), 8, 8)
+    L.add(timeseries(
+        "Surveys (per hour)", "Surveys offered, suppressed (no consent, contact cap), skipped (no customer, "
+        "stale) and answered, by kind.",
+        [(f'sum by (kind, result) (increase(crm_surveys_offered_total{{{F}}}[1h]))', "{{kind}} {{result}}"),
+         (f'sum by (kind) (increase(crm_surveys_answered_total{{{F}}}[1h]))', "{{kind}} answered")]), 8, 8)
+    L.add(timeseries(
+        "Survey response rate and mean satisfaction (30 days)", "Answered / offered surveys of the last 30 days; "
+        "mean satisfaction per stage (1-5, right scale: averaged over shards, which hold similar customers).",
+        [(f'sum by (kind) (crm_survey_offers_30d{{{F},outcome="responded"}}) / '
+          f'sum by (kind) (crm_survey_offers_30d{{{F},outcome="offered"}})', "{{kind}} response rate"),
+         (f'avg by (kind, stage) (crm_survey_satisfaction_mean{{{F}}}) / 5', "{{kind}} {{stage}} satisfaction / 5")],
+        unit="percentunit"), 8, 8)
     L.add(bargauge(
         "Loyalty members per tier", "",
         [(f'sum by (tier) (crm_loyalty_members{{{F}}})', "{{tier}}")]), 8, 8)
