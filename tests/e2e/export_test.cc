@@ -150,13 +150,8 @@ std::string CustomerWithHistory(Gateway& gw, testing::CrmSystem& system, Tokens&
                                             v1::FAULT_CARRIER));
 
   // A ticket with the customer's reply, an agent's internal note and a promised callback.
-  v1::RegisterAgentRequest agent;
-  agent.mutable_agent()->set_agent_id("agent-7");
-  agent.mutable_agent()->set_name("Wang");
-  agent.mutable_agent()->set_level(3);
-  agent.mutable_agent()->set_capacity(10);
-  agent.mutable_agent()->set_available(true);
-  Gateway::Ok(t.admin, gw.tickets.get(), &TS::RegisterAgent, agent);
+  Gateway::Ok(t.admin, gw.tickets.get(), &TS::RegisterAgent,
+              testing::AgentRequest("agent-7", 3, 10, "Wang"));
   v1::OpenTicketRequest open = testing::TicketRequest(
       id, "ticket", v1::TICKET_CHANNEL_WEB, v1::TICKET_CATEGORY_DELIVERY, "the tin arrived dented");
   const std::string ticket_id =

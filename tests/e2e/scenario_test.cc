@@ -488,12 +488,7 @@ void RunScenario(CrmSystem& system,
   const std::vector<Plan> plans = Script();
   Client admin(system.gateway(), system.Token("admin", "ops-1"));
   {
-    v1::RegisterAgentRequest agent;
-    agent.mutable_agent()->set_agent_id("agent-1");
-    agent.mutable_agent()->set_name("Wang Fang");
-    agent.mutable_agent()->set_level(3);
-    agent.mutable_agent()->set_capacity(1000);
-    agent.mutable_agent()->set_available(true);
+    v1::RegisterAgentRequest agent = testing::AgentRequest("agent-1", 3, 1000, "Wang Fang");
     for (auto cat :
          {v1::TICKET_CATEGORY_DELIVERY, v1::TICKET_CATEGORY_QUALITY, v1::TICKET_CATEGORY_REFUND,
           v1::TICKET_CATEGORY_SERVICE_ATTITUDE, v1::TICKET_CATEGORY_OTHER}) {

@@ -45,13 +45,7 @@ struct World : testing::WithCustomerProfile {
     customer = Customer("lost-parcel@example.com");
   }
   void Agent(const std::string& id, int level) {
-    v1::RegisterAgentRequest r;
-    r.mutable_agent()->set_agent_id(id);
-    r.mutable_agent()->set_name("Agent " + id);
-    r.mutable_agent()->set_level(level);
-    r.mutable_agent()->set_capacity(10);
-    r.mutable_agent()->set_available(true);
-    CallOk(system.get(), &Stub::RegisterAgent, r);
+    CallOk(system.get(), &Stub::RegisterAgent, testing::AgentRequest(id, level, 10));
   }
   // A stub calling as the gateway admits `subject` in `role`.
   std::unique_ptr<Stub> As(v1::Role role, const std::string& subject) {

@@ -174,13 +174,7 @@ TEST_CASE(
   const std::string cid = w.Customer("restart@example.com");
   const absl::Time opened = testing::kHarnessStart;
   w.SetClock(opened);
-  v1::RegisterAgentRequest agent;
-  agent.mutable_agent()->set_agent_id("a1");
-  agent.mutable_agent()->set_name("Agent a1");
-  agent.mutable_agent()->set_level(1);
-  agent.mutable_agent()->set_capacity(10);
-  agent.mutable_agent()->set_available(true);
-  testing::CallOk(w.stub.get(), &Stub::RegisterAgent, agent);
+  testing::CallOk(w.stub.get(), &Stub::RegisterAgent, testing::AgentRequest("a1", 1, 10));
   const v1::Ticket t = w.Open(cid, "before-restart");
   REQUIRE(api::FromTimestamp(t.sla().first_response_due()) == opened + absl::Hours(1));
 

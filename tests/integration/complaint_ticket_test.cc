@@ -70,12 +70,7 @@ struct World : testing::WithCustomerProfile {
 
   void Agent(const std::string& id, int level, int capacity = 10,
              std::vector<v1::TicketCategory> cats = {}) {
-    v1::RegisterAgentRequest r;
-    r.mutable_agent()->set_agent_id(id);
-    r.mutable_agent()->set_name("Agent " + id);
-    r.mutable_agent()->set_level(level);
-    r.mutable_agent()->set_capacity(capacity);
-    r.mutable_agent()->set_available(true);
+    v1::RegisterAgentRequest r = testing::AgentRequest(id, level, capacity);
     for (auto c : cats) r.mutable_agent()->add_categories(c);
     CallOk(stub.get(), &Stub::RegisterAgent, r);
   }

@@ -166,6 +166,19 @@ inline v1::RequestReturnRequest OneItemReturnRequest(const std::string& customer
   return ret;
 }
 
+// An available agent as an admin registers them ("Agent <id>" unless named), for any category
+// unless the caller adds some.
+inline v1::RegisterAgentRequest AgentRequest(const std::string& agent_id, int level, int capacity,
+                                             const std::string& name = "") {
+  v1::RegisterAgentRequest r;
+  r.mutable_agent()->set_agent_id(agent_id);
+  r.mutable_agent()->set_name(name.empty() ? "Agent " + agent_id : name);
+  r.mutable_agent()->set_level(level);
+  r.mutable_agent()->set_capacity(capacity);
+  r.mutable_agent()->set_available(true);
+  return r;
+}
+
 // A complaint as a customer opens it on `channel` (set an order id or a subject on it as needed).
 inline v1::OpenTicketRequest TicketRequest(const std::string& customer_id,
                                            const std::string& request_id, v1::TicketChannel channel,
