@@ -37,10 +37,15 @@ const std::vector<ServiceInfo>& DataServices() {
       {"loyalty", "crm.v1.LoyaltyService", 50053, 9153,
        "loyalty: membership tiers, growth value, points ledger and trade credit",
        &FLAGS_loyalty_address, &FLAGS_loyalty_shard_map},
-      {"complaint-ticket", "crm.v1.ComplaintTicketService", 50054, 9154,
+      {"complaint-ticket",
+       "crm.v1.ComplaintTicketService",
+       50054,
+       9154,
        "complaint-ticket: complaints from every channel, severity, routing, SLAs, compensation, "
        "CSAT",
-       &FLAGS_complaint_ticket_address, &FLAGS_complaint_ticket_shard_map},
+       &FLAGS_complaint_ticket_address,
+       &FLAGS_complaint_ticket_shard_map,
+       {"crm.v1.KnowledgeBaseService"}},
       {"recommendation", "crm.v1.RecommendationService", 50055, 9155,
        "recommendation: item-to-item, bundles, category affinity, best sellers, occasions and "
        "upgrades",

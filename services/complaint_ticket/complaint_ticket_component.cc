@@ -7,6 +7,7 @@
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
 #include "libs/text/file.h"
+#include "services/complaint_ticket/knowledge_base.h"
 #include "services/complaint_ticket/sla_rules.h"
 
 ABSL_FLAG(std::string, lexicon_file, "",
@@ -18,6 +19,9 @@ ABSL_FLAG(
     "SLA rules (crm.internal.SlaRules, text format): business calendars, promises per priority, "
     "escalation; re-read when it changes. Empty: the rules built into the binary");
 ABSL_FLAG(int, sla_rules_check_interval_s, 5, "how often --sla_rules_file is checked for changes");
+ABSL_FLAG(int, kb_settle_interval_s, 300,
+          "how often knowledge-base suggestions past their 24-hour window are settled as "
+          "deflected");
 
 namespace crm::complaint_ticket {
 namespace {
@@ -82,8 +86,23 @@ absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& contex
   ComplaintTicketService* service = c.Serve(std::make_unique<ComplaintTicketService>(
       store, std::move(lexicon), context.clock, c.writes("ticket-writes", 32), context.backends,
       context.metrics->registry()));
+  // The knowledge base: articles on every shard, a customer's suggestions on theirs, settled as
+  // TICKET_OPENED inside OpenTicket's transaction or as deflected once the window has passed.
+  auto* knowledge_base = c.Make<KnowledgeBaseService>(
+      context.store, context.clock, c.writes("ticket-writes", 32), context.metrics->registry());
+  c.AlsoServe(knowledge_base, v1::KnowledgeBaseService::service_full_name());
+  service->OnTicketOpened(std::bind_front(&KnowledgeBaseService::OnTicketOpened, knowledge_base));
   c.ConsumeEvents();
-  c.OnStart([service] { service->CountOpen(); });
+  c.OnStart([service, knowledge_base] {
+    service->CountOpen();
+    knowledge_base->RefreshGauges();
+  });
+  c.RunEvery(absl::Seconds(std::max(1, absl::GetFlag(FLAGS_kb_settle_interval_s))),
+             [knowledge_base, clock = context.clock] {
+               if (auto settled = knowledge_base->Settle(clock->Now()); !settled.ok())
+                 log::Warning("knowledge-base suggestions not settled",
+                              {{"error", settled.status().ToString()}});
+             });
   c.RunEvery(absl::Seconds(absl::GetFlag(FLAGS_sla_sweep_interval_s)), [service] {
     v1::RunSlaSweepResponse result;
     if (absl::Status s = service->Sweep(&result); !s.ok())
@@ -95,8 +114,9 @@ absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& contex
 }  // namespace
 
 rpc::ServiceSpec ComplaintTicketSpec() {
-  return ComplaintTicketComponent::SpecOf("complaint-ticket",
-                                          ComplaintTicketStore::ColumnFamilies(), &Wire);
+  std::vector<std::string> families = ComplaintTicketStore::ColumnFamilies();
+  for (std::string& f : KnowledgeBaseService::ColumnFamilies()) families.push_back(std::move(f));
+  return ComplaintTicketComponent::SpecOf("complaint-ticket", std::move(families), &Wire);
 }
 
 }  // namespace crm::complaint_ticket

@@ -645,8 +645,10 @@ absl::Status ComplaintTicketService::Open(const v1::OpenTicketRequest& req,
         // An enterprise account's named agent first, else the agent who handled the customer
         // last.
         const std::string preferred = !named_agent.empty() ? named_agent : last;
-        return BuildTicket(session, req.channel(), req.category(), req.order_id(), req.subject(),
-                           req.text(), value, false, preferred, now);
+        CRM_RETURN_IF_ERROR(BuildTicket(session, req.channel(), req.category(), req.order_id(),
+                                        req.subject(), req.text(), value, false, preferred, now));
+        return ticket_opened_ ? ticket_opened_(session.txn(), req.customer_id(), now)
+                              : absl::OkStatus();
       },
       resp));
   if (created) Committed(v1::Ticket(), *resp);

@@ -5,6 +5,7 @@
 // order-tracking (refunds) for compensation, idempotently. An SLA sweep runs every minute.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -111,6 +112,11 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   }
   absl::Status Sweep(v1::RunSlaSweepResponse* out);
   void CountOpen();
+  // Called inside the transaction of each ticket a customer's OpenTicket opens (the knowledge
+  // base settles the customer's suggestions there). Set before serving.
+  using TicketOpenedHook = std::function<absl::Status(
+      store::Transaction& txn, absl::string_view customer_id, absl::Time now)>;
+  void OnTicketOpened(TicketOpenedHook hook) { ticket_opened_ = std::move(hook); }
 
  private:
   // Gives the ticket an agent: `preferred` (last or named agent) when it can take it, else the
@@ -198,6 +204,7 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
   rpc::Executor* const writes_;
   rpc::Backends* const backends_;
   TicketMetrics metrics_;
+  TicketOpenedHook ticket_opened_;
 };
 
 }  // namespace crm::complaint_ticket
