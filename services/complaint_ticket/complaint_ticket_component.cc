@@ -92,7 +92,12 @@ absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& contex
       context.store, context.clock, c.writes("ticket-writes", 32), context.metrics->registry());
   c.AlsoServe(knowledge_base, v1::KnowledgeBaseService::service_full_name());
   service->OnTicketOpened(std::bind_front(&KnowledgeBaseService::OnTicketOpened, knowledge_base));
-  c.ConsumeEvents();
+  c.ConsumeEvents(ComplaintTicketService::EventsHandled(),
+                  [service, knowledge_base](store::Transaction& txn, const v1::Event& event) {
+                    CRM_RETURN_IF_ERROR(service->HandleEvent(txn, event));
+                    if (!event.has_customer_erased()) return absl::OkStatus();
+                    return knowledge_base->EraseCustomer(txn, event.customer_id());
+                  });
   c.OnStart([service, knowledge_base] {
     service->CountOpen();
     knowledge_base->RefreshGauges();

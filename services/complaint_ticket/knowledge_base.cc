@@ -291,6 +291,21 @@ absl::Status KnowledgeBaseService::OnTicketOpened(Transaction& txn, absl::string
   return absl::OkStatus();
 }
 
+absl::Status KnowledgeBaseService::EraseCustomer(Transaction& txn, absl::string_view customer_id) {
+  const std::string prefix = Key().Str(customer_id).bytes();
+  std::vector<std::string> pending;
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<v1::ArticleSuggestion>(
+      txn, cf_[kSuggestions], prefix, [&](absl::string_view, v1::ArticleSuggestion&& s) {
+        if (s.outcome() == v1::SUGGESTION_OUTCOME_PENDING) {
+          pending.push_back(
+              PendingKey(api::FromTimestamp(s.shown_time()), customer_id, s.suggestion_id()));
+        }
+      }));
+  for (const std::string& key : pending) CRM_RETURN_IF_ERROR(txn.Delete(cf_[kPending], key));
+  CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf_[kSuggestions], prefix));
+  return txn.DeletePrefix(cf_[kRequests], prefix);
+}
+
 absl::StatusOr<int> KnowledgeBaseService::Settle(absl::Time now) {
   int settled = 0;
   for (;;) {

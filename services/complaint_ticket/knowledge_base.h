@@ -46,6 +46,9 @@ class KnowledgeBaseService final : public v1::KnowledgeBaseService::CallbackServ
   // the window before it are settled as TICKET_OPENED.
   absl::Status OnTicketOpened(store::Transaction& txn, absl::string_view customer_id,
                               absl::Time now);
+  // On erasure (the consumer's transaction): the customer's suggestions, settled or not, and the
+  // answers kept for their retries. The counts already made stay (no personal data).
+  absl::Status EraseCustomer(store::Transaction& txn, absl::string_view customer_id);
   // Settles as DEFLECTED the suggestions whose window ended by `now`; how many.
   absl::StatusOr<int> Settle(absl::Time now);
   // Recounts crm_kb_articles (published, by language).

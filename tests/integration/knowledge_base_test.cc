@@ -3,7 +3,9 @@
 // Chinese and English, versioned, retired, searched with the tickets' tokenizer; suggestions for a
 // customer about to open a ticket, and the deflection metric: a suggestion followed by a ticket
 // within 24 hours counts as ticket_opened at once (in OpenTicket's transaction), one without as
-// deflected when the settle sweep runs after the window.
+// deflected when the settle sweep runs after the window; an erased customer's suggestions are gone.
+#include "services/complaint_ticket/knowledge_base.h"
+
 #include <string>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "catch2/catch.hpp"
 #include "crm/v1/complaint_ticket.grpc.pb.h"
 #include "crm/v1/knowledge_base.grpc.pb.h"
+#include "prometheus/registry.h"
 #include "services/complaint_ticket/complaint_ticket_component.h"
 #include "tests/support/caller.h"
 #include "tests/support/metric_value.h"
@@ -285,6 +288,29 @@ TEST_CASE("suggestions count as deflected unless a ticket follows within a day",
          testing::TicketRequest(w.bob, "open-2", v1::TICKET_CHANNEL_WEB,
                                 v1::TICKET_CATEGORY_DELIVERY, "parcel late"));
   CHECK(w.Suggestions("ticket_opened") == 1);
+}
+
+TEST_CASE("an erased customer's suggestions are gone and never settled", "[kb]") {
+  World w;
+  PublishFaq(w.As(v1::ROLE_ADMIN, "ops").get());
+  const absl::Time t0 = testing::kHarnessStart;
+  w.tickets.clock().Set(t0);
+  auto alice = w.AsCustomer(w.alice);
+  REQUIRE_FALSE(CallOk(alice.get(), &Kb::SuggestArticles,
+                       Suggest(w.alice, v1::TICKET_CATEGORY_REFUND, "refund", "e1"))
+                    .suggestion_id()
+                    .empty());
+  // The rows as the process's consumer erases them on CustomerErased, read through a second view
+  // of the same store (its own metrics), whose sweep then finds nothing to settle.
+  prometheus::Registry registry;
+  KnowledgeBaseService kb(&w.tickets.store(), &w.tickets.clock(), nullptr, registry);
+  REQUIRE(w.tickets.store()
+              .Transact(store::Durability::kSynced,
+                        [&](store::Transaction& txn) { return kb.EraseCustomer(txn, w.alice); })
+              .ok());
+  const absl::StatusOr<int> settled = kb.Settle(t0 + absl::Hours(25));
+  REQUIRE(settled.ok());
+  CHECK(*settled == 0);
 }
 
 }  // namespace
