@@ -639,6 +639,87 @@ absl::Status ComplaintTicketStore::FindTickets(const std::vector<std::string>& p
   return FetchMatching(found, filter, now, out);
 }
 
+void ComplaintTicketStore::Scored::KeepWhere(const std::function<uint64_t(size_t)>& keep) {
+  size_t kept = 0;
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    const uint64_t score = keep(c);
+    if (score == 0) continue;
+    if (kept != c) candidates[kept] = std::move(candidates[c]);
+    scores[kept++] = score;
+  }
+  candidates.resize(kept);
+  scores.resize(kept);
+}
+
+absl::Status ComplaintTicketStore::CustomerCandidates(absl::string_view customer_id,
+                                                      const v1::TicketFilter& filter,
+                                                      absl::Time now, Scored* out) const {
+  const std::string prefix = CustomerPrefix(customer_id);
+  return store_->Scan(cf_[kIndex], ScanBegin(prefix, "", filter), ScanEnd(prefix, filter),
+                      [&](absl::string_view k, absl::string_view v) {
+                        auto summary = DecodeSummary(v);
+                        if (summary && Matches(filter, *summary, now)) {
+                          out->candidates.emplace_back(k.substr(prefix.size()));
+                          out->scores.push_back(0);
+                        }
+                        return true;
+                      });
+}
+
+absl::StatusOr<size_t> ComplaintTicketStore::RarestTermCandidates(
+    const std::vector<std::string>& terms, bool staff, const v1::TicketFilter& filter,
+    Scored* out) const {
+  // The rarest term leads (counted up to a bound: past it, any is as good).
+  constexpr int kCountBound = 10000;
+  int fewest = kCountBound + 1;
+  size_t first_term = 0;
+  for (size_t i = 0; i < terms.size(); ++i) {
+    int n = 0;
+    CRM_RETURN_IF_ERROR(store_->ScanPrefix(
+        cf_[kTerms], TermPrefix(terms[i]),
+        [&](absl::string_view, absl::string_view) { return ++n <= kCountBound; }));
+    if (n < fewest) {
+      fewest = n;
+      first_term = i;
+    }
+  }
+  const std::string prefix = TermPrefix(terms[first_term]);
+  CRM_RETURN_IF_ERROR(store_->Scan(cf_[kTerms], ScanBegin(prefix, "", filter),
+                                   ScanEnd(prefix, filter),
+                                   [&](absl::string_view k, absl::string_view v) {
+                                     auto count = ParseTermValue(v);
+                                     const uint64_t score = count ? TermScore(*count, staff) : 0;
+                                     if (score > 0) {
+                                       out->candidates.emplace_back(k.substr(prefix.size()));
+                                       out->scores.push_back(score);
+                                     }
+                                     return true;
+                                   }));
+  return first_term;
+}
+
+absl::Status ComplaintTicketStore::KeepWithTerm(const std::string& term, bool staff,
+                                                Scored* scored) const {
+  CRM_ASSIGN_OR_RETURN(auto rows, RowsAt(TermPrefix(term), cf_[kTerms], scored->candidates));
+  scored->KeepWhere([&](size_t c) -> uint64_t {
+    auto count = rows[c] ? ParseTermValue(*rows[c]) : std::nullopt;
+    const uint64_t score = count ? TermScore(*count, staff) : 0;
+    return score == 0 ? 0 : scored->scores[c] + score;
+  });
+  return absl::OkStatus();
+}
+
+absl::Status ComplaintTicketStore::KeepPassingFilter(const v1::TicketFilter& filter, absl::Time now,
+                                                     Scored* scored) const {
+  CRM_ASSIGN_OR_RETURN(auto rows, RowsAt(AllPrefix(), cf_[kIndex], scored->candidates));
+  scored->KeepWhere([&](size_t c) -> uint64_t {
+    auto summary = rows[c] ? DecodeSummary(*rows[c]) : std::nullopt;
+    // Scores here are the leading term's, never 0.
+    return summary && Matches(filter, *summary, now) ? scored->scores[c] : 0;
+  });
+  return absl::OkStatus();
+}
+
 absl::Status ComplaintTicketStore::SearchTickets(const std::vector<std::string>& terms, bool staff,
                                                  const v1::TicketFilter& filter,
                                                  absl::string_view customer_id, absl::Time now,
@@ -648,86 +729,28 @@ absl::Status ComplaintTicketStore::SearchTickets(const std::vector<std::string>&
   *more = false;
   CRM_RETURN_IF_ERROR(CheckRankResume(after, customer_id));
   if (terms.empty()) return absl::OkStatus();
-  // Candidates (order key -> score so far): one customer's tickets passing the filter, or every
-  // posting of the term with the fewest.
-  std::vector<std::string> candidates;
-  std::vector<uint64_t> scores;
-  size_t first_term = 0;
+  // Candidates: one customer's tickets passing the filter, or every posting of the rarest term.
+  Scored scored;
+  size_t first_term = terms.size();  // none: every term is looked up per candidate
   if (!customer_id.empty()) {
-    const std::string prefix = CustomerPrefix(customer_id);
-    CRM_RETURN_IF_ERROR(store_->Scan(cf_[kIndex], ScanBegin(prefix, "", filter),
-                                     ScanEnd(prefix, filter),
-                                     [&](absl::string_view k, absl::string_view v) {
-                                       auto summary = DecodeSummary(v);
-                                       if (summary && Matches(filter, *summary, now)) {
-                                         candidates.emplace_back(k.substr(prefix.size()));
-                                         scores.push_back(0);
-                                       }
-                                       return true;
-                                     }));
-    first_term = terms.size();  // every term is looked up per candidate
+    CRM_RETURN_IF_ERROR(CustomerCandidates(customer_id, filter, now, &scored));
   } else {
-    // The rarest term leads (counted up to a bound: past it, any is as good).
-    constexpr int kCountBound = 10000;
-    int fewest = kCountBound + 1;
-    for (size_t i = 0; i < terms.size(); ++i) {
-      int n = 0;
-      CRM_RETURN_IF_ERROR(store_->ScanPrefix(
-          cf_[kTerms], TermPrefix(terms[i]),
-          [&](absl::string_view, absl::string_view) { return ++n <= kCountBound; }));
-      if (n < fewest) {
-        fewest = n;
-        first_term = i;
-      }
-    }
-    const std::string prefix = TermPrefix(terms[first_term]);
-    CRM_RETURN_IF_ERROR(store_->Scan(cf_[kTerms], ScanBegin(prefix, "", filter),
-                                     ScanEnd(prefix, filter),
-                                     [&](absl::string_view k, absl::string_view v) {
-                                       auto count = ParseTermValue(v);
-                                       const uint64_t score = count ? TermScore(*count, staff) : 0;
-                                       if (score > 0) {
-                                         candidates.emplace_back(k.substr(prefix.size()));
-                                         scores.push_back(score);
-                                       }
-                                       return true;
-                                     }));
+    CRM_ASSIGN_OR_RETURN(first_term, RarestTermCandidates(terms, staff, filter, &scored));
   }
   // Every other term must occur where the searcher may see it.
-  for (size_t i = 0; i < terms.size() && !candidates.empty(); ++i) {
-    if (i == first_term) continue;
-    CRM_ASSIGN_OR_RETURN(auto rows, RowsAt(TermPrefix(terms[i]), cf_[kTerms], candidates));
-    size_t kept = 0;
-    for (size_t c = 0; c < candidates.size(); ++c) {
-      auto count = rows[c] ? ParseTermValue(*rows[c]) : std::nullopt;
-      const uint64_t score = count ? TermScore(*count, staff) : 0;
-      if (score == 0) continue;
-      if (kept != c) candidates[kept] = std::move(candidates[c]);
-      scores[kept++] = scores[c] + score;
-    }
-    candidates.resize(kept);
-    scores.resize(kept);
+  for (size_t i = 0; i < terms.size() && !scored.candidates.empty(); ++i) {
+    if (i != first_term) CRM_RETURN_IF_ERROR(KeepWithTerm(terms[i], staff, &scored));
   }
   // Every customer's: the filter, on the summaries.
-  if (customer_id.empty() && !IsEmpty(filter) && !candidates.empty()) {
-    CRM_ASSIGN_OR_RETURN(auto rows, RowsAt(AllPrefix(), cf_[kIndex], candidates));
-    size_t kept = 0;
-    for (size_t c = 0; c < candidates.size(); ++c) {
-      auto summary = rows[c] ? DecodeSummary(*rows[c]) : std::nullopt;
-      if (!summary || !Matches(filter, *summary, now)) continue;
-      if (kept != c) candidates[kept] = std::move(candidates[c]);
-      scores[kept++] = scores[c];
-    }
-    candidates.resize(kept);
-    scores.resize(kept);
-  }
+  if (customer_id.empty() && !IsEmpty(filter) && !scored.candidates.empty())
+    CRM_RETURN_IF_ERROR(KeepPassingFilter(filter, now, &scored));
   std::vector<std::pair<std::string, std::string>> ranked;  // rank key, order key
-  for (size_t c = 0; c < candidates.size(); ++c) {
-    auto p = ParseOrderKey(candidates[c]);
+  for (size_t c = 0; c < scored.candidates.size(); ++c) {
+    auto p = ParseOrderKey(scored.candidates[c]);
     if (!p) continue;
-    std::string rank = RankKey(scores[c], *p);
+    std::string rank = RankKey(scored.scores[c], *p);
     if (!after.empty() && rank <= after) continue;
-    ranked.emplace_back(std::move(rank), std::move(candidates[c]));
+    ranked.emplace_back(std::move(rank), std::move(scored.candidates[c]));
   }
   const size_t page = std::min(ranked.size(), static_cast<size_t>(limit));
   std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(page),

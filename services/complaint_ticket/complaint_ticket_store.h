@@ -23,6 +23,7 @@
 // status, under the agents' row locks), and its events. Synced WAL. Thread-safe.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -180,6 +181,24 @@ class ComplaintTicketStore {
                              const v1::TicketFilter& filter, absl::Time now,
                              std::vector<v1::Ticket>* out) const;
   absl::Status AdjustLoad(store::Transaction& txn, const std::string& agent_id, int delta);
+  // A search's candidates (order keys) and their scores so far, side by side.
+  struct Scored {
+    std::vector<std::string> candidates;
+    std::vector<uint64_t> scores;
+    // Keeps the candidates `keep(c)` says (with the score it returns, 0 = drop), in order.
+    void KeepWhere(const std::function<uint64_t(size_t)>& keep);
+  };
+  // One customer's tickets passing `filter`, each at score 0 (every term is then looked up).
+  absl::Status CustomerCandidates(absl::string_view customer_id, const v1::TicketFilter& filter,
+                                  absl::Time now, Scored* out) const;
+  // Every posting of the term with the fewest (counted up to a bound); which term led.
+  absl::StatusOr<size_t> RarestTermCandidates(const std::vector<std::string>& terms, bool staff,
+                                              const v1::TicketFilter& filter, Scored* out) const;
+  // Keeps the candidates where `term` occurs where the searcher may see it, adding its score.
+  absl::Status KeepWithTerm(const std::string& term, bool staff, Scored* scored) const;
+  // Keeps the candidates whose listing summary passes `filter`.
+  absl::Status KeepPassingFilter(const v1::TicketFilter& filter, absl::Time now,
+                                 Scored* scored) const;
 
   store::Store* const store_;
   events::Outbox* const outbox_;
