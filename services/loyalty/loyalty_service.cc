@@ -622,20 +622,66 @@ absl::StatusOr<std::string> LoyaltyService::AbandonedHold(const v1::ReserveCoupo
                                                                 : std::string();
 }
 
+namespace {
+
+// A second ReserveCoupon for an order that already holds a reservation: a retry of the same coupon
+// is answered with the first reservation; anything else is refused.
+absl::Status CheckRetriedReservation(const v1::CouponReservation& held,
+                                     const v1::ReserveCouponRequest& req) {
+  if (held.coupon_id() != req.coupon_id()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order_id: the order already holds coupon \"", held.coupon_id(), "\""));
+  }
+  if (held.status() == v1::RESERVATION_STATUS_RELEASED) {
+    return absl::FailedPreconditionError(
+        "coupon_id: the coupon's hold for this order was released (the checkout did not "
+        "complete in time); place the order again");
+  }
+  return absl::OkStatus();
+}
+
+// Why the coupon cannot be held for a new order at `now`, or OK when it can.
+absl::Status CheckCouponUsable(const v1::Coupon& coupon, absl::Time now) {
+  switch (StatusAt(coupon, now)) {
+    case v1::COUPON_STATUS_RESERVED:
+      return absl::FailedPreconditionError(
+          absl::StrCat("coupon_id: the coupon is held by order ", coupon.order_id(),
+                       " until that order is delivered or cancelled"));
+    case v1::COUPON_STATUS_REDEEMED:
+      return absl::FailedPreconditionError(
+          absl::StrCat("coupon_id: the coupon was used by order ", coupon.order_id()));
+    case v1::COUPON_STATUS_EXPIRED:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "coupon_id: the coupon expired at ",
+          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", api::FromTimestamp(coupon.expire_time()),
+                           absl::UTCTimeZone())));
+    default: return absl::OkStatus();
+  }
+}
+
+v1::CouponReservation NewReservation(const v1::ReserveCouponRequest& req, const v1::Coupon& coupon,
+                                     const CouponDiscount& discount, absl::Time now) {
+  v1::CouponReservation r;
+  r.set_customer_id(req.customer_id());
+  r.set_coupon_id(coupon.coupon_id());
+  r.set_order_id(req.order_id());
+  r.mutable_discount()->set_amount_minor(discount.amount);
+  r.mutable_discount()->set_currency(coupon.value().currency());
+  r.set_rule(discount.rule);
+  r.set_status(v1::RESERVATION_STATUS_RESERVED);
+  api::SetTimestamp(now, r.mutable_reserve_time());
+  api::SetTimestamp(now, r.mutable_update_time());
+  return r;
+}
+
+}  // namespace
+
 absl::Status LoyaltyService::Reserve(AccountSession& session, const v1::ReserveCouponRequest& req,
                                      const std::string& abandoned_order, absl::Time now,
                                      v1::CouponReservation* out) {
   CRM_ASSIGN_OR_RETURN(auto held, session.Reservation(req.order_id()));
   if (held.has_value()) {
-    if (held->coupon_id() != req.coupon_id()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("order_id: the order already holds coupon \"", held->coupon_id(), "\""));
-    }
-    if (held->status() == v1::RESERVATION_STATUS_RELEASED) {
-      return absl::FailedPreconditionError(
-          "coupon_id: the coupon's hold for this order was released (the checkout did not "
-          "complete in time); place the order again");
-    }
+    CRM_RETURN_IF_ERROR(CheckRetriedReservation(*held, req));
     *out = *held;  // a retry: the first reservation
     return absl::OkStatus();
   }
@@ -650,32 +696,9 @@ absl::Status LoyaltyService::Reserve(AccountSession& session, const v1::ReserveC
         absl::StrCat("coupon_id: the customer has no coupon \"", req.coupon_id(), "\""));
   }
   v1::Coupon coupon = *std::move(found);
-  switch (StatusAt(coupon, now)) {
-    case v1::COUPON_STATUS_RESERVED:
-      return absl::FailedPreconditionError(
-          absl::StrCat("coupon_id: the coupon is held by order ", coupon.order_id(),
-                       " until that order is delivered or cancelled"));
-    case v1::COUPON_STATUS_REDEEMED:
-      return absl::FailedPreconditionError(
-          absl::StrCat("coupon_id: the coupon was used by order ", coupon.order_id()));
-    case v1::COUPON_STATUS_EXPIRED:
-      return absl::FailedPreconditionError(absl::StrCat(
-          "coupon_id: the coupon expired at ",
-          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", api::FromTimestamp(coupon.expire_time()),
-                           absl::UTCTimeZone())));
-    default: break;
-  }
+  CRM_RETURN_IF_ERROR(CheckCouponUsable(coupon, now));
   CRM_ASSIGN_OR_RETURN(const CouponDiscount discount, DiscountFor(coupon, req.items()));
-  v1::CouponReservation r;
-  r.set_customer_id(req.customer_id());
-  r.set_coupon_id(coupon.coupon_id());
-  r.set_order_id(req.order_id());
-  r.mutable_discount()->set_amount_minor(discount.amount);
-  r.mutable_discount()->set_currency(coupon.value().currency());
-  r.set_rule(discount.rule);
-  r.set_status(v1::RESERVATION_STATUS_RESERVED);
-  api::SetTimestamp(now, r.mutable_reserve_time());
-  api::SetTimestamp(now, r.mutable_update_time());
+  v1::CouponReservation r = NewReservation(req, coupon, discount, now);
   CRM_RETURN_IF_ERROR(session.PutReservation(r));
   coupon.set_status(v1::COUPON_STATUS_AVAILABLE);
   if (SingleUse(coupon)) {
