@@ -49,6 +49,26 @@ bool SameSubscription(const v1::Webhook& stored, const v1::CreateWebhookRequest&
          stored.description() == request.description();
 }
 
+// True when `request` is a retry of the one that made webhook `id` (among `stored`), false when
+// no such webhook exists yet; a request_id whose webhook was deleted or made otherwise is refused.
+absl::StatusOr<bool> MadeBefore(const std::vector<v1::Webhook>& stored, const std::string& id,
+                                const v1::CreateWebhookRequest& request) {
+  for (const v1::Webhook& w : stored) {
+    if (w.webhook_id() != id) continue;
+    if (w.has_delete_time()) {
+      return absl::FailedPreconditionError(absl::StrCat("request_id: it made webhook ", id,
+                                                        ", since deleted; use a new request_id"));
+    }
+    if (!SameSubscription(w, request)) {
+      return api::Invalid("request_id", absl::StrCat("already made webhook ", id,
+                                                     " with another url, event_types or "
+                                                     "description"));
+    }
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 WebhookOptions WebhookOptionsFromFlags() {
@@ -144,8 +164,7 @@ absl::StatusOr<std::vector<v1::Webhook>> Webhooks::Stored() const {
   return out;
 }
 
-absl::StatusOr<v1::CreateWebhookResponse> Webhooks::Create(
-    const v1::CreateWebhookRequest& request) {
+absl::Status Webhooks::CheckCreateRequest(const v1::CreateWebhookRequest& request) const {
   CRM_RETURN_IF_ERROR(api::RequiredRequestId(request.request_id()));
   if (options_.allowed_hosts.empty()) {
     return absl::FailedPreconditionError(
@@ -155,7 +174,25 @@ absl::StatusOr<v1::CreateWebhookResponse> Webhooks::Create(
   CRM_ASSIGN_OR_RETURN(const WebhookUrl url, ParseWebhookUrl("url", request.url()));
   if (const std::string why = Disallowed(url); !why.empty()) return api::Invalid("url", why);
   CRM_RETURN_IF_ERROR(ValidateEventTypes("event_types", request.event_types()));
-  CRM_RETURN_IF_ERROR(api::OptionalText("description", request.description(), kDescriptionChars));
+  return api::OptionalText("description", request.description(), kDescriptionChars);
+}
+
+absl::Status Webhooks::StoreAndDeliver(const v1::Webhook& webhook, const std::string& signing_key) {
+  const std::string& id = webhook.webhook_id();
+  rocksdb::WriteBatch batch;
+  auto* cf = store_->cf(Outbox::kMetaFamily);
+  batch.Put(cf, RecordKey(id), webhook.SerializeAsString());
+  batch.Put(cf, SigningKeyKey(id), signing_key);
+  dispatcher_->PutWebhookCursor(batch, id);
+  CRM_RETURN_IF_ERROR(store_->Write(&batch, store::Durability::kSynced));
+  CRM_ASSIGN_OR_RETURN(auto target, TargetOf(webhook));
+  dispatcher_->AddWebhook(std::move(target));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::CreateWebhookResponse> Webhooks::Create(
+    const v1::CreateWebhookRequest& request) {
+  CRM_RETURN_IF_ERROR(CheckCreateRequest(request));
 
   // The same on every shard and for every retry: see the header.
   const std::string seed = absl::StrCat(outbox_->producer(), "\n", request.request_id());
@@ -169,22 +206,10 @@ absl::StatusOr<v1::CreateWebhookResponse> Webhooks::Create(
 
   absl::MutexLock lock(&mu_);
   CRM_ASSIGN_OR_RETURN(const std::vector<v1::Webhook> stored, Stored());
-  int live = 0;
-  for (const v1::Webhook& w : stored) {
-    if (w.webhook_id() == id) {
-      if (w.has_delete_time()) {
-        return absl::FailedPreconditionError(absl::StrCat("request_id: it made webhook ", id,
-                                                          ", since deleted; use a new request_id"));
-      }
-      if (!SameSubscription(w, request)) {
-        return api::Invalid("request_id", absl::StrCat("already made webhook ", id,
-                                                       " with another url, event_types or "
-                                                       "description"));
-      }
-      return response;
-    }
-    live += w.has_delete_time() ? 0 : 1;
-  }
+  CRM_ASSIGN_OR_RETURN(const bool retry, MadeBefore(stored, id, request));
+  if (retry) return response;
+  const int live = static_cast<int>(std::count_if(
+      stored.begin(), stored.end(), [](const v1::Webhook& w) { return !w.has_delete_time(); }));
   if (live >= options_.max_subscriptions) {
     return absl::FailedPreconditionError(
         absl::StrCat("this service has ", live,
@@ -196,14 +221,7 @@ absl::StatusOr<v1::CreateWebhookResponse> Webhooks::Create(
   *webhook.mutable_event_types() = request.event_types();
   webhook.set_description(request.description());
   api::SetTimestamp(clock_->Now(), webhook.mutable_create_time());
-  rocksdb::WriteBatch batch;
-  auto* cf = store_->cf(Outbox::kMetaFamily);
-  batch.Put(cf, RecordKey(id), webhook.SerializeAsString());
-  batch.Put(cf, SigningKeyKey(id), signing_key);
-  dispatcher_->PutWebhookCursor(batch, id);
-  CRM_RETURN_IF_ERROR(store_->Write(&batch, store::Durability::kSynced));
-  CRM_ASSIGN_OR_RETURN(auto target, TargetOf(webhook));
-  dispatcher_->AddWebhook(std::move(target));
+  CRM_RETURN_IF_ERROR(StoreAndDeliver(webhook, signing_key));
   log::Info("webhook created", {{"webhook_id", id}, {"url", request.url()}});
   return response;
 }

@@ -64,6 +64,11 @@ class Webhooks {
   std::string Disallowed(const WebhookUrl& url) const;
   absl::StatusOr<std::shared_ptr<const WebhookTarget>> TargetOf(const v1::Webhook& webhook) const;
   absl::StatusOr<std::vector<v1::Webhook>> Stored() const;
+  // CreateWebhook's checks of the request alone, before its webhook id is derived.
+  absl::Status CheckCreateRequest(const v1::CreateWebhookRequest& request) const;
+  // One synced write of the record, its signing key and its delivery cursor, then its lane.
+  absl::Status StoreAndDeliver(const v1::Webhook& webhook, const std::string& signing_key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Outbox* const outbox_;
   store::Store* const store_;
