@@ -22,6 +22,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "libs/api/validate.h"
 #include "libs/auth/internal_keys.h"
+#include "libs/base/status_macros.h"
 
 namespace crm::events {
 namespace {
@@ -160,6 +161,40 @@ bufferevent* NewTlsBufferevent(event_base* base, const std::string& host) {
   return bev;
 }
 
+// A URL's host[:port] or [IPv6 address][:port], split but with the port not yet read.
+struct UrlAuthority {
+  absl::string_view host;  // an IPv6 address without its brackets
+  absl::string_view port;  // empty when not given
+};
+
+// INVALID_ARGUMENT naming `field` when `authority` holds a user name or password, has no host or
+// one with characters a host name or address cannot have.
+absl::StatusOr<UrlAuthority> ParseAuthority(absl::string_view field, absl::string_view authority) {
+  if (authority.find('@') != absl::string_view::npos) {
+    return api::Invalid(field, "must not hold a user name or password");
+  }
+  UrlAuthority out{authority, {}};
+  const bool ipv6 = absl::StartsWith(authority, "[");
+  if (ipv6) {
+    const size_t close = authority.find(']');
+    if (close == absl::string_view::npos) return api::Invalid(field, "has an unclosed [");
+    out.host = authority.substr(1, close - 1);
+    absl::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after[0] != ':') return api::Invalid(field, "has text after ]");
+      out.port = after.substr(1);
+    }
+  } else if (const size_t colon = authority.rfind(':'); colon != absl::string_view::npos) {
+    out.host = authority.substr(0, colon);
+    out.port = authority.substr(colon + 1);
+  }
+  if (out.host.empty()) return api::Invalid(field, "has no host");
+  for (char c : out.host) {
+    if (!HostChar(c, ipv6)) return api::Invalid(field, "has a host with characters not allowed");
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<WebhookUrl> ParseWebhookUrl(absl::string_view field, absl::string_view url) {
@@ -189,32 +224,11 @@ absl::StatusOr<WebhookUrl> ParseWebhookUrl(absl::string_view field, absl::string
   absl::string_view authority = rest.substr(0, authority_end);
   absl::string_view target =
       authority_end == absl::string_view::npos ? "" : rest.substr(authority_end);
-  if (authority.find('@') != absl::string_view::npos) {
-    return api::Invalid(field, "must not hold a user name or password");
-  }
-  absl::string_view host = authority;
-  absl::string_view port;
-  const bool ipv6 = absl::StartsWith(authority, "[");
-  if (ipv6) {
-    const size_t close = authority.find(']');
-    if (close == absl::string_view::npos) return api::Invalid(field, "has an unclosed [");
-    host = authority.substr(1, close - 1);
-    absl::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after[0] != ':') return api::Invalid(field, "has text after ]");
-      port = after.substr(1);
-    }
-  } else if (const size_t colon = authority.rfind(':'); colon != absl::string_view::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-  }
-  if (host.empty()) return api::Invalid(field, "has no host");
-  for (char c : host) {
-    if (!HostChar(c, ipv6)) return api::Invalid(field, "has a host with characters not allowed");
-  }
-  out.host = absl::AsciiStrToLower(host);
+  CRM_ASSIGN_OR_RETURN(const UrlAuthority parts, ParseAuthority(field, authority));
+  out.host = absl::AsciiStrToLower(parts.host);
   out.port = out.https ? 443 : 80;
-  if (!port.empty() && (!absl::SimpleAtoi(port, &out.port) || out.port < 1 || out.port > 65535)) {
+  if (!parts.port.empty() &&
+      (!absl::SimpleAtoi(parts.port, &out.port) || out.port < 1 || out.port > 65535)) {
     return api::Invalid(field, "has a port that is not 1-65535");
   }
   out.target = target.empty()     ? "/"
