@@ -124,17 +124,13 @@ absl::Weekday WeekdayOf(internal::Weekday day) {
   return static_cast<absl::Weekday>(static_cast<int>(day) - 1);  // MONDAY = 1, monday = 0
 }
 
-absl::StatusOr<BusinessCalendar> CompileCalendar(const internal::BusinessCalendar& c,
-                                                 const Place& at) {
-  BusinessCalendar cal;
-  cal.name = c.name();
-  if (cal.name.empty()) return at.Error("name", "is required");
-  if (!absl::LoadTimeZone(c.time_zone(), &cal.zone)) {
-    return at.Error("time_zone",
-                    absl::StrCat("\"", c.time_zone(), "\" is not a known IANA time zone"));
-  }
-  // Each weekday's spans with the `hours` entry they came from, to name it when two overlap.
-  std::array<std::vector<std::pair<WorkingSpan, int>>, 7> week;
+// Each weekday's spans with the `hours` entry they came from, to name it when two overlap.
+using SpansByWeekday = std::array<std::vector<std::pair<WorkingSpan, int>>, 7>;
+
+// Every `hours` entry checked and filed under each weekday it names.
+absl::StatusOr<SpansByWeekday> ReadWorkingHours(const internal::BusinessCalendar& c,
+                                                const Place& at) {
+  SpansByWeekday week;
   for (int i = 0; i < c.hours_size(); ++i) {
     const internal::WorkingHours& h = c.hours(i);
     const Place hours = at.Nested("hours", i, h);
@@ -154,6 +150,13 @@ absl::StatusOr<BusinessCalendar> CompileCalendar(const internal::BusinessCalenda
           {{*start, *end}, i});
     }
   }
+  return week;
+}
+
+// Each weekday's spans in order into `out`; refuses spans that overlap (naming the later `hours`
+// entry) and a week with no working time at all.
+absl::Status ArrangeWeek(SpansByWeekday& week, const internal::BusinessCalendar& c, const Place& at,
+                         std::array<std::vector<WorkingSpan>, 7>& out) {
   bool works = false;
   for (int day = 0; day < 7; ++day) {
     auto& spans = week[day];
@@ -167,11 +170,25 @@ absl::StatusOr<BusinessCalendar> CompileCalendar(const internal::BusinessCalenda
             absl::StrCat("overlaps another span on ", internal::Weekday_Name(day + 1), " (",
                          c.hours(later).start(), "-", c.hours(later).end(), ")"));
       }
-      cal.week[day].push_back(spans[i].first);
+      out[day].push_back(spans[i].first);
     }
     works = works || !spans.empty();
   }
   if (!works) return at.Error("hours", "has no working time in the week");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BusinessCalendar> CompileCalendar(const internal::BusinessCalendar& c,
+                                                 const Place& at) {
+  BusinessCalendar cal;
+  cal.name = c.name();
+  if (cal.name.empty()) return at.Error("name", "is required");
+  if (!absl::LoadTimeZone(c.time_zone(), &cal.zone)) {
+    return at.Error("time_zone",
+                    absl::StrCat("\"", c.time_zone(), "\" is not a known IANA time zone"));
+  }
+  CRM_ASSIGN_OR_RETURN(SpansByWeekday week, ReadWorkingHours(c, at));
+  CRM_RETURN_IF_ERROR(ArrangeWeek(week, c, at, cal.week));
   CRM_RETURN_IF_ERROR(AddDays(at, "holidays", c.holidays(), cal.holidays));
   CRM_RETURN_IF_ERROR(
       AddDays(at, "make_up_working_days", c.make_up_working_days(), cal.make_up_days));
