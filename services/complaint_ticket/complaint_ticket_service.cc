@@ -877,6 +877,36 @@ grpc::ServerUnaryReactor* ComplaintTicketService::MergeTickets(Ctx* ctx,
       });
 }
 
+namespace {
+
+// Adds `add` to and removes `remove` from the ticket's tags; the note for the agents who read it
+// next
+// ("tags added: a, b; removed: c"), empty when nothing changed.
+absl::StatusOr<std::string> Retag(v1::Ticket& t, const std::vector<std::string>& add,
+                                  const std::vector<std::string>& remove) {
+  std::set<std::string> tags(t.tags().begin(), t.tags().end());
+  std::vector<std::string> added, removed;
+  for (const std::string& tag : add) {
+    if (tags.insert(tag).second) added.push_back(tag);
+  }
+  for (const std::string& tag : remove) {
+    if (tags.erase(tag) > 0) removed.push_back(tag);
+  }
+  if (added.empty() && removed.empty()) return std::string();
+  if (static_cast<int>(tags.size()) > kMaxTags)
+    return Invalid("add_tags",
+                   absl::StrCat("a ticket holds at most ", kMaxTags, " tags; remove some first"));
+  t.clear_tags();
+  for (const std::string& tag : tags) t.add_tags(tag);
+  std::string note = "tags";
+  if (!added.empty()) absl::StrAppend(&note, " added: ", absl::StrJoin(added, ", "));
+  if (!removed.empty())
+    absl::StrAppend(&note, added.empty() ? "" : ";", " removed: ", absl::StrJoin(removed, ", "));
+  return note;
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* ComplaintTicketService::UpdateTicketTags(
     Ctx* ctx, const v1::UpdateTicketTagsRequest* req, v1::Ticket* resp) {
   struct Change {
@@ -908,29 +938,12 @@ grpc::ServerUnaryReactor* ComplaintTicketService::UpdateTicketTags(
             store::RequestFingerprint(*req), now,
             [&](TicketSession& session) -> absl::Status {
               v1::Ticket& t = session.ticket();
-              std::set<std::string> tags(t.tags().begin(), t.tags().end());
-              std::vector<std::string> added, removed;
-              for (const std::string& tag : c.add) {
-                if (tags.insert(tag).second) added.push_back(tag);
-              }
-              for (const std::string& tag : c.remove) {
-                if (tags.erase(tag) > 0) removed.push_back(tag);
-              }
-              if (added.empty() && removed.empty()) {
+              CRM_ASSIGN_OR_RETURN(const std::string note, Retag(t, c.add, c.remove));
+              if (note.empty()) {
                 session.MarkUnchanged();
                 return absl::OkStatus();
               }
-              if (static_cast<int>(tags.size()) > kMaxTags)
-                return Invalid("add_tags", absl::StrCat("a ticket holds at most ", kMaxTags,
-                                                        " tags; remove some first"));
-              t.clear_tags();
-              for (const std::string& tag : tags) t.add_tags(tag);
               // Who labelled the ticket how, for the agents who read it next.
-              std::string note = "tags";
-              if (!added.empty()) absl::StrAppend(&note, " added: ", absl::StrJoin(added, ", "));
-              if (!removed.empty())
-                absl::StrAppend(&note, added.empty() ? "" : ";",
-                                " removed: ", absl::StrJoin(removed, ", "));
               *t.add_messages() = Message(
                   t, c.agent_id.empty() ? v1::MESSAGE_AUTHOR_SYSTEM : v1::MESSAGE_AUTHOR_AGENT,
                   c.agent_id.empty() ? rpc::Actor(c.caller) : c.agent_id, note, true, now);
