@@ -6,6 +6,7 @@
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
+#include "libs/rpc/caller_auth.h"
 #include "libs/text/file.h"
 #include "services/complaint_ticket/knowledge_base.h"
 #include "services/complaint_ticket/sla_rules.h"
@@ -76,6 +77,25 @@ absl::Status ServeSlaRules(ComplaintTicketComponent& c, const rpc::ServiceContex
   return absl::OkStatus();
 }
 
+// Articles are shown to every customer: admins and supervisors (agents of the SLA rules'
+// supervisor level) publish and retire them, as they manage canned replies.
+ArticleEditorCheck ArticleEditors(ComplaintTicketStore* store) {
+  return [store](const auth::Caller& caller) -> absl::Status {
+    if (!rpc::IsAgent(caller)) return absl::OkStatus();
+    CRM_ASSIGN_OR_RETURN(const auto agents, store->Agents());
+    const int supervisor = SlaRulesInForce::Process().Latest()->supervisor_level();
+    for (const auto& a : agents) {
+      if (a.agent_id() != caller.subject) continue;
+      if (a.level() >= supervisor) return absl::OkStatus();
+      return absl::PermissionDeniedError(
+          absl::StrCat("agent_id: a level ", a.level(),
+                       " agent cannot publish or retire articles; supervisors are level ",
+                       supervisor, " and above"));
+    }
+    return absl::PermissionDeniedError(absl::StrCat("agent_id: no agent \"", caller.subject, "\""));
+  };
+}
+
 absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& context) {
   CRM_ASSIGN_OR_RETURN(internal::SeverityLexicon lexicon, LoadLexicon());
   CRM_RETURN_IF_ERROR(ServeSlaRules(c, context));
@@ -88,8 +108,9 @@ absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& contex
       context.metrics->registry()));
   // The knowledge base: articles on every shard, a customer's suggestions on theirs, settled as
   // TICKET_OPENED inside OpenTicket's transaction or as deflected once the window has passed.
-  auto* knowledge_base = c.Make<KnowledgeBaseService>(
-      context.store, context.clock, c.writes("ticket-writes", 32), context.metrics->registry());
+  auto* knowledge_base =
+      c.Make<KnowledgeBaseService>(context.store, context.clock, c.writes("ticket-writes", 32),
+                                   context.metrics->registry(), ArticleEditors(store));
   c.AlsoServe(knowledge_base, v1::KnowledgeBaseService::service_full_name());
   service->OnTicketOpened(std::bind_front(&KnowledgeBaseService::OnTicketOpened, knowledge_base));
   c.ConsumeEvents(ComplaintTicketService::EventsHandled(),

@@ -106,11 +106,13 @@ std::vector<std::string> KnowledgeBaseService::ColumnFamilies() {
 }
 
 KnowledgeBaseService::KnowledgeBaseService(store::Store* store, Clock* clock, rpc::Executor* writes,
-                                           prometheus::Registry& registry)
+                                           prometheus::Registry& registry,
+                                           ArticleEditorCheck may_edit)
     : store_(store),
       cf_(*store, kFamilies),
       clock_(clock),
       writes_(writes),
+      may_edit_(std::move(may_edit)),
       suggestions_(metrics::CounterFamily(
           registry, "crm_kb_suggestions_total",
           "Knowledge-base suggestions settled: deflected (no ticket within 24 h of being shown "
@@ -355,6 +357,7 @@ grpc::ServerUnaryReactor* KnowledgeBaseService::PublishArticle(Ctx* ctx,
   const absl::Time now = clock_->Now();
   return rpc::FinishAsCallerOn(
       *writes_, ctx, [this, req, resp, now](const auth::Caller& caller) -> absl::Status {
+        CRM_RETURN_IF_ERROR(may_edit_(caller));
         v1::Article article = req->article();
         article.clear_version();
         article.clear_status();
@@ -406,6 +409,7 @@ grpc::ServerUnaryReactor* KnowledgeBaseService::RetireArticle(Ctx* ctx,
   const absl::Time now = clock_->Now();
   return rpc::FinishAsCallerOn(
       *writes_, ctx, [this, req, resp, now](const auth::Caller& caller) -> absl::Status {
+        CRM_RETURN_IF_ERROR(may_edit_(caller));
         const std::string key =
             Key().Str("retire").Str(rpc::ScopedRequestId(caller, req->request_id())).bytes();
         CRM_RETURN_IF_ERROR(store::TransactOnce(

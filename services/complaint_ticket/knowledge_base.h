@@ -14,12 +14,14 @@
 // transaction, or as DEFLECTED by Settle once the window has passed without a ticket. Thread-safe.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "crm/v1/knowledge_base.grpc.pb.h"
+#include "libs/auth/caller.h"
 #include "libs/clock/clock.h"
 #include "libs/rpc/executor.h"
 #include "libs/store/families.h"
@@ -34,13 +36,17 @@ namespace crm::complaint_ticket {
 // A ticket opened this long after a suggestion means the suggestion did not answer the customer.
 inline constexpr absl::Duration kDeflectionWindow = absl::Hours(24);
 
+// May the caller publish and retire articles (shown to every customer)? The serving process
+// decides: PERMISSION_DENIED naming agent_id when not.
+using ArticleEditorCheck = std::function<absl::Status(const auth::Caller& caller)>;
+
 class KnowledgeBaseService final : public v1::KnowledgeBaseService::CallbackService {
  public:
   static std::vector<std::string> ColumnFamilies();
 
   // Not owned; all must outlive the service.
   KnowledgeBaseService(store::Store* store, Clock* clock, rpc::Executor* writes,
-                       prometheus::Registry& registry);
+                       prometheus::Registry& registry, ArticleEditorCheck may_edit);
 
   // Inside the transaction that opens the customer's ticket at `now`: their suggestions shown in
   // the window before it are settled as TICKET_OPENED.
@@ -99,6 +105,7 @@ class KnowledgeBaseService final : public v1::KnowledgeBaseService::CallbackServ
   const store::Families cf_;
   Clock* const clock_;
   rpc::Executor* const writes_;
+  const ArticleEditorCheck may_edit_;
   prometheus::Family<prometheus::Counter>& suggestions_;
   prometheus::Counter& deflected_;
   prometheus::Counter& ticket_opened_;

@@ -220,6 +220,24 @@ TEST_CASE("bad article writes and searches name the field", "[kb]") {
   bad.mutable_article()->set_title("Another title");
   RequireError(StatusOf(admin.get(), &Kb::PublishArticle, bad), grpc::StatusCode::INVALID_ARGUMENT,
                "request_id");
+  // Supervisors publish; a level-1 agent and an unknown one may not.
+  auto agent = [&](const std::string& id, int level) {
+    v1::RegisterAgentRequest r;
+    r.mutable_agent()->set_agent_id(id);
+    r.mutable_agent()->set_name("Agent " + id);
+    r.mutable_agent()->set_level(level);
+    r.mutable_agent()->set_capacity(10);
+    CallOk(w.system.get(), &Tickets::RegisterAgent, r);
+  };
+  agent("ann", 1);
+  agent("sup", 3);
+  auto by_sup = good;
+  by_sup.set_request_id("q2");
+  CHECK(CallOk(w.As(v1::ROLE_AGENT, "sup").get(), &Kb::PublishArticle, by_sup).version() == 1);
+  RequireError(StatusOf(w.As(v1::ROLE_AGENT, "ann").get(), &Kb::PublishArticle, by_sup),
+               grpc::StatusCode::PERMISSION_DENIED, "agent_id: a level 1 agent");
+  RequireError(StatusOf(w.As(v1::ROLE_AGENT, "nobody").get(), &Kb::PublishArticle, by_sup),
+               grpc::StatusCode::PERMISSION_DENIED, "agent_id: no agent");
   // Customers read, they do not publish.
   RequireError(StatusOf(w.AsCustomer(w.alice).get(), &Kb::PublishArticle, good),
                grpc::StatusCode::PERMISSION_DENIED, "role customer may not call");
@@ -303,7 +321,8 @@ TEST_CASE("an erased customer's suggestions are gone and never settled", "[kb]")
   // The rows as the process's consumer erases them on CustomerErased, read through a second view
   // of the same store (its own metrics), whose sweep then finds nothing to settle.
   prometheus::Registry registry;
-  KnowledgeBaseService kb(&w.tickets.store(), &w.tickets.clock(), nullptr, registry);
+  KnowledgeBaseService kb(&w.tickets.store(), &w.tickets.clock(), nullptr, registry,
+                          [](const auth::Caller&) { return absl::OkStatus(); });
   REQUIRE(w.tickets.store()
               .Transact(store::Durability::kSynced,
                         [&](store::Transaction& txn) { return kb.EraseCustomer(txn, w.alice); })
