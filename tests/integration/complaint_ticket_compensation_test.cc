@@ -13,15 +13,12 @@
 #include "tests/support/caller.h"
 #include "tests/support/outbox_events.h"
 #include "tests/support/rpc_call.h"
-#include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
-#include "tests/support/with_customer_profile.h"
+#include "tests/support/ticket_world.h"
 
 namespace crm::complaint_ticket {
 namespace {
 
-using LoyaltyHarness = testing::ServiceHarness<loyalty::LoyaltyComponent>;
-using TicketHarness = testing::ServiceHarness<ComplaintTicketComponent>;
 using Stub = v1::ComplaintTicketService::Stub;
 using testing::CallOk;
 using testing::RequireError;
@@ -29,28 +26,13 @@ using testing::StatusOf;
 
 constexpr char kLostParcel[] = "parcel lost in delivery";
 
-struct World : testing::WithCustomerProfile {
-  World()
-      : loyalty(CallingProfile(LoyaltyHarness::Options())),
-        tickets([this] {
-          TicketHarness::Options t = CallingProfile(TicketHarness::Options());
-          t.backends.push_back({"loyalty", testing::LoopbackAddress(loyalty.port())});
-          return t;
-        }()),
-        system(v1::ComplaintTicketService::NewStub(tickets.channel())) {
+struct World : testing::TicketWorld {
+  World() : TicketWorld(/*agent_capacity=*/10) {
     Agent("junior", 1);
     Agent("junior-2", 1);
     Agent("senior", 2);
     Agent("supervisor", 3);
     customer = Customer("lost-parcel@example.com");
-  }
-  void Agent(const std::string& id, int level) {
-    CallOk(system.get(), &Stub::RegisterAgent, testing::AgentRequest(id, level, 10));
-  }
-  // A stub calling as the gateway admits `subject` in `role`.
-  std::unique_ptr<Stub> As(v1::Role role, const std::string& subject) {
-    return v1::ComplaintTicketService::NewStub(
-        tickets.ChannelAs(testing::ViaGateway(role, subject)));
   }
   // The customer's complaint about order o-lost, which never arrived.
   v1::Ticket LostParcel(const std::string& request_id) {
@@ -95,9 +77,6 @@ struct World : testing::WithCustomerProfile {
     return out;
   }
 
-  LoyaltyHarness loyalty;
-  TicketHarness tickets;
-  std::unique_ptr<Stub> system;
   std::string customer;
 };
 

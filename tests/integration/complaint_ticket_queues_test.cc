@@ -19,16 +19,13 @@
 #include "services/loyalty/loyalty_component.h"
 #include "tests/support/caller.h"
 #include "tests/support/rpc_call.h"
-#include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/test_time.h"
-#include "tests/support/with_customer_profile.h"
+#include "tests/support/ticket_world.h"
 
 namespace crm::complaint_ticket {
 namespace {
 
-using LoyaltyHarness = testing::ServiceHarness<loyalty::LoyaltyComponent>;
-using TicketHarness = testing::ServiceHarness<ComplaintTicketComponent>;
 using Stub = v1::ComplaintTicketService::Stub;
 using testing::CallOk;
 using testing::RequireError;
@@ -37,27 +34,14 @@ using Ids = std::vector<std::string>;
 
 constexpr absl::Time kT0 = testing::kHarnessStart;
 
-struct World : testing::WithCustomerProfile {
-  World()
-      : loyalty(CallingProfile(LoyaltyHarness::Options())),
-        tickets([this] {
-          TicketHarness::Options t = CallingProfile(TicketHarness::Options());
-          t.backends.push_back({"loyalty", testing::LoopbackAddress(loyalty.port())});
-          return t;
-        }()),
-        system(v1::ComplaintTicketService::NewStub(tickets.channel())) {
+struct World : testing::TicketWorld {
+  World() : TicketWorld(/*agent_capacity=*/50) {
     // No level-3 agent: a level-3 ticket waits unassigned.
     Agent("ann", 1);
     Agent("bo", 2);
+    ann = As(v1::ROLE_AGENT, "ann");
     alice = Customer("alice@example.com");
     bob = Customer("bob@example.com");
-  }
-  void Agent(const std::string& id, int level) {
-    CallOk(system.get(), &Stub::RegisterAgent, testing::AgentRequest(id, level, 50));
-  }
-  std::unique_ptr<Stub> As(v1::Role role, const std::string& subject) {
-    return v1::ComplaintTicketService::NewStub(
-        tickets.ChannelAs(testing::ViaGateway(role, subject)));
   }
   std::unique_ptr<Stub> AsCustomer(const std::string& cid) {
     return v1::ComplaintTicketService::NewStub(tickets.ChannelAs(testing::CustomerCaller(cid)));
@@ -75,9 +59,7 @@ struct World : testing::WithCustomerProfile {
     tickets.clock().Set(t);
   }
 
-  LoyaltyHarness loyalty;
-  TicketHarness tickets;
-  std::unique_ptr<Stub> system;
+  std::unique_ptr<Stub> ann;  // the level-1 agent most tests call as
   std::string alice, bob;
 };
 
@@ -188,8 +170,7 @@ TEST_CASE(
     "created and updated times and SLA condition, page by page",
     "[tickets][queues]") {
   Queues w;
-  auto agent = w.As(v1::ROLE_AGENT, "ann");
-  Stub* a = agent.get();
+  Stub* a = w.ann.get();
   const std::string& alice = w.alice;
   // At 2:50 the P1 ticket's one-hour first response (due 3:00) is in its last quarter.
   w.SetClock(kT0 + absl::Hours(2) + absl::Minutes(50));
@@ -279,8 +260,7 @@ TEST_CASE(
     "their own",
     "[tickets][queues]") {
   Queues w;
-  auto agent = w.As(v1::ROLE_AGENT, "ann");
-  Stub* a = agent.get();
+  Stub* a = w.ann.get();
   CHECK(Found(a, "", "", Filter([](v1::TicketFilter& f) {
                 f.add_categories(v1::TICKET_CATEGORY_DELIVERY);
               })) == Ids{w.t1, w.t4});
@@ -367,7 +347,7 @@ TEST_CASE(
     "nor set them",
     "[tickets][tags]") {
   Queues w;
-  auto ann = w.As(v1::ROLE_AGENT, "ann");
+  Stub* ann = w.ann.get();
   auto tag = [&](const std::string& tid, std::vector<std::string> add,
                  std::vector<std::string> remove, const std::string& request_id,
                  const std::string& cid = "") {
@@ -380,31 +360,31 @@ TEST_CASE(
     return r;
   };
   const v1::Ticket tagged =
-      CallOk(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"billing", "VIP"}, {}, "tag-1"));
+      CallOk(ann, &Stub::UpdateTicketTags, tag(w.t2, {"billing", "VIP"}, {}, "tag-1"));
   CHECK(Ids(tagged.tags().begin(), tagged.tags().end()) == Ids{"billing", "vip"});
   REQUIRE(tagged.messages_size() == 2);
   CHECK(tagged.messages(1).internal());
   CHECK(tagged.messages(1).agent_id() == "ann");
   // Retried: the same answer, done once; the id reused for another change is refused.
   const v1::Ticket again =
-      CallOk(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"billing", "VIP"}, {}, "tag-1"));
+      CallOk(ann, &Stub::UpdateTicketTags, tag(w.t2, {"billing", "VIP"}, {}, "tag-1"));
   CHECK(again.messages_size() == 2);
-  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"other"}, {}, "tag-1")),
+  RequireError(StatusOf(ann, &Stub::UpdateTicketTags, tag(w.t2, {"other"}, {}, "tag-1")),
                grpc::StatusCode::INVALID_ARGUMENT, "request_id");
-  CallOk(ann.get(), &Stub::UpdateTicketTags, tag(w.t4, {"vip"}, {}, "tag-2", w.bob));
+  CallOk(ann, &Stub::UpdateTicketTags, tag(w.t4, {"vip"}, {}, "tag-2", w.bob));
 
   auto by_tags = [](std::vector<std::string> tags) {
     return Filter([tags](v1::TicketFilter& f) {
       for (auto& t : tags) f.add_tags(t);
     });
   };
-  CHECK(Found(ann.get(), "", "", by_tags({"vip"})) == Ids{w.t2, w.t4});
-  CHECK(Found(ann.get(), "", "", by_tags({"vip", "billing"})) == Ids{w.t2});
-  CHECK(Listed(ann.get(), w.alice, by_tags({"vip"})) == Ids{w.t2});
+  CHECK(Found(ann, "", "", by_tags({"vip"})) == Ids{w.t2, w.t4});
+  CHECK(Found(ann, "", "", by_tags({"vip", "billing"})) == Ids{w.t2});
+  CHECK(Listed(ann, w.alice, by_tags({"vip"})) == Ids{w.t2});
   const v1::Ticket removed =
-      CallOk(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {}, {"billing"}, "tag-3"));
+      CallOk(ann, &Stub::UpdateTicketTags, tag(w.t2, {}, {"billing"}, "tag-3"));
   CHECK(Ids(removed.tags().begin(), removed.tags().end()) == Ids{"vip"});
-  CHECK(Found(ann.get(), "", "", by_tags({"billing"})).empty());
+  CHECK(Found(ann, "", "", by_tags({"billing"})).empty());
 
   // Customers: labels are left out of their answers, and they may not set them.
   auto alice = w.AsCustomer(w.alice);
@@ -421,18 +401,18 @@ TEST_CASE(
                grpc::StatusCode::PERMISSION_DENIED, "role customer may not call");
 
   // Bad input, by field; an unregistered agent; another customer's ticket.
-  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"ok", "no way"}, {}, "b1")),
+  RequireError(StatusOf(ann, &Stub::UpdateTicketTags, tag(w.t2, {"ok", "no way"}, {}, "b1")),
                grpc::StatusCode::INVALID_ARGUMENT, "add_tags[1]:");
-  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {}, {""}, "b2")),
+  RequireError(StatusOf(ann, &Stub::UpdateTicketTags, tag(w.t2, {}, {""}, "b2")),
                grpc::StatusCode::INVALID_ARGUMENT, "remove_tags[0]:");
-  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {}, {}, "b3")),
+  RequireError(StatusOf(ann, &Stub::UpdateTicketTags, tag(w.t2, {}, {}, "b3")),
                grpc::StatusCode::INVALID_ARGUMENT, "add_tags:");
-  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t2, {"x"}, {}, "")),
+  RequireError(StatusOf(ann, &Stub::UpdateTicketTags, tag(w.t2, {"x"}, {}, "")),
                grpc::StatusCode::INVALID_ARGUMENT, "request_id:");
   RequireError(StatusOf(w.As(v1::ROLE_AGENT, "ghost").get(), &Stub::UpdateTicketTags,
                         tag(w.t2, {"x"}, {}, "g1")),
                grpc::StatusCode::NOT_FOUND, "agent_id:");
-  RequireError(StatusOf(ann.get(), &Stub::UpdateTicketTags, tag(w.t4, {"x"}, {}, "b4")),
+  RequireError(StatusOf(ann, &Stub::UpdateTicketTags, tag(w.t4, {"x"}, {}, "b4")),
                grpc::StatusCode::NOT_FOUND, "ticket_id:");
 }
 
@@ -449,14 +429,14 @@ TEST_CASE(
     "there, once per request id, and only within one customer",
     "[tickets][merge]") {
   Queues w;
-  auto ann = w.As(v1::ROLE_AGENT, "ann");
+  Stub* ann = w.ann.get();
   const v1::Ticket dup = w.Open(w.alice, "t5", "What are the whereabouts of my parcel?",
                                 v1::TICKET_CHANNEL_PHONE, v1::TICKET_CATEGORY_DELIVERY);
   auto note = testing::ForCustomer<v1::AddInternalNoteRequest>(w.alice);
   note.set_ticket_id(dup.ticket_id());
   note.set_text("Same parcel as the web ticket; caller sounded upset.");
   note.set_request_id("note-dup");
-  CallOk(ann.get(), &Stub::AddInternalNote, note);
+  CallOk(ann, &Stub::AddInternalNote, note);
   const std::string holder = dup.assigned_agent_id();
   REQUIRE_FALSE(holder.empty());
   const int held = OpenTicketsOf(w.system.get(), holder);
@@ -471,7 +451,7 @@ TEST_CASE(
     return r;
   };
   const v1::Ticket target =
-      CallOk(ann.get(), &Stub::MergeTickets, merge(dup.ticket_id(), w.t1, "merge-1"));
+      CallOk(ann, &Stub::MergeTickets, merge(dup.ticket_id(), w.t1, "merge-1"));
   CHECK(target.ticket_id() == w.t1);
   CHECK(Ids(target.merged_ticket_ids().begin(), target.merged_ticket_ids().end()) ==
         Ids{dup.ticket_id()});
@@ -485,18 +465,18 @@ TEST_CASE(
   CHECK(copied_notes == 1);
   auto get = testing::ForCustomer<v1::GetTicketRequest>(w.alice);
   get.set_ticket_id(dup.ticket_id());
-  const v1::Ticket closed = CallOk(ann.get(), &Stub::GetTicket, get);
+  const v1::Ticket closed = CallOk(ann, &Stub::GetTicket, get);
   CHECK(closed.status() == v1::TICKET_STATUS_CLOSED);
   CHECK(closed.merged_into_ticket_id() == w.t1);
   CHECK(OpenTicketsOf(w.system.get(), holder) == held - 1);
 
   // Retried: the same answer, merged once; merged again under another id: refused.
   const v1::Ticket again =
-      CallOk(ann.get(), &Stub::MergeTickets, merge(dup.ticket_id(), w.t1, "merge-1"));
+      CallOk(ann, &Stub::MergeTickets, merge(dup.ticket_id(), w.t1, "merge-1"));
   CHECK(again.messages_size() == target.messages_size());
-  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(dup.ticket_id(), w.t2, "merge-2")),
+  RequireError(StatusOf(ann, &Stub::MergeTickets, merge(dup.ticket_id(), w.t2, "merge-2")),
                grpc::StatusCode::FAILED_PRECONDITION, "source_ticket_id:");
-  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t2, dup.ticket_id(), "merge-3")),
+  RequireError(StatusOf(ann, &Stub::MergeTickets, merge(w.t2, dup.ticket_id(), "merge-3")),
                grpc::StatusCode::FAILED_PRECONDITION, "target_ticket_id:");
 
   // The customer reads the duplicate's words on the ticket that carries on, never the note; search
@@ -516,19 +496,19 @@ TEST_CASE(
   CHECK(Found(alice.get(), w.alice, "upset").empty());
 
   // Only within one customer; bad input by field; customers may not merge.
-  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t4, w.t2, "x-1")),
+  RequireError(StatusOf(ann, &Stub::MergeTickets, merge(w.t4, w.t2, "x-1")),
                grpc::StatusCode::NOT_FOUND, "source_ticket_id:");
-  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t4, w.t2, "x-2", w.bob)),
+  RequireError(StatusOf(ann, &Stub::MergeTickets, merge(w.t4, w.t2, "x-2", w.bob)),
                grpc::StatusCode::NOT_FOUND, "target_ticket_id:");
-  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t2, w.t2, "x-3")),
+  RequireError(StatusOf(ann, &Stub::MergeTickets, merge(w.t2, w.t2, "x-3")),
                grpc::StatusCode::INVALID_ARGUMENT, "target_ticket_id:");
-  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge(w.t2, w.t3, "")),
+  RequireError(StatusOf(ann, &Stub::MergeTickets, merge(w.t2, w.t3, "")),
                grpc::StatusCode::INVALID_ARGUMENT, "request_id:");
-  RequireError(StatusOf(ann.get(), &Stub::MergeTickets, merge("", w.t3, "x-4")),
+  RequireError(StatusOf(ann, &Stub::MergeTickets, merge("", w.t3, "x-4")),
                grpc::StatusCode::INVALID_ARGUMENT, "source_ticket_id:");
   RequireError(StatusOf(alice.get(), &Stub::MergeTickets, merge(w.t2, w.t3, "x-5")),
                grpc::StatusCode::PERMISSION_DENIED, "role customer may not call");
-  CHECK(CallOk(ann.get(), &Stub::GetTicket,
+  CHECK(CallOk(ann, &Stub::GetTicket,
                [&] {
                  auto r = testing::ForCustomer<v1::GetTicketRequest>(w.alice);
                  r.set_ticket_id(w.t2);
@@ -566,8 +546,7 @@ TEST_CASE(
     "finds only their own tickets and nothing by an internal note",
     "[tickets][search]") {
   Kettles w;
-  auto agent = w.As(v1::ROLE_AGENT, "ann");
-  Stub* a = agent.get();
+  Stub* a = w.ann.get();
   // The subject weighs more: Alice's "Broken kettle" before Bob's message.
   CHECK(Found(a, "", "kettle") == Ids{w.t5, w.t7});
   CHECK(Found(a, "", "Kettle LEAKS") == Ids{w.t5, w.t7});
@@ -667,7 +646,7 @@ TEST_CASE(
   World w;
   w.Agent("sup", 3);
   auto sup = w.As(v1::ROLE_AGENT, "sup");
-  auto ann = w.As(v1::ROLE_AGENT, "ann");
+  Stub* ann = w.ann.get();
   auto put = [](const std::string& id, const std::string& text, const std::string& request_id) {
     v1::PutCannedReplyRequest r;
     r.mutable_canned_reply()->set_canned_reply_id(id);
@@ -691,7 +670,7 @@ TEST_CASE(
   CallOk(w.As(v1::ROLE_ADMIN, "ops").get(), &Stub::PutCannedReply,
          put("thanks", "Thank you, {{customer_name}}.", "put-2"));
   // Only supervisors and admins manage them; templates are checked.
-  RequireError(StatusOf(ann.get(), &Stub::PutCannedReply, put("x", "Hi", "put-3")),
+  RequireError(StatusOf(ann, &Stub::PutCannedReply, put("x", "Hi", "put-3")),
                grpc::StatusCode::PERMISSION_DENIED, "agent_id: a level 1 agent");
   RequireError(StatusOf(w.AsCustomer(w.alice).get(), &Stub::PutCannedReply, put("x", "Hi", "p4")),
                grpc::StatusCode::PERMISSION_DENIED, "role customer may not call");
@@ -704,7 +683,7 @@ TEST_CASE(
   RequireError(StatusOf(sup.get(), &Stub::PutCannedReply, put("x", "Hi", "")),
                grpc::StatusCode::INVALID_ARGUMENT, "request_id:");
   const v1::ListCannedRepliesResponse listed =
-      CallOk(ann.get(), &Stub::ListCannedReplies, v1::ListCannedRepliesRequest());
+      CallOk(ann, &Stub::ListCannedReplies, v1::ListCannedRepliesRequest());
   REQUIRE(listed.canned_replies_size() == 2);
   CHECK(listed.canned_replies(0).canned_reply().canned_reply_id() == "parcel-delay");
   CHECK(Ids(listed.canned_replies(0).variables().begin(),
@@ -734,20 +713,20 @@ TEST_CASE(
     return r;
   };
   const v1::Ticket answered =
-      CallOk(ann.get(), &Stub::ReplyToTicket, reply("parcel-delay", {{"eta", "周五"}}, "r-1"));
+      CallOk(ann, &Stub::ReplyToTicket, reply("parcel-delay", {{"eta", "周五"}}, "r-1"));
   const std::string expected =
       "李娜您好，订单 o-77 预计 周五 送达（工单 " + t.ticket_id() + "，Agent ann）。";
   CHECK(answered.messages(answered.messages_size() - 1).text() == expected);
-  CHECK(CallOk(ann.get(), &Stub::ReplyToTicket, reply("parcel-delay", {{"eta", "周五"}}, "r-1"))
+  CHECK(CallOk(ann, &Stub::ReplyToTicket, reply("parcel-delay", {{"eta", "周五"}}, "r-1"))
             .messages_size() == answered.messages_size());
   // A value given for a ticket variable wins.
   const v1::Ticket named =
-      CallOk(ann.get(), &Stub::ReplyToTicket, reply("thanks", {{"customer_name", "Ms Li"}}, "r-2"));
+      CallOk(ann, &Stub::ReplyToTicket, reply("thanks", {{"customer_name", "Ms Li"}}, "r-2"));
   CHECK(named.messages(named.messages_size() - 1).text() == "Thank you, Ms Li.");
 
   auto refused = [&](const v1::ReplyToTicketRequest& r, grpc::StatusCode code,
                      const std::string& field) {
-    RequireError(StatusOf(ann.get(), &Stub::ReplyToTicket, r), code, field);
+    RequireError(StatusOf(ann, &Stub::ReplyToTicket, r), code, field);
   };
   refused(reply("parcel-delay", {{"eta", "周五"}, {"colour", "red"}}, "r-3"),
           grpc::StatusCode::INVALID_ARGUMENT, "variables.colour:");
@@ -777,10 +756,11 @@ TEST_CASE(
   del.set_request_id("del-2");
   RequireError(StatusOf(sup.get(), &Stub::DeleteCannedReply, del), grpc::StatusCode::NOT_FOUND,
                "canned_reply_id:");
-  RequireError(StatusOf(ann.get(), &Stub::DeleteCannedReply, del),
-               grpc::StatusCode::PERMISSION_DENIED, "agent_id:");
-  CHECK(CallOk(ann.get(), &Stub::ListCannedReplies, v1::ListCannedRepliesRequest())
-            .canned_replies_size() == 1);
+  RequireError(StatusOf(ann, &Stub::DeleteCannedReply, del), grpc::StatusCode::PERMISSION_DENIED,
+               "agent_id:");
+  CHECK(
+      CallOk(ann, &Stub::ListCannedReplies, v1::ListCannedRepliesRequest()).canned_replies_size() ==
+      1);
 }
 
 }  // namespace
