@@ -106,23 +106,31 @@ TEST_CASE("two customer-profile shards behind the gateway") {
   CHECK(per_shard[0] > 0);
   CHECK(per_shard[1] > 0);
 
+  // Pages a listing (`rpc` asked with `request`) through the gateway as an agent, 7 at a time, to
+  // its end; `take` reads each page.
+  auto page_to_end = [&](auto rpc, auto request, auto response, auto take) {
+    std::string page_token;
+    int pages = 0;
+    do {
+      request.set_page_size(7);
+      request.set_page_token(page_token);
+      response.Clear();
+      As agent(token("agent", "a1"));
+      const grpc::Status s = (via_gateway.get()->*rpc)(&agent.ctx, request, &response);
+      INFO(s.error_message());
+      REQUIRE(s.ok());
+      take(response);
+      page_token = response.next_page_token();
+      REQUIRE(++pages < 20);
+    } while (!page_token.empty());
+  };
+
   // A listing fans out to both shards; pages continue each shard where it stopped.
   std::set<std::string> listed;
-  std::string page_token;
-  int pages = 0;
-  do {
-    v1::ListCustomersRequest l;
-    l.set_page_size(7);
-    l.set_page_token(page_token);
-    v1::ListCustomersResponse resp;
-    As agent(token("agent", "a1"));
-    const grpc::Status s = via_gateway->ListCustomers(&agent.ctx, l, &resp);
-    INFO(s.error_message());
-    REQUIRE(s.ok());
-    for (const auto& c : resp.customers()) CHECK(listed.insert(c.customer_id()).second);
-    page_token = resp.next_page_token();
-    REQUIRE(++pages < 20);
-  } while (!page_token.empty());
+  page_to_end(&v1::CustomerProfileService::Stub::ListCustomers, v1::ListCustomersRequest(),
+              v1::ListCustomersResponse(), [&](const v1::ListCustomersResponse& page) {
+                for (const auto& c : page.customers()) CHECK(listed.insert(c.customer_id()).second);
+              });
   CHECK(listed == std::set<std::string>(ids.begin(), ids.end()));
 
   // An audience pages across both shards in one customer id order (the gateway merges by key), a
@@ -139,23 +147,13 @@ TEST_CASE("two customer-profile shards behind the gateway") {
     CHECK(n.customers() == static_cast<int>(ids.size()));
   }
   std::vector<std::string> audience;
-  page_token.clear();
-  pages = 0;
-  do {
-    v1::ListAudienceRequest l;
-    l.set_purpose("two-shard test");
-    l.set_page_size(7);
-    l.set_page_token(page_token);
-    v1::ListAudienceResponse resp;
-    As agent(token("agent", "a1"));
-    const grpc::Status s = via_gateway->ListAudience(&agent.ctx, l, &resp);
-    INFO(s.error_message());
-    REQUIRE(s.ok());
-    CHECK(resp.members_size() <= 7);
-    for (const auto& m : resp.members()) audience.push_back(m.customer_id());
-    page_token = resp.next_page_token();
-    REQUIRE(++pages < 20);
-  } while (!page_token.empty());
+  v1::ListAudienceRequest audience_request;
+  audience_request.set_purpose("two-shard test");
+  page_to_end(&v1::CustomerProfileService::Stub::ListAudience, audience_request,
+              v1::ListAudienceResponse(), [&](const v1::ListAudienceResponse& page) {
+                CHECK(page.members_size() <= 7);
+                for (const auto& m : page.members()) audience.push_back(m.customer_id());
+              });
   CHECK(std::is_sorted(audience.begin(), audience.end()));
   CHECK(audience.size() == ids.size());
   CHECK(std::set<std::string>(audience.begin(), audience.end()) ==
