@@ -181,6 +181,10 @@ struct World {
     for (const auto& t : types) req.add_event_types(t);
     return req;
   }
+  // Registers `email` with customer-profile; the customer's id.
+  std::string Customer(const std::string& email) {
+    return testing::RegisterCustomer(profiles.get(), email);
+  }
   // Records one click of `customer`, which customer-profile reports as BehaviorRecorded.
   void Click(const std::string& customer, const std::string& request_id) {
     v1::RecordBehaviorEventsRequest req;
@@ -269,7 +273,7 @@ TEST_CASE("webhook: a subscriber receives each event of its types once, as signe
   CHECK(absl::StartsWith(made.webhook_id(), "wh_"));
   REQUIRE(absl::StartsWith(made.secret(), "whsec_"));
 
-  const std::string ana = testing::RegisterCustomer(w.profiles.get(), "ana@example.com");
+  const std::string ana = w.Customer("ana@example.com");
   w.Click(ana, "click-1");
   REQUIRE(testing::WaitUntil([&] { return w.receiver.Received().size() == 1; }, kPatience));
   const Receiver::Request first = w.receiver.Received()[0];
@@ -298,7 +302,7 @@ TEST_CASE("webhook: a subscriber receives each event of its types once, as signe
   erase.set_request_id("erase-1");
   erase.set_reason("customer request");
   testing::CallOk(w.profiles.get(), &Profiles::EraseCustomer, erase);
-  const std::string bo = testing::RegisterCustomer(w.profiles.get(), "bo@example.com");
+  const std::string bo = w.Customer("bo@example.com");
   w.Click(bo, "click-2");
   REQUIRE(testing::WaitUntil([&] { return w.receiver.Received().size() == 2; }, kPatience));
   const v1::Event second = EventIn(w.receiver.Received()[1]);
@@ -382,7 +386,7 @@ TEST_CASE(
     "letter that replays",
     "[webhooks]") {
   World w;
-  const std::string customer = testing::RegisterCustomer(w.profiles.get(), "cy@example.com");
+  const std::string customer = w.Customer("cy@example.com");
   const auto made = w.Subscribe("hook-1", "/in");
   const std::string destination = "webhook:" + made.webhook_id();
 
@@ -436,7 +440,7 @@ TEST_CASE(
     "metrics go",
     "[webhooks]") {
   World w;
-  const std::string customer = testing::RegisterCustomer(w.profiles.get(), "dee@example.com");
+  const std::string customer = w.Customer("dee@example.com");
   const auto a = w.Subscribe("hook-a", "/a");
   const auto b = w.Subscribe("hook-b", "/b");
   w.Restart();
