@@ -114,12 +114,12 @@ KnowledgeBaseService::KnowledgeBaseService(store::Store* store, Clock* clock, rp
       writes_(writes),
       may_edit_(std::move(may_edit)),
       suggestions_(metrics::CounterFamily(
-          registry, "crm_kb_suggestions_total",
+          registry, "crm_knowledge_base_suggestions_total",
           "Knowledge-base suggestions settled: deflected (no ticket within 24 h of being shown "
           "articles) or ticket_opened.")),
       deflected_(suggestions_.Add({{"outcome", "deflected"}})),
       ticket_opened_(suggestions_.Add({{"outcome", "ticket_opened"}})),
-      articles_(metrics::GaugeFamily(registry, "crm_kb_articles",
+      articles_(metrics::GaugeFamily(registry, "crm_knowledge_base_articles",
                                      "Published knowledge-base articles, by language.")) {}
 
 void KnowledgeBaseService::RefreshGauges() {

@@ -57,7 +57,7 @@ class KnowledgeBaseService final : public v1::KnowledgeBaseService::CallbackServ
   absl::Status EraseCustomer(store::Transaction& txn, absl::string_view customer_id);
   // Settles as DEFLECTED the suggestions whose window ended by `now`; how many.
   absl::StatusOr<int> Settle(absl::Time now);
-  // Recounts crm_kb_articles (published, by language).
+  // Recounts crm_knowledge_base_articles (published, by language).
   void RefreshGauges();
 
   using Ctx = grpc::CallbackServerContext;

@@ -56,8 +56,8 @@ struct World : testing::WithCustomerProfile {
     return v1::KnowledgeBaseService::NewStub(tickets.ChannelAs(testing::CustomerCaller(cid)));
   }
   double Suggestions(const std::string& outcome) {
-    return testing::MetricValue(tickets.metrics().registry(), "crm_kb_suggestions_total",
-                                {{"outcome", outcome}});
+    return testing::MetricValue(tickets.metrics().registry(),
+                                "crm_knowledge_base_suggestions_total", {{"outcome", outcome}});
   }
 
   TicketHarness tickets;
@@ -166,7 +166,7 @@ TEST_CASE("articles are versioned, searched in Chinese and English, retired", "[
   CHECK(listed.versions(1).body().find("two days") != std::string::npos);
   // The old version's words are no longer found.
   CHECK(IdsOf(CallOk(customer.get(), &Kb::SearchArticles, Search("three")).articles()).empty());
-  CHECK(testing::MetricValue(w.tickets.metrics().registry(), "crm_kb_articles",
+  CHECK(testing::MetricValue(w.tickets.metrics().registry(), "crm_knowledge_base_articles",
                              {{"language", "en"}}) == 2);
 
   // Retired: out of search; customers cannot read it, staff can.
