@@ -333,6 +333,12 @@ def build():
     L.add(bargauge(
         "CSAT scores (last 7 days)", "Satisfaction ratings by score, 1 (worst) to 5.",
         [(f'sum by (score) (increase(crm_ticket_csat_total{{{F}}}[7d]))', "{{score}}")]), 8, 8)
+    L.add(stat(
+        "Knowledge base deflection (7 days)", "Suggested articles after which the customer opened no ticket "
+        "within 24 hours, of all suggestions settled in the last 7 days.",
+        f'sum(increase(crm_knowledge_base_suggestions_total{{{F},outcome="deflected"}}[7d])) / '
+        f'sum(increase(crm_knowledge_base_suggestions_total{{{F}}}[7d]))',
+        unit="percentunit", legend="deflected"), 4, 8)
     # Surveys (customer-profile).
     # Ratios are computed from the 30-day answer counts summed over shards, so they are exact with any number of
     # customer-profile shards (the per-shard gauges crm_survey_nps etc. are for one process).
