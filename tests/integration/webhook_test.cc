@@ -23,6 +23,7 @@
 #include "libs/events/webhooks.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "tests/support/http.h"
+#include "tests/support/loopback_socket.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
@@ -51,14 +52,8 @@ class Receiver {
   };
 
   Receiver() {
-    listener_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-    socklen_t len = sizeof(addr);
-    REQUIRE(getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
+    listener_ = testing::BindLoopback(&port_);
+    REQUIRE(listener_ >= 0);
     REQUIRE(listen(listener_, 16) == 0);
     thread_ = std::thread([this] { Serve(); });
   }
@@ -240,6 +235,12 @@ struct World {
   std::unique_ptr<Profiles> profiles = v1::CustomerProfileService::NewStub(profile.channel());
 };
 
+// A World with one customer, whose clicks are the events its webhooks are sent.
+struct OneClickingCustomer : World {
+  void Click(const std::string& request_id) { World::Click(customer, request_id); }
+  const std::string customer = Customer("clicker@example.com");
+};
+
 v1::Event EventIn(const Receiver::Request& r) {
   v1::Event e;
   const auto parsed = google::protobuf::util::JsonStringToMessage(r.body, &e);
@@ -385,14 +386,13 @@ TEST_CASE(
     "webhook: an unreachable or failing receiver is retried, and a refused event is a dead "
     "letter that replays",
     "[webhooks]") {
-  World w;
-  const std::string customer = w.Customer("cy@example.com");
+  OneClickingCustomer w;
   const auto made = w.Subscribe("hook-1", "/in");
   const std::string destination = "webhook:" + made.webhook_id();
 
   // 503 and 429 are the receiver being away or busy: retried until it takes the event.
   w.receiver.AnswerWith(503);
-  w.Click(customer, "c1");
+  w.Click("c1");
   REQUIRE(testing::WaitUntil([&] { return w.receiver.CountAnswered(503) >= 2; }, kPatience));
   w.receiver.AnswerWith(429);
   REQUIRE(testing::WaitUntil([&] { return w.receiver.CountAnswered(429) >= 1; }, kPatience));
@@ -407,7 +407,7 @@ TEST_CASE(
 
   // 400 is a refusal: after 5 attempts the event is a dead letter and the lane goes on.
   w.receiver.AnswerWith(400);
-  w.Click(customer, "c2");
+  w.Click("c2");
   REQUIRE(testing::WaitUntil([&] { return w.DeadLetters().size() == 1; }, kPatience));
   const v1::DeadLetter dead = w.DeadLetters()[0];
   CHECK(dead.destination() == destination);
@@ -420,7 +420,7 @@ TEST_CASE(
       },
       kPatience));
   w.receiver.AnswerWith(200);
-  w.Click(customer, "c3");
+  w.Click("c3");
   REQUIRE(testing::WaitUntil([&] { return w.receiver.CountAnswered(200) == 2; }, kPatience));
   CHECK(w.receiver.Received().back().headers.at("webhook-id") != dead.event().event_id());
 
@@ -439,12 +439,11 @@ TEST_CASE(
     "webhook: subscriptions survive a restart, and a deleted one gets nothing more and its "
     "metrics go",
     "[webhooks]") {
-  World w;
-  const std::string customer = w.Customer("dee@example.com");
+  OneClickingCustomer w;
   const auto a = w.Subscribe("hook-a", "/a");
   const auto b = w.Subscribe("hook-b", "/b");
   w.Restart();
-  w.Click(customer, "c1");
+  w.Click("c1");
   REQUIRE(testing::WaitUntil(
       [&] {
         return w.receiver.Received("/a").size() == 1 && w.receiver.Received("/b").size() == 1;
@@ -459,7 +458,7 @@ TEST_CASE(
   const auto listed = w.List();
   REQUIRE(listed.webhooks_size() == 1);
   CHECK(listed.webhooks(0).webhook_id() == b.webhook_id());
-  w.Click(customer, "c2");
+  w.Click("c2");
   REQUIRE(testing::WaitUntil([&] { return w.receiver.Received("/b").size() == 2; }, kPatience));
   CHECK(w.receiver.Received("/a").size() == 1);
   // Its request_id is spent.

@@ -16,6 +16,7 @@
 #include "libs/events/webhook_sender.h"
 #include "libs/events/webhooks.h"
 #include "tests/support/http.h"
+#include "tests/support/loopback_socket.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm::events {
@@ -102,23 +103,10 @@ TEST_CASE(
   CHECK(s.message().find("order_delivered") != absl::string_view::npos);  // the choices are listed
 }
 
-// A TCP socket bound to a free loopback port, not yet listening; its port.
-int BindLoopback(int* port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  *port = ntohs(addr.sin_port);
-  return fd;
-}
-
 // A listening loopback socket; its port.
 int ListenOnLoopback(int* port) {
-  const int fd = BindLoopback(port);
+  const int fd = testing::BindLoopback(port);
+  REQUIRE(fd >= 0);
   REQUIRE(listen(fd, 4) == 0);
   return fd;
 }
@@ -170,7 +158,8 @@ TEST_CASE("a webhook over https is not sent to a server whose certificate is not
 TEST_CASE("a webhook POST nobody answers comes back without a status and says why", "[webhooks]") {
   // A loopback port bound but not listening refuses connections.
   int port = 0;
-  const int fd = BindLoopback(&port);
+  const int fd = testing::BindLoopback(&port);
+  REQUIRE(fd >= 0);
   for (bool https : {false, true}) {
     const WebhookPost post{WebhookUrl{https, "127.0.0.1", port, "/"}, "e1", 1700000000, "v1,x",
                            "{\"eventId\":\"e1\"}"};
