@@ -19,12 +19,8 @@ namespace crm::events {
 
 class EventProducer::AdminService final : public v1::EventAdminService::CallbackService {
  public:
-  AdminService(std::string producer, Dispatcher* dispatcher, Webhooks* webhooks,
-               rpc::Executor* executor)
-      : producer_(std::move(producer)),
-        dispatcher_(dispatcher),
-        webhooks_(webhooks),
-        executor_(executor) {}
+  AdminService(std::string producer, Dispatcher* dispatcher, Webhooks* webhooks)
+      : producer_(std::move(producer)), dispatcher_(dispatcher), webhooks_(webhooks) {}
 
   grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
                                             const v1::ListDeadLettersRequest* req,
@@ -49,7 +45,7 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
                                               const v1::ReplayDeadLettersRequest* req,
                                               v1::ReplayDeadLettersResponse* resp) override {
     if (auto s = CheckProducer(req->producer()); !s.ok()) return rpc::Finish(ctx, s);
-    return rpc::FinishOn(*executor_, ctx, [this, req, resp] {
+    return rpc::FinishOn(executor_, ctx, [this, req, resp] {
       std::vector<std::string> ids(req->dead_letter_ids().begin(), req->dead_letter_ids().end());
       return dispatcher_->ReplayDeadLetters(ids, resp);
     });
@@ -59,7 +55,7 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
                                           const v1::CreateWebhookRequest* req,
                                           v1::CreateWebhookResponse* resp) override {
     if (auto s = CheckProducer(req->producer()); !s.ok()) return rpc::Finish(ctx, s);
-    return rpc::FinishOn(*executor_, ctx, [this, req, resp] {
+    return rpc::FinishOn(executor_, ctx, [this, req, resp] {
       auto made = webhooks_->Create(*req);
       if (!made.ok()) return made.status();
       *resp = *std::move(made);
@@ -82,7 +78,7 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
                                           v1::DeleteWebhookResponse*) override {
     if (auto s = CheckProducer(req->producer()); !s.ok()) return rpc::Finish(ctx, s);
     // Waits for the webhook's lane to stop (a POST in flight is cancelled).
-    return rpc::FinishOn(*executor_, ctx,
+    return rpc::FinishOn(executor_, ctx,
                          [this, req] { return webhooks_->Delete(req->webhook_id()); });
   }
 
@@ -98,7 +94,9 @@ class EventProducer::AdminService final : public v1::EventAdminService::Callback
   const std::string producer_;
   Dispatcher* const dispatcher_;
   Webhooks* const webhooks_;
-  rpc::Executor* const executor_;
+  // Admin calls write (synced) off gRPC's threads; the service's own, so they are joined before the
+  // dispatcher and webhooks they use go.
+  rpc::Executor executor_{"event-admin", 2};
 };
 
 namespace {
@@ -166,9 +164,8 @@ EventProducer::~EventProducer() {
 
 void EventProducer::Register(rpc::Server& server) {
   if (!admin_) {
-    admin_executor_ = std::make_unique<rpc::Executor>("event-admin", 2);
-    admin_ = std::make_unique<AdminService>(outbox_->producer(), dispatcher_.get(), webhooks_.get(),
-                                            admin_executor_.get());
+    admin_ =
+        std::make_unique<AdminService>(outbox_->producer(), dispatcher_.get(), webhooks_.get());
   }
   server.AddService(admin_.get(), v1::EventAdminService::service_full_name());
 }

@@ -44,7 +44,6 @@ class EventProducer {
   class AdminService;
   EventProducer() = default;
   std::vector<std::unique_ptr<rpc::ChannelSet>> own_channels_;
-  std::unique_ptr<rpc::Executor> admin_executor_;
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<Webhooks> webhooks_;
