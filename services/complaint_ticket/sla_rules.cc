@@ -25,64 +25,7 @@ constexpr v1::Priority kPriorities[] = {v1::PRIORITY_P1, v1::PRIORITY_P2, v1::PR
 // A promise longer than a year of business time is a typo.
 constexpr absl::Duration kLongestDuration = absl::Hours(24 * 365);
 
-// Where a message was read in the file, so a failed check names the line of the field at fault.
-class Place {
- public:
-  Place(absl::string_view text, const google::protobuf::Message& message, const Tree* tree,
-        std::string path, int line)
-      : text_(text), message_(message), tree_(tree), path_(std::move(path)), line_(line) {}
-
-  // The place of the `index`th `field` message within this one (index 0 for a singular field).
-  Place Nested(const char* field, int index, const google::protobuf::Message& nested) const {
-    const auto* f = message_.GetDescriptor()->FindFieldByName(field);
-    const bool repeated = f->is_repeated();
-    return Place(
-        text_, nested, tree_ ? tree_->GetTreeForNested(f, repeated ? index : -1) : nullptr,
-        repeated ? absl::StrCat(path_, field, "[", index, "].") : absl::StrCat(path_, field, "."),
-        LineOf(field, index));
-  }
-
-  // INVALID_ARGUMENT "sla rules: line N: <path.field> <what>" about a field as a whole (a repeated
-  // one at its first occurrence).
-  absl::Status Error(const char* field, absl::string_view what) const {
-    return Refuse(LineOf(field, 0), absl::StrCat(path_, field, " ", what));
-  }
-  // The same about the `index`th element of a repeated field: "<path.field>[index] <what>".
-  absl::Status ErrorAt(const char* field, int index, absl::string_view what) const {
-    return Refuse(LineOf(field, index), absl::StrCat(path_, field, "[", index, "] ", what));
-  }
-  // For a value inside a list ("holidays: [...]"), whose elements the parser does not locate one by
-  // one: the line where the quoted value is written.
-  absl::Status ValueError(const char* field, absl::string_view value,
-                          absl::string_view what) const {
-    const std::string at = api::LineOf(text_, absl::StrCat("\"", value, "\""));
-    return absl::InvalidArgumentError(
-        absl::StrCat("sla rules: ", at.empty() ? LinePrefix(line_) : at, path_, field, " \"", value,
-                     "\" ", what));
-  }
-
- private:
-  int LineOf(const char* field, int index) const {
-    const auto* f = message_.GetDescriptor()->FindFieldByName(field);
-    if (tree_ != nullptr && f != nullptr) {
-      const auto loc = tree_->GetLocation(f, f->is_repeated() ? index : -1);
-      if (loc.line >= 0) return loc.line + 1;
-    }
-    return line_;
-  }
-  static std::string LinePrefix(int line) {
-    return line > 0 ? absl::StrCat("line ", line, ": ") : "";
-  }
-  static absl::Status Refuse(int line, absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat("sla rules: ", LinePrefix(line), what));
-  }
-
-  absl::string_view text_;
-  const google::protobuf::Message& message_;
-  const Tree* tree_;
-  std::string path_;
-  int line_;
-};
+using Place = api::RulesPlace;
 
 // "HH:MM" (00:00-24:00) as minutes after midnight.
 std::optional<int> MinuteOfDay(absl::string_view hhmm) {
@@ -374,7 +317,7 @@ absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text) {
   Tree tree;
   CRM_RETURN_IF_ERROR(api::ParseTextProto("sla rules", text, &rules.source_, &tree));
   const internal::SlaRules& r = rules.source_;
-  const Place top(text, r, &tree, "", 0);
+  const Place top("sla rules", text, r, &tree);
   CRM_ASSIGN_OR_RETURN(Calendars calendars, CompileCalendars(top, r));
   CRM_ASSIGN_OR_RETURN(rules.default_calendar_,
                        calendars.Find(top, "default_calendar", r.default_calendar()));

@@ -30,33 +30,7 @@ constexpr int kMaxQuestions = 20;
 constexpr int kMaxAnswerPeriodDays = 365;
 constexpr size_t kMaxFreeTextChars = 2000;
 
-// Where a message was read in the file, so a failed check names the line and the field path.
-struct Place {
-  const google::protobuf::Message& message;
-  const Tree* tree;
-  std::string path;  // "surveys[1].questions[0]."
-  int line;          // of the message itself; 0 when unknown
-
-  Place Nested(const char* field, int index, const google::protobuf::Message& nested) const {
-    const auto* f = message.GetDescriptor()->FindFieldByName(field);
-    const Tree* sub = tree != nullptr ? tree->GetTreeForNested(f, index) : nullptr;
-    return Place{nested, sub, absl::StrCat(path, field, "[", index, "]."), LineOf(field, index)};
-  }
-  absl::Status Error(const char* field, absl::string_view what) const {
-    const auto* f = message.GetDescriptor()->FindFieldByName(field);
-    const int at = LineOf(field, f != nullptr && f->is_repeated() ? 0 : -1);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "survey rules: ", at > 0 ? absl::StrCat("line ", at, ": ") : "", path, field, " ", what));
-  }
-  int LineOf(const char* field, int index) const {
-    const auto* f = message.GetDescriptor()->FindFieldByName(field);
-    if (tree != nullptr && f != nullptr) {
-      const auto loc = tree->GetLocation(f, index);
-      if (loc.line >= 0) return loc.line + 1;
-    }
-    return line;
-  }
-};
+using Place = api::RulesPlace;
 
 // The type a question feeding `kpi` must have.
 v1::SurveyQuestionType TypeFor(v1::SurveyKpi kpi) {
@@ -122,7 +96,7 @@ absl::Status CheckDefinition(const Place& at, const internal::SurveyDefinition& 
 }
 
 absl::Status CheckRules(const internal::SurveyRules& rules, const Tree& tree) {
-  const Place top{rules, &tree, "", 0};
+  const Place top("survey rules", "", rules, &tree);
   if (rules.version() <= 0) return top.Error("version", "must be 1 or more");
   if (rules.expire_after_days() < 1 || rules.expire_after_days() > kMaxAnswerPeriodDays)
     return top.Error("expire_after_days", "must be 1-365");
