@@ -41,6 +41,17 @@ void MoveAndDescribe(v1::Order& order, v1::Package& p, const v1::AdvancePackageR
   }
   c.history.push_back(HistoryEntry(what, actor, when, p.package_id()));
   c.summary = what;
+  // The state machine never returns to HANDED_TO_CARRIER and a repeated move or carrier event
+  // changes nothing, so each package is SHIPPED once; every OUT_FOR_DELIVERY is a new attempt.
+  if (move.status() == v1::PACKAGE_STATUS_HANDED_TO_CARRIER) {
+    c.events.push_back(ShipmentUpdatedEvent(order, p, v1::SHIPMENT_STAGE_SHIPPED, when));
+  }
+  if (move.status() == v1::PACKAGE_STATUS_OUT_FOR_DELIVERY) {
+    c.events.push_back(ShipmentUpdatedEvent(order, p, v1::SHIPMENT_STAGE_OUT_FOR_DELIVERY, when));
+  }
+  if (move.has_eta() && MarkDelayed(order, p, when)) {
+    c.events.push_back(ShipmentUpdatedEvent(order, p, v1::SHIPMENT_STAGE_DELAYED, when));
+  }
   if (move.status() == v1::PACKAGE_STATUS_DELIVERY_FAILED) {
     c.events.push_back(DeliveryFailedEvent(order, p));
   }
@@ -85,14 +96,19 @@ absl::Status ValidateTrackingEvents(const v1::AddTrackingEventsRequest& req, abs
 
 namespace {
 
-// Position, ETA and station from an applied event, and a history line unless the move wrote one.
+// Position, ETA and station from an applied event (telling the customer when the ETA first passes
+// the promised window), and a history line unless the move wrote one.
 void NoteCarrierUpdate(const v1::TrackingEvent& e, absl::Time when, const std::string& actor,
-                       v1::Package& p, OrderChange& c) {
+                       const v1::Order& order, v1::Package& p, OrderChange& c) {
   if (e.has_location()) {
     *p.mutable_last_location() = e.location();
     *p.mutable_last_location()->mutable_time() = e.event_time();
   }
-  if (e.has_eta()) *p.mutable_eta() = e.eta();
+  if (e.has_eta()) {
+    *p.mutable_eta() = e.eta();
+    if (MarkDelayed(order, p, when))
+      c.events.push_back(ShipmentUpdatedEvent(order, p, v1::SHIPMENT_STAGE_DELAYED, when));
+  }
   if (!e.station().empty()) p.set_station(e.station());
   if (when > api::FromTimestamp(p.last_event_time()))
     api::SetTimestamp(when, p.mutable_last_event_time());
@@ -132,7 +148,7 @@ R::Outcome ApplyCarrierNews(const v1::TrackingEvent& e, v1::Order& order, v1::Pa
     outcome = R::OUTCOME_STALE;
   }
   if (outcome == R::OUTCOME_APPLIED) {
-    NoteCarrierUpdate(e, when, actor, p, c);
+    NoteCarrierUpdate(e, when, actor, order, p, c);
   } else {
     c.history.push_back(
         HistoryEntry(absl::StrCat(outcome == R::OUTCOME_STALE ? "late carrier event ignored: "

@@ -154,6 +154,33 @@ v1::Event DeliveryFailedEvent(const v1::Order& order, const v1::Package& package
   return e;
 }
 
+v1::Event ShipmentUpdatedEvent(const v1::Order& order, const v1::Package& package,
+                               v1::ShipmentStage stage, absl::Time when) {
+  v1::Event e;
+  auto* s = e.mutable_shipment_updated();
+  s->set_order_id(order.order_id());
+  s->set_package_id(package.package_id());
+  s->set_stage(stage);
+  s->set_carrier(package.carrier());
+  s->set_tracking_number(package.tracking_number());
+  if (package.has_eta()) *s->mutable_eta() = package.eta();
+  if (stage == v1::SHIPMENT_STAGE_DELAYED)
+    *s->mutable_promised_by() = order.delivery_window().end_time();
+  api::SetTimestamp(when, e.mutable_occur_time());
+  return e;
+}
+
+bool MarkDelayed(const v1::Order& order, v1::Package& package, absl::Time when) {
+  if (package.has_delayed_time() || !package.has_eta() || IsFinal(package.status()) ||
+      !order.has_delivery_window() || !order.delivery_window().has_end_time()) {
+    return false;
+  }
+  if (api::FromTimestamp(package.eta()) <= api::FromTimestamp(order.delivery_window().end_time()))
+    return false;
+  api::SetTimestamp(when, package.mutable_delayed_time());
+  return true;
+}
+
 v1::Event ReviewSubmittedEvent(const v1::Order& order, const v1::OrderItem& item,
                                const v1::Review& review) {
   v1::Event e;

@@ -92,6 +92,15 @@ v1::Event OrderDeliveredEvent(const v1::Order& order);
 v1::Event OrderRefundedEvent(const v1::Order& order, const v1::Return& ret);
 // The failed delivery attempt a package of the order records (its count and reason).
 v1::Event DeliveryFailedEvent(const v1::Order& order, const v1::Package& package);
+// A notice for the customer that a package of the order reached `stage` at `when`: its carrier,
+// tracking number and ETA as they now are; for DELAYED also the promised window's end.
+v1::Event ShipmentUpdatedEvent(const v1::Order& order, const v1::Package& package,
+                               v1::ShipmentStage stage, absl::Time when);
+// Called when the package's ETA was just set: true (and delayed_time set to `when`) the first time
+// the ETA lies past the end of the order's promised delivery window while the package is still on
+// its way. False for orders without a window, finished packages, ETAs inside the window, and every
+// later call once the package was found delayed, so the customer hears of a delay once.
+bool MarkDelayed(const v1::Order& order, v1::Package& package, absl::Time when);
 // A review of one of the order's items.
 v1::Event ReviewSubmittedEvent(const v1::Order& order, const v1::OrderItem& item,
                                const v1::Review& review);

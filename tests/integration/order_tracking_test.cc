@@ -430,6 +430,161 @@ TEST_CASE(
                grpc::StatusCode::INVALID_ARGUMENT, "events[1].event_time:");
 }
 
+// The ShipmentUpdated notices order-tracking wrote to its outbox for `order_id`, in order.
+std::vector<v1::Event> ShipmentNotices(OrderHarness& orders, const std::string& order_id) {
+  std::vector<v1::Event> notices;
+  for (v1::Event& e : testing::OutboxEvents(orders.store())) {
+    if (e.has_shipment_updated() && e.shipment_updated().order_id() == order_id)
+      notices.push_back(std::move(e));
+  }
+  return notices;
+}
+
+TEST_CASE(
+    "shipment notices: shipped once per package however often it is reported, out for delivery "
+    "for every attempt",
+    "[order_tracking][shipment]") {
+  World w("test=127.0.0.1:1");  // events are kept in the outbox; delivery is not the point here
+  const v1::Order o = w.ProcessedOrder("notices@example.com");
+  const std::string package_id = o.packages(0).package_id();
+  const std::string number = "SF" + package_id;
+  w.orders.clock().Set(kStart + absl::Hours(60));
+  v1::Order now;
+  w.Walk(o, package_id, kToCarrier, &now, kStart + absl::Hours(10));
+  REQUIRE(w.Advance(o, package_id, v1::PACKAGE_STATUS_HANDED_TO_CARRIER, &now).ok());  // a retry
+
+  // The carrier confirms the hand-over, goes out, fails; every event is sent twice.
+  v1::AddTrackingEventsRequest batch;
+  for (const auto& [id, status, hour] : std::vector<std::tuple<std::string, P, int>>{
+           {"ev-1", v1::PACKAGE_STATUS_HANDED_TO_CARRIER, 11},
+           {"ev-2", v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, 20},
+           {"ev-3", v1::PACKAGE_STATUS_DELIVERY_FAILED, 22}}) {
+    for (int copy = 0; copy < 2; ++copy)
+      *batch.add_events() = Tracking(id, number, status, kStart + absl::Hours(hour));
+  }
+  v1::AddTrackingEventsResponse resp;
+  REQUIRE(Call(w.stub.get(), &Stub::AddTrackingEvents, batch, &resp).ok());
+  REQUIRE(Call(w.stub.get(), &Stub::AddTrackingEvents, batch, &resp).ok());
+  CHECK(w.Get(o).packages(0).status() == v1::PACKAGE_STATUS_DELIVERY_FAILED);
+
+  // The next attempt, asked for twice, and the delivery.
+  for (int copy = 0; copy < 2; ++copy) {
+    REQUIRE(w.Advance(o, package_id, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, &now,
+                      kStart + absl::Hours(30))
+                .ok());
+  }
+  v1::AddTrackingEventsRequest delivered;
+  *delivered.add_events() =
+      Tracking("ev-4", number, v1::PACKAGE_STATUS_DELIVERED, kStart + absl::Hours(32));
+  REQUIRE(Call(w.stub.get(), &Stub::AddTrackingEvents, delivered, &resp).ok());
+  REQUIRE(w.Get(o).status() == v1::ORDER_STATUS_DELIVERED);
+
+  const std::vector<v1::Event> notices = ShipmentNotices(w.orders, o.order_id());
+  std::vector<std::pair<v1::ShipmentStage, absl::Time>> told;
+  for (const v1::Event& e : notices) {
+    told.emplace_back(e.shipment_updated().stage(), api::FromTimestamp(e.occur_time()));
+    CHECK(e.customer_id() == o.customer_id());
+    CHECK(e.shipment_updated().package_id() == package_id);
+    CHECK(e.shipment_updated().carrier() == "SF Express");
+    CHECK(e.shipment_updated().tracking_number() == number);
+    CHECK_FALSE(e.shipment_updated().has_promised_by());
+  }
+  CHECK(told == std::vector<std::pair<v1::ShipmentStage, absl::Time>>{
+                    {v1::SHIPMENT_STAGE_SHIPPED, kStart + absl::Hours(10)},
+                    {v1::SHIPMENT_STAGE_OUT_FOR_DELIVERY, kStart + absl::Hours(20)},
+                    {v1::SHIPMENT_STAGE_OUT_FOR_DELIVERY, kStart + absl::Hours(30)}});
+}
+
+TEST_CASE(
+    "shipment notices: a package's delay past the promised window is told once, not while its ETA "
+    "is within it",
+    "[order_tracking][shipment]") {
+  World w("test=127.0.0.1:1");
+  const std::string cid = w.Customer("delayed@example.com");
+  const v1::Order placed = w.Create(cid, "r");  // promised between 48 h and 52 h
+  v1::Order o;
+  REQUIRE(w.Pay(placed, &o).ok());
+  REQUIRE(w.Process(placed, &o, /*split=*/true).ok());
+  REQUIRE(o.packages_size() == 2);
+  const std::string first = o.packages(0).package_id(), second = o.packages(1).package_id();
+  w.orders.clock().Set(kStart + absl::Hours(60));
+  // A move reported with the carrier's estimate.
+  auto advance_with_eta = [&](const std::string& package_id, P status, absl::Time when,
+                              absl::Time eta) {
+    v1::AdvancePackageRequest r = testing::AdvanceRequest(
+        o, package_id, status, testing::SfExpressWhenHanded(status, "SF" + package_id));
+    api::SetTimestamp(when, r.mutable_event_time());
+    api::SetTimestamp(eta, r.mutable_eta());
+    v1::Order out;
+    REQUIRE(Call(w.stub.get(), &Stub::AdvancePackage, r, &out).ok());
+  };
+  // Carrier news with only an estimate.
+  auto carrier_eta = [&](const std::string& id, const std::string& package_id, absl::Time when,
+                         absl::Time eta) {
+    v1::AddTrackingEventsRequest batch;
+    v1::TrackingEvent e = Tracking(id, "SF" + package_id, v1::PACKAGE_STATUS_UNSPECIFIED, when);
+    api::SetTimestamp(eta, e.mutable_eta());
+    *batch.add_events() = e;
+    v1::AddTrackingEventsResponse resp;
+    REQUIRE(Call(w.stub.get(), &Stub::AddTrackingEvents, batch, &resp).ok());
+  };
+  auto delays = [&] {
+    std::vector<v1::Event> delayed;
+    for (v1::Event& e : ShipmentNotices(w.orders, o.order_id())) {
+      if (e.shipment_updated().stage() == v1::SHIPMENT_STAGE_DELAYED)
+        delayed.push_back(std::move(e));
+    }
+    return delayed;
+  };
+
+  // The first package: estimates inside the window (its end included) tell nothing.
+  v1::Order now;
+  w.Walk(o, first, {v1::PACKAGE_STATUS_PICKING, v1::PACKAGE_STATUS_PACKED}, &now,
+         kStart + absl::Hours(5));
+  advance_with_eta(first, v1::PACKAGE_STATUS_HANDED_TO_CARRIER, kStart + absl::Hours(10),
+                   kStart + absl::Hours(50));
+  carrier_eta("eta-1", first, kStart + absl::Hours(12), kStart + absl::Hours(51));
+  carrier_eta("eta-2", first, kStart + absl::Hours(14), kStart + absl::Hours(52));
+  CHECK(delays().empty());
+  // Past the window's end: told once, also when the news is sent again, the estimate slips further,
+  // or comes back and goes past again.
+  carrier_eta("eta-3", first, kStart + absl::Hours(20), kStart + absl::Hours(55));
+  carrier_eta("eta-3", first, kStart + absl::Hours(20), kStart + absl::Hours(55));
+  carrier_eta("eta-4", first, kStart + absl::Hours(21), kStart + absl::Hours(58));
+  carrier_eta("eta-5", first, kStart + absl::Hours(22), kStart + absl::Hours(50));
+  carrier_eta("eta-6", first, kStart + absl::Hours(23), kStart + absl::Hours(56));
+  std::vector<v1::Event> delayed = delays();
+  REQUIRE(delayed.size() == 1);
+  CHECK(delayed[0].customer_id() == cid);
+  CHECK(delayed[0].shipment_updated().package_id() == first);
+  CHECK(api::FromTimestamp(delayed[0].shipment_updated().eta()) == kStart + absl::Hours(55));
+  CHECK(api::FromTimestamp(delayed[0].shipment_updated().promised_by()) ==
+        kStart + absl::Hours(52));
+  CHECK(api::FromTimestamp(delayed[0].occur_time()) == kStart + absl::Hours(20));
+  CHECK(api::FromTimestamp(w.Get(o).packages(0).delayed_time()) == kStart + absl::Hours(20));
+  CHECK_FALSE(w.Get(o).packages(1).has_delayed_time());
+
+  // The second package goes out with a late estimate given by operations: out for delivery, then
+  // delayed; the same request again tells nothing more.
+  w.Walk(o, second, kToCarrier, &now, kStart + absl::Hours(30));
+  for (int copy = 0; copy < 2; ++copy) {
+    advance_with_eta(second, v1::PACKAGE_STATUS_OUT_FOR_DELIVERY, kStart + absl::Hours(40),
+                     kStart + absl::Hours(54));
+  }
+  delayed = delays();
+  REQUIRE(delayed.size() == 2);
+  CHECK(delayed[1].shipment_updated().package_id() == second);
+  CHECK(api::FromTimestamp(delayed[1].occur_time()) == kStart + absl::Hours(40));
+  std::vector<v1::ShipmentStage> second_told;
+  for (const v1::Event& e : ShipmentNotices(w.orders, o.order_id())) {
+    if (e.shipment_updated().package_id() == second)
+      second_told.push_back(e.shipment_updated().stage());
+  }
+  CHECK(second_told == std::vector<v1::ShipmentStage>{v1::SHIPMENT_STAGE_SHIPPED,
+                                                      v1::SHIPMENT_STAGE_OUT_FOR_DELIVERY,
+                                                      v1::SHIPMENT_STAGE_DELAYED});
+}
+
 TEST_CASE(
     "returns: within the window, refunded at the price paid, shipping when the carrier was at "
     "fault",
@@ -753,7 +908,8 @@ TEST_CASE(
   // Back up, and the first answers get lost on the way: those batches are delivered again.
   recorder.DropAnswers(3);
   recorder.Start();
-  const size_t expected = 2 * kCustomers * kOrdersEach;  // OrderPlaced + OrderDelivered per order
+  // OrderPlaced, ShipmentUpdated (shipped) and OrderDelivered per order.
+  const size_t expected = 3 * kCustomers * kOrdersEach;
   REQUIRE(recorder.WaitForApplied(expected, absl::Seconds(120)));
   REQUIRE(w.orders.component().events().dispatcher().WaitCaughtUp(absl::Seconds(60)));
   const auto events = recorder.applied();
@@ -957,6 +1113,7 @@ TEST_CASE(
                                                        : "other";
     seen.emplace_back(kind, e.occur_time().seconds());
     CHECK(e.customer_id() == customer_id);
+    CHECK_FALSE(e.has_shipment_updated());  // imported history notifies nobody
   }
   const int64_t t0 = absl::ToUnixSeconds(dec1);
   CHECK(seen == std::vector<std::pair<std::string, int64_t>>{{"placed", t0},

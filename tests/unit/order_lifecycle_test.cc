@@ -151,6 +151,49 @@ TEST_CASE("an order cannot be cancelled once a package is with the carrier",
   CHECK(absl::IsFailedPrecondition(CheckCancellable(o)));
 }
 
+TEST_CASE(
+    "a package is found delayed once, when its ETA first passes the promised window's end, while "
+    "on its way",
+    "[order_tracking][shipment]") {
+  v1::Order o = TwoPackageOrder();  // the window closes at 52 h
+  CreatePackages(o, Split());
+  v1::Package& p = *o.mutable_packages(0);
+  const absl::Time found = kT0 + absl::Hours(20);
+  CHECK_FALSE(MarkDelayed(o, p, found));  // no ETA yet
+  api::SetTimestamp(kT0 + absl::Hours(52), p.mutable_eta());
+  CHECK_FALSE(MarkDelayed(o, p, found));  // at the window's end is still on time
+  api::SetTimestamp(kT0 + absl::Hours(55), p.mutable_eta());
+  CHECK(MarkDelayed(o, p, found));
+  CHECK(api::FromTimestamp(p.delayed_time()) == found);
+  api::SetTimestamp(kT0 + absl::Hours(60), p.mutable_eta());
+  CHECK_FALSE(MarkDelayed(o, p, found + absl::Hours(1)));  // told once
+  CHECK(api::FromTimestamp(p.delayed_time()) == found);
+
+  const v1::Event e = ShipmentUpdatedEvent(o, p, v1::SHIPMENT_STAGE_DELAYED, found);
+  CHECK(e.shipment_updated().order_id() == "o1");
+  CHECK(e.shipment_updated().package_id() == p.package_id());
+  CHECK(api::FromTimestamp(e.shipment_updated().eta()) == kT0 + absl::Hours(60));
+  CHECK(api::FromTimestamp(e.shipment_updated().promised_by()) == kT0 + absl::Hours(52));
+  CHECK(api::FromTimestamp(e.occur_time()) == found);
+  CHECK_FALSE(ShipmentUpdatedEvent(o, p, v1::SHIPMENT_STAGE_SHIPPED, found)
+                  .shipment_updated()
+                  .has_promised_by());
+
+  // A delivered package is not delayed, whatever ETA arrives late.
+  v1::Package& q = *o.mutable_packages(1);
+  q.set_status(v1::PACKAGE_STATUS_DELIVERED);
+  api::SetTimestamp(kT0 + absl::Hours(70), q.mutable_eta());
+  CHECK_FALSE(MarkDelayed(o, q, found));
+  CHECK_FALSE(q.has_delayed_time());
+
+  // Nothing was promised to an order without a window.
+  v1::Order unpromised = TwoPackageOrder();
+  unpromised.clear_delivery_window();
+  CreatePackages(unpromised, {});
+  api::SetTimestamp(kT0 + absl::Hours(24 * 30), unpromised.mutable_packages(0)->mutable_eta());
+  CHECK_FALSE(MarkDelayed(unpromised, *unpromised.mutable_packages(0), found));
+}
+
 TEST_CASE("return windows come from the policy per category", "[order_tracking][returns]") {
   auto rules = ParseReturnRules("# policy\ndefault 15\nfresh-food 7\napparel   20\n");
   REQUIRE(rules.ok());
