@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/api/validate.h"
 #include "libs/base/error_reason.h"
@@ -137,6 +138,10 @@ grpc::Status ToGrpc(const absl::Status& s) { return rpc::ToGrpc(s); }
 // A fan-out call while its shards answer.
 struct FanOut {
   const Route* route = nullptr;
+  std::string request_id;
+  // A replicated write's (policy.fan_out_replicated) count of calls whose shards answered
+  // differently.
+  prometheus::Counter* answers_differ = nullptr;
   // The response's next_page_token (null when the method does not page).
   const FieldDescriptor* next_token = nullptr;
   absl::Mutex mu;
@@ -260,10 +265,55 @@ absl::StatusOr<std::unique_ptr<Message>> MergeInOrder(
   return page;
 }
 
+// Each shard stamps its copy of a replicated write with its own clock (update_time, create_time):
+// those differ by the moments between the shards' writes, not because the copies do.
+class IgnoreTimestamps : public google::protobuf::util::MessageDifferencer::IgnoreCriteria {
+ public:
+  bool IsIgnored(
+      const Message&, const Message&, const FieldDescriptor* field,
+      const std::vector<google::protobuf::util::MessageDifferencer::SpecificField>&) override {
+    return field->message_type() != nullptr &&
+           field->message_type()->full_name() == "google.protobuf.Timestamp";
+  }
+};
+
+// A replicated write: every shard applied it to its own copy and answers that copy, so adding the
+// answers up would repeat its lists and multiply its numbers. The caller gets the answer of the
+// lowest shard (the shards are planned in ascending order), as that shard sent it. Copies that
+// differ mean a shard missed an earlier write or holds other data: counted and logged, once per
+// call.
+void DeliverReplicatedAnswer(FanOut& fan) {
+  const Route& route = *fan.route;
+  std::unique_ptr<Message> first(route.response_prototype->New());
+  if (!first->ParseFromString(ToBytes(fan.responses[0])))
+    return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
+  google::protobuf::util::MessageDifferencer same_copy;
+  same_copy.AddIgnoreCriteria(new IgnoreTimestamps());  // the differencer owns it
+  std::vector<int> differing;
+  for (size_t k = 1; k < fan.responses.size(); ++k) {
+    std::unique_ptr<Message> other(route.response_prototype->New());
+    if (!other->ParseFromString(ToBytes(fan.responses[k])))
+      return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
+    if (!same_copy.Compare(*first, *other)) differing.push_back(fan.shards[k]);
+  }
+  if (!differing.empty()) {
+    if (fan.answers_differ != nullptr) fan.answers_differ->Increment();
+    log::Warning(
+        "replicated write: shards answered different copies; the first shard's answer "
+        "was handed out",
+        {{"method", route.path},
+         {"first_shard", fan.shards[0]},
+         {"differing_shards", absl::StrJoin(differing, ",")},
+         {"request_id", fan.request_id}});
+  }
+  fan.done(grpc::Status::OK, fan.responses[0]);
+}
+
 // Hands the shards' answers, merged into one, to the caller, with a next page token that continues
 // each shard where it stopped.
 void DeliverMergedAnswer(FanOut& fan) {
   const Route& route = *fan.route;
+  if (route.policy.fan_out_replicated()) return DeliverReplicatedAnswer(fan);
   if (route.ordered) {
     std::vector<std::unique_ptr<Message>> parts;
     for (const grpc::ByteBuffer& response : fan.responses) {
@@ -355,8 +405,15 @@ Gateway::Gateway(GatewayOptions options, rpc::Backends* backends, metrics::Metri
     in_flight_by_protocol_[p] = &in_flight_->Add({{"protocol", name}});
     latency_by_protocol_[p] = &latency_->Add({{"protocol", name}}, metrics::LatencyBuckets());
   }
+  auto& differ = metrics::CounterFamily(
+      registry, "crm_gateway_replicated_answers_differ_total",
+      "Calls of a replicated write (fan_out_replicated) whose shards answered different copies "
+      "(timestamps aside), by method; the caller got the first shard's answer.");
   request_counters_ = std::make_unique<RouteCounters[]>(RouteTable::Default().routes().size() + 1);
   for (const Route& r : RouteTable::Default().routes()) {
+    // Made up front, so the series reads 0 (not absent) until it counts.
+    replicated_answers_differ_.push_back(
+        r.policy.fan_out_replicated() ? &differ.Add({{"method", r.path}}) : nullptr);
     backend_metrics_.push_back(
         metrics_->client_rpc().ForMethod(r.path, r.server_streaming ? "server_stream" : "unary"));
     server_metrics_.push_back(
@@ -629,6 +686,8 @@ void Gateway::CallEveryShard(const Admission& a, const grpc::ByteBuffer& request
                              std::function<void(grpc::Status, grpc::ByteBuffer)> done) {
   auto fan = std::make_shared<FanOut>();
   fan->route = a.route;
+  fan->request_id = a.request_id;
+  fan->answers_differ = replicated_answers_differ_[a.route->index];
   fan->done = std::move(done);
   if (absl::Status planned = PlanShardRequests(request, a.targets.size(), *fan); !planned.ok())
     return fan->done(ToGrpc(planned), {});

@@ -178,6 +178,9 @@ class Gateway {
   prometheus::Family<prometheus::Gauge>* in_flight_;
   prometheus::Family<prometheus::Counter>* rate_limited_;
   prometheus::Family<prometheus::Counter>* denied_;
+  // Per route (null unless its policy is fan_out_replicated): calls whose shards answered copies
+  // that differ.
+  std::vector<prometheus::Counter*> replicated_answers_differ_;
   // Per-call metrics resolved once: label lookups in prometheus-cpp take a lock and build maps.
   static constexpr int kProtocols = 4;
   static constexpr int kCodes = 17;

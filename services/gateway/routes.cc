@@ -117,8 +117,6 @@ void ResolveOrderedFanOut(const MethodDescriptor& method, Route& r,
   if (ordered.page_size == nullptr ||
       ordered.page_size->cpp_type() != FieldDescriptor::CPPTYPE_INT32)
     problems.push_back(absl::StrCat(r.path, ": an ordered fan-out needs an int32 page_size"));
-  if (!r.policy.fan_out())
-    problems.push_back(absl::StrCat(r.path, ": ordered_fan_out without fan_out"));
   if (ordered.key == nullptr || ordered.resume == nullptr || ordered.page_token == nullptr ||
       ordered.next_token == nullptr || ordered.page_size == nullptr ||
       (!o.frontier_field().empty() && ordered.frontier == nullptr))
@@ -138,6 +136,8 @@ void ResolvePolicyFields(const MethodDescriptor& method, Route& r,
   r.shard_key_fallback_field =
       ResolveField(input, r.policy.shard_key_fallback_field(), r.path, problems);
   r.service_field = ResolveField(input, r.policy.service_field(), r.path, problems);
+  for (std::string& problem : PolicyProblems(r.path, r.policy))
+    problems.push_back(std::move(problem));
   if (r.policy.has_ordered_fan_out()) ResolveOrderedFanOut(method, r, problems);
   if (r.policy.shard_key_is_email() && r.shard_key_field == nullptr) {
     problems.push_back(absl::StrCat(r.path, ": shard_key_is_email without a shard_key_field"));
@@ -149,6 +149,24 @@ void ResolvePolicyFields(const MethodDescriptor& method, Route& r,
 }
 
 }  // namespace
+
+std::vector<std::string> PolicyProblems(absl::string_view path, const v1::MethodPolicy& policy) {
+  std::vector<std::string> problems;
+  if (policy.has_ordered_fan_out() && !policy.fan_out())
+    problems.push_back(absl::StrCat(path, ": ordered_fan_out without fan_out"));
+  // Without fan_out the call reaches one shard and the flag would be silently ignored, leaving the
+  // other shards' copies unwritten.
+  if (policy.fan_out_replicated() && !policy.fan_out()) {
+    problems.push_back(absl::StrCat(
+        path, ": fan_out_replicated without fan_out (a replicated write must reach every shard)"));
+  }
+  if (policy.fan_out_replicated() && policy.has_ordered_fan_out()) {
+    problems.push_back(absl::StrCat(path,
+                                    ": fan_out_replicated with ordered_fan_out (one shard's answer "
+                                    "is handed out, so there is no listing to merge in order)"));
+  }
+  return problems;
+}
 
 const RouteTable& RouteTable::Default() {
   static const RouteTable* table = new RouteTable();

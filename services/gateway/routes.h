@@ -70,6 +70,10 @@ class RouteTable {
   std::vector<std::string> problems_;
 };
 
+// What is contradictory in a method's policy by itself, one message per problem naming `path`
+// (e.g. fan_out_replicated without fan_out); RouteTable::problems() includes these.
+std::vector<std::string> PolicyProblems(absl::string_view path, const v1::MethodPolicy& policy);
+
 // The string value of `field` in `message` ("" when unset or not a string).
 std::string StringField(const google::protobuf::Message& message,
                         const google::protobuf::FieldDescriptor* field);

@@ -21,8 +21,10 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "catch2/catch.hpp"
+#include "crm/v1/complaint_ticket.pb.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/customer_view.pb.h"
+#include "crm/v1/knowledge_base.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/rpc/error_details.pb.h"
@@ -92,6 +94,12 @@ class FakeBackend : public grpc::CallbackGenericService {
   int cancelled() const { return cancelled_.load(); }
   // Never answers a unary call (until the caller gives up): a backend that hangs.
   void HoldEverything() { hold_all_ = true; }
+  // Answers every later unary call of `method` with `answer` (an error sends no message).
+  void AnswerWith(const std::string& method, const google::protobuf::Message& answer,
+                  grpc::Status status = grpc::Status::OK) {
+    absl::MutexLock lock(&mu_);
+    answers_[method] = {answer.SerializeAsString(), std::move(status)};
+  }
 
  private:
   class Reactor : public grpc::ServerGenericBidiReactor {
@@ -124,7 +132,14 @@ class FakeBackend : public grpc::CallbackGenericService {
         holding_ = true;
         return;
       }
-      response_ = FromBytes("");
+      std::pair<std::string, grpc::Status> answer{"", grpc::Status::OK};
+      {
+        absl::MutexLock lock(&fake_->mu_);
+        auto it = fake_->answers_.find(ctx_->method());
+        if (it != fake_->answers_.end()) answer = it->second;
+      }
+      if (!answer.second.ok()) return Finish(answer.second);
+      response_ = FromBytes(answer.first);
       StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
     }
     void OnWriteDone(bool) override {}
@@ -146,6 +161,8 @@ class FakeBackend : public grpc::CallbackGenericService {
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
   std::string last_request_id_ ABSL_GUARDED_BY(mu_);
   std::string last_caller_ ABSL_GUARDED_BY(mu_);
+  // Per method: the serialized answer and the status.
+  std::map<std::string, std::pair<std::string, grpc::Status>> answers_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> cancelled_{0};
   std::atomic<bool> hold_all_{false};
 };
@@ -623,6 +640,142 @@ TEST_CASE("gateway: fan-out calls reach every shard, keyed calls one") {
                                   "forged");
   testing::RequireError(w.Call(list.path, req->SerializeAsString(), Token("agent", "a1")),
                         grpc::StatusCode::INVALID_ARGUMENT, "page_token");
+}
+
+// The copy of one article every shard keeps, as a shard answers PublishArticle: stamped by that
+// shard's own clock, `nanos` into the same second.
+v1::Article PublishedArticle(int32_t nanos) {
+  v1::Article a;
+  a.set_article_id("parcel-delayed");
+  a.set_language("en");
+  a.set_title("My parcel is late");
+  a.add_tags("delivery");
+  a.add_tags("refund");
+  a.set_version(3);
+  a.set_status(v1::ARTICLE_STATUS_PUBLISHED);
+  a.mutable_update_time()->set_seconds(1796000000);
+  a.mutable_update_time()->set_nanos(nanos);
+  return a;
+}
+
+TEST_CASE("gateway: a replicated write answers one shard's copy, a sweep adds the shards up") {
+  World::Options o;
+  o.two_shards_of = "complaint-ticket";  // also serves the knowledge base
+  World w(o);
+  const std::string admin = Token("admin", "ops");
+  const Route& publish = *RouteTable::Default().Find("/crm.v1.KnowledgeBaseService/PublishArticle");
+  REQUIRE(publish.policy.fan_out());
+  REQUIRE(publish.policy.fan_out_replicated());
+  const std::map<std::string, std::string> differ_labels = {{"method", publish.path}};
+  CHECK(w.Metric("crm_gateway_replicated_answers_differ_total", differ_labels) == 0);
+
+  // Both shards wrote the same article a few microseconds apart.
+  w.fake.AnswerWith(publish.path, PublishedArticle(1000));
+  w.second.AnswerWith(publish.path, PublishedArticle(351000));
+  v1::PublishArticleRequest req;
+  *req.mutable_article() = PublishedArticle(0);
+  req.set_request_id("publish-1");
+  std::string answer;
+  {
+    testing::RawReply reply = testing::RawUnaryCall(
+        w.channel, publish.path, req.SerializeAsString(), {{"authorization", "Bearer " + admin}});
+    REQUIRE(reply.status.ok());
+    answer = reply.body;
+  }
+  CHECK(w.fake.calls(publish.path) == 1);
+  CHECK(w.second.calls(publish.path) == 1);
+  v1::Article article;
+  REQUIRE(article.ParseFromString(answer));
+  // One copy: its tags once and its version as is (merging gave 4 tags and version 6).
+  CHECK(std::vector<std::string>(article.tags().begin(), article.tags().end()) ==
+        std::vector<std::string>{"delivery", "refund"});
+  CHECK(article.version() == 3);
+  CHECK(article.status() == v1::ARTICLE_STATUS_PUBLISHED);
+  // The first shard's copy, stamp included.
+  CHECK(article.SerializeAsString() == PublishedArticle(1000).SerializeAsString());
+  // Stamps from two clocks are not a difference.
+  CHECK(w.Metric("crm_gateway_replicated_answers_differ_total", differ_labels) == 0);
+
+  // A shard that missed an earlier version answers another copy: still the first shard's answer,
+  // and counted.
+  v1::Article behind = PublishedArticle(1000);
+  behind.set_version(2);
+  w.second.AnswerWith(publish.path, behind);
+  {
+    testing::RawReply reply = testing::RawUnaryCall(
+        w.channel, publish.path, req.SerializeAsString(), {{"authorization", "Bearer " + admin}});
+    REQUIRE(reply.status.ok());
+    REQUIRE(article.ParseFromString(reply.body));
+  }
+  CHECK(article.version() == 3);
+  CHECK(article.tags_size() == 2);
+  CHECK(w.Metric("crm_gateway_replicated_answers_differ_total", differ_labels) == 1);
+
+  // Every shard must still succeed: one refusing fails the call with its error.
+  w.second.AnswerWith(
+      publish.path, v1::Article(),
+      grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "agent_id: not a supervisor"));
+  testing::RequireError(w.Call(publish.path, req.SerializeAsString(), admin),
+                        grpc::StatusCode::PERMISSION_DENIED, "agent_id");
+
+  // A sweep is not replicated: each shard swept its own tickets and the counts add up.
+  const Route& sweep = *RouteTable::Default().Find("/crm.v1.ComplaintTicketService/RunSlaSweep");
+  REQUIRE_FALSE(sweep.policy.fan_out_replicated());
+  v1::RunSlaSweepResponse first_shard, second_shard;
+  first_shard.set_breaches(3);
+  first_shard.set_tickets_visited(10);
+  second_shard.set_breaches(2);
+  second_shard.set_tickets_visited(7);
+  w.fake.AnswerWith(sweep.path, first_shard);
+  w.second.AnswerWith(sweep.path, second_shard);
+  testing::RawReply swept =
+      testing::RawUnaryCall(w.channel, sweep.path, "", {{"authorization", "Bearer " + admin}});
+  REQUIRE(swept.status.ok());
+  v1::RunSlaSweepResponse total;
+  REQUIRE(total.ParseFromString(swept.body));
+  CHECK(total.breaches() == 5);
+  CHECK(total.tickets_visited() == 17);
+  // Only replicated writes have the series, each from the start.
+  std::set<std::string> differ_methods;
+  for (const auto& family : w.metrics.registry().Collect()) {
+    if (family.name != "crm_gateway_replicated_answers_differ_total") continue;
+    for (const auto& m : family.metric) {
+      for (const auto& l : m.label) differ_methods.insert(l.value);
+    }
+  }
+  CHECK(differ_methods.count(publish.path) == 1);
+  CHECK(differ_methods.count("/crm.v1.ComplaintTicketService/PutCannedReply") == 1);
+  CHECK(differ_methods.count(sweep.path) == 0);
+}
+
+TEST_CASE("gateway: a policy with fan_out_replicated but not fan_out is refused at start") {
+  v1::MethodPolicy policy;
+  policy.set_fan_out_replicated(true);
+  std::vector<std::string> problems = gateway::PolicyProblems("/crm.v1.X/Put", policy);
+  REQUIRE(problems.size() == 1);
+  CHECK(absl::StrContains(problems[0], "/crm.v1.X/Put"));
+  CHECK(absl::StrContains(problems[0], "fan_out_replicated without fan_out"));
+  policy.set_fan_out(true);
+  CHECK(gateway::PolicyProblems("/crm.v1.X/Put", policy).empty());
+  // One shard's answer is not a listing to merge in order.
+  policy.mutable_ordered_fan_out()->set_order_field("members.customer_id");
+  problems = gateway::PolicyProblems("/crm.v1.X/Put", policy);
+  REQUIRE(problems.size() == 1);
+  CHECK(absl::StrContains(problems[0], "fan_out_replicated with ordered_fan_out"));
+  // The compiled-in policies pass the same checks (the gateway refuses to start otherwise), and
+  // every replicated write is marked where the API says every shard keeps a copy.
+  for (const Route& route : RouteTable::Default().routes()) {
+    INFO(route.path);
+    CHECK(gateway::PolicyProblems(route.path, route.policy).empty());
+  }
+  for (const char* path :
+       {"/crm.v1.KnowledgeBaseService/PublishArticle", "/crm.v1.KnowledgeBaseService/RetireArticle",
+        "/crm.v1.ComplaintTicketService/PutCannedReply",
+        "/crm.v1.ComplaintTicketService/DeleteCannedReply",
+        "/crm.v1.EventAdminService/CreateWebhook"}) {
+    INFO(path);
+    CHECK(RouteTable::Default().Find(path)->policy.fan_out_replicated());
+  }
 }
 
 TEST_CASE("gateway: WatchOrder streams through, and cancelling the caller cancels the backend") {
