@@ -19,11 +19,6 @@ inline constexpr const char* kTicketVariables[] = {"customer_name", "order_id", 
                                                    "agent_name"};
 inline constexpr int kMaxCannedReplies = 1000;
 
-// The names of the {{variables}} in `text`, each once, in order of first use; INVALID_ARGUMENT
-// naming `field` when a brace is not closed or a name is not 1-40 characters of a-z, 0-9, '_'.
-absl::StatusOr<std::vector<std::string>> TemplateVariables(absl::string_view field,
-                                                           absl::string_view text);
-
 // A canned reply as PutCannedReply takes it (`field` is the request's, "canned_reply").
 absl::Status ValidateCannedReply(absl::string_view field, const v1::CannedReply& reply);
 

@@ -22,6 +22,7 @@
 #include "libs/rpc/unary.h"
 #include "libs/sharding/shard_map.h"
 #include "libs/store/idempotency.h"
+#include "libs/text/message_template.h"
 #include "services/complaint_ticket/canned_replies.h"
 #include "services/complaint_ticket/goodwill.h"
 #include "services/complaint_ticket/routing.h"
@@ -745,7 +746,7 @@ absl::StatusOr<std::string> ComplaintTicketService::CannedText(const v1::ReplyTo
   CRM_ASSIGN_OR_RETURN(const v1::CannedReply reply, store_->GetCannedReply(req.canned_reply_id()));
   CRM_ASSIGN_OR_RETURN(const v1::Ticket ticket, store_->Get(req.customer_id(), req.ticket_id()));
   CRM_ASSIGN_OR_RETURN(const std::vector<std::string> names,
-                       TemplateVariables("canned_reply_id", reply.text()));
+                       text::TemplateVariables("canned_reply_id", reply.text()));
   std::map<std::string, std::string> from_ticket = {{"order_id", ticket.order_id()},
                                                     {"ticket_id", ticket.ticket_id()}};
   auto needs = [&](const std::string& name) {
@@ -823,7 +824,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::ListCannedReplies(
   if (replies.ok()) {
     for (v1::CannedReply& r : *replies) {
       auto* listed = resp->add_canned_replies();
-      auto names = TemplateVariables("text", r.text());
+      auto names = text::TemplateVariables("text", r.text());
       if (names.ok()) {
         for (std::string& n : *names) listed->add_variables(std::move(n));
       }
