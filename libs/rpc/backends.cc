@@ -30,7 +30,7 @@ const std::vector<ServiceInfo>& DataServices() {
        "customer-profile: profiles, addresses, consent, behaviour and privacy of customers",
        &FLAGS_customer_profile_address,
        &FLAGS_customer_profile_shard_map,
-       {"crm.v1.SurveyService"}},
+       {"crm.v1.SurveyService", "crm.v1.NotificationService"}},
       {"order-tracking", "crm.v1.OrderTrackingService", 50052, 9152,
        "order-tracking: order lifecycle, split shipments, carrier tracking, returns and reviews",
        &FLAGS_order_tracking_address, &FLAGS_order_tracking_shard_map},

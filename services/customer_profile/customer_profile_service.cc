@@ -18,6 +18,7 @@
 #include "libs/store/idempotency.h"
 #include "services/customer_profile/contact_policy.h"
 #include "services/customer_profile/profile_rules.h"
+#include "services/notifications/send_policy.h"
 
 namespace crm::customer_profile {
 namespace {
@@ -93,6 +94,9 @@ absl::Status ValidatePreferences(const v1::Preferences& p,
             "preferences.contact_cap",
             "needs max_contacts 1-100 and period_days 1-365 (both 0 restores the default)");
       }
+    } else if (path == "notifications") {
+      CRM_RETURN_IF_ERROR(notifications::ValidateNotificationSettings("preferences.notifications",
+                                                                      p.notifications()));
     }
   }
   return absl::OkStatus();
@@ -106,6 +110,7 @@ void ApplyPreferences(v1::Preferences& target, const v1::Preferences& update,
     if (path == "language") target.set_language(update.language());
     if (path == "settings") *target.mutable_settings() = update.settings();
     if (path == "contact_cap") *target.mutable_contact_cap() = update.contact_cap();
+    if (path == "notifications") *target.mutable_notifications() = update.notifications();
   }
 }
 
@@ -462,9 +467,9 @@ grpc::ServerUnaryReactor* CustomerProfileService::SetDefaultPaymentMethod(
 grpc::ServerUnaryReactor* CustomerProfileService::UpdatePreferences(
     Ctx* ctx, const v1::UpdatePreferencesRequest* req, v1::Preferences* resp) {
   if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
-  if (auto s =
-          api::CheckFieldMask("update_mask", req->update_mask(),
-                              {"preferred_delivery_window", "language", "settings", "contact_cap"});
+  if (auto s = api::CheckFieldMask(
+          "update_mask", req->update_mask(),
+          {"preferred_delivery_window", "language", "settings", "contact_cap", "notifications"});
       !s.ok()) {
     return Finish(ctx, s);
   }

@@ -112,15 +112,16 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
   Reactor* ExportAudienceCsv(Ctx*, const v1::ExportAudienceCsvRequest*,
                              v1::ExportAudienceCsvResponse*) override;
 
- private:
-  // The customer's insights as of now, against the last population figures.
-  absl::StatusOr<v1::CustomerInsights> AssessNow(absl::string_view customer_id, absl::Time now);
   // One page of an audience after page.after: the refresh's rows matching `selector`, each checked
   // against the customer's consent and contacts now; a token when rows remain, and the last id
   // looked at (`examined_through`, may be null).
   absl::Status SelectAudience(const AudienceSelector& selector, const rpc::PageRequest& page,
                               std::vector<v1::AudienceMember>* out, std::string* next_page_token,
                               std::string* examined_through = nullptr);
+
+ private:
+  // The customer's insights as of now, against the last population figures.
+  absl::StatusOr<v1::CustomerInsights> AssessNow(absl::string_view customer_id, absl::Time now);
   // Runs `change` on the customer on the write executor, made at `now`, and finishes the call with
   // its status: for changes that repeat harmlessly, so without a request id.
   Reactor* ChangeCustomer(Ctx* ctx, const std::string& customer_id, absl::Time now,

@@ -158,11 +158,12 @@ class CustomerProfileStore {
     also_erase_.push_back(std::move(erase));
   }
 
- private:
-  absl::Status NotFound(absl::string_view customer_id) const;
   // The customer's row, read for update so the transaction holds its lock; NOT_FOUND without one.
   absl::StatusOr<v1::Customer> LockCustomer(store::Transaction& txn,
                                             absl::string_view customer_id) const;
+
+ private:
+  absl::Status NotFound(absl::string_view customer_id) const;
 
   store::Store* const store_;
   events::Outbox* const outbox_;

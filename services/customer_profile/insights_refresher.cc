@@ -84,6 +84,7 @@ absl::Status InsightsRefresher::Refresh() {
     burst_began_ = absl::InfiniteFuture();
   }
   auto next = std::make_shared<Snapshot>();
+  next->computed = true;
   std::vector<AudienceRow> scored;
   CRM_RETURN_IF_ERROR(ScoreCustomers(now, *next, scored));
   CRM_RETURN_IF_ERROR(BuildAudience(now, std::move(scored), *next));

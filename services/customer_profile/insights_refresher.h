@@ -44,6 +44,8 @@ class InsightsRefresher {
     Kpis kpis;
     // Every customer, in customer id order: what audiences select from.
     std::vector<AudienceRow> audience;
+    // False until the first refresh (the process just started): campaigns wait for it.
+    bool computed = false;
   };
 
   // Not owned; must outlive the refresher.

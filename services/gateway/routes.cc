@@ -9,6 +9,7 @@
 #include "crm/v1/events.pb.h"
 #include "crm/v1/knowledge_base.pb.h"
 #include "crm/v1/loyalty.pb.h"
+#include "crm/v1/notifications.pb.h"
 #include "crm/v1/order_tracking.pb.h"
 #include "crm/v1/recommendation.pb.h"
 #include "crm/v1/surveys.pb.h"
@@ -49,7 +50,8 @@ std::vector<const FileDescriptor*> ApiFiles() {
                                     v1::CreateCheckpointRequest::descriptor()->file(),
                                     v1::GetCustomerViewRequest::descriptor()->file(),
                                     v1::GetSurveyRequest::descriptor()->file(),
-                                    v1::GetArticleRequest::descriptor()->file()};
+                                    v1::GetArticleRequest::descriptor()->file(),
+                                    v1::GetCampaignRequest::descriptor()->file()};
   const DescriptorPool* pool = DescriptorPool::generated_pool();
   std::vector<const FileDescriptor*> files;
   auto add_file = [&](const FileDescriptor* f) {
