@@ -7,19 +7,26 @@ ABSL_FLAG(int, bestseller_cache_s, 5,
           "how long best-seller rankings are reused before the sales window is summed again (0: "
           "every call)");
 
+ABSL_FLAG(int, reminder_sweep_interval_s, 3600,
+          "how often occasion reminders and upgrade notices due are written as ReminderDue events "
+          "(at most one of each kind per customer per day); 0: never");
+
 namespace crm::recommendation {
 
 namespace {
 
 absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context) {
-  auto* store = c.Make<RecommendationStore>(context.store);
+  CRM_RETURN_IF_ERROR(c.ProduceEvents());
+  auto* store = c.Make<RecommendationStore>(context.store, c.outbox());
   auto* bestsellers =
       c.Make<BestsellerCache>(store, absl::Seconds(absl::GetFlag(FLAGS_bestseller_cache_s)));
   auto* recommender = c.Make<Recommender>(store, bestsellers, context.clock);
   CRM_RETURN_IF_ERROR(recommender->LoadSuccessors());
+  auto* reminders = c.Make<ReminderSweep>(store, recommender, c.outbox(), context.clock,
+                                          context.metrics->registry());
   RecommendationService* service = c.Serve(std::make_unique<RecommendationService>(
-      store, recommender, context.clock, c.writes("recommendation-writes", 16), context.backends,
-      context.metrics->registry()));
+      store, recommender, reminders, context.clock, c.writes("recommendation-writes", 16),
+      context.backends, context.metrics->registry()));
   events::EventConsumer& consumer = c.ConsumeEvents();
   // Learning a basket is CPU-bound (hundreds of pair counts): a delivered batch is learned on two
   // threads, each customer's events on one.
@@ -30,6 +37,12 @@ absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context
   c.RunEvery(
       absl::Seconds(1), [service] { service->RefreshNeighbours(); },
       rpc::PeriodicTask::FirstRun::kNow);
+  if (const int every = absl::GetFlag(FLAGS_reminder_sweep_interval_s); every > 0) {
+    // Its own thread: serving and learning go on while it pages through the customers.
+    c.RunEvery(absl::Seconds(every), [reminders] { (void)reminders->Run(); });
+    // A sweep over many customers must not hold up shutdown: it ends after the current customer.
+    c.OnServerShutdown([reminders] { reminders->Abandon(); });
+  }
   return absl::OkStatus();
 }
 

@@ -1,7 +1,8 @@
 // recommendation's process: the data-service shape (libs/events/data_service.h) around
 // RecommendationService. Its wiring (recommendation_component.cc) builds the store, best-seller
-// cache, recommender, service, event consumer and the neighbour refresh; its flag:
-// --bestseller_cache_s.
+// cache, recommender, reminder sweep, service, event consumer, event producer (ReminderDue), the
+// neighbour refresh and the reminder sweep's schedule; its flags: --bestseller_cache_s,
+// --reminder_sweep_interval_s.
 #pragma once
 
 #include "absl/flags/declare.h"
@@ -10,6 +11,8 @@
 
 // How long the best-seller lists are cached (tests set 0).
 ABSL_DECLARE_FLAG(int, bestseller_cache_s);
+// How often the reminder sweep runs, in seconds (0: never).
+ABSL_DECLARE_FLAG(int, reminder_sweep_interval_s);
 
 namespace crm::recommendation {
 

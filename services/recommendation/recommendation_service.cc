@@ -97,11 +97,12 @@ RecommendationMetrics::RecommendationMetrics(prometheus::Registry& r)
           "Interactions learned from events, by kind (purchase, refund, browsing, erasure).")) {}
 
 RecommendationService::RecommendationService(RecommendationStore* store, Recommender* recommender,
-                                             Clock* clock, rpc::Executor* writes,
-                                             rpc::Backends* backends,
+                                             ReminderSweep* reminders, Clock* clock,
+                                             rpc::Executor* writes, rpc::Backends* backends,
                                              prometheus::Registry& registry)
     : store_(store),
       recommender_(recommender),
+      reminders_(reminders),
       clock_(clock),
       writes_(writes),
       backends_(backends),

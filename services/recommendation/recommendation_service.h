@@ -25,6 +25,7 @@
 #include "prometheus/registry.h"
 #include "services/recommendation/recommendation_store.h"
 #include "services/recommendation/recommender.h"
+#include "services/recommendation/reminder_sweep.h"
 
 namespace crm::recommendation {
 
@@ -48,9 +49,9 @@ inline constexpr int kMaxFeedbackItems = 100;
 
 class RecommendationService final : public v1::RecommendationService::CallbackService {
  public:
-  RecommendationService(RecommendationStore* store, Recommender* recommender, Clock* clock,
-                        rpc::Executor* writes, rpc::Backends* backends,
-                        prometheus::Registry& registry);
+  RecommendationService(RecommendationStore* store, Recommender* recommender,
+                        ReminderSweep* reminders, Clock* clock, rpc::Executor* writes,
+                        rpc::Backends* backends, prometheus::Registry& registry);
 
   using Ctx = grpc::CallbackServerContext;
   using Reactor = grpc::ServerUnaryReactor;
@@ -77,6 +78,9 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   // Folds changed pairs into the neighbour lists (after each event batch, and every second). One at
   // a time.
   void RefreshNeighbours();
+  // The scheduled reminders (the component runs them every --reminder_sweep_interval_s; tests run
+  // a sweep directly).
+  ReminderSweep& reminders() { return *reminders_; }
 
  private:
   // The items of a catalog batch that may be upserted; the others go to resp->errors with why.
@@ -110,6 +114,7 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
 
   RecommendationStore* const store_;
   Recommender* const recommender_;
+  ReminderSweep* const reminders_;
   Clock* const clock_;
   rpc::Executor* const writes_;
   rpc::Backends* const backends_;

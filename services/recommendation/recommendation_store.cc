@@ -49,7 +49,8 @@ enum Family {
   kFirstPurchases,
   kAffinity,
   kShown,
-  kRequests
+  kRequests,
+  kReminders
 };
 constexpr store::FamilyName<Family> kFamilies[] = {{kItems, "items"},
                                                    {kSuccessors, "successors"},
@@ -65,7 +66,8 @@ constexpr store::FamilyName<Family> kFamilies[] = {{kItems, "items"},
                                                    {kFirstPurchases, "first_purchases"},
                                                    {kAffinity, "affinity"},
                                                    {kShown, "shown"},
-                                                   {kRequests, "requests"}};
+                                                   {kRequests, "requests"},
+                                                   {kReminders, "reminders"}};
 static_assert(store::InEnumOrder(kFamilies));
 
 // Deliveries add to one of these, chosen by customer, so parallel deliveries rarely wait on each
@@ -158,7 +160,7 @@ struct RecommendationStore::GraphDelta {
 };
 
 std::vector<std::string> RecommendationStore::ColumnFamilies() {
-  return events::WithConsumerFamilies(store::FamilyNames(kFamilies));
+  return events::WithConsumerAndOutboxFamilies(store::FamilyNames(kFamilies));
 }
 
 std::map<std::string, std::shared_ptr<rocksdb::MergeOperator>>
@@ -170,8 +172,8 @@ RecommendationStore::MergeOperators() {
           {name(kGlobalStats), store::CounterSum(internal::GlobalStats::default_instance())}};
 }
 
-RecommendationStore::RecommendationStore(store::Store* store)
-    : store_(store), cf_(*store, kFamilies) {}
+RecommendationStore::RecommendationStore(store::Store* store, events::Outbox* outbox)
+    : store_(store), outbox_(outbox), cf_(*store, kFamilies) {}
 
 rocksdb::ColumnFamilyHandle* RecommendationStore::requests() const { return cf_[kRequests]; }
 
@@ -754,10 +756,79 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
   CRM_RETURN_IF_ERROR(Apply(txn, delta));
   CRM_RETURN_IF_ERROR(txn.Delete(cf_[kCustomers], prefix));
   for (auto* cf : {cf_[kCustomerItems], cf_[kBaskets], cf_[kFirstViews], cf_[kFirstPurchases],
-                   cf_[kAffinity], cf_[kShown], cf_[kRequests]}) {
+                   cf_[kAffinity], cf_[kShown], cf_[kRequests], cf_[kReminders]}) {
     CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf, prefix));
   }
+  // Reminders about the customer not yet delivered need not travel: they would only be erased.
+  return outbox_->DropPendingEventsOf(txn, customer_id);
+}
+
+absl::Status RecommendationStore::CustomersWithPurchases(absl::string_view after, int limit,
+                                                         std::vector<std::string>* ids,
+                                                         std::string* last_key) const {
+  ids->clear();
+  // Just after the previous page's last key (a key with a 0 byte appended is the next possible).
+  const std::string begin =
+      after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
+  absl::Status parse;
+  int visited = 0;
+  CRM_RETURN_IF_ERROR(
+      store_->Scan(cf_[kCustomers], begin, "", [&](absl::string_view k, absl::string_view v) {
+        if (visited == limit) return false;
+        ++visited;
+        *last_key = std::string(k);
+        internal::CustomerSummary summary;
+        if (!store::ParseStored(v, summary, parse)) return false;
+        if (summary.baskets() == 0) return true;
+        store::KeyReader key(k);
+        std::optional<std::string> id = key.Str();
+        if (!id) {
+          parse = absl::DataLossError("a customer row's key has no customer id");
+          return false;
+        }
+        ids->push_back(std::move(*id));
+        return true;
+      }));
+  CRM_RETURN_IF_ERROR(parse);
+  if (visited < limit) last_key->clear();
   return absl::OkStatus();
+}
+
+namespace {
+
+std::string ReminderKey(absl::string_view customer_id, v1::ReminderKind kind) {
+  return Key().Str(customer_id).I64(kind).Build();
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> RecommendationStore::LastReminderDay(absl::string_view customer_id,
+                                                             v1::ReminderKind kind) const {
+  CRM_ASSIGN_OR_RETURN(auto sent, FindProto<internal::ReminderSent>(
+                                      *store_, cf_[kReminders], ReminderKey(customer_id, kind)));
+  return sent.has_value() ? sent->day() : 0;
+}
+
+absl::StatusOr<bool> RecommendationStore::NoteReminder(Transaction& txn,
+                                                       absl::string_view customer_id,
+                                                       v1::ReminderKind kind, int64_t day,
+                                                       absl::string_view sku) {
+  // Locking the customer's summary row orders this against an erasure, which deletes it: an erased
+  // customer's reminder either commits before the erasure (which then drops it from the outbox) or
+  // finds no customer.
+  internal::CustomerSummary summary;
+  CRM_ASSIGN_OR_RETURN(const bool known, txn.GetProto(cf_[kCustomers], Key().Str(customer_id),
+                                                      &summary, /*for_update=*/true));
+  if (!known) return false;
+  const std::string key = ReminderKey(customer_id, kind);
+  internal::ReminderSent sent;
+  CRM_ASSIGN_OR_RETURN(const bool before,
+                       txn.GetProto(cf_[kReminders], key, &sent, /*for_update=*/true));
+  if (before && sent.day() >= day) return false;
+  sent.set_day(day);
+  sent.set_sku(std::string(sku));
+  CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kReminders], key, sent));
+  return true;
 }
 
 absl::Status RecommendationStore::RecordShown(Transaction& txn, absl::string_view customer_id,

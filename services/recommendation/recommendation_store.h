@@ -19,6 +19,9 @@
 //   affinity         customer_id, category           -> crm.v1.CategoryAffinity (decayed interest)
 //   shown            customer_id, sku                -> Shown (impressions and clicks this week)
 //   requests         customer_id, method, request_id -> idempotency records (e-mail, feedback)
+//   reminders        customer_id, kind               -> ReminderSent (the day and item of the
+//   latest
+//                                                       scheduled reminder of that kind)
 //   consumed_events  occur time, event id            -> events already applied
 //
 // Learning happens in the event consumer's transaction: per-customer rows are read and locked; the
@@ -29,8 +32,8 @@
 // RefreshNeighbours folds the notes into the neighbour lists once per item per batch (rewriting a
 // list on every sale of a popular item would cost more than all the rest). The lists only nominate
 // candidates, so a note lost in a crash costs a little freshness until the pair is seen again,
-// never a wrong count. Erasing a customer replays their baskets and views with the sign reversed.
-// Thread-safe.
+// never a wrong count. Erasing a customer replays their baskets and views with the sign reversed,
+// and drops the reminders about them still in the outbox. Thread-safe.
 #pragma once
 
 #include <map>
@@ -48,6 +51,7 @@
 #include "crm/v1/customer_profile.pb.h"
 #include "crm/v1/events.pb.h"
 #include "crm/v1/recommendation.pb.h"
+#include "libs/events/outbox.h"
 #include "libs/store/families.h"
 #include "libs/store/store.h"
 
@@ -67,7 +71,8 @@ class RecommendationStore {
   // The merge operators of the counter families (item stats, pair counts, sales, basket counts),
   // to open the store with.
   static std::map<std::string, std::shared_ptr<rocksdb::MergeOperator>> MergeOperators();
-  explicit RecommendationStore(store::Store* store);
+  // `outbox`: where the reminder sweep's events go (erasure drops a customer's pending ones).
+  RecommendationStore(store::Store* store, events::Outbox* outbox);
 
   // Catalog. Upsert keeps an existing item's stock state when `in_stock` is unset; new items are in
   // stock.
@@ -97,6 +102,20 @@ class RecommendationStore {
   // Run after each batch of events and periodically; safe to run concurrently with learning, one at
   // a time.
   absl::StatusOr<int> RefreshNeighbours();
+
+  // The reminder sweep's pages: of up to `limit` customer rows after the key `after` ("" = from the
+  // first), the ids of the customers with a delivered order; `last_key` is where the next page
+  // starts, empty after the last page.
+  absl::Status CustomersWithPurchases(absl::string_view after, int limit,
+                                      std::vector<std::string>* ids, std::string* last_key) const;
+  // Inside the transaction writing a scheduled reminder of `kind` for `sku` on `day` (a Unix day
+  // number, UTC): records it and returns true, or returns false, writing nothing, when the customer
+  // already has one of that kind that day (or a later one) or is no longer known (erased).
+  // The day (Unix day number) of the customer's latest scheduled reminder of `kind`; 0 when none.
+  absl::StatusOr<int64_t> LastReminderDay(absl::string_view customer_id,
+                                          v1::ReminderKind kind) const;
+  absl::StatusOr<bool> NoteReminder(store::Transaction& txn, absl::string_view customer_id,
+                                    v1::ReminderKind kind, int64_t day, absl::string_view sku);
 
   // Impressions and clicks of recommendations, inside a request's transaction.
   absl::Status RecordShown(store::Transaction& txn, absl::string_view customer_id,
@@ -191,6 +210,7 @@ class RecommendationStore {
                            GraphDelta& delta) const;
 
   store::Store* const store_;
+  events::Outbox* const outbox_;
   // The handles of the column families, indexed by the .cc's Family.
   store::Families cf_;
   // Catalog items read recently. This process is the catalog's only writer, so writes update it

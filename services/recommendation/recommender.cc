@@ -383,10 +383,13 @@ absl::Status Recommender::Upgrades(const std::string& customer_id, const Custome
     if (has_successor_.size() <= kUpgradeLookups)
       maybe_owned.insert(has_successor_.begin(), has_successor_.end());
   }
+  // One batched read: the reminder sweep asks this of every customer.
+  const std::vector<std::string> candidates(maybe_owned.begin(), maybe_owned.end());
+  CRM_ASSIGN_OR_RETURN(auto rows, store_->Mine(customer_id, candidates));
   std::vector<std::string> owned;
-  for (const auto& sku : maybe_owned) {
-    CRM_ASSIGN_OR_RETURN(auto mine, store_->Mine(customer_id, sku));
-    if (mine.has_value() && (mine)->bought() > 0 && !(mine)->returned()) owned.push_back(sku);
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const auto& mine = rows[i];
+    if (mine.has_value() && mine->bought() > 0 && !mine->returned()) owned.push_back(candidates[i]);
   }
   for (const auto& sku : owned) {
     CRM_ASSIGN_OR_RETURN(auto successors, store_->Successors(sku));
@@ -432,6 +435,27 @@ absl::Status Recommender::Recommend(const RecommendQuery& q, std::vector<v1::Rec
                                     std::vector<v1::Recommendation>* buy_again) {
   const absl::Time now = clock_->Now();
   CRM_ASSIGN_OR_RETURN(auto view, store_->Customer(q.customer_id));
+  return RecommendFor(q, view, now, out, buy_again);
+}
+
+absl::StatusOr<std::optional<v1::Recommendation>> Recommender::Best(const std::string& customer_id,
+                                                                    const CustomerView& view,
+                                                                    v1::Model model,
+                                                                    absl::Time now) {
+  RecommendQuery q;
+  q.customer_id = customer_id;
+  q.placement = v1::PLACEMENT_EMAIL;
+  q.count = 1;
+  q.model = model;
+  std::vector<v1::Recommendation> best;
+  CRM_RETURN_IF_ERROR(RecommendFor(q, view, now, &best, nullptr));
+  if (best.empty()) return std::nullopt;
+  return std::move(best.front());
+}
+
+absl::Status Recommender::RecommendFor(const RecommendQuery& q, const CustomerView& view,
+                                       absl::Time now, std::vector<v1::Recommendation>* out,
+                                       std::vector<v1::Recommendation>* buy_again) {
   const bool blend = q.model == v1::MODEL_BLEND || q.model == v1::MODEL_UNSPECIFIED;
   auto want = [&](v1::Model m) { return blend || q.model == m; };
   const bool cold = !view.known || (view.summary.baskets() == 0 && view.summary.recent().empty());

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -66,6 +67,13 @@ class Recommender {
   // what is due to be bought again (`buy_again`, may be null).
   absl::Status Recommend(const RecommendQuery& query, std::vector<v1::Recommendation>* out,
                          std::vector<v1::Recommendation>* buy_again = nullptr);
+  // The best item `model` (one model, not the blend) has for the customer whose `view` the store
+  // read, as of `now`: exactly what Recommend answers with that model for e-mail with a count of 1
+  // (so in stock, new to the customer, not shown too often). nullopt when there is none. What the
+  // reminder sweep sends for the occasion and upgrade models.
+  absl::StatusOr<std::optional<v1::Recommendation>> Best(const std::string& customer_id,
+                                                         const CustomerView& view, v1::Model model,
+                                                         absl::Time now);
   absl::Status RelatedItems(const std::string& sku, int count, v1::RelatedItemsResponse* out);
   absl::Status BoughtTogether(const std::string& sku, int count, int64_t min_baskets,
                               v1::BoughtTogetherResponse* out);
@@ -73,6 +81,10 @@ class Recommender {
 
  private:
   using Candidates = std::map<v1::Model, std::vector<Candidate>>;
+  // Recommend for the customer whose `view` is read, as of `now`.
+  absl::Status RecommendFor(const RecommendQuery& query, const CustomerView& view, absl::Time now,
+                            std::vector<v1::Recommendation>* out,
+                            std::vector<v1::Recommendation>* buy_again);
   // Each model's candidates for the customer (only `only` when it is not the blend).
   absl::Status ItemCf(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
   absl::Status Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out);

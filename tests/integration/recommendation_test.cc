@@ -11,11 +11,14 @@
 #include "libs/store/key.h"
 #include "services/recommendation/recommendation_component.h"
 #include "tests/support/http.h"
+#include "tests/support/metric_value.h"
 #include "tests/support/metrics_page.h"
+#include "tests/support/outbox_events.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/test_time.h"
+#include "tests/support/wait.h"
 #include "tests/support/with_customer_profile.h"
 
 namespace crm::recommendation {
@@ -57,12 +60,19 @@ v1::RecordFeedbackRequest HomeFeedback(const std::string& customer_id,
 
 // recommendation, calling customer-profile for consent and contact caps.
 struct World : testing::WithCustomerProfile {
-  explicit World(bool serve_metrics = false) : reco(CallingProfile(RecoOptions(serve_metrics))) {}
-  static RecoHarness::Options RecoOptions(bool serve_metrics) {
+  // `event_sinks`: where recommendation's own events go (kKeepEvents keeps them in its outbox);
+  // `reminder_sweep_s`: --reminder_sweep_interval_s (0: tests run sweeps themselves).
+  explicit World(bool serve_metrics = false, const std::string& event_sinks = "none",
+                 int reminder_sweep_s = 0)
+      : reco(CallingProfile(RecoOptions(serve_metrics, event_sinks, reminder_sweep_s))) {}
+  static RecoHarness::Options RecoOptions(bool serve_metrics, const std::string& event_sinks,
+                                          int reminder_sweep_s) {
     // Best sellers recomputed on every call, so a test sees a sale at once.
     absl::SetFlag(&FLAGS_bestseller_cache_s, 0);
+    absl::SetFlag(&FLAGS_reminder_sweep_interval_s, reminder_sweep_s);
     RecoHarness::Options o;
     o.serve_metrics = serve_metrics;
+    o.event_sinks = event_sinks;
     return o;
   }
 
@@ -848,6 +858,187 @@ TEST_CASE(
       CHECK(cold.recommendations(i - 1).item().sku() < cold.recommendations(i).item().sku());
     }
   }
+}
+
+// A consumer that never answers: recommendation's events stay in its outbox for the test to read.
+constexpr char kKeepEvents[] = "test=127.0.0.1:1";
+
+// The ReminderDue events recommendation wrote, in the order written.
+std::vector<v1::Event> RemindersWritten(RecoHarness& reco) {
+  std::vector<v1::Event> out;
+  for (v1::Event& e : testing::OutboxEvents(reco.store()))
+    if (e.has_reminder_due()) out.push_back(std::move(e));
+  return out;
+}
+
+ReminderSweep::Counts Sweep(World& w) {
+  absl::StatusOr<ReminderSweep::Counts> counts = w.reco.component().service().reminders().Run();
+  INFO(counts.status().ToString());
+  REQUIRE(counts.ok());
+  CHECK(counts->failed == 0);
+  return *counts;
+}
+
+double RemindersDue(World& w, const std::string& kind) {
+  return testing::MetricValue(w.reco.metrics().registry(), "crm_reminders_due_total",
+                              {{"kind", kind}});
+}
+
+absl::Time Utc(int year, int month, int day, int hour = 0) {
+  return absl::FromCivil(absl::CivilHour(year, month, day, hour), absl::UTCTimeZone());
+}
+
+// A toy shop whose toys sell in late September (the clock is set to 28 September 2026, 9:00),
+// where "aunt" bought toys every October and "viewer" bought the first TV; five parents bought
+// this week and "browser" only looked.
+void GiftShop(World& w) {
+  w.Catalog({{"doll", "toys"},
+             {"kite", "toys"},
+             {"robot", "toys"},
+             {"tv-1", "tv"},
+             {"socks", "clothes"},
+             {"hat", "clothes"}});
+  w.Buy("aunt", {"doll"}, Utc(2024, 10, 14));
+  w.Buy("aunt", {"kite"}, Utc(2025, 10, 12));
+  w.Buy("aunt", {"socks"}, Utc(2026, 2, 1));
+  w.Buy("viewer", {"tv-1"}, Utc(2025, 11, 1));
+  v1::Event browse = w.NewEvent("browser", Utc(2025, 10, 1));
+  auto* look = browse.mutable_behavior_recorded()->add_signals();
+  look->set_type("item_view");
+  look->set_category("toys");
+  look->set_sku("kite");
+  look->set_dwell_seconds(40);
+  w.Deliver({browse});
+  w.reco.clock().Set(Utc(2026, 9, 28, 9));
+  for (int i = 0; i < 5; ++i)
+    w.Buy("parent" + std::to_string(i), {"robot", "hat"}, w.Now() - 3 * kDay);
+}
+
+// The second TV, launched yesterday.
+void LaunchTv2(World& w) {
+  v1::UpsertCatalogItemsRequest launch;
+  auto* tv2 = launch.add_items();
+  tv2->set_sku("tv-2");
+  tv2->set_name("TV mark II");
+  tv2->set_category("tv");
+  tv2->set_successor_of("tv-1");
+  api::SetTimestamp(w.Now() - kDay, tv2->mutable_launch_time());
+  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, launch);
+}
+
+TEST_CASE(
+    "scheduled reminders: the occasion and upgrade models' best item as a ReminderDue event, at "
+    "most one of each kind per customer a day, however often the sweep runs",
+    "[recommendation][reminders]") {
+  World w(/*serve_metrics=*/false, kKeepEvents);
+  GiftShop(w);
+
+  // The aunt's October habit: reminded of the toy selling best, with the reason Recommend gives.
+  ReminderSweep::Counts counts = Sweep(w);
+  CHECK(counts.customers == 7);  // aunt, viewer, five parents; the browser bought nothing
+  CHECK(counts.occasion == 1);
+  CHECK(counts.upgrade == 0);
+  std::vector<v1::Event> due = RemindersWritten(w.reco);
+  REQUIRE(due.size() == 1);
+  CHECK(due[0].customer_id() == "aunt");
+  CHECK(due[0].producer() == "recommendation");
+  CHECK(api::FromTimestamp(due[0].occur_time()) == w.Now());
+  const v1::ReminderDue& occasion = due[0].reminder_due();
+  CHECK(occasion.kind() == v1::REMINDER_KIND_OCCASION);
+  CHECK(occasion.sku() == "robot");
+  CHECK(occasion.title() == "Item robot");
+  CHECK(occasion.category() == "toys");
+  CHECK(occasion.reason() == "you bought in toys around this time last year (12 October 2025)");
+  CHECK(occasion.replaces_sku().empty());
+  // Exactly what the occasion model recommends.
+  auto recs = w.Recommend("aunt", v1::PLACEMENT_HOME, 1, v1::MODEL_OCCASION);
+  REQUIRE(recs.recommendations_size() == 1);
+  CHECK(recs.recommendations(0).item().sku() == occasion.sku());
+  CHECK(recs.recommendations(0).reason() == occasion.reason());
+  CHECK(RemindersDue(w, "occasion") == 1);
+
+  // Later the same day: nothing new.
+  w.reco.clock().Advance(absl::Hours(5));
+  counts = Sweep(w);
+  CHECK(counts.occasion == 0);
+  CHECK(counts.upgrade == 0);
+  CHECK(RemindersWritten(w.reco).size() == 1);
+
+  // The successor launches: its predecessor's owner gets one upgrade notice; the aunt nothing more.
+  LaunchTv2(w);
+  counts = Sweep(w);
+  CHECK(counts.occasion == 0);
+  CHECK(counts.upgrade == 1);
+  due = RemindersWritten(w.reco);
+  REQUIRE(due.size() == 2);
+  CHECK(due[1].customer_id() == "viewer");
+  const v1::ReminderDue& upgrade = due[1].reminder_due();
+  CHECK(upgrade.kind() == v1::REMINDER_KIND_UPGRADE);
+  CHECK(upgrade.sku() == "tv-2");
+  CHECK(upgrade.replaces_sku() == "tv-1");
+  CHECK(upgrade.title() == "TV mark II");
+  CHECK(upgrade.category() == "tv");
+  CHECK(upgrade.reason() == "a newer model of Item tv-1, which you bought");
+  CHECK(RemindersDue(w, "upgrade") == 1);
+
+  // A restart the same day: the store remembers what was written.
+  w.reco.Restart();
+  w.stub = v1::RecommendationService::NewStub(w.reco.channel());
+  counts = Sweep(w);
+  CHECK(counts.occasion == 0);
+  CHECK(counts.upgrade == 0);
+  CHECK(RemindersWritten(w.reco).size() == 2);
+
+  // The next day both are still due: one of each again, still for nobody else.
+  w.reco.clock().Advance(kDay);
+  counts = Sweep(w);
+  CHECK(counts.occasion == 1);
+  CHECK(counts.upgrade == 1);
+  due = RemindersWritten(w.reco);
+  REQUIRE(due.size() == 4);
+  std::set<std::pair<std::string, std::string>> reminded;
+  for (const v1::Event& e : due) reminded.insert({e.customer_id(), e.reminder_due().sku()});
+  CHECK(reminded ==
+        std::set<std::pair<std::string, std::string>>{{"aunt", "robot"}, {"viewer", "tv-2"}});
+}
+
+TEST_CASE(
+    "scheduled reminders: none for an erased customer, and an erasure drops the reminders still "
+    "waiting in the outbox",
+    "[recommendation][reminders]") {
+  World w(/*serve_metrics=*/false, kKeepEvents);
+  GiftShop(w);
+  LaunchTv2(w);
+  auto erase = [&](const std::string& customer_id) {
+    v1::Event erased = w.NewEvent(customer_id, w.Now());
+    erased.set_producer("customer-profile");
+    api::SetTimestamp(w.Now(), erased.mutable_customer_erased()->mutable_erase_time());
+    w.Deliver({erased});
+  };
+  erase("aunt");
+  ReminderSweep::Counts counts = Sweep(w);
+  CHECK(counts.occasion == 0);
+  CHECK(counts.upgrade == 1);
+  std::vector<v1::Event> due = RemindersWritten(w.reco);
+  REQUIRE(due.size() == 1);
+  CHECK(due[0].customer_id() == "viewer");
+
+  erase("viewer");
+  CHECK(RemindersWritten(w.reco).empty());
+  w.reco.clock().Advance(kDay);
+  counts = Sweep(w);
+  CHECK(counts.occasion == 0);
+  CHECK(counts.upgrade == 0);
+  CHECK(RemindersWritten(w.reco).empty());
+}
+
+TEST_CASE("scheduled reminders: the sweep runs by itself every --reminder_sweep_interval_s",
+          "[recommendation][reminders]") {
+  World w(/*serve_metrics=*/false, kKeepEvents, /*reminder_sweep_s=*/1);
+  GiftShop(w);
+  REQUIRE(
+      testing::WaitUntil([&] { return RemindersWritten(w.reco).size() == 1; }, absl::Seconds(30)));
+  CHECK(RemindersWritten(w.reco)[0].reminder_due().sku() == "robot");
 }
 
 }  // namespace
