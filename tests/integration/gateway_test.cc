@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include <array>
 #include <atomic>
 #include <fstream>
 #include <set>
@@ -24,6 +25,7 @@
 #include "crm/v1/complaint_ticket.pb.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/customer_view.pb.h"
+#include "crm/v1/events.grpc.pb.h"
 #include "crm/v1/knowledge_base.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "google/protobuf/descriptor.pb.h"
@@ -32,17 +34,21 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "libs/auth/caller.h"
 #include "libs/auth/jwt.h"
+#include "libs/events/webhooks.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/backends.h"
 #include "libs/rpc/server.h"
 #include "libs/rpc/status.h"
+#include "libs/sharding/shard_map.h"
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/gateway/front_door.h"
+#include "tests/support/caller.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
+#include "tests/support/shop_calls.h"
 #include "tests/support/wait.h"
 
 namespace crm {
@@ -746,6 +752,103 @@ TEST_CASE("gateway: a replicated write answers one shard's copy, a sweep adds th
   CHECK(differ_methods.count(publish.path) == 1);
   CHECK(differ_methods.count("/crm.v1.ComplaintTicketService/PutCannedReply") == 1);
   CHECK(differ_methods.count(sweep.path) == 0);
+}
+
+TEST_CASE("gateway: two real customer-profile shards: a webhook is one copy, insights add up") {
+  // Webhooks to this host only; put back afterwards (other cases in this process share the flag).
+  const std::string saved_hosts = absl::GetFlag(FLAGS_webhook_allowed_hosts);
+  absl::SetFlag(&FLAGS_webhook_allowed_hosts, "127.0.0.1");
+  struct RestoreHosts {
+    std::string hosts;
+    ~RestoreHosts() { absl::SetFlag(&FLAGS_webhook_allowed_hosts, hosts); }
+  } restore{saved_hosts};
+  using ProfileHarness = testing::ServiceHarness<customer_profile::CustomerProfileComponent>;
+  std::vector<std::unique_ptr<ProfileHarness>> shards;
+  for (int i = 0; i < 2; ++i) {
+    ProfileHarness::Options po;
+    po.shard_index = i;
+    shards.push_back(std::make_unique<ProfileHarness>(po));
+  }
+  World::Options o;
+  o.backends = {{"customer-profile",
+                 absl::StrCat("127.0.0.1:", shards[0]->port(), "|127.0.0.1:", shards[1]->port())}};
+  World w(o);
+  const std::string admin = Token("admin", "ops");
+  auto as_admin = [&] {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("authorization", "Bearer " + admin);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return ctx;
+  };
+
+  // Customers on both shards (registration is routed by email).
+  auto profiles = v1::CustomerProfileService::NewStub(w.channel);
+  const sharding::ShardMap map(2);
+  std::array<int, 2> per_shard{0, 0};
+  for (int i = 0; i < 6; ++i) {
+    v1::RegisterCustomerRequest reg;
+    reg.set_email(absl::StrCat("shopper", i, "@example.com"));
+    reg.set_name(absl::StrCat("Shopper ", i));
+    reg.set_request_id(absl::StrCat("reg-", i));
+    v1::Customer c;
+    const grpc::Status s = profiles->RegisterCustomer(as_admin().get(), reg, &c);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+    const int owner = map.ShardOf(c.customer_id());
+    ++per_shard[owner];
+    // One order each, as order-tracking reports it to the owning shard: insights count buyers.
+    v1::Event placed = testing::EventFrom("order-tracking", i + 1, c.customer_id(),
+                                          shards[owner]->clock().Now() - absl::Hours(24));
+    placed.mutable_order_placed()->set_order_id(absl::StrCat("o-", i));
+    placed.mutable_order_placed()->mutable_total()->set_amount_minor(100'00);
+    placed.mutable_order_placed()->mutable_total()->set_currency("CNY");
+    auto sink = v1::EventSink::NewStub(shards[owner]->channel());
+    testing::DeliverEvents(sink.get(), {placed});
+  }
+  REQUIRE(per_shard[0] > 0);
+  REQUIRE(per_shard[1] > 0);
+
+  // Each shard counts its own customers: a sum.
+  v1::RefreshInsightsResponse insights;
+  REQUIRE(
+      profiles->RefreshInsights(as_admin().get(), v1::RefreshInsightsRequest(), &insights).ok());
+  CHECK(insights.customers() == 6);
+
+  // Each shard keeps its own copy of the webhook: one copy, the same on both shards.
+  auto events = v1::EventAdminService::NewStub(w.channel);
+  v1::CreateWebhookRequest create;
+  create.set_producer("customer-profile");
+  create.set_request_id("hook-1");
+  create.set_url("http://127.0.0.1:1/hooks/crm");
+  create.add_event_types("behavior_recorded");
+  create.add_event_types("order_placed");
+  v1::CreateWebhookResponse hook;
+  {
+    const grpc::Status s = events->CreateWebhook(as_admin().get(), create, &hook);
+    INFO(s.error_message());
+    REQUIRE(s.ok());
+  }
+  CHECK(absl::StartsWith(hook.webhook_id(), "wh_"));
+  CHECK(absl::StartsWith(hook.secret(), "whsec_"));
+  for (const auto& shard : shards) {
+    auto direct = v1::EventAdminService::NewStub(
+        shard->ChannelAs(testing::ViaGateway(v1::ROLE_ADMIN, "ops")));
+    v1::ListWebhooksRequest list;
+    list.set_producer("customer-profile");
+    const v1::ListWebhooksResponse listed =
+        testing::CallOk(direct.get(), &v1::EventAdminService::Stub::ListWebhooks, list);
+    REQUIRE(listed.webhooks_size() == 1);
+    CHECK(listed.webhooks(0).webhook_id() == hook.webhook_id());
+    CHECK(listed.webhooks(0).event_types_size() == 2);
+  }
+  // The shards answered the same copy.
+  CHECK(w.Metric("crm_gateway_replicated_answers_differ_total",
+                 {{"method", "/crm.v1.EventAdminService/CreateWebhook"}}) == 0);
+  v1::DeleteWebhookRequest remove;
+  remove.set_producer("customer-profile");
+  remove.set_webhook_id(hook.webhook_id());
+  v1::DeleteWebhookResponse removed;
+  CHECK(events->DeleteWebhook(as_admin().get(), remove, &removed).ok());
 }
 
 TEST_CASE("gateway: a policy with fan_out_replicated but not fan_out is refused at start") {
