@@ -8,6 +8,7 @@
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
+#include "libs/notify/senders.h"
 #include "libs/sharding/hash.h"
 #include "services/customer_profile/contact_policy.h"
 #include "services/notifications/notification_service.h"
@@ -140,6 +141,7 @@ absl::StatusOr<notifications::NotificationOptions> NotificationOptionsFromFlags(
     return absl::InvalidArgumentError(
         absl::StrCat("--notification_time_zone: \"", zone, "\" is not an IANA time zone"));
   }
+  CRM_ASSIGN_OR_RETURN(options.senders, notify::SendersFromFlags());
   return options;
 }
 
