@@ -187,7 +187,9 @@ void CheckDelivered(const std::string& raw, const OutgoingMessage& sent) {
   CHECK(mail.headers.at("content-type") == "text/plain; charset=UTF-8");
   CHECK(mail.headers.at("content-transfer-encoding") == "base64");
   CHECK(mail.headers.at("content-language") == "zh-CN");
-  CHECK(mail.headers.count("date") == 1);
+  absl::Time date;
+  std::string error;
+  CHECK(absl::ParseTime("%a, %d %b %Y %H:%M:%S %z", mail.headers.at("date"), &date, &error));
   CHECK(mail.headers.at("message-id") == SmtpMessageId("news@shop.example", sent.notification_id));
   std::string body;
   REQUIRE(absl::Base64Unescape(absl::StrReplaceAll(mail.body, {{"\r\n", ""}}), &body));
