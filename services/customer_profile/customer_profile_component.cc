@@ -28,16 +28,17 @@ ABSL_FLAG(std::string, quiet_hours, "21:00-08:00",
           "none): a notification due then waits for the end.");
 ABSL_FLAG(std::string, notification_time_zone, "Asia/Shanghai",
           "IANA time zone of customers who set none, for quiet hours and dates in messages.");
+ABSL_FLAG(int, campaign_reach_per_second, 2000,
+          "Audience customers all campaigns together reach per second on this shard (each one a "
+          "transaction): bounds what a large campaign takes from serving.");
+ABSL_FLAG(int, notification_sends_per_second, 200,
+          "Notifications handed to the senders per second on this shard, at most (one after "
+          "another: a slow relay lowers it).");
 ABSL_FLAG(int, insights_refresh_s, 300,
           "Seconds between recomputations of segment cut points, at-risk list and KPIs.");
 
 namespace crm::customer_profile {
 namespace {
-
-// Audience customers all campaigns together reach per second, and notifications one delivery pass
-// hands to the senders.
-constexpr int kCampaignCustomersPerSecond = 2000;
-constexpr int kDeliveriesPerPass = 200;
 
 absl::StatusOr<internal::SegmentRules> LoadSegmentRules() {
   const std::string file = absl::GetFlag(FLAGS_segment_rules_file);
@@ -159,12 +160,14 @@ absl::Status ServeNotifications(CustomerProfileComponent& c, const rpc::ServiceC
       notification_store, NotificationCustomers(store, profile, insights), std::move(options),
       context.clock, c.writes("profile-writes", 32), context.metrics->registry());
   c.AlsoServe(service, v1::NotificationService::service_full_name());
-  c.RunEvery(absl::Seconds(1), [service] {
-    if (auto n = service->RunCampaigns(kCampaignCustomersPerSecond); !n.ok())
+  const int reach = std::max(1, absl::GetFlag(FLAGS_campaign_reach_per_second));
+  const int sends = std::max(1, absl::GetFlag(FLAGS_notification_sends_per_second));
+  c.RunEvery(absl::Seconds(1), [service, reach] {
+    if (auto n = service->RunCampaigns(reach); !n.ok())
       log::Warning("campaign walk failed", {{"error", n.status().ToString()}});
   });
-  c.RunEvery(absl::Seconds(1), [service] {
-    if (auto n = service->DeliverDue(kDeliveriesPerPass); !n.ok())
+  c.RunEvery(absl::Seconds(1), [service, sends] {
+    if (auto n = service->DeliverDue(sends); !n.ok())
       log::Warning("notification delivery pass failed", {{"error", n.status().ToString()}});
   });
   *out = service;
