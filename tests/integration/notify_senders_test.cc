@@ -268,6 +268,21 @@ TEST_CASE("notify: SmtpSender: 450 is retried, 550 rejected, a server that is no
   CHECK(absl::StrContains(down.detail, "127.0.0.1"));
 }
 
+TEST_CASE("notify: SmtpSender gives up on a server that never greets, to try again later",
+          "[notify][smtp]") {
+  // Listening, so the connection is made, but nobody ever answers on it.
+  int port = 0;
+  const int silent = testing::BindLoopback(&port);
+  REQUIRE(silent >= 0);
+  REQUIRE(listen(silent, 4) == 0);
+  SmtpOptions options = PlainOptions(port);
+  options.timeout = absl::Seconds(1);
+  const SendResult mute = MakeSmtp(options)->Send(Email("n-5", "a@example.com"));
+  close(silent);
+  CHECK(mute.outcome == Outcome::kRetry);
+  CHECK(absl::StrContains(absl::AsciiStrToLower(mute.detail), "timed out"));
+}
+
 TEST_CASE("notify: SmtpSender over STARTTLS with AUTH, and over implicit TLS",
           "[notify][smtp][tls]") {
   TestCertificate certificate;
