@@ -269,7 +269,13 @@ absl::Status NotificationService::OnReminder(store::Transaction& txn, const v1::
   if (event.has_occur_time() && api::FromTimestamp(event.occur_time()) + kStaleAfter < now)
     return absl::OkStatus();
   const v1::ReminderDue& r = event.reminder_due();
-  const std::string source = absl::StrCat("event:", event.event_id());
+  // Recommendation finds an occasion due every day of its window and an upgrade every day until
+  // bought: the customer hears of an occasion's item once a year, of an upgrade once.
+  const bool upgrade = r.kind() == v1::REMINDER_KIND_UPGRADE;
+  const std::string source = upgrade
+                                 ? absl::StrCat("reminder:upgrade:", r.sku())
+                                 : absl::StrCat("reminder:occasion:", r.sku(), ":",
+                                                absl::FormatTime("%Y", now, absl::UTCTimeZone()));
   CRM_ASSIGN_OR_RETURN(auto existing, store_->LockSource(txn, event.customer_id(), source));
   if (existing.has_value()) return absl::OkStatus();
   auto customer = customers_.lock_customer(txn, event.customer_id());
@@ -282,8 +288,7 @@ absl::Status NotificationService::OnReminder(store::Transaction& txn, const v1::
   const std::map<std::string, std::string> values = {
       {"customer_name", customer->name()}, {"item_title", r.title()}, {"reason", r.reason()}};
   const v1::MessageTemplate words =
-      BuiltInMessage(r.kind() == v1::REMINDER_KIND_UPGRADE ? "upgrade" : "occasion",
-                     customer->preferences().language());
+      BuiltInMessage(upgrade ? "upgrade" : "occasion", customer->preferences().language());
   Draft draft{v1::NOTIFICATION_KIND_REMINDER, "", r.sku(), Render(words.subject(), values),
               Render(words.body(), values)};
   CRM_ASSIGN_OR_RETURN(v1::Notification n,

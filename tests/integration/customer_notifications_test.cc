@@ -322,6 +322,10 @@ TEST_CASE(
   CHECK(pushed_notice.channel() == v1::CHANNEL_PUSH);
   CHECK(pushed_notice.status_reason() == "no sender is configured for CHANNEL_PUSH");
   CHECK(absl::StrContains(pushed_notice.body(), "Roses"));
+  // The sweep finds the occasion due again the next day: the customer is not told twice.
+  w.h.clock().Advance(absl::Hours(24));
+  w.Deliver({reminder(pushed, "recommendation/0/3")});
+  CHECK(w.NotificationsOf(pushed).size() == 1);
   auto quiet_now = w.NotificationsOf(quiet);
   REQUIRE(quiet_now.size() == 2);
   CHECK(quiet_now[0].kind() == v1::NOTIFICATION_KIND_REMINDER);  // newest first
