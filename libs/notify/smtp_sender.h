@@ -10,22 +10,22 @@
 // The client is libcurl (Debian: libcurl4-openssl-dev to build, libcurl4 at run time), chosen over
 // libesmtp (libesmtp-dev / libesmtp6), the other SMTP client library Debian 12 ships, on these
 // figures (measured 2026-12-04 with two small C probes, each sending 200 messages to
-// tests/support/smtp_sink.py on loopback, one connection per message, three runs each):
+// tests/support/smtp_sink.py on loopback, one connection per message):
 //   - runtime image: libcurl4 adds 13 packages / 14 shared libraries (libcurl, Kerberos x4,
 //     LDAP x2, SASL, libssh2, librtmp, libpsl, brotli x2, keyutils), about 4.8 MiB installed,
 //     beyond the runtime stage of deploy/container/Dockerfile and what bookworm-slim holds (apt
 //     already brings GnuTLS, nettle, libidn2, p11-kit); libesmtp6 adds 1 library (191 KiB; it
 //     links only OpenSSL). (webhook_sender.h's "~25 libraries" counts GnuTLS and its
 //     dependencies, which the base image has anyway.)
-//   - throughput: libcurl 253-448 messages/s, libesmtp 391-833 messages/s; both are bounded by
-//     the Python test server and are orders of magnitude above what notifications need.
+//   - throughput, 200 messages (six runs each, on a machine shared with other builds, so noisy):
+//     libcurl 211-492 messages/s, libesmtp 218-833 messages/s, this SmtpSender 266-366
+//     messages/s. All are bounded by the Python test server and far above what notifications need.
 // libesmtp was still the wrong choice: it has no implicit TLS (SMTPS, port 465, which RFC 8314
-// recommends for submission), only STARTTLS; its timeouts are the RFC 5321 minimums (minutes)
-// unless overridden phase by phase; and it takes the CAs it trusts from $HOME/.authenticate
-// before the system's store (a home directory a service's image does not have). libcurl does
-// all three modes, verifies the server's certificate (system CA store, or --smtp_ca_file) and
-// name, bounds the whole exchange with one timeout, and is maintained with Debian security
-// updates. The cost is the 4.8 MiB above, in the one image every service shares.
+// recommends for submission), only STARTTLS, and its timeouts are the RFC 5321 minimums (minutes
+// per phase) unless overridden phase by phase. libcurl does all three modes, verifies the server's
+// certificate (the system's CA store, or --smtp_ca_file) and name, bounds the whole exchange with
+// one timeout, and gets Debian's security updates. The cost is the 4.8 MiB above, in the one image
+// every service shares.
 //
 // Thread-safe: each Send has its own connection.
 #pragma once
