@@ -17,9 +17,9 @@
 //     already brings GnuTLS, nettle, libidn2, p11-kit); libesmtp6 adds 1 library (191 KiB; it
 //     links only OpenSSL). (webhook_sender.h's "~25 libraries" counts GnuTLS and its
 //     dependencies, which the base image has anyway.)
-//   - throughput, 200 messages (six runs each, on a machine shared with other builds, so noisy):
-//     libcurl 211-492 messages/s, libesmtp 218-833 messages/s, this SmtpSender 266-366
-//     messages/s. All are bounded by the Python test server and far above what notifications need.
+//   - throughput, 200 messages (six runs of each probe, three of SmtpSender, on a machine shared
+//     with other builds, so noisy): libcurl 211-492 messages/s, libesmtp 218-833, this SmtpSender
+//     266-366. All are bounded by the Python test server and far above what notifications need.
 // libesmtp was still the wrong choice: it has no implicit TLS (SMTPS, port 465, which RFC 8314
 // recommends for submission), only STARTTLS, and its timeouts are the RFC 5321 minimums (minutes
 // per phase) unless overridden phase by phase. libcurl does all three modes, verifies the server's
