@@ -5,7 +5,6 @@
 // test sets. SendersFromFlags is checked for what it builds and the flags it names.
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -32,7 +31,7 @@
 #include "tests/support/http.h"
 #include "tests/support/loopback_socket.h"
 #include "tests/support/process.h"
-#include "tests/support/source_files.h"
+#include "tests/support/smtp_sink.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
 
@@ -43,55 +42,21 @@ using Outcome = SendResult::Outcome;
 
 constexpr absl::Duration kPatience = absl::Seconds(30);
 
-// tests/support/smtp_sink.py on a free loopback port, its messages in a folder of the test's.
-class SmtpSink {
- public:
-  explicit SmtpSink(std::vector<std::string> extra_args = {})
-      : port_(testing::PickFreePort()), mail_dir_(dir_.Sub("mail")) {
-    REQUIRE(mkdir(mail_dir_.c_str(), 0700) == 0);
-    std::vector<std::string> args = {absl::StrCat(CRM_SOURCE_ROOT, "/tests/support/smtp_sink.py"),
-                                     "--port", absl::StrCat(port_), "--dir", mail_dir_};
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    process_ = std::make_unique<testing::Process>("/usr/bin/python3", args);
-    REQUIRE(process_->Start().ok());
-    const absl::Status listening = process_->WaitForLog("smtp sink listening", kPatience);
-    INFO(process_->output());
-    REQUIRE(listening.ok());
-  }
-  ~SmtpSink() { process_->Stop(); }
+// testing::SmtpSink (tests/support/smtp_sink.py), started.
+std::unique_ptr<testing::SmtpSink> StartedSink(std::vector<std::string> extra_args = {}) {
+  auto sink = std::make_unique<testing::SmtpSink>(std::move(extra_args));
+  const absl::Status started = sink->Start(kPatience);
+  INFO(sink->output());
+  REQUIRE(started.ok());
+  return sink;
+}
 
-  int port() const { return port_; }
-
-  // The raw messages received so far, in the order they came.
-  std::vector<std::string> Messages() const {
-    std::vector<std::string> out;
-    for (int n = 1;; ++n) {
-      absl::StatusOr<std::string> text = testing::ReadFile(absl::StrCat(mail_dir_, "/", n, ".eml"));
-      if (!text.ok()) return out;
-      out.push_back(*std::move(text));
-    }
-  }
-  std::string Envelope(int n) const {
-    return testing::ReadFile(absl::StrCat(mail_dir_, "/", n, ".envelope")).value_or("");
-  }
-  // Waits for the `n`th message.
-  std::string WaitForMessage(size_t n) const {
-    std::vector<std::string> messages;
-    REQUIRE(testing::WaitUntil(
-        [&] {
-          messages = Messages();
-          return messages.size() >= n;
-        },
-        kPatience));
-    return messages[n - 1];
-  }
-
- private:
-  testing::TempDir dir_;
-  const int port_;
-  const std::string mail_dir_;
-  std::unique_ptr<testing::Process> process_;
-};
+// The `n`th message `sink` received (from 1), once it has come.
+std::string Arrived(const testing::SmtpSink& sink, size_t n) {
+  std::string message = sink.WaitForMessage(n, kPatience);
+  REQUIRE_FALSE(message.empty());
+  return message;
+}
 
 // A self-signed certificate for 127.0.0.1, made with openssl for one test.
 struct TestCertificate {
@@ -199,43 +164,43 @@ void CheckDelivered(const std::string& raw, const OutgoingMessage& sent) {
 TEST_CASE(
     "notify: SmtpSender delivers a Chinese message whole, with the same Message-ID on a retry",
     "[notify][smtp]") {
-  SmtpSink sink;
-  auto sender = MakeSmtp(PlainOptions(sink.port()));
+  auto sink = StartedSink();
+  auto sender = MakeSmtp(PlainOptions(sink->port()));
   const OutgoingMessage message = Email("n-42/a.b", "li.lei@example.com");
 
   const SendResult first = sender->Send(message);
   INFO(first.detail);
   REQUIRE(first.outcome == Outcome::kSent);
   CHECK(absl::StartsWith(first.detail, "250"));
-  CheckDelivered(sink.WaitForMessage(1), message);
-  CHECK(sink.Envelope(1) == "news@shop.example\nli.lei@example.com\n");
+  CheckDelivered(Arrived(*sink, 1), message);
+  CHECK(sink->Envelope(1) == "news@shop.example\nli.lei@example.com\n");
 
   REQUIRE(sender->Send(message).outcome == Outcome::kSent);
-  const std::string again = sink.WaitForMessage(2);
+  const std::string again = Arrived(*sink, 2);
   CHECK(Parse(again).headers.at("message-id") ==
-        Parse(sink.Messages()[0]).headers.at("message-id"));
+        Parse(sink->Messages()[0]).headers.at("message-id"));
   CHECK(Parse(again).headers.at("message-id") == "<n-42=2Fa=2Eb@shop.example>");
 
   OutgoingMessage other = message;
   other.notification_id = "n-43";
   REQUIRE(sender->Send(other).outcome == Outcome::kSent);
-  CHECK(Parse(sink.WaitForMessage(3)).headers.at("message-id") != "<n-42=2Fa=2Eb@shop.example>");
+  CHECK(Parse(Arrived(*sink, 3)).headers.at("message-id") != "<n-42=2Fa=2Eb@shop.example>");
 }
 
 TEST_CASE(
     "notify: SmtpSender sends an ASCII subject as it is and folds a long one into encoded words",
     "[notify][smtp]") {
-  SmtpSink sink;
-  auto sender = MakeSmtp(PlainOptions(sink.port()));
+  auto sink = StartedSink();
+  auto sender = MakeSmtp(PlainOptions(sink->port()));
   OutgoingMessage message = Email("n-1", "a@example.com");
   message.subject = "Your order shipped";
   REQUIRE(sender->Send(message).outcome == Outcome::kSent);
-  CHECK(Parse(sink.WaitForMessage(1)).headers.at("subject") == "Your order shipped");
+  CHECK(Parse(Arrived(*sink, 1)).headers.at("subject") == "Your order shipped");
 
   message.subject = std::string(200, 'x') + "：" + std::string(100, 'y');
   message.body = std::string(5000, 'z');
   REQUIRE(sender->Send(message).outcome == Outcome::kSent);
-  const std::string raw = sink.WaitForMessage(2);
+  const std::string raw = Arrived(*sink, 2);
   CheckDelivered(raw, message);
   // Every encoded word within RFC 2047's 75 characters.
   for (absl::string_view word :
@@ -246,8 +211,8 @@ TEST_CASE(
 
 TEST_CASE("notify: SmtpSender: 450 is retried, 550 rejected, a server that is not there retried",
           "[notify][smtp]") {
-  SmtpSink sink;
-  auto sender = MakeSmtp(PlainOptions(sink.port()));
+  auto sink = StartedSink();
+  auto sender = MakeSmtp(PlainOptions(sink->port()));
 
   const SendResult busy = sender->Send(Email("n-1", "tempfail@example.com"));
   CHECK(busy.outcome == Outcome::kRetry);
@@ -260,7 +225,7 @@ TEST_CASE("notify: SmtpSender: 450 is retried, 550 rejected, a server that is no
   const SendResult bad_address = sender->Send(Email("n-3", "not an address"));
   CHECK(bad_address.outcome == Outcome::kRejected);
   CHECK(absl::StrContains(bad_address.detail, "not an e-mail address"));
-  CHECK(sink.Messages().empty());
+  CHECK(sink->Messages().empty());
 
   auto nowhere = MakeSmtp(PlainOptions(testing::PickFreePort()));
   const SendResult down = nowhere->Send(Email("n-4", "a@example.com"));
@@ -289,9 +254,9 @@ TEST_CASE("notify: SmtpSender over STARTTLS with AUTH, and over implicit TLS",
   const OutgoingMessage message = Email("n-tls", "han.meimei@example.com");
 
   SECTION("STARTTLS, then AUTH") {
-    SmtpSink sink({"--tls_cert", certificate.cert, "--tls_key", certificate.key, "--user",
-                   "crm-mailer", "--password", "s3cret"});
-    SmtpOptions options = PlainOptions(sink.port());
+    auto sink = StartedSink({"--tls_cert", certificate.cert, "--tls_key", certificate.key, "--user",
+                             "crm-mailer", "--password", "s3cret"});
+    SmtpOptions options = PlainOptions(sink->port());
     options.tls = SmtpOptions::Tls::kStartTls;
     options.ca_file = certificate.cert;
     options.user = "crm-mailer";
@@ -299,7 +264,7 @@ TEST_CASE("notify: SmtpSender over STARTTLS with AUTH, and over implicit TLS",
     const SendResult sent = MakeSmtp(options)->Send(message);
     INFO(sent.detail);
     REQUIRE(sent.outcome == Outcome::kSent);
-    CheckDelivered(sink.WaitForMessage(1), message);
+    CheckDelivered(Arrived(*sink, 1), message);
 
     options.password = "wrong";
     const SendResult refused = MakeSmtp(options)->Send(message);
@@ -310,25 +275,26 @@ TEST_CASE("notify: SmtpSender over STARTTLS with AUTH, and over implicit TLS",
     options.password = "s3cret";
     options.ca_file.clear();
     CHECK(MakeSmtp(options)->Send(message).outcome == Outcome::kRetry);
-    CHECK(sink.Messages().size() == 1);
+    CHECK(sink->Messages().size() == 1);
   }
   SECTION("implicit TLS") {
-    SmtpSink sink({"--tls_cert", certificate.cert, "--tls_key", certificate.key, "--implicit_tls"});
-    SmtpOptions options = PlainOptions(sink.port());
+    auto sink = StartedSink(
+        {"--tls_cert", certificate.cert, "--tls_key", certificate.key, "--implicit_tls"});
+    SmtpOptions options = PlainOptions(sink->port());
     options.tls = SmtpOptions::Tls::kImplicit;
     options.ca_file = certificate.cert;
     const SendResult sent = MakeSmtp(options)->Send(message);
     INFO(sent.detail);
     REQUIRE(sent.outcome == Outcome::kSent);
-    CheckDelivered(sink.WaitForMessage(1), message);
+    CheckDelivered(Arrived(*sink, 1), message);
   }
   SECTION("STARTTLS required, and the server does not offer it") {
-    SmtpSink sink;
-    SmtpOptions options = PlainOptions(sink.port());
+    auto sink = StartedSink();
+    SmtpOptions options = PlainOptions(sink->port());
     options.tls = SmtpOptions::Tls::kStartTls;
     const SendResult sent = MakeSmtp(options)->Send(message);
     CHECK(sent.outcome == Outcome::kRetry);
-    CHECK(sink.Messages().empty());
+    CHECK(sink->Messages().empty());
   }
 }
 
@@ -533,9 +499,9 @@ TEST_CASE("notify: SendersFromFlags builds a sender per configured channel and n
     CHECK(senders->empty());
   }
   SECTION("SMTP for e-mail, the webhook for SMS and push, each delivering") {
-    SmtpSink sink;
+    auto sink = StartedSink();
     Gateway gateway;
-    absl::SetFlag(&FLAGS_smtp_server, absl::StrCat("127.0.0.1:", sink.port()));
+    absl::SetFlag(&FLAGS_smtp_server, absl::StrCat("127.0.0.1:", sink->port()));
     absl::SetFlag(&FLAGS_smtp_from, "news@shop.example");
     absl::SetFlag(&FLAGS_smtp_tls, "none");
     absl::SetFlag(&FLAGS_notification_webhook_url, gateway.Url());
@@ -549,7 +515,7 @@ TEST_CASE("notify: SendersFromFlags builds a sender per configured channel and n
 
     const OutgoingMessage email = Email("n-flags", "a@example.com");
     REQUIRE(senders->at(v1::CHANNEL_EMAIL)->Send(email).outcome == Outcome::kSent);
-    CheckDelivered(sink.WaitForMessage(1), email);
+    CheckDelivered(Arrived(*sink, 1), email);
     REQUIRE(senders->at(v1::CHANNEL_SMS)->Send(Sms()).outcome == Outcome::kSent);
     CHECK(gateway.Received().size() == 1);
   }
