@@ -6,10 +6,10 @@
 // unix seconds also sent as webhook-timestamp, so a receiver can refuse replays older than a few
 // minutes.
 //
-// The client is libevent's evhttp (with bufferevent_openssl for https): both are already in the
-// build and runtime images for the gateway's front door, while libcurl would add its -dev package
-// and ~25 shared libraries (LDAP, Kerberos, RTMP, SSH, GnuTLS) to every service image. https
-// verifies the server's certificate against the system's CA store and its name against the host.
+// The client is libevent's evhttp (with bufferevent_openssl for https), the gateway's own event
+// loop. libcurl is in the image too since notification e-mail (libs/notify/smtp_sender.h), but
+// evhttp stays: this code needs nothing libcurl adds. https verifies the server's certificate
+// against the system's CA store and its name against the host.
 // Redirects are not followed (an answer is taken as it is).
 #pragma once
 
