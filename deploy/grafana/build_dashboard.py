@@ -7,9 +7,10 @@ this file, run it, and commit both:
     python3 deploy/grafana/build_dashboard.py --stdout   # prints it instead
 tests/deploy/check_dashboard.sh fails when the committed JSON differs from what this script writes.
 
-Rows: gRPC RED per service, gateway, RocksDB, events, business KPIs. Variables: datasource (any Prometheus),
-namespace and service (both multi-value, "All" by default). Every query filters on service and namespace, so
-the same dashboard works on the local Prometheus (no namespace label) and in Kubernetes.
+Rows: gRPC RED per service, gateway, RocksDB, events, business KPIs, notifications and campaigns. Variables:
+datasource (any Prometheus), namespace and service (both multi-value, "All" by default). Every query filters
+on service and namespace, so the same dashboard works on the local Prometheus (no namespace label) and in
+Kubernetes.
 """
 import json
 import os
@@ -202,6 +203,13 @@ def build():
     L.add(timeseries(
         "Denied, by reason", "Requests refused by authentication or authorization (bad token, expired, wrong role...).",
         [(f'sum by (reason) (rate(crm_gateway_denied_total{{{F}}}[{ri}]))', "{{reason}}")], unit="reqps"), 12, 8)
+    L.add(timeseries(
+        "Replicated writes whose shards answered differently (per hour)",
+        "Calls of a write every shard applies to its own copy (an article, a canned reply, an agent, a webhook, a "
+        "campaign) whose shards answered different copies, timestamps aside; the caller got the first shard's. A "
+        "rise means a shard missed earlier writes: the gateway's warning log names the shards and the request id.",
+        [(f'sum by (method) (increase(crm_gateway_replicated_answers_differ_total{{{F}}}[1h]))', "{{method}}")],
+        thresholds=[(1, "red")]), 24, 8)
 
     # ------------------------------------------------------------------------------------------------------
     L.row("RocksDB")
@@ -410,6 +418,41 @@ def build():
         "Order tracking: carrier events and watchers", "",
         [(f'sum by (outcome) (rate(crm_tracking_events_total{{{F}}}[{ri}]))', "tracking {{outcome}}/s"),
          (f'sum(crm_order_watchers{{{F}}})', "live watchers")]), 8, 8)
+
+    # ------------------------------------------------------------------------------------------------------
+    L.row("Notifications and campaigns")
+    L.add(timeseries(
+        "Notifications made, by result (per hour)",
+        "Notifications customer-profile made, by kind (campaign, order_update, reminder) and result: scheduled, "
+        "held_out (a campaign's control group), suppressed as no_consent, frequency_cap or no_channel.",
+        [(f'sum by (kind, result) (increase(crm_notifications_total{{{F}}}[1h]))', "{{kind}} {{result}}")]), 8, 8)
+    L.add(timeseries(
+        "Deliveries, by result (per hour)",
+        "Delivery attempts by channel and result: sent, retry (the relay or gateway will be tried again), "
+        "rejected and failed (given up: the notification is FAILED), no_sender, withdrawn, consent_withdrawn. "
+        "CrmNotificationsFailing opens a ticket when failed and rejected pass 5% of attempts.",
+        [(f'sum by (channel, result) (increase(crm_notification_deliveries_total{{{F}}}[1h]))',
+          "{{channel}} {{result}}")]), 8, 8)
+    L.add(timeseries(
+        "Deliveries failing (share over 15 minutes)",
+        "Failed + rejected of all delivery attempts over the last 15 minutes. CrmNotificationsFailing opens a "
+        "ticket above 5% (at least 20 attempts).",
+        [(f'sum(increase(crm_notification_deliveries_total{{{F},result=~"failed|rejected"}}[15m])) / '
+          f'sum(increase(crm_notification_deliveries_total{{{F}}}[15m]))', "failing")],
+        unit="percentunit", thresholds=[(0.05, "red")]), 8, 8)
+    L.add(timeseries(
+        "Notifications due, not yet delivered",
+        "Per shard, at its last delivery pass (at most one batch): 0 when the senders keep up; stuck above 0 and "
+        "rising when a relay or gateway is down or --notification_sends_per_second is too low.",
+        [(f'crm_notifications_due{{{F}}}', "{{pod}}{{instance}}")]), 8, 8)
+    L.add(timeseries(
+        "Engagements (per hour)", "Notifications opened or clicked (RecordEngagement), by kind.",
+        [(f'sum by (kind, action) (increase(crm_notification_engagements_total{{{F}}}[1h]))',
+          "{{kind}} {{action}}")]), 8, 8)
+    L.add(timeseries(
+        "Reminders due (per hour)", "Occasion reminders and upgrade notices recommendation's sweep wrote as "
+        "ReminderDue events (at most one of each kind per customer per UTC day).",
+        [(f'sum by (kind) (increase(crm_reminders_due_total{{{F}}}[1h]))', "{{kind}}")]), 8, 8)
 
     def query_var(name, label, query):
         return {
