@@ -181,11 +181,11 @@ fi
 # --- 4. every binary starts read-only as uid 10001 and lists its own flags ----------------------------------
 own_flags() {  # the flags only this binary has (as tests/e2e/help_lists_flags.sh), and some every service has
   case "$1" in
-    customer-profile) echo segment_rules_file churn_model_file listen data_dir ;;
+    customer-profile) echo segment_rules_file churn_model_file quiet_hours smtp_server notification_webhook_url listen data_dir ;;
     order-tracking) echo return_policy_file listen data_dir ;;
     loyalty) echo rules_file maintenance_interval_s listen data_dir ;;
     complaint-ticket) echo lexicon_file sla_sweep_interval_s listen data_dir ;;
-    recommendation) echo bestseller_cache_s listen data_dir ;;
+    recommendation) echo bestseller_cache_s reminder_sweep_interval_s listen data_dir ;;
     gateway) echo jwt_secret_file http_listen listen ;;
     *) echo listen ;;
   esac
