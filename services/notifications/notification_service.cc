@@ -106,6 +106,73 @@ v1::CampaignReport ReportOf(absl::string_view campaign_id, const internal::Campa
   return r;
 }
 
+DeliveryEnd EndedWithout(DeliveryEnd::Kind why) {
+  DeliveryEnd end;
+  end.kind = why;
+  return end;
+}
+
+// Ends `n` (or schedules its next attempt) as `end` says, adding to the campaign's counts in
+// `delta`; returns the result as crm_notification_deliveries_total names it.
+std::string Advance(const DeliveryEnd& end, absl::Time now, const NotificationOptions& options,
+                    v1::Notification& n, internal::CampaignCounts& delta) {
+  using Kind = DeliveryEnd::Kind;
+  using Outcome = notify::SendResult::Outcome;
+  auto finish = [&](v1::NotificationStatus status, std::string reason) {
+    n.set_status(status);
+    n.set_status_reason(std::move(reason));
+  };
+  switch (end.kind) {
+    case Kind::kCampaignCancelled:
+      finish(v1::NOTIFICATION_STATUS_WITHDRAWN, "the campaign was cancelled");
+      delta.set_withdrawn(1);
+      return "withdrawn";
+    case Kind::kConsentWithdrawn:
+      finish(v1::NOTIFICATION_STATUS_SUPPRESSED, "consent withdrawn before sending");
+      delta.set_suppressed_no_consent(1);
+      return "consent_withdrawn";
+    case Kind::kNoSender:
+      finish(v1::NOTIFICATION_STATUS_FAILED,
+             absl::StrCat("no sender is configured for ", v1::Channel_Name(n.channel())));
+      delta.set_failed(1);
+      return "no_sender";
+    case Kind::kNoAddress:
+      finish(v1::NOTIFICATION_STATUS_FAILED, "the customer has no address on the channel");
+      delta.set_failed(1);
+      return "failed";
+    case Kind::kAttempted: break;
+  }
+  n.set_attempts(n.attempts() + 1);
+  if (end.answer.outcome == Outcome::kSent) {
+    finish(v1::NOTIFICATION_STATUS_SENT, "");
+    api::SetTimestamp(now, n.mutable_sent_time());
+    delta.set_sent(1);
+    return "sent";
+  }
+  if (end.answer.outcome == Outcome::kRetry && n.attempts() < options.max_attempts) {
+    n.set_status_reason(end.answer.detail);
+    api::SetTimestamp(OutsideQuietHours(end.settings, options.quiet, now + Backoff(n.attempts())),
+                      n.mutable_send_after());
+    return "retry";
+  }
+  finish(v1::NOTIFICATION_STATUS_FAILED, end.answer.detail);
+  delta.set_failed(1);
+  return end.answer.outcome == Outcome::kRejected ? "rejected" : "failed";
+}
+
+absl::Status NoCampaign(absl::string_view campaign_id) {
+  return absl::NotFoundError(absl::StrCat("campaign_id: no campaign \"", campaign_id, "\""));
+}
+
+// The stored campaign a request names (INVALID_ARGUMENT or NOT_FOUND on campaign_id).
+absl::StatusOr<internal::CampaignRecord> FindCampaign(const NotificationStore& store,
+                                                      absl::string_view campaign_id) {
+  CRM_RETURN_IF_ERROR(api::RequiredId("campaign_id", campaign_id));
+  CRM_ASSIGN_OR_RETURN(auto record, store.GetCampaign(campaign_id));
+  if (!record.has_value()) return NoCampaign(campaign_id);
+  return *std::move(record);
+}
+
 absl::Status ValidateCampaignRequest(const v1::CreateCampaignRequest& req, absl::Time now,
                                      const CustomerAccess& customers) {
   CRM_RETURN_IF_ERROR(api::RequiredRequestId(req.request_id()));
@@ -505,7 +572,6 @@ absl::StatusOr<int> NotificationService::DeliverDue(int limit) {
 absl::Status NotificationService::Deliver(const NotificationStore::Due& due, absl::Time now) {
   v1::Notification n;
   v1::Customer customer;
-  notify::SendResult verdict;
   bool decided = false;  // settled without sending
   CRM_RETURN_IF_ERROR(store_->Transact([&](store::Transaction& txn) -> absl::Status {
     CRM_ASSIGN_OR_RETURN(auto stored, store_->Lock(txn, due.customer_id, due.notification_id));
@@ -527,15 +593,15 @@ absl::Status NotificationService::Deliver(const NotificationStore::Due& due, abs
   if (n.kind() == v1::NOTIFICATION_KIND_CAMPAIGN) {
     CRM_ASSIGN_OR_RETURN(auto campaign, store_->GetCampaign(n.campaign_id()));
     if (campaign.has_value() && campaign->campaign().state() == v1::CAMPAIGN_STATE_CANCELLED) {
-      return Settle(n, {notify::SendResult::Outcome::kRejected, "withdrawn"}, now);
+      return Settle(n, EndedWithout(DeliveryEnd::Kind::kCampaignCancelled), now);
     }
   }
   if (IsMarketing(n) && !ConsentsOn(customer, n.channel())) {
-    return Settle(n, {notify::SendResult::Outcome::kRejected, "consent_withdrawn"}, now);
+    return Settle(n, EndedWithout(DeliveryEnd::Kind::kConsentWithdrawn), now);
   }
   auto sender = options_.senders.find(n.channel());
   if (sender == options_.senders.end() || sender->second == nullptr) {
-    return Settle(n, {notify::SendResult::Outcome::kRejected, "no_sender"}, now);
+    return Settle(n, EndedWithout(DeliveryEnd::Kind::kNoSender), now);
   }
   notify::OutgoingMessage message;
   message.notification_id = n.notification_id();
@@ -546,14 +612,16 @@ absl::Status NotificationService::Deliver(const NotificationStore::Due& due, abs
   message.body = n.body();
   message.language = customer.preferences().language();
   if (message.to.empty()) {
-    return Settle(n, {notify::SendResult::Outcome::kRejected, "no_address"}, now);
+    return Settle(n, EndedWithout(DeliveryEnd::Kind::kNoAddress), now);
   }
-  verdict = sender->second->Send(message);
-  return Settle(n, verdict, clock_->Now());
+  DeliveryEnd end;
+  end.answer = sender->second->Send(message);
+  end.settings = customer.preferences().notifications();
+  return Settle(n, end, clock_->Now());
 }
 
-absl::Status NotificationService::Settle(const v1::Notification& sent,
-                                         const notify::SendResult& result, absl::Time now) {
+absl::Status NotificationService::Settle(const v1::Notification& sent, const DeliveryEnd& end,
+                                         absl::Time now) {
   std::string outcome;
   CRM_RETURN_IF_ERROR(store_->Transact([&](store::Transaction& txn) -> absl::Status {
     CRM_ASSIGN_OR_RETURN(auto stored,
@@ -564,44 +632,7 @@ absl::Status NotificationService::Settle(const v1::Notification& sent,
       return absl::OkStatus();
     v1::Notification after = *stored;
     internal::CampaignCounts delta;
-    const bool reasons_of_ours = result.detail == "withdrawn" ||
-                                 result.detail == "consent_withdrawn" ||
-                                 result.detail == "no_sender" || result.detail == "no_address";
-    if (!reasons_of_ours) after.set_attempts(after.attempts() + 1);
-    if (result.outcome == notify::SendResult::Outcome::kSent) {
-      after.set_status(v1::NOTIFICATION_STATUS_SENT);
-      after.set_status_reason("");
-      api::SetTimestamp(now, after.mutable_sent_time());
-      delta.set_sent(1);
-      outcome = "sent";
-    } else if (result.detail == "withdrawn") {
-      after.set_status(v1::NOTIFICATION_STATUS_WITHDRAWN);
-      after.set_status_reason("the campaign was cancelled");
-      delta.set_withdrawn(1);
-      outcome = "withdrawn";
-    } else if (result.detail == "consent_withdrawn") {
-      after.set_status(v1::NOTIFICATION_STATUS_SUPPRESSED);
-      after.set_status_reason("consent withdrawn before sending");
-      delta.set_suppressed_no_consent(1);
-      outcome = "consent_withdrawn";
-    } else if (result.outcome == notify::SendResult::Outcome::kRetry &&
-               after.attempts() < options_.max_attempts) {
-      after.set_status_reason(result.detail);
-      api::SetTimestamp(OutsideQuietHours({}, options_.quiet, now + Backoff(after.attempts())),
-                        after.mutable_send_after());
-      outcome = "retry";
-    } else {
-      after.set_status(v1::NOTIFICATION_STATUS_FAILED);
-      after.set_status_reason(
-          result.detail == "no_sender"
-              ? absl::StrCat("no sender is configured for ", v1::Channel_Name(after.channel()))
-          : result.detail == "no_address" ? "the customer has no address on the channel"
-                                          : result.detail);
-      delta.set_failed(1);
-      outcome = result.detail == "no_sender" ? "no_sender" : "failed";
-      if (result.outcome == notify::SendResult::Outcome::kRejected && !reasons_of_ours)
-        outcome = "rejected";
-    }
+    outcome = Advance(end, now, options_, after, delta);
     if (after.status() != v1::NOTIFICATION_STATUS_SCHEDULED) delta.set_scheduled(-1);
     CRM_RETURN_IF_ERROR(store_->Update(txn, *stored, after));
     if (!after.campaign_id().empty())
@@ -646,8 +677,7 @@ grpc::ServerUnaryReactor* NotificationService::CancelCampaign(Ctx* ctx,
         return store_->Transact([&](store::Transaction& txn) -> absl::Status {
           CRM_ASSIGN_OR_RETURN(auto record, store_->LockCampaign(txn, req->campaign_id()));
           if (!record.has_value()) {
-            return absl::NotFoundError(
-                absl::StrCat("campaign_id: no campaign \"", req->campaign_id(), "\""));
+            return NoCampaign(req->campaign_id());
           }
           record->mutable_campaign()->set_state(v1::CAMPAIGN_STATE_CANCELLED);
           *resp = record->campaign();
@@ -659,26 +689,16 @@ grpc::ServerUnaryReactor* NotificationService::CancelCampaign(Ctx* ctx,
 grpc::ServerUnaryReactor* NotificationService::GetCampaign(Ctx* ctx,
                                                            const v1::GetCampaignRequest* req,
                                                            v1::Campaign* resp) {
-  if (auto s = api::RequiredId("campaign_id", req->campaign_id()); !s.ok()) return Finish(ctx, s);
-  auto record = store_->GetCampaign(req->campaign_id());
+  auto record = FindCampaign(*store_, req->campaign_id());
   if (!record.ok()) return Finish(ctx, record.status());
-  if (!record->has_value()) {
-    return Finish(ctx, absl::NotFoundError(
-                           absl::StrCat("campaign_id: no campaign \"", req->campaign_id(), "\"")));
-  }
-  *resp = (*record)->campaign();
+  *resp = record->campaign();
   return Finish(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* NotificationService::GetCampaignReport(
     Ctx* ctx, const v1::GetCampaignReportRequest* req, v1::CampaignReport* resp) {
-  if (auto s = api::RequiredId("campaign_id", req->campaign_id()); !s.ok()) return Finish(ctx, s);
-  auto record = store_->GetCampaign(req->campaign_id());
+  auto record = FindCampaign(*store_, req->campaign_id());
   if (!record.ok()) return Finish(ctx, record.status());
-  if (!record->has_value()) {
-    return Finish(ctx, absl::NotFoundError(
-                           absl::StrCat("campaign_id: no campaign \"", req->campaign_id(), "\"")));
-  }
   auto counts = store_->Counts(req->campaign_id());
   if (!counts.ok()) return Finish(ctx, counts.status());
   *resp = ReportOf(req->campaign_id(), *counts);

@@ -42,6 +42,16 @@
 
 namespace crm::notifications {
 
+// How a due notification's delivery ended: without an attempt (and why), or with the sender's
+// answer.
+struct DeliveryEnd {
+  enum class Kind { kAttempted, kCampaignCancelled, kConsentWithdrawn, kNoSender, kNoAddress };
+  Kind kind = Kind::kAttempted;
+  notify::SendResult answer;
+  // The customer's, for when a retry may go.
+  v1::NotificationSettings settings;
+};
+
 // A marketing contact's outcome: the decision, and the channel it was decided on.
 struct MarketingContact {
   v1::ContactDecision decision;
@@ -153,8 +163,8 @@ class NotificationService final : public v1::NotificationService::CallbackServic
                                         absl::Time now);
   // One delivery attempt of a due notification.
   absl::Status Deliver(const NotificationStore::Due& due, absl::Time now);
-  absl::Status Settle(const v1::Notification& sent, const notify::SendResult& result,
-                      absl::Time now);
+  // Records how a due notification's delivery ended.
+  absl::Status Settle(const v1::Notification& sent, const DeliveryEnd& end, absl::Time now);
   void Count(store::Transaction& txn, const v1::Notification& n, absl::string_view result);
 
   NotificationStore* const store_;
