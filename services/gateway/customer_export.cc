@@ -10,6 +10,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "crm/v1/customer_view.pb.h"
+#include "crm/v1/notifications.pb.h"
+#include "crm/v1/surveys.pb.h"
 #include "libs/api/validate.h"
 #include "libs/auth/caller.h"
 #include "libs/metrics/rpc_metrics.h"
@@ -24,7 +26,17 @@ using google::protobuf::RepeatedPtrField;
 constexpr int kPageSize = 100;
 
 // The parts of an export, each read on its own, in parallel with the others.
-enum Part { kProfile, kInsights, kOrders, kTickets, kLoyalty, kRecommendations, kParts };
+enum Part {
+  kProfile,
+  kInsights,
+  kOrders,
+  kTickets,
+  kLoyalty,
+  kRecommendations,
+  kSurveys,
+  kNotifications,
+  kParts
+};
 
 struct PartName {
   const char* part;
@@ -35,7 +47,9 @@ constexpr std::array<PartName, kParts> kPartNames = {{{"profile", "customer-prof
                                                       {"orders", "order-tracking"},
                                                       {"tickets", "complaint-ticket"},
                                                       {"loyalty", "loyalty"},
-                                                      {"recommendations", "recommendation"}}};
+                                                      {"recommendations", "recommendation"},
+                                                      {"surveys", "customer-profile"},
+                                                      {"notifications", "customer-profile"}}};
 
 // The export while its parts are out. Each part fills only its own message, from whichever thread
 // its answers arrive on, one call after another; the last part to finish joins them as bytes
@@ -123,25 +137,29 @@ void TakeUpTo(int cap, RepeatedPtrField<Item>& from, RepeatedPtrField<Item>* to,
 }
 
 // Pages through a listing until its end or `cap` entries, then `then`.
+// With `assertion` every page is asked as that caller instead of the export's.
 template <typename Request, typename Response, typename Item>
 void PageThrough(const ExportPtr& e, Part p, const char* path, Request request, int cap,
                  RepeatedPtrField<Item>* (Response::*items)(), RepeatedPtrField<Item>* to,
-                 v1::ExportedListing* listing, std::function<void()> then) {
+                 v1::ExportedListing* listing, std::function<void()> then,
+                 const std::string& assertion = "") {
   request.set_page_size(kPageSize);
   const Request asked = request;
-  Ask<Response>(e, p, path, asked,
-                [e, p, path, request = std::move(request), cap, items, to, listing,
-                 then = std::move(then)](Response& r) mutable {
-                  TakeUpTo(cap, *(r.*items)(), to, listing);
-                  if (r.next_page_token().empty() || listing->truncated()) return then();
-                  if (to->size() == cap) {
-                    listing->set_truncated(true);
-                    return then();
-                  }
-                  request.set_page_token(r.next_page_token());
-                  PageThrough(e, p, path, std::move(request), cap, items, to, listing,
-                              std::move(then));
-                });
+  Ask<Response>(
+      e, p, path, asked,
+      [e, p, path, request = std::move(request), cap, items, to, listing, then = std::move(then),
+       assertion](Response& r) mutable {
+        TakeUpTo(cap, *(r.*items)(), to, listing);
+        if (r.next_page_token().empty() || listing->truncated()) return then();
+        if (to->size() == cap) {
+          listing->set_truncated(true);
+          return then();
+        }
+        request.set_page_token(r.next_page_token());
+        PageThrough(e, p, path, std::move(request), cap, items, to, listing, std::move(then),
+                    assertion);
+      },
+      assertion);
 }
 
 void ExportProfile(const ExportPtr& e) {
@@ -152,6 +170,10 @@ void ExportProfile(const ExportPtr& e) {
                                 PartDone(e, kProfile);
                               });
 }
+
+// Who a staff-only read is made as: the gateway itself once the export is admitted for the
+// customer's own id (an admin's export reads as the admin, who sees it all anyway).
+std::string StaffView(const Export& e) { return e.admin ? "" : auth::SelfAssertion(); }
 
 // Segments and churn are staff-only as a call of their own (and in the view), but they are
 // personal data about the customer and profiling the customer is owed in their export: the
@@ -164,7 +186,7 @@ void ExportInsights(const ExportPtr& e) {
         e->parts[kInsights].mutable_insights()->Swap(&r);
         PartDone(e, kInsights);
       },
-      e->admin ? "" : auth::SelfAssertion());
+      StaffView(*e));
 }
 
 // The history of order `i` and of those after it, one call each.
@@ -284,6 +306,26 @@ void ExportShownItems(const ExportPtr& e) {
               part.mutable_shown_recommendations_listing(), [e] { PartDone(e, kRecommendations); });
 }
 
+// Surveys and notifications are read as staff see them: a customer's own listing leaves out surveys
+// never offered and notifications suppressed, failed, withdrawn or held out, but those are still
+// data held on the customer and owed in their export.
+void ExportSurveys(const ExportPtr& e) {
+  v1::CustomerDataExportBundle& part = e->parts[kSurveys];
+  PageThrough(
+      e, kSurveys, "/crm.v1.SurveyService/ListSurveys", ForCustomer<v1::ListSurveysRequest>(*e),
+      kMaxExportedSurveys, &v1::ListSurveysResponse::mutable_surveys, part.mutable_surveys(),
+      part.mutable_surveys_listing(), [e] { PartDone(e, kSurveys); }, StaffView(*e));
+}
+
+void ExportNotifications(const ExportPtr& e) {
+  v1::CustomerDataExportBundle& part = e->parts[kNotifications];
+  PageThrough(
+      e, kNotifications, "/crm.v1.NotificationService/ListNotifications",
+      ForCustomer<v1::ListNotificationsRequest>(*e), kMaxExportedNotifications,
+      &v1::ListNotificationsResponse::mutable_notifications, part.mutable_notifications(),
+      part.mutable_notifications_listing(), [e] { PartDone(e, kNotifications); }, StaffView(*e));
+}
+
 }  // namespace
 
 void ComposeCustomerExport(const ServiceCalls& calls, const grpc::ByteBuffer& request,
@@ -313,6 +355,8 @@ void ComposeCustomerExport(const ServiceCalls& calls, const grpc::ByteBuffer& re
                   ExportTickets(e);
                   ExportLoyalty(e);
                   ExportShownItems(e);
+                  ExportSurveys(e);
+                  ExportNotifications(e);
                 });
 }
 

@@ -23,6 +23,8 @@ inline constexpr int kMaxExportedTickets = 1000;
 inline constexpr int kMaxExportedLedgerEntries = 10000;
 inline constexpr int kMaxExportedCoupons = 1000;
 inline constexpr int kMaxExportedShownItems = 10000;
+inline constexpr int kMaxExportedSurveys = 1000;
+inline constexpr int kMaxExportedNotifications = 10000;
 
 // `calls` carry the admitted export call; `done` receives the serialized bundle or an error.
 void ComposeCustomerExport(const ServiceCalls& calls, const grpc::ByteBuffer& request,

@@ -1,8 +1,10 @@
 // A customer's complete export (crm.v1.CustomerViewService/ExportCustomerDataBundle) over the six
 // real processes: a customer with a profile, an order delivered and returned, a review, a ticket
-// with messages, an internal note and a callback, points, a coupon and a recommendation shown. The
-// export holds each of them, equal to what each service's own read calls answer; a customer's own
-// export leaves out agents' internal notes; it is reachable as Connect JSON; another customer and
+// with messages, an internal note and a callback, points, a coupon, a recommendation shown, the
+// delivery's satisfaction survey and the order's update notifications (failed: no sender is
+// configured). The export holds each of them, equal to what each service's own read calls answer
+// an admin; a customer's own export leaves out agents' internal notes but holds the notifications
+// their own listing does not show; it is reachable as Connect JSON; another customer and
 // agents are refused; with a service down it fails naming the service; after erasure it is
 // NOT_FOUND, as the 360° view is. And no complaint-ticket method a customer calls answers them an
 // internal note.
@@ -19,9 +21,11 @@
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/customer_view.grpc.pb.h"
 #include "crm/v1/loyalty.grpc.pb.h"
+#include "crm/v1/notifications.grpc.pb.h"
 #include "crm/v1/options.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "crm/v1/recommendation.grpc.pb.h"
+#include "crm/v1/surveys.grpc.pb.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "libs/api/validate.h"
@@ -43,6 +47,8 @@ using LS = v1::LoyaltyService::Stub;
 using TS = v1::ComplaintTicketService::Stub;
 using RS = v1::RecommendationService::Stub;
 using VS = v1::CustomerViewService::Stub;
+using SS = v1::SurveyService::Stub;
+using NS = v1::NotificationService::Stub;
 
 // Typed stubs on the gateway, each call carrying a token.
 class Gateway {
@@ -53,7 +59,9 @@ class Gateway {
         loyalty(v1::LoyaltyService::NewStub(channel)),
         tickets(v1::ComplaintTicketService::NewStub(channel)),
         recommendations(v1::RecommendationService::NewStub(channel)),
-        views(v1::CustomerViewService::NewStub(channel)) {}
+        views(v1::CustomerViewService::NewStub(channel)),
+        surveys(v1::SurveyService::NewStub(channel)),
+        notifications(v1::NotificationService::NewStub(channel)) {}
 
   template <typename Stub, typename Req, typename Resp>
   static grpc::Status As(const std::string& token, Stub* stub,
@@ -82,6 +90,8 @@ class Gateway {
   std::unique_ptr<TS> tickets;
   std::unique_ptr<RS> recommendations;
   std::unique_ptr<VS> views;
+  std::unique_ptr<SS> surveys;
+  std::unique_ptr<NS> notifications;
 };
 
 struct Tokens {
@@ -126,7 +136,8 @@ std::string CustomerWithHistory(Gateway& gw, testing::CrmSystem& system, Tokens&
   tea->set_category("grocery");
   Gateway::Ok(t.admin, gw.recommendations.get(), &RS::UpsertCatalogItems, catalog);
 
-  // An order delivered, then a return of it and a review of its item.
+  // An order delivered, then a return of it and a review of its item. With the e-mail consent
+  // above its delivery offers a survey; its shipping and delivery each make an order update.
   v1::Order order = Gateway::Ok(
       t.storefront, gw.orders.get(), &OS::CreateOrder,
       testing::CashOnDeliveryOrderRequest(id, "order-1", "sku-tea", "grocery", 5800,
@@ -288,6 +299,37 @@ void CheckMatchesServices(Gateway& gw, const std::string& admin, const std::stri
   REQUIRE(bundle.shown_recommendations_size() == items.items_size());
   for (int i = 0; i < items.items_size(); ++i)
     CheckEqual(bundle.shown_recommendations(i), items.items(i));
+
+  auto surveys = ForCustomer<v1::ListSurveysRequest>(id);
+  surveys.set_page_size(100);
+  const auto read_surveys = Gateway::Ok(admin, gw.surveys.get(), &SS::ListSurveys, surveys);
+  REQUIRE(bundle.surveys_size() == read_surveys.surveys_size());
+  for (int i = 0; i < bundle.surveys_size(); ++i)
+    CheckEqual(bundle.surveys(i), read_surveys.surveys(i));
+
+  auto notifications = ForCustomer<v1::ListNotificationsRequest>(id);
+  notifications.set_page_size(100);
+  const auto read_notifications =
+      Gateway::Ok(admin, gw.notifications.get(), &NS::ListNotifications, notifications);
+  REQUIRE(bundle.notifications_size() == read_notifications.notifications_size());
+  for (int i = 0; i < bundle.notifications_size(); ++i)
+    CheckEqual(bundle.notifications(i), read_notifications.notifications(i));
+}
+
+// The customer's order updates about `order_id` as an admin lists them (every status).
+std::vector<v1::Notification> OrderUpdates(Gateway& gw, const std::string& admin,
+                                           const std::string& id, const std::string& order_id) {
+  std::vector<v1::Notification> out;
+  v1::ListNotificationsResponse listed;
+  if (!Gateway::As(admin, gw.notifications.get(), &NS::ListNotifications,
+                   ForCustomer<v1::ListNotificationsRequest>(id), &listed)
+           .ok())
+    return out;
+  for (const v1::Notification& n : listed.notifications()) {
+    if (n.kind() == v1::NOTIFICATION_KIND_ORDER_UPDATE && n.reference() == order_id)
+      out.push_back(n);
+  }
+  return out;
 }
 
 // True when the ticket holds a message only agents may see.
@@ -315,6 +357,9 @@ struct World {
   static testing::CrmSystem::Options Options(const testing::TempDir& dir) {
     testing::CrmSystem::Options options;
     options.data_root = dir.path();
+    // No quiet hours: the order updates are tried at once whatever the time of day, and with no
+    // sender configured they end FAILED, so they do not change while the export is compared.
+    options.extra["customer-profile"] = {"--quiet_hours=00:00-00:00"};
     return options;
   }
   static void Start(testing::CrmSystem& system) { REQUIRE(system.Start().ok()); }
@@ -353,6 +398,29 @@ TEST_CASE(
       },
       absl::Seconds(30)));
 
+  // The delivery has reached customer-profile too: its survey offered (the customer consented to
+  // e-mail), and the order's updates (shipped, delivered) tried and settled as FAILED.
+  auto listed_orders = ForCustomer<v1::ListOrdersRequest>(id);
+  const std::string order_id =
+      Gateway::Ok(t.admin, gw.orders.get(), &OS::ListOrders, listed_orders).orders(0).order_id();
+  const std::string survey_id = "delivery-" + order_id;
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        v1::ListSurveysResponse surveys;
+        if (!Gateway::As(t.admin, gw.surveys.get(), &SS::ListSurveys,
+                         ForCustomer<v1::ListSurveysRequest>(id), &surveys)
+                 .ok() ||
+            surveys.surveys_size() != 1 || surveys.surveys(0).survey_id() != survey_id)
+          return false;
+        const std::vector<v1::Notification> updates = OrderUpdates(gw, t.admin, id, order_id);
+        return updates.size() == 2 &&
+               std::all_of(updates.begin(), updates.end(), [](const v1::Notification& n) {
+                 return n.status() == v1::NOTIFICATION_STATUS_FAILED;
+               });
+      },
+      absl::Seconds(30)));
+  const std::vector<v1::Notification> updates = OrderUpdates(gw, t.admin, id, order_id);
+
   const v1::CustomerDataExportBundle admin_export = Export(gw, t.admin, id);
   CHECK(admin_export.customer_id() == id);
   CHECK(admin_export.has_export_time());
@@ -390,10 +458,29 @@ TEST_CASE(
   CHECK(admin_export.shown_recommendations(0).sku() == "sku-tea");
   CHECK(admin_export.shown_recommendations(0).impressions() == 1);
   CHECK(admin_export.insights().customer_id() == id);
+  REQUIRE(admin_export.surveys_size() == 1);
+  CHECK(admin_export.surveys(0).survey_id() == survey_id);
+  CHECK(admin_export.surveys(0).subject_id() == order_id);
+  CHECK(admin_export.surveys(0).status() == v1::SURVEY_STATUS_OPEN);
+  CHECK(admin_export.surveys_listing().count() == 1);
+  REQUIRE(admin_export.notifications_size() == 2);
+  for (const v1::Notification& n : admin_export.notifications()) {
+    INFO(n.ShortDebugString());
+    CHECK(n.customer_id() == id);
+    CHECK(n.kind() == v1::NOTIFICATION_KIND_ORDER_UPDATE);
+    CHECK(n.reference() == order_id);
+    CHECK(n.status() == v1::NOTIFICATION_STATUS_FAILED);
+    CHECK(absl::StartsWith(n.status_reason(), "no sender is configured"));
+    CHECK(std::any_of(updates.begin(), updates.end(), [&](const v1::Notification& u) {
+      return u.notification_id() == n.notification_id();
+    }));
+  }
+  CHECK(admin_export.notifications_listing().count() == 2);
   for (const v1::ExportedListing* l :
        {&admin_export.orders_listing(), &admin_export.tickets_listing(),
         &admin_export.loyalty().ledger_listing(), &admin_export.loyalty().coupons_listing(),
-        &admin_export.shown_recommendations_listing(), &admin_export.returns_listing()}) {
+        &admin_export.shown_recommendations_listing(), &admin_export.returns_listing(),
+        &admin_export.surveys_listing(), &admin_export.notifications_listing()}) {
     CHECK_FALSE(l->truncated());
     CHECK(l->count() >= 1);
   }
@@ -407,6 +494,16 @@ TEST_CASE(
   CHECK(own.tickets(0).messages_size() == admin_export.tickets(0).messages_size() - 1);
   CHECK(own.insights().customer_id() == id);
   CHECK(own.orders_size() == 1);
+  // Failed notifications are left out of the customer's own listing, but they are data held on
+  // them: their export has them, as the admin's does.
+  const auto own_listing = Gateway::Ok(t.customer, gw.notifications.get(), &NS::ListNotifications,
+                                       ForCustomer<v1::ListNotificationsRequest>(id));
+  CHECK(own_listing.notifications_size() == 0);
+  REQUIRE(own.notifications_size() == admin_export.notifications_size());
+  for (int i = 0; i < own.notifications_size(); ++i)
+    CheckEqual(own.notifications(i), admin_export.notifications(i));
+  REQUIRE(own.surveys_size() == 1);
+  CheckEqual(own.surveys(0), admin_export.surveys(0));
 
   // Over Connect JSON, as a browser calls it.
   const testing::CommandResult curl = testing::RunCommand(
@@ -417,6 +514,10 @@ TEST_CASE(
   INFO(curl.output);
   CHECK(absl::StrContains(curl.output, "\"shownRecommendations\""));
   CHECK(absl::StrContains(curl.output, "\"tin dented\""));
+  CHECK(absl::StrContains(curl.output, "\"surveys\""));
+  CHECK(absl::StrContains(curl.output, absl::StrCat("\"", survey_id, "\"")));
+  CHECK(absl::StrContains(curl.output, "\"notifications\""));
+  CHECK(absl::StrContains(curl.output, absl::StrCat("\"", updates[0].notification_id(), "\"")));
 
   // Refusals: another customer, an agent, no customer id.
   CHECK(ExportStatus(gw, t.other_customer, id).error_code() == grpc::StatusCode::PERMISSION_DENIED);
@@ -440,6 +541,21 @@ TEST_CASE(
   Gateway::Ok(t.admin, gw.profiles.get(), &PS::EraseCustomer, erase);
   CHECK(ExportStatus(gw, t.admin, id).error_code() == grpc::StatusCode::NOT_FOUND);
   CHECK(ExportStatus(gw, t.customer, id).error_code() == grpc::StatusCode::NOT_FOUND);
+  // Nor does customer-profile keep the surveys or notifications an export would have held.
+  CHECK(testing::WaitUntil(
+      [&] {
+        v1::ListSurveysResponse surveys;
+        v1::ListNotificationsResponse notifications;
+        const grpc::Status s = Gateway::As(t.admin, gw.surveys.get(), &SS::ListSurveys,
+                                           ForCustomer<v1::ListSurveysRequest>(id), &surveys);
+        const grpc::Status n =
+            Gateway::As(t.admin, gw.notifications.get(), &NS::ListNotifications,
+                        ForCustomer<v1::ListNotificationsRequest>(id), &notifications);
+        return (s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND) &&
+               (n.ok() || n.error_code() == grpc::StatusCode::NOT_FOUND) &&
+               surveys.surveys_size() == 0 && notifications.notifications_size() == 0;
+      },
+      absl::Seconds(30)));
   v1::CustomerView view;
   auto view_request = ForCustomer<v1::GetCustomerViewRequest>(id);
   CHECK(Gateway::As(t.admin, gw.views.get(), &VS::GetCustomerView, view_request, &view)
