@@ -2,7 +2,7 @@
 // tries, generated from the descriptors like the authorization matrix, against the six real
 // processes (mutual TLS between them, as in the local run). A victim and an attacker each get a
 // full history (profile, address, card token, searches, orders delivered and not, tickets, points,
-// a coupon, a return, a review); then the attacker tries:
+// a coupon, a return, a review, delivery surveys, order-update e-mails); then the attacker tries:
 //   - every customer-callable method with the victim's ids in every id-like field (and the victim's
 //   customer id);
 //   - every customer listing with forged, tampered, expired, out-of-range and other-scope page
@@ -29,6 +29,7 @@
 #include "crm/v1/complaint_ticket.grpc.pb.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/loyalty.grpc.pb.h"
+#include "crm/v1/notifications.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "crm/v1/recommendation.pb.h"
 #include "crm/v1/surveys.pb.h"
@@ -47,6 +48,7 @@
 #include "tests/support/grpc_probe.h"
 #include "tests/support/process.h"
 #include "tests/support/shop_calls.h"
+#include "tests/support/smtp_sink.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
 
@@ -75,6 +77,8 @@ struct Shopper {
   std::vector<std::string> order_ids;  // [0], [1] delivered
   std::string item_id, address_id, payment_method_id, return_id, review_id, coupon_id;
   std::vector<std::string> ticket_ids, request_ids;
+  // The order updates customer-profile sent about the orders (read once they are there).
+  std::vector<std::string> notification_ids;
   std::string registration;  // the RegisterCustomer request as sent (bytes)
 
   // What may not appear in an answer to anyone else.
@@ -88,6 +92,7 @@ struct Shopper {
     if (include_email) s.push_back(email);
     for (const auto& id : order_ids) s.push_back(id);
     for (const auto& id : ticket_ids) s.push_back(id);
+    for (const auto& id : notification_ids) s.push_back(id);
     s.erase(std::remove(s.begin(), s.end(), std::string()), s.end());
     return s;
   }
@@ -100,6 +105,7 @@ struct Shopper {
     // The surveys of the two delivered orders (customer-profile names them after the order).
     for (size_t k = 0; k < 2 && k < order_ids.size(); ++k)
       ids.push_back("delivery-" + order_ids[k]);
+    for (const auto& id : notification_ids) ids.push_back(id);
     ids.erase(std::remove(ids.begin(), ids.end(), std::string()), ids.end());
     return ids;
   }
@@ -452,6 +458,7 @@ const Listing kListings[] = {
     {"/crm.v1.OrderTrackingService/ListReviews", "reviews/", "next_page_token"},
     {"/crm.v1.ComplaintTicketService/SearchTickets", "ticket-search/", "next_page_token"},
     {"/crm.v1.SurveyService/ListSurveys", "surveys/", "next_page_token"},
+    {"/crm.v1.NotificationService/ListNotifications", "notifications/", "next_page_token"},
 };
 
 TEST_CASE("abuse: every listing a customer pages through is among the page-token attacks") {
@@ -500,17 +507,37 @@ TEST_CASE(
     "abuse: a customer never reads or changes another's data, and no one reaches a service port "
     "unsigned") {
   testing::TempDir dir;
+  // The order updates go out by e-mail to a relay on loopback: a customer's own listing shows
+  // notifications sent or scheduled (not failed ones), so whatever the time of day (quiet hours
+  // or not) each shopper's has two pages.
+  testing::SmtpSink relay;
+  REQUIRE(relay.Start().ok());
   testing::CrmSystem::Options options;
   options.data_root = dir.path();
   options.access_log = true;
+  options.extra["customer-profile"] = {absl::StrCat("--smtp_server=127.0.0.1:", relay.port()),
+                                       "--smtp_from=crm@shop.example", "--smtp_tls=none"};
   testing::CrmSystem system(options);
   REQUIRE(system.Start().ok());
   Shop shop(system);
-  const Shopper victim = shop.Create("victim");
-  const Shopper attacker = shop.Create("attacker");
+  Shopper victim = shop.Create("victim");
+  Shopper attacker = shop.Create("attacker");
   // Loyalty and customer-profile learn of the deliveries through events: wait until both growth
-  // entries and both delivery surveys are there, so their listings have two pages.
-  for (const Shopper* p : {&victim, &attacker}) {
+  // entries, both delivery surveys and the order updates are there, so their listings have two
+  // pages.
+  for (Shopper* p : {&victim, &attacker}) {
+    v1::ListNotificationsRequest notices;
+    notices.set_customer_id(p->customer_id);
+    v1::ListNotificationsResponse sent;
+    REQUIRE(testing::WaitUntil(
+        [&] {
+          return shop.As(p->token, "/crm.v1.NotificationService/ListNotifications", notices, &sent)
+                     .ok() &&
+                 sent.notifications_size() >= 2;
+        },
+        absl::Seconds(30)));
+    for (const v1::Notification& n : sent.notifications())
+      p->notification_ids.push_back(n.notification_id());
     v1::ListSurveysRequest surveys;
     surveys.set_customer_id(p->customer_id);
     v1::ListSurveysResponse listed;
