@@ -34,6 +34,7 @@
 #include "tests/support/smtp_sink.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
+#include "tests/support/webhook_receiver.h"
 
 namespace crm::notify {
 namespace {
@@ -309,91 +310,8 @@ TEST_CASE("notify: SmtpSender::Create names the option it cannot use", "[notify]
   CHECK(absl::StartsWith(SmtpSender::Create(options).status().message(), "host:"));
 }
 
-// The SMS and push gateway: one connection at a time, each answered with the status the test set.
-class Gateway {
- public:
-  struct Request {
-    std::map<std::string, std::string> headers;
-    std::string body;
-  };
-
-  Gateway() {
-    listener_ = testing::BindLoopback(&port_);
-    REQUIRE(listener_ >= 0);
-    REQUIRE(listen(listener_, 16) == 0);
-    thread_ = std::thread([this] { Serve(); });
-  }
-  ~Gateway() {
-    shutdown(listener_, SHUT_RDWR);
-    thread_.join();
-    close(listener_);
-  }
-  std::string Url() const { return absl::StrCat("http://127.0.0.1:", port_, "/notify"); }
-  void AnswerWith(int status) {
-    absl::MutexLock lock(&mu_);
-    status_ = status;
-  }
-  std::vector<Request> Received() const {
-    absl::MutexLock lock(&mu_);
-    return requests_;
-  }
-
- private:
-  void Serve() {
-    for (;;) {
-      const int fd = accept(listener_, nullptr, nullptr);
-      if (fd < 0) return;
-      timeval tv{10, 0};
-      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-      Request request;
-      if (Read(fd, &request)) {
-        int status;
-        {
-          absl::MutexLock lock(&mu_);
-          status = status_;
-          requests_.push_back(request);
-        }
-        const std::string answer = absl::StrCat("HTTP/1.1 ", status,
-                                                " X\r\nContent-Length: 6\r\n"
-                                                "Connection: close\r\n\r\nanswer");
-        (void)!write(fd, answer.data(), answer.size());
-      }
-      close(fd);
-    }
-  }
-  static bool Read(int fd, Request* out) {
-    std::string data;
-    char buf[4096];
-    size_t end;
-    while ((end = data.find("\r\n\r\n")) == std::string::npos) {
-      const ssize_t n = read(fd, buf, sizeof(buf));
-      if (n <= 0) return false;
-      data.append(buf, static_cast<size_t>(n));
-    }
-    for (absl::string_view line : absl::StrSplit(data.substr(0, end), "\r\n")) {
-      const size_t colon = line.find(':');
-      if (colon == absl::string_view::npos) continue;
-      out->headers[absl::AsciiStrToLower(line.substr(0, colon))] =
-          std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-    }
-    size_t length = 0;
-    if (!absl::SimpleAtoi(out->headers["content-length"], &length)) return false;
-    out->body = data.substr(end + 4);
-    while (out->body.size() < length) {
-      const ssize_t n = read(fd, buf, sizeof(buf));
-      if (n <= 0) return false;
-      out->body.append(buf, static_cast<size_t>(n));
-    }
-    return true;
-  }
-
-  int listener_ = -1;
-  int port_ = 0;
-  std::thread thread_;
-  mutable absl::Mutex mu_;
-  int status_ ABSL_GUARDED_BY(mu_) = 200;
-  std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
-};
+// The SMS and push gateway.
+using Gateway = testing::WebhookReceiver;
 
 const std::string kSigningKey = "the gateway's signing key, 32 bytes";
 
@@ -422,13 +340,13 @@ std::unique_ptr<WebhookNotificationSender> MakeWebhook(const std::string& url) {
 TEST_CASE("notify: WebhookNotificationSender POSTs the message as signed JSON",
           "[notify][webhook]") {
   Gateway gateway;
-  auto sender = MakeWebhook(gateway.Url());
+  auto sender = MakeWebhook(gateway.Url("/notify"));
   const OutgoingMessage message = Sms();
 
   const SendResult sent = sender->Send(message);
   INFO(sent.detail);
   REQUIRE(sent.outcome == Outcome::kSent);
-  CHECK(sent.detail == "HTTP 200: answer");
+  CHECK(sent.detail == "HTTP 200: ok");
   REQUIRE(gateway.Received().size() == 1);
   const Gateway::Request request = gateway.Received()[0];
   CHECK(request.body ==
@@ -453,17 +371,17 @@ TEST_CASE(
     "notify: WebhookNotificationSender: 503 and 429 are retried, 400 rejected, no answer retried",
     "[notify][webhook]") {
   Gateway gateway;
-  auto sender = MakeWebhook(gateway.Url());
+  auto sender = MakeWebhook(gateway.Url("/notify"));
   gateway.AnswerWith(503);
   const SendResult unavailable = sender->Send(Sms());
   CHECK(unavailable.outcome == Outcome::kRetry);
-  CHECK(unavailable.detail == "HTTP 503: answer");
+  CHECK(unavailable.detail == "HTTP 503: refused by the test");
   gateway.AnswerWith(429);
   CHECK(sender->Send(Sms()).outcome == Outcome::kRetry);
   gateway.AnswerWith(400);
   const SendResult refused = sender->Send(Sms());
   CHECK(refused.outcome == Outcome::kRejected);
-  CHECK(refused.detail == "HTTP 400: answer");
+  CHECK(refused.detail == "HTTP 400: refused by the test");
   CHECK(gateway.Received().size() == 3);
 
   auto nowhere = MakeWebhook(absl::StrCat("http://127.0.0.1:", testing::PickFreePort(), "/notify"));
@@ -504,7 +422,7 @@ TEST_CASE("notify: SendersFromFlags builds a sender per configured channel and n
     absl::SetFlag(&FLAGS_smtp_server, absl::StrCat("127.0.0.1:", sink->port()));
     absl::SetFlag(&FLAGS_smtp_from, "news@shop.example");
     absl::SetFlag(&FLAGS_smtp_tls, "none");
-    absl::SetFlag(&FLAGS_notification_webhook_url, gateway.Url());
+    absl::SetFlag(&FLAGS_notification_webhook_url, gateway.Url("/notify"));
     absl::SetFlag(&FLAGS_notification_webhook_secret_file, dir.Sub("webhook-secret"));
     absl::SetFlag(&FLAGS_webhook_allowed_hosts, "127.0.0.1");
     absl::StatusOr<Senders> senders = SendersFromFlags();
