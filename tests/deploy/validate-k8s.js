@@ -58,7 +58,9 @@ if (process.env.CRM_SERVICES) {
   }
 }
 // Who may reach each data service's gRPC port: the gateway, the services that call it, and every producer
-// (customer-profile, order-tracking, complaint-ticket), which asks each consumer what it subscribes to.
+// that delivers to it (customer-profile, order-tracking, complaint-ticket deliver to every service;
+// recommendation only to customer-profile, --event_sinks=customer-profile), which asks each consumer what it
+// subscribes to.
 const CALLERS = {
   "customer-profile": ["gateway", "order-tracking", "loyalty", "complaint-ticket", "recommendation"],
   "order-tracking": ["gateway", "customer-profile", "loyalty", "complaint-ticket"],
