@@ -232,7 +232,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "order updates wait out quiet hours, follow the customer's choices and go once per event; "
+    "order updates wait out quiet hours, follow the customer's choices and go once per event, and "
     "reminders are marketing") {
   testing::SmtpSink sink;
   REQUIRE(sink.Start().ok());
