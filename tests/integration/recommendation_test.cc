@@ -167,6 +167,18 @@ void SmallShop(World& w) {
   for (int i = 0; i < 3; ++i) w.Buy("office" + std::to_string(i), {"pen", "paper"}, t);
 }
 
+// The second TV, launched yesterday.
+void LaunchTv2(World& w) {
+  v1::UpsertCatalogItemsRequest launch;
+  auto* tv2 = launch.add_items();
+  tv2->set_sku("tv-2");
+  tv2->set_name("TV mark II");
+  tv2->set_category("tv");
+  tv2->set_successor_of("tv-1");
+  api::SetTimestamp(w.Now() - kDay, tv2->mutable_launch_time());
+  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, launch);
+}
+
 TEST_CASE(
     "catalog: upsert, get, stock changes, and each bad item is reported while the rest are "
     "upserted") {
@@ -483,14 +495,7 @@ TEST_CASE(
 
   // The successor launches: its predecessor's buyers hear about it; others do not.
   CHECK(Skus(w.Recommend("viewer", v1::PLACEMENT_HOME, 5, v1::MODEL_UPGRADE)).empty());
-  v1::UpsertCatalogItemsRequest launch;
-  auto* tv2 = launch.add_items();
-  tv2->set_sku("tv-2");
-  tv2->set_name("TV mark II");
-  tv2->set_category("tv");
-  tv2->set_successor_of("tv-1");
-  api::SetTimestamp(w.Now() - kDay, tv2->mutable_launch_time());
-  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, launch);
+  LaunchTv2(w);
   auto upgrade = w.Recommend("viewer", v1::PLACEMENT_HOME, 5);
   REQUIRE_FALSE(upgrade.recommendations().empty());
   CHECK(upgrade.recommendations(0).item().sku() == "tv-2");
@@ -912,18 +917,6 @@ void GiftShop(World& w) {
   w.reco.clock().Set(Utc(2026, 9, 28, 9));
   for (int i = 0; i < 5; ++i)
     w.Buy("parent" + std::to_string(i), {"robot", "hat"}, w.Now() - 3 * kDay);
-}
-
-// The second TV, launched yesterday.
-void LaunchTv2(World& w) {
-  v1::UpsertCatalogItemsRequest launch;
-  auto* tv2 = launch.add_items();
-  tv2->set_sku("tv-2");
-  tv2->set_name("TV mark II");
-  tv2->set_category("tv");
-  tv2->set_successor_of("tv-1");
-  api::SetTimestamp(w.Now() - kDay, tv2->mutable_launch_time());
-  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, launch);
 }
 
 TEST_CASE(
