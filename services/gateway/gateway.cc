@@ -309,11 +309,44 @@ void DeliverReplicatedAnswer(FanOut& fan) {
   fan.done(grpc::Status::OK, fan.responses[0]);
 }
 
+// A batch whose items each belong to one shard (policy.per_item_fan_out): every shard answered one
+// element per item, and element i is taken from the first shard that holds item i.
+void DeliverPerItemAnswer(FanOut& fan) {
+  const Route::PerItem& p = *fan.route->per_item;
+  std::vector<std::unique_ptr<Message>> parts;
+  for (const grpc::ByteBuffer& response : fan.responses) {
+    parts.push_back(absl::WrapUnique(fan.route->response_prototype->New()));
+    if (!parts.back()->ParseFromString(ToBytes(response)))
+      return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
+  }
+  const auto* refl = parts[0]->GetReflection();
+  const int items = refl->FieldSize(*parts[0], p.results);
+  for (const auto& part : parts) {
+    if (refl->FieldSize(*part, p.results) != items) {
+      return fan.done(rpc::ToGrpc(absl::InternalError(absl::StrCat(
+                          "shards answered different numbers of ", p.results->name()))),
+                      {});
+    }
+  }
+  std::unique_ptr<Message> out(parts[0]->New());
+  out->CopyFrom(*parts[0]);
+  for (int i = 0; i < items; ++i) {
+    for (const auto& part : parts) {
+      const Message& element = refl->GetRepeatedMessage(*part, p.results, i);
+      if (element.GetReflection()->GetEnumValue(element, p.outcome) == p.not_mine) continue;
+      refl->MutableRepeatedMessage(out.get(), p.results, i)->CopyFrom(element);
+      break;
+    }
+  }
+  fan.done(grpc::Status::OK, FromBytes(out->SerializeAsString()));
+}
+
 // Hands the shards' answers, merged into one, to the caller, with a next page token that continues
 // each shard where it stopped.
 void DeliverMergedAnswer(FanOut& fan) {
   const Route& route = *fan.route;
   if (route.policy.fan_out_replicated()) return DeliverReplicatedAnswer(fan);
+  if (route.per_item) return DeliverPerItemAnswer(fan);
   if (route.ordered) {
     std::vector<std::unique_ptr<Message>> parts;
     for (const grpc::ByteBuffer& response : fan.responses) {

@@ -126,6 +126,34 @@ void ResolveOrderedFanOut(const MethodDescriptor& method, Route& r,
   r.ordered = ordered;
 }
 
+// Resolves policy.per_item_fan_out: the answer's list and the enum value of an item not held.
+void ResolvePerItemFanOut(const MethodDescriptor& method, Route& r,
+                          std::vector<std::string>& problems) {
+  const v1::PerItemFanOut& p = r.policy.per_item_fan_out();
+  Route::PerItem per_item;
+  per_item.results = method.output_type()->FindFieldByName(p.results_field());
+  if (per_item.results == nullptr || !per_item.results->is_repeated() ||
+      per_item.results->type() != FieldDescriptor::TYPE_MESSAGE) {
+    problems.push_back(absl::StrCat(r.path, ": per_item_fan_out.results_field \"",
+                                    p.results_field(),
+                                    "\" is not a repeated message field of the response"));
+    return;
+  }
+  per_item.outcome = per_item.results->message_type()->FindFieldByName(p.outcome_field());
+  const google::protobuf::EnumValueDescriptor* value =
+      per_item.outcome != nullptr && per_item.outcome->type() == FieldDescriptor::TYPE_ENUM
+          ? per_item.outcome->enum_type()->FindValueByName(p.not_mine_value())
+          : nullptr;
+  if (value == nullptr) {
+    problems.push_back(absl::StrCat(r.path, ": per_item_fan_out needs an enum field \"",
+                                    p.outcome_field(), "\" in the results with the value \"",
+                                    p.not_mine_value(), "\""));
+    return;
+  }
+  per_item.not_mine = value->number();
+  r.per_item = per_item;
+}
+
 // Resolves the request fields the route's policy names, and notes what the gateway cannot honour.
 void ResolvePolicyFields(const MethodDescriptor& method, Route& r,
                          std::vector<std::string>& problems) {
@@ -141,6 +169,7 @@ void ResolvePolicyFields(const MethodDescriptor& method, Route& r,
   for (std::string& problem : PolicyProblems(r.path, r.policy))
     problems.push_back(std::move(problem));
   if (r.policy.has_ordered_fan_out()) ResolveOrderedFanOut(method, r, problems);
+  if (r.policy.has_per_item_fan_out()) ResolvePerItemFanOut(method, r, problems);
   if (r.policy.shard_key_is_email() && r.shard_key_field == nullptr) {
     problems.push_back(absl::StrCat(r.path, ": shard_key_is_email without a shard_key_field"));
   }
@@ -166,6 +195,13 @@ std::vector<std::string> PolicyProblems(absl::string_view path, const v1::Method
     problems.push_back(absl::StrCat(path,
                                     ": fan_out_replicated with ordered_fan_out (one shard's answer "
                                     "is handed out, so there is no listing to merge in order)"));
+  }
+  if (policy.has_per_item_fan_out() &&
+      (!policy.fan_out() || policy.fan_out_replicated() || policy.has_ordered_fan_out())) {
+    problems.push_back(
+        absl::StrCat(path,
+                     ": per_item_fan_out needs fan_out, and neither fan_out_replicated nor "
+                     "ordered_fan_out (each picks the shards' answers its own way)"));
   }
   return problems;
 }

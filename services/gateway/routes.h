@@ -50,6 +50,13 @@ struct Route {
     const google::protobuf::FieldDescriptor* next_token = nullptr;  // response, string
   };
   std::optional<Ordered> ordered;
+  // policy.per_item_fan_out resolved (null when the batch's answers are merged as usual).
+  struct PerItem {
+    const google::protobuf::FieldDescriptor* results = nullptr;  // response, repeated message
+    const google::protobuf::FieldDescriptor* outcome = nullptr;  // enum, in results' elements
+    int not_mine = 0;                                            // that enum's value
+  };
+  std::optional<PerItem> per_item;
 };
 
 class RouteTable {

@@ -881,6 +881,61 @@ TEST_CASE("gateway: a policy with fan_out_replicated but not fan_out is refused 
   }
 }
 
+// One carrier event's result as a shard answers it.
+v1::TrackingEventResult TrackingResult(const std::string& event_id,
+                                       v1::TrackingEventResult::Outcome outcome) {
+  v1::TrackingEventResult r;
+  r.set_carrier_event_id(event_id);
+  r.set_outcome(outcome);
+  return r;
+}
+
+TEST_CASE(
+    "gateway: a batch of carrier events answers each event from the shard holding its package") {
+  World::Options o;
+  o.two_shards_of = "order-tracking";
+  World w(o);
+  const Route& add = *RouteTable::Default().Find("/crm.v1.OrderTrackingService/AddTrackingEvents");
+  REQUIRE(add.per_item);
+  using R = v1::TrackingEventResult;
+  // e1's package is on the first shard, e2's on the second, e3's on neither.
+  v1::AddTrackingEventsResponse first, second;
+  *first.add_results() = TrackingResult("e1", R::OUTCOME_APPLIED);
+  *first.add_results() = TrackingResult("e2", R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
+  *first.add_results() = TrackingResult("e3", R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
+  *second.add_results() = TrackingResult("e1", R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
+  *second.add_results() = TrackingResult("e2", R::OUTCOME_DUPLICATE);
+  *second.add_results() = TrackingResult("e3", R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
+  w.fake.AnswerWith(add.path, first);
+  w.second.AnswerWith(add.path, second);
+  v1::AddTrackingEventsRequest req;
+  for (const char* id : {"e1", "e2", "e3"}) req.add_events()->set_carrier_event_id(id);
+  testing::RawReply reply =
+      testing::RawUnaryCall(w.channel, add.path, req.SerializeAsString(),
+                            {{"authorization", "Bearer " + Token("service", "carrier-feed")}});
+  REQUIRE(reply.status.ok());
+  v1::AddTrackingEventsResponse answer;
+  REQUIRE(answer.ParseFromString(reply.body));
+  // One result per event, in request order (merging the lists gave six).
+  REQUIRE(answer.results_size() == 3);
+  CHECK(answer.results(0).outcome() == R::OUTCOME_APPLIED);
+  CHECK(answer.results(1).outcome() == R::OUTCOME_DUPLICATE);
+  CHECK(answer.results(2).outcome() == R::OUTCOME_UNKNOWN_TRACKING_NUMBER);
+  CHECK(answer.results(2).carrier_event_id() == "e3");
+
+  // Shards answering different numbers of results is the backend's fault, not a merged guess.
+  second.mutable_results()->RemoveLast();
+  w.second.AnswerWith(add.path, second);
+  CHECK(testing::RawUnaryCall(w.channel, add.path, req.SerializeAsString(),
+                              {{"authorization", "Bearer " + Token("service", "carrier-feed")}})
+            .status.error_code() == grpc::StatusCode::INTERNAL);
+
+  v1::MethodPolicy policy;
+  policy.mutable_per_item_fan_out()->set_results_field("results");
+  CHECK(absl::StrContains(gateway::PolicyProblems("/crm.v1.X/Add", policy).at(0),
+                          "per_item_fan_out needs fan_out"));
+}
+
 TEST_CASE("gateway: WatchOrder streams through, and cancelling the caller cancels the backend") {
   World w;
   WatchingCustomer c1(w);
