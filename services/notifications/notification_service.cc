@@ -379,9 +379,13 @@ absl::Status NotificationService::OnOrderPlaced(store::Transaction& txn, const v
       event.has_occur_time() ? api::FromTimestamp(event.occur_time()) : clock_->Now();
   CRM_ASSIGN_OR_RETURN(auto memberships, store_->LockMemberships(txn, event.customer_id()));
   for (internal::CampaignMembership& m : memberships) {
-    if (m.converted() || ordered < api::FromTimestamp(m.reach_time()) ||
-        ordered >= api::FromTimestamp(m.window_end()))
+    // A window that has closed can attribute nothing more: forgotten, so a customer's orders do not
+    // read every campaign that ever reached them.
+    if (ordered >= api::FromTimestamp(m.window_end())) {
+      CRM_RETURN_IF_ERROR(store_->DeleteMembership(txn, event.customer_id(), m.campaign_id()));
       continue;
+    }
+    if (m.converted() || ordered < api::FromTimestamp(m.reach_time())) continue;
     m.set_converted(true);
     CRM_RETURN_IF_ERROR(store_->PutMembership(txn, event.customer_id(), m));
     internal::CampaignCounts delta;

@@ -220,6 +220,12 @@ absl::Status NotificationStore::PutMembership(store::Transaction& txn,
                       membership);
 }
 
+absl::Status NotificationStore::DeleteMembership(store::Transaction& txn,
+                                                 absl::string_view customer_id,
+                                                 absl::string_view campaign_id) {
+  return txn.Delete(cf_[kMembers], CustomerKey(customer_id, campaign_id));
+}
+
 absl::Status NotificationStore::AddCounts(store::Transaction& txn, absl::string_view campaign_id,
                                           const internal::CampaignCounts& delta) {
   return txn.AddCounters(cf_[kStats], Key().Str(campaign_id).Build(), delta);

@@ -90,6 +90,8 @@ class NotificationStore {
       store::Transaction& txn, absl::string_view customer_id);
   absl::Status PutMembership(store::Transaction& txn, absl::string_view customer_id,
                              const internal::CampaignMembership& membership);
+  absl::Status DeleteMembership(store::Transaction& txn, absl::string_view customer_id,
+                                absl::string_view campaign_id);
 
   absl::Status AddCounts(store::Transaction& txn, absl::string_view campaign_id,
                          const internal::CampaignCounts& delta);
