@@ -10,6 +10,7 @@
 #include "libs/sharding/hash.h"
 #include "libs/store/counters.h"
 #include "libs/store/key.h"
+#include "libs/store/protos.h"
 
 namespace crm::notifications {
 namespace {
@@ -34,13 +35,6 @@ bool Queued(const v1::Notification& n) { return n.status() == v1::NOTIFICATION_S
 bool CustomerSees(const v1::Notification& n) {
   return n.status() == v1::NOTIFICATION_STATUS_SCHEDULED ||
          n.status() == v1::NOTIFICATION_STATUS_SENT;
-}
-
-template <typename M>
-absl::Status ParseInto(absl::string_view value, M& m) {
-  if (!m.ParseFromArray(value.data(), static_cast<int>(value.size())))
-    return absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -103,14 +97,11 @@ absl::Status NotificationStore::Update(store::Transaction& txn, const v1::Notifi
 
 absl::StatusOr<v1::Notification> NotificationStore::Get(absl::string_view customer_id,
                                                         absl::string_view notification_id) const {
-  v1::Notification n;
-  CRM_ASSIGN_OR_RETURN(bool found, store_->GetProto(cf_[kNotifications],
-                                                    CustomerKey(customer_id, notification_id), &n));
-  if (!found) {
-    return absl::NotFoundError(absl::StrCat("notification_id: the customer has no notification \"",
-                                            notification_id, "\""));
-  }
-  return n;
+  return store::GetProtoOr<v1::Notification>(
+      *store_, cf_[kNotifications], CustomerKey(customer_id, notification_id), [&] {
+        return absl::NotFoundError(absl::StrCat(
+            "notification_id: the customer has no notification \"", notification_id, "\""));
+      });
 }
 
 absl::Status NotificationStore::List(bool with_all, absl::string_view customer_id,
@@ -119,22 +110,18 @@ absl::Status NotificationStore::List(bool with_all, absl::string_view customer_i
                                      bool* more) const {
   const std::string prefix = Key().Str(customer_id).Build();
   CRM_ASSIGN_OR_RETURN(const std::string begin, store::ResumeAfter(prefix, after));
-  absl::Status parsed = absl::OkStatus();
-  CRM_RETURN_IF_ERROR(store_->Scan(cf_[kNotifications], begin, store::PrefixUpperBound(prefix),
-                                   [&](absl::string_view key, absl::string_view value) {
-                                     v1::Notification n;
-                                     parsed = ParseInto(value, n);
-                                     if (!parsed.ok()) return false;
-                                     if (!with_all && !CustomerSees(n)) return true;
-                                     if (static_cast<int>(out->size()) == limit) {
-                                       *more = true;
-                                       return false;
-                                     }
-                                     out->push_back(std::move(n));
-                                     *last_key = std::string(key);
-                                     return true;
-                                   }));
-  return parsed;
+  return store::ScanProtos<v1::Notification>(*store_, cf_[kNotifications], begin,
+                                             store::PrefixUpperBound(prefix),
+                                             [&](absl::string_view key, v1::Notification&& n) {
+                                               if (!with_all && !CustomerSees(n)) return true;
+                                               if (static_cast<int>(out->size()) == limit) {
+                                                 *more = true;
+                                                 return false;
+                                               }
+                                               out->push_back(std::move(n));
+                                               *last_key = std::string(key);
+                                               return true;
+                                             });
 }
 
 absl::StatusOr<std::vector<NotificationStore::Due>> NotificationStore::DueAt(absl::Time now,
@@ -183,28 +170,13 @@ absl::StatusOr<std::optional<internal::CampaignRecord>> NotificationStore::GetCa
 }
 
 absl::StatusOr<std::vector<internal::CampaignRecord>> NotificationStore::Campaigns() const {
-  std::vector<internal::CampaignRecord> out;
-  absl::Status parsed = absl::OkStatus();
-  CRM_RETURN_IF_ERROR(
-      store_->ScanPrefix(cf_[kCampaigns], "", [&](absl::string_view, absl::string_view value) {
-        parsed = ParseInto(value, out.emplace_back());
-        return parsed.ok();
-      }));
-  CRM_RETURN_IF_ERROR(parsed);
-  return out;
+  return store::ProtosUnder<internal::CampaignRecord>(*store_, cf_[kCampaigns], "");
 }
 
 absl::StatusOr<std::vector<internal::CampaignMembership>> NotificationStore::LockMemberships(
     store::Transaction& txn, absl::string_view customer_id) {
-  std::vector<internal::CampaignMembership> out;
-  const std::string prefix = Key().Str(customer_id).Build();
-  absl::Status parsed = absl::OkStatus();
-  CRM_RETURN_IF_ERROR(txn.Scan(cf_[kMembers], prefix, store::PrefixUpperBound(prefix),
-                               [&](absl::string_view, absl::string_view value) {
-                                 parsed = ParseInto(value, out.emplace_back());
-                                 return parsed.ok();
-                               }));
-  CRM_RETURN_IF_ERROR(parsed);
+  CRM_ASSIGN_OR_RETURN(auto out, store::ProtosUnder<internal::CampaignMembership>(
+                                     txn, cf_[kMembers], Key().Str(customer_id).Build()));
   // Locked one by one: a conversion and a second order of the customer must not both count.
   for (const auto& m : out) {
     CRM_RETURN_IF_ERROR(
@@ -245,32 +217,14 @@ absl::Status NotificationStore::EraseCustomer(store::Transaction& txn,
   const std::string prefix = Key().Str(customer_id).Build();
   // Queue entries are keyed by time first: found through the customer's scheduled notifications.
   std::vector<std::string> queued;
-  absl::Status parsed = absl::OkStatus();
-  CRM_RETURN_IF_ERROR(txn.Scan(cf_[kNotifications], prefix, store::PrefixUpperBound(prefix),
-                               [&](absl::string_view, absl::string_view value) {
-                                 v1::Notification n;
-                                 parsed = ParseInto(value, n);
-                                 if (parsed.ok() && Queued(n)) queued.push_back(QueueKey(n));
-                                 return parsed.ok();
-                               }));
-  CRM_RETURN_IF_ERROR(parsed);
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<v1::Notification>(
+      txn, cf_[kNotifications], prefix, [&](absl::string_view, v1::Notification&& n) {
+        if (Queued(n)) queued.push_back(QueueKey(n));
+      }));
   for (const std::string& key : queued) CRM_RETURN_IF_ERROR(txn.Delete(cf_[kQueue], key));
   CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf_[kNotifications], prefix));
   CRM_RETURN_IF_ERROR(txn.DeletePrefix(cf_[kSources], prefix));
   return txn.DeletePrefix(cf_[kMembers], prefix);
-}
-
-absl::StatusOr<std::vector<v1::Notification>> NotificationStore::All(
-    absl::string_view customer_id) const {
-  std::vector<v1::Notification> out;
-  absl::Status parsed = absl::OkStatus();
-  CRM_RETURN_IF_ERROR(store_->ScanPrefix(cf_[kNotifications], Key().Str(customer_id).Build(),
-                                         [&](absl::string_view, absl::string_view value) {
-                                           parsed = ParseInto(value, out.emplace_back());
-                                           return parsed.ok();
-                                         }));
-  CRM_RETURN_IF_ERROR(parsed);
-  return out;
 }
 
 }  // namespace crm::notifications

@@ -99,8 +99,6 @@ class NotificationStore {
 
   // Everything held on the customer (on erasure); the campaigns' counts are not personal data.
   absl::Status EraseCustomer(store::Transaction& txn, absl::string_view customer_id);
-  // The customer's notifications, for their data export.
-  absl::StatusOr<std::vector<v1::Notification>> All(absl::string_view customer_id) const;
 
  private:
   enum Family { kNotifications, kSources, kQueue, kCampaigns, kMembers, kStats };
