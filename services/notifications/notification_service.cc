@@ -66,6 +66,13 @@ bool IsMarketing(const v1::Notification& n) {
   return n.kind() == v1::NOTIFICATION_KIND_CAMPAIGN || n.kind() == v1::NOTIFICATION_KIND_REMINDER;
 }
 
+// A notification that will not be sent (held out, suppressed): it waits for nothing.
+void SetUnsent(v1::Notification& n, v1::NotificationStatus status, std::string reason) {
+  n.set_status(status);
+  n.set_status_reason(std::move(reason));
+  n.clear_send_after();
+}
+
 // Why a marketing contact was refused, in the notification's words.
 std::string RefusalOf(const MarketingContact& contact) {
   if (contact.decision.reason() == v1::ContactDecision::REASON_FREQUENCY_CAP) {
@@ -244,11 +251,8 @@ void NotificationService::Count(store::Transaction& txn, const v1::Notification&
   });
 }
 
-absl::StatusOr<v1::Notification> NotificationService::Make(store::Transaction& txn,
-                                                           const v1::Customer& customer,
-                                                           const std::string& source,
-                                                           v1::Channel channel, Draft draft,
-                                                           absl::Time now) {
+v1::Notification NotificationService::Make(const v1::Customer& customer, const std::string& source,
+                                           v1::Channel channel, Draft draft, absl::Time now) const {
   v1::Notification n;
   n.set_notification_id(NotificationIdOf(now, source));
   n.set_customer_id(customer.customer_id());
@@ -302,32 +306,27 @@ absl::Status NotificationService::NotifyOrderUpdate(store::Transaction& txn, con
   if (event.has_shipment_updated())
     values["eta"] = FormatEta(event.shipment_updated().eta(), *customer, options_.quiet);
   const v1::MessageTemplate words = BuiltInMessage(what, customer->preferences().language());
+  const Draft draft{v1::NOTIFICATION_KIND_ORDER_UPDATE, "", std::string(order_id),
+                    Render(words.subject(), values), Render(words.body(), values)};
   const std::vector<v1::Channel> channels = OrderUpdateChannels(*customer);
-  if (channels.empty()) {
-    // Kept for the service desk: the customer asked for silence, or gave no way to reach them.
-    const std::string source = absl::StrCat("event:", event.event_id());
-    CRM_ASSIGN_OR_RETURN(auto existing, store_->LockSource(txn, event.customer_id(), source));
-    if (existing.has_value()) return absl::OkStatus();
-    Draft draft{v1::NOTIFICATION_KIND_ORDER_UPDATE, "", std::string(order_id),
-                Render(words.subject(), values), Render(words.body(), values)};
-    CRM_ASSIGN_OR_RETURN(v1::Notification n,
-                         Make(txn, *customer, source, v1::CHANNEL_UNSPECIFIED, draft, now));
-    n.set_status(v1::NOTIFICATION_STATUS_SUPPRESSED);
-    n.set_status_reason(customer->preferences().notifications().order_updates_off()
-                            ? "the customer turned order updates off"
-                            : "no address for order updates");
-    n.clear_send_after();
-    Count(txn, n, "no_channel");
-    return store_->Create(txn, source, n);
-  }
-  for (v1::Channel channel : channels) {
-    const std::string source = absl::StrCat("event:", event.event_id(), ":", channel);
+  // No channel: one suppressed record, kept for the service desk (the customer asked for silence,
+  // or gave no way to reach them).
+  const std::vector<v1::Channel> targets =
+      channels.empty() ? std::vector<v1::Channel>{v1::CHANNEL_UNSPECIFIED} : channels;
+  for (v1::Channel channel : targets) {
+    const std::string source = channels.empty()
+                                   ? absl::StrCat("event:", event.event_id())
+                                   : absl::StrCat("event:", event.event_id(), ":", channel);
     CRM_ASSIGN_OR_RETURN(auto existing, store_->LockSource(txn, event.customer_id(), source));
     if (existing.has_value()) continue;
-    Draft draft{v1::NOTIFICATION_KIND_ORDER_UPDATE, "", std::string(order_id),
-                Render(words.subject(), values), Render(words.body(), values)};
-    CRM_ASSIGN_OR_RETURN(v1::Notification n, Make(txn, *customer, source, channel, draft, now));
-    Count(txn, n, "scheduled");
+    v1::Notification n = Make(*customer, source, channel, draft, now);
+    if (channels.empty()) {
+      SetUnsent(n, v1::NOTIFICATION_STATUS_SUPPRESSED,
+                customer->preferences().notifications().order_updates_off()
+                    ? "the customer turned order updates off"
+                    : "no address for order updates");
+    }
+    Count(txn, n, channels.empty() ? "no_channel" : "scheduled");
     CRM_RETURN_IF_ERROR(store_->Create(txn, source, n));
   }
   return absl::OkStatus();
@@ -360,13 +359,9 @@ absl::Status NotificationService::OnReminder(store::Transaction& txn, const v1::
       BuiltInMessage(upgrade ? "upgrade" : "occasion", customer->preferences().language());
   Draft draft{v1::NOTIFICATION_KIND_REMINDER, "", r.sku(), Render(words.subject(), values),
               Render(words.body(), values)};
-  CRM_ASSIGN_OR_RETURN(v1::Notification n,
-                       Make(txn, *customer, source, contact.channel, draft, now));
-  if (!contact.decision.allowed()) {
-    n.set_status(v1::NOTIFICATION_STATUS_SUPPRESSED);
-    n.set_status_reason(RefusalOf(contact));
-    n.clear_send_after();
-  }
+  v1::Notification n = Make(*customer, source, contact.channel, draft, now);
+  if (!contact.decision.allowed())
+    SetUnsent(n, v1::NOTIFICATION_STATUS_SUPPRESSED, RefusalOf(contact));
   Count(txn, n,
         contact.decision.allowed()                                               ? "scheduled"
         : contact.decision.reason() == v1::ContactDecision::REASON_FREQUENCY_CAP ? "frequency_cap"
@@ -464,14 +459,11 @@ absl::Status NotificationService::Reach(store::Transaction& txn, const v1::Campa
   Draft draft{v1::NOTIFICATION_KIND_CAMPAIGN, campaign.campaign_id(), "",
               Render(campaign.template_().subject(), values),
               Render(campaign.template_().body(), values)};
-  CRM_ASSIGN_OR_RETURN(v1::Notification n,
-                       Make(txn, *customer, source, campaign.channel(), draft, now));
+  v1::Notification n = Make(*customer, source, campaign.channel(), draft, now);
   internal::CampaignCounts delta;
   delta.set_targeted(1);
   if (held_out) {
-    n.set_status(v1::NOTIFICATION_STATUS_HELD_OUT);
-    n.set_status_reason("in the campaign's control group");
-    n.clear_send_after();
+    SetUnsent(n, v1::NOTIFICATION_STATUS_HELD_OUT, "in the campaign's control group");
     delta.set_control(1);
     Count(txn, n, "held_out");
   } else {
@@ -483,9 +475,7 @@ absl::Status NotificationService::Reach(store::Transaction& txn, const v1::Campa
       Count(txn, n, "scheduled");
     } else {
       const bool capped = contact.decision.reason() == v1::ContactDecision::REASON_FREQUENCY_CAP;
-      n.set_status(v1::NOTIFICATION_STATUS_SUPPRESSED);
-      n.set_status_reason(RefusalOf(contact));
-      n.clear_send_after();
+      SetUnsent(n, v1::NOTIFICATION_STATUS_SUPPRESSED, RefusalOf(contact));
       capped ? delta.set_suppressed_frequency_cap(1) : delta.set_suppressed_no_consent(1);
       Count(txn, n, capped ? "frequency_cap" : "no_consent");
     }

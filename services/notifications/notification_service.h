@@ -158,9 +158,8 @@ class NotificationService final : public v1::NotificationService::CallbackServic
                                  const std::map<std::string, std::string>& values,
                                  absl::string_view order_id, absl::string_view what);
   // The notification for `source`, scheduled past quiet hours, or suppressed with `reason`.
-  absl::StatusOr<v1::Notification> Make(store::Transaction& txn, const v1::Customer& customer,
-                                        const std::string& source, v1::Channel channel, Draft draft,
-                                        absl::Time now);
+  v1::Notification Make(const v1::Customer& customer, const std::string& source,
+                        v1::Channel channel, Draft draft, absl::Time now) const;
   // One delivery attempt of a due notification.
   absl::Status Deliver(const NotificationStore::Due& due, absl::Time now);
   // Records how a due notification's delivery ended.
