@@ -1,16 +1,14 @@
 #include "libs/notify/senders.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/flags/flag.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "libs/events/webhook_sender.h"
 #include "libs/events/webhooks.h"
 #include "libs/notify/smtp_sender.h"
 #include "libs/notify/webhook_notification_sender.h"
+#include "libs/text/file.h"
 
 ABSL_FLAG(std::string, smtp_server, "",
           "e-mail relay for notifications, host:port (empty: no e-mail is sent)");
@@ -44,11 +42,9 @@ absl::Status FlagError(absl::string_view flag, absl::string_view problem) {
 // The file's text without the line end an editor leaves.
 absl::StatusOr<std::string> SecretFile(absl::string_view flag, const std::string& path) {
   if (path.empty()) return FlagError(flag, "must be set");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return FlagError(flag, absl::StrCat("cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string secret(absl::StripTrailingAsciiWhitespace(text.str()));
+  absl::StatusOr<std::string> text = text::ReadFile(path);
+  if (!text.ok()) return FlagError(flag, text.status().message());
+  std::string secret(absl::StripTrailingAsciiWhitespace(*text));
   if (secret.empty()) return FlagError(flag, absl::StrCat(path, " is empty"));
   return secret;
 }
@@ -103,17 +99,17 @@ absl::StatusOr<std::shared_ptr<Sender>> WebhookFromFlags() {
   absl::StatusOr<std::string> secret = SecretFile(
       "notification_webhook_secret_file", absl::GetFlag(FLAGS_notification_webhook_secret_file));
   if (!secret.ok()) return secret.status();
+  // Checked here, so whatever Create refuses below is the URL's.
+  if (auto key = events::WebhookKeyFromSecret(*secret); !key.ok())
+    return FlagError("notification_webhook_secret_file",
+                     absl::StrCat("secret: ", key.status().message()));
   options.secret = *std::move(secret);
   const int timeout_s = absl::GetFlag(FLAGS_notification_webhook_timeout_s);
   if (timeout_s < 1) return FlagError("notification_webhook_timeout_s", "must be at least 1");
   options.timeout = absl::Seconds(timeout_s);
   absl::StatusOr<std::unique_ptr<WebhookNotificationSender>> sender =
       WebhookNotificationSender::Create(std::move(options));
-  if (!sender.ok()) {
-    const bool secret_bad = absl::StartsWith(sender.status().message(), "secret");
-    return FlagError(secret_bad ? "notification_webhook_secret_file" : "notification_webhook_url",
-                     sender.status().message());
-  }
+  if (!sender.ok()) return FlagError("notification_webhook_url", sender.status().message());
   return std::shared_ptr<Sender>(*std::move(sender));
 }
 

@@ -767,9 +767,7 @@ absl::Status RecommendationStore::CustomersWithPurchases(absl::string_view after
                                                          std::vector<std::string>* ids,
                                                          std::string* last_key) const {
   ids->clear();
-  // Just after the previous page's last key (a key with a 0 byte appended is the next possible).
-  const std::string begin =
-      after.empty() ? std::string() : absl::StrCat(after, std::string(1, '\0'));
+  CRM_ASSIGN_OR_RETURN(const std::string begin, store::ResumeAfter("", after));
   absl::Status parse;
   int visited = 0;
   CRM_RETURN_IF_ERROR(

@@ -90,12 +90,18 @@ absl::Status ReminderSweep::SweepCustomer(const std::string& customer_id, absl::
                                           Counts& counts) {
   ++counts.customers;
   const int64_t today = DayOf(now);
+  // The kinds not reminded today: the sweep runs hourly and writes once a day, so most passes stop
+  // here, before reading the customer (NoteReminder checks again, locked).
+  std::vector<const KindOfReminder*> due;
+  for (const KindOfReminder& k : kKinds) {
+    CRM_ASSIGN_OR_RETURN(const int64_t last, store_->LastReminderDay(customer_id, k.kind));
+    if (last < today) due.push_back(&k);
+  }
+  if (due.empty()) return absl::OkStatus();
   CRM_ASSIGN_OR_RETURN(const CustomerView view, store_->Customer(customer_id));
   if (!view.known) return absl::OkStatus();  // erased since the page was read
-  for (const KindOfReminder& k : kKinds) {
-    // Already reminded today: the model's work is skipped (NoteReminder checks again, locked).
-    CRM_ASSIGN_OR_RETURN(const int64_t last, store_->LastReminderDay(customer_id, k.kind));
-    if (last >= today) continue;
+  for (const KindOfReminder* kind : due) {
+    const KindOfReminder& k = *kind;
     CRM_ASSIGN_OR_RETURN(const std::optional<v1::Recommendation> best,
                          recommender_->Best(customer_id, view, k.model, now));
     if (!best.has_value()) continue;
