@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "crm/v1/customer_profile.pb.h"
@@ -160,8 +161,14 @@ class NotificationService final : public v1::NotificationService::CallbackServic
   // The notification for `source`, scheduled past quiet hours, or suppressed with `reason`.
   v1::Notification Make(const v1::Customer& customer, const std::string& source,
                         v1::Channel channel, Draft draft, absl::Time now) const;
+  // Whether a campaign is cancelled, as read during one delivery pass.
+  using CancelledCampaigns = absl::flat_hash_map<std::string, bool>;
   // One delivery attempt of a due notification.
-  absl::Status Deliver(const NotificationStore::Due& due, absl::Time now);
+  absl::Status Deliver(const NotificationStore::Due& due, absl::Time now,
+                       CancelledCampaigns& cancelled);
+  // The campaign `campaign_id` names, for an admin caller (PERMISSION_DENIED otherwise).
+  absl::StatusOr<internal::CampaignRecord> AdminReads(const grpc::ServerContextBase& ctx,
+                                                      absl::string_view campaign_id) const;
   // Records how a due notification's delivery ended.
   absl::Status Settle(const v1::Notification& sent, const DeliveryEnd& end, absl::Time now);
   void Count(store::Transaction& txn, const v1::Notification& n, absl::string_view result);

@@ -151,6 +151,10 @@ TEST_CASE(
   auto agent = w.as(testing::ViaGateway(v1::ROLE_AGENT, "a7"));
   CHECK(StatusOf(agent.get(), &Notices::CreateCampaign, create).error_code() ==
         grpc::StatusCode::PERMISSION_DENIED);
+  v1::GetCampaignReportRequest agent_report;
+  agent_report.set_campaign_id(campaign.campaign_id());
+  CHECK(StatusOf(agent.get(), &Notices::GetCampaignReport, agent_report).error_code() ==
+        grpc::StatusCode::PERMISSION_DENIED);
 
   v1::CampaignReport report;
   REQUIRE(testing::WaitUntil(
