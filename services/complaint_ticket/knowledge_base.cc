@@ -311,31 +311,34 @@ absl::Status KnowledgeBaseService::EraseCustomer(Transaction& txn, absl::string_
 absl::StatusOr<int> KnowledgeBaseService::Settle(absl::Time now) {
   int settled = 0;
   for (;;) {
-    // The pending rows whose window has ended (shown more than the window ago).
-    std::vector<std::pair<std::string, std::string>> due;  // customer, suggestion
-    CRM_RETURN_IF_ERROR(store_->Scan(cf_[kPending], "", Key().Time(now - kDeflectionWindow).bytes(),
-                                     [&](absl::string_view k, absl::string_view) {
-                                       store::KeyReader r(k);
-                                       r.Time();
-                                       auto customer = r.Str();
-                                       auto suggestion = r.Str();
-                                       if (customer.has_value() && suggestion.has_value())
-                                         due.emplace_back(*std::move(customer),
-                                                          *std::move(suggestion));
-                                       return due.size() < static_cast<size_t>(kSettleBatch);
-                                     }));
+    // The pending rows whose window has ended (shown more than the window ago). Each row is
+    // deleted as it is settled, also one whose suggestion is gone or whose key does not parse:
+    // left behind, it would come back at the head of every scan.
+    struct Due {
+      std::string pending_key, customer, suggestion;
+    };
+    std::vector<Due> due;
+    CRM_RETURN_IF_ERROR(store_->Scan(
+        cf_[kPending], "", Key().Time(now - kDeflectionWindow).bytes(),
+        [&](absl::string_view k, absl::string_view) {
+          store::KeyReader r(k);
+          r.Time();
+          auto customer = r.Str();
+          auto suggestion = r.Str();
+          due.push_back({std::string(k), customer.value_or(""), suggestion.value_or("")});
+          return due.size() < static_cast<size_t>(kSettleBatch);
+        }));
     if (due.empty()) return settled;
     int batch = 0;
     CRM_RETURN_IF_ERROR(store_->Transact(Durability::kSynced, [&](Transaction& txn) {
       batch = 0;
-      for (const auto& [customer, id] : due) {
+      for (const Due& d : due) {
+        CRM_RETURN_IF_ERROR(txn.Delete(cf_[kPending], d.pending_key));
+        if (d.customer.empty() || d.suggestion.empty()) continue;
         v1::ArticleSuggestion s;
-        const std::string key = SuggestionKey(customer, id);
+        const std::string key = SuggestionKey(d.customer, d.suggestion);
         CRM_ASSIGN_OR_RETURN(const bool found, txn.GetProto(cf_[kSuggestions], key, &s, true));
-        if (!found) continue;
-        CRM_RETURN_IF_ERROR(txn.Delete(
-            cf_[kPending], PendingKey(api::FromTimestamp(s.shown_time()), customer, id)));
-        if (s.outcome() != v1::SUGGESTION_OUTCOME_PENDING) continue;
+        if (!found || s.outcome() != v1::SUGGESTION_OUTCOME_PENDING) continue;
         s.set_outcome(v1::SUGGESTION_OUTCOME_DEFLECTED);
         api::SetTimestamp(now, s.mutable_settle_time());
         CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kSuggestions], key, s));
