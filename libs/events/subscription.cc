@@ -35,6 +35,13 @@ Subscription Subscription::FromProto(const v1::Subscription& proto) {
   return s;
 }
 
+Subscription Subscription::operator|(const Subscription& other) const {
+  Subscription both;
+  both.types_ = types_ | other.types_;
+  both.all_ = all_ || other.all_;
+  return both;
+}
+
 bool Subscription::Wants(const v1::Event& event) const {
   if (all_) return true;
   const int type = event.payload_case();

@@ -28,6 +28,10 @@ class Subscription {
 
   Subscription(std::initializer_list<EventType> types);
 
+  // The events either wants (a process whose parts each handle some: profile, surveys,
+  // notifications).
+  Subscription operator|(const Subscription& other) const;
+
   bool Wants(const v1::Event& event) const;
   v1::Subscription ToProto() const;
 

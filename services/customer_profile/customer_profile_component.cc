@@ -199,13 +199,9 @@ absl::Status Wire(CustomerProfileComponent& c, const rpc::ServiceContext& contex
       absl::Minutes(1), [surveys] { surveys->RefreshGauges(); }, rpc::PeriodicTask::FirstRun::kNow);
   notifications::NotificationService* notices = nullptr;
   CRM_RETURN_IF_ERROR(ServeNotifications(c, context, store, profile, insights, &notices));
-  using E = events::Subscription::EventType;
-  // The profile's own events (CustomerProfileService::EventsHandled, which covers the surveys'
-  // too), and the notifications'.
-  const events::Subscription subscription{
-      E::kOrderPlaced,       E::kOrderDelivered, E::kOrderRefunded,   E::kDeliveryFailed,
-      E::kReviewSubmitted,   E::kOrderCancelled, E::kTicketOpened,    E::kTicketResolved,
-      E::kSatisfactionRated, E::kSlaBreached,    E::kShipmentUpdated, E::kReminderDue};
+  // The profile's own events (which cover the surveys' too) and the notifications'.
+  const events::Subscription subscription =
+      CustomerProfileService::EventsHandled() | notifications::NotificationService::EventsHandled();
   c.ConsumeEvents(subscription,
                   [profile, surveys, notices](store::Transaction& txn, const v1::Event& event) {
                     CRM_RETURN_IF_ERROR(profile->HandleEvent(txn, event));

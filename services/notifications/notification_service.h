@@ -31,6 +31,7 @@
 #include "crm/v1/events.pb.h"
 #include "crm/v1/notifications.grpc.pb.h"
 #include "libs/clock/clock.h"
+#include "libs/events/subscription.h"
 #include "libs/notify/sender.h"
 #include "libs/rpc/executor.h"
 #include "libs/store/store.h"
@@ -103,6 +104,11 @@ class NotificationService final : public v1::NotificationService::CallbackServic
                       NotificationOptions options, Clock* clock, rpc::Executor* writes,
                       prometheus::Registry& registry);
 
+  // The events OnEvent acts on.
+  static events::Subscription EventsHandled() {
+    using E = events::Subscription::EventType;
+    return {E::kShipmentUpdated, E::kOrderDelivered, E::kReminderDue, E::kOrderPlaced};
+  }
   // An event the serving process consumes, inside its transaction: ShipmentUpdated and
   // OrderDelivered (order updates), ReminderDue (reminders), OrderPlaced (conversions); others are
   // ignored.
