@@ -112,36 +112,38 @@ AudienceRow RowOf(std::string customer_id, const v1::CustomerInsights& insights,
   return row;
 }
 
-absl::StatusOr<AudienceSelector> AudienceSelector::Of(const v1::AudienceFilter& f) {
+absl::StatusOr<AudienceSelector> AudienceSelector::Of(const v1::AudienceFilter& f,
+                                                      absl::string_view field) {
   AudienceSelector s;
-  CRM_ASSIGN_OR_RETURN(s.segments_, EnumBits("filter.segments", f.segments(),
-                                             v1::RfmSegment_IsValid, "an RfmSegment"));
+  auto at = [field](absl::string_view sub) { return absl::StrCat(field, ".", sub); };
+  CRM_ASSIGN_OR_RETURN(
+      s.segments_, EnumBits(at("segments"), f.segments(), v1::RfmSegment_IsValid, "an RfmSegment"));
   CRM_ASSIGN_OR_RETURN(
       s.levels_,
       EnumBits(
-          "filter.buyer_levels", f.buyer_levels(),
+          at("buyer_levels"), f.buyer_levels(),
           [](int v) { return v1::BuyerLevel_IsValid(v) && v != v1::BUYER_LEVEL_UNSPECIFIED; },
           "NEWBIE, JUNIOR, INTERMEDIATE, SENIOR or VETERAN"));
   CRM_ASSIGN_OR_RETURN(
       s.bands_,
       EnumBits(
-          "filter.churn_bands", f.churn_bands(),
+          at("churn_bands"), f.churn_bands(),
           [](int v) { return v1::ChurnBand_IsValid(v) && v != v1::CHURN_BAND_UNSPECIFIED; },
           "LOW, MEDIUM, HIGH or NO_ORDERS"));
   CRM_ASSIGN_OR_RETURN(
       const uint32_t channels,
       EnumBits(
-          "filter.consented_channels", f.consented_channels(),
+          at("consented_channels"), f.consented_channels(),
           [](int v) { return v1::Channel_IsValid(v) && v != v1::CHANNEL_UNSPECIFIED; },
           "EMAIL, SMS or PUSH"));
   s.consents_ = static_cast<uint8_t>(channels);
-  CRM_ASSIGN_OR_RETURN(s.recency_, Score("filter.rfm_cell.recency", f.rfm_cell().recency()));
-  CRM_ASSIGN_OR_RETURN(s.frequency_, Score("filter.rfm_cell.frequency", f.rfm_cell().frequency()));
-  CRM_ASSIGN_OR_RETURN(s.monetary_, Score("filter.rfm_cell.monetary", f.rfm_cell().monetary()));
+  CRM_ASSIGN_OR_RETURN(s.recency_, Score(at("rfm_cell.recency"), f.rfm_cell().recency()));
+  CRM_ASSIGN_OR_RETURN(s.frequency_, Score(at("rfm_cell.frequency"), f.rfm_cell().frequency()));
+  CRM_ASSIGN_OR_RETURN(s.monetary_, Score(at("rfm_cell.monetary"), f.rfm_cell().monetary()));
   s.key_only_ = f.key_customers_only();
   if (f.has_last_contacted_before()) {
     CRM_ASSIGN_OR_RETURN(s.contacted_before_,
-                         api::ToTime("filter.last_contacted_before", f.last_contacted_before()));
+                         api::ToTime(at("last_contacted_before"), f.last_contacted_before()));
   }
   s.scope_ = absl::StrFormat(
       "audience/%x/%x/%x/%d%d%d/%d/%x/%d", s.segments_, s.levels_, s.bands_, s.recency_,

@@ -58,8 +58,10 @@ AudienceRow RowOf(std::string customer_id, const v1::CustomerInsights& insights,
 // A filter, checked and made fast to test.
 class AudienceSelector {
  public:
-  // INVALID_ARGUMENT naming the field ("filter.rfm_cell.recency: ...") for values out of range.
-  static absl::StatusOr<AudienceSelector> Of(const v1::AudienceFilter& filter);
+  // INVALID_ARGUMENT naming the field ("filter.rfm_cell.recency: ...") for values out of range;
+  // `field` is the request's name for the filter.
+  static absl::StatusOr<AudienceSelector> Of(const v1::AudienceFilter& filter,
+                                             absl::string_view field = "filter");
 
   // The whole filter against a row as of the refresh.
   bool Matches(const AudienceRow& row) const;

@@ -4,7 +4,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
@@ -103,14 +102,10 @@ notifications::CustomerAccess NotificationCustomers(CustomerProfileStore* store,
   notifications::CustomerAccess access;
   access.lock_customer = std::bind_front(&CustomerProfileStore::LockCustomer, store);
   access.contact = std::bind_front(&MarketingContactIn, store);
-  access.validate_audience = [](const v1::AudienceFilter& filter) -> absl::Status {
-    absl::Status s = AudienceSelector::Of(filter).status();
-    if (s.ok()) return s;
-    // The selector names its fields as ListAudience's "filter"; a campaign calls it "audience".
-    absl::string_view message = s.message();
-    if (!absl::ConsumePrefix(&message, "filter")) return s;
-    return absl::InvalidArgumentError(absl::StrCat("audience", message));
+  access.validate_audience = [](const v1::AudienceFilter& filter) {
+    return AudienceSelector::Of(filter, "audience").status();
   };
+
   access.audience = [profile, insights](const v1::AudienceFilter& filter, absl::string_view after,
                                         int limit) -> absl::StatusOr<notifications::AudiencePage> {
     notifications::AudiencePage page;
