@@ -277,6 +277,17 @@ class IgnoreTimestamps : public google::protobuf::util::MessageDifferencer::Igno
   }
 };
 
+// Every shard's answer, parsed, in the order the shards were planned.
+absl::StatusOr<std::vector<std::unique_ptr<Message>>> ParseAnswers(const FanOut& fan) {
+  std::vector<std::unique_ptr<Message>> parts;
+  for (const grpc::ByteBuffer& response : fan.responses) {
+    parts.push_back(absl::WrapUnique(fan.route->response_prototype->New()));
+    if (!parts.back()->ParseFromString(ToBytes(response)))
+      return absl::InternalError("a shard's answer does not parse");
+  }
+  return parts;
+}
+
 // A replicated write: every shard applied it to its own copy and answers that copy, so adding the
 // answers up would repeat its lists and multiply its numbers. The caller gets the answer of the
 // lowest shard (the shards are planned in ascending order), as that shard sent it. Copies that
@@ -284,17 +295,13 @@ class IgnoreTimestamps : public google::protobuf::util::MessageDifferencer::Igno
 // call.
 void DeliverReplicatedAnswer(FanOut& fan) {
   const Route& route = *fan.route;
-  std::unique_ptr<Message> first(route.response_prototype->New());
-  if (!first->ParseFromString(ToBytes(fan.responses[0])))
-    return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
+  auto parts = ParseAnswers(fan);
+  if (!parts.ok()) return fan.done(rpc::ToGrpc(parts.status()), {});
   google::protobuf::util::MessageDifferencer same_copy;
   same_copy.AddIgnoreCriteria(new IgnoreTimestamps());  // the differencer owns it
   std::vector<int> differing;
-  for (size_t k = 1; k < fan.responses.size(); ++k) {
-    std::unique_ptr<Message> other(route.response_prototype->New());
-    if (!other->ParseFromString(ToBytes(fan.responses[k])))
-      return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
-    if (!same_copy.Compare(*first, *other)) differing.push_back(fan.shards[k]);
+  for (size_t k = 1; k < parts->size(); ++k) {
+    if (!same_copy.Compare(*(*parts)[0], *(*parts)[k])) differing.push_back(fan.shards[k]);
   }
   if (!differing.empty()) {
     if (fan.answers_differ != nullptr) fan.answers_differ->Increment();
@@ -313,12 +320,9 @@ void DeliverReplicatedAnswer(FanOut& fan) {
 // element per item, and element i is taken from the first shard that holds item i.
 void DeliverPerItemAnswer(FanOut& fan) {
   const Route::PerItem& p = *fan.route->per_item;
-  std::vector<std::unique_ptr<Message>> parts;
-  for (const grpc::ByteBuffer& response : fan.responses) {
-    parts.push_back(absl::WrapUnique(fan.route->response_prototype->New()));
-    if (!parts.back()->ParseFromString(ToBytes(response)))
-      return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
-  }
+  auto parsed = ParseAnswers(fan);
+  if (!parsed.ok()) return fan.done(rpc::ToGrpc(parsed.status()), {});
+  const std::vector<std::unique_ptr<Message>>& parts = *parsed;
   const auto* refl = parts[0]->GetReflection();
   const int items = refl->FieldSize(*parts[0], p.results);
   for (const auto& part : parts) {
@@ -347,26 +351,19 @@ void DeliverMergedAnswer(FanOut& fan) {
   const Route& route = *fan.route;
   if (route.policy.fan_out_replicated()) return DeliverReplicatedAnswer(fan);
   if (route.per_item) return DeliverPerItemAnswer(fan);
+  auto parts = ParseAnswers(fan);
+  if (!parts.ok()) return fan.done(rpc::ToGrpc(parts.status()), {});
   if (route.ordered) {
-    std::vector<std::unique_ptr<Message>> parts;
-    for (const grpc::ByteBuffer& response : fan.responses) {
-      parts.push_back(absl::WrapUnique(route.response_prototype->New()));
-      if (!parts.back()->ParseFromString(ToBytes(response)))
-        return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
-    }
-    auto page = MergeInOrder(fan, parts);
+    auto page = MergeInOrder(fan, *parts);
     if (!page.ok()) return fan.done(rpc::ToGrpc(page.status()), {});
     return fan.done(grpc::Status::OK, FromBytes((*page)->SerializeAsString()));
   }
   std::unique_ptr<Message> total(route.response_prototype->New());
-  for (size_t k = 0; k < fan.responses.size(); ++k) {
-    std::unique_ptr<Message> part(route.response_prototype->New());
-    if (!part->ParseFromString(ToBytes(fan.responses[k]))) {
-      return fan.done(rpc::ToGrpc(absl::InternalError("a shard's answer does not parse")), {});
-    }
+  for (size_t k = 0; k < parts->size(); ++k) {
+    const Message& part = *(*parts)[k];
     if (fan.next_token != nullptr)
-      fan.next_tokens[fan.shards[k]] = StringField(*part, fan.next_token);
-    MergeShardAnswer(*part, total.get());
+      fan.next_tokens[fan.shards[k]] = StringField(part, fan.next_token);
+    MergeShardAnswer(part, total.get());
   }
   if (fan.next_token != nullptr) {
     total->GetReflection()->SetString(total.get(), fan.next_token,
