@@ -858,12 +858,6 @@ absl::StatusOr<CustomerView> RecommendationStore::Customer(absl::string_view cus
   return v;
 }
 
-absl::StatusOr<std::optional<internal::CustomerItem>> RecommendationStore::Mine(
-    absl::string_view customer_id, absl::string_view sku) const {
-  return FindProto<internal::CustomerItem>(*store_, cf_[kCustomerItems],
-                                           Key().Str(customer_id).Str(sku));
-}
-
 absl::StatusOr<std::optional<internal::Shown>> RecommendationStore::ShownTo(
     absl::string_view customer_id, absl::string_view sku) const {
   return FindProto<internal::Shown>(*store_, cf_[kShown], Key().Str(customer_id).Str(sku));

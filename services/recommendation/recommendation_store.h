@@ -123,9 +123,7 @@ class RecommendationStore {
 
   // Reads (no locks).
   absl::StatusOr<CustomerView> Customer(absl::string_view customer_id) const;
-  // What the customer did with one item, and how often it was shown to them; nullopt when nothing.
-  absl::StatusOr<std::optional<internal::CustomerItem>> Mine(absl::string_view customer_id,
-                                                             absl::string_view sku) const;
+  // How often one item was shown to the customer; nullopt when never.
   absl::StatusOr<std::optional<internal::Shown>> ShownTo(absl::string_view customer_id,
                                                          absl::string_view sku) const;
   absl::StatusOr<internal::ItemStats> Stats(absl::string_view sku) const;
