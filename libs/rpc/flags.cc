@@ -53,9 +53,9 @@ ABSL_FLAG(int, block_cache_mb, 128,
           "memory budget for cached data in MiB: RocksDB's block cache (data, index and filter "
           "blocks) with the memtables charged to it; resident memory stays within this plus a "
           "fixed overhead (deploy/README.md, runbook CrmMemoryOverBudget)");
-ABSL_FLAG(int, memtable_mb, 32,
+ABSL_FLAG(int, memtable_mb, -1,
           "RocksDB memtables across column families in MiB, part of --block_cache_mb (at most "
-          "that)");
+          "that); -1: half of --block_cache_mb");
 ABSL_FLAG(int, disk_reserve_mb, -1,
           "free space (MiB) kept on the data volume for flushes, compaction and restarts; writes "
           "are refused below it and resume by themselves when space returns; -1: the memtable "
