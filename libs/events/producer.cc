@@ -13,7 +13,8 @@ ABSL_FLAG(std::string, event_sinks, "default",
           "name=address");
 ABSL_FLAG(int, event_max_backoff_ms, 10000,
           "longest wait between delivery attempts to an unreachable consumer");
-ABSL_FLAG(int, event_batch_size, 200, "events per delivery call");
+ABSL_FLAG(int, event_batch_size, 500,
+          "events per delivery call, at most (a call carries what is pending up to this)");
 
 namespace crm::events {
 

@@ -6,7 +6,7 @@
 // subscribes to; "none" none; a name ("loyalty") takes its address from --loyalty_address;
 // "name=address" names any sink explicitly (tests, tools), e.g. "loyalty;audit=10.0.0.9:7000".
 // --event_max_backoff_ms (default 10000) caps the wait between attempts to an unreachable consumer;
-// --event_batch_size (default 200) is the number of events per delivery call.
+// --event_batch_size (default 500) is the number of events per delivery call.
 // Webhooks (outside systems' subscriptions, webhooks.h) are made, listed and deleted through the
 // same admin service and delivered by the same dispatcher; --webhook_allowed_hosts enables them.
 #pragma once
