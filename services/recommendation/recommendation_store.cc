@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -450,21 +451,37 @@ absl::Status RecommendationStore::ApplyPairCounts(Transaction& txn, const GraphD
   return absl::OkStatus();
 }
 
-absl::Status RecommendationStore::ReadPairCounts(
-    const std::string& item, const absl::flat_hash_set<std::string>& partners,
-    absl::flat_hash_map<std::string, internal::CoCounts>& pair_counts) const {
-  std::vector<std::string> unread;
-  for (const auto& partner : partners) {
-    if (std::string key = PairKey(item, partner); !pair_counts.contains(key))
-      unread.push_back(std::move(key));
+absl::StatusOr<absl::flat_hash_map<std::string, internal::CoCounts>>
+RecommendationStore::ReadPairCounts(
+    const absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>& changed) const {
+  std::vector<std::string> keys;
+  for (const auto& [item, partners] : changed) {
+    for (const auto& partner : partners) {
+      if (item < partner) keys.push_back(PairKey(item, partner));
+    }
   }
-  CRM_ASSIGN_OR_RETURN(auto counts,
-                       store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], unread));
-  for (size_t k = 0; k < unread.size(); ++k) {
-    internal::CoCounts& co = pair_counts[unread[k]] = counts[k].value_or(internal::CoCounts());
-    store::FloorCounters(co);
+  std::sort(keys.begin(), keys.end());
+  // Reading merged counts is most of a refresh, and the delivery that asked for it waits while the
+  // consumer's threads are idle: the upper half of the keys is read on another thread.
+  const auto half = keys.begin() + static_cast<std::ptrdiff_t>(keys.size() / 2);
+  const std::vector<std::string> low(keys.begin(), half), high(half, keys.end());
+  absl::StatusOr<std::vector<std::optional<internal::CoCounts>>> high_counts;
+  std::thread reader(
+      [&] { high_counts = store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], high); });
+  auto low_counts = store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], low);
+  reader.join();
+  if (!low_counts.ok()) return low_counts.status();
+  if (!high_counts.ok()) return high_counts.status();
+  absl::flat_hash_map<std::string, internal::CoCounts> pair_counts;
+  pair_counts.reserve(keys.size());
+  for (auto [part, counts] : {std::pair(&low, &*low_counts), std::pair(&high, &*high_counts)}) {
+    for (size_t k = 0; k < part->size(); ++k) {
+      internal::CoCounts& co = pair_counts[(*part)[k]] =
+          (*counts)[k].value_or(internal::CoCounts());
+      store::FloorCounters(co);
+    }
   }
-  return absl::OkStatus();
+  return pair_counts;
 }
 
 absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
@@ -487,12 +504,10 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   if (!lists.ok()) return lists.status();
   absl::flat_hash_map<std::string, size_t> index_of;
   for (size_t i = 0; i < items.size(); ++i) index_of[items[i]] = i;
-  // Each pair serves both its items' lists: read once, in one MultiGet per item.
-  absl::flat_hash_map<std::string, internal::CoCounts> pair_counts;
+  CRM_ASSIGN_OR_RETURN(auto pair_counts, ReadPairCounts(changed));
   rocksdb::WriteBatch batch;
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string& item = items[i];
-    CRM_RETURN_IF_ERROR(ReadPairCounts(item, changed[item], pair_counts));
     internal::Neighbours& list = (*lists)[i];
     bool list_changed = false;
     for (const auto& partner : changed[item]) {

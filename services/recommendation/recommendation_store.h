@@ -186,11 +186,10 @@ class RecommendationStore {
   absl::Status NoteViewedItem(store::Transaction& txn, absl::string_view customer_id,
                               const v1::BehaviorSignal& signal, absl::Time t,
                               internal::CustomerSummary& summary, GraphDelta& delta);
-  // RefreshNeighbours' step: reads into `pair_counts` the counts of `item`'s pairs with `partners`
-  // not read yet, in one MultiGet.
-  absl::Status ReadPairCounts(
-      const std::string& item, const absl::flat_hash_set<std::string>& partners,
-      absl::flat_hash_map<std::string, internal::CoCounts>& pair_counts) const;
+  // RefreshNeighbours' step: the counts of every changed pair (noted both ways, read once), by
+  // PairKey, floored at zero.
+  absl::StatusOr<absl::flat_hash_map<std::string, internal::CoCounts>> ReadPairCounts(
+      const absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>& changed) const;
   // Adds (sign +1) or takes back (-1) what a basket contributes to the shared rows.
   void BasketDelta(const internal::Basket& basket, int sign, GraphDelta& delta) const;
   // The pairs of the customer's `sequence`-th first view (or purchase) `touch` with the ones before
