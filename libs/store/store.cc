@@ -101,13 +101,16 @@ rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(const std::shared_ptr<rocksd
   // it pushed the cache to 3x its capacity and RSS to 5x the 10k base. 1 byte trims it at once.
   cf.max_write_buffer_size_to_maintain = 1;
   // A whole-key bloom filter on the memtable: a point read of a key that is not in the memtable
-  // (most of them, once data has been flushed) skips the skip-list search. Every memtable allocates
-  // it whole when created (ratio x write_buffer_size), so it sets what a family costs while nearly
-  // empty: at 0.05 (800 KiB each) recommendation's ~20 families took most of a 32 MiB budget empty,
-  // and the write buffer manager, which flushes the oldest memtable first, flushed 6,864 memtables
-  // of a few dozen entries while the shipped shop was imported. 0.01 still gives ~10 bits per key.
+  // (most of them, once data has been flushed) skips the skip-list search. A memtable allocates it
+  // whole with its first row (ratio x write_buffer_size), and its arena grows in blocks: together
+  // they are what a nearly empty family costs. At 0.05 and RocksDB's default arena block
+  // (write_buffer_size / 8) that was ~1 MiB, so recommendation's ~20 families took most of a 32 MiB
+  // budget, and the write buffer manager, which flushes the oldest memtable first, flushed 6,864
+  // memtables of a few dozen entries while the shipped shop was imported. Now ~170 KiB (0.01 still
+  // gives ~10 bits per key). Test: store_test.cc, "... does not make the others flush ...".
   cf.memtable_prefix_bloom_size_ratio = 0.01;
   cf.memtable_whole_key_filtering = true;
+  cf.arena_block_size = 128 << 10;
   cf.level_compaction_dynamic_level_bytes = true;
   // LZ4 on every level, including the bottom: ZSTD there saved disk but cost ~15% of GetCustomer's
   // CPU decompressing blocks that missed the cache (measured with tests/load/crm-bench).
