@@ -35,14 +35,18 @@
 namespace crm::store {
 namespace {
 
-// A store at `path` with a small memory budget, as every test here wants.
-StoreOptions SmallStore(const std::string& path) {
+// A store at `path` with a block cache of `cache_mib` and memtables of `memtable_mib` charged to
+// it.
+StoreOptions BudgetedStore(const std::string& path, size_t cache_mib, size_t memtable_mib) {
   StoreOptions o;
   o.path = path;
-  o.block_cache_bytes = 4 << 20;
-  o.memtable_budget_bytes = 4 << 20;
+  o.block_cache_bytes = cache_mib << 20;
+  o.memtable_budget_bytes = memtable_mib << 20;
   return o;
 }
+
+// A store at `path` with a small memory budget, as most tests here want.
+StoreOptions SmallStore(const std::string& path) { return BudgetedStore(path, 4, 4); }
 
 std::unique_ptr<Store> OpenStore(const std::string& path) {
   auto s = Store::Open(SmallStore(path), {"things", "requests"});
@@ -741,10 +745,7 @@ TEST_CASE(
 TEST_CASE("memory stays within the block cache budget after writes larger than it",
           "[store][memory]") {
   testing::TempDir dir;
-  StoreOptions o;
-  o.path = dir.path();
-  o.block_cache_bytes = 8 << 20;
-  o.memtable_budget_bytes = 4 << 20;
+  const StoreOptions o = BudgetedStore(dir.path(), 8, 4);
   auto opened = Store::Open(o, {"things", "requests"});
   REQUIRE(opened.ok());
   Store& store = **opened;
@@ -797,12 +798,9 @@ TEST_CASE(
     "over",
     "[store][memory]") {
   testing::TempDir dir;
-  StoreOptions o;
-  o.path = dir.path();
   // The binaries' cache with the memtable budget they had (they now take half the cache, 64 MiB):
   // no flush storm even there.
-  o.block_cache_bytes = 128 << 20;
-  o.memtable_budget_bytes = 32 << 20;
+  const StoreOptions o = BudgetedStore(dir.path(), 128, 32);
   std::vector<std::string> names;
   for (int i = 0; i < 20; ++i) names.push_back(absl::StrCat("family", i));
   auto opened = Store::Open(o, names);
