@@ -99,11 +99,11 @@ absl::StatusOr<store::StoreOptions> StoreOptionsFromFlags(const std::string& ser
   o.block_cache_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_block_cache_mb)) << 20;
   // Half the budget by default: with less, a service of ~20 column families taking writes in one of
   // them keeps flushing the others' nearly empty memtables (the write buffer manager flushes the
-  // oldest first), which cost recommendation a third of its CPU learning an imported history.
+  // oldest first), which cost recommendation much of its CPU learning an imported history.
   const int memtable_mb = absl::GetFlag(FLAGS_memtable_mb) < 0
                               ? absl::GetFlag(FLAGS_block_cache_mb) / 2
                               : absl::GetFlag(FLAGS_memtable_mb);
-  o.memtable_budget_bytes = static_cast<size_t>(std::max(0, memtable_mb)) << 20;
+  o.memtable_budget_bytes = static_cast<size_t>(memtable_mb) << 20;
   if (absl::GetFlag(FLAGS_block_cache_mb) < 8 || memtable_mb < 4 ||
       o.memtable_budget_bytes > o.block_cache_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(

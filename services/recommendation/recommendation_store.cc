@@ -1,6 +1,8 @@
 #include "services/recommendation/recommendation_store.h"
 
 #include <algorithm>
+#include <iterator>
+#include <optional>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -461,25 +463,37 @@ RecommendationStore::ReadPairCounts(
     }
   }
   std::sort(keys.begin(), keys.end());
-  // Reading merged counts is most of a refresh, and the delivery that asked for it waits while the
-  // consumer's threads are idle: the upper half of the keys is read on another thread.
-  const auto half = keys.begin() + static_cast<std::ptrdiff_t>(keys.size() / 2);
-  const std::vector<std::string> low(keys.begin(), half), high(half, keys.end());
+  // Reading merged counts is most of a large refresh (a backlog's batch), and the delivery that
+  // asked for it waits while the consumer's threads are idle: from kSplitAt keys on, the upper half
+  // (in key order, so each half reads its own blocks) is read on another thread. A live batch's few
+  // pairs are read inline.
+  constexpr size_t kSplitAt = 1024;
+  const size_t split = keys.size() >= kSplitAt ? keys.size() / 2 : keys.size();
+  const std::vector<std::string> high(std::make_move_iterator(keys.begin() + split),
+                                      std::make_move_iterator(keys.end()));
+  keys.resize(split);
   absl::StatusOr<std::vector<std::optional<internal::CoCounts>>> high_counts;
-  std::thread reader(
-      [&] { high_counts = store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], high); });
-  auto low_counts = store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], low);
-  reader.join();
+  std::optional<std::thread> reader;
+  if (!high.empty()) {
+    reader.emplace(
+        [&] { high_counts = store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], high); });
+  }
+  auto low_counts = store_->MultiGetProtos<internal::CoCounts>(cf_[kCoCounts], keys);
+  if (reader) reader->join();
   if (!low_counts.ok()) return low_counts.status();
-  if (!high_counts.ok()) return high_counts.status();
   absl::flat_hash_map<std::string, internal::CoCounts> pair_counts;
-  pair_counts.reserve(keys.size());
-  for (auto [part, counts] : {std::pair(&low, &*low_counts), std::pair(&high, &*high_counts)}) {
-    for (size_t k = 0; k < part->size(); ++k) {
-      internal::CoCounts& co = pair_counts[(*part)[k]] =
-          (*counts)[k].value_or(internal::CoCounts());
+  pair_counts.reserve(keys.size() + high.size());
+  auto fold = [&](const std::vector<std::string>& part,
+                  std::vector<std::optional<internal::CoCounts>>& counts) {
+    for (size_t k = 0; k < part.size(); ++k) {
+      internal::CoCounts& co = pair_counts[part[k]] = counts[k].value_or(internal::CoCounts());
       store::FloorCounters(co);
     }
+  };
+  fold(keys, *low_counts);
+  if (reader) {
+    if (!high_counts.ok()) return high_counts.status();
+    fold(high, *high_counts);
   }
   return pair_counts;
 }
@@ -490,6 +504,7 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
     absl::MutexLock lock(&changed_mu_);
     changed.swap(changed_pairs_);
   }
+  if (changed.empty()) return 0;  // the periodic pass with nothing learned since the last
   // In key order, so the list rows are written sequentially.
   std::vector<std::string> items;
   items.reserve(changed.size());
