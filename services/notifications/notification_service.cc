@@ -19,6 +19,10 @@
 namespace crm::notifications {
 namespace {
 
+// How long after a campaign's conversion window closes an order event may still arrive (delivery
+// backlogs) and be attributed by its order time.
+constexpr absl::Duration kLateOrderGrace = absl::Hours(24);
+
 using rpc::Finish;
 
 constexpr int kMaxHoldoutPercent = 50, kDefaultHoldoutPercent = 10;
@@ -374,13 +378,17 @@ absl::Status NotificationService::OnOrderPlaced(store::Transaction& txn, const v
       event.has_occur_time() ? api::FromTimestamp(event.occur_time()) : clock_->Now();
   CRM_ASSIGN_OR_RETURN(auto memberships, store_->LockMemberships(txn, event.customer_id()));
   for (internal::CampaignMembership& m : memberships) {
-    // A window that has closed can attribute nothing more: forgotten, so a customer's orders do not
-    // read every campaign that ever reached them.
-    if (ordered >= api::FromTimestamp(m.window_end())) {
+    const absl::Time window_end = api::FromTimestamp(m.window_end());
+    // A window that closed a while ago by the clock can attribute nothing more: forgotten, so a
+    // customer's orders do not read every campaign that ever reached them. Judged by the clock, not
+    // by this order's time, so an order placed inside the window whose event arrives after a later
+    // order's still converts.
+    if (clock_->Now() >= window_end + kLateOrderGrace) {
       CRM_RETURN_IF_ERROR(store_->DeleteMembership(txn, event.customer_id(), m.campaign_id()));
       continue;
     }
-    if (m.converted() || ordered < api::FromTimestamp(m.reach_time())) continue;
+    if (m.converted() || ordered < api::FromTimestamp(m.reach_time()) || ordered >= window_end)
+      continue;
     m.set_converted(true);
     CRM_RETURN_IF_ERROR(store_->PutMembership(txn, event.customer_id(), m));
     internal::CampaignCounts delta;

@@ -229,6 +229,10 @@ TEST_CASE(
   CHECK(report.clicked() == 1);
   CHECK(report.converted() == 1);
   CHECK(report.control_converted() == 0);  // 8 days on: past the 7-day window
+  // An order placed inside the window whose event arrives after that later one's still counts.
+  w.Deliver({order(control_customer, "o4", now + absl::Hours(3))});
+  report = ReportOf(admin.get(), campaign.campaign_id());
+  CHECK(report.control_converted() == 1);
 
   w.h.Restart();
   auto again = w.as(testing::ViaGateway(v1::ROLE_ADMIN, "ops-1"));
