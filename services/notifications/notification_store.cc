@@ -57,9 +57,9 @@ std::map<std::string, std::shared_ptr<rocksdb::MergeOperator>> NotificationStore
 
 NotificationStore::NotificationStore(store::Store* store) : store_(store), cf_(*store, kFamilies) {}
 
-absl::Status NotificationStore::Transact(
-    absl::FunctionRef<absl::Status(store::Transaction&)> body) {
-  return store_->Transact(store::Durability::kSynced, body);
+absl::Status NotificationStore::Transact(absl::FunctionRef<absl::Status(store::Transaction&)> body,
+                                         store::Durability durability) {
+  return store_->Transact(durability, body);
 }
 
 absl::StatusOr<std::optional<std::string>> NotificationStore::LockSource(

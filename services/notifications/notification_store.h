@@ -48,8 +48,9 @@ class NotificationStore {
   // `store` must outlive this object.
   explicit NotificationStore(store::Store* store);
 
-  // Runs `body` in one transaction with a synced commit.
-  absl::Status Transact(absl::FunctionRef<absl::Status(store::Transaction&)> body);
+  // Runs `body` in one transaction, its commit synced unless `durability` says otherwise.
+  absl::Status Transact(absl::FunctionRef<absl::Status(store::Transaction&)> body,
+                        store::Durability durability = store::Durability::kSynced);
 
   // The notification made for `source`, locked until `txn` ends; nullopt when none was.
   absl::StatusOr<std::optional<std::string>> LockSource(store::Transaction& txn,

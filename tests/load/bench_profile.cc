@@ -260,16 +260,17 @@ std::string MeasureReach(const testing::Process& profile, int customers, Report&
         progress.targeted(), customers, absl::ToDoubleSeconds(took),
         rate > 0 ? customers / rate : 0));
   }
-  // CPU seconds per wall second: well under the cores means the walk mostly waits (on its synced
-  // commits, one batch of customers after another).
+  // CPU seconds per wall second: well under the cores means the walk mostly waits (on the synced
+  // commit of its progress, once per page of customers).
   report.Note(absl::StrFormat(
       "campaign reach: customer-profile busy %.2f cores of the wall time, %.3f ms CPU per customer",
       cpu / absl::ToDoubleSeconds(took), MsEach(cpu, progress.targeted())));
   report.Note(absl::StrFormat(
       "campaign reach: CreateCampaign (audience everyone, e-mail, 10%% held out) until "
       "GetCampaignReport's targeted covers the base, %.1f s wall (the latency columns), one shard "
-      "with --campaign_reach_per_second=%d so the figure is the machine's, not the cap's (50 "
-      "customers per transaction); at the default cap of %d/s the same base takes at least "
+      "with --campaign_reach_per_second=%d so the figure is the machine's, not the cap's (one "
+      "transaction per customer, the walk's progress synced per page); at the default cap of %d/s "
+      "the same base takes at least "
       "%d / %d = %.1f s. Treated %d, control %d, scheduled %d, no consent %d%s",
       absl::ToDoubleSeconds(took), kBenchReachPerSecond, kDefaultReachPerSecond, customers,
       kDefaultReachPerSecond, static_cast<double>(customers) / kDefaultReachPerSecond,
