@@ -461,8 +461,9 @@ void LowerCase(internal::SeverityLexicon& lex) {
                       lex.mutable_valence()}) {
     for (auto& t : *terms) lower(t.mutable_text());
   }
-  for (auto* words : {lex.mutable_negators(), lex.mutable_pseudo_negators(),
-                      lex.mutable_negation_breaks(), lex.mutable_post_negators()}) {
+  for (auto* words :
+       {lex.mutable_negators(), lex.mutable_pseudo_negators(), lex.mutable_negation_breaks(),
+        lex.mutable_post_negators(), lex.mutable_delight()}) {
     for (auto& w : *words) lower(&w);
   }
   for (auto& c : *lex.mutable_word_classes()) {
@@ -483,6 +484,7 @@ struct KindFound {
   const std::string* name;
   std::string evidence;
   double points;
+  double lifts_to;  // above 0: adds at most what lifts the score to this
 };
 
 // Each kind counts once, by its strongest cue: two ways of saying "lawyer" are one legal threat.
@@ -498,8 +500,10 @@ std::vector<KindFound> FindKinds(const internal::SeverityLexicon& lex, CueMatche
         evidence = *std::move(found);
       }
     }
-    if (best != nullptr)
-      kinds.push_back({&kind.name(), absl::StrJoin(evidence, " … "), best->weight()});
+    if (best != nullptr) {
+      kinds.push_back(
+          {&kind.name(), absl::StrJoin(evidence, " … "), best->weight(), kind.lifts_to()});
+    }
   }
   return kinds;
 }
@@ -564,9 +568,21 @@ int CountExclamations(absl::string_view text) {
   return exclamations;
 }
 
+// Whether the text shows delight: a word of delight that is not negated ("not happy").
+bool Delighted(const internal::SeverityLexicon& lex, absl::string_view lower) {
+  for (const auto& word : lex.delight()) {
+    for (const auto& [start, end] : Spans(lower, word)) {
+      if (!Negated(lex, lower, start, end)) return true;
+    }
+  }
+  return false;
+}
+
 // How the text is written: exclamations, the same mark or word over and over, shouting.
 void AddTone(const internal::SeverityLexicon& lex, absl::string_view text, absl::string_view lower,
              v1::Severity& s) {
+  // Delight with no complaint word, kind or valence so far: the marks are joy, not anger.
+  if (s.signals().empty() && Delighted(lex, lower)) return;
   if (const int exclamations = CountExclamations(text); exclamations > 0) {
     AddSignal(s, "exclamation", std::string(std::min(exclamations, 5), '!'),
               std::min(exclamations * lex.points_per_exclamation(), lex.max_exclamation_points()));
@@ -636,9 +652,16 @@ v1::Severity AssessSeverity(const internal::SeverityLexicon& lex, absl::string_v
   const std::vector<KindFound> kinds = FindKinds(lex, matcher);
   AddIntensity(lex, lower, matcher.used_negators(), s);
   AddValence(lex, lower, s);
-  for (const auto& k : kinds) AddSignal(s, *k.name, k.evidence, k.points);
+  for (const auto& k : kinds) {
+    if (k.lifts_to <= 0) AddSignal(s, *k.name, k.evidence, k.points);
+  }
   AddTone(lex, text, lower, s);
   AddContext(lex, category, value, s);
+  // Kinds that set a floor come last, so what they add is what the rest left short of it.
+  for (const auto& k : kinds) {
+    const double lift = std::min(k.points, k.lifts_to - s.score());
+    if (k.lifts_to > 0 && lift > 0) AddSignal(s, *k.name, k.evidence, lift);
+  }
   SetLevel(lex, s);
   return s;
 }
