@@ -101,6 +101,7 @@ for entry in "${services[@]}"; do
     loyalty) config=(--rules_file="$root/deploy/config/loyalty-rules.textproto") ;;
     order-tracking) config=(--return_policy_file="$root/deploy/config/return-policy.txt") ;;
     complaint-ticket) config=(--lexicon_file="$root/deploy/config/complaint-lexicon.textproto"
+                              --severity_model_file="$root/deploy/config/complaint-severity-model.tsv"
                               --sla_rules_file="$root/deploy/config/sla-rules.textproto") ;;
     customer-profile) config=(--segment_rules_file="$root/deploy/config/segment-rules.textproto") ;;
     gateway) config=(--http_listen="127.0.0.1:$http_port" --jwt_secret_file="$data/gateway/jwt-secret"

@@ -1,6 +1,7 @@
 #include "services/complaint_ticket/complaint_ticket_component.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/flags/flag.h"
 #include "libs/base/status_macros.h"
@@ -14,6 +15,11 @@
 ABSL_FLAG(std::string, lexicon_file, "",
           "severity lexicon (crm.internal.SeverityLexicon, text format); empty: the one built into "
           "the binary");
+ABSL_FLAG(std::string, severity_model_file, "",
+          "learned severity model (crm-severity-fit --write_model); empty: the one built into the "
+          "binary");
+ABSL_FLAG(bool, severity_model, true,
+          "judge severity with the learned model as well as the lexicon; false: the lexicon alone");
 ABSL_FLAG(int, sla_sweep_interval_s, 60, "how often deadlines and promised callbacks are checked");
 ABSL_FLAG(
     std::string, sla_rules_file, "",
@@ -36,6 +42,19 @@ absl::StatusOr<internal::SeverityLexicon> LoadLexicon() {
   if (lexicon.intensity().empty())
     return absl::InternalError("the built-in severity lexicon did not parse");
   return lexicon;
+}
+
+// --severity_model_file when given, else the model built into the binary; none with
+// --severity_model=false.
+absl::StatusOr<std::optional<SeverityModel>> LoadSeverityModel() {
+  if (!absl::GetFlag(FLAGS_severity_model)) return std::nullopt;
+  SeverityModel model = BuiltInSeverityModel();
+  if (const std::string path = absl::GetFlag(FLAGS_severity_model_file); !path.empty()) {
+    CRM_ASSIGN_OR_RETURN(model, text::ParseFile(path, "--severity_model_file", ParseSeverityModel));
+  }
+  if (model.weights.size() < 2)
+    return absl::InternalError("the built-in severity model did not parse");
+  return model;
 }
 
 // Puts --sla_rules_file (or the built-in rules) in force for every ticket, and re-reads the file
@@ -98,14 +117,15 @@ ArticleEditorCheck ArticleEditors(ComplaintTicketStore* store) {
 
 absl::Status Wire(ComplaintTicketComponent& c, const rpc::ServiceContext& context) {
   CRM_ASSIGN_OR_RETURN(internal::SeverityLexicon lexicon, LoadLexicon());
+  CRM_ASSIGN_OR_RETURN(std::optional<SeverityModel> severity_model, LoadSeverityModel());
   CRM_RETURN_IF_ERROR(ServeSlaRules(c, context));
   CRM_RETURN_IF_ERROR(c.ProduceEvents());
   auto* store = c.Make<ComplaintTicketStore>(context.store, c.outbox());
   // Tickets written before the listing and search indexes existed get their rows before serving.
   CRM_RETURN_IF_ERROR(store->IndexExistingTickets());
   ComplaintTicketService* service = c.Serve(std::make_unique<ComplaintTicketService>(
-      store, std::move(lexicon), context.clock, c.writes("ticket-writes", 32), context.backends,
-      context.metrics->registry()));
+      store, std::move(lexicon), std::move(severity_model), context.clock,
+      c.writes("ticket-writes", 32), context.backends, context.metrics->registry()));
   // The knowledge base: articles on every shard, a customer's suggestions on theirs, settled as
   // TICKET_OPENED inside OpenTicket's transaction or as deflected once the window has passed.
   auto* knowledge_base =

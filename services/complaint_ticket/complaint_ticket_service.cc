@@ -473,11 +473,14 @@ TicketMetrics::TicketMetrics(prometheus::Registry& r)
                                   "Satisfaction survey answers, by score 1-5.")) {}
 
 ComplaintTicketService::ComplaintTicketService(ComplaintTicketStore* store,
-                                               internal::SeverityLexicon lexicon, Clock* clock,
-                                               rpc::Executor* writes, rpc::Backends* backends,
+                                               internal::SeverityLexicon lexicon,
+                                               std::optional<SeverityModel> severity_model,
+                                               Clock* clock, rpc::Executor* writes,
+                                               rpc::Backends* backends,
                                                prometheus::Registry& registry)
     : store_(store),
       lexicon_(std::move(lexicon)),
+      severity_model_(std::move(severity_model)),
       clock_(clock),
       writes_(writes),
       backends_(backends),
@@ -594,7 +597,8 @@ absl::Status ComplaintTicketService::BuildTicket(
   t.set_subject(subject);
   t.set_text(text);
   t.set_status(v1::TICKET_STATUS_OPEN);
-  *t.mutable_severity() = complaint_ticket::AssessSeverity(lexicon_, text, category, value);
+  *t.mutable_severity() =
+      complaint_ticket::AssessSeverity(lexicon_, text, category, value, SeverityModelInUse());
   t.set_handling_level(t.severity().handling_level());
   t.set_priority(t.severity().priority());
   t.set_enterprise(value.enterprise);
@@ -1383,7 +1387,8 @@ grpc::ServerUnaryReactor* ComplaintTicketService::AssessSeverity(
   if (req->customer_tier() < 0 || req->customer_tier() > 5)
     return Finish(ctx, Invalid("customer_tier", "must be 0-5"));
   *resp = complaint_ticket::AssessSeverity(lexicon_, req->text(), req->category(),
-                                           {req->customer_tier(), req->enterprise()});
+                                           {req->customer_tier(), req->enterprise()},
+                                           SeverityModelInUse());
   return Finish(ctx, absl::OkStatus());
 }
 

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -70,7 +71,8 @@ struct TicketMetrics {
 class ComplaintTicketService final : public v1::ComplaintTicketService::CallbackService {
  public:
   ComplaintTicketService(ComplaintTicketStore* store, internal::SeverityLexicon lexicon,
-                         Clock* clock, rpc::Executor* writes, rpc::Backends* backends,
+                         std::optional<SeverityModel> severity_model, Clock* clock,
+                         rpc::Executor* writes, rpc::Backends* backends,
                          prometheus::Registry& registry);
 
   using Ctx = grpc::CallbackServerContext;
@@ -200,6 +202,10 @@ class ComplaintTicketService final : public v1::ComplaintTicketService::Callback
 
   ComplaintTicketStore* const store_;
   const internal::SeverityLexicon lexicon_;
+  const std::optional<SeverityModel> severity_model_;  // none: the lexicon alone
+  const SeverityModel* SeverityModelInUse() const {
+    return severity_model_ ? &*severity_model_ : nullptr;
+  }
   Clock* const clock_;
   rpc::Executor* const writes_;
   rpc::Backends* const backends_;

@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -613,6 +614,19 @@ void AddContext(const internal::SeverityLexicon& lex, v1::TicketCategory categor
     AddSignal(s, "customer_value", "enterprise account", lex.enterprise_points());
 }
 
+// The model's level when the lexicon scored lower: the points that lift the score to it, with the
+// probability and the words that weighed most as evidence.
+void AddModelJudgement(const internal::SeverityLexicon& lex, const SeverityModel& model,
+                       absl::string_view text, v1::TicketCategory category, v1::Severity& s) {
+  const ModelJudgement j = Judge(model, text, category);
+  const double floor = j.level == 3 ? lex.level3_from() : j.level == 2 ? lex.level2_from() : 0;
+  if (floor <= s.score()) return;
+  AddSignal(s, "text_model",
+            absl::StrFormat("%s %.2f: %s", j.level == 3 ? "serious" : "upset",
+                            j.level == 3 ? j.serious : j.upset, absl::StrJoin(j.reasons, ", ")),
+            floor - s.score());
+}
+
 // The score, capped at 100, sets the handling level and the priority.
 void SetLevel(const internal::SeverityLexicon& lex, v1::Severity& s) {
   s.set_score(std::min(100.0, std::round(s.score() * 10) / 10));
@@ -644,7 +658,8 @@ const internal::SeverityLexicon& BuiltInLexicon() {
 }
 
 v1::Severity AssessSeverity(const internal::SeverityLexicon& lex, absl::string_view text,
-                            v1::TicketCategory category, CustomerValue value) {
+                            v1::TicketCategory category, CustomerValue value,
+                            const SeverityModel* model) {
   v1::Severity s;
   const std::string lower = Normalize(text);
   // Kinds first: the negators their cues used are not angry words of their own.
@@ -662,6 +677,7 @@ v1::Severity AssessSeverity(const internal::SeverityLexicon& lex, absl::string_v
     const double lift = std::min(k.points, k.lifts_to - s.score());
     if (k.lifts_to > 0 && lift > 0) AddSignal(s, *k.name, k.evidence, lift);
   }
+  if (model != nullptr) AddModelJudgement(lex, *model, text, category, s);
   SetLevel(lex, s);
   return s;
 }

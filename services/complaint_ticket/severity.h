@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "crm/internal/complaint_lexicon.pb.h"
 #include "crm/v1/complaint_ticket.pb.h"
+#include "services/complaint_ticket/severity_model.h"
 
 namespace crm::complaint_ticket {
 
@@ -29,7 +30,11 @@ struct CustomerValue {
   bool enterprise = false;
 };
 
+// With a model (severity_model.h), a complaint the lexicon scores lower than the model judges it is
+// lifted to the model's level by a "text_model" signal naming the words that weighed most; the
+// lexicon is never argued down.
 v1::Severity AssessSeverity(const internal::SeverityLexicon& lexicon, absl::string_view text,
-                            v1::TicketCategory category, CustomerValue value);
+                            v1::TicketCategory category, CustomerValue value,
+                            const SeverityModel* model = nullptr);
 
 }  // namespace crm::complaint_ticket

@@ -11,11 +11,13 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/sla.h"
+#include "tests/eval/severity_eval.h"
 #include "tests/support/source_files.h"
 
 namespace crm::complaint_ticket {
@@ -225,92 +227,35 @@ TEST_CASE("valuable customers weigh more", "[tickets][severity]") {
   CHECK(gold < enterprise);
 }
 
-struct Labelled {
-  int level;
-  v1::TicketCategory category;
-  std::string text;
-  bool zh;
-};
+using eval::SeverityEvaluation;
 
-// Chinese: the text holds a CJK ideograph (U+4E00-U+9FFF, whose UTF-8 lead bytes are E4-E9), though
-// it may open with Latin letters ("iPhone 壳").
-bool HasHanzi(absl::string_view text) {
-  return std::any_of(text.begin(), text.end(), [](char c) {
-    const auto b = static_cast<unsigned char>(c);
-    return b >= 0xE4 && b <= 0xE9;
-  });
+std::vector<LabelledComplaint> Labelled(const std::string& file) {
+  auto complaints = eval::ReadLabelledComplaints(file);
+  REQUIRE(complaints.ok());
+  return *std::move(complaints);
 }
 
-std::vector<Labelled> ReadLabelled(const std::string& file) {
-  std::ifstream f(std::string(CRM_SOURCE_ROOT) + "/tests/data/" + file);
-  REQUIRE(f.good());
-  std::vector<Labelled> out;
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::vector<std::string> parts = absl::StrSplit(line, absl::MaxSplits('\t', 2));
-    REQUIRE(parts.size() == 3);
-    v1::TicketCategory category = v1::TICKET_CATEGORY_UNSPECIFIED;
-    REQUIRE(v1::TicketCategory_Parse("TICKET_CATEGORY_" + parts[1], &category));
-    out.push_back({std::stoi(parts[0]), category, parts[2], HasHanzi(parts[2])});
-  }
-  return out;
-}
-
-// Accuracy and level-3 recall on a labelled set, overall and by language.
-struct Figures {
-  int total = 0, correct = 0, level3 = 0, level3_caught = 0;
-  double accuracy() const { return total == 0 ? 0 : static_cast<double>(correct) / total; }
-  double level3_recall() const {
-    return level3 == 0 ? 1 : static_cast<double>(level3_caught) / level3;
-  }
-};
-
-struct Evaluation {
-  Figures all, zh, en;
-  int zh_lines = 0;
-};
-
-// Classifies every line of `file`; prints the figures (and, with CRM_PRINT_SCORES set, every score
+// Judges every complaint of `file` as complaint-ticket does (the lexicon, and the model unless
+// `lexicon_only`); prints the figures and the misses (and, with CRM_PRINT_SCORES set, every score
 // and its signals, for tuning the lexicon on the training set).
-Evaluation Evaluate(const std::string& file) {
-  Evaluation e;
-  std::map<std::pair<int, int>, int> confusion;
-  for (const Labelled& l : ReadLabelled(file)) {
-    const v1::Severity s = AssessSeverity(Lexicon(), l.text, l.category, {});
-    if (std::getenv("CRM_PRINT_SCORES") != nullptr) {
-      std::printf("%d %d %5.1f %s |", l.level, s.handling_level(), s.score(), l.text.c_str());
-      for (const auto& sig : s.signals()) {
-        std::printf(" %s:%s=%.0f", sig.kind().c_str(), sig.evidence().c_str(), sig.points());
-      }
-      std::printf("\n");
-    }
-    const bool right = s.handling_level() == l.level;
-    for (Figures* f : {&e.all, l.zh ? &e.zh : &e.en}) {
-      ++f->total;
-      f->correct += right;
-      if (l.level == 3) {
-        ++f->level3;
-        f->level3_caught += s.handling_level() == 3;
-      }
-    }
-    e.zh_lines += l.zh;
-    ++confusion[{l.level, s.handling_level()}];
-    if (!right) {
-      WARN(file << ": expected " << l.level << " got " << s.handling_level() << " (score "
-                << s.score() << "): " << l.text);
-    }
-  }
-  auto line = [](const char* name, const Figures& f) {
-    std::printf("  %-8s accuracy %3d/%3d = %5.1f%%   level-3 recall %3d/%3d = %5.1f%%\n", name,
-                f.correct, f.total, 100 * f.accuracy(), f.level3_caught, f.level3,
-                100 * f.level3_recall());
-  };
-  std::printf("severity classifier on %s:\n", file.c_str());
-  line("all", e.all);
-  line("Chinese", e.zh);
-  line("English", e.en);
-  for (const auto& [k, n] : confusion) {
+SeverityEvaluation Evaluate(const std::string& file, bool lexicon_only = false) {
+  const SeverityModel* model = lexicon_only ? nullptr : &BuiltInSeverityModel();
+  const SeverityEvaluation e =
+      eval::EvaluateSeverity(Labelled(file), [model](const LabelledComplaint& c) {
+        const v1::Severity s = AssessSeverity(Lexicon(), c.text, c.category, {}, model);
+        if (std::getenv("CRM_PRINT_SCORES") != nullptr) {
+          std::printf("%d %d %5.1f %s |", c.level, s.handling_level(), s.score(), c.text.c_str());
+          for (const auto& sig : s.signals()) {
+            std::printf(" %s:%s=%.0f", sig.kind().c_str(), sig.evidence().c_str(), sig.points());
+          }
+          std::printf("\n");
+        }
+        return s.handling_level();
+      });
+  for (const std::string& miss : e.misses) WARN(file << ": " << miss);
+  std::printf("severity (%s) on %s:\n%s", lexicon_only ? "lexicon" : "lexicon and model",
+              file.c_str(), eval::FormatEvaluation(e).c_str());
+  for (const auto& [k, n] : e.confusion) {
     std::printf("    expected level %d, classified %d: %d\n", k.first, k.second, n);
   }
   return e;
@@ -318,52 +263,130 @@ Evaluation Evaluate(const std::string& file) {
 
 TEST_CASE("the held-out sets share no text with the training set", "[tickets][severity]") {
   std::set<std::string> training;
-  for (const Labelled& l : ReadLabelled("complaints.tsv")) training.insert(l.text);
+  for (const LabelledComplaint& c : Labelled("complaints.tsv")) training.insert(c.text);
   for (const char* file :
        {"complaints_holdout.tsv", "complaints_holdout_kinds.tsv", "complaints_blind.tsv"}) {
-    for (const Labelled& l : ReadLabelled(file)) {
-      INFO(file << ": " << l.text);
-      CHECK(training.count(l.text) == 0);
+    for (const LabelledComplaint& c : Labelled(file)) {
+      INFO(file << ": " << c.text);
+      CHECK(training.count(c.text) == 0);
     }
   }
 }
 
 TEST_CASE("the classifier's accuracy on training and held-out sets (printed)",
           "[tickets][severity]") {
-  // complaints.tsv tuned the lexicon's words, weights and thresholds: its figures are optimistic.
-  const Evaluation tuned = Evaluate("complaints.tsv");
-  const auto labelled = ReadLabelled("complaints.tsv");
-  CHECK(tuned.all.total >= 300);
-  // About half Chinese.
-  CHECK(std::abs(tuned.zh_lines * 2 - tuned.all.total) <= tuned.all.total / 50);
+  // complaints.tsv tuned the lexicon's words, weights and thresholds and fitted the model: its
+  // figures are optimistic.
+  const auto labelled = Labelled("complaints.tsv");
+  const SeverityEvaluation lexicon = Evaluate("complaints.tsv", true);
+  CHECK(lexicon.all.total >= 300);
+  CHECK(std::abs(lexicon.zh.total * 2 - lexicon.all.total) <= lexicon.all.total / 50);
   for (int level : {1, 2, 3}) {
     CHECK(std::count_if(labelled.begin(), labelled.end(),
-                        [&](const Labelled& l) { return l.level == level; }) >= 60);
+                        [&](const LabelledComplaint& c) { return c.level == level; }) >= 60);
   }
-  CHECK(tuned.all.accuracy() >= 0.95);
-  CHECK(tuned.all.level3_recall() >= 0.95);
+  CHECK(lexicon.all.accuracy() >= 0.95);
+  CHECK(lexicon.all.level3_recall() >= 0.95);
+  const SeverityEvaluation served = Evaluate("complaints.tsv");
+  CHECK(served.all.level3_recall() >= 0.99);
   // The held-out sets never tuned anything: the honest estimate. These floors guard against
   // regressions at the level measured when the sets were first run (see the files' headers).
-  const Evaluation holdout = Evaluate("complaints_holdout.tsv");
+  const SeverityEvaluation holdout = Evaluate("complaints_holdout.tsv");
   CHECK(holdout.all.total >= 16);
   CHECK(holdout.all.accuracy() >= 0.75);
-  const Evaluation kinds = Evaluate("complaints_holdout_kinds.tsv");
+  Evaluate("complaints_holdout_kinds.tsv", true);
+  const SeverityEvaluation kinds = Evaluate("complaints_holdout_kinds.tsv");
   CHECK(kinds.all.total >= 60);
-  CHECK(kinds.all.accuracy() >= 0.55);
-  CHECK(kinds.all.level3_recall() >= 0.4);
+  CHECK(kinds.all.accuracy() >= 0.85);
+  CHECK(kinds.all.level3_recall() >= 0.9);
+}
+
+TEST_CASE("a complaint's features: characters and pairs of them, words and pairs, the category",
+          "[tickets][severity]") {
+  const auto f = ComplaintFeatures("交给律师 my Lawyer's letter", v1::TICKET_CATEGORY_QUALITY);
+  const std::map<std::string, double> m(f.begin(), f.end());
+  CHECK(m.at("c1:律") == 0.5);
+  CHECK(m.at("c2:律师") == 1);
+  CHECK(m.count("c2:给律") == 1);
+  CHECK(m.at("w:lawyer's") == 1);
+  CHECK(m.at("w2:my lawyer's") == 1);
+  CHECK(m.at("cat:QUALITY") == 1);
+  CHECK(m.count("c2:师m") == 0);  // a pair never spans two scripts
+}
+
+TEST_CASE("model and labelled files are checked, naming the line", "[tickets][severity]") {
+  CHECK(!ParseSeverityModel("(bias)\t0\t0\nupset_from\t2\n").ok());
+  CHECK(absl::StrContains(ParseSeverityModel("# c\n(bias)\tx\t1\n").status().message(), "line 2"));
+  CHECK(absl::StrContains(ParseSeverityModel("w:a\t1\t1\n").status().message(), "(bias)"));
+  const auto model = ParseSeverityModel("serious_from\t0.4\n(bias)\t-1\t-2\nw:sue\t1\t3\n");
+  REQUIRE(model.ok());
+  CHECK(model->serious_from == 0.4);
+  CHECK(Judge(*model, "I will sue", v1::TICKET_CATEGORY_OTHER).level == 3);
+  CHECK(Judge(*model, "hello", v1::TICKET_CATEGORY_OTHER).level == 1);
+  CHECK(absl::StrContains(
+      ParseLabelledComplaints("1\tOTHER\tfine\n4\tOTHER\tno\n", "x").status().message(), "line 2"));
+  CHECK(!ParseLabelledComplaints("1\tNOPE\tx\n", "x").ok());
+  const auto groups = ParseLabelledComplaints("1\tOTHER\ta\n# group: b\n2\tQUALITY\tc\n", "x");
+  REQUIRE(groups.ok());
+  CHECK(groups->at(0).group == "x");
+  CHECK(groups->at(1).group == "b");
+}
+
+TEST_CASE("the shipped severity model is exactly what crm-severity-fit fits",
+          "[tickets][severity]") {
+  const SeverityModel fitted = FitSeverityModel(Labelled("complaints.tsv"), {});
+  const SeverityModel& shipped = BuiltInSeverityModel();
+  CHECK(shipped.weights.size() == fitted.weights.size());
+  CHECK(shipped.upset_from == fitted.upset_from);
+  CHECK(shipped.serious_from == fitted.serious_from);
+  for (const auto& [feature, w] : fitted.weights) {
+    INFO(feature);
+    auto it = shipped.weights.find(feature);
+    REQUIRE(it != shipped.weights.end());
+    CHECK(it->second[0] == Approx(w[0]).epsilon(1e-5).margin(1e-6));
+    CHECK(it->second[1] == Approx(w[1]).epsilon(1e-5).margin(1e-6));
+  }
+}
+
+// Each later author's complaints judged by a model fitted without them (crm-severity-fit prints the
+// table): the lexicon and the model together catch every serious complaint but a few.
+TEST_CASE("complaints by an author the model never saw: serious ones are caught",
+          "[tickets][severity]") {
+  const auto rows =
+      eval::CrossValidateByAuthor(Labelled("complaints.tsv"), Lexicon(), {}, "complaints.tsv");
+  CHECK(rows.size() >= 5);
+  for (const auto& row : rows) {
+    INFO(row.group);
+    CHECK(row.both.all.level3_recall() >= 0.95);
+    CHECK(row.both.all.accuracy() >= 0.83);
+  }
+}
+
+TEST_CASE("the model lifts what the lexicon has no cue for, and never lowers its judgment",
+          "[tickets][severity]") {
+  for (const LabelledComplaint& c : Labelled("complaints_holdout_kinds.tsv")) {
+    INFO(c.text);
+    const v1::Severity alone = AssessSeverity(Lexicon(), c.text, c.category, {});
+    const v1::Severity served =
+        AssessSeverity(Lexicon(), c.text, c.category, {}, &BuiltInSeverityModel());
+    CHECK(served.handling_level() >= alone.handling_level());
+    if (served.handling_level() > alone.handling_level()) {
+      // The lift is one signal, naming the words that weighed most.
+      REQUIRE(served.signals_size() == alone.signals_size() + 1);
+      CHECK(served.signals(served.signals_size() - 1).kind() == "text_model");
+      CHECK(!served.signals(served.signals_size() - 1).evidence().empty());
+    }
+  }
 }
 
 // Issue 19's target (level-3 recall >= 0.9, accuracy >= 0.8) on complaints written by someone who
-// never saw the lexicon, scored once after the last change: the fourth such set (two authors) gives
-// 0.85 recall and 0.758 accuracy, short of both, so the floors sit at what was measured.
+// never saw the lexicon, the model or the training data, scored once after the last change.
 TEST_CASE("blind complaints from another hand: angry or harmed customers are caught",
           "[tickets][severity]") {
-  const Evaluation blind = Evaluate("complaints_blind.tsv");
-  CHECK(blind.all.total == 120);
-  CHECK(blind.all.level3_recall() >= 0.85);
-  CHECK(blind.zh.level3_recall() >= 0.9);
-  CHECK(blind.en.level3_recall() >= 0.8);
-  CHECK(blind.all.accuracy() >= 0.75);
+  const SeverityEvaluation blind = Evaluate("complaints_blind.tsv");
+  CHECK(blind.all.total == 90);
+  CHECK(blind.all.level3_recall() >= 0.9);
+  CHECK(blind.all.accuracy() >= 0.8);
 }
 
 // An open ticket of `priority` whose SLA deadlines started at `now`.
