@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "libs/text/utf8.h"
 
 namespace crm::complaint_ticket {
 
@@ -20,15 +21,6 @@ namespace {
 
 constexpr char kBias[] = "(bias)";
 constexpr int kReasons = 3;
-
-// The length of the UTF-8 sequence `lead` opens (1 for a stray byte, so that bad input still
-// moves).
-size_t SequenceLength(unsigned char lead) {
-  if (lead >= 0xF0) return 4;
-  if (lead >= 0xE0) return 3;
-  if (lead >= 0xC0) return 2;
-  return 1;
-}
 
 // Whether the three-byte sequence at `p` is a CJK unified ideograph (U+4E00-U+9FFF).
 bool IsHanzi(absl::string_view s, size_t p) {
@@ -43,7 +35,8 @@ bool IsHanzi(absl::string_view s, size_t p) {
 void AddHanziFeatures(absl::string_view text, std::map<std::string, double>& f) {
   std::string previous;
   for (size_t p = 0; p < text.size();) {
-    const size_t n = SequenceLength(static_cast<unsigned char>(text[p]));
+    // A malformed byte still moves on, one at a time.
+    const size_t n = std::max<size_t>(1, text::Utf8SequenceLength(text, p));
     if (!IsHanzi(text, p)) {
       previous.clear();
       p += n;

@@ -57,6 +57,22 @@ absl::StatusOr<std::vector<LabelledComplaint>> ReadLabelledComplaints(const std:
   });
 }
 
+ComparedJudgments CompareJudgments(const std::vector<LabelledComplaint>& complaints,
+                                   const internal::SeverityLexicon& lexicon,
+                                   const complaint_ticket::SeverityModel& model) {
+  auto served = [&lexicon](const complaint_ticket::SeverityModel* m) {
+    return [&lexicon, m](const LabelledComplaint& c) {
+      return complaint_ticket::AssessSeverity(lexicon, c.text, c.category, {}, m).handling_level();
+    };
+  };
+  return {EvaluateSeverity(complaints, served(nullptr)),
+          EvaluateSeverity(complaints,
+                           [&model](const LabelledComplaint& c) {
+                             return complaint_ticket::Judge(model, c.text, c.category).level;
+                           }),
+          EvaluateSeverity(complaints, served(&model))};
+}
+
 std::vector<CrossValidationRow> CrossValidateByAuthor(
     const std::vector<LabelledComplaint>& complaints, const internal::SeverityLexicon& lexicon,
     const complaint_ticket::SeverityFitOptions& options, const std::string& always_trained) {
@@ -72,19 +88,7 @@ std::vector<CrossValidationRow> CrossValidateByAuthor(
     for (const LabelledComplaint& c : complaints)
       (c.group == group ? held_out : training).push_back(c);
     const complaint_ticket::SeverityModel model = FitSeverityModel(training, options);
-    auto by = [&](const complaint_ticket::SeverityModel* m) {
-      return [&lexicon, m](const LabelledComplaint& c) {
-        return complaint_ticket::AssessSeverity(lexicon, c.text, c.category, {}, m)
-            .handling_level();
-      };
-    };
-    rows.push_back(
-        {group, EvaluateSeverity(held_out, by(nullptr)),
-         EvaluateSeverity(held_out,
-                          [&model](const LabelledComplaint& c) {
-                            return complaint_ticket::Judge(model, c.text, c.category).level;
-                          }),
-         EvaluateSeverity(held_out, by(&model))});
+    rows.push_back({group, CompareJudgments(held_out, lexicon, model)});
   }
   return rows;
 }

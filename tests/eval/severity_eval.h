@@ -46,9 +46,16 @@ std::string FormatEvaluation(const SeverityEvaluation& e);
 absl::StatusOr<std::vector<LabelledComplaint>> ReadLabelledComplaints(const std::string& file);
 
 // The judgments compared: the lexicon alone, the model alone, and both (the service's: the higher).
+struct ComparedJudgments {
+  SeverityEvaluation lexicon, model, both;
+};
+ComparedJudgments CompareJudgments(const std::vector<LabelledComplaint>& complaints,
+                                   const internal::SeverityLexicon& lexicon,
+                                   const complaint_ticket::SeverityModel& model);
+
 struct CrossValidationRow {
   std::string group;
-  SeverityEvaluation lexicon, model, both;
+  ComparedJudgments judged;
 };
 // For each group but `always_trained` (the lines the lexicon was first written on), a model fitted
 // on the other groups judges it. The lexicon is the shipped one: it has seen every group folded

@@ -34,15 +34,65 @@ ABSL_FLAG(int, min_count, crm::complaint_ticket::SeverityFitOptions().min_count,
 
 namespace {
 
+namespace ct = crm::complaint_ticket;
 using crm::eval::SeverityEvaluation;
 
-void PrintRow(const std::string& name, const SeverityEvaluation& lexicon,
-              const SeverityEvaluation& model, const SeverityEvaluation& both) {
+void PrintRow(const std::string& name, const crm::eval::ComparedJudgments& j) {
   auto cell = [](const SeverityEvaluation& e) {
     return absl::StrFormat("%.1f%% / %.1f%%", 100 * e.all.accuracy(), 100 * e.all.level3_recall());
   };
-  std::cout << absl::StrFormat("| %s | %d | %s | %s | **%s** |\n", name, lexicon.all.total,
-                               cell(lexicon), cell(model), cell(both));
+  std::cout << absl::StrFormat("| %s | %d | %s | %s | **%s** |\n", name, j.lexicon.all.total,
+                               cell(j.lexicon), cell(j.model), cell(j.both));
+}
+
+constexpr char kTableHead[] =
+    " | complaints | lexicon | model | both (as served) |\n|---|---:|---:|---:|---:|\n";
+
+// --judge: each text's level and signals as complaint-ticket gives them.
+void JudgeTexts(const std::vector<std::string>& texts) {
+  for (const std::string& text : texts) {
+    const auto s = ct::AssessSeverity(ct::BuiltInLexicon(), text, crm::v1::TICKET_CATEGORY_OTHER,
+                                      {}, &ct::BuiltInSeverityModel());
+    std::cout << "level " << s.handling_level() << " score " << s.score() << " | " << text << " |";
+    for (const auto& sig : s.signals()) {
+      std::cout << " " << sig.kind() << ":" << sig.evidence() << "=" << sig.points();
+    }
+    std::cout << "\n";
+  }
+}
+
+// Each --held_out file judged with `model`; false when one cannot be read.
+bool PrintHeldOut(const ct::SeverityModel& model, size_t fitted_on) {
+  std::cout << "\nHeld-out files, the model fitted on all " << fitted_on << " complaints:\n\n| file"
+            << kTableHead;
+  for (const std::string& file : absl::GetFlag(FLAGS_held_out)) {
+    auto held_out = crm::eval::ReadLabelledComplaints(file);
+    if (!held_out.ok()) {
+      std::cerr << held_out.status() << std::endl;
+      return false;
+    }
+    PrintRow(file, crm::eval::CompareJudgments(*held_out, ct::BuiltInLexicon(), model));
+  }
+  return true;
+}
+
+bool WriteModel(const std::string& path, const ct::SeverityModel& model,
+                const std::string& training_file, size_t complaints,
+                const ct::SeverityFitOptions& options) {
+  std::ofstream out(path);
+  out << ct::FormatSeverityModel(
+      model,
+      absl::StrFormat(
+          "# The learned severity model complaint-ticket is built with (--severity_model_file "
+          "reads another):\n"
+          "# FEATURE<TAB>weight towards upset (level 2-3)<TAB>weight towards serious (level 3). "
+          "Written by\n"
+          "# crm-severity-fit --write_model from tests/data/%s (%d complaints, l2 %g, words "
+          "seen in at least %d);\n"
+          "# refit after adding labelled complaints. Generated: do not edit by hand.\n",
+          training_file, complaints, options.l2, options.min_count));
+  if (!out) std::cerr << "cannot write " << path << std::endl;
+  return static_cast<bool>(out);
 }
 
 }  // namespace
@@ -51,18 +101,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("crm-severity-fit: fit and evaluate the learned severity model");
   crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
-  namespace ct = crm::complaint_ticket;
   if (const auto texts = absl::GetFlag(FLAGS_judge); !texts.empty()) {
-    for (const std::string& text : texts) {
-      const auto s = ct::AssessSeverity(ct::BuiltInLexicon(), text, crm::v1::TICKET_CATEGORY_OTHER,
-                                        {}, &ct::BuiltInSeverityModel());
-      std::cout << "level " << s.handling_level() << " score " << s.score() << " | " << text
-                << " |";
-      for (const auto& sig : s.signals()) {
-        std::cout << " " << sig.kind() << ":" << sig.evidence() << "=" << sig.points();
-      }
-      std::cout << "\n";
-    }
+    JudgeTexts(texts);
     return 0;
   }
   const std::string training_file = absl::GetFlag(FLAGS_training);
@@ -74,54 +114,16 @@ int main(int argc, char** argv) {
   ct::SeverityFitOptions options;
   options.l2 = absl::GetFlag(FLAGS_l2);
   options.min_count = absl::GetFlag(FLAGS_min_count);
-  const crm::internal::SeverityLexicon& lexicon = ct::BuiltInLexicon();
   std::cout << "Accuracy / level-3 recall. Cross-validation by author: each group of "
             << training_file << " judged by a model fitted on the others (the lexicon has seen "
-            << "them all):\n\n| held out | complaints | lexicon | model | both (as served) |\n"
-            << "|---|---:|---:|---:|---:|\n";
+            << "them all):\n\n| held out" << kTableHead;
   for (const auto& row :
-       crm::eval::CrossValidateByAuthor(*training, lexicon, options, training_file)) {
-    PrintRow(row.group, row.lexicon, row.model, row.both);
+       crm::eval::CrossValidateByAuthor(*training, ct::BuiltInLexicon(), options, training_file)) {
+    PrintRow(row.group, row.judged);
   }
   const ct::SeverityModel model = ct::FitSeverityModel(*training, options);
-  std::cout << "\nHeld-out files, the model fitted on all " << training->size()
-            << " complaints:\n\n| file | complaints | lexicon | model | both (as served) |\n"
-            << "|---|---:|---:|---:|---:|\n";
-  for (const std::string& file : absl::GetFlag(FLAGS_held_out)) {
-    auto held_out = crm::eval::ReadLabelledComplaints(file);
-    if (!held_out.ok()) {
-      std::cerr << held_out.status() << std::endl;
-      return 1;
-    }
-    auto judge = [&](const ct::SeverityModel* m) {
-      return [&lexicon, m](const ct::LabelledComplaint& c) {
-        return ct::AssessSeverity(lexicon, c.text, c.category, {}, m).handling_level();
-      };
-    };
-    PrintRow(file, crm::eval::EvaluateSeverity(*held_out, judge(nullptr)),
-             crm::eval::EvaluateSeverity(*held_out,
-                                         [&model](const ct::LabelledComplaint& c) {
-                                           return ct::Judge(model, c.text, c.category).level;
-                                         }),
-             crm::eval::EvaluateSeverity(*held_out, judge(&model)));
-  }
-  if (const std::string path = absl::GetFlag(FLAGS_write_model); !path.empty()) {
-    std::ofstream out(path);
-    out << ct::FormatSeverityModel(
-        model,
-        absl::StrFormat(
-            "# The learned severity model complaint-ticket is built with (--severity_model_file "
-            "reads another):\n"
-            "# FEATURE<TAB>weight towards upset (level 2-3)<TAB>weight towards serious (level 3). "
-            "Written by\n"
-            "# crm-severity-fit --write_model from tests/data/%s (%d complaints, l2 %g, words "
-            "seen in at least %d);\n"
-            "# refit after adding labelled complaints. Generated: do not edit by hand.\n",
-            training_file, training->size(), options.l2, options.min_count));
-    if (!out) {
-      std::cerr << "cannot write " << path << std::endl;
-      return 1;
-    }
-  }
+  if (!PrintHeldOut(model, training->size())) return 1;
+  const std::string path = absl::GetFlag(FLAGS_write_model);
+  if (!path.empty() && !WriteModel(path, model, training_file, training->size(), options)) return 1;
   return 0;
 }
