@@ -48,13 +48,14 @@ absl::StatusOr<internal::SeverityLexicon> LoadLexicon() {
 // --severity_model=false.
 absl::StatusOr<std::optional<SeverityModel>> LoadSeverityModel() {
   if (!absl::GetFlag(FLAGS_severity_model)) return std::nullopt;
-  SeverityModel model = BuiltInSeverityModel();
   if (const std::string path = absl::GetFlag(FLAGS_severity_model_file); !path.empty()) {
-    CRM_ASSIGN_OR_RETURN(model, text::ParseFile(path, "--severity_model_file", ParseSeverityModel));
+    return text::ParseFile(path, "--severity_model_file", ParseSeverityModel);
   }
-  if (model.weights.size() < 2)
+  // A model with only its intercept judges nothing: the built-in file did not parse.
+  if (BuiltInSeverityModel().weights.size() < 2) {
     return absl::InternalError("the built-in severity model did not parse");
-  return model;
+  }
+  return BuiltInSeverityModel();
 }
 
 // Puts --sla_rules_file (or the built-in rules) in force for every ticket, and re-reads the file

@@ -597,8 +597,10 @@ absl::Status ComplaintTicketService::BuildTicket(
   t.set_subject(subject);
   t.set_text(text);
   t.set_status(v1::TICKET_STATUS_OPEN);
-  *t.mutable_severity() =
-      complaint_ticket::AssessSeverity(lexicon_, text, category, value, SeverityModelInUse());
+  // The service's own words on an automatic ticket ("Delivery attempt 1 failed ...") are not a
+  // customer's: the model, fitted on customers' messages, does not judge them.
+  *t.mutable_severity() = complaint_ticket::AssessSeverity(
+      lexicon_, text, category, value, automatic ? nullptr : SeverityModelInUse());
   t.set_handling_level(t.severity().handling_level());
   t.set_priority(t.severity().priority());
   t.set_enterprise(value.enterprise);

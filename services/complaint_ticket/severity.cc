@@ -451,6 +451,12 @@ absl::Status CheckKinds(const internal::SeverityLexicon& lex, absl::string_view 
                                                      "\" needs a name and cues"));
     }
     for (const auto& cue : kind.cues()) CRM_RETURN_IF_ERROR(CheckCue(cue, text, classes));
+    // A floor at or above level 3 would make the kind a serious one without saying so.
+    if (!(kind.lifts_to() >= 0 && kind.lifts_to() < lex.level3_from())) {
+      return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, kind.name()),
+                                                     "kind \"", kind.name(),
+                                                     "\" needs 0 <= lifts_to < level3_from"));
+    }
   }
   return absl::OkStatus();
 }
@@ -581,9 +587,9 @@ bool Delighted(const internal::SeverityLexicon& lex, absl::string_view lower) {
 
 // How the text is written: exclamations, the same mark or word over and over, shouting.
 void AddTone(const internal::SeverityLexicon& lex, absl::string_view text, absl::string_view lower,
-             v1::Severity& s) {
+             bool kind_found, v1::Severity& s) {
   // Delight with no complaint word, kind or valence so far: the marks are joy, not anger.
-  if (s.signals().empty() && Delighted(lex, lower)) return;
+  if (!kind_found && s.signals().empty() && Delighted(lex, lower)) return;
   if (const int exclamations = CountExclamations(text); exclamations > 0) {
     AddSignal(s, "exclamation", std::string(std::min(exclamations, 5), '!'),
               std::min(exclamations * lex.points_per_exclamation(), lex.max_exclamation_points()));
@@ -670,7 +676,7 @@ v1::Severity AssessSeverity(const internal::SeverityLexicon& lex, absl::string_v
   for (const auto& k : kinds) {
     if (k.lifts_to <= 0) AddSignal(s, *k.name, k.evidence, k.points);
   }
-  AddTone(lex, text, lower, s);
+  AddTone(lex, text, lower, !kinds.empty(), s);
   AddContext(lex, category, value, s);
   // Kinds that set a floor come last, so what they add is what the rest left short of it.
   for (const auto& k : kinds) {

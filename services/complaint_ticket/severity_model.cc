@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "libs/text/utf8.h"
@@ -37,13 +38,15 @@ void AddHanziFeatures(absl::string_view text, std::map<std::string, double>& f) 
   for (size_t p = 0; p < text.size();) {
     // A malformed byte still moves on, one at a time.
     const size_t n = std::max<size_t>(1, text::Utf8SequenceLength(text, p));
-    if (!IsHanzi(text, p)) {
+    if (n != 3 || !IsHanzi(text, p)) {
       previous.clear();
       p += n;
       continue;
     }
     const std::string ch(text.substr(p, 3));
-    f["c1:" + ch] += 0.5;
+    // Half a point each time, at most one: a character repeated ten times is not ten times angrier.
+    double& count = f["c1:" + ch];
+    count = std::min(count + 0.5, 1.0);
     if (!previous.empty()) f[absl::StrCat("c2:", previous, ch)] = 1;
     previous = ch;
     p += 3;
@@ -52,16 +55,23 @@ void AddHanziFeatures(absl::string_view text, std::map<std::string, double>& f) 
 
 // English words (letters and apostrophes, lower-cased) and pairs of consecutive words.
 void AddWordFeatures(absl::string_view text, std::map<std::string, double>& f) {
-  const std::string lower = absl::AsciiStrToLower(text);
+  // Typographic apostrophes as ASCII, as the lexicon reads them: phones type "can’t".
+  const std::string lower =
+      absl::StrReplaceAll(absl::AsciiStrToLower(text), {{"\xE2\x80\x99", "'"}});
   std::vector<std::string> words;
   std::string word;
-  for (char c : lower) {
-    if ((c >= 'a' && c <= 'z') || c == '\'') {
-      word.push_back(c);
+  for (size_t p = 0; p < lower.size();) {
+    const auto c = static_cast<unsigned char>(lower[p]);
+    // Letters: ASCII, the apostrophe, and accented Latin letters (U+00C0-U+024F, lead bytes C3-C9),
+    // so that "arrivée" stays one word.
+    const size_t n = (c >= 0xC3 && c <= 0xC9 && p + 1 < lower.size()) ? 2 : 1;
+    if ((c >= 'a' && c <= 'z') || c == '\'' || n == 2) {
+      word.append(lower, p, n);
     } else if (!word.empty()) {
       words.push_back(std::move(word));
       word.clear();
     }
+    p += n;
   }
   if (!word.empty()) words.push_back(std::move(word));
   for (size_t i = 0; i < words.size(); ++i) {
@@ -118,7 +128,7 @@ std::vector<std::pair<std::string, double>> ComplaintFeatures(absl::string_view 
 ModelJudgement Judge(const SeverityModel& model, absl::string_view text,
                      v1::TicketCategory category) {
   ModelJudgement j;
-  std::array<double, 2> z = {0, 0};
+  std::array<double, 2> z = {0, 0}, words = {0, 0};
   std::vector<std::pair<std::string, std::array<double, 2>>> contributions;
   if (auto it = model.weights.find(kBias); it != model.weights.end()) z = it->second;
   for (const auto& [feature, value] : ComplaintFeatures(text, category)) {
@@ -127,11 +137,20 @@ ModelJudgement Judge(const SeverityModel& model, absl::string_view text,
     const std::array<double, 2> c = {it->second[0] * value, it->second[1] * value};
     z[0] += c[0];
     z[1] += c[1];
-    if (feature.rfind("cat:", 0) != 0) contributions.emplace_back(feature, c);
+    if (feature.rfind("cat:", 0) == 0) continue;
+    words[0] += c[0];
+    words[1] += c[1];
+    contributions.emplace_back(feature, c);
   }
   j.upset = Logistic(z[0]);
   j.serious = Logistic(z[1]);
-  j.level = j.serious >= model.serious_from ? 3 : j.upset >= model.upset_from ? 2 : 1;
+  // A level needs the words to lean towards it: a text the model knows nothing of (an order number,
+  // another language) gets the intercept and category alone, which are no judgment.
+  if (j.serious >= model.serious_from && words[1] > 0) {
+    j.level = 3;
+  } else if (j.upset >= model.upset_from && words[0] > 0) {
+    j.level = 2;
+  }
   if (j.level == 1) return j;
   const int t = j.level == 3 ? 1 : 0;
   std::sort(contributions.begin(), contributions.end(),
@@ -241,7 +260,7 @@ std::string FormatSeverityModel(const SeverityModel& model, absl::string_view he
   const std::map<std::string, std::array<double, 2>> sorted(model.weights.begin(),
                                                             model.weights.end());
   for (const auto& [feature, w] : sorted) {
-    absl::StrAppendFormat(&out, "%s\t%.6g\t%.6g\n", feature, w[0], w[1]);
+    absl::StrAppendFormat(&out, "%s\t%.4g\t%.4g\n", feature, w[0], w[1]);
   }
   return out;
 }

@@ -33,15 +33,18 @@ struct SeverityModel {
   absl::flat_hash_map<std::string, std::array<double, 2>> weights;
 };
 
-// A text's features and their values: "c1:律" (a Chinese character, 0.5 each time it appears),
-// "c2:律师" (two characters in a row), "w:lawyer" and "w2:my lawyer" (English words, lower-cased,
-// and pairs of them), "cat:QUALITY"; sorted by name.
+// A text's features and their values: "c1:律" (a Chinese character, 0.5 each time it appears, at
+// most 1), "c2:律师" (two characters in a row), "w:lawyer" and "w2:my lawyer" (words, lower-cased,
+// accented Latin letters included, typographic apostrophes read as ASCII, and pairs of words),
+// "cat:QUALITY"; sorted by name.
 std::vector<std::pair<std::string, double>> ComplaintFeatures(absl::string_view text,
                                                               v1::TicketCategory category);
 
 struct ModelJudgement {
   double upset = 0;    // P(level >= 2)
   double serious = 0;  // P(level 3)
+  // 3 when serious reaches serious_from, else 2 when upset reaches upset_from; either only when the
+  // text's words (not the intercept and category alone) lean that way.
   int level = 1;
   // What pushed the deciding probability up most: the words as written ("律师", "my lawyer").
   std::vector<std::string> reasons;

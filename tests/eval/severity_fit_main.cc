@@ -25,9 +25,10 @@ ABSL_FLAG(
                               "complaints_holdout.tsv"}),
     "labelled complaints never fitted on, judged once the model is fitted (under tests/data)");
 ABSL_FLAG(std::string, write_model, "", "write the model fitted on the training file here");
-ABSL_FLAG(std::vector<std::string>, judge, {},
-          "only judge these texts (category OTHER) with the built-in lexicon and model, and print "
-          "the level and signals");
+ABSL_FLAG(std::string, judge, "",
+          "only judge this text with the built-in lexicon and model, as complaint-ticket does, and "
+          "print the level and signals");
+ABSL_FLAG(std::string, judge_category, "OTHER", "the category --judge's text is filed under");
 ABSL_FLAG(double, l2, crm::complaint_ticket::SeverityFitOptions().l2, "L2 penalty");
 ABSL_FLAG(int, min_count, crm::complaint_ticket::SeverityFitOptions().min_count,
           "complaints a word must appear in to get a weight");
@@ -48,17 +49,21 @@ void PrintRow(const std::string& name, const crm::eval::ComparedJudgments& j) {
 constexpr char kTableHead[] =
     " | complaints | lexicon | model | both (as served) |\n|---|---:|---:|---:|---:|\n";
 
-// --judge: each text's level and signals as complaint-ticket gives them.
-void JudgeTexts(const std::vector<std::string>& texts) {
-  for (const std::string& text : texts) {
-    const auto s = ct::AssessSeverity(ct::BuiltInLexicon(), text, crm::v1::TICKET_CATEGORY_OTHER,
-                                      {}, &ct::BuiltInSeverityModel());
-    std::cout << "level " << s.handling_level() << " score " << s.score() << " | " << text << " |";
-    for (const auto& sig : s.signals()) {
-      std::cout << " " << sig.kind() << ":" << sig.evidence() << "=" << sig.points();
-    }
-    std::cout << "\n";
+// --judge: the text's level and signals as complaint-ticket gives them; false for a bad category.
+bool JudgeText(const std::string& text, const std::string& category_name) {
+  crm::v1::TicketCategory category;
+  if (!crm::v1::TicketCategory_Parse("TICKET_CATEGORY_" + category_name, &category)) {
+    std::cerr << "--judge_category: no category \"" << category_name << "\"" << std::endl;
+    return false;
   }
+  const auto s =
+      ct::AssessSeverity(ct::BuiltInLexicon(), text, category, {}, &ct::BuiltInSeverityModel());
+  std::cout << "level " << s.handling_level() << " score " << s.score() << " |";
+  for (const auto& sig : s.signals()) {
+    std::cout << " " << sig.kind() << ":" << sig.evidence() << "=" << sig.points();
+  }
+  std::cout << "\n";
+  return true;
 }
 
 // Each --held_out file judged with `model`; false when one cannot be read.
@@ -101,9 +106,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("crm-severity-fit: fit and evaluate the learned severity model");
   crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
-  if (const auto texts = absl::GetFlag(FLAGS_judge); !texts.empty()) {
-    JudgeTexts(texts);
-    return 0;
+  if (const std::string text = absl::GetFlag(FLAGS_judge); !text.empty()) {
+    return JudgeText(text, absl::GetFlag(FLAGS_judge_category)) ? 0 : 2;
   }
   const std::string training_file = absl::GetFlag(FLAGS_training);
   auto training = crm::eval::ReadLabelledComplaints(training_file);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/flags/reflection.h"
 #include "crm/v1/complaint_ticket.grpc.pb.h"
 #include "services/complaint_ticket/complaint_ticket_component.h"
 #include "services/loyalty/loyalty_component.h"
@@ -18,6 +19,8 @@
 namespace crm::testing {
 
 struct TicketWorld : WithCustomerProfile {
+  // Restores --severity_model (set below) and any other flag when the world goes.
+  absl::FlagSaver flags;
   using LoyaltyHarness = ServiceHarness<loyalty::LoyaltyComponent>;
   using TicketHarness = ServiceHarness<complaint_ticket::ComplaintTicketComponent>;
   using Stub = v1::ComplaintTicketService::Stub;

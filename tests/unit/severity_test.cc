@@ -51,6 +51,11 @@ TEST_CASE("lexicon mistakes are rejected with the line that has them", "[tickets
   CHECK(negative.status().message().find("line 3") != absl::string_view::npos);
   const auto no_cues = ParseLexicon(ok_levels + "kinds { name: \"harm\" }\n");
   CHECK_FALSE(no_cues.ok());
+  const auto floor = ParseLexicon(
+      ok_levels +
+      "kinds {\n  name: \"fault\"\n  lifts_to: 60\n  cues { text: \"x\" weight: 14 }\n}\n");
+  REQUIRE_FALSE(floor.ok());
+  CHECK(floor.status().message().find("lifts_to") != absl::string_view::npos);
   const auto levels = ParseLexicon("level2_from: 50\nlevel3_from: 45\n");
   REQUIRE_FALSE(levels.ok());
   CHECK(levels.status().message().find("line 2") != absl::string_view::npos);
@@ -167,13 +172,17 @@ TEST_CASE("a fault stated plainly is level 2, and adds nothing to anger already 
     CHECK(level == 2);
   }
   // Anger that reached level 2 by itself gets no fault points on top: a fault never makes level 3.
-  const char* angry = "Wrong size AGAIN, this is terrible and I am furious";
-  const v1::Severity s = AssessSeverity(Lexicon(), angry, v1::TICKET_CATEGORY_QUALITY, {});
-  for (const auto& sig : s.signals()) CHECK(sig.kind() != "fault");
+  CHECK(Kinds("You sent the wrong size.").first == std::set<std::string>{"fault"});
+  const v1::Severity angry =
+      AssessSeverity(Lexicon(), "You sent the wrong size AGAIN, this is terrible and I am furious",
+                     v1::TICKET_CATEGORY_QUALITY, {});
+  CHECK(angry.handling_level() >= 2);
+  for (const auto& sig : angry.signals()) CHECK(sig.kind() != "fault");
   // A question or request names no fault; neither does a broken doorbell.
   for (const char* text :
        {"Could I swap the blue scarf for the grey one?", "门铃坏了，到了请打我电话。",
-        "The doorbell does not work, please call me when you arrive."}) {
+        "The doorbell does not work, please call me when you arrive.",
+        "Can I speak to a real person?", "Is there an extra charge for gift wrap?"}) {
     INFO(text);
     CHECK(Kinds(text).first.empty());
   }
@@ -288,8 +297,7 @@ TEST_CASE("the classifier's accuracy on training and held-out sets (printed)",
   // The lexicon was never tuned on the last two sets folded in (blind-5, train-6).
   CHECK(lexicon.all.accuracy() >= 0.9);
   CHECK(lexicon.all.level3_recall() >= 0.95);
-  const SeverityEvaluation served = Evaluate("complaints.tsv");
-  CHECK(served.all.level3_recall() >= 0.99);
+  Evaluate("complaints.tsv");  // fitted on: printed, not judged
   // The held-out sets never tuned anything: the honest estimate. These floors guard against
   // regressions at the level measured when the sets were first run (see the files' headers).
   const SeverityEvaluation holdout = Evaluate("complaints_holdout.tsv");
@@ -313,6 +321,11 @@ TEST_CASE("a complaint's features: characters and pairs of them, words and pairs
   CHECK(m.at("w2:my lawyer's") == 1);
   CHECK(m.at("cat:QUALITY") == 1);
   CHECK(m.count("c2:师m") == 0);  // a pair never spans two scripts
+  // A character repeated is worth at most one; a typographic apostrophe reads as ASCII.
+  const auto again = ComplaintFeatures("真真真真真真 can’t", v1::TICKET_CATEGORY_OTHER);
+  const std::map<std::string, double> a(again.begin(), again.end());
+  CHECK(a.at("c1:真") == 1);
+  CHECK(a.count("w:can't") == 1);
 }
 
 TEST_CASE("model and labelled files are checked, naming the line", "[tickets][severity]") {
@@ -337,6 +350,7 @@ TEST_CASE("the shipped severity model is exactly what crm-severity-fit fits",
           "[tickets][severity]") {
   const SeverityModel fitted = FitSeverityModel(Labelled("complaints.tsv"), {});
   const SeverityModel& shipped = BuiltInSeverityModel();
+  // The file holds four significant digits.
   CHECK(shipped.weights.size() == fitted.weights.size());
   CHECK(shipped.upset_from == fitted.upset_from);
   CHECK(shipped.serious_from == fitted.serious_from);
@@ -344,8 +358,8 @@ TEST_CASE("the shipped severity model is exactly what crm-severity-fit fits",
     INFO(feature);
     auto it = shipped.weights.find(feature);
     REQUIRE(it != shipped.weights.end());
-    CHECK(it->second[0] == Approx(w[0]).epsilon(1e-5).margin(1e-6));
-    CHECK(it->second[1] == Approx(w[1]).epsilon(1e-5).margin(1e-6));
+    CHECK(it->second[0] == Approx(w[0]).epsilon(1e-3).margin(1e-5));
+    CHECK(it->second[1] == Approx(w[1]).epsilon(1e-3).margin(1e-5));
   }
 }
 
@@ -365,6 +379,7 @@ TEST_CASE("complaints by an author the model never saw: serious ones are caught"
 
 TEST_CASE("the model lifts what the lexicon has no cue for, and never lowers its judgment",
           "[tickets][severity]") {
+  int lifted = 0;
   for (const LabelledComplaint& c : Labelled("complaints_holdout_kinds.tsv")) {
     INFO(c.text);
     const v1::Severity alone = AssessSeverity(Lexicon(), c.text, c.category, {});
@@ -372,10 +387,24 @@ TEST_CASE("the model lifts what the lexicon has no cue for, and never lowers its
         AssessSeverity(Lexicon(), c.text, c.category, {}, &BuiltInSeverityModel());
     CHECK(served.handling_level() >= alone.handling_level());
     if (served.handling_level() > alone.handling_level()) {
+      ++lifted;
       // The lift is one signal, naming the words that weighed most.
       REQUIRE(served.signals_size() == alone.signals_size() + 1);
       CHECK(served.signals(served.signals_size() - 1).kind() == "text_model");
       CHECK(!served.signals(served.signals_size() - 1).evidence().empty());
+    }
+  }
+  CHECK(lifted >= 10);  // the lexicon alone gets 26 of these 64 wrong
+  // A text whose words the model does not know (an order number, another language) is not lifted by
+  // the intercept and category alone, whatever the category.
+  for (const char* text : {"#12345", "Bonjour, ma commande est arrivée hier.", ""}) {
+    for (v1::TicketCategory category :
+         {v1::TICKET_CATEGORY_QUALITY, v1::TICKET_CATEGORY_REFUND,
+          v1::TICKET_CATEGORY_SERVICE_ATTITUDE, v1::TICKET_CATEGORY_DELIVERY}) {
+      INFO(text << " " << v1::TicketCategory_Name(category));
+      CHECK(
+          AssessSeverity(Lexicon(), text, category, {}, &BuiltInSeverityModel()).handling_level() ==
+          1);
     }
   }
 }
