@@ -215,6 +215,8 @@ SeverityModel FitSeverityModel(const std::vector<LabelledComplaint>& complaints,
   const std::vector<double> w_upset = FitOne(rows, upset, index.size(), options);
   const std::vector<double> w_serious = FitOne(rows, serious, index.size(), options);
   SeverityModel model;
+  model.upset_from = options.upset_from;
+  model.serious_from = options.serious_from;
   for (const auto& [feature, k] : index) model.weights[feature] = {w_upset[k], w_serious[k]};
   if (options.equal_levels && !complaints.empty()) {
     // Prior shift: the log-odds of the wanted share minus those of the training share.

@@ -77,6 +77,9 @@ struct SeverityFitOptions {
   // so that the model judges as if each level were equally common (a short "Where is my parcel?"
   // is not upset because most training lines were).
   bool equal_levels = true;
+  // The fitted model's thresholds (SeverityModel::upset_from, serious_from).
+  double upset_from = SeverityModel().upset_from;
+  double serious_from = SeverityModel().serious_from;
 };
 // Stochastic gradient descent on the L2-penalised log loss, in a seeded order: the same complaints
 // give the same model.

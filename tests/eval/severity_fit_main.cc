@@ -30,6 +30,8 @@ ABSL_FLAG(std::string, judge, "",
           "print the level and signals");
 ABSL_FLAG(std::string, judge_category, "OTHER", "the category --judge's text is filed under");
 ABSL_FLAG(double, l2, crm::complaint_ticket::SeverityFitOptions().l2, "L2 penalty");
+ABSL_FLAG(double, serious_from, crm::complaint_ticket::SeverityFitOptions().serious_from,
+          "the probability of level 3 from which the model judges a complaint serious");
 ABSL_FLAG(int, min_count, crm::complaint_ticket::SeverityFitOptions().min_count,
           "complaints a word must appear in to get a weight");
 
@@ -118,6 +120,7 @@ int main(int argc, char** argv) {
   ct::SeverityFitOptions options;
   options.l2 = absl::GetFlag(FLAGS_l2);
   options.min_count = absl::GetFlag(FLAGS_min_count);
+  options.serious_from = absl::GetFlag(FLAGS_serious_from);
   std::cout << "Accuracy / level-3 recall. Cross-validation by author: each group of "
             << training_file << " judged by a model fitted on the others (the lexicon has seen "
             << "them all):\n\n| held out" << kTableHead;
