@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <random>
 
 #include "absl/strings/ascii.h"
@@ -23,37 +24,31 @@ namespace {
 constexpr char kBias[] = "(bias)";
 constexpr int kReasons = 3;
 
-// Whether the three-byte sequence at `p` is a CJK unified ideograph (U+4E00-U+9FFF).
-bool IsHanzi(absl::string_view s, size_t p) {
-  if (p + 3 > s.size()) return false;
-  const auto b0 = static_cast<unsigned char>(s[p]);
-  const auto b1 = static_cast<unsigned char>(s[p + 1]);
-  if (b0 < 0xE4 || b0 > 0xE9) return false;
-  return b0 > 0xE4 || b1 >= 0xB8;  // U+4E00 is E4 B8 80
-}
-
-// Characters and pairs of characters of each run of Chinese.
+// Characters and pairs of characters of each run of Chinese (or other CJK).
 void AddHanziFeatures(absl::string_view text, std::map<std::string, double>& f) {
   std::string previous;
   for (size_t p = 0; p < text.size();) {
-    // A malformed byte still moves on, one at a time.
-    const size_t n = std::max<size_t>(1, text::Utf8SequenceLength(text, p));
-    if (n != 3 || !IsHanzi(text, p)) {
+    const size_t start = p;
+    if (const std::optional<char32_t> c = text::NextCodePoint(text, p); !c || !text::IsCjk(*c)) {
       previous.clear();
-      p += n;
       continue;
     }
-    const std::string ch(text.substr(p, 3));
+    const std::string ch(text.substr(start, p - start));
     // Half a point each time, at most one: a character repeated ten times is not ten times angrier.
     double& count = f["c1:" + ch];
     count = std::min(count + 0.5, 1.0);
     if (!previous.empty()) f[absl::StrCat("c2:", previous, ch)] = 1;
     previous = ch;
-    p += 3;
   }
 }
 
-// English words (letters and apostrophes, lower-cased) and pairs of consecutive words.
+// Letters of a word: ASCII ones, the apostrophe, and accented Latin letters (U+00C0-U+024F but
+// × and ÷), so that "arrivée" stays one word.
+bool IsWordLetter(char32_t c) {
+  return (c >= 'a' && c <= 'z') || c == '\'' || (c >= 0xC0 && c <= 0x24F && c != 0xD7 && c != 0xF7);
+}
+
+// Words (lower-cased) and pairs of consecutive words.
 void AddWordFeatures(absl::string_view text, std::map<std::string, double>& f) {
   // Typographic apostrophes as ASCII, as the lexicon reads them: phones type "can’t".
   const std::string lower =
@@ -61,17 +56,13 @@ void AddWordFeatures(absl::string_view text, std::map<std::string, double>& f) {
   std::vector<std::string> words;
   std::string word;
   for (size_t p = 0; p < lower.size();) {
-    const auto c = static_cast<unsigned char>(lower[p]);
-    // Letters: ASCII, the apostrophe, and accented Latin letters (U+00C0-U+024F, lead bytes C3-C9),
-    // so that "arrivée" stays one word.
-    const size_t n = (c >= 0xC3 && c <= 0xC9 && p + 1 < lower.size()) ? 2 : 1;
-    if ((c >= 'a' && c <= 'z') || c == '\'' || n == 2) {
-      word.append(lower, p, n);
+    const size_t start = p;
+    if (const std::optional<char32_t> c = text::NextCodePoint(lower, p); c && IsWordLetter(*c)) {
+      word.append(lower, start, p - start);
     } else if (!word.empty()) {
       words.push_back(std::move(word));
       word.clear();
     }
-    p += n;
   }
   if (!word.empty()) words.push_back(std::move(word));
   for (size_t i = 0; i < words.size(); ++i) {

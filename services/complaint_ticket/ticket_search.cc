@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/container/flat_hash_set.h"
+#include "libs/text/utf8.h"
 
 namespace crm::complaint_ticket {
 namespace {
@@ -16,51 +17,6 @@ constexpr uint32_t kMaxCountedRepeats = 10;
 
 enum class CharClass { kSeparator, kWord, kCjk };
 
-// Decodes one UTF-8 code point at `i` (advancing it); a malformed byte reads as a separator.
-char32_t NextCodePoint(absl::string_view s, size_t& i) {
-  const auto b = static_cast<unsigned char>(s[i]);
-  int extra = 0;
-  char32_t cp = 0;
-  if (b < 0x80) {
-    ++i;
-    return b;
-  } else if ((b & 0xE0) == 0xC0) {
-    extra = 1;
-    cp = b & 0x1F;
-  } else if ((b & 0xF0) == 0xE0) {
-    extra = 2;
-    cp = b & 0x0F;
-  } else if ((b & 0xF8) == 0xF0) {
-    extra = 3;
-    cp = b & 0x07;
-  } else {
-    ++i;
-    return U' ';
-  }
-  if (i + extra >= s.size()) {  // cut short at the end
-    i = s.size();
-    return U' ';
-  }
-  for (int k = 1; k <= extra; ++k) {
-    const auto c = static_cast<unsigned char>(s[i + k]);
-    if ((c & 0xC0) != 0x80) {
-      ++i;
-      return U' ';
-    }
-    cp = (cp << 6) | (c & 0x3F);
-  }
-  i += extra + 1;
-  return cp;
-}
-
-bool IsCjk(char32_t c) {
-  return (c >= 0x3040 && c <= 0x30FF) ||  // hiragana, katakana
-         (c >= 0x3400 && c <= 0x4DBF) ||  // CJK extension A
-         (c >= 0x4E00 && c <= 0x9FFF) ||  // CJK unified ideographs
-         (c >= 0xF900 && c <= 0xFAFF) ||  // compatibility ideographs
-         (c >= 0x20000 && c <= 0x2FA1F);  // extensions B-F, compatibility supplement
-}
-
 // Fullwidth ASCII (ＡＢＣ１２３) as ASCII.
 char32_t Narrow(char32_t c) {
   if (c >= 0xFF01 && c <= 0xFF5E) return c - 0xFEE0;
@@ -71,7 +27,7 @@ CharClass ClassOf(char32_t c) {
   if (c < 0x80) {
     return std::isalnum(static_cast<int>(c)) ? CharClass::kWord : CharClass::kSeparator;
   }
-  if (IsCjk(c)) return CharClass::kCjk;
+  if (text::IsCjk(c)) return CharClass::kCjk;
   // Punctuation and spaces: Latin-1's, general punctuation, CJK symbols and punctuation, fullwidth
   // forms' punctuation.
   if (c <= 0xBF || (c >= 0x2000 && c <= 0x2BFF) || (c >= 0x3000 && c <= 0x303F) ||
@@ -138,7 +94,9 @@ std::vector<std::string> TermsOf(absl::string_view text) {
   std::vector<char32_t> run;
   size_t i = 0;
   while (i <= text.size()) {
-    const char32_t c = i < text.size() ? Narrow(NextCodePoint(text, i)) : (++i, U' ');
+    // A malformed byte reads as a separator.
+    const char32_t c =
+        i < text.size() ? Narrow(text::NextCodePoint(text, i).value_or(U' ')) : (++i, U' ');
     const CharClass k = ClassOf(c);
     if (k != CharClass::kWord) EmitWord(word, out);
     if (k != CharClass::kCjk && !run.empty()) {

@@ -5,17 +5,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "libs/text/file.h"
+#include "libs/text/utf8.h"
 #include "services/complaint_ticket/severity.h"
 
 namespace crm::eval {
-
-bool HasHanzi(const std::string& text) {
-  // UTF-8 lead bytes E4-E9 open U+4000-U+9FFF; continuation bytes are 80-BF.
-  return std::any_of(text.begin(), text.end(), [](char c) {
-    const auto b = static_cast<unsigned char>(c);
-    return b >= 0xE4 && b <= 0xE9;
-  });
-}
 
 SeverityEvaluation EvaluateSeverity(const std::vector<LabelledComplaint>& complaints,
                                     const Judgment& judge) {
@@ -23,7 +16,7 @@ SeverityEvaluation EvaluateSeverity(const std::vector<LabelledComplaint>& compla
   for (const LabelledComplaint& c : complaints) {
     const int level = judge(c);
     const bool right = level == c.level;
-    for (SeverityFigures* f : {&e.all, HasHanzi(c.text) ? &e.zh : &e.en}) {
+    for (SeverityFigures* f : {&e.all, text::ContainsCjk(c.text) ? &e.zh : &e.en}) {
       ++f->total;
       f->correct += right;
       if (c.level == 3) {

@@ -31,9 +31,6 @@ struct SeverityEvaluation {
   std::vector<std::string> misses;               // "expected 2 got 1: TEXT"
 };
 
-// Chinese: the text holds a CJK ideograph, though it may open with Latin letters ("iPhone 壳").
-bool HasHanzi(const std::string& text);
-
 // The handling level a judgment gives a complaint.
 using Judgment = std::function<int(const LabelledComplaint&)>;
 SeverityEvaluation EvaluateSeverity(const std::vector<LabelledComplaint>& complaints,

@@ -2,9 +2,12 @@
 // error message or a URL path quoted.
 #include "libs/text/sensitive.h"
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "catch2/catch.hpp"
+#include "libs/text/utf8.h"
 
 namespace crm::text {
 namespace {
@@ -50,6 +53,26 @@ TEST_CASE("card numbers: Luhn-valid runs of 13-19 digits, separators inside, lon
   CHECK_FALSE(ContainsCardNumber("4111111111111112"));
   CHECK_FALSE(ContainsCardNumber("tok_1N3xYz2eZvKYlo2C"));
   CHECK_FALSE(ContainsCardNumber("+8613800138000"));
+}
+
+TEST_CASE("utf8: code points one by one, a malformed byte skipped alone, CJK told from Latin") {
+  const std::string s = "a\xC3\xA9\xE5\xBE\x8B\xF0\x9F\x98\x80\xFF!";  // a é 律 😀 <bad> !
+  size_t i = 0;
+  std::vector<std::optional<char32_t>> read;
+  while (i < s.size()) read.push_back(NextCodePoint(s, i));
+  REQUIRE(read.size() == 6);
+  CHECK(read[0] == U'a');
+  CHECK(read[1] == U'\u00E9');
+  CHECK(read[2] == U'\u5F8B');
+  CHECK(read[3] == U'\U0001F600');
+  CHECK_FALSE(read[4].has_value());
+  CHECK(read[5] == U'!');
+  CHECK(IsCjk(U'\u5F8B'));
+  CHECK(IsCjk(U'\u3042'));  // hiragana
+  CHECK_FALSE(IsCjk(U'\u00E9'));
+  CHECK_FALSE(IsCjk(U'\uFF01'));              // fullwidth "!" is punctuation
+  CHECK(ContainsCjk("iPhone \xE5\xA3\xB3"));  // iPhone 壳
+  CHECK_FALSE(ContainsCjk("caf\xC3\xA9 \xE2\x80\x99"));
 }
 
 }  // namespace
