@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -620,17 +621,25 @@ void AddContext(const internal::SeverityLexicon& lex, v1::TicketCategory categor
     AddSignal(s, "customer_value", "enterprise account", lex.enterprise_points());
 }
 
-// The model's level when the lexicon scored lower: the points that lift the score to it, with the
-// probability and the words that weighed most as evidence.
+// A signal that lifts the score to `floor` (adding at most `at_most`), or nothing when the other
+// signals already reached it: what a fault or the model adds is what the rest left short.
+void LiftTo(v1::Severity& s, const std::string& kind, const std::string& evidence, double floor,
+            double at_most) {
+  AddSignal(s, kind, evidence, std::min(at_most, floor - s.score()));
+}
+
+// The model's level when the lexicon scored lower, with the probability and the words that weighed
+// most as evidence. Not asked when the lexicon already reached level 3.
 void AddModelJudgement(const internal::SeverityLexicon& lex, const SeverityModel& model,
                        absl::string_view text, v1::TicketCategory category, v1::Severity& s) {
+  if (s.score() >= lex.level3_from()) return;
   const ModelJudgement j = Judge(model, text, category);
-  const double floor = j.level == 3 ? lex.level3_from() : j.level == 2 ? lex.level2_from() : 0;
-  if (floor <= s.score()) return;
-  AddSignal(s, "text_model",
-            absl::StrFormat("%s %.2f: %s", j.level == 3 ? "serious" : "upset",
-                            j.level == 3 ? j.serious : j.upset, absl::StrJoin(j.reasons, ", ")),
-            floor - s.score());
+  if (j.level == 1) return;
+  LiftTo(s, "text_model",
+         absl::StrFormat("%s %.2f: %s", j.level == 3 ? "serious" : "upset",
+                         j.level == 3 ? j.serious : j.upset, absl::StrJoin(j.reasons, ", ")),
+         j.level == 3 ? lex.level3_from() : lex.level2_from(),
+         std::numeric_limits<double>::infinity());
 }
 
 // The score, capped at 100, sets the handling level and the priority.
@@ -680,8 +689,7 @@ v1::Severity AssessSeverity(const internal::SeverityLexicon& lex, absl::string_v
   AddContext(lex, category, value, s);
   // Kinds that set a floor come last, so what they add is what the rest left short of it.
   for (const auto& k : kinds) {
-    const double lift = std::min(k.points, k.lifts_to - s.score());
-    if (k.lifts_to > 0 && lift > 0) AddSignal(s, *k.name, k.evidence, lift);
+    if (k.lifts_to > 0) LiftTo(s, *k.name, k.evidence, k.lifts_to, k.points);
   }
   if (model != nullptr) AddModelJudgement(lex, *model, text, category, s);
   SetLevel(lex, s);
