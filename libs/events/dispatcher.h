@@ -1,8 +1,9 @@
 // The delivering half of the transactional outbox. One lane per (consumer, shard) reads the outbox
-// in position order from its persisted cursor, never past Outbox::Horizon(), and sends batches to
-// the consumer's EventSink. A lane moves its cursor only past what the consumer acknowledged, so
-// each customer's events arrive in order and none is lost across crashes (delivery is at least
-// once; the consumer's bookkeeping makes it exactly once in effect).
+// in position order from its persisted cursor and sends batches to the consumer's EventSink. A
+// lane sends an event as soon as it is committed, even while an earlier append is still in flight
+// (the customer's order holds: see ReadBatch), but moves its cursor only past what the consumer
+// acknowledged and never past Outbox::Horizon(), so none is lost across crashes (delivery is at
+// least once; the consumer's bookkeeping makes it exactly once in effect).
 //
 // Failures: an unreachable or overloaded consumer (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
 // RESOURCE_EXHAUSTED) is retried forever with exponential backoff. An event the consumer refuses
@@ -19,6 +20,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -118,6 +120,10 @@ class Dispatcher {
   Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Registry& registry, Clock* clock,
              DispatcherOptions options);
   absl::Status ReadBatch(const Lane& lane, Batch* batch);
+  // The first `acknowledged` events of `batch` reached the consumer and nothing it wants is left
+  // before `through`: moves the cursor as far as the horizon lets it and remembers the
+  // acknowledged events beyond it.
+  void Settle(Lane* lane, const Batch& batch, int acknowledged, const Position& through);
   // The call failed (unreachable, overloaded, not what we expected): back off and ask for the
   // subscription again, since the consumer may come back as a newer build.
   Pause DeliveryFailed(Lane* lane, const absl::Status& error);
@@ -128,9 +134,13 @@ class Dispatcher {
   absl::StatusOr<std::vector<std::pair<std::string, v1::DeadLetter>>> DeadLettersNamed(
       const std::vector<std::string>& ids) const;
   void RunGc();
-  // Waits `d`, or less when `wake_on_commit` and new events are committed; false when stopping
-  // (the dispatcher, or `lane` when given).
-  bool Sleep(absl::Duration d, bool wake_on_commit, const Lane* lane = nullptr);
+  // Waits `d`, or less when `wake_on_commit` and events were committed since `commits_seen` (a
+  // Commits() reading; by default, since the call); false when stopping (the dispatcher, or `lane`
+  // when given).
+  bool Sleep(absl::Duration d, bool wake_on_commit, const Lane* lane = nullptr,
+             std::optional<uint64_t> commits_seen = std::nullopt);
+  // How many commits have appended events so far.
+  uint64_t Commits();
   absl::Status DeadLetter(Lane* lane, const Position& pos, const v1::Event& event, int attempts,
                           const std::string& error);
   // Sends one batch to a consumer's shard, or to `webhook` when set; `lane` (may be null) lets
