@@ -80,8 +80,6 @@ struct Dispatcher::Lane {
   // webhook POST in flight.
   std::atomic<bool> stop{false};
   std::string cursor_key;
-  std::atomic<uint64_t> cursor_epoch{0};
-  std::atomic<uint64_t> cursor_seq{0};
   std::atomic<bool> idle{false};
   std::thread thread;
   absl::Mutex call_mu;
@@ -113,10 +111,14 @@ struct Dispatcher::Lane {
     absl::MutexLock lock(&call_mu);
     call = c;
   }
-  Position cursor() const { return Position{cursor_epoch.load(), cursor_seq.load()}; }
+  // Read by the collector on its own thread: epoch and sequence change together.
+  Position cursor() const {
+    absl::MutexLock lock(&cursor_mu);
+    return cursor_position;
+  }
   void set_cursor(const Position& p) {
-    cursor_epoch.store(p.epoch);
-    cursor_seq.store(p.seq);
+    absl::MutexLock lock(&cursor_mu);
+    cursor_position = p;
   }
 
   void set_subscription(std::optional<Subscription> s) {
@@ -134,6 +136,8 @@ struct Dispatcher::Lane {
   }
 
  private:
+  mutable absl::Mutex cursor_mu;
+  Position cursor_position ABSL_GUARDED_BY(cursor_mu);
   mutable absl::Mutex subscription_mu;
   std::optional<Subscription> subscription ABSL_GUARDED_BY(subscription_mu);
 };
@@ -525,18 +529,24 @@ void Dispatcher::CountBacklogNowAndThen(Lane* lane) {
 absl::Status Dispatcher::ReadBatch(const Lane& lane, Batch* batch) {
   // Read past the horizon too: an event committed while an earlier append is still in flight goes
   // out now instead of waiting for it. That keeps each customer's order, because the outbox locks
-  // the customer's row before it hands out a position: a customer's earlier event always commits
-  // before a later one is appended.
+  // the customer's row before it hands out a position and RocksDB (write-committed transactions,
+  // one write queue) makes a commit visible before it releases its locks: a customer's earlier
+  // event is visible before a later one is even appended. While the horizon is stuck behind a long
+  // transaction, the lane reads ahead only until it remembers kMaxDeliveredAhead events, so each
+  // pass walks a bounded number of rows.
   batch->horizon = outbox_->Horizon();
   batch->scanned_to = lane.cursor();
   bool full = false;
   Position last;
+  size_t ahead = lane.delivered_ahead.size();
   const std::string begin = PositionKey(lane.cursor()) + std::string(1, '\0');
   CRM_RETURN_IF_ERROR(
       store_->Scan(store_->cf(Outbox::kEventsFamily), begin, "",
                    [&](absl::string_view key, absl::string_view v) {
                      Position p;
                      if (!ParsePositionKey(key, &p)) return true;
+                     // Past the horizon with enough remembered: the rest waits for the horizon.
+                     if (batch->horizon < p && ahead >= kMaxDeliveredAhead) return false;
                      last = p;
                      if (lane.delivered_ahead.count(p) > 0) return true;
                      v1::Event e;
@@ -545,7 +555,10 @@ absl::Status Dispatcher::ReadBatch(const Lane& lane, Batch* batch) {
                                   {{"position", absl::StrCat(p.epoch, ".", p.seq)}});
                        return true;
                      }
-                     if (lane.Wants(e)) batch->events.emplace_back(p, std::move(e));
+                     if (lane.Wants(e)) {
+                       batch->events.emplace_back(p, std::move(e));
+                       if (batch->horizon < p) ++ahead;
+                     }
                      full = static_cast<int>(batch->events.size()) == options_.batch_size;
                      return !full;
                    }));
@@ -609,8 +622,13 @@ Dispatcher::Pause Dispatcher::Acknowledged(Lane* lane, const Batch& batch,
   const int refused = ++lane->refusals[failing.event_id()];
   trace::Scope traced(EventTrace(failing));
   // A dead letter moves the cursor onto the event in the same write, which it may do only at or
-  // below the horizon; above it the refusal waits for the horizon like a retry.
-  if (Transient(code) || refused < options_.max_attempts || batch.horizon < pos) {
+  // below the horizon. Above it the last refusal is not counted: the lane asks again once a commit
+  // has moved the horizon, and that refusal makes the dead letter.
+  if (!Transient(code) && refused >= options_.max_attempts && batch.horizon < pos) {
+    lane->refusals[failing.event_id()] = options_.max_attempts - 1;
+    return {options_.initial_backoff, /*wake_on_commit=*/true};
+  }
+  if (Transient(code) || refused < options_.max_attempts) {
     lane->failed->Increment();
     log::Warning("consumer refused an event; will retry", {{"destination", lane->sink},
                                                            {"event_id", failing.event_id()},

@@ -120,6 +120,9 @@ class Dispatcher {
   Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Registry& registry, Clock* clock,
              DispatcherOptions options);
   absl::Status ReadBatch(const Lane& lane, Batch* batch);
+  // Events a lane remembers as delivered beyond its cursor, at most; past that it reads no further
+  // than the horizon until the horizon catches up.
+  static constexpr size_t kMaxDeliveredAhead = 1000;
   // The first `acknowledged` events of `batch` reached the consumer and nothing it wants is left
   // before `through`: moves the cursor as far as the horizon lets it and remembers the
   // acknowledged events beyond it.

@@ -63,9 +63,9 @@ class Outbox {
   // transaction that makes the change the event reports.
   absl::Status Append(store::Transaction& txn, v1::Event& event);
 
-  // Removes the customer's events that no consumer has taken yet (erasure: what is about to be
-  // erased everywhere need not travel first). Scans the outbox, which holds only undelivered
-  // events.
+  // Removes the customer's events still in the outbox (erasure: what is about to be erased
+  // everywhere need not travel first). Scans the outbox, which holds the events some consumer's
+  // cursor has not passed yet (a few of them already delivered ahead of it).
   absl::Status DropPendingEventsOf(store::Transaction& txn, absl::string_view customer_id);
 
   // Every append at or below this position has committed or rolled back.
