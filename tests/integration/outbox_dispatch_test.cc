@@ -1,7 +1,8 @@
 // The dispatcher sends an event as soon as it is committed, even while an earlier append is still
 // in flight, yet its stored cursor never passes that append: a restart then delivers the late event
-// and again the early one (the consumer recognises it), so nothing is lost; a customer's events stay
-// in the order they were written. Real RocksDB, a real Dispatcher and a real EventSink on loopback.
+// and again the early one (the consumer recognises it), so nothing is lost; a customer's events
+// stay in the order they were written. Real RocksDB, a real Dispatcher and a real EventSink on
+// loopback.
 #include <optional>
 #include <string>
 #include <thread>
