@@ -6,6 +6,7 @@
 # writers. Writes the section "Ratios to the ceiling" at the end of docs/benchmarks.md (bench.sh
 # keeps it). Prints figures; never fails a test run (not part of one).
 #   tests/load/ratios.sh [--runs N] [--out FILE]
+# A rerun replaces the section's first paragraph and table and keeps the prose written into it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 runs=3
@@ -86,6 +87,19 @@ try:
     doc = open(out).read()
 except FileNotFoundError:
     doc = "# Benchmarks\n"
-doc = re.sub(r"\n## Ratios to the ceiling \(issue 23\).*?(?=\n## |\Z)", "", doc, flags=re.S).rstrip("\n")
-open(out, "w").write(doc + "\n\n" + section)
+# An existing section keeps the prose written into it by hand (what the figures mean, where the time
+# goes): only its first paragraph and its table are replaced.
+found = re.search(r"\n## Ratios to the ceiling \(issue 23\)\n.*?(?=\n## |\Z)", doc, flags=re.S)
+if found:
+    old = found.group(0)
+    intro = re.search(r"\nWritten by `tests/load/ratios.sh`.*?\n\n", old, flags=re.S)
+    table = re.search(r"\n\| measure \|.*?(?=\n[^|]|\Z)", old, flags=re.S)
+    new_intro = section[section.index("Written by"):section.index("| measure |")]
+    new_table = "\n" + section[section.index("| measure |"):].rstrip("\n")
+    if intro and table:
+        kept = old.replace(intro.group(0), "\n" + new_intro, 1).replace(table.group(0), new_table, 1)
+        open(out, "w").write(doc.replace(old, kept, 1).rstrip("\n") + "\n")
+        sys.exit(0)
+    doc = doc.replace(old, "")
+open(out, "w").write(doc.rstrip("\n") + "\n\n" + section)
 PY
