@@ -51,11 +51,7 @@ absl::StatusOr<std::optional<SeverityModel>> LoadSeverityModel() {
   if (const std::string path = absl::GetFlag(FLAGS_severity_model_file); !path.empty()) {
     return text::ParseFile(path, "--severity_model_file", ParseSeverityModel);
   }
-  // A model with only its intercept judges nothing: the built-in file did not parse.
-  if (BuiltInSeverityModel().weights.size() < 2) {
-    return absl::InternalError("the built-in severity model did not parse");
-  }
-  return BuiltInSeverityModel();
+  return ParseBuiltInSeverityModel();
 }
 
 // Puts --sla_rules_file (or the built-in rules) in force for every ticket, and re-reads the file

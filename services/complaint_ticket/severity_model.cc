@@ -13,6 +13,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "libs/base/logistic.h"
 #include "libs/text/utf8.h"
 
 namespace crm::complaint_ticket {
@@ -70,8 +71,6 @@ void AddWordFeatures(absl::string_view text, std::map<std::string, double>& f) {
     if (i + 1 < words.size()) f[absl::StrCat("w2:", words[i], " ", words[i + 1])] = 1;
   }
 }
-
-double Logistic(double z) { return 1 / (1 + std::exp(-std::clamp(z, -30.0, 30.0))); }
 
 // The feature as written: "c2:律师" is 律师.
 std::string AsWritten(const std::string& feature) {
@@ -258,9 +257,18 @@ std::string FormatSeverityModel(const SeverityModel& model, absl::string_view he
   return out;
 }
 
+absl::StatusOr<SeverityModel> ParseBuiltInSeverityModel() {
+  absl::StatusOr<SeverityModel> model = ParseSeverityModel(kBuiltInSeverityModelText);
+  if (!model.ok()) {
+    return absl::InternalError(
+        absl::StrCat("the built-in severity model does not parse: ", model.status().message()));
+  }
+  return model;
+}
+
 const SeverityModel& BuiltInSeverityModel() {
   static const auto* model =
-      new SeverityModel(ParseSeverityModel(kBuiltInSeverityModelText).value_or(SeverityModel()));
+      new SeverityModel(ParseBuiltInSeverityModel().value_or(SeverityModel()));
   return *model;
 }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "libs/api/text_format.h"
+#include "libs/base/logistic.h"
 #include "libs/base/status_macros.h"
 #include "libs/text/file.h"
 
@@ -194,7 +195,7 @@ ChurnScore ScoreChurn(const internal::ChurnModel& model, const ChurnFacts& facts
     z += contribution;
     parts.emplace_back(contribution, f);
   }
-  out.score = 1 / (1 + std::exp(-z));
+  out.score = Logistic(z);
   // Strongest first; equal contributions in feature order, so the same facts give the same reasons.
   std::stable_sort(parts.begin(), parts.end(),
                    [](const auto& a, const auto& b) { return a.first > b.first; });
@@ -208,7 +209,7 @@ ChurnScore ScoreChurn(const internal::ChurnModel& model, const ChurnFacts& facts
 double LogisticFit::Probability(const std::vector<double>& row) const {
   double eta = bias;
   for (size_t j = 0; j < weight.size(); ++j) eta += weight[j] * (row[j] - mean[j]) / scale[j];
-  return 1 / (1 + std::exp(-eta));
+  return Logistic(eta);
 }
 
 namespace {
@@ -248,7 +249,7 @@ LogisticFit FitLogistic(const std::vector<std::vector<double>>& rows,
         z[j] = (rows[i][j] - fit.mean[j]) / fit.scale[j];
         eta += w[j] * z[j];
       }
-      const double p = 1 / (1 + std::exp(-eta));
+      const double p = Logistic(eta);
       const double residual = p - (labels[i] ? 1 : 0), curvature = p * (1 - p);
       for (size_t a = 0; a <= n; ++a) {
         gradient[a] += residual * z[a];
