@@ -364,14 +364,17 @@ absl::Status RecommendationStore::TouchPairs(Transaction& txn, Touch kind,
 
 absl::Status RecommendationStore::FirstTouch(Transaction& txn, Touch kind,
                                              absl::string_view customer_id, int64_t sequence,
-                                             absl::string_view sku, absl::Time when,
+                                             absl::string_view sku, absl::Time when, bool unpaired,
                                              GraphDelta& delta) {
   internal::FirstTouch touch;
   touch.set_sku(std::string(sku));
   api::SetTimestamp(when, touch.mutable_time());
+  touch.set_unpaired(unpaired);
   internal::ItemStats& d = delta.stats[touch.sku()];
   (kind == Touch::kView ? d.set_viewers(d.viewers() + 1) : d.set_buyers(d.buyers() + 1));
-  CRM_RETURN_IF_ERROR(TouchPairs(txn, kind, customer_id, sequence, touch, +1, delta));
+  if (!unpaired) {
+    CRM_RETURN_IF_ERROR(TouchPairs(txn, kind, customer_id, sequence, touch, +1, delta));
+  }
   return txn.PutProto(kind == Touch::kView ? cf_[kFirstViews] : cf_[kFirstPurchases],
                       Key().Str(customer_id).I64(sequence), touch);
 }
@@ -392,6 +395,7 @@ absl::Status RecommendationStore::UndoTouches(Transaction& txn, Touch kind,
   for (const auto& [sequence, touch] : touches) {
     internal::ItemStats& d = delta.stats[touch.sku()];
     (kind == Touch::kView ? d.set_viewers(d.viewers() - 1) : d.set_buyers(d.buyers() - 1));
+    if (touch.unpaired()) continue;
     CRM_RETURN_IF_ERROR(TouchPairs(txn, kind, customer_id, sequence, touch, -1, delta));
   }
   return absl::OkStatus();
@@ -599,6 +603,7 @@ absl::Status RecommendationStore::NoteBoughtItems(Transaction& txn, absl::string
                                                   const internal::Basket& basket, absl::Time when,
                                                   internal::CustomerSummary& summary,
                                                   GraphDelta& delta) {
+  const bool wholesale = basket.lines_size() > kWholesaleBasketLines;
   for (const auto& line : basket.lines()) {
     const std::string key = Key().Str(customer_id).Str(line.sku()).Build();
     internal::CustomerItem mine;
@@ -606,8 +611,8 @@ absl::Status RecommendationStore::NoteBoughtItems(Transaction& txn, absl::string
     if (mine.bought() == 0) {
       const int64_t sequence = summary.items_bought();
       summary.set_items_bought(sequence + 1);
-      CRM_RETURN_IF_ERROR(
-          FirstTouch(txn, Touch::kPurchase, customer_id, sequence, line.sku(), when, delta));
+      CRM_RETURN_IF_ERROR(FirstTouch(txn, Touch::kPurchase, customer_id, sequence, line.sku(), when,
+                                     wholesale, delta));
     }
     NoteBought(summary, line.sku(), line.category(), when);
     NotePurchaseIn(summary, line.category(), when);
@@ -766,7 +771,8 @@ absl::Status RecommendationStore::NoteViewedItem(Transaction& txn, absl::string_
   if (!first_view) return absl::OkStatus();
   const int64_t sequence = summary.items_viewed();
   summary.set_items_viewed(sequence + 1);
-  return FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, delta);
+  return FirstTouch(txn, Touch::kView, customer_id, sequence, signal.sku(), t, /*unpaired=*/false,
+                    delta);
 }
 
 absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view customer_id) {

@@ -198,9 +198,10 @@ class RecommendationStore {
   absl::Status TouchPairs(store::Transaction& txn, Touch kind, absl::string_view customer_id,
                           int64_t sequence, const internal::FirstTouch& touch, int sign,
                           GraphDelta& delta) const;
-  // Records a first view or purchase and adds its pairs.
+  // Records a first view or purchase and adds its pairs (none when `unpaired`: a first purchase in
+  // a wholesale basket).
   absl::Status FirstTouch(store::Transaction& txn, Touch kind, absl::string_view customer_id,
-                          int64_t sequence, absl::string_view sku, absl::Time when,
+                          int64_t sequence, absl::string_view sku, absl::Time when, bool unpaired,
                           GraphDelta& delta);
   // Takes back every pair and count the customer's first views or purchases added.
   absl::Status UndoTouches(store::Transaction& txn, Touch kind, absl::string_view customer_id,

@@ -4,11 +4,14 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/store/key.h"
+#include "services/recommendation/models.h"
 #include "services/recommendation/recommendation_component.h"
 #include "tests/support/http.h"
 #include "tests/support/metric_value.h"
@@ -660,6 +663,77 @@ TEST_CASE("erasure takes the customer's contribution back out exactly") {
   }
   CHECK_FALSE(any);
   // A redelivered erasure changes nothing.
+  w.Deliver({erased});
+  CHECK(snapshot() == before);
+}
+
+// The items `sku` is bought together with in at least one basket, comma-separated.
+std::string BundlesOf(World& w, const std::string& sku) {
+  auto req = AboutSku<v1::BoughtTogetherRequest>(sku, 50);
+  req.set_min_baskets(1);
+  const v1::BoughtTogetherResponse resp = CallOk(w.stub.get(), &Stub::BoughtTogether, req);
+  std::vector<std::string> skus;
+  for (const auto& rule : resp.rules()) skus.push_back(rule.item().sku());
+  return absl::StrJoin(skus, ",");
+}
+
+TEST_CASE(
+    "a first purchase in a wholesale basket makes a buyer but pairs with nothing bought before, "
+    "and "
+    "erasure takes it back exactly") {
+  World w;
+  // A retailer buys a desk, then kWholesaleBasketLines items in one order: each is paired with the
+  // desk ("bought the desk, also bought this"). A reseller buys a lamp, then restocks one item more
+  // than that in one order: none of the range is paired with the lamp.
+  std::vector<std::tuple<std::string, std::string>> catalog = {{"desk", "office"},
+                                                               {"lamp", "home"}};
+  std::vector<std::string> order_of_retailer, restock;
+  for (int i = 0; i <= kWholesaleBasketLines; ++i) {
+    if (i < kWholesaleBasketLines) {
+      order_of_retailer.push_back(absl::StrFormat("stationery-%02d", i));
+      catalog.emplace_back(order_of_retailer.back(), "office");
+    }
+    restock.push_back(absl::StrFormat("range-%02d", i));
+    catalog.emplace_back(restock.back(), "home");
+  }
+  w.Catalog(catalog);
+  auto related = [&](const std::string& sku) {
+    std::set<std::string> out;
+    const v1::RelatedItemsResponse resp = w.Related(sku, 50);
+    for (const auto& i : resp.items()) out.insert(i.item().sku());
+    return out;
+  };
+  // What every item is related to and bought together with.
+  auto snapshot = [&] {
+    std::vector<std::string> facts;
+    for (const auto& [sku, category] : catalog) {
+      const v1::RelatedItemsResponse rel = w.Related(sku, 50);
+      for (const auto& i : rel.items()) {
+        facts.push_back(
+            absl::StrCat(sku, ">", i.item().sku(), ":", i.co_purchases(), "/", i.similarity()));
+      }
+      facts.push_back(absl::StrCat(sku, "+", BundlesOf(w, sku)));
+    }
+    return facts;
+  };
+  w.Deliver({w.Delivered("retailer", {"desk"}, w.Now() - 3 * kDay),
+             w.Delivered("retailer", order_of_retailer, w.Now() - 2 * kDay)});
+  CHECK(related("desk").count("stationery-00") == 1);
+  const auto before = snapshot();
+
+  w.Deliver({w.Delivered("reseller", {"lamp"}, w.Now() - 3 * kDay),
+             w.Delivered("reseller", restock, w.Now() - 2 * kDay)});
+  CHECK(related("lamp").empty());
+  for (const auto& sku : restock) CHECK(related(sku).count("lamp") == 0);
+  // The restock's items still go together as a basket (bought together).
+  int restock_bundles = 0;
+  for (const auto& sku : restock) restock_bundles += BundlesOf(w, sku).empty() ? 0 : 1;
+  CHECK(restock_bundles >= kMaxItemsPaired);
+  REQUIRE(snapshot() != before);
+
+  v1::Event erased = w.NewEvent("reseller", w.Now());
+  erased.set_producer("customer-profile");
+  api::SetTimestamp(w.Now(), erased.mutable_customer_erased()->mutable_erase_time());
   w.Deliver({erased});
   CHECK(snapshot() == before);
 }
