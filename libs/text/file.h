@@ -40,4 +40,18 @@ auto ParseFile(const std::string& path, absl::string_view what, Parse parse)
   return parsed;
 }
 
+// Returns `parse(text)` for data built into the binary (`what`, e.g. "severity lexicon"), or
+// INTERNAL "the built-in <what> did not parse: <why>". A service refuses to start on it rather
+// than run with an empty default; tests parse every built-in file, so it means a bad edit.
+template <typename Parse>
+auto ParseBuiltIn(absl::string_view what, absl::string_view text, Parse parse)
+    -> decltype(parse(text)) {
+  auto parsed = parse(text);
+  if (!parsed.ok()) {
+    return absl::InternalError(
+        absl::StrCat("the built-in ", what, " did not parse: ", parsed.status().message()));
+  }
+  return parsed;
+}
+
 }  // namespace crm::text

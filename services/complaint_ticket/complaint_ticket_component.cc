@@ -35,13 +35,10 @@ namespace {
 
 // --lexicon_file when given, else the lexicon built into the binary.
 absl::StatusOr<internal::SeverityLexicon> LoadLexicon() {
-  internal::SeverityLexicon lexicon = BuiltInLexicon();
   if (const std::string path = absl::GetFlag(FLAGS_lexicon_file); !path.empty()) {
-    CRM_ASSIGN_OR_RETURN(lexicon, text::ParseFile(path, "--lexicon_file", ParseLexicon));
+    return text::ParseFile(path, "--lexicon_file", ParseLexicon);
   }
-  if (lexicon.intensity().empty())
-    return absl::InternalError("the built-in severity lexicon did not parse");
-  return lexicon;
+  return ParseBuiltInLexicon();
 }
 
 // --severity_model_file when given, else the model built into the binary; none with
@@ -58,14 +55,10 @@ absl::StatusOr<std::optional<SeverityModel>> LoadSeverityModel() {
 // when it changes: new rules hold for tickets opened from then on; a file that does not parse or
 // check is refused and the rules in force stay (logged, counted as refused).
 absl::Status ServeSlaRules(ComplaintTicketComponent& c, const rpc::ServiceContext& context) {
-  std::shared_ptr<const SlaRules> rules = BuiltInSlaRules();
-  if (rules == nullptr) {
-    return absl::InternalError(
-        "the built-in SLA rules did not parse (is the time-zone database, tzdata, installed?)");
-  }
   const std::string path = absl::GetFlag(FLAGS_sla_rules_file);
   if (path.empty()) {
-    SlaRulesInForce::Process().Reset(std::move(rules));
+    CRM_ASSIGN_OR_RETURN(SlaRules built_in, ParseBuiltInSlaRules());
+    SlaRulesInForce::Process().Reset(std::make_shared<const SlaRules>(std::move(built_in)));
     return absl::OkStatus();
   }
   auto* file = c.Make<SlaRulesFile>(path);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "libs/api/text_format.h"
 #include "libs/base/status_macros.h"
+#include "libs/text/file.h"
 
 namespace crm::complaint_ticket {
 
@@ -666,9 +667,13 @@ absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
   return lex;
 }
 
+absl::StatusOr<internal::SeverityLexicon> ParseBuiltInLexicon() {
+  return text::ParseBuiltIn("severity lexicon", kBuiltInLexiconText, ParseLexicon);
+}
+
 const internal::SeverityLexicon& BuiltInLexicon() {
-  static const auto* lexicon = new internal::SeverityLexicon(
-      ParseLexicon(kBuiltInLexiconText).value_or(internal::SeverityLexicon()));
+  static const auto* lexicon =
+      new internal::SeverityLexicon(ParseBuiltInLexicon().value_or(internal::SeverityLexicon()));
   return *lexicon;
 }
 

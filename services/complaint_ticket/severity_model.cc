@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "libs/base/logistic.h"
+#include "libs/text/file.h"
 #include "libs/text/utf8.h"
 
 namespace crm::complaint_ticket {
@@ -258,12 +259,7 @@ std::string FormatSeverityModel(const SeverityModel& model, absl::string_view he
 }
 
 absl::StatusOr<SeverityModel> ParseBuiltInSeverityModel() {
-  absl::StatusOr<SeverityModel> model = ParseSeverityModel(kBuiltInSeverityModelText);
-  if (!model.ok()) {
-    return absl::InternalError(
-        absl::StrCat("the built-in severity model does not parse: ", model.status().message()));
-  }
-  return model;
+  return text::ParseBuiltIn("severity model", kBuiltInSeverityModelText, ParseSeverityModel);
 }
 
 const SeverityModel& BuiltInSeverityModel() {

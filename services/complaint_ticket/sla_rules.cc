@@ -374,9 +374,13 @@ const EscalationPolicy& SlaRules::EscalationFor(v1::Priority priority) const {
   return it != escalation_.end() ? it->second : escalation_.at(v1::PRIORITY_P3);
 }
 
+absl::StatusOr<SlaRules> ParseBuiltInSlaRules() {
+  return text::ParseBuiltIn("SLA rules", kBuiltInSlaRulesText, ParseSlaRules);
+}
+
 std::shared_ptr<const SlaRules> BuiltInSlaRules() {
   static const std::shared_ptr<const SlaRules> rules = [] {
-    auto parsed = ParseSlaRules(kBuiltInSlaRulesText);
+    auto parsed = ParseBuiltInSlaRules();
     return parsed.ok() ? std::make_shared<const SlaRules>(*std::move(parsed)) : nullptr;
   }();
   return rules;

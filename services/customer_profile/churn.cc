@@ -172,11 +172,13 @@ absl::StatusOr<internal::ChurnModel> ReadChurnModelFile(const std::string& path)
   return model;
 }
 
+absl::StatusOr<internal::ChurnModel> ParseBuiltInChurnModel() {
+  return text::ParseBuiltIn("churn model", kBuiltInChurnModelText, ParseChurnModel);
+}
+
 const internal::ChurnModel& BuiltInChurnModel() {
-  // The file is checked by a test, so a bad edit fails the build's tests rather than starting with
-  // an empty model.
-  static const auto* model = new internal::ChurnModel(
-      ParseChurnModel(kBuiltInChurnModelText).value_or(internal::ChurnModel()));
+  static const auto* model =
+      new internal::ChurnModel(ParseBuiltInChurnModel().value_or(internal::ChurnModel()));
   return *model;
 }
 

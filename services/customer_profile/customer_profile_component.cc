@@ -47,7 +47,7 @@ absl::StatusOr<internal::SegmentRules> LoadSegmentRules() {
 
 absl::StatusOr<internal::ChurnModel> LoadChurnModel() {
   const std::string file = absl::GetFlag(FLAGS_churn_model_file);
-  if (file.empty()) return BuiltInChurnModel();
+  if (file.empty()) return ParseBuiltInChurnModel();
   return ReadChurnModelFile(file);
 }
 

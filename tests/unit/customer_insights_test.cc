@@ -6,6 +6,7 @@
 #include "catch2/catch.hpp"
 #include "google/protobuf/util/message_differencer.h"
 #include "libs/api/validate.h"
+#include "libs/text/file.h"
 #include "services/customer_profile/insights.h"
 #include "tests/support/test_time.h"
 
@@ -68,6 +69,19 @@ TEST_CASE("churn model file: the shipped file parses, and a bad term is refused 
           "line 2: feature \"value_12m\" needs");
   refused("horizon_days: 90\nterms { feature: \"value_12m\" scale: 1 wieght: 1 }\n",
           "line 2, column");
+
+  // Built into the binary: customer-profile starts from ParseBuiltInChurnModel, so a built-in
+  // model that does not parse stops it (INTERNAL naming the line) instead of scoring with an
+  // empty one.
+  REQUIRE(ParseBuiltInChurnModel().ok());
+  const absl::Status built_in_broken =
+      text::ParseBuiltIn("churn model", good + "terms { feature: \"shoe_size\" }\n",
+                         ParseChurnModel)
+          .status();
+  CHECK(built_in_broken.code() == absl::StatusCode::kInternal);
+  CHECK(built_in_broken.message() ==
+        "the built-in churn model did not parse: churn model: line 4: unknown feature "
+        "\"shoe_size\"");
   refused("bias: 1\n", "horizon_days must be positive");
   CHECK(ReadChurnModelFile("/nonexistent/churn.textproto").status().code() ==
         absl::StatusCode::kNotFound);

@@ -16,6 +16,7 @@
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
 #include "services/complaint_ticket/routing.h"
+#include "services/complaint_ticket/severity_model.h"
 #include "services/complaint_ticket/sla.h"
 #include "tests/eval/severity_eval.h"
 #include "tests/support/source_files.h"
@@ -36,6 +37,9 @@ TEST_CASE("the shipped lexicon parses and is the one built in", "[tickets][sever
   const auto bad = ParseLexicon("intensity { text: \"x\" weight: 1 }\nlevel2_from: oops\n");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().message().find("line 2") != absl::string_view::npos);
+  // What complaint-ticket starts from (a built-in lexicon that did not parse stops it).
+  CHECK(ParseBuiltInLexicon().ok());
+  CHECK(ParseBuiltInSeverityModel().ok());
 }
 
 TEST_CASE("lexicon mistakes are rejected with the line that has them", "[tickets][severity]") {

@@ -157,6 +157,8 @@ void CheckRefused(std::initializer_list<BadEdit> edits) {
 
 TEST_CASE("sla rules: a bad file is refused naming the line and the field", "[sla][rules]") {
   REQUIRE(ParseSlaRules(kRules).ok());
+  // What complaint-ticket starts from (built-in rules that did not parse stop it).
+  CHECK(ParseBuiltInSlaRules().ok());
   const std::string p2 =
       "policies { priority: PRIORITY_P2 first_response: \"4h\" next_update: \"12h\" resolution: "
       "\"72h\" }\n";
