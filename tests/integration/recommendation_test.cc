@@ -685,8 +685,8 @@ TEST_CASE(
   // A retailer buys a desk, then kWholesaleBasketLines items in one order: each is paired with the
   // desk ("bought the desk, also bought this"). A reseller buys a lamp, then restocks one item more
   // than that in one order: none of the range is paired with the lamp.
-  std::vector<std::tuple<std::string, std::string>> catalog = {{"desk", "office"},
-                                                               {"lamp", "home"}};
+  std::vector<std::tuple<std::string, std::string>> catalog = {
+      {"desk", "office"}, {"lamp", "home"}, {"shade", "home"}};
   std::vector<std::string> order_of_retailer, restock;
   for (int i = 0; i <= kWholesaleBasketLines; ++i) {
     if (i < kWholesaleBasketLines) {
@@ -698,10 +698,10 @@ TEST_CASE(
   }
   w.Catalog(catalog);
   auto related = [&](const std::string& sku) {
-    std::set<std::string> out;
+    std::map<std::string, double> similarity;
     const v1::RelatedItemsResponse resp = w.Related(sku, 50);
-    for (const auto& i : resp.items()) out.insert(i.item().sku());
-    return out;
+    for (const auto& i : resp.items()) similarity[i.item().sku()] = i.similarity();
+    return similarity;
   };
   // What every item is related to and bought together with.
   auto snapshot = [&] {
@@ -719,12 +719,29 @@ TEST_CASE(
   w.Deliver({w.Delivered("retailer", {"desk"}, w.Now() - 3 * kDay),
              w.Delivered("retailer", order_of_retailer, w.Now() - 2 * kDay)});
   CHECK(related("desk").count("stationery-00") == 1);
+  // A shopper pairs the lamp with one item of the range, so an erasure that took back more than
+  // the reseller added would show.
+  w.Deliver({w.Delivered("shopper", {"lamp"}, w.Now() - 3 * kDay),
+             w.Delivered("shopper", {"range-00"}, w.Now() - 2 * kDay)});
+  const double lamp_range_alone = related("lamp")["range-00"];
+  REQUIRE(lamp_range_alone > 0);
   const auto before = snapshot();
 
   w.Deliver({w.Delivered("reseller", {"lamp"}, w.Now() - 3 * kDay),
              w.Delivered("reseller", restock, w.Now() - 2 * kDay)});
-  CHECK(related("lamp").empty());
-  for (const auto& sku : restock) CHECK(related(sku).count("lamp") == 0);
+  const auto lamp = related("lamp");
+  CHECK(lamp.size() == 1);  // the shopper's pair only
+  // The reseller is a buyer of both, so the shopper's one shared buyer weighs less.
+  CHECK(lamp.count("range-00") == 1);
+  CHECK(related("lamp")["range-00"] < lamp_range_alone);
+  for (size_t i = 1; i < restock.size(); ++i) CHECK(related(restock[i]).count("lamp") == 0);
+  // The reseller's next first purchase, in an order of its own, pairs with the items first bought
+  // just before it (the end of the restock), as any first purchase does.
+  w.Deliver({w.Delivered("reseller", {"shade"}, w.Now() - kDay)});
+  const auto shade = related("shade");
+  CHECK(shade.size() == static_cast<size_t>(kMaxPurchasesPaired));
+  CHECK(shade.count(restock.back()) == 1);
+  CHECK(shade.count("lamp") == 0);
   // The restock's items still go together as a basket (bought together).
   int restock_bundles = 0;
   for (const auto& sku : restock) restock_bundles += BundlesOf(w, sku).empty() ? 0 : 1;
