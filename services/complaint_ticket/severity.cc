@@ -663,6 +663,11 @@ absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
     return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, "level3_from"),
                                                    "need 0 < level2_from < level3_from"));
   }
+  // Without angry words every complaint would be judged by its category and the customer's value
+  // alone: refused rather than run.
+  if (lex.intensity().empty()) {
+    return absl::InvalidArgumentError("lexicon: intensity: at least one term is required");
+  }
   LowerCase(lex);
   return lex;
 }

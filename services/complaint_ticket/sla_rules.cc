@@ -128,7 +128,8 @@ absl::StatusOr<BusinessCalendar> CompileCalendar(const internal::BusinessCalenda
   if (cal.name.empty()) return at.Error("name", "is required");
   if (!absl::LoadTimeZone(c.time_zone(), &cal.zone)) {
     return at.Error("time_zone",
-                    absl::StrCat("\"", c.time_zone(), "\" is not a known IANA time zone"));
+                    absl::StrCat("\"", c.time_zone(),
+                                 "\" is not a known IANA time zone (is tzdata installed?)"));
   }
   CRM_ASSIGN_OR_RETURN(SpansByWeekday week, ReadWorkingHours(c, at));
   CRM_RETURN_IF_ERROR(ArrangeWeek(week, c, at, cal.week));

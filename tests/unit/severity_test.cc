@@ -63,6 +63,11 @@ TEST_CASE("lexicon mistakes are rejected with the line that has them", "[tickets
   const auto levels = ParseLexicon("level2_from: 50\nlevel3_from: 45\n");
   REQUIRE_FALSE(levels.ok());
   CHECK(levels.status().message().find("line 2") != absl::string_view::npos);
+  // A lexicon without intensity terms would judge every complaint by its category alone.
+  const auto no_intensity = ParseLexicon(ok_levels);
+  REQUIRE_FALSE(no_intensity.ok());
+  CHECK(no_intensity.status().message() == "lexicon: intensity: at least one term is required");
+  CHECK(ParseLexicon(ok_levels + "intensity { text: \"awful\" weight: 3 }\n").ok());
 }
 
 TEST_CASE("signals explain the score", "[tickets][severity]") {
