@@ -150,7 +150,7 @@ absl::StatusOr<internal::SurveyRules> ParseSurveyRules(absl::string_view text) {
 }
 
 absl::StatusOr<internal::SurveyRules> BuiltInSurveyRules() {
-  return ParseSurveyRules(kBuiltInSurveyRulesText);
+  return text::ParseBuiltIn("survey rules", kBuiltInSurveyRulesText, &ParseSurveyRules);
 }
 
 absl::StatusOr<internal::SurveyRules> ReadSurveyRulesFile(const std::string& path) {

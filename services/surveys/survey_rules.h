@@ -17,7 +17,8 @@ namespace crm::surveys {
 // Parsed and checked rules: INVALID_ARGUMENT "survey rules: line N: surveys[i].questions[j].<field>
 // <what is wrong>" (or the parser's own "line N, column C: ...").
 absl::StatusOr<internal::SurveyRules> ParseSurveyRules(absl::string_view text);
-// The rules this binary was built with (services/surveys/survey-rules.textproto).
+// The rules this binary was built with (services/surveys/survey-rules.textproto), or INTERNAL
+// naming the line if they did not parse (the service refuses to start on it).
 absl::StatusOr<internal::SurveyRules> BuiltInSurveyRules();
 // ParseSurveyRules of a file; errors name the file ("--survey_rules_file: cannot read ...").
 absl::StatusOr<internal::SurveyRules> ReadSurveyRulesFile(const std::string& path);
