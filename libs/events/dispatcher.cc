@@ -100,6 +100,10 @@ struct Dispatcher::Lane {
   // Kept in memory only; after a restart they are delivered again, which consumers recognise.
   std::set<Position> delivered_ahead;
   absl::Time next_backlog_count;
+  // The oldest event still to deliver when the backlog was last counted, and since when it has
+  // waited (its commit, or when it was first found pending when the commit time is not known).
+  std::optional<Position> oldest_pending;
+  absl::Time oldest_pending_since;
   // Whether the subscription was asked of the consumer since the lane started or a delivery
   // failed (the consumer may have come back as a newer build). Until then the lane filters with
   // the one it knew, which is kept with the cursor across restarts.
@@ -175,7 +179,9 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Regi
           "Events written but not yet acknowledged by each consumer (counted up to 100000).")),
       oldest_pending_age_(metrics::GaugeFamily(
           registry, "crm_outbox_oldest_pending_age_seconds",
-          "Age of the oldest event a consumer has not acknowledged yet; 0 when caught up.")),
+          "Age of the oldest event a consumer has not acknowledged yet, from its commit (from when "
+          "this process first found it pending, for one written before its start); 0 when caught "
+          "up.")),
       lag_(metrics::HistogramFamily(
           registry, "crm_event_end_to_end_lag_seconds",
           "From the commit that wrote the event (its occur_time when written before the producer's "
@@ -508,22 +514,29 @@ void Dispatcher::CountBacklogNowAndThen(Lane* lane) {
   if (absl::Now() < lane->next_backlog_count) return;
   lane->next_backlog_count = absl::Now() + absl::Seconds(2);
   int64_t pending = 0;
-  absl::Time oldest = absl::InfiniteFuture();
+  std::optional<Position> oldest;  // the first pending in key order: the earliest appended
   const std::string begin = PositionKey(lane->cursor()) + std::string(1, '\0');
   (void)store_->Scan(
       store_->cf(Outbox::kEventsFamily), begin, "", [&](absl::string_view k, absl::string_view v) {
         Position p;
-        if (ParsePositionKey(k, &p) && lane->delivered_ahead.count(p) > 0) return true;
+        if (!ParsePositionKey(k, &p) || lane->delivered_ahead.count(p) > 0) return true;
         v1::Event e;
         if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && lane->Wants(e)) {
           ++pending;
-          oldest = std::min(oldest, api::FromTimestamp(e.occur_time()));
+          if (!oldest) oldest = p;
         }
         return pending < 100000;
       });
   lane->backlog->Set(static_cast<double>(pending));
+  // The age counts from the commit, not the event's occur_time: that is business time (an imported
+  // order's date, a carrier's scan) and would make a history import look stalled for years.
+  const absl::Time now = clock_->Now();
+  if (oldest && oldest != lane->oldest_pending) {
+    lane->oldest_pending_since = outbox_->CommittedAt(*oldest).value_or(now);
+  }
+  lane->oldest_pending = oldest;
   lane->oldest_age->Set(
-      pending == 0 ? 0 : std::max(0.0, absl::ToDoubleSeconds(clock_->Now() - oldest)));
+      oldest ? std::max(0.0, absl::ToDoubleSeconds(now - lane->oldest_pending_since)) : 0);
 }
 
 absl::Status Dispatcher::ReadBatch(const Lane& lane, Batch* batch) {

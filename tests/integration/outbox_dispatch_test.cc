@@ -9,12 +9,14 @@
 
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
+#include "libs/api/validate.h"
 #include "libs/events/dispatcher.h"
 #include "libs/events/outbox.h"
 #include "libs/metrics/metrics.h"
 #include "libs/rpc/client.h"
 #include "libs/store/key.h"
 #include "tests/support/event_recorder.h"
+#include "tests/support/metric_value.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
 
@@ -128,6 +130,73 @@ TEST_CASE(
       absl::Seconds(30)));
   // "fast" went out again from the stored cursor and was recognised.
   CHECK(testing::WaitUntil([&] { return recorder.duplicates() == 1; }, absl::Seconds(30)));
+}
+
+TEST_CASE(
+    "the oldest pending event's age counts from its commit and not its business time, so an "
+    "imported order from years ago does not look stalled and a consumer that stays down does, "
+    "before and after the producer restarts",
+    "[events][dispatcher]") {
+  testing::TempDir dir;
+  store::StoreOptions o;
+  o.path = dir.path();
+  auto opened = store::Store::Open(o, Outbox::ColumnFamilies());
+  REQUIRE(opened.ok());
+  store::Store* store = opened->get();
+  ManualClock clock;
+  auto outbox = Outbox::Open(store, "producer", 0, &clock);
+  REQUIRE(outbox.ok());
+  // The consumer is down: every delivery fails and is retried.
+  testing::EventRecorder recorder;
+  recorder.Start();
+  const std::string address = recorder.address();
+  recorder.Stop();
+  metrics::Metrics metrics;
+  auto channels = rpc::ChannelSet::Create("crm.v1.EventSink", address, &metrics);
+  REQUIRE(channels.ok());
+  DispatcherOptions options;
+  options.max_backoff = absl::Milliseconds(200);
+  auto dispatcher = std::make_unique<Dispatcher>(
+      outbox->get(), std::vector<Sink>{{"test", channels->get()}}, &metrics, &clock, options);
+  dispatcher->Start();
+  auto gauge = [&](const std::string& name) {
+    return testing::MetricValue(metrics.registry(), name, {{"destination", "test"}});
+  };
+  // An order imported from a shop's history: its occur_time is years before its commit.
+  REQUIRE(store
+              ->Transact(store::Durability::kSynced,
+                         [&](store::Transaction& txn) {
+                           v1::Event e = Erased("imported");
+                           api::SetTimestamp(clock.Now() - absl::Hours(24 * 365 * 15),
+                                             e.mutable_occur_time());
+                           return (*outbox)->Append(txn, e);
+                         })
+              .ok());
+  // The backlog is counted every 2 seconds.
+  REQUIRE(testing::WaitUntil([&] { return gauge("crm_outbox_backlog_events") == 1; },
+                             absl::Seconds(30)));
+  CHECK(gauge("crm_outbox_oldest_pending_age_seconds") < 60);
+  clock.Advance(absl::Minutes(10));
+  CHECK(testing::WaitUntil([&] { return gauge("crm_outbox_oldest_pending_age_seconds") >= 600; },
+                           absl::Seconds(30)));
+  CHECK(gauge("crm_outbox_oldest_pending_age_seconds") < 3600);
+
+  // The producer restarts: the event's commit time is gone with the process, so its wait counts
+  // from when the new process finds it pending.
+  dispatcher.reset();
+  auto reopened = Outbox::Open(store, "producer", 0, &clock);
+  REQUIRE(reopened.ok());
+  dispatcher = std::make_unique<Dispatcher>(
+      reopened->get(), std::vector<Sink>{{"test", channels->get()}}, &metrics, &clock, options);
+  dispatcher->Start();
+  // (The gauge still shows the old process's 10 minutes until the new one counts.)
+  REQUIRE(testing::WaitUntil([&] { return gauge("crm_outbox_oldest_pending_age_seconds") < 60; },
+                             absl::Seconds(30)));
+  CHECK(gauge("crm_outbox_backlog_events") == 1);
+  clock.Advance(absl::Minutes(10));
+  CHECK(testing::WaitUntil([&] { return gauge("crm_outbox_oldest_pending_age_seconds") >= 600; },
+                           absl::Seconds(30)));
+  CHECK(gauge("crm_outbox_oldest_pending_age_seconds") < 3600);
 }
 
 }  // namespace
