@@ -3,6 +3,7 @@
 // and again the early one (the consumer recognises it), so nothing is lost; a customer's events
 // stay in the order they were written. Real RocksDB, a real Dispatcher and a real EventSink on
 // loopback.
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -30,19 +31,31 @@ v1::Event Erased(const std::string& customer) {
   return e;
 }
 
+// A producer's store (real RocksDB in a temp dir) and outbox, on a manual clock.
+struct Producer {
+  Producer() {
+    store::StoreOptions o;
+    o.path = dir.path();
+    auto opened = store::Store::Open(o, Outbox::ColumnFamilies());
+    REQUIRE(opened.ok());
+    store = std::move(*opened);
+    outbox = Outbox::Open(store.get(), "producer", 0, &clock);
+    REQUIRE(outbox.ok());
+  }
+  testing::TempDir dir;
+  ManualClock clock;
+  std::unique_ptr<store::Store> store;
+  absl::StatusOr<std::unique_ptr<Outbox>> outbox;
+};
+
 TEST_CASE(
     "an event committed behind an append still in flight goes out at once, the cursor waits for "
     "the earlier one, and a restart loses neither",
     "[events][dispatcher]") {
-  testing::TempDir dir;
-  store::StoreOptions o;
-  o.path = dir.path();
-  auto opened = store::Store::Open(o, Outbox::ColumnFamilies());
-  REQUIRE(opened.ok());
-  store::Store* store = opened->get();
-  ManualClock clock;
-  auto outbox = Outbox::Open(store, "producer", 0, &clock);
-  REQUIRE(outbox.ok());
+  Producer producer;
+  store::Store* store = producer.store.get();
+  ManualClock& clock = producer.clock;
+  auto& outbox = producer.outbox;
   testing::EventRecorder recorder;
   recorder.Start();
   metrics::Metrics metrics;
@@ -137,15 +150,10 @@ TEST_CASE(
     "imported order from years ago does not look stalled and a consumer that stays down does, "
     "before and after the producer restarts",
     "[events][dispatcher]") {
-  testing::TempDir dir;
-  store::StoreOptions o;
-  o.path = dir.path();
-  auto opened = store::Store::Open(o, Outbox::ColumnFamilies());
-  REQUIRE(opened.ok());
-  store::Store* store = opened->get();
-  ManualClock clock;
-  auto outbox = Outbox::Open(store, "producer", 0, &clock);
-  REQUIRE(outbox.ok());
+  Producer producer;
+  store::Store* store = producer.store.get();
+  ManualClock& clock = producer.clock;
+  auto& outbox = producer.outbox;
   // The consumer is down: every delivery fails and is retried.
   testing::EventRecorder recorder;
   recorder.Start();
