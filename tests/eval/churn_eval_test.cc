@@ -21,7 +21,8 @@ constexpr char kOnlineRetail[] =
     CRM_SOURCE_ROOT "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz";
 
 TEST_CASE(
-    "churn score ranks synthetic churners (their rhythm stops) above stayers: AUC at least 0.8") {
+    "churn score ranks synthetic churners (their rhythm stops) above stayers with an AUC of at "
+    "least 0.8") {
   absl::BitGen gen(std::seed_seq{20261123});
   const absl::Time cutoff = absl::FromCivil(absl::CivilDay(2026, 10, 1), absl::UTCTimeZone());
   std::vector<std::pair<double, bool>> model, recency;

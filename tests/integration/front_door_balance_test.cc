@@ -119,8 +119,8 @@ class KeepAliveClient {
 };
 
 TEST_CASE(
-    "an HTTP/1.1 connection past its maximum age is closed (connection: close, or at once when "
-    "idle), while a younger one is kept",
+    "an HTTP/1.1 connection past its maximum age is closed (a connection close header, or at once "
+    "when idle), while a younger one is kept",
     "[front_door]") {
   testing::InProcessGateway young(Replica(absl::Hours(1)));
   KeepAliveClient kept(young.http_port());
