@@ -31,9 +31,12 @@ v1::Event Erased(const std::string& customer) {
   return e;
 }
 
-// A producer's store (real RocksDB in a temp dir) and outbox, on a manual clock.
+// A producer on a manual clock: its store (real RocksDB in a temp dir), its outbox, and a
+// dispatcher delivering to the EventSink at `consumer` as destination "test" (cursor key "test",
+// shard 0).
 struct Producer {
-  Producer() {
+  explicit Producer(const std::string& consumer, DispatcherOptions options = {})
+      : options(options) {
     store::StoreOptions o;
     o.path = dir.path();
     auto opened = store::Store::Open(o, Outbox::ColumnFamilies());
@@ -41,35 +44,60 @@ struct Producer {
     store = std::move(*opened);
     outbox = Outbox::Open(store.get(), "producer", 0, &clock);
     REQUIRE(outbox.ok());
+    auto made = rpc::ChannelSet::Create("crm.v1.EventSink", consumer, &metrics);
+    REQUIRE(made.ok());
+    channels = std::move(*made);
+    StartDispatcher();
   }
+
+  // A new dispatcher in place of the running one, knowing only the stored cursor. (No append may
+  // commit meanwhile, as the outbox's commit listener requires.)
+  void StartDispatcher() {
+    dispatcher.reset();
+    dispatcher = std::make_unique<Dispatcher>(
+        outbox->get(), std::vector<Sink>{{"test", channels.get()}}, &metrics, &clock, options);
+    dispatcher->Start();
+  }
+
+  // The producer restarts: a new outbox on the same store (the next epoch, no commit times
+  // remembered) and a new dispatcher.
+  void Restart() {
+    dispatcher.reset();
+    outbox = Outbox::Open(store.get(), "producer", 0, &clock);
+    REQUIRE(outbox.ok());
+    StartDispatcher();
+  }
+
+  // Appends `event` in a transaction of its own.
+  absl::Status Append(v1::Event event) {
+    return store->Transact(store::Durability::kSynced,
+                           [&](store::Transaction& txn) { return (*outbox)->Append(txn, event); });
+  }
+
+  double Gauge(const std::string& name) {
+    return testing::MetricValue(metrics.registry(), name, {{"destination", "test"}});
+  }
+
   testing::TempDir dir;
   ManualClock clock;
   std::unique_ptr<store::Store> store;
   absl::StatusOr<std::unique_ptr<Outbox>> outbox;
+  metrics::Metrics metrics;
+  std::unique_ptr<rpc::ChannelSet> channels;
+  DispatcherOptions options;
+  std::unique_ptr<Dispatcher> dispatcher;  // destroyed first
 };
 
 TEST_CASE(
     "an event committed behind an append still in flight goes out at once, the cursor waits for "
     "the earlier one, and a restart loses neither",
     "[events][dispatcher]") {
-  Producer producer;
-  store::Store* store = producer.store.get();
-  ManualClock& clock = producer.clock;
-  auto& outbox = producer.outbox;
   testing::EventRecorder recorder;
   recorder.Start();
-  metrics::Metrics metrics;
-  auto channels = rpc::ChannelSet::Create("crm.v1.EventSink", recorder.address(), &metrics);
-  REQUIRE(channels.ok());
-  auto dispatcher = std::make_unique<Dispatcher>(
-      outbox->get(), std::vector<Sink>{{"test", channels->get()}}, &metrics, &clock);
-  dispatcher->Start();
-  auto append = [&](const std::string& customer) {
-    return store->Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
-      v1::Event e = Erased(customer);
-      return (*outbox)->Append(txn, e);
-    });
-  };
+  Producer producer(recorder.address());
+  store::Store* store = producer.store.get();
+  auto& outbox = producer.outbox;
+  auto append = [&](const std::string& customer) { return producer.Append(Erased(customer)); };
   auto stored_cursor = [&]() -> std::optional<Position> {
     auto bytes = store->Get(store->cf(Outbox::kMetaFamily),
                             store::Key().Str("cursor").Str("test").U64(0).Build());
@@ -116,19 +144,15 @@ TEST_CASE(
   REQUIRE(before_restart.has_value());
   CHECK(*before_restart < slow);
 
-  // Restarted before "slow" commits: the new dispatcher knows only the stored cursor. (No append
-  // commits while the dispatcher is replaced, as the outbox's commit listener requires.)
-  dispatcher.reset();
-  dispatcher = std::make_unique<Dispatcher>(
-      outbox->get(), std::vector<Sink>{{"test", channels->get()}}, &metrics, &clock);
-  dispatcher->Start();
+  // Restarted before "slow" commits: the new dispatcher knows only the stored cursor.
+  producer.StartDispatcher();
   release.Notify();
   held.join();
   again.join();
   REQUIRE(held_status.ok());
   REQUIRE(again_status.ok());
   REQUIRE(recorder.WaitForApplied(3, absl::Seconds(30)));
-  REQUIRE(dispatcher->WaitCaughtUp(absl::Seconds(30)));
+  REQUIRE(producer.dispatcher->WaitCaughtUp(absl::Seconds(30)));
   const std::vector<v1::Event> applied = recorder.applied();
   REQUIRE(applied.size() == 3);
   // "slow"'s two events in the order they were written.
@@ -150,36 +174,20 @@ TEST_CASE(
     "imported order from years ago does not look stalled and a consumer that stays down does, "
     "before and after the producer restarts",
     "[events][dispatcher]") {
-  Producer producer;
-  store::Store* store = producer.store.get();
-  ManualClock& clock = producer.clock;
-  auto& outbox = producer.outbox;
   // The consumer is down: every delivery fails and is retried.
   testing::EventRecorder recorder;
   recorder.Start();
   const std::string address = recorder.address();
   recorder.Stop();
-  metrics::Metrics metrics;
-  auto channels = rpc::ChannelSet::Create("crm.v1.EventSink", address, &metrics);
-  REQUIRE(channels.ok());
   DispatcherOptions options;
   options.max_backoff = absl::Milliseconds(200);
-  auto dispatcher = std::make_unique<Dispatcher>(
-      outbox->get(), std::vector<Sink>{{"test", channels->get()}}, &metrics, &clock, options);
-  dispatcher->Start();
-  auto gauge = [&](const std::string& name) {
-    return testing::MetricValue(metrics.registry(), name, {{"destination", "test"}});
-  };
+  Producer producer(address, options);
+  ManualClock& clock = producer.clock;
+  auto gauge = [&](const std::string& name) { return producer.Gauge(name); };
   // An order imported from a shop's history: its occur_time is years before its commit.
-  REQUIRE(store
-              ->Transact(store::Durability::kSynced,
-                         [&](store::Transaction& txn) {
-                           v1::Event e = Erased("imported");
-                           api::SetTimestamp(clock.Now() - absl::Hours(24 * 365 * 15),
-                                             e.mutable_occur_time());
-                           return (*outbox)->Append(txn, e);
-                         })
-              .ok());
+  v1::Event imported = Erased("imported");
+  api::SetTimestamp(clock.Now() - absl::Hours(24 * 365 * 15), imported.mutable_occur_time());
+  REQUIRE(producer.Append(imported).ok());
   // The backlog is counted every 2 seconds.
   REQUIRE(testing::WaitUntil([&] { return gauge("crm_outbox_backlog_events") == 1; },
                              absl::Seconds(30)));
@@ -191,12 +199,7 @@ TEST_CASE(
 
   // The producer restarts: the event's commit time is gone with the process, so its wait counts
   // from when the new process finds it pending.
-  dispatcher.reset();
-  auto reopened = Outbox::Open(store, "producer", 0, &clock);
-  REQUIRE(reopened.ok());
-  dispatcher = std::make_unique<Dispatcher>(
-      reopened->get(), std::vector<Sink>{{"test", channels->get()}}, &metrics, &clock, options);
-  dispatcher->Start();
+  producer.Restart();
   // (The gauge still shows the old process's 10 minutes until the new one counts.)
   REQUIRE(testing::WaitUntil([&] { return gauge("crm_outbox_oldest_pending_age_seconds") < 60; },
                              absl::Seconds(30)));
