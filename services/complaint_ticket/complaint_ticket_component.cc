@@ -57,8 +57,11 @@ absl::StatusOr<std::optional<SeverityModel>> LoadSeverityModel() {
 absl::Status ServeSlaRules(ComplaintTicketComponent& c, const rpc::ServiceContext& context) {
   const std::string path = absl::GetFlag(FLAGS_sla_rules_file);
   if (path.empty()) {
-    CRM_ASSIGN_OR_RETURN(SlaRules built_in, ParseBuiltInSlaRules());
-    SlaRulesInForce::Process().Reset(std::make_shared<const SlaRules>(std::move(built_in)));
+    // Parsed once per process (SlaRulesInForce starts from it too); parsed again only to say why
+    // it failed.
+    std::shared_ptr<const SlaRules> built_in = BuiltInSlaRules();
+    if (built_in == nullptr) return ParseBuiltInSlaRules().status();
+    SlaRulesInForce::Process().Reset(std::move(built_in));
     return absl::OkStatus();
   }
   auto* file = c.Make<SlaRulesFile>(path);
