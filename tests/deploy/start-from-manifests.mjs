@@ -110,6 +110,16 @@ function tcpOpen(port) {
   });
 }
 
+// Whether 127.0.0.1:`port` can be bound now. The manifests' ports lie inside Linux's ephemeral range
+// (32768-60999), so a socket of an earlier check or test may briefly hold one as its local port.
+function portFree(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+
 function grpcHealth(port, service = "", credentials = grpc.credentials.createInsecure(), options = {}) {
   const client = new grpc.Client(`127.0.0.1:${port}`, credentials, options);
   const name = Buffer.from(service);
@@ -156,6 +166,11 @@ try {
   plans.sort((a, b) => (a.name === "gateway") - (b.name === "gateway"));
   for (const plan of plans) {
     if (!existsSync(plan.command[0])) { failures.push(`${plan.name}: ${plan.command[0]} was not built`); continue; }
+    for (const port of plan.container.ports ?? []) {
+      if (!(await until(() => portFree(port.containerPort), 30))) {
+        failures.push(`${plan.name}: port ${port.containerPort} was still held by another socket after 30 s`);
+      }
+    }
     const out = [];
     const child = spawn(plan.command[0], [...plan.command.slice(1), ...plan.args], { env: plan.env, stdio: ["ignore", "pipe", "pipe"] });
     child.stdout.on("data", (d) => out.push(String(d)));
