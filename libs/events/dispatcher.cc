@@ -100,10 +100,6 @@ struct Dispatcher::Lane {
   // Kept in memory only; after a restart they are delivered again, which consumers recognise.
   std::set<Position> delivered_ahead;
   absl::Time next_backlog_count;
-  // The oldest event still to deliver when the backlog was last counted, and since when it has
-  // waited (its commit, or when it was first found pending when the commit time is not known).
-  std::optional<Position> oldest_pending;
-  absl::Time oldest_pending_since;
   // Whether the subscription was asked of the consumer since the lane started or a delivery
   // failed (the consumer may have come back as a newer build). Until then the lane filters with
   // the one it knew, which is kept with the cursor across restarts.
@@ -167,6 +163,7 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Regi
     : outbox_(outbox),
       store_(outbox->store()),
       clock_(clock),
+      constructed_at_(clock->Now()),
       options_(options),
       attempts_(metrics::CounterFamily(
           registry, "crm_event_deliveries_total",
@@ -179,13 +176,13 @@ Dispatcher::Dispatcher(Outbox* outbox, std::vector<Sink> sinks, prometheus::Regi
           "Events written but not yet acknowledged by each consumer (counted up to 100000).")),
       oldest_pending_age_(metrics::GaugeFamily(
           registry, "crm_outbox_oldest_pending_age_seconds",
-          "Age of the oldest event a consumer has not acknowledged yet, from its commit (from when "
-          "this process first found it pending, for one written before its start); 0 when caught "
+          "Age of the oldest event a consumer has not acknowledged yet, from the commit that wrote "
+          "it (its write_time, when written before the producer's last restart); 0 when caught "
           "up.")),
       lag_(metrics::HistogramFamily(
           registry, "crm_event_end_to_end_lag_seconds",
-          "From the commit that wrote the event (its occur_time when written before the producer's "
-          "last restart) to the consumer's acknowledgement.")),
+          "From the commit that wrote the event (its write_time, when written before the "
+          "producer's last restart) to the consumer's acknowledgement.")),
       outbox_events_(
           metrics::Gauge(registry, "crm_outbox_events",
                          "Events kept in the outbox (not yet delivered to every consumer).")),
@@ -515,6 +512,7 @@ void Dispatcher::CountBacklogNowAndThen(Lane* lane) {
   lane->next_backlog_count = absl::Now() + absl::Seconds(2);
   int64_t pending = 0;
   std::optional<Position> oldest;  // the first pending in key order: the earliest appended
+  absl::Time oldest_written;
   const std::string begin = PositionKey(lane->cursor()) + std::string(1, '\0');
   (void)store_->Scan(
       store_->cf(Outbox::kEventsFamily), begin, "", [&](absl::string_view k, absl::string_view v) {
@@ -523,20 +521,24 @@ void Dispatcher::CountBacklogNowAndThen(Lane* lane) {
         v1::Event e;
         if (e.ParseFromArray(v.data(), static_cast<int>(v.size())) && lane->Wants(e)) {
           ++pending;
-          if (!oldest) oldest = p;
+          if (!oldest) {
+            oldest = p;
+            oldest_written = WrittenAt(p, e);
+          }
         }
         return pending < 100000;
       });
   lane->backlog->Set(static_cast<double>(pending));
-  // The age counts from the commit, not the event's occur_time: that is business time (an imported
-  // order's date, a carrier's scan) and would make a history import look stalled for years.
-  const absl::Time now = clock_->Now();
-  if (oldest && oldest != lane->oldest_pending) {
-    lane->oldest_pending_since = outbox_->CommittedAt(*oldest).value_or(now);
-  }
-  lane->oldest_pending = oldest;
   lane->oldest_age->Set(
-      oldest ? std::max(0.0, absl::ToDoubleSeconds(now - lane->oldest_pending_since)) : 0);
+      oldest ? std::max(0.0, absl::ToDoubleSeconds(clock_->Now() - oldest_written)) : 0);
+}
+
+absl::Time Dispatcher::WrittenAt(const Position& p, const v1::Event& e) const {
+  if (const std::optional<absl::Time> committed = outbox_->CommittedAt(p)) return *committed;
+  if (e.has_write_time()) return api::FromTimestamp(e.write_time());
+  // Written before events carried write_time: its occur_time, but not before this process started
+  // (an imported order's occur_time is its original date, years back).
+  return std::max(api::FromTimestamp(e.occur_time()), constructed_at_);
 }
 
 absl::Status Dispatcher::ReadBatch(const Lane& lane, Batch* batch) {
@@ -617,10 +619,7 @@ Dispatcher::Pause Dispatcher::Acknowledged(Lane* lane, const Batch& batch,
   const absl::Time now = clock_->Now();
   for (int i = 0; i < processed; ++i) {
     const auto& [pos, e] = batch.events[i];
-    // From the commit when this process made it; an event from before a restart from its own time.
-    const absl::Time written =
-        outbox_->CommittedAt(pos).value_or(api::FromTimestamp(e.occur_time()));
-    lane->lag->Observe(std::max(0.0, absl::ToDoubleSeconds(now - written)));
+    lane->lag->Observe(std::max(0.0, absl::ToDoubleSeconds(now - WrittenAt(pos, e))));
     lane->refusals.erase(e.event_id());
   }
   if (processed == sent) {

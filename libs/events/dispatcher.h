@@ -107,6 +107,10 @@ class Dispatcher {
   std::unique_ptr<Lane> MakeLane(const Sink& sink, int shard);
   std::unique_ptr<Lane> MakeWebhookLane(std::shared_ptr<const WebhookTarget> target);
   void AddLaneMetrics(Lane& lane);
+  // When the event at `p` was written, which its delivery lag and pending age count from: the
+  // commit as the outbox saw it, else the event's write_time. Never its occur_time alone, which is
+  // business time (an imported order's original date, a carrier's scan).
+  absl::Time WrittenAt(const Position& p, const v1::Event& e) const;
   // Reads the lane's stored cursor and subscription and starts its thread.
   void StartLane(Lane* lane);
   void RunLane(Lane* lane);
@@ -161,6 +165,8 @@ class Dispatcher {
   Outbox* const outbox_;
   store::Store* const store_;
   Clock* const clock_;
+  // An event from before write_time existed counts its delivery lag from here at the earliest.
+  const absl::Time constructed_at_;
   const DispatcherOptions options_;
   std::vector<std::string> sink_names_;
   // Held across adding, removing, starting and stopping lanes (they join threads); before

@@ -83,7 +83,9 @@ absl::Status Outbox::Append(store::Transaction& txn, v1::Event& event) {
   });
   event.set_event_id(absl::StrCat(producer_, "/", shard_, "/", epoch_, ".", seq));
   event.set_producer(producer_);
-  if (!event.has_occur_time()) api::SetTimestamp(clock_->Now(), event.mutable_occur_time());
+  const absl::Time now = clock_->Now();
+  api::SetTimestamp(now, event.mutable_write_time());
+  if (!event.has_occur_time()) api::SetTimestamp(now, event.mutable_occur_time());
   if (event.traceparent().empty()) {
     if (const std::optional<trace::TraceContext> current = trace::Current()) {
       event.set_traceparent(trace::Format(*current));

@@ -58,9 +58,9 @@ class Outbox {
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
 
-  // Adds `event` to `txn`: fills event_id, producer and (when unset) occur_time and traceparent
-  // (the trace current on this thread, if any). The event needs a customer_id. Must be the
-  // transaction that makes the change the event reports.
+  // Adds `event` to `txn`: fills event_id, producer, write_time and (when unset) occur_time and
+  // traceparent (the trace current on this thread, if any). The event needs a customer_id. Must be
+  // the transaction that makes the change the event reports.
   absl::Status Append(store::Transaction& txn, v1::Event& event);
 
   // Removes the customer's events still in the outbox (erasure: what is about to be erased
@@ -71,9 +71,10 @@ class Outbox {
   // Every append at or below this position has committed or rolled back.
   Position Horizon() const;
   // When the append at `p` committed, as this process saw it: known for the recent appends of the
-  // current epoch (the last kCommitTimesKept), none for older ones or those from before a restart.
-  // The delivery lag counts from here: an event's own occur_time is business time (a carrier's
-  // scan, an imported order's date) and says nothing about how long delivery took.
+  // current epoch (the last kCommitTimesKept), none for older ones or those from before a restart
+  // (their write_time is the next best). The delivery lag counts from here: an event's own
+  // occur_time is business time (a carrier's scan, an imported order's date) and says nothing about
+  // how long delivery took.
   std::optional<absl::Time> CommittedAt(const Position& p) const;
   static constexpr size_t kCommitTimesKept = 1 << 14;
   // Called after each commit that appended events (the dispatcher wakes up). Set before writes

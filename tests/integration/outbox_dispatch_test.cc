@@ -170,44 +170,97 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "the oldest pending event's age counts from its commit and not its business time, so an "
-    "imported order from years ago does not look stalled and a consumer that stays down does, "
-    "before and after the producer restarts",
+    "an event's pending age and delivery lag count from when it was written and not its business "
+    "time, through producer restarts, so an imported order from years ago does not look stalled "
+    "and a consumer that stays down does",
     "[events][dispatcher]") {
   // The consumer is down: every delivery fails and is retried.
   testing::EventRecorder recorder;
   recorder.Start();
-  const std::string address = recorder.address();
   recorder.Stop();
   DispatcherOptions options;
   options.max_backoff = absl::Milliseconds(200);
-  Producer producer(address, options);
+  Producer producer(recorder.address(), options);
   ManualClock& clock = producer.clock;
   auto gauge = [&](const std::string& name) { return producer.Gauge(name); };
-  // An order imported from a shop's history: its occur_time is years before its commit.
+  auto age = [&] { return gauge("crm_outbox_oldest_pending_age_seconds"); };
+  // An order imported from a shop's history: its occur_time is years before it was written.
   v1::Event imported = Erased("imported");
   api::SetTimestamp(clock.Now() - absl::Hours(24 * 365 * 15), imported.mutable_occur_time());
   REQUIRE(producer.Append(imported).ok());
   // The backlog is counted every 2 seconds.
   REQUIRE(testing::WaitUntil([&] { return gauge("crm_outbox_backlog_events") == 1; },
                              absl::Seconds(30)));
-  CHECK(gauge("crm_outbox_oldest_pending_age_seconds") < 60);
+  CHECK(age() < 60);
   clock.Advance(absl::Minutes(10));
-  CHECK(testing::WaitUntil([&] { return gauge("crm_outbox_oldest_pending_age_seconds") >= 600; },
-                           absl::Seconds(30)));
-  CHECK(gauge("crm_outbox_oldest_pending_age_seconds") < 3600);
+  CHECK(testing::WaitUntil([&] { return age() >= 600; }, absl::Seconds(30)));
+  CHECK(age() < 3600);
 
-  // The producer restarts: the event's commit time is gone with the process, so its wait counts
-  // from when the new process finds it pending.
+  // The producer restarts: the commit time is gone with the process, the event's write_time is
+  // not, so the stall still shows its whole age and keeps growing.
   producer.Restart();
-  // (The gauge still shows the old process's 10 minutes until the new one counts.)
-  REQUIRE(testing::WaitUntil([&] { return gauge("crm_outbox_oldest_pending_age_seconds") < 60; },
-                             absl::Seconds(30)));
-  CHECK(gauge("crm_outbox_backlog_events") == 1);
+  clock.Advance(absl::Minutes(5));
+  CHECK(testing::WaitUntil([&] { return age() >= 900; }, absl::Seconds(30)));
+  CHECK(age() < 3600);
+
+  // The same event as a producer older than write_time stored it: its age counts from the
+  // restart that finds it (never from its occur_time).
+  store::Store* store = producer.store.get();
+  std::string key;
+  v1::Event stored;
+  REQUIRE(store
+              ->Scan(store->cf(Outbox::kEventsFamily), "", "",
+                     [&](absl::string_view k, absl::string_view v) {
+                       key = std::string(k);
+                       return !stored.ParseFromArray(v.data(), static_cast<int>(v.size()));
+                     })
+              .ok());
+  REQUIRE(stored.has_write_time());
+  stored.clear_write_time();
+  rocksdb::WriteBatch rewrite;
+  rewrite.Put(store->cf(Outbox::kEventsFamily), key, stored.SerializeAsString());
+  REQUIRE(store->Write(&rewrite, store::Durability::kSynced).ok());
+  producer.Restart();
+  CHECK(testing::WaitUntil([&] { return age() < 60; }, absl::Seconds(30)));
   clock.Advance(absl::Minutes(10));
-  CHECK(testing::WaitUntil([&] { return gauge("crm_outbox_oldest_pending_age_seconds") >= 600; },
-                           absl::Seconds(30)));
-  CHECK(gauge("crm_outbox_oldest_pending_age_seconds") < 3600);
+  CHECK(testing::WaitUntil([&] { return age() >= 600; }, absl::Seconds(30)));
+  CHECK(age() < 3600);
+
+  // The consumer comes back: one delivery, its lag the 10 minutes since the restart, not 15
+  // years.
+  recorder.Start();
+  REQUIRE(recorder.WaitForApplied(1, absl::Seconds(30)));
+  REQUIRE(producer.dispatcher->WaitCaughtUp(absl::Seconds(30)));
+  const testing::HistogramTotals lag = testing::HistogramValue(
+      producer.metrics.registry(), "crm_event_end_to_end_lag_seconds", {{"destination", "test"}});
+  CHECK(lag.count == 1);
+  CHECK(lag.sum >= 600);
+  CHECK(lag.sum < 3600);
+  CHECK(testing::WaitUntil([&] { return age() == 0; }, absl::Seconds(30)));
+}
+
+TEST_CASE("an event's delivery lag counts from its write across a producer restart",
+          "[events][dispatcher]") {
+  testing::EventRecorder recorder;
+  recorder.Start();
+  recorder.Stop();
+  Producer producer(recorder.address());
+  v1::Event imported = Erased("imported");
+  api::SetTimestamp(producer.clock.Now() - absl::Hours(24 * 365 * 15),
+                    imported.mutable_occur_time());
+  REQUIRE(producer.Append(imported).ok());
+  producer.clock.Advance(absl::Minutes(3));
+  producer.Restart();
+  producer.clock.Advance(absl::Minutes(2));
+  recorder.Start();
+  REQUIRE(recorder.WaitForApplied(1, absl::Seconds(30)));
+  REQUIRE(producer.dispatcher->WaitCaughtUp(absl::Seconds(30)));
+  // Written 5 minutes before its acknowledgement, 3 of them before the restart.
+  const testing::HistogramTotals lag = testing::HistogramValue(
+      producer.metrics.registry(), "crm_event_end_to_end_lag_seconds", {{"destination", "test"}});
+  CHECK(lag.count == 1);
+  CHECK(lag.sum >= 300);
+  CHECK(lag.sum < 360);
 }
 
 }  // namespace

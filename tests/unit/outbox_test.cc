@@ -1,6 +1,9 @@
 #include "libs/events/outbox.h"
 
+#include <optional>
+
 #include "catch2/catch.hpp"
+#include "libs/api/validate.h"
 #include "libs/store/key.h"
 #include "tests/support/outbox_events.h"
 #include "tests/support/temp_dir.h"
@@ -55,6 +58,31 @@ TEST_CASE("an event is written with its transaction, or not at all", "[events][o
   CHECK(events[0].has_occur_time());
   // Every append finished, so the horizon covers all positions handed out.
   CHECK(outbox->Horizon() == Position{outbox->epoch(), 3});
+}
+
+TEST_CASE("an event carries when it was written beside when it occurred", "[events][outbox]") {
+  OutboxOnDisk disk("producer");
+  const absl::Time now = disk.clock.Now();
+  auto append = [&](std::optional<absl::Time> occurred) {
+    return disk.store->Transact(store::Durability::kBuffered, [&](store::Transaction& txn) {
+      v1::Event e;
+      e.set_customer_id("c1");
+      e.mutable_customer_erased();
+      if (occurred) api::SetTimestamp(*occurred, e.mutable_occur_time());
+      // A caller's own write_time is not kept: the outbox's clock says when it was written.
+      api::SetTimestamp(now - absl::Hours(1), e.mutable_write_time());
+      return disk.outbox->Append(txn, e);
+    });
+  };
+  // An imported order from 2011, and an event that happened as it was written.
+  REQUIRE(append(absl::FromUnixSeconds(1300000000)).ok());
+  REQUIRE(append(std::nullopt).ok());
+  const auto events = testing::OutboxEvents(*disk.store);
+  REQUIRE(events.size() == 2);
+  CHECK(api::FromTimestamp(events[0].occur_time()) == absl::FromUnixSeconds(1300000000));
+  CHECK(api::FromTimestamp(events[0].write_time()) == now);
+  CHECK(api::FromTimestamp(events[1].occur_time()) == now);
+  CHECK(api::FromTimestamp(events[1].write_time()) == now);
 }
 
 TEST_CASE("the horizon stays below an append that has not finished", "[events][outbox]") {
