@@ -306,6 +306,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
     descriptors.emplace_back(n, cf_options);
     if (auto merge = options.merge_operators.find(n); merge != options.merge_operators.end()) {
       descriptors.back().options.merge_operator = merge->second;
+      descriptors.back().options.max_successive_merges = options.max_successive_merges;
     }
   }
 

@@ -921,5 +921,49 @@ TEST_CASE(
   CHECK(read(**opened).buyers() == 2);
 }
 
+TEST_CASE(
+    "a hot counter row reads the exact sum of a thousand additions while combining at most "
+    "max_successive_merges of them, and every one without the bound",
+    "[store][counters]") {
+  // What a read of the row has to combine: its stored value, if any, and the additions after it.
+  const auto operands = [](Store& s) {
+    rocksdb::GetMergeOperandsOptions options;
+    options.expected_max_number_of_operands = 2000;
+    std::vector<rocksdb::PinnableSlice> values(2000);
+    int count = 0;
+    const rocksdb::Status status = s.db()->GetMergeOperands(rocksdb::ReadOptions(), s.cf("counts"),
+                                                            "a|b", values.data(), &options, &count);
+    REQUIRE(status.ok());
+    return count;
+  };
+  // One thousand additions to one row, a tenth of them taking back (a refund): 900 - 100.
+  const auto run = [&](size_t max_successive_merges) {
+    testing::TempDir dir;
+    StoreOptions o = SmallStore(dir.path());
+    o.merge_operators["counts"] = CounterSum(internal::CoCounts::default_instance());
+    o.max_successive_merges = max_successive_merges;
+    auto opened = Store::Open(o, {"counts"});
+    REQUIRE(opened.ok());
+    Store& store = **opened;
+    for (int i = 0; i < 1000; ++i) {
+      internal::CoCounts d;
+      d.set_purchases(i % 10 == 9 ? -1 : 1);
+      d.set_buyers(1);
+      REQUIRE(
+          store
+              .Transact(Durability::kBuffered,
+                        [&](Transaction& t) { return t.AddCounters(store.cf("counts"), "a|b", d); })
+              .ok());
+    }
+    internal::CoCounts co;
+    REQUIRE(store.GetProto(store.cf("counts"), "a|b", &co).ok());
+    CHECK(co.purchases() == 800);
+    CHECK(co.buyers() == 1000);
+    return operands(store);
+  };
+  CHECK(run(32) <= 33);
+  CHECK(run(0) == 1000);
+}
+
 }  // namespace
 }  // namespace crm::store
