@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
@@ -48,8 +49,11 @@ auto ParseBuiltIn(absl::string_view what, absl::string_view text, Parse parse)
     -> decltype(parse(text)) {
   auto parsed = parse(text);
   if (!parsed.ok()) {
-    return absl::InternalError(
-        absl::StrCat("the built-in ", what, " did not parse: ", parsed.status().message()));
+    // Parsers name what they parse ("churn model: line 4: ..."); said once is enough.
+    absl::string_view why = parsed.status().message();
+    const std::string named = absl::StrCat(what, ": ");
+    if (absl::StartsWithIgnoreCase(why, named)) why.remove_prefix(named.size());
+    return absl::InternalError(absl::StrCat("the built-in ", what, " did not parse: ", why));
   }
   return parsed;
 }

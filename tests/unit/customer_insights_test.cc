@@ -80,8 +80,7 @@ TEST_CASE("churn model file: the shipped file parses, and a bad term is refused 
           .status();
   CHECK(built_in_broken.code() == absl::StatusCode::kInternal);
   CHECK(built_in_broken.message() ==
-        "the built-in churn model did not parse: churn model: line 4: unknown feature "
-        "\"shoe_size\"");
+        "the built-in churn model did not parse: line 4: unknown feature \"shoe_size\"");
   refused("bias: 1\n", "horizon_days must be positive");
   CHECK(ReadChurnModelFile("/nonexistent/churn.textproto").status().code() ==
         absl::StatusCode::kNotFound);

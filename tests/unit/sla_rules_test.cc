@@ -8,9 +8,11 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
+#include "libs/text/file.h"
 #include "services/complaint_ticket/business_calendar.h"
 #include "services/complaint_ticket/sla.h"
 
@@ -159,6 +161,12 @@ TEST_CASE("sla rules: a bad file is refused naming the line and the field", "[sl
   REQUIRE(ParseSlaRules(kRules).ok());
   // What complaint-ticket starts from (built-in rules that did not parse stop it).
   CHECK(ParseBuiltInSlaRules().ok());
+  // The parser's own "sla rules: " is not said twice.
+  const absl::Status built_in_broken =
+      text::ParseBuiltIn("SLA rules", "policies {", ParseSlaRules).status();
+  CHECK(built_in_broken.code() == absl::StatusCode::kInternal);
+  CHECK(
+      absl::StartsWith(built_in_broken.message(), "the built-in SLA rules did not parse: line 1"));
   const std::string p2 =
       "policies { priority: PRIORITY_P2 first_response: \"4h\" next_update: \"12h\" resolution: "
       "\"72h\" }\n";
