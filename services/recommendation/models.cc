@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
@@ -254,7 +255,7 @@ std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& 
     double best = -1;
     Candidate top;
   };
-  std::map<std::string, Mix> mixed;
+  absl::flat_hash_map<std::string, Mix> mixed;  // the order of `out` is set by the sort below
   for (const auto& [model, candidates] : by_model) {
     double max = 0;
     for (const auto& c : candidates) max = std::max(max, c.score);

@@ -5,6 +5,8 @@
 #include <set>
 #include <span>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -132,7 +134,7 @@ std::vector<Seed> SeedsOf(const CustomerView& view, absl::Time now) {
 // with its position: for one batched read of the candidates' own counts.
 struct Nominated {
   std::vector<std::string> skus;
-  std::map<std::string, size_t> index;
+  absl::flat_hash_map<std::string, size_t> index;
 };
 
 Nominated NominatedBy(const std::vector<internal::Neighbours>& lists,
@@ -155,11 +157,11 @@ struct CfScore {
   const Seed* because = nullptr;
 };
 
-std::map<std::string, CfScore> ScoreCandidates(
+absl::flat_hash_map<std::string, CfScore> ScoreCandidates(
     const std::vector<Seed>& seeds, const std::vector<internal::ItemStats>& seed_stats,
     const std::vector<internal::Neighbours>& lists, const Nominated& nominated,
     const std::vector<internal::ItemStats>& candidate_stats) {
-  std::map<std::string, CfScore> scores;
+  absl::flat_hash_map<std::string, CfScore> scores;
   for (size_t k = 0; k < seeds.size(); ++k) {
     const Seed& seed = seeds[k];
     for (const auto& n : lists[k].items()) {
@@ -247,11 +249,13 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
   // depends only on the history learned, never on when lists were refreshed.
   const Nominated nominated = NominatedBy(lists, [](const internal::Neighbour&) { return true; });
   CRM_ASSIGN_OR_RETURN(auto candidate_stats, store_->StatsOf(nominated.skus));
-  const std::map<std::string, CfScore> scores =
+  // Hashed, not ordered: a heavy buyer's seeds nominate thousands of candidates, and Blend orders
+  // the result by score and SKU whatever order they come in.
+  const absl::flat_hash_map<std::string, CfScore> scores =
       ScoreCandidates(seeds, seed_stats, lists, nominated, candidate_stats);
   // What the customer bought is for "buy again": left out here so it neither takes a discovery slot
   // nor sets the scale the blend divides this model's scores by.
-  std::set<std::string> bought;
+  absl::flat_hash_set<std::string> bought;
   for (const auto& recent : view.summary.recent()) {
     if (recent.has_last_bought()) bought.insert(recent.sku());
   }
