@@ -344,6 +344,26 @@ TEST_CASE("an order delivered event changes the next recommendations") {
   CHECK_FALSE(Has(page, "phone"));  // the page's own item
 }
 
+TEST_CASE("a new pairing reaches bundles and item-to-item at the next call after its delivery") {
+  // The refresh after each delivery rewrites the lists Recommend reads (one per seed and per page
+  // item), including lists it read just before: nothing may serve them as they were.
+  World w;
+  SmallShop(w);
+  w.Buy("tea-lover", {"teapot"}, w.Now() - 2 * kDay);
+  auto bundles_for_teapot = [&] {
+    return w.Recommend("someone", v1::PLACEMENT_PRODUCT_PAGE, 5, v1::MODEL_BUNDLE, {"teapot"});
+  };
+  auto item_cf_for_tea_lover = [&] {
+    return w.Recommend("tea-lover", v1::PLACEMENT_HOME, 5, v1::MODEL_ITEM_CF);
+  };
+  // Read (and cached) while the teapot goes with nothing.
+  CHECK_FALSE(Has(bundles_for_teapot(), "kettle"));
+  CHECK_FALSE(Has(item_cf_for_tea_lover(), "kettle"));
+  for (int i = 0; i < 3; ++i) w.Buy("brewer" + std::to_string(i), {"teapot", "kettle"}, w.Now());
+  CHECK(Has(bundles_for_teapot(), "kettle"));
+  CHECK(Has(item_cf_for_tea_lover(), "kettle"));
+}
+
 TEST_CASE(
     "bought together and related items: exact support, confidence and lift, not just best "
     "sellers") {
