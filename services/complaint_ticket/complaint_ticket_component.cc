@@ -57,10 +57,8 @@ absl::StatusOr<std::optional<SeverityModel>> LoadSeverityModel() {
 absl::Status ServeSlaRules(ComplaintTicketComponent& c, const rpc::ServiceContext& context) {
   const std::string path = absl::GetFlag(FLAGS_sla_rules_file);
   if (path.empty()) {
-    // Parsed once per process (SlaRulesInForce starts from it too); parsed again only to say why
-    // it failed.
-    std::shared_ptr<const SlaRules> built_in = BuiltInSlaRules();
-    if (built_in == nullptr) return ParseBuiltInSlaRules().status();
+    // Parsed once per process (SlaRulesInForce starts from it too).
+    CRM_ASSIGN_OR_RETURN(std::shared_ptr<const SlaRules> built_in, ParseBuiltInSlaRules());
     SlaRulesInForce::Process().Reset(std::move(built_in));
     return absl::OkStatus();
   }

@@ -375,16 +375,18 @@ const EscalationPolicy& SlaRules::EscalationFor(v1::Priority priority) const {
   return it != escalation_.end() ? it->second : escalation_.at(v1::PRIORITY_P3);
 }
 
-absl::StatusOr<SlaRules> ParseBuiltInSlaRules() {
-  return text::ParseBuiltIn("SLA rules", kBuiltInSlaRulesText, ParseSlaRules);
+const absl::StatusOr<std::shared_ptr<const SlaRules>>& ParseBuiltInSlaRules() {
+  static const auto* rules = new absl::StatusOr<std::shared_ptr<const SlaRules>>(
+      []() -> absl::StatusOr<std::shared_ptr<const SlaRules>> {
+        CRM_ASSIGN_OR_RETURN(SlaRules parsed,
+                             text::ParseBuiltIn("SLA rules", kBuiltInSlaRulesText, ParseSlaRules));
+        return std::make_shared<const SlaRules>(std::move(parsed));
+      }());
+  return *rules;
 }
 
 std::shared_ptr<const SlaRules> BuiltInSlaRules() {
-  static const std::shared_ptr<const SlaRules> rules = [] {
-    auto parsed = ParseBuiltInSlaRules();
-    return parsed.ok() ? std::make_shared<const SlaRules>(*std::move(parsed)) : nullptr;
-  }();
-  return rules;
+  return ParseBuiltInSlaRules().value_or(nullptr);
 }
 
 SlaRulesInForce::SlaRulesInForce() {

@@ -95,10 +95,11 @@ class SlaRules {
 // rules: line N: <field> ...").
 absl::StatusOr<SlaRules> ParseSlaRules(absl::string_view text);
 
-// The rules this binary was built with (deploy/config/sla-rules.textproto at build time): parsed,
-// or INTERNAL naming the line (the service refuses to start; a time zone unknown to this machine
-// means tzdata is missing); BuiltInSlaRules is the same, null if they did not parse.
-absl::StatusOr<SlaRules> ParseBuiltInSlaRules();
+// The rules this binary was built with (deploy/config/sla-rules.textproto at build time), parsed
+// once per process: or INTERNAL naming the line (the service refuses to start; a time zone unknown
+// to this machine means tzdata is missing); BuiltInSlaRules is the same, null if they did not
+// parse.
+const absl::StatusOr<std::shared_ptr<const SlaRules>>& ParseBuiltInSlaRules();
 std::shared_ptr<const SlaRules> BuiltInSlaRules();
 
 // The rules tickets are held to. A ticket is held to the rules in force when it was opened, so
