@@ -356,7 +356,7 @@ TEST_CASE("a new pairing reaches bundles and item-to-item at the next call after
   auto item_cf_for_tea_lover = [&] {
     return w.Recommend("tea-lover", v1::PLACEMENT_HOME, 5, v1::MODEL_ITEM_CF);
   };
-  // Read (and cached) while the teapot goes with nothing.
+  // Read while the teapot goes with nothing.
   CHECK_FALSE(Has(bundles_for_teapot(), "kettle"));
   CHECK_FALSE(Has(item_cf_for_tea_lover(), "kettle"));
   for (int i = 0; i < 3; ++i) w.Buy("brewer" + std::to_string(i), {"teapot", "kettle"}, w.Now());
