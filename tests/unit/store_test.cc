@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <functional>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -963,6 +965,50 @@ TEST_CASE(
   };
   CHECK(run(32) <= 33);
   CHECK(run(0) == 1000);
+}
+
+// The nice value of every thread of this process named `name` (RocksDB names its pools' threads
+// "rocksdb:low" and "rocksdb:high").
+std::vector<int> NiceOfThreadsNamed(const std::string& name) {
+  std::vector<int> nices;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::string comm;
+    std::getline(std::ifstream(task.path() / "comm"), comm);
+    if (comm != name) continue;
+    std::string stat;
+    std::getline(std::ifstream(task.path() / "stat"), stat);
+    // Fields after the command, which is in parentheses: state is field 3, nice field 19.
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i < 19; ++i) fields >> field;
+    int nice = 0;
+    fields >> nice;
+    nices.push_back(nice);
+  }
+  return nices;
+}
+
+TEST_CASE(
+    "compactions run at the lowest CPU priority, flushes at the process's own, so a compaction "
+    "after a burst of writes does not take a core from the calls being served",
+    "[store][priority]") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.path());
+  rocksdb::DB* db = store->db();
+  // Two table files (two flushes), then one compaction of both.
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(db->Put(rocksdb::WriteOptions(), store->cf("things"), absl::StrCat("k", i), "v").ok());
+    REQUIRE(db->Flush(rocksdb::FlushOptions(), store->cf("things")).ok());
+  }
+  REQUIRE(
+      db->CompactRange(rocksdb::CompactRangeOptions(), store->cf("things"), nullptr, nullptr).ok());
+  const int own = getpriority(PRIO_PROCESS, 0);
+  const std::vector<int> compaction = NiceOfThreadsNamed("rocksdb:low");
+  const std::vector<int> flush = NiceOfThreadsNamed("rocksdb:high");
+  // A pool's thread lowers itself as it takes a job: the one that compacted is at 19.
+  CHECK(std::count(compaction.begin(), compaction.end(), 19) >= 1);
+  REQUIRE(!flush.empty());
+  CHECK(std::all_of(flush.begin(), flush.end(), [&](int nice) { return nice == own; }));
 }
 
 }  // namespace
