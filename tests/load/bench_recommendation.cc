@@ -34,8 +34,9 @@ struct Shop {
   }
   // Most customers shop now and then; a thousand heavy buyers (wholesalers, fans) make a fifth of
   // all traffic, each with hundreds of interactions.
+  int heavy_buyers() const { return std::min(customers, 1000); }
   int Customer(absl::BitGen& gen) const {
-    if (absl::Bernoulli(gen, 0.2)) return absl::Uniform(gen, 0, std::min(customers, 1000));
+    if (absl::Bernoulli(gen, 0.2)) return absl::Uniform(gen, 0, heavy_buyers());
     return absl::Uniform(gen, 0, customers);
   }
   // A customer shops mostly in two categories of their own.
@@ -189,6 +190,26 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
               recommend("Recommend home, open loop at half the max rate", v1::PLACEMENT_HOME), half,
               reco.pid()),
       "Recommend home, 10 items");
+  // Where the tail comes from: a heavy buyer's call (60 seeds, thousands of candidates) against
+  // everyone else's, one call at a time.
+  for (const bool heavy : {true, false}) {
+    if (!heavy && shop.customers <= shop.heavy_buyers()) break;
+    Scenario s{
+        heavy ? "Recommend home, heavy buyers, 1 in flight" : "Recommend home, others, 1 in flight",
+        {{"Recommend", "/crm.v1.RecommendationService/Recommend",
+          [shop, heavy](uint64_t, absl::BitGen& gen) {
+            v1::RecommendRequest r;
+            const int customer = heavy ? absl::Uniform(gen, 0, shop.heavy_buyers())
+                                       : absl::Uniform(gen, shop.heavy_buyers(), shop.customers);
+            r.set_customer_id(absl::StrCat("u", customer));
+            r.set_placement(v1::PLACEMENT_HOME);
+            r.set_count(10);
+            return r.SerializeAsString();
+          }}}};
+    LoadOptions one = o;
+    one.concurrency = 1;
+    report.Add(Measure(MakeChannels(target, 1), s, one, reco.pid()));
+  }
   report.Add(Measure(MakeChannels(target, o.channels),
                      recommend("Recommend product page, 10 items", v1::PLACEMENT_PRODUCT_PAGE), o,
                      reco.pid()));
