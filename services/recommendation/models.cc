@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "absl/container/flat_hash_map.h"
@@ -250,37 +251,53 @@ double PlacementWeight(v1::Placement placement, v1::Model model) {
 
 std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model,
                              v1::Placement placement, size_t count) {
+  // A SKU's blended score, and the candidate contributing most to it (its model and reason), which
+  // is copied once, into the result.
   struct Mix {
     double total = 0;
-    double best = -1;
-    Candidate top;
+    double best = -std::numeric_limits<double>::infinity();
+    const Candidate* top = nullptr;  // set by the SKU's first candidate
   };
-  absl::flat_hash_map<std::string, Mix> mixed;  // the order of `out` is set by the sort below
+  size_t offered = 0;
+  for (const auto& [model, candidates] : by_model) offered += candidates.size();
+  // Keyed by views of `by_model`'s SKUs; the order of the result is set by the sort below.
+  absl::flat_hash_map<absl::string_view, Mix> mixed;
+  mixed.reserve(offered);
   for (const auto& [model, candidates] : by_model) {
     double max = 0;
     for (const auto& c : candidates) max = std::max(max, c.score);
     if (max <= 0) continue;
     const double weight = PlacementWeight(placement, model);
-    for (size_t rank = 0; rank < candidates.size(); ++rank) {
-      const Candidate& c = candidates[rank];
+    for (const Candidate& c : candidates) {
       const double contribution = weight * c.score / max;
       Mix& m = mixed[c.sku];
       m.total += contribution;
       if (contribution > m.best) {
         m.best = contribution;
-        m.top = c;
+        m.top = &c;
       }
     }
   }
-  std::vector<Candidate> out;
-  for (auto& [sku, m] : mixed) {
-    m.top.score = m.total;
-    out.push_back(std::move(m.top));
+  // A heavy buyer's blend ranks thousands of SKUs: the sort moves pointers, not candidates.
+  std::vector<const Mix*> ranked;
+  ranked.reserve(mixed.size());
+  for (const auto& [sku, m] : mixed) ranked.push_back(&m);
+  const auto before = [](const Mix* a, const Mix* b) {
+    return a->total != b->total ? a->total > b->total : a->top->sku < b->top->sku;
+  };
+  if (ranked.size() > count) {
+    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(count),
+                      ranked.end(), before);
+    ranked.resize(count);
+  } else {
+    std::sort(ranked.begin(), ranked.end(), before);
   }
-  std::sort(out.begin(), out.end(), [](const Candidate& a, const Candidate& b) {
-    return a.score != b.score ? a.score > b.score : a.sku < b.sku;
-  });
-  if (out.size() > count) out.resize(count);
+  std::vector<Candidate> out;
+  out.reserve(ranked.size());
+  for (const Mix* m : ranked) {
+    out.push_back(*m->top);
+    out.back().score = m->total;
+  }
   return out;
 }
 

@@ -425,12 +425,19 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     CRM_RETURN_IF_ERROR(
         txn.AddCounters(cf_[kSales], Key().Str(category).I64(day).Str(sku).Build(), sold));
   }
+  bool baskets_changed = false;
   for (const auto& [stripe, d] : delta.baskets) {
     if (d == 0) continue;
+    baskets_changed = true;
     internal::GlobalStats g;
     g.set_baskets(d);
     CRM_RETURN_IF_ERROR(
         txn.AddCounters(cf_[kGlobalStats], Key().U64(static_cast<uint64_t>(stripe)).Build(), g));
+  }
+  if (baskets_changed) {
+    txn.OnFinish([this](bool committed) {
+      if (committed) ForgetBasketTotal();
+    });
   }
   return absl::OkStatus();
 }
@@ -1037,6 +1044,12 @@ absl::StatusOr<internal::Neighbours> RecommendationStore::NeighboursOf(
 }
 
 absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&stats_mu_);
+    if (basket_total_.has_value()) return *basket_total_;
+    generation = basket_generation_;
+  }
   int64_t total = 0;
   absl::Status s =
       store_->Scan(cf_[kGlobalStats], "", "", [&](absl::string_view, absl::string_view v) {
@@ -1046,7 +1059,15 @@ absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
         return true;
       });
   if (!s.ok()) return s;
+  absl::MutexLock lock(&stats_mu_);
+  if (generation == basket_generation_) basket_total_ = total;
   return total;
+}
+
+void RecommendationStore::ForgetBasketTotal() const {
+  absl::MutexLock lock(&stats_mu_);
+  ++basket_generation_;
+  basket_total_.reset();
 }
 
 absl::StatusOr<std::map<std::string, internal::Sold>> RecommendationStore::Sales(

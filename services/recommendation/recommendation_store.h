@@ -234,6 +234,12 @@ class RecommendationStore {
       ABSL_GUARDED_BY(stats_mu_);
   mutable size_t stats_cache_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
   mutable uint64_t stats_generation_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  // The shop's basket total (striped counter rows, scanned and merged), the denominator of every
+  // bundle's lift: kept once read and dropped when a committed delta changes it, under the same
+  // rule as the item stats (`basket_generation_`).
+  void ForgetBasketTotal() const;
+  mutable std::optional<int64_t> basket_total_ ABSL_GUARDED_BY(stats_mu_);
+  mutable uint64_t basket_generation_ ABSL_GUARDED_BY(stats_mu_) = 0;
   // Item -> partners whose pair counts changed since its list was last refreshed.
   absl::Mutex changed_mu_;
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_

@@ -423,6 +423,25 @@ TEST_CASE("an item's counts read once are not served stale after the next delive
   CHECK(confidence() == Approx(8.0 / 9));
 }
 
+TEST_CASE("the shop's basket total read once is not served stale after the next delivery") {
+  // The total behind every rule's support and lift is cached once read (a scan of counter rows);
+  // a committed basket anywhere in the shop must drop it.
+  World w;
+  SmallShop(w);
+  auto phone_and_case = [&] {
+    const v1::BoughtTogetherResponse resp = CallOk(w.stub.get(), &Stub::BoughtTogether,
+                                                   AboutSku<v1::BoughtTogetherRequest>("phone", 5));
+    REQUIRE(resp.rules_size() == 1);
+    return resp.rules(0);
+  };
+  CHECK(phone_and_case().support() == Approx(8.0 / 41));
+  CHECK(phone_and_case().lift() == Approx(41.0 / 8));
+  // A basket with neither: the pair is rarer in the shop, and the rule stronger than chance.
+  w.Deliver({w.Delivered("pen-buyer", {"pen"}, w.Now() - kDay, "order-pen-alone")});
+  CHECK(phone_and_case().support() == Approx(8.0 / 42));
+  CHECK(phone_and_case().lift() == Approx(42.0 / 8));
+}
+
 TEST_CASE(
     "filters: never a returned, out-of-stock or already bought item, nor one shown too often") {
   World w;
