@@ -166,10 +166,14 @@ try {
   plans.sort((a, b) => (a.name === "gateway") - (b.name === "gateway"));
   for (const plan of plans) {
     if (!existsSync(plan.command[0])) { failures.push(`${plan.name}: ${plan.command[0]} was not built`); continue; }
+    const held = [];
     for (const port of plan.container.ports ?? []) {
-      if (!(await until(() => portFree(port.containerPort), 30))) {
-        failures.push(`${plan.name}: port ${port.containerPort} was still held by another socket after 30 s`);
-      }
+      if (!(await until(() => portFree(port.containerPort), 30))) held.push(port.containerPort);
+    }
+    // Started anyway, it would fail to bind and report that too, as if the manifest were wrong.
+    if (held.length) {
+      failures.push(`${plan.name}: not started: port ${held.join(", ")} still held by another socket after 30 s`);
+      continue;
     }
     const out = [];
     const child = spawn(plan.command[0], [...plan.command.slice(1), ...plan.args], { env: plan.env, stdio: ["ignore", "pipe", "pipe"] });
