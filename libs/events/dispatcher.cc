@@ -508,8 +508,8 @@ absl::Status Dispatcher::AskSubscription(Lane* lane) {
 }
 
 void Dispatcher::CountBacklogNowAndThen(Lane* lane) {
-  if (absl::Now() < lane->next_backlog_count) return;
-  lane->next_backlog_count = absl::Now() + absl::Seconds(2);
+  const absl::Time started = absl::Now();
+  if (started < lane->next_backlog_count) return;
   int64_t pending = 0;
   std::optional<Position> oldest;  // the first pending in key order: the earliest appended
   absl::Time oldest_written;
@@ -528,9 +528,15 @@ void Dispatcher::CountBacklogNowAndThen(Lane* lane) {
         }
         return pending < 100000;
       });
+  const absl::Time counted = absl::Now();
+  lane->next_backlog_count = counted + BacklogCountInterval(counted - started);
   lane->backlog->Set(static_cast<double>(pending));
   lane->oldest_age->Set(
       oldest ? std::max(0.0, absl::ToDoubleSeconds(clock_->Now() - oldest_written)) : 0);
+}
+
+absl::Duration BacklogCountInterval(absl::Duration count_took) {
+  return std::max(absl::Seconds(2), 20 * count_took);
 }
 
 absl::Time Dispatcher::WrittenAt(const Position& p, const v1::Event& e) const {

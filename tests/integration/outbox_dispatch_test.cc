@@ -99,6 +99,15 @@ testing::HistogramTotals LagOnceDelivered(testing::EventRecorder& recorder, Prod
 }
 
 TEST_CASE(
+    "a lane counts its backlog every 2 s, and less often once a count takes over a twentieth of "
+    "that, so counting a long backlog never takes more than 5% of a core") {
+  CHECK(BacklogCountInterval(absl::Milliseconds(5)) == absl::Seconds(2));
+  CHECK(BacklogCountInterval(absl::Milliseconds(100)) == absl::Seconds(2));
+  CHECK(BacklogCountInterval(absl::Milliseconds(250)) == absl::Seconds(5));
+  CHECK(BacklogCountInterval(absl::Seconds(1)) == absl::Seconds(20));
+}
+
+TEST_CASE(
     "an event committed behind an append still in flight goes out at once, the cursor waits for "
     "the earlier one, and a restart loses neither",
     "[events][dispatcher]") {
