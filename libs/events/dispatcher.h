@@ -193,8 +193,8 @@ class Dispatcher {
 
 // How long a lane waits after counting its backlog (the pending-events and oldest-pending-age
 // gauges) before counting again, given how long the count took: every 2 s, but never more than 5%
-// of a core however long the backlog (a count of 100k pending events, parsed to apply the
-// consumer's subscription, takes a tenth of a second or more on a busy node).
+// of a core however long the backlog (a count reads and parses up to 100k pending events to apply
+// the consumer's subscription, and runs on the node the backlog already burdens).
 absl::Duration BacklogCountInterval(absl::Duration count_took);
 
 }  // namespace crm::events
