@@ -275,11 +275,11 @@ rocksdb::DBOptions DbOptionsFor(const StoreOptions& options,
 
 // Compactions run at the lowest CPU priority (RocksDB lowers its LOW pool's threads to nice 19 as
 // each takes its next job; the pool is the process's). On two cores a compaction after a burst of
-// writes otherwise takes a core from the calls being served: Recommend's p99 at half its max rate
-// was 18.4 ms with it at normal priority and 8.2 ms at the lowest (crm-bench, median of three runs
-// each, docs/benchmarks.md). Flushes (the HIGH pool) keep normal priority, since writes wait for a
-// stalled flush; a compaction that falls behind slows writes through RocksDB's level-0 triggers,
-// which leaves it the CPU it needs.
+// writes otherwise takes a core from the calls being served (crm-bench's Recommend at half its max
+// rate, three alternating runs each: p99 10.5-21.5 ms at normal priority, 7.2-10.8 ms at the
+// lowest; later runs spread wider, docs/benchmarks.md). Flushes (the HIGH pool) keep normal
+// priority, since writes wait for a stalled flush; a compaction that falls behind slows writes
+// through RocksDB's level-0 triggers, which leaves it the CPU it needs.
 void LowerCompactionPriority() {
   static const rocksdb::Status lowered = rocksdb::Env::Default()->LowerThreadPoolCPUPriority(
       rocksdb::Env::Priority::LOW, rocksdb::CpuPriority::kLow);
