@@ -407,20 +407,22 @@ TEST_CASE(
   CHECK(top.items(0).item().sku() == "charger");
 }
 
+// SmallShop's one rule for the phone: bought together with the case.
+v1::BundleRule PhoneAndCase(World& w) {
+  const v1::BoughtTogetherResponse resp =
+      CallOk(w.stub.get(), &Stub::BoughtTogether, AboutSku<v1::BoughtTogetherRequest>("phone", 5));
+  REQUIRE(resp.rules_size() == 1);
+  return resp.rules(0);
+}
+
 TEST_CASE("an item's counts read once are not served stale after the next delivery") {
   // Item counts are cached once read (they are costly counter rows); a committed delivery must
   // drop them, or confidence would stay as it was before the basket.
   World w;
   SmallShop(w);
-  auto confidence = [&] {
-    const v1::BoughtTogetherResponse resp = CallOk(w.stub.get(), &Stub::BoughtTogether,
-                                                   AboutSku<v1::BoughtTogetherRequest>("phone", 5));
-    REQUIRE(resp.rules_size() == 1);
-    return resp.rules(0).confidence();
-  };
-  CHECK(confidence() == Approx(1.0));  // 8 phone baskets, all with the case
+  CHECK(PhoneAndCase(w).confidence() == Approx(1.0));  // 8 phone baskets, all with the case
   w.Deliver({w.Delivered("late-phone-buyer", {"phone"}, w.Now() - kDay, "order-phone-alone")});
-  CHECK(confidence() == Approx(8.0 / 9));
+  CHECK(PhoneAndCase(w).confidence() == Approx(8.0 / 9));
 }
 
 TEST_CASE("the shop's basket total read once is not served stale after the next delivery") {
@@ -428,18 +430,12 @@ TEST_CASE("the shop's basket total read once is not served stale after the next 
   // a committed basket anywhere in the shop must drop it.
   World w;
   SmallShop(w);
-  auto phone_and_case = [&] {
-    const v1::BoughtTogetherResponse resp = CallOk(w.stub.get(), &Stub::BoughtTogether,
-                                                   AboutSku<v1::BoughtTogetherRequest>("phone", 5));
-    REQUIRE(resp.rules_size() == 1);
-    return resp.rules(0);
-  };
-  CHECK(phone_and_case().support() == Approx(8.0 / 41));
-  CHECK(phone_and_case().lift() == Approx(41.0 / 8));
+  CHECK(PhoneAndCase(w).support() == Approx(8.0 / 41));
+  CHECK(PhoneAndCase(w).lift() == Approx(41.0 / 8));
   // A basket with neither: the pair is rarer in the shop, and the rule stronger than chance.
   w.Deliver({w.Delivered("pen-buyer", {"pen"}, w.Now() - kDay, "order-pen-alone")});
-  CHECK(phone_and_case().support() == Approx(8.0 / 42));
-  CHECK(phone_and_case().lift() == Approx(42.0 / 8));
+  CHECK(PhoneAndCase(w).support() == Approx(8.0 / 42));
+  CHECK(PhoneAndCase(w).lift() == Approx(42.0 / 8));
 }
 
 TEST_CASE(
