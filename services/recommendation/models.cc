@@ -249,18 +249,43 @@ double PlacementWeight(v1::Placement placement, v1::Model model) {
   return others;
 }
 
+namespace {
+
+// A SKU's blended score, and the candidate contributing most to it (its model and reason), which
+// is copied once, into the result.
+struct Mix {
+  double total = 0;
+  double best = -std::numeric_limits<double>::infinity();
+  const Candidate* top = nullptr;  // set by the SKU's first candidate
+};
+
+// The mixes best first (score, then SKU), at most `count`. A heavy buyer's blend ranks thousands
+// of SKUs: the sort moves pointers, not candidates.
+std::vector<const Mix*> Ranked(const absl::flat_hash_map<absl::string_view, Mix>& mixed,
+                               size_t count) {
+  std::vector<const Mix*> ranked;
+  ranked.reserve(mixed.size());
+  for (const auto& [sku, m] : mixed) ranked.push_back(&m);
+  const auto before = [](const Mix* a, const Mix* b) {
+    return a->total != b->total ? a->total > b->total : a->top->sku < b->top->sku;
+  };
+  if (ranked.size() > count) {
+    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(count),
+                      ranked.end(), before);
+    ranked.resize(count);
+  } else {
+    std::sort(ranked.begin(), ranked.end(), before);
+  }
+  return ranked;
+}
+
+}  // namespace
+
 std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& by_model,
                              v1::Placement placement, size_t count) {
-  // A SKU's blended score, and the candidate contributing most to it (its model and reason), which
-  // is copied once, into the result.
-  struct Mix {
-    double total = 0;
-    double best = -std::numeric_limits<double>::infinity();
-    const Candidate* top = nullptr;  // set by the SKU's first candidate
-  };
   size_t offered = 0;
   for (const auto& [model, candidates] : by_model) offered += candidates.size();
-  // Keyed by views of `by_model`'s SKUs; the order of the result is set by the sort below.
+  // Keyed by views of `by_model`'s SKUs; the order of the result is set by Ranked.
   absl::flat_hash_map<absl::string_view, Mix> mixed;
   mixed.reserve(offered);
   for (const auto& [model, candidates] : by_model) {
@@ -278,23 +303,9 @@ std::vector<Candidate> Blend(const std::map<v1::Model, std::vector<Candidate>>& 
       }
     }
   }
-  // A heavy buyer's blend ranks thousands of SKUs: the sort moves pointers, not candidates.
-  std::vector<const Mix*> ranked;
-  ranked.reserve(mixed.size());
-  for (const auto& [sku, m] : mixed) ranked.push_back(&m);
-  const auto before = [](const Mix* a, const Mix* b) {
-    return a->total != b->total ? a->total > b->total : a->top->sku < b->top->sku;
-  };
-  if (ranked.size() > count) {
-    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(count),
-                      ranked.end(), before);
-    ranked.resize(count);
-  } else {
-    std::sort(ranked.begin(), ranked.end(), before);
-  }
   std::vector<Candidate> out;
-  out.reserve(ranked.size());
-  for (const Mix* m : ranked) {
+  out.reserve(std::min(count, mixed.size()));
+  for (const Mix* m : Ranked(mixed, count)) {
     out.push_back(*m->top);
     out.back().score = m->total;
   }
