@@ -410,11 +410,6 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     CRM_RETURN_IF_ERROR(txn.AddCounters(cf_[kItemStats], Key().Str(sku).Build(), d));
     stats_changed->push_back(sku);
   }
-  if (!stats_changed->empty()) {
-    txn.OnFinish([this, stats_changed](bool committed) {
-      if (committed) ForgetStats(*stats_changed);
-    });
-  }
   CRM_RETURN_IF_ERROR(ApplyPairCounts(txn, delta));
   for (const auto& [k, d] : delta.sales) {
     if (d.units == 0 && d.orders == 0) continue;
@@ -434,9 +429,9 @@ absl::Status RecommendationStore::Apply(Transaction& txn, const GraphDelta& delt
     CRM_RETURN_IF_ERROR(
         txn.AddCounters(cf_[kGlobalStats], Key().U64(static_cast<uint64_t>(stripe)).Build(), g));
   }
-  if (baskets_changed) {
-    txn.OnFinish([this](bool committed) {
-      if (committed) ForgetBasketTotal();
+  if (!stats_changed->empty() || baskets_changed) {
+    txn.OnFinish([this, stats_changed, baskets_changed](bool committed) {
+      if (committed) ForgetStats(*stats_changed, baskets_changed);
     });
   }
   return absl::OkStatus();
@@ -913,10 +908,12 @@ absl::StatusOr<internal::ItemStats> RecommendationStore::Stats(absl::string_view
   return s;
 }
 
-void RecommendationStore::ForgetStats(const std::vector<std::string>& skus) const {
+void RecommendationStore::ForgetStats(const std::vector<std::string>& skus,
+                                      bool basket_total) const {
   absl::MutexLock lock(&stats_mu_);
   ++stats_generation_;
   for (const std::string& sku : skus) stats_cache_.erase(sku);
+  if (basket_total) basket_total_.reset();
 }
 
 absl::StatusOr<std::vector<internal::ItemStats>> RecommendationStore::StatsOf(
@@ -1048,7 +1045,7 @@ absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
   {
     absl::MutexLock lock(&stats_mu_);
     if (basket_total_.has_value()) return *basket_total_;
-    generation = basket_generation_;
+    generation = stats_generation_;
   }
   int64_t total = 0;
   absl::Status s =
@@ -1060,14 +1057,8 @@ absl::StatusOr<int64_t> RecommendationStore::TotalBaskets() const {
       });
   if (!s.ok()) return s;
   absl::MutexLock lock(&stats_mu_);
-  if (generation == basket_generation_) basket_total_ = total;
+  if (generation == stats_generation_) basket_total_ = total;
   return total;
-}
-
-void RecommendationStore::ForgetBasketTotal() const {
-  absl::MutexLock lock(&stats_mu_);
-  ++basket_generation_;
-  basket_total_.reset();
 }
 
 absl::StatusOr<std::map<std::string, internal::Sold>> RecommendationStore::Sales(

@@ -222,24 +222,20 @@ class RecommendationStore {
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const v1::CatalogItem>> item_cache_
       ABSL_GUARDED_BY(items_mu_);
   mutable size_t item_cache_bytes_ ABSL_GUARDED_BY(items_mu_) = 0;
-  // Item stats read recently. They are counter rows (merge operands until compaction folds them),
-  // several block reads each, and Recommend reads them for every candidate: kept here once read and
-  // dropped for an item when a committed delta changes it. A read caches what it found only if no
-  // delta committed since it began (`stats_generation_`), so a cached value is never older than
-  // the store's. Dropped whole at kCachedStatsBytes.
+  // Item stats read recently, and the shop's basket total (striped rows, the denominator of every
+  // bundle's lift). They are counter rows (merge operands until compaction folds them), several
+  // block reads each, and Recommend reads them for every candidate: kept here once read and dropped
+  // when a committed delta changes them. A read caches what it found only if no delta committed
+  // since it began (`stats_generation_`), so a cached value is never older than the store's. The
+  // stats are dropped whole at kCachedStatsBytes.
   static constexpr size_t kCachedStatsBytes = 16 << 20;
-  void ForgetStats(const std::vector<std::string>& skus) const;
+  void ForgetStats(const std::vector<std::string>& skus, bool basket_total) const;
   mutable absl::Mutex stats_mu_;
   mutable absl::flat_hash_map<std::string, internal::ItemStats> stats_cache_
       ABSL_GUARDED_BY(stats_mu_);
   mutable size_t stats_cache_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
   mutable uint64_t stats_generation_ ABSL_GUARDED_BY(stats_mu_) = 0;
-  // The shop's basket total (striped counter rows, scanned and merged), the denominator of every
-  // bundle's lift: kept once read and dropped when a committed delta changes it, under the same
-  // rule as the item stats (`basket_generation_`).
-  void ForgetBasketTotal() const;
   mutable std::optional<int64_t> basket_total_ ABSL_GUARDED_BY(stats_mu_);
-  mutable uint64_t basket_generation_ ABSL_GUARDED_BY(stats_mu_) = 0;
   // Item -> partners whose pair counts changed since its list was last refreshed.
   absl::Mutex changed_mu_;
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_
