@@ -269,13 +269,8 @@ std::vector<const Mix*> Ranked(const absl::flat_hash_map<absl::string_view, Mix>
   const auto before = [](const Mix* a, const Mix* b) {
     return a->total != b->total ? a->total > b->total : a->top->sku < b->top->sku;
   };
-  if (ranked.size() > count) {
-    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(count),
-                      ranked.end(), before);
-    ranked.resize(count);
-  } else {
-    std::sort(ranked.begin(), ranked.end(), before);
-  }
+  std::sort(ranked.begin(), ranked.end(), before);
+  if (ranked.size() > count) ranked.resize(count);
   return ranked;
 }
 
