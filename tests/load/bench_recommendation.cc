@@ -4,6 +4,7 @@
 // learned.
 #include <atomic>
 #include <cmath>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -160,12 +161,18 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
       shop.items, seconds, learned.result.ok * kEventsPerCall / seconds,
       g_interactions.load() / seconds));
 
-  auto recommend = [shop](const std::string& name, v1::Placement placement) {
+  // Recommend for a customer `pick` chooses (by default as the traffic comes: a fifth heavy
+  // buyers).
+  using Pick = std::function<int(absl::BitGen&)>;
+  const Pick as_traffic = [shop](absl::BitGen& gen) { return shop.Customer(gen); };
+  auto recommend = [shop, as_traffic](const std::string& name, v1::Placement placement,
+                                      Pick pick = nullptr) {
+    if (pick == nullptr) pick = as_traffic;
     return Scenario{name,
                     {{"Recommend", "/crm.v1.RecommendationService/Recommend",
-                      [shop, placement](uint64_t, absl::BitGen& gen) {
+                      [shop, placement, pick](uint64_t, absl::BitGen& gen) {
                         v1::RecommendRequest r;
-                        const int customer = shop.Customer(gen);
+                        const int customer = pick(gen);
                         r.set_customer_id(absl::StrCat("u", customer));
                         r.set_placement(placement);
                         r.set_count(10);
@@ -194,21 +201,17 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   // everyone else's, one call at a time.
   for (const bool heavy : {true, false}) {
     if (!heavy && shop.customers <= shop.heavy_buyers()) break;
-    Scenario s{
-        heavy ? "Recommend home, heavy buyers, 1 in flight" : "Recommend home, others, 1 in flight",
-        {{"Recommend", "/crm.v1.RecommendationService/Recommend",
-          [shop, heavy](uint64_t, absl::BitGen& gen) {
-            v1::RecommendRequest r;
-            const int customer = heavy ? absl::Uniform(gen, 0, shop.heavy_buyers())
-                                       : absl::Uniform(gen, shop.heavy_buyers(), shop.customers);
-            r.set_customer_id(absl::StrCat("u", customer));
-            r.set_placement(v1::PLACEMENT_HOME);
-            r.set_count(10);
-            return r.SerializeAsString();
-          }}}};
+    const Pick pick = [shop, heavy](absl::BitGen& gen) {
+      return heavy ? absl::Uniform(gen, 0, shop.heavy_buyers())
+                   : absl::Uniform(gen, shop.heavy_buyers(), shop.customers);
+    };
     LoadOptions one = o;
     one.concurrency = 1;
-    report.Add(Measure(MakeChannels(target, 1), s, one, reco.pid()));
+    report.Add(Measure(MakeChannels(target, 1),
+                       recommend(heavy ? "Recommend home, heavy buyers, 1 in flight"
+                                       : "Recommend home, others, 1 in flight",
+                                 v1::PLACEMENT_HOME, pick),
+                       one, reco.pid()));
   }
   report.Add(Measure(MakeChannels(target, o.channels),
                      recommend("Recommend product page, 10 items", v1::PLACEMENT_PRODUCT_PAGE), o,
