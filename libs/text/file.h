@@ -49,7 +49,8 @@ auto ParseBuiltIn(absl::string_view what, absl::string_view text, Parse parse)
     -> decltype(parse(text)) {
   auto parsed = parse(text);
   if (!parsed.ok()) {
-    // Parsers name what they parse ("churn model: line 4: ..."); said once is enough.
+    // A parser names what it parses with the name its service gives it here ("churn model: line
+    // 4: ..."); said once is enough.
     absl::string_view why = parsed.status().message();
     const std::string named = absl::StrCat(what, ": ");
     if (absl::StartsWithIgnoreCase(why, named)) why.remove_prefix(named.size());
@@ -57,5 +58,28 @@ auto ParseBuiltIn(absl::string_view what, absl::string_view text, Parse parse)
   }
   return parsed;
 }
+
+// Data built into the binary (`what`), parsed by ParseBuiltIn on first use and kept for the
+// process, so the start-up check (`parsed()`) and every later reader (`value()`) share one parse.
+// Meant to be a function-local static: construction is then thread-safe, and it is immutable after.
+template <typename T>
+class BuiltIn {
+ public:
+  template <typename Parse>
+  BuiltIn(absl::string_view what, absl::string_view text, Parse parse)
+      : parsed_(ParseBuiltIn(what, text, parse)) {}
+  BuiltIn(const BuiltIn&) = delete;
+  BuiltIn& operator=(const BuiltIn&) = delete;
+
+  // The parse's result: INTERNAL "the built-in <what> did not parse: ..." when it failed.
+  const absl::StatusOr<T>& parsed() const { return parsed_; }
+  // The parsed data, or T's default when it did not parse (a service refuses to start then, so
+  // only a test or a tool can see the default).
+  const T& value() const { return parsed_.ok() ? *parsed_ : empty_; }
+
+ private:
+  const absl::StatusOr<T> parsed_;
+  const T empty_{};
+};
 
 }  // namespace crm::text

@@ -393,8 +393,8 @@ std::string Normalize(absl::string_view text) {
 // ParseLexicon's checks, in the order a lexicon file is read: plain terms, word classes, kinds.
 absl::Status BadTerm(absl::string_view text, const internal::LexiconTerm& t,
                      absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, t.text()), what,
-                                                 " \"", t.text(),
+  return absl::InvalidArgumentError(absl::StrCat("severity lexicon: ", api::LineOf(text, t.text()),
+                                                 what, " \"", t.text(),
                                                  "\" needs text and a weight >= 0"));
 }
 
@@ -406,9 +406,9 @@ absl::Status CheckTerms(const internal::SeverityLexicon& lex, absl::string_view 
   }
   for (const auto& t : lex.valence()) {
     if (t.text().empty() || t.weight() > 0) {
-      return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, t.text()),
-                                                     "valence \"", t.text(),
-                                                     "\" needs text and a weight <= 0"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("severity lexicon: ", api::LineOf(text, t.text()), "valence \"", t.text(),
+                       "\" needs text and a weight <= 0"));
     }
   }
   return absl::OkStatus();
@@ -420,9 +420,9 @@ absl::StatusOr<std::set<std::string>> CheckWordClasses(const internal::SeverityL
   std::set<std::string> classes;
   for (const auto& c : lex.word_classes()) {
     if (c.name().empty() || c.terms().empty() || !classes.insert(c.name()).second) {
-      return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, c.name()),
-                                                     "word class \"", c.name(),
-                                                     "\" needs a unique name and terms"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("severity lexicon: ", api::LineOf(text, c.name()), "word class \"", c.name(),
+                       "\" needs a unique name and terms"));
     }
   }
   return classes;
@@ -436,7 +436,7 @@ absl::Status CheckCue(const internal::LexiconTerm& cue, absl::string_view text,
     for (const Piece& piece : part) {
       if (piece.word_class && classes.count(piece.text) == 0) {
         return absl::InvalidArgumentError(
-            absl::StrCat("lexicon: ", api::LineOf(text, cue.text()), "cue \"", cue.text(),
+            absl::StrCat("severity lexicon: ", api::LineOf(text, cue.text()), "cue \"", cue.text(),
                          "\" names an unknown word class {", piece.text, "}"));
       }
     }
@@ -448,16 +448,16 @@ absl::Status CheckKinds(const internal::SeverityLexicon& lex, absl::string_view 
                         const std::set<std::string>& classes) {
   for (const auto& kind : lex.kinds()) {
     if (kind.name().empty() || kind.cues().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, kind.name()),
-                                                     "kind \"", kind.name(),
-                                                     "\" needs a name and cues"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("severity lexicon: ", api::LineOf(text, kind.name()), "kind \"", kind.name(),
+                       "\" needs a name and cues"));
     }
     for (const auto& cue : kind.cues()) CRM_RETURN_IF_ERROR(CheckCue(cue, text, classes));
     // A floor at or above level 3 would make the kind a serious one without saying so.
     if (!(kind.lifts_to() >= 0 && kind.lifts_to() < lex.level3_from())) {
-      return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, kind.name()),
-                                                     "kind \"", kind.name(),
-                                                     "\" needs 0 <= lifts_to < level3_from"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("severity lexicon: ", api::LineOf(text, kind.name()), "kind \"", kind.name(),
+                       "\" needs 0 <= lifts_to < level3_from"));
     }
   }
   return absl::OkStatus();
@@ -655,32 +655,37 @@ void SetLevel(const internal::SeverityLexicon& lex, v1::Severity& s) {
 
 absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text) {
   internal::SeverityLexicon lex;
-  CRM_RETURN_IF_ERROR(api::ParseTextProto("lexicon", text, &lex));
+  CRM_RETURN_IF_ERROR(api::ParseTextProto("severity lexicon", text, &lex));
   CRM_RETURN_IF_ERROR(CheckTerms(lex, text));
   CRM_ASSIGN_OR_RETURN(const std::set<std::string> classes, CheckWordClasses(lex, text));
   CRM_RETURN_IF_ERROR(CheckKinds(lex, text, classes));
   if (!(lex.level2_from() > 0 && lex.level3_from() > lex.level2_from())) {
-    return absl::InvalidArgumentError(absl::StrCat("lexicon: ", api::LineOf(text, "level3_from"),
-                                                   "need 0 < level2_from < level3_from"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("severity lexicon: ", api::LineOf(text, "level3_from"),
+                     "need 0 < level2_from < level3_from"));
   }
   // Without angry words every complaint would be judged by its category and the customer's value
   // alone: refused rather than run.
   if (lex.intensity().empty()) {
-    return absl::InvalidArgumentError("lexicon: intensity: at least one term is required");
+    return absl::InvalidArgumentError("severity lexicon: intensity: at least one term is required");
   }
   LowerCase(lex);
   return lex;
 }
 
-absl::StatusOr<internal::SeverityLexicon> ParseBuiltInLexicon() {
-  return text::ParseBuiltIn("severity lexicon", kBuiltInLexiconText, ParseLexicon);
-}
-
-const internal::SeverityLexicon& BuiltInLexicon() {
-  static const auto* lexicon =
-      new internal::SeverityLexicon(ParseBuiltInLexicon().value_or(internal::SeverityLexicon()));
+namespace {
+const text::BuiltIn<internal::SeverityLexicon>& ShippedLexicon() {
+  static const auto* lexicon = new text::BuiltIn<internal::SeverityLexicon>(
+      "severity lexicon", kBuiltInLexiconText, ParseLexicon);
   return *lexicon;
 }
+}  // namespace
+
+const absl::StatusOr<internal::SeverityLexicon>& ParseBuiltInLexicon() {
+  return ShippedLexicon().parsed();
+}
+
+const internal::SeverityLexicon& BuiltInLexicon() { return ShippedLexicon().value(); }
 
 v1::Severity AssessSeverity(const internal::SeverityLexicon& lex, absl::string_view text,
                             v1::TicketCategory category, CustomerValue value,

@@ -22,10 +22,10 @@ namespace crm::complaint_ticket {
 // Parses a lexicon in protobuf text format; errors name the line. Checks weights are not negative,
 // cues name known word classes and the level thresholds are in order.
 absl::StatusOr<internal::SeverityLexicon> ParseLexicon(absl::string_view text);
-// The lexicon this binary was built with (deploy/config/complaint-lexicon.textproto at build time):
-// parsed, or INTERNAL naming the line (the service refuses to start); BuiltInLexicon is the same,
-// empty if it did not parse (for tests and tools).
-absl::StatusOr<internal::SeverityLexicon> ParseBuiltInLexicon();
+// The lexicon this binary was built with (deploy/config/complaint-lexicon.textproto at build time),
+// parsed once per process: or INTERNAL naming the line (the service refuses to start);
+// BuiltInLexicon is the same, empty if it did not parse (for tests and tools).
+const absl::StatusOr<internal::SeverityLexicon>& ParseBuiltInLexicon();
 const internal::SeverityLexicon& BuiltInLexicon();
 
 struct CustomerValue {

@@ -258,14 +258,18 @@ std::string FormatSeverityModel(const SeverityModel& model, absl::string_view he
   return out;
 }
 
-absl::StatusOr<SeverityModel> ParseBuiltInSeverityModel() {
-  return text::ParseBuiltIn("severity model", kBuiltInSeverityModelText, ParseSeverityModel);
-}
-
-const SeverityModel& BuiltInSeverityModel() {
-  static const auto* model =
-      new SeverityModel(ParseBuiltInSeverityModel().value_or(SeverityModel()));
+namespace {
+const text::BuiltIn<SeverityModel>& ShippedSeverityModel() {
+  static const auto* model = new text::BuiltIn<SeverityModel>(
+      "severity model", kBuiltInSeverityModelText, ParseSeverityModel);
   return *model;
 }
+}  // namespace
+
+const absl::StatusOr<SeverityModel>& ParseBuiltInSeverityModel() {
+  return ShippedSeverityModel().parsed();
+}
+
+const SeverityModel& BuiltInSeverityModel() { return ShippedSeverityModel().value(); }
 
 }  // namespace crm::complaint_ticket

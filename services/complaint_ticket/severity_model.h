@@ -91,11 +91,11 @@ SeverityModel FitSeverityModel(const std::vector<LabelledComplaint>& complaints,
 absl::StatusOr<SeverityModel> ParseSeverityModel(absl::string_view tsv);
 // The file ParseSeverityModel reads, features sorted, after `header` (comment lines).
 std::string FormatSeverityModel(const SeverityModel& model, absl::string_view header);
-// The model this binary was built with (deploy/config/complaint-severity-model.tsv at build time);
-// INTERNAL naming the line if that file did not parse. BuiltInSeverityModel is the same, parsed
-// once, for tools and tests (an empty model if it did not parse, which tests/unit/severity_test.cc
-// would catch).
-absl::StatusOr<SeverityModel> ParseBuiltInSeverityModel();
+// The model this binary was built with (deploy/config/complaint-severity-model.tsv at build time),
+// parsed once per process; INTERNAL naming the line if that file did not parse.
+// BuiltInSeverityModel is the same, for tools and tests (an empty model if it did not parse, which
+// tests/unit/severity_test.cc would catch).
+const absl::StatusOr<SeverityModel>& ParseBuiltInSeverityModel();
 const SeverityModel& BuiltInSeverityModel();
 
 }  // namespace crm::complaint_ticket

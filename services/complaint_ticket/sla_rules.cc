@@ -375,19 +375,24 @@ const EscalationPolicy& SlaRules::EscalationFor(v1::Priority priority) const {
   return it != escalation_.end() ? it->second : escalation_.at(v1::PRIORITY_P3);
 }
 
-const absl::StatusOr<std::shared_ptr<const SlaRules>>& ParseBuiltInSlaRules() {
-  static const auto* rules = new absl::StatusOr<std::shared_ptr<const SlaRules>>(
-      []() -> absl::StatusOr<std::shared_ptr<const SlaRules>> {
-        CRM_ASSIGN_OR_RETURN(SlaRules parsed,
-                             text::ParseBuiltIn("SLA rules", kBuiltInSlaRulesText, ParseSlaRules));
+namespace {
+// Shared, because the rules in force are swapped for a file's while tickets still hold these.
+const text::BuiltIn<std::shared_ptr<const SlaRules>>& ShippedSlaRules() {
+  static const auto* rules = new text::BuiltIn<std::shared_ptr<const SlaRules>>(
+      "SLA rules", kBuiltInSlaRulesText,
+      [](absl::string_view text) -> absl::StatusOr<std::shared_ptr<const SlaRules>> {
+        CRM_ASSIGN_OR_RETURN(SlaRules parsed, ParseSlaRules(text));
         return std::make_shared<const SlaRules>(std::move(parsed));
-      }());
+      });
   return *rules;
 }
+}  // namespace
 
-std::shared_ptr<const SlaRules> BuiltInSlaRules() {
-  return ParseBuiltInSlaRules().value_or(nullptr);
+const absl::StatusOr<std::shared_ptr<const SlaRules>>& ParseBuiltInSlaRules() {
+  return ShippedSlaRules().parsed();
 }
+
+std::shared_ptr<const SlaRules> BuiltInSlaRules() { return ShippedSlaRules().value(); }
 
 SlaRulesInForce::SlaRulesInForce() {
   if (auto built_in = BuiltInSlaRules()) Reset(std::move(built_in));

@@ -172,15 +172,19 @@ absl::StatusOr<internal::ChurnModel> ReadChurnModelFile(const std::string& path)
   return model;
 }
 
-absl::StatusOr<internal::ChurnModel> ParseBuiltInChurnModel() {
-  return text::ParseBuiltIn("churn model", kBuiltInChurnModelText, ParseChurnModel);
-}
-
-const internal::ChurnModel& BuiltInChurnModel() {
-  static const auto* model =
-      new internal::ChurnModel(ParseBuiltInChurnModel().value_or(internal::ChurnModel()));
+namespace {
+const text::BuiltIn<internal::ChurnModel>& ShippedChurnModel() {
+  static const auto* model = new text::BuiltIn<internal::ChurnModel>(
+      "churn model", kBuiltInChurnModelText, ParseChurnModel);
   return *model;
 }
+}  // namespace
+
+const absl::StatusOr<internal::ChurnModel>& ParseBuiltInChurnModel() {
+  return ShippedChurnModel().parsed();
+}
+
+const internal::ChurnModel& BuiltInChurnModel() { return ShippedChurnModel().value(); }
 
 ChurnScore ScoreChurn(const internal::ChurnModel& model, const ChurnFacts& facts, absl::Time now) {
   ChurnScore out;

@@ -63,10 +63,10 @@ ChurnFeatures ChurnFeaturesOf(const ChurnFacts& facts, absl::Time now);
 absl::StatusOr<internal::ChurnModel> ParseChurnModel(absl::string_view text);
 // Reads and checks a model file; NOT_FOUND when it cannot be read, errors name the path and line.
 absl::StatusOr<internal::ChurnModel> ReadChurnModelFile(const std::string& path);
-// The model this binary was built with (services/customer_profile/churn-model.textproto): parsed,
-// or INTERNAL naming the line (the service refuses to start); BuiltInChurnModel is the same, empty
-// if it did not parse (for tests and tools).
-absl::StatusOr<internal::ChurnModel> ParseBuiltInChurnModel();
+// The model this binary was built with (services/customer_profile/churn-model.textproto), parsed
+// once per process: or INTERNAL naming the line (the service refuses to start); BuiltInChurnModel
+// is the same, empty if it did not parse (for tests and tools).
+const absl::StatusOr<internal::ChurnModel>& ParseBuiltInChurnModel();
 const internal::ChurnModel& BuiltInChurnModel();
 
 struct ChurnScore {

@@ -74,6 +74,7 @@ TEST_CASE("churn model file: the shipped file parses, and a bad term is refused 
   // model that does not parse stops it (INTERNAL naming the line) instead of scoring with an
   // empty one.
   REQUIRE(ParseBuiltInChurnModel().ok());
+  CHECK(&*ParseBuiltInChurnModel() == &BuiltInChurnModel());  // one parse serves both
   const absl::Status built_in_broken =
       text::ParseBuiltIn("churn model", good + "terms { feature: \"shoe_size\" }\n",
                          ParseChurnModel)

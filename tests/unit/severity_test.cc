@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
+#include "libs/text/file.h"
 #include "services/complaint_ticket/routing.h"
 #include "services/complaint_ticket/severity_model.h"
 #include "services/complaint_ticket/sla.h"
@@ -38,8 +39,11 @@ TEST_CASE("the shipped lexicon parses and is the one built in", "[tickets][sever
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().message().find("line 2") != absl::string_view::npos);
   // What complaint-ticket starts from (a built-in lexicon that did not parse stops it).
-  CHECK(ParseBuiltInLexicon().ok());
-  CHECK(ParseBuiltInSeverityModel().ok());
+  REQUIRE(ParseBuiltInLexicon().ok());
+  REQUIRE(ParseBuiltInSeverityModel().ok());
+  // Parsed once: the start-up check and every assessment read the same lexicon and model.
+  CHECK(&*ParseBuiltInLexicon() == &BuiltInLexicon());
+  CHECK(&*ParseBuiltInSeverityModel() == &BuiltInSeverityModel());
 }
 
 TEST_CASE("lexicon mistakes are rejected with the line that has them", "[tickets][severity]") {
@@ -66,7 +70,11 @@ TEST_CASE("lexicon mistakes are rejected with the line that has them", "[tickets
   // A lexicon without intensity terms would judge every complaint by its category alone.
   const auto no_intensity = ParseLexicon(ok_levels);
   REQUIRE_FALSE(no_intensity.ok());
-  CHECK(no_intensity.status().message() == "lexicon: intensity: at least one term is required");
+  CHECK(no_intensity.status().message() ==
+        "severity lexicon: intensity: at least one term is required");
+  // Built in, it is named once: the parser calls itself what the service calls it.
+  CHECK(text::ParseBuiltIn("severity lexicon", ok_levels, ParseLexicon).status().message() ==
+        "the built-in severity lexicon did not parse: intensity: at least one term is required");
   CHECK(ParseLexicon(ok_levels + "intensity { text: \"awful\" weight: 3 }\n").ok());
 }
 
