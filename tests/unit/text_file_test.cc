@@ -1,10 +1,15 @@
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "catch2/catch.hpp"
 #include "libs/text/file.h"
+#include "services/complaint_ticket/severity.h"
+#include "services/complaint_ticket/severity_model.h"
+#include "services/customer_profile/churn.h"
 
 namespace crm::text {
 namespace {
@@ -31,6 +36,36 @@ TEST_CASE("a built-in file is parsed once and, broken, named once", "[text]") {
         "the built-in word list did not parse: line 1: no words");
   CHECK(broken.value() == 0);
   CHECK(parses == 2);
+}
+
+// Counts the occurrences of `name` in `text`.
+int Occurrences(absl::string_view text, absl::string_view name) {
+  int n = 0;
+  for (size_t at = text.find(name); at != absl::string_view::npos; at = text.find(name, at + 1))
+    ++n;
+  return n;
+}
+
+// Each parser of a file built into a service either names itself as the service does or not at
+// all; either way a broken built-in file is named once. (The SLA and survey rules are in other test
+// binaries; sla_rules_test checks the SLA rules' message.)
+TEST_CASE("every built-in file that does not parse is named once", "[text]") {
+  const std::string bad = "oops {\n";
+  const std::vector<std::pair<std::string, absl::Status>> broken = {
+      {"severity lexicon",
+       ParseBuiltIn("severity lexicon", bad, complaint_ticket::ParseLexicon).status()},
+      {"severity model",
+       ParseBuiltIn("severity model", bad, complaint_ticket::ParseSeverityModel).status()},
+      {"churn model", ParseBuiltIn("churn model", bad, customer_profile::ParseChurnModel).status()},
+  };
+  for (const auto& [what, status] : broken) {
+    INFO(what << ": " << status.message());
+    CHECK(status.code() == absl::StatusCode::kInternal);
+    CHECK(absl::StartsWith(status.message(), "the built-in " + what + " did not parse: "));
+    // Its last word too: "the built-in severity lexicon did not parse: lexicon: ..." names it
+    // twice.
+    CHECK(Occurrences(status.message(), what.substr(what.rfind(' ') + 1)) == 1);
+  }
 }
 
 }  // namespace
