@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "catch2/catch.hpp"
 #include "crm/v1/events.grpc.pb.h"
 #include "crm/v1/surveys.grpc.pb.h"
@@ -16,6 +17,7 @@
 #include "libs/rpc/executor.h"
 #include "libs/rpc/service_runtime.h"
 #include "libs/store/key.h"
+#include "libs/text/file.h"
 #include "services/customer_profile/contact_policy.h"
 #include "services/surveys/survey_rules.h"
 #include "services/surveys/survey_service.h"
@@ -587,6 +589,13 @@ TEST_CASE("surveys: the report gives satisfaction per stage, NPS, referral and r
 
 TEST_CASE("surveys: the rules file is checked with the line and field at fault") {
   REQUIRE(surveys::BuiltInSurveyRules().ok());
+  // Built in, broken rules are named once: the parser calls itself what the service does.
+  const std::string built_in_broken(
+      text::ParseBuiltIn("survey rules", "oops {\n", &surveys::ParseSurveyRules)
+          .status()
+          .message());
+  CHECK(absl::StartsWith(built_in_broken, "the built-in survey rules did not parse: line 1"));
+  CHECK(built_in_broken.find("rules") == built_in_broken.rfind("rules"));
   auto refused = [](const std::string& text, const std::string& message) {
     auto rules = surveys::ParseSurveyRules(text);
     INFO(rules.status().ToString());

@@ -48,7 +48,7 @@ int Occurrences(absl::string_view text, absl::string_view name) {
 
 // Each parser of a file built into a service either names itself as the service does or not at
 // all; either way a broken built-in file is named once. (The SLA and survey rules are in other test
-// binaries; sla_rules_test checks the SLA rules' message.)
+// binaries; sla_rules_test and survey_test check theirs.)
 TEST_CASE("every built-in file that does not parse is named once", "[text]") {
   const std::string bad = "oops {\n";
   const std::vector<std::pair<std::string, absl::Status>> broken = {
