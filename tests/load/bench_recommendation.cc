@@ -202,18 +202,18 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   report.Add(first_window, "Recommend home, 10 items");
   // One window's p99 moves several-fold between runs on a shared VM: two more windows at the same
   // rate show how far it moves within this run.
-  std::vector<std::string> window_p99s = {absl::StrFormat(
-      "%.1f", absl::ToDoubleMilliseconds(first_window.result.latency.Percentile(99)))};
+  std::vector<absl::Duration> window_p99s = {first_window.result.latency.Percentile(99)};
   for (int window = 2; window <= 3; ++window) {
-    const LoadResult again = RunLoad(MakeChannels(target, o.channels), at_half, half);
     window_p99s.push_back(
-        absl::StrFormat("%.1f", absl::ToDoubleMilliseconds(again.latency.Percentile(99))));
+        RunLoad(MakeChannels(target, o.channels), at_half, half).latency.Percentile(99));
   }
   report.Note(absl::StrFormat(
       "recommendation: Recommend home at half the max rate (%.0f calls/s), p99 in three successive "
       "%.0f s windows: %s ms",
       half.rate_per_second, absl::ToDoubleSeconds(half.duration),
-      absl::StrJoin(window_p99s, " / ")));
+      absl::StrJoin(window_p99s, " / ", [](std::string* out, absl::Duration p99) {
+        absl::StrAppendFormat(out, "%.1f", absl::ToDoubleMilliseconds(p99));
+      })));
   // Where the tail comes from: a heavy buyer's call (60 seeds, thousands of candidates) against
   // everyone else's, one call at a time.
   for (const bool heavy : {true, false}) {
