@@ -24,6 +24,7 @@
 #include "services/surveys/survey_store.h"
 #include "tests/support/caller.h"
 #include "tests/support/metric_value.h"
+#include "tests/support/named_once.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 
@@ -595,7 +596,7 @@ TEST_CASE("surveys: the rules file is checked with the line and field at fault")
           .status()
           .message());
   CHECK(absl::StartsWith(built_in_broken, "the built-in survey rules did not parse: line 1"));
-  CHECK(built_in_broken.find("rules") == built_in_broken.rfind("rules"));
+  CHECK(testing::NamedOnce(built_in_broken, "survey rules"));
   auto refused = [](const std::string& text, const std::string& message) {
     auto rules = surveys::ParseSurveyRules(text);
     INFO(rules.status().ToString());

@@ -10,6 +10,7 @@
 #include "services/complaint_ticket/severity.h"
 #include "services/complaint_ticket/severity_model.h"
 #include "services/customer_profile/churn.h"
+#include "tests/support/named_once.h"
 
 namespace crm::text {
 namespace {
@@ -38,14 +39,6 @@ TEST_CASE("a built-in file is parsed once and, broken, named once", "[text]") {
   CHECK(parses == 2);
 }
 
-// Counts the occurrences of `name` in `text`.
-int Occurrences(absl::string_view text, absl::string_view name) {
-  int n = 0;
-  for (size_t at = text.find(name); at != absl::string_view::npos; at = text.find(name, at + 1))
-    ++n;
-  return n;
-}
-
 // Each parser of a file built into a service either names itself as the service does or not at
 // all; either way a broken built-in file is named once. (The SLA and survey rules are in other test
 // binaries; sla_rules_test and survey_test check theirs.)
@@ -62,9 +55,7 @@ TEST_CASE("every built-in file that does not parse is named once", "[text]") {
     INFO(what << ": " << status.message());
     CHECK(status.code() == absl::StatusCode::kInternal);
     CHECK(absl::StartsWith(status.message(), "the built-in " + what + " did not parse: "));
-    // Its last word too: "the built-in severity lexicon did not parse: lexicon: ..." names it
-    // twice.
-    CHECK(Occurrences(status.message(), what.substr(what.rfind(' ') + 1)) == 1);
+    CHECK(testing::NamedOnce(status.message(), what));
   }
 }
 
