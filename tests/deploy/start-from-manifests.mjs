@@ -98,6 +98,23 @@ function containerPlan(workload, container) {
 }
 
 // /usr/local/bin/order-tracking -> services/order_tracking/
+// The states of the sockets whose local port is `port` ("TIME_WAIT", "ESTABLISHED", ...), from
+// /proc/net/tcp and tcp6: what holds a port the test needs.
+function socketStates(port) {
+  const names = { "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+    "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING" };
+  const states = [];
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try { text = readFileSync(table, "utf8"); } catch { continue; }
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length > 3 && parseInt(fields[1].split(":")[1], 16) === port) states.push(names[fields[3]] ?? fields[3]);
+    }
+  }
+  return states.length ? states.join(", ") : "no socket seen";
+}
+
 function binaryFolder(commandPath) {
   const binary = path.basename(commandPath);
   return `services/${binary.replaceAll("-", "_")}/`;
@@ -168,11 +185,14 @@ try {
     if (!existsSync(plan.command[0])) { failures.push(`${plan.name}: ${plan.command[0]} was not built`); continue; }
     const held = [];
     for (const port of plan.container.ports ?? []) {
-      if (!(await until(() => portFree(port.containerPort), 30))) held.push(port.containerPort);
+      // Up to 65 s: a closed connection keeps its local port in TIME_WAIT for 60 s on Linux.
+      if (!(await until(() => portFree(port.containerPort), 65))) {
+        held.push(`${port.containerPort} (${socketStates(port.containerPort)})`);
+      }
     }
     // Started anyway, it would fail to bind and report that too, as if the manifest were wrong.
     if (held.length) {
-      failures.push(`${plan.name}: not started: port ${held.join(", ")} still held by another socket after 30 s`);
+      failures.push(`${plan.name}: not started: port ${held.join(", ")} still held by another socket after 65 s`);
       continue;
     }
     const out = [];
