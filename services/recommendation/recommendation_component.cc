@@ -4,8 +4,8 @@
 #include "libs/base/status_macros.h"
 
 ABSL_FLAG(int, bestseller_cache_s, 5,
-          "how long best-seller rankings are reused before the sales window is summed again (0: "
-          "every call)");
+          "how long best-seller rankings are reused before the sales window is summed again, off "
+          "the calls, which get the previous ranking meanwhile (0: every call sums it)");
 
 ABSL_FLAG(int, reminder_sweep_interval_s, 3600,
           "how often occasion reminders and upgrade notices due are written as ReminderDue events "

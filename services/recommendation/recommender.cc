@@ -13,6 +13,7 @@
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
 #include "libs/behavior/interest.h"
+#include "libs/log/log.h"
 #include "services/recommendation/customer_summary.h"
 
 namespace crm::recommendation {
@@ -184,13 +185,57 @@ absl::flat_hash_map<std::string, CfScore> ScoreCandidates(
 absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache::Top(
     const std::string& category, absl::Time now) {
   const int64_t day = DayOf(now);
+  const auto first_sum = std::make_pair(category, day);
   {
     absl::MutexLock lock(&mu_);
-    auto it = entries_.find(category);
-    if (it != entries_.end() && it->second.day == day && absl::Now() - it->second.computed < ttl_) {
-      return it->second.ranking;
+    if (ttl_ > absl::ZeroDuration()) {
+      // Another call is summing this day's first ranking: wait for it rather than sum it too.
+      const auto summed = [this, &first_sum]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !first_sums_.contains(first_sum);
+      };
+      mu_.Await(absl::Condition(&summed));
     }
+    auto it = entries_.find(category);
+    if (it != entries_.end() && it->second.day == day) {
+      Entry& entry = it->second;
+      if (absl::Now() - entry.computed < ttl_) return entry.ranking;
+      if (ttl_ > absl::ZeroDuration()) {
+        if (!entry.refreshing) {
+          entry.refreshing = true;
+          refresher_.Submit([this, category, now] { Refresh(category, now); });
+        }
+        return entry.ranking;
+      }
+    }
+    if (ttl_ > absl::ZeroDuration()) first_sums_.insert(first_sum);
   }
+  absl::StatusOr<std::shared_ptr<const Ranking>> ranking = Sum(category, now);
+  absl::MutexLock lock(&mu_);
+  first_sums_.erase(first_sum);
+  if (!ranking.ok()) return ranking.status();
+  entries_[category] = Entry{*ranking, absl::Now(), day};
+  return ranking;
+}
+
+void BestsellerCache::Refresh(const std::string& category, absl::Time now) {
+  absl::StatusOr<std::shared_ptr<const Ranking>> ranking = Sum(category, now);
+  absl::MutexLock lock(&mu_);
+  Entry& entry = entries_[category];
+  // Another day's ranking replaced the one this refreshes (the clock moved): it has none pending.
+  if (entry.day != DayOf(now)) return;
+  entry.refreshing = false;
+  if (!ranking.ok()) {
+    // The stale ranking stays; the next call after the ttl tries again.
+    log::Warning("best-seller refresh failed",
+                 {{"category", category}, {"error", ranking.status().ToString()}});
+    return;
+  }
+  entry.ranking = *std::move(ranking);
+  entry.computed = absl::Now();
+}
+
+absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache::Sum(
+    const std::string& category, absl::Time now) const {
   // The last 30 days; when too little sold in them (a quiet shop, a clock after the data), longer
   // windows, then all time, so there are always best sellers once anything was sold.
   std::map<std::string, internal::Sold> sales;
@@ -209,9 +254,7 @@ absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache:
     return a.first < b.first;
   });
   if (ranking->size() > static_cast<size_t>(kRankingSize)) ranking->resize(kRankingSize);
-  absl::MutexLock lock(&mu_);
-  entries_[category] = Entry{ranking, absl::Now(), day};
-  return std::shared_ptr<const Ranking>(ranking);
+  return std::shared_ptr<const Ranking>(std::move(ranking));
 }
 
 Recommender::Recommender(RecommendationStore* store, BestsellerCache* bestsellers, Clock* clock)

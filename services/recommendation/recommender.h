@@ -17,14 +17,23 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "libs/clock/clock.h"
+#include "libs/rpc/executor.h"
 #include "services/recommendation/models.h"
 #include "services/recommendation/recommendation_store.h"
 
 namespace crm::recommendation {
 
 // Best sellers per category over the sliding window (longer windows, then all time, when too little
-// sold in it), recomputed at most every `ttl` (the window moves by days; sales of the last seconds
-// change little) so a busy home page does not rescan sales on every call.
+// sold in it), summed again at most every `ttl` (the window moves by days; sales of the last
+// seconds change little) so a busy home page does not rescan sales on every call.
+//
+// A call never waits for a ranking of the current day to be summed again: one older than `ttl` is
+// still answered while a single refresh runs on the cache's own thread (summing a month of a big
+// shop's sales takes tens of milliseconds, which every call that found the ranking expired used to
+// spend at once, every `ttl`). Only the first ranking of a category for a day (at start, after
+// midnight, after the clock moved) is summed by a caller, and by one: calls asking for it meanwhile
+// wait for that sum. With `ttl` zero every call sums (tests that must see a sale at once).
+// Thread-safe; `store` must outlive the cache (its destructor finishes the refreshes queued).
 class BestsellerCache {
  public:
   using Ranking =
@@ -39,11 +48,22 @@ class BestsellerCache {
     std::shared_ptr<const Ranking> ranking;
     absl::Time computed;  // wall time
     int64_t day = 0;      // the window's last day
+    bool refreshing = false;
   };
+  // `category`'s ranking in the window ending at `now`, summed from the store's sales rows.
+  absl::StatusOr<std::shared_ptr<const Ranking>> Sum(const std::string& category,
+                                                     absl::Time now) const;
+  // Sums `category` again as of `now` and keeps it, unless another day's ranking replaced it.
+  void Refresh(const std::string& category, absl::Time now);
+
   const RecommendationStore* const store_;
   const absl::Duration ttl_;
   absl::Mutex mu_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  // The (category, day) rankings a caller is summing for the first time.
+  std::set<std::pair<std::string, int64_t>> first_sums_ ABSL_GUARDED_BY(mu_);
+  // Last: destroyed first, finishing a refresh while what it uses is still there.
+  rpc::Executor refresher_{"bestsellers", 1};
 };
 
 struct RecommendQuery {
