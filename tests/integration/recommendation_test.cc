@@ -430,8 +430,8 @@ TEST_CASE("an item's counts read once are not served stale after the next delive
 TEST_CASE(
     "best sellers: an expired ranking is still answered while it is summed again off the call, and "
     "a new day's is summed by the call") {
-  // Summing a month of a big shop's sales takes tens of milliseconds: no call may wait for it
-  // once a ranking of the day exists (it made Recommend's p99 at half load 2-4x its usual).
+  // Summing a month of a big shop's sales takes a call 10-20 ms: no call may wait for it once a
+  // ranking of the day exists (docs/benchmarks.md, "Best sellers summed again off the call").
   constexpr int kTtlSeconds = 1;
   World w(false, "none", 0, kTtlSeconds);
   w.Catalog({{"kettle", "kitchen"}, {"mug", "kitchen"}});
