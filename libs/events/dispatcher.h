@@ -93,6 +93,9 @@ class Dispatcher {
   // True once every lane has delivered everything up to the horizon at the time of the call
   // (tests).
   bool WaitCaughtUp(absl::Duration timeout);
+  // Deletes every event all lanes have passed, in bounded batches, and sets crm_outbox_events to
+  // what is left, which it returns. The background pass runs it every gc_interval; tests call it.
+  int64_t CollectGarbage();
   const std::vector<std::string>& sink_names() const { return sink_names_; }
 
  private:
@@ -176,6 +179,10 @@ class Dispatcher {
   std::vector<std::unique_ptr<Lane>> lanes_ ABSL_GUARDED_BY(lanes_mu_);
   bool started_ ABSL_GUARDED_BY(lanes_mu_) = false;
   std::thread gc_thread_;
+  absl::Mutex gc_mu_;
+  // Every event before this outbox key is deleted: collection starts here rather than at the first
+  // key, so it does not walk the tombstones of earlier rounds until compaction drops them.
+  std::string gc_from_ ABSL_GUARDED_BY(gc_mu_);
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

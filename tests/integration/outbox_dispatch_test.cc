@@ -8,9 +8,11 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
+#include "libs/base/status_macros.h"
 #include "libs/events/dispatcher.h"
 #include "libs/events/outbox.h"
 #include "libs/metrics/metrics.h"
@@ -252,6 +254,47 @@ TEST_CASE(
   CHECK(lag.sum >= 600);
   CHECK(lag.sum < 3600);
   CHECK(testing::WaitUntil([&] { return age() == 0; }, absl::Seconds(30)));
+}
+
+TEST_CASE(
+    "one collection deletes every delivered event however many there are, and the next starts "
+    "where it stopped",
+    "[events][dispatcher]") {
+  testing::EventRecorder recorder;
+  recorder.Start();
+  DispatcherOptions options;
+  options.gc_interval = absl::Hours(1);  // this test collects
+  Producer producer(recorder.address(), options);
+  auto append = [&producer](int from, int to) {
+    REQUIRE(producer.store
+                ->Transact(store::Durability::kSynced,
+                           [&](store::Transaction& txn) {
+                             for (int i = from; i < to; ++i) {
+                               v1::Event e = Erased(absl::StrCat("c", i));
+                               CRM_RETURN_IF_ERROR((*producer.outbox)->Append(txn, e));
+                             }
+                             return absl::OkStatus();
+                           })
+                .ok());
+  };
+  auto kept = [&producer] {
+    return testing::MetricValue(producer.metrics.registry(), "crm_outbox_events", {});
+  };
+  // More than one deletion batch (10,000 keys) holds: a collection used to stop after one, so a
+  // producer writing over 2,000 events/s grew its outbox for ever.
+  constexpr int kEvents = 25000;
+  for (int from = 0; from < kEvents; from += 1000) append(from, from + 1000);
+  REQUIRE(recorder.WaitForApplied(kEvents, absl::Seconds(60)));
+  REQUIRE(producer.dispatcher->WaitCaughtUp(absl::Seconds(30)));
+  CHECK(producer.dispatcher->CollectGarbage() == 0);
+  CHECK(kept() == 0);
+  // Written after the collection: it starts where the last one stopped, and still finds them.
+  append(kEvents, kEvents + 10);
+  CHECK(producer.dispatcher->CollectGarbage() <= 10);
+  REQUIRE(recorder.WaitForApplied(kEvents + 10, absl::Seconds(30)));
+  REQUIRE(producer.dispatcher->WaitCaughtUp(absl::Seconds(30)));
+  CHECK(producer.dispatcher->CollectGarbage() == 0);
+  CHECK(kept() == 0);
 }
 
 TEST_CASE("an event's delivery lag counts from its write across a producer restart",
