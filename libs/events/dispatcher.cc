@@ -746,6 +746,9 @@ int64_t Dispatcher::CollectGarbage() {
       }
       gc_from_ = keys.back() + std::string(1, '\0');
       if (keys.size() < kKeysPerBatch) break;
+      // A long backlog (the first round after a restart) must not hold up Stop().
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
     }
   }
   int64_t kept = 0;
