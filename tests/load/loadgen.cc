@@ -43,6 +43,7 @@ struct Call {
   grpc::ByteBuffer request;
   grpc::ByteBuffer response;
   absl::Time intended;
+  absl::Time sent;
   size_t op = 0;
 };
 
@@ -64,6 +65,7 @@ void OnDone(Run* run, Call* call, const grpc::Status& status) {
         ++o.ok;
         r.latency.Record(now - call->intended);
         o.latency.Record(now - call->intended);
+        r.send_lateness.Record(call->sent - call->intended);
       } else {
         ++r.errors;
         ++o.errors;
@@ -106,6 +108,7 @@ void Issue(Run* run, absl::Time intended) {
     ++run->in_flight;
   }
   auto& stub = *run->stubs[index % run->stubs.size()];
+  call->sent = absl::Now();
   stub.UnaryCall(&call->context, op.method, grpc::StubOptions(), &call->request, &call->response,
                  [run, call](grpc::Status s) { OnDone(run, call, s); });
 }

@@ -103,6 +103,9 @@ struct LoadResult {
   std::map<std::string, uint64_t> errors_by_code;
   std::string first_error;
   LatencyHistogram latency;
+  // How late each successful call left against its intended send time: in an open loop, the load
+  // generator's own delay (it shares the cores), which `latency` includes.
+  LatencyHistogram send_lateness;
   std::map<std::string, OperationResult> by_operation;
   double throughput() const { return ok / absl::ToDoubleSeconds(measured); }
 };
