@@ -164,13 +164,11 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
       shop.items, seconds, learned.result.ok * kEventsPerCall / seconds,
       g_interactions.load() / seconds));
 
-  // Recommend for a customer `pick` chooses (by default as the traffic comes: a fifth heavy
+  // Recommend for a customer `pick` chooses (`as_traffic`: as the traffic comes, a fifth heavy
   // buyers).
   using Pick = std::function<int(absl::BitGen&)>;
   const Pick as_traffic = [shop](absl::BitGen& gen) { return shop.Customer(gen); };
-  auto recommend = [shop, as_traffic](const std::string& name, v1::Placement placement,
-                                      Pick pick = nullptr) {
-    if (pick == nullptr) pick = as_traffic;
+  auto recommend = [shop](const std::string& name, v1::Placement placement, const Pick& pick) {
     return Scenario{name,
                     {{"Recommend", "/crm.v1.RecommendationService/Recommend",
                       [shop, placement, pick](uint64_t, absl::BitGen& gen) {
@@ -188,7 +186,7 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   o.concurrency = 16;
   const Measurement home =
       Measure(MakeChannels(target, o.channels),
-              recommend("Recommend home, 10 items", v1::PLACEMENT_HOME), o, reco.pid());
+              recommend("Recommend home, 10 items", v1::PLACEMENT_HOME, as_traffic), o, reco.pid());
   report.Add(home);
   // The latency a shopper sees when the service is not saturated: arrivals at half the rate it can
   // take, latency from each call's intended send time (open loop).
@@ -196,7 +194,7 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
   half.mode = LoadOptions::Mode::kOpenLoop;
   half.rate_per_second = std::max(1.0, home.result.throughput() / 2);
   const Scenario at_half =
-      recommend("Recommend home, open loop at half the max rate", v1::PLACEMENT_HOME);
+      recommend("Recommend home, open loop at half the max rate", v1::PLACEMENT_HOME, as_traffic);
   const Measurement first_window =
       Measure(MakeChannels(target, o.channels), at_half, half, reco.pid());
   report.Add(first_window, "Recommend home, 10 items");
@@ -237,9 +235,10 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
                                  v1::PLACEMENT_HOME, pick),
                        one, reco.pid()));
   }
-  report.Add(Measure(MakeChannels(target, o.channels),
-                     recommend("Recommend product page, 10 items", v1::PLACEMENT_PRODUCT_PAGE), o,
-                     reco.pid()));
+  report.Add(
+      Measure(MakeChannels(target, o.channels),
+              recommend("Recommend product page, 10 items", v1::PLACEMENT_PRODUCT_PAGE, as_traffic),
+              o, reco.pid()));
   Scenario related{"RelatedItems, 10 items",
                    {{"RelatedItems", "/crm.v1.RecommendationService/RelatedItems",
                      [shop](uint64_t, absl::BitGen& gen) {
