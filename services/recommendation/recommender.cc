@@ -184,30 +184,25 @@ absl::flat_hash_map<std::string, CfScore> ScoreCandidates(
 
 absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache::Top(
     const std::string& category, absl::Time now) {
+  if (ttl_ <= absl::ZeroDuration()) return Sum(category, now);
   const int64_t day = DayOf(now);
   const auto first_sum = std::make_pair(category, day);
   {
     absl::MutexLock lock(&mu_);
-    if (ttl_ > absl::ZeroDuration()) {
-      // Another call is summing this day's first ranking: wait for it rather than sum it too.
-      const auto summed = [this, &first_sum]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !first_sums_.contains(first_sum);
-      };
-      mu_.Await(absl::Condition(&summed));
-    }
-    auto it = entries_.find(category);
-    if (it != entries_.end() && it->second.day == day) {
+    // Another call is summing this day's first ranking: wait for it rather than sum it too.
+    const auto summed = [this, &first_sum]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !first_sums_.contains(first_sum);
+    };
+    mu_.Await(absl::Condition(&summed));
+    if (auto it = entries_.find(category); it != entries_.end() && it->second.day == day) {
       Entry& entry = it->second;
-      if (absl::Now() - entry.computed < ttl_) return entry.ranking;
-      if (ttl_ > absl::ZeroDuration()) {
-        if (!entry.refreshing) {
-          entry.refreshing = true;
-          refresher_.Submit([this, category, now] { Refresh(category, now); });
-        }
-        return entry.ranking;
+      if (absl::Now() - entry.computed >= ttl_ && !entry.refreshing) {
+        entry.refreshing = true;
+        refresher_.Submit([this, category, now] { Refresh(category, now); });
       }
+      return entry.ranking;
     }
-    if (ttl_ > absl::ZeroDuration()) first_sums_.insert(first_sum);
+    first_sums_.insert(first_sum);
   }
   absl::StatusOr<std::shared_ptr<const Ranking>> ranking = Sum(category, now);
   absl::MutexLock lock(&mu_);
@@ -220,9 +215,10 @@ absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache:
 void BestsellerCache::Refresh(const std::string& category, absl::Time now) {
   absl::StatusOr<std::shared_ptr<const Ranking>> ranking = Sum(category, now);
   absl::MutexLock lock(&mu_);
-  Entry& entry = entries_[category];
+  auto it = entries_.find(category);
   // Another day's ranking replaced the one this refreshes (the clock moved): it has none pending.
-  if (entry.day != DayOf(now)) return;
+  if (it == entries_.end() || it->second.day != DayOf(now)) return;
+  Entry& entry = it->second;
   entry.refreshing = false;
   if (!ranking.ok()) {
     // The stale ranking stays; the next call after the ttl tries again.

@@ -32,7 +32,8 @@ namespace crm::recommendation {
 // 50k-item shop's sales took a call 10-20 ms, and every call that found the ranking expired used to
 // spend them at once, every `ttl`). Only the first ranking of a category for a day (at start, after
 // midnight, after the clock moved) is summed by a caller, and by one: calls asking for it meanwhile
-// wait for that sum. With `ttl` zero every call sums (tests that must see a sale at once).
+// wait for that sum. With `ttl` zero (or less) every call sums and nothing is kept (tests that
+// must see a sale at once).
 // Thread-safe; `store` must outlive the cache (its destructor finishes the refreshes queued).
 class BestsellerCache {
  public:
