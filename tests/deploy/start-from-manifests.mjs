@@ -97,7 +97,6 @@ function containerPlan(workload, container) {
   return { name, command, args, env, container, tls: env.CRM_TLS_DIR };
 }
 
-// /usr/local/bin/order-tracking -> services/order_tracking/
 // The states of the sockets whose local port is `port` ("TIME_WAIT", "ESTABLISHED", ...), from
 // /proc/net/tcp and tcp6: what holds a port the test needs.
 function socketStates(port) {
@@ -115,6 +114,7 @@ function socketStates(port) {
   return states.length ? states.join(", ") : "no socket seen";
 }
 
+// /usr/local/bin/order-tracking -> services/order_tracking/
 function binaryFolder(commandPath) {
   const binary = path.basename(commandPath);
   return `services/${binary.replaceAll("-", "_")}/`;
