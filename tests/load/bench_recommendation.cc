@@ -199,9 +199,8 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
       Measure(MakeChannels(target, o.channels), at_half, half, reco.pid());
   report.Add(first_window, "Recommend home, 10 items");
   // One window's p99 moves several-fold between runs on a shared VM: two more windows at the same
-  // rate show how far it moves within this run.
-  // Beside each window's p99, how late the load generator itself sent its p99th call: it shares
-  // the two cores, and the latency counts from the intended send time.
+  // rate show how far it moves within this run. Beside each, the p99 of how late the load generator
+  // itself sent its calls: it shares the two cores, and latency counts from the intended send time.
   std::vector<absl::Duration> window_p99s = {first_window.result.latency.Percentile(99)};
   std::vector<absl::Duration> late_p99s = {first_window.result.send_lateness.Percentile(99)};
   for (int window = 2; window <= 3; ++window) {
