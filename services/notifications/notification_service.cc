@@ -456,10 +456,7 @@ absl::Status NotificationService::Reach(store::Transaction& txn, const v1::Campa
   auto customer = customers_.lock_customer(txn, customer_id);
   if (absl::IsNotFound(customer.status())) return absl::OkStatus();  // erased since
   CRM_RETURN_IF_ERROR(customer.status());
-  // The control group is drawn by a hash, so the draw is the same on every retry.
-  const bool held_out =
-      sharding::StableHash64(absl::StrCat(campaign.campaign_id(), "/", customer_id)) % 100 <
-      static_cast<uint64_t>(campaign.holdout_percent());
+  const bool held_out = InControlGroup(campaign, customer_id);
   const std::map<std::string, std::string> values = {{"customer_name", customer->name()},
                                                      {"campaign_name", campaign.name()}};
   Draft draft{v1::NOTIFICATION_KIND_CAMPAIGN, campaign.campaign_id(), "",

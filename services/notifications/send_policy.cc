@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "libs/api/validate.h"
+#include "libs/sharding/hash.h"
 
 namespace crm::notifications {
 namespace {
@@ -111,6 +112,11 @@ std::vector<v1::Channel> OrderUpdateChannels(const v1::Customer& customer) {
   if (!customer.email().empty()) return {v1::CHANNEL_EMAIL};
   if (!customer.phone().empty()) return {v1::CHANNEL_SMS};
   return out;
+}
+
+bool InControlGroup(const v1::Campaign& campaign, absl::string_view customer_id) {
+  return sharding::StableHash64(absl::StrCat(campaign.campaign_id(), "/", customer_id)) % 100 <
+         static_cast<uint64_t>(campaign.holdout_percent());
 }
 
 }  // namespace crm::notifications

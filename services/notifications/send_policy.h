@@ -1,5 +1,5 @@
-// When and where a notification may go: quiet hours in the customer's time zone, and the channels
-// and addresses order updates use. Pure functions.
+// When and where a notification may go: quiet hours in the customer's time zone, the channels and
+// addresses order updates use, and who a campaign holds out. Pure functions.
 #pragma once
 
 #include <string>
@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "crm/v1/customer_profile.pb.h"
+#include "crm/v1/notifications.pb.h"
 
 namespace crm::notifications {
 
@@ -38,5 +39,9 @@ std::string AddressOn(const v1::Customer& customer, v1::Channel channel);
 // The channels order updates go to: none when turned off; the customer's choice (those with an
 // address); else e-mail when they have an address, else SMS when they have a phone.
 std::vector<v1::Channel> OrderUpdateChannels(const v1::Customer& customer);
+
+// Whether `campaign` holds the customer out in its control group: a hash of campaign and customer
+// against the holdout percent, so the draw is the same on every retry and on every shard.
+bool InControlGroup(const v1::Campaign& campaign, absl::string_view customer_id);
 
 }  // namespace crm::notifications

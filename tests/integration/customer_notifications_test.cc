@@ -14,6 +14,7 @@
 #include "libs/api/validate.h"
 #include "libs/notify/senders.h"
 #include "services/customer_profile/customer_profile_component.h"
+#include "services/notifications/send_policy.h"
 #include "tests/support/caller.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
@@ -111,15 +112,6 @@ TEST_CASE(
   INFO(sink.output());
   REQUIRE(sink.Start().ok());
   World w(sink, "00:00-00:00");
-  std::vector<std::string> ids;
-  for (int i = 0; i < 20; ++i) {
-    ids.push_back(w.Register(absl::StrCat("c", i, "@example.com"), absl::StrCat("Customer ", i)));
-    if (i < 15) w.Consent(ids.back(), v1::CHANNEL_EMAIL);
-  }
-  auto profiles = w.profiles();
-  v1::RefreshInsightsRequest refresh;
-  CallOk(profiles.get(), &Profiles::RefreshInsights, refresh);
-
   auto admin = w.as(testing::ViaGateway(v1::ROLE_ADMIN, "ops-1"));
   v1::CreateCampaignRequest create;
   create.set_request_id("xmas-1");
@@ -128,6 +120,9 @@ TEST_CASE(
   create.mutable_template_()->set_subject("{{campaign_name}} offers");
   create.mutable_template_()->set_body("Hello {{customer_name}}, our offers are here.");
   create.set_holdout_percent(20);
+  // It starts in an hour, so its id (which the control group's draw hashes) is known before its
+  // audience registers.
+  api::SetTimestamp(w.h.clock().Now() + absl::Hours(1), create.mutable_start_time());
   const v1::Campaign campaign = CallOk(admin.get(), &Notices::CreateCampaign, create);
   CHECK(absl::StartsWith(campaign.campaign_id(), "cmp-"));
   CHECK(campaign.created_by() == "admin:ops-1");
@@ -156,27 +151,50 @@ TEST_CASE(
   CHECK(StatusOf(agent.get(), &Notices::GetCampaignReport, agent_report).error_code() ==
         grpc::StatusCode::PERMISSION_DENIED);
 
+  // Three in four consent to e-mail. Registration mints customer ids at random, so customers are
+  // added (20 at least) until the control group has one and someone who consented is treated.
+  std::vector<std::string> ids;
+  auto consents = [](size_t i) { return i % 4 != 3; };
+  bool any_held_out = false, any_treated_consented = false;
+  while (ids.size() < 20 || !any_held_out || !any_treated_consented) {
+    REQUIRE(ids.size() < 200);
+    const size_t i = ids.size();
+    ids.push_back(w.Register(absl::StrCat("c", i, "@example.com"), absl::StrCat("Customer ", i)));
+    if (consents(i)) w.Consent(ids.back(), v1::CHANNEL_EMAIL);
+    const bool control = notifications::InControlGroup(campaign, ids.back());
+    any_held_out |= control;
+    any_treated_consented |= !control && consents(i);
+  }
+  const int audience = static_cast<int>(ids.size());
+  auto profiles = w.profiles();
+  v1::RefreshInsightsRequest refresh;
+  CallOk(profiles.get(), &Profiles::RefreshInsights, refresh);
+  w.h.clock().Advance(absl::Hours(1));
+
   v1::CampaignReport report;
   REQUIRE(testing::WaitUntil(
       [&] {
         report = ReportOf(admin.get(), campaign.campaign_id());
-        return report.targeted() == 20 && report.scheduled() == 0;
+        return report.targeted() == audience && report.scheduled() == 0;
       },
       kPatience));
-  CHECK(report.treated() + report.control() == 20);
+  CHECK(report.treated() + report.control() == audience);
   // Who is held out follows from a hash of campaign and customer: the same on every retry.
-  int held_out = 0, held_out_consented = 0;
+  int held_out = 0, held_out_consented = 0, consented = 0;
   std::string treated_consented, control_customer;
-  for (int i = 0; i < 20; ++i) {
+  for (int i = 0; i < audience; ++i) {
     const auto notices = w.NotificationsOf(ids[i]);
     REQUIRE(notices.size() == 1);
     const v1::Notification& n = notices[0];
     CHECK(n.kind() == v1::NOTIFICATION_KIND_CAMPAIGN);
+    if (consents(i)) ++consented;
+    CHECK((n.status() == v1::NOTIFICATION_STATUS_HELD_OUT) ==
+          notifications::InControlGroup(campaign, ids[i]));
     if (n.status() == v1::NOTIFICATION_STATUS_HELD_OUT) {
       ++held_out;
-      if (i < 15) ++held_out_consented;
+      if (consents(i)) ++held_out_consented;
       control_customer = ids[i];
-    } else if (i < 15) {
+    } else if (consents(i)) {
       CHECK(n.status() == v1::NOTIFICATION_STATUS_SENT);
       CHECK(n.body() == absl::StrCat("Hello Customer ", i, ", our offers are here."));
       treated_consented = ids[i];
@@ -188,8 +206,8 @@ TEST_CASE(
   REQUIRE(held_out > 0);
   REQUIRE(!treated_consented.empty());
   CHECK(report.control() == held_out);
-  CHECK(report.sent() == 15 - held_out_consented);
-  CHECK(report.suppressed_no_consent() == 5 - (held_out - held_out_consented));
+  CHECK(report.sent() == consented - held_out_consented);
+  CHECK(report.suppressed_no_consent() == (audience - consented) - (held_out - held_out_consented));
   const auto mails = sink.WaitForMessage(report.sent());
   CHECK(absl::StrContains(mails, "Subject: Christmas offers"));
 
