@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
 #include "libs/api/validate.h"
 #include "libs/sharding/hash.h"
@@ -117,14 +118,20 @@ bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
   return true;
 }
 
-std::vector<std::string> ItemsToPair(absl::string_view basket_id, std::vector<std::string> skus) {
+std::vector<std::string> ItemsToPair(const internal::Basket& basket) {
+  std::vector<std::string> skus;
+  skus.reserve(basket.lines_size());
+  for (const auto& line : basket.lines()) skus.push_back(line.sku());
   std::sort(skus.begin(), skus.end());
   skus.erase(std::unique(skus.begin(), skus.end()), skus.end());
   if (skus.size() <= static_cast<size_t>(kMaxItemsPaired)) return skus;
+  const std::string draw = basket.paired_by_content()
+                               ? absl::StrCat(sharding::StableHash64(absl::StrJoin(skus, "\n")))
+                               : basket.order_id();
   std::vector<std::pair<uint64_t, std::string>> ranked;
   ranked.reserve(skus.size());
   for (auto& sku : skus)
-    ranked.emplace_back(sharding::StableHash64(absl::StrCat(basket_id, "/", sku)), std::move(sku));
+    ranked.emplace_back(sharding::StableHash64(absl::StrCat(draw, "/", sku)), std::move(sku));
   std::sort(ranked.begin(), ranked.end());
   ranked.resize(kMaxItemsPaired);
   std::vector<std::string> out;

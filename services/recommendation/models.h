@@ -90,9 +90,10 @@ bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
                     const internal::Neighbour& other);
 
 // The distinct items of a basket that are paired with each other: all of them, or for a basket of
-// more than kMaxItemsPaired items a fixed pseudo-random choice of that many (the same every time
-// for the same basket, so erasure takes back exactly the pairs that were added).
-std::vector<std::string> ItemsToPair(absl::string_view basket_id, std::vector<std::string> skus);
+// more than kMaxItemsPaired items a fixed pseudo-random choice of that many. The choice hashes the
+// basket's items, so the same history pairs the same items whatever ids its orders were minted
+// (at random, on import too), and erasure takes back exactly the pairs that were added.
+std::vector<std::string> ItemsToPair(const internal::Basket& basket);
 
 struct Purchase {
   absl::Time time;

@@ -324,7 +324,6 @@ void RecommendationStore::BasketDelta(const internal::Basket& basket, int sign,
   std::map<std::string, int64_t> returned;
   for (const auto& r : basket.returned()) returned[r.sku()] += r.quantity();
   const int64_t day = DayOf(api::FromTimestamp(basket.delivered_time()));
-  std::vector<std::string> skus;
   for (const auto& line : basket.lines()) {
     internal::ItemStats& s = delta.stats[line.sku()];
     s.set_baskets(s.baskets() + sign);
@@ -332,9 +331,8 @@ void RecommendationStore::BasketDelta(const internal::Basket& basket, int sign,
     s.set_returned_units(s.returned_units() + sign * returned[line.sku()]);
     const int64_t kept = std::max<int64_t>(0, line.quantity() - returned[line.sku()]);
     delta.AddSale(line.category(), day, line.sku(), sign * kept, kept > 0 ? sign : 0);
-    skus.push_back(line.sku());
   }
-  const std::vector<std::string> paired = ItemsToPair(basket.order_id(), std::move(skus));
+  const std::vector<std::string> paired = ItemsToPair(basket);
   internal::CoCounts together;
   together.set_purchases(sign);
   for (size_t i = 0; i < paired.size(); ++i) {
@@ -554,6 +552,7 @@ absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_v
   }
   internal::Basket basket;
   basket.set_order_id(order.order_id());
+  basket.set_paired_by_content(true);
   api::SetTimestamp(when, basket.mutable_delivered_time());
   CRM_RETURN_IF_ERROR(AddBasketLines(txn, order, basket));
   if (basket.lines().empty()) return absl::OkStatus();

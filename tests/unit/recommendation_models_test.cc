@@ -112,14 +112,32 @@ TEST_CASE(
 }
 
 TEST_CASE("basket pairing: distinct items, all of a normal basket, a fixed subset of a huge one") {
-  CHECK(ItemsToPair("o1", {"b", "a", "b", "c"}) == std::vector<std::string>{"a", "b", "c"});
+  auto basket = [](const std::string& order_id, const std::vector<std::string>& skus,
+                   bool by_content = true) {
+    internal::Basket b;
+    b.set_order_id(order_id);
+    b.set_paired_by_content(by_content);
+    for (const auto& sku : skus) b.add_lines()->set_sku(sku);
+    return b;
+  };
+  CHECK(ItemsToPair(basket("o1", {"b", "a", "b", "c"})) == std::vector<std::string>{"a", "b", "c"});
   std::vector<std::string> wholesale;
   for (int i = 0; i < 300; ++i) wholesale.push_back("sku" + std::to_string(i));
-  const auto picked = ItemsToPair("o2", wholesale);
+  const auto picked = ItemsToPair(basket("o2", wholesale));
   CHECK(picked.size() == static_cast<size_t>(kMaxItemsPaired));
-  CHECK(picked ==
-        ItemsToPair("o2", wholesale));  // the same every time: erasure takes back exactly these
-  CHECK(picked != ItemsToPair("o3", wholesale));  // but not the same items for every big basket
+  // The same items whatever id the order was minted, so the same history gives the same counts,
+  // and erasure takes back exactly these.
+  std::vector<std::string> shuffled(wholesale.rbegin(), wholesale.rend());
+  CHECK(picked == ItemsToPair(basket("o3", shuffled)));
+  // But not the same items for every big basket.
+  std::vector<std::string> other = wholesale;
+  other.back() = "sku-extra";
+  CHECK(picked != ItemsToPair(basket("o2", other)));
+  // A basket learned before this rule drew by its order id, and is taken back the same way.
+  const auto legacy = ItemsToPair(basket("o2", wholesale, /*by_content=*/false));
+  CHECK(legacy.size() == static_cast<size_t>(kMaxItemsPaired));
+  CHECK(legacy == ItemsToPair(basket("o2", wholesale, false)));
+  CHECK(legacy != ItemsToPair(basket("o3", wholesale, false)));
 }
 
 TEST_CASE("occasions: a category bought around this date in an earlier year, not bought lately") {
