@@ -169,6 +169,9 @@ void Server::Configure(grpc::ServerBuilder& builder) {
     credentials->SetAuthMetadataProcessor(std::make_shared<TracedCallerAuth>(!TlsDir().empty()));
   }
   builder.AddListeningPort(options_.listen_address, credentials, &port_);
+  // gRPC shares ports (SO_REUSEPORT) by default: a second process started on a port in use would
+  // silently take half of its connections instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   // Clients (the gateway, other services) keep idle channels alive with pings every 30 s; accept
@@ -202,6 +205,7 @@ void Server::Configure(grpc::ServerBuilder& builder) {
 absl::Status Server::StartHealthPort() {
   grpc::ServerBuilder health;
   health.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(), &health_port_);
+  health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   health_only_ = std::make_unique<NothingButHealth>();
   health.RegisterCallbackGenericService(health_only_.get());
   health_server_ = health.BuildAndStart();

@@ -1,7 +1,8 @@
 // libs/rpc's server: graceful shutdown drains in-flight calls within the grace period, health flips
-// to NOT_SERVING, and a malformed request is answered INVALID_ARGUMENT.
+// to NOT_SERVING, a malformed request is answered INVALID_ARGUMENT, and a port in use is refused.
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
 #include "grpcpp/create_channel.h"
@@ -109,6 +110,34 @@ TEST_CASE("a request that does not parse is INVALID_ARGUMENT, not UNIMPLEMENTED"
   CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
   CHECK(status.error_message().rfind("request: does not parse as crm.bench.EchoMessage", 0) == 0);
   r.service.release.Notify();
+}
+
+TEST_CASE("a port another server listens on is refused, the API port and the health port alike",
+          "[rpc]") {
+  ServerOptions first_options;
+  first_options.health_listen = "127.0.0.1:0";
+  Server first(first_options);
+  HeldEcho service;
+  first.AddService(&service, "crm.bench.Echo");
+  REQUIRE(first.Start().ok());
+  const std::string api_port = "127.0.0.1:" + std::to_string(first.port());
+  const std::string health_port = "127.0.0.1:" + std::to_string(first.health_port());
+  // Each port of the running server, taken by a second one: its start fails instead of sharing
+  // the port (and its callers) with the first.
+  for (const auto& [api, health] : std::vector<std::pair<std::string, std::string>>{
+           {api_port, ""}, {"127.0.0.1:0", health_port}, {api_port, health_port}}) {
+    INFO(api << " / " << health);
+    ServerOptions o;
+    o.listen_address = api;
+    o.health_listen = health;
+    Server second(o);
+    HeldEcho other;
+    second.AddService(&other, "crm.bench.Echo");
+    const absl::Status s = second.Start();
+    CHECK(absl::IsUnavailable(s));
+    CHECK(absl::StrContains(s.message(), api == api_port ? api_port : health_port));
+  }
+  first.Shutdown();
 }
 
 }  // namespace
