@@ -20,6 +20,7 @@
 #include "libs/rpc/executor.h"
 #include "libs/rpc/server.h"
 #include "libs/store/store.h"
+#include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm::testing {
@@ -29,7 +30,7 @@ class EventRecorder {
   EventRecorder();
   ~EventRecorder();
 
-  // Serves on `port` (0: a free one, then the same one on restarts).
+  // Serves on its port, picked when it was made: after Stop(), Start() comes back on the same one.
   void Start();
   void Stop();
   int port() const { return port_; }
@@ -56,7 +57,7 @@ class EventRecorder {
  private:
   class Sink;
   TempDir dir_;
-  int port_ = 0;
+  int port_ = PickFreePort();
   std::unique_ptr<metrics::Metrics> metrics_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<rpc::Executor> executor_;

@@ -40,19 +40,53 @@ const std::string& TestInternalKeyFile() {
   return *path;
 }
 
-int PickFreePort() {
+namespace {
+
+// Whether a listener could bind `port` on loopback now (0: the kernel's pick); the port bound, or
+// 0.
+int BindOnce(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof(addr);
-  int port = 0;
+  int bound = 0;
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
       getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
+    bound = ntohs(addr.sin_port);
   }
   close(fd);
-  return port;
+  return bound;
+}
+
+// The lowest port the kernel hands out for port 0 and for outgoing connections.
+int EphemeralLow() {
+  int low = 32768;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d", &low) != 1) low = 32768;
+    std::fclose(f);
+  }
+  return low;
+}
+
+}  // namespace
+
+int PickFreePort() {
+  // Below the ephemeral range: a port picked here and bound moments later (or bound again after a
+  // restart) cannot meanwhile be handed to another test's server asking for port 0, or be taken as
+  // the local port of some connection.
+  constexpr int kLowest = 10000;
+  static const int ephemeral_low = EphemeralLow();
+  if (ephemeral_low - kLowest >= 1000) {
+    thread_local absl::BitGen gen;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      const int port = BindOnce(absl::Uniform(gen, kLowest, ephemeral_low));
+      if (port != 0) return port;
+    }
+  }
+  return BindOnce(0);
 }
 
 Process::Process(std::string binary, std::vector<std::string> args,

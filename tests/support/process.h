@@ -23,8 +23,9 @@ namespace crm::testing {
 // it starts.
 const std::string& TestInternalKeyFile();
 
-// A loopback port nothing listens on right now (the kernel's pick for port 0), for a process that
-// must be told its port before it starts.
+// A loopback port nothing listens on right now, for a process that must be told its port before it
+// starts (or that must come back on it): picked at random below the kernel's ephemeral range, so no
+// server binding port 0 takes it meanwhile.
 int PickFreePort();
 
 class Process {
