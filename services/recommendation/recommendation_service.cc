@@ -470,6 +470,19 @@ absl::Status RecommendationService::HandleEvent(store::Transaction& txn, const v
   return s;
 }
 
+grpc::ServerUnaryReactor* RecommendationService::RebuildItemNeighbours(
+    Ctx* ctx, const v1::RebuildItemNeighboursRequest*, v1::RebuildItemNeighboursResponse* resp) {
+  return FinishOn(*writes_, ctx, [this, resp]() -> absl::Status {
+    // Batch refreshes wait meanwhile: their notes were cleared into the rebuild, or come after it.
+    absl::MutexLock lock(&refresh_mu_);
+    CRM_ASSIGN_OR_RETURN(const RecommendationStore::Rebuilt rebuilt, store_->RebuildNeighbours());
+    resp->set_items(rebuilt.items);
+    resp->set_pairs(rebuilt.pairs);
+    log::Info("neighbour lists rebuilt", {{"items", rebuilt.items}, {"pairs", rebuilt.pairs}});
+    return absl::OkStatus();
+  });
+}
+
 void RecommendationService::RefreshNeighbours() {
   absl::MutexLock lock(&refresh_mu_);
   auto refreshed = store_->RefreshNeighbours();

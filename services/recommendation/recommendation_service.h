@@ -61,6 +61,8 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   Reactor* SetStock(Ctx*, const v1::SetStockRequest*, v1::SetStockResponse*) override;
   Reactor* Recommend(Ctx*, const v1::RecommendRequest*, v1::RecommendResponse*) override;
   Reactor* RelatedItems(Ctx*, const v1::RelatedItemsRequest*, v1::RelatedItemsResponse*) override;
+  Reactor* RebuildItemNeighbours(Ctx*, const v1::RebuildItemNeighboursRequest*,
+                                 v1::RebuildItemNeighboursResponse*) override;
   Reactor* BoughtTogether(Ctx*, const v1::BoughtTogetherRequest*,
                           v1::BoughtTogetherResponse*) override;
   Reactor* BestSellers(Ctx*, const v1::BestSellersRequest*, v1::BestSellersResponse*) override;

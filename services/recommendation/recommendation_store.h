@@ -102,6 +102,15 @@ class RecommendationStore {
   // Run after each batch of events and periodically; safe to run concurrently with learning, one at
   // a time.
   absl::StatusOr<int> RefreshNeighbours();
+  // Writes every item's neighbour list afresh from all pair counts: the best kMaxNeighbours by
+  // similarity, ties by sku, so the lists depend on the counts alone, not on how refreshes were
+  // batched. One scan of item stats and one of pairs; memory bounded by items × kMaxNeighbours.
+  // Not concurrently with RefreshNeighbours.
+  struct Rebuilt {
+    int items = 0;
+    int64_t pairs = 0;
+  };
+  absl::StatusOr<Rebuilt> RebuildNeighbours();
 
   // The reminder sweep's pages: of up to `limit` customer rows after the key `after` ("" = from the
   // first), the ids of the customers with a delivered order; `last_key` is where the next page

@@ -13,6 +13,7 @@
 #include "libs/store/key.h"
 #include "services/recommendation/models.h"
 #include "services/recommendation/recommendation_component.h"
+#include "tests/support/caller.h"
 #include "tests/support/http.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/metrics_page.h"
@@ -819,6 +820,62 @@ TEST_CASE(
   api::SetTimestamp(w.Now(), erased.mutable_customer_erased()->mutable_erase_time());
   w.Deliver({erased});
   CHECK(snapshot() == before);
+}
+
+TEST_CASE(
+    "neighbour lists: a rebuild keeps the best candidates by the counts learned, whatever order "
+    "they were learned in, and only admins may ask for it") {
+  World w;
+  std::vector<std::tuple<std::string, std::string>> catalog = {{"hub", "home"}};
+  for (int i = 1; i <= 40; ++i) catalog.emplace_back(absl::StrCat("p", i), "home");
+  for (int i = 1; i <= 5; ++i) catalog.emplace_back(absl::StrCat("q", i), "home");
+  w.Catalog(catalog);
+  const absl::Time t = w.Now() - absl::Hours(24);
+  // 40 items bought with the hub fill its list (kMaxNeighbours), one basket a batch.
+  for (int i = 1; i <= 40; ++i) w.Buy(absl::StrCat("c", i), {"hub", absl::StrCat("p", i)}, t);
+  // 5 more, just as similar when they come: they do not displace anyone.
+  for (int i = 1; i <= 5; ++i) w.Buy(absl::StrCat("d", i), {"hub", absl::StrCat("q", i)}, t);
+  // p1-p5 then sell on their own, which makes them less specific to the hub than q1-q5; the hub's
+  // pairs did not change, so its list is not looked at again.
+  for (int i = 1; i <= 5; ++i) {
+    for (int k = 0; k < 10; ++k) w.Buy(absl::StrCat("e", i, "-", k), {absl::StrCat("p", i)}, t);
+  }
+  auto related = [&] {
+    std::set<std::string> skus;
+    const v1::RelatedItemsResponse resp = w.Related("hub", 50);
+    for (const auto& r : resp.items()) skus.insert(r.item().sku());
+    return skus;
+  };
+  const std::set<std::string> before = related();
+  CHECK(before.size() == 40);
+  CHECK(before.count("p1") == 1);
+  CHECK(before.count("q1") == 0);
+
+  v1::RebuildItemNeighboursRequest rebuild;
+  const auto rebuilt = CallOk(w.stub.get(), &Stub::RebuildItemNeighbours, rebuild);
+  CHECK(rebuilt.items() == 46);  // the hub and its 45 partners
+  CHECK(rebuilt.pairs() == 45);
+  std::set<std::string> best;
+  for (int i = 6; i <= 40; ++i) best.insert(absl::StrCat("p", i));
+  for (int i = 1; i <= 5; ++i) best.insert(absl::StrCat("q", i));
+  CHECK(related() == best);
+  // Again: the same lists.
+  CHECK(CallOk(w.stub.get(), &Stub::RebuildItemNeighbours, rebuild).items() == 46);
+  CHECK(related() == best);
+  // Learning goes on batch by batch after a rebuild.
+  w.Buy("f1", {"hub", "p1"}, t);
+  w.Buy("f2", {"hub", "p1"}, t);
+  CHECK(related().count("p1") == 1);
+
+  for (const v1::Role role : {v1::ROLE_CUSTOMER, v1::ROLE_AGENT, v1::ROLE_SERVICE}) {
+    auto other =
+        v1::RecommendationService::NewStub(w.reco.ChannelAs(testing::ViaGateway(role, "someone")));
+    CHECK(StatusOf(other.get(), &Stub::RebuildItemNeighbours, rebuild).error_code() ==
+          grpc::StatusCode::PERMISSION_DENIED);
+  }
+  auto admin = v1::RecommendationService::NewStub(
+      w.reco.ChannelAs(testing::ViaGateway(v1::ROLE_ADMIN, "ops-1")));
+  CHECK(StatusOf(admin.get(), &Stub::RebuildItemNeighbours, rebuild).ok());
 }
 
 TEST_CASE("feedback: impressions and clicks per model as metrics, a retry counted once") {
