@@ -475,10 +475,14 @@ grpc::ServerUnaryReactor* RecommendationService::RebuildItemNeighbours(
   return FinishOn(*writes_, ctx, [this, resp]() -> absl::Status {
     // Batch refreshes wait meanwhile: their notes were cleared into the rebuild, or come after it.
     absl::MutexLock lock(&refresh_mu_);
+    const absl::Time started = absl::Now();
     CRM_ASSIGN_OR_RETURN(const RecommendationStore::Rebuilt rebuilt, store_->RebuildNeighbours());
     resp->set_items(rebuilt.items);
     resp->set_pairs(rebuilt.pairs);
-    log::Info("neighbour lists rebuilt", {{"items", rebuilt.items}, {"pairs", rebuilt.pairs}});
+    log::Info("neighbour lists rebuilt",
+              {{"items", rebuilt.items},
+               {"pairs", rebuilt.pairs},
+               {"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
     return absl::OkStatus();
   });
 }

@@ -32,8 +32,10 @@
 // RefreshNeighbours folds the notes into the neighbour lists once per item per batch (rewriting a
 // list on every sale of a popular item would cost more than all the rest). The lists only nominate
 // candidates, so a note lost in a crash costs a little freshness until the pair is seen again,
-// never a wrong count. Erasing a customer replays their baskets and views with the sign reversed,
-// and drops the reminders about them still in the outbox. Thread-safe.
+// never a wrong count. RebuildNeighbours writes every list afresh from the counts (after an
+// import), so the lists depend on the history alone. Erasing a customer replays their baskets and
+// views with the sign reversed, and drops the reminders about them still in the outbox.
+// Thread-safe.
 #pragma once
 
 #include <map>
