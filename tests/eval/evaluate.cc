@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "crm/v1/customer_profile.grpc.pb.h"
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "crm/v1/recommendation.grpc.pb.h"
@@ -19,6 +20,7 @@
 #include "services/order_tracking/order_tracking_component.h"
 #include "services/recommendation/recommendation_component.h"
 #include "tests/eval/markdown.h"
+#include "tests/support/caller.h"
 #include "tests/support/service_harness.h"
 
 namespace crm::eval {
@@ -31,10 +33,10 @@ using Stub = v1::RecommendationService::Stub;
 
 constexpr int kEventBatch = 256;
 
+template <typename Request, typename Response>
 grpc::Status Call(Stub* stub,
-                  grpc::Status (Stub::*method)(grpc::ClientContext*, const v1::RecommendRequest&,
-                                               v1::RecommendResponse*),
-                  const v1::RecommendRequest& req, v1::RecommendResponse* resp) {
+                  grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                  const Request& req, Response* resp) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   return (stub->*method)(&ctx, req, resp);
@@ -667,6 +669,14 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
     load_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count();
     service.clock().Set(cutoff);
+    if (options.rebuild_neighbours) {
+      auto admin = v1::RecommendationService::NewStub(
+          service.ChannelAs(testing::ViaGateway(v1::ROLE_ADMIN, "crm-reco-eval")));
+      v1::RebuildItemNeighboursResponse rebuilt;
+      Check(Call(admin.get(), &Stub::RebuildItemNeighbours, v1::RebuildItemNeighboursRequest(),
+                 &rebuilt),
+            "RebuildItemNeighbours");
+    }
 
     // Truth: items bought within the horizon that the customer had not bought before the cut-off.
     HeldOut held_out = HeldOutAfter(data, cutoff, cutoff + options.horizon, options.max_customers);
@@ -697,6 +707,8 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
         ++slots;
         already_bought += before[customer].count(r.item().sku()) ? 1 : 0;
       }
+      row.lists_fingerprint = sharding::StableHash64(
+          absl::StrCat(row.lists_fingerprint, "|", customer, ":", absl::StrJoin(recs, ",")));
       const auto [ndcg, hit] = Ndcg(recs, truth, options.top_k);
       row.project_ndcg += ndcg;
       row.project_hit_rate += hit ? 1 : 0;

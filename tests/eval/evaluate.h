@@ -67,6 +67,9 @@ struct RollingOptions {
   int top_k = 10;
   // Score at most this many customers per cut-off (a stable choice by id hash), 0 for all.
   int max_customers = 0;
+  // After each cut-off's import, rebuild the neighbour lists as the import runbook does
+  // (RecommendationService/RebuildItemNeighbours, as an admin).
+  bool rebuild_neighbours = false;
 };
 
 // One cut-off's scores (NDCG@k with binary relevance, hit rate = share of customers with a hit).
@@ -82,6 +85,9 @@ struct CutoffScores {
   double most_popular_ndcg = 0;    // most buyers before the cut-off, not yet bought
   double item_knn_ndcg =
       0;  // sum of cosines (customer x item) to the customer's items, not yet bought
+  // A hash of every list the project recommended, in order: equal when two runs recommended the
+  // same.
+  uint64_t lists_fingerprint = 0;
   // The project's NDCG over the best of the baselines.
   double RatioToBestBaseline() const;
 };
