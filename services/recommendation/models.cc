@@ -53,6 +53,19 @@ double Affinity(const internal::Neighbour& n, const internal::ItemStats& seed,
   return a;
 }
 
+internal::Neighbour AsNeighbour(const std::string& partner, const internal::CoCounts& co,
+                                const internal::ItemStats& theirs) {
+  internal::Neighbour n;
+  n.set_sku(partner);
+  n.set_co_purchases(co.purchases());
+  n.set_co_views(co.views());
+  n.set_co_buyers(co.buyers());
+  n.set_baskets(theirs.baskets());
+  n.set_viewers(theirs.viewers());
+  n.set_buyers(theirs.buyers());
+  return n;
+}
+
 double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& n) {
   internal::CoCounts co;
   co.set_buyers(n.co_buyers());
@@ -78,7 +91,7 @@ bool Close(int64_t stored, int64_t now) {
 bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
                     const internal::Neighbour& other) {
   auto* items = list.mutable_items();
-  const bool gone = other.co_purchases() <= 0 && other.co_views() <= 0 && other.co_buyers() <= 0;
+  const bool gone = SharesNothing(other.co_purchases(), other.co_views(), other.co_buyers());
   for (int i = 0; i < items->size(); ++i) {
     const internal::Neighbour& n = items->Get(i);
     if (n.sku() != other.sku()) continue;
@@ -116,6 +129,53 @@ bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
   if (weakest < 0) return false;
   *items->Mutable(weakest) = other;
   return true;
+}
+
+BestNeighbours::BestNeighbours(const std::vector<std::string>& skus,
+                               const std::vector<internal::ItemStats>& stats)
+    : skus_(skus), stats_(stats), best_(skus.size()) {}
+
+bool BestNeighbours::Better(const Candidate& x, const Candidate& y) const {
+  return x.score != y.score ? x.score > y.score : skus_[x.partner] < skus_[y.partner];
+}
+
+bool BestNeighbours::Offer(uint32_t a, uint32_t b, const internal::CoCounts& co) {
+  if (SharesNothing(co.purchases(), co.views(), co.buyers())) return false;
+  OfferTo(a, b, co);
+  OfferTo(b, a, co);
+  return true;
+}
+
+void BestNeighbours::OfferTo(uint32_t item, uint32_t partner, const internal::CoCounts& co) {
+  // Similarity reads the same counts SimilarityTo would take from the stored neighbour.
+  const Candidate c{static_cast<float>(Similarity(co, stats_[item], stats_[partner])), partner,
+                    static_cast<int32_t>(co.purchases()), static_cast<int32_t>(co.views()),
+                    static_cast<int32_t>(co.buyers())};
+  const auto better = [this](const Candidate& x, const Candidate& y) { return Better(x, y); };
+  std::vector<Candidate>& heap = best_[item];
+  if (heap.size() < static_cast<size_t>(kMaxNeighbours)) {
+    heap.push_back(c);
+    std::push_heap(heap.begin(), heap.end(), better);
+  } else if (Better(c, heap.front())) {
+    std::pop_heap(heap.begin(), heap.end(), better);
+    heap.back() = c;
+    std::push_heap(heap.begin(), heap.end(), better);
+  }
+}
+
+internal::Neighbours BestNeighbours::TakeList(uint32_t item) {
+  std::vector<Candidate> heap = std::move(best_[item]);
+  std::sort_heap(heap.begin(), heap.end(),
+                 [this](const Candidate& x, const Candidate& y) { return Better(x, y); });
+  internal::Neighbours list;
+  for (const Candidate& c : heap) {
+    internal::CoCounts co;
+    co.set_purchases(c.co_purchases);
+    co.set_views(c.co_views);
+    co.set_buyers(c.co_buyers);
+    *list.add_items() = AsNeighbour(skus_[c.partner], co, stats_[c.partner]);
+  }
+  return list;
 }
 
 std::vector<std::string> ItemsToPair(const internal::Basket& basket) {

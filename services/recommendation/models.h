@@ -81,6 +81,13 @@ struct Bundle {
 Bundle BundleRule(int64_t together, int64_t baskets_with_a, int64_t baskets_with_b,
                   int64_t baskets);
 
+// A pair whose counts all fell to zero (its customers erased) is no neighbour.
+inline bool SharesNothing(int64_t co_purchases, int64_t co_views, int64_t co_buyers) {
+  return co_purchases <= 0 && co_views <= 0 && co_buyers <= 0;
+}
+// `partner` as a candidate for an item's neighbour list: the pair's counts and its own.
+internal::Neighbour AsNeighbour(const std::string& partner, const internal::CoCounts& co,
+                                const internal::ItemStats& theirs);
 // Similarity of `self` to a neighbour from the counts stored with it (for ranking candidates).
 double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& n);
 // Keeps `other` in `self`'s candidate list when it is among the best `kMaxNeighbours` (an existing
@@ -88,6 +95,37 @@ double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& 
 // when they fell to zero). Returns whether the list changed.
 bool OfferNeighbour(internal::Neighbours& list, const internal::ItemStats& self,
                     const internal::Neighbour& other);
+
+// Every item's neighbour list from scratch: offered every pair once, it keeps each item's best
+// kMaxNeighbours partners by Similarity, ties by sku, so the lists depend on the counts alone, not
+// on the order pairs come in. 20 bytes a kept candidate: memory is bounded by items ×
+// kMaxNeighbours (40 MB at 50,000 items), whatever the number of pairs. Not thread-safe.
+class BestNeighbours {
+ public:
+  // Items are numbered by their place in `skus` and `stats` (both outlive this).
+  BestNeighbours(const std::vector<std::string>& skus,
+                 const std::vector<internal::ItemStats>& stats);
+  // Items `a` and `b` were seen together `co`: offered to both lists, unless they share nothing
+  // (then false).
+  bool Offer(uint32_t a, uint32_t b, const internal::CoCounts& co);
+  // Item `item`'s list, best first (empty: no partner). Once per item, after every Offer.
+  internal::Neighbours TakeList(uint32_t item);
+
+ private:
+  struct Candidate {
+    float score;
+    uint32_t partner;
+    int32_t co_purchases, co_views, co_buyers;
+  };
+  // Better first: a higher score, then the smaller sku.
+  bool Better(const Candidate& x, const Candidate& y) const;
+  void OfferTo(uint32_t item, uint32_t partner, const internal::CoCounts& co);
+
+  const std::vector<std::string>& skus_;
+  const std::vector<internal::ItemStats>& stats_;
+  // Per item, heaps with the worst kept candidate on top.
+  std::vector<std::vector<Candidate>> best_;
+};
 
 // The distinct items of a basket that are paired with each other: all of them, or for a basket of
 // more than kMaxItemsPaired items a fixed pseudo-random choice of that many. The choice hashes the

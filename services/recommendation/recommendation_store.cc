@@ -113,20 +113,6 @@ absl::StatusOr<std::vector<M>> OrEmpty(absl::StatusOr<std::vector<std::optional<
   return out;
 }
 
-// `partner` as a candidate for an item's neighbour list: the pair's counts and its own.
-internal::Neighbour AsNeighbour(const std::string& partner, const internal::CoCounts& co,
-                                const internal::ItemStats& theirs) {
-  internal::Neighbour n;
-  n.set_sku(partner);
-  n.set_co_purchases(co.purchases());
-  n.set_co_views(co.views());
-  n.set_co_buyers(co.buyers());
-  n.set_baskets(theirs.baskets());
-  n.set_viewers(theirs.viewers());
-  n.set_buyers(theirs.buyers());
-  return n;
-}
-
 }  // namespace
 
 // Signed changes to the rows every customer shares, gathered first and applied in key order.
@@ -551,46 +537,10 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationStore::RebuildNeighbo
   }
   std::vector<std::string> skus;
   std::vector<internal::ItemStats> stats;
+  CRM_RETURN_IF_ERROR(AllItemStats(skus, stats));
   absl::flat_hash_map<std::string, uint32_t> index_of;
-  CRM_RETURN_IF_ERROR(
-      store_->Scan(cf_[kItemStats], "", "", [&](absl::string_view key, absl::string_view v) {
-        store::KeyReader r(key);
-        auto sku = r.Str();
-        internal::ItemStats st;
-        if (!sku || !st.ParseFromArray(v.data(), static_cast<int>(v.size()))) return true;
-        store::FloorCounters(st);
-        index_of.emplace(*sku, static_cast<uint32_t>(skus.size()));
-        skus.push_back(*std::move(sku));
-        stats.push_back(std::move(st));
-        return true;
-      }));
-  // Per item, its best kMaxNeighbours so far, worst on top of a heap: 20 bytes a candidate, so a
-  // 50,000-item catalog needs at most 40 MB whatever the number of pairs.
-  struct Candidate {
-    float score;
-    uint32_t partner;
-    int32_t co_purchases, co_views, co_buyers;
-  };
-  // Better first: a higher score, then the smaller sku, so ties rank the same every time.
-  auto better = [&](const Candidate& x, const Candidate& y) {
-    return x.score != y.score ? x.score > y.score : skus[x.partner] < skus[y.partner];
-  };
-  std::vector<std::vector<Candidate>> best(skus.size());
-  auto offer = [&](uint32_t item, uint32_t partner, const internal::CoCounts& co) {
-    const internal::Neighbour n = AsNeighbour(skus[partner], co, stats[partner]);
-    const Candidate c{static_cast<float>(SimilarityTo(stats[item], n)), partner,
-                      static_cast<int32_t>(co.purchases()), static_cast<int32_t>(co.views()),
-                      static_cast<int32_t>(co.buyers())};
-    std::vector<Candidate>& heap = best[item];
-    if (heap.size() < static_cast<size_t>(kMaxNeighbours)) {
-      heap.push_back(c);
-      std::push_heap(heap.begin(), heap.end(), better);
-    } else if (better(c, heap.front())) {
-      std::pop_heap(heap.begin(), heap.end(), better);
-      heap.back() = c;
-      std::push_heap(heap.begin(), heap.end(), better);
-    }
-  };
+  for (uint32_t i = 0; i < skus.size(); ++i) index_of.emplace(skus[i], i);
+  BestNeighbours best(skus, stats);
   Rebuilt out;
   CRM_RETURN_IF_ERROR(
       store_->Scan(cf_[kCoCounts], "", "", [&](absl::string_view key, absl::string_view v) {
@@ -602,33 +552,21 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationStore::RebuildNeighbo
         store::FloorCounters(co);
         auto ia = index_of.find(*a);
         auto ib = index_of.find(*b);
-        if (ia == index_of.end() || ib == index_of.end()) return true;
-        // As OfferNeighbour: a pair whose counts all fell to zero is no neighbour.
-        if (co.purchases() <= 0 && co.views() <= 0 && co.buyers() <= 0) return true;
-        ++out.pairs;
-        offer(ia->second, ib->second, co);
-        offer(ib->second, ia->second, co);
+        if (ia != index_of.end() && ib != index_of.end() && best.Offer(ia->second, ib->second, co))
+          ++out.pairs;
         return true;
       }));
   // Every list is written again (an item left without pairs loses its list), in key order.
   rocksdb::WriteBatch batch;
   for (uint32_t i = 0; i < skus.size(); ++i) {
     const std::string key = Key().Str(skus[i]).Build();
-    if (best[i].empty()) {
+    const internal::Neighbours list = best.TakeList(i);
+    if (list.items().empty()) {
       batch.Delete(cf_[kNeighbours], key);
-      continue;
+    } else {
+      batch.Put(cf_[kNeighbours], key, list.SerializeAsString());
+      ++out.items;
     }
-    std::sort_heap(best[i].begin(), best[i].end(), better);
-    internal::Neighbours list;
-    for (const Candidate& c : best[i]) {
-      internal::CoCounts co;
-      co.set_purchases(c.co_purchases);
-      co.set_views(c.co_views);
-      co.set_buyers(c.co_buyers);
-      *list.add_items() = AsNeighbour(skus[c.partner], co, stats[c.partner]);
-    }
-    batch.Put(cf_[kNeighbours], key, list.SerializeAsString());
-    ++out.items;
     if (batch.Count() >= 1000) {
       CRM_RETURN_IF_ERROR(store_->Write(&batch, store::Durability::kBuffered));
       batch.Clear();
@@ -636,6 +574,20 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationStore::RebuildNeighbo
   }
   if (batch.Count() > 0) CRM_RETURN_IF_ERROR(store_->Write(&batch, store::Durability::kBuffered));
   return out;
+}
+
+absl::Status RecommendationStore::AllItemStats(std::vector<std::string>& skus,
+                                               std::vector<internal::ItemStats>& stats) const {
+  return store_->Scan(cf_[kItemStats], "", "", [&](absl::string_view key, absl::string_view v) {
+    store::KeyReader r(key);
+    auto sku = r.Str();
+    internal::ItemStats st;
+    if (!sku || !st.ParseFromArray(v.data(), static_cast<int>(v.size()))) return true;
+    store::FloorCounters(st);
+    skus.push_back(*std::move(sku));
+    stats.push_back(std::move(st));
+    return true;
+  });
 }
 
 absl::Status RecommendationStore::LearnDelivery(Transaction& txn, absl::string_view customer_id,

@@ -197,6 +197,9 @@ class RecommendationStore {
   absl::Status NoteViewedItem(store::Transaction& txn, absl::string_view customer_id,
                               const v1::BehaviorSignal& signal, absl::Time t,
                               internal::CustomerSummary& summary, GraphDelta& delta);
+  // RebuildNeighbours' step: every item with a stats row, in key order, and its counts.
+  absl::Status AllItemStats(std::vector<std::string>& skus,
+                            std::vector<internal::ItemStats>& stats) const;
   // RefreshNeighbours' step: the counts of every changed pair (noted both ways, read once), by
   // PairKey, floored at zero.
   absl::StatusOr<absl::flat_hash_map<std::string, internal::CoCounts>> ReadPairCounts(
