@@ -70,11 +70,14 @@ struct Producer {
     StartDispatcher();
   }
 
-  // Appends `event` in a transaction of its own.
-  absl::Status Append(v1::Event event) {
-    return store->Transact(store::Durability::kSynced,
-                           [&](store::Transaction& txn) { return (*outbox)->Append(txn, event); });
+  // Appends `events` in one transaction of their own.
+  absl::Status Append(std::vector<v1::Event> events) {
+    return store->Transact(store::Durability::kSynced, [&](store::Transaction& txn) {
+      for (v1::Event& e : events) CRM_RETURN_IF_ERROR((*outbox)->Append(txn, e));
+      return absl::OkStatus();
+    });
   }
+  absl::Status Append(v1::Event event) { return Append(std::vector<v1::Event>{std::move(event)}); }
 
   double Gauge(const std::string& name) {
     return testing::MetricValue(metrics.registry(), name, {{"destination", "test"}});
@@ -266,16 +269,9 @@ TEST_CASE(
   options.gc_interval = absl::Hours(1);  // this test collects
   Producer producer(recorder.address(), options);
   auto append = [&producer](int from, int to) {
-    REQUIRE(producer.store
-                ->Transact(store::Durability::kSynced,
-                           [&](store::Transaction& txn) {
-                             for (int i = from; i < to; ++i) {
-                               v1::Event e = Erased(absl::StrCat("c", i));
-                               CRM_RETURN_IF_ERROR((*producer.outbox)->Append(txn, e));
-                             }
-                             return absl::OkStatus();
-                           })
-                .ok());
+    std::vector<v1::Event> events;
+    for (int i = from; i < to; ++i) events.push_back(Erased(absl::StrCat("c", i)));
+    REQUIRE(producer.Append(std::move(events)).ok());
   };
   auto kept = [&producer] {
     return testing::MetricValue(producer.metrics.registry(), "crm_outbox_events", {});
