@@ -3,7 +3,7 @@
 # processes on their own ports and loads the demo data through the gateway, a real Prometheus (Debian package) scrapes them with
 # deploy/prometheus/prometheus-local.yml (ports shifted for the test) and loads the alert rules, a few calls
 # go through the gateway, and the test queries Prometheus's HTTP API until every target is up and the RPC
-# metrics of those calls are there. Uses ports 21050-21190 (below the ephemeral range other tests use).
+# metrics of those calls are there. Uses ports 21050-21190 (below those other tests pick, tests/support/process.cc).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build="${CRM_BUILD_DIR:-$root/build}"

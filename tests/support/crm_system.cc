@@ -2,7 +2,6 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -16,14 +15,6 @@
 
 namespace crm::testing {
 namespace {
-
-// A free port not already given to another process of this system.
-int FreePort(std::set<int>& taken) {
-  for (;;) {
-    const int port = PickFreePort();
-    if (port != 0 && taken.insert(port).second) return port;
-  }
-}
 
 const std::map<std::string, std::string>& Binaries() {
   static const auto* binaries = new std::map<std::string, std::string>{
@@ -52,12 +43,12 @@ const std::vector<std::string>& CrmSystem::Names() {
 }
 
 CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
-  std::set<int> taken;
+  // PickFreePort never gives one port twice.
   for (const std::string& name : Names()) {
-    ports_[name] = FreePort(taken);
-    metrics_ports_[name] = FreePort(taken);
+    ports_[name] = PickFreePort();
+    metrics_ports_[name] = PickFreePort();
   }
-  http_port_ = FreePort(taken);
+  http_port_ = PickFreePort();
   secret_ = "crm-system-test-secret-crm-system-test-secret";
   std::ofstream(options_.data_root + "/jwt-secret") << secret_;
   // Mutual TLS between the processes, as the local run has it: the same development CA script.

@@ -3,18 +3,22 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <regex>
 
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "libs/auth/internal_keys.h"
 #include "tests/support/temp_dir.h"
@@ -71,22 +75,52 @@ int EphemeralLow() {
   return low;
 }
 
+// Claims `port` for this test process until it exits, against every other test process on the
+// machine (ctest -j runs several, each picking ports for the servers it starts): an exclusive flock
+// on a file named after the port. Two processes could otherwise both find a port free and pick it
+// in the moments before either binds it, and the second server would fail to start. The kernel
+// drops the lock when the process ends, however it ends. Whether the claim was granted.
+bool ClaimForThisProcess(int port) {
+  static const std::string* dir = [] {
+    auto* d = new std::string("/tmp/crm-port-claims");
+    if (mkdir(d->c_str(), 01777) == 0) chmod(d->c_str(), 01777);  // shared by every user's tests
+    return d;
+  }();
+  static absl::Mutex mu;
+  static auto* held = new std::map<int, int>();  // port -> the locked descriptor, kept open
+  absl::MutexLock lock(&mu);
+  if (held->count(port) > 0) return false;  // already given out by this process
+  const int fd = open(absl::StrCat(*dir, "/", port).c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return false;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return false;
+  }
+  (*held)[port] = fd;
+  return true;
+}
+
 }  // namespace
 
 int PickFreePort() {
   // Below the ephemeral range: a port picked here and bound moments later (or bound again after a
   // restart) cannot meanwhile be handed to another test's server asking for port 0, or be taken as
-  // the local port of some connection.
-  constexpr int kLowest = 10000;
+  // the local port of some connection. Ports under kLowest are for scripts that need fixed ones
+  // (tests/e2e/prometheus_local_run.sh uses 21050-21190).
+  constexpr int kLowest = 22000;
   static const int ephemeral_low = EphemeralLow();
   if (ephemeral_low - kLowest >= 1000) {
     thread_local absl::BitGen gen;
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      const int port = BindOnce(absl::Uniform(gen, kLowest, ephemeral_low));
-      if (port != 0) return port;
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+      const int port = absl::Uniform(gen, kLowest, ephemeral_low);
+      if (ClaimForThisProcess(port) && BindOnce(port) == port) return port;
     }
   }
-  return BindOnce(0);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = BindOnce(0);
+    if (port != 0 && ClaimForThisProcess(port)) return port;
+  }
+  return 0;
 }
 
 Process::Process(std::string binary, std::vector<std::string> args,

@@ -25,7 +25,8 @@ const std::string& TestInternalKeyFile();
 
 // A loopback port nothing listens on right now, for a process that must be told its port before it
 // starts (or that must come back on it): picked at random below the kernel's ephemeral range, so no
-// server binding port 0 takes it meanwhile.
+// server binding port 0 takes it meanwhile, and claimed for this test process until it exits, so no
+// other test process picks it too. 0 if none could be found.
 int PickFreePort();
 
 class Process {
