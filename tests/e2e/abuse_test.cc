@@ -47,6 +47,7 @@
 #include "tests/support/crm_system.h"
 #include "tests/support/grpc_probe.h"
 #include "tests/support/process.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/smtp_sink.h"
 #include "tests/support/temp_dir.h"
@@ -511,14 +512,14 @@ TEST_CASE(
   // notifications sent or scheduled (not failed ones), so whatever the time of day (quiet hours
   // or not) each shopper's has two pages.
   testing::SmtpSink relay;
-  REQUIRE(relay.Start().ok());
+  REQUIRE_OK(relay.Start());
   testing::CrmSystem::Options options;
   options.data_root = dir.path();
   options.access_log = true;
   options.extra["customer-profile"] = {absl::StrCat("--smtp_server=127.0.0.1:", relay.port()),
                                        "--smtp_from=crm@shop.example", "--smtp_tls=none"};
   testing::CrmSystem system(options);
-  REQUIRE(system.Start().ok());
+  REQUIRE_OK(system.Start());
   Shop shop(system);
   Shopper victim = shop.Create("victim");
   Shopper attacker = shop.Create("attacker");

@@ -13,6 +13,7 @@
 #include "tests/support/http.h"
 #include "tests/support/metrics_page.h"
 #include "tests/support/process.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/temp_dir.h"
 
 namespace crm {
@@ -27,7 +28,7 @@ std::unique_ptr<Process> StartProfile(const std::string& data_dir,
   if (env.count("CRM_METRICS_LISTEN") == 0) args.push_back("--metrics_listen=off");
   auto p = std::make_unique<Process>(
       Process::BuildPath("services/customer_profile/customer-profile"), args, std::move(env));
-  REQUIRE(p->Start().ok());
+  REQUIRE_OK(p->Start());
   const absl::Status s = p->WaitServing();
   INFO(s.ToString());
   REQUIRE(s.ok());
@@ -112,7 +113,7 @@ TEST_CASE("a bad flag value or an unusable data folder stops start-up with a cle
   testing::TempDir dir;
   Process bad_flag(Process::BuildPath("services/customer_profile/customer-profile"),
                    {"--block_cache_mb=lots"});
-  REQUIRE(bad_flag.Start().ok());
+  REQUIRE_OK(bad_flag.Start());
   CHECK(bad_flag.Wait() != 0);
   CHECK(bad_flag.output().find("block_cache_mb") != std::string::npos);
 
@@ -122,7 +123,7 @@ TEST_CASE("a bad flag value or an unusable data folder stops start-up with a cle
       Process::BuildPath("services/customer_profile/customer-profile"),
       {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=" + dir.Sub("budget"),
        "--block_cache_mb=32", "--memtable_mb=64"});
-  REQUIRE(over_budget.Start().ok());
+  REQUIRE_OK(over_budget.Start());
   CHECK(over_budget.Wait() != 0);
   CHECK(over_budget.output().find(
             "--memtable_mb (64) must be at least 4 and at most --block_cache_mb (32") !=
@@ -131,7 +132,7 @@ TEST_CASE("a bad flag value or an unusable data folder stops start-up with a cle
   Process bad_dir(
       Process::BuildPath("services/customer_profile/customer-profile"),
       {"--listen=127.0.0.1:0", "--metrics_listen=off", "--data_dir=/proc/no-such-place/data"});
-  REQUIRE(bad_dir.Start().ok());
+  REQUIRE_OK(bad_dir.Start());
   CHECK_FALSE(bad_dir.WaitServing(absl::Seconds(20)).ok());
   CHECK(bad_dir.output().find("cannot open store") != std::string::npos);
 }
@@ -163,7 +164,7 @@ TEST_CASE("a damaged store keeps the binary down, with an error naming the file"
   }
   Process p(Process::BuildPath("services/customer_profile/customer-profile"),
             {"--listen=127.0.0.1:0", "--data_dir=" + dir.Sub("data"), "--metrics_listen=off"});
-  REQUIRE(p.Start().ok());
+  REQUIRE_OK(p.Start());
   const int code = p.WaitExit(absl::Seconds(30));
   INFO(p.output());
   CHECK(code != 0);

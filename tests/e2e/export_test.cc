@@ -31,6 +31,7 @@
 #include "libs/api/validate.h"
 #include "tests/support/crm_system.h"
 #include "tests/support/http.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
@@ -362,7 +363,7 @@ struct World {
     options.extra["customer-profile"] = {"--quiet_hours=00:00-00:00"};
     return options;
   }
-  static void Start(testing::CrmSystem& system) { REQUIRE(system.Start().ok()); }
+  static void Start(testing::CrmSystem& system) { REQUIRE_OK(system.Start()); }
 
   testing::TempDir dir;
   testing::CrmSystem system;

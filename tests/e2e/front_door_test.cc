@@ -35,6 +35,7 @@
 #include "google/protobuf/dynamic_message.h"
 #include "tests/support/crm_system.h"
 #include "tests/support/grpc_probe.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
@@ -238,7 +239,7 @@ TEST_CASE(
                         "--http_header_timeout_s=20", "--http_body_timeout_s=20",
                         "--max_streams_per_customer=1000"};
   CrmSystem system(o);
-  REQUIRE(system.Start().ok());
+  REQUIRE_OK(system.Start());
   const Customer shopper = MakeCustomerWithOrder(system);
   const int http = system.http_port(), grpc_port = system.port("gateway");
   const pid_t gateway = system.pid("gateway");
@@ -382,7 +383,7 @@ TEST_CASE(
   CrmSystem::Options o;
   o.data_root = dir.path();
   CrmSystem system(o);
-  REQUIRE(system.Start().ok());
+  REQUIRE_OK(system.Start());
 
   // List: every crm.v1 service the gateway routes, with health and reflection.
   auto services = testing::ReflectionServices(system.gateway());

@@ -14,6 +14,7 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "tests/support/crm_system.h"
 #include "tests/support/process.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
 
@@ -67,7 +68,7 @@ int RunImport(const CrmSystem& system, const std::vector<std::string>& args, std
   std::vector<std::string> all = {absl::StrCat("--gateway=127.0.0.1:", system.port("gateway"))};
   all.insert(all.end(), args.begin(), args.end());
   testing::Process tool(testing::Process::BuildPath("tools/crm-import"), all);
-  REQUIRE(tool.Start().ok());
+  REQUIRE_OK(tool.Start());
   const int code = tool.WaitExit(absl::Seconds(240));
   *output = tool.output();
   return code;

@@ -8,6 +8,7 @@
 
 #include "catch2/catch.hpp"
 #include "tests/support/process.h"
+#include "tests/support/require_ok.h"
 
 namespace crm::testing {
 
@@ -16,7 +17,7 @@ inline std::unique_ptr<Process> StartServing(const std::string& binary,
   args.push_back("--listen=127.0.0.1:0");
   args.push_back("--metrics_listen=off");
   auto p = std::make_unique<Process>(Process::BuildPath(binary), args);
-  REQUIRE(p->Start().ok());
+  REQUIRE_OK(p->Start());
   const absl::Status s = p->WaitServing();
   INFO(s.ToString() << "\n" << p->output());
   REQUIRE(s.ok());

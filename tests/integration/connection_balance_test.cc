@@ -29,6 +29,7 @@
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
 #include "tests/load/echo.grpc.pb.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/tcp_balancer.h"
 #include "tests/support/wait.h"
 
@@ -284,16 +285,16 @@ void CheckAddedNeverCalled(const AddedReplicaOutcome& unlimited) {
 // starts and joins the balancer's set; calls go on until one reaches "b" or the window ends.
 AddedReplicaOutcome AddReplicaBehindBalancer(absl::Duration max_connection_age) {
   testing::TcpBalancer balancer;
-  REQUIRE(balancer.Start().ok());
+  REQUIRE_OK(balancer.Start());
   Replica a("a", "127.0.0.1:0", max_connection_age);
-  REQUIRE(a.Start().ok());
+  REQUIRE_OK(a.Start());
   balancer.AddBackend(a.port());
 
   Caller caller(absl::StrCat("127.0.0.1:", balancer.port()));
   REQUIRE(caller.Call() == "a");
 
   Replica b("b", "127.0.0.1:0", max_connection_age);
-  REQUIRE(b.Start().ok());
+  REQUIRE_OK(b.Start());
   balancer.AddBackend(b.port());
 
   AddedReplicaOutcome outcome = CallUntilAddedAnswers(caller, kBalancerWindow);
@@ -326,13 +327,13 @@ AddedReplicaOutcome AddReplicaToName(absl::Duration max_connection_age) {
   std::unique_ptr<Replica> a, b;
   for (int attempt = 0; attempt < 20 && a == nullptr; ++attempt) {
     b = std::make_unique<Replica>("b", "[::1]:0", max_connection_age);
-    REQUIRE(b->Start().ok());
+    REQUIRE_OK(b->Start());
     a = std::make_unique<Replica>("a", absl::StrCat("127.0.0.1:", b->port()), max_connection_age);
     if (!a->Start().ok()) a.reset();
   }
   REQUIRE(a != nullptr);
   NameServer dns("replicas.crm.test");
-  REQUIRE(dns.Start().ok());
+  REQUIRE_OK(dns.Start());
   dns.AddAddress("127.0.0.1");
 
   Caller caller(absl::StrCat("dns://127.0.0.1:", dns.port(), "/replicas.crm.test:", a->port()));
@@ -353,8 +354,8 @@ TEST_CASE(
 TEST_CASE("a channel round-robins over every address its target names", "[rpc][balance]") {
   Replica a("a", "127.0.0.1:0", absl::InfiniteDuration());
   Replica b("b", "127.0.0.1:0", absl::InfiniteDuration());
-  REQUIRE(a.Start().ok());
-  REQUIRE(b.Start().ok());
+  REQUIRE_OK(a.Start());
+  REQUIRE_OK(b.Start());
   const std::string both = absl::StrCat("ipv4:127.0.0.1:", a.port(), ",127.0.0.1:", b.port());
 
   Caller caller(both);

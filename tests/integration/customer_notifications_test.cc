@@ -16,6 +16,7 @@
 #include "services/customer_profile/customer_profile_component.h"
 #include "services/notifications/send_policy.h"
 #include "tests/support/caller.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/smtp_sink.h"
@@ -110,7 +111,7 @@ TEST_CASE(
     "group, and counts what was sent, opened, clicked and bought") {
   testing::SmtpSink sink;
   INFO(sink.output());
-  REQUIRE(sink.Start().ok());
+  REQUIRE_OK(sink.Start());
   World w(sink, "00:00-00:00");
   auto admin = w.as(testing::ViaGateway(v1::ROLE_ADMIN, "ops-1"));
   v1::CreateCampaignRequest create;
@@ -261,7 +262,7 @@ TEST_CASE(
     "order updates wait out quiet hours, follow the customer's choices and go once per event, and "
     "reminders are marketing") {
   testing::SmtpSink sink;
-  REQUIRE(sink.Start().ok());
+  REQUIRE_OK(sink.Start());
   World w(sink, "21:00-08:00");  // in Asia/Shanghai, the default zone
   // 22:00 in Shanghai: quiet.
   w.h.clock().Set(absl::FromUnixSeconds(1767276000));  // 2026-01-01T14:00:00Z

@@ -23,6 +23,7 @@
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
 #include "tests/support/in_process_gateway.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/tcp_balancer.h"
 #include "tests/support/wait.h"
 
@@ -47,7 +48,7 @@ testing::InProcessGatewayOptions Replica(absl::Duration max_connection_age) {
 bool SecondReplicaGetsTraffic(absl::Duration max_connection_age, absl::Duration wait) {
   testing::InProcessGateway a(Replica(max_connection_age));
   testing::TcpBalancer balancer;
-  REQUIRE(balancer.Start().ok());
+  REQUIRE_OK(balancer.Start());
   balancer.AddBackend(a.grpc_port());
   // A frontend's channel: plain gRPC, one connection, as a mobile app or BFF would hold it.
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", balancer.port()),

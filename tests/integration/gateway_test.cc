@@ -46,6 +46,7 @@
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
 #include "tests/support/metric_value.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
@@ -194,7 +195,7 @@ struct World {
     rpc::ServerOptions fake_options;
     fake_server = std::make_unique<rpc::Server>(fake_options);
     fake_server->SetGenericService(&fake);
-    REQUIRE(fake_server->Start().ok());
+    REQUIRE_OK(fake_server->Start());
     const std::string fake_address = absl::StrCat("127.0.0.1:", fake_server->port());
 
     backends = std::make_unique<rpc::Backends>(&metrics);
@@ -203,7 +204,7 @@ struct World {
     if (!o.two_shards_of.empty()) {
       second_server = std::make_unique<rpc::Server>(rpc::ServerOptions{});
       second_server->SetGenericService(&second);
-      REQUIRE(second_server->Start().ok());
+      REQUIRE_OK(second_server->Start());
       backends->SetAddress(o.two_shards_of,
                            absl::StrCat(fake_address, "|127.0.0.1:", second_server->port()));
     }
@@ -211,7 +212,7 @@ struct World {
       hanging.HoldEverything();
       hanging_server = std::make_unique<rpc::Server>(rpc::ServerOptions{});
       hanging_server->SetGenericService(&hanging);
-      REQUIRE(hanging_server->Start().ok());
+      REQUIRE_OK(hanging_server->Start());
       backends->SetAddress(o.hanging, absl::StrCat("127.0.0.1:", hanging_server->port()));
     }
 
@@ -231,7 +232,7 @@ struct World {
     f.http_listen = "127.0.0.1:0";
     f.threads = 1;
     front = std::make_unique<gateway::FrontDoor>(gw.get(), std::move(f));
-    REQUIRE(front->Start().ok());
+    REQUIRE_OK(front->Start());
     channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", front->grpc_port()),
                                   grpc::InsecureChannelCredentials());
   }

@@ -19,6 +19,7 @@
 #include "tests/support/metric_value.h"
 #include "tests/support/metrics_page.h"
 #include "tests/support/process.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
@@ -505,7 +506,7 @@ TEST_CASE("the loyalty binary refuses to start on a malformed rules file, naming
   testing::Process p(testing::Process::BuildPath("services/loyalty/loyalty"),
                      {"--listen=127.0.0.1:0", "--metrics_listen=off",
                       "--data_dir=" + dir.Sub("data"), "--rules_file=" + path});
-  REQUIRE(p.Start().ok());
+  REQUIRE_OK(p.Start());
   CHECK(p.Wait() != 0);
   INFO(p.output());
   CHECK(p.output().find("line 5") != std::string::npos);

@@ -12,6 +12,7 @@
 #include "libs/rpc/unary.h"
 #include "tests/load/echo.grpc.pb.h"
 #include "tests/support/grpc_probe.h"
+#include "tests/support/require_ok.h"
 
 namespace crm::rpc {
 namespace {
@@ -42,7 +43,7 @@ struct Running {
     server = std::make_unique<Server>(o);
     server->AddService(&service, "crm.bench.Echo");
     server->OnShutdown([this] { draining.Notify(); });
-    REQUIRE(server->Start().ok());
+    REQUIRE_OK(server->Start());
     server->SetServing(true);
     channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server->port()),
                                   grpc::InsecureChannelCredentials());
@@ -119,7 +120,7 @@ TEST_CASE("a port another server listens on is refused, the API port and the hea
   Server first(first_options);
   HeldEcho service;
   first.AddService(&service, "crm.bench.Echo");
-  REQUIRE(first.Start().ok());
+  REQUIRE_OK(first.Start());
   const std::string api_port = "127.0.0.1:" + std::to_string(first.port());
   const std::string health_port = "127.0.0.1:" + std::to_string(first.health_port());
   // Each port of the running server, taken by a second one: its start fails instead of sharing

@@ -35,6 +35,7 @@
 #include "tests/support/grpc_probe.h"
 #include "tests/support/http.h"
 #include "tests/support/in_process_gateway.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/wait.h"
 
 namespace crm {
@@ -114,7 +115,7 @@ struct Echoes {
     for (auto* e : {&first, &second}) {
       auto server = std::make_unique<rpc::Server>(rpc::ServerOptions{});
       server->AddService(&e->service, "crm.bench.Echo");
-      REQUIRE(server->Start().ok());
+      REQUIRE_OK(server->Start());
       e->address = absl::StrCat("127.0.0.1:", server->port());
       e->server = std::move(server);
     }
@@ -314,7 +315,7 @@ struct GatewayWorld {
   GatewayWorld() {
     backend_server = std::make_unique<rpc::Server>(rpc::ServerOptions{});
     backend_server->SetGenericService(&backend);
-    REQUIRE(backend_server->Start().ok());
+    REQUIRE_OK(backend_server->Start());
     testing::InProcessGatewayOptions o;
     o.secret = kSecret;
     o.backend_address = absl::StrCat("127.0.0.1:", backend_server->port());

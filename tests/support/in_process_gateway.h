@@ -19,6 +19,7 @@
 #include "libs/rpc/backends.h"
 #include "services/gateway/front_door.h"
 #include "services/gateway/gateway.h"
+#include "tests/support/require_ok.h"
 
 namespace crm::testing {
 
@@ -50,7 +51,7 @@ class InProcessGateway {
     f.grpc_listen = "127.0.0.1:0";
     f.http_listen = "127.0.0.1:0";
     front_ = std::make_unique<gateway::FrontDoor>(gateway_.get(), std::move(f));
-    REQUIRE(front_->Start().ok());
+    REQUIRE_OK(front_->Start());
   }
   ~InProcessGateway() {
     front_->Shutdown(absl::Seconds(1));
