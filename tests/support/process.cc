@@ -87,11 +87,16 @@ bool ClaimForThisProcess(int port) {
     return d;
   }();
   static absl::Mutex mu;
-  static auto* held = new std::map<int, int>();  // port -> the locked descriptor, kept open
+  static auto* held = new std::map<int, int>();  // port -> its locked descriptor, kept open
   absl::MutexLock lock(&mu);
   if (held->count(port) > 0) return false;  // already given out by this process
   const int fd = open(absl::StrCat(*dir, "/", port).c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    // No claims where the folder cannot be written (a read-only /tmp): the pick is only checked
+    // free, as before claims, rather than no port at all.
+    (*held)[port] = -1;
+    return true;
+  }
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     close(fd);
     return false;
