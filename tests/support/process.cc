@@ -86,9 +86,9 @@ bool ClaimForThisProcess(int port) {
     if (mkdir(d->c_str(), 01777) == 0) chmod(d->c_str(), 01777);  // shared by every user's tests
     return d;
   }();
-  static absl::Mutex mu;
+  static auto* mu = new absl::Mutex();
   static auto* held = new std::map<int, int>();  // port -> its locked descriptor, kept open
-  absl::MutexLock lock(&mu);
+  absl::MutexLock lock(mu);
   if (held->count(port) > 0) return false;  // already given out by this process
   const int fd = open(absl::StrCat(*dir, "/", port).c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
   if (fd < 0) {
