@@ -23,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "absl/time/clock.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
@@ -1079,7 +1080,7 @@ absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) 
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", address, " (address in use?)"));
     }
-    listeners_.push_back(l);
+    listeners_.emplace_back(ctx.get(), l);
     if (*port == 0) *port = BoundPort(l);
   }
   return absl::OkStatus();
@@ -1119,18 +1120,33 @@ absl::Status FrontDoor::Start() {
     CRM_RETURN_IF_ERROR(Listen(options_.https_listen, kHttpsPort, &https_port_));
   }
   for (auto& ctx : loops_) ctx->loop.Start();
+  loops_running_ = true;
   return absl::OkStatus();
 }
 
 void FrontDoor::Shutdown(absl::Duration grace) {
   if (shutting_down_.exchange(true)) return;
+  // Each loop stops accepting itself. From this thread, disabling a listener waits for an accept
+  // its loop is running, and that accept waits for the listener's lock, held by the disabling
+  // (libevent): a connection arriving as the gateway shuts down would hang the shutdown.
+  absl::BlockingCounter stopped_accepting(static_cast<int>(loops_.size()));
   for (auto& ctx : loops_) {
     LoopContext* c = ctx.get();
-    c->loop.Post([c] {
+    auto stop_accepting = [this, c, &stopped_accepting] {
+      for (const auto& [loop, listener] : listeners_)
+        if (loop == c) evconnlistener_disable(listener);
+      stopped_accepting.DecrementCount();
+    };
+    if (!loops_running_) {
+      stop_accepting();  // a failed start: no loop runs
+      continue;
+    }
+    c->loop.Post([c, stop_accepting] {
+      stop_accepting();
       for (Connection* conn : c->connections) conn->GoAway();
     });
   }
-  for (evconnlistener* l : listeners_) evconnlistener_disable(l);
+  stopped_accepting.Wait();
   const absl::Time until = absl::Now() + grace;
   while (in_flight_.load() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(10));
 }
@@ -1150,7 +1166,7 @@ void FrontDoor::Stop() {
     });
     c->loop.Stop();
   }
-  for (evconnlistener* l : listeners_) evconnlistener_free(l);
+  for (const auto& [loop, listener] : listeners_) evconnlistener_free(listener);
   listeners_.clear();
   loops_.clear();
   if (tls_ != nullptr) SSL_CTX_free(tls_);

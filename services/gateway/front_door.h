@@ -161,7 +161,9 @@ class FrontDoor {
   Gateway* gateway_;
   FrontDoorOptions options_;
   std::vector<std::unique_ptr<LoopContext>> loops_;
-  std::vector<evconnlistener*> listeners_;
+  // Each listener with the loop it accepts on (one per loop and port).
+  std::vector<std::pair<LoopContext*, evconnlistener*>> listeners_;
+  bool loops_running_ = false;
   ssl_ctx_st* tls_ = nullptr;
   int grpc_port_ = 0, http_port_ = 0, https_port_ = 0;
   StreamCounter streams_;

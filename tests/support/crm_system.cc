@@ -52,11 +52,9 @@ CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
   secret_ = "crm-system-test-secret-crm-system-test-secret";
   std::ofstream(options_.data_root + "/jwt-secret") << secret_;
   // Mutual TLS between the processes, as the local run has it: the same development CA script.
-  std::string command = absl::StrCat("bash ", CRM_SOURCE_ROOT, "/deploy/local/dev-pki.sh ",
-                                     options_.data_root, "/tls");
-  for (const std::string& name : Names()) absl::StrAppend(&command, " ", name);
-  absl::StrAppend(&command, " test-client load-generator");
-  tls_ready_ = std::system(command.c_str()) == 0;
+  std::vector<std::string> certified = Names();
+  certified.insert(certified.end(), {"test-client", "load-generator"});
+  tls_ready_ = MakeDevCertificates(options_.data_root + "/tls", certified).ok();
 }
 
 CrmSystem::~CrmSystem() {

@@ -128,6 +128,14 @@ int PickFreePort() {
   return 0;
 }
 
+absl::Status MakeDevCertificates(const std::string& dir, const std::vector<std::string>& names) {
+  std::string command = absl::StrCat("bash ", CRM_SOURCE_ROOT, "/deploy/local/dev-pki.sh ", dir,
+                                     " ", absl::StrJoin(names, " "));
+  if (std::system(command.c_str()) != 0)
+    return absl::InternalError(absl::StrCat("deploy/local/dev-pki.sh failed: ", command));
+  return absl::OkStatus();
+}
+
 Process::Process(std::string binary, std::vector<std::string> args,
                  std::map<std::string, std::string> env)
     : binary_(std::move(binary)), args_(std::move(args)), env_(std::move(env)) {}

@@ -29,6 +29,10 @@ const std::string& TestInternalKeyFile();
 // other test process picks it too. 0 if none could be found.
 int PickFreePort();
 
+// Runs deploy/local/dev-pki.sh: a development CA in `dir` and a certificate for each of `names` in
+// `dir`/<name> (tls.crt, tls.key, ca.crt), as the local run and CrmSystem use them for TLS.
+absl::Status MakeDevCertificates(const std::string& dir, const std::vector<std::string>& names);
+
 class Process {
  public:
   Process(std::string binary, std::vector<std::string> args,
