@@ -13,7 +13,9 @@
 #include <openssl/ssl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <list>
 #include <unordered_set>
@@ -1019,6 +1021,23 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& address) {
   return out;
 }
 
+// Whether a listener of another process already holds `local`'s port. The front door's own
+// listeners share their port (SO_REUSEPORT, one per loop), and the kernel would just as gladly let
+// another process of the same user into that group: a second gateway started on a busy port would
+// come up and take a share of its connections. A plain bind (no SO_REUSEPORT) fails while anything
+// listens there; SO_REUSEADDR keeps the closed connections of a gateway just restarted (TIME_WAIT)
+// from counting.
+bool ListenedOnElsewhere(const ListenAddress& local) {
+  const int fd = socket(local.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  const bool in_use =
+      bind(fd, reinterpret_cast<const sockaddr*>(&local.ss), local.len) != 0 && errno == EADDRINUSE;
+  close(fd);
+  return in_use;
+}
+
 // The port a listener got (for a listen address with port 0).
 int BoundPort(evconnlistener* l) {
   sockaddr_storage bound{};
@@ -1063,6 +1082,10 @@ void FrontDoor::ReleaseConnection(const std::string& ip) {
 
 absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) {
   CRM_ASSIGN_OR_RETURN(ListenAddress local, ParseListenAddress(address));
+  if (ListenedOnElsewhere(local)) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address, " (address in use by another process)"));
+  }
   // One listener per loop on the same port (SO_REUSEPORT): the kernel spreads new connections over
   // the loops.
   for (auto& ctx : loops_) {

@@ -1111,6 +1111,57 @@ std::vector<std::pair<ListenField, int>> PortsOf(const gateway::FrontDoor& door)
           {&gateway::FrontDoorOptions::https_listen, door.https_port()}};
 }
 
+// The front door's listeners share each port among its loops (SO_REUSEPORT), which the kernel would
+// extend to another process's listeners: a second gateway started on a busy port would come up and
+// take a share of the first one's callers. Each front-door port, taken by a second front door,
+// fails its start instead; a front door started again on the ports of one just stopped, with the
+// connections it closed still in TIME_WAIT, comes up.
+TEST_CASE(
+    "gateway front door: a port another front door listens on is refused, on each of its ports") {
+  World w;
+  testing::TempDir dir;
+  REQUIRE_OK(testing::MakeDevCertificates(dir.Sub("tls"), {"gateway"}));
+  const std::string tls_dir = dir.Sub("tls") + "/gateway";
+  auto first = std::make_unique<gateway::FrontDoor>(w.gw.get(), EveryPort(tls_dir));
+  REQUIRE_OK(first->Start());
+  const std::vector<std::pair<ListenField, int>> ports = PortsOf(*first);
+  for (const auto& [field, port] : ports) {
+    const std::string address = absl::StrCat("127.0.0.1:", port);
+    INFO(address);
+    gateway::FrontDoorOptions o = EveryPort(tls_dir);
+    o.*field = address;
+    gateway::FrontDoor second(w.gw.get(), std::move(o));
+    const absl::Status s = second.Start();
+    CHECK(absl::IsUnavailable(s));
+    CHECK(absl::StrContains(s.message(), address));
+  }
+
+  // The first still answers, on the port it keeps: a call through it reaches the backend.
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", first->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  v1::GetCustomerRequest get;
+  get.set_customer_id("c1");
+  CHECK(testing::RawUnaryCall(channel, "/crm.v1.CustomerProfileService/GetCustomer",
+                              get.SerializeAsString(),
+                              {{"authorization", "Bearer " + Token("customer", "c1")}})
+            .status.ok());
+
+  // Stopped with connections open (it closes them: TIME_WAIT on its side), then started again on
+  // the same ports.
+  std::vector<int> open_connections;
+  for (const auto& [field, port] : ports)
+    open_connections.push_back(testing::ConnectLoopback(port));
+  first->Shutdown(absl::Seconds(1));
+  first->Stop();
+  first.reset();
+  gateway::FrontDoorOptions again = EveryPort(tls_dir);
+  for (const auto& [field, port] : ports) again.*field = absl::StrCat("127.0.0.1:", port);
+  gateway::FrontDoor restarted(w.gw.get(), std::move(again));
+  REQUIRE_OK(restarted.Start());
+  for (int fd : open_connections) close(fd);
+  restarted.Shutdown(absl::Seconds(1));
+}
+
 // A gateway told to stop (SIGTERM, a rolling update) still gets new connections until its endpoint
 // is gone from every client. Its listeners used to be disabled from the stopping thread, which
 // waits for an accept a loop is running while that accept waits for the listener's lock: the
