@@ -25,7 +25,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/blocking_counter.h"
 #include "absl/time/clock.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
@@ -1021,21 +1020,22 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& address) {
   return out;
 }
 
-// Whether a listener of another process already holds `local`'s port. The front door's own
-// listeners share their port (SO_REUSEPORT, one per loop), and the kernel would just as gladly let
-// another process of the same user into that group: a second gateway started on a busy port would
-// come up and take a share of its connections. A plain bind (no SO_REUSEPORT) fails while anything
-// listens there; SO_REUSEADDR keeps the closed connections of a gateway just restarted (TIME_WAIT)
-// from counting.
-bool ListenedOnElsewhere(const ListenAddress& local) {
+// Why `local` cannot be listened on (an errno), or 0. The front door's own listeners share their
+// port (SO_REUSEPORT, one per loop), and the kernel would just as gladly let another process of the
+// same user into that group: a second gateway started on a busy port would come up and take a share
+// of its connections. A plain bind (no SO_REUSEPORT) fails while anything listens there, and names
+// other reasons too (an address not of this host, a privileged port); SO_REUSEADDR keeps the closed
+// connections of a gateway just restarted (TIME_WAIT) from counting. Port 0 is always free.
+int CannotListen(const ListenAddress& local) {
+  if (reinterpret_cast<const sockaddr_in*>(&local.ss)->sin_port == 0) return 0;  // same for v6
   const int fd = socket(local.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  if (fd < 0) return errno;
   const int on = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-  const bool in_use =
-      bind(fd, reinterpret_cast<const sockaddr*>(&local.ss), local.len) != 0 && errno == EADDRINUSE;
+  const int error =
+      bind(fd, reinterpret_cast<const sockaddr*>(&local.ss), local.len) == 0 ? 0 : errno;
   close(fd);
-  return in_use;
+  return error;
 }
 
 // The port a listener got (for a listen address with port 0).
@@ -1082,9 +1082,9 @@ void FrontDoor::ReleaseConnection(const std::string& ip) {
 
 absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) {
   CRM_ASSIGN_OR_RETURN(ListenAddress local, ParseListenAddress(address));
-  if (ListenedOnElsewhere(local)) {
+  if (const int error = CannotListen(local); error != 0) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", address, " (address in use by another process)"));
+        absl::StrCat("cannot listen on ", address, " (", std::strerror(error), ")"));
   }
   // One listener per loop on the same port (SO_REUSEPORT): the kernel spreads new connections over
   // the loops.
@@ -1149,28 +1149,50 @@ absl::Status FrontDoor::Start() {
 
 void FrontDoor::Shutdown(absl::Duration grace) {
   if (shutting_down_.exchange(true)) return;
-  // Each loop stops accepting itself. From this thread, disabling a listener waits for an accept
-  // its loop is running, and that accept waits for the listener's lock, held by the disabling
-  // (libevent): a connection arriving as the gateway shuts down would hang the shutdown.
-  absl::BlockingCounter stopped_accepting(static_cast<int>(loops_.size()));
+  const absl::Time until = absl::Now() + grace;
+  // Each loop closes its own listeners, so new connections are refused (a client retries another
+  // replica) rather than left in the backlog until Stop resets them. From another thread,
+  // libevent's disable or free waits for an accept the loop is running, and that accept waits for
+  // the listener's lock, which the caller holds: a connection arriving as the gateway shut down
+  // hung the shutdown.
+  struct Countdown {
+    absl::Mutex mu;
+    size_t left ABSL_GUARDED_BY(mu);
+  };
+  auto loops_left = std::make_shared<Countdown>();
+  {
+    absl::MutexLock lock(&loops_left->mu);
+    loops_left->left = loops_.size();
+  }
   for (auto& ctx : loops_) {
     LoopContext* c = ctx.get();
-    auto stop_accepting = [this, c, &stopped_accepting] {
-      for (const auto& [loop, listener] : listeners_)
-        if (loop == c) evconnlistener_disable(listener);
-      stopped_accepting.DecrementCount();
-    };
-    if (!loops_running_) {
-      stop_accepting();  // a failed start: no loop runs
-      continue;
-    }
-    c->loop.Post([c, stop_accepting] {
-      stop_accepting();
+    auto stop_accepting = [this, c, loops_left] {
+      for (auto& [loop, listener] : listeners_) {
+        if (loop == c && listener != nullptr) {
+          evconnlistener_free(listener);
+          listener = nullptr;
+        }
+      }
       for (Connection* conn : c->connections) conn->GoAway();
-    });
+      absl::MutexLock lock(&loops_left->mu);
+      --loops_left->left;
+    };
+    // No loop runs after a failed start; on its own loop the task would wait behind this call.
+    if (!loops_running_ || c->loop.InLoopThread()) {
+      stop_accepting();
+    } else {
+      c->loop.Post(stop_accepting);
+    }
   }
-  stopped_accepting.Wait();
-  const absl::Time until = absl::Now() + grace;
+  {
+    absl::MutexLock lock(&loops_left->mu);
+    const absl::Condition all_closed(
+        +[](size_t* left) { return *left == 0; }, &loops_left->left);
+    // At least a second, so a zero drain does not warn about loops that are about to.
+    if (!loops_left->mu.AwaitWithDeadline(all_closed,
+                                          std::max(until, absl::Now() + absl::Seconds(1))))
+      log::Warning("front door: an event loop did not stop accepting within the drain");
+  }
   while (in_flight_.load() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(10));
 }
 
@@ -1189,7 +1211,9 @@ void FrontDoor::Stop() {
     });
     c->loop.Stop();
   }
-  for (const auto& [loop, listener] : listeners_) evconnlistener_free(listener);
+  for (const auto& [loop, listener] : listeners_) {
+    if (listener != nullptr) evconnlistener_free(listener);  // else closed by Shutdown
+  }
   listeners_.clear();
   loops_.clear();
   if (tls_ != nullptr) SSL_CTX_free(tls_);

@@ -133,8 +133,9 @@ class FrontDoor {
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
   int https_port() const { return https_port_; }
-  // Stops accepting, tells HTTP/2 clients to go away (GOAWAY), ends server streams with UNAVAILABLE
-  // so clients reconnect elsewhere, and waits up to `grace` for the calls in flight.
+  // Closes the listening ports (new connections are refused, so clients retry elsewhere), tells
+  // HTTP/2 clients to go away (GOAWAY), ends server streams with UNAVAILABLE so clients reconnect
+  // elsewhere, and waits up to `grace` for the calls in flight. Not from an event loop's callbacks.
   void Shutdown(absl::Duration grace);
   // Closes everything now. Idempotent; runs on destruction.
   void Stop();

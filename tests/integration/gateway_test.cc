@@ -8,6 +8,8 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -17,7 +19,9 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -1105,6 +1109,38 @@ gateway::FrontDoorOptions EveryPort(const std::string& tls_dir) {
 
 using ListenField = std::string gateway::FrontDoorOptions::*;
 
+// Sends the HTTP/2 client preface and an empty SETTINGS frame on `fd` (both front-door ports
+// without TLS take it) and whether the server answered within 10 s: the connection was accepted.
+bool AnsweredPreface(int fd) {
+  const std::string preface =
+      std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string("\0\0\0\4\0\0\0\0\0", 9);
+  if (send(fd, preface.data(), preface.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(preface.size()))
+    return false;
+  timeval ten_seconds{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &ten_seconds, sizeof(ten_seconds));
+  char byte;
+  return recv(fd, &byte, 1, 0) == 1;
+}
+
+// Whether a loopback connection whose local port is `port` waits in TIME_WAIT (/proc/net/tcp).
+bool TimeWaitOn(int port) {
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line);  // the header
+  while (std::getline(table, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.size() < 4) continue;
+    const size_t colon = fields[1].find(':');
+    unsigned local_port = 0;
+    if (colon != std::string::npos &&
+        absl::SimpleHexAtoi(fields[1].substr(colon + 1), &local_port) &&
+        static_cast<int>(local_port) == port && fields[3] == "06")
+      return true;
+  }
+  return false;
+}
+
 std::vector<std::pair<ListenField, int>> PortsOf(const gateway::FrontDoor& door) {
   return {{&gateway::FrontDoorOptions::grpc_listen, door.grpc_port()},
           {&gateway::FrontDoorOptions::http_listen, door.http_port()},
@@ -1146,26 +1182,40 @@ TEST_CASE(
                               {{"authorization", "Bearer " + Token("customer", "c1")}})
             .status.ok());
 
-  // Stopped with connections open (it closes them: TIME_WAIT on its side), then started again on
-  // the same ports.
-  std::vector<int> open_connections;
-  for (const auto& [field, port] : ports)
-    open_connections.push_back(testing::ConnectLoopback(port));
+  // Stopped with connections it had accepted (it closes them first, so once the clients close too
+  // they wait in TIME_WAIT on its side), then started again on the same ports.
+  std::vector<int> accepted;
+  for (int port : {first->grpc_port(), first->http_port()}) {
+    accepted.push_back(testing::ConnectLoopback(port));
+    REQUIRE(accepted.back() >= 0);
+    REQUIRE(AnsweredPreface(accepted.back()));
+  }
   first->Shutdown(absl::Seconds(1));
   first->Stop();
   first.reset();
+  for (int fd : accepted) {
+    char byte;
+    while (recv(fd, &byte, 1, 0) > 0) {
+    }
+    close(fd);
+  }
+  for (int port : {ports[0].second, ports[1].second}) {
+    INFO("port " << port);
+    CHECK(TimeWaitOn(port));
+  }
   gateway::FrontDoorOptions again = EveryPort(tls_dir);
   for (const auto& [field, port] : ports) again.*field = absl::StrCat("127.0.0.1:", port);
   gateway::FrontDoor restarted(w.gw.get(), std::move(again));
   REQUIRE_OK(restarted.Start());
-  for (int fd : open_connections) close(fd);
   restarted.Shutdown(absl::Seconds(1));
 }
 
 // A gateway told to stop (SIGTERM, a rolling update) still gets new connections until its endpoint
 // is gone from every client. Its listeners used to be disabled from the stopping thread, which
 // waits for an accept a loop is running while that accept waits for the listener's lock: the
-// shutdown hung in 3 of 5 runs of this test. A hang here fails by ctest's timeout.
+// shutdown hung in each of 3 runs of this test. A hang here fails by ctest's timeout. Once shut
+// down it refuses new connections (clients retry another replica) instead of leaving them
+// unanswered until it stops.
 TEST_CASE(
     "gateway front door: shutting down while clients keep connecting to every port finishes") {
   World w;
@@ -1192,6 +1242,12 @@ TEST_CASE(
     door.Shutdown(absl::Seconds(1));
     stopping = true;
     clients.join();
+    for (const auto& [field, port] : PortsOf(door)) {
+      INFO("port " << port);
+      const int fd = testing::ConnectLoopback(port);
+      CHECK(fd < 0);
+      if (fd >= 0) close(fd);
+    }
     door.Stop();
   }
 }
