@@ -81,9 +81,7 @@ TEST_CASE(
   CrmSystem::Options o;
   o.data_root = data.path();
   CrmSystem system(o);
-  const absl::Status started = system.Start();
-  INFO(started.ToString());
-  REQUIRE(started.ok());
+  REQUIRE_OK(system.Start());
   const std::string token_file = dir.Sub("import.token");
   std::ofstream(token_file) << system.Token("service", "crm-import");
   const std::string csv = dir.Sub("export.csv");

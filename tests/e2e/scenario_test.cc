@@ -25,6 +25,7 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "tests/support/crm_system.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
@@ -595,9 +596,7 @@ std::unique_ptr<CrmSystem> StartSystem(testing::TempDir& dir) {
   o.extra["complaint-ticket"] = {"--sla_sweep_interval_s=1"};
   o.access_log = true;
   auto system = std::make_unique<CrmSystem>(o);
-  const absl::Status s = system->Start();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  REQUIRE_OK(system->Start());
   return system;
 }
 

@@ -15,6 +15,7 @@
 #include "crm/v1/order_tracking.grpc.pb.h"
 #include "libs/trace/trace.h"
 #include "tests/support/crm_system.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/shop_calls.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
@@ -86,9 +87,7 @@ TEST_CASE(
   o.access_log = true;
   for (const std::string& name : CrmSystem::Names()) o.extra[name] = {"--log_level=debug"};
   CrmSystem system(o);
-  const absl::Status started = system.Start();
-  INFO(started.ToString());
-  REQUIRE(started.ok());
+  REQUIRE_OK(system.Start());
   auto profiles = v1::CustomerProfileService::NewStub(system.gateway());
   auto orders = v1::OrderTrackingService::NewStub(system.gateway());
   const std::string admin = system.Token("admin", "ops-1");

@@ -17,6 +17,7 @@
 #include "tests/support/forced_conflict.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/metrics_page.h"
+#include "tests/support/require_ok.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
 #include "tests/support/shop_calls.h"
@@ -550,8 +551,7 @@ TEST_CASE(
         return w.tickets->component().service().HandleEvent(txn, late);
       },
       &attempts);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  REQUIRE_OK(s);
   CHECK(attempts == 2);
   auto& registry = w.tickets->metrics().registry();
   CHECK(testing::MetricValue(registry, "crm_tickets_opened_total", {{"channel", "proactive"}}) ==

@@ -530,8 +530,7 @@ TEST_CASE(
         return w.loyalty.component().service().HandleEvent(txn, delivered);
       },
       &attempts);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  REQUIRE_OK(s);
   CHECK(attempts == 2);
   // The counters agree with the store: the points the ledger holds, one member in one tier.
   int64_t balance = -1;
