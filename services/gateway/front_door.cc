@@ -25,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "libs/base/status_macros.h"
 #include "libs/log/log.h"
@@ -1155,18 +1156,12 @@ void FrontDoor::Shutdown(absl::Duration grace) {
   // libevent's disable or free waits for an accept the loop is running, and that accept waits for
   // the listener's lock, which the caller holds: a connection arriving as the gateway shut down
   // hung the shutdown.
-  struct Countdown {
-    absl::Mutex mu;
-    size_t left ABSL_GUARDED_BY(mu);
-  };
-  auto loops_left = std::make_shared<Countdown>();
-  {
-    absl::MutexLock lock(&loops_left->mu);
-    loops_left->left = loops_.size();
-  }
+  // Shared with the posted tasks, which outlive a wait that gave up.
+  std::vector<std::shared_ptr<absl::Notification>> closed;
   for (auto& ctx : loops_) {
     LoopContext* c = ctx.get();
-    auto stop_accepting = [this, c, loops_left] {
+    auto done = closed.emplace_back(std::make_shared<absl::Notification>());
+    auto stop_accepting = [this, c, done] {
       for (auto& [loop, listener] : listeners_) {
         if (loop == c && listener != nullptr) {
           evconnlistener_free(listener);
@@ -1174,8 +1169,7 @@ void FrontDoor::Shutdown(absl::Duration grace) {
         }
       }
       for (Connection* conn : c->connections) conn->GoAway();
-      absl::MutexLock lock(&loops_left->mu);
-      --loops_left->left;
+      done->Notify();
     };
     // No loop runs after a failed start; on its own loop the task would wait behind this call.
     if (!loops_running_ || c->loop.InLoopThread()) {
@@ -1184,14 +1178,13 @@ void FrontDoor::Shutdown(absl::Duration grace) {
       c->loop.Post(stop_accepting);
     }
   }
-  {
-    absl::MutexLock lock(&loops_left->mu);
-    const absl::Condition all_closed(
-        +[](size_t* left) { return *left == 0; }, &loops_left->left);
-    // At least a second, so a zero drain does not warn about loops that are about to.
-    if (!loops_left->mu.AwaitWithDeadline(all_closed,
-                                          std::max(until, absl::Now() + absl::Seconds(1))))
+  // At least a second, so a zero drain does not warn about loops that are about to.
+  const absl::Time closing_deadline = std::max(until, absl::Now() + absl::Seconds(1));
+  for (const auto& done : closed) {
+    if (!done->WaitForNotificationWithDeadline(closing_deadline)) {
       log::Warning("front door: an event loop did not stop accepting within the drain");
+      break;
+    }
   }
   while (in_flight_.load() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(10));
 }
