@@ -10,6 +10,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "libs/auth/jwt.h"
+#include "libs/base/status_macros.h"
 #include "libs/rpc/client.h"
 #include "tests/support/http.h"
 
@@ -54,7 +55,7 @@ CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
   // Mutual TLS between the processes, as the local run has it: the same development CA script.
   std::vector<std::string> certified = Names();
   certified.insert(certified.end(), {"test-client", "load-generator"});
-  tls_ready_ = MakeDevCertificates(options_.data_root + "/tls", certified).ok();
+  certificates_ = MakeDevCertificates(options_.data_root + "/tls", certified);
 }
 
 CrmSystem::~CrmSystem() {
@@ -104,8 +105,7 @@ std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
 }
 
 absl::Status CrmSystem::Start() {
-  if (!tls_ready_)
-    return absl::InternalError("deploy/local/dev-pki.sh failed: no certificates for the processes");
+  CRM_RETURN_IF_ERROR(certificates_);
   for (const std::string& name : Names()) {
     if (absl::Status s = Start(name); !s.ok()) return s;
   }

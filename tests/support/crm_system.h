@@ -63,7 +63,7 @@ class CrmSystem {
 
   Options options_;
   std::string secret_;
-  bool tls_ready_ = false;
+  absl::Status certificates_;  // deploy/local/dev-pki.sh's outcome, checked by Start
   std::map<std::string, int> ports_, metrics_ports_;
   int http_port_ = 0;
   std::map<std::string, std::unique_ptr<Process>> processes_;
