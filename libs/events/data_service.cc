@@ -42,7 +42,10 @@ EventProducer& DataServiceComponent::events() {
 }
 
 rpc::Executor* DataServiceComponent::writes(const std::string& name, int threads) {
-  if (writes_ == nullptr) writes_ = std::make_unique<rpc::Executor>(name, threads);
+  if (writes_ == nullptr) {
+    writes_ = std::make_unique<rpc::Executor>(
+        name, context_.write_threads > 0 ? context_.write_threads : threads);
+  }
   return writes_.get();
 }
 

@@ -61,7 +61,8 @@ class DataServiceComponent : public rpc::Component {
   absl::Status ProduceEvents();
   // The outbox of the producer (ProduceEvents first).
   Outbox* outbox() { return &events().outbox(); }
-  // The executor the service's writes and the events it applies run on, made on first call.
+  // The executor the service's writes and the events it applies run on, made on first call with
+  // `threads` threads, or --write_threads when set.
   rpc::Executor* writes(const std::string& name, int threads);
   // Applies other services' events with `handler`, on the write executor (writes() first).
   EventConsumer& ConsumeEvents(Subscription subscription, EventConsumer::Handler handler);

@@ -3,7 +3,8 @@
 // work here and finish the reactor from the pool. Many threads on purpose: blocked writers waiting
 // on one fsync is exactly what lets RocksDB group-commit them. Work runs in the trace that was
 // current where it was submitted (libs/trace), so a handler's hand-off logs in its call's trace.
-// Non-copyable; the destructor drains the queue.
+// Its threads are named `name` (its first 15 bytes, as Linux keeps them), so `top -H`, perf and
+// /proc/<pid>/task/*/comm tell the pools apart. Non-copyable; the destructor drains the queue.
 #pragma once
 
 #include <deque>

@@ -63,6 +63,11 @@ ABSL_FLAG(int, disk_reserve_mb, -1,
 ABSL_FLAG(int, write_stop_wait_ms, 1000,
           "how long a write waits while RocksDB has stopped writes before answering UNAVAILABLE "
           "(keep it under the callers' deadlines)");
+ABSL_FLAG(int, write_threads, 0,
+          "threads of the service's write pool (synced RocksDB writes, events it applies): more "
+          "let more writes share one WAL sync (peak write throughput), fewer leave a saturated "
+          "machine's CPU to delivering events sooner (docs/benchmarks.md); 0: the service's own "
+          "(32; recommendation 16)");
 ABSL_FLAG(bool, verify_store_on_start, true,
           "read every table file's checksums at start and refuse to serve a damaged store (one "
           "sequential read)");

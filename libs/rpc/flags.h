@@ -16,6 +16,7 @@ ABSL_DECLARE_FLAG(int, memtable_mb);
 ABSL_DECLARE_FLAG(bool, verify_store_on_start);
 ABSL_DECLARE_FLAG(int, disk_reserve_mb);
 ABSL_DECLARE_FLAG(int, write_stop_wait_ms);
+ABSL_DECLARE_FLAG(int, write_threads);
 ABSL_DECLARE_FLAG(int, drain_seconds);
 ABSL_DECLARE_FLAG(int, max_connection_age_s);
 ABSL_DECLARE_FLAG(int, max_connection_age_grace_s);

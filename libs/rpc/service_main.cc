@@ -41,6 +41,9 @@ absl::StatusOr<int> ShardIndexFromFlags() {
   return ordinal;
 }
 
+// More writers than this gain nothing from group commit and only add threads to schedule.
+constexpr int kMaxWriteThreads = 256;
+
 // A flag's seconds, where 0 (or less) means no limit.
 absl::Duration SecondsOrInfinite(int seconds) {
   return seconds > 0 ? absl::Seconds(seconds) : absl::InfiniteDuration();
@@ -70,6 +73,12 @@ absl::StatusOr<RuntimeOptions> RuntimeOptionsFromFlags(const ServiceSpec& spec, 
   auto shard_index = ShardIndexFromFlags();
   if (!shard_index.ok()) return shard_index.status();
   options.shard_index = *shard_index;
+  options.write_threads = absl::GetFlag(FLAGS_write_threads);
+  if (options.write_threads < 0 || options.write_threads > kMaxWriteThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("--write_threads (", options.write_threads,
+                                                   ") must be 0 (the service's own) or 1-",
+                                                   kMaxWriteThreads));
+  }
   options.clock = clock;
   return options;
 }

@@ -54,8 +54,8 @@ absl::Status ServiceRuntime::Build(const ServiceSpec& spec, RuntimeOptions optio
   for (auto& [service, address] : options.backend_addresses) {
     backends_->SetAddress(service, std::move(address));
   }
-  ServiceContext context{spec.name,     store_.get(),    metrics_.get(),
-                         options.clock, backends_.get(), options.shard_index};
+  ServiceContext context{spec.name,       store_.get(),        metrics_.get(),       options.clock,
+                         backends_.get(), options.shard_index, options.write_threads};
   auto component = spec.build(context);
   if (!component.ok()) return component.status();
   component_ = std::move(*component);

@@ -48,6 +48,8 @@ struct ServiceContext {
   Backends* backends = nullptr;
   // This process's shard of its service (--shard_index), part of every event id it writes.
   int shard_index = 0;
+  // Threads of the service's write pool (--write_threads); 0: the service's own number.
+  int write_threads = 0;
 };
 
 struct ServiceSpec {
@@ -85,6 +87,8 @@ struct RuntimeOptions {
   // spec (metrics, interceptors, caller authentication).
   ServerOptions server;
   int shard_index = 0;
+  // Threads of the write pool; 0: the service's own number (ServiceContext::write_threads).
+  int write_threads = 0;
   // The service's clock; not owned, must outlive the runtime.
   Clock* clock = nullptr;
   // Addresses of other services that replace their flags (Backends::SetAddress), applied before

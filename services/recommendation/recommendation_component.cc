@@ -25,8 +25,8 @@ absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context
   auto* reminders = c.Make<ReminderSweep>(store, recommender, c.outbox(), context.clock,
                                           context.metrics->registry());
   RecommendationService* service = c.Serve(std::make_unique<RecommendationService>(
-      store, recommender, reminders, context.clock, c.writes("recommendation-writes", 16),
-      context.backends, context.metrics->registry()));
+      store, recommender, reminders, context.clock, c.writes("reco-writes", 16), context.backends,
+      context.metrics->registry()));
   events::EventConsumer& consumer = c.ConsumeEvents();
   // Learning a basket is CPU-bound (hundreds of pair counts): a delivered batch is learned on two
   // threads, each customer's events on one.
