@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
+#include "libs/base/thread_name.h"
 #include "libs/events/subscription.h"
 #include "libs/log/log.h"
 #include "libs/metrics/families.h"
@@ -262,6 +263,8 @@ void Dispatcher::StartLane(Lane* lane) {
     if (subscribed.ok() && *subscribed) lane->set_subscription(Subscription::FromProto(known));
   }
   lane->thread = std::thread([this, lane] { RunLane(lane); });
+  // "to-loyalty", "to-webhook:<id>": a profile tells the lanes apart.
+  NameThread(lane->thread, "to-" + lane->sink);
 }
 
 void Dispatcher::Start() {
@@ -274,6 +277,7 @@ void Dispatcher::Start() {
     count = static_cast<int64_t>(lanes_.size());
   }
   gc_thread_ = std::thread([this] { RunGc(); });
+  NameThread(gc_thread_, "outbox-gc");
   log::Info("event dispatcher started", {{"lanes", count}});
 }
 

@@ -1,17 +1,14 @@
 #include "libs/rpc/executor.h"
 
-#include <pthread.h>
+#include "libs/base/thread_name.h"
 
 namespace crm::rpc {
 
 Executor::Executor(std::string name, int threads) {
-  // Linux keeps 15 bytes of a thread's name.
-  if (name.size() > 15) name.resize(15);
   threads_.reserve(threads);
   for (int i = 0; i < threads; ++i) {
     threads_.emplace_back([this] { Loop(); });
-    // Named here, not by the thread itself, so the name is there once the constructor returns.
-    pthread_setname_np(threads_.back().native_handle(), name.c_str());
+    NameThread(threads_.back(), name);
   }
 }
 

@@ -5,6 +5,8 @@
 
 #include <mutex>
 
+#include "libs/base/thread_name.h"
+
 namespace crm::gateway {
 
 EventLoop::EventLoop() {
@@ -31,6 +33,7 @@ void EventLoop::Start() {
     event_base_loop(base_, EVLOOP_NO_EXIT_ON_EMPTY);
     RunPosted();
   });
+  NameThread(thread_, "front-door");
 }
 
 void EventLoop::Post(std::function<void()> task) {

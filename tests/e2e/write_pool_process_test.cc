@@ -1,14 +1,17 @@
-// Every data service's write pool as an operator sizes it (--write_threads): the real binary runs
-// that many threads for its synced writes and the events it applies, named after the pool so
-// `top -H` and perf tell them apart, and a value out of range stops start-up naming the flag.
-#include <filesystem>
-#include <fstream>
+// The processes' threads as an operator sees them in `top -H` or perf: each data service's write
+// pool sized by --write_threads (synced writes and the events it applies) and named
+// <service>-writes, each delivery lane named after its consumer, the outbox cleanup and the
+// gateway's front-door loops each under their own name; a pool size out of range stops start-up
+// naming the flag.
+#include <algorithm>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "catch2/catch.hpp"
 #include "libs/rpc/backends.h"
 #include "tests/e2e/start_process.h"
+#include "tests/support/crm_system.h"
 #include "tests/support/process.h"
 #include "tests/support/require_ok.h"
 #include "tests/support/temp_dir.h"
@@ -26,15 +29,10 @@ std::string BinaryOf(const std::string& service) {
 
 // Threads of process `pid` whose name ends in "-writes" (every data service's write pool).
 int WritePoolThreads(pid_t pid) {
-  int count = 0;
-  for (const auto& task :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::string name;
-    std::getline(comm, name);
-    if (absl::EndsWith(name, "-writes")) ++count;
-  }
-  return count;
+  const std::vector<std::string> names = testing::ThreadNames(pid);
+  return static_cast<int>(std::count_if(names.begin(), names.end(), [](const std::string& n) {
+    return absl::EndsWith(n, "-writes");
+  }));
 }
 
 TEST_CASE("every data service's write pool takes its size from --write_threads", "[e2e][flags]") {
@@ -45,8 +43,7 @@ TEST_CASE("every data service's write pool takes its size from --write_threads",
 
       // The service's own number when unset: more than the sizes tried below.
       auto own = StartServing(binary, {"--data_dir=" + dir.Sub("own")});
-      const int own_threads = WritePoolThreads(own->pid());
-      CHECK(own_threads >= 16);
+      CHECK(WritePoolThreads(own->pid()) >= 16);
       own->Stop();
 
       for (int threads : {3, 5}) {
@@ -68,6 +65,35 @@ TEST_CASE("every data service's write pool takes its size from --write_threads",
       }
     }
   }
+}
+
+// How many of `names` are `name`.
+int Named(const std::vector<std::string>& names, const std::string& name) {
+  return static_cast<int>(std::count(names.begin(), names.end(), name));
+}
+
+TEST_CASE("the system's delivery lanes, outbox cleanup and front-door loops are named threads",
+          "[e2e][events]") {
+  testing::TempDir dir;
+  testing::CrmSystem::Options o;
+  o.data_root = dir.path();
+  o.extra["gateway"] = {"--front_threads=3"};
+  testing::CrmSystem system(o);
+  REQUIRE_OK(system.Start());
+
+  std::vector<std::string> orders = testing::ThreadNames(system.pid("order-tracking"));
+  std::sort(orders.begin(), orders.end());
+  INFO("order-tracking: " << absl::StrJoin(orders, ", "));
+  // One lane per consumer shard, named after the consumer (Linux keeps 15 bytes of a name).
+  CHECK(Named(orders, "to-loyalty") == 1);
+  CHECK(Named(orders, "to-customer-pro") == 1);
+  CHECK(Named(orders, "outbox-gc") == 1);
+  CHECK(Named(orders, "order-writes") == 32);
+
+  std::vector<std::string> gateway = testing::ThreadNames(system.pid("gateway"));
+  std::sort(gateway.begin(), gateway.end());
+  INFO("gateway: " << absl::StrJoin(gateway, ", "));
+  CHECK(Named(gateway, "front-door") == 3);
 }
 
 }  // namespace

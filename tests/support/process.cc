@@ -11,6 +11,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <regex>
 
@@ -106,6 +108,18 @@ bool ClaimForThisProcess(int port) {
 }
 
 }  // namespace
+
+std::vector<std::string> ThreadNames(pid_t pid) {
+  std::vector<std::string> names;
+  std::error_code ignored;  // a thread that ended while listed
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ignored)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.push_back(std::move(name));
+  }
+  return names;
+}
 
 int PickFreePort() {
   // Below the ephemeral range: a port picked here and bound moments later (or bound again after a

@@ -29,6 +29,9 @@ const std::string& TestInternalKeyFile();
 // other test process picks it too. 0 if none could be found.
 int PickFreePort();
 
+// The names of process `pid`'s threads (/proc/<pid>/task/*/comm), one per thread.
+std::vector<std::string> ThreadNames(pid_t pid);
+
 // Runs deploy/local/dev-pki.sh: a development CA in `dir` and a certificate for each of `names` in
 // `dir`/<name> (tls.crt, tls.key, ca.crt), as the local run and CrmSystem use them for TLS.
 absl::Status MakeDevCertificates(const std::string& dir, const std::vector<std::string>& names);
