@@ -937,12 +937,13 @@ class TlsAcceptor : public Connection {
   }
 };
 
-namespace {
-
+// The loop a listener accepts on and the protocols its port speaks.
 struct ListenerArg {
   LoopContext* ctx;
   ListenerKind kind;
 };
+
+namespace {
 
 int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                unsigned int inlen, void*) {
@@ -1093,18 +1094,19 @@ absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) 
     auto* sin = reinterpret_cast<sockaddr_in*>(&local.ss);
     if (*port != 0)
       sin->sin_port = htons(static_cast<uint16_t>(*port));  // the port the first loop got
-    auto* arg = new ListenerArg{ctx.get(), static_cast<ListenerKind>(kind)};
+    auto arg =
+        std::make_unique<ListenerArg>(ListenerArg{ctx.get(), static_cast<ListenerKind>(kind)});
     evconnlistener* l =
-        evconnlistener_new_bind(ctx->loop.base(), &OnAccept, arg,
+        evconnlistener_new_bind(ctx->loop.base(), &OnAccept, arg.get(),
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
                                     LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_THREADSAFE,
                                 4096, reinterpret_cast<sockaddr*>(&local.ss), local.len);
     if (l == nullptr) {
-      delete arg;
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", address, " (address in use?)"));
     }
     listeners_.emplace_back(ctx.get(), l);
+    listener_args_.push_back(std::move(arg));
     if (*port == 0) *port = BoundPort(l);
   }
   return absl::OkStatus();
@@ -1208,6 +1210,7 @@ void FrontDoor::Stop() {
     if (listener != nullptr) evconnlistener_free(listener);  // else closed by Shutdown
   }
   listeners_.clear();
+  listener_args_.clear();
   loops_.clear();
   if (tls_ != nullptr) SSL_CTX_free(tls_);
   tls_ = nullptr;

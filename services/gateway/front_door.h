@@ -109,6 +109,7 @@ class Exchange {
 
 class FrontDoor;
 struct LoopContext;
+struct ListenerArg;
 
 // Counts open server streams per principal across the loops.
 class StreamCounter {
@@ -164,6 +165,8 @@ class FrontDoor {
   std::vector<std::unique_ptr<LoopContext>> loops_;
   // Each listener with the loop it accepts on (one per loop and port).
   std::vector<std::pair<LoopContext*, evconnlistener*>> listeners_;
+  // What each listener's accept callback is given; freed by Stop after the listeners.
+  std::vector<std::unique_ptr<ListenerArg>> listener_args_;
   bool loops_running_ = false;
   ssl_ctx_st* tls_ = nullptr;
   int grpc_port_ = 0, http_port_ = 0, https_port_ = 0;
