@@ -937,10 +937,12 @@ class TlsAcceptor : public Connection {
   }
 };
 
-// The loop a listener accepts on and the protocols its port speaks.
-struct ListenerArg {
+// One loop's listening socket on a port: the loop it accepts on, the protocols the port speaks,
+// and libevent's listener (null once Shutdown closed it).
+struct Listener {
   LoopContext* ctx;
   ListenerKind kind;
+  evconnlistener* listener = nullptr;
 };
 
 namespace {
@@ -959,7 +961,7 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
 }
 
 void OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr* sa, int, void* arg) {
-  auto* a = static_cast<ListenerArg*>(arg);
+  auto* a = static_cast<Listener*>(arg);
   LoopContext* ctx = a->ctx;
   FrontDoor* door = ctx->door;
   const std::string ip = PeerIp(sa);
@@ -1094,10 +1096,10 @@ absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) 
     auto* sin = reinterpret_cast<sockaddr_in*>(&local.ss);
     if (*port != 0)
       sin->sin_port = htons(static_cast<uint16_t>(*port));  // the port the first loop got
-    auto arg =
-        std::make_unique<ListenerArg>(ListenerArg{ctx.get(), static_cast<ListenerKind>(kind)});
+    auto listening =
+        std::make_unique<Listener>(Listener{ctx.get(), static_cast<ListenerKind>(kind)});
     evconnlistener* l =
-        evconnlistener_new_bind(ctx->loop.base(), &OnAccept, arg.get(),
+        evconnlistener_new_bind(ctx->loop.base(), &OnAccept, listening.get(),
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
                                     LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_THREADSAFE,
                                 4096, reinterpret_cast<sockaddr*>(&local.ss), local.len);
@@ -1105,8 +1107,8 @@ absl::Status FrontDoor::Listen(const std::string& address, int kind, int* port) 
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", address, " (address in use?)"));
     }
-    listeners_.emplace_back(ctx.get(), l);
-    listener_args_.push_back(std::move(arg));
+    listening->listener = l;
+    listeners_.push_back(std::move(listening));
     if (*port == 0) *port = BoundPort(l);
   }
   return absl::OkStatus();
@@ -1164,10 +1166,10 @@ void FrontDoor::Shutdown(absl::Duration grace) {
     LoopContext* c = ctx.get();
     auto done = closed.emplace_back(std::make_shared<absl::Notification>());
     auto stop_accepting = [this, c, done] {
-      for (auto& [loop, listener] : listeners_) {
-        if (loop == c && listener != nullptr) {
-          evconnlistener_free(listener);
-          listener = nullptr;
+      for (const auto& l : listeners_) {
+        if (l->ctx == c && l->listener != nullptr) {
+          evconnlistener_free(l->listener);
+          l->listener = nullptr;
         }
       }
       for (Connection* conn : c->connections) conn->GoAway();
@@ -1206,11 +1208,10 @@ void FrontDoor::Stop() {
     });
     c->loop.Stop();
   }
-  for (const auto& [loop, listener] : listeners_) {
-    if (listener != nullptr) evconnlistener_free(listener);  // else closed by Shutdown
+  for (const auto& l : listeners_) {
+    if (l->listener != nullptr) evconnlistener_free(l->listener);  // else closed by Shutdown
   }
   listeners_.clear();
-  listener_args_.clear();
   loops_.clear();
   if (tls_ != nullptr) SSL_CTX_free(tls_);
   tls_ = nullptr;

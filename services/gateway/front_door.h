@@ -109,7 +109,7 @@ class Exchange {
 
 class FrontDoor;
 struct LoopContext;
-struct ListenerArg;
+struct Listener;
 
 // Counts open server streams per principal across the loops.
 class StreamCounter {
@@ -163,10 +163,8 @@ class FrontDoor {
   Gateway* gateway_;
   FrontDoorOptions options_;
   std::vector<std::unique_ptr<LoopContext>> loops_;
-  // Each listener with the loop it accepts on (one per loop and port).
-  std::vector<std::pair<LoopContext*, evconnlistener*>> listeners_;
-  // What each listener's accept callback is given; freed by Stop after the listeners.
-  std::vector<std::unique_ptr<ListenerArg>> listener_args_;
+  // One per loop and port; each is also what its accept callback is given.
+  std::vector<std::unique_ptr<Listener>> listeners_;
   bool loops_running_ = false;
   ssl_ctx_st* tls_ = nullptr;
   int grpc_port_ = 0, http_port_ = 0, https_port_ = 0;
