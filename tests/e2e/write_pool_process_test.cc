@@ -7,7 +7,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "catch2/catch.hpp"
 #include "libs/rpc/backends.h"
 #include "tests/e2e/start_process.h"
@@ -22,11 +21,6 @@ namespace {
 using testing::Process;
 using testing::StartServing;
 
-// "customer-profile" is built as services/customer_profile/customer-profile.
-std::string BinaryOf(const std::string& service) {
-  return "services/" + absl::StrReplaceAll(service, {{"-", "_"}}) + "/" + service;
-}
-
 // Threads of process `pid` whose name ends in "-writes" (every data service's write pool).
 int WritePoolThreads(pid_t pid) {
   const std::vector<std::string> names = testing::ThreadNames(pid);
@@ -39,7 +33,7 @@ TEST_CASE("every data service's write pool takes its size from --write_threads",
   for (const rpc::ServiceInfo& info : rpc::DataServices()) {
     DYNAMIC_SECTION(info.name) {
       testing::TempDir dir;
-      const std::string binary = BinaryOf(info.name);
+      const std::string& binary = testing::CrmSystem::Binary(info.name);
 
       // The service's own number when unset: more than the sizes tried below.
       auto own = StartServing(binary, {"--data_dir=" + dir.Sub("own")});

@@ -43,6 +43,8 @@ const std::vector<std::string>& CrmSystem::Names() {
   return *names;
 }
 
+const std::string& CrmSystem::Binary(const std::string& name) { return Binaries().at(name); }
+
 CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
   // PickFreePort never gives one port twice.
   for (const std::string& name : Names()) {
@@ -119,7 +121,7 @@ absl::Status CrmSystem::Start() {
 absl::Status CrmSystem::Start(const std::string& name) {
   if (auto it = processes_.find(name); it != processes_.end())
     last_output_[name] += it->second->output();
-  auto p = std::make_unique<Process>(Process::BuildPath(Binaries().at(name)), ArgsOf(name));
+  auto p = std::make_unique<Process>(Process::BuildPath(Binary(name)), ArgsOf(name));
   if (absl::Status s = p->Start(); !s.ok()) return s;
   absl::Status s = p->WaitServing();
   if (!s.ok())

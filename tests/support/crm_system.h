@@ -29,6 +29,9 @@ class CrmSystem {
   };
   // The six process names: the five services, then "gateway".
   static const std::vector<std::string>& Names();
+  // Where process `name`'s binary is built, relative to the build folder (Process::BuildPath), e.g.
+  // "services/customer_profile/customer-profile".
+  static const std::string& Binary(const std::string& name);
 
   explicit CrmSystem(Options options);
   ~CrmSystem();
