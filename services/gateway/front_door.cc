@@ -406,9 +406,15 @@ class H2Connection : public Connection {
     e->last_input_ = absl::Now();
     c->exchanges_[frame->hd.stream_id] = std::move(e);
     c->last_activity_ = absl::Now();
-    c->Arm(
-        std::min(c->ctx_->door->options().header_timeout, c->ctx_->door->options().body_timeout) /
-        2);
+    // Past the maximum age but not yet retired (this stream came before the timer fired): the
+    // timer runs at once, retiring the connection once this stream counts as processed. Armed for
+    // the stream's own timeouts instead, it would be put off again by every stream that follows,
+    // and a busy connection would never be retired.
+    const bool due = !c->goaway_sent_ && c->PastMaxAge();
+    c->Arm(due ? absl::ZeroDuration()
+               : std::min(c->ctx_->door->options().header_timeout,
+                          c->ctx_->door->options().body_timeout) /
+                     2);
     return 0;
   }
 
