@@ -43,16 +43,28 @@ testing::InProcessGatewayOptions Replica(absl::Duration max_connection_age) {
   return o;
 }
 
+// Replica A behind a per-connection balancer, and a frontend's channel to the balancer: plain gRPC,
+// one connection, as a mobile app or BFF would hold it.
+struct ClientBehindBalancer {
+  explicit ClientBehindBalancer(absl::Duration max_connection_age)
+      : a(Replica(max_connection_age)) {
+    REQUIRE_OK(balancer.Start());
+    balancer.AddBackend(a.grpc_port());
+    channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", balancer.port()),
+                                  grpc::InsecureChannelCredentials());
+  }
+  testing::InProcessGateway a;
+  testing::TcpBalancer balancer;
+  std::shared_ptr<grpc::Channel> channel;
+};
+
 // Replica A behind the balancer takes a client's calls; replica B is added; the client keeps
 // calling for at most `wait`. True when B took a connection (and so calls) before that.
 bool SecondReplicaGetsTraffic(absl::Duration max_connection_age, absl::Duration wait) {
-  testing::InProcessGateway a(Replica(max_connection_age));
-  testing::TcpBalancer balancer;
-  REQUIRE_OK(balancer.Start());
-  balancer.AddBackend(a.grpc_port());
-  // A frontend's channel: plain gRPC, one connection, as a mobile app or BFF would hold it.
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", balancer.port()),
-                                     grpc::InsecureChannelCredentials());
+  ClientBehindBalancer client(max_connection_age);
+  testing::InProcessGateway& a = client.a;
+  testing::TcpBalancer& balancer = client.balancer;
+  const std::shared_ptr<grpc::Channel>& channel = client.channel;
   int calls = 0;
   const auto call = [&] {
     const testing::RawReply reply = testing::RawUnaryCall(channel, kPath, "", {});
@@ -93,24 +105,20 @@ TEST_CASE(
 // above failed about one run in ten, with one connection for 400 calls in 20 s).
 TEST_CASE("an HTTP/2 connection kept busy with calls is still retired at its maximum age",
           "[front_door]") {
-  testing::InProcessGateway a(Replica(absl::Milliseconds(100)));
-  testing::TcpBalancer balancer;
-  REQUIRE_OK(balancer.Start());
-  balancer.AddBackend(a.grpc_port());
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", balancer.port()),
-                                     grpc::InsecureChannelCredentials());
+  ClientBehindBalancer client(absl::Milliseconds(100));
   int calls = 0;
   const bool retired = testing::WaitUntil(
       [&] {
         // Back to back for longer than the maximum age, between the checks.
         for (int i = 0; i < 500; ++i) {
-          testing::RawUnaryCall(channel, kPath, "", {});
+          testing::RawUnaryCall(client.channel, kPath, "", {});
           ++calls;
         }
-        return balancer.ConnectionsTo(a.grpc_port()) >= 3;
+        return client.balancer.ConnectionsTo(client.a.grpc_port()) >= 3;
       },
       absl::Seconds(20));
-  INFO("calls: " << calls << ", connections: " << balancer.ConnectionsTo(a.grpc_port()));
+  INFO("calls: " << calls
+                 << ", connections: " << client.balancer.ConnectionsTo(client.a.grpc_port()));
   CHECK(retired);
 }
 
