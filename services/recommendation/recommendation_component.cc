@@ -18,6 +18,8 @@ namespace {
 absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context) {
   CRM_RETURN_IF_ERROR(c.ProduceEvents());
   auto* store = c.Make<RecommendationStore>(context.store, c.outbox());
+  // Before learning and serving begin: a store from before the buyers family gets it now, once.
+  CRM_RETURN_IF_ERROR(store->IndexBuyersOnce());
   auto* bestsellers =
       c.Make<BestsellerCache>(store, absl::Seconds(absl::GetFlag(FLAGS_bestseller_cache_s)));
   auto* recommender = c.Make<Recommender>(store, bestsellers, context.clock);

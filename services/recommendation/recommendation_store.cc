@@ -12,6 +12,7 @@
 #include "libs/base/status_macros.h"
 #include "libs/behavior/interest.h"
 #include "libs/events/store_families.h"
+#include "libs/log/log.h"
 #include "libs/sharding/hash.h"
 #include "libs/store/counters.h"
 #include "libs/store/key.h"
@@ -53,7 +54,8 @@ enum Family {
   kAffinity,
   kShown,
   kRequests,
-  kReminders
+  kReminders,
+  kBuyers
 };
 constexpr store::FamilyName<Family> kFamilies[] = {{kItems, "items"},
                                                    {kSuccessors, "successors"},
@@ -70,7 +72,8 @@ constexpr store::FamilyName<Family> kFamilies[] = {{kItems, "items"},
                                                    {kAffinity, "affinity"},
                                                    {kShown, "shown"},
                                                    {kRequests, "requests"},
-                                                   {kReminders, "reminders"}};
+                                                   {kReminders, "reminders"},
+                                                   {kBuyers, "buyers"}};
 static_assert(store::InEnumOrder(kFamilies));
 
 // Deliveries add to one of these, chosen by customer, so parallel deliveries rarely wait on each
@@ -86,6 +89,14 @@ std::string PairKey(absl::string_view a, absl::string_view b) {
 int StripeOf(absl::string_view customer_id) {
   return static_cast<int>(sharding::StableHash64(customer_id) % kBasketStripes);
 }
+
+std::string BuyerKey(absl::string_view sku, absl::Time last_bought, absl::string_view customer_id) {
+  return Key().Str(sku).TimeNewestFirst(last_bought).Str(customer_id).Build();
+}
+
+// The buyers family's row saying it holds every buyer (written with the last rows by
+// IndexBuyersOnce). No SKU is empty, so no buyer's key is this.
+constexpr char kBuyersIndexed[] = "";
 
 std::vector<std::string> ItemKeys(const std::vector<std::string>& skus) {
   std::vector<std::string> keys;
@@ -652,6 +663,12 @@ absl::Status RecommendationStore::NoteBoughtItems(Transaction& txn, absl::string
                                                   internal::CustomerSummary& summary,
                                                   GraphDelta& delta) {
   const bool wholesale = basket.lines_size() > kWholesaleBasketLines;
+  // Each item's row among its buyers: moved once the basket's items are counted.
+  struct Moved {
+    std::string sku;
+    std::optional<absl::Time> before, after;
+  };
+  std::vector<Moved> moved;
   for (const auto& line : basket.lines()) {
     const std::string key = Key().Str(customer_id).Str(line.sku()).Build();
     internal::CustomerItem mine;
@@ -667,10 +684,15 @@ absl::Status RecommendationStore::NoteBoughtItems(Transaction& txn, absl::string
     mine.set_sku(line.sku());
     mine.set_category(line.category());
     mine.set_bought(mine.bought() + 1);
-    if (!mine.has_last_bought() || api::FromTimestamp(mine.last_bought()) < when) {
-      api::SetTimestamp(when, mine.mutable_last_bought());
-    }
+    std::optional<absl::Time> before;
+    if (mine.has_last_bought()) before = api::FromTimestamp(mine.last_bought());
+    if (!before || *before < when) api::SetTimestamp(when, mine.mutable_last_bought());
+    moved.push_back({line.sku(), before, api::FromTimestamp(mine.last_bought())});
     CRM_RETURN_IF_ERROR(txn.PutProto(cf_[kCustomerItems], key, mine));
+  }
+  for (const Moved& m : moved) {
+    CRM_RETURN_IF_ERROR(
+        MoveBuyer(txn, customer_id, m.sku, m.before, m.after, summary.items_bought()));
   }
   return absl::OkStatus();
 }
@@ -730,7 +752,23 @@ absl::Status RecommendationStore::MarkReturned(Transaction& txn, absl::string_vi
   mine.set_sku(item.sku());
   if (mine.category().empty()) mine.set_category(item.category());
   mine.set_returned(true);
+  if (mine.has_last_bought()) {
+    CRM_RETURN_IF_ERROR(MoveBuyer(txn, customer_id, item.sku(),
+                                  api::FromTimestamp(mine.last_bought()), std::nullopt, 0));
+  }
   return txn.PutProto(cf_[kCustomerItems], key, mine);
+}
+
+absl::Status RecommendationStore::MoveBuyer(Transaction& txn, absl::string_view customer_id,
+                                            absl::string_view sku, std::optional<absl::Time> before,
+                                            std::optional<absl::Time> after, int64_t items_bought) {
+  if (before && before != after) {
+    CRM_RETURN_IF_ERROR(txn.Delete(cf_[kBuyers], BuyerKey(sku, *before, customer_id)));
+  }
+  if (!after) return absl::OkStatus();
+  internal::Buyer buyer;
+  buyer.set_items_bought(items_bought);
+  return txn.PutProto(cf_[kBuyers], BuyerKey(sku, *after, customer_id), buyer);
 }
 
 void RecommendationStore::TakeBackReturned(const v1::EventItem& item, internal::Basket& basket,
@@ -838,6 +876,17 @@ absl::Status RecommendationStore::Forget(Transaction& txn, absl::string_view cus
     CRM_RETURN_IF_ERROR(UndoTouches(txn, kind, customer_id, delta));
   }
   CRM_RETURN_IF_ERROR(Apply(txn, delta));
+  // Out of every item's buyers (their keys start with the item, so they go one by one).
+  std::vector<std::pair<std::string, absl::Time>> bought;
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<internal::CustomerItem>(
+      txn, cf_[kCustomerItems], prefix, [&](absl::string_view, internal::CustomerItem&& mine) {
+        if (mine.has_last_bought()) {
+          bought.emplace_back(mine.sku(), api::FromTimestamp(mine.last_bought()));
+        }
+      }));
+  for (const auto& [sku, last_bought] : bought) {
+    CRM_RETURN_IF_ERROR(MoveBuyer(txn, customer_id, sku, last_bought, std::nullopt, 0));
+  }
   CRM_RETURN_IF_ERROR(txn.Delete(cf_[kCustomers], prefix));
   for (auto* cf : {cf_[kCustomerItems], cf_[kBaskets], cf_[kFirstViews], cf_[kFirstPurchases],
                    cf_[kAffinity], cf_[kShown], cf_[kRequests], cf_[kReminders]}) {
@@ -1051,6 +1100,94 @@ absl::Status RecommendationStore::ListShown(absl::string_view customer_id, absl:
                                      return true;
                                    }));
   return parse;
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, RecommendationStore::Alike>>
+RecommendationStore::BuyersOf(const std::vector<std::string>& skus, int per_item,
+                              absl::Time now) const {
+  absl::flat_hash_map<std::string, Alike> alike;
+  for (const std::string& sku : skus) {
+    const std::string prefix = Key().Str(sku).Build();
+    int read = 0;
+    absl::Status parse;
+    CRM_RETURN_IF_ERROR(
+        store_->ScanPrefix(cf_[kBuyers], prefix, [&](absl::string_view k, absl::string_view v) {
+          store::KeyReader key(k.substr(prefix.size()));
+          const std::optional<absl::Time> bought = key.TimeNewestFirst();
+          std::optional<std::string> customer = key.Str();
+          internal::Buyer buyer;
+          if (!bought || !customer || !buyer.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+            parse = absl::DataLossError(absl::StrCat("a buyer of ", sku, " does not parse"));
+            return false;
+          }
+          if (*bought > now) return true;  // bought after the time asked about
+          Alike& a = alike[*customer];
+          ++a.shared;
+          a.latest = std::max(a.latest, *bought);
+          a.items_bought = std::max(a.items_bought, buyer.items_bought());
+          return ++read < per_item;
+        }));
+    CRM_RETURN_IF_ERROR(parse);
+  }
+  return alike;
+}
+
+absl::StatusOr<std::vector<std::optional<internal::CustomerSummary>>>
+RecommendationStore::Summaries(const std::vector<std::string>& customer_ids) const {
+  return store_->MultiGetProtos<internal::CustomerSummary>(cf_[kCustomers], ItemKeys(customer_ids));
+}
+
+absl::Status RecommendationStore::IndexBuyersOnce() {
+  CRM_ASSIGN_OR_RETURN(auto indexed, store_->Get(cf_[kBuyers], kBuyersIndexed));
+  if (indexed.has_value()) return absl::OkStatus();
+  // Item rows come grouped by customer: a customer's rows are written once all of them are read,
+  // with the count of the items they bought.
+  int64_t written = 0;
+  std::string customer;
+  std::vector<std::pair<std::string, absl::Time>> bought;
+  rocksdb::WriteBatch batch;
+  absl::Status failed;
+  const auto flush_customer = [&] {
+    internal::Buyer buyer;
+    buyer.set_items_bought(static_cast<int64_t>(bought.size()));
+    const std::string value = buyer.SerializeAsString();
+    for (const auto& [sku, when] : bought) {
+      batch.Put(cf_[kBuyers], BuyerKey(sku, when, customer), value);
+    }
+    written += static_cast<int64_t>(bought.size());
+    bought.clear();
+    if (batch.Count() >= 10000) {
+      failed = store_->Write(&batch, store::Durability::kBuffered);
+      batch.Clear();
+    }
+  };
+  absl::Status parse;
+  CRM_RETURN_IF_ERROR(
+      store_->Scan(cf_[kCustomerItems], "", "", [&](absl::string_view k, absl::string_view v) {
+        std::optional<std::string> id = store::KeyReader(k).Str();
+        internal::CustomerItem mine;
+        if (!id || !mine.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          parse = absl::DataLossError("a customer's item row does not parse");
+          return false;
+        }
+        if (*id != customer) {
+          flush_customer();
+          customer = std::move(*id);
+        }
+        if (mine.bought() > 0 && mine.has_last_bought() && !mine.returned()) {
+          bought.emplace_back(mine.sku(), api::FromTimestamp(mine.last_bought()));
+        }
+        return failed.ok();
+      }));
+  CRM_RETURN_IF_ERROR(parse);
+  CRM_RETURN_IF_ERROR(failed);
+  flush_customer();
+  CRM_RETURN_IF_ERROR(failed);
+  // Synced with the last rows: once marked complete, it is never built again.
+  batch.Put(cf_[kBuyers], kBuyersIndexed, "indexed");
+  CRM_RETURN_IF_ERROR(store_->Write(&batch, store::Durability::kSynced));
+  log::Info("buyers of each item indexed", {{"rows", written}});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::map<std::string, std::vector<int64_t>>> RecommendationStore::BuyingDays(

@@ -22,6 +22,9 @@
 //   reminders        customer_id, kind               -> ReminderSent (the day and item of the
 //   latest
 //                                                       scheduled reminder of that kind)
+//   buyers           sku, last bought (newest first), customer_id
+//                                                    -> Buyer (an item's buyers, for customers
+//                                                       alike; not returned items)
 //   consumed_events  occur time, event id            -> events already applied
 //
 // Learning happens in the event consumer's transaction: per-customer rows are read and locked; the
@@ -159,6 +162,24 @@ class RecommendationStore {
   absl::StatusOr<std::map<std::string, std::vector<int64_t>>> BuyingDays(
       absl::string_view customer_id) const;
   absl::StatusOr<internal::CoCounts> Co(absl::string_view a, absl::string_view b) const;
+  // The customers alike to one who bought `skus`: of each item, its latest `per_item` buyers (those
+  // who bought it after `now` are passed over), with how many of `skus` each bought, the latest of
+  // those purchases, and their distinct items bought (as of the index's row).
+  struct Alike {
+    int shared = 0;
+    absl::Time latest = absl::InfinitePast();
+    int64_t items_bought = 0;
+  };
+  absl::StatusOr<absl::flat_hash_map<std::string, Alike>> BuyersOf(
+      const std::vector<std::string>& skus, int per_item, absl::Time now) const;
+  // The customers' summaries, in the order of `customer_ids` (one MultiGet); nullopt when unknown.
+  absl::StatusOr<std::vector<std::optional<internal::CustomerSummary>>> Summaries(
+      const std::vector<std::string>& customer_ids) const;
+  // Fills the buyers family from the customers' item rows, once: a store written by a build without
+  // the family gets it at its first start (before learning and serving begin; log line "buyers of
+  // each item indexed"). A build without it would refuse to open the store afterwards (RocksDB: a
+  // column family not opened), so it cannot fall behind the rows it indexes.
+  absl::Status IndexBuyersOnce();
   absl::StatusOr<internal::Neighbours> NeighboursOf(absl::string_view sku) const;
   absl::StatusOr<int64_t> TotalBaskets() const;
   // Units and orders per sku in `category` ("" = everything) on days [since, until].
@@ -190,6 +211,11 @@ class RecommendationStore {
   // from the basket's line, the item's stats and the day's sales.
   absl::Status MarkReturned(store::Transaction& txn, absl::string_view customer_id,
                             const v1::EventItem& item);
+  // Moves the customer's row in `sku`'s buyers from the purchase at `before` (none: no row yet) to
+  // the one at `after` (none: no longer a buyer, the item returned).
+  absl::Status MoveBuyer(store::Transaction& txn, absl::string_view customer_id,
+                         absl::string_view sku, std::optional<absl::Time> before,
+                         std::optional<absl::Time> after, int64_t items_bought);
   static void TakeBackReturned(const v1::EventItem& item, internal::Basket& basket,
                                GraphDelta& delta);
   // LearnBrowsing's step for a view of (or adding to the cart) an item: the customer's item row

@@ -108,6 +108,9 @@ class Recommender {
                             std::vector<v1::Recommendation>* buy_again);
   // Each model's candidates for the customer (only `only` when it is not the blend).
   absl::Status ItemCf(const CustomerView& view, absl::Time now, std::vector<Candidate>* out);
+  // What the customers most alike bought lately (home, e-mail and push).
+  absl::Status SimilarCustomers(const std::string& customer_id, const CustomerView& view,
+                                absl::Time now, std::vector<Candidate>* out);
   absl::Status Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out);
   absl::Status CategoryAffinity(const CustomerView& view, absl::Time now,
                                 std::vector<Candidate>* out);

@@ -3,6 +3,7 @@
 // the real customer-profile deciding marketing consent and contact caps.
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -732,6 +733,125 @@ TEST_CASE("erasure takes the customer's contribution back out exactly") {
   // A redelivered erasure changes nothing.
   w.Deliver({erased});
   CHECK(snapshot() == before);
+}
+
+// Every customer in the buyers family (an item's buyers, newest purchase first), as keyed.
+std::set<std::string> IndexedBuyers(World& w) {
+  std::set<std::string> customers;
+  store::Store& s = w.reco.store();
+  REQUIRE(s.ScanPrefix(s.cf("buyers"), "", [&](absl::string_view k, absl::string_view) {
+             store::KeyReader key(k);
+             const auto sku = key.Str();
+             if (sku && !sku->empty() && key.TimeNewestFirst()) customers.insert(*key.Str());
+             return true;
+           }).ok());
+  return customers;
+}
+
+TEST_CASE(
+    "customers alike: what the customers whose purchases are most like yours bought, on the home "
+    "page, not on product pages or carts, with returns, erasure and purchases after the clock left "
+    "out") {
+  World w;
+  w.Catalog({{"a", "c1"},
+             {"b", "c1"},
+             {"c", "c1"},
+             {"d", "c2"},
+             {"e", "c2"},
+             {"x", "c3"},
+             {"y", "c3"},
+             {"w", "c3"},
+             {"late", "c2"}});
+  const absl::Time t = w.Now() - 5 * kDay;
+  w.Buy("alice", {"a", "b", "c"}, t);
+  w.Buy("bob", {"a", "b"}, t);
+  w.Buy("bob", {"c", "d"}, t + kDay);                      // alike: shares all three
+  w.Buy("carol", {"x", "y", "w"}, t);                      // shares nothing with alice
+  w.Buy("dan", {"a", "e"}, t);                             // shares one item
+  w.Buy("erin", {"a", "b", "c", "late"}, w.Now() + kDay);  // after the clock: not yet
+  auto alike = [&](const std::string& customer, v1::Placement placement = v1::PLACEMENT_HOME) {
+    // A product page or a cart names its items.
+    return w.Recommend(customer, placement, 10, v1::MODEL_SIMILAR_CUSTOMERS,
+                       placement == v1::PLACEMENT_HOME ? std::vector<std::string>{}
+                                                       : std::vector<std::string>{"a"});
+  };
+  const v1::RecommendResponse home = alike("alice");
+  REQUIRE(Skus(home) == std::vector<std::string>{"d", "e"});  // bob is more alike than dan
+  CHECK(home.recommendations(0).model() == v1::MODEL_SIMILAR_CUSTOMERS);
+  CHECK(home.recommendations(0).reason() == "customers who shop like you bought this lately");
+  // A product page or a cart is about its items, not the customer.
+  CHECK(alike("alice", v1::PLACEMENT_PRODUCT_PAGE).recommendations().empty());
+  CHECK(alike("alice", v1::PLACEMENT_CART).recommendations().empty());
+  CHECK(Has(w.Recommend("alice"), "d"));  // and the blend has it
+
+  // Sent back: bob is no longer a buyer of d.
+  v1::Event refund = w.NewEvent("bob", w.Now());
+  refund.mutable_order_refunded()->set_order_id("o3");
+  auto* returned = refund.mutable_order_refunded()->add_items();
+  returned->set_sku("d");
+  returned->set_quantity(1);
+  w.Deliver({refund});
+  CHECK(Skus(alike("alice")) == std::vector<std::string>{"e"});
+
+  // Erased: dan is nobody's neighbour, and no item lists him as a buyer.
+  REQUIRE(IndexedBuyers(w).count("dan") == 1);
+  v1::Event erased = w.NewEvent("dan", w.Now());
+  erased.set_producer("customer-profile");
+  api::SetTimestamp(w.Now(), erased.mutable_customer_erased()->mutable_erase_time());
+  w.Deliver({erased});
+  CHECK(IndexedBuyers(w).count("dan") == 0);
+  CHECK(alike("alice").recommendations().empty());
+
+  // Once the clock passes erin's purchase, she is the one alike.
+  w.reco.clock().Advance(2 * kDay);
+  CHECK(Skus(alike("alice")) == std::vector<std::string>{"late"});
+}
+
+TEST_CASE(
+    "customers alike: a store written before the buyers family existed gets it built from its "
+    "customers' items at the next start") {
+  World w;
+  w.Catalog({{"a", "c1"}, {"b", "c1"}, {"d", "c2"}});
+  const absl::Time t = w.Now() - 5 * kDay;
+  w.Buy("alice", {"a", "b"}, t);
+  w.Buy("bob", {"a", "b", "d"}, t);
+  auto alike = [&] {
+    return Skus(w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS));
+  };
+  REQUIRE(alike() == std::vector<std::string>{"d"});
+  // What an older binary's store looks like: the family empty, not marked built.
+  store::Store& s = w.reco.store();
+  rocksdb::WriteBatch wipe;
+  REQUIRE(s.ScanPrefix(s.cf("buyers"), "", [&](absl::string_view k, absl::string_view) {
+             return wipe.Delete(s.cf("buyers"), rocksdb::Slice(k.data(), k.size())).ok();
+           }).ok());
+  REQUIRE(s.Write(&wipe, store::Durability::kSynced).ok());
+  REQUIRE(IndexedBuyers(w).empty());
+  CHECK(alike().empty());
+
+  auto restart = [&] {
+    w.reco.Restart();
+    w.stub = v1::RecommendationService::NewStub(w.reco.channel());
+  };
+  restart();
+  CHECK(IndexedBuyers(w) == std::set<std::string>{"alice", "bob"});
+  CHECK(alike() == std::vector<std::string>{"d"});
+  // Built once: a later start finds it complete and writes nothing (bob's rows, removed by hand
+  // now, stay away).
+  store::Store& reopened = w.reco.store();
+  rocksdb::WriteBatch bob;
+  REQUIRE(reopened
+              .ScanPrefix(reopened.cf("buyers"), "",
+                          [&](absl::string_view k, absl::string_view) {
+                            if (absl::StrContains(k, "bob")) {
+                              bob.Delete(reopened.cf("buyers"), rocksdb::Slice(k.data(), k.size()));
+                            }
+                            return true;
+                          })
+              .ok());
+  REQUIRE(reopened.Write(&bob, store::Durability::kSynced).ok());
+  restart();
+  CHECK(IndexedBuyers(w) == std::set<std::string>{"alice"});
 }
 
 // The items `sku` is bought together with in at least one basket, comma-separated.
