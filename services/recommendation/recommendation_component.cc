@@ -11,6 +11,10 @@ ABSL_FLAG(int, reminder_sweep_interval_s, 3600,
           "how often occasion reminders and upgrade notices due are written as ReminderDue events "
           "(at most one of each kind per customer per day); 0: never");
 
+ABSL_FLAG(bool, customers_alike, true,
+          "blend into home, e-mail and push what the customers most alike bought lately (a home "
+          "call takes up to about twice the CPU; the index it reads is kept either way)");
+
 namespace crm::recommendation {
 
 namespace {
@@ -22,7 +26,8 @@ absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context
   CRM_RETURN_IF_ERROR(store->IndexBuyersOnce());
   auto* bestsellers =
       c.Make<BestsellerCache>(store, absl::Seconds(absl::GetFlag(FLAGS_bestseller_cache_s)));
-  auto* recommender = c.Make<Recommender>(store, bestsellers, context.clock);
+  auto* recommender =
+      c.Make<Recommender>(store, bestsellers, context.clock, absl::GetFlag(FLAGS_customers_alike));
   CRM_RETURN_IF_ERROR(recommender->LoadSuccessors());
   auto* reminders = c.Make<ReminderSweep>(store, recommender, c.outbox(), context.clock,
                                           context.metrics->registry());

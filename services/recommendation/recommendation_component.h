@@ -2,7 +2,7 @@
 // RecommendationService. Its wiring (recommendation_component.cc) builds the store, best-seller
 // cache, recommender, reminder sweep, service, event consumer, event producer (ReminderDue), the
 // neighbour refresh and the reminder sweep's schedule; its flags: --bestseller_cache_s,
-// --reminder_sweep_interval_s.
+// --reminder_sweep_interval_s, --customers_alike.
 #pragma once
 
 #include "absl/flags/declare.h"
@@ -13,6 +13,8 @@
 ABSL_DECLARE_FLAG(int, bestseller_cache_s);
 // How often the reminder sweep runs, in seconds (0: never).
 ABSL_DECLARE_FLAG(int, reminder_sweep_interval_s);
+// Whether home, e-mail and push blend in what customers alike bought.
+ABSL_DECLARE_FLAG(bool, customers_alike);
 
 namespace crm::recommendation {
 

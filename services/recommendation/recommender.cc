@@ -35,9 +35,10 @@ constexpr int kAffinityCategories = 3;
 // kept; what they bought weighs by how recently (kAlikeHalfLife), and their best kAlikeCandidates
 // items are offered to the blend. On Online Retail's four rolling cut-offs (README, "Recommendation
 // quality") 20 seeds lost at one cut-off; with all 60, 50-300 buyers a seed and 50-100 customers
-// alike all gained at every cut-off, within about 0.03 of each other.
+// alike all gained at every cut-off, within about 0.03 of each other: the cheapest is kept (the
+// customers' summaries read are most of its cost).
 constexpr int kBuyersPerSeed = 50;
-constexpr size_t kAlikeCustomers = 100;
+constexpr size_t kAlikeCustomers = 50;
 constexpr absl::Duration kAlikeHalfLife = absl::Hours(24 * 60);
 constexpr size_t kAlikeCandidates = 200;
 // Bundle rules need at least this many baskets with both items to be believed.
@@ -265,8 +266,9 @@ absl::StatusOr<std::shared_ptr<const BestsellerCache::Ranking>> BestsellerCache:
   return std::shared_ptr<const Ranking>(std::move(ranking));
 }
 
-Recommender::Recommender(RecommendationStore* store, BestsellerCache* bestsellers, Clock* clock)
-    : store_(store), bestsellers_(bestsellers), clock_(clock) {}
+Recommender::Recommender(RecommendationStore* store, BestsellerCache* bestsellers, Clock* clock,
+                         bool customers_alike)
+    : store_(store), bestsellers_(bestsellers), clock_(clock), customers_alike_(customers_alike) {}
 
 absl::Status Recommender::LoadSuccessors() {
   CRM_ASSIGN_OR_RETURN(auto found, store_->ItemsWithSuccessors());
@@ -603,7 +605,8 @@ absl::Status Recommender::RecommendFor(const RecommendQuery& q, const CustomerVi
   if (want(v1::MODEL_ITEM_CF) && !cold) {
     CRM_RETURN_IF_ERROR(ItemCf(view, now, &by_model[v1::MODEL_ITEM_CF]));
   }
-  if (want(v1::MODEL_SIMILAR_CUSTOMERS) && !cold && AboutTheCustomer(q.placement)) {
+  if (customers_alike_ && want(v1::MODEL_SIMILAR_CUSTOMERS) && !cold &&
+      AboutTheCustomer(q.placement)) {
     CRM_RETURN_IF_ERROR(
         SimilarCustomers(q.customer_id, view, now, &by_model[v1::MODEL_SIMILAR_CUSTOMERS]));
   }

@@ -77,7 +77,10 @@ struct RecommendQuery {
 
 class Recommender {
  public:
-  Recommender(RecommendationStore* store, BestsellerCache* bestsellers, Clock* clock);
+  // `customers_alike`: whether home, e-mail and push blend in what customers alike bought (it takes
+  // a home call up to about twice the CPU; docs/benchmarks.md).
+  Recommender(RecommendationStore* store, BestsellerCache* bestsellers, Clock* clock,
+              bool customers_alike = true);
 
   // Loads which items have a successor (at start; UpsertCatalogItems keeps it current through
   // Catalogued).
@@ -140,6 +143,7 @@ class Recommender {
   RecommendationStore* const store_;
   BestsellerCache* const bestsellers_;
   Clock* const clock_;
+  const bool customers_alike_;
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> has_successor_ ABSL_GUARDED_BY(mu_);
 };

@@ -3,6 +3,7 @@
 // the real customer-profile deciding marketing consent and contact caps.
 #include <set>
 
+#include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -805,6 +806,21 @@ TEST_CASE(
   // Once the clock passes erin's purchase, she is the one alike.
   w.reco.clock().Advance(2 * kDay);
   CHECK(Skus(alike("alice")) == std::vector<std::string>{"late"});
+}
+
+TEST_CASE("customers alike off (--customers_alike=false): no such recommendations, index kept") {
+  absl::FlagSaver restore_flags;
+  absl::SetFlag(&FLAGS_customers_alike, false);
+  World w;
+  w.Catalog({{"a", "c1"}, {"b", "c1"}, {"d", "c2"}});
+  const absl::Time t = w.Now() - 5 * kDay;
+  w.Buy("alice", {"a", "b"}, t);
+  w.Buy("bob", {"a", "b", "d"}, t);
+  CHECK(w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS)
+            .recommendations()
+            .empty());
+  // The buyers are still listed, so turning it on later needs no rebuild.
+  CHECK(IndexedBuyers(w) == std::set<std::string>{"alice", "bob"});
 }
 
 TEST_CASE(
