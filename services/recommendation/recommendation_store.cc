@@ -98,10 +98,11 @@ std::string BuyerKey(absl::string_view sku, absl::Time last_bought, absl::string
 // IndexBuyersOnce). No SKU is empty, so no buyer's key is this.
 constexpr char kBuyersIndexed[] = "";
 
-std::vector<std::string> ItemKeys(const std::vector<std::string>& skus) {
+// The keys of rows keyed by one string each: items (by sku) or customers (by id).
+std::vector<std::string> OneStringKeys(const std::vector<std::string>& ids) {
   std::vector<std::string> keys;
-  keys.reserve(skus.size());
-  for (const auto& sku : skus) keys.push_back(Key().Str(sku).Build());
+  keys.reserve(ids.size());
+  for (const auto& id : ids) keys.push_back(Key().Str(id).Build());
   return keys;
 }
 
@@ -516,7 +517,7 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   // meanwhile notes the pair again for the next refresh.
   CRM_ASSIGN_OR_RETURN(auto stats, StatsOf(items));
   auto lists =
-      OrEmpty(store_->MultiGetProtos<internal::Neighbours>(cf_[kNeighbours], ItemKeys(items)));
+      OrEmpty(store_->MultiGetProtos<internal::Neighbours>(cf_[kNeighbours], OneStringKeys(items)));
   if (!lists.ok()) return lists.status();
   absl::flat_hash_map<std::string, size_t> index_of;
   for (size_t i = 0; i < items.size(); ++i) index_of[items[i]] = i;
@@ -1032,7 +1033,7 @@ absl::StatusOr<std::vector<internal::ItemStats>> RecommendationStore::StatsOf(
   if (unread.empty()) return stats;
   CRM_ASSIGN_OR_RETURN(
       std::vector<internal::ItemStats> found,
-      OrEmpty(store_->MultiGetProtos<internal::ItemStats>(cf_[kItemStats], ItemKeys(unread))));
+      OrEmpty(store_->MultiGetProtos<internal::ItemStats>(cf_[kItemStats], OneStringKeys(unread))));
   for (auto& s : found) store::FloorCounters(s);
   absl::MutexLock lock(&stats_mu_);
   const bool current = generation == stats_generation_;
@@ -1053,7 +1054,8 @@ absl::StatusOr<std::vector<internal::ItemStats>> RecommendationStore::StatsOf(
 
 absl::StatusOr<std::vector<internal::Neighbours>> RecommendationStore::NeighboursOf(
     const std::vector<std::string>& skus) const {
-  return OrEmpty(store_->MultiGetProtos<internal::Neighbours>(cf_[kNeighbours], ItemKeys(skus)));
+  return OrEmpty(
+      store_->MultiGetProtos<internal::Neighbours>(cf_[kNeighbours], OneStringKeys(skus)));
 }
 
 absl::StatusOr<std::vector<std::optional<internal::CustomerItem>>> RecommendationStore::Mine(
@@ -1134,7 +1136,8 @@ RecommendationStore::BuyersOf(const std::vector<std::string>& skus, int per_item
 
 absl::StatusOr<std::vector<std::optional<internal::CustomerSummary>>>
 RecommendationStore::Summaries(const std::vector<std::string>& customer_ids) const {
-  return store_->MultiGetProtos<internal::CustomerSummary>(cf_[kCustomers], ItemKeys(customer_ids));
+  return store_->MultiGetProtos<internal::CustomerSummary>(cf_[kCustomers],
+                                                           OneStringKeys(customer_ids));
 }
 
 absl::Status RecommendationStore::IndexBuyersOnce() {
