@@ -808,6 +808,33 @@ TEST_CASE(
   CHECK(Skus(alike("alice")) == std::vector<std::string>{"late"});
 }
 
+TEST_CASE("customers alike in a marketing e-mail and a push, with the customer's consent") {
+  World w;
+  w.Catalog({{"a", "c1"}, {"b", "c1"}, {"d", "c2"}});
+  const std::string id = w.Customer("li.na@example.com");
+  const absl::Time t = w.Now() - 5 * kDay;
+  w.Buy(id, {"a", "b"}, t);
+  w.Buy("bob", {"a", "b", "d"}, t);
+  for (const v1::Channel channel : {v1::CHANNEL_EMAIL, v1::CHANNEL_PUSH}) {
+    auto consent = testing::ForCustomer<v1::SetMarketingConsentRequest>(id);
+    consent.set_channel(channel);
+    consent.set_granted(true);
+    consent.set_source("settings page");
+    CallOk(w.profiles.get(), &v1::CustomerProfileService::Stub::SetMarketingConsent, consent);
+  }
+  for (const v1::Placement placement : {v1::PLACEMENT_EMAIL, v1::PLACEMENT_PUSH}) {
+    auto req = testing::ForCustomer<v1::RecommendRequest>(id);
+    req.set_placement(placement);
+    req.set_count(3);
+    req.set_model(v1::MODEL_SIMILAR_CUSTOMERS);
+    req.set_request_id(absl::StrCat("alike-", v1::Placement_Name(placement)));
+    const v1::RecommendResponse sent = CallOk(w.stub.get(), &Stub::Recommend, req);
+    INFO(v1::Placement_Name(placement));
+    CHECK(sent.withheld_reason().empty());
+    CHECK(Skus(sent) == std::vector<std::string>{"d"});
+  }
+}
+
 TEST_CASE("customers alike off (--customers_alike=false): no such recommendations, index kept") {
   absl::FlagSaver restore_flags;
   absl::SetFlag(&FLAGS_customers_alike, false);
