@@ -1111,15 +1111,15 @@ RecommendationStore::BuyersOf(const std::vector<std::string>& skus, int per_item
   for (const std::string& sku : skus) {
     const std::string prefix = Key().Str(sku).Build();
     int read = 0;
-    absl::Status parse;
-    CRM_RETURN_IF_ERROR(
-        store_->ScanPrefix(cf_[kBuyers], prefix, [&](absl::string_view k, absl::string_view v) {
+    absl::Status bad_key;
+    CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<internal::Buyer>(
+        *store_, cf_[kBuyers], prefix, [&](absl::string_view k, internal::Buyer&& buyer) {
           store::KeyReader key(k.substr(prefix.size()));
           const std::optional<absl::Time> bought = key.TimeNewestFirst();
           std::optional<std::string> customer = key.Str();
-          internal::Buyer buyer;
-          if (!bought || !customer || !buyer.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-            parse = absl::DataLossError(absl::StrCat("a buyer of ", sku, " does not parse"));
+          if (!bought || !customer) {
+            bad_key =
+                absl::DataLossError(absl::StrCat("a buyer's key of ", sku, " does not parse"));
             return false;
           }
           if (*bought > now) return true;  // bought after the time asked about
@@ -1129,7 +1129,7 @@ RecommendationStore::BuyersOf(const std::vector<std::string>& skus, int per_item
           a.items_bought = std::max(a.items_bought, buyer.items_bought());
           return ++read < per_item;
         }));
-    CRM_RETURN_IF_ERROR(parse);
+    CRM_RETURN_IF_ERROR(bad_key);
   }
   return alike;
 }
@@ -1164,13 +1164,12 @@ absl::Status RecommendationStore::IndexBuyersOnce() {
       batch.Clear();
     }
   };
-  absl::Status parse;
-  CRM_RETURN_IF_ERROR(
-      store_->Scan(cf_[kCustomerItems], "", "", [&](absl::string_view k, absl::string_view v) {
+  absl::Status bad_key;
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<internal::CustomerItem>(
+      *store_, cf_[kCustomerItems], "", [&](absl::string_view k, internal::CustomerItem&& mine) {
         std::optional<std::string> id = store::KeyReader(k).Str();
-        internal::CustomerItem mine;
-        if (!id || !mine.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          parse = absl::DataLossError("a customer's item row does not parse");
+        if (!id) {
+          bad_key = absl::DataLossError("a customer's item row has no customer in its key");
           return false;
         }
         if (*id != customer) {
@@ -1182,7 +1181,7 @@ absl::Status RecommendationStore::IndexBuyersOnce() {
         }
         return failed.ok();
       }));
-  CRM_RETURN_IF_ERROR(parse);
+  CRM_RETURN_IF_ERROR(bad_key);
   CRM_RETURN_IF_ERROR(failed);
   flush_customer();
   CRM_RETURN_IF_ERROR(failed);
