@@ -144,6 +144,17 @@ std::vector<Seed> SeedsOf(const CustomerView& view, absl::Time now) {
   return seeds;
 }
 
+// What the customer's recent history holds as bought (not only viewed), newest first. Discovery
+// models leave these out: they are for "buy again", and left in they would take discovery slots and
+// set the scale the blend divides a model's scores by.
+std::vector<std::string> RecentlyBought(const CustomerView& view) {
+  std::vector<std::string> bought;
+  for (const auto& recent : view.summary.recent()) {
+    if (recent.has_last_bought()) bought.push_back(recent.sku());
+  }
+  return bought;
+}
+
 // The skus neighbour lists nominate (those `keep` accepts), each once in the order first seen,
 // with its position: for one batched read of the candidates' own counts.
 struct Nominated {
@@ -306,12 +317,8 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
   // the result by score and SKU whatever order they come in.
   const absl::flat_hash_map<std::string, CfScore> scores =
       ScoreCandidates(seeds, seed_stats, lists, nominated, candidate_stats);
-  // What the customer bought is for "buy again": left out here so it neither takes a discovery slot
-  // nor sets the scale the blend divides this model's scores by.
-  absl::flat_hash_set<std::string> bought;
-  for (const auto& recent : view.summary.recent()) {
-    if (recent.has_last_bought()) bought.insert(recent.sku());
-  }
+  const std::vector<std::string> recently_bought = RecentlyBought(view);
+  const absl::flat_hash_set<std::string> bought(recently_bought.begin(), recently_bought.end());
   for (const auto& [sku, s] : scores) {
     if (bought.count(sku)) continue;
     out->push_back({sku, v1::MODEL_ITEM_CF, s.total,
@@ -373,15 +380,11 @@ std::vector<std::pair<double, std::string>> BestScored(
 
 absl::Status Recommender::SimilarCustomers(const std::string& customer_id, const CustomerView& view,
                                            absl::Time now, std::vector<Candidate>* out) {
-  // The customer's latest purchases (the summary keeps them newest first).
-  std::vector<std::string> seeds;
-  absl::flat_hash_set<std::string> bought;
-  for (const auto& recent : view.summary.recent()) {
-    if (!recent.has_last_bought()) continue;
-    bought.insert(recent.sku());
-    if (seeds.size() < static_cast<size_t>(kMaxSeeds)) seeds.push_back(recent.sku());
-  }
+  // The customer's latest purchases seed it, and are left out of what it offers.
+  std::vector<std::string> seeds = RecentlyBought(view);
   if (seeds.empty()) return absl::OkStatus();
+  const absl::flat_hash_set<std::string> bought(seeds.begin(), seeds.end());
+  if (seeds.size() > static_cast<size_t>(kMaxSeeds)) seeds.resize(kMaxSeeds);
   CRM_ASSIGN_OR_RETURN(auto buyers, store_->BuyersOf(seeds, kBuyersPerSeed, now));
   buyers.erase(customer_id);
   const std::vector<AlikeCustomer> alike = MostAlike(buyers, kAlikeCustomers);
