@@ -808,13 +808,19 @@ TEST_CASE(
   CHECK(Skus(alike("alice")) == std::vector<std::string>{"late"});
 }
 
+// The smallest shop with a customer alike: `customer` bought a and b five days ago, bob bought a, b
+// and d, so customers alike offers `customer` d.
+void BobAlikeTo(World& w, const std::string& customer) {
+  w.Catalog({{"a", "c1"}, {"b", "c1"}, {"d", "c2"}});
+  const absl::Time t = w.Now() - 5 * kDay;
+  w.Buy(customer, {"a", "b"}, t);
+  w.Buy("bob", {"a", "b", "d"}, t);
+}
+
 TEST_CASE("customers alike in a marketing e-mail and a push, with the customer's consent") {
   World w;
-  w.Catalog({{"a", "c1"}, {"b", "c1"}, {"d", "c2"}});
   const std::string id = w.Customer("li.na@example.com");
-  const absl::Time t = w.Now() - 5 * kDay;
-  w.Buy(id, {"a", "b"}, t);
-  w.Buy("bob", {"a", "b", "d"}, t);
+  BobAlikeTo(w, id);
   for (const v1::Channel channel : {v1::CHANNEL_EMAIL, v1::CHANNEL_PUSH}) {
     auto consent = testing::ForCustomer<v1::SetMarketingConsentRequest>(id);
     consent.set_channel(channel);
@@ -839,10 +845,7 @@ TEST_CASE("customers alike off (--customers_alike=false): no such recommendation
   absl::FlagSaver restore_flags;
   absl::SetFlag(&FLAGS_customers_alike, false);
   World w;
-  w.Catalog({{"a", "c1"}, {"b", "c1"}, {"d", "c2"}});
-  const absl::Time t = w.Now() - 5 * kDay;
-  w.Buy("alice", {"a", "b"}, t);
-  w.Buy("bob", {"a", "b", "d"}, t);
+  BobAlikeTo(w, "alice");
   CHECK(w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS)
             .recommendations()
             .empty());
@@ -854,10 +857,7 @@ TEST_CASE(
     "customers alike: a store written before the buyers family existed gets it built from its "
     "customers' items at the next start") {
   World w;
-  w.Catalog({{"a", "c1"}, {"b", "c1"}, {"d", "c2"}});
-  const absl::Time t = w.Now() - 5 * kDay;
-  w.Buy("alice", {"a", "b"}, t);
-  w.Buy("bob", {"a", "b", "d"}, t);
+  BobAlikeTo(w, "alice");
   auto alike = [&] {
     return Skus(w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS));
   };
