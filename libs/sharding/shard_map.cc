@@ -74,28 +74,38 @@ std::string ShardMap::ToSpec() const {
 
 namespace {
 
-std::string RandomHexId(absl::string_view prefix, absl::BitGen& gen) {
+// Writes the 16 lowercase hex digits of `v`, most significant first, to `out`.
+void WriteHex16(uint64_t v, char* out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t v = absl::Uniform<uint64_t>(gen);
-  std::string id(prefix);
-  for (int i = 0; i < 16; ++i) id.push_back(kHex[(v >> (60 - 4 * i)) & 0xF]);
-  return id;
+  for (int i = 0; i < 16; ++i) out[i] = kHex[(v >> (60 - 4 * i)) & 0xF];
 }
 
 }  // namespace
 
 std::string NewId(absl::string_view prefix) {
   thread_local absl::BitGen gen;
-  return RandomHexId(prefix, gen);
+  std::string id(prefix);
+  id.resize(prefix.size() + 16);
+  WriteHex16(absl::Uniform<uint64_t>(gen), id.data() + prefix.size());
+  return id;
 }
 
 std::string NewIdInBucket(absl::string_view prefix, uint32_t bucket) {
   thread_local absl::BitGen gen;
-  // About kBucketCount tries on average, each a hash of ~20 bytes: tens of microseconds, once per
-  // entity.
-  for (;;) {
-    std::string id = RandomHexId(prefix, gen);
-    if (BucketOf(id) == bucket % kBucketCount) return id;
+  return FirstIdInBucket(prefix, bucket, [](uint64_t) { return absl::Uniform<uint64_t>(gen); });
+}
+
+std::string FirstIdInBucket(absl::string_view prefix, uint32_t bucket,
+                            absl::FunctionRef<uint64_t(uint64_t attempt)> candidate) {
+  const uint64_t after_prefix = Fnv1a(prefix);
+  std::string id(prefix);
+  id.resize(prefix.size() + 16);
+  char* digits = id.data() + prefix.size();
+  bucket %= kBucketCount;
+  for (uint64_t attempt = 0;; ++attempt) {
+    WriteHex16(candidate(attempt), digits);
+    const uint64_t hash = FinishHash(Fnv1a(absl::string_view(digits, 16), after_prefix));
+    if (hash % kBucketCount == bucket) return id;
   }
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -45,5 +46,11 @@ std::string NewId(absl::string_view prefix);
 // A fresh random id that falls in `bucket`, so it lands on the same shard as the key that chose the
 // bucket.
 std::string NewIdInBucket(absl::string_view prefix, uint32_t bucket);
+// The first of the ids "<prefix><16 hex digits of candidate(0)>", candidate(1), ... that falls in
+// `bucket`: about kBucketCount tries on average. A try hashes only its digits (the prefix once) and
+// allocates nothing. NewIdInBucket draws the candidates at random; a caller that must mint the same
+// id again (an order id derived from its request id) passes a fixed sequence.
+std::string FirstIdInBucket(absl::string_view prefix, uint32_t bucket,
+                            absl::FunctionRef<uint64_t(uint64_t attempt)> candidate);
 
 }  // namespace crm::sharding

@@ -1,9 +1,9 @@
 #include "services/order_tracking/order_workflows.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "libs/api/validate.h"
 #include "libs/base/status_macros.h"
+#include "libs/sharding/hash.h"
 #include "libs/sharding/shard_map.h"
 #include "services/order_tracking/order_changes.h"
 #include "services/order_tracking/order_lifecycle.h"
@@ -41,21 +41,18 @@ absl::StatusOr<v1::Address> ShippingAddress(const v1::Customer& customer,
 }
 
 std::string OrderIdFor(const std::string& customer_id, const std::string& request_id) {
-  // FNV-1a then a splitmix64 finish: stable across processes and builds (absl::Hash is not).
-  uint64_t seed = 1469598103934665603ULL;
-  for (const char ch : absl::StrCat(customer_id, "\n", request_id)) {
-    seed = (seed ^ static_cast<unsigned char>(ch)) * 1099511628211ULL;
-  }
-  const uint32_t bucket = sharding::BucketOf(customer_id);
-  for (uint64_t attempt = 0;; ++attempt) {
+  // FNV-1a then a splitmix64 finish: stable across processes and builds (absl::Hash is not). A
+  // retried CreateOrder must name the same order: it is the key of the order's coupon reservation.
+  // The start is FNV's offset basis with its last digit lost; ids minted since depend on it.
+  constexpr uint64_t kSeedStart = 1469598103934665603ULL;
+  const uint64_t seed =
+      sharding::Fnv1a(request_id, sharding::Fnv1a("\n", sharding::Fnv1a(customer_id, kSeedStart)));
+  return sharding::FirstIdInBucket("o", sharding::BucketOf(customer_id), [seed](uint64_t attempt) {
     uint64_t v = seed + attempt * 0x9E3779B97F4A7C15ULL;
     v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ULL;
     v = (v ^ (v >> 27)) * 0x94D049BB133111EBULL;
-    v ^= v >> 31;
-    std::string id = absl::StrFormat("o%016x", v);
-    // About kBucketCount attempts on average, as for a random id in the bucket.
-    if (sharding::BucketOf(id) == bucket) return id;
-  }
+    return v ^ (v >> 31);
+  });
 }
 
 v1::Order NewOrder(const v1::CreateOrderRequest& req, const std::string& order_id, int64_t total,

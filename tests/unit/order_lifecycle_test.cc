@@ -3,6 +3,8 @@
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
 #include "libs/base/error_reason.h"
+#include "libs/sharding/shard_map.h"
+#include "services/order_tracking/order_workflows.h"
 #include "services/order_tracking/returns.h"
 #include "tests/support/source_files.h"
 
@@ -276,6 +278,28 @@ TEST_CASE("the shipped return policy file says what the built-in policy says",
   REQUIRE(rules.ok());
   CHECK(rules->default_days == DefaultReturnRules().default_days);
   CHECK(rules->days_by_category == DefaultReturnRules().days_by_category);
+}
+
+TEST_CASE("an order's id depends only on its customer and request id, in every build",
+          "[order_tracking]") {
+  // Pinned ids, minted by the first implementation: a CreateOrder retried on a newer build must
+  // name the same order (its coupon reservation is keyed by it), and the id must fall in the
+  // customer's bucket so that it routes to the customer's shard.
+  const struct {
+    const char* customer;
+    const char* request;
+    const char* order;
+  } kPinned[] = {{"c0123456789abcdef", "r-1", "oe6892470d3cac703"},
+                 {"c0123456789abcdef", "r-2", "odd5bd73a44c4a984"},
+                 {"cffffffffffffffff", "checkout-7f3a", "o638a3d4690ec2acf"},
+                 {"u42", "client-a:req-9", "ofba80b88c73362e5"},
+                 {"", "", "o955b890f6e2e1fff"}};
+  for (const auto& p : kPinned) {
+    CAPTURE(p.customer, p.request);
+    const std::string id = OrderIdFor(p.customer, p.request);
+    CHECK(id == p.order);
+    CHECK(sharding::BucketOf(id) == sharding::BucketOf(p.customer));
+  }
 }
 
 }  // namespace

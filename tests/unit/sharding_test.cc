@@ -1,3 +1,4 @@
+#include "absl/strings/str_format.h"
 #include "catch2/catch.hpp"
 #include "libs/sharding/hash.h"
 #include "libs/sharding/shard_map.h"
@@ -39,6 +40,23 @@ TEST_CASE("ids minted in a bucket land in that bucket", "[sharding]") {
     CHECK(id.size() == 17);
   }
   CHECK(NewId("x") != NewId("x"));
+  CHECK(NewId("x").size() == 17);
+}
+
+TEST_CASE("the first id of a sequence in a bucket is the same every time", "[sharding]") {
+  const auto sequence = [](uint64_t attempt) { return attempt * 0x9E3779B97F4A7C15ULL + 7; };
+  for (const uint32_t bucket : {0u, 77u, 1023u}) {
+    const std::string id = FirstIdInBucket("r", bucket, sequence);
+    CHECK(id == FirstIdInBucket("r", bucket, sequence));
+    CHECK(BucketOf(id) == bucket);
+    REQUIRE(id.size() == 17);
+    // It is the first candidate of the sequence in the bucket, spelt in lowercase hex.
+    uint64_t attempt = 0;
+    while (BucketOf(absl::StrFormat("r%016x", sequence(attempt))) != bucket) ++attempt;
+    CHECK(id == absl::StrFormat("r%016x", sequence(attempt)));
+  }
+  // Hashing the prefix once gives the hash of the whole key.
+  CHECK(FinishHash(Fnv1a("0123", Fnv1a("c"))) == StableHash64("c0123"));
 }
 
 TEST_CASE("keys spread evenly over buckets", "[sharding]") {
