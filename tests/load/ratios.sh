@@ -93,7 +93,7 @@ found = re.search(r"\n## Ratios to the ceiling \(issue 23\)\n.*?(?=\n## |\Z)", d
 if found:
     old = found.group(0)
     intro = re.search(r"\nWritten by `tests/load/ratios.sh`.*?\n\n", old, flags=re.S)
-    table = re.search(r"\n\| measure \|.*?(?=\n[^|]|\Z)", old, flags=re.S)
+    table = re.search(r"\n\| measure \|.*?(?=\n[^|]|\n?\Z)", old, flags=re.S)
     new_intro = section[section.index("Written by"):section.index("| measure |")]
     new_table = "\n" + section[section.index("| measure |"):].rstrip("\n")
     if intro and table:
