@@ -26,18 +26,28 @@ std::vector<int> Pick(int n) {
 TEST_CASE("test ports: two test processes picking at once never get the same port") {
   int pipe_fds[2];
   REQUIRE(pipe(pipe_fds) == 0);
+  // The child keeps its claims until this process has picked: a process that has ended holds no
+  // port, and its ports may then be picked again (as they should).
+  int done_fds[2];
+  REQUIRE(pipe(done_fds) == 0);
   const pid_t child = fork();
   REQUIRE(child >= 0);
   if (child == 0) {
     close(pipe_fds[0]);
+    close(done_fds[1]);
     const std::vector<int> ports = Pick(kPicks);
     const ssize_t size = static_cast<ssize_t>(ports.size() * sizeof(int));
-    _exit(write(pipe_fds[1], ports.data(), ports.size() * sizeof(int)) == size ? 0 : 1);
+    const bool written = write(pipe_fds[1], ports.data(), ports.size() * sizeof(int)) == size;
+    char done = 0;
+    const bool waited = read(done_fds[0], &done, 1) >= 0;  // 0 bytes when the parent closes it
+    _exit(written && waited ? 0 : 1);
   }
   close(pipe_fds[1]);
+  close(done_fds[0]);
   // Picked while the other process picks: neither binds what it picked, as a test between its pick
   // and its server's start.
   const std::vector<int> mine = Pick(kPicks);
+  close(done_fds[1]);
   std::vector<int> theirs(kPicks);
   size_t got = 0;
   while (got < theirs.size() * sizeof(int)) {
