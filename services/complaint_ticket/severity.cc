@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -229,6 +230,18 @@ std::vector<Part> ParsePattern(absl::string_view pattern) {
   return parts;
 }
 
+// The parts of `pattern`, parsed once per thread: every assessment matches every cue of the
+// lexicon, and parsing them all again took about a quarter of an assessment's time. Keyed by the
+// pattern's text, so a lexicon reloaded with other cues is parsed afresh; dropped whole if reloads
+// ever leave more than kMaxParsedPatterns.
+const std::vector<Part>& PartsOf(absl::string_view pattern) {
+  constexpr size_t kMaxParsedPatterns = 4096;
+  thread_local absl::flat_hash_map<std::string, std::vector<Part>> parsed;
+  if (auto it = parsed.find(pattern); it != parsed.end()) return it->second;
+  if (parsed.size() >= kMaxParsedPatterns) parsed.clear();
+  return parsed.emplace(std::string(pattern), ParsePattern(pattern)).first->second;
+}
+
 // Matches cue patterns in one text, finding each word class's occurrences once.
 class CueMatcher {
  public:
@@ -240,7 +253,7 @@ class CueMatcher {
   // The first non-negated, non-excepted match of `pattern`: the matched text of each part.
   std::optional<std::vector<std::string>> Match(absl::string_view pattern,
                                                 const internal::SeverityKind& kind) {
-    const std::vector<Part> parts = ParsePattern(pattern);
+    const std::vector<Part>& parts = PartsOf(pattern);
     if (parts.empty()) return std::nullopt;
     for (const auto& first : PartSpans(parts[0])) {
       std::vector<Span> matched = {first};
