@@ -1,6 +1,7 @@
 #include "services/complaint_ticket/severity.h"
 
 #include <algorithm>
+#include <bitset>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -97,6 +98,36 @@ std::vector<Span> Spans(absl::string_view lower, absl::string_view term) {
 
 bool Contains(absl::string_view window, absl::string_view term) {
   return !Spans(window, term).empty();
+}
+
+// The pairs of adjacent bytes a text holds. A term with a pair the text lacks cannot occur in it:
+// most of the lexicon's thousands of terms are ruled out so, in a lookup or two, instead of a
+// search of the whole text each (what took most of an assessment's time).
+class BytePairs {
+ public:
+  explicit BytePairs(absl::string_view text) {
+    for (size_t i = 0; i + 1 < text.size(); ++i) seen_.set(Pair(text[i], text[i + 1]));
+  }
+  // False only when `term` (as Spans reads it: a trailing '*' is no byte of it) cannot occur.
+  bool MayContain(absl::string_view term) const {
+    term = absl::StripSuffix(term, "*");
+    for (size_t i = 0; i + 1 < term.size(); ++i) {
+      if (!seen_.test(Pair(term[i], term[i + 1]))) return false;
+    }
+    return true;
+  }
+
+ private:
+  static size_t Pair(char a, char b) {
+    return (size_t{static_cast<unsigned char>(a)} << 8) | static_cast<unsigned char>(b);
+  }
+  std::bitset<1 << 16> seen_;
+};
+
+// Spans of `term` in the whole text `lower`, whose byte pairs are `pairs`.
+std::vector<Span> SpansIn(const BytePairs& pairs, absl::string_view lower, absl::string_view term) {
+  if (!pairs.MayContain(term)) return {};
+  return Spans(lower, term);
 }
 
 // What comes just before `pos`: the two previous words of English text, or the two previous
@@ -245,8 +276,9 @@ const std::vector<Part>& PartsOf(absl::string_view pattern) {
 // Matches cue patterns in one text, finding each word class's occurrences once.
 class CueMatcher {
  public:
-  CueMatcher(const internal::SeverityLexicon& lex, absl::string_view lower)
-      : lex_(lex), lower_(lower) {
+  // `pairs` are the byte pairs of `lower`; both must outlive the matcher.
+  CueMatcher(const internal::SeverityLexicon& lex, absl::string_view lower, const BytePairs& pairs)
+      : lex_(lex), lower_(lower), pairs_(pairs) {
     for (const auto& c : lex.word_classes()) classes_[c.name()] = &c;
   }
 
@@ -291,7 +323,7 @@ class CueMatcher {
     if (inserted) {
       if (auto c = classes_.find(name); c != classes_.end()) {
         for (const auto& term : c->second->terms()) {
-          for (const auto& span : Spans(lower_, term)) it->second.push_back(span);
+          for (const auto& span : SpansIn(pairs_, lower_, term)) it->second.push_back(span);
         }
       }
       std::sort(it->second.begin(), it->second.end());
@@ -303,10 +335,11 @@ class CueMatcher {
   std::vector<Span> PartSpans(const Part& part) {
     std::vector<Span> spans;
     if (part.empty()) return spans;
-    spans = part[0].word_class ? ClassSpans(part[0].text) : Spans(lower_, part[0].text);
+    spans = part[0].word_class ? ClassSpans(part[0].text) : SpansIn(pairs_, lower_, part[0].text);
     for (size_t i = 1; i < part.size() && !spans.empty(); ++i) {
       std::vector<Span> longer;
-      const auto next = part[i].word_class ? ClassSpans(part[i].text) : Spans(lower_, part[i].text);
+      const auto next =
+          part[i].word_class ? ClassSpans(part[i].text) : SpansIn(pairs_, lower_, part[i].text);
       for (const auto& [s, e] : spans) {
         for (const auto& [ns, ne] : next) {
           if (ns == e) longer.emplace_back(s, ne);
@@ -330,7 +363,7 @@ class CueMatcher {
     const size_t stop = std::min(lower_.size(), end + kExceptionReachBytes);
     while (end < stop && ClauseMarkLength(lower_, end) == 0) ++end;
     for (const auto& e : kind.exceptions()) {
-      for (const auto& [s, t] : Spans(lower_, e)) {
+      for (const auto& [s, t] : SpansIn(pairs_, lower_, e)) {
         if (s < end && t > start) return true;
       }
     }
@@ -339,6 +372,7 @@ class CueMatcher {
 
   const internal::SeverityLexicon& lex_;
   absl::string_view lower_;
+  const BytePairs& pairs_;
   std::map<std::string, const internal::WordClass*> classes_;
   std::map<std::string, std::vector<Span>> class_spans_;
   std::vector<Span> used_negators_;
@@ -538,10 +572,10 @@ bool DeniedSomething(const std::vector<Span>& used_negators, size_t start, size_
 
 // Angry words, with the intensifier before them ("really terrible").
 void AddIntensity(const internal::SeverityLexicon& lex, absl::string_view lower,
-                  const std::vector<Span>& used_negators, v1::Severity& s) {
+                  const BytePairs& pairs, const std::vector<Span>& used_negators, v1::Severity& s) {
   for (const auto& term : lex.intensity()) {
     int counted = 0;
-    for (const auto& [start, end] : Spans(lower, term.text())) {
+    for (const auto& [start, end] : SpansIn(pairs, lower, term.text())) {
       if (counted == 2) break;  // one word twice is emphasis; ten times is not ten times angrier
       if (Negated(lex, lower, start, end)) continue;             // "not terrible"
       if (DeniedSomething(used_negators, start, end)) continue;  // "nobody" in "nobody was hurt"
@@ -555,9 +589,10 @@ void AddIntensity(const internal::SeverityLexicon& lex, absl::string_view lower,
 }
 
 // Words that lean negative, each once, and praise denied ("not helpful"), each once.
-void AddValence(const internal::SeverityLexicon& lex, absl::string_view lower, v1::Severity& s) {
+void AddValence(const internal::SeverityLexicon& lex, absl::string_view lower,
+                const BytePairs& pairs, v1::Severity& s) {
   for (const auto& term : lex.valence()) {
-    for (const auto& [start, end] : Spans(lower, term.text())) {
+    for (const auto& [start, end] : SpansIn(pairs, lower, term.text())) {
       if (Negated(lex, lower, start, end)) continue;
       AddSignal(s, "intensity", std::string(lower.substr(start, end - start)),
                 -term.weight() * lex.points_per_valence() * Intensifier(lex, lower, start));
@@ -565,7 +600,7 @@ void AddValence(const internal::SeverityLexicon& lex, absl::string_view lower, v
     }
   }
   for (const auto& term : lex.positive()) {
-    for (const auto& [start, end] : Spans(lower, term.text())) {
+    for (const auto& [start, end] : SpansIn(pairs, lower, term.text())) {
       if (!Negated(lex, lower, start, end)) continue;
       AddSignal(s, "negated_positive",
                 absl::StrCat(Before(lower, start), lower.substr(start, end - start)),
@@ -706,10 +741,11 @@ v1::Severity AssessSeverity(const internal::SeverityLexicon& lex, absl::string_v
   v1::Severity s;
   const std::string lower = Normalize(text);
   // Kinds first: the negators their cues used are not angry words of their own.
-  CueMatcher matcher(lex, lower);
+  const BytePairs pairs(lower);
+  CueMatcher matcher(lex, lower, pairs);
   const std::vector<KindFound> kinds = FindKinds(lex, matcher);
-  AddIntensity(lex, lower, matcher.used_negators(), s);
-  AddValence(lex, lower, s);
+  AddIntensity(lex, lower, pairs, matcher.used_negators(), s);
+  AddValence(lex, lower, pairs, s);
   for (const auto& k : kinds) {
     if (k.lifts_to <= 0) AddSignal(s, *k.name, k.evidence, k.points);
   }
