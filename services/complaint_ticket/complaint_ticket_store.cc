@@ -213,7 +213,7 @@ std::vector<std::string> ComplaintTicketStore::ColumnFamilies() {
 ComplaintTicketStore::ComplaintTicketStore(store::Store* store, events::Outbox* outbox)
     : store_(store), outbox_(outbox), cf_(*store, kFamilies) {}
 
-absl::StatusOr<std::vector<v1::Agent>> TicketSession::Agents() { return store_->Agents(); }
+absl::StatusOr<std::vector<v1::Agent>> TicketSession::Agents() { return store_->KnownAgents(); }
 
 absl::StatusOr<v1::Agent> TicketSession::LockAgent(const std::string& agent_id) {
   return LockAgentRow(txn_, store_->cf_[kAgents], agent_id);
@@ -233,7 +233,45 @@ absl::Status ComplaintTicketStore::AdjustLoad(Transaction& txn, const std::strin
         absl::StrCat("agent_id: agent \"", agent_id, "\" is at capacity"));
   }
   a.set_open_tickets(std::max(0, a.open_tickets() + delta));
-  return txn.PutProto(cf_[kAgents], agent_id, a);
+  return PutAgentRow(txn, a);
+}
+
+absl::Status ComplaintTicketStore::PutAgentRow(Transaction& txn, const v1::Agent& a) {
+  uint64_t order = 0;
+  {
+    absl::MutexLock lock(&agents_mu_);
+    order = ++writes_;
+  }
+  txn.OnFinish([this, a, order](bool committed) {
+    if (!committed) return;
+    absl::MutexLock lock(&agents_mu_);
+    ++commits_;
+    if (!agents_.has_value()) return;
+    KnownAgent& known = (*agents_)[a.agent_id()];
+    if (order > known.order) known = {a, order};
+  });
+  return txn.PutProto(cf_[kAgents], a.agent_id(), a);
+}
+
+absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::KnownAgents() const {
+  std::vector<v1::Agent> out;
+  uint64_t commits = 0;
+  {
+    absl::MutexLock lock(&agents_mu_);
+    if (agents_.has_value()) {
+      out.reserve(agents_->size());
+      for (const auto& [id, known] : *agents_) out.push_back(known.agent);
+      return out;
+    }
+    commits = commits_;
+  }
+  CRM_ASSIGN_OR_RETURN(out, Agents());
+  absl::MutexLock lock(&agents_mu_);
+  if (!agents_.has_value() && commits == commits_) {
+    agents_.emplace();
+    for (const v1::Agent& a : out) (*agents_)[a.agent_id()] = {a, 0};
+  }
+  return out;
 }
 
 absl::Status ComplaintTicketStore::Save(TicketSession& s, absl::Time now) {
@@ -500,7 +538,7 @@ absl::Status ComplaintTicketStore::PutAgent(const v1::Agent& agent, v1::Agent* o
         auto found, txn.GetProto(cf_[kAgents], agent.agent_id(), &existing, /*for_update=*/true));
     *out = agent;
     out->set_open_tickets(found ? existing.open_tickets() : 0);
-    return txn.PutProto(cf_[kAgents], agent.agent_id(), *out);
+    return PutAgentRow(txn, *out);
   });
 }
 
@@ -509,7 +547,7 @@ absl::Status ComplaintTicketStore::SetAgentAvailability(absl::string_view agent_
   return store_->Transact(Durability::kSynced, [&](Transaction& txn) -> absl::Status {
     CRM_ASSIGN_OR_RETURN(*out, LockAgentRow(txn, cf_[kAgents], agent_id));
     out->set_available(available);
-    return txn.PutProto(cf_[kAgents], agent_id, *out);
+    return PutAgentRow(txn, *out);
   });
 }
 

@@ -31,6 +31,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "crm/v1/complaint_ticket.pb.h"
 #include "libs/events/outbox.h"
 #include "libs/store/families.h"
@@ -46,7 +47,8 @@ class TicketSession {
   v1::Ticket& ticket() { return ticket_; }
   bool is_new() const { return is_new_; }
   store::Transaction& txn() { return txn_; }
-  // All agents as committed now (for routing).
+  // All agents as this process last committed them (for routing: a hint, what routing picks is
+  // read again under the agent's row lock with LockAgent).
   absl::StatusOr<std::vector<v1::Agent>> Agents();
   // The agent who last handled this customer, or "".
   absl::StatusOr<std::string> LastAgent();
@@ -181,6 +183,10 @@ class ComplaintTicketStore {
                              const v1::TicketFilter& filter, absl::Time now,
                              std::vector<v1::Ticket>* out) const;
   absl::Status AdjustLoad(store::Transaction& txn, const std::string& agent_id, int delta);
+  // Writes agent row `a` in `txn`, and into the agents kept below once `txn` commits.
+  absl::Status PutAgentRow(store::Transaction& txn, const v1::Agent& a);
+  // The agents kept below, read from the store the first time.
+  absl::StatusOr<std::vector<v1::Agent>> KnownAgents() const;
   // A search's candidates (order keys) and their scores so far, side by side.
   struct Scored {
     std::vector<std::string> candidates;
@@ -204,6 +210,22 @@ class ComplaintTicketStore {
   events::Outbox* const outbox_;
   // The handles of the column families, indexed by the .cc's Family.
   store::Families cf_;
+
+  // The agents as this process committed them, for routing, which reads every agent for every
+  // ticket: a scan of the family, or a read of each row, walks the versions of the rows that every
+  // assignment leaves (each rewrites its agent's load), thousands per agent under load. Every agent
+  // row is written here (PutAgentRow), so the copy follows each commit. `order` is taken while the
+  // row is locked, so of two commits to one agent the later always wins, however their threads go
+  // on after committing. A copy read from the store while a commit was applied is not kept
+  // (`commits` moved); the next call reads again. Thread-safe.
+  struct KnownAgent {
+    v1::Agent agent;
+    uint64_t order = 0;
+  };
+  mutable absl::Mutex agents_mu_;
+  mutable std::optional<std::map<std::string, KnownAgent>> agents_ ABSL_GUARDED_BY(agents_mu_);
+  uint64_t writes_ ABSL_GUARDED_BY(agents_mu_) = 0;
+  uint64_t commits_ ABSL_GUARDED_BY(agents_mu_) = 0;
 };
 
 }  // namespace crm::complaint_ticket

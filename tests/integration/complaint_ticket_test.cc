@@ -214,6 +214,55 @@ TEST_CASE("the same submission twice is one ticket", "[tickets]") {
 }
 
 TEST_CASE(
+    "routing sees every agent and load as last committed: one registered, freed, away or back",
+    "[tickets][routing]") {
+  // The service keeps its agents between tickets; each ticket must still see them as the last
+  // commit left them.
+  World w;
+  const auto agents = [&] {
+    return CallOk(w.stub.get(), &Stub::ListAgents, v1::ListAgentsRequest()).agents();
+  };
+  int n = 0;
+  const auto open = [&] {
+    ++n;
+    return w.Open(w.Customer("routed" + std::to_string(n) + "@example.com"),
+                  "r" + std::to_string(n), "Where is my parcel?");
+  };
+  w.Agent("carol", 1, /*capacity=*/1);
+  const v1::Ticket first = open();
+  CHECK(first.assigned_agent_id() == "carol");
+  CHECK(open().assigned_agent_id().empty());  // carol is full: it waits in the queue
+  // Registered after routing read its agents: takes the next ticket.
+  w.Agent("dave", 1, /*capacity=*/1);
+  CHECK(open().assigned_agent_id() == "dave");
+  // A resolved ticket frees carol's place for the next one.
+  auto resolve = AboutTicket<v1::ResolveTicketRequest>(first);
+  resolve.set_agent_id("carol");
+  resolve.set_summary("found it");
+  CallOk(w.stub.get(), &Stub::ResolveTicket, resolve);
+  const v1::Ticket fourth = open();
+  CHECK(fourth.assigned_agent_id() == "carol");
+  // Away, then back.
+  auto resolved = AboutTicket<v1::ResolveTicketRequest>(fourth);
+  resolved.set_agent_id("carol");
+  resolved.set_summary("found it too");
+  CallOk(w.stub.get(), &Stub::ResolveTicket, resolved);
+  v1::SetAgentAvailabilityRequest away;
+  away.set_agent_id("carol");
+  away.set_available(false);
+  CallOk(w.stub.get(), &Stub::SetAgentAvailability, away);
+  CHECK(open().assigned_agent_id().empty());
+  away.set_available(true);
+  CallOk(w.stub.get(), &Stub::SetAgentAvailability, away);
+  CHECK(open().assigned_agent_id() == "carol");
+  // What routing saw is what is stored.
+  for (const v1::Agent& a : agents()) {
+    INFO(a.agent_id());
+    CHECK(a.open_tickets() == 1);
+  }
+}
+
+TEST_CASE(
     "a customer's new ticket goes to the agent who handled them last, if that agent is available",
     "[tickets][routing]") {
   World w;
