@@ -1423,7 +1423,7 @@ grpc::ServerUnaryReactor* ComplaintTicketService::SetAgentAvailability(
 
 grpc::ServerUnaryReactor* ComplaintTicketService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest*,
                                                              v1::ListAgentsResponse* resp) {
-  return rpc::FinishWith(ctx, store_->Agents(), resp->mutable_agents());
+  return rpc::FinishWith(ctx, store_->StoredAgents(), resp->mutable_agents());
 }
 
 absl::Status ComplaintTicketService::Sweep(v1::RunSlaSweepResponse* out) {

@@ -213,7 +213,7 @@ std::vector<std::string> ComplaintTicketStore::ColumnFamilies() {
 ComplaintTicketStore::ComplaintTicketStore(store::Store* store, events::Outbox* outbox)
     : store_(store), outbox_(outbox), cf_(*store, kFamilies) {}
 
-absl::StatusOr<std::vector<v1::Agent>> TicketSession::Agents() { return store_->KnownAgents(); }
+absl::StatusOr<std::vector<v1::Agent>> TicketSession::Agents() { return store_->Agents(); }
 
 absl::StatusOr<v1::Agent> TicketSession::LockAgent(const std::string& agent_id) {
   return LockAgentRow(txn_, store_->cf_[kAgents], agent_id);
@@ -253,7 +253,7 @@ absl::Status ComplaintTicketStore::PutAgentRow(Transaction& txn, const v1::Agent
   return txn.PutProto(cf_[kAgents], a.agent_id(), a);
 }
 
-absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::KnownAgents() const {
+absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::Agents() const {
   std::vector<v1::Agent> out;
   uint64_t commits = 0;
   {
@@ -265,7 +265,7 @@ absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::KnownAgents() const
     }
     commits = commits_;
   }
-  CRM_ASSIGN_OR_RETURN(out, Agents());
+  CRM_ASSIGN_OR_RETURN(out, StoredAgents());
   absl::MutexLock lock(&agents_mu_);
   if (!agents_.has_value() && commits == commits_) {
     agents_.emplace();
@@ -520,7 +520,7 @@ absl::StatusOr<std::map<v1::Priority, int64_t>> ComplaintTicketStore::OpenByPrio
   return out;
 }
 
-absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::Agents() const {
+absl::StatusOr<std::vector<v1::Agent>> ComplaintTicketStore::StoredAgents() const {
   std::vector<v1::Agent> out;
   absl::Status s = store_->Scan(cf_[kAgents], "", "", [&](absl::string_view, absl::string_view v) {
     v1::Agent a;

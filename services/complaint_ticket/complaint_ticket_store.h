@@ -159,7 +159,11 @@ class ComplaintTicketStore {
   // Tickets open (counted against an agent) per priority, for the gauge at start.
   absl::StatusOr<std::map<v1::Priority, int64_t>> OpenByPriority() const;
 
+  // Every agent as this process committed it, in agent id order: the copy kept below (routing,
+  // and every check of an agent's existence or level, read it for each call).
   absl::StatusOr<std::vector<v1::Agent>> Agents() const;
+  // Every agent row as stored, in agent id order (ListAgents; what the copy is first read from).
+  absl::StatusOr<std::vector<v1::Agent>> StoredAgents() const;
   // Creates or updates an agent, keeping its open-ticket count.
   absl::Status PutAgent(const v1::Agent& agent, v1::Agent* out);
   absl::Status SetAgentAvailability(absl::string_view agent_id, bool available, v1::Agent* out);
@@ -185,8 +189,6 @@ class ComplaintTicketStore {
   absl::Status AdjustLoad(store::Transaction& txn, const std::string& agent_id, int delta);
   // Writes agent row `a` in `txn`, and into the agents kept below once `txn` commits.
   absl::Status PutAgentRow(store::Transaction& txn, const v1::Agent& a);
-  // The agents kept below, read from the store the first time.
-  absl::StatusOr<std::vector<v1::Agent>> KnownAgents() const;
   // A search's candidates (order keys) and their scores so far, side by side.
   struct Scored {
     std::vector<std::string> candidates;
@@ -211,12 +213,13 @@ class ComplaintTicketStore {
   // The handles of the column families, indexed by the .cc's Family.
   store::Families cf_;
 
-  // The agents as this process committed them, for routing, which reads every agent for every
-  // ticket: a scan of the family, or a read of each row, walks the versions of the rows that every
-  // assignment leaves (each rewrites its agent's load), thousands per agent under load. Every agent
-  // row is written here (PutAgentRow), so the copy follows each commit. `order` is taken while the
-  // row is locked, so of two commits to one agent the later always wins, however their threads go
-  // on after committing. A copy read from the store while a commit was applied is not kept
+  // The agents as this process committed them (Agents). Routing reads every agent for every ticket,
+  // and most agent actions check the agent exists: a scan of the family, or a read of each row,
+  // walks the versions of the rows that every assignment leaves (each rewrites its agent's load),
+  // thousands per agent under load. Every agent row is written here (PutAgentRow), so the copy
+  // follows each commit. `order` is taken while the row is locked, so of two commits to one agent
+  // the later always wins, however their threads go on after committing. A copy read from the store
+  // while a commit was applied is not kept
   // (`commits` moved); the next call reads again. Thread-safe.
   struct KnownAgent {
     v1::Agent agent;
