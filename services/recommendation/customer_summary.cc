@@ -2,11 +2,80 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "libs/api/validate.h"
 
 namespace crm::recommendation {
 namespace {
+
+using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedInputStream;
+
+bool IsLengthDelimited(uint32_t tag, int field) {
+  return WireFormatLite::GetTagFieldNumber(tag) == field &&
+         WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+}
+
+// Reads a length-delimited field's bytes in place (`in` reads a flat array).
+bool ReadBytesInPlace(CodedInputStream& in, absl::string_view* out) {
+  uint32_t length = 0;
+  const void* data = nullptr;
+  int available = 0;
+  if (!in.ReadVarint32(&length) || !in.GetDirectBufferPointer(&data, &available)) {
+    // An empty field at the very end of the message has no buffer left to point into.
+    if (length == 0) *out = absl::string_view();
+    return length == 0;
+  }
+  if (static_cast<uint32_t>(available) < length) return false;
+  *out = absl::string_view(static_cast<const char*>(data), length);
+  return in.Skip(static_cast<int>(length));
+}
+
+// A google.protobuf.Timestamp's bytes as a time.
+bool ReadTimestamp(absl::string_view bytes, absl::Time* out) {
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                      static_cast<int>(bytes.size()));
+  uint64_t seconds = 0;
+  uint32_t nanos = 0;
+  while (const uint32_t tag = in.ReadTag()) {
+    const int field = WireFormatLite::GetTagFieldNumber(tag);
+    const bool varint = WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_VARINT;
+    if (varint && field == google::protobuf::Timestamp::kSecondsFieldNumber) {
+      if (!in.ReadVarint64(&seconds)) return false;
+    } else if (varint && field == google::protobuf::Timestamp::kNanosFieldNumber) {
+      if (!in.ReadVarint32(&nanos)) return false;
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+  if (!in.ConsumedEntireMessage()) return false;
+  *out = absl::FromUnixSeconds(static_cast<int64_t>(seconds)) +
+         absl::Nanoseconds(static_cast<int32_t>(nanos));
+  return true;
+}
+
+// One crm.internal.RecentItem's bytes: its sku, and when it was last bought if it was.
+bool ReadRecentItem(absl::string_view bytes, absl::string_view* sku,
+                    std::optional<absl::Time>* last_bought) {
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                      static_cast<int>(bytes.size()));
+  while (const uint32_t tag = in.ReadTag()) {
+    absl::string_view field;
+    if (IsLengthDelimited(tag, internal::RecentItem::kSkuFieldNumber)) {
+      if (!ReadBytesInPlace(in, sku)) return false;
+    } else if (IsLengthDelimited(tag, internal::RecentItem::kLastBoughtFieldNumber)) {
+      absl::Time t;
+      if (!ReadBytesInPlace(in, &field) || !ReadTimestamp(field, &t)) return false;
+      *last_bought = t;
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+  return in.ConsumedEntireMessage();
+}
 
 internal::RecentItem& Touch(internal::CustomerSummary& s, const std::string& sku,
                             const std::string& category) {
@@ -105,6 +174,25 @@ void NotePurchaseIn(internal::CustomerSummary& s, const std::string& category, a
 double HabitAsOf(const internal::CategoryPurchases& c, absl::Time now) {
   if (!c.has_habit_time()) return 0;
   return c.habit() * Decay(now - api::FromTimestamp(c.habit_time()));
+}
+
+bool ForEachRecentPurchase(
+    absl::string_view summary,
+    absl::FunctionRef<void(absl::string_view sku, absl::Time last_bought)> visit) {
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(summary.data()),
+                      static_cast<int>(summary.size()));
+  while (const uint32_t tag = in.ReadTag()) {
+    if (!IsLengthDelimited(tag, internal::CustomerSummary::kRecentFieldNumber)) {
+      if (!WireFormatLite::SkipField(&in, tag)) return false;
+      continue;
+    }
+    absl::string_view item;
+    absl::string_view sku;
+    std::optional<absl::Time> last_bought;
+    if (!ReadBytesInPlace(in, &item) || !ReadRecentItem(item, &sku, &last_bought)) return false;
+    if (last_bought.has_value()) visit(sku, *last_bought);
+  }
+  return in.ConsumedEntireMessage();
 }
 
 }  // namespace crm::recommendation

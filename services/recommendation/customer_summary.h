@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "absl/functional/function_ref.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "crm/internal/recommendation_storage.pb.h"
 
@@ -29,5 +31,13 @@ void NotePurchaseIn(internal::CustomerSummary& summary, const std::string& categ
 double HabitAsOf(const internal::CategoryPurchases& category, absl::Time now);
 // When the item was last touched (bought or viewed).
 absl::Time LastTouched(const internal::RecentItem& item);
+
+// Calls `visit(sku, last_bought)` for each recent item of the serialized summary that was bought
+// (has last_bought), in stored order, reading the bytes as they are: what customers alike reads of
+// fifty summaries a call, where parsing them whole was a fifth of a home call's CPU. `sku` points
+// into `summary`. False when the bytes are not a summary.
+bool ForEachRecentPurchase(
+    absl::string_view summary,
+    absl::FunctionRef<void(absl::string_view sku, absl::Time last_bought)> visit);
 
 }  // namespace crm::recommendation

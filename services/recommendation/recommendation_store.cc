@@ -1134,10 +1134,20 @@ RecommendationStore::BuyersOf(const std::vector<std::string>& skus, int per_item
   return alike;
 }
 
-absl::StatusOr<std::vector<std::optional<internal::CustomerSummary>>>
-RecommendationStore::Summaries(const std::vector<std::string>& customer_ids) const {
-  return store_->MultiGetProtos<internal::CustomerSummary>(cf_[kCustomers],
-                                                           OneStringKeys(customer_ids));
+absl::Status RecommendationStore::RecentPurchasesOf(
+    const std::vector<std::string>& customer_ids,
+    absl::FunctionRef<void(size_t customer, absl::string_view sku, absl::Time last_bought)> visit)
+    const {
+  absl::Status s = store_->MultiGet(
+      cf_[kCustomers], OneStringKeys(customer_ids), [&](size_t i, absl::string_view summary) {
+        return ForEachRecentPurchase(
+            summary, [&](absl::string_view sku, absl::Time bought) { visit(i, sku, bought); });
+      });
+  if (absl::IsDataLoss(s)) {
+    return absl::DataLossError(
+        absl::StrCat("a stored ", internal::CustomerSummary().GetTypeName(), " does not parse"));
+  }
+  return s;
 }
 
 absl::Status RecommendationStore::IndexBuyersOnce() {

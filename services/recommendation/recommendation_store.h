@@ -50,6 +50,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "crm/internal/recommendation_storage.pb.h"
@@ -172,9 +173,13 @@ class RecommendationStore {
   };
   absl::StatusOr<absl::flat_hash_map<std::string, Alike>> BuyersOf(
       const std::vector<std::string>& skus, int per_item, absl::Time now) const;
-  // The customers' summaries, in the order of `customer_ids` (one MultiGet); nullopt when unknown.
-  absl::StatusOr<std::vector<std::optional<internal::CustomerSummary>>> Summaries(
-      const std::vector<std::string>& customer_ids) const;
+  // What the customers bought among their recent items (one MultiGet, the summaries read as stored
+  // bytes: ForEachRecentPurchase): visit(index in `customer_ids`, sku, last bought) for each; a
+  // customer unknown (erased) has none. DATA_LOSS when a summary does not parse.
+  absl::Status RecentPurchasesOf(
+      const std::vector<std::string>& customer_ids,
+      absl::FunctionRef<void(size_t customer, absl::string_view sku, absl::Time last_bought)> visit)
+      const;
   // Fills the buyers family from the customers' item rows, once: a store written by a build without
   // the family gets it at its first start (before learning and serving begin; log line "buyers of
   // each item indexed"). A build without it would refuse to open the store afterwards (RocksDB: a

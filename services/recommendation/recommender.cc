@@ -390,18 +390,14 @@ absl::Status Recommender::SimilarCustomers(const std::string& customer_id, const
   const std::vector<AlikeCustomer> alike = MostAlike(buyers, kAlikeCustomers);
   std::vector<std::string> ids;
   for (const AlikeCustomer& a : alike) ids.push_back(a.id);
-  CRM_ASSIGN_OR_RETURN(auto summaries, store_->Summaries(ids));
   // What they bought and the customer did not, by how alike they are and how lately.
   absl::flat_hash_map<std::string, double> scores;
-  for (size_t i = 0; i < alike.size(); ++i) {
-    if (!summaries[i].has_value()) continue;  // erased since
-    for (const auto& theirs : summaries[i]->recent()) {
-      if (!theirs.has_last_bought() || bought.contains(theirs.sku())) continue;
-      const absl::Duration age = now - api::FromTimestamp(theirs.last_bought());
-      if (age < absl::ZeroDuration()) continue;
-      scores[theirs.sku()] += alike[i].similarity * Decay(age, kAlikeHalfLife);
-    }
-  }
+  CRM_RETURN_IF_ERROR(
+      store_->RecentPurchasesOf(ids, [&](size_t i, absl::string_view sku, absl::Time last_bought) {
+        const absl::Duration age = now - last_bought;
+        if (age < absl::ZeroDuration() || bought.contains(sku)) return;
+        scores[sku] += alike[i].similarity * Decay(age, kAlikeHalfLife);
+      }));
   for (auto& [score, sku] : BestScored(std::move(scores), kAlikeCandidates)) {
     out->push_back({std::move(sku), v1::MODEL_SIMILAR_CUSTOMERS, score,
                     "customers who shop like you bought this lately"});

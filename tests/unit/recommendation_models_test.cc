@@ -1,10 +1,15 @@
 // The recommendation models as pure functions: similarity that does not just echo best sellers,
 // bundle rules, neighbour lists, basket pairing, occasions, the filters and the blend.
 #include <cmath>
+#include <optional>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "catch2/catch.hpp"
 #include "libs/api/validate.h"
+#include "services/recommendation/customer_summary.h"
 #include "services/recommendation/models.h"
 
 namespace crm::recommendation {
@@ -265,6 +270,68 @@ TEST_CASE(
   REQUIRE(cart.size() == 2);
   CHECK(cart[0].sku == "w");  // the cart is for bundles
   CHECK(ModelName(v1::MODEL_CATEGORY_AFFINITY) == "category_affinity");
+}
+
+// What the parsed summary says was bought: (sku, last bought) of each recent item with a purchase.
+std::vector<std::pair<std::string, absl::Time>> BoughtByParsing(
+    const internal::CustomerSummary& s) {
+  std::vector<std::pair<std::string, absl::Time>> out;
+  for (const auto& item : s.recent()) {
+    if (item.has_last_bought())
+      out.emplace_back(item.sku(), api::FromTimestamp(item.last_bought()));
+  }
+  return out;
+}
+
+// The same read from the bytes, or nullopt when ForEachRecentPurchase refuses them.
+std::optional<std::vector<std::pair<std::string, absl::Time>>> BoughtFromBytes(
+    absl::string_view bytes) {
+  std::vector<std::pair<std::string, absl::Time>> out;
+  if (!ForEachRecentPurchase(bytes, [&](absl::string_view sku, absl::Time when) {
+        out.emplace_back(std::string(sku), when);
+      })) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+TEST_CASE(
+    "a summary's recent purchases read from its bytes are what parsing it gives, for every "
+    "prefix of the bytes: the same items or the same refusal",
+    "[recommendation]") {
+  internal::CustomerSummary s;
+  s.set_baskets(7);
+  NoteBought(s, "MUG-1", "kitchen", kNow - absl::Hours(30));
+  NoteViewed(s, "LAMP-2", "home", kNow - absl::Hours(2), 40);  // viewed only: not a purchase
+  NoteBought(s, "茶杯-3", "kitchen", kNow - absl::Seconds(1) + absl::Nanoseconds(250));
+  NoteBought(s, "", "misc", absl::UnixEpoch());  // an empty sku and the epoch are still present
+  NoteViewed(s, "MUG-1", "kitchen", kNow, 5);    // bought before, viewed since: still bought
+  NotePurchaseIn(s, "kitchen", kNow - absl::Hours(30));
+  s.add_last_basket_skus("MUG-1");
+  const std::string bytes = s.SerializeAsString();
+
+  const auto read = BoughtFromBytes(bytes);
+  REQUIRE(read.has_value());
+  CHECK(*read == BoughtByParsing(s));
+  CHECK(read->size() == 3);
+
+  // A field this build does not know (a newer build's) is skipped, as parsing does.
+  std::string with_unknown = bytes;
+  with_unknown += std::string("\xb8\x06\x2a", 3);  // field 103, varint 42
+  REQUIRE(BoughtFromBytes(with_unknown).has_value());
+  CHECK(*BoughtFromBytes(with_unknown) == BoughtByParsing(s));
+
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    const absl::string_view prefix(bytes.data(), cut);
+    internal::CustomerSummary parsed;
+    const bool parses = parsed.ParseFromArray(prefix.data(), static_cast<int>(prefix.size()));
+    const auto from_bytes = BoughtFromBytes(prefix);
+    INFO("the first " << cut << " of " << bytes.size() << " bytes");
+    REQUIRE(from_bytes.has_value() == parses);
+    if (parses) CHECK(*from_bytes == BoughtByParsing(parsed));
+  }
+  CHECK_FALSE(BoughtFromBytes(std::string("\x2a\x05\x0a\x01", 4)).has_value());
+  CHECK_FALSE(BoughtFromBytes("not a summary").has_value());
 }
 
 }  // namespace
