@@ -296,8 +296,8 @@ std::optional<std::vector<std::pair<std::string, absl::Time>>> BoughtFromBytes(
 }
 
 TEST_CASE(
-    "a summary's recent purchases read from its bytes are what parsing it gives, for every "
-    "prefix of the bytes: the same items or the same refusal",
+    "a summary's recent purchases read from its bytes are what parsing it gives (the same items "
+    "or the same refusal) for every prefix of the bytes",
     "[recommendation]") {
   internal::CustomerSummary s;
   s.set_baskets(7);
