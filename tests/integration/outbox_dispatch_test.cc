@@ -164,6 +164,9 @@ TEST_CASE(
   again = std::thread([&] { again_status = append("slow"); });
   REQUIRE(recorder.WaitForApplied(1, absl::Seconds(30)));
   CHECK(recorder.applied()[0].customer_id() == "fast");
+  // The dispatcher stores its cursor once the delivery's answer is back, a moment after the
+  // consumer applied the event.
+  REQUIRE(testing::WaitUntil([&] { return stored_cursor().has_value(); }, absl::Seconds(30)));
   const std::optional<Position> before_restart = stored_cursor();
   REQUIRE(before_restart.has_value());
   CHECK(*before_restart < slow);
