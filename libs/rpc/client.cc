@@ -186,6 +186,20 @@ ChannelSet::Replica ChannelSet::PickReplica(int shard) {
   return {s.replicas[i], s.addresses[i]};
 }
 
+std::shared_ptr<void> ChannelSet::KeptStub(const grpc::Channel& channel,
+                                           const std::type_info& service,
+                                           absl::FunctionRef<std::shared_ptr<void>()> make) {
+  const std::pair<const grpc::Channel*, const std::type_info*> key(&channel, &service);
+  {
+    absl::ReaderMutexLock lock(&stubs_mu_);
+    if (auto it = stubs_.find(key); it != stubs_.end()) return it->second;
+  }
+  absl::MutexLock lock(&stubs_mu_);
+  auto [it, made] = stubs_.try_emplace(key);
+  if (made) it->second = make();
+  return it->second;
+}
+
 void SetTimeout(grpc::ClientContext& ctx, absl::Duration timeout) {
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }

@@ -10,10 +10,16 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <typeinfo>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
@@ -48,9 +54,24 @@ class ChannelSet {
   std::shared_ptr<grpc::Channel> ForKey(absl::string_view shard_key) {
     return ForShard(map_.ShardOf(shard_key));
   }
+  // The generated stub of `Service` (e.g. v1::LoyaltyService) to the shard that owns `shard_key`
+  // (next replica), made once per replica and kept for the set's life: making a stub registers
+  // every method of its service with the channel, 2% of order-tracking's CPU when CreateOrder
+  // made one for each call to customer-profile.
+  template <typename Service>
+  std::shared_ptr<typename Service::Stub> StubForKey(absl::string_view shard_key) {
+    const std::shared_ptr<grpc::Channel> channel = ForKey(shard_key);
+    return std::static_pointer_cast<typename Service::Stub>(
+        KeptStub(*channel, typeid(Service),
+                 [&] { return std::shared_ptr<void>(Service::NewStub(channel)); }));
+  }
   const std::string& spec() const { return spec_; }
 
  private:
+  // The stub kept for `service` on `channel` (one of this set's), made by `make` the first time.
+  std::shared_ptr<void> KeptStub(const grpc::Channel& channel, const std::type_info& service,
+                                 absl::FunctionRef<std::shared_ptr<void>()> make);
+
   struct Shard {
     std::vector<std::shared_ptr<grpc::Channel>> replicas;
     std::vector<std::string> addresses;  // of the replicas, in the same order
@@ -59,6 +80,9 @@ class ChannelSet {
   std::string spec_;
   sharding::ShardMap map_;
   std::vector<Shard> shards_;
+  absl::Mutex stubs_mu_;
+  absl::flat_hash_map<std::pair<const grpc::Channel*, const std::type_info*>, std::shared_ptr<void>>
+      stubs_ ABSL_GUARDED_BY(stubs_mu_);
 };
 
 // The service config of every channel: round_robin over all addresses the target resolves to,

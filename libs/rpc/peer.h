@@ -48,7 +48,7 @@ class Peer {
     const std::string name = Name();
     auto channels = backends_->Get(name);
     if (!channels.ok()) return channels.status();
-    auto stub = Service::NewStub((*channels)->ForKey(key));
+    const auto stub = (*channels)->template StubForKey<Service>(key);
     grpc::ClientContext context;
     SetTimeout(context, deadline);
     Response response;

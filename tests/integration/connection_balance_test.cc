@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "catch2/catch.hpp"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "libs/metrics/metrics.h"
 #include "libs/rpc/client.h"
 #include "libs/rpc/server.h"
 #include "tests/load/echo.grpc.pb.h"
@@ -380,6 +382,35 @@ TEST_CASE("a channel round-robins over every address its target names", "[rpc][b
     if (plain->Echo(&ctx, request, &response).ok()) ++answered[response.payload()];
   }
   CHECK(answered.size() == 1);
+}
+
+TEST_CASE(
+    "a service's kept stubs still alternate over a shard's replicas, one stub per replica made "
+    "once, and every replica answers",
+    "[rpc]") {
+  Replica a("a", "127.0.0.1:0", absl::ZeroDuration());
+  REQUIRE_OK(a.Start());
+  Replica b("b", "127.0.0.1:0", absl::ZeroDuration());
+  REQUIRE_OK(b.Start());
+  metrics::Metrics metrics;
+  auto channels = ChannelSet::Create(
+      "crm.bench.Echo", absl::StrCat("127.0.0.1:", a.port(), ",127.0.0.1:", b.port()), &metrics);
+  REQUIRE_OK(channels.status());
+
+  std::map<std::string, std::set<const bench::Echo::Stub*>> stubs_by_replica;
+  for (int i = 0; i < 8; ++i) {
+    const std::shared_ptr<bench::Echo::Stub> stub =
+        (*channels)->StubForKey<bench::Echo>("any customer");
+    grpc::ClientContext ctx;
+    SetTimeout(ctx, absl::Seconds(5));
+    bench::EchoMessage request, response;
+    REQUIRE(stub->Echo(&ctx, request, &response).ok());
+    stubs_by_replica[response.payload()].insert(stub.get());
+  }
+  REQUIRE(stubs_by_replica.size() == 2);
+  CHECK(stubs_by_replica["a"].size() == 1);
+  CHECK(stubs_by_replica["b"].size() == 1);
+  CHECK(*stubs_by_replica["a"].begin() != *stubs_by_replica["b"].begin());
 }
 
 }  // namespace
