@@ -9,13 +9,14 @@
 namespace crm::sharding {
 
 inline constexpr uint64_t kFnvOffsetBasis = 0xcbf29ce484222325ULL;
+inline constexpr uint64_t kFnvPrime = 0x100000001b3ULL;
 
 // FNV-1a's state after `bytes`, continuing from `state`: keys that share a start (an id's prefix)
 // hash it once.
 inline uint64_t Fnv1a(absl::string_view bytes, uint64_t state = kFnvOffsetBasis) {
   for (unsigned char c : bytes) {
     state ^= c;
-    state *= 0x100000001b3ULL;
+    state *= kFnvPrime;
   }
   return state;
 }

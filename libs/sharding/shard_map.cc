@@ -97,15 +97,33 @@ std::string NewIdInBucket(absl::string_view prefix, uint32_t bucket) {
 
 std::string FirstIdInBucket(absl::string_view prefix, uint32_t bucket,
                             absl::FunctionRef<uint64_t(uint64_t attempt)> candidate) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  // Candidates are hashed kSideBySide at a time, their digits interleaved: FNV-1a is a chain of
+  // dependent multiplies, so one candidate at a time leaves the core waiting on each (4% of
+  // order-tracking's CPU). Same hashes, same pick: the first in attempt order.
+  constexpr int kSideBySide = 4;
   const uint64_t after_prefix = Fnv1a(prefix);
-  std::string id(prefix);
-  id.resize(prefix.size() + 16);
-  char* digits = id.data() + prefix.size();
   bucket %= kBucketCount;
-  for (uint64_t attempt = 0;; ++attempt) {
-    WriteHex16(candidate(attempt), digits);
-    const uint64_t hash = FinishHash(Fnv1a(absl::string_view(digits, 16), after_prefix));
-    if (hash % kBucketCount == bucket) return id;
+  for (uint64_t first = 0;; first += kSideBySide) {
+    uint64_t value[kSideBySide];
+    uint64_t state[kSideBySide];
+    for (int k = 0; k < kSideBySide; ++k) {
+      value[k] = candidate(first + static_cast<uint64_t>(k));
+      state[k] = after_prefix;
+    }
+    for (int shift = 60; shift >= 0; shift -= 4) {
+      for (int k = 0; k < kSideBySide; ++k) {
+        state[k] ^= static_cast<unsigned char>(kHex[(value[k] >> shift) & 0xF]);
+        state[k] *= kFnvPrime;
+      }
+    }
+    for (int k = 0; k < kSideBySide; ++k) {
+      if (FinishHash(state[k]) % kBucketCount != bucket) continue;
+      std::string id(prefix);
+      id.resize(prefix.size() + 16);
+      WriteHex16(value[k], id.data() + prefix.size());
+      return id;
+    }
   }
 }
 

@@ -48,8 +48,10 @@ std::string NewId(absl::string_view prefix);
 std::string NewIdInBucket(absl::string_view prefix, uint32_t bucket);
 // The first of the ids "<prefix><16 hex digits of candidate(0)>", candidate(1), ... that falls in
 // `bucket`: about kBucketCount tries on average. A try hashes only its digits (the prefix once) and
-// allocates nothing. NewIdInBucket draws the candidates at random; a caller that must mint the same
-// id again (an order id derived from its request id) passes a fixed sequence.
+// allocates nothing; candidates are asked for a few at a time, so `candidate` may be called for up
+// to three attempts past the one picked. NewIdInBucket draws the candidates at random; a caller
+// that must mint the same id again (an order id derived from its request id) passes a fixed
+// sequence.
 std::string FirstIdInBucket(absl::string_view prefix, uint32_t bucket,
                             absl::FunctionRef<uint64_t(uint64_t attempt)> candidate);
 
