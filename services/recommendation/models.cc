@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
@@ -74,6 +76,20 @@ double SimilarityTo(const internal::ItemStats& self, const internal::Neighbour& 
   other.set_buyers(n.buyers());
   other.set_viewers(n.viewers());
   return Similarity(co, self, other);
+}
+
+void KeepStrongest(const internal::ItemStats& self, int count, internal::Neighbours& list) {
+  if (list.items_size() <= count) return;
+  std::vector<std::pair<double, const internal::Neighbour*>> ranked;
+  ranked.reserve(static_cast<size_t>(list.items_size()));
+  for (const internal::Neighbour& n : list.items()) ranked.emplace_back(SimilarityTo(self, n), &n);
+  std::partial_sort(
+      ranked.begin(), ranked.begin() + count, ranked.end(), [](const auto& x, const auto& y) {
+        return x.first != y.first ? x.first > y.first : x.second->sku() < y.second->sku();
+      });
+  internal::Neighbours strongest;
+  for (int i = 0; i < count; ++i) *strongest.add_items() = *ranked[static_cast<size_t>(i)].second;
+  list = std::move(strongest);
 }
 
 namespace {

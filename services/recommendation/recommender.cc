@@ -309,6 +309,9 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
   for (const Seed& seed : seeds) seed_skus.push_back(seed.sku);
   CRM_ASSIGN_OR_RETURN(auto seed_stats, store_->StatsOf(seed_skus));
   CRM_ASSIGN_OR_RETURN(auto lists, store_->NeighboursOf(seed_skus));
+  for (size_t k = 0; k < lists.size(); ++k) {
+    KeepStrongest(seed_stats[k], kNeighboursScoredPerSeed, lists[k]);
+  }
   // Pair counts come from the lists (exact); each candidate's own counts are read now, so the score
   // depends only on the history learned, never on when lists were refreshed.
   const Nominated nominated = NominatedBy(lists, [](const internal::Neighbour&) { return true; });

@@ -1,5 +1,6 @@
 // The recommendation models as pure functions: similarity that does not just echo best sellers,
 // bundle rules, neighbour lists, basket pairing, occasions, the filters and the blend.
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <set>
@@ -332,6 +333,42 @@ TEST_CASE(
   }
   CHECK_FALSE(BoughtFromBytes(std::string("\x2a\x05\x0a\x01", 4)).has_value());
   CHECK_FALSE(BoughtFromBytes("not a summary").has_value());
+}
+
+TEST_CASE(
+    "a seed's list is cut to its strongest neighbours by similarity (equal ones by sku), a short "
+    "list is left as it is",
+    "[recommendation]") {
+  const internal::ItemStats seed = Stats(100);
+  internal::Neighbours list;
+  *list.add_items() = N("weak", 1, 50);
+  *list.add_items() = N("strong", 30, 40);
+  *list.add_items() = N("twin-b", 10, 40);
+  *list.add_items() = N("twin-a", 10, 40);
+  *list.add_items() = N("middle", 20, 400);
+  REQUIRE(SimilarityTo(seed, list.items(1)) > SimilarityTo(seed, list.items(2)));
+  REQUIRE(SimilarityTo(seed, list.items(2)) == SimilarityTo(seed, list.items(3)));
+
+  internal::Neighbours cut = list;
+  KeepStrongest(seed, 3, cut);
+  std::vector<std::string> kept;
+  for (const auto& n : cut.items()) kept.push_back(n.sku());
+  std::vector<std::pair<double, std::string>> by_hand;
+  for (const auto& n : list.items()) by_hand.emplace_back(-SimilarityTo(seed, n), n.sku());
+  std::sort(by_hand.begin(), by_hand.end());
+  std::vector<std::string> expected;
+  for (int i = 0; i < 3; ++i) expected.push_back(by_hand[static_cast<size_t>(i)].second);
+  CHECK(kept == expected);
+  CHECK(kept.front() == "strong");
+  CHECK(std::find(kept.begin(), kept.end(), "weak") == kept.end());
+  // Of the two equally strong, "twin-a" comes first whatever the list's order.
+  const auto a = std::find(kept.begin(), kept.end(), "twin-a");
+  const auto b = std::find(kept.begin(), kept.end(), "twin-b");
+  if (b != kept.end()) CHECK(a < b);
+
+  internal::Neighbours whole = list;
+  KeepStrongest(seed, 5, whole);
+  CHECK(whole.SerializeAsString() == list.SerializeAsString());
 }
 
 }  // namespace
