@@ -74,9 +74,11 @@ std::string ShardMap::ToSpec() const {
 
 namespace {
 
+// The digit of each nibble of an id's hex part.
+constexpr char kHex[] = "0123456789abcdef";
+
 // Writes the 16 lowercase hex digits of `v`, most significant first, to `out`.
 void WriteHex16(uint64_t v, char* out) {
-  static constexpr char kHex[] = "0123456789abcdef";
   for (int i = 0; i < 16; ++i) out[i] = kHex[(v >> (60 - 4 * i)) & 0xF];
 }
 
@@ -97,7 +99,6 @@ std::string NewIdInBucket(absl::string_view prefix, uint32_t bucket) {
 
 std::string FirstIdInBucket(absl::string_view prefix, uint32_t bucket,
                             absl::FunctionRef<uint64_t(uint64_t attempt)> candidate) {
-  static constexpr char kHex[] = "0123456789abcdef";
   // Candidates are hashed kSideBySide at a time, their digits interleaved: FNV-1a is a chain of
   // dependent multiplies, so one candidate at a time leaves the core waiting on each (4% of
   // order-tracking's CPU). Same hashes, same pick: the first in attempt order.
