@@ -26,7 +26,7 @@ namespace crm::store {
 template <typename M>
 bool ParseStored(absl::string_view value, M& m, absl::Status& error) {
   if (m.ParseFromArray(value.data(), static_cast<int>(value.size()))) return true;
-  error = absl::DataLossError(absl::StrCat("a stored ", m.GetTypeName(), " does not parse"));
+  error = NotParsed(m.GetTypeName());
   return false;
 }
 

@@ -397,6 +397,10 @@ absl::StatusOr<bool> Store::GetProto(rocksdb::ColumnFamilyHandle* cf, absl::stri
   return true;
 }
 
+absl::Status NotParsed(absl::string_view type_name) {
+  return absl::DataLossError(absl::StrCat("a stored ", type_name, " does not parse"));
+}
+
 absl::Status Store::MultiGet(
     rocksdb::ColumnFamilyHandle* cf, const std::vector<std::string>& keys,
     absl::FunctionRef<bool(size_t index, absl::string_view value)> found) const {

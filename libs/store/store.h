@@ -64,6 +64,10 @@ struct StoreOptions {
   size_t max_successive_merges = 32;
 };
 
+// DATA_LOSS "a stored <type name> does not parse": what every reader of a stored message answers
+// when its bytes are not that message.
+absl::Status NotParsed(absl::string_view type_name);
+
 // Parses the values a batched read found: `read(found)` calls found(index, bytes) for each key
 // present (false from it: DATA_LOSS); absent keys stay nullopt. Shared by the store's and the
 // transaction's MultiGets.
@@ -76,9 +80,7 @@ absl::StatusOr<std::vector<std::optional<M>>> ParseFound(size_t count, Read read
     out[i] = std::move(m);
     return true;
   });
-  if (absl::IsDataLoss(s)) {
-    return absl::DataLossError(absl::StrCat("a stored ", M().GetTypeName(), " does not parse"));
-  }
+  if (absl::IsDataLoss(s)) return NotParsed(M().GetTypeName());
   if (!s.ok()) return s;
   return out;
 }

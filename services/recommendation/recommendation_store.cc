@@ -1143,10 +1143,7 @@ absl::Status RecommendationStore::RecentPurchasesOf(
         return ForEachRecentPurchase(
             summary, [&](absl::string_view sku, absl::Time bought) { visit(i, sku, bought); });
       });
-  if (absl::IsDataLoss(s)) {
-    return absl::DataLossError(
-        absl::StrCat("a stored ", internal::CustomerSummary().GetTypeName(), " does not parse"));
-  }
+  if (absl::IsDataLoss(s)) return store::NotParsed(internal::CustomerSummary().GetTypeName());
   return s;
 }
 
