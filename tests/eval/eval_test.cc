@@ -62,6 +62,18 @@ TEST_CASE(
     CHECK(row.project_ndcg > row.item_knn_ndcg);
     // Discovery never spends a slot on something the customer already bought.
     CHECK(row.project_already_bought_share == 0);
+    // The bands by history size hold every scored customer once, and their averages make up the
+    // cut-off's.
+    int banded = 0;
+    double project = 0, item_knn = 0;
+    for (const CutoffScores::HistoryBand& band : row.by_history) {
+      banded += band.customers;
+      project += band.project_ndcg * band.customers;
+      item_knn += band.item_knn_ndcg * band.customers;
+    }
+    CHECK(banded == row.customers);
+    CHECK(project / row.customers == Approx(row.project_ndcg));
+    CHECK(item_knn / row.customers == Approx(row.item_knn_ndcg));
   }
 }
 

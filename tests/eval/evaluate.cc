@@ -629,6 +629,28 @@ double CutoffScores::RatioToBestBaseline() const {
   return best > 0 ? project_ndcg / best : 0;
 }
 
+namespace {
+
+// Bands of distinct items bought before the cut-off: a few, a range, a wide range, a reseller's
+// catalogue.
+std::vector<CutoffScores::HistoryBand> HistoryBands() {
+  return {{1, 15}, {16, 40}, {41, 100}, {101, 0}};
+}
+
+CutoffScores::HistoryBand& BandOf(std::vector<CutoffScores::HistoryBand>& bands, size_t items) {
+  for (auto& band : bands) {
+    if (band.most_items == 0 || items <= static_cast<size_t>(band.most_items)) return band;
+  }
+  return bands.back();
+}
+
+std::string BandName(const CutoffScores::HistoryBand& band) {
+  return band.most_items == 0 ? absl::StrCat(band.fewest_items, "+")
+                              : absl::StrCat(band.fewest_items, "-", band.most_items);
+}
+
+}  // namespace
+
 std::string RollingReport::Markdown() const {
   std::string out =
       absl::StrFormat(
@@ -646,6 +668,26 @@ std::string RollingReport::Markdown() const {
                           absl::FormatTime("%Y-%m-%d", r.cutoff, absl::UTCTimeZone()), r.customers,
                           r.project_ndcg, r.project_hit_rate, r.popular_recent_ndcg,
                           r.most_popular_ndcg, r.item_knn_ndcg, r.RatioToBestBaseline());
+  }
+  if (rows.empty()) return out;
+  // The same customers by the size of their history: project ÷ item-kNN NDCG@10 (customers).
+  std::vector<std::string> head = {"cut-off"};
+  for (const auto& band : rows.front().by_history) {
+    head.push_back(absl::StrCat(BandName(band), " items bought"));
+  }
+  out += "\nBy items bought before the cut-off: project ÷ item-kNN NDCG@10 (customers).\n\n" +
+         MarkdownTableHead(head, /*figures_right=*/true);
+  for (const auto& r : rows) {
+    out += absl::StrCat("| ", absl::FormatTime("%Y-%m-%d", r.cutoff, absl::UTCTimeZone()));
+    for (const auto& band : r.by_history) {
+      if (band.item_knn_ndcg > 0) {
+        absl::StrAppendFormat(&out, " | %.2f× (%d)", band.project_ndcg / band.item_knn_ndcg,
+                              band.customers);
+      } else {
+        absl::StrAppendFormat(&out, " | - (%d)", band.customers);
+      }
+    }
+    out += " |\n";
   }
   return out;
 }
@@ -689,6 +731,7 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
     CutoffScores row;
     row.cutoff = cutoff;
     row.customers = static_cast<int>(chosen.size());
+    row.by_history = HistoryBands();
     int already_bought = 0, slots = 0;
     for (const auto& [hash, customer] : chosen) {
       const std::set<std::string>& truth = after[customer];
@@ -717,8 +760,17 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
           Ndcg(baselines.PopularRecent(customer, options.top_k), truth, options.top_k).first;
       row.most_popular_ndcg +=
           Ndcg(baselines.MostPopular(customer, options.top_k), truth, options.top_k).first;
-      row.item_knn_ndcg +=
+      const double item_knn =
           Ndcg(baselines.ItemKnn(customer, options.top_k), truth, options.top_k).first;
+      row.item_knn_ndcg += item_knn;
+      CutoffScores::HistoryBand& band = BandOf(row.by_history, before[customer].size());
+      ++band.customers;
+      band.project_ndcg += ndcg;
+      band.item_knn_ndcg += item_knn;
+    }
+    for (auto& band : row.by_history) {
+      band.project_ndcg /= std::max(1, band.customers);
+      band.item_knn_ndcg /= std::max(1, band.customers);
     }
     const double n = std::max(1, row.customers);
     row.project_ndcg /= n;

@@ -88,6 +88,17 @@ struct CutoffScores {
   // A hash of every list the project recommended, in order: equal when two runs recommended the
   // same.
   uint64_t lists_fingerprint = 0;
+  // The same customers by how many distinct items they had bought before the cut-off: where the
+  // project wins or loses against item-kNN (its closest baseline). Every scored customer is in
+  // exactly one band; the averages are over the band's customers.
+  struct HistoryBand {
+    int fewest_items = 0;
+    int most_items = 0;  // 0: no upper bound
+    int customers = 0;
+    double project_ndcg = 0;
+    double item_knn_ndcg = 0;
+  };
+  std::vector<HistoryBand> by_history;
   // The project's NDCG over the best of the baselines.
   double RatioToBestBaseline() const;
 };
