@@ -419,7 +419,7 @@ absl::StatusOr<v1::DeliverEventsResponse> Dispatcher::Deliver(
   // A lane works outside any trace; a replay keeps the admin call's.
   std::optional<trace::Scope> traced;
   if (!trace::Current()) traced.emplace(BatchTrace(events));
-  auto stub = v1::EventSink::NewStub(channels->ForShard(shard));
+  const auto stub = channels->StubForShard<v1::EventSink>(shard);
   grpc::ClientContext ctx;
   rpc::SetTimeout(ctx, options_.call_timeout);
   if (lane != nullptr) lane->set_call(&ctx);
@@ -483,7 +483,7 @@ absl::Status Dispatcher::AskSubscription(Lane* lane) {
     lane->subscription_current = true;
     return absl::OkStatus();
   }
-  auto stub = v1::EventSink::NewStub(lane->channels->ForShard(lane->shard));
+  const auto stub = lane->channels->StubForShard<v1::EventSink>(lane->shard);
   grpc::ClientContext ctx;
   rpc::SetTimeout(ctx, options_.call_timeout);
   v1::Subscription answer;

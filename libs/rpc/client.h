@@ -60,7 +60,12 @@ class ChannelSet {
   // made one for each call to customer-profile.
   template <typename Service>
   std::shared_ptr<typename Service::Stub> StubForKey(absl::string_view shard_key) {
-    const std::shared_ptr<grpc::Channel> channel = ForKey(shard_key);
+    return StubForShard<Service>(map_.ShardOf(shard_key));
+  }
+  // The same for shard `shard` (next replica): an event lane delivers to one shard.
+  template <typename Service>
+  std::shared_ptr<typename Service::Stub> StubForShard(int shard) {
+    const std::shared_ptr<grpc::Channel> channel = ForShard(shard);
     return std::static_pointer_cast<typename Service::Stub>(
         KeptStub(*channel, typeid(Service),
                  [&] { return std::shared_ptr<void>(Service::NewStub(channel)); }));
