@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "libs/api/validate.h"
 
@@ -34,26 +35,12 @@ bool ReadBytesInPlace(CodedInputStream& in, absl::string_view* out) {
   return in.Skip(static_cast<int>(length));
 }
 
-// A google.protobuf.Timestamp's bytes as a time.
+// A google.protobuf.Timestamp's bytes as a time (protobuf's parser; a Timestamp has no strings, so
+// it allocates nothing).
 bool ReadTimestamp(absl::string_view bytes, absl::Time* out) {
-  CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
-                      static_cast<int>(bytes.size()));
-  uint64_t seconds = 0;
-  uint32_t nanos = 0;
-  while (const uint32_t tag = in.ReadTag()) {
-    const int field = WireFormatLite::GetTagFieldNumber(tag);
-    const bool varint = WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_VARINT;
-    if (varint && field == google::protobuf::Timestamp::kSecondsFieldNumber) {
-      if (!in.ReadVarint64(&seconds)) return false;
-    } else if (varint && field == google::protobuf::Timestamp::kNanosFieldNumber) {
-      if (!in.ReadVarint32(&nanos)) return false;
-    } else if (!WireFormatLite::SkipField(&in, tag)) {
-      return false;
-    }
-  }
-  if (!in.ConsumedEntireMessage()) return false;
-  *out = absl::FromUnixSeconds(static_cast<int64_t>(seconds)) +
-         absl::Nanoseconds(static_cast<int32_t>(nanos));
+  google::protobuf::Timestamp ts;
+  if (!ts.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return false;
+  *out = api::FromTimestamp(ts);
   return true;
 }
 
