@@ -15,6 +15,10 @@ ABSL_FLAG(bool, customers_alike, true,
           "blend into home, e-mail and push what the customers most alike bought lately (a home "
           "call takes up to about twice the CPU; the index it reads is kept either way)");
 
+ABSL_FLAG(bool, items_named_alike, true,
+          "blend into home, e-mail and push the items named like what the customer bought; the "
+          "index of catalog names it reads is kept in memory (about 210 bytes an item)");
+
 namespace crm::recommendation {
 
 namespace {
@@ -24,6 +28,7 @@ absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context
   auto* store = c.Make<RecommendationStore>(context.store, c.outbox());
   // Before learning and serving begin: a store from before the buyers family gets it now, once.
   CRM_RETURN_IF_ERROR(store->IndexBuyersOnce());
+  if (absl::GetFlag(FLAGS_items_named_alike)) CRM_RETURN_IF_ERROR(store->LoadNameIndex());
   auto* bestsellers =
       c.Make<BestsellerCache>(store, absl::Seconds(absl::GetFlag(FLAGS_bestseller_cache_s)));
   auto* recommender =

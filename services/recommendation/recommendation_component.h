@@ -2,7 +2,7 @@
 // RecommendationService. Its wiring (recommendation_component.cc) builds the store, best-seller
 // cache, recommender, reminder sweep, service, event consumer, event producer (ReminderDue), the
 // neighbour refresh and the reminder sweep's schedule; its flags: --bestseller_cache_s,
-// --reminder_sweep_interval_s, --customers_alike.
+// --reminder_sweep_interval_s, --customers_alike, --items_named_alike.
 #pragma once
 
 #include "absl/flags/declare.h"
@@ -15,6 +15,7 @@ ABSL_DECLARE_FLAG(int, bestseller_cache_s);
 ABSL_DECLARE_FLAG(int, reminder_sweep_interval_s);
 // Whether home, e-mail and push blend in what customers alike bought.
 ABSL_DECLARE_FLAG(bool, customers_alike);
+ABSL_DECLARE_FLAG(bool, items_named_alike);
 
 namespace crm::recommendation {
 

@@ -241,9 +241,23 @@ absl::Status RecommendationStore::UpsertItems(const std::vector<v1::CatalogItem>
         return absl::OkStatus();
       });
   if (s.ok()) {
-    for (const auto& item : written) Cache(item, /*written=*/true);
+    for (const auto& item : written) {
+      Cache(item, /*written=*/true);
+      if (names_loaded_)
+        names_.Put(item.sku(), item.name(), api::FromTimestamp(item.update_time()));
+    }
   }
   return s;
+}
+
+absl::Status RecommendationStore::LoadNameIndex() {
+  names_loaded_ = true;
+  CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<v1::CatalogItem>(
+      *store_, cf_[kItems], "", [&](absl::string_view, v1::CatalogItem&& item) {
+        names_.Put(item.sku(), item.name(), api::FromTimestamp(item.update_time()));
+      }));
+  log::Info("catalog names indexed", {{"items", static_cast<int64_t>(names_.size())}});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<const v1::CatalogItem>> RecommendationStore::Item(

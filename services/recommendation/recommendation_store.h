@@ -41,6 +41,7 @@
 // Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -60,6 +61,7 @@
 #include "libs/events/outbox.h"
 #include "libs/store/families.h"
 #include "libs/store/store.h"
+#include "services/recommendation/name_index.h"
 
 namespace crm::recommendation {
 
@@ -91,6 +93,11 @@ class RecommendationStore {
   absl::StatusOr<std::vector<std::string>> SetStock(const std::vector<v1::StockChange>& changes,
                                                     absl::Time now);
   absl::StatusOr<std::vector<std::string>> Successors(absl::string_view sku) const;
+  // Reads every catalog item's name into names(), before serving begins (log line "catalog names
+  // indexed"); catalog writes keep it current after that. Without it names() stays empty.
+  absl::Status LoadNameIndex();
+  // Which catalog items are named alike (name_index.h).
+  const NameIndex& names() const { return names_; }
   // Every item some other item upgrades.
   absl::StatusOr<std::vector<std::string>> ItemsWithSuccessors() const;
 
@@ -267,6 +274,9 @@ class RecommendationStore {
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const v1::CatalogItem>> item_cache_
       ABSL_GUARDED_BY(items_mu_);
   mutable size_t item_cache_bytes_ ABSL_GUARDED_BY(items_mu_) = 0;
+  // The catalog's names, updated after each catalog write commits once loaded (set before serving).
+  NameIndex names_;
+  std::atomic<bool> names_loaded_ = false;
   // Item stats read recently, and the shop's basket total (striped rows, the denominator of every
   // bundle's lift). They are counter rows (merge operands until compaction folds them), several
   // block reads each, and Recommend reads them for every candidate: kept here once read and dropped

@@ -114,6 +114,8 @@ class Recommender {
   // What the customers most alike bought lately (home, e-mail and push).
   absl::Status SimilarCustomers(const std::string& customer_id, const CustomerView& view,
                                 absl::Time now, std::vector<Candidate>* out);
+  // Items named like what the customer bought (home, e-mail and push).
+  absl::Status SimilarItems(const CustomerView& view, std::vector<Candidate>* out);
   absl::Status Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out);
   absl::Status CategoryAffinity(const CustomerView& view, absl::Time now,
                                 std::vector<Candidate>* out);

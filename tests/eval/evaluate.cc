@@ -532,6 +532,7 @@ Report Evaluate(const Dataset& data, const EvalOptions& options) {
       {"blend", v1::MODEL_BLEND},
       {"item_cf", v1::MODEL_ITEM_CF},
       {"similar_customers", v1::MODEL_SIMILAR_CUSTOMERS},
+      {"similar_items (by name)", v1::MODEL_SIMILAR_ITEMS},
       {"bundle", v1::MODEL_BUNDLE},
       {"category_affinity", v1::MODEL_CATEGORY_AFFINITY},
       {"bestsellers (30 days)", v1::MODEL_BESTSELLERS},

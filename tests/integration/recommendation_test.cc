@@ -817,6 +817,66 @@ void BobAlikeTo(World& w, const std::string& customer) {
   w.Buy("bob", {"a", "b", "d"}, t);
 }
 
+// Issue 19: item-kNN caught the staples of a family the customer already buys from (lunch bags
+// in other prints) that co-purchase lists missed.
+TEST_CASE(
+    "items named alike: the other bought members of a family the customer buys from, on the home "
+    "page, not on product pages or carts, kept across a rename and a restart") {
+  World w;
+  v1::UpsertCatalogItemsRequest catalog;
+  for (const auto& [sku, name] : std::vector<std::pair<std::string, std::string>>{
+           {"bag-red", "LUNCH BAG RED RETROSPOT"},
+           {"bag-skull", "LUNCH BAG BLACK SKULL"},
+           {"bag-cars", "LUNCH BAG CARS BLUE"},
+           {"bag-unsold", "LUNCH BAG DOLLY GIRL"},
+           {"cases", "PACK OF 72 RETROSPOT CAKE CASES"},
+           {"stand", "REGENCY CAKESTAND 3 TIER"},
+           {"pencils", "PENCILS SMALL TUBE"},
+           {"lantern", "WHITE METAL LANTERN"},
+           // The print is on many things nobody here bought: it ties the family less than
+           // "LUNCH BAG" does.
+           {"mug", "RETROSPOT MUG"},
+           {"towel", "RETROSPOT TEA TOWEL"},
+           {"apron", "RETROSPOT APRON"}}) {
+    auto* item = catalog.add_items();
+    item->set_sku(sku);
+    item->set_name(name);
+  }
+  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, catalog);
+  const absl::Time t = w.Now() - 5 * kDay;
+  // The skull bag is the staple: bought by four; the cars bag by one; the dolly girl bag by none.
+  for (int i = 0; i < 4; ++i) w.Buy(absl::StrCat("regular", i), {"bag-skull", "lantern"}, t);
+  w.Buy("once", {"bag-cars"}, t);
+  w.Buy("baker", {"cases", "stand", "pencils"}, t);
+  w.Buy("alice", {"bag-red"}, t + kDay);
+  auto named_like = [&](v1::Placement placement = v1::PLACEMENT_HOME) {
+    return w.Recommend("alice", placement, 10, v1::MODEL_SIMILAR_ITEMS,
+                       placement == v1::PLACEMENT_HOME ? std::vector<std::string>{}
+                                                       : std::vector<std::string>{"bag-red"});
+  };
+  const v1::RecommendResponse home = named_like();
+  // Bought by many first; never bought, never; the cake cases share only the print.
+  REQUIRE(Skus(home) == std::vector<std::string>{"bag-skull", "bag-cars", "cases"});
+  CHECK(home.recommendations(0).model() == v1::MODEL_SIMILAR_ITEMS);
+  CHECK(home.recommendations(0).reason() == "named like LUNCH BAG RED RETROSPOT, which you bought");
+  CHECK(named_like(v1::PLACEMENT_PRODUCT_PAGE).recommendations().empty());
+  CHECK(named_like(v1::PLACEMENT_CART).recommendations().empty());
+  CHECK(Has(w.Recommend("alice"), "bag-skull"));  // and the blend has it
+
+  // Renamed into the family, the pencils join it; the next call sees it.
+  v1::UpsertCatalogItemsRequest rename;
+  rename.add_items()->set_sku("pencils");
+  rename.mutable_items(0)->set_name("LUNCH BAG PENCILS");
+  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, rename);
+  const std::vector<std::string> renamed = Skus(named_like());
+  CHECK(std::find(renamed.begin(), renamed.end(), "pencils") != renamed.end());
+
+  // The index is rebuilt from the catalog at start: the same answer after a restart.
+  w.reco.Restart();
+  w.stub = v1::RecommendationService::NewStub(w.reco.channel());
+  CHECK(Skus(named_like()) == renamed);
+}
+
 TEST_CASE("customers alike in a marketing e-mail and a push, with the customer's consent") {
   World w;
   const std::string id = w.Customer("li.na@example.com");
@@ -839,6 +899,24 @@ TEST_CASE("customers alike in a marketing e-mail and a push, with the customer's
     CHECK(sent.withheld_reason().empty());
     CHECK(Skus(sent) == std::vector<std::string>{"d"});
   }
+}
+
+TEST_CASE("items named alike off (--items_named_alike=false): no such recommendations") {
+  absl::FlagSaver restore_flags;
+  absl::SetFlag(&FLAGS_items_named_alike, false);
+  World w;
+  v1::UpsertCatalogItemsRequest catalog;
+  for (const char* sku : {"bag-red", "bag-skull"}) {
+    auto* item = catalog.add_items();
+    item->set_sku(sku);
+    item->set_name(std::string("LUNCH BAG ") + sku);
+  }
+  CallOk(w.stub.get(), &Stub::UpsertCatalogItems, catalog);
+  w.Buy("regular", {"bag-skull"}, w.Now() - kDay);
+  w.Buy("alice", {"bag-red"}, w.Now() - kDay);
+  CHECK(w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_ITEMS)
+            .recommendations()
+            .empty());
 }
 
 TEST_CASE("customers alike off (--customers_alike=false): no such recommendations, index kept") {

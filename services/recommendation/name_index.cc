@@ -1,0 +1,194 @@
+#include "services/recommendation/name_index.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace crm::recommendation {
+
+namespace {
+
+constexpr size_t kMinAsciiWord = 3;
+
+// Bytes in the UTF-8 sequence `lead` starts (1 for a stray continuation byte).
+size_t SequenceLength(unsigned char lead) {
+  if (lead >= 0xF0) return 4;
+  if (lead >= 0xE0) return 3;
+  if (lead >= 0xC0) return 2;
+  return 1;
+}
+
+}  // namespace
+
+std::vector<std::string> NameWords(absl::string_view name) {
+  std::vector<std::string> words;
+  size_t i = 0;
+  while (i < name.size()) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c < 0x80) {
+      size_t end = i;
+      while (end < name.size() && absl::ascii_isalpha(static_cast<unsigned char>(name[end]))) {
+        ++end;
+      }
+      if (end - i >= kMinAsciiWord) words.push_back(absl::AsciiStrToUpper(name.substr(i, end - i)));
+      i = std::max(end, i + 1);
+      continue;
+    }
+    // A run of characters outside ASCII: each pair of neighbours is a word, a lone one is one.
+    std::vector<absl::string_view> characters;
+    while (i < name.size() && static_cast<unsigned char>(name[i]) >= 0x80) {
+      const size_t length = std::min(SequenceLength(name[i]), name.size() - i);
+      characters.push_back(name.substr(i, length));
+      i += length;
+    }
+    if (characters.size() == 1) words.emplace_back(characters.front());
+    for (size_t k = 0; k + 1 < characters.size(); ++k) {
+      words.push_back(absl::StrCat(characters[k], characters[k + 1]));
+    }
+  }
+  std::sort(words.begin(), words.end());
+  words.erase(std::unique(words.begin(), words.end()), words.end());
+  return words;
+}
+
+void NameIndex::Put(absl::string_view sku, absl::string_view name, absl::Time update_time) {
+  const std::vector<std::string> words = NameWords(name);
+  absl::MutexLock lock(&mu_);
+  const auto [at, fresh] = item_ids_.try_emplace(sku, static_cast<int32_t>(items_.size()));
+  const int32_t id = at->second;
+  if (fresh) {
+    items_.push_back({std::string(sku), {}, update_time});
+  } else {
+    Item& known = items_[id];
+    if (update_time < known.update_time) return;
+    for (int32_t word : known.words) {
+      std::vector<int32_t>& list = items_of_word_[word];
+      list.erase(std::find(list.begin(), list.end(), id));
+      Counted(word);
+    }
+  }
+  Item& item = items_[id];
+  item.update_time = update_time;
+  item.words.clear();
+  for (const std::string& word : words) {
+    const auto [w, new_word] = word_ids_.try_emplace(word, static_cast<int32_t>(word_ids_.size()));
+    if (new_word) {
+      items_of_word_.emplace_back();
+      log_items_of_word_.push_back(0);
+    }
+    items_of_word_[w->second].push_back(id);
+    Counted(w->second);
+    item.words.push_back(w->second);
+  }
+  std::sort(item.words.begin(), item.words.end());
+}
+
+void NameIndex::Counted(int32_t word) {
+  const size_t naming = items_of_word_[word].size();
+  log_items_of_word_[word] = naming == 0 ? 0 : std::log(static_cast<double>(naming));
+}
+
+double NameIndex::Idf(int32_t word, double log_items) const {
+  return items_of_word_[word].empty() ? 0 : log_items - log_items_of_word_[word];
+}
+
+double NameIndex::Norm(const Item& item, double log_items) const {
+  double sum = 0;
+  for (int32_t word : item.words) {
+    const double idf = Idf(word, log_items);
+    sum += idf * idf;
+  }
+  return std::sqrt(sum);
+}
+
+std::vector<NameIndex::Alike> NameIndex::NamedLike(
+    std::span<const std::string> seeds, const absl::flat_hash_set<std::string>& leave_out,
+    size_t count) const {
+  // An item's likeness summed over the seeds, before dividing by its own norm; and what the seed
+  // being read has given so far, to find the closest seed without a map per seed.
+  struct Sum {
+    double total = 0;
+    double closest = -1;
+    size_t closest_seed = 0;
+    size_t seed = 0;
+    double from_seed = 0;
+    void Close() {
+      if (from_seed > closest) {
+        closest = from_seed;
+        closest_seed = seed;
+      }
+    }
+  };
+  absl::ReaderMutexLock lock(&mu_);
+  if (items_.empty() || count == 0) return {};
+  const double log_items = std::log(static_cast<double>(items_.size()));
+  std::vector<int32_t> seed_ids;
+  size_t reached = 0;
+  for (const std::string& sku : seeds) {
+    const auto it = item_ids_.find(sku);
+    seed_ids.push_back(it == item_ids_.end() ? -1 : it->second);
+    if (it == item_ids_.end()) continue;
+    for (int32_t word : items_[it->second].words) {
+      if (items_of_word_[word].size() <= kMaxItemsPerWord) reached += items_of_word_[word].size();
+    }
+  }
+  absl::flat_hash_map<int32_t, Sum> sums;
+  sums.reserve(std::min(reached, items_.size()));
+  for (size_t k = 0; k < seed_ids.size(); ++k) {
+    if (seed_ids[k] < 0) continue;
+    const Item& seed = items_[seed_ids[k]];
+    const double seed_norm = Norm(seed, log_items);
+    if (seed_norm <= 0) continue;
+    for (int32_t word : seed.words) {
+      const std::vector<int32_t>& naming = items_of_word_[word];
+      if (naming.size() > kMaxItemsPerWord) continue;
+      const double idf = Idf(word, log_items);
+      const double part = idf * idf / seed_norm;
+      for (int32_t other : naming) {
+        Sum& sum = sums[other];
+        if (sum.seed != k) {
+          sum.Close();
+          sum.seed = k;
+          sum.from_seed = 0;
+        }
+        sum.total += part;
+        sum.from_seed += part;
+      }
+    }
+  }
+  for (int32_t id : seed_ids) {
+    if (id >= 0) sums.erase(id);
+  }
+  // Ranked by id first; SKUs are copied only for the items kept.
+  std::vector<std::pair<double, int32_t>> ranked;
+  ranked.reserve(sums.size());
+  for (auto& [id, sum] : sums) {
+    sum.Close();
+    const double norm = Norm(items_[id], log_items);
+    if (norm <= 0 || sum.total <= 0 || leave_out.contains(items_[id].sku)) continue;
+    ranked.emplace_back(sum.total / norm, id);
+  }
+  const size_t kept = std::min(count, ranked.size());
+  const auto better = [&](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : items_[a.second].sku < items_[b.second].sku;
+  };
+  // A total order (SKUs are unique): the same items are kept whatever order the map gave.
+  std::nth_element(ranked.begin(), ranked.begin() + kept, ranked.end(), better);
+  std::sort(ranked.begin(), ranked.begin() + kept, better);
+  std::vector<Alike> alike;
+  alike.reserve(kept);
+  for (size_t i = 0; i < kept; ++i) {
+    const auto& [similarity, id] = ranked[i];
+    alike.push_back({items_[id].sku, similarity, seeds[sums[id].closest_seed]});
+  }
+  return alike;
+}
+
+size_t NameIndex::size() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return items_.size();
+}
+
+}  // namespace crm::recommendation
