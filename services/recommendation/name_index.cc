@@ -103,38 +103,23 @@ double NameIndex::Norm(const Item& item, double log_items) const {
   return std::sqrt(sum);
 }
 
-std::vector<NameIndex::Alike> NameIndex::NamedLike(
-    std::span<const std::string> seeds, const absl::flat_hash_set<std::string>& leave_out,
-    size_t count) const {
-  // An item's likeness summed over the seeds, before dividing by its own norm; and what the seed
-  // being read has given so far, to find the closest seed without a map per seed.
-  struct Sum {
-    double total = 0;
-    double closest = -1;
-    size_t closest_seed = 0;
-    size_t seed = 0;
-    double from_seed = 0;
-    void Close() {
-      if (from_seed > closest) {
-        closest = from_seed;
-        closest_seed = seed;
-      }
-    }
-  };
-  absl::ReaderMutexLock lock(&mu_);
-  if (items_.empty() || count == 0) return {};
-  const double log_items = std::log(static_cast<double>(items_.size()));
-  std::vector<int32_t> seed_ids;
+void NameIndex::Likeness::Close() {
+  if (from_seed > closest) {
+    closest = from_seed;
+    closest_seed = seed;
+  }
+}
+
+absl::flat_hash_map<int32_t, NameIndex::Likeness> NameIndex::SumOverSeeds(
+    const std::vector<int32_t>& seed_ids, double log_items) const {
   size_t reached = 0;
-  for (const std::string& sku : seeds) {
-    const auto it = item_ids_.find(sku);
-    seed_ids.push_back(it == item_ids_.end() ? -1 : it->second);
-    if (it == item_ids_.end()) continue;
-    for (int32_t word : items_[it->second].words) {
+  for (int32_t id : seed_ids) {
+    if (id < 0) continue;
+    for (int32_t word : items_[id].words) {
       if (items_of_word_[word].size() <= kMaxItemsPerWord) reached += items_of_word_[word].size();
     }
   }
-  absl::flat_hash_map<int32_t, Sum> sums;
+  absl::flat_hash_map<int32_t, Likeness> sums;
   sums.reserve(std::min(reached, items_.size()));
   for (size_t k = 0; k < seed_ids.size(); ++k) {
     if (seed_ids[k] < 0) continue;
@@ -147,7 +132,7 @@ std::vector<NameIndex::Alike> NameIndex::NamedLike(
       const double idf = Idf(word, log_items);
       const double part = idf * idf / seed_norm;
       for (int32_t other : naming) {
-        Sum& sum = sums[other];
+        Likeness& sum = sums[other];
         if (sum.seed != k) {
           sum.Close();
           sum.seed = k;
@@ -161,11 +146,27 @@ std::vector<NameIndex::Alike> NameIndex::NamedLike(
   for (int32_t id : seed_ids) {
     if (id >= 0) sums.erase(id);
   }
+  for (auto& [id, sum] : sums) sum.Close();
+  return sums;
+}
+
+std::vector<NameIndex::Alike> NameIndex::NamedLike(
+    std::span<const std::string> seeds, const absl::flat_hash_set<std::string>& leave_out,
+    size_t count) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (items_.empty() || count == 0) return {};
+  const double log_items = std::log(static_cast<double>(items_.size()));
+  std::vector<int32_t> seed_ids;
+  seed_ids.reserve(seeds.size());
+  for (const std::string& sku : seeds) {
+    const auto it = item_ids_.find(sku);
+    seed_ids.push_back(it == item_ids_.end() ? -1 : it->second);
+  }
+  const absl::flat_hash_map<int32_t, Likeness> sums = SumOverSeeds(seed_ids, log_items);
   // Ranked by id first; SKUs are copied only for the items kept.
   std::vector<std::pair<double, int32_t>> ranked;
   ranked.reserve(sums.size());
-  for (auto& [id, sum] : sums) {
-    sum.Close();
+  for (const auto& [id, sum] : sums) {
     const double norm = Norm(items_[id], log_items);
     if (norm <= 0 || sum.total <= 0 || leave_out.contains(items_[id].sku)) continue;
     ranked.emplace_back(sum.total / norm, id);
@@ -181,7 +182,7 @@ std::vector<NameIndex::Alike> NameIndex::NamedLike(
   alike.reserve(kept);
   for (size_t i = 0; i < kept; ++i) {
     const auto& [similarity, id] = ranked[i];
-    alike.push_back({items_[id].sku, similarity, seeds[sums[id].closest_seed]});
+    alike.push_back({items_[id].sku, similarity, seeds[sums.at(id).closest_seed]});
   }
   return alike;
 }

@@ -67,6 +67,22 @@ class NameIndex {
     absl::Time update_time;
   };
 
+  // An item's likeness to the seeds, before dividing by its own norm, and the seed giving most;
+  // what the seed being read has given so far finds that seed without a map per seed.
+  struct Likeness {
+    double total = 0;
+    double closest = -1;
+    size_t closest_seed = 0;
+    size_t seed = 0;
+    double from_seed = 0;
+    // The seed being read is done.
+    void Close();
+  };
+  // Every item sharing a counted word with a seed, with its likeness; `seed_ids[k]` is the id of
+  // the k-th seed, or -1 when the index lacks it. Seeds themselves are left out.
+  absl::flat_hash_map<int32_t, Likeness> SumOverSeeds(const std::vector<int32_t>& seed_ids,
+                                                      double log_items) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Word weights use `log_items`, the log of the catalog's size.
   double Idf(int32_t word, double log_items) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   double Norm(const Item& item, double log_items) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
