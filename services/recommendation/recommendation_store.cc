@@ -1125,6 +1125,7 @@ RecommendationStore::BuyersOf(const std::vector<std::string>& skus, int per_item
   for (const std::string& sku : skus) {
     const std::string prefix = Key().Str(sku).Build();
     int read = 0;
+    absl::Time last_read;
     absl::Status bad_key;
     CRM_RETURN_IF_ERROR(store::ScanPrefixProtos<internal::Buyer>(
         *store_, cf_[kBuyers], prefix, [&](absl::string_view k, internal::Buyer&& buyer) {
@@ -1137,11 +1138,17 @@ RecommendationStore::BuyersOf(const std::vector<std::string>& skus, int per_item
             return false;
           }
           if (*bought > now) return true;  // bought after the time asked about
+          // The newest `per_item`, and every other buyer of the same instant as the last of them:
+          // which are read then does not depend on the customer ids the key orders them by, which
+          // are minted at random (imported histories often share a minute).
+          if (read >= per_item && *bought != last_read) return false;
           Alike& a = alike[*customer];
           ++a.shared;
           a.latest = std::max(a.latest, *bought);
           a.items_bought = std::max(a.items_bought, buyer.items_bought());
-          return ++read < per_item;
+          ++read;
+          last_read = *bought;
+          return true;
         }));
     CRM_RETURN_IF_ERROR(bad_key);
   }

@@ -385,11 +385,11 @@ struct AlikeCustomer {
   std::string id;
 };
 
-// The `count` customers most alike among `buyers`. How alike: the cosine of the two customers'
-// purchases, as far as the seeds' buyers tell (the asking customer's own size is the same for all,
-// so it is left out). Equally alike ones by the latest purchase they share, so which are kept
-// depends on the history, not on the ids an import minted (the id decides only between purchases
-// of the same microsecond).
+// The `count` customers most alike among `buyers`, and any tied with the last of them. How alike:
+// the cosine of the two customers' purchases, as far as the seeds' buyers tell (the asking
+// customer's own size is the same for all, so it is left out). Equally alike ones by the latest
+// purchase they share, so which are kept depends on the history, not on the ids an import minted
+// (the id only orders customers equal in both, who are all kept).
 std::vector<AlikeCustomer> MostAlike(
     const absl::flat_hash_map<std::string, RecommendationStore::Alike>& buyers, size_t count) {
   std::vector<AlikeCustomer> alike;
@@ -402,8 +402,18 @@ std::vector<AlikeCustomer> MostAlike(
     if (x.similarity != y.similarity) return x.similarity > y.similarity;
     return x.latest != y.latest ? x.latest > y.latest : x.id < y.id;
   };
-  const size_t kept = std::min(count, alike.size());
+  size_t kept = std::min(count, alike.size());
   std::partial_sort(alike.begin(), alike.begin() + kept, alike.end(), more_alike);
+  if (kept > 0 && kept < alike.size()) {
+    // Also every customer as alike and as late as the last kept: the id would decide between them,
+    // and ids are minted at random.
+    const AlikeCustomer& last = alike[kept - 1];
+    const auto tied =
+        std::partition(alike.begin() + kept, alike.end(), [&](const AlikeCustomer& a) {
+          return a.similarity == last.similarity && a.latest == last.latest;
+        });
+    kept = static_cast<size_t>(tied - alike.begin());
+  }
   alike.resize(kept);
   return alike;
 }

@@ -877,6 +877,30 @@ TEST_CASE(
   CHECK(Skus(named_like()) == renamed);
 }
 
+// Imported histories share minutes, and customer ids are minted at random: who is read among an
+// item's buyers, and who is kept among the customers alike, must not depend on the ids.
+TEST_CASE(
+    "customers alike: buyers of the same instant are read and kept together, whatever their ids") {
+  World w;
+  std::vector<std::tuple<std::string, std::string>> catalog = {{"seed", "c1"}};
+  for (int i = 0; i < 60; ++i) catalog.emplace_back(absl::StrFormat("item-%02d", i), "c2");
+  w.Catalog(catalog);
+  const absl::Time t = w.Now() - 5 * kDay;
+  // Sixty customers bought the seed in the same minute, each with an item of their own; their ids
+  // sort the other way round from their items, so the 50 first ids hold items 10 to 59.
+  for (int i = 0; i < 60; ++i) {
+    w.Buy(absl::StrFormat("z%02d", 59 - i), {"seed", absl::StrFormat("item-%02d", i)}, t);
+  }
+  w.Buy("alice", {"seed"}, t + kDay);
+  // All sixty are equally alike and equally late: their items score the same, so the list is the
+  // first ten by SKU.
+  const v1::RecommendResponse alike =
+      w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS);
+  std::vector<std::string> first_ten;
+  for (int i = 0; i < 10; ++i) first_ten.push_back(absl::StrFormat("item-%02d", i));
+  CHECK(Skus(alike) == first_ten);
+}
+
 TEST_CASE("customers alike in a marketing e-mail and a push, with the customer's consent") {
   World w;
   const std::string id = w.Customer("li.na@example.com");
