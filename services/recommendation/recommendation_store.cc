@@ -1140,8 +1140,9 @@ RecommendationStore::BuyersOf(const std::vector<std::string>& skus, int per_item
           if (*bought > now) return true;  // bought after the time asked about
           // The newest `per_item`, and every other buyer of the same instant as the last of them:
           // which are read then does not depend on the customer ids the key orders them by, which
-          // are minted at random (imported histories often share a minute).
-          if (read >= per_item && *bought != last_read) return false;
+          // are minted at random (imported histories often share a minute). At most four times
+          // `per_item`, so a history with dates only cannot make a call read thousands.
+          if (read >= per_item && (*bought != last_read || read >= 4 * per_item)) return false;
           Alike& a = alike[*customer];
           ++a.shared;
           a.latest = std::max(a.latest, *bought);

@@ -171,9 +171,9 @@ class RecommendationStore {
       absl::string_view customer_id) const;
   absl::StatusOr<internal::CoCounts> Co(absl::string_view a, absl::string_view b) const;
   // The customers alike to one who bought `skus`: of each item, its latest `per_item` buyers and
-  // any of the same instant as the last of them (those who bought it after `now` are passed over),
-  // with how many of `skus` each bought, the latest of those purchases, and their distinct items
-  // bought (as of the index's row).
+  // any of the same instant as the last of them, up to 4 * `per_item` (those who bought it after
+  // `now` are passed over), with how many of `skus` each bought, the latest of those purchases, and
+  // their distinct items bought (as of the index's row).
   struct Alike {
     int shared = 0;
     absl::Time latest = absl::InfinitePast();

@@ -901,6 +901,25 @@ TEST_CASE(
   CHECK(Skus(alike) == first_ten);
 }
 
+TEST_CASE(
+    "customers alike: at most four times the buyers a seed reads when more share an instant") {
+  World w;
+  std::vector<std::tuple<std::string, std::string>> catalog = {{"seed", "c1"}};
+  for (int i = 0; i < 250; ++i) catalog.emplace_back(absl::StrFormat("item-%03d", i), "c2");
+  w.Catalog(catalog);
+  const absl::Time t = w.Now() - 5 * kDay;
+  // A history with dates only: 250 buyers of one instant. 200 buyers are read: alice herself (the
+  // latest), then 199 of them, the first by id, which hold items 51 to 249.
+  for (int i = 0; i < 250; ++i) {
+    w.Buy(absl::StrFormat("z%03d", 249 - i), {"seed", absl::StrFormat("item-%03d", i)}, t);
+  }
+  w.Buy("alice", {"seed"}, t + kDay);
+  std::vector<std::string> expected;
+  for (int i = 51; i < 61; ++i) expected.push_back(absl::StrFormat("item-%03d", i));
+  CHECK(Skus(w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS)) ==
+        expected);
+}
+
 TEST_CASE("customers alike in a marketing e-mail and a push, with the customer's consent") {
   World w;
   const std::string id = w.Customer("li.na@example.com");
