@@ -877,47 +877,45 @@ TEST_CASE(
   CHECK(Skus(named_like()) == renamed);
 }
 
+// Item `i` of a shop whose item numbers are three digits wide.
+std::string ItemNumbered(int i) { return absl::StrFormat("item-%03d", i); }
+
+// `buyers` customers bought the seed in one instant, each with an item of their own; their ids sort
+// the other way round from their items. Alice bought the seed a day later. Returns her home list
+// from customers alike.
+std::vector<std::string> AliceAmongBuyersOfOneInstant(int buyers) {
+  World w;
+  std::vector<std::tuple<std::string, std::string>> catalog = {{"seed", "c1"}};
+  for (int i = 0; i < buyers; ++i) catalog.emplace_back(ItemNumbered(i), "c2");
+  w.Catalog(catalog);
+  const absl::Time t = w.Now() - 5 * kDay;
+  for (int i = 0; i < buyers; ++i) {
+    w.Buy(absl::StrFormat("z%03d", buyers - 1 - i), {"seed", ItemNumbered(i)}, t);
+  }
+  w.Buy("alice", {"seed"}, t + kDay);
+  return Skus(w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS));
+}
+
+std::vector<std::string> ItemsNumbered(int from, int to) {
+  std::vector<std::string> items;
+  for (int i = from; i < to; ++i) items.push_back(ItemNumbered(i));
+  return items;
+}
+
 // Imported histories share minutes, and customer ids are minted at random: who is read among an
 // item's buyers, and who is kept among the customers alike, must not depend on the ids.
 TEST_CASE(
     "customers alike: buyers of the same instant are read and kept together, whatever their ids") {
-  World w;
-  std::vector<std::tuple<std::string, std::string>> catalog = {{"seed", "c1"}};
-  for (int i = 0; i < 60; ++i) catalog.emplace_back(absl::StrFormat("item-%02d", i), "c2");
-  w.Catalog(catalog);
-  const absl::Time t = w.Now() - 5 * kDay;
-  // Sixty customers bought the seed in the same minute, each with an item of their own; their ids
-  // sort the other way round from their items, so the 50 first ids hold items 10 to 59.
-  for (int i = 0; i < 60; ++i) {
-    w.Buy(absl::StrFormat("z%02d", 59 - i), {"seed", absl::StrFormat("item-%02d", i)}, t);
-  }
-  w.Buy("alice", {"seed"}, t + kDay);
-  // All sixty are equally alike and equally late: their items score the same, so the list is the
-  // first ten by SKU.
-  const v1::RecommendResponse alike =
-      w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS);
-  std::vector<std::string> first_ten;
-  for (int i = 0; i < 10; ++i) first_ten.push_back(absl::StrFormat("item-%02d", i));
-  CHECK(Skus(alike) == first_ten);
+  // Sixty buyers: the 50 first ids hold items 10 to 59. All sixty are read and kept, equally alike
+  // and equally late, so their items score the same and the list is the first ten by SKU.
+  CHECK(AliceAmongBuyersOfOneInstant(60) == ItemsNumbered(0, 10));
 }
 
 TEST_CASE(
     "customers alike: at most four times the buyers a seed reads when more share an instant") {
-  World w;
-  std::vector<std::tuple<std::string, std::string>> catalog = {{"seed", "c1"}};
-  for (int i = 0; i < 250; ++i) catalog.emplace_back(absl::StrFormat("item-%03d", i), "c2");
-  w.Catalog(catalog);
-  const absl::Time t = w.Now() - 5 * kDay;
   // A history with dates only: 250 buyers of one instant. 200 buyers are read: alice herself (the
   // latest), then 199 of them, the first by id, which hold items 51 to 249.
-  for (int i = 0; i < 250; ++i) {
-    w.Buy(absl::StrFormat("z%03d", 249 - i), {"seed", absl::StrFormat("item-%03d", i)}, t);
-  }
-  w.Buy("alice", {"seed"}, t + kDay);
-  std::vector<std::string> expected;
-  for (int i = 51; i < 61; ++i) expected.push_back(absl::StrFormat("item-%03d", i));
-  CHECK(Skus(w.Recommend("alice", v1::PLACEMENT_HOME, 10, v1::MODEL_SIMILAR_CUSTOMERS)) ==
-        expected);
+  CHECK(AliceAmongBuyersOfOneInstant(250) == ItemsNumbered(51, 61));
 }
 
 TEST_CASE("customers alike in a marketing e-mail and a push, with the customer's consent") {
