@@ -82,7 +82,6 @@ void NameIndex::Put(absl::string_view sku, absl::string_view name, absl::Time up
     Counted(w->second);
     item.words.push_back(w->second);
   }
-  std::sort(item.words.begin(), item.words.end());
 }
 
 void NameIndex::Counted(int32_t word) {

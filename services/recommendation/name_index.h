@@ -63,7 +63,9 @@ class NameIndex {
  private:
   struct Item {
     std::string sku;
-    std::vector<int32_t> words;  // word ids, sorted
+    // Word ids in the order of the words' text (NameWords' order), not of the ids, which follow
+    // the order words first came in: sums then add up in the same order whatever that was.
+    std::vector<int32_t> words;
     absl::Time update_time;
   };
 
