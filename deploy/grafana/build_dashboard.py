@@ -241,7 +241,9 @@ def build():
         "Resident memory per process, and each data service's memory budget (--block_cache_mb) plus the stated "
         "64 MiB fixed overhead: the line CrmMemoryOverBudget fires above.",
         [(f'process_resident_memory_bytes{{{F}}}', "RSS {{service}} {{pod}}"),
-         (f'crm_memory_budget_bytes{{{F}}} + 67108864', "budget + overhead {{service}} {{pod}}")],
+         (f'crm_memory_budget_bytes{{{F}}} + 67108864 + (sum without (part) '
+          f'(crm_memory_outside_budget_bytes{{{F}}}) or crm_memory_budget_bytes{{{F}}} * 0)',
+          "budget + overhead + held outside it {{service}} {{pod}}")],
         unit="bytes"), 8, 8)
     L.add(timeseries(
         "Volume free (Kubernetes)", "Free share of each RocksDB volume (kubelet). The alert fires below 10%.",

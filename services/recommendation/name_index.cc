@@ -186,6 +186,22 @@ std::vector<NameIndex::Alike> NameIndex::NamedLike(
   return alike;
 }
 
+size_t NameIndex::bytes() const {
+  // A string's heap beyond the small-string buffer libstdc++ keeps inline (15 characters).
+  const auto heap = [](const std::string& s) { return s.capacity() > 15 ? s.capacity() + 1 : 0; };
+  absl::ReaderMutexLock lock(&mu_);
+  size_t total = items_.capacity() * sizeof(Item) +
+                 items_of_word_.capacity() * sizeof(std::vector<int32_t>) +
+                 log_items_of_word_.capacity() * sizeof(double);
+  for (const Item& item : items_) total += heap(item.sku) + item.words.capacity() * sizeof(int32_t);
+  for (const auto& naming : items_of_word_) total += naming.capacity() * sizeof(int32_t);
+  for (const auto& [sku, id] : item_ids_) total += heap(sku);
+  for (const auto& [word, id] : word_ids_) total += heap(word);
+  constexpr size_t kSlot = sizeof(std::pair<std::string, int32_t>) + 1;  // and its control byte
+  total += (item_ids_.capacity() + word_ids_.capacity()) * kSlot;
+  return total;
+}
+
 size_t NameIndex::size() const {
   absl::ReaderMutexLock lock(&mu_);
   return items_.size();

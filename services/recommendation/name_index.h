@@ -59,6 +59,10 @@ class NameIndex {
                                size_t count) const;
 
   size_t size() const;
+  // The heap the index holds, from its containers' capacities (the hash maps' slots and control
+  // bytes, the strings beyond their inline buffer, the vectors): O(items), for a gauge refreshed
+  // now and then.
+  size_t bytes() const;
 
  private:
   struct Item {

@@ -2,6 +2,7 @@
 
 #include "absl/flags/flag.h"
 #include "libs/base/status_macros.h"
+#include "libs/metrics/families.h"
 
 ABSL_FLAG(int, bestseller_cache_s, 5,
           "how long best-seller rankings are reused before the sales window is summed again, off "
@@ -28,7 +29,21 @@ absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context
   auto* store = c.Make<RecommendationStore>(context.store, c.outbox());
   // Before learning and serving begin: a store from before the buyers family gets it now, once.
   CRM_RETURN_IF_ERROR(store->IndexBuyersOnce());
-  if (absl::GetFlag(FLAGS_items_named_alike)) CRM_RETURN_IF_ERROR(store->LoadNameIndex());
+  if (absl::GetFlag(FLAGS_items_named_alike)) {
+    CRM_RETURN_IF_ERROR(store->LoadNameIndex());
+    // The index grows with the catalog, outside the memory budget: exported so the memory alert
+    // (CrmMemoryOverBudget) and the pod's limit can allow for it.
+    prometheus::Gauge& names =
+        metrics::GaugeFamily(context.metrics->registry(), "crm_memory_outside_budget_bytes",
+                             "Memory held for data outside the budget "
+                             "(--block_cache_mb), by part; the memory alert "
+                             "adds it to the budget.")
+            .Add({{"part", "catalog_names"}});
+    c.RunEvery(
+        absl::Seconds(15),
+        [store, &names] { names.Set(static_cast<double>(store->names().bytes())); },
+        rpc::PeriodicTask::FirstRun::kNow);
+  }
   auto* bestsellers =
       c.Make<BestsellerCache>(store, absl::Seconds(absl::GetFlag(FLAGS_bestseller_cache_s)));
   auto* recommender =

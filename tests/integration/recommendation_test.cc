@@ -942,6 +942,31 @@ TEST_CASE("customers alike in a marketing e-mail and a push, with the customer's
   }
 }
 
+TEST_CASE(
+    "items named alike: the memory its index holds outside the budget is exported, per catalog "
+    "item") {
+  World w;
+  for (int batch = 0; batch < 2; ++batch) {
+    v1::UpsertCatalogItemsRequest catalog;  // at most 1000 a call
+    for (int i = 1000 * batch; i < 1000 * (batch + 1); ++i) {
+      auto* item = catalog.add_items();
+      item->set_sku(absl::StrCat("sku-", i));
+      item->set_name(absl::StrCat("LUNCH BAG ", i % 2 ? "RED RETROSPOT " : "BLACK SKULL ", i));
+    }
+    CallOk(w.stub.get(), &Stub::UpsertCatalogItems, catalog);
+  }
+  // Set at start (the index is loaded then) and every 15 s after.
+  w.reco.Restart();
+  const auto held = [&] {
+    return testing::MetricValue(w.reco.metrics().registry(), "crm_memory_outside_budget_bytes",
+                                {{"part", "catalog_names"}});
+  };
+  REQUIRE(testing::WaitUntil([&] { return held() > 0; }, absl::Seconds(10)));
+  INFO(held() << " bytes for 2000 items");
+  CHECK(held() > 2000 * 50);
+  CHECK(held() < 2000 * 1000);
+}
+
 TEST_CASE("items named alike off (--items_named_alike=false): no such recommendations") {
   absl::FlagSaver restore_flags;
   absl::SetFlag(&FLAGS_items_named_alike, false);
