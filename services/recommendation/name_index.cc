@@ -12,6 +12,11 @@ namespace {
 
 constexpr size_t kMinAsciiWord = 3;
 
+// A string's heap beyond the small-string buffer libstdc++ keeps inline (15 characters).
+size_t HeapOf(const std::string& s) { return s.capacity() > 15 ? s.capacity() + 1 : 0; }
+
+size_t HeapOf(const std::vector<int32_t>& ids) { return ids.capacity() * sizeof(int32_t); }
+
 // Bytes in the UTF-8 sequence `lead` starts (1 for a stray continuation byte).
 size_t SequenceLength(unsigned char lead) {
   if (lead >= 0xF0) return 4;
@@ -60,28 +65,35 @@ void NameIndex::Put(absl::string_view sku, absl::string_view name, absl::Time up
   const int32_t id = at->second;
   if (fresh) {
     items_.push_back({std::string(sku), {}, update_time});
+    variable_bytes_ += HeapOf(items_.back().sku) + HeapOf(at->first);
   } else {
     Item& known = items_[id];
     if (update_time < known.update_time) return;
     for (int32_t word : known.words) {
       std::vector<int32_t>& list = items_of_word_[word];
-      list.erase(std::find(list.begin(), list.end(), id));
+      list.erase(std::find(list.begin(), list.end(), id));  // keeps its capacity
       Counted(word);
     }
   }
   Item& item = items_[id];
   item.update_time = update_time;
+  variable_bytes_ -= HeapOf(item.words);
   item.words.clear();
   for (const std::string& word : words) {
     const auto [w, new_word] = word_ids_.try_emplace(word, static_cast<int32_t>(word_ids_.size()));
     if (new_word) {
       items_of_word_.emplace_back();
       log_items_of_word_.push_back(0);
+      variable_bytes_ += HeapOf(w->first);
     }
-    items_of_word_[w->second].push_back(id);
+    std::vector<int32_t>& naming = items_of_word_[w->second];
+    variable_bytes_ -= HeapOf(naming);
+    naming.push_back(id);
+    variable_bytes_ += HeapOf(naming);
     Counted(w->second);
     item.words.push_back(w->second);
   }
+  variable_bytes_ += HeapOf(item.words);
 }
 
 void NameIndex::Counted(int32_t word) {
@@ -186,19 +198,26 @@ std::vector<NameIndex::Alike> NameIndex::NamedLike(
   return alike;
 }
 
-size_t NameIndex::bytes() const {
-  // A string's heap beyond the small-string buffer libstdc++ keeps inline (15 characters).
-  const auto heap = [](const std::string& s) { return s.capacity() > 15 ? s.capacity() + 1 : 0; };
-  absl::ReaderMutexLock lock(&mu_);
-  size_t total = items_.capacity() * sizeof(Item) +
-                 items_of_word_.capacity() * sizeof(std::vector<int32_t>) +
-                 log_items_of_word_.capacity() * sizeof(double);
-  for (const Item& item : items_) total += heap(item.sku) + item.words.capacity() * sizeof(int32_t);
-  for (const auto& naming : items_of_word_) total += naming.capacity() * sizeof(int32_t);
-  for (const auto& [sku, id] : item_ids_) total += heap(sku);
-  for (const auto& [word, id] : word_ids_) total += heap(word);
+size_t NameIndex::FixedBytes() const {
   constexpr size_t kSlot = sizeof(std::pair<std::string, int32_t>) + 1;  // and its control byte
-  total += (item_ids_.capacity() + word_ids_.capacity()) * kSlot;
+  return items_.capacity() * sizeof(Item) +
+         items_of_word_.capacity() * sizeof(std::vector<int32_t>) +
+         log_items_of_word_.capacity() * sizeof(double) +
+         (item_ids_.capacity() + word_ids_.capacity()) * kSlot;
+}
+
+size_t NameIndex::bytes() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return FixedBytes() + variable_bytes_;
+}
+
+size_t NameIndex::CountBytes() const {
+  absl::ReaderMutexLock lock(&mu_);
+  size_t total = FixedBytes();
+  for (const Item& item : items_) total += HeapOf(item.sku) + HeapOf(item.words);
+  for (const auto& naming : items_of_word_) total += HeapOf(naming);
+  for (const auto& [sku, id] : item_ids_) total += HeapOf(sku);
+  for (const auto& [word, id] : word_ids_) total += HeapOf(word);
   return total;
 }
 

@@ -149,6 +149,32 @@ TEST_CASE("the items named alike do not depend on the order the catalog came in"
   }
 }
 
+TEST_CASE("the bytes the index holds, kept as it changes, are what walking it counts",
+          "[recommendation][names]") {
+  NameIndex index;
+  CHECK(index.bytes() == index.CountBytes());
+  for (int i = 0; i < 3000; ++i) {
+    // Long SKUs and words too, whose strings are on the heap.
+    index.Put(absl::StrCat(i % 7 ? "sku-" : "a-rather-long-stock-keeping-unit-", i),
+              absl::StrCat("LUNCH BAG ", i % 5 ? "RED " : "EXTRAORDINARILYLONGWORD ", "N",
+                           std::string(1, static_cast<char>('A' + i % 26)),
+                           std::string(1, static_cast<char>('A' + i / 26 % 26))),
+              kThen);
+  }
+  CHECK(index.bytes() == index.CountBytes());
+  const size_t before = index.bytes();
+  // Renamed into other words, and a late write ignored.
+  for (int i = 0; i < 3000; i += 3) {
+    index.Put(absl::StrCat(i % 7 ? "sku-" : "a-rather-long-stock-keeping-unit-", i),
+              absl::StrCat("CAKE CASES PRINT", std::string(1, static_cast<char>('A' + i % 26))),
+              kThen + absl::Seconds(1));
+  }
+  index.Put("sku-1", "SOMETHING OLDER", kThen - absl::Seconds(1));
+  CHECK(index.bytes() == index.CountBytes());
+  CHECK(index.bytes() >= before);  // nothing is given back: lists keep their capacity
+  CHECK(index.bytes() > 3000 * 50);
+}
+
 TEST_CASE("a word naming more items than the limit ties nothing together",
           "[recommendation][names]") {
   NameIndex index;
