@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "libs/text/utf8.h"
 
 namespace crm::recommendation {
 
@@ -16,14 +17,6 @@ constexpr size_t kMinAsciiWord = 3;
 size_t HeapOf(const std::string& s) { return s.capacity() > 15 ? s.capacity() + 1 : 0; }
 
 size_t HeapOf(const std::vector<int32_t>& ids) { return ids.capacity() * sizeof(int32_t); }
-
-// Bytes in the UTF-8 sequence `lead` starts (1 for a stray continuation byte).
-size_t SequenceLength(unsigned char lead) {
-  if (lead >= 0xF0) return 4;
-  if (lead >= 0xE0) return 3;
-  if (lead >= 0xC0) return 2;
-  return 1;
-}
 
 }  // namespace
 
@@ -44,7 +37,8 @@ std::vector<std::string> NameWords(absl::string_view name) {
     // A run of characters outside ASCII: each pair of neighbours is a word, a lone one is one.
     std::vector<absl::string_view> characters;
     while (i < name.size() && static_cast<unsigned char>(name[i]) >= 0x80) {
-      const size_t length = std::min(SequenceLength(name[i]), name.size() - i);
+      // Names are valid UTF-8 (protobuf checks strings); a malformed byte would stand alone.
+      const size_t length = std::max<size_t>(1, text::Utf8SequenceLength(name, i));
       characters.push_back(name.substr(i, length));
       i += length;
     }
