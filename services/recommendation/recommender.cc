@@ -150,14 +150,24 @@ std::vector<Seed> SeedsOf(const CustomerView& view, absl::Time now) {
   return seeds;
 }
 
-// What the customer's recent history holds as bought (not only viewed), newest first. Discovery
-// models leave these out: they are for "buy again", and left in they would take discovery slots and
-// set the scale the blend divides a model's scores by.
+// What the customer's recent history holds as bought (not only viewed), latest purchase first and
+// equally late ones by SKU, so the order does not depend on the order purchases were learned in
+// (items of one order, orders of one instant). Discovery models leave these out: they are for "buy
+// again", and left in they would take discovery slots and set the scale the blend divides a
+// model's scores by.
 std::vector<std::string> RecentlyBought(const CustomerView& view) {
-  std::vector<std::string> bought;
+  std::vector<std::pair<absl::Time, std::string>> latest;
   for (const auto& recent : view.summary.recent()) {
-    if (recent.has_last_bought()) bought.push_back(recent.sku());
+    if (recent.has_last_bought()) {
+      latest.emplace_back(api::FromTimestamp(recent.last_bought()), recent.sku());
+    }
   }
+  std::sort(latest.begin(), latest.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  std::vector<std::string> bought;
+  bought.reserve(latest.size());
+  for (auto& [when, sku] : latest) bought.push_back(std::move(sku));
   return bought;
 }
 
@@ -341,24 +351,10 @@ absl::Status Recommender::ItemCf(const CustomerView& view, absl::Time now,
 absl::Status Recommender::SimilarItems(const CustomerView& view, std::vector<Candidate>* out) {
   // Each of the latest purchases counts the same (a family is bought from for months): weighing
   // them by age, as item-to-item does, scored lower in August and September of the evaluation.
-  // Latest first, equally late ones by SKU: which are kept does not depend on the order the
-  // purchases were learned in (items of one order, or orders of one instant).
-  std::vector<std::pair<absl::Time, std::string>> latest;
-  for (const auto& recent : view.summary.recent()) {
-    if (recent.has_last_bought()) {
-      latest.emplace_back(api::FromTimestamp(recent.last_bought()), recent.sku());
-    }
-  }
-  if (latest.empty()) return absl::OkStatus();
-  std::sort(latest.begin(), latest.end(), [](const auto& a, const auto& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  });
-  absl::flat_hash_set<std::string> bought;
-  std::vector<std::string> seeds;
-  for (auto& [when, sku] : latest) {
-    bought.insert(sku);
-    if (seeds.size() < static_cast<size_t>(kMaxSeeds)) seeds.push_back(std::move(sku));
-  }
+  std::vector<std::string> seeds = RecentlyBought(view);
+  if (seeds.empty()) return absl::OkStatus();
+  const absl::flat_hash_set<std::string> bought(seeds.begin(), seeds.end());
+  if (seeds.size() > static_cast<size_t>(kMaxSeeds)) seeds.resize(kMaxSeeds);
   const std::vector<NameIndex::Alike> alike =
       store_->names().NamedLike(seeds, bought, kNamedLikeRead);
   std::vector<std::string> skus;
