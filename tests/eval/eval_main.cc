@@ -6,6 +6,7 @@
 //   crm-reco-eval [--dataset=synthetic|online-retail|rolling|both] [--sample_percent=100]
 //   [--max_customers=0] [--cutoffs=2011-03-01,2011-04-01]
 #include <iostream>
+#include <stdexcept>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -72,17 +73,13 @@ int main(int argc, char** argv) {
     }
     rolling_options.max_customers = options.max_customers;
     rolling_options.rebuild_neighbours = absl::GetFlag(FLAGS_rebuild_neighbours);
-    for (size_t i = 0; i < rolling_options.cutoffs.size(); ++i) {
-      const absl::Time cutoff = rolling_options.cutoffs[i];
-      if ((i > 0 && cutoff <= rolling_options.cutoffs[i - 1]) ||
-          cutoff + rolling_options.horizon > data->end) {
-        std::cerr << "--cutoffs: " << absl::FormatTime("%Y-%m-%d", cutoff, absl::UTCTimeZone())
-                  << " is out of order or has fewer than 30 days of data after it" << std::endl;
-        return 2;
-      }
+    try {
+      std::cout << crm::eval::EvaluateRollingOrigin(*data, rolling_options).Markdown()
+                << kAttribution << std::endl;
+    } catch (const std::invalid_argument& e) {
+      std::cerr << "--cutoffs: " << e.what() << std::endl;
+      return 2;
     }
-    std::cout << crm::eval::EvaluateRollingOrigin(*data, rolling_options).Markdown() << kAttribution
-              << std::endl;
   }
   if (one_split) {
     std::cout << crm::eval::Evaluate(*data, options).Markdown() << kAttribution << std::endl;

@@ -694,8 +694,15 @@ std::string RollingReport::Markdown() const {
 }
 
 RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& options) {
-  if (options.cutoffs.empty() || !std::is_sorted(options.cutoffs.begin(), options.cutoffs.end())) {
-    throw std::invalid_argument("cut-offs must be given in increasing order");
+  if (options.cutoffs.empty()) throw std::invalid_argument("no cut-off given");
+  for (size_t i = 0; i < options.cutoffs.size(); ++i) {
+    const absl::Time cutoff = options.cutoffs[i];
+    if ((i > 0 && cutoff <= options.cutoffs[i - 1]) || cutoff + options.horizon > data.end) {
+      throw std::invalid_argument(
+          absl::StrCat(absl::FormatTime("%Y-%m-%d", cutoff, absl::UTCTimeZone()),
+                       " is out of order or has fewer than ", options.horizon / absl::Hours(24),
+                       " days of data after it"));
+    }
   }
   Harness service(ServiceOptions());
   auto stub = v1::RecommendationService::NewStub(service.channel());

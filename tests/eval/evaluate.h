@@ -114,7 +114,8 @@ struct RollingReport {
   std::string Markdown() const;
 };
 
-// Requires options.cutoffs in increasing order and every cut-off + horizon within the data.
+// Requires options.cutoffs in increasing order and every cut-off + horizon within the data;
+// std::invalid_argument naming the first cut-off that is not, before any service starts.
 RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& options);
 
 }  // namespace crm::eval
