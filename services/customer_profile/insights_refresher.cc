@@ -1,7 +1,9 @@
 #include "services/customer_profile/insights_refresher.h"
 
 #include <algorithm>
+#include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "libs/base/status_macros.h"
@@ -77,12 +79,9 @@ absl::Status InsightsRefresher::Refresh() {
   absl::MutexLock one_at_a_time(&refresh_mu_);
   const absl::Time now = clock_->Now();
   const absl::Time started = absl::Now();  // wall time, for pacing early refreshes
-  {
-    // Orders committed from here on may be missed by the scan: they count toward the next refresh.
-    absl::MutexLock lock(&early_mu_);
-    new_orders_ = 0;
-    burst_began_ = absl::InfiniteFuture();
-  }
+  // Orders committed from here on may be missed by the scan: they count toward the next refresh.
+  early_.Began();
+  absl::Cleanup failed = [this] { early_.Failed(); };
   auto next = std::make_shared<Snapshot>();
   next->computed = true;
   std::vector<AudienceRow> scored;
@@ -90,12 +89,8 @@ absl::Status InsightsRefresher::Refresh() {
   CRM_RETURN_IF_ERROR(BuildAudience(now, std::move(scored), *next));
   CRM_ASSIGN_OR_RETURN(const RetentionCounts retention, CountRetentionOutcomes(now));
   PublishGauges(next->kpis, retention, now);
-  {
-    absl::MutexLock lock(&early_mu_);
-    buyers_ = next->population.buyers;
-    last_refresh_end_ = absl::Now();
-    last_refresh_took_ = last_refresh_end_ - started;
-  }
+  std::move(failed).Cancel();
+  early_.Ended(next->population.buyers, started, absl::Now());
   {
     absl::MutexLock lock(&mu_);
     snapshot_ = std::move(next);
@@ -215,15 +210,7 @@ void InsightsRefresher::PublishGauges(const Kpis& k, const RetentionCounts& outc
 }
 
 void InsightsRefresher::NoteNewOrder() {
-  constexpr absl::Duration kQuiet = absl::Seconds(2), kLongestWait = absl::Seconds(30);
-  absl::MutexLock lock(&early_mu_);
-  ++new_orders_;
-  if (new_orders_ < (buyers_ < 1000 ? 1 : buyers_ / 10)) return;
-  const absl::Time now = absl::Now();
-  if (burst_began_ == absl::InfiniteFuture()) burst_began_ = now;
-  const absl::Time at = std::max(std::min(now + kQuiet, burst_began_ + kLongestWait),
-                                 last_refresh_end_ + 20 * last_refresh_took_);
-  periodic_.RunAt(at);
+  if (const auto at = early_.Note(1, absl::Now())) periodic_.RunAt(*at);
 }
 
 void InsightsRefresher::Start(absl::Duration interval) {

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "libs/clock/clock.h"
+#include "libs/rpc/early_refresh.h"
 #include "libs/rpc/periodic.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -96,12 +97,8 @@ class InsightsRefresher {
   prometheus::Gauge& refreshed_;
 
   absl::Mutex refresh_mu_;  // one refresh at a time
-  absl::Mutex early_mu_;    // what decides an early refresh
-  int64_t new_orders_ ABSL_GUARDED_BY(early_mu_) = 0;
-  int64_t buyers_ ABSL_GUARDED_BY(early_mu_) = 0;
-  absl::Time burst_began_ ABSL_GUARDED_BY(early_mu_) = absl::InfiniteFuture();
-  absl::Time last_refresh_end_ ABSL_GUARDED_BY(early_mu_) = absl::InfinitePast();
-  absl::Duration last_refresh_took_ ABSL_GUARDED_BY(early_mu_);
+  // Counts orders against the buyers the last refresh counted.
+  rpc::EarlyRefresh early_{{.small_base = 1000}};
   mutable absl::Mutex mu_;
   std::shared_ptr<const Snapshot> snapshot_ ABSL_GUARDED_BY(mu_);
   rpc::PeriodicTask periodic_;

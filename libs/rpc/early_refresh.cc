@@ -1,0 +1,47 @@
+#include "libs/rpc/early_refresh.h"
+
+#include <algorithm>
+
+namespace crm::rpc {
+
+std::optional<absl::Time> EarlyRefresh::Note(int64_t changes, absl::Time now) {
+  if (changes == 0) return std::nullopt;  // a periodic pass with nothing new is no activity
+  absl::MutexLock lock(&mu_);
+  changes_ += changes;
+  if (changes_ < (base_ < options_.small_base ? 1 : base_ / 10)) return std::nullopt;
+  if (burst_began_ == absl::InfiniteFuture()) burst_began_ = now;
+  return std::max(std::min(now + options_.quiet, burst_began_ + options_.longest_wait),
+                  last_end_ + 20 * last_took_);
+}
+
+void EarlyRefresh::Began() {
+  absl::MutexLock lock(&mu_);
+  changes_ = 0;
+  burst_began_ = absl::InfiniteFuture();
+  running_ = true;
+}
+
+void EarlyRefresh::Ended(int64_t base, absl::Time started, absl::Time ended) {
+  absl::MutexLock lock(&mu_);
+  running_ = false;
+  base_ = base;
+  last_end_ = ended;
+  last_took_ = ended - started;
+}
+
+void EarlyRefresh::Failed() {
+  absl::MutexLock lock(&mu_);
+  running_ = false;
+}
+
+bool EarlyRefresh::pending() const {
+  absl::MutexLock lock(&mu_);
+  return running_ || burst_began_ != absl::InfiniteFuture();
+}
+
+bool EarlyRefresh::due() const {
+  absl::MutexLock lock(&mu_);
+  return burst_began_ != absl::InfiniteFuture();
+}
+
+}  // namespace crm::rpc

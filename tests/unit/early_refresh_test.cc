@@ -1,0 +1,62 @@
+// When a whole-data refresh runs ahead of its schedule (libs/rpc/early_refresh.h): a tenth of what
+// the last refresh counted, the quiet after a burst, the burst's longest wait and the pacing.
+#include "libs/rpc/early_refresh.h"
+
+#include "catch2/catch.hpp"
+
+namespace crm::rpc {
+namespace {
+
+const absl::Time kStart = absl::FromUnixSeconds(1'800'000'000);
+const absl::Duration kSecond = absl::Seconds(1);
+
+TEST_CASE("a small base refreshes after every change, once the changes are quiet",
+          "[early_refresh]") {
+  EarlyRefresh early({.small_base = 1000});
+  CHECK_FALSE(early.due());
+  CHECK_FALSE(early.Note(0, kStart).has_value());
+  CHECK(early.Note(1, kStart) == kStart + 2 * kSecond);
+  CHECK(early.due());
+  // Each change during the burst moves the run to 2 s after it, up to 30 s after the burst began.
+  CHECK(early.Note(1, kStart + 10 * kSecond) == kStart + 12 * kSecond);
+  CHECK(early.Note(1, kStart + 29 * kSecond) == kStart + 30 * kSecond);
+  CHECK(early.Note(1, kStart + 40 * kSecond) == kStart + 30 * kSecond);
+  early.Began();
+  CHECK_FALSE(early.due());
+  CHECK(early.pending());  // running: what changed is not in the refreshed data yet
+  early.Ended(999, kStart + 40 * kSecond, kStart + 41 * kSecond);
+  CHECK_FALSE(early.pending());
+  // A new burst begins its own wait; the last refresh took 1 s, so the next waits 20 s after it.
+  CHECK(early.Note(1, kStart + 42 * kSecond) == kStart + 61 * kSecond);
+  CHECK(early.Note(1, kStart + 70 * kSecond) == kStart + 72 * kSecond);
+}
+
+TEST_CASE("a large base waits for a tenth of itself in changes", "[early_refresh]") {
+  EarlyRefresh early({.small_base = 1000, .quiet = kSecond, .longest_wait = 10 * kSecond});
+  early.Began();
+  early.Ended(50'000, kStart, kStart);
+  CHECK_FALSE(early.Note(4'999, kStart).has_value());
+  CHECK_FALSE(early.due());
+  CHECK(early.Note(1, kStart + kSecond) == kStart + 2 * kSecond);
+  CHECK(early.due());
+  // Changes counted while a refresh runs may be missed by it: they count toward the next one.
+  early.Began();
+  CHECK_FALSE(early.Note(3'000, kStart + 3 * kSecond).has_value());
+  early.Ended(60'000, kStart + 2 * kSecond, kStart + 4 * kSecond);
+  CHECK(early.Note(3'000, kStart + 5 * kSecond) == kStart + 44 * kSecond);
+}
+
+TEST_CASE("a failed refresh is no longer pending and keeps the last base", "[early_refresh]") {
+  EarlyRefresh early({.small_base = 10});
+  early.Began();
+  early.Ended(100, kStart, kStart + kSecond);
+  REQUIRE(early.Note(10, kStart + 30 * kSecond).has_value());
+  early.Began();
+  early.Failed();
+  CHECK_FALSE(early.pending());
+  CHECK_FALSE(early.Note(9, kStart + 31 * kSecond).has_value());
+  CHECK(early.Note(1, kStart + 32 * kSecond) == kStart + 34 * kSecond);
+}
+
+}  // namespace
+}  // namespace crm::rpc
