@@ -58,13 +58,15 @@ EventConsumer& DataServiceComponent::ConsumeEvents(Subscription subscription,
   return *consumer_;
 }
 
-void DataServiceComponent::RunEvery(absl::Duration interval, std::function<void()> work,
-                                    rpc::PeriodicTask::FirstRun first) {
+rpc::PeriodicTask& DataServiceComponent::RunEvery(absl::Duration interval,
+                                                  std::function<void()> work,
+                                                  rpc::PeriodicTask::FirstRun first) {
   auto background = std::make_unique<Background>();
   background->interval = interval;
   background->work = std::move(work);
   background->first = first;
   background_.push_back(std::move(background));
+  return background_.back()->task;
 }
 
 void DataServiceComponent::Register(rpc::Server& server) {

@@ -71,9 +71,11 @@ class DataServiceComponent : public rpc::Component {
   void AlsoServe(grpc::Service* handlers, std::string full_name) {
     also_served_.emplace_back(handlers, std::move(full_name));
   }
-  // Runs `work` every `interval` from Start to Stop.
-  void RunEvery(absl::Duration interval, std::function<void()> work,
-                rpc::PeriodicTask::FirstRun first = rpc::PeriodicTask::FirstRun::kAfterInterval);
+  // Runs `work` every `interval` from Start to Stop; the task is kept until the component goes, so
+  // its owner may bring a run forward (PeriodicTask::RunAt).
+  rpc::PeriodicTask& RunEvery(
+      absl::Duration interval, std::function<void()> work,
+      rpc::PeriodicTask::FirstRun first = rpc::PeriodicTask::FirstRun::kAfterInterval);
   // Runs `hook` on Start, after the producer started.
   void OnStart(std::function<void()> hook) { start_hooks_.push_back(std::move(hook)); }
   // Runs `hook` on Stop, before the producer stops.

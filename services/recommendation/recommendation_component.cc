@@ -20,6 +20,12 @@ ABSL_FLAG(bool, items_named_alike, true,
           "blend into home, e-mail and push the items named like what the customer bought; the "
           "index of catalog names it reads is kept in memory (about 210 bytes an item)");
 
+ABSL_FLAG(bool, neighbour_rebuilds, true,
+          "rebuild every item's neighbour list from the pair counts once a tenth of the item pairs "
+          "changed since the last rebuild (an import), when learning has been quiet for 2 s, at "
+          "most 5 minutes on; a rebuild reads every pair (about 1 s a million) and learning waits "
+          "meanwhile");
+
 namespace crm::recommendation {
 
 namespace {
@@ -64,6 +70,12 @@ absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context
   c.RunEvery(
       absl::Seconds(1), [service] { service->RefreshNeighbours(); },
       rpc::PeriodicTask::FirstRun::kNow);
+  if (absl::GetFlag(FLAGS_neighbour_rebuilds)) {
+    // Every list rebuilt from the counts once enough pairs changed (an import, weeks of learning),
+    // brought forward by the refreshes; the minute is only a fallback.
+    service->ScheduleRebuildsOn(
+        &c.RunEvery(absl::Minutes(1), [service] { service->RebuildNeighboursWhenDue(); }));
+  }
   if (const int every = absl::GetFlag(FLAGS_reminder_sweep_interval_s); every > 0) {
     // Its own thread: serving and learning go on while it pages through the customers.
     c.RunEvery(absl::Seconds(every), [reminders] { (void)reminders->Run(); });

@@ -2,7 +2,7 @@
 // RecommendationService. Its wiring (recommendation_component.cc) builds the store, best-seller
 // cache, recommender, reminder sweep, service, event consumer, event producer (ReminderDue), the
 // neighbour refresh and the reminder sweep's schedule; its flags: --bestseller_cache_s,
-// --reminder_sweep_interval_s, --customers_alike, --items_named_alike.
+// --reminder_sweep_interval_s, --customers_alike, --items_named_alike, --neighbour_rebuilds.
 #pragma once
 
 #include "absl/flags/declare.h"
@@ -16,6 +16,8 @@ ABSL_DECLARE_FLAG(int, reminder_sweep_interval_s);
 // Whether home, e-mail and push blend in what customers alike bought.
 ABSL_DECLARE_FLAG(bool, customers_alike);
 ABSL_DECLARE_FLAG(bool, items_named_alike);
+// Whether the neighbour lists are rebuilt whole once enough item pairs changed.
+ABSL_DECLARE_FLAG(bool, neighbour_rebuilds);
 
 namespace crm::recommendation {
 

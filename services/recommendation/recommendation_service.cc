@@ -94,7 +94,11 @@ RecommendationMetrics::RecommendationMetrics(prometheus::Registry& r)
           "Recommendations clicked, by model; clicks / impressions is the click-through rate.")),
       learned(metrics::CounterFamily(
           r, "crm_recommendation_learned_total",
-          "Interactions learned from events, by kind (purchase, refund, browsing, erasure).")) {}
+          "Interactions learned from events, by kind (purchase, refund, browsing, erasure).")),
+      rebuilds(metrics::CounterFamily(
+          r, "crm_recommendation_neighbour_rebuilds_total",
+          "Rebuilds of every item's neighbour list, by trigger (changes: enough item pairs changed "
+          "since the last; request: RebuildItemNeighbours).")) {}
 
 RecommendationService::RecommendationService(RecommendationStore* store, Recommender* recommender,
                                              ReminderSweep* reminders, Clock* clock,
@@ -473,25 +477,50 @@ absl::Status RecommendationService::HandleEvent(store::Transaction& txn, const v
 grpc::ServerUnaryReactor* RecommendationService::RebuildItemNeighbours(
     Ctx* ctx, const v1::RebuildItemNeighboursRequest*, v1::RebuildItemNeighboursResponse* resp) {
   return FinishOn(*writes_, ctx, [this, resp]() -> absl::Status {
-    // Batch refreshes wait meanwhile: their notes were cleared into the rebuild, or come after it.
-    absl::MutexLock lock(&refresh_mu_);
-    const absl::Time started = absl::Now();
-    CRM_ASSIGN_OR_RETURN(const RecommendationStore::Rebuilt rebuilt, store_->RebuildNeighbours());
+    CRM_ASSIGN_OR_RETURN(const RecommendationStore::Rebuilt rebuilt,
+                         RebuildAllNeighbours("request"));
     resp->set_items(rebuilt.items);
     resp->set_pairs(rebuilt.pairs);
-    log::Info("neighbour lists rebuilt",
-              {{"items", rebuilt.items},
-               {"pairs", rebuilt.pairs},
-               {"seconds", absl::ToDoubleSeconds(absl::Now() - started)}});
     return absl::OkStatus();
   });
 }
 
+absl::StatusOr<RecommendationStore::Rebuilt> RecommendationService::RebuildAllNeighbours(
+    absl::string_view trigger) {
+  // Batch refreshes wait meanwhile: their notes were cleared into the rebuild, or come after it.
+  absl::MutexLock lock(&refresh_mu_);
+  const absl::Time started = absl::Now();
+  early_rebuild_.Began();
+  auto rebuilt = store_->RebuildNeighbours();
+  if (!rebuilt.ok()) {
+    early_rebuild_.Failed();
+    return rebuilt.status();
+  }
+  const absl::Time ended = absl::Now();
+  early_rebuild_.Ended(rebuilt->pairs, started, ended);
+  metrics_.rebuilds.Add({{"trigger", std::string(trigger)}}).Increment();
+  log::Info("neighbour lists rebuilt", {{"trigger", trigger},
+                                        {"items", rebuilt->items},
+                                        {"pairs", rebuilt->pairs},
+                                        {"seconds", absl::ToDoubleSeconds(ended - started)}});
+  return rebuilt;
+}
+
+void RecommendationService::RebuildNeighboursWhenDue() {
+  if (!early_rebuild_.due()) return;
+  if (auto rebuilt = RebuildAllNeighbours("changes"); !rebuilt.ok())
+    log::Warning("neighbour rebuild failed", {{"error", rebuilt.status().ToString()}});
+}
+
 void RecommendationService::RefreshNeighbours() {
   absl::MutexLock lock(&refresh_mu_);
-  auto refreshed = store_->RefreshNeighbours();
-  if (!refreshed.ok())
-    log::Warning("neighbour refresh failed", {{"error", refreshed.status().ToString()}});
+  auto changed = store_->RefreshNeighbours();
+  if (!changed.ok()) {
+    log::Warning("neighbour refresh failed", {{"error", changed.status().ToString()}});
+    return;
+  }
+  if (rebuild_task_ == nullptr) return;  // --neighbour_rebuilds=false
+  if (const auto at = early_rebuild_.Note(*changed, absl::Now())) rebuild_task_->RunAt(*at);
 }
 
 }  // namespace crm::recommendation

@@ -4,7 +4,8 @@
 // whether the customer may be contacted before anything is sent, once per request id. A catalog
 // batch is judged item by item (a bad item is listed in the response's errors, the rest upserted);
 // every SKU, from requests or events, follows ValidateSku (models.h). Writes run on the write
-// executor.
+// executor. The neighbour lists are refreshed after every batch of events and rebuilt whole once
+// enough item pairs changed (RebuildNeighboursWhenDue).
 #pragma once
 
 #include <memory>
@@ -18,6 +19,7 @@
 #include "libs/events/consumer.h"
 #include "libs/events/subscription.h"
 #include "libs/rpc/backends.h"
+#include "libs/rpc/early_refresh.h"
 #include "libs/rpc/executor.h"
 #include "libs/rpc/periodic.h"
 #include "prometheus/counter.h"
@@ -37,6 +39,7 @@ struct RecommendationMetrics {
   prometheus::Family<prometheus::Counter>& impressions;  // {model}
   prometheus::Family<prometheus::Counter>& clicks;       // {model}
   prometheus::Family<prometheus::Counter>& learned;      // {kind}
+  prometheus::Family<prometheus::Counter>& rebuilds;     // {trigger}
 };
 
 // Request limits: the items one answer holds (count); the catalog items or stock changes of one
@@ -78,8 +81,18 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
     return {E::kOrderDelivered, E::kOrderRefunded, E::kBehaviorRecorded, E::kCustomerErased};
   }
   // Folds changed pairs into the neighbour lists (after each event batch, and every second). One at
-  // a time.
+  // a time. Once the pairs changed since the last rebuild reach a tenth of those it read, brings
+  // the rebuild task forward: to when learning has been quiet for 2 s (the end of an import), at
+  // most 5 minutes on.
   void RefreshNeighbours();
+  // Rebuilds every neighbour list if enough pairs changed since the last rebuild: lists kept batch
+  // by batch depend a little on how deliveries were batched, rebuilt ones on the history alone.
+  // Run by `task` (the component's), which RefreshNeighbours brings forward; set before learning.
+  void RebuildNeighboursWhenDue();
+  void ScheduleRebuildsOn(rpc::PeriodicTask* task) { rebuild_task_ = task; }
+  // Learning that the rebuilt lists do not hold yet: a rebuild is due or running (what an
+  // evaluation scoring "as the service runs" waits out).
+  bool neighbour_rebuild_pending() const { return early_rebuild_.pending(); }
   // The scheduled reminders (the component runs them every --reminder_sweep_interval_s; tests run
   // a sweep directly).
   ReminderSweep& reminders() { return *reminders_; }
@@ -113,6 +126,8 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   absl::Status AskToContact(const v1::RecommendRequest& request, const std::string& request_id,
                             v1::RecommendResponse* response);
   void Served(const v1::RecommendRequest& request, const v1::RecommendResponse& response);
+  // Every neighbour list afresh; `trigger` ("changes", "request") labels the metric.
+  absl::StatusOr<RecommendationStore::Rebuilt> RebuildAllNeighbours(absl::string_view trigger);
 
   RecommendationStore* const store_;
   Recommender* const recommender_;
@@ -121,7 +136,12 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   rpc::Executor* const writes_;
   rpc::Backends* const backends_;
   RecommendationMetrics metrics_;
-  absl::Mutex refresh_mu_;
+  absl::Mutex refresh_mu_;  // one refresh or rebuild of the neighbour lists at a time
+  // Pair changes against the pairs the last rebuild read; a store that just started rebuilds after
+  // its first learning (10,000 pairs rebuild in milliseconds).
+  rpc::EarlyRefresh early_rebuild_{
+      {.small_base = 10'000, .quiet = absl::Seconds(2), .longest_wait = absl::Minutes(5)}};
+  rpc::PeriodicTask* rebuild_task_ = nullptr;
 };
 
 }  // namespace crm::recommendation

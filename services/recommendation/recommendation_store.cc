@@ -514,7 +514,7 @@ RecommendationStore::ReadPairCounts(
   return pair_counts;
 }
 
-absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
+absl::StatusOr<int64_t> RecommendationStore::RefreshNeighbours() {
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed;
   {
     absl::MutexLock lock(&changed_mu_);
@@ -524,7 +524,11 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   // In key order, so the list rows are written sequentially.
   std::vector<std::string> items;
   items.reserve(changed.size());
-  for (const auto& [item, partners] : changed) items.push_back(item);
+  int64_t notes = 0;  // each changed pair is noted under both its items
+  for (const auto& [item, partners] : changed) {
+    items.push_back(item);
+    notes += static_cast<int64_t>(partners.size());
+  }
   std::sort(items.begin(), items.end());
   // Every sku involved is in `items` (pairs are noted both ways): their stats and lists in two
   // MultiGets. Counts are read after the changes that noted them committed; a change committed
@@ -552,7 +556,7 @@ absl::StatusOr<int> RecommendationStore::RefreshNeighbours() {
   if (batch.Count() > 0) {
     CRM_RETURN_IF_ERROR(store_->Write(&batch, store::Durability::kBuffered));
   }
-  return static_cast<int>(items.size());
+  return notes / 2;
 }
 
 absl::StatusOr<RecommendationStore::Rebuilt> RecommendationStore::RebuildNeighbours() {

@@ -111,10 +111,10 @@ class RecommendationStore {
   // Takes back everything the customer contributed and deletes every row about them.
   absl::Status Forget(store::Transaction& txn, absl::string_view customer_id);
 
-  // Updates the neighbour lists of items whose pairs changed; returns how many lists it visited.
+  // Updates the neighbour lists of items whose pairs changed; returns how many pairs changed.
   // Run after each batch of events and periodically; safe to run concurrently with learning, one at
   // a time.
-  absl::StatusOr<int> RefreshNeighbours();
+  absl::StatusOr<int64_t> RefreshNeighbours();
   // Writes every item's neighbour list afresh from all pair counts: the best kMaxNeighbours by
   // similarity, ties by sku, so the lists depend on the counts alone, not on how refreshes were
   // batched. One scan of item stats and one of pairs; memory bounded by items × kMaxNeighbours.

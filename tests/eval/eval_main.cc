@@ -24,9 +24,6 @@ ABSL_FLAG(std::string, online_retail,
 ABSL_FLAG(int, sample_percent, 100, "share of Online Retail customers to load");
 ABSL_FLAG(int, synthetic_customers, 3000, "customers in the synthetic shop");
 ABSL_FLAG(int, max_customers, 0, "evaluate at most this many customers per data set (0: all)");
-ABSL_FLAG(bool, rebuild_neighbours, false,
-          "rolling: rebuild the neighbour lists after each cut-off's import, as the import runbook "
-          "does; the figures are then the same from run to run, for comparing two builds");
 ABSL_FLAG(std::vector<std::string>, cutoffs, {},
           "rolling: the cut-offs (YYYY-MM-DD, increasing, each 30 days inside the data) instead of "
           "the first of June to September 2011; months no setting was chosen on check that a gain "
@@ -72,7 +69,6 @@ int main(int argc, char** argv) {
       }
     }
     rolling_options.max_customers = options.max_customers;
-    rolling_options.rebuild_neighbours = absl::GetFlag(FLAGS_rebuild_neighbours);
     try {
       std::cout << crm::eval::EvaluateRollingOrigin(*data, rolling_options).Markdown()
                 << kAttribution << std::endl;

@@ -78,12 +78,12 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "online retail, the same history imported twice and its neighbour lists rebuilt gives the "
-    "same recommendations at every cut-off") {
+    "online retail, the same history imported twice gives the same recommendations at every "
+    "cut-off, the service having rebuilt its neighbour lists by itself once the deliveries "
+    "ended") {
   const Dataset data = OnlineRetailSample();
   RollingOptions options;
   options.cutoffs = OnlineRetailCutoffs();
-  options.rebuild_neighbours = true;
   // Two fresh services: new customer and order ids, deliveries batched as they happen to come.
   const RollingReport first = EvaluateRollingOrigin(data, options);
   const RollingReport second = EvaluateRollingOrigin(data, options);

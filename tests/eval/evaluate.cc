@@ -151,6 +151,15 @@ std::vector<v1::Event> HistoryEvents(const Dataset& data,
   return events;
 }
 
+void WaitNeighbourRebuild(Harness& service) {
+  const absl::Time give_up = absl::Now() + absl::Minutes(10);
+  while (service.component().service().neighbour_rebuild_pending()) {
+    if (absl::Now() > give_up)
+      throw std::runtime_error("the neighbour lists were not rebuilt within 10 minutes");
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
 Harness::Options ServiceOptions() {
   absl::SetFlag(&FLAGS_bestseller_cache_s,
                 3600);  // the clock stands still while a cut-off is scored
@@ -502,6 +511,7 @@ Report Evaluate(const Dataset& data, const EvalOptions& options) {
   const std::vector<v1::Event> events = HistoryEvents(data, category_of, data.split);
   report.orders_learned = Deliver(sink.get(), events, 0, events.size());
   report.events_learned = static_cast<int>(events.size());
+  WaitNeighbourRebuild(service);  // as the service does once learning goes quiet
   report.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   service.clock().Set(data.split);
@@ -720,14 +730,9 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
     load_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count();
     service.clock().Set(cutoff);
-    if (options.rebuild_neighbours) {
-      auto admin = v1::RecommendationService::NewStub(
-          service.ChannelAs(testing::ViaGateway(v1::ROLE_ADMIN, "crm-reco-eval")));
-      v1::RebuildItemNeighboursResponse rebuilt;
-      Check(Call(admin.get(), &Stub::RebuildItemNeighbours, v1::RebuildItemNeighboursRequest(),
-                 &rebuilt),
-            "RebuildItemNeighbours");
-    }
+    // As the service runs: once the history's deliveries end, the neighbour lists are rebuilt from
+    // the counts (a changed tenth of the pairs, learning quiet for 2 s); scoring waits for it.
+    WaitNeighbourRebuild(service);
 
     // Truth: items bought within the horizon that the customer had not bought before the cut-off.
     HeldOut held_out = HeldOutAfter(data, cutoff, cutoff + options.horizon, options.max_customers);

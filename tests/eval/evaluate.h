@@ -67,9 +67,6 @@ struct RollingOptions {
   int top_k = 10;
   // Score at most this many customers per cut-off (a stable choice by id hash), 0 for all.
   int max_customers = 0;
-  // After each cut-off's import, rebuild the neighbour lists as the import runbook does
-  // (RecommendationService/RebuildItemNeighbours, as an admin).
-  bool rebuild_neighbours = false;
 };
 
 // One cut-off's scores (NDCG@k with binary relevance, hit rate = share of customers with a hit).

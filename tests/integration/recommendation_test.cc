@@ -1129,31 +1129,43 @@ TEST_CASE(
   CHECK(snapshot() == before);
 }
 
-TEST_CASE(
-    "neighbour lists: a rebuild keeps the best candidates by the counts learned, whatever order "
-    "they were learned in, and only admins may ask for it") {
-  World w;
+// A hub item whose list, kept batch by batch, goes stale: 40 items bought with it fill its list
+// (kMaxNeighbours), one basket a batch; 5 more, just as similar when they come, do not displace
+// anyone; then p1-p5 sell on their own, which makes them less specific to the hub than q1-q5, but
+// the hub's pairs did not change, so its list is not looked at again. Returns the list the counts
+// give: p6-p40 and q1-q5.
+std::set<std::string> HubWithStaleList(World& w) {
   std::vector<std::tuple<std::string, std::string>> catalog = {{"hub", "home"}};
   for (int i = 1; i <= 40; ++i) catalog.emplace_back(absl::StrCat("p", i), "home");
   for (int i = 1; i <= 5; ++i) catalog.emplace_back(absl::StrCat("q", i), "home");
   w.Catalog(catalog);
   const absl::Time t = w.Now() - absl::Hours(24);
-  // 40 items bought with the hub fill its list (kMaxNeighbours), one basket a batch.
   for (int i = 1; i <= 40; ++i) w.Buy(absl::StrCat("c", i), {"hub", absl::StrCat("p", i)}, t);
-  // 5 more, just as similar when they come: they do not displace anyone.
   for (int i = 1; i <= 5; ++i) w.Buy(absl::StrCat("d", i), {"hub", absl::StrCat("q", i)}, t);
-  // p1-p5 then sell on their own, which makes them less specific to the hub than q1-q5; the hub's
-  // pairs did not change, so its list is not looked at again.
   for (int i = 1; i <= 5; ++i) {
     for (int k = 0; k < 10; ++k) w.Buy(absl::StrCat("e", i, "-", k), {absl::StrCat("p", i)}, t);
   }
-  auto related = [&] {
-    std::set<std::string> skus;
-    const v1::RelatedItemsResponse resp = w.Related("hub", 50);
-    for (const auto& r : resp.items()) skus.insert(r.item().sku());
-    return skus;
-  };
-  const std::set<std::string> before = related();
+  std::set<std::string> best;
+  for (int i = 6; i <= 40; ++i) best.insert(absl::StrCat("p", i));
+  for (int i = 1; i <= 5; ++i) best.insert(absl::StrCat("q", i));
+  return best;
+}
+
+std::set<std::string> RelatedSkus(World& w, const std::string& sku) {
+  const v1::RelatedItemsResponse resp = w.Related(sku, 50);
+  std::set<std::string> skus;
+  for (const auto& r : resp.items()) skus.insert(r.item().sku());
+  return skus;
+}
+
+TEST_CASE(
+    "neighbour lists: a requested rebuild keeps the best candidates by the counts learned, "
+    "whatever order they were learned in, and only admins may ask for it") {
+  absl::FlagSaver restore_flags;
+  absl::SetFlag(&FLAGS_neighbour_rebuilds, false);  // the lists stay as learned until asked
+  World w;
+  const std::set<std::string> best = HubWithStaleList(w);
+  const std::set<std::string> before = RelatedSkus(w, "hub");
   CHECK(before.size() == 40);
   CHECK(before.count("p1") == 1);
   CHECK(before.count("q1") == 0);
@@ -1162,17 +1174,18 @@ TEST_CASE(
   const auto rebuilt = CallOk(w.stub.get(), &Stub::RebuildItemNeighbours, rebuild);
   CHECK(rebuilt.items() == 46);  // the hub and its 45 partners
   CHECK(rebuilt.pairs() == 45);
-  std::set<std::string> best;
-  for (int i = 6; i <= 40; ++i) best.insert(absl::StrCat("p", i));
-  for (int i = 1; i <= 5; ++i) best.insert(absl::StrCat("q", i));
-  CHECK(related() == best);
+  CHECK(RelatedSkus(w, "hub") == best);
   // Again: the same lists.
   CHECK(CallOk(w.stub.get(), &Stub::RebuildItemNeighbours, rebuild).items() == 46);
-  CHECK(related() == best);
+  CHECK(RelatedSkus(w, "hub") == best);
   // Learning goes on batch by batch after a rebuild.
+  const absl::Time t = w.Now() - absl::Hours(24);
   w.Buy("f1", {"hub", "p1"}, t);
   w.Buy("f2", {"hub", "p1"}, t);
-  CHECK(related().count("p1") == 1);
+  CHECK(RelatedSkus(w, "hub").count("p1") == 1);
+  CHECK(testing::MetricValue(w.reco.metrics().registry(),
+                             "crm_recommendation_neighbour_rebuilds_total",
+                             {{"trigger", "request"}}) == 2);
 
   for (const v1::Role role : {v1::ROLE_CUSTOMER, v1::ROLE_AGENT, v1::ROLE_SERVICE}) {
     auto other =
@@ -1183,6 +1196,30 @@ TEST_CASE(
   auto admin = v1::RecommendationService::NewStub(
       w.reco.ChannelAs(testing::ViaGateway(v1::ROLE_ADMIN, "ops-1")));
   CHECK(StatusOf(admin.get(), &Stub::RebuildItemNeighbours, rebuild).ok());
+}
+
+TEST_CASE(
+    "neighbour lists: rebuilt by themselves once enough item pairs changed and learning went "
+    "quiet, with no one asking") {
+  World w;  // --neighbour_rebuilds on, as shipped
+  const std::set<std::string> best = HubWithStaleList(w);
+  // A store this small rebuilds 2 s after the last change (a large one once a tenth of its pairs
+  // changed). With the flag off the list keeps p1-p5 (the case above).
+  const auto rebuilds = [&] {
+    return testing::MetricValue(w.reco.metrics().registry(),
+                                "crm_recommendation_neighbour_rebuilds_total",
+                                {{"trigger", "changes"}});
+  };
+  CHECK(testing::WaitUntil([&] { return RelatedSkus(w, "hub") == best; }, absl::Seconds(30)));
+  CHECK(rebuilds() >= 1);
+  CHECK(w.reco.component().service().neighbour_rebuild_pending() == false);
+  // Quiet and nothing new: no further rebuild.
+  const double settled = rebuilds();
+  absl::SleepFor(absl::Seconds(3));
+  CHECK(rebuilds() == settled);
+  CHECK(testing::MetricValue(w.reco.metrics().registry(),
+                             "crm_recommendation_neighbour_rebuilds_total",
+                             {{"trigger", "request"}}) == 0);
 }
 
 TEST_CASE("feedback: impressions and clicks per model as metrics, a retry counted once") {
