@@ -8,10 +8,14 @@ std::optional<absl::Time> EarlyRefresh::Note(int64_t changes, absl::Time now) {
   if (changes == 0) return std::nullopt;  // a periodic pass with nothing new is no activity
   absl::MutexLock lock(&mu_);
   changes_ += changes;
-  if (changes_ < (base_ < options_.small_base ? 1 : base_ / 10)) return std::nullopt;
+  last_change_ = now;
+  const absl::Time paced = last_end_ + 20 * last_took_;
+  if (changes_ < (base_ < options_.small_base ? 1 : base_ / 10)) {
+    if (options_.idle == absl::InfiniteDuration()) return std::nullopt;
+    return std::max(now + options_.idle, paced);
+  }
   if (burst_began_ == absl::InfiniteFuture()) burst_began_ = now;
-  return std::max(std::min(now + options_.quiet, burst_began_ + options_.longest_wait),
-                  last_end_ + 20 * last_took_);
+  return std::max(std::min(now + options_.quiet, burst_began_ + options_.longest_wait), paced);
 }
 
 void EarlyRefresh::Began() {
@@ -36,12 +40,14 @@ void EarlyRefresh::Failed() {
 
 bool EarlyRefresh::pending() const {
   absl::MutexLock lock(&mu_);
-  return running_ || burst_began_ != absl::InfiniteFuture();
+  return running_ || burst_began_ != absl::InfiniteFuture() ||
+         (changes_ > 0 && options_.idle != absl::InfiniteDuration());
 }
 
-bool EarlyRefresh::due() const {
+bool EarlyRefresh::due(absl::Time now) const {
   absl::MutexLock lock(&mu_);
-  return burst_began_ != absl::InfiniteFuture();
+  return burst_began_ != absl::InfiniteFuture() ||
+         (changes_ > 0 && now >= last_change_ + options_.idle);
 }
 
 }  // namespace crm::rpc

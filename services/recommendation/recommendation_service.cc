@@ -507,7 +507,7 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationService::RebuildAllNe
 }
 
 void RecommendationService::RebuildNeighboursWhenDue() {
-  if (!early_rebuild_.due()) return;
+  if (!early_rebuild_.due(absl::Now())) return;
   if (auto rebuilt = RebuildAllNeighbours("changes"); !rebuilt.ok())
     log::Warning("neighbour rebuild failed", {{"error", rebuilt.status().ToString()}});
 }

@@ -83,7 +83,7 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   // Folds changed pairs into the neighbour lists (after each event batch, and every second). One at
   // a time. Once the pairs changed since the last rebuild reach a tenth of those it read, brings
   // the rebuild task forward: to when learning has been quiet for 2 s (the end of an import), at
-  // most 5 minutes on.
+  // most 5 minutes on; fewer changes, to when learning has been idle for a minute.
   void RefreshNeighbours();
   // Rebuilds every neighbour list if enough pairs changed since the last rebuild: lists kept batch
   // by batch depend a little on how deliveries were batched, rebuilt ones on the history alone.
@@ -138,9 +138,13 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   RecommendationMetrics metrics_;
   absl::Mutex refresh_mu_;  // one refresh or rebuild of the neighbour lists at a time
   // Pair changes against the pairs the last rebuild read; a store that just started rebuilds after
-  // its first learning (10,000 pairs rebuild in milliseconds).
-  rpc::EarlyRefresh early_rebuild_{
-      {.small_base = 10'000, .quiet = absl::Seconds(2), .longest_wait = absl::Minutes(5)}};
+  // its first learning (10,000 pairs rebuild in milliseconds). Fewer changes are rebuilt once
+  // learning has been idle for a minute, so an import whose deliveries paused (a rebuild in the
+  // pause) still ends with lists that depend on its history alone.
+  rpc::EarlyRefresh early_rebuild_{{.small_base = 10'000,
+                                    .quiet = absl::Seconds(2),
+                                    .longest_wait = absl::Minutes(5),
+                                    .idle = absl::Minutes(1)}};
   rpc::PeriodicTask* rebuild_task_ = nullptr;
 };
 

@@ -13,16 +13,16 @@ const absl::Duration kSecond = absl::Seconds(1);
 TEST_CASE("a small base refreshes after every change, once the changes are quiet",
           "[early_refresh]") {
   EarlyRefresh early({.small_base = 1000});
-  CHECK_FALSE(early.due());
+  CHECK_FALSE(early.due(kStart));
   CHECK_FALSE(early.Note(0, kStart).has_value());
   CHECK(early.Note(1, kStart) == kStart + 2 * kSecond);
-  CHECK(early.due());
+  CHECK(early.due(kStart));
   // Each change during the burst moves the run to 2 s after it, up to 30 s after the burst began.
   CHECK(early.Note(1, kStart + 10 * kSecond) == kStart + 12 * kSecond);
   CHECK(early.Note(1, kStart + 29 * kSecond) == kStart + 30 * kSecond);
   CHECK(early.Note(1, kStart + 40 * kSecond) == kStart + 30 * kSecond);
   early.Began();
-  CHECK_FALSE(early.due());
+  CHECK_FALSE(early.due(kStart));
   CHECK(early.pending());  // running: what changed is not in the refreshed data yet
   early.Ended(999, kStart + 40 * kSecond, kStart + 41 * kSecond);
   CHECK_FALSE(early.pending());
@@ -36,9 +36,9 @@ TEST_CASE("a large base waits for a tenth of itself in changes", "[early_refresh
   early.Began();
   early.Ended(50'000, kStart, kStart);
   CHECK_FALSE(early.Note(4'999, kStart).has_value());
-  CHECK_FALSE(early.due());
+  CHECK_FALSE(early.due(kStart));
   CHECK(early.Note(1, kStart + kSecond) == kStart + 2 * kSecond);
-  CHECK(early.due());
+  CHECK(early.due(kStart));
   // Changes counted while a refresh runs may be missed by it: they count toward the next one.
   early.Began();
   CHECK_FALSE(early.Note(3'000, kStart + 3 * kSecond).has_value());
@@ -56,6 +56,29 @@ TEST_CASE("a failed refresh is no longer pending and keeps the last base", "[ear
   CHECK_FALSE(early.pending());
   CHECK_FALSE(early.Note(9, kStart + 31 * kSecond).has_value());
   CHECK(early.Note(1, kStart + 32 * kSecond) == kStart + 34 * kSecond);
+}
+
+TEST_CASE("with an idle time, fewer changes are refreshed once they have been idle that long",
+          "[early_refresh]") {
+  EarlyRefresh early({.small_base = 10, .idle = absl::Minutes(1)});
+  early.Began();
+  early.Ended(1'000, kStart, kStart + kSecond);
+  CHECK_FALSE(early.pending());
+  // 50 changes, short of the tenth: each moves the idle run later.
+  CHECK(early.Note(30, kStart + 60 * kSecond) == kStart + 120 * kSecond);
+  CHECK(early.Note(20, kStart + 90 * kSecond) == kStart + 150 * kSecond);
+  CHECK(early.pending());
+  CHECK_FALSE(early.due(kStart + 149 * kSecond));
+  CHECK(early.due(kStart + 150 * kSecond));
+  // Reaching the tenth brings it to the quiet's end.
+  CHECK(early.Note(50, kStart + 100 * kSecond) == kStart + 102 * kSecond);
+  CHECK(early.due(kStart + 100 * kSecond));
+  early.Began();
+  early.Ended(1'100, kStart + 100 * kSecond, kStart + 110 * kSecond);
+  CHECK_FALSE(early.pending());
+  CHECK_FALSE(early.due(kStart + 1000 * kSecond));
+  // Pacing holds for idle runs too: the last refresh took 10 s, so not before 200 s after it.
+  CHECK(early.Note(1, kStart + 110 * kSecond) == kStart + 310 * kSecond);
 }
 
 }  // namespace
