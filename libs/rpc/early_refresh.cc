@@ -46,6 +46,7 @@ bool EarlyRefresh::pending() const {
 
 bool EarlyRefresh::due(absl::Time now) const {
   absl::MutexLock lock(&mu_);
+  if (now < last_end_ + 20 * last_took_) return false;  // paced, whoever asks
   return burst_began_ != absl::InfiniteFuture() ||
          (changes_ > 0 && now >= last_change_ + options_.idle);
 }

@@ -39,8 +39,8 @@ class EarlyRefresh {
   // The refresh that began failed: the changes it was to cover count no more (the next one on
   // schedule, or by changes, covers them); the pacing and base stay.
   void Failed();
-  // Enough has changed, or fewer changes have been idle long enough as of `now`, and the refresh
-  // has not begun yet.
+  // Enough has changed, or fewer changes have been idle long enough as of `now`, the refresh has
+  // not begun yet, and the pacing allows one (a fallback run asking early waits like the others).
   bool due(absl::Time now) const;
   // Due or to be due once idle, or a refresh is running: what changed is not in the refreshed data
   // yet.

@@ -23,8 +23,8 @@ ABSL_FLAG(bool, items_named_alike, true,
 ABSL_FLAG(bool, neighbour_rebuilds, true,
           "rebuild every item's neighbour list from the pair counts once a tenth of the item pairs "
           "changed since the last rebuild (an import), when learning has been quiet for 2 s, at "
-          "most 5 minutes on; a rebuild reads every pair (about 1 s a million) and learning waits "
-          "meanwhile");
+          "most 5 minutes on, and fewer changes once learning has been idle for a minute; a "
+          "rebuild reads every pair (about 1 s a million) and learning waits meanwhile");
 
 namespace crm::recommendation {
 

@@ -28,6 +28,8 @@ TEST_CASE("a small base refreshes after every change, once the changes are quiet
   CHECK_FALSE(early.pending());
   // A new burst begins its own wait; the last refresh took 1 s, so the next waits 20 s after it.
   CHECK(early.Note(1, kStart + 42 * kSecond) == kStart + 61 * kSecond);
+  CHECK_FALSE(early.due(kStart + 60 * kSecond));  // a run asking early is paced too
+  CHECK(early.due(kStart + 61 * kSecond));
   CHECK(early.Note(1, kStart + 70 * kSecond) == kStart + 72 * kSecond);
 }
 
