@@ -366,7 +366,7 @@ class Baselines {
       }
     }
     skus_.assign(skus.begin(), skus.end());  // index order is SKU order
-    std::map<std::string, int> index;
+    std::map<std::string, int>& index = index_;
     for (size_t i = 0; i < skus_.size(); ++i) index[skus_[i]] = static_cast<int>(i);
     const size_t n = skus_.size();
     buyers_.assign(n, 0);
@@ -406,6 +406,22 @@ class Baselines {
     }
     return Top(customer, score, k);
   }
+  // A product page's baselines: the items most alike to `sku` (cosine over customers x items), and
+  // those most customers bought with it; neither offers `sku` or what the customer bought.
+  std::vector<std::string> AlikeTo(const std::string& customer, const std::string& sku, int k,
+                                   bool cosine) const {
+    const size_t n = skus_.size();
+    std::vector<double> score(n, 0);
+    if (auto it = index_.find(sku); it != index_.end()) {
+      const size_t j = static_cast<size_t>(it->second);
+      const float* row = &co_[j * n];
+      for (size_t i = 0; i < n; ++i) {
+        if (row[i] > 0) score[i] = cosine ? row[i] / std::sqrt(buyers_[i] * buyers_[j]) : row[i];
+      }
+      score[j] = 0;
+    }
+    return Top(customer, score, k);
+  }
 
  private:
   std::vector<std::string> Top(const std::string& customer, const std::vector<double>& score,
@@ -432,7 +448,33 @@ class Baselines {
   std::vector<double> recent_;  // of them, in the recent window
   std::vector<float> co_;       // customers who bought both, row-major
   std::map<std::string, std::vector<int>> items_;
+  std::map<std::string, int> index_;
 };
+
+// A product page to score: the first line of the customer's first order within the horizon that
+// also holds items new to them, and those items (what the page should have led to).
+struct ProductPage {
+  std::string sku;
+  std::set<std::string> truth;
+};
+
+std::map<std::string, ProductPage> ProductPagesAfter(
+    const Dataset& data, absl::Time cutoff, absl::Time end,
+    const std::map<std::string, std::set<std::string>>& before) {
+  std::map<std::string, ProductPage> pages;
+  for (const auto& o : data.orders) {
+    if (o.time < cutoff) continue;
+    if (o.time >= end) break;
+    auto had = before.find(o.customer_id);
+    if (had == before.end() || pages.count(o.customer_id) || o.lines.empty()) continue;
+    ProductPage page{o.lines.front().sku, {}};
+    for (const auto& line : o.lines) {
+      if (line.sku != page.sku && !had->second.count(line.sku)) page.truth.insert(line.sku);
+    }
+    if (!page.truth.empty()) pages.emplace(o.customer_id, std::move(page));
+  }
+  return pages;
+}
 
 // What each customer bought before `cutoff` and, of what they bought in [cutoff, end), the items
 // new to them; `chosen`: the customers with history and something new, by a stable hash of their id
@@ -700,7 +742,46 @@ std::string RollingReport::Markdown() const {
     }
     out += " |\n";
   }
+  out +=
+      "\nProduct pages: each scored customer's first order in the 30 days that holds items new to "
+      "them, its first item as the page (`Recommend`, PRODUCT_PAGE), scored against those items. "
+      "NDCG@10:\n\n" +
+      MarkdownTableHead({"cut-off", "pages", "project", "item-kNN of the item", "bought with it",
+                         "popular, last 30 days", "project / best baseline"},
+                        /*figures_right=*/true);
+  for (const auto& r : rows) {
+    const auto& p = r.product_page;
+    const double best = std::max({p.item_knn_ndcg, p.bought_with_ndcg, p.popular_recent_ndcg});
+    absl::StrAppendFormat(&out, "| %s | %d | %.4f | %.4f | %.4f | %.4f | %.2f× |\n",
+                          absl::FormatTime("%Y-%m-%d", r.cutoff, absl::UTCTimeZone()), p.pages,
+                          p.project_ndcg, p.item_knn_ndcg, p.bought_with_ndcg,
+                          p.popular_recent_ndcg, best > 0 ? p.project_ndcg / best : 0);
+  }
   return out;
+}
+
+void ScoreProductPage(Stub* stub, const std::string& customer_id, const std::string& shop_customer,
+                      const ProductPage& page, const Baselines& baselines, int top_k,
+                      CutoffScores::ProductPageScores& scores) {
+  v1::RecommendRequest req;
+  req.set_customer_id(customer_id);
+  req.set_placement(v1::PLACEMENT_PRODUCT_PAGE);
+  req.add_context_skus(page.sku);
+  req.set_count(top_k);
+  v1::RecommendResponse resp;
+  Check(Call(stub, &Stub::Recommend, req, &resp), "Recommend (product page)");
+  std::vector<std::string> recs;
+  for (const auto& r : resp.recommendations()) recs.push_back(r.item().sku());
+  ++scores.pages;
+  scores.project_ndcg += Ndcg(recs, page.truth, top_k).first;
+  scores.item_knn_ndcg +=
+      Ndcg(baselines.AlikeTo(shop_customer, page.sku, top_k, /*cosine=*/true), page.truth, top_k)
+          .first;
+  scores.bought_with_ndcg +=
+      Ndcg(baselines.AlikeTo(shop_customer, page.sku, top_k, /*cosine=*/false), page.truth, top_k)
+          .first;
+  scores.popular_recent_ndcg +=
+      Ndcg(baselines.PopularRecent(shop_customer, top_k), page.truth, top_k).first;
 }
 
 RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& options) {
@@ -741,6 +822,8 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
     const auto& chosen = held_out.chosen;
 
     const Baselines baselines(data, cutoff, absl::Hours(24 * 30));
+    const std::map<std::string, ProductPage> pages =
+        ProductPagesAfter(data, cutoff, cutoff + options.horizon, before);
     CutoffScores row;
     row.cutoff = cutoff;
     row.customers = static_cast<int>(chosen.size());
@@ -780,7 +863,12 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
       ++band.customers;
       band.project_ndcg += ndcg;
       band.item_knn_ndcg += item_knn;
+      if (auto page = pages.find(customer); page != pages.end()) {
+        ScoreProductPage(stub.get(), shop.CustomerId(customer), customer, page->second, baselines,
+                         options.top_k, row.product_page);
+      }
     }
+    row.product_page.Average();
     for (auto& band : row.by_history) {
       band.project_ndcg /= std::max(1, band.customers);
       band.item_knn_ndcg /= std::max(1, band.customers);

@@ -96,6 +96,22 @@ struct CutoffScores {
     double item_knn_ndcg = 0;
   };
   std::vector<HistoryBand> by_history;
+  // Product pages (ProductPagesAfter in evaluate.cc): averages over `pages`.
+  struct ProductPageScores {
+    int pages = 0;
+    double project_ndcg = 0;
+    double item_knn_ndcg = 0;     // cosine to the page's item
+    double bought_with_ndcg = 0;  // most customers who bought the page's item bought it too
+    double popular_recent_ndcg = 0;
+    void Average() {
+      const double n = pages > 0 ? pages : 1;
+      project_ndcg /= n;
+      item_knn_ndcg /= n;
+      bought_with_ndcg /= n;
+      popular_recent_ndcg /= n;
+    }
+  };
+  ProductPageScores product_page;
   // The project's NDCG over the best of the baselines.
   double RatioToBestBaseline() const;
 };
