@@ -289,6 +289,9 @@ struct WeightRow {
 constexpr WeightRow kPlacementWeights[] = {
     {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_ITEM_CF, 2.0},
     {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_BUNDLE, 1.5},
+    // Items named like the one on the page: 0.5-2.0 lifted every cut-off of crm-reco-eval's product
+    // pages (wholesale baskets hold a family's prints together), 1.0 the middle.
+    {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_SIMILAR_ITEMS, 1.0},
     {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_CATEGORY_AFFINITY, 0.4},
     {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_BESTSELLERS, 0.2},
     {v1::PLACEMENT_PRODUCT_PAGE, v1::MODEL_COLD_START, 0.2},

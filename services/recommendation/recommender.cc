@@ -355,8 +355,20 @@ absl::Status Recommender::SimilarItems(const CustomerView& view, std::vector<Can
   if (seeds.empty()) return absl::OkStatus();
   const absl::flat_hash_set<std::string> bought(seeds.begin(), seeds.end());
   if (seeds.size() > static_cast<size_t>(kMaxSeeds)) seeds.resize(kMaxSeeds);
+  return NamedLikeCandidates(seeds, bought, "named like {item}, which you bought", out);
+}
+
+absl::Status Recommender::NamedLikePage(const std::vector<std::string>& page,
+                                        std::vector<Candidate>* out) {
+  const absl::flat_hash_set<std::string> on_page(page.begin(), page.end());
+  return NamedLikeCandidates(page, on_page, "named like {item}", out);
+}
+
+absl::Status Recommender::NamedLikeCandidates(const std::vector<std::string>& seeds,
+                                              const absl::flat_hash_set<std::string>& exclude,
+                                              const char* reason, std::vector<Candidate>* out) {
   const std::vector<NameIndex::Alike> alike =
-      store_->names().NamedLike(seeds, bought, kNamedLikeRead);
+      store_->names().NamedLike(seeds, exclude, kNamedLikeRead);
   std::vector<std::string> skus;
   skus.reserve(alike.size());
   for (const auto& a : alike) skus.push_back(a.sku);
@@ -367,7 +379,7 @@ absl::Status Recommender::SimilarItems(const CustomerView& view, std::vector<Can
     out->push_back(
         {alike[i].sku, v1::MODEL_SIMILAR_ITEMS,
          alike[i].similarity * std::pow(static_cast<double>(stats[i].buyers()), kNamedLikeDamping),
-         "named like {item}, which you bought", alike[i].closest_seed});
+         reason, alike[i].closest_seed});
   }
   return absl::OkStatus();
 }
@@ -659,6 +671,9 @@ absl::Status Recommender::RecommendFor(const RecommendQuery& q, const CustomerVi
   }
   if (want(v1::MODEL_SIMILAR_ITEMS) && !cold && AboutTheCustomer(q.placement)) {
     CRM_RETURN_IF_ERROR(SimilarItems(view, &by_model[v1::MODEL_SIMILAR_ITEMS]));
+  }
+  if (want(v1::MODEL_SIMILAR_ITEMS) && q.placement == v1::PLACEMENT_PRODUCT_PAGE) {
+    CRM_RETURN_IF_ERROR(NamedLikePage(q.context_skus, &by_model[v1::MODEL_SIMILAR_ITEMS]));
   }
   if (customers_alike_ && want(v1::MODEL_SIMILAR_CUSTOMERS) && !cold &&
       AboutTheCustomer(q.placement)) {

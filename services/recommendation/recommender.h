@@ -116,6 +116,13 @@ class Recommender {
                                 absl::Time now, std::vector<Candidate>* out);
   // Items named like what the customer bought (home, e-mail and push).
   absl::Status SimilarItems(const CustomerView& view, std::vector<Candidate>* out);
+  // Items named like the one on the page (product page).
+  absl::Status NamedLikePage(const std::vector<std::string>& page, std::vector<Candidate>* out);
+  // The items most alike by name to `seeds` (not `exclude`), weighed by how many bought them;
+  // `reason` names the closest seed as {item}.
+  absl::Status NamedLikeCandidates(const std::vector<std::string>& seeds,
+                                   const absl::flat_hash_set<std::string>& exclude,
+                                   const char* reason, std::vector<Candidate>* out);
   absl::Status Bundles(const std::vector<std::string>& context, std::vector<Candidate>* out);
   absl::Status CategoryAffinity(const CustomerView& view, absl::Time now,
                                 std::vector<Candidate>* out);

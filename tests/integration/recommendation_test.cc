@@ -820,8 +820,9 @@ void BobAlikeTo(World& w, const std::string& customer) {
 // Issue 19: item-kNN caught the staples of a family the customer already buys from (lunch bags
 // in other prints) that co-purchase lists missed.
 TEST_CASE(
-    "items named alike: the other bought members of a family the customer buys from, on the home "
-    "page, not on product pages or carts, kept across a rename and a restart") {
+    "items named alike: the other bought members of a family the customer buys from on the home "
+    "page, of the item's family on its product page, none in carts, kept across a rename and a "
+    "restart") {
   World w;
   v1::UpsertCatalogItemsRequest catalog;
   for (const auto& [sku, name] : std::vector<std::pair<std::string, std::string>>{
@@ -859,7 +860,17 @@ TEST_CASE(
   REQUIRE(Skus(home) == std::vector<std::string>{"bag-skull", "bag-cars", "cases"});
   CHECK(home.recommendations(0).model() == v1::MODEL_SIMILAR_ITEMS);
   CHECK(home.recommendations(0).reason() == "named like LUNCH BAG RED RETROSPOT, which you bought");
-  CHECK(named_like(v1::PLACEMENT_PRODUCT_PAGE).recommendations().empty());
+  // A product page's seed is the item on it, whoever looks: a newcomer on the cars bag's page gets
+  // its bought family members, the staple first.
+  const v1::RecommendResponse page = named_like(v1::PLACEMENT_PRODUCT_PAGE);
+  CHECK(Skus(page) == std::vector<std::string>{"bag-skull", "bag-cars", "cases"});
+  CHECK(page.recommendations(0).reason() == "named like LUNCH BAG RED RETROSPOT");
+  const std::vector<std::string> newcomer = Skus(w.Recommend(
+      "newcomer", v1::PLACEMENT_PRODUCT_PAGE, 10, v1::MODEL_SIMILAR_ITEMS, {"bag-cars"}));
+  REQUIRE_FALSE(newcomer.empty());
+  CHECK(newcomer.front() == "bag-skull");
+  CHECK(std::find(newcomer.begin(), newcomer.end(), "bag-unsold") == newcomer.end());
+  CHECK(std::find(newcomer.begin(), newcomer.end(), "bag-cars") == newcomer.end());
   CHECK(named_like(v1::PLACEMENT_CART).recommendations().empty());
   CHECK(Has(w.Recommend("alice"), "bag-skull"));  // and the blend has it
 
