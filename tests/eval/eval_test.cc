@@ -45,7 +45,7 @@ TEST_CASE(
 
 TEST_CASE(
     "online retail, rolling origin on a sample: the project beats every baseline at every "
-    "cut-off, on the home page and on product pages") {
+    "cut-off, on the home page, product pages and carts") {
   const Dataset data = OnlineRetailSample();
   CHECK(data.orders.size() > 2000);
   CHECK_FALSE(data.returns.empty());
@@ -60,12 +60,17 @@ TEST_CASE(
     CHECK(row.project_ndcg > row.popular_recent_ndcg);
     CHECK(row.project_ndcg > row.most_popular_ndcg);
     CHECK(row.project_ndcg > row.item_knn_ndcg);
-    // Product pages too, against what the page's item alone gives.
-    const CutoffScores::ProductPageScores& page = row.product_page;
+    // Product pages and carts too, against what their items alone give.
+    const CutoffScores::ContextScores& page = row.product_page;
     CHECK(page.pages > 150);
     CHECK(page.project_ndcg > page.item_knn_ndcg);
     CHECK(page.project_ndcg > page.bought_with_ndcg);
     CHECK(page.project_ndcg > page.popular_recent_ndcg);
+    const CutoffScores::ContextScores& cart = row.cart;
+    CHECK(cart.pages > 150);
+    CHECK(cart.project_ndcg > cart.item_knn_ndcg);
+    CHECK(cart.project_ndcg > cart.bought_with_ndcg);
+    CHECK(cart.project_ndcg > cart.popular_recent_ndcg);
     // Discovery never spends a slot on something the customer already bought.
     CHECK(row.project_already_bought_share == 0);
     // The bands by history size hold every scored customer once, and their averages make up the

@@ -406,20 +406,26 @@ class Baselines {
     }
     return Top(customer, score, k);
   }
-  // A product page's baselines: the items most alike to `sku` (cosine over customers x items), and
-  // those most customers bought with it; neither offers `sku` or what the customer bought.
-  std::vector<std::string> AlikeTo(const std::string& customer, const std::string& sku, int k,
+  // A product page's or cart's baselines: the items most alike to `context` (summed cosines over
+  // customers x items), and those most customers bought with it; neither offers the context or
+  // what the customer bought.
+  std::vector<std::string> AlikeTo(const std::string& customer,
+                                   const std::vector<std::string>& context, int k,
                                    bool cosine) const {
     const size_t n = skus_.size();
     std::vector<double> score(n, 0);
-    if (auto it = index_.find(sku); it != index_.end()) {
+    std::vector<size_t> seeds;
+    for (const auto& sku : context) {
+      auto it = index_.find(sku);
+      if (it == index_.end()) continue;
       const size_t j = static_cast<size_t>(it->second);
+      seeds.push_back(j);
       const float* row = &co_[j * n];
       for (size_t i = 0; i < n; ++i) {
-        if (row[i] > 0) score[i] = cosine ? row[i] / std::sqrt(buyers_[i] * buyers_[j]) : row[i];
+        if (row[i] > 0) score[i] += cosine ? row[i] / std::sqrt(buyers_[i] * buyers_[j]) : row[i];
       }
-      score[j] = 0;
     }
+    for (size_t j : seeds) score[j] = 0;
     return Top(customer, score, k);
   }
 
@@ -451,25 +457,33 @@ class Baselines {
   std::map<std::string, int> index_;
 };
 
-// A product page to score: the first line of the customer's first order within the horizon that
-// also holds items new to them, and those items (what the page should have led to).
-struct ProductPage {
-  std::string sku;
+// A product page or cart to score: the first `context_lines` distinct items of the customer's
+// first order within the horizon that also holds other items new to them, and those items (what
+// the page or cart should have led to).
+struct ContextPage {
+  std::vector<std::string> context;
   std::set<std::string> truth;
 };
 
-std::map<std::string, ProductPage> ProductPagesAfter(
+std::map<std::string, ContextPage> ContextPagesAfter(
     const Dataset& data, absl::Time cutoff, absl::Time end,
-    const std::map<std::string, std::set<std::string>>& before) {
-  std::map<std::string, ProductPage> pages;
+    const std::map<std::string, std::set<std::string>>& before, size_t context_lines) {
+  std::map<std::string, ContextPage> pages;
   for (const auto& o : data.orders) {
     if (o.time < cutoff) continue;
     if (o.time >= end) break;
     auto had = before.find(o.customer_id);
-    if (had == before.end() || pages.count(o.customer_id) || o.lines.empty()) continue;
-    ProductPage page{o.lines.front().sku, {}};
+    if (had == before.end() || pages.count(o.customer_id)) continue;
+    ContextPage page;
     for (const auto& line : o.lines) {
-      if (line.sku != page.sku && !had->second.count(line.sku)) page.truth.insert(line.sku);
+      const bool in_context =
+          std::find(page.context.begin(), page.context.end(), line.sku) != page.context.end();
+      if (in_context) continue;
+      if (page.context.size() < context_lines) {
+        page.context.push_back(line.sku);
+      } else if (!had->second.count(line.sku)) {
+        page.truth.insert(line.sku);
+      }
     }
     if (!page.truth.empty()) pages.emplace(o.customer_id, std::move(page));
   }
@@ -742,15 +756,26 @@ std::string RollingReport::Markdown() const {
     }
     out += " |\n";
   }
-  out +=
-      "\nProduct pages: each scored customer's first order in the 30 days that holds items new to "
-      "them, its first item as the page (`Recommend`, PRODUCT_PAGE), scored against those items. "
-      "NDCG@10:\n\n" +
-      MarkdownTableHead({"cut-off", "pages", "project", "item-kNN of the item", "bought with it",
+  out += ContextTable(
+      "Product pages: each scored customer's first order in the 30 days that holds items new to "
+      "them, its first item as the page (`Recommend`, PRODUCT_PAGE), scored against those items",
+      "pages", &CutoffScores::product_page);
+  out += ContextTable(
+      "Carts: the same orders' first two items as the cart (`Recommend`, CART), scored against "
+      "the other items new to the customer",
+      "carts", &CutoffScores::cart);
+  return out;
+}
+
+std::string RollingReport::ContextTable(const std::string& what, const std::string& unit,
+                                        CutoffScores::ContextScores CutoffScores::*scores) const {
+  std::string out =
+      absl::StrCat("\n", what, ". NDCG@10:\n\n") +
+      MarkdownTableHead({"cut-off", unit, "project", "item-kNN of the items", "bought with them",
                          "popular, last 30 days", "project / best baseline"},
                         /*figures_right=*/true);
   for (const auto& r : rows) {
-    const auto& p = r.product_page;
+    const auto& p = r.*scores;
     const double best = std::max({p.item_knn_ndcg, p.bought_with_ndcg, p.popular_recent_ndcg});
     absl::StrAppendFormat(&out, "| %s | %d | %.4f | %.4f | %.4f | %.4f | %.2f× |\n",
                           absl::FormatTime("%Y-%m-%d", r.cutoff, absl::UTCTimeZone()), p.pages,
@@ -760,25 +785,27 @@ std::string RollingReport::Markdown() const {
   return out;
 }
 
-void ScoreProductPage(Stub* stub, const std::string& customer_id, const std::string& shop_customer,
-                      const ProductPage& page, const Baselines& baselines, int top_k,
-                      CutoffScores::ProductPageScores& scores) {
+void ScoreContextPage(Stub* stub, v1::Placement placement, const std::string& customer_id,
+                      const std::string& shop_customer, const ContextPage& page,
+                      const Baselines& baselines, int top_k, CutoffScores::ContextScores& scores) {
   v1::RecommendRequest req;
   req.set_customer_id(customer_id);
-  req.set_placement(v1::PLACEMENT_PRODUCT_PAGE);
-  req.add_context_skus(page.sku);
+  req.set_placement(placement);
+  for (const auto& sku : page.context) req.add_context_skus(sku);
   req.set_count(top_k);
   v1::RecommendResponse resp;
-  Check(Call(stub, &Stub::Recommend, req, &resp), "Recommend (product page)");
+  Check(Call(stub, &Stub::Recommend, req, &resp), "Recommend (product page or cart)");
   std::vector<std::string> recs;
   for (const auto& r : resp.recommendations()) recs.push_back(r.item().sku());
   ++scores.pages;
   scores.project_ndcg += Ndcg(recs, page.truth, top_k).first;
   scores.item_knn_ndcg +=
-      Ndcg(baselines.AlikeTo(shop_customer, page.sku, top_k, /*cosine=*/true), page.truth, top_k)
+      Ndcg(baselines.AlikeTo(shop_customer, page.context, top_k, /*cosine=*/true), page.truth,
+           top_k)
           .first;
   scores.bought_with_ndcg +=
-      Ndcg(baselines.AlikeTo(shop_customer, page.sku, top_k, /*cosine=*/false), page.truth, top_k)
+      Ndcg(baselines.AlikeTo(shop_customer, page.context, top_k, /*cosine=*/false), page.truth,
+           top_k)
           .first;
   scores.popular_recent_ndcg +=
       Ndcg(baselines.PopularRecent(shop_customer, top_k), page.truth, top_k).first;
@@ -822,8 +849,10 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
     const auto& chosen = held_out.chosen;
 
     const Baselines baselines(data, cutoff, absl::Hours(24 * 30));
-    const std::map<std::string, ProductPage> pages =
-        ProductPagesAfter(data, cutoff, cutoff + options.horizon, before);
+    const std::map<std::string, ContextPage> pages =
+        ContextPagesAfter(data, cutoff, cutoff + options.horizon, before, 1);
+    const std::map<std::string, ContextPage> carts =
+        ContextPagesAfter(data, cutoff, cutoff + options.horizon, before, 2);
     CutoffScores row;
     row.cutoff = cutoff;
     row.customers = static_cast<int>(chosen.size());
@@ -864,11 +893,16 @@ RollingReport EvaluateRollingOrigin(const Dataset& data, const RollingOptions& o
       band.project_ndcg += ndcg;
       band.item_knn_ndcg += item_knn;
       if (auto page = pages.find(customer); page != pages.end()) {
-        ScoreProductPage(stub.get(), shop.CustomerId(customer), customer, page->second, baselines,
-                         options.top_k, row.product_page);
+        ScoreContextPage(stub.get(), v1::PLACEMENT_PRODUCT_PAGE, shop.CustomerId(customer),
+                         customer, page->second, baselines, options.top_k, row.product_page);
+      }
+      if (auto cart = carts.find(customer); cart != carts.end()) {
+        ScoreContextPage(stub.get(), v1::PLACEMENT_CART, shop.CustomerId(customer), customer,
+                         cart->second, baselines, options.top_k, row.cart);
       }
     }
     row.product_page.Average();
+    row.cart.Average();
     for (auto& band : row.by_history) {
       band.project_ndcg /= std::max(1, band.customers);
       band.item_knn_ndcg /= std::max(1, band.customers);

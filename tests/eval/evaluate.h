@@ -96,12 +96,12 @@ struct CutoffScores {
     double item_knn_ndcg = 0;
   };
   std::vector<HistoryBand> by_history;
-  // Product pages (ProductPagesAfter in evaluate.cc): averages over `pages`.
-  struct ProductPageScores {
+  // Product pages and carts (ContextPagesAfter in evaluate.cc): averages over `pages`.
+  struct ContextScores {
     int pages = 0;
     double project_ndcg = 0;
-    double item_knn_ndcg = 0;     // cosine to the page's item
-    double bought_with_ndcg = 0;  // most customers who bought the page's item bought it too
+    double item_knn_ndcg = 0;     // summed cosines to the page's or cart's items
+    double bought_with_ndcg = 0;  // most customers who bought those items bought it too
     double popular_recent_ndcg = 0;
     void Average() {
       const double n = pages > 0 ? pages : 1;
@@ -111,7 +111,8 @@ struct CutoffScores {
       popular_recent_ndcg /= n;
     }
   };
-  ProductPageScores product_page;
+  ContextScores product_page;
+  ContextScores cart;
   // The project's NDCG over the best of the baselines.
   double RatioToBestBaseline() const;
 };
@@ -125,6 +126,11 @@ struct RollingReport {
   double recommend_p50_ms = 0;
   double recommend_p99_ms = 0;
   std::string Markdown() const;
+
+ private:
+  // One table of product pages or carts: `what` introduces it, `unit` heads their count.
+  std::string ContextTable(const std::string& what, const std::string& unit,
+                           CutoffScores::ContextScores CutoffScores::*scores) const;
 };
 
 // Requires options.cutoffs in increasing order and every cut-off + horizon within the data;
