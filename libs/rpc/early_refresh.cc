@@ -9,13 +9,26 @@ std::optional<absl::Time> EarlyRefresh::Note(int64_t changes, absl::Time now) {
   absl::MutexLock lock(&mu_);
   changes_ += changes;
   last_change_ = now;
+  const bool enough = changes_ >= (base_ < options_.small_base ? 1 : base_ / 10);
+  if (enough && burst_began_ == absl::InfiniteFuture()) burst_began_ = now;
+  return DueAtLocked();
+}
+
+std::optional<absl::Time> EarlyRefresh::DueAt() const {
+  absl::MutexLock lock(&mu_);
+  return DueAtLocked();
+}
+
+std::optional<absl::Time> EarlyRefresh::DueAtLocked() const {
   const absl::Time paced = last_end_ + 20 * last_took_;
-  if (changes_ < (base_ < options_.small_base ? 1 : base_ / 10)) {
-    if (options_.idle == absl::InfiniteDuration()) return std::nullopt;
-    return std::max(now + options_.idle, paced);
+  if (burst_began_ != absl::InfiniteFuture()) {
+    return std::max(std::min(last_change_ + options_.quiet, burst_began_ + options_.longest_wait),
+                    paced);
   }
-  if (burst_began_ == absl::InfiniteFuture()) burst_began_ = now;
-  return std::max(std::min(now + options_.quiet, burst_began_ + options_.longest_wait), paced);
+  if (changes_ > 0 && options_.idle != absl::InfiniteDuration()) {
+    return std::max(last_change_ + options_.idle, paced);
+  }
+  return std::nullopt;
 }
 
 void EarlyRefresh::Began() {
@@ -46,9 +59,8 @@ bool EarlyRefresh::pending() const {
 
 bool EarlyRefresh::due(absl::Time now) const {
   absl::MutexLock lock(&mu_);
-  if (now < last_end_ + 20 * last_took_) return false;  // paced, whoever asks
-  return burst_began_ != absl::InfiniteFuture() ||
-         (changes_ > 0 && now >= last_change_ + options_.idle);
+  const std::optional<absl::Time> at = DueAtLocked();
+  return at.has_value() && now >= *at;
 }
 
 }  // namespace crm::rpc

@@ -39,14 +39,18 @@ class EarlyRefresh {
   // The refresh that began failed: the changes it was to cover count no more (the next one on
   // schedule, or by changes, covers them); the pacing and base stay.
   void Failed();
-  // Enough has changed, or fewer changes have been idle long enough as of `now`, the refresh has
-  // not begun yet, and the pacing allows one (a fallback run asking early waits like the others).
+  // When the refresh should run for what changed so far (what Note last returned), if it should.
+  // A periodic run that came first did not take its place: it asks again.
+  std::optional<absl::Time> DueAt() const;
+  // As of `now`, DueAt has come and the refresh has not begun.
   bool due(absl::Time now) const;
   // Due or to be due once idle, or a refresh is running: what changed is not in the refreshed data
   // yet.
   bool pending() const;
 
  private:
+  std::optional<absl::Time> DueAtLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const Options options_;
   mutable absl::Mutex mu_;
   int64_t changes_ ABSL_GUARDED_BY(mu_) = 0;

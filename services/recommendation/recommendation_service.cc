@@ -507,7 +507,11 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationService::RebuildAllNe
 }
 
 void RecommendationService::RebuildNeighboursWhenDue() {
-  if (!early_rebuild_.due(absl::Now())) return;
+  if (!early_rebuild_.due(absl::Now())) {
+    // This run came before the one asked for (the fallback minute): ask again.
+    if (const auto at = early_rebuild_.DueAt()) rebuild_task_->RunAt(*at);
+    return;
+  }
   if (auto rebuilt = RebuildAllNeighbours("changes"); !rebuilt.ok())
     log::Warning("neighbour rebuild failed", {{"error", rebuilt.status().ToString()}});
 }

@@ -1234,6 +1234,37 @@ TEST_CASE(
                              {{"trigger", "request"}}) == 0);
 }
 
+TEST_CASE(
+    "neighbour lists: a few pair changes in a large store are rebuilt once learning has been idle "
+    "for a minute, not before") {
+  World w;
+  // 40 customers each buy 40 of 400 items: tens of thousands of pairs, past the small store's
+  // every-change rule, so a tenth of them is thousands.
+  std::vector<std::tuple<std::string, std::string>> catalog;
+  for (int i = 0; i < 400; ++i) catalog.emplace_back(ItemNumbered(i), "home");
+  w.Catalog(catalog);
+  const absl::Time t = w.Now() - absl::Hours(24);
+  for (int c = 0; c < 40; ++c) {
+    std::vector<std::string> basket;
+    for (int k = 0; k < 40; ++k) basket.push_back(ItemNumbered((c * 7 + k * 13) % 400));
+    w.Buy(absl::StrCat("c", c), basket, t);
+  }
+  const auto rebuilds = [&] {
+    return testing::MetricValue(w.reco.metrics().registry(),
+                                "crm_recommendation_neighbour_rebuilds_total",
+                                {{"trigger", "changes"}});
+  };
+  const auto pending = [&] { return w.reco.component().service().neighbour_rebuild_pending(); };
+  REQUIRE(testing::WaitUntil([&] { return rebuilds() == 1 && !pending(); }, absl::Seconds(30)));
+  // One new pair: far short of a tenth, so not rebuilt when learning goes quiet...
+  w.Buy("late", {ItemNumbered(0), ItemNumbered(1)}, t);
+  CHECK(pending());
+  absl::SleepFor(absl::Seconds(5));
+  CHECK(rebuilds() == 1);
+  // ...but once it has been idle for a minute, so the lists hold every change.
+  CHECK(testing::WaitUntil([&] { return rebuilds() == 2 && !pending(); }, absl::Seconds(120)));
+}
+
 TEST_CASE("feedback: impressions and clicks per model as metrics, a retry counted once") {
   World w(/*serve_metrics=*/true);
   SmallShop(w);

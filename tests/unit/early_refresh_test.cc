@@ -16,7 +16,8 @@ TEST_CASE("a small base refreshes after every change, once the changes are quiet
   CHECK_FALSE(early.due(kStart));
   CHECK_FALSE(early.Note(0, kStart).has_value());
   CHECK(early.Note(1, kStart) == kStart + 2 * kSecond);
-  CHECK(early.due(kStart));
+  CHECK_FALSE(early.due(kStart));
+  CHECK(early.due(kStart + 2 * kSecond));
   // Each change during the burst moves the run to 2 s after it, up to 30 s after the burst began.
   CHECK(early.Note(1, kStart + 10 * kSecond) == kStart + 12 * kSecond);
   CHECK(early.Note(1, kStart + 29 * kSecond) == kStart + 30 * kSecond);
@@ -40,7 +41,8 @@ TEST_CASE("a large base waits for a tenth of itself in changes", "[early_refresh
   CHECK_FALSE(early.Note(4'999, kStart).has_value());
   CHECK_FALSE(early.due(kStart));
   CHECK(early.Note(1, kStart + kSecond) == kStart + 2 * kSecond);
-  CHECK(early.due(kStart));
+  CHECK(early.DueAt() == kStart + 2 * kSecond);
+  CHECK(early.due(kStart + 2 * kSecond));
   // Changes counted while a refresh runs may be missed by it: they count toward the next one.
   early.Began();
   CHECK_FALSE(early.Note(3'000, kStart + 3 * kSecond).has_value());
@@ -70,15 +72,18 @@ TEST_CASE("with an idle time, fewer changes are refreshed once they have been id
   CHECK(early.Note(30, kStart + 60 * kSecond) == kStart + 120 * kSecond);
   CHECK(early.Note(20, kStart + 90 * kSecond) == kStart + 150 * kSecond);
   CHECK(early.pending());
+  // A periodic run before then finds it not due, and asks again for the same time.
   CHECK_FALSE(early.due(kStart + 149 * kSecond));
+  CHECK(early.DueAt() == kStart + 150 * kSecond);
   CHECK(early.due(kStart + 150 * kSecond));
   // Reaching the tenth brings it to the quiet's end.
   CHECK(early.Note(50, kStart + 100 * kSecond) == kStart + 102 * kSecond);
-  CHECK(early.due(kStart + 100 * kSecond));
+  CHECK(early.due(kStart + 102 * kSecond));
   early.Began();
   early.Ended(1'100, kStart + 100 * kSecond, kStart + 110 * kSecond);
   CHECK_FALSE(early.pending());
   CHECK_FALSE(early.due(kStart + 1000 * kSecond));
+  CHECK_FALSE(early.DueAt().has_value());
   // Pacing holds for idle runs too: the last refresh took 10 s, so not before 200 s after it.
   CHECK(early.Note(1, kStart + 110 * kSecond) == kStart + 310 * kSecond);
 }
