@@ -53,8 +53,7 @@ void EarlyRefresh::Failed() {
 
 bool EarlyRefresh::pending() const {
   absl::MutexLock lock(&mu_);
-  return running_ || burst_began_ != absl::InfiniteFuture() ||
-         (changes_ > 0 && options_.idle != absl::InfiniteDuration());
+  return running_ || DueAtLocked().has_value();
 }
 
 bool EarlyRefresh::due(absl::Time now) const {

@@ -40,7 +40,6 @@ class EarlyRefresh {
   // schedule, or by changes, covers them); the pacing and base stay.
   void Failed();
   // When the refresh should run for what changed so far (what Note last returned), if it should.
-  // A periodic run that came first did not take its place: it asks again.
   std::optional<absl::Time> DueAt() const;
   // As of `now`, DueAt has come and the refresh has not begun.
   bool due(absl::Time now) const;

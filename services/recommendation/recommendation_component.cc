@@ -71,10 +71,11 @@ absl::Status Wire(RecommendationComponent& c, const rpc::ServiceContext& context
       absl::Seconds(1), [service] { service->RefreshNeighbours(); },
       rpc::PeriodicTask::FirstRun::kNow);
   if (absl::GetFlag(FLAGS_neighbour_rebuilds)) {
-    // Every list rebuilt from the counts once enough pairs changed (an import, weeks of learning),
-    // brought forward by the refreshes; the minute is only a fallback.
+    // Every list rebuilt from the counts once enough pairs changed (an import, weeks of learning):
+    // the task runs only when a refresh asks for it (RunAt), so no run on a timer of its own can
+    // come early and drop the one asked for.
     service->ScheduleRebuildsOn(
-        &c.RunEvery(absl::Minutes(1), [service] { service->RebuildNeighboursWhenDue(); }));
+        &c.RunEvery(absl::InfiniteDuration(), [service] { service->RebuildNeighboursWhenDue(); }));
   }
   if (const int every = absl::GetFlag(FLAGS_reminder_sweep_interval_s); every > 0) {
     // Its own thread: serving and learning go on while it pages through the customers.

@@ -507,11 +507,8 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationService::RebuildAllNe
 }
 
 void RecommendationService::RebuildNeighboursWhenDue() {
-  if (!early_rebuild_.due(absl::Now())) {
-    // This run came before the one asked for (the fallback minute): ask again.
-    if (const auto at = early_rebuild_.DueAt()) rebuild_task_->RunAt(*at);
-    return;
-  }
+  // Not due: a requested rebuild took the changes in since this run was asked for.
+  if (!early_rebuild_.due(absl::Now())) return;
   if (auto rebuilt = RebuildAllNeighbours("changes"); !rebuilt.ok())
     log::Warning("neighbour rebuild failed", {{"error", rebuilt.status().ToString()}});
 }

@@ -87,7 +87,8 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   void RefreshNeighbours();
   // Rebuilds every neighbour list if enough pairs changed since the last rebuild: lists kept batch
   // by batch depend a little on how deliveries were batched, rebuilt ones on the history alone.
-  // Run by `task` (the component's), which RefreshNeighbours brings forward; set before learning.
+  // Run by `task` (the component's), which runs only when RefreshNeighbours asks (RunAt); set
+  // before learning.
   void RebuildNeighboursWhenDue();
   void ScheduleRebuildsOn(rpc::PeriodicTask* task) { rebuild_task_ = task; }
   // Learning that the rebuilt lists do not hold yet: a rebuild is due or running (what an
