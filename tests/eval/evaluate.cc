@@ -366,17 +366,16 @@ class Baselines {
       }
     }
     skus_.assign(skus.begin(), skus.end());  // index order is SKU order
-    std::map<std::string, int>& index = index_;
-    for (size_t i = 0; i < skus_.size(); ++i) index[skus_[i]] = static_cast<int>(i);
+    for (size_t i = 0; i < skus_.size(); ++i) index_[skus_[i]] = static_cast<int>(i);
     const size_t n = skus_.size();
     buyers_.assign(n, 0);
     recent_.assign(n, 0);
     co_.assign(n * n, 0);
     for (const auto& [sku, who] : recent_buyers)
-      recent_[index[sku]] = static_cast<double>(who.size());
+      recent_[index_[sku]] = static_cast<double>(who.size());
     for (const auto& [customer, items] : bought) {
       std::vector<int>& mine = items_[customer];
-      for (const auto& sku : items) mine.push_back(index[sku]);
+      for (const auto& sku : items) mine.push_back(index_[sku]);
       for (int i : mine) {
         buyers_[i] += 1;
         for (int j : mine) {
@@ -393,18 +392,9 @@ class Baselines {
     return Top(customer, buyers_, k);
   }
   std::vector<std::string> ItemKnn(const std::string& customer, int k) const {
-    const size_t n = skus_.size();
-    std::vector<double> score(n, 0);
-    auto it = items_.find(customer);
-    if (it != items_.end()) {
-      for (int j : it->second) {
-        const float* row = &co_[static_cast<size_t>(j) * n];
-        for (size_t i = 0; i < n; ++i) {
-          if (row[i] > 0) score[i] += row[i] / std::sqrt(buyers_[i] * buyers_[j]);
-        }
-      }
-    }
-    return Top(customer, score, k);
+    const auto it = items_.find(customer);
+    if (it == items_.end()) return {};
+    return Top(customer, FromSeeds(it->second, /*cosine=*/true), k);
   }
   // A product page's or cart's baselines: the items most alike to `context` (summed cosines over
   // customers x items), and those most customers bought with it; neither offers the context or
@@ -412,24 +402,30 @@ class Baselines {
   std::vector<std::string> AlikeTo(const std::string& customer,
                                    const std::vector<std::string>& context, int k,
                                    bool cosine) const {
-    const size_t n = skus_.size();
-    std::vector<double> score(n, 0);
-    std::vector<size_t> seeds;
+    std::vector<int> seeds;
     for (const auto& sku : context) {
-      auto it = index_.find(sku);
-      if (it == index_.end()) continue;
-      const size_t j = static_cast<size_t>(it->second);
-      seeds.push_back(j);
-      const float* row = &co_[j * n];
-      for (size_t i = 0; i < n; ++i) {
-        if (row[i] > 0) score[i] += cosine ? row[i] / std::sqrt(buyers_[i] * buyers_[j]) : row[i];
-      }
+      if (auto it = index_.find(sku); it != index_.end()) seeds.push_back(it->second);
     }
-    for (size_t j : seeds) score[j] = 0;
+    std::vector<double> score = FromSeeds(seeds, cosine);
+    for (int j : seeds) score[j] = 0;
     return Top(customer, score, k);
   }
 
  private:
+  // Every item's score from `seeds` (indexes): the summed cosines over customers x items, or the
+  // summed counts of customers who bought both.
+  std::vector<double> FromSeeds(const std::vector<int>& seeds, bool cosine) const {
+    const size_t n = skus_.size();
+    std::vector<double> score(n, 0);
+    for (int j : seeds) {
+      const float* row = &co_[static_cast<size_t>(j) * n];
+      for (size_t i = 0; i < n; ++i) {
+        if (row[i] > 0) score[i] += cosine ? row[i] / std::sqrt(buyers_[i] * buyers_[j]) : row[i];
+      }
+    }
+    return score;
+  }
+
   std::vector<std::string> Top(const std::string& customer, const std::vector<double>& score,
                                int k) const {
     std::vector<char> mine(skus_.size(), 0);
