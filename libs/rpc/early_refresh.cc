@@ -20,7 +20,7 @@ std::optional<absl::Time> EarlyRefresh::DueAt() const {
 }
 
 std::optional<absl::Time> EarlyRefresh::DueAtLocked() const {
-  const absl::Time paced = last_end_ + 20 * last_took_;
+  const absl::Time paced = std::max(last_end_ + 20 * last_took_, retry_at_);
   if (burst_began_ != absl::InfiniteFuture()) {
     return std::max(std::min(last_change_ + options_.quiet, burst_began_ + options_.longest_wait),
                     paced);
@@ -33,6 +33,8 @@ std::optional<absl::Time> EarlyRefresh::DueAtLocked() const {
 
 void EarlyRefresh::Began() {
   absl::MutexLock lock(&mu_);
+  covering_ = changes_;
+  covering_burst_began_ = burst_began_;
   changes_ = 0;
   burst_began_ = absl::InfiniteFuture();
   running_ = true;
@@ -44,11 +46,22 @@ void EarlyRefresh::Ended(int64_t base, absl::Time started, absl::Time ended) {
   base_ = base;
   last_end_ = ended;
   last_took_ = ended - started;
+  covering_ = 0;
+  failures_in_a_row_ = 0;
+  retry_at_ = absl::InfinitePast();
 }
 
-void EarlyRefresh::Failed() {
+std::optional<absl::Time> EarlyRefresh::Failed(absl::Time now) {
   absl::MutexLock lock(&mu_);
   running_ = false;
+  changes_ += covering_;
+  covering_ = 0;
+  burst_began_ = std::min(burst_began_, covering_burst_began_);
+  absl::Duration backoff = options_.retry_after;
+  for (int i = 0; i < failures_in_a_row_ && backoff < options_.longest_retry; ++i) backoff *= 2;
+  ++failures_in_a_row_;
+  retry_at_ = now + std::min(backoff, options_.longest_retry);
+  return DueAtLocked();
 }
 
 bool EarlyRefresh::pending() const {

@@ -4,7 +4,10 @@
 // than `small_base`), when the changes have been quiet for `quiet` (at most `longest_wait` after
 // the burst began), and never so often that refreshing takes more than a twentieth of the time.
 // Optionally fewer changes are refreshed too, once they have been quiet for `idle`: the refreshed
-// data then ends up holding every change, whatever gaps the burst had. The owner reports changes
+// data then ends up holding every change, whatever gaps the burst had. A refresh that fails is due
+// again after `retry_after`, doubling with each failure in a row up to `longest_retry`, with what
+// it was to cover: a data set nothing refreshes on a timer (the neighbour lists) would otherwise
+// keep a failed refresh's changes out until more came. The owner reports changes
 // and refreshes with the wall time and runs the refresh when told (e.g. PeriodicTask::RunAt), so
 // the rule is tested without waiting. Thread-safe.
 #pragma once
@@ -24,6 +27,8 @@ class EarlyRefresh {
     absl::Duration quiet = absl::Seconds(2);
     absl::Duration longest_wait = absl::Seconds(30);
     absl::Duration idle = absl::InfiniteDuration();
+    absl::Duration retry_after = absl::Seconds(10);
+    absl::Duration longest_retry = absl::Minutes(5);
   };
   explicit EarlyRefresh(Options options) : options_(options) {}
 
@@ -36,9 +41,10 @@ class EarlyRefresh {
   // The refresh that began at `started` ended at `ended`, having counted `base` (buyers, item
   // pairs): the next early one needs a tenth of that.
   void Ended(int64_t base, absl::Time started, absl::Time ended);
-  // The refresh that began failed: the changes it was to cover count no more (the next one on
-  // schedule, or by changes, covers them); the pacing and base stay.
-  void Failed();
+  // The refresh that began failed at `now`: the changes it was to cover count again, and the
+  // refresh is due no sooner than the backoff (retry_after, doubled for each failure in a row);
+  // the base stays. Returns when it is due again (DueAt), if it is.
+  std::optional<absl::Time> Failed(absl::Time now);
   // When the refresh should run for what changed so far (what Note last returned), if it should.
   std::optional<absl::Time> DueAt() const;
   // As of `now`, DueAt has come and the refresh has not begun.
@@ -59,6 +65,12 @@ class EarlyRefresh {
   absl::Time burst_began_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::Time last_end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Duration last_took_ ABSL_GUARDED_BY(mu_);
+  // What the running refresh was to cover, counted again if it fails.
+  int64_t covering_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time covering_burst_began_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  // Failures since the last refresh that ended, and the backoff's end after the latest.
+  int failures_in_a_row_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace crm::rpc

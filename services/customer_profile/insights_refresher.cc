@@ -81,7 +81,11 @@ absl::Status InsightsRefresher::Refresh() {
   const absl::Time started = absl::Now();  // wall time, for pacing early refreshes
   // Orders committed from here on may be missed by the scan: they count toward the next refresh.
   early_.Began();
-  absl::Cleanup failed = [this] { early_.Failed(); };
+  // A failed refresh runs again after a backoff when orders were waiting for it, not only on the
+  // schedule.
+  absl::Cleanup failed = [this] {
+    if (const auto at = early_.Failed(absl::Now())) periodic_.RunAt(*at);
+  };
   auto next = std::make_shared<Snapshot>();
   next->computed = true;
   std::vector<AudienceRow> scored;

@@ -98,7 +98,11 @@ RecommendationMetrics::RecommendationMetrics(prometheus::Registry& r)
       rebuilds(metrics::CounterFamily(
           r, "crm_recommendation_neighbour_rebuilds_total",
           "Rebuilds of every item's neighbour list, by trigger (changes: enough item pairs changed "
-          "since the last; request: RebuildItemNeighbours).")) {}
+          "since the last; request: RebuildItemNeighbours).")),
+      rebuild_failures(metrics::CounterFamily(
+          r, "crm_recommendation_neighbour_rebuild_failures_total",
+          "Neighbour rebuilds that failed (a store error, e.g. the disk reserve reached), by "
+          "trigger; the changes they were to cover are rebuilt again after a backoff.")) {}
 
 RecommendationService::RecommendationService(RecommendationStore* store, Recommender* recommender,
                                              ReminderSweep* reminders, Clock* clock,
@@ -493,7 +497,16 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationService::RebuildAllNe
   early_rebuild_.Began();
   auto rebuilt = store_->RebuildNeighbours();
   if (!rebuilt.ok()) {
-    early_rebuild_.Failed();
+    metrics_.rebuild_failures.Add({{"trigger", std::string(trigger)}}).Increment();
+    // The store noted the pairs again; with nothing learned after it, only this retry would
+    // bring them into the lists.
+    const std::optional<absl::Time> retry = early_rebuild_.Failed(absl::Now());
+    if (retry.has_value() && rebuild_task_ != nullptr) rebuild_task_->RunAt(*retry);
+    log::Warning("neighbour rebuild failed",
+                 {{"trigger", trigger},
+                  {"error", rebuilt.status().ToString()},
+                  {"retry_in_seconds",
+                   retry.has_value() ? absl::ToDoubleSeconds(*retry - absl::Now()) : -1.0}});
     return rebuilt.status();
   }
   const absl::Time ended = absl::Now();
@@ -509,8 +522,7 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationService::RebuildAllNe
 void RecommendationService::RebuildNeighboursWhenDue() {
   // Not due: a requested rebuild took the changes in since this run was asked for.
   if (!early_rebuild_.due(absl::Now())) return;
-  if (auto rebuilt = RebuildAllNeighbours("changes"); !rebuilt.ok())
-    log::Warning("neighbour rebuild failed", {{"error", rebuilt.status().ToString()}});
+  (void)RebuildAllNeighbours("changes");  // a failure is logged, counted and retried there
 }
 
 void RecommendationService::RefreshNeighbours() {

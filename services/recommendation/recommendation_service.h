@@ -33,13 +33,14 @@ namespace crm::recommendation {
 
 struct RecommendationMetrics {
   explicit RecommendationMetrics(prometheus::Registry& registry);
-  prometheus::Family<prometheus::Counter>& served;       // {placement}
-  prometheus::Family<prometheus::Counter>& items;        // {model}
-  prometheus::Family<prometheus::Counter>& withheld;     // {reason}
-  prometheus::Family<prometheus::Counter>& impressions;  // {model}
-  prometheus::Family<prometheus::Counter>& clicks;       // {model}
-  prometheus::Family<prometheus::Counter>& learned;      // {kind}
-  prometheus::Family<prometheus::Counter>& rebuilds;     // {trigger}
+  prometheus::Family<prometheus::Counter>& served;            // {placement}
+  prometheus::Family<prometheus::Counter>& items;             // {model}
+  prometheus::Family<prometheus::Counter>& withheld;          // {reason}
+  prometheus::Family<prometheus::Counter>& impressions;       // {model}
+  prometheus::Family<prometheus::Counter>& clicks;            // {model}
+  prometheus::Family<prometheus::Counter>& learned;           // {kind}
+  prometheus::Family<prometheus::Counter>& rebuilds;          // {trigger}
+  prometheus::Family<prometheus::Counter>& rebuild_failures;  // {trigger}
 };
 
 // Request limits: the items one answer holds (count); the catalog items or stock changes of one
@@ -87,8 +88,8 @@ class RecommendationService final : public v1::RecommendationService::CallbackSe
   void RefreshNeighbours();
   // Rebuilds every neighbour list if enough pairs changed since the last rebuild: lists kept batch
   // by batch depend a little on how deliveries were batched, rebuilt ones on the history alone.
-  // Run by `task` (the component's), which runs only when RefreshNeighbours asks (RunAt); set
-  // before learning.
+  // Run by `task` (the component's), which runs only when RefreshNeighbours asks (RunAt), or a
+  // failed rebuild after its backoff (10 s, doubling to 5 minutes); set before learning.
   void RebuildNeighboursWhenDue();
   void ScheduleRebuildsOn(rpc::PeriodicTask* task) { rebuild_task_ = task; }
   // Learning that the rebuilt lists do not hold yet: a rebuild is due or running (what an

@@ -514,13 +514,28 @@ RecommendationStore::ReadPairCounts(
   return pair_counts;
 }
 
+RecommendationStore::ChangedPairs RecommendationStore::TakeChangedPairs() {
+  ChangedPairs taken;
+  absl::MutexLock lock(&changed_mu_);
+  taken.swap(changed_pairs_);
+  return taken;
+}
+
+void RecommendationStore::NoteAgain(ChangedPairs taken) {
+  absl::MutexLock lock(&changed_mu_);
+  for (auto& [item, partners] : taken) changed_pairs_[item].merge(partners);
+}
+
 absl::StatusOr<int64_t> RecommendationStore::RefreshNeighbours() {
-  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed;
-  {
-    absl::MutexLock lock(&changed_mu_);
-    changed.swap(changed_pairs_);
-  }
+  ChangedPairs changed = TakeChangedPairs();
   if (changed.empty()) return 0;  // the periodic pass with nothing learned since the last
+  auto folded = FoldChangedPairs(changed);
+  // Not folded (a store error): the next refresh or rebuild folds them.
+  if (!folded.ok()) NoteAgain(std::move(changed));
+  return folded;
+}
+
+absl::StatusOr<int64_t> RecommendationStore::FoldChangedPairs(ChangedPairs& changed) {
   // In key order, so the list rows are written sequentially.
   std::vector<std::string> items;
   items.reserve(changed.size());
@@ -560,11 +575,15 @@ absl::StatusOr<int64_t> RecommendationStore::RefreshNeighbours() {
 }
 
 absl::StatusOr<RecommendationStore::Rebuilt> RecommendationStore::RebuildNeighbours() {
-  {
-    // Every change noted so far is in the counts read below; those committed later are noted again.
-    absl::MutexLock lock(&changed_mu_);
-    changed_pairs_.clear();
-  }
+  // Every change noted so far is in the counts read below; those committed later are noted again.
+  ChangedPairs taken = TakeChangedPairs();
+  auto rebuilt = RebuildFromCounts();
+  // Not rebuilt (a store error): the batch refreshes keep folding what was noted meanwhile.
+  if (!rebuilt.ok()) NoteAgain(std::move(taken));
+  return rebuilt;
+}
+
+absl::StatusOr<RecommendationStore::Rebuilt> RecommendationStore::RebuildFromCounts() {
   std::vector<std::string> skus;
   std::vector<internal::ItemStats> stats;
   CRM_RETURN_IF_ERROR(AllItemStats(skus, stats));

@@ -113,12 +113,12 @@ class RecommendationStore {
 
   // Updates the neighbour lists of items whose pairs changed; returns how many pairs changed.
   // Run after each batch of events and periodically; safe to run concurrently with learning, one at
-  // a time.
+  // a time. On a store error the changed pairs stay noted for the next refresh (or rebuild).
   absl::StatusOr<int64_t> RefreshNeighbours();
   // Writes every item's neighbour list afresh from all pair counts: the best kMaxNeighbours by
   // similarity, ties by sku, so the lists depend on the counts alone, not on how refreshes were
   // batched. One scan of item stats and one of pairs; memory bounded by items × kMaxNeighbours.
-  // Not concurrently with RefreshNeighbours.
+  // Not concurrently with RefreshNeighbours. On a store error what was noted stays noted.
   struct Rebuilt {
     int items = 0;
     int64_t pairs = 0;
@@ -292,10 +292,17 @@ class RecommendationStore {
   mutable size_t stats_cache_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
   mutable uint64_t stats_generation_ ABSL_GUARDED_BY(stats_mu_) = 0;
   mutable std::optional<int64_t> basket_total_ ABSL_GUARDED_BY(stats_mu_);
-  // Item -> partners whose pair counts changed since its list was last refreshed.
+  // Item -> partners whose pair counts changed since its list was last refreshed (each pair noted
+  // under both items).
+  using ChangedPairs = absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>>;
+  ChangedPairs TakeChangedPairs();
+  // Puts back what a refresh or rebuild that failed took, so the next one covers it.
+  void NoteAgain(ChangedPairs taken);
+  absl::StatusOr<int64_t> FoldChangedPairs(ChangedPairs& changed);
+  absl::StatusOr<Rebuilt> RebuildFromCounts();
+
   absl::Mutex changed_mu_;
-  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> changed_pairs_
-      ABSL_GUARDED_BY(changed_mu_);
+  ChangedPairs changed_pairs_ ABSL_GUARDED_BY(changed_mu_);
 };
 
 }  // namespace crm::recommendation

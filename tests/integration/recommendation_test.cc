@@ -1,6 +1,12 @@
 // crm.v1.RecommendationService end to end: the real service on a loopback port over real RocksDB,
 // learning through its EventSink exactly as order-tracking and customer-profile deliver to it, with
 // the real customer-profile deciding marketing consent and contact caps.
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
 #include <set>
 
 #include "absl/flags/reflection.h"
@@ -70,17 +76,21 @@ struct World : testing::WithCustomerProfile {
   // `reminder_sweep_s`: --reminder_sweep_interval_s (0: tests run sweeps themselves);
   // `bestseller_cache_s`: --bestseller_cache_s (0, best sellers summed on every call, so a test
   // sees a sale at once).
+  // `disk_reserve_bytes`: the store's disk reserve (0: none).
   explicit World(bool serve_metrics = false, const std::string& event_sinks = "none",
-                 int reminder_sweep_s = 0, int bestseller_cache_s = 0)
-      : reco(CallingProfile(
-            RecoOptions(serve_metrics, event_sinks, reminder_sweep_s, bestseller_cache_s))) {}
+                 int reminder_sweep_s = 0, int bestseller_cache_s = 0,
+                 uint64_t disk_reserve_bytes = 0)
+      : reco(CallingProfile(RecoOptions(serve_metrics, event_sinks, reminder_sweep_s,
+                                        bestseller_cache_s, disk_reserve_bytes))) {}
   static RecoHarness::Options RecoOptions(bool serve_metrics, const std::string& event_sinks,
-                                          int reminder_sweep_s, int bestseller_cache_s) {
+                                          int reminder_sweep_s, int bestseller_cache_s,
+                                          uint64_t disk_reserve_bytes) {
     absl::SetFlag(&FLAGS_bestseller_cache_s, bestseller_cache_s);
     absl::SetFlag(&FLAGS_reminder_sweep_interval_s, reminder_sweep_s);
     RecoHarness::Options o;
     o.serve_metrics = serve_metrics;
     o.event_sinks = event_sinks;
+    o.disk_reserve_bytes = disk_reserve_bytes;
     return o;
   }
 
@@ -1263,6 +1273,60 @@ TEST_CASE(
   CHECK(rebuilds() == 1);
   // ...but once it has been idle for a minute, so the lists hold every change.
   CHECK(testing::WaitUntil([&] { return rebuilds() == 2 && !pending(); }, absl::Seconds(120)));
+}
+
+// Free bytes on the volume holding `path`, as the store's disk reserve counts them.
+int64_t FreeBytesAt(const std::string& path) {
+  struct statvfs fs {};
+  if (statvfs(path.c_str(), &fs) != 0) return -1;
+  return static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
+}
+
+TEST_CASE(
+    "neighbour lists: a rebuild refused by a full disk is rebuilt by itself once space returns, "
+    "with nothing more learned") {
+  // The disk reserve is set 1 GiB under what the temporary volume has free, so that a 3 GiB
+  // filler file takes the volume 2 GiB under it, as a full disk would, and removing the file gives
+  // the space back. The margins absorb what other tests write meanwhile.
+  testing::TempDir volume;
+  const std::string filler = volume.Sub("filler");
+  constexpr int64_t kGiB = int64_t{1} << 30;
+  const int64_t free_bytes = FreeBytesAt(volume.path());
+  if (free_bytes < 5 * kGiB) {
+    WARN("skipped: the temporary volume has under 5 GiB free");
+    return;
+  }
+  World w(false, "none", 0, 0, static_cast<uint64_t>(free_bytes - kGiB));
+  REQUIRE(std::abs(FreeBytesAt(w.reco.data_dir()) - free_bytes) < kGiB / 2);  // the same volume
+  const std::set<std::string> best = HubWithStaleList(w);
+  const auto counted = [&](const char* metric) {
+    return testing::MetricValue(w.reco.metrics().registry(), metric, {{"trigger", "changes"}});
+  };
+  const auto pending = [&] { return w.reco.component().service().neighbour_rebuild_pending(); };
+  // Learned and folded into the lists; the rebuild waits for 2 s of quiet.
+  REQUIRE(testing::WaitUntil(pending, absl::Seconds(5)));
+  {
+    const int fd = open(filler.c_str(), O_CREAT | O_WRONLY, 0600);
+    REQUIRE(fd >= 0);
+    const bool allocated = fallocate(fd, 0, 0, 3 * kGiB) == 0;
+    close(fd);
+    if (!allocated) {
+      WARN("skipped: the temporary volume cannot allocate a file without writing it");
+      return;
+    }
+  }
+  REQUIRE(counted("crm_recommendation_neighbour_rebuilds_total") == 0);
+  REQUIRE(testing::WaitUntil(
+      [&] { return counted("crm_recommendation_neighbour_rebuild_failures_total") >= 1; },
+      absl::Seconds(30)));
+  CHECK(pending());                               // what it was to cover is still to be rebuilt
+  CHECK(RelatedSkus(w, "hub").count("p1") == 1);  // reads go on; the list kept batch by batch
+  std::filesystem::remove(filler);
+  // The retry 10 s after the failure rebuilds, with nothing more learned.
+  CHECK(testing::WaitUntil(
+      [&] { return counted("crm_recommendation_neighbour_rebuilds_total") == 1 && !pending(); },
+      absl::Seconds(60)));
+  CHECK(RelatedSkus(w, "hub") == best);
 }
 
 TEST_CASE("feedback: impressions and clicks per model as metrics, a retry counted once") {

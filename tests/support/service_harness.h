@@ -46,6 +46,9 @@ class ServiceHarness {
     // more.
     size_t block_cache_bytes = 8 << 20;
     size_t memtable_budget_bytes = 8 << 20;
+    // StoreOptions::disk_reserve_bytes: writes are refused while the data volume has less free
+    // (0: none, as a test's temporary directory has no volume of its own).
+    uint64_t disk_reserve_bytes = 0;
   };
 
   explicit ServiceHarness(Options options) : options_(std::move(options)) { Start(); }
@@ -86,6 +89,7 @@ class ServiceHarness {
     o.store.path = data_dir_;
     o.store.block_cache_bytes = options_.block_cache_bytes;
     o.store.memtable_budget_bytes = options_.memtable_budget_bytes;
+    o.store.disk_reserve_bytes = options_.disk_reserve_bytes;
     o.backup_dir = dir_.Sub("backups");
     if (options_.serve_metrics) o.metrics_listen = "127.0.0.1:0";
     o.server.listen_address = "127.0.0.1:0";

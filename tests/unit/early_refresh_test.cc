@@ -50,16 +50,45 @@ TEST_CASE("a large base waits for a tenth of itself in changes", "[early_refresh
   CHECK(early.Note(3'000, kStart + 5 * kSecond) == kStart + 44 * kSecond);
 }
 
-TEST_CASE("a failed refresh is no longer pending and keeps the last base", "[early_refresh]") {
-  EarlyRefresh early({.small_base = 10});
+TEST_CASE(
+    "a failed refresh is due again after a backoff that doubles, with what it was to cover, and "
+    "keeps the last base",
+    "[early_refresh]") {
+  EarlyRefresh early({.small_base = 10, .quiet = 2 * kSecond, .longest_wait = absl::Minutes(5)});
   early.Began();
   early.Ended(100, kStart, kStart + kSecond);
-  REQUIRE(early.Note(10, kStart + 30 * kSecond).has_value());
+  REQUIRE(early.Note(10, kStart + 30 * kSecond) == kStart + 32 * kSecond);
   early.Began();
-  early.Failed();
+  // Changes while it runs count toward the next refresh, with those the failed one was to cover.
+  CHECK_FALSE(early.Note(3, kStart + 33 * kSecond).has_value());
+  CHECK(early.Failed(kStart + 34 * kSecond) == kStart + 44 * kSecond);  // 10 s on
+  CHECK(early.pending());
+  CHECK_FALSE(early.due(kStart + 43 * kSecond));
+  CHECK(early.due(kStart + 44 * kSecond));
+  // A change meanwhile does not bring the retry forward.
+  CHECK(early.Note(1, kStart + 40 * kSecond) == kStart + 44 * kSecond);
+  // Each failure in a row doubles the wait, up to the longest.
+  absl::Time now = kStart + 44 * kSecond;
+  for (const int wait_s : {20, 40, 80, 160, 300, 300}) {
+    early.Began();
+    CHECK(early.Failed(now) == now + wait_s * kSecond);
+    now += wait_s * kSecond;
+  }
+  // A refresh that ends starts the count again; the base is still 100 (a tenth: 10 changes).
+  early.Began();
+  early.Ended(100, now, now + kSecond);
   CHECK_FALSE(early.pending());
-  CHECK_FALSE(early.Note(9, kStart + 31 * kSecond).has_value());
-  CHECK(early.Note(1, kStart + 32 * kSecond) == kStart + 34 * kSecond);
+  CHECK_FALSE(early.Note(9, now + 30 * kSecond).has_value());
+  CHECK(early.Note(1, now + 31 * kSecond) == now + 33 * kSecond);
+  early.Began();
+  CHECK(early.Failed(now + 34 * kSecond) == now + 44 * kSecond);
+}
+
+TEST_CASE("a failed refresh with nothing to cover is not due again", "[early_refresh]") {
+  EarlyRefresh early({.small_base = 10});
+  early.Began();  // a refresh on a schedule, nothing changed
+  CHECK_FALSE(early.Failed(kStart).has_value());
+  CHECK_FALSE(early.pending());
 }
 
 TEST_CASE("with an idle time, fewer changes are refreshed once they have been idle that long",
