@@ -254,14 +254,11 @@ std::string ChurnReport::Markdown() const {
   return out;
 }
 
-ChurnEvalOptions OnlineRetailChurnProtocol() {
-  using customer_profile::ChurnFeature;
+ChurnEvalOptions ChurnProtocolFor(const Dataset& data) {
   ChurnEvalOptions o;
   o.horizon_days = 90;
-  const absl::TimeZone utc = absl::UTCTimeZone();
-  for (int month : {5, 6, 7})
-    o.cutoffs.push_back(absl::FromCivil(absl::CivilDay(2011, month, 1), utc));
-  o.first_training_cutoff = absl::FromCivil(absl::CivilDay(2011, 1, 1), utc);
+  o.cutoffs = MonthlyCutoffs(data, 3, absl::Hours(24 * o.horizon_days));
+  o.first_training_cutoff = FirstMonthAfter(data, absl::Hours(24 * 30));
   // The rate, overdue, 30-day and return-share features moved no cut-off's AUC by more than 0.001
   // beyond these four (crm-churn-fit --features=...), and fewer terms explain better.
   o.features = {customer_profile::kDaysSinceLastOrder, customer_profile::kBuyingDays,

@@ -76,8 +76,11 @@ internal::ChurnModel FitOnWindows(const Dataset& data, const ChurnEvalOptions& o
                                   const std::vector<absl::Time>& windows,
                                   const std::string& provenance);
 
-// The features the shipped model uses and the evaluation protocol for the Online Retail data.
-ChurnEvalOptions OnlineRetailChurnProtocol();
+// The features the shipped model uses, and the evaluation protocol for `data`: the last three
+// firsts of a month with 90 days of data after them, windows fitted every 14 days from the first
+// first of a month a month into the data. For the shipped Online Retail file: May to July 2011,
+// from January.
+ChurnEvalOptions ChurnProtocolFor(const Dataset& data);
 
 // Area under the ROC curve: the chance that a random positive scores above a random negative (ties
 // half).

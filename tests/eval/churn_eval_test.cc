@@ -4,8 +4,12 @@
 // records.
 #include "tests/eval/churn_eval.h"
 
+#include <unistd.h>
+#include <zlib.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <vector>
 
 #include "absl/random/random.h"
 #include "catch2/catch.hpp"
@@ -19,6 +23,10 @@ using customer_profile::ScoreChurn;
 
 constexpr char kOnlineRetail[] =
     CRM_SOURCE_ROOT "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz";
+
+absl::Time Day(int y, int m, int d) {
+  return absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone());
+}
 
 TEST_CASE(
     "churn score ranks synthetic churners (their rhythm stops) above stayers with an AUC of at "
@@ -81,7 +89,7 @@ TEST_CASE(
     "value lost") {
   auto data = eval::OnlineRetail(kOnlineRetail, 100);
   REQUIRE(data.ok());
-  const eval::ChurnEvalOptions protocol = eval::OnlineRetailChurnProtocol();
+  const eval::ChurnEvalOptions protocol = eval::ChurnProtocolFor(*data);
   const eval::ChurnReport report =
       eval::EvaluateChurn(*data, protocol, customer_profile::BuiltInChurnModel());
   std::printf("%s\n", report.Markdown().c_str());
@@ -106,7 +114,14 @@ TEST_CASE(
 TEST_CASE("the shipped churn model is what crm-churn-fit fits on the shipped data") {
   auto data = eval::OnlineRetail(kOnlineRetail, 100);
   REQUIRE(data.ok());
-  const eval::ChurnEvalOptions protocol = eval::OnlineRetailChurnProtocol();
+  const eval::ChurnEvalOptions protocol = eval::ChurnProtocolFor(*data);
+  // The cut-offs come from the data's own dates: for this file, those the model was fitted with.
+  CHECK(protocol.cutoffs ==
+        std::vector<absl::Time>{Day(2011, 5, 1), Day(2011, 6, 1), Day(2011, 7, 1)});
+  CHECK(protocol.first_training_cutoff == Day(2011, 1, 1));
+  CHECK(
+      eval::MonthlyCutoffs(*data, 4, absl::Hours(24 * 30)) ==
+      std::vector<absl::Time>{Day(2011, 6, 1), Day(2011, 7, 1), Day(2011, 8, 1), Day(2011, 9, 1)});
   const auto refit = eval::FitOnWindows(
       *data, protocol, eval::TrainingCutoffs(*data, protocol, absl::InfiniteFuture()), "refit");
   const auto& shipped = customer_profile::BuiltInChurnModel();
@@ -120,6 +135,46 @@ TEST_CASE("the shipped churn model is what crm-churn-fit fits on the shipped dat
     CHECK(shipped.terms(i).weight() == Approx(refit.terms(i).weight()).margin(1e-9));
     CHECK(shipped.terms(i).mean() == Approx(refit.terms(i).mean()).margin(1e-9));
   }
+}
+
+TEST_CASE(
+    "another shop's transactions in the same format: the data's end, held-out month and the "
+    "cut-offs of both evaluations come from its own dates") {
+  // One customer orders on the 15th of each month from March 2019, the last order on 10 February
+  // 2020; another once, in April 2019.
+  char path[] = "/tmp/crm-other-shop-XXXXXX";
+  const int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  close(fd);
+  gzFile f = gzopen(path, "wb");
+  REQUIRE(f != nullptr);
+  gzputs(f, "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n");
+  int invoice = 100000;
+  for (absl::CivilDay day(2019, 3, 15); day < absl::CivilDay(2020, 2, 1);
+       day = absl::CivilDay(absl::CivilMonth(day) + 1) + 14) {
+    gzprintf(f, "%d,21001,TEA CUP,2,%04d-%02d-%02d 10:00:00,1.50,12345.0,Norway\n", ++invoice,
+             static_cast<int>(day.year()), day.month(), day.day());
+  }
+  gzprintf(f, "%d,21002,TEA POT,1,2019-04-20 09:00:00,9.90,23456.0,Norway\n", ++invoice);
+  gzprintf(f, "%d,21001,TEA CUP,3,2020-02-10 16:30:00,1.50,12345.0,Norway\n", ++invoice);
+  gzclose(f);
+  auto data = eval::OnlineRetail(path, 100);
+  std::remove(path);
+  INFO(data.status().ToString());
+  REQUIRE(data.ok());
+  CHECK(data->orders.size() == 13);
+  CHECK(data->end == Day(2020, 2, 11));
+  CHECK(data->split == Day(2020, 1, 12));
+  CHECK(eval::MonthlyCutoffs(*data, 4, absl::Hours(24 * 30)) ==
+        std::vector<absl::Time>{Day(2019, 10, 1), Day(2019, 11, 1), Day(2019, 12, 1),
+                                Day(2020, 1, 1)});
+  const eval::ChurnEvalOptions protocol = eval::ChurnProtocolFor(*data);
+  CHECK(protocol.cutoffs ==
+        std::vector<absl::Time>{Day(2019, 9, 1), Day(2019, 10, 1), Day(2019, 11, 1)});
+  CHECK(protocol.first_training_cutoff == Day(2019, 5, 1));
+  // Shorter data gives fewer cut-offs, never one without its horizon of data after it.
+  CHECK(eval::MonthlyCutoffs(*data, 20, absl::Hours(24 * 30)).size() == 10);  // April to January
+  CHECK(eval::MonthlyCutoffs(*data, 20, absl::Hours(24 * 400)).empty());
 }
 
 }  // namespace

@@ -15,9 +15,12 @@
 #include "libs/base/flags_help.h"
 #include "tests/eval/churn_eval.h"
 
-ABSL_FLAG(std::string, online_retail,
-          CRM_SOURCE_ROOT "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz",
-          "the shop's transactions (Online Retail CSV, gzip)");
+constexpr char kShippedData[] =
+    CRM_SOURCE_ROOT "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz";
+
+ABSL_FLAG(std::string, online_retail, kShippedData,
+          "the shop's transactions (Online Retail's CSV format, gzip); the cut-offs come from its "
+          "dates");
 ABSL_FLAG(std::vector<std::string>, features, {},
           "the features to fit (names as in the model file); empty: the shipped model's");
 ABSL_FLAG(std::string, write_model, "", "write the model fitted on every window to this file");
@@ -26,12 +29,20 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("crm-churn-fit: fit and evaluate the churn model");
   crm::HelpListsOwnFlags();
   absl::ParseCommandLine(argc, argv);
+  const bool shipped_data = absl::GetFlag(FLAGS_online_retail) == kShippedData;
   auto data = crm::eval::OnlineRetail(absl::GetFlag(FLAGS_online_retail), 100);
   if (!data.ok()) {
     std::cerr << data.status() << std::endl;
     return 1;
   }
-  crm::eval::ChurnEvalOptions protocol = crm::eval::OnlineRetailChurnProtocol();
+  crm::eval::ChurnEvalOptions protocol = crm::eval::ChurnProtocolFor(*data);
+  if (protocol.cutoffs.empty() ||
+      crm::eval::TrainingCutoffs(*data, protocol, protocol.cutoffs.front()).empty()) {
+    std::cerr << data->name << ": too short to fit and score churn (it takes a month of history, "
+              << "then 90 days to fit on before the first scored cut-off and 90 after it)"
+              << std::endl;
+    return 1;
+  }
   if (const auto names = absl::GetFlag(FLAGS_features); !names.empty()) {
     protocol.features.clear();
     for (const std::string& name : names) {
@@ -46,8 +57,10 @@ int main(int argc, char** argv) {
   const auto windows = crm::eval::TrainingCutoffs(*data, protocol, absl::InfiniteFuture());
   const crm::internal::ChurnModel fitted = crm::eval::FitOnWindows(
       *data, protocol, windows,
-      absl::StrCat("crm-churn-fit on ", data->name, " (UCI Online Retail, CC BY 4.0): ",
-                   windows.size(), " cut-offs every 14 days from ",
+      absl::StrCat("crm-churn-fit on ",
+                   shipped_data ? absl::StrCat(data->name, " (UCI Online Retail, CC BY 4.0)")
+                                : absl::GetFlag(FLAGS_online_retail),
+                   ": ", windows.size(), " cut-offs every 14 days from ",
                    absl::FormatTime("%Y-%m-%d", windows.front(), absl::UTCTimeZone()), " to ",
                    absl::FormatTime("%Y-%m-%d", windows.back(), absl::UTCTimeZone()),
                    ", churn = no order in the next ", protocol.horizon_days, " days"));
@@ -66,8 +79,10 @@ int main(int argc, char** argv) {
     }
   }
   const auto shipped = crm::customer_profile::BuiltInChurnModel();
-  std::cout << crm::eval::EvaluateChurn(*data, protocol, shipped).Markdown()
-            << "\nOnline Retail data: UCI Machine Learning Repository (id 352), Chen, Sain & Guo "
-               "(2012), CC BY 4.0.\n";
+  std::cout << crm::eval::EvaluateChurn(*data, protocol, shipped).Markdown();
+  if (shipped_data) {
+    std::cout << "\nOnline Retail data: UCI Machine Learning Repository (id 352), Chen, Sain & Guo "
+                 "(2012), CC BY 4.0.\n";
+  }
   return 0;
 }

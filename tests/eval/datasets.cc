@@ -212,8 +212,24 @@ Dataset Synthetic(const SyntheticOptions& o) {
   return d;
 }
 
-std::vector<absl::Time> OnlineRetailCutoffs() {
-  return {Day(2011, 6, 1), Day(2011, 7, 1), Day(2011, 8, 1), Day(2011, 9, 1)};
+std::vector<absl::Time> MonthlyCutoffs(const Dataset& data, int count, absl::Duration horizon) {
+  std::vector<absl::Time> cutoffs;
+  if (data.orders.empty()) return cutoffs;
+  const absl::Time first = data.orders.front().time;
+  absl::CivilMonth month(absl::ToCivilSecond(data.end - horizon, kUtc));
+  for (; static_cast<int>(cutoffs.size()) < count; --month) {
+    const absl::Time t = absl::FromCivil(month, kUtc);
+    if (t <= first) break;
+    cutoffs.insert(cutoffs.begin(), t);
+  }
+  return cutoffs;
+}
+
+absl::Time FirstMonthAfter(const Dataset& data, absl::Duration history) {
+  const absl::Time earliest = data.orders.front().time + history;
+  const absl::CivilMonth month(absl::ToCivilSecond(earliest, kUtc));
+  const absl::Time t = absl::FromCivil(month, kUtc);
+  return t >= earliest ? t : absl::FromCivil(month + 1, kUtc);
 }
 
 absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent) {
@@ -223,8 +239,6 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
   d.name = sample_percent >= 100
                ? "online-retail"
                : absl::StrCat("online-retail (", sample_percent, "% of customers)");
-  d.split = Day(2011, 9, 1);
-  d.end = Day(2011, 10, 1);
   std::map<std::string, v1::CatalogItem> catalog;
   std::map<std::string, Order> orders;  // by invoice
   struct ReturnLine {
@@ -312,6 +326,12 @@ absl::StatusOr<Dataset> OnlineRetail(const std::string& path, int sample_percent
   }
   for (auto& [key, r] : returns) d.returns.push_back(std::move(r));
   SortByTime(d);
+  if (d.orders.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no orders"));
+  // The data runs to the midnight after its last order; its last 30 days are held out.
+  absl::Time last = d.orders.back().time;
+  if (!d.returns.empty()) last = std::max(last, d.returns.back().time);
+  d.end = absl::FromCivil(absl::CivilDay(absl::ToCivilSecond(last, kUtc)) + 1, kUtc);
+  d.split = d.end - absl::Hours(24 * 30);
   return d;
 }
 

@@ -79,13 +79,20 @@ struct SyntheticOptions {
 // categories; 3% of lines are returned.
 Dataset Synthetic(const SyntheticOptions& options);
 
-// The Online Retail transactions, split at 2011-09-01 (September 2011 is held out).
-// `sample_percent` keeps that share of customers (by a stable hash of their id), 100 for all.
+// Transactions in Online Retail's format (the shipped file, or another shop's): the data ends at
+// the midnight (UTC) after its last order and its last 30 days are held out (`split`; for the
+// shipped file, September 2011). `sample_percent` keeps that share of customers (by a stable hash
+// of their id), 100 for all. InvalidArgument when it holds no order.
 absl::StatusOr<Dataset> OnlineRetail(const std::string& csv_gz_path, int sample_percent);
 
-// The rolling-origin cut-offs for Online Retail: the first of June, July, August and September 2011
-// (each followed by 30 days of data).
-std::vector<absl::Time> OnlineRetailCutoffs();
+// Rolling-origin cut-offs for `data`: the last `count` firsts of a month (UTC) followed by
+// `horizon` of data and preceded by some, oldest first; fewer when the data is too short. For the
+// shipped Online Retail file and 30 days, the first of June, July, August and September 2011.
+std::vector<absl::Time> MonthlyCutoffs(const Dataset& data, int count, absl::Duration horizon);
+
+// The first first-of-a-month (UTC) at least `history` after the data's first order. Requires an
+// order.
+absl::Time FirstMonthAfter(const Dataset& data, absl::Duration history);
 
 // A product category from an Online Retail description (tools/online_retail.h).
 using import::CategoryOfDescription;

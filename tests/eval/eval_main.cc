@@ -18,16 +18,19 @@
 ABSL_FLAG(std::string, dataset, "both",
           "synthetic, online-retail (one split), rolling (Online Retail, rolling origin) or both "
           "(all three)");
-ABSL_FLAG(std::string, online_retail,
-          CRM_SOURCE_ROOT "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz",
-          "the Online Retail transactions (CSV, gzip)");
+constexpr char kShippedData[] =
+    CRM_SOURCE_ROOT "/tests/data/online-retail/transactions-2010-12-to-2011-09.csv.gz";
+
+ABSL_FLAG(std::string, online_retail, kShippedData,
+          "the Online Retail transactions, or another shop's in their CSV format (gzip)");
 ABSL_FLAG(int, sample_percent, 100, "share of Online Retail customers to load");
 ABSL_FLAG(int, synthetic_customers, 3000, "customers in the synthetic shop");
 ABSL_FLAG(int, max_customers, 0, "evaluate at most this many customers per data set (0: all)");
 ABSL_FLAG(std::vector<std::string>, cutoffs, {},
           "rolling: the cut-offs (YYYY-MM-DD, increasing, each 30 days inside the data) instead of "
-          "the first of June to September 2011; months no setting was chosen on check that a gain "
-          "holds out of sample");
+          "the last four firsts of a month with 30 days of data after them (for the shipped file, "
+          "June to September 2011); months no setting was chosen on check that a gain holds out "
+          "of sample");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("crm-reco-eval: offline quality of the recommendation models");
@@ -41,9 +44,11 @@ int main(int argc, char** argv) {
     s.customers = absl::GetFlag(FLAGS_synthetic_customers);
     std::cout << crm::eval::Evaluate(crm::eval::Synthetic(s), options).Markdown() << std::endl;
   }
-  constexpr char kAttribution[] =
-      "\nOnline Retail data: UCI Machine Learning Repository (id 352), Chen, Sain & Guo (2012), CC "
-      "BY 4.0.\n";
+  const std::string attribution =
+      absl::GetFlag(FLAGS_online_retail) == kShippedData
+          ? "\nOnline Retail data: UCI Machine Learning Repository (id 352), Chen, Sain & Guo "
+            "(2012), CC BY 4.0.\n"
+          : "";
   const bool rolling = which == "rolling" || which == "both";
   const bool one_split = which == "online-retail" || which == "both";
   if (!rolling && !one_split) return 0;
@@ -56,7 +61,7 @@ int main(int argc, char** argv) {
   }
   if (rolling) {
     crm::eval::RollingOptions rolling_options;
-    rolling_options.cutoffs = crm::eval::OnlineRetailCutoffs();
+    rolling_options.cutoffs = crm::eval::MonthlyCutoffs(*data, 4, rolling_options.horizon);
     if (const auto asked = absl::GetFlag(FLAGS_cutoffs); !asked.empty()) {
       rolling_options.cutoffs.clear();
       for (const std::string& day : asked) {
@@ -71,14 +76,14 @@ int main(int argc, char** argv) {
     rolling_options.max_customers = options.max_customers;
     try {
       std::cout << crm::eval::EvaluateRollingOrigin(*data, rolling_options).Markdown()
-                << kAttribution << std::endl;
+                << attribution << std::endl;
     } catch (const std::invalid_argument& e) {
       std::cerr << "--cutoffs: " << e.what() << std::endl;
       return 2;
     }
   }
   if (one_split) {
-    std::cout << crm::eval::Evaluate(*data, options).Markdown() << kAttribution << std::endl;
+    std::cout << crm::eval::Evaluate(*data, options).Markdown() << attribution << std::endl;
   }
   return 0;
 }

@@ -50,7 +50,7 @@ TEST_CASE(
   CHECK(data.orders.size() > 2000);
   CHECK_FALSE(data.returns.empty());
   RollingOptions options;
-  options.cutoffs = OnlineRetailCutoffs();
+  options.cutoffs = MonthlyCutoffs(data, 4, options.horizon);
   const RollingReport report = EvaluateRollingOrigin(data, options);
   std::cout << report.Markdown() << std::endl;
   REQUIRE(report.rows.size() == 4);
@@ -94,7 +94,7 @@ TEST_CASE(
     "ended") {
   const Dataset data = OnlineRetailSample();
   RollingOptions options;
-  options.cutoffs = OnlineRetailCutoffs();
+  options.cutoffs = MonthlyCutoffs(data, 4, options.horizon);
   // Two fresh services: new customer and order ids, deliveries batched as they happen to come.
   const RollingReport first = EvaluateRollingOrigin(data, options);
   const RollingReport second = EvaluateRollingOrigin(data, options);
