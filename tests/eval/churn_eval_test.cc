@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <string>
 #include <vector>
 
 #include "absl/random/random.h"
@@ -142,11 +144,11 @@ TEST_CASE(
     "cut-offs of both evaluations come from its own dates") {
   // One customer orders on the 15th of each month from March 2019, the last order on 10 February
   // 2020; another once, in April 2019.
-  char path[] = "/tmp/crm-other-shop-XXXXXX";
-  const int fd = mkstemp(path);
+  std::string path = std::filesystem::temp_directory_path() / "crm-other-shop-XXXXXX";
+  const int fd = mkstemp(path.data());
   REQUIRE(fd >= 0);
   close(fd);
-  gzFile f = gzopen(path, "wb");
+  gzFile f = gzopen(path.c_str(), "wb");
   REQUIRE(f != nullptr);
   gzputs(f, "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n");
   int invoice = 100000;
@@ -159,7 +161,7 @@ TEST_CASE(
   gzprintf(f, "%d,21001,TEA CUP,3,2020-02-10 16:30:00,1.50,12345.0,Norway\n", ++invoice);
   gzclose(f);
   auto data = eval::OnlineRetail(path, 100);
-  std::remove(path);
+  std::remove(path.c_str());
   INFO(data.status().ToString());
   REQUIRE(data.ok());
   CHECK(data->orders.size() == 13);
