@@ -498,8 +498,9 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationService::RebuildAllNe
   auto rebuilt = store_->RebuildNeighbours();
   if (!rebuilt.ok()) {
     metrics_.rebuild_failures.Add({{"trigger", std::string(trigger)}}).Increment();
-    // The store noted the pairs again; with nothing learned after it, only this retry would
-    // bring them into the lists.
+    // The store put back what it had noted, so the batch refreshes fold it meanwhile; lists that
+    // depend on the history alone need a rebuild, which with nothing more learned only this retry
+    // would ask for.
     const std::optional<absl::Time> retry = early_rebuild_.Failed(absl::Now());
     if (retry.has_value() && rebuild_task_ != nullptr) rebuild_task_->RunAt(*retry);
     log::Warning("neighbour rebuild failed",

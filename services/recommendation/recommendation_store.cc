@@ -578,7 +578,8 @@ absl::StatusOr<RecommendationStore::Rebuilt> RecommendationStore::RebuildNeighbo
   // Every change noted so far is in the counts read below; those committed later are noted again.
   ChangedPairs taken = TakeChangedPairs();
   auto rebuilt = RebuildFromCounts();
-  // Not rebuilt (a store error): the batch refreshes keep folding what was noted meanwhile.
+  // Not rebuilt (a store error): what was noted goes back, for the batch refreshes to fold until a
+  // rebuild succeeds.
   if (!rebuilt.ok()) NoteAgain(std::move(taken));
   return rebuilt;
 }

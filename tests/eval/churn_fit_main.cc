@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   crm::eval::ChurnEvalOptions protocol = crm::eval::ChurnProtocolFor(*data);
   if (protocol.cutoffs.empty() ||
       crm::eval::TrainingCutoffs(*data, protocol, protocol.cutoffs.front()).empty()) {
-    std::cerr << data->name << ": too short to fit and score churn (it takes a month of history, "
+    std::cerr << absl::GetFlag(FLAGS_online_retail)
+              << ": too short to fit and score churn (it takes a month of history, "
               << "then 90 days to fit on before the first scored cut-off and 90 after it)"
               << std::endl;
     return 1;

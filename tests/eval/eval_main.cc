@@ -62,6 +62,13 @@ int main(int argc, char** argv) {
   if (rolling) {
     crm::eval::RollingOptions rolling_options;
     rolling_options.cutoffs = crm::eval::MonthlyCutoffs(*data, 4, rolling_options.horizon);
+    if (rolling_options.cutoffs.empty() && absl::GetFlag(FLAGS_cutoffs).empty()) {
+      std::cerr << absl::GetFlag(FLAGS_online_retail)
+                << ": too short for a rolling evaluation (it takes the first of a month with "
+                   "history before it and 30 days of data after it)"
+                << std::endl;
+      return 2;
+    }
     if (const auto asked = absl::GetFlag(FLAGS_cutoffs); !asked.empty()) {
       rolling_options.cutoffs.clear();
       for (const std::string& day : asked) {
