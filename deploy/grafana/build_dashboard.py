@@ -417,6 +417,15 @@ def build():
          (f'sum by (reason) (increase(crm_recommendations_withheld_total{{{F}}}[1h]))', "withheld {{reason}}"),
          (f'sum by (kind) (increase(crm_recommendation_learned_total{{{F}}}[1h]))', "learned {{kind}}")]), 8, 8)
     L.add(timeseries(
+        "Recommendations: neighbour rebuilds (per hour)",
+        "Every item's neighbour list rebuilt from the pair counts, by trigger: changes (by itself, after an import "
+        "or once learning was idle for a minute), request (RebuildItemNeighbours); and rebuilds that failed, each "
+        "retried by itself (CrmNeighbourRebuildsFailing opens a ticket at 3 in 30 minutes).",
+        [(f'sum by (trigger) (increase(crm_recommendation_neighbour_rebuilds_total{{{F}}}[1h]))',
+          "rebuilt {{trigger}}"),
+         (f'sum by (trigger) (increase(crm_recommendation_neighbour_rebuild_failures_total{{{F}}}[1h]))',
+          "failed {{trigger}}")]), 8, 8)
+    L.add(timeseries(
         "Order tracking: carrier events and watchers", "",
         [(f'sum by (outcome) (rate(crm_tracking_events_total{{{F}}}[{ri}]))', "tracking {{outcome}}/s"),
          (f'sum(crm_order_watchers{{{F}}})', "live watchers")]), 8, 8)
