@@ -19,8 +19,10 @@
 #include "crm/v1/recommendation.grpc.pb.h"
 #include "libs/api/validate.h"
 #include "libs/store/key.h"
+#include "libs/store/store.h"
 #include "services/recommendation/models.h"
 #include "services/recommendation/recommendation_component.h"
+#include "services/recommendation/recommendation_store.h"
 #include "tests/support/caller.h"
 #include "tests/support/http.h"
 #include "tests/support/metric_value.h"
@@ -1282,22 +1284,47 @@ int64_t FreeBytesAt(const std::string& path) {
   return static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
 }
 
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+// A full disk for a store on the temporary volume, without filling it: the store's disk reserve is
+// set 1 GiB under what the volume has free, and Fill() allocates a 3 GiB file beside it, taking the
+// volume 2 GiB under the reserve; Free() removes the file. The margins absorb what other tests
+// write meanwhile. usable() is false (the case is skipped) when the volume has under 5 GiB free.
+class FullDisk {
+ public:
+  FullDisk() : free_bytes_(FreeBytesAt(volume_.path())) {}
+  bool usable() const {
+    if (free_bytes_ >= 5 * kGiB) return true;
+    WARN("skipped: the temporary volume has under 5 GiB free");
+    return false;
+  }
+  uint64_t reserve_bytes() const { return static_cast<uint64_t>(free_bytes_ - kGiB); }
+  bool Fill() const {
+    const int fd = open(filler().c_str(), O_CREAT | O_WRONLY, 0600);
+    const bool allocated = fd >= 0 && fallocate(fd, 0, 0, 3 * kGiB) == 0;
+    if (fd >= 0) close(fd);
+    if (!allocated) WARN("skipped: the temporary volume cannot allocate a file without writing it");
+    return allocated;
+  }
+  void Free() const { std::filesystem::remove(filler()); }
+  // Whether `dir` is on the same volume.
+  bool Holds(const std::string& dir) const {
+    return std::abs(FreeBytesAt(dir) - free_bytes_) < kGiB / 2;
+  }
+
+ private:
+  std::string filler() const { return volume_.Sub("filler"); }
+  testing::TempDir volume_;
+  int64_t free_bytes_;
+};
+
 TEST_CASE(
     "neighbour lists: a rebuild refused by a full disk is rebuilt by itself once space returns, "
     "with nothing more learned") {
-  // The disk reserve is set 1 GiB under what the temporary volume has free, so that a 3 GiB
-  // filler file takes the volume 2 GiB under it, as a full disk would, and removing the file gives
-  // the space back. The margins absorb what other tests write meanwhile.
-  testing::TempDir volume;
-  const std::string filler = volume.Sub("filler");
-  constexpr int64_t kGiB = int64_t{1} << 30;
-  const int64_t free_bytes = FreeBytesAt(volume.path());
-  if (free_bytes < 5 * kGiB) {
-    WARN("skipped: the temporary volume has under 5 GiB free");
-    return;
-  }
-  World w(false, "none", 0, 0, static_cast<uint64_t>(free_bytes - kGiB));
-  REQUIRE(std::abs(FreeBytesAt(w.reco.data_dir()) - free_bytes) < kGiB / 2);  // the same volume
+  FullDisk disk;
+  if (!disk.usable()) return;
+  World w(false, "none", 0, 0, disk.reserve_bytes());
+  REQUIRE(disk.Holds(w.reco.data_dir()));
   const std::set<std::string> best = HubWithStaleList(w);
   const auto counted = [&](const char* metric) {
     return testing::MetricValue(w.reco.metrics().registry(), metric, {{"trigger", "changes"}});
@@ -1305,28 +1332,72 @@ TEST_CASE(
   const auto pending = [&] { return w.reco.component().service().neighbour_rebuild_pending(); };
   // Learned and folded into the lists; the rebuild waits for 2 s of quiet.
   REQUIRE(testing::WaitUntil(pending, absl::Seconds(5)));
-  {
-    const int fd = open(filler.c_str(), O_CREAT | O_WRONLY, 0600);
-    REQUIRE(fd >= 0);
-    const bool allocated = fallocate(fd, 0, 0, 3 * kGiB) == 0;
-    close(fd);
-    if (!allocated) {
-      WARN("skipped: the temporary volume cannot allocate a file without writing it");
-      return;
-    }
-  }
+  if (!disk.Fill()) return;
   REQUIRE(counted("crm_recommendation_neighbour_rebuilds_total") == 0);
   REQUIRE(testing::WaitUntil(
       [&] { return counted("crm_recommendation_neighbour_rebuild_failures_total") >= 1; },
       absl::Seconds(30)));
   CHECK(pending());                               // what it was to cover is still to be rebuilt
   CHECK(RelatedSkus(w, "hub").count("p1") == 1);  // reads go on; the list kept batch by batch
-  std::filesystem::remove(filler);
+  disk.Free();
   // The retry 10 s after the failure rebuilds, with nothing more learned.
   CHECK(testing::WaitUntil(
       [&] { return counted("crm_recommendation_neighbour_rebuilds_total") == 1 && !pending(); },
       absl::Seconds(60)));
   CHECK(RelatedSkus(w, "hub") == best);
+}
+
+TEST_CASE(
+    "neighbour lists: pairs learned before a refresh or rebuild that the disk refused are folded "
+    "by "
+    "the next one") {
+  // The store itself, so that the disk fills between learning and folding, which through the
+  // service happen in one delivery.
+  FullDisk disk;
+  if (!disk.usable()) return;
+  testing::TempDir dir;
+  store::StoreOptions options;
+  options.path = dir.Sub("data");
+  options.merge_operators = RecommendationStore::MergeOperators();
+  options.disk_reserve_bytes = disk.reserve_bytes();
+  auto opened = store::Store::Open(options, RecommendationStore::ColumnFamilies());
+  REQUIRE(opened.ok());
+  REQUIRE(disk.Holds(options.path));
+  RecommendationStore store(opened->get(), nullptr);
+  const absl::Time now = absl::Now();
+  v1::OrderDelivered order;
+  order.set_order_id("o1");
+  for (const char* sku : {"kettle", "teapot"}) {
+    auto* item = order.add_items();
+    item->set_item_id(sku);
+    item->set_sku(sku);
+    item->set_quantity(1);
+  }
+  REQUIRE((*opened)
+              ->Transact(store::Durability::kSynced,
+                         [&](store::Transaction& txn) {
+                           return store.LearnDelivery(txn, "c1", order, now);
+                         })
+              .ok());
+  if (!disk.Fill()) return;
+  absl::SleepFor(absl::Milliseconds(250));  // the store reads the free space at most every 100 ms
+  CHECK(absl::IsResourceExhausted(store.RefreshNeighbours().status()));
+  CHECK(absl::IsResourceExhausted(store.RebuildNeighbours().status()));
+  disk.Free();
+  // Both put the pair back: the first refresh the disk allows (once the store sees the space, each
+  // refused one putting it back again) folds it.
+  absl::StatusOr<int64_t> folded;
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        folded = store.RefreshNeighbours();
+        return folded.ok();
+      },
+      absl::Seconds(5)));
+  CHECK(*folded == 1);
+  const auto list = store.NeighboursOf("teapot");
+  REQUIRE(list.ok());
+  REQUIRE(list->items_size() == 1);
+  CHECK(list->items(0).sku() == "kettle");
 }
 
 TEST_CASE("feedback: impressions and clicks per model as metrics, a retry counted once") {
