@@ -4,6 +4,7 @@
 // known, the file customer-profile ships (services/customer_profile/churn-model.textproto) or reads
 // with --churn_model_file. Figures, never a pass or fail.
 //   crm-churn-fit [--online_retail=<csv.gz>] [--write_model=<path>]
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -35,6 +36,9 @@ int main(int argc, char** argv) {
     std::cerr << data.status() << std::endl;
     return 1;
   }
+  // Another shop's export is named by its file in the table.
+  if (!shipped_data)
+    data->name = std::filesystem::path(absl::GetFlag(FLAGS_online_retail)).filename();
   crm::eval::ChurnEvalOptions protocol = crm::eval::ChurnProtocolFor(*data);
   if (protocol.cutoffs.empty() ||
       crm::eval::TrainingCutoffs(*data, protocol, protocol.cutoffs.front()).empty()) {

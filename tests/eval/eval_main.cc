@@ -5,6 +5,7 @@
 // or fail.
 //   crm-reco-eval [--dataset=synthetic|online-retail|rolling|both] [--sample_percent=100]
 //   [--max_customers=0] [--cutoffs=2011-03-01,2011-04-01]
+#include <filesystem>
 #include <iostream>
 #include <stdexcept>
 
@@ -53,11 +54,15 @@ int main(int argc, char** argv) {
   const bool one_split = which == "online-retail" || which == "both";
   if (!rolling && !one_split) return 0;
   // Loaded once for both tables: neither changes it.
-  const auto data = crm::eval::OnlineRetail(absl::GetFlag(FLAGS_online_retail),
-                                            absl::GetFlag(FLAGS_sample_percent));
+  auto data = crm::eval::OnlineRetail(absl::GetFlag(FLAGS_online_retail),
+                                      absl::GetFlag(FLAGS_sample_percent));
   if (!data.ok()) {
     std::cerr << data.status() << std::endl;
     return 1;
+  }
+  // Another shop's export is named by its file in the tables.
+  if (absl::GetFlag(FLAGS_online_retail) != kShippedData) {
+    data->name = std::filesystem::path(absl::GetFlag(FLAGS_online_retail)).filename();
   }
   if (rolling) {
     crm::eval::RollingOptions rolling_options;
