@@ -13,6 +13,8 @@
 #include "absl/strings/str_join.h"
 #include "crm/v1/events.pb.h"
 #include "crm/v1/recommendation.grpc.pb.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "libs/api/validate.h"
 #include "tests/load/bench.h"
 #include "tests/support/caller.h"
@@ -103,42 +105,26 @@ std::string LearningBatch(const Shop& shop, absl::BitGen& gen) {
   return req.SerializeAsString();
 }
 
-constexpr char kRebuiltLine[] = "neighbour lists rebuilt";
-
-size_t Occurrences(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
-
 // The service rebuilds its neighbour lists by itself once learning goes quiet (2 s after the last
-// delivery; a minute for a last burst smaller than a tenth of its pairs): waits for the rebuild
-// after `before` earlier ones, so the calls timed next do not share the cores with it, and says
-// how long it took (its log line).
-std::string AwaitOwnRebuild(testing::Process& reco, size_t before) {
+// delivery; a minute for a last burst smaller than a tenth of its pairs): waits for the first
+// rebuild it logs after its first `mark` lines, so the calls timed next do not share the cores with
+// it, and says how long it took (its log line's fields).
+std::string AwaitOwnRebuild(testing::Process& reco, size_t mark) {
   const absl::Time started = absl::Now();
-  while (Occurrences(reco.output(), kRebuiltLine) <= before) {
-    if (absl::Now() - started > absl::Seconds(90)) {
-      return "recommendation: no neighbour rebuild of its own within 90 s of learning";
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  const std::string out = reco.output();
-  const size_t line = out.rfind(kRebuiltLine);
-  const std::string entry = out.substr(line, out.find('\n', line) - line);
-  // A field of the JSON log line, as written ("items":2000 gives 2000).
-  const auto field = [&entry](const std::string& name) {
-    const std::string key = absl::StrCat("\"", name, "\":");
-    const size_t at = entry.find(key);
-    if (at == std::string::npos) return std::string("?");
-    const size_t from = at + key.size();
-    return entry.substr(from, entry.find_first_of(",}", from) - from);
+  const absl::StatusOr<std::string> line =
+      reco.WaitForLogAfter(mark, "\"message\":\"neighbour lists rebuilt\"", absl::Seconds(90));
+  if (!line.ok()) return "recommendation: no neighbour rebuild of its own within 90 s of learning";
+  google::protobuf::Struct entry;
+  (void)google::protobuf::util::JsonStringToMessage(*line, &entry);
+  const auto number = [&entry](const char* name) {
+    const auto it = entry.fields().find(name);
+    return it == entry.fields().end() ? 0.0 : it->second.number_value();
   };
   return absl::StrFormat(
-      "recommendation: rebuilt its neighbour lists by itself %.1f s after learning ended (%s "
-      "items, %s item pairs, in %s s)",
-      absl::ToDoubleSeconds(absl::Now() - started), field("items"), field("pairs"),
-      field("seconds"));
+      "recommendation: rebuilt its neighbour lists by itself %.1f s after learning ended (%.0f "
+      "items, %.0f item pairs, in %g s)",
+      absl::ToDoubleSeconds(absl::Now() - started), number("items"), number("pairs"),
+      number("seconds"));
 }
 
 }  // namespace
@@ -201,9 +187,9 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
       {{"DeliverEvents", "/crm.v1.EventSink/DeliverEvents",
         [shop](uint64_t, absl::BitGen& gen) { return LearningBatch(shop, gen); }}}};
   const Measurement learned = Measure(MakeChannels(target, 4), learning, learn, reco.pid());
-  // Counted once learning ended: a long learning run may see rebuilds of its own (5 minutes into a
+  // Marked once learning ended: a long learning run may see rebuilds of its own (5 minutes into a
   // burst), and the one to wait for comes after it goes quiet.
-  const size_t rebuilt_while_learning = Occurrences(reco.output(), kRebuiltLine);
+  const size_t logged_while_learning = reco.log_lines();
   report.Add(learned);
   const double seconds = absl::ToDoubleSeconds(learned.result.measured);
   report.Note(absl::StrFormat(
@@ -214,7 +200,7 @@ void RunRecommendationSuite(const BenchOptions& options, Report& report) {
       static_cast<unsigned long long>(learned.result.ok * kEventsPerCall), shop.customers,
       shop.items, seconds, learned.result.ok * kEventsPerCall / seconds,
       g_interactions.load() / seconds));
-  report.Note(AwaitOwnRebuild(reco, rebuilt_while_learning));
+  report.Note(AwaitOwnRebuild(reco, logged_while_learning));
 
   // Recommend for a customer `pick` chooses (`as_traffic`: as the traffic comes, a fifth heavy
   // buyers).

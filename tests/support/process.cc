@@ -226,13 +226,23 @@ void Process::ReadLoop(int fd) {
 }
 
 absl::Status Process::WaitForLog(const std::string& needle, absl::Duration timeout) {
+  return WaitForLogAfter(0, needle, timeout).status();
+}
+
+size_t Process::log_lines() const {
+  absl::MutexLock lock(&mu_);
+  return lines_.size();
+}
+
+absl::StatusOr<std::string> Process::WaitForLogAfter(size_t after, const std::string& needle,
+                                                     absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  size_t checked = 0;
+  size_t checked = after;
   while (absl::Now() < deadline) {
     {
       absl::MutexLock lock(&mu_);
       for (; checked < lines_.size(); ++checked) {
-        if (lines_[checked].find(needle) != std::string::npos) return absl::OkStatus();
+        if (lines_[checked].find(needle) != std::string::npos) return lines_[checked];
       }
     }
     int status;

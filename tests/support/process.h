@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
@@ -49,6 +50,11 @@ class Process {
   absl::Status WaitServing(absl::Duration timeout = absl::Seconds(60));
   // Waits until some log line contains `needle`.
   absl::Status WaitForLog(const std::string& needle, absl::Duration timeout);
+  // How many lines the process has logged so far: a mark for WaitForLogAfter.
+  size_t log_lines() const;
+  // Waits for a line logged after the first `after` lines that contains `needle`, and returns it.
+  absl::StatusOr<std::string> WaitForLogAfter(size_t after, const std::string& needle,
+                                              absl::Duration timeout);
   // Waits for the process to exit by itself; returns the exit code (or -signal), -1000 on timeout.
   int Wait(absl::Duration timeout = absl::Seconds(30));
   // SIGTERM, then wait for exit; returns the exit code (or -signal).
