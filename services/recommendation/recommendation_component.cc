@@ -17,8 +17,9 @@ ABSL_FLAG(bool, customers_alike, true,
           "call takes up to about twice the CPU; the index it reads is kept either way)");
 
 ABSL_FLAG(bool, items_named_alike, true,
-          "blend into home, e-mail and push the items named like what the customer bought; the "
-          "index of catalog names it reads is kept in memory (about 210 bytes an item)");
+          "blend into home, e-mail and push the items named like what the customer bought, and "
+          "into a product page those named like its item; the index of catalog names it reads is "
+          "kept in memory (about 210 bytes an item)");
 
 ABSL_FLAG(bool, neighbour_rebuilds, true,
           "rebuild every item's neighbour list from the pair counts once a tenth of the item pairs "
