@@ -97,6 +97,8 @@ class CustomerProfileService final : public v1::CustomerProfileService::Callback
   // Segments, churn and retention (insights_handlers.cc).
   Reactor* GetCustomerInsights(Ctx*, const v1::GetCustomerInsightsRequest*,
                                v1::CustomerInsights*) override;
+  Reactor* GetCustomerViewSections(Ctx*, const v1::GetCustomerViewSectionsRequest*,
+                                   v1::CustomerViewSections*) override;
   Reactor* ListAtRiskCustomers(Ctx*, const v1::ListAtRiskCustomersRequest*,
                                v1::ListAtRiskCustomersResponse*) override;
   Reactor* RecordRetentionAction(Ctx*, const v1::RecordRetentionActionRequest*,

@@ -158,6 +158,30 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerInsights(
   return Finish(ctx, insights.status());
 }
 
+grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerViewSections(
+    Ctx* ctx, const v1::GetCustomerViewSectionsRequest* req, v1::CustomerViewSections* resp) {
+  if (auto s = api::RequiredId("customer_id", req->customer_id()); !s.ok()) return Finish(ctx, s);
+  auto caller = rpc::CallerOf(*ctx);
+  if (!caller.ok()) return Finish(ctx, caller.status());
+  auto profile = store_->Get(req->customer_id());
+  if (!profile.ok()) return Finish(ctx, profile.status());
+  *resp->mutable_profile() = *std::move(profile);
+  // The insights are staff-only, as GetCustomerInsights is.
+  if (!caller->internal && caller->role == v1::ROLE_CUSTOMER) return Finish(ctx, absl::OkStatus());
+  auto insights = AssessNow(req->customer_id(), clock_->Now());
+  if (insights.ok()) {
+    *resp->mutable_insights() = *std::move(insights);
+  } else if (!absl::IsNotFound(insights.status())) {
+    // The view shows the profile and says why the insights are missing, as it does for a section
+    // whose own call failed.
+    v1::UnavailableSection* missing = resp->add_unavailable();
+    missing->set_section("insights");
+    missing->set_code(absl::StatusCodeToString(insights.status().code()));
+    missing->set_reason(std::string(insights.status().message()));
+  }
+  return Finish(ctx, absl::OkStatus());
+}
+
 grpc::ServerUnaryReactor* CustomerProfileService::ListAtRiskCustomers(
     Ctx* ctx, const v1::ListAtRiskCustomersRequest* req, v1::ListAtRiskCustomersResponse* resp) {
   auto page = AtRiskPageOf(*req);

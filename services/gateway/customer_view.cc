@@ -54,7 +54,8 @@ void Summarise(v1::ListTicketsResponse tickets, absl::Time now, v1::ComplaintSum
 // copied into it as bytes, never parsed: the view's field holds the very message the service
 // answered.
 enum class Placement {
-  kWhole,            // the answer is the view's field (profile, purchases, membership, insights)
+  kWhole,            // the answer is the view's field (purchases, membership)
+  kViewSections,     // the answer is part of the view, under its field numbers (profile, insights)
   kRecommendations,  // the answer's `recommendations` become the view's
   kComplaints,       // the customer's tickets, summarised (parsed: sorted and filtered)
 };
@@ -62,6 +63,8 @@ enum class Placement {
 // One section: the backend method that fills it, its request, and where its answer goes.
 struct Section {
   const char* name;
+  // The other section the same call fills, if any (the insights, for staff): unavailable with it.
+  const char* also;
   const char* path;
   int view_field;  // its field number in crm.v1.CustomerView
   Placement placement;
@@ -117,6 +120,21 @@ grpc::Status Place(Section& s, absl::Time now, v1::CustomerView& view, std::stri
     case Placement::kWhole:
       AppendMessageField(s.view_field, s.answer, sections);
       return grpc::Status::OK;
+    case Placement::kViewSections: {
+      // Only the fields the service promised, and all or nothing.
+      std::string copied;
+      bool whole = true;
+      for (int field : {v1::CustomerViewSections::kProfileFieldNumber,
+                        v1::CustomerViewSections::kInsightsFieldNumber,
+                        v1::CustomerViewSections::kUnavailableFieldNumber}) {
+        whole = whole && CopyMessageFields(s.answer, field, field, &copied);
+      }
+      if (whole) {
+        sections->append(copied);
+        return grpc::Status::OK;
+      }
+      break;
+    }
     case Placement::kRecommendations: {
       // All or nothing: an answer that breaks off halfway adds no recommendation.
       std::string copied;
@@ -153,10 +171,13 @@ void Assemble(Gathering& g) {
     if (s.status.ok()) s.status = Place(s, now, view, &sections);
     // A customer without tickets or membership activity is an empty section, not a missing one.
     if (!s.status.ok() && s.status.error_code() != grpc::StatusCode::NOT_FOUND) {
-      auto* u = view.add_unavailable();
-      u->set_section(s.name);
-      u->set_code(std::string(metrics::CodeName(s.status.error_code())));
-      u->set_reason(s.status.error_message());
+      for (const char* name : {s.name, s.also}) {
+        if (name == nullptr) continue;
+        auto* u = view.add_unavailable();
+        u->set_section(name);
+        u->set_code(std::string(metrics::CodeName(s.status.error_code())));
+        u->set_reason(s.status.error_message());
+      }
     }
   }
   g.done(grpc::Status::OK, FromBytes(view.SerializeAsString() + sections));
@@ -179,14 +200,11 @@ grpc::Status ParseViewRequest(const grpc::ByteBuffer& bytes, v1::GetCustomerView
 
 template <typename Request>
 Section SectionOf(const char* name, const char* path, int view_field, Request request,
-                  Placement placement = Placement::kWhole) {
-  return Section{name,
-                 path,
-                 view_field,
-                 placement,
-                 std::make_unique<Request>(std::move(request)),
-                 std::string(),
-                 grpc::Status::OK};
+                  Placement placement = Placement::kWhole, const char* also = nullptr) {
+  return Section{name,          also,
+                 path,          view_field,
+                 placement,     std::make_unique<Request>(std::move(request)),
+                 std::string(), grpc::Status::OK};
 }
 
 template <typename Request>
@@ -201,8 +219,11 @@ std::vector<Section> ViewSections(const v1::GetCustomerViewRequest& view, bool s
   const std::string& id = view.customer_id();
   using View = v1::CustomerView;
   std::vector<Section> sections;
-  sections.push_back(SectionOf("profile", "/crm.v1.CustomerProfileService/GetCustomer",
-                               View::kProfileFieldNumber, ForCustomer<v1::GetCustomerRequest>(id)));
+  // customer-profile answers the profile and, for staff, the insights in one call.
+  sections.push_back(SectionOf("profile", "/crm.v1.CustomerProfileService/GetCustomerViewSections",
+                               View::kProfileFieldNumber,
+                               ForCustomer<v1::GetCustomerViewSectionsRequest>(id),
+                               Placement::kViewSections, staff ? "insights" : nullptr));
   sections.push_back(SectionOf("purchases", "/crm.v1.OrderTrackingService/GetPurchaseSummary",
                                View::kPurchasesFieldNumber,
                                ForCustomer<v1::GetPurchaseSummaryRequest>(id)));
@@ -214,11 +235,6 @@ std::vector<Section> ViewSections(const v1::GetCustomerViewRequest& view, bool s
   sections.push_back(SectionOf("complaints", "/crm.v1.ComplaintTicketService/ListTickets",
                                View::kComplaintsFieldNumber, std::move(tickets),
                                Placement::kComplaints));
-  if (staff) {
-    sections.push_back(SectionOf("insights", "/crm.v1.CustomerProfileService/GetCustomerInsights",
-                                 View::kInsightsFieldNumber,
-                                 ForCustomer<v1::GetCustomerInsightsRequest>(id)));
-  }
   auto recommend = ForCustomer<v1::RecommendRequest>(id);
   recommend.set_placement(v1::PLACEMENT_HOME);
   recommend.set_count(view.recommendation_count() == 0 ? kDefaultRecommendationsInView

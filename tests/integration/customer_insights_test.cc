@@ -5,9 +5,12 @@
 
 #include "catch2/catch.hpp"
 #include "crm/v1/customer_profile.grpc.pb.h"
+#include "crm/v1/customer_view.pb.h"
 #include "google/protobuf/text_format.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "libs/api/validate.h"
 #include "services/customer_profile/customer_profile_component.h"
+#include "tests/support/caller.h"
 #include "tests/support/metric_value.h"
 #include "tests/support/rpc_call.h"
 #include "tests/support/service_harness.h"
@@ -160,6 +163,51 @@ TEST_CASE(
   RequireError(w.GetInsightsStatus("nobody"), grpc::StatusCode::NOT_FOUND, "customer_id");
   w.Deliver({w.Placed("nobody", "x1", 1'00, t0)});
   RequireError(w.GetInsightsStatus("nobody"), grpc::StatusCode::NOT_FOUND, "customer_id");
+}
+
+// The 360° view's share from customer-profile (GetCustomerViewSections): the profile and, for staff
+// only, the insights, in one call, laid out as the view's own fields.
+TEST_CASE("insights: the view's two sections come in one call, the insights for staff only") {
+  using google::protobuf::util::MessageDifferencer;
+  World w;
+  const std::string c = w.Customer("sections@example.com");
+  w.Buyer(c, 3, 80'00, 20 * kDay, 5 * kDay);
+  const v1::Customer profile =
+      CallOk(w.profiles.get(), &Stub::GetCustomer, ForCustomer<v1::GetCustomerRequest>(c));
+  const v1::CustomerInsights insights = w.Insights(c);
+  auto sections_as = [&](const auth::Caller& caller, const std::string& cid,
+                         v1::CustomerViewSections* out) {
+    auto stub = v1::CustomerProfileService::NewStub(
+        testing::ChannelAs(testing::LoopbackAddress(w.profile.port()), caller));
+    grpc::ClientContext ctx;
+    return stub->GetCustomerViewSections(&ctx, ForCustomer<v1::GetCustomerViewSectionsRequest>(cid),
+                                         out);
+  };
+
+  v1::CustomerViewSections staff;
+  REQUIRE(sections_as(testing::ViaGateway(v1::ROLE_AGENT, "a1"), c, &staff).ok());
+  CHECK(MessageDifferencer::Equals(staff.profile(), profile));
+  CHECK(MessageDifferencer::Equals(staff.insights(), insights));
+  CHECK(staff.unavailable().empty());
+  // The gateway adds the answer to the view as it is: the same bytes are a view with both.
+  v1::CustomerView view;
+  REQUIRE(view.ParseFromString(staff.SerializeAsString()));
+  CHECK(MessageDifferencer::Equals(view.profile(), profile));
+  CHECK(MessageDifferencer::Equals(view.insights(), insights));
+
+  v1::CustomerViewSections own;
+  REQUIRE(sections_as(testing::CustomerCaller(c), c, &own).ok());
+  CHECK(MessageDifferencer::Equals(own.profile(), profile));
+  CHECK_FALSE(own.has_insights());  // segments and churn are staff-only
+  CHECK(own.unavailable().empty());
+
+  // Whose view a customer may ask for is the gateway's check, as for every method (the
+  // authorization matrix).
+  v1::CustomerViewSections none;
+  RequireError(sections_as(testing::ViaGateway(v1::ROLE_AGENT, "a1"), "nobody", &none),
+               grpc::StatusCode::NOT_FOUND, "customer_id");
+  RequireError(sections_as(testing::ViaGateway(v1::ROLE_AGENT, "a1"), "", &none),
+               grpc::StatusCode::INVALID_ARGUMENT, "customer_id");
 }
 
 TEST_CASE("insights: RFM quintiles, key customers and buyer levels over the customer base") {

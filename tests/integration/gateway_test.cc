@@ -411,10 +411,12 @@ TEST_CASE("gateway: authorization matrix over every crm.v1 method and eight call
     if (route.server_streaming) continue;  // WatchOrder: the stream case below
     for (const Caller& caller : callers) {
       INFO(route.path << " as " << caller.name);
-      // The 360° view is the gateway's own: it reaches the services through its sections, profile
-      // first.
-      const std::string reached =
-          route.local ? "/crm.v1.CustomerProfileService/GetCustomer" : route.path;
+      // The 360° view and the export are the gateway's own: they reach the services through their
+      // parts, customer-profile's among them.
+      const std::string reached = !route.local ? route.path
+                                  : route.method_name == "GetCustomerView"
+                                      ? "/crm.v1.CustomerProfileService/GetCustomerViewSections"
+                                      : "/crm.v1.CustomerProfileService/GetCustomer";
       const int before = w.fake.calls(reached);
       const grpc::Status s = w.Call(route.path, RequestFor(route, caller.customer), caller.token);
       grpc::StatusCode expected = grpc::StatusCode::OK;
@@ -1046,6 +1048,10 @@ TEST_CASE(
   o.hanging = "recommendation";
   o.view_section_timeout = absl::Milliseconds(300);
   World w(o);
+  v1::CustomerViewSections share;
+  share.mutable_profile()->set_customer_id("c1");
+  share.mutable_insights()->set_customer_id("c1");
+  w.fake.AnswerWith("/crm.v1.CustomerProfileService/GetCustomerViewSections", share);
   v1::GetCustomerViewRequest req;
   req.set_customer_id("c1");
   // The view's own deadline (2 s here) is far above the section timeout: it must come back OK, not
@@ -1073,28 +1079,73 @@ TEST_CASE(
   CHECK(unavailable["membership"] == "UNAVAILABLE");
   CHECK(unavailable["recommendations"] == "DEADLINE_EXCEEDED");
   CHECK(view.customer_id() == "c1");
-  CHECK(view.has_profile());
+  CHECK(view.profile().customer_id() == "c1");
   CHECK(view.has_purchases());
-  CHECK(view.has_insights());  // staff see segments and churn
-  // Every section was asked, each once, with the caller's identity.
-  for (const char* path : {"/crm.v1.CustomerProfileService/GetCustomer",
+  CHECK(view.insights().customer_id() == "c1");  // as customer-profile answered them for staff
+  // Every section was asked, each once, with the caller's identity; customer-profile once for both
+  // of its sections.
+  for (const char* path : {"/crm.v1.CustomerProfileService/GetCustomerViewSections",
                            "/crm.v1.OrderTrackingService/GetPurchaseSummary",
-                           "/crm.v1.ComplaintTicketService/ListTickets",
-                           "/crm.v1.CustomerProfileService/GetCustomerInsights"}) {
+                           "/crm.v1.ComplaintTicketService/ListTickets"}) {
     CHECK(w.fake.calls(path) == 1);
   }
+  CHECK(w.fake.calls("/crm.v1.CustomerProfileService/GetCustomer") == 0);
+  CHECK(w.fake.calls("/crm.v1.CustomerProfileService/GetCustomerInsights") == 0);
   CHECK(w.hanging.calls("/crm.v1.RecommendationService/Recommend") == 1);
   CHECK(w.fake.last_caller() == "agent:agent-7");
 
-  // A customer reading their own view does not get the staff-only insights section.
   const std::string self = Token("customer", "c1");
   CHECK(w.Call("/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(), self).ok());
-  CHECK(w.fake.calls("/crm.v1.CustomerProfileService/GetCustomerInsights") == 1);
   req.set_recommendation_count(51);
   const grpc::Status bad =
       w.Call("/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(), self);
   CHECK(bad.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
   CHECK(absl::StrContains(bad.error_message(), "recommendation_count"));
+}
+
+// customer-profile answers two sections in one call: when that call fails, staff see both listed
+// as unavailable, a customer only the profile (the insights are not theirs to see).
+TEST_CASE(
+    "gateway: the 360-degree view lists both of customer-profile's sections when its call fails") {
+  World w;
+  const std::string path = "/crm.v1.CustomerProfileService/GetCustomerViewSections";
+  v1::GetCustomerViewRequest req;
+  req.set_customer_id("c1");
+  auto unavailable_for = [&](const std::string& token) {
+    const testing::RawReply reply =
+        testing::RawUnaryCall(w.channel, "/crm.v1.CustomerViewService/GetCustomerView",
+                              req.SerializeAsString(), {{"authorization", "Bearer " + token}});
+    INFO(reply.status.error_message());
+    REQUIRE(reply.status.ok());
+    v1::CustomerView view;
+    REQUIRE(view.ParseFromString(reply.body));
+    CHECK_FALSE(view.has_profile());
+    CHECK_FALSE(view.has_insights());
+    std::map<std::string, std::string> out;
+    for (const auto& u : view.unavailable()) out[u.section()] = u.code();
+    return out;
+  };
+  w.fake.AnswerWith(path, v1::CustomerViewSections(),
+                    grpc::Status(grpc::StatusCode::UNAVAILABLE, "store closing"));
+  CHECK(
+      unavailable_for(Token("agent", "a1")) ==
+      std::map<std::string, std::string>{{"insights", "UNAVAILABLE"}, {"profile", "UNAVAILABLE"}});
+  CHECK(unavailable_for(Token("customer", "c1")) ==
+        std::map<std::string, std::string>{{"profile", "UNAVAILABLE"}});
+  // Only the fields customer-profile fills are taken from its answer: another of the view's (here
+  // the purchases') is not passed on, whatever the service sends.
+  v1::CustomerView stray;
+  stray.mutable_profile()->set_customer_id("c1");
+  stray.mutable_purchases()->set_customer_id("c2");
+  w.fake.AnswerWith(path, stray);
+  const testing::RawReply reply = testing::RawUnaryCall(
+      w.channel, "/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(),
+      {{"authorization", "Bearer " + Token("agent", "a1")}});
+  REQUIRE(reply.status.ok());
+  v1::CustomerView view;
+  REQUIRE(view.ParseFromString(reply.body));
+  CHECK(view.profile().customer_id() == "c1");
+  CHECK(view.purchases().customer_id().empty());  // order-tracking's (the fake's empty) answer
 }
 
 // A front door on free loopback ports, all three (gRPC, HTTP, HTTPS), with two loops: each port is

@@ -175,13 +175,12 @@ std::vector<SectionCall> ViewSectionCalls() {
   recommend.set_placement(v1::PLACEMENT_HOME);
   recommend.set_count(5);
   return {
-      {"profile", "/crm.v1.CustomerProfileService/GetCustomer", of(v1::GetCustomerRequest())},
+      {"profile and insights", "/crm.v1.CustomerProfileService/GetCustomerViewSections",
+       of(v1::GetCustomerViewSectionsRequest())},
       {"purchases", "/crm.v1.OrderTrackingService/GetPurchaseSummary",
        of(v1::GetPurchaseSummaryRequest())},
       {"membership", "/crm.v1.LoyaltyService/GetMembership", of(v1::GetMembershipRequest())},
       {"complaints", "/crm.v1.ComplaintTicketService/ListTickets", of(tickets)},
-      {"insights", "/crm.v1.CustomerProfileService/GetCustomerInsights",
-       of(v1::GetCustomerInsightsRequest())},
       {"recommendations", "/crm.v1.RecommendationService/Recommend", of(recommend)},
   };
 }
