@@ -288,6 +288,31 @@ absl::Status OpenError(const std::string& path, const rocksdb::Status& s) {
                                                   s.IsCorruption() ? kDamaged : ""));
 }
 
+// TransactionDB::Open, less the memtable history its PrepareWrap adds: it turns a history of 0 into
+// max_write_buffer_number x write_buffer_size per family, and any history, even 1 byte, keeps each
+// family's last flushed memtable until its next write. That history exists to validate
+// transactions that take snapshots; ours lock with GetForUpdate and take none (at 1M customers it
+// was 108 MiB of pinned cache; CI saw 1.4 MiB over a 4 MiB budget from the last memtable alone).
+// On failure `handles` is empty.
+rocksdb::Status OpenWithoutHistory(rocksdb::DBOptions db_options,
+                                   const rocksdb::TransactionDBOptions& txn_options,
+                                   const std::string& path,
+                                   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors,
+                                   std::vector<rocksdb::ColumnFamilyHandle*>* handles,
+                                   rocksdb::TransactionDB** db) {
+  std::vector<size_t> compaction_enabled;
+  rocksdb::TransactionDB::PrepareWrap(&db_options, &descriptors, &compaction_enabled);
+  for (auto& d : descriptors) d.options.max_write_buffer_size_to_maintain = 0;
+  rocksdb::DB* base = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, path, descriptors, handles, &base);
+  if (!s.ok()) return s;
+  // WrapDB enables the compactions PrepareWrap held back during recovery. On failure `base` and its
+  // handles are its to delete (it may or may not have), so neither is touched again.
+  s = rocksdb::TransactionDB::WrapDB(base, txn_options, compaction_enabled, *handles, db);
+  if (!s.ok()) handles->clear();
+  return s;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(
@@ -318,27 +343,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(
     }
   }
 
-  // TransactionDB::Open, less the memtable history its PrepareWrap adds: it turns a history of 0
-  // into max_write_buffer_number x write_buffer_size per family, and any history, even 1 byte,
-  // keeps each family's last flushed memtable until its next write. That history exists to validate
-  // transactions that take snapshots; ours lock with GetForUpdate and take none (at 1M customers it
-  // was 108 MiB of pinned cache; CI saw 1.4 MiB over a 4 MiB budget from the last memtable alone).
-  rocksdb::DBOptions db_options = DbOptionsFor(options, store->cache_);
-  std::vector<size_t> compaction_enabled;
-  rocksdb::TransactionDB::PrepareWrap(&db_options, &descriptors, &compaction_enabled);
-  for (auto& d : descriptors) d.options.max_write_buffer_size_to_maintain = 0;
-  rocksdb::DB* base = nullptr;
-  rocksdb::Status s =
-      rocksdb::DB::Open(db_options, options.path, descriptors, &store->handles_, &base);
-  if (!s.ok()) return OpenError(options.path, s);
   rocksdb::TransactionDB* db = nullptr;
-  // WrapDB enables the compactions PrepareWrap held back during recovery. On failure `base` and its
-  // handles are its to delete (it may or may not have), so neither is touched again.
-  s = rocksdb::TransactionDB::WrapDB(base, txn_options, compaction_enabled, store->handles_, &db);
-  if (!s.ok()) {
-    store->handles_.clear();
-    return OpenError(options.path, s);
-  }
+  rocksdb::Status s = OpenWithoutHistory(DbOptionsFor(options, store->cache_), txn_options,
+                                         options.path, descriptors, &store->handles_, &db);
+  if (!s.ok()) return OpenError(options.path, s);
   store->db_.reset(db);
   store->reserve_ = options.disk_reserve_bytes;
   store->write_stop_wait_ = options.write_stop_wait;
