@@ -121,12 +121,14 @@ grpc::Status Place(Section& s, absl::Time now, v1::CustomerView& view, std::stri
       AppendMessageField(s.view_field, s.answer, sections);
       return grpc::Status::OK;
     case Placement::kViewSections: {
-      // Only the fields the service promised, and all or nothing.
+      // Only the fields the service promised, and all or nothing; the insights only when the view
+      // asked for them (`also`: staff), whatever the service sent.
       std::string copied;
       bool whole = true;
       for (int field : {v1::CustomerViewSections::kProfileFieldNumber,
                         v1::CustomerViewSections::kInsightsFieldNumber,
                         v1::CustomerViewSections::kUnavailableFieldNumber}) {
+        if (field == v1::CustomerViewSections::kInsightsFieldNumber && s.also == nullptr) continue;
         whole = whole && CopyMessageFields(s.answer, field, field, &copied);
       }
       if (whole) {
@@ -287,6 +289,50 @@ void Relay(Gateway& gateway, UpstreamPool& pool, const Admission& a, const std::
                     });
 }
 
+// A customer-profile older than GetCustomerViewSections (a rolling update that reached the gateway
+// first) answers it UNIMPLEMENTED: section `i` is then asked for as before that call, the profile
+// and (staff) the insights apart, and answered in the same layout.
+void AskCustomerProfileApart(const ServiceCalls& calls, std::shared_ptr<Gathering> g, size_t i) {
+  struct Apart {
+    std::atomic<int> remaining{0};
+    grpc::Status profile_status, insights_status;
+    std::string profile, insights;
+  };
+  auto apart = std::make_shared<Apart>();
+  apart->remaining = g->staff ? 2 : 1;
+  auto answered = [g, i, apart] {
+    if (--apart->remaining != 0) return;
+    using Sections = v1::CustomerViewSections;
+    std::string sections;
+    AppendMessageField(Sections::kProfileFieldNumber, apart->profile, &sections);
+    if (g->staff && apart->insights_status.ok()) {
+      AppendMessageField(Sections::kInsightsFieldNumber, apart->insights, &sections);
+    } else if (g->staff && apart->insights_status.error_code() != grpc::StatusCode::NOT_FOUND) {
+      v1::UnavailableSection u;
+      u.set_section("insights");
+      u.set_code(std::string(metrics::CodeName(apart->insights_status.error_code())));
+      u.set_reason(apart->insights_status.error_message());
+      AppendMessageField(Sections::kUnavailableFieldNumber, u.SerializeAsString(), &sections);
+    }
+    SectionAnswered(*g, i, apart->profile_status, std::move(sections));
+  };
+  const std::string& id = g->request.customer_id();
+  calls.Call("/crm.v1.CustomerProfileService/GetCustomer", ForCustomer<v1::GetCustomerRequest>(id),
+             [apart, answered](grpc::Status status, std::string answer) {
+               apart->profile_status = std::move(status);
+               apart->profile = std::move(answer);
+               answered();
+             });
+  if (!g->staff) return;
+  calls.Call("/crm.v1.CustomerProfileService/GetCustomerInsights",
+             ForCustomer<v1::GetCustomerInsightsRequest>(id),
+             [apart, answered](grpc::Status status, std::string answer) {
+               apart->insights_status = std::move(status);
+               apart->insights = std::move(answer);
+               answered();
+             });
+}
+
 }  // namespace
 
 void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& request,
@@ -310,7 +356,11 @@ void CustomerViewComposer::Compose(const Admission& a, const grpc::ByteBuffer& r
   g->remaining = static_cast<int>(n);
   for (size_t i = 0; i < n; ++i) {
     calls.Call(g->sections[i].path, *g->sections[i].request,
-               [g, i](grpc::Status status, std::string answer) {
+               [g, i, calls](grpc::Status status, std::string answer) {
+                 if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
+                     g->sections[i].placement == Placement::kViewSections) {
+                   return AskCustomerProfileApart(calls, g, i);
+                 }
                  SectionAnswered(*g, i, std::move(status), std::move(answer));
                });
   }

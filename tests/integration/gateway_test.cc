@@ -1148,6 +1148,63 @@ TEST_CASE(
   CHECK(view.purchases().customer_id().empty());  // order-tracking's (the fake's empty) answer
 }
 
+// The insights reach a view only when the gateway asked for them (staff), whatever customer-profile
+// sends; and a customer-profile without GetCustomerViewSections (older, during a rolling update)
+// is asked for the two sections apart, as before that call.
+TEST_CASE("gateway: the 360-degree view with a customer-profile older than its one call") {
+  World w;
+  const std::string sections = "/crm.v1.CustomerProfileService/GetCustomerViewSections";
+  const std::string insights_path = "/crm.v1.CustomerProfileService/GetCustomerInsights";
+  v1::GetCustomerViewRequest req;
+  req.set_customer_id("c1");
+  auto view_for = [&](const std::string& token) {
+    const testing::RawReply reply =
+        testing::RawUnaryCall(w.channel, "/crm.v1.CustomerViewService/GetCustomerView",
+                              req.SerializeAsString(), {{"authorization", "Bearer " + token}});
+    INFO(reply.status.error_message());
+    REQUIRE(reply.status.ok());
+    v1::CustomerView view;
+    REQUIRE(view.ParseFromString(reply.body));
+    return view;
+  };
+  v1::CustomerViewSections both;
+  both.mutable_profile()->set_customer_id("c1");
+  both.mutable_insights()->set_customer_id("c1");
+  w.fake.AnswerWith(sections, both);
+  CHECK_FALSE(view_for(Token("customer", "c1")).has_insights());
+  CHECK(view_for(Token("agent", "a1")).insights().customer_id() == "c1");
+
+  w.fake.AnswerWith(sections, v1::CustomerViewSections(),
+                    grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unknown method"));
+  w.fake.AnswerWith("/crm.v1.CustomerProfileService/GetCustomer", both.profile());
+  w.fake.AnswerWith(insights_path, both.insights());
+  v1::CustomerView staff = view_for(Token("agent", "a1"));
+  CHECK(staff.profile().customer_id() == "c1");
+  CHECK(staff.insights().customer_id() == "c1");
+  CHECK(staff.unavailable().empty());
+  const int insights_calls = w.fake.calls(insights_path);
+  v1::CustomerView own = view_for(Token("customer", "c1"));
+  CHECK(own.profile().customer_id() == "c1");
+  CHECK_FALSE(own.has_insights());
+  CHECK(w.fake.calls(insights_path) == insights_calls);  // not asked for a customer's own view
+  // The insights failing alone leave the profile, and are listed.
+  w.fake.AnswerWith(insights_path, v1::CustomerInsights(),
+                    grpc::Status(grpc::StatusCode::UNAVAILABLE, "store closing"));
+  staff = view_for(Token("agent", "a1"));
+  CHECK(staff.profile().customer_id() == "c1");
+  CHECK_FALSE(staff.has_insights());
+  REQUIRE(staff.unavailable_size() == 1);
+  CHECK(staff.unavailable(0).section() == "insights");
+  CHECK(staff.unavailable(0).code() == "UNAVAILABLE");
+  // No such customer: the whole view is NOT_FOUND, as with the one call.
+  w.fake.AnswerWith("/crm.v1.CustomerProfileService/GetCustomer", v1::Customer(),
+                    grpc::Status(grpc::StatusCode::NOT_FOUND, "customer_id: no such customer"));
+  CHECK(testing::RawUnaryCall(w.channel, "/crm.v1.CustomerViewService/GetCustomerView",
+                              req.SerializeAsString(),
+                              {{"authorization", "Bearer " + Token("agent", "a1")}})
+            .status.error_code() == grpc::StatusCode::NOT_FOUND);
+}
+
 // A front door on free loopback ports, all three (gRPC, HTTP, HTTPS), with two loops: each port is
 // shared by two listeners.
 gateway::FrontDoorOptions EveryPort(const std::string& tls_dir) {
