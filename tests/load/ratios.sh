@@ -54,7 +54,7 @@ measures = [
     ("360° view p50 ÷ GetCustomer through the gateway, 1 in flight", "≤ 2×",
      lambda t, r: note(t, r"360° view ÷ GetCustomer through the gateway, 1 in flight \(1k customers\): p50 ([0-9.]+)x")),
     ("360° view p50 ÷ its slowest section alone, 1 in flight", "-",
-     lambda t, r: note(t, r"p50 ([0-9.]+) ms; its slowest") / note(t, r"its slowest section alone \([a-z]+\) ([0-9.]+) ms")),
+     lambda t, r: note(t, r"p50 ([0-9.]+) ms; its slowest") / note(t, r"its slowest section alone \([a-z ]+\) ([0-9.]+) ms")),
     ("event delivery lag p99 at 1 writer (ms)", "-",
      lambda t, r: note(t, r"lag at 1 writer\(s\).*?p99 ([0-9.]+) ms")),
     ("event delivery lag p99 at 8 writers (ms)", "-",
