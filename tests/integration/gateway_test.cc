@@ -1103,22 +1103,28 @@ TEST_CASE(
   CHECK(absl::StrContains(bad.error_message(), "recommendation_count"));
 }
 
+// Customer c1's 360° view as the caller of `token` gets it (the call must succeed).
+v1::CustomerView ViewOfC1(World& w, const std::string& token) {
+  v1::GetCustomerViewRequest req;
+  req.set_customer_id("c1");
+  const testing::RawReply reply =
+      testing::RawUnaryCall(w.channel, "/crm.v1.CustomerViewService/GetCustomerView",
+                            req.SerializeAsString(), {{"authorization", "Bearer " + token}});
+  INFO(reply.status.error_message());
+  REQUIRE(reply.status.ok());
+  v1::CustomerView view;
+  REQUIRE(view.ParseFromString(reply.body));
+  return view;
+}
+
 // customer-profile answers two sections in one call: when that call fails, staff see both listed
 // as unavailable, a customer only the profile (the insights are not theirs to see).
 TEST_CASE(
     "gateway: the 360-degree view lists both of customer-profile's sections when its call fails") {
   World w;
   const std::string path = "/crm.v1.CustomerProfileService/GetCustomerViewSections";
-  v1::GetCustomerViewRequest req;
-  req.set_customer_id("c1");
   auto unavailable_for = [&](const std::string& token) {
-    const testing::RawReply reply =
-        testing::RawUnaryCall(w.channel, "/crm.v1.CustomerViewService/GetCustomerView",
-                              req.SerializeAsString(), {{"authorization", "Bearer " + token}});
-    INFO(reply.status.error_message());
-    REQUIRE(reply.status.ok());
-    v1::CustomerView view;
-    REQUIRE(view.ParseFromString(reply.body));
+    const v1::CustomerView view = ViewOfC1(w, token);
     CHECK_FALSE(view.has_profile());
     CHECK_FALSE(view.has_insights());
     std::map<std::string, std::string> out;
@@ -1138,12 +1144,7 @@ TEST_CASE(
   stray.mutable_profile()->set_customer_id("c1");
   stray.mutable_purchases()->set_customer_id("c2");
   w.fake.AnswerWith(path, stray);
-  const testing::RawReply reply = testing::RawUnaryCall(
-      w.channel, "/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(),
-      {{"authorization", "Bearer " + Token("agent", "a1")}});
-  REQUIRE(reply.status.ok());
-  v1::CustomerView view;
-  REQUIRE(view.ParseFromString(reply.body));
+  const v1::CustomerView view = ViewOfC1(w, Token("agent", "a1"));
   CHECK(view.profile().customer_id() == "c1");
   CHECK(view.purchases().customer_id().empty());  // order-tracking's (the fake's empty) answer
 }
@@ -1155,18 +1156,7 @@ TEST_CASE("gateway: the 360-degree view with a customer-profile older than its o
   World w;
   const std::string sections = "/crm.v1.CustomerProfileService/GetCustomerViewSections";
   const std::string insights_path = "/crm.v1.CustomerProfileService/GetCustomerInsights";
-  v1::GetCustomerViewRequest req;
-  req.set_customer_id("c1");
-  auto view_for = [&](const std::string& token) {
-    const testing::RawReply reply =
-        testing::RawUnaryCall(w.channel, "/crm.v1.CustomerViewService/GetCustomerView",
-                              req.SerializeAsString(), {{"authorization", "Bearer " + token}});
-    INFO(reply.status.error_message());
-    REQUIRE(reply.status.ok());
-    v1::CustomerView view;
-    REQUIRE(view.ParseFromString(reply.body));
-    return view;
-  };
+  auto view_for = [&](const std::string& token) { return ViewOfC1(w, token); };
   v1::CustomerViewSections both;
   both.mutable_profile()->set_customer_id("c1");
   both.mutable_insights()->set_customer_id("c1");
@@ -1199,10 +1189,11 @@ TEST_CASE("gateway: the 360-degree view with a customer-profile older than its o
   // No such customer: the whole view is NOT_FOUND, as with the one call.
   w.fake.AnswerWith("/crm.v1.CustomerProfileService/GetCustomer", v1::Customer(),
                     grpc::Status(grpc::StatusCode::NOT_FOUND, "customer_id: no such customer"));
-  CHECK(testing::RawUnaryCall(w.channel, "/crm.v1.CustomerViewService/GetCustomerView",
-                              req.SerializeAsString(),
-                              {{"authorization", "Bearer " + Token("agent", "a1")}})
-            .status.error_code() == grpc::StatusCode::NOT_FOUND);
+  v1::GetCustomerViewRequest req;
+  req.set_customer_id("c1");
+  CHECK(w.Call("/crm.v1.CustomerViewService/GetCustomerView", req.SerializeAsString(),
+               Token("agent", "a1"))
+            .error_code() == grpc::StatusCode::NOT_FOUND);
 }
 
 // A front door on free loopback ports, all three (gRPC, HTTP, HTTPS), with two loops: each port is
