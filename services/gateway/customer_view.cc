@@ -104,6 +104,15 @@ bool CopyMessageFields(absl::string_view bytes, int from, int to, std::string* o
   return in.ConsumedEntireMessage();
 }
 
+// Section `name` of the view, not filled because its call ended with `status`.
+v1::UnavailableSection Unavailable(const char* name, const grpc::Status& status) {
+  v1::UnavailableSection u;
+  u.set_section(name);
+  u.set_code(std::string(metrics::CodeName(status.error_code())));
+  u.set_reason(status.error_message());
+  return u;
+}
+
 // The view while its sections are out.
 struct Gathering {
   std::vector<Section> sections;
@@ -174,11 +183,7 @@ void Assemble(Gathering& g) {
     // A customer without tickets or membership activity is an empty section, not a missing one.
     if (!s.status.ok() && s.status.error_code() != grpc::StatusCode::NOT_FOUND) {
       for (const char* name : {s.name, s.also}) {
-        if (name == nullptr) continue;
-        auto* u = view.add_unavailable();
-        u->set_section(name);
-        u->set_code(std::string(metrics::CodeName(s.status.error_code())));
-        u->set_reason(s.status.error_message());
+        if (name != nullptr) *view.add_unavailable() = Unavailable(name, s.status);
       }
     }
   }
@@ -308,11 +313,9 @@ void AskCustomerProfileApart(const ServiceCalls& calls, std::shared_ptr<Gatherin
     if (g->staff && apart->insights_status.ok()) {
       AppendMessageField(Sections::kInsightsFieldNumber, apart->insights, &sections);
     } else if (g->staff && apart->insights_status.error_code() != grpc::StatusCode::NOT_FOUND) {
-      v1::UnavailableSection u;
-      u.set_section("insights");
-      u.set_code(std::string(metrics::CodeName(apart->insights_status.error_code())));
-      u.set_reason(apart->insights_status.error_message());
-      AppendMessageField(Sections::kUnavailableFieldNumber, u.SerializeAsString(), &sections);
+      AppendMessageField(Sections::kUnavailableFieldNumber,
+                         Unavailable("insights", apart->insights_status).SerializeAsString(),
+                         &sections);
     }
     SectionAnswered(*g, i, apart->profile_status, std::move(sections));
   };

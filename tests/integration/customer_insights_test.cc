@@ -177,8 +177,7 @@ TEST_CASE("insights: the view's two sections come in one call, the insights for 
   const v1::CustomerInsights insights = w.Insights(c);
   auto sections_as = [&](const auth::Caller& caller, const std::string& cid,
                          v1::CustomerViewSections* out) {
-    auto stub = v1::CustomerProfileService::NewStub(
-        testing::ChannelAs(testing::LoopbackAddress(w.profile.port()), caller));
+    auto stub = v1::CustomerProfileService::NewStub(w.profile.ChannelAs(caller));
     grpc::ClientContext ctx;
     return stub->GetCustomerViewSections(&ctx, ForCustomer<v1::GetCustomerViewSectionsRequest>(cid),
                                          out);
