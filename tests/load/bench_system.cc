@@ -185,6 +185,60 @@ std::vector<SectionCall> ViewSectionCalls() {
   };
 }
 
+// The fan-out floor: a second gateway over servers that answer the view's calls at once with an
+// empty message (crm-echo-server --answer_view_calls), so a call costs only gRPC, the processes'
+// wake-ups and the gateway. The view over them beside one GetCustomer to one of them is the least
+// the view's ratio can be on this machine. As the system runs: five processes, mutual TLS. Then
+// plaintext, and one process answering all five calls, which tells how much of the floor is the
+// number of processes rather than the number of calls.
+struct FloorShape {
+  const char* what;
+  bool tls;
+  bool one_process;
+};
+
+void MeasureFanOutFloor(const std::string& data_root, const FloorShape& shape, Scenario get,
+                        Scenario view, const LoadOptions& one, Report& report) {
+  std::vector<std::unique_ptr<testing::Process>> backends;
+  std::vector<std::string> gateway_args = {
+      absl::StrCat("--listen=127.0.0.1:", testing::PickFreePort()),
+      absl::StrCat("--http_listen=127.0.0.1:", testing::PickFreePort()), "--metrics_listen=off",
+      "--access_log=false", "--jwt_secret_file=" + data_root + "/jwt-secret"};
+  if (shape.tls) gateway_args.push_back("--tls_dir=" + data_root + "/tls/gateway");
+  for (const char* role : {"customer", "agent", "admin", "service", "ip"}) {
+    gateway_args.push_back(absl::StrCat("--rate_limit_", role, "=0"));
+  }
+  for (const std::string& name : testing::CrmSystem::Names()) {
+    if (name == "gateway") continue;
+    if (backends.empty() || !shape.one_process) {
+      std::vector<std::string> args = {"--answer_view_calls"};
+      if (shape.tls) args.push_back("--tls_dir=" + data_root + "/tls/" + name);
+      backends.push_back(StartService("tests/load/crm-echo-server", args));
+    }
+    std::string flag = name;
+    std::replace(flag.begin(), flag.end(), '-', '_');
+    gateway_args.push_back(
+        absl::StrCat("--", flag, "_address=127.0.0.1:", backends.back()->port()));
+  }
+  testing::Process gateway(testing::Process::BuildPath("services/gateway/gateway"), gateway_args);
+  StartServing(gateway);
+  auto channels = MakeChannels(absl::StrCat("127.0.0.1:", gateway.port()), one.channels);
+  get.name = absl::StrCat("floor: GetCustomer via gateway, 1 in flight, ", shape.what);
+  const Measurement floor_get = Measure(channels, get, one, gateway.pid());
+  report.Add(floor_get);
+  view.name = absl::StrCat("floor: GetCustomerView, 360°, 1 in flight, ", shape.what);
+  const Measurement floor_view = Measure(channels, view, one, gateway.pid());
+  report.Add(floor_view, get.name);
+  report.Note(absl::StrFormat(
+      "fan-out floor, %s: the 360° view ÷ one GetCustomer, 1 in flight: p50 %.2fx (%.2f / %.2f "
+      "ms)",
+      shape.what,
+      absl::FDivDuration(floor_view.result.latency.Percentile(50),
+                         floor_get.result.latency.Percentile(50)),
+      absl::ToDoubleMilliseconds(floor_view.result.latency.Percentile(50)),
+      absl::ToDoubleMilliseconds(floor_get.result.latency.Percentile(50))));
+}
+
 }  // namespace
 
 void RunSystemSuite(const BenchOptions& options, Report& report) {
@@ -265,6 +319,14 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
                            one_get.result.latency.Percentile(50)),
         absl::ToDoubleMilliseconds(one_view.result.latency.Percentile(50)),
         absl::ToDoubleMilliseconds(one_get.result.latency.Percentile(50))));
+    if (base == options.system_customers.front()) {
+      for (const FloorShape& shape :
+           {FloorShape{"five servers that answer at once, mutual TLS", true, false},
+            FloorShape{"five servers that answer at once, plaintext", false, false},
+            FloorShape{"one server answering all five calls at once, plaintext", false, true}}) {
+        MeasureFanOutFloor(dir.path(), shape, get, view, one, report);
+      }
+    }
   }
 
   // The storefront: 70% browsing, 15% reads, 5% orders, 5% 360° views, 5% complaints and points.
