@@ -215,10 +215,8 @@ void MeasureFanOutFloor(const std::string& data_root, const FloorShape& shape, S
       if (shape.tls) args.push_back("--tls_dir=" + data_root + "/tls/" + name);
       backends.push_back(StartService("tests/load/crm-echo-server", args));
     }
-    std::string flag = name;
-    std::replace(flag.begin(), flag.end(), '-', '_');
     gateway_args.push_back(
-        absl::StrCat("--", flag, "_address=127.0.0.1:", backends.back()->port()));
+        testing::CrmSystem::AddressFlag(name, absl::StrCat("127.0.0.1:", backends.back()->port())));
   }
   testing::Process gateway(testing::Process::BuildPath("services/gateway/gateway"), gateway_args);
   StartServing(gateway);

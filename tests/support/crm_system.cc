@@ -1,5 +1,6 @@
 #include "tests/support/crm_system.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
@@ -28,12 +29,6 @@ const std::map<std::string, std::string>& Binaries() {
   return *binaries;
 }
 
-std::string FlagName(const std::string& service) {
-  std::string f = service;
-  for (char& c : f) c = c == '-' ? '_' : c;
-  return f;
-}
-
 }  // namespace
 
 const std::vector<std::string>& CrmSystem::Names() {
@@ -44,6 +39,12 @@ const std::vector<std::string>& CrmSystem::Names() {
 }
 
 const std::string& CrmSystem::Binary(const std::string& name) { return Binaries().at(name); }
+
+std::string CrmSystem::AddressFlag(const std::string& name, const std::string& address) {
+  std::string flag = name;
+  std::replace(flag.begin(), flag.end(), '-', '_');
+  return absl::StrCat("--", flag, "_address=", address);
+}
 
 CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
   // PickFreePort never gives one port twice.
@@ -79,7 +80,7 @@ std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
       absl::StrCat("--tls_dir=", options_.data_root, "/tls/", name)};
   for (const std::string& other : Names()) {
     if (other == "gateway") continue;
-    args.push_back(absl::StrCat("--", FlagName(other), "_address=127.0.0.1:", ports_.at(other)));
+    args.push_back(AddressFlag(other, absl::StrCat("127.0.0.1:", ports_.at(other))));
   }
   if (name == "gateway") {
     args.push_back("--jwt_secret_file=" + options_.data_root + "/jwt-secret");

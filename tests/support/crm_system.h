@@ -32,6 +32,9 @@ class CrmSystem {
   // Where process `name`'s binary is built, relative to the build folder (Process::BuildPath), e.g.
   // "services/customer_profile/customer-profile".
   static const std::string& Binary(const std::string& name);
+  // The flag that gives the other processes service `name`'s address:
+  // "--customer_profile_address=" + address.
+  static std::string AddressFlag(const std::string& name, const std::string& address);
 
   explicit CrmSystem(Options options);
   ~CrmSystem();
