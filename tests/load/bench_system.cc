@@ -189,12 +189,15 @@ std::vector<SectionCall> ViewSectionCalls() {
 // empty message (crm-echo-server --answer_view_calls), so a call costs only gRPC, the processes'
 // wake-ups and the gateway. The view over them beside one GetCustomer to one of them is the least
 // the view's ratio can be on this machine. As the system runs: five processes, mutual TLS. Then
-// plaintext, and one process answering all five calls, which tells how much of the floor is the
-// number of processes rather than the number of calls.
+// plaintext; three processes, as a customer-profile keeping copies of orders and tickets would
+// leave (though still five calls); and one process answering all five calls. Those tell how much
+// of the floor is the number of processes rather than the number of calls.
 struct FloorShape {
   const char* what;
   bool tls;
-  bool one_process;
+  // Which server answers each service of CrmSystem::Names(), in that order (0 the first started).
+  // Only plaintext servers can answer for several services: each certificate names one.
+  std::vector<size_t> server_of;
 };
 
 void MeasureFanOutFloor(const std::string& data_root, const FloorShape& shape, Scenario get,
@@ -208,15 +211,16 @@ void MeasureFanOutFloor(const std::string& data_root, const FloorShape& shape, S
   for (const char* role : {"customer", "agent", "admin", "service", "ip"}) {
     gateway_args.push_back(absl::StrCat("--rate_limit_", role, "=0"));
   }
-  for (const std::string& name : testing::CrmSystem::Names()) {
-    if (name == "gateway") continue;
-    if (backends.empty() || !shape.one_process) {
+  for (size_t i = 0; i < shape.server_of.size(); ++i) {
+    const std::string& name = testing::CrmSystem::Names()[i];
+    const size_t server = shape.server_of[i];
+    if (server == backends.size()) {
       std::vector<std::string> args = {"--answer_view_calls"};
       if (shape.tls) args.push_back("--tls_dir=" + data_root + "/tls/" + name);
       backends.push_back(StartService("tests/load/crm-echo-server", args));
     }
-    gateway_args.push_back(
-        testing::CrmSystem::AddressFlag(name, absl::StrCat("127.0.0.1:", backends.back()->port())));
+    gateway_args.push_back(testing::CrmSystem::AddressFlag(
+        name, absl::StrCat("127.0.0.1:", backends.at(server)->port())));
   }
   testing::Process gateway(testing::Process::BuildPath("services/gateway/gateway"), gateway_args);
   StartServing(gateway);
@@ -319,9 +323,14 @@ void RunSystemSuite(const BenchOptions& options, Report& report) {
         absl::ToDoubleMilliseconds(one_get.result.latency.Percentile(50))));
     if (base == options.system_customers.front()) {
       for (const FloorShape& shape :
-           {FloorShape{"five servers that answer at once, mutual TLS", true, false},
-            FloorShape{"five servers that answer at once, plaintext", false, false},
-            FloorShape{"one server answering all five calls at once, plaintext", false, true}}) {
+           {FloorShape{"five servers that answer at once, mutual TLS", true, {0, 1, 2, 3, 4}},
+            FloorShape{"five servers that answer at once, plaintext", false, {0, 1, 2, 3, 4}},
+            FloorShape{"three servers (profile, orders and tickets in one), plaintext",
+                       false,
+                       {0, 0, 1, 0, 2}},
+            FloorShape{"one server answering all five calls at once, plaintext",
+                       false,
+                       {0, 0, 0, 0, 0}}}) {
         MeasureFanOutFloor(dir.path(), shape, get, view, one, report);
       }
     }

@@ -59,6 +59,8 @@ measures = [
      lambda t, r: note(t, r"fan-out floor, five servers that answer at once, mutual TLS: .*?p50 ([0-9.]+)x")),
     ("floor: the same, plaintext", "-",
      lambda t, r: note(t, r"fan-out floor, five servers that answer at once, plaintext: .*?p50 ([0-9.]+)x")),
+    ("floor: three servers (profile, orders and tickets in one), plaintext", "-",
+     lambda t, r: note(t, r"fan-out floor, three servers \(profile, orders and tickets in one\), plaintext: .*?p50 ([0-9.]+)x")),
     ("floor: one server answering all five calls, plaintext", "-",
      lambda t, r: note(t, r"fan-out floor, one server answering all five calls at once, plaintext: .*?p50 ([0-9.]+)x")),
     ("event delivery lag p99 at 1 writer (ms)", "-",
