@@ -167,7 +167,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerViewSections(
   if (!profile.ok()) return Finish(ctx, profile.status());
   *resp->mutable_profile() = *std::move(profile);
   // The insights are staff-only, as GetCustomerInsights is.
-  if (!caller->internal && caller->role == v1::ROLE_CUSTOMER) return Finish(ctx, absl::OkStatus());
+  if (rpc::IsCustomer(*caller)) return Finish(ctx, absl::OkStatus());
   auto insights = AssessNow(req->customer_id(), clock_->Now());
   if (insights.ok()) {
     *resp->mutable_insights() = *std::move(insights);
