@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -84,14 +85,25 @@ void AppendMessageField(int number, absl::string_view bytes, std::string* out) {
   coded.WriteRaw(bytes.data(), static_cast<int>(bytes.size()));
 }
 
-// Copies field `from` of the serialized message `bytes` (length-delimited, repeated or not) into
-// `out` as field `to`, by walking the wire format; false when `bytes` is not a message.
-bool CopyMessageFields(absl::string_view bytes, int from, int to, std::string* out) {
+// A length-delimited field copied from an answer into the view, renumbered.
+struct FieldMove {
+  int from;
+  int to;
+};
+
+// Copies the fields of the serialized message `bytes` that `moves` name (length-delimited, repeated
+// or not) into `out`, each under its new number, in one walk of the wire format; false when `bytes`
+// is not a message.
+bool CopyMessageFields(absl::string_view bytes, absl::Span<const FieldMove> moves,
+                       std::string* out) {
   using google::protobuf::internal::WireFormatLite;
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
                                             static_cast<int>(bytes.size()));
   while (const uint32_t tag = in.ReadTag()) {
-    if (WireFormatLite::GetTagFieldNumber(tag) != from ||
+    const int number = WireFormatLite::GetTagFieldNumber(tag);
+    const auto move = std::find_if(moves.begin(), moves.end(),
+                                   [number](const FieldMove& m) { return m.from == number; });
+    if (move == moves.end() ||
         WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
       if (!WireFormatLite::SkipField(&in, tag)) return false;
       continue;
@@ -99,7 +111,7 @@ bool CopyMessageFields(absl::string_view bytes, int from, int to, std::string* o
     uint32_t length = 0;
     std::string field;
     if (!in.ReadVarint32(&length) || !in.ReadString(&field, static_cast<int>(length))) return false;
-    AppendMessageField(to, field, out);
+    AppendMessageField(move->to, field, out);
   }
   return in.ConsumedEntireMessage();
 }
@@ -131,16 +143,16 @@ grpc::Status Place(Section& s, absl::Time now, v1::CustomerView& view, std::stri
       return grpc::Status::OK;
     case Placement::kViewSections: {
       // Only the fields the service promised, and all or nothing; the insights only when the view
-      // asked for them (`also`: staff), whatever the service sent.
+      // asked for them (`also`: staff), whatever the service sent. The insights come last: a
+      // customer's view takes the first two.
+      using Sections = v1::CustomerViewSections;
+      static constexpr FieldMove kTaken[] = {
+          {Sections::kProfileFieldNumber, Sections::kProfileFieldNumber},
+          {Sections::kUnavailableFieldNumber, Sections::kUnavailableFieldNumber},
+          {Sections::kInsightsFieldNumber, Sections::kInsightsFieldNumber}};
       std::string copied;
-      bool whole = true;
-      for (int field : {v1::CustomerViewSections::kProfileFieldNumber,
-                        v1::CustomerViewSections::kInsightsFieldNumber,
-                        v1::CustomerViewSections::kUnavailableFieldNumber}) {
-        if (field == v1::CustomerViewSections::kInsightsFieldNumber && s.also == nullptr) continue;
-        whole = whole && CopyMessageFields(s.answer, field, field, &copied);
-      }
-      if (whole) {
+      if (CopyMessageFields(s.answer, absl::MakeConstSpan(kTaken, s.also == nullptr ? 2 : 3),
+                            &copied)) {
         sections->append(copied);
         return grpc::Status::OK;
       }
@@ -149,8 +161,9 @@ grpc::Status Place(Section& s, absl::Time now, v1::CustomerView& view, std::stri
     case Placement::kRecommendations: {
       // All or nothing: an answer that breaks off halfway adds no recommendation.
       std::string copied;
-      if (CopyMessageFields(s.answer, v1::RecommendResponse::kRecommendationsFieldNumber,
-                            s.view_field, &copied)) {
+      if (CopyMessageFields(s.answer,
+                            {{v1::RecommendResponse::kRecommendationsFieldNumber, s.view_field}},
+                            &copied)) {
         sections->append(copied);
         return grpc::Status::OK;
       }
