@@ -44,6 +44,16 @@ def note(text, pattern):
     m = re.search(pattern, text)
     return float(m.group(1)) if m else None
 
+# The view's fan-out floor: a row per shape of the system suite's floor, whose note names the shape.
+floors = [
+    ("floor: the view over five servers that answer at once ÷ one GetCustomer to one, mutual TLS",
+     "five servers that answer at once, mutual TLS"),
+    ("floor: the same, plaintext", "five servers that answer at once, plaintext"),
+    ("floor: three servers (profile, orders and tickets in one), plaintext",
+     "three servers (profile, orders and tickets in one), plaintext"),
+    ("floor: one server answering all five calls, plaintext",
+     "one server answering all five calls at once, plaintext"),
+]
 measures = [
     ("GetCustomer ÷ echo (throughput, 32 in flight)", "≥ 0.80",
      lambda t, r: r["GetCustomer"]["calls"] / r["Echo (baseline)"]["calls"]),
@@ -55,14 +65,8 @@ measures = [
      lambda t, r: note(t, r"360° view ÷ GetCustomer through the gateway, 1 in flight \(1k customers\): p50 ([0-9.]+)x")),
     ("360° view p50 ÷ its slowest section alone, 1 in flight", "-",
      lambda t, r: note(t, r"p50 ([0-9.]+) ms; its slowest") / note(t, r"its slowest section alone \([a-z ]+\) ([0-9.]+) ms")),
-    ("floor: the view over five servers that answer at once ÷ one GetCustomer to one, mutual TLS", "-",
-     lambda t, r: note(t, r"fan-out floor, five servers that answer at once, mutual TLS: .*?p50 ([0-9.]+)x")),
-    ("floor: the same, plaintext", "-",
-     lambda t, r: note(t, r"fan-out floor, five servers that answer at once, plaintext: .*?p50 ([0-9.]+)x")),
-    ("floor: three servers (profile, orders and tickets in one), plaintext", "-",
-     lambda t, r: note(t, r"fan-out floor, three servers \(profile, orders and tickets in one\), plaintext: .*?p50 ([0-9.]+)x")),
-    ("floor: one server answering all five calls, plaintext", "-",
-     lambda t, r: note(t, r"fan-out floor, one server answering all five calls at once, plaintext: .*?p50 ([0-9.]+)x")),
+    *[(label, "-", lambda t, r, shape=shape: note(t, "fan-out floor, " + re.escape(shape) + r": .*?p50 ([0-9.]+)x"))
+      for label, shape in floors],
     ("event delivery lag p99 at 1 writer (ms)", "-",
      lambda t, r: note(t, r"lag at 1 writer\(s\).*?p99 ([0-9.]+) ms")),
     ("event delivery lag p99 at 8 writers (ms)", "-",
