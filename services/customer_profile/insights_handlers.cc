@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "libs/api/paging.h"
 #include "libs/api/validate.h"
+#include "libs/api/view_sections.h"
 #include "libs/base/status_macros.h"
 #include "libs/rpc/caller_auth.h"
 #include "libs/rpc/handler.h"
@@ -174,10 +175,7 @@ grpc::ServerUnaryReactor* CustomerProfileService::GetCustomerViewSections(
   } else if (!absl::IsNotFound(insights.status())) {
     // The view shows the profile and says why the insights are missing, as it does for a section
     // whose own call failed.
-    v1::UnavailableSection* missing = resp->add_unavailable();
-    missing->set_section("insights");
-    missing->set_code(absl::StatusCodeToString(insights.status().code()));
-    missing->set_reason(std::string(insights.status().message()));
+    *resp->add_unavailable() = api::UnavailableSectionOf("insights", insights.status());
   }
   return Finish(ctx, absl::OkStatus());
 }

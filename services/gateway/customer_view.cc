@@ -13,6 +13,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "libs/api/validate.h"
+#include "libs/api/view_sections.h"
 #include "libs/auth/caller.h"
 #include "libs/metrics/rpc_metrics.h"
 #include "libs/rpc/backends.h"
@@ -118,11 +119,7 @@ bool CopyMessageFields(absl::string_view bytes, absl::Span<const FieldMove> move
 
 // Section `name` of the view, not filled because its call ended with `status`.
 v1::UnavailableSection Unavailable(const char* name, const grpc::Status& status) {
-  v1::UnavailableSection u;
-  u.set_section(name);
-  u.set_code(std::string(metrics::CodeName(status.error_code())));
-  u.set_reason(status.error_message());
-  return u;
+  return api::UnavailableSectionOf(name, rpc::FromGrpc(status));
 }
 
 // The view while its sections are out.
