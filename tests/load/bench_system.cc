@@ -203,14 +203,12 @@ struct FloorShape {
 void MeasureFanOutFloor(const std::string& data_root, const FloorShape& shape, Scenario get,
                         Scenario view, const LoadOptions& one, Report& report) {
   std::vector<std::unique_ptr<testing::Process>> backends;
-  std::vector<std::string> gateway_args = {
-      absl::StrCat("--listen=127.0.0.1:", testing::PickFreePort()),
-      absl::StrCat("--http_listen=127.0.0.1:", testing::PickFreePort()), "--metrics_listen=off",
-      "--access_log=false", "--jwt_secret_file=" + data_root + "/jwt-secret"};
+  std::vector<std::string> gateway_args = testing::CrmSystem::GatewayAdmissionFlags(data_root);
+  gateway_args.insert(gateway_args.end(),
+                      {absl::StrCat("--listen=127.0.0.1:", testing::PickFreePort()),
+                       absl::StrCat("--http_listen=127.0.0.1:", testing::PickFreePort()),
+                       "--metrics_listen=off", "--access_log=false"});
   if (shape.tls) gateway_args.push_back("--tls_dir=" + data_root + "/tls/gateway");
-  for (const char* role : {"customer", "agent", "admin", "service", "ip"}) {
-    gateway_args.push_back(absl::StrCat("--rate_limit_", role, "=0"));
-  }
   for (size_t i = 0; i < shape.server_of.size(); ++i) {
     const std::string& name = testing::CrmSystem::Names()[i];
     const size_t server = shape.server_of[i];

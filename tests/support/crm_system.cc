@@ -46,6 +46,14 @@ std::string CrmSystem::AddressFlag(const std::string& name, const std::string& a
   return absl::StrCat("--", flag, "_address=", address);
 }
 
+std::vector<std::string> CrmSystem::GatewayAdmissionFlags(const std::string& data_root) {
+  std::vector<std::string> flags = {"--jwt_secret_file=" + data_root + "/jwt-secret"};
+  for (const char* role : {"customer", "agent", "admin", "service", "ip"}) {
+    flags.push_back(absl::StrCat("--rate_limit_", role, "=0"));
+  }
+  return flags;
+}
+
 CrmSystem::CrmSystem(Options options) : options_(std::move(options)) {
   // PickFreePort never gives one port twice.
   for (const std::string& name : Names()) {
@@ -83,13 +91,11 @@ std::vector<std::string> CrmSystem::ArgsOf(const std::string& name) const {
     args.push_back(AddressFlag(other, absl::StrCat("127.0.0.1:", ports_.at(other))));
   }
   if (name == "gateway") {
-    args.push_back("--jwt_secret_file=" + options_.data_root + "/jwt-secret");
+    const std::vector<std::string> admission = GatewayAdmissionFlags(options_.data_root);
+    args.insert(args.end(), admission.begin(), admission.end());
     args.push_back(absl::StrCat("--http_listen=127.0.0.1:", http_port_));
     args.push_back(absl::StrCat("--access_log=", options_.access_log ? "true" : "false"));
     args.push_back(absl::StrCat("--view_section_timeout_ms=", options_.view_section_timeout_ms));
-    for (const char* role : {"customer", "agent", "admin", "service", "ip"}) {
-      args.push_back(absl::StrCat("--rate_limit_", role, "=0"));
-    }
     if (auto it = options_.extra.find(name); it != options_.extra.end()) {
       args.insert(args.end(), it->second.begin(), it->second.end());
     }

@@ -35,6 +35,9 @@ class CrmSystem {
   // The flag that gives the other processes service `name`'s address:
   // "--customer_profile_address=" + address.
   static std::string AddressFlag(const std::string& name, const std::string& address);
+  // A test gateway's admission flags: tokens signed with the JWT secret CrmSystem writes under
+  // `data_root`, and no rate limits (load and tests would hit them).
+  static std::vector<std::string> GatewayAdmissionFlags(const std::string& data_root);
 
   explicit CrmSystem(Options options);
   ~CrmSystem();
